@@ -1,0 +1,233 @@
+"""Write the sched-supervisor(1) manual page (roff) to stdout.
+
+The COMMANDS section comes from the click commands of ``supervisor.cli`` (their help texts
+and options), so the page never drifts from ``supervisor --help``; the other sections say
+how the Debian package is meant to be used: how to point it at an application, the
+service, its configuration file, and the state directory. Run at package build time by
+``packaging/debian/rules``. May import click, the standard library and ``supervisor.cli``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Iterator
+
+import click
+
+PAGE_HEAD = r"""
+.SH NAME
+sched-supervisor, supervisor \- run background jobs defined in Python, crash-isolated, and control them
+.SH SYNOPSIS
+.B supervisor run \-\-app
+.I MODULE:ATTRIBUTE
+.RB [ \-\-state\-dir
+.IR DIR ]
+.RB [ \-\-admin
+.IR HOST:PORT " | " \-\-no\-admin ]
+.br
+.B supervisor
+.I COMMAND
+.RI [ OPTIONS ]
+.RI [ ARGUMENTS ]
+.br
+.B systemctl start sched\-supervisor
+.SH DESCRIPTION
+.B supervisor
+runs background processes ("schedulers") that an application defines in Python code:
+one-shot, repeating, manual and cron-scheduled jobs.
+Each run is a child process in its own process group, so a crash, abort or out-of-memory
+kill of a run never takes the manager down.
+Runs, their log records and output, settings and the audit trail are stored in SQLite in
+the state directory.
+Operators control the schedulers from the Admin Center (a web page, on loopback by
+default), from the commands below, or from systemd.
+.PP
+This command is not supervisord(1): Debian's
+.B supervisor
+package (supervisord, supervisorctl) is a different program and can be installed beside
+this one. The modules of sched-supervisor live in
+.IR /usr/share/sched\-supervisor ,
+and
+.B /usr/bin/supervisor
+runs them with Debian's
+.B /usr/bin/python3
+in isolated mode.
+.SH POINTING IT AT AN APPLICATION
+An application is a Python module with a
+.B supervisor.Configurator
+in it, named as
+.IR MODULE:ATTRIBUTE ,
+for example
+.BR examples.jobs:cfg .
+The module is imported from the current directory, then from the directories listed in
+.B SUPERVISOR_APP_PATH
+(separated by colons).
+.B PYTHONPATH
+is ignored, as are the user's site-packages.
+To try the examples shipped with the package:
+.PP
+.nf
+.RS
+SUPERVISOR_APP_PATH=/usr/share/doc/sched\-supervisor \e
+    supervisor run \-\-app examples.jobs:cfg \-\-state\-dir /tmp/demo
+.RE
+.fi
+.PP
+An application that needs libraries of its own can list a virtual environment's
+.I site\-packages
+directory in
+.BR SUPERVISOR_APP_PATH .
+.SH THE SERVICE
+.B sched\-supervisor.service
+runs
+.B supervisor run
+as the system user
+.B sched\-supervisor
+with the state directory
+.IR /var/lib/sched\-supervisor .
+It reads
+.I /etc/sched\-supervisor/sched\-supervisor.conf
+(KEY=value lines):
+.TP
+.B SUPERVISOR_APP
+The application, as
+.IR MODULE:ATTRIBUTE .
+While it is empty the service does not start (its condition is not met).
+.TP
+.B SUPERVISOR_APP_PATH
+Directories the application is imported from; they must be readable by the user
+.BR sched\-supervisor .
+.TP
+.B SUPERVISOR_ADMIN
+The Admin Center's address,
+.I HOST:PORT
+(default 127.0.0.1:8080).
+.TP
+.B SUPERVISOR_OPTIONS
+More options for
+.BR "supervisor run" ,
+for example
+.BR \-\-no\-admin .
+.PP
+After editing the file:
+.BR "systemctl restart sched\-supervisor" .
+As root, the commands below find this service's state directory without
+.BR \-\-state\-dir .
+The manager's own messages go to the journal:
+.BR "journalctl \-u sched\-supervisor" .
+""".strip()
+
+PAGE_TAIL = r"""
+.SH ENVIRONMENT
+.TP
+.B SUPERVISOR_STATE_DIR
+The state directory when
+.B \-\-state\-dir
+is not given. Otherwise it is
+.I /var/lib/sched\-supervisor
+for root and
+.I ~/.local/state/sched\-supervisor
+for other users.
+.TP
+.B SUPERVISOR_APP_PATH
+Directories to import the application from (see above).
+.SH FILES
+.TP
+.I /etc/sched\-supervisor/sched\-supervisor.conf
+The service's configuration (a conffile).
+.TP
+.I /var/lib/sched\-supervisor
+The service's state: a SQLite database of settings, runs, logs, users and the audit trail.
+Kept when the package is removed, deleted when it is purged.
+.TP
+.I /usr/share/sched\-supervisor
+The program's modules, and its private copy of croniter.
+.TP
+.I /usr/share/doc/sched\-supervisor/examples
+Example application
+.RB ( examples.jobs:cfg ).
+.SH EXIT STATUS
+0 on success; otherwise non-zero, with a one-line message on standard error.
+.SH SEE ALSO
+.BR systemctl (1),
+.BR journalctl (1),
+.BR systemd.service (5),
+.BR crontab (5),
+.BR supervisord (1)
+(a different program)
+""".strip()
+
+
+def roff(text: str) -> str:
+    """Escape text for roff: backslashes, hyphens, and control characters at line start."""
+    escaped = text.replace("\\", "\\e").replace("-", "\\-")
+    lines = []
+    for line in escaped.splitlines():
+        stripped = line.lstrip()
+        lines.append("\\&" + stripped if stripped.startswith((".", "'")) else stripped)
+    return "\n".join(lines)
+
+
+def paragraphs(text: str) -> str:
+    """Click help text (paragraphs separated by blank lines) as roff paragraphs."""
+    blocks = [" ".join(block.split()) for block in text.split("\n\n") if block.strip()]
+    return "\n.PP\n".join(roff(block) for block in blocks)
+
+
+def walk(
+    command: click.Command, ctx: click.Context, path: tuple[str, ...]
+) -> Iterator[tuple[tuple[str, ...], click.Command, click.Context]]:
+    """Every leaf command below ``command``, with its name path and context, sorted."""
+    if isinstance(command, click.Group):
+        for name in command.list_commands(ctx):
+            sub = command.get_command(ctx, name)
+            if sub is None or sub.hidden:
+                continue
+            sub_ctx = click.Context(sub, info_name=name, parent=ctx)
+            yield from walk(sub, sub_ctx, (*path, name))
+    else:
+        yield path, command, ctx
+
+
+def command_section(root: click.Command) -> str:
+    root_ctx = click.Context(root, info_name="supervisor")
+    out = [".SH COMMANDS"]
+    for path, command, ctx in walk(root, root_ctx, ()):
+        usage = " ".join(command.collect_usage_pieces(ctx))
+        out.append(f".SS {roff(' '.join(path))}")
+        out.append(f".B supervisor {roff(' '.join(path))}")
+        out.append(f".RI {roff(usage)!r}".replace("'", '"'))
+        out.append(".PP")
+        out.append(paragraphs(command.help or command.get_short_help_str()))
+        for param in command.get_params(ctx):
+            record = param.get_help_record(ctx)
+            if record is None or "--help" in param.opts:
+                continue
+            names, help_text = record
+            out.append(".TP")
+            out.append(f".B {roff(names)}")
+            out.append(roff(" ".join(help_text.split())) or ".")
+    return "\n".join(out)
+
+
+def render(root: click.Command, *, version: str, date: str) -> str:
+    header = f'.TH SCHED-SUPERVISOR 1 "{date}" "sched-supervisor {version}" "User Commands"'
+    return "\n".join([header, PAGE_HEAD, command_section(root), PAGE_TAIL]) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--version", required=True, help="the package's upstream version")
+    args = parser.parse_args()
+    from supervisor.cli import main as root
+
+    epoch = int(os.environ.get("SOURCE_DATE_EPOCH", time.time()))
+    date = time.strftime("%Y-%m-%d", time.gmtime(epoch))
+    sys.stdout.write(render(root, version=args.version, date=date))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,331 @@
+"""Linux process plumbing for runs: prctl, the run marker, finding, killing and reaping.
+
+- ``PR_SET_PDEATHSIG`` ties a process's life to its parent *thread*;
+  ``PR_SET_CHILD_SUBREAPER`` makes orphaned descendants (even ones that called
+  ``setsid``) reparent to us instead of init, so they can be found and reaped.
+- Every process of a run carries ``SUPERVISOR_RUN_ID=<run id>`` in its environment (the
+  *marker*), visible in ``/proc/PID/environ``. A process forked without ``exec`` shows
+  the environment block its ancestor was exec'd with, so the fork server is started with
+  a placeholder that ``mark_this_process`` overwrites in place in each run's process.
+- Processes are signalled through pidfds opened *before* the check that they are the
+  right ones, so a recycled pid is never signalled by mistake.
+- Reaping is process-wide (``waitpid`` sees every thread's children), so the set of
+  children the launchers wait for themselves is process-wide too: ``reap_orphans``
+  leaves those alone.
+
+May import ``errors`` and the stdlib (plus psutil).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import functools
+import os
+import select
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+
+import psutil
+
+MARKER_ENV = "SUPERVISOR_RUN_ID"
+# The placeholder value the fork server is started with; a run id must be shorter.
+MARKER_PLACEHOLDER = "_" * 160
+_MARKER_KEY = MARKER_ENV.encode() + b"="
+
+_PR_SET_PDEATHSIG = 1
+_PR_SET_CHILD_SUBREAPER = 36
+_PR_GET_CHILD_SUBREAPER = 37
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def _prctl(option: int, arg: object) -> None:
+    zero = ctypes.c_ulong(0)
+    result = _libc().prctl(ctypes.c_int(option), arg, zero, zero, zero)
+    if result != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, f"prctl({option}): {os.strerror(errno)}")
+
+
+def set_parent_death_signal(signum: int) -> None:
+    """Have the kernel send ``signum`` to this process when its parent thread exits."""
+    _prctl(_PR_SET_PDEATHSIG, ctypes.c_ulong(signum))
+
+
+def become_subreaper() -> None:
+    """Make orphaned descendants of this process reparent to it (then reap them)."""
+    _prctl(_PR_SET_CHILD_SUBREAPER, ctypes.c_ulong(1))
+
+
+def is_subreaper() -> bool:
+    value = ctypes.c_int(0)
+    _prctl(_PR_GET_CHILD_SUBREAPER, ctypes.byref(value))
+    return value.value != 0
+
+
+def create_time(pid: int) -> float:
+    """The start time of ``pid`` as psutil reports it (what the store keeps)."""
+    return psutil.Process(pid).create_time()
+
+
+# -- the marker -------------------------------------------------------------------------
+
+
+def read_marker(pid: int) -> str | None:
+    """The run id in ``pid``'s environment block, or None (no marker, gone, not ours)."""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as handle:
+            block = handle.read()
+    except OSError:
+        return None
+    if block.startswith(_MARKER_KEY):
+        start = len(_MARKER_KEY)
+    else:
+        found = block.find(b"\0" + _MARKER_KEY)
+        if found < 0:
+            return None
+        start = found + 1 + len(_MARKER_KEY)
+    end = block.find(b"\0", start)
+    value = block[start : end if end >= 0 else len(block)]
+    return value.decode("utf-8", "replace") or None
+
+
+def mark_this_process(run_id: str) -> bool:
+    """Carry ``run_id`` as the marker, for programs we exec and in ``/proc/self/environ``.
+
+    The latter needs the placeholder the fork server was started with; returns False
+    when it is missing (then only exec'd programs carry the marker).
+    """
+    os.environ[MARKER_ENV] = run_id
+    try:
+        with open("/proc/self/stat", "rb") as handle:
+            stat = handle.read()
+        with open("/proc/self/environ", "rb") as handle:
+            block = handle.read()
+    except OSError:
+        return False
+    env_start = int(stat[stat.rindex(b")") + 2 :].split()[47])  # field 50: env_start
+    if block.startswith(_MARKER_KEY):
+        start = len(_MARKER_KEY)
+    else:
+        found = block.find(b"\0" + _MARKER_KEY)
+        if found < 0:
+            return False
+        start = found + 1 + len(_MARKER_KEY)
+    end = block.find(b"\0", start)
+    end = len(block) if end < 0 else end
+    value = run_id.encode()
+    room = end - start
+    if len(value) + 1 > room or env_start == 0:
+        return False
+    # The rest of the old value becomes a nameless entry, which environment parsers skip.
+    ctypes.memmove(env_start + start, value + b"\0" + b"_" * (room - len(value) - 1), room)
+    return True
+
+
+# -- finding processes ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ProcStat:
+    state: str
+    ppid: int
+    pgid: int
+    sid: int
+
+
+def proc_stat(pid: int) -> ProcStat | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            stat = handle.read()
+    except OSError:
+        return None
+    parts = stat[stat.rindex(b")") + 2 :].split()
+    return ProcStat(parts[0].decode(), int(parts[1]), int(parts[2]), int(parts[3]))
+
+
+@functools.cache
+def _children_files() -> bool:
+    return os.path.exists(f"/proc/self/task/{threading.get_native_id()}/children")
+
+
+def children(pid: int) -> list[int]:
+    """The direct children of ``pid`` (of every thread of it)."""
+    if not _children_files():
+        try:
+            return [p.pid for p in psutil.Process(pid).children()]
+        except psutil.Error:
+            return []
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return []
+    found: list[int] = []
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children", "rb") as handle:
+                found.extend(int(p) for p in handle.read().split())
+        except OSError:
+            continue
+    return found
+
+
+def descendants(roots: Iterable[int]) -> list[int]:
+    """Every process below ``roots`` (not the roots themselves)."""
+    seen: set[int] = set()
+    queue = list(roots)
+    found: list[int] = []
+    while queue:
+        for child in children(queue.pop()):
+            if child not in seen:
+                seen.add(child)
+                found.append(child)
+                queue.append(child)
+    return found
+
+
+def _all_pids() -> list[int]:
+    return [int(name) for name in os.listdir("/proc") if name.isdigit()]
+
+
+def marked(run_id: str, *, roots: Sequence[int] | None = None) -> list[int]:
+    """Processes carrying ``run_id``'s marker: below ``roots``, or anywhere if None."""
+    candidates = _all_pids() if roots is None else descendants(roots)
+    me = os.getpid()
+    return [pid for pid in candidates if pid != me and read_marker(pid) == run_id]
+
+
+def sweep(run_id: str, *, roots: Sequence[int] | None = None, wait: float = 2.0) -> int:
+    """SIGKILL every process carrying ``run_id``'s marker; return how many were killed.
+
+    Looks below ``roots`` (cheap: a subreaper's subtree) or at every process (None).
+    Waits up to ``wait`` seconds for them to die, and looks again for what their death
+    may have uncovered.
+    """
+    killed = 0
+    for _ in range(5):
+        pidfds: list[int] = []
+        for pid in marked(run_id, roots=roots):
+            try:
+                pidfd = os.pidfd_open(pid)
+            except OSError:
+                continue
+            # Opened first, checked second: the pidfd is the process we checked, or dead.
+            if read_marker(pid) != run_id:
+                os.close(pidfd)
+                continue
+            try:
+                signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+            except OSError:
+                os.close(pidfd)
+                continue
+            killed += 1
+            pidfds.append(pidfd)
+        if not pidfds:
+            break
+        _wait_pidfds(pidfds, wait)
+    return killed
+
+
+def _wait_pidfds(pidfds: list[int], wait: float) -> None:
+    poller = select.poll()
+    for pidfd in pidfds:
+        poller.register(pidfd, select.POLLIN)
+    pending = set(pidfds)
+    deadline = time.monotonic() + wait
+    try:
+        while pending:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            for fd, _ in poller.poll(remaining * 1000):
+                pending.discard(fd)
+                poller.unregister(fd)
+    finally:
+        for pidfd in pidfds:
+            os.close(pidfd)
+
+
+def kill_leftovers(pid: int, pgid: int, create_time: float, *, run_id: str) -> int:
+    """Kill what a dead manager left of a run; return how many processes were signalled.
+
+    The process group is killed only if its leader is still the process that was started
+    (same start time); every process carrying the run's marker is killed wherever it is.
+    """
+    killed = 0
+    with contextlib.suppress(psutil.Error, OSError):
+        leader = psutil.Process(pid)
+        if abs(leader.create_time() - create_time) < 0.05 and os.getpgid(pid) == pgid:
+            os.killpg(pgid, signal.SIGKILL)
+            killed += 1
+    return killed + sweep(run_id, roots=None)
+
+
+# -- reaping ----------------------------------------------------------------------------
+
+
+class _OwnedChildren:
+    """Children whose exit status a launcher collects itself (process-wide, like waitpid)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.pids: set[int] = set()
+
+
+_OWNED = _OwnedChildren()
+
+
+@contextlib.contextmanager
+def owning_children() -> Iterator[Callable[[int], None]]:
+    """Hold this while creating children that you will wait for; call the yielded
+    function with each new pid. ``reap_orphans`` waits meanwhile, so it can never take
+    the status of a child that exited before it was registered."""
+    with _OWNED.lock:
+        yield _OWNED.pids.add
+
+
+def disown_child(pid: int) -> None:
+    """The child's status has been collected: forget it."""
+    with _OWNED.lock:
+        _OWNED.pids.discard(pid)
+
+
+def reap_orphans() -> list[tuple[int, int]]:
+    """Reap exited orphans that reparented to this subreaper; return (pid, status) pairs.
+
+    Only zombies in a session other than ours are reaped (every run calls ``setsid``, so
+    its leftovers are never in the manager's session), and never a child a launcher
+    waits for, so statuses that ``subprocess`` or the launchers need are never taken.
+    """
+    reaped: list[tuple[int, int]] = []
+    my_sid = os.getsid(0)
+    with _OWNED.lock:
+        for pid in children(os.getpid()):
+            if pid in _OWNED.pids:
+                continue
+            stat = proc_stat(pid)
+            if stat is None or stat.state != "Z" or stat.sid == my_sid:
+                continue
+            try:
+                done, status = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                continue
+            if done:
+                reaped.append((done, status))
+    return reaped
+
+
+def describe_status(status: int) -> tuple[int | None, int | None]:
+    """(exit code, signal number) of a raw wait status."""
+    if os.WIFSIGNALED(status):
+        return None, os.WTERMSIG(status)
+    if os.WIFEXITED(status):
+        return os.WEXITSTATUS(status), None
+    return None, None

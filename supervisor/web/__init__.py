@@ -1,0 +1,1 @@
+"""The Admin Center: a Bottle app over the use cases, served threaded."""

@@ -1,0 +1,240 @@
+"""Server-sent event streams of the Admin Center: scheduler states and log tails.
+
+One ``StatusHub`` thread polls the schedulers' states (only while someone listens) and
+wakes every open status stream on a change; each stream then sends only what changed for
+its reader. Log tails poll the log cursor API. Streams are capped in number (overall and
+per session) and in length, and send heartbeats so dead readers are noticed.
+May import ``usecases``, ``serialize``, ``records``, ``user``, ``errors`` and the stdlib.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from supervisor.errors import SupervisorError
+from supervisor.records import Level
+from supervisor.serialize import log_json, status_json
+from supervisor.user import Permission, Subject
+from supervisor.usecases import UseCases
+
+# Reads the states for every status stream; it may only list.
+HUB_SUBJECT = Subject("admin-center", frozenset({Permission.LIST}))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StreamLimits:
+    max_streams: int = 64
+    max_per_session: int = 6
+    max_seconds: float = 600.0  # then the stream ends; EventSource reconnects by itself
+    heartbeat_seconds: float = 10.0
+    status_poll_seconds: float = 0.5
+    tail_poll_seconds: float = 0.2
+    tail_batch: int = 500
+    retry_ms: int = 2000
+
+
+def sse(event: str | None, data: Any, *, event_id: int | None = None) -> str:
+    """One server-sent event; ``data`` as one line of JSON (JSON escapes newlines)."""
+    lines = []
+    if event_id is not None:
+        lines.append(f"id: {event_id}")
+    if event:
+        lines.append(f"event: {event}")
+    lines.append("data: " + json.dumps(data, ensure_ascii=False, separators=(",", ":")))
+    return "\n".join(lines) + "\n\n"
+
+
+class StreamSlots:
+    """Counts open streams against the overall cap."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._open = 0
+        self._lock = threading.Lock()
+
+    def acquire(self) -> bool:
+        with self._lock:
+            if self._open >= self._limit:
+                return False
+            self._open += 1
+            return True
+
+    def release(self) -> None:
+        with self._lock:
+            self._open = max(0, self._open - 1)
+
+    @property
+    def open(self) -> int:
+        with self._lock:
+            return self._open
+
+
+class StatusHub:
+    """Polls the states of all schedulers while at least one stream listens."""
+
+    def __init__(self, use_cases: UseCases, *, poll_seconds: float, stop: threading.Event) -> None:
+        self._use_cases = use_cases
+        self._poll = poll_seconds
+        self._stop = stop
+        self._changed = threading.Condition()
+        self._version = 0
+        self._snapshot: dict[str, str] = {}
+        self._listeners = 0
+        self._thread: threading.Thread | None = None
+        self.error: str | None = None
+
+    def subscribe(self) -> None:
+        with self._changed:
+            self._listeners += 1
+            if self._thread is None or not self._thread.is_alive():
+                self._refresh_locked()
+                self._thread = threading.Thread(
+                    target=self._loop, name="admin-status-hub", daemon=True
+                )
+                self._thread.start()
+
+    def unsubscribe(self) -> None:
+        with self._changed:
+            self._listeners = max(0, self._listeners - 1)
+
+    def wait(self, seen: int, timeout: float) -> tuple[int, dict[str, str]]:
+        """Block until the version moves past ``seen`` (or ``timeout``); (version, snapshot)."""
+        with self._changed:
+            if self._version == seen:
+                self._changed.wait(timeout)
+            return self._version, self._snapshot
+
+    def wake_all(self) -> None:
+        with self._changed:
+            self._changed.notify_all()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self._poll):
+            with self._changed:
+                if self._listeners == 0:
+                    self._thread = None
+                    return
+            self._refresh()
+        self.wake_all()
+
+    def _refresh(self) -> None:
+        snapshot = self._read()
+        with self._changed:
+            self._store_locked(snapshot)
+
+    def _refresh_locked(self) -> None:
+        self._store_locked(self._read())
+
+    def _read(self) -> dict[str, str] | None:
+        try:
+            statuses = self._use_cases.list(HUB_SUBJECT)
+        except SupervisorError as error:
+            self.error = str(error)
+            return None
+        self.error = None
+        return {
+            s.id: json.dumps(status_json(s), ensure_ascii=False, separators=(",", ":"))
+            for s in statuses
+        }
+
+    def _store_locked(self, snapshot: dict[str, str] | None) -> None:
+        if snapshot is not None and snapshot != self._snapshot:
+            self._snapshot = snapshot
+            self._version += 1
+            self._changed.notify_all()
+
+
+def status_stream(
+    hub: StatusHub,
+    *,
+    only: str | None,
+    limits: StreamLimits,
+    alive: Callable[[], bool],
+    stop: threading.Event,
+    release: Callable[[], None],
+) -> Iterator[str]:
+    """Events ``status`` (a JSON list of changed statuses) until the limits end it."""
+    hub.subscribe()
+    try:
+        yield f"retry: {limits.retry_ms}\n: connected\n\n"
+        sent: dict[str, str] = {}
+        version = -1
+        started = last_beat = time.monotonic()
+        while not stop.is_set() and alive():
+            now = time.monotonic()
+            if now - started > limits.max_seconds:
+                return
+            version, snapshot = hub.wait(version, limits.heartbeat_seconds)
+            changed = [
+                text
+                for sid, text in snapshot.items()
+                if (only is None or sid == only) and sent.get(sid) != text
+            ]
+            if changed:
+                for sid, text in snapshot.items():
+                    if only is None or sid == only:
+                        sent[sid] = text
+                yield "event: status\ndata: [" + ",".join(changed) + "]\n\n"
+                last_beat = time.monotonic()
+            elif time.monotonic() - last_beat >= limits.heartbeat_seconds:
+                yield ": heartbeat\n\n"
+                last_beat = time.monotonic()
+    finally:
+        hub.unsubscribe()
+        release()
+
+
+def log_stream(
+    use_cases: UseCases,
+    subject: Subject,
+    scheduler_id: str,
+    *,
+    after: int | None,
+    run_id: str | None,
+    min_level: Level | None,
+    limits: StreamLimits,
+    alive: Callable[[], bool],
+    stop: threading.Event,
+    release: Callable[[], None],
+) -> Iterator[str]:
+    """Events ``log`` (a JSON list of records with cursors) newer than ``after``."""
+    try:
+        yield f"retry: {limits.retry_ms}\n: connected\n\n"
+        cursor = after
+        if cursor is None:
+            newest = use_cases.logs(subject, scheduler_id, run_id=run_id, limit=1)
+            cursor = newest[-1][0] if newest else 0
+        started = last_beat = time.monotonic()
+        while not stop.is_set() and alive():
+            if time.monotonic() - started > limits.max_seconds:
+                return
+            try:
+                records = use_cases.logs(
+                    subject,
+                    scheduler_id,
+                    run_id=run_id,
+                    min_level=min_level,
+                    after=cursor,
+                    limit=limits.tail_batch,
+                )
+            except SupervisorError as error:
+                yield sse("problem", {"message": str(error)})
+                return
+            if records:
+                cursor = records[-1][0]
+                payload = [log_json(record, cursor=c) for c, record in records]
+                yield sse("log", payload, event_id=cursor)
+                last_beat = time.monotonic()
+                if len(records) == limits.tail_batch:
+                    continue  # more waiting: no pause
+            elif time.monotonic() - last_beat >= limits.heartbeat_seconds:
+                yield ": heartbeat\n\n"
+                last_beat = time.monotonic()
+            stop.wait(limits.tail_poll_seconds)
+    finally:
+        release()

@@ -1,0 +1,219 @@
+"""Pure presentation for the Admin Center: durations for people, the run-duration chart,
+log field values, and reading the settings form.
+
+Nothing here touches HTTP; every function is a value in, value out.
+May import ``definitions``, ``durations``, ``records``, ``errors`` and the stdlib.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from supervisor.definitions import Kind, Settings
+from supervisor.durations import format_duration, parse_duration
+from supervisor.errors import DefinitionError
+from supervisor.records import Outcome, RunRecord
+
+KIND_WORDS = {
+    Kind.ONE_SHOT: "One-shot",
+    Kind.SCHEDULE: "Repeating",
+    Kind.MANUAL: "Manual",
+    Kind.CRON: "Cron",
+}
+
+OUTCOME_WORDS = {
+    Outcome.SUCCEEDED: "Succeeded",
+    Outcome.FAILED: "Failed",
+    Outcome.CRASHED: "Crashed",
+    Outcome.TIMED_OUT: "Timed out",
+    Outcome.CANCELLED: "Cancelled",
+    Outcome.INTERRUPTED: "Interrupted",
+}
+
+# The settings a form shows for each kind (the others do not affect that kind).
+FORM_FIELDS: dict[Kind, tuple[str, ...]] = {
+    Kind.ONE_SHOT: ("start_delay", "timeout", "disabled"),
+    Kind.SCHEDULE: ("start_delay", "pause_time", "timeout", "disabled"),
+    Kind.CRON: ("cron", "timezone", "timeout", "disabled"),
+    Kind.MANUAL: ("timeout", "disabled"),
+}
+
+FIELD_LABELS = {
+    "start_delay": "Start delay",
+    "pause_time": "Pause between runs",
+    "cron": "Cron expression",
+    "timezone": "Time zone",
+    "timeout": "Timeout",
+    "disabled": "Disabled",
+}
+
+FIELD_HINTS = {
+    "start_delay": "Once after each start, e.g. 10s or 1m30s.",
+    "pause_time": "From the end of one run to the start of the next, e.g. 10s, 5m, 1h30m.",
+    "cron": "5 fields, or 6 with seconds first, e.g. 0 3 * * mon-fri.",
+    "timezone": "An IANA time zone, e.g. Europe/Berlin.",
+    "timeout": "Longest allowed run; empty for no limit.",
+    "disabled": "A disabled scheduler plans no runs until enabled again.",
+}
+
+
+def human_duration(value: timedelta | None) -> str:
+    """A duration rounded for reading: ``250 ms``, ``12.3 s``, ``4m05s``, ``2h10m``."""
+    if value is None:
+        return ""
+    seconds = value.total_seconds()
+    if seconds < 0:
+        seconds = 0.0
+    if seconds < 1:
+        return f"{round(seconds * 1000)} ms"
+    if seconds < 10:
+        return f"{seconds:.2f} s"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    whole = round(seconds)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    return f"{minutes}m{secs:02d}s"
+
+
+def run_duration(run: RunRecord, now: datetime) -> timedelta:
+    """How long a run took, or has taken so far."""
+    return (run.ended_at or now) - run.started_at
+
+
+def setting_text(name: str, settings: Settings) -> str:
+    """A setting as the form shows it (durations written as ``1m30s``)."""
+    value = getattr(settings, name)
+    if value is None:
+        return ""
+    if isinstance(value, timedelta):
+        return format_duration(value)
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value)
+
+
+def field_value(value: object) -> str:
+    """A structured log field's value as text: strings as they are, the rest as JSON."""
+    if isinstance(value, str):
+        return value
+    try:
+        return json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
+    except (TypeError, ValueError):
+        return str(value)
+
+
+# -- the settings form ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SettingsForm:
+    """What the form sent: the raw texts (to show back) and the parsed changes or errors."""
+
+    texts: Mapping[str, str]
+    changes: Mapping[str, Any]
+    errors: Mapping[str, str]
+
+
+def read_settings_form(kind: Kind, form: Mapping[str, str]) -> SettingsForm:
+    """Parse the fields a ``kind`` shows; each bad field gets its own message."""
+    texts: dict[str, str] = {}
+    changes: dict[str, Any] = {}
+    errors: dict[str, str] = {}
+    for name in FORM_FIELDS[kind]:
+        if name == "disabled":
+            changes[name] = form.get(name, "") in ("on", "true", "1", "yes")
+            texts[name] = "on" if changes[name] else ""
+            continue
+        text = form.get(name, "").strip()
+        texts[name] = text
+        try:
+            changes[name] = _parse_field(name, text)
+        except DefinitionError as error:
+            errors[name] = error.problem
+    return SettingsForm(texts=texts, changes=changes, errors=errors)
+
+
+def _parse_field(name: str, text: str) -> Any:
+    if name in ("start_delay", "pause_time"):
+        return parse_duration(text, field=name)
+    if name == "timeout":
+        return None if not text else parse_duration(text, field=name)
+    if name == "cron":
+        if not text:
+            raise DefinitionError(name, "a cron expression is required")
+        return Settings(cron=text).cron  # validated and normalised
+    if name == "timezone":
+        Settings(timezone=text or "UTC")
+        return text or "UTC"
+    raise DefinitionError(name, "is not a setting")  # pragma: no cover - FORM_FIELDS only
+
+
+# -- the run-duration chart ----------------------------------------------------------------
+
+CHART_WIDTH = 640
+CHART_HEIGHT = 120
+CHART_GAP = 2
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Bar:
+    x: float
+    y: float
+    width: float
+    height: float
+    css: str  # outcome-<value> or outcome-running
+    title: str
+    run_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Chart:
+    width: int
+    height: int
+    bars: tuple[Bar, ...]
+    longest: str  # the top of the scale, for the axis label
+    outcomes: tuple[tuple[str, str], ...]  # (css class, word) of outcomes present
+
+
+def duration_chart(runs: Sequence[RunRecord], now: datetime, *, slots: int = 50) -> Chart:
+    """Bars of run durations, oldest left, newest right; ``runs`` come newest first."""
+    chosen = list(reversed(runs[:slots]))
+    durations = [max(run_duration(run, now).total_seconds(), 0.0) for run in chosen]
+    top = max(durations, default=0.0) or 1.0
+    slot_width = CHART_WIDTH / max(slots, 1)
+    bars = []
+    present: dict[str, str] = {}
+    offset = CHART_WIDTH - slot_width * len(chosen)  # newest at the right edge
+    for index, (run, seconds) in enumerate(zip(chosen, durations, strict=True)):
+        height = max(2.0, (seconds / top) * (CHART_HEIGHT - 4))
+        if run.outcome is None:
+            css, word = "outcome-running", "Running"
+        else:
+            css, word = f"outcome-{run.outcome.value}", OUTCOME_WORDS[run.outcome]
+        present.setdefault(css, word)
+        started = run.started_at.strftime("%Y-%m-%d %H:%M:%S UTC")
+        bars.append(
+            Bar(
+                x=round(offset + index * slot_width + CHART_GAP / 2, 2),
+                y=round(CHART_HEIGHT - height, 2),
+                width=round(max(slot_width - CHART_GAP, 1.0), 2),
+                height=round(height, 2),
+                css=css,
+                title=f"{word} · {human_duration(timedelta(seconds=seconds))} · {started}",
+                run_id=run.run_id,
+            )
+        )
+    return Chart(
+        width=CHART_WIDTH,
+        height=CHART_HEIGHT,
+        bars=tuple(bars),
+        longest=human_duration(timedelta(seconds=top)) if chosen else "",
+        outcomes=tuple(present.items()),
+    )

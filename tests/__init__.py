@@ -1,0 +1,1 @@
+"""Tests of sched-supervisor (a package, so helpers import as ``tests.<module>``)."""
