@@ -19,7 +19,8 @@ import click
 
 PAGE_HEAD = r"""
 .SH NAME
-sched-supervisor, supervisor \- run background jobs defined in Python, crash-isolated, and control them
+sched-supervisor, supervisor \- run background jobs defined in Python,
+crash\-isolated, and control them
 .SH SYNOPSIS
 .B supervisor run \-\-app
 .I MODULE:ATTRIBUTE
@@ -66,12 +67,15 @@ The module is imported from the current directory, then from the directories lis
 .B SUPERVISOR_APP_PATH
 (separated by colons).
 .B PYTHONPATH
-is ignored, as are the user's site-packages.
+is ignored, as are the user's site-packages; the processes that start runs get
+.B PYTHONPATH
+set to
+.BR SUPERVISOR_APP_PATH .
 To try the examples shipped with the package:
 .PP
 .nf
 .RS
-SUPERVISOR_APP_PATH=/usr/share/doc/sched\-supervisor \e
+SUPERVISOR_APP_PATH=/usr/share/sched\-supervisor/demo \e
     supervisor run \-\-app examples.jobs:cfg \-\-state\-dir /tmp/demo
 .RE
 .fi
@@ -146,9 +150,11 @@ Kept when the package is removed, deleted when it is purged.
 .I /usr/share/sched\-supervisor
 The program's modules, and its private copy of croniter.
 .TP
-.I /usr/share/doc/sched\-supervisor/examples
-Example application
-.RB ( examples.jobs:cfg ).
+.I /usr/share/sched\-supervisor/demo/examples
+The example application
+.RB ( examples.jobs:cfg ),
+also linked as
+.IR /usr/share/doc/sched\-supervisor/examples .
 .SH EXIT STATUS
 0 on success; otherwise non-zero, with a one-line message on standard error.
 .SH SEE ALSO
@@ -198,13 +204,14 @@ def command_section(root: click.Command) -> str:
     for path, command, ctx in walk(root, root_ctx, ()):
         usage = " ".join(command.collect_usage_pieces(ctx))
         out.append(f".SS {roff(' '.join(path))}")
-        out.append(f".B supervisor {roff(' '.join(path))}")
-        out.append(f".RI {roff(usage)!r}".replace("'", '"'))
+        out.append(f"\\fBsupervisor {roff(' '.join(path))}\\fR {roff(usage)}")
         out.append(".PP")
         out.append(paragraphs(command.help or command.get_short_help_str()))
         for param in command.get_params(ctx):
+            if not isinstance(param, click.Option) or "--help" in param.opts:
+                continue
             record = param.get_help_record(ctx)
-            if record is None or "--help" in param.opts:
+            if record is None:
                 continue
             names, help_text = record
             out.append(".TP")

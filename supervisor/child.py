@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import faulthandler
+import json
 import logging
 import os
 import re
@@ -126,9 +127,11 @@ class PipeSink:
 
 # -- stdlib logging ---------------------------------------------------------------------
 
-_STANDARD_ATTRIBUTES: Final = frozenset(
-    logging.LogRecord("", 0, "", 0, "", (), None).__dict__
-) | {"message", "asctime", "taskName"}
+_STANDARD_ATTRIBUTES: Final = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
+    "message",
+    "asctime",
+    "taskName",
+}
 _FORMATTER: Final = logging.Formatter()
 
 
@@ -243,9 +246,7 @@ def _call(options: Options, job: Job, ctx: Context, sink: RecordSink) -> RunResu
             if action is None:
                 raise RunError(f"scheduler {options.id!r} has no action {job.action_id!r}")
             value = action.action()
-            return RunResult(
-                outcome=Outcome.SUCCEEDED, value=None if value is None else str(value)
-            )
+            return RunResult(outcome=Outcome.SUCCEEDED, value=None if value is None else str(value))
         runner = options.runner
         assert not isinstance(runner, Command)
         runner(ctx)
@@ -260,12 +261,20 @@ def _call(options: Options, job: Job, ctx: Context, sink: RecordSink) -> RunResu
         result = RunResult(
             outcome=Outcome.FAILED,
             error=_summary(error),
-            traceback=traceback.format_exc(),
+            traceback=_traceback(error),
         )
     fields = {} if result.traceback is None else {"traceback": result.traceback}
     with contextlib.suppress(Exception):
         sink.write(make_record(job.run_id, Level.ERROR, f"{what} failed: {result.error}", fields))
     return result
+
+
+def _traceback(error: BaseException) -> str:
+    """The traceback without our own frame on top (it starts in the runner's code)."""
+    tb = error.__traceback__
+    if tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(type(error), error, tb))
 
 
 def _summary(error: BaseException) -> str:
@@ -283,7 +292,7 @@ def exec_command(command: Command) -> NoReturn:
     """Replace this process with ``command`` (raises OSError if it cannot be exec'd)."""
     if command.cwd is not None:
         os.chdir(command.cwd)
-    os.execvpe(command.argv[0], list(command.argv), command_environment(command))
+    os.execvpe(command.argv[0], list(command.argv), command_environment(command))  # noqa: S606
 
 
 # -- a run's process --------------------------------------------------------------------
@@ -362,15 +371,11 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     parser.add_argument("--parent", type=int, required=True)
     parser.add_argument("--path", action="append", default=[])
     args = parser.parse_args(argv)
-    try:
+    with contextlib.suppress(OSError):
         procs.set_parent_death_signal(signal.SIGKILL)
-    except OSError:
-        pass
     if os.getppid() != args.parent:
         os._exit(EXIT_ORPHANED)
     sys.path[0:0] = args.path
-    import json
-
     job = Job.from_json(json.loads(args.job))
     setup_stdio()
     run_child(
@@ -379,6 +384,23 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         records_fd=args.records_fd,
         cancel_fd=args.cancel_fd,
     )
+
+
+def check_app(argv: Sequence[str] | None = None) -> None:
+    """Exit 0 if ``--app`` imports, else print the load error and exit 2."""
+    from supervisor.app import load_app
+    from supervisor.errors import AppLoadError
+
+    parser = argparse.ArgumentParser(prog="python -m supervisor.child check")
+    parser.add_argument("--app", required=True)
+    parser.add_argument("--path", action="append", default=[])
+    args = parser.parse_args(argv)
+    sys.path[0:0] = args.path
+    try:
+        load_app(args.app)
+    except AppLoadError as error:
+        print(error, file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ May import ``records`` and the stdlib only.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import select
@@ -71,17 +72,13 @@ class CancelPipe:
         self.read_fd, self._write_fd = os.pipe()
 
     def cancel(self, reason: str = "stop") -> None:
-        try:
+        with contextlib.suppress(OSError):
             os.write(self._write_fd, reason.encode("ascii", "replace")[:64] + b"\n")
-        except OSError:
-            pass
 
     def close(self) -> None:
         for fd in (self.read_fd, self._write_fd):
-            try:
+            with contextlib.suppress(OSError):
                 os.close(fd)
-            except OSError:
-                pass
 
 
 class Context:

@@ -71,8 +71,25 @@ def is_subreaper() -> bool:
 
 
 def create_time(pid: int) -> float:
-    """The start time of ``pid`` as psutil reports it (what the store keeps)."""
-    return psutil.Process(pid).create_time()
+    """The start time of ``pid`` in epoch seconds, computed as psutil does (boot time plus
+    the start time in clock ticks); raises ``ProcessLookupError`` if there is no such pid."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            stat = handle.read()
+    except FileNotFoundError:
+        raise ProcessLookupError(pid) from None
+    ticks = int(stat[stat.rindex(b")") + 2 :].split()[19])  # field 22: starttime
+    return ticks / _clock_ticks() + _boot_time()
+
+
+@functools.cache
+def _clock_ticks() -> int:
+    return os.sysconf("SC_CLK_TCK")
+
+
+@functools.cache
+def _boot_time() -> float:
+    return psutil.boot_time()
 
 
 # -- the marker -------------------------------------------------------------------------
@@ -97,36 +114,51 @@ def read_marker(pid: int) -> str | None:
     return value.decode("utf-8", "replace") or None
 
 
-def mark_this_process(run_id: str) -> bool:
-    """Carry ``run_id`` as the marker, for programs we exec and in ``/proc/self/environ``.
+@dataclass(frozen=True, slots=True)
+class MarkerSlot:
+    """Where this process's marker value lives in memory (inherited by forked children)."""
 
-    The latter needs the placeholder the fork server was started with; returns False
-    when it is missing (then only exec'd programs carry the marker).
+    address: int
+    room: int
+
+
+def marker_slot() -> MarkerSlot | None:
+    """Find the marker placeholder in this process's original environment block.
+
+    The block is what ``/proc/PID/environ`` shows; a forked child has it at the same
+    address, so the fork server finds it once and each run overwrites it in place.
     """
-    os.environ[MARKER_ENV] = run_id
     try:
         with open("/proc/self/stat", "rb") as handle:
             stat = handle.read()
         with open("/proc/self/environ", "rb") as handle:
             block = handle.read()
     except OSError:
-        return False
+        return None
     env_start = int(stat[stat.rindex(b")") + 2 :].split()[47])  # field 50: env_start
     if block.startswith(_MARKER_KEY):
         start = len(_MARKER_KEY)
     else:
         found = block.find(b"\0" + _MARKER_KEY)
         if found < 0:
-            return False
+            return None
         start = found + 1 + len(_MARKER_KEY)
     end = block.find(b"\0", start)
     end = len(block) if end < 0 else end
+    if env_start == 0 or end - start < 2:
+        return None
+    return MarkerSlot(env_start + start, end - start)
+
+
+def mark_this_process(run_id: str, slot: MarkerSlot | None) -> bool:
+    """Carry ``run_id`` as the marker: for programs we exec, and in ``/proc/self/environ``
+    when ``slot`` (from ``marker_slot`` in this process or a forked ancestor) is given."""
+    os.environ[MARKER_ENV] = run_id
     value = run_id.encode()
-    room = end - start
-    if len(value) + 1 > room or env_start == 0:
+    if slot is None or len(value) + 1 > slot.room:
         return False
     # The rest of the old value becomes a nameless entry, which environment parsers skip.
-    ctypes.memmove(env_start + start, value + b"\0" + b"_" * (room - len(value) - 1), room)
+    ctypes.memmove(slot.address, value + b"\0" + b"_" * (slot.room - len(value) - 1), slot.room)
     return True
 
 
@@ -257,12 +289,17 @@ def kill_leftovers(pid: int, pgid: int, create_time: float, *, run_id: str) -> i
     """Kill what a dead manager left of a run; return how many processes were signalled.
 
     The process group is killed only if its leader is still the process that was started
-    (same start time); every process carrying the run's marker is killed wherever it is.
+    (same start time, within the drift of the boot time, and carrying the run's marker);
+    every process carrying the run's marker is killed wherever it is.
     """
     killed = 0
     with contextlib.suppress(psutil.Error, OSError):
         leader = psutil.Process(pid)
-        if abs(leader.create_time() - create_time) < 0.05 and os.getpgid(pid) == pgid:
+        if (
+            abs(leader.create_time() - create_time) < 2.0
+            and read_marker(pid) == run_id
+            and os.getpgid(pid) == pgid
+        ):
             os.killpg(pgid, signal.SIGKILL)
             killed += 1
     return killed + sweep(run_id, roots=None)

@@ -13,7 +13,7 @@ Files the store did not create are never modified: a corrupt file, another progr
 SQLite database, a schema newer than this code, or an unwritable location raise
 ``StoreError`` with a one-line message naming the file.
 
-May import ``definitions``, ``records``, ``user``, ``errors`` and the stdlib.
+May import ``records``, ``user``, ``errors`` and the stdlib.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import contextlib
 import enum
 import json
 import os
+import re
 import sqlite3
 import stat
 import threading
@@ -50,6 +51,7 @@ SCHEMA_VERSION: Final = 1
 BUSY_TIMEOUT_MS: Final = 10_000
 # After a checkpoint the WAL file is truncated to at most this size.
 JOURNAL_SIZE_LIMIT: Final = 64 << 20
+WRITER_CACHE_KIB: Final = 32 << 10
 # Idle read connections kept for reuse; more are opened on demand and closed after use.
 MAX_IDLE_READERS: Final = 4
 
@@ -152,6 +154,7 @@ _DELETE_RUN_LOGS: Final = (
     " AND id BETWEEN ? AND ? AND run_seq = ?"
 )
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_SURROGATES: Final = re.compile("[\ud800-\udfff]")
 _MICROSECOND: Final = timedelta(microseconds=1)
 _SELECT_AUDIT: Final = (
     "SELECT id, time, actor, action, scheduler_id, detail, before, after FROM audit"
@@ -499,7 +502,7 @@ class SqliteStore:
                 try:
                     size = len(message.encode())
                 except UnicodeEncodeError:  # lone surrogates: SQLite takes only valid UTF-8
-                    message = message.encode(errors="replace").decode()
+                    message = _SURROGATES.sub("\ufffd", message)
                     size = len(message.encode())
                 fields = _encode_fields(record.fields) if record.fields else None
                 if fields is not None:
@@ -1074,6 +1077,8 @@ def _check_and_configure(path: Path, conn: sqlite3.Connection) -> None:
         if str(mode).lower() != "wal":
             raise _problem(path, f"cannot switch to WAL mode (journal mode is {mode})")
         conn.execute(f"PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT}")
+        # Log inserts touch the index all over; a larger cache keeps it in memory.
+        conn.execute(f"PRAGMA cache_size = -{WRITER_CACHE_KIB}")
         conn.execute("BEGIN IMMEDIATE")
         try:
             if version < SCHEMA_VERSION:
@@ -1118,15 +1123,19 @@ def _create_database(path: Path, *, replace_empty: bool) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
-        if replace_empty:
-            os.replace(temporary, path)
-        else:
+        moved = False
+        if not replace_empty:
             try:
-                os.link(temporary, path)
+                os.link(temporary, path)  # never replaces a file created meanwhile
+                moved = True
             except FileExistsError:
-                pass  # created meanwhile by another process: check that one instead
-            finally:
-                temporary.unlink()
+                moved = True  # created meanwhile by another process: that one is checked
+            except OSError:
+                pass  # a file system without hard links
+        if moved:
+            temporary.unlink()
+        else:
+            os.replace(temporary, path)
         _fsync_directory(path.parent)
     except OSError as exc:
         with contextlib.suppress(OSError):

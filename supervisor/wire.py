@@ -94,8 +94,9 @@ def encode_result(result: RunResult) -> bytes:
     if len(line) >= MAX_LINE_BYTES:
         limit = MAX_LINE_BYTES // 8
         for key in ("error", "traceback", "value"):
-            if isinstance(obj[key], str) and len(obj[key]) > limit:
-                obj[key] = obj[key][:limit] + "… (cut)"
+            text = obj[key]
+            if isinstance(text, str) and len(text) > limit:
+                obj[key] = text[:limit] + "… (cut)"
         line = _line(obj)
     return line
 

@@ -41,8 +41,8 @@ from supervisor.errors import (
 from supervisor.nextruns import upcoming_for_cron
 from supervisor.records import Level, LogRecord
 from supervisor.serialize import status_json
-from supervisor.user import Permission, Subject
 from supervisor.usecases import SettingsView, UseCases
+from supervisor.user import Permission, Subject
 from supervisor.web import events, present
 from supervisor.web.auth import UserDirectory, check_password, subject_for
 from supervisor.web.render import Asset, load_assets, make_environment, render, scheduler_url
@@ -326,11 +326,10 @@ class _Admin:
         if header and str(request.environ.get("REMOTE_ADDR", "")) in self.config.trusted_proxies:
             key = "HTTP_" + header.upper().replace("-", "_")
             proxied = str(request.environ.get(key, "")).strip()
-            if proxied:
-                if session is None or session.user != proxied:
-                    if session is not None:
-                        self.sessions.end(session)
-                    request.set_token, session = self.sessions.create(proxied, via_proxy=True)
+            if proxied and (session is None or session.user != proxied):
+                if session is not None:
+                    self.sessions.end(session)
+                request.set_token, session = self.sessions.create(proxied, via_proxy=True)
         if session is not None and session.user is not None:
             subject = subject_for(self.users, session.user)
             if subject is None:  # removed since, or its role is gone
@@ -500,6 +499,7 @@ class _Admin:
         now = self.clock.now()
         view: SettingsView | None = None
         texts: dict[str, str] = {}
+        defaults_text: dict[str, str] = {}
         preview: dict[str, Any] | None = None
         if subject.can(Permission.FIND_SETTINGS):
             view = self.use_cases.find_settings(subject, sid)
@@ -507,6 +507,10 @@ class _Admin:
                 name: ("on" if view.effective.disabled else "")
                 if name == "disabled"
                 else present.setting_text(name, view.effective)
+                for name in present.FORM_FIELDS[options.kind]
+            }
+            defaults_text = {
+                name: present.setting_text(name, view.defaults)
                 for name in present.FORM_FIELDS[options.kind]
             }
             if options.kind is Kind.CRON:
@@ -522,9 +526,11 @@ class _Admin:
             "scheduler.html",
             status=status_code,
             s=status,
+            sid=status.id,
             view=view,
             fields=present.FORM_FIELDS[options.kind],
             texts=texts,
+            defaults_text=defaults_text,
             errors=form_errors or {},
             preview=preview,
             runs=runs,
@@ -559,16 +565,21 @@ class _Admin:
         run_id = request.query.get("run") or None
         before = _cursor(request.query.get("before"))
         after = _cursor(request.query.get("after"))
-        query = {"run_id": run_id, "min_level": level}
-        page = self.use_cases.logs(
-            subject, sid, before=before, after=after, limit=LOG_PAGE, **query
-        )
-        has_older = bool(page) and bool(
-            self.use_cases.logs(subject, sid, before=page[0][0], limit=1, **query)
-        )
-        has_newer = bool(page) and bool(
-            self.use_cases.logs(subject, sid, after=page[-1][0], limit=1, **query)
-        )
+
+        def fetch(*, before: int | None = None, after: int | None = None, limit: int) -> Any:
+            return self.use_cases.logs(
+                subject,
+                sid,
+                run_id=run_id,
+                min_level=level,
+                before=before,
+                after=after,
+                limit=limit,
+            )
+
+        page = fetch(before=before, after=after, limit=LOG_PAGE)
+        has_older = bool(page) and bool(fetch(before=page[0][0], limit=1))
+        has_newer = bool(page) and bool(fetch(after=page[-1][0], limit=1))
         if not page and after is not None:
             has_older = True
         runs = self.use_cases.runs(subject, sid, limit=RUN_HISTORY)

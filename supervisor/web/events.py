@@ -19,8 +19,8 @@ from typing import Any
 from supervisor.errors import SupervisorError
 from supervisor.records import Level
 from supervisor.serialize import log_json, status_json
-from supervisor.user import Permission, Subject
 from supervisor.usecases import UseCases
+from supervisor.user import Permission, Subject
 
 # Reads the states for every status stream; it may only list.
 HUB_SUBJECT = Subject("admin-center", frozenset({Permission.LIST}))

@@ -238,5 +238,5 @@ class LoginThrottle:
         entry = self._failures.get(key)
         if entry is None or entry.count < self._free or now - entry.last > self._forget:
             return 0.0
-        wait = min(self._max_wait, self._base * 2 ** (entry.count - self._free))
+        wait = min(self._max_wait, self._base * 2.0 ** (entry.count - self._free))
         return max(0.0, entry.last + wait - now)

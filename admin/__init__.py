@@ -1,0 +1,1 @@
+"""Admin Center assets: Jinja2 templates, CSS, JS and SVG (data only; no code)."""

@@ -1,0 +1,156 @@
+"""Misbehaving schedulers for the launcher tests: every way a run can end.
+
+Each scheduler is MANUAL; the tests start them through a launcher directly.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import time
+from typing import Any
+
+from supervisor import Configurator, cfgscheduler, scheduler, user
+
+cfg = Configurator("misbehave")
+schedulers = cfgscheduler.enable(cfg)
+SPEW_LINES = 1_000_000
+_log = logging.getLogger("misbehave")
+
+
+def ok(ctx: scheduler.Context) -> None:
+    log = scheduler.logger_from(ctx)
+    log.info("hello", n=1, who="world", obj=object(), nested={"a": [1, 2.5, None]})
+    _log.info("from stdlib", extra={"colour": "green"})
+    _log.debug("debug is dropped at the default level")
+    print("plain output")
+    print("no newline at the end", end="")
+    sys.stdout.flush()
+    print("to stderr", file=sys.stderr)
+    log.warning("context", scheduler_id=ctx.scheduler_id, trigger=ctx.trigger)
+
+
+def first(ctx: scheduler.Context) -> None:
+    scheduler.logger_from(ctx).info("first")
+
+
+def raises(ctx: scheduler.Context) -> None:
+    raise RuntimeError("ops - started to panic")
+
+
+def run_error(ctx: scheduler.Context) -> None:
+    raise scheduler.RunError("failed randomly")
+
+
+def exit3(ctx: scheduler.Context) -> None:
+    print("about to exit", file=sys.stderr, flush=True)
+    os._exit(3)
+
+
+def segfault(ctx: scheduler.Context) -> None:
+    os.kill(os.getpid(), signal.SIGSEGV)
+
+
+def abort(ctx: scheduler.Context) -> None:
+    os.abort()
+
+
+def cooperative(ctx: scheduler.Context) -> None:
+    log = scheduler.logger_from(ctx)
+    log.info("waiting", deadline=None if ctx.deadline is None else ctx.deadline.isoformat())
+    while ctx.sleep(0.05):
+        pass
+    error = ctx.err()
+    assert error is not None
+    log.info("asked to end", reason=str(error))
+    raise error
+
+
+def stubborn(ctx: scheduler.Context) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    scheduler.logger_from(ctx).info("ignoring every request to end")
+    while True:
+        time.sleep(0.05)
+
+
+def grandchild(ctx: scheduler.Context) -> None:
+    """Leave a grandchild in its own session, sleeping forever; report its pid."""
+    pid = os.fork()
+    if pid == 0:
+        os.setsid()
+        while True:
+            time.sleep(1)
+    scheduler.logger_from(ctx).info("grandchild", pid=pid)
+
+
+def grandchild_hang(ctx: scheduler.Context) -> None:
+    """An escaped grandchild, and a main process that ignores SIGTERM."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    pid = os.fork()
+    if pid == 0:
+        os.setsid()
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        while True:
+            time.sleep(1)
+    scheduler.logger_from(ctx).info("grandchild", pid=pid, me=os.getpid())
+    while True:
+        time.sleep(0.05)
+
+
+def spew(ctx: scheduler.Context) -> None:
+    for i in range(SPEW_LINES):
+        print(i)
+
+
+def long_line(ctx: scheduler.Context) -> None:
+    sys.stdout.write("x" * 100_000 + "\nend\n")
+
+
+def action_answer() -> object:
+    logging.getLogger("misbehave").info("computing the answer")
+    return 42
+
+
+def action_broken() -> object:
+    raise ValueError("no answer today")
+
+
+def configure(id: str, runner: Any, **more: Any) -> None:
+    schedulers.use_cases.configure(
+        user.su(),
+        scheduler.Options(
+            id=id,
+            name=id.replace(".", " "),
+            kind=scheduler.Kind.MANUAL,
+            runner=runner,
+            **more,
+        ),
+    )
+
+
+configure("ok", ok)
+configure("first", first)
+configure("raises", raises)
+configure("run-error", run_error)
+configure("exit3", exit3)
+configure("segfault", segfault)
+configure("abort", abort)
+configure("cooperative", cooperative)
+configure("stubborn", stubborn)
+configure("grandchild", grandchild)
+configure("grandchild-hang", grandchild_hang)
+configure("spew", spew)
+configure("long-line", long_line)
+configure("command", scheduler.command(["sh", "-c", "echo hi; echo oops >&2; exit 4"]))
+configure("command-ok", scheduler.command(["sh", "-c", 'echo "marker=$SUPERVISOR_RUN_ID"']))
+configure("command-missing", scheduler.command(["/nonexistent/program"]))
+configure(
+    "actions",
+    first,
+    actions=[
+        scheduler.CustomAction(id="answer", title="Answer", action=action_answer),
+        scheduler.CustomAction(id="broken", title="Broken", action=action_broken),
+    ],
+)

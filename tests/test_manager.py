@@ -1,0 +1,221 @@
+"""The manager with real child processes and a real SQLite file."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import psutil
+import pytest
+
+from supervisor.errors import AlreadyRunning
+from supervisor.records import Outcome, RunRecord, Source, State, Trigger
+from supervisor.service import RunOptions, Service
+from supervisor.store import SqliteStore
+from supervisor.user import su
+from tests.waiting import wait_for
+
+APP = "tests.apps.manager_jobs:cfg"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def make_service(state_dir: Path, **overrides: object) -> Service:
+    options = RunOptions(app_spec=APP, state_dir=state_dir, admin=None, grace_seconds=0.5)
+    if overrides:
+        from dataclasses import replace
+
+        options = replace(options, **overrides)  # type: ignore[arg-type]
+    service = Service(options, log=io.StringIO())
+    service.start()
+    return service
+
+
+@pytest.fixture
+def service(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Service]:
+    monkeypatch.setenv("TEST_PID_DIR", str(tmp_path))
+    running = make_service(tmp_path / "state")
+    yield running
+    running.close()
+
+
+def finished_runs(service: Service, scheduler_id: str) -> list[RunRecord]:
+    return [r for r in service.schedulers.use_cases.runs(su(), scheduler_id) if r.outcome]
+
+
+def wait_finished(service: Service, scheduler_id: str, count: int = 1) -> list[RunRecord]:
+    return wait_for(
+        lambda: (runs := finished_runs(service, scheduler_id)) and len(runs) >= count and runs,
+        timeout=20,
+        what=f"{count} finished run(s) of {scheduler_id}",
+    )
+
+
+def test_one_shot_runs_once_logs_fields_and_stops(service: Service) -> None:
+    use_cases = service.schedulers.use_cases
+    (run,) = wait_finished(service, "m.oneshot")
+    assert run.outcome is Outcome.SUCCEEDED
+    assert run.trigger is Trigger.START
+    assert use_cases.status(su(), "m.oneshot").state is State.STOPPED
+    records = wait_for(lambda: use_cases.logs(su(), "m.oneshot"), what="logs stored")
+    by_message = {r.message: r for _, r in records}
+    assert by_message["hello"].fields == {"n": 1, "who": "world"}
+    assert by_message["hello"].source is Source.LOGGER
+    assert by_message["plain output"].source is Source.STDOUT
+    assert all(r.run_id == run.run_id for _, r in records)
+
+
+def test_schedule_repeats_with_the_pause_after_each_run(service: Service) -> None:
+    runs = wait_finished(service, "m.repeat", count=3)
+    ordered = sorted(runs, key=lambda r: r.started_at)
+    for earlier, later in zip(ordered, ordered[1:], strict=False):
+        assert earlier.ended_at is not None
+        # The pause (200 ms) is measured from the end of one run to the start of the next.
+        assert later.started_at - earlier.ended_at >= timedelta(milliseconds=190)
+    assert all(r.outcome is Outcome.SUCCEEDED for r in runs)
+
+
+def test_execute_now_is_refused_while_running_naming_the_run(service: Service) -> None:
+    use_cases = service.schedulers.use_cases
+    run_id = use_cases.execute(su(), "m.hang")
+    wait_for(lambda: use_cases.status(su(), "m.hang").state is State.RUNNING)
+    with pytest.raises(AlreadyRunning) as refused:
+        use_cases.execute(su(), "m.hang")
+    assert run_id in str(refused.value)
+    use_cases.stop(su(), "m.hang")
+    (run,) = wait_finished(service, "m.hang")
+    assert run.run_id == run_id
+    assert run.outcome is Outcome.CANCELLED
+    assert use_cases.status(su(), "m.hang").state is State.STOPPED
+
+
+def test_stop_plans_nothing_more_until_started(service: Service) -> None:
+    use_cases = service.schedulers.use_cases
+    wait_finished(service, "m.repeat", count=1)
+    use_cases.stop(su(), "m.repeat")
+    assert service.manager is not None
+    assert service.manager.wait_idle("m.repeat", 10)
+    status = use_cases.status(su(), "m.repeat")
+    assert status.state is State.STOPPED
+    assert status.next_planned_at is None
+    assert status.last_actor == "root"
+    count = len(finished_runs(service, "m.repeat"))
+    use_cases.start(su(), "m.repeat")
+    wait_finished(service, "m.repeat", count=count + 2)
+
+
+def test_timeout_ends_the_run_as_timed_out(service: Service) -> None:
+    service.schedulers.use_cases.execute(su(), "m.slow")
+    (run,) = wait_finished(service, "m.slow")
+    assert run.outcome is Outcome.TIMED_OUT
+
+
+def test_crash_and_failure_are_outcomes_not_manager_errors(service: Service) -> None:
+    use_cases = service.schedulers.use_cases
+    use_cases.execute(su(), "m.crash")
+    use_cases.execute(su(), "m.fail")
+    (crashed,) = wait_finished(service, "m.crash")
+    (failed,) = wait_finished(service, "m.fail")
+    assert crashed.outcome is Outcome.CRASHED
+    assert crashed.exit_code == 3
+    assert failed.outcome is Outcome.FAILED
+    assert failed.error is not None and "nothing to do today" in failed.error
+    status = use_cases.status(su(), "m.fail")
+    assert status.last_outcome is Outcome.FAILED
+    assert status.last_error == failed.error
+
+
+def test_settings_change_replans_a_waiting_scheduler_at_once(service: Service) -> None:
+    use_cases = service.schedulers.use_cases
+    before = use_cases.status(su(), "m.waiting").next_planned_at
+    assert before is not None
+    use_cases.update_settings(su(), "m.waiting", {"start_delay": timedelta(milliseconds=50)})
+    after = use_cases.status(su(), "m.waiting").next_planned_at
+    assert after is not None and after < before - timedelta(minutes=59)
+    wait_finished(service, "m.waiting")
+    # Disabling through settings stops planning, and the state says so.
+    use_cases.update_settings(su(), "m.waiting", {"disabled": True})
+    status = use_cases.status(su(), "m.waiting")
+    assert status.state is State.DISABLED
+    assert status.next_planned_at is None
+
+
+def test_cron_scheduler_plans_its_next_wall_clock_time(service: Service) -> None:
+    status = service.schedulers.use_cases.status(su(), "m.cron")
+    assert status.state is State.PAUSED
+    assert status.next_planned_at is not None
+    berlin = status.next_planned_at.astimezone(__import__("zoneinfo").ZoneInfo("Europe/Berlin"))
+    assert (berlin.hour, berlin.minute) == (3, 0)
+
+
+def test_restart_keeps_history_and_settings(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    first = make_service(state)
+    try:
+        (run,) = wait_finished(first, "m.oneshot")
+        first.schedulers.use_cases.update_settings(su(), "m.waiting", {"disabled": True})
+    finally:
+        first.close()
+    second = make_service(state)
+    try:
+        runs = second.schedulers.use_cases.runs(su(), "m.oneshot")
+        assert run.run_id in [r.run_id for r in runs]
+        assert second.schedulers.use_cases.status(su(), "m.waiting").state is State.DISABLED
+        # A ONE_SHOT runs again at the next start of the supervisor.
+        wait_finished(second, "m.oneshot", count=2)
+    finally:
+        second.close()
+
+
+def test_kill_9_of_the_manager_leaves_no_run_and_marks_it_interrupted(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    env = {**os.environ, "TEST_PID_DIR": str(tmp_path), "PYTHONPATH": str(ROOT)}
+    manager = subprocess.Popen(
+        [sys.executable, "-m", "supervisor", "run", "--app", APP, "--state-dir", str(state),
+         "--no-admin"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(lambda: (state / "control.sock").exists(), timeout=20, what="control socket")
+        run_id = subprocess.run(
+            [sys.executable, "-m", "supervisor", "execute", "m.hang", "--state-dir", str(state),
+             "--json"],
+            cwd=ROOT, env=env, check=True, capture_output=True, text=True,
+        ).stdout
+        pid_file = wait_for(
+            lambda: next(iter(tmp_path.glob("*.pid")), None), timeout=20, what="run pid file"
+        )
+        run_pid = int(pid_file.read_text())
+        run_process = psutil.Process(run_pid)
+        os.kill(manager.pid, signal.SIGKILL)
+        manager.wait(10)
+
+        def gone() -> bool:
+            try:
+                return run_process.status() == psutil.STATUS_ZOMBIE
+            except psutil.NoSuchProcess:
+                return True
+
+        wait_for(gone, timeout=10, what="the run to die with its manager")
+    finally:
+        if manager.poll() is None:
+            manager.kill()
+            manager.wait()
+    restarted = make_service(state)
+    try:
+        run = restarted.schedulers.use_cases.run(su(), pid_file.stem)
+        assert run.outcome is Outcome.INTERRUPTED
+        assert run.run_id in run_id
+        assert run.error is not None and "manager" in run.error
+    finally:
+        restarted.close()
+    with SqliteStore.open(state / "state.db") as store:
+        assert store.unfinished_runs() == []

@@ -1,0 +1,507 @@
+"""Test doubles for the Admin Center tests: an in-memory backend, an audit trail, users,
+and a small WSGI client. The tests at the bottom pin the fake to the Backend contract
+the web app relies on (cursor paging, refusing a second run).
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import uuid
+import wsgiref.util
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from http.cookies import SimpleCookie
+from io import BytesIO
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+import pytest
+
+from supervisor.clock import FakeClock
+from supervisor.definitions import Kind, Options, Settings, check_settings_for_kind
+from supervisor.errors import ActionFailed, AlreadyRunning, UnknownAction, UnknownRun
+from supervisor.passwords import hash_password
+from supervisor.records import (
+    AuditEntry,
+    Level,
+    LogRecord,
+    Outcome,
+    RunRecord,
+    SchedulerStatus,
+    Source,
+    State,
+    Trigger,
+)
+from supervisor.registry import Registry
+from supervisor.usecases import UseCases
+from supervisor.user import su
+
+START = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+def noop(_ctx: object) -> None:
+    return None
+
+
+@dataclass(slots=True)
+class _Slot:
+    options: Options
+    stopped: bool = False
+    overrides: dict[str, Any] = field(default_factory=dict)
+    runs: list[RunRecord] = field(default_factory=list)  # newest first
+    current: RunRecord | None = None
+
+
+class FakeBackend:
+    """Fulfils ``supervisor.backend.Backend`` in memory; records every command."""
+
+    def __init__(self, registry: Registry, clock: FakeClock) -> None:
+        self.registry = registry
+        self.clock = clock
+        self.slots = {o.id: _Slot(o) for o in registry}
+        self.logs_: list[tuple[int, str, LogRecord]] = []
+        self.cursors = itertools.count(1)
+        self.commands: list[tuple[str, ...]] = []
+        self.lock = threading.Lock()
+
+    def _slot(self, scheduler_id: str) -> _Slot:
+        self.registry.get(scheduler_id)
+        return self.slots[scheduler_id]
+
+    def _settings(self, slot: _Slot) -> Settings:
+        return slot.options.defaults.with_overrides(slot.overrides)
+
+    def _status(self, slot: _Slot) -> SchedulerStatus:
+        settings = self._settings(slot)
+        if slot.current is not None:
+            state = State.RUNNING
+        elif settings.disabled:
+            state = State.DISABLED
+        elif slot.stopped:
+            state = State.STOPPED
+        else:
+            state = State.PAUSED
+        finished = next((r for r in slot.runs if r.outcome is not None), None)
+        next_at = None
+        if state is State.PAUSED and slot.options.kind is Kind.SCHEDULE:
+            base = finished.ended_at if finished and finished.ended_at else START
+            next_at = base + settings.pause_time
+        return SchedulerStatus(
+            id=slot.options.id,
+            name=slot.options.name,
+            description=slot.options.description,
+            kind=slot.options.kind,
+            state=state,
+            settings=settings,
+            defaults=slot.options.defaults,
+            current_run_id=None if slot.current is None else slot.current.run_id,
+            last_started_at=slot.runs[0].started_at if slot.runs else None,
+            last_completed_at=None if finished is None else finished.ended_at,
+            next_planned_at=next_at,
+            last_outcome=None if finished is None else finished.outcome,
+            last_error=None if finished is None else finished.error,
+            actions=tuple((a.id, a.title) for a in slot.options.actions),
+        )
+
+    # -- Backend ---------------------------------------------------------------------------
+
+    def statuses(self) -> list[SchedulerStatus]:
+        with self.lock:
+            return [self._status(s) for s in self.slots.values()]
+
+    def status(self, scheduler_id: str) -> SchedulerStatus:
+        with self.lock:
+            return self._status(self._slot(scheduler_id))
+
+    def start(self, scheduler_id: str, *, actor: str) -> None:
+        with self.lock:
+            self._slot(scheduler_id).stopped = False
+            self.commands.append(("start", scheduler_id, actor))
+
+    def stop(self, scheduler_id: str, *, actor: str) -> None:
+        with self.lock:
+            slot = self._slot(scheduler_id)
+            slot.stopped = True
+            self.commands.append(("stop", scheduler_id, actor))
+        if slot.current is not None:
+            self.finish(scheduler_id, Outcome.CANCELLED, error="stopped by an operator")
+
+    def execute(self, scheduler_id: str, *, actor: str) -> str:
+        with self.lock:
+            slot = self._slot(scheduler_id)
+            if slot.current is not None:
+                raise AlreadyRunning(scheduler_id, slot.current.run_id)
+            run = RunRecord(
+                run_id=uuid.uuid4().hex,
+                scheduler_id=scheduler_id,
+                trigger=Trigger.MANUAL,
+                triggered_by=actor,
+                started_at=self.clock.now(),
+            )
+            slot.current = run
+            slot.runs.insert(0, run)
+            self.commands.append(("execute", scheduler_id, actor))
+            return run.run_id
+
+    def overrides(self, scheduler_id: str) -> dict[str, Any]:
+        with self.lock:
+            return dict(self._slot(scheduler_id).overrides)
+
+    def update_settings(self, scheduler_id: str, overrides: Mapping[str, Any]) -> Settings:
+        with self.lock:
+            slot = self._slot(scheduler_id)
+            settings = slot.options.defaults.with_overrides(overrides)
+            check_settings_for_kind(slot.options.kind, settings)
+            slot.overrides = dict(overrides)
+            self.commands.append(("update_settings", scheduler_id))
+            return settings
+
+    def reset_settings(self, scheduler_id: str) -> Settings:
+        with self.lock:
+            slot = self._slot(scheduler_id)
+            slot.overrides = {}
+            self.commands.append(("reset_settings", scheduler_id))
+            return slot.options.defaults
+
+    def runs(self, scheduler_id: str, *, limit: int = 50) -> list[RunRecord]:
+        with self.lock:
+            return list(self._slot(scheduler_id).runs[:limit])
+
+    def run(self, run_id: str) -> RunRecord:
+        with self.lock:
+            for slot in self.slots.values():
+                for run in slot.runs:
+                    if run.run_id == run_id:
+                        return run
+        raise UnknownRun(f"no run with id {run_id!r}")
+
+    def logs(
+        self,
+        scheduler_id: str,
+        *,
+        run_id: str | None = None,
+        min_level: Level | None = None,
+        after: int | None = None,
+        before: int | None = None,
+        limit: int = 200,
+    ) -> list[tuple[int, LogRecord]]:
+        self.registry.get(scheduler_id)
+        with self.lock:
+            chosen = [
+                (c, r)
+                for c, sid, r in self.logs_
+                if sid == scheduler_id
+                and (run_id is None or r.run_id == run_id)
+                and (min_level is None or r.level >= min_level)
+                and (after is None or c > after)
+                and (before is None or c < before)
+            ]
+        return chosen[:limit] if after is not None else chosen[-limit:] if limit else []
+
+    def run_action(self, scheduler_id: str, action_id: str, *, actor: str) -> str:
+        options = self.registry.get(scheduler_id)
+        action = options.action(action_id)
+        if action is None:
+            raise UnknownAction(f"scheduler {scheduler_id!r} has no action {action_id!r}")
+        with self.lock:
+            self.commands.append(("action", scheduler_id, action_id, actor))
+        try:
+            return str(action.action())
+        except Exception as error:
+            raise ActionFailed(f"{type(error).__name__}: {error}") from error
+
+    # -- test helpers ------------------------------------------------------------------------
+
+    def finish(self, scheduler_id: str, outcome: Outcome, *, error: str | None = None) -> None:
+        with self.lock:
+            slot = self._slot(scheduler_id)
+            assert slot.current is not None
+            done = replace(slot.current, ended_at=self.clock.now(), outcome=outcome, error=error)
+            slot.runs[slot.runs.index(slot.current)] = done
+            slot.current = None
+
+    def log(
+        self,
+        scheduler_id: str,
+        message: str,
+        *,
+        run_id: str | None = None,
+        level: Level = Level.INFO,
+        source: Source = Source.LOGGER,
+        **fields: Any,
+    ) -> int:
+        with self.lock:
+            slot = self._slot(scheduler_id)
+            if run_id is None:
+                run_id = slot.runs[0].run_id if slot.runs else "r-none"
+            cursor = next(self.cursors)
+            record = LogRecord(
+                time=self.clock.now(),
+                level=level,
+                message=message,
+                fields=fields,
+                run_id=run_id,
+                source=source,
+            )
+            self.logs_.append((cursor, scheduler_id, record))
+            return cursor
+
+
+class MemoryAudit:
+    def __init__(self) -> None:
+        self.entries: list[AuditEntry] = []
+        self.lock = threading.Lock()
+
+    def add_audit(self, entry: AuditEntry) -> None:
+        with self.lock:
+            self.entries.append(entry)
+
+    def audit(
+        self, *, scheduler_id: str | None = None, limit: int = 100, before: int | None = None
+    ) -> list[tuple[int, AuditEntry]]:
+        with self.lock:
+            numbered = list(enumerate(self.entries, start=1))
+        chosen = [
+            (c, e)
+            for c, e in numbered
+            if (scheduler_id is None or e.scheduler_id == scheduler_id)
+            and (before is None or c < before)
+        ]
+        return list(reversed(chosen))[:limit]
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryUser:
+    name: str
+    role: str
+    password_hash: str
+
+
+class MemoryUsers:
+    """A ``UserDirectory`` in memory (the real one is ``SqliteStore``)."""
+
+    def __init__(self) -> None:
+        self.users: dict[str, MemoryUser] = {}
+
+    def get_user(self, name: str) -> MemoryUser | None:
+        return self.users.get(name)
+
+    def list_users(self) -> list[MemoryUser]:
+        return [self.users[n] for n in sorted(self.users)]
+
+    def add_user(self, name: str, *, role: str, password_hash: str) -> None:
+        self.users[name] = MemoryUser(name, role, password_hash)
+
+    def remove_user(self, name: str) -> bool:
+        return self.users.pop(name, None) is not None
+
+
+_HASHES: dict[str, str] = {}
+
+
+def fast_hash(password: str) -> str:
+    """Hashing with scrypt costs tens of ms; tests reuse one hash per password."""
+    if password not in _HASHES:
+        _HASHES[password] = hash_password(password)
+    return _HASHES[password]
+
+
+PASSWORD = "correct horse battery staple"
+ROLE_USERS = {"viewer": "vera", "operator": "otto", "admin": "ada"}
+
+
+def make_world(
+    options: list[Options] | None = None, *, users: Any = None
+) -> tuple[UseCases, FakeBackend, MemoryAudit, Any, FakeClock]:
+    registry = Registry()
+    use_cases = UseCases(registry)
+    for item in options if options is not None else default_options():
+        use_cases.configure(su(), item)
+    clock = FakeClock(START)
+    backend = FakeBackend(registry, clock)
+    audit = MemoryAudit()
+    use_cases.bind(backend, audit, clock=clock)
+    directory = users if users is not None else MemoryUsers()
+    for role, name in ROLE_USERS.items():
+        if directory.get_user(name) is None:
+            directory.add_user(name, role=role, password_hash=fast_hash(PASSWORD))
+    return use_cases, backend, audit, directory, clock
+
+
+def default_options() -> list[Options]:
+    from supervisor.definitions import CustomAction
+
+    return [
+        Options(
+            id="jobs.hello",
+            name="Hello World Job",
+            description="Runs once after startup and logs a greeting",
+            kind=Kind.ONE_SHOT,
+            runner=noop,
+        ),
+        Options(
+            id="jobs.repeat",
+            name="Fail with random",
+            description="Runs scheduled and fails in random ways",
+            kind=Kind.SCHEDULE,
+            runner=noop,
+            defaults=Settings(start_delay=timedelta(seconds=1), pause_time=timedelta(seconds=10)),
+            actions=[CustomAction(id="count", title="Count things", action=lambda: "42 things")],
+        ),
+        Options(
+            id="jobs.nightly",
+            name="Nightly report",
+            description="Builds the report at 03:00 Berlin time",
+            kind=Kind.CRON,
+            runner=noop,
+            defaults=Settings(cron="0 3 * * *", timezone="Europe/Berlin"),
+        ),
+        Options(id="jobs.manual", name="Rebuild index", kind=Kind.MANUAL, runner=noop),
+    ]
+
+
+# -- a tiny WSGI client --------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    status: int
+    headers: list[tuple[str, str]]
+    body: str
+
+    def header(self, name: str) -> str | None:
+        return next((v for k, v in self.headers if k.lower() == name.lower()), None)
+
+    def headers_named(self, name: str) -> list[str]:
+        return [v for k, v in self.headers if k.lower() == name.lower()]
+
+
+class Client:
+    """Calls a WSGI app in-process, keeping cookies like a browser would."""
+
+    def __init__(self, app: Callable[..., Any], *, remote_addr: str = "127.0.0.1") -> None:
+        self.app = app
+        self.cookies: dict[str, str] = {}
+        self.remote_addr = remote_addr
+
+    def _environ(
+        self, method: str, path: str, body: bytes, headers: Mapping[str, str] | None
+    ) -> dict[str, Any]:
+        parts = urlsplit(path)
+        environ: dict[str, Any] = {
+            "REQUEST_METHOD": method,
+            "PATH_INFO": parts.path,
+            "QUERY_STRING": parts.query,
+            "REMOTE_ADDR": self.remote_addr,
+            "wsgi.input": BytesIO(body),
+            "CONTENT_LENGTH": str(len(body)),
+        }
+        if body:
+            environ["CONTENT_TYPE"] = "application/x-www-form-urlencoded"
+        if self.cookies:
+            environ["HTTP_COOKIE"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
+        for name, value in (headers or {}).items():
+            key = name.upper().replace("-", "_")
+            if key not in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+                key = "HTTP_" + key
+            environ[key] = value
+        wsgiref.util.setup_testing_defaults(environ)
+        return environ
+
+    def _call(self, environ: dict[str, Any]) -> tuple[int, list[tuple[str, str]], Iterator[bytes]]:
+        captured: dict[str, Any] = {}
+
+        def start_response(status: str, headers: list[tuple[str, str]], exc: Any = None) -> Any:
+            captured["status"] = int(status.split()[0])
+            captured["headers"] = headers
+            return lambda _data: None
+
+        result = self.app(environ, start_response)
+        iterator = iter(result)
+        first = next(iterator, b"")
+
+        def chunks() -> Iterator[bytes]:
+            try:
+                if first:
+                    yield first
+                yield from iterator
+            finally:
+                close = getattr(result, "close", None)
+                if close is not None:
+                    close()
+
+        headers = captured["headers"]
+        for name, value in headers:
+            if name.lower() == "set-cookie":
+                cookie: SimpleCookie = SimpleCookie()
+                cookie.load(value)
+                for key, morsel in cookie.items():
+                    if morsel["max-age"] == "0":
+                        self.cookies.pop(key, None)
+                    else:
+                        self.cookies[key] = morsel.value
+        return captured["status"], headers, chunks()
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        form: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Response:
+        body = urlencode(form).encode() if form is not None else b""
+        status, out_headers, chunks = self._call(self._environ(method, path, body, headers))
+        text = b"".join(chunks).decode("utf-8", errors="replace")
+        return Response(status, out_headers, text)
+
+    def get(self, path: str, **kwargs: Any) -> Response:
+        return self.request("GET", path, **kwargs)
+
+    def post(self, path: str, form: Mapping[str, str] | None = None, **kwargs: Any) -> Response:
+        return self.request("POST", path, form=form or {}, **kwargs)
+
+    def open_stream(
+        self, path: str, *, headers: Mapping[str, str] | None = None
+    ) -> tuple[int, list[tuple[str, str]], Iterator[bytes]]:
+        """Start a streaming GET; the caller reads chunks and must close the iterator."""
+        return self._call(self._environ("GET", path, b"", headers))
+
+    def csrf(self, path: str = "/") -> str:
+        page = self.get(path)
+        marker = 'name="csrf" value="'
+        start = page.body.index(marker) + len(marker)
+        return page.body[start : page.body.index('"', start)]
+
+    def login(self, name: str, password: str = PASSWORD) -> Response:
+        token = self.csrf("/login")
+        return self.post("/login", {"name": name, "password": password, "csrf": token})
+
+
+# -- the fake keeps the contract the app relies on ----------------------------------------
+
+
+@pytest.fixture
+def world() -> tuple[UseCases, FakeBackend, MemoryAudit, Any, FakeClock]:
+    return make_world()
+
+
+def test_fake_backend_pages_logs_by_cursor(world: Any) -> None:
+    _, backend, _, _, _ = world
+    backend.execute("jobs.repeat", actor="t")
+    cursors = [backend.log("jobs.repeat", f"line {i}") for i in range(10)]
+    newest = backend.logs("jobs.repeat", limit=3)
+    assert [c for c, _ in newest] == cursors[-3:]
+    older = backend.logs("jobs.repeat", before=newest[0][0], limit=3)
+    assert [c for c, _ in older] == cursors[-6:-3]
+    after = backend.logs("jobs.repeat", after=cursors[1], limit=2)
+    assert [c for c, _ in after] == cursors[2:4]
+
+
+def test_fake_backend_refuses_a_second_run(world: Any) -> None:
+    _, backend, _, _, _ = world
+    run_id = backend.execute("jobs.manual", actor="t")
+    with pytest.raises(AlreadyRunning, match=run_id):
+        backend.execute("jobs.manual", actor="t")
