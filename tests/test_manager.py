@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 import os
 import signal
 import subprocess
@@ -73,7 +74,7 @@ def test_one_shot_runs_once_logs_fields_and_stops(service: Service) -> None:
 def test_schedule_repeats_with_the_pause_after_each_run(service: Service) -> None:
     runs = wait_finished(service, "m.repeat", count=3)
     ordered = sorted(runs, key=lambda r: r.started_at)
-    for earlier, later in zip(ordered, ordered[1:], strict=False):
+    for earlier, later in itertools.pairwise(ordered):
         assert earlier.ended_at is not None
         # The pause (200 ms) is measured from the end of one run to the start of the next.
         assert later.started_at - earlier.ended_at >= timedelta(milliseconds=190)
@@ -176,8 +177,17 @@ def test_kill_9_of_the_manager_leaves_no_run_and_marks_it_interrupted(tmp_path: 
     state = tmp_path / "state"
     env = {**os.environ, "TEST_PID_DIR": str(tmp_path), "PYTHONPATH": str(ROOT)}
     manager = subprocess.Popen(
-        [sys.executable, "-m", "supervisor", "run", "--app", APP, "--state-dir", str(state),
-         "--no-admin"],
+        [
+            sys.executable,
+            "-m",
+            "supervisor",
+            "run",
+            "--app",
+            APP,
+            "--state-dir",
+            str(state),
+            "--no-admin",
+        ],
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,
@@ -186,9 +196,21 @@ def test_kill_9_of_the_manager_leaves_no_run_and_marks_it_interrupted(tmp_path: 
     try:
         wait_for(lambda: (state / "control.sock").exists(), timeout=20, what="control socket")
         run_id = subprocess.run(
-            [sys.executable, "-m", "supervisor", "execute", "m.hang", "--state-dir", str(state),
-             "--json"],
-            cwd=ROOT, env=env, check=True, capture_output=True, text=True,
+            [
+                sys.executable,
+                "-m",
+                "supervisor",
+                "execute",
+                "m.hang",
+                "--state-dir",
+                str(state),
+                "--json",
+            ],
+            cwd=ROOT,
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
         ).stdout
         pid_file = wait_for(
             lambda: next(iter(tmp_path.glob("*.pid")), None), timeout=20, what="run pid file"

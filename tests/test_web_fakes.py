@@ -381,10 +381,13 @@ class Response:
 class Client:
     """Calls a WSGI app in-process, keeping cookies like a browser would."""
 
-    def __init__(self, app: Callable[..., Any], *, remote_addr: str = "127.0.0.1") -> None:
+    def __init__(
+        self, app: Callable[..., Any], *, remote_addr: str = "127.0.0.1", https: bool = False
+    ) -> None:
         self.app = app
         self.cookies: dict[str, str] = {}
         self.remote_addr = remote_addr
+        self.https = https
 
     def _environ(
         self, method: str, path: str, body: bytes, headers: Mapping[str, str] | None
@@ -397,6 +400,7 @@ class Client:
             "REMOTE_ADDR": self.remote_addr,
             "wsgi.input": BytesIO(body),
             "CONTENT_LENGTH": str(len(body)),
+            "wsgi.url_scheme": "https" if self.https else "http",
         }
         if body:
             environ["CONTENT_TYPE"] = "application/x-www-form-urlencoded"

@@ -1,0 +1,295 @@
+"""The operator CLI against a real manager process, with the ``--json`` shapes of DESIGN.md."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from supervisor.cli import main
+from tests.waiting import wait_for
+
+ROOT = Path(__file__).resolve().parent.parent
+APP = "tests.apps.manager_jobs:cfg"
+STATUS_FIELDS = {
+    "id",
+    "name",
+    "description",
+    "kind",
+    "state",
+    "last_started_at",
+    "last_completed_at",
+    "next_planned_at",
+    "last_outcome",
+    "last_error",
+    "settings",
+}
+RUN_FIELDS = {
+    "run_id",
+    "scheduler_id",
+    "trigger",
+    "triggered_by",
+    "started_at",
+    "ended_at",
+    "outcome",
+    "exit_code",
+    "signal",
+    "error",
+}
+LOG_FIELDS = {"time", "level", "message", "fields", "run_id", "source"}
+
+
+@pytest.fixture(scope="module")
+def state_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    state = tmp_path_factory.mktemp("cli") / "state"
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "supervisor",
+            "run",
+            "--app",
+            APP,
+            "--state-dir",
+            str(state),
+            "--no-admin",
+            "--grace",
+            "500ms",
+        ],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        wait_for(lambda: (state / "control.sock").exists(), timeout=30, what="the manager")
+        yield state
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            assert process.wait(30) == 0
+        finally:
+            if process.poll() is None:
+                process.kill()
+            assert process.stderr is not None
+            process.stderr.close()
+
+
+def cli(state: Path, *args: str, code: int = 0) -> str:
+    result = CliRunner().invoke(main, [*args, "--state-dir", str(state)])
+    assert result.exit_code == code, result.output
+    return result.output
+
+
+def cli_json(state: Path, *args: str) -> Any:
+    return json.loads(cli(state, *args, "--json"))
+
+
+def test_list_and_status_have_the_documented_fields(state_dir: Path) -> None:
+    listed = cli_json(state_dir, "list")
+    assert [s["id"] for s in listed][:3] == ["m.oneshot", "m.repeat", "m.waiting"]
+    for status in listed:
+        assert STATUS_FIELDS <= set(status)
+    one = cli_json(state_dir, "status", "m.cron")
+    assert one["kind"] == "cron"
+    assert one["state"] == "paused"
+    assert one["settings"]["cron"] == "0 3 * * *"
+    assert one["next_planned_at"].endswith("+00:00")
+    human = cli(state_dir, "status", "m.cron")
+    assert "next planned:" in human and "paused" in human
+
+
+def test_execute_runs_and_logs_round_trip(state_dir: Path) -> None:
+    # Let the start-up run of the ONE_SHOT finish first.
+    wait_for(
+        lambda: cli_json(state_dir, "status", "m.oneshot")["state"] == "stopped",
+        timeout=20,
+        what="the start-up run",
+    )
+    started = cli_json(state_dir, "execute", "m.oneshot")
+    run_id = started["run_id"]
+
+    def finished() -> Any:
+        runs = cli_json(state_dir, "runs", "m.oneshot")
+        return next((r for r in runs if r["run_id"] == run_id and r["outcome"]), None)
+
+    run = wait_for(finished, timeout=20, what="the executed run")
+    assert RUN_FIELDS <= set(run)
+    assert run["outcome"] == "succeeded"
+    assert run["trigger"] == "manual"
+    assert run["triggered_by"] == "root" or run["triggered_by"]
+    lines = cli(state_dir, "logs", "m.oneshot", "--run", run_id, "--json").splitlines()
+    records = [json.loads(line) for line in lines]
+    assert all(LOG_FIELDS == set(r) for r in records)
+    hello = next(r for r in records if r["message"] == "hello")
+    assert hello["fields"] == {"n": 1, "who": "world"}
+    assert hello["source"] == "logger"
+    assert hello["level"] == "info"
+    assert any(r["source"] == "stdout" and r["message"] == "plain output" for r in records)
+    only_errors = cli(state_dir, "logs", "m.oneshot", "--level", "error", "--json")
+    assert only_errors.strip() == ""
+
+
+def test_execute_during_a_run_is_refused_naming_the_run(state_dir: Path) -> None:
+    run_id = cli_json(state_dir, "execute", "m.hang")["run_id"]
+    result = CliRunner().invoke(main, ["execute", "m.hang", "--state-dir", str(state_dir)])
+    assert result.exit_code == 4
+    assert run_id in result.output
+    assert "already running" in result.output
+    cli(state_dir, "stop", "m.hang")
+    wait_for(
+        lambda: cli_json(state_dir, "status", "m.hang")["state"] == "stopped",
+        timeout=20,
+        what="m.hang to stop",
+    )
+    assert cli_json(state_dir, "runs", "m.hang")[0]["outcome"] == "cancelled"
+
+
+def test_settings_change_show_and_reset(state_dir: Path) -> None:
+    shown = cli_json(
+        state_dir, "settings", "m.waiting", "--pause-time", "90s", "--timeout", "1h30m"
+    )
+    assert shown["effective"]["pause_time"] == 90.0
+    assert shown["effective"]["timeout"] == 5400.0
+    assert set(shown["overridden"]) == {"pause_time", "timeout"}
+    human = cli(state_dir, "settings", "m.waiting")
+    assert "1m30s  (overridden)" in human
+    reset = cli_json(state_dir, "settings", "m.waiting", "--reset")
+    assert reset["overridden"] == []
+    assert reset["effective"]["pause_time"] == 3600.0
+
+
+def test_bad_input_gives_one_line_errors_and_exit_codes(state_dir: Path) -> None:
+    bad_duration = CliRunner().invoke(
+        main, ["settings", "m.waiting", "--pause-time", "soon", "--state-dir", str(state_dir)]
+    )
+    assert bad_duration.exit_code == 2
+    assert "pause_time" in bad_duration.output
+    bad_cron = CliRunner().invoke(
+        main, ["settings", "m.cron", "--cron", "99 * * * *", "--state-dir", str(state_dir)]
+    )
+    assert bad_cron.exit_code == 2
+    assert bad_cron.output.startswith("error: cron")
+    unknown = CliRunner().invoke(main, ["status", "nope", "--state-dir", str(state_dir)])
+    assert unknown.exit_code == 3
+    assert unknown.output == "error: no scheduler with id 'nope'\n"
+    # Nothing was half-applied by the refused changes.
+    assert cli_json(state_dir, "settings", "m.cron")["overridden"] == []
+
+
+def test_no_manager_running_says_so(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "supervisor", "list", "--state-dir", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 8
+    assert result.stderr.count("\n") == 1
+    assert "no manager is running" in result.stderr
+
+
+def test_next_runs_needs_no_manager_and_prints_offsets() -> None:
+    result = CliRunner().invoke(
+        main,
+        [
+            "next-runs",
+            "--cron",
+            "30 2 * * *",
+            "--timezone",
+            "America/New_York",
+            "--from",
+            "2026-03-07T12:00:00+00:00",
+            "--count",
+            "3",
+            "--json",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    # The 02:30 of the spring-forward day does not exist: it runs once, right after the jump.
+    assert json.loads(result.output) == [
+        "2026-03-08T03:00:00-04:00",
+        "2026-03-09T02:30:00-04:00",
+        "2026-03-10T02:30:00-04:00",
+    ]
+
+
+def test_next_runs_of_a_scheduler_uses_its_settings(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        main,
+        [
+            "next-runs",
+            "m.cron",
+            "--app",
+            APP,
+            "--from",
+            "2026-07-01T00:00:00+00:00",
+            "--count",
+            "2",
+            "--json",
+            "--state-dir",
+            str(tmp_path),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output) == ["2026-07-01T03:00:00+02:00", "2026-07-02T03:00:00+02:00"]
+
+
+def test_users_add_list_remove(tmp_path: Path) -> None:
+    runner = CliRunner()
+    added = runner.invoke(
+        main,
+        [
+            "users",
+            "add",
+            "olga",
+            "--role",
+            "operator",
+            "--password-stdin",
+            "--state-dir",
+            str(tmp_path),
+        ],
+        input="s3cret-pass\n",
+    )
+    assert added.exit_code == 0, added.output
+    listed = runner.invoke(main, ["users", "list", "--json", "--state-dir", str(tmp_path)])
+    assert json.loads(listed.output) == [{"name": "olga", "role": "operator"}]
+    assert (
+        runner.invoke(main, ["users", "remove", "olga", "--state-dir", str(tmp_path)]).exit_code
+        == 0
+    )
+    missing = runner.invoke(main, ["users", "remove", "olga", "--state-dir", str(tmp_path)])
+    assert missing.exit_code == 2
+    assert "no user 'olga'" in missing.output
+
+
+def test_app_errors_are_clear(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "supervisor",
+            "run",
+            "--app",
+            "tests.apps.no_such_module:cfg",
+            "--state-dir",
+            str(tmp_path),
+            "--no-admin",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 6
+    assert "cannot import module" in result.stderr
+    assert result.stderr.count("\n") == 1

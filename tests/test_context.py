@@ -1,0 +1,233 @@
+"""The runner's view: cancellation over a pipe, sleeping, and the structured logger."""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import pytest
+
+from supervisor.context import (
+    CancelPipe,
+    Cancelled,
+    Context,
+    RunError,
+    json_safe,
+    logger_from,
+)
+from supervisor.records import Level, LogRecord, Source
+
+
+class ListSink:
+    def __init__(self) -> None:
+        self.records: list[LogRecord] = []
+
+    def write(self, record: LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture
+def pipe() -> Iterator[tuple[int, int]]:
+    read_fd, write_fd = os.pipe()
+    yield read_fd, write_fd
+    for fd in (read_fd, write_fd):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
+def make_context(cancel_fd: int | None, sink: ListSink | None = None) -> Context:
+    return Context(
+        scheduler_id="s.one",
+        run_id="r1",
+        trigger="manual",
+        deadline=datetime(2030, 1, 1, tzinfo=UTC),
+        sink=sink or ListSink(),
+        cancel_fd=cancel_fd,
+    )
+
+
+def test_attributes() -> None:
+    ctx = make_context(None)
+    assert (ctx.scheduler_id, ctx.run_id, ctx.trigger) == ("s.one", "r1", "manual")
+    assert ctx.deadline == datetime(2030, 1, 1, tzinfo=UTC)
+
+
+def test_not_cancelled_until_the_manager_says_why(pipe: tuple[int, int]) -> None:
+    read_fd, write_fd = pipe
+    ctx = make_context(read_fd)
+    assert ctx.err() is None
+    assert not ctx.cancelled
+    os.write(write_fd, b"timeout\n")
+    error = ctx.err()
+    assert isinstance(error, Cancelled)
+    assert error.reason == "timeout"
+    assert "timed out" in str(error)
+    assert ctx.cancelled
+    assert ctx.err() is error  # stays cancelled, same error
+
+
+@pytest.mark.parametrize(
+    ("reason", "text"),
+    [("stop", "stopped"), ("shutdown", "shutting down"), ("whatever", "whatever")],
+)
+def test_reasons(pipe: tuple[int, int], reason: str, text: str) -> None:
+    read_fd, write_fd = pipe
+    ctx = make_context(read_fd)
+    os.write(write_fd, reason.encode() + b"\n")
+    error = ctx.err()
+    assert isinstance(error, Cancelled)
+    assert error.reason == reason
+    assert text in str(error)
+
+
+def test_end_of_file_means_the_manager_went_away(pipe: tuple[int, int]) -> None:
+    read_fd, write_fd = pipe
+    ctx = make_context(read_fd)
+    os.close(write_fd)
+    error = ctx.err()
+    assert isinstance(error, Cancelled)
+    assert error.reason == "gone"
+
+
+def test_sleep_runs_the_full_time_when_not_cancelled(pipe: tuple[int, int]) -> None:
+    ctx = make_context(pipe[0])
+    started = time.monotonic()
+    assert ctx.sleep(0.05) is True
+    assert time.monotonic() - started >= 0.05
+
+
+def test_sleep_wakes_early_on_cancel(pipe: tuple[int, int]) -> None:
+    read_fd, write_fd = pipe
+    ctx = make_context(read_fd)
+    timer = threading.Timer(0.05, lambda: os.write(write_fd, b"stop\n"))
+    timer.start()
+    started = time.monotonic()
+    try:
+        assert ctx.sleep(30) is False
+    finally:
+        timer.cancel()
+    assert time.monotonic() - started < 10
+    assert isinstance(ctx.err(), Cancelled)
+    assert ctx.sleep(30) is False  # already cancelled: returns at once
+
+
+def test_sleep_zero_and_negative(pipe: tuple[int, int]) -> None:
+    ctx = make_context(pipe[0])
+    assert ctx.sleep(0) is True
+    assert ctx.sleep(-1) is True
+
+
+def test_without_a_cancel_channel_nothing_cancels() -> None:
+    ctx = make_context(None)
+    assert ctx.err() is None
+    assert ctx.sleep(0.01) is True
+
+
+def test_cancel_pipe_for_in_process_runs() -> None:
+    channel = CancelPipe()
+    try:
+        ctx = make_context(channel.read_fd)
+        assert ctx.err() is None
+        channel.cancel("shutdown")
+        error = ctx.err()
+        assert isinstance(error, Cancelled) and error.reason == "shutdown"
+    finally:
+        channel.close()
+
+
+def test_err_is_cheap_in_a_loop(pipe: tuple[int, int]) -> None:
+    ctx = make_context(pipe[0])
+    started = time.monotonic()
+    for _ in range(20_000):
+        assert ctx.err() is None
+    assert time.monotonic() - started < 2.0
+
+
+def test_many_threads_see_one_cancellation(pipe: tuple[int, int]) -> None:
+    read_fd, write_fd = pipe
+    ctx = make_context(read_fd)
+    results: list[bool] = []
+    threads = [threading.Thread(target=lambda: results.append(ctx.sleep(30))) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    os.write(write_fd, b"stop\n")
+    for thread in threads:
+        thread.join(10)
+    assert results == [False] * 4
+
+
+def test_run_error_is_an_exception() -> None:
+    with pytest.raises(RunError, match="nope"):
+        raise RunError("nope")
+
+
+def test_logger_records_level_time_message_fields() -> None:
+    sink = ListSink()
+    ctx = make_context(None, sink)
+    log = logger_from(ctx)
+    before = datetime.now(UTC)
+    log.debug("d")
+    log.info("hello", value=3, who="world")
+    log.warning("w")
+    log.error("e")
+    log.critical("c", msg="a field may be called msg")
+    assert [r.level for r in sink.records] == [
+        Level.DEBUG,
+        Level.INFO,
+        Level.WARNING,
+        Level.ERROR,
+        Level.CRITICAL,
+    ]
+    hello = sink.records[1]
+    assert hello.message == "hello"
+    assert dict(hello.fields) == {"value": 3, "who": "world"}
+    assert hello.run_id == "r1"
+    assert hello.source is Source.LOGGER
+    assert hello.time.tzinfo is not None and hello.time >= before
+    assert sink.records[4].fields["msg"] == "a field may be called msg"
+
+
+def test_logger_exception_adds_the_traceback() -> None:
+    sink = ListSink()
+    log = logger_from(make_context(None, sink))
+    try:
+        raise ValueError("bad value")
+    except ValueError:
+        log.exception("it broke", step=2)
+    (record,) = sink.records
+    assert record.level is Level.ERROR
+    assert record.fields["step"] == 2
+    assert "ValueError: bad value" in record.fields["traceback"]
+
+
+def test_fields_are_made_json_safe() -> None:
+    class Thing:
+        def __repr__(self) -> str:
+            return "<thing>"
+
+    class Broken:
+        def __repr__(self) -> str:
+            raise RuntimeError("no repr")
+
+    assert json_safe({"a": [1, 2.5, None, True], 3: Thing()}) == {
+        "a": [1, 2.5, None, True],
+        "3": "<thing>",
+    }
+    assert json_safe((1, "x")) == [1, "x"]
+    assert json_safe(math.nan) == "nan"
+    assert json_safe(math.inf) == "inf"
+    assert json_safe({1, 2}) in ("{1, 2}", "{2, 1}")
+    assert "unrepresentable" in json_safe(Broken())
+    assert len(json_safe("x" * 100_000)) < 70_000
+    deep: list[object] = []
+    cursor = deep
+    for _ in range(50):
+        cursor.append([])
+        cursor = cursor[0]  # type: ignore[assignment]
+    assert isinstance(json_safe(deep), list)  # deep nesting ends in a repr, not a crash
