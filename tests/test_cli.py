@@ -97,7 +97,7 @@ def test_list_and_status_have_the_documented_fields(state_dir: Path) -> None:
     listed = cli_json(state_dir, "list")
     assert [s["id"] for s in listed][:3] == ["m.oneshot", "m.repeat", "m.waiting"]
     for status in listed:
-        assert STATUS_FIELDS <= set(status)
+        assert set(status) >= STATUS_FIELDS
     one = cli_json(state_dir, "status", "m.cron")
     assert one["kind"] == "cron"
     assert one["state"] == "paused"
@@ -122,13 +122,13 @@ def test_execute_runs_and_logs_round_trip(state_dir: Path) -> None:
         return next((r for r in runs if r["run_id"] == run_id and r["outcome"]), None)
 
     run = wait_for(finished, timeout=20, what="the executed run")
-    assert RUN_FIELDS <= set(run)
+    assert set(run) >= RUN_FIELDS
     assert run["outcome"] == "succeeded"
     assert run["trigger"] == "manual"
     assert run["triggered_by"] == "root" or run["triggered_by"]
     lines = cli(state_dir, "logs", "m.oneshot", "--run", run_id, "--json").splitlines()
     records = [json.loads(line) for line in lines]
-    assert all(LOG_FIELDS == set(r) for r in records)
+    assert all(set(r) == LOG_FIELDS for r in records)
     hello = next(r for r in records if r["message"] == "hello")
     assert hello["fields"] == {"n": 1, "who": "world"}
     assert hello["source"] == "logger"
