@@ -263,7 +263,7 @@
   function previewCron() {
     const box = document.querySelector("[data-preview]");
     if (!box) return;
-    const form = box.closest("form");
+    const form = box.closest(".settings-form");
     const list = box.querySelector("[data-preview-list]");
     const error = box.querySelector("[data-preview-error]");
     let timer = null;

@@ -234,6 +234,7 @@ def execute(
     try:
         return _call(options, job, ctx, sink)
     finally:
+        ctx.close()
         if undo is not None:
             undo()
 

@@ -106,11 +106,26 @@ class Context:
         self._cancel_fd = cancel_fd
         self._error: Cancelled | None = None
         self._lock = threading.Lock()
+        # Closed on cancellation, so every thread sleeping on it wakes, not only the one
+        # that read the manager's message.
+        self._woken_r = self._woken_w = -1
         if cancel_fd is not None:
             os.set_blocking(cancel_fd, False)
+            self._woken_r, self._woken_w = os.pipe()
 
     def __repr__(self) -> str:
         return f"Context(scheduler_id={self.scheduler_id!r}, run_id={self.run_id!r})"
+
+    def close(self) -> None:
+        """Release the context's own fds (its host calls this when the run is over);
+        afterwards ``err()`` keeps answering what it last knew."""
+        with self._lock:
+            fds = [fd for fd in (self._woken_r, self._woken_w) if fd >= 0]
+            self._cancel_fd = None
+            self._woken_r = self._woken_w = -1
+        for fd in fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
     def err(self) -> BaseException | None:
         """None while the run may go on; a ``Cancelled`` error once it is asked to end.
@@ -147,22 +162,27 @@ class Context:
 
     def _wait(self, seconds: float) -> bool:
         """Wait up to ``seconds`` for the cancel pipe; True once cancelled."""
-        assert self._cancel_fd is not None
+        cancel_fd, woken_r = self._cancel_fd, self._woken_r
+        if cancel_fd is None:  # closed
+            return self._error is not None
         poller = select.poll()  # one per call: a poll object must not be shared by threads
-        poller.register(self._cancel_fd, select.POLLIN)
-        if not poller.poll(math.ceil(seconds * 1000)):
+        poller.register(cancel_fd, select.POLLIN)
+        poller.register(woken_r, select.POLLIN)
+        if not poller.poll(math.ceil(seconds * 1000)) or self._error is not None:
             return self._error is not None
         with self._lock:
-            if self._error is None:
+            if self._error is None and self._cancel_fd is not None:
                 try:
-                    data = os.read(self._cancel_fd, 256)
+                    data = os.read(cancel_fd, 256)
                 except BlockingIOError:  # another thread took it; look again later
                     return False
                 except OSError:
                     data = b""
                 reason = data.decode("ascii", "replace").strip().split("\n")[0] or "gone"
                 self._error = Cancelled(reason)
-        return True
+                os.close(self._woken_w)
+                self._woken_w = -1
+        return self._error is not None
 
 
 def json_safe(value: object, _depth: int = 0) -> Any:

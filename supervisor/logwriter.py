@@ -16,7 +16,7 @@ from supervisor.records import LogRecord
 from supervisor.store import SqliteStore
 
 # Bounded so a run that floods its pipes is slowed down instead of filling memory.
-MAX_PENDING_BATCHES = 256
+MAX_PENDING_BATCHES = 16
 MAX_RECORDS_PER_WRITE = 5000
 
 _Item = Sequence[LogRecord] | threading.Event | None

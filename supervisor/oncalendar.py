@@ -5,7 +5,7 @@ Pure functions: no I/O, no clock reads.
 Translation (``to_oncalendar``) works on the parsed value sets of ``supervisor.cronexpr``
 (so it accepts exactly what the manager accepts: 5 fields, or 6 with seconds first;
 lists, ranges, steps, month and day names, the ``@`` macros) and writes each field back
-compactly (``*``, ``05..40/5``, ``00/15``, ``Mon..Fri``, lists). Macros come out spelled
+compactly (``*``, ``05..40/5``, ``00..45/15``, ``Mon..Fri``, lists). Macros come out spelled
 out: ``@weekly`` is ``Sun *-*-* 00:00:00`` (systemd's own ``weekly`` is Monday).
 Cron ORs a restricted day-of-month with a restricted day-of-week (ISC rule: neither
 field starts with ``*``) where ``OnCalendar=`` ANDs them, so that case gives two lines,
@@ -40,6 +40,7 @@ from typing import Literal
 from zoneinfo import ZoneInfo
 
 from supervisor.cronexpr import CronExpr, parse_cron, validate_timezone, wall_times_after
+from supervisor.errors import DefinitionError
 from supervisor.timing import cron_runs
 
 # systemd's week starts on Monday; cron's day-of-week 0 is Sunday.
@@ -57,6 +58,9 @@ def to_oncalendar(expr: str, timezone: str) -> list[str]:
     """
     cron = parse_cron(expr)
     validate_timezone(timezone)
+    fields = (cron.seconds, cron.minutes, cron.hours, cron.days_of_month, cron.months)
+    if not all(fields) or not cron.days_of_week:
+        raise DefinitionError("cron", f"{expr!r} leaves a field without any value")
     time_of_day = ":".join(
         (
             _component(cron.hours, 0, 23),
@@ -83,7 +87,7 @@ def to_oncalendar(expr: str, timezone: str) -> list[str]:
 
 
 def _component(values: Iterable[int], low: int, high: int) -> str:
-    """One calendar component: ``*``, ``a..b``, ``a/step``, ``a..b/step`` or a list."""
+    """One calendar component: ``*``, ``a..b``, ``a..b/step`` or a list."""
     ordered = sorted(values)
     if ordered == list(range(low, high + 1)):
         return "*"
@@ -91,10 +95,10 @@ def _component(values: Iterable[int], low: int, high: int) -> str:
         step = ordered[1] - ordered[0]
         if ordered == list(range(ordered[0], ordered[-1] + 1, step)):
             first, last = ordered[0], ordered[-1]
+            # Always with an end: systemd 252 loops forever ("Resource deadlock avoided")
+            # on an open repetition like "*-01/5-*" in a time zone when the year rolls.
             if step == 1:
                 return f"{first:02d}..{last:02d}"
-            if last + step > high:
-                return f"{first:02d}/{step}"
             return f"{first:02d}..{last:02d}/{step}"
     return ",".join(
         f"{run[0]:02d}..{run[-1]:02d}" if len(run) >= 3 else ",".join(f"{v:02d}" for v in run)

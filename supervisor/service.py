@@ -122,10 +122,14 @@ class Service:
         if interrupted:
             self.say(f"marked {interrupted} run(s) left by a stopped manager as interrupted")
         launcher: launching.Launcher
+        # Runs import the app the way this process did: same directory, same sys.path.
+        cwd, sys_path = os.getcwd(), [p for p in sys.path if p]
         if options.fork_server:
-            launcher = launching.ForkServerLauncher(options.app_spec)
+            launcher = launching.ForkServerLauncher(options.app_spec, cwd=cwd, sys_path=sys_path)
         else:
-            launcher = launching.FreshInterpreterLauncher(options.app_spec)
+            launcher = launching.FreshInterpreterLauncher(
+                options.app_spec, cwd=cwd, sys_path=sys_path
+            )
         launcher.start()
         stack.callback(launcher.close)
         manager = Manager(

@@ -473,8 +473,8 @@ class Client:
         """Start a streaming GET; the caller reads chunks and must close the iterator."""
         return self._call(self._environ("GET", path, b"", headers))
 
-    def csrf(self, path: str = "/") -> str:
-        page = self.get(path)
+    def csrf(self, path: str = "/", *, headers: Mapping[str, str] | None = None) -> str:
+        page = self.get(path, headers=headers)
         marker = 'name="csrf" value="'
         start = page.body.index(marker) + len(marker)
         return page.body[start : page.body.index('"', start)]

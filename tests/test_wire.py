@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from supervisor.records import Level, LogRecord, Outcome, Source
@@ -123,11 +123,13 @@ def test_a_sloppy_log_record_is_still_shown() -> None:
     assert decoded.message == "5" and decoded.level is Level.INFO
 
 
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.binary(max_size=300))
 def test_decode_never_raises_on_bytes(data: bytes) -> None:
     decode(data, run_id="r1")
 
 
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     st.dictionaries(
         st.sampled_from(["v", "type", "time", "level", "message", "fields", "outcome", "argv"]),

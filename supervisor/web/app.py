@@ -196,11 +196,13 @@ class _Admin:
         self.users = users
         self.config = config
         self.clock = clock
-        self.sessions = sessions or SessionStore(
-            idle_seconds=config.session_idle_seconds,
-            lifetime_seconds=config.session_lifetime_seconds,
-        )
-        self.throttle = throttle or LoginThrottle()
+        if sessions is None:
+            sessions = SessionStore(
+                idle_seconds=config.session_idle_seconds,
+                lifetime_seconds=config.session_lifetime_seconds,
+            )
+        self.sessions = sessions
+        self.throttle = throttle if throttle is not None else LoginThrottle()
         self.stop = stop
         self.sleep = sleep
         self.assets: dict[str, Asset] = load_assets()

@@ -12,6 +12,8 @@ import sys
 import time
 from typing import Any
 
+import psutil
+
 from supervisor import Configurator, cfgscheduler, scheduler, user
 
 cfg = Configurator("misbehave")
@@ -75,26 +77,37 @@ def stubborn(ctx: scheduler.Context) -> None:
         time.sleep(0.05)
 
 
-def grandchild(ctx: scheduler.Context) -> None:
-    """Leave a grandchild in its own session, sleeping forever; report its pid."""
-    pid = os.fork()
-    if pid == 0:
-        os.setsid()
-        while True:
-            time.sleep(1)
-    scheduler.logger_from(ctx).info("grandchild", pid=pid)
-
-
-def grandchild_hang(ctx: scheduler.Context) -> None:
-    """An escaped grandchild, and a main process that ignores SIGTERM."""
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+def _escape() -> tuple[int, float]:
+    """Fork a grandchild that leaves the run's session and sleeps forever."""
+    ready_r, ready_w = os.pipe()
     pid = os.fork()
     if pid == 0:
         os.setsid()
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        os.write(ready_w, b"x")
         while True:
             time.sleep(1)
-    scheduler.logger_from(ctx).info("grandchild", pid=pid, me=os.getpid())
+    os.read(ready_r, 1)  # it has left the session
+    return pid, psutil.Process(pid).create_time()
+
+
+def grandchild(ctx: scheduler.Context) -> None:
+    """Leave an escaped grandchild behind and end; report it."""
+    pid, started = _escape()
+    scheduler.logger_from(ctx).info("grandchild", pid=pid, create_time=started)
+
+
+def grandchild_hang(ctx: scheduler.Context) -> None:
+    """An escaped grandchild, and a main process that ignores SIGTERM and hangs."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    pid, started = _escape()
+    scheduler.logger_from(ctx).info(
+        "grandchild",
+        pid=pid,
+        create_time=started,
+        me=os.getpid(),
+        me_create_time=psutil.Process().create_time(),
+    )
     while True:
         time.sleep(0.05)
 

@@ -1,0 +1,65 @@
+"""End-to-end throughput of no-op runs, history written.
+
+Several SCHEDULE schedulers with a 1 ms pause keep the manager busy for a fixed window;
+the figure is finished runs per second as recorded in SQLite. Baseline in the same run:
+the same load with a fresh interpreter per run. Target: >= 200 runs/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import time
+
+from common import start_service, temp_dir, write_app
+
+from supervisor.store import SqliteStore
+
+APP = """
+def noop(ctx):
+    pass
+
+for i in range({count}):
+    add(id=f"bench.noop.{{i}}", name=f"noop {{i}}", kind=scheduler.Kind.SCHEDULE, runner=noop,
+        defaults=scheduler.Settings(pause_time=timedelta(milliseconds=1)))
+"""
+
+
+def measure(schedulers: int, seconds: float, *, fork_server: bool) -> tuple[float, int]:
+    work = temp_dir("bench-throughput-")
+    try:
+        spec = write_app(work / "app", f"noop_app_{int(fork_server)}", APP.format(count=schedulers))
+        service = start_service(spec, work / "state", fork_server=fork_server)
+        started = time.monotonic()
+        time.sleep(seconds)
+        service.close()
+        elapsed = time.monotonic() - started
+        with SqliteStore.open(work / "state" / "state.db", max_runs_per_scheduler=10**9) as store:
+            finished = [
+                r
+                for i in range(schedulers)
+                for r in store.runs(f"bench.noop.{i}", limit=10**9)
+                if r.outcome is not None
+            ]
+        failed = sum(
+            1 for r in finished if r.outcome is not None and r.outcome.value != "succeeded"
+        )
+        return len(finished) / elapsed, failed
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--schedulers", type=int, default=8)
+    args = parser.parse_args()
+    print(f"no-op runs end to end over {args.seconds:g} s, {args.schedulers} schedulers")
+    for name, fork in (("fresh interpreter (baseline)", False), ("fork server", True)):
+        rate, failed = measure(args.schedulers, args.seconds, fork_server=fork)
+        print(f"{name:<30} {rate:8.1f} runs/s  (not succeeded: {failed})")
+    print("target: >= 200 runs/s with the fork server")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,62 @@
+"""Shared pieces of the benchmarks: generated apps, a quiet in-process service, percentiles."""
+
+from __future__ import annotations
+
+import io
+import statistics
+import sys
+import tempfile
+import textwrap
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from supervisor.service import RunOptions, Service  # noqa: E402
+
+
+def write_app(directory: Path, module: str, body: str) -> str:
+    """Write an app module into ``directory`` (put first on sys.path); return its spec."""
+    directory.mkdir(parents=True, exist_ok=True)
+    header = textwrap.dedent(
+        """
+        import os, sys, time
+        from datetime import timedelta
+        from supervisor import Configurator, cfgscheduler, scheduler, user
+        cfg = Configurator("bench")
+        schedulers = cfgscheduler.enable(cfg)
+        def add(**kw):
+            schedulers.use_cases.configure(user.su(), scheduler.Options(**kw))
+        """
+    )
+    (directory / f"{module}.py").write_text(header + textwrap.dedent(body))
+    if str(directory) not in sys.path:
+        sys.path.insert(0, str(directory))
+    return f"{module}:cfg"
+
+
+def start_service(app_spec: str, state_dir: Path, **options: object) -> Service:
+    service = Service(
+        RunOptions(app_spec=app_spec, state_dir=state_dir, admin=None, **options),  # type: ignore[arg-type]
+        log=io.StringIO(),
+    )
+    service.start()
+    return service
+
+
+def temp_dir(prefix: str) -> Path:
+    return Path(tempfile.mkdtemp(prefix=prefix, dir="/var/tmp"))
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def summary(name: str, millis: list[float]) -> str:
+    return (
+        f"{name:<36} n={len(millis):<4} p50={percentile(millis, 50):8.2f} ms  "
+        f"p99={percentile(millis, 99):8.2f} ms  mean={statistics.fmean(millis):8.2f} ms"
+    )

@@ -1,0 +1,428 @@
+"""The Debian package: build it, install it with apt, use it, remove it, purge it.
+
+Marker ``deb``. This changes the machine, as a server's administrator would: it builds
+``sched-supervisor_<version>_all.deb`` with ``packaging/build-deb.sh`` (installing the
+build dependencies with apt), installs it and Debian's ``supervisor`` package
+(supervisord, to show that both live side by side) with ``apt-get install``, and purges
+both at the end (supervisord only if this test installed it; the Python libraries they
+pulled in stay). Needs root, apt-get and dpkg, and skips otherwise; it also skips if
+sched-supervisor is already installed, unless ``CI`` or ``SCHED_SUPERVISOR_DEB_TEST=replace``
+is set (the purge would delete that installation's state).
+
+The tests run in file order and share one installation; the last one removes and purges.
+Services never start on the host: a ``policy-rc.d`` denies them during the installs (the
+Debian way), and the service is started in a systemd booted in private namespaces
+(``tests/systemd_ns.py``). Imports pytest, the standard library and ``tests.systemd_ns``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pwd
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import tomllib
+import urllib.request
+from collections.abc import Iterator, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from tests.systemd_ns import NamespacedSystemd, unavailable_reason, wait_until
+
+pytestmark = pytest.mark.deb
+
+REPO = Path(__file__).resolve().parent.parent
+BUILD_SCRIPT = REPO / "packaging" / "build-deb.sh"
+PACKAGE = "sched-supervisor"
+PRIVATE_DIR = Path("/usr/share/sched-supervisor")
+COMMAND = Path("/usr/bin/supervisor")
+CONFFILE = Path("/etc/sched-supervisor/sched-supervisor.conf")
+STATE_DIR = Path("/var/lib/sched-supervisor")
+UNIT = Path("/lib/systemd/system/sched-supervisor.service")
+DEMO_PATH = "/usr/share/sched-supervisor/demo"
+POLICY_RC_D = Path("/usr/sbin/policy-rc.d")
+DEBIAN_DEPENDS = ("python3-click", "python3-jinja2", "python3-psutil", "python3-bottle")
+# Debian's tools and Python only: never a virtualenv's or pyenv's python3 first on PATH.
+CLEAN_ENV = {
+    "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+    "LANG": "C.UTF-8",
+    "HOME": "/root",
+    "DEBIAN_FRONTEND": "noninteractive",
+}
+
+
+def project_version() -> str:
+    with (REPO / "pyproject.toml").open("rb") as handle:
+        version: str = tomllib.load(handle)["project"]["version"]
+    return version
+
+
+def run(
+    argv: Sequence[str | os.PathLike[str]],
+    *,
+    env: dict[str, str] | None = None,
+    timeout: float = 120.0,
+    check: bool = True,
+    cwd: Path | None = None,
+) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [str(arg) for arg in argv],
+        env={**CLEAN_ENV, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(map(str, argv))} exited {result.returncode}\n"
+            f"--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}"
+        )
+    return result
+
+
+def apt_get(*args: str) -> subprocess.CompletedProcess[str]:
+    """``apt-get -y ARGS``; on a machine whose package lists are missing, update once."""
+    argv = ["apt-get", "-y", "-o", "Dpkg::Use-Pty=0", *args]
+    result = run(argv, timeout=600, check=False)
+    if result.returncode != 0 and "Unable to locate package" in result.stderr:
+        run(["apt-get", "update"], timeout=600)
+        result = run(argv, timeout=600, check=False)
+    if result.returncode != 0:
+        raise AssertionError(
+            f"apt-get {' '.join(args)} exited {result.returncode}\n{result.stdout}\n{result.stderr}"
+        )
+    return result
+
+
+def installed(package: str) -> bool:
+    status = run(["dpkg-query", "-W", "-f=${db:Status-Abbrev}", package], check=False)
+    return status.returncode == 0 and status.stdout.startswith("ii")
+
+
+def dpkg_status(package: str) -> str:
+    """The first two letters of dpkg's status ("ii", "rc"), or "" if dpkg never heard of it."""
+    status = run(["dpkg-query", "-W", "-f=${db:Status-Abbrev}", package], check=False)
+    return status.stdout[:2] if status.returncode == 0 else ""
+
+
+@contextlib.contextmanager
+def services_denied() -> Iterator[None]:
+    """No service may start on the host while packages install (policy-rc.d, exit 101)."""
+    if POLICY_RC_D.exists():
+        yield
+        return
+    POLICY_RC_D.write_text(
+        "#!/bin/sh\n# sched-supervisor's deb test: start no services\nexit 101\n"
+    )
+    POLICY_RC_D.chmod(0o755)
+    try:
+        yield
+    finally:
+        POLICY_RC_D.unlink(missing_ok=True)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def runs_json(
+    state_dir: Path | str, *, runner: NamespacedSystemd | None = None
+) -> list[dict[str, Any]]:
+    argv = [str(COMMAND), "runs", "my.test.scheduler", "--json", "--state-dir", str(state_dir)]
+    result = runner.run(argv, env=CLEAN_ENV) if runner else run(argv, check=False)
+    if result.returncode != 0:
+        return []
+    found: list[dict[str, Any]] = json.loads(result.stdout)
+    return found
+
+
+def succeeded_run(
+    state_dir: Path | str, *, runner: NamespacedSystemd | None = None
+) -> dict[str, Any] | None:
+    for record in runs_json(state_dir, runner=runner):
+        if record["outcome"] == "succeeded":
+            return record
+    return None
+
+
+# -- the installation shared by the tests ---------------------------------------------------
+
+
+def skip_reason() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root: installs the Debian package with apt"
+    missing = [tool for tool in ("apt-get", "dpkg", "dpkg-query") if shutil.which(tool) is None]
+    if missing:
+        return f"not a Debian system ({', '.join(missing)} missing)"
+    if installed(PACKAGE) and not (
+        os.environ.get("CI") or os.environ.get("SCHED_SUPERVISOR_DEB_TEST") == "replace"
+    ):
+        return (
+            f"{PACKAGE} is already installed here and this test would purge it (and its state "
+            "in /var/lib/sched-supervisor); set SCHED_SUPERVISOR_DEB_TEST=replace to allow it"
+        )
+    return None
+
+
+@pytest.fixture(scope="module")
+def deb_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    reason = skip_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    output = tmp_path_factory.mktemp("deb")
+    built = run(["sh", BUILD_SCRIPT, "--install-build-deps", "--output-dir", output], timeout=900)
+    deb = Path(built.stdout.strip().splitlines()[-1])
+    assert deb == output / f"{PACKAGE}_{project_version()}_all.deb"
+    assert deb.is_file()
+    return deb
+
+
+@pytest.fixture(scope="module")
+def package(deb_file: Path) -> Iterator[Path]:
+    """sched-supervisor installed with apt beside Debian's supervisor; purged afterwards."""
+    had_supervisord = installed("supervisor")
+    try:
+        with services_denied():
+            if not had_supervisord:
+                apt_get("install", "--no-install-recommends", "supervisor")
+            apt_get("install", "--no-install-recommends", str(deb_file))
+        yield deb_file
+    finally:
+        if dpkg_status(PACKAGE):
+            apt_get("purge", PACKAGE)
+        if not had_supervisord and dpkg_status("supervisor"):
+            apt_get("purge", "supervisor")
+            shutil.rmtree("/var/log/supervisor", ignore_errors=True)
+
+
+# -- the tests, in order ---------------------------------------------------------------------
+
+
+def test_installs_into_a_private_directory_with_debian_dependencies(package: Path) -> None:
+    version = run([COMMAND, "--version"]).stdout
+    assert version.strip() == f"supervisor, version {project_version()}"
+    assert COMMAND.read_text().splitlines()[0] == "#!/usr/bin/python3 -I"
+
+    files = run(["dpkg", "-L", PACKAGE]).stdout.splitlines()
+    assert f"{PRIVATE_DIR}/supervisor/cli.py" in files
+    assert f"{PRIVATE_DIR}/croniter/croniter.py" in files
+    assert any(f.startswith(f"{PRIVATE_DIR}/supervisor/admin/") for f in files)
+    assert not [f for f in files if "/dist-packages/" in f or "/site-packages/" in f]
+    assert not [f for f in files if "__pycache__" in f], "bytecode is made at install time"
+    # ... by py3compile, in the postinst:
+    assert list((PRIVATE_DIR / "supervisor" / "__pycache__").glob("cli.cpython-3*.pyc"))
+
+    depends = run(["dpkg-query", "-W", "-f=${Depends}", PACKAGE]).stdout
+    for dependency in (*DEBIAN_DEPENDS, "python3-dateutil", "python3 (>= 3.11)"):
+        assert dependency in depends
+    assert "croniter" not in depends
+
+    conffiles = run(["dpkg-query", "-W", "-f=${Conffiles}", PACKAGE]).stdout
+    assert str(CONFFILE) in conffiles
+
+    user = pwd.getpwnam(PACKAGE)
+    assert user.pw_uid < 1000
+    assert user.pw_shell in ("/usr/sbin/nologin", "/bin/false")
+    assert user.pw_dir == str(STATE_DIR)
+    state = STATE_DIR.stat()
+    assert (state.st_uid, stat.S_IMODE(state.st_mode)) == (user.pw_uid, 0o700)
+
+
+def test_runs_the_examples_with_debian_python_and_vendored_croniter(
+    package: Path, tmp_path: Path
+) -> None:
+    # The vendored croniter 7, not Debian's 1.3.5: no impossible local times across DST
+    # (1.3.5 answers 02:30+01:00 on 2026-03-29 in Berlin, a time that does not exist).
+    planned = run(
+        [
+            *(COMMAND, "next-runs", "--cron", "30 2 * * *", "--timezone", "Europe/Berlin"),
+            *("--from", "2026-03-28T00:00:00+01:00", "--count", "3", "--json"),
+        ],
+        cwd=tmp_path,
+    )
+    berlin = ZoneInfo("Europe/Berlin")
+    times = json.loads(planned.stdout)
+    assert len(times) == 3
+    for text in times:
+        assert datetime.fromisoformat(text).astimezone(berlin).isoformat() == text
+
+    # The examples shipped with the package. PYTHONPATH (here: the repository, which has
+    # its own supervisor/ package) is ignored; SUPERVISOR_APP_PATH names the app's place.
+    state_dir = tmp_path / "state"
+    env = {**CLEAN_ENV, "SUPERVISOR_APP_PATH": DEMO_PATH, "PYTHONPATH": str(REPO)}
+    manager = subprocess.Popen(
+        [COMMAND, "run", "--app", "examples.jobs:cfg", "--state-dir", state_dir, "--no-admin"],
+        env=env,
+        cwd=tmp_path,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+    def recorded() -> dict[str, Any] | None:
+        if manager.poll() is not None:
+            output, _ = manager.communicate()
+            raise AssertionError(f"the manager exited {manager.returncode}:\n{output}")
+        return succeeded_run(state_dir)
+
+    try:
+        record = wait_until(recorded, 60, interval=0.2, message="a succeeded run")
+        assert record["trigger"] == "start"
+        logs = run(
+            [COMMAND, "logs", "my.test.scheduler", "--json", "--state-dir", state_dir],
+            env={"PYTHONPATH": str(REPO)},
+        )
+        messages = [json.loads(line)["message"] for line in logs.stdout.splitlines()]
+        assert "Hello from scheduler" in messages
+    finally:
+        if manager.poll() is None:
+            manager.send_signal(signal.SIGTERM)
+        output, _ = manager.communicate(timeout=60)
+    assert manager.returncode == 0, output
+
+
+def test_coexists_with_debians_supervisor(package: Path) -> None:
+    assert installed("supervisor")
+    assert run(["supervisord", "--version"]).stdout.strip()
+    assert run(["echo_supervisord_conf"]).stdout.startswith("; Sample supervisor config file")
+    # Debian's python3 still imports supervisord's module from dist-packages ...
+    theirs = run(["python3", "-c", "import supervisor.options as o; print(o.__file__)"])
+    assert theirs.stdout.startswith("/usr/lib/python3/dist-packages/supervisor/")
+    # ... while our command imports ours, from the private directory.
+    ours = run(
+        [
+            "python3",
+            "-I",
+            "-c",
+            f"import sys; sys.path.insert(0, {str(PRIVATE_DIR)!r}); "
+            "import supervisor.cli as c; print(c.__file__)",
+        ]
+    )
+    assert ours.stdout.startswith(f"{PRIVATE_DIR}/supervisor/")
+    assert run([COMMAND, "--version"]).returncode == 0
+    # The manual page supervisor(1) stays supervisord's; ours is sched-supervisor(1).
+    assert run(["dpkg", "-S", "/usr/share/man/man1/supervisor.1.gz"]).stdout.startswith(
+        "supervisor:"
+    )
+    assert run(["dpkg", "-S", "/usr/share/man/man1/sched-supervisor.1.gz"]).stdout.startswith(
+        f"{PACKAGE}:"
+    )
+
+
+@pytest.mark.systemd
+def test_service_runs_the_configured_app_in_systemd(package: Path) -> None:
+    reason = unavailable_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    original_conffile = CONFFILE.read_text()
+    port = free_port()
+    try:
+        with NamespacedSystemd.boot() as systemd:
+            # Not configured yet: the service is skipped by its condition, not failed.
+            systemd.systemctl("start", "sched-supervisor.service", check=True)
+            shown = systemd.show(
+                "sched-supervisor.service", "ActiveState", "Result", "ConditionResult"
+            )
+            assert shown == {
+                "ActiveState": "inactive",
+                "Result": "success",
+                "ConditionResult": "no",
+            }
+            journal = systemd.journalctl("-u", "sched-supervisor.service", "-o", "cat").stdout
+            assert "no application configured" in journal
+
+            # Configured the way an administrator does it: the conffile, then a restart.
+            text = (
+                original_conffile.replace(
+                    "\nSUPERVISOR_APP=\n", "\nSUPERVISOR_APP=examples.jobs:cfg\n"
+                )
+                .replace("\nSUPERVISOR_APP_PATH=\n", f"\nSUPERVISOR_APP_PATH={DEMO_PATH}\n")
+                .replace(
+                    "\nSUPERVISOR_ADMIN=127.0.0.1:8080\n", f"\nSUPERVISOR_ADMIN=127.0.0.1:{port}\n"
+                )
+            )
+            assert text.count(DEMO_PATH) == 2 and f":{port}" in text
+            CONFFILE.write_text(text)
+            systemd.systemctl("restart", "sched-supervisor.service", check=True)
+            systemd.systemctl("start", "supervisor.service", check=True)  # supervisord, too
+
+            record = systemd.wait_until(
+                lambda: succeeded_run(STATE_DIR, runner=systemd),
+                60,
+                interval=0.2,
+                message="a succeeded run recorded by sched-supervisor.service",
+            )
+            assert record["scheduler_id"] == "my.test.scheduler"
+            # As root, the commands find the service's state directory by default.
+            listed = systemd.run([str(COMMAND), "list", "--json"], env=CLEAN_ENV, check=True)
+            ids = {entry["id"] for entry in json.loads(listed.stdout)}
+            assert ids == {"my.test.scheduler", "my.test.failure"}
+
+            main_pid = systemd.show("sched-supervisor.service", "MainPID")["MainPID"]
+            owner = systemd.run(["ps", "-o", "user=", "-p", main_pid], check=True)
+            assert owner.stdout.strip() == PACKAGE
+            assert (STATE_DIR / "state.db").stat().st_uid == pwd.getpwnam(PACKAGE).pw_uid
+
+            # The Admin Center answers on loopback (its login page).
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as page:
+                assert page.status == 200
+
+            # Both services run side by side.
+            assert systemd.show("supervisor.service", "ActiveState")["ActiveState"] == "active"
+            systemd.wait_until(
+                lambda: systemd.run(["supervisorctl", "version"]).returncode == 0,
+                30,
+                interval=0.2,
+                message="supervisorctl reaching supervisord",
+            )
+            active = systemd.show("sched-supervisor.service", "ActiveState")["ActiveState"]
+            assert active == "active"
+
+            # A graceful stop: the manager ends on SIGTERM, and systemd counts it a success.
+            systemd.systemctl("stop", "sched-supervisor.service", "supervisor.service", check=True)
+            shown = systemd.show("sched-supervisor.service", "ActiveState", "Result")
+            assert shown == {"ActiveState": "inactive", "Result": "success"}
+    finally:
+        CONFFILE.write_text(original_conffile)
+
+
+def test_remove_keeps_the_state_and_purge_deletes_it(package: Path) -> None:
+    STATE_DIR.mkdir(exist_ok=True)
+    marker = STATE_DIR / "kept-by-remove"
+    marker.write_text("state\n")
+    files = [Path(f) for f in run(["dpkg", "-L", PACKAGE]).stdout.splitlines()]
+    shipped = [f for f in files if f.is_file() and not f.is_symlink()]
+    assert COMMAND in shipped and UNIT in shipped
+
+    apt_get("remove", PACKAGE)
+    assert dpkg_status(PACKAGE) == "rc"
+    assert not [f for f in shipped if f.exists() and f != CONFFILE]
+    assert not PRIVATE_DIR.exists(), "py3clean removes the bytecode, dpkg the rest"
+    assert CONFFILE.exists()
+    assert marker.read_text() == "state\n"
+    pwd.getpwnam(PACKAGE)  # the system user stays (Debian's custom)
+
+    apt_get("purge", PACKAGE)
+    assert dpkg_status(PACKAGE) in ("", "un", "pn")
+    assert not STATE_DIR.exists()
+    assert not CONFFILE.parent.exists()
+    assert not Path("/etc/systemd/system/multi-user.target.wants/sched-supervisor.service").exists()
+
+    # Debian's supervisor is untouched.
+    assert run(["supervisord", "--version"]).returncode == 0
