@@ -20,6 +20,11 @@
       `${pad(date.getHours())}:${pad(date.getMinutes())}:${pad(date.getSeconds())}`;
   }
 
+  function utcText(iso) {
+    const date = new Date(iso);
+    return Number.isNaN(date.getTime()) ? iso : `${date.toISOString().slice(0, 19).replace("T", " ")} UTC`;
+  }
+
   function relativeText(date, now) {
     const seconds = Math.round((date.getTime() - now) / 1000);
     const size = Math.abs(seconds);
@@ -74,13 +79,35 @@
     if (!iso) return make("span", "none", empty || "—");
     const el = make("time", "", iso);
     el.setAttribute("datetime", iso);
-    el.setAttribute("title", iso);
-    formatTime(el, Date.now());
-    return el;
+    el.setAttribute("title", utcText(iso));
+    return el;  // formatted once in place: how depends on where it sits
   }
 
   function setLive(on) {
     document.querySelectorAll("[data-live]").forEach((el) => { el.hidden = !on; });
+  }
+
+  // An EventSource that comes back after the server refused it or went away (the browser
+  // itself retries only dropped connections, not refusals such as "too many streams").
+  function stream(url, listeners) {
+    let source = null;
+    let wait = 2000;
+    const open = () => {
+      source = new EventSource(typeof url === "function" ? url() : url);
+      source.onopen = () => { wait = 2000; setLive(true); };
+      source.onerror = () => {
+        setLive(false);
+        if (source.readyState === EventSource.CLOSED) {
+          setTimeout(open, wait + Math.random() * 1000);
+          wait = Math.min(wait * 2, 60000);
+        }
+      };
+      for (const [name, handler] of Object.entries(listeners)) {
+        source.addEventListener(name, (event) => handler(event, source));
+      }
+    };
+    open();
+    window.addEventListener("pagehide", () => source && source.close());
   }
 
   // -- scheduler states -------------------------------------------------------------------
@@ -94,9 +121,12 @@
       badge.className = `badge state state-${status.state}`;
       badge.textContent = status.state.charAt(0).toUpperCase() + status.state.slice(1);
     });
-    for (const [field, empty] of [["last_started_at"], ["last_completed_at"], ["next_planned_at", "not planned"]]) {
+    const unplanned = status.kind === "manual" ? "on demand" : "not planned";
+    for (const [field, empty] of [["last_started_at"], ["last_completed_at"], ["next_planned_at", unplanned]]) {
       container.querySelectorAll(`[data-field="${field}"]`).forEach((dd) => {
-        dd.replaceChildren(timeElement(status[field], empty));
+        const el = timeElement(status[field], empty);
+        dd.replaceChildren(el);
+        if (el.tagName === "TIME") formatTime(el, Date.now());
       });
     }
     container.querySelectorAll('[data-field="last_outcome"]').forEach((dd) => {
@@ -164,10 +194,15 @@
       containers.set(el.dataset.id, list);
     });
     const last = new Map();
-    const source = new EventSource(url);
-    source.onopen = () => setLive(true);
-    source.onerror = () => setLive(false);
-    source.addEventListener("status", (event) => {
+    // what the page was rendered with, so a change before the stream opened is seen too
+    document.querySelectorAll(".status-panel[data-id]").forEach((panel) => {
+      last.set(panel.dataset.id, {
+        state: panel.dataset.state,
+        last_started_at: panel.dataset.started || null,
+        last_completed_at: panel.dataset.completed || null,
+      });
+    });
+    stream(url, { status: (event) => {
       let changed;
       try { changed = JSON.parse(event.data); } catch (_) { return; }
       let reload = false;
@@ -183,17 +218,19 @@
       }
       if (body.dataset.page === "overview") recount();
       if (reload) refreshHistory();
-    });
+    } });
   }
 
   // -- log tail ---------------------------------------------------------------------------
 
-  function logRow(record, base, showRun) {
-    const li = make("li", `log-row level-${record.level} source-${record.source} is-new`);
+  function logRow(record, base, showRun, previousRun) {
+    const startsRun = previousRun !== record.run_id ? " run-start" : "";
+    const li = make("li", `log-row level-${record.level} source-${record.source} is-new${startsRun}`);
     li.dataset.cursor = String(record.cursor);
+    li.dataset.run = record.run_id;
     const time = make("time", "log-time", record.time);
     time.setAttribute("datetime", record.time);
-    time.setAttribute("title", record.time);
+    time.setAttribute("title", utcText(record.time));
     formatTime(time, Date.now());
     li.append(time, make("span", "log-level", record.level), make("span", "log-message", record.message));
     const keys = Object.keys(record.fields || {}).sort();
@@ -228,31 +265,39 @@
       const follow = document.querySelector("[data-follow]");
       const empty = list.parentElement.querySelector("[data-log-empty]");
       const showRun = !new URL(list.dataset.tailUrl, location.href).searchParams.get("run");
-      const url = new URL(list.dataset.tailUrl, location.href);
-      url.searchParams.set("after", list.dataset.after || "0");
+      let cursor = list.dataset.after || "0";
+      const url = () => {
+        const next = new URL(list.dataset.tailUrl, location.href);
+        next.searchParams.set("after", cursor);
+        return next.pathname + next.search;
+      };
       const atBottom = () => list.scrollHeight - list.scrollTop - list.clientHeight < 40;
       list.scrollTop = list.scrollHeight;
-      const source = new EventSource(url.pathname + url.search);
-      source.onopen = () => setLive(true);
-      source.onerror = () => setLive(false);
-      source.addEventListener("log", (event) => {
-        let records;
-        try { records = JSON.parse(event.data); } catch (_) { return; }
-        const stick = follow ? follow.checked : atBottom();
-        const fragment = document.createDocumentFragment();
-        for (const record of records) fragment.append(logRow(record, list.dataset.runBase, showRun));
-        list.append(fragment);
-        while (list.children.length > keep) list.firstElementChild.remove();
-        if (empty) empty.hidden = true;
-        if (stick) list.scrollTop = list.scrollHeight;
-      });
-      source.addEventListener("problem", (event) => {
-        source.close();
-        setLive(false);
-        try {
-          const problem = JSON.parse(event.data);
-          list.append(make("li", "log-row level-error", problem.message));
-        } catch (_) { /* nothing to show */ }
+      stream(url, {
+        log: (event) => {
+          let records;
+          try { records = JSON.parse(event.data); } catch (_) { return; }
+          const stick = follow ? follow.checked : atBottom();
+          const fragment = document.createDocumentFragment();
+          let previousRun = list.lastElementChild ? list.lastElementChild.dataset.run : undefined;
+          for (const record of records) {
+            fragment.append(logRow(record, list.dataset.runBase, showRun, previousRun));
+            previousRun = record.run_id;
+          }
+          list.append(fragment);
+          if (records.length) cursor = String(records[records.length - 1].cursor);
+          while (list.children.length > keep) list.firstElementChild.remove();
+          if (empty) empty.hidden = true;
+          if (stick) list.scrollTop = list.scrollHeight;
+        },
+        problem: (event, source) => {
+          source.close();
+          setLive(false);
+          try {
+            const problem = JSON.parse(event.data);
+            list.append(make("li", "log-row level-error", problem.message));
+          } catch (_) { /* nothing to show */ }
+        },
       });
       if (follow) follow.addEventListener("change", () => { if (follow.checked) list.scrollTop = list.scrollHeight; });
     });

@@ -52,7 +52,7 @@ def measure(schedulers: int, seconds: float, *, fork_server: bool) -> tuple[floa
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--schedulers", type=int, default=8)
+    parser.add_argument("--schedulers", type=int, default=16)
     args = parser.parse_args()
     print(f"no-op runs end to end over {args.seconds:g} s, {args.schedulers} schedulers")
     for name, fork in (("fresh interpreter (baseline)", False), ("fork server", True)):

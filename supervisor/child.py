@@ -2,10 +2,11 @@
 
 In a run's process (forked by the fork server, or ``python -m supervisor.child`` from
 the fresh-interpreter launcher) the file descriptors are: 0 ``/dev/null``, 1 the stdout
-pipe, 2 the stderr pipe, a records pipe (``wire`` lines to the manager) and a cancel pipe
-(the manager writes the reason). ``run_child`` builds the ``Context``, forwards stdlib
-``logging`` to the records pipe, runs the runner, writes the result and exits:
-``EXIT_SUCCEEDED`` (0) or ``EXIT_FAILED`` (1); any other ending is a crash. A
+pipe, 2 the stderr pipe, 3 the records pipe (``wire`` lines to the manager), 4 the cancel
+pipe (the manager writes the reason), and nothing else; 3 and 4 are close-on-exec.
+``run_child`` builds the ``Context``, forwards stdlib ``logging`` to the records pipe,
+runs the runner, writes the result and exits: ``EXIT_SUCCEEDED`` (0) or
+``EXIT_FAILED`` (1); any other ending is a crash. A
 ``Command`` runner is exec'd instead (after an ``exec`` notice on the records pipe), so
 its exit status is the outcome.
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import faulthandler
+import fcntl
 import json
 import logging
 import os
@@ -53,6 +55,9 @@ EXIT_FAILED: Final = 1
 EXIT_ORPHANED: Final = 120
 # Setting up the run's process failed before the runner could start.
 EXIT_SETUP_FAILED: Final = 121
+# Where a run's process has its records pipe (write end) and cancel pipe (read end).
+RECORDS_FD: Final = 3
+CANCEL_FD: Final = 4
 
 _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]*")
 MAX_RUN_ID = len(procs.MARKER_PLACEHOLDER) - 1
@@ -101,13 +106,14 @@ class Job:
 class PipeSink:
     """Writes records to the records pipe, one unbuffered line each (a crash loses none).
 
-    Writes are serialized by a lock so lines from several threads never interleave.
+    Writes are serialized by a lock so lines from several threads never interleave (a
+    re-entrant one: a signal handler may log while the interrupted code was logging).
     Once the manager is gone, records are dropped silently.
     """
 
     def __init__(self, fd: int) -> None:
         self._fd = fd
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._broken = False
 
     def write(self, record: LogRecord) -> None:
@@ -290,9 +296,18 @@ def command_environment(command: Command) -> dict[str, str]:
 
 
 def exec_command(command: Command) -> NoReturn:
-    """Replace this process with ``command`` (raises OSError if it cannot be exec'd)."""
+    """Replace this process with ``command`` (raises OSError if it cannot be exec'd).
+
+    Signal dispositions Python changed (SIGPIPE, SIGXFSZ ignored) and the signal mask
+    are reset first, as ``subprocess`` does, so the program behaves as from a shell.
+    """
     if command.cwd is not None:
         os.chdir(command.cwd)
+    for name in ("SIGPIPE", "SIGXFSZ"):
+        signum = getattr(signal, name, None)
+        if signum is not None:
+            signal.signal(signum, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())
     os.execvpe(command.argv[0], list(command.argv), command_environment(command))  # noqa: S606
 
 
@@ -378,12 +393,21 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         os._exit(EXIT_ORPHANED)
     sys.path[0:0] = args.path
     job = Job.from_json(json.loads(args.job))
+    # The same layout as a forked run: records on 3, cancel on 4, neither inherited by
+    # the programs the runner starts.
+    high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10) for fd in (args.records_fd, args.cancel_fd)]
+    for fd in (args.records_fd, args.cancel_fd):
+        os.close(fd)
+    os.dup2(high[0], RECORDS_FD, inheritable=False)
+    os.dup2(high[1], CANCEL_FD, inheritable=False)
+    for fd in high:
+        os.close(fd)
     setup_stdio()
     run_child(
         lambda: load_options(args.app, job.scheduler_id),
         job,
-        records_fd=args.records_fd,
-        cancel_fd=args.cancel_fd,
+        records_fd=RECORDS_FD,
+        cancel_fd=CANCEL_FD,
     )
 
 

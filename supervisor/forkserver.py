@@ -6,13 +6,14 @@ talks to the manager over a ``SOCK_SEQPACKET`` Unix socket pair, one JSON messag
 packet; the fds of a run travel with its ``spawn`` request as SCM_RIGHTS.
 
 Protocol (manager → server):
-- ``{"op": "spawn", "job": {...}}`` + fds ``[records_w, stdout_w, stderr_w, cancel_r,
-  status_w]``; answered ``{"ok": true, "pid": P, "create_time": T}`` or
-  ``{"ok": false, "error": "..."}``.
+- ``{"op": "spawn", "req": N, "job": {...}}`` + fds ``[records_w, stdout_w, stderr_w,
+  cancel_r, status_w]``; answered ``{"req": N, "ok": true, "pid": P, "create_time": T}``
+  or ``{"req": N, "ok": false, "error": "..."}``.
 - ``{"op": "signal", "pid": P, "signal": S}``: ``killpg`` the run's group, if that run
   has not been reaped yet (so a recycled pid is never signalled). No answer.
 - ``{"op": "exit"}`` or end-of-file: kill every run and descendant, then exit.
-Server → manager, once at start: ``{"op": "ready", "modules": [...], "package": ...}``
+Server → manager, once at start: ``{"op": "ready", "modules": [[path, mtime_ns, size,
+inode], ...], "package": ...}``
 or ``{"op": "load_failed", "error": "..."}``.
 
 Who reaps: the server, because it is the runs' parent and a subreaper, so it also
@@ -27,7 +28,8 @@ Lifetime: PR_SET_PDEATHSIG (SIGTERM, handled) plus end-of-file on the socket: wh
 manager dies, the server kills all runs and their descendants, then exits. Each run
 has PR_SET_PDEATHSIG (SIGKILL) towards the server.
 
-May import ``child``, ``procs``, ``errors`` and (at start) ``app`` and ``cfgscheduler``.
+May import ``child``, ``procs``, ``registry``, and (at start) ``app``, ``cfgscheduler``,
+``context``, ``wire`` and ``records``.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ import select
 import signal
 import socket
 import sys
+import sysconfig
 import threading
 import time
 from collections.abc import Sequence
@@ -52,8 +55,10 @@ from typing import Any, Final
 
 from supervisor import procs
 from supervisor.child import (
+    CANCEL_FD,
     EXIT_ORPHANED,
     EXIT_SETUP_FAILED,
+    RECORDS_FD,
     Job,
     install_logging,
     run_child,
@@ -63,9 +68,6 @@ from supervisor.registry import Registry
 
 MAX_MESSAGE: Final = 64 * 1024
 RUN_FDS: Final = 5  # records_w, stdout_w, stderr_w, cancel_r, status_w
-# The fd numbers a forked run sees its records and cancel pipes on.
-CHILD_RECORDS_FD: Final = 3
-CHILD_CANCEL_FD: Final = 4
 _BLOCKED: Final = {signal.SIGCHLD, signal.SIGTERM}
 SHUTDOWN_SECONDS: Final = 5.0
 
@@ -112,11 +114,22 @@ class Server:
         except Exception as error:
             self.send({"op": "load_failed", "error": str(error) or type(error).__name__})
             raise SystemExit(2) from None
+        # The app's own modules (not the standard library's or installed packages'):
+        # the launcher restarts this server when one of these files changes.
+        paths = sysconfig.get_paths()
+        libraries = tuple(
+            os.path.realpath(paths[key]) + os.sep
+            for key in ("stdlib", "platstdlib", "purelib", "platlib")
+            if key in paths
+        )
         files = []
         for name in sorted(set(sys.modules) - before):
             path = getattr(sys.modules[name], "__file__", None)
             if isinstance(path, str) and os.path.isfile(path):
-                files.append(os.path.abspath(path))
+                path = os.path.realpath(path)
+                if not path.startswith(libraries):
+                    st = os.stat(path)
+                    files.append([path, st.st_mtime_ns, st.st_size, st.st_ino])
         import supervisor
 
         self.send(
@@ -164,31 +177,30 @@ class Server:
             message = json.loads(data)
             op = message["op"]
         except (ValueError, KeyError, TypeError):
-            _close_all(fds)
-            return
+            op = None  # a garbled request: ignored (a spawn's caller times out)
         if op == "spawn":
             self.spawn(message, fds)
-        elif op == "signal":
-            _close_all(fds)
-            pid = int(message["pid"])
-            if pid in self.runs:
-                with contextlib.suppress(OSError):
+            return
+        _close_all(fds)
+        if op == "signal":
+            with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+                pid = int(message["pid"])
+                if pid in self.runs:
                     os.killpg(pid, int(message["signal"]))
-        else:
-            _close_all(fds)
-            if op == "exit":
-                self.stopping = True
+        elif op == "exit":
+            self.stopping = True
 
     def spawn(self, message: dict[str, Any], fds: list[int]) -> None:
+        number = message.get("req")
         if len(fds) != RUN_FDS:
             _close_all(fds)
-            self.send({"ok": False, "error": f"expected {RUN_FDS} fds, got {len(fds)}"})
+            self.send({"req": number, "ok": False, "error": f"expected {RUN_FDS} fds"})
             return
         try:
             job = Job.from_json(message["job"])
-        except (KeyError, TypeError, ValueError) as error:
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
             _close_all(fds)
-            self.send({"ok": False, "error": f"bad job: {error}"})
+            self.send({"req": number, "ok": False, "error": f"bad job: {error}"})
             return
         status_fd = fds[4]
         signal.pthread_sigmask(signal.SIG_BLOCK, _BLOCKED)
@@ -197,7 +209,7 @@ class Server:
         except OSError as error:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, _BLOCKED)
             _close_all(fds)
-            self.send({"ok": False, "error": f"fork failed: {error}"})
+            self.send({"req": number, "ok": False, "error": f"fork failed: {error}"})
             return
         if pid == 0:
             self.become_run(job, fds)  # never returns
@@ -208,7 +220,7 @@ class Server:
             started = procs.create_time(pid)
         except Exception:
             started = 0.0
-        self.send({"ok": True, "pid": pid, "create_time": started})
+        self.send({"req": number, "ok": True, "pid": pid, "create_time": started})
 
     def become_run(self, job: Job, fds: list[int]) -> None:
         """In the forked child: become the run's process. Never returns."""
@@ -229,9 +241,9 @@ class Server:
             high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10) for fd in fds[:4]]
             os.dup2(high[1], 1)
             os.dup2(high[2], 2)
-            os.dup2(high[0], CHILD_RECORDS_FD, inheritable=False)
-            os.dup2(high[3], CHILD_CANCEL_FD, inheritable=False)
-            os.closerange(CHILD_CANCEL_FD + 1, _max_fd())
+            os.dup2(high[0], RECORDS_FD, inheritable=False)
+            os.dup2(high[3], CANCEL_FD, inheritable=False)
+            os.closerange(CANCEL_FD + 1, _max_fd())
             procs.mark_this_process(job.run_id, self.marker)
             registry = self.registry
             assert registry is not None
@@ -240,8 +252,8 @@ class Server:
         run_child(
             lambda: registry.get(job.scheduler_id),
             job,
-            records_fd=CHILD_RECORDS_FD,
-            cancel_fd=CHILD_CANCEL_FD,
+            records_fd=RECORDS_FD,
+            cancel_fd=CANCEL_FD,
         )
 
     # -- reaping ------------------------------------------------------------------------
@@ -368,6 +380,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     import supervisor.wire  # noqa: F401
 
     setup_stdio()  # inherited by every run: fds 1 and 2 will be its pipes
+    _max_fd()
     server.load(args.app)
     _warm_up()
     gc.collect()

@@ -47,6 +47,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from types import MappingProxyType
 from typing import Final, Protocol, TypeVar
 
 from supervisor import procs
@@ -77,7 +78,7 @@ Sink = Callable[[Sequence[LogRecord]], None]
 
 BATCH_RECORDS: Final = 1000
 BATCH_SECONDS: Final = 0.02
-READ_SIZE: Final = 256 * 1024
+READ_SIZE: Final = 64 * 1024  # a pipe's default capacity
 MAX_OUTPUT_LINE: Final = 32 * 1024
 STDERR_TAIL_LINES: Final = 20
 # How often an idle loop looks at the cancel event.
@@ -87,7 +88,7 @@ CANCEL_POLL_SECONDS: Final = 0.05
 DRAIN_SECONDS: Final = 2.0
 READY_TIMEOUT: Final = 120.0
 SPAWN_TIMEOUT: Final = 30.0
-_PARTIAL: Final = {"partial": True}
+_PARTIAL: Final[Mapping[str, object]] = MappingProxyType({"partial": True})
 
 
 class CancelRequest(threading.Event):
@@ -108,7 +109,19 @@ class CancelRequest(threading.Event):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Exit:
-    """How a run ended. ``cancel_reason``: ``stop``/``shutdown``/``timeout`` or None."""
+    """How a run ended. ``cancel_reason``: ``stop``/``shutdown``/``timeout`` or None.
+
+    - SUCCEEDED: the runner returned (exit 0), or a command exited 0; ``result`` is a
+      custom action's return value as text.
+    - FAILED: the runner raised; ``error`` is ``"Type: message"``, a newline and the
+      traceback (just the message for ``RunError``); or a command could not be exec'd.
+    - CRASHED: any other end: ``"killed by signal SIGSEGV (11)"``, ``"exited with code
+      3"``, ``"the fork server stopped while the run was in progress"``, followed by
+      ``"\nlast stderr lines:\n..."`` (up to 20).
+    - TIMED_OUT: ``"timed out after 5s"``; CANCELLED: ``"cancelled: the run was
+      stopped"`` (or ``... the supervisor is shutting down``); either followed by ``";
+      it did not end when asked and was killed by signal SIGKILL (9)"`` if it had to be.
+    """
 
     outcome: Outcome
     exit_code: int | None
@@ -350,7 +363,7 @@ class RunProcess:
         started = time.monotonic()
         timeout_at = started + timeout if timeout is not None else float("inf")
         reason: str | None = None
-        stage = 0  # 1: cancel sent, 2: SIGTERM sent, 3: SIGKILL sent
+        stage = first_stage = 0  # 1: cancel sent, 2: SIGTERM sent, 3: SIGKILL sent
         next_step = float("inf")
         ended = False
         drain_until = float("inf")
@@ -362,10 +375,17 @@ class RunProcess:
                     reason = "timeout" if now >= timeout_at else getattr(cancel, "reason", "stop")
                     if records.exec is None:
                         self._send_cancel(reason)
-                        stage, next_step = 1, now + grace
-                    else:  # an exec'd program cannot read the cancel pipe
+                        stage = first_stage = 1
+                    else:  # an exec'd program cannot read the cancel pipe: SIGTERM asks
                         self._signal_group(signal.SIGTERM)
-                        stage, next_step = 2, now + grace
+                        stage = first_stage = 2
+                    next_step = now + grace
+                elif stage == 1 and records.exec is not None:
+                    # It became a program after it was asked: the program cannot read
+                    # the cancel pipe, so SIGTERM asks now.
+                    self._signal_group(signal.SIGTERM)
+                    stage = first_stage = 2
+                    next_step = now + grace
                 elif stage and now >= next_step:
                     stage += 1
                     self._signal_group(signal.SIGTERM if stage == 2 else signal.SIGKILL)
@@ -385,7 +405,7 @@ class RunProcess:
             events = poller.poll(wait_ms)
             if not events:
                 if batch:
-                    sink(batch)
+                    _deliver(sink, batch)
                     batch = []
                 continue
             stamp = datetime.now(UTC)
@@ -410,7 +430,7 @@ class RunProcess:
                     poller.unregister(fd)
                     del readers[fd]
             if batch and (len(batch) >= BATCH_RECORDS or now - batch_started >= BATCH_SECONDS):
-                sink(batch)
+                _deliver(sink, batch)
                 batch = []
         now_stamp = datetime.now(UTC)
         for reader in readers.values():
@@ -426,8 +446,8 @@ class RunProcess:
                 )
             )
         if batch:
-            sink(batch)
-        return self._exit(records, stderr, reason, stage, timeout)
+            _deliver(sink, batch)
+        return self._exit(records, stderr, reason, stage > first_stage, timeout)
 
     def _send_cancel(self, reason: str) -> None:
         with contextlib.suppress(OSError):
@@ -449,14 +469,14 @@ class RunProcess:
         records: _RecordsReader,
         stderr: _OutputReader,
         reason: str | None,
-        stage: int,
+        escalated: bool,
         timeout: float | None,
     ) -> Exit:
         status = self._status
         code, signum = (None, None) if status is None else procs.describe_status(status)
         result = records.result
         if reason is not None:
-            how = _ending(code, signum, by_us=True) if stage >= 2 else None
+            how = _ending(code, signum, by_us=True) if escalated else None
             if reason == "timeout":
                 error = f"timed out after {timeout:g}s"
                 outcome = Outcome.TIMED_OUT
@@ -514,8 +534,7 @@ class RunProcess:
             return Exit(
                 outcome=Outcome.SUCCEEDED, exit_code=0, signal=None, error=None, result=None
             )
-        ending = _ending(code, signum)
-        error = ending[0].upper() + ending[1:]
+        error = _ending(code, signum)
         if result is not None and records.exec is None:
             error += f" after its runner ended {result.outcome.value}"
         return Exit(
@@ -527,13 +546,20 @@ class RunProcess:
         )
 
 
+def _deliver(sink: Sink, batch: list[LogRecord]) -> None:
+    if len(batch) <= BATCH_RECORDS:
+        sink(batch)
+    else:
+        for start in range(0, len(batch), BATCH_RECORDS):
+            sink(batch[start : start + BATCH_RECORDS])
+
+
 def _ending(code: int | None, signum: int | None, *, by_us: bool = False) -> str:
     if signum is not None:
         try:
-            name = signal.Signals(signum).name
+            text = f"killed by signal {signal.Signals(signum).name} ({signum})"
         except ValueError:
-            name = f"signal {signum}"
-        text = f"killed by signal {name} ({signum})"
+            text = f"killed by signal {signum}"
         if signum == signal.SIGKILL and not by_us:
             text += " (e.g. by the out-of-memory killer)"
         return text
@@ -726,6 +752,8 @@ class _ForkServer:
         self.live = 0
         self.draining = False
         self.closed = False
+        self._requests = 0
+        self._send_lock = threading.Lock()
 
     @classmethod
     def start(
@@ -805,33 +833,53 @@ class _ForkServer:
             raise BackendError(
                 f"the fork server imported supervisor from {message.get('package')}, not {expected}"
             )
-        self.modules = tuple(_FileStamp.of(path) for path in message.get("modules", ()))
+        self.modules = tuple(
+            _FileStamp(str(path), int(mtime), int(size), int(inode))
+            for path, mtime, size, inode in message.get("modules", ())
+        )
 
     def stale(self) -> bool:
         """Has a module file of the app changed since the server imported it?"""
         return any(_FileStamp.of(stamp.path) != stamp for stamp in self.modules)
 
     def alive(self) -> bool:
-        return not self.closed and self.popen.poll() is None
+        if self.closed:
+            return False
+        if self.popen.poll() is None:
+            return True
+        procs.disown_child(self.pid)  # reaped just now by poll()
+        return False
 
     def request_spawn(self, job: Job, fds: Sequence[int]) -> tuple[int, float]:
-        message = json.dumps({"op": "spawn", "job": job.to_json()}).encode()
-        self.sock.settimeout(SPAWN_TIMEOUT)
-        try:
+        """Have the server fork ``job``; callers serialize these (the launcher's lock)."""
+        self._requests += 1
+        number = self._requests
+        message = json.dumps({"op": "spawn", "req": number, "job": job.to_json()}).encode()
+        with self._send_lock:
             socket.send_fds(self.sock, [message], list(fds))
+        poller = select.poll()
+        poller.register(self.sock, select.POLLIN)
+        deadline = time.monotonic() + SPAWN_TIMEOUT
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"the fork server did not answer within {SPAWN_TIMEOUT:g}s")
+            if not poller.poll(math.ceil(remaining * 1000)):
+                continue
             reply = self.sock.recv(1 << 16)
-        finally:
-            self.sock.settimeout(None)
-        if not reply:
-            raise ConnectionError("the fork server closed the connection")
-        answer = json.loads(reply)
+            if not reply:
+                raise ConnectionError("the fork server closed the connection")
+            answer = json.loads(reply)
+            if answer.get("req") == number:
+                break  # (an answer to an abandoned request is skipped)
         if not answer.get("ok"):
             raise BackendError(f"the fork server could not start the run: {answer.get('error')}")
         return int(answer["pid"]), float(answer["create_time"])
 
     def signal_group(self, pid: int, signum: int) -> None:
+        """Have the server signal the run's process group, unless the run was reaped."""
         message = json.dumps({"op": "signal", "pid": pid, "signal": int(signum)}).encode()
-        with contextlib.suppress(OSError):
+        with self._send_lock, contextlib.suppress(OSError):
             self.sock.send(message)
 
     def close(self, *, timeout: float = 10.0) -> None:
@@ -839,7 +887,7 @@ class _ForkServer:
         if self.closed:
             return
         self.closed = True
-        with contextlib.suppress(OSError):
+        with self._send_lock, contextlib.suppress(OSError):
             self.sock.send(b'{"op": "exit"}')
         with contextlib.suppress(OSError):
             self.sock.close()
@@ -958,7 +1006,11 @@ class ForkServerLauncher:
 
     def spawn(self, job: Job) -> RunProcess:
         pipes = _Pipes.create()
-        status_r, status_w = os.pipe()
+        try:
+            status_r, status_w = os.pipe()
+        except OSError as error:
+            _close_quietly([*pipes.our_ends(), *pipes.run_ends()])
+            raise BackendError(f"cannot create the run's pipes: {error}") from error
         run_ends = [*pipes.run_ends(), status_w]
         try:
             with self._lock:

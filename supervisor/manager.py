@@ -22,7 +22,7 @@ from typing import Any
 from supervisor.clock import Clock
 from supervisor.definitions import Kind, Options, Settings, check_settings_for_kind
 from supervisor.errors import ActionFailed, AlreadyRunning, BackendError, UnknownAction
-from supervisor.launcher import Exit, Job, Launcher
+from supervisor.launcher import CancelRequest, Exit, Job, Launcher
 from supervisor.logwriter import LogWriter
 from supervisor.planning import Anchor, Plan, catch_up_plan, next_plan
 from supervisor.records import (
@@ -55,7 +55,7 @@ class _Slot:
     plan: Plan | None = None
     generation: int = 0  # bumped on every re-plan; stale heap entries are skipped
     run: RunRecord | None = None
-    cancel: threading.Event | None = None
+    cancel: CancelRequest | None = None
     last_run: RunRecord | None = None
     last_finished: RunRecord | None = None
     last_actor: str | None = None
@@ -133,7 +133,7 @@ class Manager:
             self._closing = True
             for slot in self._slots.values():
                 if slot.cancel is not None:
-                    slot.cancel.set()
+                    slot.cancel.request("shutdown")
             self._wake.notify_all()
             watchers = list(self._watchers)
         for watcher in watchers:
@@ -213,9 +213,9 @@ class Manager:
         )
         slot.run = run
         slot.last_run = run
-        slot.cancel = threading.Event()
+        slot.cancel = CancelRequest()
         if self._closing:
-            slot.cancel.set()
+            slot.cancel.request("shutdown")
         self._store.insert_run(run)
         job = Job(
             scheduler_id=slot.options.id,
@@ -239,7 +239,7 @@ class Manager:
         slot: _Slot,
         run: RunRecord,
         job: Job,
-        cancel: threading.Event,
+        cancel: CancelRequest,
         timeout: timedelta | None,
     ) -> None:
         try:
@@ -280,7 +280,7 @@ class Manager:
         self._changed(slot.options.id)
 
     def _supervise(
-        self, run: RunRecord, job: Job, cancel: threading.Event, timeout: timedelta | None
+        self, run: RunRecord, job: Job, cancel: CancelRequest, timeout: timedelta | None
     ) -> Exit:
         process = self._launcher.spawn(job)
         self._store.set_run_process(
@@ -405,7 +405,7 @@ class Manager:
             slot.last_actor = actor
             slot.stopped = True
             if slot.cancel is not None:
-                slot.cancel.set()
+                slot.cancel.request("stop")
             self._set_plan(slot, None)
         self._changed(scheduler_id)
 
@@ -461,7 +461,7 @@ class Manager:
         exit_ = self._launcher.spawn(job).supervise(
             sink=lambda records: None,
             timeout=ACTION_TIMEOUT.total_seconds(),
-            cancel=threading.Event(),
+            cancel=CancelRequest(),
             grace=self._config.grace_seconds,
         )
         if exit_.outcome is not Outcome.SUCCEEDED:

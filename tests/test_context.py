@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import threading
@@ -12,8 +13,8 @@ from datetime import UTC, datetime
 import pytest
 
 from supervisor.context import (
-    CancelPipe,
     Cancelled,
+    CancelPipe,
     Context,
     RunError,
     json_safe,
@@ -35,10 +36,8 @@ def pipe() -> Iterator[tuple[int, int]]:
     read_fd, write_fd = os.pipe()
     yield read_fd, write_fd
     for fd in (read_fd, write_fd):
-        try:
+        with contextlib.suppress(OSError):
             os.close(fd)
-        except OSError:
-            pass
 
 
 def make_context(cancel_fd: int | None, sink: ListSink | None = None) -> Context:

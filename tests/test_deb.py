@@ -72,8 +72,10 @@ def run(
     env: dict[str, str] | None = None,
     timeout: float = 120.0,
     check: bool = True,
-    cwd: Path | None = None,
+    cwd: Path = Path("/"),
 ) -> subprocess.CompletedProcess[str]:
+    """Run ``argv`` with Debian's tools first on PATH, from ``/`` unless told (so that
+    ``python3 -c`` never imports this repository's ``supervisor``)."""
     result = subprocess.run(
         [str(arg) for arg in argv],
         env={**CLEAN_ENV, **(env or {})},
@@ -185,7 +187,12 @@ def deb_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if reason is not None:
         pytest.skip(reason)
     output = tmp_path_factory.mktemp("deb")
-    built = run(["sh", BUILD_SCRIPT, "--install-build-deps", "--output-dir", output], timeout=900)
+    scratch = tmp_path_factory.mktemp("deb-build")
+    built = run(
+        ["sh", BUILD_SCRIPT, "--install-build-deps", "--output-dir", output],
+        env={"TMPDIR": str(scratch)},
+        timeout=900,
+    )
     deb = Path(built.stdout.strip().splitlines()[-1])
     assert deb == output / f"{PACKAGE}_{project_version()}_all.deb"
     assert deb.is_file()
@@ -221,6 +228,14 @@ def test_installs_into_a_private_directory_with_debian_dependencies(package: Pat
     files = run(["dpkg", "-L", PACKAGE]).stdout.splitlines()
     assert f"{PRIVATE_DIR}/supervisor/cli.py" in files
     assert f"{PRIVATE_DIR}/croniter/croniter.py" in files
+    # pyproject.toml's layout: admin/ and templates/ ship inside the supervisor package.
+    for source_dir, patterns in (
+        ("admin", ("*.html", "*.css", "*.js", "*.svg")),
+        ("templates", ("*.j2",)),
+    ):
+        for pattern in patterns:
+            for source in (REPO / source_dir).glob(pattern):
+                assert f"{PRIVATE_DIR}/supervisor/{source_dir}/{source.name}" in files
     assert any(f.startswith(f"{PRIVATE_DIR}/supervisor/admin/") for f in files)
     assert not [f for f in files if "/dist-packages/" in f or "/site-packages/" in f]
     assert not [f for f in files if "__pycache__" in f], "bytecode is made at install time"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -28,12 +29,12 @@ class Tick:
 
 def build(
     *,
-    users: object = None,
+    users: Any = None,
     config: AdminConfig | None = None,
     sessions: SessionStore | None = None,
     throttle: LoginThrottle | None = None,
-) -> tuple[object, list[float], object]:
-    use_cases, backend, audit, directory, clock = make_world(users=users)
+) -> tuple[Any, list[float], Any]:
+    use_cases, _backend, _audit, directory, _clock = make_world(users=users)
     slept: list[float] = []
     app = create_app(
         use_cases,
@@ -146,18 +147,18 @@ def test_a_removed_user_is_logged_out_and_a_demoted_one_loses_rights() -> None:
     otto, ada = Client(app), Client(app)
     otto.login("otto")
     ada.login("ada")
-    users.remove_user("otto")  # type: ignore[attr-defined]
+    users.remove_user("otto")
     assert otto.get("/").status == 303
-    users.users["ada"] = MemoryUser("ada", "viewer", fast_hash(PASSWORD))  # type: ignore[attr-defined]
+    users.users["ada"] = MemoryUser("ada", "viewer", fast_hash(PASSWORD))
     response = ada.post("/schedulers/jobs.repeat/execute", {"csrf": ada.csrf("/")})
     assert response.status == 403
 
 
 def test_unknown_names_and_wrong_passwords_are_both_refused() -> None:
     _, _, users = build()
-    assert check_password(users, "nobody", PASSWORD) is None  # type: ignore[arg-type]
-    assert check_password(users, "ada", "wrong") is None  # type: ignore[arg-type]
-    found = check_password(users, "ada", PASSWORD)  # type: ignore[arg-type]
+    assert check_password(users, "nobody", PASSWORD) is None
+    assert check_password(users, "ada", "wrong") is None
+    found = check_password(users, "ada", PASSWORD)
     assert found is not None and found.role == "admin"
 
 
@@ -246,6 +247,15 @@ def test_behind_a_proxy_the_forwarded_address_is_throttled() -> None:
     guesser.post("/login", {"csrf": token, "name": "x", "password": "y"}, headers=headers)
     assert throttle.wait_needed("other", "203.0.113.7") > 0
     assert throttle.wait_needed("other", "127.0.0.1") == 0
+
+
+def test_behind_an_https_proxy_the_cookie_is_secure() -> None:
+    app, _, _ = build(config=AdminConfig(behind_proxy=True))
+    forwarded = Client(app).get("/login", headers={"X-Forwarded-Proto": "https"})
+    assert "Secure" in (forwarded.header("Set-Cookie") or "")
+    outsider = Client(app, remote_addr="10.9.9.9")
+    spoofed = outsider.get("/login", headers={"X-Forwarded-Proto": "https"})
+    assert "Secure" not in (spoofed.header("Set-Cookie") or "")  # not a trusted proxy
 
 
 # -- the session store ------------------------------------------------------------------------

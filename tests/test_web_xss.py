@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import json
 import threading
-from html.parser import HTMLParser
 from collections.abc import Iterator
+from html.parser import HTMLParser
+from typing import Any
 
 import pytest
 
@@ -25,7 +26,6 @@ SVG = "<svg onload=alert(4)>"
 PAYLOADS = (SCRIPT, ATTRIBUTE, SINGLE, JS_URL, SVG)
 
 
-
 class _Scanner(HTMLParser):
     """Collects what a browser would run: scripts, event handlers, javascript: URLs."""
 
@@ -34,7 +34,7 @@ class _Scanner(HTMLParser):
         self.live: list[str] = []
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag == "script" and not dict(attrs).get("src", "").startswith("/static/"):
+        if tag == "script" and not (dict(attrs).get("src") or "").startswith("/static/"):
             self.live.append(f"<script> without our src: {attrs}")
         if tag == "img":
             self.live.append(f"<img {attrs}>")
@@ -86,12 +86,8 @@ class Hostile:
         )
         backend: FakeBackend = self.backend
         run_id = backend.execute("evil.one", actor=SCRIPT)
-        backend.log(
-            "evil.one",
-            SCRIPT,
-            level=Level.ERROR,
-            **{SCRIPT: ATTRIBUTE, "url": JS_URL, "nested": {"k": SVG}},
-        )
+        hostile_fields: dict[str, Any] = {SCRIPT: ATTRIBUTE, "url": JS_URL, "nested": {"k": SVG}}
+        backend.log("evil.one", SCRIPT, level=Level.ERROR, **hostile_fields)
         backend.log("evil.one", ATTRIBUTE + SINGLE, source=Source.STDERR, run_id=run_id)
         backend.finish("evil.one", Outcome.FAILED, error=SCRIPT + ATTRIBUTE + JS_URL)
         self.use_cases.update_settings(
@@ -115,6 +111,17 @@ def assert_inert(body: str, where: str) -> None:
     assert scanner.live == [], f"live markup in {where}: {scanner.live}"
     for marker in ("<script>alert", "<img src=x", "<svg onload"):
         assert marker not in body, f"{marker!r} appears unescaped in {where}"
+
+
+def test_the_scanner_would_see_live_markup() -> None:
+    for sample in (
+        '<p title="x" onmouseover="a()">',
+        '<a href=" javascript:alert(1)">x</a>',
+        "<script>alert(1)</script>",
+        '<img src="x">',
+    ):
+        with pytest.raises(AssertionError):
+            assert_inert(sample, "a sample")
 
 
 PAGES = [

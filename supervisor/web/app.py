@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import hmac
 import json
+import select
+import socket
 import threading
 import time
 from collections import Counter
@@ -27,6 +29,7 @@ from urllib.parse import parse_qsl, quote
 from zoneinfo import ZoneInfo
 
 import bottle
+from markupsafe import Markup
 
 from supervisor.clock import Clock, SystemClock
 from supervisor.definitions import Kind
@@ -39,7 +42,7 @@ from supervisor.errors import (
     UnknownScheduler,
 )
 from supervisor.nextruns import upcoming_for_cron
-from supervisor.records import Level, LogRecord
+from supervisor.records import Level, LogRecord, SchedulerStatus
 from supervisor.serialize import status_json
 from supervisor.usecases import SettingsView, UseCases
 from supervisor.user import Permission, Subject
@@ -49,6 +52,8 @@ from supervisor.web.render import Asset, load_assets, make_environment, render, 
 from supervisor.web.sessions import Flash, LoginThrottle, Session, SessionStore
 
 COOKIE_NAME: Final = "supervisor_session"
+# The server may put the client's socket here so streams see a closed connection at once.
+CONNECTION_KEY: Final = "supervisor.connection"
 CSRF_FIELD: Final = "csrf"
 LOG_PAGE: Final = 200
 RECENT_LOGS: Final = 60
@@ -211,6 +216,8 @@ class _Admin:
         self.limits = limits
         self.slots = events.StreamSlots(limits.max_streams)
         self.hub = events.StatusHub(use_cases, poll_seconds=limits.status_poll_seconds, stop=stop)
+        self._cards: dict[str, tuple[SchedulerStatus, Markup]] = {}
+        self._icons = f"/static/icons.svg?v={self.assets['icons.svg'].version}"
         self.app = AdminBottle(catchall=True)
         self.app.config["supervisor.admin"] = True
         self._routes()
@@ -484,7 +491,23 @@ class _Admin:
     def overview(self, request: _Request) -> Any:
         statuses = self.use_cases.list(self._subject(request))
         counts = Counter(s.state for s in statuses)
-        return self._page(request, "overview.html", statuses=statuses, counts=counts)
+        cards = [self._card(status) for status in statuses]
+        return self._page(request, "overview.html", statuses=statuses, counts=counts, cards=cards)
+
+    def _card(self, status: SchedulerStatus) -> Markup:
+        """A card's HTML, rendered again only when the scheduler's status changed."""
+        cached = self._cards.get(status.id)
+        if cached is not None and cached[0] == status:
+            return cached[1]
+        html = Markup(  # noqa: S704 - the output of an autoescaping template
+            render(
+                self.env,
+                "card.html",
+                {"s": status, "href": scheduler_url(status.id), "icons": self._icons},
+            )
+        )
+        self._cards[status.id] = (status, html)
+        return html
 
     def scheduler(
         self,
@@ -615,8 +638,8 @@ class _Admin:
             changes = [
                 (
                     key,
-                    present.field_value((entry.before or {}).get(key)),
-                    present.field_value((entry.after or {}).get(key)),
+                    present.audit_value(key, (entry.before or {}).get(key)),
+                    present.audit_value(key, (entry.after or {}).get(key)),
                     (entry.before or {}).get(key) != (entry.after or {}).get(key),
                 )
                 for key in keys
@@ -731,9 +754,12 @@ class _Admin:
         assert session is not None and session.user is not None
         user = session.user
         checked = [time.monotonic()]
+        connection = request.environ.get(CONNECTION_KEY)
 
         def alive() -> bool:
             if not self.sessions.alive(session):
+                return False
+            if connection is not None and _peer_gone(connection):
                 return False
             now = time.monotonic()
             if now - checked[0] > 10:  # the user may have been removed meanwhile
@@ -814,6 +840,15 @@ def _event_stream(stream: Iterator[str], release: Callable[[], None]) -> Any:
     reply.set_header("Cache-Control", "no-store")
     reply.set_header("X-Accel-Buffering", "no")
     return reply
+
+
+def _peer_gone(connection: socket.socket) -> bool:
+    """Whether the client closed its end (a readable socket that reads as end-of-file)."""
+    try:
+        readable, _, _ = select.select([connection], [], [], 0)
+        return bool(readable) and connection.recv(1, socket.MSG_PEEK) == b""
+    except (OSError, ValueError):
+        return True
 
 
 def _cookie(environ: Mapping[str, Any], name: str) -> str | None:

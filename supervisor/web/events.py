@@ -89,10 +89,11 @@ class StatusHub:
         self.error: str | None = None
 
     def subscribe(self) -> None:
+        """Count a listener in, with a fresh snapshot (never older than the page it has)."""
         with self._changed:
             self._listeners += 1
+            self._refresh_locked()
             if self._thread is None or not self._thread.is_alive():
-                self._refresh_locked()
                 self._thread = threading.Thread(
                     target=self._loop, name="admin-status-hub", daemon=True
                 )
@@ -169,7 +170,7 @@ def status_stream(
             now = time.monotonic()
             if now - started > limits.max_seconds:
                 return
-            version, snapshot = hub.wait(version, limits.heartbeat_seconds)
+            version, snapshot = hub.wait(version, min(limits.heartbeat_seconds, 1.0))
             changed = [
                 text
                 for sid, text in snapshot.items()

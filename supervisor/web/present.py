@@ -109,6 +109,20 @@ def field_value(value: object) -> str:
         return str(value)
 
 
+DURATION_SETTINGS = frozenset({"start_delay", "pause_time", "timeout"})
+
+
+def audit_value(key: str, value: object) -> str:
+    """A settings value from the audit trail (durations there are seconds) for reading."""
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if key in DURATION_SETTINGS and isinstance(value, int | float) and value >= 0:
+        return format_duration(timedelta(seconds=value))
+    return field_value(value)
+
+
 # -- the settings form ---------------------------------------------------------------------
 
 
@@ -160,6 +174,7 @@ def _parse_field(name: str, text: str) -> Any:
 CHART_WIDTH = 640
 CHART_HEIGHT = 120
 CHART_GAP = 2
+CHART_MIN_SLOTS = 20  # so a few runs make bars of a sensible width, not full-width slabs
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -187,7 +202,7 @@ def duration_chart(runs: Sequence[RunRecord], now: datetime, *, slots: int = 50)
     chosen = list(reversed(runs[:slots]))
     durations = [max(run_duration(run, now).total_seconds(), 0.0) for run in chosen]
     top = max(durations, default=0.0) or 1.0
-    slot_width = CHART_WIDTH / max(slots, 1)
+    slot_width = CHART_WIDTH / max(len(chosen), CHART_MIN_SLOTS)
     bars = []
     present: dict[str, str] = {}
     offset = CHART_WIDTH - slot_width * len(chosen)  # newest at the right edge

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import IO, TYPE_CHECKING, Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from supervisor.web.app import AdminConfig, create_app
+from supervisor.web.app import CONNECTION_KEY, AdminConfig, create_app
 from supervisor.web.auth import UserDirectory, ensure_bootstrap_admin
 
 if TYPE_CHECKING:
@@ -29,10 +29,19 @@ MAX_CONNECTIONS = 200
 
 
 class _QuietHandler(WSGIRequestHandler):
-    """No access log on stderr (the manager's stderr is for the manager)."""
+    """No access log on stderr (the manager's stderr is for the manager), no versions told."""
+
+    server_version = "sched-supervisor"
+    sys_version = ""
 
     def log_message(self, format: str, *args: Any) -> None:
         return
+
+    def get_environ(self) -> dict[str, Any]:
+        environ = super().get_environ()
+        # lets an event stream notice at once that its reader went away (see app.py)
+        environ[CONNECTION_KEY] = self.connection
+        return environ
 
 
 class ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):

@@ -112,6 +112,17 @@ def grandchild_hang(ctx: scheduler.Context) -> None:
         time.sleep(0.05)
 
 
+def fds(ctx: scheduler.Context) -> None:
+    """Report the run's open fds: target and whether programs it starts inherit them."""
+    found: dict[str, object] = {}
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            found[name] = [os.readlink(f"/proc/self/fd/{name}"), os.get_inheritable(int(name))]
+        except OSError:
+            continue  # the directory listing's own fd
+    scheduler.logger_from(ctx).info("fds", fds=found)
+
+
 def spew(ctx: scheduler.Context) -> None:
     for i in range(SPEW_LINES):
         print(i)
@@ -154,10 +165,15 @@ configure("cooperative", cooperative)
 configure("stubborn", stubborn)
 configure("grandchild", grandchild)
 configure("grandchild-hang", grandchild_hang)
+configure("fds", fds)
 configure("spew", spew)
 configure("long-line", long_line)
 configure("command", scheduler.command(["sh", "-c", "echo hi; echo oops >&2; exit 4"]))
 configure("command-ok", scheduler.command(["sh", "-c", 'echo "marker=$SUPERVISOR_RUN_ID"']))
+configure(
+    "command-signals", scheduler.command(["grep", "-E", "^Sig(Ign|Blk)", "/proc/self/status"])
+)
+configure("command-hang", scheduler.command(["sleep", "60"]))
 configure("command-missing", scheduler.command(["/nonexistent/program"]))
 configure(
     "actions",

@@ -1,0 +1,441 @@
+"""The systemd mode's commands, and the client the operator commands use in that mode.
+
+- ``register(main)`` adds ``exec``, ``generate-units``, ``install-units`` and
+  ``uninstall-units`` to the ``supervisor`` command group.
+- ``SystemdClient(state_dir)`` answers ``call(op, **args)`` like ``control.ControlClient``
+  (same ops, same JSON answers: it is ``control.Dispatcher`` over use cases bound to a
+  ``SystemdBackend``), so ``list``, ``status``, ``logs``, ... work unchanged.
+- ``select_client(state_dir)`` picks the mode: ``$SUPERVISOR_BACKEND`` (``systemd`` or
+  ``manager``) if set, else systemd when the state directory holds an install manifest
+  (written by ``install-units``), else the manager.
+- ``open_systemd_mode(state_dir)`` gives the ``Schedulers`` (use cases bound to systemd)
+  and the store, for ``supervisor admin`` to serve the Admin Center with.
+
+The top layer (with ``cli``): may import anything but ``cli`` at module level.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import click
+
+from supervisor.app import Configurator, load_app
+from supervisor.cfgscheduler import Schedulers, enable
+from supervisor.control import ControlClient, Dispatcher, RemoteError
+from supervisor.errors import AppLoadError, DefinitionError
+from supervisor.paths import DATABASE_NAME, ensure_state_dir, resolve_state_dir
+from supervisor.records import Trigger
+from supervisor.store import SqliteStore
+from supervisor.systemd_backend import Systemd, SystemdBackend, UnitLayout
+from supervisor.unitinstall import (
+    PERSISTENT_UNIT_DIR,
+    RUNTIME_UNIT_DIR,
+    InstallPlan,
+    Manifest,
+    RenderedUnit,
+    install,
+    manifest_path,
+    read_manifest,
+    settings_dropins,
+    uninstall,
+)
+from supervisor.user import su
+
+
+def _trigger(value: str | None) -> Trigger | None:
+    return None if value is None else Trigger(value)
+
+
+def _timeout(value: str | None) -> timedelta | None:
+    from supervisor.durations import parse_duration
+
+    if value is None or value.lower() == "none":
+        return None
+    return parse_duration(value, field="--timeout")
+
+
+@click.command(name="exec")
+@click.argument("scheduler_id")
+@click.option("--app", "app_spec", required=True, help="The application, as MODULE:ATTR.")
+@click.option("--run-id", default=None, help="Run ID (default: $INVOCATION_ID, else a new one).")
+@click.option(
+    "--trigger",
+    type=click.Choice([t.value for t in Trigger]),
+    default=None,
+    help="What started the run (default: found out from systemd's environment).",
+)
+@click.option("--timeout", default=None, help="Cancel the run after this long, e.g. 10m.")
+@click.option(
+    "--log-to",
+    type=click.Choice(["auto", "journal", "stderr"]),
+    default="auto",
+    show_default=True,
+    help="Where records go: journald (under systemd) or JSON lines on stderr.",
+)
+@click.option("--journal-socket", default=None, hidden=True)
+@click.option("--journal-stream-socket", default=None, hidden=True)
+def exec_command(
+    scheduler_id: str,
+    app_spec: str,
+    run_id: str | None,
+    trigger: str | None,
+    timeout: str | None,
+    log_to: str,
+    journal_socket: str | None,
+    journal_stream_socket: str | None,
+) -> None:
+    """Run one execution of SCHEDULER_ID in the foreground (what a systemd unit runs).
+
+    Exit status: 0 succeeded, 1 failed, 70 crashed, 124 timed out, 143 cancelled
+    (a command runner's own status otherwise).
+    """
+    from supervisor.execone import ExecRequest, execute_one
+    from supervisor.journal import JOURNAL_SOCKET
+
+    request = ExecRequest(
+        app_spec=app_spec,
+        scheduler_id=scheduler_id,
+        run_id=run_id,
+        trigger=_trigger(trigger),
+        timeout=_timeout(timeout),
+        log_to=log_to,  # type: ignore[arg-type]
+        journal_socket=journal_socket or JOURNAL_SOCKET,
+        **({"journal_stream_socket": journal_stream_socket} if journal_stream_socket else {}),
+    )
+    code = execute_one(request)
+    sys.stdout.flush()
+    raise SystemExit(code)
+
+
+# -- the operator commands in systemd mode ---------------------------------------------------
+
+
+@dataclass(slots=True)
+class SystemdMode:
+    """The app's schedulers with their use cases bound to systemd, and the store they use.
+
+    ``close()`` closes the store.
+    """
+
+    schedulers: Schedulers
+    store: SqliteStore
+    backend: SystemdBackend
+    manifest: Manifest | None
+    app_spec: str
+
+    def close(self) -> None:
+        self.store.close()
+
+
+def _import_paths(manifest: Manifest | None) -> None:
+    """Make the app importable as it was at install time."""
+    if manifest is None:
+        return
+    for path in reversed([*([manifest.cwd] if manifest.cwd else []), *manifest.sys_path]):
+        if path and path not in sys.path:
+            sys.path.insert(0, path)
+
+
+def open_systemd_mode(
+    state_dir: Path,
+    *,
+    app_spec: str | None = None,
+    systemd: Systemd | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> SystemdMode:
+    """Load the app (``app_spec``, else ``$SUPERVISOR_APP``, else the install manifest's)
+    and bind its use cases to a ``SystemdBackend``; for the CLI and ``supervisor admin``."""
+    env = os.environ if environ is None else environ
+    manifest = read_manifest(state_dir)
+    spec = app_spec or env.get("SUPERVISOR_APP") or (manifest.app_spec if manifest else None)
+    if not spec:
+        raise AppLoadError(
+            f"systemd mode needs the app: no units are installed from {state_dir} "
+            "(run `supervisor install-units --app MODULE:ATTR`) and no --app was given"
+        )
+    _import_paths(manifest)
+    app = load_app(spec)
+    schedulers = enable(app)
+    directory = ensure_state_dir(state_dir)
+    store = SqliteStore.open(directory / DATABASE_NAME)
+    try:
+        backend = SystemdBackend(
+            schedulers.registry,
+            store=store,
+            layout=unit_layout(app, manifest=manifest),
+            systemd=systemd,
+            app_spec=spec,
+            action_cwd=None if manifest is None else manifest.cwd,
+            action_sys_path=() if manifest is None else manifest.sys_path,
+        )
+        schedulers.use_cases.bind(backend, store)
+    except BaseException:
+        store.close()
+        raise
+    return SystemdMode(
+        schedulers=schedulers, store=store, backend=backend, manifest=manifest, app_spec=spec
+    )
+
+
+class SystemdClient:
+    """``call(op, **args)`` like ``control.ControlClient``, answered by the systemd backend.
+
+    Errors raise ``control.RemoteError`` carrying the exit code, as the manager's do.
+    """
+
+    def __init__(
+        self,
+        state_dir: Path,
+        *,
+        app_spec: str | None = None,
+        systemd: Systemd | None = None,
+        user_name: str | None = None,
+    ) -> None:
+        self.mode = open_systemd_mode(state_dir, app_spec=app_spec, systemd=systemd)
+        manifest = self.mode.manifest
+        info = {
+            "pid": os.getpid(),
+            "app": self.mode.app_spec,
+            "backend": "systemd",
+            "unit_dir": None if manifest is None else manifest.unit_dir,
+            "runtime": None if manifest is None else manifest.runtime,
+        }
+        self._dispatcher = Dispatcher(self.mode.schedulers.use_cases, info)
+        self._subject = su(user_name or _user_name())
+
+    def call(self, op: str, **args: Any) -> Any:
+        answer = self._dispatcher.handle(self._subject, {"op": op, "args": args})
+        if not answer.get("ok"):
+            raise RemoteError(str(answer.get("error")), int(answer.get("exit_code", 1)))
+        return answer.get("result")
+
+    def close(self) -> None:
+        self.mode.close()
+
+
+def backend_choice(state_dir: Path, environ: Mapping[str, str] | None = None) -> str:
+    """``systemd`` or ``manager``: ``$SUPERVISOR_BACKEND`` if set, else ``systemd`` when
+    ``state_dir`` holds an install manifest, else ``manager``."""
+    env = os.environ if environ is None else environ
+    chosen = env.get("SUPERVISOR_BACKEND", "").strip().lower()
+    if chosen in ("systemd", "manager"):
+        return chosen
+    if chosen not in ("", "auto"):
+        raise DefinitionError(
+            "SUPERVISOR_BACKEND", f"must be systemd, manager or auto, not {chosen!r}"
+        )
+    return "systemd" if manifest_path(state_dir).exists() else "manager"
+
+
+def select_client(
+    state_dir: Path, environ: Mapping[str, str] | None = None
+) -> ControlClient | SystemdClient:
+    """The client for the operator commands: the manager's or systemd's (``backend_choice``)."""
+    if backend_choice(state_dir, environ) == "systemd":
+        return SystemdClient(state_dir)
+    return ControlClient(state_dir)
+
+
+# -- rendering (the units module) ----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Rendering:
+    """An app's units, and warnings for the user (e.g. DST differences)."""
+
+    units: list[RenderedUnit]
+    warnings: list[str]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RenderOptions:
+    """How ``ExecStart`` runs ``supervisor exec``: the app, interpreter and import path."""
+
+    app_spec: str
+    state_dir: Path
+    python: str
+    cwd: str
+    sys_path: tuple[str, ...]
+    user: str | None = None
+    prefix: str | None = None
+
+
+def unit_layout(app: Configurator, *, manifest: Manifest | None) -> UnitLayout:
+    """How the units of ``app`` are named and which drop-ins carry its settings."""
+    raise NotImplementedError  # bridged to supervisor.units below
+
+
+def render_units(app: Configurator, options: RenderOptions) -> Rendering:
+    """Every unit of ``app`` (rendered by the units module), never touching disk."""
+    raise NotImplementedError  # bridged to supervisor.units below
+
+
+def _render_options(
+    app_spec: str, state_dir: str | None, user: str | None, prefix: str | None
+) -> RenderOptions:
+    return RenderOptions(
+        app_spec=app_spec,
+        state_dir=ensure_state_dir(resolve_state_dir(state_dir)),
+        python=sys.executable,
+        cwd=os.getcwd(),
+        sys_path=tuple(p for p in sys.path if p),
+        user=user,
+        prefix=prefix,
+    )
+
+
+def _state_dir_option(func: Any) -> Any:
+    return click.option(
+        "--state-dir",
+        type=click.Path(file_okay=False),
+        default=None,
+        help="State directory (default: $SUPERVISOR_STATE_DIR, /var/lib/sched-supervisor "
+        "for root, ~/.local/state/sched-supervisor otherwise).",
+    )(func)
+
+
+def _unit_options(func: Any) -> Any:
+    func = click.option("--prefix", default=None, help="Unit name prefix (default: the app's).")(
+        func
+    )
+    func = click.option("--user", default=None, help="Run the services as this user (User=).")(func)
+    return click.option(
+        "--app", "app_spec", required=True, help="The application, as MODULE:ATTR."
+    )(func)
+
+
+@click.command(name="generate-units")
+@_unit_options
+@click.option(
+    "--output-dir",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Where to write the unit files.",
+)
+@_state_dir_option
+def generate_units(
+    app_spec: str, user: str | None, prefix: str | None, output_dir: str, state_dir: str | None
+) -> None:
+    """Write the app's schedulers as systemd units (a .service each, a .timer where timed)."""
+    app = load_app(app_spec)
+    rendering = render_units(app, _render_options(app_spec, state_dir, user, prefix))
+    directory = Path(output_dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    for unit in rendering.units:
+        (directory / unit.name).write_text(unit.text)
+        click.echo(str(directory / unit.name))
+    for warning in rendering.warnings:
+        click.echo(f"warning: {warning}", err=True)
+
+
+@click.command(name="install-units")
+@_unit_options
+@click.option(
+    "--runtime",
+    is_flag=True,
+    help="Install into /run/systemd/system (gone after a reboot) instead of /etc.",
+)
+@click.option(
+    "--unit-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Install into this directory instead (for tests and unusual layouts).",
+)
+@_state_dir_option
+def install_units(
+    app_spec: str,
+    user: str | None,
+    prefix: str | None,
+    runtime: bool,
+    unit_dir: str | None,
+    state_dir: str | None,
+) -> None:
+    """Install the app's units, reload systemd, enable and start the timers.
+
+    Schedulers whose settings say `disabled` keep their timers stopped. What was written
+    is recorded in the state directory, for `uninstall-units` and for the other commands
+    (which then control systemd instead of a manager).
+    """
+    app = load_app(app_spec)
+    options = _render_options(app_spec, state_dir, user, prefix)
+    rendering = render_units(app, options)
+    target = Path(unit_dir) if unit_dir else (RUNTIME_UNIT_DIR if runtime else PERSISTENT_UNIT_DIR)
+    schedulers = enable(app)
+    layout = unit_layout(app, manifest=None)
+    with SqliteStore.open(options.state_dir / DATABASE_NAME) as store:
+        overrides = store.all_overrides()
+    disabled = frozenset(
+        name
+        for definition in schedulers.registry
+        if definition.defaults.with_overrides(overrides.get(definition.id, {})).disabled
+        and (name := layout.timer_name(definition)) is not None
+    )
+    plan = InstallPlan(
+        app_spec=app_spec,
+        unit_dir=target,
+        runtime=runtime,
+        units=rendering.units,
+        dropins=settings_dropins(layout, list(schedulers.registry), overrides),
+        disabled_timers=disabled,
+        cwd=options.cwd,
+        sys_path=options.sys_path,
+        python=options.python,
+        dropin_names=[
+            (dropin.unit, dropin.name)
+            for definition in schedulers.registry
+            for dropin in layout.settings_dropins(definition, definition.defaults)
+        ],
+    )
+    others = [d for d in (PERSISTENT_UNIT_DIR, RUNTIME_UNIT_DIR) if d != target]
+    report = install(plan, state_dir=options.state_dir, systemd=Systemd(), other_unit_dirs=others)
+    kind = "runtime: gone after a reboot" if runtime else "persistent"
+    click.echo(f"installed {len(report.manifest.units)} units into {target} ({kind})")
+    for name in report.started:
+        click.echo(f"started {name}")
+    for name in sorted(disabled):
+        click.echo(f"left {name} stopped (disabled)")
+    for path in report.removed:
+        click.echo(f"removed {path} (no longer generated)")
+    for warning in [*rendering.warnings, *report.warnings]:
+        click.echo(f"warning: {warning}", err=True)
+
+
+@click.command(name="uninstall-units")
+@_state_dir_option
+def uninstall_units(state_dir: str | None) -> None:
+    """Stop, disable and remove exactly the units `install-units` wrote."""
+    directory = resolve_state_dir(state_dir)
+    report = uninstall(state_dir=directory, systemd=Systemd())
+    for path in report.removed:
+        click.echo(f"removed {path}")
+    click.echo(f"uninstalled {len(report.units)} units")
+
+
+def register(main: click.Group) -> None:
+    """Add the systemd mode's commands to the ``supervisor`` group."""
+    for command in (exec_command, generate_units, install_units, uninstall_units):
+        main.add_command(command)
+
+
+def _user_name() -> str:
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        return f"uid:{os.getuid()}"
+
+
+if __name__ == "__main__":
+    from supervisor import cli as _cli
+
+    if "exec" not in _cli.main.commands:
+        register(_cli.main)
+    _cli.client = lambda state_dir: select_client(resolve_state_dir(state_dir))  # type: ignore[assignment,return-value]
+    _cli.main()

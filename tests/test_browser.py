@@ -1,0 +1,333 @@
+"""The Admin Center end to end in a real headless Chromium, over the real manager.
+
+Debian's ``chromium`` driven by Playwright for Python (never a downloaded browser). It
+logs in, sees the cards, runs Execute Now and watches the log lines arrive without a
+reload, changes the pause and sees the next run move, stops, resets, and checks that a
+viewer sees no controls and is refused when posting anyway. Screenshots of the overview,
+the scheduler page and the log viewer go to ``tests/artifacts/``.
+
+This module is also the application the manager runs (``tests.test_browser:cfg``); the
+browser library is imported only by the tests, never by the runs.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from supervisor import Configurator, cfgscheduler, scheduler, user
+from supervisor.passwords import hash_password
+from supervisor.service import RunOptions, Service
+from supervisor.web.server import AdminServer, start_admin
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+APP_SPEC = "tests.test_browser:cfg"
+HOSTILE = "<img src=x onerror=\"document.title='pwned'\">"
+VIEWER_PASSWORD = "viewer-password-123"
+
+# -- the application the manager runs ------------------------------------------------------
+
+cfg = Configurator("browser-demo")
+schedulers = cfgscheduler.enable(cfg)
+
+
+def chatty(ctx: scheduler.Context) -> None:
+    log = scheduler.logger_from(ctx)
+    log.info("report started", rows=0)
+    for step in range(1, 6):
+        if not ctx.sleep(0.3):
+            raise ctx.err() or scheduler.RunError("cancelled")
+        log.info("processed a batch", step=step, rows=step * 250)
+    log.warning(HOSTILE, note="markup in a message stays text")
+    log.info("report done", rows=1250)
+
+
+def hang(ctx: scheduler.Context) -> None:
+    scheduler.logger_from(ctx).info("waiting for work")
+    while ctx.sleep(0.05):
+        pass
+    raise ctx.err() or scheduler.RunError("cancelled")
+
+
+def greet(ctx: scheduler.Context) -> None:
+    scheduler.logger_from(ctx).info("Hello from scheduler")
+
+
+def count_rows() -> str:
+    return "1250 rows in the report table"
+
+
+for _options in (
+    scheduler.Options(
+        id="demo.report",
+        name="Hourly report",
+        description="Builds the report in batches and logs each one",
+        kind=scheduler.Kind.SCHEDULE,
+        runner=chatty,
+        defaults=scheduler.Settings(pause_time=timedelta(hours=1)),
+        actions=[scheduler.CustomAction(id="count", title="Count rows", action=count_rows)],
+    ),
+    scheduler.Options(
+        id="demo.hello",
+        name="Hello World Job",
+        description="Runs once after startup and logs a greeting",
+        kind=scheduler.Kind.ONE_SHOT,
+        runner=greet,
+    ),
+    scheduler.Options(
+        id="demo.nightly",
+        name="Nightly cleanup",
+        description="Removes old exports at 03:00 Berlin time",
+        kind=scheduler.Kind.CRON,
+        runner=greet,
+        defaults=scheduler.Settings(cron="0 3 * * *", timezone="Europe/Berlin"),
+    ),
+    scheduler.Options(
+        id="demo.worker",
+        name="Queue worker",
+        description="Waits for work until stopped",
+        kind=scheduler.Kind.MANUAL,
+        runner=hang,
+    ),
+):
+    schedulers.use_cases.configure(user.su(), _options)
+
+
+# -- fixtures -----------------------------------------------------------------------------
+
+
+def _missing() -> str | None:
+    if not os.access(CHROMIUM, os.X_OK):
+        return f"{CHROMIUM} is missing (apt-get install chromium)"
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return "playwright is not installed (pip install playwright; never playwright install)"
+    return None
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    reason = _missing()
+    if reason is not None:
+        pytest.skip(reason)
+    holder: list[AdminServer] = []
+    out = io.StringIO()
+
+    def factory(found: Any, store: Any, options: RunOptions) -> AdminServer:
+        server = start_admin(found, store, options, out=out)
+        store.add_user("vic", role="viewer", password_hash=hash_password(VIEWER_PASSWORD))
+        holder.append(server)
+        return server
+
+    options = RunOptions(
+        app_spec=APP_SPEC,
+        state_dir=tmp_path_factory.mktemp("browser") / "state",
+        admin=("127.0.0.1", 0),
+        grace_seconds=1.0,
+    )
+    service = Service(options, app=cfg, log=io.StringIO(), admin_factory=factory)
+    service.start()
+    try:
+        found = re.search(r"one-time password: (\S+)", out.getvalue())
+        assert found is not None, out.getvalue()
+        yield holder[0].url, found.group(1)
+    finally:
+        service.close()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    reason = _missing()
+    if reason is not None:
+        pytest.skip(reason)
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+class Problems:
+    """Console errors and CSP violations seen by a page (there must be none)."""
+
+    def __init__(self, page: Any) -> None:
+        self.seen: list[str] = []
+        page.on("console", lambda m: self.seen.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: self.seen.append(str(e)))
+
+
+def log_in(page: Any, base: str, name: str, password: str) -> None:
+    page.goto(base + "/")
+    assert "/login" in page.url
+    page.fill("input[name=name]", name)
+    page.fill("input[name=password]", password)
+    page.click("form.stack button[type=submit]")
+    page.wait_for_url(base + "/")
+
+
+def next_planned(page: Any) -> datetime:
+    stamp = page.get_attribute('.status-panel [data-field="next_planned_at"] time', "datetime")
+    assert stamp, "no next planned run shown"
+    return datetime.fromisoformat(stamp)
+
+
+# -- the walk-through ---------------------------------------------------------------------
+
+
+def test_an_operator_session_end_to_end(site: tuple[str, str], browser: Any) -> None:
+    base, password = site
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    problems = Problems(page)
+    log_in(page, base, "admin", password)
+
+    # the cards
+    cards = page.locator("article.card")
+    assert cards.count() == 4
+    report = page.locator('article.card[data-id="demo.report"]')
+    assert "Hourly report" in report.inner_text()
+    assert "Repeating" in report.inner_text()
+    page.wait_for_selector('article.card[data-id="demo.hello"] .outcome-succeeded')
+    # the report ran once at start (no start delay); wait for it to finish, live
+    page.wait_for_selector('article.card[data-id="demo.report"] .outcome-succeeded', timeout=15_000)
+    page.screenshot(path=str(ARTIFACTS / "overview.png"), full_page=True)
+
+    # Execute Now, then the log lines arrive live, without a reload
+    report.locator("a").first.click()
+    page.wait_for_url(base + "/schedulers/demo.report")
+    page.click("button:has-text('Execute Now')")
+    page.wait_for_url(base + "/schedulers/demo.report")
+    assert "Run started" in page.inner_text(".flashes")
+    page.evaluate("window.__sameDocument = true")
+    live = ".log-panel .log-row.is-new"  # rows the script added from the event stream
+    page.wait_for_selector(f"{live}:has-text('processed a batch')", timeout=15_000)
+    page.wait_for_selector(f"{live}:has-text('report done')", timeout=15_000)
+    assert page.locator(f"{live}:has-text('processed a batch')").count() >= 2
+    assert page.evaluate("window.__sameDocument") is True  # no reload happened
+    batch = page.locator(f"{live}:has-text('processed a batch')").last
+    assert "step" in batch.locator(".field-key").all_inner_texts()
+    # the hostile message arrived as text
+    assert page.locator(".log-panel .log-row img").count() == 0
+    assert page.locator(live, has_text="onerror=").count() == 1
+    assert page.title() != "pwned"
+    # the state and the run history followed by themselves
+    page.wait_for_selector('.status-panel [data-field="last_outcome"] .outcome-succeeded')
+    page.wait_for_selector("#run-table .outcome-succeeded")
+    page.wait_for_selector("#run-chart rect.bar.outcome-succeeded")
+
+    # change the pause: the next run moves
+    before = next_planned(page)
+    page.fill("#f-pause_time", "2h")
+    page.click("button:has-text('Save settings')")
+    page.wait_for_selector(".flash-ok:has-text('Settings saved')")
+    after = next_planned(page)
+    assert after - before == timedelta(hours=1)
+    assert page.locator(".field-row.is-overridden #f-pause_time").count() == 1
+    page.screenshot(path=str(ARTIFACTS / "scheduler.png"), full_page=True)
+
+    # a custom action shows its result
+    page.click("button:has-text('Count rows')")
+    page.wait_for_selector(".flash-ok:has-text('1250 rows in the report table')")
+
+    # Stop
+    page.click("button:has-text('Stop')")
+    page.wait_for_selector('.status-panel [data-field="state"].state-stopped')
+
+    # Reset to the defaults
+    page.click("button:has-text('Reset to defaults')")
+    page.wait_for_selector(".flash-ok:has-text('Settings reset')")
+    assert page.input_value("#f-pause_time") == "1h"
+    assert page.locator(".field-row.is-overridden").count() == 0
+
+    # the log viewer: level filter and live tail of a running worker
+    page.goto(base + "/schedulers/demo.report/logs?level=warning")
+    assert page.locator(".log-row").count() == page.locator(".log-row.level-warning").count() == 2
+    page.goto(base + "/schedulers/demo.worker")
+    page.click("button:has-text('Execute Now')")
+    page.wait_for_selector(".flash-ok:has-text('Run started')")
+    page.goto(base + "/schedulers/demo.worker/logs")
+    page.wait_for_selector(".log-row:has-text('waiting for work')", timeout=15_000)
+    page.goto(base + "/schedulers/demo.report/logs")
+    page.wait_for_selector(".live-indicator:not([hidden])")
+    page.screenshot(path=str(ARTIFACTS / "logs.png"), full_page=True)
+    page.goto(base + "/schedulers/demo.worker")
+    page.click("button:has-text('Stop')")
+    page.wait_for_selector("#run-table .outcome-cancelled", timeout=15_000)
+
+    # the audit trail
+    page.goto(base + "/audit")
+    audit = page.inner_text("table.audit")
+    for action in ("execute", "update settings", "reset settings", "stop", "action count"):
+        assert action in audit, action
+    page.screenshot(path=str(ARTIFACTS / "audit.png"), full_page=True)
+    assert problems.seen == []
+    context.close()
+
+
+def test_a_viewer_sees_no_controls_and_is_refused(site: tuple[str, str], browser: Any) -> None:
+    base, _ = site
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    problems = Problems(page)
+    log_in(page, base, "vic", VIEWER_PASSWORD)
+    page.goto(base + "/schedulers/demo.report")
+    for label in ("Execute Now", "Start", "Stop", "Count rows", "Save settings", "Reset"):
+        assert page.locator(f"button:has-text('{label}')").count() == 0, label
+    token = page.get_attribute("input[name=csrf]", "value")  # of the logout form
+    assert token
+    for path in ("execute", "stop", "settings/reset", "actions/count"):
+        response = page.request.post(
+            f"{base}/schedulers/demo.report/{path}", form={"csrf": token}, max_redirects=0
+        )
+        assert response.status == 403, path
+    assert page.request.get(base + "/audit").status == 403
+    assert problems.seen == []
+    context.close()
+
+
+def test_dark_mode_and_a_phone(site: tuple[str, str], browser: Any) -> None:
+    base, password = site
+    context = browser.new_context(
+        viewport={"width": 390, "height": 844},
+        device_scale_factor=2,
+        is_mobile=True,
+        has_touch=True,
+        color_scheme="dark",
+    )
+    page = context.new_page()
+    problems = Problems(page)
+    log_in(page, base, "admin", password)
+    background = page.evaluate("getComputedStyle(document.body).backgroundColor")
+    assert background == "rgb(15, 17, 23)"  # the dark palette
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 390  # nothing sticks out sideways
+    page.screenshot(path=str(ARTIFACTS / "overview-phone-dark.png"), full_page=True)
+    page.goto(base + "/schedulers/demo.report")
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    page.screenshot(path=str(ARTIFACTS / "scheduler-phone-dark.png"), full_page=True)
+    assert problems.seen == []
+    context.close()

@@ -1,0 +1,280 @@
+"""systemd mode end to end, against a real systemd booted in a private namespace.
+
+generate → install → timers fire → journald records carry SCHEDULER_ID, RUN_ID, PRIORITY
+and the structured fields → stop / start / execute / settings rewrite / reset through the
+CLI → uninstall leaves nothing. The CLI runs inside the namespace (``nsenter``) with the
+venv's interpreter and the repository on ``PYTHONPATH``, as an operator would run it.
+Shared files live in the namespace's shared directory (under ``/var/lib``, not a tmp dir:
+the units have ``PrivateTmp=``).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from supervisor.app import load_app
+from supervisor.cfgscheduler import enable
+from supervisor.cli_systemd import unit_layout
+from supervisor.journal import parse_json_lines
+from supervisor.systemd_backend import UnitLayout
+from tests.apps.systemd_jobs import BIG_FIELD_CHARS, HOLD_FILE
+from tests.systemd_ns import NamespacedSystemd, systemd_namespace
+
+__all__ = ["systemd_namespace"]
+
+pytestmark = pytest.mark.systemd
+
+REPO = Path(__file__).resolve().parent.parent
+PYTHON = str(REPO / ".venv" / "bin" / "python")
+APP = "tests.apps.systemd_jobs:cfg"
+
+
+def _entry_module() -> str:
+    """``supervisor`` once the main CLI has the systemd commands, else this module's own."""
+    from supervisor.cli import main
+
+    return "supervisor" if "exec" in main.commands else "supervisor.cli_systemd"
+
+
+class Cli:
+    """The ``supervisor`` command, run inside the namespace."""
+
+    def __init__(self, ns: NamespacedSystemd, state_dir: Path) -> None:
+        self.ns = ns
+        self.state_dir = state_dir
+        self.env = {
+            "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+            "PYTHONPATH": str(REPO),
+            "SUPERVISOR_STATE_DIR": str(state_dir),
+            "LANG": "C.UTF-8",
+        }
+        self.module = _entry_module()
+
+    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        done = self.ns.run(
+            [PYTHON, "-m", self.module, *args], env=self.env, cwd=REPO, timeout=120
+        )
+        if check and done.returncode != 0:
+            raise AssertionError(
+                f"supervisor {' '.join(args)} exited {done.returncode}:\n{done.stderr}"
+            )
+        return done
+
+    def json(self, *args: str) -> Any:
+        return json.loads(self.run(*args, "--json").stdout)
+
+    def json_lines(self, *args: str) -> list[dict[str, Any]]:
+        out = self.run(*args, "--json").stdout
+        return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+def journal(ns: NamespacedSystemd, *matches: str) -> list[dict[str, str]]:
+    return parse_json_lines(ns.journalctl("-o", "json", "--all", *matches).stdout)
+
+
+@pytest.fixture
+def layout() -> UnitLayout:
+    return unit_layout(load_app(APP), manifest=None)
+
+
+def test_systemd_mode_end_to_end(systemd_namespace: NamespacedSystemd, layout: UnitLayout) -> None:
+    ns = systemd_namespace
+    state_dir = ns.shared_dir / "state"
+    cli = Cli(ns, state_dir)
+    registry = enable(load_app(APP)).registry
+    service = {o.id: layout.service_name(o) for o in registry}
+    timer = {o.id: layout.timer_name(o) for o in registry}
+    assert timer["sd.manual"] is None and timer["sd.tick"] is not None
+
+    # -- generate ------------------------------------------------------------------------
+    generated = ns.shared_dir / "generated"
+    cli.run("generate-units", "--app", APP, "--output-dir", str(generated))
+    names = sorted(p.name for p in generated.iterdir())
+    assert service["sd.tick"] in names and str(timer["sd.tick"]) in names
+    assert str(timer["sd.cron"]) in names
+    assert all(o.id not in ns.systemctl("list-units", "--all").stdout for o in registry)
+
+    # -- install: timers start and fire ------------------------------------------------
+    installed = cli.run("install-units", "--app", APP)
+    assert "/etc/systemd/system" in installed.stdout
+    manifest = json.loads((state_dir / "systemd-units.json").read_text())
+    assert sorted(manifest["units"]) == sorted(
+        [*service.values(), *(t for t in timer.values() if t)]
+    )
+    for unit in manifest["units"]:
+        assert (ns.etc_units_dir / unit).exists()
+    assert ns.systemctl("is-active", str(timer["sd.tick"])).stdout.strip() == "active"
+
+    def tick_records() -> list[dict[str, str]]:
+        found = journal(ns, "SCHEDULER_ID=sd.tick", "F_WHO=world")
+        return found if len(found) >= 2 else []
+
+    first, second = ns.wait_until(tick_records, 30, message="two runs of sd.tick")[:2]
+    assert first["RUN_ID"] != second["RUN_ID"]
+    for record in (first, second):
+        assert record["RUN_ID"] == record["_SYSTEMD_INVOCATION_ID"]
+        assert record["PRIORITY"] == "6"
+        assert record["F_N"] == "42"
+        assert record["F_NOTE"] == "first line\nsecond line"
+        assert record["_SYSTEMD_UNIT"] == service["sd.tick"]
+    run_id = first["RUN_ID"]
+    from_run = journal(ns, "SCHEDULER_ID=sd.tick", f"_SYSTEMD_INVOCATION_ID={run_id}")
+    by_message = {r.get("MESSAGE"): r for r in from_run}
+    assert by_message["from stdlib logging"]["F_COLOUR"] == "blue"
+    assert by_message["from stdlib logging"]["PRIORITY"] == "4"
+    assert by_message["plain stdout line"]["PRIORITY"] == "6"
+    assert by_message["plain stderr line"]["PRIORITY"] == "4"
+
+    def cron_runs() -> list[float]:
+        found = journal(ns, "SCHEDULER_ID=sd.cron", "MESSAGE=cron fired")
+        times = sorted(float(r["F_ENTERED"]) for r in found)
+        return times if len(times) >= 2 else []
+
+    cron_times = ns.wait_until(cron_runs, 30, message="two runs of the 6-field cron")
+    assert all(t % 3 < 1.5 for t in cron_times)  # on whole multiples of 3 s (plus startup)
+    assert cron_times[1] - cron_times[0] == pytest.approx(3, abs=1.0)
+
+    # -- reading through the CLI ---------------------------------------------------------
+    listed = {s["id"]: s for s in cli.json("list")}
+    assert listed["sd.manual"]["state"] == "paused"
+    assert listed["sd.tick"]["state"] in ("paused", "running")
+    assert listed["sd.tick"]["last_outcome"] == "succeeded"
+    logs = cli.json_lines("logs", "sd.tick", "--run", run_id)
+    ticks = [r for r in logs if r["message"] == "tick"]
+    assert ticks and ticks[0]["fields"]["n"] == 42
+    assert ticks[0]["fields"]["nested"] == {"a": [1, 2]}
+    assert ticks[0]["run_id"] == run_id
+    sources = {r["message"]: r["source"] for r in logs}
+    assert sources["plain stdout line"] == "stdout"
+    assert sources["plain stderr line"] == "stderr"
+    assert sources["tick"] == "logger"
+    runs = cli.json("runs", "sd.tick")
+    assert runs[-1]["outcome"] == "succeeded" and runs[-1]["trigger"] == "schedule"
+
+    # -- stop / start ---------------------------------------------------------------------
+    cli.run("stop", "sd.tick")
+    assert cli.json("status", "sd.tick")["state"] == "stopped"
+    assert ns.systemctl("is-active", str(timer["sd.tick"])).stdout.strip() == "inactive"
+    before = len(cli.json("runs", "sd.tick", "--limit", "1000"))
+    cli.run("start", "sd.tick")
+    ns.wait_until(
+        lambda: len(cli.json("runs", "sd.tick", "--limit", "1000")) > before,
+        30,
+        message="a run after start",
+    )
+
+    # -- execute: refused while running; stop cancels --------------------------------------
+    hold = ns.inside(str(HOLD_FILE))
+    hold.write_text("hold")
+    executed = cli.json("execute", "sd.manual")
+    manual_run = executed["run_id"]
+    status = ns.wait_until(
+        lambda: (s := cli.json("status", "sd.manual"))["state"] == "running" and s,
+        10,
+        message="sd.manual running",
+    )
+    assert status["current_run_id"] == manual_run
+    again = cli.run("execute", "sd.manual", check=False)
+    assert again.returncode == 4
+    assert manual_run in again.stderr
+
+    def manual_logged() -> list[dict[str, Any]]:
+        found = cli.json_lines("logs", "sd.manual", "--run", manual_run)
+        return [r for r in found if r["message"] == "manual run"]
+
+    (manual_record,) = ns.wait_until(manual_logged, 20, message="the manual run's record")
+    assert len(manual_record["fields"]["blob4"]) == BIG_FIELD_CHARS  # a memfd entry, whole
+    assert manual_record["fields"]["trigger"] == "manual"
+    cli.run("stop", "sd.manual")
+    assert cli.json("status", "sd.manual")["state"] == "stopped"
+    (manual,) = [r for r in cli.json("runs", "sd.manual") if r["run_id"] == manual_run]
+    assert manual["outcome"] == "cancelled"
+    assert manual["trigger"] == "manual" and manual["triggered_by"] == "root"
+    cli.run("start", "sd.manual")
+    assert cli.json("status", "sd.manual")["state"] == "paused"
+    hold.unlink()
+
+    # -- outcomes: failed, and a command runner's exit status -----------------------------
+    failed_run = cli.json("execute", "sd.fail")["run_id"]
+    command_run = cli.json("execute", "sd.command")["run_id"]
+
+    def finished(scheduler_id: str, wanted: str) -> dict[str, Any] | None:
+        for run in cli.json("runs", scheduler_id):
+            if run["run_id"] == wanted and run["outcome"] is not None:
+                return dict(run)
+        return None
+
+    failed = ns.wait_until(lambda: finished("sd.fail", failed_run), 20, message="sd.fail done")
+    assert failed["outcome"] == "failed"
+    assert failed["error"] == "nothing to do today"
+    assert failed["exit_code"] == 1
+    assert cli.json("status", "sd.fail")["last_error"] == "nothing to do today"
+    crashed = ns.wait_until(
+        lambda: finished("sd.command", command_run), 20, message="sd.command done"
+    )
+    assert (crashed["outcome"], crashed["exit_code"]) == ("crashed", 3)
+    command_logs = cli.json_lines("logs", "sd.command", "--run", command_run)
+    assert any(r["message"] == "from-command" for r in command_logs)
+
+    # -- settings: a drop-in restating the triggers; reset removes it ---------------------
+    view = cli.json("settings", "sd.tick", "--pause-time", "7s")
+    assert view["effective"]["pause_time"] == 7 and view["overridden"] == ["pause_time"]
+    tick_timer = str(timer["sd.tick"])
+    dropins = ns.systemctl("show", "-p", "DropInPaths", "--value", tick_timer).stdout.split()
+    assert dropins and all(p.startswith(f"/etc/systemd/system/{tick_timer}.d/") for p in dropins)
+    timers = ns.systemctl("show", "-p", "TimersMonotonic", "--value", tick_timer).stdout
+    assert "OnUnitInactiveUSec" in timers and "7s" in timers
+    assert ns.systemctl("is-active", tick_timer).stdout.strip() == "active"
+    assert cli.json("settings", "sd.tick")["overridden"] == ["pause_time"]
+
+    cron_timer = str(timer["sd.cron"])
+    cli.run("settings", "sd.cron", "--cron", "*/4 * * * * *")
+    calendar = ns.systemctl("show", "-p", "TimersCalendar", "--value", cron_timer).stdout
+    assert "/4 " in calendar and "/3 " not in calendar
+
+    cli.run("settings", "sd.tick", "--disable")
+    assert cli.json("status", "sd.tick")["state"] == "disabled"
+    assert ns.systemctl("is-active", tick_timer).stdout.strip() == "inactive"
+    cli.run("settings", "sd.tick", "--reset")
+    cli.run("settings", "sd.cron", "--reset")
+    assert cli.json("settings", "sd.tick")["overridden"] == []
+    assert ns.systemctl("show", "-p", "DropInPaths", "--value", tick_timer).stdout.strip() == ""
+    assert ns.systemctl("is-active", tick_timer).stdout.strip() == "active"
+    calendar = ns.systemctl("show", "-p", "TimersCalendar", "--value", cron_timer).stdout
+    assert "/3 " in calendar
+
+    # -- uninstall leaves nothing ---------------------------------------------------------
+    cli.run("uninstall-units")
+    assert not (state_dir / "systemd-units.json").exists()
+    assert sorted(p.name for p in ns.etc_units_dir.rglob("*")) == []
+    leftovers = ns.systemctl("list-units", "--all", "--plain", "--no-legend").stdout
+    assert not any(unit in leftovers for unit in manifest["units"])
+    files = ns.systemctl("list-unit-files", "--plain", "--no-legend").stdout
+    assert not any(unit in files for unit in manifest["units"])
+
+
+def test_runtime_install_says_so_and_etc_wins(
+    systemd_namespace: NamespacedSystemd, layout: UnitLayout
+) -> None:
+    ns = systemd_namespace
+    cli = Cli(ns, ns.shared_dir / "state")
+    done = cli.run("install-units", "--app", APP, "--runtime")
+    assert "runtime" in done.stdout
+    registry = enable(load_app(APP)).registry
+    tick = registry.get("sd.tick")
+    tick_service = layout.service_name(tick)
+    assert ns.inside(f"/run/systemd/system/{tick_service}").exists()
+    assert not (ns.etc_units_dir / tick_service).exists()
+    fragment = ns.systemctl("show", "-p", "FragmentPath", "--value", tick_service).stdout
+    assert fragment.strip() == f"/run/systemd/system/{tick_service}"
+    assert ns.systemctl("is-enabled", str(layout.timer_name(tick))).stdout.strip() in (
+        "enabled-runtime",
+        "static",
+    )
+    cli.run("uninstall-units")
+    assert not ns.inside(f"/run/systemd/system/{tick_service}").exists()

@@ -1,0 +1,577 @@
+"""Tests for supervisor.units: names, quoting filters, golden files, systemd-analyze verify,
+and the rendered units loaded and fired by a real (namespaced) systemd.
+
+Regenerate the golden files with ``UPDATE_GOLDEN=1 pytest tests/test_units.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import jinja2
+import pytest
+
+from supervisor.definitions import Kind, Options, Settings, command
+from supervisor.errors import DefinitionError
+from supervisor.units import (
+    SETTINGS_DROPIN_NAME,
+    UnitFile,
+    _environment,
+    default_prefix,
+    dst_warnings,
+    one_line,
+    quote_exec_arg,
+    quote_word,
+    render_service_dropin,
+    render_timer_dropin,
+    render_units,
+    timespan,
+    unit_names,
+)
+from tests.systemd_ns import NamespacedSystemd, systemd_namespace
+
+__all__ = ["systemd_namespace"]  # the fixture, used below by name
+
+GOLDEN = Path(__file__).parent / "golden"
+TRICKY = "Nightly 50% \"quoted\" 'single' $HOME C:\\temp;  tabs\tand\nnewlines"
+
+
+def run_nothing(ctx: object) -> None:
+    """A runner; units never call it."""
+
+
+def definitions() -> list[Options]:
+    """A representative set: every kind, a tricky description, 6-field cron, dom+dow OR."""
+    return [
+        Options(
+            id="my.test.failure",
+            name="Fail with random",
+            description=TRICKY,
+            kind=Kind.SCHEDULE,
+            runner=run_nothing,
+            defaults=Settings(start_delay=timedelta(seconds=1), pause_time=timedelta(seconds=10)),
+        ),
+        Options(
+            id="my.test.scheduler",
+            name="Hello World Job",
+            description="Runs once after startup and logs a greeting",
+            kind=Kind.ONE_SHOT,
+            runner=run_nothing,
+            defaults=Settings(timeout=timedelta(minutes=5)),
+        ),
+        Options(
+            id="reports.manual",
+            name="Manual report",
+            kind=Kind.MANUAL,
+            runner=command(["/usr/bin/env", "true"]),
+        ),
+        Options(
+            id="cron.seconds",
+            name="Every ten seconds at noon on weekends",
+            kind=Kind.CRON,
+            runner=run_nothing,
+            defaults=Settings(
+                cron="*/10 0 12 * * sat,sun",
+                timezone="Europe/Berlin",
+                timeout=timedelta(seconds=30),
+            ),
+        ),
+        Options(
+            id="cron.friday-13",
+            name="The 13th or any Friday",
+            kind=Kind.CRON,
+            runner=run_nothing,
+            defaults=Settings(cron="0 0 13 * fri", timezone="America/New_York"),
+        ),
+        Options(
+            id="cron.weekly",
+            name="Weekly",
+            kind=Kind.CRON,
+            runner=run_nothing,
+            defaults=Settings(cron="@weekly", timeout=timedelta(hours=1, minutes=30)),
+        ),
+        Options(
+            id="disabled.job",
+            name="Disabled",
+            kind=Kind.SCHEDULE,
+            runner=run_nothing,
+            defaults=Settings(pause_time=timedelta(milliseconds=1500), disabled=True),
+        ),
+        Options(
+            id="trailing-",
+            name="An ID ending in a dash",
+            kind=Kind.ONE_SHOT,
+            runner=run_nothing,
+            defaults=Settings(start_delay=timedelta(days=1, seconds=1)),
+        ),
+    ]
+
+
+def golden_render() -> list[UnitFile]:
+    return render_units(
+        definitions(),
+        app_spec="examples.jobs:cfg",
+        python="/opt/sched venv/bin/python3",
+        working_dir="/srv/demo app",
+        prefix="sched-demo",
+        state_dir="/var/lib/sched-supervisor/demo",
+        user="sched",
+    )
+
+
+def golden_dropins() -> dict[str, str]:
+    by_id = {d.id: d for d in definitions()}
+    changed = Settings(start_delay=timedelta(seconds=5), pause_time=timedelta(minutes=2))
+    cron = Settings(cron="30 2 * * *", timezone="Europe/Berlin", timeout=timedelta(seconds=90))
+    return {
+        "my.test.failure.timer-dropin.conf": render_timer_dropin(by_id["my.test.failure"], changed),
+        "cron.weekly.timer-dropin.conf": render_timer_dropin(by_id["cron.weekly"], cron),
+        "cron.weekly.service-dropin.conf": render_service_dropin(by_id["cron.weekly"], cron),
+    }
+
+
+# --- names ------------------------------------------------------------------------------
+
+
+def test_unit_names() -> None:
+    assert unit_names("sched-demo", "my.test.scheduler") == (
+        "sched-demo-my.test.scheduler.service",
+        "sched-demo-my.test.scheduler.timer",
+    )
+
+
+def test_an_id_ending_in_a_dash_is_escaped_so_its_dropins_stay_its_own() -> None:
+    assert unit_names("sched-demo", "a-") == (
+        "sched-demo-a\\x2d.service",
+        "sched-demo-a\\x2d.timer",
+    )
+
+
+def test_the_longest_id_and_prefix_fit_systemds_name_limit() -> None:
+    service, timer = unit_names("p" * 100, "a" * 127 + "-")
+    assert len(service.encode()) <= 255
+    assert len(timer.encode()) <= 255
+
+
+@pytest.mark.parametrize("prefix", ["", "Sched", "sched-", "-sched", "sched demo", "p" * 101])
+def test_bad_prefixes(prefix: str) -> None:
+    with pytest.raises(DefinitionError) as caught:
+        unit_names(prefix, "x")
+    assert caught.value.field == "prefix"
+
+
+@pytest.mark.parametrize(
+    ("app", "prefix"),
+    [("demo", "sched-demo"), ("My Billing App!", "sched-my-billing-app"), ("--", "sched-app")],
+)
+def test_default_prefix(app: str, prefix: str) -> None:
+    assert default_prefix(app) == prefix
+
+
+# --- filters -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "quoted"),
+    [
+        ("plain/path-1.2_x:y,z=@+", "plain/path-1.2_x:y,z=@+"),
+        ("two words", '"two words"'),
+        ("", '""'),
+        ('say "hi"', '"say \\"hi\\""'),
+        ("back\\slash", '"back\\\\slash"'),
+        ("50%", '"50%%"'),
+        ("line\nbreak\ttab\x01", '"line\\nbreak\\ttab\\x01"'),
+        ("$HOME", '"$HOME"'),
+        ("it's", '"it\'s"'),
+        ("é", '"é"'),
+    ],
+)
+def test_quote_word(text: str, quoted: str) -> None:
+    assert quote_word(text) == quoted
+
+
+def test_quote_exec_arg_doubles_dollars() -> None:
+    assert quote_exec_arg("$HOME and ${X}") == '"$$HOME and $${X}"'
+    assert quote_exec_arg("100%") == '"100%%"'
+
+
+def test_one_line() -> None:
+    assert one_line("a\n b\t%c\\") == "a b %%c"
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (None, "infinity"),
+        (timedelta(0), "0"),
+        (timedelta(seconds=10), "10s"),
+        (timedelta(hours=1, minutes=30), "1h 30min"),
+        (timedelta(milliseconds=1500), "1s 500ms"),
+        (timedelta(days=1, seconds=1), "1d 1s"),
+        (timedelta(microseconds=7), "7us"),
+    ],
+)
+def test_timespan(value: timedelta | None, text: str) -> None:
+    assert timespan(value) == text
+
+
+def test_templates_use_strict_undefined() -> None:
+    with pytest.raises(jinja2.UndefinedError):
+        _environment().get_template("service.j2").render()
+
+
+# --- rendering ---------------------------------------------------------------------------
+
+
+def test_units_per_kind() -> None:
+    names = [unit.name for unit in golden_render()]
+    assert names == [
+        "sched-demo-my.test.failure.service",
+        "sched-demo-my.test.failure.timer",
+        "sched-demo-my.test.scheduler.service",
+        "sched-demo-my.test.scheduler.timer",
+        "sched-demo-reports.manual.service",  # MANUAL: no timer
+        "sched-demo-cron.seconds.service",
+        "sched-demo-cron.seconds.timer",
+        "sched-demo-cron.friday-13.service",
+        "sched-demo-cron.friday-13.timer",
+        "sched-demo-cron.weekly.service",
+        "sched-demo-cron.weekly.timer",
+        "sched-demo-disabled.job.service",  # disabled schedulers get units too
+        "sched-demo-disabled.job.timer",
+        "sched-demo-trailing\\x2d.service",
+        "sched-demo-trailing\\x2d.timer",
+    ]
+
+
+def test_settings_lookup_overrides_defaults() -> None:
+    (schedule, *_rest) = definitions()
+    override = Settings(start_delay=timedelta(seconds=3), pause_time=timedelta(minutes=1))
+    units = render_units(
+        [schedule],
+        app_spec="m:cfg",
+        python="/usr/bin/python3",
+        working_dir="/srv",
+        prefix="sched-x",
+        state_dir="/var/lib/x",
+        user=None,
+        settings=lambda scheduler_id: override,
+    )
+    timer = units[1].text
+    assert "OnActiveSec=3s\n" in timer
+    assert "OnUnitInactiveSec=1min\n" in timer
+    assert "User=" not in units[0].text
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"python": "python3"}, "python"),
+        ({"working_dir": "relative"}, "working_dir"),
+        ({"state_dir": "/var/lib/x\n"}, "state_dir"),
+        ({"python_path": ["/a:/b"]}, "python_path"),
+        ({"user": "bad user"}, "user"),
+        ({"app_spec": ""}, "app_spec"),
+        ({"prefix": "Bad"}, "prefix"),
+    ],
+)
+def test_bad_render_arguments(change: dict[str, object], field: str) -> None:
+    arguments: dict[str, object] = {
+        "app_spec": "m:cfg",
+        "python": "/usr/bin/python3",
+        "working_dir": "/srv",
+        "prefix": "sched-x",
+        "state_dir": "/var/lib/x",
+        "user": None,
+        **change,
+    }
+    with pytest.raises(DefinitionError) as caught:
+        render_units(definitions(), **arguments)  # type: ignore[arg-type]
+    assert caught.value.field == field
+
+
+def test_timer_dropin_restates_every_trigger() -> None:
+    dropins = golden_dropins()
+    text = dropins["my.test.failure.timer-dropin.conf"]
+    body = [line for line in text.splitlines() if not line.startswith("#")]
+    assert body == [
+        "[Timer]",
+        "OnActiveSec=",
+        "OnUnitInactiveSec=",
+        "OnCalendar=",
+        "OnActiveSec=5s",
+        "OnUnitInactiveSec=2min",
+    ]
+    assert "OnCalendar=*-*-* 02:30:00 Europe/Berlin\n" in dropins["cron.weekly.timer-dropin.conf"]
+    assert "TimeoutStartSec=1min 30s\n" in dropins["cron.weekly.service-dropin.conf"]
+
+
+def test_manual_has_no_timer_dropin() -> None:
+    manual = next(d for d in definitions() if d.kind is Kind.MANUAL)
+    with pytest.raises(DefinitionError):
+        render_timer_dropin(manual, manual.defaults)
+
+
+def test_dst_warnings_name_the_next_affected_date() -> None:
+    job = Options(
+        id="nightly",
+        name="Nightly",
+        kind=Kind.CRON,
+        runner=run_nothing,
+        defaults=Settings(cron="30 2 * * *", timezone="America/New_York"),
+    )
+    (warning,) = dst_warnings(
+        [job, *definitions()], start=datetime(2026, 6, 1, tzinfo=UTC), horizon_days=400
+    )
+    assert warning.startswith("scheduler nightly: 2027-03-14 (America/New_York)")
+
+
+# --- golden files ------------------------------------------------------------------------
+
+
+def golden_files() -> dict[str, str]:
+    files = {unit.name: unit.text for unit in golden_render()}
+    files.update(golden_dropins())
+    return files
+
+
+def test_golden_files() -> None:
+    files = golden_files()
+    if os.environ.get("UPDATE_GOLDEN") == "1":
+        shutil.rmtree(GOLDEN, ignore_errors=True)
+        GOLDEN.mkdir()
+        for name, text in files.items():
+            (GOLDEN / name).write_bytes(text.encode())
+    on_disk = {path.name: path.read_bytes() for path in GOLDEN.iterdir()}
+    assert sorted(on_disk) == sorted(files)
+    for name, text in files.items():
+        assert on_disk[name] == text.encode(), f"{name} differs from tests/golden/{name}"
+
+
+# --- systemd-analyze verify -----------------------------------------------------------
+
+
+def render_real(
+    tmp_path: Path, *, python: str = sys.executable, user: str | None = None
+) -> list[Path]:
+    state = tmp_path / "state dir"
+    state.mkdir()
+    units = render_units(
+        definitions(),
+        app_spec="examples.jobs:cfg",
+        python=python,
+        working_dir=str(Path(__file__).parent.parent),
+        prefix="sched-demo",
+        state_dir=str(state),
+        user=user,
+    )
+    directory = tmp_path / "units"
+    directory.mkdir()
+    for unit in units:
+        (directory / unit.name).write_text(unit.text)
+    return [directory / unit.name for unit in units]
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="needs systemd-analyze")
+@pytest.mark.parametrize("user", [None, "nobody"])
+def test_every_unit_passes_systemd_analyze_verify(tmp_path: Path, user: str | None) -> None:
+    paths = render_real(tmp_path, user=user)
+    result = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", *map(str, paths)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0
+    assert result.stdout + result.stderr == ""
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="needs systemd-analyze")
+def test_verify_would_catch_a_broken_unit(tmp_path: Path) -> None:
+    paths = render_real(tmp_path, python="/nonexistent/python")
+    result = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", *map(str, paths)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert "/nonexistent/python" in result.stdout + result.stderr
+
+
+# --- a real systemd ----------------------------------------------------------------------
+
+WEIRD = "we ird %h $HOME \"q\" 's' back\\slash é #;"
+DUMP = """\
+#!{python}
+import json, os, sys, time
+state = os.environ["SUPERVISOR_STATE_DIR"]
+record = {{
+    "argv": sys.argv[1:],
+    "cwd": os.getcwd(),
+    "pythonpath": os.environ.get("PYTHONPATH"),
+    "state_dir": state,
+    "time": time.time(),
+}}
+with open(os.path.join(state, sys.argv[-1] + ".runs"), "a") as runs:
+    runs.write(json.dumps(record) + "\\n")
+"""
+
+
+def install(
+    ns: NamespacedSystemd, tmp_name: str, options: list[Options], **overrides: object
+) -> tuple[Path, Callable[[str], list[dict[str, object]]]]:
+    """Render ``options`` with a dump script as "python" and install them in ``ns``."""
+    base = ns.shared_dir / tmp_name
+    bin_dir, work, state = base / "bin", base / "work", base / "state"
+    for directory in (bin_dir, work, state):
+        directory.mkdir(parents=True)
+    dump = bin_dir / "dump"
+    dump.write_text(DUMP.format(python=sys.executable))
+    dump.chmod(0o755)
+    arguments: dict[str, object] = {
+        "app_spec": "examples.jobs:cfg",
+        "python": str(dump),
+        "working_dir": str(work),
+        "prefix": "sched-test",
+        "state_dir": str(state),
+        "user": None,
+        **overrides,
+    }
+    for unit in render_units(options, **arguments):  # type: ignore[arg-type]
+        ns.write_unit(unit.name, unit.text)
+    ns.daemon_reload()
+
+    def runs(scheduler_id: str) -> list[dict[str, object]]:
+        path = Path(str(arguments["state_dir"])) / f"{scheduler_id}.runs"
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines()]
+
+    return Path(str(arguments["state_dir"])), runs
+
+
+@pytest.mark.systemd
+def test_quoting_survives_systemd(systemd_namespace: NamespacedSystemd) -> None:
+    ns = systemd_namespace
+    weird_base = ns.shared_dir / WEIRD  # python, working and state dirs all under it
+    job = Options(
+        id="quoting", name="Quoting", description=TRICKY, kind=Kind.MANUAL, runner=run_nothing
+    )
+    _state, runs = install(ns, WEIRD, [job], app_spec=f"mod {WEIRD}:cfg")
+    started = ns.systemctl("start", "sched-test-quoting.service")
+    assert started.returncode == 0, (
+        started.stderr + ns.journalctl("-u", "sched-test-quoting").stdout
+    )
+    (record,) = runs("quoting")
+    assert record["argv"] == ["-m", "supervisor", "exec", "--app", f"mod {WEIRD}:cfg", "quoting"]
+    assert record["cwd"] == str(weird_base / "work")
+    assert record["pythonpath"] == str(weird_base / "work")
+    assert record["state_dir"] == str(weird_base / "state")
+    shown = ns.show("sched-test-quoting.service", "Description", "SyslogIdentifier")
+    assert shown["Description"] == "Quoting: " + " ".join(TRICKY.split())
+    assert shown["SyslogIdentifier"] == "quoting"
+
+
+@pytest.mark.systemd
+def test_rendered_timers_fire(systemd_namespace: NamespacedSystemd) -> None:
+    ns = systemd_namespace
+    jobs = [
+        Options(
+            id="schedule",
+            name="Schedule",
+            kind=Kind.SCHEDULE,
+            runner=run_nothing,
+            defaults=Settings(start_delay=timedelta(0), pause_time=timedelta(milliseconds=300)),
+        ),
+        Options(id="once", name="Once", kind=Kind.ONE_SHOT, runner=run_nothing),
+        Options(
+            id="every-second",
+            name="Every second",
+            kind=Kind.CRON,
+            runner=run_nothing,
+            defaults=Settings(cron="* * * * * *", timezone="Europe/Berlin"),
+        ),
+        Options(id="manual", name="Manual", kind=Kind.MANUAL, runner=run_nothing),
+    ]
+    _state, runs = install(ns, "fire", jobs)
+    ns.systemctl(
+        "start",
+        "sched-test-schedule.timer",
+        "sched-test-once.timer",
+        "sched-test-every-second.timer",
+    )
+    ns.wait_until(lambda: len(runs("schedule")) >= 3, 15, message="three SCHEDULE runs")
+    ns.wait_until(lambda: len(runs("every-second")) >= 2, 15, message="two CRON runs")
+    ns.wait_until(lambda: runs("once"), 15, message="the ONE_SHOT run (OnActiveSec=0)")
+    times = [float(str(r["time"])) for r in runs("schedule")]
+    assert all(0.25 < later - earlier < 1.0 for earlier, later in zip(times, times[1:]))
+    # MANUAL: started again and again, never hits the start limit.
+    for _ in range(7):
+        assert ns.systemctl("start", "sched-test-manual.service").returncode == 0
+    assert len(runs("manual")) == 7
+    assert len(runs("once")) == 1
+    assert ns.show("sched-test-once.timer", "SubState")["SubState"] == "elapsed"
+
+
+@pytest.mark.systemd
+def test_settings_dropin_replaces_triggers_of_its_own_timer_only(
+    systemd_namespace: NamespacedSystemd,
+) -> None:
+    ns = systemd_namespace
+    slow = Settings(start_delay=timedelta(hours=1), pause_time=timedelta(hours=1))
+    jobs = [
+        Options(id="a-", name="A", kind=Kind.SCHEDULE, runner=run_nothing, defaults=slow),
+        Options(id="a-b", name="AB", kind=Kind.SCHEDULE, runner=run_nothing, defaults=slow),
+    ]
+    _state, runs = install(ns, "dropin", jobs)
+    dash_timer, sibling_timer = (
+        unit_names("sched-test", "a-")[1],
+        unit_names("sched-test", "a-b")[1],
+    )
+    ns.systemctl("start", dash_timer, sibling_timer, check=True)
+    fast = Settings(start_delay=timedelta(0), pause_time=timedelta(milliseconds=200))
+    ns.write_unit(f"{dash_timer}.d/{SETTINGS_DROPIN_NAME}", render_timer_dropin(jobs[0], fast))
+    ns.daemon_reload()
+    ns.systemctl("restart", dash_timer, check=True)
+    ns.wait_until(lambda: len(runs("a-")) >= 3, 15, message="runs under the new settings")
+    monotonic = ns.show(dash_timer, "TimersMonotonic")["TimersMonotonic"]
+    assert "OnUnitInactiveUSec=200ms" in monotonic
+    assert "1h" not in monotonic
+    sibling = ns.show(sibling_timer, "TimersMonotonic", "DropInPaths")
+    assert "OnUnitInactiveUSec=1h" in sibling["TimersMonotonic"]
+    assert sibling["DropInPaths"] == ""
+    assert runs("a-b") == []
+
+
+@pytest.mark.systemd
+def test_daemon_reload_refires_a_waiting_schedule_timer_systemd_issue_31914(
+    systemd_namespace: NamespacedSystemd,
+) -> None:
+    """Pins a systemd bug (github.com/systemd/systemd/issues/31914, still open): every
+    daemon-reload re-arms OnActiveSec= of a waiting timer, so a SCHEDULE scheduler runs
+    again start_delay after any reload. ONE_SHOT timers are immune once elapsed."""
+    ns = systemd_namespace
+    jobs = [
+        Options(
+            id="schedule",
+            name="Schedule",
+            kind=Kind.SCHEDULE,
+            runner=run_nothing,
+            defaults=Settings(start_delay=timedelta(0), pause_time=timedelta(hours=1)),
+        ),
+        Options(id="once", name="Once", kind=Kind.ONE_SHOT, runner=run_nothing),
+    ]
+    _state, runs = install(ns, "reload", jobs)
+    ns.systemctl("start", "sched-test-schedule.timer", "sched-test-once.timer", check=True)
+    ns.wait_until(lambda: runs("schedule") and runs("once"), 10, message="first runs")
+    ns.wait_until(lambda: ns.show("sched-test-once.timer", "SubState")["SubState"] == "elapsed", 10)
+    ns.daemon_reload()
+    ns.wait_until(lambda: len(runs("schedule")) == 2, 10, message="the extra run after reload")
+    assert len(runs("once")) == 1

@@ -1,0 +1,228 @@
+"""Server-sent event streams: live states, the log tail, resuming, caps, heartbeats, and
+streams that end when their session or the server does."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from dataclasses import replace
+
+import pytest
+
+from supervisor.records import Outcome
+from supervisor.web.app import AdminConfig, create_app
+from tests.test_web_fakes import Client, make_world
+from tests.test_web_routes import FAST
+
+
+class Streams:
+    def __init__(self, config: AdminConfig = FAST) -> None:
+        self.use_cases, self.backend, self.audit, self.users, self.clock = make_world()
+        self.stop = threading.Event()
+        self.app = create_app(
+            self.use_cases,
+            users=self.users,
+            config=config,
+            clock=self.clock,
+            stop=self.stop,
+            sleep=lambda _: None,
+        )
+
+    def client(self, name: str = "ada") -> Client:
+        client = Client(self.app)
+        assert client.login(name).status == 303
+        return client
+
+
+@pytest.fixture
+def streams() -> Iterator[Streams]:
+    s = Streams()
+    yield s
+    s.stop.set()
+
+
+class Reader:
+    """Reads events from an open stream until one matches."""
+
+    def __init__(self, client: Client, path: str, headers: dict[str, str] | None = None) -> None:
+        self.status, self.headers, self.chunks = client.open_stream(path, headers=headers)
+        self.buffer = ""
+
+    def events(self) -> Iterator[tuple[str, str, str | None]]:
+        """(event name, data, id); comments come as ("comment", text, None)."""
+        for chunk in self.chunks:
+            self.buffer += chunk.decode()
+            while "\n\n" in self.buffer:
+                block, self.buffer = self.buffer.split("\n\n", 1)
+                name, data, event_id = "message", "", None
+                for line in block.split("\n"):
+                    if line.startswith(":"):
+                        name, data = "comment", line[1:].strip()
+                    elif line.startswith("event: "):
+                        name = line[7:]
+                    elif line.startswith("data: "):
+                        data = line[6:]
+                    elif line.startswith("id: "):
+                        event_id = line[4:]
+                yield name, data, event_id
+
+    def next_event(self, name: str) -> tuple[str, str | None]:
+        for found, data, event_id in self.events():
+            if found == name:
+                return data, event_id
+        raise AssertionError(f"the stream ended before a {name!r} event")
+
+    def close(self) -> None:
+        self.chunks.close()  # type: ignore[attr-defined]
+
+
+def test_the_log_tail_sends_new_records_with_their_cursor(streams: Streams) -> None:
+    streams.backend.execute("jobs.repeat", actor="ada")
+    old = streams.backend.log("jobs.repeat", "before the page")
+    reader = Reader(streams.client(), f"/events/schedulers/jobs.repeat/logs?after={old}")
+    try:
+        assert reader.status == 200
+        assert dict(reader.headers)["Content-Type"].startswith("text/event-stream")
+        new = streams.backend.log("jobs.repeat", "arrived live", count=3)
+        data, event_id = reader.next_event("log")
+        records = json.loads(data)
+        assert [r["message"] for r in records] == ["arrived live"]
+        assert records[0]["fields"] == {"count": 3} and records[0]["cursor"] == new
+        assert event_id == str(new)
+    finally:
+        reader.close()
+
+
+def test_the_log_tail_resumes_from_last_event_id(streams: Streams) -> None:
+    streams.backend.execute("jobs.repeat", actor="ada")
+    cursors = [streams.backend.log("jobs.repeat", f"line {i}") for i in range(5)]
+    reader = Reader(
+        streams.client(),
+        "/events/schedulers/jobs.repeat/logs?after=0",
+        headers={"Last-Event-ID": str(cursors[2])},
+    )
+    try:
+        records = json.loads(reader.next_event("log")[0])
+        assert [r["message"] for r in records] == ["line 3", "line 4"]
+    finally:
+        reader.close()
+
+
+def test_the_log_tail_honours_level_and_run_filters(streams: Streams) -> None:
+    first = streams.backend.execute("jobs.repeat", actor="ada")
+    streams.backend.finish("jobs.repeat", Outcome.SUCCEEDED)
+    second = streams.backend.execute("jobs.repeat", actor="ada")
+    reader = Reader(
+        streams.client(), f"/events/schedulers/jobs.repeat/logs?after=0&level=warning&run={first}"
+    )
+    try:
+        from supervisor.records import Level
+
+        streams.backend.log("jobs.repeat", "other run", run_id=second, level=Level.ERROR)
+        streams.backend.log("jobs.repeat", "too quiet", run_id=first)
+        streams.backend.log("jobs.repeat", "this one", run_id=first, level=Level.WARNING)
+        records = json.loads(reader.next_event("log")[0])
+        assert [r["message"] for r in records] == ["this one"]
+    finally:
+        reader.close()
+
+
+def test_the_status_stream_sends_everything_then_only_changes(streams: Streams) -> None:
+    reader = Reader(streams.client(), "/events/status")
+    try:
+        first = json.loads(reader.next_event("status")[0])
+        assert {s["id"] for s in first} == {
+            "jobs.hello",
+            "jobs.repeat",
+            "jobs.nightly",
+            "jobs.manual",
+        }
+        streams.backend.execute("jobs.repeat", actor="ada")
+        changed = json.loads(reader.next_event("status")[0])
+        assert [(s["id"], s["state"]) for s in changed] == [("jobs.repeat", "running")]
+    finally:
+        reader.close()
+
+
+def test_a_status_stream_can_watch_one_scheduler(streams: Streams) -> None:
+    reader = Reader(streams.client("vera"), "/events/status?id=jobs.manual")
+    try:
+        assert [s["id"] for s in json.loads(reader.next_event("status")[0])] == ["jobs.manual"]
+        streams.backend.execute("jobs.repeat", actor="ada")
+        streams.backend.execute("jobs.manual", actor="ada")
+        changed = json.loads(reader.next_event("status")[0])
+        assert [(s["id"], s["state"]) for s in changed] == [("jobs.manual", "running")]
+    finally:
+        reader.close()
+
+
+def test_an_idle_stream_sends_heartbeats(streams: Streams) -> None:
+    reader = Reader(streams.client(), "/events/schedulers/jobs.repeat/logs")
+    try:
+        assert reader.next_event("comment")[0] == "connected"
+        assert reader.next_event("comment")[0] == "heartbeat"
+    finally:
+        reader.close()
+
+
+def test_streams_per_session_are_capped() -> None:
+    config = replace(FAST, streams=replace(FAST.streams, max_per_session=1))
+    s = Streams(config)
+    client = s.client()
+    first = Reader(client, "/events/status")
+    try:
+        second = Reader(client, "/events/status")
+        assert second.status == 429
+        second.close()
+    finally:
+        first.close()
+    third = Reader(client, "/events/status")
+    assert third.status == 200  # closing the first freed its place
+    third.close()
+    s.stop.set()
+
+
+def test_streams_overall_are_capped() -> None:
+    config = replace(FAST, streams=replace(FAST.streams, max_streams=1))
+    s = Streams(config)
+    first = Reader(s.client("ada"), "/events/status")
+    try:
+        other = Reader(s.client("otto"), "/events/schedulers/jobs.repeat/logs")
+        assert other.status == 503
+        other.close()
+    finally:
+        first.close()
+    s.stop.set()
+
+
+def test_a_stream_ends_when_its_session_does(streams: Streams) -> None:
+    client = streams.client()
+    reader = Reader(client, "/events/status")
+    client.post("/logout", {"csrf": client.csrf("/")})
+    ended = [name for name, _, _ in reader.events()]  # ends by itself
+    assert ended[0] == "comment"
+    reader.close()
+
+
+def test_streams_end_when_the_server_stops(streams: Streams) -> None:
+    reader = Reader(streams.client(), "/events/schedulers/jobs.repeat/logs")
+    streams.stop.set()
+    assert next(name for name, _, _ in reader.events()) == "comment"
+    reader.close()
+
+
+def test_a_stream_has_a_longest_life() -> None:
+    config = replace(FAST, streams=replace(FAST.streams, max_seconds=0.05))
+    s = Streams(config)
+    reader = Reader(s.client(), "/events/status")
+    names = [name for name, _, _ in reader.events()]  # ends; EventSource reconnects
+    assert names[0] == "comment"
+    reader.close()
+    s.stop.set()
+
+
+def test_a_log_stream_for_an_unknown_scheduler_is_404(streams: Streams) -> None:
+    reader = Reader(streams.client(), "/events/schedulers/no.such/logs")
+    assert reader.status == 404
+    reader.close()
