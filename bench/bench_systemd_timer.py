@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -83,12 +84,15 @@ def measure_systemd(samples: int) -> list[Run]:
     try:
         app_dir = ns.shared_dir / "app"
         spec = write_app(app_dir, "bench_timer_app", APP)
+        python_path = [str(ROOT), str(app_dir)]
+        if os.environ.get("PYTHONPATH"):
+            python_path.append(os.environ["PYTHONPATH"])
         env = {
             "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
-            "PYTHONPATH": f"{ROOT}:{app_dir}",
+            "PYTHONPATH": ":".join(python_path),
             "SUPERVISOR_STATE_DIR": str(ns.shared_dir / "state"),
         }
-        command = [PYTHON, "-m", "supervisor.cli_systemd", "install-units", "--app", spec]
+        command = [PYTHON, "-m", "supervisor", "install-units", "--app", spec]
         done = ns.run(command, env=env, cwd=app_dir, timeout=120)
         if done.returncode != 0:
             raise SystemExit(f"install-units failed:\n{done.stderr}")
@@ -115,7 +119,7 @@ def measure_systemd(samples: int) -> list[Run]:
                 run.started = moment
             elif entry.get("MESSAGE_ID") == MESSAGE_UNIT_SUCCESS:
                 run.ended = moment
-        ns.run([PYTHON, "-m", "supervisor.cli_systemd", "uninstall-units"], env=env, cwd=app_dir)
+        ns.run([PYTHON, "-m", "supervisor", "uninstall-units"], env=env, cwd=app_dir)
         return list(runs.values())
     finally:
         ns.stop()

@@ -19,35 +19,27 @@ from __future__ import annotations
 import os
 import pwd
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from supervisor.app import Configurator, load_app
-from supervisor.cfgscheduler import Schedulers, enable
-from supervisor.control import ControlClient, Dispatcher, RemoteError
-from supervisor.errors import AppLoadError, DefinitionError
 from supervisor.paths import DATABASE_NAME, ensure_state_dir, resolve_state_dir
 from supervisor.records import Trigger
-from supervisor.store import SqliteStore
-from supervisor.systemd_backend import Systemd, SystemdBackend, UnitLayout
-from supervisor.unitinstall import (
-    PERSISTENT_UNIT_DIR,
-    RUNTIME_UNIT_DIR,
-    InstallPlan,
-    Manifest,
-    RenderedUnit,
-    install,
-    manifest_path,
-    read_manifest,
-    settings_dropins,
-    uninstall,
-)
-from supervisor.user import su
+
+if TYPE_CHECKING:  # imported where used: `supervisor list` in manager mode stays quick
+    from supervisor.app import Configurator
+    from supervisor.cfgscheduler import Schedulers
+    from supervisor.control import ControlClient
+    from supervisor.definitions import Settings
+    from supervisor.store import SqliteStore
+    from supervisor.systemd_backend import Systemd, SystemdBackend, TemplateLayout
+    from supervisor.unitinstall import Manifest, RenderedUnit
+
+MANIFEST_NAME = "systemd-units.json"  # unitinstall.MANIFEST_NAME, without importing it
 
 
 def _trigger(value: str | None) -> Trigger | None:
@@ -153,6 +145,13 @@ def open_systemd_mode(
 ) -> SystemdMode:
     """Load the app (``app_spec``, else ``$SUPERVISOR_APP``, else the install manifest's)
     and bind its use cases to a ``SystemdBackend``; for the CLI and ``supervisor admin``."""
+    from supervisor.app import load_app
+    from supervisor.cfgscheduler import enable
+    from supervisor.errors import AppLoadError
+    from supervisor.store import SqliteStore
+    from supervisor.systemd_backend import SystemdBackend
+    from supervisor.unitinstall import read_manifest
+
     env = os.environ if environ is None else environ
     manifest = read_manifest(state_dir)
     spec = app_spec or env.get("SUPERVISOR_APP") or (manifest.app_spec if manifest else None)
@@ -199,6 +198,9 @@ class SystemdClient:
         systemd: Systemd | None = None,
         user_name: str | None = None,
     ) -> None:
+        from supervisor.control import Dispatcher
+        from supervisor.user import su
+
         self.mode = open_systemd_mode(state_dir, app_spec=app_spec, systemd=systemd)
         manifest = self.mode.manifest
         info = {
@@ -212,6 +214,8 @@ class SystemdClient:
         self._subject = su(user_name or _user_name())
 
     def call(self, op: str, **args: Any) -> Any:
+        from supervisor.control import RemoteError
+
         answer = self._dispatcher.handle(self._subject, {"op": op, "args": args})
         if not answer.get("ok"):
             raise RemoteError(str(answer.get("error")), int(answer.get("exit_code", 1)))
@@ -224,6 +228,8 @@ class SystemdClient:
 def backend_choice(state_dir: Path, environ: Mapping[str, str] | None = None) -> str:
     """``systemd`` or ``manager``: ``$SUPERVISOR_BACKEND`` if set, else ``systemd`` when
     ``state_dir`` holds an install manifest, else ``manager``."""
+    from supervisor.errors import DefinitionError
+
     env = os.environ if environ is None else environ
     chosen = env.get("SUPERVISOR_BACKEND", "").strip().lower()
     if chosen in ("systemd", "manager"):
@@ -232,13 +238,15 @@ def backend_choice(state_dir: Path, environ: Mapping[str, str] | None = None) ->
         raise DefinitionError(
             "SUPERVISOR_BACKEND", f"must be systemd, manager or auto, not {chosen!r}"
         )
-    return "systemd" if manifest_path(state_dir).exists() else "manager"
+    return "systemd" if (Path(state_dir) / MANIFEST_NAME).exists() else "manager"
 
 
 def select_client(
     state_dir: Path, environ: Mapping[str, str] | None = None
 ) -> ControlClient | SystemdClient:
     """The client for the operator commands: the manager's or systemd's (``backend_choice``)."""
+    from supervisor.control import ControlClient
+
     if backend_choice(state_dir, environ) == "systemd":
         return SystemdClient(state_dir)
     return ControlClient(state_dir)
@@ -249,7 +257,7 @@ def select_client(
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Rendering:
-    """An app's units, and warnings for the user (e.g. DST differences)."""
+    """An app's units, and warnings for the user (DST differences)."""
 
     units: list[RenderedUnit]
     warnings: list[str]
@@ -257,38 +265,88 @@ class Rendering:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RenderOptions:
-    """How ``ExecStart`` runs ``supervisor exec``: the app, interpreter and import path."""
+    """How the units run ``supervisor exec``: the app, interpreter and import path.
+
+    ``python_path``: the working directory, then the entries of ``$PYTHONPATH``, as
+    the command was given them.
+    """
 
     app_spec: str
     state_dir: Path
     python: str
     cwd: str
-    sys_path: tuple[str, ...]
+    python_path: tuple[str, ...]
+    prefix: str
     user: str | None = None
-    prefix: str | None = None
 
 
-def unit_layout(app: Configurator, *, manifest: Manifest | None) -> UnitLayout:
-    """How the units of ``app`` are named and which drop-ins carry its settings."""
-    raise NotImplementedError  # bridged to supervisor.units below
+def unit_layout(app: Configurator, *, manifest: Manifest | None) -> TemplateLayout:
+    """How the units of ``app`` are named (the install's prefix, else the default one)."""
+    from supervisor.systemd_backend import TemplateLayout
+    from supervisor.units import default_prefix
+
+    prefix = manifest.prefix if manifest is not None and manifest.prefix else None
+    return TemplateLayout(prefix or default_prefix(app.name))
 
 
-def render_units(app: Configurator, options: RenderOptions) -> Rendering:
-    """Every unit of ``app`` (rendered by the units module), never touching disk."""
-    raise NotImplementedError  # bridged to supervisor.units below
+def render_units(
+    app: Configurator,
+    options: RenderOptions,
+    *,
+    settings: Callable[[str], Settings] | None = None,
+) -> Rendering:
+    """Every unit of ``app`` (``supervisor.units``; code defaults: overrides go in drop-ins),
+    and the DST warnings for the effective ``settings``. Touches no disk."""
+    from supervisor import units
+    from supervisor.cfgscheduler import enable
+    from supervisor.unitinstall import RenderedUnit
+
+    definitions = list(enable(app).registry)
+    rendered = units.render_units(
+        definitions,
+        app_spec=options.app_spec,
+        python=options.python,
+        working_dir=options.cwd,
+        prefix=options.prefix,
+        state_dir=str(options.state_dir),
+        user=options.user,
+        python_path=list(options.python_path),
+    )
+    warnings = units.dst_warnings(definitions, start=datetime.now(UTC), settings=settings)
+    return Rendering(
+        units=[RenderedUnit(name=unit.name, text=unit.text) for unit in rendered],
+        warnings=warnings,
+    )
+
+
+def command_python_path(cwd: str, environ: Mapping[str, str]) -> tuple[str, ...]:
+    """The working directory and the usable ``$PYTHONPATH`` entries (absolute, no ``:``)."""
+    out: list[str] = []
+    for entry in [cwd, *environ.get("PYTHONPATH", "").split(":")]:
+        path = os.path.abspath(entry) if entry else ""
+        if path and path not in out:
+            out.append(path)
+    return tuple(out)
 
 
 def _render_options(
-    app_spec: str, state_dir: str | None, user: str | None, prefix: str | None
+    app: Configurator,
+    app_spec: str,
+    state_dir: str | None,
+    user: str | None,
+    prefix: str | None,
 ) -> RenderOptions:
+    from supervisor.units import check_prefix, default_prefix
+
+    cwd = os.getcwd()
     return RenderOptions(
         app_spec=app_spec,
-        state_dir=ensure_state_dir(resolve_state_dir(state_dir)),
+        state_dir=resolve_state_dir(state_dir).absolute(),
         python=sys.executable,
-        cwd=os.getcwd(),
-        sys_path=tuple(p for p in sys.path if p),
+        cwd=cwd,
+        python_path=command_python_path(cwd, os.environ),
+        prefix=check_prefix(prefix) if prefix else default_prefix(app.name),
         user=user,
-        prefix=prefix,
     )
 
 
@@ -324,9 +382,14 @@ def _unit_options(func: Any) -> Any:
 def generate_units(
     app_spec: str, user: str | None, prefix: str | None, output_dir: str, state_dir: str | None
 ) -> None:
-    """Write the app's schedulers as systemd units (a .service each, a .timer where timed)."""
+    """Write the app's schedulers as systemd units (a .service each, a .timer where timed).
+
+    Prints the files written; warns where systemd's DST rules differ from the manager's.
+    """
+    from supervisor.app import load_app
+
     app = load_app(app_spec)
-    rendering = render_units(app, _render_options(app_spec, state_dir, user, prefix))
+    rendering = render_units(app, _render_options(app, app_spec, state_dir, user, prefix))
     directory = Path(output_dir)
     directory.mkdir(parents=True, exist_ok=True)
     for unit in rendering.units:
@@ -364,19 +427,37 @@ def install_units(
     is recorded in the state directory, for `uninstall-units` and for the other commands
     (which then control systemd instead of a manager).
     """
+    from supervisor.app import load_app
+    from supervisor.cfgscheduler import enable
+    from supervisor.store import SqliteStore
+    from supervisor.systemd_backend import Systemd, TemplateLayout
+    from supervisor.unitinstall import (
+        PERSISTENT_UNIT_DIR,
+        RUNTIME_UNIT_DIR,
+        InstallPlan,
+        install,
+        settings_dropins,
+    )
+
     app = load_app(app_spec)
-    options = _render_options(app_spec, state_dir, user, prefix)
-    rendering = render_units(app, options)
-    target = Path(unit_dir) if unit_dir else (RUNTIME_UNIT_DIR if runtime else PERSISTENT_UNIT_DIR)
-    schedulers = enable(app)
-    layout = unit_layout(app, manifest=None)
+    options = _render_options(app, app_spec, state_dir, user, prefix)
+    ensure_state_dir(options.state_dir)
     with SqliteStore.open(options.state_dir / DATABASE_NAME) as store:
         overrides = store.all_overrides()
+    schedulers = enable(app)
+
+    def effective(scheduler_id: str) -> Settings:
+        return schedulers.registry.get(scheduler_id).defaults.with_overrides(
+            overrides.get(scheduler_id, {})
+        )
+
+    rendering = render_units(app, options, settings=effective)
+    target = Path(unit_dir) if unit_dir else (RUNTIME_UNIT_DIR if runtime else PERSISTENT_UNIT_DIR)
+    layout = TemplateLayout(options.prefix)
     disabled = frozenset(
         name
         for definition in schedulers.registry
-        if definition.defaults.with_overrides(overrides.get(definition.id, {})).disabled
-        and (name := layout.timer_name(definition)) is not None
+        if effective(definition.id).disabled and (name := layout.timer_name(definition)) is not None
     )
     plan = InstallPlan(
         app_spec=app_spec,
@@ -386,8 +467,9 @@ def install_units(
         dropins=settings_dropins(layout, list(schedulers.registry), overrides),
         disabled_timers=disabled,
         cwd=options.cwd,
-        sys_path=options.sys_path,
+        sys_path=options.python_path,
         python=options.python,
+        prefix=options.prefix,
         dropin_names=[
             (dropin.unit, dropin.name)
             for definition in schedulers.registry
@@ -412,6 +494,9 @@ def install_units(
 @_state_dir_option
 def uninstall_units(state_dir: str | None) -> None:
     """Stop, disable and remove exactly the units `install-units` wrote."""
+    from supervisor.systemd_backend import Systemd
+    from supervisor.unitinstall import uninstall
+
     directory = resolve_state_dir(state_dir)
     report = uninstall(state_dir=directory, systemd=Systemd())
     for path in report.removed:
@@ -430,12 +515,3 @@ def _user_name() -> str:
         return pwd.getpwuid(os.getuid()).pw_name
     except KeyError:
         return f"uid:{os.getuid()}"
-
-
-if __name__ == "__main__":
-    from supervisor import cli as _cli
-
-    if "exec" not in _cli.main.commands:
-        register(_cli.main)
-    _cli.client = lambda state_dir: select_client(resolve_state_dir(state_dir))  # type: ignore[assignment,return-value]
-    _cli.main()

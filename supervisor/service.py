@@ -143,6 +143,7 @@ class Service:
             ),
         )
         self.schedulers.use_cases.bind(manager, store, clock=self.clock)
+        stack.callback(self.schedulers.use_cases.unbind)
         manager.open()
         stack.callback(manager.close)
         self.manager = manager

@@ -30,7 +30,9 @@ Every command goes through one ``CommandRunner`` (a callable), so tests can feed
 canned ``systemctl``/``journalctl`` output. Times from systemd are read in UTC
 (``TZ=UTC`` for every command).
 
-May import ``definitions``, ``records``, ``registry``, ``store``, ``journal``,
+Unit names and the settings drop-ins come from ``units`` (``TemplateLayout``).
+
+May import ``definitions``, ``records``, ``registry``, ``store``, ``journal``, ``units``,
 ``execone`` (exit codes), ``launcher`` (custom actions), ``clock``, ``errors``.
 """
 
@@ -50,7 +52,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final, Protocol
 
-from supervisor import journal
+from supervisor import journal, units
 from supervisor.clock import Clock, SystemClock
 from supervisor.definitions import Command, Kind, Options, Settings, check_settings_for_kind
 from supervisor.errors import (
@@ -342,6 +344,40 @@ class UnitLayout(Protocol):
     def settings_dropins(self, options: Options, settings: Settings) -> list[DropIn]:
         """The drop-ins that make ``options``' units follow ``settings``."""
         ...
+
+
+class TemplateLayout:
+    """The ``UnitLayout`` of the units ``supervisor.units`` renders with ``prefix``."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = units.check_prefix(prefix)
+
+    def service_name(self, options: Options) -> str:
+        return units.unit_names(self.prefix, options.id)[0]
+
+    def timer_name(self, options: Options) -> str | None:
+        if options.kind is Kind.MANUAL:
+            return None
+        return units.unit_names(self.prefix, options.id)[1]
+
+    def settings_dropins(self, options: Options, settings: Settings) -> list[DropIn]:
+        service, timer = units.unit_names(self.prefix, options.id)
+        out = [
+            DropIn(
+                unit=service,
+                name=units.SETTINGS_DROPIN_NAME,
+                text=units.render_service_dropin(options, settings),
+            )
+        ]
+        if options.kind is not Kind.MANUAL:
+            out.append(
+                DropIn(
+                    unit=timer,
+                    name=units.SETTINGS_DROPIN_NAME,
+                    text=units.render_timer_dropin(options, settings),
+                )
+            )
+        return out
 
 
 # -- the backend --------------------------------------------------------------------------

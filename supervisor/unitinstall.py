@@ -64,6 +64,7 @@ class Manifest:
     cwd: str | None = None
     sys_path: tuple[str, ...] = ()
     python: str | None = None
+    prefix: str | None = None
     installed_at: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -79,6 +80,7 @@ class Manifest:
             "cwd": self.cwd,
             "sys_path": list(self.sys_path),
             "python": self.python,
+            "prefix": self.prefix,
             "installed_at": self.installed_at,
             **({"extra": self.extra} if self.extra else {}),
         }
@@ -97,6 +99,7 @@ class Manifest:
             cwd=obj.get("cwd"),
             sys_path=tuple(str(p) for p in obj.get("sys_path", ())),
             python=obj.get("python"),
+            prefix=obj.get("prefix"),
             installed_at=str(obj.get("installed_at", "")),
             extra=dict(obj.get("extra") or {}),
         )
@@ -162,6 +165,7 @@ class InstallPlan:
     cwd: str | None = None
     sys_path: Sequence[str] = ()
     python: str | None = None
+    prefix: str | None = None
     dropin_names: Sequence[tuple[str, str]] = ()  # (unit, file) the backend may write
 
 
@@ -255,6 +259,7 @@ def install(
         cwd=plan.cwd,
         sys_path=tuple(plan.sys_path),
         python=plan.python,
+        prefix=plan.prefix,
         installed_at=(now or datetime.now(UTC)).isoformat(),
         extra={"dropins": [list(pair) for pair in plan.dropin_names]} if plan.dropin_names else {},
     )

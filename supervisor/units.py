@@ -17,7 +17,8 @@ start delay to 32 s.
 
 Values go through the filters below, per systemd.syntax(7): words that are not plainly
 safe are double-quoted with C escapes, ``%`` is doubled everywhere (specifiers) and ``$``
-doubled in ``ExecStart=`` (variable expansion). Unit names: every scheduler ID is a valid
+doubled in ``ExecStart=`` arguments (variable expansion; not in the executable, which
+may hold no quotes or backslashes at all). Unit names: every scheduler ID is a valid
 unit name as it is, except that an ID ending in ``-`` gets it escaped as ``\\x2d``:
 systemd applies the drop-ins of ``a-.timer.d/`` to every ``a-*.timer`` (prefix drop-ins),
 so a settings drop-in for ``a-`` would change ``a-b`` too.
@@ -117,6 +118,16 @@ def quote_exec_arg(text: str) -> str:
     return quote_word(text).replace("$", "$$")
 
 
+def quote_executable(path: str) -> str:
+    """The executable of ``ExecStart=``: quoted and ``%`` doubled, but ``$`` kept (no
+    variable expansion there). systemd refuses quotes and backslashes in it."""
+    if any(char in path for char in "\"'\\") or _CONTROL.search(path):
+        raise DefinitionError(
+            "python", f"{path!r}: systemd refuses quotes, backslashes and control characters"
+        )
+    return quote_word(path)
+
+
 def one_line(text: str) -> str:
     """A free-text value (``Description=``): whitespace collapsed, ``%`` doubled."""
     # A trailing backslash would continue the line; the text is informational only.
@@ -182,6 +193,7 @@ def render_units(
     Disabled schedulers get units too; installing decides what to enable.
     """
     check_prefix(prefix)
+    quote_executable(python)
     for name, path in (("python", python), ("working_dir", working_dir), ("state_dir", state_dir)):
         _check_path(name, path)
     paths = list(python_path) if python_path is not None else [working_dir]
@@ -211,7 +223,8 @@ def render_units(
                 text=_template("service.j2").render(
                     **common,
                     scheduler_id=options.id,
-                    exec_start=[python, "-m", "supervisor", "exec", "--app", app_spec, options.id],
+                    executable=python,
+                    arguments=["-m", "supervisor", "exec", "--app", app_spec, options.id],
                     working_dir=working_dir,
                     python_path=":".join(paths),
                     state_dir=state_dir,
@@ -344,6 +357,7 @@ def _environment() -> jinja2.Environment:
     environment.filters.update(
         systemd_word=quote_word,
         systemd_exec_arg=quote_exec_arg,
+        systemd_executable=quote_executable,
         systemd_line=one_line,
         systemd_path=path_value,
         systemd_timespan=timespan,

@@ -65,6 +65,11 @@ class UseCases:
         if clock is not None:
             self._clock = clock
 
+    def unbind(self) -> None:
+        """Detach the backend (it stopped); later calls say no backend is running."""
+        self._backend = None
+        self._audit = None
+
     @property
     def registry(self) -> Registry:
         return self._registry

@@ -410,11 +410,19 @@ class NamespacedSystemd:
         self.systemctl("daemon-reload", check=True)
 
     def show(self, unit: str, *properties: str) -> dict[str, str]:
-        """``systemctl show`` of ``properties`` (unix timestamps) as a dict."""
+        """``systemctl show`` of ``properties`` (unix timestamps) as a dict.
+
+        A property listed on several lines (``TimersMonotonic``) has them joined by newlines.
+        """
         result = self.systemctl(
             "show", "--timestamp=unix", *(f"--property={p}" for p in properties), unit, check=True
         )
-        return dict(line.split("=", 1) for line in result.stdout.splitlines() if "=" in line)
+        shown: dict[str, str] = {}
+        for line in result.stdout.splitlines():
+            key, equals, value = line.partition("=")
+            if equals:
+                shown[key] = f"{shown[key]}\n{value}" if key in shown else value
+        return shown
 
     def __enter__(self) -> NamespacedSystemd:
         return self

@@ -38,8 +38,12 @@ PYTHON = str(REPO / ".venv" / "bin" / "python")
 APP = "tests.apps.systemd_jobs:cfg"
 
 
+# The ``exec`` command on its own (``supervisor exec`` once registered in the main group).
+EXEC = "from supervisor.cli_systemd import exec_command; exec_command(prog_name='supervisor exec')"
+
+
 def exec_argv(*args: str) -> list[str]:
-    return [PYTHON, "-m", "supervisor.cli_systemd", "exec", "--app", APP, *args]
+    return [PYTHON, "-c", EXEC, "--app", APP, *args]
 
 
 def clean_env(**extra: str) -> dict[str, str]:

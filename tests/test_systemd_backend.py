@@ -15,9 +15,11 @@ from pathlib import Path
 
 import pytest
 
+from supervisor.cli_systemd import SystemdClient, backend_choice
 from supervisor.clock import FakeClock
+from supervisor.control import RemoteError
 from supervisor.definitions import Kind, Options, Settings, command
-from supervisor.errors import AlreadyRunning, BackendError, UnknownRun
+from supervisor.errors import AlreadyRunning, BackendError, DefinitionError, UnknownRun
 from supervisor.execone import EXIT_CANCELLED, EXIT_FAILED
 from supervisor.journal import EVENT_RUN_END, EVENT_RUN_START
 from supervisor.records import AuditEntry, Level, Outcome, Source, State, Trigger
@@ -37,6 +39,7 @@ from supervisor.systemd_backend import (
     parse_timespan_usec,
     parse_timestamp,
 )
+from supervisor.units import SETTINGS_DROPIN_NAME
 
 NOW = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 MONOTONIC_NOW = 1000.0  # seconds since boot, the fake clock's monotonic
@@ -729,3 +732,70 @@ def test_location_tells_persistent_from_runtime(backend: SystemdBackend, fake: F
     assert backend.location("job.tick").kind == "persistent"
     fake.units["t-job.manual.service"]["FragmentPath"] = "/run/systemd/system/x.service"
     assert backend.location("job.manual").kind == "runtime"
+
+
+# -- the CLI's client in systemd mode -------------------------------------------------------
+
+
+def test_the_backend_is_chosen_by_environment_then_by_the_manifest(tmp_path: Path) -> None:
+    assert backend_choice(tmp_path, {}) == "manager"
+    assert backend_choice(tmp_path, {"SUPERVISOR_BACKEND": "systemd"}) == "systemd"
+    (tmp_path / "systemd-units.json").write_text("{}")
+    assert backend_choice(tmp_path, {}) == "systemd"
+    assert backend_choice(tmp_path, {"SUPERVISOR_BACKEND": "manager"}) == "manager"
+    with pytest.raises(DefinitionError, match="SUPERVISOR_BACKEND"):
+        backend_choice(tmp_path, {"SUPERVISOR_BACKEND": "cron"})
+
+
+@pytest.fixture
+def client(tmp_path: Path) -> Iterator[tuple[SystemdClient, FakeSystemd]]:
+    fake = FakeSystemd(tmp_path / "units")
+    (tmp_path / "units").mkdir()
+    for scheduler_id in ("sd.tick", "sd.manual", "sd.cron", "sd.fail", "sd.command"):
+        fake.add_unit(f"sched-systemd-tests-{scheduler_id}.service")
+    for scheduler_id in ("sd.tick", "sd.cron"):
+        fake.add_unit(
+            f"sched-systemd-tests-{scheduler_id}.timer", ActiveState="active", SubState="waiting"
+        )
+    made = SystemdClient(
+        tmp_path / "state", app_spec="tests.apps.systemd_jobs:cfg", systemd=Systemd(fake)
+    )
+    yield made, fake
+    made.close()
+
+
+def test_the_client_answers_like_the_managers(client: tuple[SystemdClient, FakeSystemd]) -> None:
+    systemd_client, fake = client
+    assert systemd_client.call("ping")["backend"] == "systemd"
+    listed = systemd_client.call("list")
+    assert [s["id"] for s in listed] == ["sd.tick", "sd.manual", "sd.cron", "sd.fail", "sd.command"]
+    assert listed[0]["state"] == "paused" and listed[0]["kind"] == "schedule"
+    run_id = systemd_client.call("execute", id="sd.manual")["run_id"]
+    with pytest.raises(RemoteError, match=run_id) as refused:
+        systemd_client.call("execute", id="sd.manual")
+    assert refused.value.exit_code == 4
+    with pytest.raises(RemoteError) as unknown:
+        systemd_client.call("status", id="nope")
+    assert unknown.value.exit_code == 3
+    view = systemd_client.call("settings", id="sd.tick", changes={"pause_time": 5})
+    assert view["overridden"] == ["pause_time"]
+    dropin = fake.unit_dir / "sched-systemd-tests-sd.tick.timer.d" / SETTINGS_DROPIN_NAME
+    assert "OnUnitInactiveSec=5s" in dropin.read_text()
+    store = systemd_client.mode.store
+    actions = [entry.action for _, entry in store.audit(scheduler_id="sd.tick")]
+    assert actions == ["update settings"]
+    assert systemd_client.call("status", id="sd.manual")["last_actor"] is not None
+
+
+def test_while_running_the_last_finished_run_comes_from_the_journal(
+    backend: SystemdBackend, fake: FakeSystemd
+) -> None:
+    _run(fake, 0, "r1", outcome="failed")
+    _systemd_message(fake, 0.5, "r1", MESSAGE_UNIT_FAILURE, "4", UNIT_RESULT="exit-code")
+    _run(fake, 10, "r2", outcome=None)
+    fake.units["t-job.tick.service"].update(ActiveState="activating", InvocationID="r2")
+    status = backend.status("job.tick")
+    assert status.state is State.RUNNING and status.current_run_id == "r2"
+    assert status.last_outcome is Outcome.FAILED
+    assert status.last_error == "it broke"
+    assert status.last_completed_at == NOW + timedelta(seconds=0.5)

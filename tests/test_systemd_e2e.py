@@ -34,11 +34,15 @@ PYTHON = str(REPO / ".venv" / "bin" / "python")
 APP = "tests.apps.systemd_jobs:cfg"
 
 
-def _entry_module() -> str:
-    """``supervisor`` once the main CLI has the systemd commands, else this module's own."""
+def _require_wiring() -> None:
+    """The units run ``python -m supervisor exec``: the main CLI must have the commands."""
     from supervisor.cli import main
 
-    return "supervisor" if "exec" in main.commands else "supervisor.cli_systemd"
+    missing = {"exec", "generate-units", "install-units", "uninstall-units"} - set(main.commands)
+    assert not missing, (
+        f"supervisor.cli lacks {sorted(missing)}: cli.py must call "
+        "supervisor.cli_systemd.register(main) and pick its client with select_client()"
+    )
 
 
 class Cli:
@@ -53,7 +57,7 @@ class Cli:
             "SUPERVISOR_STATE_DIR": str(state_dir),
             "LANG": "C.UTF-8",
         }
-        self.module = _entry_module()
+        self.module = "supervisor"
 
     def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         done = self.ns.run(
@@ -83,6 +87,7 @@ def layout() -> UnitLayout:
 
 
 def test_systemd_mode_end_to_end(systemd_namespace: NamespacedSystemd, layout: UnitLayout) -> None:
+    _require_wiring()
     ns = systemd_namespace
     state_dir = ns.shared_dir / "state"
     cli = Cli(ns, state_dir)
@@ -261,6 +266,7 @@ def test_systemd_mode_end_to_end(systemd_namespace: NamespacedSystemd, layout: U
 def test_runtime_install_says_so_and_etc_wins(
     systemd_namespace: NamespacedSystemd, layout: UnitLayout
 ) -> None:
+    _require_wiring()
     ns = systemd_namespace
     cli = Cli(ns, ns.shared_dir / "state")
     done = cli.run("install-units", "--app", APP, "--runtime")

@@ -6,6 +6,7 @@ Regenerate the golden files with ``UPDATE_GOLDEN=1 pytest tests/test_units.py``.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -28,6 +29,7 @@ from supervisor.units import (
     dst_warnings,
     one_line,
     quote_exec_arg,
+    quote_executable,
     quote_word,
     render_service_dropin,
     render_timer_dropin,
@@ -195,6 +197,17 @@ def test_default_prefix(app: str, prefix: str) -> None:
 )
 def test_quote_word(text: str, quoted: str) -> None:
     assert quote_word(text) == quoted
+
+
+@pytest.mark.parametrize("path", ['/opt/"q"/python', "/opt/back\\slash/python", "/a\nb"])
+def test_executables_systemd_refuses(path: str) -> None:
+    with pytest.raises(DefinitionError) as caught:
+        quote_executable(path)
+    assert caught.value.field == "python"
+
+
+def test_quote_executable_keeps_dollars() -> None:
+    assert quote_executable("/opt/$x %h/python") == '"/opt/$x %%h/python"'
 
 
 def test_quote_exec_arg_doubles_dollars() -> None:
@@ -380,7 +393,7 @@ def render_real(
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="needs systemd-analyze")
-@pytest.mark.parametrize("user", [None, "nobody"])
+@pytest.mark.parametrize("user", [None, "daemon", "no-such-user"])
 def test_every_unit_passes_systemd_analyze_verify(tmp_path: Path, user: str | None) -> None:
     paths = render_real(tmp_path, user=user)
     result = subprocess.run(
@@ -408,6 +421,7 @@ def test_verify_would_catch_a_broken_unit(tmp_path: Path) -> None:
 # --- a real systemd ----------------------------------------------------------------------
 
 WEIRD = "we ird %h $HOME \"q\" 's' back\\slash é #;"
+WEIRD_BIN = "b in %h $HOME é #;"  # no quotes or backslashes: systemd refuses them there
 DUMP = """\
 #!{python}
 import json, os, sys, time
@@ -425,11 +439,17 @@ with open(os.path.join(state, sys.argv[-1] + ".runs"), "a") as runs:
 
 
 def install(
-    ns: NamespacedSystemd, tmp_name: str, options: list[Options], **overrides: object
+    ns: NamespacedSystemd,
+    tmp_name: str,
+    options: list[Options],
+    *,
+    bin_name: str | None = None,
+    **overrides: object,
 ) -> tuple[Path, Callable[[str], list[dict[str, object]]]]:
     """Render ``options`` with a dump script as "python" and install them in ``ns``."""
     base = ns.shared_dir / tmp_name
-    bin_dir, work, state = base / "bin", base / "work", base / "state"
+    bin_dir = ns.shared_dir / (bin_name or f"{tmp_name}.bin")
+    work, state = base / "work", base / "state"
     for directory in (bin_dir, work, state):
         directory.mkdir(parents=True)
     dump = bin_dir / "dump"
@@ -460,11 +480,11 @@ def install(
 @pytest.mark.systemd
 def test_quoting_survives_systemd(systemd_namespace: NamespacedSystemd) -> None:
     ns = systemd_namespace
-    weird_base = ns.shared_dir / WEIRD  # python, working and state dirs all under it
+    weird_base = ns.shared_dir / WEIRD  # working and state dirs under it
     job = Options(
         id="quoting", name="Quoting", description=TRICKY, kind=Kind.MANUAL, runner=run_nothing
     )
-    _state, runs = install(ns, WEIRD, [job], app_spec=f"mod {WEIRD}:cfg")
+    _state, runs = install(ns, WEIRD, [job], bin_name=WEIRD_BIN, app_spec=f"mod {WEIRD}:cfg")
     started = ns.systemctl("start", "sched-test-quoting.service")
     assert started.returncode == 0, (
         started.stderr + ns.journalctl("-u", "sched-test-quoting").stdout
@@ -511,7 +531,7 @@ def test_rendered_timers_fire(systemd_namespace: NamespacedSystemd) -> None:
     ns.wait_until(lambda: len(runs("every-second")) >= 2, 15, message="two CRON runs")
     ns.wait_until(lambda: runs("once"), 15, message="the ONE_SHOT run (OnActiveSec=0)")
     times = [float(str(r["time"])) for r in runs("schedule")]
-    assert all(0.25 < later - earlier < 1.0 for earlier, later in zip(times, times[1:]))
+    assert all(0.25 < later - earlier < 1.0 for earlier, later in itertools.pairwise(times))
     # MANUAL: started again and again, never hits the start limit.
     for _ in range(7):
         assert ns.systemctl("start", "sched-test-manual.service").returncode == 0
@@ -575,3 +595,19 @@ def test_daemon_reload_refires_a_waiting_schedule_timer_systemd_issue_31914(
     ns.daemon_reload()
     ns.wait_until(lambda: len(runs("schedule")) == 2, 10, message="the extra run after reload")
     assert len(runs("once")) == 1
+
+
+@pytest.mark.systemd
+def test_prefix_dropins_are_why_a_trailing_dash_is_escaped(
+    systemd_namespace: NamespacedSystemd,
+) -> None:
+    """Without the escape, "x-a-.timer.d/" would apply to "x-a-b.timer" as well."""
+    ns = systemd_namespace
+    for name in ("x-a-", "x-a-b"):
+        ns.write_unit(f"{name}.service", "[Service]\nType=oneshot\nExecStart=/bin/true\n")
+        ns.write_unit(f"{name}.timer", f"[Timer]\nOnActiveSec=1h\nUnit={name}.service\n")
+    ns.write_unit("x-a-.timer.d/override.conf", "[Timer]\nOnActiveSec=\nOnActiveSec=5h\n")
+    ns.daemon_reload()
+    shown = ns.show("x-a-b.timer", "DropInPaths", "TimersMonotonic")
+    assert shown["DropInPaths"] == "/etc/systemd/system/x-a-.timer.d/override.conf"
+    assert "OnActiveUSec=5h" in shown["TimersMonotonic"]

@@ -1,0 +1,191 @@
+"""Installing and uninstalling units with a manifest, against a fake systemctl.
+
+The real install into a namespaced systemd is part of ``test_systemd_e2e``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from supervisor import cli_systemd, unitinstall
+from supervisor.errors import BackendError, StoreError
+from supervisor.systemd_backend import DropIn, Systemd
+from supervisor.unitinstall import (
+    InstallPlan,
+    RenderedUnit,
+    install,
+    manifest_path,
+    read_manifest,
+    uninstall,
+)
+from tests.test_systemd_backend import FakeSystemd
+
+SERVICE = "[Service]\nType=oneshot\nExecStart=/bin/true\n"
+TIMER = "[Timer]\nOnUnitInactiveSec=1s\n\n[Install]\nWantedBy=timers.target\n"
+
+
+@pytest.fixture
+def fake(tmp_path: Path) -> FakeSystemd:
+    fake = FakeSystemd(tmp_path / "units")
+    for name in ("a.service", "a.timer", "b.service", "b.timer", "m.service"):
+        fake.add_unit(name)
+    return fake
+
+
+def plan(unit_dir: Path, **changes: object) -> InstallPlan:
+    values: dict[str, object] = {
+        "app_spec": "pkg.jobs:cfg",
+        "unit_dir": unit_dir,
+        "runtime": False,
+        "units": [
+            RenderedUnit(name="a.service", text=SERVICE),
+            RenderedUnit(name="a.timer", text=TIMER),
+            RenderedUnit(name="b.service", text=SERVICE),
+            RenderedUnit(name="b.timer", text=TIMER),
+            RenderedUnit(name="m.service", text=SERVICE),
+        ],
+        "cwd": "/srv/app",
+        "sys_path": ["/srv/app"],
+        "prefix": "sched-x",
+        "dropin_names": [("a.timer", "50-settings.conf"), ("a.service", "50-settings.conf")],
+    }
+    values.update(changes)
+    return InstallPlan(**values)  # type: ignore[arg-type]
+
+
+def test_install_writes_units_records_them_and_starts_timers(
+    tmp_path: Path, fake: FakeSystemd
+) -> None:
+    unit_dir = tmp_path / "units"
+    state = tmp_path / "state"
+    report = install(plan(unit_dir), state_dir=state, systemd=Systemd(fake))
+    assert (unit_dir / "a.service").read_text() == SERVICE
+    assert oct((unit_dir / "a.timer").stat().st_mode & 0o777) == "0o644"
+    assert fake.verbs() == [
+        ("daemon-reload",),
+        ("enable", "a.timer", "b.timer"),
+        ("restart", "a.timer", "b.timer"),
+    ]
+    assert report.started == ("a.timer", "b.timer")
+    manifest = read_manifest(state)
+    assert manifest is not None
+    assert manifest.units == ("a.service", "a.timer", "b.service", "b.timer", "m.service")
+    assert manifest.enabled == ("a.timer", "b.timer")
+    assert manifest.prefix == "sched-x" and manifest.app_spec == "pkg.jobs:cfg"
+    assert oct(manifest_path(state).stat().st_mode & 0o777) == "0o600"
+    assert cli_systemd.MANIFEST_NAME == unitinstall.MANIFEST_NAME
+
+
+def test_disabled_timers_stay_stopped_and_runtime_installs_enable_for_this_boot(
+    tmp_path: Path, fake: FakeSystemd
+) -> None:
+    install(
+        plan(tmp_path / "units", runtime=True, disabled_timers=frozenset({"b.timer"})),
+        state_dir=tmp_path / "state",
+        systemd=Systemd(fake),
+    )
+    assert fake.verbs() == [
+        ("daemon-reload",),
+        ("disable", "--runtime", "b.timer"),
+        ("stop", "b.timer"),
+        ("enable", "--runtime", "a.timer"),
+        ("restart", "a.timer"),
+    ]
+
+
+def test_settings_dropins_are_installed_with_the_units(tmp_path: Path, fake: FakeSystemd) -> None:
+    dropin = DropIn(unit="a.timer", name="50-settings.conf", text="[Timer]\nOnActiveSec=\n")
+    install(
+        plan(tmp_path / "units", dropins=[dropin]), state_dir=tmp_path / "s", systemd=Systemd(fake)
+    )
+    assert (tmp_path / "units" / "a.timer.d" / "50-settings.conf").read_text() == dropin.text
+
+
+def test_foreign_files_are_never_overwritten(tmp_path: Path, fake: FakeSystemd) -> None:
+    unit_dir = tmp_path / "units"
+    unit_dir.mkdir()
+    (unit_dir / "b.timer").write_text("someone else's")
+    with pytest.raises(BackendError, match="not installed by sched-supervisor"):
+        install(plan(unit_dir), state_dir=tmp_path / "state", systemd=Systemd(fake))
+    assert (unit_dir / "b.timer").read_text() == "someone else's"
+    assert not (unit_dir / "a.service").exists()
+    assert read_manifest(tmp_path / "state") is None
+    assert fake.calls == []
+
+
+def test_reinstalling_replaces_and_removes_what_is_no_longer_generated(
+    tmp_path: Path, fake: FakeSystemd
+) -> None:
+    unit_dir = tmp_path / "units"
+    state = tmp_path / "state"
+    install(plan(unit_dir), state_dir=state, systemd=Systemd(fake))
+    fewer = [RenderedUnit(name="a.service", text=SERVICE + "# v2\n")]
+    report = install(plan(unit_dir, units=fewer), state_dir=state, systemd=Systemd(fake))
+    assert (unit_dir / "a.service").read_text().endswith("# v2\n")
+    assert not (unit_dir / "b.timer").exists()
+    assert sorted(Path(p).name for p in report.removed) == [
+        "a.timer",
+        "b.service",
+        "b.timer",
+        "m.service",
+    ]
+    assert ("stop", "a.timer", "b.service", "b.timer", "m.service") in fake.verbs()
+    assert ("disable", "a.timer", "b.timer") in fake.verbs()
+
+
+def test_shadowing_units_in_etc_are_reported(tmp_path: Path, fake: FakeSystemd) -> None:
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    (etc / "a.service").write_text(SERVICE)
+    report = install(
+        plan(tmp_path / "run", runtime=True),
+        state_dir=tmp_path / "state",
+        systemd=Systemd(fake),
+        other_unit_dirs=[etc],
+    )
+    assert report.warnings == (
+        f"{etc / 'a.service'} also exists ({tmp_path / 'run'} wins over it)",
+    )
+
+
+def test_uninstall_removes_exactly_what_was_installed(tmp_path: Path, fake: FakeSystemd) -> None:
+    unit_dir = tmp_path / "units"
+    state = tmp_path / "state"
+    unit_dir.mkdir()
+    (unit_dir / "unrelated.service").write_text("keep me")
+    install(plan(unit_dir), state_dir=state, systemd=Systemd(fake))
+    # the backend wrote a settings drop-in later; a user added one of their own
+    (unit_dir / "a.timer.d").mkdir()
+    (unit_dir / "a.timer.d" / "50-settings.conf").write_text("[Timer]\n")
+    (unit_dir / "b.service.d").mkdir()
+    (unit_dir / "b.service.d" / "90-mine.conf").write_text("[Service]\n")
+    fake.calls.clear()
+    report = uninstall(state_dir=state, systemd=Systemd(fake))
+    assert sorted(p.relative_to(unit_dir).as_posix() for p in unit_dir.rglob("*")) == [
+        "b.service.d",
+        "b.service.d/90-mine.conf",
+        "unrelated.service",
+    ]
+    assert str(unit_dir / "a.timer.d" / "50-settings.conf") in report.removed
+    assert fake.verbs() == [
+        ("stop", "a.timer", "b.timer"),
+        ("stop", "a.service", "b.service", "m.service"),
+        ("disable", "a.timer", "b.timer"),
+        ("daemon-reload",),
+        ("reset-failed", "a.service", "a.timer", "b.service", "b.timer", "m.service"),
+    ]
+    assert read_manifest(state) is None
+    with pytest.raises(BackendError, match="no units are installed"):
+        uninstall(state_dir=state, systemd=Systemd(fake))
+
+
+def test_a_damaged_manifest_is_reported(tmp_path: Path) -> None:
+    manifest_path(tmp_path).write_text("{not json")
+    with pytest.raises(StoreError, match="damaged"):
+        read_manifest(tmp_path)
+    manifest_path(tmp_path).write_text(json.dumps({"version": 99}))
+    with pytest.raises(StoreError, match="version"):
+        read_manifest(tmp_path)
