@@ -492,6 +492,8 @@ class SqliteStore:
             budgets: dict[str, _LogBudget | None] = {}
             rows: list[tuple[int, str, int, int, int, str, str, str | None]] = []
             append = rows.append
+            last_time: datetime | None = None
+            stamp_us = 0
             for record in records:
                 budget = budgets.get(record.run_id, _MISSING)
                 if budget is _MISSING:
@@ -513,6 +515,9 @@ class SqliteStore:
                     continue
                 level = record.level._value_
                 source = record.source._value_
+                if record.time is not last_time:  # one read's records share a time
+                    last_time = record.time
+                    stamp_us = _microseconds(last_time)
                 if budget.stored_bytes + size > cap:
                     budget.dropped_records = 1
                     budget.dropped_bytes = size
@@ -533,7 +538,7 @@ class SqliteStore:
                         next_id,
                         budget.scheduler_id,
                         budget.seq,
-                        _microseconds(record.time),
+                        stamp_us,
                         level,
                         source,
                         message,
