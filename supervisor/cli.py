@@ -21,6 +21,7 @@ from supervisor.control import ControlClient
 from supervisor.durations import format_duration, parse_duration
 from supervisor.errors import DefinitionError, SupervisorError
 from supervisor.paths import resolve_state_dir
+from supervisor.sizes import parse_size
 
 F = TypeVar("F", bound=Callable[..., Any])
 FOLLOW_POLL_SECONDS = 0.25
@@ -104,6 +105,19 @@ def parse_admin(text: str) -> tuple[str, int]:
 @click.option(
     "--grace", default="5s", show_default=True, help="Grace period before SIGTERM/SIGKILL."
 )
+@click.option(
+    "--keep-runs",
+    default=100,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Runs kept per scheduler.",
+)
+@click.option(
+    "--max-log-per-run",
+    default="1MiB",
+    show_default=True,
+    help="Log kept per run; the rest is cut with a visible marker.",
+)
 def run(
     app_spec: str,
     state_dir: str | None,
@@ -112,6 +126,8 @@ def run(
     no_fork_server: bool,
     no_catch_up: bool,
     grace: str,
+    keep_runs: int,
+    max_log_per_run: str,
 ) -> None:
     """Run every scheduler of the application until SIGTERM or SIGINT."""
     from supervisor.service import RunOptions, Service
@@ -123,6 +139,8 @@ def run(
         fork_server=not no_fork_server,
         grace_seconds=parse_duration(grace, field="--grace").total_seconds(),
         catch_up_missed_cron=not no_catch_up,
+        max_runs_per_scheduler=keep_runs,
+        max_log_bytes_per_run=parse_size(max_log_per_run, field="--max-log-per-run"),
     )
     service = Service(options, admin_factory=_admin_factory())
     try:

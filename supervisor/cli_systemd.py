@@ -4,7 +4,9 @@
   ``uninstall-units`` to the ``supervisor`` command group.
 - ``SystemdClient(state_dir)`` answers ``call(op, **args)`` like ``control.ControlClient``
   (same ops, same JSON answers: it is ``control.Dispatcher`` over use cases bound to a
-  ``SystemdBackend``), so ``list``, ``status``, ``logs``, ... work unchanged.
+  ``SystemdBackend``), so ``list``, ``status``, ``logs``, ... work unchanged. ``status``
+  adds ``units``: ``{"kind": "persistent"|"runtime"|..., "service": path, "timer": path}``
+  (the unit files systemd uses: /etc wins over /run, and /run is gone after a reboot).
 - ``select_client(state_dir)`` picks the mode: ``$SUPERVISOR_BACKEND`` (``systemd`` or
   ``manager``) if set, else systemd when the state directory holds an install manifest
   (written by ``install-units``), else the manager.
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import re
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -40,6 +43,7 @@ if TYPE_CHECKING:  # imported where used: `supervisor list` in manager mode stay
     from supervisor.unitinstall import Manifest, RenderedUnit
 
 MANIFEST_NAME = "systemd-units.json"  # unitinstall.MANIFEST_NAME, without importing it
+_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]*")
 
 
 def _trigger(value: str | None) -> Trigger | None:
@@ -89,9 +93,15 @@ def exec_command(
     Exit status: 0 succeeded, 1 failed, 70 crashed, 124 timed out, 143 cancelled
     (a command runner's own status otherwise).
     """
+    from supervisor.child import MAX_RUN_ID
     from supervisor.execone import ExecRequest, execute_one
     from supervisor.journal import JOURNAL_SOCKET
 
+    if run_id is not None and not (_RUN_ID.fullmatch(run_id) and len(run_id) <= MAX_RUN_ID):
+        raise click.BadParameter(
+            f"{run_id!r}: letters, digits, '.', '_', ':' and '-', at most {MAX_RUN_ID}",
+            param_hint="--run-id",
+        )
     request = ExecRequest(
         app_spec=app_spec,
         scheduler_id=scheduler_id,
@@ -219,7 +229,16 @@ class SystemdClient:
         answer = self._dispatcher.handle(self._subject, {"op": op, "args": args})
         if not answer.get("ok"):
             raise RemoteError(str(answer.get("error")), int(answer.get("exit_code", 1)))
-        return answer.get("result")
+        result = answer.get("result")
+        if op == "status" and isinstance(result, dict):
+            # Units in /etc win over /run; runtime ones are gone after a reboot: say which.
+            location = self.mode.backend.location(str(result["id"]))
+            result["units"] = {
+                "kind": location.kind,
+                "service": location.service_path,
+                "timer": location.timer_path,
+            }
+        return result
 
     def close(self) -> None:
         self.mode.close()

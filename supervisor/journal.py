@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import array
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -46,7 +47,7 @@ import socket
 import struct
 import sys
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import IO, Any, Final
 
@@ -216,7 +217,7 @@ class JournalSocket:
                 self._socket.sendto(data, self.path)
                 return
             except OSError as error:
-                if error.errno not in (_EMSGSIZE, _ENOBUFS):
+                if error.errno not in (errno.EMSGSIZE, errno.ENOBUFS):
                     raise
         self._send_memfd(data)
 
@@ -234,10 +235,6 @@ class JournalSocket:
 
     def close(self) -> None:
         self._socket.close()
-
-
-_EMSGSIZE: Final = 90
-_ENOBUFS: Final = 105
 
 
 # -- record sinks -------------------------------------------------------------------------
@@ -388,17 +385,13 @@ def cursor_of(entry: Entry) -> int:
         return 0
 
 
-def _time_of(entry: Entry) -> datetime:
+def time_of(entry: Entry) -> datetime:
+    """When the entry was made (our own stamp, else the sender's, else journald's)."""
     for key in ("SUPERVISOR_TIME", "_SOURCE_REALTIME_TIMESTAMP", "__REALTIME_TIMESTAMP"):
         text = entry.get(key)
         if text is not None and text.isdigit():
             return datetime.fromtimestamp(int(text) / 1_000_000, UTC)
     return datetime.fromtimestamp(0, UTC)
-
-
-def time_of(entry: Entry) -> datetime:
-    """When the entry was made (our own stamp, else the sender's, else journald's)."""
-    return _time_of(entry)
 
 
 def run_id_of(entry: Entry) -> str:
@@ -473,7 +466,7 @@ def to_log_record(entry: Entry) -> LogRecord | None:
         source = Source.LOGGER
         fields = record_fields(entry)
     return LogRecord(
-        time=_time_of(entry),
+        time=time_of(entry),
         level=level,
         message=entry.get("MESSAGE", ""),
         fields=fields,
@@ -509,7 +502,3 @@ def journalctl_matches(
             out.append("+")
         out.extend(group)
     return out
-
-
-def events_only(entries: Sequence[Entry]) -> list[Entry]:
-    return [entry for entry in entries if is_event(entry)]

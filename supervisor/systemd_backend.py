@@ -12,7 +12,8 @@ this backend reads and steers them:
   ``NextElapseUSecMonotonic`` (the others, converted to wall time), last outcome from
   ``Result`` and ``ExecMainCode``/``ExecMainStatus`` (see ``outcome_of_exit``);
 - **start** = start the timer (restart it if it has elapsed: a ONE_SHOT runs again);
-  **stop** = stop the timer, then the service (its run gets SIGTERM, ``exec`` cancels it);
+  **stop** = stop the timer, then the service, waiting for the run to end (it gets
+  SIGTERM, ``exec`` cancels it; systemd SIGKILLs it after ``TimeoutStopSec=``);
   **execute** = ``systemctl start --no-block`` of the service, refused with
   ``AlreadyRunning`` naming the invocation while a run is active; the run ID is the new
   ``InvocationID``;
@@ -20,7 +21,9 @@ this backend reads and steers them:
   ``<service>.d/`` for the timeout), next to the unit file in use, then ``daemon-reload``
   and a restart of a waiting timer; ``disabled`` also disables and stops the timer.
   Overrides are stored too, so ``find_settings`` shows them. Reset removes the drop-ins.
-  If a step fails, the earlier files come back and nothing is stored;
+  If a step fails, the earlier files come back and nothing is stored. (systemd 252
+  re-arms ``OnActiveSec=`` of every waiting timer on a reload, so other SCHEDULE
+  schedulers run again ``start_delay`` after a settings change: systemd issue 31914);
 - **logs** and **runs** from ``journalctl -o json --all`` (without ``--all``, fields over
   4 KiB come back null): our records carry ``SCHEDULER_ID``; systemd's messages about
   the service carry ``UNIT``. One run per invocation ID. Who pressed Execute Now is
@@ -47,7 +50,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final, Protocol
@@ -425,8 +428,6 @@ class _Run:
     exit_status: int | None = None
     unit_result: str | None = None
     succeeded: bool = False
-    entries: int = 0
-    extra: dict[str, str] = field(default_factory=dict)
 
 
 class SystemdBackend:
@@ -469,16 +470,18 @@ class SystemdBackend:
     def _settings(self, options: Options) -> Settings:
         return options.defaults.with_overrides(self._store.overrides(options.id))
 
-    def _show(self, units: Sequence[_Units]) -> list[tuple[dict[str, str], dict[str, str] | None]]:
+    def _show(
+        self, targets: Sequence[_Units]
+    ) -> list[tuple[dict[str, str], dict[str, str] | None]]:
         names: list[str] = []
-        for unit in units:
+        for unit in targets:
             names.append(unit.service)
             if unit.timer is not None:
                 names.append(unit.timer)
         properties = sorted(set(SERVICE_PROPERTIES) | set(TIMER_PROPERTIES))
         shown = iter(self._systemd.show(names, properties))
         out: list[tuple[dict[str, str], dict[str, str] | None]] = []
-        for unit in units:
+        for unit in targets:
             service = next(shown)
             timer = next(shown) if unit.timer is not None else None
             out.append((service, timer))
@@ -1042,7 +1045,6 @@ def _require_loaded(name: str, props: Mapping[str, str]) -> None:
 
 def _absorb(run: _Run, entry: journal.Entry) -> None:
     """Fold one journal entry into what is known about its run."""
-    run.entries += 1
     moment = journal.time_of(entry)
     if run.first_seen is None or moment < run.first_seen:
         run.first_seen = moment

@@ -20,8 +20,10 @@ What the boot shell does, and why (each point was seen to matter on Debian 12):
   hybrid host it neither mounts v1 controllers nor remounts the host's ``/sys/fs/cgroup``
   tmpfs read-only (which the plain recipe does).
 - Runtime masks for boot services that change the host's kernel or files (sysctl,
-  modules, binfmt, remount of ``/``, sysusers, utmp, tmpfiles, device nodes), and a
-  drop-in so journald's socket does not create ``/dev/log`` on the shared ``/dev``.
+  modules, binfmt, remount of ``/``, sysusers, utmp, tmpfiles, device nodes, udev's
+  coldplug of the host's devices), and for anything else packages hook into the boot
+  targets, except journald; a drop-in so journald's socket does not create ``/dev/log``
+  on the shared ``/dev``.
 
 Paths to share between the host and the namespace: ``shared_dir`` (same path on both
 sides). It lives under ``/var/lib``, not ``/tmp`` or ``/var/tmp``: a unit with
@@ -98,6 +100,23 @@ MASKED_UNITS = (
     "dev-mqueue.mount",
     "systemd-ask-password-console.path",
     "systemd-ask-password-wall.path",
+    "systemd-udevd.service",
+    "systemd-udevd-control.socket",
+    "systemd-udevd-kernel.socket",
+    "systemd-udev-trigger.service",
+    "systemd-udev-settle.service",
+)
+# Besides those, every unit that packages hook into these targets is masked, except
+# journald's: a package installed later (udev came with chromium here) must not get to
+# run its boot service against the host's /dev and /sys.
+HOOKED_TARGETS = ("sysinit.target", "sockets.target", "local-fs.target", "swap.target")
+UNIT_DIRS = (Path("/lib/systemd/system"), Path("/usr/lib/systemd/system"))
+KEPT_UNITS = (
+    "systemd-journald.service",
+    "systemd-journald.socket",
+    "systemd-journald-dev-log.socket",
+    "systemd-journald-audit.socket",
+    "systemd-journal-flush.service",
 )
 TARGET_UNIT = """\
 [Unit]
@@ -170,6 +189,18 @@ def wait_until(
         time.sleep(interval)
 
 
+def _units_to_mask() -> set[str]:
+    """``MASKED_UNITS`` and whatever the installed packages hook into the boot targets."""
+    hooked = {
+        link.name
+        for directory in UNIT_DIRS
+        for target in HOOKED_TARGETS
+        for kind in ("wants", "requires")
+        for link in (directory / f"{target}.{kind}").glob("*")
+    }
+    return (set(MASKED_UNITS) | hooked) - set(KEPT_UNITS) - {TARGET}
+
+
 def _cgroup2_mount() -> Path | None:
     """Where the cgroup v2 hierarchy is mounted (pure v2 or hybrid), if anywhere."""
     mounts = [line.split() for line in Path("/proc/self/mounts").read_text().splitlines()]
@@ -232,25 +263,30 @@ class NamespacedSystemd:
         units = root / "boot-units"
         units.mkdir()
         (units / TARGET).write_text(TARGET_UNIT)
-        for unit in MASKED_UNITS:
+        for unit in sorted(_units_to_mask()):
             (units / unit).symlink_to("/dev/null")
         dropin = units / "systemd-journald-dev-log.socket.d"
         dropin.mkdir()
         (dropin / "no-dev-log.conf").write_text(NO_DEV_LOG_DROPIN)
         cgroup = cgroup_mount / _own_cgroup2().lstrip("/") / name
-        cgroup.mkdir()
         show_cgroup = "" if cgroup_mount == Path("/sys/fs/cgroup") else str(cgroup_mount)
-        with (root / "console.log").open("wb") as console:
-            process = subprocess.Popen(
-                [
-                    *("unshare", *UNSHARE_FLAGS, "sh", "-c", BOOT_SCRIPT, "sh"),
-                    *(str(root), str(cgroup), show_cgroup),
-                ],
-                stdin=subprocess.DEVNULL,
-                stdout=console,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        try:
+            cgroup.mkdir()
+            with (root / "console.log").open("wb") as console:
+                process = subprocess.Popen(
+                    [
+                        *("unshare", *UNSHARE_FLAGS, "sh", "-c", BOOT_SCRIPT, "sh"),
+                        *(str(root), str(cgroup), show_cgroup),
+                    ],
+                    stdin=subprocess.DEVNULL,
+                    stdout=console,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+        except BaseException:
+            _remove_cgroup(cgroup)
+            shutil.rmtree(root, ignore_errors=True)
+            raise
         instance = cls(name=name, root=root, process=process, cgroup=cgroup)
         try:
             instance._wait_for_boot(timeout)

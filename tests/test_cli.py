@@ -293,3 +293,51 @@ def test_app_errors_are_clear(tmp_path: Path) -> None:
     assert result.returncode == 6
     assert "cannot import module" in result.stderr
     assert result.stderr.count("\n") == 1
+
+
+def test_a_corrupt_database_is_refused_and_left_untouched(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    database = state / "state.db"
+    garbage = b"this is not a database, but it was somebody's file\n" * 100
+    database.write_bytes(garbage)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "supervisor",
+            "run",
+            "--app",
+            APP,
+            "--state-dir",
+            str(state),
+            "--no-admin",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert result.returncode == 7
+    assert result.stderr.count("\n") == 1
+    assert str(database) in result.stderr
+    assert database.read_bytes() == garbage
+
+
+def test_retention_flags_are_checked(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        main,
+        [
+            "run",
+            "--app",
+            APP,
+            "--state-dir",
+            str(tmp_path),
+            "--no-admin",
+            "--max-log-per-run",
+            "lots",
+        ],
+    )
+    assert result.exit_code == 2
+    assert "--max-log-per-run" in result.output

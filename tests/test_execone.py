@@ -168,6 +168,12 @@ def test_the_timeout_cancels_the_run_and_exits_124(tmp_path: Path) -> None:
     assert warning["fields"] == {"reason": "the run timed out"}
 
 
+def test_a_bad_run_id_is_a_usage_error() -> None:
+    done = run_exec("sd.tick", "--run-id", "no spaces")
+    assert done.returncode == 2
+    assert "--run-id" in done.stderr
+
+
 def test_a_command_runner_becomes_the_program() -> None:
     done = run_exec("sd.command")
     assert done.returncode == 3

@@ -784,7 +784,14 @@ def test_the_client_answers_like_the_managers(client: tuple[SystemdClient, FakeS
     store = systemd_client.mode.store
     actions = [entry.action for _, entry in store.audit(scheduler_id="sd.tick")]
     assert actions == ["update settings"]
-    assert systemd_client.call("status", id="sd.manual")["last_actor"] is not None
+    status = systemd_client.call("status", id="sd.manual")
+    assert status["last_actor"] is not None
+    assert status["units"] == {
+        "kind": "other",
+        "service": str(fake.unit_dir / "sched-systemd-tests-sd.manual.service"),
+        "timer": None,
+    }
+    assert systemd_client.call("action", id="sd.manual", action="ping") == {"result": "pong"}
 
 
 def test_while_running_the_last_finished_run_comes_from_the_journal(

@@ -60,9 +60,7 @@ class Cli:
         self.module = "supervisor"
 
     def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        done = self.ns.run(
-            [PYTHON, "-m", self.module, *args], env=self.env, cwd=REPO, timeout=120
-        )
+        done = self.ns.run([PYTHON, "-m", self.module, *args], env=self.env, cwd=REPO, timeout=120)
         if check and done.returncode != 0:
             raise AssertionError(
                 f"supervisor {' '.join(args)} exited {done.returncode}:\n{done.stderr}"
@@ -160,6 +158,10 @@ def test_systemd_mode_end_to_end(systemd_namespace: NamespacedSystemd, layout: U
     assert sources["tick"] == "logger"
     runs = cli.json("runs", "sd.tick")
     assert runs[-1]["outcome"] == "succeeded" and runs[-1]["trigger"] == "schedule"
+    units = cli.json("status", "sd.tick")["units"]
+    assert units["kind"] == "persistent"
+    assert units["timer"] == f"/etc/systemd/system/{timer['sd.tick']}"
+    assert cli.run("action", "sd.manual", "ping").stdout.strip() == "pong"
 
     # -- stop / start ---------------------------------------------------------------------
     cli.run("stop", "sd.tick")
@@ -269,18 +271,29 @@ def test_runtime_install_says_so_and_etc_wins(
     _require_wiring()
     ns = systemd_namespace
     cli = Cli(ns, ns.shared_dir / "state")
-    done = cli.run("install-units", "--app", APP, "--runtime")
-    assert "runtime" in done.stdout
     registry = enable(load_app(APP)).registry
-    tick = registry.get("sd.tick")
-    tick_service = layout.service_name(tick)
+    tick, manual = registry.get("sd.tick"), registry.get("sd.manual")
+    tick_service, manual_service = layout.service_name(tick), layout.service_name(manual)
+    generated = ns.shared_dir / "generated"
+    cli.run("generate-units", "--app", APP, "--output-dir", str(generated))
+    mine = ns.etc_units_dir / manual_service  # an operator's own copy in /etc
+    mine.write_text((generated / manual_service).read_text())
+
+    done = cli.run("install-units", "--app", APP, "--runtime")
+    assert "runtime: gone after a reboot" in done.stdout
+    assert f"{mine.name} exists and wins over /run/systemd/system" in done.stderr
     assert ns.inside(f"/run/systemd/system/{tick_service}").exists()
     assert not (ns.etc_units_dir / tick_service).exists()
-    fragment = ns.systemctl("show", "-p", "FragmentPath", "--value", tick_service).stdout
-    assert fragment.strip() == f"/run/systemd/system/{tick_service}"
-    assert ns.systemctl("is-enabled", str(layout.timer_name(tick))).stdout.strip() in (
-        "enabled-runtime",
-        "static",
+    assert cli.json("status", "sd.tick")["units"]["kind"] == "runtime"
+    assert cli.json("status", "sd.manual")["units"] == {
+        "kind": "persistent",
+        "service": f"/etc/systemd/system/{manual_service}",
+        "timer": None,
+    }
+    assert ns.systemctl("is-enabled", str(layout.timer_name(tick))).stdout.strip() == (
+        "enabled-runtime"
     )
+
     cli.run("uninstall-units")
     assert not ns.inside(f"/run/systemd/system/{tick_service}").exists()
+    assert mine.exists()  # not installed by us: left alone

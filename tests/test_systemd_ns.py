@@ -40,6 +40,10 @@ def test_boots_runs_a_unit_logs_it_and_leaves_nothing_behind(tmp_path: Path) -> 
     ns = NamespacedSystemd.boot()
     try:
         assert ns.failed_at_boot == []
+        # Nothing but journald runs at boot: no udev coldplug, sysctl, tmpfiles, ...
+        services = ns.systemctl("list-units", "--type=service", "--plain", "--no-legend")
+        active = {line.split()[0] for line in services.stdout.splitlines() if line}
+        assert active == {"systemd-journald.service", "systemd-journal-flush.service"}
         assert ns.systemctl("is-active", "sched-test.target").stdout.strip() == "active"
         ns.write_unit("smoke.service", HELLO_SERVICE.format(shared=ns.shared_dir))
         ns.daemon_reload()

@@ -56,6 +56,10 @@ def cron(ctx: scheduler.Context) -> None:
     scheduler.logger_from(ctx).info("cron fired", entered=time.time())
 
 
+def ping() -> str:
+    return "pong"
+
+
 def fail(ctx: scheduler.Context) -> None:
     raise scheduler.RunError("nothing to do today")
 
@@ -81,6 +85,7 @@ schedulers.use_cases.configure(
         description="Runs when asked; holds while the hold file exists",
         kind=scheduler.Kind.MANUAL,
         runner=manual,
+        actions=[scheduler.CustomAction(id="ping", title="Ping", action=ping)],
     ),
 )
 schedulers.use_cases.configure(
