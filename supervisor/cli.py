@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import click
 
 from supervisor import __version__
+from supervisor.cli_systemd import SystemdClient, open_systemd_mode, register, select_client
 from supervisor.control import ControlClient
 from supervisor.durations import format_duration, parse_duration
 from supervisor.errors import DefinitionError, SupervisorError
@@ -52,8 +53,9 @@ def json_option(func: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="Print JSON.")(func)
 
 
-def client(state_dir: str | None) -> ControlClient:
-    return ControlClient(resolve_state_dir(state_dir))
+def client(state_dir: str | None) -> ControlClient | SystemdClient:
+    """The manager's control socket, or systemd when the state directory says so."""
+    return select_client(resolve_state_dir(state_dir))
 
 
 def echo_json(value: object) -> None:
@@ -151,11 +153,39 @@ def run(
 
 
 def _admin_factory() -> Any:
-    try:
-        from supervisor.web.server import start_admin
-    except ImportError:
-        return None
+    from supervisor.web.server import start_admin
+
     return start_admin
+
+
+@main.command()
+@state_dir_option
+@click.option(
+    "--app", "app_spec", default=None, help="The application (default: the installed one)."
+)
+@click.option("--admin", default="127.0.0.1:8080", show_default=True, help="Admin Center address.")
+def admin(state_dir: str | None, app_spec: str | None, admin: str) -> None:
+    """Serve the Admin Center for schedulers installed as systemd units."""
+    import signal
+    import threading
+
+    from supervisor.service import RunOptions
+    from supervisor.web.server import start_admin
+
+    directory = resolve_state_dir(state_dir)
+    mode = open_systemd_mode(directory, app_spec=app_spec)
+    try:
+        options = RunOptions(app_spec=mode.app_spec, state_dir=directory, admin=parse_admin(admin))
+        server = start_admin(mode.schedulers, mode.store, options)
+        stop = threading.Event()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: stop.set())
+        try:
+            stop.wait()
+        finally:
+            server.close()
+    finally:
+        mode.close()
 
 
 # -- reading -------------------------------------------------------------------------------
@@ -209,6 +239,9 @@ def status(scheduler_id: str, state_dir: str | None, as_json: bool) -> None:
         ("last error", (s["last_error"] or "-").splitlines()[0] if s["last_error"] else "-"),
         ("last acted by", s["last_actor"] or "-"),
     ]
+    units = s.get("units")
+    if units:  # systemd mode: say where the units live (runtime ones vanish at reboot)
+        rows.append(("units", f"{units.get('service')} ({units.get('kind')})"))
     for name, value in rows:
         click.echo(f"{name + ':':<16}{value}")
 
@@ -529,3 +562,6 @@ def users_list(state_dir: str | None, as_json: bool) -> None:
         echo_json([{"name": u.name, "role": u.role} for u in found])
     else:
         table(["NAME", "ROLE"], [[u.name, u.role] for u in found])
+
+
+register(main)  # exec, generate-units, install-units, uninstall-units
