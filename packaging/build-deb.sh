@@ -37,11 +37,16 @@ die() { say "$*"; exit 1; }
 if [ "$install_deps" = yes ]; then
     [ "$(id -u)" = 0 ] || die "--install-build-deps needs root"
     export DEBIAN_FRONTEND=noninteractive
+    apt_options="-y -o DPkg::Lock::Timeout=600"
     # The Build-Depends of packaging/debian/control; apt's lists may be missing on a
     # fresh machine, so update them once if the first try fails.
-    if ! { apt-get build-dep -y "$here" && apt-get install -y --no-install-recommends lintian; } >&2; then
-        apt-get update >&2
-        { apt-get build-dep -y "$here" && apt-get install -y --no-install-recommends lintian; } >&2
+    # shellcheck disable=SC2086 # $apt_options is several words
+    if ! { apt-get build-dep $apt_options "$here" \
+        && apt-get install $apt_options --no-install-recommends lintian; } >&2; then
+        apt-get update -o DPkg::Lock::Timeout=600 >&2
+        # shellcheck disable=SC2086
+        { apt-get build-dep $apt_options "$here" \
+            && apt-get install $apt_options --no-install-recommends lintian; } >&2
     fi
 fi
 

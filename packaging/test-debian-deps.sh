@@ -40,10 +40,10 @@ say() { echo "test-debian-deps.sh: $*" >&2; }
 if [ "$install" = yes ]; then
     export DEBIAN_FRONTEND=noninteractive
     # shellcheck disable=SC2086 # one word per package
-    if ! apt-get install -y --no-install-recommends $packages >&2; then
-        apt-get update >&2
+    if ! apt-get install -y -o DPkg::Lock::Timeout=600 --no-install-recommends $packages >&2; then
+        apt-get update -o DPkg::Lock::Timeout=600 >&2
         # shellcheck disable=SC2086
-        apt-get install -y --no-install-recommends $packages >&2
+        apt-get install -y -o DPkg::Lock::Timeout=600 --no-install-recommends $packages >&2
     fi
 fi
 

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import click
 
 from supervisor import __version__
+from supervisor.cli_options import json_option, state_dir_option
 from supervisor.cli_systemd import SystemdClient, open_systemd_mode, register, select_client
 from supervisor.control import ControlClient
 from supervisor.durations import format_duration, parse_duration
@@ -37,20 +38,6 @@ class Cli(click.Group):
         except SupervisorError as error:
             click.echo(f"error: {error}", err=True)
             ctx.exit(error.exit_code)
-
-
-def state_dir_option(func: F) -> F:
-    return click.option(
-        "--state-dir",
-        type=click.Path(file_okay=False),
-        default=None,
-        help="State directory (default: $SUPERVISOR_STATE_DIR, /var/lib/sched-supervisor "
-        "for root, ~/.local/state/sched-supervisor otherwise).",
-    )(func)
-
-
-def json_option(func: F) -> F:
-    return click.option("--json", "as_json", is_flag=True, help="Print JSON.")(func)
 
 
 def client(state_dir: str | None) -> ControlClient | SystemdClient:

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from supervisor.cli_options import state_dir_option
 from supervisor.paths import DATABASE_NAME, ensure_state_dir, resolve_state_dir
 from supervisor.records import Trigger
 
@@ -369,16 +370,6 @@ def _render_options(
     )
 
 
-def _state_dir_option(func: Any) -> Any:
-    return click.option(
-        "--state-dir",
-        type=click.Path(file_okay=False),
-        default=None,
-        help="State directory (default: $SUPERVISOR_STATE_DIR, /var/lib/sched-supervisor "
-        "for root, ~/.local/state/sched-supervisor otherwise).",
-    )(func)
-
-
 def _unit_options(func: Any) -> Any:
     func = click.option("--prefix", default=None, help="Unit name prefix (default: the app's).")(
         func
@@ -397,7 +388,7 @@ def _unit_options(func: Any) -> Any:
     type=click.Path(file_okay=False),
     help="Where to write the unit files.",
 )
-@_state_dir_option
+@state_dir_option
 def generate_units(
     app_spec: str, user: str | None, prefix: str | None, output_dir: str, state_dir: str | None
 ) -> None:
@@ -431,7 +422,7 @@ def generate_units(
     default=None,
     help="Install into this directory instead (for tests and unusual layouts).",
 )
-@_state_dir_option
+@state_dir_option
 def install_units(
     app_spec: str,
     user: str | None,
@@ -510,7 +501,7 @@ def install_units(
 
 
 @click.command(name="uninstall-units")
-@_state_dir_option
+@state_dir_option
 def uninstall_units(state_dir: str | None) -> None:
     """Stop, disable and remove exactly the units `install-units` wrote."""
     from supervisor.systemd_backend import Systemd
