@@ -36,7 +36,9 @@ class Cli(click.Group):
         try:
             return super().invoke(ctx)
         except SupervisorError as error:
-            click.echo(f"error: {error}", err=True)
+            # One line: details such as a traceback stay in the run or audit record.
+            first_line = (str(error).splitlines() or [type(error).__name__])[0]
+            click.echo(f"error: {first_line}", err=True)
             ctx.exit(error.exit_code)
 
 

@@ -341,3 +341,14 @@ def test_retention_flags_are_checked(tmp_path: Path) -> None:
     )
     assert result.exit_code == 2
     assert "--max-log-per-run" in result.output
+
+
+def test_custom_actions_run_in_a_child_and_report_errors(state_dir: Path) -> None:
+    output = cli(state_dir, "action", "m.fail", "count")
+    assert output.startswith("42 rows in process ")
+    assert int(output.split()[-1]) != os.getpid()
+    failed = CliRunner().invoke(main, ["action", "m.fail", "broken", "--state-dir", str(state_dir)])
+    assert failed.exit_code == 10
+    assert failed.output == "error: RuntimeError: the cache server is down\n"
+    missing = CliRunner().invoke(main, ["action", "m.fail", "nope", "--state-dir", str(state_dir)])
+    assert missing.exit_code == 3

@@ -88,7 +88,28 @@ configure(
     )
 )
 configure(scheduler.Options(id="m.crash", name="Crash", kind=scheduler.Kind.MANUAL, runner=crash))
-configure(scheduler.Options(id="m.fail", name="Fail", kind=scheduler.Kind.MANUAL, runner=fail))
+
+
+def count_rows() -> str:
+    return f"42 rows in process {os.getpid()}"
+
+
+def broken_action() -> str:
+    raise RuntimeError("the cache server is down")
+
+
+configure(
+    scheduler.Options(
+        id="m.fail",
+        name="Fail",
+        kind=scheduler.Kind.MANUAL,
+        runner=fail,
+        actions=[
+            scheduler.CustomAction(id="count", title="Count rows", action=count_rows),
+            scheduler.CustomAction(id="broken", title="Broken", action=broken_action),
+        ],
+    )
+)
 configure(
     scheduler.Options(
         id="m.cron",
