@@ -13,7 +13,7 @@
 # PYTEST-ARGS replace that selection and are passed to pytest as they are.
 #
 # --install   apt-get install the Debian packages first (root)
-# --venv DIR  where to make the virtualenv (default: a temporary directory, removed after)
+# --venv DIR  where to make the virtualenv (default: in packaging/out/, removed after)
 set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -47,7 +47,10 @@ if [ "$install" = yes ]; then
     fi
 fi
 
-scratch=$(mktemp -d "${TMPDIR:-/tmp}/sched-supervisor-debdeps.XXXXXX")
+# Not under /tmp or /var/tmp: the systemd tests boot systemd with private ones, and their
+# units run this virtualenv's python from the staged copy (packaging/out/ is ignored by git).
+mkdir -p "$here/out"
+scratch=$(mktemp -d "$here/out/debian-deps.XXXXXX")
 trap 'rm -rf "$scratch"' EXIT INT TERM
 [ -n "$venv" ] || venv="$scratch/venv"
 

@@ -5,7 +5,8 @@
 - ``SystemdClient(state_dir)`` answers ``call(op, **args)`` like ``control.ControlClient``
   (same ops, same JSON answers: it is ``control.Dispatcher`` over use cases bound to a
   ``SystemdBackend``), so ``list``, ``status``, ``logs``, ... work unchanged. ``status``
-  adds ``units``: ``{"kind": "persistent"|"runtime"|..., "service": path, "timer": path}``
+  adds ``units``: ``{"kind": "persistent"|"runtime"|..., "service": path, "timer": path,
+  "start_timer": path}`` (``start_timer``: SCHEDULE's, else null)
   (the unit files systemd uses: /etc wins over /run, and /run is gone after a reboot).
 - ``select_client(state_dir)`` picks the mode: ``$SUPERVISOR_BACKEND`` (``systemd`` or
   ``manager``) if set, else systemd when the state directory holds an install manifest
@@ -238,6 +239,7 @@ class SystemdClient:
                 "kind": location.kind,
                 "service": location.service_path,
                 "timer": location.timer_path,
+                "start_timer": location.start_timer_path,
             }
         return result
 
@@ -467,7 +469,9 @@ def install_units(
     disabled = frozenset(
         name
         for definition in schedulers.registry
-        if effective(definition.id).disabled and (name := layout.timer_name(definition)) is not None
+        if effective(definition.id).disabled
+        for name in (layout.timer_name(definition), layout.start_timer_name(definition))
+        if name is not None
     )
     plan = InstallPlan(
         app_spec=app_spec,
@@ -476,6 +480,11 @@ def install_units(
         units=rendering.units,
         dropins=settings_dropins(layout, list(schedulers.registry), overrides),
         disabled_timers=disabled,
+        start_timers=frozenset(
+            name
+            for definition in schedulers.registry
+            if (name := layout.start_timer_name(definition)) is not None
+        ),
         cwd=options.cwd,
         sys_path=options.python_path,
         python=options.python,

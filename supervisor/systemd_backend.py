@@ -1,29 +1,36 @@
 """The systemd backend: the use cases of DESIGN.md over ``systemctl`` and ``journalctl``.
 
-systemd runs the schedulers (one ``.service`` each, a ``.timer`` for the timed kinds);
-this backend reads and steers them:
+systemd runs the schedulers (one ``.service`` each, a ``.timer`` for the timed kinds,
+and for SCHEDULE a second one, the start timer: see ``units``); this backend reads and
+steers them:
 
-- **status** from one ``systemctl show --timestamp=unix`` of the service and the timer:
+- **status** from one ``systemctl show --timestamp=unix`` of the service and the timers:
   running while the service is ``activating``/``active``/``deactivating`` (its
-  ``InvocationID`` is the run ID); else disabled (settings), stopped (timer inactive or
-  elapsed; a MANUAL scheduler stopped by an operator, remembered in the store), or
-  paused. Last started/completed from ``ExecMainStartTimestamp``/``ExecMainExitTimestamp``,
+  ``InvocationID`` is the run ID); else disabled (settings), paused (a timer waiting:
+  for SCHEDULE the repeat timer or the start timer), or stopped (timers inactive or
+  elapsed; a MANUAL scheduler stopped by an operator, remembered in the store).
+  Last started/completed from ``ExecMainStartTimestamp``/``ExecMainExitTimestamp``,
   next planned from ``NextElapseUSecRealtime`` (calendar timers) or
-  ``NextElapseUSecMonotonic`` (the others, converted to wall time), last outcome from
-  ``Result`` and ``ExecMainCode``/``ExecMainStatus`` (see ``outcome_of_exit``);
+  ``NextElapseUSecMonotonic`` (the others, converted to wall time) of whichever timer
+  is armed, last outcome from ``Result`` and ``ExecMainCode``/``ExecMainStatus`` (see
+  ``outcome_of_exit``);
 - **start** = start the timer (restart it if it has elapsed: a ONE_SHOT runs again);
-  **stop** = stop the timer, then the service, waiting for the run to end (it gets
+  for SCHEDULE, unless a timer is armed already: start the repeat timer, then (re)start
+  the start timer, so the first run comes ``start_delay`` later and the pauses follow;
+  **stop** = stop the timers, then the service, waiting for the run to end (it gets
   SIGTERM, ``exec`` cancels it; systemd SIGKILLs it after ``TimeoutStopSec=``);
   **execute** = ``systemctl start --no-block`` of the service, refused with
   ``AlreadyRunning`` naming the invocation while a run is active; the run ID is the new
   ``InvocationID``;
-- **settings** = a drop-in ``<timer>.d/`` that restates every trigger (and one under
-  ``<service>.d/`` for the timeout), next to the unit file in use, then ``daemon-reload``
-  and a restart of a waiting timer; ``disabled`` also disables and stops the timer.
-  Overrides are stored too, so ``find_settings`` shows them. Reset removes the drop-ins.
-  If a step fails, the earlier files come back and nothing is stored. (systemd 252
-  re-arms ``OnActiveSec=`` of every waiting timer on a reload, so other SCHEDULE
-  schedulers run again ``start_delay`` after a settings change: systemd issue 31914);
+- **settings** = a drop-in ``<timer>.d/`` per timer that restates every trigger (and
+  one under ``<service>.d/`` for the timeout), next to the unit file in use, then
+  ``daemon-reload`` and a restart of a waiting timer; ``disabled`` also disables and
+  stops the timers. SCHEDULE: the reload alone re-plans the waiting repeat timer (next
+  run = end of the last one + the new pause, at once if that has passed; measured on
+  252), and only a start timer that still waits is restarted: restarting an elapsed one
+  would run the scheduler once more. Overrides are stored too, so ``find_settings``
+  shows them. Reset removes the drop-ins. If a step fails, the earlier files come back
+  and nothing is stored;
 - **logs** and **runs** from ``journalctl -o json --all`` (without ``--all``, fields over
   4 KiB come back null): our records carry ``SCHEDULER_ID``; systemd's messages about
   the service carry ``UNIT``. One run per invocation ID. Who pressed Execute Now is
@@ -125,6 +132,7 @@ TIMER_PROPERTIES: Final = (
     "FragmentPath",
     "DropInPaths",
 )
+_ENABLED_STATES: Final = frozenset({"enabled", "enabled-runtime"})
 _CLD_EXITED: Final = 1
 _CLD_KILLED: Final = 2
 _CLD_DUMPED: Final = 3
@@ -341,7 +349,12 @@ class UnitLayout(Protocol):
     def service_name(self, options: Options) -> str: ...
 
     def timer_name(self, options: Options) -> str | None:
-        """None for kinds without a timer (MANUAL)."""
+        """None for kinds without a timer (MANUAL). For SCHEDULE: the repeat timer."""
+        ...
+
+    def start_timer_name(self, options: Options) -> str | None:
+        """SCHEDULE's start timer (fires once, ``start_delay`` after it starts); None
+        for the other kinds."""
         ...
 
     def settings_dropins(self, options: Options, settings: Settings) -> list[DropIn]:
@@ -363,6 +376,11 @@ class TemplateLayout:
             return None
         return units.unit_names(self.prefix, options.id)[1]
 
+    def start_timer_name(self, options: Options) -> str | None:
+        if options.kind is not Kind.SCHEDULE:
+            return None
+        return units.start_timer_name(self.prefix, options.id)
+
     def settings_dropins(self, options: Options, settings: Settings) -> list[DropIn]:
         service, timer = units.unit_names(self.prefix, options.id)
         out = [
@@ -380,6 +398,14 @@ class TemplateLayout:
                     text=units.render_timer_dropin(options, settings),
                 )
             )
+        if options.kind is Kind.SCHEDULE:
+            out.append(
+                DropIn(
+                    unit=units.start_timer_name(self.prefix, options.id),
+                    name=units.SETTINGS_DROPIN_NAME,
+                    text=units.render_start_timer_dropin(options, settings),
+                )
+            )
         return out
 
 
@@ -391,6 +417,25 @@ class _Units:
     options: Options
     service: str
     timer: str | None
+    start_timer: str | None = None
+
+    @property
+    def timers(self) -> list[str]:
+        """The timers, the repeat timer first."""
+        return [name for name in (self.timer, self.start_timer) if name is not None]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Shown:
+    """``systemctl show`` of one scheduler's units (None: it has no such unit)."""
+
+    service: dict[str, str]
+    timer: dict[str, str] | None
+    start_timer: dict[str, str] | None
+
+    @property
+    def timers(self) -> list[dict[str, str]]:
+        return [props for props in (self.timer, self.start_timer) if props is not None]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -401,6 +446,7 @@ class UnitLocation:
     service_path: str | None
     timer_path: str | None
     kind: str  # "persistent", "runtime", "other" or "missing"
+    start_timer_path: str | None = None
 
 
 def location_kind(path: str | None) -> str:
@@ -465,52 +511,52 @@ class SystemdBackend:
             options=options,
             service=self._layout.service_name(options),
             timer=self._layout.timer_name(options),
+            start_timer=self._layout.start_timer_name(options),
         )
 
     def _settings(self, options: Options) -> Settings:
         return options.defaults.with_overrides(self._store.overrides(options.id))
 
-    def _show(
-        self, targets: Sequence[_Units]
-    ) -> list[tuple[dict[str, str], dict[str, str] | None]]:
+    def _show(self, targets: Sequence[_Units]) -> list[_Shown]:
         names: list[str] = []
         for unit in targets:
-            names.append(unit.service)
-            if unit.timer is not None:
-                names.append(unit.timer)
+            names += [unit.service, *unit.timers]
         properties = sorted(set(SERVICE_PROPERTIES) | set(TIMER_PROPERTIES))
         shown = iter(self._systemd.show(names, properties))
-        out: list[tuple[dict[str, str], dict[str, str] | None]] = []
-        for unit in targets:
-            service = next(shown)
-            timer = next(shown) if unit.timer is not None else None
-            out.append((service, timer))
-        return out
+        return [
+            _Shown(
+                service=next(shown),
+                timer=next(shown) if unit.timer is not None else None,
+                start_timer=next(shown) if unit.start_timer is not None else None,
+            )
+            for unit in targets
+        ]
 
     def _realtime_from_monotonic(self, usec: int) -> datetime:
         now_wall, now_mono = self._clock.now(), self._clock.monotonic()
         return now_wall - timedelta(seconds=now_mono - usec / 1_000_000)
 
-    def _next_elapse(self, timer: Mapping[str, str]) -> datetime | None:
-        if timer.get("ActiveState") != "active" or timer.get("SubState") != "waiting":
-            return None
+    def _next_elapse(self, timers: Iterable[Mapping[str, str]]) -> datetime | None:
+        """The earliest next elapse of the waiting ``timers``."""
         candidates: list[datetime] = []
-        realtime = parse_timestamp(timer.get("NextElapseUSecRealtime"))
-        if realtime is not None:
-            candidates.append(realtime)
-        monotonic = parse_timespan_usec(timer.get("NextElapseUSecMonotonic"))
-        if monotonic:
-            candidates.append(self._realtime_from_monotonic(monotonic))
+        for timer in timers:
+            if timer.get("ActiveState") != "active" or timer.get("SubState") != "waiting":
+                continue
+            realtime = parse_timestamp(timer.get("NextElapseUSecRealtime"))
+            if realtime is not None:
+                candidates.append(realtime)
+            monotonic = parse_timespan_usec(timer.get("NextElapseUSecMonotonic"))
+            if monotonic:
+                candidates.append(self._realtime_from_monotonic(monotonic))
         return min(candidates, default=None)
 
     def _stopped_manual(self, scheduler_id: str) -> bool:
         return self._store.get_meta(STOPPED_META + scheduler_id) == "1"
 
-    def _status(
-        self, unit: _Units, service: Mapping[str, str], timer: Mapping[str, str] | None
-    ) -> SchedulerStatus:
+    def _status(self, unit: _Units, shown: _Shown) -> SchedulerStatus:
         options = unit.options
         settings = self._settings(options)
+        service = shown.service
         running = service.get("ActiveState") in RUNNING_STATES
         last_error: str | None = None
         if running:
@@ -519,12 +565,9 @@ class SystemdBackend:
             state = State.DISABLED
         elif unit.timer is None:
             state = State.STOPPED if self._stopped_manual(options.id) else State.PAUSED
-        elif timer is None or timer.get("LoadState") != "loaded":
+        elif shown.timer is None or shown.timer.get("LoadState") != "loaded":
             state = State.STOPPED
-        elif timer.get("ActiveState") == "active" and timer.get("SubState") in (
-            "waiting",
-            "running",  # its service just ended; the timer re-arms
-        ):
+        elif any(_armed(timer) for timer in shown.timers):
             state = State.PAUSED
         else:
             state = State.STOPPED
@@ -560,7 +603,7 @@ class SystemdBackend:
             current_run_id=(service.get("InvocationID") or None) if running else None,
             last_started_at=started,
             last_completed_at=completed,
-            next_planned_at=None if timer is None or running else self._next_elapse(timer),
+            next_planned_at=None if running else self._next_elapse(shown.timers),
             last_outcome=outcome,
             last_error=last_error,
             last_actor=self._store.last_actor(options.id),
@@ -603,30 +646,35 @@ class SystemdBackend:
     def statuses(self) -> list[SchedulerStatus]:
         units = [self._units(options.id) for options in self._registry]
         return [
-            self._status(unit, service, timer)
-            for unit, (service, timer) in zip(units, self._show(units), strict=True)
+            self._status(unit, shown) for unit, shown in zip(units, self._show(units), strict=True)
         ]
 
     def status(self, scheduler_id: str) -> SchedulerStatus:
         unit = self._units(scheduler_id)
-        ((service, timer),) = self._show([unit])
-        return self._status(unit, service, timer)
+        (shown,) = self._show([unit])
+        return self._status(unit, shown)
 
     def location(self, scheduler_id: str) -> UnitLocation:
         """Where the unit files in use live (units in /etc win over /run)."""
         unit = self._units(scheduler_id)
-        ((service, timer),) = self._show([unit])
-        service_path = service.get("FragmentPath") or None
-        timer_path = None if timer is None else timer.get("FragmentPath") or None
+        (shown,) = self._show([unit])
+        service_path = shown.service.get("FragmentPath") or None
+        timer_path = None if shown.timer is None else shown.timer.get("FragmentPath") or None
+        start_path = (
+            None if shown.start_timer is None else shown.start_timer.get("FragmentPath") or None
+        )
         kinds = {location_kind(service_path)}
         if unit.timer is not None:
             kinds.add(location_kind(timer_path))
+        if unit.start_timer is not None:
+            kinds.add(location_kind(start_path))
         kind = kinds.pop() if len(kinds) == 1 else "mixed"
         return UnitLocation(
             scheduler_id=scheduler_id,
             service_path=service_path,
             timer_path=timer_path,
             kind=kind,
+            start_timer_path=start_path,
         )
 
     def overrides(self, scheduler_id: str) -> dict[str, Any]:
@@ -687,7 +735,7 @@ class SystemdBackend:
             return []
         fetch = limit * 6 + 10
         entries = self._systemd.journal("-n", str(fetch), *self._run_matches(unit))
-        ((service, _),) = self._show([unit])
+        service = self._show([unit])[0].service
         runs = self._assemble(unit, entries, service, complete=len(entries) < fetch)
         return runs[:limit]
 
@@ -703,7 +751,7 @@ class SystemdBackend:
                 scheduler_id = self._scheduler_of_unit(entry.get("UNIT", ""))
             if scheduler_id is not None and scheduler_id in self._registry:
                 unit = self._units(scheduler_id)
-                ((service, _),) = self._show([unit])
+                service = self._show([unit])[0].service
                 relevant = [e for e in entries if journal.run_id_of(e) == run_id]
                 for found in self._assemble(unit, relevant, service, complete=True):
                     if found.run_id == run_id:
@@ -842,13 +890,30 @@ class SystemdBackend:
                 return
             if self._settings(unit.options).disabled:
                 return
-            ((_, timer),) = self._show([unit])
-            assert timer is not None
-            _require_loaded(unit.timer, timer)
-            if timer.get("ActiveState") == "active" and timer.get("SubState") == "waiting":
-                return
-            verb = "restart" if timer.get("ActiveState") == "active" else "start"
-            self._systemd.systemctl(verb, unit.timer)
+            (shown,) = self._show([unit])
+            for name, props in zip(unit.timers, shown.timers, strict=True):
+                _require_loaded(name, props)
+            if any(_armed(props) for props in shown.timers):
+                return  # started already (a timer waits, or its run is on)
+            self._start_timers(unit, shown)
+
+    def _start_timers(self, unit: _Units, shown: _Shown) -> None:
+        """Start a scheduler whose timers are not waiting: it runs ``start_delay`` later.
+
+        The timer (SCHEDULE: the start timer) is restarted if it has elapsed. SCHEDULE's
+        repeat timer is started first, so it is active when the first run ends (only then
+        does it arm); restarting it would not matter, starting is enough.
+        """
+        assert unit.timer is not None and shown.timer is not None
+        if unit.start_timer is None:
+            first, props = unit.timer, shown.timer
+        else:
+            assert shown.start_timer is not None
+            if shown.timer.get("ActiveState") != "active":
+                self._systemd.systemctl("start", unit.timer)
+            first, props = unit.start_timer, shown.start_timer
+        verb = "restart" if props.get("ActiveState") == "active" else "start"
+        self._systemd.systemctl(verb, first)
 
     def stop(self, scheduler_id: str, *, actor: str) -> None:
         unit = self._units(scheduler_id)
@@ -857,12 +922,12 @@ class SystemdBackend:
                 self._store.set_meta(STOPPED_META + scheduler_id, "1")
                 self._systemd.systemctl("stop", unit.service)
             else:
-                self._systemd.systemctl("stop", unit.timer, unit.service)
+                self._systemd.systemctl("stop", *unit.timers, unit.service)
 
     def execute(self, scheduler_id: str, *, actor: str) -> str:
         unit = self._units(scheduler_id)
         with self._lock:
-            ((service, _),) = self._show([unit])
+            service = self._show([unit])[0].service
             _require_loaded(unit.service, service)
             before = service.get("InvocationID", "")
             if service.get("ActiveState") in RUNNING_STATES:
@@ -902,7 +967,7 @@ class SystemdBackend:
 
     def _dropin_dirs(self, unit: _Units) -> dict[str, Path]:
         """Each unit's ``<unit>.d`` directory next to the unit file in use."""
-        names = [unit.service, *([unit.timer] if unit.timer else [])]
+        names = [unit.service, *unit.timers]
         shown = self._systemd.show(names, ("Id", "LoadState", "FragmentPath"))
         out: dict[str, Path] = {}
         for name, props in zip(names, shown, strict=True):
@@ -947,29 +1012,41 @@ class SystemdBackend:
             raise
 
     def _follow_settings(self, unit: _Units, settings: Settings, previous: Settings) -> None:
-        """After a reload: disabling disables and stops the timer, enabling enables and
-        starts it again, and a waiting timer restarts so the new triggers apply at once."""
+        """After a reload: disabling disables and stops the timers, enabling enables and
+        starts them again (a start: the first run ``start_delay`` later), and a waiting
+        timer restarts so the new triggers apply at once, except SCHEDULE's repeat timer,
+        which the reload has re-planned already (see the module docstring)."""
         if unit.timer is None:
             return
-        ((_, timer),) = self._show([unit])
-        assert timer is not None
+        (shown,) = self._show([unit])
+        assert shown.timer is not None
+        timer = shown.timer
         file_state = timer.get("UnitFileState", "")
         runtime = file_state == "enabled-runtime" or (
             location_kind(timer.get("FragmentPath")) == "runtime"
         )
         scope = ["--runtime"] if runtime else []
-        active = timer.get("ActiveState") == "active"
+        pairs = list(zip(unit.timers, shown.timers, strict=True))
         if settings.disabled:
-            if file_state in ("enabled", "enabled-runtime"):
-                self._systemd.systemctl("disable", *scope, unit.timer)
-            if timer.get("ActiveState") != "inactive":
-                self._systemd.systemctl("stop", unit.timer)
+            enabled = [n for n, p in pairs if p.get("UnitFileState") in _ENABLED_STATES]
+            if enabled:
+                self._systemd.systemctl("disable", *scope, *enabled)
+            active = [n for n, p in pairs if p.get("ActiveState") != "inactive"]
+            if active:
+                self._systemd.systemctl("stop", *active)
         elif previous.disabled:
-            if file_state == "disabled":
-                self._systemd.systemctl("enable", *scope, unit.timer)
-            self._systemd.systemctl("restart", unit.timer)
-        elif active and timer.get("SubState") == "waiting":
-            self._systemd.systemctl("restart", unit.timer)
+            disabled = [n for n, p in pairs if p.get("UnitFileState") == "disabled"]
+            if disabled:
+                self._systemd.systemctl("enable", *scope, *disabled)
+            if unit.start_timer is None:
+                self._systemd.systemctl("restart", unit.timer)
+            else:
+                self._start_timers(unit, shown)
+        elif unit.start_timer is None:
+            if _waiting(timer):
+                self._systemd.systemctl("restart", unit.timer)
+        elif shown.start_timer is not None and _waiting(shown.start_timer):
+            self._systemd.systemctl("restart", unit.start_timer)
 
     # -- custom actions ---------------------------------------------------------------------
 
@@ -1032,6 +1109,19 @@ def _trigger(value: str | None, kind: Kind) -> Trigger:
         Kind.ONE_SHOT: Trigger.START,
         Kind.MANUAL: Trigger.MANUAL,
     }[kind]
+
+
+def _waiting(timer: Mapping[str, str]) -> bool:
+    """A timer armed for its next elapse."""
+    return timer.get("ActiveState") == "active" and timer.get("SubState") == "waiting"
+
+
+def _armed(timer: Mapping[str, str]) -> bool:
+    """Waiting, or running: its service just started or ended, and it re-arms."""
+    return timer.get("ActiveState") == "active" and timer.get("SubState") in (
+        "waiting",
+        "running",
+    )
 
 
 def _require_loaded(name: str, props: Mapping[str, str]) -> None:

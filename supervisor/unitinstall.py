@@ -6,6 +6,9 @@ schedulers whose settings were overridden, and records every file in the manifes
 ``systemd-units.json`` in the state directory before it touches systemd. Then it reloads
 systemd and, for each timer: enables it (when the unit has an ``[Install]`` section;
 ``--runtime`` for runtime units) and (re)starts it, unless the scheduler is disabled.
+SCHEDULE's start timers (``start_timers``) are started after the others and never
+restarted: an active one has fired already (or waits), and restarting it would run its
+scheduler once more; the reload has given the running timers their new triggers.
 A file that exists but was not written by an earlier install is never overwritten.
 Units an earlier install wrote and this one does not are stopped and removed.
 
@@ -167,6 +170,7 @@ class InstallPlan:
     python: str | None = None
     prefix: str | None = None
     dropin_names: Sequence[tuple[str, str]] = ()  # (unit, file) the backend may write
+    start_timers: frozenset[str] = frozenset()  # started if inactive, never restarted
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -276,8 +280,12 @@ def install(
     if enable:
         systemd.systemctl("enable", *scope, *enable)
     started = [unit.name for unit in timers if unit.name not in plan.disabled_timers]
-    if started:
-        systemd.systemctl("restart", *started)
+    restarted = [name for name in started if name not in plan.start_timers]
+    if restarted:
+        systemd.systemctl("restart", *restarted)
+    first_runs = [name for name in started if name in plan.start_timers]
+    if first_runs:
+        systemd.systemctl("start", *first_runs)
     return InstallReport(
         manifest=manifest,
         started=tuple(started),

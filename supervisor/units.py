@@ -5,8 +5,21 @@ Pure: nothing here touches the disk or systemd (``install-units`` writes what
 running one execution with ``<python> -m supervisor exec --app <app_spec> <id>``) and,
 except for MANUAL, a ``<prefix>-<id>.timer``:
 
-- SCHEDULE: ``OnActiveSec=`` start delay, ``OnUnitInactiveSec=`` pause (the pause runs
-  from the end of a run, as in the manager). ``OnActiveSec=0`` fires at once (checked).
+- SCHEDULE: two timers. ``<prefix>-<id>-start.timer`` (``OnActiveSec=`` start delay,
+  fires once per start of the timer, then stays ``elapsed``) and ``<prefix>-<id>.timer``
+  (``OnUnitInactiveSec=`` pause only: the pause runs from the end of each run, as in the
+  manager). ``OnActiveSec=0`` fires at once (checked). The start timer wants and is
+  ordered after the repeat timer, so starting it alone starts the scheduler properly.
+  Why two: measured on systemd 252 (issue 31914), a timer that is *waiting* gets its
+  ``OnActiveSec=`` re-armed by every ``daemon-reload`` (and ``daemon-reexec``): with both
+  triggers on one timer, which waits for its pause all the time, every reload (ours, a
+  package's) ran the scheduler once more, ``start_delay`` later. An elapsed
+  ``OnActiveSec=``-only timer is left alone by a reload, and an ``OnUnitInactiveSec=``
+  timer keeps its next elapse (last end + pause) across reloads. A reload while the start
+  timer still waits re-arms it from the reload: the first run comes later, never twice.
+  A repeat timer started after the service last ran does not fire for that old run (it
+  stays ``elapsed`` until a run ends while it is active), so a start runs the scheduler
+  ``start_delay`` after it and not at once.
 - CRON: one ``OnCalendar=`` line per ``supervisor.oncalendar`` line, ``Persistent=true``.
 - ONE_SHOT: ``OnActiveSec=`` start delay (``OnBootSec=`` would fire at once when the
   timer starts long after boot).
@@ -21,7 +34,11 @@ doubled in ``ExecStart=`` arguments (variable expansion; not in the executable, 
 may hold no quotes or backslashes at all). Unit names: every scheduler ID is a valid
 unit name as it is, except that an ID ending in ``-`` gets it escaped as ``\\x2d``:
 systemd applies the drop-ins of ``a-.timer.d/`` to every ``a-*.timer`` (prefix drop-ins),
-so a settings drop-in for ``a-`` would change ``a-b`` too.
+so a settings drop-in for ``a-`` would change ``a-b`` too. The start timer of ``x`` has
+the name the timer of an ID ``x-start`` would have: ``render_units`` refuses an app with
+both (a ``DefinitionError`` naming them). (A name outside the IDs' alphabet would avoid
+that, but ``:`` makes ``systemd-analyze verify`` fail, and upper case or ``\\x2d`` are
+hard to type.)
 
 Imports jinja2, ``supervisor.definitions``, ``supervisor.oncalendar``,
 ``supervisor.errors`` and the standard library.
@@ -47,6 +64,7 @@ from supervisor.oncalendar import dst_differences, to_oncalendar
 ACCURACY = timedelta(milliseconds=1)
 DEFAULT_STOP_TIMEOUT = timedelta(seconds=15)
 SETTINGS_DROPIN_NAME = "50-sched-supervisor-settings.conf"
+START_TIMER_SUFFIX = "-start.timer"
 MAX_PREFIX_LENGTH = 100  # + "-" + 128-character ID + ".service" stays under systemd's 255
 _PREFIX = re.compile(r"[a-z0-9](?:[a-z0-9._-]*[a-z0-9._])?")
 _USER = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}|[0-9]{1,10}")
@@ -86,12 +104,22 @@ def check_prefix(prefix: str) -> str:
 
 
 def unit_names(prefix: str, scheduler_id: str) -> tuple[str, str]:
-    """The (service, timer) unit names of a scheduler."""
+    """The (service, timer) unit names of a scheduler (the timer: SCHEDULE's repeat timer)."""
+    stem = _stem(prefix, scheduler_id)
+    return f"{stem}.service", f"{stem}.timer"
+
+
+def start_timer_name(prefix: str, scheduler_id: str) -> str:
+    """The name of a SCHEDULE scheduler's start timer (``OnActiveSec=`` start delay)."""
+    return f"{_stem(prefix, scheduler_id)}{START_TIMER_SUFFIX}"
+
+
+def _stem(prefix: str, scheduler_id: str) -> str:
     check_prefix(prefix)
     stem = f"{prefix}-{scheduler_id}"
     if stem.endswith("-"):
         stem = stem[:-1] + "\\x2d"
-    return f"{stem}.service", f"{stem}.timer"
+    return stem
 
 
 # --- filters (systemd.syntax(7)) -------------------------------------------------------
@@ -182,7 +210,7 @@ def render_units(
     python_path: Sequence[str] | None = None,
     stop_timeout: timedelta = DEFAULT_STOP_TIMEOUT,
 ) -> list[UnitFile]:
-    """The units of every definition, in definition order (service, then timer).
+    """The units of every definition, in definition order (service, timer, start timer).
 
     ``python`` is the interpreter that runs ``-m supervisor exec`` (absolute),
     ``working_dir`` its working directory and, unless ``python_path`` says otherwise,
@@ -191,6 +219,7 @@ def render_units(
     to the exec process before it SIGKILLs the unit's processes (``KillMode=mixed``);
     keep it above the exec command's own cancel, SIGTERM, SIGKILL escalation.
     Disabled schedulers get units too; installing decides what to enable.
+    ``DefinitionError`` (field ``id``) if two schedulers would share a unit name.
     """
     check_prefix(prefix)
     quote_executable(python)
@@ -208,6 +237,7 @@ def render_units(
     if stop_timeout <= timedelta(0):
         raise DefinitionError("stop_timeout", "must be positive")
     units: list[UnitFile] = []
+    owners: dict[str, str] = {}
     for options in definitions:
         effective = settings(options.id) if settings is not None else options.defaults
         check_settings_for_kind(options.kind, effective)
@@ -217,7 +247,7 @@ def render_units(
             "(generate-units); edits are lost when units are generated again."
         )
         common = {"header": header, "description": _description(options)}
-        units.append(
+        rendered = [
             UnitFile(
                 name=service,
                 text=_template("service.j2").render(
@@ -233,9 +263,9 @@ def render_units(
                     stop_timeout=stop_timeout,
                 ),
             )
-        )
+        ]
         if options.kind is not Kind.MANUAL:
-            units.append(
+            rendered.append(
                 UnitFile(
                     name=timer,
                     text=_template("timer.j2").render(
@@ -246,17 +276,37 @@ def render_units(
                     ),
                 )
             )
+        if options.kind is Kind.SCHEDULE:
+            rendered.append(
+                UnitFile(
+                    name=start_timer_name(prefix, options.id),
+                    text=_template("start-timer.j2").render(
+                        **common,
+                        service=service,
+                        repeat_timer=timer,
+                        triggers=start_timer_triggers(options.kind, effective),
+                        accuracy=ACCURACY,
+                    ),
+                )
+            )
+        for unit in rendered:
+            other = owners.setdefault(unit.name, options.id)
+            if other != options.id:
+                raise DefinitionError(
+                    "id",
+                    f"schedulers {other!r} and {options.id!r} would both have unit "
+                    f"{unit.name} (a SCHEDULE's start timer is named <id>-start.timer)",
+                )
+        units.extend(rendered)
     return units
 
 
 def timer_triggers(kind: Kind, settings: Settings) -> list[tuple[str, str]]:
-    """The ``[Timer]`` trigger settings (key, value) for a scheduler of ``kind``."""
+    """The ``[Timer]`` trigger settings (key, value) of the timer of a ``kind`` scheduler
+    (for SCHEDULE its repeat timer; see ``start_timer_triggers``)."""
     check_settings_for_kind(kind, settings)
     if kind is Kind.SCHEDULE:
-        return [
-            ("OnActiveSec", timespan(settings.start_delay)),
-            ("OnUnitInactiveSec", timespan(settings.pause_time)),
-        ]
+        return [("OnUnitInactiveSec", timespan(settings.pause_time))]
     if kind is Kind.ONE_SHOT:
         return [("OnActiveSec", timespan(settings.start_delay))]
     if kind is Kind.CRON:
@@ -266,15 +316,32 @@ def timer_triggers(kind: Kind, settings: Settings) -> list[tuple[str, str]]:
     raise DefinitionError("kind", f"a {kind.name} scheduler has no timer")
 
 
+def start_timer_triggers(kind: Kind, settings: Settings) -> list[tuple[str, str]]:
+    """The trigger of a SCHEDULE scheduler's start timer: ``OnActiveSec=`` start delay."""
+    check_settings_for_kind(kind, settings)
+    if kind is not Kind.SCHEDULE:
+        raise DefinitionError("kind", f"a {kind.name} scheduler has no start timer")
+    return [("OnActiveSec", timespan(settings.start_delay))]
+
+
 def render_timer_dropin(options: Options, settings: Settings) -> str:
     """A ``<timer>.d/`` drop-in that replaces every trigger with those of ``settings``.
 
     It starts with empty ``OnActiveSec=``, ``OnUnitInactiveSec=`` and ``OnCalendar=``
     (in systemd any of them resets all triggers), then states the new ones. For
-    ``SETTINGS_DROPIN_NAME`` under the timer's drop-in directory; reload and restart the
-    timer after writing it. ``DefinitionError`` for a MANUAL scheduler (no timer).
+    ``SETTINGS_DROPIN_NAME`` under the timer's drop-in directory; reload after writing
+    it (see ``systemd_backend`` for what else applies it). ``DefinitionError`` for a
+    MANUAL scheduler (no timer). For SCHEDULE this is the repeat timer's (the pause);
+    ``render_start_timer_dropin`` gives the start timer's.
     """
     triggers = [(k, v) for k, v in timer_triggers(options.kind, settings) if k != "Persistent"]
+    return _template("timer-dropin.j2").render(header=_dropin_header(options), triggers=triggers)
+
+
+def render_start_timer_dropin(options: Options, settings: Settings) -> str:
+    """The start timer's drop-in (the start delay) of a SCHEDULE scheduler, like
+    ``render_timer_dropin``. ``DefinitionError`` for the other kinds."""
+    triggers = start_timer_triggers(options.kind, settings)
     return _template("timer-dropin.j2").render(header=_dropin_header(options), triggers=triggers)
 
 

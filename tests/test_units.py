@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -32,8 +33,10 @@ from supervisor.units import (
     quote_executable,
     quote_word,
     render_service_dropin,
+    render_start_timer_dropin,
     render_timer_dropin,
     render_units,
+    start_timer_name,
     timespan,
     unit_names,
 )
@@ -134,6 +137,9 @@ def golden_dropins() -> dict[str, str]:
     cron = Settings(cron="30 2 * * *", timezone="Europe/Berlin", timeout=timedelta(seconds=90))
     return {
         "my.test.failure.timer-dropin.conf": render_timer_dropin(by_id["my.test.failure"], changed),
+        "my.test.failure.start-timer-dropin.conf": render_start_timer_dropin(
+            by_id["my.test.failure"], changed
+        ),
         "cron.weekly.timer-dropin.conf": render_timer_dropin(by_id["cron.weekly"], cron),
         "cron.weekly.service-dropin.conf": render_service_dropin(by_id["cron.weekly"], cron),
     }
@@ -149,6 +155,13 @@ def test_unit_names() -> None:
     )
 
 
+def test_a_schedules_start_timer_name() -> None:
+    assert start_timer_name("sched-demo", "my.test.failure") == (
+        "sched-demo-my.test.failure-start.timer"
+    )
+    assert start_timer_name("sched-demo", "a-") == "sched-demo-a\\x2d-start.timer"
+
+
 def test_an_id_ending_in_a_dash_is_escaped_so_its_dropins_stay_its_own() -> None:
     assert unit_names("sched-demo", "a-") == (
         "sched-demo-a\\x2d.service",
@@ -158,8 +171,26 @@ def test_an_id_ending_in_a_dash_is_escaped_so_its_dropins_stay_its_own() -> None
 
 def test_the_longest_id_and_prefix_fit_systemds_name_limit() -> None:
     service, timer = unit_names("p" * 100, "a" * 127 + "-")
-    assert len(service.encode()) <= 255
-    assert len(timer.encode()) <= 255
+    start = start_timer_name("p" * 100, "a" * 127 + "-")
+    assert max(len(name.encode()) for name in (service, timer, start)) <= 255
+
+
+def test_a_start_timer_that_would_share_a_name_is_refused() -> None:
+    jobs = [
+        Options(id="x", name="X", kind=Kind.SCHEDULE, runner=run_nothing),
+        Options(id="x-start", name="X start", kind=Kind.ONE_SHOT, runner=run_nothing),
+    ]
+    with pytest.raises(DefinitionError, match="'x' and 'x-start'") as caught:
+        render_units(
+            jobs,
+            app_spec="m:cfg",
+            python="/usr/bin/python3",
+            working_dir="/srv",
+            prefix="sched-x",
+            state_dir="/var/lib/x",
+            user=None,
+        )
+    assert caught.value.field == "id"
 
 
 @pytest.mark.parametrize("prefix", ["", "Sched", "sched-", "-sched", "sched demo", "p" * 101])
@@ -247,7 +278,8 @@ def test_units_per_kind() -> None:
     names = [unit.name for unit in golden_render()]
     assert names == [
         "sched-demo-my.test.failure.service",
-        "sched-demo-my.test.failure.timer",
+        "sched-demo-my.test.failure.timer",  # SCHEDULE: the repeat timer (pause)
+        "sched-demo-my.test.failure-start.timer",  # and the start timer (start delay)
         "sched-demo-my.test.scheduler.service",
         "sched-demo-my.test.scheduler.timer",
         "sched-demo-reports.manual.service",  # MANUAL: no timer
@@ -259,6 +291,7 @@ def test_units_per_kind() -> None:
         "sched-demo-cron.weekly.timer",
         "sched-demo-disabled.job.service",  # disabled schedulers get units too
         "sched-demo-disabled.job.timer",
+        "sched-demo-disabled.job-start.timer",
         "sched-demo-trailing\\x2d.service",
         "sched-demo-trailing\\x2d.timer",
     ]
@@ -277,9 +310,11 @@ def test_settings_lookup_overrides_defaults() -> None:
         user=None,
         settings=lambda scheduler_id: override,
     )
-    timer = units[1].text
-    assert "OnActiveSec=3s\n" in timer
+    timer, start_timer = units[1].text, units[2].text
     assert "OnUnitInactiveSec=1min\n" in timer
+    assert "OnActiveSec" not in timer
+    assert "OnActiveSec=3s\n" in start_timer
+    assert "OnUnitInactiveSec" not in start_timer
     assert "User=" not in units[0].text
 
 
@@ -319,8 +354,15 @@ def test_timer_dropin_restates_every_trigger() -> None:
         "OnActiveSec=",
         "OnUnitInactiveSec=",
         "OnCalendar=",
-        "OnActiveSec=5s",
         "OnUnitInactiveSec=2min",
+    ]
+    start = dropins["my.test.failure.start-timer-dropin.conf"]
+    assert [line for line in start.splitlines() if not line.startswith("#")] == [
+        "[Timer]",
+        "OnActiveSec=",
+        "OnUnitInactiveSec=",
+        "OnCalendar=",
+        "OnActiveSec=5s",
     ]
     assert "OnCalendar=*-*-* 02:30:00 Europe/Berlin\n" in dropins["cron.weekly.timer-dropin.conf"]
     assert "TimeoutStartSec=1min 30s\n" in dropins["cron.weekly.service-dropin.conf"]
@@ -330,6 +372,13 @@ def test_manual_has_no_timer_dropin() -> None:
     manual = next(d for d in definitions() if d.kind is Kind.MANUAL)
     with pytest.raises(DefinitionError):
         render_timer_dropin(manual, manual.defaults)
+
+
+def test_only_schedule_has_a_start_timer_dropin() -> None:
+    for options in definitions():
+        if options.kind is not Kind.SCHEDULE:
+            with pytest.raises(DefinitionError):
+                render_start_timer_dropin(options, options.defaults)
 
 
 def test_dst_warnings_name_the_next_affected_date() -> None:
@@ -508,7 +557,9 @@ def test_rendered_timers_fire(systemd_namespace: NamespacedSystemd) -> None:
             name="Schedule",
             kind=Kind.SCHEDULE,
             runner=run_nothing,
-            defaults=Settings(start_delay=timedelta(0), pause_time=timedelta(milliseconds=300)),
+            defaults=Settings(
+                start_delay=timedelta(milliseconds=400), pause_time=timedelta(milliseconds=300)
+            ),
         ),
         Options(id="once", name="Once", kind=Kind.ONE_SHOT, runner=run_nothing),
         Options(
@@ -521,17 +572,22 @@ def test_rendered_timers_fire(systemd_namespace: NamespacedSystemd) -> None:
         Options(id="manual", name="Manual", kind=Kind.MANUAL, runner=run_nothing),
     ]
     _state, runs = install(ns, "fire", jobs)
+    started = time.time()
+    # The start timer alone: it wants (and is ordered after) the repeat timer.
     ns.systemctl(
         "start",
-        "sched-test-schedule.timer",
+        "sched-test-schedule-start.timer",
         "sched-test-once.timer",
         "sched-test-every-second.timer",
     )
+    assert ns.show("sched-test-schedule.timer", "ActiveState")["ActiveState"] == "active"
     ns.wait_until(lambda: len(runs("schedule")) >= 3, 15, message="three SCHEDULE runs")
     ns.wait_until(lambda: len(runs("every-second")) >= 2, 15, message="two CRON runs")
     ns.wait_until(lambda: runs("once"), 15, message="the ONE_SHOT run (OnActiveSec=0)")
     times = [float(str(r["time"])) for r in runs("schedule")]
+    assert times[0] - started >= 0.4  # the start delay, once
     assert all(0.25 < later - earlier < 1.0 for earlier, later in itertools.pairwise(times))
+    assert ns.show("sched-test-schedule-start.timer", "SubState")["SubState"] == "elapsed"
     # MANUAL: started again and again, never hits the start limit.
     for _ in range(7):
         assert ns.systemctl("start", "sched-test-manual.service").returncode == 0
@@ -555,28 +611,54 @@ def test_settings_dropin_replaces_triggers_of_its_own_timer_only(
         unit_names("sched-test", "a-")[1],
         unit_names("sched-test", "a-b")[1],
     )
-    ns.systemctl("start", dash_timer, sibling_timer, check=True)
+    dash_start, sibling_start = (
+        start_timer_name("sched-test", "a-"),
+        start_timer_name("sched-test", "a-b"),
+    )
+    ns.systemctl("start", dash_start, sibling_start, check=True)
     fast = Settings(start_delay=timedelta(0), pause_time=timedelta(milliseconds=200))
     ns.write_unit(f"{dash_timer}.d/{SETTINGS_DROPIN_NAME}", render_timer_dropin(jobs[0], fast))
+    ns.write_unit(
+        f"{dash_start}.d/{SETTINGS_DROPIN_NAME}", render_start_timer_dropin(jobs[0], fast)
+    )
     ns.daemon_reload()
-    ns.systemctl("restart", dash_timer, check=True)
+    ns.systemctl("restart", dash_start, check=True)  # it still waits: the new delay applies
     ns.wait_until(lambda: len(runs("a-")) >= 3, 15, message="runs under the new settings")
-    monotonic = ns.show(dash_timer, "TimersMonotonic")["TimersMonotonic"]
-    assert "OnUnitInactiveUSec=200ms" in monotonic
-    assert "1h" not in monotonic
-    sibling = ns.show(sibling_timer, "TimersMonotonic", "DropInPaths")
-    assert "OnUnitInactiveUSec=1h" in sibling["TimersMonotonic"]
-    assert sibling["DropInPaths"] == ""
+    for timer, wanted in ((dash_timer, "OnUnitInactiveUSec=200ms"), (dash_start, "OnActiveUSec=0")):
+        monotonic = ns.show(timer, "TimersMonotonic")["TimersMonotonic"]
+        assert wanted in monotonic
+        assert "1h" not in monotonic
+    for timer, wanted in ((sibling_timer, "OnUnitInactiveUSec=1h"), (sibling_start, "=1h")):
+        sibling = ns.show(timer, "TimersMonotonic", "DropInPaths")
+        assert wanted in sibling["TimersMonotonic"]
+        assert sibling["DropInPaths"] == ""
     assert runs("a-b") == []
 
 
+CONTROL_SERVICE = """\
+[Service]
+Type=oneshot
+ExecStart=/bin/sh -c 'echo run >> {runs}'
+"""
+ONE_TIMER_SCHEDULE = """\
+[Timer]
+Unit=control.service
+OnActiveSec=0
+OnUnitInactiveSec=1h
+AccuracySec=1ms
+"""
+
+
 @pytest.mark.systemd
-def test_daemon_reload_refires_a_waiting_schedule_timer_systemd_issue_31914(
+def test_daemon_reload_never_runs_a_schedule_again_systemd_issue_31914(
     systemd_namespace: NamespacedSystemd,
 ) -> None:
-    """Pins a systemd bug (github.com/systemd/systemd/issues/31914, still open): every
-    daemon-reload re-arms OnActiveSec= of a waiting timer, so a SCHEDULE scheduler runs
-    again start_delay after any reload. ONE_SHOT timers are immune once elapsed."""
+    """Regression test for github.com/systemd/systemd/issues/31914 (systemd 252): a reload
+    re-arms ``OnActiveSec=`` of a waiting timer. With start delay and pause on one timer,
+    every reload ran a SCHEDULE scheduler once more. A control unit with that old layout
+    proves each reload (and a re-exec, as a systemd upgrade does) did re-arm such timers:
+    it runs again after each one. The rendered SCHEDULE units do not, and keep their
+    next run; neither does an elapsed ONE_SHOT timer."""
     ns = systemd_namespace
     jobs = [
         Options(
@@ -588,12 +670,52 @@ def test_daemon_reload_refires_a_waiting_schedule_timer_systemd_issue_31914(
         ),
         Options(id="once", name="Once", kind=Kind.ONE_SHOT, runner=run_nothing),
     ]
-    _state, runs = install(ns, "reload", jobs)
-    ns.systemctl("start", "sched-test-schedule.timer", "sched-test-once.timer", check=True)
-    ns.wait_until(lambda: runs("schedule") and runs("once"), 10, message="first runs")
-    ns.wait_until(lambda: ns.show("sched-test-once.timer", "SubState")["SubState"] == "elapsed", 10)
+    state, runs = install(ns, "reload", jobs)
+    control_runs = state / "control.runs"
+    ns.write_unit("control.service", CONTROL_SERVICE.format(runs=control_runs))
+    ns.write_unit("control.timer", ONE_TIMER_SCHEDULE)
     ns.daemon_reload()
-    ns.wait_until(lambda: len(runs("schedule")) == 2, 10, message="the extra run after reload")
+
+    def control() -> int:
+        return len(control_runs.read_text().splitlines()) if control_runs.exists() else 0
+
+    repeat, start = (
+        unit_names("sched-test", "schedule")[1],
+        start_timer_name("sched-test", "schedule"),
+    )
+    ns.systemctl("start", start, "sched-test-once.timer", "control.timer", check=True)
+    ns.wait_until(lambda: runs("schedule") and runs("once") and control(), 10, message="first runs")
+
+    def settled() -> dict[str, str] | None:
+        shown = {
+            "start": ns.show(start, "SubState")["SubState"],
+            "once": ns.show("sched-test-once.timer", "SubState")["SubState"],
+            "repeat": ns.show(repeat, "SubState")["SubState"],
+            "service": ns.show("sched-test-schedule.service", "ActiveState")["ActiveState"],
+        }
+        wanted = {"start": "elapsed", "once": "elapsed", "repeat": "waiting", "service": "inactive"}
+        return shown if shown == wanted else None
+
+    ns.wait_until(settled, 10, message="the start timer elapsed, the repeat timer waiting")
+
+    def marks() -> tuple[str, str, str]:
+        """The next run, the start timer's last trigger and the last run's invocation."""
+        return (
+            ns.show(repeat, "NextElapseUSecMonotonic")["NextElapseUSecMonotonic"],
+            ns.show(start, "LastTriggerUSec")["LastTriggerUSec"],
+            ns.show("sched-test-schedule.service", "InvocationID")["InvocationID"],
+        )
+
+    before = marks()
+    for verb in ("daemon-reload", "daemon-reload", "daemon-reexec"):
+        control_before = control()
+        ns.systemctl(verb, check=True)
+        ns.wait_until(
+            lambda n=control_before: control() > n, 20, message=f"a control run after {verb}"
+        )
+        ns.wait_until(settled, 10, message=f"our timers after {verb}")
+        assert marks() == before, verb
+    assert len(runs("schedule")) == 1
     assert len(runs("once")) == 1
 
 
