@@ -9,6 +9,7 @@ May import ``records`` and ``store``.
 from __future__ import annotations
 
 import queue
+import sys
 import threading
 from collections.abc import Sequence
 
@@ -72,9 +73,14 @@ class LogWriter:
             if pending:
                 try:
                     self._store.append_logs(pending)
-                except Exception:
-                    # A store failure loses this batch only; the runs go on.
+                except Exception as error:
+                    # A store failure loses this batch only; the runs go on, loudly.
                     self.failures += 1
+                    print(
+                        f"supervisor: could not store {len(pending)} log record(s): {error}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
             for waiter in waiters:
                 waiter.set()
             if stop:
