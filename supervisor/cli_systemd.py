@@ -394,7 +394,8 @@ def _unit_options(func: Any) -> Any:
 def generate_units(
     app_spec: str, user: str | None, prefix: str | None, output_dir: str, state_dir: str | None
 ) -> None:
-    """Write the app's schedulers as systemd units (a .service each, a .timer where timed).
+    """Write the app's schedulers as systemd units (a .service each, a .timer where timed;
+    SCHEDULE also gets a -start.timer for its start delay).
 
     Prints the files written; warns where systemd's DST rules differ from the manager's.
     """

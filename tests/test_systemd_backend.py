@@ -56,6 +56,9 @@ class FakeLayout:
     def timer_name(self, options: Options) -> str | None:
         return None if options.kind is Kind.MANUAL else f"t-{options.id}.timer"
 
+    def start_timer_name(self, options: Options) -> str | None:
+        return f"t-{options.id}-start.timer" if options.kind is Kind.SCHEDULE else None
+
     def settings_dropins(self, options: Options, settings: Settings) -> list[DropIn]:
         out = [
             DropIn(
@@ -72,6 +75,16 @@ class FakeLayout:
                     name="50-settings.conf",
                     text="[Timer]\nOnUnitInactiveSec=\n"
                     f"OnUnitInactiveSec={settings.pause_time.total_seconds():g}s\n",
+                )
+            )
+        start = self.start_timer_name(options)
+        if start is not None:
+            out.append(
+                DropIn(
+                    unit=start,
+                    name="50-settings.conf",
+                    text="[Timer]\nOnActiveSec=\n"
+                    f"OnActiveSec={settings.start_delay.total_seconds():g}s\n",
                 )
             )
         return out
@@ -246,6 +259,7 @@ def fake(tmp_path: Path) -> FakeSystemd:
     fake = FakeSystemd(unit_dir)
     fake.add_unit("t-job.tick.service")
     fake.add_unit("t-job.tick.timer", ActiveState="active", SubState="waiting")
+    fake.add_unit("t-job.tick-start.timer", ActiveState="active", SubState="elapsed")
     fake.add_unit("t-job.manual.service")
     fake.add_unit("t-job.cron.service")
     fake.add_unit("t-job.cron.timer", ActiveState="active", SubState="waiting")
@@ -437,25 +451,54 @@ def test_execute_of_a_missing_unit_says_install(backend: SystemdBackend, fake: F
         backend.execute("job.manual", actor="ann")
 
 
-def test_stop_stops_timer_then_service_and_start_starts_the_timer(
-    backend: SystemdBackend, fake: FakeSystemd
-) -> None:
-    backend.stop("job.tick", actor="ann")
-    assert fake.verbs() == [("stop", "t-job.tick.timer", "t-job.tick.service")]
-    assert backend.status("job.tick").state is State.STOPPED
-    backend.start("job.tick", actor="ann")
-    assert fake.verbs()[-1] == ("start", "t-job.tick.timer")
-    assert backend.status("job.tick").state is State.PAUSED
-    backend.start("job.tick", actor="ann")  # already waiting: nothing to do
-    assert len(fake.verbs()) == 2
-
-
-def test_start_restarts_an_elapsed_one_shot_timer(
+def test_before_its_first_run_a_schedule_waits_on_its_start_timer(
     backend: SystemdBackend, fake: FakeSystemd
 ) -> None:
     fake.units["t-job.tick.timer"].update(ActiveState="active", SubState="elapsed")
+    fake.units["t-job.tick-start.timer"].update(
+        SubState="waiting", NextElapseUSecMonotonic="16min 45s"
+    )
+    status = backend.status("job.tick")
+    assert status.state is State.PAUSED
+    assert status.next_planned_at == NOW + timedelta(seconds=5)
+
+
+def test_stop_stops_timers_then_service_and_start_starts_both_timers(
+    backend: SystemdBackend, fake: FakeSystemd
+) -> None:
+    backend.stop("job.tick", actor="ann")
+    assert fake.verbs() == [
+        ("stop", "t-job.tick.timer", "t-job.tick-start.timer", "t-job.tick.service")
+    ]
+    assert backend.status("job.tick").state is State.STOPPED
     backend.start("job.tick", actor="ann")
-    assert fake.verbs() == [("restart", "t-job.tick.timer")]
+    # The repeat timer first: it must be active when the first run ends, to arm.
+    assert fake.verbs()[1:] == [("start", "t-job.tick.timer"), ("start", "t-job.tick-start.timer")]
+    assert backend.status("job.tick").state is State.PAUSED
+    backend.start("job.tick", actor="ann")  # already waiting: nothing to do
+    assert len(fake.verbs()) == 3
+
+
+def test_start_restarts_an_elapsed_start_timer(backend: SystemdBackend, fake: FakeSystemd) -> None:
+    fake.units["t-job.tick.timer"].update(ActiveState="active", SubState="elapsed")
+    backend.start("job.tick", actor="ann")
+    assert fake.verbs() == [("restart", "t-job.tick-start.timer")]
+
+
+def test_start_while_a_run_is_on_changes_nothing(
+    backend: SystemdBackend, fake: FakeSystemd
+) -> None:
+    fake.units["t-job.tick.timer"].update(SubState="running")
+    backend.start("job.tick", actor="ann")
+    assert fake.verbs() == []
+
+
+def test_start_restarts_an_elapsed_timer_of_other_kinds(
+    backend: SystemdBackend, fake: FakeSystemd
+) -> None:
+    fake.units["t-job.cron.timer"].update(ActiveState="active", SubState="elapsed")
+    backend.start("job.cron", actor="ann")
+    assert fake.verbs() == [("restart", "t-job.cron.timer")]
 
 
 def test_a_manual_scheduler_is_stopped_until_started(
@@ -479,7 +522,10 @@ def test_settings_write_dropins_next_to_the_units_reload_and_restart(
     timer_dropin = fake.unit_dir / "t-job.tick.timer.d" / "50-settings.conf"
     assert timer_dropin.read_text() == "[Timer]\nOnUnitInactiveSec=\nOnUnitInactiveSec=3s\n"
     assert (fake.unit_dir / "t-job.tick.service.d" / "50-settings.conf").exists()
-    assert fake.verbs() == [("daemon-reload",), ("restart", "t-job.tick.timer")]
+    assert (fake.unit_dir / "t-job.tick-start.timer.d" / "50-settings.conf").exists()
+    # The reload re-plans the waiting repeat timer; the elapsed start timer stays so
+    # (restarting it would run the scheduler once more).
+    assert fake.verbs() == [("daemon-reload",)]
     assert store.overrides("job.tick") == {"pause_time": timedelta(seconds=3)}
     assert backend.overrides("job.tick") == {"pause_time": timedelta(seconds=3)}
 
@@ -487,7 +533,24 @@ def test_settings_write_dropins_next_to_the_units_reload_and_restart(
     assert not timer_dropin.exists()
     assert not timer_dropin.parent.exists()
     assert store.overrides("job.tick") == {}
-    assert fake.verbs()[-2:] == [("daemon-reload",), ("restart", "t-job.tick.timer")]
+    assert not (fake.unit_dir / "t-job.tick-start.timer.d").exists()
+    assert fake.verbs()[-1:] == [("daemon-reload",)]
+
+
+def test_a_start_timer_still_waiting_is_restarted_with_the_new_start_delay(
+    backend: SystemdBackend, fake: FakeSystemd
+) -> None:
+    fake.units["t-job.tick.timer"].update(SubState="elapsed")
+    fake.units["t-job.tick-start.timer"].update(SubState="waiting")
+    backend.update_settings("job.tick", {"start_delay": timedelta(seconds=30)})
+    assert fake.verbs() == [("daemon-reload",), ("restart", "t-job.tick-start.timer")]
+
+
+def test_a_waiting_timer_of_other_kinds_restarts_on_a_settings_change(
+    backend: SystemdBackend, fake: FakeSystemd
+) -> None:
+    backend.update_settings("job.cron", {"cron": "*/7 * * * *"})
+    assert fake.verbs() == [("daemon-reload",), ("restart", "t-job.cron.timer")]
 
 
 def test_a_stopped_timer_stays_stopped_after_a_settings_change(
@@ -501,14 +564,20 @@ def test_a_stopped_timer_stays_stopped_after_a_settings_change(
 def test_disabling_disables_and_stops_the_timer_and_enabling_brings_it_back(
     backend: SystemdBackend, fake: FakeSystemd
 ) -> None:
-    fake.units["t-job.tick.timer"]["UnitFileState"] = "enabled"
+    timers = ("t-job.tick.timer", "t-job.tick-start.timer")
+    for timer in timers:
+        fake.units[timer]["UnitFileState"] = "enabled"
     backend.update_settings("job.tick", {"disabled": True})
-    assert fake.verbs()[-2:] == [("disable", "t-job.tick.timer"), ("stop", "t-job.tick.timer")]
+    assert fake.verbs()[-2:] == [("disable", *timers), ("stop", *timers)]
     assert backend.status("job.tick").state is State.DISABLED
     backend.start("job.tick", actor="ann")  # disabled: start changes nothing
     assert fake.units["t-job.tick.timer"]["ActiveState"] == "inactive"
     backend.reset_settings("job.tick")
-    assert fake.verbs()[-2:] == [("enable", "t-job.tick.timer"), ("restart", "t-job.tick.timer")]
+    assert fake.verbs()[-3:] == [
+        ("enable", *timers),
+        ("start", "t-job.tick.timer"),
+        ("start", "t-job.tick-start.timer"),
+    ]
     assert backend.status("job.tick").state is State.PAUSED
 
 
@@ -530,7 +599,7 @@ def test_a_failed_reload_puts_the_old_files_back_and_stores_nothing(
     backend.update_settings("job.tick", {"pause_time": timedelta(seconds=3)})
     dropin = fake.unit_dir / "t-job.tick.timer.d" / "50-settings.conf"
     before = dropin.read_text()
-    fake.fail_on.add("restart")
+    fake.fail_on.add("daemon-reload")
     with pytest.raises(BackendError, match="boom"):
         backend.update_settings("job.tick", {"pause_time": timedelta(seconds=7)})
     assert dropin.read_text() == before
@@ -729,7 +798,11 @@ def test_a_run_without_an_end_that_is_not_running_was_interrupted(
 def test_location_tells_persistent_from_runtime(backend: SystemdBackend, fake: FakeSystemd) -> None:
     fake.units["t-job.tick.service"]["FragmentPath"] = "/etc/systemd/system/t-job.tick.service"
     fake.units["t-job.tick.timer"]["FragmentPath"] = "/etc/systemd/system/t-job.tick.timer"
-    assert backend.location("job.tick").kind == "persistent"
+    assert backend.location("job.tick").kind == "mixed"  # the start timer lives elsewhere
+    start = "/etc/systemd/system/t-job.tick-start.timer"
+    fake.units["t-job.tick-start.timer"]["FragmentPath"] = start
+    location = backend.location("job.tick")
+    assert (location.kind, location.start_timer_path) == ("persistent", start)
     fake.units["t-job.manual.service"]["FragmentPath"] = "/run/systemd/system/x.service"
     assert backend.location("job.manual").kind == "runtime"
 
@@ -757,6 +830,9 @@ def client(tmp_path: Path) -> Iterator[tuple[SystemdClient, FakeSystemd]]:
         fake.add_unit(
             f"sched-systemd-tests-{scheduler_id}.timer", ActiveState="active", SubState="waiting"
         )
+    fake.add_unit(
+        "sched-systemd-tests-sd.tick-start.timer", ActiveState="active", SubState="elapsed"
+    )
     made = SystemdClient(
         tmp_path / "state", app_spec="tests.apps.systemd_jobs:cfg", systemd=Systemd(fake)
     )
@@ -790,7 +866,12 @@ def test_the_client_answers_like_the_managers(client: tuple[SystemdClient, FakeS
         "kind": "other",
         "service": str(fake.unit_dir / "sched-systemd-tests-sd.manual.service"),
         "timer": None,
+        "start_timer": None,
     }
+    tick_units = systemd_client.call("status", id="sd.tick")["units"]
+    assert tick_units["start_timer"] == str(
+        fake.unit_dir / "sched-systemd-tests-sd.tick-start.timer"
+    )
     assert systemd_client.call("action", id="sd.manual", action="ping") == {"result": "pong"}
 
 

@@ -22,6 +22,7 @@ from supervisor.cfgscheduler import enable
 from supervisor.cli_systemd import unit_layout
 from supervisor.journal import parse_json_lines
 from supervisor.systemd_backend import UnitLayout
+from supervisor.units import SETTINGS_DROPIN_NAME
 from tests.apps.systemd_jobs import BIG_FIELD_CHARS, HOLD_FILE
 from tests.systemd_ns import NamespacedSystemd, systemd_namespace
 
@@ -92,13 +93,16 @@ def test_systemd_mode_end_to_end(systemd_namespace: NamespacedSystemd, layout: U
     registry = enable(load_app(APP)).registry
     service = {o.id: layout.service_name(o) for o in registry}
     timer = {o.id: layout.timer_name(o) for o in registry}
+    start_timer = {o.id: layout.start_timer_name(o) for o in registry}
     assert timer["sd.manual"] is None and timer["sd.tick"] is not None
+    assert start_timer["sd.cron"] is None
+    tick_start = str(start_timer["sd.tick"])
 
     # -- generate ------------------------------------------------------------------------
     generated = ns.shared_dir / "generated"
     cli.run("generate-units", "--app", APP, "--output-dir", str(generated))
     names = sorted(p.name for p in generated.iterdir())
-    assert service["sd.tick"] in names and str(timer["sd.tick"]) in names
+    assert {service["sd.tick"], str(timer["sd.tick"]), tick_start} <= set(names)
     assert str(timer["sd.cron"]) in names
     assert all(o.id not in ns.systemctl("list-units", "--all").stdout for o in registry)
 
@@ -107,11 +111,13 @@ def test_systemd_mode_end_to_end(systemd_namespace: NamespacedSystemd, layout: U
     assert "/etc/systemd/system" in installed.stdout
     manifest = json.loads((state_dir / "systemd-units.json").read_text())
     assert sorted(manifest["units"]) == sorted(
-        [*service.values(), *(t for t in timer.values() if t)]
+        [*service.values(), *(t for t in [*timer.values(), *start_timer.values()] if t)]
     )
     for unit in manifest["units"]:
         assert (ns.etc_units_dir / unit).exists()
-    assert ns.systemctl("is-active", str(timer["sd.tick"])).stdout.strip() == "active"
+    for unit in (str(timer["sd.tick"]), tick_start):
+        assert ns.systemctl("is-active", unit).stdout.strip() == "active"
+        assert ns.systemctl("is-enabled", unit).stdout.strip() == "enabled"
 
     def tick_records() -> list[dict[str, str]]:
         found = journal(ns, "SCHEDULER_ID=sd.tick", "F_WHO=world")
@@ -161,12 +167,14 @@ def test_systemd_mode_end_to_end(systemd_namespace: NamespacedSystemd, layout: U
     units = cli.json("status", "sd.tick")["units"]
     assert units["kind"] == "persistent"
     assert units["timer"] == f"/etc/systemd/system/{timer['sd.tick']}"
+    assert units["start_timer"] == f"/etc/systemd/system/{tick_start}"
     assert cli.run("action", "sd.manual", "ping").stdout.strip() == "pong"
 
     # -- stop / start ---------------------------------------------------------------------
     cli.run("stop", "sd.tick")
     assert cli.json("status", "sd.tick")["state"] == "stopped"
-    assert ns.systemctl("is-active", str(timer["sd.tick"])).stdout.strip() == "inactive"
+    for unit in (str(timer["sd.tick"]), tick_start):
+        assert ns.systemctl("is-active", unit).stdout.strip() == "inactive"
     before = len(cli.json("runs", "sd.tick", "--limit", "1000"))
     cli.run("start", "sd.tick")
     ns.wait_until(
@@ -229,6 +237,12 @@ def test_systemd_mode_end_to_end(systemd_namespace: NamespacedSystemd, layout: U
     assert any(r["message"] == "from-command" for r in command_logs)
 
     # -- settings: a drop-in restating the triggers; reset removes it ---------------------
+    # The start timer has fired since `start`: a settings change (its reload) must neither
+    # restart nor re-arm it, or sd.tick would run once more (systemd issue 31914).
+    ns.wait_until(
+        lambda: ns.show(tick_start, "SubState")["SubState"] == "elapsed", 10, message="elapsed"
+    )
+    fired = ns.show(tick_start, "LastTriggerUSec")["LastTriggerUSec"]
     view = cli.json("settings", "sd.tick", "--pause-time", "7s")
     assert view["effective"]["pause_time"] == 7 and view["overridden"] == ["pause_time"]
     tick_timer = str(timer["sd.tick"])
@@ -237,6 +251,12 @@ def test_systemd_mode_end_to_end(systemd_namespace: NamespacedSystemd, layout: U
     timers = ns.systemctl("show", "-p", "TimersMonotonic", "--value", tick_timer).stdout
     assert "OnUnitInactiveUSec" in timers and "7s" in timers
     assert ns.systemctl("is-active", tick_timer).stdout.strip() == "active"
+    assert ns.show(tick_start, "SubState", "LastTriggerUSec") == {
+        "SubState": "elapsed",
+        "LastTriggerUSec": fired,
+    }
+    start_dropins = ns.show(tick_start, "DropInPaths")["DropInPaths"].split()
+    assert start_dropins == [f"/etc/systemd/system/{tick_start}.d/{SETTINGS_DROPIN_NAME}"]
     assert cli.json("settings", "sd.tick")["overridden"] == ["pause_time"]
 
     cron_timer = str(timer["sd.cron"])
@@ -246,12 +266,16 @@ def test_systemd_mode_end_to_end(systemd_namespace: NamespacedSystemd, layout: U
 
     cli.run("settings", "sd.tick", "--disable")
     assert cli.json("status", "sd.tick")["state"] == "disabled"
-    assert ns.systemctl("is-active", tick_timer).stdout.strip() == "inactive"
+    for unit in (tick_timer, tick_start):
+        assert ns.systemctl("is-active", unit).stdout.strip() == "inactive"
+        assert ns.systemctl("is-enabled", unit).stdout.strip() == "disabled"
     cli.run("settings", "sd.tick", "--reset")
     cli.run("settings", "sd.cron", "--reset")
     assert cli.json("settings", "sd.tick")["overridden"] == []
-    assert ns.systemctl("show", "-p", "DropInPaths", "--value", tick_timer).stdout.strip() == ""
-    assert ns.systemctl("is-active", tick_timer).stdout.strip() == "active"
+    for unit in (tick_timer, tick_start):
+        assert ns.systemctl("show", "-p", "DropInPaths", "--value", unit).stdout.strip() == ""
+        assert ns.systemctl("is-active", unit).stdout.strip() == "active"
+        assert ns.systemctl("is-enabled", unit).stdout.strip() == "enabled"
     calendar = ns.systemctl("show", "-p", "TimersCalendar", "--value", cron_timer).stdout
     assert "/3 " in calendar
 
@@ -289,10 +313,10 @@ def test_runtime_install_says_so_and_etc_wins(
         "kind": "persistent",
         "service": f"/etc/systemd/system/{manual_service}",
         "timer": None,
+        "start_timer": None,
     }
-    assert ns.systemctl("is-enabled", str(layout.timer_name(tick))).stdout.strip() == (
-        "enabled-runtime"
-    )
+    for unit in (layout.timer_name(tick), layout.start_timer_name(tick)):
+        assert ns.systemctl("is-enabled", str(unit)).stdout.strip() == "enabled-runtime"
 
     cli.run("uninstall-units")
     assert not ns.inside(f"/run/systemd/system/{tick_service}").exists()

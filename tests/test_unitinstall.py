@@ -25,12 +25,13 @@ from tests.test_systemd_backend import FakeSystemd
 
 SERVICE = "[Service]\nType=oneshot\nExecStart=/bin/true\n"
 TIMER = "[Timer]\nOnUnitInactiveSec=1s\n\n[Install]\nWantedBy=timers.target\n"
+START_TIMER = "[Timer]\nOnActiveSec=1s\n\n[Install]\nWantedBy=timers.target\n"
 
 
 @pytest.fixture
 def fake(tmp_path: Path) -> FakeSystemd:
     fake = FakeSystemd(tmp_path / "units")
-    for name in ("a.service", "a.timer", "b.service", "b.timer", "m.service"):
+    for name in ("a.service", "a.timer", "a-start.timer", "b.service", "b.timer", "m.service"):
         fake.add_unit(name)
     return fake
 
@@ -43,6 +44,7 @@ def plan(unit_dir: Path, **changes: object) -> InstallPlan:
         "units": [
             RenderedUnit(name="a.service", text=SERVICE),
             RenderedUnit(name="a.timer", text=TIMER),
+            RenderedUnit(name="a-start.timer", text=START_TIMER),
             RenderedUnit(name="b.service", text=SERVICE),
             RenderedUnit(name="b.timer", text=TIMER),
             RenderedUnit(name="m.service", text=SERVICE),
@@ -51,6 +53,7 @@ def plan(unit_dir: Path, **changes: object) -> InstallPlan:
         "sys_path": ["/srv/app"],
         "prefix": "sched-x",
         "dropin_names": [("a.timer", "50-settings.conf"), ("a.service", "50-settings.conf")],
+        "start_timers": frozenset({"a-start.timer"}),
     }
     values.update(changes)
     return InstallPlan(**values)  # type: ignore[arg-type]
@@ -64,16 +67,26 @@ def test_install_writes_units_records_them_and_starts_timers(
     report = install(plan(unit_dir), state_dir=state, systemd=Systemd(fake))
     assert (unit_dir / "a.service").read_text() == SERVICE
     assert oct((unit_dir / "a.timer").stat().st_mode & 0o777) == "0o644"
+    # A start timer is started, never restarted: restarting an elapsed one (a reinstall)
+    # would run its scheduler once more.
     assert fake.verbs() == [
         ("daemon-reload",),
-        ("enable", "a.timer", "b.timer"),
+        ("enable", "a.timer", "a-start.timer", "b.timer"),
         ("restart", "a.timer", "b.timer"),
+        ("start", "a-start.timer"),
     ]
-    assert report.started == ("a.timer", "b.timer")
+    assert report.started == ("a.timer", "a-start.timer", "b.timer")
     manifest = read_manifest(state)
     assert manifest is not None
-    assert manifest.units == ("a.service", "a.timer", "b.service", "b.timer", "m.service")
-    assert manifest.enabled == ("a.timer", "b.timer")
+    assert manifest.units == (
+        "a.service",
+        "a.timer",
+        "a-start.timer",
+        "b.service",
+        "b.timer",
+        "m.service",
+    )
+    assert manifest.enabled == ("a.timer", "a-start.timer", "b.timer")
     assert manifest.prefix == "sched-x" and manifest.app_spec == "pkg.jobs:cfg"
     assert oct(manifest_path(state).stat().st_mode & 0o777) == "0o600"
     assert cli_systemd.MANIFEST_NAME == unitinstall.MANIFEST_NAME
@@ -83,16 +96,20 @@ def test_disabled_timers_stay_stopped_and_runtime_installs_enable_for_this_boot(
     tmp_path: Path, fake: FakeSystemd
 ) -> None:
     install(
-        plan(tmp_path / "units", runtime=True, disabled_timers=frozenset({"b.timer"})),
+        plan(
+            tmp_path / "units",
+            runtime=True,
+            disabled_timers=frozenset({"a.timer", "a-start.timer"}),
+        ),
         state_dir=tmp_path / "state",
         systemd=Systemd(fake),
     )
     assert fake.verbs() == [
         ("daemon-reload",),
-        ("disable", "--runtime", "b.timer"),
-        ("stop", "b.timer"),
-        ("enable", "--runtime", "a.timer"),
-        ("restart", "a.timer"),
+        ("disable", "--runtime", "a.timer", "a-start.timer"),
+        ("stop", "a.timer", "a-start.timer"),
+        ("enable", "--runtime", "b.timer"),
+        ("restart", "b.timer"),
     ]
 
 
@@ -127,13 +144,16 @@ def test_reinstalling_replaces_and_removes_what_is_no_longer_generated(
     assert (unit_dir / "a.service").read_text().endswith("# v2\n")
     assert not (unit_dir / "b.timer").exists()
     assert sorted(Path(p).name for p in report.removed) == [
+        "a-start.timer",
         "a.timer",
         "b.service",
         "b.timer",
         "m.service",
     ]
-    assert ("stop", "a.timer", "b.service", "b.timer", "m.service") in fake.verbs()
-    assert ("disable", "a.timer", "b.timer") in fake.verbs()
+    assert ("stop", "a.timer", "a-start.timer", "b.service", "b.timer", "m.service") in (
+        fake.verbs()
+    )
+    assert ("disable", "a.timer", "a-start.timer", "b.timer") in fake.verbs()
 
 
 def test_shadowing_units_in_etc_are_reported(tmp_path: Path, fake: FakeSystemd) -> None:
@@ -171,11 +191,19 @@ def test_uninstall_removes_exactly_what_was_installed(tmp_path: Path, fake: Fake
     ]
     assert str(unit_dir / "a.timer.d" / "50-settings.conf") in report.removed
     assert fake.verbs() == [
-        ("stop", "a.timer", "b.timer"),
+        ("stop", "a.timer", "a-start.timer", "b.timer"),
         ("stop", "a.service", "b.service", "m.service"),
-        ("disable", "a.timer", "b.timer"),
+        ("disable", "a.timer", "a-start.timer", "b.timer"),
         ("daemon-reload",),
-        ("reset-failed", "a.service", "a.timer", "b.service", "b.timer", "m.service"),
+        (
+            "reset-failed",
+            "a.service",
+            "a.timer",
+            "a-start.timer",
+            "b.service",
+            "b.timer",
+            "m.service",
+        ),
     ]
     assert read_manifest(state) is None
     with pytest.raises(BackendError, match="no units are installed"):
