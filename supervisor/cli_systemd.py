@@ -333,6 +333,9 @@ def render_units(
         state_dir=str(options.state_dir),
         user=options.user,
         python_path=list(options.python_path),
+        # Run this very package, wherever it lives (a venv, the Debian package's
+        # private directory): ``-m supervisor`` could find another one, or none.
+        package_dir=str(Path(units.__file__).resolve().parent.parent),
     )
     warnings = units.dst_warnings(definitions, start=datetime.now(UTC), settings=settings)
     return Rendering(

@@ -197,6 +197,18 @@ def timespan(value: timedelta | None) -> str:
 # --- rendering ------------------------------------------------------------------------
 
 
+def _entry(package_dir: str | None) -> list[str]:
+    """The interpreter arguments that start the ``supervisor`` command."""
+    if package_dir is None:
+        return ["-m", "supervisor"]
+    _check_path("package_dir", package_dir)
+    return [
+        "-c",
+        f"import sys; sys.path.insert(0, {package_dir!r}); "
+        "from supervisor.cli import main; main(sys.argv[1:], prog_name='supervisor')",
+    ]
+
+
 def render_units(
     definitions: Iterable[Options],
     *,
@@ -209,8 +221,14 @@ def render_units(
     settings: Callable[[str], Settings] | None = None,
     python_path: Sequence[str] | None = None,
     stop_timeout: timedelta = DEFAULT_STOP_TIMEOUT,
+    package_dir: str | None = None,
 ) -> list[UnitFile]:
     """The units of every definition, in definition order (service, timer, start timer).
+
+    ``package_dir``: the directory holding the ``supervisor`` package to run, put first
+    on ``sys.path`` by ``python -c`` (a private directory such as the Debian package's,
+    where ``-m supervisor`` would find nothing, or another project's ``supervisor``).
+    Without it the service runs ``python -m supervisor``.
 
     ``python`` is the interpreter that runs ``-m supervisor exec`` (absolute),
     ``working_dir`` its working directory and, unless ``python_path`` says otherwise,
@@ -254,7 +272,7 @@ def render_units(
                     **common,
                     scheduler_id=options.id,
                     executable=python,
-                    arguments=["-m", "supervisor", "exec", "--app", app_spec, options.id],
+                    arguments=[*_entry(package_dir), "exec", "--app", app_spec, options.id],
                     working_dir=working_dir,
                     python_path=":".join(paths),
                     state_dir=state_dir,

@@ -419,13 +419,6 @@ def test_service_runs_the_configured_app_in_systemd(package: Path) -> None:
 
 
 @pytest.mark.systemd
-@pytest.mark.xfail(
-    strict=True,
-    reason="generated units start `/usr/bin/python3 -m supervisor exec` with PYTHONPATH = "
-    "the working directory and $PYTHONPATH, without /usr/share/sched-supervisor: the unit "
-    "fails with `No module named supervisor` (or imports supervisord's). Remove this mark "
-    "once units start `exec` the way launcher._boot_code starts the fork server.",
-)
 def test_units_installed_by_the_packaged_command_run(package: Path) -> None:
     reason = unavailable_reason()
     if reason is not None:
