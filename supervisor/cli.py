@@ -7,11 +7,12 @@ line on stderr and exit with the error type's code. The top layer: may import an
 from __future__ import annotations
 
 import json
+import os
+import re
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -21,7 +22,7 @@ from supervisor.cli_options import json_option, state_dir_option
 from supervisor.cli_systemd import SystemdClient, open_systemd_mode, register, select_client
 from supervisor.control import ControlClient
 from supervisor.durations import format_duration, parse_duration
-from supervisor.errors import DefinitionError, SupervisorError
+from supervisor.errors import DefinitionError, StoreError, SupervisorError
 from supervisor.paths import resolve_state_dir
 from supervisor.sizes import parse_size
 
@@ -35,6 +36,10 @@ class Cli(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except click.exceptions.ClickException as error:
+            # Usage errors too stay one line (click would add usage and a hint).
+            click.echo(f"error: {error.format_message()}", err=True)
+            ctx.exit(error.exit_code)
         except SupervisorError as error:
             # One line: details such as a traceback stay in the run or audit record.
             first_line = (str(error).splitlines() or [type(error).__name__])[0]
@@ -408,9 +413,14 @@ def settings(
         echo_json(view)
         return
     for name, value in view["effective"].items():
-        shown = value
-        if name in ("start_delay", "pause_time", "timeout") and value is not None:
+        if value is None:
+            shown = "none"
+        elif isinstance(value, bool):
+            shown = "yes" if value else "no"
+        elif name in ("start_delay", "pause_time", "timeout"):
             shown = format_duration(_seconds(value))
+        else:
+            shown = str(value)
         mark = "  (overridden)" if name in view["overridden"] else ""
         click.echo(f"{name + ':':<14}{shown}{mark}")
 
@@ -454,8 +464,6 @@ def next_runs(
         zone = timezone
     else:
         assert scheduler_id is not None
-        if app_spec is None:
-            raise DefinitionError("--app", "needed to look up scheduler " + repr(scheduler_id))
         times, zone = upcoming_for_scheduler(
             app_spec, scheduler_id, state_dir=resolve_state_dir(state_dir), start=start, count=count
         )
@@ -489,12 +497,42 @@ def users() -> None:
     """Manage Admin Center users (stored in the state directory)."""
 
 
-def _open_store(state_dir: str | None) -> Any:
+USER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
+
+
+def _open_store(state_dir: str | None, *, create: bool) -> Any:
+    """The state database; without ``create``, a missing one is an error, not a new file."""
     from supervisor.paths import DATABASE_NAME, ensure_state_dir
     from supervisor.store import SqliteStore
 
-    directory = ensure_state_dir(resolve_state_dir(state_dir))
-    return SqliteStore.open(Path(directory) / DATABASE_NAME)
+    directory = resolve_state_dir(state_dir)
+    if not create and not (directory / DATABASE_NAME).exists():
+        raise StoreError(f"no state database in {directory.absolute()} (wrong --state-dir?)")
+    return SqliteStore.open(ensure_state_dir(directory) / DATABASE_NAME)
+
+
+def _audit_users(store: Any, action: str, detail: str) -> None:
+    """User changes are control actions too: into the audit trail, by the OS user."""
+    from supervisor.records import AuditEntry
+
+    store.add_audit(
+        AuditEntry(
+            time=datetime.now(UTC),
+            actor=_os_user(),
+            action=action,
+            scheduler_id=None,
+            detail=detail,
+        )
+    )
+
+
+def _os_user() -> str:
+    import pwd
+
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        return f"uid:{os.getuid()}"
 
 
 @users.command(name="add")
@@ -506,15 +544,18 @@ def users_add(name: str, role: str, password_stdin: bool, state_dir: str | None)
     """Add a user; prints a generated password unless --password-stdin."""
     from supervisor.passwords import generate_password, hash_password
 
+    if not USER_NAME.fullmatch(name):
+        raise DefinitionError("name", f"{name!r}: use letters, digits and . _ @ - (at most 64)")
     if password_stdin:
         password = sys.stdin.readline().rstrip("\n")
         if not password:
             raise DefinitionError("password", "must not be empty")
     else:
         password = generate_password()
-    store = _open_store(state_dir)
+    store = _open_store(state_dir, create=True)
     try:
         store.add_user(name, role=role, password_hash=hash_password(password))
+        _audit_users(store, "add user", f"{name} ({role})")
     finally:
         store.close()
     click.echo(f"added user {name} ({role})")
@@ -527,9 +568,11 @@ def users_add(name: str, role: str, password_stdin: bool, state_dir: str | None)
 @state_dir_option
 def users_remove(name: str, state_dir: str | None) -> None:
     """Remove a user."""
-    store = _open_store(state_dir)
+    store = _open_store(state_dir, create=False)
     try:
         removed = store.remove_user(name)
+        if removed:
+            _audit_users(store, "remove user", name)
     finally:
         store.close()
     if not removed:
@@ -542,7 +585,7 @@ def users_remove(name: str, state_dir: str | None) -> None:
 @json_option
 def users_list(state_dir: str | None, as_json: bool) -> None:
     """List users and their roles."""
-    store = _open_store(state_dir)
+    store = _open_store(state_dir, create=False)
     try:
         found = store.list_users()
     finally:

@@ -180,5 +180,9 @@ def check_settings_for_kind(kind: Kind, settings: Settings, *, field_prefix: str
     """Reject settings that cannot work for ``kind`` (a CRON scheduler needs an expression)."""
     if kind is Kind.CRON and settings.cron is None:
         raise DefinitionError(f"{field_prefix}cron", "a CRON scheduler needs a cron expression")
+    if kind is not Kind.CRON and settings.cron is not None:
+        raise DefinitionError(
+            f"{field_prefix}cron", f"only CRON schedulers use one (this one is {kind.name})"
+        )
     if kind is Kind.SCHEDULE and settings.pause_time <= timedelta(0):
         raise DefinitionError(f"{field_prefix}pause_time", "must be positive for SCHEDULE")

@@ -11,9 +11,9 @@ For each run the manager side creates the pipes: records (``wire`` lines), stdou
 stderr, cancel (manager → run), and, for forked runs, a status pipe on which the fork
 server writes the main process's wait status once it has reaped it. Every run has its
 own session and process group; ``supervise`` reads the pipes into ``LogRecord`` batches,
-enforces the timeout and cancellation (cancel message → grace → SIGTERM to the group →
-grace → SIGKILL to the group), and at the end the group is killed and every process
-carrying the run's marker is swept.
+enforces the timeout and cancellation (cancel message → a short head start → SIGTERM to
+the group → grace → SIGKILL to the group), and at the end the group is killed and every
+process carrying the run's marker is swept.
 
 Captured output: each stdout line becomes an INFO record, each stderr line a WARNING
 record (stderr carries diagnostics and progress as well as errors; tracebacks of failed
@@ -89,6 +89,10 @@ DRAIN_SECONDS: Final = 2.0
 READY_TIMEOUT: Final = 120.0
 SPAWN_TIMEOUT: Final = 30.0
 _PARTIAL: Final[Mapping[str, object]] = MappingProxyType({"partial": True})
+
+
+# How long a cancelled run may take to end by itself before SIGTERM (at most the grace).
+CANCEL_HEAD_START = 1.0
 
 
 class CancelRequest(threading.Event):
@@ -325,9 +329,9 @@ class RunProcess:
         ``sink`` receives batches of records (up to ``BATCH_RECORDS``, at least every
         ``BATCH_SECONDS`` while output flows, at once when it pauses); a slow sink slows
         the run down rather than filling memory. ``timeout`` (seconds, monotonic) and
-        ``cancel`` end the run: cancel message, ``grace``, SIGTERM to the process group,
-        ``grace``, SIGKILL. If ``sink`` raises, the run is killed and the error
-        propagates.
+        ``cancel`` end the run: cancel message, ``CANCEL_HEAD_START`` (at most ``grace``),
+        SIGTERM to the process group, ``grace``, SIGKILL. If ``sink`` raises, the run is
+        killed and the error propagates.
         """
         if self._supervised:
             raise RuntimeError("supervise() may be called once per run")
@@ -376,10 +380,12 @@ class RunProcess:
                     if records.exec is None:
                         self._send_cancel(reason)
                         stage = first_stage = 1
+                        # A short head start to end by itself; the grace follows SIGTERM.
+                        next_step = now + min(grace, CANCEL_HEAD_START)
                     else:  # an exec'd program cannot read the cancel pipe: SIGTERM asks
                         self._signal_group(signal.SIGTERM)
                         stage = first_stage = 2
-                    next_step = now + grace
+                        next_step = now + grace
                 elif stage == 1 and records.exec is not None:
                     # It became a program after it was asked: the program cannot read
                     # the cancel pipe, so SIGTERM asks now.

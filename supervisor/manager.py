@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import sys
 import threading
 import uuid
 from collections.abc import Callable, Mapping
@@ -40,6 +41,8 @@ from supervisor.store import SqliteStore
 # Cron plans follow the wall clock: the planner looks at them at least this often, so a
 # wall-clock step is noticed without a burst of runs.
 WALL_CLOCK_CHECK_SECONDS = 30.0
+# After the store or the launcher failed to start a planned run, try again this much later.
+RETRY_SECONDS = 5.0
 # A custom action is a short request from a person waiting for its answer.
 ACTION_TIMEOUT = timedelta(seconds=60)
 
@@ -60,6 +63,7 @@ class _Slot:
     last_finished: RunRecord | None = None
     last_actor: str | None = None
     finished_one_shot: bool = False
+    started_while_running: bool = False  # Start came while a stopped run was still ending
     run_done: threading.Condition | None = field(default=None, repr=False)
 
 
@@ -196,7 +200,16 @@ class Manager:
                     self._set_plan(slot, slot.plan)
                     continue
                 slot.plan = None
-                self._launch(slot, plan.trigger, actor=None)
+                try:
+                    self._launch(slot, plan.trigger, actor=None)
+                except Exception as error:  # the store failed: keep planning, try again
+                    _report(f"could not start a run of {scheduler_id}: {error}")
+                    retry = replace(
+                        plan,
+                        due=now + RETRY_SECONDS,
+                        planned_at=self._clock.now() + timedelta(seconds=RETRY_SECONDS),
+                    )
+                    self._set_plan(slot, retry)
 
     # -- runs ---------------------------------------------------------------------------
 
@@ -211,12 +224,12 @@ class Manager:
             triggered_by=actor,
             started_at=now,
         )
+        self._store.insert_run(run)  # first: if it fails, nothing has changed
         slot.run = run
         slot.last_run = run
         slot.cancel = CancelRequest()
         if self._closing:
             slot.cancel.request("shutdown")
-        self._store.insert_run(run)
         job = Job(
             scheduler_id=slot.options.id,
             run_id=run.run_id,
@@ -253,25 +266,39 @@ class Manager:
                 result=None,
             )
         self._logs.flush()
-        finished = self._store.finish_run(
-            run.run_id,
-            ended_at=self._clock.now(),
-            outcome=exit_.outcome,
-            exit_code=exit_.exit_code,
-            signal=exit_.signal,
-            error=exit_.error,
-        )
+        ended_at = self._clock.now()
+        try:
+            finished = self._store.finish_run(
+                run.run_id,
+                ended_at=ended_at,
+                outcome=exit_.outcome,
+                exit_code=exit_.exit_code,
+                signal=exit_.signal,
+                error=exit_.error,
+            )
+        except Exception as error:  # keep the scheduler going; the next start marks it
+            _report(f"could not record the end of run {run.run_id}: {error}")
+            finished = replace(
+                run,
+                ended_at=ended_at,
+                outcome=exit_.outcome,
+                exit_code=exit_.exit_code,
+                signal=exit_.signal,
+                error=exit_.error,
+            )
         with self._lock:
             slot.run = None
             slot.cancel = None
             slot.last_run = finished
             slot.last_finished = finished
-            if slot.options.kind is Kind.ONE_SHOT:
+            restarted, slot.started_while_running = slot.started_while_running, False
+            if slot.options.kind is Kind.ONE_SHOT and not restarted:
                 slot.finished_one_shot = True
+            # After a Start that came during the run, the start delay applies again.
             slot.anchor = Anchor(
                 mono=self._clock.monotonic(),
                 wall=finished.ended_at or self._clock.now(),
-                after_run=True,
+                after_run=not restarted,
             )
             if not self._closing:
                 self._replan(slot)
@@ -389,7 +416,11 @@ class Manager:
         with self._lock:
             slot = self._slot(scheduler_id)
             slot.last_actor = actor
-            if slot.run is not None or not (slot.stopped or slot.finished_one_shot):
+            if not (slot.stopped or slot.finished_one_shot):
+                return
+            if slot.run is not None:  # a stopped run is still ending: start after it
+                slot.stopped = False
+                slot.started_while_running = True
                 return
             slot.stopped = False
             slot.finished_one_shot = False
@@ -404,6 +435,7 @@ class Manager:
             slot = self._slot(scheduler_id)
             slot.last_actor = actor
             slot.stopped = True
+            slot.started_while_running = False
             if slot.cancel is not None:
                 slot.cancel.request("stop")
             self._set_plan(slot, None)
@@ -417,8 +449,12 @@ class Manager:
             if self._closing:
                 raise BackendError("the manager is shutting down")
             slot.last_actor = actor
+            try:
+                run = self._launch(slot, Trigger.MANUAL, actor=actor)
+            except Exception as error:
+                raise BackendError(f"could not start a run of {scheduler_id}: {error}") from error
             self._set_plan(slot, None)
-            return self._launch(slot, Trigger.MANUAL, actor=actor).run_id
+            return run.run_id
 
     def update_settings(self, scheduler_id: str, overrides: Mapping[str, Any]) -> Settings:
         with self._lock:
@@ -467,3 +503,8 @@ class Manager:
         if exit_.outcome is not Outcome.SUCCEEDED:
             raise ActionFailed(exit_.error or f"the action ended {exit_.outcome.value}")
         return exit_.result or ""
+
+
+def _report(message: str) -> None:
+    """A problem of the manager itself (not of a run), for the operator's log."""
+    print(f"supervisor: {message}", file=sys.stderr, flush=True)

@@ -8,15 +8,18 @@ and ``timing``.
 
 from __future__ import annotations
 
+import sys
 from datetime import datetime
 from pathlib import Path
 
 from supervisor.app import load_app
 from supervisor.cfgscheduler import enable
 from supervisor.definitions import Kind, Options, Settings
-from supervisor.paths import DATABASE_NAME
+from supervisor.errors import DefinitionError
+from supervisor.paths import APP_CWD_META, APP_SPEC_META, DATABASE_NAME
 from supervisor.store import SqliteStore
 from supervisor.timing import cron_runs
+from supervisor.unitinstall import read_manifest
 
 
 def upcoming_for_cron(expr: str, timezone: str, *, start: datetime, count: int) -> list[datetime]:
@@ -41,16 +44,28 @@ def upcoming(
 
 
 def upcoming_for_scheduler(
-    app_spec: str, scheduler_id: str, *, state_dir: Path, start: datetime, count: int
+    app_spec: str | None, scheduler_id: str, *, state_dir: Path, start: datetime, count: int
 ) -> tuple[list[datetime], str]:
-    """The upcoming starts and the time zone to show them in."""
-    options = enable(load_app(app_spec)).registry.get(scheduler_id)
-    settings = options.defaults
+    """The upcoming starts and the time zone to show them in.
+
+    Without ``app_spec``, the app the state directory was last run (or installed) with.
+    """
     database = state_dir / DATABASE_NAME
+    overrides: dict[str, object] = {}
     if database.exists():
-        store = SqliteStore.open(database)
-        try:
-            settings = settings.with_overrides(store.overrides(scheduler_id))
-        finally:
-            store.close()
+        with SqliteStore.open(database) as store:
+            overrides = store.overrides(scheduler_id)
+            if app_spec is None:
+                app_spec, cwd = store.get_meta(APP_SPEC_META), store.get_meta(APP_CWD_META)
+                if cwd and cwd not in sys.path:
+                    sys.path.insert(0, cwd)
+    if app_spec is None:
+        manifest = read_manifest(state_dir)
+        app_spec = None if manifest is None else manifest.app_spec
+    if app_spec is None:
+        raise DefinitionError(
+            "--app", f"needed: nothing has run with state directory {state_dir} yet"
+        )
+    options = enable(load_app(app_spec)).registry.get(scheduler_id)
+    settings = options.defaults.with_overrides(overrides)
     return upcoming(options, settings, start=start, count=count), settings.timezone

@@ -1,6 +1,6 @@
 """Where state lives: the state directory and the files in it.
 
-May import the stdlib only. Reads the environment only when asked (never at import).
+May import ``errors`` and the stdlib. Reads the environment only when asked (never at import).
 """
 
 from __future__ import annotations
@@ -9,9 +9,14 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
+from supervisor.errors import StoreError
+
 SYSTEM_STATE_DIR = Path("/var/lib/sched-supervisor")
 DATABASE_NAME = "state.db"
 LOCK_NAME = "manager.lock"
+# Keys in the store's meta table: the app a manager last ran with this state directory.
+APP_SPEC_META = "app_spec"
+APP_CWD_META = "app_cwd"
 
 
 def default_state_dir(environ: Mapping[str, str], *, uid: int, home: Path) -> Path:
@@ -34,5 +39,10 @@ def resolve_state_dir(given: str | None) -> Path:
 def ensure_state_dir(path: Path) -> Path:
     """Create the state directory (owner-only) if needed and return its absolute path."""
     path = path.absolute()
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as error:
+        raise StoreError(
+            f"cannot create state directory {path}: {error.strerror or error}"
+        ) from error
     return path

@@ -24,7 +24,13 @@ from supervisor.clock import Clock, SystemClock
 from supervisor.control import ControlServer, Dispatcher
 from supervisor.errors import StoreError
 from supervisor.manager import Manager, ManagerConfig
-from supervisor.paths import DATABASE_NAME, LOCK_NAME, ensure_state_dir
+from supervisor.paths import (
+    APP_CWD_META,
+    APP_SPEC_META,
+    DATABASE_NAME,
+    LOCK_NAME,
+    ensure_state_dir,
+)
 from supervisor.store import SqliteStore
 
 REAP_INTERVAL_SECONDS = 1.0
@@ -117,6 +123,9 @@ class Service:
         )
         stack.callback(store.close)
         self.store = store
+        # So commands that need the app without a manager (next-runs) can find it.
+        store.set_meta(APP_SPEC_META, options.app_spec)
+        store.set_meta(APP_CWD_META, os.getcwd())
         launching.become_subreaper()
         interrupted = recover_interrupted_runs(store, self.clock)
         if interrupted:

@@ -7,6 +7,7 @@ Backends (the manager, systemd) do the work behind them. May import ``definition
 from __future__ import annotations
 
 import builtins
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from datetime import timedelta
@@ -15,7 +16,7 @@ from typing import Any, Protocol
 from supervisor.backend import Backend
 from supervisor.clock import Clock, SystemClock
 from supervisor.definitions import Options, Settings, check_settings_for_kind
-from supervisor.errors import BackendError, SupervisorError
+from supervisor.errors import BackendError, SupervisorError, UnknownRun
 from supervisor.records import AuditEntry, Level, LogRecord, RunRecord, SchedulerStatus
 from supervisor.registry import Registry
 from supervisor.user import Permission, Subject
@@ -55,6 +56,9 @@ class UseCases:
         self._backend: Backend | None = None
         self._audit: AuditTrail | None = None
         self._clock: Clock = SystemClock()
+        # Settings changes read, merge and write the overrides: one at a time, so two
+        # operators' changes never overwrite each other.
+        self._settings_lock = threading.Lock()
 
     # -- wiring -------------------------------------------------------------------------
 
@@ -143,7 +147,10 @@ class UseCases:
     ) -> builtins.list[tuple[int, LogRecord]]:
         subject.require(Permission.VIEW_LOGS)
         self._registry.get(scheduler_id)
-        return self._bound()[0].logs(
+        backend = self._bound()[0]
+        if run_id is not None and backend.run(run_id).scheduler_id != scheduler_id:
+            raise UnknownRun(f"run {run_id} is not a run of {scheduler_id}")
+        return backend.logs(
             scheduler_id,
             run_id=run_id,
             min_level=min_level,
@@ -213,11 +220,12 @@ class UseCases:
         subject.require(Permission.UPDATE_SETTINGS)
         options = self._registry.get(scheduler_id)
         backend, _ = self._bound()
-        current = options.defaults.with_overrides(backend.overrides(scheduler_id))
-        wanted = current.with_overrides(changes)
-        check_settings_for_kind(options.kind, wanted)
-        overrides = options.defaults.differences(wanted)
-        backend.update_settings(scheduler_id, overrides)
+        with self._settings_lock:
+            current = options.defaults.with_overrides(backend.overrides(scheduler_id))
+            wanted = current.with_overrides(changes)
+            check_settings_for_kind(options.kind, wanted)
+            overrides = options.defaults.differences(wanted)
+            backend.update_settings(scheduler_id, overrides)
         self._record(
             subject,
             "update settings",
@@ -231,8 +239,9 @@ class UseCases:
         subject.require(Permission.RESET_SETTINGS)
         options = self._registry.get(scheduler_id)
         backend, _ = self._bound()
-        current = options.defaults.with_overrides(backend.overrides(scheduler_id))
-        backend.reset_settings(scheduler_id)
+        with self._settings_lock:
+            current = options.defaults.with_overrides(backend.overrides(scheduler_id))
+            backend.reset_settings(scheduler_id)
         self._record(
             subject,
             "reset settings",

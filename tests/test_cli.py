@@ -15,6 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from supervisor.cli import main
+from supervisor.store import SqliteStore
 from tests.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -270,6 +271,9 @@ def test_users_add_list_remove(tmp_path: Path) -> None:
     missing = runner.invoke(main, ["users", "remove", "olga", "--state-dir", str(tmp_path)])
     assert missing.exit_code == 2
     assert "no user 'olga'" in missing.output
+    with SqliteStore.open(tmp_path / "state.db") as store:
+        actions = [(e.action, e.detail) for _, e in store.audit()]
+    assert actions == [("remove user", "olga"), ("add user", "olga (operator)")]
 
 
 def test_app_errors_are_clear(tmp_path: Path) -> None:
@@ -352,3 +356,51 @@ def test_custom_actions_run_in_a_child_and_report_errors(state_dir: Path) -> Non
     assert failed.output == "error: RuntimeError: the cache server is down\n"
     missing = CliRunner().invoke(main, ["action", "m.fail", "nope", "--state-dir", str(state_dir)])
     assert missing.exit_code == 3
+
+
+def test_next_runs_of_a_scheduler_finds_the_app_the_state_directory_ran(state_dir: Path) -> None:
+    output = cli(
+        state_dir,
+        "next-runs",
+        "m.cron",
+        "--from",
+        "2026-07-01T00:00:00+00:00",
+        "--count",
+        "1",
+        "--json",
+    )
+    assert json.loads(output) == ["2026-07-01T03:00:00+02:00"]
+
+
+def test_usage_errors_are_one_line(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "supervisor", "next-runs", "--cron", "* * * * *", "--count", "0"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1
+    assert result.stderr.startswith("error: Invalid value for '--count'")
+
+
+def test_users_need_an_existing_database_unless_adding(tmp_path: Path) -> None:
+    missing = CliRunner().invoke(main, ["users", "list", "--state-dir", str(tmp_path / "typo")])
+    assert missing.exit_code == 7
+    assert "no state database" in missing.output
+    assert not (tmp_path / "typo").exists()
+    bad_name = CliRunner().invoke(
+        main, ["users", "add", "bad name!", "--role", "viewer", "--state-dir", str(tmp_path)]
+    )
+    assert bad_name.exit_code == 2
+    assert bad_name.output.startswith("error: name:")
+
+
+def test_logs_of_a_run_of_another_scheduler_are_refused(state_dir: Path) -> None:
+    other = cli_json(state_dir, "runs", "m.oneshot")[0]["run_id"]
+    result = CliRunner().invoke(
+        main, ["logs", "m.repeat", "--run", other, "--state-dir", str(state_dir)]
+    )
+    assert result.exit_code == 3
+    assert f"run {other} is not a run of m.repeat" in result.output

@@ -241,3 +241,22 @@ def test_kill_9_of_the_manager_leaves_no_run_and_marks_it_interrupted(tmp_path: 
         restarted.close()
     with SqliteStore.open(state / "state.db") as store:
         assert store.unfinished_runs() == []
+
+
+def test_start_while_a_stopped_run_is_still_ending_takes_effect_after_it(
+    service: Service,
+) -> None:
+    use_cases = service.schedulers.use_cases
+    run_id = use_cases.execute(su(), "m.stubborn")
+    wait_for(lambda: use_cases.logs(su(), "m.stubborn", run_id=run_id), what="the run to start")
+    use_cases.stop(su(), "m.stubborn")
+    use_cases.start(su(), "m.stubborn")  # the run ignores SIGTERM: it is still ending now
+    assert use_cases.status(su(), "m.stubborn").state is State.RUNNING
+    (run,) = wait_finished(service, "m.stubborn")
+    assert run.outcome is Outcome.CANCELLED
+    assert run.signal == signal.SIGKILL
+    status = use_cases.status(su(), "m.stubborn")
+    assert status.state is State.PAUSED
+    # Started again: the start delay (1 h) applies, not nothing and not the pause.
+    assert status.next_planned_at is not None and run.ended_at is not None
+    assert status.next_planned_at - run.ended_at >= timedelta(minutes=59)

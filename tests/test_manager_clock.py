@@ -16,7 +16,7 @@ import pytest
 from supervisor.clock import FakeClock
 from supervisor.definitions import Kind, Options, Settings
 from supervisor.launcher import Exit, Job
-from supervisor.manager import WALL_CLOCK_CHECK_SECONDS, Manager
+from supervisor.manager import RETRY_SECONDS, WALL_CLOCK_CHECK_SECONDS, Manager
 from supervisor.records import LogRecord, Outcome, Trigger
 from supervisor.registry import Registry
 from supervisor.store import SqliteStore
@@ -152,3 +152,31 @@ def test_a_wall_clock_step_back_does_not_repeat_cron_runs(
     clock.advance(1700)  # 12:58:20: still before the next planned 14:00
     poke(manager)
     assert len(runs_of(launcher, "cron")) == 1
+
+
+def test_a_store_failure_at_launch_is_retried_and_planning_goes_on(
+    rig: tuple[Manager, FakeClock, InstantLauncher, SqliteStore],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    manager, clock, launcher, store = rig
+    real_insert = store.insert_run
+    failures = iter([OSError("database is locked")])
+
+    def flaky_insert(run: object) -> None:
+        error = next(failures, None)
+        if error is not None:
+            raise error
+        real_insert(run)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(store, "insert_run", flaky_insert)
+    clock.advance(3600)  # both schedulers are due; the first insert fails
+    poke(manager)
+    wait_for(lambda: launcher.jobs, what="the run that could be recorded")
+    assert "database is locked" in capsys.readouterr().err
+    clock.advance(RETRY_SECONDS)
+    poke(manager)
+    wait_for(
+        lambda: {j.scheduler_id for j in launcher.jobs} == {"pause", "cron"},
+        what="the failed start to be retried",
+    )

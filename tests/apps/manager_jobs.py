@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import signal
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -35,6 +37,15 @@ def hang(ctx: scheduler.Context) -> None:
     error = ctx.err()
     assert error is not None
     raise error
+
+
+def stubborn(ctx: scheduler.Context) -> None:
+    """Ignores cancellation and SIGTERM: only SIGKILL ends it."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    _note_pid(ctx)
+    scheduler.logger_from(ctx).info("not listening")
+    while True:
+        time.sleep(0.05)
 
 
 def crash(ctx: scheduler.Context) -> None:
@@ -85,6 +96,15 @@ configure(
         kind=scheduler.Kind.MANUAL,
         runner=hang,
         defaults=scheduler.Settings(timeout=timedelta(milliseconds=300)),
+    )
+)
+configure(
+    scheduler.Options(
+        id="m.stubborn",
+        name="Stubborn",
+        kind=scheduler.Kind.SCHEDULE,
+        runner=stubborn,
+        defaults=scheduler.Settings(start_delay=timedelta(hours=1), pause_time=timedelta(hours=1)),
     )
 )
 configure(scheduler.Options(id="m.crash", name="Crash", kind=scheduler.Kind.MANUAL, runner=crash))
