@@ -52,8 +52,13 @@ def load_app(spec: str) -> Configurator:
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as error:
-        raise AppLoadError(f"--app {spec!r}: cannot import module: {error}") from error
-    except Exception as error:
+        missing = error.name or ""
+        if missing == module_name or module_name.startswith(missing + "."):
+            raise AppLoadError(f"--app {spec!r}: cannot import module: {error}") from error
+        # The app module exists; something it imports does not.
+        raise AppLoadError(f"--app {spec!r}: importing {module_name} failed: {error}") from error
+    except (Exception, SystemExit, KeyboardInterrupt) as error:
+        # An app that calls sys.exit() at import is a broken app, not a way to stop us.
         raise AppLoadError(
             f"--app {spec!r}: importing {module_name} raised {type(error).__name__}: {error}"
         ) from error

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import pwd
 import socket
 import socketserver
 import struct
+import sys
 import threading
+import traceback
 from collections.abc import Callable, Iterator, Mapping
 from datetime import timedelta
 from pathlib import Path
@@ -33,6 +36,9 @@ PROTOCOL_VERSION = 1
 DURATION_SETTINGS = ("start_delay", "pause_time", "timeout")
 # sockaddr_un holds 108 bytes; longer paths are reached through /proc/self/fd.
 MAX_SOCKET_PATH = 100
+REQUEST_TIMEOUT_SECONDS = 30.0
+MAX_LIMIT = 100_000
+MAX_DURATION_SECONDS = 366 * 24 * 3600
 
 
 class RemoteError(SupervisorError):
@@ -63,17 +69,65 @@ def settings_changes_from_json(changes: Mapping[str, Any]) -> dict[str, Any]:
         if name in DURATION_SETTINGS and value is not None:
             if not isinstance(value, int | float) or isinstance(value, bool):
                 raise DefinitionError(name, "must be a duration in seconds")
+            if not math.isfinite(value) or not 0 <= value <= MAX_DURATION_SECONDS:
+                raise DefinitionError(name, f"must be between 0 and {MAX_DURATION_SECONDS} s")
             out[name] = timedelta(seconds=value)
         else:
             out[name] = value
     return out
 
 
-def _level(value: object) -> Level | None:
+class Arguments:
+    """A request's arguments, read with their types checked (``DefinitionError`` otherwise)."""
+
+    def __init__(self, raw: object) -> None:
+        if raw is None:
+            raw = {}
+        if not isinstance(raw, dict):
+            raise DefinitionError("args", "must be an object")
+        self._raw: dict[str, Any] = raw
+
+    def text(self, name: str) -> str:
+        value = self._raw.get(name)
+        if not isinstance(value, str) or not value:
+            raise DefinitionError(name, "must be a non-empty string")
+        return value
+
+    def optional_text(self, name: str) -> str | None:
+        return None if self._raw.get(name) is None else self.text(name)
+
+    def number(self, name: str, *, default: int, high: int) -> int:
+        value = self._raw.get(name, default)
+        if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= high:
+            raise DefinitionError(name, f"must be a whole number from 1 to {high}")
+        return value
+
+    def cursor(self, name: str) -> int | None:
+        value = self._raw.get(name)
+        if value is None:
+            return None
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**63:
+            raise DefinitionError(name, "must be a cursor from an earlier answer")
+        return value
+
+    def flag(self, name: str) -> bool:
+        value = self._raw.get(name, False)
+        if not isinstance(value, bool):
+            raise DefinitionError(name, "must be true or false")
+        return value
+
+    def mapping(self, name: str) -> dict[str, Any]:
+        value = self._raw.get(name) or {}
+        if not isinstance(value, dict):
+            raise DefinitionError(name, "must be an object")
+        return value
+
+
+def _level(value: str | None) -> Level | None:
     if value is None:
         return None
     try:
-        return Level.parse(str(value))
+        return Level.parse(value)
     except ValueError as error:
         raise DefinitionError("level", str(error)) from None
 
@@ -84,57 +138,68 @@ class Dispatcher:
     def __init__(self, use_cases: UseCases, info: Mapping[str, Any]) -> None:
         self._use_cases = use_cases
         self._info = dict(info)
-        self._ops: dict[str, Callable[[Subject, dict[str, Any]], Any]] = {
+        self._ops: dict[str, Callable[[Subject, Arguments], Any]] = {
             "ping": lambda s, a: self._info,
             "list": lambda s, a: [serialize.status_json(x) for x in use_cases.list(s)],
-            "status": lambda s, a: serialize.status_json(use_cases.status(s, a["id"])),
-            "start": lambda s, a: use_cases.start(s, a["id"]),
-            "stop": lambda s, a: use_cases.stop(s, a["id"]),
-            "execute": lambda s, a: {"run_id": use_cases.execute(s, a["id"])},
+            "status": lambda s, a: serialize.status_json(use_cases.status(s, a.text("id"))),
+            "start": lambda s, a: use_cases.start(s, a.text("id")),
+            "stop": lambda s, a: use_cases.stop(s, a.text("id")),
+            "execute": lambda s, a: {"run_id": use_cases.execute(s, a.text("id"))},
             "runs": lambda s, a: [
-                serialize.run_json(r) for r in use_cases.runs(s, a["id"], limit=a.get("limit", 50))
+                serialize.run_json(r)
+                for r in use_cases.runs(
+                    s, a.text("id"), limit=a.number("limit", default=50, high=MAX_LIMIT)
+                )
             ],
             "logs": self._logs,
             "settings": self._settings,
-            "action": lambda s, a: {"result": use_cases.run_action(s, a["id"], a["action"])},
+            "action": lambda s, a: {
+                "result": use_cases.run_action(s, a.text("id"), a.text("action"))
+            },
         }
 
-    def _logs(self, subject: Subject, args: dict[str, Any]) -> Any:
+    def _logs(self, subject: Subject, args: Arguments) -> Any:
         records = self._use_cases.logs(
             subject,
-            args["id"],
-            run_id=args.get("run_id"),
-            min_level=_level(args.get("level")),
-            after=args.get("after"),
-            before=args.get("before"),
-            limit=int(args.get("limit", 200)),
+            args.text("id"),
+            run_id=args.optional_text("run_id"),
+            min_level=_level(args.optional_text("level")),
+            after=args.cursor("after"),
+            before=args.cursor("before"),
+            limit=args.number("limit", default=200, high=MAX_LIMIT),
         )
         return [serialize.log_json(record, cursor=cursor) for cursor, record in records]
 
-    def _settings(self, subject: Subject, args: dict[str, Any]) -> Any:
-        scheduler_id = args["id"]
-        if args.get("reset"):
+    def _settings(self, subject: Subject, args: Arguments) -> Any:
+        scheduler_id = args.text("id")
+        changes = args.mapping("changes")
+        if args.flag("reset"):
             view = self._use_cases.reset_settings(subject, scheduler_id)
-        elif args.get("changes"):
-            changes = settings_changes_from_json(args["changes"])
-            view = self._use_cases.update_settings(subject, scheduler_id, changes)
+        elif changes:
+            converted = settings_changes_from_json(changes)
+            view = self._use_cases.update_settings(subject, scheduler_id, converted)
         else:
             view = self._use_cases.find_settings(subject, scheduler_id)
         return serialize.settings_view_json(view)
 
     def handle(self, subject: Subject, request: object) -> dict[str, Any]:
+        """Exactly one answer for any request, however malformed."""
         if not isinstance(request, dict) or not isinstance(request.get("op"), str):
             return {"ok": False, "error": "malformed request", "exit_code": 2}
         op = self._ops.get(request["op"])
         if op is None:
             return {"ok": False, "error": f"unknown operation {request['op']!r}", "exit_code": 2}
-        args = request.get("args") or {}
         try:
-            return {"ok": True, "result": op(subject, args)}
+            return {"ok": True, "result": op(subject, Arguments(request.get("args")))}
         except SupervisorError as error:
             return {"ok": False, "error": str(error), "exit_code": error.exit_code}
-        except (KeyError, TypeError, ValueError) as error:
-            return {"ok": False, "error": f"malformed request: {error!r}", "exit_code": 2}
+        except Exception as error:  # a bug of ours: answer, and leave a trace for the operator
+            traceback.print_exc(file=sys.stderr)
+            return {
+                "ok": False,
+                "error": f"internal error: {type(error).__name__}: {error}",
+                "exit_code": 1,
+            }
 
 
 def _peer_uid(connection: socket.socket) -> int:
@@ -157,18 +222,20 @@ class ControlServer:
         owner = os.getuid()
 
         class Handler(socketserver.StreamRequestHandler):
+            timeout = REQUEST_TIMEOUT_SECONDS  # a client that sends nothing is let go
+
             def handle(self) -> None:
                 uid = _peer_uid(self.request)
                 if uid not in (owner, 0):
                     answer = {"ok": False, "error": "permission denied", "exit_code": 5}
                 else:
-                    line = self.rfile.readline(MAX_REQUEST_BYTES)
                     try:
-                        request = json.loads(line)
-                    except ValueError:
+                        request = json.loads(self.rfile.readline(MAX_REQUEST_BYTES))
+                    except (ValueError, RecursionError, OSError):
                         request = None
                     answer = dispatcher.handle(su(_user_name(uid)), request)
-                self.wfile.write(json.dumps(answer).encode() + b"\n")
+                with contextlib.suppress(OSError):  # the client may be gone
+                    self.wfile.write(json.dumps(answer).encode() + b"\n")
 
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
@@ -221,11 +288,19 @@ class ControlClient:
                 raise ManagerUnavailable(
                     f"cannot reach the manager at {self.path}: permission denied"
                 ) from error
-            connection.sendall(request)
-            answer_bytes = connection.makefile("rb").readline()
-        if not answer_bytes:
-            raise ManagerUnavailable(f"the manager at {self.path} closed the connection")
-        answer = json.loads(answer_bytes)
+            try:
+                connection.sendall(request)
+                answer_bytes = connection.makefile("rb").readline()
+            except OSError as error:
+                raise ManagerUnavailable(
+                    f"lost the connection to the manager at {self.path}: {error}"
+                ) from error
+        try:
+            answer = json.loads(answer_bytes) if answer_bytes else None
+        except ValueError:
+            answer = None
+        if not isinstance(answer, dict):
+            raise ManagerUnavailable(f"the manager at {self.path} gave no answer (did it stop?)")
         if not answer.get("ok"):
             raise RemoteError(answer.get("error", "unknown error"), int(answer.get("exit_code", 1)))
         return answer.get("result")

@@ -22,7 +22,7 @@ from supervisor.app import Configurator, load_app
 from supervisor.cfgscheduler import Schedulers, enable
 from supervisor.clock import Clock, SystemClock
 from supervisor.control import ControlServer, Dispatcher
-from supervisor.errors import StoreError
+from supervisor.errors import DefinitionError, StoreError
 from supervisor.manager import Manager, ManagerConfig
 from supervisor.paths import (
     APP_CWD_META,
@@ -51,7 +51,13 @@ class RunOptions:
 @contextlib.contextmanager
 def state_dir_lock(state_dir: Path) -> Iterator[None]:
     """Hold the state directory's lock: one manager per state directory."""
-    with open(state_dir / LOCK_NAME, "a+") as handle:
+    try:
+        handle = open(state_dir / LOCK_NAME, "a+")  # noqa: SIM115 - closed below
+    except OSError as error:
+        raise StoreError(
+            f"cannot use state directory {state_dir}: {error.strerror or error}"
+        ) from error
+    with handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -153,6 +159,17 @@ class Service:
         )
         self.schedulers.use_cases.bind(manager, store, clock=self.clock)
         stack.callback(self.schedulers.use_cases.unbind)
+        # The Admin Center binds its port before any run starts: a wrong --admin fails
+        # the start cleanly instead of after the first runs.
+        if options.admin is not None and self._admin_factory is not None:
+            host, port = options.admin
+            try:
+                self._admin = self._admin_factory(self.schedulers, store, options)
+            except OSError as error:
+                raise DefinitionError(
+                    "--admin", f"cannot serve the Admin Center on {host}:{port}: {error}"
+                ) from error
+            stack.callback(self._admin.close)
         manager.open()
         stack.callback(manager.close)
         self.manager = manager
@@ -165,9 +182,6 @@ class Service:
         )
         control.start()
         stack.callback(control.close)
-        if options.admin is not None and self._admin_factory is not None:
-            self._admin = self._admin_factory(self.schedulers, store, options)
-            stack.callback(self._admin.close)
         self.say(
             f"supervisor: running {len(self.schedulers.registry)} scheduler(s) of "
             f"{self.app.name!r}; state in {self.state_dir}"

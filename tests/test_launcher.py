@@ -9,11 +9,13 @@ from __future__ import annotations
 import json
 import logging
 import os
+import queue
 import signal
 import subprocess
 import sys
 import textwrap
 import threading
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
@@ -572,23 +574,42 @@ def host(kind: str, scheduler_id: str) -> tuple[subprocess.Popen[str], dict[str,
         [sys.executable, "-m", "tests.apps.launcher_host", kind, scheduler_id, "hostrun1"],
         cwd=ROOT,
         stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
     )
-    assert child.stdout is not None
-    facts: dict[str, Any] = json.loads(child.stdout.readline())
-    for line in child.stdout:
+    assert child.stdout is not None and child.stderr is not None
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(
+        target=lambda: [lines.put(line) for line in child.stdout or ()], daemon=True
+    ).start()
+    seen: list[str] = []
+    deadline = time.monotonic() + 30
+    facts: dict[str, Any] = {}
+    found = False
+    while not found:
+        try:
+            line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            child.kill()
+            raise AssertionError(
+                f"no grandchild record within 30 s; saw {seen}; stderr: {child.stderr.read()}"
+            ) from None
+        seen.append(line.strip())
         record = json.loads(line)
-        if record["message"] == "grandchild":
+        if not facts:
+            facts = record  # the first line: the host's own facts
+        elif record.get("message") == "grandchild":
             facts.update(record["fields"])
-            break
+            found = True
     return child, facts
 
 
 def stop(child: subprocess.Popen[str]) -> None:
     child.kill()
     child.wait()
-    if child.stdout is not None:
-        child.stdout.close()
+    for stream in (child.stdout, child.stderr):
+        if stream is not None:
+            stream.close()
 
 
 def test_kill_9_of_the_fork_server_owner_leaves_no_run_process() -> None:

@@ -180,3 +180,25 @@ def test_a_store_failure_at_launch_is_retried_and_planning_goes_on(
         lambda: {j.scheduler_id for j in launcher.jobs} == {"pause", "cron"},
         what="the failed start to be retried",
     )
+
+
+def test_a_store_failure_at_the_end_of_a_run_does_not_wedge_the_scheduler(
+    rig: tuple[Manager, FakeClock, InstantLauncher, SqliteStore],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    manager, clock, launcher, store = rig
+
+    def broken_finish(run_id: str, **_: object) -> None:
+        raise OSError("database disk image is malformed")
+
+    monkeypatch.setattr(store, "finish_run", broken_finish)
+    clock.advance(3600)
+    poke(manager)
+    wait_for(lambda: runs_of(launcher, "pause"), what="the run")
+    assert manager.wait_idle("pause", 5)
+    status = manager.status("pause")
+    assert status.state.value == "paused"
+    assert status.last_outcome is Outcome.SUCCEEDED
+    assert status.next_planned_at == START + timedelta(hours=2)
+    assert "could not record the end of run" in capsys.readouterr().err

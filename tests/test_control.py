@@ -1,0 +1,139 @@
+"""The control socket: every request, however malformed, gets exactly one clear answer."""
+
+from __future__ import annotations
+
+import io
+import json
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from supervisor.control import SOCKET_NAME, ControlClient, RemoteError
+from supervisor.errors import ManagerUnavailable
+from supervisor.service import RunOptions, Service
+
+APP = "tests.apps.manager_jobs:cfg"
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    state = tmp_path_factory.mktemp("control") / "state"
+    running = Service(
+        RunOptions(app_spec=APP, state_dir=state, admin=None, grace_seconds=0.5),
+        log=io.StringIO(),
+    )
+    running.start()
+    yield running
+    running.close()
+
+
+def raw_request(state_dir: Path, payload: bytes) -> dict[str, Any]:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
+        connection.settimeout(30)
+        connection.connect(str(state_dir / SOCKET_NAME))
+        connection.sendall(payload)
+        answer = connection.makefile("rb").readline()
+    decoded = json.loads(answer)
+    assert isinstance(decoded, dict)
+    return decoded
+
+
+@pytest.mark.parametrize(
+    ("request_", "mentions"),
+    [
+        ({"op": "settings", "args": {"id": "m.waiting", "changes": [1]}}, "changes"),
+        ({"op": "settings", "args": {"id": "m.waiting", "changes": "abc"}}, "changes"),
+        (
+            {"op": "settings", "args": {"id": "m.waiting", "changes": {"pause_time": 1e300}}},
+            "pause_time",
+        ),
+        ({"op": "runs", "args": {"id": "m.repeat", "limit": 10**30}}, "limit"),
+        ({"op": "logs", "args": {"id": "m.repeat", "limit": "abc"}}, "limit"),
+        ({"op": "logs", "args": {"id": "m.repeat", "run_id": [1]}}, "run_id"),
+        ({"op": "logs", "args": {"id": "m.repeat", "after": "x"}}, "after"),
+        ({"op": "status", "args": {"id": 5}}, "id"),
+        ({"op": "status", "args": []}, "args"),
+        ({"op": "execute"}, "id"),
+        ({"op": "launch-missiles"}, "unknown operation"),
+        ({"nope": 1}, "malformed request"),
+    ],
+)
+def test_malformed_arguments_are_named(
+    service: Service, request_: dict[str, Any], mentions: str
+) -> None:
+    answer = raw_request(service.state_dir, json.dumps(request_).encode() + b"\n")
+    assert answer["ok"] is False
+    assert answer["exit_code"] == 2
+    assert mentions in answer["error"]
+
+
+def test_garbage_lines_get_an_answer(service: Service) -> None:
+    for payload in (b"[" * 100_000 + b"\n", b"\xff\xfe not json\n", b"\n", b"null\n"):
+        answer = raw_request(service.state_dir, payload)
+        assert answer == {"ok": False, "error": "malformed request", "exit_code": 2}
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    op=st.sampled_from(["status", "runs", "logs", "settings", "start", "execute", "action"]),
+    args=st.dictionaries(
+        st.sampled_from(
+            ["id", "limit", "run_id", "after", "before", "level", "changes", "reset", "action"]
+        ),
+        json_values,
+        max_size=5,
+    ),
+)
+def test_junk_arguments_never_go_unanswered(
+    service: Service, op: str, args: dict[str, Any]
+) -> None:
+    if op in ("start", "execute", "settings", "action") and isinstance(args.get("id"), str):
+        args["id"] = "no.such.scheduler"  # never change the real ones
+    answer = raw_request(service.state_dir, json.dumps({"op": op, "args": args}).encode() + b"\n")
+    assert set(answer) in ({"ok", "result"}, {"ok", "error", "exit_code"})
+    if not answer["ok"]:
+        assert answer["exit_code"] in (2, 3)
+        assert not answer["error"].startswith("internal error")
+
+
+def test_errors_of_the_use_cases_keep_their_exit_codes(service: Service) -> None:
+    client = ControlClient(service.state_dir)
+    with pytest.raises(RemoteError) as caught:
+        client.call("status", id="nope")
+    assert caught.value.exit_code == 3
+
+
+def test_a_vanished_manager_is_a_clear_error(tmp_path: Path) -> None:
+    # A socket that accepts and then closes without answering, like a manager that died.
+    path = tmp_path / SOCKET_NAME
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+        listener.bind(str(path))
+        listener.listen(1)
+        client = ControlClient(tmp_path, timeout=5)
+
+        def accept_and_close() -> None:
+            connection, _ = listener.accept()
+            connection.close()
+
+        closer = threading.Thread(target=accept_and_close)
+        closer.start()
+        with pytest.raises(ManagerUnavailable, match=r"gave no answer|lost the connection"):
+            client.call("list")
+        closer.join()
