@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import click
 
 from supervisor import __version__
-from supervisor.cli_options import json_option, state_dir_option
+from supervisor.cli_options import json_option, proxy_header_option, state_dir_option
 from supervisor.cli_systemd import SystemdClient, open_systemd_mode, register, select_client
 from supervisor.control import ControlClient
 from supervisor.durations import format_duration, parse_duration
@@ -114,6 +114,7 @@ def parse_admin(text: str) -> tuple[str, int]:
     show_default=True,
     help="Log kept per run; the rest is cut with a visible marker.",
 )
+@proxy_header_option
 def run(
     app_spec: str,
     state_dir: str | None,
@@ -124,6 +125,7 @@ def run(
     grace: str,
     keep_runs: int,
     max_log_per_run: str,
+    proxy_user_header: str | None,
 ) -> None:
     """Run every scheduler of the application until SIGTERM or SIGINT."""
     from supervisor.service import RunOptions, Service
@@ -138,7 +140,7 @@ def run(
         max_runs_per_scheduler=keep_runs,
         max_log_bytes_per_run=parse_size(max_log_per_run, field="--max-log-per-run"),
     )
-    service = Service(options, admin_factory=_admin_factory())
+    service = Service(options, admin_factory=_admin_factory(proxy_user_header))
     try:
         service.start()
         service.serve_until_signalled()
@@ -146,10 +148,22 @@ def run(
         service.close()
 
 
-def _admin_factory() -> Any:
+def _admin_factory(proxy_user_header: str | None) -> Any:
+    """``start_admin``, told to trust a reverse proxy's user header when one is named."""
     from supervisor.web.server import start_admin
 
-    return start_admin
+    if proxy_user_header is None:
+        return start_admin
+
+    def start(schedulers: Any, store: Any, options: Any) -> Any:
+        from supervisor.web.app import AdminConfig
+
+        config = AdminConfig(
+            app_name=schedulers.app.name, proxy_user_header=proxy_user_header, behind_proxy=True
+        )
+        return start_admin(schedulers, store, options, config=config)
+
+    return start
 
 
 @main.command()
@@ -158,19 +172,21 @@ def _admin_factory() -> Any:
     "--app", "app_spec", default=None, help="The application (default: the installed one)."
 )
 @click.option("--admin", default="127.0.0.1:8080", show_default=True, help="Admin Center address.")
-def admin(state_dir: str | None, app_spec: str | None, admin: str) -> None:
+@proxy_header_option
+def admin(
+    state_dir: str | None, app_spec: str | None, admin: str, proxy_user_header: str | None
+) -> None:
     """Serve the Admin Center for schedulers installed as systemd units."""
     import signal
     import threading
 
     from supervisor.service import RunOptions
-    from supervisor.web.server import start_admin
 
     directory = resolve_state_dir(state_dir)
     mode = open_systemd_mode(directory, app_spec=app_spec)
     try:
         options = RunOptions(app_spec=mode.app_spec, state_dir=directory, admin=parse_admin(admin))
-        server = start_admin(mode.schedulers, mode.store, options)
+        server = _admin_factory(proxy_user_header)(mode.schedulers, mode.store, options)
         stop = threading.Event()
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: stop.set())

@@ -25,3 +25,13 @@ def state_dir_option(func: F) -> F:
 
 def json_option(func: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="Print JSON.")(func)
+
+
+def proxy_header_option(func: F) -> F:
+    return click.option(
+        "--proxy-user-header",
+        default=None,
+        metavar="HEADER",
+        help="Trust this header (e.g. X-Remote-User) from a reverse proxy on loopback as the "
+        "logged-in user; the user must exist.",
+    )(func)

@@ -6,6 +6,7 @@ import json
 import os
 import pwd
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -420,3 +421,67 @@ def test_logs_of_a_run_of_another_scheduler_are_refused(state_dir: Path) -> None
     )
     assert result.exit_code == 3
     assert f"run {other} is not a run of m.repeat" in result.output
+
+
+def test_run_can_trust_a_reverse_proxys_user_header(tmp_path: Path) -> None:
+    import urllib.error
+    import urllib.request
+
+    state = tmp_path / "state"
+    added = CliRunner().invoke(
+        main,
+        ["users", "add", "olga", "--role", "viewer", "--password-stdin", "--state-dir", str(state)],
+        input="pw-pw-pw-pw\n",
+    )
+    assert added.exit_code == 0, added.output
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "supervisor",
+            "run",
+            "--app",
+            APP,
+            "--state-dir",
+            str(state),
+            "--admin",
+            f"127.0.0.1:{port}",
+            "--proxy-user-header",
+            "X-Remote-User",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+            return None
+
+    opener = urllib.request.build_opener(NoRedirect)
+
+    def get(headers: dict[str, str]) -> tuple[int, str]:
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/", headers=headers)
+        try:
+            with opener.open(request, timeout=10) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as error:
+            return error.code, ""
+        except OSError:
+            return 0, ""
+
+    try:
+        _, page = wait_for(
+            lambda: (answer := get({"X-Remote-User": "olga"}))[0] == 200 and answer,
+            timeout=30,
+            what="the Admin Center",
+        )
+        assert "olga" in page
+        assert get({})[0] == 303  # no header: the login page
+        assert get({"X-Remote-User": "mallory"})[0] == 303  # not a user
+    finally:
+        process.terminate()
+        process.wait(30)
