@@ -23,6 +23,7 @@ import itertools
 import json
 import os
 import shutil
+import sys
 import time
 from dataclasses import dataclass
 from datetime import timedelta
@@ -32,7 +33,7 @@ from common import ROOT, percentile, start_service, temp_dir, write_app
 from supervisor.user import su
 from tests.systemd_ns import NamespacedSystemd
 
-PYTHON = str(ROOT / ".venv" / "bin" / "python")
+PYTHON = sys.executable
 SCHEDULER_ID = "bench.timer"
 PAUSE = timedelta(seconds=1)
 APP = """

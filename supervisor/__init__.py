@@ -1,7 +1,7 @@
 """sched-supervisor: define background processes in Python, run them crash-isolated,
 and watch and control them from the Admin Center, the CLI, or systemd.
 
-The names below are the developer-facing API (see DESIGN.md):
+The names below are the developer-facing API (see the README):
 ``from supervisor import Configurator, cfgscheduler, scheduler, user``.
 """
 

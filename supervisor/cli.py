@@ -1,4 +1,4 @@
-"""The ``supervisor`` command: run the manager, and the operator commands of DESIGN.md.
+"""The ``supervisor`` command: run the manager, and the operator commands (see the README).
 
 Read commands print a table, or the ``--json`` shapes of ``serialize``. Errors print one
 line on stderr and exit with the error type's code. The top layer: may import anything.
@@ -7,24 +7,31 @@ line on stderr and exit with the error type's code. The top layer: may import an
 from __future__ import annotations
 
 import json
-import os
 import re
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
 from supervisor import __version__
 from supervisor.cli_options import json_option, proxy_header_option, state_dir_option
-from supervisor.cli_systemd import SystemdClient, open_systemd_mode, register, select_client
+from supervisor.cli_systemd import (
+    SystemdClient,
+    backend_choice,
+    open_systemd_mode,
+    register,
+    select_client,
+)
 from supervisor.control import ControlClient
 from supervisor.durations import format_duration, parse_duration
 from supervisor.errors import DefinitionError, StoreError, SupervisorError
 from supervisor.paths import resolve_state_dir
 from supervisor.sizes import parse_size
+from supervisor.user import ROLES, os_user_name
 
 F = TypeVar("F", bound=Callable[..., Any])
 FOLLOW_POLL_SECONDS = 0.25
@@ -469,8 +476,12 @@ def next_runs(
     state_dir: str | None,
     as_json: bool,
 ) -> None:
-    """The next planned starts of a scheduler or a cron expression, DST included."""
-    from supervisor.nextruns import upcoming_for_cron, upcoming_for_scheduler
+    """The next planned starts of a scheduler or a cron expression, DST included.
+
+    A scheduler is looked up in the app its state directory last ran (or installed) with,
+    unless --app says otherwise; under systemd, cron times follow systemd's DST rules.
+    """
+    from supervisor.nextruns import upcoming, upcoming_for_cron
 
     start = _parse_from(from_)
     if (scheduler_id is None) == (cron is None):
@@ -480,9 +491,10 @@ def next_runs(
         zone = timezone
     else:
         assert scheduler_id is not None
-        times, zone = upcoming_for_scheduler(
-            app_spec, scheduler_id, state_dir=resolve_state_dir(state_dir), start=start, count=count
-        )
+        directory = resolve_state_dir(state_dir)
+        options, settings, systemd = _scheduler_settings(app_spec, scheduler_id, directory)
+        times = upcoming(options, settings, start=start, count=count, systemd=systemd)
+        zone = settings.timezone
     from zoneinfo import ZoneInfo
 
     local = [t.astimezone(ZoneInfo(zone)) for t in times]
@@ -491,6 +503,38 @@ def next_runs(
     else:
         for t in local:
             click.echo(t.isoformat())
+
+
+def _scheduler_settings(
+    app_spec: str | None, scheduler_id: str, state_dir: Path
+) -> tuple[Any, Any, bool]:
+    """A scheduler's definition, its effective settings, and whether systemd runs it."""
+    from supervisor.app import load_app
+    from supervisor.cfgscheduler import enable
+    from supervisor.paths import APP_CWD_META, APP_SPEC_META, DATABASE_NAME
+    from supervisor.store import SqliteStore
+
+    if backend_choice(state_dir) == "systemd":
+        mode = open_systemd_mode(state_dir, app_spec=app_spec)
+        try:
+            installed = mode.schedulers.registry.get(scheduler_id)
+            stored = mode.store.overrides(scheduler_id)
+        finally:
+            mode.close()
+        return installed, installed.defaults.with_overrides(stored), True
+    overrides: dict[str, Any] = {}
+    database = state_dir / DATABASE_NAME
+    if database.exists():
+        with SqliteStore.open(database) as store:
+            overrides = store.overrides(scheduler_id)
+            if app_spec is None:
+                app_spec, cwd = store.get_meta(APP_SPEC_META), store.get_meta(APP_CWD_META)
+                if cwd and cwd not in sys.path:
+                    sys.path.insert(0, cwd)
+    if app_spec is None:
+        raise DefinitionError("--app", f"needed: nothing has run with state directory {state_dir}")
+    options = enable(load_app(app_spec)).registry.get(scheduler_id)
+    return options, options.defaults.with_overrides(overrides), False
 
 
 def _parse_from(text: str | None) -> datetime:
@@ -534,7 +578,7 @@ def _audit_users(store: Any, action: str, detail: str) -> None:
     store.add_audit(
         AuditEntry(
             time=datetime.now(UTC),
-            actor=_os_user(),
+            actor=os_user_name(),
             action=action,
             scheduler_id=None,
             detail=detail,
@@ -542,18 +586,9 @@ def _audit_users(store: Any, action: str, detail: str) -> None:
     )
 
 
-def _os_user() -> str:
-    import pwd
-
-    try:
-        return pwd.getpwuid(os.getuid()).pw_name
-    except KeyError:
-        return f"uid:{os.getuid()}"
-
-
 @users.command(name="add")
 @click.argument("name")
-@click.option("--role", required=True, type=click.Choice(["viewer", "operator", "admin"]))
+@click.option("--role", required=True, type=click.Choice(list(ROLES)))
 @click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
 @state_dir_option
 def users_add(name: str, role: str, password_stdin: bool, state_dir: str | None) -> None:

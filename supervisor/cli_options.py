@@ -33,5 +33,6 @@ def proxy_header_option(func: F) -> F:
         default=None,
         metavar="HEADER",
         help="Trust this header (e.g. X-Remote-User) from a reverse proxy on loopback as the "
-        "logged-in user; the user must exist.",
+        "logged-in user (who must exist). Any local process that can reach the Admin Center "
+        "can then send it too: use only where the proxy alone can connect.",
     )(func)

@@ -20,7 +20,6 @@ The top layer (with ``cli``): may import anything but ``cli`` at module level.
 from __future__ import annotations
 
 import os
-import pwd
 import re
 import sys
 from collections.abc import Callable, Mapping
@@ -34,6 +33,7 @@ import click
 from supervisor.cli_options import state_dir_option
 from supervisor.paths import DATABASE_NAME, ensure_state_dir, resolve_state_dir
 from supervisor.records import Trigger
+from supervisor.user import os_user_name
 
 if TYPE_CHECKING:  # imported where used: `supervisor list` in manager mode stays quick
     from supervisor.app import Configurator
@@ -223,7 +223,7 @@ class SystemdClient:
             "runtime": None if manifest is None else manifest.runtime,
         }
         self._dispatcher = Dispatcher(self.mode.schedulers.use_cases, info)
-        self._subject = su(user_name or _user_name())
+        self._subject = su(user_name or os_user_name())
 
     def call(self, op: str, **args: Any) -> Any:
         from supervisor.control import RemoteError
@@ -531,10 +531,3 @@ def register(main: click.Group) -> None:
     """Add the systemd mode's commands to the ``supervisor`` group."""
     for command in (exec_command, generate_units, install_units, uninstall_units):
         main.add_command(command)
-
-
-def _user_name() -> str:
-    try:
-        return pwd.getpwuid(os.getuid()).pw_name
-    except KeyError:
-        return f"uid:{os.getuid()}"

@@ -12,7 +12,6 @@ import contextlib
 import json
 import math
 import os
-import pwd
 import socket
 import socketserver
 import struct
@@ -28,7 +27,7 @@ from supervisor import serialize
 from supervisor.errors import DefinitionError, ManagerUnavailable, SupervisorError
 from supervisor.records import Level
 from supervisor.usecases import UseCases
-from supervisor.user import Subject, su
+from supervisor.user import Subject, os_user_name, su
 
 SOCKET_NAME = "control.sock"
 MAX_REQUEST_BYTES = 1 << 20
@@ -233,7 +232,7 @@ class ControlServer:
                         request = json.loads(self.rfile.readline(MAX_REQUEST_BYTES))
                     except (ValueError, RecursionError, OSError):
                         request = None
-                    answer = dispatcher.handle(su(_user_name(uid)), request)
+                    answer = dispatcher.handle(su(os_user_name(uid)), request)
                 with contextlib.suppress(OSError):  # the client may be gone
                     self.wfile.write(json.dumps(answer).encode() + b"\n")
 
@@ -256,13 +255,6 @@ class ControlServer:
             self._server.server_close()
             with contextlib.suppress(FileNotFoundError):
                 self.path.unlink()
-
-
-def _user_name(uid: int) -> str:
-    try:
-        return pwd.getpwuid(uid).pw_name
-    except KeyError:
-        return f"uid:{uid}"
 
 
 class ControlClient:

@@ -1,7 +1,8 @@
 """What a developer declares: scheduler kinds, timing settings, options and custom actions.
 
 Values only, validated on construction; nothing here runs anything. May import
-``errors`` and ``cronexpr`` (for cron and time-zone validation) and the stdlib.
+``errors`` and ``cronexpr`` (for cron and time-zone validation) and the stdlib, and
+``context`` for type annotations only.
 """
 
 from __future__ import annotations

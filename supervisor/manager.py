@@ -15,7 +15,7 @@ import itertools
 import sys
 import threading
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -84,14 +84,12 @@ class Manager:
         launcher: Launcher,
         clock: Clock,
         config: ManagerConfig | None = None,
-        on_change: Callable[[str], None] | None = None,
     ) -> None:
         self._registry = registry
         self._store = store
         self._launcher = launcher
         self._clock = clock
         self._config = config or ManagerConfig()
-        self._on_change = on_change
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._slots: dict[str, _Slot] = {}
@@ -244,7 +242,6 @@ class Manager:
         )
         self._watchers.add(watcher)
         watcher.start()
-        self._changed(slot.options.id)
         return run
 
     def _watch(
@@ -304,7 +301,6 @@ class Manager:
                 self._replan(slot)
             self._watchers.discard(threading.current_thread())
             self._wake.notify_all()
-        self._changed(slot.options.id)
 
     def _supervise(
         self, run: RunRecord, job: Job, cancel: CancelRequest, timeout: timedelta | None
@@ -319,10 +315,6 @@ class Manager:
             cancel=cancel,
             grace=self._config.grace_seconds,
         )
-
-    def _changed(self, scheduler_id: str) -> None:
-        if self._on_change is not None:
-            self._on_change(scheduler_id)
 
     def wait_idle(self, scheduler_id: str, timeout: float) -> bool:
         """Wait until ``scheduler_id`` has no run in progress (for tests and shutdown)."""
@@ -428,7 +420,6 @@ class Manager:
                 mono=self._clock.monotonic(), wall=self._clock.now(), after_run=False
             )
             self._replan(slot)
-        self._changed(scheduler_id)
 
     def stop(self, scheduler_id: str, *, actor: str) -> None:
         with self._lock:
@@ -439,7 +430,6 @@ class Manager:
             if slot.cancel is not None:
                 slot.cancel.request("stop")
             self._set_plan(slot, None)
-        self._changed(scheduler_id)
 
     def execute(self, scheduler_id: str, *, actor: str) -> str:
         with self._lock:
@@ -463,7 +453,6 @@ class Manager:
             check_settings_for_kind(slot.options.kind, settings)
             self._store.set_overrides(scheduler_id, overrides)
             self._apply(slot, settings)
-        self._changed(scheduler_id)
         return settings
 
     def reset_settings(self, scheduler_id: str) -> Settings:
@@ -471,7 +460,6 @@ class Manager:
             slot = self._slot(scheduler_id)
             self._store.delete_overrides(scheduler_id)
             self._apply(slot, slot.options.defaults)
-        self._changed(scheduler_id)
         return slot.options.defaults
 
     def _apply(self, slot: _Slot, settings: Settings) -> None:

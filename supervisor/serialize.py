@@ -1,4 +1,4 @@
-"""The JSON shapes of DESIGN.md's ``--json`` output, also spoken on the control socket.
+"""The JSON shapes of the CLI's ``--json`` output, also spoken on the control socket.
 
 May import ``definitions``, ``records`` and ``usecases`` (for settings values).
 """
@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from supervisor.records import AuditEntry, LogRecord, RunRecord, SchedulerStatus
+from supervisor.records import LogRecord, RunRecord, SchedulerStatus
 from supervisor.usecases import SettingsView, settings_as_json
 
 
@@ -69,16 +69,4 @@ def settings_view_json(view: SettingsView) -> dict[str, Any]:
         "effective": settings_as_json(view.effective),
         "defaults": settings_as_json(view.defaults),
         "overridden": sorted(view.overrides),
-    }
-
-
-def audit_json(entry: AuditEntry) -> dict[str, Any]:
-    return {
-        "time": iso(entry.time),
-        "actor": entry.actor,
-        "action": entry.action,
-        "scheduler_id": entry.scheduler_id,
-        "detail": entry.detail,
-        "before": None if entry.before is None else dict(entry.before),
-        "after": None if entry.after is None else dict(entry.after),
     }

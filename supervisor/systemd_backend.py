@@ -1,4 +1,4 @@
-"""The systemd backend: the use cases of DESIGN.md over ``systemctl`` and ``journalctl``.
+"""The systemd backend: the use cases over ``systemctl`` and ``journalctl``.
 
 systemd runs the schedulers (one ``.service`` each, a ``.timer`` for the timed kinds,
 and for SCHEDULE a second one, the start timer: see ``units``); this backend reads and

@@ -49,7 +49,7 @@ def settings_as_json(settings: Settings) -> dict[str, Any]:
 
 
 class UseCases:
-    """Every operation of DESIGN.md, taking the acting subject first."""
+    """Every operation on schedulers, taking the acting subject first."""
 
     def __init__(self, registry: Registry) -> None:
         self._registry = registry

@@ -6,6 +6,8 @@ May import ``errors`` and the stdlib only.
 from __future__ import annotations
 
 import enum
+import os
+import pwd
 from dataclasses import dataclass
 
 from supervisor.errors import PermissionDenied
@@ -69,6 +71,15 @@ class Subject:
     def require(self, permission: Permission) -> None:
         if permission not in self.permissions:
             raise PermissionDenied(self.name, permission.value)
+
+
+def os_user_name(uid: int | None = None) -> str:
+    """The login name of ``uid`` (default: this process's user), or ``uid:N``."""
+    uid = os.getuid() if uid is None else uid
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid:{uid}"
 
 
 def su(name: str = "root") -> Subject:

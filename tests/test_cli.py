@@ -1,4 +1,4 @@
-"""The operator CLI against a real manager process, with the ``--json`` shapes of DESIGN.md."""
+"""The operator CLI against a real manager process, with the documented ``--json`` shapes."""
 
 from __future__ import annotations
 

@@ -12,6 +12,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -34,7 +35,7 @@ from tests.test_journal import parse_native
 from tests.waiting import wait_for
 
 REPO = Path(__file__).resolve().parent.parent
-PYTHON = str(REPO / ".venv" / "bin" / "python")
+PYTHON = sys.executable
 APP = "tests.apps.systemd_jobs:cfg"
 
 
