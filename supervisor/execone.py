@@ -62,10 +62,10 @@ from supervisor.journal import (
     JournalSocket,
     JsonLinesSink,
 )
-from supervisor.records import Level, Outcome, Trigger
+from supervisor.records import Level, Outcome, Trigger, default_trigger
 
-EXIT_SUCCEEDED: Final = 0
-EXIT_FAILED: Final = 1
+EXIT_SUCCEEDED: Final = child.EXIT_SUCCEEDED
+EXIT_FAILED: Final = child.EXIT_FAILED
 EXIT_CRASHED: Final = 70
 EXIT_TIMED_OUT: Final = 124
 EXIT_CANCELLED: Final = 143
@@ -79,12 +79,6 @@ EXIT_CODES: Final[Mapping[Outcome, int]] = {
 _OUTCOMES_BY_CODE: Final = {code: outcome for outcome, code in EXIT_CODES.items()}
 JOURNAL_STREAM_SOCKET: Final = "/run/systemd/journal/stdout"
 CANCEL_SIGNALS: Final = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
-_KIND_TRIGGERS: Final = {
-    Kind.SCHEDULE: Trigger.SCHEDULE,
-    Kind.CRON: Trigger.CRON,
-    Kind.ONE_SHOT: Trigger.START,
-    Kind.MANUAL: Trigger.MANUAL,
-}
 
 LogTarget = Literal["auto", "journal", "stderr"]
 
@@ -131,7 +125,7 @@ def choose_trigger(kind: Kind, environ: Mapping[str, str]) -> Trigger:
         return Trigger.MANUAL
     if under_systemd(environ) and not environ.get("TRIGGER_UNIT", "").endswith(".timer"):
         return Trigger.MANUAL
-    return _KIND_TRIGGERS[kind]
+    return default_trigger(kind)
 
 
 def choose_run_id(request: ExecRequest, environ: Mapping[str, str]) -> str:

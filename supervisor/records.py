@@ -39,6 +39,16 @@ class Trigger(enum.Enum):
     MANUAL = "manual"  # Execute Now
 
 
+def default_trigger(kind: Kind) -> Trigger:
+    """What starts a run of ``kind`` when nobody pressed Execute Now."""
+    return {
+        Kind.SCHEDULE: Trigger.SCHEDULE,
+        Kind.CRON: Trigger.CRON,
+        Kind.ONE_SHOT: Trigger.START,
+        Kind.MANUAL: Trigger.MANUAL,
+    }[kind]
+
+
 class Level(enum.IntEnum):
     """Log levels, numbered like the stdlib ``logging`` module."""
 

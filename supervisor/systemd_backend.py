@@ -62,7 +62,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final, Protocol
 
-from supervisor import journal, units
+from supervisor import execone, journal, units
 from supervisor.clock import Clock, SystemClock
 from supervisor.definitions import Command, Kind, Options, Settings, check_settings_for_kind
 from supervisor.errors import (
@@ -81,6 +81,7 @@ from supervisor.records import (
     SchedulerStatus,
     State,
     Trigger,
+    default_trigger,
 )
 from supervisor.registry import Registry
 from supervisor.store import SqliteStore
@@ -90,7 +91,7 @@ EXECUTE_WAIT_SECONDS: Final = 15.0
 ACTION_TIMEOUT: Final = timedelta(seconds=60)
 STOPPED_META: Final = "systemd.stopped:"
 RUNNING_STATES: Final = frozenset({"activating", "active", "deactivating", "reloading"})
-CANCEL_SIGNALS: Final = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
+CANCEL_SIGNALS: Final = frozenset(execone.CANCEL_SIGNALS)
 # MESSAGE_IDs of systemd's messages about a unit (sd-messages.h).
 MESSAGE_JOB_START: Final = "7d4958e842da4a758f6c1cdc7b36dcc5"
 MESSAGE_PROCESS_EXIT: Final = "98e322203f7a4ed290d09fe03c09fe15"
@@ -997,7 +998,7 @@ class SystemdBackend:
                 if text is None:
                     _remove(path)
                 else:
-                    _write_atomic(path, text)
+                    write_atomic(path, text)
             self._systemd.daemon_reload()
             self._follow_settings(unit, settings, previous)
         except BaseException:
@@ -1006,7 +1007,7 @@ class SystemdBackend:
                     if old is None:
                         _remove(path)
                     else:
-                        _write_atomic(path, old)
+                        write_atomic(path, old)
             with contextlib.suppress(BackendError):
                 self._systemd.daemon_reload()
             raise
@@ -1103,12 +1104,7 @@ def _trigger(value: str | None, kind: Kind) -> Trigger:
     if value is not None:
         with contextlib.suppress(ValueError):
             return Trigger(value)
-    return {
-        Kind.SCHEDULE: Trigger.SCHEDULE,
-        Kind.CRON: Trigger.CRON,
-        Kind.ONE_SHOT: Trigger.START,
-        Kind.MANUAL: Trigger.MANUAL,
-    }[kind]
+    return default_trigger(kind)
 
 
 def _waiting(timer: Mapping[str, str]) -> bool:
@@ -1180,9 +1176,10 @@ def _remove(path: Path) -> None:
         path.parent.rmdir()  # only when empty
 
 
-def _write_atomic(path: Path, text: str) -> None:
+def write_atomic(path: Path, text: str, *, mode: int = 0o644) -> None:
+    """Replace ``path`` with ``text`` so that readers see the old file or the new one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     temporary.write_text(text)
-    os.chmod(temporary, 0o644)
+    os.chmod(temporary, mode)
     os.replace(temporary, path)

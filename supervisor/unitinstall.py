@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -37,7 +36,7 @@ from typing import Any, Final
 
 from supervisor.definitions import Options, Settings
 from supervisor.errors import BackendError, StoreError
-from supervisor.systemd_backend import DropIn, Systemd, UnitLayout
+from supervisor.systemd_backend import DropIn, Systemd, UnitLayout, write_atomic
 
 MANIFEST_NAME: Final = "systemd-units.json"
 MANIFEST_VERSION: Final = 1
@@ -134,15 +133,7 @@ def read_manifest(state_dir: Path) -> Manifest | None:
 def write_manifest(state_dir: Path, manifest: Manifest) -> None:
     path = manifest_path(state_dir)
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    _write_atomic(path, json.dumps(manifest.to_json(), indent=2) + "\n", mode=0o600)
-
-
-def _write_atomic(path: Path, text: str, *, mode: int = 0o644) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(text)
-    os.chmod(temporary, mode)
-    os.replace(temporary, path)
+    write_atomic(path, json.dumps(manifest.to_json(), indent=2) + "\n", mode=0o600)
 
 
 def _remove_file(path: Path) -> None:
@@ -269,7 +260,7 @@ def install(
     )
     write_manifest(state_dir, manifest)  # first: an interrupted install can be uninstalled
     for path, text in targets.items():
-        _write_atomic(path, text)
+        write_atomic(path, text)
     systemd.daemon_reload()
     scope = ["--runtime"] if plan.runtime else []
     disabled = [unit.name for unit in timers if unit.name in plan.disabled_timers]
