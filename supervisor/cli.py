@@ -7,7 +7,6 @@ line on stderr and exit with the error type's code. The top layer: may import an
 from __future__ import annotations
 
 import json
-import re
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -31,7 +30,7 @@ from supervisor.durations import format_duration, parse_duration
 from supervisor.errors import DefinitionError, StoreError, SupervisorError
 from supervisor.paths import resolve_state_dir
 from supervisor.sizes import parse_size
-from supervisor.user import ROLES, os_user_name
+from supervisor.user import ROLES, os_user_name, su
 
 F = TypeVar("F", bound=Callable[..., Any])
 FOLLOW_POLL_SECONDS = 0.25
@@ -557,33 +556,20 @@ def users() -> None:
     """Manage Admin Center users (stored in the state directory)."""
 
 
-USER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
+def _accounts(state_dir: str | None, *, create: bool) -> tuple[Any, Any]:
+    """The account use cases over the state database, and the store to close after.
 
-
-def _open_store(state_dir: str | None, *, create: bool) -> Any:
-    """The state database; without ``create``, a missing one is an error, not a new file."""
+    Without ``create``, a missing database is an error rather than a new empty file.
+    """
+    from supervisor.accounts import Accounts
     from supervisor.paths import DATABASE_NAME, ensure_state_dir
     from supervisor.store import SqliteStore
 
     directory = resolve_state_dir(state_dir)
     if not create and not (directory / DATABASE_NAME).exists():
         raise StoreError(f"no state database in {directory.absolute()} (wrong --state-dir?)")
-    return SqliteStore.open(ensure_state_dir(directory) / DATABASE_NAME)
-
-
-def _audit_users(store: Any, action: str, detail: str) -> None:
-    """User changes are control actions too: into the audit trail, by the OS user."""
-    from supervisor.records import AuditEntry
-
-    store.add_audit(
-        AuditEntry(
-            time=datetime.now(UTC),
-            actor=os_user_name(),
-            action=action,
-            scheduler_id=None,
-            detail=detail,
-        )
-    )
+    store = SqliteStore.open(ensure_state_dir(directory) / DATABASE_NAME)
+    return Accounts(store), store
 
 
 @users.command(name="add")
@@ -593,20 +579,12 @@ def _audit_users(store: Any, action: str, detail: str) -> None:
 @state_dir_option
 def users_add(name: str, role: str, password_stdin: bool, state_dir: str | None) -> None:
     """Add a user; prints a generated password unless --password-stdin."""
-    from supervisor.passwords import generate_password, hash_password
+    from supervisor.passwords import generate_password
 
-    if not USER_NAME.fullmatch(name):
-        raise DefinitionError("name", f"{name!r}: use letters, digits and . _ @ - (at most 64)")
-    if password_stdin:
-        password = sys.stdin.readline().rstrip("\n")
-        if not password:
-            raise DefinitionError("password", "must not be empty")
-    else:
-        password = generate_password()
-    store = _open_store(state_dir, create=True)
+    password = sys.stdin.readline().rstrip("\n") if password_stdin else generate_password()
+    accounts, store = _accounts(state_dir, create=True)
     try:
-        store.add_user(name, role=role, password_hash=hash_password(password))
-        _audit_users(store, "add user", f"{name} ({role})")
+        accounts.add(su(os_user_name()), name, role=role, password=password)
     finally:
         store.close()
     click.echo(f"added user {name} ({role})")
@@ -619,15 +597,11 @@ def users_add(name: str, role: str, password_stdin: bool, state_dir: str | None)
 @state_dir_option
 def users_remove(name: str, state_dir: str | None) -> None:
     """Remove a user."""
-    store = _open_store(state_dir, create=False)
+    accounts, store = _accounts(state_dir, create=False)
     try:
-        removed = store.remove_user(name)
-        if removed:
-            _audit_users(store, "remove user", name)
+        accounts.remove(su(os_user_name()), name)
     finally:
         store.close()
-    if not removed:
-        raise DefinitionError("name", f"no user {name!r}")
     click.echo(f"removed user {name}")
 
 
@@ -636,9 +610,9 @@ def users_remove(name: str, state_dir: str | None) -> None:
 @json_option
 def users_list(state_dir: str | None, as_json: bool) -> None:
     """List users and their roles."""
-    store = _open_store(state_dir, create=False)
+    accounts, store = _accounts(state_dir, create=False)
     try:
-        found = store.list_users()
+        found = accounts.list(su(os_user_name()))
     finally:
         store.close()
     if as_json:
