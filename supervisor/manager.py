@@ -118,9 +118,11 @@ class Manager:
                 self._slots[options.id] = slot
                 plan = None
                 if options.kind is Kind.CRON and self._config.catch_up_missed_cron:
+                    # Missed means: a planned time passed after the last run of any trigger
+                    # (a manual run after it did the work that time would have done).
                     plan = catch_up_plan(
                         settings,
-                        last_planned=self._last_cron_time(options.id),
+                        last_planned=None if slot.last_run is None else slot.last_run.started_at,
                         now_mono=now_mono,
                         now_wall=now_wall,
                     )
@@ -143,10 +145,6 @@ class Manager:
         if self._planner is not None:
             self._planner.join(wait)
         self._logs.close()
-
-    def _last_cron_time(self, scheduler_id: str) -> datetime | None:
-        last = self._store.last_run(scheduler_id)
-        return None if last is None else last.started_at
 
     # -- planning -----------------------------------------------------------------------
 

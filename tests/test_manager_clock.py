@@ -16,7 +16,7 @@ import pytest
 from supervisor.clock import FakeClock
 from supervisor.definitions import Kind, Options, Settings
 from supervisor.launcher import Exit, Job
-from supervisor.manager import RETRY_SECONDS, WALL_CLOCK_CHECK_SECONDS, Manager
+from supervisor.manager import RETRY_SECONDS, WALL_CLOCK_CHECK_SECONDS, Manager, ManagerConfig
 from supervisor.records import LogRecord, Outcome, Trigger
 from supervisor.registry import Registry
 from supervisor.store import SqliteStore
@@ -202,3 +202,47 @@ def test_a_store_failure_at_the_end_of_a_run_does_not_wedge_the_scheduler(
     assert status.last_outcome is Outcome.SUCCEEDED
     assert status.next_planned_at == START + timedelta(hours=2)
     assert "could not record the end of run" in capsys.readouterr().err
+
+
+def test_a_cron_run_missed_while_down_runs_once_at_start_unless_switched_off(
+    tmp_path: Path,
+) -> None:
+    registry = Registry()
+    registry.add(
+        Options(
+            id="cron",
+            name="Cron",
+            kind=Kind.CRON,
+            runner=noop,
+            defaults=Settings(cron="0 * * * *", timezone="UTC"),
+        )
+    )
+    clock = FakeClock(START)
+    with SqliteStore.open(tmp_path / "state.db") as store:
+        first = InstantLauncher()
+        manager = Manager(registry, store=store, launcher=first, clock=clock)  # type: ignore[arg-type]
+        manager.open()
+        clock.advance(3600)  # 13:00: one ordinary run
+        poke(manager)
+        wait_for(lambda: first.jobs, what="the 13:00 run")
+        assert manager.wait_idle("cron", 5)
+        manager.close(wait=10)
+
+        clock.jump_wall(5 * 3600)  # down until 18:00:00: 14:00 … 18:00 were missed
+        for catch_up, expected in ((False, []), (True, ["missed"])):
+            launcher = InstantLauncher()
+            again = Manager(
+                registry,
+                store=store,
+                launcher=launcher,  # type: ignore[arg-type]
+                clock=clock,
+                config=ManagerConfig(catch_up_missed_cron=catch_up),
+            )
+            again.open()
+            poke(again)
+            if expected:
+                wait_for(lambda: launcher.jobs, what="the caught-up run")  # noqa: B023
+                assert again.wait_idle("cron", 5)
+            poke(again)
+            assert [j.trigger for j in launcher.jobs] == expected
+            again.close(wait=10)
