@@ -15,7 +15,6 @@ tail delay <= 500 ms. This module is also the application the manager runs.
 from __future__ import annotations
 
 import argparse
-import http.client
 import io
 import os
 import re
@@ -27,10 +26,11 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
 
+from bench.common import percentile
 from supervisor import Configurator, cfgscheduler, scheduler, user
 from supervisor.records import Level, LogRecord, Outcome, RunRecord, Source, Trigger
+from tests.http_session import HttpSession
 
 SCHEDULERS = 1000
 HEAVY = "bench.s0000"
@@ -148,60 +148,17 @@ def fill_store(state_dir: Path, records: int) -> float:
 # -- an HTTP client with a session --------------------------------------------------------
 
 
-class Session:
-    def __init__(self, host: str, port: int) -> None:
-        self.connection = http.client.HTTPConnection(host, port, timeout=30)
-        self.host, self.port = host, port
-        self.cookie = ""
-
-    def request(
-        self, method: str, path: str, form: dict[str, str] | None = None
-    ) -> tuple[int, str]:
-        connection = http.client.HTTPConnection(self.host, self.port, timeout=30)
-        headers = {"Cookie": self.cookie} if self.cookie else {}
-        body = None
-        if form is not None:
-            body = urlencode(form)
-            headers["Content-Type"] = "application/x-www-form-urlencoded"
-        connection.request(method, path, body=body, headers=headers)
-        response = connection.getresponse()
-        text = response.read().decode()
-        cookie = response.getheader("Set-Cookie")
-        if cookie:
-            self.cookie = cookie.split(";")[0]
-        connection.close()
-        return response.status, text
-
-    def csrf(self, path: str) -> str:
-        match = re.search(r'name="csrf" value="([^"]+)"', self.request("GET", path)[1])
-        assert match is not None
-        return match.group(1)
-
-    def login(self, name: str, password: str) -> None:
-        token = self.csrf("/login")
-        status, _ = self.request(
-            "POST", "/login", {"csrf": token, "name": name, "password": password}
-        )
-        assert status == 303, status
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(fraction * (len(ordered) - 1))))
-    return ordered[index]
-
-
-def measure(session: Session, path: str, count: int) -> tuple[float, float, int]:
+def measure(session: HttpSession, path: str, count: int) -> tuple[float, float, int]:
     session.request("GET", path)  # warm up
     times = []
     size = 0
     for _ in range(count):
         started = time.perf_counter()
-        status, body = session.request("GET", path)
+        status, _, body = session.request("GET", path)
         times.append((time.perf_counter() - started) * 1000)
         assert status == 200, (path, status)
         size = len(body)
-    return percentile(times, 0.5), percentile(times, 0.99), size
+    return percentile(times, 50), percentile(times, 99), size
 
 
 # -- the live tail in a browser -----------------------------------------------------------
@@ -227,7 +184,7 @@ OBSERVER = """
 """
 
 
-def tail_delays(base: str, password: str, session: Session) -> list[float] | str:
+def tail_delays(base: str, password: str, session: HttpSession) -> list[float] | str:
     if not os.access(CHROMIUM, os.X_OK):
         return f"skipped: {CHROMIUM} is missing"
     try:
@@ -258,7 +215,7 @@ def tail_delays(base: str, password: str, session: Session) -> list[float] | str
             page.wait_for_selector(".live-indicator:not([hidden])")
             page.evaluate(OBSERVER)
             token = session.csrf(f"/schedulers/{TAIL}")
-            status, _ = session.request("POST", f"/schedulers/{TAIL}/execute", {"csrf": token})
+            status, _, _ = session.request("POST", f"/schedulers/{TAIL}/execute", {"csrf": token})
             assert status == 303
             deadline = time.monotonic() + 30
             while page.evaluate("window.__arrivals.length") < 40:  # our CSP forbids eval
@@ -311,9 +268,9 @@ def main() -> int:
             assert found is not None, out.getvalue()
             password = found.group(1)
             server = holder[0]
-            session = Session(server.host, server.port)
+            session = HttpSession(server.host, server.port, timeout=30)
             session.login("admin", password)
-            _, page = session.request("GET", f"/schedulers/{HEAVY}/logs")
+            _, _, page = session.request("GET", f"/schedulers/{HEAVY}/logs")
             cursors = [int(c) for c in re.findall(r'data-cursor="(\d+)"', page)]
             middle = cursors[0] // 2 if cursors else 1
             pages = [
@@ -342,7 +299,7 @@ def main() -> int:
                 tail_ok = True
             else:
                 p50 = statistics.median(delays)
-                p99 = percentile(delays, 0.99)
+                p99 = percentile(delays, 99)
                 print(
                     f"  {len(delays)} records: p50 {p50:.0f} ms, p99 {p99:.0f} ms,"
                     f" max {max(delays):.0f} ms (target <= {TAIL_TARGET_MS:.0f} ms)"

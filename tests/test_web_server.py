@@ -3,7 +3,6 @@ up), closed promptly, wired into ``supervisor run`` through ``start_admin``."""
 
 from __future__ import annotations
 
-import http.client
 import io
 import re
 import threading
@@ -11,7 +10,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
 
 import pytest
 
@@ -20,53 +18,10 @@ from supervisor.cfgscheduler import enable
 from supervisor.service import RunOptions, Service
 from supervisor.store import SqliteStore
 from supervisor.web.server import AdminServer, start_admin
+from tests.http_session import HttpSession
 from tests.test_web_fakes import PASSWORD, make_world
 from tests.test_web_routes import FAST
 from tests.waiting import wait_for
-
-
-class Browserish:
-    """A tiny HTTP client over a real socket that keeps the session cookie."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self.host, self.port = host, port
-        self.cookie = ""
-
-    def request(
-        self, method: str, path: str, form: dict[str, str] | None = None
-    ) -> tuple[int, dict[str, str], str]:
-        connection = http.client.HTTPConnection(self.host, self.port, timeout=10)
-        headers = {"Cookie": self.cookie} if self.cookie else {}
-        body = None
-        if form is not None:
-            body = urlencode(form)
-            headers["Content-Type"] = "application/x-www-form-urlencoded"
-        connection.request(method, path, body=body, headers=headers)
-        response = connection.getresponse()
-        text = response.read().decode()
-        found = response.getheader("Set-Cookie")
-        if found:
-            self.cookie = found.split(";")[0]
-        connection.close()
-        return response.status, dict(response.getheaders()), text
-
-    def csrf(self, path: str) -> str:
-        _, _, page = self.request("GET", path)
-        match = re.search(r'name="csrf" value="([^"]+)"', page)
-        assert match is not None, page[:500]
-        return match.group(1)
-
-    def login(self, name: str, password: str = PASSWORD) -> None:
-        token = self.csrf("/login")
-        status, _, _ = self.request(
-            "POST", "/login", {"csrf": token, "name": name, "password": password}
-        )
-        assert status == 303, status
-
-    def open_stream(self, path: str) -> tuple[http.client.HTTPConnection, Any]:
-        connection = http.client.HTTPConnection(self.host, self.port, timeout=10)
-        connection.request("GET", path, headers={"Cookie": self.cookie})
-        return connection, connection.getresponse()
 
 
 @pytest.fixture
@@ -83,8 +38,8 @@ def served() -> Iterator[tuple[AdminServer, Any]]:
 
 def test_an_open_event_stream_holds_no_other_request(served: Any) -> None:
     server, backend = served
-    client = Browserish(server.host, server.port)
-    client.login("ada")
+    client = HttpSession(server.host, server.port)
+    client.login("ada", PASSWORD)
     backend.execute("jobs.repeat", actor="ada")
     connection, stream = client.open_stream("/events/schedulers/jobs.repeat/logs?after=0")
     try:
@@ -106,8 +61,8 @@ def test_an_open_event_stream_holds_no_other_request(served: Any) -> None:
 
 def test_close_ends_open_streams_and_frees_the_port(served: Any) -> None:
     server, _backend = served
-    client = Browserish(server.host, server.port)
-    client.login("ada")
+    client = HttpSession(server.host, server.port)
+    client.login("ada", PASSWORD)
     connections = [client.open_stream("/events/status")[0] for _ in range(3)]
     started = time.monotonic()
     server.close()
@@ -133,7 +88,7 @@ def test_start_admin_creates_the_bootstrap_admin_and_serves(tmp_path: Path) -> N
         match = re.search(r"one-time password: (\S+)", out.getvalue())
         assert match is not None, out.getvalue()
         assert f"Admin Center: {server.url}/" in out.getvalue()
-        client = Browserish(server.host, server.port)
+        client = HttpSession(server.host, server.port)
         client.login("admin", match.group(1))
         status, _, page = client.request("GET", "/")
         # nothing bound the use cases to a backend: the page says so instead of crashing
@@ -171,7 +126,7 @@ def service(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> Iterator[tuple
 
 def test_the_admin_center_drives_the_real_manager(service: Any) -> None:
     _running, (server, password) = service
-    client = Browserish(server.host, server.port)
+    client = HttpSession(server.host, server.port)
     client.login("admin", password)
     status, _, overview = client.request("GET", "/")
     assert status == 200 and "One shot" in overview and "m.hang" in overview
