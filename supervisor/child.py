@@ -267,7 +267,7 @@ def _call(options: Options, job: Job, ctx: Context, sink: RecordSink) -> RunResu
     except BaseException as error:
         result = RunResult(
             outcome=Outcome.FAILED,
-            error=_summary(error),
+            error=summary(error),
             traceback=_traceback(error),
         )
     fields = {} if result.traceback is None else {"traceback": result.traceback}
@@ -284,7 +284,8 @@ def _traceback(error: BaseException) -> str:
     return "".join(traceback.format_exception(type(error), error, tb))
 
 
-def _summary(error: BaseException) -> str:
+def summary(error: BaseException) -> str:
+    """``Type: message`` (or just ``Type``): how an error is named in records."""
     text = str(error)
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
@@ -336,18 +337,18 @@ def run_child(
         try:
             options = load()
         except Exception as error:
-            sink.send(encode_result(RunResult(outcome=Outcome.FAILED, error=_summary(error))))
+            sink.send(encode_result(RunResult(outcome=Outcome.FAILED, error=summary(error))))
             code = EXIT_FAILED
         else:
             if job.action_id is None and isinstance(options.runner, Command):
                 code = _exec_in_child(options.runner, sink, records_fd, cancel_fd)
             else:
                 result = execute(options, job, sink=sink, cancel_fd=cancel_fd)
-                _flush_stdio()
+                flush_stdio()
                 sink.send(encode_result(result))
                 code = EXIT_SUCCEEDED if result.outcome is Outcome.SUCCEEDED else EXIT_FAILED
     finally:
-        _flush_stdio()
+        flush_stdio()
         os._exit(code)
 
 
@@ -363,7 +364,8 @@ def _exec_in_child(command: Command, sink: PipeSink, records_fd: int, cancel_fd:
     return EXIT_FAILED
 
 
-def _flush_stdio() -> None:
+def flush_stdio() -> None:
+    """Flush print output before the process ends or is replaced."""
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
             stream.flush()

@@ -186,11 +186,6 @@ class _Cancellation:
         self._previous.clear()
 
 
-def _summary(error: BaseException) -> str:
-    text = str(error)
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__
-
-
 def execute_one(
     request: ExecRequest,
     *,
@@ -251,7 +246,7 @@ def execute_one(
     finally:
         cancellation.uninstall()
         pipe.close()
-        _flush_stdio()
+        child.flush_stdio()
     error: str | None
     if cancellation.reason == "timeout":
         assert request.timeout is not None
@@ -274,7 +269,7 @@ def _end(sink: EventSink, run_id: str, outcome: Outcome, error: str | None) -> N
 
 
 def _exec_command(command: Command, sink: EventSink, run_id: str) -> int:
-    _flush_stdio()
+    child.flush_stdio()
     try:
         child.exec_command(command)
     except OSError as exec_error:
@@ -282,9 +277,3 @@ def _exec_command(command: Command, sink: EventSink, run_id: str) -> int:
         sink.write(make_record(run_id, Level.ERROR, message))
         _end(sink, run_id, Outcome.FAILED, message)
     return EXIT_FAILED
-
-
-def _flush_stdio() -> None:
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(Exception):
-            stream.flush()

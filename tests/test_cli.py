@@ -8,7 +8,6 @@ import pwd
 import signal
 import socket
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from click.testing import CliRunner
 
 from supervisor.cli import main
 from supervisor.store import SqliteStore
+from tests.commands import supervisor
 from tests.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -54,19 +54,9 @@ LOG_FIELDS = {"time", "level", "message", "fields", "run_id", "source"}
 def state_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     state = tmp_path_factory.mktemp("cli") / "state"
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "supervisor",
-            "run",
-            "--app",
-            APP,
-            "--state-dir",
-            str(state),
-            "--no-admin",
-            "--grace",
-            "500ms",
-        ],
+        supervisor(
+            "run", "--app", APP, "--state-dir", str(state), "--no-admin", "--grace", "500ms"
+        ),
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         stdout=subprocess.DEVNULL,
@@ -205,7 +195,7 @@ def test_bad_input_gives_one_line_errors_and_exit_codes(state_dir: Path) -> None
 
 def test_no_manager_running_says_so(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "supervisor", "list", "--state-dir", str(tmp_path)],
+        supervisor("list", "--state-dir", str(tmp_path)),
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -295,17 +285,14 @@ def test_users_add_list_remove(tmp_path: Path) -> None:
 
 def test_app_errors_are_clear(tmp_path: Path) -> None:
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "supervisor",
+        supervisor(
             "run",
             "--app",
             "tests.apps.no_such_module:cfg",
             "--state-dir",
             str(tmp_path),
             "--no-admin",
-        ],
+        ),
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -323,17 +310,7 @@ def test_a_corrupt_database_is_refused_and_left_untouched(tmp_path: Path) -> Non
     garbage = b"this is not a database, but it was somebody's file\n" * 100
     database.write_bytes(garbage)
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "supervisor",
-            "run",
-            "--app",
-            APP,
-            "--state-dir",
-            str(state),
-            "--no-admin",
-        ],
+        supervisor("run", "--app", APP, "--state-dir", str(state), "--no-admin"),
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -391,7 +368,7 @@ def test_next_runs_of_a_scheduler_finds_the_app_the_state_directory_ran(state_di
 
 def test_usage_errors_are_one_line(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "supervisor", "next-runs", "--cron", "* * * * *", "--count", "0"],
+        supervisor("next-runs", "--cron", "* * * * *", "--count", "0"),
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -438,10 +415,7 @@ def test_run_can_trust_a_reverse_proxys_user_header(tmp_path: Path) -> None:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "supervisor",
+        supervisor(
             "run",
             "--app",
             APP,
@@ -451,7 +425,7 @@ def test_run_can_trust_a_reverse_proxys_user_header(tmp_path: Path) -> None:
             f"127.0.0.1:{port}",
             "--proxy-user-header",
             "X-Remote-User",
-        ],
+        ),
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

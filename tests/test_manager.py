@@ -7,7 +7,6 @@ import itertools
 import os
 import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -20,6 +19,7 @@ from supervisor.records import Outcome, RunRecord, Source, State, Trigger
 from supervisor.service import RunOptions, Service
 from supervisor.store import SqliteStore
 from supervisor.user import su
+from tests.commands import supervisor
 from tests.waiting import wait_for
 
 APP = "tests.apps.manager_jobs:cfg"
@@ -177,17 +177,7 @@ def test_kill_9_of_the_manager_leaves_no_run_and_marks_it_interrupted(tmp_path: 
     state = tmp_path / "state"
     env = {**os.environ, "TEST_PID_DIR": str(tmp_path), "PYTHONPATH": str(ROOT)}
     manager = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "supervisor",
-            "run",
-            "--app",
-            APP,
-            "--state-dir",
-            str(state),
-            "--no-admin",
-        ],
+        supervisor("run", "--app", APP, "--state-dir", str(state), "--no-admin"),
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,
@@ -196,16 +186,7 @@ def test_kill_9_of_the_manager_leaves_no_run_and_marks_it_interrupted(tmp_path: 
     try:
         wait_for(lambda: (state / "control.sock").exists(), timeout=20, what="control socket")
         run_id = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "supervisor",
-                "execute",
-                "m.hang",
-                "--state-dir",
-                str(state),
-                "--json",
-            ],
+            supervisor("execute", "m.hang", "--state-dir", str(state), "--json"),
             cwd=ROOT,
             env=env,
             check=True,
