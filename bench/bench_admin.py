@@ -29,7 +29,7 @@ from typing import Any
 
 from bench.common import percentile
 from supervisor import Configurator, cfgscheduler, scheduler, user
-from supervisor.records import Level, LogRecord, Outcome, RunRecord, Source, Trigger
+from supervisor.core.records import Level, LogRecord, Outcome, RunRecord, Source, Trigger
 from tests.http_session import HttpSession
 
 SCHEDULERS = 1000
@@ -90,8 +90,8 @@ _define()
 
 def fill_store(state_dir: Path, records: int) -> float:
     """Write ``records`` log records of ``HEAVY`` (in ``RUNS`` runs); seconds it took."""
-    from supervisor.paths import DATABASE_NAME
-    from supervisor.store import SqliteStore
+    from supervisor.service.paths import DATABASE_NAME
+    from supervisor.store.sqlite import SqliteStore
 
     started = time.perf_counter()
     store = SqliteStore.open(state_dir / DATABASE_NAME, max_log_bytes_per_run=64 << 20)
@@ -237,7 +237,7 @@ def main() -> int:
     parser.add_argument("--records", type=int, default=1_000_000, help="stored log records")
     args = parser.parse_args()
 
-    from supervisor.service import RunOptions, Service
+    from supervisor.service.manager_mode import RunOptions, Service
     from supervisor.web.server import AdminServer, start_admin
 
     with tempfile.TemporaryDirectory(prefix="bench-admin-") as temp:

@@ -19,7 +19,7 @@ import time
 import psutil
 from common import start_service, temp_dir, write_app
 
-from supervisor.user import su
+from supervisor.core.access import su
 
 APP = """
 def flood(ctx):

@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 
 from common import start_service, summary, temp_dir, write_app
 
-from supervisor.user import su
+from supervisor.core.access import su
 
 APP = """
 def first_line(ctx):

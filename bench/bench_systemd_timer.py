@@ -10,7 +10,7 @@ the previous run + 1 s:
   (its "Starting" message), and when the runner ran its first line (a field of its first
   record, read back from journald). The gap between the two is ``supervisor exec``
   starting a Python interpreter and importing the app;
-- under the manager (``supervisor.service.Service`` in this process, fork server): the
+- under the manager (``supervisor.service.manager_mode.Service`` in this process, fork server): the
   end is the run's ``ended_at``, the start the runner's first line.
 
 Needs root and ``unshare`` (like the systemd tests). Run: ``python bench/bench_systemd_timer.py``.
@@ -30,7 +30,7 @@ from datetime import timedelta
 
 from common import ROOT, percentile, start_service, temp_dir, write_app
 
-from supervisor.user import su
+from supervisor.core.access import su
 from tests.systemd_ns import NamespacedSystemd
 
 PYTHON = sys.executable

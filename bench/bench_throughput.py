@@ -13,7 +13,7 @@ import time
 
 from common import start_service, temp_dir, write_app
 
-from supervisor.store import SqliteStore
+from supervisor.store.sqlite import SqliteStore
 
 APP = """
 def noop(ctx):

@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from supervisor.service import RunOptions, Service  # noqa: E402
+from supervisor.service.manager_mode import RunOptions, Service  # noqa: E402
 
 
 def write_app(directory: Path, module: str, body: str) -> str:

@@ -1,10 +1,10 @@
 """Write the sched-supervisor(1) manual page (roff) to stdout.
 
-The COMMANDS section comes from the click commands of ``supervisor.cli`` (their help texts
+The COMMANDS section comes from the click commands of ``supervisor.cli.main`` (their help texts
 and options), so the page never drifts from ``supervisor --help``; the other sections say
 how the Debian package is meant to be used: how to point it at an application, the
 service, its configuration file, and the state directory. Run at package build time by
-``packaging/debian/rules``. May import click, the standard library and ``supervisor.cli``.
+``packaging/debian/rules``. May import click, the standard library and ``supervisor.cli.main``.
 """
 
 from __future__ import annotations
@@ -229,7 +229,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--version", required=True, help="the package's upstream version")
     args = parser.parse_args()
-    from supervisor.cli import main as root
+    from supervisor.cli.main import main as root
 
     epoch = int(os.environ.get("SOURCE_DATE_EPOCH", time.time()))
     date = time.strftime("%Y-%m-%d", time.gmtime(epoch))

@@ -6,7 +6,7 @@ The names below are the developer-facing API (see the README):
 """
 
 from supervisor import cfgscheduler, scheduler, user
-from supervisor.app import Configurator
+from supervisor.core.app import Configurator
 
 __version__ = "0.1.0"
 

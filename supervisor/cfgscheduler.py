@@ -5,9 +5,9 @@ May import ``app``, ``registry`` and ``usecases``.
 
 from __future__ import annotations
 
-from supervisor.app import Configurator
-from supervisor.registry import Registry
-from supervisor.usecases import UseCases
+from supervisor.core.app import Configurator
+from supervisor.core.registry import Registry
+from supervisor.usecases.schedulers import UseCases
 
 _KEY = "supervisor.schedulers"
 

@@ -3,8 +3,8 @@
 Only re-exports; the definitions live in ``definitions`` and the runtime in ``context``.
 """
 
-from supervisor.context import Cancelled, Context, RunError, logger_from
-from supervisor.definitions import Command, CustomAction, Kind, Options, Settings, command
+from supervisor.core.definitions import Command, CustomAction, Kind, Options, Settings, command
+from supervisor.runs.context import Cancelled, Context, RunError, logger_from
 
 __all__ = [
     "Cancelled",

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.accounts import Accounts
-from supervisor.errors import DefinitionError, PermissionDenied
-from supervisor.passwords import verify_password
-from supervisor.store import SqliteStore
-from supervisor.user import su, with_role
+from supervisor.core.access import su, with_role
+from supervisor.core.errors import DefinitionError, PermissionDenied
+from supervisor.core.passwords import verify_password
+from supervisor.store.sqlite import SqliteStore
+from supervisor.usecases.accounts import Accounts
 
 
 def test_admins_manage_users_and_every_change_is_audited(tmp_path: Path) -> None:

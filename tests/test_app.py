@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from supervisor.app import Configurator, load_app
 from supervisor.cfgscheduler import enable
-from supervisor.errors import AppLoadError
+from supervisor.core.app import Configurator, load_app
+from supervisor.core.errors import AppLoadError
 
 
 def test_loads_the_configurator_and_enable_is_idempotent() -> None:

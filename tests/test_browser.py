@@ -23,8 +23,8 @@ from typing import Any
 import pytest
 
 from supervisor import Configurator, cfgscheduler, scheduler, user
-from supervisor.passwords import hash_password
-from supervisor.service import RunOptions, Service
+from supervisor.core.passwords import hash_password
+from supervisor.service.manager_mode import RunOptions, Service
 from supervisor.web.server import AdminServer, start_admin
 
 pytestmark = pytest.mark.browser

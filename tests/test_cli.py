@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from supervisor.cli import main
-from supervisor.store import SqliteStore
+from supervisor.cli.main import main
+from supervisor.store.sqlite import SqliteStore
 from tests.commands import supervisor
 from tests.waiting import wait_for
 

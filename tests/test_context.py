@@ -12,7 +12,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from supervisor.context import (
+from supervisor.core.records import Level, LogRecord, Source
+from supervisor.runs.context import (
     Cancelled,
     CancelPipe,
     Context,
@@ -20,7 +21,6 @@ from supervisor.context import (
     json_safe,
     logger_from,
 )
-from supervisor.records import Level, LogRecord, Source
 
 
 class ListSink:

@@ -14,9 +14,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from supervisor.control import SOCKET_NAME, ControlClient, RemoteError
-from supervisor.errors import ManagerUnavailable
-from supervisor.service import RunOptions, Service
+from supervisor.core.errors import ManagerUnavailable
+from supervisor.service.control import SOCKET_NAME, ControlClient, RemoteError
+from supervisor.service.manager_mode import RunOptions, Service
 
 APP = "tests.apps.manager_jobs:cfg"
 

@@ -1,4 +1,4 @@
-"""Tests for supervisor.cronexpr: grammar, messages, and naive wall-clock enumeration."""
+"""Tests for supervisor.core.cronexpr: grammar, messages, and naive wall-clock enumeration."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from supervisor.cronexpr import (
+from supervisor.core.cronexpr import (
     CronExpr,
     parse_cron,
     validate_cron,
@@ -18,7 +18,7 @@ from supervisor.cronexpr import (
     wall_times_after,
     wall_times_before,
 )
-from supervisor.errors import DefinitionError
+from supervisor.core.errors import DefinitionError
 
 
 def take(iterator: Iterator[datetime], count: int) -> list[datetime]:

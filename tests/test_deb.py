@@ -227,7 +227,7 @@ def test_installs_into_a_private_directory_with_debian_dependencies(package: Pat
     assert COMMAND.read_text().splitlines()[0] == "#!/usr/bin/python3 -I"
 
     files = run(["dpkg", "-L", PACKAGE]).stdout.splitlines()
-    assert f"{PRIVATE_DIR}/supervisor/cli.py" in files
+    assert f"{PRIVATE_DIR}/supervisor/cli/main.py" in files
     assert f"{PRIVATE_DIR}/croniter/croniter.py" in files
     # pyproject.toml's layout: admin/ and templates/ ship inside the supervisor package.
     for source_dir, patterns in (
@@ -241,7 +241,7 @@ def test_installs_into_a_private_directory_with_debian_dependencies(package: Pat
     assert not [f for f in files if "/dist-packages/" in f or "/site-packages/" in f]
     assert not [f for f in files if "__pycache__" in f], "bytecode is made at install time"
     # ... by py3compile, in the postinst:
-    assert list((PRIVATE_DIR / "supervisor" / "__pycache__").glob("cli.cpython-3*.pyc"))
+    assert list((PRIVATE_DIR / "supervisor" / "cli" / "__pycache__").glob("main.cpython-3*.pyc"))
 
     depends = run(["dpkg-query", "-W", "-f=${Depends}", PACKAGE]).stdout
     for dependency in (*DEBIAN_DEPENDS, "python3-dateutil", "python3 (>= 3.11)"):
@@ -327,7 +327,7 @@ def test_coexists_with_debians_supervisor(package: Path) -> None:
             "-I",
             "-c",
             f"import sys; sys.path.insert(0, {str(PRIVATE_DIR)!r}); "
-            "import supervisor.cli as c; print(c.__file__)",
+            "import supervisor.cli.main as c; print(c.__file__)",
         ]
     )
     assert ours.stdout.startswith(f"{PRIVATE_DIR}/supervisor/")

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 
-from supervisor.definitions import (
+from supervisor.core.definitions import (
     CustomAction,
     Kind,
     Options,
@@ -14,7 +14,7 @@ from supervisor.definitions import (
     check_settings_for_kind,
     command,
 )
-from supervisor.errors import DefinitionError
+from supervisor.core.errors import DefinitionError
 
 
 def noop(ctx: object) -> None:

@@ -1,4 +1,4 @@
-"""Tests for supervisor.durations: the duration grammar and its canonical form."""
+"""Tests for supervisor.core.durations: the duration grammar and its canonical form."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from supervisor.durations import MAX_DURATION, format_duration, parse_duration
-from supervisor.errors import DefinitionError
+from supervisor.core.durations import MAX_DURATION, format_duration, parse_duration
+from supervisor.core.errors import DefinitionError
 
 
 @pytest.mark.parametrize(

@@ -20,8 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.definitions import Kind
-from supervisor.execone import (
+from supervisor.core.definitions import Kind
+from supervisor.core.records import Outcome, Trigger
+from supervisor.systemd.execone import (
     EXIT_CANCELLED,
     EXIT_CRASHED,
     EXIT_FAILED,
@@ -30,7 +31,6 @@ from supervisor.execone import (
     choose_trigger,
     outcome_of_exit_code,
 )
-from supervisor.records import Outcome, Trigger
 from tests.test_journal import parse_native
 from tests.waiting import wait_for
 
@@ -40,7 +40,7 @@ APP = "tests.apps.systemd_jobs:cfg"
 
 
 # The ``exec`` command on its own (``supervisor exec`` once registered in the main group).
-EXEC = "from supervisor.cli_systemd import exec_command; exec_command(prog_name='supervisor exec')"
+EXEC = "from supervisor.cli.systemd import exec_command; exec_command(prog_name='supervisor exec')"
 
 
 def exec_argv(*args: str) -> list[str]:

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.journal import (
+from supervisor.core.records import Level, LogRecord, Source
+from supervisor.systemd.journal import (
     JournalSink,
     JournalSocket,
     JsonLinesSink,
@@ -33,7 +34,6 @@ from supervisor.journal import (
     structured_fields,
     to_log_record,
 )
-from supervisor.records import Level, LogRecord, Source
 from tests.systemd_ns import NamespacedSystemd, systemd_namespace
 
 __all__ = ["systemd_namespace"]

@@ -25,10 +25,11 @@ from typing import Any
 import psutil
 import pytest
 
-from supervisor.child import execute
-from supervisor.context import CancelPipe
-from supervisor.errors import AppLoadError, BackendError
-from supervisor.launcher import (
+from supervisor.core.errors import AppLoadError, BackendError
+from supervisor.core.records import Level, LogRecord, Outcome, Source
+from supervisor.runs.child import execute
+from supervisor.runs.context import CancelPipe
+from supervisor.runs.launcher import (
     MARKER_ENV,
     CancelRequest,
     Exit,
@@ -38,8 +39,7 @@ from supervisor.launcher import (
     Launcher,
     kill_leftovers,
 )
-from supervisor.records import Level, LogRecord, Outcome, Source
-from supervisor.wire import RunResult
+from supervisor.runs.wire import RunResult
 from tests.apps.misbehave import SPEW_LINES
 from tests.waiting import wait_for
 
@@ -655,7 +655,7 @@ def test_kill_leftovers_finishes_what_a_killed_owner_left(tmp_path: Path) -> Non
 REAP_SCRIPT = textwrap.dedent(
     """
     import json, os, subprocess, time
-    from supervisor.launcher import become_subreaper, reap_orphans
+    from supervisor.runs.launcher import become_subreaper, reap_orphans
 
     become_subreaper()
     ours = subprocess.Popen(["sh", "-c", "exit 7"])

@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from supervisor.logwriter import LogWriter
-from supervisor.records import Level, LogRecord, Source
+from supervisor.core.records import Level, LogRecord, Source
+from supervisor.manager.logwriter import LogWriter
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 

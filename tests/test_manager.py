@@ -14,11 +14,11 @@ from pathlib import Path
 import psutil
 import pytest
 
-from supervisor.errors import AlreadyRunning
-from supervisor.records import Outcome, RunRecord, Source, State, Trigger
-from supervisor.service import RunOptions, Service
-from supervisor.store import SqliteStore
-from supervisor.user import su
+from supervisor.core.access import su
+from supervisor.core.errors import AlreadyRunning
+from supervisor.core.records import Outcome, RunRecord, Source, State, Trigger
+from supervisor.service.manager_mode import RunOptions, Service
+from supervisor.store.sqlite import SqliteStore
 from tests.commands import supervisor
 from tests.waiting import wait_for
 

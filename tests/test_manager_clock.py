@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.clock import FakeClock
-from supervisor.definitions import Kind, Options, Settings
-from supervisor.launcher import Exit, Job
-from supervisor.manager import RETRY_SECONDS, WALL_CLOCK_CHECK_SECONDS, Manager, ManagerConfig
-from supervisor.records import LogRecord, Outcome, Trigger
-from supervisor.registry import Registry
-from supervisor.store import SqliteStore
+from supervisor.core.clock import FakeClock
+from supervisor.core.definitions import Kind, Options, Settings
+from supervisor.core.records import LogRecord, Outcome, Trigger
+from supervisor.core.registry import Registry
+from supervisor.manager.shell import RETRY_SECONDS, WALL_CLOCK_CHECK_SECONDS, Manager, ManagerConfig
+from supervisor.runs.launcher import Exit, Job
+from supervisor.store.sqlite import SqliteStore
 from tests.waiting import wait_for
 
 START = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from supervisor.definitions import Kind, Options, Settings
-from supervisor.nextruns import upcoming, upcoming_for_cron
+from supervisor.core.definitions import Kind, Options, Settings
+from supervisor.core.nextruns import upcoming, upcoming_for_cron
 
 NEW_YORK = ZoneInfo("America/New_York")
 START = datetime(2026, 3, 7, 12, 0, tzinfo=UTC)

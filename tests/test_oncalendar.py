@@ -1,4 +1,4 @@
-"""Tests for supervisor.oncalendar: cron -> OnCalendar=, proven against systemd-analyze.
+"""Tests for supervisor.systemd.oncalendar: cron -> OnCalendar=, proven against systemd-analyze.
 
 The proof: for each expression, the next elapses that ``systemd-analyze calendar`` (the
 same code systemd's timers use) computes for the ``to_oncalendar`` lines equal
@@ -25,10 +25,10 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from supervisor.cronexpr import parse_cron
-from supervisor.errors import DefinitionError
-from supervisor.oncalendar import dst_differences, systemd_runs, to_oncalendar
-from supervisor.timing import cron_runs
+from supervisor.core.cronexpr import parse_cron
+from supervisor.core.errors import DefinitionError
+from supervisor.core.timing import cron_runs
+from supervisor.systemd.oncalendar import dst_differences, systemd_runs, to_oncalendar
 
 NEW_YORK = "America/New_York"
 BERLIN = "Europe/Berlin"

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from supervisor.definitions import Kind, Settings
-from supervisor.planning import Anchor, catch_up_plan, next_plan
-from supervisor.records import Trigger
+from supervisor.core.definitions import Kind, Settings
+from supervisor.core.planning import Anchor, catch_up_plan, next_plan
+from supervisor.core.records import Trigger
 
 NOW = datetime(2026, 6, 1, 12, 0, 0, tzinfo=UTC)
 STARTED = Anchor(mono=100.0, wall=NOW, after_run=False)

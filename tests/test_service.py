@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.errors import DefinitionError, StoreError
-from supervisor.service import RunOptions, Service
-from supervisor.store import SqliteStore
+from supervisor.core.errors import DefinitionError, StoreError
+from supervisor.service.manager_mode import RunOptions, Service
+from supervisor.store.sqlite import SqliteStore
 from supervisor.web.server import start_admin
 
 APP = "tests.apps.manager_jobs:cfg"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from supervisor.errors import DefinitionError
-from supervisor.sizes import parse_size
+from supervisor.core.errors import DefinitionError
+from supervisor.core.sizes import parse_size
 
 
 @pytest.mark.parametrize(

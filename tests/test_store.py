@@ -1,4 +1,4 @@
-"""Tests of supervisor.store against real SQLite files in tmp_path."""
+"""Tests of supervisor.store.sqlite against real SQLite files in tmp_path."""
 
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 
 import supervisor
-from supervisor.errors import DefinitionError, StoreError, SupervisorError, UnknownRun
-from supervisor.records import (
+from supervisor.core.errors import DefinitionError, StoreError, SupervisorError, UnknownRun
+from supervisor.core.records import (
     AuditEntry,
     Level,
     LogRecord,
@@ -30,7 +30,7 @@ from supervisor.records import (
     Source,
     Trigger,
 )
-from supervisor.store import (
+from supervisor.store.sqlite import (
     APPLICATION_ID,
     MIGRATIONS,
     SCHEMA_VERSION,
@@ -883,8 +883,8 @@ def test_a_killed_process_loses_nothing_it_committed(db_path: Path) -> None:
         import sys
         from datetime import UTC, datetime
         from pathlib import Path
-        from supervisor.records import Level, LogRecord, RunRecord, Source, Trigger
-        from supervisor.store import SqliteStore
+        from supervisor.core.records import Level, LogRecord, RunRecord, Source, Trigger
+        from supervisor.store.sqlite import SqliteStore
 
         store = SqliteStore.open(Path(sys.argv[1]))
         now = datetime.now(UTC)
@@ -933,7 +933,7 @@ def test_a_process_exiting_without_close_loses_nothing(db_path: Path) -> None:
         import os, sys
         from datetime import UTC, datetime
         from pathlib import Path
-        from supervisor.store import SqliteStore
+        from supervisor.store.sqlite import SqliteStore
 
         store = SqliteStore.open(Path(sys.argv[1]))
         store.set_overrides("a.job", {"disabled": True})

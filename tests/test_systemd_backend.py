@@ -15,17 +15,15 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.cli_systemd import SystemdClient, backend_choice
-from supervisor.clock import FakeClock
-from supervisor.control import RemoteError
-from supervisor.definitions import Kind, Options, Settings, command
-from supervisor.errors import AlreadyRunning, BackendError, DefinitionError, UnknownRun
-from supervisor.execone import EXIT_CANCELLED, EXIT_FAILED
-from supervisor.journal import EVENT_RUN_END, EVENT_RUN_START
-from supervisor.records import AuditEntry, Level, Outcome, Source, State, Trigger
-from supervisor.registry import Registry
-from supervisor.store import SqliteStore
-from supervisor.systemd_backend import (
+from supervisor.cli.systemd import SystemdClient, backend_choice
+from supervisor.core.clock import FakeClock
+from supervisor.core.definitions import Kind, Options, Settings, command
+from supervisor.core.errors import AlreadyRunning, BackendError, DefinitionError, UnknownRun
+from supervisor.core.records import AuditEntry, Level, Outcome, Source, State, Trigger
+from supervisor.core.registry import Registry
+from supervisor.service.control import RemoteError
+from supervisor.store.sqlite import SqliteStore
+from supervisor.systemd.backend import (
     MESSAGE_JOB_START,
     MESSAGE_PROCESS_EXIT,
     MESSAGE_UNIT_FAILURE,
@@ -39,7 +37,9 @@ from supervisor.systemd_backend import (
     parse_timespan_usec,
     parse_timestamp,
 )
-from supervisor.units import SETTINGS_DROPIN_NAME
+from supervisor.systemd.execone import EXIT_CANCELLED, EXIT_FAILED
+from supervisor.systemd.journal import EVENT_RUN_END, EVENT_RUN_START
+from supervisor.systemd.units import SETTINGS_DROPIN_NAME
 
 NOW = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 MONOTONIC_NOW = 1000.0  # seconds since boot, the fake clock's monotonic

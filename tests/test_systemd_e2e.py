@@ -18,12 +18,12 @@ from typing import Any
 
 import pytest
 
-from supervisor.app import load_app
 from supervisor.cfgscheduler import enable
-from supervisor.cli_systemd import unit_layout
-from supervisor.journal import parse_json_lines
-from supervisor.systemd_backend import UnitLayout
-from supervisor.units import SETTINGS_DROPIN_NAME
+from supervisor.cli.systemd import unit_layout
+from supervisor.core.app import load_app
+from supervisor.systemd.backend import UnitLayout
+from supervisor.systemd.journal import parse_json_lines
+from supervisor.systemd.units import SETTINGS_DROPIN_NAME
 from tests.apps.systemd_jobs import BIG_FIELD_CHARS, HOLD_FILE
 from tests.systemd_ns import NamespacedSystemd, systemd_namespace
 
@@ -46,12 +46,12 @@ APP = "tests.apps.systemd_jobs:cfg"
 
 def _require_wiring() -> None:
     """The units run ``python -m supervisor exec``: the main CLI must have the commands."""
-    from supervisor.cli import main
+    from supervisor.cli.main import main
 
     missing = {"exec", "generate-units", "install-units", "uninstall-units"} - set(main.commands)
     assert not missing, (
-        f"supervisor.cli lacks {sorted(missing)}: cli.py must call "
-        "supervisor.cli_systemd.register(main) and pick its client with select_client()"
+        f"supervisor.cli.main lacks {sorted(missing)}: cli.py must call "
+        "supervisor.cli.systemd.register(main) and pick its client with select_client()"
     )
 
 

@@ -1,4 +1,4 @@
-"""Tests for supervisor.timing: cron runs as UTC instants, with ISC cron's DST rules.
+"""Tests for supervisor.core.timing: cron runs as UTC instants, with ISC cron's DST rules.
 
 DST dates of 2026 (checked with zoneinfo):
 - America/New_York: 03-08 02:00 EST -> 03:00 EDT at 07:00Z; 11-01 02:00 EDT -> 01:00 EST
@@ -20,9 +20,9 @@ from croniter import croniter
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from supervisor.cronexpr import parse_cron
-from supervisor.errors import DefinitionError
-from supervisor.timing import cron_runs, missed_cron_run, next_cron_run
+from supervisor.core.cronexpr import parse_cron
+from supervisor.core.errors import DefinitionError
+from supervisor.core.timing import cron_runs, missed_cron_run, next_cron_run
 
 NEW_YORK = "America/New_York"
 BERLIN = "Europe/Berlin"

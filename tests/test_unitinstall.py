@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from supervisor import cli_systemd, unitinstall
-from supervisor.errors import BackendError, StoreError
-from supervisor.systemd_backend import DropIn, Systemd
-from supervisor.unitinstall import (
+from supervisor.cli import systemd as cli_systemd
+from supervisor.core.errors import BackendError, StoreError
+from supervisor.systemd import install as unitinstall
+from supervisor.systemd.backend import DropIn, Systemd
+from supervisor.systemd.install import (
     InstallPlan,
     RenderedUnit,
     install,

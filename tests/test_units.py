@@ -1,4 +1,4 @@
-"""Tests for supervisor.units: names, quoting filters, golden files, systemd-analyze verify,
+"""Tests for supervisor.systemd.units: names, quoting filters, golden files, systemd-analyze verify,
 and the rendered units loaded and fired by a real (namespaced) systemd.
 
 Regenerate the golden files with ``UPDATE_GOLDEN=1 pytest tests/test_units.py``.
@@ -20,9 +20,9 @@ from pathlib import Path
 import jinja2
 import pytest
 
-from supervisor.definitions import Kind, Options, Settings, command
-from supervisor.errors import DefinitionError
-from supervisor.units import (
+from supervisor.core.definitions import Kind, Options, Settings, command
+from supervisor.core.errors import DefinitionError
+from supervisor.systemd.units import (
     SETTINGS_DROPIN_NAME,
     UnitFile,
     _environment,

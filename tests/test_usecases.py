@@ -8,13 +8,13 @@ from typing import Any
 
 import pytest
 
-from supervisor.clock import FakeClock
-from supervisor.definitions import Kind, Options, Settings
-from supervisor.errors import BackendError, DefinitionError, PermissionDenied, UnknownScheduler
-from supervisor.records import AuditEntry, SchedulerStatus, State
-from supervisor.registry import Registry
-from supervisor.usecases import UseCases
-from supervisor.user import su, with_role
+from supervisor.core.access import su, with_role
+from supervisor.core.clock import FakeClock
+from supervisor.core.definitions import Kind, Options, Settings
+from supervisor.core.errors import BackendError, DefinitionError, PermissionDenied, UnknownScheduler
+from supervisor.core.records import AuditEntry, SchedulerStatus, State
+from supervisor.core.registry import Registry
+from supervisor.usecases.schedulers import UseCases
 
 
 class RecordingBackend:

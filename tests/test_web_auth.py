@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from supervisor.store import SqliteStore
+from supervisor.store.sqlite import SqliteStore
 from supervisor.web.app import COOKIE_NAME, AdminConfig, create_app
 from supervisor.web.auth import check_password, ensure_bootstrap_admin, subject_for
 from supervisor.web.sessions import LoginThrottle, SessionStore

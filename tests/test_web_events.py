@@ -10,7 +10,7 @@ from dataclasses import replace
 
 import pytest
 
-from supervisor.records import Outcome
+from supervisor.core.records import Outcome
 from supervisor.web.app import AdminConfig, create_app
 from tests.test_web_fakes import Client, make_world
 from tests.test_web_routes import FAST
@@ -117,7 +117,7 @@ def test_the_log_tail_honours_level_and_run_filters(streams: Streams) -> None:
         streams.client(), f"/events/schedulers/jobs.repeat/logs?after=0&level=warning&run={first}"
     )
     try:
-        from supervisor.records import Level
+        from supervisor.core.records import Level
 
         streams.backend.log("jobs.repeat", "other run", run_id=second, level=Level.ERROR)
         streams.backend.log("jobs.repeat", "too quiet", run_id=first)

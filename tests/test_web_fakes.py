@@ -19,11 +19,12 @@ from urllib.parse import urlencode, urlsplit
 
 import pytest
 
-from supervisor.clock import FakeClock
-from supervisor.definitions import Kind, Options, Settings, check_settings_for_kind
-from supervisor.errors import ActionFailed, AlreadyRunning, UnknownAction, UnknownRun
-from supervisor.passwords import hash_password
-from supervisor.records import (
+from supervisor.core.access import su
+from supervisor.core.clock import FakeClock
+from supervisor.core.definitions import Kind, Options, Settings, check_settings_for_kind
+from supervisor.core.errors import ActionFailed, AlreadyRunning, UnknownAction, UnknownRun
+from supervisor.core.passwords import hash_password
+from supervisor.core.records import (
     AuditEntry,
     Level,
     LogRecord,
@@ -34,9 +35,8 @@ from supervisor.records import (
     State,
     Trigger,
 )
-from supervisor.registry import Registry
-from supervisor.usecases import UseCases
-from supervisor.user import su
+from supervisor.core.registry import Registry
+from supervisor.usecases.schedulers import UseCases
 
 START = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -55,7 +55,7 @@ class _Slot:
 
 
 class FakeBackend:
-    """Fulfils ``supervisor.backend.Backend`` in memory; records every command."""
+    """Fulfils ``supervisor.usecases.backend.Backend`` in memory; records every command."""
 
     def __init__(self, registry: Registry, clock: FakeClock) -> None:
         self.registry = registry
@@ -331,7 +331,7 @@ def make_world(
 
 
 def default_options() -> list[Options]:
-    from supervisor.definitions import CustomAction
+    from supervisor.core.definitions import CustomAction
 
     return [
         Options(

@@ -10,8 +10,8 @@ from datetime import timedelta
 
 import pytest
 
-from supervisor.records import Level, Outcome
-from supervisor.user import with_role
+from supervisor.core.access import with_role
+from supervisor.core.records import Level, Outcome
 from supervisor.web.app import LOG_PAGE, create_app
 from tests.test_web_fakes import Client, make_world
 from tests.test_web_routes import FAST

@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from supervisor.definitions import Kind
-from supervisor.records import Outcome, RunRecord, Trigger
+from supervisor.core.definitions import Kind
+from supervisor.core.records import Outcome, RunRecord, Trigger
 from supervisor.web import present
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)

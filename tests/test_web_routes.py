@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from supervisor.user import ROLES, Permission, with_role
+from supervisor.core.access import ROLES, Permission, with_role
 from supervisor.web.app import PUBLIC, AdminConfig, create_app
 from supervisor.web.events import StreamLimits
 from tests.test_web_fakes import PASSWORD, ROLE_USERS, Client, make_world

@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
-from supervisor.app import load_app
 from supervisor.cfgscheduler import enable
-from supervisor.service import RunOptions, Service
-from supervisor.store import SqliteStore
+from supervisor.core.app import load_app
+from supervisor.service.manager_mode import RunOptions, Service
+from supervisor.store.sqlite import SqliteStore
 from supervisor.web.server import AdminServer, start_admin
 from tests.http_session import HttpSession
 from tests.test_web_fakes import PASSWORD, make_world

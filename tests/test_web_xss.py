@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from supervisor.definitions import CustomAction, Kind, Options, Settings
-from supervisor.records import Level, Outcome, Source
-from supervisor.user import with_role
+from supervisor.core.access import with_role
+from supervisor.core.definitions import CustomAction, Kind, Options, Settings
+from supervisor.core.records import Level, Outcome, Source
 from supervisor.web.app import create_app
 from tests.test_web_fakes import PASSWORD, Client, FakeBackend, make_world, noop
 from tests.test_web_routes import FAST

@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from supervisor.records import Level, LogRecord, Outcome, Source
-from supervisor.wire import (
+from supervisor.core.records import Level, LogRecord, Outcome, Source
+from supervisor.runs.wire import (
     MAX_LINE_BYTES,
     ExecNotice,
     RunResult,

@@ -31,9 +31,10 @@ from zoneinfo import ZoneInfo
 import bottle
 from markupsafe import Markup
 
-from supervisor.clock import Clock, SystemClock
-from supervisor.definitions import Kind
-from supervisor.errors import (
+from supervisor.core.access import Permission, Subject
+from supervisor.core.clock import Clock, SystemClock
+from supervisor.core.definitions import Kind
+from supervisor.core.errors import (
     DefinitionError,
     PermissionDenied,
     SupervisorError,
@@ -41,11 +42,10 @@ from supervisor.errors import (
     UnknownRun,
     UnknownScheduler,
 )
-from supervisor.nextruns import upcoming_for_cron
-from supervisor.records import Level, LogRecord, SchedulerStatus
-from supervisor.serialize import status_json
-from supervisor.usecases import SettingsView, UseCases
-from supervisor.user import Permission, Subject
+from supervisor.core.nextruns import upcoming_for_cron
+from supervisor.core.records import Level, LogRecord, SchedulerStatus
+from supervisor.usecases.schedulers import SettingsView, UseCases
+from supervisor.usecases.serialize import status_json
 from supervisor.web import events, present
 from supervisor.web.auth import UserDirectory, check_password, subject_for
 from supervisor.web.render import Asset, load_assets, make_environment, render, scheduler_url

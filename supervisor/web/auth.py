@@ -11,9 +11,9 @@ import functools
 from collections.abc import Sequence
 from typing import IO, Protocol
 
-from supervisor.errors import DefinitionError
-from supervisor.passwords import generate_password, hash_password, verify_password
-from supervisor.user import ROLES, Subject, with_role
+from supervisor.core.access import ROLES, Subject, with_role
+from supervisor.core.errors import DefinitionError
+from supervisor.core.passwords import generate_password, hash_password, verify_password
 
 BOOTSTRAP_USER = "admin"
 

@@ -16,11 +16,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from supervisor.errors import SupervisorError
-from supervisor.records import Level
-from supervisor.serialize import log_json, status_json
-from supervisor.usecases import UseCases
-from supervisor.user import Permission, Subject
+from supervisor.core.access import Permission, Subject
+from supervisor.core.errors import SupervisorError
+from supervisor.core.records import Level
+from supervisor.usecases.schedulers import UseCases
+from supervisor.usecases.serialize import log_json, status_json
 
 # Reads the states for every status stream; it may only list.
 HUB_SUBJECT = Subject("admin-center", frozenset({Permission.LIST}))

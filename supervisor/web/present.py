@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from supervisor.definitions import Kind, Settings
-from supervisor.durations import format_duration, parse_duration
-from supervisor.errors import DefinitionError
-from supervisor.records import Outcome, RunRecord
+from supervisor.core.definitions import Kind, Settings
+from supervisor.core.durations import format_duration, parse_duration
+from supervisor.core.errors import DefinitionError
+from supervisor.core.records import Outcome, RunRecord
 
 KIND_WORDS = {
     Kind.ONE_SHOT: "One-shot",

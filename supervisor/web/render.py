@@ -18,8 +18,8 @@ from urllib.parse import quote, urlencode
 
 import jinja2
 
-from supervisor.definitions import Kind
-from supervisor.records import Level, Outcome, State
+from supervisor.core.definitions import Kind
+from supervisor.core.records import Level, Outcome, State
 from supervisor.web import present
 
 ASSET_PACKAGE = "supervisor.admin"

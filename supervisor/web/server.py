@@ -22,8 +22,8 @@ from supervisor.web.auth import UserDirectory, ensure_bootstrap_admin
 
 if TYPE_CHECKING:
     from supervisor.cfgscheduler import Schedulers
-    from supervisor.service import RunOptions
-    from supervisor.usecases import UseCases
+    from supervisor.service.manager_mode import RunOptions
+    from supervisor.usecases.schedulers import UseCases
 
 MAX_CONNECTIONS = 200
 

@@ -11,8 +11,8 @@ import sys
 import threading
 from collections.abc import Sequence
 
-from supervisor.launcher import ForkServerLauncher, FreshInterpreterLauncher, Job
-from supervisor.records import LogRecord
+from supervisor.core.records import LogRecord
+from supervisor.runs.launcher import ForkServerLauncher, FreshInterpreterLauncher, Job
 
 
 def main() -> None:

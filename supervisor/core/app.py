@@ -1,0 +1,73 @@
+"""The application object developers create, and loading it from ``module:attribute``.
+
+May import ``errors`` and the stdlib only.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Callable
+from typing import TypeVar
+
+from supervisor.core.errors import AppLoadError
+
+T = TypeVar("T")
+
+
+class Configurator:
+    """An application: a name and the extensions enabled on it (schedulers, ...)."""
+
+    def __init__(self, name: str) -> None:
+        if not isinstance(name, str) or not name.strip():
+            raise ValueError("Configurator needs a non-empty application name")
+        self.name = name
+        self._extensions: dict[str, object] = {}
+
+    def extension(self, key: str, factory: Callable[[], T], kind: type[T]) -> T:
+        """The extension stored under ``key``, created by ``factory`` on first use."""
+        existing = self._extensions.get(key)
+        if existing is None:
+            existing = factory()
+            self._extensions[key] = existing
+        if not isinstance(existing, kind):
+            raise TypeError(f"extension {key!r} is a {type(existing).__name__}")
+        return existing
+
+    def __repr__(self) -> str:
+        return f"Configurator({self.name!r})"
+
+
+def load_app(spec: str) -> Configurator:
+    """Import ``module:attribute`` (attribute defaults to ``cfg``) and return the Configurator.
+
+    The current directory is put first on ``sys.path``, as ``python -m`` would.
+    """
+    module_name, _, attribute = spec.partition(":")
+    attribute = attribute or "cfg"
+    if not module_name:
+        raise AppLoadError(f"--app {spec!r}: expected MODULE:ATTRIBUTE, e.g. examples.jobs:cfg")
+    if "" not in sys.path:
+        sys.path.insert(0, "")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as error:
+        missing = error.name or ""
+        if missing == module_name or module_name.startswith(missing + "."):
+            raise AppLoadError(f"--app {spec!r}: cannot import module: {error}") from error
+        # The app module exists; something it imports does not.
+        raise AppLoadError(f"--app {spec!r}: importing {module_name} failed: {error}") from error
+    except (Exception, SystemExit, KeyboardInterrupt) as error:
+        # An app that calls sys.exit() at import is a broken app, not a way to stop us.
+        raise AppLoadError(
+            f"--app {spec!r}: importing {module_name} raised {type(error).__name__}: {error}"
+        ) from error
+    try:
+        app = getattr(module, attribute)
+    except AttributeError:
+        raise AppLoadError(f"--app {spec!r}: module {module_name} has no {attribute!r}") from None
+    if not isinstance(app, Configurator):
+        raise AppLoadError(
+            f"--app {spec!r}: {attribute} is a {type(app).__name__}, not a supervisor.Configurator"
+        )
+    return app

@@ -1,0 +1,42 @@
+"""The next planned starts of a scheduler or a cron expression (``supervisor next-runs``,
+the settings preview of the Admin Center).
+
+Pure: no clock reads, no I/O. Delay-based kinds are shown as if each run took no time.
+Under systemd, cron times follow systemd's DST rules, which differ from the manager's.
+May import ``definitions``, ``timing`` and ``oncalendar``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from supervisor.core.definitions import Kind, Options, Settings
+from supervisor.core.timing import cron_runs
+from supervisor.systemd.oncalendar import systemd_runs
+
+
+def upcoming_for_cron(
+    expr: str, timezone: str, *, start: datetime, count: int, systemd: bool = False
+) -> list[datetime]:
+    settings = Settings(cron=expr, timezone=timezone)  # validates both, naming the field
+    assert settings.cron is not None
+    if systemd:
+        return systemd_runs(settings.cron, settings.timezone, after=start, count=count)
+    return cron_runs(settings.cron, settings.timezone, start, count)
+
+
+def upcoming(
+    options: Options, settings: Settings, *, start: datetime, count: int, systemd: bool = False
+) -> list[datetime]:
+    """Planned starts from ``start`` (as if the scheduler started then)."""
+    if settings.disabled or options.kind is Kind.MANUAL:
+        return []
+    if options.kind is Kind.CRON:
+        assert settings.cron is not None
+        return upcoming_for_cron(
+            settings.cron, settings.timezone, start=start, count=count, systemd=systemd
+        )
+    first = start + settings.start_delay
+    if options.kind is Kind.ONE_SHOT:
+        return [first]
+    return [first + settings.pause_time * i for i in range(count)]

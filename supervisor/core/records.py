@@ -1,0 +1,138 @@
+"""What the supervisor observes and keeps: states, outcomes, runs, log records, audit entries.
+
+Frozen values shared by the store, the backends, the CLI and the web app. Times are
+aware UTC datetimes. May import ``definitions`` and the stdlib only.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from supervisor.core.definitions import Kind, Settings
+
+
+class State(enum.Enum):
+    RUNNING = "running"
+    PAUSED = "paused"
+    DISABLED = "disabled"
+    STOPPED = "stopped"
+
+
+class Outcome(enum.Enum):
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"  # the runner raised
+    CRASHED = "crashed"  # signal, abort, segfault, OOM kill, non-zero exit
+    TIMED_OUT = "timed_out"
+    CANCELLED = "cancelled"  # stopped by an operator or shutdown
+    INTERRUPTED = "interrupted"  # the manager died while it ran
+
+
+class Trigger(enum.Enum):
+    START = "start"  # ONE_SHOT after start delay
+    SCHEDULE = "schedule"
+    CRON = "cron"
+    MISSED = "missed"  # a CRON run missed while the supervisor was down
+    MANUAL = "manual"  # Execute Now
+
+
+def default_trigger(kind: Kind) -> Trigger:
+    """What starts a run of ``kind`` when nobody pressed Execute Now."""
+    return {
+        Kind.SCHEDULE: Trigger.SCHEDULE,
+        Kind.CRON: Trigger.CRON,
+        Kind.ONE_SHOT: Trigger.START,
+        Kind.MANUAL: Trigger.MANUAL,
+    }[kind]
+
+
+class Level(enum.IntEnum):
+    """Log levels, numbered like the stdlib ``logging`` module."""
+
+    DEBUG = 10
+    INFO = 20
+    WARNING = 30
+    ERROR = 40
+    CRITICAL = 50
+
+    @classmethod
+    def parse(cls, text: str) -> Level:
+        name = text.strip().upper()
+        if name == "WARN":
+            name = "WARNING"
+        try:
+            return cls[name]
+        except KeyError:
+            raise ValueError(f"unknown log level {text!r}") from None
+
+    @classmethod
+    def from_number(cls, number: int) -> Level:
+        """The nearest level at or below ``number`` (stdlib custom levels map down)."""
+        for level in sorted(cls, reverse=True):
+            if number >= level:
+                return level
+        return cls.DEBUG
+
+
+class Source(enum.Enum):
+    LOGGER = "logger"
+    STDOUT = "stdout"
+    STDERR = "stderr"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LogRecord:
+    time: datetime
+    level: Level
+    message: str
+    fields: Mapping[str, Any] = field(default_factory=dict)
+    run_id: str
+    source: Source
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunRecord:
+    run_id: str
+    scheduler_id: str
+    trigger: Trigger
+    triggered_by: str | None
+    started_at: datetime
+    ended_at: datetime | None = None
+    outcome: Outcome | None = None
+    exit_code: int | None = None
+    signal: int | None = None
+    error: str | None = None
+    log_truncated: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SchedulerStatus:
+    id: str
+    name: str
+    description: str
+    kind: Kind
+    state: State
+    settings: Settings
+    defaults: Settings
+    current_run_id: str | None = None
+    last_started_at: datetime | None = None
+    last_completed_at: datetime | None = None
+    next_planned_at: datetime | None = None
+    last_outcome: Outcome | None = None
+    last_error: str | None = None
+    last_actor: str | None = None
+    actions: tuple[tuple[str, str], ...] = ()  # (action id, title)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuditEntry:
+    time: datetime
+    actor: str
+    action: str
+    scheduler_id: str | None
+    detail: str | None = None
+    before: Mapping[str, Any] | None = None
+    after: Mapping[str, Any] | None = None

@@ -1,0 +1,436 @@
+"""The code that runs one execution: inside a run's process, or in the current process.
+
+In a run's process (forked by the fork server, or ``python -m supervisor.runs.child`` from
+the fresh-interpreter launcher) the file descriptors are: 0 ``/dev/null``, 1 the stdout
+pipe, 2 the stderr pipe, 3 the records pipe (``wire`` lines to the manager), 4 the cancel
+pipe (the manager writes the reason), and nothing else; 3 and 4 are close-on-exec.
+``run_child`` builds the ``Context``, forwards stdlib ``logging`` to the records pipe,
+runs the runner, writes the result and exits: ``EXIT_SUCCEEDED`` (0) or
+``EXIT_FAILED`` (1); any other ending is a crash. A
+``Command`` runner is exec'd instead (after an ``exec`` notice on the records pipe), so
+its exit status is the outcome.
+
+``execute`` runs one execution in the *current* process with any ``RecordSink`` (the
+systemd mode's ``supervisor exec`` plugs its journald writer in); ``exec_command``
+replaces the current process with a ``Command``.
+
+May import ``context``, ``wire``, ``procs``, ``definitions``, ``records``, ``errors``, and
+(in the process entry points only) ``app`` and ``cfgscheduler``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import faulthandler
+import fcntl
+import json
+import logging
+import os
+import re
+import signal
+import sys
+import threading
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Final, NoReturn
+
+from supervisor.core.definitions import Command, Options
+from supervisor.core.records import Level, LogRecord, Outcome
+from supervisor.runs import procs
+from supervisor.runs.context import (
+    Cancelled,
+    Context,
+    RecordSink,
+    RunError,
+    make_record,
+)
+from supervisor.runs.wire import RunResult, encode_exec, encode_log, encode_result
+
+EXIT_SUCCEEDED: Final = 0
+EXIT_FAILED: Final = 1
+# The run's parent died before the child could tie its life to it.
+EXIT_ORPHANED: Final = 120
+# Setting up the run's process failed before the runner could start.
+EXIT_SETUP_FAILED: Final = 121
+# Where a run's process has its records pipe (write end) and cancel pipe (read end).
+RECORDS_FD: Final = 3
+CANCEL_FD: Final = 4
+
+_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]*")
+MAX_RUN_ID = len(procs.MARKER_PLACEHOLDER) - 1
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Job:
+    """What to execute: one run of a scheduler, or one of its custom actions."""
+
+    scheduler_id: str
+    run_id: str
+    trigger: str
+    deadline: datetime | None = None  # aware UTC: when the timeout will end the run
+    action_id: str | None = None
+
+    def __post_init__(self) -> None:
+        if not _RUN_ID.fullmatch(self.run_id) or len(self.run_id) > MAX_RUN_ID:
+            raise ValueError(
+                f"run_id {self.run_id!r} must match {_RUN_ID.pattern}, "
+                f"at most {MAX_RUN_ID} characters"
+            )
+        if self.deadline is not None and self.deadline.tzinfo is None:
+            raise ValueError("deadline must be an aware datetime")
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "scheduler_id": self.scheduler_id,
+            "run_id": self.run_id,
+            "trigger": self.trigger,
+            "deadline": None if self.deadline is None else self.deadline.isoformat(),
+            "action_id": self.action_id,
+        }
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> Job:
+        deadline = obj.get("deadline")
+        return cls(
+            scheduler_id=str(obj["scheduler_id"]),
+            run_id=str(obj["run_id"]),
+            trigger=str(obj["trigger"]),
+            deadline=None if deadline is None else datetime.fromisoformat(deadline),
+            action_id=None if obj.get("action_id") is None else str(obj["action_id"]),
+        )
+
+
+class PipeSink:
+    """Writes records to the records pipe, one unbuffered line each (a crash loses none).
+
+    Writes are serialized by a lock so lines from several threads never interleave (a
+    re-entrant one: a signal handler may log while the interrupted code was logging).
+    Once the manager is gone, records are dropped silently.
+    """
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._lock = threading.RLock()
+        self._broken = False
+
+    def write(self, record: LogRecord) -> None:
+        self.send(encode_log(record))
+
+    def send(self, line: bytes) -> None:
+        with self._lock:
+            if self._broken:
+                return
+            view = memoryview(line)
+            try:
+                while view:
+                    view = view[os.write(self._fd, view) :]
+            except OSError:
+                self._broken = True
+
+
+# -- stdlib logging ---------------------------------------------------------------------
+
+_STANDARD_ATTRIBUTES: Final = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
+    "message",
+    "asctime",
+    "taskName",
+}
+_FORMATTER: Final = logging.Formatter()
+
+
+class ForwardingHandler(logging.Handler):
+    """Sends stdlib ``logging`` records to a sink; ``extra`` values become fields."""
+
+    def __init__(self, sink: RecordSink, run_id: str) -> None:
+        super().__init__(logging.NOTSET)
+        self._sink = sink
+        self._run_id = run_id
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            fields: dict[str, object] = {
+                key: value
+                for key, value in record.__dict__.items()
+                if key not in _STANDARD_ATTRIBUTES and not key.startswith("_")
+            }
+            fields["logger"] = record.name
+            if record.exc_info:
+                fields["traceback"] = _FORMATTER.formatException(record.exc_info)
+            elif record.exc_text:
+                fields["traceback"] = record.exc_text
+            if record.stack_info:
+                fields["stack"] = record.stack_info
+            self._sink.write(
+                make_record(
+                    self._run_id,
+                    Level.from_number(record.levelno),
+                    record.getMessage(),
+                    fields,
+                    created=record.created,
+                )
+            )
+        except Exception:
+            self.handleError(record)
+
+
+def install_logging(sink: RecordSink, run_id: str) -> Callable[[], None]:
+    """Forward the root logger's records to ``sink``; return a function that undoes it.
+
+    Handlers that would print to stdout/stderr are set aside meanwhile (their lines would
+    come back as duplicates), and a root logger still at the default WARNING level is
+    lowered to INFO so ``logging.info`` reaches the run's log.
+    """
+    root = logging.getLogger()
+    handler = ForwardingHandler(sink, run_id)
+    streams = (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__)
+    set_aside = [
+        h
+        for h in root.handlers
+        if type(h) is logging.StreamHandler and getattr(h, "stream", None) in streams
+    ]
+    for old in set_aside:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    level = root.level
+    if level == logging.WARNING:
+        root.setLevel(logging.INFO)
+
+    def undo() -> None:
+        root.removeHandler(handler)
+        for old in set_aside:
+            root.addHandler(old)
+        if level == logging.WARNING:
+            root.setLevel(level)
+
+    return undo
+
+
+# -- one execution ----------------------------------------------------------------------
+
+
+def execute(
+    options: Options,
+    job: Job,
+    *,
+    sink: RecordSink,
+    cancel_fd: int | None = None,
+    forward_logging: bool = True,
+) -> RunResult:
+    """Run ``job`` (the runner, or the custom action ``job.action_id``) in this process.
+
+    Records go to ``sink``; cancellation is read from ``cancel_fd`` (see
+    ``context.CancelPipe`` for a channel a signal handler can write to). Never raises
+    for the runner's errors: they become a FAILED result (also logged as an ERROR
+    record). A ``Command`` runner cannot run in-process: use ``exec_command``.
+    """
+    if job.action_id is None and isinstance(options.runner, Command):
+        raise TypeError(f"{options.id}: a command runner is exec'd, see exec_command()")
+    ctx = Context(
+        scheduler_id=job.scheduler_id,
+        run_id=job.run_id,
+        trigger=job.trigger,
+        deadline=job.deadline,
+        sink=sink,
+        cancel_fd=cancel_fd,
+    )
+    undo = install_logging(sink, job.run_id) if forward_logging else None
+    try:
+        return _call(options, job, ctx, sink)
+    finally:
+        ctx.close()
+        if undo is not None:
+            undo()
+
+
+def _call(options: Options, job: Job, ctx: Context, sink: RecordSink) -> RunResult:
+    what = "action" if job.action_id is not None else "run"
+    try:
+        if job.action_id is not None:
+            action = options.action(job.action_id)
+            if action is None:
+                raise RunError(f"scheduler {options.id!r} has no action {job.action_id!r}")
+            value = action.action()
+            return RunResult(outcome=Outcome.SUCCEEDED, value=None if value is None else str(value))
+        runner = options.runner
+        assert not isinstance(runner, Command)
+        runner(ctx)
+        return RunResult(outcome=Outcome.SUCCEEDED)
+    except (RunError, Cancelled) as error:
+        result = RunResult(outcome=Outcome.FAILED, error=str(error) or type(error).__name__)
+    except SystemExit as error:
+        if error.code is None or error.code == 0:
+            return RunResult(outcome=Outcome.SUCCEEDED)
+        result = RunResult(outcome=Outcome.FAILED, error=f"sys.exit({error.code!r}) was called")
+    except BaseException as error:
+        result = RunResult(
+            outcome=Outcome.FAILED,
+            error=summary(error),
+            traceback=_traceback(error),
+        )
+    fields = {} if result.traceback is None else {"traceback": result.traceback}
+    with contextlib.suppress(Exception):
+        sink.write(make_record(job.run_id, Level.ERROR, f"{what} failed: {result.error}", fields))
+    return result
+
+
+def _traceback(error: BaseException) -> str:
+    """The traceback without our own frame on top (it starts in the runner's code)."""
+    tb = error.__traceback__
+    if tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(type(error), error, tb))
+
+
+def summary(error: BaseException) -> str:
+    """``Type: message`` (or just ``Type``): how an error is named in records."""
+    text = str(error)
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def command_environment(command: Command) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(command.env)
+    return env
+
+
+def exec_command(command: Command) -> NoReturn:
+    """Replace this process with ``command`` (raises OSError if it cannot be exec'd).
+
+    Signal dispositions Python changed (SIGPIPE, SIGXFSZ ignored) and the signal mask
+    are reset first, as ``subprocess`` does, so the program behaves as from a shell.
+    """
+    if command.cwd is not None:
+        os.chdir(command.cwd)
+    for name in ("SIGPIPE", "SIGXFSZ"):
+        signum = getattr(signal, name, None)
+        if signum is not None:
+            signal.signal(signum, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())
+    os.execvpe(command.argv[0], list(command.argv), command_environment(command))  # noqa: S606
+
+
+# -- a run's process --------------------------------------------------------------------
+
+
+def setup_stdio() -> None:
+    """Fresh text streams on fds 1 and 2 (UTF-8, line-buffered), and fault tracebacks."""
+    sys.stdout = open(  # noqa: SIM115 - lives as long as the process
+        1, "w", encoding="utf-8", errors="backslashreplace", buffering=1, closefd=False
+    )
+    sys.stderr = open(  # noqa: SIM115
+        2, "w", encoding="utf-8", errors="backslashreplace", buffering=1, closefd=False
+    )
+    sys.stdin = open(0, encoding="utf-8", closefd=False)  # noqa: SIM115
+    faulthandler.enable(file=sys.stderr, all_threads=True)
+
+
+def run_child(
+    load: Callable[[], Options], job: Job, *, records_fd: int, cancel_fd: int
+) -> NoReturn:
+    """Run ``job`` in this (run's) process, report on the records pipe, and exit."""
+    code = EXIT_SETUP_FAILED
+    try:
+        sink = PipeSink(records_fd)
+        try:
+            options = load()
+        except Exception as error:
+            sink.send(encode_result(RunResult(outcome=Outcome.FAILED, error=summary(error))))
+            code = EXIT_FAILED
+        else:
+            if job.action_id is None and isinstance(options.runner, Command):
+                code = _exec_in_child(options.runner, sink, records_fd, cancel_fd)
+            else:
+                result = execute(options, job, sink=sink, cancel_fd=cancel_fd)
+                flush_stdio()
+                sink.send(encode_result(result))
+                code = EXIT_SUCCEEDED if result.outcome is Outcome.SUCCEEDED else EXIT_FAILED
+    finally:
+        flush_stdio()
+        os._exit(code)
+
+
+def _exec_in_child(command: Command, sink: PipeSink, records_fd: int, cancel_fd: int) -> int:
+    sink.send(encode_exec(command.argv))
+    os.set_inheritable(records_fd, False)
+    os.set_inheritable(cancel_fd, False)
+    try:
+        exec_command(command)
+    except OSError as error:
+        message = f"cannot execute {command.argv[0]!r}: {error.strerror or error}"
+        sink.send(encode_result(RunResult(outcome=Outcome.FAILED, error=message)))
+    return EXIT_FAILED
+
+
+def flush_stdio() -> None:
+    """Flush print output before the process ends or is replaced."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+
+
+def load_options(app_spec: str, scheduler_id: str) -> Options:
+    """Import the app and find ``scheduler_id``'s definition (a process entry point's job)."""
+    from supervisor.cfgscheduler import enable
+    from supervisor.core.app import load_app
+
+    return enable(load_app(app_spec)).registry.get(scheduler_id)
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    """``python -m supervisor.runs.child``: one run in a fresh interpreter (the fallback)."""
+    parser = argparse.ArgumentParser(prog="python -m supervisor.runs.child")
+    parser.add_argument("--app", required=True)
+    parser.add_argument("--job", required=True)
+    parser.add_argument("--records-fd", type=int, required=True)
+    parser.add_argument("--cancel-fd", type=int, required=True)
+    parser.add_argument("--parent", type=int, required=True)
+    parser.add_argument("--path", action="append", default=[])
+    args = parser.parse_args(argv)
+    with contextlib.suppress(OSError):
+        procs.set_parent_death_signal(signal.SIGKILL)
+    if os.getppid() != args.parent:
+        os._exit(EXIT_ORPHANED)
+    sys.path[0:0] = args.path
+    job = Job.from_json(json.loads(args.job))
+    # The same layout as a forked run: records on 3, cancel on 4, neither inherited by
+    # the programs the runner starts.
+    high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10) for fd in (args.records_fd, args.cancel_fd)]
+    for fd in (args.records_fd, args.cancel_fd):
+        os.close(fd)
+    os.dup2(high[0], RECORDS_FD, inheritable=False)
+    os.dup2(high[1], CANCEL_FD, inheritable=False)
+    for fd in high:
+        os.close(fd)
+    setup_stdio()
+    run_child(
+        lambda: load_options(args.app, job.scheduler_id),
+        job,
+        records_fd=RECORDS_FD,
+        cancel_fd=CANCEL_FD,
+    )
+
+
+def check_app(argv: Sequence[str] | None = None) -> None:
+    """Exit 0 if ``--app`` imports, else print the load error and exit 2."""
+    from supervisor.core.app import load_app
+    from supervisor.core.errors import AppLoadError
+
+    parser = argparse.ArgumentParser(prog="python -m supervisor.runs.child check")
+    parser.add_argument("--app", required=True)
+    parser.add_argument("--path", action="append", default=[])
+    args = parser.parse_args(argv)
+    sys.path[0:0] = args.path
+    try:
+        load_app(args.app)
+    except AppLoadError as error:
+        print(error, file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    from supervisor.runs.child import main as _main
+
+    _main()

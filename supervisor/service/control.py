@@ -1,0 +1,298 @@
+"""The control socket: how the CLI reaches a running manager.
+
+A Unix stream socket ``control.sock`` in the state directory, usable only by the
+manager's owner (mode 0600 and a peer-credential check). One JSON request line in, one
+JSON answer line out; the answers use the ``--json`` shapes of ``serialize``.
+May import ``usecases``, ``serialize``, ``durations``, ``user``, ``records`` and ``errors``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import socket
+import socketserver
+import struct
+import sys
+import threading
+import traceback
+from collections.abc import Callable, Iterator, Mapping
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from supervisor.core.access import Subject, os_user_name, su
+from supervisor.core.errors import DefinitionError, ManagerUnavailable, SupervisorError
+from supervisor.core.records import Level
+from supervisor.usecases import serialize
+from supervisor.usecases.schedulers import UseCases
+
+SOCKET_NAME = "control.sock"
+MAX_REQUEST_BYTES = 1 << 20
+PROTOCOL_VERSION = 1
+DURATION_SETTINGS = ("start_delay", "pause_time", "timeout")
+# sockaddr_un holds 108 bytes; longer paths are reached through /proc/self/fd.
+MAX_SOCKET_PATH = 100
+REQUEST_TIMEOUT_SECONDS = 30.0
+MAX_LIMIT = 100_000
+MAX_DURATION_SECONDS = 366 * 24 * 3600
+
+
+class RemoteError(SupervisorError):
+    """An error the manager reported; carries the manager's exit code."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+@contextlib.contextmanager
+def _short_path(path: Path) -> Iterator[str]:
+    """A path to ``path`` that fits in a socket address."""
+    if len(str(path)) <= MAX_SOCKET_PATH:
+        yield str(path)
+        return
+    directory = os.open(path.parent, os.O_PATH | os.O_DIRECTORY)
+    try:
+        yield f"/proc/self/fd/{directory}/{path.name}"
+    finally:
+        os.close(directory)
+
+
+def settings_changes_from_json(changes: Mapping[str, Any]) -> dict[str, Any]:
+    """Settings values as the wire carries them (durations in seconds) to Python values."""
+    out: dict[str, Any] = {}
+    for name, value in changes.items():
+        if name in DURATION_SETTINGS and value is not None:
+            if not isinstance(value, int | float) or isinstance(value, bool):
+                raise DefinitionError(name, "must be a duration in seconds")
+            if not math.isfinite(value) or not 0 <= value <= MAX_DURATION_SECONDS:
+                raise DefinitionError(name, f"must be between 0 and {MAX_DURATION_SECONDS} s")
+            out[name] = timedelta(seconds=value)
+        else:
+            out[name] = value
+    return out
+
+
+class Arguments:
+    """A request's arguments, read with their types checked (``DefinitionError`` otherwise)."""
+
+    def __init__(self, raw: object) -> None:
+        if raw is None:
+            raw = {}
+        if not isinstance(raw, dict):
+            raise DefinitionError("args", "must be an object")
+        self._raw: dict[str, Any] = raw
+
+    def text(self, name: str) -> str:
+        value = self._raw.get(name)
+        if not isinstance(value, str) or not value:
+            raise DefinitionError(name, "must be a non-empty string")
+        return value
+
+    def optional_text(self, name: str) -> str | None:
+        return None if self._raw.get(name) is None else self.text(name)
+
+    def number(self, name: str, *, default: int, high: int) -> int:
+        value = self._raw.get(name, default)
+        if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= high:
+            raise DefinitionError(name, f"must be a whole number from 1 to {high}")
+        return value
+
+    def cursor(self, name: str) -> int | None:
+        value = self._raw.get(name)
+        if value is None:
+            return None
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**63:
+            raise DefinitionError(name, "must be a cursor from an earlier answer")
+        return value
+
+    def flag(self, name: str) -> bool:
+        value = self._raw.get(name, False)
+        if not isinstance(value, bool):
+            raise DefinitionError(name, "must be true or false")
+        return value
+
+    def mapping(self, name: str) -> dict[str, Any]:
+        value = self._raw.get(name) or {}
+        if not isinstance(value, dict):
+            raise DefinitionError(name, "must be an object")
+        return value
+
+
+def _level(value: str | None) -> Level | None:
+    if value is None:
+        return None
+    try:
+        return Level.parse(value)
+    except ValueError as error:
+        raise DefinitionError("level", str(error)) from None
+
+
+class Dispatcher:
+    """Turns one request into one use-case call and its JSON answer."""
+
+    def __init__(self, use_cases: UseCases, info: Mapping[str, Any]) -> None:
+        self._use_cases = use_cases
+        self._info = dict(info)
+        self._ops: dict[str, Callable[[Subject, Arguments], Any]] = {
+            "ping": lambda s, a: self._info,
+            "list": lambda s, a: [serialize.status_json(x) for x in use_cases.list(s)],
+            "status": lambda s, a: serialize.status_json(use_cases.status(s, a.text("id"))),
+            "start": lambda s, a: use_cases.start(s, a.text("id")),
+            "stop": lambda s, a: use_cases.stop(s, a.text("id")),
+            "execute": lambda s, a: {"run_id": use_cases.execute(s, a.text("id"))},
+            "runs": lambda s, a: [
+                serialize.run_json(r)
+                for r in use_cases.runs(
+                    s, a.text("id"), limit=a.number("limit", default=50, high=MAX_LIMIT)
+                )
+            ],
+            "logs": self._logs,
+            "settings": self._settings,
+            "action": lambda s, a: {
+                "result": use_cases.run_action(s, a.text("id"), a.text("action"))
+            },
+        }
+
+    def _logs(self, subject: Subject, args: Arguments) -> Any:
+        records = self._use_cases.logs(
+            subject,
+            args.text("id"),
+            run_id=args.optional_text("run_id"),
+            min_level=_level(args.optional_text("level")),
+            after=args.cursor("after"),
+            before=args.cursor("before"),
+            limit=args.number("limit", default=200, high=MAX_LIMIT),
+        )
+        return [serialize.log_json(record, cursor=cursor) for cursor, record in records]
+
+    def _settings(self, subject: Subject, args: Arguments) -> Any:
+        scheduler_id = args.text("id")
+        changes = args.mapping("changes")
+        if args.flag("reset"):
+            view = self._use_cases.reset_settings(subject, scheduler_id)
+        elif changes:
+            converted = settings_changes_from_json(changes)
+            view = self._use_cases.update_settings(subject, scheduler_id, converted)
+        else:
+            view = self._use_cases.find_settings(subject, scheduler_id)
+        return serialize.settings_view_json(view)
+
+    def handle(self, subject: Subject, request: object) -> dict[str, Any]:
+        """Exactly one answer for any request, however malformed."""
+        if not isinstance(request, dict) or not isinstance(request.get("op"), str):
+            return {"ok": False, "error": "malformed request", "exit_code": 2}
+        op = self._ops.get(request["op"])
+        if op is None:
+            return {"ok": False, "error": f"unknown operation {request['op']!r}", "exit_code": 2}
+        try:
+            return {"ok": True, "result": op(subject, Arguments(request.get("args")))}
+        except SupervisorError as error:
+            return {"ok": False, "error": str(error), "exit_code": error.exit_code}
+        except Exception as error:  # a bug of ours: answer, and leave a trace for the operator
+            traceback.print_exc(file=sys.stderr)
+            return {
+                "ok": False,
+                "error": f"internal error: {type(error).__name__}: {error}",
+                "exit_code": 1,
+            }
+
+
+def _peer_uid(connection: socket.socket) -> int:
+    creds = connection.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    _pid, uid, _gid = struct.unpack("3i", creds)
+    return int(uid)
+
+
+class ControlServer:
+    """Serves the dispatcher on ``state_dir/control.sock`` in background threads."""
+
+    def __init__(self, state_dir: Path, dispatcher: Dispatcher) -> None:
+        self.path = state_dir / SOCKET_NAME
+        self._dispatcher = dispatcher
+        self._server: socketserver.ThreadingUnixStreamServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        dispatcher = self._dispatcher
+        owner = os.getuid()
+
+        class Handler(socketserver.StreamRequestHandler):
+            timeout = REQUEST_TIMEOUT_SECONDS  # a client that sends nothing is let go
+
+            def handle(self) -> None:
+                uid = _peer_uid(self.request)
+                if uid not in (owner, 0):
+                    answer = {"ok": False, "error": "permission denied", "exit_code": 5}
+                else:
+                    try:
+                        request = json.loads(self.rfile.readline(MAX_REQUEST_BYTES))
+                    except (ValueError, RecursionError, OSError):
+                        request = None
+                    answer = dispatcher.handle(su(os_user_name(uid)), request)
+                with contextlib.suppress(OSError):  # the client may be gone
+                    self.wfile.write(json.dumps(answer).encode() + b"\n")
+
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+        old_umask = os.umask(0o177)
+        try:
+            with _short_path(self.path) as address:
+                server = socketserver.ThreadingUnixStreamServer(address, Handler)
+        finally:
+            os.umask(old_umask)
+        server.daemon_threads = True
+        self._server = server
+        self._thread = threading.Thread(target=server.serve_forever, name="control", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
+
+
+class ControlClient:
+    """Talks to the manager of a state directory."""
+
+    def __init__(self, state_dir: Path, *, timeout: float = 120.0) -> None:
+        self.path = state_dir / SOCKET_NAME
+        self._timeout = timeout
+
+    def call(self, op: str, **args: Any) -> Any:
+        request = json.dumps({"v": PROTOCOL_VERSION, "op": op, "args": args}).encode() + b"\n"
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
+            connection.settimeout(self._timeout)
+            try:
+                with _short_path(self.path) as address:
+                    connection.connect(address)
+            except (FileNotFoundError, ConnectionRefusedError) as error:
+                raise ManagerUnavailable(
+                    f"no manager is running for state directory {self.path.parent} "
+                    f"(start one with `supervisor run --app MODULE:ATTR`)"
+                ) from error
+            except PermissionError as error:
+                raise ManagerUnavailable(
+                    f"cannot reach the manager at {self.path}: permission denied"
+                ) from error
+            try:
+                connection.sendall(request)
+                answer_bytes = connection.makefile("rb").readline()
+            except OSError as error:
+                raise ManagerUnavailable(
+                    f"lost the connection to the manager at {self.path}: {error}"
+                ) from error
+        try:
+            answer = json.loads(answer_bytes) if answer_bytes else None
+        except ValueError:
+            answer = None
+        if not isinstance(answer, dict):
+            raise ManagerUnavailable(f"the manager at {self.path} gave no answer (did it stop?)")
+        if not answer.get("ok"):
+            raise RemoteError(answer.get("error", "unknown error"), int(answer.get("exit_code", 1)))
+        return answer.get("result")

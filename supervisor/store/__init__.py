@@ -1,0 +1,1 @@
+"""Persistence: settings overrides, runs, logs, audit and users. May import ``core``."""

@@ -1,0 +1,1185 @@
+"""The systemd backend: the use cases over ``systemctl`` and ``journalctl``.
+
+systemd runs the schedulers (one ``.service`` each, a ``.timer`` for the timed kinds,
+and for SCHEDULE a second one, the start timer: see ``units``); this backend reads and
+steers them:
+
+- **status** from one ``systemctl show --timestamp=unix`` of the service and the timers:
+  running while the service is ``activating``/``active``/``deactivating`` (its
+  ``InvocationID`` is the run ID); else disabled (settings), paused (a timer waiting:
+  for SCHEDULE the repeat timer or the start timer), or stopped (timers inactive or
+  elapsed; a MANUAL scheduler stopped by an operator, remembered in the store).
+  Last started/completed from ``ExecMainStartTimestamp``/``ExecMainExitTimestamp``,
+  next planned from ``NextElapseUSecRealtime`` (calendar timers) or
+  ``NextElapseUSecMonotonic`` (the others, converted to wall time) of whichever timer
+  is armed, last outcome from ``Result`` and ``ExecMainCode``/``ExecMainStatus`` (see
+  ``outcome_of_exit``);
+- **start** = start the timer (restart it if it has elapsed: a ONE_SHOT runs again);
+  for SCHEDULE, unless a timer is armed already: start the repeat timer, then (re)start
+  the start timer, so the first run comes ``start_delay`` later and the pauses follow;
+  **stop** = stop the timers, then the service, waiting for the run to end (it gets
+  SIGTERM, ``exec`` cancels it; systemd SIGKILLs it after ``TimeoutStopSec=``);
+  **execute** = ``systemctl start --no-block`` of the service, refused with
+  ``AlreadyRunning`` naming the invocation while a run is active; the run ID is the new
+  ``InvocationID``;
+- **settings** = a drop-in ``<timer>.d/`` per timer that restates every trigger (and
+  one under ``<service>.d/`` for the timeout), next to the unit file in use, then
+  ``daemon-reload`` and a restart of a waiting timer; ``disabled`` also disables and
+  stops the timers. SCHEDULE: the reload alone re-plans the waiting repeat timer (next
+  run = end of the last one + the new pause, at once if that has passed; measured on
+  252), and only a start timer that still waits is restarted: restarting an elapsed one
+  would run the scheduler once more. Overrides are stored too, so ``find_settings``
+  shows them. Reset removes the drop-ins. If a step fails, the earlier files come back
+  and nothing is stored;
+- **logs** and **runs** from ``journalctl -o json --all`` (without ``--all``, fields over
+  4 KiB come back null): our records carry ``SCHEDULER_ID``; systemd's messages about
+  the service carry ``UNIT``. One run per invocation ID. Who pressed Execute Now is
+  read from the audit trail (the use cases record ``run <id>``).
+
+Every command goes through one ``CommandRunner`` (a callable), so tests can feed it
+canned ``systemctl``/``journalctl`` output. Times from systemd are read in UTC
+(``TZ=UTC`` for every command).
+
+Unit names and the settings drop-ins come from ``units`` (``TemplateLayout``).
+
+May import ``definitions``, ``records``, ``registry``, ``store``, ``journal``, ``units``,
+``execone`` (exit codes), ``launcher`` (custom actions), ``clock``, ``errors``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Final, Protocol
+
+from supervisor.core.clock import Clock, SystemClock
+from supervisor.core.definitions import Command, Kind, Options, Settings, check_settings_for_kind
+from supervisor.core.errors import (
+    ActionFailed,
+    AlreadyRunning,
+    BackendError,
+    UnknownAction,
+    UnknownRun,
+)
+from supervisor.core.records import (
+    Level,
+    LogRecord,
+    Outcome,
+    RunRecord,
+    SchedulerStatus,
+    State,
+    Trigger,
+    default_trigger,
+)
+from supervisor.core.registry import Registry
+from supervisor.store.sqlite import SqliteStore
+from supervisor.systemd import execone, journal, units
+from supervisor.systemd.execone import outcome_of_exit_code
+
+COMMAND_TIMEOUT: Final = 120.0
+EXECUTE_WAIT_SECONDS: Final = 15.0
+ACTION_TIMEOUT: Final = timedelta(seconds=60)
+STOPPED_META: Final = "systemd.stopped:"
+RUNNING_STATES: Final = frozenset({"activating", "active", "deactivating", "reloading"})
+CANCEL_SIGNALS: Final = frozenset(execone.CANCEL_SIGNALS)
+# MESSAGE_IDs of systemd's messages about a unit (sd-messages.h).
+MESSAGE_JOB_START: Final = "7d4958e842da4a758f6c1cdc7b36dcc5"
+MESSAGE_PROCESS_EXIT: Final = "98e322203f7a4ed290d09fe03c09fe15"
+MESSAGE_UNIT_FAILURE: Final = "d9b373ed55a64feb8242e02dbe79a49c"
+MESSAGE_UNIT_SUCCESS: Final = "7ad2d189f7e94e70a38c781354912448"
+RUN_MESSAGES: Final = (
+    MESSAGE_JOB_START,
+    MESSAGE_PROCESS_EXIT,
+    MESSAGE_UNIT_FAILURE,
+    MESSAGE_UNIT_SUCCESS,
+)
+# systemd's messages about the service shown among the logs: notice and worse
+# ("Main process exited, code=killed", "Failed with result 'timeout'").
+SYSTEMD_LOG_PRIORITY: Final = 5
+SERVICE_PROPERTIES: Final = (
+    "Id",
+    "LoadState",
+    "ActiveState",
+    "SubState",
+    "Result",
+    "InvocationID",
+    "ExecMainStartTimestamp",
+    "ExecMainExitTimestamp",
+    "ExecMainCode",
+    "ExecMainStatus",
+    "FragmentPath",
+    "DropInPaths",
+)
+TIMER_PROPERTIES: Final = (
+    "Id",
+    "LoadState",
+    "ActiveState",
+    "SubState",
+    "Result",
+    "NextElapseUSecRealtime",
+    "NextElapseUSecMonotonic",
+    "LastTriggerUSec",
+    "UnitFileState",
+    "FragmentPath",
+    "DropInPaths",
+)
+_ENABLED_STATES: Final = frozenset({"enabled", "enabled-runtime"})
+_CLD_EXITED: Final = 1
+_CLD_KILLED: Final = 2
+_CLD_DUMPED: Final = 3
+_TIMESPAN_UNITS: Final = {
+    "y": 31_557_600_000_000,
+    "month": 2_629_800_000_000,
+    "w": 604_800_000_000,
+    "d": 86_400_000_000,
+    "h": 3_600_000_000,
+    "min": 60_000_000,
+    "s": 1_000_000,
+    "ms": 1_000,
+    "us": 1,
+    "μs": 1,
+}
+_TIMESPAN_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*(y|month|w|d|h|min|ms|μs|us|s)")
+_RUN_ID = re.compile(r"[A-Za-z0-9._:-]+")
+_EXECUTE_RUN = re.compile(r"run ([A-Za-z0-9._:-]+)")
+
+
+# -- the command seam ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Completed:
+    """What a command did."""
+
+    argv: tuple[str, ...]
+    returncode: int
+    stdout: str
+    stderr: str = ""
+
+
+class CommandRunner(Protocol):
+    """Runs one command to its end. Raises ``OSError`` if it cannot be started."""
+
+    def __call__(self, argv: Sequence[str], *, timeout: float = COMMAND_TIMEOUT) -> Completed: ...
+
+
+def run_command(argv: Sequence[str], *, timeout: float = COMMAND_TIMEOUT) -> Completed:
+    """The real ``CommandRunner``: UTC times, no pager, no colours."""
+    env = dict(os.environ)
+    env.update({"TZ": "UTC", "LC_ALL": "C.UTF-8", "SYSTEMD_PAGER": "", "SYSTEMD_COLORS": "0"})
+    try:
+        done = subprocess.run(
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            env=env,
+            timeout=timeout,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as error:
+        raise BackendError(f"{argv[0]} did not answer within {timeout:g}s") from error
+    return Completed(
+        argv=tuple(argv),
+        returncode=done.returncode,
+        stdout=done.stdout.decode("utf-8", "replace"),
+        stderr=done.stderr.decode("utf-8", "replace"),
+    )
+
+
+class Systemd:
+    """``systemctl`` and ``journalctl`` through a ``CommandRunner``.
+
+    A command that fails raises ``BackendError`` with its last line of stderr.
+    """
+
+    def __init__(self, runner: CommandRunner | None = None) -> None:
+        self.runner: CommandRunner = runner or run_command
+
+    def _run(self, argv: Sequence[str], *, check: bool = True) -> Completed:
+        try:
+            done = self.runner(argv)
+        except OSError as error:
+            raise BackendError(f"cannot run {argv[0]}: {error.strerror or error}") from error
+        if check and done.returncode != 0:
+            problem = done.stderr.strip() or done.stdout.strip() or f"exit status {done.returncode}"
+            raise BackendError(f"{' '.join(argv[:3])} failed: {problem.splitlines()[-1]}")
+        return done
+
+    def systemctl(self, *args: str, check: bool = True) -> Completed:
+        return self._run(["systemctl", "--no-pager", *args], check=check)
+
+    def show(self, units: Sequence[str], properties: Sequence[str]) -> list[dict[str, str]]:
+        """``systemctl show`` of ``units`` (in order); one dict per unit."""
+        if not units:
+            return []
+        done = self.systemctl(
+            "show", "--timestamp=unix", "--property=" + ",".join(properties), *units
+        )
+        return parse_show(done.stdout, len(units))
+
+    def daemon_reload(self) -> None:
+        self.systemctl("daemon-reload")
+
+    def journal(self, *args: str) -> list[dict[str, str]]:
+        done = self._run(["journalctl", "--no-pager", "--quiet", "-o", "json", "--all", *args])
+        return journal.parse_json_lines(done.stdout)
+
+
+def parse_show(text: str, count: int) -> list[dict[str, str]]:
+    """``systemctl show`` output of ``count`` units: blocks of ``Key=value`` lines."""
+    blocks: list[dict[str, str]] = [{}]
+    for line in text.splitlines():
+        if not line.strip():
+            if blocks[-1]:
+                blocks.append({})
+            continue
+        key, sep, value = line.partition("=")
+        if sep:
+            blocks[-1][key] = value
+    if not blocks[-1]:
+        blocks.pop()
+    if len(blocks) != count:
+        raise BackendError(f"systemctl show gave {len(blocks)} answers for {count} units")
+    return blocks
+
+
+def parse_timestamp(text: str | None) -> datetime | None:
+    """A ``systemctl show`` time: ``@<epoch seconds>`` (``--timestamp=unix``) or
+    ``Thu 2026-11-26 14:30:45 UTC``; None when unset."""
+    if not text or text in ("n/a", "0"):
+        return None
+    if text.startswith("@"):
+        try:
+            return datetime.fromtimestamp(float(text[1:]), UTC)
+        except ValueError:
+            return None
+    parts = text.split()
+    if len(parts) >= 3 and parts[-1] == "UTC":
+        with contextlib.suppress(ValueError):
+            return datetime.strptime(" ".join(parts[-3:-1]) + " +0000", "%Y-%m-%d %H:%M:%S %z")
+    return None
+
+
+def parse_timespan_usec(text: str | None) -> int | None:
+    """A systemd time span (``21min 3.380957s``, ``0``, ``infinity``) in microseconds."""
+    if not text or text == "infinity":
+        return None
+    if text.isdigit():
+        return int(text)
+    total = 0.0
+    position = 0
+    for match in _TIMESPAN_PART.finditer(text):
+        if text[position : match.start()].strip():
+            return None
+        total += float(match.group(1)) * _TIMESPAN_UNITS[match.group(2)]
+        position = match.end()
+    if text[position:].strip() or position == 0:
+        return None
+    return round(total)
+
+
+def describe_exit(code: int, status: int) -> str:
+    """``exited with code 3`` or ``killed by signal SIGSEGV (11)``.
+
+    ``code`` and ``status`` are ``ExecMainCode`` and ``ExecMainStatus``.
+    """
+    if code == _CLD_EXITED:
+        return f"exited with code {status}"
+    try:
+        name = signal.Signals(status).name
+    except ValueError:
+        name = f"signal {status}"
+    how = "dumped core after signal" if code == _CLD_DUMPED else "killed by signal"
+    return f"{how} {name} ({status})"
+
+
+def outcome_of_exit(
+    *, result: str, code: int, status: int, command_runner: bool
+) -> tuple[Outcome, int | None, int | None]:
+    """(outcome, exit code, signal) of a finished run from systemd's view of it.
+
+    ``result``: the service's ``Result`` (or a failure message's ``UNIT_RESULT``);
+    ``code``/``status``: ``ExecMainCode``/``ExecMainStatus``. ``Result=timeout`` is
+    a timeout whatever the status; a signal is a crash, except the stop signals
+    (SIGTERM, SIGINT, SIGHUP: ``systemctl stop``), which cancel. An exit status is read
+    with ``supervisor exec``'s codes for Python runners; a ``Command`` runner succeeded
+    only with 0.
+    """
+    if code in (_CLD_KILLED, _CLD_DUMPED):
+        if result == "timeout":
+            return Outcome.TIMED_OUT, None, status
+        if code == _CLD_KILLED and status in CANCEL_SIGNALS:
+            return Outcome.CANCELLED, None, status
+        return Outcome.CRASHED, None, status
+    if result == "timeout":
+        return Outcome.TIMED_OUT, status, None
+    if code != _CLD_EXITED:
+        if result in ("success", ""):
+            return Outcome.SUCCEEDED, 0, None
+        return Outcome.CRASHED, None, None
+    if command_runner:
+        return (Outcome.SUCCEEDED if status == 0 else Outcome.CRASHED), status, None
+    return outcome_of_exit_code(status), status, None
+
+
+# -- which units a scheduler has ------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DropIn:
+    """A drop-in file: ``unit`` is the unit it changes, ``name`` the file in ``<unit>.d/``."""
+
+    unit: str
+    name: str
+    text: str
+
+
+class UnitLayout(Protocol):
+    """How the units of an app are named, and the drop-ins that carry settings."""
+
+    def service_name(self, options: Options) -> str: ...
+
+    def timer_name(self, options: Options) -> str | None:
+        """None for kinds without a timer (MANUAL). For SCHEDULE: the repeat timer."""
+        ...
+
+    def start_timer_name(self, options: Options) -> str | None:
+        """SCHEDULE's start timer (fires once, ``start_delay`` after it starts); None
+        for the other kinds."""
+        ...
+
+    def settings_dropins(self, options: Options, settings: Settings) -> list[DropIn]:
+        """The drop-ins that make ``options``' units follow ``settings``."""
+        ...
+
+
+class TemplateLayout:
+    """The ``UnitLayout`` of the units ``supervisor.systemd.units`` renders with ``prefix``."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = units.check_prefix(prefix)
+
+    def service_name(self, options: Options) -> str:
+        return units.unit_names(self.prefix, options.id)[0]
+
+    def timer_name(self, options: Options) -> str | None:
+        if options.kind is Kind.MANUAL:
+            return None
+        return units.unit_names(self.prefix, options.id)[1]
+
+    def start_timer_name(self, options: Options) -> str | None:
+        if options.kind is not Kind.SCHEDULE:
+            return None
+        return units.start_timer_name(self.prefix, options.id)
+
+    def settings_dropins(self, options: Options, settings: Settings) -> list[DropIn]:
+        service, timer = units.unit_names(self.prefix, options.id)
+        out = [
+            DropIn(
+                unit=service,
+                name=units.SETTINGS_DROPIN_NAME,
+                text=units.render_service_dropin(options, settings),
+            )
+        ]
+        if options.kind is not Kind.MANUAL:
+            out.append(
+                DropIn(
+                    unit=timer,
+                    name=units.SETTINGS_DROPIN_NAME,
+                    text=units.render_timer_dropin(options, settings),
+                )
+            )
+        if options.kind is Kind.SCHEDULE:
+            out.append(
+                DropIn(
+                    unit=units.start_timer_name(self.prefix, options.id),
+                    name=units.SETTINGS_DROPIN_NAME,
+                    text=units.render_start_timer_dropin(options, settings),
+                )
+            )
+        return out
+
+
+# -- the backend --------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Units:
+    options: Options
+    service: str
+    timer: str | None
+    start_timer: str | None = None
+
+    @property
+    def timers(self) -> list[str]:
+        """The timers, the repeat timer first."""
+        return [name for name in (self.timer, self.start_timer) if name is not None]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Shown:
+    """``systemctl show`` of one scheduler's units (None: it has no such unit)."""
+
+    service: dict[str, str]
+    timer: dict[str, str] | None
+    start_timer: dict[str, str] | None
+
+    @property
+    def timers(self) -> list[dict[str, str]]:
+        return [props for props in (self.timer, self.start_timer) if props is not None]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UnitLocation:
+    """Where a scheduler's unit files are: ``persistent`` (/etc) or ``runtime`` (/run)."""
+
+    scheduler_id: str
+    service_path: str | None
+    timer_path: str | None
+    kind: str  # "persistent", "runtime", "other" or "missing"
+    start_timer_path: str | None = None
+
+
+def location_kind(path: str | None) -> str:
+    if not path:
+        return "missing"
+    if path.startswith("/etc/"):
+        return "persistent"
+    if path.startswith("/run/"):
+        return "runtime"
+    return "other"
+
+
+@dataclass(slots=True)
+class _Run:
+    """What the journal tells about one invocation (a run)."""
+
+    run_id: str
+    started_at: datetime | None = None
+    first_seen: datetime | None = None
+    trigger: str | None = None
+    ended_at: datetime | None = None
+    outcome: Outcome | None = None
+    error: str | None = None
+    exit_code: int | None = None
+    exit_status: int | None = None
+    unit_result: str | None = None
+    succeeded: bool = False
+
+
+class SystemdBackend:
+    """Implements ``backend.Backend`` over systemd; see the module docstring."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        *,
+        store: SqliteStore,
+        layout: UnitLayout,
+        systemd: Systemd | None = None,
+        clock: Clock | None = None,
+        app_spec: str | None = None,
+        action_python: str | None = None,
+        action_cwd: str | None = None,
+        action_sys_path: Sequence[str] = (),
+    ) -> None:
+        self._registry = registry
+        self._store = store
+        self._layout = layout
+        self._systemd = systemd or Systemd()
+        self._clock = clock or SystemClock()
+        self._app_spec = app_spec
+        self._action_python = action_python
+        self._action_cwd = action_cwd
+        self._action_sys_path = tuple(action_sys_path)
+        self._lock = threading.RLock()
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _units(self, scheduler_id: str) -> _Units:
+        options = self._registry.get(scheduler_id)
+        return _Units(
+            options=options,
+            service=self._layout.service_name(options),
+            timer=self._layout.timer_name(options),
+            start_timer=self._layout.start_timer_name(options),
+        )
+
+    def _settings(self, options: Options) -> Settings:
+        return options.defaults.with_overrides(self._store.overrides(options.id))
+
+    def _show(self, targets: Sequence[_Units]) -> list[_Shown]:
+        names: list[str] = []
+        for unit in targets:
+            names += [unit.service, *unit.timers]
+        properties = sorted(set(SERVICE_PROPERTIES) | set(TIMER_PROPERTIES))
+        shown = iter(self._systemd.show(names, properties))
+        return [
+            _Shown(
+                service=next(shown),
+                timer=next(shown) if unit.timer is not None else None,
+                start_timer=next(shown) if unit.start_timer is not None else None,
+            )
+            for unit in targets
+        ]
+
+    def _realtime_from_monotonic(self, usec: int) -> datetime:
+        now_wall, now_mono = self._clock.now(), self._clock.monotonic()
+        return now_wall - timedelta(seconds=now_mono - usec / 1_000_000)
+
+    def _next_elapse(self, timers: Iterable[Mapping[str, str]]) -> datetime | None:
+        """The earliest next elapse of the waiting ``timers``."""
+        candidates: list[datetime] = []
+        for timer in timers:
+            if timer.get("ActiveState") != "active" or timer.get("SubState") != "waiting":
+                continue
+            realtime = parse_timestamp(timer.get("NextElapseUSecRealtime"))
+            if realtime is not None:
+                candidates.append(realtime)
+            monotonic = parse_timespan_usec(timer.get("NextElapseUSecMonotonic"))
+            if monotonic:
+                candidates.append(self._realtime_from_monotonic(monotonic))
+        return min(candidates, default=None)
+
+    def _stopped_manual(self, scheduler_id: str) -> bool:
+        return self._store.get_meta(STOPPED_META + scheduler_id) == "1"
+
+    def _status(self, unit: _Units, shown: _Shown) -> SchedulerStatus:
+        options = unit.options
+        settings = self._settings(options)
+        service = shown.service
+        running = service.get("ActiveState") in RUNNING_STATES
+        last_error: str | None = None
+        if running:
+            state = State.RUNNING
+        elif settings.disabled:
+            state = State.DISABLED
+        elif unit.timer is None:
+            state = State.STOPPED if self._stopped_manual(options.id) else State.PAUSED
+        elif shown.timer is None or shown.timer.get("LoadState") != "loaded":
+            state = State.STOPPED
+        elif any(_armed(timer) for timer in shown.timers):
+            state = State.PAUSED
+        else:
+            state = State.STOPPED
+        if service.get("LoadState") != "loaded":
+            last_error = f"unit {unit.service} is not installed ({service.get('LoadState')})"
+        started = parse_timestamp(service.get("ExecMainStartTimestamp"))
+        exited = parse_timestamp(service.get("ExecMainExitTimestamp"))
+        outcome: Outcome | None = None
+        completed: datetime | None = None
+        if exited is not None and not running:
+            completed = exited
+            outcome, _, _ = outcome_of_exit(
+                result=service.get("Result", ""),
+                code=_int(service.get("ExecMainCode")),
+                status=_int(service.get("ExecMainStatus")),
+                command_runner=isinstance(options.runner, Command),
+            )
+            if outcome is not Outcome.SUCCEEDED and last_error is None:
+                last_error = self._run_error(options, service)
+        elif running:
+            previous = self._last_finished(unit, service)
+            if previous is not None:
+                completed, outcome = previous.ended_at, previous.outcome
+                last_error = last_error or previous.error
+        return SchedulerStatus(
+            id=options.id,
+            name=options.name,
+            description=options.description,
+            kind=options.kind,
+            state=state,
+            settings=settings,
+            defaults=options.defaults,
+            current_run_id=(service.get("InvocationID") or None) if running else None,
+            last_started_at=started,
+            last_completed_at=completed,
+            next_planned_at=None if running else self._next_elapse(shown.timers),
+            last_outcome=outcome,
+            last_error=last_error,
+            last_actor=self._store.last_actor(options.id),
+            actions=tuple((a.id, a.title) for a in options.actions),
+        )
+
+    def _last_finished(self, unit: _Units, service: Mapping[str, str]) -> RunRecord | None:
+        """The newest finished run, from the journal (systemd forgets it while one runs)."""
+        fetch = 16
+        entries = self._systemd.journal("-n", str(fetch), *self._run_matches(unit))
+        runs = self._assemble(unit, entries, service, complete=len(entries) < fetch)
+        return next((run for run in runs if run.outcome is not None), None)
+
+    def _run_error(self, options: Options, service: Mapping[str, str]) -> str | None:
+        """The error of the service's last run: our ``run_end`` event, else its exit."""
+        invocation = service.get("InvocationID")
+        if invocation:
+            ends = self._systemd.journal(
+                f"SCHEDULER_ID={options.id}",
+                f"RUN_ID={invocation}",
+                f"SUPERVISOR_EVENT={journal.EVENT_RUN_END}",
+                "-n",
+                "1",
+            )
+            for entry in ends:
+                error = entry.get("SUPERVISOR_ERROR")
+                if error:
+                    return error
+        code, status = _int(service.get("ExecMainCode")), _int(service.get("ExecMainStatus"))
+        result = service.get("Result", "")
+        if result == "timeout":
+            return "timed out (systemd's TimeoutStartSec)"
+        if code in (_CLD_EXITED, _CLD_KILLED, _CLD_DUMPED):
+            text = describe_exit(code, status)
+            return text[0].upper() + text[1:]
+        return f"systemd result: {result}" if result else None
+
+    # -- Backend: reading -------------------------------------------------------------------
+
+    def statuses(self) -> list[SchedulerStatus]:
+        units = [self._units(options.id) for options in self._registry]
+        return [
+            self._status(unit, shown) for unit, shown in zip(units, self._show(units), strict=True)
+        ]
+
+    def status(self, scheduler_id: str) -> SchedulerStatus:
+        unit = self._units(scheduler_id)
+        (shown,) = self._show([unit])
+        return self._status(unit, shown)
+
+    def location(self, scheduler_id: str) -> UnitLocation:
+        """Where the unit files in use live (units in /etc win over /run)."""
+        unit = self._units(scheduler_id)
+        (shown,) = self._show([unit])
+        service_path = shown.service.get("FragmentPath") or None
+        timer_path = None if shown.timer is None else shown.timer.get("FragmentPath") or None
+        start_path = (
+            None if shown.start_timer is None else shown.start_timer.get("FragmentPath") or None
+        )
+        kinds = {location_kind(service_path)}
+        if unit.timer is not None:
+            kinds.add(location_kind(timer_path))
+        if unit.start_timer is not None:
+            kinds.add(location_kind(start_path))
+        kind = kinds.pop() if len(kinds) == 1 else "mixed"
+        return UnitLocation(
+            scheduler_id=scheduler_id,
+            service_path=service_path,
+            timer_path=timer_path,
+            kind=kind,
+            start_timer_path=start_path,
+        )
+
+    def overrides(self, scheduler_id: str) -> dict[str, Any]:
+        self._registry.get(scheduler_id)
+        return self._store.overrides(scheduler_id)
+
+    def logs(
+        self,
+        scheduler_id: str,
+        *,
+        run_id: str | None = None,
+        min_level: Level | None = None,
+        after: int | None = None,
+        before: int | None = None,
+        limit: int = 200,
+    ) -> list[tuple[int, LogRecord]]:
+        unit = self._units(scheduler_id)
+        if limit <= 0:
+            return []
+        args = journal.journalctl_matches(
+            scheduler_id=scheduler_id, service=unit.service, run_id=run_id
+        )
+        if min_level is not None:
+            args = ["-p", f"0..{journal.PRIORITIES[min_level]}", *args]
+        if after is not None:
+            args = [f"--since=@{after / 1_000_000:.6f}", *args]
+            entries = self._systemd.journal(*args)
+            found = [(c, r) for c, r in self._records(entries) if c > after]
+            return found[:limit]
+        if before is not None:
+            args = [f"--until=@{before / 1_000_000:.6f}", *args]
+        fetch = limit * 2 + 20
+        while True:
+            entries = self._systemd.journal("-n", str(fetch), *args)
+            found = [(c, r) for c, r in self._records(entries) if before is None or c < before]
+            if len(found) >= limit or len(entries) < fetch:
+                return found[-limit:]
+            fetch *= 4
+
+    def _records(self, entries: Iterable[journal.Entry]) -> list[tuple[int, LogRecord]]:
+        out: list[tuple[int, LogRecord]] = []
+        for entry in entries:
+            if journal.is_systemd_message(entry):
+                try:
+                    if int(entry.get("PRIORITY", "6")) > SYSTEMD_LOG_PRIORITY:
+                        continue
+                except ValueError:
+                    continue
+            record = journal.to_log_record(entry)
+            if record is not None:
+                out.append((journal.cursor_of(entry), record))
+        out.sort(key=lambda item: item[0])
+        return out
+
+    def runs(self, scheduler_id: str, *, limit: int = 50) -> list[RunRecord]:
+        unit = self._units(scheduler_id)
+        if limit <= 0:
+            return []
+        fetch = limit * 6 + 10
+        entries = self._systemd.journal("-n", str(fetch), *self._run_matches(unit))
+        service = self._show([unit])[0].service
+        runs = self._assemble(unit, entries, service, complete=len(entries) < fetch)
+        return runs[:limit]
+
+    def run(self, run_id: str) -> RunRecord:
+        if not _RUN_ID.fullmatch(run_id):
+            raise UnknownRun(f"no run with id {run_id!r}")
+        entries = self._systemd.journal(
+            f"RUN_ID={run_id}", "+", f"INVOCATION_ID={run_id}", "_PID=1"
+        )
+        for entry in entries:
+            scheduler_id = entry.get("SCHEDULER_ID")
+            if scheduler_id is None:
+                scheduler_id = self._scheduler_of_unit(entry.get("UNIT", ""))
+            if scheduler_id is not None and scheduler_id in self._registry:
+                unit = self._units(scheduler_id)
+                service = self._show([unit])[0].service
+                relevant = [e for e in entries if journal.run_id_of(e) == run_id]
+                for found in self._assemble(unit, relevant, service, complete=True):
+                    if found.run_id == run_id:
+                        return found
+        raise UnknownRun(f"no run with id {run_id!r}")
+
+    def _scheduler_of_unit(self, unit_name: str) -> str | None:
+        for options in self._registry:
+            if self._layout.service_name(options) == unit_name:
+                return options.id
+        return None
+
+    def _run_matches(self, unit: _Units) -> list[str]:
+        ours = [
+            f"SCHEDULER_ID={unit.options.id}",
+            f"SUPERVISOR_EVENT={journal.EVENT_RUN_START}",
+            f"SUPERVISOR_EVENT={journal.EVENT_RUN_END}",
+        ]
+        systemd = [f"UNIT={unit.service}", "_PID=1", *(f"MESSAGE_ID={m}" for m in RUN_MESSAGES)]
+        return [*ours, "+", *systemd]
+
+    def _manual_runs(self, scheduler_id: str) -> dict[str, str]:
+        """Run ID → who pressed Execute Now, from the audit trail."""
+        out: dict[str, str] = {}
+        for _, entry in self._store.audit(scheduler_id=scheduler_id, limit=1000):
+            if entry.action == "execute" and entry.detail:
+                match = _EXECUTE_RUN.fullmatch(entry.detail)
+                if match:
+                    out.setdefault(match.group(1), entry.actor)
+        return out
+
+    def _assemble(
+        self,
+        unit: _Units,
+        entries: Sequence[journal.Entry],
+        service: Mapping[str, str],
+        *,
+        complete: bool,
+    ) -> list[RunRecord]:
+        runs: dict[str, _Run] = {}
+        order: list[str] = []
+        for entry in entries:
+            run_id = journal.run_id_of(entry)
+            if not run_id:
+                continue
+            run = runs.get(run_id)
+            if run is None:
+                run = runs[run_id] = _Run(run_id=run_id)
+                order.append(run_id)
+            _absorb(run, entry)
+        if not complete and order:
+            del runs[order.pop(0)]  # the oldest may be cut off by the line limit
+        manual = self._manual_runs(unit.options.id)
+        current = (
+            service.get("InvocationID") if service.get("ActiveState") in RUNNING_STATES else None
+        )
+        command_runner = isinstance(unit.options.runner, Command)
+        records = [
+            self._run_record(unit, run, manual, current, command_runner)
+            for run in runs.values()
+            if run.started_at is not None or run.first_seen is not None
+        ]
+        records.sort(key=lambda r: r.started_at, reverse=True)
+        return records
+
+    def _run_record(
+        self,
+        unit: _Units,
+        run: _Run,
+        manual: Mapping[str, str],
+        current: str | None,
+        command_runner: bool,
+    ) -> RunRecord:
+        started = run.started_at or run.first_seen
+        assert started is not None
+        actor = manual.get(run.run_id)
+        if actor is not None:
+            trigger, triggered_by = Trigger.MANUAL, actor
+        else:
+            trigger, triggered_by = _trigger(run.trigger, unit.options.kind), None
+        exit_code: int | None = None
+        signum: int | None = None
+        exit_outcome: Outcome | None = None
+        if run.exit_code is not None and run.exit_status is not None:
+            exit_outcome, exit_code, signum = outcome_of_exit(
+                result=run.unit_result or "",
+                code=run.exit_code,
+                status=run.exit_status,
+                command_runner=command_runner,
+            )
+        outcome: Outcome | None
+        error = run.error
+        ended = run.ended_at
+        if run.run_id == current:
+            outcome, ended, error = None, None, None
+        elif run.unit_result == "timeout":
+            outcome = Outcome.TIMED_OUT
+            error = error if run.outcome is Outcome.TIMED_OUT else None
+            error = error or "timed out (systemd's TimeoutStartSec)"
+        elif run.outcome is not None:  # what ``supervisor exec`` reported
+            outcome = run.outcome
+        elif exit_outcome is not None:
+            outcome = exit_outcome
+            if outcome is not Outcome.SUCCEEDED:
+                assert run.exit_code is not None and run.exit_status is not None
+                error = error or _capitalized(describe_exit(run.exit_code, run.exit_status))
+        elif run.succeeded:
+            outcome = Outcome.SUCCEEDED
+        elif run.unit_result:
+            outcome, error = Outcome.CRASHED, error or f"systemd result: {run.unit_result}"
+        else:
+            outcome = Outcome.INTERRUPTED
+            error = error or "no end of this run was recorded (systemd or the host went down?)"
+        if outcome is Outcome.SUCCEEDED and exit_code is None:
+            exit_code = 0
+        return RunRecord(
+            run_id=run.run_id,
+            scheduler_id=unit.options.id,
+            trigger=trigger,
+            triggered_by=triggered_by,
+            started_at=started,
+            ended_at=ended,
+            outcome=outcome,
+            exit_code=exit_code,
+            signal=signum,
+            error=error,
+        )
+
+    # -- Backend: controls ------------------------------------------------------------------
+
+    def start(self, scheduler_id: str, *, actor: str) -> None:
+        unit = self._units(scheduler_id)
+        with self._lock:
+            if unit.timer is None:
+                self._store.set_meta(STOPPED_META + scheduler_id, "")
+                return
+            if self._settings(unit.options).disabled:
+                return
+            (shown,) = self._show([unit])
+            for name, props in zip(unit.timers, shown.timers, strict=True):
+                _require_loaded(name, props)
+            if any(_armed(props) for props in shown.timers):
+                return  # started already (a timer waits, or its run is on)
+            self._start_timers(unit, shown)
+
+    def _start_timers(self, unit: _Units, shown: _Shown) -> None:
+        """Start a scheduler whose timers are not waiting: it runs ``start_delay`` later.
+
+        The timer (SCHEDULE: the start timer) is restarted if it has elapsed. SCHEDULE's
+        repeat timer is started first, so it is active when the first run ends (only then
+        does it arm); restarting it would not matter, starting is enough.
+        """
+        assert unit.timer is not None and shown.timer is not None
+        if unit.start_timer is None:
+            first, props = unit.timer, shown.timer
+        else:
+            assert shown.start_timer is not None
+            if shown.timer.get("ActiveState") != "active":
+                self._systemd.systemctl("start", unit.timer)
+            first, props = unit.start_timer, shown.start_timer
+        verb = "restart" if props.get("ActiveState") == "active" else "start"
+        self._systemd.systemctl(verb, first)
+
+    def stop(self, scheduler_id: str, *, actor: str) -> None:
+        unit = self._units(scheduler_id)
+        with self._lock:
+            if unit.timer is None:
+                self._store.set_meta(STOPPED_META + scheduler_id, "1")
+                self._systemd.systemctl("stop", unit.service)
+            else:
+                self._systemd.systemctl("stop", *unit.timers, unit.service)
+
+    def execute(self, scheduler_id: str, *, actor: str) -> str:
+        unit = self._units(scheduler_id)
+        with self._lock:
+            service = self._show([unit])[0].service
+            _require_loaded(unit.service, service)
+            before = service.get("InvocationID", "")
+            if service.get("ActiveState") in RUNNING_STATES:
+                raise AlreadyRunning(scheduler_id, before or "unknown")
+            self._systemd.systemctl("start", "--no-block", unit.service)
+            deadline = time.monotonic() + EXECUTE_WAIT_SECONDS
+            while True:
+                (shown,) = self._systemd.show([unit.service], ("InvocationID", "ActiveState"))
+                invocation = shown.get("InvocationID", "")
+                if invocation and invocation != before:
+                    return invocation
+                if time.monotonic() >= deadline:
+                    raise BackendError(
+                        f"{unit.service} did not start within {EXECUTE_WAIT_SECONDS:g}s"
+                    )
+                time.sleep(0.02)  # polling systemd for the new invocation
+
+    # -- Backend: settings ------------------------------------------------------------------
+
+    def update_settings(self, scheduler_id: str, overrides: Mapping[str, Any]) -> Settings:
+        unit = self._units(scheduler_id)
+        settings = unit.options.defaults.with_overrides(overrides)
+        check_settings_for_kind(unit.options.kind, settings)
+        dropins = self._layout.settings_dropins(unit.options, settings)
+        with self._lock:
+            self._apply(unit, settings, dropins, previous=self._settings(unit.options))
+            self._store.set_overrides(scheduler_id, dict(overrides))
+        return settings
+
+    def reset_settings(self, scheduler_id: str) -> Settings:
+        unit = self._units(scheduler_id)
+        with self._lock:
+            previous = self._settings(unit.options)
+            self._apply(unit, unit.options.defaults, [], previous=previous)
+            self._store.delete_overrides(scheduler_id)
+        return unit.options.defaults
+
+    def _dropin_dirs(self, unit: _Units) -> dict[str, Path]:
+        """Each unit's ``<unit>.d`` directory next to the unit file in use."""
+        names = [unit.service, *unit.timers]
+        shown = self._systemd.show(names, ("Id", "LoadState", "FragmentPath"))
+        out: dict[str, Path] = {}
+        for name, props in zip(names, shown, strict=True):
+            _require_loaded(name, props)
+            fragment = props.get("FragmentPath")
+            if not fragment:
+                raise BackendError(f"systemd does not say where {name} lives")
+            out[name] = Path(fragment).parent / f"{name}.d"
+        return out
+
+    def _apply(
+        self, unit: _Units, settings: Settings, dropins: Sequence[DropIn], *, previous: Settings
+    ) -> None:
+        """Replace the unit's settings drop-ins by ``dropins``; reload; apply to the timer."""
+        directories = self._dropin_dirs(unit)
+        ours = self._layout.settings_dropins(unit.options, unit.options.defaults)
+        names = {(d.unit, d.name) for d in [*ours, *dropins]}
+        wanted = {(d.unit, d.name): d.text for d in dropins}
+        saved: dict[Path, str | None] = {}
+        try:
+            for unit_name, file_name in sorted(names):
+                if unit_name not in directories:
+                    raise BackendError(f"a drop-in for {unit_name}, not one of {unit.service}'s")
+                path = directories[unit_name] / file_name
+                saved[path] = _read_or_none(path)
+                text = wanted.get((unit_name, file_name))
+                if text is None:
+                    _remove(path)
+                else:
+                    write_atomic(path, text)
+            self._systemd.daemon_reload()
+            self._follow_settings(unit, settings, previous)
+        except BaseException:
+            for path, old in saved.items():
+                with contextlib.suppress(OSError):
+                    if old is None:
+                        _remove(path)
+                    else:
+                        write_atomic(path, old)
+            with contextlib.suppress(BackendError):
+                self._systemd.daemon_reload()
+            raise
+
+    def _follow_settings(self, unit: _Units, settings: Settings, previous: Settings) -> None:
+        """After a reload: disabling disables and stops the timers, enabling enables and
+        starts them again (a start: the first run ``start_delay`` later), and a waiting
+        timer restarts so the new triggers apply at once, except SCHEDULE's repeat timer,
+        which the reload has re-planned already (see the module docstring)."""
+        if unit.timer is None:
+            return
+        (shown,) = self._show([unit])
+        assert shown.timer is not None
+        timer = shown.timer
+        file_state = timer.get("UnitFileState", "")
+        runtime = file_state == "enabled-runtime" or (
+            location_kind(timer.get("FragmentPath")) == "runtime"
+        )
+        scope = ["--runtime"] if runtime else []
+        pairs = list(zip(unit.timers, shown.timers, strict=True))
+        if settings.disabled:
+            enabled = [n for n, p in pairs if p.get("UnitFileState") in _ENABLED_STATES]
+            if enabled:
+                self._systemd.systemctl("disable", *scope, *enabled)
+            active = [n for n, p in pairs if p.get("ActiveState") != "inactive"]
+            if active:
+                self._systemd.systemctl("stop", *active)
+        elif previous.disabled:
+            disabled = [n for n, p in pairs if p.get("UnitFileState") == "disabled"]
+            if disabled:
+                self._systemd.systemctl("enable", *scope, *disabled)
+            if unit.start_timer is None:
+                self._systemd.systemctl("restart", unit.timer)
+            else:
+                self._start_timers(unit, shown)
+        elif unit.start_timer is None:
+            if _waiting(timer):
+                self._systemd.systemctl("restart", unit.timer)
+        elif shown.start_timer is not None and _waiting(shown.start_timer):
+            self._systemd.systemctl("restart", unit.start_timer)
+
+    # -- custom actions ---------------------------------------------------------------------
+
+    def run_action(self, scheduler_id: str, action_id: str, *, actor: str) -> str:
+        options = self._registry.get(scheduler_id)
+        if options.action(action_id) is None:
+            raise UnknownAction(f"scheduler {scheduler_id!r} has no action {action_id!r}")
+        if self._app_spec is None:
+            raise BackendError("custom actions need the app's MODULE:ATTR")
+        from supervisor.runs.launcher import FreshInterpreterLauncher, Job
+
+        launcher = FreshInterpreterLauncher(
+            self._app_spec,
+            python=self._action_python,
+            cwd=self._action_cwd,
+            sys_path=self._action_sys_path,
+        )
+        launcher.start()
+        try:
+            job = Job(
+                scheduler_id=scheduler_id,
+                run_id=f"action-{uuid.uuid4().hex[:12]}",
+                trigger=Trigger.MANUAL.value,
+                deadline=self._clock.now() + ACTION_TIMEOUT,
+                action_id=action_id,
+            )
+            exit_ = launcher.spawn(job).supervise(
+                sink=lambda records: None,
+                timeout=ACTION_TIMEOUT.total_seconds(),
+                cancel=threading.Event(),
+            )
+        finally:
+            launcher.close()
+        if exit_.outcome is not Outcome.SUCCEEDED:
+            raise ActionFailed(exit_.error or f"the action ended {exit_.outcome.value}")
+        return exit_.result or ""
+
+
+# -- small helpers --------------------------------------------------------------------------
+
+
+def _int(text: str | None) -> int:
+    try:
+        return int(text or 0)
+    except ValueError:
+        return 0
+
+
+def _capitalized(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def _trigger(value: str | None, kind: Kind) -> Trigger:
+    if value is not None:
+        with contextlib.suppress(ValueError):
+            return Trigger(value)
+    return default_trigger(kind)
+
+
+def _waiting(timer: Mapping[str, str]) -> bool:
+    """A timer armed for its next elapse."""
+    return timer.get("ActiveState") == "active" and timer.get("SubState") == "waiting"
+
+
+def _armed(timer: Mapping[str, str]) -> bool:
+    """Waiting, or running: its service just started or ended, and it re-arms."""
+    return timer.get("ActiveState") == "active" and timer.get("SubState") in (
+        "waiting",
+        "running",
+    )
+
+
+def _require_loaded(name: str, props: Mapping[str, str]) -> None:
+    state = props.get("LoadState")
+    if state != "loaded":
+        raise BackendError(
+            f"unit {name} is {state or 'unknown'} (install the units with "
+            "`supervisor install-units`)"
+        )
+
+
+def _absorb(run: _Run, entry: journal.Entry) -> None:
+    """Fold one journal entry into what is known about its run."""
+    moment = journal.time_of(entry)
+    if run.first_seen is None or moment < run.first_seen:
+        run.first_seen = moment
+    event = entry.get("SUPERVISOR_EVENT")
+    if event == journal.EVENT_RUN_START:
+        run.started_at = moment if run.started_at is None else min(run.started_at, moment)
+        run.trigger = entry.get("SUPERVISOR_TRIGGER") or run.trigger
+        return
+    if event == journal.EVENT_RUN_END:
+        with contextlib.suppress(ValueError):
+            run.outcome = Outcome(entry.get("SUPERVISOR_OUTCOME", ""))
+        run.error = entry.get("SUPERVISOR_ERROR") or run.error
+        run.ended_at = moment if run.ended_at is None else max(run.ended_at, moment)
+        return
+    message_id = entry.get("MESSAGE_ID")
+    if message_id == MESSAGE_JOB_START and run.started_at is None:
+        run.started_at = moment
+    elif message_id == MESSAGE_PROCESS_EXIT:
+        how = entry.get("EXIT_CODE")
+        codes = {"exited": _CLD_EXITED, "killed": _CLD_KILLED, "dumped": _CLD_DUMPED}
+        if how in codes:
+            run.exit_code = codes[how]
+            run.exit_status = _int(entry.get("EXIT_STATUS"))
+    elif message_id == MESSAGE_UNIT_FAILURE:
+        run.unit_result = entry.get("UNIT_RESULT") or "failed"
+        run.ended_at = moment if run.ended_at is None else max(run.ended_at, moment)
+    elif message_id == MESSAGE_UNIT_SUCCESS:
+        run.succeeded = True
+        run.ended_at = moment if run.ended_at is None else max(run.ended_at, moment)
+
+
+def _read_or_none(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        return None
+
+
+def _remove(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    with contextlib.suppress(OSError):
+        path.parent.rmdir()  # only when empty
+
+
+def write_atomic(path: Path, text: str, *, mode: int = 0o644) -> None:
+    """Replace ``path`` with ``text`` so that readers see the old file or the new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.write_text(text)
+    os.chmod(temporary, mode)
+    os.replace(temporary, path)

@@ -1,0 +1,454 @@
+"""systemd units for schedulers: rendered from the jinja2 templates, returned as values.
+
+Pure: nothing here touches the disk or systemd (``install-units`` writes what
+``render_units`` returns). Per scheduler a ``<prefix>-<id>.service`` (``Type=oneshot``,
+running one execution with ``<python> -m supervisor exec --app <app_spec> <id>``) and,
+except for MANUAL, a ``<prefix>-<id>.timer``:
+
+- SCHEDULE: two timers. ``<prefix>-<id>-start.timer`` (``OnActiveSec=`` start delay,
+  fires once per start of the timer, then stays ``elapsed``) and ``<prefix>-<id>.timer``
+  (``OnUnitInactiveSec=`` pause only: the pause runs from the end of each run, as in the
+  manager). ``OnActiveSec=0`` fires at once (checked). The start timer wants and is
+  ordered after the repeat timer, so starting it alone starts the scheduler properly.
+  Why two: measured on systemd 252 (issue 31914), a timer that is *waiting* gets its
+  ``OnActiveSec=`` re-armed by every ``daemon-reload`` (and ``daemon-reexec``): with both
+  triggers on one timer, which waits for its pause all the time, every reload (ours, a
+  package's) ran the scheduler once more, ``start_delay`` later. An elapsed
+  ``OnActiveSec=``-only timer is left alone by a reload, and an ``OnUnitInactiveSec=``
+  timer keeps its next elapse (last end + pause) across reloads. A reload while the start
+  timer still waits re-arms it from the reload: the first run comes later, never twice.
+  A repeat timer started after the service last ran does not fire for that old run (it
+  stays ``elapsed`` until a run ends while it is active), so a start runs the scheduler
+  ``start_delay`` after it and not at once.
+- CRON: one ``OnCalendar=`` line per ``supervisor.systemd.oncalendar`` line, ``Persistent=true``.
+- ONE_SHOT: ``OnActiveSec=`` start delay (``OnBootSec=`` would fire at once when the
+  timer starts long after boot).
+
+``AccuracySec=1ms``: measured on systemd 252 with a 3 s pause, 1 s accuracy gave 4.0 s
+between runs, 100 ms gave 3.02-3.12 s, 1 ms 3.01 s; the default (1 min) delayed a 1 s
+start delay to 32 s.
+
+Values go through the filters below, per systemd.syntax(7): words that are not plainly
+safe are double-quoted with C escapes, ``%`` is doubled everywhere (specifiers) and ``$``
+doubled in ``ExecStart=`` arguments (variable expansion; not in the executable, which
+may hold no quotes or backslashes at all). Unit names: every scheduler ID is a valid
+unit name as it is, except that an ID ending in ``-`` gets it escaped as ``\\x2d``:
+systemd applies the drop-ins of ``a-.timer.d/`` to every ``a-*.timer`` (prefix drop-ins),
+so a settings drop-in for ``a-`` would change ``a-b`` too. The start timer of ``x`` has
+the name the timer of an ID ``x-start`` would have: ``render_units`` refuses an app with
+both (a ``DefinitionError`` naming them). (A name outside the IDs' alphabet would avoid
+that, but ``:`` makes ``systemd-analyze verify`` fail, and upper case or ``\\x2d`` are
+hard to type.)
+
+Imports jinja2, ``supervisor.core.definitions``, ``supervisor.systemd.oncalendar``,
+``supervisor.core.errors`` and the standard library.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.resources
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from importlib.resources.abc import Traversable
+from pathlib import Path
+
+import jinja2
+
+from supervisor.core.definitions import Kind, Options, Settings, check_settings_for_kind
+from supervisor.core.errors import DefinitionError
+from supervisor.systemd.oncalendar import dst_differences, to_oncalendar
+
+ACCURACY = timedelta(milliseconds=1)
+DEFAULT_STOP_TIMEOUT = timedelta(seconds=15)
+SETTINGS_DROPIN_NAME = "50-sched-supervisor-settings.conf"
+START_TIMER_SUFFIX = "-start.timer"
+MAX_PREFIX_LENGTH = 100  # + "-" + 128-character ID + ".service" stays under systemd's 255
+_PREFIX = re.compile(r"[a-z0-9](?:[a-z0-9._-]*[a-z0-9._])?")
+_USER = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}|[0-9]{1,10}")
+_SAFE_WORD = re.compile(r"[A-Za-z0-9_@+=:,./-]+")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_C_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\t": "\\t", "\r": "\\r"}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UnitFile:
+    """One rendered unit: its file name (e.g. ``sched-demo-x.timer``) and its text."""
+
+    name: str
+    text: str
+
+
+# --- names ----------------------------------------------------------------------------
+
+
+def default_prefix(app_name: str) -> str:
+    """The unit-name prefix for an application: ``sched-`` and the name made safe."""
+    slug = re.sub(r"[^a-z0-9._]+", "-", app_name.lower()).strip("-._")
+    return check_prefix(f"sched-{slug[: MAX_PREFIX_LENGTH - 6] or 'app'}".rstrip("-._"))
+
+
+def check_prefix(prefix: str) -> str:
+    """``prefix`` if it can start unit names of any scheduler ID, else ``DefinitionError``."""
+    if not _PREFIX.fullmatch(prefix) or prefix.endswith("-"):
+        raise DefinitionError(
+            "prefix",
+            f"{prefix!r} must be lower-case letters, digits, '.', '_' and '-', "
+            "start with a letter or digit and not end with '-'",
+        )
+    if len(prefix) > MAX_PREFIX_LENGTH:
+        raise DefinitionError("prefix", f"must be at most {MAX_PREFIX_LENGTH} characters")
+    return prefix
+
+
+def unit_names(prefix: str, scheduler_id: str) -> tuple[str, str]:
+    """The (service, timer) unit names of a scheduler (the timer: SCHEDULE's repeat timer)."""
+    stem = _stem(prefix, scheduler_id)
+    return f"{stem}.service", f"{stem}.timer"
+
+
+def start_timer_name(prefix: str, scheduler_id: str) -> str:
+    """The name of a SCHEDULE scheduler's start timer (``OnActiveSec=`` start delay)."""
+    return f"{_stem(prefix, scheduler_id)}{START_TIMER_SUFFIX}"
+
+
+def _stem(prefix: str, scheduler_id: str) -> str:
+    check_prefix(prefix)
+    stem = f"{prefix}-{scheduler_id}"
+    if stem.endswith("-"):
+        stem = stem[:-1] + "\\x2d"
+    return stem
+
+
+# --- filters (systemd.syntax(7)) -------------------------------------------------------
+
+
+def escape_specifiers(text: str) -> str:
+    """``%`` doubled: systemd expands ``%`` specifiers in most settings."""
+    return text.replace("%", "%%")
+
+
+def quote_word(text: str) -> str:
+    """One word of a list setting (``Environment=``, ``ReadWritePaths=``, ...)."""
+    if _SAFE_WORD.fullmatch(text):
+        return escape_specifiers(text)
+    escaped = "".join(
+        _C_ESCAPES.get(char) or (f"\\x{ord(char):02x}" if _CONTROL.match(char) else char)
+        for char in text
+    )
+    return escape_specifiers(f'"{escaped}"')
+
+
+def quote_exec_arg(text: str) -> str:
+    """One argument of ``ExecStart=``: a word with ``$`` doubled as well."""
+    return quote_word(text).replace("$", "$$")
+
+
+def quote_executable(path: str) -> str:
+    """The executable of ``ExecStart=``: quoted and ``%`` doubled, but ``$`` kept (no
+    variable expansion there). systemd refuses quotes and backslashes in it."""
+    if any(char in path for char in "\"'\\") or _CONTROL.search(path):
+        raise DefinitionError(
+            "python", f"{path!r}: systemd refuses quotes, backslashes and control characters"
+        )
+    return quote_word(path)
+
+
+def one_line(text: str) -> str:
+    """A free-text value (``Description=``): whitespace collapsed, ``%`` doubled."""
+    # A trailing backslash would continue the line; the text is informational only.
+    return escape_specifiers(" ".join(text.split()).rstrip("\\"))
+
+
+def comment(text: str) -> str:
+    """Text for a ``#`` comment line: control characters replaced, no continuation."""
+    return _CONTROL.sub(" ", text).rstrip("\\ ")
+
+
+def path_value(path: str) -> str:
+    """A single-path setting taken verbatim (``WorkingDirectory=``): ``%`` doubled."""
+    return escape_specifiers(path)
+
+
+def timespan(value: timedelta | None) -> str:
+    """A systemd time span (``1h 30min``, ``100ms``); None is ``infinity``."""
+    if value is None:
+        return "infinity"
+    micro = value // timedelta(microseconds=1)
+    if micro <= 0:
+        return "0"
+    parts = []
+    for unit, size in (
+        ("d", 86_400_000_000),
+        ("h", 3_600_000_000),
+        ("min", 60_000_000),
+        ("s", 1_000_000),
+        ("ms", 1_000),
+        ("us", 1),
+    ):
+        count, micro = divmod(micro, size)
+        if count:
+            parts.append(f"{count}{unit}")
+    return " ".join(parts)
+
+
+# --- rendering ------------------------------------------------------------------------
+
+
+def _entry(package_dir: str | None) -> list[str]:
+    """The interpreter arguments that start the ``supervisor`` command."""
+    if package_dir is None:
+        return ["-m", "supervisor"]
+    _check_path("package_dir", package_dir)
+    return [
+        "-c",
+        f"import sys; sys.path.insert(0, {package_dir!r}); "
+        "from supervisor.cli.main import main; main(sys.argv[1:], prog_name='supervisor')",
+    ]
+
+
+def render_units(
+    definitions: Iterable[Options],
+    *,
+    app_spec: str,
+    python: str,
+    working_dir: str,
+    prefix: str,
+    state_dir: str,
+    user: str | None,
+    settings: Callable[[str], Settings] | None = None,
+    python_path: Sequence[str] | None = None,
+    stop_timeout: timedelta = DEFAULT_STOP_TIMEOUT,
+    package_dir: str | None = None,
+) -> list[UnitFile]:
+    """The units of every definition, in definition order (service, timer, start timer).
+
+    ``package_dir``: the directory holding the ``supervisor`` package to run, put first
+    on ``sys.path`` by ``python -c`` (a private directory such as the Debian package's,
+    where ``-m supervisor`` would find nothing, or another project's ``supervisor``).
+    Without it the service runs ``python -m supervisor``.
+
+    ``python`` is the interpreter that runs ``-m supervisor exec`` (absolute),
+    ``working_dir`` its working directory and, unless ``python_path`` says otherwise,
+    its ``PYTHONPATH``. ``settings(id)`` gives the effective settings (default: each
+    definition's ``defaults``). ``stop_timeout`` is how long systemd waits after SIGTERM
+    to the exec process before it SIGKILLs the unit's processes (``KillMode=mixed``);
+    keep it above the exec command's own cancel, SIGTERM, SIGKILL escalation.
+    Disabled schedulers get units too; installing decides what to enable.
+    ``DefinitionError`` (field ``id``) if two schedulers would share a unit name.
+    """
+    check_prefix(prefix)
+    quote_executable(python)
+    for name, path in (("python", python), ("working_dir", working_dir), ("state_dir", state_dir)):
+        _check_path(name, path)
+    paths = list(python_path) if python_path is not None else [working_dir]
+    for path in paths:
+        _check_path("python_path", path)
+        if ":" in path:
+            raise DefinitionError("python_path", f"{path!r}: PYTHONPATH cannot hold a ':'")
+    if not app_spec or _CONTROL.search(app_spec):
+        raise DefinitionError("app_spec", f"{app_spec!r} must be a non-empty MODULE:ATTRIBUTE")
+    if user is not None and not _USER.fullmatch(user):
+        raise DefinitionError("user", f"{user!r} is not a valid user name or UID")
+    if stop_timeout <= timedelta(0):
+        raise DefinitionError("stop_timeout", "must be positive")
+    units: list[UnitFile] = []
+    owners: dict[str, str] = {}
+    for options in definitions:
+        effective = settings(options.id) if settings is not None else options.defaults
+        check_settings_for_kind(options.kind, effective)
+        service, timer = unit_names(prefix, options.id)
+        header = comment(
+            f"Scheduler {options.id} of {app_spec}, generated by sched-supervisor "
+            "(generate-units); edits are lost when units are generated again."
+        )
+        common = {"header": header, "description": _description(options)}
+        rendered = [
+            UnitFile(
+                name=service,
+                text=_template("service.j2").render(
+                    **common,
+                    scheduler_id=options.id,
+                    executable=python,
+                    arguments=[*_entry(package_dir), "exec", "--app", app_spec, options.id],
+                    working_dir=working_dir,
+                    python_path=":".join(paths),
+                    state_dir=state_dir,
+                    user=user,
+                    timeout=effective.timeout,
+                    stop_timeout=stop_timeout,
+                ),
+            )
+        ]
+        if options.kind is not Kind.MANUAL:
+            rendered.append(
+                UnitFile(
+                    name=timer,
+                    text=_template("timer.j2").render(
+                        **common,
+                        service=service,
+                        triggers=timer_triggers(options.kind, effective),
+                        accuracy=ACCURACY,
+                    ),
+                )
+            )
+        if options.kind is Kind.SCHEDULE:
+            rendered.append(
+                UnitFile(
+                    name=start_timer_name(prefix, options.id),
+                    text=_template("start-timer.j2").render(
+                        **common,
+                        service=service,
+                        repeat_timer=timer,
+                        triggers=start_timer_triggers(options.kind, effective),
+                        accuracy=ACCURACY,
+                    ),
+                )
+            )
+        for unit in rendered:
+            other = owners.setdefault(unit.name, options.id)
+            if other != options.id:
+                raise DefinitionError(
+                    "id",
+                    f"schedulers {other!r} and {options.id!r} would both have unit "
+                    f"{unit.name} (a SCHEDULE's start timer is named <id>-start.timer)",
+                )
+        units.extend(rendered)
+    return units
+
+
+def timer_triggers(kind: Kind, settings: Settings) -> list[tuple[str, str]]:
+    """The ``[Timer]`` trigger settings (key, value) of the timer of a ``kind`` scheduler
+    (for SCHEDULE its repeat timer; see ``start_timer_triggers``)."""
+    check_settings_for_kind(kind, settings)
+    if kind is Kind.SCHEDULE:
+        return [("OnUnitInactiveSec", timespan(settings.pause_time))]
+    if kind is Kind.ONE_SHOT:
+        return [("OnActiveSec", timespan(settings.start_delay))]
+    if kind is Kind.CRON:
+        assert settings.cron is not None  # checked above
+        lines = to_oncalendar(settings.cron, settings.timezone)
+        return [("OnCalendar", line) for line in lines] + [("Persistent", "true")]
+    raise DefinitionError("kind", f"a {kind.name} scheduler has no timer")
+
+
+def start_timer_triggers(kind: Kind, settings: Settings) -> list[tuple[str, str]]:
+    """The trigger of a SCHEDULE scheduler's start timer: ``OnActiveSec=`` start delay."""
+    check_settings_for_kind(kind, settings)
+    if kind is not Kind.SCHEDULE:
+        raise DefinitionError("kind", f"a {kind.name} scheduler has no start timer")
+    return [("OnActiveSec", timespan(settings.start_delay))]
+
+
+def render_timer_dropin(options: Options, settings: Settings) -> str:
+    """A ``<timer>.d/`` drop-in that replaces every trigger with those of ``settings``.
+
+    It starts with empty ``OnActiveSec=``, ``OnUnitInactiveSec=`` and ``OnCalendar=``
+    (in systemd any of them resets all triggers), then states the new ones. For
+    ``SETTINGS_DROPIN_NAME`` under the timer's drop-in directory; reload after writing
+    it (see ``systemd_backend`` for what else applies it). ``DefinitionError`` for a
+    MANUAL scheduler (no timer). For SCHEDULE this is the repeat timer's (the pause);
+    ``render_start_timer_dropin`` gives the start timer's.
+    """
+    triggers = [(k, v) for k, v in timer_triggers(options.kind, settings) if k != "Persistent"]
+    return _template("timer-dropin.j2").render(header=_dropin_header(options), triggers=triggers)
+
+
+def render_start_timer_dropin(options: Options, settings: Settings) -> str:
+    """The start timer's drop-in (the start delay) of a SCHEDULE scheduler, like
+    ``render_timer_dropin``. ``DefinitionError`` for the other kinds."""
+    triggers = start_timer_triggers(options.kind, settings)
+    return _template("timer-dropin.j2").render(header=_dropin_header(options), triggers=triggers)
+
+
+def render_service_dropin(options: Options, settings: Settings) -> str:
+    """A ``<service>.d/`` drop-in carrying the run timeout of ``settings``."""
+    check_settings_for_kind(options.kind, settings)
+    return _template("service-dropin.j2").render(
+        header=_dropin_header(options), timeout=settings.timeout
+    )
+
+
+def dst_warnings(
+    definitions: Iterable[Options],
+    *,
+    start: datetime,
+    settings: Callable[[str], Settings] | None = None,
+    horizon_days: int = 400,
+) -> list[str]:
+    """One line per CRON scheduler whose timer will not run like the manager across a
+    DST change within ``horizon_days`` after ``start``, naming the next affected date."""
+    warnings = []
+    for options in definitions:
+        if options.kind is not Kind.CRON:
+            continue
+        effective = settings(options.id) if settings is not None else options.defaults
+        if effective.cron is None:
+            continue
+        differences = dst_differences(
+            effective.cron, effective.timezone, start=start, horizon_days=horizon_days
+        )
+        if differences:
+            warnings.append(f"scheduler {options.id}: {differences[0].describe()}")
+    return warnings
+
+
+def _description(options: Options) -> str:
+    description = " ".join(options.description.split())
+    return f"{options.name}: {description}" if description else options.name
+
+
+def _dropin_header(options: Options) -> str:
+    return comment(
+        f"Settings of scheduler {options.id}, written by sched-supervisor; "
+        "remove this file to return to the settings in the code."
+    )
+
+
+def _check_path(name: str, path: str) -> None:
+    if not path.startswith("/"):
+        raise DefinitionError(name, f"{path!r} must be an absolute path")
+    if _CONTROL.search(path) or path != path.strip():
+        raise DefinitionError(name, f"{path!r} must not hold control characters or end in blanks")
+
+
+# --- templates ------------------------------------------------------------------------
+
+
+def _templates_root() -> Traversable:
+    """The ``templates/`` files: package data when installed, else the source tree's."""
+    try:
+        root = importlib.resources.files("supervisor.templates")
+        if root.joinpath("service.j2").is_file():
+            return root
+    except (ModuleNotFoundError, TypeError):
+        pass
+    return Path(__file__).resolve().parents[2] / "templates"
+
+
+@functools.cache
+def _environment() -> jinja2.Environment:
+    root = _templates_root()
+    environment = jinja2.Environment(
+        loader=jinja2.FunctionLoader(lambda name: root.joinpath(name).read_text("utf-8")),
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,  # noqa: S701 - unit files, not HTML
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    environment.filters.update(
+        systemd_word=quote_word,
+        systemd_exec_arg=quote_exec_arg,
+        systemd_executable=quote_executable,
+        systemd_line=one_line,
+        systemd_path=path_value,
+        systemd_timespan=timespan,
+    )
+    return environment
+
+
+def _template(name: str) -> jinja2.Template:
+    return _environment().get_template(name)

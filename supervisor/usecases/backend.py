@@ -1,0 +1,86 @@
+"""The contract every backend (the manager, systemd) fulfils for the use cases.
+
+Backends do the work; they check no permissions and write no audit (the use cases do).
+May import ``definitions``, ``records`` and ``errors``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from supervisor.core.definitions import Settings
+from supervisor.core.records import Level, LogRecord, RunRecord, SchedulerStatus
+
+
+class Backend(Protocol):
+    """Runs and controls schedulers.
+
+    Every method taking a ``scheduler_id`` raises ``UnknownScheduler`` for an unknown ID
+    and ``BackendError`` when the underlying system fails.
+    """
+
+    def statuses(self) -> list[SchedulerStatus]:
+        """Every scheduler, in definition order."""
+        ...
+
+    def status(self, scheduler_id: str) -> SchedulerStatus: ...
+
+    def start(self, scheduler_id: str, *, actor: str) -> None:
+        """Make a stopped scheduler plan runs again (re-applying its start delay)."""
+        ...
+
+    def stop(self, scheduler_id: str, *, actor: str) -> None:
+        """Cancel the current run, if any, and plan nothing more until started."""
+        ...
+
+    def execute(self, scheduler_id: str, *, actor: str) -> str:
+        """Start a run now and return its run ID; ``AlreadyRunning`` if one is in progress."""
+        ...
+
+    def overrides(self, scheduler_id: str) -> dict[str, Any]:
+        """The stored setting overrides (only fields that differ from the code defaults)."""
+        ...
+
+    def update_settings(self, scheduler_id: str, overrides: Mapping[str, Any]) -> Settings:
+        """Store ``overrides`` (replacing all earlier ones), re-plan at once, return the result.
+
+        Raises ``DefinitionError`` naming the field; nothing is applied then.
+        """
+        ...
+
+    def reset_settings(self, scheduler_id: str) -> Settings:
+        """Delete the overrides, re-plan, and return the code defaults."""
+        ...
+
+    def runs(self, scheduler_id: str, *, limit: int = 50) -> list[RunRecord]:
+        """Newest first."""
+        ...
+
+    def run(self, run_id: str) -> RunRecord:
+        """One run; ``UnknownRun`` if there is none with that ID."""
+        ...
+
+    def logs(
+        self,
+        scheduler_id: str,
+        *,
+        run_id: str | None = None,
+        min_level: Level | None = None,
+        after: int | None = None,
+        before: int | None = None,
+        limit: int = 200,
+    ) -> list[tuple[int, LogRecord]]:
+        """Records as (cursor, record) in time order.
+
+        ``after``/``before`` are cursors from earlier answers: with ``before`` (or neither)
+        the newest ``limit`` records before it; with ``after`` the oldest ``limit`` after it.
+        """
+        ...
+
+    def run_action(self, scheduler_id: str, action_id: str, *, actor: str) -> str:
+        """Run a custom action (in a child process) and return its result as text.
+
+        Raises ``UnknownAction``, or ``ActionFailed`` carrying the action's error.
+        """
+        ...
