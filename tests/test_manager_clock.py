@@ -92,8 +92,7 @@ def rig(tmp_path: Path) -> Iterator[tuple[Manager, FakeClock, InstantLauncher, S
 
 def poke(manager: Manager) -> None:
     """Make the planner look at the clock now (it would on its own at its next timeout)."""
-    with manager._lock:
-        manager._wake.notify_all()
+    manager.wake()
 
 
 def runs_of(launcher: InstantLauncher, scheduler_id: str) -> list[Job]:
