@@ -46,17 +46,20 @@ CANCELLED_BEFORE_START = {
 
 
 class SchedulerState(enum.Enum):
-    """Where one scheduler is in its life; the public ``State`` is derived from it."""
+    """What a scheduler does apart from its current run; the public ``State`` derives
+    from it and the run's phase."""
 
     WAITING = "waiting"  # active: a run is planned, or (MANUAL) none until triggered
-    STARTING = "starting"  # a run's row is being stored and its process launched
-    RUNNING = "running"  # a run is in progress
-    STOPPING = "stopping"  # stopped while a run was in progress: it is asked to end
-    STOPPED = "stopped"  # stopped by an operator, or a finished ONE_SHOT
-    FAILING = "failing"  # the last start failed; a retry is planned (unless manual)
+    FAILING = "failing"  # active, but its last start failed; a retry is planned
+    STOPPED = "stopped"  # stopped by an operator, or a finished ONE_SHOT: nothing planned
 
 
-_WITH_RUN = frozenset({SchedulerState.STARTING, SchedulerState.RUNNING, SchedulerState.STOPPING})
+class RunPhase(enum.Enum):
+    """Where the current run is."""
+
+    STARTING = "starting"  # its row is being stored and its process launched
+    RUNNING = "running"  # its process runs
+    STOPPING = "stopping"  # it was asked to end (Stop or shutdown) and has not yet
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -74,7 +77,8 @@ class Slot:
     ``anchor``: what the next plan is measured from (a start, or the last run's end).
     ``previous_end``: the last run's end before this manager started, mapped onto the
     monotonic clock; a SCHEDULE's first plan after a restart honours its pause.
-    ``restart_on_end``: Start came while a stopped run was still ending.
+    ``run`` and ``phase``: the run in progress and where it is (both None, or neither).
+    ``restart_on_end``: Start came while a run of the stopped scheduler was in progress.
     ``start_failures``: failed starts in a row; ``start_error``: the last one's message.
     """
 
@@ -85,6 +89,7 @@ class Slot:
     previous_end: Anchor | None = None
     plan: Plan | None = None
     run: RunRecord | None = None
+    phase: RunPhase | None = None
     last_run: RunRecord | None = None
     last_finished: RunRecord | None = None
     last_actor: str | None = None
@@ -96,7 +101,7 @@ class Slot:
     @property
     def public_state(self) -> State:
         """The state the CLI, the Admin Center and the use cases show."""
-        if self.state in _WITH_RUN:
+        if self.phase is not None:
             return State.RUNNING
         if self.settings.disabled:
             return State.DISABLED
@@ -350,16 +355,16 @@ def _launch(
         triggered_by=actor,
         started_at=now.wall,
     )
-    slot = replace(slot, state=SchedulerState.STARTING, run=run, previous_end=None)
+    slot = replace(slot, run=run, phase=RunPhase.STARTING, previous_end=None)
     return slot, [Replan(plan=None), Launch(run=run, timeout=slot.settings.timeout)]
 
 
 def _start(slot: Slot, event: Start, now: Now) -> tuple[Slot, list[Effect]]:
     slot = replace(slot, last_actor=event.actor)
-    if slot.state is SchedulerState.STOPPING:  # a stopped run is still ending: start after it
-        return replace(slot, state=SchedulerState.RUNNING, restart_on_end=True), []
     if slot.state is not SchedulerState.STOPPED or slot.closing:
         return slot, []
+    if slot.run is not None:  # a run is still in progress (or ending): plan after it
+        return replace(slot, state=SchedulerState.WAITING, restart_on_end=True), []
     anchor = Anchor(mono=now.mono, wall=now.wall, after_run=False)
     slot = replace(
         slot, state=SchedulerState.WAITING, anchor=anchor, previous_end=None, start_failures=0
@@ -368,12 +373,14 @@ def _start(slot: Slot, event: Start, now: Now) -> tuple[Slot, list[Effect]]:
 
 
 def _stop(slot: Slot, event: Stop) -> tuple[Slot, list[Effect]]:
-    slot = replace(slot, last_actor=event.actor, restart_on_end=False, plan=None)
+    slot = replace(
+        slot, state=SchedulerState.STOPPED, last_actor=event.actor, restart_on_end=False, plan=None
+    )
     effects: list[Effect] = [Replan(plan=None)]
     if slot.run is None:
-        return replace(slot, state=SchedulerState.STOPPED, start_failures=0), effects
+        return replace(slot, start_failures=0, start_error=None), effects
     effects.append(Cancel(run_id=slot.run.run_id, reason="stop"))
-    return replace(slot, state=SchedulerState.STOPPING), effects
+    return replace(slot, phase=RunPhase.STOPPING), effects
 
 
 def _settings_changed(slot: Slot, event: SettingsChanged, now: Now) -> tuple[Slot, list[Effect]]:
@@ -397,8 +404,10 @@ def _run_started(slot: Slot, event: RunStarted) -> tuple[Slot, list[Effect]]:
             )
         )
     slot = replace(slot, start_failures=0, start_error=None)
-    if slot.state is SchedulerState.STARTING:
-        slot = replace(slot, state=SchedulerState.RUNNING)
+    if slot.phase is RunPhase.STARTING:
+        slot = replace(slot, phase=RunPhase.RUNNING)
+    if slot.state is SchedulerState.FAILING:
+        slot = replace(slot, state=SchedulerState.WAITING)
     return slot, effects
 
 
@@ -406,22 +415,20 @@ def _launch_failed(slot: Slot, event: LaunchFailed, now: Now) -> tuple[Slot, lis
     run = slot.run
     if run is None or run.run_id != event.run_id:
         return slot, []
-    cancelled = event.cancelled or slot.state is SchedulerState.STOPPING or slot.closing
-    if cancelled:
+    if event.cancelled or slot.phase is RunPhase.STOPPING or slot.closing:
         if not event.stored:  # nothing was stored: the run never was
-            slot = replace(slot, run=None)
-            return _settle(slot, now, restarted=slot.restart_on_end, finished=None)
+            slot = replace(slot, run=None, phase=None)
+            return _settle(slot, now, finished=None)
         reason = "shutdown" if slot.closing else "stop"
-        cancelled_run = replace(
+        cancelled = replace(
             run, ended_at=now.wall, outcome=Outcome.CANCELLED, error=CANCELLED_BEFORE_START[reason]
         )
-        return _run_ended(slot, RunEnded(finished=cancelled_run, stored=False), now)
+        return _run_ended(slot, RunEnded(finished=cancelled, stored=False), now)
     failures = slot.start_failures + 1
     error = f"could not start a run: {event.error}"
     effects: list[Effect] = []
     if failures == 1:  # once per streak, not per attempt
         effects.append(Report(message=f"could not start a run of {slot.options.id}: {event.error}"))
-    slot = replace(slot, start_failures=failures, start_error=error)
     finished: RunRecord | None = None
     if event.stored:  # the row exists: finish it as the crash of a run that never began
         finished = replace(run, ended_at=now.wall, outcome=Outcome.CRASHED, error=error)
@@ -429,12 +436,18 @@ def _launch_failed(slot: Slot, event: LaunchFailed, now: Now) -> tuple[Slot, lis
     slot = replace(
         slot,
         run=None,
+        phase=None,
         last_run=finished or slot.last_run,
         last_finished=finished or slot.last_finished,
-        state=SchedulerState.FAILING,
+        start_failures=failures,
+        start_error=error,
     )
-    if run.trigger is Trigger.MANUAL or slot.closing or slot.settings.disabled:
-        # Nobody asked for a retry of Execute Now: plan what would come next anyway.
+    if slot.state is SchedulerState.STOPPED or slot.restart_on_end:
+        settled, more = _settle(slot, now, finished=None)
+        return settled, effects + more
+    slot = replace(slot, state=SchedulerState.FAILING)
+    if run.trigger is Trigger.MANUAL or slot.settings.disabled:
+        # Nobody planned Execute Now: no retry, plan what would come next anyway.
         next_slot, more = _planned(slot, _next_plan(slot, now))
         return next_slot, effects + more
     delay = min(RETRY_SECONDS * 2 ** (failures - 1), MAX_RETRY_SECONDS)
@@ -452,25 +465,23 @@ def _run_ended(slot: Slot, event: RunEnded, now: Now) -> tuple[Slot, list[Effect
     if slot.run is None or slot.run.run_id != finished.run_id:
         return slot, []
     effects: list[Effect] = [] if event.stored else [RecordEnd(run=finished)]
-    slot = replace(slot, run=None, last_run=finished, last_finished=finished)
-    settled, more = _settle(slot, now, restarted=slot.restart_on_end, finished=finished)
+    slot = replace(slot, run=None, phase=None, last_run=finished, last_finished=finished)
+    settled, more = _settle(slot, now, finished=finished)
     return settled, effects + more
 
 
-def _settle(
-    slot: Slot, now: Now, *, restarted: bool, finished: RunRecord | None
-) -> tuple[Slot, list[Effect]]:
+def _settle(slot: Slot, now: Now, *, finished: RunRecord | None) -> tuple[Slot, list[Effect]]:
     """Where a scheduler goes once its run is over (or never began)."""
-    stopping = slot.state is SchedulerState.STOPPING
+    restarted = slot.restart_on_end
+    slot = replace(slot, restart_on_end=False)
     one_shot_done = slot.options.kind is Kind.ONE_SHOT and finished is not None and not restarted
-    if slot.closing or stopping or one_shot_done:
-        slot = replace(slot, state=SchedulerState.STOPPED, restart_on_end=False)
-        return slot, [Replan(plan=None)]
+    if slot.closing or slot.state is SchedulerState.STOPPED or one_shot_done:
+        return _planned(replace(slot, state=SchedulerState.STOPPED), None)
     ended_wall = now.wall if finished is None or finished.ended_at is None else finished.ended_at
     # After a Start that came during the run, the start delay applies again.
     anchor = Anchor(mono=now.mono, wall=ended_wall, after_run=not restarted)
     state = SchedulerState.FAILING if slot.start_failures else SchedulerState.WAITING
-    slot = replace(slot, state=state, anchor=anchor, restart_on_end=False)
+    slot = replace(slot, state=state, anchor=anchor)
     return _planned(slot, _next_plan(slot, now))
 
 
@@ -479,6 +490,7 @@ def _close(slot: Slot) -> tuple[Slot, list[Effect]]:
     effects: list[Effect] = [Replan(plan=None)]
     if slot.run is not None:
         effects.append(Cancel(run_id=slot.run.run_id, reason="shutdown"))
+        slot = replace(slot, phase=RunPhase.STOPPING)
     return slot, effects
 
 

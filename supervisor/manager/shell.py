@@ -48,7 +48,6 @@ from supervisor.manager.machine import (
     Effect,
     Event,
     Now,
-    SchedulerState,
     Slot,
 )
 from supervisor.runs.launcher import CancelRequest, Exit, Job, Launcher
@@ -63,12 +62,6 @@ WALL_CLOCK_CHECK_SECONDS = 30.0
 ACTION_TIMEOUT = timedelta(seconds=60)
 # ``close`` waits this much longer than the grace for runs to end and be recorded.
 CLOSE_MARGIN_SECONDS = 3.0
-
-_PHASES = {
-    SchedulerState.STARTING: "starting",
-    SchedulerState.RUNNING: "running",
-    SchedulerState.STOPPING: "stopping",
-}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -576,7 +569,7 @@ def _status(slot: Slot) -> SchedulerStatus:
         actions=tuple((a.id, a.title) for a in options.actions),
         failed_starts=slot.start_failures,
         start_error=slot.start_error,
-        run_phase=_PHASES.get(slot.state),
+        run_phase=None if slot.phase is None else slot.phase.value,
     )
 
 
