@@ -6,10 +6,14 @@ import io
 import itertools
 import os
 import signal
+import sqlite3
 import subprocess
+import threading
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -17,6 +21,7 @@ import pytest
 from supervisor.core.access import su
 from supervisor.core.errors import AlreadyRunning
 from supervisor.core.records import Outcome, RunRecord, Source, State, Trigger
+from supervisor.manager.shell import CLOSE_MARGIN_SECONDS
 from supervisor.service.manager_mode import RunOptions, Service
 from supervisor.store.sqlite import SqliteStore
 from tests.commands import supervisor
@@ -241,3 +246,49 @@ def test_start_while_a_stopped_run_is_still_ending_takes_effect_after_it(
     # Started again: the start delay (1 h) applies, not nothing and not the pause.
     assert status.next_planned_at is not None and run.ended_at is not None
     assert status.next_planned_at - run.ended_at >= timedelta(minutes=59)
+
+
+def test_shutdown_meets_its_grace_with_a_run_that_ignores_sigterm(tmp_path: Path) -> None:
+    running = make_service(tmp_path / "state")
+    use_cases = running.schedulers.use_cases
+    run_id = use_cases.execute(su(), "m.stubborn")
+    wait_for(lambda: use_cases.logs(su(), "m.stubborn", run_id=run_id), what="the run to start")
+    began = time.monotonic()
+    running.close()  # grace 0.5 s: cancel, SIGTERM (ignored), SIGKILL
+    assert time.monotonic() - began < 0.5 + CLOSE_MARGIN_SECONDS
+    with SqliteStore.open(tmp_path / "state" / "state.db") as store:
+        run = store.get_run(run_id)
+    assert run.outcome is Outcome.CANCELLED
+    assert run.signal == signal.SIGKILL
+
+
+def test_regression_a_real_runs_outcome_lands_once_the_store_takes_writes_again(
+    service: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = service.store
+    assert store is not None
+    real_finish = store.finish_run
+    full = threading.Event()
+    full.set()
+    attempts: list[str] = []
+
+    def finish_run(run_id: str, **fields: Any) -> RunRecord:
+        if full.is_set():
+            attempts.append(run_id)
+            raise sqlite3.OperationalError("database or disk is full")
+        return real_finish(run_id, **fields)
+
+    monkeypatch.setattr(store, "finish_run", finish_run)
+    use_cases = service.schedulers.use_cases
+    run_id = use_cases.execute(su(), "m.fail")
+    wait_for(lambda: len(attempts) >= 2, what="the end row to be retried")
+    status = use_cases.status(su(), "m.fail")
+    assert status.state is State.PAUSED  # m.fail is MANUAL: waiting for a trigger
+    assert status.last_outcome is Outcome.FAILED  # from memory, while the store refuses
+    assert use_cases.run(su(), run_id).outcome is None
+    full.clear()
+    run = wait_for(
+        lambda: (r := use_cases.run(su(), run_id)).outcome and r, what="the stored outcome"
+    )
+    assert run.outcome is Outcome.FAILED
+    assert run.error is not None and "nothing to do today" in run.error
