@@ -32,7 +32,7 @@ from datetime import datetime, timedelta
 
 from supervisor.core.definitions import Kind, Options, Settings
 from supervisor.core.planning import Anchor, Plan, catch_up_plan, next_plan
-from supervisor.core.records import Outcome, RunRecord, State, Trigger
+from supervisor.core.records import Outcome, RunRecord, SchedulerStatus, State, Trigger
 
 # After a failed start, the first retry comes this much later; each further failure in a
 # row doubles the wait, up to MAX_RETRY_SECONDS.
@@ -511,3 +511,30 @@ def _next_plan(slot: Slot, now: Now) -> Plan | None:
 
 def _planned(slot: Slot, plan: Plan | None) -> tuple[Slot, list[Effect]]:
     return replace(slot, plan=plan), [Replan(plan=plan)]
+
+
+def status_of(slot: Slot) -> SchedulerStatus:
+    """What a slot shows: the truth from memory, also while the store fails."""
+    last = slot.last_finished
+    options = slot.options
+    failing = slot.start_failures > 0
+    return SchedulerStatus(
+        id=options.id,
+        name=options.name,
+        description=options.description,
+        kind=options.kind,
+        state=slot.public_state,
+        settings=slot.settings,
+        defaults=options.defaults,
+        current_run_id=None if slot.run is None else slot.run.run_id,
+        last_started_at=None if slot.last_run is None else slot.last_run.started_at,
+        last_completed_at=None if last is None else last.ended_at,
+        next_planned_at=None if slot.plan is None else slot.plan.planned_at,
+        last_outcome=Outcome.CRASHED if failing else (None if last is None else last.outcome),
+        last_error=slot.start_error if failing else (None if last is None else last.error),
+        last_actor=slot.last_actor,
+        actions=tuple((a.id, a.title) for a in options.actions),
+        failed_starts=slot.start_failures,
+        start_error=slot.start_error,
+        run_phase=None if slot.phase is None else slot.phase.value,
+    )

@@ -29,7 +29,7 @@ from datetime import timedelta
 from typing import Any
 
 from supervisor.core.clock import Clock
-from supervisor.core.definitions import Options, Settings, check_settings_for_kind
+from supervisor.core.definitions import Settings, check_settings_for_kind
 from supervisor.core.errors import ActionFailed, AlreadyRunning, BackendError, UnknownAction
 from supervisor.core.planning import Plan
 from supervisor.core.records import (
@@ -42,6 +42,7 @@ from supervisor.core.records import (
 )
 from supervisor.core.registry import Registry
 from supervisor.manager import machine
+from supervisor.manager.endrows import EndRows
 from supervisor.manager.logwriter import LogWriter
 from supervisor.manager.machine import (
     RETRY_SECONDS,
@@ -110,8 +111,12 @@ class Manager:
         self._closed = threading.Event()  # past close's deadline: late threads touch nothing
         self._planner: threading.Thread | None = None
         self._logs = LogWriter(store)
-        self._end_failures = 0  # end rows that could not be stored, in a row
-        self._end_lock = threading.Lock()
+        self._ends = EndRows(
+            store,
+            report=self._report,
+            retry_seconds=self._config.store_retry_seconds,
+            retry_max_seconds=self._config.store_retry_max_seconds,
+        )
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -252,7 +257,7 @@ class Manager:
                     except Exception as error:  # only the sweep after a crash needs it
                         self._report(f"could not record the process of run {run_id}: {error}")
                 case machine.RecordEnd(run=run):
-                    self._store_end(run)
+                    self._ends.store_until_stored(run, stopping=self._stopping)
                 case machine.Report(message=message):
                     self._report(message)
                 case machine.Refuse() | machine.Replan() | machine.Cancel():
@@ -376,50 +381,9 @@ class Manager:
             signal=exit_.signal,
             error=exit_.error,
         )
-        stored = self._try_store_end(finished)
+        stored = self._ends.try_store(finished)
         ended = machine.RunEnded(finished=stored or finished, stored=stored is not None)
         self._carry_out(self._feed(scheduler_id, ended))
-
-    def _try_store_end(self, run: RunRecord) -> RunRecord | None:
-        """Store ``run``'s end row once; the stored run, or None if the store failed."""
-        assert run.ended_at is not None and run.outcome is not None
-        try:
-            stored = self._store.finish_run(
-                run.run_id,
-                ended_at=run.ended_at,
-                outcome=run.outcome,
-                exit_code=run.exit_code,
-                signal=run.signal,
-                error=run.error,
-            )
-        except Exception as error:
-            with self._end_lock:
-                self._end_failures += 1
-                first = self._end_failures == 1
-            if first:
-                self._report(
-                    f"could not record the end of run {run.run_id}: {error};"
-                    " retrying until the store takes it"
-                )
-            return None
-        with self._end_lock:
-            recovered, self._end_failures = self._end_failures, 0
-        if recovered:
-            self._report(f"the store records the ends of runs again (after {recovered} failure(s))")
-        return stored
-
-    def _store_end(self, run: RunRecord) -> None:
-        """Store ``run``'s end row, retrying with a bounded back-off until it is stored; once
-        the manager closes, one last try (the next start marks the run interrupted)."""
-        delay = self._config.store_retry_seconds
-        while not self._closed.is_set():
-            if self._try_store_end(run) is not None:
-                return
-            if self._stopping.is_set():
-                break
-            self._stopping.wait(delay)
-            delay = min(delay * 2, self._config.store_retry_max_seconds)
-        self._report(f"the end of run {run.run_id} was not stored before the manager stopped")
 
     def wait_idle(self, scheduler_id: str, timeout: float) -> bool:
         """Wait up to ``timeout`` real seconds until ``scheduler_id`` has no run in progress."""
@@ -442,12 +406,12 @@ class Manager:
     def statuses(self) -> list[SchedulerStatus]:
         with self._lock:
             slots = list(self._slots.values())
-        return [_status(slot) for slot in slots]
+        return [machine.status_of(slot) for slot in slots]
 
     def status(self, scheduler_id: str) -> SchedulerStatus:
         with self._lock:
             slot = self._slot(scheduler_id)
-        return _status(slot)
+        return machine.status_of(slot)
 
     def runs(self, scheduler_id: str, *, limit: int = 50) -> list[RunRecord]:
         self._registry.get(scheduler_id)
@@ -544,33 +508,6 @@ class Manager:
         if exit_.outcome is not Outcome.SUCCEEDED:
             raise ActionFailed(exit_.error or f"the action ended {exit_.outcome.value}")
         return exit_.result or ""
-
-
-def _status(slot: Slot) -> SchedulerStatus:
-    """What a slot shows: the truth from memory, also while the store fails."""
-    last = slot.last_finished
-    options: Options = slot.options
-    failing = slot.start_failures > 0
-    return SchedulerStatus(
-        id=options.id,
-        name=options.name,
-        description=options.description,
-        kind=options.kind,
-        state=slot.public_state,
-        settings=slot.settings,
-        defaults=options.defaults,
-        current_run_id=None if slot.run is None else slot.run.run_id,
-        last_started_at=None if slot.last_run is None else slot.last_run.started_at,
-        last_completed_at=None if last is None else last.ended_at,
-        next_planned_at=None if slot.plan is None else slot.plan.planned_at,
-        last_outcome=Outcome.CRASHED if failing else (None if last is None else last.outcome),
-        last_error=slot.start_error if failing else (None if last is None else last.error),
-        last_actor=slot.last_actor,
-        actions=tuple((a.id, a.title) for a in options.actions),
-        failed_starts=slot.start_failures,
-        start_error=slot.start_error,
-        run_phase=None if slot.phase is None else slot.phase.value,
-    )
 
 
 def _new_run_id() -> str:
