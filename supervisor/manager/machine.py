@@ -29,6 +29,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from typing import Any
 
 from supervisor.core.definitions import Kind, Options, Settings
 from supervisor.core.planning import Anchor, Plan, catch_up_plan, next_plan
@@ -332,7 +333,7 @@ def _due(slot: Slot, event: Due, now: Now) -> tuple[Slot, list[Effect]]:
         # Not yet by the wall clock (or it stepped back): look again later.
         remaining = (plan.planned_at - now.wall).total_seconds()
         return _planned(slot, replace(plan, due=now.mono + remaining))
-    return _launch(replace(slot, plan=None), plan.trigger, actor=None, run_id=event.run_id, now=now)
+    return _launch(slot, plan.trigger, actor=None, run_id=event.run_id, now=now)
 
 
 def _execute(slot: Slot, event: Execute, now: Now) -> tuple[Slot, list[Effect]]:
@@ -341,7 +342,6 @@ def _execute(slot: Slot, event: Execute, now: Now) -> tuple[Slot, list[Effect]]:
         return slot, [Refuse(message=message, run_id=slot.run.run_id)]
     if slot.closing:
         return slot, [Refuse(message="the manager is shutting down")]
-    slot = replace(slot, last_actor=event.actor, plan=None)
     return _launch(slot, Trigger.MANUAL, actor=event.actor, run_id=event.run_id, now=now)
 
 
@@ -355,7 +355,10 @@ def _launch(
         triggered_by=actor,
         started_at=now.wall,
     )
-    slot = replace(slot, run=run, phase=RunPhase.STARTING, previous_end=None)
+    last_actor = slot.last_actor if actor is None else actor
+    slot = replace(
+        slot, run=run, phase=RunPhase.STARTING, plan=None, previous_end=None, last_actor=last_actor
+    )
     return slot, [Replan(plan=None), Launch(run=run, timeout=slot.settings.timeout)]
 
 
@@ -403,11 +406,13 @@ def _run_started(slot: Slot, event: RunStarted) -> tuple[Slot, list[Effect]]:
                 f" after {slot.start_failures} failed start(s)"
             )
         )
-    slot = replace(slot, start_failures=0, start_error=None)
-    if slot.phase is RunPhase.STARTING:
-        slot = replace(slot, phase=RunPhase.RUNNING)
-    if slot.state is SchedulerState.FAILING:
-        slot = replace(slot, state=SchedulerState.WAITING)
+    slot = replace(
+        slot,
+        start_failures=0,
+        start_error=None,
+        phase=RunPhase.RUNNING if slot.phase is RunPhase.STARTING else slot.phase,
+        state=SchedulerState.WAITING if slot.state is SchedulerState.FAILING else slot.state,
+    )
     return slot, effects
 
 
@@ -417,7 +422,6 @@ def _launch_failed(slot: Slot, event: LaunchFailed, now: Now) -> tuple[Slot, lis
         return slot, []
     if event.cancelled or slot.phase is RunPhase.STOPPING or slot.closing:
         if not event.stored:  # nothing was stored: the run never was
-            slot = replace(slot, run=None, phase=None)
             return _settle(slot, now, finished=None)
         reason = "shutdown" if slot.closing else "stop"
         cancelled = replace(
@@ -465,24 +469,44 @@ def _run_ended(slot: Slot, event: RunEnded, now: Now) -> tuple[Slot, list[Effect
     if slot.run is None or slot.run.run_id != finished.run_id:
         return slot, []
     effects: list[Effect] = [] if event.stored else [RecordEnd(run=finished)]
-    slot = replace(slot, run=None, phase=None, last_run=finished, last_finished=finished)
-    settled, more = _settle(slot, now, finished=finished)
+    settled, more = _settle(slot, now, finished=finished, last_run=finished, last_finished=finished)
     return settled, effects + more
 
 
-def _settle(slot: Slot, now: Now, *, finished: RunRecord | None) -> tuple[Slot, list[Effect]]:
-    """Where a scheduler goes once its run is over (or never began)."""
+def _settle(
+    slot: Slot, now: Now, *, finished: RunRecord | None, **changes: Any
+) -> tuple[Slot, list[Effect]]:
+    """Where a scheduler goes once its run is over (or never began); ``changes`` are
+    applied with it (one ``replace``: this is the hot path of every run)."""
     restarted = slot.restart_on_end
-    slot = replace(slot, restart_on_end=False)
     one_shot_done = slot.options.kind is Kind.ONE_SHOT and finished is not None and not restarted
     if slot.closing or slot.state is SchedulerState.STOPPED or one_shot_done:
-        return _planned(replace(slot, state=SchedulerState.STOPPED), None)
+        slot = replace(
+            slot,
+            run=None,
+            phase=None,
+            restart_on_end=False,
+            state=SchedulerState.STOPPED,
+            plan=None,
+            **changes,
+        )
+        return slot, [Replan(plan=None)]
     ended_wall = now.wall if finished is None or finished.ended_at is None else finished.ended_at
     # After a Start that came during the run, the start delay applies again.
     anchor = Anchor(mono=now.mono, wall=ended_wall, after_run=not restarted)
     state = SchedulerState.FAILING if slot.start_failures else SchedulerState.WAITING
-    slot = replace(slot, state=state, anchor=anchor)
-    return _planned(slot, _next_plan(slot, now))
+    plan = _next_plan(slot, now, anchor=anchor)
+    slot = replace(
+        slot,
+        run=None,
+        phase=None,
+        restart_on_end=False,
+        state=state,
+        anchor=anchor,
+        plan=plan,
+        **changes,
+    )
+    return slot, [Replan(plan=plan)]
 
 
 def _close(slot: Slot) -> tuple[Slot, list[Effect]]:
@@ -494,13 +518,13 @@ def _close(slot: Slot) -> tuple[Slot, list[Effect]]:
     return slot, effects
 
 
-def _next_plan(slot: Slot, now: Now) -> Plan | None:
-    if slot.closing or slot.state is SchedulerState.STOPPED or slot.anchor is None:
+def _next_plan(slot: Slot, now: Now, *, anchor: Anchor | None = None) -> Plan | None:
+    """The plan ``slot`` should have (measured from ``anchor``, default its own)."""
+    anchor = anchor or slot.anchor
+    if slot.closing or slot.state is SchedulerState.STOPPED or anchor is None:
         return None
-    plan = next_plan(
-        slot.options.kind, slot.settings, slot.anchor, now_mono=now.mono, now_wall=now.wall
-    )
-    if plan is None or slot.previous_end is None or slot.anchor.after_run:
+    plan = next_plan(slot.options.kind, slot.settings, anchor, now_mono=now.mono, now_wall=now.wall)
+    if plan is None or slot.previous_end is None or anchor.after_run:
         return plan
     # The first run after a restart: the pause since the last run's end holds too.
     paused = next_plan(

@@ -302,6 +302,8 @@ class Manager:
         try:
             self._store.insert_run(run)
         except Exception as error:
+            with self._lock:
+                self._cancels.pop(run.run_id, None)
             self._carry_out(
                 self._feed(
                     run.scheduler_id,
