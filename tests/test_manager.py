@@ -292,3 +292,29 @@ def test_regression_a_real_runs_outcome_lands_once_the_store_takes_writes_again(
     )
     assert run.outcome is Outcome.FAILED
     assert run.error is not None and "nothing to do today" in run.error
+
+
+def test_regression_a_restart_does_not_run_a_schedule_before_its_pause_is_over(
+    tmp_path: Path,
+) -> None:
+    state = tmp_path / "state"
+    first = make_service(state)
+    try:
+        use_cases = first.schedulers.use_cases
+        use_cases.update_settings(su(), "m.repeat", {"pause_time": timedelta(hours=1)})
+        wait_finished(first, "m.repeat")
+        assert first.manager is not None and first.manager.wait_idle("m.repeat", 10)
+        runs = finished_runs(first, "m.repeat")
+    finally:
+        first.close()
+    last_end = max(r.ended_at for r in runs if r.ended_at is not None)
+    second = make_service(state)
+    try:
+        status = second.schedulers.use_cases.status(su(), "m.repeat")
+        assert status.state is State.PAUSED
+        assert status.next_planned_at == last_end + timedelta(hours=1)
+        # The one-shot of the same app runs at this start, as it should; m.repeat does not.
+        wait_finished(second, "m.oneshot", count=2)
+        assert len(second.schedulers.use_cases.runs(su(), "m.repeat")) == len(runs)
+    finally:
+        second.close()
