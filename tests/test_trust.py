@@ -22,6 +22,7 @@ from supervisor.service.paths import (
     DATABASE_NAME,
     LOCK_NAME,
     check_state_dir,
+    ensure_state_dir,
     open_state_dir,
 )
 from supervisor.service.trust import check_module, check_path
@@ -208,6 +209,20 @@ def test_root_may_read_the_service_users_state_dir_marked_foreign(
     checked = check_state_dir(state, service_user=other.name)
     assert checked.foreign == other.name
     assert checked.owner_uid == other.uid
+    # Another user's directory that is not the service user's stays refused.
+    with pytest.raises(UntrustedPath, match=f"owned by {other.name}, not root"):
+        check_state_dir(state)
+
+
+@ROOT_ONLY
+def test_root_never_writes_to_the_service_users_state_dir(tmp_path: Path, other: OsUser) -> None:
+    """Files root would create there (the journal, a lock) would lock the service out."""
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    os.chown(state, other.uid, other.gid)
+    with pytest.raises(UntrustedPath, match=f"belongs to the service user {other.name}"):
+        ensure_state_dir(state, service_user=other.name)
+    assert list(state.iterdir()) == []
 
 
 # -- the reported hole: root's next-runs imported a user's module ------------------------

@@ -132,7 +132,9 @@ def _check_state_file(path: Path, *, owner: int) -> None:
         raise UntrustedPath(f"refusing {path}: it is writable by others than its owner")
 
 
-def open_state_dir(path: Path, *, caller_uid: int | None = None) -> StateDir:
+def open_state_dir(
+    path: Path, *, caller_uid: int | None = None, service_user: str = SERVICE_USER
+) -> StateDir:
     """Create the state directory (0700) if needed, then check it (see ``check_state_dir``)."""
     path = path.absolute()
     try:
@@ -147,12 +149,22 @@ def open_state_dir(path: Path, *, caller_uid: int | None = None) -> StateDir:
             raise StoreError(
                 f"cannot create state directory {path}: {error.strerror or error}"
             ) from error
-    return check_state_dir(path, caller_uid=caller_uid)
+    return check_state_dir(path, caller_uid=caller_uid, service_user=service_user)
 
 
-def ensure_state_dir(path: Path) -> Path:
-    """Create the state directory (owner-only) if needed, check it, return its absolute path."""
-    return open_state_dir(path).path
+def ensure_state_dir(path: Path, *, service_user: str = SERVICE_USER) -> Path:
+    """Create the state directory (owner-only) if needed, check it, return its absolute path.
+
+    For callers that write: the service user's directory is refused to root as well, since
+    files root creates there (a database journal, a lock) would lock the service out.
+    """
+    state = open_state_dir(path, service_user=service_user)
+    if state.foreign is not None:
+        raise UntrustedPath(
+            f"refusing to write to state directory {state.path}: it belongs to the service "
+            f"user {state.foreign}; run this as that user (sudo -u {state.foreign} supervisor ...)"
+        )
+    return state.path
 
 
 def check_app_from_state(
