@@ -397,7 +397,10 @@ def test_a_cron_plan_that_is_due_by_monotonic_time_waits_for_the_wall_clock() ->
 # -- properties over random histories ---------------------------------------------------
 
 COMMANDS = st.sampled_from(
-    ["due", "stale_due", "execute", "start", "stop", "started", "ended", "launch_failed", "set"]
+    [
+        *("due", "stale_due", "execute", "start", "stop"),
+        *("started", "ended", "launch_failed", "set", "close"),
+    ]
 )
 HISTORY = st.lists(
     st.tuples(COMMANDS, st.floats(0, 1000), st.integers(0, 3), st.booleans()),
@@ -413,6 +416,7 @@ class World:
     active: set[str] = field(default_factory=set)
     stale: list[Plan] = field(default_factory=list)
     stopped_by_operator: bool = False
+    closed: bool = False
 
 
 def play(world: World, command: str, after: float, number: int, flag: bool) -> None:
@@ -441,6 +445,8 @@ def play(world: World, command: str, after: float, number: int, flag: bool) -> N
     elif command == "launch_failed" and slot.phase in (RunPhase.STARTING, RunPhase.STOPPING):
         assert slot.run is not None
         event = machine.LaunchFailed(run_id=slot.run.run_id, error="boom", stored=flag)
+    elif command == "close" and number == 0 and flag:  # rarely: the rest of a history after it
+        event = machine.Close()
     elif command == "set":
         event = machine.SettingsChanged(
             settings=Settings(
@@ -463,6 +469,11 @@ def play(world: World, command: str, after: float, number: int, flag: bool) -> N
         world.active.discard(before.run.run_id)
     assert (slot.run is None) == (slot.phase is None)
     assert world.active == ({slot.run.run_id} if slot.run else set())
+    # Once the manager closes, nothing is planned or launched any more.
+    if isinstance(event, machine.Close):
+        world.closed = True
+    if world.closed:
+        assert slot.plan is None and launches(effects) == []
     # Only the plan in force can fall due; a replaced one starts nothing.
     if isinstance(event, machine.Due) and event.plan != before.plan:
         assert effects == []
