@@ -303,6 +303,7 @@ def test_regression_a_restart_does_not_run_a_schedule_before_its_pause_is_over(
         use_cases = first.schedulers.use_cases
         use_cases.update_settings(su(), "m.repeat", {"pause_time": timedelta(hours=1)})
         wait_finished(first, "m.repeat")
+        wait_finished(first, "m.oneshot")
         assert first.manager is not None and first.manager.wait_idle("m.repeat", 10)
         runs = finished_runs(first, "m.repeat")
     finally:
