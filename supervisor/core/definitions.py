@@ -83,7 +83,8 @@ class RunContext(Protocol):
         ...
 
     def sleep(self, seconds: float) -> bool:
-        """Wait up to ``seconds``; True if it woke early because the run was cancelled."""
+        """Sleep ``seconds``: True if the full time elapsed, False if woken early because
+        the run was asked to end (``err()`` then tells why)."""
         ...
 
 
