@@ -207,9 +207,10 @@ class RemoteBackend:
         return lambda *args, **kwargs: self._call(method, *args, **kwargs)
 
     def close(self) -> None:
-        assert self._process.stdin is not None
+        assert self._process.stdin is not None and self._process.stdout is not None
         self._process.stdin.close()
         self._process.wait(timeout=30)
+        self._process.stdout.close()
 
 
 @dataclass
