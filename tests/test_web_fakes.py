@@ -18,8 +18,6 @@ from io import BytesIO
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
-import pytest
-
 from supervisor.core.access import su
 from supervisor.core.clock import FakeClock
 from supervisor.core.definitions import Kind, Options, Settings
@@ -479,30 +477,3 @@ class Client:
     def login(self, name: str, password: str = PASSWORD) -> Response:
         token = self.csrf("/login")
         return self.post("/login", {"name": name, "password": password, "csrf": token})
-
-
-# -- the fake keeps the contract the app relies on ----------------------------------------
-
-
-@pytest.fixture
-def world() -> tuple[UseCases, FakeBackend, MemoryAudit, Any, FakeClock]:
-    return make_world()
-
-
-def test_fake_backend_pages_logs_by_cursor(world: Any) -> None:
-    _, backend, _, _, _ = world
-    backend.execute("jobs.repeat", actor="t")
-    cursors = [backend.log("jobs.repeat", f"line {i}") for i in range(10)]
-    newest = backend.logs("jobs.repeat", limit=3)
-    assert [c for c, _ in newest] == cursors[-3:]
-    older = backend.logs("jobs.repeat", before=newest[0][0], limit=3)
-    assert [c for c, _ in older] == cursors[-6:-3]
-    after = backend.logs("jobs.repeat", after=cursors[1], limit=2)
-    assert [c for c, _ in after] == cursors[2:4]
-
-
-def test_fake_backend_refuses_a_second_run(world: Any) -> None:
-    _, backend, _, _, _ = world
-    run_id = backend.execute("jobs.manual", actor="t")
-    with pytest.raises(AlreadyRunning, match=run_id):
-        backend.execute("jobs.manual", actor="t")
