@@ -3,7 +3,7 @@
 Bottle's default server handles one request at a time, so one open event stream would
 hold every other request. This serves each connection in its own (daemon) thread, caps
 the number of connections, and on ``close`` ends every event stream before returning.
-May import ``service`` (types only), ``cfgscheduler``, ``store``, ``supervisor.web.*``
+May import ``service`` (types only), ``usecases``, ``store``, ``supervisor.web.*``
 and the stdlib.
 """
 
