@@ -23,13 +23,12 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 
 from supervisor.core.clock import Clock
-from supervisor.core.definitions import Settings, check_settings_for_kind
 from supervisor.core.errors import ActionFailed, AlreadyRunning, BackendError, UnknownAction
 from supervisor.core.planning import Plan
 from supervisor.core.records import (
@@ -41,6 +40,7 @@ from supervisor.core.records import (
     Trigger,
 )
 from supervisor.core.registry import Registry
+from supervisor.core.settings import EffectiveSettings, from_store
 from supervisor.manager import machine
 from supervisor.manager.endrows import EndRows
 from supervisor.manager.logwriter import LogWriter
@@ -135,7 +135,7 @@ class Manager:
         now = self._now()
         with self._lock:
             for options, last_run, last_finished, last_actor in loaded:
-                settings = options.defaults.with_overrides(overrides.get(options.id, {}))
+                settings = from_store(options, overrides.get(options.id, {})).effective
                 slot, effects = machine.open_slot(
                     options,
                     settings,
@@ -471,22 +471,19 @@ class Manager:
         self._carry_out(self._command(scheduler_id, machine.Execute(actor=actor, run_id=run_id)))
         return run_id
 
-    def update_settings(self, scheduler_id: str, overrides: Mapping[str, Any]) -> Settings:
-        options = self._registry.get(scheduler_id)
-        settings = options.defaults.with_overrides(overrides)
-        check_settings_for_kind(options.kind, settings)
-        with self._settings_lock:
-            self._store.set_overrides(scheduler_id, overrides)
-            self._carry_out(self._feed(scheduler_id, machine.SettingsChanged(settings=settings)))
-        return settings
+    def update_settings(self, scheduler_id: str, settings: EffectiveSettings) -> None:
+        self._registry.get(scheduler_id)  # raises UnknownScheduler
+        with self._settings_lock:  # store first, outside the lock; one change at a time
+            self._store.set_overrides(scheduler_id, settings.overrides)
+            event = machine.SettingsChanged(settings=settings.effective)
+            self._carry_out(self._feed(scheduler_id, event))
 
-    def reset_settings(self, scheduler_id: str) -> Settings:
+    def reset_settings(self, scheduler_id: str) -> None:
         options = self._registry.get(scheduler_id)
         with self._settings_lock:
             self._store.delete_overrides(scheduler_id)
             event = machine.SettingsChanged(settings=options.defaults)
             self._carry_out(self._feed(scheduler_id, event))
-        return options.defaults
 
     def run_action(self, scheduler_id: str, action_id: str, *, actor: str) -> str:
         options = self._registry.get(scheduler_id)
