@@ -198,7 +198,9 @@ def escape_clean(ctx: scheduler.Context) -> None:
     with os.fdopen(ready_r) as ready:
         sleeper = int(ready.readline())
     started = psutil.Process(sleeper).create_time()
-    scheduler.logger_from(ctx).info("escaped", pid=sleeper, create_time=started)
+    with open(f"/proc/{sleeper}/cgroup") as membership:
+        cgroups = [line.split(":", 2)[2] for line in membership.read().splitlines()]
+    scheduler.logger_from(ctx).info("escaped", pid=sleeper, create_time=started, cgroups=cgroups)
 
 
 def hog(ctx: scheduler.Context) -> None:
