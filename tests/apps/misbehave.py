@@ -210,6 +210,16 @@ def hog(ctx: scheduler.Context) -> None:
         chunks.append(bytearray(16 * 1024 * 1024))
 
 
+# What a run could send an operator's terminal: a window title (OSC), a bare ESC that
+# clears the screen, a CR that rewrites the line, a C1 CSI, DEL, a bidi override.
+TERMINAL_TRICKS = "\x1b]0;owned\x07title \x1bc\x1b[2J cleared\rfake \x9b31m red\x7f \u202eabc"
+
+
+def terminal_tricks(ctx: scheduler.Context) -> None:
+    scheduler.logger_from(ctx).info(TERMINAL_TRICKS, trick=TERMINAL_TRICKS)
+    print(TERMINAL_TRICKS, flush=True)
+
+
 def action_answer() -> object:
     logging.getLogger("misbehave").info("computing the answer")
     return 42
@@ -264,6 +274,7 @@ configure("sys-exit-huge", sys_exit(10**5000))
 configure("bad-log-values", bad_log_values)
 configure("escape-clean", escape_clean)
 configure("hog", hog)
+configure("terminal-tricks", terminal_tricks)
 configure(
     "actions",
     first,
