@@ -267,8 +267,7 @@ class _Safe:
                 if self.exhausted:
                     out["…"] = _REST_CUT
                     break
-                name = key if isinstance(key, str) else self._key(key)
-                out[str.__str__(name)] = self.convert(item, depth + 1)
+                out[self._key(key)] = self.convert(item, depth + 1)
             return out
         items: list[Any] = []
         for item in value:
@@ -280,6 +279,8 @@ class _Safe:
 
     @staticmethod
     def _key(key: object) -> str:
+        if type(key) is str:
+            return key
         text = safe_str(key)
         return text if text is not None else f"{UNREPRESENTABLE} key of type {_type_name(key)}>"
 
