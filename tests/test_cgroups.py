@@ -148,6 +148,38 @@ def test_regression_a_process_that_leaves_its_session_and_clears_its_environment
             process.kill()
 
 
+# Joins the cgroup, says so, then forks as fast as it can (each child sleeps), up to 300.
+FORKER = textwrap.dedent(
+    """
+    import os, sys, time
+    from supervisor.runs.cgroups import join_self
+    join_self(sys.argv[1])
+    print("in", flush=True)
+    for _ in range(300):
+        if os.fork() == 0:
+            time.sleep(300)
+            os._exit(0)
+    time.sleep(300)
+    """
+)
+
+
+def test_a_process_that_keeps_forking_is_ended(made: Made) -> None:
+    run = made.create(made.root())
+    with subprocess.Popen(
+        [sys.executable, "-c", FORKER, str(run.path)], stdout=subprocess.PIPE, cwd=ROOT, text=True
+    ) as process:
+        assert process.stdout is not None
+        try:
+            assert process.stdout.readline() == "in\n"
+            wait_for(lambda: len(run.pids()) > 20, what="some children")
+            run.kill()  # while it is still forking
+            assert run.pids() == []
+            assert process.wait(timeout=10) == -signal.SIGKILL
+        finally:
+            process.kill()
+
+
 def test_remove_refuses_while_a_process_is_in_it_and_is_idempotent(made: Made) -> None:
     run = made.create(made.root())
     sleeper = subprocess.Popen(["sleep", "300"])

@@ -27,14 +27,28 @@ Killing: ``cgroup.kill`` (v2, Linux 5.14+) where present; else freeze (v2
 ``cgroup.freeze``, v1 ``freezer.state``), SIGKILL every process listed, thaw; else
 SIGKILL every listed process until none is left; always within a deadline.
 
+Use, in the manager (the process that lives as long as its runs)::
+
+    root = detect()                      # None: keep the marker sweep alone
+    for left in root.leftovers():        # at start: runs of a manager killed with -9
+        left.kill(); left.remove()
+    cgroup = root.create(run_id)         # per run; Job(cgroup=str(cgroup.path))
+    ...                                  # the run's process joins it first thing
+    cgroup.kill()                        # once its main process has ended
+    oom = cgroup.oom_killed()            # before remove(): was SIGKILL the OOM killer?
+    cgroup.remove()
+    root.close()                         # at shutdown
+
 May import the stdlib only.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import re
+import select
 import signal
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -50,6 +64,7 @@ V1_CONTROLLERS: Final = ("freezer", "pids")
 # Controllers switched on for the runs' subtree when the caller's cgroup has them.
 V2_CONTROLLERS: Final = ("memory", "pids")
 KILL_SECONDS: Final = 5.0
+_PIDFD_BATCH: Final = 256
 _OWNER = re.compile(r"(\d+)-(\d+)-(\d+)")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]*")
 
@@ -83,14 +98,15 @@ class RunCgroup:
         if self.version == 2 and kill_file.exists():
             with contextlib.suppress(OSError):
                 _write(kill_file, "1")
-                if _wait(lambda: not self.pids(), deadline):
+                if self._wait_empty(deadline):
                     return
-        frozen = self._freeze(deadline)
+        freezer = self._freezer()
+        frozen = freezer is not None and self._freeze(freezer, deadline)
         try:
             self._signal_all(deadline, once=frozen)
         finally:
-            if frozen:
-                self._thaw()
+            if freezer is not None:  # also when freezing did not finish in time
+                self._thaw(freezer)
         self._signal_all(deadline, once=False)
 
     def oom_killed(self) -> bool:
@@ -131,36 +147,73 @@ class RunCgroup:
             for name in sorted(dirs):
                 yield Path(top) / name
 
-    def _freeze(self, deadline: float) -> bool:
-        """Freeze the cgroup if it has a freezer; True once frozen."""
+    def _wait_empty(self, deadline: float) -> bool:
+        """Wait until no process is left (v2: woken by ``cgroup.events`` changes)."""
+        try:
+            fd = os.open(self.path / "cgroup.events", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return _wait(lambda: not self.pids(), deadline)
+        try:
+            poller = select.poll()
+            poller.register(fd, select.POLLPRI | select.POLLERR)
+            while True:
+                if b"populated 0" in os.pread(fd, 4096, 0):
+                    return True
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                poller.poll(max(1, math.ceil(min(left, 0.5) * 1000)))
+        except OSError:
+            return not self.pids()
+        finally:
+            os.close(fd)
+
+    def _freezer(self) -> Path | None:
+        """The file that freezes this cgroup, if it has one."""
+        name = "cgroup.freeze" if self.version == 2 else "freezer.state"
+        path = self.path / name
+        return path if path.exists() else None
+
+    def _freeze(self, freezer: Path, deadline: float) -> bool:
+        """Freeze the cgroup; True once it is frozen (before the deadline)."""
         try:
             if self.version == 2:
-                if not (self.path / "cgroup.freeze").exists():
-                    return False
-                _write(self.path / "cgroup.freeze", "1")
+                _write(freezer, "1")
                 return _wait(lambda: "frozen 1" in _read(self.path / "cgroup.events"), deadline)
-            if not (self.path / "freezer.state").exists():
-                return False
-            _write(self.path / "freezer.state", "FROZEN")
-            return _wait(lambda: _read(self.path / "freezer.state") == "FROZEN", deadline)
+            _write(freezer, "FROZEN")
+            return _wait(lambda: _read(freezer) == "FROZEN", deadline)
         except OSError:
             return False
 
-    def _thaw(self) -> None:
+    def _thaw(self, freezer: Path) -> None:
         with contextlib.suppress(OSError):
-            if self.version == 2:
-                _write(self.path / "cgroup.freeze", "0")
-            else:
-                _write(self.path / "freezer.state", "THAWED")
+            _write(freezer, "0" if self.version == 2 else "THAWED")
 
     def _signal_all(self, deadline: float, *, once: bool) -> None:
-        """SIGKILL each listed process (once, or until none is left or the deadline)."""
+        """SIGKILL each listed process (once, or until none is left or the deadline).
+
+        pidfds are opened first and the list is read again before signalling, so a pid
+        that was recycled meanwhile (its process ended, another took the number) is
+        never signalled.
+        """
         while True:
             pids = self.pids()
             if not pids:
                 return
-            for pid in pids:
-                _kill_if_in(pid, self.path)
+            for start in range(0, len(pids), _PIDFD_BATCH):
+                pidfds: dict[int, int] = {}
+                try:
+                    for pid in pids[start : start + _PIDFD_BATCH]:
+                        with contextlib.suppress(OSError):
+                            pidfds[pid] = os.pidfd_open(pid)
+                    still = set(self.pids())
+                    for pid, pidfd in pidfds.items():
+                        if pid in still:
+                            with contextlib.suppress(OSError):
+                                signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+                finally:
+                    for pidfd in pidfds.values():
+                        os.close(pidfd)
             if once or time.monotonic() >= deadline:
                 return
             _wait(lambda: not self.pids(), min(deadline, time.monotonic() + 0.05))
@@ -419,32 +472,6 @@ def _read_pids(path: Path) -> list[int]:
     except OSError:
         return []
     return [int(line) for line in text.split() if line.isdigit()]
-
-
-def _kill_if_in(pid: int, path: Path) -> None:
-    """SIGKILL ``pid`` if it is (still) in the cgroup at ``path``: the check is made
-    after a pidfd is opened, so a recycled pid is never signalled."""
-    try:
-        pidfd = os.pidfd_open(pid)
-    except OSError:
-        return
-    try:
-        if _in_cgroup(pid, path):
-            with contextlib.suppress(OSError):
-                signal.pidfd_send_signal(pidfd, signal.SIGKILL)
-    finally:
-        os.close(pidfd)
-
-
-def _in_cgroup(pid: int, path: Path) -> bool:
-    """Is ``pid`` listed in ``path`` or a cgroup below it?"""
-    if pid in _read_pids(path / "cgroup.procs"):
-        return True
-    for top, dirs, _ in os.walk(path):
-        for name in dirs:
-            if pid in _read_pids(Path(top) / name / "cgroup.procs"):
-                return True
-    return False
 
 
 def _wait(done: Callable[[], bool], deadline: float) -> bool:
