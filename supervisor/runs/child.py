@@ -49,6 +49,7 @@ from supervisor.runs.context import (
     RunError,
     make_record,
     safe_str,
+    type_name,
 )
 from supervisor.runs.wire import RunResult, encode_exec, encode_log, encode_result
 
@@ -298,7 +299,7 @@ def failure(error: BaseException) -> RunResult:
             return _exit_result(error.code)
         return RunResult(outcome=Outcome.FAILED, error=summary(error), traceback=_traceback(error))
     except Exception:  # nothing above should raise; this keeps the promise if it does
-        return RunResult(outcome=Outcome.FAILED, error=_type_name(error))
+        return RunResult(outcome=Outcome.FAILED, error=type_name(error))
 
 
 def exit_status(code: object) -> int:
@@ -328,7 +329,7 @@ def _exit_result(code: object) -> RunResult:
     text = safe_str(code)
     if text is None:
         text = (
-            f"sys.exit() was called with a {_type_name(code)} whose message could not be formatted"
+            f"sys.exit() was called with a {type_name(code)} whose message could not be formatted"
         )
     return RunResult(
         outcome=Outcome.FAILED, error=text or "sys.exit('') was called", exit_code=status
@@ -339,9 +340,7 @@ def _value_text(value: object) -> str | None:
     if value is None:
         return None
     text = safe_str(value)
-    return (
-        text if text is not None else f"<the {_type_name(value)} returned could not be formatted>"
-    )
+    return text if text is not None else f"<the {type_name(value)} returned could not be formatted>"
 
 
 def _traceback(error: BaseException) -> str | None:
@@ -352,18 +351,13 @@ def _traceback(error: BaseException) -> str | None:
     try:
         return "".join(traceback.format_exception(type(error), error, tb))
     except Exception as problem:
-        return f"(the traceback could not be formatted: {_type_name(problem)})"
-
-
-def _type_name(value: object) -> str:
-    name = getattr(type(value), "__name__", None)
-    return name if isinstance(name, str) else "object"
+        return f"(the traceback could not be formatted: {type_name(problem)})"
 
 
 def summary(error: BaseException) -> str:
     """``Type: message`` (or just ``Type``): how an error is named in records; never
     raises (an error whose ``str()`` raises is named with a note saying so)."""
-    name = _type_name(error)
+    name = type_name(error)
     text = safe_str(error)
     if text is None:
         return f"{name} (its message could not be formatted: str() raised)"

@@ -220,7 +220,7 @@ class _Safe:
         try:
             return self._convert(value, depth)
         except Exception as error:  # e.g. a __class__ that raises, seen by isinstance
-            return f"{UNREPRESENTABLE} value: converting it raised {_type_name(error)}>"
+            return f"{UNREPRESENTABLE} value: converting it raised {type_name(error)}>"
 
     def _convert(self, value: object, depth: int) -> Any:
         self.budget -= 1
@@ -238,10 +238,10 @@ class _Safe:
         if isinstance(value, Mapping | list | tuple):
             if depth >= _MAX_DEPTH:  # its repr could be as big as everything below it
                 return self._text(
-                    f"{UNREPRESENTABLE} {_type_name(value)}: nested over {_MAX_DEPTH} deep>"
+                    f"{UNREPRESENTABLE} {type_name(value)}: nested over {_MAX_DEPTH} deep>"
                 )
             if id(value) in self.walking:
-                return f"{UNREPRESENTABLE} {_type_name(value)}: it contains itself>"
+                return f"{UNREPRESENTABLE} {type_name(value)}: it contains itself>"
             self.walking.add(id(value))
             try:
                 with contextlib.suppress(Exception):  # a broken container: shown by its repr
@@ -282,7 +282,7 @@ class _Safe:
         if type(key) is str:
             return key
         text = safe_str(key)
-        return text if text is not None else f"{UNREPRESENTABLE} key of type {_type_name(key)}>"
+        return text if text is not None else f"{UNREPRESENTABLE} key of type {type_name(key)}>"
 
     @staticmethod
     def _int(value: int) -> int | str:
@@ -298,7 +298,8 @@ def _cut(text: str) -> str:
     return text if len(text) <= MAX_TEXT_CHARS else text[:MAX_TEXT_CHARS] + "…"
 
 
-def _type_name(value: object) -> str:
+def type_name(value: object) -> str:
+    """The name of ``value``'s type (never raises)."""
     name = getattr(type(value), "__name__", None)
     return name if isinstance(name, str) else "object"
 
@@ -308,7 +309,7 @@ def safe_repr(value: object) -> str:
     try:
         text = repr(value)
     except Exception as error:  # a broken __repr__ must not break logging
-        return f"{UNREPRESENTABLE} {_type_name(value)}: repr() raised {_type_name(error)}>"
+        return f"{UNREPRESENTABLE} {type_name(value)}: repr() raised {type_name(error)}>"
     return str.__str__(text)
 
 
@@ -333,7 +334,7 @@ def make_record(
     for ``message`` or ``fields`` (see ``json_safe``)."""
     text = message if isinstance(message, str) else safe_str(message)
     if text is None:
-        text = f"{UNREPRESENTABLE} message: str() of a {_type_name(message)} raised>"
+        text = f"{UNREPRESENTABLE} message: str() of a {type_name(message)} raised>"
     safe = json_safe(fields) if fields else NO_FIELDS
     if not isinstance(safe, dict):  # a broken mapping: keep what it was, marked
         safe = {"fields": safe}
@@ -383,7 +384,7 @@ class StructuredLogger:
 
 
 def _record_lost(sink: RecordSink, run_id: str, level: Level, error: Exception) -> None:
-    problem = f"{UNREPRESENTABLE} record: writing it raised {_type_name(error)}>"
+    problem = f"{UNREPRESENTABLE} record: writing it raised {type_name(error)}>"
     try:
         sink.write(make_record(run_id, level, problem))
     except Exception:
