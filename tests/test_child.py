@@ -58,9 +58,16 @@ class Collector:
         return found[0]
 
 
-def run(launcher: Launcher, scheduler_id: str) -> tuple[Exit, Collector]:
+def run(
+    launcher: Launcher, scheduler_id: str, *, cgroup: str | None = None
+) -> tuple[Exit, Collector]:
     sink = Collector()
-    job = Job(scheduler_id=scheduler_id, run_id=uuid.uuid4().hex[:16], trigger="manual")
+    job = Job(
+        scheduler_id=scheduler_id,
+        run_id=uuid.uuid4().hex[:16],
+        trigger="manual",
+        cgroup=cgroup,
+    )
     process = launcher.spawn(job)
     exit_ = process.supervise(sink=sink, timeout=30.0, cancel=threading.Event(), grace=5.0)
     return exit_, sink
@@ -189,6 +196,17 @@ def test_summary_and_failure_never_raise() -> None:
     assert failure(SystemExit(7)).status == 7
 
 
+def test_a_run_that_cannot_join_its_cgroup_goes_on_and_says_so(
+    launcher: Launcher, tmp_path: Path
+) -> None:
+    exit_, sink = run(launcher, "first", cgroup=str(tmp_path / "not-a-cgroup"))
+    assert exit_.outcome is Outcome.SUCCEEDED
+    warning = next(r for r in sink.records if "could not join its cgroup" in r.message)
+    assert warning.level is Level.WARNING
+    assert warning.fields["cgroup"] == str(tmp_path / "not-a-cgroup")
+    assert sink.find("first").level is Level.INFO
+
+
 def test_job_carries_its_cgroup_through_json() -> None:
     job = Job(
         scheduler_id="s",
@@ -199,3 +217,5 @@ def test_job_carries_its_cgroup_through_json() -> None:
     )
     assert Job.from_json(job.to_json()) == job
     assert Job.from_json({"scheduler_id": "s", "run_id": "r1", "trigger": "m"}).cgroup is None
+    with pytest.raises(ValueError, match="absolute"):
+        Job(scheduler_id="s", run_id="r1", trigger="m", cgroup="relative/r1")

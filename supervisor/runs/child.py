@@ -86,6 +86,8 @@ class Job:
             )
         if self.deadline is not None and self.deadline.tzinfo is None:
             raise ValueError("deadline must be an aware datetime")
+        if self.cgroup is not None and not os.path.isabs(self.cgroup):
+            raise ValueError(f"cgroup {self.cgroup!r} must be an absolute path")
 
     def to_json(self) -> dict[str, Any]:
         return {
