@@ -27,6 +27,11 @@ Killing: ``cgroup.kill`` (v2, Linux 5.14+) where present; else freeze (v2
 ``cgroup.freeze``, v1 ``freezer.state``), SIGKILL every process listed, thaw; else
 SIGKILL every listed process until none is left; always within a deadline.
 
+Cost: ``create``, an empty ``kill`` and ``remove`` take well under a millisecond each;
+moving a process (``join_self``) waits for an RCU grace period when no other move
+happened just before (about 10 ms here under load, 0.03 ms back to back) unless cgroup2
+is mounted with ``favordynmods``. The run's own process pays it, not the fork server.
+
 Use, in the manager (the process that lives as long as its runs)::
 
     root = detect()                      # None: keep the marker sweep alone
