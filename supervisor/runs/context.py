@@ -25,7 +25,7 @@ import traceback
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from types import MappingProxyType
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, cast
 
 from supervisor.core.records import Level, LogRecord, Source
 
@@ -203,6 +203,9 @@ UNREPRESENTABLE: Final = "<unrepresentable"
 MAX_NODES: Final = 50_000
 # ... and at most this many characters of text (a record must fit the records pipe).
 MAX_CHARS: Final = 512 * 1024
+# sys.set_int_max_str_digits() accepts no limit below 640 digits.
+_SHORT_INT: Final = 10**639
+_SHORT_TEXT: Final = 4096  # shorter texts need no cutting (they still count)
 _REST_CUT: Final = (
     f"{UNREPRESENTABLE}: over {MAX_NODES} values or {MAX_CHARS} characters, the rest cut>"
 )
@@ -210,6 +213,8 @@ _REST_CUT: Final = (
 
 class _Safe:
     """One ``json_safe`` conversion: its node budget and the containers being walked."""
+
+    __slots__ = ("budget", "chars", "walking")
 
     def __init__(self) -> None:
         self.budget = MAX_NODES
@@ -224,30 +229,43 @@ class _Safe:
 
     def _convert(self, value: object, depth: int) -> Any:
         self.budget -= 1
-        if value is None or isinstance(value, bool):
+        kind = type(value)  # exact types first: the common case, and no user code runs
+        if kind in _PLAIN and _plain(value):
+            if kind is str:
+                self.chars -= len(cast(str, value)) or 1
             return value
-        if isinstance(value, int):
-            return self._int(value)
-        if isinstance(value, str):
-            return self._text(str.__str__(value))
-        if isinstance(value, float):
-            number = float.__float__(value)
-            return number if math.isfinite(number) else repr(number)
+        if kind is not dict and kind is not list and kind is not tuple:
+            if isinstance(value, bool):
+                return bool(value)
+            if isinstance(value, int):
+                return self._int(value)
+            if isinstance(value, str):
+                return self._text(str.__str__(value))
+            if isinstance(value, float):
+                number = float.__float__(value)
+                return number if math.isfinite(number) else repr(number)
         if self.exhausted:
             return _REST_CUT
-        if isinstance(value, Mapping | list | tuple):
+        if (
+            kind is dict
+            or kind is list
+            or kind is tuple
+            or isinstance(value, Mapping | list | tuple)
+        ):
             if depth >= _MAX_DEPTH:  # its repr could be as big as everything below it
                 return self._text(
                     f"{UNREPRESENTABLE} {type_name(value)}: nested over {_MAX_DEPTH} deep>"
                 )
-            if id(value) in self.walking:
+            walked = id(value)
+            if walked in self.walking:
                 return f"{UNREPRESENTABLE} {type_name(value)}: it contains itself>"
-            self.walking.add(id(value))
+            self.walking.add(walked)
             try:
-                with contextlib.suppress(Exception):  # a broken container: shown by its repr
-                    return self._container(value, depth)
+                return self._container(cast(_Container, value), depth)
+            except Exception:  # a broken container: shown by its repr
+                return self._text(safe_repr(value))
             finally:
-                self.walking.discard(id(value))
+                self.walking.discard(walked)
         return self._text(safe_repr(value))
 
     @property
@@ -260,21 +278,45 @@ class _Safe:
         self.chars -= len(text) or 1
         return _cut(text)
 
-    def _container(self, value: Mapping[Any, Any] | list[Any] | tuple[Any, ...], depth: int) -> Any:
+    def _container(self, value: _Container, depth: int) -> Any:
+        # Plain items are taken here, without a call each: this is the hot path of logging.
         if isinstance(value, Mapping):
             out: dict[str, Any] = {}
             for key, item in value.items():
                 if self.exhausted:
                     out["…"] = _REST_CUT
                     break
-                out[self._key(key)] = self.convert(item, depth + 1)
+                name = key if type(key) is str else self._key(key)
+                kind = type(item)
+                if kind is str and len(item) <= _SHORT_TEXT:
+                    self.budget -= 1
+                    self.chars -= len(item) or 1
+                    out[name] = item
+                elif (
+                    item is None
+                    or kind is bool
+                    or (kind is int and -_SHORT_INT < item < _SHORT_INT)
+                ):
+                    self.budget -= 1
+                    out[name] = item
+                else:
+                    out[name] = self.convert(item, depth + 1)
             return out
         items: list[Any] = []
         for item in value:
             if self.exhausted:
                 items.append(_REST_CUT)
                 break
-            items.append(self.convert(item, depth + 1))
+            kind = type(item)
+            if kind is str and len(item) <= _SHORT_TEXT:
+                self.budget -= 1
+                self.chars -= len(item) or 1
+                items.append(item)
+            elif item is None or kind is bool or (kind is int and -_SHORT_INT < item < _SHORT_INT):
+                self.budget -= 1
+                items.append(item)
+            else:
+                items.append(self.convert(item, depth + 1))
         return items
 
     @staticmethod
@@ -287,11 +329,28 @@ class _Safe:
     @staticmethod
     def _int(value: int) -> int | str:
         number = int.__int__(value)  # an exact int: a subclass's methods are not called
+        if -_SHORT_INT < number < _SHORT_INT:  # fewer digits than any limit Python allows
+            return number
         try:
             int.__repr__(number)  # what the JSON encoder will call
         except ValueError:  # over sys.get_int_max_str_digits()
             return f"{UNREPRESENTABLE} int: {number.bit_length()} bits, too long to show>"
         return number
+
+
+_Container = Mapping[Any, Any] | list[Any] | tuple[Any, ...]
+_PLAIN: Final = frozenset({str, int, float, bool, type(None)})
+
+
+def _plain(value: object) -> bool:
+    """Is ``value`` (of an exact type in ``_PLAIN``) kept as it is?"""
+    if type(value) is str:
+        return len(value) <= _SHORT_TEXT
+    if type(value) is int:
+        return -_SHORT_INT < value < _SHORT_INT
+    if type(value) is float:
+        return math.isfinite(value)
+    return True
 
 
 def _cut(text: str) -> str:
