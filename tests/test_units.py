@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -76,6 +77,7 @@ def definitions() -> list[Options]:
             name="Manual report",
             kind=Kind.MANUAL,
             runner=command(["/usr/bin/env", "true"]),
+            user="reports",
         ),
         Options(
             id="cron.seconds",
@@ -421,7 +423,11 @@ def test_golden_files() -> None:
 
 
 def render_real(
-    tmp_path: Path, *, python: str = sys.executable, user: str | None = None
+    tmp_path: Path,
+    *,
+    python: str = sys.executable,
+    user: str | None = None,
+    interpreter: list[str] | None = None,
 ) -> list[Path]:
     state = tmp_path / "state dir"
     state.mkdir()
@@ -433,6 +439,7 @@ def render_real(
         prefix="sched-demo",
         state_dir=str(state),
         user=user,
+        interpreter_paths=interpreter or [],
     )
     directory = tmp_path / "units"
     directory.mkdir()
@@ -465,6 +472,122 @@ def test_verify_would_catch_a_broken_unit(tmp_path: Path) -> None:
         check=False,
     )
     assert "/nonexistent/python" in result.stdout + result.stderr
+
+
+# --- the sandbox: systemd-analyze security --------------------------------------------
+
+PACKAGED_SERVICE = Path(__file__).parent.parent / "packaging" / "debian" / "sched-supervisor.service"
+MAX_EXPOSURE = 3.0  # systemd-analyze security's "OK"
+needs_analyze = pytest.mark.skipif(
+    shutil.which("systemd-analyze") is None, reason="needs systemd-analyze"
+)
+
+
+def exposure(path: Path) -> float:
+    """The overall exposure that ``systemd-analyze security --offline=true`` gives ``path``
+    (the unit file alone: no systemd as PID 1 needed)."""
+    result = subprocess.run(
+        ["systemd-analyze", "security", "--offline=true", "--no-pager", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    found = re.search(r"Overall exposure level for .*: (\d+\.\d+)", result.stdout)
+    assert found, f"no exposure level for {path}:\n{result.stdout}{result.stderr}"
+    return float(found.group(1))
+
+
+@needs_analyze
+@pytest.mark.parametrize("user", [None, "daemon"])
+@pytest.mark.parametrize("home", [False, True])
+def test_every_generated_service_rates_ok_in_systemd_analyze_security(
+    tmp_path: Path, user: str | None, home: bool
+) -> None:
+    paths = render_real(tmp_path, user=user, interpreter=["/home/dev/.pyenv"] if home else [])
+    services = [path for path in paths if path.suffix == ".service"]
+    assert len(services) == len(definitions())
+    levels = {path.name: exposure(path) for path in services}
+    assert max(levels.values()) <= MAX_EXPOSURE, levels
+    # Root gets no capability either: the sandbox rates it nearly as well.
+    assert all("CapabilityBoundingSet=\n" in path.read_text() for path in services)
+
+
+@needs_analyze
+def test_the_packaged_service_rates_ok_in_systemd_analyze_security() -> None:
+    assert exposure(PACKAGED_SERVICE) <= MAX_EXPOSURE
+
+
+@needs_analyze
+def test_exposure_would_catch_an_unsandboxed_unit(tmp_path: Path) -> None:
+    unit = tmp_path / "plain.service"
+    unit.write_text("[Service]\nType=oneshot\nExecStart=/bin/true\n")
+    assert exposure(unit) > 9.0
+
+
+def test_code_under_home_is_read_only_not_hidden(tmp_path: Path) -> None:
+    def protect_home(**arguments: object) -> set[str]:
+        units = render_units(
+            definitions(),
+            app_spec="examples.jobs:cfg",
+            python="/usr/bin/python3",
+            working_dir="/srv/app",
+            prefix="sched-demo",
+            state_dir="/var/lib/x",
+            user=None,
+            **arguments,  # type: ignore[arg-type]
+        )
+        return {
+            line for unit in units for line in unit.text.splitlines() if "ProtectHome" in line
+        }
+
+    assert protect_home() == {"ProtectHome=yes"}
+    for arguments in (
+        {"python_path": ["/srv/app", "/home/alice/lib"]},
+        {"interpreter_paths": ["/root/.pyenv/versions/3.11.7"]},
+        {"package_dir": "/run/user/1000/checkout"},
+    ):
+        assert protect_home(**arguments) == {"ProtectHome=read-only"}, arguments
+
+
+@pytest.mark.parametrize(
+    ("field", "arguments"),
+    [
+        ("python", {"python": "/tmp/venv/bin/python"}),
+        ("working_dir", {"working_dir": "/var/tmp/app"}),
+        ("python_path", {"python_path": ["/srv/app", "/tmp/lib"]}),
+        ("interpreter_paths", {"interpreter_paths": ["/tmp/pyenv/../pyenv"]}),
+    ],
+)
+def test_code_under_a_private_tmp_is_refused(field: str, arguments: dict[str, object]) -> None:
+    base: dict[str, object] = {
+        "app_spec": "examples.jobs:cfg",
+        "python": "/usr/bin/python3",
+        "working_dir": "/srv/app",
+        "prefix": "sched-demo",
+        "state_dir": "/var/lib/x",
+        "user": None,
+    }
+    with pytest.raises(DefinitionError, match="PrivateTmp") as caught:
+        render_units(definitions(), **{**base, **arguments})  # type: ignore[arg-type]
+    assert caught.value.field == field
+
+
+def test_a_command_runner_may_write_and_execute_memory() -> None:
+    by_name = {unit.name: unit.text for unit in golden_render()}
+    assert "MemoryDenyWriteExecute" not in by_name["sched-demo-reports.manual.service"]
+    assert "MemoryDenyWriteExecute=yes" in by_name["sched-demo-my.test.scheduler.service"]
+
+
+def test_a_schedulers_own_user_wins_over_the_default() -> None:
+    by_name = {unit.name: unit.text for unit in golden_render()}
+    assert "\nUser=reports\n" in by_name["sched-demo-reports.manual.service"]
+    assert "\nUser=sched\n" in by_name["sched-demo-my.test.scheduler.service"]
+
+
+def test_a_bad_user_is_refused_at_configure_time() -> None:
+    with pytest.raises(DefinitionError) as caught:
+        Options(id="x", name="x", kind=Kind.MANUAL, runner=run_nothing, user="no body")
+    assert caught.value.field == "user"
 
 
 # --- a real systemd ----------------------------------------------------------------------
@@ -511,10 +634,17 @@ def install(
         "prefix": "sched-test",
         "state_dir": str(state),
         "user": None,
+        # The dump's interpreter (this venv's, maybe linked under /root) must stay visible.
+        "interpreter_paths": [os.path.realpath(sys.executable), sys.base_prefix],
         **overrides,
     }
     for unit in render_units(options, **arguments):  # type: ignore[arg-type]
         ns.write_unit(unit.name, unit.text)
+        if unit.name.endswith(".service"):
+            # The sandbox lets a run write nowhere but its /tmp: an administrator's drop-in
+            # grants the dump its directory.
+            grant = f"[Service]\nReadWritePaths={quote_word(str(arguments['state_dir']))}\n"
+            ns.write_unit(f"{unit.name}.d/writable.conf", grant)
     ns.daemon_reload()
 
     def runs(scheduler_id: str) -> list[dict[str, object]]:

@@ -22,6 +22,7 @@ from supervisor.cli.systemd import (
     SystemdClient,
     backend_choice,
     open_systemd_mode,
+    operator_state_dir,
     register,
     select_client,
 )
@@ -55,7 +56,7 @@ class Cli(click.Group):
 
 def client(state_dir: str | None) -> ControlClient | SystemdClient:
     """The manager's control socket, or systemd when the state directory says so."""
-    return select_client(resolve_state_dir(state_dir))
+    return select_client(operator_state_dir(state_dir))
 
 
 def echo_json(value: object) -> None:
@@ -188,7 +189,7 @@ def admin(
 
     from supervisor.service.manager_mode import RunOptions
 
-    directory = resolve_state_dir(state_dir)
+    directory = operator_state_dir(state_dir)
     mode = open_systemd_mode(directory, app_spec=app_spec)
     try:
         options = RunOptions(app_spec=mode.app_spec, state_dir=directory, admin=parse_admin(admin))
@@ -490,7 +491,7 @@ def next_runs(
         zone = timezone
     else:
         assert scheduler_id is not None
-        directory = resolve_state_dir(state_dir)
+        directory = operator_state_dir(state_dir)
         options, settings, systemd = _scheduler_settings(app_spec, scheduler_id, directory)
         times = upcoming(options, settings, start=start, count=count, systemd=systemd)
         zone = settings.timezone
