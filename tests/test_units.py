@@ -476,7 +476,9 @@ def test_verify_would_catch_a_broken_unit(tmp_path: Path) -> None:
 
 # --- the sandbox: systemd-analyze security --------------------------------------------
 
-PACKAGED_SERVICE = Path(__file__).parent.parent / "packaging" / "debian" / "sched-supervisor.service"
+PACKAGED_SERVICE = (
+    Path(__file__).parent.parent / "packaging" / "debian" / "sched-supervisor.service"
+)
 MAX_EXPOSURE = 3.0  # systemd-analyze security's "OK"
 needs_analyze = pytest.mark.skipif(
     shutil.which("systemd-analyze") is None, reason="needs systemd-analyze"
@@ -536,9 +538,7 @@ def test_code_under_home_is_read_only_not_hidden(tmp_path: Path) -> None:
             user=None,
             **arguments,  # type: ignore[arg-type]
         )
-        return {
-            line for unit in units for line in unit.text.splitlines() if "ProtectHome" in line
-        }
+        return {line for unit in units for line in unit.text.splitlines() if "ProtectHome" in line}
 
     assert protect_home() == {"ProtectHome=yes"}
     for arguments in (
