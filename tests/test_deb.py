@@ -466,7 +466,7 @@ def test_coexists_with_debians_supervisor(package: Path) -> None:
             "-I",
             "-c",
             f"import sys; sys.path.insert(0, {str(PRIVATE_DIR)!r}); "
-            "import supervisor.cli.main as c; print(c.__file__)",
+            "import supervisor.systemd.units as u; print(u.__file__)",
         ]
     )
     assert ours.stdout.startswith(f"{PRIVATE_DIR}/supervisor/")
