@@ -269,7 +269,13 @@ def backend_choice(state_dir: Path, environ: Mapping[str, str] | None = None) ->
     return "systemd" if (Path(state_dir) / MANIFEST_NAME).exists() else "manager"
 
 
-def units_state_dir(given: str | None, environ: Mapping[str, str] | None = None) -> Path:
+def units_state_dir(
+    given: str | None,
+    environ: Mapping[str, str] | None = None,
+    *,
+    uid: int | None = None,
+    home: Path | None = None,
+) -> Path:
     """The state directory of ``install-units``/``uninstall-units``/``generate-units``.
 
     ``--state-dir`` or ``$SUPERVISOR_STATE_DIR`` if given; else the manager's default
@@ -281,11 +287,23 @@ def units_state_dir(given: str | None, environ: Mapping[str, str] | None = None)
     env = os.environ if environ is None else environ
     if given or env.get("SUPERVISOR_STATE_DIR"):
         return Path(given or env["SUPERVISOR_STATE_DIR"])
-    manager = default_state_dir(env, uid=os.getuid(), home=Path.home())
+    manager = _manager_default(env, uid=uid, home=home)
     return manager.with_name(manager.name + UNITS_DIR_SUFFIX)
 
 
-def operator_state_dir(given: str | None, environ: Mapping[str, str] | None = None) -> Path:
+def _manager_default(env: Mapping[str, str], *, uid: int | None, home: Path | None) -> Path:
+    return default_state_dir(
+        env, uid=os.getuid() if uid is None else uid, home=Path.home() if home is None else home
+    )
+
+
+def operator_state_dir(
+    given: str | None,
+    environ: Mapping[str, str] | None = None,
+    *,
+    uid: int | None = None,
+    home: Path | None = None,
+) -> Path:
     """The state directory of the operator commands (``list``, ``status``, ``admin`` ...).
 
     ``--state-dir`` or ``$SUPERVISOR_STATE_DIR`` if given. Else the manager's default,
@@ -296,8 +314,8 @@ def operator_state_dir(given: str | None, environ: Mapping[str, str] | None = No
     env = os.environ if environ is None else environ
     if given or env.get("SUPERVISOR_STATE_DIR"):
         return Path(given or env["SUPERVISOR_STATE_DIR"])
-    manager = default_state_dir(env, uid=os.getuid(), home=Path.home())
-    units = units_state_dir(None, env)
+    manager = _manager_default(env, uid=uid, home=home)
+    units = units_state_dir(None, env, uid=uid, home=home)
     chosen = env.get("SUPERVISOR_BACKEND", "").strip().lower()
     if chosen == "systemd":
         return manager if _exists(manager / MANIFEST_NAME) else units
