@@ -30,7 +30,6 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from supervisor.cli.options import state_dir_option
 from supervisor.core.access import os_user_name
 from supervisor.core.records import Trigger
 from supervisor.service.paths import (
@@ -413,6 +412,13 @@ def render_units(
         supervisor_command=options.supervisor_command,
     )
     warnings = units.dst_warnings(definitions, start=datetime.now(UTC), settings=settings)
+    as_root = [d.id for d in definitions if (d.user or options.user) in (None, "root", "0")]
+    if as_root:
+        more = " ..." if len(as_root) > 3 else ""
+        warnings.append(
+            f"runs as root (sandboxed, but with root's files): {', '.join(as_root[:3])}{more}; "
+            "give --user USER (or Options(user=...)) to run them as a user"
+        )
     return Rendering(
         units=[RenderedUnit(name=unit.name, text=unit.text) for unit in rendered],
         warnings=warnings,
@@ -506,6 +512,17 @@ def _render_options(
     )
 
 
+def _units_state_dir_option(func: Any) -> Any:
+    return click.option(
+        "--state-dir",
+        type=click.Path(file_okay=False),
+        default=None,
+        help="State directory of the install (default: $SUPERVISOR_STATE_DIR, "
+        "/var/lib/sched-supervisor-units for root, ~/.local/state/sched-supervisor-units "
+        "otherwise: never the manager's).",
+    )(func)
+
+
 def _unit_options(func: Any) -> Any:
     func = click.option("--prefix", default=None, help="Unit name prefix (default: the app's).")(
         func
@@ -529,7 +546,7 @@ def _unit_options(func: Any) -> Any:
     type=click.Path(file_okay=False),
     help="Where to write the unit files.",
 )
-@state_dir_option
+@_units_state_dir_option
 def generate_units(
     app_spec: str, user: str | None, prefix: str | None, output_dir: str, state_dir: str | None
 ) -> None:
@@ -564,7 +581,7 @@ def generate_units(
     default=None,
     help="Install into this directory instead (for tests and unusual layouts).",
 )
-@state_dir_option
+@_units_state_dir_option
 def install_units(
     app_spec: str,
     user: str | None,
@@ -650,7 +667,7 @@ def install_units(
 
 
 @click.command(name="uninstall-units")
-@state_dir_option
+@_units_state_dir_option
 def uninstall_units(state_dir: str | None) -> None:
     """Stop, disable and remove exactly the units `install-units` wrote."""
     from supervisor.systemd.backend import Systemd
