@@ -526,6 +526,77 @@ def test_exposure_would_catch_an_unsandboxed_unit(tmp_path: Path) -> None:
     assert exposure(unit) > 9.0
 
 
+MANAGER_PROBE = """\
+import ctypes, os, socket, sys
+state = sys.argv[1]
+callback = ctypes.CFUNCTYPE(ctypes.c_int)(lambda: 7)  # libffi closure: no W+X page needed
+assert callback() == 7
+libc = ctypes.CDLL(None, use_errno=True)
+assert libc.prctl(36, 1, 0, 0, 0) == 0  # PR_SET_CHILD_SUBREAPER, as the manager does
+own = open("/proc/self/cgroup").read().split("::", 1)[1].strip()
+run_cgroup = "/sys/fs/cgroup" + own + "/run-probe"
+os.mkdir(run_cgroup)  # a cgroup per run, in the delegated subtree
+os.rmdir(run_cgroup)
+with socket.socket(socket.AF_UNIX) as control:
+    control.bind(os.path.join(state, "control.sock"))  # the control socket
+with socket.socket() as admin:
+    admin.bind(("127.0.0.1", 0))  # the Admin Center
+    admin.listen()
+pid = os.fork()  # a run
+if pid == 0:
+    os._exit(0)
+assert os.waitpid(pid, 0)[1] == 0
+with open(os.path.join(state, "probe.ok"), "w") as done:
+    done.write(str(os.getuid()))
+print("manager probe passed")
+"""
+
+
+@pytest.mark.systemd
+def test_the_packaged_sandbox_keeps_what_the_manager_needs(
+    systemd_namespace: NamespacedSystemd,
+) -> None:
+    """The packaged service's sandbox settings, as a user with Debian's python3 (as the
+    package runs), around a probe doing what the manager does: ctypes, a subreaper, a
+    cgroup per run, its sockets, forks, journald."""
+    ns = systemd_namespace
+    text = PACKAGED_SERVICE.read_text()
+    service = text.split("[Service]\n", 1)[1].split("\n[Install]", 1)[0]
+    # The host's /var/lib is the namespace's: the probe's state lives in the shared dir.
+    dropped = (
+        "ExecStart=",
+        "ExecCondition=",
+        "EnvironmentFile=",
+        "Environment=",
+        "User=",
+        "Group=",
+        "StateDirectory",
+        "WorkingDirectory=",
+        "Restart",
+        "Type=",
+    )
+    sandbox = [line for line in service.splitlines() if not line.startswith(dropped)]
+    assert "Delegate=yes" in sandbox and "MemoryDenyWriteExecute=yes" in sandbox
+    state = ns.shared_dir / "manager-state"
+    state.mkdir()
+    os.chown(state, 1, 1)  # daemon
+    probe = ns.shared_dir / "probe.py"
+    probe.write_text(MANAGER_PROBE)
+    ns.write_unit(
+        "manager-probe.service",
+        "[Service]\nType=oneshot\nUser=daemon\n"
+        f"ExecStart=/usr/bin/python3 {probe} {state}\nReadWritePaths={state}\n"
+        + "\n".join(sandbox)
+        + "\n",
+    )
+    ns.daemon_reload()
+    started = ns.systemctl("start", "manager-probe.service")
+    journal = ns.journalctl("-u", "manager-probe.service", "-o", "cat").stdout
+    assert started.returncode == 0, journal
+    assert "manager probe passed" in journal
+    assert (state / "probe.ok").read_text() == "1"
+
+
 def test_code_under_home_is_read_only_not_hidden(tmp_path: Path) -> None:
     def protect_home(**arguments: object) -> set[str]:
         units = render_units(
