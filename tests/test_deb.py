@@ -21,7 +21,8 @@ while it carries it, so a run interrupted after the install can be rerun.
 The tests run in file order and share one installation; the last one removes and purges.
 Services never start on the host: a ``policy-rc.d`` denies them during the installs (the
 Debian way), and the service is started in a systemd booted in private namespaces
-(``tests/systemd_ns.py``). Imports pytest, the standard library and ``tests.systemd_ns``.
+(``tests/systemd_ns.py``). Imports pytest, the standard library, ``tests.commands`` and
+``tests.systemd_ns``.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from tests.commands import command
 from tests.systemd_ns import NamespacedSystemd, unavailable_reason, wait_until
 
 REPO = Path(__file__).resolve().parent.parent
@@ -89,7 +91,7 @@ def run(
     """Run ``argv`` with Debian's tools first on PATH, from ``/`` unless told (so that
     ``python3 -c`` never imports this repository's ``supervisor``)."""
     result = subprocess.run(
-        [str(arg) for arg in argv],
+        command([str(arg) for arg in argv]),  # default signal dispositions
         env={**CLEAN_ENV, **(env or {})},
         capture_output=True,
         text=True,
@@ -606,8 +608,19 @@ def test_units_installed_by_the_packaged_command_run_as_the_service_user_apart_f
             )
             assert record["scheduler_id"] == "my.test.scheduler"
 
-            # The service, configured, starts on its own directory beside the units.
+            # The service, configured, refuses a state directory that holds an install
+            # manifest (from before systemd mode had its own): it stays root's.
             CONFFILE.write_text(configured(original_conffile, free_port()))
+            old_manifest = STATE_DIR / "systemd-units.json"
+            old_manifest.write_text("{}\n")
+            try:
+                systemd.systemctl("restart", "sched-supervisor.service", check=True)
+                shown = systemd.show("sched-supervisor.service", "ActiveState", "ConditionResult")
+                assert shown == {"ActiveState": "inactive", "ConditionResult": "no"}
+                assert old_manifest.stat().st_uid == 0
+            finally:
+                old_manifest.unlink()
+            # Without it, the service starts on its own directory beside the units.
             systemd.systemctl("restart", "sched-supervisor.service", check=True)
             systemd.wait_until(
                 lambda: succeeded_run(STATE_DIR, runner=systemd),
