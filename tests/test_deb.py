@@ -262,15 +262,21 @@ def deb_file(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
 @pytest.fixture(scope="module")
 def package(deb_file: Path) -> Iterator[Path]:
     """sched-supervisor installed with apt beside Debian's supervisor; purged afterwards."""
+    reason = state_guard_reason()  # again: the build took minutes
+    if reason is not None:
+        pytest.skip(reason)
     had_supervisord = installed("supervisor")
     try:
         with services_denied():
             if not had_supervisord:
                 apt_get("install", "--no-install-recommends", "supervisor")
             apt_get("install", "--no-install-recommends", str(deb_file))
-        # Checked empty or absent before (skip_reason): what is there now is the package's.
-        for directory in (STATE_DIR, CONFFILE.parent):
-            mark_as_ours(directory)
+        # Absent or empty a moment ago: what is there now is the package's, unless another
+        # process made the state directory meanwhile (then it is not ours to purge).
+        owner = STATE_DIR.stat().st_uid
+        if owner == pwd.getpwnam(PACKAGE).pw_uid:
+            mark_as_ours(STATE_DIR)
+        mark_as_ours(CONFFILE.parent)
         yield deb_file
     finally:
         purge_if_ours()

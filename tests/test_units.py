@@ -643,6 +643,22 @@ def test_code_under_a_private_tmp_is_refused(field: str, arguments: dict[str, ob
     assert caught.value.field == field
 
 
+def test_a_venvs_supervisor_script_starts_the_exec() -> None:
+    (service, *_rest) = render_units(
+        definitions()[:1],
+        app_spec="examples.jobs:cfg",
+        python="/srv/venv/bin/python",
+        working_dir="/srv/app",
+        prefix="sched-demo",
+        state_dir="/var/lib/x",
+        user="sched",
+        supervisor_command="/srv/venv/bin/supervisor",
+        package_dir="/srv/venv/lib/python3.11/site-packages",
+    )
+    (line,) = [line for line in service.text.splitlines() if line.startswith("ExecStart=")]
+    assert line == "ExecStart=/srv/venv/bin/supervisor exec --app examples.jobs:cfg my.test.failure"
+
+
 def test_a_command_runner_may_write_and_execute_memory() -> None:
     by_name = {unit.name: unit.text for unit in golden_render()}
     assert "MemoryDenyWriteExecute" not in by_name["sched-demo-reports.manual.service"]

@@ -13,6 +13,12 @@
   (written by ``install-units``), else the manager.
 - ``open_systemd_mode(state_dir)`` gives the ``Schedulers`` (use cases bound to systemd)
   and the store, for ``supervisor admin`` to serve the Admin Center with.
+- ``units_state_dir`` / ``operator_state_dir``: the default state directories. systemd
+  mode keeps its own (``/var/lib/sched-supervisor-units`` for root), apart from the
+  manager's (the Debian service's), and the operator commands find the mode in use.
+- Units run as the scheduler's ``Options.user``, else ``--user``, else the Debian
+  package's service user for the packaged command (``default_unit_user``), else root
+  (with a warning).
 
 The top layer (with ``cli``): may import anything but ``cli`` at module level.
 """
