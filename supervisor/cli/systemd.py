@@ -40,6 +40,9 @@ from supervisor.core.access import os_user_name
 from supervisor.core.records import Trigger
 from supervisor.service.paths import (
     DATABASE_NAME,
+    MANIFEST_NAME,
+    SERVICE_USER,
+    SOCKET_NAME,
     default_state_dir,
     ensure_state_dir,
 )
@@ -53,8 +56,6 @@ if TYPE_CHECKING:  # imported where used: `supervisor list` in manager mode stay
     from supervisor.systemd.backend import Systemd, SystemdBackend, TemplateLayout
     from supervisor.systemd.install import Manifest, RenderedUnit
 
-MANIFEST_NAME = "systemd-units.json"  # unitinstall.MANIFEST_NAME, without importing it
-SOCKET_NAME = "control.sock"  # control.SOCKET_NAME, without importing it
 UNITS_DIR_SUFFIX = "-units"
 _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]*")
 
@@ -443,7 +444,6 @@ def render_units(
 
 
 PACKAGED_DIR = Path("/usr/share/sched-supervisor")  # the Debian package's private modules
-SERVICE_USER = "sched-supervisor"  # the Debian package's system user
 
 
 def package_dir() -> Path:
