@@ -396,6 +396,13 @@ def test_installs_into_a_private_directory_with_debian_dependencies(package: Pat
     conffiles = run(["dpkg-query", "-W", "-f=${Conffiles}", PACKAGE]).stdout
     assert str(CONFFILE) in conffiles
 
+    # The installed service: silent under systemd-analyze verify, rated "OK" for exposure.
+    verify = run(["systemd-analyze", "verify", "--man=no", UNIT], check=False)
+    assert (verify.returncode, verify.stdout + verify.stderr) == (0, "")
+    security = run(["systemd-analyze", "security", "--offline=true", "--no-pager", UNIT])
+    level = re.search(r"Overall exposure level for .*: (\d+\.\d+)", security.stdout)
+    assert level is not None and float(level.group(1)) <= 3.0, security.stdout
+
     user = pwd.getpwnam(PACKAGE)
     assert user.pw_uid < 1000
     assert user.pw_shell in ("/usr/sbin/nologin", "/bin/false")
