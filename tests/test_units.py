@@ -1,5 +1,6 @@
 """Tests for supervisor.systemd.units: names, quoting filters, golden files, systemd-analyze verify,
-and the rendered units loaded and fired by a real (namespaced) systemd.
+the sandbox (systemd-analyze security rates every generated service and the packaged one
+"OK"), and the rendered units loaded and fired by a real (namespaced) systemd.
 
 Regenerate the golden files with ``UPDATE_GOLDEN=1 pytest tests/test_units.py``.
 """
