@@ -576,7 +576,7 @@ def _accounts(state_dir: str | None, *, create: bool) -> tuple[Any, Any]:
     from supervisor.store.sqlite import SqliteStore
     from supervisor.usecases.accounts import Accounts
 
-    directory = resolve_state_dir(state_dir)
+    directory = operator_state_dir(state_dir)  # the Admin Center's (manager or systemd)
     if not create and not (directory / DATABASE_NAME).exists():
         raise StoreError(f"no state database in {directory.absolute()} (wrong --state-dir?)")
     store = SqliteStore.open(ensure_state_dir(directory) / DATABASE_NAME)
