@@ -23,6 +23,7 @@ from supervisor.cli.systemd import (
     SystemdClient,
     backend_choice,
     open_systemd_mode,
+    operator_state_dir,
     register,
     select_client,
 )
@@ -56,7 +57,7 @@ class Cli(click.Group):
 
 def client(state_dir: str | None) -> ControlClient | SystemdClient:
     """The manager's control socket, or systemd when the state directory says so."""
-    return select_client(resolve_state_dir(state_dir))
+    return select_client(operator_state_dir(state_dir))
 
 
 def echo_json(value: object) -> None:
@@ -191,7 +192,7 @@ def admin(
 
     from supervisor.service.manager_mode import RunOptions
 
-    directory = resolve_state_dir(state_dir)
+    directory = operator_state_dir(state_dir)
     mode = open_systemd_mode(directory, app_spec=app_spec)
     try:
         options = RunOptions(app_spec=mode.app_spec, state_dir=directory, admin=parse_admin(admin))
@@ -487,7 +488,7 @@ def next_runs(
         zone = timezone
     else:
         assert scheduler_id is not None
-        directory = resolve_state_dir(state_dir)
+        directory = operator_state_dir(state_dir)
         options, settings, systemd = _scheduler_settings(app_spec, scheduler_id, directory)
         times = upcoming(options, settings, start=start, count=count, systemd=systemd)
         zone = settings.timezone
@@ -575,7 +576,7 @@ def _accounts(state_dir: str | None, *, create: bool) -> tuple[Any, Any]:
     from supervisor.store.sqlite import SqliteStore
     from supervisor.usecases.accounts import Accounts
 
-    directory = resolve_state_dir(state_dir)
+    directory = operator_state_dir(state_dir)  # the Admin Center's (manager or systemd)
     if not create and not (directory / DATABASE_NAME).exists():
         raise StoreError(f"no state database in {directory.absolute()} (wrong --state-dir?)")
     store = SqliteStore.open(ensure_state_dir(directory) / DATABASE_NAME)
