@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import json
 import os
 import signal
 import sqlite3
@@ -19,9 +20,10 @@ import psutil
 import pytest
 
 from supervisor.core.access import su
-from supervisor.core.errors import AlreadyRunning
+from supervisor.core.errors import AlreadyRunning, BackendError
 from supervisor.core.records import Outcome, RunRecord, Source, State, Trigger
 from supervisor.manager.shell import CLOSE_MARGIN_SECONDS
+from supervisor.runs.launcher import ForkServerLauncher, Job
 from supervisor.service.manager_mode import RunOptions, Service
 from supervisor.store.sqlite import SqliteStore
 from tests.commands import supervisor
@@ -320,3 +322,31 @@ def test_regression_a_restart_does_not_run_a_schedule_before_its_pause_is_over(
         assert len(second.use_cases.runs(su(), "m.repeat")) == len(runs)
     finally:
         second.close()
+
+
+def test_regression_a_scheduler_whose_starts_fail_says_so_on_the_cli(
+    service: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(self: object, job: Job) -> object:
+        raise BackendError("the app failed to load: ImportError: no module named 'gone'")
+
+    # The real fork-server launcher, made to refuse every start from now on.
+    monkeypatch.setattr(ForkServerLauncher, "spawn", refuse)
+    use_cases = service.use_cases
+    wait_for(
+        lambda: use_cases.status(su(), "m.repeat").state is State.FAILING,
+        what="m.repeat to show its failed start",
+    )
+    shown = json.loads(
+        subprocess.run(
+            supervisor("status", "m.repeat", "--state-dir", str(service.state_dir), "--json"),
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+    )
+    assert shown["state"] == "failing"
+    assert shown["last_outcome"] == "crashed"
+    assert shown["last_error"].startswith("could not start a run: the app failed to load")
+    assert shown["next_planned_at"] is not None  # a retry is planned
