@@ -51,7 +51,7 @@ from supervisor.manager.machine import (
     Now,
     Slot,
 )
-from supervisor.runs.launcher import CancelRequest, Exit, Job, Launcher
+from supervisor.runs.launcher import CancelRequest, Exit, Job, Launcher, RunProcess
 from supervisor.store.sqlite import SqliteStore
 
 __all__ = ["RETRY_SECONDS", "WALL_CLOCK_CHECK_SECONDS", "Manager", "ManagerConfig"]
@@ -332,31 +332,10 @@ class Manager:
                 self._wake.notify_all()
 
     def _watch_run(self, run: RunRecord, cancel: CancelRequest, timeout: timedelta | None) -> None:
-        scheduler_id = run.scheduler_id
-        job = Job(
-            scheduler_id=scheduler_id,
-            run_id=run.run_id,
-            trigger=run.trigger.value,
-            deadline=None if timeout is None else run.started_at + timeout,
-        )
-        if cancel.is_set():  # stopped (or shut down) before its process was asked for
-            failed = machine.LaunchFailed(
-                run_id=run.run_id, error="cancelled", stored=True, cancelled=True
-            )
-            self._carry_out(self._feed(scheduler_id, failed))
+        """Launch ``run``, supervise it to its end and record the end (watcher thread)."""
+        process = self._spawn(run, cancel, timeout)
+        if process is None:
             return
-        try:
-            process = self._launcher.spawn(job)
-        except Exception as error:  # a failed start, not a crash of the manager
-            failed = machine.LaunchFailed(
-                run_id=run.run_id, error=str(error), stored=True, cancelled=cancel.is_set()
-            )
-            self._carry_out(self._feed(scheduler_id, failed))
-            return
-        started = machine.RunStarted(
-            run_id=run.run_id, pid=process.pid, create_time=process.create_time
-        )
-        self._carry_out(self._feed(scheduler_id, started))
         try:
             exit_ = process.supervise(
                 sink=self._logs.submit,
@@ -372,8 +351,41 @@ class Manager:
                 error=f"could not supervise the run: {error}",
                 result=None,
             )
-        if self._closed.is_set():
-            return
+        if not self._closed.is_set():  # past close's deadline the run was recorded already
+            self._record_end(run, exit_)
+
+    def _spawn(
+        self, run: RunRecord, cancel: CancelRequest, timeout: timedelta | None
+    ) -> RunProcess | None:
+        """Start ``run``'s process; None (the machine told) if it was cancelled or failed."""
+        job = Job(
+            scheduler_id=run.scheduler_id,
+            run_id=run.run_id,
+            trigger=run.trigger.value,
+            deadline=None if timeout is None else run.started_at + timeout,
+        )
+        if cancel.is_set():  # stopped (or shut down) before its process was asked for
+            failed = machine.LaunchFailed(
+                run_id=run.run_id, error="cancelled", stored=True, cancelled=True
+            )
+            self._carry_out(self._feed(run.scheduler_id, failed))
+            return None
+        try:
+            process = self._launcher.spawn(job)
+        except Exception as error:  # a failed start, not a crash of the manager
+            failed = machine.LaunchFailed(
+                run_id=run.run_id, error=str(error), stored=True, cancelled=cancel.is_set()
+            )
+            self._carry_out(self._feed(run.scheduler_id, failed))
+            return None
+        started = machine.RunStarted(
+            run_id=run.run_id, pid=process.pid, create_time=process.create_time
+        )
+        self._carry_out(self._feed(run.scheduler_id, started))
+        return process
+
+    def _record_end(self, run: RunRecord, exit_: Exit) -> None:
+        """Store how ``run`` ended (behind its log records) and tell the machine."""
         self._logs.flush()
         finished = replace(
             run,
@@ -385,7 +397,7 @@ class Manager:
         )
         stored = self._ends.try_store(finished)
         ended = machine.RunEnded(finished=stored or finished, stored=stored is not None)
-        self._carry_out(self._feed(scheduler_id, ended))
+        self._carry_out(self._feed(run.scheduler_id, ended))
 
     def wait_idle(self, scheduler_id: str, timeout: float) -> bool:
         """Wait up to ``timeout`` real seconds until ``scheduler_id`` has no run in progress."""
