@@ -14,8 +14,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from supervisor.core.errors import ManagerUnavailable
-from supervisor.service.control import SOCKET_NAME, ControlClient, RemoteError
+from supervisor.cli.client import ControlClient
+from supervisor.core.errors import ManagerUnavailable, UnknownScheduler
+from supervisor.service.control import SOCKET_NAME
 from supervisor.service.manager_mode import RunOptions, Service
 
 APP = "tests.apps.manager_jobs:cfg"
@@ -115,9 +116,10 @@ def test_junk_arguments_never_go_unanswered(
 
 def test_errors_of_the_use_cases_keep_their_exit_codes(service: Service) -> None:
     client = ControlClient(service.state_dir)
-    with pytest.raises(RemoteError) as caught:
-        client.call("status", id="nope")
+    with pytest.raises(UnknownScheduler) as caught:
+        client.status("nope")
     assert caught.value.exit_code == 3
+    assert caught.value.scheduler_id == "nope"
 
 
 def test_a_vanished_manager_is_a_clear_error(tmp_path: Path) -> None:
@@ -135,5 +137,5 @@ def test_a_vanished_manager_is_a_clear_error(tmp_path: Path) -> None:
         closer = threading.Thread(target=accept_and_close)
         closer.start()
         with pytest.raises(ManagerUnavailable, match=r"gave no answer|lost the connection"):
-            client.call("list")
+            client.statuses()
         closer.join()

@@ -43,7 +43,7 @@ def test_one_manager_per_state_directory(tmp_path: Path) -> None:
         second = Service(
             RunOptions(app_spec=APP, state_dir=tmp_path, admin=None), log=io.StringIO()
         )
-        with pytest.raises(StoreError, match="another manager is already running"):
+        with pytest.raises(StoreError, match=r"another manager \(pid \d+\) is already running"):
             second.start()
         second.close()
     finally:
