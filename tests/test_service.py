@@ -16,7 +16,7 @@ import pytest
 
 from supervisor.core.errors import DefinitionError, StoreError
 from supervisor.service.control import SOCKET_NAME
-from supervisor.service.lock import _flock_holders
+from supervisor.service.lock import _flock_holders, holder
 from supervisor.service.manager_mode import RunOptions, Service
 from supervisor.service.paths import LOCK_NAME
 from supervisor.store.sqlite import SqliteStore
@@ -230,3 +230,33 @@ def test_the_holder_is_read_from_proc_locks() -> None:
     )
     assert _flock_holders(device, inode, locks) == [333]
     assert _flock_holders(device, inode + 5, locks) == []
+
+
+def test_a_killed_manager_leaves_no_lock_behind_even_with_runs_alive(
+    manager: tuple[subprocess.Popen[bytes], Path],
+) -> None:
+    # The locks live on the manager's own descriptors: neither the fork server nor a run
+    # in flight may keep them (which would lock every later manager out).
+    first, state = manager
+    started = _cli("execute", "m.hang", "--state-dir", str(state))
+    assert started.returncode == 0, started.stderr
+    first.kill()
+    first.wait(30)
+    assert holder(state) is None
+    second = subprocess.Popen(
+        supervisor("run", "--app", APP, "--state-dir", str(state), "--no-admin"),
+        cwd=ROOT,
+        env=_environment(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(lambda: holder(state) == second.pid, timeout=30, what="the second manager")
+        wait_for(
+            lambda: _cli("status", "m.hang", "--state-dir", str(state)).returncode == 0,
+            timeout=30,
+            what="the second manager's socket",
+        )
+    finally:
+        second.terminate()
+        assert second.wait(30) == 0
