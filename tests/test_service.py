@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.core.errors import DefinitionError, StoreError
+from supervisor.core.errors import DefinitionError, StoreError, UntrustedPath
 from supervisor.service.control import SOCKET_NAME
-from supervisor.service.lock import _flock_holders, holder
+from supervisor.service.lock import StateDirLock, _flock_holders, holder
 from supervisor.service.manager_mode import RunOptions, Service
 from supervisor.service.paths import LOCK_NAME
 from supervisor.store.sqlite import SqliteStore
@@ -174,8 +174,11 @@ def test_the_lock_file_is_never_followed_through_a_symlink(tmp_path: Path) -> No
     target.write_text("precious\n")
     (state / LOCK_NAME).symlink_to(target)
     result = _cli("run", "--app", APP, "--state-dir", str(state), "--no-admin")
-    assert result.returncode == 7
-    assert "symbolic link" in result.stderr
+    assert result.returncode == 11
+    assert "manager.lock: it is a symlink" in result.stderr
+    # Planted after the state directory was checked: O_NOFOLLOW still refuses it.
+    with pytest.raises(UntrustedPath, match="it is a symlink"):
+        StateDirLock(state).acquire()
     assert target.read_text() == "precious\n"
 
 

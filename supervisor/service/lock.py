@@ -22,7 +22,7 @@ import os
 import stat
 from pathlib import Path
 
-from supervisor.core.errors import StoreError
+from supervisor.core.errors import StoreError, UntrustedPath
 from supervisor.service.paths import LOCK_NAME
 
 PROC_LOCKS = Path("/proc/locks")
@@ -75,8 +75,8 @@ class StateDirLock:
     """The locks of one state directory, held from ``acquire()`` until ``release()``.
 
     ``acquire`` raises ``StoreError`` naming the holder's pid when another manager holds
-    the directory, and ``StoreError`` when the lock file cannot be opened safely (a
-    symlink, not a regular file, no permission).
+    the directory, ``UntrustedPath`` when the lock file is a symlink (never followed) and
+    ``StoreError`` when it cannot be used otherwise (not a regular file, no permission).
     """
 
     def __init__(self, state_dir: Path) -> None:
@@ -113,8 +113,11 @@ class StateDirLock:
                 self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
             )
         except OSError as error:
-            problem = "it is a symbolic link" if self.path.is_symlink() else error.strerror or error
-            raise StoreError(f"cannot use lock file {self.path}: {problem}") from error
+            if self.path.is_symlink():  # planted after the state directory was checked
+                raise UntrustedPath(f"refusing {self.path}: it is a symlink") from error
+            raise StoreError(
+                f"cannot use lock file {self.path}: {error.strerror or error}"
+            ) from error
         try:
             if not stat.S_ISREG(os.fstat(descriptor).st_mode):
                 raise StoreError(f"cannot use lock file {self.path}: not a regular file")

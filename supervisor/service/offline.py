@@ -13,7 +13,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from supervisor.core.errors import DefinitionError, StoreError
-from supervisor.service.paths import APP_CWD_META, APP_SPEC_META, DATABASE_NAME, ensure_state_dir
+from supervisor.service.paths import (
+    APP_CWD_META,
+    APP_SPEC_META,
+    DATABASE_NAME,
+    check_app_from_state,
+    check_state_dir,
+    ensure_state_dir,
+)
 from supervisor.service.systemd_mode import backend_choice, open_systemd_mode
 from supervisor.usecases.accounts import Accounts
 from supervisor.usecases.planning import NoOverrides, Planning
@@ -39,7 +46,8 @@ def open_planning(state_dir: Path, *, app_spec: str | None) -> Iterator[Planning
     installed) and its stored overrides; under systemd, with systemd's DST rules.
 
     Raises ``DefinitionError("--app")`` when no app is given or known, ``AppLoadError``
-    when it cannot be imported.
+    when it cannot be imported, ``UntrustedPath`` when the state directory names an app
+    someone else could have chosen or changed.
     """
     from supervisor.cfgscheduler import enable
     from supervisor.core.app import load_app
@@ -54,9 +62,21 @@ def open_planning(state_dir: Path, *, app_spec: str | None) -> Iterator[Planning
         return
     database = state_dir / DATABASE_NAME
     with contextlib.ExitStack() as stack:
-        store = stack.enter_context(SqliteStore.open(database)) if database.exists() else None
+        store = None
+        if database.exists():
+            state = check_state_dir(state_dir)
+            store = stack.enter_context(SqliteStore.open(database))
         if app_spec is None and store is not None:
             app_spec, cwd = store.get_meta(APP_SPEC_META), store.get_meta(APP_CWD_META)
+            if app_spec is not None:
+                # Named by the state directory, not typed by the caller: import it only if
+                # nobody else could have chosen it or changed its code.
+                check_app_from_state(
+                    state,
+                    app_spec=app_spec,
+                    source=database,
+                    search_path=[cwd, *sys.path] if cwd else list(sys.path),
+                )
             if cwd and cwd not in sys.path:
                 sys.path.insert(0, cwd)
         if app_spec is None:

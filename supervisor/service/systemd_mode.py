@@ -24,7 +24,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from supervisor.core.errors import AppLoadError, DefinitionError
-from supervisor.service.paths import DATABASE_NAME, ensure_state_dir
+from supervisor.service.paths import (
+    DATABASE_NAME,
+    MANIFEST_NAME,
+    check_app_from_state,
+    ensure_state_dir,
+    open_state_dir,
+)
 
 if TYPE_CHECKING:
     from supervisor.cfgscheduler import Schedulers
@@ -33,8 +39,6 @@ if TYPE_CHECKING:
     from supervisor.store.sqlite import SqliteStore
     from supervisor.systemd.backend import Systemd, SystemdBackend, TemplateLayout
     from supervisor.systemd.install import InstallReport, Manifest, RenderedUnit
-
-MANIFEST_NAME = "systemd-units.json"  # systemd.install.MANIFEST_NAME, without importing it
 
 
 def backend_choice(state_dir: Path, environ: Mapping[str, str] | None = None) -> str:
@@ -90,12 +94,13 @@ def open_systemd_mode(
 ) -> SystemdMode:
     """Load the app (``app_spec``, else ``$SUPERVISOR_APP``, else the install manifest's)
     and bind its use cases to a ``SystemdBackend``. Raises ``AppLoadError`` when no app is
-    known or it cannot be imported, ``StoreError`` for an unusable state database."""
+    known or it cannot be imported, ``UntrustedPath`` when the manifest or the code it names
+    could be changed by someone else, ``StoreError`` for an unusable state database."""
     from supervisor.cfgscheduler import enable
     from supervisor.core.app import load_app
     from supervisor.store.sqlite import SqliteStore
     from supervisor.systemd.backend import SystemdBackend
-    from supervisor.systemd.install import read_manifest
+    from supervisor.systemd.install import manifest_path, read_manifest
 
     env = os.environ if environ is None else environ
     manifest = read_manifest(state_dir)
@@ -105,11 +110,20 @@ def open_systemd_mode(
             f"systemd mode needs the app: no units are installed from {state_dir} "
             "(run `supervisor install-units --app MODULE:ATTR`) and no --app was given"
         )
+    state = open_state_dir(state_dir)
+    if manifest is not None:
+        # The manifest chooses import paths (and maybe the app): trust it only as far as
+        # nobody but the caller or root could have written it or the code it points at.
+        check_app_from_state(
+            state,
+            app_spec=spec,
+            source=manifest_path(state_dir),
+            search_path=[*([manifest.cwd] if manifest.cwd else []), *manifest.sys_path, *sys.path],
+        )
     _import_paths(manifest)
     app = load_app(spec)
     schedulers = enable(app)
-    directory = ensure_state_dir(state_dir)
-    store = SqliteStore.open(directory / DATABASE_NAME)
+    store = SqliteStore.open(state.path / DATABASE_NAME)
     try:
         backend = SystemdBackend(
             schedulers.registry,
