@@ -234,3 +234,12 @@ def test_an_answer_error_that_fits_no_type_keeps_its_message_and_code() -> None:
     assert (str(again), again.exit_code) == ("permission denied", 5)
     assert error_from_answer("malformed request", 2).exit_code == 2
     assert error_from_answer("something new", 42).exit_code == 42
+
+
+def test_the_client_speaks_the_servers_protocol_constants() -> None:
+    from supervisor.cli import client
+    from supervisor.service import control
+
+    assert client.PROTOCOL_VERSION == control.PROTOCOL_VERSION
+    assert client.MAX_SOCKET_PATH == control.MAX_SOCKET_PATH
+    assert client.SOCKET_NAME == control.SOCKET_NAME

@@ -28,7 +28,7 @@ from supervisor.core.errors import (
 )
 from supervisor.core.records import AuditEntry, Level, Outcome, Source, State, Trigger
 from supervisor.core.registry import Registry
-from supervisor.service.systemd_mode import backend_choice
+from supervisor.service.mode import backend_choice
 from supervisor.store.sqlite import SqliteStore
 from supervisor.systemd.backend import (
     MESSAGE_JOB_START,

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from supervisor.core.errors import BackendError, StoreError
-from supervisor.service import systemd_mode
+from supervisor.service import paths
 from supervisor.systemd import install as unitinstall
 from supervisor.systemd.backend import DropIn, Systemd
 from supervisor.systemd.install import (
@@ -90,7 +90,7 @@ def test_install_writes_units_records_them_and_starts_timers(
     assert manifest.enabled == ("a.timer", "a-start.timer", "b.timer")
     assert manifest.prefix == "sched-x" and manifest.app_spec == "pkg.jobs:cfg"
     assert oct(manifest_path(state).stat().st_mode & 0o777) == "0o600"
-    assert systemd_mode.MANIFEST_NAME == unitinstall.MANIFEST_NAME
+    assert paths.MANIFEST_NAME == unitinstall.MANIFEST_NAME
 
 
 def test_disabled_timers_stay_stopped_and_runtime_installs_enable_for_this_boot(

@@ -9,8 +9,8 @@ the server in ``service.control`` speaks: one JSON request line, one JSON answer
 
 Importing this module costs no croniter, jinja2, dateutil or bottle: the socket-only
 commands (``list``, ``status``, ``stop``, ...) stay quick. May import ``views``,
-``service.lock``, ``service.control`` (its constants), ``usecases`` (types), ``records``,
-``definitions``, ``access``, ``errors`` and the stdlib.
+``service.lock``, ``service.paths``, ``usecases`` (types), ``records``, ``definitions``,
+``access``, ``errors`` and the stdlib (``service.systemd_mode`` where used).
 """
 
 from __future__ import annotations
@@ -44,14 +44,18 @@ from supervisor.core.errors import (
     UnknownScheduler,
 )
 from supervisor.core.records import Level, LogRecord, RunRecord
-from supervisor.service.control import MAX_SOCKET_PATH, PROTOCOL_VERSION, SOCKET_NAME
 from supervisor.service.lock import holder
+from supervisor.service.paths import SOCKET_NAME
 from supervisor.usecases.schedulers import SettingsView, UseCases
 
 if TYPE_CHECKING:
     from supervisor.systemd.backend import Systemd
 
 SOCKET_RETURN_SECONDS = 3.0  # a manager puts a deleted socket back within about a second
+# The wire's constants, as ``service.control`` (the server) has them; not imported from
+# there, which would load the server's thread pool and logging for every command.
+PROTOCOL_VERSION = 1
+MAX_SOCKET_PATH = 100  # sockaddr_un holds 108 bytes; longer paths go through /proc/self/fd
 
 
 class Client(Protocol):
@@ -385,7 +389,7 @@ class UseCaseClient:
 def open_client(state_dir: Path, environ: Mapping[str, str] | None = None) -> Client:
     """The client for the operator commands: the manager's socket, or systemd in this
     process when ``service.systemd_mode.backend_choice`` says so (acting as the OS user)."""
-    from supervisor.service.systemd_mode import backend_choice
+    from supervisor.service.mode import backend_choice
 
     if backend_choice(state_dir, environ) == "systemd":
         return systemd_client(state_dir)

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from supervisor.core.errors import DefinitionError, StoreError
+from supervisor.service.mode import backend_choice
 from supervisor.service.paths import (
     APP_CWD_META,
     APP_SPEC_META,
@@ -21,7 +22,7 @@ from supervisor.service.paths import (
     check_state_dir,
     ensure_state_dir,
 )
-from supervisor.service.systemd_mode import backend_choice, open_systemd_mode
+from supervisor.service.systemd_mode import open_systemd_mode
 from supervisor.usecases.accounts import Accounts
 from supervisor.usecases.planning import NoOverrides, Planning
 

@@ -1,8 +1,6 @@
 """The composition root of systemd mode: the app's use cases bound to systemd, the units
 rendered and installed, and the Admin Center served over them.
 
-- ``backend_choice(state_dir)``: ``systemd`` or ``manager`` (``$SUPERVISOR_BACKEND`` if
-  set, else ``systemd`` when the state directory holds an install manifest).
 - ``open_systemd_mode(state_dir)``: the ``Schedulers`` (use cases bound to a
   ``SystemdBackend``), the store and the manifest, for the CLI and ``supervisor admin``.
 - ``render_units``/``generate_units``/``install_units``/``uninstall_units``: the unit files
@@ -10,7 +8,8 @@ rendered and installed, and the Admin Center served over them.
 - ``serve_admin``: ``supervisor admin`` (blocks until SIGTERM/SIGINT).
 
 The heavy parts (jinja2, the systemd backend, the store) are imported where used, so
-picking the mode costs nothing. May import everything except ``cli``.
+importing this costs little (the mode itself is picked by ``service.mode``). May import
+everything except ``cli``.
 """
 
 from __future__ import annotations
@@ -23,10 +22,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from supervisor.core.errors import AppLoadError, DefinitionError
+from supervisor.core.errors import AppLoadError
 from supervisor.service.paths import (
     DATABASE_NAME,
-    MANIFEST_NAME,
     check_app_from_state,
     ensure_state_dir,
     open_state_dir,
@@ -39,21 +37,6 @@ if TYPE_CHECKING:
     from supervisor.store.sqlite import SqliteStore
     from supervisor.systemd.backend import Systemd, SystemdBackend, TemplateLayout
     from supervisor.systemd.install import InstallReport, Manifest, RenderedUnit
-
-
-def backend_choice(state_dir: Path, environ: Mapping[str, str] | None = None) -> str:
-    """``systemd`` or ``manager``: ``$SUPERVISOR_BACKEND`` if set, else ``systemd`` when
-    ``state_dir`` holds an install manifest, else ``manager``. Raises ``DefinitionError``
-    for another value of ``$SUPERVISOR_BACKEND``."""
-    env = os.environ if environ is None else environ
-    chosen = env.get("SUPERVISOR_BACKEND", "").strip().lower()
-    if chosen in ("systemd", "manager"):
-        return chosen
-    if chosen not in ("", "auto"):
-        raise DefinitionError(
-            "SUPERVISOR_BACKEND", f"must be systemd, manager or auto, not {chosen!r}"
-        )
-    return "systemd" if (Path(state_dir) / MANIFEST_NAME).exists() else "manager"
 
 
 # -- the use cases over systemd ------------------------------------------------------------
