@@ -34,6 +34,7 @@ from supervisor.core.errors import (
     UnknownScheduler,
 )
 from supervisor.core.records import State
+from supervisor.core.settings import SettingsChange
 from supervisor.service.control import SOCKET_NAME
 from supervisor.service.manager_mode import RunOptions, Service
 from tests.waiting import wait_for
@@ -192,7 +193,7 @@ def test_the_typed_values_print_exactly_what_the_manager_sent(service: Service) 
         assert raw == {**views.log_json(record), "cursor": cursor}
     after = client.logs("m.oneshot", run_id=run_id, after=typed_logs[0][0], limit=50)
     assert [c for c, _ in after] == [c for c, _ in typed_logs[1:]]
-    changed = client.update_settings("m.waiting", {"pause_time": timedelta(seconds=90)})
+    changed = client.update_settings("m.waiting", SettingsChange(pause_time=timedelta(seconds=90)))
     assert changed.effective.pause_time == timedelta(seconds=90)
     assert dict(changed.overrides) == {"pause_time": timedelta(seconds=90)}
     assert client.call("settings", id="m.waiting") == views.settings_view_json(

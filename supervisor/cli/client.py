@@ -44,6 +44,7 @@ from supervisor.core.errors import (
     UnknownScheduler,
 )
 from supervisor.core.records import Level, LogRecord, RunRecord
+from supervisor.core.settings import SettingsChange
 from supervisor.service.lock import holder
 from supervisor.service.paths import SOCKET_NAME
 from supervisor.usecases.schedulers import SettingsView, UseCases
@@ -100,9 +101,8 @@ class Client(Protocol):
 
     def find_settings(self, scheduler_id: str) -> SettingsView: ...
 
-    def update_settings(self, scheduler_id: str, changes: Mapping[str, Any]) -> SettingsView:
-        """Apply ``changes`` (setting name to value: ``timedelta``, ``str``, ``bool``,
-        ``None``) all at once or not at all."""
+    def update_settings(self, scheduler_id: str, change: SettingsChange) -> SettingsView:
+        """Apply ``change`` all at once or not at all (``DefinitionError`` naming the field)."""
         ...
 
     def reset_settings(self, scheduler_id: str) -> SettingsView: ...
@@ -172,11 +172,12 @@ def _address(path: Path) -> Iterator[str]:
         os.close(directory)
 
 
-def _wire_changes(changes: Mapping[str, Any]) -> dict[str, Any]:
-    """Settings changes as the wire carries them: durations in seconds."""
+def _wire_change(change: SettingsChange) -> dict[str, Any]:
+    """A settings change as the wire carries it (``SettingsChange.from_json`` reads it):
+    the fields it sets, durations in seconds."""
     return {
         name: value.total_seconds() if isinstance(value, timedelta) else value
-        for name, value in changes.items()
+        for name, value in change.given().items()
     }
 
 
@@ -298,8 +299,8 @@ class ControlClient:
     def find_settings(self, scheduler_id: str) -> SettingsView:
         return views.settings_view_from_json(self.call("settings", id=scheduler_id))
 
-    def update_settings(self, scheduler_id: str, changes: Mapping[str, Any]) -> SettingsView:
-        answer = self.call("settings", id=scheduler_id, changes=_wire_changes(changes))
+    def update_settings(self, scheduler_id: str, change: SettingsChange) -> SettingsView:
+        answer = self.call("settings", id=scheduler_id, changes=_wire_change(change))
         return views.settings_view_from_json(answer)
 
     def reset_settings(self, scheduler_id: str) -> SettingsView:
@@ -375,8 +376,8 @@ class UseCaseClient:
     def find_settings(self, scheduler_id: str) -> SettingsView:
         return self._use_cases.find_settings(self._subject, scheduler_id)
 
-    def update_settings(self, scheduler_id: str, changes: Mapping[str, Any]) -> SettingsView:
-        return self._use_cases.update_settings(self._subject, scheduler_id, changes)
+    def update_settings(self, scheduler_id: str, change: SettingsChange) -> SettingsView:
+        return self._use_cases.update_settings(self._subject, scheduler_id, change)
 
     def reset_settings(self, scheduler_id: str) -> SettingsView:
         return self._use_cases.reset_settings(self._subject, scheduler_id)
@@ -420,7 +421,7 @@ def systemd_client(
         )
 
     return UseCaseClient(
-        mode.schedulers.use_cases,
+        mode.use_cases,
         su(user_name or os_user_name()),
         info=ManagerInfo(pid=os.getpid(), app=mode.app_spec, backend="systemd"),
         units=units,

@@ -21,7 +21,7 @@ from typing import Any
 import click
 
 from supervisor import __version__
-from supervisor.cli import views
+from supervisor.cli import terminal, views
 from supervisor.cli.client import Client, open_client
 from supervisor.cli.options import json_option, proxy_header_option, state_dir_option
 from supervisor.cli.systemd import register
@@ -29,6 +29,7 @@ from supervisor.core.access import ROLES, Subject, os_user_name, su
 from supervisor.core.durations import format_duration, parse_duration
 from supervisor.core.errors import DefinitionError, SupervisorError
 from supervisor.core.records import Level, LogRecord
+from supervisor.core.settings import SettingsChange
 from supervisor.core.sizes import parse_size
 from supervisor.service.paths import resolve_state_dir
 
@@ -271,13 +272,7 @@ def _print_log(record: LogRecord, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(views.log_json(record), ensure_ascii=False))
         return
-    fields_text = " ".join(
-        f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in record.fields.items()
-    )
-    click.echo(
-        f"{local_time(record.time)} {record.level.name:<8} [{record.source.value}] "
-        f"{record.message}" + (f"  {fields_text}" if fields_text else "")
-    )
+    click.echo(terminal.log_line(views.log_json(record), when=local_time(record.time)))
 
 
 def _level(text: str | None) -> Level | None:
@@ -393,7 +388,7 @@ def settings(
     as_json: bool,
 ) -> None:
     """Show or change a scheduler's timing settings (changes apply at once)."""
-    changes: dict[str, Any] = {}
+    changes: dict[str, Any] = {}  # the fields given, for a SettingsChange
     if start_delay is not None:
         changes["start_delay"] = _duration(start_delay, "start_delay")
     if pause_time is not None:
@@ -412,7 +407,7 @@ def settings(
     if reset:
         view = control.reset_settings(scheduler_id)
     elif changes:
-        view = control.update_settings(scheduler_id, changes)
+        view = control.update_settings(scheduler_id, SettingsChange.of(changes))
     else:
         view = control.find_settings(scheduler_id)
     if as_json:

@@ -5,10 +5,11 @@ frozen values here (``*_from_json``), the commands print them (``*_json`` for ``
 the same shapes and key order as ``serialize``, so the output is what it always was).
 Runs and log records are the records of ``core.records``; a scheduler's status is a
 ``StatusView`` (the wire carries no code defaults, so it is not a ``SchedulerStatus``),
-settings are a ``usecases.schedulers.SettingsView``. Malformed answers raise
-``ManagerUnavailable`` (the other side is not a manager we understand).
-May import ``definitions``, ``records``, ``usecases.schedulers`` (values only), ``errors``
-and the stdlib.
+settings are a ``usecases.schedulers.SettingsView`` (``core.settings.EffectiveSettings``).
+Malformed answers raise ``ManagerUnavailable`` (the other side is not a manager we
+understand).
+May import ``core`` (values), ``usecases.schedulers`` (its ``SettingsView`` name) and the
+stdlib.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from types import MappingProxyType
 from typing import Any
 
 from supervisor.core.definitions import Kind, Settings
@@ -30,7 +32,9 @@ from supervisor.core.records import (
     State,
     Trigger,
 )
-from supervisor.usecases.schedulers import SettingsView, settings_as_json
+from supervisor.core.settings import EffectiveSettings
+from supervisor.core.settings import as_json as settings_as_json
+from supervisor.usecases.schedulers import SettingsView
 
 DURATIONS = ("start_delay", "pause_time", "timeout")
 
@@ -339,11 +343,12 @@ def settings_view_from_json(raw: object) -> SettingsView:
     overridden = view.sequence("overridden")
     if not all(isinstance(name, str) and hasattr(effective, name) for name in overridden):
         raise view.bad("overridden")
-    return SettingsView(
+    # Read back as the manager reported it (this value never goes to a backend); the
+    # overrides are the effective values of the overridden fields.
+    return EffectiveSettings(
         effective=effective,
         defaults=settings_from_json(view.get("defaults")),
-        # The overrides are the effective values of the overridden fields.
-        overrides={name: getattr(effective, name) for name in overridden},
+        overrides=MappingProxyType({name: getattr(effective, name) for name in overridden}),
     )
 
 

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Protocol
 
-from supervisor.cfgscheduler import Schedulers, enable
 from supervisor.core.app import Configurator, load_app
 from supervisor.core.clock import Clock, SystemClock
 from supervisor.core.errors import DefinitionError, StoreError
@@ -32,6 +31,7 @@ from supervisor.service.paths import (
     ensure_state_dir,
 )
 from supervisor.store.sqlite import SqliteStore
+from supervisor.usecases.schedulers import UseCases, enable
 
 REAP_INTERVAL_SECONDS = 1.0
 APP_NAME_META = "app_name"  # beside paths.APP_SPEC_META: the name of the app last run
@@ -117,7 +117,7 @@ class Service:
         app: Configurator | None = None,
         clock: Clock | None = None,
         log: IO[str] | None = None,
-        admin_factory: Callable[[Schedulers, SqliteStore, RunOptions], AdminHandle] | None = None,
+        admin_factory: Callable[[UseCases, SqliteStore, RunOptions], AdminHandle] | None = None,
     ) -> None:
         self.options = options
         self.app = app or load_app(options.app_spec)
@@ -129,6 +129,7 @@ class Service:
         self.state_dir = ensure_state_dir(options.state_dir)
         self.store: SqliteStore | None = None
         self.manager: Manager | None = None
+        self.use_cases: UseCases | None = None
         self._admin: AdminHandle | None = None
         self._lock: StateDirLock | None = None
         self._control: ControlServer | None = None
@@ -180,14 +181,16 @@ class Service:
                 catch_up_missed_cron=options.catch_up_missed_cron,
             ),
         )
-        self.schedulers.use_cases.bind(manager, store, clock=self.clock)
-        stack.callback(self.schedulers.use_cases.unbind)
+        use_cases = UseCases(
+            self.schedulers.registry, backend=manager, audit=store, clock=self.clock
+        )
+        self.use_cases = use_cases
         # The Admin Center binds its port before any run starts: a wrong --admin fails
         # the start cleanly instead of after the first runs.
         if options.admin is not None and self._admin_factory is not None:
             host, port = options.admin
             try:
-                self._admin = self._admin_factory(self.schedulers, store, options)
+                self._admin = self._admin_factory(use_cases, store, options)
             except OSError as error:
                 raise DefinitionError(
                     "--admin", f"cannot serve the Admin Center on {host}:{port}: {error}"
@@ -197,7 +200,7 @@ class Service:
         stack.callback(manager.close)
         self.manager = manager
         self._dispatcher = Dispatcher(
-            self.schedulers.use_cases,
+            use_cases,
             {"pid": os.getpid(), "app": options.app_spec, "backend": "manager"},
         )
         self._serve_control()
@@ -281,7 +284,7 @@ class AdminHandle(Protocol):
 
 def admin_factory(
     proxy_user_header: str | None,
-) -> Callable[[Schedulers, SqliteStore, RunOptions], AdminHandle]:
+) -> Callable[[UseCases, SqliteStore, RunOptions], AdminHandle]:
     """The Admin Center's ``start_admin``, told to trust a reverse proxy's user header when
     one is named. Imported when called: the web stack costs ~60 ms to import."""
     from supervisor.web.server import start_admin
@@ -289,13 +292,15 @@ def admin_factory(
     if proxy_user_header is None:
         return start_admin
 
-    def start(schedulers: Schedulers, store: SqliteStore, options: RunOptions) -> AdminHandle:
+    def start(use_cases: UseCases, store: SqliteStore, options: RunOptions) -> AdminHandle:
         from supervisor.web.app import AdminConfig
 
         config = AdminConfig(
-            app_name=schedulers.app.name, proxy_user_header=proxy_user_header, behind_proxy=True
+            app_name=use_cases.registry.app_name,
+            proxy_user_header=proxy_user_header,
+            behind_proxy=True,
         )
-        return start_admin(schedulers, store, options, config=config)
+        return start_admin(use_cases, store, options, config=config)
 
     return start
 

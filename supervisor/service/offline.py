@@ -50,8 +50,8 @@ def open_planning(state_dir: Path, *, app_spec: str | None) -> Iterator[Planning
     when it cannot be imported, ``UntrustedPath`` when the state directory names an app
     someone else could have chosen or changed.
     """
-    from supervisor.cfgscheduler import enable
     from supervisor.core.app import load_app
+    from supervisor.core.registry import registry_of
     from supervisor.store.sqlite import SqliteStore
 
     if backend_choice(state_dir) == "systemd":
@@ -84,5 +84,5 @@ def open_planning(state_dir: Path, *, app_spec: str | None) -> Iterator[Planning
             raise DefinitionError(
                 "--app", f"needed: nothing has run with state directory {state_dir}"
             )
-        registry = enable(load_app(app_spec)).registry
+        registry = registry_of(load_app(app_spec))
         yield Planning(registry, store or NoOverrides(), systemd=False)

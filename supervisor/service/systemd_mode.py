@@ -1,8 +1,8 @@
 """The composition root of systemd mode: the app's use cases bound to systemd, the units
 rendered and installed, and the Admin Center served over them.
 
-- ``open_systemd_mode(state_dir)``: the ``Schedulers`` (use cases bound to a
-  ``SystemdBackend``), the store and the manifest, for the CLI and ``supervisor admin``.
+- ``open_systemd_mode(state_dir)``: the ``Schedulers``, the ``UseCases`` built over a
+  ``SystemdBackend``, the store and the manifest, for the CLI and ``supervisor admin``.
 - ``render_units``/``generate_units``/``install_units``/``uninstall_units``: the unit files
   of an app as values, written to a directory, or installed with a manifest.
 - ``serve_admin``: ``supervisor admin`` (blocks until SIGTERM/SIGINT).
@@ -31,12 +31,12 @@ from supervisor.service.paths import (
 )
 
 if TYPE_CHECKING:
-    from supervisor.cfgscheduler import Schedulers
     from supervisor.core.app import Configurator
     from supervisor.core.definitions import Settings
     from supervisor.store.sqlite import SqliteStore
     from supervisor.systemd.backend import Systemd, SystemdBackend, TemplateLayout
     from supervisor.systemd.install import InstallReport, Manifest, RenderedUnit
+    from supervisor.usecases.schedulers import Schedulers, UseCases
 
 
 # -- the use cases over systemd ------------------------------------------------------------
@@ -50,6 +50,7 @@ class SystemdMode:
     """
 
     schedulers: Schedulers
+    use_cases: UseCases
     store: SqliteStore
     backend: SystemdBackend
     manifest: Manifest | None
@@ -79,11 +80,11 @@ def open_systemd_mode(
     and bind its use cases to a ``SystemdBackend``. Raises ``AppLoadError`` when no app is
     known or it cannot be imported, ``UntrustedPath`` when the manifest or the code it names
     could be changed by someone else, ``StoreError`` for an unusable state database."""
-    from supervisor.cfgscheduler import enable
     from supervisor.core.app import load_app
     from supervisor.store.sqlite import SqliteStore
     from supervisor.systemd.backend import SystemdBackend
     from supervisor.systemd.install import manifest_path, read_manifest
+    from supervisor.usecases.schedulers import UseCases, enable
 
     env = os.environ if environ is None else environ
     manifest = read_manifest(state_dir)
@@ -117,12 +118,17 @@ def open_systemd_mode(
             action_cwd=None if manifest is None else manifest.cwd,
             action_sys_path=() if manifest is None else manifest.sys_path,
         )
-        schedulers.use_cases.bind(backend, store)
+        use_cases = UseCases(schedulers.registry, backend=backend, audit=store)
     except BaseException:
         store.close()
         raise
     return SystemdMode(
-        schedulers=schedulers, store=store, backend=backend, manifest=manifest, app_spec=spec
+        schedulers=schedulers,
+        use_cases=use_cases,
+        store=store,
+        backend=backend,
+        manifest=manifest,
+        app_spec=spec,
     )
 
 
@@ -142,7 +148,7 @@ def serve_admin(
     mode = open_systemd_mode(state_dir, app_spec=app_spec)
     try:
         options = RunOptions(app_spec=mode.app_spec, state_dir=state_dir, admin=admin)
-        server = admin_factory(proxy_user_header)(mode.schedulers, mode.store, options)
+        server = admin_factory(proxy_user_header)(mode.use_cases, mode.store, options)
         stop = threading.Event()
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: stop.set())
@@ -228,9 +234,9 @@ def render_units(
 ) -> Rendering:
     """Every unit of ``app`` (``systemd.units``; code defaults: overrides go in drop-ins),
     and the DST warnings for the effective ``settings``. Touches no disk."""
-    from supervisor.cfgscheduler import enable
     from supervisor.systemd import units
     from supervisor.systemd.install import RenderedUnit
+    from supervisor.usecases.schedulers import enable
 
     definitions = list(enable(app).registry)
     rendered = units.render_units(
@@ -293,8 +299,8 @@ def install_units(
     """Install the app's units (stored overrides as drop-ins), reload systemd, enable and
     start the timers of schedulers that are not disabled, and write the manifest.
     Raises ``BackendError`` when systemd refuses, ``StoreError`` for the state database."""
-    from supervisor.cfgscheduler import enable
     from supervisor.core.app import load_app
+    from supervisor.core.settings import from_store
     from supervisor.store.sqlite import SqliteStore
     from supervisor.systemd.backend import Systemd, TemplateLayout
     from supervisor.systemd.install import (
@@ -304,6 +310,7 @@ def install_units(
         install,
         settings_dropins,
     )
+    from supervisor.usecases.schedulers import enable
 
     app = load_app(app_spec)
     options = render_options(app, app_spec, state_dir=state_dir, user=user, prefix=prefix)
@@ -313,9 +320,8 @@ def install_units(
     schedulers = enable(app)
 
     def effective(scheduler_id: str) -> Settings:
-        return schedulers.registry.get(scheduler_id).defaults.with_overrides(
-            overrides.get(scheduler_id, {})
-        )
+        options = schedulers.registry.get(scheduler_id)
+        return from_store(options, overrides.get(scheduler_id, {})).effective
 
     rendering = render_units(app, options, settings=effective)
     target = unit_dir or (RUNTIME_UNIT_DIR if runtime else PERSISTENT_UNIT_DIR)

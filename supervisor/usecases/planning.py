@@ -3,7 +3,7 @@
 Needs no running backend: the definitions and the stored overrides are enough. Like every
 use case it checks the subject's permission (``FIND_SETTINGS``: the plan follows from the
 settings). A cron expression alone is checked with ``core.nextruns.upcoming_for_cron``.
-May import ``definitions``, ``registry``, ``nextruns``, ``access`` and ``errors``.
+May import ``core``.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 from supervisor.core.access import Permission, Subject
 from supervisor.core.nextruns import upcoming, upcoming_for_cron
 from supervisor.core.registry import Registry
+from supervisor.core.settings import from_store
 
 
 class StoredOverrides(Protocol):
@@ -48,7 +49,7 @@ class Planning:
         scheduler's time zone. Raises ``UnknownScheduler``, ``PermissionDenied``."""
         subject.require(Permission.FIND_SETTINGS)
         options = self._registry.get(scheduler_id)
-        settings = options.defaults.with_overrides(self._overrides.overrides(scheduler_id))
+        settings = from_store(options, self._overrides.overrides(scheduler_id)).effective
         zone = ZoneInfo(settings.timezone)
         times = upcoming(options, settings, start=start, count=count, systemd=self._systemd)
         return [t.astimezone(zone) for t in times]
