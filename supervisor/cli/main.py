@@ -54,8 +54,11 @@ class Cli(click.Group):
 
 
 def client(state_dir: str | None) -> Client:
-    """The manager's control socket, or systemd when the state directory says so."""
-    return open_client(resolve_state_dir(state_dir))
+    """The manager's control socket, or systemd when the state directory says so; closed
+    when the command ends."""
+    made = open_client(resolve_state_dir(state_dir))
+    click.get_current_context().call_on_close(made.close)
+    return made
 
 
 def echo_json(value: object) -> None:
