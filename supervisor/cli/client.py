@@ -241,8 +241,9 @@ class ControlClient:
                 if time.monotonic() >= deadline:
                     raise ManagerUnavailable(
                         f"a manager (pid {pid}) holds state directory {self.state_dir}, but "
-                        f"its control socket {self.path} is gone and did not come back "
-                        f"within {self._socket_wait:g}s; restart that manager"
+                        f"its control socket {self.path} did not answer within "
+                        f"{self._socket_wait:g}s (still starting, or the socket was deleted "
+                        "and not served again): try again, or restart that manager"
                     ) from error
                 time.sleep(0.05)  # polling the manager's repair, at most socket_wait
             except PermissionError as error:
