@@ -31,6 +31,7 @@ from supervisor.core.errors import DefinitionError, SupervisorError
 from supervisor.core.records import Level, LogRecord
 from supervisor.core.settings import SettingsChange
 from supervisor.core.sizes import parse_size
+from supervisor.service.mode import operator_state_dir
 from supervisor.service.paths import resolve_state_dir
 
 FOLLOW_POLL_SECONDS = 0.25
@@ -56,7 +57,7 @@ class Cli(click.Group):
 def client(state_dir: str | None) -> Client:
     """The manager's control socket, or systemd when the state directory says so; closed
     when the command ends."""
-    made = open_client(resolve_state_dir(state_dir))
+    made = open_client(operator_state_dir(state_dir))
     click.get_current_context().call_on_close(made.close)
     return made
 
@@ -179,7 +180,7 @@ def admin(
     from supervisor.service.systemd_mode import serve_admin
 
     serve_admin(
-        resolve_state_dir(state_dir),
+        operator_state_dir(state_dir),
         app_spec=app_spec,
         admin=parse_admin(admin),
         proxy_user_header=proxy_user_header,
@@ -468,7 +469,7 @@ def next_runs(
         assert scheduler_id is not None
         from supervisor.service.offline import open_planning
 
-        with open_planning(resolve_state_dir(state_dir), app_spec=app_spec) as planning:
+        with open_planning(operator_state_dir(state_dir), app_spec=app_spec) as planning:
             times = planning.next_runs(_operator(), scheduler_id, start=start, count=count)
     if as_json:
         click.echo(json.dumps([t.isoformat() for t in times]))
@@ -513,7 +514,7 @@ def users_add(name: str, role: str, password_stdin: bool, state_dir: str | None)
     from supervisor.service.offline import open_accounts
 
     password = sys.stdin.readline().rstrip("\n") if password_stdin else generate_password()
-    with open_accounts(resolve_state_dir(state_dir), create=True) as accounts:
+    with open_accounts(operator_state_dir(state_dir), create=True) as accounts:
         accounts.add(_operator(), name, role=role, password=password)
     click.echo(f"added user {name} ({role})")
     if not password_stdin:
@@ -527,7 +528,7 @@ def users_remove(name: str, state_dir: str | None) -> None:
     """Remove a user."""
     from supervisor.service.offline import open_accounts
 
-    with open_accounts(resolve_state_dir(state_dir), create=False) as accounts:
+    with open_accounts(operator_state_dir(state_dir), create=False) as accounts:
         accounts.remove(_operator(), name)
     click.echo(f"removed user {name}")
 
@@ -539,7 +540,7 @@ def users_list(state_dir: str | None, as_json: bool) -> None:
     """List users and their roles."""
     from supervisor.service.offline import open_accounts
 
-    with open_accounts(resolve_state_dir(state_dir), create=False) as accounts:
+    with open_accounts(operator_state_dir(state_dir), create=False) as accounts:
         found = accounts.list(_operator())
     if as_json:
         echo_json([{"name": u.name, "role": u.role} for u in found])

@@ -3,7 +3,8 @@
 
 Each parses, calls ``service.systemd_mode`` (the mode's composition root) or
 ``systemd.execone``, and prints. The operator commands (``list``, ``status``, ...) reach
-systemd through ``cli.client`` like they reach a manager.
+systemd through ``cli.client`` like they reach a manager. The unit commands keep their
+own default state directory (``service.mode.units_state_dir``), never the manager's.
 The top layer (with ``cli``): may import anything but ``cli.main``; heavy parts where used.
 """
 
@@ -17,9 +18,8 @@ from typing import Any
 
 import click
 
-from supervisor.cli.options import state_dir_option
 from supervisor.core.records import Trigger
-from supervisor.service.paths import resolve_state_dir
+from supervisor.service.mode import units_state_dir
 
 _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]*")
 
@@ -95,11 +95,27 @@ def exec_command(
     raise SystemExit(code)
 
 
+def _units_state_dir_option(func: Any) -> Any:
+    return click.option(
+        "--state-dir",
+        type=click.Path(file_okay=False),
+        default=None,
+        help="State directory of the install (default: $SUPERVISOR_STATE_DIR, "
+        "/var/lib/sched-supervisor-units for root, ~/.local/state/sched-supervisor-units "
+        "otherwise: never the manager's).",
+    )(func)
+
+
 def _unit_options(func: Any) -> Any:
     func = click.option("--prefix", default=None, help="Unit name prefix (default: the app's).")(
         func
     )
-    func = click.option("--user", default=None, help="Run the services as this user (User=).")(func)
+    func = click.option(
+        "--user",
+        default=None,
+        help="Run the services of schedulers that name no user of their own as this user "
+        "(User=; default: root, or sched-supervisor for the Debian package's command).",
+    )(func)
     return click.option(
         "--app", "app_spec", required=True, help="The application, as MODULE:ATTR."
     )(func)
@@ -113,7 +129,7 @@ def _unit_options(func: Any) -> Any:
     type=click.Path(file_okay=False),
     help="Where to write the unit files.",
 )
-@state_dir_option
+@_units_state_dir_option
 def generate_units(
     app_spec: str, user: str | None, prefix: str | None, output_dir: str, state_dir: str | None
 ) -> None:
@@ -126,7 +142,7 @@ def generate_units(
 
     written, warnings = systemd_mode.generate_units(
         app_spec,
-        state_dir=resolve_state_dir(state_dir),
+        state_dir=units_state_dir(state_dir),
         output_dir=Path(output_dir),
         user=user,
         prefix=prefix,
@@ -150,7 +166,7 @@ def generate_units(
     default=None,
     help="Install into this directory instead (for tests and unusual layouts).",
 )
-@state_dir_option
+@_units_state_dir_option
 def install_units(
     app_spec: str,
     user: str | None,
@@ -169,7 +185,7 @@ def install_units(
 
     installed = systemd_mode.install_units(
         app_spec,
-        state_dir=resolve_state_dir(state_dir),
+        state_dir=units_state_dir(state_dir),
         user=user,
         prefix=prefix,
         runtime=runtime,
@@ -189,12 +205,12 @@ def install_units(
 
 
 @click.command(name="uninstall-units")
-@state_dir_option
+@_units_state_dir_option
 def uninstall_units(state_dir: str | None) -> None:
     """Stop, disable and remove exactly the units `install-units` wrote."""
     from supervisor.service import systemd_mode
 
-    removed, count = systemd_mode.uninstall_units(resolve_state_dir(state_dir))
+    removed, count = systemd_mode.uninstall_units(units_state_dir(state_dir))
     for path in removed:
         click.echo(f"removed {path}")
     click.echo(f"uninstalled {count} units")

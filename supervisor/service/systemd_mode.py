@@ -6,6 +6,9 @@ rendered and installed, and the Admin Center served over them.
 - ``render_units``/``generate_units``/``install_units``/``uninstall_units``: the unit files
   of an app as values, written to a directory, or installed with a manifest.
 - ``serve_admin``: ``supervisor admin`` (blocks until SIGTERM/SIGINT).
+- Units run as the scheduler's ``Options.user``, else ``--user``, else the Debian
+  package's service user for the packaged command (``default_unit_user``), else root
+  (with a warning).
 
 The heavy parts (jinja2, the systemd backend, the store) are imported where used, so
 importing this costs little (the mode itself is picked by ``service.mode``). May import
@@ -25,6 +28,7 @@ from typing import TYPE_CHECKING
 from supervisor.core.errors import AppLoadError
 from supervisor.service.paths import (
     DATABASE_NAME,
+    SERVICE_USER,
     check_app_from_state,
     ensure_state_dir,
     open_state_dir,
@@ -186,6 +190,8 @@ class RenderOptions:
     python_path: tuple[str, ...]
     prefix: str
     user: str | None = None
+    interpreter_paths: tuple[str, ...] = ()
+    supervisor_command: str | None = None
 
 
 def unit_layout(app: Configurator, *, manifest: Manifest | None) -> TemplateLayout:
@@ -195,6 +201,58 @@ def unit_layout(app: Configurator, *, manifest: Manifest | None) -> TemplateLayo
 
     prefix = manifest.prefix if manifest is not None and manifest.prefix else None
     return TemplateLayout(prefix or default_prefix(app.name))
+
+
+PACKAGED_DIR = Path("/usr/share/sched-supervisor")  # the Debian package's private modules
+
+
+def package_dir() -> Path:
+    """The directory holding the ``supervisor`` package that runs now."""
+    return Path(__file__).resolve().parents[2]
+
+
+def default_unit_user(*, packaged: bool | None = None) -> str | None:
+    """Who runs the services when neither ``--user`` nor ``Options.user`` says: the Debian
+    package's service user for the packaged command (when that user exists), else None
+    (root)."""
+    import pwd
+
+    if packaged is None:
+        packaged = package_dir() == PACKAGED_DIR
+    if not packaged:
+        return None
+    try:
+        pwd.getpwnam(SERVICE_USER)
+    except KeyError:
+        return None
+    return SERVICE_USER
+
+
+def interpreter_paths() -> tuple[str, ...]:
+    """What the interpreter reads besides the paths it is given: its real executable and
+    prefixes (a virtualenv's python links to one elsewhere, e.g. under /root)."""
+    found: list[str] = []
+    for path in (os.path.realpath(sys.executable), sys.prefix, sys.base_prefix):
+        for candidate in (os.path.abspath(path), os.path.realpath(path)):
+            if candidate not in found:
+                found.append(candidate)
+    return tuple(found)
+
+
+def venv_command(python_path: tuple[str, ...]) -> str | None:
+    """The virtualenv's ``bin/supervisor`` when it runs this very package: installed
+    into the virtualenv (not editable) and not shadowed by a ``supervisor`` package on
+    ``python_path``. None otherwise (the units then run ``python -c ...``)."""
+    if sys.prefix == sys.base_prefix:
+        return None
+    script = Path(sys.prefix) / "bin" / "supervisor"
+    here = package_dir()
+    if not script.is_file() or not here.is_relative_to(Path(sys.prefix).resolve()):
+        return None
+    for entry in python_path:
+        if Path(entry).resolve() != here and (Path(entry) / "supervisor").is_dir():
+            return None
+    return str(script)
 
 
 def command_python_path(cwd: str, environ: Mapping[str, str]) -> tuple[str, ...]:
@@ -215,14 +273,17 @@ def render_options(
     from supervisor.systemd.units import check_prefix, default_prefix
 
     cwd = os.getcwd()
+    python_path = command_python_path(cwd, os.environ)
     return RenderOptions(
         app_spec=app_spec,
         state_dir=state_dir.absolute(),
         python=sys.executable,
         cwd=cwd,
-        python_path=command_python_path(cwd, os.environ),
+        python_path=python_path,
         prefix=check_prefix(prefix) if prefix else default_prefix(app.name),
-        user=user,
+        user=user or default_unit_user(),
+        interpreter_paths=interpreter_paths(),
+        supervisor_command=venv_command(python_path),
     )
 
 
@@ -250,9 +311,18 @@ def render_units(
         python_path=list(options.python_path),
         # Run this very package, wherever it lives (a venv, the Debian package's
         # private directory): ``-m supervisor`` could find another one, or none.
-        package_dir=str(Path(units.__file__).resolve().parents[2]),
+        package_dir=str(package_dir()),
+        interpreter_paths=options.interpreter_paths,
+        supervisor_command=options.supervisor_command,
     )
     warnings = units.dst_warnings(definitions, start=datetime.now(UTC), settings=settings)
+    as_root = [d.id for d in definitions if (d.user or options.user) in (None, "root", "0")]
+    if as_root:
+        more = " ..." if len(as_root) > 3 else ""
+        warnings.append(
+            f"runs as root (sandboxed, but with root's files): {', '.join(as_root[:3])}{more}; "
+            "give --user USER (or Options(user=...)) to run them as a user"
+        )
     return Rendering(
         units=[RenderedUnit(name=unit.name, text=unit.text) for unit in rendered],
         warnings=warnings,
