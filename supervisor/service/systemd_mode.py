@@ -442,5 +442,8 @@ def uninstall_units(state_dir: Path) -> tuple[list[str], int]:
     from supervisor.systemd.backend import Systemd
     from supervisor.systemd.install import uninstall
 
-    report = uninstall(state_dir=state_dir, systemd=Systemd())
+    # The manifest says what root stops and deletes: only from a directory nobody else
+    # could have written it in (refused: symlinked, foreign, writable by others).
+    checked = ensure_state_dir(state_dir)
+    report = uninstall(state_dir=checked, systemd=Systemd())
     return [str(path) for path in report.removed], len(report.units)
