@@ -12,7 +12,8 @@ import pytest
 
 from supervisor.core.access import with_role
 from supervisor.core.records import Level, Outcome
-from supervisor.web.app import LOG_PAGE, create_app
+from supervisor.web.app import create_app
+from supervisor.web.logs import LOG_PAGE
 from tests.test_web_fakes import Client, make_world
 from tests.test_web_routes import FAST
 

@@ -97,6 +97,19 @@ def parse_admin(text: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def remote_options(func: Any) -> Any:
+    func = click.option(
+        "--allow-remote",
+        is_flag=True,
+        help="Allow an --admin address other than loopback (plain HTTP: no TLS).",
+    )(func)
+    return click.option(
+        "--secure-cookies",
+        is_flag=True,
+        help="Mark the session cookie Secure (when an HTTPS proxy serves the Admin Center).",
+    )(func)
+
+
 @main.command()
 @click.option("--app", "app_spec", required=True, help="The application, as MODULE:ATTR.")
 @state_dir_option
@@ -121,6 +134,7 @@ def parse_admin(text: str) -> tuple[str, int]:
     help="Log kept per run; the rest is cut with a visible marker.",
 )
 @proxy_header_option
+@remote_options
 def run(
     app_spec: str,
     state_dir: str | None,
@@ -132,6 +146,8 @@ def run(
     keep_runs: int,
     max_log_per_run: str,
     proxy_user_header: str | None,
+    allow_remote: bool,
+    secure_cookies: bool,
 ) -> None:
     """Run every scheduler of the application until SIGTERM or SIGINT."""
     from supervisor.service.manager_mode import RunOptions, Service
@@ -146,7 +162,10 @@ def run(
         max_runs_per_scheduler=keep_runs,
         max_log_bytes_per_run=parse_size(max_log_per_run, field="--max-log-per-run"),
     )
-    service = Service(options, admin_factory=_admin_factory(proxy_user_header))
+    factory = _admin_factory(
+        proxy_user_header, allow_remote=allow_remote, secure_cookies=secure_cookies
+    )
+    service = Service(options, admin_factory=factory)
     try:
         service.start()
         service.serve_until_signalled()
@@ -154,20 +173,21 @@ def run(
         service.close()
 
 
-def _admin_factory(proxy_user_header: str | None) -> Any:
-    """``start_admin``, told to trust a reverse proxy's user header when one is named."""
+def _admin_factory(
+    proxy_user_header: str | None, *, allow_remote: bool = False, secure_cookies: bool = False
+) -> Any:
+    """``start_admin`` with the command line's Admin Center options."""
     from supervisor.web.server import start_admin
-
-    if proxy_user_header is None:
-        return start_admin
 
     def start(schedulers: Any, store: Any, options: Any) -> Any:
         from supervisor.web.app import AdminConfig
 
         config = AdminConfig(
-            app_name=schedulers.app.name, proxy_user_header=proxy_user_header, behind_proxy=True
+            app_name=schedulers.app.name,
+            proxy_user_header=proxy_user_header,
+            secure_cookies=True if secure_cookies else None,
         )
-        return start_admin(schedulers, store, options, config=config)
+        return start_admin(schedulers, store, options, config=config, allow_remote=allow_remote)
 
     return start
 
@@ -179,8 +199,14 @@ def _admin_factory(proxy_user_header: str | None) -> Any:
 )
 @click.option("--admin", default="127.0.0.1:8080", show_default=True, help="Admin Center address.")
 @proxy_header_option
+@remote_options
 def admin(
-    state_dir: str | None, app_spec: str | None, admin: str, proxy_user_header: str | None
+    state_dir: str | None,
+    app_spec: str | None,
+    admin: str,
+    proxy_user_header: str | None,
+    allow_remote: bool,
+    secure_cookies: bool,
 ) -> None:
     """Serve the Admin Center for schedulers installed as systemd units."""
     import signal
@@ -192,7 +218,10 @@ def admin(
     mode = open_systemd_mode(directory, app_spec=app_spec)
     try:
         options = RunOptions(app_spec=mode.app_spec, state_dir=directory, admin=parse_admin(admin))
-        server = _admin_factory(proxy_user_header)(mode.schedulers, mode.store, options)
+        factory = _admin_factory(
+            proxy_user_header, allow_remote=allow_remote, secure_cookies=secure_cookies
+        )
+        server = factory(mode.schedulers, mode.store, options)
         stop = threading.Event()
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: stop.set())
@@ -563,13 +592,14 @@ def _accounts(state_dir: str | None, *, create: bool) -> tuple[Any, Any]:
     """
     from supervisor.service.paths import DATABASE_NAME, ensure_state_dir
     from supervisor.store.sqlite import SqliteStore
-    from supervisor.usecases.accounts import Accounts
+    from supervisor.usecases.accounts import BOOTSTRAP_PASSWORD_FILE, Accounts
 
     directory = resolve_state_dir(state_dir)
     if not create and not (directory / DATABASE_NAME).exists():
         raise StoreError(f"no state database in {directory.absolute()} (wrong --state-dir?)")
-    store = SqliteStore.open(ensure_state_dir(directory) / DATABASE_NAME)
-    return Accounts(store), store
+    checked = ensure_state_dir(directory)
+    store = SqliteStore.open(checked / DATABASE_NAME)
+    return Accounts(store, bootstrap_file=checked / BOOTSTRAP_PASSWORD_FILE), store
 
 
 @users.command(name="add")
@@ -578,18 +608,40 @@ def _accounts(state_dir: str | None, *, create: bool) -> tuple[Any, Any]:
 @click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
 @state_dir_option
 def users_add(name: str, role: str, password_stdin: bool, state_dir: str | None) -> None:
-    """Add a user; prints a generated password unless --password-stdin."""
+    """Add a user; prints a generated one-time password unless --password-stdin."""
     from supervisor.core.passwords import generate_password
 
     password = sys.stdin.readline().rstrip("\n") if password_stdin else generate_password()
     accounts, store = _accounts(state_dir, create=True)
     try:
-        accounts.add(su(os_user_name()), name, role=role, password=password)
+        accounts.add(
+            su(os_user_name()), name, role=role, password=password, temporary=not password_stdin
+        )
     finally:
         store.close()
     click.echo(f"added user {name} ({role})")
     if not password_stdin:
-        click.echo(f"password: {password}")
+        click.echo(f"password: {password} (one-time: to be changed at the first login)")
+
+
+@users.command(name="passwd")
+@click.argument("name")
+@click.option("--password-stdin", is_flag=True, help="Read the new password from standard input.")
+@state_dir_option
+def users_passwd(name: str, password_stdin: bool, state_dir: str | None) -> None:
+    """Set a user's password (asked for twice on the terminal unless --password-stdin)."""
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = click.prompt(
+            f"New password for {name}", hide_input=True, confirmation_prompt=True
+        )
+    accounts, store = _accounts(state_dir, create=False)
+    try:
+        accounts.set_password(su(os_user_name()), name, password)
+    finally:
+        store.close()
+    click.echo(f"changed the password of {name}")
 
 
 @users.command(name="remove")
