@@ -45,7 +45,6 @@ ROUTES: dict[tuple[str, str], object] = {
 }
 
 
-
 def path_of(rule: str) -> str:
     return (
         rule.replace("<sid>", "jobs.repeat")

@@ -5,7 +5,8 @@ blocking (``selectors``), so an idle connection, a request line or headers sent 
 a time, or a declared body never sent costs a buffer, never a thread. Each request must
 bring its request line and headers within ``head_seconds`` and its body within
 ``body_seconds`` (a total deadline, not an idle timer: dripping bytes does not extend
-it), else it is answered 408 and closed. Heads over ``max_head_bytes`` or with more than
+it), else it is answered 408 and closed. Request lines over ``max_line_bytes`` are
+answered 414, heads over ``max_head_bytes`` or with more than
 ``max_headers`` lines are answered 431, bodies over ``max_body_bytes`` 413, chunked
 bodies 411. Only complete requests go to a worker thread, at most ``max_workers`` at once
 (beyond, 503 at once); the listen backlog is ``backlog``. One request per connection
@@ -57,6 +58,7 @@ _DROPPED_RESPONSE_HEADERS = frozenset({"server", "connection", "keep-alive", "x-
 class ServerLimits:
     head_seconds: float = 5.0
     body_seconds: float = 5.0
+    max_line_bytes: int = 8 * 1024
     max_head_bytes: int = 16 * 1024
     max_headers: int = 100
     max_body_bytes: int = 64 * 1024
@@ -291,12 +293,14 @@ class HttpServer:
         buffer = pending.buffer
         if buffer.startswith(b"\r\n"):
             del buffer[:2]  # a stray line end before the request (RFC 9112 2.2)
+        line_end = buffer.find(b"\r\n")
+        if line_end > limits.max_line_bytes or (
+            line_end < 0 and len(buffer) > limits.max_line_bytes
+        ):
+            raise _Reject(414, "the request line is too long")
         end = buffer.find(b"\r\n\r\n")
         if end < 0:
             if len(buffer) > limits.max_head_bytes:
-                line_end = buffer.find(b"\r\n")
-                if line_end < 0:
-                    raise _Reject(414, "the request line is too long")
                 raise _Reject(431, "the request head is too large")
             return
         if end + 4 > limits.max_head_bytes:
