@@ -383,7 +383,7 @@ def test_a_non_loopback_address_needs_allow_remote(tmp_path: Path) -> None:
             "--state-dir",
             str(tmp_path / "state"),
             "--admin",
-            "0.0.0.0:0",
+            "0.0.0.0:18999",
         ),
         cwd=ROOT,
         capture_output=True,
