@@ -259,6 +259,8 @@ class HttpServer:
             except OSError:
                 return  # e.g. out of descriptors: try again on the next round
             sock.setblocking(False)
+            with contextlib.suppress(OSError):  # streamed events go out at once
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if len(self._pending) >= self.limits.max_pending:
                 # Make room by dropping the connection that has been sending longest.
                 oldest = min(self._pending.values(), key=lambda p: p.deadline)
@@ -438,18 +440,21 @@ class _Response:
         return self.write
 
     def write(self, data: bytes) -> None:
+        if self._head_only:
+            data = b""
         if not self._sent:
-            self._send_head()
-        if data and not self._head_only:
+            self._send_head(data)  # in one piece with the first data: no Nagle stall
+        elif data:
             self._sock.sendall(data)
 
-    def _send_head(self) -> None:
+    def _send_head(self, data: bytes = b"") -> None:
         assert self._status is not None, "write before start_response"
         lines = [f"HTTP/1.1 {self._status}"]
         lines += [f"{n}: {v}" for n, v in self._headers]
         lines.append("Connection: close")
-        self._sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
         self._sent = True
+        self._sock.sendall(head + data)
 
     def run(self, app: WsgiApp, environ: dict[str, Any]) -> None:
         result = app(environ, self.start_response)

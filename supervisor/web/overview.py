@@ -20,13 +20,30 @@ from supervisor.web.site import Request, Site, subject_of
 
 
 class CardCache:
-    """The last card rendered for each scheduler, with the status it showed."""
+    """The last card rendered for each scheduler, with the status it showed, and the last
+    joined list of cards (reused while no status changed: one string, not 1,000)."""
 
     def __init__(self, site: Site) -> None:
         self._site = site
         self._cards: dict[str, tuple[SchedulerStatus, Markup]] = {}
+        self._joined: tuple[list[Markup], Markup] | None = None
         self._lock = threading.Lock()
         self._icons = f"/static/icons.svg?v={site.assets['icons.svg'].version}"
+
+    def all(self, statuses: list[SchedulerStatus]) -> Markup:
+        cards = [self.card(status) for status in statuses]
+        with self._lock:
+            joined = self._joined
+        if (
+            joined is not None
+            and len(joined[0]) == len(cards)
+            and all(a is b for a, b in zip(joined[0], cards, strict=True))
+        ):
+            return joined[1]
+        html = Markup("").join(cards)
+        with self._lock:
+            self._joined = (cards, html)
+        return html
 
     def card(self, status: SchedulerStatus) -> Markup:
         with self._lock:
@@ -48,8 +65,9 @@ class CardCache:
 def overview(site: Site, request: Request, *, cards: CardCache) -> Any:
     statuses = site.use_cases.list(subject_of(request))
     counts = Counter(s.state for s in statuses)
-    rendered = [cards.card(status) for status in statuses]
-    return site.page(request, "overview.html", statuses=statuses, counts=counts, cards=rendered)
+    return site.page(
+        request, "overview.html", statuses=statuses, counts=counts, cards=cards.all(statuses)
+    )
 
 
 def static(site: Site, _request: Request, name: str) -> Any:
