@@ -250,7 +250,8 @@ ATTACK_TARGET_MS = 1000.0
 PARTIAL_REQUESTS = [  # none finishes its request line, headers or declared body
     b"GET /schedulers/bench.s0001",
     b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ",
-    b"POST /login HTTP/1.1\r\nHost: x\r\nContent-Length: 4000\r\n\r\ncsrf=",
+    b"POST /login HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+    b"Content-Length: 4000\r\n\r\ncsrf=",
 ]
 
 
