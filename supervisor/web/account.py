@@ -41,7 +41,8 @@ def login(site: Site, request: Request) -> Any:
         return again(401, "Wrong user name or password.")
     attempt = site.throttle.begin(name, request.address)
     if not isinstance(attempt, Attempt):
-        site.accounts.refused_unchecked(name, address=request.address, reason="throttled")
+        if attempt.first:  # a flood of refusals is noted once per pair and wait
+            site.accounts.refused_unchecked(name, address=request.address, reason="throttled")
         return again(429, f"Too many failed attempts. Try again in {int(attempt.wait) + 1} s.")
     with site.throttle.checking() as turn:
         if not turn:

@@ -148,10 +148,6 @@ class SessionStore:
             out, session.flashes = session.flashes, []
             return out
 
-    def password_changed(self, session: Session) -> None:
-        with self._lock:
-            session.must_change_password = False
-
     def __len__(self) -> int:
         with self._lock:
             return len(self._sessions)
@@ -178,15 +174,21 @@ class Attempt:
 
 @dataclass(frozen=True, slots=True)
 class Throttled:
-    """A login attempt refused before its password was checked; retry after ``wait``."""
+    """A login attempt refused before its password was checked; retry after ``wait``.
+
+    ``first``: the first refusal of this pair since its last counted attempt (so a flood
+    of refused attempts is noted once, not once each).
+    """
 
     wait: float
+    first: bool = True
 
 
 @dataclass(slots=True)
 class _Failures:
     count: int
     last: float
+    refused: bool = False  # refused unchecked since the last counted attempt
 
 
 class LoginThrottle:
@@ -254,12 +256,16 @@ class LoginThrottle:
             if wait == 0 and entry is not None and len(self._recent) >= self._global_failures:
                 wait = max(0.001, self._recent[0] + self._global_window - now)
             if wait > 0:
-                return Throttled(wait)
+                first = entry is None or not entry.refused
+                if entry is not None:
+                    entry.refused = True
+                return Throttled(wait, first=first)
             self._failures.pop(key, None)
             if entry is None:
                 entry = _Failures(0, now)
             entry.count += 1
             entry.last = now
+            entry.refused = False
             self._failures[key] = entry
             self._recent.append(now)  # counted as failed until it succeeds
             while len(self._failures) > self._max_keys:
