@@ -19,14 +19,16 @@ import pytest
 
 from supervisor.cfgscheduler import enable
 from supervisor.core.app import load_app
+from supervisor.core.clock import FakeClock
 from supervisor.core.errors import DefinitionError
 from supervisor.service.manager_mode import RunOptions, Service
 from supervisor.store.sqlite import SqliteStore
+from supervisor.usecases.schedulers import UseCases
 from supervisor.web.httpserver import HttpServer, ServerLimits
 from supervisor.web.server import AdminServer, check_admin_address, start_admin
 from tests.commands import ROOT, supervisor
 from tests.http_session import HttpSession, bootstrap_password
-from tests.test_web_fakes import FAST, PASSWORD, make_world
+from tests.test_web_fakes import FAST, PASSWORD, START, FakeBackend, MemoryAudit, make_world
 from tests.waiting import wait_for
 
 NEW_PASSWORD = "a new and long passphrase"
@@ -349,7 +351,9 @@ def test_start_admin_creates_the_bootstrap_admin_and_serves(tmp_path: Path) -> N
     options = RunOptions(
         app_spec="tests.apps.manager_jobs:cfg", state_dir=tmp_path, admin=("127.0.0.1", 0)
     )
-    server = start_admin(schedulers, store, options, out=out)
+    backend = FakeBackend(schedulers.registry, FakeClock(START))
+    use_cases = UseCases(schedulers.registry, backend=backend, audit=MemoryAudit())
+    server = start_admin(use_cases, store, options, out=out)
     try:
         password = bootstrap_password(tmp_path)
         assert password not in out.getvalue()  # not a terminal: only the file's path
@@ -359,8 +363,7 @@ def test_start_admin_creates_the_bootstrap_admin_and_serves(tmp_path: Path) -> N
         client.first_login("admin", password, NEW_PASSWORD)
         assert not (tmp_path / "admin-password").exists()
         status, _, page = client.request("GET", "/")
-        # nothing bound the use cases to a backend: the page says so instead of crashing
-        assert status == 502 and "no backend is running" in page
+        assert status == 200 and "m.oneshot" in page
     finally:
         server.close()
         store.close()
@@ -402,7 +405,12 @@ def test_allow_remote_serves_and_warns(tmp_path: Path) -> None:
     options = RunOptions(
         app_spec="tests.apps.manager_jobs:cfg", state_dir=tmp_path, admin=("0.0.0.0", 0)
     )
-    server = start_admin(schedulers, store, options, out=out, allow_remote=True)
+    use_cases = UseCases(
+        schedulers.registry,
+        backend=FakeBackend(schedulers.registry, FakeClock(START)),
+        audit=MemoryAudit(),
+    )
+    server = start_admin(use_cases, store, options, out=out, allow_remote=True)
     try:
         assert "WARNING" in out.getvalue() and "no TLS" in out.getvalue()
         assert raw(server, b"GET /login HTTP/1.1\r\nHost: x\r\n\r\n").startswith(b"HTTP/1.1 200")
@@ -416,8 +424,8 @@ def service(tmp_path: Path) -> Iterator[tuple[Service, Any]]:
     holder: list[AdminServer] = []
     out = io.StringIO()
 
-    def factory(schedulers: Any, store: Any, options: RunOptions) -> AdminServer:
-        server = start_admin(schedulers, store, options, out=out)
+    def factory(use_cases: Any, store: Any, options: RunOptions) -> AdminServer:
+        server = start_admin(use_cases, store, options, out=out)
         holder.append(server)
         return server
 

@@ -179,15 +179,15 @@ def _admin_factory(
     """``start_admin`` with the command line's Admin Center options."""
     from supervisor.web.server import start_admin
 
-    def start(schedulers: Any, store: Any, options: Any) -> Any:
+    def start(use_cases: Any, store: Any, options: Any) -> Any:
         from supervisor.web.app import AdminConfig
 
         config = AdminConfig(
-            app_name=schedulers.app.name,
+            app_name=use_cases.registry.app_name,
             proxy_user_header=proxy_user_header,
             secure_cookies=True if secure_cookies else None,
         )
-        return start_admin(schedulers, store, options, config=config, allow_remote=allow_remote)
+        return start_admin(use_cases, store, options, config=config, allow_remote=allow_remote)
 
     return start
 
@@ -221,7 +221,7 @@ def admin(
         factory = _admin_factory(
             proxy_user_header, allow_remote=allow_remote, secure_cookies=secure_cookies
         )
-        server = factory(mode.schedulers, mode.store, options)
+        server = factory(mode.use_cases, mode.store, options)
         stop = threading.Event()
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: stop.set())
@@ -537,9 +537,16 @@ def _scheduler_settings(
     app_spec: str | None, scheduler_id: str, state_dir: Path
 ) -> tuple[Any, Any, bool]:
     """A scheduler's definition, its effective settings, and whether systemd runs it."""
-    from supervisor.cfgscheduler import enable
     from supervisor.core.app import load_app
-    from supervisor.service.paths import APP_CWD_META, APP_SPEC_META, DATABASE_NAME
+    from supervisor.core.registry import registry_of
+    from supervisor.core.settings import from_store
+    from supervisor.service.paths import (
+        APP_CWD_META,
+        APP_SPEC_META,
+        DATABASE_NAME,
+        check_app_from_state,
+        check_state_dir,
+    )
     from supervisor.store.sqlite import SqliteStore
 
     if backend_choice(state_dir) == "systemd":
@@ -549,20 +556,26 @@ def _scheduler_settings(
             stored = mode.store.overrides(scheduler_id)
         finally:
             mode.close()
-        return installed, installed.defaults.with_overrides(stored), True
+        return installed, from_store(installed, stored).effective, True
     overrides: dict[str, Any] = {}
     database = state_dir / DATABASE_NAME
     if database.exists():
+        state = check_state_dir(state_dir)
         with SqliteStore.open(database) as store:
             overrides = store.overrides(scheduler_id)
             if app_spec is None:
                 app_spec, cwd = store.get_meta(APP_SPEC_META), store.get_meta(APP_CWD_META)
+                search_path = [cwd, *sys.path] if cwd else list(sys.path)
+                if app_spec is not None:
+                    check_app_from_state(
+                        state, app_spec=app_spec, source=database, search_path=search_path
+                    )
                 if cwd and cwd not in sys.path:
                     sys.path.insert(0, cwd)
     if app_spec is None:
         raise DefinitionError("--app", f"needed: nothing has run with state directory {state_dir}")
-    options = enable(load_app(app_spec)).registry.get(scheduler_id)
-    return options, options.defaults.with_overrides(overrides), False
+    options = registry_of(load_app(app_spec)).get(scheduler_id)
+    return options, from_store(options, overrides).effective, False
 
 
 def _parse_from(text: str | None) -> datetime:

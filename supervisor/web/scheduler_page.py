@@ -18,6 +18,7 @@ from supervisor.core.definitions import Kind
 from supervisor.core.errors import DefinitionError, PermissionDenied, SupervisorError, UnknownAction
 from supervisor.core.nextruns import upcoming_for_cron
 from supervisor.core.records import LogRecord
+from supervisor.core.settings import read_form as read_settings_form
 from supervisor.usecases.schedulers import SettingsView
 from supervisor.usecases.serialize import status_json
 from supervisor.web import present
@@ -170,16 +171,13 @@ def action(site: Site, request: Request, sid: str, action: str) -> Any:
 def save_settings(site: Site, request: Request, sid: str) -> Any:
     subject = subject_of(request)
     options = site.use_cases.registry.get(sid)
-    form = present.read_settings_form(options.kind, request.form)
+    form = read_settings_form(options.kind, request.form)
     errors = dict(form.errors)
     if not errors:
         try:
-            site.use_cases.update_settings(subject, sid, form.changes)
-        except DefinitionError as error:
-            name = error.field.rpartition(".")[2]
-            if name not in form.texts:
-                name = "general"
-            errors[name] = error.problem
+            site.use_cases.update_settings(subject, sid, form.change)
+        except DefinitionError as error:  # named by its setting name
+            errors[error.field if error.field in form.texts else "general"] = error.problem
     if errors:
         return scheduler(
             site, request, sid, form_texts=form.texts, form_errors=errors, status_code=400

@@ -3,7 +3,7 @@
 The HTTP side is ``httpserver.HttpServer`` (deadlines per request, bounded heads and
 bodies, a thread cap, no banner). A non-loopback address is refused unless the caller
 allows it, and then announced loudly: the Admin Center speaks plain HTTP.
-May import ``service`` (types only), ``cfgscheduler``, ``store``, ``errors``,
+May import ``service`` (types only), ``usecases``, ``store``, ``errors``,
 ``supervisor.web.*`` and the stdlib.
 """
 
@@ -24,7 +24,6 @@ from supervisor.web.auth import bootstrap_file, ensure_bootstrap_admin
 from supervisor.web.httpserver import HttpServer, ServerLimits
 
 if TYPE_CHECKING:
-    from supervisor.cfgscheduler import Schedulers
     from supervisor.service.manager_mode import RunOptions
     from supervisor.usecases.schedulers import UseCases
 
@@ -142,7 +141,7 @@ def serve_admin(
 
 
 def start_admin(
-    schedulers: Schedulers,
+    use_cases: UseCases,
     store: UserDirectory,
     options: RunOptions,
     *,
@@ -156,9 +155,9 @@ def start_admin(
     host, port = options.admin
     stream = out or sys.stderr
     warning = check_admin_address(host, allow_remote=allow_remote)
-    chosen = config or AdminConfig(app_name=schedulers.app.name)
+    chosen = config or AdminConfig(app_name=use_cases.registry.app_name)
     server = serve_admin(
-        schedulers.use_cases,
+        use_cases,
         users=store,
         host=host,
         port=port,
@@ -173,4 +172,4 @@ def start_admin(
     return server
 
 
-AdminFactory = Callable[["Schedulers", UserDirectory, "RunOptions"], AdminServer]
+AdminFactory = Callable[["UseCases", UserDirectory, "RunOptions"], AdminServer]
