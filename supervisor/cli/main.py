@@ -103,6 +103,13 @@ def remote_options(func: Any) -> Any:
         is_flag=True,
         help="Allow an --admin address other than loopback (plain HTTP: no TLS).",
     )(func)
+    func = click.option(
+        "--forwarded-from",
+        multiple=True,
+        metavar="ADDR",
+        help="A reverse proxy's address whose X-Forwarded-For/-Proto name the client"
+        " (for the login throttle); none is trusted otherwise. Repeatable.",
+    )(func)
     return click.option(
         "--secure-cookies",
         is_flag=True,
@@ -147,6 +154,7 @@ def run(
     max_log_per_run: str,
     proxy_user_header: str | None,
     allow_remote: bool,
+    forwarded_from: tuple[str, ...],
     secure_cookies: bool,
 ) -> None:
     """Run every scheduler of the application until SIGTERM or SIGINT."""
@@ -163,7 +171,10 @@ def run(
         max_log_bytes_per_run=parse_size(max_log_per_run, field="--max-log-per-run"),
     )
     factory = _admin_factory(
-        proxy_user_header, allow_remote=allow_remote, secure_cookies=secure_cookies
+        proxy_user_header,
+        allow_remote=allow_remote,
+        secure_cookies=secure_cookies,
+        forwarded_from=forwarded_from,
     )
     service = Service(options, admin_factory=factory)
     try:
@@ -174,7 +185,11 @@ def run(
 
 
 def _admin_factory(
-    proxy_user_header: str | None, *, allow_remote: bool = False, secure_cookies: bool = False
+    proxy_user_header: str | None,
+    *,
+    allow_remote: bool = False,
+    secure_cookies: bool = False,
+    forwarded_from: tuple[str, ...] = (),
 ) -> Any:
     """``start_admin`` with the command line's Admin Center options."""
     from supervisor.web.server import start_admin
@@ -186,6 +201,7 @@ def _admin_factory(
             app_name=use_cases.registry.app_name,
             proxy_user_header=proxy_user_header,
             secure_cookies=True if secure_cookies else None,
+            forwarded_from=frozenset(forwarded_from),
         )
         return start_admin(use_cases, store, options, config=config, allow_remote=allow_remote)
 
@@ -206,6 +222,7 @@ def admin(
     admin: str,
     proxy_user_header: str | None,
     allow_remote: bool,
+    forwarded_from: tuple[str, ...],
     secure_cookies: bool,
 ) -> None:
     """Serve the Admin Center for schedulers installed as systemd units."""
@@ -219,7 +236,10 @@ def admin(
     try:
         options = RunOptions(app_spec=mode.app_spec, state_dir=directory, admin=parse_admin(admin))
         factory = _admin_factory(
-            proxy_user_header, allow_remote=allow_remote, secure_cookies=secure_cookies
+            proxy_user_header,
+            allow_remote=allow_remote,
+            secure_cookies=secure_cookies,
+            forwarded_from=forwarded_from,
         )
         server = factory(mode.use_cases, mode.store, options)
         stop = threading.Event()
