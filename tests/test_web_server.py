@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from supervisor.cfgscheduler import enable
 from supervisor.core.app import load_app
@@ -468,3 +470,29 @@ def test_the_admin_center_drives_the_real_manager(service: Any) -> None:
     assert "execute" in audit and "stop" in audit and "admin" in audit
     assert "change password" in audit and "login" in audit
     assert threading.active_count() < 100
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    garbage=st.one_of(
+        st.binary(max_size=300),
+        st.builds(
+            lambda line, rest: line + b"\r\n" + rest + b"\r\n\r\n",
+            st.sampled_from([b"GET / HTTP/1.1", b"POST /login HTTP/1.1", b"GET /\xff HTTP/1.1"]),
+            st.binary(max_size=200),
+        ),
+    )
+)
+def test_garbage_over_the_wire_never_breaks_the_server(served: Any, garbage: bytes) -> None:
+    server, _ = served
+    with socket.create_connection((server.host, server.port), timeout=10) as sock:
+        sock.sendall(garbage)
+        sock.shutdown(socket.SHUT_WR)
+        answer = b"".join(iter(lambda: sock.recv(65536), b""))
+    if answer:
+        status = answer.split(b" ", 2)[1]
+        assert (status.isdigit() and not status.startswith(b"5")) or status == b"505", answer[:200]
+        assert b"Traceback" not in answer
+    assert raw(server, b"GET /login HTTP/1.1\r\nHost: x\r\n\r\n").startswith(b"HTTP/1.1 200 ")

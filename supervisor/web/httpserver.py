@@ -247,7 +247,12 @@ class HttpServer:
                     with contextlib.suppress(OSError):
                         self._wake_r.recv(64)
                 else:
-                    self._read(key.data)
+                    try:
+                        self._read(key.data)
+                    except Exception as error:  # one bad connection must not end the loop
+                        self._drop(key.data)
+                        with contextlib.suppress(Exception):
+                            self._errors.write(f"admin-http: {type(error).__name__}: {error}\n")
             self._expire()
 
     def _accept(self) -> None:
