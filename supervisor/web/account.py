@@ -3,7 +3,7 @@
 A login is counted by the throttle before its password is checked, and the checks
 themselves wait for one of the few parallel scrypt slots. A temporary password (the
 bootstrap admin's) logs in to a session that may only change it.
-May import ``accounts``, ``errors``, ``supervisor.web.*`` below the app, and the stdlib.
+May import ``errors``, ``passwords``, ``supervisor.web.*`` below the app, and the stdlib.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Controls are POSTs that flash their result and redirect back (so every page works
 without JS); a settings form with bad fields is shown again with a message on each.
-May import ``usecases``, ``definitions``, ``nextruns``, ``records``, ``errors``,
+May import ``usecases``, ``definitions``, ``settings``, ``nextruns``, ``records``, ``errors``,
 ``serialize``, ``supervisor.web.*`` below the app and the stdlib.
 """
 
