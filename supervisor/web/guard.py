@@ -69,6 +69,9 @@ class Guard:
             if request is None:
                 raise
             reply = self._failure(request, error)
+        finally:
+            if method == "POST":
+                self.site.note_change()  # cached readings are stale now
         return self._finish(request, reply)
 
     # -- reading the request -----------------------------------------------------------

@@ -1,22 +1,39 @@
 """Handlers for the overview (a card per scheduler) and the static files.
 
-A card's HTML is rendered again only when its scheduler's status changed, so the
-overview of a thousand schedulers costs little more than their statuses.
+A card's HTML is rendered again only when its scheduler's status changed, and the
+statuses themselves are read at most every ``SNAPSHOT_SECONDS`` (and again after any
+change made through the Admin Center): concurrent readers of the overview of a thousand
+schedulers share one reading instead of each taking its own. A change made elsewhere (a
+run ending) shows up at most that much later; the live updates send it anyway.
 May import ``records``, ``supervisor.web.*`` below the app, markupsafe and the stdlib.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
+from dataclasses import dataclass
 from typing import Any
 
 from markupsafe import Markup
 
-from supervisor.core.records import SchedulerStatus
+from supervisor.core.access import Subject
+from supervisor.core.records import SchedulerStatus, State
 from supervisor.web.render import render, scheduler_url
 from supervisor.web.replies import Refused, reply
 from supervisor.web.site import Request, Site, subject_of
+
+SNAPSHOT_SECONDS = 0.2
+
+
+@dataclass(frozen=True, slots=True)
+class _Snapshot:
+    at: float
+    version: int
+    statuses: list[SchedulerStatus]
+    counts: Counter[State]
+    cards: Markup
 
 
 class CardCache:
@@ -27,8 +44,35 @@ class CardCache:
         self._site = site
         self._cards: dict[str, tuple[SchedulerStatus, Markup]] = {}
         self._joined: tuple[list[Markup], Markup] | None = None
+        self._snapshot: _Snapshot | None = None
         self._lock = threading.Lock()
+        self._reading = threading.Lock()  # one reading of the statuses at a time
         self._icons = f"/static/icons.svg?v={site.assets['icons.svg'].version}"
+
+    def snapshot(self, subject: Subject) -> _Snapshot:
+        """The statuses, their counts and their cards, read afresh when too old."""
+        with self._reading:
+            now = time.monotonic()
+            with self._lock:
+                found = self._snapshot
+            version = self._site.version
+            if (
+                found is not None
+                and found.version == version
+                and now - found.at <= SNAPSHOT_SECONDS
+            ):
+                return found
+            statuses = self._site.use_cases.list(subject)
+            made = _Snapshot(
+                at=now,
+                version=version,
+                statuses=statuses,
+                counts=Counter(s.state for s in statuses),
+                cards=self.all(statuses),
+            )
+            with self._lock:
+                self._snapshot = made
+            return made
 
     def all(self, statuses: list[SchedulerStatus]) -> Markup:
         cards = [self.card(status) for status in statuses]
@@ -63,10 +107,14 @@ class CardCache:
 
 
 def overview(site: Site, request: Request, *, cards: CardCache) -> Any:
-    statuses = site.use_cases.list(subject_of(request))
-    counts = Counter(s.state for s in statuses)
+    # the guard checked the LIST permission; every subject with it sees every scheduler
+    found = cards.snapshot(subject_of(request))
     return site.page(
-        request, "overview.html", statuses=statuses, counts=counts, cards=cards.all(statuses)
+        request,
+        "overview.html",
+        statuses=found.statuses,
+        counts=found.counts,
+        cards=found.cards,
     )
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import jinja2
@@ -64,6 +64,12 @@ class Site:
     env: jinja2.Environment
     slots: events.StreamSlots
     hub: events.StatusHub
+    version: int = 0  # moves on every change made through the Admin Center
+    _version_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def note_change(self) -> None:
+        with self._version_lock:
+            self.version += 1
 
     def common(self, request: Request | None) -> dict[str, Any]:
         subject = request.subject if request is not None else None
