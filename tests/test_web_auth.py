@@ -28,6 +28,7 @@ from tests.test_web_fakes import (
     fast_hash,
     make_world,
 )
+from tests.waiting import wait_for
 
 
 class Tick:
@@ -469,3 +470,34 @@ def test_session_tokens_are_random_and_kept_hashed() -> None:
     other, _ = sessions.create("ada")
     assert token != other and len(token) >= 40
     assert token not in session.key and session.csrf != token
+
+
+def test_a_flood_of_logins_waits_in_a_bounded_queue() -> None:
+    throttle = LoginThrottle(max_parallel_checks=1, max_waiting_checks=2, check_wait=5)
+    release = threading.Event()
+    entered = threading.Barrier(3)  # the holder, and two waiters counted in
+
+    def hold() -> None:
+        with throttle.checking() as turn:
+            assert turn
+            entered.wait(5)
+            release.wait(5)
+
+    def wait_turn(results: list[bool]) -> None:
+        entered.wait(5)
+        with throttle.checking() as turn:
+            results.append(turn)
+
+    results: list[bool] = []
+    holder = threading.Thread(target=hold)
+    holder.start()
+    waiters = [threading.Thread(target=wait_turn, args=(results,)) for _ in range(2)]
+    for waiter in waiters:
+        waiter.start()
+    wait_for(lambda: throttle.waiting == 2, timeout=5, what="two waiting checks")
+    with throttle.checking() as turn:
+        assert turn is False  # the queue is full: busy at once, no thread held
+    release.set()
+    for thread in (holder, *waiters):
+        thread.join(10)
+    assert results == [True, True]

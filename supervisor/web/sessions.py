@@ -205,7 +205,8 @@ class LoginThrottle:
     more than ``global_failures`` failures happened within ``global_window`` seconds,
     pairs that have failed before are refused unchecked until the window has room again,
     while fresh pairs are still checked. At most ``max_parallel_checks`` passwords are
-    hashed at once (scrypt takes 128 MiB each); ``checking`` waits for a turn.
+    hashed at once (scrypt takes 128 MiB each); ``checking`` waits for a turn, and at most
+    ``max_waiting_checks`` attempts wait (the others are answered busy, not wrong).
     Counters are forgotten ``forget_after`` seconds after the last failure.
     """
 
@@ -220,6 +221,7 @@ class LoginThrottle:
         global_failures: int = 100,
         global_window: float = 60.0,
         max_parallel_checks: int = 2,
+        max_waiting_checks: int = 16,
         check_wait: float = 30.0,
         max_keys: int = 10_000,
         monotonic: Callable[[], float] = time.monotonic,
@@ -233,6 +235,8 @@ class LoginThrottle:
         self._global_window = global_window
         self._recent: deque[float] = deque()
         self._checks = threading.BoundedSemaphore(max_parallel_checks)
+        self._max_waiting = max_waiting_checks
+        self._waiting = 0
         self._check_wait = check_wait
         self._max_keys = max_keys
         self._now = monotonic
@@ -274,13 +278,32 @@ class LoginThrottle:
 
     @contextlib.contextmanager
     def checking(self) -> Iterator[bool]:
-        """Hold one of the parallel password checks; yields False if none came in time."""
-        got = self._checks.acquire(timeout=self._check_wait)
+        """Hold one of the parallel password checks; yields False if none came in time,
+        or at once when ``max_waiting_checks`` already wait (a flood of logins must not
+        hold every server thread: the caller answers "busy, try again")."""
+        with self._lock:
+            full = self._waiting >= self._max_waiting
+            if not full:
+                self._waiting += 1
+        if full:
+            yield False
+            return
+        try:
+            got = self._checks.acquire(timeout=self._check_wait)
+        finally:
+            with self._lock:
+                self._waiting -= 1
         try:
             yield got
         finally:
             if got:
                 self._checks.release()
+
+    @property
+    def waiting(self) -> int:
+        """Attempts waiting for a turn to check their password."""
+        with self._lock:
+            return self._waiting
 
     def failed(self, attempt: Attempt) -> None:
         now = self._now()
