@@ -6,6 +6,9 @@ The real install into a namespaced systemd is part of ``test_systemd_e2e``.
 from __future__ import annotations
 
 import json
+import os
+import pwd
+import sys
 from pathlib import Path
 
 import pytest
@@ -218,3 +221,87 @@ def test_a_damaged_manifest_is_reported(tmp_path: Path) -> None:
     manifest_path(tmp_path).write_text(json.dumps({"version": 99}))
     with pytest.raises(StoreError, match="version"):
         read_manifest(tmp_path)
+
+
+# -- which state directory each mode uses by default ---------------------------------------
+
+
+def test_systemd_mode_never_shares_the_managers_default_state_dir(tmp_path: Path) -> None:
+    # Root: the Debian service's manager owns /var/lib/sched-supervisor; install-units'
+    # manifest and store go beside it (the service once found them root-owned in its own).
+    assert cli_systemd.units_state_dir(None, {}, uid=0, home=tmp_path) == Path(
+        "/var/lib/sched-supervisor-units"
+    )
+    user_default = tmp_path / ".local" / "state" / "sched-supervisor-units"
+    assert cli_systemd.units_state_dir(None, {}, uid=1000, home=tmp_path) == user_default
+    # Given ones are used as they are.
+    explicit = {"SUPERVISOR_STATE_DIR": str(tmp_path / "s")}
+    assert cli_systemd.units_state_dir(None, explicit, uid=0) == tmp_path / "s"
+    assert cli_systemd.units_state_dir("/srv/x", {}, uid=0) == Path("/srv/x")
+
+
+def test_operator_commands_find_the_mode_in_use(tmp_path: Path) -> None:
+    def chosen(**env: str) -> Path:
+        return cli_systemd.operator_state_dir(None, env, uid=1000, home=tmp_path)
+
+    manager = tmp_path / ".local" / "state" / "sched-supervisor"
+    units = manager.with_name("sched-supervisor-units")
+    assert chosen() == manager  # nothing anywhere: the manager's
+    units.mkdir(parents=True)
+    (units / "systemd-units.json").write_text("{}")
+    assert chosen() == units  # units installed, no manager here
+    manager.mkdir()
+    (manager / "control.sock").write_text("")
+    assert chosen() == manager  # a manager runs on its default
+    assert chosen(SUPERVISOR_BACKEND="systemd") == units
+    assert chosen(SUPERVISOR_BACKEND="manager") == manager
+    (manager / "control.sock").unlink()
+    (manager / "systemd-units.json").write_text("{}")  # an install from before the split
+    assert chosen() == manager
+    assert chosen(SUPERVISOR_BACKEND="systemd") == manager
+    assert cli_systemd.operator_state_dir("/srv/x", {}, uid=1000) == Path("/srv/x")
+
+
+def test_the_packaged_command_runs_units_as_the_service_user() -> None:
+    try:
+        pwd.getpwnam(cli_systemd.SERVICE_USER)
+        exists = True
+    except KeyError:
+        exists = False
+    packaged = cli_systemd.default_unit_user(packaged=True)
+    assert packaged == (cli_systemd.SERVICE_USER if exists else None)
+    assert cli_systemd.default_unit_user(packaged=False) is None
+    # This checkout is not the Debian package's private directory.
+    assert cli_systemd.default_unit_user() is None
+
+
+def test_units_run_the_venvs_supervisor_only_when_it_runs_this_package(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    venv = tmp_path / "venv"
+    site = venv / "lib" / "python3.11" / "site-packages"
+    (site / "supervisor").mkdir(parents=True)
+    (venv / "bin").mkdir()
+    (venv / "bin" / "supervisor").write_text("#!/venv/bin/python\n")
+    monkeypatch.setattr(cli_systemd.sys, "prefix", str(venv))
+    monkeypatch.setattr(cli_systemd.sys, "base_prefix", "/usr")
+    monkeypatch.setattr(cli_systemd, "package_dir", lambda: site)
+    assert cli_systemd.venv_command((str(tmp_path / "app"),)) == str(venv / "bin" / "supervisor")
+    # Another `supervisor` package on the path would shadow it: keep python -c.
+    (tmp_path / "app" / "supervisor").mkdir(parents=True)
+    assert cli_systemd.venv_command((str(tmp_path / "app"),)) is None
+    # An editable checkout (the package outside the venv): python -c.
+    monkeypatch.setattr(cli_systemd, "package_dir", lambda: tmp_path / "checkout")
+    assert cli_systemd.venv_command(()) is None
+    # No virtualenv at all.
+    monkeypatch.setattr(cli_systemd.sys, "base_prefix", str(venv))
+    monkeypatch.setattr(cli_systemd, "package_dir", lambda: site)
+    assert cli_systemd.venv_command(()) is None
+
+
+def test_generated_units_name_the_interpreters_real_home() -> None:
+    # This venv's python links into its base installation: the units must see that too
+    # (ProtectHome= read-only rather than hidden when it is under /root or /home).
+    paths = cli_systemd.interpreter_paths()
+    assert os.path.realpath(sys.executable) in paths
+    assert sys.base_prefix in paths

@@ -17,11 +17,13 @@ from typing import Any, TypeVar
 import click
 
 from supervisor import __version__
+from supervisor.cli import terminal
 from supervisor.cli.options import json_option, proxy_header_option, state_dir_option
 from supervisor.cli.systemd import (
     SystemdClient,
     backend_choice,
     open_systemd_mode,
+    operator_state_dir,
     register,
     select_client,
 )
@@ -55,7 +57,7 @@ class Cli(click.Group):
 
 def client(state_dir: str | None) -> ControlClient | SystemdClient:
     """The manager's control socket, or systemd when the state directory says so."""
-    return select_client(resolve_state_dir(state_dir))
+    return select_client(operator_state_dir(state_dir))
 
 
 def echo_json(value: object) -> None:
@@ -231,7 +233,7 @@ def admin(
 
     from supervisor.service.manager_mode import RunOptions
 
-    directory = resolve_state_dir(state_dir)
+    directory = operator_state_dir(state_dir)
     mode = open_systemd_mode(directory, app_spec=app_spec)
     try:
         options = RunOptions(app_spec=mode.app_spec, state_dir=directory, admin=parse_admin(admin))
@@ -344,13 +346,7 @@ def _print_log(record: dict[str, Any], as_json: bool) -> None:
         record = {k: v for k, v in record.items() if k != "cursor"}
         click.echo(json.dumps(record, ensure_ascii=False))
         return
-    fields = " ".join(
-        f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in record["fields"].items()
-    )
-    click.echo(
-        f"{local_time(record['time'])} {record['level'].upper():<8} [{record['source']}] "
-        f"{record['message']}" + (f"  {fields}" if fields else "")
-    )
+    click.echo(terminal.log_line(record, when=local_time(record["time"])))
 
 
 @main.command()
@@ -539,7 +535,7 @@ def next_runs(
         zone = timezone
     else:
         assert scheduler_id is not None
-        directory = resolve_state_dir(state_dir)
+        directory = operator_state_dir(state_dir)
         options, settings, systemd = _scheduler_settings(app_spec, scheduler_id, directory)
         times = upcoming(options, settings, start=start, count=count, systemd=systemd)
         zone = settings.timezone
@@ -627,7 +623,7 @@ def _accounts(state_dir: str | None, *, create: bool) -> tuple[Any, Any]:
     from supervisor.store.sqlite import SqliteStore
     from supervisor.usecases.accounts import BOOTSTRAP_PASSWORD_FILE, Accounts
 
-    directory = resolve_state_dir(state_dir)
+    directory = operator_state_dir(state_dir)  # the Admin Center's (manager or systemd)
     if not create and not (directory / DATABASE_NAME).exists():
         raise StoreError(f"no state database in {directory.absolute()} (wrong --state-dir?)")
     checked = ensure_state_dir(directory)

@@ -13,6 +13,12 @@
   (written by ``install-units``), else the manager.
 - ``open_systemd_mode(state_dir)`` gives the ``Schedulers``, the ``UseCases`` built over a
   ``SystemdBackend``, and the store, for ``supervisor admin`` to serve the Admin Center with.
+- ``units_state_dir`` / ``operator_state_dir``: the default state directories. systemd
+  mode keeps its own (``/var/lib/sched-supervisor-units`` for root), apart from the
+  manager's (the Debian service's), and the operator commands find the mode in use.
+- Units run as the scheduler's ``Options.user``, else ``--user``, else the Debian
+  package's service user for the packaged command (``default_unit_user``), else root
+  (with a warning).
 
 The top layer (with ``cli``): may import anything but ``cli`` at module level.
 """
@@ -30,10 +36,16 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from supervisor.cli.options import state_dir_option
 from supervisor.core.access import os_user_name
 from supervisor.core.records import Trigger
-from supervisor.service.paths import DATABASE_NAME, ensure_state_dir, resolve_state_dir
+from supervisor.service.paths import (
+    DATABASE_NAME,
+    MANIFEST_NAME,
+    SERVICE_USER,
+    SOCKET_NAME,
+    default_state_dir,
+    ensure_state_dir,
+)
 
 if TYPE_CHECKING:  # imported where used: `supervisor list` in manager mode stays quick
     from supervisor.core.app import Configurator
@@ -44,7 +56,7 @@ if TYPE_CHECKING:  # imported where used: `supervisor list` in manager mode stay
     from supervisor.systemd.install import Manifest, RenderedUnit
     from supervisor.usecases.schedulers import Schedulers, UseCases
 
-MANIFEST_NAME = "systemd-units.json"  # unitinstall.MANIFEST_NAME, without importing it
+UNITS_DIR_SUFFIX = "-units"
 _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]*")
 
 
@@ -280,6 +292,71 @@ def backend_choice(state_dir: Path, environ: Mapping[str, str] | None = None) ->
     return "systemd" if (Path(state_dir) / MANIFEST_NAME).exists() else "manager"
 
 
+def units_state_dir(
+    given: str | None,
+    environ: Mapping[str, str] | None = None,
+    *,
+    uid: int | None = None,
+    home: Path | None = None,
+) -> Path:
+    """The state directory of ``install-units``/``uninstall-units``/``generate-units``.
+
+    ``--state-dir`` or ``$SUPERVISOR_STATE_DIR`` if given; else the manager's default
+    with ``-units`` appended (``/var/lib/sched-supervisor-units`` for root): systemd mode
+    never shares a default with a manager (the Debian package's service runs one on
+    ``/var/lib/sched-supervisor``, as its own user): one mode's install manifest, store
+    and owner never land in the other's directory.
+    """
+    env = os.environ if environ is None else environ
+    if given or env.get("SUPERVISOR_STATE_DIR"):
+        return Path(given or env["SUPERVISOR_STATE_DIR"])
+    manager = _manager_default(env, uid=uid, home=home)
+    return manager.with_name(manager.name + UNITS_DIR_SUFFIX)
+
+
+def _manager_default(env: Mapping[str, str], *, uid: int | None, home: Path | None) -> Path:
+    return default_state_dir(
+        env, uid=os.getuid() if uid is None else uid, home=Path.home() if home is None else home
+    )
+
+
+def operator_state_dir(
+    given: str | None,
+    environ: Mapping[str, str] | None = None,
+    *,
+    uid: int | None = None,
+    home: Path | None = None,
+) -> Path:
+    """The state directory of the operator commands (``list``, ``status``, ``admin`` ...).
+
+    ``--state-dir`` or ``$SUPERVISOR_STATE_DIR`` if given. Else the manager's default,
+    unless systemd mode is the one here: ``$SUPERVISOR_BACKEND=systemd``, or units were
+    installed into the systemd mode's default (``units_state_dir``) and no manager
+    (control socket) nor install uses the manager's default.
+    """
+    env = os.environ if environ is None else environ
+    if given or env.get("SUPERVISOR_STATE_DIR"):
+        return Path(given or env["SUPERVISOR_STATE_DIR"])
+    manager = _manager_default(env, uid=uid, home=home)
+    units = units_state_dir(None, env, uid=uid, home=home)
+    chosen = env.get("SUPERVISOR_BACKEND", "").strip().lower()
+    if chosen == "systemd":
+        return manager if _exists(manager / MANIFEST_NAME) else units
+    if chosen == "manager":
+        return manager
+    manager_in_use = _exists(manager / SOCKET_NAME) or _exists(manager / MANIFEST_NAME)
+    if not manager_in_use and _exists(units / MANIFEST_NAME):
+        return units
+    return manager
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except OSError:  # e.g. another user's 0700 directory
+        return False
+
+
 def select_client(
     state_dir: Path, environ: Mapping[str, str] | None = None
 ) -> ControlClient | SystemdClient:
@@ -317,6 +394,8 @@ class RenderOptions:
     python_path: tuple[str, ...]
     prefix: str
     user: str | None = None
+    interpreter_paths: tuple[str, ...] = ()
+    supervisor_command: str | None = None
 
 
 def unit_layout(app: Configurator, *, manifest: Manifest | None) -> TemplateLayout:
@@ -352,13 +431,74 @@ def render_units(
         python_path=list(options.python_path),
         # Run this very package, wherever it lives (a venv, the Debian package's
         # private directory): ``-m supervisor`` could find another one, or none.
-        package_dir=str(Path(units.__file__).resolve().parents[2]),
+        package_dir=str(package_dir()),
+        interpreter_paths=options.interpreter_paths,
+        supervisor_command=options.supervisor_command,
     )
     warnings = units.dst_warnings(definitions, start=datetime.now(UTC), settings=settings)
+    as_root = [d.id for d in definitions if (d.user or options.user) in (None, "root", "0")]
+    if as_root:
+        more = " ..." if len(as_root) > 3 else ""
+        warnings.append(
+            f"runs as root (sandboxed, but with root's files): {', '.join(as_root[:3])}{more}; "
+            "give --user USER (or Options(user=...)) to run them as a user"
+        )
     return Rendering(
         units=[RenderedUnit(name=unit.name, text=unit.text) for unit in rendered],
         warnings=warnings,
     )
+
+
+PACKAGED_DIR = Path("/usr/share/sched-supervisor")  # the Debian package's private modules
+
+
+def package_dir() -> Path:
+    """The directory holding the ``supervisor`` package that runs now."""
+    return Path(__file__).resolve().parents[2]
+
+
+def default_unit_user(*, packaged: bool | None = None) -> str | None:
+    """Who runs the services when neither ``--user`` nor ``Options.user`` says: the Debian
+    package's service user for the packaged command (when that user exists), else None
+    (root)."""
+    import pwd
+
+    if packaged is None:
+        packaged = package_dir() == PACKAGED_DIR
+    if not packaged:
+        return None
+    try:
+        pwd.getpwnam(SERVICE_USER)
+    except KeyError:
+        return None
+    return SERVICE_USER
+
+
+def interpreter_paths() -> tuple[str, ...]:
+    """What the interpreter reads besides the paths it is given: its real executable and
+    prefixes (a virtualenv's python links to one elsewhere, e.g. under /root)."""
+    found: list[str] = []
+    for path in (os.path.realpath(sys.executable), sys.prefix, sys.base_prefix):
+        for candidate in (os.path.abspath(path), os.path.realpath(path)):
+            if candidate not in found:
+                found.append(candidate)
+    return tuple(found)
+
+
+def venv_command(python_path: tuple[str, ...]) -> str | None:
+    """The virtualenv's ``bin/supervisor`` when it runs this very package: installed
+    into the virtualenv (not editable) and not shadowed by a ``supervisor`` package on
+    ``python_path``. None otherwise (the units then run ``python -c ...``)."""
+    if sys.prefix == sys.base_prefix:
+        return None
+    script = Path(sys.prefix) / "bin" / "supervisor"
+    here = package_dir()
+    if not script.is_file() or not here.is_relative_to(Path(sys.prefix).resolve()):
+        return None
+    for entry in python_path:
+        if Path(entry).resolve() != here and (Path(entry) / "supervisor").is_dir():
+            return None
+    return str(script)
 
 
 def command_python_path(cwd: str, environ: Mapping[str, str]) -> tuple[str, ...]:
@@ -381,22 +521,41 @@ def _render_options(
     from supervisor.systemd.units import check_prefix, default_prefix
 
     cwd = os.getcwd()
+    python_path = command_python_path(cwd, os.environ)
     return RenderOptions(
         app_spec=app_spec,
-        state_dir=resolve_state_dir(state_dir).absolute(),
+        state_dir=units_state_dir(state_dir).absolute(),
         python=sys.executable,
         cwd=cwd,
-        python_path=command_python_path(cwd, os.environ),
+        python_path=python_path,
         prefix=check_prefix(prefix) if prefix else default_prefix(app.name),
-        user=user,
+        user=user or default_unit_user(),
+        interpreter_paths=interpreter_paths(),
+        supervisor_command=venv_command(python_path),
     )
+
+
+def _units_state_dir_option(func: Any) -> Any:
+    return click.option(
+        "--state-dir",
+        type=click.Path(file_okay=False),
+        default=None,
+        help="State directory of the install (default: $SUPERVISOR_STATE_DIR, "
+        "/var/lib/sched-supervisor-units for root, ~/.local/state/sched-supervisor-units "
+        "otherwise: never the manager's).",
+    )(func)
 
 
 def _unit_options(func: Any) -> Any:
     func = click.option("--prefix", default=None, help="Unit name prefix (default: the app's).")(
         func
     )
-    func = click.option("--user", default=None, help="Run the services as this user (User=).")(func)
+    func = click.option(
+        "--user",
+        default=None,
+        help="Run the services of schedulers that name no user of their own as this user "
+        "(User=; default: root, or sched-supervisor for the Debian package's command).",
+    )(func)
     return click.option(
         "--app", "app_spec", required=True, help="The application, as MODULE:ATTR."
     )(func)
@@ -410,7 +569,7 @@ def _unit_options(func: Any) -> Any:
     type=click.Path(file_okay=False),
     help="Where to write the unit files.",
 )
-@state_dir_option
+@_units_state_dir_option
 def generate_units(
     app_spec: str, user: str | None, prefix: str | None, output_dir: str, state_dir: str | None
 ) -> None:
@@ -445,7 +604,7 @@ def generate_units(
     default=None,
     help="Install into this directory instead (for tests and unusual layouts).",
 )
-@state_dir_option
+@_units_state_dir_option
 def install_units(
     app_spec: str,
     user: str | None,
@@ -531,13 +690,13 @@ def install_units(
 
 
 @click.command(name="uninstall-units")
-@state_dir_option
+@_units_state_dir_option
 def uninstall_units(state_dir: str | None) -> None:
     """Stop, disable and remove exactly the units `install-units` wrote."""
     from supervisor.systemd.backend import Systemd
     from supervisor.systemd.install import uninstall
 
-    directory = resolve_state_dir(state_dir)
+    directory = units_state_dir(state_dir)
     report = uninstall(state_dir=directory, systemd=Systemd())
     for path in report.removed:
         click.echo(f"removed {path}")
