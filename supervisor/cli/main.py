@@ -45,12 +45,12 @@ class Cli(click.Group):
             return super().invoke(ctx)
         except click.exceptions.ClickException as error:
             # Usage errors too stay one line (click would add usage and a hint).
-            click.echo(f"error: {error.format_message()}", err=True)
+            click.echo(f"error: {terminal.printable(error.format_message())}", err=True)
             ctx.exit(error.exit_code)
         except SupervisorError as error:
             # One line: details such as a traceback stay in the run or audit record.
             first_line = (str(error).splitlines() or [type(error).__name__])[0]
-            click.echo(f"error: {first_line}", err=True)
+            click.echo(f"error: {terminal.printable(first_line)}", err=True)
             ctx.exit(error.exit_code)
 
 
@@ -77,7 +77,9 @@ def first_line(text: str | None) -> str:
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
-    rows = [list(r) for r in rows]
+    """Aligned columns; what a run or a user wrote is shown with control characters
+    made visible (``terminal.printable``), never passed to the terminal."""
+    rows = [[terminal.printable(cell) for cell in r] for r in rows]
     widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
     for line in [list(headers), *rows]:
         click.echo(
@@ -278,7 +280,7 @@ def status(scheduler_id: str, state_dir: str | None, as_json: bool) -> None:
     if s.units is not None:  # systemd mode: say where the units live (runtime ones vanish)
         rows.append(("units", f"{s.units.service} ({s.units.kind})"))
     for name, value in rows:
-        click.echo(f"{name + ':':<16}{value}")
+        click.echo(f"{name + ':':<16}{terminal.printable(value)}")
 
 
 @main.command()
@@ -398,7 +400,7 @@ def execute(scheduler_id: str, state_dir: str | None, as_json: bool) -> None:
 @state_dir_option
 def action(scheduler_id: str, action_id: str, state_dir: str | None) -> None:
     """Run a scheduler's custom action and print its result."""
-    click.echo(client(state_dir).run_action(scheduler_id, action_id))
+    click.echo(terminal.printable(client(state_dir).run_action(scheduler_id, action_id)))
 
 
 def _duration(text: str, field: str) -> timedelta:
