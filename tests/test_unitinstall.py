@@ -55,7 +55,7 @@ def plan(unit_dir: Path, **changes: object) -> InstallPlan:
         ],
         "cwd": "/srv/app",
         "sys_path": ["/srv/app"],
-        "prefix": "sched-x",
+        "prefix": "",  # the fake units carry no prefix
         "dropin_names": [("a.timer", "50-settings.conf"), ("a.service", "50-settings.conf")],
         "start_timers": frozenset({"a-start.timer"}),
     }
@@ -91,7 +91,7 @@ def test_install_writes_units_records_them_and_starts_timers(
         "m.service",
     )
     assert manifest.enabled == ("a.timer", "a-start.timer", "b.timer")
-    assert manifest.prefix == "sched-x" and manifest.app_spec == "pkg.jobs:cfg"
+    assert manifest.prefix == "" and manifest.app_spec == "pkg.jobs:cfg"
     assert oct(manifest_path(state).stat().st_mode & 0o777) == "0o600"
     assert paths.MANIFEST_NAME == unitinstall.MANIFEST_NAME
 
@@ -187,7 +187,7 @@ def test_uninstall_removes_exactly_what_was_installed(tmp_path: Path, fake: Fake
     (unit_dir / "b.service.d").mkdir()
     (unit_dir / "b.service.d" / "90-mine.conf").write_text("[Service]\n")
     fake.calls.clear()
-    report = uninstall(state_dir=state, systemd=Systemd(fake))
+    report = uninstall(state_dir=state, systemd=Systemd(fake), unit_dirs=(unit_dir,))
     assert sorted(p.relative_to(unit_dir).as_posix() for p in unit_dir.rglob("*")) == [
         "b.service.d",
         "b.service.d/90-mine.conf",
@@ -211,7 +211,48 @@ def test_uninstall_removes_exactly_what_was_installed(tmp_path: Path, fake: Fake
     ]
     assert read_manifest(state) is None
     with pytest.raises(BackendError, match="no units are installed"):
-        uninstall(state_dir=state, systemd=Systemd(fake))
+        uninstall(state_dir=state, systemd=Systemd(fake), unit_dirs=(unit_dir,))
+
+
+@pytest.mark.parametrize(
+    ("units", "files"),
+    [
+        (["sched-x-a.service"], ["{unit_dir}/sched-x-a.service", "{victim}"]),
+        (["sched-x-a.service"], ["{unit_dir}/../victim"]),
+        (["sched-x-a.service", "ssh.service"], ["{unit_dir}/ssh.service"]),
+        (["sched-x-a.service"], ["{unit_dir}/sched-x-a.service.d/../../victim"]),
+    ],
+    ids=["outside-file", "dotdot", "foreign-unit", "dropin-dotdot"],
+)
+def test_regression_uninstall_touches_nothing_a_manifest_lists_beyond_its_units(
+    tmp_path: Path, fake: FakeSystemd, units: list[str], files: list[str]
+) -> None:
+    """A planted manifest once made root delete any file it listed."""
+    unit_dir = tmp_path / "units"
+    state = tmp_path / "state"
+    unit_dir.mkdir()
+    state.mkdir(mode=0o700)
+    victim = tmp_path / "victim"
+    victim.write_text("keep me")
+    (unit_dir / "ssh.service").write_text("[Service]\n")
+    (unit_dir / "sched-x-a.service").write_text("[Service]\n")
+    manifest = {
+        "version": 1,
+        "app_spec": "pkg.jobs:cfg",
+        "unit_dir": str(unit_dir),
+        "runtime": False,
+        "units": units,
+        "files": [f.format(victim=victim, unit_dir=unit_dir) for f in files],
+        "enabled": [],
+        "prefix": "sched-x-",
+    }
+    manifest_path(state).write_text(json.dumps(manifest))
+    with pytest.raises(BackendError, match="refusing to uninstall"):
+        uninstall(state_dir=state, systemd=Systemd(fake), unit_dirs=(unit_dir,))
+    assert victim.read_text() == "keep me"
+    assert (unit_dir / "ssh.service").exists()
+    assert (unit_dir / "sched-x-a.service").exists()
+    assert fake.calls == [], "nothing may be stopped or disabled either"
 
 
 def test_a_damaged_manifest_is_reported(tmp_path: Path) -> None:

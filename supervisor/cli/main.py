@@ -45,12 +45,12 @@ class Cli(click.Group):
             return super().invoke(ctx)
         except click.exceptions.ClickException as error:
             # Usage errors too stay one line (click would add usage and a hint).
-            click.echo(f"error: {error.format_message()}", err=True)
+            click.echo(f"error: {terminal.printable(error.format_message())}", err=True)
             ctx.exit(error.exit_code)
         except SupervisorError as error:
             # One line: details such as a traceback stay in the run or audit record.
             first_line = (str(error).splitlines() or [type(error).__name__])[0]
-            click.echo(f"error: {first_line}", err=True)
+            click.echo(f"error: {terminal.printable(first_line)}", err=True)
             ctx.exit(error.exit_code)
 
 
@@ -77,7 +77,9 @@ def first_line(text: str | None) -> str:
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
-    rows = [list(r) for r in rows]
+    """Aligned columns; what a run or a user wrote is shown with control characters
+    made visible (``terminal.printable``), never passed to the terminal."""
+    rows = [[terminal.printable(cell) for cell in r] for r in rows]
     widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
     for line in [list(headers), *rows]:
         click.echo(
@@ -103,6 +105,26 @@ def parse_admin(text: str) -> tuple[str, int]:
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise DefinitionError("--admin", f"expected HOST:PORT, got {text!r}")
     return host.strip("[]"), int(port)
+
+
+def remote_options(func: Any) -> Any:
+    func = click.option(
+        "--allow-remote",
+        is_flag=True,
+        help="Allow an --admin address other than loopback (plain HTTP: no TLS).",
+    )(func)
+    func = click.option(
+        "--forwarded-from",
+        multiple=True,
+        metavar="ADDR",
+        help="A reverse proxy's address whose X-Forwarded-For/-Proto name the client"
+        " (for the login throttle); none is trusted otherwise. Repeatable.",
+    )(func)
+    return click.option(
+        "--secure-cookies",
+        is_flag=True,
+        help="Mark the session cookie Secure (when an HTTPS proxy serves the Admin Center).",
+    )(func)
 
 
 @main.command()
@@ -134,6 +156,7 @@ def parse_admin(text: str) -> tuple[str, int]:
     help="Take over a state directory another app has used (its history stays).",
 )
 @proxy_header_option
+@remote_options
 def run(
     app_spec: str,
     state_dir: str | None,
@@ -146,6 +169,9 @@ def run(
     max_log_per_run: str,
     replace_app: bool,
     proxy_user_header: str | None,
+    allow_remote: bool,
+    forwarded_from: tuple[str, ...],
+    secure_cookies: bool,
 ) -> None:
     """Run every scheduler of the application until SIGTERM or SIGINT."""
     from supervisor.service.manager_mode import RunOptions, run_manager
@@ -162,6 +188,9 @@ def run(
             max_log_bytes_per_run=parse_size(max_log_per_run, field="--max-log-per-run"),
             replace_app=replace_app,
             proxy_user_header=proxy_user_header,
+            allow_remote=allow_remote,
+            secure_cookies=secure_cookies,
+            forwarded_from=frozenset(forwarded_from),
         )
     )
 
@@ -173,8 +202,15 @@ def run(
 )
 @click.option("--admin", default="127.0.0.1:8080", show_default=True, help="Admin Center address.")
 @proxy_header_option
+@remote_options
 def admin(
-    state_dir: str | None, app_spec: str | None, admin: str, proxy_user_header: str | None
+    state_dir: str | None,
+    app_spec: str | None,
+    admin: str,
+    proxy_user_header: str | None,
+    allow_remote: bool,
+    forwarded_from: tuple[str, ...],
+    secure_cookies: bool,
 ) -> None:
     """Serve the Admin Center for schedulers installed as systemd units."""
     from supervisor.service.systemd_mode import serve_admin
@@ -184,6 +220,9 @@ def admin(
         app_spec=app_spec,
         admin=parse_admin(admin),
         proxy_user_header=proxy_user_header,
+        allow_remote=allow_remote,
+        secure_cookies=secure_cookies,
+        forwarded_from=frozenset(forwarded_from),
     )
 
 
@@ -241,7 +280,7 @@ def status(scheduler_id: str, state_dir: str | None, as_json: bool) -> None:
     if s.units is not None:  # systemd mode: say where the units live (runtime ones vanish)
         rows.append(("units", f"{s.units.service} ({s.units.kind})"))
     for name, value in rows:
-        click.echo(f"{name + ':':<16}{value}")
+        click.echo(f"{name + ':':<16}{terminal.printable(value)}")
 
 
 @main.command()
@@ -361,7 +400,7 @@ def execute(scheduler_id: str, state_dir: str | None, as_json: bool) -> None:
 @state_dir_option
 def action(scheduler_id: str, action_id: str, state_dir: str | None) -> None:
     """Run a scheduler's custom action and print its result."""
-    click.echo(client(state_dir).run_action(scheduler_id, action_id))
+    click.echo(terminal.printable(client(state_dir).run_action(scheduler_id, action_id)))
 
 
 def _duration(text: str, field: str) -> timedelta:
@@ -509,16 +548,35 @@ def users() -> None:
 @click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
 @state_dir_option
 def users_add(name: str, role: str, password_stdin: bool, state_dir: str | None) -> None:
-    """Add a user; prints a generated password unless --password-stdin."""
+    """Add a user; prints a generated one-time password unless --password-stdin."""
     from supervisor.core.passwords import generate_password
     from supervisor.service.offline import open_accounts
 
     password = sys.stdin.readline().rstrip("\n") if password_stdin else generate_password()
     with open_accounts(operator_state_dir(state_dir), create=True) as accounts:
-        accounts.add(_operator(), name, role=role, password=password)
+        accounts.add(_operator(), name, role=role, password=password, temporary=not password_stdin)
     click.echo(f"added user {name} ({role})")
     if not password_stdin:
-        click.echo(f"password: {password}")
+        click.echo(f"password: {password} (one-time: to be changed at the first login)")
+
+
+@users.command(name="passwd")
+@click.argument("name")
+@click.option("--password-stdin", is_flag=True, help="Read the new password from standard input.")
+@state_dir_option
+def users_passwd(name: str, password_stdin: bool, state_dir: str | None) -> None:
+    """Set a user's password (asked for twice on the terminal unless --password-stdin)."""
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = click.prompt(
+            f"New password for {name}", hide_input=True, confirmation_prompt=True
+        )
+    from supervisor.service.offline import open_accounts
+
+    with open_accounts(operator_state_dir(state_dir), create=False) as accounts:
+        accounts.set_password(_operator(), name, password)
+    click.echo(f"changed the password of {name}")
 
 
 @users.command(name="remove")

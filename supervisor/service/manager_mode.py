@@ -49,6 +49,9 @@ class RunOptions:
     max_log_bytes_per_run: int = 1 << 20
     replace_app: bool = False  # take over a state directory another app used
     proxy_user_header: str | None = None  # the Admin Center trusts it from a loopback proxy
+    allow_remote: bool = False  # the Admin Center may listen on a non-loopback address
+    secure_cookies: bool = False  # force the session cookie's Secure flag
+    forwarded_from: frozenset[str] = frozenset()  # proxies whose X-Forwarded-* count
 
 
 @contextlib.contextmanager
@@ -283,14 +286,17 @@ class AdminHandle(Protocol):
 
 
 def admin_factory(
-    proxy_user_header: str | None,
+    proxy_user_header: str | None = None,
+    *,
+    allow_remote: bool = False,
+    secure_cookies: bool = False,
+    forwarded_from: frozenset[str] = frozenset(),
 ) -> Callable[[UseCases, SqliteStore, RunOptions], AdminHandle]:
-    """The Admin Center's ``start_admin``, told to trust a reverse proxy's user header when
-    one is named. Imported when called: the web stack costs ~60 ms to import."""
+    """The Admin Center's ``start_admin`` with the command line's options: a reverse
+    proxy's user header to trust, a non-loopback address allowed, Secure cookies forced,
+    proxies whose forwarded headers count. Imported when called: the web stack costs
+    ~60 ms to import."""
     from supervisor.web.server import start_admin
-
-    if proxy_user_header is None:
-        return start_admin
 
     def start(use_cases: UseCases, store: SqliteStore, options: RunOptions) -> AdminHandle:
         from supervisor.web.app import AdminConfig
@@ -298,16 +304,25 @@ def admin_factory(
         config = AdminConfig(
             app_name=use_cases.registry.app_name,
             proxy_user_header=proxy_user_header,
-            behind_proxy=True,
+            secure_cookies=True if secure_cookies else None,
+            forwarded_from=forwarded_from,
         )
-        return start_admin(use_cases, store, options, config=config)
+        return start_admin(use_cases, store, options, config=config, allow_remote=allow_remote)
 
     return start
 
 
 def run_manager(options: RunOptions) -> None:
     """``supervisor run``: start the manager, serve until SIGTERM/SIGINT, shut down."""
-    service = Service(options, admin_factory=admin_factory(options.proxy_user_header))
+    service = Service(
+        options,
+        admin_factory=admin_factory(
+            options.proxy_user_header,
+            allow_remote=options.allow_remote,
+            secure_cookies=options.secure_cookies,
+            forwarded_from=options.forwarded_from,
+        ),
+    )
     try:
         service.start()
         service.serve_until_signalled()

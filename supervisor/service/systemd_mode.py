@@ -142,6 +142,9 @@ def serve_admin(
     app_spec: str | None,
     admin: tuple[str, int],
     proxy_user_header: str | None = None,
+    allow_remote: bool = False,
+    secure_cookies: bool = False,
+    forwarded_from: frozenset[str] = frozenset(),
 ) -> None:
     """``supervisor admin``: the Admin Center over systemd until SIGTERM or SIGINT."""
     import signal
@@ -152,7 +155,13 @@ def serve_admin(
     mode = open_systemd_mode(state_dir, app_spec=app_spec)
     try:
         options = RunOptions(app_spec=mode.app_spec, state_dir=state_dir, admin=admin)
-        server = admin_factory(proxy_user_header)(mode.use_cases, mode.store, options)
+        factory = admin_factory(
+            proxy_user_header,
+            allow_remote=allow_remote,
+            secure_cookies=secure_cookies,
+            forwarded_from=forwarded_from,
+        )
+        server = factory(mode.use_cases, mode.store, options)
         stop = threading.Event()
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: stop.set())
@@ -442,5 +451,8 @@ def uninstall_units(state_dir: Path) -> tuple[list[str], int]:
     from supervisor.systemd.backend import Systemd
     from supervisor.systemd.install import uninstall
 
-    report = uninstall(state_dir=state_dir, systemd=Systemd())
+    # The manifest says what root stops and deletes: only from a directory nobody else
+    # could have written it in (refused: symlinked, foreign, writable by others).
+    checked = ensure_state_dir(state_dir)
+    report = uninstall(state_dir=checked, systemd=Systemd())
     return [str(path) for path in report.removed], len(report.units)
