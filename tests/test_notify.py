@@ -10,25 +10,24 @@ import json
 import socket
 from collections.abc import Iterator
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 
 from supervisor.core.access import su
 from supervisor.core.clock import FakeClock
-from supervisor.core.definitions import Kind, Settings
 from supervisor.core.errors import DefinitionError
-from supervisor.core.records import Outcome, RunRecord, SchedulerStatus, State, Trigger
+from supervisor.core.records import Outcome, RunRecord, SchedulerStatus
 from supervisor.notify.dispatch import Delivered, Dispatcher, RetryPolicy
 from supervisor.notify.events import Notification, NotificationKind
 from supervisor.notify.policy import Health, after_run, overdue
 from supervisor.notify.targets import SIGNATURE_HEADER, TIMESTAMP_HEADER, Email, Webhook, signature
 from supervisor.notify.watcher import Routing, Watcher
 from supervisor.service.manager_mode import RunOptions, Service
+from tests.fake_sources import T0, FakeSource
 from tests.notify_sinks import smtp_sink, webhook_receiver
 from tests.waiting import wait_for
 
-T0 = datetime(2026, 12, 3, 2, 0, tzinfo=UTC)
 FAST = RetryPolicy(attempts=3, first_wait_seconds=0.01, max_wait_seconds=0.02)
 
 
@@ -205,49 +204,6 @@ def test_dispatcher_gives_up_on_an_unreachable_receiver_after_its_attempts() -> 
 # -- watcher -------------------------------------------------------------------------------
 
 
-class FakeSource:
-    """A backend's two read methods over lists the test edits."""
-
-    def __init__(self) -> None:
-        self.status = SchedulerStatus(
-            id="nightly.export",
-            name="Nightly export",
-            description="",
-            kind=Kind.SCHEDULE,
-            state=State.PAUSED,
-            settings=Settings(),
-            defaults=Settings(),
-            next_planned_at=T0 + timedelta(hours=1),
-        )
-        self.history: list[RunRecord] = []
-
-    def statuses(self) -> list[SchedulerStatus]:
-        return [self.status]
-
-    def runs(self, scheduler_id: str, *, limit: int = 50) -> list[RunRecord]:
-        return list(reversed(self.history))[:limit]
-
-    def end_run(self, outcome: Outcome, at: datetime) -> None:
-        run = RunRecord(
-            run_id=f"r{len(self.history) + 1}",
-            scheduler_id=self.status.id,
-            trigger=Trigger.SCHEDULE,
-            triggered_by=None,
-            started_at=at,
-            ended_at=at,
-            outcome=outcome,
-            error=None if outcome is S else "Traceback\nValueError: bad row 7",
-        )
-        self.history.append(run)
-        self.status = replace(
-            self.status,
-            last_started_at=at,
-            last_completed_at=at,
-            last_outcome=outcome,
-            next_planned_at=at + timedelta(hours=1),
-        )
-
-
 class Recorder:
     name = "recorder"
 
@@ -281,6 +237,7 @@ def test_watcher_tells_failure_then_recovery_and_logs_each_failed_run(
 ) -> None:
     source, recorder, watcher, clock, err = watched
     source.end_run(F, T0 - timedelta(hours=5))  # history: not told
+    source.status = replace(source.status, next_planned_at=T0 + timedelta(minutes=1))
     watcher.tick()
     for outcome in (F, F, S):
         clock.advance(60)

@@ -1,8 +1,7 @@
 """Watching a backend's schedulers and turning what happens into notifications.
 
-Polls ``statuses()`` (cheap: in memory for the manager) and, for a scheduler whose last
-start or end moved, reads its newest runs; each run that ended since the watcher started
-goes through ``policy.after_run`` once. A scheduler that is active, not running, and past
+Each run that ended since the watcher started (see ``feed``) goes through
+``policy.after_run`` once. A scheduler that is active, not running, and past
 its planned start by the grace is reported missed (the dead-man's switch). Works the same
 over the manager and the systemd backend: it needs only the two read methods.
 
@@ -21,25 +20,17 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Protocol, TextIO
+from typing import TextIO
 
 from supervisor.core.clock import Clock, SystemClock
 from supervisor.core.records import RunRecord, SchedulerStatus, State
 from supervisor.notify.dispatch import Dispatcher
 from supervisor.notify.events import Notification, NotificationKind
+from supervisor.notify.feed import RunFeed, RunSource
 from supervisor.notify.policy import FAILING, Health, after_run, overdue
 from supervisor.notify.targets import Target
 
-RUNS_PER_LOOK = 50
 JOURNAL_ERR = "<3>"  # sd-daemon(3) priority prefix: err
-
-
-class RunSource(Protocol):
-    """The reads the watcher needs; ``usecases.backend.Backend`` provides them."""
-
-    def statuses(self) -> list[SchedulerStatus]: ...
-
-    def runs(self, scheduler_id: str, *, limit: int = 50) -> list[RunRecord]: ...
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -55,14 +46,6 @@ class Routing:
         return self.per_scheduler.get(scheduler_id, self.default)
 
 
-@dataclass(slots=True)
-class _Seen:
-    health: Health
-    started: datetime | None
-    completed: datetime | None
-    run_ids: set[str]
-
-
 class Watcher:
     def __init__(
         self,
@@ -76,7 +59,6 @@ class Watcher:
         host: str | None = None,
         journal: bool | None = None,
     ) -> None:
-        self._source = source
         self._routing = routing
         self._dispatcher = dispatcher
         self._app = app
@@ -84,7 +66,8 @@ class Watcher:
         self._err = err if err is not None else sys.stderr
         self._host = host or socket.gethostname()
         self._journal = bool(os.environ.get("JOURNAL_STREAM")) if journal is None else journal
-        self._seen: dict[str, _Seen] = {}
+        self._feed = RunFeed(source)
+        self._health: dict[str, Health] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -93,50 +76,26 @@ class Watcher:
     def tick(self) -> None:
         """Look once at every scheduler (tests call this directly)."""
         now = self._clock.now()
-        for status in self._source.statuses():
-            seen = self._seen.get(status.id)
-            if seen is None:
-                self._seen[status.id] = self._baseline(status)
-                continue
-            if (status.last_started_at, status.last_completed_at) != (seen.started, seen.completed):
-                self._new_runs(status, seen)
-                seen.started, seen.completed = status.last_started_at, status.last_completed_at
-            self._check_missed(status, seen, now)
-
-    def _baseline(self, status: SchedulerStatus) -> _Seen:
-        """What happened before the watcher started is history: learn it, send nothing."""
-        runs = self._source.runs(status.id, limit=RUNS_PER_LOOK)
-        health = Health()
-        for run in sorted(runs, key=lambda r: r.started_at):
-            if run.outcome is not None:
+        for look in self._feed.look():
+            status = look.status
+            health = self._health.get(status.id, Health())
+            for run in look.history:  # before the watcher started: learn, send nothing
+                assert run.outcome is not None
                 health, _ = after_run(health, run.outcome)
-        return _Seen(
-            health=health,
-            started=status.last_started_at,
-            completed=status.last_completed_at,
-            run_ids={run.run_id for run in runs if run.outcome is not None},
-        )
+            for run in look.ended:
+                assert run.outcome is not None
+                health, kind = after_run(health, run.outcome)
+                if run.outcome in FAILING:
+                    self._log_failure(status, run, health.failures_in_a_row)
+                if kind is not None:
+                    self._send(status, kind, run=run, failures=health.failures_in_a_row)
+            self._health[status.id] = self._check_missed(status, health, now)
 
-    def _new_runs(self, status: SchedulerStatus, seen: _Seen) -> None:
-        runs = self._source.runs(status.id, limit=RUNS_PER_LOOK)
-        for run in sorted(runs, key=lambda r: r.started_at):
-            if run.outcome is None or run.run_id in seen.run_ids:
-                continue
-            seen.run_ids.add(run.run_id)
-            seen.health, kind = after_run(seen.health, run.outcome)
-            if run.outcome in FAILING:
-                self._log_failure(status, run, seen.health.failures_in_a_row)
-            if kind is not None:
-                self._send(status, kind, run=run, failures=seen.health.failures_in_a_row)
-        if len(seen.run_ids) > 4 * RUNS_PER_LOOK:  # keep memory bounded
-            keep = {run.run_id for run in runs}
-            seen.run_ids &= keep
-
-    def _check_missed(self, status: SchedulerStatus, seen: _Seen, now: datetime) -> None:
+    def _check_missed(self, status: SchedulerStatus, health: Health, now: datetime) -> Health:
         if status.state is not State.PAUSED:
-            return
-        seen.health, missed = overdue(
-            seen.health,
+            return health
+        health, missed = overdue(
+            health,
             planned_at=status.next_planned_at,
             running=status.current_run_id is not None,
             grace=self._routing.missed_grace,
@@ -144,6 +103,7 @@ class Watcher:
         )
         if missed:
             self._send(status, NotificationKind.MISSED, expected_at=status.next_planned_at)
+        return health
 
     def _log_failure(self, status: SchedulerStatus, run: RunRecord, streak: int) -> None:
         assert run.outcome is not None
