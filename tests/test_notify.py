@@ -292,7 +292,8 @@ class UseCasesSource:
     """The watcher's reads through the use cases, as the composition root wires it."""
 
     def __init__(self, service: Service) -> None:
-        self._use_cases = service.schedulers.use_cases
+        assert service.use_cases is not None, "the service is started"
+        self._use_cases = service.use_cases
 
     def statuses(self) -> list[SchedulerStatus]:
         return self._use_cases.list(su())
@@ -325,7 +326,8 @@ def test_a_real_failing_run_reaches_a_webhook(tmp_path: pytest.TempPathFactory) 
                 journal=False,
             )
             watcher.tick()
-            run_id = service.schedulers.use_cases.execute(su(), "m.fail")
+            assert service.use_cases is not None
+            run_id = service.use_cases.execute(su(), "m.fail")
 
             def told() -> bool:
                 watcher.tick()
