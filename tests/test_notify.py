@@ -384,3 +384,55 @@ def test_command_line_targets_name_the_bad_option(tmp_path: pytest.TempPathFacto
     )
     assert webhook.name == "webhook http://127.0.0.1:9"
     assert mail.name == "email via mail.example.org:2525"
+
+
+# -- the product, end to end ---------------------------------------------------------------
+
+
+def test_supervisor_run_tells_a_webhook_and_logs_one_line_per_failed_run(
+    tmp_path: pytest.TempPathFactory,
+) -> None:
+    import os
+    import signal
+    import subprocess
+
+    from tests.commands import ROOT, supervisor
+
+    state = tmp_path / "state"  # type: ignore[operator]
+    with webhook_receiver() as receiver:
+        process = subprocess.Popen(
+            supervisor(
+                *("run", "--app", "tests.apps.manager_jobs:cfg", "--state-dir", str(state)),
+                *("--no-admin", "--grace", "500ms", "--notify-webhook", receiver.url),
+            ),
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            wait_for(lambda: (state / "control.sock").exists(), timeout=30, what="the manager")
+            executed = subprocess.run(
+                supervisor("execute", "m.fail", "--state-dir", str(state), "--json"),
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=True,
+            )
+            run_id = json.loads(executed.stdout)["run_id"]
+            wait_for(
+                lambda: any(
+                    json.loads(r.body)["scheduler_id"] == "m.fail" for r in receiver.requests
+                ),
+                timeout=30,
+                what="the webhook to hear of the failure",
+            )
+        finally:
+            process.send_signal(signal.SIGTERM)
+            _out, err = process.communicate(timeout=60)
+    told = [json.loads(r.body) for r in receiver.requests]
+    failure = next(t for t in told if t["scheduler_id"] == "m.fail")
+    assert failure["kind"] == "failure" and failure["run_id"] == run_id
+    assert err.count(f"supervisor: m.fail run {run_id} failed (1 in a row)") == 1

@@ -12,7 +12,7 @@ import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TextIO
+from typing import IO
 
 from supervisor.core.errors import NotifyError
 from supervisor.notify.events import Notification
@@ -55,7 +55,7 @@ class Dispatcher:
         self,
         *,
         retry: RetryPolicy | None = None,
-        err: TextIO | None = None,
+        err: IO[str] | None = None,
         on_result: Callable[[Delivered], None] | None = None,
     ) -> None:
         self._retry = retry or RetryPolicy()

@@ -20,7 +20,7 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TextIO
+from typing import IO
 
 from supervisor.core.clock import Clock, SystemClock
 from supervisor.core.records import RunRecord, SchedulerStatus, State
@@ -55,7 +55,7 @@ class Watcher:
         *,
         app: str,
         clock: Clock | None = None,
-        err: TextIO | None = None,
+        err: IO[str] | None = None,
         host: str | None = None,
         journal: bool | None = None,
     ) -> None:
