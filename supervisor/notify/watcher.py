@@ -142,7 +142,7 @@ class Watcher:
 
     # -- the thread ----------------------------------------------------------------------
 
-    def start(self, *, interval_seconds: float = 1.0) -> None:
+    def start(self, *, interval_seconds: float = 2.0) -> None:
         def loop() -> None:
             while not self._stop.wait(interval_seconds):
                 try:
