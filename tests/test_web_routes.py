@@ -42,6 +42,7 @@ ROUTES: dict[tuple[str, str], object] = {
     ("POST", "/schedulers/<sid>/settings/reset"): Permission.RESET_SETTINGS,
     ("GET", "/events/status"): Permission.LIST,
     ("GET", "/events/schedulers/<sid>/logs"): Permission.VIEW_LOGS,
+    ("GET", "/metrics"): "metrics",  # a scraper's bearer token, else a session with LIST
 }
 
 
@@ -145,6 +146,7 @@ VIEWER = ANY_USER | {
     ("GET", "/schedulers/<sid>/preview"),
     ("GET", "/events/status"),
     ("GET", "/events/schedulers/<sid>/logs"),
+    ("GET", "/metrics"),
 }
 OPERATOR = VIEWER | {
     ("GET", "/audit"),
@@ -210,7 +212,9 @@ def test_the_table_agrees_with_the_roles() -> None:
         by_permission = {
             key
             for key, access in ROUTES.items()
-            if access in (PUBLIC, LOGGED_IN) or access in ROLES[role]
+            if access in (PUBLIC, LOGGED_IN)
+            or access in ROLES[role]
+            or (access == "metrics" and Permission.LIST in ROLES[role])
         }
         assert by_permission == ALLOWED[role], role
 

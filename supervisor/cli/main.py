@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import fields
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import click
@@ -120,11 +121,54 @@ def remote_options(func: Any) -> Any:
         help="A reverse proxy's address whose X-Forwarded-For/-Proto name the client"
         " (for the login throttle); none is trusted otherwise. Repeatable.",
     )(func)
+    func = click.option(
+        "--metrics-token-file",
+        default=None,
+        metavar="FILE",
+        help="A file holding the bearer token that lets a Prometheus scraper read /metrics"
+        " (without it, /metrics needs a logged-in user).",
+    )(func)
     return click.option(
         "--secure-cookies",
         is_flag=True,
         help="Mark the session cookie Secure (when an HTTPS proxy serves the Admin Center).",
     )(func)
+
+
+def read_token(path: str | None, *, field: str) -> str | None:
+    """The secret in ``path`` (stripped), or None without a path; errors name ``field``."""
+    if path is None:
+        return None
+    try:
+        token = Path(path).read_text().strip()
+    except (OSError, UnicodeDecodeError) as error:
+        raise DefinitionError(field, f"cannot read {path}: {error}") from error
+    if not token or not token.isascii() or not token.isprintable():
+        raise DefinitionError(field, f"{path} must hold one line of printable ASCII")
+    return token
+
+
+def notify_options(func: Any) -> Any:
+    """Who is told when a scheduler fails, recovers, or does not run when expected."""
+    options: list[tuple[str, dict[str, Any]]] = [
+        (
+            "--notify-webhook",
+            {"multiple": True, "metavar": "URL", "help": "POST signed JSON here (repeatable)."},
+        ),
+        (
+            "--notify-webhook-secret-file",
+            {"metavar": "FILE", "help": "The HMAC-SHA256 key webhooks are signed with."},
+        ),
+        (
+            "--notify-email",
+            {"multiple": True, "metavar": "ADDR", "help": "Mail this address (repeatable)."},
+        ),
+        ("--smtp", {"metavar": "HOST:PORT", "help": "The mail server (default localhost:25)."}),
+        ("--notify-from", {"metavar": "ADDR", "help": "The mails' sender address."}),
+    ]
+    for name, kwargs in reversed(options):
+        func = click.option(name, default=None, **kwargs)(func)
+    return func
 
 
 @main.command()
@@ -157,6 +201,7 @@ def remote_options(func: Any) -> Any:
 )
 @proxy_header_option
 @remote_options
+@notify_options
 def run(
     app_spec: str,
     state_dir: str | None,
@@ -171,10 +216,29 @@ def run(
     proxy_user_header: str | None,
     allow_remote: bool,
     forwarded_from: tuple[str, ...],
+    metrics_token_file: str | None,
     secure_cookies: bool,
+    notify_webhook: tuple[str, ...],
+    notify_webhook_secret_file: str | None,
+    notify_email: tuple[str, ...],
+    smtp: str | None,
+    notify_from: str | None,
 ) -> None:
-    """Run every scheduler of the application until SIGTERM or SIGINT."""
+    """Run every scheduler of the application until SIGTERM or SIGINT.
+
+    A failed, crashed or timed-out run is logged on one line; with --notify-webhook or
+    --notify-email, failures, recoveries and missed starts are also sent there.
+    """
+    from supervisor.notify.config import targets_from_options
     from supervisor.service.manager_mode import RunOptions, run_manager
+
+    targets = targets_from_options(
+        webhooks=notify_webhook or (),
+        webhook_secret_file=notify_webhook_secret_file,
+        emails=notify_email or (),
+        smtp=smtp,
+        sender=notify_from,
+    )
 
     run_manager(
         RunOptions(
@@ -191,6 +255,8 @@ def run(
             allow_remote=allow_remote,
             secure_cookies=secure_cookies,
             forwarded_from=frozenset(forwarded_from),
+            metrics_token=read_token(metrics_token_file, field="--metrics-token-file"),
+            notify_targets=tuple(targets),
         )
     )
 
@@ -210,6 +276,7 @@ def admin(
     proxy_user_header: str | None,
     allow_remote: bool,
     forwarded_from: tuple[str, ...],
+    metrics_token_file: str | None,
     secure_cookies: bool,
 ) -> None:
     """Serve the Admin Center for schedulers installed as systemd units."""
@@ -223,6 +290,7 @@ def admin(
         allow_remote=allow_remote,
         secure_cookies=secure_cookies,
         forwarded_from=frozenset(forwarded_from),
+        metrics_token=read_token(metrics_token_file, field="--metrics-token-file"),
     )
 
 

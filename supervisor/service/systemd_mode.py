@@ -145,6 +145,7 @@ def serve_admin(
     allow_remote: bool = False,
     secure_cookies: bool = False,
     forwarded_from: frozenset[str] = frozenset(),
+    metrics_token: str | None = None,
 ) -> None:
     """``supervisor admin``: the Admin Center over systemd until SIGTERM or SIGINT."""
     import signal
@@ -160,6 +161,7 @@ def serve_admin(
             allow_remote=allow_remote,
             secure_cookies=secure_cookies,
             forwarded_from=forwarded_from,
+            metrics_token=metrics_token,
         )
         server = factory(mode.use_cases, mode.store, options)
         stop = threading.Event()

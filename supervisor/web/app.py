@@ -23,15 +23,27 @@ import bottle
 
 from supervisor.core.access import Permission
 from supervisor.core.clock import Clock, SystemClock
+from supervisor.metrics.collector import MetricsPage
 from supervisor.usecases.accounts import Accounts
 from supervisor.usecases.accounts import UserDirectory as AccountDirectory
+from supervisor.usecases.reads import UseCaseReads, reader
 from supervisor.usecases.schedulers import UseCases
-from supervisor.web import account, audit, events, logs, overview, scheduler_page, streams
+from supervisor.web import (
+    account,
+    audit,
+    events,
+    logs,
+    metrics,
+    overview,
+    scheduler_page,
+    streams,
+)
 from supervisor.web.config import (
     CONNECTION_KEY,
     COOKIE_NAME,
     CSRF_FIELD,
     LOGGED_IN,
+    METRICS,
     PUBLIC,
     Access,
     AdminConfig,
@@ -130,6 +142,7 @@ def create_app(
         env=make_environment(assets),
         slots=events.StreamSlots(config.streams),
         hub=events.StatusHub(use_cases, poll_seconds=config.streams.status_poll_seconds, stop=stop),
+        metrics=MetricsPage(UseCaseReads(use_cases, reader("metrics"))),
     )
     app = AdminBottle(catchall=True)
     app.config["supervisor.admin"] = True
@@ -181,6 +194,7 @@ def routes(site: Site) -> list[tuple[str, str, Access, Handler]]:
             scheduler_page.reset_settings,
         ),
         ("GET", "/events/status", Permission.LIST, streams.status_events),
+        ("GET", "/metrics", METRICS, metrics.metrics),
         ("GET", "/events/schedulers/<sid>/logs", Permission.VIEW_LOGS, streams.log_events),
     ]
 

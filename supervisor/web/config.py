@@ -25,6 +25,8 @@ CSRF_FIELD: Final = "csrf"
 
 PUBLIC: Final = "public"
 LOGGED_IN: Final = "logged-in"
+# /metrics: a scraper's bearer token (``--metrics-token-file``), else a session with LIST.
+METRICS: Final = "metrics"
 Access = Permission | str
 
 
@@ -45,6 +47,8 @@ class AdminConfig:
     ``password_cost``: the scrypt cost of new hashes; logins rehash cheaper ones.
     ``bootstrap_file``: where the bootstrap admin's one-time password was left (deleted
     once it is changed).
+    ``metrics_token``: a bearer token that lets a Prometheus scraper read ``/metrics``
+    without a session; without one, ``/metrics`` needs a logged-in user with LIST.
     """
 
     app_name: str = ""
@@ -59,3 +63,4 @@ class AdminConfig:
     max_query_bytes: int = 4096
     password_cost: ScryptCost = CURRENT_COST
     bootstrap_file: Path | None = None
+    metrics_token: str | None = field(default=None, repr=False)

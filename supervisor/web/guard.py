@@ -28,6 +28,7 @@ from supervisor.web.config import (
     COOKIE_NAME,
     CSRF_FIELD,
     HEADER_NAMES_KEY,
+    METRICS,
     PUBLIC,
     Access,
 )
@@ -168,6 +169,10 @@ class Guard:
             if request.method == "POST":
                 self._check_csrf(request)
             return None
+        if access == METRICS:
+            if self._bearer_ok(request):
+                return None
+            access = Permission.LIST
         subject = request.subject
         if subject is None:
             return self._login_required(request)
@@ -182,6 +187,16 @@ class Guard:
         if isinstance(access, Permission) and not subject.can(access):
             raise PermissionDenied(subject.name, access.value)
         return None
+
+    def _bearer_ok(self, request: Request) -> bool:
+        token = self.site.config.metrics_token
+        sent = str(request.environ.get("HTTP_AUTHORIZATION", ""))
+        scheme, _, value = sent.partition(" ")
+        return (
+            token is not None
+            and scheme.lower() == "bearer"
+            and hmac.compare_digest(value.strip().encode("utf-8", "replace"), token.encode())
+        )
 
     def _check_csrf(self, request: Request) -> None:
         sent = request.form.get(CSRF_FIELD, "")

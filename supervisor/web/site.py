@@ -17,6 +17,7 @@ import jinja2
 
 from supervisor.core.access import Permission, Subject
 from supervisor.core.clock import Clock
+from supervisor.metrics.collector import MetricsPage
 from supervisor.usecases.accounts import Accounts
 from supervisor.usecases.schedulers import UseCases
 from supervisor.web import events
@@ -64,6 +65,7 @@ class Site:
     env: jinja2.Environment
     slots: events.StreamSlots
     hub: events.StatusHub
+    metrics: MetricsPage
     version: int = 0  # moves on every change made through the Admin Center
     _version_lock: threading.Lock = field(default_factory=threading.Lock)
 
