@@ -135,6 +135,9 @@ def test_a_schedule_runs_after_the_start_delay_then_after_each_pause() -> None:
     assert replay.slot.public_state is State.PAUSED
     (launch,) = launches(replay.due())
     assert launch.run.trigger is Trigger.SCHEDULE
+    # Last started shows the run in progress at once, not only once it ended.
+    assert machine.status_of(replay.slot).last_started_at == launch.run.started_at
+    assert machine.status_of(replay.slot).run_phase == "starting"
     assert replay.slot.phase is RunPhase.STARTING
     assert replay.slot.public_state is State.RUNNING
     assert kinds(replay.started()) == ["RecordProcess"]

@@ -551,7 +551,7 @@ def status_of(slot: Slot) -> SchedulerStatus:
         settings=slot.settings,
         defaults=options.defaults,
         current_run_id=None if slot.run is None else slot.run.run_id,
-        last_started_at=None if slot.last_run is None else slot.last_run.started_at,
+        last_started_at=started.started_at if (started := slot.run or slot.last_run) else None,
         last_completed_at=None if last is None else last.ended_at,
         next_planned_at=None if slot.plan is None else slot.plan.planned_at,
         last_outcome=Outcome.CRASHED if failing else (None if last is None else last.outcome),
