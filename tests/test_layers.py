@@ -19,6 +19,7 @@ LAYERS: dict[str, int] = {
     "core": 0,
     "runs": 1,
     "store": 1,
+    "cluster": 1,
     "manager": 2,
     "systemd": 2,
     "usecases": 3,

@@ -114,3 +114,16 @@ class UntrustedPath(SupervisorError):
 
     exit_code = 11
     http_status = 500
+
+
+class StaleLease(SupervisorError):
+    """A write carried a fencing token that is no longer the lease's: another host has taken
+    the scheduler over (or the lease was released), so the write was refused."""
+
+    exit_code = 12
+    http_status = 409
+
+    def __init__(self, scheduler_id: str, token: int) -> None:
+        super().__init__(f"lease of scheduler {scheduler_id!r} no longer carries token {token}")
+        self.scheduler_id = scheduler_id
+        self.token = token
