@@ -99,7 +99,8 @@ def main() -> None:
 
     events = EventLog(args.events, args.host_id)
     ledger = Ledger(args.dsn, args.host_id)
-    with psycopg.connect(args.dsn, autocommit=True) as conn:
+    with psycopg.connect(args.dsn, autocommit=True) as conn, conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext('cluster_test_ledger'))")
         conn.execute(LEDGER_DDL)
 
     def runner(run: RunRecord, cancel: threading.Event) -> str:

@@ -8,6 +8,11 @@ sleeps on a second one that LISTENs, so a released lease or a command wakes it a
 A lost connection is reopened with backoff; leases still carrying their token are kept.
 The database decides: every run write carries its token, whatever the node believes.
 
+Slots are planned on the database clock: the node measures how far its own clock is off
+``clock_timestamp()`` (at each renewal) and plans with the corrected time, so a host whose
+clock is off by seconds still runs each slot on time. Safety never rests on that estimate:
+the claim refuses a taken slot and one not yet due by the database clock.
+
 The manager will embed this loop (its runner then starts a run's child process); here it
 is self-contained. May import ``core`` and ``cluster``.
 """
@@ -105,6 +110,11 @@ class Node:
         self._renew_due = 0.0
         self._acquire_due = 0.0
         self._commands_due = 0.0
+        self._db_offset = timedelta(0)
+
+    def now(self) -> datetime:
+        """The time slots are planned with: this host's clock corrected to the database's."""
+        return self._clock.now() + self._db_offset
 
     # -- the loop -------------------------------------------------------------------------
 
@@ -157,6 +167,7 @@ class Node:
         now = self._clock.monotonic()
         timing = self.config.timing
         if now >= self._renew_due:
+            self._sync_clock()
             self._renew()
             self._renew_due = now + timing.renew_every.total_seconds()
         if now >= self._acquire_due:
@@ -168,11 +179,19 @@ class Node:
             self._obey()
             self._commands_due = now + self.config.poll_commands_every.total_seconds()
 
+    def _sync_clock(self) -> None:
+        assert self._conn is not None
+        before = self._clock.now()
+        row = self._conn.execute("SELECT clock_timestamp()").fetchone()
+        after = self._clock.now()
+        assert row is not None
+        self._db_offset = row[0] - (before + (after - before) / 2)
+
     def _sleep(self) -> None:
         assert self._listener is not None
         now = self._clock.monotonic()
         deadlines = [self._renew_due, self._acquire_due, self._commands_due]
-        wall = self._clock.now()
+        wall = self.now()
         for scheduler_id in self.held:
             if scheduler_id in self._flights or scheduler_id in self._stopped:
                 continue
@@ -218,7 +237,7 @@ class Node:
         if self.config.max_leases is not None:
             limit = self.config.max_leases - len(self.held)
         won, interrupted = self._api().acquire(wanted, limit=limit)
-        wall = self._clock.now()
+        wall = self.now()
         for lease in won:
             self.held[lease.scheduler_id] = lease
             self._next_slot[lease.scheduler_id] = self.config.plan.latest_due(wall)
@@ -229,7 +248,7 @@ class Node:
     # -- runs -----------------------------------------------------------------------------
 
     def _claim_due(self) -> None:
-        wall = self._clock.now()
+        wall = self.now()
         mono = self._clock.monotonic()
         plan = self.config.plan
         for scheduler_id, lease in list(self.held.items()):
@@ -358,7 +377,7 @@ class Node:
             return {"ok": True, "host": host}
         if command.kind is cmd.CommandKind.START:
             self._stopped.discard(scheduler_id)
-        self._next_slot[scheduler_id] = self.config.plan.next_after(self._clock.now())
+        self._next_slot[scheduler_id] = self.config.plan.next_after(self.now())
         return {"ok": True, "host": host, "next": self._next_slot[scheduler_id].isoformat()}
 
     # -- shutdown -------------------------------------------------------------------------
