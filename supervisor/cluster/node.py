@@ -353,7 +353,7 @@ class Node:
         for command in cmd.take(conn, holder=self.config.host_id):
             body = self._handle(command)
             cmd.answer(conn, command, holder=self.config.host_id, body=body)
-            self._events("answered", command_id=command.command_id, kind=command.kind.value)
+            self._events("answered", command_id=command.command_id, command=command.kind.value)
 
     def _handle(self, command: cmd.Command) -> dict[str, Any]:
         scheduler_id = command.scheduler_id
