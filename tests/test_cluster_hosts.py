@@ -21,6 +21,7 @@ import pytest
 
 pytest.importorskip("psycopg")
 
+from supervisor.cluster import commands as cmd
 from supervisor.cluster.db import Connection, connect
 from tests.postgres import PostgresCluster, pg_cluster, pg_dsn
 from tests.waiting import wait_for
@@ -268,3 +269,79 @@ def test_hosts_recover_from_a_postgresql_restart(
         assert all(host.alive() for host in hosts)
         assert all(host.events("disconnected") for host in hosts)
         assert doubled_slots(db) == []
+
+
+def scheduled_runs_since(db: Connection, scheduler_id: str, since: Any) -> int:
+    row = db.execute(
+        "SELECT count(*) FROM cluster_runs WHERE scheduler_id = %s AND trigger = 'schedule' "
+        "AND started_at > %s",
+        (scheduler_id, since),
+    ).fetchone()
+    return 0 if row is None else int(row[0])
+
+
+def test_commands_from_another_host_reach_the_owner_and_are_answered(
+    pg_dsn: str, db: Connection, hosts: list[Host], tmp_path: Path
+) -> None:
+    hosts.append(Host(pg_dsn, "owner", ["m1"], tmp_path, period=3600, job_seconds=0.05))
+    wait_for(lambda: owns_all(db, "owner", ["m1"]), timeout=30, what="owner's lease")
+    ears = cmd.Listener(pg_dsn)
+    try:
+
+        def ask(kind: cmd.CommandKind) -> dict[str, Any]:
+            command_id = cmd.send(db, scheduler_id="m1", kind=kind, issued_by="cli@other")
+            return cmd.wait_answer(db, ears, command_id, timeout=10, poll_every=5).body
+
+        wait_for(
+            lambda: db.execute("SELECT 1 FROM cluster_runs WHERE ended_at IS NOT NULL").fetchone(),
+            timeout=10,
+            what="the slot due at takeover to run",
+        )
+        executed = ask(cmd.CommandKind.EXECUTE)
+        assert executed["ok"] and executed["host"] == "owner"
+        row = db.execute(
+            "SELECT trigger, host FROM cluster_runs WHERE run_id = %s", (executed["run_id"],)
+        ).fetchone()
+        assert row == ("manual", "owner")
+        assert ask(cmd.CommandKind.STOP) == {"ok": True, "host": "owner"}
+        assert ask(cmd.CommandKind.START)["ok"]
+        assert ask(cmd.CommandKind.SETTINGS_CHANGED)["ok"]
+        # A command whose NOTIFY never came (inserted bare) is found by the owner's polling.
+        row = db.execute(
+            "INSERT INTO cluster_commands (scheduler_id, kind, issued_by) "
+            "VALUES ('m1', 'settings_changed', 'raw') RETURNING command_id"
+        ).fetchone()
+        assert row is not None
+        polled = cmd.wait_answer(db, ears, row[0], timeout=10, poll_every=0.1)
+        assert polled.answered_by == "owner" and polled.body["ok"]
+    finally:
+        ears.close()
+
+
+def test_a_stopped_scheduler_plans_nothing_more_on_its_owner(
+    pg_dsn: str, db: Connection, hosts: list[Host], tmp_path: Path
+) -> None:
+    hosts.append(Host(pg_dsn, "owner", ["m2", "witness"], tmp_path, job_seconds=0.05))
+    wait_for(lambda: owns_all(db, "owner", ["m2", "witness"]), timeout=30, what="the leases")
+    ears = cmd.Listener(pg_dsn)
+    try:
+        command_id = cmd.send(db, scheduler_id="m2", kind=cmd.CommandKind.STOP, issued_by="cli")
+        assert cmd.wait_answer(db, ears, command_id, timeout=10).body["ok"]
+        stopped = db.execute("SELECT clock_timestamp()").fetchone()
+        assert stopped is not None
+        # The witness, on the same owner and grid, shows slots kept coming meanwhile.
+        wait_for(
+            lambda: scheduled_runs_since(db, "witness", stopped[0]) >= 3,
+            timeout=15,
+            what="three slots of the witness",
+        )
+        assert scheduled_runs_since(db, "m2", stopped[0]) == 0
+        command_id = cmd.send(db, scheduler_id="m2", kind=cmd.CommandKind.START, issued_by="cli")
+        assert cmd.wait_answer(db, ears, command_id, timeout=10).body["ok"]
+        wait_for(
+            lambda: scheduled_runs_since(db, "m2", stopped[0]) >= 1,
+            timeout=10,
+            what="runs to resume after START",
+        )
+    finally:
+        ears.close()
