@@ -87,6 +87,7 @@ class EventLog:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--dsn", required=True)
+    parser.add_argument("--ledger-dsn", default=None, help="the ledger's own way in")
     parser.add_argument("--host-id", required=True)
     parser.add_argument("--schedulers", required=True, help="comma-separated IDs")
     parser.add_argument("--events", required=True)
@@ -98,8 +99,9 @@ def main() -> None:
     args = parser.parse_args()
 
     events = EventLog(args.events, args.host_id)
-    ledger = Ledger(args.dsn, args.host_id)
-    with psycopg.connect(args.dsn, autocommit=True) as conn, conn.transaction():
+    ledger_dsn = args.ledger_dsn or args.dsn
+    ledger = Ledger(ledger_dsn, args.host_id)
+    with psycopg.connect(ledger_dsn, autocommit=True) as conn, conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(hashtext('cluster_test_ledger'))")
         conn.execute(LEDGER_DDL)
 

@@ -50,8 +50,10 @@ def test_a_command_wakes_the_owner_and_the_answer_wakes_the_sender(
                 cmd.CommandKind.EXECUTE,
                 "web@h2",
             )
-            assert cmd.take(owner, holder="owner") == []  # taken once
+            # Until answered, the taker gets it again (its answer may have been lost).
+            assert cmd.take(owner, holder="owner") == [taken]
             cmd.answer(owner, taken, holder="owner", body={"ok": True, "run_id": 7})
+            assert cmd.take(owner, holder="owner") == []  # answered: done
             got = cmd.wait_answer(sender, sender_ears, command_id, timeout=10)
             assert got == cmd.Answer(
                 command_id=command_id, answered_by="owner", body={"ok": True, "run_id": 7}

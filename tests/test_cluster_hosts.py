@@ -24,6 +24,7 @@ pytest.importorskip("psycopg")
 from supervisor.cluster import commands as cmd
 from supervisor.cluster.db import Connection, connect
 from tests.postgres import PostgresCluster, pg_cluster, pg_dsn
+from tests.tcp_proxy import FaultyProxy
 from tests.waiting import wait_for
 
 __all__ = ["pg_cluster", "pg_dsn"]
@@ -345,3 +346,30 @@ def test_a_stopped_scheduler_plans_nothing_more_on_its_owner(
         )
     finally:
         ears.close()
+
+
+def test_injected_connection_failures_never_double_a_slot(
+    pg_cluster: PostgresCluster, pg_dsn: str, db: Connection, hosts: list[Host], tmp_path: Path
+) -> None:
+    schedulers = [f"x{i:03}" for i in range(100)]
+    with FaultyProxy(("127.0.0.1", pg_cluster.port), refuse=0.2, cut=0.01, seed=7) as proxy:
+        via_proxy = pg_dsn.replace(f"port={pg_cluster.port}", f"port={proxy.port}")
+        for name in ("q1", "q2", "q3"):
+            hosts.append(
+                Host(via_proxy, name, schedulers, tmp_path, ledger_dsn=pg_dsn, max_leases=50)
+            )
+
+        def each_ran_5_times() -> bool:
+            try:
+                row = db.execute(
+                    "SELECT count(*) FROM (SELECT scheduler_id FROM cluster_test_ledger "
+                    "GROUP BY 1 HAVING count(*) >= 5) AS done"
+                ).fetchone()
+            except Exception:  # the first host has not created the ledger yet
+                return False
+            return row is not None and row[0] == len(schedulers)
+
+        wait_for(each_ran_5_times, timeout=180, what="100 schedulers x 5 runs")
+        assert proxy.refused > 0 and proxy.cuts > 0  # failures did happen
+    assert doubled_slots(db) == []
+    assert all(host.alive() for host in hosts)

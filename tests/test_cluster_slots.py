@@ -14,7 +14,14 @@ pytest.importorskip("psycopg")
 from supervisor.cluster import schema
 from supervisor.cluster.db import Connection, connect
 from supervisor.cluster.lease import Leases, LeaseTiming
-from supervisor.cluster.slots import Every, Refusal, SlotClaim, claim_slot
+from supervisor.cluster.slots import (
+    Every,
+    Refusal,
+    SlotClaim,
+    claim_slot,
+    close_untracked_runs,
+    record_run_start,
+)
 from supervisor.core.errors import DefinitionError
 from tests.postgres import pg_cluster, pg_dsn
 
@@ -94,3 +101,17 @@ def test_the_grid_is_the_same_whatever_the_moment_within_a_period() -> None:
     assert five.next_after(base + timedelta(seconds=7)) == base + timedelta(seconds=10)
     with pytest.raises(DefinitionError, match="period"):
         Every(period=timedelta(0))
+
+
+def test_a_run_whose_start_reply_was_lost_is_closed_on_reconnect(conn: Connection) -> None:
+    [lease], _ = Leases(conn, holder="h1", timing=LONG).acquire(["a"])
+    kept = record_run_start(conn, claim_slot(conn, lease, PAST), trigger="schedule")  # type: ignore[arg-type]
+    lost = record_run_start(
+        conn,
+        claim_slot(conn, lease, PAST + timedelta(seconds=1)),  # type: ignore[arg-type]
+        trigger="schedule",
+    )
+    assert close_untracked_runs(conn, holder="h2", keep=[]) == []  # not h2's runs
+    assert close_untracked_runs(conn, holder="h1", keep=[kept.run_id]) == [lost.run_id]
+    rows = conn.execute("SELECT run_id, outcome FROM cluster_runs ORDER BY run_id").fetchall()
+    assert rows == [(kept.run_id, None), (lost.run_id, "interrupted")]

@@ -70,7 +70,8 @@ UPDATE cluster_commands AS c SET taken_by = %(holder)s, taken_at = clock_timesta
  WHERE c.command_id IN (
         SELECT p.command_id FROM cluster_commands AS p
           JOIN cluster_leases AS l ON l.scheduler_id = p.scheduler_id
-         WHERE p.taken_at IS NULL AND l.holder = %(holder)s
+         WHERE l.holder = %(holder)s
+           AND (p.taken_at IS NULL OR (p.taken_by = %(holder)s AND p.answered_at IS NULL))
          ORDER BY p.command_id
            FOR UPDATE OF p SKIP LOCKED)
 RETURNING c.command_id, c.scheduler_id, c.kind, c.payload, c.issued_by, c.issued_at
@@ -107,7 +108,8 @@ def send(
 
 
 def take(conn: Connection, *, holder: str) -> list[Command]:
-    """Take the pending commands of the schedulers ``holder`` owns (each once)."""
+    """Take the pending commands of the schedulers ``holder`` owns (each once), and again
+    those it took but never answered (the connection was lost in between)."""
     rows = conn.execute(TAKE, {"holder": holder}).fetchall()
     return [
         Command(

@@ -38,6 +38,7 @@ from supervisor.cluster.slots import (
     RunRecord,
     SlotClaim,
     claim_slot,
+    close_untracked_runs,
     record_run_end,
     record_run_start,
 )
@@ -154,6 +155,17 @@ class Node:
         self._listener = listener
         self._renew_due = self._acquire_due = self._commands_due = 0.0
         self._events("connected")
+        if self.held:
+            # Back after a lost connection: keep what still carries its token (renew), and
+            # close a run whose start committed but whose reply was lost.
+            self._renew()
+            self._renew_due = self._clock.monotonic() + config.timing.renew_every.total_seconds()
+            keep = [flight.run.run_id for flight in self._flights.values()]
+            with self._ends_lock:
+                keep += [run.run_id for run, _ in self._ends]
+            closed = close_untracked_runs(conn, holder=config.host_id, keep=keep)
+            if closed:
+                self._events("closed_untracked", run_ids=closed)
 
     def _close(self) -> None:
         for closable in (self._listener, self._conn):

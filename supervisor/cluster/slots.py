@@ -191,3 +191,18 @@ def record_run_end(conn: Connection, run: RunRecord, *, holder: str, outcome: st
         again = conn.execute(ALREADY_ENDED, {"run": run.run_id, "holder": holder}).fetchone()
         if not (again and again[0]):
             raise StaleLease(run.scheduler_id, run.token)
+
+
+CLOSE_UNTRACKED = """
+UPDATE cluster_runs AS r SET ended_at = clock_timestamp(), outcome = 'interrupted'
+  FROM cluster_leases AS l
+ WHERE l.scheduler_id = r.scheduler_id AND l.token = r.token AND l.holder = %(holder)s
+   AND r.host = %(holder)s AND r.ended_at IS NULL AND r.run_id <> ALL(%(keep)s::bigint[])
+RETURNING r.run_id
+"""
+
+
+def close_untracked_runs(conn: Connection, *, holder: str, keep: list[int]) -> list[int]:
+    """Mark ``interrupted`` the open runs of ``holder`` it does not know it started (a
+    start whose reply was lost with the connection), under leases it still holds."""
+    return [row[0] for row in conn.execute(CLOSE_UNTRACKED, {"holder": holder, "keep": keep})]
