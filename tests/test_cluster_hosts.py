@@ -373,3 +373,26 @@ def test_injected_connection_failures_never_double_a_slot(
         assert proxy.refused > 0 and proxy.cuts > 0  # failures did happen
     assert doubled_slots(db) == []
     assert all(host.alive() for host in hosts)
+
+
+def shares(db: Connection) -> list[int]:
+    rows = db.execute(
+        "SELECT count(*) FROM cluster_leases WHERE holder IS NOT NULL GROUP BY holder"
+    ).fetchall()
+    return sorted(row[0] for row in rows)
+
+
+def test_hosts_share_the_schedulers_fairly_and_take_over_a_leavers_share(
+    pg_dsn: str, db: Connection, hosts: list[Host], tmp_path: Path
+) -> None:
+    schedulers = [f"b{i}" for i in range(6)]
+    hosts.append(Host(pg_dsn, "b1", schedulers, tmp_path, job_seconds=0.05))
+    wait_for(lambda: owns_all(db, "b1", schedulers), timeout=30, what="b1 to take all six")
+    for name in ("b2", "b3"):
+        hosts.append(Host(pg_dsn, name, schedulers, tmp_path, job_seconds=0.05))
+    wait_for(lambda: shares(db) == [2, 2, 2], timeout=20, what="two schedulers per host")
+    hosts[0].signal(signal.SIGTERM)
+    assert hosts[0].process.wait(timeout=30) == 0
+    wait_for(lambda: shares(db) == [3, 3], timeout=10, what="the leaver's share taken over")
+    assert hosts[0].events("rebalanced")  # b1 gave leases away while running
+    assert doubled_slots(db) == []

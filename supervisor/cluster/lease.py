@@ -123,6 +123,25 @@ SELECT gone.scheduler_id, pg_notify('{LEASE_CHANNEL}', gone.scheduler_id) FROM g
 """  # noqa: S608 (composed of constants only)
 
 
+# This host's row is written in the same statement, so it is counted apart (+1).
+HEARTBEAT = f"""
+WITH me AS (
+    INSERT INTO cluster_hosts AS h (host_id, pid, backend_start, seen_at)
+    VALUES (%(holder)s, pg_backend_pid(), {_SESSION}, clock_timestamp())
+    ON CONFLICT (host_id) DO UPDATE
+       SET pid = EXCLUDED.pid, backend_start = EXCLUDED.backend_start,
+           seen_at = EXCLUDED.seen_at
+    RETURNING 1
+)
+SELECT 1 + count(*) FROM cluster_hosts AS h
+ WHERE h.host_id <> %(holder)s AND h.seen_at > clock_timestamp() - %(ttl)s
+   AND EXISTS (SELECT 1 FROM pg_stat_activity AS a
+                WHERE a.pid = h.pid
+                  AND (a.backend_start IS NULL OR a.backend_start = h.backend_start))
+   AND (SELECT count(*) FROM me) = 1
+"""  # noqa: S608 (composed of constants only)
+
+
 class Leases:
     """The lease operations of one host (``holder``) on one connection.
 
@@ -186,6 +205,19 @@ class Leases:
             return []
         rows = self._conn.execute(RELEASE, self._mine(leases)).fetchall()
         return [row[0] for row in rows]
+
+    def heartbeat(self) -> int:
+        """Mark this host alive; return how many hosts are (seen within a ttl, session up)."""
+        row = self._conn.execute(
+            HEARTBEAT, {"holder": self.holder, "ttl": self.timing.ttl}
+        ).fetchone()
+        assert row is not None
+        live: int = row[0]
+        return live
+
+    def leave(self) -> None:
+        """Take this host out of the count at once (graceful shutdown)."""
+        self._conn.execute("DELETE FROM cluster_hosts WHERE host_id = %s", (self.holder,))
 
     def is_current(self, scheduler_id: str, token: int) -> bool:
         """Whether the lease still carries ``token`` for this host (writes under it count)."""

@@ -13,6 +13,10 @@ Slots are planned on the database clock: the node measures how far its own clock
 clock is off by seconds still runs each slot on time. Safety never rests on that estimate:
 the claim refuses a taken slot and one not yet due by the database clock.
 
+The schedulers are shared out: each host takes at most its fair share (the schedulers over
+the live hosts, rounded up) and releases leases above it between runs, so a host that
+joins gets work within a renewal period and one that leaves hands its work over at once.
+
 The manager will embed this loop (its runner then starts a run's child process); here it
 is self-contained. May import ``core`` and ``cluster``.
 """
@@ -112,6 +116,7 @@ class Node:
         self._acquire_due = 0.0
         self._commands_due = 0.0
         self._db_offset = timedelta(0)
+        self._share = len(config.scheduler_ids)
 
     def now(self) -> datetime:
         """The time slots are planned with: this host's clock corrected to the database's."""
@@ -181,6 +186,7 @@ class Node:
         if now >= self._renew_due:
             self._sync_clock()
             self._renew()
+            self._balance()
             self._renew_due = now + timing.renew_every.total_seconds()
         if now >= self._acquire_due:
             self._acquire()
@@ -236,6 +242,26 @@ class Node:
             self._lose(scheduler_id, self.held[scheduler_id].token)
         self.held = {sid: kept[sid] for sid in self.held if sid in kept}
 
+    def _refresh_share(self) -> int:
+        """Mark this host alive and recompute its fair share of the schedulers."""
+        live = self._api().heartbeat()
+        share = -(-len(self.config.scheduler_ids) // max(1, live))
+        if self.config.max_leases is not None:
+            share = min(share, self.config.max_leases)
+        self._share = share
+        return live
+
+    def _balance(self) -> None:
+        """Release leases above the fair share that have no run in flight."""
+        live = self._refresh_share()
+        idle = [lease for sid, lease in self.held.items() if sid not in self._flights]
+        surplus = idle[: max(0, len(self.held) - self._share)]
+        if surplus:
+            released = self._api().release(surplus)
+            for scheduler_id in released:
+                self.held.pop(scheduler_id, None)
+            self._events("rebalanced", scheduler_ids=released, share=self._share, live=live)
+
     def _lose(self, scheduler_id: str, token: int) -> None:
         self.held.pop(scheduler_id, None)
         self._events("lost", scheduler_id=scheduler_id, token=token)
@@ -245,10 +271,8 @@ class Node:
 
     def _acquire(self) -> None:
         wanted = [sid for sid in self.config.scheduler_ids if sid not in self.held]
-        limit = None
-        if self.config.max_leases is not None:
-            limit = self.config.max_leases - len(self.held)
-        won, interrupted = self._api().acquire(wanted, limit=limit)
+        self._refresh_share()
+        won, interrupted = self._api().acquire(wanted, limit=self._share - len(self.held))
         wall = self.now()
         for lease in won:
             self.held[lease.scheduler_id] = lease
@@ -405,6 +429,7 @@ class Node:
             return
         try:
             self._record_ends()
+            self._api().leave()
             released = self._api().release(list(self.held.values()))
             self._events("released", scheduler_ids=released)
             self.held.clear()

@@ -6,6 +6,8 @@
 - ``cluster_slots``: one row per claimed (scheduler, planned slot): the uniqueness that
   makes a slot run at most once, whatever the hosts' clocks say.
 - ``cluster_runs``: the runs, each written with the token it was started under.
+- ``cluster_hosts``: the hosts taking part, seen by the database clock with their session,
+  so each can take its fair share of the schedulers.
 - ``cluster_commands``: commands for a scheduler's owner and their answers (the polling
   fallback of LISTEN/NOTIFY, and the durable record of each command).
 
@@ -55,6 +57,12 @@ CREATE TABLE IF NOT EXISTS cluster_runs (
 );
 CREATE INDEX IF NOT EXISTS cluster_runs_open
     ON cluster_runs (scheduler_id) WHERE ended_at IS NULL;
+CREATE TABLE IF NOT EXISTS cluster_hosts (
+    host_id text PRIMARY KEY,
+    pid integer,
+    backend_start timestamptz,
+    seen_at timestamptz NOT NULL DEFAULT clock_timestamp()
+);
 CREATE TABLE IF NOT EXISTS cluster_commands (
     command_id bigserial PRIMARY KEY,
     scheduler_id text NOT NULL,
