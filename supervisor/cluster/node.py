@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import select
+import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -48,6 +50,11 @@ from supervisor.cluster.slots import (
 )
 from supervisor.core.clock import Clock
 from supervisor.core.errors import StaleLease
+
+
+def default_host_id() -> str:
+    """A name for this host process, unique across restarts: ``hostname:pid:random``."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
 
 
 class Runner(Protocol):
@@ -117,6 +124,7 @@ class Node:
         self._commands_due = 0.0
         self._db_offset = timedelta(0)
         self._share = len(config.scheduler_ids)
+        self._installed = False
 
     def now(self) -> datetime:
         """The time slots are planned with: this host's clock corrected to the database's."""
@@ -149,8 +157,10 @@ class Node:
         config = self.config
         conn = connect(config.dsn, application_name=f"sst {config.host_id}")
         try:
-            schema.install(conn)
-            schema.register(conn, list(config.scheduler_ids))
+            if not self._installed:
+                schema.install(conn)
+                schema.register(conn, list(config.scheduler_ids))
+                self._installed = True
             listener = cmd.Listener(config.dsn, application_name=f"sst {config.host_id} listen")
         except BaseException:
             conn.close()
