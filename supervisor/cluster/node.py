@@ -18,7 +18,7 @@ the live hosts, rounded up) and releases leases above it between runs, so a host
 joins gets work within a renewal period and one that leaves hands its work over at once.
 
 The manager will embed this loop (its runner then starts a run's child process); here it
-is self-contained. May import ``core`` and ``cluster``.
+is self-contained. May import ``core``, ``cluster`` and psycopg.
 """
 
 from __future__ import annotations
@@ -29,20 +29,22 @@ import secrets
 import select
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
+
+import psycopg
 
 from supervisor.cluster import commands as cmd
 from supervisor.cluster import schema
 from supervisor.cluster.db import CONNECTION_ERRORS, Connection, connect
 from supervisor.cluster.lease import Lease, Leases, LeaseTiming
 from supervisor.cluster.slots import (
-    Every,
     Refusal,
     RunRecord,
     SlotClaim,
+    SlotPlan,
     claim_slot,
     close_untracked_runs,
     record_run_end,
@@ -68,6 +70,13 @@ class Runner(Protocol):
 
 EventSink = Callable[..., None]
 
+# Refusals the database may give any statement under contention; retrying is right.
+TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
+    psycopg.errors.DeadlockDetected,
+    psycopg.errors.SerializationFailure,
+    psycopg.errors.LockNotAvailable,
+)
+
 
 def _no_events(kind: str, **fields: Any) -> None:
     del kind, fields
@@ -78,7 +87,8 @@ class NodeConfig:
     dsn: str
     host_id: str
     scheduler_ids: tuple[str, ...]
-    plan: Every
+    plan: SlotPlan
+    plans: Mapping[str, SlotPlan] = field(default_factory=dict)  # per scheduler, over ``plan``
     timing: LeaseTiming = field(default_factory=LeaseTiming)
     max_leases: int | None = None
     poll_commands_every: timedelta = timedelta(seconds=1)
@@ -147,6 +157,10 @@ class Node:
                     self._close()
                     stop.wait(backoff)
                     backoff = min(backoff * 2, 0.5)
+                except TRANSIENT_ERRORS as error:
+                    # The statement was rolled back; the next tick tries again.
+                    self._events("transient", error=str(error).strip()[:200])
+                    stop.wait(backoff)
             self._shutdown()
         finally:
             self._close()
@@ -286,24 +300,26 @@ class Node:
         wall = self.now()
         for lease in won:
             self.held[lease.scheduler_id] = lease
-            self._next_slot[lease.scheduler_id] = self.config.plan.latest_due(wall)
+            self._next_slot[lease.scheduler_id] = self._plan(lease.scheduler_id).latest_due(wall)
             self._events("acquired", scheduler_id=lease.scheduler_id, token=lease.token)
         if interrupted:
             self._events("interrupted_orphans", count=interrupted)
+
+    def _plan(self, scheduler_id: str) -> SlotPlan:
+        return self.config.plans.get(scheduler_id, self.config.plan)
 
     # -- runs -----------------------------------------------------------------------------
 
     def _claim_due(self) -> None:
         wall = self.now()
         mono = self._clock.monotonic()
-        plan = self.config.plan
         for scheduler_id, lease in list(self.held.items()):
             if scheduler_id in self._flights or scheduler_id in self._stopped:
                 continue
             slot = self._next_slot[scheduler_id]
             if wall < slot or mono < self._retry_at.get(scheduler_id, 0.0):
                 continue
-            slot = max(slot, plan.latest_due(wall))  # missed slots coalesce
+            slot = max(slot, self._plan(scheduler_id).latest_due(wall))  # missed: coalesce
             self._claim_and_start(lease, slot, trigger="schedule")
 
     def _claim_and_start(self, lease: Lease, slot: datetime, *, trigger: str) -> RunRecord | None:
@@ -321,7 +337,7 @@ class Node:
             self._retry_at[scheduler_id] = self._clock.monotonic() + 0.05
             return None
         if trigger == "schedule":
-            self._next_slot[scheduler_id] = self.config.plan.next_after(slot)
+            self._next_slot[scheduler_id] = self._plan(scheduler_id).next_after(slot)
         if claim is Refusal.TAKEN:
             self._events("taken", scheduler_id=scheduler_id, slot=slot.isoformat())
             return None
@@ -413,6 +429,10 @@ class Node:
                 return {"ok": False, "error": "already running", "run_id": flight.run.run_id}
             run = self._claim_and_start(lease, command.issued_at, trigger="manual")
             if run is None:
+                # Taken again after a lost answer: the run it started is the answer.
+                earlier = self._run_of_slot(scheduler_id, command.issued_at)
+                if earlier is not None:
+                    return {"ok": True, "run_id": earlier, "host": host}
                 return {"ok": False, "error": "not started", "host": host}
             return {"ok": True, "run_id": run.run_id, "host": host}
         if command.kind is cmd.CommandKind.STOP:
@@ -423,8 +443,17 @@ class Node:
             return {"ok": True, "host": host}
         if command.kind is cmd.CommandKind.START:
             self._stopped.discard(scheduler_id)
-        self._next_slot[scheduler_id] = self.config.plan.next_after(self.now())
+        self._next_slot[scheduler_id] = self._plan(scheduler_id).next_after(self.now())
         return {"ok": True, "host": host, "next": self._next_slot[scheduler_id].isoformat()}
+
+    def _run_of_slot(self, scheduler_id: str, slot: datetime) -> int | None:
+        assert self._conn is not None
+        row = self._conn.execute(
+            "SELECT run_id FROM cluster_runs WHERE scheduler_id = %s AND planned_slot = %s "
+            "AND host = %s",
+            (scheduler_id, slot, self.config.host_id),
+        ).fetchone()
+        return None if row is None else int(row[0])
 
     # -- shutdown -------------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ import enum
 import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Protocol
 
 from supervisor.cluster.db import Connection
 from supervisor.cluster.lease import Lease
@@ -46,6 +47,18 @@ class RunRecord:
     planned_slot: datetime
     token: int
     started_at: datetime
+
+
+class SlotPlan(Protocol):
+    """Where a scheduler's slots fall: the same answer on every host for the same moment."""
+
+    def next_after(self, moment: datetime) -> datetime:
+        """The first slot strictly after ``moment`` (aware)."""
+        ...
+
+    def latest_due(self, moment: datetime) -> datetime:
+        """The last slot at or before ``moment`` (missed slots coalesce into it)."""
+        ...
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
