@@ -3,7 +3,9 @@
 ``FaultyProxy`` listens on a free port of 127.0.0.1 and forwards each connection to the
 target. With probability ``refuse`` a new connection is closed at once; each chunk passed
 in either direction cuts the connection (both ways, mid-conversation) with probability
-``cut``. Seeded, so a failing run can be repeated. Threads only; ``close`` stops it all.
+``cut``. ``partition`` holds every byte back (connections stay open, as in a network
+partition) until ``heal``. Seeded, so a failing run can be repeated. Threads only;
+``close`` stops it all.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ class FaultyProxy:
         self.port: int = self._server.getsockname()[1]
         self._open: set[socket.socket] = set()
         self._closed = threading.Event()
+        self._flowing = threading.Event()
+        self._flowing.set()
         self.accepted = self.refused = self.cuts = 0
         self._thread = threading.Thread(target=self._accept, name="proxy accept", daemon=True)
         self._thread.start()
@@ -68,6 +72,9 @@ class FaultyProxy:
                 chunk = source.recv(65536)
                 if not chunk:
                     break
+                while not self._flowing.wait(0.05):
+                    if self._closed.is_set():
+                        return
                 if self._roll(self._cut):
                     with self._lock:
                         self.cuts += 1
@@ -86,8 +93,15 @@ class FaultyProxy:
             end.shutdown(socket.SHUT_RDWR)
         end.close()
 
+    def partition(self) -> None:
+        self._flowing.clear()
+
+    def heal(self) -> None:
+        self._flowing.set()
+
     def close(self) -> None:
         self._closed.set()
+        self._flowing.set()
         self._server.close()
         with self._lock:
             ends = list(self._open)

@@ -396,3 +396,33 @@ def test_hosts_share_the_schedulers_fairly_and_take_over_a_leavers_share(
     wait_for(lambda: shares(db) == [3, 3], timeout=10, what="the leaver's share taken over")
     assert hosts[0].events("rebalanced")  # b1 gave leases away while running
     assert doubled_slots(db) == []
+
+
+def test_a_partitioned_owner_stops_its_run_before_its_lease_can_be_taken_over(
+    pg_cluster: PostgresCluster, pg_dsn: str, db: Connection, hosts: list[Host], tmp_path: Path
+) -> None:
+    with FaultyProxy(("127.0.0.1", pg_cluster.port), refuse=0.0, cut=0.0) as proxy:
+        via_proxy = pg_dsn.replace(f"port={pg_cluster.port}", f"port={proxy.port}")
+        cut_off = Host(
+            via_proxy, "island", ["p1"], tmp_path, ledger_dsn=pg_dsn, ttl=1.0, job_seconds=30
+        )
+        hosts.append(cut_off)
+        wait_for(lambda: owns_all(db, "island", ["p1"]), timeout=30, what="island's lease")
+        hosts.append(Host(pg_dsn, "mainland", ["p1"], tmp_path, ttl=1.0, job_seconds=0.05))
+        wait_for(lambda: hosts[1].events("connected"), timeout=30, what="mainland to connect")
+        run_id, _ = wait_for(lambda: open_run(db, "island"), timeout=10, what="island's run")
+        proxy.partition()  # island's session stays open: only expiry frees the lease
+        wait_for(lambda: holder(db, "p1") == "mainland", timeout=10, what="takeover")
+        [fenced] = wait_for(
+            lambda: cut_off.events("self_fenced"), timeout=10, what="island to stop its run"
+        )
+        started = wait_for(lambda: hosts[1].events("started"), timeout=10, what="a new run")
+        assert fenced["run_id"] == run_id
+        assert fenced["at"] <= started[0]["at"]  # stopped before the new owner started
+        proxy.heal()
+        wait_for(
+            lambda: [e for e in cut_off.events("refused") if e.get("run_id") == run_id],
+            timeout=20,
+            what="island's late end to be refused",
+        )
+    assert doubled_slots(db) == []

@@ -121,6 +121,26 @@ def test_a_dead_holders_session_frees_its_lease_before_expiry(pg_dsn: str) -> No
         assert won[0].token == first.token + 1
 
 
+def test_without_dead_session_takeover_only_expiry_frees_a_lease(pg_dsn: str) -> None:
+    strict = LeaseTiming(
+        ttl=timedelta(seconds=2),
+        renew_every=timedelta(milliseconds=500),
+        dead_session_takeover=False,
+    )
+    doomed = connect(pg_dsn)
+    schema.install(doomed)
+    schema.register(doomed, ["a"])
+    [first], _ = Leases(doomed, holder="h1", timing=strict).acquire(["a"])
+    doomed.close()
+    with connect(pg_dsn) as other:
+        two = Leases(other, holder="h2", timing=strict)
+        assert two.acquire(["a"]) == ([], 0)  # the session is gone, the lease is not
+        [won] = wait_for(lambda: two.acquire(["a"])[0], timeout=5, what="expiry")
+        assert won.token == first.token + 1
+        row = other.execute("SELECT acquired_at FROM cluster_leases").fetchone()
+        assert row is not None and row[0] >= first.expires_at
+
+
 def test_writes_under_a_stale_token_are_refused_and_the_orphan_is_interrupted(
     conns: list[Connection],
 ) -> None:

@@ -148,8 +148,10 @@ class Listener:
 
     CHANNELS = (LEASE_CHANNEL, COMMAND_CHANNEL, ANSWER_CHANNEL)
 
-    def __init__(self, dsn: str, *, application_name: str = "sched-supervisor listener") -> None:
-        self._conn = connect(dsn, application_name=application_name)
+    def __init__(
+        self, dsn: str, *, application_name: str = "sched-supervisor listener", **params: int
+    ) -> None:
+        self._conn = connect(dsn, application_name=application_name, **params)
         for channel in self.CHANNELS:
             self._conn.execute(f"LISTEN {channel}")
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any, TypeAlias
 
 import psycopg
+from psycopg.conninfo import make_conninfo
 
 Connection: TypeAlias = psycopg.Connection[tuple[Any, ...]]
 
@@ -15,9 +16,13 @@ Connection: TypeAlias = psycopg.Connection[tuple[Any, ...]]
 CONNECTION_ERRORS: tuple[type[Exception], ...] = (psycopg.OperationalError, psycopg.InterfaceError)
 
 
-def connect(dsn: str, *, application_name: str = "sched-supervisor") -> Connection:
-    """An autocommit connection (each statement is its own transaction unless grouped).
+def connect(
+    dsn: str, *, application_name: str = "sched-supervisor", **params: str | int
+) -> Connection:
+    """An autocommit connection (each statement is its own transaction unless grouped);
+    ``params`` are more libpq connection parameters.
 
     Raises ``psycopg.OperationalError`` when the server cannot be reached.
     """
-    return psycopg.connect(dsn, autocommit=True, application_name=application_name)
+    conninfo = make_conninfo(dsn, application_name=application_name, **params)
+    return psycopg.connect(conninfo, autocommit=True)

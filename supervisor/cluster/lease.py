@@ -41,12 +41,17 @@ class LeaseTiming:
     """How long a lease lives without renewal, and how often holders and contenders act.
 
     ``ttl`` bounds takeover after a host stops answering (SIGSTOP, partition); a killed
-    host is taken over within ``acquire_every`` (its session ends with it).
+    host is taken over within ``acquire_every`` (its session ends with it) while
+    ``dead_session_takeover`` is on. The price of that shortcut: a host whose connection
+    merely broke loses its leases before it can notice (at most one run per slot still
+    holds, and its writes are refused, but its run in flight may overlap the new owner's
+    next one until it reconnects or its own ttl runs out). Off, only expiry frees a lease.
     """
 
     ttl: timedelta = timedelta(seconds=2)
     renew_every: timedelta = timedelta(milliseconds=400)
     acquire_every: timedelta = timedelta(milliseconds=200)
+    dead_session_takeover: bool = True
 
     def __post_init__(self) -> None:
         if self.ttl <= timedelta(0):
@@ -62,10 +67,10 @@ _SESSION = "(SELECT backend_start FROM pg_stat_activity WHERE pid = pg_backend_p
 _ELIGIBLE = """
        (l.holder IS NULL
         OR l.expires_at <= clock_timestamp()
-        OR NOT EXISTS (SELECT 1 FROM pg_stat_activity AS a
+        OR (%(dead_sessions)s AND NOT EXISTS (SELECT 1 FROM pg_stat_activity AS a
                         WHERE a.pid = l.holder_pid
                           AND (a.backend_start IS NULL
-                               OR a.backend_start = l.holder_backend_start)))
+                               OR a.backend_start = l.holder_backend_start))))
 """
 
 # Rows another contender is taking right now are skipped, not waited for (SKIP LOCKED); a
@@ -173,6 +178,7 @@ class Leases:
                     "ttl": self.timing.ttl,
                     "ids": scheduler_ids,
                     "limit": len(scheduler_ids) if limit is None else limit,
+                    "dead_sessions": self.timing.dead_session_takeover,
                 },
             ).fetchall()
             won = [self._lease(row) for row in rows]

@@ -135,6 +135,8 @@ class Node:
         self._db_offset = timedelta(0)
         self._share = len(config.scheduler_ids)
         self._installed = False
+        self._valid_until: dict[str, float] = {}
+        self._flights_lock = threading.Lock()
 
     def now(self) -> datetime:
         """The time slots are planned with: this host's clock corrected to the database's."""
@@ -144,6 +146,13 @@ class Node:
 
     def run(self, stop: threading.Event) -> None:
         backoff = 0.05
+        # The watchdog fences runs even while the loop is stuck in a call that never
+        # returns (a partition that holds the packets back).
+        watchdog_stop = threading.Event()
+        watchdog = threading.Thread(
+            target=self._watch, args=(watchdog_stop,), name="lease watchdog", daemon=True
+        )
+        watchdog.start()
         try:
             while not stop.is_set():
                 try:
@@ -163,19 +172,23 @@ class Node:
                     stop.wait(backoff)
             self._shutdown()
         finally:
+            watchdog_stop.set()
+            watchdog.join()
             self._close()
             os.close(self._wake_r)
             os.close(self._wake_w)
 
     def _open(self) -> None:
         config = self.config
-        conn = connect(config.dsn, application_name=f"sst {config.host_id}")
+        conn = connect(config.dsn, application_name=f"sst {config.host_id}", **self._tcp())
         try:
             if not self._installed:
                 schema.install(conn)
                 schema.register(conn, list(config.scheduler_ids))
                 self._installed = True
-            listener = cmd.Listener(config.dsn, application_name=f"sst {config.host_id} listen")
+            listener = cmd.Listener(
+                config.dsn, application_name=f"sst {config.host_id} listen", **self._tcp()
+            )
         except BaseException:
             conn.close()
             raise
@@ -195,6 +208,10 @@ class Node:
             closed = close_untracked_runs(conn, holder=config.host_id, keep=keep)
             if closed:
                 self._events("closed_untracked", run_ids=closed)
+
+    def _tcp(self) -> dict[str, int]:
+        """Give up on a connection whose packets go unacknowledged for a ttl (a partition)."""
+        return {"tcp_user_timeout": int(self.config.timing.ttl.total_seconds() * 1000)}
 
     def _close(self) -> None:
         for closable in (self._listener, self._conn):
@@ -258,10 +275,29 @@ class Node:
         assert self._leases_api is not None
         return self._leases_api
 
+    def _watch(self, stop: threading.Event) -> None:
+        while not stop.wait(0.05):
+            self._self_fence()
+
+    def _self_fence(self) -> None:
+        """Cancel the runs of leases not renewed within a ttl by this host's monotonic
+        clock (measured from before the last successful renewal was sent): by then another
+        host may own them, so stop rather than overlap."""
+        now = self._clock.monotonic()
+        with self._flights_lock:
+            flights = list(self._flights.items())
+        for scheduler_id, flight in flights:
+            if now >= self._valid_until.get(scheduler_id, now + 1) and not flight.cancel.is_set():
+                flight.cancel.set()
+                self._events("self_fenced", scheduler_id=scheduler_id, run_id=flight.run.run_id)
+
     def _renew(self) -> None:
         if not self.held:
             return
+        sent = self._clock.monotonic()
         kept = {lease.scheduler_id: lease for lease in self._api().renew(list(self.held.values()))}
+        for scheduler_id in kept:
+            self._valid_until[scheduler_id] = sent + self.config.timing.ttl.total_seconds()
         for scheduler_id in set(self.held) - set(kept):
             self._lose(scheduler_id, self.held[scheduler_id].token)
         self.held = {sid: kept[sid] for sid in self.held if sid in kept}
@@ -296,10 +332,12 @@ class Node:
     def _acquire(self) -> None:
         wanted = [sid for sid in self.config.scheduler_ids if sid not in self.held]
         self._refresh_share()
+        sent = self._clock.monotonic()
         won, interrupted = self._api().acquire(wanted, limit=self._share - len(self.held))
         wall = self.now()
         for lease in won:
             self.held[lease.scheduler_id] = lease
+            self._valid_until[lease.scheduler_id] = sent + self.config.timing.ttl.total_seconds()
             self._next_slot[lease.scheduler_id] = self._plan(lease.scheduler_id).latest_due(wall)
             self._events("acquired", scheduler_id=lease.scheduler_id, token=lease.token)
         if interrupted:
@@ -358,7 +396,8 @@ class Node:
         thread = threading.Thread(
             target=self._run_one, args=(run, cancel), name=f"run {run.run_id}", daemon=True
         )
-        self._flights[run.scheduler_id] = _Flight(run=run, cancel=cancel, thread=thread)
+        with self._flights_lock:
+            self._flights[run.scheduler_id] = _Flight(run=run, cancel=cancel, thread=thread)
         self._events(
             "started",
             scheduler_id=run.scheduler_id,
@@ -405,7 +444,8 @@ class Node:
                 self._ends.pop(0)
             flight = self._flights.get(run.scheduler_id)
             if flight is not None and flight.run.run_id == run.run_id:
-                del self._flights[run.scheduler_id]
+                with self._flights_lock:
+                    del self._flights[run.scheduler_id]
 
     # -- commands -------------------------------------------------------------------------
 
