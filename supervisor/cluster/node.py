@@ -17,6 +17,11 @@ The schedulers are shared out: each host takes at most its fair share (the sched
 the live hosts, rounded up) and releases leases above it between runs, so a host that
 joins gets work within a renewal period and one that leaves hands its work over at once.
 
+A watchdog thread stops (cancels) the runs of a lease not renewed within a ttl by this
+host's monotonic clock, counted from before the last renewal that succeeded was sent: the
+database's expiry cannot come earlier, so a partitioned owner stops before anyone may take
+over (the dead-session shortcut aside, see ``LeaseTiming``).
+
 The manager will embed this loop (its runner then starts a run's child process); here it
 is self-contained. May import ``core``, ``cluster`` and psycopg.
 """
