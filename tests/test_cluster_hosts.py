@@ -88,6 +88,9 @@ def hosts(pg_dsn: str, tmp_path: Path) -> Iterator[list[Host]]:
         if host.alive():
             host.process.kill()
         host.process.wait(timeout=30)
+    # An exception in a host (its loop or a thread) is a failure, even if the test passed.
+    crashed = {h.host_id: h.stderr_path.read_text() for h in started}
+    assert not {name: err for name, err in crashed.items() if "Traceback" in err}
 
 
 @pytest.fixture
