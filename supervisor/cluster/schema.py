@@ -89,6 +89,10 @@ def install(conn: Connection) -> None:
         # Concurrent CREATE ... IF NOT EXISTS can still collide in the catalog: serialise.
         conn.execute("SELECT pg_advisory_xact_lock(hashtext('sched-supervisor cluster schema'))")
         conn.execute(DDL)
+        # Host rows are per process; forget those not seen for an hour.
+        conn.execute(
+            "DELETE FROM cluster_hosts WHERE seen_at < clock_timestamp() - interval '1 hour'"
+        )
 
 
 def register(conn: Connection, scheduler_ids: list[str]) -> None:
