@@ -6,7 +6,7 @@ May import ``app``, ``registry`` and ``usecases``.
 from __future__ import annotations
 
 from supervisor.core.app import Configurator
-from supervisor.core.registry import Registry
+from supervisor.core.registry import registry_of
 from supervisor.usecases.schedulers import UseCases
 
 _KEY = "supervisor.schedulers"
@@ -17,7 +17,7 @@ class Schedulers:
 
     def __init__(self, app: Configurator) -> None:
         self.app = app
-        self.registry = Registry()
+        self.registry = registry_of(app)
         self.use_cases = UseCases(self.registry)
 
 

@@ -1,14 +1,21 @@
 """The scheduler definitions of one application, in the order they were configured.
 
-May import ``definitions`` and ``errors``.
+The registry of an application lives on its ``Configurator`` (``registry_of``), so code
+that only runs schedulers (a run's process, the fork server) finds them without the
+scheduler extension and the use cases above it.
+
+May import ``app``, ``definitions`` and ``errors``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
+from supervisor.core.app import Configurator
 from supervisor.core.definitions import Options
 from supervisor.core.errors import DefinitionError, UnknownScheduler
+
+_KEY = "supervisor.registry"
 
 
 class Registry:
@@ -41,3 +48,8 @@ class Registry:
 
     def ids(self) -> list[str]:
         return list(self._definitions)
+
+
+def registry_of(app: Configurator) -> Registry:
+    """The registry of ``app``'s schedulers (empty if none were configured)."""
+    return app.extension(_KEY, Registry, Registry)
