@@ -234,6 +234,11 @@ class FreshInterpreterLauncher:
                     cwd=self._cwd,
                 )
                 own(popen.pid)
+            if cgroup is not None:
+                # Before the interpreter has started the runner; the run's process also
+                # joins by itself (``Job.cgroup``), which is a no-op then.
+                with contextlib.suppress(OSError):
+                    cgroup.join(popen.pid)
             # Unreaped until supervise reaps it: the pid cannot be recycled meanwhile.
             return popen, os.pidfd_open(popen.pid), procs.create_time(popen.pid)
 
