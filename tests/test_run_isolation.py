@@ -172,6 +172,31 @@ def test_a_run_whose_server_died_can_still_be_stopped_and_killed(release: Path) 
         launcher.close()
 
 
+def test_close_kills_runs_whose_server_died(release: Path) -> None:
+    launcher = ForkServerLauncher(APP, cwd=str(ROOT))
+    launcher.start()
+    closed = False
+    try:
+        server = launcher.server_pid
+        assert server is not None
+        process = launcher.spawn(job("waiter"))
+        sink = Collector()
+        thread, exits = supervise_in_thread(process, sink)
+        wait_for(lambda: sink.find("waiting"), what="the run to wait")
+        os.kill(server, signal.SIGKILL)
+        wait_for(lambda: not alive(server), what="the server to die")
+        assert alive(process.pid)
+        launcher.close()
+        closed = True
+        thread.join(30)
+        assert [e.outcome for e in exits] == [Outcome.CRASHED]
+        assert exits[0].signal == signal.SIGKILL
+        assert not alive(process.pid)
+    finally:
+        if not closed:
+            launcher.close()
+
+
 # -- containment --------------------------------------------------------------------------
 
 

@@ -280,6 +280,11 @@ class _Server:
 
     def close(self, *, timeout: float = SERVER_EXIT_SECONDS) -> None:
         """Ask the server to exit (it kills its runs), wait for it, and reap it."""
+        self.request_exit()
+        self.wait_closed(time.monotonic() + timeout)
+
+    def request_exit(self) -> None:
+        """Ask the server to exit (it kills its runs first); see ``wait_closed``."""
         if self.closed:
             return
         self.closed = True
@@ -287,8 +292,11 @@ class _Server:
             self.sock.send(encode(ExitRequest()))
         with contextlib.suppress(OSError):
             self.sock.close()
+
+    def wait_closed(self, deadline: float) -> None:
+        """Wait for the server to exit until ``deadline`` (monotonic), then kill it; reap."""
         try:
-            self.popen.wait(timeout)
+            self.popen.wait(max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             self.popen.kill()
             self.popen.wait()
@@ -310,9 +318,10 @@ class _ForkedRun(RunProcess):
         status_r: int,
         pidfd: int,
         server: _Server,
-        on_done: Callable[[_Server], None],
+        on_done: Callable[[_ForkedRun], None],
     ) -> None:
         super().__init__(job=job, pid=pid, create_time=create_time, pipes=pipes, cgroup=cgroup)
+        self.server = server
         self._status_r = status_r
         self._status_data = b""
         self._pidfd = pidfd
@@ -373,6 +382,18 @@ class _ForkedRun(RunProcess):
         self._reaped = True
         return True
 
+    @property
+    def server_reports(self) -> bool:
+        """Is its fork server still the one that reaps it?"""
+        return self._server_reports
+
+    def kill(self) -> None:
+        """SIGKILL the run's group (and cgroup): the launcher is closing."""
+        with contextlib.suppress(Exception):
+            self._signal_group(signal.SIGKILL)
+            if self.cgroup is not None:
+                self.cgroup.kill()
+
     def _signal_group(self, signum: int) -> None:
         if self._reaped:
             return
@@ -397,7 +418,7 @@ class _ForkedRun(RunProcess):
             with contextlib.suppress(ChildProcessError, OSError):
                 os.waitpid(self.pid, 0)
         procs.disown_child(self.pid)
-        self._on_done(self._server)
+        self._on_done(self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -435,6 +456,7 @@ class ForkServerLauncher:
         self._spawner: Spawner | None = None
         self._server: _Server | None = None
         self._draining: list[_Server] = []
+        self._runs: set[_ForkedRun] = set()
         self._failed: _Failure | None = None
         self._containment = containment
         self._swept = False
@@ -489,17 +511,24 @@ class ForkServerLauncher:
                 "the launcher is closing or the run was cancelled"
             ) from None
 
-    def close(self) -> None:
-        """Stop every fork server (their runs in progress are killed); a start in
-        progress in another thread gives up promptly."""
+    def close(self, *, timeout: float = SERVER_EXIT_SECONDS) -> None:
+        """Stop every fork server (their runs in progress are killed, and so are runs
+        whose server died), within ``timeout`` seconds in all; a start in progress in
+        another thread gives up promptly."""
         self._closing.set()
+        deadline = time.monotonic() + timeout
         with self._lock:
             servers = [*self._draining, *([self._server] if self._server else [])]
             self._server = None
             self._draining = []
             spawner, self._spawner = self._spawner, None
+            orphans = [run for run in self._runs if not run.server_reports]
         for server in servers:
-            server.close()
+            server.request_exit()
+        for run in orphans:
+            run.kill()
+        for server in servers:
+            server.wait_closed(deadline)
         if spawner is not None:
             spawner.close()
 
@@ -541,8 +570,10 @@ class ForkServerLauncher:
         else:
             self._draining.append(server)
 
-    def _run_done(self, server: _Server) -> None:
+    def _run_done(self, run: _ForkedRun) -> None:
+        server = run.server
         with self._lock:
+            self._runs.discard(run)
             server.live -= 1
             if server.draining and server.live <= 0 and server in self._draining:
                 self._draining.remove(server)
@@ -570,23 +601,25 @@ class ForkServerLauncher:
             with self._lock:
                 server, pid, started, pidfd = self._spawn_locked(job, run_ends, cancel)
                 server.live += 1
+                run = _ForkedRun(
+                    job=job,
+                    pid=pid,
+                    create_time=started,
+                    pipes=pipes,
+                    cgroup=cgroup,
+                    status_r=status_r,
+                    pidfd=pidfd,
+                    server=server,
+                    on_done=self._run_done,
+                )
+                self._runs.add(run)
         except BaseException:
             close_quietly([*pipes.our_ends(), status_r])
             _remove(cgroup)
             raise
         finally:
             close_quietly(run_ends)
-        return _ForkedRun(
-            job=job,
-            pid=pid,
-            create_time=started,
-            pipes=pipes,
-            cgroup=cgroup,
-            status_r=status_r,
-            pidfd=pidfd,
-            server=server,
-            on_done=self._run_done,
-        )
+        return run
 
     def _spawn_locked(
         self, job: Job, fds: Sequence[int], cancel: threading.Event | None
