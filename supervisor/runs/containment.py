@@ -7,7 +7,8 @@ their process group and the marker sweep (see ``procs``), which is also the fall
 after every run. ``kind`` names what is in force, for ``status``.
 
 At start, the run cgroups that dead managers left (kill -9 of manager and fork server)
-are killed and removed.
+are killed and removed. A finished run's cgroup is removed by a background thread
+(``release``): removing a cgroup takes the kernel a while, and the run has ended by then.
 
 May import ``cgroups`` (lazily: the module may be missing) and the stdlib.
 """
@@ -15,12 +16,16 @@ May import ``cgroups`` (lazily: the module may be missing) and the stdlib.
 from __future__ import annotations
 
 import contextlib
+import queue
+import threading
 from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
     from supervisor.runs.cgroups import CgroupRoot, RunCgroup
 
 PROCESS_GROUP: Final = "process group + marker sweep"
+# How long ``close`` waits for the cgroups of finished runs to be removed.
+CLOSE_SECONDS: Final = 5.0
 
 
 class Containment:
@@ -28,6 +33,9 @@ class Containment:
 
     def __init__(self, root: CgroupRoot | None) -> None:
         self.root = root
+        self._finished: queue.SimpleQueue[RunCgroup | None] = queue.SimpleQueue()
+        self._remover: threading.Thread | None = None
+        self._lock = threading.Lock()
 
     @classmethod
     def detect(cls) -> Containment:
@@ -70,7 +78,30 @@ class Containment:
         except (OSError, ValueError):
             return None
 
+    def release(self, cgroup: RunCgroup) -> None:
+        """The run of ``cgroup`` is over: kill what may be left in it and remove it, soon."""
+        with self._lock:
+            if self._remover is None:
+                self._remover = threading.Thread(
+                    target=self._remove_finished, name="run-cgroup-remover", daemon=True
+                )
+                self._remover.start()
+        self._finished.put(cgroup)
+
+    def _remove_finished(self) -> None:
+        while (cgroup := self._finished.get()) is not None:
+            with contextlib.suppress(OSError):
+                if cgroup.pids():
+                    cgroup.kill()
+                cgroup.remove()
+
     def close(self) -> None:
+        """Remove the cgroups of finished runs (waiting up to ``CLOSE_SECONDS``)."""
+        with self._lock:
+            remover, self._remover = self._remover, None
+        if remover is not None:
+            self._finished.put(None)
+            remover.join(CLOSE_SECONDS)
         if self.root is not None:
             with contextlib.suppress(OSError):
                 self.root.close()

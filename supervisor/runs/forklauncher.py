@@ -63,7 +63,7 @@ if TYPE_CHECKING:
 START_TIMEOUT: Final = 60.0
 SPAWN_TIMEOUT: Final = 30.0
 # How long a dying fork server may take to exit (it kills its runs first).
-SERVER_EXIT_SECONDS: Final = 10.0
+SERVER_EXIT_SECONDS: Final = 5.0
 # How often a start in progress looks at its cancel events.
 _CANCEL_POLL_SECONDS: Final = 0.05
 # A file modified this close to now may change again with the same mtime (the kernel's
@@ -315,12 +315,20 @@ class _ForkedRun(RunProcess):
         create_time: float,
         pipes: RunPipes,
         cgroup: RunCgroup | None,
+        release_cgroup: Callable[[RunCgroup], None] | None,
         status_r: int,
         pidfd: int,
         server: _Server,
         on_done: Callable[[_ForkedRun], None],
     ) -> None:
-        super().__init__(job=job, pid=pid, create_time=create_time, pipes=pipes, cgroup=cgroup)
+        super().__init__(
+            job=job,
+            pid=pid,
+            create_time=create_time,
+            pipes=pipes,
+            cgroup=cgroup,
+            release_cgroup=release_cgroup,
+        )
         self.server = server
         self._status_r = status_r
         self._status_data = b""
@@ -531,6 +539,8 @@ class ForkServerLauncher:
             server.wait_closed(deadline)
         if spawner is not None:
             spawner.close()
+        if self._containment is not None:
+            self._containment.close()
 
     def check_reload(self) -> bool:
         """Restart the fork server if the app's code changed; True if it was restarted.
@@ -607,6 +617,7 @@ class ForkServerLauncher:
                     create_time=started,
                     pipes=pipes,
                     cgroup=cgroup,
+                    release_cgroup=containment.release if containment is not None else None,
                     status_r=status_r,
                     pidfd=pidfd,
                     server=server,

@@ -257,7 +257,13 @@ class Server:
         except Exception:
             started = 0.0
         # Not reaped before this server reads the next message: the pid is the run's.
-        pidfd = os.pidfd_open(pid)
+        try:
+            pidfd = os.pidfd_open(pid)
+        except OSError as error:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)  # reaped (and reported) by the loop
+            self.send(SpawnFailed(req=number, error=f"cannot watch the run: {error}"))
+            return
         try:
             self.send(Spawned(req=number, pid=pid, create_time=started), [pidfd])
         finally:

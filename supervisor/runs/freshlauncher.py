@@ -17,7 +17,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Final
 
@@ -47,10 +47,18 @@ class _SpawnedRun(RunProcess):
         create_time: float,
         pipes: RunPipes,
         cgroup: RunCgroup | None,
+        release_cgroup: Callable[[RunCgroup], None] | None,
         pidfd: int,
         popen: subprocess.Popen[bytes],
     ) -> None:
-        super().__init__(job=job, pid=pid, create_time=create_time, pipes=pipes, cgroup=cgroup)
+        super().__init__(
+            job=job,
+            pid=pid,
+            create_time=create_time,
+            pipes=pipes,
+            cgroup=cgroup,
+            release_cgroup=release_cgroup,
+        )
         self._pidfd = pidfd
         self._popen = popen
         self._reaped = False
@@ -186,6 +194,8 @@ class FreshInterpreterLauncher:
             spawner, self._spawner = self._spawner, None
         if spawner is not None:
             spawner.close()
+        if self._containment is not None:
+            self._containment.close()
 
     def spawn(self, job: Job, *, cancel: threading.Event | None = None) -> RunProcess:
         """Start ``job``; raises ``BackendError`` if it cannot be started."""
@@ -256,6 +266,7 @@ class FreshInterpreterLauncher:
             create_time=started,
             pipes=pipes,
             cgroup=cgroup,
+            release_cgroup=containment.release if containment is not None else None,
             pidfd=pidfd,
             popen=popen,
         )

@@ -20,7 +20,7 @@ import select
 import signal
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Final
@@ -94,12 +94,14 @@ class RunProcess:
         create_time: float,
         pipes: RunPipes,
         cgroup: RunCgroup | None = None,
+        release_cgroup: Callable[[RunCgroup], None] | None = None,
     ) -> None:
         self.job = job
         self.run_id = job.run_id
         self.pid = pid
         self.create_time = create_time
         self.cgroup = cgroup
+        self._release_cgroup = release_cgroup
         self._pipes = pipes
         self._status: int | None = None
         self._status_problem: str | None = None
@@ -244,15 +246,20 @@ class RunProcess:
         cgroup = self.cgroup
         if cgroup is None:
             return False
-        cgroup.kill(timeout=CGROUP_KILL_SECONDS)
+        if cgroup.pids():
+            cgroup.kill(timeout=CGROUP_KILL_SECONDS)
         return cgroup.oom_killed()
 
     def _remove_cgroup(self) -> None:
         cgroup = self.cgroup
-        if cgroup is not None:
-            with contextlib.suppress(OSError):
-                cgroup.kill(timeout=CGROUP_KILL_SECONDS)
-                cgroup.remove()
+        if cgroup is None:
+            return
+        if self._release_cgroup is not None:
+            self._release_cgroup(cgroup)
+            return
+        with contextlib.suppress(OSError):
+            cgroup.kill(timeout=CGROUP_KILL_SECONDS)
+            cgroup.remove()
 
     def _kill_now(self) -> None:
         """After a failure of ours: SIGKILL the group and collect the status briefly."""
