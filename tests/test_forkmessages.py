@@ -12,6 +12,7 @@ from supervisor.runs.forkmessages import (
     LoadFailed,
     Message,
     ModuleFile,
+    PrepareRequest,
     ProtocolError,
     Ready,
     SignalRequest,
@@ -37,6 +38,7 @@ MESSAGES: list[Message] = [
     SpawnRequest(req=4, job=Job(scheduler_id="a", run_id="r2", trigger="manual")),
     SignalRequest(pid=123, signal=15),
     ExitRequest(),
+    PrepareRequest(cgroup="/sys/fs/cgroup/x/spare-1"),
     Spawned(req=3, pid=456, create_time=1234.5),
     SpawnFailed(req=3, error="fork failed: EAGAIN"),
     Ready(
@@ -66,6 +68,7 @@ def test_round_trip(message: Message) -> None:
         b'{"op": "spawn", "req": 1, "job": '
         b'{"scheduler_id": "a", "run_id": "bad id", "trigger": "m"}}',
         b'{"op": "signal", "pid": true, "signal": 9}',
+        b'{"op": "prepare", "cgroup": 5}',
         b'{"op": "spawned", "req": 1, "pid": 2, "create_time": "x"}',
         b'{"op": "ready", "pid": 1, "package": "p", "load_started": 1, "modules": [[1, 2]]}',
     ],

@@ -10,6 +10,11 @@ subreaper, made so by ``start``), and its end is seen on the pidfd and reaped he
 dead server is replaced at the next spawn; a server whose app files changed (content
 hashes) is replaced, and drained: it serves its runs in progress to their end.
 
+Where runs get cgroups, each server keeps ``SPARES`` spare processes already in a fresh
+cgroup (``PrepareRequest``): moving a process into a cgroup waits for an RCU grace period
+(tens of milliseconds on a busy machine), and a spare has done that before its run is
+asked for. A run that finds no spare is forked and joins its cgroup itself.
+
 Starting a server is bounded (``start_timeout``) and cancellable: ``close`` from another
 thread, or a spawn's own ``cancel`` event, makes a start in progress give up promptly.
 
@@ -42,6 +47,7 @@ from supervisor.runs.forkmessages import (
     ExitRequest,
     LoadFailed,
     ModuleFile,
+    PrepareRequest,
     ProtocolError,
     Ready,
     SignalRequest,
@@ -61,6 +67,7 @@ if TYPE_CHECKING:
     from supervisor.runs.cgroups import RunCgroup
 
 START_TIMEOUT: Final = 60.0
+SPARES: Final = 2
 SPAWN_TIMEOUT: Final = 30.0
 # How long a dying fork server may take to exit (it kills its runs first).
 SERVER_EXIT_SECONDS: Final = 5.0
@@ -112,6 +119,7 @@ class _Server:
         self.pid = popen.pid
         self.sock = sock
         self.modules: tuple[_Stamp, ...] = ()
+        self.spares: list[RunCgroup] = []  # cgroups a spare process waits in
         self.live = 0
         self.draining = False
         self.closed = False
@@ -256,6 +264,12 @@ class _Server:
             close_quietly(pidfds)
             raise ProtocolError("the fork server's answer carried no pidfd")
         return answer.pid, answer.create_time, pidfds[0]
+
+    def prepare(self, cgroup: RunCgroup) -> None:
+        """Have the server fork a spare process into ``cgroup`` (raises ``OSError``)."""
+        with self._send_lock:
+            self.sock.send(encode(PrepareRequest(cgroup=str(cgroup.path))))
+        self.spares.append(cgroup)
 
     def signal_group(self, pid: int, signum: int) -> None:
         """Have the server signal the run's process group, unless the run was reaped."""
@@ -498,6 +512,7 @@ class ForkServerLauncher:
                 self._spawner = Spawner("fork-server-starter")
             if self._server is None:
                 self._server = self._start_server(None)
+                self._top_up(self._server)
 
     def _start_server(self, cancel: threading.Event | None) -> _Server:
         assert self._spawner is not None
@@ -531,6 +546,8 @@ class ForkServerLauncher:
             self._draining = []
             spawner, self._spawner = self._spawner, None
             orphans = [run for run in self._runs if not run.server_reports]
+            for server in servers:
+                self._drop_spares(server)
         for server in servers:
             server.request_exit()
         for run in orphans:
@@ -570,11 +587,13 @@ class ForkServerLauncher:
         self._server = fresh
         self.restarts += 1
         self._retire(server)
+        self._top_up(fresh)
         return True
 
     def _retire(self, server: _Server) -> None:
         """Close ``server`` once its runs are done (lock held)."""
         server.draining = True
+        self._drop_spares(server)
         if server.live == 0 or not server.alive():
             server.close(timeout=5.0)
         else:
@@ -592,27 +611,21 @@ class ForkServerLauncher:
     def spawn(self, job: Job, *, cancel: threading.Event | None = None) -> RunProcess:
         """Start ``job``; raises ``BackendError`` if it cannot be (also when ``cancel``
         is set while a fork server is being started for it)."""
-        containment = self._containment
-        cgroup = None if containment is None else containment.create(job.run_id)
-        if cgroup is not None:
-            job = replace(job, cgroup=str(cgroup.path))
+        pipes = RunPipes.create()
         try:
-            pipes = RunPipes.create()
-            try:
-                status_r, status_w = os.pipe()
-            except OSError as error:
-                close_quietly([*pipes.our_ends(), *pipes.run_ends()])
-                raise BackendError(f"cannot create the run's pipes: {error}") from error
-        except BaseException:
-            _remove(cgroup)
-            raise
+            status_r, status_w = os.pipe()
+        except OSError as error:
+            close_quietly([*pipes.our_ends(), *pipes.run_ends()])
+            raise BackendError(f"cannot create the run's pipes: {error}") from error
         run_ends = [*pipes.run_ends(), status_w]
+        containment = self._containment
+        cgroup: RunCgroup | None = None
         try:
             with self._lock:
-                server, pid, started, pidfd = self._spawn_locked(job, run_ends, cancel)
+                server, cgroup, pid, started, pidfd = self._spawn_locked(job, run_ends, cancel)
                 server.live += 1
                 run = _ForkedRun(
-                    job=job,
+                    job=replace(job, cgroup=None if cgroup is None else str(cgroup.path)),
                     pid=pid,
                     create_time=started,
                     pipes=pipes,
@@ -624,34 +637,72 @@ class ForkServerLauncher:
                     on_done=self._run_done,
                 )
                 self._runs.add(run)
+                self._top_up(server)
         except BaseException:
             close_quietly([*pipes.our_ends(), status_r])
-            _remove(cgroup)
             raise
         finally:
             close_quietly(run_ends)
         return run
 
+    def _take_cgroup(self, server: _Server, run_id: str) -> RunCgroup | None:
+        """A cgroup for the run: one a spare waits in, else a new one (lock held)."""
+        if server.spares:
+            return server.spares.pop(0)
+        containment = self._containment
+        return None if containment is None else containment.create(run_id)
+
+    def _top_up(self, server: _Server) -> None:
+        """Have ``server`` keep ``SPARES`` spare processes in fresh cgroups (lock held)."""
+        containment = self._containment
+        if containment is None or containment.root is None or not server.alive():
+            return
+        while len(server.spares) < SPARES:
+            cgroup = containment.create(f"spare-{os.urandom(6).hex()}")
+            if cgroup is None:
+                return
+            try:
+                server.prepare(cgroup)
+            except OSError:
+                containment.release(cgroup)
+                return
+
+    def _drop_spares(self, server: _Server) -> None:
+        """The server is going: the cgroups its spares waited in go too."""
+        containment = self._containment
+        spares, server.spares = server.spares, []
+        if containment is not None:
+            for cgroup in spares:
+                containment.release(cgroup)
+
     def _spawn_locked(
         self, job: Job, fds: Sequence[int], cancel: threading.Event | None
-    ) -> tuple[_Server, int, float, int]:
+    ) -> tuple[_Server, RunCgroup | None, int, float, int]:
+        cgroup: RunCgroup | None = None
         try:
             self._reload_if_stale(cancel)
             server = self._server
             assert server is not None
+            cgroup = self._take_cgroup(server, job.run_id)
+            named = replace(job, cgroup=None if cgroup is None else str(cgroup.path))
             try:
-                return (server, *self._request(server, job, fds))
+                return (server, cgroup, *self._request(server, named, fds))
             except (OSError, ProtocolError):
-                # The server died or garbled its answer: start a new one, try once more.
+                # The server died or garbled its answer: start a new one, try once more
+                # (in the same cgroup; the new server has no spare in it).
                 self._retire(server)
                 self._server = None
                 self._server = server = self._start_server(cancel)
                 self.restarts += 1
-                return (server, *self._request(server, job, fds))
-        except AppLoadError as error:
-            raise BackendError(f"the app failed to load: {error}") from error
-        except (OSError, ProtocolError) as error:
-            raise BackendError(f"cannot start the run: {error}") from error
+                return (server, cgroup, *self._request(server, named, fds))
+        except BaseException as error:
+            if cgroup is not None and self._containment is not None:
+                self._containment.release(cgroup)
+            if isinstance(error, AppLoadError):
+                raise BackendError(f"the app failed to load: {error}") from error
+            if isinstance(error, OSError | ProtocolError):
+                raise BackendError(f"cannot start the run: {error}") from error
+            raise
 
     def _request(self, server: _Server, job: Job, fds: Sequence[int]) -> tuple[int, float, int]:
         # Registered before the server could die and hand the run to us, so that

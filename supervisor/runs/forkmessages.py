@@ -10,6 +10,10 @@ Manager → server:
   ``SpawnFailed``, carrying the same ``req`` number.
 - ``SignalRequest``: ``killpg`` the run's group if that run has not been reaped yet (so a
   recycled pid is never signalled). No answer.
+- ``PrepareRequest``: fork a spare process that joins the cgroup ``cgroup`` now and waits;
+  a later ``SpawnRequest`` whose job names that cgroup becomes that process (moving a
+  process into a cgroup waits for the kernel's RCU grace period: tens of milliseconds on
+  a busy machine, kept off the run's start this way). No answer.
 - ``ExitRequest`` (or end-of-file): kill every run still in flight, then exit.
 
 Server → manager, once at start: ``Ready`` (the app's module files, to notice changes) or
@@ -61,6 +65,11 @@ class SignalRequest:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class PrepareRequest:
+    cgroup: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ExitRequest:
     pass
 
@@ -91,7 +100,7 @@ class LoadFailed:
     error: str
 
 
-Request = SpawnRequest | SignalRequest | ExitRequest
+Request = SpawnRequest | SignalRequest | PrepareRequest | ExitRequest
 Reply = Spawned | SpawnFailed
 Announcement = Ready | LoadFailed
 Message = Request | Reply | Announcement
@@ -105,6 +114,8 @@ def encode(message: Message) -> bytes:
             obj = {"op": "spawn", "req": req, "job": job.to_json()}
         case SignalRequest(pid=pid, signal=signum):
             obj = {"op": "signal", "pid": pid, "signal": signum}
+        case PrepareRequest(cgroup=cgroup):
+            obj = {"op": "prepare", "cgroup": cgroup}
         case ExitRequest():
             obj = {"op": "exit"}
         case Spawned(req=req, pid=pid, create_time=create_time):
@@ -143,6 +154,8 @@ def _decode(obj: dict[str, Any]) -> Message:
         return SpawnRequest(req=_int(obj["req"]), job=Job.from_json(obj["job"]))
     if op == "signal":
         return SignalRequest(pid=_int(obj["pid"]), signal=_int(obj["signal"]))
+    if op == "prepare":
+        return PrepareRequest(cgroup=_text(obj["cgroup"]))
     if op == "exit":
         return ExitRequest()
     if op == "spawned":
@@ -170,6 +183,12 @@ def _decode(obj: dict[str, Any]) -> Message:
     if op == "load_failed":
         return LoadFailed(error=str(obj["error"]))
     raise ProtocolError(f"unknown fork-server message {op!r}")
+
+
+def _text(value: object) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"expected a string, got {value!r}")
+    return value
 
 
 def _int(value: object) -> int:

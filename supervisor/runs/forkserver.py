@@ -50,7 +50,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from types import FrameType
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, NoReturn
 
 if TYPE_CHECKING:
     from typing_extensions import Buffer
@@ -73,6 +73,7 @@ from supervisor.runs.forkmessages import (
     LoadFailed,
     Message,
     ModuleFile,
+    PrepareRequest,
     ProtocolError,
     Ready,
     SignalRequest,
@@ -120,6 +121,14 @@ class _Run:
     status_fd: int
 
 
+@dataclass(slots=True)
+class _Spare:
+    """A forked process already in a run's cgroup, waiting for its job on ``sock``."""
+
+    pid: int
+    sock: socket.socket
+
+
 class Server:
     """The server's state and loop (runs in the fork server process only)."""
 
@@ -127,6 +136,7 @@ class Server:
         self.sock = sock
         self.parent = parent
         self.runs: dict[int, _Run] = {}
+        self.spares: dict[str, _Spare] = {}  # by cgroup path
         self.registry: Registry | None = None
         self.stopping = False
         self.pid = os.getpid()
@@ -224,7 +234,9 @@ class Server:
             self.spawn(message, fds)
             return
         _close_all(fds)
-        if isinstance(message, SignalRequest):
+        if isinstance(message, PrepareRequest):
+            self.prepare(message.cgroup)
+        elif isinstance(message, SignalRequest):
             if message.pid in self.runs:
                 with contextlib.suppress(OSError, ValueError):
                     os.killpg(message.pid, message.signal)
@@ -239,17 +251,19 @@ class Server:
             return
         job = request.job
         status_fd = fds[4]
-        signal.pthread_sigmask(signal.SIG_BLOCK, _BLOCKED)
-        try:
-            pid = os.fork()
-        except OSError as error:
+        pid = self._hand_to_spare(request, fds[:4])
+        if pid is None:
+            signal.pthread_sigmask(signal.SIG_BLOCK, _BLOCKED)
+            try:
+                pid = os.fork()
+            except OSError as error:
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, _BLOCKED)
+                _close_all(fds)
+                self.send(SpawnFailed(req=number, error=f"fork failed: {error}"))
+                return
+            if pid == 0:
+                self.become_run(job, fds)  # never returns
             signal.pthread_sigmask(signal.SIG_UNBLOCK, _BLOCKED)
-            _close_all(fds)
-            self.send(SpawnFailed(req=number, error=f"fork failed: {error}"))
-            return
-        if pid == 0:
-            self.become_run(job, fds)  # never returns
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, _BLOCKED)
         _close_all(fds[:4])
         self.runs[pid] = _Run(job.run_id, status_fd)
         try:
@@ -269,6 +283,70 @@ class Server:
         finally:
             os.close(pidfd)
 
+    def _hand_to_spare(self, request: SpawnRequest, fds: list[int]) -> int | None:
+        """Give the job to the spare waiting in its cgroup; its pid, or None if none."""
+        cgroup = request.job.cgroup
+        spare = None if cgroup is None else self.spares.pop(cgroup, None)
+        if spare is None:
+            return None
+        try:
+            socket.send_fds(spare.sock, [encode(request)], fds)
+        except OSError:
+            return None  # it died: fork as usual (the child joins the cgroup itself)
+        finally:
+            spare.sock.close()
+        return spare.pid
+
+    def prepare(self, cgroup: str) -> None:
+        """Fork a spare that joins ``cgroup`` now and waits for the job that names it."""
+        if cgroup in self.spares:
+            return
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        signal.pthread_sigmask(signal.SIG_BLOCK, _BLOCKED)
+        try:
+            pid = os.fork()
+        except OSError:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _BLOCKED)
+            ours.close()
+            theirs.close()
+            return  # no spare: the run will be forked when it is asked for
+        if pid == 0:
+            self.become_spare(cgroup, theirs)  # never returns
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _BLOCKED)
+        theirs.close()
+        self.spares[cgroup] = _Spare(pid, ours)
+
+    def become_spare(self, cgroup: str, sock: socket.socket) -> None:
+        """In a forked spare: join ``cgroup``, wait for the job, become its run."""
+        try:
+            os.setsid()
+            signal.set_wakeup_fd(-1)
+            keep = sock.fileno()
+            self.sock.detach()
+            # Nothing of the server's stays open here (its socket, the runs' status
+            # pipes, other spares): their ends must close when the server does.
+            os.closerange(3, keep)
+            os.closerange(keep + 1, _max_fd())
+            procs.reset_signal_dispositions()
+            try:
+                from supervisor.runs import cgroups
+
+                cgroups.join_self(cgroup)
+                problem = None
+            except OSError as error:
+                problem = error
+            data, fds, _, _ = socket.recv_fds(sock, MAX_PACKET, RUN_FDS)
+            if not data:
+                os._exit(0)  # the server closed or died: nothing to run
+            request = decode(data)
+            assert isinstance(request, SpawnRequest) and len(fds) == RUN_FDS - 1
+            sock.close()
+            if problem is not None:
+                _fail_setup(f"cannot join the run's cgroup: {problem}", fds[0])
+        except BaseException:
+            os._exit(EXIT_SETUP_FAILED)
+        self._enter_run(request.job, fds)
+
     def become_run(self, job: Job, fds: list[int]) -> None:
         """In the forked child: become the run's process. Never returns."""
         try:
@@ -278,6 +356,13 @@ class Server:
             signal.set_wakeup_fd(-1)
             procs.reset_signal_dispositions()
             self.sock.detach()
+        except BaseException:
+            os._exit(EXIT_SETUP_FAILED)
+        self._enter_run(job, fds)
+
+    def _enter_run(self, job: Job, fds: list[int]) -> None:
+        """Put the run's fds in place, mark the process, run the job. Never returns."""
+        try:
             # Copy the run's fds out of the way, then into place: 0-4 and nothing else.
             # (fd 0 is /dev/null already; sys.stdout/stderr and faulthandler were set up
             # on fds 1 and 2 by the server, so they now write to the run's pipes.)
@@ -311,7 +396,9 @@ class Server:
                 return
             pid = info.si_pid
             run = self.runs.pop(pid, None)
-            if run is not None:
+            if run is None:
+                self._forget_spare(pid)
+            else:
                 # The main process is a zombie: its group id cannot be recycled yet.
                 with contextlib.suppress(OSError):
                     os.killpg(pid, signal.SIGKILL)
@@ -321,6 +408,12 @@ class Server:
                 _report(run, procs.status_of(info))
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, 0)
+
+    def _forget_spare(self, pid: int) -> None:
+        for cgroup, spare in list(self.spares.items()):
+            if spare.pid == pid:
+                del self.spares[cgroup]
+                spare.sock.close()
 
     def shutdown(self) -> None:
         """Kill every run and every descendant, reap them, report, and return."""
@@ -360,19 +453,23 @@ class Server:
 
 def _join_cgroup(path: str, records_fd: int) -> None:
     """Join the run's cgroup first of all; if that fails, the run fails saying why."""
-    from supervisor.core.records import Outcome
     from supervisor.runs import cgroups
-    from supervisor.runs.wire import RunResult, encode_result
 
     try:
         cgroups.join_self(path)
     except OSError as error:
-        line = encode_result(
-            RunResult(outcome=Outcome.FAILED, error=f"cannot join the run's cgroup: {error}")
-        )
-        with contextlib.suppress(OSError):
-            os.write(records_fd, line)
-        os._exit(EXIT_FAILED)
+        _fail_setup(f"cannot join the run's cgroup: {error}", records_fd)
+
+
+def _fail_setup(error: str, records_fd: int) -> NoReturn:
+    """End the run's process as FAILED with ``error`` (on its records pipe)."""
+    from supervisor.core.records import Outcome
+    from supervisor.runs.wire import RunResult, encode_result
+
+    line = encode_result(RunResult(outcome=Outcome.FAILED, error=error))
+    with contextlib.suppress(OSError):
+        os.write(records_fd, line)
+    os._exit(EXIT_FAILED)
 
 
 def _library_dirs() -> tuple[str, ...]:
