@@ -228,6 +228,46 @@ def test_a_process_that_leaves_the_session_and_clears_its_environment_is_killed(
         launcher.close()
 
 
+def spares_in_place(launcher: ForkServerLauncher) -> list[Any]:
+    """The spare cgroups of the current server, once each holds its spare process."""
+    server = launcher._server
+    assert server is not None
+    spares = list(server.spares)
+    return spares if spares and all(c.pids() for c in spares) else []
+
+
+def test_a_run_taking_over_a_spare_is_contained_and_a_dead_spare_is_replaced() -> None:
+    launcher = ForkServerLauncher(APP, cwd=str(ROOT))
+    launcher.start()
+    try:
+        if launcher.containment == PROCESS_GROUP:
+            pytest.skip("no writable cgroup hierarchy here")
+        spares = wait_for(lambda: spares_in_place(launcher), what="spares in their cgroups")
+        spare_pid = spares[0].pids()[0]
+        sink = Collector()
+        process = launcher.spawn(job("escape"))
+        assert process.pid == spare_pid  # the run is the spare that waited
+        exit_ = process.supervise(sink=sink, timeout=60, cancel=threading.Event())
+        assert exit_.outcome is Outcome.SUCCEEDED
+        pid, start = escaped_of(sink)
+        wait_for(lambda: not alive(pid, start), what="the escaped process to be killed")
+
+        # A spare killed from outside: the run that would have taken it is forked anew.
+        spares = wait_for(lambda: spares_in_place(launcher), what="spares in their cgroups")
+        victim = spares[0].pids()[0]
+        os.kill(victim, signal.SIGKILL)
+        wait_for(lambda: not alive(victim), what="the spare to die")
+        sink = Collector()
+        process = launcher.spawn(job("escape"))
+        assert process.pid != victim
+        exit_ = process.supervise(sink=sink, timeout=60, cancel=threading.Event())
+        assert exit_.outcome is Outcome.SUCCEEDED
+        pid, start = escaped_of(sink)
+        wait_for(lambda: not alive(pid, start), what="the escaped process to be killed")
+    finally:
+        launcher.close()
+
+
 def test_without_a_cgroup_the_marker_sweep_cannot_find_such_a_process() -> None:
     """What the cgroup is for: the same escape outlives a run contained by group only."""
     launcher = ForkServerLauncher(APP, cwd=str(ROOT), containment=Containment(None))
