@@ -10,10 +10,11 @@ subreaper, made so by ``start``), and its end is seen on the pidfd and reaped he
 dead server is replaced at the next spawn; a server whose app files changed (content
 hashes) is replaced, and drained: it serves its runs in progress to their end.
 
-Where runs get cgroups, each server keeps ``SPARES`` spare processes already in a fresh
+Where runs get cgroups, each server keeps up to ``SPARES`` spare processes, each in a fresh
 cgroup (``PrepareRequest``): moving a process into a cgroup waits for an RCU grace period
 (tens of milliseconds on a busy machine), and a spare has done that before its run is
-asked for. A run that finds no spare is forked and joins its cgroup itself.
+asked for; they are made in batches (when half are used), because moves made together
+share a grace period. A run that finds no spare is forked and joins its cgroup itself.
 
 Starting a server is bounded (``start_timeout``) and cancellable: ``close`` from another
 thread, or a spawn's own ``cancel`` event, makes a start in progress give up promptly.
@@ -67,7 +68,7 @@ if TYPE_CHECKING:
     from supervisor.runs.cgroups import RunCgroup
 
 START_TIMEOUT: Final = 60.0
-SPARES: Final = 2
+SPARES: Final = 8
 SPAWN_TIMEOUT: Final = 30.0
 # How long a dying fork server may take to exit (it kills its runs first).
 SERVER_EXIT_SECONDS: Final = 5.0
@@ -655,8 +656,11 @@ class ForkServerLauncher:
     def _top_up(self, server: _Server) -> None:
         """Have ``server`` keep ``SPARES`` spare processes in fresh cgroups (lock held)."""
         containment = self._containment
-        if containment is None or containment.root is None or not server.alive():
+        if containment is None or containment.root is None or len(server.spares) > SPARES // 2:
             return
+        if not server.alive():
+            return
+        # In a batch: moves into cgroups made together share the kernel's grace period.
         while len(server.spares) < SPARES:
             cgroup = containment.create(f"spare-{os.urandom(6).hex()}")
             if cgroup is None:
