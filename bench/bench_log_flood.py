@@ -63,7 +63,7 @@ def measure(lines: int) -> tuple[float, int, float]:
         assert service.manager is not None and service.store is not None
         try:
             started = time.monotonic()
-            run_id = service.schedulers.use_cases.execute(su(), "bench.flood")
+            run_id = service.use_cases.execute(su(), "bench.flood")
             service.manager.wait_idle("bench.flood", 600)
             elapsed = time.monotonic() - started
             stored = service.store.count_logs(run_id)

@@ -103,7 +103,7 @@ def classify_exit(end: RunEnd) -> Exit:
                 error=None,
                 result=result.value,
             )
-        if result.outcome is Outcome.FAILED and code == EXIT_FAILED:
+        if result.outcome is Outcome.FAILED and code == result.status:
             error = result.error or "failed"
             if result.traceback:
                 error += "\n" + result.traceback.rstrip("\n")

@@ -626,7 +626,7 @@ class ForkServerLauncher:
                 server, cgroup, pid, started, pidfd = self._spawn_locked(job, run_ends, cancel)
                 server.live += 1
                 run = _ForkedRun(
-                    job=replace(job, cgroup=None if cgroup is None else str(cgroup.path)),
+                    job=job if cgroup is None else replace(job, cgroup=str(cgroup.path)),
                     pid=pid,
                     create_time=started,
                     pipes=pipes,
@@ -646,12 +646,15 @@ class ForkServerLauncher:
             close_quietly(run_ends)
         return run
 
-    def _take_cgroup(self, server: _Server, run_id: str) -> RunCgroup | None:
-        """A cgroup for the run: one a spare waits in, else a new one (lock held)."""
+    def _take_cgroup(self, server: _Server, job: Job) -> RunCgroup | None:
+        """A cgroup for the run: one a spare waits in, else a new one (lock held); None
+        if the job names its own (the caller's to manage) or there are no cgroups."""
+        if job.cgroup is not None:
+            return None
         if server.spares:
             return server.spares.pop(0)
         containment = self._containment
-        return None if containment is None else containment.create(run_id)
+        return None if containment is None else containment.create(job.run_id)
 
     def _top_up(self, server: _Server) -> None:
         """Have ``server`` keep ``SPARES`` spare processes in fresh cgroups (lock held)."""
@@ -687,8 +690,8 @@ class ForkServerLauncher:
             self._reload_if_stale(cancel)
             server = self._server
             assert server is not None
-            cgroup = self._take_cgroup(server, job.run_id)
-            named = replace(job, cgroup=None if cgroup is None else str(cgroup.path))
+            cgroup = self._take_cgroup(server, job)
+            named = job if cgroup is None else replace(job, cgroup=str(cgroup.path))
             try:
                 return (server, cgroup, *self._request(server, named, fds))
             except (OSError, ProtocolError):

@@ -48,9 +48,9 @@ import sys
 import sysconfig
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import FrameType
-from typing import TYPE_CHECKING, Final, NoReturn
+from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
     from typing_extensions import Buffer
@@ -59,7 +59,6 @@ from supervisor.core.registry import Registry
 from supervisor.runs import procs
 from supervisor.runs.child import (
     CANCEL_FD,
-    EXIT_FAILED,
     EXIT_SETUP_FAILED,
     RECORDS_FD,
     install_logging,
@@ -332,27 +331,26 @@ class Server:
                 from supervisor.runs import cgroups
 
                 cgroups.join_self(cgroup)
-                problem = None
-            except OSError as error:
-                problem = error
+                joined = True
+            except OSError:
+                joined = False  # ``run_child`` tries again, and says so if it fails
             data, fds, _, _ = socket.recv_fds(sock, MAX_PACKET, RUN_FDS)
             if not data:
                 os._exit(0)  # the server closed or died: nothing to run
             request = decode(data)
             assert isinstance(request, SpawnRequest) and len(fds) == RUN_FDS - 1
             sock.close()
-            if problem is not None:
-                _fail_setup(f"cannot join the run's cgroup: {problem}", fds[0])
+            job = request.job
+            if joined and job.cgroup == cgroup:
+                job = replace(job, cgroup=None)  # in it already: another move costs time
         except BaseException:
             os._exit(EXIT_SETUP_FAILED)
-        self._enter_run(request.job, fds)
+        self._enter_run(job, fds)
 
     def become_run(self, job: Job, fds: list[int]) -> None:
         """In the forked child: become the run's process. Never returns."""
         try:
-            os.setsid()
-            if job.cgroup is not None:
-                _join_cgroup(job.cgroup, fds[0])
+            os.setsid()  # (``run_child`` joins the job's cgroup first of all)
             signal.set_wakeup_fd(-1)
             procs.reset_signal_dispositions()
             self.sock.detach()
@@ -449,27 +447,6 @@ class Server:
         for run in self.runs.values():
             _report(run, None)
         self.runs.clear()
-
-
-def _join_cgroup(path: str, records_fd: int) -> None:
-    """Join the run's cgroup first of all; if that fails, the run fails saying why."""
-    from supervisor.runs import cgroups
-
-    try:
-        cgroups.join_self(path)
-    except OSError as error:
-        _fail_setup(f"cannot join the run's cgroup: {error}", records_fd)
-
-
-def _fail_setup(error: str, records_fd: int) -> NoReturn:
-    """End the run's process as FAILED with ``error`` (on its records pipe)."""
-    from supervisor.core.records import Outcome
-    from supervisor.runs.wire import RunResult, encode_result
-
-    line = encode_result(RunResult(outcome=Outcome.FAILED, error=error))
-    with contextlib.suppress(OSError):
-        os.write(records_fd, line)
-    os._exit(EXIT_FAILED)
 
 
 def _library_dirs() -> tuple[str, ...]:

@@ -204,7 +204,8 @@ class FreshInterpreterLauncher:
         if spawner is None:
             raise BackendError("the launcher is not started")
         containment = self._containment
-        cgroup = None if containment is None else containment.create(job.run_id)
+        # A job that names its own cgroup joins that one (the caller's to manage).
+        cgroup = None if containment is None or job.cgroup else containment.create(job.run_id)
         if cgroup is not None:
             job = replace(job, cgroup=str(cgroup.path))
         try:
@@ -244,11 +245,6 @@ class FreshInterpreterLauncher:
                     cwd=self._cwd,
                 )
                 own(popen.pid)
-            if cgroup is not None:
-                # Before the interpreter has started the runner; the run's process also
-                # joins by itself (``Job.cgroup``), which is a no-op then.
-                with contextlib.suppress(OSError):
-                    cgroup.join(popen.pid)
             # Unreaped until supervise reaps it: the pid cannot be recycled meanwhile.
             return popen, os.pidfd_open(popen.pid), procs.create_time(popen.pid)
 

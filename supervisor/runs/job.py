@@ -10,6 +10,7 @@ May import the stdlib only (and ``procs`` for the marker's size).
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from datetime import datetime
@@ -41,6 +42,8 @@ class Job:
             )
         if self.deadline is not None and self.deadline.tzinfo is None:
             raise ValueError("deadline must be an aware datetime")
+        if self.cgroup is not None and not os.path.isabs(self.cgroup):
+            raise ValueError(f"cgroup {self.cgroup!r} must be an absolute path")
 
     def to_json(self) -> dict[str, Any]:
         return {
