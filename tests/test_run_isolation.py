@@ -140,6 +140,29 @@ def test_a_runner_signalling_its_fork_server_harms_no_other_run(
         launcher.close()
 
 
+def test_a_runner_stopping_its_fork_server_delays_but_harms_no_other_run(release: Path) -> None:
+    launcher = ForkServerLauncher(APP, cwd=str(ROOT))
+    launcher.start()
+    try:
+        server = launcher.server_pid
+        assert server is not None
+        other = launcher.spawn(job("waiter"))
+        other_sink = Collector()
+        thread, other_exit = supervise_in_thread(other, other_sink)
+        wait_for(lambda: other_sink.find("waiting"), what="the other run to wait")
+        exit_ = launcher.spawn(job("kill-parent.sigstop")).supervise(
+            sink=Collector(), timeout=60, cancel=threading.Event()
+        )
+        # Its status waited for the stopped server, which was continued.
+        assert exit_.outcome is Outcome.SUCCEEDED, exit_
+        release.touch()
+        thread.join(30)
+        assert [e.outcome for e in other_exit] == [Outcome.SUCCEEDED]
+        assert alive(server)
+    finally:
+        launcher.close()
+
+
 def test_a_run_whose_server_died_can_still_be_stopped_and_killed(release: Path) -> None:
     launcher = ForkServerLauncher(APP, cwd=str(ROOT))
     launcher.start()

@@ -3,12 +3,13 @@ the app once (see ``forkserver``), watched from the manager without depending on
 
 For each run the manager creates the pipes (records, stdout, stderr, cancel) and a status
 pipe, and sends them with the ``SpawnRequest``; the answer carries a pidfd of the run's
-main process. Normally the server reaps the run and writes its wait status on the status
-pipe. If the server dies while the run goes on (a runner killed it, say), the status pipe
-reaches end-of-file without a status: the run has been reparented to this process (a
-subreaper, made so by ``start``), and its end is seen on the pidfd and reaped here. A
-dead server is replaced at the next spawn; a server whose app files changed (content
-hashes) is replaced, and drained: it serves its runs in progress to their end.
+main process, on which the manager sees it end. Normally the server has reaped it by
+then and writes its wait status on the status pipe. If the server is gone (a runner
+killed it, say), the status pipe reaches end-of-file without one: the run has been
+reparented to this process (a subreaper, made so by ``start``) and is reaped here. A
+server that does not report within ``STATUS_SECONDS`` (stopped) is continued, then
+killed. A dead server is replaced at the next spawn; a server whose app files changed
+(content hashes) is replaced, and drained: it serves its runs in progress to their end.
 
 Where runs get cgroups, each server keeps up to ``SPARES`` spare processes, each in a fresh
 cgroup (``PrepareRequest``): moving a process into a cgroup waits for an RCU grace period
@@ -72,6 +73,9 @@ SPARES: Final = 8
 SPAWN_TIMEOUT: Final = 30.0
 # How long a dying fork server may take to exit (it kills its runs first).
 SERVER_EXIT_SECONDS: Final = 5.0
+# How long the server may take to report a run's status once its main process ended
+# (it sweeps the run's marked processes first, waiting up to 2 s for them).
+STATUS_SECONDS: Final = 5.0
 # How often a start in progress looks at its cancel events.
 _CANCEL_POLL_SECONDS: Final = 0.05
 # A file modified this close to now may change again with the same mtime (the kernel's
@@ -283,8 +287,13 @@ class _Server:
             self.popen.wait(timeout)
             procs.disown_child(self.pid)
 
+    def resume(self) -> None:
+        """SIGCONT the server (stopped by someone)."""
+        with contextlib.suppress(OSError):
+            self.popen.send_signal(signal.SIGCONT)
+
     def kill(self) -> None:
-        """SIGKILL the server (a failed start), reap it."""
+        """SIGKILL the server (a failed start, or stuck), reap it."""
         self.closed = True
         with contextlib.suppress(OSError):
             self.sock.close()
@@ -319,8 +328,9 @@ class _Server:
 
 
 class _ForkedRun(RunProcess):
-    """A run forked by a fork server. Its end comes on the status pipe while the server
-    lives, else on its pidfd (then it is our child, reparented to us, and we reap it)."""
+    """A run forked by a fork server, watched through its pidfd. When it has ended, the
+    server reports its status on the status pipe; if the server is gone (or stuck), the
+    run was handed to us, its subreaper, and we reap it ourselves."""
 
     def __init__(
         self,
@@ -346,35 +356,61 @@ class _ForkedRun(RunProcess):
         )
         self.server = server
         self._status_r = status_r
-        self._status_data = b""
         self._pidfd = pidfd
-        self._server_reports = True
         self._reaped = False
         self._server = server
         self._on_done = on_done
 
     def _exit_fd(self) -> int:
-        return self._status_r if self._server_reports else self._pidfd
+        return self._pidfd
 
     def _on_exit_fd(self) -> bool:
-        if not self._server_reports:
-            return self._reap()
-        try:
-            data = os.read(self._status_r, 64)
-        except OSError:
-            data = b""
-        if data:
-            self._status_data += data
-            return False
-        try:
-            self._status = int(self._status_data.strip())
-        except ValueError:
-            # The server stopped without reporting: the run was (or will be) handed to
-            # us, its subreaper. Its end is seen on the pidfd from now on.
-            self._server_reports = False
-            return False
-        self._reaped = True  # by the server
-        return True
+        """The main process ended: its status from the server, else reaped here."""
+        if self._reaped:
+            return True
+        status = self._server_status()
+        if status is not None:
+            self._status = status
+            self._reaped = True  # by the server
+            return True
+        return self._reap()
+
+    def _server_status(self) -> int | None:
+        """The status the server writes once it has killed the run's group and swept its
+        marked processes; None at end-of-file (the server is gone). A server that says
+        nothing for ``STATUS_SECONDS`` is stuck (stopped, say): it is continued, then
+        killed (the launcher replaces it), and the run is ours to reap."""
+        poller = select.poll()
+        poller.register(self._status_r, select.POLLIN)
+        data = b""
+        deadline = time.monotonic() + STATUS_SECONDS
+        nudged = False
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                if nudged:
+                    self._server.kill()
+                    return None
+                self._server.resume()
+                nudged = True
+                deadline = time.monotonic() + 1.0
+                continue
+            if not poller.poll(math.ceil(remaining * 1000)):
+                continue
+            try:
+                chunk = os.read(self._status_r, 64)
+            except OSError:
+                chunk = b""
+            if not chunk:
+                try:
+                    return int(data.strip())
+                except ValueError:
+                    return None
+            data += chunk
+            if data.endswith(b"\n"):
+                with contextlib.suppress(ValueError):
+                    return int(data.strip())
+                return None
 
     def _reap(self) -> bool:
         """The pidfd is readable: the main process ended. Reap it (we are its parent now)."""
@@ -406,9 +442,9 @@ class _ForkedRun(RunProcess):
         return True
 
     @property
-    def server_reports(self) -> bool:
-        """Is its fork server still the one that reaps it?"""
-        return self._server_reports
+    def orphaned(self) -> bool:
+        """Is its fork server gone (so nobody but us will kill it)?"""
+        return not self._server.alive()
 
     def kill(self) -> None:
         """SIGKILL the run's group (and cgroup): the launcher is closing."""
@@ -420,13 +456,14 @@ class _ForkedRun(RunProcess):
     def _signal_group(self, signum: int) -> None:
         if self._reaped:
             return
-        if self._server_reports:
+        if self._server.alive():
             self._server.signal_group(self.pid, signum)
             if signum == signal.SIGKILL:  # whatever the server's state, the run dies
                 with contextlib.suppress(OSError):
                     signal.pidfd_send_signal(self._pidfd, signum)
         elif not select.select([self._pidfd], [], [], 0)[0]:
-            # Ours and not ended, so not reaped: its group id is still its own.
+            # Not ended, so not reaped (its server is gone, it is ours or soon will be):
+            # its group id is still its own.
             with contextlib.suppress(OSError):
                 os.killpg(self.pid, signum)
 
@@ -434,7 +471,7 @@ class _ForkedRun(RunProcess):
         close_quietly([self._status_r, self._pidfd])
 
     def _release(self) -> None:
-        if not self._reaped and not self._server_reports:
+        if not self._reaped and not self._server.alive():
             # Supervision failed before the end: do not leave a zombie of ours.
             with contextlib.suppress(OSError):
                 os.killpg(self.pid, signal.SIGKILL)
@@ -546,7 +583,7 @@ class ForkServerLauncher:
             self._server = None
             self._draining = []
             spawner, self._spawner = self._spawner, None
-            orphans = [run for run in self._runs if not run.server_reports]
+            orphans = [run for run in self._runs if run.orphaned]
             for server in servers:
                 self._drop_spares(server)
         for server in servers:

@@ -110,7 +110,7 @@ def configure(id: str, runner: Any) -> None:
     )
 
 
-for _signal in (signal.SIGKILL, signal.SIGHUP, signal.SIGUSR1, signal.SIGTERM):
+for _signal in (signal.SIGKILL, signal.SIGHUP, signal.SIGUSR1, signal.SIGTERM, signal.SIGSTOP):
     configure(f"kill-parent.{_signal.name.lower()}", _kill_parent(_signal))
 configure("waiter", waiter)
 configure("escape", escape)
