@@ -11,9 +11,11 @@ of the floor with one scheduler, >= 0.9x with eight.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import time
+from collections.abc import Iterator
 
 from common import start_service, temp_dir, write_app
 
@@ -29,7 +31,12 @@ for i in range({count}):
 """
 
 
-def measure(schedulers: int, seconds: float, *, fork_server: bool) -> tuple[float, int]:
+def measure(
+    schedulers: int, seconds: float, *, fork_server: bool, cgroups: bool = True
+) -> tuple[float, int]:
+    if not cgroups:
+        with _without_cgroups():
+            return measure(schedulers, seconds, fork_server=fork_server)
     work = temp_dir("bench-throughput-")
     try:
         spec = write_app(work / "app", f"noop_app_{int(fork_server)}", APP.format(count=schedulers))
@@ -54,6 +61,22 @@ def measure(schedulers: int, seconds: float, *, fork_server: bool) -> tuple[floa
         return len(finished) / elapsed, failed
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _without_cgroups() -> Iterator[None]:
+    """Runs contained by process group and marker only (what a cgroup per run costs)."""
+    try:
+        from supervisor.runs.containment import Containment
+    except ImportError:  # a tree without cgroup containment
+        yield
+        return
+    detect = Containment.detect
+    Containment.detect = classmethod(lambda cls: cls(None))  # type: ignore[method-assign,assignment]
+    try:
+        yield
+    finally:
+        Containment.detect = detect  # type: ignore[method-assign]
 
 
 def bare_fork_rate(seconds: float) -> float:
@@ -86,10 +109,11 @@ def main() -> None:
         f"{f'fresh interpreter, {args.schedulers} schedulers':<36} {rate:8.1f} runs/s"
         f"  (not succeeded: {failed})"
     )
-    for count in sorted({1, args.schedulers}):
-        rate, failed = measure(count, args.seconds, fork_server=True)
+    for count, cgroups in [(1, True), (args.schedulers, True), (1, False)]:
+        rate, failed = measure(count, args.seconds, fork_server=True, cgroups=cgroups)
+        how = "" if cgroups else ", no cgroups"
         print(
-            f"{f'fork server, {count} scheduler(s)':<36} {rate:8.1f} runs/s"
+            f"{f'fork server, {count} scheduler(s){how}':<36} {rate:8.1f} runs/s"
             f"  = {rate / floor:4.2f}x the floor  (not succeeded: {failed})"
         )
     print("targets: >= 200 runs/s; fork server >= 0.8x the floor (1 scheduler), >= 0.9x (8)")
