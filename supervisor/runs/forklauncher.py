@@ -20,8 +20,8 @@ share a grace period. A run that finds no spare is forked and joins its cgroup i
 Starting a server is bounded (``start_timeout``) and cancellable: ``close`` from another
 thread, or a spawn's own ``cancel`` event, makes a start in progress give up promptly.
 
-May import ``forkmessages``, ``supervision``, ``containment``, ``spawner``, ``job``,
-``procs``, ``errors`` and the stdlib.
+May import ``forkclient``, ``forkmessages``, ``supervision``, ``containment``, ``spawner``,
+``job``, ``procs``, ``errors`` and the stdlib.
 """
 
 from __future__ import annotations
@@ -31,38 +31,25 @@ import math
 import os
 import select
 import signal
-import socket
-import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 from supervisor.core.errors import AppLoadError, BackendError
 from supervisor.runs import procs
 from supervisor.runs.containment import Containment
-from supervisor.runs.forkmessages import (
-    MAX_PACKET,
-    ExitRequest,
-    LoadFailed,
-    ModuleFile,
-    PrepareRequest,
-    ProtocolError,
-    Ready,
-    SignalRequest,
-    Spawned,
-    SpawnFailed,
-    SpawnRequest,
-    decode,
-    encode,
-    module_file,
+from supervisor.runs.forkclient import (
+    SERVER_EXIT_SECONDS,
+    STATUS_SECONDS,
+    ServerHandle,
+    StartCancelled,
 )
+from supervisor.runs.forkmessages import ProtocolError
 from supervisor.runs.job import Job
-from supervisor.runs.procs import MARKER_ENV
-from supervisor.runs.spawner import Spawner, boot_code, path_args
+from supervisor.runs.spawner import Spawner
 from supervisor.runs.supervision import RunPipes, RunProcess, close_quietly
 
 if TYPE_CHECKING:
@@ -70,261 +57,6 @@ if TYPE_CHECKING:
 
 START_TIMEOUT: Final = 60.0
 SPARES: Final = 8
-SPAWN_TIMEOUT: Final = 30.0
-# How long a dying fork server may take to exit (it kills its runs first).
-SERVER_EXIT_SECONDS: Final = 5.0
-# How long the server may take to report a run's status once its main process ended
-# (it sweeps the run's marked processes first, waiting up to 2 s for them).
-STATUS_SECONDS: Final = 5.0
-# How often a start in progress looks at its cancel events.
-_CANCEL_POLL_SECONDS: Final = 0.05
-# A file modified this close to now may change again with the same mtime (the kernel's
-# timestamps are coarse): its content is compared until it is older than this.
-_RACY_SECONDS: Final = 1.0
-
-
-class _Cancelled(Exception):
-    """A start was given up because the launcher closed or the caller cancelled."""
-
-
-class _Stamp:
-    """What the manager knows of one module file: its stat and content when loaded."""
-
-    def __init__(self, module: ModuleFile) -> None:
-        self.path = module.path
-        self.sha256 = module.sha256
-        self.stat = (module.mtime_ns, module.size, module.inode)
-        self.settled = False
-
-    def changed(self) -> bool:
-        """Has the content changed since the server imported it?"""
-        try:
-            st = os.stat(self.path)
-        except OSError:
-            return True
-        stat = (st.st_mtime_ns, st.st_size, st.st_ino)
-        if stat == self.stat and self.settled:
-            return False
-        now = module_file(self.path)
-        if now.sha256 != self.sha256:
-            return True
-        self.stat = (now.mtime_ns, now.size, now.inode)
-        self.settled = time.time() - now.mtime_ns / 1e9 > _RACY_SECONDS
-        return False
-
-    def digest(self) -> str:
-        return module_file(self.path).sha256
-
-
-class _Server:
-    """The manager's handle on one fork server process."""
-
-    def __init__(self, popen: subprocess.Popen[bytes], sock: socket.socket) -> None:
-        self.popen = popen
-        self.pid = popen.pid
-        self.sock = sock
-        self.modules: tuple[_Stamp, ...] = ()
-        self.spares: list[RunCgroup] = []  # cgroups a spare process waits in
-        self.live = 0
-        self.draining = False
-        self.closed = False
-        self._requests = 0
-        self._send_lock = threading.Lock()
-
-    @classmethod
-    def start(
-        cls,
-        spawner: Spawner,
-        *,
-        app_spec: str,
-        python: str,
-        cwd: str | None,
-        paths: Sequence[str],
-        timeout: float,
-        cancelled: Callable[[], bool],
-    ) -> _Server:
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        env = {k: v for k, v in os.environ.items() if k != MARKER_ENV}
-        env[MARKER_ENV] = procs.MARKER_PLACEHOLDER  # last: overwritten in place per run
-        argv = [
-            python,
-            "-c",
-            boot_code("runs.forkserver"),
-            "--socket-fd",
-            str(theirs.fileno()),
-            "--app",
-            app_spec,
-            "--parent",
-            str(os.getpid()),
-            *path_args(paths),
-        ]
-
-        def launch() -> subprocess.Popen[bytes]:
-            with procs.owning_children() as own:
-                popen = subprocess.Popen(
-                    argv,
-                    stdin=subprocess.DEVNULL,
-                    pass_fds=(theirs.fileno(),),
-                    start_new_session=True,
-                    env=env,
-                    cwd=cwd,
-                )
-                own(popen.pid)
-                return popen
-
-        try:
-            popen = spawner.call(launch)
-        except OSError as error:
-            ours.close()
-            raise BackendError(f"cannot start the fork server: {error}") from error
-        finally:
-            theirs.close()
-        server = cls(popen, ours)
-        try:
-            server._handshake(app_spec, timeout, cancelled)
-        except BaseException:
-            server.kill()
-            raise
-        return server
-
-    def _handshake(self, app_spec: str, timeout: float, cancelled: Callable[[], bool]) -> None:
-        poller = select.poll()
-        poller.register(self.sock, select.POLLIN)
-        deadline = time.monotonic() + timeout
-        while not poller.poll(_CANCEL_POLL_SECONDS * 1000):
-            if cancelled():
-                raise _Cancelled
-            if time.monotonic() >= deadline:
-                raise AppLoadError(
-                    f"--app {app_spec!r}: the app did not finish importing within "
-                    f"{timeout:g}s (its fork server was stopped)"
-                )
-        try:
-            data = self.sock.recv(MAX_PACKET)
-        except OSError as error:
-            raise BackendError(f"the fork server failed to start: {error}") from error
-        if not data:
-            raise AppLoadError(
-                f"--app {app_spec!r}: the fork server exited while loading the app (see its stderr)"
-            )
-        try:
-            message = decode(data)
-        except ProtocolError as error:
-            raise BackendError(str(error)) from error
-        if isinstance(message, LoadFailed):
-            raise AppLoadError(message.error)
-        if not isinstance(message, Ready):
-            raise BackendError(f"unexpected message from the fork server: {message!r}")
-        expected = str(Path(__file__).resolve().parents[1])
-        if os.path.realpath(message.package) != os.path.realpath(expected):
-            raise BackendError(
-                f"the fork server imported supervisor from {message.package}, not {expected}"
-            )
-        self.modules = tuple(_Stamp(module) for module in message.modules)
-
-    def stale(self) -> bool:
-        """Has a module file of the app changed since the server imported it?"""
-        return any(stamp.changed() for stamp in self.modules)
-
-    def digests(self) -> tuple[str, ...]:
-        return tuple(stamp.digest() for stamp in self.modules)
-
-    def alive(self) -> bool:
-        if self.closed:
-            return False
-        if self.popen.poll() is None:
-            return True
-        procs.disown_child(self.pid)  # reaped just now by poll()
-        return False
-
-    def request_spawn(self, job: Job, fds: Sequence[int]) -> tuple[int, float, int]:
-        """Have the server fork ``job``: (pid, create time, pidfd). Callers serialize
-        these (the launcher's lock). Raises ``OSError``/``ProtocolError`` if the server
-        is gone or garbled, ``TimeoutError``, or ``BackendError`` if it refused."""
-        self._requests += 1
-        number = self._requests
-        with self._send_lock:
-            socket.send_fds(self.sock, [encode(SpawnRequest(req=number, job=job))], list(fds))
-        poller = select.poll()
-        poller.register(self.sock, select.POLLIN)
-        deadline = time.monotonic() + SPAWN_TIMEOUT
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError(f"the fork server did not answer within {SPAWN_TIMEOUT:g}s")
-            if not poller.poll(math.ceil(remaining * 1000)):
-                continue
-            reply, pidfds, _, _ = socket.recv_fds(self.sock, MAX_PACKET, 1)
-            if not reply:
-                close_quietly(pidfds)
-                raise ConnectionError("the fork server closed the connection")
-            answer = decode(reply)
-            if isinstance(answer, Spawned | SpawnFailed) and answer.req == number:
-                break  # (an answer to an abandoned request is skipped)
-            close_quietly(pidfds)
-        if isinstance(answer, SpawnFailed):
-            close_quietly(pidfds)
-            raise BackendError(f"the fork server could not start the run: {answer.error}")
-        if len(pidfds) != 1:
-            close_quietly(pidfds)
-            raise ProtocolError("the fork server's answer carried no pidfd")
-        return answer.pid, answer.create_time, pidfds[0]
-
-    def prepare(self, cgroup: RunCgroup) -> None:
-        """Have the server fork a spare process into ``cgroup`` (raises ``OSError``)."""
-        with self._send_lock:
-            self.sock.send(encode(PrepareRequest(cgroup=str(cgroup.path))))
-        self.spares.append(cgroup)
-
-    def signal_group(self, pid: int, signum: int) -> None:
-        """Have the server signal the run's process group, unless the run was reaped."""
-        with self._send_lock, contextlib.suppress(OSError):
-            self.sock.send(encode(SignalRequest(pid=pid, signal=int(signum))))
-
-    def wait_exit(self, timeout: float) -> None:
-        """Wait until the server process has exited (it is dying); reap it."""
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.popen.wait(timeout)
-            procs.disown_child(self.pid)
-
-    def resume(self) -> None:
-        """SIGCONT the server (stopped by someone)."""
-        with contextlib.suppress(OSError):
-            self.popen.send_signal(signal.SIGCONT)
-
-    def kill(self) -> None:
-        """SIGKILL the server (a failed start, or stuck), reap it."""
-        self.closed = True
-        with contextlib.suppress(OSError):
-            self.sock.close()
-        with contextlib.suppress(OSError):
-            self.popen.kill()
-        self.popen.wait()
-        procs.disown_child(self.pid)
-
-    def close(self, *, timeout: float = SERVER_EXIT_SECONDS) -> None:
-        """Ask the server to exit (it kills its runs), wait for it, and reap it."""
-        self.request_exit()
-        self.wait_closed(time.monotonic() + timeout)
-
-    def request_exit(self) -> None:
-        """Ask the server to exit (it kills its runs first); see ``wait_closed``."""
-        if self.closed:
-            return
-        self.closed = True
-        with self._send_lock, contextlib.suppress(OSError):
-            self.sock.send(encode(ExitRequest()))
-        with contextlib.suppress(OSError):
-            self.sock.close()
-
-    def wait_closed(self, deadline: float) -> None:
-        """Wait for the server to exit until ``deadline`` (monotonic), then kill it; reap."""
-        try:
-            self.popen.wait(max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            self.popen.kill()
-            self.popen.wait()
-        procs.disown_child(self.pid)
 
 
 class _ForkedRun(RunProcess):
@@ -343,7 +75,7 @@ class _ForkedRun(RunProcess):
         release_cgroup: Callable[[RunCgroup], None] | None,
         status_r: int,
         pidfd: int,
-        server: _Server,
+        server: ServerHandle,
         on_done: Callable[[_ForkedRun], None],
     ) -> None:
         super().__init__(
@@ -514,8 +246,8 @@ class ForkServerLauncher:
         self._lock = threading.Lock()
         self._closing = threading.Event()
         self._spawner: Spawner | None = None
-        self._server: _Server | None = None
-        self._draining: list[_Server] = []
+        self._server: ServerHandle | None = None
+        self._draining: list[ServerHandle] = []
         self._runs: set[_ForkedRun] = set()
         self._failed: _Failure | None = None
         self._containment = containment
@@ -552,10 +284,10 @@ class ForkServerLauncher:
                 self._server = self._start_server(None)
                 self._top_up(self._server)
 
-    def _start_server(self, cancel: threading.Event | None) -> _Server:
+    def _start_server(self, cancel: threading.Event | None) -> ServerHandle:
         assert self._spawner is not None
         try:
-            return _Server.start(
+            return ServerHandle.start(
                 self._spawner,
                 app_spec=self.app_spec,
                 python=self._python,
@@ -566,7 +298,7 @@ class ForkServerLauncher:
                     self._closing.is_set() or (cancel is not None and cancel.is_set())
                 ),
             )
-        except _Cancelled:
+        except StartCancelled:
             raise BackendError(
                 "the fork server's start was given up: "
                 "the launcher is closing or the run was cancelled"
@@ -628,7 +360,7 @@ class ForkServerLauncher:
         self._top_up(fresh)
         return True
 
-    def _retire(self, server: _Server) -> None:
+    def _retire(self, server: ServerHandle) -> None:
         """Close ``server`` once its runs are done (lock held)."""
         server.draining = True
         self._drop_spares(server)
@@ -683,7 +415,7 @@ class ForkServerLauncher:
             close_quietly(run_ends)
         return run
 
-    def _take_cgroup(self, server: _Server, job: Job) -> RunCgroup | None:
+    def _take_cgroup(self, server: ServerHandle, job: Job) -> RunCgroup | None:
         """A cgroup for the run: one a spare waits in, else a new one (lock held); None
         if the job names its own (the caller's to manage) or there are no cgroups."""
         if job.cgroup is not None:
@@ -693,7 +425,7 @@ class ForkServerLauncher:
         containment = self._containment
         return None if containment is None else containment.create(job.run_id)
 
-    def _top_up(self, server: _Server) -> None:
+    def _top_up(self, server: ServerHandle) -> None:
         """Have ``server`` keep ``SPARES`` spare processes in fresh cgroups (lock held)."""
         containment = self._containment
         if containment is None or containment.root is None or len(server.spares) > SPARES // 2:
@@ -711,7 +443,7 @@ class ForkServerLauncher:
                 containment.release(cgroup)
                 return
 
-    def _drop_spares(self, server: _Server) -> None:
+    def _drop_spares(self, server: ServerHandle) -> None:
         """The server is going: the cgroups its spares waited in go too."""
         containment = self._containment
         spares, server.spares = server.spares, []
@@ -721,7 +453,7 @@ class ForkServerLauncher:
 
     def _spawn_locked(
         self, job: Job, fds: Sequence[int], cancel: threading.Event | None
-    ) -> tuple[_Server, RunCgroup | None, int, float, int]:
+    ) -> tuple[ServerHandle, RunCgroup | None, int, float, int]:
         cgroup: RunCgroup | None = None
         try:
             self._reload_if_stale(cancel)
@@ -732,8 +464,10 @@ class ForkServerLauncher:
             try:
                 return (server, cgroup, *self._request(server, named, fds))
             except (OSError, ProtocolError):
-                # The server died or garbled its answer: start a new one, try once more
-                # (in the same cgroup; the new server has no spare in it).
+                # The server died, is stuck (stopped) or garbled its answer: kill it (its
+                # runs go on; a run it forked without answering ends at its gate), start
+                # a new one, try once more (in the same cgroup: it has no spare in it).
+                server.kill()
                 self._retire(server)
                 self._server = None
                 self._server = server = self._start_server(cancel)
@@ -748,7 +482,9 @@ class ForkServerLauncher:
                 raise BackendError(f"cannot start the run: {error}") from error
             raise
 
-    def _request(self, server: _Server, job: Job, fds: Sequence[int]) -> tuple[int, float, int]:
+    def _request(
+        self, server: ServerHandle, job: Job, fds: Sequence[int]
+    ) -> tuple[int, float, int]:
         # Registered before the server could die and hand the run to us, so that
         # ``reap_orphans`` never takes its status.
         with procs.owning_children() as own:

@@ -250,20 +250,29 @@ class Server:
             return
         job = request.job
         status_fd = fds[4]
-        pid = self._hand_to_spare(request, fds[:4])
+        # The run waits at this gate until the manager has its answer: a runner that
+        # stopped or killed this server at once would otherwise leave the spawn unanswered.
+        try:
+            gate_r, gate_w = os.pipe()
+        except OSError as error:
+            _close_all(fds)
+            self.send(SpawnFailed(req=number, error=f"cannot create a pipe: {error}"))
+            return
+        pid = self._hand_to_spare(request, [*fds[:4], gate_r])
         if pid is None:
             signal.pthread_sigmask(signal.SIG_BLOCK, _BLOCKED)
             try:
                 pid = os.fork()
             except OSError as error:
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, _BLOCKED)
-                _close_all(fds)
+                _close_all([*fds, gate_r, gate_w])
                 self.send(SpawnFailed(req=number, error=f"fork failed: {error}"))
                 return
             if pid == 0:
-                self.become_run(job, fds)  # never returns
+                os.close(gate_w)
+                self.become_run(job, [*fds[:4], gate_r])  # never returns
             signal.pthread_sigmask(signal.SIG_UNBLOCK, _BLOCKED)
-        _close_all(fds[:4])
+        _close_all([*fds[:4], gate_r])
         self.runs[pid] = _Run(job.run_id, status_fd)
         try:
             started = procs.create_time(pid)
@@ -273,14 +282,16 @@ class Server:
         try:
             pidfd = os.pidfd_open(pid)
         except OSError as error:
-            with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGKILL)  # reaped (and reported) by the loop
+            os.close(gate_w)  # the run ends at its gate; reaped (and reported) by the loop
             self.send(SpawnFailed(req=number, error=f"cannot watch the run: {error}"))
             return
         try:
             self.send(Spawned(req=number, pid=pid, create_time=started), [pidfd])
         finally:
             os.close(pidfd)
+            with contextlib.suppress(OSError):
+                os.write(gate_w, b"g")
+            os.close(gate_w)
 
     def _hand_to_spare(self, request: SpawnRequest, fds: list[int]) -> int | None:
         """Give the job to the spare waiting in its cgroup; its pid, or None if none."""
@@ -338,7 +349,7 @@ class Server:
             if not data:
                 os._exit(0)  # the server closed or died: nothing to run
             request = decode(data)
-            assert isinstance(request, SpawnRequest) and len(fds) == RUN_FDS - 1
+            assert isinstance(request, SpawnRequest) and len(fds) == 5  # 4 + the gate
             sock.close()
             job = request.job
             if joined and job.cgroup == cgroup:
@@ -359,8 +370,12 @@ class Server:
         self._enter_run(job, fds)
 
     def _enter_run(self, job: Job, fds: list[int]) -> None:
-        """Put the run's fds in place, mark the process, run the job. Never returns."""
+        """Wait at the gate (``fds[4]``), put the run's fds in place, mark the process,
+        run the job. Never returns."""
         try:
+            if not os.read(fds[4], 1):
+                os._exit(EXIT_SETUP_FAILED)  # the server died before it answered
+            os.close(fds[4])
             # Copy the run's fds out of the way, then into place: 0-4 and nothing else.
             # (fd 0 is /dev/null already; sys.stdout/stderr and faulthandler were set up
             # on fds 1 and 2 by the server, so they now write to the run's pipes.)
