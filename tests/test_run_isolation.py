@@ -26,6 +26,7 @@ import pytest
 
 from supervisor.core.errors import AppLoadError, BackendError
 from supervisor.core.records import LogRecord, Outcome
+from supervisor.runs import forkclient, procs
 from supervisor.runs.containment import PROCESS_GROUP, Containment
 from supervisor.runs.launcher import (
     Exit,
@@ -159,6 +160,30 @@ def test_a_runner_stopping_its_fork_server_delays_but_harms_no_other_run(release
         thread.join(30)
         assert [e.outcome for e in other_exit] == [Outcome.SUCCEEDED]
         assert alive(server)
+    finally:
+        launcher.close()
+
+
+def test_a_spawn_on_a_stopped_fork_server_runs_once_on_a_new_one(
+    release: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(forkclient, "SPAWN_TIMEOUT", 1.0)
+    launcher = ForkServerLauncher(APP, cwd=str(ROOT))
+    launcher.start()
+    try:
+        server = launcher.server_pid
+        assert server is not None
+        os.kill(server, signal.SIGSTOP)
+        release.touch()
+        the_job = job("waiter")
+        process = launcher.spawn(the_job)
+        assert launcher.server_pid != server
+        wait_for(lambda: not alive(server), what="the stuck server to be killed")
+        sink = Collector()
+        exit_ = process.supervise(sink=sink, timeout=60, cancel=threading.Event())
+        assert exit_.outcome is Outcome.SUCCEEDED
+        assert [r.message for r in sink.records] == ["waiting", "released"]
+        assert procs.marked(the_job.run_id) == []  # no second copy anywhere
     finally:
         launcher.close()
 
