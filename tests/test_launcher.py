@@ -530,23 +530,26 @@ def test_a_run_survives_a_restart_of_the_fork_server(tmp_path: Path) -> None:
         made.close()
 
 
-def test_a_dead_fork_server_is_a_crash_and_is_replaced() -> None:
+def test_a_run_outlives_its_killed_fork_server_which_is_replaced() -> None:
     made = ForkServerLauncher(APP, cwd=str(ROOT))
     made.start()
     try:
         process = made.spawn(new_job("cooperative"))
         server = made.server_pid
         assert server is not None
+        cancel = threading.Event()
 
         def kill_server(batch: Sequence[LogRecord]) -> None:
             if any(r.message == "waiting" for r in batch):
                 os.kill(server, signal.SIGKILL)
+                wait_for(lambda: not running(server), what="the fork server to die")
+                assert alive(process.pid, process.create_time)
+                cancel.set()
 
-        exit_ = process.supervise(sink=kill_server, timeout=30, cancel=threading.Event())
-        assert exit_.outcome is Outcome.CRASHED
-        assert exit_.error is not None
-        assert exit_.error.startswith("the fork server stopped while the run was in progress")
-        wait_for(lambda: not alive(process.pid, process.create_time), what="the run to die")
+        exit_ = process.supervise(sink=kill_server, timeout=30, cancel=cancel)
+        assert exit_.outcome is Outcome.CANCELLED, exit_
+        assert exit_.error == "cancelled: the run was stopped"
+        assert not alive(process.pid, process.create_time)
         exit_, _ = run(made, "first")
         assert exit_.outcome is Outcome.SUCCEEDED
         assert made.server_pid != server

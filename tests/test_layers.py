@@ -38,13 +38,6 @@ TOP = max(LAYERS.values()) + 1
 
 # (importing module, imported module): why it is allowed for now.
 EXCEPTIONS: dict[tuple[str, str], str] = {
-    ("supervisor.runs.child", "supervisor.cfgscheduler"): (
-        "a run's process finds its scheduler through the app's extension; the launcher "
-        "rework moves it to core.registry.registry_of (issue 11, item 4)"
-    ),
-    ("supervisor.runs.forkserver", "supervisor.cfgscheduler"): (
-        "as runs.child: the fork server loads the app's definitions (issue 11, item 4)"
-    ),
     ("supervisor.runs.forkserver", "supervisor"): (
         "reads the package's directory (supervisor.__file__) to tell the app's modules "
         "from ours; only the path, none of the facade"
