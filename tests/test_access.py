@@ -25,9 +25,9 @@ from supervisor.core.definitions import Kind, Options
 from supervisor.core.errors import PermissionDenied
 from supervisor.core.records import AuditEntry
 from supervisor.core.registry import Registry
+from supervisor.core.settings import from_store
 from supervisor.usecases.accounts import Accounts
 from supervisor.usecases.schedulers import Definitions, UseCases
-from supervisor.core.settings import from_store
 from tests.test_web_fakes import START, FakeBackend, MemoryAudit, MemoryUsers, make_world, noop
 
 VIEWER, OPERATOR, ADMIN, SU = "viewer", "operator", "admin", "su"

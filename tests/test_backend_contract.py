@@ -39,7 +39,7 @@ from supervisor.core.errors import (
     UnknownRun,
     UnknownScheduler,
 )
-from supervisor.core.records import Level, Outcome, RunRecord, State, Trigger
+from supervisor.core.records import AuditEntry, Level, Outcome, RunRecord, State, Trigger
 from supervisor.core.registry import registry_of
 from supervisor.core.settings import EffectiveSettings
 from supervisor.usecases.backend import Backend
@@ -69,6 +69,9 @@ class Harness(Protocol):
     def started(self, run_id: str) -> None:
         """Wait until the run has logged its first record."""
 
+    def ended(self, scheduler_id: str, run_id: str) -> RunRecord:
+        """Wait until a run of a scheduler that ends by itself (``c.repeat``) has ended."""
+
 
 # -- the manager -------------------------------------------------------------------------
 
@@ -97,6 +100,9 @@ class ManagerHarness:
             timeout=RUN_TIMEOUT,
             what=f"run {run_id} to log",
         )
+
+    def ended(self, scheduler_id: str, run_id: str) -> RunRecord:
+        return finished(self, run_id)
 
     def close(self) -> None:
         self.release()
@@ -130,6 +136,13 @@ class FakeHarness:
         if not self.fake.logs("c.manual", run_id=run_id):
             self.fake.log("c.manual", RUN_MESSAGE, run_id=run_id, n=7, trigger="manual")
 
+    def ended(self, scheduler_id: str, run_id: str) -> RunRecord:
+        current = self.fake.slots[scheduler_id].current
+        if current is not None and current.run_id == run_id:
+            self.fake.clock.advance(1.0)
+            self.fake.finish(scheduler_id, Outcome.SUCCEEDED)
+        return finished(self, run_id)
+
     def close(self) -> None:
         return None
 
@@ -153,8 +166,11 @@ def serve_backend(state_dir: str) -> None:
                     effective=effective, defaults=defaults, overrides=overrides
                 )
                 args = (scheduler_id, settings)
+            target: Any = mode.backend
+            if method.startswith("audit."):  # the trail the systemd mode's use cases write
+                target, method = mode.store, method.removeprefix("audit.")
             try:
-                answer: tuple[Any, ...] = ("ok", getattr(mode.backend, method)(*args, **kwargs))
+                answer: tuple[Any, ...] = ("ok", getattr(target, method)(*args, **kwargs))
             except SupervisorError as error:
                 answer = ("error", type(error).__module__, type(error).__qualname__, str(error))
                 answer += (dict(vars(error)),)
@@ -213,6 +229,25 @@ class RemoteBackend:
         self._process.stdout.close()
 
 
+class RemoteAudit:
+    """The audit trail of the store inside the namespace, where the systemd backend reads
+    who pressed Execute Now (``triggered_by``) back from."""
+
+    def __init__(self, remote: RemoteBackend) -> None:
+        self._remote = remote
+
+    def add_audit(self, entry: AuditEntry) -> None:
+        self._remote._call("audit.add_audit", entry)
+
+    def audit(
+        self, *, scheduler_id: str | None = None, limit: int = 100, before: int | None = None
+    ) -> list[tuple[int, AuditEntry]]:
+        found: list[tuple[int, AuditEntry]] = self._remote._call(
+            "audit.audit", scheduler_id=scheduler_id, limit=limit, before=before
+        )
+        return found
+
+
 @dataclass
 class SystemdWorld:
     ns: Any
@@ -243,7 +278,7 @@ class SystemdHarness:
         self.remote = RemoteBackend(process)
         self.backend: Backend = self.remote  # type: ignore[assignment]
         self.use_cases = UseCases(
-            registry_of(load_app(APP)), backend=self.backend, audit=MemoryAudit()
+            registry_of(load_app(APP)), backend=self.backend, audit=RemoteAudit(self.remote)
         )
         self.hold_file = ns.inside(NAMESPACE_HOLD_FILE)
 
@@ -259,6 +294,9 @@ class SystemdHarness:
             timeout=RUN_TIMEOUT,
             what=f"run {run_id} to log",
         )
+
+    def ended(self, scheduler_id: str, run_id: str) -> RunRecord:
+        return finished(self, run_id)
 
     def close(self) -> None:
         """Leave the shared install as the next test expects it."""
@@ -322,9 +360,11 @@ def harness(
 
 
 def held_run(harness: Harness) -> str:
-    """A run of ``c.manual`` in progress (held), once it has logged."""
+    """A run of ``c.manual`` in progress (held), once it has logged; started by ``ann``
+    through the use cases, as every caller does (the systemd mode reads who from the
+    audit trail they write)."""
     harness.hold()
-    run_id = harness.backend.execute("c.manual", actor="ann")
+    run_id = harness.use_cases.execute(su("ann"), "c.manual")
     harness.started(run_id)
     return run_id
 
@@ -415,7 +455,9 @@ def test_runs_are_newest_first_and_found_by_id(harness: Harness) -> None:
     runs = harness.backend.runs("c.manual")
     assert [r.run_id for r in runs[:2]] == [second, first]
     assert harness.backend.runs("c.manual", limit=1)[0].run_id == second
-    assert harness.backend.run(first).triggered_by in ("ann", None)
+    # Regression: this accepted None, so a backend that lost who pressed Execute Now passed.
+    assert harness.backend.run(first).triggered_by == "ann"
+    assert harness.backend.run(first).trigger is Trigger.MANUAL
     assert harness.backend.runs("c.repeat") == []
     with pytest.raises(UnknownRun):
         harness.backend.run("no-such-run")
@@ -465,6 +507,32 @@ def test_settings_update_apply_at_once_and_reset_deletes_them(harness: Harness) 
     status = harness.backend.status("c.repeat")
     assert status.state is State.PAUSED
     assert status.settings == status.defaults
+
+
+def test_a_pause_change_re_plans_a_waiting_schedule_at_once(harness: Harness) -> None:
+    # Regression: "settings apply at once" was claimed but next_planned_at never looked
+    # at; removing the manager's re-plan on a settings change passed the suite.
+    run_id = harness.use_cases.execute(su("ann"), "c.repeat")
+    ended = harness.ended("c.repeat", run_id).ended_at
+    assert ended is not None
+    waiting = wait_for(
+        lambda: (
+            (status := harness.backend.status("c.repeat")).state is State.PAUSED
+            and status.next_planned_at is not None
+            and status
+        ),
+        timeout=RUN_TIMEOUT,
+        what="c.repeat to wait for its next run",
+    )
+    before = waiting.next_planned_at
+    assert before is not None
+    assert before - ended > timedelta(minutes=50)  # an hour's pause (or start delay) ahead
+    harness.use_cases.update_settings(su(), "c.repeat", {"pause_time": timedelta(minutes=10)})
+    after = harness.backend.status("c.repeat").next_planned_at
+    assert after is not None
+    # Planned from the end of the run with the new pause (systemd: the timer's next elapse).
+    assert abs((after - ended) - timedelta(minutes=10)) < timedelta(seconds=30)
+    assert before - after > timedelta(minutes=39)
 
 
 @pytest.mark.parametrize(

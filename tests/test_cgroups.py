@@ -26,7 +26,7 @@ from supervisor.core.records import LogRecord, Outcome
 from supervisor.runs import cgroups
 from supervisor.runs.cgroups import CgroupRoot, RunCgroup
 from supervisor.runs.child import Job
-from supervisor.runs.launcher import ForkServerLauncher, FreshInterpreterLauncher, Launcher
+from supervisor.runs.launcher import Launcher
 from tests.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -369,18 +369,6 @@ def test_oom_killed_reads_the_oom_kill_count_of_memory_events(
 
 
 # -- through the launchers ------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module", params=["fork", "fresh"])
-def launcher(request: pytest.FixtureRequest) -> Iterator[Launcher]:
-    started: Launcher
-    if request.param == "fork":
-        started = ForkServerLauncher(APP, cwd=str(ROOT))
-    else:
-        started = FreshInterpreterLauncher(APP, cwd=str(ROOT))
-    started.start()
-    yield started
-    started.close()
 
 
 def test_regression_a_run_whose_process_escapes_the_marker_is_contained(

@@ -4,10 +4,9 @@ pair: ``test_access``.)"""
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
-
-import logging
 
 import pytest
 
@@ -252,7 +251,7 @@ def test_a_full_audit_refuses_controls_and_settings_before_acting(
         lambda: use_cases.update_settings(admin, "job", {"disabled": True}),
         lambda: use_cases.reset_settings(admin, "job"),
     ):
-        with pytest.raises(StoreError, match="not done: .*database or disk is full"):
+        with pytest.raises(StoreError, match=r"not done: .*database or disk is full"):
             call()
     assert backend.calls == []
     assert backend.stored == {} and backend.applied == []
@@ -298,7 +297,7 @@ def test_configuring_after_the_use_cases_are_built_is_refused_by_name(
     # and its status raised KeyError.
     use_cases, _, _ = wired
     late = Options(id="late.job", name="Late", kind=Kind.MANUAL, runner=lambda ctx: None)
-    with pytest.raises(DefinitionError, match="'late.job' is configured after") as caught:
+    with pytest.raises(DefinitionError, match=r"'late\.job' is configured after") as caught:
         Definitions(use_cases.registry).configure(su(), late)
     assert caught.value.field == "id"
     assert "late.job" not in use_cases.registry

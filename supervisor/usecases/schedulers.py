@@ -351,4 +351,3 @@ def note_after(trail: _Trail, entry: AuditEntry, on_failure: Callable[[], None])
             entry.detail or "",
             error,
         )
-
