@@ -20,6 +20,7 @@ import pickle
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -34,6 +35,7 @@ from supervisor.core.errors import (
     ActionFailed,
     AlreadyRunning,
     DefinitionError,
+    StoreError,
     SupervisorError,
     UnknownAction,
     UnknownRun,
@@ -72,6 +74,27 @@ class Harness(Protocol):
     def ended(self, scheduler_id: str, run_id: str) -> RunRecord:
         """Wait until a run of a scheduler that ends by itself (``c.repeat``) has ended."""
 
+    def store_full(self) -> AbstractContextManager[None]:
+        """While open, the backend's store refuses to write settings, as a full disk does
+        (skips for a backend without a store)."""
+        ...
+
+
+class FullStore:
+    """A store whose settings writes fail as on a full disk; the rest is the real one."""
+
+    def __init__(self, real: Any) -> None:
+        self._real = real
+
+    def set_overrides(self, scheduler_id: str, overrides: Any) -> None:
+        raise StoreError("database or disk is full")
+
+    def delete_overrides(self, scheduler_id: str) -> bool:
+        raise StoreError("database or disk is full")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
 
 # -- the manager -------------------------------------------------------------------------
 
@@ -103,6 +126,16 @@ class ManagerHarness:
 
     def ended(self, scheduler_id: str, run_id: str) -> RunRecord:
         return finished(self, run_id)
+
+    @contextmanager
+    def store_full(self) -> Iterator[None]:
+        manager: Any = self.backend
+        real = manager._store  # the manager's own handle; the audit keeps the real one
+        manager._store = FullStore(real)
+        try:
+            yield
+        finally:
+            manager._store = real
 
     def close(self) -> None:
         self.release()
@@ -143,6 +176,9 @@ class FakeHarness:
             self.fake.finish(scheduler_id, Outcome.SUCCEEDED)
         return finished(self, run_id)
 
+    def store_full(self) -> AbstractContextManager[None]:
+        pytest.skip("the fake keeps its settings in memory: there is no store to fail")
+
     def close(self) -> None:
         return None
 
@@ -167,6 +203,11 @@ def serve_backend(state_dir: str) -> None:
                 )
                 args = (scheduler_id, settings)
             target: Any = mode.backend
+            if method in ("store.full", "store.mend"):
+                backend: Any = mode.backend
+                backend._store = FullStore(mode.store) if method == "store.full" else mode.store
+                _write(answers, ("ok", None))
+                continue
             if method.startswith("audit."):  # the trail the systemd mode's use cases write
                 target, method = mode.store, method.removeprefix("audit.")
             try:
@@ -297,6 +338,14 @@ class SystemdHarness:
 
     def ended(self, scheduler_id: str, run_id: str) -> RunRecord:
         return finished(self, run_id)
+
+    @contextmanager
+    def store_full(self) -> Iterator[None]:
+        self.remote._call("store.full")
+        try:
+            yield
+        finally:
+            self.remote._call("store.mend")
 
     def close(self) -> None:
         """Leave the shared install as the next test expects it."""
@@ -533,6 +582,29 @@ def test_a_pause_change_re_plans_a_waiting_schedule_at_once(harness: Harness) ->
     # Planned from the end of the run with the new pause (systemd: the timer's next elapse).
     assert abs((after - ended) - timedelta(minutes=10)) < timedelta(seconds=30)
     assert before - after > timedelta(minutes=39)
+
+
+def test_settings_a_full_store_cannot_keep_change_nothing(harness: Harness) -> None:
+    # Regression (systemd): the drop-ins were applied, systemd reloaded and the timers
+    # stopped before the overrides were stored; a store failure then left the timers
+    # stopped while the store (and so the settings shown) said nothing had changed.
+    harness.use_cases.update_settings(su(), "c.repeat", {"timeout": timedelta(minutes=5)})
+    before = harness.backend.status("c.repeat")
+    assert before.state is State.PAUSED and before.next_planned_at is not None
+    with harness.store_full():
+        with pytest.raises(StoreError, match="disk is full"):
+            harness.use_cases.update_settings(su(), "c.repeat", {"disabled": True})
+        with pytest.raises(StoreError, match="disk is full"):
+            harness.use_cases.reset_settings(su(), "c.repeat")
+    assert harness.backend.overrides("c.repeat") == {"timeout": timedelta(minutes=5)}
+    after = harness.backend.status("c.repeat")
+    assert after.state is State.PAUSED
+    assert after.settings == before.settings
+    assert after.next_planned_at is not None
+    assert abs(after.next_planned_at - before.next_planned_at) < timedelta(seconds=2)
+    # The units follow the next change that is stored.
+    harness.use_cases.update_settings(su(), "c.repeat", {"disabled": True})
+    assert harness.backend.status("c.repeat").state is State.DISABLED
 
 
 @pytest.mark.parametrize(
