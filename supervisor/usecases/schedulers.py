@@ -123,6 +123,7 @@ class UseCases:
         # operators' changes never overwrite each other.
         self._settings_lock = threading.Lock()
         self._audit_failures = 0
+        self._failures_lock = threading.Lock()
         # Definitions configured from now on would be unknown to the backend.
         registry.freeze()
 
@@ -170,7 +171,8 @@ class UseCases:
         note_after(self._audit, entry, self._count_failure)
 
     def _count_failure(self) -> None:
-        self._audit_failures += 1
+        with self._failures_lock:
+            self._audit_failures += 1
 
     @contextmanager
     def _audited(self, entry: AuditEntry) -> Iterator[None]:
