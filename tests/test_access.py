@@ -28,7 +28,17 @@ from supervisor.core.registry import Registry
 from supervisor.core.settings import from_store
 from supervisor.usecases.accounts import Accounts
 from supervisor.usecases.schedulers import Definitions, UseCases
-from tests.test_web_fakes import START, FakeBackend, MemoryAudit, MemoryUsers, make_world, noop
+from tests.test_web_fakes import (
+    PASSWORD,
+    START,
+    TEST_COST,
+    FakeBackend,
+    MemoryAudit,
+    MemoryUsers,
+    fast_hash,
+    make_world,
+    noop,
+)
 
 VIEWER, OPERATOR, ADMIN, SU = "viewer", "operator", "admin", "su"
 NOBODY = "no role"
@@ -53,10 +63,16 @@ ALLOWED: dict[str, frozenset[str]] = {
     "users.add": frozenset({ADMIN, SU}),
     "users.remove": frozenset({ADMIN, SU}),
     "users.list": frozenset({ADMIN, SU}),
+    "users.set_password": frozenset({ADMIN, SU}),
+    # one's own account, and logging in: anyone (the password is what is checked)
+    "users.change_own_password": frozenset(EVERYONE),
+    "users.authenticate": frozenset(EVERYONE),
+    "users.refused_unchecked": frozenset(EVERYONE),
+    "users.must_change_password": frozenset(EVERYONE),
 }
 
 # use case -> the one permission it checks.
-PERMISSION: dict[str, Permission] = {
+PERMISSION: dict[str, Permission | None] = {
     "configure": Permission.CONFIGURE,
     "list": Permission.LIST,
     "status": Permission.STATUS,
@@ -74,6 +90,12 @@ PERMISSION: dict[str, Permission] = {
     "users.add": Permission.MANAGE_USERS,
     "users.remove": Permission.MANAGE_USERS,
     "users.list": Permission.MANAGE_USERS,
+    "users.set_password": Permission.MANAGE_USERS,
+    # checked by the password, not a permission
+    "users.change_own_password": None,
+    "users.authenticate": None,
+    "users.refused_unchecked": None,
+    "users.must_change_password": None,
 }
 
 
@@ -132,7 +154,7 @@ def world() -> World:
         use_cases=use_cases,
         # The running use cases froze their registry; code configures another one.
         definitions=Definitions(Registry(app_name="demo")),
-        accounts=Accounts(directory),
+        accounts=Accounts(directory, cost=TEST_COST),
         backend=backend,
         audit=audit,
         directory=directory,
@@ -159,9 +181,18 @@ CALLS: dict[str, Callable[[World, Subject], Any]] = {
         s, "jobs.repeat", {"pause_time": timedelta(seconds=99)}
     ),
     "reset_settings": lambda w, s: w.use_cases.reset_settings(s, "jobs.repeat"),
-    "users.add": lambda w, s: w.accounts.add(s, "newcomer", role="viewer", password="pw"),
+    "users.add": lambda w, s: w.accounts.add(
+        s, "newcomer", role="viewer", password="a long password"
+    ),
     "users.remove": lambda w, s: w.accounts.remove(s, "leaving"),
     "users.list": lambda w, s: w.accounts.list(s),
+    "users.set_password": lambda w, s: w.accounts.set_password(s, "leaving", "a new password"),
+    "users.change_own_password": lambda w, s: own_password(w, s),
+    "users.authenticate": lambda w, s: w.accounts.authenticate("leaving", "x", address="t"),
+    "users.refused_unchecked": lambda w, s: w.accounts.refused_unchecked(
+        "leaving", address="t", reason="throttled"
+    ),
+    "users.must_change_password": lambda w, s: w.accounts.must_change_password("leaving"),
 }
 
 
@@ -186,7 +217,13 @@ DID: dict[str, Callable[[World, Any], bool]] = {
     "users.add": lambda w, r: "newcomer" in w.directory.users,
     "users.remove": lambda w, r: "leaving" not in w.directory.users,
     "users.list": lambda w, r: "leaving" in [a.name for a in r],
+    "users.set_password": lambda w, r: w.directory.users["leaving"].password_hash != "x",
 }
+
+
+def own_password(w: World, s: Subject) -> None:
+    w.directory.add_user(s.name, role="viewer", password_hash=fast_hash(PASSWORD))
+    w.accounts.change_own_password(s, current=PASSWORD, new="my own new password")
 
 
 def test_the_table_covers_every_use_case_and_every_role() -> None:
@@ -194,7 +231,8 @@ def test_the_table_covers_every_use_case_and_every_role() -> None:
         return {n for n, v in vars(cls).items() if inspect.isfunction(v) and not n.startswith("_")}
 
     every = public(UseCases) | public(Definitions) | {f"users.{n}" for n in public(Accounts)}
-    assert set(ALLOWED) == every == set(CALLS) == set(PERMISSION) == set(DID)
+    assert set(ALLOWED) == every == set(CALLS) == set(PERMISSION)
+    assert set(DID) == {name for name, needed in PERMISSION.items() if needed is not None}
     assert set(ROLES) == {VIEWER, OPERATOR, ADMIN}  # a new role needs its column here
 
 
@@ -221,11 +259,12 @@ def test_an_allowed_change_is_audited_with_the_actor(use_case: str) -> None:
     assert w.audit.entries[-1].actor == acting.name
 
 
-@pytest.mark.parametrize("use_case", sorted(PERMISSION))
+@pytest.mark.parametrize("use_case", sorted(DID))
 def test_each_use_case_checks_its_own_permission(use_case: str) -> None:
     # Regression: logs->LIST, reset_settings->UPDATE_SETTINGS and audit->START swapped
     # together kept every role's bundle intact, so the role table above stayed green.
     needed = PERMISSION[use_case]
+    assert needed is not None
     w = world()
     before = w.effects()
     all_but = Subject("all-but", frozenset(Permission) - {needed})

@@ -25,7 +25,7 @@ from supervisor.core.registry import Registry
 from supervisor.core.settings import EffectiveSettings, SettingsChange
 from supervisor.usecases.accounts import Accounts
 from supervisor.usecases.schedulers import Definitions, UseCases
-from tests.test_web_fakes import MemoryUsers
+from tests.test_web_fakes import TEST_COST, MemoryUsers
 
 
 class RecordingBackend:
@@ -313,9 +313,12 @@ class FullDirectory(MemoryUsers):
 def test_a_full_audit_refuses_user_changes_before_acting() -> None:
     directory = FullDirectory()
     directory.add_user("leaving", role="viewer", password_hash="x")
-    accounts = Accounts(directory)
+    accounts = Accounts(directory, cost=TEST_COST)
     with pytest.raises(StoreError, match="add user not done"):
-        accounts.add(su(), "newcomer", role="viewer", password="pw")
+        accounts.add(su(), "newcomer", role="viewer", password="a long password")
     with pytest.raises(StoreError, match="remove user not done"):
         accounts.remove(su(), "leaving")
+    with pytest.raises(StoreError, match="set password not done"):
+        accounts.set_password(su(), "leaving", "a new long password")
     assert sorted(directory.users) == ["leaving"]
+    assert directory.users["leaving"].password_hash == "x"
