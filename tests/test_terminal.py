@@ -8,7 +8,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from supervisor.cli.main import main
 from supervisor.cli.terminal import log_line, printable
 from tests.apps.misbehave import TERMINAL_TRICKS
 from tests.manager_process import cli, running_manager
