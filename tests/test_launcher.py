@@ -17,7 +17,7 @@ import textwrap
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -41,45 +41,8 @@ from supervisor.runs.launcher import (
 )
 from supervisor.runs.wire import RunResult
 from tests.apps.misbehave import SPEW_LINES
+from tests.launching import APP, ROOT, Collector
 from tests.waiting import wait_for
-
-ROOT = Path(__file__).resolve().parent.parent
-APP = "tests.apps.misbehave:cfg"
-
-
-@pytest.fixture(scope="module", params=["fork", "fresh"])
-def launcher(request: pytest.FixtureRequest) -> Iterator[Launcher]:
-    made: Launcher
-    if request.param == "fork":
-        made = ForkServerLauncher(APP, cwd=str(ROOT))
-    else:
-        made = FreshInterpreterLauncher(APP, cwd=str(ROOT))
-    made.start()
-    yield made
-    made.close()
-
-
-class Collector:
-    """A sink that keeps every batch."""
-
-    def __init__(self) -> None:
-        self.batches: list[Sequence[LogRecord]] = []
-        self.lock = threading.Lock()
-
-    def __call__(self, batch: Sequence[LogRecord]) -> None:
-        with self.lock:
-            self.batches.append(list(batch))
-
-    @property
-    def records(self) -> list[LogRecord]:
-        with self.lock:
-            return [record for batch in self.batches for record in batch]
-
-    def messages(self, source: Source | None = None) -> list[str]:
-        return [r.message for r in self.records if source is None or r.source is source]
-
-    def find(self, message: str) -> LogRecord:
-        return next(r for r in self.records if r.message == message)
 
 
 def new_job(scheduler_id: str, action_id: str | None = None) -> Job:
