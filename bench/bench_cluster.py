@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -221,34 +222,37 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=100)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-cluster-", dir="/var/tmp"))
+    try:
+        run_all(work, args.rounds, args.samples)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def run_all(work: Path, rounds: int, samples: int) -> None:
     with throwaway_postgres() as cluster:
         dsn = cluster.create_database("bench")
         with connect(dsn) as db:
             schema.install(db)
-            print(summary("floor: SELECT 1 round trip", select_1(db, args.samples)))
+            print(summary("floor: SELECT 1 round trip", select_1(db, samples)))
             print(summary("floor: LISTEN/NOTIFY round trip", notify_round_trip(dsn, db, 50)))
             print(
                 summary(
                     "execute now, cross-host (answer back)",
-                    execute_latency(dsn, db, work, args.samples),
+                    execute_latency(dsn, db, work, samples),
                 )
             )
             print(
-                summary(
-                    "graceful hand-off (released->acquired)", hand_off(dsn, db, work, args.rounds)
-                )
+                summary("graceful hand-off (released->acquired)", hand_off(dsn, db, work, rounds))
             )
             print(f"{'floor: heir acquisition poll period':<36} {ACQUIRE_EVERY_MS:8.2f} ms")
             print(
-                summary(
-                    "takeover after kill -9", takeover(dsn, db, work, args.rounds, signal.SIGKILL)
-                )
+                summary("takeover after kill -9", takeover(dsn, db, work, rounds, signal.SIGKILL))
             )
             print(f"{'floor: lease time to live':<36} {HOST_TTL * 1000:8.2f} ms")
             print(
                 summary(
                     "takeover after SIGSTOP (expiry)",
-                    takeover(dsn, db, work, args.rounds, signal.SIGSTOP),
+                    takeover(dsn, db, work, rounds, signal.SIGSTOP),
                 )
             )
             print("reference: River ~15-21 s, Quartz 15-22 s takeover after a dead owner")
