@@ -27,6 +27,7 @@ LAYERS: dict[str, int] = {
     "core": 0,
     "runs": 1,
     "store": 1,
+    "cluster": 1,
     "notify": 1,
     "manager": 2,
     "metrics": 2,
