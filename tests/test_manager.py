@@ -327,7 +327,7 @@ def test_regression_a_restart_does_not_run_a_schedule_before_its_pause_is_over(
 def test_regression_a_scheduler_whose_starts_fail_says_so_on_the_cli(
     service: Service, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def refuse(self: object, job: Job) -> object:
+    def refuse(self: object, job: Job, *, cancel: object = None) -> object:
         raise BackendError("the app failed to load: ImportError: no module named 'gone'")
 
     # The real fork-server launcher, made to refuse every start from now on.

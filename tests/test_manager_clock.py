@@ -19,9 +19,10 @@ import pytest
 
 from supervisor.core.clock import FakeClock
 from supervisor.core.definitions import Kind, Options, Settings
-from supervisor.core.errors import AlreadyRunning
+from supervisor.core.errors import AlreadyRunning, BackendError
 from supervisor.core.records import LogRecord, Outcome, State, Trigger
 from supervisor.core.registry import Registry
+from supervisor.manager.machine import CANCELLED_BEFORE_START
 from supervisor.manager.shell import RETRY_SECONDS, WALL_CLOCK_CHECK_SECONDS, Manager, ManagerConfig
 from supervisor.runs.launcher import Exit, Job
 from supervisor.store.sqlite import SqliteStore
@@ -55,7 +56,7 @@ class InstantLauncher:
 
     def close(self) -> None: ...
 
-    def spawn(self, job: Job) -> InstantRun:
+    def spawn(self, job: Job, *, cancel: threading.Event | None = None) -> InstantRun:
         self.jobs.append(job)
         return InstantRun(job)
 
@@ -471,16 +472,24 @@ class CancellableRun(InstantRun):
 
 
 class SlowLauncher(InstantLauncher):
-    """``spawn`` blocks until ``release`` is set (a fork server importing a slow app)."""
+    """``spawn`` blocks until ``release`` is set (a fork server importing a slow app).
 
-    def __init__(self) -> None:
+    Like the real launchers it gives up with ``BackendError`` when ``cancel`` is set
+    meanwhile, unless ``ignores_cancel`` (a launch nothing can interrupt).
+    """
+
+    def __init__(self, *, ignores_cancel: bool = False) -> None:
         super().__init__()
         self.release = threading.Event()
         self.waiting = threading.Event()
+        self.ignores_cancel = ignores_cancel
 
-    def spawn(self, job: Job) -> InstantRun:
+    def spawn(self, job: Job, *, cancel: threading.Event | None = None) -> InstantRun:
         self.waiting.set()
-        self.release.wait(60)
+        deadline = time.monotonic() + 60
+        while not self.release.wait(0.01) and time.monotonic() < deadline:
+            if cancel is not None and cancel.is_set() and not self.ignores_cancel:
+                raise BackendError("cancelled while the app was loading")
         self.jobs.append(job)
         return CancellableRun(job)
 
@@ -491,7 +500,7 @@ def manual_registry() -> Registry:
     return registry
 
 
-def test_regression_stop_during_a_pending_launch_works_and_says_so(tmp_path: Path) -> None:
+def test_regression_stop_during_a_pending_launch_cancels_it_and_says_so(tmp_path: Path) -> None:
     clock = FakeClock(START)
     launcher = SlowLauncher()
     with SqliteStore.open(tmp_path / "state.db") as store:
@@ -506,14 +515,41 @@ def test_regression_stop_during_a_pending_launch_works_and_says_so(tmp_path: Pat
                 manager.execute("manual", actor="bob")
             assert refused.value.run_id == run_id
             manager.stop("manual", actor="ada")
+            # Stop cancels the pending launch itself: no need to wait for the app to load.
+            assert manager.wait_idle("manual", 10)
+            assert manager.status("manual").state is State.STOPPED
+            # The end row of a run that never began is stored just after the state moved.
+            run = wait_for(
+                lambda: (r := store.get_run(run_id)).outcome and r, what="the cancelled run"
+            )
+            assert run.outcome is Outcome.CANCELLED
+            assert run.error == CANCELLED_BEFORE_START["stop"]
+            assert launcher.jobs == []  # no process was started
+        finally:
+            launcher.release.set()
+            manager.close(wait=10)
+
+
+def test_stop_during_a_launch_nothing_can_interrupt_ends_the_run_once_it_starts(
+    tmp_path: Path,
+) -> None:
+    clock = FakeClock(START)
+    launcher = SlowLauncher(ignores_cancel=True)
+    with SqliteStore.open(tmp_path / "state.db") as store:
+        manager = open_manager(manual_registry(), store, clock, launcher)
+        try:
+            run_id = manager.execute("manual", actor="ada")
+            assert launcher.waiting.wait(10)
+            manager.stop("manual", actor="ada")
             status = manager.status("manual")
-            assert status.run_phase == "stopping"
+            assert status.run_phase == "stopping"  # not "stopped" while nothing has stopped
             launcher.release.set()
             assert manager.wait_idle("manual", 10)
-            status = manager.status("manual")
-            assert status.state is State.STOPPED
-            run = store.get_run(run_id)
-            assert run.outcome is Outcome.CANCELLED
+            assert manager.status("manual").state is State.STOPPED
+            wait_for(
+                lambda: store.get_run(run_id).outcome is Outcome.CANCELLED,
+                what="the run cancelled once it started",
+            )
         finally:
             launcher.release.set()
             manager.close(wait=10)
@@ -521,7 +557,7 @@ def test_regression_stop_during_a_pending_launch_works_and_says_so(tmp_path: Pat
 
 def test_regression_close_keeps_its_deadline_while_a_launch_hangs(tmp_path: Path) -> None:
     clock = FakeClock(START)
-    launcher = SlowLauncher()
+    launcher = SlowLauncher(ignores_cancel=True)
     with SqliteStore.open(tmp_path / "state.db") as store:
         manager = open_manager(manual_registry(), store, clock, launcher)
         try:

@@ -51,7 +51,7 @@ from supervisor.manager.machine import (
     Now,
     Slot,
 )
-from supervisor.runs.launcher import CancelRequest, Exit, Job, Launcher, RunProcess
+from supervisor.runs.launcher import CancelRequest, Exit, Job, Launcher, RunHandle
 from supervisor.store.sqlite import SqliteStore
 
 __all__ = ["RETRY_SECONDS", "WALL_CLOCK_CHECK_SECONDS", "Manager", "ManagerConfig"]
@@ -356,7 +356,7 @@ class Manager:
 
     def _spawn(
         self, run: RunRecord, cancel: CancelRequest, timeout: timedelta | None
-    ) -> RunProcess | None:
+    ) -> RunHandle | None:
         """Start ``run``'s process; None (the machine told) if it was cancelled or failed."""
         job = Job(
             scheduler_id=run.scheduler_id,
@@ -371,7 +371,8 @@ class Manager:
             self._carry_out(self._feed(run.scheduler_id, failed))
             return None
         try:
-            process = self._launcher.spawn(job)
+            # Stop or shutdown during a launch that waits for the app to (re)load cancel it.
+            process = self._launcher.spawn(job, cancel=cancel)
         except Exception as error:  # a failed start, not a crash of the manager
             failed = machine.LaunchFailed(
                 run_id=run.run_id, error=str(error), stored=True, cancelled=cancel.is_set()
