@@ -320,7 +320,7 @@ class Manager:
                 daemon=True,
             )
             self._watchers.add(watcher)
-        watcher.start()
+            watcher.start()  # under the lock: close never sees a watcher not yet started
 
     def _watch(self, run: RunRecord, cancel: CancelRequest, timeout: timedelta | None) -> None:
         try:
