@@ -345,6 +345,10 @@ def status(scheduler_id: str, state_dir: str | None, as_json: bool) -> None:
         ("last error", first_line(s.last_error) or "-"),
         ("last acted by", s.last_actor or "-"),
     ]
+    if s.failed_starts:
+        rows.append(("failed starts", f"{s.failed_starts} in a row"))
+    if s.containment is not None:  # what Stop can rely on to end every process of a run
+        rows.append(("containment", s.containment))
     if s.units is not None:  # systemd mode: say where the units live (runtime ones vanish)
         rows.append(("units", f"{s.units.service} ({s.units.kind})"))
     for name, value in rows:

@@ -72,6 +72,9 @@ class StatusView:
     last_actor: str | None = None
     actions: tuple[tuple[str, str], ...] = ()
     units: UnitFiles | None = None
+    failed_starts: int = 0
+    run_phase: str | None = None
+    containment: str | None = None
 
     @classmethod
     def of(cls, status: SchedulerStatus, *, units: UnitFiles | None = None) -> StatusView:
@@ -91,6 +94,9 @@ class StatusView:
             last_actor=status.last_actor,
             actions=status.actions,
             units=units,
+            failed_starts=status.failed_starts,
+            run_phase=status.run_phase,
+            containment=status.containment,
         )
 
 
@@ -126,6 +132,9 @@ def status_json(view: StatusView) -> dict[str, Any]:
         "current_run_id": view.current_run_id,
         "last_actor": view.last_actor,
         "actions": [{"id": a, "title": t} for a, t in view.actions],
+        "failed_starts": view.failed_starts,
+        "run_phase": view.run_phase,
+        "containment": view.containment,
     }
     if view.units is not None:
         out["units"] = {
@@ -299,7 +308,15 @@ def status_from_json(raw: object) -> StatusView:
         last_actor=status.optional_text("last_actor"),
         actions=tuple(actions),
         units=_units_from_json(status.optional("units")),
+        failed_starts=_count(status.optional("failed_starts")),
+        run_phase=status.optional_text("run_phase"),
+        containment=status.optional_text("containment"),
     )
+
+
+def _count(value: object) -> int:
+    """A count an older manager may not send (0 then)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
 
 
 def run_from_json(raw: object) -> RunRecord:

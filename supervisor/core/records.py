@@ -131,6 +131,9 @@ class SchedulerStatus:
     start_error: str | None = None
     # The current run's phase: "starting" (being launched), "running" or "stopping".
     run_phase: str | None = None
+    # What holds a run's processes together so Stop ends them all: "cgroup v2",
+    # "cgroup v1", "process group + marker sweep" or "systemd unit".
+    containment: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -421,12 +421,15 @@ class Manager:
     def statuses(self) -> list[SchedulerStatus]:
         with self._lock:
             slots = list(self._slots.values())
-        return [machine.status_of(slot) for slot in slots]
+        return [self._shown(slot) for slot in slots]
 
     def status(self, scheduler_id: str) -> SchedulerStatus:
         with self._lock:
             slot = self._slot(scheduler_id)
-        return machine.status_of(slot)
+        return self._shown(slot)
+
+    def _shown(self, slot: Slot) -> SchedulerStatus:
+        return replace(machine.status_of(slot), containment=self._launcher.containment)
 
     def runs(self, scheduler_id: str, *, limit: int = 50) -> list[RunRecord]:
         self._registry.get(scheduler_id)

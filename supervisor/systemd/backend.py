@@ -613,6 +613,8 @@ class SystemdBackend:
             last_error=last_error,
             last_actor=self._store.last_actor(options.id),
             actions=tuple((a.id, a.title) for a in options.actions),
+            # systemd keeps each unit in its own cgroup and stops all of it.
+            containment="systemd unit",
         )
 
     def _last_finished(self, unit: _Units, service: Mapping[str, str]) -> RunRecord | None:

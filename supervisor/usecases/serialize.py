@@ -33,6 +33,9 @@ def status_json(status: SchedulerStatus) -> dict[str, Any]:
         "current_run_id": status.current_run_id,
         "last_actor": status.last_actor,
         "actions": [{"id": a, "title": t} for a, t in status.actions],
+        "failed_starts": status.failed_starts,
+        "run_phase": status.run_phase,
+        "containment": status.containment,
     }
 
 
