@@ -27,6 +27,7 @@ from supervisor.core.passwords import hash_password
 from supervisor.core.records import (
     AuditEntry,
     Level,
+    LogQuery,
     LogRecord,
     Outcome,
     RunRecord,
@@ -177,28 +178,20 @@ class FakeBackend:
                         return run
         raise UnknownRun(f"no run with id {run_id!r}")
 
-    def logs(
-        self,
-        scheduler_id: str,
-        *,
-        run_id: str | None = None,
-        min_level: Level | None = None,
-        after: int | None = None,
-        before: int | None = None,
-        limit: int = 200,
-    ) -> list[tuple[int, LogRecord]]:
-        self.registry.get(scheduler_id)
+    def logs(self, query: LogQuery) -> list[tuple[int, LogRecord]]:
+        self.registry.get(query.scheduler_id)
         with self.lock:
             chosen = [
                 (c, r)
                 for c, sid, r in self.logs_
-                if sid == scheduler_id
-                and (run_id is None or r.run_id == run_id)
-                and (min_level is None or r.level >= min_level)
-                and (after is None or c > after)
-                and (before is None or c < before)
+                if sid == query.scheduler_id
+                and (query.run_id is None or r.run_id == query.run_id)
+                and (query.min_level is None or r.level >= query.min_level)
+                and (query.after is None or c > query.after)
+                and (query.before is None or c < query.before)
             ]
-        return chosen[:limit] if after is not None else chosen[-limit:] if limit else []
+        limit = query.limit
+        return chosen[:limit] if query.after is not None else chosen[-limit:] if limit else []
 
     def run_action(self, scheduler_id: str, action_id: str, *, actor: str) -> str:
         options = self.registry.get(scheduler_id)
@@ -496,11 +489,11 @@ def test_fake_backend_pages_logs_by_cursor(world: Any) -> None:
     _, backend, _, _, _ = world
     backend.execute("jobs.repeat", actor="t")
     cursors = [backend.log("jobs.repeat", f"line {i}") for i in range(10)]
-    newest = backend.logs("jobs.repeat", limit=3)
+    newest = backend.logs(LogQuery(scheduler_id="jobs.repeat", limit=3))
     assert [c for c, _ in newest] == cursors[-3:]
-    older = backend.logs("jobs.repeat", before=newest[0][0], limit=3)
+    older = backend.logs(LogQuery(scheduler_id="jobs.repeat", before=newest[0][0], limit=3))
     assert [c for c, _ in older] == cursors[-6:-3]
-    after = backend.logs("jobs.repeat", after=cursors[1], limit=2)
+    after = backend.logs(LogQuery(scheduler_id="jobs.repeat", after=cursors[1], limit=2))
     assert [c for c, _ in after] == cursors[2:4]
 
 

@@ -2,13 +2,12 @@
 
 Like every use case they check the subject's permission (``MANAGE_USERS``) and write the
 audit trail. They work on the state database directly, so they need no running manager.
-May import ``passwords``, ``records``, ``user``, ``clock`` and ``errors``.
+May import ``passwords``, ``records``, ``user``, ``clock``, ``errors`` and ``store.protocols``.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 from typing import Protocol
 
 from supervisor.core.access import ROLES, Permission, Subject
@@ -16,32 +15,17 @@ from supervisor.core.clock import Clock, SystemClock
 from supervisor.core.errors import DefinitionError
 from supervisor.core.passwords import hash_password
 from supervisor.core.records import AuditEntry
+from supervisor.store.protocols import AuditTrail, StoredUser, UserDirectory
 
 USER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 
 
-class StoredAccount(Protocol):
-    @property
-    def name(self) -> str: ...
-
-    @property
-    def role(self) -> str: ...
-
-
-class UserDirectory(Protocol):
-    """Where users live (the store); raises ``DefinitionError`` for a duplicate name."""
-
-    def add_user(self, name: str, *, role: str, password_hash: str) -> None: ...
-
-    def remove_user(self, name: str) -> bool: ...
-
-    def list_users(self) -> Sequence[StoredAccount]: ...
-
-    def add_audit(self, entry: AuditEntry) -> None: ...
+class AccountStore(UserDirectory, AuditTrail, Protocol):
+    """Where users live and their changes are audited (the store)."""
 
 
 class Accounts:
-    def __init__(self, users: UserDirectory, *, clock: Clock | None = None) -> None:
+    def __init__(self, users: AccountStore, *, clock: Clock | None = None) -> None:
         self._users = users
         self._clock = clock or SystemClock()
 
@@ -62,7 +46,7 @@ class Accounts:
             raise DefinitionError("name", f"no user {name!r}")
         self._record(subject, "remove user", name)
 
-    def list(self, subject: Subject) -> list[StoredAccount]:
+    def list(self, subject: Subject) -> list[StoredUser]:
         subject.require(Permission.MANAGE_USERS)
         return list(self._users.list_users())
 

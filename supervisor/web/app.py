@@ -43,11 +43,12 @@ from supervisor.core.errors import (
     UnknownScheduler,
 )
 from supervisor.core.nextruns import upcoming_for_cron
-from supervisor.core.records import Level, LogRecord, SchedulerStatus
+from supervisor.core.records import Level, LogQuery, LogRecord, SchedulerStatus
+from supervisor.store.protocols import UserDirectory
 from supervisor.usecases.schedulers import SettingsView, UseCases
 from supervisor.usecases.serialize import status_json
 from supervisor.web import events, present
-from supervisor.web.auth import UserDirectory, check_password, subject_for
+from supervisor.web.auth import check_password, subject_for
 from supervisor.web.render import Asset, load_assets, make_environment, render, scheduler_url
 from supervisor.web.sessions import Flash, LoginThrottle, Session, SessionStore
 
@@ -545,7 +546,7 @@ class _Admin:
         runs = self.use_cases.runs(subject, sid, limit=RUN_HISTORY)
         logs: list[tuple[int, LogRecord]] = []
         if subject.can(Permission.VIEW_LOGS):
-            logs = self.use_cases.logs(subject, sid, limit=RECENT_LOGS)
+            logs = self.use_cases.logs(subject, LogQuery(scheduler_id=sid, limit=RECENT_LOGS))
         return self._page(
             request,
             "scheduler.html",
@@ -594,12 +595,14 @@ class _Admin:
         def fetch(*, before: int | None = None, after: int | None = None, limit: int) -> Any:
             return self.use_cases.logs(
                 subject,
-                sid,
-                run_id=run_id,
-                min_level=level,
-                before=before,
-                after=after,
-                limit=limit,
+                LogQuery(
+                    scheduler_id=sid,
+                    run_id=run_id,
+                    min_level=level,
+                    before=before,
+                    after=after,
+                    limit=limit,
+                ),
             )
 
         page = fetch(before=before, after=after, limit=LOG_PAGE)

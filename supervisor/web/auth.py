@@ -1,19 +1,19 @@
 """Who is logged in: Admin Center users, password checks and the bootstrap admin.
 
-Users are stored by the store (``SqliteStore`` fulfils ``UserDirectory``); this module
+Users are stored by the store (``store.protocols.UserDirectory``); this module
 only reads them, checks passwords and, on a first start, creates the bootstrap admin.
-May import ``passwords``, ``user``, ``errors`` and the stdlib.
+May import ``passwords``, ``user``, ``errors``, ``store.protocols`` and the stdlib.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
-from typing import IO, Protocol
+from typing import IO
 
 from supervisor.core.access import ROLES, Subject, with_role
 from supervisor.core.errors import DefinitionError
 from supervisor.core.passwords import generate_password, hash_password, verify_password
+from supervisor.store.protocols import StoredUser, UserDirectory
 
 BOOTSTRAP_USER = "admin"
 
@@ -24,28 +24,7 @@ def _dummy_hash() -> str:
     return hash_password(generate_password())
 
 
-class UserRecord(Protocol):
-    @property
-    def name(self) -> str: ...
-
-    @property
-    def role(self) -> str: ...
-
-    @property
-    def password_hash(self) -> str: ...
-
-
-class UserDirectory(Protocol):
-    """Where logins are kept. ``add_user`` raises ``DefinitionError`` for a duplicate."""
-
-    def get_user(self, name: str) -> UserRecord | None: ...
-
-    def list_users(self) -> Sequence[UserRecord]: ...
-
-    def add_user(self, name: str, *, role: str, password_hash: str) -> None: ...
-
-
-def check_password(users: UserDirectory, name: str, password: str) -> UserRecord | None:
+def check_password(users: UserDirectory, name: str, password: str) -> StoredUser | None:
     """The user if ``password`` is theirs; None otherwise (with the same cost either way)."""
     record = users.get_user(name) if name else None
     if record is None:

@@ -17,8 +17,9 @@ from collections.abc import Callable
 from typing import IO, TYPE_CHECKING, Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
+from supervisor.store.protocols import UserDirectory
 from supervisor.web.app import CONNECTION_KEY, AdminConfig, create_app
-from supervisor.web.auth import UserDirectory, ensure_bootstrap_admin
+from supervisor.web.auth import ensure_bootstrap_admin
 
 if TYPE_CHECKING:
     from supervisor.cfgscheduler import Schedulers
