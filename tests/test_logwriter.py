@@ -264,3 +264,19 @@ def test_disk_full_loses_no_record_silently_and_stores_the_end_row_once_space_re
     # The file is intact and opens again.
     with SqliteStore.open(path) as again:
         assert again.get_run("r").outcome is Outcome.SUCCEEDED
+
+
+def test_failures_go_to_stderr_by_default(
+    flaky: FlakyStore, capsys: pytest.CaptureFixture[str]
+) -> None:
+    writer = LogWriter(flaky, retry_seconds=3600)
+    writer.start()
+    try:
+        flaky.broken = True
+        for i in range(5):
+            writer.submit([record(i)])
+            assert writer.flush(10)
+    finally:
+        writer.close()
+    err = capsys.readouterr().err
+    assert err.count("supervisor: cannot store 1 log record(s): state database /x/state.db") == 1

@@ -33,7 +33,7 @@ from supervisor.core.records import (
     Source,
     Trigger,
 )
-from supervisor.store.protocols import LogStats
+from supervisor.store.protocols import LogStats, LostLogs
 from supervisor.store.sqlite import (
     APPLICATION_ID,
     MIGRATIONS,
@@ -42,6 +42,9 @@ from supervisor.store.sqlite import (
     state_db_path,
 )
 from supervisor.store.sqlite.logs import RunRange, log_query
+from tests.fullfs import SmallFilesystem, small_filesystem
+
+__all__ = ["small_filesystem"]
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 REPO = Path(supervisor.__file__).resolve().parent.parent
@@ -623,3 +626,39 @@ def test_two_stores_on_one_file_see_each_others_commits(db_path: Path) -> None:
         assert second.get_user("alice") is not None
         second.set_meta("k", "v")
         assert first.get_meta("k") == "v"
+
+
+# -- a full file system -------------------------------------------------------------------
+
+
+def test_a_full_file_system_fails_whole_calls_and_the_store_works_once_space_returns(
+    small_filesystem: SmallFilesystem,
+) -> None:
+    path = state_db_path(small_filesystem.root / "state")
+    with SqliteStore.open(path) as store:
+        store.insert_run(make_run("r1"))
+        store.append_logs([record("r1", "before")])
+        small_filesystem.fill()
+        big = [record("r1", f"line {i} " + "x" * 100) for i in range(20_000)]
+        with pytest.raises(StoreError) as caught:
+            store.append_logs(big)
+        assert str(path) in str(caught.value) and "full" in str(caught.value)
+        assert messages(store) == ["before"]  # nothing half-stored
+        assert store.log_stats("r1").stored_records == 1
+        small_filesystem.free()
+        store.add_lost_logs(
+            LostLogs(
+                run_id="r1",
+                records=len(big),
+                bytes=2_000_000,
+                first_time=T0,
+                last_time=T0,
+                reason=str(caught.value),
+            )
+        )
+        finish(store, "r1")
+        assert store.log_stats("r1").dropped_records == len(big)
+        assert store.get_run("r1").outcome is Outcome.SUCCEEDED
+    conn = raw(path)
+    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    conn.close()
