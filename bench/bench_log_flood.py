@@ -6,7 +6,9 @@ sampled during the run. Baselines in the same run: the same child writing its li
 a pipe read by ``cat > /dev/null`` (the cost of producing the lines alone), and a plain
 ``executemany`` of the same rows into the same ``logs`` table (same schema, index, pragmas
 and batch size: the cost of SQLite alone). Beside them, ``append_logs`` of ready-made
-records into the store (the store's own cost, without the pipes).
+records into the store (the store's own cost, without the pipes), and the manager's CPU
+per record end to end. SQLite figures are per CPU second: on a shared machine wall time
+says more about the neighbours than about the code.
 Targets: >= 100,000 records/s end to end; the store >= 0.8x of plain ``executemany``.
 """
 
@@ -58,7 +60,9 @@ def _messages(lines: int) -> list[str]:
 
 
 def executemany_floor(lines: int) -> float:
-    """Plain ``executemany`` into the store's own table, in the writer's batch size."""
+    """Plain ``executemany`` into the store's own table, in the writer's batch size: rows
+    per CPU second of this process (SQLite works in-process; CPU time hardly depends on
+    what else the machine runs, wall time does)."""
     work = temp_dir("bench-flood-floor-")
     try:
         conn = sqlite3.connect(work / "plain.db", isolation_level=None)
@@ -70,7 +74,7 @@ def executemany_floor(lines: int) -> float:
                 conn.execute(statement)
         stamp = int(time.time() * 1_000_000)
         messages = _messages(lines)
-        started = time.monotonic()
+        started = time.process_time()
         for start in range(0, lines, MAX_RECORDS_PER_WRITE):
             rows = [
                 (start + i + 1, "bench.flood", 1, stamp, 20, "stdout", message, None)
@@ -83,7 +87,7 @@ def executemany_floor(lines: int) -> float:
                 rows,
             )
             conn.execute("COMMIT")
-        elapsed = time.monotonic() - started
+        elapsed = time.process_time() - started
         conn.close()
         return lines / elapsed
     finally:
@@ -91,7 +95,8 @@ def executemany_floor(lines: int) -> float:
 
 
 def append_logs_rate(lines: int) -> tuple[float, int]:
-    """The store's ``append_logs`` with ready-made records, in the writer's batch size."""
+    """The store's ``append_logs`` with ready-made records, in the writer's batch size:
+    records per CPU second, like ``executemany_floor``."""
     work = temp_dir("bench-flood-store-")
     try:
         now = datetime.now(UTC)
@@ -109,16 +114,18 @@ def append_logs_rate(lines: int) -> tuple[float, int]:
                 LogRecord(time=now, level=Level.INFO, message=m, run_id="r1", source=Source.STDOUT)
                 for m in _messages(lines)
             ]
-            started = time.monotonic()
+            started = time.process_time()
             for start in range(0, lines, MAX_RECORDS_PER_WRITE):
                 store.append_logs(records[start : start + MAX_RECORDS_PER_WRITE])
-            elapsed = time.monotonic() - started
+            elapsed = time.process_time() - started
             return lines / elapsed, store.count_logs("r1")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def measure(lines: int) -> tuple[float, int, float]:
+def measure(lines: int) -> tuple[float, float, int, float]:
+    """Records/s end to end (wall), records per CPU second of the manager's process (its
+    pipe reading, parsing, batching and SQLite), stored count, peak RSS in MB."""
     work = temp_dir("bench-flood-")
     try:
         spec = write_app(work / "app", "flood_app", APP.format(lines=lines))
@@ -136,17 +143,17 @@ def measure(lines: int) -> tuple[float, int, float]:
         sampler.start()
         assert service.manager is not None and service.store is not None
         try:
-            started = time.monotonic()
+            started, cpu_started = time.monotonic(), time.process_time()
             run_id = service.schedulers.use_cases.execute(su(), "bench.flood")
             service.manager.wait_idle("bench.flood", 600)
-            elapsed = time.monotonic() - started
+            elapsed, cpu = time.monotonic() - started, time.process_time() - cpu_started
             stored = service.store.count_logs(run_id)
         finally:
             done.set()
             sampler.join()
             service.close()
         stdout_records = stored  # the run writes nothing else
-        return stdout_records / elapsed, stored, peak / 2**20
+        return stdout_records / elapsed, stdout_records / cpu, stored, peak / 2**20
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -154,24 +161,42 @@ def measure(lines: int) -> tuple[float, int, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--lines", type=int, default=1_000_000)
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="rounds; each figure is its best round"
+    )
     args = parser.parse_args()
-    floor = baseline(args.lines)
-    plain = executemany_floor(args.lines)
-    store_rate, store_stored = append_logs_rate(args.lines)
-    rate, stored, peak = measure(args.lines)
-    print(f"one run printing {args.lines:,} lines")
+    # Rounds interleave the four measurements so a busy machine slows each alike; the
+    # best round of each is the figure (the least disturbed one).
+    floor = plain = store_rate = rate = ingest = 0.0
+    store_stored = stored = 0
+    peak = 0.0
+    for _ in range(args.repeat):
+        floor = max(floor, baseline(args.lines))
+        plain = max(plain, executemany_floor(args.lines))
+        this_store, store_stored = append_logs_rate(args.lines)
+        store_rate = max(store_rate, this_store)
+        this_rate, this_ingest, stored, this_peak = measure(args.lines)
+        rate, ingest, peak = max(rate, this_rate), max(ingest, this_ingest), max(peak, this_peak)
+    print(f"one run printing {args.lines:,} lines, best of {args.repeat} rounds")
     print(f"{'baseline: pipe into cat':<34} {floor:12,.0f} lines/s")
-    print(f"{'baseline: plain executemany':<34} {plain:12,.0f} rows/s")
+    print(f"{'baseline: plain executemany':<34} {plain:12,.0f} rows/CPU-s")
     print(
-        f"{'store: append_logs':<34} {store_rate:12,.0f} records/s  "
+        f"{'store: append_logs':<34} {store_rate:12,.0f} records/CPU-s  "
         f"{store_rate / plain:.2f}x of executemany  stored={store_stored:,}"
     )
     print(
         f"{'supervisor: into SQLite':<34} {rate:12,.0f} records/s  "
-        f"{rate / plain:.2f}x of executemany  stored={stored:,}  "
+        f"stored={stored:,}  "
         f"lost={args.lines - stored:,}  manager peak rss={peak:.1f} MB"
     )
-    print("targets: >= 100,000 records/s, none lost; the store >= 0.8x of executemany")
+    print(
+        f"{'supervisor: manager CPU':<34} {ingest:12,.0f} records/CPU-s  "
+        f"{ingest / plain:.2f}x of executemany"
+    )
+    print(
+        "targets: >= 100,000 records/s end to end, none lost;"
+        " the store >= 0.8x of executemany (CPU)"
+    )
 
 
 if __name__ == "__main__":
