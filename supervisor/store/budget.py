@@ -66,7 +66,11 @@ def admit(
             budget = budgets[record.run_id] = budget_for(record.run_id)
         if budget is None:
             continue
-        message, size = valid_text(record.message)
+        message = record.message
+        try:
+            size = len(message.encode())
+        except UnicodeEncodeError:  # lone surrogates: stored as U+FFFD (valid UTF-8 only)
+            message, size = valid_text(message)
         fields = encode_fields(record.fields) if record.fields else None
         if fields is not None:
             size += len(fields)  # ASCII: non-ASCII text is escaped
