@@ -232,6 +232,28 @@ def test_a_file_removed_while_opening_is_not_recreated_empty(db_path: Path) -> N
     assert not db_path.exists()
 
 
+def test_a_creation_that_died_halfway_leaves_no_state_db_and_its_leftover_is_removed(
+    db_path: Path,
+) -> None:
+    """A crash between creating and initialising: state.db does not exist yet (the new
+    database is linked into place complete), so the next start simply creates it."""
+    db_path.parent.mkdir(parents=True)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    leftover = db_path.parent / f".state.db.new-{int(dead.stdout)}"
+    leftover.write_bytes(b"SQLite format 3\x00 half written")
+    alive = db_path.parent / f".state.db.new-{os.getppid()}"  # a creation still going on
+    alive.write_bytes(b"")
+    with SqliteStore.open(db_path) as store:
+        store.set_meta("k", "v")
+    assert not leftover.exists()
+    assert alive.exists()
+
+
 def test_creating_never_leaves_an_empty_or_temporary_file(db_path: Path) -> None:
     with SqliteStore.open(db_path):
         pass

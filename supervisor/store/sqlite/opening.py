@@ -8,9 +8,9 @@ was. Connections are opened with ``mode=rw``, so SQLite never creates a file eit
 An empty ``state.db`` is refused too. The store never leaves one behind: a new database
 is built under a temporary name, synced, and linked into place complete, so a crash
 while creating leaves either no ``state.db`` or a complete one (plus, at worst, a
-``.state.db.new-PID`` file of the dead process, which a later creation by the same pid
-replaces). An empty ``state.db`` is therefore someone else's (``touch``, a copy that
-failed, a file system that lost data) and could hide a real problem.
+``.state.db.new-PID`` file of the dead process, which the next creation removes). An
+empty ``state.db`` is therefore someone else's (``touch``, a copy that failed, a file
+system that lost data) and could hide a real problem.
 
 May import ``core.errors``, ``store.sqlite.schema`` and the stdlib.
 """
@@ -206,6 +206,7 @@ def _create_database(path: Path) -> None:
     """Build a new database beside ``path`` and link it into place in one step, so
     ``path`` is either absent or a complete database with our header."""
     temporary = path.with_name(f".{path.name}.new-{os.getpid()}")
+    _remove_leftovers(path)
     try:
         temporary.unlink(missing_ok=True)
         # Created by us so the database (and its -wal/-shm) is private: it holds users.
@@ -244,6 +245,21 @@ def _create_database(path: Path) -> None:
         with contextlib.suppress(OSError):
             temporary.unlink(missing_ok=True)
         raise problem(path, f"cannot create the database: {exc}") from None
+
+
+def _remove_leftovers(path: Path) -> None:
+    """Remove the temporary files of creations whose process died before finishing."""
+    for leftover in path.parent.glob(f".{path.name}.new-*"):
+        pid_text = leftover.name.rpartition("-")[2]
+        if not pid_text.isdigit():
+            continue
+        try:
+            os.kill(int(pid_text), 0)
+        except ProcessLookupError:
+            with contextlib.suppress(OSError):
+                leftover.unlink()
+        except OSError:
+            pass  # alive (or not ours to ask): leave it
 
 
 def _fsync_directory(directory: Path) -> None:
