@@ -76,7 +76,7 @@ To try the examples shipped with the package:
 .nf
 .RS
 SUPERVISOR_APP_PATH=/usr/share/sched\-supervisor/demo \e
-    supervisor run \-\-app examples.jobs:cfg \-\-state\-dir /tmp/demo
+    supervisor run \-\-app examples.jobs:cfg \-\-state\-dir ~/sched\-demo
 .RE
 .fi
 .PP

@@ -510,7 +510,13 @@ def _scheduler_settings(
     """A scheduler's definition, its effective settings, and whether systemd runs it."""
     from supervisor.cfgscheduler import enable
     from supervisor.core.app import load_app
-    from supervisor.service.paths import APP_CWD_META, APP_SPEC_META, DATABASE_NAME
+    from supervisor.service.paths import (
+        APP_CWD_META,
+        APP_SPEC_META,
+        DATABASE_NAME,
+        check_app_from_state,
+        check_state_dir,
+    )
     from supervisor.store.sqlite import SqliteStore
 
     if backend_choice(state_dir) == "systemd":
@@ -524,10 +530,16 @@ def _scheduler_settings(
     overrides: dict[str, Any] = {}
     database = state_dir / DATABASE_NAME
     if database.exists():
+        state = check_state_dir(state_dir)
         with SqliteStore.open(database) as store:
             overrides = store.overrides(scheduler_id)
             if app_spec is None:
                 app_spec, cwd = store.get_meta(APP_SPEC_META), store.get_meta(APP_CWD_META)
+                search_path = [cwd, *sys.path] if cwd else list(sys.path)
+                if app_spec is not None:
+                    check_app_from_state(
+                        state, app_spec=app_spec, source=database, search_path=search_path
+                    )
                 if cwd and cwd not in sys.path:
                     sys.path.insert(0, cwd)
     if app_spec is None:

@@ -160,9 +160,10 @@ def open_systemd_mode(
     from supervisor.cfgscheduler import enable
     from supervisor.core.app import load_app
     from supervisor.core.errors import AppLoadError
+    from supervisor.service.paths import check_app_from_state, open_state_dir
     from supervisor.store.sqlite import SqliteStore
     from supervisor.systemd.backend import SystemdBackend
-    from supervisor.systemd.install import read_manifest
+    from supervisor.systemd.install import manifest_path, read_manifest
 
     env = os.environ if environ is None else environ
     manifest = read_manifest(state_dir)
@@ -172,10 +173,20 @@ def open_systemd_mode(
             f"systemd mode needs the app: no units are installed from {state_dir} "
             "(run `supervisor install-units --app MODULE:ATTR`) and no --app was given"
         )
+    state = open_state_dir(state_dir)
+    if manifest is not None:
+        # The manifest chooses import paths (and maybe the app): trust it only as far as
+        # nobody but the caller or root could have written it or the code it points at.
+        check_app_from_state(
+            state,
+            app_spec=spec,
+            source=manifest_path(state_dir),
+            search_path=[*([manifest.cwd] if manifest.cwd else []), *manifest.sys_path, *sys.path],
+        )
     _import_paths(manifest)
     app = load_app(spec)
     schedulers = enable(app)
-    directory = ensure_state_dir(state_dir)
+    directory = state.path
     store = SqliteStore.open(directory / DATABASE_NAME)
     try:
         backend = SystemdBackend(

@@ -106,3 +106,11 @@ class ActionFailed(SupervisorError):
 
     exit_code = 10
     http_status = 500
+
+
+class UntrustedPath(SupervisorError):
+    """A file or directory that someone other than the caller (or root) could change, or a
+    symlink where none is allowed: refused before it is used (imported, opened, followed)."""
+
+    exit_code = 11
+    http_status = 500

@@ -12,13 +12,16 @@ import contextlib
 import json
 import math
 import os
+import selectors
 import socket
-import socketserver
 import struct
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -35,7 +38,15 @@ PROTOCOL_VERSION = 1
 DURATION_SETTINGS = ("start_delay", "pause_time", "timeout")
 # sockaddr_un holds 108 bytes; longer paths are reached through /proc/self/fd.
 MAX_SOCKET_PATH = 100
-REQUEST_TIMEOUT_SECONDS = 30.0
+# A client has this long to send its request line (the CLI sends it at once).
+REQUEST_TIMEOUT_SECONDS = 10.0
+ANSWER_TIMEOUT_SECONDS = 30.0
+LISTEN_BACKLOG = 128
+MAX_PENDING_CONNECTIONS = 256
+WORKER_THREADS = 8
+_SWEEP_SECONDS = 0.5
+_ACCEPTS_PER_WAKE = 64
+_READ_CHUNK = 65536
 MAX_LIMIT = 100_000
 MAX_DURATION_SECONDS = 366 * 24 * 3600
 
@@ -208,53 +219,206 @@ def _peer_uid(connection: socket.socket) -> int:
 
 
 class ControlServer:
-    """Serves the dispatcher on ``state_dir/control.sock`` in background threads."""
+    """Serves the dispatcher on ``state_dir/control.sock``.
+
+    One thread multiplexes every connection (an idle or slow client costs a file
+    descriptor, not a thread): it checks the peer's credentials on accept, collects the
+    request line within ``REQUEST_TIMEOUT_SECONDS`` and ``MAX_REQUEST_BYTES``, and hands
+    complete requests to a few worker threads. At most ``MAX_PENDING_CONNECTIONS`` wait
+    for their request line; beyond that the oldest is dropped, so a flood of connections
+    from the owner cannot keep other clients out.
+    """
 
     def __init__(self, state_dir: Path, dispatcher: Dispatcher) -> None:
         self.path = state_dir / SOCKET_NAME
         self._dispatcher = dispatcher
-        self._server: socketserver.ThreadingUnixStreamServer | None = None
+        self._owner = os.getuid()
+        self._listener: socket.socket | None = None
         self._thread: threading.Thread | None = None
+        self._workers: ThreadPoolExecutor | None = None
+        self._stopping = threading.Event()
+        self._wake_r, self._wake_w = -1, -1
 
     def start(self) -> None:
-        dispatcher = self._dispatcher
-        owner = os.getuid()
-
-        class Handler(socketserver.StreamRequestHandler):
-            timeout = REQUEST_TIMEOUT_SECONDS  # a client that sends nothing is let go
-
-            def handle(self) -> None:
-                uid = _peer_uid(self.request)
-                if uid not in (owner, 0):
-                    answer = {"ok": False, "error": "permission denied", "exit_code": 5}
-                else:
-                    try:
-                        request = json.loads(self.rfile.readline(MAX_REQUEST_BYTES))
-                    except (ValueError, RecursionError, OSError):
-                        request = None
-                    answer = dispatcher.handle(su(os_user_name(uid)), request)
-                with contextlib.suppress(OSError):  # the client may be gone
-                    self.wfile.write(json.dumps(answer).encode() + b"\n")
-
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         old_umask = os.umask(0o177)
         try:
             with _short_path(self.path) as address:
-                server = socketserver.ThreadingUnixStreamServer(address, Handler)
+                listener.bind(address)
+        except BaseException:
+            listener.close()
+            raise
         finally:
             os.umask(old_umask)
-        server.daemon_threads = True
-        self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, name="control", daemon=True)
+        listener.listen(LISTEN_BACKLOG)
+        listener.setblocking(False)
+        self._listener = listener
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._workers = ThreadPoolExecutor(max_workers=WORKER_THREADS, thread_name_prefix="control")
+        self._thread = threading.Thread(target=self._serve, name="control", daemon=True)
         self._thread.start()
 
+    def _serve(self) -> None:
+        assert self._listener is not None
+        selector = selectors.DefaultSelector()
+        selector.register(self._listener, selectors.EVENT_READ, None)
+        selector.register(self._wake_r, selectors.EVENT_READ, None)
+        pending: dict[socket.socket, _Pending] = {}
+        try:
+            while not self._stopping.is_set():
+                try:
+                    for key, _events in selector.select(timeout=_SWEEP_SECONDS):
+                        if key.fileobj is self._listener:
+                            self._accept(selector, pending)
+                        elif isinstance(key.fileobj, socket.socket):
+                            self._receive(selector, pending, key.fileobj)
+                    self._expire(selector, pending)
+                except Exception:  # a bug of ours must not end the control socket
+                    traceback.print_exc(file=sys.stderr)
+        finally:
+            for connection in list(pending):
+                _drop(selector, pending, connection)
+            selector.close()
+
+    def _accept(
+        self, selector: selectors.BaseSelector, pending: dict[socket.socket, _Pending]
+    ) -> None:
+        assert self._listener is not None
+        for _ in range(_ACCEPTS_PER_WAKE):
+            try:
+                connection, _address = self._listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as error:  # EMFILE and friends: make room, never stop serving
+                if pending:
+                    _drop(selector, pending, min(pending, key=lambda c: pending[c].deadline))
+                    continue
+                _report(f"control socket: accept failed: {error}")
+                return
+            uid = _peer_uid(connection)
+            if uid not in (self._owner, 0):
+                _answer_and_close(
+                    connection, {"ok": False, "error": "permission denied", "exit_code": 5}
+                )
+                continue
+            if len(pending) >= MAX_PENDING_CONNECTIONS:
+                _drop(selector, pending, min(pending, key=lambda c: pending[c].deadline))
+            connection.setblocking(False)
+            pending[connection] = _Pending(
+                uid=uid, deadline=time.monotonic() + REQUEST_TIMEOUT_SECONDS
+            )
+            selector.register(connection, selectors.EVENT_READ, None)
+
+    def _receive(
+        self,
+        selector: selectors.BaseSelector,
+        pending: dict[socket.socket, _Pending],
+        connection: socket.socket,
+    ) -> None:
+        state = pending.get(connection)
+        if state is None:  # dropped earlier in this round
+            return
+        try:
+            chunk = connection.recv(_READ_CHUNK)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            chunk = b""
+        if not chunk:
+            _drop(selector, pending, connection)
+            return
+        state.data += chunk
+        line, newline, _rest = bytes(state.data).partition(b"\n")
+        if not newline and len(state.data) <= MAX_REQUEST_BYTES:
+            return
+        selector.unregister(connection)
+        del pending[connection]
+        if not newline or len(line) > MAX_REQUEST_BYTES:
+            answer = {
+                "ok": False,
+                "error": f"request too large (over {MAX_REQUEST_BYTES} bytes)",
+                "exit_code": 2,
+            }
+            self._submit(_answer_and_close, connection, answer)
+            return
+        self._submit(self._handle, connection, state.uid, line)
+
+    def _submit(self, function: Callable[..., None], *args: Any) -> None:
+        assert self._workers is not None
+        try:
+            self._workers.submit(function, *args)
+        except RuntimeError:  # shutting down
+            args[0].close()
+
+    def _handle(self, connection: socket.socket, uid: int, line: bytes) -> None:
+        try:
+            request = json.loads(line)
+        except (ValueError, RecursionError):
+            request = None
+        answer = self._dispatcher.handle(su(os_user_name(uid)), request)
+        _answer_and_close(connection, answer)
+
+    def _expire(
+        self, selector: selectors.BaseSelector, pending: dict[socket.socket, _Pending]
+    ) -> None:
+        now = time.monotonic()
+        for connection in [c for c, p in pending.items() if p.deadline <= now]:
+            _drop(selector, pending, connection)
+
     def close(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            with contextlib.suppress(FileNotFoundError):
-                self.path.unlink()
+        if self._listener is None:
+            return
+        self._stopping.set()
+        with contextlib.suppress(OSError):
+            os.write(self._wake_w, b"x")
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        if self._workers is not None:
+            self._workers.shutdown(wait=False, cancel_futures=True)
+        self._listener.close()
+        self._listener = None
+        for fd in (self._wake_r, self._wake_w):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+
+@dataclass(slots=True)
+class _Pending:
+    """A connection whose request line is still coming."""
+
+    uid: int
+    deadline: float
+    data: bytearray = field(default_factory=bytearray)
+
+
+def _drop(
+    selector: selectors.BaseSelector,
+    pending: dict[socket.socket, _Pending],
+    connection: socket.socket,
+) -> None:
+    with contextlib.suppress(KeyError, ValueError):
+        selector.unregister(connection)
+    pending.pop(connection, None)
+    connection.close()
+
+
+def _answer_and_close(connection: socket.socket, answer: Mapping[str, Any]) -> None:
+    try:
+        connection.setblocking(True)
+        connection.settimeout(ANSWER_TIMEOUT_SECONDS)
+        connection.sendall(json.dumps(answer).encode() + b"\n")
+    except OSError:
+        pass  # the client may be gone
+    finally:
+        connection.close()
+
+
+def _report(message: str) -> None:
+    print(f"supervisor: {message}", file=sys.stderr, flush=True)
 
 
 class ControlClient:
