@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from supervisor.core.errors import DefinitionError, StoreError, UnknownRun
 from supervisor.core.records import (
@@ -761,3 +763,108 @@ def test_readers_see_whole_batches_while_a_writer_appends(store: Store) -> None:
     assert not failures, failures
     assert not any(thread.is_alive() for thread in threads)
     assert store.count_logs("r1") == batches * per_batch
+
+
+# -- the implementations agree, operation by operation ---------------------------------------
+
+_RUN_IDS = ("r0", "r1", "r2", "r3")
+_SCHEDULERS = ("demo.job", "other.job")
+
+_operations = st.lists(
+    st.one_of(
+        st.tuples(
+            st.just("insert"),
+            st.sampled_from(_RUN_IDS),
+            st.sampled_from(_SCHEDULERS),
+            st.integers(0, 5),
+        ),
+        st.tuples(
+            st.just("append"),
+            st.lists(
+                st.tuples(
+                    st.sampled_from(_RUN_IDS),
+                    st.sampled_from(list(Level)),
+                    st.text(max_size=40),
+                    st.booleans(),
+                ),
+                max_size=12,
+            ),
+        ),
+        st.tuples(st.just("finish"), st.sampled_from(_RUN_IDS), st.integers(0, 5)),
+        st.tuples(st.just("lost"), st.sampled_from(_RUN_IDS), st.integers(1, 50)),
+        st.tuples(
+            st.just("query"),
+            st.sampled_from(_SCHEDULERS),
+            st.one_of(st.none(), st.sampled_from(_RUN_IDS)),
+            st.one_of(st.none(), st.sampled_from(list(Level))),
+            st.one_of(st.none(), st.integers(0, 60)),
+            st.one_of(st.none(), st.integers(0, 60)),
+            st.integers(0, 30),
+        ),
+    ),
+    max_size=30,
+)
+
+
+def _apply(store: Store, operation: tuple[Any, ...]) -> object:
+    """Run one operation; its answer, or the type of error it raised."""
+    kind, *args = operation
+    try:
+        if kind == "insert":
+            run_id, scheduler_id, minute = args
+            store.insert_run(
+                make_run(run_id, scheduler_id, started_at=T0 + timedelta(minutes=minute))
+            )
+            return None
+        if kind == "append":
+            store.append_logs(
+                [
+                    record(
+                        run_id, message, level=level, fields={"f": message} if with_fields else None
+                    )
+                    for run_id, level, message, with_fields in args[0]
+                ]
+            )
+            return None
+        if kind == "finish":
+            run_id, minute = args
+            return finish(store, run_id, at=T0 + timedelta(minutes=minute, seconds=30))
+        if kind == "lost":
+            run_id, count = args
+            store.add_lost_logs(lost(run_id, count, count * 10))
+            return None
+        scheduler_id, run_id, min_level, after, before, limit = args
+        return (
+            logs(
+                store,
+                scheduler_id,
+                run_id=run_id,
+                min_level=min_level,
+                after=after,
+                before=before,
+                limit=limit,
+            ),
+            [store.runs(s) for s in _SCHEDULERS],
+            [store.count_logs(r) for r in _RUN_IDS],
+            [store.log_stats(r) if store.count_logs(r) else None for r in _RUN_IDS],
+        )
+    except (StoreError, UnknownRun) as error:
+        return type(error)
+
+
+@settings(max_examples=80, deadline=None)
+@given(operations=_operations)
+def test_sqlite_and_memory_answer_alike(
+    tmp_path_factory: pytest.TempPathFactory, operations: list[tuple[Any, ...]]
+) -> None:
+    directory = tmp_path_factory.mktemp("differential")
+    limits = {"max_runs_per_scheduler": 2, "max_log_bytes_per_run": 300}
+    with SqliteStore.open(state_db_path(directory), **limits) as sqlite_store:
+        memory_store = MemoryStore(**limits)
+        prelude = [("insert", "r0", "demo.job", 0), ("insert", "r1", "other.job", 1)]
+        for operation in [*prelude, *operations]:
+            assert _apply(sqlite_store, operation) == _apply(memory_store, operation), operation
+        for level in (None, *Level):
+            final = ("query", "demo.job", None, level, None, None, 1000)
+            assert _apply(sqlite_store, final) == _apply(memory_store, final)
+        assert _apply(sqlite_store, final) == _apply(memory_store, final)
