@@ -14,7 +14,7 @@ retried every ``retry_seconds`` until it is stored, behind the run's records. Fa
 are reported on stderr once per streak (when storing first fails, and when it works
 again), never once per line.
 
-May import ``records``, ``store.protocols``, ``store.codec`` and the stdlib.
+May import ``records``, ``errors``, ``store.protocols``, ``store.codec`` and the stdlib.
 """
 
 from __future__ import annotations
