@@ -160,7 +160,7 @@ def measure(lines: int) -> tuple[float, float, int, float]:
         assert service.manager is not None and service.store is not None
         try:
             started, cpu_started = time.monotonic(), time.process_time()
-            run_id = service.schedulers.use_cases.execute(su(), "bench.flood")
+            run_id = service.use_cases.execute(su(), "bench.flood")
             service.manager.wait_idle("bench.flood", 600)
             elapsed, cpu = time.monotonic() - started, time.process_time() - cpu_started
             stored = service.store.count_logs(run_id)

@@ -33,7 +33,7 @@ def measure_supervisor(samples: int, *, fork_server: bool) -> list[float]:
     try:
         spec = write_app(work / "app", "latency_app", APP)
         service = start_service(spec, work / "state", fork_server=fork_server)
-        use_cases = service.schedulers.use_cases
+        use_cases = service.use_cases
         assert service.manager is not None
         out: list[float] = []
         try:

@@ -135,7 +135,7 @@ def measure_manager(samples: int) -> list[Run]:
     try:
         spec = write_app(work / "app", "bench_timer_manager_app", APP)
         service = start_service(spec, work / "state")
-        use_cases = service.schedulers.use_cases
+        use_cases = service.use_cases
         try:
             deadline = time.monotonic() + samples * 5 + 60
             while len(use_cases.runs(su(), SCHEDULER_ID, limit=samples + 5)) < samples + 2:

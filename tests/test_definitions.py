@@ -1,4 +1,5 @@
-"""Scheduler definitions: valid options build, invalid ones name the field."""
+"""Scheduler definitions: valid options build, invalid ones name the field (on construction
+for what a field is on its own, at configure time for the rest: ``test_settings``)."""
 
 from __future__ import annotations
 
@@ -6,15 +7,19 @@ from datetime import timedelta
 
 import pytest
 
+from supervisor.core.access import su
 from supervisor.core.definitions import (
     CustomAction,
     Kind,
     Options,
+    RunContext,
     Settings,
-    check_settings_for_kind,
     command,
 )
 from supervisor.core.errors import DefinitionError
+from supervisor.core.registry import Registry
+from supervisor.runs.context import Context
+from supervisor.usecases.schedulers import Definitions
 
 
 def noop(ctx: object) -> None:
@@ -53,8 +58,10 @@ def test_valid_options_keep_their_values() -> None:
         ({"kind": "manual"}, "kind"),
         ({"runner": "not callable"}, "runner"),
         ({"defaults": {"pause_time": 3}}, "defaults"),
-        ({"kind": Kind.CRON}, "defaults.cron"),
         ({"actions": ["x"]}, "actions"),
+        ({"name": "caf\udce9"}, "name"),
+        ({"description": "bad \ud800 text"}, "description"),
+        ({"name": "nul\x00"}, "name"),
     ],
 )
 def test_invalid_options_name_the_field(overrides: dict[str, object], field: str) -> None:
@@ -76,8 +83,9 @@ def test_duplicate_action_ids_are_refused() -> None:
         ({"start_delay": timedelta(seconds=-1)}, "start_delay"),
         ({"pause_time": 5}, "pause_time"),
         ({"timeout": timedelta(0)}, "timeout"),
-        ({"cron": "61 * * * *"}, "cron"),
-        ({"timezone": "Mars/Olympus"}, "timezone"),
+        ({"cron": 5}, "cron"),
+        ({"cron": "  "}, "cron"),
+        ({"timezone": "Europe/\udcff"}, "timezone"),
         ({"disabled": "yes"}, "disabled"),
         ({"start_delay": timedelta(days=400)}, "start_delay"),
     ],
@@ -88,24 +96,71 @@ def test_invalid_settings_name_the_field(values: dict[str, object], field: str) 
     assert caught.value.field == field
 
 
-def test_overrides_apply_all_or_nothing() -> None:
-    defaults = Settings(pause_time=timedelta(seconds=10))
-    changed = defaults.with_overrides({"pause_time": timedelta(seconds=3), "disabled": True})
-    assert changed.pause_time == timedelta(seconds=3)
-    assert changed.disabled is True
-    assert defaults.differences(changed) == {"pause_time": timedelta(seconds=3), "disabled": True}
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"kind": Kind.CRON}, "defaults.cron"),
+        ({"defaults": Settings(cron="61 * * * *")}, "defaults.cron"),
+        ({"defaults": Settings(timezone="Mars/Olympus")}, "defaults.timezone"),
+        (
+            {"kind": Kind.SCHEDULE, "defaults": Settings(pause_time=timedelta(0))},
+            "defaults.pause_time",
+        ),
+    ],
+)
+def test_what_needs_more_than_the_field_is_refused_at_configure_time(
+    overrides: dict[str, object], field: str
+) -> None:
+    definitions = Definitions(Registry())
     with pytest.raises(DefinitionError) as caught:
-        defaults.with_overrides({"pause_time": timedelta(seconds=1), "timezone": "Nowhere/X"})
-    assert caught.value.field == "timezone"
-    with pytest.raises(DefinitionError) as unknown:
-        defaults.with_overrides({"colour": "red"})
-    assert unknown.value.field == "colour"
+        definitions.configure(su(), options(**overrides))
+    assert caught.value.field == field
+    assert definitions.registry.ids() == []
 
 
-def test_schedule_needs_a_positive_pause() -> None:
+def test_configure_stores_the_cron_expression_normalised() -> None:
+    registry = Registry()
+    Definitions(registry).configure(
+        su(), options(kind=Kind.CRON, defaults=Settings(cron="  0   3 * * MON "))
+    )
+    assert registry.get("my.test.scheduler").defaults.cron == "0 3 * * mon"
+
+
+# Regression (issue 13, item 5): lone surrogates in a name made the overview answer 500
+# for every user and `list --json` crash; they are refused at configure time instead.
+@pytest.mark.parametrize(
+    ("build", "field"),
+    [
+        (lambda: options(name="Report \udc80"), "name"),
+        (lambda: options(description="\ud83d alone"), "description"),
+        (
+            lambda: options(
+                actions=[CustomAction(id="go", title="Go \udfff", action=lambda: "ok")]
+            ),
+            "actions.title",
+        ),
+        (lambda: options(id="job.\udc80"), "id"),
+    ],
+)
+def test_lone_surrogates_are_refused_naming_the_field(build: object, field: str) -> None:
     with pytest.raises(DefinitionError) as caught:
-        check_settings_for_kind(Kind.SCHEDULE, Settings(pause_time=timedelta(0)))
-    assert caught.value.field == "pause_time"
+        build()  # type: ignore[operator]
+    assert caught.value.field == field
+
+
+def test_text_that_encodes_is_kept() -> None:
+    built = options(name="Nächtlicher Bericht 📈", description="")
+    assert built.name == "Nächtlicher Bericht 📈"
+
+
+def test_the_runtime_context_fulfils_the_protocol_runners_are_typed_against() -> None:
+    class Sink:
+        def write(self, record: object) -> None:
+            return None
+
+    context = Context(scheduler_id="a", run_id="r", trigger="manual", deadline=None, sink=Sink())
+    assert isinstance(context, RunContext)
+    assert context.err() is None and not context.cancelled
 
 
 def test_command_runner_needs_an_argv() -> None:

@@ -46,7 +46,7 @@ def service(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Service
 
 
 def finished_runs(service: Service, scheduler_id: str) -> list[RunRecord]:
-    return [r for r in service.schedulers.use_cases.runs(su(), scheduler_id) if r.outcome]
+    return [r for r in service.use_cases.runs(su(), scheduler_id) if r.outcome]
 
 
 def wait_finished(service: Service, scheduler_id: str, count: int = 1) -> list[RunRecord]:
@@ -58,7 +58,7 @@ def wait_finished(service: Service, scheduler_id: str, count: int = 1) -> list[R
 
 
 def test_one_shot_runs_once_logs_fields_and_stops(service: Service) -> None:
-    use_cases = service.schedulers.use_cases
+    use_cases = service.use_cases
     (run,) = wait_finished(service, "m.oneshot")
     assert run.outcome is Outcome.SUCCEEDED
     assert run.trigger is Trigger.START
@@ -84,7 +84,7 @@ def test_schedule_repeats_with_the_pause_after_each_run(service: Service) -> Non
 
 
 def test_execute_now_is_refused_while_running_naming_the_run(service: Service) -> None:
-    use_cases = service.schedulers.use_cases
+    use_cases = service.use_cases
     run_id = use_cases.execute(su(), "m.hang")
     wait_for(lambda: use_cases.status(su(), "m.hang").state is State.RUNNING)
     with pytest.raises(AlreadyRunning) as refused:
@@ -98,7 +98,7 @@ def test_execute_now_is_refused_while_running_naming_the_run(service: Service) -
 
 
 def test_stop_plans_nothing_more_until_started(service: Service) -> None:
-    use_cases = service.schedulers.use_cases
+    use_cases = service.use_cases
     wait_finished(service, "m.repeat", count=1)
     use_cases.stop(su(), "m.repeat")
     assert service.manager is not None
@@ -113,13 +113,13 @@ def test_stop_plans_nothing_more_until_started(service: Service) -> None:
 
 
 def test_timeout_ends_the_run_as_timed_out(service: Service) -> None:
-    service.schedulers.use_cases.execute(su(), "m.slow")
+    service.use_cases.execute(su(), "m.slow")
     (run,) = wait_finished(service, "m.slow")
     assert run.outcome is Outcome.TIMED_OUT
 
 
 def test_crash_and_failure_are_outcomes_not_manager_errors(service: Service) -> None:
-    use_cases = service.schedulers.use_cases
+    use_cases = service.use_cases
     use_cases.execute(su(), "m.crash")
     use_cases.execute(su(), "m.fail")
     (crashed,) = wait_finished(service, "m.crash")
@@ -134,7 +134,7 @@ def test_crash_and_failure_are_outcomes_not_manager_errors(service: Service) -> 
 
 
 def test_settings_change_replans_a_waiting_scheduler_at_once(service: Service) -> None:
-    use_cases = service.schedulers.use_cases
+    use_cases = service.use_cases
     before = use_cases.status(su(), "m.waiting").next_planned_at
     assert before is not None
     use_cases.update_settings(su(), "m.waiting", {"start_delay": timedelta(milliseconds=50)})
@@ -149,7 +149,7 @@ def test_settings_change_replans_a_waiting_scheduler_at_once(service: Service) -
 
 
 def test_cron_scheduler_plans_its_next_wall_clock_time(service: Service) -> None:
-    status = service.schedulers.use_cases.status(su(), "m.cron")
+    status = service.use_cases.status(su(), "m.cron")
     assert status.state is State.PAUSED
     assert status.next_planned_at is not None
     berlin = status.next_planned_at.astimezone(__import__("zoneinfo").ZoneInfo("Europe/Berlin"))
@@ -161,14 +161,14 @@ def test_restart_keeps_history_and_settings(tmp_path: Path) -> None:
     first = make_service(state)
     try:
         (run,) = wait_finished(first, "m.oneshot")
-        first.schedulers.use_cases.update_settings(su(), "m.waiting", {"disabled": True})
+        first.use_cases.update_settings(su(), "m.waiting", {"disabled": True})
     finally:
         first.close()
     second = make_service(state)
     try:
-        runs = second.schedulers.use_cases.runs(su(), "m.oneshot")
+        runs = second.use_cases.runs(su(), "m.oneshot")
         assert run.run_id in [r.run_id for r in runs]
-        assert second.schedulers.use_cases.status(su(), "m.waiting").state is State.DISABLED
+        assert second.use_cases.status(su(), "m.waiting").state is State.DISABLED
         # A ONE_SHOT runs again at the next start of the supervisor.
         wait_finished(second, "m.oneshot", count=2)
     finally:
@@ -216,7 +216,7 @@ def test_kill_9_of_the_manager_leaves_no_run_and_marks_it_interrupted(tmp_path: 
             manager.wait()
     restarted = make_service(state)
     try:
-        run = restarted.schedulers.use_cases.run(su(), pid_file.stem)
+        run = restarted.use_cases.run(su(), pid_file.stem)
         assert run.outcome is Outcome.INTERRUPTED
         assert run.run_id in run_id
         assert run.error is not None and "manager" in run.error
@@ -229,7 +229,7 @@ def test_kill_9_of_the_manager_leaves_no_run_and_marks_it_interrupted(tmp_path: 
 def test_start_while_a_stopped_run_is_still_ending_takes_effect_after_it(
     service: Service,
 ) -> None:
-    use_cases = service.schedulers.use_cases
+    use_cases = service.use_cases
     run_id = use_cases.execute(su(), "m.stubborn")
     wait_for(
         lambda: use_cases.logs(su(), LogQuery(scheduler_id="m.stubborn", run_id=run_id)),

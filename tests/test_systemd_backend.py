@@ -12,6 +12,7 @@ import json
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,6 +22,7 @@ from supervisor.core.definitions import Kind, Options, Settings, command
 from supervisor.core.errors import AlreadyRunning, BackendError, DefinitionError, UnknownRun
 from supervisor.core.records import AuditEntry, Level, LogQuery, Outcome, Source, State, Trigger
 from supervisor.core.registry import Registry
+from supervisor.core.settings import EffectiveSettings, SettingsChange, apply, from_store
 from supervisor.service.control import RemoteError
 from supervisor.store.sqlite import SqliteStore
 from supervisor.systemd.backend import (
@@ -226,6 +228,10 @@ def store(tmp_path: Path) -> Iterator[SqliteStore]:
 
 @pytest.fixture
 def registry() -> Registry:
+    return make_registry()
+
+
+def make_registry() -> Registry:
     registry = Registry()
     registry.add(
         Options(
@@ -274,6 +280,12 @@ def backend(registry: Registry, store: SqliteStore, fake: FakeSystemd) -> System
     return SystemdBackend(
         registry, store=store, layout=FakeLayout(), systemd=Systemd(fake), clock=clock
     )
+
+
+def changed(scheduler_id: str, overrides: Mapping[str, Any]) -> EffectiveSettings:
+    """The checked settings the use cases hand a backend for these overrides."""
+    options = make_registry().get(scheduler_id)
+    return apply(options, from_store(options, {}), SettingsChange.of(overrides))
 
 
 # -- parsing --------------------------------------------------------------------------------
@@ -517,8 +529,7 @@ def test_a_manual_scheduler_is_stopped_until_started(
 def test_settings_write_dropins_next_to_the_units_reload_and_restart(
     backend: SystemdBackend, fake: FakeSystemd, store: SqliteStore
 ) -> None:
-    settings = backend.update_settings("job.tick", {"pause_time": timedelta(seconds=3)})
-    assert settings.pause_time == timedelta(seconds=3)
+    backend.update_settings("job.tick", changed("job.tick", {"pause_time": timedelta(seconds=3)}))
     timer_dropin = fake.unit_dir / "t-job.tick.timer.d" / "50-settings.conf"
     assert timer_dropin.read_text() == "[Timer]\nOnUnitInactiveSec=\nOnUnitInactiveSec=3s\n"
     assert (fake.unit_dir / "t-job.tick.service.d" / "50-settings.conf").exists()
@@ -542,14 +553,14 @@ def test_a_start_timer_still_waiting_is_restarted_with_the_new_start_delay(
 ) -> None:
     fake.units["t-job.tick.timer"].update(SubState="elapsed")
     fake.units["t-job.tick-start.timer"].update(SubState="waiting")
-    backend.update_settings("job.tick", {"start_delay": timedelta(seconds=30)})
+    backend.update_settings("job.tick", changed("job.tick", {"start_delay": timedelta(seconds=30)}))
     assert fake.verbs() == [("daemon-reload",), ("restart", "t-job.tick-start.timer")]
 
 
 def test_a_waiting_timer_of_other_kinds_restarts_on_a_settings_change(
     backend: SystemdBackend, fake: FakeSystemd
 ) -> None:
-    backend.update_settings("job.cron", {"cron": "*/7 * * * *"})
+    backend.update_settings("job.cron", changed("job.cron", {"cron": "*/7 * * * *"}))
     assert fake.verbs() == [("daemon-reload",), ("restart", "t-job.cron.timer")]
 
 
@@ -557,7 +568,7 @@ def test_a_stopped_timer_stays_stopped_after_a_settings_change(
     backend: SystemdBackend, fake: FakeSystemd
 ) -> None:
     fake.units["t-job.tick.timer"].update(ActiveState="inactive", SubState="dead")
-    backend.update_settings("job.tick", {"pause_time": timedelta(seconds=3)})
+    backend.update_settings("job.tick", changed("job.tick", {"pause_time": timedelta(seconds=3)}))
     assert fake.verbs() == [("daemon-reload",)]
 
 
@@ -567,7 +578,7 @@ def test_disabling_disables_and_stops_the_timer_and_enabling_brings_it_back(
     timers = ("t-job.tick.timer", "t-job.tick-start.timer")
     for timer in timers:
         fake.units[timer]["UnitFileState"] = "enabled"
-    backend.update_settings("job.tick", {"disabled": True})
+    backend.update_settings("job.tick", changed("job.tick", {"disabled": True}))
     assert fake.verbs()[-2:] == [("disable", *timers), ("stop", *timers)]
     assert backend.status("job.tick").state is State.DISABLED
     backend.start("job.tick", actor="ann")  # disabled: start changes nothing
@@ -589,19 +600,21 @@ def test_runtime_units_are_enabled_for_this_boot_only(
     )
     fake.units["t-job.tick.service"]["FragmentPath"] = str(fake.unit_dir / "t-job.tick.service")
     fake.units["t-job.tick.timer"]["FragmentPath"] = str(fake.unit_dir / "t-job.tick.timer")
-    backend.update_settings("job.tick", {"disabled": True})
+    backend.update_settings("job.tick", changed("job.tick", {"disabled": True}))
     assert ("disable", "--runtime", "t-job.tick.timer") in fake.verbs()
 
 
 def test_a_failed_reload_puts_the_old_files_back_and_stores_nothing(
     backend: SystemdBackend, fake: FakeSystemd, store: SqliteStore
 ) -> None:
-    backend.update_settings("job.tick", {"pause_time": timedelta(seconds=3)})
+    backend.update_settings("job.tick", changed("job.tick", {"pause_time": timedelta(seconds=3)}))
     dropin = fake.unit_dir / "t-job.tick.timer.d" / "50-settings.conf"
     before = dropin.read_text()
     fake.fail_on.add("daemon-reload")
     with pytest.raises(BackendError, match="boom"):
-        backend.update_settings("job.tick", {"pause_time": timedelta(seconds=7)})
+        backend.update_settings(
+            "job.tick", changed("job.tick", {"pause_time": timedelta(seconds=7)})
+        )
     assert dropin.read_text() == before
     assert store.overrides("job.tick") == {"pause_time": timedelta(seconds=3)}
 
@@ -609,7 +622,7 @@ def test_a_failed_reload_puts_the_old_files_back_and_stores_nothing(
 def test_settings_of_a_manual_scheduler_touch_only_its_service(
     backend: SystemdBackend, fake: FakeSystemd
 ) -> None:
-    backend.update_settings("job.manual", {"timeout": timedelta(minutes=5)})
+    backend.update_settings("job.manual", changed("job.manual", {"timeout": timedelta(minutes=5)}))
     assert (fake.unit_dir / "t-job.manual.service.d" / "50-settings.conf").exists()
     assert fake.verbs() == [("daemon-reload",)]
 

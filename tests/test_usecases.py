@@ -1,8 +1,9 @@
-"""Use cases: permissions are checked, audit is written, settings apply all or nothing."""
+"""Use cases: built bound to a backend, permissions are checked, audit is written, settings
+apply all or nothing and reach the backend already checked. (Who may do what, pair by
+pair: ``test_access``.)"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -11,10 +12,11 @@ import pytest
 from supervisor.core.access import su, with_role
 from supervisor.core.clock import FakeClock
 from supervisor.core.definitions import Kind, Options, Settings
-from supervisor.core.errors import BackendError, DefinitionError, PermissionDenied, UnknownScheduler
+from supervisor.core.errors import DefinitionError, PermissionDenied, UnknownScheduler
 from supervisor.core.records import AuditEntry, SchedulerStatus, State
 from supervisor.core.registry import Registry
-from supervisor.usecases.schedulers import UseCases
+from supervisor.core.settings import EffectiveSettings, SettingsChange
+from supervisor.usecases.schedulers import Definitions, UseCases
 
 
 class RecordingBackend:
@@ -24,6 +26,7 @@ class RecordingBackend:
         self.registry = registry
         self.calls: list[tuple[str, str]] = []
         self.stored: dict[str, dict[str, Any]] = {}
+        self.applied: list[EffectiveSettings] = []
 
     def status(self, scheduler_id: str) -> SchedulerStatus:
         options = self.registry.get(scheduler_id)
@@ -53,13 +56,12 @@ class RecordingBackend:
     def overrides(self, scheduler_id: str) -> dict[str, Any]:
         return dict(self.stored.get(scheduler_id, {}))
 
-    def update_settings(self, scheduler_id: str, overrides: Mapping[str, Any]) -> Settings:
-        self.stored[scheduler_id] = dict(overrides)
-        return self.registry.get(scheduler_id).defaults.with_overrides(overrides)
+    def update_settings(self, scheduler_id: str, settings: EffectiveSettings) -> None:
+        self.stored[scheduler_id] = dict(settings.overrides)
+        self.applied.append(settings)
 
-    def reset_settings(self, scheduler_id: str) -> Settings:
+    def reset_settings(self, scheduler_id: str) -> None:
         self.stored.pop(scheduler_id, None)
-        return self.registry.get(scheduler_id).defaults
 
 
 class ListTrail:
@@ -77,8 +79,8 @@ class ListTrail:
 
 @pytest.fixture
 def wired() -> tuple[UseCases, RecordingBackend, ListTrail]:
-    use_cases = UseCases(Registry())
-    use_cases.configure(
+    registry = Registry()
+    Definitions(registry).configure(
         su(),
         Options(
             id="job",
@@ -88,24 +90,27 @@ def wired() -> tuple[UseCases, RecordingBackend, ListTrail]:
             defaults=Settings(pause_time=timedelta(seconds=10)),
         ),
     )
-    backend = RecordingBackend(use_cases.registry)
+    backend = RecordingBackend(registry)
     trail = ListTrail()
-    use_cases.bind(backend, trail, clock=FakeClock(datetime(2026, 1, 1, tzinfo=UTC)))  # type: ignore[arg-type]
+    clock = FakeClock(datetime(2026, 1, 1, tzinfo=UTC))
+    use_cases = UseCases(registry, backend=backend, audit=trail, clock=clock)  # type: ignore[arg-type]
     return use_cases, backend, trail
 
 
-def test_unbound_use_cases_say_no_backend_runs() -> None:
-    with pytest.raises(BackendError, match="no backend"):
-        UseCases(Registry()).list(su())
+def test_use_cases_cannot_be_built_without_their_backend() -> None:
+    # Regression: use cases built unbound and bound later answered "no backend is
+    # running" wherever a composition root forgot the bind step.
+    with pytest.raises(TypeError, match="backend"):
+        UseCases(Registry())  # type: ignore[call-arg]
 
 
 def test_only_su_may_configure() -> None:
-    use_cases = UseCases(Registry())
+    definitions = Definitions(Registry())
     options = Options(id="x", name="X", kind=Kind.MANUAL, runner=lambda ctx: None)
     with pytest.raises(PermissionDenied):
-        use_cases.configure(with_role("alice", "admin"), options)
-    use_cases.configure(su(), options)
-    assert use_cases.registry.ids() == ["x"]
+        definitions.configure(with_role("alice", "admin"), options)
+    definitions.configure(su(), options)
+    assert definitions.registry.ids() == ["x"]
 
 
 def test_viewer_reads_but_cannot_control(
@@ -154,10 +159,30 @@ def test_settings_update_records_before_and_after(
     assert backend.stored["job"] == {"pause_time": timedelta(seconds=3), "disabled": True}
     use_cases.update_settings(admin, "job", {"pause_time": timedelta(seconds=10)})
     assert backend.stored["job"] == {"disabled": True}
-    entry = trail.entries[0]
-    assert entry.before is not None and entry.after is not None
-    assert entry.before["pause_time"] == 10.0
-    assert entry.after["pause_time"] == 3.0
+    # The audit names what changed, before and after.
+    assert [(e.before, e.after) for e in trail.entries] == [
+        ({"pause_time": 10.0}, {"pause_time": 3.0}),
+        ({"disabled": False}, {"disabled": True}),
+        ({"pause_time": 3.0}, {"pause_time": 10.0}),
+    ]
+    # The backend was handed the checked result, never the raw change.
+    assert backend.applied[-1].effective == Settings(
+        pause_time=timedelta(seconds=10), disabled=True
+    )
+
+
+def test_a_typed_change_and_a_mapping_are_the_same_change(
+    wired: tuple[UseCases, RecordingBackend, ListTrail],
+) -> None:
+    use_cases, backend, _ = wired
+    admin = with_role("ada", "admin")
+    typed = use_cases.update_settings(admin, "job", SettingsChange(timeout=timedelta(minutes=1)))
+    mapped = use_cases.update_settings(admin, "job", {"timeout": timedelta(minutes=1)})
+    assert typed == mapped
+    with pytest.raises(DefinitionError) as caught:
+        use_cases.update_settings(admin, "job", {"colour": "red"})
+    assert caught.value.field == "colour"
+    assert backend.stored["job"] == {"timeout": timedelta(minutes=1)}
 
 
 def test_invalid_settings_change_nothing(
@@ -185,7 +210,10 @@ def test_reset_deletes_overrides(wired: tuple[UseCases, RecordingBackend, ListTr
     assert view.overrides == {}
     assert backend.stored == {}
     assert trail.entries[-1].action == "reset settings"
-    assert trail.entries[-1].before is not None and trail.entries[-1].before["disabled"] is True
+    assert (trail.entries[-1].before, trail.entries[-1].after) == (
+        {"disabled": True},
+        {"disabled": False},
+    )
 
 
 def test_unknown_scheduler_is_named(wired: tuple[UseCases, RecordingBackend, ListTrail]) -> None:

@@ -1,6 +1,7 @@
 """Test doubles for the Admin Center tests: an in-memory backend, an audit trail, users,
-and a small WSGI client. The tests at the bottom pin the fake to the Backend contract
-the web app relies on (cursor paging, refusing a second run).
+and a small WSGI client. ``FakeBackend`` is one of the implementations
+``test_backend_contract`` runs the Backend suite over, so the web tests rest on a fake
+that keeps the contract the manager and systemd keep.
 """
 
 from __future__ import annotations
@@ -17,11 +18,9 @@ from io import BytesIO
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
-import pytest
-
 from supervisor.core.access import su
 from supervisor.core.clock import FakeClock
-from supervisor.core.definitions import Kind, Options, Settings, check_settings_for_kind
+from supervisor.core.definitions import Kind, Options, Settings
 from supervisor.core.errors import ActionFailed, AlreadyRunning, UnknownAction, UnknownRun
 from supervisor.core.passwords import hash_password
 from supervisor.core.records import (
@@ -37,7 +36,8 @@ from supervisor.core.records import (
     Trigger,
 )
 from supervisor.core.registry import Registry
-from supervisor.usecases.schedulers import UseCases
+from supervisor.core.settings import EffectiveSettings, from_store
+from supervisor.usecases.schedulers import Definitions, UseCases
 
 START = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -72,7 +72,7 @@ class FakeBackend:
         return self.slots[scheduler_id]
 
     def _settings(self, slot: _Slot) -> Settings:
-        return slot.options.defaults.with_overrides(slot.overrides)
+        return from_store(slot.options, slot.overrides).effective
 
     def _status(self, slot: _Slot) -> SchedulerStatus:
         settings = self._settings(slot)
@@ -150,21 +150,16 @@ class FakeBackend:
         with self.lock:
             return dict(self._slot(scheduler_id).overrides)
 
-    def update_settings(self, scheduler_id: str, overrides: Mapping[str, Any]) -> Settings:
+    def update_settings(self, scheduler_id: str, settings: EffectiveSettings) -> None:
         with self.lock:
             slot = self._slot(scheduler_id)
-            settings = slot.options.defaults.with_overrides(overrides)
-            check_settings_for_kind(slot.options.kind, settings)
-            slot.overrides = dict(overrides)
+            slot.overrides = dict(settings.overrides)
             self.commands.append(("update_settings", scheduler_id))
-            return settings
 
-    def reset_settings(self, scheduler_id: str) -> Settings:
+    def reset_settings(self, scheduler_id: str) -> None:
         with self.lock:
-            slot = self._slot(scheduler_id)
-            slot.overrides = {}
+            self._slot(scheduler_id).overrides = {}
             self.commands.append(("reset_settings", scheduler_id))
-            return slot.options.defaults
 
     def runs(self, scheduler_id: str, *, limit: int = 50) -> list[RunRecord]:
         with self.lock:
@@ -308,14 +303,14 @@ ROLE_USERS = {"viewer": "vera", "operator": "otto", "admin": "ada"}
 def make_world(
     options: list[Options] | None = None, *, users: Any = None
 ) -> tuple[UseCases, FakeBackend, MemoryAudit, Any, FakeClock]:
-    registry = Registry()
-    use_cases = UseCases(registry)
+    registry = Registry(app_name="demo")
+    definitions = Definitions(registry)
     for item in options if options is not None else default_options():
-        use_cases.configure(su(), item)
+        definitions.configure(su(), item)
     clock = FakeClock(START)
     backend = FakeBackend(registry, clock)
     audit = MemoryAudit()
-    use_cases.bind(backend, audit, clock=clock)
+    use_cases = UseCases(registry, backend=backend, audit=audit, clock=clock)
     directory = users if users is not None else MemoryUsers()
     for role, name in ROLE_USERS.items():
         if directory.get_user(name) is None:
@@ -475,30 +470,3 @@ class Client:
     def login(self, name: str, password: str = PASSWORD) -> Response:
         token = self.csrf("/login")
         return self.post("/login", {"name": name, "password": password, "csrf": token})
-
-
-# -- the fake keeps the contract the app relies on ----------------------------------------
-
-
-@pytest.fixture
-def world() -> tuple[UseCases, FakeBackend, MemoryAudit, Any, FakeClock]:
-    return make_world()
-
-
-def test_fake_backend_pages_logs_by_cursor(world: Any) -> None:
-    _, backend, _, _, _ = world
-    backend.execute("jobs.repeat", actor="t")
-    cursors = [backend.log("jobs.repeat", f"line {i}") for i in range(10)]
-    newest = backend.logs(LogQuery(scheduler_id="jobs.repeat", limit=3))
-    assert [c for c, _ in newest] == cursors[-3:]
-    older = backend.logs(LogQuery(scheduler_id="jobs.repeat", before=newest[0][0], limit=3))
-    assert [c for c, _ in older] == cursors[-6:-3]
-    after = backend.logs(LogQuery(scheduler_id="jobs.repeat", after=cursors[1], limit=2))
-    assert [c for c, _ in after] == cursors[2:4]
-
-
-def test_fake_backend_refuses_a_second_run(world: Any) -> None:
-    _, backend, _, _, _ = world
-    run_id = backend.execute("jobs.manual", actor="t")
-    with pytest.raises(AlreadyRunning, match=run_id):
-        backend.execute("jobs.manual", actor="t")

@@ -6,7 +6,6 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from supervisor.core.definitions import Kind
 from supervisor.core.records import Outcome, RunRecord, Trigger
 from supervisor.web import present
 
@@ -75,34 +74,6 @@ def test_the_chart_keeps_at_most_its_slots_and_tiny_runs_visible() -> None:
     assert len(chart.bars) == 50
     assert min(b.height for b in chart.bars) >= 2.0
     assert present.duration_chart([], T0).bars == ()
-
-
-def test_the_form_reads_each_field_of_the_kind() -> None:
-    form = present.read_settings_form(
-        Kind.SCHEDULE,
-        {"start_delay": " 5s ", "pause_time": "1h30m", "timeout": "", "disabled": "on"},
-    )
-    assert form.errors == {}
-    assert form.changes == {
-        "start_delay": timedelta(seconds=5),
-        "pause_time": timedelta(hours=1, minutes=30),
-        "timeout": None,
-        "disabled": True,
-    }
-    cron = present.read_settings_form(
-        Kind.CRON, {"cron": "0 3 * * *", "timezone": "", "timeout": "10m"}
-    )
-    assert cron.changes["timezone"] == "UTC" and cron.changes["disabled"] is False
-
-
-def test_the_form_names_every_bad_field() -> None:
-    form = present.read_settings_form(
-        Kind.CRON, {"cron": "61 * * * *", "timezone": "Nowhere/City", "timeout": "soon"}
-    )
-    assert set(form.errors) == {"cron", "timezone", "timeout"}
-    assert form.texts["timezone"] == "Nowhere/City"
-    empty = present.read_settings_form(Kind.CRON, {"cron": " ", "timezone": "UTC"})
-    assert empty.errors["cron"] == "a cron expression is required"
 
 
 def test_fields_and_audit_values_read_well() -> None:

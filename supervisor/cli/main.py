@@ -161,13 +161,15 @@ def _admin_factory(proxy_user_header: str | None) -> Any:
     if proxy_user_header is None:
         return start_admin
 
-    def start(schedulers: Any, store: Any, options: Any) -> Any:
+    def start(use_cases: Any, store: Any, options: Any) -> Any:
         from supervisor.web.app import AdminConfig
 
         config = AdminConfig(
-            app_name=schedulers.app.name, proxy_user_header=proxy_user_header, behind_proxy=True
+            app_name=use_cases.registry.app_name,
+            proxy_user_header=proxy_user_header,
+            behind_proxy=True,
         )
-        return start_admin(schedulers, store, options, config=config)
+        return start_admin(use_cases, store, options, config=config)
 
     return start
 
@@ -192,7 +194,7 @@ def admin(
     mode = open_systemd_mode(directory, app_spec=app_spec)
     try:
         options = RunOptions(app_spec=mode.app_spec, state_dir=directory, admin=parse_admin(admin))
-        server = _admin_factory(proxy_user_header)(mode.schedulers, mode.store, options)
+        server = _admin_factory(proxy_user_header)(mode.use_cases, mode.store, options)
         stop = threading.Event()
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: stop.set())
@@ -508,8 +510,9 @@ def _scheduler_settings(
     app_spec: str | None, scheduler_id: str, state_dir: Path
 ) -> tuple[Any, Any, bool]:
     """A scheduler's definition, its effective settings, and whether systemd runs it."""
-    from supervisor.cfgscheduler import enable
     from supervisor.core.app import load_app
+    from supervisor.core.registry import registry_of
+    from supervisor.core.settings import from_store
     from supervisor.service.paths import (
         APP_CWD_META,
         APP_SPEC_META,
@@ -526,7 +529,7 @@ def _scheduler_settings(
             stored = mode.store.overrides(scheduler_id)
         finally:
             mode.close()
-        return installed, installed.defaults.with_overrides(stored), True
+        return installed, from_store(installed, stored).effective, True
     overrides: dict[str, Any] = {}
     database = state_dir / DATABASE_NAME
     if database.exists():
@@ -544,8 +547,8 @@ def _scheduler_settings(
                     sys.path.insert(0, cwd)
     if app_spec is None:
         raise DefinitionError("--app", f"needed: nothing has run with state directory {state_dir}")
-    options = enable(load_app(app_spec)).registry.get(scheduler_id)
-    return options, options.defaults.with_overrides(overrides), False
+    options = registry_of(load_app(app_spec)).get(scheduler_id)
+    return options, from_store(options, overrides).effective, False
 
 
 def _parse_from(text: str | None) -> datetime:

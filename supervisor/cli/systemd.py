@@ -11,8 +11,8 @@
 - ``select_client(state_dir)`` picks the mode: ``$SUPERVISOR_BACKEND`` (``systemd`` or
   ``manager``) if set, else systemd when the state directory holds an install manifest
   (written by ``install-units``), else the manager.
-- ``open_systemd_mode(state_dir)`` gives the ``Schedulers`` (use cases bound to systemd)
-  and the store, for ``supervisor admin`` to serve the Admin Center with.
+- ``open_systemd_mode(state_dir)`` gives the ``Schedulers``, the ``UseCases`` built over a
+  ``SystemdBackend``, and the store, for ``supervisor admin`` to serve the Admin Center with.
 
 The top layer (with ``cli``): may import anything but ``cli`` at module level.
 """
@@ -36,13 +36,13 @@ from supervisor.core.records import Trigger
 from supervisor.service.paths import DATABASE_NAME, ensure_state_dir, resolve_state_dir
 
 if TYPE_CHECKING:  # imported where used: `supervisor list` in manager mode stays quick
-    from supervisor.cfgscheduler import Schedulers
     from supervisor.core.app import Configurator
     from supervisor.core.definitions import Settings
     from supervisor.service.control import ControlClient
     from supervisor.store.sqlite import SqliteStore
     from supervisor.systemd.backend import Systemd, SystemdBackend, TemplateLayout
     from supervisor.systemd.install import Manifest, RenderedUnit
+    from supervisor.usecases.schedulers import Schedulers, UseCases
 
 MANIFEST_NAME = "systemd-units.json"  # unitinstall.MANIFEST_NAME, without importing it
 _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]*")
@@ -130,6 +130,7 @@ class SystemdMode:
     """
 
     schedulers: Schedulers
+    use_cases: UseCases
     store: SqliteStore
     backend: SystemdBackend
     manifest: Manifest | None
@@ -156,14 +157,14 @@ def open_systemd_mode(
     environ: Mapping[str, str] | None = None,
 ) -> SystemdMode:
     """Load the app (``app_spec``, else ``$SUPERVISOR_APP``, else the install manifest's)
-    and bind its use cases to a ``SystemdBackend``; for the CLI and ``supervisor admin``."""
-    from supervisor.cfgscheduler import enable
+    and build its use cases over a ``SystemdBackend``; for the CLI and ``supervisor admin``."""
     from supervisor.core.app import load_app
     from supervisor.core.errors import AppLoadError
     from supervisor.service.paths import check_app_from_state, open_state_dir
     from supervisor.store.sqlite import SqliteStore
     from supervisor.systemd.backend import SystemdBackend
     from supervisor.systemd.install import manifest_path, read_manifest
+    from supervisor.usecases.schedulers import UseCases, enable
 
     env = os.environ if environ is None else environ
     manifest = read_manifest(state_dir)
@@ -198,12 +199,17 @@ def open_systemd_mode(
             action_cwd=None if manifest is None else manifest.cwd,
             action_sys_path=() if manifest is None else manifest.sys_path,
         )
-        schedulers.use_cases.bind(backend, store)
+        use_cases = UseCases(schedulers.registry, backend=backend, audit=store)
     except BaseException:
         store.close()
         raise
     return SystemdMode(
-        schedulers=schedulers, store=store, backend=backend, manifest=manifest, app_spec=spec
+        schedulers=schedulers,
+        use_cases=use_cases,
+        store=store,
+        backend=backend,
+        manifest=manifest,
+        app_spec=spec,
     )
 
 
@@ -233,7 +239,7 @@ class SystemdClient:
             "unit_dir": None if manifest is None else manifest.unit_dir,
             "runtime": None if manifest is None else manifest.runtime,
         }
-        self._dispatcher = Dispatcher(self.mode.schedulers.use_cases, info)
+        self._dispatcher = Dispatcher(self.mode.use_cases, info)
         self._subject = su(user_name or os_user_name())
 
     def call(self, op: str, **args: Any) -> Any:
@@ -330,9 +336,9 @@ def render_units(
 ) -> Rendering:
     """Every unit of ``app`` (``systemd.units``; code defaults: overrides go in drop-ins),
     and the DST warnings for the effective ``settings``. Touches no disk."""
-    from supervisor.cfgscheduler import enable
     from supervisor.systemd import units
     from supervisor.systemd.install import RenderedUnit
+    from supervisor.usecases.schedulers import enable
 
     definitions = list(enable(app).registry)
     rendered = units.render_units(
@@ -454,8 +460,8 @@ def install_units(
     is recorded in the state directory, for `uninstall-units` and for the other commands
     (which then control systemd instead of a manager).
     """
-    from supervisor.cfgscheduler import enable
     from supervisor.core.app import load_app
+    from supervisor.core.settings import from_store
     from supervisor.store.sqlite import SqliteStore
     from supervisor.systemd.backend import Systemd, TemplateLayout
     from supervisor.systemd.install import (
@@ -465,6 +471,7 @@ def install_units(
         install,
         settings_dropins,
     )
+    from supervisor.usecases.schedulers import enable
 
     app = load_app(app_spec)
     options = _render_options(app, app_spec, state_dir, user, prefix)
@@ -474,9 +481,8 @@ def install_units(
     schedulers = enable(app)
 
     def effective(scheduler_id: str) -> Settings:
-        return schedulers.registry.get(scheduler_id).defaults.with_overrides(
-            overrides.get(scheduler_id, {})
-        )
+        options = schedulers.registry.get(scheduler_id)
+        return from_store(options, overrides.get(scheduler_id, {})).effective
 
     rendering = render_units(app, options, settings=effective)
     target = Path(unit_dir) if unit_dir else (RUNTIME_UNIT_DIR if runtime else PERSISTENT_UNIT_DIR)

@@ -1,5 +1,8 @@
 """Who acts: subjects, the permissions of each use case, and the roles that bundle them.
 
+Who may do what, pair by pair, is pinned by ``tests/test_access.py`` (through the use
+cases themselves, not these sets).
+
 May import ``errors`` and the stdlib only.
 """
 

@@ -1,8 +1,11 @@
 """What a developer declares: scheduler kinds, timing settings, options and custom actions.
 
-Values only, validated on construction; nothing here runs anything. May import
-``errors`` and ``cronexpr`` (for cron and time-zone validation) and the stdlib, and
-``context`` for type annotations only.
+Values only, checked on construction for what each field is on its own (types, ranges,
+text that can be stored and shown); nothing here runs anything. What needs more than the
+field itself (a cron expression's grammar, a time zone's existence, the rules of a kind)
+is checked by ``core.settings``, once, when a definition is configured and on every
+change. ``RunContext`` is what a runner is handed, as a Protocol: the runtime's
+``runs.context.Context`` fulfils it. May import ``errors`` and the stdlib only.
 """
 
 from __future__ import annotations
@@ -10,15 +13,11 @@ from __future__ import annotations
 import enum
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, fields, replace
-from datetime import timedelta
-from typing import TYPE_CHECKING, Any, TypeAlias
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Protocol, TypeAlias, runtime_checkable
 
-from supervisor.core.cronexpr import validate_cron, validate_timezone
 from supervisor.core.errors import DefinitionError
-
-if TYPE_CHECKING:
-    from supervisor.runs.context import Context
 
 SCHEDULER_ID = re.compile(r"[a-z0-9][a-z0-9._-]*")
 ACTION_ID = re.compile(r"[a-z0-9][a-z0-9._-]*")
@@ -55,9 +54,64 @@ def command(
     return Command(tuple(argv), tuple(sorted((env or {}).items())), cwd)
 
 
-Runner: TypeAlias = "Callable[[Context], object] | Command"
+@runtime_checkable
+class RunContext(Protocol):
+    """What a runner is handed (``scheduler.Context``): which run it is, and whether it
+    has been asked to end. Reading it raises nothing."""
+
+    @property
+    def scheduler_id(self) -> str: ...
+
+    @property
+    def run_id(self) -> str: ...
+
+    @property
+    def trigger(self) -> str:
+        """``start``, ``schedule``, ``cron``, ``missed`` or ``manual``."""
+        ...
+
+    @property
+    def deadline(self) -> datetime | None:
+        """When the timeout will end the run (aware UTC), or None."""
+        ...
+
+    @property
+    def cancelled(self) -> bool: ...
+
+    def err(self) -> BaseException | None:
+        """None, or the cancellation error once stop, timeout or shutdown asked the run to end."""
+        ...
+
+    def sleep(self, seconds: float) -> bool:
+        """Sleep ``seconds``: True if the full time elapsed, False if woken early because
+        the run was asked to end (``err()`` then tells why)."""
+        ...
+
+
+Runner: TypeAlias = Callable[[RunContext], object] | Command
 
 SETTING_NAMES = ("start_delay", "pause_time", "cron", "timezone", "timeout", "disabled")
+
+
+def check_text(name: str, value: object, *, empty: bool = False) -> str:
+    """``value`` if it is text that can be stored and shown (valid Unicode, no NUL);
+    ``DefinitionError(name)`` otherwise. ``empty`` allows an empty (or blank) string."""
+    if not isinstance(value, str):
+        raise DefinitionError(name, f"must be a string, got {type(value).__name__}")
+    if not empty and not value.strip():
+        raise DefinitionError(name, "must be a non-empty string")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise DefinitionError(
+            name,
+            f"is not valid Unicode text (a lone surrogate {value[error.start]!r} "
+            f"at position {error.start})",
+        ) from None
+    nul = value.find("\x00")
+    if nul >= 0:
+        raise DefinitionError(name, f"must not contain NUL (at position {nul})")
+    return value
 
 
 def _check_delay(name: str, value: object, *, allow_none: bool) -> None:
@@ -75,8 +129,10 @@ def _check_delay(name: str, value: object, *, allow_none: bool) -> None:
 class Settings:
     """The timing an operator may change at run time.
 
-    ``timeout`` None means no limit. ``cron`` is required (here or in the stored
-    overrides) for ``Kind.CRON``.
+    ``timeout`` None means no limit. Each field is checked on its own here; the cron
+    grammar, the time zone and the rules of a kind (``cron`` only and always for
+    ``Kind.CRON``) are checked by ``core.settings``, which every definition and every
+    change passes through.
     """
 
     start_delay: timedelta = timedelta(0)
@@ -93,29 +149,10 @@ class Settings:
         if self.timeout is not None and self.timeout <= timedelta(0):
             raise DefinitionError("timeout", "must be positive (or unset for no limit)")
         if self.cron is not None:
-            if not isinstance(self.cron, str):
-                raise DefinitionError("cron", "must be a string")
-            object.__setattr__(self, "cron", validate_cron(self.cron))
-        if not isinstance(self.timezone, str):
-            raise DefinitionError("timezone", "must be a string")
-        validate_timezone(self.timezone)
+            check_text("cron", self.cron)
+        check_text("timezone", self.timezone)
         if not isinstance(self.disabled, bool):
             raise DefinitionError("disabled", "must be true or false")
-
-    def with_overrides(self, overrides: Mapping[str, Any]) -> Settings:
-        """These settings with ``overrides`` applied (all validated, or none applied)."""
-        unknown = set(overrides) - set(SETTING_NAMES)
-        if unknown:
-            raise DefinitionError(sorted(unknown)[0], "is not a setting")
-        return replace(self, **overrides)
-
-    def differences(self, other: Settings) -> dict[str, Any]:
-        """The fields whose value in ``other`` differs from this one."""
-        return {
-            f.name: getattr(other, f.name)
-            for f in fields(self)
-            if getattr(other, f.name) != getattr(self, f.name)
-        }
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -129,8 +166,7 @@ class CustomAction:
     def __post_init__(self) -> None:
         if not isinstance(self.id, str) or not ACTION_ID.fullmatch(self.id):
             raise DefinitionError("actions.id", f"{self.id!r} must match {ACTION_ID.pattern}")
-        if not isinstance(self.title, str) or not self.title.strip():
-            raise DefinitionError("actions.title", "must be a non-empty string")
+        check_text("actions.title", self.title)
         if not callable(self.action):
             raise DefinitionError("actions.action", "must be callable")
 
@@ -154,10 +190,8 @@ class Options:
             )
         if len(self.id) > MAX_ID_LENGTH:
             raise DefinitionError("id", f"must be at most {MAX_ID_LENGTH} characters")
-        if not isinstance(self.name, str) or not self.name.strip():
-            raise DefinitionError("name", "must be a non-empty string")
-        if not isinstance(self.description, str):
-            raise DefinitionError("description", "must be a string")
+        check_text("name", self.name)
+        check_text("description", self.description, empty=True)
         if not isinstance(self.kind, Kind):
             raise DefinitionError("kind", f"must be a scheduler.Kind, got {self.kind!r}")
         if not (isinstance(self.runner, Command) or callable(self.runner)):
@@ -171,19 +205,6 @@ class Options:
         if len(ids) != len(set(ids)):
             raise DefinitionError("actions", "action ids must be unique")
         object.__setattr__(self, "actions", actions)
-        check_settings_for_kind(self.kind, self.defaults, field_prefix="defaults.")
 
     def action(self, action_id: str) -> CustomAction | None:
         return next((a for a in self.actions if a.id == action_id), None)
-
-
-def check_settings_for_kind(kind: Kind, settings: Settings, *, field_prefix: str = "") -> None:
-    """Reject settings that cannot work for ``kind`` (a CRON scheduler needs an expression)."""
-    if kind is Kind.CRON and settings.cron is None:
-        raise DefinitionError(f"{field_prefix}cron", "a CRON scheduler needs a cron expression")
-    if kind is not Kind.CRON and settings.cron is not None:
-        raise DefinitionError(
-            f"{field_prefix}cron", f"only CRON schedulers use one (this one is {kind.name})"
-        )
-    if kind is Kind.SCHEDULE and settings.pause_time <= timedelta(0):
-        raise DefinitionError(f"{field_prefix}pause_time", "must be positive for SCHEDULE")

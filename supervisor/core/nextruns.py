@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from supervisor.core.definitions import Kind, Options, Settings
+from supervisor.core.settings import check_cron
 from supervisor.core.timing import cron_runs
 from supervisor.systemd.oncalendar import systemd_runs
 
@@ -18,11 +19,10 @@ from supervisor.systemd.oncalendar import systemd_runs
 def upcoming_for_cron(
     expr: str, timezone: str, *, start: datetime, count: int, systemd: bool = False
 ) -> list[datetime]:
-    settings = Settings(cron=expr, timezone=timezone)  # validates both, naming the field
-    assert settings.cron is not None
+    expr = check_cron(expr, timezone)  # checks both, naming the field
     if systemd:
-        return systemd_runs(settings.cron, settings.timezone, after=start, count=count)
-    return cron_runs(settings.cron, settings.timezone, start, count)
+        return systemd_runs(expr, timezone, after=start, count=count)
+    return cron_runs(expr, timezone, start, count)
 
 
 def upcoming(

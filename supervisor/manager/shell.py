@@ -15,13 +15,12 @@ import itertools
 import sys
 import threading
 import uuid
-from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
 from supervisor.core.clock import Clock
-from supervisor.core.definitions import Kind, Options, Settings, check_settings_for_kind
+from supervisor.core.definitions import Kind, Options, Settings
 from supervisor.core.errors import ActionFailed, AlreadyRunning, BackendError, UnknownAction
 from supervisor.core.planning import Anchor, Plan, catch_up_plan, next_plan
 from supervisor.core.records import (
@@ -34,6 +33,7 @@ from supervisor.core.records import (
     Trigger,
 )
 from supervisor.core.registry import Registry
+from supervisor.core.settings import EffectiveSettings, from_store
 from supervisor.manager.logwriter import LogWriter
 from supervisor.runs.launcher import CancelRequest, Exit, Job, Launcher
 from supervisor.store.sqlite import SqliteStore
@@ -109,7 +109,7 @@ class Manager:
         anchor = Anchor(mono=now_mono, wall=now_wall, after_run=False)
         with self._lock:
             for options in self._registry:
-                settings = options.defaults.with_overrides(overrides.get(options.id, {}))
+                settings = from_store(options, overrides.get(options.id, {})).effective
                 slot = _Slot(options=options, settings=settings)
                 slot.last_run = self._store.last_run(options.id)
                 slot.last_finished = self._store.last_finished_run(options.id)
@@ -428,21 +428,17 @@ class Manager:
             self._set_plan(slot, None)
             return run.run_id
 
-    def update_settings(self, scheduler_id: str, overrides: Mapping[str, Any]) -> Settings:
+    def update_settings(self, scheduler_id: str, settings: EffectiveSettings) -> None:
         with self._lock:
             slot = self._slot(scheduler_id)
-            settings = slot.options.defaults.with_overrides(overrides)
-            check_settings_for_kind(slot.options.kind, settings)
-            self._store.set_overrides(scheduler_id, overrides)
-            self._apply(slot, settings)
-        return settings
+            self._store.set_overrides(scheduler_id, settings.overrides)
+            self._apply(slot, settings.effective)
 
-    def reset_settings(self, scheduler_id: str) -> Settings:
+    def reset_settings(self, scheduler_id: str) -> None:
         with self._lock:
             slot = self._slot(scheduler_id)
             self._store.delete_overrides(scheduler_id)
             self._apply(slot, slot.options.defaults)
-        return slot.options.defaults
 
     def _apply(self, slot: _Slot, settings: Settings) -> None:
         """New settings take effect at once: a waiting scheduler re-plans (lock held)."""

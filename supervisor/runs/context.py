@@ -9,7 +9,7 @@ helper thread is needed and a check costs one system call.
 Log records go to a ``RecordSink``: in a run's process that is the records pipe (see
 ``wire``); in ``supervisor exec`` (systemd mode) it is whatever the caller plugs in.
 
-May import ``records`` and the stdlib only.
+May import ``records``, ``definitions`` (the ``RunContext`` it fulfils) and the stdlib.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any, Final, Protocol
 
+from supervisor.core.definitions import RunContext
 from supervisor.core.records import Level, LogRecord, Source
 
 # The reasons the manager may give on the cancel pipe, and what the runner is told.
@@ -254,6 +255,9 @@ class StructuredLogger:
         self.log(Level.ERROR, msg, **{**fields, "traceback": traceback.format_exc()})
 
 
-def logger_from(ctx: Context) -> StructuredLogger:
-    """The structured logger of the run ``ctx`` belongs to."""
+def logger_from(ctx: RunContext) -> StructuredLogger:
+    """The structured logger of the run ``ctx`` belongs to (``TypeError`` for anything but
+    the context a run was handed)."""
+    if not isinstance(ctx, Context):
+        raise TypeError(f"logger_from needs the context a run was given, got {type(ctx).__name__}")
     return StructuredLogger(ctx.sink, ctx.run_id)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import selectors
 import socket
@@ -22,20 +21,19 @@ import traceback
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from supervisor.core.access import Subject, os_user_name, su
 from supervisor.core.errors import DefinitionError, ManagerUnavailable, SupervisorError
 from supervisor.core.records import Level, LogQuery
+from supervisor.core.settings import SettingsChange
 from supervisor.usecases import serialize
 from supervisor.usecases.schedulers import UseCases
 
 SOCKET_NAME = "control.sock"
 MAX_REQUEST_BYTES = 1 << 20
 PROTOCOL_VERSION = 1
-DURATION_SETTINGS = ("start_delay", "pause_time", "timeout")
 # sockaddr_un holds 108 bytes; longer paths are reached through /proc/self/fd.
 MAX_SOCKET_PATH = 100
 # A client has this long to send its request line (the CLI sends it at once).
@@ -48,7 +46,6 @@ _SWEEP_SECONDS = 0.5
 _ACCEPTS_PER_WAKE = 64
 _READ_CHUNK = 65536
 MAX_LIMIT = 100_000
-MAX_DURATION_SECONDS = 366 * 24 * 3600
 
 
 class RemoteError(SupervisorError):
@@ -70,21 +67,6 @@ def _short_path(path: Path) -> Iterator[str]:
         yield f"/proc/self/fd/{directory}/{path.name}"
     finally:
         os.close(directory)
-
-
-def settings_changes_from_json(changes: Mapping[str, Any]) -> dict[str, Any]:
-    """Settings values as the wire carries them (durations in seconds) to Python values."""
-    out: dict[str, Any] = {}
-    for name, value in changes.items():
-        if name in DURATION_SETTINGS and value is not None:
-            if not isinstance(value, int | float) or isinstance(value, bool):
-                raise DefinitionError(name, "must be a duration in seconds")
-            if not math.isfinite(value) or not 0 <= value <= MAX_DURATION_SECONDS:
-                raise DefinitionError(name, f"must be between 0 and {MAX_DURATION_SECONDS} s")
-            out[name] = timedelta(seconds=value)
-        else:
-            out[name] = value
-    return out
 
 
 class Arguments:
@@ -186,7 +168,7 @@ class Dispatcher:
         if args.flag("reset"):
             view = self._use_cases.reset_settings(subject, scheduler_id)
         elif changes:
-            converted = settings_changes_from_json(changes)
+            converted = SettingsChange.from_json(changes)
             view = self._use_cases.update_settings(subject, scheduler_id, converted)
         else:
             view = self._use_cases.find_settings(subject, scheduler_id)

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Protocol
 
-from supervisor.cfgscheduler import Schedulers, enable
 from supervisor.core.app import Configurator, load_app
 from supervisor.core.clock import Clock, SystemClock
 from supervisor.core.errors import DefinitionError, StoreError
@@ -32,6 +31,7 @@ from supervisor.service.paths import (
     ensure_state_dir,
 )
 from supervisor.store.sqlite import SqliteStore
+from supervisor.usecases.schedulers import UseCases, enable
 
 REAP_INTERVAL_SECONDS = 1.0
 
@@ -101,7 +101,7 @@ class Service:
         app: Configurator | None = None,
         clock: Clock | None = None,
         log: IO[str] | None = None,
-        admin_factory: Callable[[Schedulers, SqliteStore, RunOptions], AdminHandle] | None = None,
+        admin_factory: Callable[[UseCases, SqliteStore, RunOptions], AdminHandle] | None = None,
     ) -> None:
         self.options = options
         self.app = app or load_app(options.app_spec)
@@ -113,6 +113,7 @@ class Service:
         self.state_dir = ensure_state_dir(options.state_dir)
         self.store: SqliteStore | None = None
         self.manager: Manager | None = None
+        self.use_cases: UseCases | None = None
         self._admin: AdminHandle | None = None
 
     def say(self, message: str) -> None:
@@ -157,14 +158,16 @@ class Service:
                 catch_up_missed_cron=options.catch_up_missed_cron,
             ),
         )
-        self.schedulers.use_cases.bind(manager, store, clock=self.clock)
-        stack.callback(self.schedulers.use_cases.unbind)
+        use_cases = UseCases(
+            self.schedulers.registry, backend=manager, audit=store, clock=self.clock
+        )
+        self.use_cases = use_cases
         # The Admin Center binds its port before any run starts: a wrong --admin fails
         # the start cleanly instead of after the first runs.
         if options.admin is not None and self._admin_factory is not None:
             host, port = options.admin
             try:
-                self._admin = self._admin_factory(self.schedulers, store, options)
+                self._admin = self._admin_factory(use_cases, store, options)
             except OSError as error:
                 raise DefinitionError(
                     "--admin", f"cannot serve the Admin Center on {host}:{port}: {error}"
@@ -176,7 +179,7 @@ class Service:
         control = ControlServer(
             self.state_dir,
             Dispatcher(
-                self.schedulers.use_cases,
+                use_cases,
                 {"pid": os.getpid(), "app": options.app_spec, "backend": "manager"},
             ),
         )

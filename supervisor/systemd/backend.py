@@ -63,7 +63,7 @@ from pathlib import Path
 from typing import Any, Final, Protocol
 
 from supervisor.core.clock import Clock, SystemClock
-from supervisor.core.definitions import Command, Kind, Options, Settings, check_settings_for_kind
+from supervisor.core.definitions import Command, Kind, Options, Settings
 from supervisor.core.errors import (
     ActionFailed,
     AlreadyRunning,
@@ -82,6 +82,7 @@ from supervisor.core.records import (
     default_trigger,
 )
 from supervisor.core.registry import Registry
+from supervisor.core.settings import EffectiveSettings, from_store
 from supervisor.store.sqlite import SqliteStore
 from supervisor.systemd import execone, journal, units
 from supervisor.systemd.execone import outcome_of_exit_code
@@ -516,7 +517,7 @@ class SystemdBackend:
         )
 
     def _settings(self, options: Options) -> Settings:
-        return options.defaults.with_overrides(self._store.overrides(options.id))
+        return from_store(options, self._store.overrides(options.id)).effective
 
     def _show(self, targets: Sequence[_Units]) -> list[_Shown]:
         names: list[str] = []
@@ -941,23 +942,19 @@ class SystemdBackend:
 
     # -- Backend: settings ------------------------------------------------------------------
 
-    def update_settings(self, scheduler_id: str, overrides: Mapping[str, Any]) -> Settings:
+    def update_settings(self, scheduler_id: str, settings: EffectiveSettings) -> None:
         unit = self._units(scheduler_id)
-        settings = unit.options.defaults.with_overrides(overrides)
-        check_settings_for_kind(unit.options.kind, settings)
-        dropins = self._layout.settings_dropins(unit.options, settings)
+        dropins = self._layout.settings_dropins(unit.options, settings.effective)
         with self._lock:
-            self._apply(unit, settings, dropins, previous=self._settings(unit.options))
-            self._store.set_overrides(scheduler_id, dict(overrides))
-        return settings
+            self._apply(unit, settings.effective, dropins, previous=self._settings(unit.options))
+            self._store.set_overrides(scheduler_id, dict(settings.overrides))
 
-    def reset_settings(self, scheduler_id: str) -> Settings:
+    def reset_settings(self, scheduler_id: str) -> None:
         unit = self._units(scheduler_id)
         with self._lock:
             previous = self._settings(unit.options)
             self._apply(unit, unit.options.defaults, [], previous=previous)
             self._store.delete_overrides(scheduler_id)
-        return unit.options.defaults
 
     def _dropin_dirs(self, unit: _Units) -> dict[str, Path]:
         """Each unit's ``<unit>.d`` directory next to the unit file in use."""

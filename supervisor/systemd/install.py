@@ -36,6 +36,7 @@ from typing import Any, Final
 
 from supervisor.core.definitions import Options, Settings
 from supervisor.core.errors import BackendError, StoreError
+from supervisor.core.settings import from_store
 from supervisor.systemd.backend import DropIn, Systemd, UnitLayout, write_atomic
 
 MANIFEST_NAME: Final = "systemd-units.json"
@@ -180,7 +181,7 @@ def settings_dropins(
     for option in options:
         stored = overrides.get(option.id)
         if stored:
-            settings: Settings = option.defaults.with_overrides(stored)
+            settings: Settings = from_store(option, stored).effective
             out.extend(layout.settings_dropins(option, settings))
     return out
 

@@ -57,8 +57,9 @@ from pathlib import Path
 
 import jinja2
 
-from supervisor.core.definitions import Kind, Options, Settings, check_settings_for_kind
+from supervisor.core.definitions import Kind, Options, Settings
 from supervisor.core.errors import DefinitionError
+from supervisor.core.settings import check as check_settings_for_kind
 from supervisor.systemd.oncalendar import dst_differences, to_oncalendar
 
 ACCURACY = timedelta(milliseconds=1)

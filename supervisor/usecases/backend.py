@@ -1,16 +1,17 @@
 """The contract every backend (the manager, systemd) fulfils for the use cases.
 
-Backends do the work; they check no permissions and write no audit (the use cases do).
-May import ``definitions``, ``records`` and ``errors``.
+Backends do the work; they check no permissions and write no audit (the use cases do),
+and they check no settings: ``core.settings`` hands them an ``EffectiveSettings``.
+``tests/test_backend_contract.py`` runs one suite over every implementation.
+May import ``core``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any, Protocol
 
-from supervisor.core.definitions import Settings
 from supervisor.core.records import LogQuery, LogRecord, RunRecord, SchedulerStatus
+from supervisor.core.settings import EffectiveSettings
 
 
 class Backend(Protocol):
@@ -35,22 +36,25 @@ class Backend(Protocol):
         ...
 
     def execute(self, scheduler_id: str, *, actor: str) -> str:
-        """Start a run now and return its run ID; ``AlreadyRunning`` if one is in progress."""
+        """Start a run now and return its run ID.
+
+        ``AlreadyRunning`` naming the run in progress if there is one (whatever the state).
+        """
         ...
 
     def overrides(self, scheduler_id: str) -> dict[str, Any]:
         """The stored setting overrides (only fields that differ from the code defaults)."""
         ...
 
-    def update_settings(self, scheduler_id: str, overrides: Mapping[str, Any]) -> Settings:
-        """Store ``overrides`` (replacing all earlier ones), re-plan at once, return the result.
-
-        Raises ``DefinitionError`` naming the field; nothing is applied then.
-        """
+    def update_settings(self, scheduler_id: str, settings: EffectiveSettings) -> None:
+        """Store ``settings.overrides`` (replacing all earlier ones) and apply
+        ``settings.effective`` at once (a waiting scheduler re-plans). The value is
+        already checked; ``BackendError`` if it cannot be stored or applied, and then
+        the stored overrides are the earlier ones."""
         ...
 
-    def reset_settings(self, scheduler_id: str) -> Settings:
-        """Delete the overrides, re-plan, and return the code defaults."""
+    def reset_settings(self, scheduler_id: str) -> None:
+        """Delete the overrides and apply the code defaults at once."""
         ...
 
     def runs(self, scheduler_id: str, *, limit: int = 50) -> list[RunRecord]:

@@ -1,7 +1,16 @@
 """The use cases: the only way to change state, each checking its permission and writing audit.
 
-Backends (the manager, systemd) do the work behind them. May import ``definitions``,
-``records``, ``registry``, ``backend``, ``user``, ``clock`` and ``errors``.
+Two objects, so that nothing can be used half-wired:
+
+- ``Definitions`` (``schedulers.use_cases``, there from ``cfgscheduler.enable(cfg)`` on):
+  configuring definitions, which code does at import, before any backend exists.
+- ``UseCases``: every operation on running schedulers, built by a composition root
+  (``service.manager_mode``, the systemd mode) with the backend that does the work and
+  the trail that records who did what. There is no later bind step to forget.
+
+Settings go through ``core.settings``: it merges, checks and diffs; the backend gets an
+``EffectiveSettings`` it stores and applies as it is.
+May import ``core`` and ``usecases.backend``.
 """
 
 from __future__ import annotations
@@ -9,20 +18,27 @@ from __future__ import annotations
 import builtins
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
-from datetime import timedelta
 from typing import Any, Protocol
 
+from supervisor.core import settings as settings_owner
 from supervisor.core.access import Permission, Subject
+from supervisor.core.app import Configurator
 from supervisor.core.clock import Clock, SystemClock
-from supervisor.core.definitions import Options, Settings, check_settings_for_kind
-from supervisor.core.errors import BackendError, SupervisorError, UnknownRun
+from supervisor.core.definitions import Options
+from supervisor.core.errors import SupervisorError, UnknownRun
 from supervisor.core.records import AuditEntry, LogQuery, LogRecord, RunRecord, SchedulerStatus
-from supervisor.core.registry import Registry
+from supervisor.core.registry import Registry, registry_of
+from supervisor.core.settings import EffectiveSettings, SettingsChange
 from supervisor.usecases.backend import Backend
+
+# What a settings form shows: the effective values, the code defaults, the overrides.
+SettingsView = EffectiveSettings
 
 
 class AuditTrail(Protocol):
+    """Where the use cases record who did what. Both methods raise ``StoreError`` when the
+    underlying store fails."""
+
     def add_audit(self, entry: AuditEntry) -> None: ...
 
     def audit(
@@ -30,58 +46,65 @@ class AuditTrail(Protocol):
     ) -> list[tuple[int, AuditEntry]]: ...
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class SettingsView:
-    """What a settings form shows: the effective values, the code defaults, the overrides."""
-
-    effective: Settings
-    defaults: Settings
-    overrides: Mapping[str, Any]
-
-
-def settings_as_json(settings: Settings) -> dict[str, Any]:
-    """Settings as plain values (durations in seconds) for audit and ``--json``."""
-    out: dict[str, Any] = {}
-    for f in fields(settings):
-        value = getattr(settings, f.name)
-        out[f.name] = value.total_seconds() if isinstance(value, timedelta) else value
-    return out
-
-
-class UseCases:
-    """Every operation on schedulers, taking the acting subject first."""
+class Definitions:
+    """The use case of code: configuring scheduler definitions (``schedulers.use_cases``)."""
 
     def __init__(self, registry: Registry) -> None:
         self._registry = registry
-        self._backend: Backend | None = None
-        self._audit: AuditTrail | None = None
-        self._clock: Clock = SystemClock()
-        # Settings changes read, merge and write the overrides: one at a time, so two
-        # operators' changes never overwrite each other.
-        self._settings_lock = threading.Lock()
-
-    # -- wiring -------------------------------------------------------------------------
-
-    def bind(self, backend: Backend, audit: AuditTrail, *, clock: Clock | None = None) -> None:
-        """Attach the backend that does the work and the trail that records who did what."""
-        self._backend = backend
-        self._audit = audit
-        if clock is not None:
-            self._clock = clock
-
-    def unbind(self) -> None:
-        """Detach the backend (it stopped); later calls say no backend is running."""
-        self._backend = None
-        self._audit = None
 
     @property
     def registry(self) -> Registry:
         return self._registry
 
-    def _bound(self) -> tuple[Backend, AuditTrail]:
-        if self._backend is None or self._audit is None:
-            raise BackendError("no backend is running for these schedulers")
-        return self._backend, self._audit
+    def configure(self, subject: Subject, options: Options) -> None:
+        """Add a definition; ``DefinitionError`` naming the field if it cannot run."""
+        subject.require(Permission.CONFIGURE)
+        self._registry.add(options)
+
+
+class Schedulers:
+    """The scheduler extension of one application: its definitions and their use case."""
+
+    def __init__(self, app: Configurator) -> None:
+        self.app = app
+        self.registry = registry_of(app)
+        self.use_cases = Definitions(self.registry)
+
+
+def enable(cfg: Configurator) -> Schedulers:
+    """Enable schedulers on ``cfg``; a second call returns the same object."""
+    if not isinstance(cfg, Configurator):
+        raise TypeError(f"cfgscheduler.enable needs a Configurator, got {type(cfg).__name__}")
+    return cfg.extension("supervisor.schedulers", lambda: Schedulers(cfg), Schedulers)
+
+
+class UseCases:
+    """Every operation on running schedulers, taking the acting subject first.
+
+    Built with the backend that does the work and the trail that records it; each call
+    raises ``PermissionDenied`` first when the subject may not, ``UnknownScheduler`` for
+    an unknown ID, then what the backend raises.
+    """
+
+    def __init__(
+        self,
+        registry: Registry,
+        *,
+        backend: Backend,
+        audit: AuditTrail,
+        clock: Clock | None = None,
+    ) -> None:
+        self._registry = registry
+        self._backend = backend
+        self._audit = audit
+        self._clock: Clock = clock or SystemClock()
+        # Settings changes read, merge and write the overrides: one at a time, so two
+        # operators' changes never overwrite each other.
+        self._settings_lock = threading.Lock()
+
+    @property
+    def registry(self) -> Registry:
+        return self._registry
 
     def _record(
         self,
@@ -93,8 +116,7 @@ class UseCases:
         before: Mapping[str, Any] | None = None,
         after: Mapping[str, Any] | None = None,
     ) -> None:
-        _, audit = self._bound()
-        audit.add_audit(
+        self._audit.add_audit(
             AuditEntry(
                 time=self._clock.now(),
                 actor=subject.name,
@@ -106,38 +128,32 @@ class UseCases:
             )
         )
 
-    # -- definitions --------------------------------------------------------------------
-
-    def configure(self, subject: Subject, options: Options) -> None:
-        subject.require(Permission.CONFIGURE)
-        self._registry.add(options)
-
     # -- reading ------------------------------------------------------------------------
 
     def list(self, subject: Subject) -> list[SchedulerStatus]:
         subject.require(Permission.LIST)
-        return self._bound()[0].statuses()
+        return self._backend.statuses()
 
     def status(self, subject: Subject, scheduler_id: str) -> SchedulerStatus:
         subject.require(Permission.STATUS)
         self._registry.get(scheduler_id)
-        return self._bound()[0].status(scheduler_id)
+        return self._backend.status(scheduler_id)
 
     def runs(
         self, subject: Subject, scheduler_id: str, *, limit: int = 50
     ) -> builtins.list[RunRecord]:
         subject.require(Permission.STATUS)
         self._registry.get(scheduler_id)
-        return self._bound()[0].runs(scheduler_id, limit=limit)
+        return self._backend.runs(scheduler_id, limit=limit)
 
     def run(self, subject: Subject, run_id: str) -> RunRecord:
         subject.require(Permission.STATUS)
-        return self._bound()[0].run(run_id)
+        return self._backend.run(run_id)
 
     def logs(self, subject: Subject, query: LogQuery) -> builtins.list[tuple[int, LogRecord]]:
         subject.require(Permission.VIEW_LOGS)
         self._registry.get(query.scheduler_id)
-        backend = self._bound()[0]
+        backend = self._backend
         if query.run_id is not None and backend.run(query.run_id).scheduler_id != (
             query.scheduler_id
         ):
@@ -153,33 +169,33 @@ class UseCases:
         before: int | None = None,
     ) -> builtins.list[tuple[int, AuditEntry]]:
         subject.require(Permission.VIEW_AUDIT)
-        return self._bound()[1].audit(scheduler_id=scheduler_id, limit=limit, before=before)
+        return self._audit.audit(scheduler_id=scheduler_id, limit=limit, before=before)
 
     # -- controls -----------------------------------------------------------------------
 
     def start(self, subject: Subject, scheduler_id: str) -> None:
         subject.require(Permission.START)
         self._registry.get(scheduler_id)
-        self._bound()[0].start(scheduler_id, actor=subject.name)
+        self._backend.start(scheduler_id, actor=subject.name)
         self._record(subject, "start", scheduler_id)
 
     def stop(self, subject: Subject, scheduler_id: str) -> None:
         subject.require(Permission.STOP)
         self._registry.get(scheduler_id)
-        self._bound()[0].stop(scheduler_id, actor=subject.name)
+        self._backend.stop(scheduler_id, actor=subject.name)
         self._record(subject, "stop", scheduler_id)
 
     def execute(self, subject: Subject, scheduler_id: str) -> str:
         subject.require(Permission.EXECUTE)
         self._registry.get(scheduler_id)
-        run_id = self._bound()[0].execute(scheduler_id, actor=subject.name)
+        run_id = self._backend.execute(scheduler_id, actor=subject.name)
         self._record(subject, "execute", scheduler_id, detail=f"run {run_id}")
         return run_id
 
     def run_action(self, subject: Subject, scheduler_id: str, action_id: str) -> str:
         subject.require(Permission.RUN_ACTION)
         self._registry.get(scheduler_id)
-        backend, _ = self._bound()
+        backend = self._backend
         try:
             result = backend.run_action(scheduler_id, action_id, actor=subject.name)
         except SupervisorError as error:
@@ -190,48 +206,40 @@ class UseCases:
 
     # -- settings -----------------------------------------------------------------------
 
+    def _current(self, options: Options) -> EffectiveSettings:
+        return settings_owner.from_store(options, self._backend.overrides(options.id))
+
     def find_settings(self, subject: Subject, scheduler_id: str) -> SettingsView:
         subject.require(Permission.FIND_SETTINGS)
-        defaults = self._registry.get(scheduler_id).defaults
-        overrides = self._bound()[0].overrides(scheduler_id)
-        return SettingsView(
-            effective=defaults.with_overrides(overrides), defaults=defaults, overrides=overrides
-        )
+        return self._current(self._registry.get(scheduler_id))
 
     def update_settings(
-        self, subject: Subject, scheduler_id: str, changes: Mapping[str, Any]
+        self,
+        subject: Subject,
+        scheduler_id: str,
+        change: SettingsChange | Mapping[str, Any],
     ) -> SettingsView:
-        """Apply ``changes`` on top of the current overrides; all of them or none."""
+        """Apply ``change`` on top of the current settings: all of it or none, else
+        ``DefinitionError`` naming the field by its setting name."""
         subject.require(Permission.UPDATE_SETTINGS)
         options = self._registry.get(scheduler_id)
-        backend, _ = self._bound()
+        if not isinstance(change, SettingsChange):
+            change = SettingsChange.of(change)
         with self._settings_lock:
-            current = options.defaults.with_overrides(backend.overrides(scheduler_id))
-            wanted = current.with_overrides(changes)
-            check_settings_for_kind(options.kind, wanted)
-            overrides = options.defaults.differences(wanted)
-            backend.update_settings(scheduler_id, overrides)
-        self._record(
-            subject,
-            "update settings",
-            scheduler_id,
-            before=settings_as_json(current),
-            after=settings_as_json(wanted),
-        )
-        return SettingsView(effective=wanted, defaults=options.defaults, overrides=overrides)
+            current = self._current(options)
+            wanted = settings_owner.apply(options, current, change)
+            self._backend.update_settings(scheduler_id, wanted)
+        before, after = settings_owner.audit_diff(current.effective, wanted.effective)
+        self._record(subject, "update settings", scheduler_id, before=before, after=after)
+        return wanted
 
     def reset_settings(self, subject: Subject, scheduler_id: str) -> SettingsView:
         subject.require(Permission.RESET_SETTINGS)
         options = self._registry.get(scheduler_id)
-        backend, _ = self._bound()
         with self._settings_lock:
-            current = options.defaults.with_overrides(backend.overrides(scheduler_id))
-            backend.reset_settings(scheduler_id)
-        self._record(
-            subject,
-            "reset settings",
-            scheduler_id,
-            before=settings_as_json(current),
-            after=settings_as_json(options.defaults),
-        )
-        return SettingsView(effective=options.defaults, defaults=options.defaults, overrides={})
+            current = self._current(options)
+            self._backend.reset_settings(scheduler_id)
+        reset = settings_owner.defaults_of(options)
+        before, after = settings_owner.audit_diff(current.effective, reset.effective)
+        self._record(subject, "reset settings", scheduler_id, before=before, after=after)
+        return reset

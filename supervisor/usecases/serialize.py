@@ -1,6 +1,6 @@
 """The JSON shapes of the CLI's ``--json`` output, also spoken on the control socket.
 
-May import ``definitions``, ``records`` and ``usecases`` (for settings values).
+May import ``core``.
 """
 
 from __future__ import annotations
@@ -9,7 +9,8 @@ from datetime import datetime
 from typing import Any
 
 from supervisor.core.records import LogRecord, RunRecord, SchedulerStatus
-from supervisor.usecases.schedulers import SettingsView, settings_as_json
+from supervisor.core.settings import EffectiveSettings
+from supervisor.core.settings import as_json as settings_as_json
 
 
 def iso(value: datetime | None) -> str | None:
@@ -64,7 +65,7 @@ def log_json(record: LogRecord, *, cursor: int | None = None) -> dict[str, Any]:
     return out
 
 
-def settings_view_json(view: SettingsView) -> dict[str, Any]:
+def settings_view_json(view: EffectiveSettings) -> dict[str, Any]:
     return {
         "effective": settings_as_json(view.effective),
         "defaults": settings_as_json(view.defaults),

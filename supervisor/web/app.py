@@ -44,6 +44,7 @@ from supervisor.core.errors import (
 )
 from supervisor.core.nextruns import upcoming_for_cron
 from supervisor.core.records import Level, LogQuery, LogRecord, SchedulerStatus
+from supervisor.core.settings import read_form as read_settings_form
 from supervisor.store.protocols import UserDirectory
 from supervisor.usecases.schedulers import SettingsView, UseCases
 from supervisor.usecases.serialize import status_json
@@ -710,16 +711,13 @@ class _Admin:
     def save_settings(self, request: _Request, sid: str) -> Any:
         subject = self._subject(request)
         options = self.use_cases.registry.get(sid)
-        form = present.read_settings_form(options.kind, request.form)
+        form = read_settings_form(options.kind, request.form)
         errors = dict(form.errors)
         if not errors:
             try:
-                self.use_cases.update_settings(subject, sid, form.changes)
-            except DefinitionError as error:
-                name = error.field.rpartition(".")[2]
-                if name not in form.texts:
-                    name = "general"
-                errors[name] = error.problem
+                self.use_cases.update_settings(subject, sid, form.change)
+            except DefinitionError as error:  # named by its setting name
+                errors[error.field if error.field in form.texts else "general"] = error.problem
         if errors:
             return self.scheduler(
                 request, sid, form_texts=form.texts, form_errors=errors, status_code=400

@@ -1,22 +1,21 @@
 """Pure presentation for the Admin Center: durations for people, the run-duration chart,
-log field values, and reading the settings form.
+and log field values.
 
 Nothing here touches HTTP; every function is a value in, value out.
-May import ``definitions``, ``durations``, ``records``, ``errors`` and the stdlib.
+May import ``core`` and the stdlib.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 from supervisor.core.definitions import Kind, Settings
-from supervisor.core.durations import format_duration, parse_duration
-from supervisor.core.errors import DefinitionError
+from supervisor.core.durations import format_duration
 from supervisor.core.records import Outcome, RunRecord
+from supervisor.core.settings import KIND_FIELDS
 
 KIND_WORDS = {
     Kind.ONE_SHOT: "One-shot",
@@ -34,13 +33,9 @@ OUTCOME_WORDS = {
     Outcome.INTERRUPTED: "Interrupted",
 }
 
-# The settings a form shows for each kind (the others do not affect that kind).
-FORM_FIELDS: dict[Kind, tuple[str, ...]] = {
-    Kind.ONE_SHOT: ("start_delay", "timeout", "disabled"),
-    Kind.SCHEDULE: ("start_delay", "pause_time", "timeout", "disabled"),
-    Kind.CRON: ("cron", "timezone", "timeout", "disabled"),
-    Kind.MANUAL: ("timeout", "disabled"),
-}
+# The settings a form shows for each kind (the others do not affect that kind); the form
+# is read by ``core.settings.read_form``.
+FORM_FIELDS = KIND_FIELDS
 
 FIELD_LABELS = {
     "start_delay": "Start delay",
@@ -121,52 +116,6 @@ def audit_value(key: str, value: object) -> str:
     if key in DURATION_SETTINGS and isinstance(value, int | float) and value >= 0:
         return format_duration(timedelta(seconds=value))
     return field_value(value)
-
-
-# -- the settings form ---------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class SettingsForm:
-    """What the form sent: the raw texts (to show back) and the parsed changes or errors."""
-
-    texts: Mapping[str, str]
-    changes: Mapping[str, Any]
-    errors: Mapping[str, str]
-
-
-def read_settings_form(kind: Kind, form: Mapping[str, str]) -> SettingsForm:
-    """Parse the fields a ``kind`` shows; each bad field gets its own message."""
-    texts: dict[str, str] = {}
-    changes: dict[str, Any] = {}
-    errors: dict[str, str] = {}
-    for name in FORM_FIELDS[kind]:
-        if name == "disabled":
-            changes[name] = form.get(name, "") in ("on", "true", "1", "yes")
-            texts[name] = "on" if changes[name] else ""
-            continue
-        text = form.get(name, "").strip()
-        texts[name] = text
-        try:
-            changes[name] = _parse_field(name, text)
-        except DefinitionError as error:
-            errors[name] = error.problem
-    return SettingsForm(texts=texts, changes=changes, errors=errors)
-
-
-def _parse_field(name: str, text: str) -> Any:
-    if name in ("start_delay", "pause_time"):
-        return parse_duration(text, field=name)
-    if name == "timeout":
-        return None if not text else parse_duration(text, field=name)
-    if name == "cron":
-        if not text:
-            raise DefinitionError(name, "a cron expression is required")
-        return Settings(cron=text).cron  # validated and normalised
-    if name == "timezone":
-        Settings(timezone=text or "UTC")
-        return text or "UTC"
-    raise DefinitionError(name, "is not a setting")  # pragma: no cover - FORM_FIELDS only
 
 
 # -- the run-duration chart ----------------------------------------------------------------

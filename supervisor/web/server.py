@@ -3,7 +3,7 @@
 Bottle's default server handles one request at a time, so one open event stream would
 hold every other request. This serves each connection in its own (daemon) thread, caps
 the number of connections, and on ``close`` ends every event stream before returning.
-May import ``service`` (types only), ``cfgscheduler``, ``store``, ``supervisor.web.*``
+May import ``service`` (types only), ``usecases``, ``store``, ``supervisor.web.*``
 and the stdlib.
 """
 
@@ -22,7 +22,6 @@ from supervisor.web.app import CONNECTION_KEY, AdminConfig, create_app
 from supervisor.web.auth import ensure_bootstrap_admin
 
 if TYPE_CHECKING:
-    from supervisor.cfgscheduler import Schedulers
     from supervisor.service.manager_mode import RunOptions
     from supervisor.usecases.schedulers import UseCases
 
@@ -150,7 +149,7 @@ def serve_admin(
 
 
 def start_admin(
-    schedulers: Schedulers,
+    use_cases: UseCases,
     store: UserDirectory,
     options: RunOptions,
     *,
@@ -161,12 +160,10 @@ def start_admin(
     if options.admin is None:
         raise ValueError("start_admin needs options.admin = (host, port)")
     host, port = options.admin
-    chosen = config or AdminConfig(app_name=schedulers.app.name)
-    server = serve_admin(
-        schedulers.use_cases, users=store, host=host, port=port, config=chosen, out=out
-    )
+    chosen = config or AdminConfig(app_name=use_cases.registry.app_name)
+    server = serve_admin(use_cases, users=store, host=host, port=port, config=chosen, out=out)
     (out or sys.stderr).write(f"Admin Center: {server.url}/\n")
     return server
 
 
-AdminFactory = Callable[["Schedulers", UserDirectory, "RunOptions"], AdminServer]
+AdminFactory = Callable[["UseCases", UserDirectory, "RunOptions"], AdminServer]
