@@ -9,18 +9,23 @@ import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
 from supervisor.core.records import Level, LogRecord, Source
 from supervisor.runs.context import (
+    UNREPRESENTABLE,
     Cancelled,
     CancelPipe,
     Context,
     RunError,
+    StructuredLogger,
     json_safe,
     logger_from,
+    make_record,
 )
+from supervisor.runs.wire import encode_log
 
 
 class ListSink:
@@ -229,4 +234,92 @@ def test_fields_are_made_json_safe() -> None:
     for _ in range(50):
         cursor.append([])
         cursor = cursor[0]  # type: ignore[assignment]
-    assert isinstance(json_safe(deep), list)  # deep nesting ends in a repr, not a crash
+    safe = json_safe(deep)  # deep nesting ends in a marked text, not a crash
+    for _ in range(8):
+        (safe,) = safe
+    assert safe.startswith(f"{UNREPRESENTABLE} list: nested over 8 deep")
+
+
+class _BadClass:
+    @property  # type: ignore[misc]
+    def __class__(self) -> type:
+        raise RuntimeError("no class")
+
+
+class _BrokenMapping(dict[str, int]):
+    def items(self) -> Any:
+        raise RuntimeError("no items")
+
+    def __repr__(self) -> str:
+        return "<broken mapping>"
+
+
+class _Unprintable:
+    def __str__(self) -> str:
+        raise ValueError("no")
+
+
+class _LoudInt(int):
+    def __repr__(self) -> str:
+        raise RuntimeError("never called: the value is used as an int")
+
+
+def test_regression_a_huge_int_is_marked_instead_of_breaking_the_record() -> None:
+    safe = json_safe({"n": 10**5000, "ok": 10**4000})
+    assert safe["n"] == f"{UNREPRESENTABLE} int: {(10**5000).bit_length()} bits, too long to show>"
+    assert safe["ok"] == 10**4000
+    encode_log(make_record("r1", Level.INFO, "big", {"n": 10**5000}))  # must not raise
+
+
+def test_recursive_and_shared_structures_are_bounded() -> None:
+    loop: list[object] = []
+    loop.append(loop)
+    assert json_safe(loop) == [f"{UNREPRESENTABLE} list: it contains itself>"]
+    mapping: dict[str, object] = {}
+    mapping["me"] = mapping
+    assert json_safe(mapping) == {"me": f"{UNREPRESENTABLE} dict: it contains itself>"}
+    shared: list[object] = []
+    for _ in range(8):
+        shared = [shared] * 40  # 40**8 paths
+    # Before, this walked all 40**8 paths (it never ended); now a budget bounds it.
+    line = encode_log(make_record("r1", Level.INFO, "wide", {"v": shared}))
+    assert len(line) < 1024 * 1024 and b"the rest cut" in line
+    texts = json_safe(["y" * 60_000] * 40)
+    assert sum(len(t) for t in texts) < 600 * 1024
+    assert texts[-1].startswith(UNREPRESENTABLE)
+
+
+def test_objects_that_break_on_inspection_are_marked() -> None:
+    assert json_safe(_BadClass()).startswith(UNREPRESENTABLE)
+    assert json_safe(_BrokenMapping(a=1)) == "<broken mapping>"
+    assert json_safe({_Unprintable(): 1, 2: 3}) == {
+        f"{UNREPRESENTABLE} key of type _Unprintable>": 1,
+        "2": 3,
+    }
+    assert json_safe(_LoudInt(5)) == 5 and type(json_safe(_LoudInt(5))) is int
+
+
+def test_a_message_whose_str_raises_is_marked() -> None:
+    record = make_record("r1", Level.INFO, _Unprintable())
+    assert record.message == f"{UNREPRESENTABLE} message: str() of a _Unprintable raised>"
+
+
+def test_regression_logging_never_raises_into_the_runner() -> None:
+    class FailingSink:
+        def __init__(self) -> None:
+            self.calls = 0
+            self.records: list[LogRecord] = []
+
+        def write(self, record: LogRecord) -> None:
+            self.calls += 1
+            if self.calls == 1:
+                raise OSError("the sink broke")
+            self.records.append(record)
+
+    sink = FailingSink()
+    log = StructuredLogger(sink, "r1")
+    log.info("lost", n=1)
+    (replacement,) = sink.records
+    assert replacement.message == f"{UNREPRESENTABLE} record: writing it raised OSError>"
+    log.info("big", n=10**5000, loop=[[[]]])
+    assert sink.records[-1].message == "big"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -75,8 +76,34 @@ def test_result_round_trip() -> None:
     for result in (
         RunResult(outcome=Outcome.SUCCEEDED, value="42"),
         RunResult(outcome=Outcome.FAILED, error="ValueError: x", traceback="Traceback ...\n"),
+        RunResult(outcome=Outcome.FAILED, error="sys.exit(3) was called", exit_code=3),
     ):
         assert decode(encode_result(result), run_id="r1") == result
+
+
+def test_a_result_knows_the_status_its_process_exits_with() -> None:
+    assert RunResult(outcome=Outcome.SUCCEEDED).status == 0
+    assert RunResult(outcome=Outcome.FAILED).status == 1
+    assert RunResult(outcome=Outcome.FAILED, exit_code=3).status == 3
+    for outcome, code in ((Outcome.SUCCEEDED, 3), (Outcome.FAILED, 0), (Outcome.FAILED, 256)):
+        with pytest.raises(ValueError, match="exit_code"):
+            RunResult(outcome=outcome, exit_code=code)
+
+
+def test_a_result_with_a_garbled_exit_code_is_reported_not_trusted() -> None:
+    line = encode_result(RunResult(outcome=Outcome.FAILED)).replace(
+        b'"exit_code":null', b'"exit_code":"3"'
+    )
+    decoded = decode(line, run_id="r1")
+    assert isinstance(decoded, LogRecord) and decoded.level is Level.ERROR
+
+
+def test_regression_a_record_that_cannot_be_encoded_still_makes_a_line() -> None:
+    # A value json_safe would have replaced, put into a record directly: no exception.
+    line = encode_log(record(fields={"n": 10**5000, "ok": 1}))
+    decoded = decode(line, run_id="r1")
+    assert isinstance(decoded, LogRecord) and decoded.message == "héllo ✓"
+    assert decoded.fields == {"unencodable": "<unrepresentable fields: ValueError>"}
 
 
 def test_exec_round_trip() -> None:

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import click
 
 from supervisor import __version__
+from supervisor.cli import terminal
 from supervisor.cli.options import json_option, proxy_header_option, state_dir_option
 from supervisor.cli.systemd import (
     SystemdClient,
@@ -297,13 +298,7 @@ def _print_log(record: dict[str, Any], as_json: bool) -> None:
         record = {k: v for k, v in record.items() if k != "cursor"}
         click.echo(json.dumps(record, ensure_ascii=False))
         return
-    fields = " ".join(
-        f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in record["fields"].items()
-    )
-    click.echo(
-        f"{local_time(record['time'])} {record['level'].upper():<8} [{record['source']}] "
-        f"{record['message']}" + (f"  {fields}" if fields else "")
-    )
+    click.echo(terminal.log_line(record, when=local_time(record["time"])))
 
 
 @main.command()

@@ -5,8 +5,10 @@ the fresh-interpreter launcher) the file descriptors are: 0 ``/dev/null``, 1 the
 pipe, 2 the stderr pipe, 3 the records pipe (``wire`` lines to the manager), 4 the cancel
 pipe (the manager writes the reason), and nothing else; 3 and 4 are close-on-exec.
 ``run_child`` builds the ``Context``, forwards stdlib ``logging`` to the records pipe,
-runs the runner, writes the result and exits: ``EXIT_SUCCEEDED`` (0) or
-``EXIT_FAILED`` (1); any other ending is a crash. A
+runs the runner, writes the result and exits with the result's status: ``EXIT_SUCCEEDED``
+(0), ``EXIT_FAILED`` (1), or the code the runner gave ``sys.exit`` (mapped as Python
+maps it, see ``exit_status``); any other ending is a crash. If the job names a cgroup,
+the process joins it before anything else. A
 ``Command`` runner is exec'd instead (after an ``exec`` notice on the records pipe), so
 its exit status is the outcome.
 
@@ -14,8 +16,8 @@ its exit status is the outcome.
 systemd mode's ``supervisor exec`` plugs its journald writer in); ``exec_command``
 replaces the current process with a ``Command``.
 
-May import ``context``, ``wire``, ``procs``, ``definitions``, ``records``, ``errors``, and
-(in the process entry points only) ``app`` and ``cfgscheduler``.
+May import ``context``, ``wire``, ``procs``, ``cgroups``, ``definitions``, ``records``,
+``errors``, and (in the process entry points only) ``app`` and ``cfgscheduler``.
 """
 
 from __future__ import annotations
@@ -39,13 +41,15 @@ from typing import Any, Final, NoReturn
 
 from supervisor.core.definitions import Command, Options
 from supervisor.core.records import Level, LogRecord, Outcome
-from supervisor.runs import procs
+from supervisor.runs import cgroups, procs
 from supervisor.runs.context import (
     Cancelled,
     Context,
     RecordSink,
     RunError,
     make_record,
+    safe_str,
+    type_name,
 )
 from supervisor.runs.wire import RunResult, encode_exec, encode_log, encode_result
 
@@ -72,6 +76,7 @@ class Job:
     trigger: str
     deadline: datetime | None = None  # aware UTC: when the timeout will end the run
     action_id: str | None = None
+    cgroup: str | None = None  # the run's cgroup directory, joined first (see ``cgroups``)
 
     def __post_init__(self) -> None:
         if not _RUN_ID.fullmatch(self.run_id) or len(self.run_id) > MAX_RUN_ID:
@@ -81,6 +86,8 @@ class Job:
             )
         if self.deadline is not None and self.deadline.tzinfo is None:
             raise ValueError("deadline must be an aware datetime")
+        if self.cgroup is not None and not os.path.isabs(self.cgroup):
+            raise ValueError(f"cgroup {self.cgroup!r} must be an absolute path")
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -89,6 +96,7 @@ class Job:
             "trigger": self.trigger,
             "deadline": None if self.deadline is None else self.deadline.isoformat(),
             "action_id": self.action_id,
+            "cgroup": self.cgroup,
         }
 
     @classmethod
@@ -100,6 +108,7 @@ class Job:
             trigger=str(obj["trigger"]),
             deadline=None if deadline is None else datetime.fromisoformat(deadline),
             action_id=None if obj.get("action_id") is None else str(obj["action_id"]),
+            cgroup=None if obj.get("cgroup") is None else str(obj["cgroup"]),
         )
 
 
@@ -163,11 +172,20 @@ class ForwardingHandler(logging.Handler):
                 fields["traceback"] = record.exc_text
             if record.stack_info:
                 fields["stack"] = record.stack_info
+            try:
+                message = record.getMessage()
+            except Exception as error:  # msg % args failed: keep both, marked
+                message = (
+                    f"{safe_str(record.msg) or '<unrepresentable message>'} "
+                    f"<unrepresentable: formatting it with its arguments raised "
+                    f"{type(error).__name__}>"
+                )
+                fields["args"] = record.args
             self._sink.write(
                 make_record(
                     self._run_id,
                     Level.from_number(record.levelno),
-                    record.getMessage(),
+                    message,
                     fields,
                     created=record.created,
                 )
@@ -253,41 +271,99 @@ def _call(options: Options, job: Job, ctx: Context, sink: RecordSink) -> RunResu
             if action is None:
                 raise RunError(f"scheduler {options.id!r} has no action {job.action_id!r}")
             value = action.action()
-            return RunResult(outcome=Outcome.SUCCEEDED, value=None if value is None else str(value))
+            return RunResult(outcome=Outcome.SUCCEEDED, value=_value_text(value))
         runner = options.runner
         assert not isinstance(runner, Command)
         runner(ctx)
         return RunResult(outcome=Outcome.SUCCEEDED)
-    except (RunError, Cancelled) as error:
-        result = RunResult(outcome=Outcome.FAILED, error=str(error) or type(error).__name__)
-    except SystemExit as error:
-        if error.code is None or error.code == 0:
-            return RunResult(outcome=Outcome.SUCCEEDED)
-        result = RunResult(outcome=Outcome.FAILED, error=f"sys.exit({error.code!r}) was called")
     except BaseException as error:
-        result = RunResult(
-            outcome=Outcome.FAILED,
-            error=summary(error),
-            traceback=_traceback(error),
-        )
+        result = failure(error)
+    if result.outcome is Outcome.SUCCEEDED:  # sys.exit(0)
+        return result
     fields = {} if result.traceback is None else {"traceback": result.traceback}
     with contextlib.suppress(Exception):
         sink.write(make_record(job.run_id, Level.ERROR, f"{what} failed: {result.error}", fields))
     return result
 
 
-def _traceback(error: BaseException) -> str:
+def failure(error: BaseException) -> RunResult:
+    """How a runner that raised ``error`` ended; never raises, whatever ``error`` does.
+
+    ``RunError`` and ``Cancelled``: failed with just the message. ``SystemExit``: the exit
+    status Python would give (``exit_status``), failed unless it is 0. Anything else:
+    failed with ``summary`` and the traceback.
+    """
+    try:
+        if isinstance(error, RunError | Cancelled):
+            text = safe_str(error)
+            return RunResult(outcome=Outcome.FAILED, error=text or summary(error))
+        if isinstance(error, SystemExit):
+            return _exit_result(error.code)
+        return RunResult(outcome=Outcome.FAILED, error=summary(error), traceback=_traceback(error))
+    except Exception:  # nothing above should raise; this keeps the promise if it does
+        return RunResult(outcome=Outcome.FAILED, error=type_name(error))
+
+
+def exit_status(code: object) -> int:
+    """The exit status ``sys.exit(code)`` gives a Python process: None is 0; an int is
+    taken modulo 256 (255 beyond a C long); anything else is printed and gives 1."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        number = int.__int__(code)
+        return number & 0xFF if -(2**63) <= number < 2**63 else 255
+    return 1
+
+
+def _exit_result(code: object) -> RunResult:
+    status = exit_status(code)
+    if status == 0:
+        return RunResult(outcome=Outcome.SUCCEEDED, exit_code=0)
+    if isinstance(code, int):
+        try:
+            shown = int.__repr__(int.__int__(code)) if not isinstance(code, bool) else repr(code)
+        except ValueError:  # too many digits to show
+            shown = f"<an int of {int.__int__(code).bit_length()} bits>"
+        return RunResult(
+            outcome=Outcome.FAILED, error=f"sys.exit({shown}) was called", exit_code=status
+        )
+    # Python prints a non-int code as the message: it is the error people read.
+    text = safe_str(code)
+    if text is None:
+        text = (
+            f"sys.exit() was called with a {type_name(code)} whose message could not be formatted"
+        )
+    return RunResult(
+        outcome=Outcome.FAILED, error=text or "sys.exit('') was called", exit_code=status
+    )
+
+
+def _value_text(value: object) -> str | None:
+    if value is None:
+        return None
+    text = safe_str(value)
+    return text if text is not None else f"<the {type_name(value)} returned could not be formatted>"
+
+
+def _traceback(error: BaseException) -> str | None:
     """The traceback without our own frame on top (it starts in the runner's code)."""
     tb = error.__traceback__
     if tb is not None and tb.tb_next is not None:
         tb = tb.tb_next
-    return "".join(traceback.format_exception(type(error), error, tb))
+    try:
+        return "".join(traceback.format_exception(type(error), error, tb))
+    except Exception as problem:
+        return f"(the traceback could not be formatted: {type_name(problem)})"
 
 
 def summary(error: BaseException) -> str:
-    """``Type: message`` (or just ``Type``): how an error is named in records."""
-    text = str(error)
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+    """``Type: message`` (or just ``Type``): how an error is named in records; never
+    raises (an error whose ``str()`` raises is named with a note saying so)."""
+    name = type_name(error)
+    text = safe_str(error)
+    if text is None:
+        return f"{name} (its message could not be formatted: str() raised)"
+    return f"{name}: {text}" if text else name
 
 
 def command_environment(command: Command) -> dict[str, str]:
@@ -330,26 +406,60 @@ def setup_stdio() -> None:
 def run_child(
     load: Callable[[], Options], job: Job, *, records_fd: int, cancel_fd: int
 ) -> NoReturn:
-    """Run ``job`` in this (run's) process, report on the records pipe, and exit."""
+    """Run ``job`` in this (run's) process, report on the records pipe, and exit.
+
+    First of all the process joins ``job.cgroup`` (if given), so everything it starts
+    is in the run's cgroup; if that fails the run goes on, with a WARNING record.
+    """
     code = EXIT_SETUP_FAILED
     try:
+        joined = _join_cgroup(job)
         sink = PipeSink(records_fd)
-        try:
-            options = load()
-        except Exception as error:
-            sink.send(encode_result(RunResult(outcome=Outcome.FAILED, error=summary(error))))
-            code = EXIT_FAILED
-        else:
-            if job.action_id is None and isinstance(options.runner, Command):
-                code = _exec_in_child(options.runner, sink, records_fd, cancel_fd)
-            else:
-                result = execute(options, job, sink=sink, cancel_fd=cancel_fd)
-                flush_stdio()
-                sink.send(encode_result(result))
-                code = EXIT_SUCCEEDED if result.outcome is Outcome.SUCCEEDED else EXIT_FAILED
+        if joined is not None:
+            sink.write(joined)
+        code = _run(load, job, sink, records_fd=records_fd, cancel_fd=cancel_fd)
     finally:
         flush_stdio()
         os._exit(code)
+
+
+def _join_cgroup(job: Job) -> LogRecord | None:
+    """Join the run's cgroup; a WARNING record (for the run's log) if that failed."""
+    if job.cgroup is None:
+        return None
+    try:
+        cgroups.join_self(job.cgroup)
+    except OSError as error:
+        return make_record(
+            job.run_id,
+            Level.WARNING,
+            "the run's process could not join its cgroup: processes it starts may outlive it",
+            {"cgroup": job.cgroup, "error": str(error)},
+        )
+    return None
+
+
+def _run(
+    load: Callable[[], Options], job: Job, sink: PipeSink, *, records_fd: int, cancel_fd: int
+) -> int:
+    try:
+        options = load()
+    except BaseException as error:
+        sink.send(encode_result(RunResult(outcome=Outcome.FAILED, error=summary(error))))
+        return EXIT_FAILED
+    if job.action_id is None and isinstance(options.runner, Command):
+        return _exec_in_child(options.runner, sink, records_fd, cancel_fd)
+    try:
+        result = execute(options, job, sink=sink, cancel_fd=cancel_fd)
+    except BaseException as error:  # our own set-up failed, not the runner
+        result = RunResult(
+            outcome=Outcome.FAILED,
+            error=f"the run's process failed: {summary(error)}",
+            traceback=_traceback(error),
+        )
+    flush_stdio()
+    sink.send(encode_result(result))
+    return result.status
 
 
 def _exec_in_child(command: Command, sink: PipeSink, records_fd: int, cancel_fd: int) -> int:

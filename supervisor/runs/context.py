@@ -18,13 +18,14 @@ import contextlib
 import math
 import os
 import select
+import sys
 import threading
 import time
 import traceback
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from types import MappingProxyType
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, cast
 
 from supervisor.core.definitions import RunContext
 from supervisor.core.records import Level, LogRecord, Source
@@ -187,39 +188,221 @@ class Context:
 
 
 def json_safe(value: object, _depth: int = 0) -> Any:
-    """``value`` made of JSON types only: other objects become their ``repr``."""
-    if value is None or isinstance(value, bool | int):
-        return value
-    if isinstance(value, str):
-        return value if len(value) <= MAX_TEXT_CHARS else value[:MAX_TEXT_CHARS] + "…"
-    if isinstance(value, float):
-        return value if math.isfinite(value) else repr(value)
-    if _depth < _MAX_DEPTH:
+    """``value`` made of JSON types only, always encodable; never raises.
+
+    Other objects become their ``repr``. What cannot be shown as it is becomes a text
+    starting with ``<unrepresentable`` (``UNREPRESENTABLE``): an int too long for
+    ``str()`` (over Python's 4,300-digit limit), an object whose ``repr`` raises, a
+    container that contains itself, or what lies beyond ``MAX_NODES`` values in all.
+    """
+    return _Safe().convert(value, _depth)
+
+
+# Values that could not be shown as they are start with this text.
+UNREPRESENTABLE: Final = "<unrepresentable"
+# At most this many values are converted for one call (shared objects cannot multiply it).
+MAX_NODES: Final = 50_000
+# ... and at most this many characters of text (a record must fit the records pipe).
+MAX_CHARS: Final = 512 * 1024
+# sys.set_int_max_str_digits() accepts no limit below 640 digits.
+_SHORT_INT: Final = 10**639
+_SHORT_TEXT: Final = 4096  # shorter texts need no cutting (they still count)
+_REST_CUT: Final = (
+    f"{UNREPRESENTABLE}: over {MAX_NODES} values or {MAX_CHARS} characters, the rest cut>"
+)
+
+
+class _Safe:
+    """One ``json_safe`` conversion: its node budget and the containers being walked."""
+
+    __slots__ = ("budget", "chars", "walking")
+
+    def __init__(self) -> None:
+        self.budget = MAX_NODES
+        self.chars = MAX_CHARS
+        self.walking: set[int] = set()
+
+    def convert(self, value: object, depth: int) -> Any:
+        try:
+            return self._convert(value, depth)
+        except Exception as error:  # e.g. a __class__ that raises, seen by isinstance
+            return f"{UNREPRESENTABLE} value: converting it raised {type_name(error)}>"
+
+    def _convert(self, value: object, depth: int) -> Any:
+        self.budget -= 1
+        kind = type(value)  # exact types first: the common case, and no user code runs
+        if kind in _PLAIN and _plain(value):
+            if kind is str:
+                self.chars -= len(cast(str, value)) or 1
+            return value
+        if kind is not dict and kind is not list and kind is not tuple:
+            if isinstance(value, bool):
+                return bool(value)
+            if isinstance(value, int):
+                return self._int(value)
+            if isinstance(value, str):
+                return self._text(str.__str__(value))
+            if isinstance(value, float):
+                number = float.__float__(value)
+                return number if math.isfinite(number) else repr(number)
+        if self.exhausted:
+            return _REST_CUT
+        if (
+            kind is dict
+            or kind is list
+            or kind is tuple
+            or isinstance(value, Mapping | list | tuple)
+        ):
+            if depth >= _MAX_DEPTH:  # its repr could be as big as everything below it
+                return self._text(
+                    f"{UNREPRESENTABLE} {type_name(value)}: nested over {_MAX_DEPTH} deep>"
+                )
+            walked = id(value)
+            if walked in self.walking:
+                return f"{UNREPRESENTABLE} {type_name(value)}: it contains itself>"
+            self.walking.add(walked)
+            try:
+                return self._container(cast(_Container, value), depth)
+            except Exception:  # a broken container: shown by its repr
+                return self._text(safe_repr(value))
+            finally:
+                self.walking.discard(walked)
+        return self._text(safe_repr(value))
+
+    @property
+    def exhausted(self) -> bool:
+        return self.budget < 0 or self.chars < 0
+
+    def _text(self, text: str) -> str:
+        if len(text) > self.chars:
+            text = text[: max(0, self.chars)] + f"… {UNREPRESENTABLE}: the rest cut>"
+        self.chars -= len(text) or 1
+        return _cut(text)
+
+    def _container(self, value: _Container, depth: int) -> Any:
+        # Plain items are taken here, without a call each: this is the hot path of logging.
         if isinstance(value, Mapping):
-            return {str(k): json_safe(v, _depth + 1) for k, v in value.items()}
-        if isinstance(value, list | tuple):
-            return [json_safe(v, _depth + 1) for v in value]
+            out: dict[str, Any] = {}
+            for key, item in value.items():
+                if self.exhausted:
+                    out["…"] = _REST_CUT
+                    break
+                name = key if type(key) is str else self._key(key)
+                kind = type(item)
+                if kind is str and len(item) <= _SHORT_TEXT:
+                    self.budget -= 1
+                    self.chars -= len(item) or 1
+                    out[name] = item
+                elif (
+                    item is None
+                    or kind is bool
+                    or (kind is int and -_SHORT_INT < item < _SHORT_INT)
+                ):
+                    self.budget -= 1
+                    out[name] = item
+                else:
+                    out[name] = self.convert(item, depth + 1)
+            return out
+        items: list[Any] = []
+        for item in value:
+            if self.exhausted:
+                items.append(_REST_CUT)
+                break
+            kind = type(item)
+            if kind is str and len(item) <= _SHORT_TEXT:
+                self.budget -= 1
+                self.chars -= len(item) or 1
+                items.append(item)
+            elif item is None or kind is bool or (kind is int and -_SHORT_INT < item < _SHORT_INT):
+                self.budget -= 1
+                items.append(item)
+            else:
+                items.append(self.convert(item, depth + 1))
+        return items
+
+    @staticmethod
+    def _key(key: object) -> str:
+        if type(key) is str:
+            return key
+        text = safe_str(key)
+        return text if text is not None else f"{UNREPRESENTABLE} key of type {type_name(key)}>"
+
+    @staticmethod
+    def _int(value: int) -> int | str:
+        number = int.__int__(value)  # an exact int: a subclass's methods are not called
+        if -_SHORT_INT < number < _SHORT_INT:  # fewer digits than any limit Python allows
+            return number
+        try:
+            int.__repr__(number)  # what the JSON encoder will call
+        except ValueError:  # over sys.get_int_max_str_digits()
+            return f"{UNREPRESENTABLE} int: {number.bit_length()} bits, too long to show>"
+        return number
+
+
+_Container = Mapping[Any, Any] | list[Any] | tuple[Any, ...]
+_PLAIN: Final = frozenset({str, int, float, bool, type(None)})
+
+
+def _plain(value: object) -> bool:
+    """Is ``value`` (of an exact type in ``_PLAIN``) kept as it is?"""
+    if type(value) is str:
+        return len(value) <= _SHORT_TEXT
+    if type(value) is int:
+        return -_SHORT_INT < value < _SHORT_INT
+    if type(value) is float:
+        return math.isfinite(value)
+    return True
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= MAX_TEXT_CHARS else text[:MAX_TEXT_CHARS] + "…"
+
+
+def type_name(value: object) -> str:
+    """The name of ``value``'s type (never raises)."""
+    name = getattr(type(value), "__name__", None)
+    return name if isinstance(name, str) else "object"
+
+
+def safe_repr(value: object) -> str:
+    """``repr(value)``, or a text saying it could not be made (never raises)."""
     try:
         text = repr(value)
     except Exception as error:  # a broken __repr__ must not break logging
-        text = f"<unrepresentable {type(value).__name__}: {error!r}>"
-    return json_safe(text)
+        return f"{UNREPRESENTABLE} {type_name(value)}: repr() raised {type_name(error)}>"
+    return str.__str__(text)
+
+
+def safe_str(value: object) -> str | None:
+    """``str(value)``, or None when ``str()`` raises (never raises)."""
+    try:
+        text = str(value)
+    except Exception:
+        return None
+    return str.__str__(text)
 
 
 def make_record(
     run_id: str,
     level: Level,
-    message: str,
+    message: object,
     fields: Mapping[str, object] | None = None,
     *,
     created: float | None = None,
 ) -> LogRecord:
-    """A logger record with the current time (or ``created``, epoch seconds)."""
+    """A logger record with the current time (or ``created``, epoch seconds); never raises
+    for ``message`` or ``fields`` (see ``json_safe``)."""
+    text = message if isinstance(message, str) else safe_str(message)
+    if text is None:
+        text = f"{UNREPRESENTABLE} message: str() of a {type_name(message)} raised>"
+    safe = json_safe(fields) if fields else NO_FIELDS
+    if not isinstance(safe, dict):  # a broken mapping: keep what it was, marked
+        safe = {"fields": safe}
     return LogRecord(
         time=datetime.fromtimestamp(time.time() if created is None else created, UTC),
         level=level,
-        message=json_safe(str(message)),
-        fields={str(k): json_safe(v) for k, v in fields.items()} if fields else NO_FIELDS,
+        message=_cut(str.__str__(text)),
+        fields=safe,
         run_id=run_id,
         source=Source.LOGGER,
     )
@@ -233,7 +416,12 @@ class StructuredLogger:
         self._run_id = run_id
 
     def log(self, level: Level, msg: str, /, **fields: object) -> None:
-        self._sink.write(make_record(self._run_id, level, msg, fields))
+        """Write one record; never raises (a record that cannot be written is replaced by
+        one saying so, and if even that fails, by a line on stderr)."""
+        try:
+            self._sink.write(make_record(self._run_id, level, msg, fields))
+        except Exception as error:
+            _record_lost(self._sink, self._run_id, level, error)
 
     def debug(self, msg: str, /, **fields: object) -> None:
         self.log(Level.DEBUG, msg, **fields)
@@ -253,6 +441,15 @@ class StructuredLogger:
     def exception(self, msg: str, /, **fields: object) -> None:
         """An ERROR record with the traceback of the exception being handled."""
         self.log(Level.ERROR, msg, **{**fields, "traceback": traceback.format_exc()})
+
+
+def _record_lost(sink: RecordSink, run_id: str, level: Level, error: Exception) -> None:
+    problem = f"{UNREPRESENTABLE} record: writing it raised {type_name(error)}>"
+    try:
+        sink.write(make_record(run_id, level, problem))
+    except Exception:
+        with contextlib.suppress(Exception):
+            sys.stderr.write(f"a log record was lost: {problem}\n")
 
 
 def logger_from(ctx: RunContext) -> StructuredLogger:

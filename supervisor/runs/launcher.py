@@ -517,7 +517,7 @@ class RunProcess:
                     error=None,
                     result=result.value,
                 )
-            if result.outcome is Outcome.FAILED and code == EXIT_FAILED:
+            if result.outcome is Outcome.FAILED and code == result.status:
                 error = result.error or "failed"
                 if result.traceback:
                     error += "\n" + result.traceback.rstrip("\n")

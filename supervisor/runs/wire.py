@@ -6,7 +6,8 @@ One JSON object per line, UTF-8, each carrying ``"v": 1`` and a ``"type"``:
   ``fields`` (an object of JSON values);
 - ``exec``: ``argv``; the run became an external program, so its outcome is its exit status;
 - ``result``: the runner's end, written once: ``outcome`` (``succeeded`` or ``failed``),
-  ``error``, ``traceback``, ``value`` (a custom action's return value as text).
+  ``error``, ``traceback``, ``value`` (a custom action's return value as text),
+  ``exit_code`` (the status the process exits with; null: 0 or 1 by the outcome).
 
 Decoding never raises: an unknown version, a garbled or an over-long line becomes an
 ERROR record saying so, and the reader goes on. Control messages travel only here,
@@ -43,10 +44,24 @@ class RunResult:
     error: str | None = None  # the message shown to people (first line: a summary)
     traceback: str | None = None
     value: str | None = None  # a custom action's return value, as text
+    # The status the process exits with, if not the outcome's usual 0 or 1 (sys.exit(3)).
+    exit_code: int | None = None
 
     def __post_init__(self) -> None:
         if self.outcome not in (Outcome.SUCCEEDED, Outcome.FAILED):
             raise ValueError(f"a runner ends succeeded or failed, not {self.outcome.value}")
+        if self.exit_code is not None:
+            if isinstance(self.exit_code, bool) or not 0 <= self.exit_code <= 255:
+                raise ValueError(f"exit_code must be 0..255, not {self.exit_code!r}")
+            if (self.exit_code == 0) != (self.outcome is Outcome.SUCCEEDED):
+                raise ValueError(f"exit_code {self.exit_code} contradicts {self.outcome.value}")
+
+    @property
+    def status(self) -> int:
+        """The exit status of a run's process that ended this way."""
+        if self.exit_code is not None:
+            return self.exit_code
+        return 0 if self.outcome is Outcome.SUCCEEDED else 1
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -64,7 +79,26 @@ def _line(obj: Mapping[str, Any]) -> bytes:
 
 
 def encode_log(record: LogRecord) -> bytes:
-    """One ``log`` line; a record too long for the pipe is cut, with a field saying so."""
+    """One ``log`` line; never raises. A record too long for the pipe is cut, with a field
+    saying so; one that cannot be encoded (a value ``json_safe`` would have replaced)
+    keeps its message, and its fields say why they are missing."""
+    try:
+        return _encode_log(record)
+    except Exception as error:
+        obj = {
+            "v": VERSION,
+            "type": "log",
+            "time": record.time.timestamp(),
+            "level": int(record.level),
+            "message": str.__str__(record.message)[:4096]
+            if isinstance(record.message, str)
+            else "<unrepresentable message>",
+            "fields": {"unencodable": f"<unrepresentable fields: {type(error).__name__}>"},
+        }
+        return _line(obj)
+
+
+def _encode_log(record: LogRecord) -> bytes:
     obj = {
         "v": VERSION,
         "type": "log",
@@ -89,6 +123,7 @@ def encode_result(result: RunResult) -> bytes:
         "error": result.error,
         "traceback": result.traceback,
         "value": result.value,
+        "exit_code": result.exit_code,
     }
     line = _line(obj)
     if len(line) >= MAX_LINE_BYTES:
@@ -139,6 +174,7 @@ def decode(line: bytes, *, run_id: str) -> Message:
                 error=_optional_text(obj.get("error")),
                 traceback=_optional_text(obj.get("traceback")),
                 value=_optional_text(obj.get("value")),
+                exit_code=_optional_code(obj.get("exit_code")),
             )
         if kind == "exec":
             argv = obj["argv"]
@@ -173,3 +209,11 @@ def _level(value: object) -> Level:
 
 def _optional_text(value: object) -> str | None:
     return None if value is None else str(value)
+
+
+def _optional_code(value: object) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError("exit_code")
+    return value

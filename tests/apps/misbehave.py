@@ -132,6 +132,94 @@ def long_line(ctx: scheduler.Context) -> None:
     sys.stdout.write("x" * 100_000 + "\nend\n")
 
 
+class _Unprintable(Exception):
+    """An error whose message cannot be made: ``str()`` raises."""
+
+    def __str__(self) -> str:
+        raise ValueError("no message for you")
+
+
+class _BrokenRepr:
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr either")
+
+
+def str_raises(ctx: scheduler.Context) -> None:
+    raise _Unprintable()
+
+
+def run_error_str_raises(ctx: scheduler.Context) -> None:
+    class Unprintable(scheduler.RunError):
+        def __str__(self) -> str:
+            raise ValueError("no message")
+
+    raise Unprintable()
+
+
+def sys_exit(code: object) -> Any:
+    def runner(ctx: scheduler.Context) -> None:
+        sys.exit(code)  # type: ignore[arg-type]
+
+    return runner
+
+
+def bad_log_values(ctx: scheduler.Context) -> None:
+    """Log values that cannot be shown as they are, then end well."""
+    log = scheduler.logger_from(ctx)
+    loop: list[object] = [1]
+    loop.append(loop)
+    wide: list[object] = []
+    for _ in range(8):
+        wide = [wide] * 50  # 50**8 paths through shared lists
+    log.info("big int", n=10**5000)
+    log.info("recursive", value=loop, mapping={"self": loop})
+    log.info("broken repr", value=_BrokenRepr())
+    log.info("shared", value=wide)
+    log.info(_BrokenRepr())  # type: ignore[arg-type]
+    logging.getLogger("misbehave").info("%d apples", "seven")
+    logging.getLogger("misbehave").info("big extra", extra={"n": 10**5000})
+    log.info("still logging")
+
+
+def escape_clean(ctx: scheduler.Context) -> None:
+    """Leave a process behind that left the session, cleared its environment (the marker
+    goes with it) and was double-forked into a fresh program; report it and end."""
+    ready_r, ready_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.setsid()
+        if os.fork() > 0:  # the sleeper's parent is gone at once
+            os._exit(0)
+        os.dup2(ready_w, 1)
+        program = "import os, time; print(os.getpid(), flush=True); time.sleep(300)"
+        os.execve(sys.executable, [sys.executable, "-c", program], {})
+    os.waitpid(pid, 0)
+    os.close(ready_w)
+    with os.fdopen(ready_r) as ready:
+        sleeper = int(ready.readline())
+    started = psutil.Process(sleeper).create_time()
+    with open(f"/proc/{sleeper}/cgroup") as membership:
+        cgroups = [line.split(":", 2)[2] for line in membership.read().splitlines()]
+    scheduler.logger_from(ctx).info("escaped", pid=sleeper, create_time=started, cgroups=cgroups)
+
+
+def hog(ctx: scheduler.Context) -> None:
+    """Allocate memory until the OOM killer ends the process."""
+    chunks = []
+    while True:
+        chunks.append(bytearray(16 * 1024 * 1024))
+
+
+# What a run could send an operator's terminal: a window title (OSC), a bare ESC that
+# clears the screen, a CR that rewrites the line, a C1 CSI, DEL, a bidi override.
+TERMINAL_TRICKS = "\x1b]0;owned\x07title \x1bc\x1b[2J cleared\rfake \x9b31m red\x7f \u202eabc"
+
+
+def terminal_tricks(ctx: scheduler.Context) -> None:
+    scheduler.logger_from(ctx).info(TERMINAL_TRICKS, trick=TERMINAL_TRICKS)
+    print(TERMINAL_TRICKS, flush=True)
+
+
 def action_answer() -> object:
     logging.getLogger("misbehave").info("computing the answer")
     return 42
@@ -175,6 +263,18 @@ configure(
 )
 configure("command-hang", scheduler.command(["sleep", "60"]))
 configure("command-missing", scheduler.command(["/nonexistent/program"]))
+configure("str-raises", str_raises)
+configure("run-error-str-raises", run_error_str_raises)
+configure("sys-exit-3", sys_exit(3))
+configure("sys-exit-text", sys_exit("the disk is full"))
+configure("sys-exit-none", sys_exit(None))
+configure("sys-exit-256", sys_exit(256))
+configure("sys-exit-true", sys_exit(True))
+configure("sys-exit-huge", sys_exit(10**5000))
+configure("bad-log-values", bad_log_values)
+configure("escape-clean", escape_clean)
+configure("hog", hog)
+configure("terminal-tricks", terminal_tricks)
 configure(
     "actions",
     first,
