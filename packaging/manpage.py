@@ -103,7 +103,13 @@ While it is empty the service does not start (its condition is not met).
 .TP
 .B SUPERVISOR_APP_PATH
 Directories the application is imported from; they must be readable by the user
-.BR sched\-supervisor .
+.B sched\-supervisor
+and lie outside
+.IR /home ,
+.I /root
+and
+.I /tmp
+(the service's sandbox hides them).
 .TP
 .B SUPERVISOR_ADMIN
 The Admin Center's address,
@@ -120,6 +126,20 @@ After editing the file:
 .BR "systemctl restart sched\-supervisor" .
 As root, the commands below find this service's state directory without
 .BR \-\-state\-dir .
+.PP
+The service runs sandboxed (systemd\-analyze security rates it "OK"): no capabilities,
+a read-only system except its state directory, no home directories, a private
+.IR /tmp ,
+no writable-executable memory, and only the system calls of ordinary services; its
+runs inherit that. It keeps a delegated cgroup
+.RB ( Delegate=yes )
+so that each run can get a cgroup of its own. To let runs write elsewhere, or to loosen a
+setting, add a drop-in with
+.BR "systemctl edit sched\-supervisor" ,
+for example
+.B ReadWritePaths=/srv/reports
+or
+.BR ProtectHome=read\-only .
 The manager's own messages go to the journal:
 .BR "journalctl \-u sched\-supervisor" .
 """.strip()
@@ -134,7 +154,17 @@ is not given. Otherwise it is
 .I /var/lib/sched\-supervisor
 for root and
 .I ~/.local/state/sched\-supervisor
-for other users.
+for other users. The systemd mode's commands
+.RB ( install\-units ", " uninstall\-units )
+use
+.I /var/lib/sched\-supervisor\-units
+(or
+.IR ~/.local/state/sched\-supervisor\-units )
+instead, so that units installed by root never share the service's directory; the
+other commands find that directory when units are installed there and no manager runs on
+the default one, or when
+.B SUPERVISOR_BACKEND=systemd
+is set.
 .TP
 .B SUPERVISOR_APP_PATH
 Directories to import the application from (see above).
@@ -146,6 +176,11 @@ The service's configuration (a conffile).
 .I /var/lib/sched\-supervisor
 The service's state: a SQLite database of settings, runs, logs, users and the audit trail.
 Kept when the package is removed, deleted when it is purged.
+.TP
+.I /var/lib/sched\-supervisor\-units
+The state of units installed by
+.B supervisor install\-units
+as root (their install manifest, settings and users); not the package's.
 .TP
 .I /usr/share/sched\-supervisor
 The program's modules, and its private copy of croniter.

@@ -33,7 +33,8 @@ private ones above is visible inside; ``inside(path)`` gives the host path of a 
 the namespace's private mounts (through ``/proc/PID/root``).
 
 The ``systemd_namespace`` pytest fixture skips only where ``unshare`` is not permitted
-or systemd is not installed. Imports pytest, psutil and the standard library.
+or systemd is not installed. Imports pytest, psutil, ``tests.commands`` and the standard
+library.
 """
 
 from __future__ import annotations
@@ -51,6 +52,8 @@ from typing import TypeVar
 
 import psutil
 import pytest
+
+from tests.commands import command as command_argv
 
 T = TypeVar("T")
 
@@ -397,7 +400,10 @@ class NamespacedSystemd:
         """Run ``argv`` inside the namespace (as root) and return what it did."""
         if not self.pid or self._stopped:
             raise RuntimeError("the namespaced systemd is not running")
-        command = ["nsenter", "-t", str(self.pid), "-m", "-p", "-u", "-i", "--", *argv]
+        # Default signal dispositions (tests.commands): never a test run's ignored SIGHUP.
+        command = command_argv(
+            ["nsenter", "-t", str(self.pid), "-m", "-p", "-u", "-i", "--", *argv]
+        )
         return subprocess.run(
             command,
             input=input,

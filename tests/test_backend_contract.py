@@ -139,7 +139,7 @@ class FakeHarness:
 
 def serve_backend(state_dir: str) -> None:
     """Inside the namespace: answer Backend calls read from stdin (see ``RemoteBackend``)."""
-    from supervisor.cli.systemd import open_systemd_mode
+    from supervisor.service.systemd_mode import open_systemd_mode
 
     requests, answers = sys.stdin.buffer, sys.stdout.buffer
     sys.stdout = sys.stderr  # nothing but answers on the answer pipe

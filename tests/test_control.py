@@ -1,12 +1,15 @@
-"""The control socket: every request, however malformed, gets exactly one clear answer."""
+"""The control socket: every request, however malformed, gets exactly one clear answer; the
+typed client reads every answer back into values and typed errors without losing a field."""
 
 from __future__ import annotations
 
 import io
 import json
+import os
 import socket
 import threading
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +17,27 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from supervisor.core.errors import ManagerUnavailable
-from supervisor.service.control import SOCKET_NAME, ControlClient, RemoteError
+from supervisor.cli import views
+from supervisor.cli.client import ControlClient, error_from_answer
+from supervisor.core.errors import (
+    ActionFailed,
+    AlreadyRunning,
+    AppLoadError,
+    BackendError,
+    DefinitionError,
+    ManagerUnavailable,
+    PermissionDenied,
+    StoreError,
+    SupervisorError,
+    UnknownAction,
+    UnknownRun,
+    UnknownScheduler,
+)
+from supervisor.core.records import LogQuery, State
+from supervisor.core.settings import SettingsChange
+from supervisor.service.control import SOCKET_NAME
 from supervisor.service.manager_mode import RunOptions, Service
+from tests.waiting import wait_for
 
 APP = "tests.apps.manager_jobs:cfg"
 
@@ -115,9 +136,10 @@ def test_junk_arguments_never_go_unanswered(
 
 def test_errors_of_the_use_cases_keep_their_exit_codes(service: Service) -> None:
     client = ControlClient(service.state_dir)
-    with pytest.raises(RemoteError) as caught:
-        client.call("status", id="nope")
+    with pytest.raises(UnknownScheduler) as caught:
+        client.status("nope")
     assert caught.value.exit_code == 3
+    assert caught.value.scheduler_id == "nope"
 
 
 def test_a_vanished_manager_is_a_clear_error(tmp_path: Path) -> None:
@@ -135,5 +157,92 @@ def test_a_vanished_manager_is_a_clear_error(tmp_path: Path) -> None:
         closer = threading.Thread(target=accept_and_close)
         closer.start()
         with pytest.raises(ManagerUnavailable, match=r"gave no answer|lost the connection"):
-            client.call("list")
+            client.statuses()
         closer.join()
+
+
+# -- the typed client ----------------------------------------------------------------------
+
+
+def test_the_typed_values_print_exactly_what_the_manager_sent(service: Service) -> None:
+    # --json prints the client's values: they must carry every field the socket gave.
+    client = ControlClient(service.state_dir)
+    wait_for(
+        lambda: client.status("m.oneshot").state is State.STOPPED,
+        timeout=30,
+        what="the start-up run",
+    )
+    run_id = client.execute("m.oneshot")
+    wait_for(
+        lambda: client.runs("m.oneshot", limit=1)[0].outcome is not None,
+        timeout=30,
+        what="the run to end",
+    )
+    assert client.call("list") == [views.status_json(s) for s in client.statuses()]
+    for scheduler_id in ("m.cron", "m.oneshot", "m.fail"):
+        assert client.call("status", id=scheduler_id) == views.status_json(
+            client.status(scheduler_id)
+        )
+    assert client.call("runs", id="m.oneshot", limit=5) == [
+        views.run_json(r) for r in client.runs("m.oneshot", limit=5)
+    ]
+    raw_logs = client.call("logs", id="m.oneshot", run_id=run_id, limit=50)
+    typed_logs = client.logs(LogQuery(scheduler_id="m.oneshot", run_id=run_id, limit=50))
+    assert len(raw_logs) >= 2 and len(raw_logs) == len(typed_logs)
+    for raw, (cursor, record) in zip(raw_logs, typed_logs, strict=True):
+        assert raw == {**views.log_json(record), "cursor": cursor}
+    after = client.logs(
+        LogQuery(scheduler_id="m.oneshot", run_id=run_id, after=typed_logs[0][0], limit=50)
+    )
+    assert [c for c, _ in after] == [c for c, _ in typed_logs[1:]]
+    changed = client.update_settings("m.waiting", SettingsChange(pause_time=timedelta(seconds=90)))
+    assert changed.effective.pause_time == timedelta(seconds=90)
+    assert dict(changed.overrides) == {"pause_time": timedelta(seconds=90)}
+    assert client.call("settings", id="m.waiting") == views.settings_view_json(
+        client.find_settings("m.waiting")
+    )
+    assert client.reset_settings("m.waiting").overrides == {}
+    assert client.info().pid == os.getpid()
+
+
+@pytest.mark.parametrize(
+    ("error", "fields"),
+    [
+        (DefinitionError("pause_time", "must not be negative"), {"field": "pause_time"}),
+        (UnknownScheduler("a.b"), {"scheduler_id": "a.b"}),
+        (UnknownRun("no run with id 'r1'"), {}),
+        (UnknownAction("scheduler 'a' has no action 'x'"), {}),
+        (AlreadyRunning("a.b", "r-7"), {"scheduler_id": "a.b", "run_id": "r-7"}),
+        (PermissionDenied("olga", "stop"), {"subject": "olga", "permission": "stop"}),
+        (AppLoadError("cannot import module 'x'"), {}),
+        (StoreError("disk full"), {}),
+        (ManagerUnavailable("gone"), {}),
+        (BackendError("systemctl failed"), {}),
+        (ActionFailed("RuntimeError: down"), {}),
+    ],
+)
+def test_each_answer_error_comes_back_as_its_type(
+    error: SupervisorError, fields: dict[str, str]
+) -> None:
+    again = error_from_answer(str(error), error.exit_code)
+    assert type(again) is type(error)
+    assert str(again) == str(error)
+    assert again.exit_code == error.exit_code
+    for name, value in fields.items():
+        assert getattr(again, name) == value
+
+
+def test_an_answer_error_that_fits_no_type_keeps_its_message_and_code() -> None:
+    again = error_from_answer("permission denied", 5)  # the socket's peer check
+    assert (str(again), again.exit_code) == ("permission denied", 5)
+    assert error_from_answer("malformed request", 2).exit_code == 2
+    assert error_from_answer("something new", 42).exit_code == 42
+
+
+def test_the_client_speaks_the_servers_protocol_constants() -> None:
+    from supervisor.cli import client
+    from supervisor.service import control
+
+    assert client.PROTOCOL_VERSION == control.PROTOCOL_VERSION
+    assert client.MAX_SOCKET_PATH == control.MAX_SOCKET_PATH
+    assert client.SOCKET_NAME == control.SOCKET_NAME

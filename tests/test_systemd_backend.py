@@ -16,14 +16,21 @@ from typing import Any
 
 import pytest
 
-from supervisor.cli.systemd import SystemdClient, backend_choice
+from supervisor.cli.client import UseCaseClient, systemd_client
+from supervisor.cli.views import UnitFiles
 from supervisor.core.clock import FakeClock
 from supervisor.core.definitions import Kind, Options, Settings, command
-from supervisor.core.errors import AlreadyRunning, BackendError, DefinitionError, UnknownRun
+from supervisor.core.errors import (
+    AlreadyRunning,
+    BackendError,
+    DefinitionError,
+    UnknownRun,
+    UnknownScheduler,
+)
 from supervisor.core.records import AuditEntry, Level, LogQuery, Outcome, Source, State, Trigger
 from supervisor.core.registry import Registry
 from supervisor.core.settings import EffectiveSettings, SettingsChange, apply, from_store
-from supervisor.service.control import RemoteError
+from supervisor.service.mode import backend_choice
 from supervisor.store.sqlite import SqliteStore
 from supervisor.systemd.backend import (
     MESSAGE_JOB_START,
@@ -838,7 +845,7 @@ def test_the_backend_is_chosen_by_environment_then_by_the_manifest(tmp_path: Pat
 
 
 @pytest.fixture
-def client(tmp_path: Path) -> Iterator[tuple[SystemdClient, FakeSystemd]]:
+def client(tmp_path: Path) -> Iterator[tuple[UseCaseClient, FakeSystemd]]:
     fake = FakeSystemd(tmp_path / "units")
     (tmp_path / "units").mkdir()
     for scheduler_id in ("sd.tick", "sd.manual", "sd.cron", "sd.fail", "sd.command"):
@@ -850,46 +857,50 @@ def client(tmp_path: Path) -> Iterator[tuple[SystemdClient, FakeSystemd]]:
     fake.add_unit(
         "sched-systemd-tests-sd.tick-start.timer", ActiveState="active", SubState="elapsed"
     )
-    made = SystemdClient(
+    made = systemd_client(
         tmp_path / "state", app_spec="tests.apps.systemd_jobs:cfg", systemd=Systemd(fake)
     )
     yield made, fake
     made.close()
 
 
-def test_the_client_answers_like_the_managers(client: tuple[SystemdClient, FakeSystemd]) -> None:
+def test_the_client_answers_like_the_managers(client: tuple[UseCaseClient, FakeSystemd]) -> None:
     systemd_client, fake = client
-    assert systemd_client.call("ping")["backend"] == "systemd"
-    listed = systemd_client.call("list")
-    assert [s["id"] for s in listed] == ["sd.tick", "sd.manual", "sd.cron", "sd.fail", "sd.command"]
-    assert listed[0]["state"] == "paused" and listed[0]["kind"] == "schedule"
-    run_id = systemd_client.call("execute", id="sd.manual")["run_id"]
-    with pytest.raises(RemoteError, match=run_id) as refused:
-        systemd_client.call("execute", id="sd.manual")
+    assert systemd_client.info().backend == "systemd"
+    listed = systemd_client.statuses()
+    assert [s.id for s in listed] == ["sd.tick", "sd.manual", "sd.cron", "sd.fail", "sd.command"]
+    assert listed[0].state is State.PAUSED and listed[0].kind is Kind.SCHEDULE
+    run_id = systemd_client.execute("sd.manual")
+    with pytest.raises(AlreadyRunning, match=run_id) as refused:
+        systemd_client.execute("sd.manual")
     assert refused.value.exit_code == 4
-    with pytest.raises(RemoteError) as unknown:
-        systemd_client.call("status", id="nope")
+    with pytest.raises(UnknownScheduler) as unknown:
+        systemd_client.status("nope")
     assert unknown.value.exit_code == 3
-    view = systemd_client.call("settings", id="sd.tick", changes={"pause_time": 5})
-    assert view["overridden"] == ["pause_time"]
+    view = systemd_client.update_settings(
+        "sd.tick", SettingsChange(pause_time=timedelta(seconds=5))
+    )
+    assert list(view.overrides) == ["pause_time"]
     dropin = fake.unit_dir / "sched-systemd-tests-sd.tick.timer.d" / SETTINGS_DROPIN_NAME
     assert "OnUnitInactiveSec=5s" in dropin.read_text()
-    store = systemd_client.mode.store
-    actions = [entry.action for _, entry in store.audit(scheduler_id="sd.tick")]
+    store = SqliteStore.open(fake.unit_dir.parent / "state" / "state.db")
+    try:
+        actions = [entry.action for _, entry in store.audit(scheduler_id="sd.tick")]
+    finally:
+        store.close()
     assert actions == ["update settings"]
-    status = systemd_client.call("status", id="sd.manual")
-    assert status["last_actor"] is not None
-    assert status["units"] == {
-        "kind": "other",
-        "service": str(fake.unit_dir / "sched-systemd-tests-sd.manual.service"),
-        "timer": None,
-        "start_timer": None,
-    }
-    tick_units = systemd_client.call("status", id="sd.tick")["units"]
-    assert tick_units["start_timer"] == str(
-        fake.unit_dir / "sched-systemd-tests-sd.tick-start.timer"
+    status = systemd_client.status("sd.manual")
+    assert status.last_actor is not None
+    assert status.units == UnitFiles(
+        kind="other",
+        service=str(fake.unit_dir / "sched-systemd-tests-sd.manual.service"),
+        timer=None,
+        start_timer=None,
     )
-    assert systemd_client.call("action", id="sd.manual", action="ping") == {"result": "pong"}
+    tick_units = systemd_client.status("sd.tick").units
+    assert tick_units is not None
+    assert tick_units.start_timer == str(fake.unit_dir / "sched-systemd-tests-sd.tick-start.timer")
+    assert systemd_client.run_action("sd.manual", "ping") == "pong"
 
 
 def test_while_running_the_last_finished_run_comes_from_the_journal(

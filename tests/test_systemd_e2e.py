@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 
 from supervisor.cfgscheduler import enable
-from supervisor.cli.systemd import unit_layout
 from supervisor.core.app import load_app
+from supervisor.service.systemd_mode import unit_layout
 from supervisor.systemd.backend import UnitLayout
 from supervisor.systemd.journal import parse_json_lines
 from supervisor.systemd.units import SETTINGS_DROPIN_NAME
@@ -51,7 +51,7 @@ def _require_wiring() -> None:
     missing = {"exec", "generate-units", "install-units", "uninstall-units"} - set(main.commands)
     assert not missing, (
         f"supervisor.cli.main lacks {sorted(missing)}: cli.py must call "
-        "supervisor.cli.systemd.register(main) and pick its client with select_client()"
+        "supervisor.cli.systemd.register(main) and pick its client with open_client()"
     )
 
 

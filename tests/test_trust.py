@@ -27,6 +27,7 @@ from supervisor.service.paths import (
 )
 from supervisor.service.trust import check_module, check_path
 from supervisor.store.sqlite import SqliteStore
+from supervisor.systemd.install import Manifest, write_manifest
 from tests.commands import ROOT, supervisor
 from tests.os_users import OsUser, throwaway_user
 
@@ -90,13 +91,45 @@ def test_a_directory_above_writable_by_its_group_is_refused(base: Path) -> None:
 
 
 @ROOT_ONLY
-def test_a_world_writable_sticky_directory_is_refused_too(base: Path) -> None:
-    (base / "shared").mkdir()
-    os.chmod(base / "shared", 0o1777)
-    file = base / "shared" / "app.py"
-    file.write_text("")
+def test_in_a_sticky_directory_only_entries_owned_by_a_trusted_user_count(
+    base: Path, other: OsUser
+) -> None:
+    """In a sticky world-writable directory (like /tmp) others can neither remove nor
+    rename root's entries, but they may own theirs, or create what is missing."""
+    shared = base / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o1777)
+    (shared / "mine.py").write_text("")
+    check_path(shared / "mine.py", caller_uid=0, what="the app module")
+    (shared / "theirs.py").write_text("")
+    os.chown(shared / "theirs.py", other.uid, other.gid)
+    with pytest.raises(UntrustedPath, match=f"owned by {other.name}"):
+        check_path(shared / "theirs.py", caller_uid=0, what="the app module")
+    with pytest.raises(UntrustedPath, match="does not exist and anyone may create it"):
+        check_path(shared / "later" / "app.py", caller_uid=0, what="the app module")
     with pytest.raises(UntrustedPath, match="writable by every user"):
-        check_path(file, caller_uid=0, what="the app module")
+        check_path(shared, caller_uid=0, what="the import path entry")
+
+
+@ROOT_ONLY
+def test_regression_a_symlink_in_a_directory_others_can_write_is_refused(
+    base: Path, other: OsUser
+) -> None:
+    """Its owner could retarget it between the check and the import."""
+    good = base / "good"
+    good.mkdir()
+    (good / "goodapp.py").write_text("")
+    mallory = base / "mallory"
+    mallory.mkdir()
+    os.chmod(mallory, 0o777)
+    (mallory / "link").symlink_to(good)
+    with pytest.raises(UntrustedPath, match="writable by every user"):
+        check_module("goodapp", [str(mallory / "link")], caller_uid=0)
+    # A link that another user owns, even in root's own directory, is theirs to retarget.
+    os.chmod(mallory, 0o755)
+    os.lchown(mallory / "link", other.uid, other.gid)
+    with pytest.raises(UntrustedPath, match=f"owned by {other.name}"):
+        check_module("goodapp", [str(mallory / "link")], caller_uid=0)
 
 
 @ROOT_ONLY
@@ -129,7 +162,7 @@ def test_a_module_in_another_users_directory_is_refused(base: Path, other: OsUse
 
 
 @ROOT_ONLY
-def test_a_writable_directory_searched_before_the_module_is_refused(
+def test_a_writable_directory_anywhere_on_the_search_path_is_refused(
     base: Path, other: OsUser
 ) -> None:
     """A directory searched first could shadow the app, or any module the app imports."""
@@ -141,7 +174,10 @@ def test_a_writable_directory_searched_before_the_module_is_refused(
     (code / "jobs.py").write_text("")
     with pytest.raises(UntrustedPath, match="import path entry"):
         check_module("jobs", [str(theirs), str(code)], caller_uid=0)
-    check_module("jobs", [str(code), str(theirs)], caller_uid=0)
+    # Searched after the app it could still shadow what the app imports.
+    with pytest.raises(UntrustedPath, match="import path entry"):
+        check_module("jobs", [str(code), str(theirs)], caller_uid=0)
+    check_module("jobs", [str(code)], caller_uid=0)
 
 
 # -- state directories ---------------------------------------------------------------------
@@ -267,3 +303,47 @@ def test_regression_root_next_runs_never_imports_a_users_module(
     assert result.stderr.startswith("error: refusing"), result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert other.name in result.stderr
+
+
+@ROOT_ONLY
+def test_regression_a_manifest_path_entry_after_the_app_cannot_shadow_its_imports(
+    base: Path, other: OsUser
+) -> None:
+    """The install manifest's sys_path [trusted, evil] once let root import evil's
+    ``colorsys`` when the app imported it."""
+    trusted_code = base / "code"
+    trusted_code.mkdir()
+    (trusted_code / "shadowed_app.py").write_text(
+        "import colorsys\nfrom supervisor import Configurator\ncfg = Configurator('x')\n"
+    )
+    evil = base / "evil"
+    evil.mkdir()
+    marker = base / "imported-as-root"
+    (evil / "colorsys.py").write_text(f"open({str(marker)!r}, 'w').write('pwned')\n")
+    chown_tree(evil, other)
+    os.chmod(evil, 0o777)
+    state = open_state_dir(base / "state").path
+    write_manifest(
+        state,
+        Manifest(
+            app_spec="shadowed_app:cfg",
+            unit_dir=str(base / "units"),
+            runtime=True,
+            units=(),
+            files=(),
+            cwd=str(trusted_code),
+            sys_path=(str(trusted_code), str(evil)),
+        ),
+    )
+    result = subprocess.run(
+        supervisor("list", "--state-dir", str(state)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        check=False,
+        env={**os.environ, "SUPERVISOR_BACKEND": "systemd"},
+    )
+    assert not marker.exists(), "the user's module ran as root"
+    assert result.returncode == UntrustedPath.exit_code, result.stderr
+    assert "import path entry" in result.stderr and str(evil) in result.stderr

@@ -6,12 +6,15 @@ The real install into a namespaced systemd is part of ``test_systemd_e2e``.
 from __future__ import annotations
 
 import json
+import os
+import pwd
+import sys
 from pathlib import Path
 
 import pytest
 
-from supervisor.cli import systemd as cli_systemd
 from supervisor.core.errors import BackendError, StoreError
+from supervisor.service import mode, paths, systemd_mode
 from supervisor.systemd import install as unitinstall
 from supervisor.systemd.backend import DropIn, Systemd
 from supervisor.systemd.install import (
@@ -52,7 +55,7 @@ def plan(unit_dir: Path, **changes: object) -> InstallPlan:
         ],
         "cwd": "/srv/app",
         "sys_path": ["/srv/app"],
-        "prefix": "sched-x",
+        "prefix": "",  # the fake units carry no prefix
         "dropin_names": [("a.timer", "50-settings.conf"), ("a.service", "50-settings.conf")],
         "start_timers": frozenset({"a-start.timer"}),
     }
@@ -88,9 +91,9 @@ def test_install_writes_units_records_them_and_starts_timers(
         "m.service",
     )
     assert manifest.enabled == ("a.timer", "a-start.timer", "b.timer")
-    assert manifest.prefix == "sched-x" and manifest.app_spec == "pkg.jobs:cfg"
+    assert manifest.prefix == "" and manifest.app_spec == "pkg.jobs:cfg"
     assert oct(manifest_path(state).stat().st_mode & 0o777) == "0o600"
-    assert cli_systemd.MANIFEST_NAME == unitinstall.MANIFEST_NAME
+    assert paths.MANIFEST_NAME == unitinstall.MANIFEST_NAME
 
 
 def test_disabled_timers_stay_stopped_and_runtime_installs_enable_for_this_boot(
@@ -184,7 +187,7 @@ def test_uninstall_removes_exactly_what_was_installed(tmp_path: Path, fake: Fake
     (unit_dir / "b.service.d").mkdir()
     (unit_dir / "b.service.d" / "90-mine.conf").write_text("[Service]\n")
     fake.calls.clear()
-    report = uninstall(state_dir=state, systemd=Systemd(fake))
+    report = uninstall(state_dir=state, systemd=Systemd(fake), unit_dirs=(unit_dir,))
     assert sorted(p.relative_to(unit_dir).as_posix() for p in unit_dir.rglob("*")) == [
         "b.service.d",
         "b.service.d/90-mine.conf",
@@ -208,7 +211,48 @@ def test_uninstall_removes_exactly_what_was_installed(tmp_path: Path, fake: Fake
     ]
     assert read_manifest(state) is None
     with pytest.raises(BackendError, match="no units are installed"):
-        uninstall(state_dir=state, systemd=Systemd(fake))
+        uninstall(state_dir=state, systemd=Systemd(fake), unit_dirs=(unit_dir,))
+
+
+@pytest.mark.parametrize(
+    ("units", "files"),
+    [
+        (["sched-x-a.service"], ["{unit_dir}/sched-x-a.service", "{victim}"]),
+        (["sched-x-a.service"], ["{unit_dir}/../victim"]),
+        (["sched-x-a.service", "ssh.service"], ["{unit_dir}/ssh.service"]),
+        (["sched-x-a.service"], ["{unit_dir}/sched-x-a.service.d/../../victim"]),
+    ],
+    ids=["outside-file", "dotdot", "foreign-unit", "dropin-dotdot"],
+)
+def test_regression_uninstall_touches_nothing_a_manifest_lists_beyond_its_units(
+    tmp_path: Path, fake: FakeSystemd, units: list[str], files: list[str]
+) -> None:
+    """A planted manifest once made root delete any file it listed."""
+    unit_dir = tmp_path / "units"
+    state = tmp_path / "state"
+    unit_dir.mkdir()
+    state.mkdir(mode=0o700)
+    victim = tmp_path / "victim"
+    victim.write_text("keep me")
+    (unit_dir / "ssh.service").write_text("[Service]\n")
+    (unit_dir / "sched-x-a.service").write_text("[Service]\n")
+    manifest = {
+        "version": 1,
+        "app_spec": "pkg.jobs:cfg",
+        "unit_dir": str(unit_dir),
+        "runtime": False,
+        "units": units,
+        "files": [f.format(victim=victim, unit_dir=unit_dir) for f in files],
+        "enabled": [],
+        "prefix": "sched-x-",
+    }
+    manifest_path(state).write_text(json.dumps(manifest))
+    with pytest.raises(BackendError, match="refusing to uninstall"):
+        uninstall(state_dir=state, systemd=Systemd(fake), unit_dirs=(unit_dir,))
+    assert victim.read_text() == "keep me"
+    assert (unit_dir / "ssh.service").exists()
+    assert (unit_dir / "sched-x-a.service").exists()
+    assert fake.calls == [], "nothing may be stopped or disabled either"
 
 
 def test_a_damaged_manifest_is_reported(tmp_path: Path) -> None:
@@ -218,3 +262,87 @@ def test_a_damaged_manifest_is_reported(tmp_path: Path) -> None:
     manifest_path(tmp_path).write_text(json.dumps({"version": 99}))
     with pytest.raises(StoreError, match="version"):
         read_manifest(tmp_path)
+
+
+# -- which state directory each mode uses by default ---------------------------------------
+
+
+def test_systemd_mode_never_shares_the_managers_default_state_dir(tmp_path: Path) -> None:
+    # Root: the Debian service's manager owns /var/lib/sched-supervisor; install-units'
+    # manifest and store go beside it (the service once found them root-owned in its own).
+    assert mode.units_state_dir(None, {}, uid=0, home=tmp_path) == Path(
+        "/var/lib/sched-supervisor-units"
+    )
+    user_default = tmp_path / ".local" / "state" / "sched-supervisor-units"
+    assert mode.units_state_dir(None, {}, uid=1000, home=tmp_path) == user_default
+    # Given ones are used as they are.
+    explicit = {"SUPERVISOR_STATE_DIR": str(tmp_path / "s")}
+    assert mode.units_state_dir(None, explicit, uid=0) == tmp_path / "s"
+    assert mode.units_state_dir("/srv/x", {}, uid=0) == Path("/srv/x")
+
+
+def test_operator_commands_find_the_mode_in_use(tmp_path: Path) -> None:
+    def chosen(**env: str) -> Path:
+        return mode.operator_state_dir(None, env, uid=1000, home=tmp_path)
+
+    manager = tmp_path / ".local" / "state" / "sched-supervisor"
+    units = manager.with_name("sched-supervisor-units")
+    assert chosen() == manager  # nothing anywhere: the manager's
+    units.mkdir(parents=True)
+    (units / "systemd-units.json").write_text("{}")
+    assert chosen() == units  # units installed, no manager here
+    manager.mkdir()
+    (manager / "control.sock").write_text("")
+    assert chosen() == manager  # a manager runs on its default
+    assert chosen(SUPERVISOR_BACKEND="systemd") == units
+    assert chosen(SUPERVISOR_BACKEND="manager") == manager
+    (manager / "control.sock").unlink()
+    (manager / "systemd-units.json").write_text("{}")  # an install from before the split
+    assert chosen() == manager
+    assert chosen(SUPERVISOR_BACKEND="systemd") == manager
+    assert mode.operator_state_dir("/srv/x", {}, uid=1000) == Path("/srv/x")
+
+
+def test_the_packaged_command_runs_units_as_the_service_user() -> None:
+    try:
+        pwd.getpwnam(paths.SERVICE_USER)
+        exists = True
+    except KeyError:
+        exists = False
+    packaged = systemd_mode.default_unit_user(packaged=True)
+    assert packaged == (paths.SERVICE_USER if exists else None)
+    assert systemd_mode.default_unit_user(packaged=False) is None
+    # This checkout is not the Debian package's private directory.
+    assert systemd_mode.default_unit_user() is None
+
+
+def test_units_run_the_venvs_supervisor_only_when_it_runs_this_package(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    venv = tmp_path / "venv"
+    site = venv / "lib" / "python3.11" / "site-packages"
+    (site / "supervisor").mkdir(parents=True)
+    (venv / "bin").mkdir()
+    (venv / "bin" / "supervisor").write_text("#!/venv/bin/python\n")
+    monkeypatch.setattr(systemd_mode.sys, "prefix", str(venv))
+    monkeypatch.setattr(systemd_mode.sys, "base_prefix", "/usr")
+    monkeypatch.setattr(systemd_mode, "package_dir", lambda: site)
+    assert systemd_mode.venv_command((str(tmp_path / "app"),)) == str(venv / "bin" / "supervisor")
+    # Another `supervisor` package on the path would shadow it: keep python -c.
+    (tmp_path / "app" / "supervisor").mkdir(parents=True)
+    assert systemd_mode.venv_command((str(tmp_path / "app"),)) is None
+    # An editable checkout (the package outside the venv): python -c.
+    monkeypatch.setattr(systemd_mode, "package_dir", lambda: tmp_path / "checkout")
+    assert systemd_mode.venv_command(()) is None
+    # No virtualenv at all.
+    monkeypatch.setattr(systemd_mode.sys, "base_prefix", str(venv))
+    monkeypatch.setattr(systemd_mode, "package_dir", lambda: site)
+    assert systemd_mode.venv_command(()) is None
+
+
+def test_generated_units_name_the_interpreters_real_home() -> None:
+    # This venv's python links into its base installation: the units must see that too
+    # (ProtectHome= read-only rather than hidden when it is under /root or /home).
+    found = systemd_mode.interpreter_paths()
+    assert os.path.realpath(sys.executable) in found
+    assert sys.base_prefix in found

@@ -1,5 +1,6 @@
 """Tests for supervisor.systemd.units: names, quoting filters, golden files, systemd-analyze verify,
-and the rendered units loaded and fired by a real (namespaced) systemd.
+the sandbox (systemd-analyze security rates every generated service and the packaged one
+"OK"), and the rendered units loaded and fired by a real (namespaced) systemd.
 
 Regenerate the golden files with ``UPDATE_GOLDEN=1 pytest tests/test_units.py``.
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -76,6 +78,7 @@ def definitions() -> list[Options]:
             name="Manual report",
             kind=Kind.MANUAL,
             runner=command(["/usr/bin/env", "true"]),
+            user="reports",
         ),
         Options(
             id="cron.seconds",
@@ -421,7 +424,11 @@ def test_golden_files() -> None:
 
 
 def render_real(
-    tmp_path: Path, *, python: str = sys.executable, user: str | None = None
+    tmp_path: Path,
+    *,
+    python: str = sys.executable,
+    user: str | None = None,
+    interpreter: list[str] | None = None,
 ) -> list[Path]:
     state = tmp_path / "state dir"
     state.mkdir()
@@ -433,6 +440,7 @@ def render_real(
         prefix="sched-demo",
         state_dir=str(state),
         user=user,
+        interpreter_paths=interpreter or [],
     )
     directory = tmp_path / "units"
     directory.mkdir()
@@ -465,6 +473,209 @@ def test_verify_would_catch_a_broken_unit(tmp_path: Path) -> None:
         check=False,
     )
     assert "/nonexistent/python" in result.stdout + result.stderr
+
+
+# --- the sandbox: systemd-analyze security --------------------------------------------
+
+PACKAGED_SERVICE = (
+    Path(__file__).parent.parent / "packaging" / "debian" / "sched-supervisor.service"
+)
+MAX_EXPOSURE = 3.0  # systemd-analyze security's "OK"
+needs_analyze = pytest.mark.skipif(
+    shutil.which("systemd-analyze") is None, reason="needs systemd-analyze"
+)
+
+
+def exposure(path: Path) -> float:
+    """The overall exposure that ``systemd-analyze security --offline=true`` gives ``path``
+    (the unit file alone: no systemd as PID 1 needed)."""
+    result = subprocess.run(
+        ["systemd-analyze", "security", "--offline=true", "--no-pager", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    found = re.search(r"Overall exposure level for .*: (\d+\.\d+)", result.stdout)
+    assert found, f"no exposure level for {path}:\n{result.stdout}{result.stderr}"
+    return float(found.group(1))
+
+
+@needs_analyze
+@pytest.mark.parametrize("user", [None, "daemon"])
+@pytest.mark.parametrize("home", [False, True])
+def test_every_generated_service_rates_ok_in_systemd_analyze_security(
+    tmp_path: Path, user: str | None, home: bool
+) -> None:
+    paths = render_real(tmp_path, user=user, interpreter=["/home/dev/.pyenv"] if home else [])
+    services = [path for path in paths if path.suffix == ".service"]
+    assert len(services) == len(definitions())
+    levels = {path.name: exposure(path) for path in services}
+    assert max(levels.values()) <= MAX_EXPOSURE, levels
+    # Root gets no capability either: the sandbox rates it nearly as well.
+    assert all("CapabilityBoundingSet=\n" in path.read_text() for path in services)
+
+
+@needs_analyze
+def test_the_packaged_service_rates_ok_in_systemd_analyze_security() -> None:
+    assert exposure(PACKAGED_SERVICE) <= MAX_EXPOSURE
+
+
+@needs_analyze
+def test_exposure_would_catch_an_unsandboxed_unit(tmp_path: Path) -> None:
+    unit = tmp_path / "plain.service"
+    unit.write_text("[Service]\nType=oneshot\nExecStart=/bin/true\n")
+    assert exposure(unit) > 9.0
+
+
+MANAGER_PROBE = """\
+import ctypes, os, socket, sys
+state = sys.argv[1]
+callback = ctypes.CFUNCTYPE(ctypes.c_int)(lambda: 7)  # libffi closure: no W+X page needed
+assert callback() == 7
+libc = ctypes.CDLL(None, use_errno=True)
+assert libc.prctl(36, 1, 0, 0, 0) == 0  # PR_SET_CHILD_SUBREAPER, as the manager does
+own = open("/proc/self/cgroup").read().split("::", 1)[1].strip()
+run_cgroup = "/sys/fs/cgroup" + own + "/run-probe"
+os.mkdir(run_cgroup)  # a cgroup per run, in the delegated subtree
+os.rmdir(run_cgroup)
+with socket.socket(socket.AF_UNIX) as control:
+    control.bind(os.path.join(state, "control.sock"))  # the control socket
+with socket.socket() as admin:
+    admin.bind(("127.0.0.1", 0))  # the Admin Center
+    admin.listen()
+pid = os.fork()  # a run
+if pid == 0:
+    os._exit(0)
+assert os.waitpid(pid, 0)[1] == 0
+with open(os.path.join(state, "probe.ok"), "w") as done:
+    done.write(str(os.getuid()))
+print("manager probe passed")
+"""
+
+
+@pytest.mark.systemd
+def test_the_packaged_sandbox_keeps_what_the_manager_needs(
+    systemd_namespace: NamespacedSystemd,
+) -> None:
+    """The packaged service's sandbox settings, as a user with Debian's python3 (as the
+    package runs), around a probe doing what the manager does: ctypes, a subreaper, a
+    cgroup per run, its sockets, forks, journald."""
+    ns = systemd_namespace
+    text = PACKAGED_SERVICE.read_text()
+    service = text.split("[Service]\n", 1)[1].split("\n[Install]", 1)[0]
+    # The host's /var/lib is the namespace's: the probe's state lives in the shared dir.
+    dropped = (
+        "ExecStart=",
+        "ExecCondition=",
+        "EnvironmentFile=",
+        "Environment=",
+        "User=",
+        "Group=",
+        "StateDirectory",
+        "WorkingDirectory=",
+        "Restart",
+        "Type=",
+    )
+    sandbox = [line for line in service.splitlines() if not line.startswith(dropped)]
+    assert "Delegate=yes" in sandbox and "MemoryDenyWriteExecute=yes" in sandbox
+    state = ns.shared_dir / "manager-state"
+    state.mkdir()
+    os.chown(state, 1, 1)  # daemon
+    probe = ns.shared_dir / "probe.py"
+    probe.write_text(MANAGER_PROBE)
+    ns.write_unit(
+        "manager-probe.service",
+        "[Service]\nType=oneshot\nUser=daemon\n"
+        f"ExecStart=/usr/bin/python3 {probe} {state}\nReadWritePaths={state}\n"
+        + "\n".join(sandbox)
+        + "\n",
+    )
+    ns.daemon_reload()
+    started = ns.systemctl("start", "manager-probe.service")
+    journal = ns.journalctl("-u", "manager-probe.service", "-o", "cat").stdout
+    assert started.returncode == 0, journal
+    assert "manager probe passed" in journal
+    assert (state / "probe.ok").read_text() == "1"
+
+
+def test_code_under_home_is_read_only_not_hidden(tmp_path: Path) -> None:
+    def protect_home(**arguments: object) -> set[str]:
+        units = render_units(
+            definitions(),
+            app_spec="examples.jobs:cfg",
+            python="/usr/bin/python3",
+            working_dir="/srv/app",
+            prefix="sched-demo",
+            state_dir="/var/lib/x",
+            user=None,
+            **arguments,  # type: ignore[arg-type]
+        )
+        return {line for unit in units for line in unit.text.splitlines() if "ProtectHome" in line}
+
+    assert protect_home() == {"ProtectHome=yes"}
+    for arguments in (
+        {"python_path": ["/srv/app", "/home/alice/lib"]},
+        {"interpreter_paths": ["/root/.pyenv/versions/3.11.7"]},
+        {"package_dir": "/run/user/1000/checkout"},
+    ):
+        assert protect_home(**arguments) == {"ProtectHome=read-only"}, arguments
+
+
+@pytest.mark.parametrize(
+    ("field", "arguments"),
+    [
+        ("python", {"python": "/tmp/venv/bin/python"}),
+        ("working_dir", {"working_dir": "/var/tmp/app"}),
+        ("python_path", {"python_path": ["/srv/app", "/tmp/lib"]}),
+        ("interpreter_paths", {"interpreter_paths": ["/tmp/pyenv/../pyenv"]}),
+    ],
+)
+def test_code_under_a_private_tmp_is_refused(field: str, arguments: dict[str, object]) -> None:
+    base: dict[str, object] = {
+        "app_spec": "examples.jobs:cfg",
+        "python": "/usr/bin/python3",
+        "working_dir": "/srv/app",
+        "prefix": "sched-demo",
+        "state_dir": "/var/lib/x",
+        "user": None,
+    }
+    with pytest.raises(DefinitionError, match="PrivateTmp") as caught:
+        render_units(definitions(), **{**base, **arguments})  # type: ignore[arg-type]
+    assert caught.value.field == field
+
+
+def test_a_venvs_supervisor_script_starts_the_exec() -> None:
+    (service, *_rest) = render_units(
+        definitions()[:1],
+        app_spec="examples.jobs:cfg",
+        python="/srv/venv/bin/python",
+        working_dir="/srv/app",
+        prefix="sched-demo",
+        state_dir="/var/lib/x",
+        user="sched",
+        supervisor_command="/srv/venv/bin/supervisor",
+        package_dir="/srv/venv/lib/python3.11/site-packages",
+    )
+    (line,) = [line for line in service.text.splitlines() if line.startswith("ExecStart=")]
+    assert line == "ExecStart=/srv/venv/bin/supervisor exec --app examples.jobs:cfg my.test.failure"
+
+
+def test_a_command_runner_may_write_and_execute_memory() -> None:
+    by_name = {unit.name: unit.text for unit in golden_render()}
+    assert "MemoryDenyWriteExecute" not in by_name["sched-demo-reports.manual.service"]
+    assert "MemoryDenyWriteExecute=yes" in by_name["sched-demo-my.test.scheduler.service"]
+
+
+def test_a_schedulers_own_user_wins_over_the_default() -> None:
+    by_name = {unit.name: unit.text for unit in golden_render()}
+    assert "\nUser=reports\n" in by_name["sched-demo-reports.manual.service"]
+    assert "\nUser=sched\n" in by_name["sched-demo-my.test.scheduler.service"]
+
+
+def test_a_bad_user_is_refused_at_configure_time() -> None:
+    with pytest.raises(DefinitionError) as caught:
+        Options(id="x", name="x", kind=Kind.MANUAL, runner=run_nothing, user="no body")
+    assert caught.value.field == "user"
 
 
 # --- a real systemd ----------------------------------------------------------------------
@@ -511,10 +722,17 @@ def install(
         "prefix": "sched-test",
         "state_dir": str(state),
         "user": None,
+        # The dump's interpreter (this venv's, maybe linked under /root) must stay visible.
+        "interpreter_paths": [os.path.realpath(sys.executable), sys.base_prefix],
         **overrides,
     }
     for unit in render_units(options, **arguments):  # type: ignore[arg-type]
         ns.write_unit(unit.name, unit.text)
+        if unit.name.endswith(".service"):
+            # The sandbox lets a run write nowhere but its /tmp: an administrator's drop-in
+            # grants the dump its directory.
+            grant = f"[Service]\nReadWritePaths={quote_word(str(arguments['state_dir']))}\n"
+            ns.write_unit(f"{unit.name}.d/writable.conf", grant)
     ns.daemon_reload()
 
     def runs(scheduler_id: str) -> list[dict[str, object]]:

@@ -1,39 +1,40 @@
 """The ``supervisor`` command: run the manager, and the operator commands (see the README).
 
-Read commands print a table, or the ``--json`` shapes of ``serialize``. Errors print one
-line on stderr and exit with the error type's code. The top layer: may import anything.
+Each command parses its arguments, calls a composition root (``service.manager_mode``,
+``service.systemd_mode``, ``service.offline``) or the typed client (``cli.client``), and
+prints: a table, or the ``--json`` shapes of ``cli.views``. Errors print one line on
+stderr and exit with the error type's code. The top layer: may import anything, but the
+socket-only commands must not import croniter, jinja2, dateutil or bottle (imported where
+used, see ``bench/bench_cli_start.py``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
-from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any, TypeVar
+from collections.abc import Iterable, Sequence
+from dataclasses import fields
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import click
 
 from supervisor import __version__
-from supervisor.cli import terminal
+from supervisor.cli import terminal, views
+from supervisor.cli.client import Client, open_client
 from supervisor.cli.options import json_option, proxy_header_option, state_dir_option
-from supervisor.cli.systemd import (
-    SystemdClient,
-    backend_choice,
-    open_systemd_mode,
-    register,
-    select_client,
-)
-from supervisor.core.access import ROLES, os_user_name, su
+from supervisor.cli.systemd import register
+from supervisor.core.access import ROLES, Subject, os_user_name, su
 from supervisor.core.durations import format_duration, parse_duration
-from supervisor.core.errors import DefinitionError, StoreError, SupervisorError
+from supervisor.core.errors import DefinitionError, SupervisorError
+from supervisor.core.records import Level, LogQuery, LogRecord
+from supervisor.core.settings import SettingsChange
 from supervisor.core.sizes import parse_size
-from supervisor.service.control import ControlClient
+from supervisor.service.mode import operator_state_dir
 from supervisor.service.paths import resolve_state_dir
 
-F = TypeVar("F", bound=Callable[..., Any])
 FOLLOW_POLL_SECONDS = 0.25
 
 
@@ -54,19 +55,26 @@ class Cli(click.Group):
             ctx.exit(error.exit_code)
 
 
-def client(state_dir: str | None) -> ControlClient | SystemdClient:
-    """The manager's control socket, or systemd when the state directory says so."""
-    return select_client(resolve_state_dir(state_dir))
+def client(state_dir: str | None) -> Client:
+    """The manager's control socket, or systemd when the state directory says so; closed
+    when the command ends."""
+    made = open_client(operator_state_dir(state_dir))
+    click.get_current_context().call_on_close(made.close)
+    return made
 
 
 def echo_json(value: object) -> None:
     click.echo(json.dumps(value, indent=2, ensure_ascii=False))
 
 
-def local_time(text: str | None) -> str:
-    if not text:
+def local_time(value: datetime | None) -> str:
+    if value is None:
         return "-"
-    return datetime.fromisoformat(text).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+    return value.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def first_line(text: str | None) -> str:
+    return (text.splitlines() or [""])[0] if text else ""
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
@@ -121,6 +129,11 @@ def parse_admin(text: str) -> tuple[str, int]:
     show_default=True,
     help="Log kept per run; the rest is cut with a visible marker.",
 )
+@click.option(
+    "--replace-app",
+    is_flag=True,
+    help="Take over a state directory another app has used (its history stays).",
+)
 @proxy_header_option
 def run(
     app_spec: str,
@@ -132,47 +145,26 @@ def run(
     grace: str,
     keep_runs: int,
     max_log_per_run: str,
+    replace_app: bool,
     proxy_user_header: str | None,
 ) -> None:
     """Run every scheduler of the application until SIGTERM or SIGINT."""
-    from supervisor.service.manager_mode import RunOptions, Service
+    from supervisor.service.manager_mode import RunOptions, run_manager
 
-    options = RunOptions(
-        app_spec=app_spec,
-        state_dir=resolve_state_dir(state_dir),
-        admin=None if no_admin else parse_admin(admin),
-        fork_server=not no_fork_server,
-        grace_seconds=parse_duration(grace, field="--grace").total_seconds(),
-        catch_up_missed_cron=not no_catch_up,
-        max_runs_per_scheduler=keep_runs,
-        max_log_bytes_per_run=parse_size(max_log_per_run, field="--max-log-per-run"),
-    )
-    service = Service(options, admin_factory=_admin_factory(proxy_user_header))
-    try:
-        service.start()
-        service.serve_until_signalled()
-    finally:
-        service.close()
-
-
-def _admin_factory(proxy_user_header: str | None) -> Any:
-    """``start_admin``, told to trust a reverse proxy's user header when one is named."""
-    from supervisor.web.server import start_admin
-
-    if proxy_user_header is None:
-        return start_admin
-
-    def start(use_cases: Any, store: Any, options: Any) -> Any:
-        from supervisor.web.app import AdminConfig
-
-        config = AdminConfig(
-            app_name=use_cases.registry.app_name,
+    run_manager(
+        RunOptions(
+            app_spec=app_spec,
+            state_dir=resolve_state_dir(state_dir),
+            admin=None if no_admin else parse_admin(admin),
+            fork_server=not no_fork_server,
+            grace_seconds=parse_duration(grace, field="--grace").total_seconds(),
+            catch_up_missed_cron=not no_catch_up,
+            max_runs_per_scheduler=keep_runs,
+            max_log_bytes_per_run=parse_size(max_log_per_run, field="--max-log-per-run"),
+            replace_app=replace_app,
             proxy_user_header=proxy_user_header,
-            behind_proxy=True,
         )
-        return start_admin(use_cases, store, options, config=config)
-
-    return start
+    )
 
 
 @main.command()
@@ -186,25 +178,14 @@ def admin(
     state_dir: str | None, app_spec: str | None, admin: str, proxy_user_header: str | None
 ) -> None:
     """Serve the Admin Center for schedulers installed as systemd units."""
-    import signal
-    import threading
+    from supervisor.service.systemd_mode import serve_admin
 
-    from supervisor.service.manager_mode import RunOptions
-
-    directory = resolve_state_dir(state_dir)
-    mode = open_systemd_mode(directory, app_spec=app_spec)
-    try:
-        options = RunOptions(app_spec=mode.app_spec, state_dir=directory, admin=parse_admin(admin))
-        server = _admin_factory(proxy_user_header)(mode.use_cases, mode.store, options)
-        stop = threading.Event()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, lambda *_: stop.set())
-        try:
-            stop.wait()
-        finally:
-            server.close()
-    finally:
-        mode.close()
+    serve_admin(
+        operator_state_dir(state_dir),
+        app_spec=app_spec,
+        admin=parse_admin(admin),
+        proxy_user_header=proxy_user_header,
+    )
 
 
 # -- reading -------------------------------------------------------------------------------
@@ -215,20 +196,20 @@ def admin(
 @json_option
 def list_(state_dir: str | None, as_json: bool) -> None:
     """List every scheduler with its state."""
-    statuses = client(state_dir).call("list")
+    statuses = client(state_dir).statuses()
     if as_json:
-        echo_json(statuses)
+        echo_json([views.status_json(s) for s in statuses])
         return
     table(
         ["ID", "KIND", "STATE", "LAST OUTCOME", "LAST STARTED", "NEXT PLANNED"],
         [
             [
-                s["id"],
-                s["kind"],
-                s["state"],
-                s["last_outcome"] or "-",
-                local_time(s["last_started_at"]),
-                local_time(s["next_planned_at"]),
+                s.id,
+                s.kind.value,
+                s.state.value,
+                s.last_outcome.value if s.last_outcome else "-",
+                local_time(s.last_started_at),
+                local_time(s.next_planned_at),
             ]
             for s in statuses
         ],
@@ -241,26 +222,25 @@ def list_(state_dir: str | None, as_json: bool) -> None:
 @json_option
 def status(scheduler_id: str, state_dir: str | None, as_json: bool) -> None:
     """Show one scheduler's state, timing and last outcome."""
-    s = client(state_dir).call("status", id=scheduler_id)
+    s = client(state_dir).status(scheduler_id)
     if as_json:
-        echo_json(s)
+        echo_json(views.status_json(s))
         return
     rows = [
-        ("id", s["id"]),
-        ("name", s["name"]),
-        ("description", s["description"]),
-        ("kind", s["kind"]),
-        ("state", s["state"] + (f" (run {s['current_run_id']})" if s["current_run_id"] else "")),
-        ("last started", local_time(s["last_started_at"])),
-        ("last completed", local_time(s["last_completed_at"])),
-        ("next planned", local_time(s["next_planned_at"])),
-        ("last outcome", s["last_outcome"] or "-"),
-        ("last error", (s["last_error"] or "-").splitlines()[0] if s["last_error"] else "-"),
-        ("last acted by", s["last_actor"] or "-"),
+        ("id", s.id),
+        ("name", s.name),
+        ("description", s.description),
+        ("kind", s.kind.value),
+        ("state", s.state.value + (f" (run {s.current_run_id})" if s.current_run_id else "")),
+        ("last started", local_time(s.last_started_at)),
+        ("last completed", local_time(s.last_completed_at)),
+        ("next planned", local_time(s.next_planned_at)),
+        ("last outcome", s.last_outcome.value if s.last_outcome else "-"),
+        ("last error", first_line(s.last_error) or "-"),
+        ("last acted by", s.last_actor or "-"),
     ]
-    units = s.get("units")
-    if units:  # systemd mode: say where the units live (runtime ones vanish at reboot)
-        rows.append(("units", f"{units.get('service')} ({units.get('kind')})"))
+    if s.units is not None:  # systemd mode: say where the units live (runtime ones vanish)
+        rows.append(("units", f"{s.units.service} ({s.units.kind})"))
     for name, value in rows:
         click.echo(f"{name + ':':<16}{value}")
 
@@ -272,33 +252,41 @@ def status(scheduler_id: str, state_dir: str | None, as_json: bool) -> None:
 @json_option
 def runs(scheduler_id: str, state_dir: str | None, limit: int, as_json: bool) -> None:
     """Show a scheduler's run history, newest first."""
-    found = client(state_dir).call("runs", id=scheduler_id, limit=limit)
+    found = client(state_dir).runs(scheduler_id, limit=limit)
     if as_json:
-        echo_json(found)
+        echo_json([views.run_json(r) for r in found])
         return
     table(
         ["RUN", "TRIGGER", "BY", "STARTED", "ENDED", "OUTCOME", "ERROR"],
         [
             [
-                r["run_id"],
-                r["trigger"],
-                r["triggered_by"] or "-",
-                local_time(r["started_at"]),
-                local_time(r["ended_at"]),
-                r["outcome"] or "running",
-                (r["error"] or "").splitlines()[0][:60] if r["error"] else "",
+                r.run_id,
+                r.trigger.value,
+                r.triggered_by or "-",
+                local_time(r.started_at),
+                local_time(r.ended_at),
+                r.outcome.value if r.outcome else "running",
+                first_line(r.error)[:60],
             ]
             for r in found
         ],
     )
 
 
-def _print_log(record: dict[str, Any], as_json: bool) -> None:
+def _print_log(record: LogRecord, as_json: bool) -> None:
     if as_json:
-        record = {k: v for k, v in record.items() if k != "cursor"}
-        click.echo(json.dumps(record, ensure_ascii=False))
+        click.echo(json.dumps(views.log_json(record), ensure_ascii=False))
         return
-    click.echo(terminal.log_line(record, when=local_time(record["time"])))
+    click.echo(terminal.log_line(views.log_json(record), when=local_time(record.time)))
+
+
+def _level(text: str | None) -> Level | None:
+    if text is None:
+        return None
+    try:
+        return Level.parse(text)
+    except ValueError as error:
+        raise DefinitionError("--level", str(error)) from None
 
 
 @main.command()
@@ -320,22 +308,18 @@ def logs(
 ) -> None:
     """Print a scheduler's log records (one JSON object per line with --json)."""
     control = client(state_dir)
-    query = {"id": scheduler_id, "level": level, "run_id": run_id}
-    records = control.call("logs", limit=limit, **query)
+    query = LogQuery(scheduler_id=scheduler_id, run_id=run_id, min_level=_level(level), limit=limit)
+    found = control.logs(query)
     cursor = None
-    for record in records:
-        _print_log(record, as_json)
-        cursor = record["cursor"]
-    while follow:
+    while True:
+        for position, record in found:
+            _print_log(record, as_json)
+            cursor = position
+        if not follow:
+            return
         sys.stdout.flush()
         time.sleep(FOLLOW_POLL_SECONDS)  # polling a live source, not waiting in a test
-        if cursor is None:
-            records = control.call("logs", limit=1000, **query)
-        else:
-            records = control.call("logs", after=cursor, limit=1000, **query)
-        for record in records:
-            _print_log(record, as_json)
-            cursor = record["cursor"]
+        found = control.logs(dataclasses.replace(query, after=cursor, limit=1000))
 
 
 # -- controls ------------------------------------------------------------------------------
@@ -346,7 +330,7 @@ def logs(
 @state_dir_option
 def start(scheduler_id: str, state_dir: str | None) -> None:
     """Start a stopped scheduler (its start delay applies again)."""
-    client(state_dir).call("start", id=scheduler_id)
+    client(state_dir).start(scheduler_id)
     click.echo(f"started {scheduler_id}")
 
 
@@ -355,7 +339,7 @@ def start(scheduler_id: str, state_dir: str | None) -> None:
 @state_dir_option
 def stop(scheduler_id: str, state_dir: str | None) -> None:
     """Cancel the current run and plan nothing more until started."""
-    client(state_dir).call("stop", id=scheduler_id)
+    client(state_dir).stop(scheduler_id)
     click.echo(f"stopped {scheduler_id}")
 
 
@@ -365,11 +349,11 @@ def stop(scheduler_id: str, state_dir: str | None) -> None:
 @json_option
 def execute(scheduler_id: str, state_dir: str | None, as_json: bool) -> None:
     """Start a run now (refused while a run is in progress)."""
-    result = client(state_dir).call("execute", id=scheduler_id)
+    run_id = client(state_dir).execute(scheduler_id)
     if as_json:
-        echo_json(result)
+        echo_json({"run_id": run_id})
     else:
-        click.echo(f"started run {result['run_id']} of {scheduler_id}")
+        click.echo(f"started run {run_id} of {scheduler_id}")
 
 
 @main.command()
@@ -378,12 +362,11 @@ def execute(scheduler_id: str, state_dir: str | None, as_json: bool) -> None:
 @state_dir_option
 def action(scheduler_id: str, action_id: str, state_dir: str | None) -> None:
     """Run a scheduler's custom action and print its result."""
-    result = client(state_dir).call("action", id=scheduler_id, action=action_id)
-    click.echo(result["result"])
+    click.echo(client(state_dir).run_action(scheduler_id, action_id))
 
 
-def _duration_seconds(text: str | None, field: str) -> float | None:
-    return None if text is None else parse_duration(text, field=field).total_seconds()
+def _duration(text: str, field: str) -> timedelta:
+    return parse_duration(text, field=field)
 
 
 @main.command()
@@ -410,44 +393,43 @@ def settings(
     as_json: bool,
 ) -> None:
     """Show or change a scheduler's timing settings (changes apply at once)."""
-    changes: dict[str, Any] = {}
+    changes: dict[str, Any] = {}  # the fields given, for a SettingsChange
     if start_delay is not None:
-        changes["start_delay"] = _duration_seconds(start_delay, "start_delay")
+        changes["start_delay"] = _duration(start_delay, "start_delay")
     if pause_time is not None:
-        changes["pause_time"] = _duration_seconds(pause_time, "pause_time")
+        changes["pause_time"] = _duration(pause_time, "pause_time")
     if cron is not None:
         changes["cron"] = cron
     if timezone is not None:
         changes["timezone"] = timezone
     if timeout is not None:
-        changes["timeout"] = (
-            None if timeout.lower() == "none" else _duration_seconds(timeout, "timeout")
-        )
+        changes["timeout"] = None if timeout.lower() == "none" else _duration(timeout, "timeout")
     if disabled is not None:
         changes["disabled"] = disabled
     if reset and changes:
         raise DefinitionError("--reset", "cannot be combined with changes")
-    view = client(state_dir).call("settings", id=scheduler_id, changes=changes, reset=reset)
+    control = client(state_dir)
+    if reset:
+        view = control.reset_settings(scheduler_id)
+    elif changes:
+        view = control.update_settings(scheduler_id, SettingsChange.of(changes))
+    else:
+        view = control.find_settings(scheduler_id)
     if as_json:
-        echo_json(view)
+        echo_json(views.settings_view_json(view))
         return
-    for name, value in view["effective"].items():
+    for field in fields(view.effective):
+        value = getattr(view.effective, field.name)
         if value is None:
             shown = "none"
         elif isinstance(value, bool):
             shown = "yes" if value else "no"
-        elif name in ("start_delay", "pause_time", "timeout"):
-            shown = format_duration(_seconds(value))
+        elif isinstance(value, timedelta):
+            shown = format_duration(value)
         else:
             shown = str(value)
-        mark = "  (overridden)" if name in view["overridden"] else ""
-        click.echo(f"{name + ':':<14}{shown}{mark}")
-
-
-def _seconds(value: float) -> Any:
-    from datetime import timedelta
-
-    return timedelta(seconds=value)
+        mark = "  (overridden)" if field.name in view.overrides else ""
+        click.echo(f"{field.name + ':':<14}{shown}{mark}")
 
 
 # -- planning without a manager ------------------------------------------------------------
@@ -477,73 +459,29 @@ def next_runs(
     A scheduler is looked up in the app its state directory last ran (or installed) with,
     unless --app says otherwise; under systemd, cron times follow systemd's DST rules.
     """
-    from supervisor.core.nextruns import upcoming, upcoming_for_cron
+    from supervisor.usecases.planning import cron_runs
 
     start = _parse_from(from_)
     if (scheduler_id is None) == (cron is None):
         raise DefinitionError("next-runs", "give a scheduler ID or --cron EXPR (one of them)")
     if cron is not None:
-        times = upcoming_for_cron(cron, timezone, start=start, count=count)
-        zone = timezone
+        times = cron_runs(cron, timezone, start=start, count=count)
     else:
         assert scheduler_id is not None
-        directory = resolve_state_dir(state_dir)
-        options, settings, systemd = _scheduler_settings(app_spec, scheduler_id, directory)
-        times = upcoming(options, settings, start=start, count=count, systemd=systemd)
-        zone = settings.timezone
-    from zoneinfo import ZoneInfo
+        from supervisor.service.offline import open_planning
 
-    local = [t.astimezone(ZoneInfo(zone)) for t in times]
+        with open_planning(operator_state_dir(state_dir), app_spec=app_spec) as planning:
+            times = planning.next_runs(_operator(), scheduler_id, start=start, count=count)
     if as_json:
-        click.echo(json.dumps([t.isoformat() for t in local]))
+        click.echo(json.dumps([t.isoformat() for t in times]))
     else:
-        for t in local:
+        for t in times:
             click.echo(t.isoformat())
 
 
-def _scheduler_settings(
-    app_spec: str | None, scheduler_id: str, state_dir: Path
-) -> tuple[Any, Any, bool]:
-    """A scheduler's definition, its effective settings, and whether systemd runs it."""
-    from supervisor.core.app import load_app
-    from supervisor.core.registry import registry_of
-    from supervisor.core.settings import from_store
-    from supervisor.service.paths import (
-        APP_CWD_META,
-        APP_SPEC_META,
-        DATABASE_NAME,
-        check_app_from_state,
-        check_state_dir,
-    )
-    from supervisor.store.sqlite import SqliteStore
-
-    if backend_choice(state_dir) == "systemd":
-        mode = open_systemd_mode(state_dir, app_spec=app_spec)
-        try:
-            installed = mode.schedulers.registry.get(scheduler_id)
-            stored = mode.store.overrides(scheduler_id)
-        finally:
-            mode.close()
-        return installed, from_store(installed, stored).effective, True
-    overrides: dict[str, Any] = {}
-    database = state_dir / DATABASE_NAME
-    if database.exists():
-        state = check_state_dir(state_dir)
-        with SqliteStore.open(database) as store:
-            overrides = store.overrides(scheduler_id)
-            if app_spec is None:
-                app_spec, cwd = store.get_meta(APP_SPEC_META), store.get_meta(APP_CWD_META)
-                search_path = [cwd, *sys.path] if cwd else list(sys.path)
-                if app_spec is not None:
-                    check_app_from_state(
-                        state, app_spec=app_spec, source=database, search_path=search_path
-                    )
-                if cwd and cwd not in sys.path:
-                    sys.path.insert(0, cwd)
-    if app_spec is None:
-        raise DefinitionError("--app", f"needed: nothing has run with state directory {state_dir}")
-    options = registry_of(load_app(app_spec)).get(scheduler_id)
-    return options, from_store(options, overrides).effective, False
+def _operator() -> Subject:
+    """The person at the terminal: every permission, named after the OS user."""
+    return su(os_user_name())
 
 
 def _parse_from(text: str | None) -> datetime:
@@ -566,22 +504,6 @@ def users() -> None:
     """Manage Admin Center users (stored in the state directory)."""
 
 
-def _accounts(state_dir: str | None, *, create: bool) -> tuple[Any, Any]:
-    """The account use cases over the state database, and the store to close after.
-
-    Without ``create``, a missing database is an error rather than a new empty file.
-    """
-    from supervisor.service.paths import DATABASE_NAME, ensure_state_dir
-    from supervisor.store.sqlite import SqliteStore
-    from supervisor.usecases.accounts import Accounts
-
-    directory = resolve_state_dir(state_dir)
-    if not create and not (directory / DATABASE_NAME).exists():
-        raise StoreError(f"no state database in {directory.absolute()} (wrong --state-dir?)")
-    store = SqliteStore.open(ensure_state_dir(directory) / DATABASE_NAME)
-    return Accounts(store), store
-
-
 @users.command(name="add")
 @click.argument("name")
 @click.option("--role", required=True, type=click.Choice(list(ROLES)))
@@ -590,13 +512,11 @@ def _accounts(state_dir: str | None, *, create: bool) -> tuple[Any, Any]:
 def users_add(name: str, role: str, password_stdin: bool, state_dir: str | None) -> None:
     """Add a user; prints a generated password unless --password-stdin."""
     from supervisor.core.passwords import generate_password
+    from supervisor.service.offline import open_accounts
 
     password = sys.stdin.readline().rstrip("\n") if password_stdin else generate_password()
-    accounts, store = _accounts(state_dir, create=True)
-    try:
-        accounts.add(su(os_user_name()), name, role=role, password=password)
-    finally:
-        store.close()
+    with open_accounts(operator_state_dir(state_dir), create=True) as accounts:
+        accounts.add(_operator(), name, role=role, password=password)
     click.echo(f"added user {name} ({role})")
     if not password_stdin:
         click.echo(f"password: {password}")
@@ -607,11 +527,10 @@ def users_add(name: str, role: str, password_stdin: bool, state_dir: str | None)
 @state_dir_option
 def users_remove(name: str, state_dir: str | None) -> None:
     """Remove a user."""
-    accounts, store = _accounts(state_dir, create=False)
-    try:
-        accounts.remove(su(os_user_name()), name)
-    finally:
-        store.close()
+    from supervisor.service.offline import open_accounts
+
+    with open_accounts(operator_state_dir(state_dir), create=False) as accounts:
+        accounts.remove(_operator(), name)
     click.echo(f"removed user {name}")
 
 
@@ -620,11 +539,10 @@ def users_remove(name: str, state_dir: str | None) -> None:
 @json_option
 def users_list(state_dir: str | None, as_json: bool) -> None:
     """List users and their roles."""
-    accounts, store = _accounts(state_dir, create=False)
-    try:
-        found = accounts.list(su(os_user_name()))
-    finally:
-        store.close()
+    from supervisor.service.offline import open_accounts
+
+    with open_accounts(operator_state_dir(state_dir), create=False) as accounts:
+        found = accounts.list(_operator())
     if as_json:
         echo_json([{"name": u.name, "role": u.role} for u in found])
     else:

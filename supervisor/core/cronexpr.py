@@ -33,8 +33,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
-from croniter import CroniterBadDateError, croniter
-
 from supervisor.core.errors import DefinitionError
 
 _MACROS = {
@@ -192,6 +190,10 @@ def wall_times_before(cron: CronExpr, end: datetime) -> Iterator[datetime]:
 
 
 def _walk(cron: CronExpr, start: datetime, *, backwards: bool) -> Iterator[datetime]:
+    # Imported here: croniter (and dateutil under it) cost ~40 ms, which the CLI's
+    # socket-only commands (list, status, ...) must not pay just for importing definitions.
+    from croniter import CroniterBadDateError, croniter
+
     if start.tzinfo is not None:
         raise ValueError(f"expected a naive wall-clock time, got {start.isoformat()}")
     # Explicit value lists keep croniter's own parsing quirks ("5-5" is a whole cycle

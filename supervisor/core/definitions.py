@@ -22,6 +22,8 @@ from supervisor.core.errors import DefinitionError
 SCHEDULER_ID = re.compile(r"[a-z0-9][a-z0-9._-]*")
 ACTION_ID = re.compile(r"[a-z0-9][a-z0-9._-]*")
 MAX_ID_LENGTH = 128
+# An OS user name (as useradd takes it) or a numeric UID: what systemd's User= accepts.
+USER_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}|[0-9]{1,10}")
 MAX_DELAY = timedelta(days=366)
 
 
@@ -182,6 +184,9 @@ class Options:
     runner: Runner
     defaults: Settings = field(default_factory=Settings)
     actions: Sequence[CustomAction] = ()
+    # The OS user its runs run as under systemd (``User=`` of its unit); None: the
+    # ``generate-units --user`` default. The manager runs every run as its own user.
+    user: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.id, str) or not SCHEDULER_ID.fullmatch(self.id):
@@ -205,6 +210,10 @@ class Options:
         if len(ids) != len(set(ids)):
             raise DefinitionError("actions", "action ids must be unique")
         object.__setattr__(self, "actions", actions)
+        if self.user is not None and not (
+            isinstance(self.user, str) and USER_NAME.fullmatch(self.user)
+        ):
+            raise DefinitionError("user", f"{self.user!r} is not a valid user name or UID")
 
     def action(self, action_id: str) -> CustomAction | None:
         return next((a for a in self.actions if a.id == action_id), None)

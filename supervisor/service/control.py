@@ -1,4 +1,5 @@
-"""The control socket: how the CLI reaches a running manager.
+"""The control socket: how the CLI reaches a running manager (the server half; the
+client is ``supervisor.cli.client``).
 
 A Unix stream socket ``control.sock`` in the state directory, usable only by the
 manager's owner (mode 0600 and a peer-credential check). One JSON request line in, one
@@ -25,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from supervisor.core.access import Subject, os_user_name, su
-from supervisor.core.errors import DefinitionError, ManagerUnavailable, SupervisorError
+from supervisor.core.errors import DefinitionError, SupervisorError
 from supervisor.core.records import Level, LogQuery
 from supervisor.core.settings import SettingsChange
 from supervisor.usecases import serialize
@@ -46,14 +47,6 @@ _SWEEP_SECONDS = 0.5
 _ACCEPTS_PER_WAKE = 64
 _READ_CHUNK = 65536
 MAX_LIMIT = 100_000
-
-
-class RemoteError(SupervisorError):
-    """An error the manager reported; carries the manager's exit code."""
-
-    def __init__(self, message: str, exit_code: int) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
 
 
 @contextlib.contextmanager
@@ -401,44 +394,3 @@ def _answer_and_close(connection: socket.socket, answer: Mapping[str, Any]) -> N
 
 def _report(message: str) -> None:
     print(f"supervisor: {message}", file=sys.stderr, flush=True)
-
-
-class ControlClient:
-    """Talks to the manager of a state directory."""
-
-    def __init__(self, state_dir: Path, *, timeout: float = 120.0) -> None:
-        self.path = state_dir / SOCKET_NAME
-        self._timeout = timeout
-
-    def call(self, op: str, **args: Any) -> Any:
-        request = json.dumps({"v": PROTOCOL_VERSION, "op": op, "args": args}).encode() + b"\n"
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
-            connection.settimeout(self._timeout)
-            try:
-                with _short_path(self.path) as address:
-                    connection.connect(address)
-            except (FileNotFoundError, ConnectionRefusedError) as error:
-                raise ManagerUnavailable(
-                    f"no manager is running for state directory {self.path.parent} "
-                    f"(start one with `supervisor run --app MODULE:ATTR`)"
-                ) from error
-            except PermissionError as error:
-                raise ManagerUnavailable(
-                    f"cannot reach the manager at {self.path}: permission denied"
-                ) from error
-            try:
-                connection.sendall(request)
-                answer_bytes = connection.makefile("rb").readline()
-            except OSError as error:
-                raise ManagerUnavailable(
-                    f"lost the connection to the manager at {self.path}: {error}"
-                ) from error
-        try:
-            answer = json.loads(answer_bytes) if answer_bytes else None
-        except ValueError:
-            answer = None
-        if not isinstance(answer, dict):
-            raise ManagerUnavailable(f"the manager at {self.path} gave no answer (did it stop?)")
-        if not answer.get("ok"):
-            raise RemoteError(answer.get("error", "unknown error"), int(answer.get("exit_code", 1)))
-        return answer.get("result")

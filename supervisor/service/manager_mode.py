@@ -7,7 +7,6 @@ signals, the state-directory lock). May import everything except ``cli``.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import signal
 import sys
@@ -22,7 +21,8 @@ from supervisor.core.clock import Clock, SystemClock
 from supervisor.core.errors import DefinitionError, StoreError
 from supervisor.manager.shell import Manager, ManagerConfig
 from supervisor.runs import launcher as launching
-from supervisor.service.control import ControlServer, Dispatcher
+from supervisor.service.control import SOCKET_NAME, ControlServer, Dispatcher
+from supervisor.service.lock import StateDirLock
 from supervisor.service.paths import (
     APP_CWD_META,
     APP_SPEC_META,
@@ -34,6 +34,7 @@ from supervisor.store.sqlite import SqliteStore
 from supervisor.usecases.schedulers import UseCases, enable
 
 REAP_INTERVAL_SECONDS = 1.0
+APP_NAME_META = "app_name"  # beside paths.APP_SPEC_META: the name of the app last run
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -46,29 +47,38 @@ class RunOptions:
     catch_up_missed_cron: bool = True
     max_runs_per_scheduler: int = 100
     max_log_bytes_per_run: int = 1 << 20
+    replace_app: bool = False  # take over a state directory another app used
+    proxy_user_header: str | None = None  # the Admin Center trusts it from a loopback proxy
 
 
 @contextlib.contextmanager
-def state_dir_lock(state_dir: Path) -> Iterator[None]:
-    """Hold the state directory's lock: one manager per state directory."""
+def state_dir_lock(state_dir: Path) -> Iterator[StateDirLock]:
+    """Hold the state directory's lock: one manager per state directory (``lock``)."""
+    lock = StateDirLock(state_dir)
+    lock.acquire()
     try:
-        handle = open(state_dir / LOCK_NAME, "a+")  # noqa: SIM115 - closed below
-    except OSError as error:
+        yield lock
+    finally:
+        lock.release()
+
+
+def check_app(store: SqliteStore, app: Configurator, app_spec: str, *, replace: bool) -> None:
+    """Refuse to run ``app`` on a state directory another app has used, unless ``replace``.
+
+    An app is known by its name (``Configurator(name)``), and by its spec where an older
+    manager stored no name. Raises ``StoreError`` naming both apps.
+    """
+    stored_name, stored_spec = store.get_meta(APP_NAME_META), store.get_meta(APP_SPEC_META)
+    if replace or (stored_name is None and stored_spec is None):
+        return
+    same = stored_name == app.name if stored_name is not None else stored_spec == app_spec
+    if not same:
+        before = f"{stored_name!r} ({stored_spec})" if stored_name else f"{stored_spec}"
         raise StoreError(
-            f"cannot use state directory {state_dir}: {error.strerror or error}"
-        ) from error
-    with handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise StoreError(
-                f"another manager is already running with state directory {state_dir}"
-            ) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"{os.getpid()}\n")
-        handle.flush()
-        yield
+            f"state directory {store.path.parent} belongs to app {before}, not to "
+            f"{app.name!r} ({app_spec}); use --replace-app to take it over, or another "
+            "--state-dir"
+        )
 
 
 def recover_interrupted_runs(store: SqliteStore, clock: Clock) -> int:
@@ -92,7 +102,13 @@ def recover_interrupted_runs(store: SqliteStore, clock: Clock) -> int:
 
 
 class Service:
-    """A running manager with its control socket (and Admin Center, when asked)."""
+    """A running manager with its control socket (and Admin Center, when asked).
+
+    ``start()`` raises ``StoreError`` when another manager holds the state directory or
+    another app used it, ``AppLoadError`` for an app that cannot be imported and
+    ``DefinitionError("--admin")`` when the Admin Center cannot bind; ``close()`` undoes
+    whatever ``start()`` did, in reverse.
+    """
 
     def __init__(
         self,
@@ -115,6 +131,11 @@ class Service:
         self.manager: Manager | None = None
         self.use_cases: UseCases | None = None
         self._admin: AdminHandle | None = None
+        self._lock: StateDirLock | None = None
+        self._control: ControlServer | None = None
+        self._dispatcher: Dispatcher | None = None
+        self._control_inode: tuple[int, int] | None = None
+        self._repair_failed = False
 
     def say(self, message: str) -> None:
         print(message, file=self._log, flush=True)
@@ -122,7 +143,7 @@ class Service:
     def start(self) -> None:
         options = self.options
         stack = self._stack
-        stack.enter_context(state_dir_lock(self.state_dir))
+        self._lock = stack.enter_context(state_dir_lock(self.state_dir))
         store = SqliteStore.open(
             self.state_dir / DATABASE_NAME,
             max_runs_per_scheduler=options.max_runs_per_scheduler,
@@ -130,7 +151,9 @@ class Service:
         )
         stack.callback(store.close)
         self.store = store
+        check_app(store, self.app, options.app_spec, replace=options.replace_app)
         # So commands that need the app without a manager (next-runs) can find it.
+        store.set_meta(APP_NAME_META, self.app.name)
         store.set_meta(APP_SPEC_META, options.app_spec)
         store.set_meta(APP_CWD_META, os.getcwd())
         launching.become_subreaper()
@@ -176,25 +199,67 @@ class Service:
         manager.open()
         stack.callback(manager.close)
         self.manager = manager
-        control = ControlServer(
-            self.state_dir,
-            Dispatcher(
-                use_cases,
-                {"pid": os.getpid(), "app": options.app_spec, "backend": "manager"},
-            ),
+        self._dispatcher = Dispatcher(
+            use_cases,
+            {"pid": os.getpid(), "app": options.app_spec, "backend": "manager"},
         )
-        control.start()
-        stack.callback(control.close)
+        self._serve_control()
+        stack.callback(self._close_control)
         self.say(
             f"supervisor: running {len(self.schedulers.registry)} scheduler(s) of "
             f"{self.app.name!r}; state in {self.state_dir}"
         )
 
+    def _serve_control(self) -> None:
+        assert self._dispatcher is not None
+        control = ControlServer(self.state_dir, self._dispatcher)
+        control.start()
+        self._control = control
+        info = os.lstat(control.path)
+        self._control_inode = (info.st_dev, info.st_ino)
+
+    def _close_control(self) -> None:
+        if self._control is not None:
+            self._control.close()
+            self._control = None
+
+    def check_state_dir(self) -> None:
+        """Put back a deleted (or replaced) control socket and lock file.
+
+        Without its socket a running manager looks dead to the CLI; without its lock file
+        it cannot be seen by its pid. Called every second by ``serve_until_signalled``.
+        """
+        if self._dispatcher is not None:
+            path = self.state_dir / SOCKET_NAME
+            try:
+                info = os.lstat(path)
+                current: tuple[int, int] | None = (info.st_dev, info.st_ino)
+            except FileNotFoundError:
+                current = None
+            if current != self._control_inode:
+                self._close_control()
+                try:
+                    self._serve_control()
+                except OSError as error:  # tried again next second; the runs go on
+                    self.say(f"supervisor: warning: cannot serve {SOCKET_NAME}: {error}")
+                else:
+                    self.say(f"supervisor: {SOCKET_NAME} was removed or replaced; serving it again")
+        if self._lock is not None:
+            try:
+                if self._lock.repair():
+                    self.say(f"supervisor: {LOCK_NAME} was removed or replaced; locked it again")
+                self._repair_failed = False
+            except StoreError as error:
+                if not self._repair_failed:  # say it once, not every second
+                    self.say(f"supervisor: warning: {error}")
+                self._repair_failed = True
+
     def close(self) -> None:
         self._stack.close()
 
     def serve_until_signalled(self) -> None:
-        """Block until SIGTERM or SIGINT, reaping orphaned grandchildren meanwhile."""
+        """Block until SIGTERM or SIGINT, reaping orphaned grandchildren and keeping the
+        control socket and lock file in place meanwhile."""
         stop = threading.Event()
 
         def on_signal(signum: int, _frame: object) -> None:
@@ -204,6 +269,7 @@ class Service:
         try:
             while not stop.wait(REAP_INTERVAL_SECONDS):
                 launching.reap_orphans()
+                self.check_state_dir()
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
@@ -214,3 +280,36 @@ class AdminHandle(Protocol):
     """What the Admin Center server gives back: something to close."""
 
     def close(self) -> None: ...
+
+
+def admin_factory(
+    proxy_user_header: str | None,
+) -> Callable[[UseCases, SqliteStore, RunOptions], AdminHandle]:
+    """The Admin Center's ``start_admin``, told to trust a reverse proxy's user header when
+    one is named. Imported when called: the web stack costs ~60 ms to import."""
+    from supervisor.web.server import start_admin
+
+    if proxy_user_header is None:
+        return start_admin
+
+    def start(use_cases: UseCases, store: SqliteStore, options: RunOptions) -> AdminHandle:
+        from supervisor.web.app import AdminConfig
+
+        config = AdminConfig(
+            app_name=use_cases.registry.app_name,
+            proxy_user_header=proxy_user_header,
+            behind_proxy=True,
+        )
+        return start_admin(use_cases, store, options, config=config)
+
+    return start
+
+
+def run_manager(options: RunOptions) -> None:
+    """``supervisor run``: start the manager, serve until SIGTERM/SIGINT, shut down."""
+    service = Service(options, admin_factory=admin_factory(options.proxy_user_header))
+    try:
+        service.start()
+        service.serve_until_signalled()
+    finally:
+        service.close()

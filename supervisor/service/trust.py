@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import pwd
 import stat
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from supervisor.core.errors import UntrustedPath
@@ -36,38 +36,55 @@ def trusted_uids(caller_uid: int) -> frozenset[int]:
     return frozenset({caller_uid, 0})
 
 
-def _problem(st: os.stat_result, trusted: frozenset[int]) -> str | None:
-    if st.st_uid not in trusted:
-        return f"it is owned by {owner_name(st.st_uid)}"
-    if st.st_mode & stat.S_IWOTH:
-        return "it is writable by every user"
-    if st.st_mode & stat.S_IWGRP:
-        return "it is writable by its group"
-    return None
+def _check_chain(target: Path, *, trusted: frozenset[int], what: str, shown: str) -> None:
+    """Check every component of ``target`` from ``/`` down, without following symlinks.
+
+    A component must be owned by a trusted user (a symlink too: its mode means nothing,
+    its target is checked on the resolved path) and writable by no one else, except a
+    sticky directory (such as /tmp) whose next component exists and is trusted-owned:
+    there others can neither remove nor rename that entry.
+    """
+    components = [*reversed(target.parents), target]
+    for index, component in enumerate(components):
+        try:
+            st = os.lstat(component)
+        except FileNotFoundError:
+            return
+        except OSError as error:
+            raise UntrustedPath(
+                f"refusing {what} {shown}: cannot check {component}: {error.strerror or error}"
+            ) from error
+        where = "" if component == target and shown == str(target) else f" (in {component})"
+        if st.st_uid not in trusted:
+            raise UntrustedPath(
+                f"refusing {what} {shown}{where}: it is owned by {owner_name(st.st_uid)}"
+            )
+        if stat.S_ISLNK(st.st_mode) or not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            continue
+        if stat.S_ISDIR(st.st_mode) and st.st_mode & stat.S_ISVTX and index + 1 < len(components):
+            if not os.path.lexists(components[index + 1]):
+                raise UntrustedPath(
+                    f"refusing {what} {shown}: {components[index + 1]} does not exist and "
+                    f"anyone may create it in {component}"
+                )
+            continue  # the entry's own owner is checked next
+        who = "every user" if st.st_mode & stat.S_IWOTH else "its group"
+        raise UntrustedPath(f"refusing {what} {shown}{where}: it is writable by {who}")
 
 
 def check_path(path: Path | str, *, caller_uid: int, what: str) -> None:
-    """Raise ``UntrustedPath`` unless ``path`` and all directories above it are trusted.
+    """Raise ``UntrustedPath`` unless nobody but the caller or root can change ``path``:
+    neither the path as written (symlinks included) nor the path it resolves to.
 
-    ``what`` says in the message what the path is for ("the app module", ...). A path that
-    does not exist is checked from its nearest existing ancestor.
+    ``what`` says in the message what the path is for ("the app module", ...).
     """
     trusted = trusted_uids(caller_uid)
-    real = Path(os.path.realpath(path))
-    for component in (real, *real.parents):
-        try:
-            st = os.stat(component)
-        except FileNotFoundError:
-            continue
-        except OSError as error:
-            raise UntrustedPath(
-                f"refusing {what} {path}: cannot check {component}: {error.strerror or error}"
-            ) from error
-        problem = _problem(st, trusted)
-        if problem is not None:
-            where = "" if component == real else f" (in {component})"
-            shown = component if component == real else path
-            raise UntrustedPath(f"refusing {what} {shown}{where}: {problem}")
+    literal = Path(os.path.abspath(path))
+    shown = str(literal)
+    _check_chain(literal, trusted=trusted, what=what, shown=shown)
+    real = Path(os.path.realpath(literal))
+    if real != literal:
+        _check_chain(real, trusted=trusted, what=what, shown=shown)
 
 
 def _module_locations(module: str, search_path: Sequence[str]) -> list[Path]:
@@ -106,24 +123,13 @@ def _module_locations(module: str, search_path: Sequence[str]) -> list[Path]:
 
 
 def check_module(module: str, search_path: Sequence[str], *, caller_uid: int) -> None:
-    """Raise ``UntrustedPath`` if importing ``module`` from ``search_path`` would run code
+    """Raise ``UntrustedPath`` if importing ``module`` from ``search_path`` could run code
     that someone other than the caller or root can change.
 
-    Checks every ``search_path`` entry searched before the module is found (an earlier
-    writable directory could shadow it, or any module it imports) and the module's files.
+    Checks every ``search_path`` entry (an entry anywhere could shadow a module the app
+    imports, before or after the app's own directory) and the module's files.
     """
-    locations = _module_locations(module, search_path)
-    for entry in _entries_up_to(search_path, locations):
-        check_path(entry or ".", caller_uid=caller_uid, what="the import path entry")
-    for location in locations:
-        check_path(location, caller_uid=caller_uid, what=f"the app module {module}")
-
-
-def _entries_up_to(search_path: Sequence[str], locations: Iterable[Path]) -> list[str]:
-    first = next(iter(locations), None)
-    entries: list[str] = []
     for entry in search_path:
-        entries.append(entry)
-        if first is not None and Path(entry or ".").absolute() in first.parents:
-            break
-    return entries
+        check_path(entry or ".", caller_uid=caller_uid, what="the import path entry")
+    for location in _module_locations(module, search_path):
+        check_path(location, caller_uid=caller_uid, what=f"the app module {module}")

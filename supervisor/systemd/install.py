@@ -292,13 +292,34 @@ class UninstallReport:
     units: tuple[str, ...]
 
 
+def _is_unit_file(
+    path: Path, unit_dir: Path, units: Sequence[str], unit_dirs: Sequence[Path]
+) -> bool:
+    """``unit_dir/UNIT`` or ``unit_dir/UNIT.d/NAME.conf`` for a unit the manifest names,
+    in one of systemd's unit directories: nothing else is ever removed."""
+    if unit_dir not in unit_dirs or ".." in path.parts:
+        return False
+    if path.parent == unit_dir:
+        return path.name in units
+    return (
+        path.parent.parent == unit_dir
+        and path.parent.name.removesuffix(".d") in units
+        and path.name.endswith(".conf")
+        and "/" not in path.name
+    )
+
+
 def uninstall(
     *,
     state_dir: Path,
     systemd: Systemd,
     dropin_names: Sequence[tuple[str, str]] = (),
+    unit_dirs: Sequence[Path] = (PERSISTENT_UNIT_DIR, RUNTIME_UNIT_DIR),
 ) -> UninstallReport:
     """Stop, disable and remove exactly what the manifest lists (see the module docstring).
+
+    The manifest is checked first: its units must carry its prefix, its files must be
+    those units' files (or drop-ins) in one of ``unit_dirs``; else nothing is touched.
 
     ``dropin_names``: (unit, file name) of the settings drop-ins the backend may have
     written next to the units (besides those the manifest lists); they are removed too.
@@ -307,6 +328,20 @@ def uninstall(
     if manifest is None:
         raise BackendError(
             f"no units are installed from state directory {state_dir} (no {MANIFEST_NAME} there)"
+        )
+    unit_dir = Path(manifest.unit_dir)
+    names = [*dropin_names, *((str(u), str(n)) for u, n in manifest.extra.get("dropins", ()))]
+    files = [Path(f) for f in manifest.files]
+    files += [unit_dir / f"{unit}.d" / name for unit, name in names if unit in manifest.units]
+    prefix = manifest.prefix or ""
+    foreign = [unit for unit in manifest.units if not unit.startswith(prefix)]
+    foreign += [
+        str(path) for path in files if not _is_unit_file(path, unit_dir, manifest.units, unit_dirs)
+    ]
+    if foreign:
+        raise BackendError(
+            f"refusing to uninstall: the manifest in {state_dir} lists {foreign[0]}, which "
+            f"is not one of its units ({prefix}...) or their files in {unit_dir}"
         )
     units = list(manifest.units)
     timers = manifest.timers
@@ -321,10 +356,6 @@ def uninstall(
     if manifest.enabled:
         with contextlib.suppress(BackendError):
             systemd.systemctl("disable", *scope, *manifest.enabled)
-    unit_dir = Path(manifest.unit_dir)
-    names = [*dropin_names, *((str(u), str(n)) for u, n in manifest.extra.get("dropins", ()))]
-    files = [Path(f) for f in manifest.files]
-    files += [unit_dir / f"{unit}.d" / name for unit, name in names if unit in units]
     removed: list[str] = []
     for path in files:
         if path.exists() or path.is_symlink():

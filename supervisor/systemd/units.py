@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import functools
 import importlib.resources
+import os
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -57,7 +58,7 @@ from pathlib import Path
 
 import jinja2
 
-from supervisor.core.definitions import Kind, Options, Settings
+from supervisor.core.definitions import USER_NAME, Command, Kind, Options, Settings
 from supervisor.core.errors import DefinitionError
 from supervisor.core.settings import check as check_settings_for_kind
 from supervisor.systemd.oncalendar import dst_differences, to_oncalendar
@@ -68,7 +69,10 @@ SETTINGS_DROPIN_NAME = "50-sched-supervisor-settings.conf"
 START_TIMER_SUFFIX = "-start.timer"
 MAX_PREFIX_LENGTH = 100  # + "-" + 128-character ID + ".service" stays under systemd's 255
 _PREFIX = re.compile(r"[a-z0-9](?:[a-z0-9._-]*[a-z0-9._])?")
-_USER = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}|[0-9]{1,10}")
+# Hidden from a unit by its sandbox: PrivateTmp=yes gives it empty ones of its own.
+PRIVATE_TMP_DIRS = ("/tmp", "/var/tmp")  # noqa: S108 - names them, creates nothing
+# Hidden by ProtectHome=yes; read-only (not hidden) when the code lives there.
+HOME_DIRS = ("/home", "/root", "/run/user")
 _SAFE_WORD = re.compile(r"[A-Za-z0-9_@+=:,./-]+")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _C_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\t": "\\t", "\r": "\\r"}
@@ -223,13 +227,17 @@ def render_units(
     python_path: Sequence[str] | None = None,
     stop_timeout: timedelta = DEFAULT_STOP_TIMEOUT,
     package_dir: str | None = None,
+    interpreter_paths: Sequence[str] = (),
+    supervisor_command: str | None = None,
 ) -> list[UnitFile]:
     """The units of every definition, in definition order (service, timer, start timer).
 
     ``package_dir``: the directory holding the ``supervisor`` package to run, put first
     on ``sys.path`` by ``python -c`` (a private directory such as the Debian package's,
     where ``-m supervisor`` would find nothing, or another project's ``supervisor``).
-    Without it the service runs ``python -m supervisor``.
+    Without it the service runs ``python -m supervisor``. ``supervisor_command``: the
+    ``supervisor`` script to run instead (a virtualenv's ``bin/supervisor``), then
+    ``ExecStart=`` is ``<script> exec ...`` and ``python`` only names the interpreter.
 
     ``python`` is the interpreter that runs ``-m supervisor exec`` (absolute),
     ``working_dir`` its working directory and, unless ``python_path`` says otherwise,
@@ -239,9 +247,24 @@ def render_units(
     keep it above the exec command's own cancel, SIGTERM, SIGKILL escalation.
     Disabled schedulers get units too; installing decides what to enable.
     ``DefinitionError`` (field ``id``) if two schedulers would share a unit name.
+
+    ``user`` runs the services of schedulers whose ``Options.user`` is None (``User=``;
+    None: root). ``interpreter_paths``: more directories the interpreter reads (where the
+    executable really is, ``sys.base_prefix``), for the sandbox below.
+
+    Each service is sandboxed (``templates/service.j2``): ``systemd-analyze security``
+    rates it "OK" (exposure <= 3.0; ``tests/test_units.py`` checks every unit). Relaxed
+    only where the scheduler needs it: ``ProtectHome=read-only`` instead of ``yes`` when
+    the code lives under ``HOME_DIRS``; no ``MemoryDenyWriteExecute=`` for a ``Command``
+    runner (any program, a JIT among them). Code under ``/tmp`` or ``/var/tmp`` would be
+    invisible behind ``PrivateTmp=yes``: ``DefinitionError`` naming the path.
     """
     check_prefix(prefix)
-    quote_executable(python)
+    executable = supervisor_command or python
+    quote_executable(executable)
+    if supervisor_command is not None:
+        _check_path("supervisor_command", supervisor_command)
+    entry = [] if supervisor_command is not None else _entry(package_dir)
     for name, path in (("python", python), ("working_dir", working_dir), ("state_dir", state_dir)):
         _check_path(name, path)
     paths = list(python_path) if python_path is not None else [working_dir]
@@ -249,9 +272,25 @@ def render_units(
         _check_path("python_path", path)
         if ":" in path:
             raise DefinitionError("python_path", f"{path!r}: PYTHONPATH cannot hold a ':'")
+    code_paths = [
+        ("python", python),
+        *([("supervisor_command", supervisor_command)] if supervisor_command else []),
+        ("working_dir", working_dir),
+        *(("python_path", path) for path in paths),
+        *([("package_dir", package_dir)] if package_dir is not None else []),
+        *(("interpreter_paths", path) for path in interpreter_paths),
+    ]
+    for name, path in code_paths:
+        if _under(path, PRIVATE_TMP_DIRS):
+            raise DefinitionError(
+                name,
+                f"{path} is under /tmp or /var/tmp, which the units cannot see "
+                "(PrivateTmp=yes gives each its own): move it elsewhere",
+            )
+    protect_home = "read-only" if any(_under(p, HOME_DIRS) for _, p in code_paths) else "yes"
     if not app_spec or _CONTROL.search(app_spec):
         raise DefinitionError("app_spec", f"{app_spec!r} must be a non-empty MODULE:ATTRIBUTE")
-    if user is not None and not _USER.fullmatch(user):
+    if user is not None and not USER_NAME.fullmatch(user):
         raise DefinitionError("user", f"{user!r} is not a valid user name or UID")
     if stop_timeout <= timedelta(0):
         raise DefinitionError("stop_timeout", "must be positive")
@@ -272,12 +311,14 @@ def render_units(
                 text=_template("service.j2").render(
                     **common,
                     scheduler_id=options.id,
-                    executable=python,
-                    arguments=[*_entry(package_dir), "exec", "--app", app_spec, options.id],
+                    executable=executable,
+                    arguments=[*entry, "exec", "--app", app_spec, options.id],
                     working_dir=working_dir,
                     python_path=":".join(paths),
                     state_dir=state_dir,
-                    user=user,
+                    user=options.user or user,
+                    protect_home=protect_home,
+                    deny_write_execute=not isinstance(options.runner, Command),
                     timeout=effective.timeout,
                     stop_timeout=stop_timeout,
                 ),
@@ -406,6 +447,11 @@ def _dropin_header(options: Options) -> str:
         f"Settings of scheduler {options.id}, written by sched-supervisor; "
         "remove this file to return to the settings in the code."
     )
+
+
+def _under(path: str, directories: Sequence[str]) -> bool:
+    normal = os.path.normpath(path)
+    return any(normal == d or normal.startswith(d + "/") for d in directories)
 
 
 def _check_path(name: str, path: str) -> None:
