@@ -20,6 +20,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/.." && pwd)
 croniter="croniter-7.0.0"
 packages="python3-click python3-jinja2 python3-psutil python3-bottle python3-dateutil
+python3-prometheus-client
 python3-pytest python3-hypothesis python3-pytest-timeout"
 install=no
 venv=

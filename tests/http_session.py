@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import http.client
 import re
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
@@ -50,8 +51,24 @@ class HttpSession:
         )
         assert status == 303, status
 
+    def change_password(self, current: str, new: str) -> None:
+        token = self.csrf("/account/password")
+        form = {"csrf": token, "current": current, "password": new, "repeat": new}
+        status, _, body = self.request("POST", "/account/password", form)
+        assert status == 303, (status, body[:500])
+
+    def first_login(self, name: str, one_time: str, new: str) -> None:
+        """Log in with a one-time password and change it, as the page requires."""
+        self.login(name, one_time)
+        self.change_password(one_time, new)
+
     def open_stream(self, path: str) -> tuple[http.client.HTTPConnection, Any]:
         """A server-sent-events stream left open: (connection, response)."""
         connection = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
         connection.request("GET", path, headers={"Cookie": self.cookie})
         return connection, connection.getresponse()
+
+
+def bootstrap_password(state_dir: Path) -> str:
+    """The bootstrap admin's one-time password, left in the state directory's file."""
+    return (state_dir / "admin-password").read_text().strip()

@@ -21,7 +21,16 @@ from supervisor.core.errors import PermissionDenied
 from supervisor.core.records import AuditEntry, LogQuery
 from supervisor.usecases.accounts import Accounts
 from supervisor.usecases.schedulers import Definitions, UseCases
-from tests.test_web_fakes import FakeBackend, MemoryAudit, MemoryUsers, make_world, noop
+from tests.test_web_fakes import (
+    PASSWORD,
+    TEST_COST,
+    FakeBackend,
+    MemoryAudit,
+    MemoryUsers,
+    fast_hash,
+    make_world,
+    noop,
+)
 
 VIEWER, OPERATOR, ADMIN, SU = "viewer", "operator", "admin", "su"
 NOBODY = "no role"
@@ -46,6 +55,12 @@ ALLOWED: dict[str, frozenset[str]] = {
     "users.add": frozenset({ADMIN, SU}),
     "users.remove": frozenset({ADMIN, SU}),
     "users.list": frozenset({ADMIN, SU}),
+    "users.set_password": frozenset({ADMIN, SU}),
+    # one's own account, and logging in: anyone (the password is what is checked)
+    "users.change_own_password": frozenset(EVERYONE),
+    "users.authenticate": frozenset(EVERYONE),
+    "users.refused_unchecked": frozenset(EVERYONE),
+    "users.must_change_password": frozenset(EVERYONE),
 }
 
 
@@ -97,7 +112,7 @@ def world() -> World:
     return World(
         use_cases=use_cases,
         definitions=Definitions(use_cases.registry),
-        accounts=Accounts(directory),
+        accounts=Accounts(directory, cost=TEST_COST),
         backend=backend,
         audit=audit,
         directory=directory,
@@ -124,10 +139,24 @@ CALLS: dict[str, Callable[[World, Subject], Any]] = {
         s, "jobs.repeat", {"pause_time": timedelta(seconds=99)}
     ),
     "reset_settings": lambda w, s: w.use_cases.reset_settings(s, "jobs.repeat"),
-    "users.add": lambda w, s: w.accounts.add(s, "newcomer", role="viewer", password="pw"),
+    "users.add": lambda w, s: w.accounts.add(
+        s, "newcomer", role="viewer", password="a long password"
+    ),
     "users.remove": lambda w, s: w.accounts.remove(s, "leaving"),
     "users.list": lambda w, s: w.accounts.list(s),
+    "users.set_password": lambda w, s: w.accounts.set_password(s, "leaving", "a new password"),
+    "users.change_own_password": lambda w, s: own_password(w, s),
+    "users.authenticate": lambda w, s: w.accounts.authenticate("leaving", "x", address="t"),
+    "users.refused_unchecked": lambda w, s: w.accounts.refused_unchecked(
+        "leaving", address="t", reason="throttled"
+    ),
+    "users.must_change_password": lambda w, s: w.accounts.must_change_password("leaving"),
 }
+
+
+def own_password(w: World, s: Subject) -> None:
+    w.directory.add_user(s.name, role="viewer", password_hash=fast_hash(PASSWORD))
+    w.accounts.change_own_password(s, current=PASSWORD, new="my own new password")
 
 
 def test_the_table_covers_every_use_case_and_every_role() -> None:

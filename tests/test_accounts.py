@@ -1,14 +1,26 @@
-"""User management as use cases: permission checked, audit written, names validated."""
+"""User management as use cases: permission checked, audit written, names validated;
+passwords: their cost, their minimum length, changing them (use case and ``users passwd``),
+one-time passwords and the bootstrap file."""
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from supervisor.cli.main import main
 from supervisor.core.access import su, with_role
 from supervisor.core.errors import DefinitionError, PermissionDenied
-from supervisor.core.passwords import verify_password
+from supervisor.core.passwords import (
+    CURRENT_COST,
+    ScryptCost,
+    hash_password,
+    is_temporary,
+    needs_rehash,
+    verify_password,
+)
 from supervisor.store.sqlite import SqliteStore
 from supervisor.usecases.accounts import Accounts
 
@@ -17,10 +29,10 @@ def test_admins_manage_users_and_every_change_is_audited(tmp_path: Path) -> None
     with SqliteStore.open(tmp_path / "state.db") as store:
         accounts = Accounts(store)
         admin = with_role("ada", "admin")
-        accounts.add(admin, "olga", role="operator", password="correct horse")
+        accounts.add(admin, "olga", role="operator", password="correct horse battery")
         stored = store.get_user("olga")
         assert stored is not None and stored.role == "operator"
-        assert verify_password("correct horse", stored.password_hash)
+        assert verify_password("correct horse battery", stored.password_hash)
         assert [a.name for a in accounts.list(admin)] == ["olga"]
         accounts.remove(su("root"), "olga")
         assert store.get_user("olga") is None
@@ -43,6 +55,8 @@ def test_operators_cannot_manage_users(tmp_path: Path) -> None:
         ("bad name!", "viewer", "pw", "name"),
         ("ok", "god", "pw", "role"),
         ("ok", "viewer", "", "password"),
+        ("ok", "viewer", "eleven char", "password"),
+        ("ok", "viewer", "x" * 2000, "password"),
     ],
 )
 def test_bad_accounts_are_refused_naming_the_field(
@@ -61,3 +75,117 @@ def test_removing_a_missing_user_says_so(tmp_path: Path) -> None:
         pytest.raises(DefinitionError, match="no user 'ghost'"),
     ):
         Accounts(store).remove(su(), "ghost")
+
+
+CHEAP = ScryptCost(n=1 << 10)
+
+
+def test_the_scrypt_cost_is_at_least_owasps_minimum() -> None:
+    assert (CURRENT_COST.n, CURRENT_COST.r, CURRENT_COST.p) >= (1 << 17, 8, 1)
+    assert CURRENT_COST.memory > 128 * 8 * (1 << 17)  # maxmem leaves room for the check
+    stored = hash_password("a long enough password")
+    assert stored.startswith(f"scrypt${1 << 17}$8$1$")
+    assert verify_password("a long enough password", stored)
+    assert not needs_rehash(stored)
+    assert needs_rehash(hash_password("a long enough password", cost=CHEAP))
+    assert needs_rehash("not a hash at all")
+
+
+def test_malformed_or_planted_hashes_never_verify() -> None:
+    good = hash_password("a long enough password", cost=CHEAP)
+    scheme, n, r, p, salt, digest = good.split("$")
+    for bad in (
+        "",
+        "plain",
+        good + "$extra",
+        "$".join([scheme, str(1 << 30), r, p, salt, digest]),  # would eat 128 GiB
+        "$".join([scheme, "3", r, p, salt, digest]),  # not a power of two
+        "$".join([scheme, n, r, p, "***", digest]),
+    ):
+        assert not verify_password("a long enough password", bad), bad
+
+
+def test_a_temporary_password_is_marked_and_verifies() -> None:
+    stored = hash_password("one-time password!", cost=CHEAP, temporary=True)
+    assert is_temporary(stored) and verify_password("one-time password!", stored)
+    assert not is_temporary(hash_password("one-time password!", cost=CHEAP))
+
+
+def test_an_admin_sets_a_password_and_a_user_changes_their_own(tmp_path: Path) -> None:
+    with SqliteStore.open(tmp_path / "state.db") as store:
+        accounts = Accounts(store, cost=CHEAP)
+        accounts.add(su("root"), "olga", role="viewer", password="first passphrase", temporary=True)
+        assert accounts.must_change_password("olga")
+        with pytest.raises(PermissionDenied):
+            accounts.set_password(with_role("olga", "viewer"), "olga", "x" * 12)
+        with pytest.raises(DefinitionError, match="current"):
+            accounts.change_own_password(
+                with_role("olga", "viewer"), current="wrong", new="second passphrase"
+            )
+        accounts.change_own_password(
+            with_role("olga", "viewer"), current="first passphrase", new="second passphrase"
+        )
+        stored = store.get_user("olga")
+        assert stored is not None and verify_password("second passphrase", stored.password_hash)
+        assert not accounts.must_change_password("olga")
+        accounts.set_password(su("root"), "olga", "third passphrase")
+        with pytest.raises(DefinitionError, match="no user"):
+            accounts.set_password(su("root"), "ghost", "third passphrase")
+        trail = [(e.actor, e.action) for _, e in store.audit()]
+        assert trail[:3] == [
+            ("root", "set password"),
+            ("olga", "change password"),
+            ("olga", "change password refused"),
+        ]
+
+
+def test_users_passwd_sets_a_password_and_removes_the_bootstrap_file(tmp_path: Path) -> None:
+    from supervisor.web.auth import ensure_bootstrap_admin
+
+    with SqliteStore.open(tmp_path / "state.db") as store:
+        made = ensure_bootstrap_admin(store, out=io.StringIO(), state_dir=tmp_path, cost=CHEAP)
+    assert made is not None and made.file is not None and made.file.exists()
+    runner = CliRunner()
+    short = runner.invoke(
+        main,
+        ["users", "passwd", "admin", "--password-stdin", "--state-dir", str(tmp_path)],
+        input="short\n",
+    )
+    assert short.exit_code == 2 and "at least 12 characters" in short.output
+    assert made.file.exists()
+    changed = runner.invoke(
+        main,
+        ["users", "passwd", "admin", "--password-stdin", "--state-dir", str(tmp_path)],
+        input="the admin's new passphrase\n",
+    )
+    assert changed.exit_code == 0, changed.output
+    assert not made.file.exists()
+    prompted = runner.invoke(
+        main,
+        ["users", "passwd", "admin", "--state-dir", str(tmp_path)],
+        input="typed at the prompt\ntyped at the prompt\n",
+    )
+    assert prompted.exit_code == 0, prompted.output
+    assert "typed at the prompt" not in prompted.output  # not echoed
+    with SqliteStore.open(tmp_path / "state.db") as store:
+        stored = store.get_user("admin")
+        assert stored is not None
+        assert verify_password("typed at the prompt", stored.password_hash)
+        assert not is_temporary(stored.password_hash)
+    missing = runner.invoke(
+        main,
+        ["users", "passwd", "ghost", "--password-stdin", "--state-dir", str(tmp_path)],
+        input="a long enough one\n",
+    )
+    assert missing.exit_code == 2 and "no user 'ghost'" in missing.output
+
+
+def test_users_add_without_a_password_makes_a_one_time_one(tmp_path: Path) -> None:
+    added = CliRunner().invoke(
+        main, ["users", "add", "olga", "--role", "viewer", "--state-dir", str(tmp_path)]
+    )
+    assert added.exit_code == 0, added.output
+    assert "one-time" in added.output
+    with SqliteStore.open(tmp_path / "state.db") as store:
+        stored = store.get_user("olga")
+        assert stored is not None and is_temporary(stored.password_hash)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import io
 import os
-import re
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -26,6 +25,7 @@ from supervisor import Configurator, cfgscheduler, scheduler, user
 from supervisor.core.passwords import hash_password
 from supervisor.service.manager_mode import RunOptions, Service
 from supervisor.web.server import AdminServer, start_admin
+from tests.http_session import HttpSession, bootstrap_password
 
 pytestmark = pytest.mark.browser
 
@@ -43,6 +43,8 @@ ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 APP_SPEC = "tests.test_browser:cfg"
 HOSTILE = "<img src=x onerror=\"document.title='pwned'\">"
 VIEWER_PASSWORD = "viewer-password-123"
+ADMIN_PASSWORD = "the admin's own passphrase"
+NEWBIE_ONE_TIME = "one-time-password-for-newbie"
 
 # -- the application the manager runs ------------------------------------------------------
 
@@ -136,6 +138,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
     def factory(found: Any, store: Any, options: RunOptions) -> AdminServer:
         server = start_admin(found, store, options, out=out)
         store.add_user("vic", role="viewer", password_hash=hash_password(VIEWER_PASSWORD))
+        one_time = hash_password(NEWBIE_ONE_TIME, temporary=True)
+        store.add_user("newbie", role="operator", password_hash=one_time)
         holder.append(server)
         return server
 
@@ -148,9 +152,11 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
     service = Service(options, app=cfg, log=io.StringIO(), admin_factory=factory)
     service.start()
     try:
-        found = re.search(r"one-time password: (\S+)", out.getvalue())
-        assert found is not None, out.getvalue()
-        yield holder[0].url, found.group(1)
+        server = holder[0]
+        one_time = bootstrap_password(options.state_dir)
+        assert one_time not in out.getvalue()
+        HttpSession(server.host, server.port).first_login("admin", one_time, ADMIN_PASSWORD)
+        yield server.url, ADMIN_PASSWORD
     finally:
         service.close()
 
@@ -305,6 +311,34 @@ def test_a_viewer_sees_no_controls_and_is_refused(site: tuple[str, str], browser
         )
         assert response.status == 403, path
     assert page.request.get(base + "/audit").status == 403
+    assert problems.seen == []
+    context.close()
+
+
+def test_a_one_time_password_is_changed_at_the_first_login(
+    site: tuple[str, str], browser: Any
+) -> None:
+    base, _ = site
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    problems = Problems(page)
+    page.goto(base + "/")
+    page.fill("input[name=name]", "newbie")
+    page.fill("input[name=password]", NEWBIE_ONE_TIME)
+    page.click("form.stack button[type=submit]")
+    page.wait_for_url(base + "/account/password")
+    assert "one-time password" in page.inner_text("main")
+    assert page.locator("nav.nav").count() == 0  # nothing else to go to yet
+    page.goto(base + "/schedulers/demo.report")
+    page.wait_for_url(base + "/account/password")
+    page.screenshot(path=str(ARTIFACTS / "first-login-password.png"), full_page=True)
+    page.fill("input[name=current]", NEWBIE_ONE_TIME)
+    page.fill("input[name=password]", "newbie's own passphrase")
+    page.fill("input[name=repeat]", "newbie's own passphrase")
+    page.click("form.stack button[type=submit]")
+    page.wait_for_url(base + "/")
+    assert "Password changed" in page.inner_text(".flashes")
+    assert page.locator("article.card").count() == 4
     assert problems.seen == []
     context.close()
 

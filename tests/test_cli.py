@@ -267,7 +267,7 @@ def test_users_add_list_remove(tmp_path: Path) -> None:
             "--state-dir",
             str(tmp_path),
         ],
-        input="s3cret-pass\n",
+        input="s3cret-passphrase\n",
     )
     assert added.exit_code == 0, added.output
     listed = runner.invoke(main, ["users", "list", "--json", "--state-dir", str(tmp_path)])
@@ -409,7 +409,7 @@ def test_run_can_trust_a_reverse_proxys_user_header(tmp_path: Path) -> None:
     added = CliRunner().invoke(
         main,
         ["users", "add", "olga", "--role", "viewer", "--password-stdin", "--state-dir", str(state)],
-        input="pw-pw-pw-pw\n",
+        input="pw-pw-pw-pw-pw\n",
     )
     assert added.exit_code == 0, added.output
     with socket.socket() as probe:

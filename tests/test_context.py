@@ -24,6 +24,9 @@ from supervisor.runs.context import (
     json_safe,
     logger_from,
     make_record,
+    safe_repr,
+    safe_str,
+    type_name,
 )
 from supervisor.runs.wire import encode_log
 
@@ -323,3 +326,44 @@ def test_regression_logging_never_raises_into_the_runner() -> None:
     assert replacement.message == f"{UNREPRESENTABLE} record: writing it raised OSError>"
     log.info("big", n=10**5000, loop=[[[]]])
     assert sink.records[-1].message == "big"
+
+
+class _RaisesBase:
+    """A value whose every text form raises something that is not an Exception."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+    def __str__(self) -> str:
+        raise self.error
+
+    def __repr__(self) -> str:
+        raise self.error
+
+
+class _LoudMeta(type):
+    @property
+    def __name__(cls) -> str:  # type: ignore[override]
+        raise KeyboardInterrupt
+
+
+class _LoudName(metaclass=_LoudMeta):
+    pass
+
+
+@pytest.mark.parametrize("error", [KeyboardInterrupt(), SystemExit(4), GeneratorExit()])
+def test_regression_a_value_raising_a_base_exception_never_escapes_logging(
+    error: BaseException,
+) -> None:
+    """Before: ``log.info(obj)`` with a ``__str__`` raising SystemExit(4) ended the run."""
+    value = _RaisesBase(error)
+    assert safe_str(value) is None
+    assert safe_repr(value).startswith(UNREPRESENTABLE)
+    assert str(json_safe({"v": value})["v"]).startswith(UNREPRESENTABLE)
+    record = make_record("r1", Level.INFO, value, {"field": value})
+    assert record.message.startswith(UNREPRESENTABLE)
+
+
+def test_regression_type_name_never_calls_a_metaclass_name_property() -> None:
+    assert type_name(_LoudName()) == "_LoudName"
+    assert "_LoudName" in str(json_safe(_LoudName()))

@@ -64,7 +64,13 @@ MARKER = ".created-by-sched-supervisor-deb-test"
 UNIT = Path("/lib/systemd/system/sched-supervisor.service")
 DEMO_PATH = "/usr/share/sched-supervisor/demo"
 POLICY_RC_D = Path("/usr/sbin/policy-rc.d")
-DEBIAN_DEPENDS = ("python3-click", "python3-jinja2", "python3-psutil", "python3-bottle")
+DEBIAN_DEPENDS = (
+    "python3-click",
+    "python3-jinja2",
+    "python3-psutil",
+    "python3-bottle",
+    "python3-prometheus-client",
+)
 # Debian's tools and Python only: never a virtualenv's or pyenv's python3 first on PATH.
 CLEAN_ENV = {
     "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",

@@ -1,6 +1,7 @@
 """The imports of every module under ``supervisor/`` point down the layers (README).
 
-Bottom to top: ``core`` < ``runs``, ``store`` < ``manager``, ``systemd`` < ``usecases`` <
+Bottom to top: ``core`` < ``runs``, ``store``, ``notify`` < ``manager``, ``systemd``,
+``metrics`` < ``usecases`` <
 ``web``, ``cli``, ``service`` < the public facades (``supervisor/__init__.py``,
 ``scheduler``, ``user``, ``cfgscheduler``, ``__main__``). Packages on one level may import
 each other. Every import counts: at module level, inside functions, and under
@@ -19,7 +20,9 @@ LAYERS: dict[str, int] = {
     "core": 0,
     "runs": 1,
     "store": 1,
+    "notify": 1,
     "manager": 2,
+    "metrics": 2,
     "systemd": 2,
     "usecases": 3,
     "web": 4,

@@ -127,3 +127,33 @@ def test_regression_logs_text_shows_terminal_escapes_and_json_keeps_them(
         TERMINAL_TRICKS,
     ]
     assert next(r for r in exact if r["source"] == "logger")["fields"] == {"trick": TERMINAL_TRICKS}
+
+
+def no_control_characters(text: str) -> bool:
+    return (
+        not [c for c in text if (ord(c) < 0x20 and c not in "\n") or 0x7F <= ord(c) <= 0x9F]
+        and "\u202e" not in text
+    )
+
+
+def test_regression_status_runs_and_actions_show_terminal_escapes(state_dir: Path) -> None:
+    """Before: a run's error in status and runs, and an action's result or error, reached
+    the terminal as they were."""
+    run_id = json.loads(cli(state_dir, "execute", "terminal-tricks-fail", "--json"))["run_id"]
+
+    def ended() -> bool:
+        runs = json.loads(cli(state_dir, "runs", "terminal-tricks-fail", "--json"))
+        return any(r["run_id"] == run_id and r["outcome"] == "failed" for r in runs)
+
+    wait_for(ended, timeout=30, what="the run to fail")
+    status = cli(state_dir, "status", "terminal-tricks-fail")
+    runs = cli(state_dir, "runs", "terminal-tricks-fail")
+    result = cli(state_dir, "action", "terminal-tricks-fail", "tricks")
+    failed = CliRunner().invoke(
+        main, ["action", "terminal-tricks-fail", "tricks-fail", "--state-dir", str(state_dir)]
+    )
+    assert failed.exit_code != 0
+    for text in (status, runs, result, failed.output):
+        assert no_control_characters(text), repr(text)
+    assert "\\x1b]0;owned\\x07title" in result
+    assert "\\x1b]0;owned" in failed.output

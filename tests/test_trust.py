@@ -347,3 +347,27 @@ def test_regression_a_manifest_path_entry_after_the_app_cannot_shadow_its_import
     assert not marker.exists(), "the user's module ran as root"
     assert result.returncode == UntrustedPath.exit_code, result.stderr
     assert "import path entry" in result.stderr and str(evil) in result.stderr
+
+
+@ROOT_ONLY
+def test_regression_a_state_dir_below_a_directory_others_can_write_is_refused(
+    base: Path, other: OsUser
+) -> None:
+    """Its owner could swap the state directory (and plant a manager.lock symlink in it)."""
+    open_dir = base / "open"
+    open_dir.mkdir()
+    os.chmod(open_dir, 0o777)
+    with pytest.raises(UntrustedPath, match="writable by every user"):
+        open_state_dir(open_dir / "state")
+    assert not (open_dir / "state").exists(), "nothing is created in an untrusted place"
+    theirs = base / "theirs"
+    theirs.mkdir()
+    os.chown(theirs, other.uid, other.gid)
+    with pytest.raises(UntrustedPath, match=f"owned by {other.name}"):
+        open_state_dir(theirs / "state")
+    # Below a sticky directory (such as /tmp), a directory of the caller's own is fine.
+    sticky = base / "sticky"
+    sticky.mkdir()
+    os.chmod(sticky, 0o1777)
+    (sticky / "mine").mkdir(mode=0o700)
+    assert open_state_dir(sticky / "mine" / "state").path == sticky / "mine" / "state"

@@ -4,17 +4,31 @@ the bootstrap admin, the trusted proxy header, and users kept in a real SqliteSt
 from __future__ import annotations
 
 import io
+import stat
 import threading
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from supervisor.core.passwords import ScryptCost, hash_password, needs_rehash, verify_password
 from supervisor.store.sqlite import SqliteStore
+from supervisor.usecases.accounts import Accounts
 from supervisor.web.app import COOKIE_NAME, AdminConfig, create_app
-from supervisor.web.auth import check_password, ensure_bootstrap_admin, subject_for
-from supervisor.web.sessions import LoginThrottle, SessionStore
-from tests.test_web_fakes import PASSWORD, Client, MemoryUser, fast_hash, make_world
+from supervisor.web.auth import ensure_bootstrap_admin, subject_for
+from supervisor.web.sessions import Attempt, LoginThrottle, SessionStore, Throttled
+from tests.test_web_fakes import (
+    FAST,
+    PASSWORD,
+    TEST_COST,
+    Client,
+    MemoryUser,
+    MemoryUsers,
+    fast_hash,
+    make_world,
+)
+from tests.waiting import wait_for
 
 
 class Tick:
@@ -30,7 +44,7 @@ class Tick:
 def build(
     *,
     users: Any = None,
-    config: AdminConfig | None = None,
+    config: AdminConfig = FAST,
     sessions: SessionStore | None = None,
     throttle: LoginThrottle | None = None,
 ) -> tuple[Any, list[float], Any]:
@@ -121,15 +135,27 @@ def test_a_wrong_password_is_slowed_down_and_then_refused() -> None:
     assert client.post("/login", {"csrf": token, "name": "ada", "password": PASSWORD}).status == 303
 
 
-def test_guessing_from_one_address_slows_every_name_from_it() -> None:
+def test_guessing_one_name_leaves_other_names_from_the_same_address_alone() -> None:
+    """Regression (issue 13.3): every ssh -L user is 127.0.0.1; a guesser locked them all out."""
     tick = Tick()
     throttle = LoginThrottle(free_attempts=2, base_wait=10, monotonic=tick)
-    for name in ("a", "b"):
-        throttle.failed(name, "10.0.0.9")
-    assert throttle.wait_needed("c", "10.0.0.9") == pytest.approx(10)
-    assert throttle.wait_needed("c", "10.0.0.10") == 0
+    app, _, _ = build(throttle=throttle)
+    guesser = Client(app)
+    for _ in range(6):
+        token = guesser.csrf("/login")
+        guesser.post("/login", {"csrf": token, "name": "ada", "password": "guess"})
+    assert throttle.wait_needed("ada", "127.0.0.1") > 0
+    assert Client(app).login("otto").status == 303  # same address, another name: works
+    assert throttle.wait_needed("ada", "10.0.0.10") == 0
     tick.now += 901
-    assert throttle.wait_needed("c", "10.0.0.9") == 0  # forgotten
+    assert throttle.wait_needed("ada", "127.0.0.1") == 0  # forgotten
+
+
+def test_attempts_are_counted_before_their_check() -> None:
+    throttle = LoginThrottle(free_attempts=3, base_wait=60, monotonic=Tick())
+    began = [throttle.begin("ada", "127.0.0.1") for _ in range(40)]
+    assert sum(isinstance(b, Attempt) for b in began) == 3
+    assert all(isinstance(b, Throttled) for b in began[3:])
 
 
 def test_the_wait_doubles_up_to_a_cap() -> None:
@@ -137,9 +163,61 @@ def test_the_wait_doubles_up_to_a_cap() -> None:
     throttle = LoginThrottle(free_attempts=1, base_wait=1, max_wait=5, monotonic=tick)
     waits = []
     for _ in range(6):
-        throttle.failed("ada", "1.2.3.4")
+        attempt = throttle.begin("ada", "1.2.3.4")
+        assert isinstance(attempt, Attempt)
+        throttle.failed(attempt)
         waits.append(throttle.wait_needed("ada", "1.2.3.4"))
+        tick.now += waits[-1]
     assert waits == [1, 2, 4, 5, 5, 5]
+
+
+def test_the_global_cap_never_refuses_a_pair_that_did_not_fail() -> None:
+    tick = Tick()
+    throttle = LoginThrottle(
+        free_attempts=3, global_failures=10, global_window=60, base_wait=1, monotonic=tick
+    )
+    for index in range(10):  # a spray: one guess for each of ten names
+        attempt = throttle.begin(f"user{index}", "127.0.0.1")
+        assert isinstance(attempt, Attempt)
+        throttle.failed(attempt)
+    refused = throttle.begin("user1", "127.0.0.1")  # failed before: over the global cap
+    assert isinstance(refused, Throttled) and refused.wait > 0
+    fresh = throttle.begin("ada", "127.0.0.1")  # has not failed: still checked
+    assert isinstance(fresh, Attempt)
+    throttle.succeeded(fresh)
+    tick.now += 61
+    assert isinstance(throttle.begin("user1", "127.0.0.1"), Attempt)
+
+
+def test_logins_and_refused_logins_are_audited() -> None:
+    throttle = LoginThrottle(free_attempts=1, base_wait=60, monotonic=Tick())
+    app, _, users = build(throttle=throttle)
+    client = Client(app)
+    client.login("otto", "wrong password")
+    for _ in range(5):  # throttled: refused unchecked, noted once
+        client.login("otto", "wrong password")
+    client.login("nobody", "whatever")
+    client.login("ada")
+    assert users.actions() == [
+        ("otto", "login refused"),
+        ("otto", "login refused"),
+        ("nobody", "login refused"),
+        ("ada", "login"),
+    ]
+    details = [e.detail or "" for e in users.entries]
+    assert details[0] == "wrong password, from 127.0.0.1"
+    assert "throttled" in details[1] and "unknown user" in details[2]
+
+
+def test_a_login_rehashes_a_password_stored_with_a_lower_cost() -> None:
+    users = MemoryUsers()
+    weak = ScryptCost(n=1 << 8, r=8, p=1)
+    users.add_user("ada", role="admin", password_hash=hash_password(PASSWORD, cost=weak))
+    app, _, directory = build(users=users)
+    assert Client(app).login("ada").status == 303
+    stored = directory.get_user("ada").password_hash
+    assert stored.startswith(f"scrypt${TEST_COST.n}$") and verify_password(PASSWORD, stored)
+    assert not needs_rehash(stored, cost=TEST_COST)
 
 
 def test_a_removed_user_is_logged_out_and_a_demoted_one_loses_rights() -> None:
@@ -156,28 +234,49 @@ def test_a_removed_user_is_logged_out_and_a_demoted_one_loses_rights() -> None:
 
 def test_unknown_names_and_wrong_passwords_are_both_refused() -> None:
     _, _, users = build()
-    assert check_password(users, "nobody", PASSWORD) is None
-    assert check_password(users, "ada", "wrong") is None
-    found = check_password(users, "ada", PASSWORD)
-    assert found is not None and found.role == "admin"
+    accounts = Accounts(users, cost=TEST_COST)
+    assert accounts.authenticate("nobody", PASSWORD, address="t") is None
+    assert accounts.authenticate("ada", "wrong", address="t") is None
+    found = accounts.authenticate("ada", PASSWORD, address="t")
+    assert found is not None and found.role == "admin" and not found.must_change_password
 
 
 # -- the bootstrap admin, with users in the real store ------------------------------------------
 
 
-def test_the_first_start_creates_an_admin_and_prints_its_password_once(tmp_path: Path) -> None:
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_the_bootstrap_password_is_shown_on_a_terminal_only(tmp_path: Path) -> None:
     store = SqliteStore.open(tmp_path / "state.db")
     try:
-        out = io.StringIO()
-        password = ensure_bootstrap_admin(store, out=out)
-        assert password is not None and password in out.getvalue()
-        assert out.getvalue().count(password) == 1
-        assert check_password(store, "admin", password) is not None
-        again = io.StringIO()
-        assert ensure_bootstrap_admin(store, out=again) is None
+        out = Terminal()
+        made = ensure_bootstrap_admin(store, out=out, state_dir=tmp_path, cost=TEST_COST)
+        assert made is not None and made.file is None
+        assert out.getvalue().count(made.password) == 1
+        assert not (tmp_path / "admin-password").exists()
+        again = Terminal()
+        assert ensure_bootstrap_admin(store, out=again, state_dir=tmp_path) is None
         assert again.getvalue() == ""
         subject = subject_for(store, "admin")
         assert subject is not None and subject.role == "admin"
+    finally:
+        store.close()
+
+
+def test_a_service_gets_the_bootstrap_password_in_a_private_file(tmp_path: Path) -> None:
+    """Regression (issue 13.7): the one-time password stayed readable in the journal."""
+    store = SqliteStore.open(tmp_path / "state.db")
+    try:
+        journal = io.StringIO()  # not a terminal, like a service's output
+        made = ensure_bootstrap_admin(store, out=journal, state_dir=tmp_path, cost=TEST_COST)
+        assert made is not None and made.file == tmp_path / "admin-password"
+        assert made.password not in journal.getvalue()
+        assert str(made.file) in journal.getvalue()
+        assert made.file.read_text().strip() == made.password
+        assert stat.S_IMODE(made.file.stat().st_mode) == 0o600
     finally:
         store.close()
 
@@ -187,10 +286,70 @@ def test_no_bootstrap_admin_when_users_exist(tmp_path: Path) -> None:
     try:
         store.add_user("vera", role="viewer", password_hash=fast_hash(PASSWORD))
         out = io.StringIO()
-        assert ensure_bootstrap_admin(store, out=out) is None
+        assert ensure_bootstrap_admin(store, out=out, state_dir=tmp_path) is None
         assert store.get_user("admin") is None and out.getvalue() == ""
     finally:
         store.close()
+
+
+def test_the_bootstrap_password_must_be_changed_at_first_login(tmp_path: Path) -> None:
+    store = SqliteStore.open(tmp_path / "state.db")
+    try:
+        made = ensure_bootstrap_admin(store, out=io.StringIO(), state_dir=tmp_path, cost=TEST_COST)
+        assert made is not None and made.file is not None
+        app, _, _ = build(users=store, config=replace(FAST, bootstrap_file=made.file))
+        client = Client(app)
+        response = client.login("admin", made.password)
+        assert response.status == 303 and response.header("Location") == "/account/password"
+        # limited to the password page until then
+        assert client.get("/").header("Location") == "/account/password"
+        assert client.get("/audit").header("Location") == "/account/password"
+        token = client.csrf("/account/password")
+        refused = client.post("/schedulers/jobs.repeat/execute", {"csrf": token})
+        assert refused.status == 403
+        stream_status, _, chunks = client.open_stream("/events/status")
+        chunks.close()  # type: ignore[attr-defined]
+        assert stream_status == 403
+        short = client.post(
+            "/account/password",
+            {"csrf": token, "current": made.password, "password": "short", "repeat": "short"},
+        )
+        assert short.status == 400 and "at least 12 characters" in short.body
+        new = "a much longer passphrase"
+        changed = client.post(
+            "/account/password",
+            {"csrf": token, "current": made.password, "password": new, "repeat": new},
+        )
+        assert changed.status == 303, changed.body
+        assert client.get("/").status == 200
+        assert not made.file.exists()  # the one-time password is gone for good
+        assert Client(app).login("admin", made.password).status == 401
+        assert Client(app).login("admin", new).status == 303
+        actions = [e.action for _, e in store.audit()]
+        assert "change password" in actions and "login" in actions
+    finally:
+        store.close()
+
+
+def test_a_user_changes_their_password_and_other_sessions_end() -> None:
+    app, _, users = build()
+    client, elsewhere = Client(app), Client(app)
+    client.login("otto")
+    elsewhere.login("otto")
+    token = client.csrf("/account/password")
+    wrong = client.post(
+        "/account/password",
+        {"csrf": token, "current": "nope", "password": "x" * 12, "repeat": "x" * 12},
+    )
+    assert wrong.status == 400 and "not your current password" in wrong.body
+    new = "another long passphrase"
+    response = client.post(
+        "/account/password", {"csrf": token, "current": PASSWORD, "password": new, "repeat": new}
+    )
+    assert response.status == 303
+    assert client.get("/").status == 200
+    assert elsewhere.get("/").status == 303  # logged out
+    assert verify_password(new, users.get_user("otto").password_hash)
 
 
 def test_logging_in_against_the_real_store(tmp_path: Path) -> None:
@@ -216,8 +375,7 @@ def test_a_proxy_user_header_is_ignored_unless_configured() -> None:
 
 
 def test_a_configured_proxy_header_logs_in_known_users_from_trusted_addresses() -> None:
-    config = AdminConfig(proxy_user_header="X-Remote-User")
-    app, _, _ = build(config=config)
+    app, _, _ = build(config=replace(FAST, proxy_user_header="X-Remote-User"))
     proxied = Client(app)
     headers = {"X-Remote-User": "otto"}
     page = proxied.get("/", headers=headers)
@@ -237,25 +395,60 @@ def test_a_configured_proxy_header_logs_in_known_users_from_trusted_addresses() 
     assert stranger.get("/", headers={"X-Remote-User": "mallory"}).status == 303
 
 
-def test_behind_a_proxy_the_forwarded_address_is_throttled() -> None:
+def test_a_forwarded_address_counts_only_from_a_configured_proxy() -> None:
+    """Regression (issue 13.4): any local process could pick its throttle address."""
     tick = Tick()
     throttle = LoginThrottle(free_attempts=1, base_wait=60, monotonic=tick)
-    app, _, _ = build(config=AdminConfig(behind_proxy=True), throttle=throttle)
-    guesser = Client(app)
+    app, _, _ = build(config=FAST, throttle=throttle)
+    spoofer = Client(app)
     headers = {"X-Forwarded-For": "203.0.113.7"}
-    token = guesser.csrf("/login")
-    guesser.post("/login", {"csrf": token, "name": "x", "password": "y"}, headers=headers)
-    assert throttle.wait_needed("other", "203.0.113.7") > 0
-    assert throttle.wait_needed("other", "127.0.0.1") == 0
+    token = spoofer.csrf("/login")
+    spoofer.post("/login", {"csrf": token, "name": "x", "password": "y"}, headers=headers)
+    assert throttle.wait_needed("x", "127.0.0.1") > 0  # its real address was counted
+    assert throttle.wait_needed("x", "203.0.113.7") == 0
+
+    throttle = LoginThrottle(free_attempts=1, base_wait=60, monotonic=tick)
+    config = replace(FAST, forwarded_from=frozenset({"127.0.0.1"}))
+    app, _, _ = build(config=config, throttle=throttle)
+    proxied = Client(app)
+    token = proxied.csrf("/login")
+    proxied.post("/login", {"csrf": token, "name": "x", "password": "y"}, headers=headers)
+    assert throttle.wait_needed("x", "203.0.113.7") > 0
+    assert throttle.wait_needed("x", "127.0.0.1") == 0
 
 
 def test_behind_an_https_proxy_the_cookie_is_secure() -> None:
-    app, _, _ = build(config=AdminConfig(behind_proxy=True))
+    config = replace(FAST, forwarded_from=frozenset({"127.0.0.1"}))
+    app, _, _ = build(config=config)
     forwarded = Client(app).get("/login", headers={"X-Forwarded-Proto": "https"})
     assert "Secure" in (forwarded.header("Set-Cookie") or "")
     outsider = Client(app, remote_addr="10.9.9.9")
     spoofed = outsider.get("/login", headers={"X-Forwarded-Proto": "https"})
     assert "Secure" not in (spoofed.header("Set-Cookie") or "")  # not a trusted proxy
+
+
+def test_secure_cookies_can_be_forced() -> None:
+    app, _, _ = build(config=replace(FAST, secure_cookies=True))
+    assert "Secure" in (Client(app).get("/login").header("Set-Cookie") or "")
+
+
+@pytest.mark.parametrize("variant", ["X_Remote_User", "x_remote_user", "X-Remote_User"])
+def test_an_underscore_variant_of_the_proxy_header_is_refused(variant: str) -> None:
+    """Regression (issue 13.4): WSGI folds X_Remote_User into X-Remote-User's key."""
+    app, _, _ = build(config=replace(FAST, proxy_user_header="X-Remote-User"))
+    client = Client(app)
+    alone = client.get("/", headers={variant: "ada"})
+    assert alone.status == 400 and "look-alike" in alone.body
+    both = client.get("/", headers={"X-Remote-User": "vera", variant: "ada"})
+    assert both.status == 400
+    assert "ada" not in client.get("/").body
+
+
+def test_the_proxy_header_twice_is_refused() -> None:
+    app, _, _ = build(config=replace(FAST, proxy_user_header="X-Remote-User"))
+    client = Client(app)
+    environ_headers = {"X-Remote-User": "vera", "x-remote-user": "ada"}
+    assert client.get("/", headers=environ_headers).status == 400
 
 
 # -- the session store ------------------------------------------------------------------------
@@ -277,3 +470,34 @@ def test_session_tokens_are_random_and_kept_hashed() -> None:
     other, _ = sessions.create("ada")
     assert token != other and len(token) >= 40
     assert token not in session.key and session.csrf != token
+
+
+def test_a_flood_of_logins_waits_in_a_bounded_queue() -> None:
+    throttle = LoginThrottle(max_parallel_checks=1, max_waiting_checks=2, check_wait=5)
+    release = threading.Event()
+    entered = threading.Barrier(3)  # the holder, and two waiters counted in
+
+    def hold() -> None:
+        with throttle.checking() as turn:
+            assert turn
+            entered.wait(5)
+            release.wait(5)
+
+    def wait_turn(results: list[bool]) -> None:
+        entered.wait(5)
+        with throttle.checking() as turn:
+            results.append(turn)
+
+    results: list[bool] = []
+    holder = threading.Thread(target=hold)
+    holder.start()
+    waiters = [threading.Thread(target=wait_turn, args=(results,)) for _ in range(2)]
+    for waiter in waiters:
+        waiter.start()
+    wait_for(lambda: throttle.waiting == 2, timeout=5, what="two waiting checks")
+    with throttle.checking() as turn:
+        assert turn is False  # the queue is full: busy at once, no thread held
+    release.set()
+    for thread in (holder, *waiters):
+        thread.join(10)
+    assert results == [True, True]

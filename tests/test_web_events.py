@@ -166,20 +166,46 @@ def test_an_idle_stream_sends_heartbeats(streams: Streams) -> None:
         reader.close()
 
 
-def test_streams_per_session_are_capped() -> None:
-    config = replace(FAST, streams=replace(FAST.streams, max_per_session=1))
+def test_streams_per_user_are_capped_however_many_sessions_they_open() -> None:
+    """Regression (issue 13.6): one viewer logged in 11 times held all 64 slots."""
+    config = replace(FAST, streams=replace(FAST.streams, max_per_user=2))
     s = Streams(config)
-    client = s.client()
-    first = Reader(client, "/events/status")
+    readers = [Reader(s.client("vera"), "/events/status") for _ in range(2)]
     try:
-        second = Reader(client, "/events/status")
-        assert second.status == 429
-        second.close()
+        third = Reader(s.client("vera"), "/events/status")  # a new session, same user
+        assert third.status == 429
+        third.close()
+        other = Reader(s.client("otto"), "/events/status")
+        assert other.status == 200  # another user is not affected
+        other.close()
     finally:
-        first.close()
-    third = Reader(client, "/events/status")
-    assert third.status == 200  # closing the first freed its place
-    third.close()
+        for reader in readers:
+            reader.close()
+    again = Reader(s.client("vera"), "/events/status")
+    assert again.status == 200  # closing freed the places
+    again.close()
+    s.stop.set()
+
+
+def test_slots_are_kept_for_admins() -> None:
+    limits = replace(FAST.streams, max_streams=4, max_per_user=10, reserved_for_admins=2)
+    s = Streams(replace(FAST, streams=limits))
+    readers = [Reader(s.client(name), "/events/status") for name in ("vera", "otto")]
+    try:
+        assert [r.status for r in readers] == [200, 200]
+        refused = Reader(s.client("vera"), "/events/status")
+        assert refused.status == 503  # the non-admin share (4 - 2) is used up
+        refused.close()
+        admins = [Reader(s.client("ada"), "/events/status") for _ in range(2)]
+        assert [r.status for r in admins] == [200, 200]
+        over = Reader(s.client("ada"), "/events/status")
+        assert over.status == 503  # the overall cap holds for admins too
+        over.close()
+        for reader in admins:
+            reader.close()
+    finally:
+        for reader in readers:
+            reader.close()
     s.stop.set()
 
 

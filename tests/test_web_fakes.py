@@ -21,8 +21,14 @@ from urllib.parse import urlencode, urlsplit
 from supervisor.core.access import su
 from supervisor.core.clock import FakeClock
 from supervisor.core.definitions import Kind, Options, Settings
-from supervisor.core.errors import ActionFailed, AlreadyRunning, UnknownAction, UnknownRun
-from supervisor.core.passwords import hash_password
+from supervisor.core.errors import (
+    ActionFailed,
+    AlreadyRunning,
+    DefinitionError,
+    UnknownAction,
+    UnknownRun,
+)
+from supervisor.core.passwords import ScryptCost, hash_password
 from supervisor.core.records import (
     AuditEntry,
     Level,
@@ -38,6 +44,8 @@ from supervisor.core.records import (
 from supervisor.core.registry import Registry
 from supervisor.core.settings import EffectiveSettings, from_store
 from supervisor.usecases.schedulers import Definitions, UseCases
+from supervisor.web.config import HEADER_NAMES_KEY, AdminConfig
+from supervisor.web.events import StreamLimits
 
 START = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -268,10 +276,13 @@ class MemoryUser:
 
 
 class MemoryUsers:
-    """A ``UserDirectory`` in memory (the real one is ``SqliteStore``)."""
+    """A ``UserDirectory`` in memory (the real one is ``SqliteStore``), with its own audit
+    trail of logins and password changes (``entries``)."""
 
     def __init__(self) -> None:
         self.users: dict[str, MemoryUser] = {}
+        self.entries: list[AuditEntry] = []
+        self.lock = threading.Lock()
 
     def get_user(self, name: str) -> MemoryUser | None:
         return self.users.get(name)
@@ -285,15 +296,42 @@ class MemoryUsers:
     def remove_user(self, name: str) -> bool:
         return self.users.pop(name, None) is not None
 
+    def set_password(self, name: str, password_hash: str) -> None:
+        found = self.users.get(name)
+        if found is None:
+            raise DefinitionError("name", f"no user {name!r}")
+        self.users[name] = replace(found, password_hash=password_hash)
+
+    def add_audit(self, entry: AuditEntry) -> None:
+        with self.lock:
+            self.entries.append(entry)
+
+    def actions(self) -> list[tuple[str, str]]:
+        with self.lock:
+            return [(e.actor, e.action) for e in self.entries]
+
 
 _HASHES: dict[str, str] = {}
 
 
+# scrypt at the product's cost takes ~0.4 s and 128 MiB a check; the web tests check
+# thousands of logins, so their users' hashes (and the app's cost) are cheap ones.
+TEST_COST = ScryptCost(n=1 << 10, r=8, p=1)
+
+
 def fast_hash(password: str) -> str:
-    """Hashing with scrypt costs tens of ms; tests reuse one hash per password."""
+    """One cheap hash per password, reused."""
     if password not in _HASHES:
-        _HASHES[password] = hash_password(password)
+        _HASHES[password] = hash_password(password, cost=TEST_COST)
     return _HASHES[password]
+
+
+FAST = AdminConfig(
+    password_cost=TEST_COST,
+    streams=StreamLimits(
+        heartbeat_seconds=0.05, status_poll_seconds=0.01, tail_poll_seconds=0.01, max_seconds=5
+    ),
+)
 
 
 PASSWORD = "correct horse battery staple"
@@ -394,7 +432,11 @@ class Client:
             environ["CONTENT_TYPE"] = "application/x-www-form-urlencoded"
         if self.cookies:
             environ["HTTP_COOKIE"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
+        # like our server: every header name as sent; names with "_" are not folded in
+        environ[HEADER_NAMES_KEY] = list(headers or {})
         for name, value in (headers or {}).items():
+            if "_" in name:
+                continue
             key = name.upper().replace("-", "_")
             if key not in ("CONTENT_TYPE", "CONTENT_LENGTH"):
                 key = "HTTP_" + key
@@ -444,7 +486,12 @@ class Client:
         form: Mapping[str, str] | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> Response:
-        body = urlencode(form).encode() if form is not None else b""
+        # surrogatepass: hostile tests send what no browser would
+        body = (
+            urlencode(form, encoding="utf-8", errors="surrogatepass").encode()
+            if form is not None
+            else b""
+        )
         status, out_headers, chunks = self._call(self._environ(method, path, body, headers))
         text = b"".join(chunks).decode("utf-8", errors="replace")
         return Response(status, out_headers, text)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 
@@ -12,9 +13,12 @@ import pytest
 
 from supervisor.core.access import with_role
 from supervisor.core.records import Level, Outcome
-from supervisor.web.app import LOG_PAGE, create_app
+from supervisor.web.app import create_app
+from supervisor.web.logs import LOG_PAGE
+from supervisor.web.overview import SNAPSHOT_SECONDS
 from tests.test_web_fakes import Client, make_world
 from tests.test_web_routes import FAST
+from tests.waiting import wait_for
 
 
 class Site:
@@ -276,3 +280,21 @@ def test_pages_load_their_script_and_styles_from_static(site: Site) -> None:
     assert "immutable" in (js.header("Cache-Control") or "")
     assert site.client.get("/static/../app.py").status == 404
     assert site.client.get("/static/__init__.py").status == 404
+
+
+def test_the_overview_shows_changes_made_through_it_at_once(site: Site) -> None:
+    assert "state-running" not in card(site.client.get("/").body, "jobs.manual")
+    site.post("/schedulers/jobs.manual/execute")
+    assert "state-running" in card(site.client.get("/").body, "jobs.manual")
+
+
+def test_the_overview_shows_other_changes_within_its_snapshot_time(site: Site) -> None:
+    assert "state-running" not in card(site.client.get("/").body, "jobs.manual")
+    site.backend.execute("jobs.manual", actor="cli")  # not through the Admin Center
+    started = time.monotonic()
+    wait_for(
+        lambda: "state-running" in card(site.client.get("/").body, "jobs.manual"),
+        timeout=5,
+        what="the run on the overview",
+    )
+    assert time.monotonic() - started <= SNAPSHOT_SECONDS + 0.5

@@ -1,41 +1,73 @@
 """The Admin Center served over real sockets: threaded (an open event stream holds nothing
-up), closed promptly, wired into ``supervisor run`` through ``start_admin``."""
+up), closed promptly, wired into ``supervisor run`` through ``start_admin``; holding
+against slow and partial connections, parallel password guessing, oversized requests,
+look-alike proxy headers, version banners and non-loopback addresses."""
 
 from __future__ import annotations
 
 import io
-import re
+import socket
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from supervisor.cfgscheduler import enable
 from supervisor.core.app import load_app
 from supervisor.core.clock import FakeClock
+from supervisor.core.errors import DefinitionError
 from supervisor.service.manager_mode import RunOptions, Service
 from supervisor.store.sqlite import SqliteStore
 from supervisor.usecases.schedulers import UseCases
-from supervisor.web.server import AdminServer, start_admin
-from tests.http_session import HttpSession
-from tests.test_web_fakes import PASSWORD, START, FakeBackend, MemoryAudit, make_world
-from tests.test_web_routes import FAST
+from supervisor.web.httpserver import HttpServer, ServerLimits
+from supervisor.web.server import AdminServer, check_admin_address, start_admin
+from tests.commands import ROOT, supervisor
+from tests.http_session import HttpSession, bootstrap_password
+from tests.test_web_fakes import FAST, PASSWORD, START, FakeBackend, MemoryAudit, make_world
 from tests.waiting import wait_for
+
+NEW_PASSWORD = "a new and long passphrase"
+
+
+def serve(**options: Any) -> tuple[AdminServer, Any, Any]:
+    use_cases, backend, _audit, users, _clock = make_world()
+    config = options.pop("config", FAST)
+    server = AdminServer(
+        use_cases,
+        users=users,
+        host="127.0.0.1",
+        port=0,
+        config=config,
+        sleep=lambda _: None,
+        **options,
+    ).start()
+    return server, backend, users
 
 
 @pytest.fixture
 def served() -> Iterator[tuple[AdminServer, Any]]:
-    use_cases, backend, _audit, users, _clock = make_world()
-    server = AdminServer(
-        use_cases, users=users, host="127.0.0.1", port=0, config=FAST, sleep=lambda _: None
-    ).start()
+    server, backend, _users = serve()
     try:
         yield server, backend
     finally:
         server.close()
+
+
+def raw(server: AdminServer, data: bytes, *, timeout: float = 10.0) -> bytes:
+    """Send ``data`` on a new connection; everything the server answers until it closes."""
+    with socket.create_connection((server.host, server.port), timeout=timeout) as sock:
+        sock.sendall(data)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def test_an_open_event_stream_holds_no_other_request(served: Any) -> None:
@@ -71,10 +103,246 @@ def test_close_ends_open_streams_and_frees_the_port(served: Any) -> None:
     assert time.monotonic() - started < 3.0
     for connection in connections:
         connection.close()
-    again = AdminServer(
-        make_world()[0], users=make_world()[3], host="127.0.0.1", port=server.port
-    ).start()
+    world = make_world()
+    again = AdminServer(world[0], users=world[3], host="127.0.0.1", port=server.port).start()
     again.close()
+
+
+# -- slow and partial connections (issue 13.1) -----------------------------------------------
+
+PARTIALS = [
+    b"",  # connects and says nothing
+    b"GET /schedulers/jobs.rep",  # half a request line
+    b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ",  # half the headers
+    (  # a declared body never sent
+        b"POST /login HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 4000\r\n\r\ncsrf="
+    ),
+]
+
+
+def test_200_partial_connections_do_not_starve_a_logged_in_client() -> None:
+    """Regression (issue 13.1): 200 partial connections held every slot, forever."""
+    limits = ServerLimits(head_seconds=3.0, body_seconds=3.0)
+    server, _backend, _users = serve(limits=limits)
+    partials: list[socket.socket] = []
+    try:
+        client = HttpSession(server.host, server.port, timeout=5)
+        client.login("vera", PASSWORD)
+        for index in range(200):
+            sock = socket.create_connection((server.host, server.port), timeout=10)
+            sock.sendall(PARTIALS[index % len(PARTIALS)])
+            partials.append(sock)
+        wait_for(lambda: server.pending >= 200, timeout=5, what="200 held connections")
+        latencies = []
+        while server.pending >= 200:  # every partial connection is still open
+            started = time.monotonic()
+            status, _, page = client.request("GET", "/")
+            latencies.append(time.monotonic() - started)
+            assert status == 200 and "Hello World Job" in page
+        assert len(latencies) >= 5, latencies
+        worst = max(latencies)
+        print(
+            f"\n{len(latencies)} pages during the attack: median"
+            f" {sorted(latencies)[len(latencies) // 2] * 1000:.1f} ms, worst {worst * 1000:.1f} ms"
+        )
+        assert worst <= 1.0
+        # and the server ends them itself, at their deadline (408)
+        answers = []
+        for sock in partials:
+            data = sock.recv(4096)
+            answers.append(data.split(b"\r\n", 1)[0])
+        assert set(answers) <= {b"HTTP/1.1 408 Request Timeout", b""}, set(answers)
+        assert answers.count(b"HTTP/1.1 408 Request Timeout") >= 190
+        wait_for(lambda: server.pending == 0, timeout=5, what="no held connection left")
+    finally:
+        for sock in partials:
+            sock.close()
+        server.close()
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_dripping_bytes_does_not_extend_the_deadline() -> None:
+    clock = Clock()
+    answered = threading.Event()
+
+    def app(environ: Any, start_response: Any) -> list[bytes]:
+        answered.set()
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok"]
+
+    limits = ServerLimits(head_seconds=5.0)
+    server = HttpServer(app, host="127.0.0.1", port=0, limits=limits, monotonic=clock).start()
+    try:
+        with socket.create_connection(server.server_address[:2], timeout=10) as sock:
+            sock.sendall(b"GET / HT")
+            wait_for(lambda: server.pending == 1, timeout=5, what="the connection")
+            clock.now += 4.0
+            sock.sendall(b"TP/1.1\r\nHost: x\r\n")  # still sending, byte by byte
+            clock.now += 1.5
+            answer = sock.recv(4096)
+        assert answer.startswith(b"HTTP/1.1 408 ")
+        assert not answered.is_set()
+    finally:
+        server.close()
+
+
+def test_the_listen_backlog_and_the_thread_cap() -> None:
+    limits = ServerLimits()
+    assert limits.backlog >= 128 and 64 < limits.max_workers <= 256
+    release = threading.Event()
+    running = []
+
+    def app(environ: Any, start_response: Any) -> list[bytes]:
+        running.append(1)
+        release.wait(10)
+        start_response("200 OK", [])
+        return [b"ok"]
+
+    server = HttpServer(app, host="127.0.0.1", port=0, limits=ServerLimits(max_workers=2)).start()
+    busy: list[socket.socket] = []
+    try:
+        for _ in range(2):
+            sock = socket.create_connection(server.server_address[:2], timeout=10)
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            busy.append(sock)
+        wait_for(lambda: len(running) == 2, timeout=5, what="two busy workers")
+        with socket.create_connection(server.server_address[:2], timeout=10) as third:
+            third.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert third.recv(4096).startswith(b"HTTP/1.1 503 ")
+        release.set()
+        assert busy[0].recv(4096).startswith(b"HTTP/1.1 200 OK")
+    finally:
+        release.set()
+        for sock in busy:
+            sock.close()
+        server.close()
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status"),
+    [
+        (b"POST /login HTTP/1.1\r\nHost: x\r\nContent-Length: 70000\r\n\r\n", b"413"),
+        (b"GET / HTTP/1.1\r\nHost: x\r\n" + b"X-Big: " + b"a" * 20000 + b"\r\n\r\n", b"431"),
+        (b"GET / HTTP/1.1\r\n" + b"X-A: b\r\n" * 120 + b"\r\n", b"431"),
+        (b"GET /" + b"a" * 20000 + b" HTTP/1.1\r\n\r\n", b"414"),
+        (b"POST /login HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n", b"411"),
+        (b"GET / HTTP/2.0\r\n\r\n", b"505"),
+        (b"GARBAGE\r\n\r\n", b"400"),
+        (b"GET / HTTP/1.1\r\nBad Header: x\r\n\r\n", b"400"),
+        (b"GET / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", b"400"),
+        (b"GET / HTTP/1.1\r\nContent-Length: \xc2\xb2\r\n\r\n", b"400"),
+    ],
+)
+def test_oversized_or_malformed_requests_are_refused(
+    served: Any, request_bytes: bytes, status: bytes
+) -> None:
+    server, _ = served
+    answer = raw(server, request_bytes)
+    assert answer.split(b" ", 2)[1] == status, answer[:200]
+    assert b"\r\nServer:" not in answer
+
+
+def test_paging_parameters_are_bounded(served: Any) -> None:
+    server, _ = served
+    client = HttpSession(server.host, server.port)
+    client.login("ada", PASSWORD)
+    assert client.request("GET", "/audit?before=" + "9" * 40)[0] == 400
+    assert client.request("GET", "/schedulers/jobs.repeat/logs?run=" + "r" * 300)[0] == 400
+    assert client.request("GET", "/?x=" + "a" * 5000)[0] == 414
+
+
+# -- no banner (issue 13.8) ---------------------------------------------------------------
+
+
+def test_no_response_names_a_server_or_a_version(served: Any) -> None:
+    """Regression (issue 13.8): ``Server: WSGIServer/0.2 CPython/3.11.7`` on every reply."""
+    server, _ = served
+    requests = [
+        b"GET /login HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET /static/admin.css HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET /no/such/page HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"DELETE /login HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"POST /login HTTP/1.1\r\nHost: x\r\nContent-Length: 70000\r\n\r\n",
+        b"HEAD /login HTTP/1.1\r\nHost: x\r\n\r\n",
+    ]
+    for request_bytes in requests:
+        answer = raw(server, request_bytes)
+        head = answer.split(b"\r\n\r\n", 1)[0].lower()
+        assert answer.startswith(b"HTTP/1.1 "), answer[:100]
+        assert b"\r\nserver:" not in head and b"python" not in head and b"wsgi" not in head
+
+
+# -- parallel guessing (issue 13.3) ---------------------------------------------------------
+
+
+def test_40_parallel_guesses_check_at_most_the_free_attempts() -> None:
+    """Regression (issue 13.3): 40 parallel tries checked 10 passwords instead of 3."""
+    server, _backend, users = serve()
+    try:
+        clients = [HttpSession(server.host, server.port) for _ in range(40)]
+        tokens = [client.csrf("/login") for client in clients]
+        barrier = threading.Barrier(40)
+        statuses: list[int] = []
+        lock = threading.Lock()
+
+        def guess(client: HttpSession, token: str) -> None:
+            barrier.wait(10)
+            status, _, _ = client.request(
+                "POST", "/login", {"csrf": token, "name": "ada", "password": "guess"}
+            )
+            with lock:
+                statuses.append(status)
+
+        threads = [
+            threading.Thread(target=guess, args=pair) for pair in zip(clients, tokens, strict=True)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        checked = [e for e in users.entries if e.detail and e.detail.startswith("wrong password")]
+        assert len(statuses) == 40
+        assert statuses.count(401) == len(checked) <= 3, sorted(statuses)
+        assert statuses.count(429) == 40 - len(checked)
+        other = HttpSession(server.host, server.port)
+        other.login("otto", PASSWORD)  # same address, a user who did not fail: works
+        assert other.request("GET", "/")[0] == 200
+    finally:
+        server.close()
+
+
+# -- look-alike proxy headers over the wire (issue 13.4) --------------------------------------
+
+
+def test_an_underscore_proxy_header_over_the_wire_is_refused() -> None:
+    server, _backend, _users = serve(config=replace(FAST, proxy_user_header="X-Remote-User"))
+    try:
+        good = raw(server, b"GET / HTTP/1.1\r\nHost: x\r\nX-Remote-User: vera\r\n\r\n")
+        assert good.startswith(b"HTTP/1.1 200 ") and b"vera" in good
+        for variant in (b"X_Remote_User", b"x_remote_user"):
+            sneaky = raw(server, b"GET / HTTP/1.1\r\nHost: x\r\n" + variant + b": ada\r\n\r\n")
+            assert sneaky.startswith(b"HTTP/1.1 400 "), sneaky[:200]
+            both = raw(
+                server,
+                b"GET / HTTP/1.1\r\nHost: x\r\nX-Remote-User: vera\r\n"
+                + variant
+                + b": ada\r\n\r\n",
+            )
+            assert both.startswith(b"HTTP/1.1 400 ")
+    finally:
+        server.close()
+
+
+# -- wired into supervisor run --------------------------------------------------------------
 
 
 def test_start_admin_creates_the_bootstrap_admin_and_serves(tmp_path: Path) -> None:
@@ -89,11 +357,13 @@ def test_start_admin_creates_the_bootstrap_admin_and_serves(tmp_path: Path) -> N
     use_cases = UseCases(schedulers.registry, backend=backend, audit=MemoryAudit())
     server = start_admin(use_cases, store, options, out=out)
     try:
-        match = re.search(r"one-time password: (\S+)", out.getvalue())
-        assert match is not None, out.getvalue()
+        password = bootstrap_password(tmp_path)
+        assert password not in out.getvalue()  # not a terminal: only the file's path
+        assert str(tmp_path / "admin-password") in out.getvalue()
         assert f"Admin Center: {server.url}/" in out.getvalue()
         client = HttpSession(server.host, server.port)
-        client.login("admin", match.group(1))
+        client.first_login("admin", password, NEW_PASSWORD)
+        assert not (tmp_path / "admin-password").exists()
         status, _, page = client.request("GET", "/")
         assert status == 200 and "m.oneshot" in page
     finally:
@@ -101,13 +371,63 @@ def test_start_admin_creates_the_bootstrap_admin_and_serves(tmp_path: Path) -> N
         store.close()
 
 
+def test_a_non_loopback_address_needs_allow_remote(tmp_path: Path) -> None:
+    """Issue 13.10: 0.0.0.0 served plain HTTP to the network without a word."""
+    assert check_admin_address("127.0.0.1", allow_remote=False) is None
+    assert check_admin_address("::1", allow_remote=False) is None
+    for host in ("0.0.0.0", "::", "192.0.2.1", "admin.example"):
+        with pytest.raises(DefinitionError, match="--allow-remote"):
+            check_admin_address(host, allow_remote=False)
+        warning = check_admin_address(host, allow_remote=True)
+        assert warning is not None and "no TLS" in warning
+    refused = subprocess.run(
+        supervisor(
+            "run",
+            "--app",
+            "tests.apps.manager_jobs:cfg",
+            "--state-dir",
+            str(tmp_path / "state"),
+            "--admin",
+            "0.0.0.0:18999",
+        ),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert refused.returncode != 0
+    assert "--allow-remote" in refused.stderr and len(refused.stderr.splitlines()) == 1
+
+
+def test_allow_remote_serves_and_warns(tmp_path: Path) -> None:
+    app = load_app("tests.apps.manager_jobs:cfg")
+    schedulers = enable(app)
+    store = SqliteStore.open(tmp_path / "state.db")
+    out = io.StringIO()
+    options = RunOptions(
+        app_spec="tests.apps.manager_jobs:cfg", state_dir=tmp_path, admin=("0.0.0.0", 0)
+    )
+    use_cases = UseCases(
+        schedulers.registry,
+        backend=FakeBackend(schedulers.registry, FakeClock(START)),
+        audit=MemoryAudit(),
+    )
+    server = start_admin(use_cases, store, options, out=out, allow_remote=True)
+    try:
+        assert "WARNING" in out.getvalue() and "no TLS" in out.getvalue()
+        assert raw(server, b"GET /login HTTP/1.1\r\nHost: x\r\n\r\n").startswith(b"HTTP/1.1 200")
+    finally:
+        server.close()
+        store.close()
+
+
 @pytest.fixture
-def service(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> Iterator[tuple[Service, Any]]:
+def service(tmp_path: Path) -> Iterator[tuple[Service, Any]]:
     holder: list[AdminServer] = []
     out = io.StringIO()
 
-    def factory(schedulers: Any, store: Any, options: RunOptions) -> AdminServer:
-        server = start_admin(schedulers, store, options, out=out)
+    def factory(use_cases: Any, store: Any, options: RunOptions) -> AdminServer:
+        server = start_admin(use_cases, store, options, out=out)
         holder.append(server)
         return server
 
@@ -120,9 +440,7 @@ def service(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> Iterator[tuple
     running = Service(options, log=io.StringIO(), admin_factory=factory)
     running.start()
     try:
-        password = re.search(r"one-time password: (\S+)", out.getvalue())
-        assert password is not None
-        yield running, (holder[0], password.group(1))
+        yield running, (holder[0], bootstrap_password(tmp_path / "state"))
     finally:
         running.close()
 
@@ -130,7 +448,7 @@ def service(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> Iterator[tuple
 def test_the_admin_center_drives_the_real_manager(service: Any) -> None:
     _running, (server, password) = service
     client = HttpSession(server.host, server.port)
-    client.login("admin", password)
+    client.first_login("admin", password, NEW_PASSWORD)
     status, _, overview = client.request("GET", "/")
     assert status == 200 and "One shot" in overview and "m.hang" in overview
     token = client.csrf("/schedulers/m.hang")
@@ -150,4 +468,31 @@ def test_the_admin_center_drives_the_real_manager(service: Any) -> None:
     )
     _, _, audit = client.request("GET", "/audit")
     assert "execute" in audit and "stop" in audit and "admin" in audit
+    assert "change password" in audit and "login" in audit
     assert threading.active_count() < 100
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    garbage=st.one_of(
+        st.binary(max_size=300),
+        st.builds(
+            lambda line, rest: line + b"\r\n" + rest + b"\r\n\r\n",
+            st.sampled_from([b"GET / HTTP/1.1", b"POST /login HTTP/1.1", b"GET /\xff HTTP/1.1"]),
+            st.binary(max_size=200),
+        ),
+    )
+)
+def test_garbage_over_the_wire_never_breaks_the_server(served: Any, garbage: bytes) -> None:
+    server, _ = served
+    with socket.create_connection((server.host, server.port), timeout=10) as sock:
+        sock.sendall(garbage)
+        sock.shutdown(socket.SHUT_WR)
+        answer = b"".join(iter(lambda: sock.recv(65536), b""))
+    if answer:
+        status = answer.split(b" ", 2)[1]
+        assert (status.isdigit() and not status.startswith(b"5")) or status == b"505", answer[:200]
+        assert b"Traceback" not in answer
+    assert raw(server, b"GET /login HTTP/1.1\r\nHost: x\r\n\r\n").startswith(b"HTTP/1.1 200 ")

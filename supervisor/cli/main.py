@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import fields
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import click
@@ -46,12 +47,12 @@ class Cli(click.Group):
             return super().invoke(ctx)
         except click.exceptions.ClickException as error:
             # Usage errors too stay one line (click would add usage and a hint).
-            click.echo(f"error: {error.format_message()}", err=True)
+            click.echo(f"error: {terminal.printable(error.format_message())}", err=True)
             ctx.exit(error.exit_code)
         except SupervisorError as error:
             # One line: details such as a traceback stay in the run or audit record.
             first_line = (str(error).splitlines() or [type(error).__name__])[0]
-            click.echo(f"error: {first_line}", err=True)
+            click.echo(f"error: {terminal.printable(first_line)}", err=True)
             ctx.exit(error.exit_code)
 
 
@@ -78,7 +79,9 @@ def first_line(text: str | None) -> str:
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
-    rows = [list(r) for r in rows]
+    """Aligned columns; what a run or a user wrote is shown with control characters
+    made visible (``terminal.printable``), never passed to the terminal."""
+    rows = [[terminal.printable(cell) for cell in r] for r in rows]
     widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
     for line in [list(headers), *rows]:
         click.echo(
@@ -104,6 +107,69 @@ def parse_admin(text: str) -> tuple[str, int]:
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise DefinitionError("--admin", f"expected HOST:PORT, got {text!r}")
     return host.strip("[]"), int(port)
+
+
+def remote_options(func: Any) -> Any:
+    func = click.option(
+        "--allow-remote",
+        is_flag=True,
+        help="Allow an --admin address other than loopback (plain HTTP: no TLS).",
+    )(func)
+    func = click.option(
+        "--forwarded-from",
+        multiple=True,
+        metavar="ADDR",
+        help="A reverse proxy's address whose X-Forwarded-For/-Proto name the client"
+        " (for the login throttle); none is trusted otherwise. Repeatable.",
+    )(func)
+    func = click.option(
+        "--metrics-token-file",
+        default=None,
+        metavar="FILE",
+        help="A file holding the bearer token that lets a Prometheus scraper read /metrics"
+        " (without it, /metrics needs a logged-in user).",
+    )(func)
+    return click.option(
+        "--secure-cookies",
+        is_flag=True,
+        help="Mark the session cookie Secure (when an HTTPS proxy serves the Admin Center).",
+    )(func)
+
+
+def read_token(path: str | None, *, field: str) -> str | None:
+    """The secret in ``path`` (stripped), or None without a path; errors name ``field``."""
+    if path is None:
+        return None
+    try:
+        token = Path(path).read_text().strip()
+    except (OSError, UnicodeDecodeError) as error:
+        raise DefinitionError(field, f"cannot read {path}: {error}") from error
+    if not token or not token.isascii() or not token.isprintable():
+        raise DefinitionError(field, f"{path} must hold one line of printable ASCII")
+    return token
+
+
+def notify_options(func: Any) -> Any:
+    """Who is told when a scheduler fails, recovers, or does not run when expected."""
+    options: list[tuple[str, dict[str, Any]]] = [
+        (
+            "--notify-webhook",
+            {"multiple": True, "metavar": "URL", "help": "POST signed JSON here (repeatable)."},
+        ),
+        (
+            "--notify-webhook-secret-file",
+            {"metavar": "FILE", "help": "The HMAC-SHA256 key webhooks are signed with."},
+        ),
+        (
+            "--notify-email",
+            {"multiple": True, "metavar": "ADDR", "help": "Mail this address (repeatable)."},
+        ),
+        ("--smtp", {"metavar": "HOST:PORT", "help": "The mail server (default localhost:25)."}),
+        ("--notify-from", {"metavar": "ADDR", "help": "The mails' sender address."}),
+    ]
+    for name, kwargs in reversed(options):
+        func = click.option(name, default=None, **kwargs)(func)
+    return func
 
 
 @main.command()
@@ -135,6 +201,8 @@ def parse_admin(text: str) -> tuple[str, int]:
     help="Take over a state directory another app has used (its history stays).",
 )
 @proxy_header_option
+@remote_options
+@notify_options
 def run(
     app_spec: str,
     state_dir: str | None,
@@ -147,9 +215,31 @@ def run(
     max_log_per_run: str,
     replace_app: bool,
     proxy_user_header: str | None,
+    allow_remote: bool,
+    forwarded_from: tuple[str, ...],
+    metrics_token_file: str | None,
+    secure_cookies: bool,
+    notify_webhook: tuple[str, ...],
+    notify_webhook_secret_file: str | None,
+    notify_email: tuple[str, ...],
+    smtp: str | None,
+    notify_from: str | None,
 ) -> None:
-    """Run every scheduler of the application until SIGTERM or SIGINT."""
+    """Run every scheduler of the application until SIGTERM or SIGINT.
+
+    A failed, crashed or timed-out run is logged on one line; with --notify-webhook or
+    --notify-email, failures, recoveries and missed starts are also sent there.
+    """
+    from supervisor.notify.config import targets_from_options
     from supervisor.service.manager_mode import RunOptions, run_manager
+
+    targets = targets_from_options(
+        webhooks=notify_webhook or (),
+        webhook_secret_file=notify_webhook_secret_file,
+        emails=notify_email or (),
+        smtp=smtp,
+        sender=notify_from,
+    )
 
     run_manager(
         RunOptions(
@@ -163,6 +253,11 @@ def run(
             max_log_bytes_per_run=parse_size(max_log_per_run, field="--max-log-per-run"),
             replace_app=replace_app,
             proxy_user_header=proxy_user_header,
+            allow_remote=allow_remote,
+            secure_cookies=secure_cookies,
+            forwarded_from=frozenset(forwarded_from),
+            metrics_token=read_token(metrics_token_file, field="--metrics-token-file"),
+            notify_targets=tuple(targets),
         )
     )
 
@@ -174,8 +269,16 @@ def run(
 )
 @click.option("--admin", default="127.0.0.1:8080", show_default=True, help="Admin Center address.")
 @proxy_header_option
+@remote_options
 def admin(
-    state_dir: str | None, app_spec: str | None, admin: str, proxy_user_header: str | None
+    state_dir: str | None,
+    app_spec: str | None,
+    admin: str,
+    proxy_user_header: str | None,
+    allow_remote: bool,
+    forwarded_from: tuple[str, ...],
+    metrics_token_file: str | None,
+    secure_cookies: bool,
 ) -> None:
     """Serve the Admin Center for schedulers installed as systemd units."""
     from supervisor.service.systemd_mode import serve_admin
@@ -185,6 +288,10 @@ def admin(
         app_spec=app_spec,
         admin=parse_admin(admin),
         proxy_user_header=proxy_user_header,
+        allow_remote=allow_remote,
+        secure_cookies=secure_cookies,
+        forwarded_from=frozenset(forwarded_from),
+        metrics_token=read_token(metrics_token_file, field="--metrics-token-file"),
     )
 
 
@@ -242,7 +349,7 @@ def status(scheduler_id: str, state_dir: str | None, as_json: bool) -> None:
     if s.units is not None:  # systemd mode: say where the units live (runtime ones vanish)
         rows.append(("units", f"{s.units.service} ({s.units.kind})"))
     for name, value in rows:
-        click.echo(f"{name + ':':<16}{value}")
+        click.echo(f"{name + ':':<16}{terminal.printable(value)}")
 
 
 @main.command()
@@ -362,7 +469,7 @@ def execute(scheduler_id: str, state_dir: str | None, as_json: bool) -> None:
 @state_dir_option
 def action(scheduler_id: str, action_id: str, state_dir: str | None) -> None:
     """Run a scheduler's custom action and print its result."""
-    click.echo(client(state_dir).run_action(scheduler_id, action_id))
+    click.echo(terminal.printable(client(state_dir).run_action(scheduler_id, action_id)))
 
 
 def _duration(text: str, field: str) -> timedelta:
@@ -510,16 +617,35 @@ def users() -> None:
 @click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
 @state_dir_option
 def users_add(name: str, role: str, password_stdin: bool, state_dir: str | None) -> None:
-    """Add a user; prints a generated password unless --password-stdin."""
+    """Add a user; prints a generated one-time password unless --password-stdin."""
     from supervisor.core.passwords import generate_password
     from supervisor.service.offline import open_accounts
 
     password = sys.stdin.readline().rstrip("\n") if password_stdin else generate_password()
     with open_accounts(operator_state_dir(state_dir), create=True) as accounts:
-        accounts.add(_operator(), name, role=role, password=password)
+        accounts.add(_operator(), name, role=role, password=password, temporary=not password_stdin)
     click.echo(f"added user {name} ({role})")
     if not password_stdin:
-        click.echo(f"password: {password}")
+        click.echo(f"password: {password} (one-time: to be changed at the first login)")
+
+
+@users.command(name="passwd")
+@click.argument("name")
+@click.option("--password-stdin", is_flag=True, help="Read the new password from standard input.")
+@state_dir_option
+def users_passwd(name: str, password_stdin: bool, state_dir: str | None) -> None:
+    """Set a user's password (asked for twice on the terminal unless --password-stdin)."""
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = click.prompt(
+            f"New password for {name}", hide_input=True, confirmation_prompt=True
+        )
+    from supervisor.service.offline import open_accounts
+
+    with open_accounts(operator_state_dir(state_dir), create=False) as accounts:
+        accounts.set_password(_operator(), name, password)
+    click.echo(f"changed the password of {name}")
 
 
 @users.command(name="remove")

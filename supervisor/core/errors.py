@@ -114,3 +114,9 @@ class UntrustedPath(SupervisorError):
 
     exit_code = 11
     http_status = 500
+
+
+class NotifyError(SupervisorError):
+    """A notification could not be delivered (after its retries)."""
+
+    exit_code = 12

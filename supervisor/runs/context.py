@@ -225,7 +225,7 @@ class _Safe:
     def convert(self, value: object, depth: int) -> Any:
         try:
             return self._convert(value, depth)
-        except Exception as error:  # e.g. a __class__ that raises, seen by isinstance
+        except BaseException as error:  # e.g. a __class__ that raises
             return f"{UNREPRESENTABLE} value: converting it raised {type_name(error)}>"
 
     def _convert(self, value: object, depth: int) -> Any:
@@ -263,7 +263,7 @@ class _Safe:
             self.walking.add(walked)
             try:
                 return self._container(cast(_Container, value), depth)
-            except Exception:  # a broken container: shown by its repr
+            except BaseException:  # a broken container: shown by its repr
                 return self._text(safe_repr(value))
             finally:
                 self.walking.discard(walked)
@@ -358,9 +358,16 @@ def _cut(text: str) -> str:
     return text if len(text) <= MAX_TEXT_CHARS else text[:MAX_TEXT_CHARS] + "…"
 
 
+_TYPE_NAME = type.__dict__["__name__"]
+
+
 def type_name(value: object) -> str:
-    """The name of ``value``'s type (never raises)."""
-    name = getattr(type(value), "__name__", None)
+    """The name of ``value``'s type (never raises: read from ``type`` itself, so a
+    metaclass property named ``__name__`` is never called)."""
+    try:
+        name = _TYPE_NAME.__get__(type(value))
+    except BaseException:  # nothing a value does may escape
+        return "object"
     return name if isinstance(name, str) else "object"
 
 
@@ -368,18 +375,20 @@ def safe_repr(value: object) -> str:
     """``repr(value)``, or a text saying it could not be made (never raises)."""
     try:
         text = repr(value)
-    except Exception as error:  # a broken __repr__ must not break logging
+        return str.__str__(text)
+    # A broken __repr__ must not break logging, not even one raising SystemExit or
+    # KeyboardInterrupt (cancellation reaches a run through its context, not these).
+    except BaseException as error:
         return f"{UNREPRESENTABLE} {type_name(value)}: repr() raised {type_name(error)}>"
-    return str.__str__(text)
 
 
 def safe_str(value: object) -> str | None:
     """``str(value)``, or None when ``str()`` raises (never raises)."""
     try:
         text = str(value)
-    except Exception:
+        return str.__str__(text)
+    except BaseException:  # see safe_repr
         return None
-    return str.__str__(text)
 
 
 def make_record(

@@ -12,7 +12,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Protocol
 
@@ -20,6 +20,10 @@ from supervisor.core.app import Configurator, load_app
 from supervisor.core.clock import Clock, SystemClock
 from supervisor.core.errors import DefinitionError, StoreError
 from supervisor.manager.shell import Manager, ManagerConfig
+from supervisor.notify.config import enable as notifications
+from supervisor.notify.dispatch import Dispatcher as NotifyDispatcher
+from supervisor.notify.targets import Target
+from supervisor.notify.watcher import Watcher
 from supervisor.runs import launcher as launching
 from supervisor.service.control import SOCKET_NAME, ControlServer, Dispatcher
 from supervisor.service.lock import StateDirLock
@@ -31,6 +35,7 @@ from supervisor.service.paths import (
     ensure_state_dir,
 )
 from supervisor.store.sqlite import SqliteStore
+from supervisor.usecases.reads import UseCaseReads, reader
 from supervisor.usecases.schedulers import UseCases, enable
 
 REAP_INTERVAL_SECONDS = 1.0
@@ -49,6 +54,12 @@ class RunOptions:
     max_log_bytes_per_run: int = 1 << 20
     replace_app: bool = False  # take over a state directory another app used
     proxy_user_header: str | None = None  # the Admin Center trusts it from a loopback proxy
+    allow_remote: bool = False  # the Admin Center may listen on a non-loopback address
+    secure_cookies: bool = False  # force the session cookie's Secure flag
+    forwarded_from: frozenset[str] = frozenset()  # proxies whose X-Forwarded-* count
+    metrics_token: str | None = field(default=None, repr=False)  # a scraper's bearer token
+    # Told of every scheduler's failures (with the app's own ``notify.enable`` targets).
+    notify_targets: tuple[Target, ...] = ()
 
 
 @contextlib.contextmanager
@@ -137,6 +148,22 @@ class Service:
         self._control_inode: tuple[int, int] | None = None
         self._repair_failed = False
 
+    def _watch_runs(self, use_cases: UseCases) -> None:
+        """One line per failed run on the log, and notifications where targets are set."""
+        routing = notifications(self.app).routing(extra=self.options.notify_targets)
+        dispatcher = NotifyDispatcher(err=self._log)
+        watcher = Watcher(
+            UseCaseReads(use_cases, reader("notify")),
+            routing,
+            dispatcher,
+            app=self.app.name,
+            clock=self.clock,
+            err=self._log,
+        )
+        self._stack.callback(dispatcher.close)  # closed after the watcher (LIFO)
+        watcher.start()
+        self._stack.callback(watcher.close)
+
     def say(self, message: str) -> None:
         print(message, file=self._log, flush=True)
 
@@ -199,6 +226,7 @@ class Service:
         manager.open()
         stack.callback(manager.close)
         self.manager = manager
+        self._watch_runs(use_cases)
         self._dispatcher = Dispatcher(
             use_cases,
             {"pid": os.getpid(), "app": options.app_spec, "backend": "manager"},
@@ -283,14 +311,18 @@ class AdminHandle(Protocol):
 
 
 def admin_factory(
-    proxy_user_header: str | None,
+    proxy_user_header: str | None = None,
+    *,
+    allow_remote: bool = False,
+    secure_cookies: bool = False,
+    forwarded_from: frozenset[str] = frozenset(),
+    metrics_token: str | None = None,
 ) -> Callable[[UseCases, SqliteStore, RunOptions], AdminHandle]:
-    """The Admin Center's ``start_admin``, told to trust a reverse proxy's user header when
-    one is named. Imported when called: the web stack costs ~60 ms to import."""
+    """The Admin Center's ``start_admin`` with the command line's options: a reverse
+    proxy's user header to trust, a non-loopback address allowed, Secure cookies forced,
+    proxies whose forwarded headers count. Imported when called: the web stack costs
+    ~60 ms to import."""
     from supervisor.web.server import start_admin
-
-    if proxy_user_header is None:
-        return start_admin
 
     def start(use_cases: UseCases, store: SqliteStore, options: RunOptions) -> AdminHandle:
         from supervisor.web.app import AdminConfig
@@ -298,16 +330,27 @@ def admin_factory(
         config = AdminConfig(
             app_name=use_cases.registry.app_name,
             proxy_user_header=proxy_user_header,
-            behind_proxy=True,
+            secure_cookies=True if secure_cookies else None,
+            forwarded_from=forwarded_from,
+            metrics_token=metrics_token,
         )
-        return start_admin(use_cases, store, options, config=config)
+        return start_admin(use_cases, store, options, config=config, allow_remote=allow_remote)
 
     return start
 
 
 def run_manager(options: RunOptions) -> None:
     """``supervisor run``: start the manager, serve until SIGTERM/SIGINT, shut down."""
-    service = Service(options, admin_factory=admin_factory(options.proxy_user_header))
+    service = Service(
+        options,
+        admin_factory=admin_factory(
+            options.proxy_user_header,
+            allow_remote=options.allow_remote,
+            secure_cookies=options.secure_cookies,
+            forwarded_from=options.forwarded_from,
+            metrics_token=options.metrics_token,
+        ),
+    )
     try:
         service.start()
         service.serve_until_signalled()

@@ -23,7 +23,7 @@ from supervisor.service.paths import (
     ensure_state_dir,
 )
 from supervisor.service.systemd_mode import open_systemd_mode
-from supervisor.usecases.accounts import Accounts
+from supervisor.usecases.accounts import BOOTSTRAP_PASSWORD_FILE, Accounts
 from supervisor.usecases.planning import NoOverrides, Planning
 
 
@@ -37,8 +37,9 @@ def open_accounts(state_dir: Path, *, create: bool) -> Iterator[Accounts]:
 
     if not create and not (state_dir / DATABASE_NAME).exists():
         raise StoreError(f"no state database in {state_dir.absolute()} (wrong --state-dir?)")
-    with SqliteStore.open(ensure_state_dir(state_dir) / DATABASE_NAME) as store:
-        yield Accounts(store)
+    checked = ensure_state_dir(state_dir)
+    with SqliteStore.open(checked / DATABASE_NAME) as store:
+        yield Accounts(store, bootstrap_file=checked / BOOTSTRAP_PASSWORD_FILE)
 
 
 @contextlib.contextmanager

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from supervisor.core.errors import StoreError, UntrustedPath
-from supervisor.service.trust import check_module, owner_name
+from supervisor.service.trust import check_module, check_path, owner_name
 
 SYSTEM_STATE_DIR = Path("/var/lib/sched-supervisor")
 DATABASE_NAME = "state.db"
@@ -95,6 +95,8 @@ def check_state_dir(
         raise UntrustedPath(f"refusing state directory {path}: it is a symlink")
     if not stat.S_ISDIR(st.st_mode):
         raise StoreError(f"state directory {path} is not a directory")
+    # Whoever can write a directory above could swap the state directory for theirs.
+    check_path(path.parent, caller_uid=uid, what=f"the directory of state directory {path}:")
     foreign: str | None = None
     if st.st_uid != uid:
         if uid == 0 and st.st_uid == _service_uid(service_user):
@@ -140,6 +142,8 @@ def open_state_dir(
     try:
         os.lstat(path)
     except FileNotFoundError:
+        uid = os.getuid() if caller_uid is None else caller_uid
+        check_path(path.parent, caller_uid=uid, what=f"the directory of state directory {path}:")
         try:
             path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
             os.mkdir(path, 0o700)

@@ -142,6 +142,10 @@ def serve_admin(
     app_spec: str | None,
     admin: tuple[str, int],
     proxy_user_header: str | None = None,
+    allow_remote: bool = False,
+    secure_cookies: bool = False,
+    forwarded_from: frozenset[str] = frozenset(),
+    metrics_token: str | None = None,
 ) -> None:
     """``supervisor admin``: the Admin Center over systemd until SIGTERM or SIGINT."""
     import signal
@@ -152,7 +156,14 @@ def serve_admin(
     mode = open_systemd_mode(state_dir, app_spec=app_spec)
     try:
         options = RunOptions(app_spec=mode.app_spec, state_dir=state_dir, admin=admin)
-        server = admin_factory(proxy_user_header)(mode.use_cases, mode.store, options)
+        factory = admin_factory(
+            proxy_user_header,
+            allow_remote=allow_remote,
+            secure_cookies=secure_cookies,
+            forwarded_from=forwarded_from,
+            metrics_token=metrics_token,
+        )
+        server = factory(mode.use_cases, mode.store, options)
         stop = threading.Event()
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: stop.set())

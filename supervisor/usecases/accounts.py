@@ -1,62 +1,184 @@
-"""The user-management use cases: add, remove and list Admin Center users.
+"""The account use cases: add, remove, list users, set or change a password, and log in.
 
-Like every use case they check the subject's permission (``MANAGE_USERS``) and write the
-audit trail. They work on the state database directly, so they need no running manager.
-May import ``passwords``, ``records``, ``user``, ``clock``, ``errors`` and ``store.protocols``.
+Like every use case they check the subject's permission (``MANAGE_USERS``, or being the
+user whose password changes) and write the audit trail: user changes, logins and refused
+logins. They work on the state database directly, so they need no running manager.
+A login whose stored hash is cheaper than the current cost stores a fresh hash.
+May import ``passwords``, ``records``, ``access``, ``clock``, ``errors``,
+``store.protocols`` and the stdlib.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import re
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 from supervisor.core.access import ROLES, Permission, Subject
 from supervisor.core.clock import Clock, SystemClock
-from supervisor.core.errors import DefinitionError
-from supervisor.core.passwords import hash_password
+from supervisor.core.errors import DefinitionError, PermissionDenied
+from supervisor.core.passwords import (
+    CURRENT_COST,
+    ScryptCost,
+    check_new_password,
+    generate_password,
+    hash_password,
+    is_temporary,
+    needs_rehash,
+    verify_password,
+)
 from supervisor.core.records import AuditEntry
 from supervisor.store.protocols import AuditTrail, StoredUser, UserDirectory
 
 USER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
+# Where the bootstrap admin's one-time password is left when no terminal shows it.
+BOOTSTRAP_PASSWORD_FILE = "admin-password"  # noqa: S105 - a file name
+BOOTSTRAP_USER = "admin"
 
 
 class AccountStore(UserDirectory, AuditTrail, Protocol):
-    """Where users live and their changes are audited (the store)."""
+    """The store's users and audit trail, which the account use cases write together
+    (errors as ``store.protocols`` says)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Login:
+    """A successful login: who, with which role, and whether the password is temporary."""
+
+    name: str
+    role: str
+    must_change_password: bool
+
+
+@functools.cache
+def _dummy_hash(cost: ScryptCost) -> str:
+    """Checked for unknown names, so they cost as much as a wrong password."""
+    return hash_password(generate_password(), cost=cost)
 
 
 class Accounts:
-    def __init__(self, users: AccountStore, *, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        users: AccountStore,
+        *,
+        clock: Clock | None = None,
+        cost: ScryptCost = CURRENT_COST,
+        bootstrap_file: Path | None = None,
+    ) -> None:
         self._users = users
         self._clock = clock or SystemClock()
+        self._cost = cost
+        self._bootstrap_file = bootstrap_file
 
-    def add(self, subject: Subject, name: str, *, role: str, password: str) -> None:
+    # -- managing users -------------------------------------------------------------------
+
+    def add(
+        self, subject: Subject, name: str, *, role: str, password: str, temporary: bool = False
+    ) -> None:
+        """Add a user; ``temporary``: the password must be changed at the first login."""
         subject.require(Permission.MANAGE_USERS)
         if not USER_NAME.fullmatch(name):
             raise DefinitionError("name", f"{name!r}: use letters, digits and . _ @ - (max 64)")
         if role not in ROLES:
             raise DefinitionError("role", f"{role!r}: choose one of {', '.join(ROLES)}")
-        if not password:
-            raise DefinitionError("password", "must not be empty")
-        self._users.add_user(name, role=role, password_hash=hash_password(password))
-        self._record(subject, "add user", f"{name} ({role})")
+        check_new_password(password)
+        password_hash = hash_password(password, cost=self._cost, temporary=temporary)
+        self._users.add_user(name, role=role, password_hash=password_hash)
+        self._record(subject.name, "add user", f"{name} ({role})")
 
     def remove(self, subject: Subject, name: str) -> None:
         subject.require(Permission.MANAGE_USERS)
         if not self._users.remove_user(name):
             raise DefinitionError("name", f"no user {name!r}")
-        self._record(subject, "remove user", name)
+        self._record(subject.name, "remove user", name)
 
     def list(self, subject: Subject) -> list[StoredUser]:
         subject.require(Permission.MANAGE_USERS)
         return list(self._users.list_users())
 
-    def _record(self, subject: Subject, action: str, detail: str) -> None:
+    def set_password(
+        self, subject: Subject, name: str, password: str, *, temporary: bool = False
+    ) -> None:
+        """An administrator sets ``name``'s password (no current password needed)."""
+        subject.require(Permission.MANAGE_USERS)
+        if self._users.get_user(name) is None:
+            raise DefinitionError("name", f"no user {name!r}")
+        check_new_password(password)
+        self._store_password(name, password, temporary=temporary)
+        self._record(subject.name, "set password", name)
+
+    def change_own_password(self, subject: Subject, *, current: str, new: str) -> None:
+        """``subject`` changes their own password; the current one must be given."""
+        record = self._users.get_user(subject.name)
+        if record is None:
+            raise PermissionDenied(subject.name, "change_password")
+        if not verify_password(current, record.password_hash):
+            self._record(subject.name, "change password refused", "wrong current password")
+            raise DefinitionError("current", "is not your current password")
+        if new == current:
+            raise DefinitionError("password", "must differ from the current one")
+        check_new_password(new)
+        self._store_password(subject.name, new, temporary=False)
+        self._record(subject.name, "change password", subject.name)
+
+    # -- logging in ------------------------------------------------------------------------
+
+    def authenticate(self, name: str, password: str, *, address: str) -> Login | None:
+        """The login if ``password`` is ``name``'s; None (audited) otherwise.
+
+        Unknown names cost as much as wrong passwords. A hash cheaper than the current
+        cost is replaced by a fresh one.
+        """
+        record = self._users.get_user(name) if name else None
+        if record is None:
+            verify_password(password, _dummy_hash(self._cost))
+            self._record(_actor(name), "login refused", f"unknown user, from {address}")
+            return None
+        if record.role not in ROLES or not verify_password(password, record.password_hash):
+            self._record(record.name, "login refused", f"wrong password, from {address}")
+            return None
+        temporary = is_temporary(record.password_hash)
+        if needs_rehash(record.password_hash, cost=self._cost):
+            stored = hash_password(password, cost=self._cost, temporary=temporary)
+            with contextlib.suppress(DefinitionError):  # removed meanwhile
+                self._users.set_password(record.name, stored)
+        self._record(record.name, "login", f"from {address}")
+        return Login(name=record.name, role=record.role, must_change_password=temporary)
+
+    def refused_unchecked(self, name: str, *, address: str, reason: str) -> None:
+        """Note a login refused before its password was checked (e.g. throttled)."""
+        self._record(_actor(name), "login refused", f"{reason}, from {address}")
+
+    def must_change_password(self, name: str) -> bool:
+        record = self._users.get_user(name)
+        return record is not None and is_temporary(record.password_hash)
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _store_password(self, name: str, password: str, *, temporary: bool) -> None:
+        self._users.set_password(
+            name, hash_password(password, cost=self._cost, temporary=temporary)
+        )
+        if not temporary and name == BOOTSTRAP_USER and self._bootstrap_file is not None:
+            with contextlib.suppress(FileNotFoundError):
+                self._bootstrap_file.unlink()
+
+    def _record(self, actor: str, action: str, detail: str) -> None:
         self._users.add_audit(
             AuditEntry(
                 time=self._clock.now(),
-                actor=subject.name,
+                actor=actor,
                 action=action,
                 scheduler_id=None,
                 detail=detail,
             )
         )
+
+
+def _actor(name: str) -> str:
+    """A name typed into the login form, fit for the audit trail (bounded, printable)."""
+    cleaned = "".join(c if c.isprintable() else "?" for c in name[:64])
+    return cleaned or "(no name)"

@@ -1,38 +1,28 @@
-"""Who is logged in: Admin Center users, password checks and the bootstrap admin.
+"""Who is logged in: the subject of a user, and the bootstrap admin of a first start.
 
-Users are stored by the store (``store.protocols.UserDirectory``); this module
-only reads them, checks passwords and, on a first start, creates the bootstrap admin.
-May import ``passwords``, ``user``, ``errors``, ``store.protocols`` and the stdlib.
+Users are stored by the store (``store.protocols.UserDirectory``); password
+checks, changes and their audit are the account use cases' (``usecases.accounts``).
+The bootstrap admin's one-time password is shown on a terminal only: when the output is
+not one (a service whose output lands in the journal) it goes to an owner-only file in
+the state directory and only that file's path is written out. It must be changed at the
+first login, which deletes the file.
+May import ``accounts``, ``passwords``, ``access``, ``errors``, ``store.protocols`` and
+the stdlib.
 """
 
 from __future__ import annotations
 
-import functools
+import contextlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
 from typing import IO
 
 from supervisor.core.access import ROLES, Subject, with_role
 from supervisor.core.errors import DefinitionError
-from supervisor.core.passwords import generate_password, hash_password, verify_password
-from supervisor.store.protocols import StoredUser, UserDirectory
-
-BOOTSTRAP_USER = "admin"
-
-
-@functools.cache
-def _dummy_hash() -> str:
-    """Checked for unknown names, so they cost as much as a wrong password."""
-    return hash_password(generate_password())
-
-
-def check_password(users: UserDirectory, name: str, password: str) -> StoredUser | None:
-    """The user if ``password`` is theirs; None otherwise (with the same cost either way)."""
-    record = users.get_user(name) if name else None
-    if record is None:
-        verify_password(password, _dummy_hash())
-        return None
-    if not verify_password(password, record.password_hash):
-        return None
-    return record
+from supervisor.core.passwords import CURRENT_COST, ScryptCost, generate_password, hash_password
+from supervisor.store.protocols import UserDirectory
+from supervisor.usecases.accounts import BOOTSTRAP_PASSWORD_FILE, BOOTSTRAP_USER
 
 
 def subject_for(users: UserDirectory, name: str) -> Subject | None:
@@ -43,23 +33,76 @@ def subject_for(users: UserDirectory, name: str) -> Subject | None:
     return with_role(record.name, record.role)
 
 
-def ensure_bootstrap_admin(users: UserDirectory, *, out: IO[str]) -> str | None:
-    """On a first start (no user at all) create ``admin`` with a one-time random password.
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Bootstrap:
+    """The bootstrap admin just created: its password and where it was left (or None)."""
 
-    The password is written to ``out`` once and returned; None if users already existed.
+    password: str
+    file: Path | None
+
+
+def bootstrap_file(state_dir: Path) -> Path:
+    return state_dir / BOOTSTRAP_PASSWORD_FILE
+
+
+def ensure_bootstrap_admin(
+    users: UserDirectory,
+    *,
+    out: IO[str],
+    state_dir: Path | None = None,
+    cost: ScryptCost = CURRENT_COST,
+) -> Bootstrap | None:
+    """On a first start (no user at all) create ``admin`` with a one-time password.
+
+    The password is printed on ``out`` only if it is a terminal (or no ``state_dir`` is
+    given); otherwise it is written to an owner-only file in ``state_dir`` and ``out``
+    gets the file's path. None if users already existed.
     """
     if users.list_users():
         return None
     password = generate_password()
     try:
-        users.add_user(BOOTSTRAP_USER, role="admin", password_hash=hash_password(password))
+        users.add_user(
+            BOOTSTRAP_USER,
+            role="admin",
+            password_hash=hash_password(password, cost=cost, temporary=True),
+        )
     except DefinitionError:
         return None  # another process created it first
+    if state_dir is None or _is_terminal(out):
+        print(
+            f"Admin Center: created user {BOOTSTRAP_USER!r} (role admin) with the one-time"
+            f" password: {password}\n"
+            "Admin Center: change it at the first login; add users with"
+            " `supervisor users add`.",
+            file=out,
+            flush=True,
+        )
+        return Bootstrap(password=password, file=None)
+    path = bootstrap_file(state_dir)
+    _write_private(path, password + "\n")
     print(
-        f"Admin Center: created user {BOOTSTRAP_USER!r} (role admin) with the one-time"
-        f" password: {password}\n"
-        "Admin Center: it is shown only now; add users with `supervisor users add`.",
+        f"Admin Center: created user {BOOTSTRAP_USER!r} (role admin); its one-time password"
+        f" is in {path} (readable by its owner only, deleted once the password is changed"
+        " at the first login).",
         file=out,
         flush=True,
     )
-    return password
+    return Bootstrap(password=password, file=path)
+
+
+def _is_terminal(out: IO[str]) -> bool:
+    try:
+        return out.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write ``text`` to a new owner-only file (never through a planted link)."""
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    descriptor = os.open(path, flags, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+        handle.write(text)

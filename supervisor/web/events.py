@@ -3,7 +3,8 @@
 One ``StatusHub`` thread polls the schedulers' states (only while someone listens) and
 wakes every open status stream on a change; each stream then sends only what changed for
 its reader. Log tails poll the log cursor API. Streams are capped in number (overall and
-per session) and in length, and send heartbeats so dead readers are noticed.
+per user, with slots kept for admins) and in length, and send heartbeats so dead readers
+are noticed.
 May import ``usecases``, ``serialize``, ``records``, ``user``, ``errors`` and the stdlib.
 """
 
@@ -29,7 +30,8 @@ HUB_SUBJECT = Subject("admin-center", frozenset({Permission.LIST}))
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StreamLimits:
     max_streams: int = 64
-    max_per_session: int = 6
+    max_per_user: int = 6
+    reserved_for_admins: int = 8
     max_seconds: float = 600.0  # then the stream ends; EventSource reconnects by itself
     heartbeat_seconds: float = 10.0
     status_poll_seconds: float = 0.5
@@ -50,23 +52,42 @@ def sse(event: str | None, data: Any, *, event_id: int | None = None) -> str:
 
 
 class StreamSlots:
-    """Counts open streams against the overall cap."""
+    """Counts open streams against the overall cap, per user, with slots kept for admins.
 
-    def __init__(self, limit: int) -> None:
-        self._limit = limit
+    A user may hold ``max_per_user`` streams (however many sessions they open); users who
+    cannot manage users (not admins) share all but ``reserved_for_admins`` of the
+    ``max_streams`` slots, so a viewer logged in many times never locks an admin out.
+    """
+
+    def __init__(self, limits: StreamLimits) -> None:
+        self._limit = limits.max_streams
+        self._per_user = limits.max_per_user
+        self._reserved = min(limits.reserved_for_admins, limits.max_streams)
         self._open = 0
+        self._by_user: dict[str, int] = {}
         self._lock = threading.Lock()
 
-    def acquire(self) -> bool:
+    def acquire(self, user: str, *, admin: bool) -> tuple[int, str] | None:
+        """Take a slot for ``user``; None if taken, else the (status, reason) refusing it."""
         with self._lock:
-            if self._open >= self._limit:
-                return False
+            held = self._by_user.get(user, 0)
+            if held >= self._per_user:
+                return 429, f"you have {held} live streams open already; close some"
+            limit = self._limit if admin else self._limit - self._reserved
+            if self._open >= limit:
+                return 503, "too many live streams are open; try again later"
             self._open += 1
-            return True
+            self._by_user[user] = held + 1
+            return None
 
-    def release(self) -> None:
+    def release(self, user: str) -> None:
         with self._lock:
             self._open = max(0, self._open - 1)
+            held = self._by_user.get(user, 0) - 1
+            if held > 0:
+                self._by_user[user] = held
+            else:
+                self._by_user.pop(user, None)
 
     @property
     def open(self) -> int:

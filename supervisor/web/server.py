@@ -1,73 +1,59 @@
-"""Serving the Admin Center: a threaded stdlib WSGI server and the ``start_admin`` factory.
+"""Serving the Admin Center: ``AdminServer`` and the ``start_admin`` factory of ``run``.
 
-Bottle's default server handles one request at a time, so one open event stream would
-hold every other request. This serves each connection in its own (daemon) thread, caps
-the number of connections, and on ``close`` ends every event stream before returning.
-May import ``service`` (types only), ``usecases``, ``store``, ``supervisor.web.*``
-and the stdlib.
+The HTTP side is ``httpserver.HttpServer`` (deadlines per request, bounded heads and
+bodies, a thread cap, no banner). A non-loopback address is refused unless the caller
+allows it, and then announced loudly: the Admin Center speaks plain HTTP.
+May import ``service`` (types only), ``usecases``, ``store``, ``errors``,
+``supervisor.web.*`` and the stdlib.
 """
 
 from __future__ import annotations
 
-import socket
-import socketserver
+import ipaddress
 import sys
 import threading
 from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from supervisor.store.protocols import UserDirectory
-from supervisor.web.app import CONNECTION_KEY, AdminConfig, create_app
-from supervisor.web.auth import ensure_bootstrap_admin
+from supervisor.core.errors import DefinitionError
+from supervisor.usecases.accounts import AccountStore
+from supervisor.web.app import AdminConfig, create_app
+from supervisor.web.auth import bootstrap_file, ensure_bootstrap_admin
+from supervisor.web.httpserver import HttpServer, ServerLimits
 
 if TYPE_CHECKING:
     from supervisor.service.manager_mode import RunOptions
     from supervisor.usecases.schedulers import UseCases
 
-MAX_CONNECTIONS = 200
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name: it may resolve to anything
 
 
-class _QuietHandler(WSGIRequestHandler):
-    """No access log on stderr (the manager's stderr is for the manager), no versions told."""
-
-    server_version = "sched-supervisor"
-    sys_version = ""
-
-    def log_message(self, format: str, *args: Any) -> None:
-        return
-
-    def get_environ(self) -> dict[str, Any]:
-        environ = super().get_environ()
-        # lets an event stream notice at once that its reader went away (see app.py)
-        environ[CONNECTION_KEY] = self.connection
-        return environ
-
-
-class ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
-    daemon_threads = True
-    block_on_close = False
-    allow_reuse_address = True
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self._connections = threading.BoundedSemaphore(MAX_CONNECTIONS)
-        super().__init__(*args, **kwargs)
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        if not self._connections.acquire(blocking=False):
-            self.shutdown_request(request)  # over the cap: drop the connection
-            return
-        super().process_request(request, client_address)
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self._connections.release()
-
-
-class _IPv6Server(ThreadingWSGIServer):
-    address_family = socket.AF_INET6
+def check_admin_address(host: str, *, allow_remote: bool) -> str | None:
+    """Refuse a non-loopback ``host`` unless allowed; the warning to show when allowed."""
+    if is_loopback(host):
+        return None
+    if not allow_remote:
+        raise DefinitionError(
+            "--admin",
+            f"{host} is reachable from other machines and the Admin Center has no TLS;"
+            " serve it on 127.0.0.1 behind an HTTPS proxy or an SSH tunnel, or pass"
+            " --allow-remote if you accept the exposure",
+        )
+    return (
+        "WARNING: the Admin Center listens on "
+        f"{host}, reachable from other machines, over plain HTTP (no TLS): passwords and"
+        " session cookies cross the network readable. Prefer 127.0.0.1 behind an HTTPS"
+        " proxy or an SSH tunnel."
+    )
 
 
 class AdminServer:
@@ -77,41 +63,40 @@ class AdminServer:
         self,
         use_cases: UseCases,
         *,
-        users: UserDirectory,
+        users: AccountStore,
         host: str = "127.0.0.1",
         port: int = 8080,
         config: AdminConfig | None = None,
+        limits: ServerLimits | None = None,
         **app_options: Any,
     ) -> None:
         self.stop = threading.Event()
+        config = config or AdminConfig()
+        limits = limits or ServerLimits(max_body_bytes=config.max_body_bytes)
         self.app = create_app(use_cases, users=users, config=config, stop=self.stop, **app_options)
-        server_class = _IPv6Server if ":" in host else ThreadingWSGIServer
-        self._server = make_server(
-            host, port, self.app, server_class=server_class, handler_class=_QuietHandler
-        )
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.2},
-            name="admin-center",
-            daemon=True,
-        )
+        self._http = HttpServer(self.app, host=host, port=port, limits=limits)
         self._closed = False
 
     @property
     def port(self) -> int:
-        return int(self._server.server_address[1])
+        return int(self._http.server_address[1])
 
     @property
     def host(self) -> str:
-        return str(self._server.server_address[0])
+        return str(self._http.server_address[0])
 
     @property
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}"
 
+    @property
+    def pending(self) -> int:
+        """Connections still sending their request."""
+        return self._http.pending
+
     def start(self) -> AdminServer:
-        self._thread.start()
+        self._http.start()
         return self
 
     def close(self) -> None:
@@ -120,10 +105,7 @@ class AdminServer:
             return
         self._closed = True
         self.stop.set()
-        if self._thread.is_alive():
-            self._server.shutdown()
-            self._thread.join(timeout=5)
-        self._server.server_close()
+        self._http.close()
 
     def __enter__(self) -> AdminServer:
         return self
@@ -135,35 +117,59 @@ class AdminServer:
 def serve_admin(
     use_cases: UseCases,
     *,
-    users: UserDirectory,
+    users: AccountStore,
     host: str,
     port: int,
     config: AdminConfig | None = None,
+    state_dir: Path | None = None,
     out: IO[str] | None = None,
     **app_options: Any,
 ) -> AdminServer:
-    """Create the bootstrap admin if there is no user yet, then serve; returns the server."""
-    ensure_bootstrap_admin(users, out=out or sys.stderr)
+    """Create the bootstrap admin if there is no user yet, then serve; returns the server.
+
+    With ``state_dir``, the bootstrap password goes to a file there unless ``out`` is a
+    terminal (see ``auth.ensure_bootstrap_admin``).
+    """
+    config = config or AdminConfig()
+    if state_dir is not None:
+        config = replace(config, bootstrap_file=bootstrap_file(state_dir))
+    ensure_bootstrap_admin(
+        users, out=out or sys.stderr, state_dir=state_dir, cost=config.password_cost
+    )
     server = AdminServer(use_cases, users=users, host=host, port=port, config=config, **app_options)
     return server.start()
 
 
 def start_admin(
     use_cases: UseCases,
-    store: UserDirectory,
+    store: AccountStore,
     options: RunOptions,
     *,
     config: AdminConfig | None = None,
     out: IO[str] | None = None,
+    allow_remote: bool = False,
 ) -> AdminServer:
     """The admin factory of ``supervisor run`` (``service.Service(admin_factory=...)``)."""
     if options.admin is None:
         raise ValueError("start_admin needs options.admin = (host, port)")
     host, port = options.admin
+    stream = out or sys.stderr
+    warning = check_admin_address(host, allow_remote=allow_remote)
     chosen = config or AdminConfig(app_name=use_cases.registry.app_name)
-    server = serve_admin(use_cases, users=store, host=host, port=port, config=chosen, out=out)
-    (out or sys.stderr).write(f"Admin Center: {server.url}/\n")
+    server = serve_admin(
+        use_cases,
+        users=store,
+        host=host,
+        port=port,
+        config=chosen,
+        state_dir=options.state_dir.absolute(),
+        out=stream,
+    )
+    if warning is not None:
+        stream.write(warning + "\n")
+    stream.write(f"Admin Center: {server.url}/\n")
+    stream.flush()
     return server
 
 
-AdminFactory = Callable[["UseCases", UserDirectory, "RunOptions"], AdminServer]
+AdminFactory = Callable[["UseCases", AccountStore, "RunOptions"], AdminServer]

@@ -1,4 +1,4 @@
-"""Server-side login sessions and the slowing-down of failed logins.
+"""Server-side login sessions.
 
 Sessions live in the memory of the process that serves the Admin Center: the cookie
 carries only a random token, the server keeps a SHA-256 of it (so a memory dump or a
@@ -11,12 +11,13 @@ May import the stdlib only.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import secrets
 import threading
 import time
-from collections import OrderedDict
-from collections.abc import Callable
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 TOKEN_BYTES = 32
@@ -48,8 +49,8 @@ class Session:
     created: float
     last_seen: float
     via_proxy: bool = False
+    must_change_password: bool = False
     flashes: list[Flash] = field(default_factory=list)
-    streams: int = 0
 
 
 class SessionStore:
@@ -78,8 +79,14 @@ class SessionStore:
     def idle_seconds(self) -> float:
         return self._idle
 
-    def create(self, user: str | None, *, via_proxy: bool = False) -> tuple[str, Session]:
-        """A new session with a fresh token and CSRF token; returns (token, session)."""
+    def create(
+        self, user: str | None, *, via_proxy: bool = False, must_change_password: bool = False
+    ) -> tuple[str, Session]:
+        """A new session with a fresh token and CSRF token; returns (token, session).
+
+        ``must_change_password``: the session may only change its password (a temporary
+        one was used to log in) until ``password_changed``.
+        """
         token = secrets.token_urlsafe(TOKEN_BYTES)
         now = self._now()
         session = Session(
@@ -89,6 +96,7 @@ class SessionStore:
             created=now,
             last_seen=now,
             via_proxy=via_proxy,
+            must_change_password=must_change_password,
         )
         with self._lock:
             self._sessions[session.key] = session
@@ -140,18 +148,6 @@ class SessionStore:
             out, session.flashes = session.flashes, []
             return out
 
-    def open_stream(self, session: Session, *, limit: int) -> bool:
-        """Count an event stream against ``session``; False if it already has ``limit``."""
-        with self._lock:
-            if session.streams >= limit:
-                return False
-            session.streams += 1
-            return True
-
-    def close_stream(self, session: Session) -> None:
-        with self._lock:
-            session.streams = max(0, session.streams - 1)
-
     def __len__(self) -> int:
         with self._lock:
             return len(self._sessions)
@@ -169,20 +165,49 @@ class SessionStore:
             del self._sessions[victim]
 
 
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """A login attempt that may check its password (already counted as a failure)."""
+
+    key: tuple[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Throttled:
+    """A login attempt refused before its password was checked; retry after ``wait``.
+
+    ``first``: the first refusal of this pair since its last counted attempt (so a flood
+    of refused attempts is noted once, not once each).
+    """
+
+    wait: float
+    first: bool = True
+
+
 @dataclass(slots=True)
 class _Failures:
     count: int
     last: float
+    refused: bool = False  # refused unchecked since the last counted attempt
 
 
 class LoginThrottle:
-    """Slows down password guessing, per user name and per client address.
+    """Slows down password guessing per (user name, client address), counted before checks.
 
-    Every failure costs ``failure_delay`` (spent by the caller, so a guesser waits for
-    each answer). Once a key has ``n >= free_attempts`` failures, its next attempt is
-    refused unchecked until ``base_wait * 2**(n - free_attempts)`` seconds (capped at
-    ``max_wait``) have passed since the last failure. Counters are forgotten
-    ``forget_after`` seconds after the last failure and on a successful login.
+    ``begin`` counts an attempt as a failure *before* its password is checked (so 40
+    parallel tries get ``free_attempts`` checks, not 40) and ``succeeded`` forgets the pair.
+    Once a pair has ``n >= free_attempts`` failures, its attempts are refused unchecked
+    until ``base_wait * 2**(n - free_attempts)`` seconds (capped at ``max_wait``) have
+    passed since the last one. Other names from the same address are not affected (every
+    user of an ``ssh -L`` tunnel comes from 127.0.0.1).
+
+    The global cap never refuses a correct password of a pair that has not failed: when
+    more than ``global_failures`` failures happened within ``global_window`` seconds,
+    pairs that have failed before are refused unchecked until the window has room again,
+    while fresh pairs are still checked. At most ``max_parallel_checks`` passwords are
+    hashed at once (scrypt takes 128 MiB each); ``checking`` waits for a turn, and at most
+    ``max_waiting_checks`` attempts wait (the others are answered busy, not wrong).
+    Counters are forgotten ``forget_after`` seconds after the last failure.
     """
 
     def __init__(
@@ -193,6 +218,11 @@ class LoginThrottle:
         max_wait: float = 300.0,
         forget_after: float = 900.0,
         failure_delay: float = 0.5,
+        global_failures: int = 100,
+        global_window: float = 60.0,
+        max_parallel_checks: int = 2,
+        max_waiting_checks: int = 16,
+        check_wait: float = 30.0,
         max_keys: int = 10_000,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -201,42 +231,108 @@ class LoginThrottle:
         self._max_wait = max_wait
         self._forget = forget_after
         self.failure_delay = failure_delay
+        self._global_failures = global_failures
+        self._global_window = global_window
+        self._recent: deque[float] = deque()
+        self._checks = threading.BoundedSemaphore(max_parallel_checks)
+        self._max_waiting = max_waiting_checks
+        self._waiting = 0
+        self._check_wait = check_wait
         self._max_keys = max_keys
         self._now = monotonic
         self._lock = threading.Lock()
-        self._failures: OrderedDict[str, _Failures] = OrderedDict()
+        self._failures: OrderedDict[tuple[str, str], _Failures] = OrderedDict()
 
     @staticmethod
-    def keys(user: str, address: str) -> tuple[str, str]:
-        return (f"user:{user.casefold()}", f"addr:{address}")
+    def key(user: str, address: str) -> tuple[str, str]:
+        return (user.casefold(), address)
 
-    def wait_needed(self, user: str, address: str) -> float:
-        """Seconds until an attempt for (user, address) is allowed; 0 if it is now."""
+    def begin(self, user: str, address: str) -> Attempt | Throttled:
+        """Count an attempt of (user, address) in, or refuse it unchecked."""
+        key = self.key(user, address)
         now = self._now()
         with self._lock:
-            return max(self._wait_for(key, now) for key in self.keys(user, address))
-
-    def failed(self, user: str, address: str) -> None:
-        now = self._now()
-        with self._lock:
-            for key in self.keys(user, address):
-                entry = self._failures.pop(key, None)
-                if entry is None or now - entry.last > self._forget:
-                    entry = _Failures(0, now)
-                entry.count += 1
-                entry.last = now
-                self._failures[key] = entry
+            self._trim(now)
+            entry = self._failures.get(key)
+            if entry is not None and now - entry.last > self._forget:
+                entry = None
+            wait = self._wait_for(entry, now)
+            if wait == 0 and entry is not None and len(self._recent) >= self._global_failures:
+                wait = max(0.001, self._recent[0] + self._global_window - now)
+            if wait > 0:
+                first = entry is None or not entry.refused
+                if entry is not None:
+                    entry.refused = True
+                return Throttled(wait, first=first)
+            self._failures.pop(key, None)
+            if entry is None:
+                entry = _Failures(0, now)
+            entry.count += 1
+            entry.last = now
+            entry.refused = False
+            self._failures[key] = entry
+            self._recent.append(now)  # counted as failed until it succeeds
             while len(self._failures) > self._max_keys:
                 self._failures.popitem(last=False)
+            return Attempt(key)
 
-    def succeeded(self, user: str, address: str) -> None:
+    @contextlib.contextmanager
+    def checking(self) -> Iterator[bool]:
+        """Hold one of the parallel password checks; yields False if none came in time,
+        or at once when ``max_waiting_checks`` already wait (a flood of logins must not
+        hold every server thread: the caller answers "busy, try again")."""
         with self._lock:
-            for key in self.keys(user, address):
-                self._failures.pop(key, None)
+            full = self._waiting >= self._max_waiting
+            if not full:
+                self._waiting += 1
+        if full:
+            yield False
+            return
+        try:
+            got = self._checks.acquire(timeout=self._check_wait)
+        finally:
+            with self._lock:
+                self._waiting -= 1
+        try:
+            yield got
+        finally:
+            if got:
+                self._checks.release()
 
-    def _wait_for(self, key: str, now: float) -> float:
-        entry = self._failures.get(key)
-        if entry is None or entry.count < self._free or now - entry.last > self._forget:
+    @property
+    def waiting(self) -> int:
+        """Attempts waiting for a turn to check their password."""
+        with self._lock:
+            return self._waiting
+
+    def failed(self, attempt: Attempt) -> None:
+        now = self._now()
+        with self._lock:
+            entry = self._failures.get(attempt.key)
+            if entry is not None:
+                entry.last = max(entry.last, now)
+
+    def succeeded(self, attempt: Attempt) -> None:
+        with self._lock:
+            self._failures.pop(attempt.key, None)
+            with contextlib.suppress(ValueError):
+                self._recent.pop()  # not a failure after all (any one of the window)
+
+    def wait_needed(self, user: str, address: str) -> float:
+        """Seconds until an attempt for (user, address) is checked again; 0 if now."""
+        now = self._now()
+        with self._lock:
+            entry = self._failures.get(self.key(user, address))
+            if entry is not None and now - entry.last > self._forget:
+                return 0.0
+            return self._wait_for(entry, now)
+
+    def _wait_for(self, entry: _Failures | None, now: float) -> float:
+        if entry is None or entry.count < self._free:
             return 0.0
         wait = min(self._max_wait, self._base * 2.0 ** (entry.count - self._free))
         return max(0.0, entry.last + wait - now)
+
+    def _trim(self, now: float) -> None:
+        while self._recent and now - self._recent[0] > self._global_window:
+            self._recent.popleft()

@@ -220,6 +220,18 @@ def terminal_tricks(ctx: scheduler.Context) -> None:
     print(TERMINAL_TRICKS, flush=True)
 
 
+def terminal_tricks_fail(ctx: scheduler.Context) -> None:
+    raise RuntimeError(TERMINAL_TRICKS)
+
+
+def action_tricks() -> object:
+    return TERMINAL_TRICKS
+
+
+def action_tricks_fail() -> object:
+    raise ValueError(TERMINAL_TRICKS)
+
+
 def action_answer() -> object:
     logging.getLogger("misbehave").info("computing the answer")
     return 42
@@ -275,6 +287,14 @@ configure("bad-log-values", bad_log_values)
 configure("escape-clean", escape_clean)
 configure("hog", hog)
 configure("terminal-tricks", terminal_tricks)
+configure(
+    "terminal-tricks-fail",
+    terminal_tricks_fail,
+    actions=[
+        scheduler.CustomAction(id="tricks", title="Tricks", action=action_tricks),
+        scheduler.CustomAction(id="tricks-fail", title="Tricks", action=action_tricks_fail),
+    ],
+)
 configure(
     "actions",
     first,

@@ -1,0 +1,475 @@
+"""A small HTTP/1.1 server for one WSGI app that a slow or hostile client cannot starve.
+
+One reader thread owns every connection until its request is complete: it reads without
+blocking (``selectors``), so an idle connection, a request line or headers sent a byte at
+a time, or a declared body never sent costs a buffer, never a thread. Each request must
+bring its request line and headers within ``head_seconds`` and its body within
+``body_seconds`` (a total deadline, not an idle timer: dripping bytes does not extend
+it), else it is answered 408 and closed. Request lines over ``max_line_bytes`` are
+answered 414, heads over ``max_head_bytes`` or with more than
+``max_headers`` lines are answered 431, bodies over ``max_body_bytes`` 413, chunked
+bodies 411. Only complete requests go to a worker thread, at most ``max_workers`` at once
+(beyond, 503 at once); the listen backlog is ``backlog``. One request per connection
+(``Connection: close``), which also delimits streamed bodies (server-sent events).
+
+Header names with an underscore are dropped (WSGI would fold ``X_Remote_User`` into the
+key of ``X-Remote-User``) and listed under ``UNDERSCORE_HEADERS_KEY``; every name as
+sent is listed under ``HEADER_NAMES_KEY``; the client's socket is under
+``CONNECTION_KEY``. No ``Server`` header is sent, whatever the app sets.
+
+May import ``supervisor.web.config`` (the environ keys) and the stdlib.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import re
+import selectors
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import unquote_to_bytes
+
+from supervisor.web.config import CONNECTION_KEY, HEADER_NAMES_KEY, UNDERSCORE_HEADERS_KEY
+
+WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_METHOD = re.compile(rb"[A-Z]{1,16}")
+_REASONS = {
+    400: "Bad Request",
+    408: "Request Timeout",
+    411: "Length Required",
+    413: "Content Too Large",
+    414: "URI Too Long",
+    431: "Request Header Fields Too Large",
+    503: "Service Unavailable",
+    505: "HTTP Version Not Supported",
+}
+_DROPPED_RESPONSE_HEADERS = frozenset({"server", "connection", "keep-alive", "x-powered-by"})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServerLimits:
+    head_seconds: float = 5.0
+    body_seconds: float = 5.0
+    max_line_bytes: int = 8 * 1024
+    max_head_bytes: int = 16 * 1024
+    max_headers: int = 100
+    max_body_bytes: int = 64 * 1024
+    max_pending: int = 1024  # connections still sending their request
+    max_workers: int = 128  # requests being answered (event streams included)
+    backlog: int = 512
+    write_seconds: float = 30.0  # a reader that stops reading is dropped after this
+
+
+class _Reject(Exception):
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+@dataclass(slots=True)
+class _Pending:
+    sock: socket.socket
+    address: tuple[Any, ...]
+    deadline: float
+    buffer: bytearray = field(default_factory=bytearray)
+    head: _Head | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Head:
+    method: str
+    target: str
+    version: str
+    headers: list[tuple[str, str]]  # names as sent, values as latin-1 text
+    length: int
+    body_start: int
+    expect_continue: bool
+
+
+def _parse_head(data: bytes, *, limits: ServerLimits) -> _Head:
+    end = data.find(b"\r\n\r\n")
+    if end < 0:
+        raise _Reject(400, "malformed request head")
+    lines = data[:end].split(b"\r\n")
+    if len(lines) - 1 > limits.max_headers:
+        raise _Reject(431, "too many header fields")
+    parts = lines[0].split(b" ")
+    if len(parts) != 3 or not _METHOD.fullmatch(parts[0]):
+        raise _Reject(400, "malformed request line")
+    method, target, version = parts
+    if version not in (b"HTTP/1.0", b"HTTP/1.1"):
+        raise _Reject(505, "only HTTP/1.0 and HTTP/1.1 are served")
+    if not target.startswith(b"/") or any(b < 0x21 or b == 0x7F for b in target):
+        raise _Reject(400, "malformed request target")
+    headers: list[tuple[str, str]] = []
+    for line in lines[1:]:
+        name, colon, value = line.partition(b":")
+        if not colon or not _TOKEN.fullmatch(name):
+            raise _Reject(400, "malformed header field")
+        if any((b < 0x20 and b != 0x09) or b == 0x7F for b in value):
+            raise _Reject(400, "control characters in a header field")
+        headers.append((name.decode("ascii"), value.strip(b" \t").decode("latin-1")))
+    lowered = [(n.lower(), v) for n, v in headers]
+    if any(n == "transfer-encoding" for n, _ in lowered):
+        raise _Reject(411, "send a Content-Length (chunked bodies are not accepted)")
+    lengths = {v for n, v in lowered if n == "content-length"}
+    length = 0
+    if len(lengths) > 1:
+        raise _Reject(400, "conflicting Content-Length")
+    if lengths:
+        text = lengths.pop()
+        if not (text.isascii() and text.isdigit()) or len(text) > 18:
+            raise _Reject(400, "bad Content-Length")
+        length = int(text)
+    if length > limits.max_body_bytes:
+        raise _Reject(413, "the request body is too large")
+    expect = any(n == "expect" and v.lower() == "100-continue" for n, v in lowered)
+    return _Head(
+        method=method.decode("ascii"),
+        target=target.decode("latin-1"),
+        version=version.decode("ascii"),
+        headers=headers,
+        length=length,
+        body_start=end + 4,
+        expect_continue=expect,
+    )
+
+
+def _plain(status: int, reason: str) -> bytes:
+    body = (reason + "\n").encode("utf-8", errors="replace")
+    return (
+        f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\n"
+        "Content-Type: text/plain; charset=utf-8\r\n"
+        f"Content-Length: {len(body)}\r\n"
+        "Connection: close\r\n\r\n"
+    ).encode("ascii") + body
+
+
+def _send_quietly(sock: socket.socket, data: bytes) -> None:
+    """Best effort on a non-blocking socket: what does not fit at once is not sent."""
+    with contextlib.suppress(OSError):
+        sock.send(data)
+
+
+def _close(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+    with contextlib.suppress(OSError):
+        sock.close()
+
+
+class HttpServer:
+    """Serves ``app`` on ``host:port`` (port 0: any free one) until ``close``."""
+
+    def __init__(
+        self,
+        app: WsgiApp,
+        *,
+        host: str,
+        port: int,
+        limits: ServerLimits | None = None,
+        errors: Any = None,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.app = app
+        self.limits = limits or ServerLimits()
+        self._errors = errors if errors is not None else sys.stderr
+        self._now = monotonic
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        listener = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind((host, port))
+            listener.listen(self.limits.backlog)
+            listener.setblocking(False)
+        except OSError:
+            listener.close()
+            raise
+        self._listener = listener
+        self._selector = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._selector.register(listener, selectors.EVENT_READ, None)
+        self._selector.register(self._wake_r, selectors.EVENT_READ, None)
+        self._pending: dict[int, _Pending] = {}
+        self._workers = threading.BoundedSemaphore(self.limits.max_workers)
+        self._closing = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="admin-http", daemon=True)
+        self.server_address: tuple[Any, ...] = listener.getsockname()
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def start(self) -> HttpServer:
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        """Stop accepting and reading; drop connections still sending. Idempotent."""
+        if self._closing.is_set():
+            return
+        self._closing.set()
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"x")
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+        for pending in list(self._pending.values()):
+            _close(pending.sock)
+        self._pending.clear()
+        with contextlib.suppress(Exception):
+            self._selector.close()
+        for sock in (self._listener, self._wake_r, self._wake_w):
+            with contextlib.suppress(OSError):
+                sock.close()
+
+    @property
+    def pending(self) -> int:
+        """Connections still sending their request (for tests and diagnostics)."""
+        return len(self._pending)
+
+    # -- the reader thread ----------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while not self._closing.is_set():
+            events = self._selector.select(timeout=0.25)
+            for key, _mask in events:
+                if key.fileobj is self._listener:
+                    self._accept()
+                elif key.fileobj is self._wake_r:
+                    with contextlib.suppress(OSError):
+                        self._wake_r.recv(64)
+                else:
+                    try:
+                        self._read(key.data)
+                    except Exception as error:  # one bad connection must not end the loop
+                        self._drop(key.data)
+                        with contextlib.suppress(Exception):
+                            self._errors.write(f"admin-http: {type(error).__name__}: {error}\n")
+            self._expire()
+
+    def _accept(self) -> None:
+        for _ in range(64):
+            try:
+                sock, address = self._listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return  # e.g. out of descriptors: try again on the next round
+            sock.setblocking(False)
+            with contextlib.suppress(OSError):  # streamed events go out at once
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if len(self._pending) >= self.limits.max_pending:
+                # Make room by dropping the connection that has been sending longest.
+                oldest = min(self._pending.values(), key=lambda p: p.deadline)
+                self._drop(oldest)
+            pending = _Pending(sock, address, self._now() + self.limits.head_seconds)
+            self._pending[sock.fileno()] = pending
+            self._selector.register(sock, selectors.EVENT_READ, pending)
+
+    def _read(self, pending: _Pending) -> None:
+        try:
+            chunk = pending.sock.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self._drop(pending)
+            return
+        if not chunk:
+            self._drop(pending)
+            return
+        pending.buffer += chunk
+        try:
+            if pending.head is None:
+                self._read_head(pending)
+            head = pending.head
+            if head is not None and len(pending.buffer) - head.body_start >= head.length:
+                self._dispatch(pending)
+        except _Reject as reject:
+            self._refuse(pending, reject.status, reject.reason)
+
+    def _read_head(self, pending: _Pending) -> None:
+        limits = self.limits
+        buffer = pending.buffer
+        if buffer.startswith(b"\r\n"):
+            del buffer[:2]  # a stray line end before the request (RFC 9112 2.2)
+        line_end = buffer.find(b"\r\n")
+        if line_end > limits.max_line_bytes or (
+            line_end < 0 and len(buffer) > limits.max_line_bytes
+        ):
+            raise _Reject(414, "the request line is too long")
+        end = buffer.find(b"\r\n\r\n")
+        if end < 0:
+            if len(buffer) > limits.max_head_bytes:
+                raise _Reject(431, "the request head is too large")
+            return
+        if end + 4 > limits.max_head_bytes:
+            raise _Reject(431, "the request head is too large")
+        head = _parse_head(bytes(buffer[: end + 4]), limits=limits)
+        pending.head = head
+        if head.length:
+            pending.deadline = self._now() + limits.body_seconds
+            if head.expect_continue and len(buffer) - head.body_start < head.length:
+                _send_quietly(pending.sock, b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def _expire(self) -> None:
+        now = self._now()
+        for pending in [p for p in self._pending.values() if p.deadline <= now]:
+            self._refuse(pending, 408, "the request was not sent in time")
+
+    def _forget(self, pending: _Pending) -> None:
+        self._pending.pop(pending.sock.fileno(), None)
+        with contextlib.suppress(KeyError, ValueError, OSError):
+            self._selector.unregister(pending.sock)
+
+    def _drop(self, pending: _Pending) -> None:
+        self._forget(pending)
+        _close(pending.sock)
+
+    def _refuse(self, pending: _Pending, status: int, reason: str) -> None:
+        self._forget(pending)
+        _send_quietly(pending.sock, _plain(status, reason))
+        _close(pending.sock)
+
+    def _dispatch(self, pending: _Pending) -> None:
+        self._forget(pending)
+        head = pending.head
+        assert head is not None
+        if not self._workers.acquire(blocking=False):
+            _send_quietly(pending.sock, _plain(503, "the server is busy; try again"))
+            _close(pending.sock)
+            return
+        body = bytes(pending.buffer[head.body_start : head.body_start + head.length])
+        worker = threading.Thread(
+            target=self._answer,
+            args=(pending.sock, pending.address, head, body),
+            name="admin-request",
+            daemon=True,
+        )
+        try:
+            worker.start()
+        except RuntimeError:
+            self._workers.release()
+            _close(pending.sock)
+
+    # -- the worker threads ---------------------------------------------------------------
+
+    def _answer(
+        self, sock: socket.socket, address: tuple[Any, ...], head: _Head, body: bytes
+    ) -> None:
+        try:
+            sock.setblocking(True)
+            sock.settimeout(self.limits.write_seconds)
+            environ = self._environ(sock, address, head, body)
+            _Response(sock, head.method == "HEAD").run(self.app, environ)
+        except Exception as error:  # the app's own errors are its business (Bottle answers 500)
+            with contextlib.suppress(Exception):
+                self._errors.write(f"admin-http: {type(error).__name__}: {error}\n")
+        finally:
+            _close(sock)
+            self._workers.release()
+
+    def _environ(
+        self, sock: socket.socket, address: tuple[Any, ...], head: _Head, body: bytes
+    ) -> dict[str, Any]:
+        path, _, query = head.target.partition("?")
+        server = self.server_address
+        environ: dict[str, Any] = {
+            "REQUEST_METHOD": head.method,
+            "SCRIPT_NAME": "",
+            "PATH_INFO": unquote_to_bytes(path).decode("latin-1"),
+            "QUERY_STRING": query,
+            "SERVER_NAME": str(server[0]),
+            "SERVER_PORT": str(server[1]),
+            "SERVER_PROTOCOL": head.version,
+            "REMOTE_ADDR": str(address[0]),
+            "REMOTE_PORT": str(address[1]),
+            "CONTENT_LENGTH": str(head.length) if head.length else "",
+            "wsgi.version": (1, 0),
+            "wsgi.url_scheme": "http",
+            "wsgi.input": io.BytesIO(body),
+            "wsgi.errors": self._errors,
+            "wsgi.multithread": True,
+            "wsgi.multiprocess": False,
+            "wsgi.run_once": False,
+            CONNECTION_KEY: sock,
+            HEADER_NAMES_KEY: [name for name, _ in head.headers],
+            UNDERSCORE_HEADERS_KEY: [name for name, _ in head.headers if "_" in name],
+        }
+        for name, value in head.headers:
+            if "_" in name:
+                continue
+            key = name.upper().replace("-", "_")
+            if key in ("CONTENT_LENGTH",):
+                continue
+            if key != "CONTENT_TYPE":
+                key = "HTTP_" + key
+            if key in environ:
+                joiner = "; " if key == "HTTP_COOKIE" else ", "
+                environ[key] = environ[key] + joiner + value
+            else:
+                environ[key] = value
+        return environ
+
+
+class _Response:
+    """Runs the WSGI app for one request and writes its response (PEP 3333)."""
+
+    def __init__(self, sock: socket.socket, head_only: bool) -> None:
+        self._sock = sock
+        self._head_only = head_only
+        self._status: str | None = None
+        self._headers: list[tuple[str, str]] = []
+        self._sent = False
+
+    def start_response(
+        self, status: str, headers: list[tuple[str, str]], exc_info: Any = None
+    ) -> Callable[[bytes], None]:
+        if exc_info is not None:
+            try:
+                if self._sent:
+                    raise exc_info[1].with_traceback(exc_info[2])
+            finally:
+                exc_info = None
+        elif self._status is not None:
+            raise AssertionError("start_response called twice without exc_info")
+        self._status = status
+        self._headers = [(n, v) for n, v in headers if n.lower() not in _DROPPED_RESPONSE_HEADERS]
+        return self.write
+
+    def write(self, data: bytes) -> None:
+        if self._head_only:
+            data = b""
+        if not self._sent:
+            self._send_head(data)  # in one piece with the first data: no Nagle stall
+        elif data:
+            self._sock.sendall(data)
+
+    def _send_head(self, data: bytes = b"") -> None:
+        assert self._status is not None, "write before start_response"
+        lines = [f"HTTP/1.1 {self._status}"]
+        lines += [f"{n}: {v}" for n, v in self._headers]
+        lines.append("Connection: close")
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        self._sent = True
+        self._sock.sendall(head + data)
+
+    def run(self, app: WsgiApp, environ: dict[str, Any]) -> None:
+        result = app(environ, self.start_response)
+        try:
+            for chunk in result:
+                if chunk:
+                    self.write(chunk)
+            if not self._sent:
+                self._send_head()
+        finally:
+            close = getattr(result, "close", None)
+            if close is not None:
+                close()
