@@ -3,6 +3,11 @@
 The table below is the product's access contract, written out by hand: a change to the
 role bundles in ``core.access`` that lets a viewer reset settings (or stops an operator
 from stopping) fails here, pair by pair. A new use case without a row fails too.
+
+``PERMISSION`` pins which permission each use case checks, independently of the roles:
+each use case is run by a subject holding every permission but its own (refused,
+nothing changed) and by one holding only its own (allowed, and it did its work). Two use
+cases that swapped the permissions they check fail here even when the role bundles hide it.
 """
 
 from __future__ import annotations
@@ -15,14 +20,17 @@ from typing import Any
 
 import pytest
 
-from supervisor.core.access import ROLES, Subject, su, with_role
+from supervisor.core.access import ROLES, Permission, Subject, su, with_role
 from supervisor.core.definitions import Kind, Options
 from supervisor.core.errors import PermissionDenied
 from supervisor.core.records import AuditEntry, LogQuery
+from supervisor.core.registry import Registry
+from supervisor.core.settings import from_store
 from supervisor.usecases.accounts import Accounts
 from supervisor.usecases.schedulers import Definitions, UseCases
 from tests.test_web_fakes import (
     PASSWORD,
+    START,
     TEST_COST,
     FakeBackend,
     MemoryAudit,
@@ -63,6 +71,33 @@ ALLOWED: dict[str, frozenset[str]] = {
     "users.must_change_password": frozenset(EVERYONE),
 }
 
+# use case -> the one permission it checks.
+PERMISSION: dict[str, Permission | None] = {
+    "configure": Permission.CONFIGURE,
+    "list": Permission.LIST,
+    "status": Permission.STATUS,
+    "runs": Permission.STATUS,
+    "run": Permission.STATUS,
+    "logs": Permission.VIEW_LOGS,
+    "find_settings": Permission.FIND_SETTINGS,
+    "audit": Permission.VIEW_AUDIT,
+    "start": Permission.START,
+    "stop": Permission.STOP,
+    "execute": Permission.EXECUTE,
+    "run_action": Permission.RUN_ACTION,
+    "update_settings": Permission.UPDATE_SETTINGS,
+    "reset_settings": Permission.RESET_SETTINGS,
+    "users.add": Permission.MANAGE_USERS,
+    "users.remove": Permission.MANAGE_USERS,
+    "users.list": Permission.MANAGE_USERS,
+    "users.set_password": Permission.MANAGE_USERS,
+    # checked by the password, not a permission
+    "users.change_own_password": None,
+    "users.authenticate": None,
+    "users.refused_unchecked": None,
+    "users.must_change_password": None,
+}
+
 
 def subject(who: str) -> Subject:
     if who == SU:
@@ -98,7 +133,7 @@ class World:
         return (
             len(self.backend.commands),
             len(self.audit.entries),
-            len(self.use_cases.registry),
+            len(self.definitions.registry),
             len(self.directory.users),
         )
 
@@ -109,9 +144,16 @@ def world() -> World:
     backend.log("jobs.hello", "hello", run_id=run_id)
     directory = Directory(audit)
     directory.add_user("leaving", role="viewer", password_hash="x")
+    audit.add_audit(AuditEntry(time=START, actor="setup", action="seed", scheduler_id=None))
+    backend.update_settings(
+        "jobs.repeat",
+        from_store(use_cases.registry.get("jobs.repeat"), {"disabled": True}),
+    )
+    backend.commands.clear()
     return World(
         use_cases=use_cases,
-        definitions=Definitions(use_cases.registry),
+        # The running use cases froze their registry; code configures another one.
+        definitions=Definitions(Registry(app_name="demo")),
         accounts=Accounts(directory, cost=TEST_COST),
         backend=backend,
         audit=audit,
@@ -154,6 +196,31 @@ CALLS: dict[str, Callable[[World, Subject], Any]] = {
 }
 
 
+# use case -> what its call did, seen from outside (the result, or the world after it).
+DID: dict[str, Callable[[World, Any], bool]] = {
+    "configure": lambda w, r: w.definitions.registry.ids() == ["new.job"],
+    "list": lambda w, r: "jobs.repeat" in [s.id for s in r],
+    "status": lambda w, r: r.id == "jobs.repeat",
+    "runs": lambda w, r: [run.run_id for run in r] == [w.run_id],
+    "run": lambda w, r: r.run_id == w.run_id,
+    "logs": lambda w, r: [record.message for _, record in r] == ["hello"],
+    "find_settings": lambda w, r: r.effective.disabled is True,
+    "audit": lambda w, r: [e.action for _, e in r] == ["seed"],
+    "start": lambda w, r: w.backend.commands[-1][:2] == ("start", "jobs.repeat"),
+    "stop": lambda w, r: w.backend.commands[-1][:2] == ("stop", "jobs.repeat"),
+    "execute": lambda w, r: w.backend.run(r).scheduler_id == "jobs.manual",
+    "run_action": lambda w, r: r == "42 things",
+    "update_settings": lambda w, r: (
+        w.backend.overrides("jobs.repeat")["pause_time"] == timedelta(seconds=99)
+    ),
+    "reset_settings": lambda w, r: w.backend.overrides("jobs.repeat") == {},
+    "users.add": lambda w, r: "newcomer" in w.directory.users,
+    "users.remove": lambda w, r: "leaving" not in w.directory.users,
+    "users.list": lambda w, r: "leaving" in [a.name for a in r],
+    "users.set_password": lambda w, r: w.directory.users["leaving"].password_hash != "x",
+}
+
+
 def own_password(w: World, s: Subject) -> None:
     w.directory.add_user(s.name, role="viewer", password_hash=fast_hash(PASSWORD))
     w.accounts.change_own_password(s, current=PASSWORD, new="my own new password")
@@ -164,7 +231,8 @@ def test_the_table_covers_every_use_case_and_every_role() -> None:
         return {n for n, v in vars(cls).items() if inspect.isfunction(v) and not n.startswith("_")}
 
     every = public(UseCases) | public(Definitions) | {f"users.{n}" for n in public(Accounts)}
-    assert set(ALLOWED) == every == set(CALLS)
+    assert set(ALLOWED) == every == set(CALLS) == set(PERMISSION)
+    assert set(DID) == {name for name, needed in PERMISSION.items() if needed is not None}
     assert set(ROLES) == {VIEWER, OPERATOR, ADMIN}  # a new role needs its column here
 
 
@@ -189,3 +257,22 @@ def test_an_allowed_change_is_audited_with_the_actor(use_case: str) -> None:
     acting = subject(ADMIN)
     CALLS[use_case](w, acting)
     assert w.audit.entries[-1].actor == acting.name
+
+
+@pytest.mark.parametrize("use_case", sorted(DID))
+def test_each_use_case_checks_its_own_permission(use_case: str) -> None:
+    # Regression: logs->LIST, reset_settings->UPDATE_SETTINGS and audit->START swapped
+    # together kept every role's bundle intact, so the role table above stayed green.
+    needed = PERMISSION[use_case]
+    assert needed is not None
+    w = world()
+    before = w.effects()
+    all_but = Subject("all-but", frozenset(Permission) - {needed})
+    with pytest.raises(PermissionDenied) as caught:
+        CALLS[use_case](w, all_but)
+    assert caught.value.permission == needed.value
+    assert w.effects() == before, "a refused call must change nothing"
+
+    w = world()
+    result = CALLS[use_case](w, Subject("only", frozenset({needed})))
+    assert DID[use_case](w, result), f"{use_case} allowed with {needed} but did nothing"

@@ -6,7 +6,7 @@ import pytest
 
 from supervisor.cfgscheduler import enable
 from supervisor.core.app import Configurator, load_app
-from supervisor.core.errors import AppLoadError
+from supervisor.core.errors import AppLoadError, DefinitionError
 
 
 def test_loads_the_configurator_and_enable_is_idempotent() -> None:
@@ -36,3 +36,12 @@ def test_load_failures_name_the_problem(spec: str, message: str) -> None:
         load_app(spec)
     assert message in str(caught.value)
     assert str(caught.value).startswith(f"--app {spec!r}")
+
+
+@pytest.mark.parametrize("name", ["demo\udc80", "de\x00mo", "  ", "", 3])
+def test_an_app_name_that_cannot_be_shown_is_refused_naming_the_field(name: object) -> None:
+    # Regression: Configurator("demo\udc80") was accepted and made GET /login answer 500.
+    with pytest.raises(DefinitionError) as caught:
+        Configurator(name)  # type: ignore[arg-type]
+    assert caught.value.field == "name"
+    assert isinstance(caught.value, ValueError)

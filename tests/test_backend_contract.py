@@ -20,6 +20,7 @@ import pickle
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -34,12 +35,13 @@ from supervisor.core.errors import (
     ActionFailed,
     AlreadyRunning,
     DefinitionError,
+    StoreError,
     SupervisorError,
     UnknownAction,
     UnknownRun,
     UnknownScheduler,
 )
-from supervisor.core.records import Level, LogQuery, Outcome, RunRecord, State, Trigger
+from supervisor.core.records import AuditEntry, Level, LogQuery, Outcome, RunRecord, State, Trigger
 from supervisor.core.registry import registry_of
 from supervisor.core.settings import EffectiveSettings
 from supervisor.usecases.backend import Backend
@@ -69,6 +71,30 @@ class Harness(Protocol):
     def started(self, run_id: str) -> None:
         """Wait until the run has logged its first record."""
 
+    def ended(self, scheduler_id: str, run_id: str) -> RunRecord:
+        """Wait until a run of a scheduler that ends by itself (``c.repeat``) has ended."""
+
+    def store_full(self) -> AbstractContextManager[None]:
+        """While open, the backend's store refuses to write settings, as a full disk does
+        (skips for a backend without a store)."""
+        ...
+
+
+class FullStore:
+    """A store whose settings writes fail as on a full disk; the rest is the real one."""
+
+    def __init__(self, real: Any) -> None:
+        self._real = real
+
+    def set_overrides(self, scheduler_id: str, overrides: Any) -> None:
+        raise StoreError("database or disk is full")
+
+    def delete_overrides(self, scheduler_id: str) -> bool:
+        raise StoreError("database or disk is full")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
 
 # -- the manager -------------------------------------------------------------------------
 
@@ -97,6 +123,19 @@ class ManagerHarness:
             timeout=RUN_TIMEOUT,
             what=f"run {run_id} to log",
         )
+
+    def ended(self, scheduler_id: str, run_id: str) -> RunRecord:
+        return finished(self, run_id)
+
+    @contextmanager
+    def store_full(self) -> Iterator[None]:
+        manager: Any = self.backend
+        real = manager._store  # the manager's own handle; the audit keeps the real one
+        manager._store = FullStore(real)
+        try:
+            yield
+        finally:
+            manager._store = real
 
     def close(self) -> None:
         self.release()
@@ -130,6 +169,16 @@ class FakeHarness:
         if not self.fake.logs(LogQuery(scheduler_id="c.manual", run_id=run_id)):
             self.fake.log("c.manual", RUN_MESSAGE, run_id=run_id, n=7, trigger="manual")
 
+    def ended(self, scheduler_id: str, run_id: str) -> RunRecord:
+        current = self.fake.slots[scheduler_id].current
+        if current is not None and current.run_id == run_id:
+            self.fake.clock.advance(1.0)
+            self.fake.finish(scheduler_id, Outcome.SUCCEEDED)
+        return finished(self, run_id)
+
+    def store_full(self) -> AbstractContextManager[None]:
+        pytest.skip("the fake keeps its settings in memory: there is no store to fail")
+
     def close(self) -> None:
         return None
 
@@ -153,8 +202,16 @@ def serve_backend(state_dir: str) -> None:
                     effective=effective, defaults=defaults, overrides=overrides
                 )
                 args = (scheduler_id, settings)
+            target: Any = mode.backend
+            if method in ("store.full", "store.mend"):
+                backend: Any = mode.backend
+                backend._store = FullStore(mode.store) if method == "store.full" else mode.store
+                _write(answers, ("ok", None))
+                continue
+            if method.startswith("audit."):  # the trail the systemd mode's use cases write
+                target, method = mode.store, method.removeprefix("audit.")
             try:
-                answer: tuple[Any, ...] = ("ok", getattr(mode.backend, method)(*args, **kwargs))
+                answer: tuple[Any, ...] = ("ok", getattr(target, method)(*args, **kwargs))
             except SupervisorError as error:
                 answer = ("error", type(error).__module__, type(error).__qualname__, str(error))
                 answer += (dict(vars(error)),)
@@ -213,6 +270,25 @@ class RemoteBackend:
         self._process.stdout.close()
 
 
+class RemoteAudit:
+    """The audit trail of the store inside the namespace, where the systemd backend reads
+    who pressed Execute Now (``triggered_by``) back from."""
+
+    def __init__(self, remote: RemoteBackend) -> None:
+        self._remote = remote
+
+    def add_audit(self, entry: AuditEntry) -> None:
+        self._remote._call("audit.add_audit", entry)
+
+    def audit(
+        self, *, scheduler_id: str | None = None, limit: int = 100, before: int | None = None
+    ) -> list[tuple[int, AuditEntry]]:
+        found: list[tuple[int, AuditEntry]] = self._remote._call(
+            "audit.audit", scheduler_id=scheduler_id, limit=limit, before=before
+        )
+        return found
+
+
 @dataclass
 class SystemdWorld:
     ns: Any
@@ -243,7 +319,7 @@ class SystemdHarness:
         self.remote = RemoteBackend(process)
         self.backend: Backend = self.remote  # type: ignore[assignment]
         self.use_cases = UseCases(
-            registry_of(load_app(APP)), backend=self.backend, audit=MemoryAudit()
+            registry_of(load_app(APP)), backend=self.backend, audit=RemoteAudit(self.remote)
         )
         self.hold_file = ns.inside(NAMESPACE_HOLD_FILE)
 
@@ -259,6 +335,17 @@ class SystemdHarness:
             timeout=RUN_TIMEOUT,
             what=f"run {run_id} to log",
         )
+
+    def ended(self, scheduler_id: str, run_id: str) -> RunRecord:
+        return finished(self, run_id)
+
+    @contextmanager
+    def store_full(self) -> Iterator[None]:
+        self.remote._call("store.full")
+        try:
+            yield
+        finally:
+            self.remote._call("store.mend")
 
     def close(self) -> None:
         """Leave the shared install as the next test expects it."""
@@ -322,9 +409,11 @@ def harness(
 
 
 def held_run(harness: Harness) -> str:
-    """A run of ``c.manual`` in progress (held), once it has logged."""
+    """A run of ``c.manual`` in progress (held), once it has logged; started by ``ann``
+    through the use cases, as every caller does (the systemd mode reads who from the
+    audit trail they write)."""
     harness.hold()
-    run_id = harness.backend.execute("c.manual", actor="ann")
+    run_id = harness.use_cases.execute(su("ann"), "c.manual")
     harness.started(run_id)
     return run_id
 
@@ -415,7 +504,9 @@ def test_runs_are_newest_first_and_found_by_id(harness: Harness) -> None:
     runs = harness.backend.runs("c.manual")
     assert [r.run_id for r in runs[:2]] == [second, first]
     assert harness.backend.runs("c.manual", limit=1)[0].run_id == second
-    assert harness.backend.run(first).triggered_by in ("ann", None)
+    # Regression: this accepted None, so a backend that lost who pressed Execute Now passed.
+    assert harness.backend.run(first).triggered_by == "ann"
+    assert harness.backend.run(first).trigger is Trigger.MANUAL
     assert harness.backend.runs("c.repeat") == []
     with pytest.raises(UnknownRun):
         harness.backend.run("no-such-run")
@@ -476,6 +567,55 @@ def test_settings_update_apply_at_once_and_reset_deletes_them(harness: Harness) 
     status = harness.backend.status("c.repeat")
     assert status.state is State.PAUSED
     assert status.settings == status.defaults
+
+
+def test_a_pause_change_re_plans_a_waiting_schedule_at_once(harness: Harness) -> None:
+    # Regression: "settings apply at once" was claimed but next_planned_at never looked
+    # at; removing the manager's re-plan on a settings change passed the suite.
+    run_id = harness.use_cases.execute(su("ann"), "c.repeat")
+    ended = harness.ended("c.repeat", run_id).ended_at
+    assert ended is not None
+    waiting = wait_for(
+        lambda: (
+            (status := harness.backend.status("c.repeat")).state is State.PAUSED
+            and status.next_planned_at is not None
+            and status
+        ),
+        timeout=RUN_TIMEOUT,
+        what="c.repeat to wait for its next run",
+    )
+    before = waiting.next_planned_at
+    assert before is not None
+    assert before - ended > timedelta(minutes=50)  # an hour's pause (or start delay) ahead
+    harness.use_cases.update_settings(su(), "c.repeat", {"pause_time": timedelta(minutes=10)})
+    after = harness.backend.status("c.repeat").next_planned_at
+    assert after is not None
+    # Planned from the end of the run with the new pause (systemd: the timer's next elapse).
+    assert abs((after - ended) - timedelta(minutes=10)) < timedelta(seconds=30)
+    assert before - after > timedelta(minutes=39)
+
+
+def test_settings_a_full_store_cannot_keep_change_nothing(harness: Harness) -> None:
+    # Regression (systemd): the drop-ins were applied, systemd reloaded and the timers
+    # stopped before the overrides were stored; a store failure then left the timers
+    # stopped while the store (and so the settings shown) said nothing had changed.
+    harness.use_cases.update_settings(su(), "c.repeat", {"timeout": timedelta(minutes=5)})
+    before = harness.backend.status("c.repeat")
+    assert before.state is State.PAUSED and before.next_planned_at is not None
+    with harness.store_full():
+        with pytest.raises(StoreError, match="disk is full"):
+            harness.use_cases.update_settings(su(), "c.repeat", {"disabled": True})
+        with pytest.raises(StoreError, match="disk is full"):
+            harness.use_cases.reset_settings(su(), "c.repeat")
+    assert harness.backend.overrides("c.repeat") == {"timeout": timedelta(minutes=5)}
+    after = harness.backend.status("c.repeat")
+    assert after.state is State.PAUSED
+    assert after.settings == before.settings
+    assert after.next_planned_at is not None
+    assert abs(after.next_planned_at - before.next_planned_at) < timedelta(seconds=2)
+    # The units follow the next change that is stored.
+    harness.use_cases.update_settings(su(), "c.repeat", {"disabled": True})
+    assert harness.backend.status("c.repeat").state is State.DISABLED
 
 
 @pytest.mark.parametrize(

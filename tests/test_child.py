@@ -8,54 +8,16 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from supervisor.core.records import Level, LogRecord, Outcome, Source
+from supervisor.core.records import Level, Outcome, Source
 from supervisor.runs.child import Job, exit_status, failure, summary
 from supervisor.runs.context import UNREPRESENTABLE
-from supervisor.runs.launcher import (
-    Exit,
-    ForkServerLauncher,
-    FreshInterpreterLauncher,
-    Launcher,
-)
-
-ROOT = Path(__file__).resolve().parent.parent
-APP = "tests.apps.misbehave:cfg"
-
-
-@pytest.fixture(scope="module", params=["fork", "fresh"])
-def launcher(request: pytest.FixtureRequest) -> Iterator[Launcher]:
-    made: Launcher
-    if request.param == "fork":
-        made = ForkServerLauncher(APP, cwd=str(ROOT))
-    else:
-        made = FreshInterpreterLauncher(APP, cwd=str(ROOT))
-    made.start()
-    yield made
-    made.close()
-
-
-class Collector:
-    def __init__(self) -> None:
-        self.records: list[LogRecord] = []
-        self.lock = threading.Lock()
-
-    def __call__(self, batch: Sequence[LogRecord]) -> None:
-        with self.lock:
-            self.records.extend(batch)
-
-    def logger(self) -> list[LogRecord]:
-        return [r for r in self.records if r.source is Source.LOGGER]
-
-    def find(self, message: str) -> LogRecord:
-        found = [r for r in self.records if r.message == message]
-        assert found, f"no record {message!r} in {[r.message for r in self.records]}"
-        return found[0]
+from supervisor.runs.launcher import Exit, Launcher
+from tests.launching import Collector
 
 
 def run(

@@ -3,12 +3,15 @@ for what a field is on its own, at configure time for the rest: ``test_settings`
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
 from supervisor.core.access import su
 from supervisor.core.definitions import (
+    Command,
     CustomAction,
     Kind,
     Options,
@@ -167,4 +170,40 @@ def test_command_runner_needs_an_argv() -> None:
     assert command(["echo", "hi"], env={"A": "1"}).argv == ("echo", "hi")
     with pytest.raises(DefinitionError) as caught:
         command([])
-    assert caught.value.field == "runner"
+    assert caught.value.field == "runner.argv"
+
+
+@pytest.mark.parametrize(
+    ("build", "field"),
+    [
+        # Regression: a string argv became one argument per character ('l', 's', ...).
+        (lambda: command("ls -la"), "runner.argv"),  # type: ignore[arg-type]
+        (lambda: command(b"ls"), "runner.argv"),  # type: ignore[arg-type]
+        (lambda: command(["ls", "-l\x00a"]), "runner.argv[1]"),
+        (lambda: command(["ls\udc80"]), "runner.argv[0]"),
+        (lambda: command(["ls", 3]), "runner.argv[1]"),  # type: ignore[list-item]
+        (lambda: command(["ls", ""]), "runner.argv[1]"),
+        (lambda: command(["env"], env={"A=B": "1"}), "runner.env"),
+        (lambda: command(["env"], env={"": "1"}), "runner.env"),
+        (lambda: command(["env"], env={"A": "1\x00"}), "runner.env['A']"),
+        (lambda: command(["env"], env={"A": "\udc80"}), "runner.env['A']"),
+        (lambda: command(["env"], env={"A": 1}), "runner.env['A']"),  # type: ignore[dict-item]
+        (lambda: command(["env"], env=[("A", "1")]), "runner.env"),  # type: ignore[arg-type]
+        (lambda: command(["pwd"], cwd=5), "runner.cwd"),  # type: ignore[arg-type]
+        (lambda: command(["pwd"], cwd="/tmp\x00x"), "runner.cwd"),
+        (lambda: Command("ls"), "runner.argv"),  # type: ignore[arg-type]
+        (lambda: Command(("ls",), cwd=5), "runner.cwd"),  # type: ignore[arg-type]
+    ],
+)
+def test_a_command_the_os_cannot_run_is_refused_naming_the_field(
+    build: Callable[[], object], field: str
+) -> None:
+    with pytest.raises(DefinitionError) as caught:
+        build()
+    assert caught.value.field == field
+
+
+def test_a_command_takes_a_path_as_cwd_and_an_empty_env_value() -> None:
+    built = command(["pwd"], cwd=Path("/srv/jobs"), env={"EMPTY": "", "B": "2"})
+    assert built.cwd == "/srv/jobs"
+    assert built.env == (("B", "2"), ("EMPTY", ""))

@@ -17,7 +17,7 @@ import textwrap
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -41,45 +41,8 @@ from supervisor.runs.launcher import (
 )
 from supervisor.runs.wire import RunResult
 from tests.apps.misbehave import SPEW_LINES
+from tests.launching import APP, ROOT, Collector
 from tests.waiting import wait_for
-
-ROOT = Path(__file__).resolve().parent.parent
-APP = "tests.apps.misbehave:cfg"
-
-
-@pytest.fixture(scope="module", params=["fork", "fresh"])
-def launcher(request: pytest.FixtureRequest) -> Iterator[Launcher]:
-    made: Launcher
-    if request.param == "fork":
-        made = ForkServerLauncher(APP, cwd=str(ROOT))
-    else:
-        made = FreshInterpreterLauncher(APP, cwd=str(ROOT))
-    made.start()
-    yield made
-    made.close()
-
-
-class Collector:
-    """A sink that keeps every batch."""
-
-    def __init__(self) -> None:
-        self.batches: list[Sequence[LogRecord]] = []
-        self.lock = threading.Lock()
-
-    def __call__(self, batch: Sequence[LogRecord]) -> None:
-        with self.lock:
-            self.batches.append(list(batch))
-
-    @property
-    def records(self) -> list[LogRecord]:
-        with self.lock:
-            return [record for batch in self.batches for record in batch]
-
-    def messages(self, source: Source | None = None) -> list[str]:
-        return [r.message for r in self.records if source is None or r.source is source]
-
-    def find(self, message: str) -> LogRecord:
-        return next(r for r in self.records if r.message == message)
 
 
 def new_job(scheduler_id: str, action_id: str | None = None) -> Job:
@@ -530,23 +493,26 @@ def test_a_run_survives_a_restart_of_the_fork_server(tmp_path: Path) -> None:
         made.close()
 
 
-def test_a_dead_fork_server_is_a_crash_and_is_replaced() -> None:
+def test_a_run_outlives_its_killed_fork_server_which_is_replaced() -> None:
     made = ForkServerLauncher(APP, cwd=str(ROOT))
     made.start()
     try:
         process = made.spawn(new_job("cooperative"))
         server = made.server_pid
         assert server is not None
+        cancel = threading.Event()
 
         def kill_server(batch: Sequence[LogRecord]) -> None:
             if any(r.message == "waiting" for r in batch):
                 os.kill(server, signal.SIGKILL)
+                wait_for(lambda: not running(server), what="the fork server to die")
+                assert alive(process.pid, process.create_time)
+                cancel.set()
 
-        exit_ = process.supervise(sink=kill_server, timeout=30, cancel=threading.Event())
-        assert exit_.outcome is Outcome.CRASHED
-        assert exit_.error is not None
-        assert exit_.error.startswith("the fork server stopped while the run was in progress")
-        wait_for(lambda: not alive(process.pid, process.create_time), what="the run to die")
+        exit_ = process.supervise(sink=kill_server, timeout=30, cancel=cancel)
+        assert exit_.outcome is Outcome.CANCELLED, exit_
+        assert exit_.error == "cancelled: the run was stopped"
+        assert not alive(process.pid, process.create_time)
         exit_, _ = run(made, "first")
         assert exit_.outcome is Outcome.SUCCEEDED
         assert made.server_pid != server

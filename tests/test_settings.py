@@ -19,7 +19,8 @@ def noop(ctx: object) -> None:
 
 
 def job(kind: Kind = Kind.SCHEDULE, **defaults: Any) -> Options:
-    settings = Settings(**({"pause_time": timedelta(seconds=10)} | defaults))
+    pause = {"pause_time": timedelta(seconds=10)} if kind is Kind.SCHEDULE else {}
+    settings = Settings(**(pause | defaults))
     return owner.check_definition(
         Options(id="job", name="Job", kind=kind, runner=noop, defaults=settings)
     )
@@ -38,6 +39,12 @@ CRON = job(Kind.CRON, cron="0 3 * * *", timezone="Europe/Berlin")
         (Kind.CRON, Settings(cron="61 * * * *"), "cron"),
         (Kind.CRON, Settings(cron="0 3 * * *", timezone="Mars/Olympus"), "timezone"),
         (Kind.ONE_SHOT, Settings(timezone="posix/UTC"), "timezone"),
+        # Regression: accepted and stored, then they did nothing for these kinds.
+        (Kind.CRON, Settings(cron="0 3 * * *", pause_time=timedelta(seconds=5)), "pause_time"),
+        (Kind.CRON, Settings(cron="0 3 * * *", start_delay=timedelta(seconds=5)), "start_delay"),
+        (Kind.MANUAL, Settings(pause_time=timedelta(seconds=5)), "pause_time"),
+        (Kind.MANUAL, Settings(start_delay=timedelta(seconds=5)), "start_delay"),
+        (Kind.ONE_SHOT, Settings(pause_time=timedelta(seconds=5)), "pause_time"),
     ],
 )
 def test_check_applies_field_and_kind_rules(kind: Kind, settings: Settings, field: str) -> None:
@@ -47,6 +54,20 @@ def test_check_applies_field_and_kind_rules(kind: Kind, settings: Settings, fiel
     with pytest.raises(DefinitionError) as prefixed:
         owner.check(kind, settings, prefix="defaults.")
     assert prefixed.value.field == "defaults." + field
+
+
+def test_delays_are_refused_naming_the_kinds_that_use_them() -> None:
+    with pytest.raises(DefinitionError, match=r"CRON scheduler \(only ONE_SHOT and SCHEDULE use"):
+        owner.check(Kind.CRON, Settings(cron="0 3 * * *", start_delay=timedelta(seconds=1)))
+    with pytest.raises(DefinitionError, match=r"MANUAL scheduler \(only SCHEDULE uses it\)"):
+        owner.apply(
+            job(Kind.MANUAL),
+            owner.from_store(job(Kind.MANUAL), {}),
+            SettingsChange(pause_time=timedelta(seconds=5)),
+        )
+    # What the kinds use is kept (DESIGN: start_delay for ONE_SHOT and SCHEDULE).
+    delayed = Settings(start_delay=timedelta(seconds=5))
+    assert owner.check(Kind.ONE_SHOT, delayed) == delayed
 
 
 def test_check_normalises_the_cron_expression() -> None:
@@ -102,6 +123,16 @@ def test_stored_overrides_that_no_longer_fit_are_left_out() -> None:
     merged = owner.from_store(job(), stored)
     assert merged.effective == Settings(pause_time=timedelta(seconds=3))
     assert dict(merged.overrides) == {"pause_time": timedelta(seconds=3)}
+    # Regression: the left-out overrides vanished silently; they are named, with why.
+    assert dict(merged.dropped) == {
+        "colour": "is not a setting",
+        "cron": "only CRON schedulers use one (this one is SCHEDULE)",
+        "timeout": "must be a duration, got str",
+    }
+    # A change stored on top deletes them; a clean merge drops nothing.
+    changed = owner.apply(job(), merged, SettingsChange(disabled=True))
+    assert set(changed.overrides) == {"pause_time", "disabled"} and changed.dropped == {}
+    assert owner.from_store(job(), {"pause_time": timedelta(seconds=3)}).dropped == {}
 
 
 def test_the_audit_diff_names_only_what_changed() -> None:

@@ -4,9 +4,6 @@ function, and ``supervisor logs`` against a real manager (``--json`` stays exact
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,10 +13,8 @@ from click.testing import CliRunner
 from supervisor.cli.main import main
 from supervisor.cli.terminal import log_line, printable
 from tests.apps.misbehave import TERMINAL_TRICKS
-from tests.commands import supervisor
+from tests.manager_process import cli, running_manager
 from tests.waiting import wait_for
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.parametrize(
@@ -64,33 +59,8 @@ def test_log_line_cleans_message_fields_level_and_source() -> None:
 @pytest.fixture(scope="module")
 def state_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     state = tmp_path_factory.mktemp("terminal") / "state"
-    process = subprocess.Popen(
-        supervisor(
-            *("run", "--app", "tests.apps.misbehave:cfg", "--state-dir", str(state)),
-            *("--no-admin", "--grace", "500ms"),
-        ),
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_for(lambda: (state / "control.sock").exists(), timeout=30, what="the manager")
+    with running_manager(state, "tests.apps.misbehave:cfg", check_exit=False):
         yield state
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(30)
-        finally:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
-
-
-def cli(state: Path, *args: str) -> str:
-    result = CliRunner().invoke(main, [*args, "--state-dir", str(state)])
-    assert result.exit_code == 0, result.output
-    return result.output
 
 
 def test_regression_logs_text_shows_terminal_escapes_and_json_keeps_them(

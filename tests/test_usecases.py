@@ -4,6 +4,7 @@ pair: ``test_access``.)"""
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -12,11 +13,19 @@ import pytest
 from supervisor.core.access import su, with_role
 from supervisor.core.clock import FakeClock
 from supervisor.core.definitions import Kind, Options, Settings
-from supervisor.core.errors import DefinitionError, PermissionDenied, UnknownScheduler
+from supervisor.core.errors import (
+    AlreadyRunning,
+    DefinitionError,
+    PermissionDenied,
+    StoreError,
+    UnknownScheduler,
+)
 from supervisor.core.records import AuditEntry, SchedulerStatus, State
 from supervisor.core.registry import Registry
 from supervisor.core.settings import EffectiveSettings, SettingsChange
+from supervisor.usecases.accounts import Accounts
 from supervisor.usecases.schedulers import Definitions, UseCases
+from tests.test_web_fakes import TEST_COST, MemoryUsers
 
 
 class RecordingBackend:
@@ -67,8 +76,11 @@ class RecordingBackend:
 class ListTrail:
     def __init__(self) -> None:
         self.entries: list[AuditEntry] = []
+        self.full = False  # True: every write fails as a full disk does
 
     def add_audit(self, entry: AuditEntry) -> None:
+        if self.full:
+            raise StoreError("database or disk is full")
         self.entries.append(entry)
 
     def audit(
@@ -220,3 +232,93 @@ def test_unknown_scheduler_is_named(wired: tuple[UseCases, RecordingBackend, Lis
     use_cases, _, _ = wired
     with pytest.raises(UnknownScheduler, match="'nope'"):
         use_cases.status(su(), "nope")
+
+
+# -- the audit never turns a done action into an error -----------------------------------
+
+
+def test_a_full_audit_refuses_controls_and_settings_before_acting(
+    wired: tuple[UseCases, RecordingBackend, ListTrail],
+) -> None:
+    # Regression: update_settings stored the override, then raised "database or disk is
+    # full" from the audit: the caller was told "error" for a change that happened.
+    use_cases, backend, trail = wired
+    admin = with_role("ada", "admin")
+    trail.full = True
+    for call in (
+        lambda: use_cases.stop(admin, "job"),
+        lambda: use_cases.start(admin, "job"),
+        lambda: use_cases.update_settings(admin, "job", {"disabled": True}),
+        lambda: use_cases.reset_settings(admin, "job"),
+    ):
+        with pytest.raises(StoreError, match=r"not done: .*database or disk is full"):
+            call()
+    assert backend.calls == []
+    assert backend.stored == {} and backend.applied == []
+
+
+def test_a_full_audit_does_not_fail_an_execute_that_started_a_run(
+    wired: tuple[UseCases, RecordingBackend, ListTrail], caplog: pytest.LogCaptureFixture
+) -> None:
+    # Regression: execute started a run and then raised the audit's StoreError, so an
+    # operator retrying got a second run.
+    use_cases, backend, trail = wired
+    operator = with_role("olga", "operator")
+    trail.full = True
+    with caplog.at_level(logging.ERROR, logger="supervisor.audit"):
+        assert use_cases.execute(operator, "job") == "run1"
+    assert backend.calls == [("execute", "olga")]
+    assert use_cases.audit_failures == 1
+    [message] = [r.getMessage() for r in caplog.records if r.name == "supervisor.audit"]
+    assert "execute by olga on job (run run1)" in message and "disk is full" in message
+
+
+def test_a_control_that_fails_after_its_audit_is_recorded_as_failed(
+    wired: tuple[UseCases, RecordingBackend, ListTrail],
+) -> None:
+    use_cases, backend, trail = wired
+
+    def busy(scheduler_id: str, *, actor: str) -> None:
+        raise AlreadyRunning(scheduler_id, "r9")
+
+    backend.stop = busy  # type: ignore[method-assign]
+    with pytest.raises(AlreadyRunning):
+        use_cases.stop(with_role("olga", "operator"), "job")
+    assert [(e.action, e.detail) for e in trail.entries] == [
+        ("stop", None),
+        ("stop failed", "scheduler 'job' is already running (run r9)"),
+    ]
+
+
+def test_configuring_after_the_use_cases_are_built_is_refused_by_name(
+    wired: tuple[UseCases, RecordingBackend, ListTrail],
+) -> None:
+    # Regression: a scheduler configured after the backend was built was unknown to it,
+    # and its status raised KeyError.
+    use_cases, _, _ = wired
+    late = Options(id="late.job", name="Late", kind=Kind.MANUAL, runner=lambda ctx: None)
+    with pytest.raises(DefinitionError, match=r"'late\.job' is configured after") as caught:
+        Definitions(use_cases.registry).configure(su(), late)
+    assert caught.value.field == "id"
+    assert "late.job" not in use_cases.registry
+
+
+class FullDirectory(MemoryUsers):
+    """Users whose audit trail cannot be written."""
+
+    def add_audit(self, entry: AuditEntry) -> None:
+        raise StoreError("database or disk is full")
+
+
+def test_a_full_audit_refuses_user_changes_before_acting() -> None:
+    directory = FullDirectory()
+    directory.add_user("leaving", role="viewer", password_hash="x")
+    accounts = Accounts(directory, cost=TEST_COST)
+    with pytest.raises(StoreError, match="add user not done"):
+        accounts.add(su(), "newcomer", role="viewer", password="a long password")
+    with pytest.raises(StoreError, match="remove user not done"):
+        accounts.remove(su(), "leaving")
+    with pytest.raises(StoreError, match="set password not done"):
+        accounts.set_password(su(), "leaving", "a new long password")
+    assert sorted(directory.users) == ["leaving"]
+    assert directory.users["leaving"].password_hash == "x"

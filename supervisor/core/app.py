@@ -1,6 +1,6 @@
 """The application object developers create, and loading it from ``module:attribute``.
 
-May import ``errors`` and the stdlib only.
+May import ``definitions`` (its text check), ``errors`` and the stdlib only.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import sys
 from collections.abc import Callable
 from typing import TypeVar
 
+from supervisor.core.definitions import check_text
 from supervisor.core.errors import AppLoadError
 
 T = TypeVar("T")
@@ -19,9 +20,9 @@ class Configurator:
     """An application: a name and the extensions enabled on it (schedulers, ...)."""
 
     def __init__(self, name: str) -> None:
-        if not isinstance(name, str) or not name.strip():
-            raise ValueError("Configurator needs a non-empty application name")
-        self.name = name
+        # The name is shown on every page and stored: text that can be (``DefinitionError``,
+        # a ValueError, naming ``name``), like the other names.
+        self.name = check_text("name", name)
         self._extensions: dict[str, object] = {}
 
     def extension(self, key: str, factory: Callable[[], T], kind: type[T]) -> T:

@@ -11,6 +11,7 @@ change. ``RunContext`` is what a runner is handed, as a Protocol: the runtime's
 from __future__ import annotations
 
 import enum
+import os
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -38,22 +39,62 @@ class Kind(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class Command:
-    """A runner that executes an external program (argv, no shell)."""
+    """A runner that executes an external program (argv, no shell).
+
+    Every part must be text the OS can take: ``argv`` a non-empty tuple of non-empty
+    strings, ``env`` (name, value) pairs whose names are non-empty and hold no ``=``,
+    ``cwd`` a string; none may hold NUL or a lone surrogate. ``DefinitionError`` names the
+    field (``runner.argv[1]``, ``runner.env``, ``runner.cwd``) otherwise.
+    """
 
     argv: tuple[str, ...]
     env: tuple[tuple[str, str], ...] = ()
     cwd: str | None = None
 
     def __post_init__(self) -> None:
-        if not self.argv or not all(isinstance(a, str) and a for a in self.argv):
-            raise DefinitionError("runner", "a command needs a non-empty argv of non-empty strings")
+        if isinstance(self.argv, str | bytes) or not isinstance(self.argv, tuple):
+            raise DefinitionError(
+                "runner.argv",
+                f"must be a list of strings, e.g. ['ls', '-la'], not {type(self.argv).__name__}",
+            )
+        if not self.argv:
+            raise DefinitionError("runner.argv", "must name a program to run")
+        for index, part in enumerate(self.argv):
+            check_text(f"runner.argv[{index}]", part)
+        if not isinstance(self.env, tuple):
+            raise DefinitionError("runner.env", "must be a mapping of names to values")
+        for pair in self.env:
+            if not (isinstance(pair, tuple) and len(pair) == 2):
+                raise DefinitionError("runner.env", "must be a mapping of names to values")
+            name, value = pair
+            check_text("runner.env", name)
+            if "=" in name:
+                raise DefinitionError("runner.env", f"name {name!r} must not contain '='")
+            check_text(f"runner.env[{name!r}]", value, empty=True)
+        if self.cwd is not None:
+            check_text("runner.cwd", self.cwd)
 
 
 def command(
-    argv: Sequence[str], *, env: Mapping[str, str] | None = None, cwd: str | None = None
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    cwd: str | os.PathLike[str] | None = None,
 ) -> Command:
-    """Build a runner that executes ``argv`` (no shell) as the run."""
-    return Command(tuple(argv), tuple(sorted((env or {}).items())), cwd)
+    """Build a runner that executes ``argv`` (no shell) as the run; ``DefinitionError``
+    naming the field for a string argv (``"ls -la"`` is one program name, not two
+    words), text the OS cannot take, or a ``cwd`` that is not a path."""
+    if isinstance(argv, str | bytes) or not isinstance(argv, Sequence):
+        raise DefinitionError(
+            "runner.argv",
+            f"must be a list of strings, e.g. ['ls', '-la'], not {type(argv).__name__}",
+        )
+    if env is not None and not isinstance(env, Mapping):
+        raise DefinitionError("runner.env", f"must be a mapping, not {type(env).__name__}")
+    if cwd is not None and not isinstance(cwd, str | os.PathLike):
+        raise DefinitionError("runner.cwd", f"must be a path, not {type(cwd).__name__}")
+    pairs = tuple(sorted((env or {}).items(), key=lambda pair: str(pair[0])))
+    return Command(tuple(argv), pairs, None if cwd is None else os.fspath(cwd))
 
 
 @runtime_checkable

@@ -120,3 +120,16 @@ class NotifyError(SupervisorError):
     """A notification could not be delivered (after its retries)."""
 
     exit_code = 12
+
+
+class StaleLease(SupervisorError):
+    """A write carried a fencing token that is no longer the lease's: another host has taken
+    the scheduler over (or the lease was released), so the write was refused."""
+
+    exit_code = 13
+    http_status = 409
+
+    def __init__(self, scheduler_id: str, token: int) -> None:
+        super().__init__(f"lease of scheduler {scheduler_id!r} no longer carries token {token}")
+        self.scheduler_id = scheduler_id
+        self.token = token

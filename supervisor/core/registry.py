@@ -2,6 +2,8 @@
 
 A definition enters through ``Registry.add``, which checks its defaults for its kind
 (``core.settings``), so every definition held here is one a backend can run.
+Once a backend runs the definitions (``usecases.UseCases`` is built), the registry is
+frozen: a later definition would be unknown to the backend, so ``add`` refuses it.
 ``registry_of(app)`` is the one registry of an application (what runs and the fork
 server need from an app, without the use cases above).
 May import ``app``, ``definitions``, ``settings`` and ``errors``.
@@ -25,12 +27,27 @@ class Registry:
     def __init__(self, *, app_name: str = "") -> None:
         self.app_name = app_name
         self._definitions: dict[str, Options] = {}
+        self._frozen = False
+
+    def freeze(self) -> None:
+        """Refuse every later ``add`` (the backend that runs these definitions is built)."""
+        self._frozen = True
+
+    @property
+    def frozen(self) -> bool:
+        return self._frozen
 
     def add(self, options: Options) -> Options:
         """Add ``options`` (its defaults checked, the cron expression normalised) and return
         what is stored; ``DefinitionError`` naming the field otherwise."""
         if not isinstance(options, Options):
             raise DefinitionError("options", "must be a scheduler.Options")
+        if self._frozen:
+            raise DefinitionError(
+                "id",
+                f"{options.id!r} is configured after the schedulers were started; configure "
+                "every scheduler when the application module is imported",
+            )
         if options.id in self._definitions:
             raise DefinitionError("id", f"{options.id!r} is already configured")
         checked = check_definition(options)

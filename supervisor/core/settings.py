@@ -28,10 +28,15 @@ from supervisor.core.durations import parse_duration
 from supervisor.core.errors import DefinitionError
 
 DURATION_SETTINGS: Final = frozenset({"start_delay", "pause_time", "timeout"})
+# Settings only some kinds use: set (away from the class default) on another kind they
+# would be stored and do nothing, so ``check`` refuses them.
+DELAY_SETTINGS: Final = ("start_delay", "pause_time")
+_UNSET: Final = Settings()
 MAX_DURATION_SECONDS: Final = 366 * 24 * 3600
 
 # The settings each kind uses, in the order a form shows them; the others have no effect
-# on that kind (``cron`` is refused outside CRON, see ``check``).
+# on that kind (``cron``, ``start_delay`` and ``pause_time`` are refused outside the kinds
+# that use them, see ``check``).
 KIND_FIELDS: Final[Mapping[Kind, tuple[str, ...]]] = MappingProxyType(
     {
         Kind.ONE_SHOT: ("start_delay", "timeout", "disabled"),
@@ -68,6 +73,14 @@ def check(kind: Kind, settings: Settings, *, prefix: str = "") -> Settings:
         )
     if kind is Kind.SCHEDULE and settings.pause_time <= timedelta(0):
         raise DefinitionError(f"{prefix}pause_time", "must be positive for SCHEDULE")
+    for name in DELAY_SETTINGS:
+        if name not in KIND_FIELDS[kind] and getattr(settings, name) != getattr(_UNSET, name):
+            users = [k.name for k in Kind if name in KIND_FIELDS[k]]
+            only = " and ".join(users) + (" use it" if len(users) > 1 else " uses it")
+            raise DefinitionError(
+                f"{prefix}{name}",
+                f"has no effect on a {kind.name} scheduler (only {only}); leave it unset",
+            )
     return settings if cron == settings.cron else replace(settings, cron=cron)
 
 
@@ -149,11 +162,15 @@ class EffectiveSettings:
     can store ``overrides`` and apply ``effective`` without checking them again.
 
     ``overrides`` holds only the fields whose value differs from the code defaults.
+    ``dropped`` names the stored overrides ``from_store`` left out because they no
+    longer fit the definition, each with why, so a caller can report them; the next
+    stored change (or a reset) deletes them.
     """
 
     effective: Settings
     defaults: Settings
     overrides: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    dropped: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
 
 def defaults_of(options: Options) -> EffectiveSettings:
@@ -166,17 +183,23 @@ def from_store(options: Options, stored: Mapping[str, Any]) -> EffectiveSettings
 
     Overrides were checked when they were stored; one that no longer fits (the code
     changed the kind, or the override names a setting that is gone) is left out, so a
-    changed definition never stops a backend from starting.
+    changed definition never stops a backend from starting, and named with the reason
+    in ``dropped`` of the result, so it is never lost silently.
     """
     current = options.defaults
+    dropped: dict[str, str] = {}
+    for name in sorted(set(stored) - set(SETTING_NAMES)):
+        dropped[name] = "is not a setting"
     for name in SETTING_NAMES:
         if name not in stored:
             continue
         try:
             current = check(options.kind, replace(current, **{name: stored[name]}))
-        except (DefinitionError, TypeError):
-            continue
-    return _effective(options, current)
+        except DefinitionError as error:
+            dropped[name] = error.problem
+        except TypeError as error:
+            dropped[name] = str(error)
+    return replace(_effective(options, current), dropped=MappingProxyType(dropped))
 
 
 def apply(

@@ -17,7 +17,7 @@ systemd mode's ``supervisor exec`` plugs its journald writer in); ``exec_command
 replaces the current process with a ``Command``.
 
 May import ``context``, ``wire``, ``procs``, ``cgroups``, ``definitions``, ``records``,
-``errors``, and (in the process entry points only) ``app`` and ``cfgscheduler``.
+``errors``, ``job``, and (in the process entry points only) ``app`` and ``registry``.
 """
 
 from __future__ import annotations
@@ -29,15 +29,12 @@ import fcntl
 import json
 import logging
 import os
-import re
 import signal
 import sys
 import threading
 import traceback
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from datetime import datetime
-from typing import Any, Final, NoReturn
+from typing import Final, NoReturn
 
 from supervisor.core.definitions import Command, Options
 from supervisor.core.records import Level, LogRecord, Outcome
@@ -51,6 +48,8 @@ from supervisor.runs.context import (
     safe_str,
     type_name,
 )
+from supervisor.runs.job import MAX_RUN_ID as MAX_RUN_ID
+from supervisor.runs.job import Job as Job
 from supervisor.runs.wire import RunResult, encode_exec, encode_log, encode_result
 
 EXIT_SUCCEEDED: Final = 0
@@ -62,54 +61,6 @@ EXIT_SETUP_FAILED: Final = 121
 # Where a run's process has its records pipe (write end) and cancel pipe (read end).
 RECORDS_FD: Final = 3
 CANCEL_FD: Final = 4
-
-_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]*")
-MAX_RUN_ID = len(procs.MARKER_PLACEHOLDER) - 1
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Job:
-    """What to execute: one run of a scheduler, or one of its custom actions."""
-
-    scheduler_id: str
-    run_id: str
-    trigger: str
-    deadline: datetime | None = None  # aware UTC: when the timeout will end the run
-    action_id: str | None = None
-    cgroup: str | None = None  # the run's cgroup directory, joined first (see ``cgroups``)
-
-    def __post_init__(self) -> None:
-        if not _RUN_ID.fullmatch(self.run_id) or len(self.run_id) > MAX_RUN_ID:
-            raise ValueError(
-                f"run_id {self.run_id!r} must match {_RUN_ID.pattern}, "
-                f"at most {MAX_RUN_ID} characters"
-            )
-        if self.deadline is not None and self.deadline.tzinfo is None:
-            raise ValueError("deadline must be an aware datetime")
-        if self.cgroup is not None and not os.path.isabs(self.cgroup):
-            raise ValueError(f"cgroup {self.cgroup!r} must be an absolute path")
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "scheduler_id": self.scheduler_id,
-            "run_id": self.run_id,
-            "trigger": self.trigger,
-            "deadline": None if self.deadline is None else self.deadline.isoformat(),
-            "action_id": self.action_id,
-            "cgroup": self.cgroup,
-        }
-
-    @classmethod
-    def from_json(cls, obj: dict[str, Any]) -> Job:
-        deadline = obj.get("deadline")
-        return cls(
-            scheduler_id=str(obj["scheduler_id"]),
-            run_id=str(obj["run_id"]),
-            trigger=str(obj["trigger"]),
-            deadline=None if deadline is None else datetime.fromisoformat(deadline),
-            action_id=None if obj.get("action_id") is None else str(obj["action_id"]),
-            cgroup=None if obj.get("cgroup") is None else str(obj["cgroup"]),
-        )
 
 
 class PipeSink:
@@ -483,10 +434,10 @@ def flush_stdio() -> None:
 
 def load_options(app_spec: str, scheduler_id: str) -> Options:
     """Import the app and find ``scheduler_id``'s definition (a process entry point's job)."""
-    from supervisor.cfgscheduler import enable
     from supervisor.core.app import load_app
+    from supervisor.core.registry import registry_of
 
-    return enable(load_app(app_spec)).registry.get(scheduler_id)
+    return registry_of(load_app(app_spec)).get(scheduler_id)
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:

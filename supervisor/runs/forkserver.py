@@ -2,34 +2,34 @@
 
 The manager has threads, and forking a threaded process can deadlock the child, so runs
 are forked from this dedicated process instead, started as a fresh interpreter. It
-talks to the manager over a ``SOCK_SEQPACKET`` Unix socket pair, one JSON message per
-packet; the fds of a run travel with its ``spawn`` request as SCM_RIGHTS.
+talks to the manager over a ``SOCK_SEQPACKET`` Unix socket pair with the typed messages
+of ``forkmessages``; the fds of a run travel with its spawn request as SCM_RIGHTS.
 
-Protocol (manager → server):
-- ``{"op": "spawn", "req": N, "job": {...}}`` + fds ``[records_w, stdout_w, stderr_w,
-  cancel_r, status_w]``; answered ``{"req": N, "ok": true, "pid": P, "create_time": T}``
-  or ``{"req": N, "ok": false, "error": "..."}``.
-- ``{"op": "signal", "pid": P, "signal": S}``: ``killpg`` the run's group, if that run
-  has not been reaped yet (so a recycled pid is never signalled). No answer.
-- ``{"op": "exit"}`` or end-of-file: kill every run and descendant, then exit.
-Server → manager, once at start: ``{"op": "ready", "modules": [[path, mtime_ns, size,
-inode], ...], "package": ...}``
-or ``{"op": "load_failed", "error": "..."}``.
+Runs do not depend on the server once they have started. The manager holds a pidfd of
+each run's main process (sent with the ``Spawned`` answer) and its pipes; runs have no
+parent-death signal towards the server. While the server lives it reaps its runs: when a
+run's main process exits, the server reads its status without reaping it (``WNOWAIT``),
+kills the run's process group (the zombie keeps the group id from being recycled),
+sweeps descendants that carry the run's marker, writes the status to the run's status
+pipe, and only then reaps it. If the server dies (even by SIGKILL), its runs go on:
+they reparent to the manager, a subreaper, which reaps them itself; a status already
+written is never lost, and a status not yet written belongs to a zombie not yet reaped.
 
-Who reaps: the server, because it is the runs' parent and a subreaper, so it also
-inherits every descendant that escapes with ``setsid``. When a run's main process
-exits, the server kills the run's process group, sweeps descendants that carry the
-run's marker, reaps the main process and then writes its raw wait status to the run's
-status pipe, which the manager reads. (Double-forking runs onto the manager would
-leave reaping to a multi-threaded process shared with ``subprocess``, and would tie
-PDEATHSIG to whichever manager thread adopts them.)
+Signals: a run's ``os.getppid()`` is this server, so a runner can signal it. Every signal
+that would end it and can be caught is ignored (SIGHUP, SIGINT, SIGUSR1, ...), and
+SIGTERM only wakes it to check whether the manager is gone. Runs get default signal
+dispositions back (``procs.reset_signal_dispositions``).
 
-Lifetime: PR_SET_PDEATHSIG (SIGTERM, handled) plus end-of-file on the socket: when the
-manager dies, the server kills all runs and their descendants, then exits. Each run
-has PR_SET_PDEATHSIG (SIGKILL) towards the server.
+Lifetime: PR_SET_PDEATHSIG (SIGTERM) plus end-of-file on the socket: when the manager
+dies or says ``exit``, the server kills all its runs and their descendants, then exits.
 
-May import ``child``, ``procs``, ``registry``, and (at start) ``app``, ``cfgscheduler``,
-``context``, ``wire`` and ``records``.
+Code freshness: the app's own modules (not the standard library's or installed
+packages') are compiled from source, never from ``__pycache__``, whose check (mtime in
+seconds and size) misses a change made within the same second keeping the size; their
+content hashes go to the manager, which restarts the server when one changes.
+
+May import ``child``, ``procs``, ``job``, ``forkmessages``, ``registry``, and (at start)
+``app``, ``context``, ``wire``, ``records`` and ``cgroups``.
 """
 
 from __future__ import annotations
@@ -39,43 +39,93 @@ import contextlib
 import fcntl
 import functools
 import gc
-import json
+import importlib.machinery
 import os
 import select
 import signal
 import socket
 import sys
 import sysconfig
-import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import FrameType
-from typing import Any, Final
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer
 
 from supervisor.core.registry import Registry
 from supervisor.runs import procs
 from supervisor.runs.child import (
     CANCEL_FD,
-    EXIT_ORPHANED,
     EXIT_SETUP_FAILED,
     RECORDS_FD,
-    Job,
     install_logging,
     run_child,
     setup_stdio,
 )
+from supervisor.runs.forkmessages import (
+    MAX_PACKET,
+    RUN_FDS,
+    ExitRequest,
+    LoadFailed,
+    Message,
+    ModuleFile,
+    PrepareRequest,
+    ProtocolError,
+    Ready,
+    SignalRequest,
+    Spawned,
+    SpawnFailed,
+    SpawnRequest,
+    decode,
+    encode,
+    module_file,
+)
+from supervisor.runs.job import Job
 
-MAX_MESSAGE: Final = 64 * 1024
-RUN_FDS: Final = 5  # records_w, stdout_w, stderr_w, cancel_r, status_w
 _BLOCKED: Final = {signal.SIGCHLD, signal.SIGTERM}
 SHUTDOWN_SECONDS: Final = 5.0
+# Signals that would end the server (their default action) and can be caught: ignored,
+# so a runner signalling its parent harms nobody. (SIGTERM is handled, SIGCHLD wakes.)
+_GUARDED: Final = tuple(
+    getattr(signal, name)
+    for name in (
+        "SIGHUP",
+        "SIGINT",
+        "SIGQUIT",
+        "SIGUSR1",
+        "SIGUSR2",
+        "SIGPIPE",
+        "SIGALRM",
+        "SIGVTALRM",
+        "SIGPROF",
+        "SIGIO",
+        "SIGPWR",
+        "SIGXCPU",
+        "SIGXFSZ",
+        "SIGTSTP",
+        "SIGTTIN",
+        "SIGTTOU",
+        "SIGSTKFLT",
+    )
+    if hasattr(signal, name)
+) + tuple(range(signal.SIGRTMIN, signal.SIGRTMAX + 1))
 
 
 @dataclass(slots=True)
 class _Run:
     run_id: str
     status_fd: int
+
+
+@dataclass(slots=True)
+class _Spare:
+    """A forked process already in a run's cgroup, waiting for its job on ``sock``."""
+
+    pid: int
+    sock: socket.socket
 
 
 class Server:
@@ -85,6 +135,7 @@ class Server:
         self.sock = sock
         self.parent = parent
         self.runs: dict[int, _Run] = {}
+        self.spares: dict[str, _Spare] = {}  # by cgroup path
         self.registry: Registry | None = None
         self.stopping = False
         self.pid = os.getpid()
@@ -97,53 +148,54 @@ class Server:
 
     def install_signals(self) -> None:
         def on_term(signum: int, frame: FrameType | None) -> None:
-            self.stopping = True
+            # The parent-death signal, or a runner's: only the former ends the server.
+            if os.getppid() != self.parent:
+                self.stopping = True
 
+        for signum in _GUARDED:
+            with contextlib.suppress(OSError, ValueError):
+                signal.signal(signum, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, on_term)
         signal.signal(signal.SIGCHLD, lambda signum, frame: None)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.set_wakeup_fd(self._wake_w)
 
     def load(self, app_spec: str) -> None:
-        from supervisor.cfgscheduler import enable
         from supervisor.core.app import load_app
+        from supervisor.core.registry import registry_of
 
         before = set(sys.modules)
+        libraries = _library_dirs()
+        _compile_app_from_source(libraries)
+        load_started = time.time()
         try:
-            self.registry = enable(load_app(app_spec)).registry
+            self.registry = registry_of(load_app(app_spec))
         except Exception as error:
-            self.send({"op": "load_failed", "error": str(error) or type(error).__name__})
+            self.send(LoadFailed(error=str(error) or type(error).__name__))
             raise SystemExit(2) from None
-        # The app's own modules (not the standard library's or installed packages'):
-        # the launcher restarts this server when one of these files changes.
-        paths = sysconfig.get_paths()
-        libraries = tuple(
-            os.path.realpath(paths[key]) + os.sep
-            for key in ("stdlib", "platstdlib", "purelib", "platlib")
-            if key in paths
-        )
-        files = []
+        # The app's own modules: the launcher restarts this server when one changes.
+        files: list[ModuleFile] = []
         for name in sorted(set(sys.modules) - before):
             path = getattr(sys.modules[name], "__file__", None)
             if isinstance(path, str) and os.path.isfile(path):
                 path = os.path.realpath(path)
                 if not path.startswith(libraries):
-                    st = os.stat(path)
-                    files.append([path, st.st_mtime_ns, st.st_size, st.st_ino])
+                    files.append(module_file(path))
         import supervisor
 
         self.send(
-            {
-                "op": "ready",
-                "pid": os.getpid(),
-                "modules": files,
-                "package": os.path.dirname(os.path.abspath(supervisor.__file__)),
-                "threads": threading.active_count(),
-            }
+            Ready(
+                pid=os.getpid(),
+                package=os.path.dirname(os.path.abspath(supervisor.__file__)),
+                modules=tuple(files),
+                load_started=load_started,
+            )
         )
 
-    def send(self, message: dict[str, Any]) -> None:
-        self.sock.send(json.dumps(message).encode())
+    def send(self, message: Message, fds: Sequence[int] = ()) -> None:
+        if fds:
+            socket.send_fds(self.sock, [encode(message)], list(fds))
+        else:
+            self.sock.send(encode(message))
 
     # -- loop ---------------------------------------------------------------------------
 
@@ -166,7 +218,7 @@ class Server:
 
     def handle_message(self) -> None:
         try:
-            data, fds, _, _ = socket.recv_fds(self.sock, MAX_MESSAGE, RUN_FDS + 1)
+            data, fds, _, _ = socket.recv_fds(self.sock, MAX_PACKET, RUN_FDS + 1)
         except (ConnectionError, OSError):
             data, fds = b"", []
         if not data:
@@ -174,67 +226,156 @@ class Server:
             _close_all(fds)
             return
         try:
-            message = json.loads(data)
-            op = message["op"]
-        except (ValueError, KeyError, TypeError):
-            op = None  # a garbled request: ignored (a spawn's caller times out)
-        if op == "spawn":
+            message = decode(data)
+        except ProtocolError:
+            message = None  # a garbled request: ignored (a spawn's caller times out)
+        if isinstance(message, SpawnRequest):
             self.spawn(message, fds)
             return
         _close_all(fds)
-        if op == "signal":
-            with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
-                pid = int(message["pid"])
-                if pid in self.runs:
-                    os.killpg(pid, int(message["signal"]))
-        elif op == "exit":
+        if isinstance(message, PrepareRequest):
+            self.prepare(message.cgroup)
+        elif isinstance(message, SignalRequest):
+            if message.pid in self.runs:
+                with contextlib.suppress(OSError, ValueError):
+                    os.killpg(message.pid, message.signal)
+        elif isinstance(message, ExitRequest):
             self.stopping = True
 
-    def spawn(self, message: dict[str, Any], fds: list[int]) -> None:
-        number = message.get("req")
+    def spawn(self, request: SpawnRequest, fds: list[int]) -> None:
+        number = request.req
         if len(fds) != RUN_FDS:
             _close_all(fds)
-            self.send({"req": number, "ok": False, "error": f"expected {RUN_FDS} fds"})
+            self.send(SpawnFailed(req=number, error=f"expected {RUN_FDS} fds"))
             return
-        try:
-            job = Job.from_json(message["job"])
-        except (KeyError, TypeError, ValueError, AttributeError) as error:
-            _close_all(fds)
-            self.send({"req": number, "ok": False, "error": f"bad job: {error}"})
-            return
+        job = request.job
         status_fd = fds[4]
-        signal.pthread_sigmask(signal.SIG_BLOCK, _BLOCKED)
+        # The run waits at this gate until the manager has its answer: a runner that
+        # stopped or killed this server at once would otherwise leave the spawn unanswered.
         try:
-            pid = os.fork()
+            gate_r, gate_w = os.pipe()
         except OSError as error:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, _BLOCKED)
             _close_all(fds)
-            self.send({"req": number, "ok": False, "error": f"fork failed: {error}"})
+            self.send(SpawnFailed(req=number, error=f"cannot create a pipe: {error}"))
             return
-        if pid == 0:
-            self.become_run(job, fds)  # never returns
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, _BLOCKED)
-        _close_all(fds[:4])
+        pid = self._hand_to_spare(request, [*fds[:4], gate_r])
+        if pid is None:
+            signal.pthread_sigmask(signal.SIG_BLOCK, _BLOCKED)
+            try:
+                pid = os.fork()
+            except OSError as error:
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, _BLOCKED)
+                _close_all([*fds, gate_r, gate_w])
+                self.send(SpawnFailed(req=number, error=f"fork failed: {error}"))
+                return
+            if pid == 0:
+                os.close(gate_w)
+                self.become_run(job, [*fds[:4], gate_r])  # never returns
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _BLOCKED)
+        _close_all([*fds[:4], gate_r])
         self.runs[pid] = _Run(job.run_id, status_fd)
         try:
             started = procs.create_time(pid)
         except Exception:
             started = 0.0
-        self.send({"req": number, "ok": True, "pid": pid, "create_time": started})
+        # Not reaped before this server reads the next message: the pid is the run's.
+        try:
+            pidfd = os.pidfd_open(pid)
+        except OSError as error:
+            os.close(gate_w)  # the run ends at its gate; reaped (and reported) by the loop
+            self.send(SpawnFailed(req=number, error=f"cannot watch the run: {error}"))
+            return
+        try:
+            self.send(Spawned(req=number, pid=pid, create_time=started), [pidfd])
+        finally:
+            os.close(pidfd)
+            with contextlib.suppress(OSError):
+                os.write(gate_w, b"g")
+            os.close(gate_w)
+
+    def _hand_to_spare(self, request: SpawnRequest, fds: list[int]) -> int | None:
+        """Give the job to the spare waiting in its cgroup; its pid, or None if none."""
+        cgroup = request.job.cgroup
+        spare = None if cgroup is None else self.spares.pop(cgroup, None)
+        if spare is None:
+            return None
+        try:
+            socket.send_fds(spare.sock, [encode(request)], fds)
+        except OSError:
+            return None  # it died: fork as usual (the child joins the cgroup itself)
+        finally:
+            spare.sock.close()
+        return spare.pid
+
+    def prepare(self, cgroup: str) -> None:
+        """Fork a spare that joins ``cgroup`` now and waits for the job that names it."""
+        if cgroup in self.spares:
+            return
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        signal.pthread_sigmask(signal.SIG_BLOCK, _BLOCKED)
+        try:
+            pid = os.fork()
+        except OSError:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _BLOCKED)
+            ours.close()
+            theirs.close()
+            return  # no spare: the run will be forked when it is asked for
+        if pid == 0:
+            self.become_spare(cgroup, theirs)  # never returns
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _BLOCKED)
+        theirs.close()
+        self.spares[cgroup] = _Spare(pid, ours)
+
+    def become_spare(self, cgroup: str, sock: socket.socket) -> None:
+        """In a forked spare: join ``cgroup``, wait for the job, become its run."""
+        try:
+            os.setsid()
+            signal.set_wakeup_fd(-1)
+            keep = sock.fileno()
+            self.sock.detach()
+            # Nothing of the server's stays open here (its socket, the runs' status
+            # pipes, other spares): their ends must close when the server does.
+            os.closerange(3, keep)
+            os.closerange(keep + 1, _max_fd())
+            procs.reset_signal_dispositions()
+            try:
+                from supervisor.runs import cgroups
+
+                cgroups.join_self(cgroup)
+                joined = True
+            except OSError:
+                joined = False  # ``run_child`` tries again, and says so if it fails
+            data, fds, _, _ = socket.recv_fds(sock, MAX_PACKET, RUN_FDS)
+            if not data:
+                os._exit(0)  # the server closed or died: nothing to run
+            request = decode(data)
+            assert isinstance(request, SpawnRequest) and len(fds) == 5  # 4 + the gate
+            sock.close()
+            job = request.job
+            if joined and job.cgroup == cgroup:
+                job = replace(job, cgroup=None)  # in it already: another move costs time
+        except BaseException:
+            os._exit(EXIT_SETUP_FAILED)
+        self._enter_run(job, fds)
 
     def become_run(self, job: Job, fds: list[int]) -> None:
         """In the forked child: become the run's process. Never returns."""
         try:
-            os.setsid()
-            procs.set_parent_death_signal(signal.SIGKILL)
-            if os.getppid() != self.pid:
-                os._exit(EXIT_ORPHANED)
+            os.setsid()  # (``run_child`` joins the job's cgroup first of all)
             signal.set_wakeup_fd(-1)
-            for signum in (signal.SIGTERM, signal.SIGCHLD):
-                signal.signal(signum, signal.SIG_DFL)
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, _BLOCKED)
+            procs.reset_signal_dispositions()
             self.sock.detach()
+        except BaseException:
+            os._exit(EXIT_SETUP_FAILED)
+        self._enter_run(job, fds)
+
+    def _enter_run(self, job: Job, fds: list[int]) -> None:
+        """Wait at the gate (``fds[4]``), put the run's fds in place, mark the process,
+        run the job. Never returns."""
+        try:
+            if not os.read(fds[4], 1):
+                os._exit(EXIT_SETUP_FAILED)  # the server died before it answered
+            os.close(fds[4])
             # Copy the run's fds out of the way, then into place: 0-4 and nothing else.
             # (fd 0 is /dev/null already; sys.stdout/stderr and faulthandler were set up
             # on fds 1 and 2 by the server, so they now write to the run's pipes.)
@@ -268,17 +409,24 @@ class Server:
                 return
             pid = info.si_pid
             run = self.runs.pop(pid, None)
-            if run is not None:
+            if run is None:
+                self._forget_spare(pid)
+            else:
                 # The main process is a zombie: its group id cannot be recycled yet.
                 with contextlib.suppress(OSError):
                     os.killpg(pid, signal.SIGKILL)
-                procs.sweep(run.run_id, roots=[os.getpid()], wait=2.0)
-            try:
-                _, status = os.waitpid(pid, 0)
-            except ChildProcessError:
-                status = None
-            if run is not None:
-                _report(run, status)
+                procs.sweep(run.run_id, roots=[self.pid], wait=2.0)
+                # Written before the zombie is reaped: if this server dies now, the
+                # manager has the status, or reaps the zombie itself.
+                _report(run, procs.status_of(info))
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
+
+    def _forget_spare(self, pid: int) -> None:
+        for cgroup, spare in list(self.spares.items()):
+            if spare.pid == pid:
+                del self.spares[cgroup]
+                spare.sock.close()
 
     def shutdown(self) -> None:
         """Kill every run and every descendant, reap them, report, and return."""
@@ -314,6 +462,49 @@ class Server:
         for run in self.runs.values():
             _report(run, None)
         self.runs.clear()
+
+
+def _library_dirs() -> tuple[str, ...]:
+    """Where the standard library and installed packages live (not the app)."""
+    paths = sysconfig.get_paths()
+    return tuple(
+        os.path.realpath(paths[key]) + os.sep
+        for key in ("stdlib", "platstdlib", "purelib", "platlib")
+        if key in paths
+    )
+
+
+class _SourceOnlyLoader(importlib.machinery.SourceFileLoader):
+    """Compiles the app's modules from their source every time: never reads or writes
+    ``__pycache__`` for them (other modules load as usual)."""
+
+    skip: tuple[str, ...] = ()
+
+    def _ours(self, path: str) -> bool:
+        return not os.path.realpath(path).startswith(self.skip)
+
+    def get_data(self, path: str) -> bytes:
+        if path.endswith(tuple(importlib.machinery.BYTECODE_SUFFIXES)) and self._ours(self.path):
+            raise OSError("the app's bytecode cache is not used")
+        return super().get_data(path)
+
+    def set_data(self, path: str, data: Buffer, *, _mode: int = 0o666) -> None:
+        if not self._ours(self.path):
+            super().set_data(path, data, _mode=_mode)
+
+
+def _compile_app_from_source(libraries: tuple[str, ...]) -> None:
+    import supervisor
+
+    package = os.path.dirname(os.path.realpath(supervisor.__file__)) + os.sep
+    _SourceOnlyLoader.skip = (*libraries, package)
+    hook = importlib.machinery.FileFinder.path_hook(
+        (importlib.machinery.ExtensionFileLoader, importlib.machinery.EXTENSION_SUFFIXES),
+        (_SourceOnlyLoader, importlib.machinery.SOURCE_SUFFIXES),
+        (importlib.machinery.SourcelessFileLoader, importlib.machinery.BYTECODE_SUFFIXES),
+    )
+    sys.path_hooks.insert(0, hook)
+    sys.path_importer_cache.clear()
 
 
 def _report(run: _Run, status: int | None) -> None:

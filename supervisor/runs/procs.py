@@ -28,6 +28,8 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from types import FrameType
+from typing import Any
 
 import psutil
 
@@ -359,10 +361,43 @@ def reap_orphans() -> list[tuple[int, int]]:
     return reaped
 
 
-def describe_status(status: int) -> tuple[int | None, int | None]:
-    """(exit code, signal number) of a raw wait status."""
-    if os.WIFSIGNALED(status):
-        return None, os.WTERMSIG(status)
-    if os.WIFEXITED(status):
-        return os.WEXITSTATUS(status), None
-    return None, None
+def status_of(info: os.waitid_result) -> int:
+    """The raw wait status (as ``waitpid`` gives it) of a ``waitid`` result."""
+    if info.si_code == os.CLD_EXITED:
+        return (info.si_status & 0xFF) << 8
+    if info.si_code == os.CLD_DUMPED:
+        return (info.si_status & 0x7F) | 0x80
+    return info.si_status & 0x7F  # CLD_KILLED
+
+
+# Python's own start-up dispositions: SIGINT raises KeyboardInterrupt, SIGPIPE and
+# SIGXFSZ are ignored (writes then fail with an error instead of killing the process).
+_PYTHON_IGNORES = frozenset(
+    s for s in (getattr(signal, "SIGPIPE", None), getattr(signal, "SIGXFSZ", None)) if s
+)
+
+
+def reset_signal_dispositions() -> None:
+    """Give this process the signal handling of a freshly started Python program.
+
+    Every signal goes back to its default action (also one that was ignored when the
+    manager was started, e.g. SIGHUP under ``nohup``), except SIGINT (KeyboardInterrupt)
+    and SIGPIPE/SIGXFSZ (ignored, as Python does; ``exec_command`` resets those for
+    programs). The signal mask is cleared.
+    """
+    for signum in signal.valid_signals():
+        if signum in (signal.SIGKILL, signal.SIGSTOP):
+            continue
+        wanted: Callable[[int, FrameType | None], Any] | signal.Handlers
+        if signum == signal.SIGINT:
+            wanted = signal.default_int_handler
+        elif signum in _PYTHON_IGNORES:
+            wanted = signal.SIG_IGN
+        else:
+            wanted = signal.SIG_DFL
+        try:
+            if signal.getsignal(signum) is not wanted:
+                signal.signal(signum, wanted)
+        except (OSError, ValueError, RuntimeError):
+            continue
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())

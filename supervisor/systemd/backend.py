@@ -29,8 +29,10 @@ steers them:
   run = end of the last one + the new pause, at once if that has passed; measured on
   252), and only a start timer that still waits is restarted: restarting an elapsed one
   would run the scheduler once more. Overrides are stored too, so ``find_settings``
-  shows them. Reset removes the drop-ins. If a step fails, the earlier files come back
-  and nothing is stored;
+  shows them. Reset removes the drop-ins. The store comes first: if it cannot be
+  written nothing is touched; if applying then fails, the earlier files come back, the
+  timers are followed back to the earlier settings, and the earlier overrides are
+  stored again;
 - **logs** and **runs** from ``journalctl -o json --all`` (without ``--all``, fields over
   4 KiB come back null): our records carry ``SCHEDULER_ID``; systemd's messages about
   the service carry ``UNIT``. One run per invocation ID. Who pressed Execute Now is
@@ -68,6 +70,7 @@ from supervisor.core.errors import (
     ActionFailed,
     AlreadyRunning,
     BackendError,
+    StoreError,
     UnknownAction,
     UnknownRun,
 )
@@ -946,15 +949,44 @@ class SystemdBackend:
         unit = self._units(scheduler_id)
         dropins = self._layout.settings_dropins(unit.options, settings.effective)
         with self._lock:
-            self._apply(unit, settings.effective, dropins, previous=self._settings(unit.options))
-            self._store.set_overrides(scheduler_id, dict(settings.overrides))
+            self._store_then_apply(unit, dict(settings.overrides), settings.effective, dropins)
 
     def reset_settings(self, scheduler_id: str) -> None:
         unit = self._units(scheduler_id)
         with self._lock:
-            previous = self._settings(unit.options)
-            self._apply(unit, unit.options.defaults, [], previous=previous)
+            self._store_then_apply(unit, None, unit.options.defaults, [])
+
+    def _store_then_apply(
+        self,
+        unit: _Units,
+        overrides: dict[str, Any] | None,
+        settings: Settings,
+        dropins: Sequence[DropIn],
+    ) -> None:
+        """Store ``overrides`` (None: delete them), then apply ``settings``; if applying
+        fails, store the earlier overrides again (lock held). A store that cannot be
+        written fails before any unit is touched."""
+        scheduler_id = unit.options.id
+        earlier = self._store.overrides(scheduler_id)
+        previous = from_store(unit.options, earlier).effective
+        if overrides is None:
             self._store.delete_overrides(scheduler_id)
+        else:
+            self._store.set_overrides(scheduler_id, overrides)
+        try:
+            self._apply(unit, settings, dropins, previous=previous)
+        except BaseException as error:
+            try:
+                if earlier:
+                    self._store.set_overrides(scheduler_id, earlier)
+                else:
+                    self._store.delete_overrides(scheduler_id)
+            except StoreError as undo:
+                raise BackendError(
+                    f"applying the settings of {scheduler_id} failed ({error}) and the "
+                    f"earlier ones could not be stored again ({undo})"
+                ) from error
+            raise
 
     def _dropin_dirs(self, unit: _Units) -> dict[str, Path]:
         """Each unit's ``<unit>.d`` directory next to the unit file in use."""
@@ -1000,6 +1032,8 @@ class SystemdBackend:
                         write_atomic(path, old)
             with contextlib.suppress(BackendError):
                 self._systemd.daemon_reload()
+                # Timers stopped, started or disabled for ``settings`` follow back.
+                self._follow_settings(unit, previous, settings)
             raise
 
     def _follow_settings(self, unit: _Units, settings: Settings, previous: Settings) -> None:

@@ -4,8 +4,13 @@ Like every use case they check the subject's permission (``MANAGE_USERS``, or be
 user whose password changes) and write the audit trail: user changes, logins and refused
 logins. They work on the state database directly, so they need no running manager.
 A login whose stored hash is cheaper than the current cost stores a fresh hash.
-May import ``passwords``, ``records``, ``access``, ``clock``, ``errors``,
-``store.protocols`` and the stdlib.
+
+User changes (add, remove, set or change a password) are audited first, as
+``usecases.schedulers`` explains: the entry is written before the change, so a trail that
+cannot be written (``StoreError``) refuses the change and nothing is done; a change that
+then fails gets a second entry ("<action> failed"). A login is audited before it is
+answered: a trail that cannot be written fails the login (no session is made).
+May import ``core``, ``store.protocols`` and ``usecases.schedulers`` (its audit helper).
 """
 
 from __future__ import annotations
@@ -13,13 +18,14 @@ from __future__ import annotations
 import contextlib
 import functools
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from supervisor.core.access import ROLES, Permission, Subject
 from supervisor.core.clock import Clock, SystemClock
-from supervisor.core.errors import DefinitionError, PermissionDenied
+from supervisor.core.errors import DefinitionError, PermissionDenied, StoreError
 from supervisor.core.passwords import (
     CURRENT_COST,
     ScryptCost,
@@ -32,6 +38,7 @@ from supervisor.core.passwords import (
 )
 from supervisor.core.records import AuditEntry
 from supervisor.store.protocols import AuditTrail, StoredUser, UserDirectory
+from supervisor.usecases.schedulers import note_after
 
 USER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 # Where the bootstrap admin's one-time password is left when no terminal shows it.
@@ -85,15 +92,19 @@ class Accounts:
         if role not in ROLES:
             raise DefinitionError("role", f"{role!r}: choose one of {', '.join(ROLES)}")
         check_new_password(password)
+        if self._users.get_user(name) is not None:
+            raise DefinitionError("name", f"a user {name!r} already exists")
         password_hash = hash_password(password, cost=self._cost, temporary=temporary)
-        self._users.add_user(name, role=role, password_hash=password_hash)
-        self._record(subject.name, "add user", f"{name} ({role})")
+        with self._audited(subject.name, "add user", f"{name} ({role})"):
+            self._users.add_user(name, role=role, password_hash=password_hash)
 
     def remove(self, subject: Subject, name: str) -> None:
         subject.require(Permission.MANAGE_USERS)
-        if not self._users.remove_user(name):
+        if self._users.get_user(name) is None:
             raise DefinitionError("name", f"no user {name!r}")
-        self._record(subject.name, "remove user", name)
+        with self._audited(subject.name, "remove user", name):
+            if not self._users.remove_user(name):  # removed by someone else in between
+                raise DefinitionError("name", f"no user {name!r}")
 
     def list(self, subject: Subject) -> list[StoredUser]:
         subject.require(Permission.MANAGE_USERS)
@@ -107,8 +118,8 @@ class Accounts:
         if self._users.get_user(name) is None:
             raise DefinitionError("name", f"no user {name!r}")
         check_new_password(password)
-        self._store_password(name, password, temporary=temporary)
-        self._record(subject.name, "set password", name)
+        with self._audited(subject.name, "set password", name):
+            self._store_password(name, password, temporary=temporary)
 
     def change_own_password(self, subject: Subject, *, current: str, new: str) -> None:
         """``subject`` changes their own password; the current one must be given."""
@@ -121,8 +132,8 @@ class Accounts:
         if new == current:
             raise DefinitionError("password", "must differ from the current one")
         check_new_password(new)
-        self._store_password(subject.name, new, temporary=False)
-        self._record(subject.name, "change password", subject.name)
+        with self._audited(subject.name, "change password", subject.name):
+            self._store_password(subject.name, new, temporary=False)
 
     # -- logging in ------------------------------------------------------------------------
 
@@ -166,16 +177,30 @@ class Accounts:
             with contextlib.suppress(FileNotFoundError):
                 self._bootstrap_file.unlink()
 
-    def _record(self, actor: str, action: str, detail: str) -> None:
-        self._users.add_audit(
-            AuditEntry(
-                time=self._clock.now(),
-                actor=actor,
-                action=action,
-                scheduler_id=None,
-                detail=detail,
-            )
+    def _entry(self, actor: str, action: str, detail: str) -> AuditEntry:
+        return AuditEntry(
+            time=self._clock.now(), actor=actor, action=action, scheduler_id=None, detail=detail
         )
+
+    def _record(self, actor: str, action: str, detail: str) -> None:
+        self._users.add_audit(self._entry(actor, action, detail))
+
+    @contextlib.contextmanager
+    def _audited(self, actor: str, action: str, detail: str) -> Iterator[None]:
+        """Audit first, then the body (the change); refused when the trail cannot be
+        written; a change that fails gets a second entry and its error propagates."""
+        try:
+            self._record(actor, action, detail)
+        except StoreError as error:
+            raise StoreError(
+                f"{action} not done: the audit trail cannot be written ({error})"
+            ) from error
+        try:
+            yield
+        except Exception as error:
+            failed = self._entry(actor, f"{action} failed", f"{detail}: {error}")
+            note_after(self._users, failed, lambda: None)
+            raise
 
 
 def _actor(name: str) -> str:

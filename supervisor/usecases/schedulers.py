@@ -10,14 +10,33 @@ Two objects, so that nothing can be used half-wired:
 
 Settings go through ``core.settings``: it merges, checks and diffs; the backend gets an
 ``EffectiveSettings`` it stores and applies as it is.
+
+The audit never turns a done action into an error. Two rules, one per kind of entry:
+
+- Audit first, where the entry is complete before acting (start, stop, update and reset
+  settings, and the user changes in ``usecases.accounts``): the entry is written before
+  the act; when the trail cannot be written (``StoreError``, e.g. "database or disk is
+  full") the call is refused and nothing is done, so no such action goes unaudited. If
+  the act then fails, a second entry ("<action> failed") says so.
+- Audit after, where the entry holds what only the act yields (Execute Now's run ID, which
+  the systemd mode reads back as who triggered the run; a custom action's result, which
+  the product promises to record): the call succeeds with its result, and a failed write
+  is reported on its own (logged on the ``supervisor.audit`` logger, counted in
+  ``UseCases.audit_failures``), so an operator never retries into a second run.
+
+Refusals that need no acting (permission, unknown ID, invalid settings) write nothing.
+
 May import ``core`` and ``usecases.backend``.
 """
 
 from __future__ import annotations
 
 import builtins
+import dataclasses
+import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any, Protocol
 
 from supervisor.core import settings as settings_owner
@@ -25,11 +44,13 @@ from supervisor.core.access import Permission, Subject
 from supervisor.core.app import Configurator
 from supervisor.core.clock import Clock, SystemClock
 from supervisor.core.definitions import Options
-from supervisor.core.errors import SupervisorError, UnknownRun
+from supervisor.core.errors import StoreError, SupervisorError, UnknownRun
 from supervisor.core.records import AuditEntry, LogQuery, LogRecord, RunRecord, SchedulerStatus
 from supervisor.core.registry import Registry, registry_of
 from supervisor.core.settings import EffectiveSettings, SettingsChange
 from supervisor.usecases.backend import Backend
+
+AUDIT_LOG = logging.getLogger("supervisor.audit")
 
 # What a settings form shows: the effective values, the code defaults, the overrides.
 SettingsView = EffectiveSettings
@@ -101,12 +122,21 @@ class UseCases:
         # Settings changes read, merge and write the overrides: one at a time, so two
         # operators' changes never overwrite each other.
         self._settings_lock = threading.Lock()
+        self._audit_failures = 0
+        self._failures_lock = threading.Lock()
+        # Definitions configured from now on would be unknown to the backend.
+        registry.freeze()
 
     @property
     def registry(self) -> Registry:
         return self._registry
 
-    def _record(
+    @property
+    def audit_failures(self) -> int:
+        """How many follow-up audit entries (written after an action) could not be written."""
+        return self._audit_failures
+
+    def _entry(
         self,
         subject: Subject,
         action: str,
@@ -115,18 +145,53 @@ class UseCases:
         detail: str | None = None,
         before: Mapping[str, Any] | None = None,
         after: Mapping[str, Any] | None = None,
-    ) -> None:
-        self._audit.add_audit(
-            AuditEntry(
-                time=self._clock.now(),
-                actor=subject.name,
-                action=action,
-                scheduler_id=scheduler_id,
-                detail=detail,
-                before=before,
-                after=after,
-            )
+    ) -> AuditEntry:
+        return AuditEntry(
+            time=self._clock.now(),
+            actor=subject.name,
+            action=action,
+            scheduler_id=scheduler_id,
+            detail=detail,
+            before=before,
+            after=after,
         )
+
+    def _record_first(self, entry: AuditEntry) -> None:
+        """Write ``entry`` before acting; when it cannot be written, refuse (nothing done)."""
+        try:
+            self._audit.add_audit(entry)
+        except StoreError as error:
+            raise StoreError(
+                f"{entry.action} not done: the audit trail cannot be written ({error})"
+            ) from error
+
+    def _record_after(self, entry: AuditEntry) -> None:
+        """Write what is known only after acting; the action happened, so a failure here is
+        reported on its own and never raised to the caller."""
+        note_after(self._audit, entry, self._count_failure)
+
+    def _count_failure(self) -> None:
+        with self._failures_lock:
+            self._audit_failures += 1
+
+    @contextmanager
+    def _audited(self, entry: AuditEntry) -> Iterator[None]:
+        """Audit ``entry`` first, then run the body (the act); if the act fails, a second
+        entry says so and the act's error propagates."""
+        self._record_first(entry)
+        try:
+            yield
+        except Exception as error:
+            failed = dataclasses.replace(
+                entry,
+                time=self._clock.now(),
+                action=f"{entry.action} failed",
+                detail=str(error) or type(error).__name__,
+                before=None,
+                after=None,
+            )
+            self._record_after(failed)
+            raise
 
     # -- reading ------------------------------------------------------------------------
 
@@ -176,32 +241,37 @@ class UseCases:
     def start(self, subject: Subject, scheduler_id: str) -> None:
         subject.require(Permission.START)
         self._registry.get(scheduler_id)
-        self._backend.start(scheduler_id, actor=subject.name)
-        self._record(subject, "start", scheduler_id)
+        with self._audited(self._entry(subject, "start", scheduler_id)):
+            self._backend.start(scheduler_id, actor=subject.name)
 
     def stop(self, subject: Subject, scheduler_id: str) -> None:
         subject.require(Permission.STOP)
         self._registry.get(scheduler_id)
-        self._backend.stop(scheduler_id, actor=subject.name)
-        self._record(subject, "stop", scheduler_id)
+        with self._audited(self._entry(subject, "stop", scheduler_id)):
+            self._backend.stop(scheduler_id, actor=subject.name)
 
     def execute(self, subject: Subject, scheduler_id: str) -> str:
+        """Start a run now. Audited after acting (the entry names the run, which the
+        systemd mode reads back as who triggered it): a failed write is reported, not
+        raised, because the run has started."""
         subject.require(Permission.EXECUTE)
         self._registry.get(scheduler_id)
         run_id = self._backend.execute(scheduler_id, actor=subject.name)
-        self._record(subject, "execute", scheduler_id, detail=f"run {run_id}")
+        self._record_after(self._entry(subject, "execute", scheduler_id, detail=f"run {run_id}"))
         return run_id
 
     def run_action(self, subject: Subject, scheduler_id: str, action_id: str) -> str:
+        """Run a custom action; audited after acting, with its result or error (as
+        ``execute``: a failed write is reported, not raised)."""
         subject.require(Permission.RUN_ACTION)
         self._registry.get(scheduler_id)
-        backend = self._backend
+        action = f"action {action_id}"
         try:
-            result = backend.run_action(scheduler_id, action_id, actor=subject.name)
+            result = self._backend.run_action(scheduler_id, action_id, actor=subject.name)
         except SupervisorError as error:
-            self._record(subject, f"action {action_id}", scheduler_id, detail=f"error: {error}")
+            self._record_after(self._entry(subject, action, scheduler_id, detail=f"error: {error}"))
             raise
-        self._record(subject, f"action {action_id}", scheduler_id, detail=f"result: {result}")
+        self._record_after(self._entry(subject, action, scheduler_id, detail=f"result: {result}"))
         return result
 
     # -- settings -----------------------------------------------------------------------
@@ -228,18 +298,43 @@ class UseCases:
         with self._settings_lock:
             current = self._current(options)
             wanted = settings_owner.apply(options, current, change)
-            self._backend.update_settings(scheduler_id, wanted)
-        before, after = settings_owner.audit_diff(current.effective, wanted.effective)
-        self._record(subject, "update settings", scheduler_id, before=before, after=after)
+            before, after = settings_owner.audit_diff(current.effective, wanted.effective)
+            entry = self._entry(
+                subject, "update settings", scheduler_id, before=before, after=after
+            )
+            with self._audited(entry):
+                self._backend.update_settings(scheduler_id, wanted)
         return wanted
 
     def reset_settings(self, subject: Subject, scheduler_id: str) -> SettingsView:
         subject.require(Permission.RESET_SETTINGS)
         options = self._registry.get(scheduler_id)
+        reset = settings_owner.defaults_of(options)
         with self._settings_lock:
             current = self._current(options)
-            self._backend.reset_settings(scheduler_id)
-        reset = settings_owner.defaults_of(options)
-        before, after = settings_owner.audit_diff(current.effective, reset.effective)
-        self._record(subject, "reset settings", scheduler_id, before=before, after=after)
+            before, after = settings_owner.audit_diff(current.effective, reset.effective)
+            entry = self._entry(subject, "reset settings", scheduler_id, before=before, after=after)
+            with self._audited(entry):
+                self._backend.reset_settings(scheduler_id)
         return reset
+
+
+class _Trail(Protocol):
+    def add_audit(self, entry: AuditEntry) -> None: ...
+
+
+def note_after(trail: _Trail, entry: AuditEntry, on_failure: Callable[[], None]) -> None:
+    """Write an entry about something already done: any failure is logged on
+    ``supervisor.audit`` (and ``on_failure`` called), never raised."""
+    try:
+        trail.add_audit(entry)
+    except Exception as error:
+        on_failure()
+        AUDIT_LOG.error(
+            "audit entry not written (the action was done): %s by %s on %s (%s): %s",
+            entry.action,
+            entry.actor,
+            entry.scheduler_id or "-",
+            entry.detail or "",
+            error,
+        )

@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, Protocol
 
 from supervisor.core.errors import DefinitionError
 from supervisor.usecases.accounts import AccountStore
@@ -24,8 +24,17 @@ from supervisor.web.auth import bootstrap_file, ensure_bootstrap_admin
 from supervisor.web.httpserver import HttpServer, ServerLimits
 
 if TYPE_CHECKING:
-    from supervisor.service.manager_mode import RunOptions
     from supervisor.usecases.schedulers import UseCases
+
+
+class AdminOptions(Protocol):
+    """What serving the Admin Center needs of a mode's options (``RunOptions`` has it)."""
+
+    @property
+    def admin(self) -> tuple[str, int] | None: ...
+
+    @property
+    def state_dir(self) -> Path: ...
 
 
 def is_loopback(host: str) -> bool:
@@ -143,7 +152,7 @@ def serve_admin(
 def start_admin(
     use_cases: UseCases,
     store: AccountStore,
-    options: RunOptions,
+    options: AdminOptions,
     *,
     config: AdminConfig | None = None,
     out: IO[str] | None = None,
@@ -172,4 +181,4 @@ def start_admin(
     return server
 
 
-AdminFactory = Callable[["UseCases", AccountStore, "RunOptions"], AdminServer]
+AdminFactory = Callable[["UseCases", AccountStore, AdminOptions], AdminServer]

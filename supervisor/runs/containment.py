@@ -1,0 +1,107 @@
+"""Which containment is in force for a launcher's runs, and the per-run cgroups it makes.
+
+Where a cgroup hierarchy is writable (``cgroups.detect``: cgroup v2, else v1) every run
+gets its own cgroup, which its process joins first: whatever the run does (``setsid``, a
+cleared environment), killing the cgroup kills all of it. Elsewhere runs are contained by
+their process group and the marker sweep (see ``procs``), which is also the fallback
+after every run. ``kind`` names what is in force, for ``status``.
+
+At start, the run cgroups that dead managers left (kill -9 of manager and fork server)
+are killed and removed. A finished run's cgroup is removed by a background thread
+(``release``): removing a cgroup takes the kernel a while, and the run has ended by then.
+
+May import ``cgroups`` (lazily: the module may be missing) and the stdlib.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    from supervisor.runs.cgroups import CgroupRoot, RunCgroup
+
+PROCESS_GROUP: Final = "process group + marker sweep"
+# How long ``close`` waits for the cgroups of finished runs to be removed.
+CLOSE_SECONDS: Final = 5.0
+
+
+class Containment:
+    """The cgroup root of a launcher's runs, or none (``kind`` says which)."""
+
+    def __init__(self, root: CgroupRoot | None) -> None:
+        self.root = root
+        self._finished: queue.SimpleQueue[RunCgroup | None] = queue.SimpleQueue()
+        self._remover: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    @classmethod
+    def detect(cls) -> Containment:
+        """A cgroup per run where the OS lets us, else process groups; never raises."""
+        try:
+            from supervisor.runs import cgroups
+        except ImportError:
+            return cls(None)
+        try:
+            return cls(cgroups.detect())
+        except (OSError, ValueError):
+            return cls(None)
+
+    @property
+    def kind(self) -> str:
+        """``cgroup v2``, ``cgroup v1`` or ``process group + marker sweep``."""
+        return PROCESS_GROUP if self.root is None else self.root.kind
+
+    def sweep_leftovers(self) -> int:
+        """Kill and remove the run cgroups of managers that are gone; how many there were."""
+        if self.root is None:
+            return 0
+        try:
+            leftovers = self.root.leftovers()
+        except OSError:
+            return 0
+        for cgroup in leftovers:
+            cgroup.kill()
+            with contextlib.suppress(OSError):
+                cgroup.remove()
+        return len(leftovers)
+
+    def create(self, run_id: str) -> RunCgroup | None:
+        """A new cgroup for ``run_id``, or None (no cgroups here, or it cannot be made:
+        the run is then contained by its process group and marker)."""
+        if self.root is None:
+            return None
+        try:
+            return self.root.create(run_id)
+        except (OSError, ValueError):
+            return None
+
+    def release(self, cgroup: RunCgroup) -> None:
+        """The run of ``cgroup`` is over: kill what may be left in it and remove it, soon."""
+        with self._lock:
+            if self._remover is None:
+                self._remover = threading.Thread(
+                    target=self._remove_finished, name="run-cgroup-remover", daemon=True
+                )
+                self._remover.start()
+        self._finished.put(cgroup)
+
+    def _remove_finished(self) -> None:
+        while (cgroup := self._finished.get()) is not None:
+            with contextlib.suppress(OSError):
+                if cgroup.pids():
+                    cgroup.kill()
+                cgroup.remove()
+
+    def close(self) -> None:
+        """Remove the cgroups of finished runs (waiting up to ``CLOSE_SECONDS``)."""
+        with self._lock:
+            remover, self._remover = self._remover, None
+        if remover is not None:
+            self._finished.put(None)
+            remover.join(CLOSE_SECONDS)
+        if self.root is not None:
+            with contextlib.suppress(OSError):
+                self.root.close()

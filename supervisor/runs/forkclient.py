@@ -1,0 +1,305 @@
+"""The manager's handle on one fork server process: start it (bounded, cancellable),
+ask it to spawn, signal and prepare, notice that the app's files changed, close it.
+
+Messages are ``forkmessages``; the launcher (``forklauncher``) owns the handles and
+serializes spawns.
+
+May import ``forkmessages``, ``spawner``, ``job``, ``procs``, ``errors`` and the stdlib.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import select
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Final
+
+from supervisor.core.errors import AppLoadError, BackendError
+from supervisor.runs import procs
+from supervisor.runs.forkmessages import (
+    MAX_PACKET,
+    ExitRequest,
+    LoadFailed,
+    ModuleFile,
+    PrepareRequest,
+    ProtocolError,
+    Ready,
+    SignalRequest,
+    Spawned,
+    SpawnFailed,
+    SpawnRequest,
+    decode,
+    encode,
+    module_file,
+)
+from supervisor.runs.job import Job
+from supervisor.runs.procs import MARKER_ENV
+from supervisor.runs.spawner import Spawner, boot_code, path_args
+from supervisor.runs.supervision import close_quietly
+
+if TYPE_CHECKING:
+    from supervisor.runs.cgroups import RunCgroup
+
+SPAWN_TIMEOUT: Final = 10.0
+# How long a dying fork server may take to exit (it kills its runs first).
+SERVER_EXIT_SECONDS: Final = 5.0
+# How long the server may take to report a run's status once its main process ended
+# (it sweeps the run's marked processes first, waiting up to 2 s for them).
+STATUS_SECONDS: Final = 5.0
+# How often a start in progress looks at its cancel events.
+_CANCEL_POLL_SECONDS: Final = 0.05
+# A file modified this close to now may change again with the same mtime (the kernel's
+# timestamps are coarse): its content is compared until it is older than this.
+_RACY_SECONDS: Final = 1.0
+
+
+class StartCancelled(Exception):
+    """A start was given up because the launcher closed or the caller cancelled."""
+
+
+class ModuleStamp:
+    """What the manager knows of one module file: its stat and content when loaded."""
+
+    def __init__(self, module: ModuleFile) -> None:
+        self.path = module.path
+        self.sha256 = module.sha256
+        self.stat = (module.mtime_ns, module.size, module.inode)
+        self.settled = False
+
+    def changed(self) -> bool:
+        """Has the content changed since the server imported it?"""
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return True
+        stat = (st.st_mtime_ns, st.st_size, st.st_ino)
+        if stat == self.stat and self.settled:
+            return False
+        now = module_file(self.path)
+        if now.sha256 != self.sha256:
+            return True
+        self.stat = (now.mtime_ns, now.size, now.inode)
+        self.settled = time.time() - now.mtime_ns / 1e9 > _RACY_SECONDS
+        return False
+
+    def digest(self) -> str:
+        return module_file(self.path).sha256
+
+
+class ServerHandle:
+    """The manager's handle on one fork server process."""
+
+    def __init__(self, popen: subprocess.Popen[bytes], sock: socket.socket) -> None:
+        self.popen = popen
+        self.pid = popen.pid
+        self.sock = sock
+        self.modules: tuple[ModuleStamp, ...] = ()
+        self.spares: list[RunCgroup] = []  # cgroups a spare process waits in
+        self.live = 0
+        self.draining = False
+        self.closed = False
+        self._requests = 0
+        self._send_lock = threading.Lock()
+
+    @classmethod
+    def start(
+        cls,
+        spawner: Spawner,
+        *,
+        app_spec: str,
+        python: str,
+        cwd: str | None,
+        paths: Sequence[str],
+        timeout: float,
+        cancelled: Callable[[], bool],
+    ) -> ServerHandle:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        env = {k: v for k, v in os.environ.items() if k != MARKER_ENV}
+        env[MARKER_ENV] = procs.MARKER_PLACEHOLDER  # last: overwritten in place per run
+        argv = [
+            python,
+            "-c",
+            boot_code("runs.forkserver"),
+            "--socket-fd",
+            str(theirs.fileno()),
+            "--app",
+            app_spec,
+            "--parent",
+            str(os.getpid()),
+            *path_args(paths),
+        ]
+
+        def launch() -> subprocess.Popen[bytes]:
+            with procs.owning_children() as own:
+                popen = subprocess.Popen(
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    pass_fds=(theirs.fileno(),),
+                    start_new_session=True,
+                    env=env,
+                    cwd=cwd,
+                )
+                own(popen.pid)
+                return popen
+
+        try:
+            popen = spawner.call(launch)
+        except OSError as error:
+            ours.close()
+            raise BackendError(f"cannot start the fork server: {error}") from error
+        finally:
+            theirs.close()
+        server = cls(popen, ours)
+        try:
+            server._handshake(app_spec, timeout, cancelled)
+        except BaseException:
+            server.kill()
+            raise
+        return server
+
+    def _handshake(self, app_spec: str, timeout: float, cancelled: Callable[[], bool]) -> None:
+        poller = select.poll()
+        poller.register(self.sock, select.POLLIN)
+        deadline = time.monotonic() + timeout
+        while not poller.poll(_CANCEL_POLL_SECONDS * 1000):
+            if cancelled():
+                raise StartCancelled
+            if time.monotonic() >= deadline:
+                raise AppLoadError(
+                    f"--app {app_spec!r}: the app did not finish importing within "
+                    f"{timeout:g}s (its fork server was stopped)"
+                )
+        try:
+            data = self.sock.recv(MAX_PACKET)
+        except OSError as error:
+            raise BackendError(f"the fork server failed to start: {error}") from error
+        if not data:
+            raise AppLoadError(
+                f"--app {app_spec!r}: the fork server exited while loading the app (see its stderr)"
+            )
+        try:
+            message = decode(data)
+        except ProtocolError as error:
+            raise BackendError(str(error)) from error
+        if isinstance(message, LoadFailed):
+            raise AppLoadError(message.error)
+        if not isinstance(message, Ready):
+            raise BackendError(f"unexpected message from the fork server: {message!r}")
+        expected = str(Path(__file__).resolve().parents[1])
+        if os.path.realpath(message.package) != os.path.realpath(expected):
+            raise BackendError(
+                f"the fork server imported supervisor from {message.package}, not {expected}"
+            )
+        self.modules = tuple(ModuleStamp(module) for module in message.modules)
+
+    def stale(self) -> bool:
+        """Has a module file of the app changed since the server imported it?"""
+        return any(stamp.changed() for stamp in self.modules)
+
+    def digests(self) -> tuple[str, ...]:
+        return tuple(stamp.digest() for stamp in self.modules)
+
+    def alive(self) -> bool:
+        if self.closed:
+            return False
+        if self.popen.poll() is None:
+            return True
+        procs.disown_child(self.pid)  # reaped just now by poll()
+        return False
+
+    def request_spawn(self, job: Job, fds: Sequence[int]) -> tuple[int, float, int]:
+        """Have the server fork ``job``: (pid, create time, pidfd). Callers serialize
+        these (the launcher's lock). Raises ``OSError``/``ProtocolError`` if the server
+        is gone or garbled, ``TimeoutError``, or ``BackendError`` if it refused."""
+        self._requests += 1
+        number = self._requests
+        with self._send_lock:
+            socket.send_fds(self.sock, [encode(SpawnRequest(req=number, job=job))], list(fds))
+        poller = select.poll()
+        poller.register(self.sock, select.POLLIN)
+        deadline = time.monotonic() + SPAWN_TIMEOUT
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"the fork server did not answer within {SPAWN_TIMEOUT:g}s")
+            if not poller.poll(math.ceil(remaining * 1000)):
+                continue
+            reply, pidfds, _, _ = socket.recv_fds(self.sock, MAX_PACKET, 1)
+            if not reply:
+                close_quietly(pidfds)
+                raise ConnectionError("the fork server closed the connection")
+            answer = decode(reply)
+            if isinstance(answer, Spawned | SpawnFailed) and answer.req == number:
+                break  # (an answer to an abandoned request is skipped)
+            close_quietly(pidfds)
+        if isinstance(answer, SpawnFailed):
+            close_quietly(pidfds)
+            raise BackendError(f"the fork server could not start the run: {answer.error}")
+        if len(pidfds) != 1:
+            close_quietly(pidfds)
+            raise ProtocolError("the fork server's answer carried no pidfd")
+        return answer.pid, answer.create_time, pidfds[0]
+
+    def prepare(self, cgroup: RunCgroup) -> None:
+        """Have the server fork a spare process into ``cgroup`` (raises ``OSError``)."""
+        with self._send_lock:
+            self.sock.send(encode(PrepareRequest(cgroup=str(cgroup.path))))
+        self.spares.append(cgroup)
+
+    def signal_group(self, pid: int, signum: int) -> None:
+        """Have the server signal the run's process group, unless the run was reaped."""
+        with self._send_lock, contextlib.suppress(OSError):
+            self.sock.send(encode(SignalRequest(pid=pid, signal=int(signum))))
+
+    def wait_exit(self, timeout: float) -> None:
+        """Wait until the server process has exited (it is dying); reap it."""
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.popen.wait(timeout)
+            procs.disown_child(self.pid)
+
+    def resume(self) -> None:
+        """SIGCONT the server (stopped by someone)."""
+        with contextlib.suppress(OSError):
+            self.popen.send_signal(signal.SIGCONT)
+
+    def kill(self) -> None:
+        """SIGKILL the server (a failed start, or stuck), reap it."""
+        self.closed = True
+        with contextlib.suppress(OSError):
+            self.sock.close()
+        with contextlib.suppress(OSError):
+            self.popen.kill()
+        self.popen.wait()
+        procs.disown_child(self.pid)
+
+    def close(self, *, timeout: float = SERVER_EXIT_SECONDS) -> None:
+        """Ask the server to exit (it kills its runs), wait for it, and reap it."""
+        self.request_exit()
+        self.wait_closed(time.monotonic() + timeout)
+
+    def request_exit(self) -> None:
+        """Ask the server to exit (it kills its runs first); see ``wait_closed``."""
+        if self.closed:
+            return
+        self.closed = True
+        with self._send_lock, contextlib.suppress(OSError):
+            self.sock.send(encode(ExitRequest()))
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+    def wait_closed(self, deadline: float) -> None:
+        """Wait for the server to exit until ``deadline`` (monotonic), then kill it; reap."""
+        try:
+            self.popen.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            self.popen.wait()
+        procs.disown_child(self.pid)

@@ -1,0 +1,511 @@
+"""The fork-server launcher: runs forked in a few milliseconds from a server that imported
+the app once (see ``forkserver``), watched from the manager without depending on it.
+
+For each run the manager creates the pipes (records, stdout, stderr, cancel) and a status
+pipe, and sends them with the ``SpawnRequest``; the answer carries a pidfd of the run's
+main process, on which the manager sees it end. Normally the server has reaped it by
+then and writes its wait status on the status pipe. If the server is gone (a runner
+killed it, say), the status pipe reaches end-of-file without one: the run has been
+reparented to this process (a subreaper, made so by ``start``) and is reaped here. A
+server that does not report within ``STATUS_SECONDS`` (stopped) is continued, then
+killed. A dead server is replaced at the next spawn; a server whose app files changed
+(content hashes) is replaced, and drained: it serves its runs in progress to their end.
+
+Where runs get cgroups, each server keeps up to ``SPARES`` spare processes, each in a fresh
+cgroup (``PrepareRequest``): moving a process into a cgroup waits for an RCU grace period
+(tens of milliseconds on a busy machine), and a spare has done that before its run is
+asked for; they are made in batches (when half are used), because moves made together
+share a grace period. A run that finds no spare is forked and joins its cgroup itself.
+
+Starting a server is bounded (``start_timeout``) and cancellable: ``close`` from another
+thread, or a spawn's own ``cancel`` event, makes a start in progress give up promptly.
+
+May import ``forkclient``, ``forkmessages``, ``supervision``, ``containment``, ``spawner``,
+``job``, ``procs``, ``errors`` and the stdlib.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import select
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Final
+
+from supervisor.core.errors import AppLoadError, BackendError
+from supervisor.runs import procs
+from supervisor.runs.containment import Containment
+from supervisor.runs.forkclient import (
+    SERVER_EXIT_SECONDS,
+    STATUS_SECONDS,
+    ServerHandle,
+    StartCancelled,
+)
+from supervisor.runs.forkmessages import ProtocolError
+from supervisor.runs.job import Job
+from supervisor.runs.spawner import Spawner
+from supervisor.runs.supervision import RunPipes, RunProcess, close_quietly
+
+if TYPE_CHECKING:
+    from supervisor.runs.cgroups import RunCgroup
+
+START_TIMEOUT: Final = 60.0
+SPARES: Final = 8
+
+
+class _ForkedRun(RunProcess):
+    """A run forked by a fork server, watched through its pidfd. When it has ended, the
+    server reports its status on the status pipe; if the server is gone (or stuck), the
+    run was handed to us, its subreaper, and we reap it ourselves."""
+
+    def __init__(
+        self,
+        *,
+        job: Job,
+        pid: int,
+        create_time: float,
+        pipes: RunPipes,
+        cgroup: RunCgroup | None,
+        release_cgroup: Callable[[RunCgroup], None] | None,
+        status_r: int,
+        pidfd: int,
+        server: ServerHandle,
+        on_done: Callable[[_ForkedRun], None],
+    ) -> None:
+        super().__init__(
+            job=job,
+            pid=pid,
+            create_time=create_time,
+            pipes=pipes,
+            cgroup=cgroup,
+            release_cgroup=release_cgroup,
+        )
+        self.server = server
+        self._status_r = status_r
+        self._pidfd = pidfd
+        self._reaped = False
+        self._server = server
+        self._on_done = on_done
+
+    def _exit_fd(self) -> int:
+        return self._pidfd
+
+    def _on_exit_fd(self) -> bool:
+        """The main process ended: its status from the server, else reaped here."""
+        if self._reaped:
+            return True
+        status = self._server_status()
+        if status is not None:
+            self._status = status
+            self._reaped = True  # by the server
+            return True
+        return self._reap()
+
+    def _server_status(self) -> int | None:
+        """The status the server writes once it has killed the run's group and swept its
+        marked processes; None at end-of-file (the server is gone). A server that says
+        nothing for ``STATUS_SECONDS`` is stuck (stopped, say): it is continued, then
+        killed (the launcher replaces it), and the run is ours to reap."""
+        poller = select.poll()
+        poller.register(self._status_r, select.POLLIN)
+        data = b""
+        deadline = time.monotonic() + STATUS_SECONDS
+        nudged = False
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                if nudged:
+                    self._server.kill()
+                    return None
+                self._server.resume()
+                nudged = True
+                deadline = time.monotonic() + 1.0
+                continue
+            if not poller.poll(math.ceil(remaining * 1000)):
+                continue
+            try:
+                chunk = os.read(self._status_r, 64)
+            except OSError:
+                chunk = b""
+            if not chunk:
+                try:
+                    return int(data.strip())
+                except ValueError:
+                    return None
+            data += chunk
+            if data.endswith(b"\n"):
+                with contextlib.suppress(ValueError):
+                    return int(data.strip())
+                return None
+
+    def _reap(self) -> bool:
+        """The pidfd is readable: the main process ended. Reap it (we are its parent now)."""
+        flags = os.WEXITED | os.WNOHANG | os.WNOWAIT
+        try:
+            info = os.waitid(os.P_PIDFD, self._pidfd, flags)
+        except ChildProcessError:
+            # Not ours yet: its old parent, the server, is still dying.
+            self._server.wait_exit(SERVER_EXIT_SECONDS)
+            try:
+                info = os.waitid(os.P_PIDFD, self._pidfd, flags)
+            except ChildProcessError:
+                self._status_problem = (
+                    "the run's exit status was lost: its fork server stopped and the run "
+                    "was not handed to the manager"
+                )
+                self._reaped = True
+                return True
+        if info is None:
+            return False
+        # A zombie: its group id cannot be recycled yet.
+        with contextlib.suppress(OSError):
+            os.killpg(self.pid, signal.SIGKILL)
+        procs.sweep(self.run_id, roots=[os.getpid()])
+        with contextlib.suppress(ChildProcessError):
+            os.waitid(os.P_PIDFD, self._pidfd, os.WEXITED)
+        self._status = procs.status_of(info)
+        self._reaped = True
+        return True
+
+    @property
+    def orphaned(self) -> bool:
+        """Is its fork server gone (so nobody but us will kill it)?"""
+        return not self._server.alive()
+
+    def kill(self) -> None:
+        """SIGKILL the run's group (and cgroup): the launcher is closing."""
+        with contextlib.suppress(Exception):
+            self._signal_group(signal.SIGKILL)
+            if self.cgroup is not None:
+                self.cgroup.kill()
+
+    def _signal_group(self, signum: int) -> None:
+        if self._reaped:
+            return
+        if self._server.alive():
+            self._server.signal_group(self.pid, signum)
+            if signum == signal.SIGKILL:  # whatever the server's state, the run dies
+                with contextlib.suppress(OSError):
+                    signal.pidfd_send_signal(self._pidfd, signum)
+        elif not select.select([self._pidfd], [], [], 0)[0]:
+            # Not ended, so not reaped (its server is gone, it is ours or soon will be):
+            # its group id is still its own.
+            with contextlib.suppress(OSError):
+                os.killpg(self.pid, signum)
+
+    def _close_exit_fds(self) -> None:
+        close_quietly([self._status_r, self._pidfd])
+
+    def _release(self) -> None:
+        if not self._reaped and not self._server.alive():
+            # Supervision failed before the end: do not leave a zombie of ours.
+            with contextlib.suppress(OSError):
+                os.killpg(self.pid, signal.SIGKILL)
+            with contextlib.suppress(ChildProcessError, OSError):
+                os.waitpid(self.pid, 0)
+        procs.disown_child(self.pid)
+        self._on_done(self)
+
+
+@dataclass(frozen=True, slots=True)
+class _Failure:
+    digests: tuple[str, ...]
+    error: str
+
+
+class ForkServerLauncher:
+    """Forks runs from a fork server that imported the app (``module:attribute``) once.
+
+    ``python``: the interpreter for the fork server (default: this one); ``cwd``: its
+    working directory (default: ours; ``load_app`` puts it on ``sys.path``);
+    ``sys_path``: directories to put first on its ``sys.path``; ``start_timeout``:
+    seconds the app may take to import in a new server.
+    """
+
+    def __init__(
+        self,
+        app_spec: str,
+        *,
+        python: str | None = None,
+        cwd: str | None = None,
+        sys_path: Sequence[str] = (),
+        start_timeout: float = START_TIMEOUT,
+        containment: Containment | None = None,
+    ) -> None:
+        self.app_spec = app_spec
+        self.start_timeout = start_timeout
+        self._python = python or sys.executable
+        self._cwd = cwd
+        self._paths = tuple(sys_path)
+        self._lock = threading.Lock()
+        self._closing = threading.Event()
+        self._spawner: Spawner | None = None
+        self._server: ServerHandle | None = None
+        self._draining: list[ServerHandle] = []
+        self._runs: set[_ForkedRun] = set()
+        self._failed: _Failure | None = None
+        self._containment = containment
+        self._swept = False
+        self.restarts = 0
+
+    @property
+    def containment(self) -> str:
+        """What contains the runs: ``cgroup v2``, ``cgroup v1`` or process groups."""
+        if self._containment is None:
+            self._containment = Containment.detect()
+        return self._containment.kind
+
+    @property
+    def server_pid(self) -> int | None:
+        """The pid of the current fork server (for tests and diagnostics)."""
+        server = self._server
+        return None if server is None else server.pid
+
+    def start(self) -> None:
+        """Start the fork server; raises ``AppLoadError`` if the app does not import (or
+        not within ``start_timeout``), ``BackendError`` if ``close`` interrupted it."""
+        _become_subreaper()
+        with self._lock:
+            self._closing.clear()
+            if self._containment is None:
+                self._containment = Containment.detect()
+            if not self._swept:
+                self._swept = True
+                self._containment.sweep_leftovers()
+            if self._spawner is None:
+                self._spawner = Spawner("fork-server-starter")
+            if self._server is None:
+                self._server = self._start_server(None)
+                self._top_up(self._server)
+
+    def _start_server(self, cancel: threading.Event | None) -> ServerHandle:
+        assert self._spawner is not None
+        try:
+            return ServerHandle.start(
+                self._spawner,
+                app_spec=self.app_spec,
+                python=self._python,
+                cwd=self._cwd,
+                paths=self._paths,
+                timeout=self.start_timeout,
+                cancelled=lambda: (
+                    self._closing.is_set() or (cancel is not None and cancel.is_set())
+                ),
+            )
+        except StartCancelled:
+            raise BackendError(
+                "the fork server's start was given up: "
+                "the launcher is closing or the run was cancelled"
+            ) from None
+
+    def close(self, *, timeout: float = SERVER_EXIT_SECONDS) -> None:
+        """Stop every fork server (their runs in progress are killed, and so are runs
+        whose server died), within ``timeout`` seconds in all; a start in progress in
+        another thread gives up promptly."""
+        self._closing.set()
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            servers = [*self._draining, *([self._server] if self._server else [])]
+            self._server = None
+            self._draining = []
+            spawner, self._spawner = self._spawner, None
+            orphans = [run for run in self._runs if run.orphaned]
+            for server in servers:
+                self._drop_spares(server)
+        for server in servers:
+            server.request_exit()
+        for run in orphans:
+            run.kill()
+        for server in servers:
+            server.wait_closed(deadline)
+        if spawner is not None:
+            spawner.close()
+        if self._containment is not None:
+            self._containment.close()
+
+    def check_reload(self) -> bool:
+        """Restart the fork server if the app's code changed; True if it was restarted.
+
+        Raises ``AppLoadError`` if the changed app no longer imports (the old server
+        is kept meanwhile, so runs in progress are not disturbed).
+        """
+        with self._lock:
+            return self._reload_if_stale(None)
+
+    def _reload_if_stale(self, cancel: threading.Event | None) -> bool:
+        server = self._server
+        if server is None or self._closing.is_set():
+            raise BackendError("the launcher is not started")
+        alive = server.alive()
+        if alive and not server.stale():
+            return False
+        if alive and self._failed is not None and self._failed.digests == server.digests():
+            raise AppLoadError(self._failed.error)
+        try:
+            fresh = self._start_server(cancel)
+        except AppLoadError as error:
+            if alive:
+                self._failed = _Failure(server.digests(), str(error))
+            raise
+        self._failed = None
+        self._server = fresh
+        self.restarts += 1
+        self._retire(server)
+        self._top_up(fresh)
+        return True
+
+    def _retire(self, server: ServerHandle) -> None:
+        """Close ``server`` once its runs are done (lock held)."""
+        server.draining = True
+        self._drop_spares(server)
+        if server.live == 0 or not server.alive():
+            server.close(timeout=5.0)
+        else:
+            self._draining.append(server)
+
+    def _run_done(self, run: _ForkedRun) -> None:
+        server = run.server
+        with self._lock:
+            self._runs.discard(run)
+            server.live -= 1
+            if server.draining and server.live <= 0 and server in self._draining:
+                self._draining.remove(server)
+                server.close(timeout=5.0)
+
+    def spawn(self, job: Job, *, cancel: threading.Event | None = None) -> RunProcess:
+        """Start ``job``; raises ``BackendError`` if it cannot be (also when ``cancel``
+        is set while a fork server is being started for it)."""
+        pipes = RunPipes.create()
+        try:
+            status_r, status_w = os.pipe()
+        except OSError as error:
+            close_quietly([*pipes.our_ends(), *pipes.run_ends()])
+            raise BackendError(f"cannot create the run's pipes: {error}") from error
+        run_ends = [*pipes.run_ends(), status_w]
+        containment = self._containment
+        cgroup: RunCgroup | None = None
+        try:
+            with self._lock:
+                server, cgroup, pid, started, pidfd = self._spawn_locked(job, run_ends, cancel)
+                server.live += 1
+                run = _ForkedRun(
+                    job=job if cgroup is None else replace(job, cgroup=str(cgroup.path)),
+                    pid=pid,
+                    create_time=started,
+                    pipes=pipes,
+                    cgroup=cgroup,
+                    release_cgroup=containment.release if containment is not None else None,
+                    status_r=status_r,
+                    pidfd=pidfd,
+                    server=server,
+                    on_done=self._run_done,
+                )
+                self._runs.add(run)
+                self._top_up(server)
+        except BaseException:
+            close_quietly([*pipes.our_ends(), status_r])
+            raise
+        finally:
+            close_quietly(run_ends)
+        return run
+
+    def _take_cgroup(self, server: ServerHandle, job: Job) -> RunCgroup | None:
+        """A cgroup for the run: one a spare waits in, else a new one (lock held); None
+        if the job names its own (the caller's to manage) or there are no cgroups."""
+        if job.cgroup is not None:
+            return None
+        if server.spares:
+            return server.spares.pop(0)
+        containment = self._containment
+        return None if containment is None else containment.create(job.run_id)
+
+    def _top_up(self, server: ServerHandle) -> None:
+        """Have ``server`` keep ``SPARES`` spare processes in fresh cgroups (lock held)."""
+        containment = self._containment
+        if containment is None or containment.root is None or len(server.spares) > SPARES // 2:
+            return
+        if not server.alive():
+            return
+        # In a batch: moves into cgroups made together share the kernel's grace period.
+        while len(server.spares) < SPARES:
+            cgroup = containment.create(f"spare-{os.urandom(6).hex()}")
+            if cgroup is None:
+                return
+            try:
+                server.prepare(cgroup)
+            except OSError:
+                containment.release(cgroup)
+                return
+
+    def _drop_spares(self, server: ServerHandle) -> None:
+        """The server is going: the cgroups its spares waited in go too."""
+        containment = self._containment
+        spares, server.spares = server.spares, []
+        if containment is not None:
+            for cgroup in spares:
+                containment.release(cgroup)
+
+    def _spawn_locked(
+        self, job: Job, fds: Sequence[int], cancel: threading.Event | None
+    ) -> tuple[ServerHandle, RunCgroup | None, int, float, int]:
+        cgroup: RunCgroup | None = None
+        try:
+            self._reload_if_stale(cancel)
+            server = self._server
+            assert server is not None
+            cgroup = self._take_cgroup(server, job)
+            named = job if cgroup is None else replace(job, cgroup=str(cgroup.path))
+            try:
+                return (server, cgroup, *self._request(server, named, fds))
+            except (OSError, ProtocolError):
+                # The server died, is stuck (stopped) or garbled its answer: kill it (its
+                # runs go on; a run it forked without answering ends at its gate), start
+                # a new one, try once more (in the same cgroup: it has no spare in it).
+                server.kill()
+                self._retire(server)
+                self._server = None
+                self._server = server = self._start_server(cancel)
+                self.restarts += 1
+                return (server, cgroup, *self._request(server, named, fds))
+        except BaseException as error:
+            if cgroup is not None and self._containment is not None:
+                self._containment.release(cgroup)
+            if isinstance(error, AppLoadError):
+                raise BackendError(f"the app failed to load: {error}") from error
+            if isinstance(error, OSError | ProtocolError):
+                raise BackendError(f"cannot start the run: {error}") from error
+            raise
+
+    def _request(
+        self, server: ServerHandle, job: Job, fds: Sequence[int]
+    ) -> tuple[int, float, int]:
+        # Registered before the server could die and hand the run to us, so that
+        # ``reap_orphans`` never takes its status.
+        with procs.owning_children() as own:
+            try:
+                pid, started, pidfd = server.request_spawn(job, fds)
+            except BaseException:
+                # A run forked before the server failed must not go on unwatched.
+                procs.sweep(job.run_id, roots=[os.getpid()], wait=1.0)
+                raise
+            own(pid)
+        return pid, started, pidfd
+
+
+def _become_subreaper() -> None:
+    try:
+        procs.become_subreaper()
+    except OSError as error:
+        raise BackendError(f"cannot become the subreaper of the runs: {error}") from error
+
+
+def _remove(cgroup: RunCgroup | None) -> None:
+    if cgroup is not None:
+        with contextlib.suppress(OSError):
+            cgroup.remove()

@@ -1,0 +1,210 @@
+"""The messages between the manager and its fork server, typed and shared by both sides.
+
+One message per ``SOCK_SEQPACKET`` packet, a JSON object with an ``op``; file
+descriptors travel beside it as SCM_RIGHTS.
+
+Manager → server:
+
+- ``SpawnRequest``: fork ``job``; fds ``[records_w, stdout_w, stderr_w, cancel_r,
+  status_w]``. Answered by ``Spawned`` (fd: a pidfd of the run's main process) or
+  ``SpawnFailed``, carrying the same ``req`` number.
+- ``SignalRequest``: ``killpg`` the run's group if that run has not been reaped yet (so a
+  recycled pid is never signalled). No answer.
+- ``PrepareRequest``: fork a spare process that joins the cgroup ``cgroup`` now and waits;
+  a later ``SpawnRequest`` whose job names that cgroup becomes that process (moving a
+  process into a cgroup waits for the kernel's RCU grace period: tens of milliseconds on
+  a busy machine, kept off the run's start this way). No answer.
+- ``ExitRequest`` (or end-of-file): kill every run still in flight, then exit.
+
+Server → manager, once at start: ``Ready`` (the app's module files, to notice changes) or
+``LoadFailed``.
+
+``encode`` gives the packet; ``decode`` raises ``ProtocolError`` for anything else than
+one of these messages. May import ``job`` and the stdlib only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from typing import Any, Final
+
+from supervisor.runs.job import Job
+
+MAX_PACKET: Final = 1 << 20
+RUN_FDS: Final = 5  # records_w, stdout_w, stderr_w, cancel_r, status_w
+
+
+class ProtocolError(ValueError):
+    """A packet that is not one of the fork server's messages."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModuleFile:
+    """One of the app's module files as the fork server imported it."""
+
+    path: str
+    mtime_ns: int
+    size: int
+    inode: int
+    sha256: str  # hex digest of the content
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SpawnRequest:
+    req: int
+    job: Job
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SignalRequest:
+    pid: int
+    signal: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PrepareRequest:
+    cgroup: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExitRequest:
+    pass
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Spawned:
+    req: int
+    pid: int
+    create_time: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SpawnFailed:
+    req: int
+    error: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Ready:
+    pid: int
+    package: str  # the directory of the ``supervisor`` package the server imported
+    modules: tuple[ModuleFile, ...]
+    load_started: float  # wall clock (epoch seconds) just before the app was imported
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LoadFailed:
+    error: str
+
+
+Request = SpawnRequest | SignalRequest | PrepareRequest | ExitRequest
+Reply = Spawned | SpawnFailed
+Announcement = Ready | LoadFailed
+Message = Request | Reply | Announcement
+
+
+def encode(message: Message) -> bytes:
+    """The packet for ``message``."""
+    obj: dict[str, Any]
+    match message:
+        case SpawnRequest(req=req, job=job):
+            obj = {"op": "spawn", "req": req, "job": job.to_json()}
+        case SignalRequest(pid=pid, signal=signum):
+            obj = {"op": "signal", "pid": pid, "signal": signum}
+        case PrepareRequest(cgroup=cgroup):
+            obj = {"op": "prepare", "cgroup": cgroup}
+        case ExitRequest():
+            obj = {"op": "exit"}
+        case Spawned(req=req, pid=pid, create_time=create_time):
+            obj = {"op": "spawned", "req": req, "pid": pid, "create_time": create_time}
+        case SpawnFailed(req=req, error=error):
+            obj = {"op": "spawn_failed", "req": req, "error": error}
+        case Ready(pid=pid, package=package, modules=modules, load_started=load_started):
+            obj = {
+                "op": "ready",
+                "pid": pid,
+                "package": package,
+                "load_started": load_started,
+                "modules": [[m.path, m.mtime_ns, m.size, m.inode, m.sha256] for m in modules],
+            }
+        case LoadFailed(error=error):
+            obj = {"op": "load_failed", "error": error}
+    return json.dumps(obj, separators=(",", ":")).encode()
+
+
+def decode(packet: bytes) -> Message:
+    """The message in ``packet``; raises ``ProtocolError`` if there is none."""
+    try:
+        obj = json.loads(packet)
+        if not isinstance(obj, dict):
+            raise TypeError("not an object")
+        return _decode(obj)
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as error:
+        if isinstance(error, ProtocolError):
+            raise
+        raise ProtocolError(f"malformed fork-server message: {error!r}") from error
+
+
+def _decode(obj: dict[str, Any]) -> Message:
+    op = obj.get("op")
+    if op == "spawn":
+        return SpawnRequest(req=_int(obj["req"]), job=Job.from_json(obj["job"]))
+    if op == "signal":
+        return SignalRequest(pid=_int(obj["pid"]), signal=_int(obj["signal"]))
+    if op == "prepare":
+        return PrepareRequest(cgroup=_text(obj["cgroup"]))
+    if op == "exit":
+        return ExitRequest()
+    if op == "spawned":
+        return Spawned(
+            req=_int(obj["req"]), pid=_int(obj["pid"]), create_time=float(obj["create_time"])
+        )
+    if op == "spawn_failed":
+        return SpawnFailed(req=_int(obj["req"]), error=str(obj["error"]))
+    if op == "ready":
+        return Ready(
+            pid=_int(obj["pid"]),
+            package=str(obj["package"]),
+            load_started=float(obj["load_started"]),
+            modules=tuple(
+                ModuleFile(
+                    path=str(path),
+                    mtime_ns=_int(mtime),
+                    size=_int(size),
+                    inode=_int(inode),
+                    sha256=str(digest),
+                )
+                for path, mtime, size, inode, digest in obj["modules"]
+            ),
+        )
+    if op == "load_failed":
+        return LoadFailed(error=str(obj["error"]))
+    raise ProtocolError(f"unknown fork-server message {op!r}")
+
+
+def _text(value: object) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"expected a string, got {value!r}")
+    return value
+
+
+def _int(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"expected an integer, got {value!r}")
+    return value
+
+
+def module_file(path: str) -> ModuleFile:
+    """How ``path`` is now (a file that cannot be read has size -1 and no digest)."""
+    try:
+        st = os.stat(path)
+        with open(path, "rb") as handle:
+            digest = hashlib.sha256(handle.read()).hexdigest()
+    except OSError:
+        return ModuleFile(path=path, mtime_ns=-1, size=-1, inode=-1, sha256="")
+    return ModuleFile(
+        path=path, mtime_ns=st.st_mtime_ns, size=st.st_size, inode=st.st_ino, sha256=digest
+    )

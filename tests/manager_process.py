@@ -1,0 +1,54 @@
+"""A real manager (``supervisor run --no-admin``) in its own process for CLI tests, and
+the CLI invoked against it through click's runner."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from supervisor.cli.main import main
+from tests.commands import supervisor
+from tests.waiting import wait_for
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@contextmanager
+def running_manager(state: Path, app: str, *, check_exit: bool = True) -> Iterator[Path]:
+    """Run a manager of ``app`` on ``state`` until the block ends, then SIGTERM it and
+    wait; with ``check_exit`` its exit status must be 0 (its stderr is in the message)."""
+    process = subprocess.Popen(
+        supervisor(
+            "run", "--app", app, "--state-dir", str(state), "--no-admin", "--grace", "500ms"
+        ),
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        wait_for(lambda: (state / "control.sock").exists(), timeout=30, what="the manager")
+        yield state
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            _, stderr = process.communicate(timeout=30)
+            if check_exit:
+                assert process.returncode == 0, stderr.decode(errors="replace")
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+
+
+def cli(state: Path, *args: str, code: int = 0) -> str:
+    """``supervisor ARGS --state-dir STATE``'s output; its exit status must be ``code``."""
+    result = CliRunner().invoke(main, [*args, "--state-dir", str(state)])
+    assert result.exit_code == code, result.output
+    return result.output

@@ -1,0 +1,121 @@
+"""A TCP proxy for tests that injects connection failures between clients and a server.
+
+``FaultyProxy`` listens on a free port of 127.0.0.1 and forwards each connection to the
+target. With probability ``refuse`` a new connection is closed at once; each chunk passed
+in either direction cuts the connection (both ways, mid-conversation) with probability
+``cut``. ``partition`` holds every byte back (connections stay open, as in a network
+partition) until ``heal``. Seeded, so a failing run can be repeated. Threads only;
+``close`` stops it all.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import socket
+import threading
+from types import TracebackType
+
+
+class FaultyProxy:
+    def __init__(
+        self, target: tuple[str, int], *, refuse: float, cut: float, seed: int = 1
+    ) -> None:
+        self._target = target
+        self._refuse = refuse
+        self._cut = cut
+        self._random = random.Random(seed)
+        self._lock = threading.Lock()
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self._server.getsockname()[1]
+        self._open: set[socket.socket] = set()
+        self._closed = threading.Event()
+        self._flowing = threading.Event()
+        self._flowing.set()
+        self.accepted = self.refused = self.cuts = 0
+        self._thread = threading.Thread(target=self._accept, name="proxy accept", daemon=True)
+        self._thread.start()
+
+    def _roll(self, chance: float) -> bool:
+        with self._lock:
+            return self._random.random() < chance
+
+    def _accept(self) -> None:
+        while not self._closed.is_set():
+            try:
+                client, _ = self._server.accept()
+            except OSError:
+                return
+            with self._lock:
+                self.accepted += 1
+            if self._roll(self._refuse):
+                with self._lock:
+                    self.refused += 1
+                client.close()
+                continue
+            try:
+                upstream = socket.create_connection(self._target, timeout=5)
+            except OSError:
+                client.close()
+                continue
+            upstream.settimeout(None)
+            with self._lock:
+                self._open.update((client, upstream))
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(
+                    target=self._pump, args=(source, sink), name="proxy pump", daemon=True
+                ).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while True:
+                chunk = source.recv(65536)
+                if not chunk:
+                    break
+                while not self._flowing.wait(0.05):
+                    if self._closed.is_set():
+                        return
+                if self._roll(self._cut):
+                    with self._lock:
+                        self.cuts += 1
+                    break
+                sink.sendall(chunk)
+        except OSError:
+            pass
+        finally:
+            for end in (source, sink):
+                self._shut(end)
+
+    def _shut(self, end: socket.socket) -> None:
+        with self._lock:
+            self._open.discard(end)
+        with contextlib.suppress(OSError):
+            end.shutdown(socket.SHUT_RDWR)
+        end.close()
+
+    def partition(self) -> None:
+        self._flowing.clear()
+
+    def heal(self) -> None:
+        self._flowing.set()
+
+    def close(self) -> None:
+        self._closed.set()
+        self._flowing.set()
+        self._server.close()
+        with self._lock:
+            ends = list(self._open)
+        for end in ends:
+            self._shut(end)
+        self._thread.join(timeout=5)
+
+    def __enter__(self) -> FaultyProxy:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()

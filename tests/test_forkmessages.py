@@ -1,0 +1,88 @@
+"""The fork server's messages: every one survives encode/decode; garbage is refused."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from supervisor.runs.forkmessages import (
+    ExitRequest,
+    LoadFailed,
+    Message,
+    ModuleFile,
+    PrepareRequest,
+    ProtocolError,
+    Ready,
+    SignalRequest,
+    Spawned,
+    SpawnFailed,
+    SpawnRequest,
+    decode,
+    encode,
+    module_file,
+)
+from supervisor.runs.job import Job
+
+JOB = Job(
+    scheduler_id="a.b",
+    run_id="r1",
+    trigger="cron",
+    deadline=datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC),
+    action_id="act",
+    cgroup="/sys/fs/cgroup/x/r1",
+)
+MESSAGES: list[Message] = [
+    SpawnRequest(req=3, job=JOB),
+    SpawnRequest(req=4, job=Job(scheduler_id="a", run_id="r2", trigger="manual")),
+    SignalRequest(pid=123, signal=15),
+    ExitRequest(),
+    PrepareRequest(cgroup="/sys/fs/cgroup/x/spare-1"),
+    Spawned(req=3, pid=456, create_time=1234.5),
+    SpawnFailed(req=3, error="fork failed: EAGAIN"),
+    Ready(
+        pid=9,
+        package="/x/supervisor",
+        load_started=17.25,
+        modules=(ModuleFile(path="/a.py", mtime_ns=1, size=2, inode=3, sha256="ab"),),
+    ),
+    LoadFailed(error="--app 'x:cfg': cannot import module"),
+]
+
+
+@pytest.mark.parametrize("message", MESSAGES, ids=lambda m: type(m).__name__)
+def test_round_trip(message: Message) -> None:
+    assert decode(encode(message)) == message
+
+
+@pytest.mark.parametrize(
+    "packet",
+    [
+        b"",
+        b"not json",
+        b"[]",
+        b'{"op": "nope"}',
+        b'{"op": "spawn", "req": 1}',
+        b'{"op": "spawn", "req": "1", "job": {"scheduler_id": "a", "run_id": "r", "trigger": "m"}}',
+        b'{"op": "spawn", "req": 1, "job": '
+        b'{"scheduler_id": "a", "run_id": "bad id", "trigger": "m"}}',
+        b'{"op": "signal", "pid": true, "signal": 9}',
+        b'{"op": "prepare", "cgroup": 5}',
+        b'{"op": "spawned", "req": 1, "pid": 2, "create_time": "x"}',
+        b'{"op": "ready", "pid": 1, "package": "p", "load_started": 1, "modules": [[1, 2]]}',
+    ],
+)
+def test_garbage_is_a_protocol_error(packet: bytes) -> None:
+    with pytest.raises(ProtocolError):
+        decode(packet)
+
+
+def test_module_file_hashes_the_content(tmp_path: Path) -> None:
+    path = tmp_path / "m.py"
+    path.write_text("A = 1\n")
+    first = module_file(str(path))
+    path.write_text("A = 2\n")
+    second = module_file(str(path))
+    assert first.size == second.size and first.sha256 != second.sha256
+    assert module_file(str(tmp_path / "gone.py")).size == -1
