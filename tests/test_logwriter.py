@@ -1,6 +1,6 @@
 """The log writer: batches from many runs become few store calls; flush is a barrier; what
-the store cannot take is counted, marked once it can, and end rows are retried. With a
-real full file system under a real SQLite file, and with a store that fails on demand."""
+the store cannot take is counted and marked once it can. With a real full file system
+under a real SQLite file, and with a store that fails on demand."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from supervisor.core.errors import StoreError
 from supervisor.core.records import Level, LogQuery, LogRecord, Outcome, RunRecord, Source, Trigger
 from supervisor.manager.logwriter import LogWriter
 from supervisor.store.memory import MemoryStore
-from supervisor.store.protocols import LostLogs, RunEnd
+from supervisor.store.protocols import LostLogs
 from supervisor.store.sqlite import SqliteStore, state_db_path
 from tests.fullfs import SmallFilesystem, small_filesystem
 from tests.waiting import wait_for
@@ -41,12 +41,6 @@ def run(run_id: str = "r", scheduler_id: str = "demo.job") -> RunRecord:
         trigger=Trigger.MANUAL,
         triggered_by=None,
         started_at=NOW,
-    )
-
-
-def end(run_id: str = "r") -> RunEnd:
-    return RunEnd(
-        run_id=run_id, ended_at=NOW + timedelta(seconds=1), outcome=Outcome.SUCCEEDED, exit_code=0
     )
 
 
@@ -148,56 +142,15 @@ def test_lost_records_are_counted_marked_and_reported_once_per_streak(flaky: Fla
     assert "works again" in reports[1] and "1060 log record(s)" in reports[1]
 
 
-def test_an_end_row_is_stored_behind_the_runs_records_and_retried(flaky: FlakyStore) -> None:
-    reports: list[str] = []
-    stored: list[RunRecord] = []
-    writer = LogWriter(flaky, retry_seconds=0.02, report=reports.append)
-    writer.start()
-    try:
-        writer.submit([record(1)])
-        writer.end_run(end(), on_stored=stored.append)
-        assert writer.flush(10)
-        assert [r.outcome for r in stored] == [Outcome.SUCCEEDED]
-        assert messages(flaky) == ["m1"]
-
-        flaky.insert_run(run("r2"))
-        flaky.broken = True
-        writer.end_run(end("r2"), on_stored=stored.append)
-        assert writer.flush(10)
-        assert writer.owed_ends() == ["r2"]
-        assert flaky.get_run("r2").outcome is None
-        flaky.broken = False  # space is back: the next retry stores it without being asked
-        wait_for(lambda: len(stored) == 2, what="the retried end row")
-        assert flaky.get_run("r2").outcome is Outcome.SUCCEEDED
-        assert writer.owed_ends() == []
-        assert len(reports) == 2, reports  # failing once, working again once
-    finally:
-        writer.close()
-
-
-def test_an_end_of_an_unknown_run_is_reported_and_dropped(flaky: FlakyStore) -> None:
-    reports: list[str] = []
-    writer = LogWriter(flaky, report=reports.append)
-    writer.start()
-    try:
-        writer.end_run(end("ghost"))
-        assert writer.flush(10)
-        assert writer.owed_ends() == []
-        assert reports == ["cannot store the end of run ghost: the store has no such run"]
-    finally:
-        writer.close()
-
-
 def test_close_reports_what_is_still_owed(flaky: FlakyStore) -> None:
     reports: list[str] = []
     writer = LogWriter(flaky, retry_seconds=3600, report=reports.append)
     writer.start()
     flaky.broken = True
     writer.submit([record(1)])
-    writer.end_run(end())
     writer.close()
     assert len(reports) == 2
-    assert "at shutdown" in reports[1] and "'r'" in reports[1]
+    assert "at shutdown" in reports[1] and "1 lost log record(s) of runs ['r']" in reports[1]
 
 
 def test_disk_full_loses_no_record_silently_and_stores_the_end_row_once_space_returns(
@@ -206,7 +159,6 @@ def test_disk_full_loses_no_record_silently_and_stores_the_end_row_once_space_re
     """Regression: with the state dir on a full file system a flooding run's lines vanished
     with dropped_records=0 and no marker, and its end row was never stored."""
     reports: list[str] = []
-    stored_ends: list[RunRecord] = []
     path = state_db_path(small_filesystem.root / "state")
     with SqliteStore.open(path, max_log_bytes_per_run=1 << 40) as store:
         store.insert_run(run("r"))
@@ -232,18 +184,27 @@ def test_disk_full_loses_no_record_silently_and_stores_the_end_row_once_space_re
                     ]
                 )
                 total += 5000
-            writer.end_run(end(), on_stored=stored_ends.append)
             assert writer.flush(60)
             assert writer.lost_records > 0
-            assert store.get_run("r").outcome is None  # the end row could not be stored yet
-            assert writer.owed_ends() == ["r"]
+            with pytest.raises(StoreError, match="full"):  # what the manager's retry meets
+                store.finish_run(
+                    "r",
+                    ended_at=NOW,
+                    outcome=Outcome.SUCCEEDED,
+                    exit_code=0,
+                    signal=None,
+                    error=None,
+                )
+            assert store.get_run("r").outcome is None
             failing = [m for m in reports if "cannot store" in m]
             assert len(failing) == 1, reports  # once per streak, not per batch
             assert "database or disk is full" in failing[0]
 
             small_filesystem.free()
-            wait_for(lambda: stored_ends, timeout=30, what="the end row once space returned")
             wait_for(lambda: writer.healthy, timeout=30, what="the markers once space returned")
+            store.finish_run(  # the manager's retry, once space returned
+                "r", ended_at=NOW, outcome=Outcome.SUCCEEDED, exit_code=0, signal=None, error=None
+            )
         finally:
             writer.close()
         stats = store.log_stats("r")

@@ -4,19 +4,26 @@ from __future__ import annotations
 
 import io
 import itertools
+import json
 import os
 import signal
+import sqlite3
 import subprocess
+import threading
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
 
 from supervisor.core.access import su
-from supervisor.core.errors import AlreadyRunning
+from supervisor.core.errors import AlreadyRunning, BackendError
 from supervisor.core.records import LogQuery, Outcome, RunRecord, Source, State, Trigger
+from supervisor.manager.shell import CLOSE_MARGIN_SECONDS
+from supervisor.runs.launcher import ForkServerLauncher, Job
 from supervisor.service.manager_mode import RunOptions, Service
 from supervisor.store.sqlite import SqliteStore
 from tests.commands import supervisor
@@ -246,3 +253,108 @@ def test_start_while_a_stopped_run_is_still_ending_takes_effect_after_it(
     # Started again: the start delay (1 h) applies, not nothing and not the pause.
     assert status.next_planned_at is not None and run.ended_at is not None
     assert status.next_planned_at - run.ended_at >= timedelta(minutes=59)
+
+
+def test_shutdown_meets_its_grace_with_a_run_that_ignores_sigterm(tmp_path: Path) -> None:
+    running = make_service(tmp_path / "state")
+    use_cases = running.use_cases
+    run_id = use_cases.execute(su(), "m.stubborn")
+    wait_for(
+        lambda: use_cases.logs(su(), LogQuery(scheduler_id="m.stubborn", run_id=run_id)),
+        what="the run to start",
+    )
+    began = time.monotonic()
+    running.close()  # grace 0.5 s: cancel, SIGTERM (ignored), SIGKILL
+    assert time.monotonic() - began < 0.5 + CLOSE_MARGIN_SECONDS
+    with SqliteStore.open(tmp_path / "state" / "state.db") as store:
+        run = store.get_run(run_id)
+    assert run.outcome is Outcome.CANCELLED
+    assert run.signal == signal.SIGKILL
+
+
+def test_regression_a_real_runs_outcome_lands_once_the_store_takes_writes_again(
+    service: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = service.store
+    assert store is not None
+    real_finish = store.finish_run
+    full = threading.Event()
+    full.set()
+    attempts: list[str] = []
+
+    def finish_run(run_id: str, **fields: Any) -> RunRecord:
+        if full.is_set():
+            attempts.append(run_id)
+            raise sqlite3.OperationalError("database or disk is full")
+        return real_finish(run_id, **fields)
+
+    monkeypatch.setattr(store, "finish_run", finish_run)
+    use_cases = service.use_cases
+    run_id = use_cases.execute(su(), "m.fail")
+    # Other schedulers of the app run too (and fail to store): count this run only.
+    wait_for(lambda: attempts.count(run_id) >= 2, what="the end row to be retried")
+    status = use_cases.status(su(), "m.fail")
+    assert status.state is State.PAUSED  # m.fail is MANUAL: waiting for a trigger
+    assert status.last_outcome is Outcome.FAILED  # from memory, while the store refuses
+    assert use_cases.run(su(), run_id).outcome is None
+    full.clear()
+    run = wait_for(
+        lambda: (r := use_cases.run(su(), run_id)).outcome and r, what="the stored outcome"
+    )
+    assert run.outcome is Outcome.FAILED
+    assert run.error is not None and "nothing to do today" in run.error
+
+
+def test_regression_a_restart_does_not_run_a_schedule_before_its_pause_is_over(
+    tmp_path: Path,
+) -> None:
+    state = tmp_path / "state"
+    first = make_service(state)
+    try:
+        use_cases = first.use_cases
+        use_cases.update_settings(su(), "m.repeat", {"pause_time": timedelta(hours=1)})
+        wait_finished(first, "m.repeat")
+        wait_finished(first, "m.oneshot")
+        assert first.manager is not None and first.manager.wait_idle("m.repeat", 10)
+        runs = finished_runs(first, "m.repeat")
+    finally:
+        first.close()
+    last_end = max(r.ended_at for r in runs if r.ended_at is not None)
+    second = make_service(state)
+    try:
+        status = second.use_cases.status(su(), "m.repeat")
+        assert status.state is State.PAUSED
+        assert status.next_planned_at == last_end + timedelta(hours=1)
+        # The one-shot of the same app runs at this start, as it should; m.repeat does not.
+        wait_finished(second, "m.oneshot", count=2)
+        assert len(second.use_cases.runs(su(), "m.repeat")) == len(runs)
+    finally:
+        second.close()
+
+
+def test_regression_a_scheduler_whose_starts_fail_says_so_on_the_cli(
+    service: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(self: object, job: Job, *, cancel: object = None) -> object:
+        raise BackendError("the app failed to load: ImportError: no module named 'gone'")
+
+    # The real fork-server launcher, made to refuse every start from now on.
+    monkeypatch.setattr(ForkServerLauncher, "spawn", refuse)
+    use_cases = service.use_cases
+    wait_for(
+        lambda: use_cases.status(su(), "m.repeat").state is State.FAILING,
+        what="m.repeat to show its failed start",
+    )
+    shown = json.loads(
+        subprocess.run(
+            supervisor("status", "m.repeat", "--state-dir", str(service.state_dir), "--json"),
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+    )
+    assert shown["state"] == "failing"
+    assert shown["last_outcome"] == "crashed"
+    assert shown["last_error"].startswith("could not start a run: the app failed to load")
+    assert shown["next_planned_at"] is not None  # a retry is planned

@@ -20,6 +20,7 @@ class State(enum.Enum):
     PAUSED = "paused"
     DISABLED = "disabled"
     STOPPED = "stopped"
+    FAILING = "failing"  # its last start failed (the store or the launcher raised)
 
 
 class Outcome(enum.Enum):
@@ -151,6 +152,11 @@ class SchedulerStatus:
     last_error: str | None = None
     last_actor: str | None = None
     actions: tuple[tuple[str, str], ...] = ()  # (action id, title)
+    # Starts that failed in a row (0 once a run starts again); the last one's message.
+    failed_starts: int = 0
+    start_error: str | None = None
+    # The current run's phase: "starting" (being launched), "running" or "stopping".
+    run_phase: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

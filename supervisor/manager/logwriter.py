@@ -1,5 +1,5 @@
 """Batches log records from every run into few, large store transactions, and keeps
-what the store could not take (records lost, end rows owed) until it can.
+count of what the store could not take until it can.
 
 Watcher threads ``submit`` batches; one writer thread drains the queue and appends
 everything it finds in one call, so a chatty run costs one transaction per drain rather
@@ -9,10 +9,10 @@ counted as lost.
 When the store fails (disk full, I/O error) a batch cannot wait: runs keep writing and
 memory is bounded. So its records are dropped but counted per run, and once the store
 works again each such run gets the count added to its dropped records and one visible
-marker record (``LogArchive.add_lost_logs``). A run's end row (``end_run``) is kept and
-retried every ``retry_seconds`` until it is stored, behind the run's records. Failures
+marker record (``LogArchive.add_lost_logs``), retried every ``retry_seconds``. Failures
 are reported on stderr once per streak (when storing first fails, and when it works
-again), never once per line.
+again), never once per line. (End rows are the manager's: ``manager.endrows`` retries
+them with ``RunHistory.finish_run``, which is safe to repeat.)
 
 May import ``records``, ``errors``, ``store.protocols``, ``store.codec`` and the stdlib.
 """
@@ -28,25 +28,19 @@ from datetime import datetime
 from typing import Final, Protocol
 
 from supervisor.core.errors import UnknownRun
-from supervisor.core.records import LogRecord, RunRecord
+from supervisor.core.records import LogRecord
 from supervisor.store.codec import encode_fields, valid_text
-from supervisor.store.protocols import LogArchive, LostLogs, RunEnd, RunHistory
+from supervisor.store.protocols import LogArchive, LostLogs
 
 # Bounded so a run that floods its pipes is slowed down instead of filling memory.
 MAX_PENDING_BATCHES: Final = 16
 MAX_RECORDS_PER_WRITE: Final = 5000
-# While something is owed to the store (lost-record markers, end rows), try this often.
+# While lost-record markers are owed to the store, try this often.
 RETRY_SECONDS: Final = 5.0
 
 
-class WriterStore(LogArchive, RunHistory, Protocol):
+class WriterStore(LogArchive, Protocol):
     """What the log writer needs of a store."""
-
-
-@dataclass(frozen=True, slots=True)
-class _End:
-    end: RunEnd
-    on_stored: Callable[[RunRecord], None] | None
 
 
 @dataclass(slots=True)
@@ -58,7 +52,7 @@ class _Loss:
     reason: str
 
 
-_Item = Sequence[LogRecord] | threading.Event | _End | None
+_Item = Sequence[LogRecord] | threading.Event | None
 
 
 def _report_on_stderr(message: str) -> None:
@@ -81,7 +75,6 @@ class LogWriter:
         # Only the writer thread changes these; readers take the lock for a snapshot.
         self._lock = threading.Lock()
         self._losses: dict[str, _Loss] = {}
-        self._ends: list[_End] = []
         self._failing = False
         self._lost_in_streak = 0
         self.failures = 0  # store calls that failed
@@ -95,15 +88,8 @@ class LogWriter:
         if records:
             self._queue.put(records)
 
-    def end_run(self, end: RunEnd, *, on_stored: Callable[[RunRecord], None] | None = None) -> None:
-        """Store how a run ended, after every record of it submitted before; if the store
-        fails, keep it and retry until stored. ``on_stored`` gets the stored run (on the
-        writer thread). An end for a run the store does not know is reported and dropped."""
-        self._queue.put(_End(end, on_stored))
-
     def flush(self, timeout: float | None = 30.0) -> bool:
-        """Wait until every record submitted so far is stored or counted as lost, and
-        every end row was tried once."""
+        """Wait until every record submitted so far is stored or counted as lost."""
         if self._thread is None or not self._thread.is_alive():
             return False
         done = threading.Event()
@@ -112,17 +98,12 @@ class LogWriter:
 
     @property
     def healthy(self) -> bool:
-        """False while storing fails or something is owed to the store."""
+        """False while storing fails or lost-record markers are owed to the store."""
         with self._lock:
-            return not (self._failing or self._losses or self._ends)
-
-    def owed_ends(self) -> list[str]:
-        """Runs whose end row waits for the store to work again."""
-        with self._lock:
-            return [item.end.run_id for item in self._ends]
+            return not (self._failing or self._losses)
 
     def close(self) -> None:
-        """Store what is queued, try once more what is owed, report what remains."""
+        """Store what is queued, try once more to mark losses, report what remains."""
         if self._thread is not None and self._thread.is_alive():
             self._queue.put(None)
             self._thread.join()
@@ -138,7 +119,6 @@ class LogWriter:
             except queue.Empty:
                 item, got = None, False
             pending: list[LogRecord] = []
-            ends: list[_End] = []
             waiters: list[threading.Event] = []
             stop = False
             while got:
@@ -146,8 +126,6 @@ class LogWriter:
                     stop = True
                 elif isinstance(item, threading.Event):
                     waiters.append(item)
-                elif isinstance(item, _End):
-                    ends.append(item)
                 else:
                     pending.extend(item)
                 if stop or len(pending) >= MAX_RECORDS_PER_WRITE:
@@ -156,7 +134,7 @@ class LogWriter:
                     item = self._queue.get_nowait()
                 except queue.Empty:
                     break
-            self._write(pending, ends)
+            self._write(pending)
             for waiter in waiters:
                 waiter.set()
             if stop:
@@ -165,9 +143,9 @@ class LogWriter:
                 return
 
     def _owes(self) -> bool:
-        return bool(self._losses or self._ends)
+        return bool(self._losses)
 
-    def _write(self, pending: list[LogRecord], ends: list[_End]) -> None:
+    def _write(self, pending: list[LogRecord]) -> None:
         # Markers first: they tell of records older than the ones now pending.
         self._store_losses()
         if pending:
@@ -177,11 +155,6 @@ class LogWriter:
                 self._count_lost(pending, error)
             else:
                 self._store_losses()  # the store works again: mark the losses at once
-        with self._lock:
-            self._ends.extend(ends)
-            owed = list(self._ends)
-        for item in owed:
-            self._store_end(item)
         if self._failing and not self._owes():
             self._failing = False
             self._report(
@@ -239,30 +212,8 @@ class LogWriter:
             with self._lock:
                 del self._losses[run_id]
 
-    def _store_end(self, item: _End) -> None:
-        end = item.end
-        try:
-            stored = self._store.finish_run(
-                end.run_id,
-                ended_at=end.ended_at,
-                outcome=end.outcome,
-                exit_code=end.exit_code,
-                signal=end.signal,
-                error=end.error,
-            )
-        except UnknownRun:
-            self._report(f"cannot store the end of run {end.run_id}: the store has no such run")
-        except Exception as error:
-            self._failed(f"the end of run {end.run_id}", error)
-            return
-        else:
-            if item.on_stored is not None:
-                item.on_stored(stored)
-        with self._lock:
-            self._ends.remove(item)
-
     def _owed_text(self, prefix: str) -> str:
         with self._lock:
             lost = sum(loss.records for loss in self._losses.values())
-            ends = [item.end.run_id for item in self._ends]
-        return f"{prefix}: {lost} lost-record marker(s) owed, end rows of runs {ends}"
+            runs = sorted(self._losses)
+        return f"{prefix}: the markers of {lost} lost log record(s) of runs {runs}"

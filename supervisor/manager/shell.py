@@ -1,76 +1,82 @@
-"""The manager: a state machine that plans runs, launches them crash-isolated, and records them.
+"""The manager's threaded shell around the pure state machine (``machine``).
 
-One planner thread waits for the earliest due run (a heap, so thousands of waiting
-schedulers cost nothing); each run is watched by its own thread; log records reach the
-store through the batching ``LogWriter``. Commands (start, stop, execute, settings) come
-from any thread and take the one lock. Clock, store and launcher are injected.
+Each scheduler's state is one frozen ``machine.Slot``; every change goes through
+``machine.step`` under the one lock, which is held only for that (and for the planner's
+heap): the effects ``step`` returns that touch the store or the launcher are carried out
+after the lock is released, by the thread that fed the event. One planner thread waits
+for the earliest due plan (a heap, so thousands of waiting schedulers cost nothing);
+each run is watched by its own thread, which launches it, supervises it and stores its
+end (retrying with a bounded back-off while the store fails, e.g. on a full disk); log
+records reach the store through the batching ``LogWriter``. ``close`` keeps a deadline.
+Clock, store and launcher are injected.
+
 May import everything below the use cases: definitions, records, planning, store,
-launcher, logwriter, clock, errors.
+launcher, logwriter, machine, clock, errors.
 """
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import itertools
 import sys
 import threading
+import time
 import uuid
-from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import timedelta
 from typing import Any
 
 from supervisor.core.clock import Clock
-from supervisor.core.definitions import Kind, Options, Settings
 from supervisor.core.errors import ActionFailed, AlreadyRunning, BackendError, UnknownAction
-from supervisor.core.planning import Anchor, Plan, catch_up_plan, next_plan
+from supervisor.core.planning import Plan
 from supervisor.core.records import (
     LogQuery,
     LogRecord,
     Outcome,
     RunRecord,
     SchedulerStatus,
-    State,
     Trigger,
 )
 from supervisor.core.registry import Registry
 from supervisor.core.settings import EffectiveSettings, from_store
+from supervisor.manager import machine
+from supervisor.manager.endrows import EndRows
 from supervisor.manager.logwriter import LogWriter
-from supervisor.runs.launcher import CancelRequest, Exit, Job, Launcher
+from supervisor.manager.machine import (
+    RETRY_SECONDS,
+    Effect,
+    Event,
+    Now,
+    Slot,
+)
+from supervisor.runs.launcher import CancelRequest, Exit, Job, Launcher, RunHandle
 from supervisor.store.sqlite import SqliteStore
+
+__all__ = ["RETRY_SECONDS", "WALL_CLOCK_CHECK_SECONDS", "Manager", "ManagerConfig"]
 
 # Cron plans follow the wall clock: the planner looks at them at least this often, so a
 # wall-clock step is noticed without a burst of runs.
 WALL_CLOCK_CHECK_SECONDS = 30.0
-# After the store or the launcher failed to start a planned run, try again this much later.
-RETRY_SECONDS = 5.0
 # A custom action is a short request from a person waiting for its answer.
 ACTION_TIMEOUT = timedelta(seconds=60)
-
-
-@dataclass(slots=True)
-class _Slot:
-    """The mutable state of one scheduler; guarded by the manager's lock."""
-
-    options: Options
-    settings: Settings
-    stopped: bool = False
-    anchor: Anchor | None = None
-    plan: Plan | None = None
-    generation: int = 0  # bumped on every re-plan; stale heap entries are skipped
-    run: RunRecord | None = None
-    cancel: CancelRequest | None = None
-    last_run: RunRecord | None = None
-    last_finished: RunRecord | None = None
-    last_actor: str | None = None
-    finished_one_shot: bool = False
-    started_while_running: bool = False  # Start came while a stopped run was still ending
-    run_done: threading.Condition | None = field(default=None, repr=False)
+# ``close`` waits this much longer than the grace for runs to end and be recorded.
+CLOSE_MARGIN_SECONDS = 3.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ManagerConfig:
+    """``grace_seconds``: how long a cancelled run may take before it is killed.
+    ``store_retry_seconds``/``store_retry_max_seconds``: the back-off while a run's end
+    cannot be stored. ``close_seconds``: how long ``close`` waits (default: the grace
+    plus a margin)."""
+
     grace_seconds: float = 5.0
     catch_up_missed_cron: bool = True
+    store_retry_seconds: float = 0.1
+    store_retry_max_seconds: float = 10.0
+    close_seconds: float | None = None
 
 
 class Manager:
@@ -84,243 +90,323 @@ class Manager:
         launcher: Launcher,
         clock: Clock,
         config: ManagerConfig | None = None,
+        report: Callable[[str], None] | None = None,
     ) -> None:
         self._registry = registry
         self._store = store
         self._launcher = launcher
         self._clock = clock
         self._config = config or ManagerConfig()
+        self._report = report or _report
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
-        self._slots: dict[str, _Slot] = {}
-        self._heap: list[tuple[float, int, str, int]] = []
+        self._settings_lock = threading.Lock()  # one settings change at a time, store first
+        self._slots: dict[str, Slot] = {}
+        self._heap: list[tuple[float, int, str, Plan]] = []
         self._sequence = itertools.count()
+        self._cancels: dict[str, CancelRequest] = {}
         self._watchers: set[threading.Thread] = set()
         self._closing = False
+        self._stopping = threading.Event()  # close began: end-row retries make a last try
+        self._closed = threading.Event()  # past close's deadline: late threads touch nothing
         self._planner: threading.Thread | None = None
         self._logs = LogWriter(store)
+        self._ends = EndRows(
+            store,
+            report=self._report,
+            retry_seconds=self._config.store_retry_seconds,
+            retry_max_seconds=self._config.store_retry_max_seconds,
+        )
 
     # -- lifecycle ----------------------------------------------------------------------
 
     def open(self) -> None:
         """Load settings and history, plan every scheduler, and begin running."""
         overrides = self._store.all_overrides()
-        now_mono, now_wall = self._clock.monotonic(), self._clock.now()
-        anchor = Anchor(mono=now_mono, wall=now_wall, after_run=False)
+        loaded = [
+            (
+                options,
+                self._store.last_run(options.id),
+                self._store.last_finished_run(options.id),
+                self._store.last_actor(options.id),
+            )
+            for options in self._registry
+        ]
+        now = self._now()
         with self._lock:
-            for options in self._registry:
+            for options, last_run, last_finished, last_actor in loaded:
                 settings = from_store(options, overrides.get(options.id, {})).effective
-                slot = _Slot(options=options, settings=settings)
-                slot.last_run = self._store.last_run(options.id)
-                slot.last_finished = self._store.last_finished_run(options.id)
-                slot.last_actor = self._store.last_actor(options.id)
-                slot.anchor = anchor
+                slot, effects = machine.open_slot(
+                    options,
+                    settings,
+                    now,
+                    last_run=last_run,
+                    last_finished=last_finished,
+                    last_actor=last_actor,
+                    catch_up_missed_cron=self._config.catch_up_missed_cron,
+                )
                 self._slots[options.id] = slot
-                plan = None
-                if options.kind is Kind.CRON and self._config.catch_up_missed_cron:
-                    # Missed means: a planned time passed after the last run of any trigger
-                    # (a manual run after it did the work that time would have done).
-                    plan = catch_up_plan(
-                        settings,
-                        last_planned=None if slot.last_run is None else slot.last_run.started_at,
-                        now_mono=now_mono,
-                        now_wall=now_wall,
-                    )
-                self._set_plan(slot, plan or self._plan(slot, now_mono, now_wall))
+                self._apply_in_memory(options.id, effects)
         self._logs.start()
         self._planner = threading.Thread(target=self._plan_loop, name="planner", daemon=True)
         self._planner.start()
 
     def close(self, *, wait: float | None = None) -> None:
-        """Stop planning, cancel every run (reason: shutdown), wait for them and record them."""
+        """Stop planning, cancel every run (reason: shutdown), wait for them and record them.
+
+        Returns within ``wait`` seconds (default: ``ManagerConfig.close_seconds``, else the
+        grace plus a margin). A run that has not ended by then (its launch hangs) is
+        recorded as interrupted, and its thread touches nothing any more.
+        """
+        if wait is None:
+            wait = self._config.close_seconds
+        if wait is None:
+            wait = self._config.grace_seconds + CLOSE_MARGIN_SECONDS
+        deadline = time.monotonic() + wait
+        effects: list[Effect] = []
+        self._stopping.set()
         with self._lock:
             self._closing = True
-            for slot in self._slots.values():
-                if slot.cancel is not None:
-                    slot.cancel.request("shutdown")
+            for scheduler_id in self._slots:
+                effects += self._feed_locked(scheduler_id, machine.Close())
             self._wake.notify_all()
             watchers = list(self._watchers)
+        self._carry_out(effects)
         for watcher in watchers:
-            watcher.join(wait)
+            watcher.join(max(0.0, deadline - time.monotonic()))
         if self._planner is not None:
-            self._planner.join(wait)
+            self._planner.join(max(0.0, deadline - time.monotonic()))
+        with self._lock:
+            self._closed.set()
+            self._wake.notify_all()
+            left = [slot.run for slot in self._slots.values() if slot.run is not None]
+        for run in left:
+            self._report(f"run {run.run_id} of {run.scheduler_id} did not end in time at shutdown")
+            try:
+                self._store.finish_run(
+                    run.run_id,
+                    ended_at=self._clock.now(),
+                    outcome=Outcome.INTERRUPTED,
+                    exit_code=None,
+                    signal=None,
+                    error="the supervisor shut down before this run ended"
+                    f" (it did not end within {wait:g}s)",
+                )
+            except Exception as error:
+                self._report(f"could not record the end of run {run.run_id}: {error}")
+        self._logs.flush(max(0.1, deadline - time.monotonic()))
         self._logs.close()
+
+    def wake(self) -> None:
+        """Make the planner look at the clock now (it would on its own at its next timeout)."""
+        with self._lock:
+            self._wake.notify_all()
+
+    # -- feeding the machine ------------------------------------------------------------
+
+    def _now(self) -> Now:
+        return Now(mono=self._clock.monotonic(), wall=self._clock.now())
+
+    def _feed_locked(self, scheduler_id: str, event: Event) -> list[Effect]:
+        """Step ``scheduler_id``'s slot (lock held); return the effects left to carry out."""
+        slot, effects = machine.step(self._slots[scheduler_id], event, self._now())
+        self._slots[scheduler_id] = slot
+        return self._apply_in_memory(scheduler_id, effects)
+
+    def _feed(self, scheduler_id: str, event: Event) -> list[Effect]:
+        with self._lock:
+            if self._closed.is_set():
+                return []
+            return self._feed_locked(scheduler_id, event)
+
+    def _apply_in_memory(self, scheduler_id: str, effects: list[Effect]) -> list[Effect]:
+        """Carry out the effects that need no I/O (lock held); return the others."""
+        rest: list[Effect] = []
+        for effect in effects:
+            match effect:
+                case machine.Replan(plan=plan):
+                    if plan is not None:
+                        due = plan.due
+                        if plan.follows_wall_clock:
+                            due = min(due, self._clock.monotonic() + WALL_CLOCK_CHECK_SECONDS)
+                        entry = (due, next(self._sequence), scheduler_id, plan)
+                        heapq.heappush(self._heap, entry)
+                    self._wake.notify_all()
+                case machine.Cancel(run_id=run_id, reason=reason):
+                    cancel = self._cancels.get(run_id)
+                    if cancel is not None:
+                        cancel.request(reason)
+                case machine.Launch(run=run):
+                    self._cancels[run.run_id] = CancelRequest()
+                    rest.append(effect)
+                case _:
+                    rest.append(effect)
+        return rest
+
+    def _carry_out(self, effects: list[Effect]) -> None:
+        """Carry out store, launcher and report effects (lock not held)."""
+        for effect in effects:
+            match effect:
+                case machine.Launch():
+                    self._launch(effect)
+                case machine.RecordProcess(run_id=run_id, pid=pid, create_time=create_time):
+                    try:
+                        self._store.set_run_process(
+                            run_id, pid=pid, pgid=pid, create_time=create_time
+                        )
+                    except Exception as error:  # only the sweep after a crash needs it
+                        self._report(f"could not record the process of run {run_id}: {error}")
+                case machine.RecordEnd(run=run):
+                    self._ends.store_until_stored(run, stopping=self._stopping)
+                case machine.Report(message=message):
+                    self._report(message)
+                case machine.Refuse() | machine.Replan() | machine.Cancel():
+                    pass  # refusals are raised by the caller; the rest was done in memory
 
     # -- planning -----------------------------------------------------------------------
 
-    def _plan(self, slot: _Slot, now_mono: float, now_wall: datetime) -> Plan | None:
-        if slot.stopped or slot.finished_one_shot or slot.anchor is None:
-            return None
-        return next_plan(
-            slot.options.kind, slot.settings, slot.anchor, now_mono=now_mono, now_wall=now_wall
-        )
-
-    def _set_plan(self, slot: _Slot, plan: Plan | None) -> None:
-        """Replace the slot's plan (lock held); the planner wakes to look at it."""
-        slot.generation += 1
-        slot.plan = plan
-        if plan is not None:
-            due = (
-                plan.due
-                if not plan.follows_wall_clock
-                else min(plan.due, self._clock.monotonic() + WALL_CLOCK_CHECK_SECONDS)
-            )
-            heapq.heappush(
-                self._heap, (due, next(self._sequence), slot.options.id, slot.generation)
-            )
-        self._wake.notify_all()
-
-    def _replan(self, slot: _Slot) -> None:
-        self._set_plan(slot, self._plan(slot, self._clock.monotonic(), self._clock.now()))
-
     def _plan_loop(self) -> None:
-        with self._lock:
-            while not self._closing:
-                now = self._clock.monotonic()
-                if not self._heap:
-                    self._wake.wait(WALL_CLOCK_CHECK_SECONDS)
-                    continue
-                due, _, scheduler_id, generation = self._heap[0]
-                if due > now:
-                    self._wake.wait(due - now)
-                    continue
-                heapq.heappop(self._heap)
-                slot = self._slots[scheduler_id]
-                if generation != slot.generation or slot.plan is None or slot.run is not None:
-                    continue
-                plan = slot.plan
-                if plan.follows_wall_clock and self._clock.now() < plan.planned_at:
-                    # Not yet by the wall clock (or it stepped back): look again later.
-                    remaining = (plan.planned_at - self._clock.now()).total_seconds()
-                    slot.plan = replace(plan, due=now + remaining)
-                    self._set_plan(slot, slot.plan)
-                    continue
-                slot.plan = None
-                try:
-                    self._launch(slot, plan.trigger, actor=None)
-                except Exception as error:  # the store failed: keep planning, try again
-                    _report(f"could not start a run of {scheduler_id}: {error}")
-                    retry = replace(
-                        plan,
-                        due=now + RETRY_SECONDS,
-                        planned_at=self._clock.now() + timedelta(seconds=RETRY_SECONDS),
-                    )
-                    self._set_plan(slot, retry)
+        while True:
+            with self._lock:
+                effects = self._next_due_locked()
+                if effects is None:
+                    return
+            # A failed start raises; the machine knows (FAILING, a retry is planned).
+            with contextlib.suppress(BackendError):
+                self._carry_out(effects)
+
+    def _next_due_locked(self) -> list[Effect] | None:
+        """Wait for the next due plan and step it; None once closing (lock held)."""
+        while not self._closing:
+            now = self._clock.monotonic()
+            if not self._heap:
+                self._wake.wait(WALL_CLOCK_CHECK_SECONDS)
+                continue
+            due, _, scheduler_id, plan = self._heap[0]
+            if due > now:
+                self._wake.wait(due - now)
+                continue
+            heapq.heappop(self._heap)
+            event = machine.Due(plan=plan, run_id=_new_run_id())
+            effects = self._feed_locked(scheduler_id, event)
+            if effects:
+                return effects
+        return None
 
     # -- runs ---------------------------------------------------------------------------
 
-    def _launch(self, slot: _Slot, trigger: Trigger, *, actor: str | None) -> RunRecord:
-        """Start a run of ``slot`` (lock held). The watcher thread does the waiting."""
-        now = self._clock.now()
-        timeout = slot.settings.timeout
-        run = RunRecord(
-            run_id=uuid.uuid4().hex[:16],
-            scheduler_id=slot.options.id,
-            trigger=trigger,
-            triggered_by=actor,
-            started_at=now,
-        )
-        self._store.insert_run(run)  # first: if it fails, nothing has changed
-        slot.run = run
-        slot.last_run = run
-        slot.cancel = CancelRequest()
-        if self._closing:
-            slot.cancel.request("shutdown")
-        job = Job(
-            scheduler_id=slot.options.id,
-            run_id=run.run_id,
-            trigger=trigger.value,
-            deadline=None if timeout is None else now + timeout,
-        )
-        watcher = threading.Thread(
-            target=self._watch,
-            args=(slot, run, job, slot.cancel, timeout),
-            name=f"run-{run.run_id}",
-            daemon=True,
-        )
-        self._watchers.add(watcher)
-        watcher.start()
-        return run
-
-    def _watch(
-        self,
-        slot: _Slot,
-        run: RunRecord,
-        job: Job,
-        cancel: CancelRequest,
-        timeout: timedelta | None,
-    ) -> None:
+    def _launch(self, launch: machine.Launch) -> None:
+        """Store the run's row, then hand it to its watcher thread. Raises ``BackendError``
+        (after feeding the failure to the machine) if the row cannot be stored."""
+        run = launch.run
         try:
-            exit_ = self._supervise(run, job, cancel, timeout)
+            self._store.insert_run(run)
+        except Exception as error:
+            with self._lock:
+                self._cancels.pop(run.run_id, None)
+            self._carry_out(
+                self._feed(
+                    run.scheduler_id,
+                    machine.LaunchFailed(run_id=run.run_id, error=str(error), stored=False),
+                )
+            )
+            raise BackendError(f"could not start a run of {run.scheduler_id}: {error}") from error
+        with self._lock:
+            cancel = self._cancels.setdefault(run.run_id, CancelRequest())
+            watcher = threading.Thread(
+                target=self._watch,
+                args=(run, cancel, launch.timeout),
+                name=f"run-{run.run_id}",
+                daemon=True,
+            )
+            self._watchers.add(watcher)
+            watcher.start()  # under the lock: close never sees a watcher not yet started
+
+    def _watch(self, run: RunRecord, cancel: CancelRequest, timeout: timedelta | None) -> None:
+        try:
+            self._watch_run(run, cancel, timeout)
+        finally:
+            with self._lock:
+                self._cancels.pop(run.run_id, None)
+                self._watchers.discard(threading.current_thread())
+                self._wake.notify_all()
+
+    def _watch_run(self, run: RunRecord, cancel: CancelRequest, timeout: timedelta | None) -> None:
+        """Launch ``run``, supervise it to its end and record the end (watcher thread)."""
+        process = self._spawn(run, cancel, timeout)
+        if process is None:
+            return
+        try:
+            exit_ = process.supervise(
+                sink=self._logs.submit,
+                timeout=None if timeout is None else timeout.total_seconds(),
+                cancel=cancel,
+                grace=self._config.grace_seconds,
+            )
         except Exception as error:  # the launcher failed: a crash of this run, not of us
             exit_ = Exit(
                 outcome=Outcome.CRASHED,
                 exit_code=None,
                 signal=None,
-                error=f"could not start the run: {error}",
+                error=f"could not supervise the run: {error}",
                 result=None,
             )
-        self._logs.flush()
-        ended_at = self._clock.now()
-        try:
-            finished = self._store.finish_run(
-                run.run_id,
-                ended_at=ended_at,
-                outcome=exit_.outcome,
-                exit_code=exit_.exit_code,
-                signal=exit_.signal,
-                error=exit_.error,
-            )
-        except Exception as error:  # keep the scheduler going; the next start marks it
-            _report(f"could not record the end of run {run.run_id}: {error}")
-            finished = replace(
-                run,
-                ended_at=ended_at,
-                outcome=exit_.outcome,
-                exit_code=exit_.exit_code,
-                signal=exit_.signal,
-                error=exit_.error,
-            )
-        with self._lock:
-            slot.run = None
-            slot.cancel = None
-            slot.last_run = finished
-            slot.last_finished = finished
-            restarted, slot.started_while_running = slot.started_while_running, False
-            if slot.options.kind is Kind.ONE_SHOT and not restarted:
-                slot.finished_one_shot = True
-            # After a Start that came during the run, the start delay applies again.
-            slot.anchor = Anchor(
-                mono=self._clock.monotonic(),
-                wall=finished.ended_at or self._clock.now(),
-                after_run=not restarted,
-            )
-            if not self._closing:
-                self._replan(slot)
-            self._watchers.discard(threading.current_thread())
-            self._wake.notify_all()
+        if not self._closed.is_set():  # past close's deadline the run was recorded already
+            self._record_end(run, exit_)
 
-    def _supervise(
-        self, run: RunRecord, job: Job, cancel: CancelRequest, timeout: timedelta | None
-    ) -> Exit:
-        process = self._launcher.spawn(job)
-        self._store.set_run_process(
-            run.run_id, pid=process.pid, pgid=process.pid, create_time=process.create_time
+    def _spawn(
+        self, run: RunRecord, cancel: CancelRequest, timeout: timedelta | None
+    ) -> RunHandle | None:
+        """Start ``run``'s process; None (the machine told) if it was cancelled or failed."""
+        job = Job(
+            scheduler_id=run.scheduler_id,
+            run_id=run.run_id,
+            trigger=run.trigger.value,
+            deadline=None if timeout is None else run.started_at + timeout,
         )
-        return process.supervise(
-            sink=self._logs.submit,
-            timeout=None if timeout is None else timeout.total_seconds(),
-            cancel=cancel,
-            grace=self._config.grace_seconds,
+        if cancel.is_set():  # stopped (or shut down) before its process was asked for
+            failed = machine.LaunchFailed(
+                run_id=run.run_id, error="cancelled", stored=True, cancelled=True
+            )
+            self._carry_out(self._feed(run.scheduler_id, failed))
+            return None
+        try:
+            # Stop or shutdown during a launch that waits for the app to (re)load cancel it.
+            process = self._launcher.spawn(job, cancel=cancel)
+        except Exception as error:  # a failed start, not a crash of the manager
+            failed = machine.LaunchFailed(
+                run_id=run.run_id, error=str(error), stored=True, cancelled=cancel.is_set()
+            )
+            self._carry_out(self._feed(run.scheduler_id, failed))
+            return None
+        started = machine.RunStarted(
+            run_id=run.run_id, pid=process.pid, create_time=process.create_time
         )
+        self._carry_out(self._feed(run.scheduler_id, started))
+        return process
+
+    def _record_end(self, run: RunRecord, exit_: Exit) -> None:
+        """Store how ``run`` ended (behind its log records) and tell the machine."""
+        self._logs.flush()
+        finished = replace(
+            run,
+            ended_at=self._clock.now(),
+            outcome=exit_.outcome,
+            exit_code=exit_.exit_code,
+            signal=exit_.signal,
+            error=exit_.error,
+        )
+        stored = self._ends.try_store(finished)
+        ended = machine.RunEnded(finished=stored or finished, stored=stored is not None)
+        self._carry_out(self._feed(run.scheduler_id, ended))
 
     def wait_idle(self, scheduler_id: str, timeout: float) -> bool:
-        """Wait until ``scheduler_id`` has no run in progress (for tests and shutdown)."""
-        deadline = self._clock.monotonic() + timeout
+        """Wait up to ``timeout`` real seconds until ``scheduler_id`` has no run in progress."""
+        deadline = time.monotonic() + timeout
         with self._lock:
-            slot = self._slot(scheduler_id)
-            while slot.run is not None:
-                remaining = deadline - self._clock.monotonic()
+            self._registry.get(scheduler_id)  # raises UnknownScheduler
+            while self._slots[scheduler_id].run is not None:
+                remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return False
                 self._wake.wait(min(remaining, 0.5))
@@ -328,46 +414,19 @@ class Manager:
 
     # -- Backend: reading ---------------------------------------------------------------
 
-    def _slot(self, scheduler_id: str) -> _Slot:
+    def _slot(self, scheduler_id: str) -> Slot:
         self._registry.get(scheduler_id)  # raises UnknownScheduler
         return self._slots[scheduler_id]
 
-    def _status(self, slot: _Slot) -> SchedulerStatus:
-        if slot.run is not None:
-            state = State.RUNNING
-        elif slot.settings.disabled:
-            state = State.DISABLED
-        elif slot.stopped or slot.finished_one_shot:
-            state = State.STOPPED
-        else:
-            state = State.PAUSED
-        last = slot.last_finished
-        options = slot.options
-        return SchedulerStatus(
-            id=options.id,
-            name=options.name,
-            description=options.description,
-            kind=options.kind,
-            state=state,
-            settings=slot.settings,
-            defaults=options.defaults,
-            current_run_id=None if slot.run is None else slot.run.run_id,
-            last_started_at=None if slot.last_run is None else slot.last_run.started_at,
-            last_completed_at=None if last is None else last.ended_at,
-            next_planned_at=None if slot.plan is None else slot.plan.planned_at,
-            last_outcome=None if last is None else last.outcome,
-            last_error=None if last is None else last.error,
-            last_actor=slot.last_actor,
-            actions=tuple((a.id, a.title) for a in options.actions),
-        )
-
     def statuses(self) -> list[SchedulerStatus]:
         with self._lock:
-            return [self._status(slot) for slot in self._slots.values()]
+            slots = list(self._slots.values())
+        return [machine.status_of(slot) for slot in slots]
 
     def status(self, scheduler_id: str) -> SchedulerStatus:
         with self._lock:
-            return self._status(self._slot(scheduler_id))
+            slot = self._slot(scheduler_id)
+        return machine.status_of(slot)
 
     def runs(self, scheduler_id: str, *, limit: int = 50) -> list[RunRecord]:
         self._registry.get(scheduler_id)
@@ -386,72 +445,48 @@ class Manager:
 
     # -- Backend: controls --------------------------------------------------------------
 
+    def _command(self, scheduler_id: str, event: Event) -> list[Effect]:
+        self._registry.get(scheduler_id)  # raises UnknownScheduler
+        if self._closed.is_set():
+            raise BackendError("the manager is shut down")
+        effects = self._feed(scheduler_id, event)
+        for effect in effects:
+            if isinstance(effect, machine.Refuse):
+                if effect.run_id is not None:
+                    raise AlreadyRunning(scheduler_id, effect.run_id)
+                raise BackendError(effect.message)
+        return effects
+
     def start(self, scheduler_id: str, *, actor: str) -> None:
-        with self._lock:
-            slot = self._slot(scheduler_id)
-            slot.last_actor = actor
-            if not (slot.stopped or slot.finished_one_shot):
-                return
-            if slot.run is not None:  # a stopped run is still ending: start after it
-                slot.stopped = False
-                slot.started_while_running = True
-                return
-            slot.stopped = False
-            slot.finished_one_shot = False
-            slot.anchor = Anchor(
-                mono=self._clock.monotonic(), wall=self._clock.now(), after_run=False
-            )
-            self._replan(slot)
+        self._carry_out(self._command(scheduler_id, machine.Start(actor=actor)))
 
     def stop(self, scheduler_id: str, *, actor: str) -> None:
-        with self._lock:
-            slot = self._slot(scheduler_id)
-            slot.last_actor = actor
-            slot.stopped = True
-            slot.started_while_running = False
-            if slot.cancel is not None:
-                slot.cancel.request("stop")
-            self._set_plan(slot, None)
+        self._carry_out(self._command(scheduler_id, machine.Stop(actor=actor)))
 
     def execute(self, scheduler_id: str, *, actor: str) -> str:
-        with self._lock:
-            slot = self._slot(scheduler_id)
-            if slot.run is not None:
-                raise AlreadyRunning(scheduler_id, slot.run.run_id)
-            if self._closing:
-                raise BackendError("the manager is shutting down")
-            slot.last_actor = actor
-            try:
-                run = self._launch(slot, Trigger.MANUAL, actor=actor)
-            except Exception as error:
-                raise BackendError(f"could not start a run of {scheduler_id}: {error}") from error
-            self._set_plan(slot, None)
-            return run.run_id
+        run_id = _new_run_id()
+        self._carry_out(self._command(scheduler_id, machine.Execute(actor=actor, run_id=run_id)))
+        return run_id
 
     def update_settings(self, scheduler_id: str, settings: EffectiveSettings) -> None:
-        with self._lock:
-            slot = self._slot(scheduler_id)
+        self._registry.get(scheduler_id)  # raises UnknownScheduler
+        with self._settings_lock:  # store first, outside the lock; one change at a time
             self._store.set_overrides(scheduler_id, settings.overrides)
-            self._apply(slot, settings.effective)
+            event = machine.SettingsChanged(settings=settings.effective)
+            self._carry_out(self._feed(scheduler_id, event))
 
     def reset_settings(self, scheduler_id: str) -> None:
-        with self._lock:
-            slot = self._slot(scheduler_id)
+        options = self._registry.get(scheduler_id)
+        with self._settings_lock:
             self._store.delete_overrides(scheduler_id)
-            self._apply(slot, slot.options.defaults)
-
-    def _apply(self, slot: _Slot, settings: Settings) -> None:
-        """New settings take effect at once: a waiting scheduler re-plans (lock held)."""
-        slot.settings = settings
-        if slot.run is None:
-            self._replan(slot)
+            event = machine.SettingsChanged(settings=options.defaults)
+            self._carry_out(self._feed(scheduler_id, event))
 
     def run_action(self, scheduler_id: str, action_id: str, *, actor: str) -> str:
-        slot = self._slot(scheduler_id)
-        if slot.options.action(action_id) is None:
+        options = self._registry.get(scheduler_id)
+        if options.action(action_id) is None:
             raise UnknownAction(f"scheduler {scheduler_id!r} has no action {action_id!r}")
-        with self._lock:
-            slot.last_actor = actor
+        self._feed(scheduler_id, machine.Acted(actor=actor))
         now = self._clock.now()
         job = Job(
             scheduler_id=scheduler_id,
@@ -469,6 +504,10 @@ class Manager:
         if exit_.outcome is not Outcome.SUCCEEDED:
             raise ActionFailed(exit_.error or f"the action ended {exit_.outcome.value}")
         return exit_.result or ""
+
+
+def _new_run_id() -> str:
+    return uuid.uuid4().hex[:16]
 
 
 def _report(message: str) -> None:

@@ -67,18 +67,6 @@ class StoredUser:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class RunEnd:
-    """How a run ended: what ``RunHistory.finish_run`` stores."""
-
-    run_id: str
-    ended_at: datetime
-    outcome: Outcome
-    exit_code: int | None = None
-    signal: int | None = None
-    error: str | None = None
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
 class LostLogs:
     """Records of one run that never reached the store (e.g. while the disk was full).
 
