@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from common import start_service, summary, temp_dir, write_app
 
 from supervisor.core.access import su
+from supervisor.core.records import LogQuery
 
 APP = """
 def first_line(ctx):
@@ -40,7 +41,9 @@ def measure_supervisor(samples: int, *, fork_server: bool) -> list[float]:
                 due = time.time()
                 run_id = use_cases.execute(su(), "bench.latency")
                 service.manager.wait_idle("bench.latency", 30)
-                records = use_cases.logs(su(), "bench.latency", run_id=run_id)
+                records = use_cases.logs(
+                    su(), LogQuery(scheduler_id="bench.latency", run_id=run_id)
+                )
                 entered = next(r.fields["at"] for _, r in records if r.message == "entered")
                 out.append((entered - due) * 1000)
         finally:

@@ -31,6 +31,7 @@ from datetime import timedelta
 from common import ROOT, percentile, start_service, temp_dir, write_app
 
 from supervisor.core.access import su
+from supervisor.core.records import LogQuery
 from tests.systemd_ns import NamespacedSystemd
 
 PYTHON = sys.executable
@@ -141,7 +142,7 @@ def measure_manager(samples: int) -> list[Run]:
                 if time.monotonic() > deadline:
                     raise SystemExit("the manager did not run enough times")
                 time.sleep(0.5)  # waiting for the schedule to produce samples
-            records = use_cases.logs(su(), SCHEDULER_ID, limit=10 * samples)
+            records = use_cases.logs(su(), LogQuery(scheduler_id=SCHEDULER_ID, limit=10 * samples))
             entered = {r.run_id: float(r.fields["at"]) for _, r in records if "at" in r.fields}
             runs = []
             for record in use_cases.runs(su(), SCHEDULER_ID, limit=samples + 5):

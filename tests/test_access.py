@@ -23,7 +23,7 @@ import pytest
 from supervisor.core.access import ROLES, Permission, Subject, su, with_role
 from supervisor.core.definitions import Kind, Options
 from supervisor.core.errors import PermissionDenied
-from supervisor.core.records import AuditEntry
+from supervisor.core.records import AuditEntry, LogQuery
 from supervisor.core.registry import Registry
 from supervisor.core.settings import from_store
 from supervisor.usecases.accounts import Accounts
@@ -170,7 +170,7 @@ CALLS: dict[str, Callable[[World, Subject], Any]] = {
     "status": lambda w, s: w.use_cases.status(s, "jobs.repeat"),
     "runs": lambda w, s: w.use_cases.runs(s, "jobs.hello"),
     "run": lambda w, s: w.use_cases.run(s, w.run_id),
-    "logs": lambda w, s: w.use_cases.logs(s, "jobs.hello", run_id=w.run_id),
+    "logs": lambda w, s: w.use_cases.logs(s, LogQuery(scheduler_id="jobs.hello", run_id=w.run_id)),
     "find_settings": lambda w, s: w.use_cases.find_settings(s, "jobs.repeat"),
     "audit": lambda w, s: w.use_cases.audit(s),
     "start": lambda w, s: w.use_cases.start(s, "jobs.repeat"),

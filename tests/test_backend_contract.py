@@ -41,7 +41,7 @@ from supervisor.core.errors import (
     UnknownRun,
     UnknownScheduler,
 )
-from supervisor.core.records import AuditEntry, Level, Outcome, RunRecord, State, Trigger
+from supervisor.core.records import AuditEntry, Level, LogQuery, Outcome, RunRecord, State, Trigger
 from supervisor.core.registry import registry_of
 from supervisor.core.settings import EffectiveSettings
 from supervisor.usecases.backend import Backend
@@ -119,7 +119,7 @@ class ManagerHarness:
 
     def started(self, run_id: str) -> None:
         wait_for(
-            lambda: self.backend.logs("c.manual", run_id=run_id),
+            lambda: self.backend.logs(LogQuery(scheduler_id="c.manual", run_id=run_id)),
             timeout=RUN_TIMEOUT,
             what=f"run {run_id} to log",
         )
@@ -166,7 +166,7 @@ class FakeHarness:
             self.fake.finish("c.manual", Outcome.SUCCEEDED)
 
     def started(self, run_id: str) -> None:
-        if not self.fake.logs("c.manual", run_id=run_id):
+        if not self.fake.logs(LogQuery(scheduler_id="c.manual", run_id=run_id)):
             self.fake.log("c.manual", RUN_MESSAGE, run_id=run_id, n=7, trigger="manual")
 
     def ended(self, scheduler_id: str, run_id: str) -> RunRecord:
@@ -331,7 +331,7 @@ class SystemdHarness:
 
     def started(self, run_id: str) -> None:
         wait_for(
-            lambda: self.backend.logs("c.manual", run_id=run_id),
+            lambda: self.backend.logs(LogQuery(scheduler_id="c.manual", run_id=run_id)),
             timeout=RUN_TIMEOUT,
             what=f"run {run_id} to log",
         )
@@ -518,7 +518,9 @@ def test_logs_carry_the_fields_and_page_by_cursor(harness: Harness) -> None:
     finished(harness, run_id)
     records = wait_for(
         lambda: (
-            (found := harness.backend.logs("c.manual", run_id=run_id)) and len(found) >= 2 and found
+            (found := harness.backend.logs(LogQuery(scheduler_id="c.manual", run_id=run_id)))
+            and len(found) >= 2
+            and found
         ),
         timeout=RUN_TIMEOUT,
         what="both records of the run",
@@ -530,13 +532,22 @@ def test_logs_carry_the_fields_and_page_by_cursor(harness: Harness) -> None:
     assert first.level is Level.INFO
     cursors = [c for c, _ in records]
     assert cursors == sorted(cursors) and len(set(cursors)) == len(cursors)
-    newest = harness.backend.logs("c.manual", run_id=run_id, limit=1)
+    newest = harness.backend.logs(LogQuery(scheduler_id="c.manual", run_id=run_id, limit=1))
     assert [c for c, _ in newest] == cursors[-1:]
-    older = harness.backend.logs("c.manual", run_id=run_id, before=cursors[-1], limit=1)
+    older = harness.backend.logs(
+        LogQuery(scheduler_id="c.manual", run_id=run_id, before=cursors[-1], limit=1)
+    )
     assert [c for c, _ in older] == cursors[-2:-1]
-    after = harness.backend.logs("c.manual", run_id=run_id, after=cursors[0], limit=1)
+    after = harness.backend.logs(
+        LogQuery(scheduler_id="c.manual", run_id=run_id, after=cursors[0], limit=1)
+    )
     assert [c for c, _ in after] == cursors[1:2]
-    assert harness.backend.logs("c.manual", run_id=run_id, min_level=Level.ERROR) == []
+    assert (
+        harness.backend.logs(
+            LogQuery(scheduler_id="c.manual", run_id=run_id, min_level=Level.ERROR)
+        )
+        == []
+    )
 
 
 def test_settings_update_apply_at_once_and_reset_deletes_them(harness: Harness) -> None:

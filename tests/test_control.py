@@ -33,7 +33,7 @@ from supervisor.core.errors import (
     UnknownRun,
     UnknownScheduler,
 )
-from supervisor.core.records import State
+from supervisor.core.records import LogQuery, State
 from supervisor.core.settings import SettingsChange
 from supervisor.service.control import SOCKET_NAME
 from supervisor.service.manager_mode import RunOptions, Service
@@ -187,11 +187,13 @@ def test_the_typed_values_print_exactly_what_the_manager_sent(service: Service) 
         views.run_json(r) for r in client.runs("m.oneshot", limit=5)
     ]
     raw_logs = client.call("logs", id="m.oneshot", run_id=run_id, limit=50)
-    typed_logs = client.logs("m.oneshot", run_id=run_id, limit=50)
+    typed_logs = client.logs(LogQuery(scheduler_id="m.oneshot", run_id=run_id, limit=50))
     assert len(raw_logs) >= 2 and len(raw_logs) == len(typed_logs)
     for raw, (cursor, record) in zip(raw_logs, typed_logs, strict=True):
         assert raw == {**views.log_json(record), "cursor": cursor}
-    after = client.logs("m.oneshot", run_id=run_id, after=typed_logs[0][0], limit=50)
+    after = client.logs(
+        LogQuery(scheduler_id="m.oneshot", run_id=run_id, after=typed_logs[0][0], limit=50)
+    )
     assert [c for c, _ in after] == [c for c, _ in typed_logs[1:]]
     changed = client.update_settings("m.waiting", SettingsChange(pause_time=timedelta(seconds=90)))
     assert changed.effective.pause_time == timedelta(seconds=90)

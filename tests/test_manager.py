@@ -21,7 +21,7 @@ import pytest
 
 from supervisor.core.access import su
 from supervisor.core.errors import AlreadyRunning, BackendError
-from supervisor.core.records import Outcome, RunRecord, Source, State, Trigger
+from supervisor.core.records import LogQuery, Outcome, RunRecord, Source, State, Trigger
 from supervisor.manager.shell import CLOSE_MARGIN_SECONDS
 from supervisor.runs.launcher import ForkServerLauncher, Job
 from supervisor.service.manager_mode import RunOptions, Service
@@ -70,7 +70,9 @@ def test_one_shot_runs_once_logs_fields_and_stops(service: Service) -> None:
     assert run.outcome is Outcome.SUCCEEDED
     assert run.trigger is Trigger.START
     assert use_cases.status(su(), "m.oneshot").state is State.STOPPED
-    records = wait_for(lambda: use_cases.logs(su(), "m.oneshot"), what="logs stored")
+    records = wait_for(
+        lambda: use_cases.logs(su(), LogQuery(scheduler_id="m.oneshot")), what="logs stored"
+    )
     by_message = {r.message: r for _, r in records}
     assert by_message["hello"].fields == {"n": 1, "who": "world"}
     assert by_message["hello"].source is Source.LOGGER
@@ -236,7 +238,10 @@ def test_start_while_a_stopped_run_is_still_ending_takes_effect_after_it(
 ) -> None:
     use_cases = service.use_cases
     run_id = use_cases.execute(su(), "m.stubborn")
-    wait_for(lambda: use_cases.logs(su(), "m.stubborn", run_id=run_id), what="the run to start")
+    wait_for(
+        lambda: use_cases.logs(su(), LogQuery(scheduler_id="m.stubborn", run_id=run_id)),
+        what="the run to start",
+    )
     use_cases.stop(su(), "m.stubborn")
     use_cases.start(su(), "m.stubborn")  # the run ignores SIGTERM: it is still ending now
     assert use_cases.status(su(), "m.stubborn").state is State.RUNNING
@@ -254,7 +259,10 @@ def test_shutdown_meets_its_grace_with_a_run_that_ignores_sigterm(tmp_path: Path
     running = make_service(tmp_path / "state")
     use_cases = running.use_cases
     run_id = use_cases.execute(su(), "m.stubborn")
-    wait_for(lambda: use_cases.logs(su(), "m.stubborn", run_id=run_id), what="the run to start")
+    wait_for(
+        lambda: use_cases.logs(su(), LogQuery(scheduler_id="m.stubborn", run_id=run_id)),
+        what="the run to start",
+    )
     began = time.monotonic()
     running.close()  # grace 0.5 s: cancel, SIGTERM (ignored), SIGKILL
     assert time.monotonic() - began < 0.5 + CLOSE_MARGIN_SECONDS

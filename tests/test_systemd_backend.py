@@ -27,7 +27,7 @@ from supervisor.core.errors import (
     UnknownRun,
     UnknownScheduler,
 )
-from supervisor.core.records import AuditEntry, Level, Outcome, Source, State, Trigger
+from supervisor.core.records import AuditEntry, Level, LogQuery, Outcome, Source, State, Trigger
 from supervisor.core.registry import Registry
 from supervisor.core.settings import EffectiveSettings, SettingsChange, apply, from_store
 from supervisor.service.mode import backend_choice
@@ -704,7 +704,7 @@ def test_logs_are_our_records_and_systemds_notices_in_time_order(
     )
     _systemd_message(fake, 0.6, "r1", MESSAGE_PROCESS_EXIT, "5", EXIT_CODE="exited")
     fake.log(0.7, SCHEDULER_ID="other", MESSAGE="not ours")
-    found = backend.logs("job.tick")
+    found = backend.logs(LogQuery(scheduler_id="job.tick"))
     assert [r.message for _, r in found] == [
         "hello from r1",
         "printed",
@@ -714,12 +714,16 @@ def test_logs_are_our_records_and_systemds_notices_in_time_order(
     assert all(r.run_id == "r1" for _, r in found)
     cursors = [c for c, _ in found]
     assert cursors == sorted(cursors)
-    assert [r.message for _, r in backend.logs("job.tick", after=cursors[0])] == [
+    assert [
+        r.message for _, r in backend.logs(LogQuery(scheduler_id="job.tick", after=cursors[0]))
+    ] == [
         "printed",
         f"systemd says {MESSAGE_PROCESS_EXIT[:6]}",
     ]
-    assert [r.message for _, r in backend.logs("job.tick", before=cursors[1])] == ["hello from r1"]
-    assert [r.message for _, r in backend.logs("job.tick", limit=1)] == [
+    assert [
+        r.message for _, r in backend.logs(LogQuery(scheduler_id="job.tick", before=cursors[1]))
+    ] == ["hello from r1"]
+    assert [r.message for _, r in backend.logs(LogQuery(scheduler_id="job.tick", limit=1))] == [
         f"systemd says {MESSAGE_PROCESS_EXIT[:6]}"
     ]
 
@@ -728,11 +732,11 @@ def test_logs_filter_by_level_and_run(backend: SystemdBackend, fake: FakeSystemd
     _run(fake, 0, "r1", outcome="succeeded")
     _run(fake, 10, "r2", outcome="succeeded")
     _record(fake, 10.5, "r2", "bad news", PRIORITY="3")
-    assert [r.message for _, r in backend.logs("job.tick", run_id="r2")] == [
+    assert [r.message for _, r in backend.logs(LogQuery(scheduler_id="job.tick", run_id="r2"))] == [
         "hello from r2",
         "bad news",
     ]
-    found = backend.logs("job.tick", min_level=Level.WARNING)
+    found = backend.logs(LogQuery(scheduler_id="job.tick", min_level=Level.WARNING))
     assert [(r.message, r.level) for _, r in found] == [("bad news", Level.ERROR)]
 
 

@@ -32,6 +32,7 @@ from supervisor.core.passwords import ScryptCost, hash_password
 from supervisor.core.records import (
     AuditEntry,
     Level,
+    LogQuery,
     LogRecord,
     Outcome,
     RunRecord,
@@ -180,28 +181,20 @@ class FakeBackend:
                         return run
         raise UnknownRun(f"no run with id {run_id!r}")
 
-    def logs(
-        self,
-        scheduler_id: str,
-        *,
-        run_id: str | None = None,
-        min_level: Level | None = None,
-        after: int | None = None,
-        before: int | None = None,
-        limit: int = 200,
-    ) -> list[tuple[int, LogRecord]]:
-        self.registry.get(scheduler_id)
+    def logs(self, query: LogQuery) -> list[tuple[int, LogRecord]]:
+        self.registry.get(query.scheduler_id)
         with self.lock:
             chosen = [
                 (c, r)
                 for c, sid, r in self.logs_
-                if sid == scheduler_id
-                and (run_id is None or r.run_id == run_id)
-                and (min_level is None or r.level >= min_level)
-                and (after is None or c > after)
-                and (before is None or c < before)
+                if sid == query.scheduler_id
+                and (query.run_id is None or r.run_id == query.run_id)
+                and (query.min_level is None or r.level >= query.min_level)
+                and (query.after is None or c > query.after)
+                and (query.before is None or c < query.before)
             ]
-        return chosen[:limit] if after is not None else chosen[-limit:] if limit else []
+        limit = query.limit
+        return chosen[:limit] if query.after is not None else chosen[-limit:] if limit else []
 
     def run_action(self, scheduler_id: str, action_id: str, *, actor: str) -> str:
         options = self.registry.get(scheduler_id)

@@ -43,7 +43,7 @@ from supervisor.core.errors import (
     UnknownRun,
     UnknownScheduler,
 )
-from supervisor.core.records import Level, LogRecord, RunRecord
+from supervisor.core.records import LogQuery, LogRecord, RunRecord
 from supervisor.core.settings import SettingsChange
 from supervisor.service.lock import holder
 from supervisor.service.paths import SOCKET_NAME
@@ -77,16 +77,9 @@ class Client(Protocol):
 
     def runs(self, scheduler_id: str, *, limit: int) -> list[RunRecord]: ...
 
-    def logs(
-        self,
-        scheduler_id: str,
-        *,
-        run_id: str | None = None,
-        level: Level | None = None,
-        after: int | None = None,
-        limit: int = 200,
-    ) -> list[tuple[int, LogRecord]]:
-        """Records oldest first with their cursors; ``after`` continues from a cursor."""
+    def logs(self, query: LogQuery) -> list[tuple[int, LogRecord]]:
+        """Records oldest first with their cursors, as ``query`` asks (``after`` continues
+        from a cursor)."""
         ...
 
     def start(self, scheduler_id: str) -> None: ...
@@ -264,19 +257,14 @@ class ControlClient:
         found = self.call("runs", id=scheduler_id, limit=limit)
         return [views.run_from_json(r) for r in views.items(found, "runs")]
 
-    def logs(
-        self,
-        scheduler_id: str,
-        *,
-        run_id: str | None = None,
-        level: Level | None = None,
-        after: int | None = None,
-        limit: int = 200,
-    ) -> list[tuple[int, LogRecord]]:
-        args: dict[str, Any] = {"id": scheduler_id, "run_id": run_id, "limit": limit}
-        args["level"] = None if level is None else level.name.lower()
-        if after is not None:
-            args["after"] = after
+    def logs(self, query: LogQuery) -> list[tuple[int, LogRecord]]:
+        args: dict[str, Any] = {"id": query.scheduler_id, "run_id": query.run_id}
+        args["limit"] = query.limit
+        args["level"] = None if query.min_level is None else query.min_level.name.lower()
+        if query.after is not None:
+            args["after"] = query.after
+        if query.before is not None:
+            args["before"] = query.before
         return [views.log_from_json(r) for r in views.items(self.call("logs", **args), "logs")]
 
     def start(self, scheduler_id: str) -> None:
@@ -349,18 +337,8 @@ class UseCaseClient:
     def runs(self, scheduler_id: str, *, limit: int) -> list[RunRecord]:
         return self._use_cases.runs(self._subject, scheduler_id, limit=limit)
 
-    def logs(
-        self,
-        scheduler_id: str,
-        *,
-        run_id: str | None = None,
-        level: Level | None = None,
-        after: int | None = None,
-        limit: int = 200,
-    ) -> list[tuple[int, LogRecord]]:
-        return self._use_cases.logs(
-            self._subject, scheduler_id, run_id=run_id, min_level=level, after=after, limit=limit
-        )
+    def logs(self, query: LogQuery) -> list[tuple[int, LogRecord]]:
+        return self._use_cases.logs(self._subject, query)
 
     def start(self, scheduler_id: str) -> None:
         self._use_cases.start(self._subject, scheduler_id)

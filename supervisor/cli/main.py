@@ -10,6 +10,7 @@ used, see ``bench/bench_cli_start.py``).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import time
@@ -29,7 +30,7 @@ from supervisor.cli.systemd import register
 from supervisor.core.access import ROLES, Subject, os_user_name, su
 from supervisor.core.durations import format_duration, parse_duration
 from supervisor.core.errors import DefinitionError, SupervisorError
-from supervisor.core.records import Level, LogRecord
+from supervisor.core.records import Level, LogQuery, LogRecord
 from supervisor.core.settings import SettingsChange
 from supervisor.core.sizes import parse_size
 from supervisor.service.mode import operator_state_dir
@@ -418,8 +419,8 @@ def logs(
 ) -> None:
     """Print a scheduler's log records (one JSON object per line with --json)."""
     control = client(state_dir)
-    lowest = _level(level)
-    found = control.logs(scheduler_id, run_id=run_id, level=lowest, limit=limit)
+    query = LogQuery(scheduler_id=scheduler_id, run_id=run_id, min_level=_level(level), limit=limit)
+    found = control.logs(query)
     cursor = None
     while True:
         for position, record in found:
@@ -429,7 +430,7 @@ def logs(
             return
         sys.stdout.flush()
         time.sleep(FOLLOW_POLL_SECONDS)  # polling a live source, not waiting in a test
-        found = control.logs(scheduler_id, run_id=run_id, level=lowest, after=cursor, limit=1000)
+        found = control.logs(dataclasses.replace(query, after=cursor, limit=1000))
 
 
 # -- controls ------------------------------------------------------------------------------

@@ -95,6 +95,32 @@ class LogRecord:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class LogQuery:
+    """Which log records of a scheduler to read, as (cursor, record) in cursor order.
+
+    ``after``/``before`` are cursors from earlier answers. With ``after``: the oldest
+    ``limit`` records whose cursor is greater (and less than ``before`` if given).
+    Otherwise the newest ``limit`` records (with a cursor less than ``before`` if given).
+    ``run_id`` and ``min_level`` filter. ``limit`` 0 asks for nothing. Negative numbers
+    raise ``ValueError``.
+    """
+
+    scheduler_id: str
+    run_id: str | None = None
+    min_level: Level | None = None
+    after: int | None = None
+    before: int | None = None
+    limit: int = 200
+
+    def __post_init__(self) -> None:
+        if self.limit < 0:
+            raise ValueError(f"limit must not be negative, got {self.limit}")
+        for name, cursor in (("after", self.after), ("before", self.before)):
+            if cursor is not None and cursor < 0:
+                raise ValueError(f"{name} must not be negative, got {cursor}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RunRecord:
     run_id: str
     scheduler_id: str

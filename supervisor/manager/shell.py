@@ -32,7 +32,7 @@ from supervisor.core.clock import Clock
 from supervisor.core.errors import ActionFailed, AlreadyRunning, BackendError, UnknownAction
 from supervisor.core.planning import Plan
 from supervisor.core.records import (
-    Level,
+    LogQuery,
     LogRecord,
     Outcome,
     RunRecord,
@@ -438,25 +438,9 @@ class Manager:
     def run(self, run_id: str) -> RunRecord:
         return self._store.get_run(run_id)
 
-    def logs(
-        self,
-        scheduler_id: str,
-        *,
-        run_id: str | None = None,
-        min_level: Level | None = None,
-        after: int | None = None,
-        before: int | None = None,
-        limit: int = 200,
-    ) -> list[tuple[int, LogRecord]]:
-        self._registry.get(scheduler_id)
-        return self._store.logs(
-            scheduler_id,
-            run_id=run_id,
-            min_level=min_level,
-            after=after,
-            before=before,
-            limit=limit,
-        )
+    def logs(self, query: LogQuery) -> list[tuple[int, LogRecord]]:
+        self._registry.get(query.scheduler_id)
+        return self._store.logs(query)
 
     def overrides(self, scheduler_id: str) -> dict[str, Any]:
         self._registry.get(scheduler_id)

@@ -27,7 +27,7 @@ from typing import Any
 
 from supervisor.core.access import Subject, os_user_name, su
 from supervisor.core.errors import DefinitionError, SupervisorError
-from supervisor.core.records import Level
+from supervisor.core.records import Level, LogQuery
 from supervisor.core.settings import SettingsChange
 from supervisor.usecases import serialize
 from supervisor.usecases.schedulers import UseCases
@@ -144,15 +144,15 @@ class Dispatcher:
         }
 
     def _logs(self, subject: Subject, args: Arguments) -> Any:
-        records = self._use_cases.logs(
-            subject,
-            args.text("id"),
+        query = LogQuery(
+            scheduler_id=args.text("id"),
             run_id=args.optional_text("run_id"),
             min_level=_level(args.optional_text("level")),
             after=args.cursor("after"),
             before=args.cursor("before"),
             limit=args.number("limit", default=200, high=MAX_LIMIT),
         )
+        records = self._use_cases.logs(subject, query)
         return [serialize.log_json(record, cursor=cursor) for cursor, record in records]
 
     def _settings(self, subject: Subject, args: Arguments) -> Any:

@@ -75,7 +75,7 @@ from supervisor.core.errors import (
     UnknownRun,
 )
 from supervisor.core.records import (
-    Level,
+    LogQuery,
     LogRecord,
     Outcome,
     RunRecord,
@@ -688,16 +688,9 @@ class SystemdBackend:
         self._registry.get(scheduler_id)
         return self._store.overrides(scheduler_id)
 
-    def logs(
-        self,
-        scheduler_id: str,
-        *,
-        run_id: str | None = None,
-        min_level: Level | None = None,
-        after: int | None = None,
-        before: int | None = None,
-        limit: int = 200,
-    ) -> list[tuple[int, LogRecord]]:
+    def logs(self, query: LogQuery) -> list[tuple[int, LogRecord]]:
+        scheduler_id, run_id, min_level = query.scheduler_id, query.run_id, query.min_level
+        after, before, limit = query.after, query.before, query.limit
         unit = self._units(scheduler_id)
         if limit <= 0:
             return []

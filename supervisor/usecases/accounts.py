@@ -10,7 +10,7 @@ User changes (add, remove, set or change a password) are audited first, as
 cannot be written (``StoreError``) refuses the change and nothing is done; a change that
 then fails gets a second entry ("<action> failed"). A login is audited before it is
 answered: a trail that cannot be written fails the login (no session is made).
-May import ``core`` and ``usecases.schedulers`` (its audit helper).
+May import ``core``, ``store.protocols`` and ``usecases.schedulers`` (its audit helper).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -37,6 +37,7 @@ from supervisor.core.passwords import (
     verify_password,
 )
 from supervisor.core.records import AuditEntry
+from supervisor.store.protocols import AuditTrail, StoredUser, UserDirectory
 from supervisor.usecases.schedulers import note_after
 
 USER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
@@ -45,35 +46,9 @@ BOOTSTRAP_PASSWORD_FILE = "admin-password"  # noqa: S105 - a file name
 BOOTSTRAP_USER = "admin"
 
 
-class StoredAccount(Protocol):
-    @property
-    def name(self) -> str: ...
-
-    @property
-    def role(self) -> str: ...
-
-    @property
-    def password_hash(self) -> str: ...
-
-
-class UserDirectory(Protocol):
-    """Where users live (the store).
-
-    ``add_user`` raises ``DefinitionError`` for a duplicate name, ``set_password`` for an
-    unknown one; ``StoreError`` when the database cannot be written.
-    """
-
-    def get_user(self, name: str) -> StoredAccount | None: ...
-
-    def add_user(self, name: str, *, role: str, password_hash: str) -> None: ...
-
-    def remove_user(self, name: str) -> bool: ...
-
-    def list_users(self) -> Sequence[StoredAccount]: ...
-
-    def set_password(self, name: str, password_hash: str) -> None: ...
-
-    def add_audit(self, entry: AuditEntry) -> None: ...
+class AccountStore(UserDirectory, AuditTrail, Protocol):
+    """The store's users and audit trail, which the account use cases write together
+    (errors as ``store.protocols`` says)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -94,7 +69,7 @@ def _dummy_hash(cost: ScryptCost) -> str:
 class Accounts:
     def __init__(
         self,
-        users: UserDirectory,
+        users: AccountStore,
         *,
         clock: Clock | None = None,
         cost: ScryptCost = CURRENT_COST,
@@ -131,7 +106,7 @@ class Accounts:
             if not self._users.remove_user(name):  # removed by someone else in between
                 raise DefinitionError("name", f"no user {name!r}")
 
-    def list(self, subject: Subject) -> list[StoredAccount]:
+    def list(self, subject: Subject) -> list[StoredUser]:
         subject.require(Permission.MANAGE_USERS)
         return list(self._users.list_users())
 

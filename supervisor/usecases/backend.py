@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from supervisor.core.records import Level, LogRecord, RunRecord, SchedulerStatus
+from supervisor.core.records import LogQuery, LogRecord, RunRecord, SchedulerStatus
 from supervisor.core.settings import EffectiveSettings
 
 
@@ -65,17 +65,8 @@ class Backend(Protocol):
         """One run; ``UnknownRun`` if there is none with that ID."""
         ...
 
-    def logs(
-        self,
-        scheduler_id: str,
-        *,
-        run_id: str | None = None,
-        min_level: Level | None = None,
-        after: int | None = None,
-        before: int | None = None,
-        limit: int = 200,
-    ) -> list[tuple[int, LogRecord]]:
-        """Records as (cursor, record) in time order.
+    def logs(self, query: LogQuery) -> list[tuple[int, LogRecord]]:
+        """Records as (cursor, record) in time order, as ``LogQuery`` describes.
 
         ``after``/``before`` are cursors from earlier answers: with ``before`` (or neither)
         the newest ``limit`` records before it; with ``after`` the oldest ``limit`` after it.

@@ -45,7 +45,7 @@ from supervisor.core.app import Configurator
 from supervisor.core.clock import Clock, SystemClock
 from supervisor.core.definitions import Options
 from supervisor.core.errors import StoreError, SupervisorError, UnknownRun
-from supervisor.core.records import AuditEntry, Level, LogRecord, RunRecord, SchedulerStatus
+from supervisor.core.records import AuditEntry, LogQuery, LogRecord, RunRecord, SchedulerStatus
 from supervisor.core.registry import Registry, registry_of
 from supervisor.core.settings import EffectiveSettings, SettingsChange
 from supervisor.usecases.backend import Backend
@@ -215,30 +215,15 @@ class UseCases:
         subject.require(Permission.STATUS)
         return self._backend.run(run_id)
 
-    def logs(
-        self,
-        subject: Subject,
-        scheduler_id: str,
-        *,
-        run_id: str | None = None,
-        min_level: Level | None = None,
-        after: int | None = None,
-        before: int | None = None,
-        limit: int = 200,
-    ) -> builtins.list[tuple[int, LogRecord]]:
+    def logs(self, subject: Subject, query: LogQuery) -> builtins.list[tuple[int, LogRecord]]:
         subject.require(Permission.VIEW_LOGS)
-        self._registry.get(scheduler_id)
+        self._registry.get(query.scheduler_id)
         backend = self._backend
-        if run_id is not None and backend.run(run_id).scheduler_id != scheduler_id:
-            raise UnknownRun(f"run {run_id} is not a run of {scheduler_id}")
-        return backend.logs(
-            scheduler_id,
-            run_id=run_id,
-            min_level=min_level,
-            after=after,
-            before=before,
-            limit=limit,
-        )
+        if query.run_id is not None and backend.run(query.run_id).scheduler_id != (
+            query.scheduler_id
+        ):
+            raise UnknownRun(f"run {query.run_id} is not a run of {query.scheduler_id}")
+        return backend.logs(query)
 
     def audit(
         self,

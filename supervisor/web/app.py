@@ -25,7 +25,7 @@ from supervisor.core.access import Permission
 from supervisor.core.clock import Clock, SystemClock
 from supervisor.metrics.collector import MetricsPage
 from supervisor.usecases.accounts import Accounts
-from supervisor.usecases.accounts import UserDirectory as AccountDirectory
+from supervisor.usecases.accounts import AccountStore as AccountDirectory
 from supervisor.usecases.reads import UseCaseReads, reader
 from supervisor.usecases.schedulers import UseCases
 from supervisor.web import (

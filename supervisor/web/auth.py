@@ -1,37 +1,28 @@
 """Who is logged in: the subject of a user, and the bootstrap admin of a first start.
 
-Users are stored by the store (``SqliteStore`` fulfils ``UserDirectory``); password
+Users are stored by the store (``store.protocols.UserDirectory``); password
 checks, changes and their audit are the account use cases' (``usecases.accounts``).
 The bootstrap admin's one-time password is shown on a terminal only: when the output is
 not one (a service whose output lands in the journal) it goes to an owner-only file in
 the state directory and only that file's path is written out. It must be changed at the
 first login, which deletes the file.
-May import ``accounts``, ``passwords``, ``access``, ``errors`` and the stdlib.
+May import ``accounts``, ``passwords``, ``access``, ``errors``, ``store.protocols`` and
+the stdlib.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Protocol
+from typing import IO
 
 from supervisor.core.access import ROLES, Subject, with_role
 from supervisor.core.errors import DefinitionError
 from supervisor.core.passwords import CURRENT_COST, ScryptCost, generate_password, hash_password
-from supervisor.usecases.accounts import BOOTSTRAP_PASSWORD_FILE, BOOTSTRAP_USER, StoredAccount
-
-
-class UserDirectory(Protocol):
-    """Where logins are kept (see ``usecases.accounts.UserDirectory`` for the errors)."""
-
-    def get_user(self, name: str) -> StoredAccount | None: ...
-
-    def list_users(self) -> Sequence[StoredAccount]: ...
-
-    def add_user(self, name: str, *, role: str, password_hash: str) -> None: ...
+from supervisor.store.protocols import UserDirectory
+from supervisor.usecases.accounts import BOOTSTRAP_PASSWORD_FILE, BOOTSTRAP_USER
 
 
 def subject_for(users: UserDirectory, name: str) -> Subject | None:

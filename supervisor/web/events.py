@@ -19,7 +19,7 @@ from typing import Any
 
 from supervisor.core.access import Permission, Subject
 from supervisor.core.errors import SupervisorError
-from supervisor.core.records import Level
+from supervisor.core.records import Level, LogQuery
 from supervisor.usecases.schedulers import UseCases
 from supervisor.usecases.serialize import log_json, status_json
 
@@ -229,7 +229,9 @@ def log_stream(
         yield f"retry: {limits.retry_ms}\n: connected\n\n"
         cursor = after
         if cursor is None:
-            newest = use_cases.logs(subject, scheduler_id, run_id=run_id, limit=1)
+            newest = use_cases.logs(
+                subject, LogQuery(scheduler_id=scheduler_id, run_id=run_id, limit=1)
+            )
             cursor = newest[-1][0] if newest else 0
         started = last_beat = time.monotonic()
         while not stop.is_set() and alive():
@@ -238,11 +240,13 @@ def log_stream(
             try:
                 records = use_cases.logs(
                     subject,
-                    scheduler_id,
-                    run_id=run_id,
-                    min_level=min_level,
-                    after=cursor,
-                    limit=limits.tail_batch,
+                    LogQuery(
+                        scheduler_id=scheduler_id,
+                        run_id=run_id,
+                        min_level=min_level,
+                        after=cursor,
+                        limit=limits.tail_batch,
+                    ),
                 )
             except SupervisorError as error:
                 yield sse("problem", {"message": str(error)})

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from supervisor.core.records import LogQuery
 from supervisor.web.replies import cursor, level, short_text
 from supervisor.web.site import Request, Site, subject_of
 
@@ -25,12 +26,14 @@ def logs(site: Site, request: Request, sid: str) -> Any:
     def fetch(*, before: int | None = None, after: int | None = None, limit: int) -> Any:
         return site.use_cases.logs(
             subject,
-            sid,
-            run_id=run_id,
-            min_level=min_level,
-            before=before,
-            after=after,
-            limit=limit,
+            LogQuery(
+                scheduler_id=sid,
+                run_id=run_id,
+                min_level=min_level,
+                before=before,
+                after=after,
+                limit=limit,
+            ),
         )
 
     page = fetch(before=before, after=after, limit=LOG_PAGE)

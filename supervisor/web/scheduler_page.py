@@ -17,7 +17,7 @@ from supervisor.core.access import Permission
 from supervisor.core.definitions import Kind
 from supervisor.core.errors import DefinitionError, PermissionDenied, SupervisorError, UnknownAction
 from supervisor.core.nextruns import upcoming_for_cron
-from supervisor.core.records import LogRecord
+from supervisor.core.records import LogQuery, LogRecord
 from supervisor.core.settings import read_form as read_settings_form
 from supervisor.usecases.schedulers import SettingsView
 from supervisor.usecases.serialize import status_json
@@ -67,7 +67,7 @@ def scheduler(
     runs = site.use_cases.runs(subject, sid, limit=RUN_HISTORY)
     logs: list[tuple[int, LogRecord]] = []
     if subject.can(Permission.VIEW_LOGS):
-        logs = site.use_cases.logs(subject, sid, limit=RECENT_LOGS)
+        logs = site.use_cases.logs(subject, LogQuery(scheduler_id=sid, limit=RECENT_LOGS))
     return site.page(
         request,
         "scheduler.html",

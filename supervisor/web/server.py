@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Protocol
 
 from supervisor.core.errors import DefinitionError
-from supervisor.usecases.accounts import UserDirectory
+from supervisor.usecases.accounts import AccountStore
 from supervisor.web.app import AdminConfig, create_app
 from supervisor.web.auth import bootstrap_file, ensure_bootstrap_admin
 from supervisor.web.httpserver import HttpServer, ServerLimits
@@ -72,7 +72,7 @@ class AdminServer:
         self,
         use_cases: UseCases,
         *,
-        users: UserDirectory,
+        users: AccountStore,
         host: str = "127.0.0.1",
         port: int = 8080,
         config: AdminConfig | None = None,
@@ -126,7 +126,7 @@ class AdminServer:
 def serve_admin(
     use_cases: UseCases,
     *,
-    users: UserDirectory,
+    users: AccountStore,
     host: str,
     port: int,
     config: AdminConfig | None = None,
@@ -151,7 +151,7 @@ def serve_admin(
 
 def start_admin(
     use_cases: UseCases,
-    store: UserDirectory,
+    store: AccountStore,
     options: AdminOptions,
     *,
     config: AdminConfig | None = None,
@@ -181,4 +181,4 @@ def start_admin(
     return server
 
 
-AdminFactory = Callable[["UseCases", UserDirectory, AdminOptions], AdminServer]
+AdminFactory = Callable[["UseCases", AccountStore, AdminOptions], AdminServer]

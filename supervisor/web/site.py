@@ -18,10 +18,10 @@ import jinja2
 from supervisor.core.access import Permission, Subject
 from supervisor.core.clock import Clock
 from supervisor.metrics.collector import MetricsPage
+from supervisor.store.protocols import UserDirectory
 from supervisor.usecases.accounts import Accounts
 from supervisor.usecases.schedulers import UseCases
 from supervisor.web import events
-from supervisor.web.auth import UserDirectory
 from supervisor.web.config import CSRF_FIELD, AdminConfig
 from supervisor.web.render import Asset, render
 from supervisor.web.replies import reply, text_reply

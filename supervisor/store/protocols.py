@@ -1,0 +1,290 @@
+"""What the supervisor keeps, one Protocol per aggregate, and the values they exchange.
+
+Aggregates: settings overrides, runs, logs, the audit trail, users, and small internal
+state. ``Store`` is all of them plus ``close``. Implementations: ``sqlite.SqliteStore``
+(the embedded default) and ``memory.MemoryStore`` (complete, no file); one conformance
+suite (tests/test_store_contract.py) runs against each, and a new store joins it.
+
+Common to every method of every Protocol here:
+
+- ``StoreError`` when the storage fails (disk full, I/O error, lost connection, a file
+  damaged after opening) and after ``close``; a failed call changed nothing (each call
+  is one transaction).
+- Times go in as aware datetimes (a naive one raises ``ValueError``) and come out in UTC.
+- Every method may be called from any thread.
+
+Log cursors are positive integers that only grow: a cursor is never given out twice,
+even after retention deleted the records that held the highest ones.
+
+May import ``core.records``, ``core.errors`` and the stdlib.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from supervisor.core.records import (
+    AuditEntry,
+    LogQuery,
+    LogRecord,
+    Outcome,
+    RunRecord,
+    Trigger,
+)
+
+# -- values ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LogStats:
+    """What the store kept and dropped of one run's log (markers count as stored)."""
+
+    stored_records: int
+    dropped_records: int
+    stored_bytes: int
+    dropped_bytes: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UnfinishedRun:
+    """A run without an outcome, and the process that ran it (None if never recorded)."""
+
+    run: RunRecord
+    pid: int | None
+    pgid: int | None
+    create_time: float | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoredUser:
+    name: str
+    role: str
+    password_hash: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LostLogs:
+    """Records of one run that never reached the store (e.g. while the disk was full).
+
+    ``records``/``bytes`` count them (bytes as ``LogArchive.append_logs`` counts them);
+    ``first_time``/``last_time`` are the times of the first and last of them.
+    """
+
+    run_id: str
+    records: int
+    bytes: int
+    first_time: datetime
+    last_time: datetime
+    reason: str
+
+    def __post_init__(self) -> None:
+        if self.records < 1 or self.bytes < 0:
+            raise ValueError("lost logs count at least one record and no negative bytes")
+
+
+# -- aggregates -------------------------------------------------------------------------------
+
+
+class SettingsOverrides(Protocol):
+    """The setting overrides operators stored, per scheduler (the code holds the defaults)."""
+
+    def overrides(self, scheduler_id: str) -> dict[str, Any]:
+        """The stored overrides of one scheduler (empty if none)."""
+        ...
+
+    def all_overrides(self) -> dict[str, dict[str, Any]]:
+        """Every scheduler's stored overrides, keyed by scheduler ID (none: absent)."""
+        ...
+
+    def set_overrides(self, scheduler_id: str, overrides: Mapping[str, Any]) -> None:
+        """Replace the overrides of ``scheduler_id`` as a whole (empty: delete them).
+
+        Values are what ``Settings`` fields hold: timedelta, str, bool or None; any other
+        type (or a name that is not a string) raises ``DefinitionError`` naming it.
+        """
+        ...
+
+    def delete_overrides(self, scheduler_id: str) -> bool:
+        """Delete the overrides of ``scheduler_id``; whether there were any."""
+        ...
+
+
+class RunHistory(Protocol):
+    """Runs: one row each, from start to outcome; the newest N finished ones per scheduler.
+
+    Retention (applied when a run finishes): only the newest ``max_runs_per_scheduler``
+    runs (by start) of a scheduler are kept; older finished runs are deleted with their
+    log records. An unfinished run is never deleted.
+    """
+
+    def insert_run(self, run: RunRecord) -> None:
+        """Record a new run. ``StoreError`` if its ``run_id`` is already stored."""
+        ...
+
+    def set_run_process(self, run_id: str, *, pid: int, pgid: int, create_time: float) -> None:
+        """Remember the process (group) of a run, so a restart can find it and never take
+        a reused pid for it (``create_time`` as ``psutil.Process.create_time()``).
+        ``UnknownRun`` if there is no such run."""
+        ...
+
+    def finish_run(
+        self,
+        run_id: str,
+        *,
+        ended_at: datetime,
+        outcome: Outcome,
+        exit_code: int | None,
+        signal: int | None,
+        error: str | None,
+    ) -> RunRecord:
+        """Record how a run ended, apply retention to its scheduler, return the run.
+
+        Storing the same end again stores the same row (safe to retry after a failure).
+        ``UnknownRun`` if there is no such run; ``ValueError`` if ``outcome`` is not an
+        ``Outcome``.
+        """
+        ...
+
+    def mark_interrupted(self, run_id: str, *, ended_at: datetime, error: str | None) -> None:
+        """Finish a run with ``Outcome.INTERRUPTED`` (the manager died while it ran).
+        ``UnknownRun`` if there is no such run."""
+        ...
+
+    def get_run(self, run_id: str) -> RunRecord:
+        """One run; ``UnknownRun`` if there is none with that ID."""
+        ...
+
+    def runs(self, scheduler_id: str, *, limit: int = 50) -> list[RunRecord]:
+        """The newest ``limit`` runs of a scheduler, newest (by start) first; ties: the
+        one inserted last first. ``limit`` <= 0 gives none."""
+        ...
+
+    def last_run(self, scheduler_id: str) -> RunRecord | None:
+        """The run started last (finished or not), or None."""
+        ...
+
+    def last_finished_run(self, scheduler_id: str) -> RunRecord | None:
+        """The run that ended last, or None."""
+        ...
+
+    def last_trigger_time(self, scheduler_id: str, trigger: Trigger) -> datetime | None:
+        """When the newest run of ``scheduler_id`` with ``trigger`` started, or None."""
+        ...
+
+    def unfinished_runs(self) -> list[UnfinishedRun]:
+        """Runs without an outcome (after a crash of the manager), oldest first."""
+        ...
+
+
+class LogArchive(Protocol):
+    """Log records of runs, capped per run, read by ``LogQuery`` with cursors."""
+
+    def append_logs(self, records: Sequence[LogRecord]) -> None:
+        """Store ``records`` in one transaction (all or none), applying each run's cap.
+
+        A run's bytes are its messages plus their fields as compact JSON (UTF-8). The
+        record that would take a run over ``max_log_bytes_per_run`` is replaced by one
+        WARNING marker record (``fields``: ``limit_bytes``); it and every later record of
+        that run are dropped and only counted (see ``log_stats``). Records of a run the
+        store does not know (never inserted, or removed by retention) are dropped
+        silently. Fields come back as JSON gives them: tuples as lists, values JSON
+        cannot hold as their ``str()``; lone surrogates in messages become U+FFFD.
+        """
+        ...
+
+    def add_lost_logs(self, lost: LostLogs) -> None:
+        """Count records that never reached the store as dropped for their run, and store
+        one WARNING marker record saying how many were lost and why (``fields``:
+        ``lost_records``, ``lost_bytes``; the marker ignores the cap: losing records must
+        never go unmentioned). ``UnknownRun`` if there is no such run."""
+        ...
+
+    def log_stats(self, run_id: str) -> LogStats:
+        """What was stored and dropped of a run's log; ``UnknownRun`` if no such run."""
+        ...
+
+    def logs(self, query: LogQuery) -> list[tuple[int, LogRecord]]:
+        """The records ``query`` asks for as (cursor, record), in ascending cursor order
+        (which is the order they were appended). Unknown schedulers and runs (or a run
+        of another scheduler) give none."""
+        ...
+
+    def count_logs(self, run_id: str) -> int:
+        """How many records of a run are stored (markers included; 0 for an unknown run)."""
+        ...
+
+
+class AuditTrail(Protocol):
+    """Who did what, when; append-only."""
+
+    def add_audit(self, entry: AuditEntry) -> None:
+        """Append ``entry``. ``before``/``after`` keep timedelta and datetime values."""
+        ...
+
+    def audit(
+        self, *, scheduler_id: str | None = None, limit: int = 100, before: int | None = None
+    ) -> list[tuple[int, AuditEntry]]:
+        """Entries as (cursor, entry), newest first; ``before`` (a cursor) pages back."""
+        ...
+
+    def last_actor(self, scheduler_id: str) -> str | None:
+        """Who acted on ``scheduler_id`` last (per the audit trail), or None."""
+        ...
+
+
+class UserDirectory(Protocol):
+    """Admin Center logins."""
+
+    def add_user(
+        self,
+        name: str,
+        *,
+        role: str,
+        password_hash: str,
+        created_at: datetime | None = None,
+    ) -> None:
+        """Add a login (``created_at`` defaults to now). ``DefinitionError`` for an empty
+        name, an unknown role or a name already taken."""
+        ...
+
+    def remove_user(self, name: str) -> bool:
+        """Remove a login; whether it existed."""
+        ...
+
+    def get_user(self, name: str) -> StoredUser | None:
+        """One login, or None."""
+        ...
+
+    def list_users(self) -> list[StoredUser]:
+        """Every login, by name."""
+        ...
+
+    def set_password(self, name: str, password_hash: str) -> None:
+        """Replace a login's password hash; ``DefinitionError`` if there is no such user."""
+        ...
+
+
+class InternalState(Protocol):
+    """Small named strings the supervisor keeps for itself (app spec, stopped units)."""
+
+    def get_meta(self, key: str) -> str | None:
+        """The value stored under ``key``, or None."""
+        ...
+
+    def set_meta(self, key: str, value: str) -> None:
+        """Store ``value`` under ``key`` (replacing any earlier one)."""
+        ...
+
+
+class Store(
+    SettingsOverrides, RunHistory, LogArchive, AuditTrail, UserDirectory, InternalState, Protocol
+):
+    """Everything the supervisor keeps, in one place."""
+
+    def close(self) -> None:
+        """Release the storage; later calls raise ``StoreError``. Idempotent."""
+        ...

@@ -1,0 +1,233 @@
+"""Log records in SQLite (``store.protocols.LogArchive``): capped per run, read by index.
+
+Appends go through ``store.budget`` (the cap, its marker, the counters) and one
+``executemany``; reads read one ordered index range per level and merge them (see
+``schema.MIGRATIONS``).
+May import ``core``, ``store.budget``, ``store.codec``, ``store.protocols``,
+``store.sqlite.database`` and the stdlib.
+"""
+
+from __future__ import annotations
+
+import itertools
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from supervisor.core.errors import UnknownRun
+from supervisor.core.records import Level, LogQuery, LogRecord, Source
+from supervisor.store.budget import LogBudget, LogRow, admit, admit_loss
+from supervisor.store.codec import decode_fields, from_microseconds
+from supervisor.store.protocols import LogStats, LostLogs
+from supervisor.store.sqlite.database import Database
+
+_SELECT_LOGS: Final = (
+    "SELECT l.id, r.run_id, l.time, l.level, l.source, l.message, l.fields"
+    " FROM logs AS l LEFT JOIN runs AS r ON r.seq = l.run_seq"
+)
+# The records of one run (scheduler, every level, id range, run): through the index.
+_DELETE_RUN_LOGS: Final = (
+    "DELETE FROM logs WHERE scheduler_id = ? AND level IN (10, 20, 30, 40, 50)"
+    " AND id BETWEEN ? AND ? AND run_seq = ?"
+)
+_INSERT_LOGS: Final = (
+    "INSERT INTO logs (id, scheduler_id, run_seq, time, level, source, message, fields)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+# Rows go in ten to a statement: a third of the CPU of one statement per row (fewer
+# steps through the sqlite3 module), measured in bench/bench_log_flood.py.
+ROWS_PER_INSERT: Final = 10
+_INSERT_LOGS_MANY: Final = _INSERT_LOGS + ", (?, ?, ?, ?, ?, ?, ?, ?)" * (ROWS_PER_INSERT - 1)
+_UPDATE_BUDGET: Final = (
+    "UPDATE runs SET log_records = ?, log_bytes = ?, dropped_records = ?, dropped_bytes = ?,"
+    " log_truncated = ?, first_log_id = ?, last_log_id = ? WHERE seq = ?"
+)
+
+
+class SqliteLogs:
+    _db: Database
+    _max_log_bytes: int
+
+    def append_logs(self, records: Sequence[LogRecord]) -> None:
+        if not records:
+            return
+        with self._db.write() as conn:
+            rows, budgets = admit(
+                records,
+                cap=self._max_log_bytes,
+                next_id=_highest_log_id(conn) + 1,
+                budget_for=lambda run_id: _load_budget(conn, run_id),
+            )
+            _store(conn, rows, budgets)
+
+    def add_lost_logs(self, lost: LostLogs) -> None:
+        with self._db.write() as conn:
+            budget = _load_budget(conn, lost.run_id)
+            if budget is None:
+                raise UnknownRun(f"no run with id {lost.run_id!r}")
+            row = admit_loss(budget, lost, next_id=_highest_log_id(conn) + 1)
+            _store(conn, [row], [budget])
+
+    def log_stats(self, run_id: str) -> LogStats:
+        with self._db.read() as conn:
+            rows = conn.execute(
+                "SELECT log_records, dropped_records, log_bytes, dropped_bytes FROM runs"
+                " WHERE run_id = ?",
+                (run_id,),
+            ).fetchall()
+        if not rows:
+            raise UnknownRun(f"no run with id {run_id!r}")
+        stored, dropped, stored_bytes, dropped_bytes = rows[0]
+        return LogStats(
+            stored_records=stored,
+            dropped_records=dropped,
+            stored_bytes=stored_bytes,
+            dropped_bytes=dropped_bytes,
+        )
+
+    def logs(self, query: LogQuery) -> list[tuple[int, LogRecord]]:
+        if query.limit <= 0:
+            return []
+        with self._db.read(snapshot=True) as conn:
+            run_range = None
+            if query.run_id is not None:
+                run_range = _run_log_range(conn, query.scheduler_id, query.run_id)
+                if run_range is None:
+                    return []
+            sql, params = log_query(query, run_range=run_range)
+            rows = conn.execute(sql, params).fetchall()
+        return [(row[0], _log_from_row(row)) for row in rows]
+
+    def count_logs(self, run_id: str) -> int:
+        with self._db.read() as conn:
+            rows = conn.execute(
+                "SELECT log_records FROM runs WHERE run_id = ?", (run_id,)
+            ).fetchall()
+        return int(rows[0][0]) if rows else 0
+
+
+def delete_run_logs(
+    conn: sqlite3.Connection, scheduler_id: str, seq: int, first_log_id: int, last_log_id: int
+) -> None:
+    """Delete the records of one run (inside the caller's transaction)."""
+    conn.execute(_DELETE_RUN_LOGS, (scheduler_id, first_log_id, last_log_id, seq))
+
+
+def _store(conn: sqlite3.Connection, rows: list[LogRow], budgets: list[LogBudget]) -> None:
+    whole = len(rows) - len(rows) % ROWS_PER_INSERT
+    if whole:
+        flat = itertools.chain.from_iterable
+        conn.executemany(
+            _INSERT_LOGS_MANY,
+            [tuple(flat(rows[i : i + ROWS_PER_INSERT])) for i in range(0, whole, ROWS_PER_INSERT)],
+        )
+    conn.executemany(_INSERT_LOGS, rows[whole:])
+    if rows:
+        conn.execute(
+            "INSERT OR REPLACE INTO counters (name, value) VALUES ('log_id', ?)", (rows[-1][0],)
+        )
+    conn.executemany(
+        _UPDATE_BUDGET,
+        [
+            (
+                b.stored_records,
+                b.stored_bytes,
+                b.dropped_records,
+                b.dropped_bytes,
+                int(b.truncated),
+                b.first_log_id,
+                b.last_log_id,
+                b.seq,
+            )
+            for b in budgets
+        ],
+    )
+
+
+def _load_budget(conn: sqlite3.Connection, run_id: str) -> LogBudget | None:
+    rows = conn.execute(
+        "SELECT seq, scheduler_id, log_records, log_bytes, dropped_records, dropped_bytes,"
+        " log_truncated, first_log_id, last_log_id FROM runs WHERE run_id = ?",
+        (run_id,),
+    ).fetchall()
+    if not rows:
+        return None
+    seq, scheduler_id, records, size, dropped, dropped_bytes, truncated, first, last = rows[0]
+    return LogBudget(
+        seq=seq,
+        scheduler_id=scheduler_id,
+        stored_records=records,
+        stored_bytes=size,
+        dropped_records=dropped,
+        dropped_bytes=dropped_bytes,
+        truncated=bool(truncated),
+        first_log_id=first,
+        last_log_id=last,
+    )
+
+
+def _highest_log_id(conn: sqlite3.Connection) -> int:
+    rows = conn.execute(
+        "SELECT max(coalesce((SELECT value FROM counters WHERE name = 'log_id'), 0),"
+        " coalesce((SELECT max(id) FROM logs), 0))"
+    ).fetchall()
+    return int(rows[0][0])
+
+
+@dataclass(frozen=True, slots=True)
+class RunRange:
+    seq: int
+    first_log_id: int
+    last_log_id: int
+
+
+def _run_log_range(conn: sqlite3.Connection, scheduler_id: str, run_id: str) -> RunRange | None:
+    """Where a run's records lie, or None if it has none (or belongs to another scheduler)."""
+    rows = conn.execute(
+        "SELECT seq, first_log_id, last_log_id FROM runs WHERE run_id = ? AND scheduler_id = ?",
+        (run_id, scheduler_id),
+    ).fetchall()
+    if not rows or rows[0][1] is None:
+        return None
+    return RunRange(*rows[0])
+
+
+def log_query(query: LogQuery, *, run_range: RunRange | None) -> tuple[str, list[object]]:
+    """The SQL and parameters of ``logs``: one index range per level, each read in cursor
+    order up to ``limit``, merged, cut to ``limit``, returned ascending."""
+    levels = [level for level in Level if query.min_level is None or level >= query.min_level]
+    order = "ASC" if query.after is not None else "DESC"
+    where = ["scheduler_id = ?", "level = ?"]
+    params: list[object] = []
+    if query.after is not None:
+        where.append("id > ?")
+        params.append(query.after)
+    if query.before is not None:
+        where.append("id < ?")
+        params.append(query.before)
+    if run_range is not None:
+        where.extend(["id BETWEEN ? AND ?", "run_seq = ?"])
+        params.extend([run_range.first_log_id, run_range.last_log_id, run_range.seq])
+    conditions = " AND ".join(where)
+    one_level = f"SELECT id FROM logs WHERE {conditions} ORDER BY id {order} LIMIT ?"  # noqa: S608
+    union = " UNION ALL ".join([f"SELECT id FROM ({one_level})"] * len(levels))  # noqa: S608
+    all_params: list[object] = []
+    for level in levels:
+        all_params.extend([query.scheduler_id, level.value, *params, query.limit])
+    all_params.append(query.limit)
+    # Built from the constants above only; every value is a bound parameter.
+    newest = f"SELECT id FROM ({union}) ORDER BY id {order} LIMIT ?"  # noqa: S608
+    sql = f"{_SELECT_LOGS} WHERE l.id IN ({newest}) ORDER BY l.id"
+    return sql, all_params
+
+
+def _log_from_row(row: Sequence[Any]) -> LogRecord:
+    return LogRecord(
+        time=from_microseconds(row[2]),
+        level=Level(row[3]),
+        message=row[5],
+        fields=decode_fields(row[6]),
+        run_id=row[1] or "",
+        source=Source(row[4]),
+    )

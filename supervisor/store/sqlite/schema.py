@@ -1,0 +1,105 @@
+"""The SQLite schema of ``state.db``: its identity, version, migrations and pragmas.
+
+May import the stdlib only.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+DB_FILENAME: Final = "state.db"
+# PRAGMA application_id of every sched-supervisor database: ASCII "sSup".
+APPLICATION_ID: Final = 0x73537570
+SCHEMA_VERSION: Final = 2
+BUSY_TIMEOUT_MS: Final = 10_000
+# After a checkpoint the WAL file is truncated to at most this size.
+JOURNAL_SIZE_LIMIT: Final = 64 << 20
+WRITER_CACHE_KIB: Final = 32 << 10
+
+# Schema migrations: MIGRATIONS[n] turns a version-n database into version n + 1.
+#
+# Logs carry one index, (scheduler_id, level), which SQLite ends with the rowid: it is
+# (scheduler_id, level, id). Every log query reads one ordered range of it per level and
+# merges them, so "newest 200" and "the 200 errors among millions" cost the same. A run's
+# records are found through that index too, limited to the run's id range
+# (runs.first_log_id .. last_log_id, filtered by run_seq). One index instead of three
+# keeps inserts fast.
+MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
+    (
+        """CREATE TABLE meta (
+            key TEXT PRIMARY KEY,
+            value TEXT NOT NULL
+        ) WITHOUT ROWID""",
+        """CREATE TABLE overrides (
+            scheduler_id TEXT PRIMARY KEY,
+            settings TEXT NOT NULL
+        ) WITHOUT ROWID""",
+        """CREATE TABLE runs (
+            seq INTEGER PRIMARY KEY,
+            run_id TEXT NOT NULL UNIQUE,
+            scheduler_id TEXT NOT NULL,
+            trigger TEXT NOT NULL,
+            triggered_by TEXT,
+            started_at TEXT NOT NULL,
+            ended_at TEXT,
+            outcome TEXT,
+            exit_code INTEGER,
+            signal INTEGER,
+            error TEXT,
+            pid INTEGER,
+            pgid INTEGER,
+            create_time REAL,
+            log_records INTEGER NOT NULL DEFAULT 0,
+            log_bytes INTEGER NOT NULL DEFAULT 0,
+            dropped_records INTEGER NOT NULL DEFAULT 0,
+            dropped_bytes INTEGER NOT NULL DEFAULT 0,
+            first_log_id INTEGER,
+            last_log_id INTEGER
+        )""",
+        "CREATE INDEX runs_by_scheduler ON runs (scheduler_id, started_at)",
+        "CREATE INDEX runs_unfinished ON runs (started_at) WHERE ended_at IS NULL",
+        # time: microseconds since 1970-01-01 UTC; run_seq: runs.seq; fields: JSON or NULL.
+        """CREATE TABLE logs (
+            id INTEGER PRIMARY KEY,
+            scheduler_id TEXT NOT NULL,
+            run_seq INTEGER NOT NULL,
+            time INTEGER NOT NULL,
+            level INTEGER NOT NULL,
+            source TEXT NOT NULL,
+            message TEXT NOT NULL,
+            fields TEXT
+        )""",
+        "CREATE INDEX logs_by_level ON logs (scheduler_id, level, id, run_seq)",
+        # The highest log id ever given out, so cursors are never reused after deletes.
+        """CREATE TABLE counters (
+            name TEXT PRIMARY KEY,
+            value INTEGER NOT NULL
+        ) WITHOUT ROWID""",
+        """CREATE TABLE audit (
+            id INTEGER PRIMARY KEY,
+            time TEXT NOT NULL,
+            actor TEXT NOT NULL,
+            action TEXT NOT NULL,
+            scheduler_id TEXT,
+            detail TEXT,
+            before TEXT,
+            after TEXT
+        )""",
+        "CREATE INDEX audit_by_scheduler ON audit (scheduler_id)",
+        """CREATE TABLE users (
+            name TEXT PRIMARY KEY,
+            role TEXT NOT NULL,
+            password_hash TEXT NOT NULL,
+            created_at TEXT NOT NULL
+        ) WITHOUT ROWID""",
+    ),
+    # Version 2: records lost before reaching the store (disk full) count as dropped, so
+    # "dropped" no longer means "cut at the cap"; the cut is kept on its own. In version 1
+    # only the cap dropped records.
+    (
+        "ALTER TABLE runs ADD COLUMN log_truncated INTEGER NOT NULL DEFAULT 0",
+        "UPDATE runs SET log_truncated = 1 WHERE dropped_records > 0",
+    ),
+)
+
+TABLES: Final = frozenset({"meta", "overrides", "runs", "logs", "counters", "audit", "users"})

@@ -1,0 +1,70 @@
+"""Admin Center logins in SQLite (``store.protocols.UserDirectory``).
+
+May import ``core``, ``store.codec``, ``store.protocols``, ``store.sqlite.database`` and
+the stdlib.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from supervisor.core.errors import DefinitionError
+from supervisor.store.codec import check_new_user, parse_ts, ts
+from supervisor.store.protocols import StoredUser
+from supervisor.store.sqlite.database import Database
+
+
+class SqliteUsers:
+    _db: Database
+
+    def add_user(
+        self,
+        name: str,
+        *,
+        role: str,
+        password_hash: str,
+        created_at: datetime | None = None,
+    ) -> None:
+        check_new_user(name, role)
+        created = ts(created_at if created_at is not None else datetime.now(UTC))
+        with self._db.write() as conn:
+            try:
+                conn.execute(
+                    "INSERT INTO users (name, role, password_hash, created_at) VALUES (?, ?, ?, ?)",
+                    (name, role, password_hash, created),
+                )
+            except sqlite3.IntegrityError:
+                raise DefinitionError("name", f"user {name!r} already exists") from None
+
+    def remove_user(self, name: str) -> bool:
+        with self._db.write() as conn:
+            return conn.execute("DELETE FROM users WHERE name = ?", (name,)).rowcount > 0
+
+    def get_user(self, name: str) -> StoredUser | None:
+        with self._db.read() as conn:
+            rows = conn.execute(
+                "SELECT name, role, password_hash, created_at FROM users WHERE name = ?", (name,)
+            ).fetchall()
+        return _user_from_row(rows[0]) if rows else None
+
+    def list_users(self) -> list[StoredUser]:
+        with self._db.read() as conn:
+            rows = conn.execute(
+                "SELECT name, role, password_hash, created_at FROM users ORDER BY name"
+            ).fetchall()
+        return [_user_from_row(row) for row in rows]
+
+    def set_password(self, name: str, password_hash: str) -> None:
+        with self._db.write() as conn:
+            cursor = conn.execute(
+                "UPDATE users SET password_hash = ? WHERE name = ?", (password_hash, name)
+            )
+            if cursor.rowcount == 0:
+                raise DefinitionError("name", f"no user {name!r}")
+
+
+def _user_from_row(row: Sequence[Any]) -> StoredUser:
+    return StoredUser(name=row[0], role=row[1], password_hash=row[2], created_at=parse_ts(row[3]))

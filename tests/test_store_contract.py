@@ -1,0 +1,870 @@
+"""One conformance suite for every ``store.protocols.Store``: SQLite on a real file and the
+in-memory store. A new store (PostgreSQL) joins by adding a factory to ``FACTORIES``.
+
+Every Protocol method, ordering, retention, the log cap and its marker, lost-record
+markers, cursors, and errors.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from supervisor.core.errors import DefinitionError, StoreError, UnknownRun
+from supervisor.core.records import (
+    AuditEntry,
+    Level,
+    LogQuery,
+    LogRecord,
+    Outcome,
+    RunRecord,
+    Source,
+    Trigger,
+)
+from supervisor.store.memory import MemoryStore
+from supervisor.store.protocols import LogStats, LostLogs, Store, StoredUser, UnfinishedRun
+from supervisor.store.sqlite import SqliteStore, state_db_path
+
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+# A factory opens a new, empty store with the given limits in a directory of its own.
+Factory = Callable[..., Store]
+
+
+def _sqlite(directory: Path, **limits: int) -> Store:
+    return SqliteStore.open(state_db_path(directory), **limits)
+
+
+def _memory(directory: Path, **limits: int) -> Store:
+    return MemoryStore(**limits)
+
+
+FACTORIES: dict[str, Callable[..., Store]] = {"sqlite": _sqlite, "memory": _memory}
+
+
+@pytest.fixture(params=sorted(FACTORIES))
+def new_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Factory]:
+    """Opens stores of one implementation; every one is closed after the test."""
+    opened: list[Store] = []
+    counter = iter(range(1_000_000))
+
+    def make(**limits: int) -> Store:
+        store = FACTORIES[request.param](tmp_path / f"s{next(counter)}", **limits)
+        opened.append(store)
+        return store
+
+    yield make
+    for store in opened:
+        store.close()
+
+
+@pytest.fixture
+def store(new_store: Factory) -> Store:
+    return new_store()
+
+
+def make_run(
+    run_id: str,
+    scheduler_id: str = "demo.job",
+    *,
+    started_at: datetime = T0,
+    trigger: Trigger = Trigger.SCHEDULE,
+    triggered_by: str | None = None,
+) -> RunRecord:
+    return RunRecord(
+        run_id=run_id,
+        scheduler_id=scheduler_id,
+        trigger=trigger,
+        triggered_by=triggered_by,
+        started_at=started_at,
+    )
+
+
+def record(
+    run_id: str,
+    message: str = "hello",
+    *,
+    level: Level = Level.INFO,
+    fields: Mapping[Any, Any] | None = None,
+    source: Source = Source.LOGGER,
+    at: datetime = T0,
+) -> LogRecord:
+    return LogRecord(
+        time=at,
+        level=level,
+        message=message,
+        fields=dict(fields or {}),
+        run_id=run_id,
+        source=source,
+    )
+
+
+def finish(store: Store, run_id: str, *, at: datetime = T0) -> RunRecord:
+    return store.finish_run(
+        run_id, ended_at=at, outcome=Outcome.SUCCEEDED, exit_code=0, signal=None, error=None
+    )
+
+
+def logs(store: Store, scheduler_id: str = "demo.job", **query: Any) -> list[tuple[int, LogRecord]]:
+    return store.logs(LogQuery(scheduler_id=scheduler_id, **query))
+
+
+def messages(store: Store, scheduler_id: str = "demo.job", **query: Any) -> list[str]:
+    return [r.message for _, r in logs(store, scheduler_id, **query)]
+
+
+def lost(run_id: str, records: int, size: int, *, at: datetime = T0) -> LostLogs:
+    return LostLogs(
+        run_id=run_id,
+        records=records,
+        bytes=size,
+        first_time=at,
+        last_time=at + timedelta(seconds=1),
+        reason="database or disk is full",
+    )
+
+
+# -- lifecycle and errors -----------------------------------------------------------------
+
+
+def test_calls_after_close_raise_store_error(store: Store) -> None:
+    store.close()
+    store.close()  # idempotent
+    calls: list[Callable[[], object]] = [
+        lambda: store.get_meta("k"),
+        lambda: store.set_meta("k", "v"),
+        lambda: store.overrides("a"),
+        lambda: store.insert_run(make_run("r1")),
+        lambda: store.runs("demo.job"),
+        lambda: store.append_logs([record("r1")]),
+        lambda: logs(store),
+        lambda: store.audit(),
+        lambda: store.list_users(),
+    ]
+    for call in calls:
+        with pytest.raises(StoreError, match="closed"):
+            call()
+
+
+def test_limits_must_be_positive(new_store: Factory) -> None:
+    with pytest.raises(ValueError):
+        new_store(max_runs_per_scheduler=0)
+    with pytest.raises(ValueError):
+        new_store(max_log_bytes_per_run=0)
+
+
+def test_log_query_refuses_negative_numbers() -> None:
+    with pytest.raises(ValueError, match="limit"):
+        LogQuery(scheduler_id="a", limit=-1)
+    with pytest.raises(ValueError, match="after"):
+        LogQuery(scheduler_id="a", after=-5)
+    with pytest.raises(ValueError, match="before"):
+        LogQuery(scheduler_id="a", before=-5)
+
+
+# -- settings overrides -------------------------------------------------------------------
+
+
+def test_overrides_round_trip_every_value_type(store: Store) -> None:
+    overrides = {
+        "start_delay": timedelta(seconds=90),
+        "pause_time": timedelta(days=2, seconds=5, microseconds=7),
+        "timeout": None,
+        "cron": "*/5 * * * *",
+        "timezone": "Europe/Berlin",
+        "disabled": True,
+    }
+    store.set_overrides("a.job", overrides)
+    assert store.overrides("a.job") == overrides
+    assert store.overrides("other.job") == {}
+    store.set_overrides("b.job", {"disabled": False})
+    assert store.all_overrides() == {"a.job": overrides, "b.job": {"disabled": False}}
+
+
+def test_overrides_are_replaced_as_a_whole_and_copied(store: Store) -> None:
+    given: dict[str, Any] = {"disabled": True, "cron": "0 * * * *"}
+    store.set_overrides("a.job", given)
+    given["disabled"] = False  # the caller's mapping is not the stored one
+    assert store.overrides("a.job") == {"disabled": True, "cron": "0 * * * *"}
+    store.set_overrides("a.job", {"pause_time": timedelta(minutes=5)})
+    assert store.overrides("a.job") == {"pause_time": timedelta(minutes=5)}
+    store.set_overrides("a.job", {})
+    assert store.all_overrides() == {}
+
+
+def test_delete_overrides(store: Store) -> None:
+    store.set_overrides("a.job", {"disabled": True})
+    assert store.delete_overrides("a.job") is True
+    assert store.delete_overrides("a.job") is False
+    assert store.overrides("a.job") == {}
+
+
+def test_override_of_an_unstorable_type_is_refused_and_nothing_stored(store: Store) -> None:
+    with pytest.raises(DefinitionError) as caught:
+        store.set_overrides("a.job", {"disabled": True, "pause_time": 5.0})
+    assert caught.value.field == "pause_time"
+    with pytest.raises(DefinitionError):
+        store.set_overrides("a.job", {7: True})  # type: ignore[dict-item]
+    assert store.overrides("a.job") == {}
+
+
+# -- runs ---------------------------------------------------------------------------------
+
+
+def test_run_round_trip(store: Store) -> None:
+    run = make_run("r1", trigger=Trigger.MANUAL, triggered_by="alice")
+    store.insert_run(run)
+    assert store.get_run("r1") == run
+    finished = store.finish_run(
+        "r1",
+        ended_at=T0 + timedelta(seconds=3),
+        outcome=Outcome.CRASHED,
+        exit_code=None,
+        signal=9,
+        error="killed by SIGKILL",
+    )
+    assert finished == RunRecord(
+        run_id="r1",
+        scheduler_id="demo.job",
+        trigger=Trigger.MANUAL,
+        triggered_by="alice",
+        started_at=T0,
+        ended_at=T0 + timedelta(seconds=3),
+        outcome=Outcome.CRASHED,
+        exit_code=None,
+        signal=9,
+        error="killed by SIGKILL",
+        log_truncated=False,
+    )
+    assert store.get_run("r1") == finished
+    # Storing the same end again (a retry) stores the same row.
+    again = store.finish_run(
+        "r1",
+        ended_at=T0 + timedelta(seconds=3),
+        outcome=Outcome.CRASHED,
+        exit_code=None,
+        signal=9,
+        error="killed by SIGKILL",
+    )
+    assert again == finished
+    with pytest.raises(ValueError):
+        store.finish_run(
+            "r1",
+            ended_at=T0,
+            outcome="succeeded",
+            exit_code=0,
+            signal=None,
+            error=None,  # type: ignore[arg-type]
+        )
+
+
+def test_times_are_returned_in_utc_and_naive_times_refused(store: Store) -> None:
+    berlin = timezone(timedelta(hours=1))
+    store.insert_run(make_run("r1", started_at=datetime(2026, 3, 1, 13, 0, tzinfo=berlin)))
+    got = store.get_run("r1").started_at
+    assert got == T0 and got.utcoffset() == timedelta(0)
+    with pytest.raises(ValueError, match="naive"):
+        store.insert_run(make_run("r2", started_at=datetime(2026, 3, 1, 12, 0)))
+    with pytest.raises(ValueError, match="naive"):
+        store.append_logs([record("r1", at=datetime(2026, 3, 1, 12, 0))])
+    with pytest.raises(ValueError, match="naive"):
+        store.finish_run(
+            "r1",
+            ended_at=datetime(2026, 3, 1, 12, 0),
+            outcome=Outcome.SUCCEEDED,
+            exit_code=0,
+            signal=None,
+            error=None,
+        )
+    with pytest.raises(ValueError, match="naive"):
+        store.add_audit(
+            AuditEntry(time=datetime(2026, 3, 1), actor="a", action="x", scheduler_id=None)
+        )
+    assert store.count_logs("r1") == 0
+    assert store.get_run("r1").outcome is None
+    assert store.audit() == []
+
+
+def test_duplicate_run_id_is_a_store_error(store: Store) -> None:
+    store.insert_run(make_run("r1"))
+    with pytest.raises(StoreError, match="r1"):
+        store.insert_run(make_run("r1", "other.job"))
+    assert store.runs("other.job") == []
+
+
+def test_unknown_runs(store: Store) -> None:
+    with pytest.raises(UnknownRun):
+        store.get_run("nope")
+    with pytest.raises(UnknownRun):
+        finish(store, "nope")
+    with pytest.raises(UnknownRun):
+        store.mark_interrupted("nope", ended_at=T0, error=None)
+    with pytest.raises(UnknownRun):
+        store.set_run_process("nope", pid=1, pgid=1, create_time=1.0)
+    with pytest.raises(UnknownRun):
+        store.log_stats("nope")
+    with pytest.raises(UnknownRun):
+        store.add_lost_logs(lost("nope", 1, 10))
+    assert store.count_logs("nope") == 0
+    assert store.last_run("demo.job") is None
+    assert store.last_finished_run("demo.job") is None
+    assert store.runs("demo.job") == []
+    assert store.unfinished_runs() == []
+
+
+def test_runs_newest_first_and_last_runs(store: Store) -> None:
+    for i in range(5):
+        store.insert_run(make_run(f"r{i}", started_at=T0 + timedelta(minutes=i)))
+    store.insert_run(make_run("other", "other.job", started_at=T0 + timedelta(hours=1)))
+    assert [r.run_id for r in store.runs("demo.job")] == ["r4", "r3", "r2", "r1", "r0"]
+    assert [r.run_id for r in store.runs("demo.job", limit=2)] == ["r4", "r3"]
+    assert store.runs("demo.job", limit=0) == []
+    assert store.runs("demo.job", limit=-1) == []
+    last = store.last_run("demo.job")
+    assert last is not None and last.run_id == "r4"
+    assert store.last_finished_run("demo.job") is None
+    finish(store, "r1", at=T0 + timedelta(minutes=30))
+    finish(store, "r3", at=T0 + timedelta(minutes=20))
+    last_finished = store.last_finished_run("demo.job")
+    assert last_finished is not None and last_finished.run_id == "r1"
+
+
+def test_runs_started_at_the_same_time_come_newest_inserted_first(store: Store) -> None:
+    for run_id in ("a", "b", "c"):
+        store.insert_run(make_run(run_id))
+    assert [r.run_id for r in store.runs("demo.job")] == ["c", "b", "a"]
+    for run_id in ("a", "b"):
+        finish(store, run_id)
+    last = store.last_finished_run("demo.job")
+    assert last is not None and last.run_id == "b"
+
+
+def test_last_trigger_time(store: Store) -> None:
+    store.insert_run(make_run("a", started_at=T0, trigger=Trigger.CRON))
+    store.insert_run(make_run("b", started_at=T0 + timedelta(hours=1), trigger=Trigger.MANUAL))
+    store.insert_run(make_run("c", started_at=T0 + timedelta(hours=2), trigger=Trigger.CRON))
+    store.insert_run(make_run("d", "other.job", started_at=T0 + timedelta(hours=3)))
+    assert store.last_trigger_time("demo.job", Trigger.CRON) == T0 + timedelta(hours=2)
+    assert store.last_trigger_time("demo.job", Trigger.MANUAL) == T0 + timedelta(hours=1)
+    assert store.last_trigger_time("demo.job", Trigger.MISSED) is None
+
+
+def test_unfinished_runs_carry_their_process(store: Store) -> None:
+    store.insert_run(make_run("a"))
+    store.insert_run(make_run("b", "other.job", started_at=T0 + timedelta(seconds=1)))
+    store.insert_run(make_run("done", started_at=T0 - timedelta(hours=1)))
+    finish(store, "done")
+    store.set_run_process("a", pid=4242, pgid=4242, create_time=1767225600.25)
+    assert store.unfinished_runs() == [
+        UnfinishedRun(run=make_run("a"), pid=4242, pgid=4242, create_time=1767225600.25),
+        UnfinishedRun(
+            run=make_run("b", "other.job", started_at=T0 + timedelta(seconds=1)),
+            pid=None,
+            pgid=None,
+            create_time=None,
+        ),
+    ]
+    store.mark_interrupted("a", ended_at=T0 + timedelta(minutes=1), error="manager died")
+    interrupted = store.get_run("a")
+    assert interrupted.outcome is Outcome.INTERRUPTED
+    assert interrupted.ended_at == T0 + timedelta(minutes=1)
+    assert interrupted.error == "manager died"
+    assert [u.run.run_id for u in store.unfinished_runs()] == ["b"]
+
+
+def test_retention_keeps_the_newest_runs_and_deletes_the_logs_of_the_rest(
+    new_store: Factory,
+) -> None:
+    store = new_store(max_runs_per_scheduler=3)
+    store.insert_run(make_run("keep-me", "other.job"))
+    store.append_logs([record("keep-me", "other scheduler")])
+    finish(store, "keep-me")
+    for i in range(6):
+        run_id = f"r{i}"
+        store.insert_run(make_run(run_id, started_at=T0 + timedelta(minutes=i)))
+        store.append_logs([record(run_id, f"{run_id} line {n}") for n in range(3)])
+        finish(store, run_id, at=T0 + timedelta(minutes=i, seconds=30))
+    assert [r.run_id for r in store.runs("demo.job")] == ["r5", "r4", "r3"]
+    for gone in ("r0", "r1", "r2"):
+        with pytest.raises(UnknownRun):
+            store.get_run(gone)
+        assert store.count_logs(gone) == 0
+    assert messages(store, limit=1000) == [f"r{i} line {n}" for i in (3, 4, 5) for n in range(3)]
+    assert messages(store, "other.job") == ["other scheduler"]
+    # Records arriving late for a run that retention removed are dropped.
+    store.append_logs([record("r0", "too late")])
+    assert "too late" not in messages(store, limit=1000)
+
+
+def test_retention_never_deletes_an_unfinished_run(new_store: Factory) -> None:
+    store = new_store(max_runs_per_scheduler=1)
+    store.insert_run(make_run("old-running", started_at=T0))
+    store.insert_run(make_run("new", started_at=T0 + timedelta(minutes=1)))
+    finish(store, "new")
+    assert store.get_run("old-running").outcome is None
+    store.mark_interrupted("old-running", ended_at=T0 + timedelta(minutes=2), error=None)
+    assert [r.run_id for r in store.runs("demo.job")] == ["new"]
+
+
+def test_cursors_are_not_reused_after_retention_deletes_the_newest_records(
+    new_store: Factory,
+) -> None:
+    store = new_store(max_runs_per_scheduler=1)
+    store.insert_run(make_run("a", started_at=T0))
+    store.append_logs([record("a", "from a")])
+    finish(store, "a")
+    ((cursor_a, _),) = logs(store)
+    store.insert_run(make_run("b", started_at=T0 + timedelta(minutes=1)))
+    finish(store, "b")  # deletes a's record: the newest of all
+    assert logs(store) == []
+    store.insert_run(make_run("c", started_at=T0 + timedelta(minutes=2)))
+    store.append_logs([record("c", "from c")])
+    ((cursor_c, _),) = logs(store)
+    assert cursor_c > cursor_a > 0
+
+
+# -- logs ---------------------------------------------------------------------------------
+
+
+def test_log_records_round_trip(store: Store) -> None:
+    store.insert_run(make_run("r1"))
+    originals = [
+        record("r1", "plain", source=Source.STDOUT, at=T0 + timedelta(microseconds=1)),
+        record(
+            "r1",
+            "with fields: ünïcode ✓",
+            level=Level.ERROR,
+            fields={"value": 42, "nested": {"list": [1, 2.5, None, True]}, "text": "é"},
+            at=T0 + timedelta(seconds=1),
+        ),
+        record("r1", "", level=Level.CRITICAL, source=Source.STDERR, at=T0 + timedelta(days=1)),
+    ]
+    store.append_logs(originals)
+    got = logs(store)
+    assert [r for _, r in got] == originals
+    cursors = [c for c, _ in got]
+    assert cursors == sorted(cursors) and len(set(cursors)) == 3
+    assert store.log_stats("r1").stored_records == 3
+
+
+def test_odd_field_values_and_broken_text_never_fail_a_batch(store: Store) -> None:
+    store.insert_run(make_run("r1"))
+    store.append_logs(
+        [
+            record(
+                "r1",
+                "bad \udcff surrogate",
+                fields={"when": T0, "delay": timedelta(seconds=1), "level": Level.INFO, 7: "x"},
+            ),
+            record("r1", "tuple", fields={"pair": (1, 2), "obj": object}),
+        ]
+    )
+    (_, first), (_, second) = logs(store)
+    assert first.message == "bad \ufffd surrogate"
+    assert first.fields == {"when": str(T0), "delay": "0:00:01", "level": 20, "7": "x"}
+    assert second.fields["pair"] == [1, 2]
+    assert second.fields["obj"] == str(object)
+
+
+def test_records_of_unknown_runs_are_dropped_and_the_rest_kept(store: Store) -> None:
+    store.insert_run(make_run("r1"))
+    store.append_logs([record("ghost", "lost"), record("r1", "kept")])
+    assert messages(store) == ["kept"]
+    store.append_logs([])
+    assert store.count_logs("r1") == 1
+
+
+def test_a_batch_is_stored_whole_or_not_at_all(store: Store) -> None:
+    store.insert_run(make_run("r1"))
+    with pytest.raises(ValueError):
+        store.append_logs([record("r1", "first"), record("r1", at=datetime(2026, 1, 1))])
+    assert logs(store) == []
+    assert store.log_stats("r1") == LogStats(stored_records=0, dropped_records=0, stored_bytes=0)
+
+
+@pytest.fixture
+def paged(store: Store) -> Store:
+    """Two schedulers; demo.job has runs a (i = 0..49) and b (i = 50..99) with mixed levels."""
+    store.insert_run(make_run("a", started_at=T0))
+    store.insert_run(make_run("x", "other.job", started_at=T0))
+    batch: list[LogRecord] = []
+    for i in range(100):
+        if i == 50:
+            store.append_logs(batch)
+            finish(store, "a")
+            store.insert_run(make_run("b", started_at=T0 + timedelta(minutes=1)))
+            batch = []
+        level = Level.ERROR if i % 10 == 0 else Level.WARNING if i % 5 == 0 else Level.INFO
+        batch.append(record("a" if i < 50 else "b", f"m{i}", level=level, fields={"i": i}))
+        batch.append(record("x", f"other {i}", level=Level.ERROR))
+    store.append_logs(batch)
+    return store
+
+
+def indexes(rows: list[tuple[int, LogRecord]]) -> list[int]:
+    return [int(r.fields["i"]) for _, r in rows]
+
+
+def test_logs_newest_page_then_before_then_after(paged: Store) -> None:
+    newest = logs(paged, limit=10)
+    assert indexes(newest) == list(range(90, 100))
+    older = logs(paged, before=newest[0][0], limit=10)
+    assert indexes(older) == list(range(80, 90))
+    newer = logs(paged, after=older[-1][0], limit=5)
+    assert indexes(newer) == list(range(90, 95))
+    assert indexes(logs(paged, after=0, limit=3)) == [0, 1, 2]
+    assert logs(paged, after=newest[-1][0]) == []
+    between = logs(paged, after=older[0][0], before=newest[0][0], limit=100)
+    assert indexes(between) == list(range(81, 90))
+    assert indexes(logs(paged, limit=1000)) == list(range(100))
+    assert logs(paged, limit=0) == []
+    assert logs(paged, "unknown.job") == []
+    assert indexes(logs(paged)) == list(range(100))  # the default limit is 200
+
+
+def test_logs_min_level(paged: Store) -> None:
+    assert indexes(logs(paged, min_level=Level.ERROR)) == list(range(0, 100, 10))
+    warnings = logs(paged, min_level=Level.WARNING, limit=4)
+    assert indexes(warnings) == [80, 85, 90, 95]
+    back = logs(paged, min_level=Level.WARNING, before=warnings[0][0], limit=4)
+    assert indexes(back) == [60, 65, 70, 75]
+    forward = logs(paged, min_level=Level.WARNING, after=back[-1][0], limit=2)
+    assert indexes(forward) == [80, 85]
+    assert len(logs(paged, min_level=Level.DEBUG, limit=1000)) == 100
+    assert logs(paged, min_level=Level.CRITICAL) == []
+
+
+def test_logs_of_one_run(paged: Store) -> None:
+    assert indexes(logs(paged, run_id="a", limit=1000)) == list(range(50))
+    assert indexes(logs(paged, run_id="b", limit=5)) == list(range(95, 100))
+    errors_a = logs(paged, run_id="a", min_level=Level.ERROR)
+    assert indexes(errors_a) == [0, 10, 20, 30, 40]
+    after = logs(paged, run_id="b", after=errors_a[-1][0], limit=3)
+    assert indexes(after) == [50, 51, 52]
+    assert all(r.run_id == "b" for _, r in after)
+    assert logs(paged, "other.job", run_id="a") == []  # a run of another scheduler
+    assert logs(paged, run_id="nope") == []
+    assert paged.count_logs("a") == 50
+    assert paged.count_logs("x") == 100
+
+
+def test_log_cap_stores_one_marker_and_counts_what_it_drops(new_store: Factory) -> None:
+    store = new_store(max_log_bytes_per_run=1000)
+    store.insert_run(make_run("r1"))
+    store.insert_run(make_run("r2", "other.job"))
+    # Each record: 90 bytes of message + 10 bytes of fields JSON ({"n":1234}).
+    store.append_logs([record("r1", "m" * 90, fields={"n": 1000 + i}) for i in range(8)])
+    assert store.log_stats("r1") == LogStats(
+        stored_records=8, dropped_records=0, stored_bytes=800, dropped_bytes=0
+    )
+    store.append_logs(
+        [
+            record("r1", "m" * 90, fields={"n": 2000 + i}, at=T0 + timedelta(seconds=i))
+            for i in range(5)
+        ]
+        + [record("r2", "unaffected")]
+    )
+    stats = store.log_stats("r1")
+    assert stats.stored_records == 11  # 10 records + the marker
+    assert stats.dropped_records == 3
+    assert stats.dropped_bytes == 300
+    assert store.count_logs("r1") == 11
+    marker = logs(store, run_id="r1", limit=100)[-1][1]
+    assert marker.level is Level.WARNING
+    assert marker.source is Source.LOGGER
+    assert marker.message == (
+        "log truncated: this run exceeded 1000 bytes of log; later records were dropped"
+    )
+    assert marker.fields == {"limit_bytes": 1000}
+    assert marker.time == T0 + timedelta(seconds=2)  # when the first dropped record came
+    assert store.get_run("r1").log_truncated is True
+    assert store.get_run("r2").log_truncated is False
+    assert messages(store, "other.job") == ["unaffected"]
+    assert finish(store, "r1").log_truncated is True
+    # Even a record that would fit is dropped after the marker: the log stays one piece.
+    store.append_logs([record("r1", "x")])
+    assert store.log_stats("r1").dropped_records == 4
+    assert store.count_logs("r1") == 11
+
+
+def test_log_cap_marker_speaks_in_mebibytes(store: Store) -> None:
+    store.insert_run(make_run("r1"))
+    line = "x" * 1000
+    store.append_logs([record("r1", line) for _ in range(1100)])
+    ((_, marker),) = logs(store, min_level=Level.WARNING)
+    assert marker.message == (
+        "log truncated: this run exceeded 1.0 MiB of log; later records were dropped"
+    )
+    assert marker.fields == {"limit_bytes": 1 << 20}
+    stats = store.log_stats("r1")
+    assert stats.stored_records == 1048 + 1
+    assert stats.dropped_records == 1100 - 1048
+
+
+def test_lost_records_are_counted_and_marked(store: Store) -> None:
+    store.insert_run(make_run("r1"))
+    store.append_logs([record("r1", "before")])
+    store.add_lost_logs(lost("r1", 1500, 48_000))
+    store.append_logs([record("r1", "after", at=T0 + timedelta(seconds=5))])
+    assert store.log_stats("r1") == LogStats(
+        stored_records=3,
+        dropped_records=1500,
+        stored_bytes=store.log_stats("r1").stored_bytes,
+        dropped_bytes=48_000,
+    )
+    (_, first), (_, marker), (_, last) = logs(store, run_id="r1")
+    assert (first.message, last.message) == ("before", "after")
+    assert marker.level is Level.WARNING and marker.source is Source.LOGGER
+    assert marker.message == (
+        "log incomplete: 1500 records (46.9 KiB) of this run could not be stored"
+        " (database or disk is full)"
+    )
+    assert marker.fields == {"lost_records": 1500, "lost_bytes": 48_000}
+    assert marker.time == T0 + timedelta(seconds=1)  # the last lost record's time
+    assert marker.run_id == "r1"
+    assert store.get_run("r1").log_truncated is True
+    # Losing records is not reaching the cap: records that fit are still stored.
+    store.append_logs([record("r1", "still kept")])
+    assert messages(store, run_id="r1")[-1] == "still kept"
+
+
+def test_lost_records_are_marked_even_past_the_cap(new_store: Factory) -> None:
+    store = new_store(max_log_bytes_per_run=100)
+    store.insert_run(make_run("r1"))
+    store.append_logs([record("r1", "m" * 60), record("r1", "m" * 60)])  # the second: marker
+    store.add_lost_logs(lost("r1", 1, 20))
+    assert [m.split(":")[0] for m in messages(store)] == [
+        "m" * 60,
+        "log truncated",
+        "log incomplete",
+    ]
+    assert store.log_stats("r1").dropped_records == 2
+    with pytest.raises(ValueError):
+        lost("r1", 0, 0)
+
+
+# -- audit, users, meta -------------------------------------------------------------------
+
+
+def test_audit_round_trip_paging_and_last_actor(store: Store) -> None:
+    entries = [
+        AuditEntry(
+            time=T0 + timedelta(minutes=i),
+            actor=f"user{i}",
+            action="update_settings" if i % 2 else "stop",
+            scheduler_id="a.job" if i < 4 else "b.job",
+            detail=None if i % 2 else f"detail {i}",
+            before={"pause_time": timedelta(seconds=i), "disabled": False} if i % 2 else None,
+            after={"pause_time": timedelta(seconds=i + 1), "at": T0} if i % 2 else None,
+        )
+        for i in range(6)
+    ]
+    for entry in entries:
+        store.add_audit(entry)
+    store.add_audit(AuditEntry(time=T0, actor="root", action="login", scheduler_id=None))
+    got = store.audit(limit=100)
+    assert [e for _, e in got][1:] == entries[::-1]
+    assert got[0][1].scheduler_id is None
+    cursors = [c for c, _ in got]
+    assert cursors == sorted(cursors, reverse=True)
+    only_a = store.audit(scheduler_id="a.job", limit=2)
+    assert [e.actor for _, e in only_a] == ["user3", "user2"]
+    page_two = store.audit(scheduler_id="a.job", limit=2, before=only_a[-1][0])
+    assert [e.actor for _, e in page_two] == ["user1", "user0"]
+    assert store.audit(scheduler_id="a.job", before=page_two[-1][0]) == []
+    assert store.last_actor("a.job") == "user3"
+    assert store.last_actor("b.job") == "user5"
+    assert store.last_actor("c.job") is None
+    assert store.audit(limit=0) == []
+    assert len(store.audit()) == 7  # the default limit is 100
+
+
+def test_users(store: Store) -> None:
+    created = T0 + timedelta(days=1)
+    store.add_user("bob", role="viewer", password_hash="h1", created_at=created)
+    store.add_user("alice", role="admin", password_hash="h2")
+    assert store.get_user("bob") == StoredUser(
+        name="bob", role="viewer", password_hash="h1", created_at=created
+    )
+    alice = store.get_user("alice")
+    assert alice is not None and alice.created_at.utcoffset() == timedelta(0)
+    assert [u.name for u in store.list_users()] == ["alice", "bob"]
+    with pytest.raises(DefinitionError, match="already exists") as caught:
+        store.add_user("bob", role="admin", password_hash="other")
+    assert caught.value.field == "name"
+    with pytest.raises(DefinitionError) as bad_role:
+        store.add_user("carol", role="wizard", password_hash="h")
+    assert bad_role.value.field == "role"
+    with pytest.raises(DefinitionError):
+        store.add_user(" ", role="viewer", password_hash="h")
+    store.set_password("bob", "h3")
+    bob = store.get_user("bob")
+    assert bob is not None and bob.password_hash == "h3"
+    with pytest.raises(DefinitionError):
+        store.set_password("nobody", "h")
+    assert store.remove_user("bob") is True
+    assert store.remove_user("bob") is False
+    assert store.get_user("bob") is None
+    assert [u.name for u in store.list_users()] == ["alice"]
+
+
+def test_meta(store: Store) -> None:
+    assert store.get_meta("secret") is None
+    store.set_meta("secret", "one")
+    store.set_meta("secret", "two")
+    assert store.get_meta("secret") == "two"
+
+
+# -- threads ------------------------------------------------------------------------------
+
+
+def test_readers_see_whole_batches_while_a_writer_appends(store: Store) -> None:
+    store.insert_run(make_run("r1"))
+    batches, per_batch = 40, 100
+    failures: list[BaseException] = []
+    done = threading.Event()
+
+    def write() -> None:
+        try:
+            for b in range(batches):
+                store.append_logs([record("r1", f"b{b} n{n}") for n in range(per_batch)])
+        except BaseException as error:
+            failures.append(error)
+        finally:
+            done.set()
+
+    def read() -> None:
+        try:
+            seen = 0
+            while not failures:
+                finished = done.is_set()
+                count = store.count_logs("r1")
+                assert count >= seen and count % per_batch == 0  # whole batches only
+                seen = count
+                cursors = [c for c, _ in logs(store, limit=50)]
+                assert cursors == sorted(cursors)
+                if finished:
+                    break
+        except BaseException as error:
+            failures.append(error)
+
+    threads = [threading.Thread(target=write)] + [threading.Thread(target=read) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not failures, failures
+    assert not any(thread.is_alive() for thread in threads)
+    assert store.count_logs("r1") == batches * per_batch
+
+
+# -- the implementations agree, operation by operation ---------------------------------------
+
+_RUN_IDS = ("r0", "r1", "r2", "r3")
+_SCHEDULERS = ("demo.job", "other.job")
+
+_operations = st.lists(
+    st.one_of(
+        st.tuples(
+            st.just("insert"),
+            st.sampled_from(_RUN_IDS),
+            st.sampled_from(_SCHEDULERS),
+            st.integers(0, 5),
+        ),
+        st.tuples(
+            st.just("append"),
+            st.lists(
+                st.tuples(
+                    st.sampled_from(_RUN_IDS),
+                    st.sampled_from(list(Level)),
+                    st.text(max_size=40),
+                    st.booleans(),
+                ),
+                max_size=12,
+            ),
+        ),
+        st.tuples(st.just("finish"), st.sampled_from(_RUN_IDS), st.integers(0, 5)),
+        st.tuples(st.just("lost"), st.sampled_from(_RUN_IDS), st.integers(1, 50)),
+        st.tuples(
+            st.just("query"),
+            st.sampled_from(_SCHEDULERS),
+            st.one_of(st.none(), st.sampled_from(_RUN_IDS)),
+            st.one_of(st.none(), st.sampled_from(list(Level))),
+            st.one_of(st.none(), st.integers(0, 60)),
+            st.one_of(st.none(), st.integers(0, 60)),
+            st.integers(0, 30),
+        ),
+    ),
+    max_size=30,
+)
+
+
+def _apply(store: Store, operation: tuple[Any, ...]) -> object:
+    """Run one operation; its answer, or the type of error it raised."""
+    kind, *args = operation
+    try:
+        if kind == "insert":
+            run_id, scheduler_id, minute = args
+            store.insert_run(
+                make_run(run_id, scheduler_id, started_at=T0 + timedelta(minutes=minute))
+            )
+            return None
+        if kind == "append":
+            store.append_logs(
+                [
+                    record(
+                        run_id, message, level=level, fields={"f": message} if with_fields else None
+                    )
+                    for run_id, level, message, with_fields in args[0]
+                ]
+            )
+            return None
+        if kind == "finish":
+            run_id, minute = args
+            return finish(store, run_id, at=T0 + timedelta(minutes=minute, seconds=30))
+        if kind == "lost":
+            run_id, count = args
+            store.add_lost_logs(lost(run_id, count, count * 10))
+            return None
+        scheduler_id, run_id, min_level, after, before, limit = args
+        return (
+            logs(
+                store,
+                scheduler_id,
+                run_id=run_id,
+                min_level=min_level,
+                after=after,
+                before=before,
+                limit=limit,
+            ),
+            [store.runs(s) for s in _SCHEDULERS],
+            [store.count_logs(r) for r in _RUN_IDS],
+            [store.log_stats(r) if store.count_logs(r) else None for r in _RUN_IDS],
+        )
+    except (StoreError, UnknownRun) as error:
+        return type(error)
+
+
+@settings(max_examples=80, deadline=None)
+@given(operations=_operations)
+def test_sqlite_and_memory_answer_alike(
+    tmp_path_factory: pytest.TempPathFactory, operations: list[tuple[Any, ...]]
+) -> None:
+    directory = tmp_path_factory.mktemp("differential")
+    limits = {"max_runs_per_scheduler": 2, "max_log_bytes_per_run": 300}
+    with SqliteStore.open(state_db_path(directory), **limits) as sqlite_store:
+        memory_store = MemoryStore(**limits)
+        prelude = [("insert", "r0", "demo.job", 0), ("insert", "r1", "other.job", 1)]
+        for operation in [*prelude, *operations]:
+            assert _apply(sqlite_store, operation) == _apply(memory_store, operation), operation
+        for level in (None, *Level):
+            final = ("query", "demo.job", None, level, None, None, 1000)
+            assert _apply(sqlite_store, final) == _apply(memory_store, final)
+        assert _apply(sqlite_store, final) == _apply(memory_store, final)
