@@ -52,7 +52,7 @@ from supervisor.manager.machine import (
     Slot,
 )
 from supervisor.runs.launcher import CancelRequest, Exit, Job, Launcher, RunHandle
-from supervisor.store.sqlite import SqliteStore
+from supervisor.store.protocols import Store
 
 __all__ = ["RETRY_SECONDS", "WALL_CLOCK_CHECK_SECONDS", "Manager", "ManagerConfig"]
 
@@ -86,7 +86,7 @@ class Manager:
         self,
         registry: Registry,
         *,
-        store: SqliteStore,
+        store: Store,
         launcher: Launcher,
         clock: Clock,
         config: ManagerConfig | None = None,
