@@ -178,7 +178,12 @@ def test_the_typed_values_print_exactly_what_the_manager_sent(service: Service) 
         timeout=30,
         what="the run to end",
     )
-    assert client.call("list") == [views.status_json(s) for s in client.statuses()]
+    # Two reads: a repeating scheduler may start or end a run between them.
+    wait_for(
+        lambda: client.call("list") == [views.status_json(s) for s in client.statuses()],
+        timeout=10,
+        what="the raw and the typed list to agree",
+    )
     for scheduler_id in ("m.cron", "m.oneshot", "m.fail"):
         assert client.call("status", id=scheduler_id) == views.status_json(
             client.status(scheduler_id)
