@@ -74,6 +74,7 @@ class FakeBackend:
         self.cursors = itertools.count(1)
         self.commands: list[tuple[str, ...]] = []
         self.lock = threading.Lock()
+        self.recent_reads = 0  # calls of recent_runs: the overview reads all strips at once
 
     def _slot(self, scheduler_id: str) -> _Slot:
         self.registry.get(scheduler_id)
@@ -172,6 +173,11 @@ class FakeBackend:
     def runs(self, scheduler_id: str, *, limit: int = 50) -> list[RunRecord]:
         with self.lock:
             return list(self._slot(scheduler_id).runs[:limit])
+
+    def recent_runs(self, *, limit: int) -> dict[str, list[RunRecord]]:
+        with self.lock:
+            self.recent_reads += 1
+            return {sid: list(slot.runs[:limit]) for sid, slot in self.slots.items() if slot.runs}
 
     def run(self, run_id: str) -> RunRecord:
         with self.lock:

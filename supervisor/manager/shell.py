@@ -435,6 +435,9 @@ class Manager:
         self._registry.get(scheduler_id)
         return self._store.runs(scheduler_id, limit=limit)
 
+    def recent_runs(self, *, limit: int) -> dict[str, list[RunRecord]]:
+        return self._store.recent_runs(limit=limit)
+
     def run(self, run_id: str) -> RunRecord:
         return self._store.get_run(run_id)
 

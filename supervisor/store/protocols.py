@@ -163,6 +163,12 @@ class RunHistory(Protocol):
         one inserted last first. ``limit`` <= 0 gives none."""
         ...
 
+    def recent_runs(self, *, limit: int) -> dict[str, list[RunRecord]]:
+        """The newest ``limit`` runs of every scheduler with runs, keyed by scheduler ID,
+        each list ordered as ``runs`` orders it; one read for all schedulers (the
+        overview's outcome strips). ``limit`` <= 0 gives an empty dict."""
+        ...
+
     def last_run(self, scheduler_id: str) -> RunRecord | None:
         """The run started last (finished or not), or None."""
         ...

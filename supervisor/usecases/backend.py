@@ -61,6 +61,12 @@ class Backend(Protocol):
         """Newest first."""
         ...
 
+    def recent_runs(self, *, limit: int) -> dict[str, list[RunRecord]]:
+        """The newest ``limit`` runs of every scheduler, newest first, in one read (the
+        overview's strips); a scheduler without runs may be absent. A backend that cannot
+        read them cheaply returns an empty dict."""
+        ...
+
     def run(self, run_id: str) -> RunRecord:
         """One run; ``UnknownRun`` if there is none with that ID."""
         ...

@@ -211,6 +211,11 @@ class UseCases:
         self._registry.get(scheduler_id)
         return self._backend.runs(scheduler_id, limit=limit)
 
+    def recent_runs(self, subject: Subject, *, limit: int) -> dict[str, builtins.list[RunRecord]]:
+        """The newest ``limit`` runs of every scheduler in one read (may be empty)."""
+        subject.require(Permission.STATUS)
+        return self._backend.recent_runs(limit=limit)
+
     def run(self, subject: Subject, run_id: str) -> RunRecord:
         subject.require(Permission.STATUS)
         return self._backend.run(run_id)

@@ -5,7 +5,13 @@ statuses themselves are read at most every ``SNAPSHOT_SECONDS`` (and again after
 change made through the Admin Center): concurrent readers of the overview of a thousand
 schedulers share one reading instead of each taking its own. A change made elsewhere (a
 run ending) shows up at most that much later; the live updates send it anyway.
-May import ``records``, ``supervisor.web.*`` below the app, markupsafe and the stdlib.
+
+Each card shows its health (``web.health``) with a strip of its newest outcomes; the runs
+of every scheduler are read in one call per reading (``UseCases.recent_runs``), never one
+per card. Failing cards come first; ``?filter=failing`` keeps only them and ``?q=`` only
+those whose ID or name holds the text.
+May import ``access``, ``records``, ``supervisor.web.*`` below the app, markupsafe and the
+stdlib.
 """
 
 from __future__ import annotations
@@ -18,10 +24,11 @@ from typing import Any
 
 from markupsafe import Markup
 
-from supervisor.core.access import Subject
+from supervisor.core.access import Permission, Subject
 from supervisor.core.records import SchedulerStatus, State
+from supervisor.web.health import STRIP_RUNS, Health, health_of
 from supervisor.web.render import render, scheduler_url
-from supervisor.web.replies import Refused, reply
+from supervisor.web.replies import Refused, reply, short_text
 from supervisor.web.site import Request, Site, subject_of
 
 SNAPSHOT_SECONDS = 0.2
@@ -31,9 +38,13 @@ SNAPSHOT_SECONDS = 0.2
 class _Snapshot:
     at: float
     version: int
-    statuses: list[SchedulerStatus]
+    with_runs: bool
+    statuses: list[SchedulerStatus]  # failing ones first
+    health: dict[str, Health]
     counts: Counter[State]
-    cards: Markup
+    failing: int
+    cards: list[Markup]  # in the order of ``statuses``
+    joined: Markup
 
 
 class CardCache:
@@ -42,7 +53,7 @@ class CardCache:
 
     def __init__(self, site: Site) -> None:
         self._site = site
-        self._cards: dict[str, tuple[SchedulerStatus, Markup]] = {}
+        self._cards: dict[str, tuple[SchedulerStatus, Health, Markup]] = {}
         self._joined: tuple[list[Markup], Markup] | None = None
         self._snapshot: _Snapshot | None = None
         self._lock = threading.Lock()
@@ -51,6 +62,7 @@ class CardCache:
 
     def snapshot(self, subject: Subject) -> _Snapshot:
         """The statuses, their counts and their cards, read afresh when too old."""
+        with_runs = subject.can(Permission.STATUS)
         with self._reading:
             now = time.monotonic()
             with self._lock:
@@ -59,23 +71,33 @@ class CardCache:
             if (
                 found is not None
                 and found.version == version
+                and found.with_runs == with_runs
                 and now - found.at <= SNAPSHOT_SECONDS
             ):
                 return found
-            statuses = self._site.use_cases.list(subject)
+            use_cases = self._site.use_cases
+            listed = use_cases.list(subject)
+            recent = use_cases.recent_runs(subject, limit=STRIP_RUNS) if with_runs else {}
+            wall = self._site.clock.now()
+            health = {s.id: health_of(s, recent.get(s.id, ()), wall) for s in listed}
+            statuses = sorted(listed, key=lambda s: not health[s.id].failing)
+            cards = [self.card(s, health[s.id]) for s in statuses]
             made = _Snapshot(
                 at=now,
                 version=version,
+                with_runs=with_runs,
                 statuses=statuses,
+                health=health,
                 counts=Counter(s.state for s in statuses),
-                cards=self.all(statuses),
+                failing=sum(h.failing for h in health.values()),
+                cards=cards,
+                joined=self.all(cards),
             )
             with self._lock:
                 self._snapshot = made
             return made
 
-    def all(self, statuses: list[SchedulerStatus]) -> Markup:
-        cards = [self.card(status) for status in statuses]
+    def all(self, cards: list[Markup]) -> Markup:
         with self._lock:
             joined = self._joined
         if (
@@ -89,32 +111,55 @@ class CardCache:
             self._joined = (cards, html)
         return html
 
-    def card(self, status: SchedulerStatus) -> Markup:
+    def card(self, status: SchedulerStatus, health: Health) -> Markup:
         with self._lock:
             cached = self._cards.get(status.id)
-        if cached is not None and cached[0] == status:
-            return cached[1]
+        if cached is not None and cached[0] == status and cached[1] == health:
+            return cached[2]
         html = Markup(  # noqa: S704 - the output of an autoescaping template
             render(
                 self._site.env,
                 "card.html",
-                {"s": status, "href": scheduler_url(status.id), "icons": self._icons},
+                {
+                    "s": status,
+                    "h": health,
+                    "href": scheduler_url(status.id),
+                    "icons": self._icons,
+                },
             )
         )
         with self._lock:
-            self._cards[status.id] = (status, html)
+            self._cards[status.id] = (status, health, html)
         return html
 
 
 def overview(site: Site, request: Request, *, cards: CardCache) -> Any:
     # the guard checked the LIST permission; every subject with it sees every scheduler
     found = cards.snapshot(subject_of(request))
+    only_failing = request.query.get("filter") == "failing"
+    text = (short_text(request.query.get("q"), field="q") or "").strip()
+    shown = found.joined
+    matched = len(found.statuses)
+    if only_failing or text:
+        needle = text.lower()
+        chosen = [
+            card
+            for status, card in zip(found.statuses, found.cards, strict=True)
+            if (not only_failing or found.health[status.id].failing)
+            and (needle in status.id.lower() or needle in status.name.lower())
+        ]
+        matched = len(chosen)
+        shown = Markup("").join(chosen)
     return site.page(
         request,
         "overview.html",
         statuses=found.statuses,
         counts=found.counts,
-        cards=found.cards,
+        failing=found.failing,
+        only_failing=only_failing,
+        q=text,
+        matched=matched,
+        cards=shown,
     )
 
 

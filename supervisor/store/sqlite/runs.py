@@ -126,6 +126,23 @@ class SqliteRuns:
             ).fetchall()
         return [run_from_row(row) for row in rows]
 
+    def recent_runs(self, *, limit: int) -> dict[str, list[RunRecord]]:
+        if limit <= 0:
+            return {}
+        with self._db.read() as conn:
+            rows = conn.execute(
+                "SELECT run_id, scheduler_id, trigger, triggered_by, started_at, ended_at,"
+                " outcome, exit_code, signal, error, dropped_records FROM ("
+                " SELECT *, row_number() OVER (PARTITION BY scheduler_id"
+                " ORDER BY started_at DESC, seq DESC) AS place FROM runs)"
+                " WHERE place <= ? ORDER BY scheduler_id, place",
+                (limit,),
+            ).fetchall()
+        out: dict[str, list[RunRecord]] = {}
+        for row in rows:
+            out.setdefault(row[1], []).append(run_from_row(row))
+        return out
+
     def last_run(self, scheduler_id: str) -> RunRecord | None:
         runs = self.runs(scheduler_id, limit=1)
         return runs[0] if runs else None
