@@ -61,6 +61,7 @@ class _Slot:
     overrides: dict[str, Any] = field(default_factory=dict)
     runs: list[RunRecord] = field(default_factory=list)  # newest first
     current: RunRecord | None = None
+    failed_starts: int = 0  # > 0: the state is FAILING (its starts fail)
 
 
 class FakeBackend:
@@ -87,6 +88,8 @@ class FakeBackend:
         settings = self._settings(slot)
         if slot.current is not None:
             state = State.RUNNING
+        elif slot.failed_starts:
+            state = State.FAILING
         elif settings.disabled:
             state = State.DISABLED
         elif slot.stopped:
@@ -113,6 +116,7 @@ class FakeBackend:
             last_outcome=None if finished is None else finished.outcome,
             last_error=None if finished is None else finished.error,
             actions=tuple((a.id, a.title) for a in slot.options.actions),
+            failed_starts=slot.failed_starts,
         )
 
     # -- Backend ---------------------------------------------------------------------------

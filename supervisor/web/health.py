@@ -90,8 +90,6 @@ def health_of(status: SchedulerStatus, runs: Sequence[RunRecord], now: datetime)
         more=more,
         since=since,
         since_text="" if since is None else clock_text(since, now),
-        last_success_text=""
-        if success_at is None
-        else ago((now - success_at).total_seconds()),
+        last_success_text="" if success_at is None else ago((now - success_at).total_seconds()),
         strip=strip,
     )
