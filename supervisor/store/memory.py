@@ -208,8 +208,7 @@ class MemoryStore:
             self._open()
             ids = sorted({run.record.scheduler_id for run in self._runs.values()})
             return {
-                sid: [self._record(run) for run in self._newest_first(sid)[:limit]]
-                for sid in ids
+                sid: [self._record(run) for run in self._newest_first(sid)[:limit]] for sid in ids
             }
 
     def last_run(self, scheduler_id: str) -> RunRecord | None:
