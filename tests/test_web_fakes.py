@@ -10,7 +10,7 @@ import itertools
 import threading
 import uuid
 import wsgiref.util
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from http.cookies import SimpleCookie
@@ -75,7 +75,7 @@ class FakeBackend:
         self.cursors = itertools.count(1)
         self.commands: list[tuple[str, ...]] = []
         self.lock = threading.Lock()
-        self.recent_reads = 0  # calls of recent_runs: the overview reads all strips at once
+        self.recent_reads: list[list[str]] = []  # the IDs asked of each call of recent_runs
 
     def _slot(self, scheduler_id: str) -> _Slot:
         self.registry.get(scheduler_id)
@@ -178,10 +178,13 @@ class FakeBackend:
         with self.lock:
             return list(self._slot(scheduler_id).runs[:limit])
 
-    def recent_runs(self, *, limit: int) -> dict[str, list[RunRecord]]:
+    def recent_runs(
+        self, scheduler_ids: Sequence[str], *, limit: int
+    ) -> dict[str, list[RunRecord]]:
         with self.lock:
-            self.recent_reads += 1
-            return {sid: list(slot.runs[:limit]) for sid, slot in self.slots.items() if slot.runs}
+            self.recent_reads.append(list(scheduler_ids))
+            chosen = [(sid, self.slots[sid]) for sid in scheduler_ids if sid in self.slots]
+            return {sid: list(slot.runs[:limit]) for sid, slot in chosen if slot.runs}
 
     def run(self, run_id: str) -> RunRecord:
         with self.lock:

@@ -87,7 +87,7 @@ def test_a_card_whose_last_runs_failed_is_red_with_its_streak_and_last_success(
 
 def fresh(site: Site) -> str:
     """The overview read again now, not from the shared snapshot of the last 0.2 s."""
-    site.post("/schedulers/jobs.manual/start")  # a change made here: the next read is fresh
+    assert site.post("/schedulers/jobs.manual/start")[0] == 303  # a change: read afresh
     return site.client.get("/").body
 
 
@@ -148,12 +148,21 @@ def test_the_overview_reads_the_runs_of_all_schedulers_at_once() -> None:
     site = Site(many)
     for i in range(0, 300, 7):
         give_runs(site, f"bulk.{i:04d}", [Outcome.SUCCEEDED] * 25 + [Outcome.CRASHED])
-    before = site.backend.recent_reads
     page = site.client.get("/").body
-    assert site.backend.recent_reads == before + 1
+    assert len(site.backend.recent_reads) == 1  # one read for every scheduler's strip
+    assert sorted(site.backend.recent_reads[0]) == [f"bulk.{i:04d}" for i in range(300)]
     assert page.count('<article class="card"') == 300
     assert page.count('data-health="failing"') == len(range(0, 300, 7))
     assert len(strip_entries(card(page, "bulk.0007"))) == STRIP_RUNS
+    # a run ends: only that scheduler's runs are read again, still in one call
+    give_runs(site, "bulk.0001", [Outcome.SUCCEEDED, Outcome.TIMED_OUT])
+    assert site.post("/schedulers/bulk.0002/start")[0] == 303
+    page = site.client.get("/").body
+    assert site.backend.recent_reads[1:] == [["bulk.0001"]]
+    assert strip_entries(card(page, "bulk.0001")) == ["succeeded", "timed_out"]
+    assert site.post("/schedulers/bulk.0002/start")[0] == 303
+    site.client.get("/")
+    assert len(site.backend.recent_reads) == 2  # nothing moved: nothing read
     site.stop.set()
 
 

@@ -23,7 +23,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
@@ -435,8 +435,10 @@ class Manager:
         self._registry.get(scheduler_id)
         return self._store.runs(scheduler_id, limit=limit)
 
-    def recent_runs(self, *, limit: int) -> dict[str, list[RunRecord]]:
-        return self._store.recent_runs(limit=limit)
+    def recent_runs(
+        self, scheduler_ids: Sequence[str], *, limit: int
+    ) -> dict[str, list[RunRecord]]:
+        return self._store.recent_runs(scheduler_ids, limit=limit)
 
     def run(self, run_id: str) -> RunRecord:
         return self._store.get_run(run_id)

@@ -201,15 +201,18 @@ class MemoryStore:
             self._open()
             return [self._record(run) for run in self._newest_first(scheduler_id)[:limit]]
 
-    def recent_runs(self, *, limit: int) -> dict[str, list[RunRecord]]:
+    def recent_runs(
+        self, scheduler_ids: Sequence[str], *, limit: int
+    ) -> dict[str, list[RunRecord]]:
         if limit <= 0:
             return {}
         with self._lock:
             self._open()
-            ids = sorted({run.record.scheduler_id for run in self._runs.values()})
-            return {
-                sid: [self._record(run) for run in self._newest_first(sid)[:limit]] for sid in ids
+            found = {
+                sid: [self._record(run) for run in self._newest_first(sid)[:limit]]
+                for sid in dict.fromkeys(scheduler_ids)
             }
+            return {sid: runs for sid, runs in found.items() if runs}
 
     def last_run(self, scheduler_id: str) -> RunRecord | None:
         runs = self.runs(scheduler_id, limit=1)

@@ -729,7 +729,9 @@ class SystemdBackend:
         out.sort(key=lambda item: item[0])
         return out
 
-    def recent_runs(self, *, limit: int) -> dict[str, list[RunRecord]]:
+    def recent_runs(
+        self, scheduler_ids: Sequence[str], *, limit: int
+    ) -> dict[str, list[RunRecord]]:
         # one journal read per unit would be 1,000 reads for 1,000 schedulers: none
         return {}
 

@@ -8,6 +8,7 @@ May import ``core``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 from supervisor.core.records import LogQuery, LogRecord, RunRecord, SchedulerStatus
@@ -61,10 +62,12 @@ class Backend(Protocol):
         """Newest first."""
         ...
 
-    def recent_runs(self, *, limit: int) -> dict[str, list[RunRecord]]:
-        """The newest ``limit`` runs of every scheduler, newest first, in one read (the
-        overview's strips); a scheduler without runs may be absent. A backend that cannot
-        read them cheaply returns an empty dict."""
+    def recent_runs(
+        self, scheduler_ids: Sequence[str], *, limit: int
+    ) -> dict[str, list[RunRecord]]:
+        """The newest ``limit`` runs of each of ``scheduler_ids``, newest first, in one read
+        (the overview's strips); a scheduler without runs may be absent. A backend that
+        cannot read them cheaply returns an empty dict."""
         ...
 
     def run(self, run_id: str) -> RunRecord:

@@ -6,10 +6,11 @@ change made through the Admin Center): concurrent readers of the overview of a t
 schedulers share one reading instead of each taking its own. A change made elsewhere (a
 run ending) shows up at most that much later; the live updates send it anyway.
 
-Each card shows its health (``web.health``) with a strip of its newest outcomes; the runs
-of every scheduler are read in one call per reading (``UseCases.recent_runs``), never one
-per card. Failing cards come first; ``?filter=failing`` keeps only them and ``?q=`` only
-those whose ID or name holds the text.
+Each card shows its health (``web.health``) with a strip of its newest outcomes. The runs
+are kept per scheduler and read again only for the schedulers whose last start or end
+moved since, all of them in one call (``UseCases.recent_runs``), never one per card.
+Failing cards come first; ``?filter=failing`` keeps only them and ``?q=`` only those whose
+ID or name holds the text.
 May import ``access``, ``records``, ``supervisor.web.*`` below the app, markupsafe and the
 stdlib.
 """
@@ -25,7 +26,7 @@ from typing import Any
 from markupsafe import Markup
 
 from supervisor.core.access import Permission, Subject
-from supervisor.core.records import SchedulerStatus, State
+from supervisor.core.records import RunRecord, SchedulerStatus, State
 from supervisor.web.health import STRIP_RUNS, Health, health_of
 from supervisor.web.render import render, scheduler_url
 from supervisor.web.replies import Refused, reply, short_text
@@ -56,6 +57,8 @@ class CardCache:
         self._cards: dict[str, tuple[SchedulerStatus, Health, Markup]] = {}
         self._joined: tuple[list[Markup], Markup] | None = None
         self._snapshot: _Snapshot | None = None
+        # per scheduler: what its status said of its runs when read, and those runs
+        self._runs: dict[str, tuple[tuple[object, ...], tuple[RunRecord, ...]]] = {}
         self._lock = threading.Lock()
         self._reading = threading.Lock()  # one reading of the statuses at a time
         self._icons = f"/static/icons.svg?v={site.assets['icons.svg'].version}"
@@ -77,7 +80,7 @@ class CardCache:
                 return found
             use_cases = self._site.use_cases
             listed = use_cases.list(subject)
-            recent = use_cases.recent_runs(subject, limit=STRIP_RUNS) if with_runs else {}
+            recent = self._recent_runs(subject, listed) if with_runs else {}
             wall = self._site.clock.now()
             health = {s.id: health_of(s, recent.get(s.id, ()), wall) for s in listed}
             statuses = sorted(listed, key=lambda s: not health[s.id].failing)
@@ -96,6 +99,19 @@ class CardCache:
             with self._lock:
                 self._snapshot = made
             return made
+
+    def _recent_runs(
+        self, subject: Subject, statuses: list[SchedulerStatus]
+    ) -> dict[str, tuple[RunRecord, ...]]:
+        """The newest runs of each scheduler: those whose runs moved read in one call."""
+        keys = {s.id: _runs_key(s) for s in statuses}
+        known = self._runs
+        stale = [sid for sid, key in keys.items() if sid not in known or known[sid][0] != key]
+        if stale:
+            fresh = self._site.use_cases.recent_runs(subject, stale, limit=STRIP_RUNS)
+            for sid in stale:
+                known[sid] = (keys[sid], tuple(fresh.get(sid, ())))
+        return {sid: known[sid][1] for sid in keys}
 
     def all(self, cards: list[Markup]) -> Markup:
         with self._lock:
@@ -131,6 +147,16 @@ class CardCache:
         with self._lock:
             self._cards[status.id] = (status, health, html)
         return html
+
+
+def _runs_key(status: SchedulerStatus) -> tuple[object, ...]:
+    """What a status says of its runs: when it moves, so did the newest runs."""
+    return (
+        status.last_started_at,
+        status.last_completed_at,
+        status.current_run_id,
+        status.last_outcome,
+    )
 
 
 def overview(site: Site, request: Request, *, cards: CardCache) -> Any:
