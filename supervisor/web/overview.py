@@ -21,6 +21,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from markupsafe import Markup
@@ -59,6 +60,8 @@ class CardCache:
         self._snapshot: _Snapshot | None = None
         # per scheduler: what its status said of its runs when read, and those runs
         self._runs: dict[str, tuple[tuple[object, ...], tuple[RunRecord, ...]]] = {}
+        # per scheduler: the health last worked out, from which status, runs and minute
+        self._health: dict[str, tuple[SchedulerStatus, tuple[RunRecord, ...], int, Health]] = {}
         self._lock = threading.Lock()
         self._reading = threading.Lock()  # one reading of the statuses at a time
         self._icons = f"/static/icons.svg?v={site.assets['icons.svg'].version}"
@@ -82,7 +85,7 @@ class CardCache:
             listed = use_cases.list(subject)
             recent = self._recent_runs(subject, listed) if with_runs else {}
             wall = self._site.clock.now()
-            health = {s.id: health_of(s, recent.get(s.id, ()), wall) for s in listed}
+            health = {s.id: self._health_of(s, recent.get(s.id, ()), wall) for s in listed}
             statuses = sorted(listed, key=lambda s: not health[s.id].failing)
             cards = [self.card(s, health[s.id]) for s in statuses]
             made = _Snapshot(
@@ -112,6 +115,19 @@ class CardCache:
             for sid in stale:
                 known[sid] = (keys[sid], tuple(fresh.get(sid, ())))
         return {sid: known[sid][1] for sid in keys}
+
+    def _health_of(
+        self, status: SchedulerStatus, runs: tuple[RunRecord, ...], wall: datetime
+    ) -> Health:
+        """``health_of``, worked out again only when its inputs moved (or a minute did:
+        "last success 3 min ago" is read to the minute)."""
+        minute = int(wall.timestamp() // 60)
+        known = self._health.get(status.id)
+        if known is not None and known[1] is runs and known[2] == minute and known[0] == status:
+            return known[3]
+        found = health_of(status, runs, wall)
+        self._health[status.id] = (status, runs, minute, found)
+        return found
 
     def all(self, cards: list[Markup]) -> Markup:
         with self._lock:
