@@ -100,7 +100,7 @@ def test_a_scheduler_whose_starts_fail_is_red_with_a_failing_badge(site: Site) -
     assert 'data-state="failing"' in nightly
     assert 'data-health="failing"' in nightly
     assert 'class="badge state state-failing"' in nightly
-    assert "(4 in a row)" in nightly
+    assert "starts failing (4 in a row)" in nightly
     assert "last success 3 h ago" in nightly
     css = site.client.get(re.findall(r'href="(/static/admin\.css[^"]*)"', page)[0]).body
     assert ".state-failing" in css and '.card[data-health="failing"]' in css
