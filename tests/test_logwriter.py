@@ -5,6 +5,7 @@ under a real SQLite file, and with a store that fails on demand."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
@@ -241,3 +242,18 @@ def test_failures_go_to_stderr_by_default(
         writer.close()
     err = capsys.readouterr().err
     assert err.count("supervisor: cannot store 1 log record(s): state database /x/state.db") == 1
+
+
+def test_regression_close_keeps_its_deadline_when_the_store_hangs(flaky: FlakyStore) -> None:
+    """A store stuck in a write once held shutdown for as long as it hung."""
+    flaky.release.clear()  # the first append hangs (up to 10 s)
+    writer = LogWriter(flaky, retry_seconds=3600, report=lambda _message: None)
+    writer.start()
+    writer.submit([record(1)])
+    started = time.monotonic()
+    finished = writer.close(timeout=0.3)
+    took = time.monotonic() - started
+    flaky.release.set()
+    assert finished is False
+    assert took < 2.0
+    assert writer.close(timeout=15) is True  # once the store answers, it ends

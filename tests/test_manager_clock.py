@@ -49,6 +49,8 @@ class InstantRun:
 
 
 class InstantLauncher:
+    containment = "test double"
+
     def __init__(self) -> None:
         self.jobs: list[Job] = []
 
@@ -89,7 +91,7 @@ def rig(tmp_path: Path) -> Iterator[tuple[Manager, FakeClock, InstantLauncher, S
     clock = FakeClock(START)
     launcher = InstantLauncher()
     store = SqliteStore.open(tmp_path / "state.db")
-    manager = Manager(registry, store=store, launcher=launcher, clock=clock)  # type: ignore[arg-type]
+    manager = Manager(registry, store=store, launcher=launcher, clock=clock)
     manager.open()
     yield manager, clock, launcher, store
     manager.close(wait=10)
@@ -172,7 +174,7 @@ def test_a_store_failure_at_launch_is_retried_and_planning_goes_on(
         error = next(failures, None)
         if error is not None:
             raise error
-        real_insert(run)  # type: ignore[arg-type]
+        real_insert(run)
 
     monkeypatch.setattr(store, "insert_run", flaky_insert)
     clock.advance(3600)  # both schedulers are due; the first insert fails
@@ -225,7 +227,7 @@ def test_a_cron_run_missed_while_down_runs_once_at_start_unless_switched_off(
     clock = FakeClock(START)
     with SqliteStore.open(tmp_path / "state.db") as store:
         first = InstantLauncher()
-        manager = Manager(registry, store=store, launcher=first, clock=clock)  # type: ignore[arg-type]
+        manager = Manager(registry, store=store, launcher=first, clock=clock)
         manager.open()
         clock.advance(3600)  # 13:00: one ordinary run
         poke(manager)
@@ -239,7 +241,7 @@ def test_a_cron_run_missed_while_down_runs_once_at_start_unless_switched_off(
             again = Manager(
                 registry,
                 store=store,
-                launcher=launcher,  # type: ignore[arg-type]
+                launcher=launcher,
                 clock=clock,
                 config=ManagerConfig(catch_up_missed_cron=catch_up),
             )
@@ -266,7 +268,7 @@ def schedule_registry(**settings: object) -> Registry:
             name="Hourly",
             kind=Kind.SCHEDULE,
             runner=noop,
-            defaults=Settings(**defaults),  # type: ignore[arg-type]
+            defaults=Settings(**defaults),
         )
     )
     return registry
@@ -278,9 +280,9 @@ def open_manager(
     manager = Manager(
         registry,
         store=store,
-        launcher=launcher,  # type: ignore[arg-type]
+        launcher=launcher,
         clock=clock,
-        config=ManagerConfig(**config),  # type: ignore[arg-type]
+        config=ManagerConfig(**config),
         report=lambda message: None,
     )
     manager.open()
@@ -372,7 +374,7 @@ def test_regression_failed_starts_show_as_failing_and_are_reported_once_per_stre
         manager = Manager(
             registry,
             store=store,
-            launcher=launcher,  # type: ignore[arg-type]
+            launcher=launcher,
             clock=clock,
             report=reports.append,
         )
@@ -420,7 +422,7 @@ def test_regression_an_end_row_that_cannot_be_stored_is_retried_until_it_lands(
         manager = Manager(
             registry,
             store=store,
-            launcher=launcher,  # type: ignore[arg-type]
+            launcher=launcher,
             clock=clock,
             config=ManagerConfig(store_retry_seconds=0.01, store_retry_max_seconds=0.05),
             report=reports.append,

@@ -263,3 +263,40 @@ def test_a_killed_manager_leaves_no_lock_behind_even_with_runs_alive(
     finally:
         second.terminate()
         assert second.wait(30) == 0
+
+
+def test_regression_a_leftover_run_without_a_recorded_pid_is_found_by_its_marker(
+    tmp_path: Path,
+) -> None:
+    """A run whose pid never reached the store (the manager died, or the disk was full,
+    between its run row and its process) once kept running beside the next manager's."""
+    from datetime import UTC, datetime
+
+    from supervisor.core.clock import SystemClock
+    from supervisor.core.records import Outcome, RunRecord, Trigger
+    from supervisor.service.manager_mode import recover_interrupted_runs
+
+    store = SqliteStore.open(tmp_path / "state.db")
+    run = RunRecord(
+        run_id="r-orphan",
+        scheduler_id="m.repeat",
+        trigger=Trigger.SCHEDULE,
+        triggered_by=None,
+        started_at=datetime.now(UTC),
+    )
+    store.insert_run(run)
+    leftover = subprocess.Popen(
+        ["sleep", "300"],
+        env={**os.environ, "SUPERVISOR_RUN_ID": run.run_id},
+        start_new_session=True,
+    )
+    try:
+        assert recover_interrupted_runs(store, SystemClock()) == 1
+        assert leftover.wait(timeout=10) == -9
+        (stored,) = store.runs("m.repeat")
+        assert stored.outcome is Outcome.INTERRUPTED
+    finally:
+        if leftover.poll() is None:
+            leftover.kill()
+            leftover.wait()
+        store.close()

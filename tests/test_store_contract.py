@@ -402,6 +402,22 @@ def test_unfinished_runs_carry_their_process(store: Store) -> None:
     assert interrupted.ended_at == T0 + timedelta(minutes=1)
     assert interrupted.error == "manager died"
     assert [u.run.run_id for u in store.unfinished_runs()] == ["b"]
+    # Regression: shutdown's "interrupted" once overwrote an end a watcher had just stored.
+    store.finish_run(
+        "b",
+        ended_at=T0 + timedelta(minutes=2),
+        outcome=Outcome.SUCCEEDED,
+        exit_code=0,
+        signal=None,
+        error=None,
+    )
+    store.mark_interrupted("b", ended_at=T0 + timedelta(minutes=3), error="shut down")
+    ended = store.get_run("b")
+    assert (ended.outcome, ended.ended_at, ended.error) == (
+        Outcome.SUCCEEDED,
+        T0 + timedelta(minutes=2),
+        None,
+    )
 
 
 def test_retention_keeps_the_newest_runs_and_deletes_the_logs_of_the_rest(

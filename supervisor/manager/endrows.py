@@ -11,7 +11,7 @@ import threading
 from collections.abc import Callable
 
 from supervisor.core.records import RunRecord
-from supervisor.store.sqlite import SqliteStore
+from supervisor.store.protocols import Store
 
 
 class EndRows:
@@ -19,7 +19,7 @@ class EndRows:
 
     def __init__(
         self,
-        store: SqliteStore,
+        store: Store,
         *,
         report: Callable[[str], None],
         retry_seconds: float,

@@ -102,11 +102,21 @@ class LogWriter:
         with self._lock:
             return not (self._failing or self._losses)
 
-    def close(self) -> None:
-        """Store what is queued, try once more to mark losses, report what remains."""
-        if self._thread is not None and self._thread.is_alive():
-            self._queue.put(None)
-            self._thread.join()
+    def close(self, timeout: float | None = None) -> bool:
+        """Store what is queued, try once more to mark losses, report what remains.
+
+        Within ``timeout`` seconds (None: as long as it takes): a store that hangs must
+        not hold shutdown past its deadline. False when the writer did not finish in time
+        (what it still held is lost; it is a daemon thread).
+        """
+        if self._thread is None or not self._thread.is_alive():
+            return True
+        try:
+            self._queue.put(None, timeout=timeout)
+        except queue.Full:
+            return False
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
 
     # -- the writer thread ----------------------------------------------------------------
 

@@ -52,7 +52,7 @@ from supervisor.manager.machine import (
     Slot,
 )
 from supervisor.runs.launcher import CancelRequest, Exit, Job, Launcher, RunHandle
-from supervisor.store.sqlite import SqliteStore
+from supervisor.store.protocols import Store
 
 __all__ = ["RETRY_SECONDS", "WALL_CLOCK_CHECK_SECONDS", "Manager", "ManagerConfig"]
 
@@ -86,7 +86,7 @@ class Manager:
         self,
         registry: Registry,
         *,
-        store: SqliteStore,
+        store: Store,
         launcher: Launcher,
         clock: Clock,
         config: ManagerConfig | None = None,
@@ -183,19 +183,20 @@ class Manager:
         for run in left:
             self._report(f"run {run.run_id} of {run.scheduler_id} did not end in time at shutdown")
             try:
-                self._store.finish_run(
+                # Only if its own end is not stored yet: a watcher may have just stored it.
+                self._store.mark_interrupted(
                     run.run_id,
                     ended_at=self._clock.now(),
-                    outcome=Outcome.INTERRUPTED,
-                    exit_code=None,
-                    signal=None,
                     error="the supervisor shut down before this run ended"
                     f" (it did not end within {wait:g}s)",
                 )
             except Exception as error:
                 self._report(f"could not record the end of run {run.run_id}: {error}")
         self._logs.flush(max(0.1, deadline - time.monotonic()))
-        self._logs.close()
+        if not self._logs.close(max(0.1, deadline - time.monotonic())):
+            self._report(
+                "the log writer did not finish in time at shutdown; its last records are lost"
+            )
 
     def wake(self) -> None:
         """Make the planner look at the clock now (it would on its own at its next timeout)."""

@@ -25,6 +25,7 @@ from supervisor.notify.dispatch import Dispatcher as NotifyDispatcher
 from supervisor.notify.targets import Target
 from supervisor.notify.watcher import Watcher
 from supervisor.runs import launcher as launching
+from supervisor.runs import procs
 from supervisor.service.control import SOCKET_NAME, ControlServer, Dispatcher
 from supervisor.service.lock import StateDirLock
 from supervisor.service.paths import (
@@ -103,6 +104,10 @@ def recover_interrupted_runs(store: SqliteStore, clock: Clock) -> int:
                 unfinished.create_time,
                 run_id=unfinished.run.run_id,
             )
+        else:
+            # Its process was never recorded (the manager died, or the store failed,
+            # between the run row and the pid): find it by its marker anywhere.
+            procs.sweep(unfinished.run.run_id, roots=None)
         store.mark_interrupted(
             unfinished.run.run_id,
             ended_at=clock.now(),

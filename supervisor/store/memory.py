@@ -180,6 +180,10 @@ class MemoryStore:
         return finished
 
     def mark_interrupted(self, run_id: str, *, ended_at: datetime, error: str | None) -> None:
+        with self._lock:
+            self._open()
+            if self._run(run_id).record.ended_at is not None:
+                return  # a real end is never overwritten
         self.finish_run(
             run_id,
             ended_at=ended_at,

@@ -150,7 +150,8 @@ class RunHistory(Protocol):
         ...
 
     def mark_interrupted(self, run_id: str, *, ended_at: datetime, error: str | None) -> None:
-        """Finish a run with ``Outcome.INTERRUPTED`` (the manager died while it ran).
+        """Finish a run with ``Outcome.INTERRUPTED`` (the manager died or shut down while
+        it ran) unless it has ended already: a stored end is never overwritten.
         ``UnknownRun`` if there is no such run."""
         ...
 

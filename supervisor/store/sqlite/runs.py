@@ -88,14 +88,19 @@ class SqliteRuns:
         return run_from_row(row)
 
     def mark_interrupted(self, run_id: str, *, ended_at: datetime, error: str | None) -> None:
-        self.finish_run(
-            run_id,
-            ended_at=ended_at,
-            outcome=Outcome.INTERRUPTED,
-            exit_code=None,
-            signal=None,
-            error=error,
-        )
+        with self._db.write() as conn:
+            cursor = conn.execute(
+                "UPDATE runs SET ended_at = ?, outcome = ?, exit_code = NULL, signal = NULL,"
+                " error = ? WHERE run_id = ? AND ended_at IS NULL",
+                (ts(ended_at), Outcome.INTERRUPTED.value, error, run_id),
+            )
+            found = conn.execute(
+                "SELECT scheduler_id FROM runs WHERE run_id = ?", (run_id,)
+            ).fetchone()
+            if found is None:
+                raise UnknownRun(f"no run with id {run_id!r}")
+            if cursor.rowcount:  # a real end is never overwritten
+                self._apply_retention(conn, found[0])
 
     def _apply_retention(self, conn: sqlite3.Connection, scheduler_id: str) -> None:
         """Delete the finished runs (and their logs) beyond the newest ``max_runs``."""
