@@ -114,6 +114,10 @@ class CardCache:
             fresh = self._site.use_cases.recent_runs(subject, stale, limit=STRIP_RUNS)
             for sid in stale:
                 known[sid] = (keys[sid], tuple(fresh.get(sid, ())))
+        if len(known) > len(keys):  # schedulers gone: forget them
+            for sid in [sid for sid in known if sid not in keys]:
+                del known[sid]
+                self._health.pop(sid, None)
         return {sid: known[sid][1] for sid in keys}
 
     def _health_of(
