@@ -336,6 +336,31 @@ def test_runs_newest_first_and_last_runs(store: Store) -> None:
     assert last_finished is not None and last_finished.run_id == "r1"
 
 
+def test_recent_runs_of_many_schedulers_in_one_read(store: Store) -> None:
+    ids = ["demo.job", "other.job", "tie.job", "idle.job"]
+    assert store.recent_runs(ids, limit=3) == {}
+    for i in range(5):
+        store.insert_run(make_run(f"r{i}", started_at=T0 + timedelta(minutes=i)))
+    store.insert_run(make_run("o0", "other.job", started_at=T0))
+    store.insert_run(make_run("tie-a", "tie.job", started_at=T0))
+    store.insert_run(make_run("tie-b", "tie.job", started_at=T0))
+    store.insert_run(make_run("n0", "not.asked", started_at=T0))
+    finish(store, "r4", at=T0 + timedelta(minutes=30))
+    recent = store.recent_runs(ids, limit=3)
+    assert {sid: [r.run_id for r in runs] for sid, runs in recent.items()} == {
+        "demo.job": ["r4", "r3", "r2"],
+        "other.job": ["o0"],
+        "tie.job": ["tie-b", "tie-a"],
+    }
+    assert recent["demo.job"][0] == store.get_run("r4")
+    assert recent["demo.job"][0].outcome is Outcome.SUCCEEDED
+    only = store.recent_runs(["other.job", "other.job"], limit=20)
+    assert {sid: [r.run_id for r in runs] for sid, runs in only.items()} == {"other.job": ["o0"]}
+    assert store.recent_runs(ids, limit=0) == {}
+    assert store.recent_runs(ids, limit=-1) == {}
+    assert store.recent_runs([], limit=3) == {}
+
+
 def test_runs_started_at_the_same_time_come_newest_inserted_first(store: Store) -> None:
     for run_id in ("a", "b", "c"):
         store.insert_run(make_run(run_id))

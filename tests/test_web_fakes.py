@@ -10,7 +10,7 @@ import itertools
 import threading
 import uuid
 import wsgiref.util
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from http.cookies import SimpleCookie
@@ -61,6 +61,7 @@ class _Slot:
     overrides: dict[str, Any] = field(default_factory=dict)
     runs: list[RunRecord] = field(default_factory=list)  # newest first
     current: RunRecord | None = None
+    failed_starts: int = 0  # > 0: the state is FAILING (its starts fail)
 
 
 class FakeBackend:
@@ -74,6 +75,7 @@ class FakeBackend:
         self.cursors = itertools.count(1)
         self.commands: list[tuple[str, ...]] = []
         self.lock = threading.Lock()
+        self.recent_reads: list[list[str]] = []  # the IDs asked of each call of recent_runs
 
     def _slot(self, scheduler_id: str) -> _Slot:
         self.registry.get(scheduler_id)
@@ -86,6 +88,8 @@ class FakeBackend:
         settings = self._settings(slot)
         if slot.current is not None:
             state = State.RUNNING
+        elif slot.failed_starts:
+            state = State.FAILING
         elif settings.disabled:
             state = State.DISABLED
         elif slot.stopped:
@@ -112,6 +116,7 @@ class FakeBackend:
             last_outcome=None if finished is None else finished.outcome,
             last_error=None if finished is None else finished.error,
             actions=tuple((a.id, a.title) for a in slot.options.actions),
+            failed_starts=slot.failed_starts,
         )
 
     # -- Backend ---------------------------------------------------------------------------
@@ -172,6 +177,14 @@ class FakeBackend:
     def runs(self, scheduler_id: str, *, limit: int = 50) -> list[RunRecord]:
         with self.lock:
             return list(self._slot(scheduler_id).runs[:limit])
+
+    def recent_runs(
+        self, scheduler_ids: Sequence[str], *, limit: int
+    ) -> dict[str, list[RunRecord]]:
+        with self.lock:
+            self.recent_reads.append(list(scheduler_ids))
+            chosen = [(sid, self.slots[sid]) for sid in scheduler_ids if sid in self.slots]
+            return {sid: list(slot.runs[:limit]) for sid, slot in chosen if slot.runs}
 
     def run(self, run_id: str) -> RunRecord:
         with self.lock:

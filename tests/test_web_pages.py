@@ -12,6 +12,7 @@ from datetime import timedelta
 import pytest
 
 from supervisor.core.access import with_role
+from supervisor.core.definitions import Options
 from supervisor.core.records import Level, Outcome
 from supervisor.web.app import create_app
 from supervisor.web.logs import LOG_PAGE
@@ -22,8 +23,9 @@ from tests.waiting import wait_for
 
 
 class Site:
-    def __init__(self) -> None:
-        self.use_cases, self.backend, self.audit, self.users, self.clock = make_world()
+    def __init__(self, options: list[Options] | None = None) -> None:
+        world = make_world(options)
+        self.use_cases, self.backend, self.audit, self.users, self.clock = world
         self.stop = threading.Event()
         self.app = create_app(
             self.use_cases,

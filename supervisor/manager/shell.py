@@ -23,7 +23,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
@@ -435,6 +435,11 @@ class Manager:
     def runs(self, scheduler_id: str, *, limit: int = 50) -> list[RunRecord]:
         self._registry.get(scheduler_id)
         return self._store.runs(scheduler_id, limit=limit)
+
+    def recent_runs(
+        self, scheduler_ids: Sequence[str], *, limit: int
+    ) -> dict[str, list[RunRecord]]:
+        return self._store.recent_runs(scheduler_ids, limit=limit)
 
     def run(self, run_id: str) -> RunRecord:
         return self._store.get_run(run_id)

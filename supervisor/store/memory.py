@@ -205,6 +205,19 @@ class MemoryStore:
             self._open()
             return [self._record(run) for run in self._newest_first(scheduler_id)[:limit]]
 
+    def recent_runs(
+        self, scheduler_ids: Sequence[str], *, limit: int
+    ) -> dict[str, list[RunRecord]]:
+        if limit <= 0:
+            return {}
+        with self._lock:
+            self._open()
+            found = {
+                sid: [self._record(run) for run in self._newest_first(sid)[:limit]]
+                for sid in dict.fromkeys(scheduler_ids)
+            }
+            return {sid: runs for sid, runs in found.items() if runs}
+
     def last_run(self, scheduler_id: str) -> RunRecord | None:
         runs = self.runs(scheduler_id, limit=1)
         return runs[0] if runs else None

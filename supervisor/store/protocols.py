@@ -164,6 +164,14 @@ class RunHistory(Protocol):
         one inserted last first. ``limit`` <= 0 gives none."""
         ...
 
+    def recent_runs(
+        self, scheduler_ids: Sequence[str], *, limit: int
+    ) -> dict[str, list[RunRecord]]:
+        """The newest ``limit`` runs of each of ``scheduler_ids`` that has runs, keyed by
+        scheduler ID, each list ordered as ``runs`` orders it; one read for them all (the
+        overview's outcome strips). ``limit`` <= 0 or no IDs gives an empty dict."""
+        ...
+
     def last_run(self, scheduler_id: str) -> RunRecord | None:
         """The run started last (finished or not), or None."""
         ...

@@ -8,6 +8,7 @@ May import ``core``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 from supervisor.core.records import LogQuery, LogRecord, RunRecord, SchedulerStatus
@@ -59,6 +60,14 @@ class Backend(Protocol):
 
     def runs(self, scheduler_id: str, *, limit: int = 50) -> list[RunRecord]:
         """Newest first."""
+        ...
+
+    def recent_runs(
+        self, scheduler_ids: Sequence[str], *, limit: int
+    ) -> dict[str, list[RunRecord]]:
+        """The newest ``limit`` runs of each of ``scheduler_ids``, newest first, in one read
+        (the overview's strips); a scheduler without runs may be absent. A backend that
+        cannot read them cheaply returns an empty dict."""
         ...
 
     def run(self, run_id: str) -> RunRecord:

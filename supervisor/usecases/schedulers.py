@@ -35,7 +35,7 @@ import builtins
 import dataclasses
 import logging
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, Protocol
 
@@ -210,6 +210,14 @@ class UseCases:
         subject.require(Permission.STATUS)
         self._registry.get(scheduler_id)
         return self._backend.runs(scheduler_id, limit=limit)
+
+    def recent_runs(
+        self, subject: Subject, scheduler_ids: Sequence[str], *, limit: int
+    ) -> dict[str, builtins.list[RunRecord]]:
+        """The newest ``limit`` runs of each of ``scheduler_ids`` in one read (may be
+        empty: a backend without a cheap read of them)."""
+        subject.require(Permission.STATUS)
+        return self._backend.recent_runs(scheduler_ids, limit=limit)
 
     def run(self, subject: Subject, run_id: str) -> RunRecord:
         subject.require(Permission.STATUS)

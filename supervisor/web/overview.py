@@ -5,7 +5,14 @@ statuses themselves are read at most every ``SNAPSHOT_SECONDS`` (and again after
 change made through the Admin Center): concurrent readers of the overview of a thousand
 schedulers share one reading instead of each taking its own. A change made elsewhere (a
 run ending) shows up at most that much later; the live updates send it anyway.
-May import ``records``, ``supervisor.web.*`` below the app, markupsafe and the stdlib.
+
+Each card shows its health (``web.health``) with a strip of its newest outcomes. The runs
+are kept per scheduler and read again only for the schedulers whose last start or end
+moved since, all of them in one call (``UseCases.recent_runs``), never one per card.
+Failing cards come first; ``?filter=failing`` keeps only them and ``?q=`` only those whose
+ID or name holds the text.
+May import ``access``, ``records``, ``supervisor.web.*`` below the app, markupsafe and the
+stdlib.
 """
 
 from __future__ import annotations
@@ -14,14 +21,16 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from markupsafe import Markup
 
-from supervisor.core.access import Subject
-from supervisor.core.records import SchedulerStatus, State
+from supervisor.core.access import Permission, Subject
+from supervisor.core.records import RunRecord, SchedulerStatus, State
+from supervisor.web.health import STRIP_RUNS, Health, health_of
 from supervisor.web.render import render, scheduler_url
-from supervisor.web.replies import Refused, reply
+from supervisor.web.replies import Refused, reply, short_text
 from supervisor.web.site import Request, Site, subject_of
 
 SNAPSHOT_SECONDS = 0.2
@@ -31,9 +40,13 @@ SNAPSHOT_SECONDS = 0.2
 class _Snapshot:
     at: float
     version: int
-    statuses: list[SchedulerStatus]
+    with_runs: bool
+    statuses: list[SchedulerStatus]  # failing ones first
+    health: dict[str, Health]
     counts: Counter[State]
-    cards: Markup
+    failing: int
+    cards: list[Markup]  # in the order of ``statuses``
+    joined: Markup
 
 
 class CardCache:
@@ -42,15 +55,20 @@ class CardCache:
 
     def __init__(self, site: Site) -> None:
         self._site = site
-        self._cards: dict[str, tuple[SchedulerStatus, Markup]] = {}
+        self._cards: dict[str, tuple[SchedulerStatus, Health, Markup]] = {}
         self._joined: tuple[list[Markup], Markup] | None = None
         self._snapshot: _Snapshot | None = None
+        # per scheduler: what its status said of its runs when read, and those runs
+        self._runs: dict[str, tuple[tuple[object, ...], tuple[RunRecord, ...]]] = {}
+        # per scheduler: the health last worked out, from which status, runs and minute
+        self._health: dict[str, tuple[SchedulerStatus, tuple[RunRecord, ...], int, Health]] = {}
         self._lock = threading.Lock()
         self._reading = threading.Lock()  # one reading of the statuses at a time
         self._icons = f"/static/icons.svg?v={site.assets['icons.svg'].version}"
 
     def snapshot(self, subject: Subject) -> _Snapshot:
         """The statuses, their counts and their cards, read afresh when too old."""
+        with_runs = subject.can(Permission.STATUS)
         with self._reading:
             now = time.monotonic()
             with self._lock:
@@ -59,23 +77,63 @@ class CardCache:
             if (
                 found is not None
                 and found.version == version
+                and found.with_runs == with_runs
                 and now - found.at <= SNAPSHOT_SECONDS
             ):
                 return found
-            statuses = self._site.use_cases.list(subject)
+            use_cases = self._site.use_cases
+            listed = use_cases.list(subject)
+            recent = self._recent_runs(subject, listed) if with_runs else {}
+            wall = self._site.clock.now()
+            health = {s.id: self._health_of(s, recent.get(s.id, ()), wall) for s in listed}
+            statuses = sorted(listed, key=lambda s: not health[s.id].failing)
+            cards = [self.card(s, health[s.id]) for s in statuses]
             made = _Snapshot(
                 at=now,
                 version=version,
+                with_runs=with_runs,
                 statuses=statuses,
+                health=health,
                 counts=Counter(s.state for s in statuses),
-                cards=self.all(statuses),
+                failing=sum(h.failing for h in health.values()),
+                cards=cards,
+                joined=self.all(cards),
             )
             with self._lock:
                 self._snapshot = made
             return made
 
-    def all(self, statuses: list[SchedulerStatus]) -> Markup:
-        cards = [self.card(status) for status in statuses]
+    def _recent_runs(
+        self, subject: Subject, statuses: list[SchedulerStatus]
+    ) -> dict[str, tuple[RunRecord, ...]]:
+        """The newest runs of each scheduler: those whose runs moved read in one call."""
+        keys = {s.id: _runs_key(s) for s in statuses}
+        known = self._runs
+        stale = [sid for sid, key in keys.items() if sid not in known or known[sid][0] != key]
+        if stale:
+            fresh = self._site.use_cases.recent_runs(subject, stale, limit=STRIP_RUNS)
+            for sid in stale:
+                known[sid] = (keys[sid], tuple(fresh.get(sid, ())))
+        if len(known) > len(keys):  # schedulers gone: forget them
+            for sid in [sid for sid in known if sid not in keys]:
+                del known[sid]
+                self._health.pop(sid, None)
+        return {sid: known[sid][1] for sid in keys}
+
+    def _health_of(
+        self, status: SchedulerStatus, runs: tuple[RunRecord, ...], wall: datetime
+    ) -> Health:
+        """``health_of``, worked out again only when its inputs moved (or a minute did:
+        "last success 3 min ago" is read to the minute)."""
+        minute = int(wall.timestamp() // 60)
+        known = self._health.get(status.id)
+        if known is not None and known[1] is runs and known[2] == minute and known[0] == status:
+            return known[3]
+        found = health_of(status, runs, wall)
+        self._health[status.id] = (status, runs, minute, found)
+        return found
+
+    def all(self, cards: list[Markup]) -> Markup:
         with self._lock:
             joined = self._joined
         if (
@@ -89,32 +147,65 @@ class CardCache:
             self._joined = (cards, html)
         return html
 
-    def card(self, status: SchedulerStatus) -> Markup:
+    def card(self, status: SchedulerStatus, health: Health) -> Markup:
         with self._lock:
             cached = self._cards.get(status.id)
-        if cached is not None and cached[0] == status:
-            return cached[1]
+        if cached is not None and cached[0] == status and cached[1] == health:
+            return cached[2]
         html = Markup(  # noqa: S704 - the output of an autoescaping template
             render(
                 self._site.env,
                 "card.html",
-                {"s": status, "href": scheduler_url(status.id), "icons": self._icons},
+                {
+                    "s": status,
+                    "h": health,
+                    "href": scheduler_url(status.id),
+                    "icons": self._icons,
+                },
             )
         )
         with self._lock:
-            self._cards[status.id] = (status, html)
+            self._cards[status.id] = (status, health, html)
         return html
+
+
+def _runs_key(status: SchedulerStatus) -> tuple[object, ...]:
+    """What a status says of its runs: when it moves, so did the newest runs."""
+    return (
+        status.last_started_at,
+        status.last_completed_at,
+        status.current_run_id,
+        status.last_outcome,
+    )
 
 
 def overview(site: Site, request: Request, *, cards: CardCache) -> Any:
     # the guard checked the LIST permission; every subject with it sees every scheduler
     found = cards.snapshot(subject_of(request))
+    only_failing = request.query.get("filter") == "failing"
+    text = (short_text(request.query.get("q"), field="q") or "").strip()
+    shown = found.joined
+    matched = len(found.statuses)
+    if only_failing or text:
+        needle = text.lower()
+        chosen = [
+            card
+            for status, card in zip(found.statuses, found.cards, strict=True)
+            if (not only_failing or found.health[status.id].failing)
+            and (needle in status.id.lower() or needle in status.name.lower())
+        ]
+        matched = len(chosen)
+        shown = Markup("").join(chosen)
     return site.page(
         request,
         "overview.html",
         statuses=found.statuses,
         counts=found.counts,
-        cards=found.cards,
+        failing=found.failing,
+        only_failing=only_failing,
+        q=text,
+        matched=matched,
+        cards=shown,
     )
 
 

@@ -6,6 +6,7 @@ May import ``core``, ``store.codec``, ``store.protocols``, ``store.sqlite.databa
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Sequence
 from datetime import datetime
@@ -130,6 +131,28 @@ class SqliteRuns:
                 (scheduler_id, limit),
             ).fetchall()
         return [run_from_row(row) for row in rows]
+
+    def recent_runs(
+        self, scheduler_ids: Sequence[str], *, limit: int
+    ) -> dict[str, list[RunRecord]]:
+        if limit <= 0 or not scheduler_ids:
+            return {}
+        with self._db.read() as conn:
+            rows = conn.execute(
+                # the window reads only the index; the rows chosen are then fetched by seq
+                "SELECT r.run_id, r.scheduler_id, r.trigger, r.triggered_by, r.started_at,"
+                " r.ended_at, r.outcome, r.exit_code, r.signal, r.error, r.dropped_records"
+                " FROM (SELECT seq, scheduler_id, row_number() OVER (PARTITION BY scheduler_id"
+                " ORDER BY started_at DESC, seq DESC) AS place FROM runs"
+                " WHERE scheduler_id IN (SELECT value FROM json_each(?))) AS w"
+                " JOIN runs AS r ON r.seq = w.seq WHERE w.place <= ?"
+                " ORDER BY w.scheduler_id, w.place",
+                (json.dumps(list(scheduler_ids)), limit),
+            ).fetchall()
+        out: dict[str, list[RunRecord]] = {}
+        for row in rows:
+            out.setdefault(row[1], []).append(run_from_row(row))
+        return out
 
     def last_run(self, scheduler_id: str) -> RunRecord | None:
         runs = self.runs(scheduler_id, limit=1)
