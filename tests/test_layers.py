@@ -54,8 +54,8 @@ EXCEPTIONS: dict[tuple[str, str], str] = {
     ("supervisor.core.nextruns", "supervisor.systemd.oncalendar"): (
         "next-runs previews systemd's DST rules with oncalendar.systemd_runs, a pure "
         "function (it imports only core) kept in systemd/ beside the OnCalendar= rendering "
-        "it mirrors; the fix is to move systemd_runs into core.timing (the systemd "
-        "engineer's module), after which this line fails and goes"
+        "it mirrors; the fix is to move systemd_runs into core.timing, after which this "
+        "line fails and goes"
     ),
 }
 
