@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import contextlib
 import queue
+import sys
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
@@ -31,11 +33,16 @@ CLOSE_SECONDS: Final = 5.0
 class Containment:
     """The cgroup root of a launcher's runs, or none (``kind`` says which)."""
 
-    def __init__(self, root: CgroupRoot | None) -> None:
+    def __init__(
+        self, root: CgroupRoot | None, *, report: Callable[[str], None] | None = None
+    ) -> None:
         self.root = root
         self._finished: queue.SimpleQueue[RunCgroup | None] = queue.SimpleQueue()
         self._remover: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._report = report or _report_on_stderr
+        self._failing = False  # the last cgroup creation failed (reported once a streak)
+        self.uncontained = 0  # runs that got no cgroup although cgroups are in force
 
     @classmethod
     def detect(cls) -> Containment:
@@ -51,8 +58,13 @@ class Containment:
 
     @property
     def kind(self) -> str:
-        """``cgroup v2``, ``cgroup v1`` or ``process group + marker sweep``."""
-        return PROCESS_GROUP if self.root is None else self.root.kind
+        """``cgroup v2``, ``cgroup v1`` or ``process group + marker sweep``; with how many
+        runs fell back to the process group when their cgroup could not be made."""
+        if self.root is None:
+            return PROCESS_GROUP
+        if self.uncontained:
+            return f"{self.root.kind} ({self.uncontained} run(s) without: {PROCESS_GROUP})"
+        return self.root.kind
 
     def sweep_leftovers(self) -> int:
         """Kill and remove the run cgroups of managers that are gone; how many there were."""
@@ -74,9 +86,23 @@ class Containment:
         if self.root is None:
             return None
         try:
-            return self.root.create(run_id)
-        except (OSError, ValueError):
+            made = self.root.create(run_id)
+        except (OSError, ValueError) as error:
+            with self._lock:
+                self.uncontained += 1
+                first = not self._failing
+                self._failing = True
+            if first:
+                self._report(
+                    f"could not make a cgroup for run {run_id} ({error}); runs are contained "
+                    f"by their process group and marker sweep until that works again"
+                )
             return None
+        with self._lock:
+            again, self._failing = self._failing, False
+        if again:
+            self._report("run cgroups can be made again")
+        return made
 
     def release(self, cgroup: RunCgroup) -> None:
         """The run of ``cgroup`` is over: kill what may be left in it and remove it, soon."""
@@ -105,3 +131,7 @@ class Containment:
         if self.root is not None:
             with contextlib.suppress(OSError):
                 self.root.close()
+
+
+def _report_on_stderr(message: str) -> None:
+    print(f"supervisor: {message}", file=sys.stderr, flush=True)
