@@ -15,8 +15,8 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Iterator, Mapping
-from datetime import UTC, datetime, timedelta
+from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +27,8 @@ from supervisor.core.errors import StoreError, SupervisorError, UnknownRun
 from supervisor.core.records import (
     Level,
     LogQuery,
-    LogRecord,
     Outcome,
-    RunRecord,
     Source,
-    Trigger,
 )
 from supervisor.store.protocols import LogStats, LostLogs
 from supervisor.store.sqlite import (
@@ -46,7 +43,8 @@ from tests.fullfs import SmallFilesystem, small_filesystem
 
 __all__ = ["small_filesystem"]
 
-T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+from tests.store_values import T0, finish, make_run, record
+
 REPO = Path(supervisor.__file__).resolve().parent.parent
 
 
@@ -62,48 +60,6 @@ def db_path(tmp_path: Path) -> Path:
 def store(db_path: Path) -> Iterator[SqliteStore]:
     with SqliteStore.open(db_path) as opened:
         yield opened
-
-
-def make_run(
-    run_id: str,
-    scheduler_id: str = "demo.job",
-    *,
-    started_at: datetime = T0,
-    trigger: Trigger = Trigger.SCHEDULE,
-    triggered_by: str | None = None,
-) -> RunRecord:
-    return RunRecord(
-        run_id=run_id,
-        scheduler_id=scheduler_id,
-        trigger=trigger,
-        triggered_by=triggered_by,
-        started_at=started_at,
-    )
-
-
-def record(
-    run_id: str,
-    message: str = "hello",
-    *,
-    level: Level = Level.INFO,
-    fields: Mapping[Any, Any] | None = None,
-    source: Source = Source.LOGGER,
-    at: datetime = T0,
-) -> LogRecord:
-    return LogRecord(
-        time=at,
-        level=level,
-        message=message,
-        fields=dict(fields or {}),
-        run_id=run_id,
-        source=source,
-    )
-
-
-def finish(store: SqliteStore, run_id: str, *, at: datetime = T0) -> RunRecord:
-    return store.finish_run(
-        run_id, ended_at=at, outcome=Outcome.SUCCEEDED, exit_code=0, signal=None, error=None
-    )
 
 
 def messages(store: SqliteStore, scheduler_id: str = "demo.job", **query: Any) -> list[str]:

@@ -8,8 +8,8 @@ markers, cursors, and errors.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator, Mapping
-from datetime import UTC, datetime, timedelta, timezone
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +31,7 @@ from supervisor.core.records import (
 from supervisor.store.memory import MemoryStore
 from supervisor.store.protocols import LogStats, LostLogs, Store, StoredUser, UnfinishedRun
 from supervisor.store.sqlite import SqliteStore, state_db_path
-
-T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+from tests.store_values import T0, finish, make_run, record
 
 # A factory opens a new, empty store with the given limits in a directory of its own.
 Factory = Callable[..., Store]
@@ -68,48 +67,6 @@ def new_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Factor
 @pytest.fixture
 def store(new_store: Factory) -> Store:
     return new_store()
-
-
-def make_run(
-    run_id: str,
-    scheduler_id: str = "demo.job",
-    *,
-    started_at: datetime = T0,
-    trigger: Trigger = Trigger.SCHEDULE,
-    triggered_by: str | None = None,
-) -> RunRecord:
-    return RunRecord(
-        run_id=run_id,
-        scheduler_id=scheduler_id,
-        trigger=trigger,
-        triggered_by=triggered_by,
-        started_at=started_at,
-    )
-
-
-def record(
-    run_id: str,
-    message: str = "hello",
-    *,
-    level: Level = Level.INFO,
-    fields: Mapping[Any, Any] | None = None,
-    source: Source = Source.LOGGER,
-    at: datetime = T0,
-) -> LogRecord:
-    return LogRecord(
-        time=at,
-        level=level,
-        message=message,
-        fields=dict(fields or {}),
-        run_id=run_id,
-        source=source,
-    )
-
-
-def finish(store: Store, run_id: str, *, at: datetime = T0) -> RunRecord:
-    return store.finish_run(
-        run_id, ended_at=at, outcome=Outcome.SUCCEEDED, exit_code=0, signal=None, error=None
-    )
 
 
 def logs(store: Store, scheduler_id: str = "demo.job", **query: Any) -> list[tuple[int, LogRecord]]:
