@@ -36,6 +36,11 @@ from supervisor.core.settings import EffectiveSettings
 from supervisor.core.settings import as_json as settings_as_json
 from supervisor.usecases.schedulers import SettingsView
 
+# The JSON shapes of runs and records are the manager's own: one definition for both.
+from supervisor.usecases.serialize import iso
+from supervisor.usecases.serialize import log_json as log_json
+from supervisor.usecases.serialize import run_json as run_json
+
 DURATIONS = ("start_delay", "pause_time", "timeout")
 
 
@@ -112,10 +117,6 @@ class ManagerInfo:
 # -- printing (--json) ---------------------------------------------------------------------
 
 
-def iso(value: datetime | None) -> str | None:
-    return None if value is None else value.isoformat()
-
-
 def status_json(view: StatusView) -> dict[str, Any]:
     out: dict[str, Any] = {
         "id": view.id,
@@ -144,32 +145,6 @@ def status_json(view: StatusView) -> dict[str, Any]:
             "start_timer": view.units.start_timer,
         }
     return out
-
-
-def run_json(run: RunRecord) -> dict[str, Any]:
-    return {
-        "run_id": run.run_id,
-        "scheduler_id": run.scheduler_id,
-        "trigger": run.trigger.value,
-        "triggered_by": run.triggered_by,
-        "started_at": iso(run.started_at),
-        "ended_at": iso(run.ended_at),
-        "outcome": None if run.outcome is None else run.outcome.value,
-        "exit_code": run.exit_code,
-        "signal": run.signal,
-        "error": run.error,
-    }
-
-
-def log_json(record: LogRecord) -> dict[str, Any]:
-    return {
-        "time": iso(record.time),
-        "level": record.level.name.lower(),
-        "message": record.message,
-        "fields": dict(record.fields),
-        "run_id": record.run_id,
-        "source": record.source.value,
-    }
 
 
 def settings_view_json(view: SettingsView) -> dict[str, Any]:
