@@ -86,11 +86,10 @@ class _ForkedRun(RunProcess):
             cgroup=cgroup,
             release_cgroup=release_cgroup,
         )
-        self.server = server
+        self.server = server  # the fork server that forked it
         self._status_r = status_r
         self._pidfd = pidfd
         self._reaped = False
-        self._server = server
         self._on_done = on_done
 
     def _exit_fd(self) -> int:
@@ -121,9 +120,9 @@ class _ForkedRun(RunProcess):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 if nudged:
-                    self._server.kill()
+                    self.server.kill()
                     return None
-                self._server.resume()
+                self.server.resume()
                 nudged = True
                 deadline = time.monotonic() + 1.0
                 continue
@@ -151,7 +150,7 @@ class _ForkedRun(RunProcess):
             info = os.waitid(os.P_PIDFD, self._pidfd, flags)
         except ChildProcessError:
             # Not ours yet: its old parent, the server, is still dying.
-            self._server.wait_exit(SERVER_EXIT_SECONDS)
+            self.server.wait_exit(SERVER_EXIT_SECONDS)
             try:
                 info = os.waitid(os.P_PIDFD, self._pidfd, flags)
             except ChildProcessError:
@@ -176,7 +175,7 @@ class _ForkedRun(RunProcess):
     @property
     def orphaned(self) -> bool:
         """Is its fork server gone (so nobody but us will kill it)?"""
-        return not self._server.alive()
+        return not self.server.alive()
 
     def kill(self) -> None:
         """SIGKILL the run's group (and cgroup): the launcher is closing."""
@@ -188,8 +187,8 @@ class _ForkedRun(RunProcess):
     def _signal_group(self, signum: int) -> None:
         if self._reaped:
             return
-        if self._server.alive():
-            self._server.signal_group(self.pid, signum)
+        if self.server.alive():
+            self.server.signal_group(self.pid, signum)
             if signum == signal.SIGKILL:  # whatever the server's state, the run dies
                 with contextlib.suppress(OSError):
                     signal.pidfd_send_signal(self._pidfd, signum)
@@ -203,7 +202,7 @@ class _ForkedRun(RunProcess):
         close_quietly([self._status_r, self._pidfd])
 
     def _release(self) -> None:
-        if not self._reaped and not self._server.alive():
+        if not self._reaped and not self.server.alive():
             # Supervision failed before the end: do not leave a zombie of ours.
             with contextlib.suppress(OSError):
                 os.killpg(self.pid, signal.SIGKILL)
