@@ -200,6 +200,13 @@ def notify_options(func: Any) -> Any:
     is_flag=True,
     help="Take over a state directory another app has used (its history stays).",
 )
+@click.option(
+    "--cluster",
+    default=None,
+    metavar="DSN",
+    help="Run with other hosts on this PostgreSQL database: one run per slot (README).",
+)
+@click.option("--host-name", default=None, help="This host's name in the cluster.")
 @proxy_header_option
 @remote_options
 @notify_options
@@ -214,6 +221,8 @@ def run(
     keep_runs: int,
     max_log_per_run: str,
     replace_app: bool,
+    cluster: str | None,
+    host_name: str | None,
     proxy_user_header: str | None,
     allow_remote: bool,
     forwarded_from: tuple[str, ...],
@@ -258,6 +267,8 @@ def run(
             forwarded_from=frozenset(forwarded_from),
             metrics_token=read_token(metrics_token_file, field="--metrics-token-file"),
             notify_targets=tuple(targets),
+            cluster=cluster,
+            host_name=host_name,
         )
     )
 

@@ -30,6 +30,7 @@ class CommandKind(enum.Enum):
     START = "start"
     STOP = "stop"
     EXECUTE = "execute"
+    ACTION = "action"  # a custom action: payload {"action_id": ...}
     SETTINGS_CHANGED = "settings_changed"
 
 

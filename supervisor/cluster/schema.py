@@ -5,7 +5,8 @@
   (``holder_pid``, ``holder_backend_start``) lets others see a dead holder before expiry.
 - ``cluster_slots``: one row per claimed (scheduler, planned slot): the uniqueness that
   makes a slot run at most once, whatever the hosts' clocks say.
-- ``cluster_runs``: the runs, each written with the token it was started under.
+- ``cluster_runs``: the runs, each written with the token it was started under
+  (``run_ref``: the manager's own ID of the run, where a manager started it).
 - ``cluster_hosts``: the hosts taking part, seen by the database clock with their session,
   so each can take its fair share of the schedulers.
 - ``cluster_commands``: commands for a scheduler's owner and their answers (the polling
@@ -57,6 +58,7 @@ CREATE TABLE IF NOT EXISTS cluster_runs (
 );
 CREATE INDEX IF NOT EXISTS cluster_runs_open
     ON cluster_runs (scheduler_id) WHERE ended_at IS NULL;
+ALTER TABLE cluster_runs ADD COLUMN IF NOT EXISTS run_ref text;
 CREATE TABLE IF NOT EXISTS cluster_hosts (
     host_id text PRIMARY KEY,
     pid integer,

@@ -133,6 +133,7 @@ class RunRecord:
     signal: int | None = None
     error: str | None = None
     log_truncated: bool = False
+    host: str | None = None  # the host that ran it, when several run one app (--cluster)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -160,6 +161,9 @@ class SchedulerStatus:
     # What holds a run's processes together so Stop ends them all: "cgroup v2",
     # "cgroup v1", "process group + marker sweep" or "systemd unit".
     containment: str | None = None
+    # The host that owns the scheduler when several run one app (--cluster); None: no host
+    # does, or there is no cluster.
+    host: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
