@@ -9,6 +9,7 @@ and bench/bench_cluster.py.
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import subprocess
@@ -120,7 +121,7 @@ def doubled_slots(conn: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
 def overlaps(rows: list[tuple[Any, ...]]) -> list[tuple[Any, Any]]:
     """Pairs of ledger rows (of one scheduler) whose runs overlapped in time."""
     found = []
-    for before, after in zip(rows, rows[1:], strict=False):
+    for before, after in itertools.pairwise(rows):
         ended = before[3]
         if ended is None or ended > after[2]:
             found.append((before[0], after[0]))

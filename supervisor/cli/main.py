@@ -359,6 +359,8 @@ def status(scheduler_id: str, state_dir: str | None, as_json: bool) -> None:
     ]
     if s.failed_starts:
         rows.append(("failed starts", f"{s.failed_starts} in a row"))
+    if s.host is not None:  # --cluster: the host that owns the scheduler
+        rows.append(("host", s.host))
     if s.containment is not None:  # what Stop can rely on to end every process of a run
         rows.append(("containment", s.containment))
     if s.units is not None:  # systemd mode: say where the units live (runtime ones vanish)
@@ -378,11 +380,22 @@ def runs(scheduler_id: str, state_dir: str | None, limit: int, as_json: bool) ->
     if as_json:
         echo_json([views.run_json(r) for r in found])
         return
+    hosted = any(r.host for r in found)  # --cluster: the host each run ran on
     table(
-        ["RUN", "TRIGGER", "BY", "STARTED", "ENDED", "OUTCOME", "ERROR"],
+        [
+            "RUN",
+            *(["HOST"] if hosted else []),
+            "TRIGGER",
+            "BY",
+            "STARTED",
+            "ENDED",
+            "OUTCOME",
+            "ERROR",
+        ],
         [
             [
                 r.run_id,
+                *([r.host or "-"] if hosted else []),
                 r.trigger.value,
                 r.triggered_by or "-",
                 local_time(r.started_at),

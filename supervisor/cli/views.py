@@ -80,6 +80,7 @@ class StatusView:
     failed_starts: int = 0
     run_phase: str | None = None
     containment: str | None = None
+    host: str | None = None  # the owning host (--cluster)
 
     @classmethod
     def of(cls, status: SchedulerStatus, *, units: UnitFiles | None = None) -> StatusView:
@@ -102,6 +103,7 @@ class StatusView:
             failed_starts=status.failed_starts,
             run_phase=status.run_phase,
             containment=status.containment,
+            host=status.host,
         )
 
 
@@ -137,6 +139,8 @@ def status_json(view: StatusView) -> dict[str, Any]:
         "run_phase": view.run_phase,
         "containment": view.containment,
     }
+    if view.host is not None:
+        out["host"] = view.host
     if view.units is not None:
         out["units"] = {
             "kind": view.units.kind,
@@ -286,6 +290,7 @@ def status_from_json(raw: object) -> StatusView:
         failed_starts=_count(status.optional("failed_starts")),
         run_phase=status.optional_text("run_phase"),
         containment=status.optional_text("containment"),
+        host=status.optional_text("host"),
     )
 
 
@@ -307,6 +312,7 @@ def run_from_json(raw: object) -> RunRecord:
         exit_code=run.optional_int("exit_code"),
         signal=run.optional_int("signal"),
         error=run.optional_text("error"),
+        host=run.optional_text("host"),
     )
 
 

@@ -143,6 +143,8 @@ class Member:
         for thread in self._threads:
             thread.join(10)
         try:
+            if not self._threads:  # never joined: nothing to leave
+                return
             with self._db:
                 if self._conn is None:
                     self._open()

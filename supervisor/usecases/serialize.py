@@ -36,6 +36,7 @@ def status_json(status: SchedulerStatus) -> dict[str, Any]:
         "failed_starts": status.failed_starts,
         "run_phase": status.run_phase,
         "containment": status.containment,
+        **({"host": status.host} if status.host is not None else {}),  # --cluster only
     }
 
 
@@ -51,6 +52,7 @@ def run_json(run: RunRecord) -> dict[str, Any]:
         "exit_code": run.exit_code,
         "signal": run.signal,
         "error": run.error,
+        **({"host": run.host} if run.host is not None else {}),  # --cluster only
     }
 
 

@@ -61,6 +61,10 @@ configure(
         name="Manual",
         kind=scheduler.Kind.MANUAL,
         runner=ledgered,
-        actions=[scheduler.CustomAction(id="where", title="Where", action=lambda: os.environ.get("CLUSTER_HOST", "?"))],
+        actions=[
+            scheduler.CustomAction(
+                id="where", title="Where", action=lambda: os.environ.get("CLUSTER_HOST", "?")
+            )
+        ],
     )
 )

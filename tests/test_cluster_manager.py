@@ -1,0 +1,243 @@
+"""The real manager on several hosts: ``supervisor run --cluster`` processes on one PostgreSQL.
+
+Each host is a separate ``supervisor run`` (tests/cluster_managers.py) of
+tests/apps/cluster_jobs.py, whose runs write an independent ledger: it proves exactly one
+run per slot (every ledger row belongs to a claimed slot, no slot has two), takeover after
+kill -9 of the owner, fencing of an owner stopped past its lease, a graceful hand-off, and
+controls from any host's CLI reaching the owner. Every wait has a deadline.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("psycopg")
+
+import psycopg
+
+from supervisor.cluster.member import Member, MemberConfig
+from supervisor.cluster.schema import install, register
+from supervisor.core.clock import SystemClock
+from supervisor.core.errors import BackendError
+from tests.cluster_managers import (
+    ManagerHost,
+    doubled_slots,
+    holder,
+    ledger,
+    make_ledger,
+    overlaps,
+)
+from tests.manager_process import cli
+from tests.postgres import pg_cluster, pg_dsn
+from tests.waiting import wait_for
+
+__all__ = ["pg_cluster", "pg_dsn"]
+
+TICK = "c.tick"  # SCHEDULE, a 1 s pause after each run
+
+
+@pytest.fixture
+def db(pg_dsn: str) -> Iterator[psycopg.Connection[Any]]:
+    make_ledger(pg_dsn)
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        yield conn
+
+
+@pytest.fixture
+def hosts(tmp_path: Path) -> Iterator[list[ManagerHost]]:
+    """The hosts a test starts; killed and reaped afterwards. A traceback in any host's
+    log fails the test."""
+    started: list[ManagerHost] = []
+    yield started
+    for host in started:
+        host.reap()
+    assert not {h.name: h.log() for h in started if "Traceback" in h.log()}
+
+
+def start(hosts: list[ManagerHost], pg_dsn: str, tmp: Path, *names: str, **kw: Any) -> None:
+    new = [ManagerHost(pg_dsn, name, tmp, **kw) for name in names]
+    hosts.extend(new)
+    for host in new:
+        host.ready()
+
+
+def in_flight(db: psycopg.Connection[Any], scheduler_id: str) -> tuple[Any, ...] | None:
+    """The ledger row of the run in progress (its runner is working), if any."""
+    rows = [row for row in ledger(db, scheduler_id) if row[3] is None]
+    return rows[-1] if rows else None
+
+
+def outcome(db: psycopg.Connection[Any], run_ref: str) -> str | None:
+    row = db.execute("SELECT outcome FROM cluster_runs WHERE run_ref = %s", (run_ref,)).fetchone()
+    return None if row is None else row[0]
+
+
+def by_name(hosts: list[ManagerHost], name: str | None) -> ManagerHost:
+    return next(h for h in hosts if h.name == name)
+
+
+def test_two_hosts_run_each_slot_once_and_take_over_after_kill_9(
+    db: psycopg.Connection[Any], pg_dsn: str, hosts: list[ManagerHost], tmp_path: Path
+) -> None:
+    start(hosts, pg_dsn, tmp_path, "a", "b", job_seconds=1.0)
+    wait_for(lambda: len(ledger(db, TICK)) >= 3, timeout=20, what="three runs of the tick")
+    owner = by_name(hosts, holder(db, TICK))
+    other = next(h for h in hosts if h is not owner)
+    running = wait_for(
+        lambda: (row := in_flight(db, TICK)) is not None and row[1] == owner.name and row,
+        timeout=10,
+        what="a run in progress on the owner",
+    )
+    owner.kill()
+    killed_at = db.execute("SELECT clock_timestamp()").fetchone()[0]  # type: ignore[index]
+
+    def taken_over() -> Any:
+        return [r for r in ledger(db, TICK) if r[1] == other.name and r[2] > killed_at]
+
+    first = wait_for(taken_over, timeout=3, what="the other host's run within 3 s")[0]
+    assert first[2] - killed_at <= timedelta(seconds=3)
+    assert holder(db, TICK) == other.name
+    wait_for(lambda: outcome(db, running[0]) == "interrupted", timeout=5, what="interrupted")
+    wait_for(lambda: len(taken_over()) >= 2, timeout=10, what="the new owner's next run")
+    assert doubled_slots(db) == []
+    # Never two runs at once, the killed one aside (its runner died with its host).
+    rows = [row for row in ledger(db, TICK) if row[0] != running[0]]
+    assert overlaps(rows) == []
+    assert all(row[4] is not None for row in rows)  # each ran in a slot claimed first
+
+
+def test_an_owner_stopped_past_its_lease_is_fenced(
+    db: psycopg.Connection[Any], pg_dsn: str, hosts: list[ManagerHost], tmp_path: Path
+) -> None:
+    start(hosts, pg_dsn, tmp_path, "a", "b", job_seconds=1.0)
+    wait_for(lambda: in_flight(db, TICK), timeout=20, what="a run of the tick")
+    owner = by_name(hosts, holder(db, TICK))
+    other = next(h for h in hosts if h is not owner)
+    stopped = wait_for(
+        lambda: (row := in_flight(db, TICK)) is not None and row[1] == owner.name and row,
+        timeout=10,
+        what="a run in progress on the owner",
+    )
+    owner.signal(signal.SIGSTOP)
+    try:
+        # The lease expires (2 s ttl) and the other host takes over and runs the tick.
+        wait_for(
+            lambda: any(r[1] == other.name and r[2] > stopped[2] for r in ledger(db, TICK)),
+            timeout=10,
+            what="the other host's run while the owner is stopped",
+        )
+        assert outcome(db, stopped[0]) == "interrupted"
+    finally:
+        owner.signal(signal.SIGCONT)
+    # Back, the owner's late write of its run's end is refused, and it says so.
+    wait_for(lambda: "cluster: fenced" in owner.log(), timeout=10, what="the fenced report")
+    assert f"run {stopped[0]} of {TICK} was fenced" in owner.log()
+    assert outcome(db, stopped[0]) == "interrupted"  # the new owner's word stays
+    wait_for(
+        lambda: "interrupted" in cli(owner.state, "runs", TICK), timeout=10, what="local record"
+    )
+    assert holder(db, TICK) == other.name
+    assert doubled_slots(db) == []
+
+
+def test_a_graceful_stop_hands_over_at_once(
+    db: psycopg.Connection[Any], pg_dsn: str, hosts: list[ManagerHost], tmp_path: Path
+) -> None:
+    start(hosts, pg_dsn, tmp_path, "a", "b", job_seconds=0.2)
+    wait_for(lambda: len(ledger(db, TICK)) >= 2, timeout=20, what="two runs of the tick")
+    owner = by_name(hosts, holder(db, TICK))
+    other = next(h for h in hosts if h is not owner)
+    assert owner.stop() == 0
+    assert "cluster: released" in owner.log()
+    # Released at shutdown: the other host holds it without waiting for an expiry.
+    wait_for(lambda: holder(db, TICK) == other.name, timeout=2, what="the hand-off")
+    row = db.execute(
+        "SELECT released_at, acquired_at FROM cluster_leases WHERE scheduler_id = %s", (TICK,)
+    ).fetchone()
+    assert row is not None and row[0] is not None and row[1] >= row[0]
+    stopped_at = time.time()
+    wait_for(
+        lambda: any(r[1] == other.name and r[2].timestamp() > stopped_at for r in ledger(db, TICK)),
+        timeout=5,
+        what="the other host's next run",
+    )
+    # Every run of the stopped host ended and was recorded (none left open, none fenced).
+    open_runs = db.execute(
+        "SELECT count(*) FROM cluster_runs WHERE host = %s AND ended_at IS NULL", (owner.name,)
+    ).fetchone()
+    assert open_runs == (0,)
+    assert "fenced" not in owner.log()
+    assert doubled_slots(db) == []
+
+
+def test_controls_from_any_host_reach_the_owner(
+    db: psycopg.Connection[Any], pg_dsn: str, hosts: list[ManagerHost], tmp_path: Path
+) -> None:
+    start(hosts, pg_dsn, tmp_path, "a", "b", job_seconds=0.2)
+    # Settled: each host holds its fair share (one of the two schedulers).
+    wait_for(
+        lambda: {holder(db, "c.manual"), holder(db, TICK)} == {"a", "b"},
+        timeout=10,
+        what="one lease on each host",
+    )
+    manual_owner = by_name(hosts, holder(db, "c.manual"))
+    elsewhere = next(h for h in hosts if h is not manual_owner)
+    # Execute Now on the host that does not own it: the run happens on the owner.
+    run_id = json.loads(cli(elsewhere.state, "execute", "c.manual", "--json"))["run_id"]
+    row = wait_for(
+        lambda: [r for r in ledger(db, "c.manual") if r[0] == run_id], timeout=10, what="the run"
+    )[0]
+    assert row[1] == manual_owner.name
+    # A custom action runs on the owner too, and its result comes back.
+    assert manual_owner.name in cli(elsewhere.state, "action", "c.manual", "where")
+    # Status names the owner on every host; runs name the host that ran them.
+    for host in hosts:
+        wait_for(
+            lambda host=host: (
+                json.loads(cli(host.state, "status", "c.manual", "--json")).get("host")
+                == manual_owner.name
+            ),
+            timeout=5,
+            what=f"the owner named in the status on {host.name}",
+        )
+    wait_for(
+        lambda: run_id in cli(manual_owner.state, "runs", "c.manual"), timeout=10, what="the run"
+    )
+    runs = json.loads(cli(manual_owner.state, "runs", "c.manual", "--json"))
+    assert [r["host"] for r in runs if r["run_id"] == run_id] == [manual_owner.name]
+    # Stop from a host that does not own the tick: the owner stops running it.
+    tick_owner = by_name(hosts, holder(db, TICK))
+    not_owner = next(h for h in hosts if h is not tick_owner)
+    cli(not_owner.state, "stop", TICK)
+    wait_for(
+        lambda: json.loads(cli(tick_owner.state, "status", TICK, "--json"))["state"] == "stopped",
+        timeout=10,
+        what="the owner's tick stopped",
+    )
+    quiet_since = db.execute("SELECT clock_timestamp()").fetchone()[0]  # type: ignore[index]
+    cli(not_owner.state, "start", TICK)
+    wait_for(
+        lambda: any(r[2] > quiet_since for r in ledger(db, TICK)), timeout=10, what="restarted"
+    )
+    assert doubled_slots(db) == []
+
+
+def test_a_command_for_a_scheduler_no_host_owns_says_so(pg_dsn: str) -> None:
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        install(conn)
+        register(conn, [TICK])
+    config = MemberConfig(dsn=pg_dsn, host_id="lonely", scheduler_ids=(TICK,))
+    member = Member(config, clock=SystemClock(), report=lambda line: None)
+    try:
+        with pytest.raises(BackendError, match=r"no host owns scheduler 'c\.tick'"):
+            member.send(TICK, "execute", {}, actor="ops")
+    finally:
+        member.close()
