@@ -35,14 +35,23 @@ class ManagerHost:
     """One manager process of the cluster; ``stop`` is graceful (SIGTERM), ``kill`` is -9."""
 
     def __init__(
-        self, dsn: str, name: str, tmp: Path, *, job_seconds: float = 0.3, admin: int | None = None
+        self,
+        dsn: str,
+        name: str,
+        tmp: Path,
+        *,
+        job_seconds: float = 0.3,
+        admin: int | None = None,
+        cluster_dsn: str | None = None,
     ) -> None:
+        """``cluster_dsn``: the manager's own way to the database (e.g. through a proxy);
+        its runs write the ledger on ``dsn``."""
         self.name = name
         self.state = tmp / name
         self.state.mkdir(parents=True, exist_ok=True)
         self.log_path = tmp / f"{name}.log"
         argv = ["run", "--app", APP, "--state-dir", str(self.state), "--grace", "500ms"]
-        argv += ["--cluster", dsn, "--host-name", name]
+        argv += ["--cluster", cluster_dsn or dsn, "--host-name", name]
         argv += ["--no-admin"] if admin is None else ["--admin", f"127.0.0.1:{admin}"]
         env = {
             **os.environ,

@@ -36,7 +36,8 @@ from tests.cluster_managers import (
     overlaps,
 )
 from tests.manager_process import cli
-from tests.postgres import pg_cluster, pg_dsn
+from tests.postgres import PostgresCluster, pg_cluster, pg_dsn
+from tests.tcp_proxy import FaultyProxy
 from tests.waiting import wait_for
 
 __all__ = ["pg_cluster", "pg_dsn"]
@@ -146,6 +147,66 @@ def test_an_owner_stopped_past_its_lease_is_fenced(
     )
     assert holder(db, TICK) == other.name
     assert doubled_slots(db) == []
+
+
+def test_a_partitioned_owner_cancels_its_run_before_the_takeover_and_is_fenced(
+    db: psycopg.Connection[Any],
+    pg_dsn: str,
+    pg_cluster: PostgresCluster,
+    hosts: list[ManagerHost],
+    tmp_path: Path,
+) -> None:
+    # Each manager reaches the database through a proxy of its own; its runs do not.
+    proxies = {name: FaultyProxy(("127.0.0.1", pg_cluster.port), refuse=0, cut=0) for name in "ab"}
+    try:
+        for name, proxy in proxies.items():
+            via = pg_dsn.replace(f"port={pg_cluster.port}", f"port={proxy.port}")
+            hosts.append(ManagerHost(pg_dsn, name, tmp_path, job_seconds=60, cluster_dsn=via))
+        for host in hosts:
+            host.ready()
+        running = wait_for(lambda: in_flight(db, TICK), timeout=20, what="a long run")
+        owner = by_name(hosts, running[1])
+        other = next(h for h in hosts if h is not owner)
+        proxies[owner.name].partition()  # its lease can no longer be renewed
+        # Within a ttl by its own clock the owner stops the run, though it reaches nothing.
+        wait_for(
+            lambda: [r for r in ledger(db, TICK) if r[0] == running[0] and r[3] is not None],
+            timeout=10,
+            what="the run cancelled by the owner's watchdog",
+        )
+        assert "cluster: self_fenced" in owner.log()
+        wait_for(lambda: holder(db, TICK) == other.name, timeout=10, what="the takeover")
+        wait_for(lambda: outcome(db, running[0]) == "interrupted", timeout=5, what="interrupted")
+        proxies[owner.name].heal()
+        wait_for(lambda: f"run {running[0]} of {TICK} was fenced" in owner.log(), timeout=10)
+        assert outcome(db, running[0]) == "interrupted"
+        assert doubled_slots(db) == []
+    finally:
+        for proxy in proxies.values():
+            proxy.close()
+
+
+def test_runs_go_on_once_per_slot_across_a_postgresql_restart(
+    db: psycopg.Connection[Any],
+    pg_dsn: str,
+    pg_cluster: PostgresCluster,
+    hosts: list[ManagerHost],
+    tmp_path: Path,
+) -> None:
+    start(hosts, pg_dsn, tmp_path, "a", "b", job_seconds=0.2)
+    wait_for(lambda: len(ledger(db, TICK)) >= 2, timeout=20, what="two runs of the tick")
+    db.close()
+    pg_cluster.restart()  # every session is cut, the hosts' too
+    with psycopg.connect(pg_dsn, autocommit=True) as again:
+        restarted = again.execute("SELECT clock_timestamp()").fetchone()[0]  # type: ignore[index]
+        wait_for(
+            lambda: len([r for r in ledger(again, TICK) if r[2] > restarted]) >= 3,
+            timeout=20,
+            what="three runs after the restart",
+        )
+        assert doubled_slots(again) == []
+        assert overlaps([r for r in ledger(again, TICK) if r[3] is not None]) == []
+    assert all(host.alive() for host in hosts)
 
 
 def test_a_graceful_stop_hands_over_at_once(

@@ -58,6 +58,14 @@ class Hooks(Protocol):
 
 Report = Callable[[str], None]
 
+# OSError, ValueError: another thread closed the listener while ``select`` waited on it.
+_LOOP_CONNECTION_ERRORS: tuple[type[Exception], ...] = (*CONNECTION_ERRORS, OSError, ValueError)
+
+# Triggers whose slot is an instant every host names alike (``core.records.Trigger``).
+SHARED_SLOTS = frozenset({"cron", "missed"})
+# How long a claim of a cron slot waits for the database clock to reach it.
+MAX_EARLY = timedelta(seconds=5)
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MemberConfig:
@@ -90,6 +98,9 @@ class Member:
         self._report = report
         self._hooks: Hooks = _NoHooks()
         self._db = threading.RLock()
+        # The watchdog's own lock (never held across a statement): a call stuck on the
+        # network holds ``_db``, and the watchdog must still fence the runs.
+        self._fence_lock = threading.Lock()
         self._conn: Connection | None = None
         self._api: Leases | None = None
         self._listener: cmd.Listener | None = None
@@ -103,6 +114,7 @@ class Member:
         self._obeying: set[int] = set()
         self._unanswered: dict[int, tuple[cmd.Command, dict[str, Any]]] = {}
         self._share = len(config.scheduler_ids)
+        self._db_offset = timedelta(0)  # the database clock minus this host's
         self._renew_due = self._acquire_due = self._commands_due = 0.0
         self._stop = threading.Event()
         self._wake_r, self._wake_w = os.pipe()
@@ -145,7 +157,11 @@ class Member:
         try:
             if not self._threads:  # never joined: nothing to leave
                 return
-            with self._db:
+            if not self._db.acquire(timeout=self.config.timing.ttl.total_seconds()):
+                # A statement is stuck (a partition): the leases expire by themselves.
+                self._events("left_without_release", held=",".join(self.held) or "-")
+                return
+            try:
                 if self._conn is None:
                     self._open()
                 self._flush_ends()
@@ -153,6 +169,8 @@ class Member:
                 api.leave()
                 released = api.release(list(self.held.values()))
                 self.held.clear()
+            finally:
+                self._db.release()
             self._events("released", scheduler_ids=",".join(released) or "-")
         except CONNECTION_ERRORS as error:
             self._events("disconnected", error=str(error).strip()[:200])
@@ -176,6 +194,27 @@ class Member:
         return self._owners.get(scheduler_id)
 
     def claim(self, scheduler_id: str, run_id: str, *, slot: datetime, trigger: str) -> str | None:
+        """Claim the slot and record the run's start (see ``cluster_gate.FencedRuns``).
+
+        A cron slot is an instant every host names alike: it is claimed as planned, and a
+        host whose clock runs ahead waits (up to ``MAX_EARLY``) for the database clock to
+        reach it. Any other slot is this host's own (a pause after its last run, Execute
+        Now): it is moved onto the database clock, so a skewed host is never "early"."""
+        if trigger not in SHARED_SLOTS:
+            slot += self._db_offset
+        refused = self._claim(scheduler_id, run_id, slot=slot, trigger=trigger)
+        if refused is Refusal.NOT_DUE and trigger in SHARED_SLOTS:
+            early = (slot - (self._clock.now() + self._db_offset)).total_seconds()
+            if early <= MAX_EARLY.total_seconds():
+                self._stop.wait(max(0.0, early) + 0.02)
+                refused = self._claim(scheduler_id, run_id, slot=slot, trigger=trigger)
+        if isinstance(refused, Refusal):  # only NOT_DUE is returned as a Refusal
+            return f"slot {slot.isoformat()} of {scheduler_id} is not due by the database clock"
+        return refused
+
+    def _claim(
+        self, scheduler_id: str, run_id: str, *, slot: datetime, trigger: str
+    ) -> str | Refusal | None:
         with self._db:
             lease = self.held.get(scheduler_id)
             if lease is None or not self.owns(scheduler_id):
@@ -189,7 +228,7 @@ class Member:
                     self._events("taken", scheduler_id=scheduler_id, slot=slot.isoformat())
                     return f"slot {slot.isoformat()} of {scheduler_id} was claimed already"
                 if claim is Refusal.NOT_DUE:
-                    return f"slot {slot.isoformat()} is not due by the database clock"
+                    return claim
                 run = record_run_start(conn, claim, trigger=trigger, run_ref=run_id)
             except StaleLease:
                 self._events("refused", scheduler_id=scheduler_id, token=lease.token, write="claim")
@@ -201,7 +240,8 @@ class Member:
             except TRANSIENT_ERRORS:
                 return "the cluster database is busy"
             self._runs[run_id] = run
-            self._flights[scheduler_id] = run_id
+            with self._fence_lock:
+                self._flights[scheduler_id] = run_id
         self._events("started", scheduler_id=scheduler_id, run_id=run_id, token=run.token)
         return None
 
@@ -210,9 +250,10 @@ class Member:
             run = self._runs.pop(run_id, None)
             if run is None:
                 return True
-            if self._flights.get(run.scheduler_id) == run_id:
-                del self._flights[run.scheduler_id]
-            self._self_fenced.discard(run_id)
+            with self._fence_lock:
+                if self._flights.get(run.scheduler_id) == run_id:
+                    del self._flights[run.scheduler_id]
+                self._self_fenced.discard(run_id)
             return self._write_end(run, outcome)
 
     def _write_end(self, run: RunRecord, outcome: str) -> bool:
@@ -313,7 +354,7 @@ class Member:
                     self._hooks.lease_lost(scheduler_id)
                 self._obey()
                 self._sleep()
-            except CONNECTION_ERRORS as error:
+            except _LOOP_CONNECTION_ERRORS as error:
                 with self._db:
                     self._broken(error)
                 self._stop.wait(backoff)
@@ -379,6 +420,7 @@ class Member:
         timing = self.config.timing
         lost: list[str] = []
         if now >= self._renew_due:
+            self._sync_clock()
             lost = self._renew()
             self._balance()
             self._see_owners()
@@ -388,6 +430,14 @@ class Member:
             self._acquire_due = now + timing.acquire_every.total_seconds()
         self._flush_ends()
         return lost
+
+    def _sync_clock(self) -> None:
+        assert self._conn is not None
+        before = self._clock.now()
+        row = self._conn.execute("SELECT clock_timestamp()").fetchone()
+        after = self._clock.now()
+        assert row is not None
+        self._db_offset = row[0] - (before + (after - before) / 2)
 
     def _sleep(self) -> None:
         listener = self._listener
@@ -415,8 +465,9 @@ class Member:
             lease.scheduler_id: lease for lease in self._leases().renew(list(self.held.values()))
         }
         ttl = self.config.timing.ttl.total_seconds()
-        for scheduler_id in kept:
-            self._valid_until[scheduler_id] = sent + ttl
+        with self._fence_lock:
+            for scheduler_id in kept:
+                self._valid_until[scheduler_id] = sent + ttl
         lost = [sid for sid in self.held if sid not in kept]
         for scheduler_id in lost:
             self._events("lost", scheduler_id=scheduler_id, token=self.held[scheduler_id].token)
@@ -447,7 +498,10 @@ class Member:
         won, interrupted = self._leases().acquire(wanted, limit=self._share - len(self.held))
         for lease in won:
             self.held[lease.scheduler_id] = lease
-            self._valid_until[lease.scheduler_id] = sent + self.config.timing.ttl.total_seconds()
+            with self._fence_lock:
+                self._valid_until[lease.scheduler_id] = (
+                    sent + self.config.timing.ttl.total_seconds()
+                )
             self._events("acquired", scheduler_id=lease.scheduler_id, token=lease.token)
         if interrupted:
             self._events("interrupted_orphans", count=interrupted)
@@ -472,7 +526,7 @@ class Member:
     def _watch(self) -> None:
         while not self._stop.wait(0.05):
             now = self._clock.monotonic()
-            with self._db:
+            with self._fence_lock:
                 lapsed = [
                     (sid, run_id)
                     for sid, run_id in self._flights.items()
