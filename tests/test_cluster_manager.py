@@ -23,10 +23,6 @@ pytest.importorskip("psycopg")
 
 import psycopg
 
-from supervisor.cluster.member import Member, MemberConfig
-from supervisor.cluster.schema import install, register
-from supervisor.core.clock import SystemClock
-from supervisor.core.errors import BackendError
 from tests.cluster_managers import (
     ManagerHost,
     doubled_slots,
@@ -289,16 +285,3 @@ def test_controls_from_any_host_reach_the_owner(
         lambda: any(r[2] > quiet_since for r in ledger(db, TICK)), timeout=10, what="restarted"
     )
     assert doubled_slots(db) == []
-
-
-def test_a_command_for_a_scheduler_no_host_owns_says_so(pg_dsn: str) -> None:
-    with psycopg.connect(pg_dsn, autocommit=True) as conn:
-        install(conn)
-        register(conn, [TICK])
-    config = MemberConfig(dsn=pg_dsn, host_id="lonely", scheduler_ids=(TICK,))
-    member = Member(config, clock=SystemClock(), report=lambda line: None)
-    try:
-        with pytest.raises(BackendError, match=r"no host owns scheduler 'c\.tick'"):
-            member.send(TICK, "execute", {}, actor="ops")
-    finally:
-        member.close()
