@@ -279,6 +279,12 @@ def test_controls_from_any_host_reach_the_owner(
         timeout=10,
         what="the owner's tick stopped",
     )
+    # The other host shows the owner's state (published within a renewal period).
+    wait_for(
+        lambda: json.loads(cli(not_owner.state, "status", TICK, "--json"))["state"] == "stopped",
+        timeout=5,
+        what="the owner's state shown on the other host",
+    )
     quiet_since = db.execute("SELECT clock_timestamp()").fetchone()[0]  # type: ignore[index]
     cli(not_owner.state, "start", TICK)
     wait_for(

@@ -25,7 +25,7 @@ import os
 import select
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -44,6 +44,7 @@ from supervisor.cluster.slots import (
 )
 from supervisor.core.clock import Clock
 from supervisor.core.errors import BackendError, StaleLease, StoreError
+from supervisor.core.records import Outcome, SchedulerStatus, State
 
 __all__ = ["Member", "MemberConfig", "default_host_id"]
 
@@ -53,6 +54,8 @@ class Hooks(Protocol):
 
     def lease_lost(self, scheduler_id: str) -> None: ...
 
+    def statuses(self, scheduler_ids: list[str]) -> list[SchedulerStatus]: ...
+
     def obey(self, scheduler_id: str, kind: str, payload: dict[str, Any]) -> dict[str, Any]: ...
 
 
@@ -60,6 +63,9 @@ Report = Callable[[str], None]
 
 # OSError, ValueError: another thread closed the listener while ``select`` waited on it.
 _LOOP_CONNECTION_ERRORS: tuple[type[Exception], ...] = (*CONNECTION_ERRORS, OSError, ValueError)
+
+# How long the manager lets a custom action run (``manager.shell.ACTION_TIMEOUT``).
+ACTION_SECONDS = 60.0
 
 # Triggers whose slot is an instant every host names alike (``core.records.Trigger``).
 SHARED_SLOTS = frozenset({"cron", "missed"})
@@ -87,6 +93,110 @@ class _NoHooks:
     def obey(self, scheduler_id: str, kind: str, payload: dict[str, Any]) -> dict[str, Any]:
         return {"ok": False, "error": "the manager is not ready"}
 
+    def statuses(self, scheduler_ids: list[str]) -> list[SchedulerStatus]:
+        return []
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Shown:
+    """What an owner publishes of one scheduler's status (``cluster_status``)."""
+
+    scheduler_id: str
+    host: str
+    state: str
+    run_phase: str | None
+    current_run_id: str | None
+    last_started_at: datetime | None
+    last_completed_at: datetime | None
+    next_planned_at: datetime | None
+    last_outcome: str | None
+    last_error: str | None
+    last_actor: str | None
+
+    @classmethod
+    def of(cls, host: str, status: SchedulerStatus) -> _Shown:
+        return cls(
+            scheduler_id=status.id,
+            host=host,
+            state=status.state.value,
+            run_phase=status.run_phase,
+            current_run_id=status.current_run_id,
+            last_started_at=status.last_started_at,
+            last_completed_at=status.last_completed_at,
+            next_planned_at=status.next_planned_at,
+            last_outcome=None if status.last_outcome is None else status.last_outcome.value,
+            last_error=status.last_error,
+            last_actor=status.last_actor,
+        )
+
+    @classmethod
+    def of_row(cls, scheduler_id: str, row: tuple[Any, ...]) -> _Shown:
+        return cls(scheduler_id=scheduler_id, **dict(zip(_SHOWN_COLUMNS, row, strict=True)))
+
+    def row(self, scheduler_id: str, token: int) -> tuple[Any, ...]:
+        return (scheduler_id, token, *(getattr(self, name) for name in _SHOWN_COLUMNS))
+
+    def over(self, status: SchedulerStatus) -> SchedulerStatus:
+        """``status`` (this host's) as its owner shows it."""
+        return replace(
+            status,
+            host=self.host,
+            state=State(self.state),
+            run_phase=self.run_phase,
+            current_run_id=self.current_run_id,
+            last_started_at=self.last_started_at,
+            last_completed_at=self.last_completed_at,
+            next_planned_at=self.next_planned_at,
+            last_outcome=None if self.last_outcome is None else Outcome(self.last_outcome),
+            last_error=self.last_error,
+            last_actor=self.last_actor,
+        )
+
+
+_SHOWN_COLUMNS = (
+    "host",
+    "state",
+    "run_phase",
+    "current_run_id",
+    "last_started_at",
+    "last_completed_at",
+    "next_planned_at",
+    "last_outcome",
+    "last_error",
+    "last_actor",
+)
+
+# The owners' published statuses come with the owners (a row of a former owner is ignored).
+SEE_OWNERS = f"""
+SELECT l.scheduler_id, l.holder, {", ".join(f"s.{c}" for c in _SHOWN_COLUMNS)}
+  FROM cluster_leases AS l
+  LEFT JOIN cluster_status AS s ON s.scheduler_id = l.scheduler_id AND s.host = l.holder
+ WHERE l.scheduler_id = ANY(%s) AND l.holder IS NOT NULL AND l.expires_at > clock_timestamp()
+"""  # noqa: S608 (composed of constants only)
+
+# Only under a lease this host still holds: a former owner cannot overwrite the new one's.
+PUBLISH = """
+INSERT INTO cluster_status AS s (scheduler_id, token, host, state, run_phase, current_run_id,
+       last_started_at, last_completed_at, next_planned_at, last_outcome, last_error,
+       last_actor, updated_at)
+SELECT u.*, clock_timestamp()
+  FROM unnest(%(c0)s::text[], %(c1)s::bigint[], %(c2)s::text[], %(c3)s::text[],
+              %(c4)s::text[], %(c5)s::text[], %(c6)s::timestamptz[], %(c7)s::timestamptz[],
+              %(c8)s::timestamptz[], %(c9)s::text[], %(c10)s::text[], %(c11)s::text[])
+       AS u(scheduler_id, token, host, state, run_phase, current_run_id, last_started_at,
+            last_completed_at, next_planned_at, last_outcome, last_error, last_actor)
+  JOIN cluster_leases AS l ON l.scheduler_id = u.scheduler_id AND l.token = u.token
+   AND l.holder = %(holder)s
+ON CONFLICT (scheduler_id) DO UPDATE SET
+       token = EXCLUDED.token, host = EXCLUDED.host, state = EXCLUDED.state,
+       run_phase = EXCLUDED.run_phase, current_run_id = EXCLUDED.current_run_id,
+       last_started_at = EXCLUDED.last_started_at,
+       last_completed_at = EXCLUDED.last_completed_at,
+       next_planned_at = EXCLUDED.next_planned_at, last_outcome = EXCLUDED.last_outcome,
+       last_error = EXCLUDED.last_error, last_actor = EXCLUDED.last_actor,
+       updated_at = EXCLUDED.updated_at
+"""
+
 
 class Member:
     """One host in the cluster; ``open`` joins (raises ``StoreError`` when the database
@@ -111,6 +221,8 @@ class Member:
         self._self_fenced: set[str] = set()
         self._pending_ends: list[tuple[RunRecord, str]] = []
         self._owners: dict[str, str] = {}
+        self._shown_elsewhere: dict[str, _Shown] = {}  # the owners' statuses, as published
+        self._published: dict[str, _Shown] = {}  # what this host published last
         self._obeying: set[int] = set()
         self._unanswered: dict[int, tuple[cmd.Command, dict[str, Any]]] = {}
         self._share = len(config.scheduler_ids)
@@ -192,6 +304,17 @@ class Member:
         if self.owns(scheduler_id):
             return self.host
         return self._owners.get(scheduler_id)
+
+    def shown(self, status: SchedulerStatus) -> SchedulerStatus:
+        """``status`` with its owner named; the owner's own status where another host owns
+        it (what that host published last, at most a renewal period old)."""
+        owner = self.owner(status.id)
+        if owner is None or owner == self.host:
+            return replace(status, host=owner)
+        published = self._shown_elsewhere.get(status.id)
+        if published is None:
+            return replace(status, host=owner)
+        return published.over(status)
 
     def claim(self, scheduler_id: str, run_id: str, *, slot: datetime, trigger: str) -> str | None:
         """Claim the slot and record the run's start (see ``cluster_gate.FencedRuns``).
@@ -312,10 +435,10 @@ class Member:
                     issued_by=f"{self.host} ({actor})",
                     payload=payload,
                 )
+                # A custom action may take its full minute on the owner.
+                timeout = self.config.command_timeout + (ACTION_SECONDS if kind == "action" else 0)
                 try:
-                    answer = cmd.wait_answer(
-                        conn, listener, command_id, timeout=self.config.command_timeout
-                    )
+                    answer = cmd.wait_answer(conn, listener, command_id, timeout=timeout)
                 except BackendError:
                     # Nobody took it: withdraw it, so no later owner acts on a stale command.
                     conn.execute(
@@ -324,7 +447,7 @@ class Member:
                     )
                     raise BackendError(
                         f"{row[0]} (the owner of {scheduler_id!r}) did not answer within "
-                        f"{self.config.command_timeout:g}s"
+                        f"{timeout:g}s"
                     ) from None
             except CONNECTION_ERRORS as error:
                 self._close_sender()
@@ -345,11 +468,16 @@ class Member:
         backoff = 0.05
         while not self._stop.is_set():
             try:
+                # Taken before ``_db``: the lock order is ``_db`` after the manager's, never
+                # the other way round.
+                statuses: list[SchedulerStatus] = []
+                if self._clock.monotonic() >= self._renew_due and self.held:
+                    statuses = self._hooks.statuses(list(self.held))
                 with self._db:
                     if self._conn is None:
                         self._open()
                         backoff = 0.05
-                    lost = self._tick()
+                    lost = self._tick(statuses)
                 for scheduler_id in lost:
                     self._hooks.lease_lost(scheduler_id)
                 self._obey()
@@ -413,7 +541,7 @@ class Member:
         assert self._api is not None
         return self._api
 
-    def _tick(self) -> list[str]:
+    def _tick(self, statuses: list[SchedulerStatus]) -> list[str]:
         """Under ``_db``: one round of lease work; returns the schedulers whose lease was
         lost while a run was in flight (their runs are cancelled outside the lock)."""
         now = self._clock.monotonic()
@@ -423,6 +551,7 @@ class Member:
             self._sync_clock()
             lost = self._renew()
             self._balance()
+            self._publish(statuses)
             self._see_owners()
             self._renew_due = now + timing.renew_every.total_seconds()
         if now >= self._acquire_due:
@@ -507,13 +636,34 @@ class Member:
             self._events("interrupted_orphans", count=interrupted)
 
     def _see_owners(self) -> None:
+        """Who owns each scheduler now, and what the other owners published of theirs."""
         assert self._conn is not None
-        rows = self._conn.execute(
-            "SELECT scheduler_id, holder FROM cluster_leases WHERE scheduler_id = ANY(%s) "
-            "AND holder IS NOT NULL AND expires_at > clock_timestamp()",
-            (list(self.config.scheduler_ids),),
-        ).fetchall()
-        self._owners = {sid: holder for sid, holder in rows}
+        rows = self._conn.execute(SEE_OWNERS, (list(self.config.scheduler_ids),)).fetchall()
+        self._owners = {row[0]: row[1] for row in rows}
+        self._shown_elsewhere = {
+            row[0]: _Shown.of_row(row[0], row[2:])
+            for row in rows
+            if row[1] != self.host and row[2] is not None
+        }
+
+    def _publish(self, statuses: list[SchedulerStatus]) -> None:
+        """Write what changed in the statuses of the schedulers this host holds."""
+        assert self._conn is not None
+        changed = []
+        for status in statuses:
+            lease = self.held.get(status.id)
+            shown = _Shown.of(self.host, status)
+            if lease is not None and self._published.get(status.id) != shown:
+                changed.append((lease.token, shown))
+        if not changed:
+            return
+        rows = [shown.row(shown.scheduler_id, token) for token, shown in changed]
+        params: dict[str, Any] = {
+            f"c{i}": list(column) for i, column in enumerate(zip(*rows, strict=True))
+        }
+        self._conn.execute(PUBLISH, {"holder": self.host, **params})
+        for _, shown in changed:
+            self._published[shown.scheduler_id] = shown
 
     def _flush_ends(self) -> None:
         """Under ``_db``: write the ends queued while the connection was lost."""

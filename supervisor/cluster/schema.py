@@ -11,6 +11,8 @@
   so each can take its fair share of the schedulers.
 - ``cluster_commands``: commands for a scheduler's owner and their answers (the polling
   fallback of LISTEN/NOTIFY, and the durable record of each command).
+- ``cluster_status``: what each owner shows of its schedulers (state, current run, last
+  and next times, last outcome), so every host's status and cards show the owner's.
 
 May import ``cluster.db``.
 """
@@ -76,6 +78,21 @@ CREATE TABLE IF NOT EXISTS cluster_commands (
     taken_at timestamptz,
     answer jsonb,
     answered_at timestamptz
+);
+CREATE TABLE IF NOT EXISTS cluster_status (
+    scheduler_id text PRIMARY KEY,
+    host text NOT NULL,
+    token bigint NOT NULL,
+    state text NOT NULL,
+    run_phase text,
+    current_run_id text,
+    last_started_at timestamptz,
+    last_completed_at timestamptz,
+    next_planned_at timestamptz,
+    last_outcome text,
+    last_error text,
+    last_actor text,
+    updated_at timestamptz NOT NULL DEFAULT clock_timestamp()
 );
 CREATE INDEX IF NOT EXISTS cluster_commands_pending
     ON cluster_commands (scheduler_id) WHERE taken_at IS NULL;

@@ -50,6 +50,8 @@ if TYPE_CHECKING:
 # Command kinds, as ``cluster.commands.CommandKind`` spells them.
 START, STOP, EXECUTE, ACTION = "start", "stop", "execute", "action"
 
+# Why a run is cancelled when its lease is lost (the run's error: "cancelled: ...").
+LEASE_LOST = "this host lost the lease of the scheduler; another host may run it now"
 FENCED_ERROR = (
     "fenced: this host lost the lease of {scheduler} while the run was in progress; another "
     "host owns it now, and this host's record of the run's end was refused"
@@ -65,6 +67,10 @@ class GateHooks(Protocol):
 
     def obey(self, scheduler_id: str, kind: str, payload: dict[str, Any]) -> dict[str, Any]:
         """Carry out a command another host sent; the answer body (never raises)."""
+        ...
+
+    def statuses(self, scheduler_ids: list[str]) -> list[SchedulerStatus]:
+        """This host's statuses of ``scheduler_ids`` (what it publishes to the others)."""
         ...
 
 
@@ -104,6 +110,11 @@ class ClusterGate(FencedRuns, Protocol):
 
     def owner(self, scheduler_id: str) -> str | None:
         """The host that owns ``scheduler_id`` as last seen (None: no host)."""
+        ...
+
+    def shown(self, status: SchedulerStatus) -> SchedulerStatus:
+        """``status`` as the cluster shows it: its owner named, and where another host owns
+        it, that host's state, current run, times and outcome (as it last published them)."""
         ...
 
     def send(
@@ -169,7 +180,7 @@ def fence_end(gate: ClusterGate, run: RunRecord, report: Any) -> RunRecord:
 def hosted_status(gate: ClusterGate | None, status: SchedulerStatus) -> SchedulerStatus:
     if gate is None:
         return status
-    return replace(status, host=gate.owner(status.id))
+    return gate.shown(status)
 
 
 def hosted_run(gate: ClusterGate | None, run: RunRecord) -> RunRecord:
@@ -192,7 +203,13 @@ class ManagerHooks:
             run = None if slot is None else slot.run
             cancel = None if run is None else manager._cancels.get(run.run_id)
         if cancel is not None:
-            cancel.request("stop")
+            cancel.request(LEASE_LOST)
+
+    def statuses(self, scheduler_ids: list[str]) -> list[SchedulerStatus]:
+        manager = self._manager
+        with manager._lock:
+            slots = [manager._slots[sid] for sid in scheduler_ids if sid in manager._slots]
+        return [machine.status_of(slot) for slot in slots]
 
     def obey(self, scheduler_id: str, kind: str, payload: dict[str, Any]) -> dict[str, Any]:
         manager = self._manager
