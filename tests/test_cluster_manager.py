@@ -290,4 +290,15 @@ def test_controls_from_any_host_reach_the_owner(
     wait_for(
         lambda: any(r[2] > quiet_since for r in ledger(db, TICK)), timeout=10, what="restarted"
     )
+    # A settings change on one host holds on every host (the owner plans with it).
+    cli(not_owner.state, "settings", TICK, "--pause-time", "7s")
+    for host in hosts:
+        wait_for(
+            lambda host=host: (
+                json.loads(cli(host.state, "settings", TICK, "--json"))["effective"]["pause_time"]
+                == 7.0
+            ),
+            timeout=5,
+            what=f"the new pause on {host.name}",
+        )
     assert doubled_slots(db) == []

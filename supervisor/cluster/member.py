@@ -24,10 +24,12 @@ import contextlib
 import os
 import select
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
+
+from psycopg.types.json import Jsonb
 
 from supervisor.cluster import commands as cmd
 from supervisor.cluster import schema
@@ -55,6 +57,8 @@ class Hooks(Protocol):
     def lease_lost(self, scheduler_id: str) -> None: ...
 
     def statuses(self, scheduler_ids: list[str]) -> list[SchedulerStatus]: ...
+
+    def settings_changed(self, scheduler_id: str, overrides: Mapping[str, Any]) -> None: ...
 
     def obey(self, scheduler_id: str, kind: str, payload: dict[str, Any]) -> dict[str, Any]: ...
 
@@ -95,6 +99,9 @@ class _NoHooks:
 
     def statuses(self, scheduler_ids: list[str]) -> list[SchedulerStatus]:
         return []
+
+    def settings_changed(self, scheduler_id: str, overrides: Mapping[str, Any]) -> None:
+        del scheduler_id, overrides
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -198,6 +205,30 @@ ON CONFLICT (scheduler_id) DO UPDATE SET
 """
 
 
+SHARE_SETTINGS = """
+INSERT INTO cluster_settings (scheduler_id, overrides, changed_by)
+VALUES (%(id)s, %(overrides)s, %(by)s)
+ON CONFLICT (scheduler_id) DO UPDATE SET
+       overrides = EXCLUDED.overrides, changed_by = EXCLUDED.changed_by,
+       version = nextval('cluster_settings_version'), changed_at = clock_timestamp()
+"""
+
+
+def _encode(overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Settings overrides as JSON (a duration as ``{"seconds": ...}``)."""
+    return {
+        name: {"seconds": value.total_seconds()} if isinstance(value, timedelta) else value
+        for name, value in overrides.items()
+    }
+
+
+def _decode(raw: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        name: timedelta(seconds=value["seconds"]) if isinstance(value, dict) else value
+        for name, value in raw.items()
+    }
+
+
 class Member:
     """One host in the cluster; ``open`` joins (raises ``StoreError`` when the database
     cannot be reached), ``close`` leaves and releases every lease at once."""
@@ -223,12 +254,15 @@ class Member:
         self._owners: dict[str, str] = {}
         self._shown_elsewhere: dict[str, _Shown] = {}  # the owners' statuses, as published
         self._published: dict[str, _Shown] = {}  # what this host published last
+        self._settings_seen = 0  # the newest ``cluster_settings.version`` applied here
+        self._settings_news: list[tuple[str, dict[str, Any]]] = []
         self._obeying: set[int] = set()
         self._unanswered: dict[int, tuple[cmd.Command, dict[str, Any]]] = {}
         self._share = len(config.scheduler_ids)
         self._db_offset = timedelta(0)  # the database clock minus this host's
         self._renew_due = self._acquire_due = self._commands_due = 0.0
         self._stop = threading.Event()
+        self._first_round = threading.Event()  # the first leases were taken (or tried)
         self._wake_r, self._wake_w = os.pipe()
         self._threads: list[threading.Thread] = []
         self._send_lock = threading.Lock()
@@ -258,6 +292,9 @@ class Member:
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
             self._threads.append(thread)
+        # The manager plans from its first moment: a run due then (a catch-up, a one-shot
+        # without delay) must find the leases this host takes already taken.
+        self._first_round.wait(self.config.timing.ttl.total_seconds())
 
     def close(self) -> None:
         """Leave: record the ends still pending, release the leases (the others are woken
@@ -478,8 +515,12 @@ class Member:
                         self._open()
                         backoff = 0.05
                     lost = self._tick(statuses)
+                self._first_round.set()
                 for scheduler_id in lost:
                     self._hooks.lease_lost(scheduler_id)
+                for scheduler_id, overrides in self._settings_news:
+                    self._hooks.settings_changed(scheduler_id, overrides)
+                self._settings_news = []
                 self._obey()
                 self._sleep()
             except _LOOP_CONNECTION_ERRORS as error:
@@ -553,6 +594,7 @@ class Member:
             self._balance()
             self._publish(statuses)
             self._see_owners()
+            self._see_settings()
             self._renew_due = now + timing.renew_every.total_seconds()
         if now >= self._acquire_due:
             self._acquire()
@@ -645,6 +687,34 @@ class Member:
             for row in rows
             if row[1] != self.host and row[2] is not None
         }
+
+    def share_settings(self, scheduler_id: str, overrides: Mapping[str, Any]) -> None:
+        with self._db:
+            if self._conn is None:
+                raise BackendError("the cluster database is unreachable")
+            try:
+                self._conn.execute(
+                    SHARE_SETTINGS,
+                    {"id": scheduler_id, "overrides": Jsonb(_encode(overrides)), "by": self.host},
+                )
+            except CONNECTION_ERRORS as error:
+                self._broken(error)
+                raise BackendError(f"cannot reach the cluster database: {error}") from error
+
+    def _see_settings(self) -> None:
+        """Under ``_db``: the settings other hosts changed since the last look (applied by
+        the loop outside the lock). The first look takes every row: a host that was down
+        catches up."""
+        assert self._conn is not None
+        rows = self._conn.execute(
+            "SELECT scheduler_id, overrides, version, changed_by FROM cluster_settings "
+            "WHERE version > %s AND scheduler_id = ANY(%s) ORDER BY version",
+            (self._settings_seen, list(self.config.scheduler_ids)),
+        ).fetchall()
+        for scheduler_id, overrides, version, changed_by in rows:
+            self._settings_seen = max(self._settings_seen, version)
+            if changed_by != self.host:
+                self._settings_news.append((scheduler_id, _decode(overrides)))
 
     def _publish(self, statuses: list[SchedulerStatus]) -> None:
         """Write what changed in the statuses of the schedulers this host holds."""

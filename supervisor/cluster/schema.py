@@ -13,6 +13,8 @@
   fallback of LISTEN/NOTIFY, and the durable record of each command).
 - ``cluster_status``: what each owner shows of its schedulers (state, current run, last
   and next times, last outcome), so every host's status and cards show the owner's.
+- ``cluster_settings``: each scheduler's settings overrides as last changed on any host
+  (``version`` from one sequence), which every host applies to its own.
 
 May import ``cluster.db``.
 """
@@ -93,6 +95,14 @@ CREATE TABLE IF NOT EXISTS cluster_status (
     last_error text,
     last_actor text,
     updated_at timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+CREATE SEQUENCE IF NOT EXISTS cluster_settings_version;
+CREATE TABLE IF NOT EXISTS cluster_settings (
+    scheduler_id text PRIMARY KEY,
+    overrides jsonb NOT NULL,
+    version bigint NOT NULL DEFAULT nextval('cluster_settings_version'),
+    changed_by text NOT NULL,
+    changed_at timestamptz NOT NULL DEFAULT clock_timestamp()
 );
 CREATE INDEX IF NOT EXISTS cluster_commands_pending
     ON cluster_commands (scheduler_id) WHERE taken_at IS NULL;

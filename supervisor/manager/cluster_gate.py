@@ -30,6 +30,7 @@ May import ``core`` and ``manager.machine`` (and, for type checking, ``manager.s
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from dataclasses import replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
@@ -42,6 +43,7 @@ from supervisor.core.errors import (
     UnknownAction,
 )
 from supervisor.core.records import Outcome, RunRecord, SchedulerStatus
+from supervisor.core.settings import from_store
 from supervisor.manager import machine
 
 if TYPE_CHECKING:
@@ -71,6 +73,10 @@ class GateHooks(Protocol):
 
     def statuses(self, scheduler_ids: list[str]) -> list[SchedulerStatus]:
         """This host's statuses of ``scheduler_ids`` (what it publishes to the others)."""
+        ...
+
+    def settings_changed(self, scheduler_id: str, overrides: Mapping[str, Any]) -> None:
+        """Another host changed the settings: store ``overrides`` here and apply them."""
         ...
 
 
@@ -125,6 +131,12 @@ class ClusterGate(FencedRuns, Protocol):
         Raises ``BackendError`` when no host owns it or none answered in time."""
         ...
 
+    def share_settings(self, scheduler_id: str, overrides: Mapping[str, Any]) -> None:
+        """Tell every other host the settings overrides of ``scheduler_id`` changed (they
+        apply them within a renewal period). Raises ``BackendError`` when the database
+        cannot be reached."""
+        ...
+
 
 # -- hooks the shell calls ---------------------------------------------------------------
 
@@ -177,6 +189,16 @@ def fence_end(gate: ClusterGate, run: RunRecord, report: Any) -> RunRecord:
     )
 
 
+def share_settings(
+    gate: ClusterGate, scheduler_id: str, overrides: Mapping[str, Any], report: Any
+) -> None:
+    """Share a settings change made here; a failure is reported (it holds on this host)."""
+    try:
+        gate.share_settings(scheduler_id, overrides)
+    except BackendError as error:
+        report(f"the settings of {scheduler_id} changed here but not on the other hosts: {error}")
+
+
 def hosted_status(gate: ClusterGate | None, status: SchedulerStatus) -> SchedulerStatus:
     if gate is None:
         return status
@@ -210,6 +232,16 @@ class ManagerHooks:
         with manager._lock:
             slots = [manager._slots[sid] for sid in scheduler_ids if sid in manager._slots]
         return [machine.status_of(slot) for slot in slots]
+
+    def settings_changed(self, scheduler_id: str, overrides: Mapping[str, Any]) -> None:
+        manager = self._manager
+        options = manager._registry.get(scheduler_id)
+        settings = from_store(options, overrides)
+        with manager._settings_lock:
+            manager._store.set_overrides(scheduler_id, settings.overrides)
+            if scheduler_id in manager._slots:  # else the manager reads them when it opens
+                event = machine.SettingsChanged(settings=settings.effective)
+                manager._carry_out(manager._feed(scheduler_id, event))
 
     def obey(self, scheduler_id: str, kind: str, payload: dict[str, Any]) -> dict[str, Any]:
         manager = self._manager

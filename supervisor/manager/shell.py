@@ -518,6 +518,10 @@ class Manager:
             self._store.set_overrides(scheduler_id, settings.overrides)
             event = machine.SettingsChanged(settings=settings.effective)
             self._carry_out(self._feed(scheduler_id, event))
+            if self._gate is not None:  # every other host applies it too
+                cluster_gate.share_settings(
+                    self._gate, scheduler_id, settings.overrides, self._report
+                )
 
     def reset_settings(self, scheduler_id: str) -> None:
         options = self._registry.get(scheduler_id)
@@ -525,6 +529,8 @@ class Manager:
             self._store.delete_overrides(scheduler_id)
             event = machine.SettingsChanged(settings=options.defaults)
             self._carry_out(self._feed(scheduler_id, event))
+            if self._gate is not None:
+                cluster_gate.share_settings(self._gate, scheduler_id, {}, self._report)
 
     def run_action(self, scheduler_id: str, action_id: str, *, actor: str) -> str:
         options = self._registry.get(scheduler_id)
