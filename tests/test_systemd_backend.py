@@ -340,7 +340,8 @@ def test_parse_timespans(text: str, usec: int | None) -> None:
         ("exit-code", 1, EXIT_FAILED, False, (Outcome.FAILED, 1, None)),
         ("exit-code", 1, EXIT_CANCELLED, False, (Outcome.CANCELLED, 143, None)),
         ("exit-code", 1, 124, False, (Outcome.TIMED_OUT, 124, None)),
-        ("exit-code", 1, 1, True, (Outcome.CRASHED, 1, None)),
+        ("exit-code", 1, 1, True, (Outcome.FAILED, 1, None)),
+        ("exit-code", 1, 3, True, (Outcome.FAILED, 3, None)),
         ("success", 1, 0, True, (Outcome.SUCCEEDED, 0, None)),
         ("signal", 2, 11, False, (Outcome.CRASHED, None, 11)),
         ("core-dump", 3, 6, False, (Outcome.CRASHED, None, 6)),
@@ -795,9 +796,10 @@ def test_runs_are_one_per_invocation_newest_first(
         backend.run("nope")
 
 
-def test_a_command_runners_exit_status_is_a_crash_unless_zero(
+def test_a_command_runners_exit_status_is_a_failure_unless_zero(
     backend: SystemdBackend, fake: FakeSystemd
 ) -> None:
+    # Before: crashed, "Exited with code 1"; the manager now says failed, "exit code 1".
     fake.units["t-job.cmd.service"].update(
         Result="exit-code",
         InvocationID="c1",
@@ -807,8 +809,8 @@ def test_a_command_runners_exit_status_is_a_crash_unless_zero(
         ExecMainStatus="1",
     )
     status = backend.status("job.cmd")
-    assert status.last_outcome is Outcome.CRASHED
-    assert status.last_error == "Exited with code 1"
+    assert status.last_outcome is Outcome.FAILED
+    assert status.last_error == "exit code 1"
 
 
 def test_a_run_without_an_end_that_is_not_running_was_interrupted(

@@ -42,6 +42,17 @@ def raises(ctx: scheduler.Context) -> None:
     raise RuntimeError("ops - started to panic")
 
 
+def _pause(ctx: scheduler.Context) -> None:
+    ctx.sleep("soon")  # type: ignore[arg-type]  # fails inside the supervisor's code
+
+
+def raises_through_ours(ctx: scheduler.Context) -> None:
+    try:
+        _pause(ctx)
+    except TypeError as error:
+        raise ValueError("the pause is not a number") from error
+
+
 def run_error(ctx: scheduler.Context) -> None:
     raise scheduler.RunError("failed randomly")
 
@@ -257,6 +268,7 @@ def configure(id: str, runner: Any, **more: Any) -> None:
 configure("ok", ok)
 configure("first", first)
 configure("raises", raises)
+configure("raises-through-ours", raises_through_ours)
 configure("run-error", run_error)
 configure("exit3", exit3)
 configure("segfault", segfault)
