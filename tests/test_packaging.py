@@ -18,7 +18,6 @@ import os
 import shutil
 import subprocess
 import sys
-import sysconfig
 import tarfile
 import tempfile
 import zipfile
@@ -55,13 +54,15 @@ def _tree_files() -> list[str]:
             check=True,
         ).stdout.decode()
         return [name for name in listed.split("\0") if name and (ROOT / name).is_file()]
-    skip = {".venv", ".git", "__pycache__", "build", "dist", "out"}
+    skip = {"__pycache__", "build", "dist", "out"}
     return [
         str(path.relative_to(ROOT))
         for path in ROOT.rglob("*")
         if path.is_file()
-        and not skip & set(path.relative_to(ROOT).parts)
-        and not any(part.endswith(".egg-info") for part in path.parts)
+        and not any(
+            part in skip or part.startswith(".") or part.endswith(".egg-info")
+            for part in path.relative_to(ROOT).parts
+        )
     ]
 
 
@@ -132,12 +133,13 @@ def test_the_wheel_installs_only_supervisor_and_carries_the_license(built: Built
 
 
 def _site_directories() -> list[str]:
-    """Where this interpreter finds the dependencies (not the checkout itself)."""
-    found = []
-    for entry in [sysconfig.get_paths()["purelib"], *sys.path]:
-        path = Path(entry)
-        if path.name in ("site-packages", "dist-packages") and path.is_dir():
-            found.append(str(path))
+    """Where this interpreter finds the dependencies: its path without the checkout."""
+    checkout = ROOT.resolve()
+    found = [
+        entry
+        for entry in sys.path
+        if entry and Path(entry).is_dir() and Path(entry).resolve() != checkout
+    ]
     return list(dict.fromkeys(found))
 
 
