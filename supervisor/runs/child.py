@@ -12,6 +12,10 @@ the process joins it before anything else. A
 ``Command`` runner is exec'd instead (after an ``exec`` notice on the records pipe), so
 its exit status is the outcome.
 
+A runner's traceback (``failure``) starts in the runner's code and leaves out the
+supervisor's own frames, in its exception chain too (``is_own_file`` tells them apart;
+``exits`` does the same for a fault's stack dump in the stderr tail).
+
 ``execute`` runs one execution in the *current* process with any ``RecordSink`` (the
 systemd mode's ``supervisor exec`` plugs its journald writer in); ``exec_command``
 replaces the current process with a ``Command``.
