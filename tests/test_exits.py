@@ -12,6 +12,7 @@ from supervisor.core.records import Outcome
 from supervisor.runs.exits import (
     Exit,
     RunEnd,
+    StderrTail,
     classify_exit,
     command_failure,
     describe_status,
@@ -366,6 +367,24 @@ def test_traceback_frames_of_ours_go_with_their_source_lines_and_others_stay() -
         "  [1 frame of sched-supervisor hidden]",
         *lines[6:],
     ]
+
+
+def test_the_tail_leaves_our_frames_out_as_they_come_so_they_push_nothing_out() -> None:
+    tail = StderrTail(5)
+    tail.extend(list(FAULT[:5]))
+    for line in FAULT[5:9]:  # our frames and the entry frame, one by one
+        tail.append(line)
+    tail.extend(list(FAULT[9:]))
+    assert tail.lines() == (
+        '  File "/srv/app/jobs.py", line 55 in parse',
+        '  File "/srv/app/jobs.py", line 12 in nightly',
+        "  [4 frames of sched-supervisor hidden]",
+        "",
+        "Extension modules: psutil._psutil_linux (total: 1)",
+    )
+    plain = StderrTail(2)
+    plain.extend(["a", "b", "c"])
+    assert plain.lines() == ("b", "c") and len(plain) == 2
 
 
 def test_a_command_failure_reads_exit_code() -> None:

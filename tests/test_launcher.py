@@ -196,6 +196,19 @@ def test_signals_are_crashes(
     assert any(fault in m for m in sink.messages(Source.STDERR))
 
 
+def test_a_deep_faults_tail_keeps_its_header_and_innermost_frame(launcher: Launcher) -> None:
+    # Before: the supervisor's 12 frames and the dump's footer filled the 20-line tail,
+    # pushing out "Fatal Python error" and the frame that faulted.
+    exit_, _ = run(launcher, "segfault-deep")
+    assert exit_.outcome is Outcome.CRASHED and exit_.signal == signal.SIGSEGV
+    assert exit_.error is not None
+    lines = exit_.error.splitlines()
+    assert "Fatal Python error: Segmentation fault" in lines
+    faulted = next(i for i, line in enumerate(lines) if line.startswith('  File "'))
+    assert lines[faulted].endswith(" in _descend")  # the innermost frame comes first
+    assert OWN_CODE not in exit_.error
+
+
 def test_a_cooperative_run_times_out_when_asked(launcher: Launcher) -> None:
     exit_, sink = run(launcher, "cooperative", timeout=0.3, grace=30)
     assert exit_.outcome is Outcome.TIMED_OUT

@@ -12,10 +12,11 @@ and the stdlib.
 
 from __future__ import annotations
 
+import collections
 import os
 import re
 import signal
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -183,36 +184,67 @@ def _tail(lines: tuple[str, ...]) -> str:
 _FRAME_LINE: Final = re.compile(r'  File "(?P<file>.*)", line \d+,? in (?P<function>\S+)$')
 
 
-def without_own_frames(lines: Sequence[str]) -> list[str]:
-    """``lines`` of stderr with the supervisor's own frames of stack dumps left out.
+_FILE_LINE: Final = '  File "'
 
-    Each stretch of them becomes one line saying how many (``hidden_frames_line``); the
-    ``python -c`` entry frame (``"<string>"``, ``<module>``) right beside our frames
-    counts as ours. Every other line is kept as it is."""
-    shown: list[str] = []
-    hidden = 0
-    in_hidden_frame = False
-    for line in lines:
-        match = _FRAME_LINE.match(line)
+
+class StderrTail:
+    """The last ``size`` lines of a run's stderr (all if None), with the supervisor's own
+    frames of stack dumps left out as they arrive, so they never push the runner's lines
+    (a fault's header, its innermost frames) out of the tail.
+
+    Each stretch of our frames becomes one line saying how many (``hidden_frames_line``);
+    the ``python -c`` entry frame (``"<string>"``, ``<module>``) right after our frames
+    counts as ours, and so do the indented source lines of a hidden frame (the traceback
+    module's format). Every other line is kept as it is.
+    """
+
+    def __init__(self, size: int | None) -> None:
+        self._lines: collections.deque[str] = collections.deque(maxlen=size)
+        self._hidden = 0  # our frames in the stretch at the end of the tail
+        self._in_hidden_frame = False
+
+    def __len__(self) -> int:
+        return len(self._lines)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._lines)
+
+    def lines(self) -> tuple[str, ...]:
+        return tuple(self._lines)
+
+    def extend(self, lines: Sequence[str]) -> None:
+        if not self._hidden and _FILE_LINE not in "\n".join(lines):
+            # The common case, at C speed: no frame line in the batch, none hidden before.
+            self._lines.extend(lines)
+            return
+        for line in lines:
+            self.append(line)
+
+    def append(self, line: str) -> None:
+        match = _FRAME_LINE.match(line) if line.startswith(_FILE_LINE) else None
         if match is not None:
             own = is_own_file(match["file"]) or (
-                hidden > 0 and match["file"] == "<string>" and match["function"] == "<module>"
+                self._hidden > 0 and match["file"] == "<string>" and match["function"] == "<module>"
             )
-            in_hidden_frame = own
+            self._in_hidden_frame = own
             if own:
-                hidden += 1
-                continue
-        elif in_hidden_frame and line.startswith("    "):
-            continue  # the source line (and carets) of a hidden frame
-        else:
-            in_hidden_frame = False
-        if hidden:
-            shown.append(hidden_frames_line(hidden))
-            hidden = 0
-        shown.append(line)
-    if hidden:
-        shown.append(hidden_frames_line(hidden))
-    return shown
+                if self._hidden:
+                    self._lines.pop()  # this stretch's line, counted again below
+                self._hidden += 1
+                self._lines.append(hidden_frames_line(self._hidden))
+                return
+        elif self._in_hidden_frame and line.startswith("    "):
+            return  # the source line (and carets) of a hidden frame
+        self._in_hidden_frame = False
+        self._hidden = 0
+        self._lines.append(line)
+
+
+def without_own_frames(lines: Sequence[str]) -> list[str]:
+    """``lines`` of stderr with the supervisor's own frames left out (see ``StderrTail``)."""
+    tail = StderrTail(None)
+    tail.extend(lines)
+    return list(tail.lines())
 
 
 def describe_status(status: int | None) -> tuple[int | None, int | None]:

@@ -66,6 +66,16 @@ def segfault(ctx: scheduler.Context) -> None:
     os.kill(os.getpid(), signal.SIGSEGV)
 
 
+def _descend(depth: int) -> None:
+    if depth == 0:
+        os.kill(os.getpid(), signal.SIGSEGV)
+    _descend(depth - 1)
+
+
+def segfault_deep(ctx: scheduler.Context) -> None:
+    _descend(12)  # a dump longer than the stderr tail once our frames are counted
+
+
 def abort(ctx: scheduler.Context) -> None:
     os.abort()
 
@@ -272,6 +282,7 @@ configure("raises-through-ours", raises_through_ours)
 configure("run-error", run_error)
 configure("exit3", exit3)
 configure("segfault", segfault)
+configure("segfault-deep", segfault_deep)
 configure("abort", abort)
 configure("cooperative", cooperative)
 configure("stubborn", stubborn)
