@@ -101,7 +101,7 @@ CASES: list[tuple[str, RunEnd, Exit]] = [
             outcome=Outcome.CRASHED,
             exit_code=None,
             signal=SIGABRT,
-            error="killed by signal SIGABRT (6)",
+            error="killed by signal SIGABRT (6) (core dumped)",
             result=None,
         ),
     ),

@@ -39,9 +39,9 @@ class Exit:
     - FAILED: the runner raised; ``error`` is ``"Type: message"``, a newline and the
       traceback (just the message for ``RunError``); or a command could not be exec'd;
       or a command exited non-zero: ``"exit code 3"`` and its last stderr lines.
-    - CRASHED: any other end: ``"killed by signal SIGSEGV (11)"``, a Python runner's
-      process ``"exited with code 3"`` (``os._exit``), ``"the run's exit status was
-      lost"``, followed by ``"\\nlast stderr lines:\\n..."`` (up to 20, with the
+    - CRASHED: any other end: ``"killed by signal SIGSEGV (11)"`` (``" (core dumped)"``
+      added when the wait status says so), a Python runner's process ``"exited with
+      code 3"`` (``os._exit``), ``"the run's exit status was lost"``, followed by ``"\\nlast stderr lines:\\n..."`` (up to 20, with the
       supervisor's own frames of a fault's stack dump left out).
     - TIMED_OUT: ``"timed out after 5s"``; CANCELLED: ``"cancelled: the run was
       stopped"`` (or ``... the supervisor is shutting down``); either followed by ``";
@@ -132,6 +132,8 @@ def classify_exit(end: RunEnd) -> Exit:
     if code == 0 and (end.execd or result is None) and not end.oom_killed:
         return Exit(outcome=Outcome.SUCCEEDED, exit_code=0, signal=None, error=None, result=None)
     error = _ending(code, signum, end.oom_killed)
+    if signum is not None and end.status is not None and os.WCOREDUMP(end.status):
+        error += " (core dumped)"
     if result is not None and not end.execd:
         error += f" after its runner ended {result.outcome.value}"
     return _crash(code, signum, error, end)
