@@ -41,8 +41,9 @@ class Exit:
       or a command exited non-zero: ``"exit code 3"`` and its last stderr lines.
     - CRASHED: any other end: ``"killed by signal SIGSEGV (11)"`` (``" (core dumped)"``
       added when the wait status says so), a Python runner's process ``"exited with
-      code 3"`` (``os._exit``), ``"the run's exit status was lost"``, followed by ``"\\nlast stderr lines:\\n..."`` (up to 20, with the
-      supervisor's own frames of a fault's stack dump left out).
+      code 3"`` (``os._exit``), ``"the run's exit status was lost"``, followed by
+      ``"\\nlast stderr lines:\\n..."`` (up to 20, with the supervisor's own frames of
+      a fault's stack dump left out).
     - TIMED_OUT: ``"timed out after 5s"``; CANCELLED: ``"cancelled: the run was
       stopped"`` (or ``... the supervisor is shutting down``); either followed by ``";
       it did not end when asked and was killed by signal SIGKILL (9)"`` if it had to be.
