@@ -297,9 +297,9 @@ class Manager:
                 continue
             heapq.heappop(self._heap)
             event = machine.Due(plan=plan, run_id=_new_run_id())
-            if self._gate is not None:
-                self._planned[event.run_id] = plan.planned_at
             effects = self._feed_locked(scheduler_id, event)
+            if self._gate is not None and any(isinstance(e, machine.Launch) for e in effects):
+                self._planned[event.run_id] = plan.planned_at  # the slot it claims
             if effects:
                 return effects
         return None
@@ -319,6 +319,8 @@ class Manager:
         except Exception as error:
             with self._lock:
                 self._cancels.pop(run.run_id, None)
+            if self._gate is not None:  # its slot was claimed: the run crashed before it began
+                self._gate.record_end(run.run_id, Outcome.CRASHED.value)
             self._carry_out(
                 self._feed(
                     run.scheduler_id,
