@@ -43,6 +43,7 @@ class ManagerHost:
         job_seconds: float = 0.3,
         admin: int | None = None,
         cluster_dsn: str | None = None,
+        ticks: int = 0,
     ) -> None:
         """``cluster_dsn``: the manager's own way to the database (e.g. through a proxy);
         its runs write the ledger on ``dsn``."""
@@ -59,6 +60,7 @@ class ManagerHost:
             "CLUSTER_LEDGER_DSN": dsn,
             "CLUSTER_HOST": name,
             "CLUSTER_JOB_SECONDS": str(job_seconds),
+            "CLUSTER_TICKS": str(ticks),
         }
         with self.log_path.open("w") as log:
             self.process = subprocess.Popen(

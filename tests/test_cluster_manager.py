@@ -205,6 +205,37 @@ def test_runs_go_on_once_per_slot_across_a_postgresql_restart(
     assert all(host.alive() for host in hosts)
 
 
+def test_injected_connection_failures_never_double_a_slot(
+    db: psycopg.Connection[Any],
+    pg_dsn: str,
+    pg_cluster: PostgresCluster,
+    hosts: list[ManagerHost],
+    tmp_path: Path,
+) -> None:
+    ticks = 20
+    # One new connection in five refused, one chunk in a hundred cut mid-conversation.
+    with FaultyProxy(("127.0.0.1", pg_cluster.port), refuse=0.2, cut=0.01, seed=7) as proxy:
+        via = pg_dsn.replace(f"port={pg_cluster.port}", f"port={proxy.port}")
+        for name in "ab":
+            hosts.append(
+                ManagerHost(pg_dsn, name, tmp_path, job_seconds=0.0, cluster_dsn=via, ticks=ticks)
+            )
+        for host in hosts:
+            host.ready()
+
+        def each_ran_3_times() -> bool:
+            row = db.execute(
+                "SELECT count(*) FROM (SELECT scheduler_id FROM cluster_test_ledger "
+                "WHERE scheduler_id LIKE 'c.tick.%%' GROUP BY 1 HAVING count(*) >= 3) AS done"
+            ).fetchone()
+            return row == (ticks,)
+
+        wait_for(each_ran_3_times, timeout=90, what=f"{ticks} schedulers x 3 runs")
+        assert proxy.refused > 0 and proxy.cuts > 0  # failures did happen
+    assert doubled_slots(db) == []
+    assert all(host.alive() for host in hosts)
+
+
 def test_a_graceful_stop_hands_over_at_once(
     db: psycopg.Connection[Any], pg_dsn: str, hosts: list[ManagerHost], tmp_path: Path
 ) -> None:

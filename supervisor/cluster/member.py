@@ -68,6 +68,8 @@ Report = Callable[[str], None]
 # OSError, ValueError: another thread closed the listener while ``select`` waited on it.
 _LOOP_CONNECTION_ERRORS: tuple[type[Exception], ...] = (*CONNECTION_ERRORS, OSError, ValueError)
 
+OPEN_ATTEMPTS = 5
+
 # How long the manager lets a custom action run (``manager.shell.ACTION_TIMEOUT``).
 ACTION_SECONDS = 60.0
 
@@ -279,15 +281,19 @@ class Member:
     # -- lifecycle --------------------------------------------------------------------------
 
     def open(self) -> None:
-        try:
-            conn = connect(self.config.dsn, application_name=f"sst {self.host}", **self._tcp())
-        except CONNECTION_ERRORS as error:
-            raise StoreError(f"cannot reach the cluster database: {error}") from error
-        try:
-            schema.install(conn)
-            schema.register(conn, list(self.config.scheduler_ids))
-        finally:
-            conn.close()
+        for attempt in range(OPEN_ATTEMPTS):  # a flaky network gets a few tries
+            try:
+                conn = connect(self.config.dsn, application_name=f"sst {self.host}", **self._tcp())
+                try:
+                    schema.install(conn)
+                    schema.register(conn, list(self.config.scheduler_ids))
+                finally:
+                    conn.close()
+                break
+            except CONNECTION_ERRORS as error:
+                if attempt == OPEN_ATTEMPTS - 1:
+                    raise StoreError(f"cannot reach the cluster database: {error}") from error
+                self._stop.wait(0.2 * (attempt + 1))
         for target, name in ((self._loop, "cluster"), (self._watch, "lease watchdog")):
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()

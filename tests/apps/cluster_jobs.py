@@ -3,7 +3,7 @@
 The ledger (``cluster_test_ledger``, made by the test, no constraints) is written by the
 run itself: its manager's run ID, the host it ran on (``CLUSTER_HOST``) and when it began
 and ended, on the database ``CLUSTER_LEDGER_DSN``. A run works for
-``CLUSTER_JOB_SECONDS`` (default 0.3 s) unless cancelled.
+``CLUSTER_JOB_SECONDS`` (default 0.3 s) unless cancelled. ``CLUSTER_TICKS`` adds ticks.
 """
 
 from __future__ import annotations
@@ -55,6 +55,17 @@ configure(
         defaults=scheduler.Settings(pause_time=timedelta(seconds=1)),
     )
 )
+# ``CLUSTER_TICKS=N``: N more ticks, c.tick.0 ... (the connection-failure test).
+for number in range(int(os.environ.get("CLUSTER_TICKS", "0"))):
+    configure(
+        scheduler.Options(
+            id=f"c.tick.{number}",
+            name=f"Tick {number}",
+            kind=scheduler.Kind.SCHEDULE,
+            runner=ledgered,
+            defaults=scheduler.Settings(pause_time=timedelta(seconds=1)),
+        )
+    )
 configure(
     scheduler.Options(
         id="c.manual",
