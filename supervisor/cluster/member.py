@@ -29,13 +29,12 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from psycopg.types.json import Jsonb
-
 from supervisor.cluster import commands as cmd
-from supervisor.cluster import schema
+from supervisor.cluster import schema, settings_feed
 from supervisor.cluster.db import CONNECTION_ERRORS, Connection, connect
 from supervisor.cluster.lease import Lease, Leases, LeaseTiming
 from supervisor.cluster.node import TRANSIENT_ERRORS, default_host_id
+from supervisor.cluster.shown import Shown, publish, see_owners
 from supervisor.cluster.slots import (
     Refusal,
     RunRecord,
@@ -46,7 +45,7 @@ from supervisor.cluster.slots import (
 )
 from supervisor.core.clock import Clock
 from supervisor.core.errors import BackendError, StaleLease, StoreError
-from supervisor.core.records import Outcome, SchedulerStatus, State
+from supervisor.core.records import SchedulerStatus
 
 __all__ = ["Member", "MemberConfig", "default_host_id"]
 
@@ -106,131 +105,6 @@ class _NoHooks:
         del scheduler_id, overrides
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class _Shown:
-    """What an owner publishes of one scheduler's status (``cluster_status``)."""
-
-    scheduler_id: str
-    host: str
-    state: str
-    run_phase: str | None
-    current_run_id: str | None
-    last_started_at: datetime | None
-    last_completed_at: datetime | None
-    next_planned_at: datetime | None
-    last_outcome: str | None
-    last_error: str | None
-    last_actor: str | None
-
-    @classmethod
-    def of(cls, host: str, status: SchedulerStatus) -> _Shown:
-        return cls(
-            scheduler_id=status.id,
-            host=host,
-            state=status.state.value,
-            run_phase=status.run_phase,
-            current_run_id=status.current_run_id,
-            last_started_at=status.last_started_at,
-            last_completed_at=status.last_completed_at,
-            next_planned_at=status.next_planned_at,
-            last_outcome=None if status.last_outcome is None else status.last_outcome.value,
-            last_error=status.last_error,
-            last_actor=status.last_actor,
-        )
-
-    @classmethod
-    def of_row(cls, scheduler_id: str, row: tuple[Any, ...]) -> _Shown:
-        return cls(scheduler_id=scheduler_id, **dict(zip(_SHOWN_COLUMNS, row, strict=True)))
-
-    def row(self, scheduler_id: str, token: int) -> tuple[Any, ...]:
-        return (scheduler_id, token, *(getattr(self, name) for name in _SHOWN_COLUMNS))
-
-    def over(self, status: SchedulerStatus) -> SchedulerStatus:
-        """``status`` (this host's) as its owner shows it."""
-        return replace(
-            status,
-            host=self.host,
-            state=State(self.state),
-            run_phase=self.run_phase,
-            current_run_id=self.current_run_id,
-            last_started_at=self.last_started_at,
-            last_completed_at=self.last_completed_at,
-            next_planned_at=self.next_planned_at,
-            last_outcome=None if self.last_outcome is None else Outcome(self.last_outcome),
-            last_error=self.last_error,
-            last_actor=self.last_actor,
-        )
-
-
-_SHOWN_COLUMNS = (
-    "host",
-    "state",
-    "run_phase",
-    "current_run_id",
-    "last_started_at",
-    "last_completed_at",
-    "next_planned_at",
-    "last_outcome",
-    "last_error",
-    "last_actor",
-)
-
-# The owners' published statuses come with the owners (a row of a former owner is ignored).
-SEE_OWNERS = f"""
-SELECT l.scheduler_id, l.holder, {", ".join(f"s.{c}" for c in _SHOWN_COLUMNS)}
-  FROM cluster_leases AS l
-  LEFT JOIN cluster_status AS s ON s.scheduler_id = l.scheduler_id AND s.host = l.holder
- WHERE l.scheduler_id = ANY(%s) AND l.holder IS NOT NULL AND l.expires_at > clock_timestamp()
-"""  # noqa: S608 (composed of constants only)
-
-# Only under a lease this host still holds: a former owner cannot overwrite the new one's.
-PUBLISH = """
-INSERT INTO cluster_status AS s (scheduler_id, token, host, state, run_phase, current_run_id,
-       last_started_at, last_completed_at, next_planned_at, last_outcome, last_error,
-       last_actor, updated_at)
-SELECT u.*, clock_timestamp()
-  FROM unnest(%(c0)s::text[], %(c1)s::bigint[], %(c2)s::text[], %(c3)s::text[],
-              %(c4)s::text[], %(c5)s::text[], %(c6)s::timestamptz[], %(c7)s::timestamptz[],
-              %(c8)s::timestamptz[], %(c9)s::text[], %(c10)s::text[], %(c11)s::text[])
-       AS u(scheduler_id, token, host, state, run_phase, current_run_id, last_started_at,
-            last_completed_at, next_planned_at, last_outcome, last_error, last_actor)
-  JOIN cluster_leases AS l ON l.scheduler_id = u.scheduler_id AND l.token = u.token
-   AND l.holder = %(holder)s
-ON CONFLICT (scheduler_id) DO UPDATE SET
-       token = EXCLUDED.token, host = EXCLUDED.host, state = EXCLUDED.state,
-       run_phase = EXCLUDED.run_phase, current_run_id = EXCLUDED.current_run_id,
-       last_started_at = EXCLUDED.last_started_at,
-       last_completed_at = EXCLUDED.last_completed_at,
-       next_planned_at = EXCLUDED.next_planned_at, last_outcome = EXCLUDED.last_outcome,
-       last_error = EXCLUDED.last_error, last_actor = EXCLUDED.last_actor,
-       updated_at = EXCLUDED.updated_at
-"""
-
-
-SHARE_SETTINGS = """
-INSERT INTO cluster_settings (scheduler_id, overrides, changed_by)
-VALUES (%(id)s, %(overrides)s, %(by)s)
-ON CONFLICT (scheduler_id) DO UPDATE SET
-       overrides = EXCLUDED.overrides, changed_by = EXCLUDED.changed_by,
-       version = nextval('cluster_settings_version'), changed_at = clock_timestamp()
-"""
-
-
-def _encode(overrides: Mapping[str, Any]) -> dict[str, Any]:
-    """Settings overrides as JSON (a duration as ``{"seconds": ...}``)."""
-    return {
-        name: {"seconds": value.total_seconds()} if isinstance(value, timedelta) else value
-        for name, value in overrides.items()
-    }
-
-
-def _decode(raw: Mapping[str, Any]) -> dict[str, Any]:
-    return {
-        name: timedelta(seconds=value["seconds"]) if isinstance(value, dict) else value
-        for name, value in raw.items()
-    }
-
-
 class Member:
     """One host in the cluster; ``open`` joins (raises ``StoreError`` when the database
     cannot be reached), ``close`` leaves and releases every lease at once."""
@@ -254,8 +128,8 @@ class Member:
         self._self_fenced: set[str] = set()
         self._pending_ends: list[tuple[RunRecord, str]] = []
         self._owners: dict[str, str] = {}
-        self._shown_elsewhere: dict[str, _Shown] = {}  # the owners' statuses, as published
-        self._published: dict[str, _Shown] = {}  # what this host published last
+        self._shown_elsewhere: dict[str, Shown] = {}  # the owners' statuses, as published
+        self._published: dict[str, Shown] = {}  # what this host published last
         self._settings_seen = 0  # the newest ``cluster_settings.version`` applied here
         self._settings_news: list[tuple[str, dict[str, Any]]] = []
         self._obeying: set[int] = set()
@@ -686,23 +560,16 @@ class Member:
     def _see_owners(self) -> None:
         """Who owns each scheduler now, and what the other owners published of theirs."""
         assert self._conn is not None
-        rows = self._conn.execute(SEE_OWNERS, (list(self.config.scheduler_ids),)).fetchall()
-        self._owners = {row[0]: row[1] for row in rows}
-        self._shown_elsewhere = {
-            row[0]: _Shown.of_row(row[0], row[2:])
-            for row in rows
-            if row[1] != self.host and row[2] is not None
-        }
+        owners, shown = see_owners(self._conn, list(self.config.scheduler_ids))
+        self._owners = owners
+        self._shown_elsewhere = {sid: s for sid, s in shown.items() if owners[sid] != self.host}
 
     def share_settings(self, scheduler_id: str, overrides: Mapping[str, Any]) -> None:
         with self._db:
             if self._conn is None:
                 raise BackendError("the cluster database is unreachable")
             try:
-                self._conn.execute(
-                    SHARE_SETTINGS,
-                    {"id": scheduler_id, "overrides": Jsonb(_encode(overrides)), "by": self.host},
-                )
+                settings_feed.share(self._conn, scheduler_id, overrides, by=self.host)
             except CONNECTION_ERRORS as error:
                 self._broken(error)
                 raise BackendError(f"cannot reach the cluster database: {error}") from error
@@ -712,15 +579,13 @@ class Member:
         the loop outside the lock). The first look takes every row: a host that was down
         catches up."""
         assert self._conn is not None
-        rows = self._conn.execute(
-            "SELECT scheduler_id, overrides, version, changed_by FROM cluster_settings "
-            "WHERE version > %s AND scheduler_id = ANY(%s) ORDER BY version",
-            (self._settings_seen, list(self.config.scheduler_ids)),
-        ).fetchall()
+        rows = settings_feed.changed_since(
+            self._conn, self._settings_seen, list(self.config.scheduler_ids)
+        )
         for scheduler_id, overrides, version, changed_by in rows:
             self._settings_seen = max(self._settings_seen, version)
             if changed_by != self.host:
-                self._settings_news.append((scheduler_id, _decode(overrides)))
+                self._settings_news.append((scheduler_id, overrides))
 
     def _publish(self, statuses: list[SchedulerStatus]) -> None:
         """Write what changed in the statuses of the schedulers this host holds."""
@@ -728,16 +593,12 @@ class Member:
         changed = []
         for status in statuses:
             lease = self.held.get(status.id)
-            shown = _Shown.of(self.host, status)
+            shown = Shown.of(self.host, status)
             if lease is not None and self._published.get(status.id) != shown:
                 changed.append((lease.token, shown))
         if not changed:
             return
-        rows = [shown.row(shown.scheduler_id, token) for token, shown in changed]
-        params: dict[str, Any] = {
-            f"c{i}": list(column) for i, column in enumerate(zip(*rows, strict=True))
-        }
-        self._conn.execute(PUBLISH, {"holder": self.host, **params})
+        publish(self._conn, holder=self.host, changed=changed)
         for _, shown in changed:
             self._published[shown.scheduler_id] = shown
 
