@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 APP = "tests.apps.manager_jobs:cfg"
 REPEAT = "m.repeat"  # SCHEDULE, 200 ms pause
 HANG = "m.hang"  # MANUAL, runs until cancelled
+CRON = "m.cron"  # CRON, 03:00 Europe/Berlin
 
 
 @dataclass
@@ -45,6 +46,7 @@ class ScriptedGate:
     fence: bool = False
     answer: dict[str, Any] = field(default_factory=lambda: {"ok": True, "run_id": "elsewhere"})
     claims: list[tuple[str, str, str | None]] = field(default_factory=list)
+    slots: dict[str, datetime] = field(default_factory=dict)  # run ID -> the slot claimed
     ends: list[tuple[str, str]] = field(default_factory=list)
     sent: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
     shared: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
@@ -71,6 +73,7 @@ class ScriptedGate:
         refused = None if scheduler_id in self.owned else "not the owner"
         with self.lock:
             self.claims.append((scheduler_id, run_id, refused))
+            self.slots[run_id] = slot
         return refused
 
     def record_end(self, run_id: str, outcome: str) -> bool:
@@ -217,3 +220,22 @@ def test_a_command_from_another_host_is_carried_out_here(
     assert gate.hooks.obey(HANG, "stop", {"actor": "ops@there"}) == {"ok": True}
     assert manager.wait_idle(HANG, timeout=10)
     assert gate.sent == []  # carried out here, not sent on
+
+
+def test_a_missed_cron_slot_is_run_at_once_claiming_that_slot(
+    parts: tuple[Manager, SqliteStore], gate: ScriptedGate
+) -> None:
+    manager, store = parts
+    gate.owned.add(CRON)
+    assert gate.hooks is not None
+    slot = datetime(2026, 1, 1, 2, 0, tzinfo=UTC)
+    gate.hooks.run_missed(CRON, slot)
+    run = wait_for(
+        lambda: [r for r in store.runs(CRON, limit=10) if r.outcome], timeout=10, what="a run"
+    )[0]
+    assert gate.slots[run.run_id] == slot
+    assert run.triggered_by is not None and "missed" in run.triggered_by
+    # Not for a stopped scheduler.
+    manager.stop(CRON, actor="ops")
+    gate.hooks.run_missed(CRON, slot)
+    assert [r.run_id for r in store.runs(CRON, limit=10)] == [run.run_id]

@@ -8,7 +8,8 @@ shifted. Managers as separate processes are in tests/test_cluster_manager.py.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -112,3 +113,78 @@ def test_a_cron_slot_is_claimed_as_named_once_the_database_clock_reaches_it(
     # The same slot again (another host, or a catch-up after a takeover): refused.
     refused = joined.claim("s", "again", slot=slot, trigger="cron")
     assert refused is not None and "claimed already" in refused
+
+
+class MissedHooks:
+    """Hooks that only note the missed slots they are asked to run."""
+
+    def __init__(self) -> None:
+        self.missed: list[tuple[str, datetime]] = []
+
+    def lease_lost(self, scheduler_id: str) -> None:
+        del scheduler_id
+
+    def statuses(self, scheduler_ids: list[str]) -> list[Any]:
+        return []
+
+    def settings_changed(self, scheduler_id: str, overrides: Any) -> None:
+        del scheduler_id, overrides
+
+    def run_missed(self, scheduler_id: str, slot: datetime) -> None:
+        self.missed.append((scheduler_id, slot))
+
+    def obey(self, scheduler_id: str, kind: str, payload: dict[str, Any]) -> dict[str, Any]:
+        return {"ok": False, "error": "not here"}
+
+
+def two_members(dsn: str, lines: list[str]) -> tuple[Member, Member, MissedHooks]:
+    first = Member(
+        MemberConfig(dsn=dsn, host_id="first", scheduler_ids=("s",)),
+        clock=SystemClock(),
+        report=lines.append,
+    )
+    first.open()
+    wait_for(lambda: first.owns("s"), timeout=10, what="the first lease")
+    heir = Member(
+        MemberConfig(dsn=dsn, host_id="heir", scheduler_ids=("s",)),
+        clock=SystemClock(),
+        report=lines.append,
+    )
+    hooks = MissedHooks()
+    heir.bind(hooks)
+    heir.open()
+    return first, heir, hooks
+
+
+@pytest.mark.parametrize("owner_ran_it", [False, True])
+def test_a_cron_slot_due_while_another_host_owned_it_is_run_once_by_the_heir(
+    pg_dsn: str, lines: list[str], owner_ran_it: bool
+) -> None:
+    first, heir, hooks = two_members(pg_dsn, lines)
+    try:
+        slot = datetime.now(UTC).replace(microsecond=0)
+        if owner_ran_it:
+            assert first.claim("s", "ran", slot=slot, trigger="cron") is None
+            assert first.record_end("ran", "succeeded")
+        refused = heir.claim("s", "not-here", slot=slot, trigger="cron")
+        assert refused is not None and "does not own" in refused
+        first.close()  # releases: the heir takes the lease at once
+        wait_for(lambda: heir.owns("s"), timeout=10, what="the heir's lease")
+        if owner_ran_it:
+            assert hooks.missed == []  # the slot was run: nothing to catch up
+            return
+        wait_for(lambda: hooks.missed, timeout=5, what="the missed slot")
+        assert hooks.missed == [("s", slot)]
+        # The run the manager then starts claims that very slot, as missed.
+        assert heir.claim("s", "caught-up", slot=slot, trigger="manual") is None
+        planned, _ = slot_row(pg_dsn, "caught-up")
+        assert planned == slot
+        with psycopg.connect(pg_dsn, autocommit=True) as conn:
+            row = conn.execute(
+                "SELECT trigger FROM cluster_runs WHERE run_ref = 'caught-up'"
+            ).fetchone()
+        assert row == ("missed",)
+        assert heir.record_end("caught-up", "succeeded")
+    finally:
+        heir.close()
+        first.close()  # idempotent

@@ -59,6 +59,8 @@ class Hooks(Protocol):
 
     def settings_changed(self, scheduler_id: str, overrides: Mapping[str, Any]) -> None: ...
 
+    def run_missed(self, scheduler_id: str, slot: datetime) -> None: ...
+
     def obey(self, scheduler_id: str, kind: str, payload: dict[str, Any]) -> dict[str, Any]: ...
 
 
@@ -104,6 +106,9 @@ class _NoHooks:
     def settings_changed(self, scheduler_id: str, overrides: Mapping[str, Any]) -> None:
         del scheduler_id, overrides
 
+    def run_missed(self, scheduler_id: str, slot: datetime) -> None:
+        del scheduler_id, slot
+
 
 class Member:
     """One host in the cluster; ``open`` joins (raises ``StoreError`` when the database
@@ -132,12 +137,18 @@ class Member:
         self._published: dict[str, Shown] = {}  # what this host published last
         self._settings_seen = 0  # the newest ``cluster_settings.version`` applied here
         self._settings_news: list[tuple[str, dict[str, Any]]] = []
+        # A cron slot that fell due here while another host held the lease (the latest
+        # per scheduler): unclaimed when this host takes the lease, it was missed.
+        self._refused_shared: dict[str, datetime] = {}
+        self._missed_news: list[tuple[str, datetime]] = []
+        self._asked_missed: set[tuple[str, datetime]] = set()
         self._obeying: set[int] = set()
         self._unanswered: dict[int, tuple[cmd.Command, dict[str, Any]]] = {}
         self._share = len(config.scheduler_ids)
         self._db_offset = timedelta(0)  # the database clock minus this host's
         self._renew_due = self._acquire_due = self._commands_due = 0.0
         self._stop = threading.Event()
+        self._left = False
         self._first_round = threading.Event()  # the first leases were taken (or tried)
         self._wake_r, self._wake_w = os.pipe()
         self._threads: list[threading.Thread] = []
@@ -178,7 +189,10 @@ class Member:
 
     def close(self) -> None:
         """Leave: record the ends still pending, release the leases (the others are woken
-        by NOTIFY and take them at once), close the connections."""
+        by NOTIFY and take them at once), close the connections. Idempotent."""
+        if self._left:
+            return
+        self._left = True
         self._stop.set()
         os.write(self._wake_w, b"x")
         for thread in self._threads:
@@ -240,6 +254,9 @@ class Member:
         host whose clock runs ahead waits (up to ``MAX_EARLY``) for the database clock to
         reach it. Any other slot is this host's own (a pause after its last run, Execute
         Now): it is moved onto the database clock, so a skewed host is never "early"."""
+        if (scheduler_id, slot) in self._asked_missed:  # the run ``run_missed`` asked for
+            self._asked_missed.discard((scheduler_id, slot))
+            trigger = "missed"
         if trigger not in SHARED_SLOTS:
             slot += self._db_offset
         refused = self._claim(scheduler_id, run_id, slot=slot, trigger=trigger)
@@ -258,6 +275,8 @@ class Member:
         with self._db:
             lease = self.held.get(scheduler_id)
             if lease is None or not self.owns(scheduler_id):
+                if trigger in SHARED_SLOTS:
+                    self._refused_shared[scheduler_id] = slot
                 return f"{self.host} does not own {scheduler_id}"
             conn = self._conn
             if conn is None:
@@ -401,6 +420,10 @@ class Member:
                 for scheduler_id, overrides in self._settings_news:
                     self._hooks.settings_changed(scheduler_id, overrides)
                 self._settings_news = []
+                for scheduler_id, slot in self._missed_news:
+                    self._events("missed", scheduler_id=scheduler_id, slot=slot.isoformat())
+                    self._hooks.run_missed(scheduler_id, slot)
+                self._missed_news = []
                 self._obey()
                 self._sleep()
             except _LOOP_CONNECTION_ERRORS as error:
@@ -554,8 +577,24 @@ class Member:
                     sent + self.config.timing.ttl.total_seconds()
                 )
             self._events("acquired", scheduler_id=lease.scheduler_id, token=lease.token)
+            self._catch_up(lease.scheduler_id)
         if interrupted:
             self._events("interrupted_orphans", count=interrupted)
+
+    def _catch_up(self, scheduler_id: str) -> None:
+        """Under ``_db``, on taking a lease: a cron slot refused here while another host
+        held it, and claimed by nobody, was missed (its owner died just before it):
+        the manager is asked to run it (``run_missed``)."""
+        slot = self._refused_shared.pop(scheduler_id, None)
+        if slot is None or self._conn is None:
+            return
+        claimed = self._conn.execute(
+            "SELECT 1 FROM cluster_slots WHERE scheduler_id = %s AND planned_slot = %s",
+            (scheduler_id, slot),
+        ).fetchone()
+        if claimed is None:
+            self._asked_missed.add((scheduler_id, slot))
+            self._missed_news.append((scheduler_id, slot))
 
     def _see_owners(self) -> None:
         """Who owns each scheduler now, and what the other owners published of theirs."""

@@ -29,7 +29,9 @@ May import ``core`` and ``manager.machine`` (and, for type checking, ``manager.s
 
 from __future__ import annotations
 
+import contextlib
 import threading
+import uuid
 from collections.abc import Mapping
 from dataclasses import replace
 from datetime import datetime
@@ -45,6 +47,7 @@ from supervisor.core.errors import (
 from supervisor.core.records import Outcome, RunRecord, SchedulerStatus
 from supervisor.core.settings import from_store
 from supervisor.manager import machine
+from supervisor.manager.machine import SchedulerState
 
 if TYPE_CHECKING:
     from supervisor.manager.shell import Manager
@@ -52,6 +55,8 @@ if TYPE_CHECKING:
 # Command kinds, as ``cluster.commands.CommandKind`` spells them.
 START, STOP, EXECUTE, ACTION = "start", "stop", "execute", "action"
 
+# Who a run of a cron slot missed at a takeover is shown as started by.
+MISSED_ACTOR = "cluster (a cron slot missed while its owner died)"
 # Why a run is cancelled when its lease is lost (the run's error: "cancelled: ...").
 LEASE_LOST = "this host lost the lease of the scheduler; another host may run it now"
 FENCED_ERROR = (
@@ -77,6 +82,12 @@ class GateHooks(Protocol):
 
     def settings_changed(self, scheduler_id: str, overrides: Mapping[str, Any]) -> None:
         """Another host changed the settings: store ``overrides`` here and apply them."""
+        ...
+
+    def run_missed(self, scheduler_id: str, slot: datetime) -> None:
+        """A cron ``slot`` nobody ran (its owner died just before it, this host now owns
+        the scheduler): run it now, unless the scheduler is stopped or disabled, a run is
+        in progress, or missed cron runs are not caught up. Its claim names ``slot``."""
         ...
 
 
@@ -242,6 +253,24 @@ class ManagerHooks:
             if scheduler_id in manager._slots:  # else the manager reads them when it opens
                 event = machine.SettingsChanged(settings=settings.effective)
                 manager._carry_out(manager._feed(scheduler_id, event))
+
+    def run_missed(self, scheduler_id: str, slot: datetime) -> None:
+        manager = self._manager
+        run_id = uuid.uuid4().hex[:16]
+        with manager._lock:
+            state = manager._slots.get(scheduler_id)
+            if (
+                state is None
+                or not manager._config.catch_up_missed_cron
+                or state.state is SchedulerState.STOPPED
+                or state.settings.disabled
+                or state.run is not None
+            ):
+                return
+            manager._planned[run_id] = slot  # the slot its claim names
+        execute = machine.Execute(actor=MISSED_ACTOR, run_id=run_id)
+        with contextlib.suppress(SupervisorError):  # a run began meanwhile, or shutdown
+            manager._carry_out(manager._command(scheduler_id, execute))
 
     def obey(self, scheduler_id: str, kind: str, payload: dict[str, Any]) -> dict[str, Any]:
         manager = self._manager
