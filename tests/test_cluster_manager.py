@@ -31,8 +31,9 @@ from tests.cluster_managers import (
     make_ledger,
     overlaps,
 )
+from tests.http_session import HttpSession, bootstrap_password
 from tests.manager_process import cli
-from tests.postgres import PostgresCluster, pg_cluster, pg_dsn
+from tests.postgres import PostgresCluster, free_port, pg_cluster, pg_dsn
 from tests.tcp_proxy import FaultyProxy
 from tests.waiting import wait_for
 
@@ -333,3 +334,31 @@ def test_controls_from_any_host_reach_the_owner(
             what=f"the new pause on {host.name}",
         )
     assert doubled_slots(db) == []
+
+
+def test_the_admin_center_of_any_host_names_the_owner_and_reaches_it(
+    db: psycopg.Connection[Any], pg_dsn: str, hosts: list[ManagerHost], tmp_path: Path
+) -> None:
+    port = free_port()
+    hosts.append(ManagerHost(pg_dsn, "a", tmp_path, job_seconds=0.2))
+    hosts.append(ManagerHost(pg_dsn, "b", tmp_path, job_seconds=0.2, admin=port))
+    for host in hosts:
+        host.ready()
+    wait_for(
+        lambda: {holder(db, "c.manual"), holder(db, TICK)} == {"a", "b"},
+        timeout=10,
+        what="one lease on each host",
+    )
+    owner = holder(db, "c.manual")
+    client = HttpSession("127.0.0.1", port)
+    client.first_login("admin", bootstrap_password(hosts[1].state), "a much longer secret 1")
+    wait_for(
+        lambda: f'<dd data-field="host">{owner}</dd>' in client.request("GET", "/")[2],
+        timeout=5,
+        what="the owner on the card",
+    )
+    token = client.csrf("/schedulers/c.manual")
+    status, _, _ = client.request("POST", "/schedulers/c.manual/execute", {"csrf": token})
+    assert status == 303
+    row = wait_for(lambda: ledger(db, "c.manual"), timeout=10, what="the run")[0]
+    assert row[1] == owner  # it ran on the owner, whichever host was asked
