@@ -29,6 +29,8 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+from psycopg.conninfo import conninfo_to_dict
+
 from supervisor.cluster import commands as cmd
 from supervisor.cluster import schema, settings_feed
 from supervisor.cluster.db import CONNECTION_ERRORS, Connection, connect
@@ -70,6 +72,7 @@ Report = Callable[[str], None]
 _LOOP_CONNECTION_ERRORS: tuple[type[Exception], ...] = (*CONNECTION_ERRORS, OSError, ValueError)
 
 OPEN_ATTEMPTS = 5
+CONNECT_SECONDS = 5  # a connect's timeout where the DSN names none
 
 # How long the manager lets a custom action run (``manager.shell.ACTION_TIMEOUT``).
 ACTION_SECONDS = 60.0
@@ -409,10 +412,16 @@ class Member:
                 statuses: list[SchedulerStatus] = []
                 if self._clock.monotonic() >= self._renew_due and self.held:
                     statuses = self._hooks.statuses(list(self.held))
+                if self._conn is None:
+                    # Connected outside ``_db`` (a connect may take its timeout), adopted
+                    # under it.
+                    connected = self._connect()
+                    with self._db:
+                        self._adopt(*connected)
+                    backoff = 0.05
                 with self._db:
-                    if self._conn is None:
-                        self._open()
-                        backoff = 0.05
+                    if self._conn is None:  # lost again meanwhile
+                        continue
                     lost = self._tick(statuses)
                 self._first_round.set()
                 for scheduler_id in lost:
@@ -436,12 +445,18 @@ class Member:
                 self._stop.wait(backoff)
 
     def _tcp(self) -> dict[str, int]:
-        """Give up on a connection whose packets go unacknowledged for a ttl (a partition)."""
-        return {"tcp_user_timeout": int(self.config.timing.ttl.total_seconds() * 1000)}
+        """Give up on a connection whose packets go unacknowledged for a ttl (a partition),
+        and on a connect after ``CONNECT_SECONDS`` unless the DSN says otherwise."""
+        params = {"tcp_user_timeout": int(self.config.timing.ttl.total_seconds() * 1000)}
+        if "connect_timeout" not in conninfo_to_dict(self.config.dsn):
+            params["connect_timeout"] = CONNECT_SECONDS
+        return params
 
     def _open(self) -> None:
-        """Under ``_db``: connect both connections, keep the leases still carrying their
-        token, and close a run whose start committed but whose reply was lost."""
+        """Under ``_db``: connect and adopt the connections."""
+        self._adopt(*self._connect())
+
+    def _connect(self) -> tuple[Connection, cmd.Listener]:
         conn = connect(self.config.dsn, application_name=f"sst {self.host}", **self._tcp())
         try:
             listener = cmd.Listener(
@@ -450,6 +465,11 @@ class Member:
         except BaseException:
             conn.close()
             raise
+        return conn, listener
+
+    def _adopt(self, conn: Connection, listener: cmd.Listener) -> None:
+        """Under ``_db``: use the new connections, keep the leases still carrying their
+        token, and close a run whose start committed but whose reply was lost."""
         self._conn = conn
         self._api = Leases(conn, holder=self.host, timing=self.config.timing)
         self._listener = listener
