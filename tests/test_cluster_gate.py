@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +69,15 @@ class ScriptedGate:
     def shown(self, status: SchedulerStatus) -> SchedulerStatus:
         return replace(status, host=self.owner(status.id))
 
-    def claim(self, scheduler_id: str, run_id: str, *, slot: datetime, trigger: str) -> str | None:
+    def claim(
+        self,
+        scheduler_id: str,
+        run_id: str,
+        *,
+        slot: datetime,
+        trigger: str,
+        pause: timedelta | None = None,
+    ) -> str | None:
         refused = None if scheduler_id in self.owned else "not the owner"
         with self.lock:
             self.claims.append((scheduler_id, run_id, refused))

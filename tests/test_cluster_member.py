@@ -188,3 +188,20 @@ def test_a_cron_slot_due_while_another_host_owned_it_is_run_once_by_the_heir(
     finally:
         heir.close()
         first.close()  # idempotent
+
+
+def test_a_pause_holds_across_hosts_after_a_hand_off(pg_dsn: str, lines: list[str]) -> None:
+    first, heir, _ = two_members(pg_dsn, lines)
+    try:
+        assert first.claim("s", "last", slot=datetime.now(UTC), trigger="schedule") is None
+        assert first.record_end("last", "succeeded")
+        first.close()
+        wait_for(lambda: heir.owns("s"), timeout=10, what="the heir's lease")
+        now = datetime.now(UTC)
+        refused = heir.claim("s", "early", slot=now, trigger="schedule", pause=timedelta(hours=1))
+        assert refused is not None and "pausing" in refused
+        assert heir.claim("s", "later", slot=now, trigger="schedule", pause=timedelta(0)) is None
+        assert heir.record_end("later", "succeeded")
+    finally:
+        heir.close()
+        first.close()

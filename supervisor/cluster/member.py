@@ -250,7 +250,15 @@ class Member:
             return replace(status, host=owner)
         return published.over(status)
 
-    def claim(self, scheduler_id: str, run_id: str, *, slot: datetime, trigger: str) -> str | None:
+    def claim(
+        self,
+        scheduler_id: str,
+        run_id: str,
+        *,
+        slot: datetime,
+        trigger: str,
+        pause: timedelta | None = None,
+    ) -> str | None:
         """Claim the slot and record the run's start (see ``cluster_gate.FencedRuns``).
 
         A cron slot is an instant every host names alike: it is claimed as planned, and a
@@ -262,7 +270,7 @@ class Member:
             trigger = "missed"
         if trigger not in SHARED_SLOTS:
             slot += self._db_offset
-        refused = self._claim(scheduler_id, run_id, slot=slot, trigger=trigger)
+        refused = self._claim(scheduler_id, run_id, slot=slot, trigger=trigger, pause=pause)
         if refused is Refusal.NOT_DUE and trigger in SHARED_SLOTS:
             early = (slot - (self._clock.now() + self._db_offset)).total_seconds()
             if early <= MAX_EARLY.total_seconds():
@@ -273,7 +281,13 @@ class Member:
         return refused
 
     def _claim(
-        self, scheduler_id: str, run_id: str, *, slot: datetime, trigger: str
+        self,
+        scheduler_id: str,
+        run_id: str,
+        *,
+        slot: datetime,
+        trigger: str,
+        pause: timedelta | None = None,
     ) -> str | Refusal | None:
         with self._db:
             lease = self.held.get(scheduler_id)
@@ -285,6 +299,8 @@ class Member:
             if conn is None:
                 return "the cluster database is unreachable"
             try:
+                if pause is not None and (too_soon := self._too_soon(scheduler_id, slot, pause)):
+                    return too_soon
                 claim = claim_slot(conn, lease, slot, early=self.config.early)
                 if claim is Refusal.TAKEN:
                     self._events("taken", scheduler_id=scheduler_id, slot=slot.isoformat())
@@ -306,6 +322,19 @@ class Member:
                 self._flights[scheduler_id] = run_id
         self._events("started", scheduler_id=scheduler_id, run_id=run_id, token=run.token)
         return None
+
+    def _too_soon(self, scheduler_id: str, slot: datetime, pause: timedelta) -> str | None:
+        """Under ``_db``: why ``slot`` comes too soon after the last run another host
+        ended (a pause holds across hosts: after a hand-off or a takeover too), or None."""
+        assert self._conn is not None
+        row = self._conn.execute(
+            "SELECT max(ended_at) FROM cluster_runs WHERE scheduler_id = %s AND host <> %s",
+            (scheduler_id, self.host),
+        ).fetchone()
+        ended = None if row is None else row[0]
+        if ended is None or slot >= ended + pause:
+            return None
+        return f"a run of {scheduler_id} on another host ended {ended.isoformat()}: pausing"
 
     def record_end(self, run_id: str, outcome: str) -> bool:
         with self._db:

@@ -34,9 +34,10 @@ import threading
 import uuid
 from collections.abc import Mapping
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
+from supervisor.core.definitions import Kind
 from supervisor.core.errors import (
     ActionFailed,
     AlreadyRunning,
@@ -44,7 +45,7 @@ from supervisor.core.errors import (
     SupervisorError,
     UnknownAction,
 )
-from supervisor.core.records import Outcome, RunRecord, SchedulerStatus
+from supervisor.core.records import Outcome, RunRecord, SchedulerStatus, Trigger
 from supervisor.core.settings import from_store
 from supervisor.manager import machine
 from supervisor.manager.machine import SchedulerState
@@ -95,11 +96,21 @@ class FencedRuns(Protocol):
     """Run writes that carry the lease's fencing token (the coordination database's
     ``cluster_runs`` today; a shared PostgreSQL store when it lands)."""
 
-    def claim(self, scheduler_id: str, run_id: str, *, slot: datetime, trigger: str) -> str | None:
+    def claim(
+        self,
+        scheduler_id: str,
+        run_id: str,
+        *,
+        slot: datetime,
+        trigger: str,
+        pause: timedelta | None = None,
+    ) -> str | None:
         """Claim ``slot`` of ``scheduler_id`` and record the run's start under the lease.
+        ``pause``: a run of another host must have ended at least this long before the
+        slot (a SCHEDULE's pause holds across hosts).
 
         Returns None when the run may start, else why not (not the owner, slot taken,
-        stale lease, database unreachable). Never raises."""
+        too soon, stale lease, database unreachable). Never raises."""
         ...
 
     def record_end(self, run_id: str, outcome: str) -> bool:
@@ -180,7 +191,18 @@ def route(
 def admit_launch(manager: Manager, gate: ClusterGate, run: RunRecord, slot: datetime) -> bool:
     """Claim ``run``'s slot before its row is stored. False: the run does not happen here
     (the machine is told it was cancelled before it began, and plans the next one)."""
-    refused = gate.claim(run.scheduler_id, run.run_id, slot=slot, trigger=run.trigger.value)
+    with manager._lock:
+        state = manager._slots.get(run.scheduler_id)
+    pause = None
+    if (
+        state is not None
+        and state.options.kind is Kind.SCHEDULE
+        and run.trigger is Trigger.SCHEDULE
+    ):
+        pause = state.settings.pause_time
+    refused = gate.claim(
+        run.scheduler_id, run.run_id, slot=slot, trigger=run.trigger.value, pause=pause
+    )
     if refused is None:
         return True
     with manager._lock:
