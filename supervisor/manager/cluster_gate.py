@@ -4,17 +4,22 @@ A ``ClusterGate`` (``cluster.member.Member``, on PostgreSQL) says which schedule
 host runs. The manager calls it at a few points, each a one-line hook in ``shell``:
 
 - before a run's row is stored, ``admit_launch``: the lease must be held and the run's
-  slot claimed, else the run does not happen on this host (another host ran it, or owns
-  the scheduler) and the machine settles as for a run cancelled before it began;
+  slot claimed (for a SCHEDULE, a pause after another host's last run too), else the run
+  does not happen on this host (another host ran it, or owns the scheduler) and the
+  machine settles as for a run cancelled before it began;
 - when a run's end is recorded, ``fence_end``: the end is written under the lease's token;
   a refused (stale) token means another host has taken over: the run is reported as
   fenced and kept here as ``interrupted``, the outcome the new owner gave it;
 - at each control (start, stop, execute now, custom action), ``route``: a command for a
   scheduler another host owns is sent to it and its answer returned (or its error raised);
-- in status and run reads, the host that owns the scheduler or ran the run.
+- at a settings change, ``share_settings``: every other host applies it too;
+- in status and run reads, the host that owns the scheduler or ran the run, and for a
+  scheduler another host owns, that host's state, current run and times.
 
 The gate calls back through ``GateHooks`` (``ManagerHooks``): a lease lost while a run is
-in flight cancels the run; a command that reached this host is carried out here.
+in flight cancels the run; a command that reached this host is carried out here; this
+host's statuses are published; another host's settings change is applied; a cron slot
+nobody ran while its owner died is run.
 
 The run store seam: until a shared store holds every host's runs, each host keeps its own
 local store and the gate keeps the fenced record of the runs (``FencedRuns``, in the
@@ -32,7 +37,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
@@ -212,7 +217,7 @@ def admit_launch(manager: Manager, gate: ClusterGate, run: RunRecord, slot: date
     return False
 
 
-def fence_end(gate: ClusterGate, run: RunRecord, report: Any) -> RunRecord:
+def fence_end(gate: ClusterGate, run: RunRecord, report: Callable[[str], None]) -> RunRecord:
     """Write ``run``'s end under its lease token; a refused write marks it fenced."""
     if run.outcome is None or gate.record_end(run.run_id, run.outcome.value):
         return run
@@ -223,7 +228,10 @@ def fence_end(gate: ClusterGate, run: RunRecord, report: Any) -> RunRecord:
 
 
 def share_settings(
-    gate: ClusterGate, scheduler_id: str, overrides: Mapping[str, Any], report: Any
+    gate: ClusterGate,
+    scheduler_id: str,
+    overrides: Mapping[str, Any],
+    report: Callable[[str], None],
 ) -> None:
     """Share a settings change made here; a failure is reported (it holds on this host)."""
     try:
