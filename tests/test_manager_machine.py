@@ -202,7 +202,8 @@ def test_stop_cancels_the_run_and_it_ends_stopped() -> None:
     replay.due()
     replay.started()
     effects = replay.feed(machine.Stop(actor="ada"))
-    assert machine.Cancel(run_id=replay.current().run_id, reason="stop") in effects
+    note = "stopped by ada 12:00 UTC"
+    assert machine.Cancel(run_id=replay.current().run_id, reason="stop", note=note) in effects
     assert replay.slot.phase is RunPhase.STOPPING
     assert replay.slot.public_state is State.RUNNING  # a run is still in progress
     replay.ended(Outcome.CANCELLED)
@@ -344,7 +345,8 @@ def test_stop_during_a_pending_launch_ends_the_run_as_cancelled_before_it_starte
     replay.due()
     run_id = replay.current().run_id
     effects = replay.feed(machine.Stop(actor="ada"))
-    assert machine.Cancel(run_id=run_id, reason="stop") in effects
+    note = "stopped by ada 12:00 UTC"
+    assert machine.Cancel(run_id=run_id, reason="stop", note=note) in effects
     assert replay.slot.phase is RunPhase.STOPPING
     effects = replay.feed(
         machine.LaunchFailed(run_id=run_id, error="cancelled", stored=True, cancelled=True),
