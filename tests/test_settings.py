@@ -157,6 +157,7 @@ def test_the_form_reads_each_field_of_the_kind() -> None:
         pause_time=timedelta(hours=1, minutes=30),
         timeout=None,
         disabled=True,
+        retries=0,  # empty: none; an empty retry delay keeps its value
     )
     cron = owner.read_form(Kind.CRON, {"cron": "0 3 * * *", "timezone": "", "timeout": "10m"})
     assert cron.change.timezone == "UTC" and cron.change.disabled is False

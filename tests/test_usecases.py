@@ -20,7 +20,7 @@ from supervisor.core.errors import (
     StoreError,
     UnknownScheduler,
 )
-from supervisor.core.records import AuditEntry, SchedulerStatus, State
+from supervisor.core.records import AuditEntry, Decision, SchedulerStatus, State
 from supervisor.core.registry import Registry
 from supervisor.core.settings import EffectiveSettings, SettingsChange
 from supervisor.usecases.accounts import Accounts
@@ -36,6 +36,8 @@ class RecordingBackend:
         self.calls: list[tuple[str, str]] = []
         self.stored: dict[str, dict[str, Any]] = {}
         self.applied: list[EffectiveSettings] = []
+        self.reasons: list[str | None] = []
+        self.disabled_by: list[Decision | None] = []
 
     def status(self, scheduler_id: str) -> SchedulerStatus:
         options = self.registry.get(scheduler_id)
@@ -55,8 +57,15 @@ class RecordingBackend:
     def start(self, scheduler_id: str, *, actor: str) -> None:
         self.calls.append(("start", actor))
 
-    def stop(self, scheduler_id: str, *, actor: str) -> None:
+    def stop(self, scheduler_id: str, *, actor: str, reason: str | None = None) -> None:
         self.calls.append(("stop", actor))
+        self.reasons.append(reason)
+
+    def pause(
+        self, scheduler_id: str, *, actor: str, until: datetime, reason: str | None = None
+    ) -> None:
+        self.calls.append(("pause", actor))
+        self.reasons.append(reason)
 
     def execute(self, scheduler_id: str, *, actor: str) -> str:
         self.calls.append(("execute", actor))
@@ -65,9 +74,16 @@ class RecordingBackend:
     def overrides(self, scheduler_id: str) -> dict[str, Any]:
         return dict(self.stored.get(scheduler_id, {}))
 
-    def update_settings(self, scheduler_id: str, settings: EffectiveSettings) -> None:
+    def update_settings(
+        self,
+        scheduler_id: str,
+        settings: EffectiveSettings,
+        *,
+        disabled_by: Decision | None = None,
+    ) -> None:
         self.stored[scheduler_id] = dict(settings.overrides)
         self.applied.append(settings)
+        self.disabled_by.append(disabled_by)
 
     def reset_settings(self, scheduler_id: str) -> None:
         self.stored.pop(scheduler_id, None)
@@ -278,7 +294,7 @@ def test_a_control_that_fails_after_its_audit_is_recorded_as_failed(
 ) -> None:
     use_cases, backend, trail = wired
 
-    def busy(scheduler_id: str, *, actor: str) -> None:
+    def busy(scheduler_id: str, *, actor: str, reason: str | None = None) -> None:
         raise AlreadyRunning(scheduler_id, "r9")
 
     backend.stop = busy  # type: ignore[method-assign]

@@ -185,10 +185,10 @@ class Settings:
 
     ``timeout`` None means no limit. ``retries``: how often a failed, crashed or
     timed-out run is tried again (0: never), the first time ``retry_delay`` after its end,
-    each further time after twice the wait before (capped). Each field is checked on its own here; the cron
-    grammar, the time zone and the rules of a kind (``cron`` only and always for
-    ``Kind.CRON``) are checked by ``core.settings``, which every definition and every
-    change passes through.
+    each further time after twice the wait before (capped). Each field is checked on
+    its own here; the cron grammar, the time zone and the rules of a kind (``cron``
+    only and always for ``Kind.CRON``) are checked by ``core.settings``, which every
+    definition and every change passes through.
     """
 
     start_delay: timedelta = timedelta(0)

@@ -283,7 +283,8 @@ def read_form(kind: Kind, form: Mapping[str, str]) -> FormReading:
     """Read the fields a ``kind`` shows (``KIND_FIELDS``); each bad field gets its message.
 
     Durations read like ``90s``, ``5m``, ``1h30m``; an empty timeout means no limit; an
-    empty time zone means UTC; empty retries mean none; a checkbox is on when sent as on/true/1/yes.
+    empty time zone means UTC; empty retries mean none, an empty retry delay keeps its
+    value; a checkbox is on when sent as on/true/1/yes.
     """
     texts: dict[str, str] = {}
     values: dict[str, Any] = {}
@@ -295,6 +296,8 @@ def read_form(kind: Kind, form: Mapping[str, str]) -> FormReading:
             continue
         text = form.get(name, "").strip()
         texts[name] = text
+        if name == "retry_delay" and not text:
+            continue  # left empty: it keeps its value
         try:
             values[name] = _read_field(name, text)
         except DefinitionError as error:

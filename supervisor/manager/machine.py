@@ -668,9 +668,7 @@ def _settle(
         held_until = None if slot.held is None else slot.held.until
         if held_until is not None and held_until > now.wall:
             resume = _resume_plan(held_until, now)
-            slot = replace(
-                slot, run=None, phase=None, restart_on_end=False, plan=resume, **changes
-            )
+            slot = replace(slot, run=None, phase=None, restart_on_end=False, plan=resume, **changes)
             return slot, [Replan(plan=resume)]
         # The pause ended while the run was in progress: resume now.
         slot = replace(slot, run=None, phase=None, **changes)

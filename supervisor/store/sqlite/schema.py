@@ -110,6 +110,5 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
     ),
 )
 
-TABLES: Final = frozenset(
-    {"meta", "overrides", "decisions", "runs", "logs", "counters", "audit", "users"}
-)
+# The tables every version has (checked when opening; later ones come with migrations).
+TABLES: Final = frozenset({"meta", "overrides", "runs", "logs", "counters", "audit", "users"})
