@@ -27,13 +27,13 @@ from supervisor.cli import terminal, views
 from supervisor.cli.client import Client, open_client
 from supervisor.cli.options import json_option, proxy_header_option, state_dir_option
 from supervisor.cli.systemd import register
-from supervisor.cli.until import parse_until
 from supervisor.core.access import ROLES, Subject, os_user_name, su
 from supervisor.core.durations import format_duration, parse_duration
 from supervisor.core.errors import DefinitionError, SupervisorError
 from supervisor.core.records import Level, LogQuery, LogRecord
 from supervisor.core.settings import SettingsChange
 from supervisor.core.sizes import parse_size
+from supervisor.core.until import parse_until
 from supervisor.service.mode import operator_state_dir
 from supervisor.service.paths import resolve_state_dir
 

@@ -2,8 +2,9 @@
 
 Three forms: a time of day (``18:00``: today, or tomorrow once it has passed), a date and
 time (``2026-12-03T18:00``, in the local zone unless it carries an offset), or a
-duration from now (``2h``, ``90m``, ``1h30m``). A pure function of the text and ``now``
-(an aware local time, so the zone of ``now`` is the operator's).
+duration from now (``2h``, ``90m``, ``1h30m``). A pure function of the text and ``now``:
+a time without an offset is read in the zone of ``now`` (the CLI passes the local time,
+the Admin Center the browser's offset, else UTC). Shared by the CLI and the Admin Center.
 
 May import ``core.durations``, ``core.errors`` and the stdlib.
 """
@@ -32,8 +33,7 @@ def parse_until(text: str, *, now: datetime) -> datetime:
     match = _TIME_OF_DAY.fullmatch(text)
     if match is not None:
         hour, minute, second = (int(g) if g else 0 for g in match.groups())
-        local = now.astimezone()
-        at = datetime.combine(local.date(), time(hour, minute, second), tzinfo=local.tzinfo)
+        at = datetime.combine(now.date(), time(hour, minute, second), tzinfo=now.tzinfo)
         return at if at > now else at + timedelta(days=1)
     if text[0].isdigit() and ("-" in text or "T" in text):
         try:
@@ -41,7 +41,7 @@ def parse_until(text: str, *, now: datetime) -> datetime:
         except ValueError:
             raise DefinitionError(FIELD, f"{text!r} is not a date and time ({HINT})") from None
         if at.tzinfo is None:
-            at = at.replace(tzinfo=now.astimezone().tzinfo)
+            at = at.replace(tzinfo=now.tzinfo)
     else:
         try:
             at = now + parse_duration(text, field=FIELD)
