@@ -3,6 +3,7 @@ SQLite file, restarts of the manager on the same state directory, and the CLI.""
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 from collections.abc import Iterator
@@ -152,7 +153,7 @@ def test_a_failed_run_is_retried_with_doubling_waits_then_given_up(service: Serv
     assert all(r.outcome is Outcome.FAILED for r in runs)
     gaps = [
         (later.started_at - earlier.ended_at).total_seconds()
-        for earlier, later in zip(runs, runs[1:], strict=False)
+        for earlier, later in itertools.pairwise(runs)
         if earlier.ended_at is not None
     ]
     assert gaps[0] >= 0.39 and gaps[1] >= 0.79  # 400 ms, then twice that
