@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from supervisor.core.definitions import Kind, Settings
@@ -183,9 +183,10 @@ class Decision:
 
     def describe(self) -> str:
         """One line for people: ``stopped by alice 02:14 UTC: ERP maintenance``."""
-        text = f"{self.kind.value} by {self.actor} {self.at:%Y-%m-%d %H:%M} UTC"
+        text = f"{self.kind.value} by {self.actor} {self.at.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
         if self.until is not None:
-            text = f"paused until {self.until:%Y-%m-%d %H:%M} UTC by {self.actor}"
+            until = self.until.astimezone(UTC)
+            text = f"paused until {until:%Y-%m-%d %H:%M} UTC by {self.actor}"
         return text if self.reason is None else f"{text}: {self.reason}"
 
 
