@@ -51,4 +51,4 @@ def test_what_cannot_be_a_pause_end_is_refused_naming_until(text: str, problem: 
 
 def test_now_must_be_aware() -> None:
     with pytest.raises(ValueError, match="aware"):
-        parse_until("2h", now=datetime(2026, 12, 3, 14, 30))  # noqa: DTZ001 - the point
+        parse_until("2h", now=datetime(2026, 12, 3, 14, 30))
