@@ -770,6 +770,14 @@ def _planned(slot: Slot, plan: Plan | None) -> tuple[Slot, list[Effect]]:
     return replace(slot, plan=plan), [Replan(plan=plan)]
 
 
+def _last_error(slot: Slot, last: RunRecord | None) -> str | None:
+    """The last run's error; none for a run cancelled by the Stop the status shows (its
+    note is the decision line, not an error)."""
+    if last is None or (last.outcome is Outcome.CANCELLED and slot.decision is not None):
+        return None
+    return last.error
+
+
 def status_of(slot: Slot) -> SchedulerStatus:
     """What a slot shows: the truth from memory, also while the store fails."""
     last = slot.last_finished
@@ -790,7 +798,7 @@ def status_of(slot: Slot) -> SchedulerStatus:
         if slot.plan is None or slot.state is SchedulerState.HELD
         else slot.plan.planned_at,
         last_outcome=Outcome.CRASHED if failing else (None if last is None else last.outcome),
-        last_error=slot.start_error if failing else (None if last is None else last.error),
+        last_error=slot.start_error if failing else _last_error(slot, last),
         last_actor=slot.last_actor,
         actions=tuple((a.id, a.title) for a in options.actions),
         failed_starts=slot.start_failures,
