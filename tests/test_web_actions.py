@@ -151,3 +151,11 @@ def test_retries_are_a_setting_of_the_form(site: Site) -> None:
     assert settings.retries == 3 and settings.retry_delay == timedelta(seconds=45)
     status, _, page = site.post(f"{PAGE}/settings", {**form, "retries": "many"})
     assert status == 400 and "must be a whole number" in page
+
+
+def test_a_reason_with_markup_stays_text(site: Site) -> None:
+    hostile = "<img src=x onerror=alert(1)>"
+    site.post(f"{PAGE}/stop", {"confirmed": "1", "reason": hostile})
+    page = site.client.get(PAGE).body
+    assert hostile not in page
+    assert "&lt;img src=x onerror=alert(1)&gt;" in page
