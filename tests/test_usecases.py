@@ -338,3 +338,59 @@ def test_a_full_audit_refuses_user_changes_before_acting() -> None:
         accounts.set_password(su(), "leaving", "a new long password")
     assert sorted(directory.users) == ["leaving"]
     assert directory.users["leaving"].password_hash == "x"
+
+
+# -- decisions ------------------------------------------------------------------------------
+
+
+def test_a_stop_reason_is_cleaned_audited_and_handed_to_the_backend(
+    wired: tuple[UseCases, RecordingBackend, ListTrail],
+) -> None:
+    use_cases, backend, trail = wired
+    alice = with_role("alice", "operator")
+    use_cases.stop(alice, "job", reason="  ERP\tmaintenance  ")
+    assert backend.reasons == ["ERP maintenance"]
+    (entry,) = trail.entries
+    assert (entry.action, entry.actor, entry.detail) == ("stop", "alice", "ERP maintenance")
+    use_cases.stop(alice, "job", reason="   ")
+    assert backend.reasons[-1] is None and trail.entries[-1].detail is None
+    with pytest.raises(DefinitionError) as caught:
+        use_cases.stop(alice, "job", reason="x" * 501)
+    assert caught.value.field == "reason" and len(trail.entries) == 2  # nothing written
+
+
+def test_a_pause_is_audited_with_its_end_and_refused_in_the_past(
+    wired: tuple[UseCases, RecordingBackend, ListTrail],
+) -> None:
+    use_cases, backend, trail = wired
+    alice = with_role("alice", "operator")
+    until = datetime(2026, 1, 1, 18, 0, tzinfo=UTC)
+    use_cases.pause(alice, "job", until=until, reason="backup window")
+    assert backend.calls[-1] == ("pause", "alice")
+    assert trail.entries[-1].detail == "until 2026-01-01T18:00:00+00:00: backup window"
+    for bad in (datetime(2025, 12, 31, tzinfo=UTC), datetime(2026, 1, 2)):  # noqa: DTZ001
+        with pytest.raises(DefinitionError) as caught:
+            use_cases.pause(alice, "job", until=bad)
+        assert caught.value.field == "until"
+    assert len(trail.entries) == 1
+    viewer = with_role("vera", "viewer")
+    with pytest.raises(PermissionDenied):
+        use_cases.pause(viewer, "job", until=until)
+
+
+def test_who_disabled_it_goes_to_the_backend_only_when_it_becomes_disabled(
+    wired: tuple[UseCases, RecordingBackend, ListTrail],
+) -> None:
+    use_cases, backend, trail = wired
+    admin = with_role("ada", "admin")
+    use_cases.disable(admin, "job", reason="broken upstream")
+    (first,) = backend.disabled_by
+    assert first is not None and (first.actor, first.reason) == ("ada", "broken upstream")
+    assert trail.entries[-1].detail == "disabled: broken upstream"
+    use_cases.update_settings(admin, "job", {"pause_time": timedelta(minutes=3)})
+    assert backend.disabled_by[-1] is None  # still disabled: the reason stays as it was
+    use_cases.enable(admin, "job")
+    assert backend.disabled_by[-1] is None and backend.applied[-1].effective.disabled is False
+    use_cases.update_settings(admin, "job", {"disabled": True})  # settings --disable
+    last = backend.disabled_by[-1]
+    assert last is not None and last.reason is None and last.actor == "ada"
