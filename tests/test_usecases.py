@@ -368,7 +368,7 @@ def test_a_pause_is_audited_with_its_end_and_refused_in_the_past(
     use_cases.pause(alice, "job", until=until, reason="backup window")
     assert backend.calls[-1] == ("pause", "alice")
     assert trail.entries[-1].detail == "until 2026-01-01T18:00:00+00:00: backup window"
-    for bad in (datetime(2025, 12, 31, tzinfo=UTC), datetime(2026, 1, 2)):  # noqa: DTZ001
+    for bad in (datetime(2025, 12, 31, tzinfo=UTC), datetime(2026, 1, 2)):
         with pytest.raises(DefinitionError) as caught:
             use_cases.pause(alice, "job", until=bad)
         assert caught.value.field == "until"
