@@ -101,6 +101,17 @@ def test_a_run_in_progress_finishes_during_a_pause_and_nothing_follows_it() -> N
     assert plan is not None and plan.planned_at == T0 + timedelta(hours=1)
 
 
+def test_a_launch_that_fails_during_a_pause_keeps_the_pause() -> None:
+    replay = Replay.open(options())
+    replay.due()  # starting
+    run_id = replay.current().run_id
+    replay.feed(machine.Pause(actor="alice", until=T0 + timedelta(hours=1)))
+    replay.feed(machine.LaunchFailed(run_id=run_id, error="fork failed", stored=True))
+    assert replay.slot.state is SchedulerState.HELD and replay.slot.run is None
+    plan = replay.slot.plan
+    assert plan is not None and plan.planned_at == T0 + timedelta(hours=1)
+
+
 def test_start_ends_a_pause_early() -> None:
     replay = Replay.open(options())
     replay.feed(machine.Pause(actor="alice", until=T0 + timedelta(hours=1)))

@@ -561,13 +561,12 @@ def _settings_changed(slot: Slot, event: SettingsChanged, now: Now) -> tuple[Slo
     if event.settings.disabled:
         disabled_by = event.disabled_by or slot.disabled_by
     slot = replace(slot, settings=event.settings, disabled_by=disabled_by)
-    if slot.run is not None or slot.state in (SchedulerState.STOPPED, SchedulerState.HELD):
-        if event.settings.disabled and slot.state is SchedulerState.HELD and slot.run is None:
-            # A disable ends a pause: it plans nothing until enabled.
-            return replace(slot, state=SchedulerState.WAITING, held=None, plan=None), [
-                Replan(plan=None)
-            ]
-        return slot, []  # planned when the run ends (or at the next Start or resume)
+    if event.settings.disabled and slot.state is SchedulerState.HELD:
+        # A disable ends a pause: it plans nothing until enabled.
+        slot = replace(slot, state=SchedulerState.WAITING, held=None, plan=None)
+        return slot, [] if slot.run is not None else [Replan(plan=None)]
+    if slot.run is not None or slot.state is SchedulerState.STOPPED:
+        return slot, []  # planned when the run ends (or at the next Start)
     return _planned(slot, _next_plan(slot, now))
 
 
@@ -624,7 +623,8 @@ def _launch_failed(slot: Slot, event: LaunchFailed, now: Now) -> tuple[Slot, lis
         start_failures=failures,
         start_error=error,
     )
-    if slot.state is SchedulerState.STOPPED or slot.restart_on_end:
+    held = slot.state in (SchedulerState.STOPPED, SchedulerState.HELD)
+    if held or slot.restart_on_end:  # no retry of the start: it settles (a pause holds on)
         settled, more = _settle(slot, now, finished=None)
         return settled, effects + more
     slot = replace(slot, state=SchedulerState.FAILING)
