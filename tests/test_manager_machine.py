@@ -517,10 +517,10 @@ def check(world: World, event: Event, after: float) -> None:
     if isinstance(event, machine.Start | machine.Pause):
         world.stopped_by_operator = False  # a pause replaces a stop (or is refused)
     # A retry follows only a run that failed, crashed or timed out, never a cancelled one.
-    if isinstance(event, machine.RunEnded) and slot.plan is not None:
-        if slot.plan.trigger is Trigger.RETRY:
-            assert event.finished.outcome is Outcome.FAILED
-            assert 1 <= slot.retry_attempt <= slot.settings.retries
+    retried = slot.plan is not None and slot.plan.trigger is Trigger.RETRY
+    if isinstance(event, machine.RunEnded) and retried:
+        assert event.finished.outcome is Outcome.FAILED
+        assert 1 <= slot.retry_attempt <= slot.settings.retries
     # While paused nothing but Execute Now runs.
     if slot.state is SchedulerState.HELD:
         assert all(launch.run.trigger is Trigger.MANUAL for launch in launches(effects))
