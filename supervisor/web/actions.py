@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, Final
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 from supervisor.core.errors import (
     AlreadyRunning,
@@ -54,7 +54,7 @@ def _refused(site: Site, request: Request, sid: str, title: str, error: Supervis
     """Why ``title`` was refused, on the page it came from."""
     link = link_text = ""
     if isinstance(error, AlreadyRunning):
-        link = scheduler_url(sid, "logs") + "?run=" + error.run_id
+        link = scheduler_url(sid, "logs") + "?" + urlencode({"run": error.run_id})
         link_text = f"Watch run {error.run_id[:8]} live"
     site.flash(request, "error", f"{title} refused", str(error), link=link, link_text=link_text)
     return redirect(came_from(request, sid))
