@@ -14,7 +14,7 @@ import dataclasses
 import json
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import fields
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -471,11 +471,28 @@ def decision_rows(s: views.StatusView) -> list[tuple[str, str]]:
     """The status lines of an operator's decision and of a planned retry."""
     rows: list[tuple[str, str]] = []
     if s.decision is not None:
-        rows.append(("decision", str(s.decision["text"])))
+        rows.append(("decision", _decision_text(s.decision)))
     if s.retry is not None:
         attempt, of = s.retry
         rows.append(("retry", f"{attempt} of {of} at {local_time(s.next_planned_at)}"))
     return rows
+
+
+def _decision_text(decision: Mapping[str, Any]) -> str:
+    """``stopped by alice at 2026-12-03 02:14:00: ERP maintenance`` in the CLI's time
+    format (the manager's own text when its fields cannot be read)."""
+    try:
+        kind, actor = str(decision["kind"]), str(decision["actor"])
+        at = datetime.fromisoformat(str(decision["at"]))
+        until = decision.get("until")
+        if until:
+            text = f"paused until {local_time(datetime.fromisoformat(str(until)))} by {actor}"
+        else:
+            text = f"{kind} by {actor} at {local_time(at)}"
+    except (KeyError, ValueError):
+        return str(decision.get("text", ""))
+    reason = decision.get("reason")
+    return text if not reason else f"{text}: {reason}"
 
 
 @main.command()
