@@ -135,6 +135,8 @@ def test_a_pause_that_ended_while_the_manager_was_down_is_over_at_the_next_start
         assert status.next_planned_at is not None  # planned again from this start
     finally:
         second.close()
+    with SqliteStore.open(state_db_path(state)) as store:
+        assert store.all_decisions() == {}  # forgotten at that start
 
 
 def test_a_failed_run_is_retried_with_doubling_waits_then_given_up(service: Service) -> None:

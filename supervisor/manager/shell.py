@@ -138,6 +138,7 @@ class Manager:
             for options in self._registry
         ]
         now = self._now()
+        later: list[Effect] = []  # e.g. forgetting a pause that ended while we were down
         with self._lock:
             for options, last_run, last_finished, last_actor in loaded:
                 settings = from_store(options, overrides.get(options.id, {})).effective
@@ -152,7 +153,8 @@ class Manager:
                     decision=decisions.get(options.id),
                 )
                 self._slots[options.id] = slot
-                self._apply_in_memory(options.id, effects)
+                later += self._apply_in_memory(options.id, effects)
+        self._carry_out(later)
         self._logs.start()
         self._planner = threading.Thread(target=self._plan_loop, name="planner", daemon=True)
         self._planner.start()
