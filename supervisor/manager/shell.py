@@ -245,9 +245,9 @@ class Manager:
                     cancel = self._cancels.get(run_id)
                     if cancel is not None:
                         cancel.request(reason)
-                    if note is not None:
+                    if note is not None:  # its log record is written outside the lock
                         self._stop_notes[run_id] = note
-                        self._logs.submit([_note_record(run_id, note, self._clock.now())])
+                        rest.append(effect)
                 case machine.Launch(run=run):
                     self._cancels[run.run_id] = CancelRequest()
                     rest.append(effect)
@@ -277,6 +277,9 @@ class Manager:
                         self._store.set_decision(scheduler_id, decision)
                     except Exception as error:  # memory holds it; a restart would lose it
                         self._report(f"could not store the decision on {scheduler_id}: {error}")
+                case machine.Cancel(run_id=run_id, note=note) if note is not None:
+                    # The queue is bounded: never wait on it under the lock.
+                    self._logs.submit([_note_record(run_id, note, self._clock.now())])
                 case machine.Refuse() | machine.Replan() | machine.Cancel():
                     pass  # refusals are raised by the caller; the rest was done in memory
 
