@@ -31,6 +31,7 @@ class CommandKind(enum.Enum):
     STOP = "stop"
     EXECUTE = "execute"
     ACTION = "action"  # a custom action: payload {"action_id": ...}
+    PAUSE = "pause"  # payload {"until": ISO 8601, "reason": ...}
     SETTINGS_CHANGED = "settings_changed"
 
 

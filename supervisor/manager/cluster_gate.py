@@ -10,7 +10,7 @@ host runs. The manager calls it at a few points, each a one-line hook in ``shell
 - when a run's end is recorded, ``fence_end``: the end is written under the lease's token;
   a refused (stale) token means another host has taken over: the run is reported as
   fenced and kept here as ``interrupted``, the outcome the new owner gave it;
-- at each control (start, stop, execute now, custom action), ``route``: a command for a
+- at each control (start, stop, pause, execute now, custom action), ``route``: a command for a
   scheduler another host owns is sent to it and its answer returned (or its error raised);
 - at a settings change, ``share_settings``: every other host applies it too;
 - in status and run reads, the host that owns the scheduler or ran the run, and for a
@@ -59,7 +59,7 @@ if TYPE_CHECKING:
     from supervisor.manager.shell import Manager
 
 # Command kinds, as ``cluster.commands.CommandKind`` spells them.
-START, STOP, EXECUTE, ACTION = "start", "stop", "execute", "action"
+START, STOP, PAUSE, EXECUTE, ACTION = "start", "stop", "pause", "execute", "action"
 
 # Who a run of a cron slot missed at a takeover is shown as started by.
 MISSED_ACTOR = "cluster (a cron slot missed while its owner died)"
@@ -309,10 +309,15 @@ class ManagerHooks:
         try:
             if kind == EXECUTE:
                 return {"ok": True, "run_id": manager.execute(scheduler_id, actor=actor)}
+            reason = payload.get("reason")
+            reason = None if reason is None else str(reason)
             if kind == START:
                 manager.start(scheduler_id, actor=actor)
             elif kind == STOP:
-                manager.stop(scheduler_id, actor=actor)
+                manager.stop(scheduler_id, actor=actor, reason=reason)
+            elif kind == PAUSE:
+                until = datetime.fromisoformat(str(payload.get("until")))
+                manager.pause(scheduler_id, actor=actor, until=until, reason=reason)
             elif kind == ACTION:
                 action_id = str(payload.get("action_id"))
                 result = manager.run_action(scheduler_id, action_id, actor=actor)
@@ -329,6 +334,8 @@ class ManagerHooks:
             }
         except SupervisorError as error:
             return {"ok": False, "error": str(error), "error_type": type(error).__name__}
+        except ValueError as error:  # a pause's time that is no time
+            return {"ok": False, "error": str(error)}
         finally:
             _obeying.active = False
 
