@@ -247,3 +247,25 @@ def test_a_missed_cron_slot_is_run_at_once_claiming_that_slot(
     manager.stop(CRON, actor="ops")
     gate.hooks.run_missed(CRON, slot)
     assert [r.run_id for r in store.runs(CRON, limit=10)] == [run.run_id]
+
+
+def test_stop_reasons_and_pauses_travel_to_the_owner_and_back(
+    parts: tuple[Manager, SqliteStore], gate: ScriptedGate
+) -> None:
+    manager, _ = parts
+    until = datetime(2030, 1, 1, tzinfo=UTC)
+    manager.stop(REPEAT, actor="ops", reason="maintenance")
+    manager.pause(HANG, actor="ops", until=until, reason="quiet hours")
+    assert [(sid, kind) for sid, kind, _ in gate.sent] == [(REPEAT, "stop"), (HANG, "pause")]
+    assert gate.sent[0][2]["reason"] == "maintenance"
+    assert gate.sent[1][2] == {"actor": "ops", "until": until.isoformat(), "reason": "quiet hours"}
+    # On the owner, the same payload is carried out.
+    gate.owned.update({REPEAT, HANG})
+    assert gate.hooks is not None
+    assert gate.hooks.obey(HANG, "pause", gate.sent[1][2]) == {"ok": True}
+    decision = manager.status(HANG).decision
+    assert decision is not None and decision.until == until and decision.reason == "quiet hours"
+    assert gate.hooks.obey(REPEAT, "stop", gate.sent[0][2]) == {"ok": True}
+    stopped = manager.status(REPEAT).decision
+    assert stopped is not None and stopped.reason == "maintenance"
+    assert gate.hooks.obey(HANG, "pause", {"until": "not a time"})["ok"] is False
