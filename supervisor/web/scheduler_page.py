@@ -23,6 +23,7 @@ from supervisor.usecases.schedulers import SettingsView
 from supervisor.usecases.serialize import status_json
 from supervisor.web import present
 from supervisor.web.guard import back
+from supervisor.web.health import health_of
 from supervisor.web.render import scheduler_url
 from supervisor.web.replies import json_reply, redirect
 from supervisor.web.site import Request, Site, subject_of
@@ -86,6 +87,7 @@ def scheduler(
         logs=logs,
         tail_after=logs[-1][0] if logs else 0,
         status_json=status_json(status),
+        h=health_of(status, runs, now),
     )
 
 
