@@ -210,6 +210,7 @@
         const zone = status.settings && status.settings.timezone;
         if (field === "next_planned_at" && status.kind === "cron" && status[field] && zone) {
           const there = make("span", "zone-time");
+          there.dataset.zoneName = zone;
           there.append(timeElement(status[field], "", "clock", zone));
           parts.push(there);
         }
