@@ -67,7 +67,9 @@ def steady(ctx: scheduler.Context) -> None:
 
 
 for _options in (
-    scheduler.Options(id="triage.flaky", name="Flaky import", kind=scheduler.Kind.MANUAL, runner=flaky),
+    scheduler.Options(
+        id="triage.flaky", name="Flaky import", kind=scheduler.Kind.MANUAL, runner=flaky
+    ),
     scheduler.Options(
         id="triage.broken", name="Broken export", kind=scheduler.Kind.MANUAL, runner=broken
     ),
@@ -197,7 +199,11 @@ def test_a_card_turns_red_and_back_live_with_its_health_line_and_strip(
     execute(page, base, "triage.flaky")
     page.wait_for_selector(f'{card("triage.flaky")}[data-health="failing"] .card-health')
     health = flaky.locator(".card-health").inner_text()
-    assert re.fullmatch(r"failing since (\d\d/\d\d/\d{4} )?\d\d:\d\d E[SD]T \(1 in a row\) · no success in the last run", health), health
+    assert re.fullmatch(
+        r"failing since (\d\d/\d\d/\d{4} )?\d\d:\d\d E[SD]T \(1 in a row\)"
+        r" · no success in the last run",
+        health,
+    ), health
     assert flaky.locator(".strip li").count() == 1
     assert flaky.locator(".strip .strip-failed").count() == 1
     assert flaky.locator('[data-field="last_outcome"] .outcome-failed').count() == 1
@@ -205,7 +211,7 @@ def test_a_card_turns_red_and_back_live_with_its_health_line_and_strip(
     failing_count(page, before + 1)
 
     execute(page, base, "triage.flaky")
-    page.wait_for_selector(f'{card("triage.flaky")} .strip li:nth-child(2).strip-failed')
+    page.wait_for_selector(f"{card('triage.flaky')} .strip li:nth-child(2).strip-failed")
     assert "(2 in a row)" in flaky.locator(".card-health").inner_text()
 
     (flags / "fail").unlink()
@@ -213,7 +219,8 @@ def test_a_card_turns_red_and_back_live_with_its_health_line_and_strip(
     page.wait_for_selector(f'{card("triage.flaky")}[data-health="ok"] .strip-succeeded')
     assert flaky.locator(".card-health").count() == 0
     assert [
-        c.split("-", 1)[1] for c in flaky.locator(".strip li").evaluate_all("l => l.map(e => e.className)")
+        c.split("-", 1)[1]
+        for c in flaky.locator(".strip li").evaluate_all("l => l.map(e => e.className)")
     ] == ["failed", "failed", "succeeded"]
     assert flaky.locator(".badge.health-failing").count() == 0
     failing_count(page, before)
@@ -230,7 +237,7 @@ def test_filters_failing_first_outcome_text_in_the_url_and_no_blank_page(
     page.goto(base + "/")
     for sid, health in (("triage.broken", "failing"), ("triage.flaky", "failing")):
         page.wait_for_selector(f'{card(sid)}[data-health="{health}"]', timeout=15_000)
-    page.wait_for_selector(f'{card("triage.steady")} .outcome-succeeded')
+    page.wait_for_selector(f"{card('triage.steady')} .outcome-succeeded")
     page.wait_for_selector(f'{card("triage.exit3")}[data-outcome]:not([data-outcome="none"])')
     page.reload()
     order = page.eval_on_selector_all("article.card", "cs => cs.map(c => c.dataset.health)")
@@ -296,7 +303,9 @@ def test_every_time_names_its_zone_and_a_cron_scheduler_its_own(
         assert page.locator("time[datetime]").count() > 0, path
         assert zones_of_times(page) == [], path
         # reformatted in the browser's zone (the server wrote UTC)
-        texts = page.eval_on_selector_all("time[datetime]:not([data-zone])", "t => t.map(e => e.textContent)")
+        texts = page.eval_on_selector_all(
+            "time[datetime]:not([data-zone])", "t => t.map(e => e.textContent)"
+        )
         assert not any(t.endswith(" UTC") for t in texts), (path, texts)
     # the history fragment and live log rows, inserted later, are formatted too
     page.goto(base + "/schedulers/triage.steady")
@@ -358,9 +367,7 @@ def test_a_traceback_keeps_its_lines_clamped_with_show_all(
     assert toggle.get_attribute("aria-expanded") == "true"
 
 
-def test_a_command_exiting_non_zero_shows_its_exit_code(
-    site: tuple[str, Path], page: Any
-) -> None:
+def test_a_command_exiting_non_zero_shows_its_exit_code(site: tuple[str, Path], page: Any) -> None:
     base, _ = site
     page.goto(base + "/schedulers/triage.exit3")
     if page.locator("#run-table tbody tr").count() == 0:
@@ -369,7 +376,9 @@ def test_a_command_exiting_non_zero_shows_its_exit_code(
     outcome = page.locator("#run-table tbody tr .outcome").first
     if "outcome-failed" in (outcome.get_attribute("class") or ""):
         assert outcome.inner_text() == "Failed (exit code 3)"
-        assert "Failed (exit code 3)" in page.inner_text('.status-panel [data-field="last_outcome"]')
+        assert "Failed (exit code 3)" in page.inner_text(
+            '.status-panel [data-field="last_outcome"]'
+        )
     else:  # classified before runs.exits counted a non-zero exit as failed
         assert "exit 3" in page.inner_text("#run-table tbody tr")
     page.screenshot(path=str(ARTIFACTS / "health-exit-code.png"), full_page=True)

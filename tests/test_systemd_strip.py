@@ -4,19 +4,59 @@ many schedulers in one ``journalctl`` call and gives the same runs ``runs`` give
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from supervisor.core.clock import FakeClock
 from supervisor.core.records import Outcome
 from supervisor.store.sqlite import SqliteStore
-from supervisor.systemd.backend import MESSAGE_JOB_START, MESSAGE_UNIT_SUCCESS, SystemdBackend
+from supervisor.systemd.backend import (
+    MESSAGE_JOB_START,
+    MESSAGE_UNIT_SUCCESS,
+    Systemd,
+    SystemdBackend,
+)
 from supervisor.systemd.journal import EVENT_RUN_END, EVENT_RUN_START
-from tests.test_systemd_backend import (  # noqa: F401 - fixtures
+from tests.test_systemd_backend import (
+    MONOTONIC_NOW,
+    NOW,
+    FakeLayout,
     FakeSystemd,
     _run,
     _systemd_message,
-    backend,
-    fake,
-    registry,
-    store,
+    make_registry,
 )
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[SqliteStore]:
+    with SqliteStore.open(tmp_path / "state" / "state.db") as opened:
+        yield opened
+
+
+@pytest.fixture
+def fake(tmp_path: Path) -> FakeSystemd:
+    unit_dir = tmp_path / "units"
+    unit_dir.mkdir()
+    found = FakeSystemd(unit_dir)
+    for name in ("t-job.tick.service", "t-job.manual.service", "t-job.cron.service"):
+        found.add_unit(name)
+    found.add_unit("t-job.cmd.service")
+    for name in ("t-job.tick.timer", "t-job.cron.timer"):
+        found.add_unit(name, ActiveState="active", SubState="waiting")
+    found.add_unit("t-job.tick-start.timer", ActiveState="active", SubState="elapsed")
+    return found
+
+
+@pytest.fixture
+def backend(store: SqliteStore, fake: FakeSystemd) -> SystemdBackend:
+    clock = FakeClock(NOW)
+    clock.advance(MONOTONIC_NOW - clock.monotonic())
+    return SystemdBackend(
+        make_registry(), store=store, layout=FakeLayout(), systemd=Systemd(fake), clock=clock
+    )
 
 
 def cron_run(fake: FakeSystemd, start: float, run_id: str, outcome: str) -> None:
@@ -46,7 +86,7 @@ def cron_run(fake: FakeSystemd, start: float, run_id: str, outcome: str) -> None
 
 
 def test_recent_runs_of_many_units_come_from_one_journal_read(
-    backend: SystemdBackend, fake: FakeSystemd, store: SqliteStore
+    backend: SystemdBackend, fake: FakeSystemd
 ) -> None:
     _run(fake, 0, "r1", outcome="succeeded")
     _systemd_message(fake, 0.4, "r1", MESSAGE_UNIT_SUCCESS, "6")

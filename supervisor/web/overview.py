@@ -250,7 +250,9 @@ def _outcome(text: str) -> Outcome | None:
     try:
         return Outcome(text)
     except ValueError:
-        raise Refused(400, f"outcome must be one of {', '.join(o.value for o in Outcome)}") from None
+        raise Refused(
+            400, f"outcome must be one of {', '.join(o.value for o in Outcome)}"
+        ) from None
 
 
 def static(site: Site, _request: Request, name: str) -> Any:

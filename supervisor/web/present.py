@@ -201,7 +201,11 @@ TIME_FORMS = frozenset({"datetime", "clock", "log", "relative"})
 
 
 def zoned_text(
-    moment: datetime, *, form: str = "datetime", zone: tzinfo | None = None, now: datetime | None = None
+    moment: datetime,
+    *,
+    form: str = "datetime",
+    zone: tzinfo | None = None,
+    now: datetime | None = None,
 ) -> str:
     """``moment`` as the server writes it, always with its zone: ``2026-03-01 12:22:00 UTC``
     (``datetime``), ``12:22 UTC`` (``clock``, dated unless on ``now``'s day), ``12:22:01.250
