@@ -221,7 +221,7 @@
       const outcome = status.last_outcome;
       const current = dd.querySelector(".outcome");
       if (current && current.classList.contains(`outcome-${outcome || "none"}`)) return;  // keeps "(exit code 3)"
-      dd.replaceChildren(outcome
+      (dd.querySelector("#last-outcome") || dd).replaceChildren(outcome
         ? make("span", `outcome outcome-${outcome}`, OUTCOME_WORDS[outcome] || outcome)
         : make("span", "outcome outcome-none", "—"));
     });
@@ -273,8 +273,10 @@
       try {
         const doc = await fetchFragment(url);
         if (!doc) return;
-        for (const id of ["run-chart", "run-table"]) {
-          const fresh = doc.getElementById(id);
+        const parts = doc.getElementById("status-parts");
+        const found = (id) => doc.getElementById(id) || (parts && parts.content.getElementById(id));
+        for (const id of ["run-chart", "run-table", "health-line", "last-outcome"]) {
+          const fresh = found(id);
           const target = document.getElementById(id);
           if (fresh && target) {
             const node = document.importNode(fresh, true);
@@ -526,7 +528,7 @@
       if (note) {
         note.hidden = !filtered || shown === 0;
         const matched = note.querySelector("[data-matched]");
-        if (matched) matched.textContent = String(shown);
+        if (matched) matched.textContent = `Showing ${shown} of ${matched.dataset.total}`;
       }
     };
     const keepInUrl = () => {
@@ -535,6 +537,12 @@
       if (q) url.searchParams.set("q", q); else url.searchParams.delete("q");
       if (outcome && outcome.value) url.searchParams.set("outcome", outcome.value); else url.searchParams.delete("outcome");
       history.replaceState(null, "", url.pathname + url.search);
+      const pill = document.querySelector("a.pill.health-failing");
+      if (pill && !onlyFailing) {
+        const target = new URL(url.href);
+        target.searchParams.set("filter", "failing");
+        pill.setAttribute("href", target.pathname + target.search);
+      }
     };
     // the server left out what did not match its ?q=: a wider text asks it again
     const serverTerms = (params.get("q") || "").toLowerCase().split(/\s+/).filter(Boolean);

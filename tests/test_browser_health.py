@@ -382,3 +382,26 @@ def test_a_command_exiting_non_zero_shows_its_exit_code(site: tuple[str, Path], 
     else:  # classified before runs.exits counted a non-zero exit as failed
         assert "exit 3" in page.inner_text("#run-table tbody tr")
     page.screenshot(path=str(ARTIFACTS / "health-exit-code.png"), full_page=True)
+
+
+def test_the_scheduler_page_redraws_its_health_line_live(site: tuple[str, Path], page: Any) -> None:
+    base, flags = site
+    (flags / "fail").touch()
+    page.goto(base + "/schedulers/triage.flaky")
+    page.evaluate("window.__sameDocument = true")
+    page.wait_for_selector(".live-indicator:not([hidden])")
+    line = page.locator("#health-line")
+    found = re.search(r"\((\d+) in a row\)", line.inner_text())
+    streak = int(found.group(1)) if found else 0
+    execute(page, base, "triage.flaky")
+    page.wait_for_selector(f"#health-line .card-health:has-text('({streak + 1} in a row)')")
+    assert re.match(r"failing since (\d\d/\d\d/\d{4} )?\d\d:\d\d E[SD]T", line.inner_text())
+    page.wait_for_selector(".status-panel #last-outcome .outcome-failed")
+    page.wait_for_selector(".status-panel .card-error:has-text('database is down')")
+    assert page.evaluate("window.__sameDocument") is True
+    (flags / "fail").unlink()
+    execute(page, base, "triage.flaky")
+    page.wait_for_selector(".status-panel #last-outcome .outcome-succeeded")
+    page.wait_for_selector("#health-line:empty", state="attached")
+    assert page.locator(".status-panel .card-health").count() == 0
+    page.screenshot(path=str(ARTIFACTS / "health-scheduler.png"), full_page=True)

@@ -93,12 +93,15 @@ def scheduler(
 
 def history(site: Site, request: Request, sid: str) -> Any:
     subject = subject_of(request)
+    status = site.use_cases.status(subject, sid)
     runs = site.use_cases.runs(subject, sid, limit=RUN_HISTORY)
     now = site.clock.now()
     return site.fragment(
         "history.html",
         {
             "sid": sid,
+            "s": status,
+            "h": health_of(status, runs, now),
             "runs": runs,
             "chart": present.duration_chart(runs, now),
             "now": now,
