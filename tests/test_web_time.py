@@ -15,10 +15,12 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from supervisor.core.definitions import Kind, Options, command
 from supervisor.core.records import Outcome
 from supervisor.web.health import Health
 from supervisor.web.present import outcome_text, time_tag, zoned_text
 from supervisor.web.render import load_assets, make_environment, render
+from tests.test_web_fakes import default_options
 from tests.test_web_health import give_runs
 from tests.test_web_pages import Site, card
 
@@ -123,18 +125,29 @@ def test_a_cron_scheduler_shows_its_own_zone(site: Site) -> None:
     assert ">Europe/Berlin</span>" in status.split('class="panel status-panel"')[1]
 
 
-def test_a_failed_command_shows_its_exit_code_on_the_card_and_in_the_history(
-    site: Site,
-) -> None:
-    runs = give_runs(site, "jobs.manual", [Outcome.SUCCEEDED, Outcome.FAILED])
-    with site.backend.lock:
-        slot = site.backend.slots["jobs.manual"]
-        slot.runs[0] = replace(runs[-1], exit_code=3, error="exited with code 3")
-    page = site.client.get("/").body
-    assert "Failed (exit code 3)" in card(page, "jobs.manual")
-    history = site.client.get("/schedulers/jobs.manual/history").body
-    assert '<span class="outcome outcome-failed">Failed (exit code 3)</span>' in history
-    assert "exit 3</div>" not in history  # said once, not twice
+def test_a_failed_command_shows_its_exit_code_on_the_card_and_in_the_history() -> None:
+    shell = Options(
+        id="jobs.shell", name="Shell check", kind=Kind.MANUAL, runner=command(["/bin/false"])
+    )
+    site = Site([*default_options(), shell])
+    try:
+        for sid in ("jobs.shell", "jobs.manual"):
+            runs = give_runs(site, sid, [Outcome.SUCCEEDED, Outcome.FAILED])
+            with site.backend.lock:
+                site.backend.slots[sid].runs[0] = replace(runs[-1], exit_code=3)
+        page = site.client.get("/").body
+        assert "Failed (exit code 3)" in card(page, "jobs.shell")
+        history = site.client.get("/schedulers/jobs.shell/history").body
+        assert '<span class="outcome outcome-failed">Failed (exit code 3)</span>' in history
+        assert "exit 3</div>" not in history  # said once, not twice
+        status = site.client.get("/schedulers/jobs.shell").body
+        assert "Failed (exit code 3)</span></span>" in status  # the status panel's
+        # a Python runner that raised: its traceback says why, not the child's exit code
+        assert ">Failed</span>" in card(page, "jobs.manual")
+        python = site.client.get("/schedulers/jobs.manual/history").body
+        assert "exit code" not in python and "exit 3</div>" not in python
+    finally:
+        site.stop.set()
 
 
 def test_the_outcome_filter_and_its_no_match_message(site: Site) -> None:

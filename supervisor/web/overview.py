@@ -29,9 +29,10 @@ from typing import Any
 from markupsafe import Markup
 
 from supervisor.core.access import Permission, Subject
+from supervisor.core.errors import SupervisorError
 from supervisor.core.records import Outcome, RunRecord, SchedulerStatus, State
 from supervisor.web.health import STRIP_RUNS, Health, health_of
-from supervisor.web.present import OUTCOME_WORDS
+from supervisor.web.present import OUTCOME_WORDS, runs_a_command
 from supervisor.web.render import render, scheduler_url
 from supervisor.web.replies import Refused, reply, short_text
 from supervisor.web.site import Request, Site, subject_of
@@ -150,6 +151,12 @@ class CardCache:
             self._joined = (cards, html)
         return html
 
+    def _command(self, scheduler_id: str) -> bool:
+        try:
+            return runs_a_command(self._site.use_cases.registry.get(scheduler_id))
+        except SupervisorError:
+            return False
+
     def card(self, status: SchedulerStatus, health: Health) -> Markup:
         with self._lock:
             cached = self._cards.get(status.id)
@@ -164,6 +171,7 @@ class CardCache:
                     "h": health,
                     "href": scheduler_url(status.id),
                     "search": search_text(status, health),
+                    "command": self._command(status.id),
                     "icons": self._icons,
                 },
             )

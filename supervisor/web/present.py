@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 
 from markupsafe import Markup
 
-from supervisor.core.definitions import Kind, Settings
+from supervisor.core.definitions import Command, Kind, Options, Settings
 from supervisor.core.durations import format_duration
 from supervisor.core.records import Outcome, RunRecord
 from supervisor.core.settings import KIND_FIELDS
@@ -261,7 +261,9 @@ def time_tag(
 
 def outcome_text(outcome: Outcome | None, exit_code: int | None = None) -> str:
     """An outcome for reading; a failed run that exited non-zero says its code:
-    ``Failed (exit code 3)``. None is a run still going: ``Running``."""
+    ``Failed (exit code 3)``. None is a run still going: ``Running``. Callers pass the
+    exit code of command runs only: a Python runner that raised exits 1 by convention,
+    which would say nothing its traceback does not."""
     if outcome is None:
         return "Running"
     word = OUTCOME_WORDS[outcome]
@@ -273,6 +275,12 @@ def outcome_text(outcome: Outcome | None, exit_code: int | None = None) -> str:
     ):
         return f"{word} (exit code {exit_code})"
     return word
+
+
+def runs_a_command(options: Options) -> bool:
+    """Whether the scheduler's runs are a program of its own (whose exit code means
+    something), not a Python function run in the child."""
+    return isinstance(options.runner, Command)
 
 
 def schedule_text(status_kind: Kind, settings: Settings) -> str:

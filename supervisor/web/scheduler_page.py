@@ -88,6 +88,7 @@ def scheduler(
         tail_after=logs[-1][0] if logs else 0,
         status_json=status_json(status),
         h=health_of(status, runs, now),
+        command=present.runs_a_command(options),
     )
 
 
@@ -102,6 +103,7 @@ def history(site: Site, request: Request, sid: str) -> Any:
             "sid": sid,
             "s": status,
             "h": health_of(status, runs, now),
+            "command": present.runs_a_command(site.use_cases.registry.get(sid)),
             "runs": runs,
             "chart": present.duration_chart(runs, now),
             "now": now,
