@@ -290,11 +290,12 @@ def test_every_time_names_its_zone_and_a_cron_scheduler_its_own(
 ) -> None:
     base, _ = site
     execute(page, base, "triage.steady")
+    page.goto(base + "/schedulers/triage.steady")
+    page.wait_for_selector("#run-table tbody tr:not(.is-running) .outcome-succeeded")
     pages = [
         "/",
         "/schedulers/triage.steady",
         "/schedulers/triage.nightly",
-        "/schedulers/triage.flaky",
         "/schedulers/triage.steady/logs",
         "/audit",
     ]
@@ -331,6 +332,9 @@ def test_every_time_names_its_zone_and_a_cron_scheduler_its_own(
     assert re.match(r"(\d\d/\d\d/\d{4} )?(21|22):00 E[SD]T", here), here
     page.goto(base + "/schedulers/triage.nightly")
     assert "Europe/Berlin" in page.inner_text('.status-panel [data-field="schedule"]')
+    # the cron preview: its next runs in the cron's zone, named
+    previews = page.locator(".preview-list time").all_inner_texts()
+    assert previews and all(re.search(r"03:00:00 GMT\+[12]$", t) for t in previews), previews
     page.screenshot(path=str(ARTIFACTS / "health-cron-zone.png"), full_page=True)
 
 
