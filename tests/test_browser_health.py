@@ -378,13 +378,14 @@ def test_a_command_exiting_non_zero_shows_its_exit_code(site: tuple[str, Path], 
         execute(page, base, "triage.exit3")
     page.wait_for_selector("#run-table tbody tr:not(.is-running) .outcome", timeout=15_000)
     outcome = page.locator("#run-table tbody tr .outcome").first
-    if "outcome-failed" in (outcome.get_attribute("class") or ""):
-        assert outcome.inner_text() == "Failed (exit code 3)"
-        assert "Failed (exit code 3)" in page.inner_text(
-            '.status-panel [data-field="last_outcome"]'
-        )
-    else:  # classified before runs.exits counted a non-zero exit as failed
-        assert "exit 3" in page.inner_text("#run-table tbody tr")
+    assert outcome.inner_text() == "Failed (exit code 3)"
+    assert "exit 3" not in page.inner_text("#run-table tbody tr")  # said once
+    panel = page.inner_text('.status-panel [data-field="last_outcome"]')
+    assert panel == "Failed (exit code 3)", panel
+    page.goto(base + "/")
+    last = page.locator(f'{card("triage.exit3")} [data-field="last_outcome"]').inner_text()
+    assert last == "Failed (exit code 3)", last
+    page.goto(base + "/schedulers/triage.exit3")
     page.screenshot(path=str(ARTIFACTS / "health-exit-code.png"), full_page=True)
 
 
