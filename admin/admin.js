@@ -69,6 +69,7 @@
     const dated = (text) => sameDay(date, now, zone) ? text : `${formatter("date", zone).format(date)} ${text}`;
     if (fmt === "log") return dated(formatter("log", zone).format(date));
     if (fmt === "clock") return dated(formatter("clock", zone).format(date));
+    if (fmt === "ago") return relativeText(date, now) || el.textContent;  // not absolute: no zone
     if (fmt === "relative") {
       const rel = relativeText(date, now);
       return `${dated(formatter("clock", zone).format(date))}${rel ? ` (${rel})` : ""}`;
@@ -96,7 +97,7 @@
 
   function tickRelative() {
     const now = Date.now();
-    document.querySelectorAll('time[data-fmt="relative"]').forEach((el) => formatTime(el, now));
+    document.querySelectorAll('time[data-fmt="relative"], time[data-fmt="ago"]').forEach((el) => formatTime(el, now));
   }
 
   // times added later (live updates, fragments, other scripts) are formatted as they come
@@ -575,7 +576,7 @@
   watchTimes();
   clampErrors(document);
   window.addEventListener("resize", () => clampErrors(document));
-  const relatives = document.querySelectorAll('time[data-fmt="relative"]').length;
+  const relatives = document.querySelectorAll('time[data-fmt="relative"], time[data-fmt="ago"]').length;
   setInterval(tickRelative, relatives > 400 ? 5000 : 1000);
   watchStates();
   tailLogs();

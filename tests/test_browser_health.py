@@ -175,7 +175,8 @@ def failing_count(page: Any, count: int) -> None:
 def zones_of_times(page: Any) -> list[tuple[str, str]]:
     """(text, datetime) of every <time> shown on the page whose text names no zone."""
     found: list[tuple[str, str]] = page.eval_on_selector_all(
-        "time[datetime]", "els => els.map(e => [e.textContent.trim(), e.getAttribute('datetime')])"
+        "time[datetime]:not([data-fmt=ago])",
+        "els => els.map(e => [e.textContent.trim(), e.getAttribute('datetime')])",
     )
     return [(text, iso) for text, iso in found if not ZONE_LABEL.search(text.split(" (")[0])]
 

@@ -194,7 +194,8 @@ def duration_chart(runs: Sequence[RunRecord], now: datetime, *, slots: int = 50)
 # element (also ones added later) in the browser's zone with ``Intl.DateTimeFormat``, zone
 # shown. ``data-fmt`` says how: ``datetime`` (date and seconds), ``clock`` (hours and
 # minutes, with the date unless today), ``log`` (to the millisecond, with the date unless
-# today) or ``relative`` (a clock time followed by "3 min ago" / "in 5 min"). With
+# today), ``relative`` (a clock time followed by "3 min ago" / "in 5 min") or ``ago``
+# (only "3 min ago": a duration, not an absolute time, so no zone). With
 # ``data-zone`` the script formats in that zone instead (a cron scheduler's own zone).
 
 TIME_FORMS = frozenset({"datetime", "clock", "log", "relative"})
