@@ -136,12 +136,17 @@ def test_a_failed_command_shows_its_exit_code_on_the_card_and_in_the_history() -
         for sid in ("jobs.shell", "jobs.manual"):
             runs = give_runs(site, sid, [Outcome.SUCCEEDED, Outcome.FAILED])
             with site.backend.lock:
-                site.backend.slots[sid].runs[0] = replace(runs[-1], exit_code=3)
+                site.backend.slots[sid].runs[0] = replace(
+                    runs[-1],
+                    exit_code=3,
+                    error="exit code 3" if sid == "jobs.shell" else "RuntimeError: boom",
+                )
         page = site.client.get("/").body
         assert "Failed (exit code 3)" in card(page, "jobs.shell")
         history = site.client.get("/schedulers/jobs.shell/history").body
         assert '<span class="outcome outcome-failed">Failed (exit code 3)</span>' in history
-        assert "exit 3</div>" not in history  # said once, not twice
+        assert "exit 3</div>" not in history  # said once, not twice or thrice
+        assert '<div class="run-error' not in history
         status = site.client.get("/schedulers/jobs.shell").body
         assert "Failed (exit code 3)</span></span>" in status  # the status panel's
         # a Python runner that raised: its traceback says why, not the child's exit code
