@@ -313,9 +313,24 @@
           formatTimes(node);
           clampErrors(node);
         });
+        orderCards();
         document.dispatchEvent(new CustomEvent("cards-changed"));
       } catch (_) { /* the next change tries again */ }
     }, 300);
+  }
+
+  // Failing cards first, as the server orders them; the rest keep their order. Moved only
+  // when a card's health broke that order, so a quiet page never shuffles.
+  function orderCards() {
+    const cards = [...document.querySelectorAll(".cards > article.card")];
+    const failing = (card) => card.dataset.health === "failing";
+    const firstOk = cards.findIndex((card) => !failing(card));
+    if (firstOk < 0 || !cards.slice(firstOk).some(failing)) return;
+    const parent = cards[0].parentElement;
+    const fragment = document.createDocumentFragment();
+    cards.filter(failing).forEach((card) => fragment.append(card));
+    cards.filter((card) => !failing(card)).forEach((card) => fragment.append(card));
+    parent.append(fragment);
   }
 
   function watchStates() {

@@ -225,7 +225,15 @@ def test_a_card_turns_red_and_back_live_with_its_health_line_and_strip(
     ] == ["failed", "failed", "succeeded"]
     assert flaky.locator(".badge.health-failing").count() == 0
     failing_count(page, before)
+    # failing first, live too: the fourth card moves to the front when its run fails
+    order = page.eval_on_selector_all("article.card", "cs => cs.map(c => c.dataset.id)")
+    assert order.index("triage.exit3") > 0
+    execute(page, base, "triage.exit3")
+    page.wait_for_selector(f'{card("triage.exit3")}[data-health="failing"]')
+    page.wait_for_selector('.cards > article.card:first-child[data-id="triage.exit3"]')
+    assert page.locator("article.card").count() == 5  # moved, none lost
     assert page.evaluate("window.__sameDocument") is True  # all of it without a reload
+    assert page.problems.seen == []
 
 
 def test_filters_failing_first_outcome_text_in_the_url_and_no_blank_page(
