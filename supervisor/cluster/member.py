@@ -12,7 +12,8 @@ every such write carries the lease token and the database refuses a stale one.
 
 One connection does all the writing (its session marks this host alive to the others,
 and every use of it holds ``_db``); a second one LISTENs, so a released lease or a
-command wakes the loop at once; a third one sends this host's commands to other hosts.
+command wakes the loop at once; this host's commands to other hosts go through a
+``sender.Sender`` of their own.
 A lost connection is reopened with backoff; leases still carrying their token are kept.
 
 May import ``core``, ``cluster`` and psycopg.
@@ -36,6 +37,7 @@ from supervisor.cluster import schema, settings_feed
 from supervisor.cluster.db import CONNECTION_ERRORS, Connection, connect
 from supervisor.cluster.lease import Lease, Leases, LeaseTiming
 from supervisor.cluster.node import TRANSIENT_ERRORS, default_host_id
+from supervisor.cluster.sender import Sender
 from supervisor.cluster.shown import Shown, publish, see_owners
 from supervisor.cluster.slots import (
     Refusal,
@@ -73,9 +75,6 @@ _LOOP_CONNECTION_ERRORS: tuple[type[Exception], ...] = (*CONNECTION_ERRORS, OSEr
 
 OPEN_ATTEMPTS = 5
 CONNECT_SECONDS = 5  # a connect's timeout where the DSN names none
-
-# How long the manager lets a custom action run (``manager.shell.ACTION_TIMEOUT``).
-ACTION_SECONDS = 60.0
 
 # Triggers whose slot is an instant every host names alike (``core.records.Trigger``).
 SHARED_SLOTS = frozenset({"cron", "missed"})
@@ -155,9 +154,12 @@ class Member:
         self._first_round = threading.Event()  # the first leases were taken (or tried)
         self._wake_r, self._wake_w = os.pipe()
         self._threads: list[threading.Thread] = []
-        self._send_lock = threading.Lock()
-        self._send_conn: Connection | None = None
-        self._send_listener: cmd.Listener | None = None
+        self._sender = Sender(
+            config.dsn,
+            host=config.host_id,
+            params=self._tcp(),
+            timeout=config.command_timeout,
+        )
 
     @property
     def host(self) -> str:
@@ -222,8 +224,7 @@ class Member:
             self._events("disconnected", error=str(error).strip()[:200])
         finally:
             self._close()
-            with self._send_lock:
-                self._close_sender()
+            self._sender.close()
             os.close(self._wake_r)
             os.close(self._wake_w)
 
@@ -374,61 +375,7 @@ class Member:
     def send(
         self, scheduler_id: str, kind: str, payload: dict[str, Any], *, actor: str
     ) -> dict[str, Any]:
-        with self._send_lock:
-            try:
-                if self._send_conn is None or self._send_listener is None:
-                    self._send_conn = connect(
-                        self.config.dsn, application_name=f"sst {self.host} send", **self._tcp()
-                    )
-                    self._send_listener = cmd.Listener(
-                        self.config.dsn,
-                        application_name=f"sst {self.host} answers",
-                        **self._tcp(),
-                    )
-                conn, listener = self._send_conn, self._send_listener
-                row = conn.execute(
-                    "SELECT holder FROM cluster_leases WHERE scheduler_id = %s "
-                    "AND holder IS NOT NULL AND expires_at > clock_timestamp()",
-                    (scheduler_id,),
-                ).fetchone()
-                if row is None:
-                    raise BackendError(
-                        f"no host owns scheduler {scheduler_id!r}: no manager run with "
-                        "--cluster on this database holds its lease now"
-                    )
-                command_id = cmd.send(
-                    conn,
-                    scheduler_id=scheduler_id,
-                    kind=cmd.CommandKind(kind),
-                    issued_by=f"{self.host} ({actor})",
-                    payload=payload,
-                )
-                # A custom action may take its full minute on the owner.
-                timeout = self.config.command_timeout + (ACTION_SECONDS if kind == "action" else 0)
-                try:
-                    answer = cmd.wait_answer(conn, listener, command_id, timeout=timeout)
-                except BackendError:
-                    # Nobody took it: withdraw it, so no later owner acts on a stale command.
-                    conn.execute(
-                        "DELETE FROM cluster_commands WHERE command_id = %s AND taken_at IS NULL",
-                        (command_id,),
-                    )
-                    raise BackendError(
-                        f"{row[0]} (the owner of {scheduler_id!r}) did not answer within "
-                        f"{timeout:g}s"
-                    ) from None
-            except CONNECTION_ERRORS as error:
-                self._close_sender()
-                raise BackendError(f"cannot reach the cluster database: {error}") from error
-        return {**answer.body, "host": answer.answered_by}
-
-    def _close_sender(self) -> None:
-        for closable in (self._send_listener, self._send_conn):
-            if closable is not None:
-                with contextlib.suppress(Exception):
-                    closable.close()
-        self._send_conn = None
-        self._send_listener = None
+        return self._sender.send(scheduler_id, kind, payload, actor=actor)
 
     # -- the loop ---------------------------------------------------------------------------
 
