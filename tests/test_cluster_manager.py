@@ -310,18 +310,23 @@ def test_controls_from_any_host_reach_the_owner(
     # Stop from a host that does not own the tick: the owner stops running it.
     tick_owner = by_name(hosts, holder(db, TICK))
     not_owner = next(h for h in hosts if h is not tick_owner)
-    cli(not_owner.state, "stop", TICK)
+    cli(not_owner.state, "stop", TICK, "--reason", "maintenance")
     wait_for(
         lambda: json.loads(cli(tick_owner.state, "status", TICK, "--json"))["state"] == "stopped",
         timeout=10,
         what="the owner's tick stopped",
     )
-    # The other host shows the owner's state (published within a renewal period).
-    wait_for(
-        lambda: json.loads(cli(not_owner.state, "status", TICK, "--json"))["state"] == "stopped",
+    # The other host shows the owner's state and decision (published at each renewal).
+    shown = wait_for(
+        lambda: (
+            (s := json.loads(cli(not_owner.state, "status", TICK, "--json")))["state"] == "stopped"
+            and s
+        ),
         timeout=5,
         what="the owner's state shown on the other host",
     )
+    assert shown["decision"]["reason"] == "maintenance"
+    assert shown["host"] == tick_owner.name
     quiet_since = db.execute("SELECT clock_timestamp()").fetchone()[0]  # type: ignore[index]
     cli(not_owner.state, "start", TICK)
     wait_for(

@@ -94,6 +94,7 @@ CREATE TABLE IF NOT EXISTS cluster_status (
     last_outcome text,
     last_error text,
     last_actor text,
+    decision text,
     updated_at timestamptz NOT NULL DEFAULT clock_timestamp()
 );
 CREATE SEQUENCE IF NOT EXISTS cluster_settings_version;

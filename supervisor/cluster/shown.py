@@ -1,21 +1,22 @@
 """What each owner shows of its schedulers, for every host to show (``cluster_status``).
 
 An owner publishes the status of each scheduler it holds (state, current run, last and
-next times, last outcome, last actor) when it changed, under the lease it holds; the other
-hosts read the rows of the current owners with the leases, so a host that does not own a
-scheduler shows its owner's state, not its own idle copy.
+next times, last outcome, last actor, the operator's decision) when it changed, under
+the lease it holds; the other hosts read the rows of the current owners with the leases,
+so a host that does not own a scheduler shows its owner's state, not its own idle copy.
 
 May import ``core`` and ``cluster.db``.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
 from supervisor.cluster.db import Connection
-from supervisor.core.records import Outcome, SchedulerStatus, State
+from supervisor.core.records import Decision, DecisionKind, Outcome, SchedulerStatus, State
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -33,6 +34,7 @@ class Shown:
     last_outcome: str | None
     last_error: str | None
     last_actor: str | None
+    decision: str | None  # the operator's decision in force, as JSON
 
     @classmethod
     def of(cls, host: str, status: SchedulerStatus) -> Shown:
@@ -48,6 +50,7 @@ class Shown:
             last_outcome=None if status.last_outcome is None else status.last_outcome.value,
             last_error=status.last_error,
             last_actor=status.last_actor,
+            decision=_decision_text(status.decision),
         )
 
     @classmethod
@@ -71,7 +74,35 @@ class Shown:
             last_outcome=None if self.last_outcome is None else Outcome(self.last_outcome),
             last_error=self.last_error,
             last_actor=self.last_actor,
+            decision=_decision_of(self.decision),
         )
+
+
+def _decision_text(decision: Decision | None) -> str | None:
+    if decision is None:
+        return None
+    return json.dumps(
+        {
+            "kind": decision.kind.value,
+            "actor": decision.actor,
+            "at": decision.at.isoformat(),
+            "reason": decision.reason,
+            "until": None if decision.until is None else decision.until.isoformat(),
+        }
+    )
+
+
+def _decision_of(text: str | None) -> Decision | None:
+    if text is None:
+        return None
+    raw = json.loads(text)
+    return Decision(
+        kind=DecisionKind(raw["kind"]),
+        actor=raw["actor"],
+        at=datetime.fromisoformat(raw["at"]),
+        reason=raw["reason"],
+        until=None if raw["until"] is None else datetime.fromisoformat(raw["until"]),
+    )
 
 
 SHOWN_COLUMNS = (
@@ -85,6 +116,7 @@ SHOWN_COLUMNS = (
     "last_outcome",
     "last_error",
     "last_actor",
+    "decision",
 )
 
 # The owners' published statuses come with the owners (a row of a former owner is ignored).
@@ -99,13 +131,15 @@ SELECT l.scheduler_id, l.holder, {", ".join(f"s.{c}" for c in SHOWN_COLUMNS)}
 PUBLISH = """
 INSERT INTO cluster_status AS s (scheduler_id, token, host, state, run_phase, current_run_id,
        last_started_at, last_completed_at, next_planned_at, last_outcome, last_error,
-       last_actor, updated_at)
+       last_actor, decision, updated_at)
 SELECT u.*, clock_timestamp()
   FROM unnest(%(c0)s::text[], %(c1)s::bigint[], %(c2)s::text[], %(c3)s::text[],
               %(c4)s::text[], %(c5)s::text[], %(c6)s::timestamptz[], %(c7)s::timestamptz[],
-              %(c8)s::timestamptz[], %(c9)s::text[], %(c10)s::text[], %(c11)s::text[])
+              %(c8)s::timestamptz[], %(c9)s::text[], %(c10)s::text[], %(c11)s::text[],
+              %(c12)s::text[])
        AS u(scheduler_id, token, host, state, run_phase, current_run_id, last_started_at,
-            last_completed_at, next_planned_at, last_outcome, last_error, last_actor)
+            last_completed_at, next_planned_at, last_outcome, last_error, last_actor,
+            decision)
   JOIN cluster_leases AS l ON l.scheduler_id = u.scheduler_id AND l.token = u.token
    AND l.holder = %(holder)s
 ON CONFLICT (scheduler_id) DO UPDATE SET
@@ -115,7 +149,7 @@ ON CONFLICT (scheduler_id) DO UPDATE SET
        last_completed_at = EXCLUDED.last_completed_at,
        next_planned_at = EXCLUDED.next_planned_at, last_outcome = EXCLUDED.last_outcome,
        last_error = EXCLUDED.last_error, last_actor = EXCLUDED.last_actor,
-       updated_at = EXCLUDED.updated_at
+       decision = EXCLUDED.decision, updated_at = EXCLUDED.updated_at
 """
 
 
