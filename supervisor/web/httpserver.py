@@ -54,6 +54,8 @@ _REASONS = {
     503: "Service Unavailable",
     505: "HTTP Version Not Supported",
 }
+_COPY_BYTES = 64 * 1024  # a larger first chunk is sent after the head, not joined to it
+_MORE = getattr(socket, "MSG_MORE", 0)
 _DROPPED_RESPONSE_HEADERS = frozenset({"server", "connection", "keep-alive", "x-powered-by"})
 
 
@@ -513,7 +515,11 @@ class _Response:
         lines.append("Connection: close")
         head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
         self._sent = True
-        self._sock.sendall(head + data)
+        if len(data) < _COPY_BYTES:
+            self._sock.sendall(head + data)
+        else:  # not copied whole to go out in one piece: corked until the body follows
+            self._sock.sendall(head, _MORE)
+            self._sock.sendall(data)
 
     def run(self, app: WsgiApp, environ: dict[str, Any]) -> None:
         result = app(environ, self.start_response)
