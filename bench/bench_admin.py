@@ -9,7 +9,14 @@ all for one scheduler (the worst case for its pages). Page latency is measured w
 plain HTTP client over loopback (p50/p99 of full responses); the tail delay with Debian's
 chromium through Playwright: a run logs ``tick`` records carrying the wall time they were
 written; the page notes the wall time each row appears. Targets: pages <= 100 ms at p99,
-tail delay <= 500 ms. This module is also the application the manager runs.
+tail delay <= 500 ms.
+
+Concurrent clients (issue 10): 1 and then 10 clients GET the overview as fast as they can
+(taking turns, twice), from a process of their own over plain sockets that read every
+response to its end, beside the same load on a static file (the floor: the server, guard
+and session alone). Target: 10 clients >= 3x one client's requests/s, p99 <= 100 ms.
+Partial connections (issue 13): a page while 200 connections hold unfinished requests.
+This module is also the application the manager runs.
 """
 
 from __future__ import annotations
