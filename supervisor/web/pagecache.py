@@ -129,6 +129,8 @@ class PageCache:
         one it was rendered from. ``render`` must depend only on its request's session,
         subject and path, on ``variant`` and on ``basis``."""
         session = request.session
+        # A flash added just after this look waits for the next page; none is lost: the
+        # kept page is rendered for a copy without flashes, the others take them.
         if session is None or request.subject is None or session.flashes:
             return render(request)
         key = (
