@@ -536,6 +536,10 @@ def test_a_status_changed_elsewhere_shows_on_the_next_overview(service: Any) -> 
     )
     card = _card(client.request("GET", "/")[2], "m.hang")
     assert 'data-state="running"' not in card and "outcome-cancelled" in card, card
+    kept = client.request("GET", "/")[2]
+    filtered = client.request("GET", "/?outcome=cancelled")[2]  # another page, not the kept one
+    assert 'data-id="m.oneshot"' in kept and 'data-id="m.oneshot"' not in filtered
+    assert 'data-id="m.hang"' in filtered
 
 
 def test_a_kept_overview_carries_each_sessions_own_token_and_flashes(service: Any) -> None:
