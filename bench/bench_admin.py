@@ -12,7 +12,7 @@ written; the page notes the wall time each row appears. Targets: pages <= 100 ms
 tail delay <= 500 ms.
 
 Concurrent clients (issue 10): 1 and then 10 clients GET the overview as fast as they can
-(taking turns, twice), from a process of their own over plain sockets that read every
+(taking turns, four times), from a process of their own over plain sockets that read every
 response to its end, beside the same load on a static file (the floor: the server, guard
 and session alone). Target: 10 clients >= 3x one client's requests/s, p99 <= 100 ms.
 Partial connections (issue 13): a page while 200 connections hold unfinished requests.
@@ -274,7 +274,7 @@ def run_load(
 
 
 FLOOR_PATH = "/static/favicon.svg"  # the same server, guard and session, no page work
-ROUNDS = 2  # 1 and 10 clients take turns, so a neighbour's load hits both alike
+ROUNDS = 4  # 1 and 10 clients take turns, so a neighbour's load hits both alike
 BROWSER = "gzip, deflate, br"  # what browsers accept
 
 
@@ -497,7 +497,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--requests", type=int, default=60, help="requests per page")
     parser.add_argument("--records", type=int, default=1_000_000, help="stored log records")
-    parser.add_argument("--seconds", type=float, default=5.0, help="length of each load phase")
+    parser.add_argument("--seconds", type=float, default=8.0, help="length of each load phase")
     parser.add_argument("--clients", nargs=7, help=argparse.SUPPRESS)  # the load process
     args = parser.parse_args()
     if args.clients:
