@@ -1,0 +1,212 @@
+"""Log records in PostgreSQL (``store.protocols.LogArchive``): capped per run, read by index.
+
+Appends go through ``store.budget`` (the cap, its marker, the counters), then one ``COPY``
+of the rows and one update of the runs' counters, all in one transaction. The counter row
+``log_id`` is locked first: appends from several threads or hosts take their cursors one
+after the other and commit in that order, so a reader asking for records after a cursor
+never misses one committed later with a smaller cursor. Reads read one ordered index range
+per level and merge them in one statement (one snapshot), as the SQLite store does.
+May import ``core``, ``store.budget``, ``store.codec``, ``store.protocols``,
+``store.postgres.database`` and the stdlib.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Final
+
+from supervisor.core.errors import UnknownRun
+from supervisor.core.records import Level, LogQuery, LogRecord, Source
+from supervisor.store.budget import LogBudget, LogRow, admit, admit_loss
+from supervisor.store.codec import decode_fields, from_microseconds
+from supervisor.store.postgres.database import Connection, Database
+from supervisor.store.protocols import LogStats, LostLogs
+
+_COPY_LOGS: Final = (
+    "COPY sst_logs (id, scheduler_id, run_seq, time, level, source, message, message_bytes,"
+    " fields) FROM STDIN"
+)
+LOCK_COUNTER: Final = "SELECT value FROM sst_counters WHERE name = 'log_id' FOR UPDATE"
+_SELECT_BUDGETS: Final = (
+    "SELECT run_id, seq, scheduler_id, log_records, log_bytes, dropped_records, dropped_bytes,"
+    " log_truncated, first_log_id, last_log_id FROM sst_runs WHERE run_id = ANY(%s)"
+)
+_UPDATE_BUDGETS: Final = (
+    "UPDATE sst_runs AS r SET log_records = b.records, log_bytes = b.bytes,"
+    " dropped_records = b.dropped, dropped_bytes = b.dropped_bytes,"
+    " log_truncated = b.truncated, first_log_id = b.first_id, last_log_id = b.last_id"
+    " FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[],"
+    " %s::boolean[], %s::bigint[], %s::bigint[])"
+    " AS b(seq, records, bytes, dropped, dropped_bytes, truncated, first_id, last_id)"
+    " WHERE r.seq = b.seq"
+)
+_DELETE_RUN_LOGS: Final = (
+    "DELETE FROM sst_logs WHERE scheduler_id = %s AND id BETWEEN %s AND %s AND run_seq = %s"
+)
+
+
+class PostgresLogs:
+    _db: Database
+    _max_log_bytes: int
+
+    def append_logs(self, records: Sequence[LogRecord]) -> None:
+        if not records:
+            return
+        with self._db.write() as conn:
+            highest = _lock_counter(conn)
+            budgets = _load_budgets(conn, {record.run_id for record in records})
+            rows, touched = admit(
+                records, cap=self._max_log_bytes, next_id=highest + 1, budget_for=budgets.get
+            )
+            _store(conn, rows, touched)
+
+    def add_lost_logs(self, lost: LostLogs) -> None:
+        with self._db.write() as conn:
+            highest = _lock_counter(conn)
+            budget = _load_budgets(conn, {lost.run_id}).get(lost.run_id)
+            if budget is None:
+                raise UnknownRun(f"no run with id {lost.run_id!r}")
+            row = admit_loss(budget, lost, next_id=highest + 1)
+            _store(conn, [row], [budget])
+
+    def log_stats(self, run_id: str) -> LogStats:
+        with self._db.read() as conn:
+            row = conn.execute(
+                "SELECT log_records, dropped_records, log_bytes, dropped_bytes FROM sst_runs"
+                " WHERE run_id = %s",
+                (run_id,),
+            ).fetchone()
+        if row is None:
+            raise UnknownRun(f"no run with id {run_id!r}")
+        stored, dropped, stored_bytes, dropped_bytes = row
+        return LogStats(
+            stored_records=stored,
+            dropped_records=dropped,
+            stored_bytes=stored_bytes,
+            dropped_bytes=dropped_bytes,
+        )
+
+    def logs(self, query: LogQuery) -> list[tuple[int, LogRecord]]:
+        if query.limit <= 0:
+            return []
+        sql, params = log_query(query)
+        with self._db.read() as conn:
+            rows = conn.execute(sql, params).fetchall()
+        return [(row[0], _log_from_row(row)) for row in rows]
+
+    def count_logs(self, run_id: str) -> int:
+        with self._db.read() as conn:
+            row = conn.execute(
+                "SELECT log_records FROM sst_runs WHERE run_id = %s", (run_id,)
+            ).fetchone()
+        return int(row[0]) if row else 0
+
+
+def delete_run_logs(
+    conn: Connection, scheduler_id: str, seq: int, first_log_id: int, last_log_id: int
+) -> None:
+    """Delete the records of one run (inside the caller's transaction)."""
+    conn.execute(_DELETE_RUN_LOGS, (scheduler_id, first_log_id, last_log_id, seq))
+
+
+def _lock_counter(conn: Connection) -> int:
+    row = conn.execute(LOCK_COUNTER).fetchone()
+    return int(row[0]) if row else 0
+
+
+def _load_budgets(conn: Connection, run_ids: set[str]) -> dict[str, LogBudget]:
+    rows = conn.execute(_SELECT_BUDGETS, (sorted(run_ids),)).fetchall()
+    return {
+        row[0]: LogBudget(
+            seq=row[1],
+            scheduler_id=row[2],
+            stored_records=row[3],
+            stored_bytes=row[4],
+            dropped_records=row[5],
+            dropped_bytes=row[6],
+            truncated=row[7],
+            first_log_id=row[8],
+            last_log_id=row[9],
+        )
+        for row in rows
+    }
+
+
+def _store(conn: Connection, rows: list[LogRow], budgets: list[LogBudget]) -> None:
+    if rows:
+        with conn.cursor().copy(_COPY_LOGS) as copy:
+            write = copy.write_row
+            for log_id, scheduler_id, seq, time, level, source, message, fields in rows:
+                if "\x00" in message:  # PostgreSQL text cannot hold NUL: keep the bytes
+                    write((log_id, scheduler_id, seq, time, level, source, None,
+                           message.encode(), fields))  # fmt: skip
+                else:
+                    write((log_id, scheduler_id, seq, time, level, source, message, None,
+                           fields))  # fmt: skip
+        conn.execute("UPDATE sst_counters SET value = %s WHERE name = 'log_id'", (rows[-1][0],))
+    if budgets:
+        conn.execute(
+            _UPDATE_BUDGETS,
+            (
+                [b.seq for b in budgets],
+                [b.stored_records for b in budgets],
+                [b.stored_bytes for b in budgets],
+                [b.dropped_records for b in budgets],
+                [b.dropped_bytes for b in budgets],
+                [b.truncated for b in budgets],
+                [b.first_log_id for b in budgets],
+                [b.last_log_id for b in budgets],
+            ),
+        )
+
+
+def log_query(query: LogQuery) -> tuple[str, dict[str, object]]:
+    """The SQL and parameters of ``logs``: one index range per level, each read in cursor
+    order up to ``limit``, merged, cut to ``limit``, returned ascending; one statement."""
+    levels = [level for level in Level if query.min_level is None or level >= query.min_level]
+    order = "ASC" if query.after is not None else "DESC"
+    params: dict[str, object] = {"sid": query.scheduler_id, "limit": query.limit}
+    where = ["scheduler_id = %(sid)s"]
+    if query.after is not None:
+        where.append("id > %(after)s")
+        params["after"] = query.after
+    if query.before is not None:
+        where.append("id < %(before)s")
+        params["before"] = query.before
+    prefix = ""
+    if query.run_id is not None:
+        params["run"] = query.run_id
+        prefix = (
+            "WITH run AS (SELECT seq, first_log_id, last_log_id FROM sst_runs"
+            " WHERE run_id = %(run)s AND scheduler_id = %(sid)s) "
+        )
+        where.append(
+            "id BETWEEN (SELECT first_log_id FROM run) AND (SELECT last_log_id FROM run)"
+            " AND run_seq = (SELECT seq FROM run)"
+        )
+    conditions = " AND ".join(where)
+    # Built from the constants above only; every value is a bound parameter.
+    one_level = (
+        f"(SELECT id FROM sst_logs WHERE {conditions} AND level = {{level}}"  # noqa: S608
+        f" ORDER BY id {order} LIMIT %(limit)s)"
+    )
+    union = " UNION ALL ".join(one_level.format(level=int(level.value)) for level in levels)
+    newest = f"SELECT id FROM ({union}) AS u ORDER BY id {order} LIMIT %(limit)s"  # noqa: S608
+    sql = (
+        f"{prefix}SELECT l.id, r.run_id, l.time, l.level, l.source, l.message,"  # noqa: S608
+        " l.message_bytes, l.fields FROM sst_logs AS l LEFT JOIN sst_runs AS r"
+        f" ON r.seq = l.run_seq WHERE l.id IN ({newest}) ORDER BY l.id"
+    )
+    return sql, params
+
+
+def _log_from_row(row: Sequence[Any]) -> LogRecord:
+    message = row[5] if row[5] is not None else bytes(row[6]).decode()
+    return LogRecord(
+        time=from_microseconds(row[2]),
+        level=Level(row[3]),
+        message=message,
+        fields=decode_fields(row[7]),
+        run_id=row[1] or "",
+        source=Source(row[4]),
+    )
