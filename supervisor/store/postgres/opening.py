@@ -129,25 +129,14 @@ def _prepare(conn: Connection, description: str) -> None:
         if version == SCHEMA_VERSION:
             _check_tables(conn, description)
             return
-        with conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (SCHEMA_LOCK,))
-            version = _stored_version(conn, description)  # another host may have done it
-            if version == 0:
-                _refuse_foreign(conn, description)
-            if version < SCHEMA_VERSION:
-                for steps in MIGRATIONS[version:]:
-                    for statement in steps:
-                        conn.execute(statement)
-                if version == 0:
-                    conn.execute(
-                        f"INSERT INTO {VERSION_TABLE} (application, version) VALUES (%s, %s)",  # noqa: S608
-                        (APPLICATION, SCHEMA_VERSION),
-                    )
-                else:
-                    conn.execute(
-                        f"UPDATE {VERSION_TABLE} SET version = %s",  # noqa: S608
-                        (SCHEMA_VERSION,),
-                    )
+        # A session lock taken outside the transaction: the transaction that checks again
+        # starts after the lock is granted, so it sees the schema another host just made
+        # (a lock taken inside it could leave it looking at stale catalog caches).
+        conn.execute("SELECT pg_advisory_lock(hashtext(%s))", (SCHEMA_LOCK,))
+        try:
+            _create_or_migrate(conn, description)
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (SCHEMA_LOCK,))
         _check_tables(conn, description)
     except psycopg.errors.InsufficientPrivilege as exc:
         raise StoreError(
@@ -157,6 +146,28 @@ def _prepare(conn: Connection, description: str) -> None:
         ) from None
     except psycopg.Error as exc:
         raise StoreError(f"cannot use {description}: {_one_line(exc)}") from None
+
+
+def _create_or_migrate(conn: Connection, description: str) -> None:
+    """Create or migrate the schema in one transaction (under the schema lock)."""
+    with conn.transaction():
+        version = _stored_version(conn, description)  # another host may have done it
+        if version == 0:
+            _refuse_foreign(conn, description)
+        if version < SCHEMA_VERSION:
+            for steps in MIGRATIONS[version:]:
+                for statement in steps:
+                    conn.execute(statement)
+            if version == 0:
+                conn.execute(
+                    f"INSERT INTO {VERSION_TABLE} (application, version) VALUES (%s, %s)",  # noqa: S608
+                    (APPLICATION, SCHEMA_VERSION),
+                )
+            else:
+                conn.execute(
+                    f"UPDATE {VERSION_TABLE} SET version = %s",  # noqa: S608
+                    (SCHEMA_VERSION,),
+                )
 
 
 def _stored_version(conn: Connection, description: str) -> int:
