@@ -27,12 +27,18 @@ _COPY_LOGS: Final = (
     " fields) FROM STDIN"
 )
 LOCK_COUNTER: Final = "SELECT value FROM sst_counters WHERE name = 'log_id' FOR UPDATE"
-_SELECT_BUDGETS: Final = (
-    "SELECT run_id, seq, scheduler_id, log_records, log_bytes, dropped_records, dropped_bytes,"
-    " log_truncated, first_log_id, last_log_id FROM sst_runs WHERE run_id = ANY(%s)"
+# The counter lock and the budgets of the runs a batch names, in one round trip.
+_LOCK_AND_BUDGETS: Final = (
+    "WITH counter AS (SELECT value FROM sst_counters WHERE name = 'log_id' FOR UPDATE)"
+    " SELECT counter.value, r.run_id, r.seq, r.scheduler_id, r.log_records, r.log_bytes,"
+    " r.dropped_records, r.dropped_bytes, r.log_truncated, r.first_log_id, r.last_log_id"
+    " FROM counter LEFT JOIN sst_runs AS r ON r.run_id = ANY(%s)"
 )
+# The runs' counters and the cursor counter, in one statement.
 _UPDATE_BUDGETS: Final = (
-    "UPDATE sst_runs AS r SET log_records = b.records, log_bytes = b.bytes,"
+    "WITH cursor_counter AS (UPDATE sst_counters SET value = greatest(value, %s)"
+    " WHERE name = 'log_id')"
+    " UPDATE sst_runs AS r SET log_records = b.records, log_bytes = b.bytes,"
     " dropped_records = b.dropped, dropped_bytes = b.dropped_bytes,"
     " log_truncated = b.truncated, first_log_id = b.first_id, last_log_id = b.last_id"
     " FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[],"
@@ -53,8 +59,7 @@ class PostgresLogs:
         if not records:
             return
         with self._db.write() as conn:
-            highest = _lock_counter(conn)
-            budgets = _load_budgets(conn, {record.run_id for record in records})
+            highest, budgets = _lock_and_load(conn, {record.run_id for record in records})
             rows, touched = admit(
                 records, cap=self._max_log_bytes, next_id=highest + 1, budget_for=budgets.get
             )
@@ -62,8 +67,8 @@ class PostgresLogs:
 
     def add_lost_logs(self, lost: LostLogs) -> None:
         with self._db.write() as conn:
-            highest = _lock_counter(conn)
-            budget = _load_budgets(conn, {lost.run_id}).get(lost.run_id)
+            highest, budgets = _lock_and_load(conn, {lost.run_id})
+            budget = budgets.get(lost.run_id)
             if budget is None:
                 raise UnknownRun(f"no run with id {lost.run_id!r}")
             row = admit_loss(budget, lost, next_id=highest + 1)
@@ -109,26 +114,25 @@ def delete_run_logs(
     conn.execute(_DELETE_RUN_LOGS, (scheduler_id, first_log_id, last_log_id, seq))
 
 
-def _lock_counter(conn: Connection) -> int:
-    row = conn.execute(LOCK_COUNTER).fetchone()
-    return int(row[0]) if row else 0
-
-
-def _load_budgets(conn: Connection, run_ids: set[str]) -> dict[str, LogBudget]:
-    rows = conn.execute(_SELECT_BUDGETS, (sorted(run_ids),)).fetchall()
-    return {
-        row[0]: LogBudget(
-            seq=row[1],
-            scheduler_id=row[2],
-            stored_records=row[3],
-            stored_bytes=row[4],
-            dropped_records=row[5],
-            dropped_bytes=row[6],
-            truncated=row[7],
-            first_log_id=row[8],
-            last_log_id=row[9],
+def _lock_and_load(conn: Connection, run_ids: set[str]) -> tuple[int, dict[str, LogBudget]]:
+    """Lock the cursor counter; the highest cursor given out and the budgets of the runs
+    among ``run_ids`` that exist."""
+    rows = conn.execute(_LOCK_AND_BUDGETS, (sorted(run_ids),)).fetchall()
+    highest = int(rows[0][0]) if rows else 0
+    return highest, {
+        row[1]: LogBudget(
+            seq=row[2],
+            scheduler_id=row[3],
+            stored_records=row[4],
+            stored_bytes=row[5],
+            dropped_records=row[6],
+            dropped_bytes=row[7],
+            truncated=row[8],
+            first_log_id=row[9],
+            last_log_id=row[10],
         )
         for row in rows
+        if row[1] is not None
     }
 
 
@@ -143,11 +147,11 @@ def _store(conn: Connection, rows: list[LogRow], budgets: list[LogBudget]) -> No
                 else:
                     write((log_id, scheduler_id, seq, time, level, source, message, None,
                            fields))  # fmt: skip
-        conn.execute("UPDATE sst_counters SET value = %s WHERE name = 'log_id'", (rows[-1][0],))
     if budgets:
         conn.execute(
             _UPDATE_BUDGETS,
             (
+                rows[-1][0] if rows else 0,
                 [b.seq for b in budgets],
                 [b.stored_records for b in budgets],
                 [b.stored_bytes for b in budgets],
