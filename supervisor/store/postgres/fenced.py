@@ -54,13 +54,15 @@ RETURNING seq
 # The scheduler is the run's; a run written under an older token is refused too (its
 # tenure ended, and the new owner may have marked it interrupted: that stays).
 END: Final = f"""
-WITH lease AS ({_LEASE})
+WITH lease AS (
+    SELECT l.token FROM {LEASES_TABLE} AS l JOIN sst_runs AS run USING (scheduler_id)
+     WHERE run.run_id = %(run)s AND l.token = %(token)s FOR SHARE OF l
+)
 UPDATE sst_runs AS r
    SET ended_at = %(ended)s, outcome = %(outcome)s, exit_code = %(exit)s,
        signal = %(signal)s, error = %(error)s
   FROM lease
- WHERE r.run_id = %(run)s AND r.scheduler_id = %(sid)s
-   AND (r.token IS NULL OR r.token = lease.token)
+ WHERE r.run_id = %(run)s AND (r.token IS NULL OR r.token = lease.token)
 RETURNING {", ".join("r." + c.strip() for c in COLUMNS.split(","))}
 """  # noqa: S608 (composed of constants only)
 
@@ -81,7 +83,7 @@ class PostgresFencedRuns:
 
     def insert_run_fenced(self, run: RunRecord, *, token: int) -> None:
         params = {**insert_params(run), "token": token}
-        with _fenced(self._db) as conn:
+        with _fenced(self._db, one_statement=True) as conn:
             if conn.execute(START, params).fetchone() is not None:
                 return
             _refuse(conn, run.scheduler_id, token)
@@ -108,16 +110,15 @@ class PostgresFencedRuns:
         )
         with _fenced(self._db) as conn:
             conn.execute(LOCK_COUNTER)
-            found = conn.execute(
-                "SELECT scheduler_id FROM sst_runs WHERE run_id = %s", (run_id,)
-            ).fetchone()
-            if found is None:
-                raise UnknownRun(f"no run with id {run_id!r}")
-            scheduler_id: str = found[0]
-            row = conn.execute(END, {**params, "sid": scheduler_id, "token": token}).fetchone()
+            row = conn.execute(END, {**params, "token": token}).fetchone()
             if row is None:
-                raise StaleLease(scheduler_id, token)
-            apply_retention(conn, scheduler_id, keep=self._max_runs)
+                found = conn.execute(
+                    "SELECT scheduler_id FROM sst_runs WHERE run_id = %s", (run_id,)
+                ).fetchone()
+                if found is None:
+                    raise UnknownRun(f"no run with id {run_id!r}")
+                raise StaleLease(found[0], token)
+            apply_retention(conn, row[1], keep=self._max_runs)
         return run_from_row(row)
 
     def interrupt_runs_before(
@@ -141,10 +142,11 @@ class PostgresFencedRuns:
 
 
 @contextlib.contextmanager
-def _fenced(db: Database) -> Iterator[Connection]:
-    """``Database.write`` that names a missing lease table instead of a bare SQL error."""
+def _fenced(db: Database, *, one_statement: bool = False) -> Iterator[Connection]:
+    """``Database.write`` (``read`` for a write of ``one_statement``, its own transaction)
+    that names a missing lease table instead of a bare SQL error."""
     try:
-        with db.write() as conn:
+        with db.read() if one_statement else db.write() as conn:
             yield conn
     except StoreError as error:
         if isinstance(error.__cause__, psycopg.errors.UndefinedTable):
