@@ -32,7 +32,7 @@ class PostgresAudit:
             None if entry.before is None else encode_values(entry.before),
             None if entry.after is None else encode_values(entry.after),
         )
-        with self._db.read() as conn:
+        with self._db.single() as conn:
             conn.execute(
                 "INSERT INTO sst_audit (time, actor, action, scheduler_id, detail, before, after)"
                 " VALUES (%s, %s, %s, %s, %s, %s, %s)",

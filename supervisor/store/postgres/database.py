@@ -74,13 +74,17 @@ class Database:
     @contextlib.contextmanager
     def read(self) -> Iterator[Connection]:
         """A connection outside any transaction: each statement sees the latest commit and
-        is a transaction of its own (so a write of one statement needs no ``write``: one
-        round trip instead of three)."""
+        is a transaction of its own."""
         with self._connection() as conn:
             try:
                 yield conn
             except psycopg.Error as exc:
                 raise failure(self.description, exc) from exc
+
+    def single(self) -> contextlib.AbstractContextManager[Connection]:
+        """For a write of one statement: ``read``'s connection, the statement its own
+        transaction (one round trip instead of BEGIN, statement, COMMIT)."""
+        return self.read()
 
     @contextlib.contextmanager
     def _connection(self) -> Iterator[Connection]:

@@ -143,10 +143,10 @@ class PostgresFencedRuns:
 
 @contextlib.contextmanager
 def _fenced(db: Database, *, one_statement: bool = False) -> Iterator[Connection]:
-    """``Database.write`` (``read`` for a write of ``one_statement``, its own transaction)
-    that names a missing lease table instead of a bare SQL error."""
+    """``Database.write`` (``single`` for a write of ``one_statement``) that names a
+    missing lease table instead of a bare SQL error."""
     try:
-        with db.read() if one_statement else db.write() as conn:
+        with db.single() if one_statement else db.write() as conn:
             yield conn
     except StoreError as error:
         if isinstance(error.__cause__, psycopg.errors.UndefinedTable):

@@ -18,7 +18,7 @@ class PostgresMeta:
         return str(row[0]) if row else None
 
     def set_meta(self, key: str, value: str) -> None:
-        with self._db.read() as conn:
+        with self._db.single() as conn:
             conn.execute(
                 "INSERT INTO sst_meta (key, value) VALUES (%s, %s)"
                 " ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",

@@ -101,12 +101,12 @@ class PostgresRuns:
 
     def insert_run(self, run: RunRecord) -> None:
         params = insert_params(run)
-        with self._db.read() as conn:
+        with self._db.single() as conn:
             if conn.execute(INSERT_RUN, params).fetchone() is None:
                 raise StoreError(f"run {run.run_id!r} is already stored")
 
     def set_run_process(self, run_id: str, *, pid: int, pgid: int, create_time: float) -> None:
-        with self._db.read() as conn:
+        with self._db.single() as conn:
             cursor = conn.execute(
                 "UPDATE sst_runs SET pid = %s, pgid = %s, create_time = %s WHERE run_id = %s",
                 (pid, pgid, create_time, run_id),

@@ -29,7 +29,7 @@ class PostgresSettings:
 
     def set_overrides(self, scheduler_id: str, overrides: Mapping[str, Any]) -> None:
         encoded = encode_overrides(overrides)
-        with self._db.read() as conn:  # one statement either way
+        with self._db.single() as conn:  # one statement either way
             if overrides:
                 conn.execute(
                     "INSERT INTO sst_overrides (scheduler_id, settings) VALUES (%s, %s)"
@@ -40,7 +40,7 @@ class PostgresSettings:
                 conn.execute("DELETE FROM sst_overrides WHERE scheduler_id = %s", (scheduler_id,))
 
     def delete_overrides(self, scheduler_id: str) -> bool:
-        with self._db.read() as conn:
+        with self._db.single() as conn:
             cursor = conn.execute(
                 "DELETE FROM sst_overrides WHERE scheduler_id = %s", (scheduler_id,)
             )

@@ -32,7 +32,7 @@ class PostgresUsers:
     ) -> None:
         check_new_user(name, role)
         created = require_aware(created_at if created_at is not None else datetime.now(UTC))
-        with self._db.read() as conn:
+        with self._db.single() as conn:
             cursor = conn.execute(
                 "INSERT INTO sst_users (name, role, password_hash, created_at)"
                 " VALUES (%s, %s, %s, %s) ON CONFLICT (name) DO NOTHING",
@@ -42,7 +42,7 @@ class PostgresUsers:
                 raise DefinitionError("name", f"user {name!r} already exists")
 
     def remove_user(self, name: str) -> bool:
-        with self._db.read() as conn:
+        with self._db.single() as conn:
             return conn.execute("DELETE FROM sst_users WHERE name = %s", (name,)).rowcount > 0
 
     def get_user(self, name: str) -> StoredUser | None:
@@ -56,7 +56,7 @@ class PostgresUsers:
         return [_user_from_row(row) for row in rows]
 
     def set_password(self, name: str, password_hash: str) -> None:
-        with self._db.read() as conn:
+        with self._db.single() as conn:
             cursor = conn.execute(
                 "UPDATE sst_users SET password_hash = %s WHERE name = %s",
                 (storable(password_hash), storable(name)),
