@@ -182,3 +182,28 @@ def test_a_database_of_another_app_is_refused(
     assert done.returncode == 7, done.stderr
     assert f"/{database} belongs to app 'manager-tests'" in done.stderr
     assert "use --replace-app to take it over, or another --store" in done.stderr
+
+
+def test_runs_go_on_after_postgresql_restarts_under_the_manager(
+    pg_cluster: PostgresCluster, tmp_path: Path
+) -> None:
+    database = "restart" + os.urandom(3).hex()
+    dsn = pg_cluster.create_database(database)
+    ended = "SELECT count(*) FROM sst_runs WHERE scheduler_id = 'm.repeat' AND ended_at IS NOT NULL"
+
+    def count() -> int:
+        value = rows(dsn, ended)[0][0]
+        assert isinstance(value, int)
+        return value
+
+    with manager_on(tmp_path / "state", url(pg_cluster, database)) as process:
+        wait_for(lambda: count() >= 2, timeout=30, what="runs before the restart")
+        pg_cluster.restart()  # every connection of the manager is cut
+        before = count()
+        wait_for(lambda: count() >= before + 3, timeout=30, what="runs after the restart")
+        assert process.poll() is None
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=30)
+        assert process.returncode == 0, stderr.decode(errors="replace")
+    # Every run the manager started has its end (none left open by the outage).
+    assert rows(dsn, "SELECT count(*) FROM sst_runs WHERE ended_at IS NULL") == [(0,)]
