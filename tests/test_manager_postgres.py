@@ -4,6 +4,7 @@ CLI reads them through the manager; a store it cannot use stops it with the reas
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import subprocess
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from supervisor.core.errors import DefinitionError
 from tests.commands import supervisor
 from tests.manager_process import ROOT, cli
 from tests.postgres import PostgresCluster, free_port, pg_cluster, pg_dsn, skip_reason
@@ -207,3 +209,46 @@ def test_runs_go_on_after_postgresql_restarts_under_the_manager(
         assert process.returncode == 0, stderr.decode(errors="replace")
     # Every run the manager started has its end (none left open by the outage).
     assert rows(dsn, "SELECT count(*) FROM sst_runs WHERE ended_at IS NULL") == [(0,)]
+
+
+def test_run_options_choose_the_store(pg_dsn: str, tmp_path: Path) -> None:
+    from supervisor.service.manager_mode import RunOptions, Service
+    from supervisor.store.postgres import PostgresStore
+    from supervisor.store.sqlite import SqliteStore
+
+    log = io.StringIO()
+    on_postgres = Service(
+        RunOptions(app_spec=APP, state_dir=tmp_path / "pg", admin=None, store=pg_dsn_url(pg_dsn)),
+        log=log,
+    )
+    try:
+        on_postgres.start()
+        assert isinstance(on_postgres.store, PostgresStore)
+        assert not (tmp_path / "pg" / "state.db").exists()
+    finally:
+        on_postgres.close()
+    assert "store database sst@127.0.0.1" in log.getvalue()
+    on_sqlite = Service(
+        RunOptions(app_spec=APP, state_dir=tmp_path / "lite", admin=None), log=io.StringIO()
+    )
+    try:
+        on_sqlite.start()
+        assert isinstance(on_sqlite.store, SqliteStore)
+    finally:
+        on_sqlite.close()
+    refused = Service(
+        RunOptions(app_spec=APP, state_dir=tmp_path / "x", admin=None, store="host=db1"),
+        log=io.StringIO(),
+    )
+    try:
+        with pytest.raises(DefinitionError, match="expected a postgresql://") as caught:
+            refused.start()
+    finally:
+        refused.close()
+    assert caught.value.field == "--store"
+
+
+def pg_dsn_url(dsn: str) -> str:
+    """The key=value DSN of tests/postgres.py as the postgresql:// URL --store takes."""
+    params = dict(part.split("=", 1) for part in dsn.split())
+    return f"postgresql://{params['user']}@{params['host']}:{params['port']}/{params['dbname']}"
