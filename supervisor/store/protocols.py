@@ -2,7 +2,8 @@
 
 Aggregates: settings overrides, runs, logs, the audit trail, users, and small internal
 state. ``Store`` is all of them plus ``close``. Implementations: ``sqlite.SqliteStore``
-(the embedded default) and ``memory.MemoryStore`` (complete, no file); one conformance
+(the embedded default), ``postgres.PostgresStore`` (shared by several hosts; also
+``FencedRunHistory``) and ``memory.MemoryStore`` (complete, no file); one conformance
 suite (tests/test_store_contract.py) runs against each, and a new store joins it.
 
 Common to every method of every Protocol here:
