@@ -60,13 +60,13 @@ class Database:
 
     @contextlib.contextmanager
     def write(self) -> Iterator[Connection]:
-        """A connection inside one transaction, in pipeline mode: committed when the block
-        ends, rolled back if it raises. Reading a result (``fetchone``) waits for it."""
+        """A connection inside one transaction: committed when the block ends, rolled back
+        if it raises."""
         with self._connection() as conn:
             try:
-                # Pipelined: statements whose results are not read yet travel together
-                # (BEGIN with the first statement, the last ones with COMMIT).
-                with conn.pipeline(), conn.transaction():
+                # Not pipelined: with psycopg's Python implementation (Debian's) a pipeline
+                # measured slower than plain round trips on loopback (bench_store.py).
+                with conn.transaction():
                     yield conn
             except psycopg.Error as exc:
                 raise failure(self.description, exc) from exc

@@ -1,12 +1,12 @@
 """Log records in PostgreSQL (``store.protocols.LogArchive``): capped per run, read by index.
 
 Appends go through ``store.budget`` (the cap, its marker, the counters), then one insert
-of the rows (as arrays) and one update of the runs' counters, all in one pipelined
-transaction: two round trips per batch. The counter row
-``log_id`` is locked first: appends from several threads or hosts take their cursors one
-after the other and commit in that order, so a reader asking for records after a cursor
-never misses one committed later with a smaller cursor. Reads read one ordered index range
-per level and merge them in one statement (one snapshot), as the SQLite store does.
+of the rows (as arrays) and one update of the runs' counters, all in one transaction.
+The counter row ``log_id`` is locked first: appends from several threads or hosts take
+their cursors one after the other and commit in that order, so a reader asking for
+records after a cursor never misses one committed later with a smaller cursor. Reads read
+one ordered index range per level and merge them in one statement (one snapshot), as the
+SQLite store does.
 May import ``core``, ``store.budget``, ``store.codec``, ``store.protocols``,
 ``store.postgres.database`` and the stdlib.
 """
@@ -23,7 +23,7 @@ from supervisor.store.codec import decode_fields, from_microseconds
 from supervisor.store.postgres.database import Connection, Database
 from supervisor.store.protocols import LogStats, LostLogs
 
-# A batch in one statement of nine arrays (a pipeline cannot carry COPY; this can).
+# A batch in one statement of nine arrays (as fast as COPY here, and pipeline-safe).
 _INSERT_LOGS: Final = (
     "INSERT INTO sst_logs (id, scheduler_id, run_seq, time, level, source, message,"
     " message_bytes, fields) SELECT * FROM unnest(%s::bigint[], %s::text[], %s::bigint[],"
@@ -140,7 +140,8 @@ def _lock_and_load(conn: Connection, run_ids: set[str]) -> tuple[int, dict[str, 
 
 
 def _store(conn: Connection, rows: list[LogRow], budgets: list[LogBudget]) -> None:
-    """Insert ``rows`` and update the runs' counters: two statements, sent with COMMIT."""
+    """Insert ``rows`` and update the runs' counters (and the cursor counter): two
+    statements."""
     if rows:
         columns: tuple[list[object], ...] = tuple([] for _ in range(9))
         ids, schedulers, seqs, times, levels, sources, texts, raw, fields = columns
