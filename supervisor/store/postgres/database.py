@@ -118,9 +118,16 @@ class Database:
         usable = not conn.closed and not conn.broken
         if usable and conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
             usable = False  # left inside a transaction (interrupted): never reuse
+        stale: list[Connection] = []
         with self._lock:
             keep = usable and not self._closed and len(self._idle) < MAX_IDLE
             if keep:
                 self._idle.append(conn)
+            elif conn.broken:
+                # What broke this one (a server restart, a network cut) most likely broke
+                # the idle ones too: open fresh ones rather than fail a call on each.
+                stale, self._idle = self._idle, []
         if not keep:
             conn.close()
+        for old in stale:
+            old.close()
