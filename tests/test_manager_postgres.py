@@ -252,3 +252,32 @@ def pg_dsn_url(dsn: str) -> str:
     """The key=value DSN of tests/postgres.py as the postgresql:// URL --store takes."""
     params = dict(part.split("=", 1) for part in dsn.split())
     return f"postgresql://{params['user']}@{params['host']}:{params['port']}/{params['dbname']}"
+
+
+def test_a_second_manager_on_the_same_store_is_refused(
+    pg_cluster: PostgresCluster, tmp_path: Path
+) -> None:
+    database = "two" + os.urandom(3).hex()
+    pg_cluster.create_database(database)
+    with manager_on(tmp_path / "a", url(pg_cluster, database)):
+        done = subprocess.run(
+            supervisor(
+                "run",
+                "--app",
+                APP,
+                "--state-dir",
+                str(tmp_path / "b"),
+                "--no-admin",
+                "--store",
+                url(pg_cluster, database),
+            ),
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert done.returncode == 7, done.stderr
+    assert f"/{database} is in use by another manager" in done.stderr
+    assert not (tmp_path / "b" / "control.sock").exists()

@@ -366,3 +366,33 @@ def test_fenced_writes_without_the_lease_table_say_so(store: PostgresStore) -> N
         store.insert_run_fenced(make_run("r1"), token=1)
     store.insert_run(make_run("r1"))  # unfenced writes still work
     assert finish(store, "r1").outcome is Outcome.SUCCEEDED
+
+
+# -- one manager per store ---------------------------------------------------------------------
+
+
+def test_one_manager_lock_per_store(pg_cluster: PostgresCluster) -> None:
+    dsn = pg_cluster.create_database(f"x{secrets.token_hex(4)}")
+    with PostgresStore.open(dsn) as one, PostgresStore.open(dsn) as two:
+        first, second = one.exclusive(), two.exclusive()
+        first.acquire()
+        try:
+            with pytest.raises(StoreError, match="is in use by another manager") as caught:
+                second.acquire()
+            assert "sched-supervisor manager" in str(caught.value)  # who holds it
+            assert first.check() is None
+            pg_cluster.restart()  # the lock's session ends with the server
+            assert "took the manager lock again" in (first.check() or "")
+            with pytest.raises(StoreError, match="in use by another manager"):
+                second.acquire()
+            with PostgresStore.open(
+                pg_cluster.create_database(f"y{secrets.token_hex(4)}")
+            ) as other:
+                elsewhere = other.exclusive()
+                elsewhere.acquire()  # another database: another lock
+                elsewhere.close()
+        finally:
+            first.close()
+            first.close()
+        second.acquire()  # free once the first lets go
+        second.close()

@@ -80,16 +80,29 @@ def state_dir_lock(state_dir: Path) -> Iterator[StateDirLock]:
         lock.release()
 
 
-def open_store(options: RunOptions, state_dir: Path) -> tuple[Store, str]:
-    """The store ``options`` name, and how messages name it. ``DefinitionError("--store")``
-    for a location that is no PostgreSQL URL or when psycopg is missing; ``StoreError``
-    for a store that cannot be used (its message names the problem)."""
+class StoreGuard(Protocol):
+    """What keeps a manager the only one on a shared store (``postgres.exclusive``)."""
+
+    def check(self) -> str | None:
+        """Take the lock back if it was lost; a warning when that fails."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def open_store(options: RunOptions, state_dir: Path) -> tuple[Store, str, StoreGuard | None]:
+    """The store ``options`` name, how messages name it, and for PostgreSQL the manager
+    lock, taken (one manager per store, as the state directory's lock is one per
+    directory). ``DefinitionError("--store")`` for a location that is no PostgreSQL URL or
+    when psycopg is missing; ``StoreError`` for a store that cannot be used or that another
+    manager uses (its message names the problem)."""
     limits = {
         "max_runs_per_scheduler": options.max_runs_per_scheduler,
         "max_log_bytes_per_run": options.max_log_bytes_per_run,
     }
     if options.store is None:
-        return SqliteStore.open(state_dir / DATABASE_NAME, **limits), f"state directory {state_dir}"
+        store = SqliteStore.open(state_dir / DATABASE_NAME, **limits)
+        return store, f"state directory {state_dir}", None
     if not is_postgres_url(options.store):
         raise DefinitionError(
             "--store",
@@ -104,8 +117,14 @@ def open_store(options: RunOptions, state_dir: Path) -> tuple[Store, str]:
             f"a PostgreSQL store needs psycopg 3 ({error}): pip install"
             " 'sched-supervisor[postgresql]' or apt install python3-psycopg",
         ) from None
-    store = PostgresStore.open(options.store, **limits)
-    return store, store.description
+    shared = PostgresStore.open(options.store, **limits)
+    guard = shared.exclusive()
+    try:
+        guard.acquire()
+    except BaseException:
+        shared.close()
+        raise
+    return shared, shared.description, guard
 
 
 def check_app(
@@ -194,6 +213,7 @@ class Service:
         self._dispatcher: Dispatcher | None = None
         self._control_inode: tuple[int, int] | None = None
         self._repair_failed = False
+        self._store_guard: StoreGuard | None = None
 
     def _watch_runs(self, use_cases: UseCases) -> None:
         """One line per failed run on the log, and notifications where targets are set."""
@@ -218,8 +238,11 @@ class Service:
         options = self.options
         stack = self._stack
         self._lock = stack.enter_context(state_dir_lock(self.state_dir))
-        store, place = open_store(options, self.state_dir)
+        store, place, guard = open_store(options, self.state_dir)
         stack.callback(store.close)
+        if guard is not None:
+            stack.callback(guard.close)
+        self._store_guard = guard
         self.store = store
         check_app(store, self.app, options.app_spec, replace=options.replace_app, place=place)
         # So commands that need the app without a manager (next-runs) can find it.
@@ -316,6 +339,10 @@ class Service:
                     self.say(f"supervisor: warning: cannot serve {SOCKET_NAME}: {error}")
                 else:
                     self.say(f"supervisor: {SOCKET_NAME} was removed or replaced; serving it again")
+        if self._store_guard is not None:  # a shared store's manager lock, as below
+            warning = self._store_guard.check()
+            if warning:
+                self.say(f"supervisor: warning: {warning}")
         if self._lock is not None:
             try:
                 if self._lock.repair():

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from supervisor.store.postgres.audit import PostgresAudit
 from supervisor.store.postgres.database import Database
+from supervisor.store.postgres.exclusive import ExclusiveUse
 from supervisor.store.postgres.fenced import PostgresFencedRuns
 from supervisor.store.postgres.logs import PostgresLogs
 from supervisor.store.postgres.meta import PostgresMeta
@@ -36,10 +37,16 @@ class PostgresStore(
     ``store.protocols`` says; ``StoreError`` messages name the database."""
 
     def __init__(
-        self, database: Database, *, max_runs_per_scheduler: int, max_log_bytes_per_run: int
+        self,
+        database: Database,
+        *,
+        max_runs_per_scheduler: int,
+        max_log_bytes_per_run: int,
+        conninfo: str = "",
     ) -> None:
         """Use ``open``."""
         self._db = database
+        self._conninfo = conninfo
         self._max_runs = max_runs_per_scheduler
         self._max_log_bytes = max_log_bytes_per_run
 
@@ -68,7 +75,13 @@ class PostgresStore(
             Database(description, lambda: connect(info), first),
             max_runs_per_scheduler=max_runs_per_scheduler,
             max_log_bytes_per_run=max_log_bytes_per_run,
+            conninfo=info,
         )
+
+    def exclusive(self) -> ExclusiveUse:
+        """The lock that makes a manager the only one on this store (not yet taken:
+        ``acquire`` it, ``close`` it at the end; see ``exclusive``)."""
+        return ExclusiveUse(self._conninfo, self._db.description)
 
     @property
     def description(self) -> str:
