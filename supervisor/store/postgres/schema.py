@@ -47,6 +47,12 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
             scheduler_id text PRIMARY KEY,
             settings text NOT NULL
         )""",
+        # Operators' decisions (who disabled or paused a scheduler, why, until when), kept
+        # apart from the overrides so a settings reset leaves them.
+        """CREATE TABLE sst_decisions (
+            scheduler_id text PRIMARY KEY,
+            decision text NOT NULL
+        )""",
         """CREATE TABLE sst_runs (
             seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
             run_id text NOT NULL UNIQUE,
@@ -119,6 +125,7 @@ TABLES: Final = frozenset(
         VERSION_TABLE,
         "sst_meta",
         "sst_overrides",
+        "sst_decisions",
         "sst_runs",
         "sst_logs",
         "sst_counters",

@@ -1,6 +1,7 @@
-"""Settings overrides in PostgreSQL (``store.protocols.SettingsOverrides``).
+"""Settings overrides and operators' decisions in PostgreSQL
+(``store.protocols.SettingsOverrides``).
 
-May import ``store.codec``, ``store.postgres.database`` and the stdlib.
+May import ``core.records``, ``store.codec``, ``store.postgres.database`` and the stdlib.
 """
 
 from __future__ import annotations
@@ -8,7 +9,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from supervisor.store.codec import decode_values, encode_overrides
+from supervisor.core.records import Decision
+from supervisor.store.codec import (
+    decode_decision,
+    decode_values,
+    encode_decision,
+    encode_overrides,
+)
 from supervisor.store.postgres.database import Database
 
 
@@ -45,3 +52,27 @@ class PostgresSettings:
                 "DELETE FROM sst_overrides WHERE scheduler_id = %s", (scheduler_id,)
             )
             return cursor.rowcount > 0
+
+    def decision(self, scheduler_id: str) -> Decision | None:
+        with self._db.read() as conn:
+            row = conn.execute(
+                "SELECT decision FROM sst_decisions WHERE scheduler_id = %s", (scheduler_id,)
+            ).fetchone()
+        return decode_decision(row[0]) if row else None
+
+    def all_decisions(self) -> dict[str, Decision]:
+        with self._db.read() as conn:
+            rows = conn.execute("SELECT scheduler_id, decision FROM sst_decisions").fetchall()
+        return {scheduler_id: decode_decision(text) for scheduler_id, text in rows}
+
+    def set_decision(self, scheduler_id: str, decision: Decision | None) -> None:
+        encoded = None if decision is None else encode_decision(decision)
+        with self._db.single() as conn:  # one statement either way
+            if encoded is None:
+                conn.execute("DELETE FROM sst_decisions WHERE scheduler_id = %s", (scheduler_id,))
+            else:
+                conn.execute(
+                    "INSERT INTO sst_decisions (scheduler_id, decision) VALUES (%s, %s)"
+                    " ON CONFLICT (scheduler_id) DO UPDATE SET decision = EXCLUDED.decision",
+                    (scheduler_id, encoded),
+                )
