@@ -53,10 +53,12 @@ RETURNING seq
 
 # The scheduler is the run's; a run written under an older token is refused too (its
 # tenure ended, and the new owner may have marked it interrupted: that stays).
+# The counter lock comes first, as in ``runs.FINISH_RUN``.
 END: Final = f"""
-WITH lease AS (
+WITH counter AS ({LOCK_COUNTER}), lease AS (
     SELECT l.token FROM {LEASES_TABLE} AS l JOIN sst_runs AS run USING (scheduler_id)
-     WHERE run.run_id = %(run)s AND l.token = %(token)s FOR SHARE OF l
+     WHERE run.run_id = %(run)s AND l.token = %(token)s AND EXISTS (SELECT 1 FROM counter)
+       FOR SHARE OF l
 )
 UPDATE sst_runs AS r
    SET ended_at = %(ended)s, outcome = %(outcome)s, exit_code = %(exit)s,
@@ -109,7 +111,6 @@ class PostgresFencedRuns:
             error=error,
         )
         with _fenced(self._db) as conn:
-            conn.execute(LOCK_COUNTER)
             row = conn.execute(END, {**params, "token": token}).fetchone()
             if row is None:
                 found = conn.execute(

@@ -46,10 +46,13 @@ INSERT_RUN: Final = (
     " VALUES (%(run)s, %(sid)s, %(trigger)s, %(by)s, %(started)s, %(ended)s, %(outcome)s,"
     " %(exit)s, %(signal)s, %(error)s) ON CONFLICT (run_id) DO NOTHING RETURNING seq"
 )
+# The counter lock (see the module docstring) is taken by the same statement, before the
+# run's row: the uncorrelated EXISTS is a one-time filter, evaluated before the scan.
 FINISH_RUN: Final = f"""
+WITH counter AS ({LOCK_COUNTER})
 UPDATE sst_runs SET ended_at = %(ended)s, outcome = %(outcome)s, exit_code = %(exit)s,
        signal = %(signal)s, error = %(error)s
- WHERE run_id = %(run)s RETURNING {COLUMNS}
+ WHERE run_id = %(run)s AND EXISTS (SELECT 1 FROM counter) RETURNING {COLUMNS}
 """  # noqa: S608 (composed of constants only)
 
 
@@ -133,7 +136,6 @@ class PostgresRuns:
             error=error,
         )
         with self._db.write() as conn:
-            conn.execute(LOCK_COUNTER)
             row = conn.execute(FINISH_RUN, params).fetchone()
             if row is None:
                 raise UnknownRun(f"no run with id {run_id!r}")
