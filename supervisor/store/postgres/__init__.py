@@ -1,5 +1,6 @@
 """The PostgreSQL store (``--store postgresql://…``), split by aggregate like ``sqlite``;
-``PostgresStore`` joins them. Needs psycopg 3.1 or later (the ``postgresql`` extra).
+``PostgresStore`` joins them (and ``exclusive`` keeps one manager per store). Needs
+psycopg 3.1 or later (the ``postgresql`` extra).
 
 May import ``core``, ``store.protocols``, ``store.codec``, ``store.budget``, psycopg and
 the stdlib.

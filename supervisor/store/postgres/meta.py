@@ -1,6 +1,6 @@
 """Small internal state in PostgreSQL (``store.protocols.InternalState``).
 
-May import ``store.postgres.database`` and the stdlib.
+May import ``store.postgres.database``, ``store.postgres.text`` and the stdlib.
 """
 
 from __future__ import annotations
