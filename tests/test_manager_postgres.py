@@ -281,3 +281,23 @@ def test_a_second_manager_on_the_same_store_is_refused(
     assert done.returncode == 7, done.stderr
     assert f"/{database} is in use by another manager" in done.stderr
     assert not (tmp_path / "b" / "control.sock").exists()
+
+
+def test_a_postgresql_store_without_psycopg_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import sys
+
+    from supervisor.service.manager_mode import RunOptions, open_store
+
+    for name in [n for n in sys.modules if n == "psycopg" or n.startswith("psycopg.")]:
+        monkeypatch.delitem(sys.modules, name)
+    for name in [n for n in sys.modules if n.startswith("supervisor.store.postgres")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # import psycopg: ImportError
+    options = RunOptions(app_spec=APP, state_dir=tmp_path, store="postgresql://db1/app")
+    with pytest.raises(DefinitionError, match="needs psycopg 3") as caught:
+        open_store(options, tmp_path)
+    assert caught.value.field == "--store"
+    assert "sched-supervisor[postgresql]" in str(caught.value)
+    assert "python3-psycopg" in str(caught.value)
