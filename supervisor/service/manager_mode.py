@@ -214,6 +214,7 @@ class Service:
         self._control_inode: tuple[int, int] | None = None
         self._repair_failed = False
         self._store_guard: StoreGuard | None = None
+        self._guard_warning: str | None = None
 
     def _watch_runs(self, use_cases: UseCases) -> None:
         """One line per failed run on the log, and notifications where targets are set."""
@@ -341,8 +342,9 @@ class Service:
                     self.say(f"supervisor: {SOCKET_NAME} was removed or replaced; serving it again")
         if self._store_guard is not None:  # a shared store's manager lock, as below
             warning = self._store_guard.check()
-            if warning:
+            if warning and warning != self._guard_warning:  # once a streak, not every second
                 self.say(f"supervisor: warning: {warning}")
+            self._guard_warning = warning
         if self._lock is not None:
             try:
                 if self._lock.repair():

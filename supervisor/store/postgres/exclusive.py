@@ -41,7 +41,8 @@ class ExclusiveUse:
 
     def __init__(self, info: str, description: str) -> None:
         name = f"{LOCK_NAME} {socket.gethostname()}:{os.getpid()}"[:63]
-        self._info = make_conninfo(info, application_name=name)
+        # ``check`` runs in the manager's once-a-second loop: never block it for long.
+        self._info = make_conninfo(info, application_name=name, connect_timeout=3)
         self._description = description
         self._conn: Connection | None = None
         self._lock = threading.Lock()
