@@ -203,10 +203,18 @@ def test_runs_go_on_after_postgresql_restarts_under_the_manager(
         pg_cluster.restart()  # every connection of the manager is cut
         before = count()
         wait_for(lambda: count() >= before + 3, timeout=30, what="runs after the restart")
+        # The manager lock went with its session; the manager takes it back.
+        held = (
+            "SELECT count(*) FROM pg_locks AS l JOIN pg_stat_activity AS a USING (pid)"
+            " WHERE l.locktype = 'advisory' AND l.granted"
+            " AND a.application_name LIKE 'sched-supervisor manager %'"
+        )
+        wait_for(lambda: rows(dsn, held) == [(1,)], timeout=30, what="the lock taken back")
         assert process.poll() is None
         process.send_signal(signal.SIGTERM)
         _, stderr = process.communicate(timeout=30)
         assert process.returncode == 0, stderr.decode(errors="replace")
+        assert stderr.decode().count("took the manager lock again") == 1
     # Every run the manager started has its end (none left open by the outage).
     assert rows(dsn, "SELECT count(*) FROM sst_runs WHERE ended_at IS NULL") == [(0,)]
 
