@@ -7,8 +7,10 @@ shifted. Managers as separate processes are in tests/test_cluster_manager.py.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,7 +22,7 @@ import psycopg
 from supervisor.cluster.member import Member, MemberConfig
 from supervisor.cluster.schema import install, register
 from supervisor.core.clock import SystemClock
-from supervisor.core.errors import BackendError
+from supervisor.core.errors import BackendError, DefinitionError
 from tests.postgres import pg_cluster, pg_dsn
 from tests.waiting import wait_for
 
@@ -205,3 +207,22 @@ def test_a_pause_holds_across_hosts_after_a_hand_off(pg_dsn: str, lines: list[st
     finally:
         heir.close()
         first.close()
+
+
+def test_a_cluster_with_a_shared_store_is_refused_saying_why(tmp_path: Path) -> None:
+    from supervisor.service.manager_mode import RunOptions, Service
+
+    options = RunOptions(
+        app_spec="tests.apps.manager_jobs:cfg",
+        state_dir=tmp_path / "state",
+        admin=None,
+        store="postgresql://nobody@127.0.0.1:1/none",
+        cluster="postgresql://nobody@127.0.0.1:1/none",
+    )
+    service = Service(options, log=io.StringIO())
+    try:
+        with pytest.raises(DefinitionError, match="cannot be combined with --store"):
+            service.start()
+    finally:
+        service.close()
+    assert not (tmp_path / "state" / "manager.lock").exists()  # refused before anything
