@@ -102,6 +102,8 @@ class ServerHandle:
         self.pid = popen.pid
         self.sock = sock
         self.modules: tuple[ModuleStamp, ...] = ()
+        # "" if the server forks runs into their cgroups (clone3), else why it cannot.
+        self.placement = "clone3 not tried"
         self.spares: list[RunCgroup] = []  # cgroups a spare process waits in
         self.live = 0
         self.draining = False
@@ -120,7 +122,12 @@ class ServerHandle:
         paths: Sequence[str],
         timeout: float,
         cancelled: Callable[[], bool],
+        probe_cgroup: str | None = None,
     ) -> ServerHandle:
+        """Start a server for ``app_spec``; with ``probe_cgroup`` (an empty cgroup v2 the
+        caller made), it tries forking into it once and says how runs get into their
+        cgroups (``placement``). Raises ``AppLoadError``, ``BackendError`` or
+        ``StartCancelled``."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         env = {k: v for k, v in os.environ.items() if k != MARKER_ENV}
         env[MARKER_ENV] = procs.MARKER_PLACEHOLDER  # last: overwritten in place per run
@@ -135,6 +142,7 @@ class ServerHandle:
             "--parent",
             str(os.getpid()),
             *path_args(paths),
+            *(["--probe-cgroup", probe_cgroup] if probe_cgroup is not None else []),
         ]
 
         def launch() -> subprocess.Popen[bytes]:
@@ -199,6 +207,7 @@ class ServerHandle:
                 f"the fork server imported supervisor from {message.package}, not {expected}"
             )
         self.modules = tuple(ModuleStamp(module) for module in message.modules)
+        self.placement = message.placement
 
     def stale(self) -> bool:
         """Has a module file of the app changed since the server imported it?"""

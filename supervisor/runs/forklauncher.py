@@ -11,11 +11,13 @@ server that does not report within ``STATUS_SECONDS`` (stopped) is continued, th
 killed. A dead server is replaced at the next spawn; a server whose app files changed
 (content hashes) is replaced, and drained: it serves its runs in progress to their end.
 
-Where runs get cgroups, each server keeps up to ``SPARES`` spare processes, each in a fresh
-cgroup (``PrepareRequest``): moving a process into a cgroup waits for an RCU grace period
-(tens of milliseconds on a busy machine), and a spare has done that before its run is
-asked for; they are made in batches (when half are used), because moves made together
-share a grace period. A run that finds no spare is forked and joins its cgroup itself.
+Where runs get cgroup v2 cgroups and the kernel allows ``clone3(CLONE_INTO_CGROUP)`` (the
+server probes it once at its start, in a cgroup made for that), runs are forked straight
+into their cgroups and no process is ever moved. Elsewhere, each server keeps up to
+``SPARES`` spare processes, each in a fresh cgroup (``PrepareRequest``): moving a process
+into a cgroup waits for an RCU grace period (tens of milliseconds on a busy machine), and
+a spare has done that before its run is asked for; they are made in batches (when half
+are used), because moves made together share a grace period. A run that finds no spare is forked and joins its cgroup itself.
 
 Starting a server is bounded (``start_timeout``) and cancellable: ``close`` from another
 thread, or a spawn's own ``cancel`` event, makes a start in progress give up promptly.
@@ -57,6 +59,8 @@ if TYPE_CHECKING:
 
 START_TIMEOUT: Final = 60.0
 SPARES: Final = 8
+FORKED_INTO: Final = "runs forked into their cgroup (clone3)"
+JOINED: Final = "runs join their cgroup after fork"
 
 
 class _ForkedRun(RunProcess):
@@ -224,7 +228,8 @@ class ForkServerLauncher:
     ``python``: the interpreter for the fork server (default: this one); ``cwd``: its
     working directory (default: ours; ``load_app`` puts it on ``sys.path``);
     ``sys_path``: directories to put first on its ``sys.path``; ``start_timeout``:
-    seconds the app may take to import in a new server.
+    seconds the app may take to import in a new server; ``into_cgroup``: False to never
+    fork runs into their cgroups with ``clone3`` (they join them after ``fork``).
     """
 
     def __init__(
@@ -236,8 +241,10 @@ class ForkServerLauncher:
         sys_path: Sequence[str] = (),
         start_timeout: float = START_TIMEOUT,
         containment: Containment | None = None,
+        into_cgroup: bool = True,
     ) -> None:
         self.app_spec = app_spec
+        self._into_cgroup = into_cgroup
         self.start_timeout = start_timeout
         self._python = python or sys.executable
         self._cwd = cwd
@@ -255,10 +262,23 @@ class ForkServerLauncher:
 
     @property
     def containment(self) -> str:
-        """What contains the runs: ``cgroup v2``, ``cgroup v1`` or process groups."""
+        """What contains the runs: ``cgroup v2``, ``cgroup v1`` or process groups; with a
+        cgroup, how runs get into it (forked into it with ``clone3``, or joined after
+        ``fork``, and why), as the current fork server chose at its start."""
         if self._containment is None:
             self._containment = Containment.detect()
-        return self._containment.kind
+        kind = self._containment.kind
+        root = self._containment.root
+        if root is None:
+            return kind
+        server = self._server
+        if root.version != 2:
+            return f"{kind}; {JOINED} (clone3 needs cgroup v2)"
+        if server is None:
+            return kind
+        if server.placement == "":
+            return f"{kind}; {FORKED_INTO}"
+        return f"{kind}; {JOINED} ({server.placement})"
 
     @property
     def server_pid(self) -> int | None:
@@ -285,6 +305,12 @@ class ForkServerLauncher:
 
     def _start_server(self, cancel: threading.Event | None) -> ServerHandle:
         assert self._spawner is not None
+        containment = self._containment
+        probe: RunCgroup | None = None
+        root = None if containment is None else containment.root
+        # (CLONE_INTO_CGROUP is for cgroup v2 only.)
+        if containment is not None and root is not None and self._into_cgroup and root.version == 2:
+            probe = containment.create(f"probe-{os.urandom(6).hex()}")
         try:
             return ServerHandle.start(
                 self._spawner,
@@ -296,12 +322,16 @@ class ForkServerLauncher:
                 cancelled=lambda: (
                     self._closing.is_set() or (cancel is not None and cancel.is_set())
                 ),
+                probe_cgroup=None if probe is None else str(probe.path),
             )
         except StartCancelled:
             raise BackendError(
                 "the fork server's start was given up: "
                 "the launcher is closing or the run was cancelled"
             ) from None
+        finally:
+            if probe is not None and containment is not None:
+                containment.release(probe)
 
     def close(self, *, timeout: float = SERVER_EXIT_SECONDS) -> None:
         """Stop every fork server (their runs in progress are killed, and so are runs
@@ -429,6 +459,8 @@ class ForkServerLauncher:
         containment = self._containment
         if containment is None or containment.root is None or len(server.spares) > SPARES // 2:
             return
+        if server.placement == "":
+            return  # runs are forked into their cgroups: nothing to do beforehand
         if not server.alive():
             return
         # In a batch: moves into cgroups made together share the kernel's grace period.

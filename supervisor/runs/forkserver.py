@@ -28,7 +28,12 @@ packages') are compiled from source, never from ``__pycache__``, whose check (mt
 seconds and size) misses a change made within the same second keeping the size; their
 content hashes go to the manager, which restarts the server when one changes.
 
-May import ``child``, ``procs``, ``job``, ``forkmessages``, ``registry``, and (at start)
+Runs are forked straight into their cgroups with ``clone3(CLONE_INTO_CGROUP)`` (``clone``)
+where a probe at start (``--probe-cgroup``, a cgroup the launcher made for it) says the
+kernel allows it: that avoids a move into the cgroup, which waits for an RCU grace
+period. Elsewhere the child joins its cgroup after ``fork`` (or a spare did, before).
+
+May import ``child``, ``clone``, ``procs``, ``job``, ``forkmessages``, ``registry``, and (at start)
 ``app``, ``context``, ``wire``, ``records`` and ``cgroups``.
 """
 
@@ -56,7 +61,7 @@ if TYPE_CHECKING:
     from typing_extensions import Buffer
 
 from supervisor.core.registry import Registry
-from supervisor.runs import procs
+from supervisor.runs import clone, procs
 from supervisor.runs.child import (
     CANCEL_FD,
     EXIT_SETUP_FAILED,
@@ -136,6 +141,8 @@ class Server:
         self.parent = parent
         self.runs: dict[int, _Run] = {}
         self.spares: dict[str, _Spare] = {}  # by cgroup path
+        # "" if runs are forked into their cgroups (``clone``), else why not.
+        self.placement = "clone3 not tried"
         self.registry: Registry | None = None
         self.stopping = False
         self.pid = os.getpid()
@@ -188,6 +195,7 @@ class Server:
                 package=os.path.dirname(os.path.abspath(supervisor.__file__)),
                 modules=tuple(files),
                 load_started=load_started,
+                placement=self.placement,
             )
         )
 
@@ -262,7 +270,7 @@ class Server:
         if pid is None:
             signal.pthread_sigmask(signal.SIG_BLOCK, _BLOCKED)
             try:
-                pid = os.fork()
+                pid, job = self._fork(job)
             except OSError as error:
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, _BLOCKED)
                 _close_all([*fds, gate_r, gate_w])
@@ -292,6 +300,30 @@ class Server:
             with contextlib.suppress(OSError):
                 os.write(gate_w, b"g")
             os.close(gate_w)
+
+    def _fork(self, job: Job) -> tuple[int, Job]:
+        """Fork the run's process: straight into its cgroup where ``clone3`` can (the
+        child's job then names none: it is in it already), else with ``os.fork`` (the
+        child joins the cgroup itself). (pid, the job the child runs); raises ``OSError``."""
+        if self.placement == "" and job.cgroup is not None:
+            try:
+                fd = os.open(job.cgroup, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            except OSError:
+                fd = -1  # gone? the child's own join says why, in the run's log
+            if fd >= 0:
+                try:
+                    return clone.fork_into(fd), replace(job, cgroup=None)
+                except OSError:
+                    pass  # this cgroup only (the probe said it works): fork and join
+                finally:  # (in the child too)
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
+        return os.fork(), job
+
+    def probe(self, cgroup: str | None) -> None:
+        """Choose, once, how runs get into their cgroups (``placement``)."""
+        if cgroup is not None:
+            self.placement = clone.probe(cgroup) or ""
 
     def _hand_to_spare(self, request: SpawnRequest, fds: list[int]) -> int | None:
         """Give the job to the spare waiting in its cgroup; its pid, or None if none."""
@@ -557,6 +589,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--app", required=True)
     parser.add_argument("--parent", type=int, required=True)
     parser.add_argument("--path", action="append", default=[])
+    parser.add_argument("--probe-cgroup", default=None)
     args = parser.parse_args(argv)
     sock = socket.socket(fileno=args.socket_fd)
     server = Server(sock, args.parent)
@@ -572,6 +605,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     setup_stdio()  # inherited by every run: fds 1 and 2 will be its pipes
     _max_fd()
+    server.probe(args.probe_cgroup)
     server.load(args.app)
     _warm_up()
     gc.collect()
