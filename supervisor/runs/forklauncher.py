@@ -17,7 +17,8 @@ into their cgroups and no process is ever moved. Elsewhere, each server keeps up
 ``SPARES`` spare processes, each in a fresh cgroup (``PrepareRequest``): moving a process
 into a cgroup waits for an RCU grace period (tens of milliseconds on a busy machine), and
 a spare has done that before its run is asked for; they are made in batches (when half
-are used), because moves made together share a grace period. A run that finds no spare is forked and joins its cgroup itself.
+are used), because moves made together share a grace period. A run that finds no spare
+is forked and joins its cgroup itself.
 
 Starting a server is bounded (``start_timeout``) and cancellable: ``close`` from another
 thread, or a spawn's own ``cancel`` event, makes a start in progress give up promptly.
