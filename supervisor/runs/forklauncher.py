@@ -400,17 +400,25 @@ class ForkServerLauncher:
             self._draining.append(server)
 
     def _run_done(self, run: _ForkedRun) -> None:
-        server = run.server
         with self._lock:
             self._runs.discard(run)
+        self._run_done_on(run.server)
+
+    def _run_done_on(self, server: ServerHandle) -> None:
+        """One run (or reservation) fewer on ``server``; a drained one is closed."""
+        with self._lock:
             server.live -= 1
-            if server.draining and server.live <= 0 and server in self._draining:
+            done = server.draining and server.live <= 0 and server in self._draining
+            if done:
                 self._draining.remove(server)
-                server.close(timeout=5.0)
+        if done:
+            server.close(timeout=5.0)
 
     def spawn(self, job: Job, *, cancel: threading.Event | None = None) -> RunProcess:
         """Start ``job``; raises ``BackendError`` if it cannot be (also when ``cancel``
-        is set while a fork server is being started for it)."""
+        is set while a fork server is being started for it). Several threads may spawn
+        at once: the launcher's lock is held only to pick the server and to note the
+        run, not for the fork server's round trip (which the server serializes)."""
         pipes = RunPipes.create()
         try:
             status_r, status_w = os.pipe()
@@ -419,23 +427,21 @@ class ForkServerLauncher:
             raise BackendError(f"cannot create the run's pipes: {error}") from error
         run_ends = [*pipes.run_ends(), status_w]
         containment = self._containment
-        cgroup: RunCgroup | None = None
         try:
+            server, cgroup, pid, started, pidfd = self._spawn_on_server(job, run_ends, cancel)
+            run = _ForkedRun(
+                job=job if cgroup is None else replace(job, cgroup=str(cgroup.path)),
+                pid=pid,
+                create_time=started,
+                pipes=pipes,
+                cgroup=cgroup,
+                release_cgroup=containment.release if containment is not None else None,
+                status_r=status_r,
+                pidfd=pidfd,
+                server=server,
+                on_done=self._run_done,
+            )
             with self._lock:
-                server, cgroup, pid, started, pidfd = self._spawn_locked(job, run_ends, cancel)
-                server.live += 1
-                run = _ForkedRun(
-                    job=job if cgroup is None else replace(job, cgroup=str(cgroup.path)),
-                    pid=pid,
-                    create_time=started,
-                    pipes=pipes,
-                    cgroup=cgroup,
-                    release_cgroup=containment.release if containment is not None else None,
-                    status_r=status_r,
-                    pidfd=pidfd,
-                    server=server,
-                    on_done=self._run_done,
-                )
                 self._runs.add(run)
                 self._top_up(server)
         except BaseException:
@@ -444,16 +450,6 @@ class ForkServerLauncher:
         finally:
             close_quietly(run_ends)
         return run
-
-    def _take_cgroup(self, server: ServerHandle, job: Job) -> RunCgroup | None:
-        """A cgroup for the run: one a spare waits in, else a new one (lock held); None
-        if the job names its own (the caller's to manage) or there are no cgroups."""
-        if job.cgroup is not None:
-            return None
-        if server.spares:
-            return server.spares.pop(0)
-        containment = self._containment
-        return None if containment is None else containment.create(job.run_id)
 
     def _top_up(self, server: ServerHandle) -> None:
         """Have ``server`` keep ``SPARES`` spare processes in fresh cgroups (lock held)."""
@@ -483,29 +479,47 @@ class ForkServerLauncher:
             for cgroup in spares:
                 containment.release(cgroup)
 
-    def _spawn_locked(
+    def _spawn_on_server(
         self, job: Job, fds: Sequence[int], cancel: threading.Event | None
     ) -> tuple[ServerHandle, RunCgroup | None, int, float, int]:
+        """Fork ``job`` on the current server (counted in its ``live`` on success)."""
         cgroup: RunCgroup | None = None
+        server: ServerHandle | None = None
         try:
-            self._reload_if_stale(cancel)
-            server = self._server
-            assert server is not None
-            cgroup = self._take_cgroup(server, job)
+            with self._lock:
+                self._reload_if_stale(cancel)
+                server = self._server
+                assert server is not None
+                server.live += 1  # reserved: a retired server is not closed under it
+                spare = server.spares.pop(0) if job.cgroup is None and server.spares else None
+            cgroup = spare if spare is not None else self._new_cgroup(job)
             named = job if cgroup is None else replace(job, cgroup=str(cgroup.path))
             try:
                 return (server, cgroup, *self._request(server, named, fds))
             except (OSError, ProtocolError):
                 # The server died, is stuck (stopped) or garbled its answer: kill it (its
                 # runs go on; a run it forked without answering ends at its gate), start
-                # a new one, try once more (in the same cgroup: it has no spare in it).
-                server.kill()
-                self._retire(server)
-                self._server = None
-                self._server = server = self._start_server(cancel)
-                self.restarts += 1
+                # a new one (unless another spawn did already), try once more (in the
+                # same cgroup: it has no spare in it).
+                failed, server = server, None
+                try:
+                    with self._lock:
+                        if self._server is failed:
+                            failed.kill()
+                            self._retire(failed)
+                            self._server = None
+                            self._server = self._start_server(cancel)
+                            self.restarts += 1
+                        elif self._server is None:
+                            raise BackendError("the launcher is not started") from None
+                        server = self._server
+                        server.live += 1
+                finally:
+                    self._run_done_on(failed)  # the reservation on the failed server
                 return (server, cgroup, *self._request(server, named, fds))
         except BaseException as error:
+            if server is not None:
+                self._run_done_on(server)
             if cgroup is not None and self._containment is not None:
                 self._containment.release(cgroup)
             if isinstance(error, AppLoadError):
@@ -513,6 +527,14 @@ class ForkServerLauncher:
             if isinstance(error, OSError | ProtocolError):
                 raise BackendError(f"cannot start the run: {error}") from error
             raise
+
+    def _new_cgroup(self, job: Job) -> RunCgroup | None:
+        """A new cgroup for the run; None if the job names its own (the caller's to
+        manage) or there are no cgroups."""
+        containment = self._containment
+        if job.cgroup is not None or containment is None:
+            return None
+        return containment.create(job.run_id)
 
     def _request(
         self, server: ServerHandle, job: Job, fds: Sequence[int]

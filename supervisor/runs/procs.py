@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from types import FrameType
-from typing import Any
+from typing import Any, Final
 
 import psutil
 
@@ -311,23 +311,41 @@ def kill_leftovers(pid: int, pgid: int, create_time: float, *, run_id: str) -> i
 
 
 class _OwnedChildren:
-    """Children whose exit status a launcher collects itself (process-wide, like waitpid)."""
+    """Children whose exit status a launcher collects itself (process-wide, like waitpid),
+    and how many creations of such children are in progress (``reap_orphans`` waits for
+    none to be; creations do not wait for each other)."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
+        self.idle = threading.Condition(self.lock)
         self.pids: set[int] = set()
+        self.creating = 0
+
+    def add(self, pid: int) -> None:
+        with self.lock:
+            self.pids.add(pid)
 
 
 _OWNED = _OwnedChildren()
+# How long ``reap_orphans`` waits for a moment when no child is being created.
+REAP_WAIT_SECONDS: Final = 1.0
 
 
 @contextlib.contextmanager
 def owning_children() -> Iterator[Callable[[int], None]]:
     """Hold this while creating children that you will wait for; call the yielded
     function with each new pid. ``reap_orphans`` waits meanwhile, so it can never take
-    the status of a child that exited before it was registered."""
+    the status of a child that exited before it was registered. Threads creating
+    children do not wait for each other."""
     with _OWNED.lock:
-        yield _OWNED.pids.add
+        _OWNED.creating += 1
+    try:
+        yield _OWNED.add
+    finally:
+        with _OWNED.lock:
+            _OWNED.creating -= 1
+            if _OWNED.creating == 0:
+                _OWNED.idle.notify_all()
 
 
 def disown_child(pid: int) -> None:
@@ -346,6 +364,8 @@ def reap_orphans() -> list[tuple[int, int]]:
     reaped: list[tuple[int, int]] = []
     my_sid = os.getsid(0)
     with _OWNED.lock:
+        if not _OWNED.idle.wait_for(lambda: _OWNED.creating == 0, REAP_WAIT_SECONDS):
+            return reaped  # children are being created all the time: next round
         for pid in children(os.getpid()):
             if pid in _OWNED.pids:
                 continue
