@@ -17,6 +17,7 @@ import argparse
 import contextlib
 import os
 import shutil
+import statistics
 import time
 from collections.abc import Iterator
 
@@ -41,7 +42,9 @@ def measure(
     fork_server: bool,
     cgroups: bool = True,
     into_cgroup: bool = True,
-) -> tuple[float, int]:
+) -> tuple[float, int, float]:
+    """(finished runs per second, how many did not succeed, CPU ms per run: the manager,
+    the fork server and the runs, user + system)."""
     if not cgroups:
         with _without_cgroups():
             return measure(schedulers, seconds, fork_server=fork_server)
@@ -52,6 +55,7 @@ def measure(
     try:
         spec = write_app(work / "app", f"noop_app_{int(fork_server)}", APP.format(count=schedulers))
         # Keep every run: the figure counts them (the default keeps 100 per scheduler).
+        cpu_before = _cpu_seconds()
         service = start_service(
             spec, work / "state", fork_server=fork_server, max_runs_per_scheduler=10**9
         )
@@ -59,6 +63,7 @@ def measure(
         time.sleep(seconds)
         service.close()
         elapsed = time.monotonic() - started
+        cpu = _cpu_seconds() - cpu_before
         with SqliteStore.open(work / "state" / "state.db", max_runs_per_scheduler=10**9) as store:
             finished = [
                 r
@@ -69,9 +74,16 @@ def measure(
         failed = sum(
             1 for r in finished if r.outcome is not None and r.outcome.value != "succeeded"
         )
-        return len(finished) / elapsed, failed
+        return len(finished) / elapsed, failed, cpu * 1000 / max(1, len(finished))
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this process and its reaped descendants (the fork server's runs
+    count once the server is reaped, at ``close``)."""
+    times = os.times()
+    return times.user + times.system + times.children_user + times.children_system
 
 
 @contextlib.contextmanager
@@ -104,12 +116,14 @@ def _joining_after_fork() -> Iterator[None]:
         defaults["into_cgroup"] = before
 
 
-def bare_fork_rate(seconds: float) -> float:
-    """Forks per second of a loop that forks a child which exits at once, and reaps it."""
+def bare_fork_rate(seconds: float) -> tuple[float, float]:
+    """Forks per second of a loop that forks a child which exits at once, and reaps it;
+    and the CPU ms each costs."""
     import supervisor.runs.child
     import supervisor.store.sqlite  # noqa: F401
 
     count = 0
+    cpu_before = _cpu_seconds()
     started = time.monotonic()
     deadline = started + seconds
     while time.monotonic() < deadline:
@@ -118,7 +132,8 @@ def bare_fork_rate(seconds: float) -> float:
             os._exit(0)
         os.waitpid(pid, 0)
         count += 1
-    return count / (time.monotonic() - started)
+    elapsed = time.monotonic() - started
+    return count / elapsed, (_cpu_seconds() - cpu_before) * 1000 / max(1, count)
 
 
 def main() -> None:
@@ -130,8 +145,9 @@ def main() -> None:
     args = parser.parse_args()
     many = args.schedulers
     print(f"no-op runs end to end over {args.seconds:g} s; the floor (bare fork + waitpid)")
-    print("is measured just before and just after each row, and the factor uses their mean")
-    print(f"{'':<44} {'runs/s':>8} {'floor':>8} {'factor':>7}")
+    print("is measured just before and just after each row, and the factor uses their mean;")
+    print("CPU ms/run: the manager, fork server and runs together (the floor: one fork)")
+    print(f"{'':<46} {'runs/s':>7} {'floor':>7} {'factor':>7} {'CPU ms/run':>11}")
     rows: list[tuple[str, int, bool, bool, bool]] = [
         ("fork server, 1 scheduler", 1, True, True, True),
         (f"fork server, {many} schedulers", many, True, True, True),
@@ -142,17 +158,22 @@ def main() -> None:
     ]
     if not args.no_fresh:
         rows.append((f"fresh interpreter, {many} schedulers", many, False, True, True))
-    after = bare_fork_rate(args.floor_seconds)
+    floors = [bare_fork_rate(args.floor_seconds)]
     for name, count, fork_server, cgroups, into in rows:
-        before = after
-        rate, failed = measure(
+        rate, failed, cpu = measure(
             count, args.seconds, fork_server=fork_server, cgroups=cgroups, into_cgroup=into
         )
-        after = bare_fork_rate(args.floor_seconds)
-        floor = (before + after) / 2
+        floors.append(bare_fork_rate(args.floor_seconds))
+        floor = (floors[-2][0] + floors[-1][0]) / 2
         print(
-            f"{name:<44} {rate:8.1f} {floor:8.1f} {rate / floor:6.2f}x  (not succeeded: {failed})"
+            f"{name:<46} {rate:7.1f} {floor:7.1f} {rate / floor:6.2f}x {cpu:11.2f}"
+            f"  (not succeeded: {failed})"
         )
+    floor_cpu = statistics.median(cpu for _, cpu in floors)
+    print(
+        f"{'bare fork + waitpid (floor), median':<46} {'':7} "
+        f"{statistics.median(r for r, _ in floors):7.1f} {'1.00x':>7} {floor_cpu:11.2f}"
+    )
     print("targets: >= 200 runs/s; fork server >= 0.8x the floor (1 scheduler), >= 0.9x (8)")
 
 
