@@ -14,6 +14,7 @@ from pathlib import Path
 
 from supervisor.core.records import Outcome
 from supervisor.runs import procs
+from supervisor.runs.containment import Containment
 from supervisor.runs.forklauncher import ForkServerLauncher
 from supervisor.runs.job import Job
 from tests.waiting import wait_for
@@ -23,8 +24,8 @@ APP = "tests.apps.misbehave:cfg"
 THREADS = 8
 
 
-def job() -> Job:
-    return Job(scheduler_id="ok", run_id=uuid.uuid4().hex[:16], trigger="manual")
+def job(scheduler_id: str = "ok") -> Job:
+    return Job(scheduler_id=scheduler_id, run_id=uuid.uuid4().hex[:16], trigger="manual")
 
 
 def spawn_and_watch(launcher: ForkServerLauncher) -> tuple[int, Outcome, str]:
@@ -95,6 +96,36 @@ def test_creators_do_not_wait_for_each_other_and_reaping_gives_up_a_round() -> N
     finally:
         release.set()
         creator.join(10)
+
+
+def test_the_sweep_at_a_runs_end_finds_its_orphan_while_other_runs_go_on() -> None:
+    """Without cgroups the server's marker sweep is what ends a run's leftovers; it
+    does not look below the other runs' processes, and must still find them."""
+    launcher = ForkServerLauncher(APP, cwd=str(ROOT), containment=Containment(None))
+    launcher.start()
+    others = [launcher.spawn(job("cooperative")) for _ in range(3)]
+    try:
+        records: list[tuple[str, dict[str, object]]] = []
+        exit_ = launcher.spawn(job("grandchild")).supervise(
+            sink=lambda batch: records.extend((r.message, dict(r.fields)) for r in batch),
+            timeout=60,
+            cancel=threading.Event(),
+        )
+        assert exit_.outcome is Outcome.SUCCEEDED
+        fields = next(f for message, f in records if message == "grandchild")
+        orphan = int(str(fields["pid"]))
+        wait_for(lambda: _zombie(orphan), what="the run's orphan to be killed")
+        assert all(_alive(other.pid) for other in others)
+    finally:
+        for other in others:
+            cancel = threading.Event()
+            cancel.set()
+            other.supervise(sink=lambda batch: None, timeout=60, cancel=cancel)
+        launcher.close()
+
+
+def _alive(pid: int) -> bool:
+    return not _zombie(pid)
 
 
 def _zombie(pid: int) -> bool:

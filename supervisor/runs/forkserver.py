@@ -447,7 +447,10 @@ class Server:
                 # The main process is a zombie: its group id cannot be recycled yet.
                 with contextlib.suppress(OSError):
                     os.killpg(pid, signal.SIGKILL)
-                procs.sweep(run.run_id, roots=[self.pid], wait=2.0)
+                # Not below the other runs' main processes nor the spares: orphans of
+                # this run were handed to this server (the subreaper), not to them.
+                others = {*self.runs, *(spare.pid for spare in self.spares.values())}
+                procs.sweep(run.run_id, roots=[self.pid], wait=2.0, skip=others)
                 # Written before the zombie is reaped: if this server dies now, the
                 # manager has the status, or reaps the zombie itself.
                 _report(run, procs.status_of(info))
