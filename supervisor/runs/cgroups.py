@@ -30,7 +30,10 @@ SIGKILL every listed process until none is left; always within a deadline.
 Cost: ``create``, an empty ``kill`` and ``remove`` take well under a millisecond each;
 moving a process (``join_self``) waits for an RCU grace period when no other move
 happened just before (about 10 ms here under load, 0.03 ms back to back) unless cgroup2
-is mounted with ``favordynmods``. The run's own process pays it, not the fork server.
+is mounted with ``favordynmods``, and moves serialize on the kernel's migration lock.
+Under cgroup v2 the fork server avoids moves: it forks each run straight into its
+cgroup (``clone``: ``clone3(CLONE_INTO_CGROUP)``) where the kernel allows; elsewhere the
+run's own process (or a spare forked ahead, see ``forklauncher``) joins.
 
 Use, in the manager (the process that lives as long as its runs)::
 
