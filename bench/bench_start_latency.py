@@ -23,7 +23,14 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
-from common import percentile, start_service, summary, temp_dir, write_app
+from common import (
+    joining_after_fork,
+    percentile,
+    start_service,
+    summary,
+    temp_dir,
+    write_app,
+)
 
 from supervisor.core.access import su
 from supervisor.core.records import LogQuery
@@ -130,11 +137,14 @@ def main() -> None:
         with loading_a_core() if loaded else contextlib.nullcontext():
             floor_before = measure_bare_fork(args.samples // 2)
             fork = measure_supervisor(args.samples, fork_server=True)
+            with joining_after_fork():
+                joined = measure_supervisor(args.samples // 2, fork_server=True)
             floor = floor_before + measure_bare_fork(args.samples // 2)
         how = "a second process loading a core" if loaded else "idle"
         print(f"-- {how}")
         print(summary("bare fork, to the child's first line", floor))
         print(summary("supervisor, fork server", fork))
+        print(summary("  joining its cgroup after fork", joined))
         factor = percentile(fork, 50) / percentile(floor, 50)
         verdicts.append(f"{how}: fork server p50 = {factor:.1f}x the bare-fork floor")
     fresh = measure_supervisor(few, fork_server=False)

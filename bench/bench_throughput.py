@@ -21,7 +21,7 @@ import statistics
 import time
 from collections.abc import Iterator
 
-from common import start_service, temp_dir, write_app
+from common import joining_after_fork, start_service, temp_dir, write_app
 
 from supervisor.store.sqlite import SqliteStore
 
@@ -49,7 +49,7 @@ def measure(
         with _without_cgroups():
             return measure(schedulers, seconds, fork_server=fork_server)
     if not into_cgroup:
-        with _joining_after_fork():
+        with joining_after_fork():
             return measure(schedulers, seconds, fork_server=fork_server)
     work = temp_dir("bench-throughput-")
     try:
@@ -100,20 +100,6 @@ def _without_cgroups() -> Iterator[None]:
         yield
     finally:
         Containment.detect = detect  # type: ignore[method-assign]
-
-
-@contextlib.contextmanager
-def _joining_after_fork() -> Iterator[None]:
-    """Runs join their cgroup after fork (spares), as where clone3 is not available."""
-    from supervisor.runs.forklauncher import ForkServerLauncher
-
-    defaults = ForkServerLauncher.__init__.__kwdefaults__
-    before = defaults.get("into_cgroup", True)
-    defaults["into_cgroup"] = False
-    try:
-        yield
-    finally:
-        defaults["into_cgroup"] = before
 
 
 def bare_fork_rate(seconds: float) -> tuple[float, float]:

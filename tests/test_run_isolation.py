@@ -284,9 +284,12 @@ def spares_in_place(launcher: ForkServerLauncher) -> list[Any]:
     return spares if spares and all(c.pids() for c in spares) else []
 
 
-def test_a_run_taking_over_a_spare_is_contained_and_a_dead_spare_is_replaced() -> None:
-    # Spares are the way where runs cannot be forked into their cgroups (clone3).
-    launcher = ForkServerLauncher(APP, cwd=str(ROOT), into_cgroup=False)
+@pytest.mark.parametrize("into_cgroup", [True, False], ids=["clone3", "join"])
+def test_a_run_taking_over_a_spare_is_contained_and_a_dead_spare_is_replaced(
+    into_cgroup: bool,
+) -> None:
+    # Spares forked into their cgroups (clone3), or joining them after fork.
+    launcher = ForkServerLauncher(APP, cwd=str(ROOT), into_cgroup=into_cgroup)
     launcher.start()
     try:
         if launcher.containment == PROCESS_GROUP:

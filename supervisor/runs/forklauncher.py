@@ -11,14 +11,15 @@ server that does not report within ``STATUS_SECONDS`` (stopped) is continued, th
 killed. A dead server is replaced at the next spawn; a server whose app files changed
 (content hashes) is replaced, and drained: it serves its runs in progress to their end.
 
-Where runs get cgroup v2 cgroups and the kernel allows ``clone3(CLONE_INTO_CGROUP)`` (the
-server probes it once at its start, in a cgroup made for that), runs are forked straight
-into their cgroups and no process is ever moved. Elsewhere, each server keeps up to
-``SPARES`` spare processes, each in a fresh cgroup (``PrepareRequest``): moving a process
-into a cgroup waits for an RCU grace period (tens of milliseconds on a busy machine), and
-a spare has done that before its run is asked for; they are made in batches (when half
-are used), because moves made together share a grace period. A run that finds no spare
-is forked and joins its cgroup itself.
+Where runs get cgroups, each server keeps up to ``SPARES`` spare processes, each already
+in a fresh cgroup (``PrepareRequest``), so a run's start is a message to a process that
+exists, not a fork. Where runs get cgroup v2 cgroups and the kernel allows
+``clone3(CLONE_INTO_CGROUP)`` (the server probes it once at its start, in a cgroup made
+for that), spares (and runs that find none) are forked straight into their cgroups and
+no process is ever moved. Elsewhere a spare joins its cgroup after fork: a move waits for
+an RCU grace period (tens of milliseconds on a busy machine), made before its run is
+asked for; spares are made in batches (when half are used), because moves made together
+share a grace period. A run that finds no spare is forked and joins its cgroup itself.
 
 Starting a server is bounded (``start_timeout``) and cancellable: ``close`` from another
 thread, or a spawn's own ``cancel`` event, makes a start in progress give up promptly.
@@ -456,8 +457,6 @@ class ForkServerLauncher:
         containment = self._containment
         if containment is None or containment.root is None or len(server.spares) > SPARES // 2:
             return
-        if server.placement == "":
-            return  # runs are forked into their cgroups: nothing to do beforehand
         if not server.alive():
             return
         # In a batch: moves into cgroups made together share the kernel's grace period.

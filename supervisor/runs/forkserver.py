@@ -28,10 +28,10 @@ packages') are compiled from source, never from ``__pycache__``, whose check (mt
 seconds and size) misses a change made within the same second keeping the size; their
 content hashes go to the manager, which restarts the server when one changes.
 
-Runs are forked straight into their cgroups with ``clone3(CLONE_INTO_CGROUP)`` (``clone``)
-where a probe at start (``--probe-cgroup``, a cgroup the launcher made for it) says the
-kernel allows it: that avoids a move into the cgroup, which waits for an RCU grace
-period. Elsewhere the child joins its cgroup after ``fork`` (or a spare did, before).
+Runs and spares are forked straight into their cgroups with ``clone3(CLONE_INTO_CGROUP)``
+(``clone``) where a probe at start (``--probe-cgroup``, a cgroup the launcher made for it)
+says the kernel allows it: that avoids a move into the cgroup, which waits for an RCU
+grace period. Elsewhere the child joins its cgroup after ``fork``.
 
 May import ``child``, ``clone``, ``procs``, ``job``, ``forkmessages``, ``registry``, and (at start)
 ``app``, ``context``, ``wire``, ``records`` and ``cgroups``.
@@ -302,23 +302,29 @@ class Server:
             os.close(gate_w)
 
     def _fork(self, job: Job) -> tuple[int, Job]:
-        """Fork the run's process: straight into its cgroup where ``clone3`` can (the
-        child's job then names none: it is in it already), else with ``os.fork`` (the
-        child joins the cgroup itself). (pid, the job the child runs); raises ``OSError``."""
-        if self.placement == "" and job.cgroup is not None:
+        """Fork the run's process (see ``_fork_into``): (pid, the job the child runs:
+        naming no cgroup if it was forked into it). Raises ``OSError``."""
+        pid, placed = self._fork_into(job.cgroup)
+        return pid, replace(job, cgroup=None) if placed else job
+
+    def _fork_into(self, cgroup: str | None) -> tuple[int, bool]:
+        """Fork: straight into ``cgroup`` where ``clone3`` can, else with ``os.fork`` (the
+        child joins it itself). (pid, whether the child is in ``cgroup`` already);
+        raises ``OSError``."""
+        if self.placement == "" and cgroup is not None:
             try:
-                fd = os.open(job.cgroup, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+                fd = os.open(cgroup, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             except OSError:
                 fd = -1  # gone? the child's own join says why, in the run's log
             if fd >= 0:
                 try:
-                    return clone.fork_into(fd), replace(job, cgroup=None)
+                    return clone.fork_into(fd), True
                 except OSError:
                     pass  # this cgroup only (the probe said it works): fork and join
                 finally:  # (in the child too)
                     with contextlib.suppress(OSError):
                         os.close(fd)
-        return os.fork(), job
+        return os.fork(), False
 
     def probe(self, cgroup: str | None) -> None:
         """Choose, once, how runs get into their cgroups (``placement``)."""
@@ -346,20 +352,21 @@ class Server:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         signal.pthread_sigmask(signal.SIG_BLOCK, _BLOCKED)
         try:
-            pid = os.fork()
+            pid, placed = self._fork_into(cgroup)
         except OSError:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, _BLOCKED)
             ours.close()
             theirs.close()
             return  # no spare: the run will be forked when it is asked for
         if pid == 0:
-            self.become_spare(cgroup, theirs)  # never returns
+            self.become_spare(cgroup, theirs, placed=placed)  # never returns
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _BLOCKED)
         theirs.close()
         self.spares[cgroup] = _Spare(pid, ours)
 
-    def become_spare(self, cgroup: str, sock: socket.socket) -> None:
-        """In a forked spare: join ``cgroup``, wait for the job, become its run."""
+    def become_spare(self, cgroup: str, sock: socket.socket, *, placed: bool) -> None:
+        """In a forked spare: join ``cgroup`` (unless ``placed`` in it by ``clone3``),
+        wait for the job, become its run."""
         try:
             os.setsid()
             signal.set_wakeup_fd(-1)
@@ -370,13 +377,15 @@ class Server:
             os.closerange(3, keep)
             os.closerange(keep + 1, _max_fd())
             procs.reset_signal_dispositions()
-            try:
-                from supervisor.runs import cgroups
+            joined = placed
+            if not placed:
+                try:
+                    from supervisor.runs import cgroups
 
-                cgroups.join_self(cgroup)
-                joined = True
-            except OSError:
-                joined = False  # ``run_child`` tries again, and says so if it fails
+                    cgroups.join_self(cgroup)
+                    joined = True
+                except OSError:
+                    pass  # ``run_child`` tries again, and says so if it fails
             data, fds, _, _ = socket.recv_fds(sock, MAX_PACKET, RUN_FDS)
             if not data:
                 os._exit(0)  # the server closed or died: nothing to run
