@@ -1,16 +1,18 @@
 """Handlers for the overview (a card per scheduler) and the static files.
 
 A card's HTML is rendered again only when its scheduler's status changed, and the
-statuses themselves are read at most every ``SNAPSHOT_SECONDS`` (and again after any
-change made through the Admin Center): concurrent readers of the overview of a thousand
-schedulers share one reading instead of each taking its own. A change made elsewhere (a
-run ending) shows up at most that much later; the live updates send it anyway.
+statuses themselves are read again only when the backend's status version moved (or a
+change was made through the Admin Center, or the minute turned); a backend without a
+version is read at most every ``SNAPSHOT_SECONDS``. Concurrent readers of the overview of
+a thousand schedulers share one reading and one rendered page (``pagecache``).
 
 Each card shows its health (``web.health``) with a strip of its newest outcomes. The runs
 are kept per scheduler and read again only for the schedulers whose last start or end
 moved since, all of them in one call (``UseCases.recent_runs``), never one per card.
-Failing cards come first; ``?filter=failing`` keeps only them and ``?q=`` only those whose
-ID or name holds the text.
+Failing cards come first; ``?filter=failing`` keeps only them, ``?outcome=`` only those
+whose last run ended so, and ``?q=`` only those whose search text (name, ID, state, kind,
+last outcome, "failing") holds every word: the same text the page's script filters on.
+``?cards=ID,ID`` answers only those cards (what the live updates fetch to redraw a card).
 May import ``access``, ``records``, ``supervisor.web.*`` below the app, markupsafe and the
 stdlib.
 """
@@ -27,8 +29,11 @@ from typing import Any
 from markupsafe import Markup
 
 from supervisor.core.access import Permission, Subject
-from supervisor.core.records import RunRecord, SchedulerStatus, State
+from supervisor.core.errors import SupervisorError
+from supervisor.core.records import Outcome, RunRecord, SchedulerStatus, State
 from supervisor.web.health import STRIP_RUNS, Health, health_of
+from supervisor.web.pagecache import PageCache
+from supervisor.web.present import OUTCOME_WORDS, runs_a_command
 from supervisor.web.render import render, scheduler_url
 from supervisor.web.replies import Refused, reply, short_text
 from supervisor.web.site import Request, Site, subject_of
@@ -39,7 +44,7 @@ SNAPSHOT_SECONDS = 0.2
 @dataclass(frozen=True, slots=True)
 class _Snapshot:
     at: float
-    version: int
+    version: tuple[int, int | None, int]  # the Admin Center's, the backend's, the minute
     with_runs: bool
     statuses: list[SchedulerStatus]  # failing ones first
     health: dict[str, Health]
@@ -65,6 +70,7 @@ class CardCache:
         self._lock = threading.Lock()
         self._reading = threading.Lock()  # one reading of the statuses at a time
         self._icons = f"/static/icons.svg?v={site.assets['icons.svg'].version}"
+        self.pages = PageCache()
 
     def snapshot(self, subject: Subject) -> _Snapshot:
         """The statuses, their counts and their cards, read afresh when too old."""
@@ -73,18 +79,19 @@ class CardCache:
             now = time.monotonic()
             with self._lock:
                 found = self._snapshot
-            version = self._site.version
+            use_cases = self._site.use_cases
+            wall = self._site.clock.now()
+            minute = int(wall.timestamp() // 60)
+            version = (self._site.version, use_cases.status_version(subject), minute)
             if (
                 found is not None
                 and found.version == version
                 and found.with_runs == with_runs
-                and now - found.at <= SNAPSHOT_SECONDS
+                and (version[1] is not None or now - found.at <= SNAPSHOT_SECONDS)
             ):
                 return found
-            use_cases = self._site.use_cases
             listed = use_cases.list(subject)
             recent = self._recent_runs(subject, listed) if with_runs else {}
-            wall = self._site.clock.now()
             health = {s.id: self._health_of(s, recent.get(s.id, ()), wall) for s in listed}
             statuses = sorted(listed, key=lambda s: not health[s.id].failing)
             cards = [self.card(s, health[s.id]) for s in statuses]
@@ -147,6 +154,12 @@ class CardCache:
             self._joined = (cards, html)
         return html
 
+    def _command(self, scheduler_id: str) -> bool:
+        try:
+            return runs_a_command(self._site.use_cases.registry.get(scheduler_id))
+        except SupervisorError:
+            return False
+
     def card(self, status: SchedulerStatus, health: Health) -> Markup:
         with self._lock:
             cached = self._cards.get(status.id)
@@ -160,6 +173,8 @@ class CardCache:
                     "s": status,
                     "h": health,
                     "href": scheduler_url(status.id),
+                    "search": search_text(status, health),
+                    "command": self._command(status.id),
                     "icons": self._icons,
                 },
             )
@@ -167,6 +182,24 @@ class CardCache:
         with self._lock:
             self._cards[status.id] = (status, health, html)
         return html
+
+
+def search_text(status: SchedulerStatus, health: Health) -> str:
+    """What the filter matches a card on, lower case."""
+    words = [status.name.lower(), status.id.lower(), status.state.value, status.kind.value]
+    if status.last_outcome is not None:
+        words += [status.last_outcome.value, OUTCOME_WORDS[status.last_outcome].lower()]
+    if health.failing:
+        words.append("failing")
+    return " ".join(words)
+
+
+def matches(text: str, query: str) -> bool:
+    """Every word of ``query`` is in ``text`` (as the page's script filters)."""
+    return all(word in text for word in query.lower().split())
+
+
+MAX_CARDS_ASKED = 200
 
 
 def _runs_key(status: SchedulerStatus) -> tuple[object, ...]:
@@ -182,31 +215,59 @@ def _runs_key(status: SchedulerStatus) -> tuple[object, ...]:
 def overview(site: Site, request: Request, *, cards: CardCache) -> Any:
     # the guard checked the LIST permission; every subject with it sees every scheduler
     found = cards.snapshot(subject_of(request))
+    asked = request.query.get("cards")
+    if asked is not None:
+        wanted = set(asked.split(",")[:MAX_CARDS_ASKED])
+        chosen = [
+            card
+            for status, card in zip(found.statuses, found.cards, strict=True)
+            if status.id in wanted
+        ]
+        return reply(str(Markup("").join(chosen)), 200)
     only_failing = request.query.get("filter") == "failing"
+    outcome_text = request.query.get("outcome") or ""
+    outcome = _outcome(outcome_text)
     text = (short_text(request.query.get("q"), field="q") or "").strip()
     shown = found.joined
     matched = len(found.statuses)
-    if only_failing or text:
-        needle = text.lower()
+    if only_failing or text or outcome is not None:
         chosen = [
             card
             for status, card in zip(found.statuses, found.cards, strict=True)
             if (not only_failing or found.health[status.id].failing)
-            and (needle in status.id.lower() or needle in status.name.lower())
+            and (outcome is None or status.last_outcome is outcome)
+            and matches(search_text(status, found.health[status.id]), text)
         ]
         matched = len(chosen)
         shown = Markup("").join(chosen)
-    return site.page(
-        request,
-        "overview.html",
-        statuses=found.statuses,
-        counts=found.counts,
-        failing=found.failing,
-        only_failing=only_failing,
-        q=text,
-        matched=matched,
-        cards=shown,
-    )
+
+    def page(viewer: Request) -> Any:
+        return site.page(
+            viewer,
+            "overview.html",
+            statuses=found.statuses,
+            counts=found.counts,
+            failing=found.failing,
+            only_failing=only_failing,
+            outcome=outcome,
+            outcomes=list(Outcome),
+            q=text,
+            matched=matched,
+            cards=shown,
+        )
+
+    return cards.pages.serve(request, found, (only_failing, text, outcome), page)
+
+
+def _outcome(text: str) -> Outcome | None:
+    if not text:
+        return None
+    try:
+        return Outcome(text)
+    except ValueError:
+        raise Refused(
+            400, f"outcome must be one of {', '.join(o.value for o in Outcome)}"
+        ) from None
 
 
 def static(site: Site, _request: Request, name: str) -> Any:
