@@ -39,7 +39,7 @@ import threading
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
 from supervisor.core.definitions import Kind
@@ -65,6 +65,11 @@ START, STOP, PAUSE, EXECUTE, ACTION = "start", "stop", "pause", "execute", "acti
 MISSED_ACTOR = "cluster (a cron slot missed while its owner died)"
 # Why a run is cancelled when its lease is lost (the run's error: "cancelled: ...").
 LEASE_LOST = "this host lost the lease of the scheduler; another host may run it now"
+# The error of a run another host left unfinished in a shared store when this one took over.
+TAKEN_OVER = (
+    "interrupted: {host} lost the lease of the scheduler while this run was in progress"
+    " (it stopped or died); another host took the scheduler over"
+)
 FENCED_ERROR = (
     "fenced: this host lost the lease of {scheduler} while the run was in progress; another "
     "host owns it now, and this host's record of the run's end was refused"
@@ -94,6 +99,12 @@ class GateHooks(Protocol):
         """A cron ``slot`` nobody ran (its owner died just before it, this host now owns
         the scheduler): run it now, unless the scheduler is stopped or disabled, a run is
         in progress, or missed cron runs are not caught up. Its claim names ``slot``."""
+        ...
+
+    def leases_taken(self, scheduler_ids: list[str]) -> None:
+        """This host took the leases of ``scheduler_ids``: a run of theirs another host
+        left unfinished in a shared store (it died, or its tenure ended) is marked
+        interrupted there. Never raises (a store failure is reported)."""
         ...
 
 
@@ -217,14 +228,40 @@ def admit_launch(manager: Manager, gate: ClusterGate, run: RunRecord, slot: date
     return False
 
 
-def fence_end(gate: ClusterGate, run: RunRecord, report: Callable[[str], None]) -> RunRecord:
-    """Write ``run``'s end under its lease token; a refused write marks it fenced."""
+def fence_end(
+    gate: ClusterGate, run: RunRecord, report: Callable[[str], None]
+) -> tuple[RunRecord, bool]:
+    """Write ``run``'s end under its lease token; a refused write marks it fenced (True):
+    its end is then not stored (``keep_fenced``)."""
     if run.outcome is None or gate.record_end(run.run_id, run.outcome.value):
-        return run
+        return run, False
     report(f"run {run.run_id} of {run.scheduler_id} was fenced: its end was refused")
-    return replace(
+    fenced = replace(
         run, outcome=Outcome.INTERRUPTED, error=FENCED_ERROR.format(scheduler=run.scheduler_id)
     )
+    return fenced, True
+
+
+class MarksInterrupted(Protocol):
+    """What ``keep_fenced`` needs of the store (``store.protocols.RunHistory``)."""
+
+    def mark_interrupted(self, run_id: str, *, ended_at: datetime, error: str | None) -> None:
+        """End ``run_id`` as interrupted unless it ended already."""
+        ...
+
+
+def keep_fenced(store: MarksInterrupted, run: RunRecord, report: Callable[[str], None]) -> bool:
+    """Store a fenced run as ``interrupted`` only where nobody ended it yet: in a shared
+    store the new owner's mark stays, and the refused end is never written. False when
+    the store failed (reported)."""
+    try:
+        store.mark_interrupted(
+            run.run_id, ended_at=run.ended_at or datetime.now(UTC), error=run.error
+        )
+    except Exception as error:
+        report(f"could not record the fenced end of run {run.run_id}: {error}")
+        return False
+    return True
 
 
 def share_settings(
@@ -238,6 +275,11 @@ def share_settings(
         gate.share_settings(scheduler_id, overrides)
     except BackendError as error:
         report(f"the settings of {scheduler_id} changed here but not on the other hosts: {error}")
+
+
+def manager_gate(manager: Manager) -> str | None:
+    """The host name of ``manager``'s gate (None without one)."""
+    return None if manager._gate is None else manager._gate.host
 
 
 def hosted_status(gate: ClusterGate | None, status: SchedulerStatus) -> SchedulerStatus:
@@ -258,6 +300,28 @@ class ManagerHooks:
 
     def __init__(self, manager: Manager) -> None:
         self._manager = manager
+
+    def leases_taken(self, scheduler_ids: list[str]) -> None:
+        manager, here = self._manager, manager_gate(self._manager)
+        taken = set(scheduler_ids)
+        try:
+            left = [
+                unfinished.run
+                for unfinished in manager._store.unfinished_runs()
+                if unfinished.run.scheduler_id in taken and unfinished.run.host != here
+            ]
+            for run in left:
+                manager._store.mark_interrupted(
+                    run.run_id,
+                    ended_at=manager._clock.now(),
+                    error=TAKEN_OVER.format(host=run.host or "another host"),
+                )
+                manager._report(
+                    f"run {run.run_id} of {run.scheduler_id} left by {run.host or 'another host'}"
+                    " marked interrupted: this host took the scheduler over"
+                )
+        except Exception as error:  # the next takeover, or that host's restart, marks it
+            manager._report(f"could not mark the runs left by another host: {error}")
 
     def lease_lost(self, scheduler_id: str) -> None:
         manager = self._manager
@@ -349,5 +413,6 @@ __all__ = [
     "fence_end",
     "hosted_run",
     "hosted_status",
+    "keep_fenced",
     "route",
 ]
