@@ -251,14 +251,6 @@ class Service:
     def start(self) -> None:
         options = self.options
         stack = self._stack
-        if options.cluster is not None and options.store is not None:
-            # A shared store is one manager's today (its lock refuses a second one), and
-            # its fenced run writes are not yet wired to the cluster's leases.
-            raise DefinitionError(
-                "--cluster",
-                "cannot be combined with --store yet: with --cluster each host keeps its"
-                " runs and logs in its own state directory",
-            )
         self._lock = stack.enter_context(state_dir_lock(self.state_dir))
         store, place, guard = open_store(options, self.state_dir)
         stack.callback(store.close)
