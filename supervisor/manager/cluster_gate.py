@@ -21,11 +21,12 @@ in flight cancels the run; a command that reached this host is carried out here;
 host's statuses are published; another host's settings change is applied; a cron slot
 nobody ran while its owner died is run.
 
-The run store seam: until a shared store holds every host's runs, each host keeps its own
-local store and the gate keeps the fenced record of the runs (``FencedRuns``, in the
-coordination database). A shared PostgreSQL store whose run writes carry the token
-implements ``FencedRuns`` itself; the gate is then given it instead, and the runs and logs
-of every host are in one place.
+The run store: the gate keeps the fenced record of the runs (``FencedRuns``, in the
+coordination database); the manager's store holds the runs and logs, either this host's
+own (SQLite) or, with ``--store postgresql://``, one store every host shares. Runs are
+stored with this host's name (``hosted_run``); on taking leases, the runs another host
+left open there are marked interrupted (``ManagerHooks.leases_taken``); a fenced end is
+not written (``keep_fenced``: the run becomes interrupted only where nobody ended it).
 
 It reaches into the manager's lock, cancels and machine (``ManagerHooks``,
 ``admit_launch``): it is the manager's own code, kept apart so ``shell`` stays small.
@@ -110,7 +111,7 @@ class GateHooks(Protocol):
 
 class FencedRuns(Protocol):
     """Run writes that carry the lease's fencing token (the coordination database's
-    ``cluster_runs`` today; a shared PostgreSQL store when it lands)."""
+    ``cluster_runs``, beside whichever store holds the runs themselves)."""
 
     def claim(
         self,
