@@ -80,6 +80,8 @@ class StatusView:
     failed_starts: int = 0
     run_phase: str | None = None
     containment: str | None = None
+    current_pid: int | None = None
+    state_since: datetime | None = None
 
     @classmethod
     def of(cls, status: SchedulerStatus, *, units: UnitFiles | None = None) -> StatusView:
@@ -102,6 +104,8 @@ class StatusView:
             failed_starts=status.failed_starts,
             run_phase=status.run_phase,
             containment=status.containment,
+            current_pid=status.current_pid,
+            state_since=status.state_since,
         )
 
 
@@ -136,6 +140,8 @@ def status_json(view: StatusView) -> dict[str, Any]:
         "failed_starts": view.failed_starts,
         "run_phase": view.run_phase,
         "containment": view.containment,
+        "current_pid": view.current_pid,
+        "state_since": iso(view.state_since),
     }
     if view.units is not None:
         out["units"] = {
@@ -286,6 +292,8 @@ def status_from_json(raw: object) -> StatusView:
         failed_starts=_count(status.optional("failed_starts")),
         run_phase=status.optional_text("run_phase"),
         containment=status.optional_text("containment"),
+        current_pid=status.optional_int("current_pid"),
+        state_since=status.optional_time("state_since"),
     )
 
 

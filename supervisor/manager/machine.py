@@ -98,6 +98,8 @@ class Slot:
     start_failures: int = 0
     start_error: str | None = None
     closing: bool = False
+    run_pid: int | None = None
+    state_since: datetime | None = None
 
     @property
     def public_state(self) -> State:
@@ -286,6 +288,7 @@ def open_slot(
         last_run=last_run,
         last_finished=last_finished,
         last_actor=last_actor,
+        state_since=now.wall,
     )
     plan = None
     if options.kind is Kind.CRON and catch_up_missed_cron:
@@ -302,6 +305,15 @@ def open_slot(
 
 def step(slot: Slot, event: Event, now: Now) -> tuple[Slot, list[Effect]]:
     """What ``event`` does to ``slot`` at ``now``: the new slot and the effects to carry out."""
+    stepped, effects = _step(slot, event, now)
+    if stepped.run is None and stepped.run_pid is not None:
+        stepped = replace(stepped, run_pid=None)
+    if stepped.public_state is not slot.public_state:
+        stepped = replace(stepped, state_since=now.wall)
+    return stepped, effects
+
+
+def _step(slot: Slot, event: Event, now: Now) -> tuple[Slot, list[Effect]]:
     match event:
         case Due():
             return _due(slot, event, now)
@@ -408,6 +420,7 @@ def _run_started(slot: Slot, event: RunStarted) -> tuple[Slot, list[Effect]]:
         )
     slot = replace(
         slot,
+        run_pid=event.pid,
         start_failures=0,
         start_error=None,
         phase=RunPhase.RUNNING if slot.phase is RunPhase.STARTING else slot.phase,
@@ -561,4 +574,6 @@ def status_of(slot: Slot) -> SchedulerStatus:
         failed_starts=slot.start_failures,
         start_error=slot.start_error,
         run_phase=None if slot.phase is None else slot.phase.value,
+        current_pid=slot.run_pid,
+        state_since=slot.state_since,
     )
