@@ -265,8 +265,7 @@ EXIT_MEANINGS = {
     3: "No such scheduler (the message suggests IDs that look alike), custom action or run.",
     4: "Refused: a run of the scheduler is in progress (the message names it).",
     5: "Permission denied to the user for this action.",
-    6: "The application given with --app (or recorded in the state directory) cannot be"
-    " imported.",
+    6: "The application given with --app (or recorded in the state directory) cannot be imported.",
     7: "The state database cannot be used: missing, corrupt, of another program, of a"
     " newer version, or not writable.",
     8: "No manager is running for the state directory (and, for a read command, it holds"
@@ -315,14 +314,10 @@ def exit_section() -> str:
 
 def render(root: click.Command, *, version: str, date: str) -> str:
     header = f'.TH SCHED-SUPERVISOR 1 "{date}" "sched-supervisor {version}" "User Commands"'
-    tail = PAGE_TAIL.split(".SH SEE ALSO")
-    return (
-        "\n".join(
-            [header, PAGE_HEAD, command_section(root), tail[0].rstrip(), exit_section()]
-            + [".SH SEE ALSO" + tail[1]]
-        )
-        + "\n"
-    )
+    environment_and_files, see_also = PAGE_TAIL.split(".SH SEE ALSO")
+    sections = [header, PAGE_HEAD, command_section(root), environment_and_files.rstrip()]
+    sections += [exit_section(), ".SH SEE ALSO" + see_also]
+    return "\n".join(sections) + "\n"
 
 
 def main() -> None:
