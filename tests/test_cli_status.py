@@ -15,6 +15,8 @@ import subprocess
 import sys
 import termios
 from collections.abc import Iterator
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,9 @@ import pytest
 from click.testing import CliRunner
 
 from supervisor.cli.main import main
+from supervisor.core.definitions import Kind, Options
+from supervisor.core.records import Outcome, State
+from supervisor.manager import machine
 from tests.commands import supervisor
 from tests.manager_process import ROOT, cli, running_manager
 from tests.waiting import wait_for
@@ -297,3 +302,30 @@ def test_status_and_list_import_no_heavy_library(state_dir: Path) -> None:
         }
         assert "supervisor" in imported and "click" in imported  # the import list is real
         assert not imported & {"croniter", "dateutil", "jinja2", "bottle", "sqlite3"}, args
+
+
+def test_the_status_knows_since_when_and_the_runs_pid() -> None:
+    # What `status` reads from the manager's pure core: set when the state changes only.
+    t0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+    def at(seconds: float) -> machine.Now:
+        return machine.Now(mono=1000.0 + seconds, wall=t0 + timedelta(seconds=seconds))
+
+    manual = Options(id="s", name="S", kind=Kind.MANUAL, runner=lambda ctx: None)
+    slot, _ = machine.open_slot(manual, manual.defaults, at(0))
+    assert machine.status_of(slot).state_since == t0
+    slot, _ = machine.step(slot, machine.Acted(actor="olga"), at(5))
+    assert machine.status_of(slot).state_since == t0  # no change of state
+    slot, _ = machine.step(slot, machine.Execute(actor="olga", run_id="r1"), at(10))
+    slot, _ = machine.step(slot, machine.RunStarted(run_id="r1", pid=4711, create_time=1.0), at(11))
+    status = machine.status_of(slot)
+    assert (status.state, status.current_pid) == (State.RUNNING, 4711)
+    assert status.state_since == t0 + timedelta(seconds=10)
+    assert slot.run is not None
+    ended = machine.RunEnded(
+        finished=replace(slot.run, ended_at=at(20).wall, outcome=Outcome.SUCCEEDED)
+    )
+    slot, _ = machine.step(slot, ended, at(20))
+    status = machine.status_of(slot)
+    assert (status.state, status.current_pid) == (State.PAUSED, None)
+    assert status.state_since == t0 + timedelta(seconds=20)
