@@ -11,9 +11,11 @@ Importing this module costs no croniter, jinja2, dateutil or bottle: the socket-
 commands (``list``, ``status``, ``stop``, ...) stay quick. When no manager runs, the read
 commands read the state database instead (``open_reader``, through ``service.offline``,
 imported then). An unknown scheduler ID comes back with the IDs that look like it
-(``suggesting``). May import ``views``,
-``service.lock``, ``service.paths``, ``usecases`` (types), ``records``, ``definitions``,
-``access``, ``errors`` and the stdlib (``service.systemd_mode`` where used).
+(``suggesting``).
+
+May import ``views``, ``service.lock``, ``service.paths``, ``usecases`` (types),
+``records``, ``definitions``, ``access``, ``errors`` and the stdlib
+(``service.systemd_mode`` and ``service.offline`` where used).
 """
 
 from __future__ import annotations

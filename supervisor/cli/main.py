@@ -2,8 +2,10 @@
 
 Each command parses its arguments, calls a composition root (``service.manager_mode``,
 ``service.systemd_mode``, ``service.offline``) or the typed client (``cli.client``), and
-prints: a table, or the ``--json`` shapes of ``cli.views``. Errors print one line on
-stderr and exit with the error type's code. The top layer: may import anything, but the
+prints: a table (``cli.display``: zoned times, colours on a terminal, its width), or the
+``--json`` shapes of ``cli.views``. The read commands (``READ_COMMANDS``) read the state
+database when no manager runs (``client``). Errors print one line on stderr and exit
+with the error type's code (an unknown ID with a did-you-mean). The top layer: may import anything, but the
 socket-only commands must not import croniter, jinja2, dateutil or bottle (imported where
 used, see ``bench/bench_cli_start.py``).
 """
