@@ -329,3 +329,11 @@ def test_the_status_knows_since_when_and_the_runs_pid() -> None:
     status = machine.status_of(slot)
     assert (status.state, status.current_pid) == (State.PAUSED, None)
     assert status.state_since == t0 + timedelta(seconds=20)
+
+
+def test_next_runs_of_an_unknown_id_suggests_too(state_dir: Path) -> None:
+    result = CliRunner().invoke(
+        main, ["next-runs", "c.nighty", "--app", APP, "--state-dir", str(state_dir)]
+    )
+    assert result.exit_code == 3
+    assert result.output == "error: no scheduler with id 'c.nighty' (did you mean c.nightly?)\n"

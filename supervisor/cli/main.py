@@ -5,9 +5,9 @@ Each command parses its arguments, calls a composition root (``service.manager_m
 prints: a table (``cli.display``: zoned times, colours on a terminal, its width), or the
 ``--json`` shapes of ``cli.views``. The read commands (``READ_COMMANDS``) read the state
 database when no manager runs (``client``). Errors print one line on stderr and exit
-with the error type's code (an unknown ID with a did-you-mean). The top layer: may import anything, but the
-socket-only commands must not import croniter, jinja2, dateutil or bottle (imported where
-used, see ``bench/bench_cli_start.py``).
+with the error type's code (an unknown ID with a did-you-mean). The top layer: may import
+anything, but the socket-only commands must not import croniter, jinja2, dateutil or
+bottle (imported where used, see ``bench/bench_cli_start.py``).
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from supervisor.cli import terminal, views
 from supervisor.cli.client import (
     Client,
     UnknownSchedulerHint,
+    close_ids,
     open_client,
     open_reader,
     suggesting,
@@ -48,7 +49,7 @@ from supervisor.cli.systemd import register
 from supervisor.core.access import ROLES, Subject, os_user_name, su
 from supervisor.core.definitions import Kind
 from supervisor.core.durations import format_duration, parse_duration
-from supervisor.core.errors import DefinitionError, SupervisorError
+from supervisor.core.errors import DefinitionError, SupervisorError, UnknownScheduler
 from supervisor.core.records import Level, LogQuery, LogRecord, Outcome, State
 from supervisor.core.settings import SettingsChange
 from supervisor.core.sizes import parse_size
@@ -752,13 +753,29 @@ def next_runs(
         assert scheduler_id is not None
         from supervisor.service.offline import open_planning
 
-        with open_planning(operator_state_dir(state_dir), app_spec=app_spec) as planning:
-            times = planning.next_runs(_operator(), scheduler_id, start=start, count=count)
+        try:
+            with open_planning(operator_state_dir(state_dir), app_spec=app_spec) as planning:
+                times = planning.next_runs(_operator(), scheduler_id, start=start, count=count)
+        except UnknownScheduler as error:
+            known = _known_ids(state_dir)
+            raise UnknownSchedulerHint(scheduler_id, close_ids(scheduler_id, known)) from error
     if as_json:
         click.echo(json.dumps([t.isoformat() for t in times]))
     else:
         for t in times:
             click.echo(t.isoformat())
+
+
+def _known_ids(state_dir: str | None) -> list[str]:
+    """The scheduler IDs the backend (or the state database) knows; none if it cannot say."""
+    try:
+        reader = open_reader(operator_state_dir(state_dir))
+        try:
+            return [s.id for s in reader.client.statuses()]
+        finally:
+            reader.client.close()
+    except SupervisorError:
+        return []
 
 
 def _operator() -> Subject:
