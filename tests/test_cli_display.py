@@ -110,3 +110,13 @@ def test_the_man_page_refuses_an_unexplained_exit_status(monkeypatch: pytest.Mon
     monkeypatch.delitem(manpage.EXIT_MEANINGS, 8)
     with pytest.raises(ValueError, match="exit status 8"):
         manpage.exit_codes()
+
+
+def test_terminal_columns_from_the_environment_or_the_terminal() -> None:
+    import io
+
+    from supervisor.cli.display import terminal_columns
+
+    assert terminal_columns(io.StringIO(), {"COLUMNS": "132"}) == 132
+    assert terminal_columns(io.StringIO(), {}) == 80  # no terminal behind it
+    assert terminal_columns(io.StringIO(), {"COLUMNS": "wide"}) == 80

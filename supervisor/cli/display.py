@@ -14,10 +14,11 @@ May import ``cli.terminal`` and the stdlib.
 from __future__ import annotations
 
 import enum
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Final
+from typing import Final, TextIO
 
 from supervisor.cli.terminal import printable
 
@@ -119,6 +120,20 @@ class Display:
                 cells.append(self.paint(cut, WORD_STYLES.get(cell)) + " " * (width - len(cut)))
             lines.append("  ".join(cells).rstrip())
         return lines
+
+
+def terminal_columns(stream: TextIO, environ: Mapping[str, str]) -> int:
+    """The terminal's width: ``$COLUMNS`` if set, else the terminal's own, else 80 (as
+    ``shutil.get_terminal_size``, whose import would cost every command its archive
+    modules)."""
+    try:
+        return int(environ["COLUMNS"])
+    except (KeyError, ValueError):
+        pass
+    try:
+        return os.get_terminal_size(stream.fileno()).columns
+    except (OSError, ValueError, AttributeError):
+        return 80
 
 
 def fit(widths: list[int], minimum: list[int], width: int) -> list[int]:

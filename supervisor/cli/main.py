@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
 import sys
 import time
 from collections.abc import Iterable, Sequence
@@ -36,7 +35,7 @@ from supervisor.cli.client import (
     open_reader,
     suggesting,
 )
-from supervisor.cli.display import WORD_STYLES, Display, Style, ago, span
+from supervisor.cli.display import WORD_STYLES, Display, Style, ago, span, terminal_columns
 from supervisor.cli.options import (
     NO_COLOR_KEY,
     UTC_KEY,
@@ -110,12 +109,13 @@ def display() -> Display:
     """How this command shows times and colours (``--utc``, ``--no-color``, NO_COLOR,
     whether standard output is a terminal, its width)."""
     meta = click.get_current_context().find_root().meta
+    is_tty = sys.stdout.isatty()
     return Display.choose(
         utc=bool(meta.get(UTC_KEY)),
         no_color=bool(meta.get(NO_COLOR_KEY)),
-        is_tty=sys.stdout.isatty(),
+        is_tty=is_tty,
         environ=os.environ,
-        columns=shutil.get_terminal_size().columns,
+        columns=terminal_columns(sys.stdout, os.environ) if is_tty else 0,
     )
 
 
