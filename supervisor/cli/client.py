@@ -53,10 +53,10 @@ from supervisor.core.records import LogQuery, LogRecord, RunRecord
 from supervisor.core.settings import SettingsChange
 from supervisor.service.lock import holder
 from supervisor.service.paths import SOCKET_NAME
-from supervisor.usecases.schedulers import SettingsView, UseCases
 
 if TYPE_CHECKING:
     from supervisor.systemd.backend import Systemd
+    from supervisor.usecases.schedulers import SettingsView, UseCases
 
 SOCKET_RETURN_SECONDS = 3.0  # a manager puts a deleted socket back within about a second
 # The wire's constants, as ``service.control`` (the server) has them; not imported from

@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from supervisor.core.definitions import Kind, Settings
 from supervisor.core.errors import ManagerUnavailable, SupervisorError
@@ -34,12 +34,14 @@ from supervisor.core.records import (
 )
 from supervisor.core.settings import EffectiveSettings
 from supervisor.core.settings import as_json as settings_as_json
-from supervisor.usecases.schedulers import SettingsView
 
 # The JSON shapes of runs and records are the manager's own: one definition for both.
 from supervisor.usecases.serialize import iso
 from supervisor.usecases.serialize import log_json as log_json
 from supervisor.usecases.serialize import run_json as run_json
+
+if TYPE_CHECKING:
+    from supervisor.usecases.schedulers import SettingsView
 
 DURATIONS = ("start_delay", "pause_time", "timeout")
 
