@@ -168,3 +168,13 @@ def test_open_read_only_refuses_writes_and_foreign_files(left_behind: Path, tmp_
     with pytest.raises(StoreError, match="no state database"):
         open_read_only(tmp_path / "missing.db")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["other.db"]
+
+
+def test_app_names_the_schedulers_when_the_database_is_read(left_behind: Path) -> None:
+    # Where the recorded app may not be imported (root reading the service's directory),
+    # --app says which one names the schedulers.
+    result = run_cli(left_behind, "list", "--json", "--app", "tests.apps.manager_jobs:cfg")
+    assert result.returncode == 0, result.stderr
+    assert "m.cron" in [s["id"] for s in json.loads(result.stdout)]
+    report = run_cli(left_behind, "runs", "c.report", "--app", APP, "--json")
+    assert [r["outcome"] for r in json.loads(report.stdout)] == ["failed"]

@@ -384,10 +384,13 @@ class Reader:
     notice: str | None = None
 
 
-def open_reader(state_dir: Path, environ: Mapping[str, str] | None = None) -> Reader:
+def open_reader(
+    state_dir: Path, environ: Mapping[str, str] | None = None, *, app_spec: str | None = None
+) -> Reader:
     """The client for ``list``, ``status``, ``runs`` and ``logs``: the live backend, or,
     when no manager holds the state directory, its state database opened read-only
-    (``service.offline.open_reads``; ``ManagerUnavailable`` if there is none either)."""
+    (``service.offline.open_reads``, over ``app_spec`` or the app the directory last
+    ran; ``ManagerUnavailable`` if there is no database either)."""
     from supervisor.service.mode import backend_choice
 
     if backend_choice(state_dir, environ) == "systemd":
@@ -397,7 +400,7 @@ def open_reader(state_dir: Path, environ: Mapping[str, str] | None = None) -> Re
     from supervisor.core.access import os_user_name, su
     from supervisor.service.offline import open_reads
 
-    reads = open_reads(state_dir)
+    reads = open_reads(state_dir, app_spec=app_spec)
     notice = f"no manager is running; read from state.db at {reads.database}"
     if reads.partial:
         notice += " (without its write-ahead log, which cannot be read without writing)"

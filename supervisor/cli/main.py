@@ -41,6 +41,7 @@ from supervisor.cli.options import (
     UTC_KEY,
     display_options,
     json_option,
+    offline_app_option,
     proxy_header_option,
     state_dir_option,
 )
@@ -84,14 +85,14 @@ class Cli(click.Group):
             ctx.exit(error.exit_code)
 
 
-def client(state_dir: str | None) -> Client:
+def client(state_dir: str | None, *, app_spec: str | None = None) -> Client:
     """The manager's control socket, or systemd when the state directory says so; closed
     when the command ends. For a read command (``READ_COMMANDS``) with no manager
     running: the state database, read-only, said on stderr. Unknown scheduler IDs come
     back with the IDs that look like them."""
     ctx = click.get_current_context()
     if ctx.command.name in READ_COMMANDS:
-        reader = open_reader(operator_state_dir(state_dir))
+        reader = open_reader(operator_state_dir(state_dir), app_spec=app_spec)
         made = reader.client
         if reader.notice is not None:
             click.echo(reader.notice, err=True)
@@ -375,11 +376,12 @@ def admin(
 @click.option(
     "--failed", is_flag=True, help="Only schedulers whose last run failed, crashed or timed out."
 )
+@offline_app_option
 @display_options
 @json_option
-def list_(state_dir: str | None, failed: bool, as_json: bool) -> None:
+def list_(state_dir: str | None, failed: bool, app_spec: str | None, as_json: bool) -> None:
     """List every scheduler with its state and last error."""
-    statuses = client(state_dir).statuses()
+    statuses = client(state_dir, app_spec=app_spec).statuses()
     if failed:
         statuses = [s for s in statuses if is_failing(s)]
     if as_json:
@@ -497,12 +499,13 @@ def status_rows(s: views.StatusView, shown: Display, now: datetime) -> list[tupl
 @main.command()
 @click.argument("scheduler_id", shell_complete=complete_scheduler_ids)
 @state_dir_option
+@offline_app_option
 @display_options
 @json_option
-def status(scheduler_id: str, state_dir: str | None, as_json: bool) -> None:
+def status(scheduler_id: str, state_dir: str | None, app_spec: str | None, as_json: bool) -> None:
     """Show one scheduler: schedule, state and since when, last outcome with its full
     error (every line), and its last 10 log lines."""
-    control = client(state_dir)
+    control = client(state_dir, app_spec=app_spec)
     s = control.status(scheduler_id)
     if as_json:
         echo_json(views.status_json(s))
@@ -531,11 +534,14 @@ def status(scheduler_id: str, state_dir: str | None, as_json: bool) -> None:
 @click.argument("scheduler_id", shell_complete=complete_scheduler_ids)
 @state_dir_option
 @click.option("--limit", default=20, show_default=True)
+@offline_app_option
 @display_options
 @json_option
-def runs(scheduler_id: str, state_dir: str | None, limit: int, as_json: bool) -> None:
+def runs(
+    scheduler_id: str, state_dir: str | None, limit: int, app_spec: str | None, as_json: bool
+) -> None:
     """Show a scheduler's run history, newest first."""
-    found = client(state_dir).runs(scheduler_id, limit=limit)
+    found = client(state_dir, app_spec=app_spec).runs(scheduler_id, limit=limit)
     if as_json:
         echo_json([views.run_json(r) for r in found])
         return

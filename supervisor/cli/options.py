@@ -68,3 +68,16 @@ def display_options(func: F) -> F:
         callback=_remember(UTC_KEY),
         help="Print times in UTC instead of the local time zone.",
     )(func)
+
+
+def offline_app_option(func: F) -> F:
+    """``--app`` of a read command: the app that names the schedulers when no manager
+    runs and the state database is read instead (default: the one it last ran)."""
+    return click.option(
+        "--app",
+        "app_spec",
+        default=None,
+        metavar="MODULE:ATTR",
+        help="With no manager running: the application whose schedulers to read from the "
+        "state database (default: the one it last ran).",
+    )(func)
