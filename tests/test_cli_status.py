@@ -260,6 +260,10 @@ def test_colours_only_on_a_terminal_and_never_with_no_color(state_dir: Path) -> 
     assert "\x1b[" not in on_a_pty(state_dir, "list", "--no-color", env={})
     assert "\x1b[" not in on_a_pty(state_dir, "--no-color", "status", "c.report", env={})
     assert "\x1b[" in on_a_pty(state_dir, "list", env={"NO_COLOR": ""})  # empty: not set
+    status = on_a_pty(state_dir, "status", "c.report", env={})
+    assert "last outcome:   \x1b[1;31mfailed\x1b[0m" in status
+    error_line = next(x for x in status.splitlines() if "ERROR    [logger] run failed" in x)
+    assert error_line.startswith("\x1b[1;31m")
     piped = run_cli(state_dir, "list")
     assert piped.returncode == 0 and "\x1b[" not in piped.stdout
 

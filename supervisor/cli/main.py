@@ -527,7 +527,16 @@ def status(scheduler_id: str, state_dir: str | None, app_spec: str | None, as_js
     if tail:
         click.echo()
         for _, record in tail:
-            click.echo(terminal.log_line(views.log_json(record), when=shown.time(record.time)))
+            line = terminal.log_line(views.log_json(record), when=shown.time(record.time))
+            level = record.level
+            style = (
+                Style.BAD
+                if level >= Level.ERROR
+                else Style.WARN
+                if level >= Level.WARNING
+                else None
+            )
+            click.echo(shown.paint(line, style))
 
 
 @main.command()
