@@ -147,7 +147,26 @@ The manager's own messages go to the journal:
 """.strip()
 
 PAGE_TAIL = r"""
+.SH READING WITHOUT A MANAGER
+When no manager runs for the state directory,
+.BR list ", " status ", " runs " and " logs
+read its database instead, read-only (nothing is written or created there), and say so
+on standard error. The other commands need the manager.
+.SH SHELL COMPLETION
+Commands, options and scheduler IDs complete in bash, zsh and fish, for example in
+.IR ~/.bashrc :
+.PP
+.nf
+.RS
+eval "$(_SUPERVISOR_COMPLETE=bash_source supervisor)"
+.RE
+.fi
+.PP
+(\fBzsh_source\fR and \fBfish_source\fR for the others).
 .SH ENVIRONMENT
+.TP
+.B NO_COLOR
+When set (and not empty), no colours; they are shown only on a terminal anyway.
 .TP
 .B SUPERVISOR_STATE_DIR
 The state directory when
