@@ -397,6 +397,15 @@ def open_reader(
         return Reader(client=systemd_client(state_dir))
     if holder(state_dir) is not None:
         return Reader(client=ControlClient(state_dir))
+    if (state_dir / SOCKET_NAME).exists():
+        # No lock seen (or /proc/locks unreadable): a socket that answers still wins.
+        live = ControlClient(state_dir, socket_wait=0)
+        try:
+            live.info()
+        except ManagerUnavailable:
+            pass  # a socket left by a manager that was killed
+        else:
+            return Reader(client=live)
     from supervisor.core.access import os_user_name, su
     from supervisor.service.offline import open_reads
 
