@@ -36,14 +36,14 @@ from supervisor.core.settings import EffectiveSettings
 from supervisor.core.settings import as_json as settings_as_json
 
 # The JSON shapes of runs and records are the manager's own: one definition for both.
-from supervisor.usecases.serialize import iso
+from supervisor.usecases.serialize import decision_json, iso
 from supervisor.usecases.serialize import log_json as log_json
 from supervisor.usecases.serialize import run_json as run_json
 
 if TYPE_CHECKING:
     from supervisor.usecases.schedulers import SettingsView
 
-DURATIONS = ("start_delay", "pause_time", "timeout")
+DURATIONS = ("start_delay", "pause_time", "timeout", "retry_delay")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -84,6 +84,10 @@ class StatusView:
     containment: str | None = None
     current_pid: int | None = None
     state_since: datetime | None = None
+    # The operator's decision in force, as the manager sends it (``decision_json``), and
+    # the retry planned: (its number, how many are allowed), or None.
+    decision: Mapping[str, Any] | None = None
+    retry: tuple[int, int] | None = None
 
     @classmethod
     def of(cls, status: SchedulerStatus, *, units: UnitFiles | None = None) -> StatusView:
@@ -108,6 +112,8 @@ class StatusView:
             containment=status.containment,
             current_pid=status.current_pid,
             state_since=status.state_since,
+            decision=decision_json(status.decision),
+            retry=(status.retry_attempt, status.retries) if status.retry_attempt else None,
         )
 
 
@@ -144,6 +150,8 @@ def status_json(view: StatusView) -> dict[str, Any]:
         "containment": view.containment,
         "current_pid": view.current_pid,
         "state_since": iso(view.state_since),
+        "decision": None if view.decision is None else dict(view.decision),
+        "retry": None if view.retry is None else {"attempt": view.retry[0], "of": view.retry[1]},
     }
     if view.units is not None:
         out["units"] = {
@@ -296,7 +304,23 @@ def status_from_json(raw: object) -> StatusView:
         containment=status.optional_text("containment"),
         current_pid=status.optional_int("current_pid"),
         state_since=status.optional_time("state_since"),
+        decision=_decision(status.optional("decision")),
+        retry=_retry(status.optional("retry")),
     )
+
+
+def _decision(raw: object) -> Mapping[str, Any] | None:
+    """A decision as the manager sent it (an older one sends none)."""
+    if not isinstance(raw, dict) or not isinstance(raw.get("text"), str):
+        return None
+    return dict(raw)
+
+
+def _retry(raw: object) -> tuple[int, int] | None:
+    if not isinstance(raw, dict):
+        return None
+    attempt, of = _count(raw.get("attempt")), _count(raw.get("of"))
+    return (attempt, of) if attempt else None
 
 
 def _count(value: object) -> int:

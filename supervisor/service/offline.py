@@ -15,12 +15,20 @@ import contextlib
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from supervisor.core.definitions import Options
 from supervisor.core.errors import DefinitionError, ManagerUnavailable, StoreError
-from supervisor.core.records import LogQuery, LogRecord, RunRecord, SchedulerStatus, State
+from supervisor.core.records import (
+    Decision,
+    LogQuery,
+    LogRecord,
+    RunRecord,
+    SchedulerStatus,
+    State,
+)
 from supervisor.core.registry import Registry
 from supervisor.service.mode import backend_choice
 from supervisor.service.paths import (
@@ -152,6 +160,7 @@ class StoredBackend:
             last_error=None if finished is None else finished.error,
             last_actor=self._store.last_actor(options.id),
             actions=tuple((a.id, a.title) for a in options.actions),
+            decision=self._store.decision(options.id),  # a disable's or a pause's
         )
 
     def _refuse(self) -> ManagerUnavailable:
@@ -160,7 +169,12 @@ class StoredBackend:
     def start(self, scheduler_id: str, *, actor: str) -> None:
         raise self._refuse()
 
-    def stop(self, scheduler_id: str, *, actor: str) -> None:
+    def stop(self, scheduler_id: str, *, actor: str, reason: str | None = None) -> None:
+        raise self._refuse()
+
+    def pause(
+        self, scheduler_id: str, *, actor: str, until: datetime, reason: str | None = None
+    ) -> None:
         raise self._refuse()
 
     def execute(self, scheduler_id: str, *, actor: str) -> str:
@@ -170,7 +184,13 @@ class StoredBackend:
         self._registry.get(scheduler_id)
         return self._store.overrides(scheduler_id)
 
-    def update_settings(self, scheduler_id: str, settings: EffectiveSettings) -> None:
+    def update_settings(
+        self,
+        scheduler_id: str,
+        settings: EffectiveSettings,
+        *,
+        disabled_by: Decision | None = None,
+    ) -> None:
         raise self._refuse()
 
     def reset_settings(self, scheduler_id: str) -> None:

@@ -37,6 +37,11 @@ steers them:
   4 KiB come back null): our records carry ``SCHEDULER_ID``; systemd's messages about
   the service carry ``UNIT``. One run per invocation ID. Who pressed Execute Now is
   read from the audit trail (the use cases record ``run <id>``).
+- **decisions**: who stopped or disabled a scheduler and why is kept in the store and
+  shown while it holds; a time-boxed **pause** is refused (``BackendError`` naming why):
+  a transient timer needs ``systemd-run``, which needs D-Bus, and a persistent one would
+  be a unit outside the install manifest; stop it and start it again instead. The
+  ``retries`` setting is refused too: a unit runs once per trigger.
 
 Every command goes through one ``CommandRunner`` (a callable), so tests can feed it
 canned ``systemctl``/``journalctl`` output. Times from systemd are read in UTC
@@ -76,6 +81,8 @@ from supervisor.core.errors import (
     UnknownRun,
 )
 from supervisor.core.records import (
+    Decision,
+    DecisionKind,
     LogQuery,
     LogRecord,
     Outcome,
@@ -615,6 +622,8 @@ class SystemdBackend:
             last_outcome=outcome,
             last_error=last_error,
             last_actor=self._store.last_actor(options.id),
+            decision=self._decision(options.id, state),
+            retries=settings.retries,
             actions=tuple((a.id, a.title) for a in options.actions),
             # systemd keeps each unit in its own cgroup and stops all of it.
             containment="systemd unit",
@@ -738,8 +747,40 @@ class SystemdBackend:
     def recent_runs(
         self, scheduler_ids: Sequence[str], *, limit: int
     ) -> dict[str, list[RunRecord]]:
-        # one journal read per unit would be 1,000 reads for 1,000 schedulers: none
-        return {}
+        # one journal read for all of them (not one per unit), one ``show`` of their units
+        units = [self._units(sid) for sid in dict.fromkeys(scheduler_ids)]
+        if not units or limit <= 0:
+            return {}
+        fetch = (limit * 6 + 10) * len(units)
+        ours = [
+            *(f"SCHEDULER_ID={unit.options.id}" for unit in units),
+            f"SUPERVISOR_EVENT={journal.EVENT_RUN_START}",
+            f"SUPERVISOR_EVENT={journal.EVENT_RUN_END}",
+        ]
+        systemd = [
+            *(f"UNIT={unit.service}" for unit in units),
+            "_PID=1",
+            *(f"MESSAGE_ID={m}" for m in RUN_MESSAGES),
+        ]
+        entries = self._systemd.journal("-n", str(fetch), *ours, "+", *systemd)
+        by_id = {unit.options.id: unit for unit in units}
+        by_service = {unit.service: unit.options.id for unit in units}
+        grouped: dict[str, list[journal.Entry]] = {sid: [] for sid in by_id}
+        for entry in entries:
+            sid = entry.get("SCHEDULER_ID")
+            if sid not in grouped:
+                sid = by_service.get(entry.get("UNIT", ""))
+            if sid is not None:
+                grouped[sid].append(entry)
+        complete = len(entries) < fetch
+        shown = self._show(units)
+        out: dict[str, list[RunRecord]] = {}
+        for unit, found in zip(units, shown, strict=True):
+            mine = grouped[unit.options.id]
+            if mine:
+                runs = self._assemble(unit, mine, found.service, complete=complete)
+                out[unit.options.id] = runs[:limit]
+        return out
 
     def runs(self, scheduler_id: str, *, limit: int = 50) -> list[RunRecord]:
         unit = self._units(scheduler_id)
@@ -896,9 +937,18 @@ class SystemdBackend:
 
     # -- Backend: controls ------------------------------------------------------------------
 
+    def _decision(self, scheduler_id: str, state: State) -> Decision | None:
+        decision = self._store.decision(scheduler_id)
+        if decision is None or decision.kind.value != state.value:
+            return None  # e.g. stopped by systemd itself since, or enabled by hand
+        return decision
+
     def start(self, scheduler_id: str, *, actor: str) -> None:
         unit = self._units(scheduler_id)
         with self._lock:
+            stored = self._store.decision(scheduler_id)
+            if stored is not None and stored.kind is DecisionKind.STOPPED:
+                self._store.set_decision(scheduler_id, None)
             if unit.timer is None:
                 self._store.set_meta(STOPPED_META + scheduler_id, "")
                 return
@@ -929,9 +979,14 @@ class SystemdBackend:
         verb = "restart" if props.get("ActiveState") == "active" else "start"
         self._systemd.systemctl(verb, first)
 
-    def stop(self, scheduler_id: str, *, actor: str) -> None:
+    def stop(self, scheduler_id: str, *, actor: str, reason: str | None = None) -> None:
         unit = self._units(scheduler_id)
         with self._lock:
+            if not self._settings(unit.options).disabled:  # a disable's reason stays
+                decision = Decision(
+                    kind=DecisionKind.STOPPED, actor=actor, at=self._clock.now(), reason=reason
+                )
+                self._store.set_decision(scheduler_id, decision)
             if unit.timer is None:
                 self._store.set_meta(STOPPED_META + scheduler_id, "1")
                 self._systemd.systemctl("stop", unit.service)
@@ -961,16 +1016,47 @@ class SystemdBackend:
 
     # -- Backend: settings ------------------------------------------------------------------
 
-    def update_settings(self, scheduler_id: str, settings: EffectiveSettings) -> None:
+    def pause(
+        self, scheduler_id: str, *, actor: str, until: datetime, reason: str | None = None
+    ) -> None:
+        self._units(scheduler_id)  # UnknownScheduler first
+        raise BackendError(
+            "a timed pause is not available in systemd mode: its resume would need a"
+            " transient timer (systemd-run, which needs D-Bus) or a unit outside the"
+            f" installed ones; stop {scheduler_id} now and start it again at"
+            f" {until:%Y-%m-%d %H:%M %Z} instead"
+        )
+
+    def update_settings(
+        self,
+        scheduler_id: str,
+        settings: EffectiveSettings,
+        *,
+        disabled_by: Decision | None = None,
+    ) -> None:
         unit = self._units(scheduler_id)
+        if settings.effective.retries:
+            raise BackendError(
+                "retries are not available in systemd mode: a unit runs once per trigger"
+            )
         dropins = self._layout.settings_dropins(unit.options, settings.effective)
         with self._lock:
             self._store_then_apply(unit, dict(settings.overrides), settings.effective, dropins)
+            if disabled_by is not None:
+                self._store.set_decision(scheduler_id, disabled_by)
+            elif not settings.effective.disabled:
+                stored = self._store.decision(scheduler_id)
+                if stored is not None and stored.kind is DecisionKind.DISABLED:
+                    self._store.set_decision(scheduler_id, None)
 
     def reset_settings(self, scheduler_id: str) -> None:
         unit = self._units(scheduler_id)
         with self._lock:
             self._store_then_apply(unit, None, unit.options.defaults, [])
+            stored = self._store.decision(scheduler_id)
+            disabled = stored is not None and stored.kind is DecisionKind.DISABLED
+            if disabled and not unit.options.defaults.disabled:
+                self._store.set_decision(scheduler_id, None)
 
     def _store_then_apply(
         self,
