@@ -12,6 +12,7 @@ shared store while the heir runs the next slot. Every wait has a deadline.
 from __future__ import annotations
 
 import json
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -166,3 +167,36 @@ def test_the_run_of_an_owner_killed_with_9_becomes_interrupted_in_the_shared_sto
     # Nothing of the dead host's tenure is left running in the shared store.
     left = [rid for rid, row in stored(db, TICK).items() if row[1] is None and row[0] == owner.name]
     assert left == []
+
+
+def test_the_late_end_of_an_owner_stopped_past_its_lease_is_not_written(
+    db: psycopg.Connection[Any], pg_dsn: str, hosts: list[ManagerHost], tmp_path: Path
+) -> None:
+    start(hosts, pg_dsn, tmp_path, "a", "b", job_seconds=1.0)
+    wait_for(lambda: len(ledger(db, TICK)) >= 1, timeout=20, what="a run of the tick")
+    owner = by_name(hosts, holder(db, TICK))
+    other = next(h for h in hosts if h is not owner)
+    stopped = wait_for(
+        lambda: (rows := [r for r in ledger(db, TICK) if r[3] is None]) and rows[-1],
+        timeout=10,
+        what="a run in progress on the owner",
+    )
+    assert stopped[1] == owner.name
+    owner.signal(signal.SIGSTOP)
+    try:
+        # The lease expires (2 s ttl): the other host takes over and marks the run.
+        wait_for(
+            lambda: any(r[1] == other.name and r[2] > stopped[2] for r in ledger(db, TICK)),
+            timeout=10,
+            what="the other host's run while the owner is stopped",
+        )
+        marked = stored(db, TICK)[stopped[0]]
+        assert marked[1] == "interrupted"
+        assert owner.name in marked[2]
+    finally:
+        owner.signal(signal.SIGCONT)
+    # Back, the owner's run ends; its end is refused and not written over the mark.
+    kept = f"run {stopped[0]} of {TICK} kept as interrupted: its end was not stored"
+    wait_for(lambda: kept in owner.log(), timeout=10, what="the fenced end handled")
+    assert stored(db, TICK)[stopped[0]] == marked  # the new owner's word stays, unchanged
+    assert doubled_slots(db) == []

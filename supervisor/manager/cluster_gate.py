@@ -262,6 +262,7 @@ def keep_fenced(store: MarksInterrupted, run: RunRecord, report: Callable[[str],
     except Exception as error:
         report(f"could not record the fenced end of run {run.run_id}: {error}")
         return False
+    report(f"run {run.run_id} of {run.scheduler_id} kept as interrupted: its end was not stored")
     return True
 
 
