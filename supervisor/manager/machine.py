@@ -381,10 +381,16 @@ def open_slot(
     plan = None
     if options.kind is Kind.CRON and catch_up_missed_cron:
         # Missed means: a planned time passed after the last run of any trigger (a
-        # manual run after it did the work that time would have done).
+        # manual run after it did the work that time would have done) and after the end
+        # of a stored pause (a time inside the pause was not to run).
+        last_planned = None if last_run is None else last_run.started_at
+        if stored_before is not None and stored_before.kind is DecisionKind.PAUSED:
+            until = stored_before.until
+            if until is not None and last_planned is not None and until > last_planned:
+                last_planned = min(until, now.wall)
         plan = catch_up_plan(
             settings,
-            last_planned=None if last_run is None else last_run.started_at,
+            last_planned=last_planned,
             now_mono=now.mono,
             now_wall=now.wall,
         )
@@ -567,6 +573,8 @@ def _settings_changed(slot: Slot, event: SettingsChanged, now: Now) -> tuple[Slo
         return slot, [] if slot.run is not None else [Replan(plan=None)]
     if slot.run is not None or slot.state is SchedulerState.STOPPED:
         return slot, []  # planned when the run ends (or at the next Start)
+    if slot.state is SchedulerState.HELD:
+        return slot, []  # the pause keeps its resume plan; new settings apply after it
     return _planned(slot, _next_plan(slot, now))
 
 
