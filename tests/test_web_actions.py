@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -80,6 +80,33 @@ def test_a_pause_reads_its_time_in_the_browsers_zone(site: Site) -> None:
     assert "resumes by itself at 2026-03-01 17:00 UTC" in page
     assert "paused until 2026-03-01 17:00 UTC by ada: ERP" in page
     assert ">Resume<" in page
+
+
+def test_a_pause_date_across_a_dst_change_is_read_in_the_browsers_named_zone(
+    site: Site,
+) -> None:
+    # START is 2026-03-01 (UTC+1 in Berlin); 2026-04-01 is summer time (UTC+2). The
+    # script sends both the zone's name and today's offset.
+    form = {
+        "confirmed": "1",
+        "until": "2026-04-01T09:00",
+        "zone": "Europe/Berlin",
+        "offset": "60",
+        "back": PAGE,
+    }
+    status, _, page = site.post(f"{PAGE}/pause", form)
+    assert status == 303
+    decision = site.backend.slots["jobs.repeat"].decision
+    assert decision is not None and decision.until == datetime(2026, 4, 1, 7, 0, tzinfo=UTC)
+    assert "resumes by itself at 2026-04-01 07:00 UTC" in page
+
+
+def test_a_pause_in_an_unknown_zone_is_refused_saying_so(site: Site) -> None:
+    form = {"confirmed": "1", "until": "18:00", "zone": "Mars/Olympus", "back": PAGE}
+    status, _, page = site.post(f"{PAGE}/pause", form)
+    assert status == 400
+    assert 'role="alert">zone: &#39;Mars/Olympus&#39; is not a known time zone<' in page
+    assert site.backend.commands == []
 
 
 def test_a_pause_with_a_bad_time_asks_again_saying_why(site: Site) -> None:

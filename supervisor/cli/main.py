@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -19,6 +20,7 @@ from dataclasses import fields
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import click
 
@@ -33,7 +35,7 @@ from supervisor.core.errors import DefinitionError, SupervisorError
 from supervisor.core.records import Level, LogQuery, LogRecord
 from supervisor.core.settings import SettingsChange
 from supervisor.core.sizes import parse_size
-from supervisor.core.until import parse_until
+from supervisor.core.until import parse_until, zone_named
 from supervisor.service.mode import operator_state_dir
 from supervisor.service.paths import resolve_state_dir
 
@@ -536,10 +538,39 @@ def enable(scheduler_id: str, state_dir: str | None) -> None:
 @state_dir_option
 def pause(scheduler_id: str, until_text: str, reason: str | None, state_dir: str | None) -> None:
     """Plan no runs until a time, then resume by itself (a run in progress finishes)."""
-    until = parse_until(until_text, now=datetime.now().astimezone())
+    zone = _local_zone()
+    if zone is None:
+        now = datetime.now().astimezone()
+        click.echo(
+            f"note: the local time zone has no name (TZ or /etc/localtime); --until is read"
+            f" at today's offset {now:%z}, which a DST change before then does not follow",
+            err=True,
+        )
+    else:
+        now = datetime.now(zone)
+    until = parse_until(until_text, now=now)
     client(state_dir).pause(scheduler_id, until=until, reason=reason)
-    shown = until.astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    shown = until.astimezone(now.tzinfo).strftime("%Y-%m-%d %H:%M %Z")
     click.echo(f"paused {scheduler_id} until {shown}" + (f": {reason}" if reason else ""))
+
+
+def _local_zone() -> ZoneInfo | None:
+    """The local IANA zone: ``TZ`` if it names one, else the zone ``/etc/localtime`` links
+    to; None if neither names a zone."""
+    name = os.environ.get("TZ")
+    if name is not None:
+        name = name.removeprefix(":")
+        if not name:
+            return ZoneInfo("UTC")  # POSIX: an empty TZ is UTC
+    else:
+        target = os.path.realpath("/etc/localtime")
+        _, found, name = target.rpartition("/zoneinfo/")
+        if not found:
+            return None
+    try:
+        return zone_named(name)
+    except DefinitionError:
+        return None
 
 
 @main.command()
