@@ -143,6 +143,18 @@ def test_pause_until_a_date_across_a_dst_change_uses_that_dates_offset(
         cli(state_dir, "resume", "m.waiting")
 
 
+def test_pause_of_a_stopped_scheduler_is_refused_naming_the_stop(state_dir: Path) -> None:
+    cli(state_dir, "stop", "m.waiting", "--reason", "ERP")
+    try:
+        refused = cli(state_dir, "pause", "m.waiting", "--until", "2h", code=9)
+        assert "m.waiting is stopped by " in refused
+        assert ": ERP — start it first, or the stop stays" in refused
+        decision = cli_json(state_dir, "status", "m.waiting")["decision"]
+        assert decision["kind"] == "stopped" and decision["reason"] == "ERP"
+    finally:
+        cli(state_dir, "start", "m.waiting")
+
+
 def test_execute_runs_and_logs_round_trip(state_dir: Path) -> None:
     # Let the start-up run of the ONE_SHOT finish first.
     wait_for(

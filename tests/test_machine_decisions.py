@@ -131,6 +131,27 @@ def test_a_pause_is_refused_when_disabled_or_not_in_the_future() -> None:
     assert replay.slot.state is SchedulerState.WAITING
 
 
+def test_a_pause_is_refused_while_stopped_and_the_stop_stays() -> None:
+    replay = Replay.open(options())
+    replay.feed(machine.Stop(actor="alice", reason="ERP"))
+    until = T0 + timedelta(hours=1)
+    (refusal,) = replay.feed(machine.Pause(actor="bob", until=until), after=60)
+    assert refusal == machine.Refuse(
+        message="s is stopped by alice 2026-03-01 12:00 UTC: ERP — start it first,"
+        " or the stop stays"
+    )
+    assert replay.slot.state is SchedulerState.STOPPED and replay.slot.plan is None
+    status = machine.status_of(replay.slot)
+    assert status.decision is not None and status.decision.describe().endswith(": ERP")
+    # A one-shot that stopped after its run: refused too (it would run again at the end).
+    replay = Replay.open(options(Kind.ONE_SHOT))
+    replay.due()
+    replay.started()
+    replay.ended()
+    (refusal,) = replay.feed(machine.Pause(actor="bob", until=until))
+    assert refusal == machine.Refuse(message="s is stopped — start it first, or the stop stays")
+
+
 def test_a_stored_pause_holds_across_a_restart_and_an_expired_one_is_over() -> None:
     opts = options()
     pause = Decision(

@@ -565,8 +565,14 @@ def check(world: World, event: Event, after: float) -> None:
     # Stop plans nothing, and nothing but Execute Now runs until Start.
     if isinstance(event, machine.Stop):
         world.stopped_by_operator = True
-    if isinstance(event, machine.Start | machine.Pause):
-        world.stopped_by_operator = False  # a pause replaces a stop (or is refused)
+    if isinstance(event, machine.Start):
+        world.stopped_by_operator = False
+    # A pause never replaces a stop: refused, naming the stop, changing nothing.
+    if isinstance(event, machine.Pause) and before.state is SchedulerState.STOPPED:
+        assert slot == before and kinds(effects) == ["Refuse"]
+        assert isinstance(effects[0], machine.Refuse)
+        if not before.closing and not before.settings.disabled:
+            assert "start it first" in effects[0].message
     # A retry follows only a run that failed, crashed or timed out, never a cancelled one.
     retried = slot.plan is not None and slot.plan.trigger is Trigger.RETRY
     if isinstance(event, machine.RunEnded) and retried:

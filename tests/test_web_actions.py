@@ -109,6 +109,20 @@ def test_a_pause_in_an_unknown_zone_is_refused_saying_so(site: Site) -> None:
     assert site.backend.commands == []
 
 
+def test_a_pause_of_a_stopped_scheduler_is_refused_and_the_stop_stays(site: Site) -> None:
+    site.post(f"{PAGE}/stop", {"confirmed": "1", "reason": "ERP"})
+    form = {"confirmed": "1", "until": "2h", "back": PAGE}
+    status, location, page = site.post(f"{PAGE}/pause", form)
+    assert status == 303 and location == PAGE
+    assert "Pause refused" in page
+    assert "is stopped by ada 2026-03-01 12:00 UTC: ERP — start it first, or the stop stays" in (
+        page
+    )
+    decision = site.backend.slots["jobs.repeat"].decision
+    assert decision is not None and decision.kind is DecisionKind.STOPPED
+    assert decision.reason == "ERP"
+
+
 def test_a_pause_with_a_bad_time_asks_again_saying_why(site: Site) -> None:
     form = {"confirmed": "1", "until": "whenever", "reason": "ERP", "back": PAGE}
     status, _, page = site.post(f"{PAGE}/pause", form)

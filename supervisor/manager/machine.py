@@ -540,6 +540,9 @@ def _pause(slot: Slot, event: Pause, now: Now) -> tuple[Slot, list[Effect]]:
     if slot.settings.disabled:
         message = f"{slot.options.id} is disabled: enable it instead of pausing it"
         return slot, [Refuse(message=message)]
+    if slot.state is SchedulerState.STOPPED:
+        # A pause would replace the stop (and its reason) and then start by itself.
+        return slot, [Refuse(message=stopped_refusal(slot.options.id, slot.held))]
     if event.until <= now.wall:
         return slot, [Refuse(message=f"the pause must end in the future, not {event.until}")]
     held = Decision(
@@ -560,6 +563,12 @@ def _pause(slot: Slot, event: Pause, now: Now) -> tuple[Slot, list[Effect]]:
     if slot.run is not None:  # the run finishes; the resume is planned when it ends
         return replace(slot, plan=None), [Replan(plan=None)]
     return _planned(slot, _resume_plan(event.until, now))
+
+
+def stopped_refusal(scheduler_id: str, stop: Decision | None) -> str:
+    """Why a stopped scheduler is not paused, naming the stop."""
+    what = "stopped" if stop is None else stop.describe()
+    return f"{scheduler_id} is {what} — start it first, or the stop stays"
 
 
 def _settings_changed(slot: Slot, event: SettingsChanged, now: Now) -> tuple[Slot, list[Effect]]:
