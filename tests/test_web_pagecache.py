@@ -98,6 +98,20 @@ def test_two_subjects_with_the_same_basis_get_pages_of_their_own() -> None:
     assert render.calls == 2 and b"<b>viewer</b>" in body_of(again)
 
 
+def test_a_viewer_and_an_admin_reading_the_same_overview_get_their_own_pages() -> None:
+    site = Site()
+    try:
+        pages = {}
+        for name in ("ada", "vera", "ada", "vera"):  # the second reads may be kept pages
+            client = Client(site.app)
+            assert client.login(name).status == 303
+            pages[name] = client.get("/").body
+        assert 'href="/audit"' in pages["ada"]  # the admin's menu
+        assert 'href="/audit"' not in pages["vera"]
+    finally:
+        site.stop.set()
+
+
 def test_only_a_users_admitted_post_that_succeeded_makes_kept_pages_stale(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
