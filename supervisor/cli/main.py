@@ -210,6 +210,13 @@ def notify_options(func: Any) -> Any:
     help="Keep runs, logs, settings and users in PostgreSQL (postgresql://USER@HOST/DB;"
     " password best in ~/.pgpass) instead of SQLite in the state directory.",
 )
+@click.option(
+    "--cluster",
+    default=None,
+    metavar="DSN",
+    help="Run with other hosts on this PostgreSQL database: one run per slot (README).",
+)
+@click.option("--host-name", default=None, help="This host's name in the cluster.")
 @proxy_header_option
 @remote_options
 @notify_options
@@ -225,6 +232,8 @@ def run(
     max_log_per_run: str,
     replace_app: bool,
     store: str | None,
+    cluster: str | None,
+    host_name: str | None,
     proxy_user_header: str | None,
     allow_remote: bool,
     forwarded_from: tuple[str, ...],
@@ -270,6 +279,8 @@ def run(
             forwarded_from=frozenset(forwarded_from),
             metrics_token=read_token(metrics_token_file, field="--metrics-token-file"),
             notify_targets=tuple(targets),
+            cluster=cluster,
+            host_name=host_name,
         )
     )
 
@@ -361,6 +372,8 @@ def status(scheduler_id: str, state_dir: str | None, as_json: bool) -> None:
     if s.failed_starts:
         rows.append(("failed starts", f"{s.failed_starts} in a row"))
     rows += decision_rows(s)
+    if s.host is not None:  # --cluster: the host that owns the scheduler
+        rows.append(("host", s.host))
     if s.containment is not None:  # what Stop can rely on to end every process of a run
         rows.append(("containment", s.containment))
     if s.units is not None:  # systemd mode: say where the units live (runtime ones vanish)
@@ -380,11 +393,22 @@ def runs(scheduler_id: str, state_dir: str | None, limit: int, as_json: bool) ->
     if as_json:
         echo_json([views.run_json(r) for r in found])
         return
+    hosted = any(r.host for r in found)  # --cluster: the host each run ran on
     table(
-        ["RUN", "TRIGGER", "BY", "STARTED", "ENDED", "OUTCOME", "ERROR"],
+        [
+            "RUN",
+            *(["HOST"] if hosted else []),
+            "TRIGGER",
+            "BY",
+            "STARTED",
+            "ENDED",
+            "OUTCOME",
+            "ERROR",
+        ],
         [
             [
                 r.run_id,
+                *([r.host or "-"] if hosted else []),
                 r.trigger.value,
                 r.triggered_by or "-",
                 local_time(r.started_at),

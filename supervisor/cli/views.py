@@ -84,6 +84,7 @@ class StatusView:
     # the retry planned: (its number, how many are allowed), or None.
     decision: Mapping[str, Any] | None = None
     retry: tuple[int, int] | None = None
+    host: str | None = None  # the owning host (--cluster)
 
     @classmethod
     def of(cls, status: SchedulerStatus, *, units: UnitFiles | None = None) -> StatusView:
@@ -108,6 +109,7 @@ class StatusView:
             containment=status.containment,
             decision=decision_json(status.decision),
             retry=(status.retry_attempt, status.retries) if status.retry_attempt else None,
+            host=status.host,
         )
 
 
@@ -145,6 +147,8 @@ def status_json(view: StatusView) -> dict[str, Any]:
         "decision": None if view.decision is None else dict(view.decision),
         "retry": None if view.retry is None else {"attempt": view.retry[0], "of": view.retry[1]},
     }
+    if view.host is not None:
+        out["host"] = view.host
     if view.units is not None:
         out["units"] = {
             "kind": view.units.kind,
@@ -296,6 +300,7 @@ def status_from_json(raw: object) -> StatusView:
         containment=status.optional_text("containment"),
         decision=_decision(status.optional("decision")),
         retry=_retry(status.optional("retry")),
+        host=status.optional_text("host"),
     )
 
 
@@ -331,6 +336,7 @@ def run_from_json(raw: object) -> RunRecord:
         exit_code=run.optional_int("exit_code"),
         signal=run.optional_int("signal"),
         error=run.optional_text("error"),
+        host=run.optional_text("host"),
     )
 
 

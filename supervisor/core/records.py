@@ -137,6 +137,7 @@ class RunRecord:
     log_truncated: bool = False
     # Records of its log the store did not keep: over the cap, or lost before reaching it.
     dropped_log_records: int = 0
+    host: str | None = None  # the host that ran it, when several run one app (--cluster)
 
 
 class DecisionKind(enum.Enum):
@@ -236,6 +237,9 @@ class SchedulerStatus:
     # A retry is planned (``next_planned_at``): its number, and how many ``retries`` allow.
     retry_attempt: int = 0
     retries: int = 0
+    # The host that owns the scheduler when several run one app (--cluster); None: no host
+    # does, or there is no cluster.
+    host: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -40,6 +40,7 @@ def status_json(status: SchedulerStatus) -> dict[str, Any]:
         "retry": None
         if not status.retry_attempt
         else {"attempt": status.retry_attempt, "of": status.retries},
+        **({"host": status.host} if status.host is not None else {}),  # --cluster only
     }
 
 
@@ -69,6 +70,7 @@ def run_json(run: RunRecord) -> dict[str, Any]:
         "exit_code": run.exit_code,
         "signal": run.signal,
         "error": run.error,
+        **({"host": run.host} if run.host is not None else {}),  # --cluster only
     }
 
 
