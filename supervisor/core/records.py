@@ -232,6 +232,10 @@ class SchedulerStatus:
     # What holds a run's processes together so Stop ends them all: "cgroup v2",
     # "cgroup v1", "process group + marker sweep" or "systemd unit".
     containment: str | None = None
+    # The current run's process (None while none runs or it is being launched), and when
+    # the public ``state`` began (None where the backend does not know).
+    current_pid: int | None = None
+    state_since: datetime | None = None
     # The operator's decision in force (stopped, disabled or paused; who, when, why).
     decision: Decision | None = None
     # A retry is planned (``next_planned_at``): its number, and how many ``retries`` allow.

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, time, timedelta
-from typing import Final
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    from zoneinfo import ZoneInfo
 
 from supervisor.core.durations import parse_duration
 from supervisor.core.errors import DefinitionError
@@ -61,6 +63,8 @@ def parse_until(text: str, *, now: datetime) -> datetime:
 def zone_named(name: str, *, field: str = "zone") -> ZoneInfo:
     """The IANA time zone ``name`` (e.g. ``Europe/Berlin``); ``DefinitionError`` naming
     ``field`` if there is no such zone."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError  # only when a zone is named
+
     name = name.strip()
     if not name or len(name) > 64 or name.startswith("/") or ".." in name:
         raise DefinitionError(field, f"{name!r} is not a time zone name (e.g. Europe/Berlin)")

@@ -36,6 +36,8 @@ def status_json(status: SchedulerStatus) -> dict[str, Any]:
         "failed_starts": status.failed_starts,
         "run_phase": status.run_phase,
         "containment": status.containment,
+        "current_pid": status.current_pid,
+        "state_since": iso(status.state_since),
         "decision": decision_json(status.decision),
         "retry": None
         if not status.retry_attempt
