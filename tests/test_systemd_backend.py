@@ -858,6 +858,66 @@ def test_a_command_runners_runs_fail_on_a_non_zero_exit_and_crash_on_a_signal(
     )
 
 
+def test_a_command_that_exits_143_after_a_stop_was_cancelled_as_under_the_manager(
+    backend: SystemdBackend, fake: FakeSystemd
+) -> None:
+    # Before: FAILED, "exit code 143" (a command trapping SIGTERM exits 128 + 15); the
+    # manager says CANCELLED for a run a Stop ended.
+    service = fake.units["t-job.cmd.service"]
+    common = {"UNIT": "t-job.cmd.service", "_PID": "1"}
+    for start, run_id in ((0, "s1"), (10, "s2")):
+        service.update(ActiveState="active", SubState="running", InvocationID=run_id)
+        fake.log(
+            start, MESSAGE_ID=MESSAGE_JOB_START, MESSAGE="start", INVOCATION_ID=run_id, **common
+        )
+        if run_id == "s1":
+            backend.stop("job.cmd", actor="alice", reason="ERP")
+        else:
+            service.update(ActiveState="inactive", SubState="dead")  # it ended by itself
+        fake.log(
+            start + 0.4,
+            MESSAGE_ID=MESSAGE_PROCESS_EXIT,
+            MESSAGE="exit",
+            PRIORITY="5",
+            EXIT_CODE="exited",
+            EXIT_STATUS="143",
+            INVOCATION_ID=run_id,
+            **common,
+        )
+        fake.log(
+            start + 0.5,
+            MESSAGE_ID=MESSAGE_UNIT_FAILURE,
+            MESSAGE="failed",
+            UNIT_RESULT="exit-code",
+            INVOCATION_ID=run_id,
+            **common,
+        )
+    by_id = {run.run_id: run for run in backend.runs("job.cmd")}
+    stopped, failed = by_id["s1"], by_id["s2"]
+    assert (stopped.outcome, stopped.exit_code, stopped.error) == (
+        Outcome.CANCELLED,
+        143,
+        "cancelled: the run was stopped",
+    )
+    assert (failed.outcome, failed.exit_code, failed.error) == (
+        Outcome.FAILED,
+        143,
+        "exit code 143",
+    )
+    # The status's last outcome says so too, for the run the Stop ended.
+    service.update(
+        InvocationID="s1",
+        Result="exit-code",
+        ExecMainStartTimestamp=f"@{NOW.timestamp():.0f}",
+        ExecMainExitTimestamp=f"@{NOW.timestamp() + 1:.0f}",
+        ExecMainCode="1",
+        ExecMainStatus="143",
+    )
+    status = backend.status("job.cmd")
+    assert status.last_outcome is Outcome.CANCELLED
+    assert status.last_error == "cancelled: the run was stopped"
+
+
 def test_a_run_without_an_end_that_is_not_running_was_interrupted(
     backend: SystemdBackend, fake: FakeSystemd
 ) -> None:

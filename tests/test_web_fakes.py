@@ -24,6 +24,7 @@ from supervisor.core.definitions import Kind, Options, Settings
 from supervisor.core.errors import (
     ActionFailed,
     AlreadyRunning,
+    BackendError,
     DefinitionError,
     UnknownAction,
     UnknownRun,
@@ -45,6 +46,7 @@ from supervisor.core.records import (
 )
 from supervisor.core.registry import Registry
 from supervisor.core.settings import EffectiveSettings, from_store
+from supervisor.manager.machine import stopped_refusal
 from supervisor.usecases.schedulers import Definitions, UseCases
 from supervisor.web.config import HEADER_NAMES_KEY, AdminConfig
 from supervisor.web.events import StreamLimits
@@ -182,6 +184,8 @@ class FakeBackend:
     ) -> None:
         with self.lock:
             slot = self._slot(scheduler_id)
+            if slot.stopped and (slot.decision is None or slot.decision.until is None):
+                raise BackendError(stopped_refusal(scheduler_id, slot.decision))  # as the manager
             slot.stopped = True
             slot.decision = Decision(
                 kind=DecisionKind.PAUSED,

@@ -53,11 +53,13 @@ from supervisor.core.errors import DefinitionError, SupervisorError, UnknownSche
 from supervisor.core.records import Level, LogQuery, LogRecord, Outcome, State
 from supervisor.core.settings import SettingsChange
 from supervisor.core.sizes import parse_size
-from supervisor.core.until import parse_until
+from supervisor.core.until import parse_until, zone_named
 from supervisor.service.mode import operator_state_dir
 from supervisor.service.paths import resolve_state_dir
 
 if TYPE_CHECKING:
+    from zoneinfo import ZoneInfo
+
     from click.shell_completion import CompletionItem
 
 FOLLOW_POLL_SECONDS = 0.25
@@ -750,10 +752,37 @@ def enable(scheduler_id: str, state_dir: str | None) -> None:
 @state_dir_option
 def pause(scheduler_id: str, until_text: str, reason: str | None, state_dir: str | None) -> None:
     """Plan no runs until a time, then resume by itself (a run in progress finishes)."""
-    until = parse_until(until_text, now=datetime.now().astimezone())
+    zone = _local_zone()
+    if zone is None:
+        now = datetime.now().astimezone()
+        click.echo(
+            f"note: the local time zone has no name (TZ or /etc/localtime); --until is read"
+            f" at today's offset {now:%z}, which a DST change before then does not follow",
+            err=True,
+        )
+    else:
+        now = datetime.now(zone)
+    until = parse_until(until_text, now=now)
     client(state_dir).pause(scheduler_id, until=until, reason=reason)
-    shown = until.astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    shown = until.astimezone(now.tzinfo).strftime("%Y-%m-%d %H:%M %Z")
     click.echo(f"paused {scheduler_id} until {shown}" + (f": {reason}" if reason else ""))
+
+
+def _local_zone() -> ZoneInfo | None:
+    """The local IANA zone: ``TZ`` if it names one, else the zone ``/etc/localtime`` links
+    to; None if neither names a zone."""
+    name = os.environ.get("TZ")
+    if name is not None:
+        name = name.removeprefix(":") or "UTC"  # POSIX: an empty TZ is UTC
+    else:
+        target = os.path.realpath("/etc/localtime")
+        _, found, name = target.rpartition("/zoneinfo/")
+        if not found:
+            return None
+    try:
+        return zone_named(name)
+    except DefinitionError:
+        return None
 
 
 @main.command()

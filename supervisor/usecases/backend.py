@@ -43,8 +43,8 @@ class Backend(Protocol):
     ) -> None:
         """Plan nothing until ``until`` (aware, in the future), then resume by itself as
         Start would; a run in progress finishes. The pause outlives a restart of the
-        backend. ``BackendError`` naming why when it cannot (disabled, shutting down, or
-        a backend without timed pauses)."""
+        backend. ``BackendError`` naming why when it cannot (disabled, stopped: the stop
+        stays until Start, shutting down, or a backend without timed pauses)."""
         ...
 
     def execute(self, scheduler_id: str, *, actor: str) -> str:
