@@ -387,7 +387,6 @@ def test_cursors_are_not_reused_after_retention_deletes_the_newest_records(
 # -- logs ---------------------------------------------------------------------------------
 
 
-@pytest.fixture
 def test_log_queries_read_ranges_of_the_index() -> None:
     """Every shape of log query is an index search: no table scan, at any size."""
     conn = sqlite3.connect(":memory:")
@@ -406,7 +405,7 @@ def test_log_queries_read_ranges_of_the_index() -> None:
         ),
     ]
     for query, run_range in shapes:
-        sql, params = log_query(query, run_range=run_range)
+        sql, params = log_query(query, scheduler_ids=["demo.job"], run_range=run_range)
         plan = [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql, params)]
         assert not [step for step in plan if re.match(r"SCAN (logs|l)\b", step)], (query, plan)
         assert any("USING COVERING INDEX logs_by_level" in step for step in plan), plan

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from supervisor.core.errors import UnknownRun
-from supervisor.core.records import Level, LogQuery, LogRecord, Source
+from supervisor.core.records import Level, LogQuery, LogRecord, Source, fold
 from supervisor.store.budget import LogBudget, LogRow, admit, admit_loss
-from supervisor.store.codec import decode_fields, from_microseconds
+from supervisor.store.codec import decode_fields, from_microseconds, microseconds
 from supervisor.store.protocols import LogStats, LostLogs
 from supervisor.store.sqlite.database import Database
 
@@ -90,13 +90,28 @@ class SqliteLogs:
         if query.limit <= 0:
             return []
         with self._db.read(snapshot=True) as conn:
+            scheduler_id = query.scheduler_id
             run_range = None
             if query.run_id is not None:
-                run_range = _run_log_range(conn, query.scheduler_id, query.run_id)
+                run_range = _run_log_range(conn, scheduler_id, query.run_id)
                 if run_range is None:
                     return []
-            sql, params = log_query(query, run_range=run_range)
-            rows = conn.execute(sql, params).fetchall()
+                scheduler_id = run_range.scheduler_id
+            if scheduler_id is not None:
+                statements = [log_query(query, scheduler_ids=[scheduler_id], run_range=run_range)]
+            elif _levels(query)[0] <= Level.INFO:
+                statements = [scan_query(query)]
+            else:  # few levels: their index ranges, scheduler by scheduler
+                every = [row[0] for row in conn.execute(_SCHEDULERS_WITH_LOGS)]
+                step = max(1, _MAX_RANGES // len(_levels(query)))
+                statements = [
+                    log_query(query, scheduler_ids=every[i : i + step], run_range=None)
+                    for i in range(0, len(every), step)
+                ]
+            rows = [row for sql, params in statements for row in conn.execute(sql, params)]
+        if len(statements) > 1:
+            rows.sort(key=lambda row: int(row[0]))
+            rows = rows[: query.limit] if query.after is not None else rows[-query.limit :]
         return [(row[0], _log_from_row(row)) for row in rows]
 
     def count_logs(self, run_id: str) -> int:
@@ -180,25 +195,54 @@ class RunRange:
     seq: int
     first_log_id: int
     last_log_id: int
+    scheduler_id: str = ""
 
 
-def _run_log_range(conn: sqlite3.Connection, scheduler_id: str, run_id: str) -> RunRange | None:
-    """Where a run's records lie, or None if it has none (or belongs to another scheduler)."""
+def _run_log_range(
+    conn: sqlite3.Connection, scheduler_id: str | None, run_id: str
+) -> RunRange | None:
+    """Where a run's records lie, or None if it has none (or belongs to another scheduler
+    than ``scheduler_id``; None: any)."""
     rows = conn.execute(
-        "SELECT seq, first_log_id, last_log_id FROM runs WHERE run_id = ? AND scheduler_id = ?",
-        (run_id, scheduler_id),
+        "SELECT seq, first_log_id, last_log_id, scheduler_id FROM runs WHERE run_id = ?",
+        (run_id,),
     ).fetchall()
     if not rows or rows[0][1] is None:
+        return None
+    if scheduler_id is not None and rows[0][3] != scheduler_id:
         return None
     return RunRange(*rows[0])
 
 
-def log_query(query: LogQuery, *, run_range: RunRange | None) -> tuple[str, list[object]]:
-    """The SQL and parameters of ``logs``: one index range per level, each read in cursor
-    order up to ``limit``, merged, cut to ``limit``, returned ascending."""
-    levels = [level for level in Level if query.min_level is None or level >= query.min_level]
-    order = "ASC" if query.after is not None else "DESC"
-    where = ["scheduler_id = ?", "level = ?"]
+# Every scheduler with records, one index seek each (the index leads with scheduler_id).
+_SCHEDULERS_WITH_LOGS: Final = (
+    "WITH RECURSIVE s(id) AS (SELECT min(scheduler_id) FROM logs UNION ALL"
+    " SELECT (SELECT min(scheduler_id) FROM logs WHERE scheduler_id > s.id) FROM s"
+    " WHERE s.id IS NOT NULL) SELECT id FROM s WHERE id IS NOT NULL"
+)
+# Index ranges per statement, below SQLite's 500 terms of one compound SELECT.
+_MAX_RANGES: Final = 400
+# A field's value as ``core.records.field_text`` spells it (``j``: a json_each row).
+_VALUE_TEXT: Final = (
+    "CASE j.type WHEN 'true' THEN 'true' WHEN 'false' THEN 'false' WHEN 'null' THEN 'null'"
+    " ELSE CAST(j.value AS TEXT) END"
+)
+_TEXT_MATCH: Final = (
+    "(instr(lower(message), ?) > 0 OR EXISTS (SELECT 1 FROM json_each(fields) AS j"
+    f" WHERE instr(lower(j.key), ?) > 0 OR instr(lower({_VALUE_TEXT}), ?) > 0))"
+)
+_FIELD_MATCH: Final = (
+    f"EXISTS (SELECT 1 FROM json_each(fields) AS j WHERE j.key = ? AND {_VALUE_TEXT} = ?)"
+)
+
+
+def _levels(query: LogQuery) -> list[Level]:
+    return [level for level in Level if query.min_level is None or level >= query.min_level]
+
+
+def _search_terms(query: LogQuery) -> tuple[list[str], list[object]]:
+    """Conditions on a logs row for cursors, time, text and fields, with their values."""
+    where: list[str] = []
     params: list[object] = []
     if query.after is not None:
         where.append("id > ?")
@@ -206,15 +250,57 @@ def log_query(query: LogQuery, *, run_range: RunRange | None) -> tuple[str, list
     if query.before is not None:
         where.append("id < ?")
         params.append(query.before)
+    if query.since is not None:
+        where.append("time >= ?")
+        params.append(microseconds(query.since))
+    if query.until is not None:
+        where.append("time < ?")
+        params.append(microseconds(query.until))
+    for name, value in query.fields:
+        where.append(_FIELD_MATCH)
+        params.extend([name, value])
+    if query.text is not None:
+        needle = fold(query.text)
+        where.append(_TEXT_MATCH)
+        params.extend([needle, needle, needle])
+    return where, params
+
+
+def scan_query(query: LogQuery) -> tuple[str, list[object]]:
+    """``logs`` over every scheduler at (nearly) every level: one walk of the table in
+    cursor order, filtered, up to ``limit``."""
+    order = "ASC" if query.after is not None else "DESC"
+    where, params = _search_terms(query)
+    if query.min_level is not None:
+        where.insert(0, "level >= ?")
+        params.insert(0, query.min_level.value)
+    conditions = " AND ".join(where) or "1"
+    # Built from the constants above only; every value is a bound parameter.
+    newest = f"SELECT id FROM logs WHERE {conditions} ORDER BY id {order} LIMIT ?"  # noqa: S608
+    return f"{_SELECT_LOGS} WHERE l.id IN ({newest}) ORDER BY l.id", [*params, query.limit]
+
+
+def log_query(
+    query: LogQuery, *, scheduler_ids: Sequence[str], run_range: RunRange | None
+) -> tuple[str, list[object]]:
+    """The SQL and parameters of ``logs`` for ``scheduler_ids``: one index range per
+    scheduler and level, each read in cursor order up to ``limit``, merged, cut to
+    ``limit``, returned ascending."""
+    levels = _levels(query)
+    order = "ASC" if query.after is not None else "DESC"
+    where, params = _search_terms(query)
+    where[:0] = ["scheduler_id = ?", "level = ?"]
     if run_range is not None:
         where.extend(["id BETWEEN ? AND ?", "run_seq = ?"])
         params.extend([run_range.first_log_id, run_range.last_log_id, run_range.seq])
     conditions = " AND ".join(where)
     one_level = f"SELECT id FROM logs WHERE {conditions} ORDER BY id {order} LIMIT ?"  # noqa: S608
-    union = " UNION ALL ".join([f"SELECT id FROM ({one_level})"] * len(levels))  # noqa: S608
+    ranges = len(levels) * len(scheduler_ids)
+    union = " UNION ALL ".join([f"SELECT id FROM ({one_level})"] * ranges)  # noqa: S608
     all_params: list[object] = []
-    for level in levels:
-        all_params.extend([query.scheduler_id, level.value, *params, query.limit])
+    for scheduler_id in scheduler_ids:
+        for level in levels:
+            all_params.extend([scheduler_id, level.value, *params, query.limit])
     all_params.append(query.limit)
     # Built from the constants above only; every value is a bound parameter.
     newest = f"SELECT id FROM ({union}) ORDER BY id {order} LIMIT ?"  # noqa: S608
