@@ -902,7 +902,9 @@ def searched(store: Store) -> Store:
     ]
     store.append_logs(
         [
-            record(run, message, level=level, fields={"i": i, **fields}, at=T0 + timedelta(minutes=i))
+            record(
+                run, message, level=level, fields={"i": i, **fields}, at=T0 + timedelta(minutes=i)
+            )
             for i, (run, message, level, fields) in enumerate(rows)
         ]
     )
@@ -989,7 +991,10 @@ _search_queries = st.builds(
     limit=st.integers(1, 8),
     text=st.sampled_from([None, "a", "BETA", "x", "ü", "key", "42", "true"]),
     fields=st.lists(
-        st.tuples(st.sampled_from(["k", "Key", "n"]), st.sampled_from(["alpha", "1", "true", "null", "42"])),
+        st.tuples(
+            st.sampled_from(["k", "Key", "n"]),
+            st.sampled_from(["alpha", "1", "true", "null", "42"]),
+        ),
         max_size=1,
     ).map(tuple),
     since=st.sampled_from([None, T0 + timedelta(minutes=5)]),

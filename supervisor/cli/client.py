@@ -47,6 +47,7 @@ from supervisor.core.records import LogQuery, LogRecord, RunRecord
 from supervisor.core.settings import SettingsChange
 from supervisor.service.lock import holder
 from supervisor.service.paths import SOCKET_NAME
+from supervisor.usecases.reads import LogHit, query_args, search_logs
 from supervisor.usecases.schedulers import SettingsView, UseCases
 
 if TYPE_CHECKING:
@@ -80,6 +81,11 @@ class Client(Protocol):
     def logs(self, query: LogQuery) -> list[tuple[int, LogRecord]]:
         """Records oldest first with their cursors, as ``query`` asks (``after`` continues
         from a cursor)."""
+        ...
+
+    def search_logs(self, query: LogQuery) -> list[LogHit]:
+        """``logs`` with each record's scheduler and run (``query.scheduler_id`` None:
+        every scheduler's)."""
         ...
 
     def start(self, scheduler_id: str) -> None: ...
@@ -267,6 +273,21 @@ class ControlClient:
             args["before"] = query.before
         return [views.log_from_json(r) for r in views.items(self.call("logs", **args), "logs")]
 
+    def search_logs(self, query: LogQuery) -> list[LogHit]:
+        answer = self.call("search", **query_args(query))
+        if not isinstance(answer, dict) or not isinstance(answer.get("runs"), dict):
+            raise ManagerUnavailable("the manager's answer is not understood: search")
+        runs = {str(k): views.run_from_json(v) for k, v in answer["runs"].items()}
+        hits = []
+        for raw in views.items(answer.get("records"), "search"):
+            cursor, record = views.log_from_json(raw)
+            scheduler_id = raw.get("scheduler_id")
+            if not isinstance(scheduler_id, str):
+                raise ManagerUnavailable("the manager's answer is not understood: search")
+            run = runs.get(record.run_id)
+            hits.append(LogHit(cursor=cursor, record=record, scheduler_id=scheduler_id, run=run))
+        return hits
+
     def start(self, scheduler_id: str) -> None:
         self.call("start", id=scheduler_id)
 
@@ -339,6 +360,9 @@ class UseCaseClient:
 
     def logs(self, query: LogQuery) -> list[tuple[int, LogRecord]]:
         return self._use_cases.logs(self._subject, query)
+
+    def search_logs(self, query: LogQuery) -> list[LogHit]:
+        return search_logs(self._use_cases, self._subject, query)
 
     def start(self, scheduler_id: str) -> None:
         self._use_cases.start(self._subject, scheduler_id)

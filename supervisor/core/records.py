@@ -144,10 +144,7 @@ class LogQuery:
     def searches(self) -> bool:
         """Whether records are filtered by more than scheduler, run and level."""
         return bool(
-            self.text is not None
-            or self.fields
-            or self.since is not None
-            or self.until is not None
+            self.text is not None or self.fields or self.since is not None or self.until is not None
         )
 
     def matches(self, record: LogRecord, *, scheduler_id: str | None = None) -> bool:

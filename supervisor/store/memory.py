@@ -10,8 +10,8 @@ May import ``core``, ``store.protocols``, ``store.codec``, ``store.budget`` and 
 from __future__ import annotations
 
 import bisect
-import heapq
 import dataclasses
+import heapq
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass

