@@ -16,9 +16,9 @@ from datetime import datetime
 
 from supervisor.cli import terminal
 from supervisor.cli.client import Client
-from supervisor.core.durations import parse_duration
 from supervisor.core.errors import DefinitionError
 from supervisor.core.records import RunRecord
+from supervisor.usecases import reads
 from supervisor.usecases.reads import LogHit
 
 # Runs of each scheduler searched for a short run ID (retention keeps fewer by default).
@@ -27,33 +27,12 @@ AMBIGUOUS_SHOWN = 5
 
 
 def parse_when(text: str, *, now: datetime, option: str) -> datetime:
-    """``text`` as an aware time: ISO 8601 (local time if it has no offset) or a duration
-    before ``now``. ``DefinitionError`` naming ``option`` otherwise."""
-    stripped = text.strip()
-    try:
-        moment = datetime.fromisoformat(stripped)
-    except ValueError:
-        pass
-    else:
-        return moment if moment.utcoffset() is not None else moment.astimezone()
-    try:
-        return now - parse_duration(stripped, field=option)
-    except DefinitionError:
-        raise DefinitionError(
-            option,
-            f"expected an ISO time (2026-03-01T12:00+01:00) or a duration ago (1h), got {text!r}",
-        ) from None
+    """``text`` as an aware time (``usecases.reads.parse_when``; no offset: local time)."""
+    return reads.parse_when(text, now=now, field=option)
 
 
 def parse_fields(pairs: Sequence[str]) -> tuple[tuple[str, str], ...]:
-    """``NAME=VALUE`` options as (name, value) pairs; the value may hold ``=``."""
-    out: list[tuple[str, str]] = []
-    for pair in pairs:
-        name, equals, value = pair.partition("=")
-        if not equals or not name:
-            raise DefinitionError("--field", f"expected NAME=VALUE, got {pair!r}")
-        out.append((name, value))
-    return tuple(out)
+    return reads.parse_fields(pairs, field="--field")
 
 
 def resolve_run(control: Client, scheduler_id: str | None, given: str) -> str:

@@ -8,11 +8,14 @@ like every use case; reads write no audit. May import ``core`` and ``usecases``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime, tzinfo
 from typing import Any
 
 from supervisor.core.access import Permission, Subject
-from supervisor.core.errors import UnknownRun
+from supervisor.core.durations import parse_duration
+from supervisor.core.errors import DefinitionError, UnknownRun
 from supervisor.core.records import LogQuery, LogRecord, RunRecord, SchedulerStatus
 from supervisor.usecases import serialize
 from supervisor.usecases.schedulers import UseCases
@@ -44,6 +47,41 @@ class LogHit:
     record: LogRecord
     scheduler_id: str
     run: RunRecord | None
+
+
+def parse_when(text: str, *, now: datetime, field: str, naive: tzinfo | None = None) -> datetime:
+    """``text`` as an aware time: ISO 8601, or a duration before ``now`` (``90s``, ``30m``,
+    ``1h30m``, ``2d``). An ISO time without an offset is in ``naive`` (None: this host's
+    zone). ``DefinitionError`` naming ``field`` otherwise."""
+    stripped = text.strip()
+    try:
+        moment = datetime.fromisoformat(stripped)
+    except ValueError:
+        pass
+    else:
+        if moment.utcoffset() is not None:
+            return moment
+        return moment.astimezone() if naive is None else moment.replace(tzinfo=naive)
+    try:
+        return now - parse_duration(stripped, field=field)
+    except DefinitionError:
+        raise DefinitionError(
+            field,
+            f"expected an ISO time (2026-03-01T12:00+01:00) or a duration ago (1h), got {text!r}",
+        ) from None
+
+
+def parse_fields(pairs: Sequence[str], *, field: str) -> tuple[tuple[str, str], ...]:
+    """``NAME=VALUE`` texts as (name, value) pairs (the value may hold ``=``);
+    ``DefinitionError`` naming ``field`` for one without a name or ``=``."""
+    out: list[tuple[str, str]] = []
+    for pair in pairs:
+        name, equals, value = pair.partition("=")
+        name = name.strip()
+        if not equals or not name:
+            raise DefinitionError(field, f"expected NAME=VALUE, got {pair!r}")
+        out.append((name, value))
+    return tuple(out)
 
 
 def search_logs(use_cases: UseCases, subject: Subject, query: LogQuery) -> list[LogHit]:
