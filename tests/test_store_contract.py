@@ -1033,3 +1033,22 @@ def test_search_answers_as_the_filters_say_in_both_stores(
                 if expected:
                     after = dataclasses.replace(query, after=expected[0][0] - 1)
                     assert store.logs(after)[0] == expected[0], query
+
+
+def test_search_finds_text_and_names_json_spells_with_escapes(store: Store) -> None:
+    store.insert_run(make_run("a"))
+    store.append_logs(
+        [
+            record("a", "one", fields={"quote": 'say "hi" \\ there'}),
+            record("a", "two", fields={"ключ": "значение", "tab\there": 1}),
+            record("a", "three", fields={"plain": "x"}),
+        ]
+    )
+    assert messages(store, text='"hi" \\') == ["one"]
+    assert messages(store, text="значение") == ["two"]
+    assert messages(store, text="ключ") == ["two"]
+    assert messages(store, fields=(("ключ", "значение"),)) == ["two"]
+    assert messages(store, fields=(("tab\there", "1"),)) == ["two"]
+    assert messages(store, fields=(("quote", 'say "hi" \\ there'),)) == ["one"]
+    assert messages(store, text='"plain"') == []  # the JSON's quotes are not text
+    assert messages(store, text="plain") == ["three"]

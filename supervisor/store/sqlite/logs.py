@@ -228,17 +228,30 @@ _VALUE_TEXT: Final = (
     " ELSE CAST(j.value AS TEXT) END"
 )
 # Built from the constants above only; every value is a bound parameter.
-_TEXT_MATCH: Final = "".join(
+_IN_FIELDS: Final = "".join(
     [
-        "(instr(lower(message), ?) > 0 OR EXISTS (SELECT 1 FROM json_each(fields) AS j",
-        " WHERE instr(lower(j.key), ?) > 0 OR instr(lower(",
+        "EXISTS (SELECT 1 FROM json_each(fields) AS j WHERE instr(lower(j.key), ?) > 0",
+        " OR instr(lower(",
         _VALUE_TEXT,
-        "), ?) > 0))",
+        "), ?) > 0)",
     ]
+)
+_TEXT_MATCH: Final = f"(instr(lower(message), ?) > 0 OR {_IN_FIELDS})"
+# The same, reading the fields' JSON only where its text holds the needle: true whenever
+# a field's name or value holds it, if the needle has no character JSON escapes.
+_TEXT_MATCH_QUICK: Final = (
+    f"(instr(lower(message), ?) > 0 OR (instr(lower(fields), ?) > 0 AND {_IN_FIELDS}))"
 )
 _FIELD_MATCH: Final = "".join(
     ["EXISTS (SELECT 1 FROM json_each(fields) AS j WHERE j.key = ? AND ", _VALUE_TEXT, " = ?)"]
 )
+# The same, reading the JSON only where its text holds the name as a key ("name":).
+_FIELD_MATCH_QUICK: Final = f"(instr(fields, ?) > 0 AND {_FIELD_MATCH})"
+
+
+def _unescaped(text: str) -> bool:
+    """Whether JSON (as ``store.codec`` writes it, ASCII only) spells ``text`` as it is."""
+    return all(" " <= char <= "~" and char not in '"\\' for char in text)
 
 
 def _levels(query: LogQuery) -> list[Level]:
@@ -262,12 +275,20 @@ def _search_terms(query: LogQuery) -> tuple[list[str], list[object]]:
         where.append("time < ?")
         params.append(microseconds(query.until))
     for name, value in query.fields:
-        where.append(_FIELD_MATCH)
-        params.extend([name, value])
+        if _unescaped(name):
+            where.append(_FIELD_MATCH_QUICK)
+            params.extend([f'"{name}":', name, value])
+        else:
+            where.append(_FIELD_MATCH)
+            params.extend([name, value])
     if query.text is not None:
         needle = fold(query.text)
-        where.append(_TEXT_MATCH)
-        params.extend([needle, needle, needle])
+        if _unescaped(needle):
+            where.append(_TEXT_MATCH_QUICK)
+            params.extend([needle, needle, needle, needle])
+        else:
+            where.append(_TEXT_MATCH)
+            params.extend([needle, needle, needle])
     return where, params
 
 
