@@ -16,7 +16,9 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from supervisor.cli.client import ControlClient
 from supervisor.cli.main import main
+from supervisor.core.errors import DefinitionError
 from tests.commands import supervisor
 from tests.waiting import wait_for
 
@@ -160,3 +162,23 @@ def test_ctrl_c_ends_follow_quietly(state_dir: Path, tmp_path: Path) -> None:
         if process.stderr is not None:
             process.stderr.close()
     assert out.read_text().splitlines()[0].startswith("── run ")
+
+
+def test_the_search_op_refuses_arguments_that_do_not_read(state_dir: Path) -> None:
+    control = ControlClient(state_dir)
+    try:
+        for args, name in (
+            ({"since": "2026-03-01T12:00"}, "since"),  # no offset: ambiguous on the wire
+            ({"until": 5}, "until"),
+            ({"fields": [["n"]]}, "fields"),
+            ({"fields": [["", "1"]]}, "fields"),
+            ({"text": 7}, "text"),
+        ):
+            with pytest.raises(DefinitionError, match=name):
+                control.call("search", **args)
+        answer = control.call("search", text="hello", fields=[["who", "world"]], limit=5)
+        assert [r["message"] for r in answer["records"]] == ["hello"] * len(answer["records"])
+        assert {r["scheduler_id"] for r in answer["records"]} == {"m.oneshot"}
+        assert set(answer["runs"]) == {r["run_id"] for r in answer["records"]}
+    finally:
+        control.close()

@@ -104,7 +104,7 @@ class SqliteLogs:
             elif _levels(query)[0] <= Level.INFO:
                 statements = [scan_query(query)]
             else:  # few levels: their index ranges, scheduler by scheduler
-                every = [row[0] for row in conn.execute(_SCHEDULERS_WITH_LOGS)]
+                every = [row[0] for row in conn.execute(SCHEDULERS_WITH_LOGS)]
                 step = max(1, _MAX_RANGES // len(_levels(query)))
                 statements = [
                     log_query(query, scheduler_ids=every[i : i + step], run_range=None)
@@ -215,7 +215,7 @@ def _run_log_range(
 
 
 # Every scheduler with records, one index seek each (the index leads with scheduler_id).
-_SCHEDULERS_WITH_LOGS: Final = (
+SCHEDULERS_WITH_LOGS: Final = (
     "WITH RECURSIVE s(id) AS (SELECT min(scheduler_id) FROM logs UNION ALL"
     " SELECT (SELECT min(scheduler_id) FROM logs WHERE scheduler_id > s.id) FROM s"
     " WHERE s.id IS NOT NULL) SELECT id FROM s WHERE id IS NOT NULL"
