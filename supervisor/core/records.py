@@ -94,6 +94,32 @@ class LogRecord:
     run_id: str
     source: Source
 
+    def __init__(
+        self,
+        *,
+        time: datetime,
+        level: Level,
+        message: str,
+        fields: Mapping[str, Any] | None = None,
+        run_id: str,
+        source: Source,
+    ) -> None:
+        # The generated __init__ of a frozen class, made cheaper: a run printing a
+        # million lines builds a million records (bench/bench_log_flood.py).
+        _set_time(self, time)
+        _set_level(self, level)
+        _set_message(self, message)
+        _set_fields(self, {} if fields is None else fields)
+        _set_run_id(self, run_id)
+        _set_source(self, source)
+
+
+# Each slot's own setter (a frozen class refuses ``self.x = ...``).
+_set_time, _set_level, _set_message, _set_fields, _set_run_id, _set_source = (
+    getattr(LogRecord, name).__set__
+    for name in ("time", "level", "message", "fields", "run_id", "source")
+)
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LogQuery:
