@@ -73,3 +73,13 @@ def test_search_every_scheduler_then_open_a_record_by_its_permalink(
     assert "level=error" in page.url and "since=1h" in page.url
     assert problems.seen == []
     context.close()
+
+    # on a 390 px phone the results read without sideways scrolling
+    phone = browser.new_context(viewport={"width": 390, "height": 844})
+    page = phone.new_page()
+    log_in(page, base, "admin", password)
+    page.goto(base + "/logs?q=batch&since=1h")
+    page.wait_for_selector(".search-hit")
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    page.screenshot(path=str(ARTIFACTS / "log-search-phone.png"), full_page=True)
+    phone.close()
