@@ -24,6 +24,9 @@ from supervisor.usecases.reads import LogHit
 # Runs of each scheduler searched for a short run ID (retention keeps fewer by default).
 RUNS_SEARCHED = 1000
 AMBIGUOUS_SHOWN = 5
+# The manager's run IDs have 16 hex digits (systemd's invocation IDs 32): a text this long
+# is taken as a whole ID.
+WHOLE_RUN_ID = 16
 
 
 def parse_when(text: str, *, now: datetime, option: str) -> datetime:
@@ -39,7 +42,9 @@ def resolve_run(control: Client, scheduler_id: str | None, given: str) -> str:
     """The run ID that ``given`` is or starts: among ``scheduler_id``'s runs (None: every
     scheduler's). A start that fits several runs raises ``DefinitionError``; one that fits
     none is returned as it is (the read then says the run is unknown or not that
-    scheduler's)."""
+    scheduler's), and so is one as long as a whole run ID (nothing to list)."""
+    if len(given) >= WHOLE_RUN_ID:
+        return given
     if scheduler_id is not None:
         scheduler_ids = [scheduler_id]
     else:

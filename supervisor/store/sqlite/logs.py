@@ -2,7 +2,12 @@
 
 Appends go through ``store.budget`` (the cap, its marker, the counters) and one
 ``executemany``; reads read one ordered index range per level and merge them (see
-``schema.MIGRATIONS``).
+``schema.MIGRATIONS``). Searches add their filters (time, text, fields) to those ranges;
+across every scheduler they read each scheduler's ranges (the schedulers found through
+the index) for WARNING and above, and walk the table newest first otherwise. No index
+serves text or time: each would slow every insert, and bench/bench_log_search.py shows
+the searches within a few milliseconds, or about one pass over the table for a text
+found nowhere.
 May import ``core``, ``store.budget``, ``store.codec``, ``store.protocols``,
 ``store.sqlite.database`` and the stdlib.
 """
