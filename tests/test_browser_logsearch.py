@@ -1,5 +1,6 @@
 """The log search and a record's permalink in a real headless Chromium, over the real
-manager (the application and fixtures of ``tests.test_browser``). Screenshots of the
+manager (the application and fixtures of ``tests.test_browser``), and the permalink of a
+record arriving live. Screenshots of the
 search and of the log opened at a record go to ``tests/artifacts/``."""
 
 from __future__ import annotations
@@ -71,6 +72,17 @@ def test_search_every_scheduler_then_open_a_record_by_its_permalink(
     page.click("a:has-text('Errors in the last hour')")
     page.wait_for_selector("[data-log-empty]")
     assert "level=error" in page.url and "since=1h" in page.url
+    # rows arriving live carry their permalink too
+    page.goto(base + "/schedulers/demo.worker")
+    page.click("button:has-text('Execute Now')")
+    live = page.locator(".log-row.is-new:has-text('waiting for work')")
+    live.wait_for(timeout=15_000)
+    href = live.locator("a.log-permalink").get_attribute("href") or ""
+    cursor = live.get_attribute("data-cursor")
+    assert href == f"/schedulers/demo.worker/logs?at={cursor}#log-{cursor}"
+    page.click("button:has-text('Stop')")
+    page.wait_for_selector("#run-table .outcome-cancelled", timeout=15_000)
+
     assert problems.seen == []
     context.close()
 
