@@ -1,7 +1,7 @@
 """The log search and a record's permalink in a real headless Chromium, over the real
 manager (the application and fixtures of ``tests.test_browser``), and the permalink of a
-record arriving live. Screenshots of the
-search and of the log opened at a record go to ``tests/artifacts/``."""
+record arriving live. Screenshots of the search (desktop and phone) and of the log opened
+at a record go to ``tests/artifacts/``."""
 
 from __future__ import annotations
 
