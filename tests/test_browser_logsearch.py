@@ -72,16 +72,22 @@ def test_search_every_scheduler_then_open_a_record_by_its_permalink(
     page.click("a:has-text('Errors in the last hour')")
     page.wait_for_selector("[data-log-empty]")
     assert "level=error" in page.url and "since=1h" in page.url
-    # rows arriving live carry their permalink too
-    page.goto(base + "/schedulers/demo.worker")
-    page.click("button:has-text('Execute Now')")
+    # rows arriving live carry their permalink too: the log is open before the run starts
+    page.goto(base + "/schedulers/demo.worker/logs")
+    page.wait_for_selector(".live-indicator:not([hidden])")
+    other = context.new_page()
+    other.goto(base + "/schedulers/demo.worker")
+    other.click("button:has-text('Execute Now')")
     live = page.locator(".log-row.is-new:has-text('waiting for work')")
     live.wait_for(timeout=15_000)
     href = live.locator("a.log-permalink").get_attribute("href") or ""
     cursor = live.get_attribute("data-cursor")
     assert href == f"/schedulers/demo.worker/logs?at={cursor}#log-{cursor}"
-    page.click("button:has-text('Stop')")
-    page.wait_for_selector("#run-table .outcome-cancelled", timeout=15_000)
+    other.goto(base + "/schedulers/demo.worker")
+    other.click("button[data-control=stop]")
+    other.click("#confirm-stop button[type=submit]")
+    other.wait_for_selector("#run-table .outcome-cancelled", timeout=15_000)
+    other.close()
 
     assert problems.seen == []
     context.close()
