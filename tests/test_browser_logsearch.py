@@ -29,6 +29,8 @@ def test_search_every_scheduler_then_open_a_record_by_its_permalink(
 
     page.click("nav.nav a:has-text('Log search')")
     page.wait_for_url(base + "/logs")
+    # an ISO time without an offset is in the browser's zone, and the form says which
+    assert page.inner_text("[data-zone-note]").startswith("times in your local time (UTC")
     page.fill("input[name=q]", "BATCH")
     page.select_option("select[name=level]", "info")
     page.fill("input[name=since]", "1h")

@@ -122,3 +122,18 @@ def test_search_pages_by_cursor_keeping_the_filters(site: Site) -> None:
     assert hits(older_page) == [f"bulk {i}" for i in range(30)]
     assert "fields=batch%3D7" in older.group(1)
     assert 'rel="next"' in older_page
+
+
+def test_an_iso_time_without_offset_is_in_the_browsers_zone(site: Site) -> None:
+    # jobs.hello's records are at 14:00 UTC; 14:30 in UTC+01:00 is 13:30 UTC
+    assert hits(site.client.get("/logs?since=2026-03-01T14:30&offset=60").body) == [
+        "disk almost full",
+        "order 43 failed",
+    ]
+    assert hits(site.client.get("/logs?since=2026-03-01T14:30").body) == []  # UTC
+    assert hits(site.client.get("/logs?since=2026-03-01T14:30%2B01:00").body) == [
+        "disk almost full",
+        "order 43 failed",
+    ]
+    assert "data-search-error" in site.client.get("/logs?since=1h&offset=5000").body
+    assert "data-log-empty" not in site.client.get("/logs?offset=60").body  # no search yet

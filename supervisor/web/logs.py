@@ -4,9 +4,10 @@ over one or every scheduler.
 
 The search form's filters travel in the URL (``q``: free text; ``fields``: ``name=value``
 terms, space-separated, values with spaces in quotes; ``level``; ``scheduler``; ``run``;
-``since``/``until``: an ISO time, UTC unless it has an offset, or a duration ago such as
-``1h``), so a search is a link. A record's permalink is ``/schedulers/<id>/logs?at=<cursor>``:
-the log around it, the record highlighted (``#log-<cursor>`` scrolls to it).
+``since``/``until``: an ISO time, or a duration ago such as ``1h``; an ISO time without
+an offset is in the browser's zone, ``offset``, else UTC), so a search is a link. A
+record's permalink is ``/schedulers/<id>/logs?at=<cursor>``: the log around it, the record
+highlighted (``#log-<cursor>`` scrolls to it).
 May import ``supervisor.web.*`` below the app and the stdlib.
 """
 
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import shlex
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from typing import Any
 from urllib.parse import urlencode
 
@@ -28,7 +29,10 @@ from supervisor.web.site import Request, Site, subject_of
 LOG_PAGE = 200
 SEARCH_PAGE = 100
 RUN_HISTORY = 50
-SEARCH_FILTERS = ("q", "fields", "level", "scheduler", "run", "since", "until")
+SEARCH_FILTERS = ("q", "fields", "level", "scheduler", "run", "since", "until", "offset")
+# An ISO time without an offset is in the browser's zone: ``offset``, minutes east of UTC,
+# which the page's script fills in (as the decisions' forms have it); without it UTC.
+MAX_OFFSET_MINUTES = 18 * 60
 # Searches a page offers with one click: (title, filters).
 PRESETS = (
     ("Errors in the last hour", {"level": "error", "since": "1h"}),
@@ -108,6 +112,7 @@ class SearchForm:
     run: str = ""
     since: str = ""
     until: str = ""
+    offset: str = ""
 
     @classmethod
     def read(cls, query: dict[str, str]) -> SearchForm:
@@ -119,7 +124,8 @@ class SearchForm:
 
     @property
     def given(self) -> bool:
-        return any(getattr(self, name) for name in SEARCH_FILTERS)
+        """Whether any filter is set (the zone alone is none)."""
+        return any(getattr(self, name) for name in SEARCH_FILTERS if name != "offset")
 
     def query(self, *, now: datetime, limit: int) -> LogQuery:
         """The ``LogQuery`` these filters ask for; ``DefinitionError`` naming the filter
@@ -132,20 +138,32 @@ class SearchForm:
             min_level = Level.parse(self.level) if self.level else None
         except ValueError as error:
             raise DefinitionError("level", str(error)) from None
+        zone = self._zone()
         return LogQuery(
             scheduler_id=self.scheduler or None,
             run_id=self.run or None,
             min_level=min_level,
             text=self.q or None,
             fields=reads.parse_fields(terms, field="fields"),
-            since=self._time(self.since, now=now, field="since"),
-            until=self._time(self.until, now=now, field="until"),
+            since=self._time(self.since, now=now, field="since", zone=zone),
+            until=self._time(self.until, now=now, field="until", zone=zone),
             limit=limit,
         )
 
+    def _zone(self) -> tzinfo:
+        if not self.offset:
+            return UTC
+        try:
+            minutes = int(self.offset)
+        except ValueError:
+            raise DefinitionError("offset", "must be whole minutes") from None
+        if abs(minutes) > MAX_OFFSET_MINUTES:
+            raise DefinitionError("offset", "is not a time zone offset")
+        return timezone(timedelta(minutes=minutes))
+
     @staticmethod
-    def _time(text: str, *, now: datetime, field: str) -> datetime | None:
-        return reads.parse_when(text, now=now, field=field, naive=UTC) if text else None
+    def _time(text: str, *, now: datetime, field: str, zone: tzinfo) -> datetime | None:
+        return reads.parse_when(text, now=now, field=field, naive=zone) if text else None
 
     def link(self, **changes: object) -> str:
         """The search page with these filters (and ``changes``: paging cursors)."""
