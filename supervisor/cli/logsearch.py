@@ -5,21 +5,23 @@ Times: an ISO 8601 time (without an offset: local time), or a duration ago (``90
 ``30m``, ``1h30m``, ``2d``). ``--field NAME=VALUE`` compares a field's value as text
 (``core.records.field_text``). ``--run`` takes a run ID or its start, as the Admin Center
 shows it (8 characters); a start that fits several runs is refused naming them.
-May import ``cli.client``, ``cli.terminal``, ``usecases.reads`` (types), ``records``,
-``durations``, ``errors`` and the stdlib.
+May import ``cli.client``, ``cli.terminal``, ``usecases.reads`` (where used: the socket-only
+commands import none of it), ``records``, ``errors`` and the stdlib.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from supervisor.cli import terminal
 from supervisor.cli.client import Client
 from supervisor.core.errors import DefinitionError
 from supervisor.core.records import RunRecord
-from supervisor.usecases import reads
-from supervisor.usecases.reads import LogHit
+
+if TYPE_CHECKING:
+    from supervisor.usecases.reads import LogHit
 
 # Runs of each scheduler searched for a short run ID (retention keeps fewer by default).
 RUNS_SEARCHED = 1000
@@ -31,10 +33,14 @@ WHOLE_RUN_ID = 16
 
 def parse_when(text: str, *, now: datetime, option: str) -> datetime:
     """``text`` as an aware time (``usecases.reads.parse_when``; no offset: local time)."""
+    from supervisor.usecases import reads
+
     return reads.parse_when(text, now=now, field=option)
 
 
 def parse_fields(pairs: Sequence[str]) -> tuple[tuple[str, str], ...]:
+    from supervisor.usecases import reads
+
     return reads.parse_fields(pairs, field="--field")
 
 

@@ -11,14 +11,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from supervisor.core.access import Permission, Subject
 from supervisor.core.durations import parse_duration
 from supervisor.core.errors import DefinitionError, UnknownRun
 from supervisor.core.records import LogQuery, LogRecord, RunRecord, SchedulerStatus
 from supervisor.usecases import serialize
-from supervisor.usecases.schedulers import UseCases
+
+if TYPE_CHECKING:
+    from supervisor.usecases.schedulers import UseCases
 
 
 def reader(name: str) -> Subject:
