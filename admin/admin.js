@@ -424,6 +424,13 @@
       link.title = "Only this run";
       meta.append(link);
     }
+    if (base) {
+      li.id = `log-${record.cursor}`;
+      const permalink = make("a", "log-permalink", "link");
+      permalink.href = `${base}?at=${encodeURIComponent(String(record.cursor))}#log-${record.cursor}`;
+      permalink.title = "A link to this record";
+      meta.append(permalink);
+    }
     li.append(meta);
     return li;
   }

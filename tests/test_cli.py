@@ -176,7 +176,7 @@ def test_execute_runs_and_logs_round_trip(state_dir: Path) -> None:
     assert run["triggered_by"] == pwd.getpwuid(os.getuid()).pw_name
     lines = cli(state_dir, "logs", "m.oneshot", "--run", run_id, "--json").splitlines()
     records = [json.loads(line) for line in lines]
-    assert all(set(r) == LOG_FIELDS for r in records)
+    assert all(set(r) == LOG_FIELDS | {"scheduler_id"} for r in records)
     hello = next(r for r in records if r["message"] == "hello")
     assert hello["fields"] == {"n": 1, "who": "world"}
     assert hello["source"] == "logger"

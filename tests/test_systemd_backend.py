@@ -27,11 +27,21 @@ from supervisor.core.errors import (
     UnknownRun,
     UnknownScheduler,
 )
-from supervisor.core.records import AuditEntry, Level, LogQuery, Outcome, Source, State, Trigger
+from supervisor.core.records import (
+    AuditEntry,
+    Level,
+    LogQuery,
+    LogRecord,
+    Outcome,
+    Source,
+    State,
+    Trigger,
+)
 from supervisor.core.registry import Registry
 from supervisor.core.settings import EffectiveSettings, SettingsChange, apply, from_store
 from supervisor.service.mode import backend_choice
 from supervisor.store.sqlite import SqliteStore
+from supervisor.systemd import journal
 from supervisor.systemd.backend import (
     MESSAGE_JOB_START,
     MESSAGE_PROCESS_EXIT,
@@ -1022,3 +1032,53 @@ def test_while_running_the_last_finished_run_comes_from_the_journal(
     assert status.last_outcome is Outcome.FAILED
     assert status.last_error == "it broke"
     assert status.last_completed_at == NOW + timedelta(seconds=0.5)
+
+
+def _ours(
+    fake: FakeSystemd,
+    seconds: float,
+    scheduler_id: str,
+    run_id: str,
+    message: str,
+    *,
+    level: Level = Level.INFO,
+    **fields: object,
+) -> None:
+    made = LogRecord(
+        time=NOW + timedelta(seconds=seconds),
+        level=level,
+        message=message,
+        fields=fields,
+        run_id=run_id,
+        source=Source.LOGGER,
+    )
+    entry = journal.record_entry(made, scheduler_id=scheduler_id)
+    fake.log(seconds, **{key: str(value) for key, value in entry}, _SYSTEMD_INVOCATION_ID=run_id)
+
+
+def test_log_search_maps_onto_journalctl_and_filters_the_rest(
+    backend: SystemdBackend, fake: FakeSystemd
+) -> None:
+    _ours(fake, 1, "job.tick", "t1", "Connecting to ERP", order_id=42)
+    _ours(fake, 2, "job.manual", "m1", "ERP refused", level=Level.ERROR, order_id=42)
+    _ours(fake, 3, "job.tick", "t1", "plain", note="erp-2")
+    _ours(fake, 4, "job.cron", "c1", "cron failed", level=Level.ERROR, order_id="43")
+    _ours(fake, 5, "elsewhere", "e1", "ERP but not ours", level=Level.ERROR)
+
+    def messages(**query: Any) -> list[str]:
+        return [r.message for _, r in backend.logs(LogQuery(**query))]
+
+    every: dict[str, Any] = {"scheduler_id": None}
+    assert messages(**every, min_level=Level.ERROR) == ["ERP refused", "cron failed"]
+    assert messages(**every, text="erp") == ["Connecting to ERP", "ERP refused", "plain"]
+    assert messages(**every, fields=(("order_id", "42"),)) == ["Connecting to ERP", "ERP refused"]
+    since = NOW + timedelta(seconds=2.5)
+    assert messages(**every, since=since) == ["plain", "cron failed"]
+    assert messages(**every, until=since) == ["Connecting to ERP", "ERP refused"]
+    assert messages(**every, run_id="m1") == ["ERP refused"]
+    assert messages(scheduler_id="job.tick", text="ERP", limit=1) == ["plain"]
+    searched = [call for call in fake.calls if call[0] == "journalctl"]
+    field_search = next(call for call in searched if "F_ORDER_ID=42" in call)
+    assert "SCHEDULER_ID=job.cron" in field_search and "SCHEDULER_ID=elsewhere" not in field_search
+    timed = next(call for call in searched if f"--since=@{since.timestamp():.6f}" in call)
+    assert not [a for a in timed if a.startswith("--until")]  # until is not journald's

@@ -236,14 +236,13 @@ class FakeBackend:
         raise UnknownRun(f"no run with id {run_id!r}")
 
     def logs(self, query: LogQuery) -> list[tuple[int, LogRecord]]:
-        self.registry.get(query.scheduler_id)
+        if query.scheduler_id is not None:
+            self.registry.get(query.scheduler_id)
         with self.lock:
             chosen = [
                 (c, r)
                 for c, sid, r in self.logs_
-                if sid == query.scheduler_id
-                and (query.run_id is None or r.run_id == query.run_id)
-                and (query.min_level is None or r.level >= query.min_level)
+                if query.matches(r, scheduler_id=sid)
                 and (query.after is None or c > query.after)
                 and (query.before is None or c < query.before)
             ]

@@ -726,27 +726,41 @@ class SystemdBackend:
         return self._store.overrides(scheduler_id)
 
     def logs(self, query: LogQuery) -> list[tuple[int, LogRecord]]:
-        scheduler_id, run_id, min_level = query.scheduler_id, query.run_id, query.min_level
+        if query.scheduler_id is not None:
+            scheduler_ids = [query.scheduler_id]
+        elif query.run_id is not None:
+            try:
+                scheduler_ids = [self.run(query.run_id).scheduler_id]
+            except UnknownRun:
+                return []
+        else:
+            scheduler_ids = [options.id for options in self._registry]
+        units = [self._units(scheduler_id) for scheduler_id in scheduler_ids]
         after, before, limit = query.after, query.before, query.limit
-        unit = self._units(scheduler_id)
-        if limit <= 0:
+        if limit <= 0 or not units:
             return []
-        args = journal.journalctl_matches(
-            scheduler_id=scheduler_id, service=unit.service, run_id=run_id
+        args = journal.journalctl_search(
+            query, units=[(unit.options.id, unit.service) for unit in units]
         )
-        if min_level is not None:
-            args = ["-p", f"0..{journal.PRIORITIES[min_level]}", *args]
+
+        def wanted(found: list[tuple[int, LogRecord]]) -> list[tuple[int, LogRecord]]:
+            if not query.searches:
+                return found
+            return [(cursor, record) for cursor, record in found if query.matches(record)]
+
         if after is not None:
             args = [f"--since=@{after / 1_000_000:.6f}", *args]
             entries = self._systemd.journal(*args)
-            found = [(c, r) for c, r in self._records(entries) if c > after]
-            return found[:limit]
+            found = wanted([(c, r) for c, r in self._records(entries) if c > after])
+            return [(c, r) for c, r in found if before is None or c < before][:limit]
         if before is not None:
             args = [f"--until=@{before / 1_000_000:.6f}", *args]
         fetch = limit * 2 + 20
         while True:
             entries = self._systemd.journal("-n", str(fetch), *args)
-            found = [(c, r) for c, r in self._records(entries) if before is None or c < before]
+            found = wanted(
+                [(c, r) for c, r in self._records(entries) if before is None or c < before]
+            )
             if len(found) >= limit or len(entries) < fetch:
                 return found[-limit:]
             fetch *= 4

@@ -93,7 +93,8 @@ class Backend(Protocol):
         ...
 
     def logs(self, query: LogQuery) -> list[tuple[int, LogRecord]]:
-        """Records as (cursor, record) in time order, as ``LogQuery`` describes.
+        """Records as (cursor, record) in time order, as ``LogQuery`` describes (of every
+        scheduler when ``query.scheduler_id`` is None).
 
         ``after``/``before`` are cursors from earlier answers: with ``before`` (or neither)
         the newest ``limit`` records before it; with ``after`` the oldest ``limit`` after it.
