@@ -169,6 +169,7 @@ def routes(site: Site) -> list[tuple[str, str, Access, Handler]]:
         ("POST", PASSWORD_PAGE, LOGGED_IN, account.change_password),
         ("GET", "/", Permission.LIST, cards),
         ("GET", "/audit", Permission.VIEW_AUDIT, audit.audit),
+        ("GET", "/logs", Permission.VIEW_LOGS, logs.search),
         ("GET", "/schedulers/<sid>", Permission.STATUS, scheduler_page.scheduler),
         ("GET", "/schedulers/<sid>/history", Permission.STATUS, scheduler_page.history),
         ("GET", "/schedulers/<sid>/logs", Permission.VIEW_LOGS, logs.logs),
