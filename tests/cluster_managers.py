@@ -3,8 +3,8 @@
 Each ``ManagerHost`` is one ``supervisor run --app tests.apps.cluster_jobs:cfg --cluster DSN
 --host-name NAME`` with a state directory of its own; its runs write the independent
 ledger of ``tests/apps/cluster_jobs.py``. What the tests and the bench read: the ledger,
-the coordination tables and each host's log (stderr). Used by tests/test_cluster_manager.py
-and bench/bench_cluster.py.
+the coordination tables and each host's log (stderr). Used by tests/test_cluster_manager.py,
+tests/test_cluster_store.py and bench/bench_cluster.py.
 """
 
 from __future__ import annotations
@@ -44,15 +44,18 @@ class ManagerHost:
         admin: int | None = None,
         cluster_dsn: str | None = None,
         ticks: int = 0,
+        store: str | None = None,
     ) -> None:
         """``cluster_dsn``: the manager's own way to the database (e.g. through a proxy);
-        its runs write the ledger on ``dsn``."""
+        its runs write the ledger on ``dsn``. ``store``: the shared ``--store`` (None: the
+        state directory's SQLite file)."""
         self.name = name
         self.state = tmp / name
         self.state.mkdir(parents=True, exist_ok=True)
         self.log_path = tmp / f"{name}.log"
         argv = ["run", "--app", APP, "--state-dir", str(self.state), "--grace", "500ms"]
         argv += ["--cluster", cluster_dsn or dsn, "--host-name", name]
+        argv += [] if store is None else ["--store", store]
         argv += ["--no-admin"] if admin is None else ["--admin", f"127.0.0.1:{admin}"]
         env = {
             **os.environ,

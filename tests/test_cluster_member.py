@@ -7,10 +7,8 @@ shifted. Managers as separate processes are in tests/test_cluster_manager.py.
 
 from __future__ import annotations
 
-import io
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,7 +20,7 @@ import psycopg
 from supervisor.cluster.member import Member, MemberConfig
 from supervisor.cluster.schema import install, register
 from supervisor.core.clock import SystemClock
-from supervisor.core.errors import BackendError, DefinitionError
+from supervisor.core.errors import BackendError
 from tests.postgres import pg_cluster, pg_dsn
 from tests.waiting import wait_for
 
@@ -135,6 +133,9 @@ class MissedHooks:
     def run_missed(self, scheduler_id: str, slot: datetime) -> None:
         self.missed.append((scheduler_id, slot))
 
+    def leases_taken(self, scheduler_ids: list[str]) -> None:
+        del scheduler_ids
+
     def obey(self, scheduler_id: str, kind: str, payload: dict[str, Any]) -> dict[str, Any]:
         return {"ok": False, "error": "not here"}
 
@@ -207,22 +208,3 @@ def test_a_pause_holds_across_hosts_after_a_hand_off(pg_dsn: str, lines: list[st
     finally:
         heir.close()
         first.close()
-
-
-def test_a_cluster_with_a_shared_store_is_refused_saying_why(tmp_path: Path) -> None:
-    from supervisor.service.manager_mode import RunOptions, Service
-
-    options = RunOptions(
-        app_spec="tests.apps.manager_jobs:cfg",
-        state_dir=tmp_path / "state",
-        admin=None,
-        store="postgresql://nobody@127.0.0.1:1/none",
-        cluster="postgresql://nobody@127.0.0.1:1/none",
-    )
-    service = Service(options, log=io.StringIO())
-    try:
-        with pytest.raises(DefinitionError, match="cannot be combined with --store"):
-            service.start()
-    finally:
-        service.close()
-    assert not (tmp_path / "state" / "manager.lock").exists()  # refused before anything

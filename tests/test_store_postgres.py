@@ -8,6 +8,7 @@ from __future__ import annotations
 import secrets
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -118,6 +119,23 @@ def test_a_newer_or_foreign_or_damaged_schema_is_refused(pg_cluster: PostgresClu
     execute(damaged, "DROP TABLE sst_logs")
     with pytest.raises(StoreError, match=r"damaged store .missing table sst_logs"):
         PostgresStore.open(damaged)
+
+
+def test_a_version_1_store_gains_the_host_of_each_run(pg_cluster: PostgresCluster) -> None:
+    old = pg_cluster.create_database(f"v{secrets.token_hex(4)}")
+    with PostgresStore.open(old) as store:
+        store.insert_run(make_run("before"))
+    # What version 1 looked like: no host column.
+    execute(old, "ALTER TABLE sst_runs DROP COLUMN host")
+    execute(old, "UPDATE sst_schema SET version = 1")
+    with PostgresStore.open(old) as store:
+        assert store.get_run("before").host is None  # a single manager's run
+        store.insert_run(replace(make_run("after", started_at=T0 + LONG), host="b"))
+        assert store.get_run("after").host == "b"
+        (unfinished,) = [u for u in store.unfinished_runs() if u.run.run_id == "after"]
+        assert unfinished.run.host == "b"
+    with psycopg.connect(old, autocommit=True) as conn:
+        assert conn.execute("SELECT version FROM sst_schema").fetchone() == (SCHEMA_VERSION,)
 
 
 def test_a_search_path_gives_the_store_a_schema_of_its_own(pg_dsn: str) -> None:
@@ -246,8 +264,8 @@ def test_a_stale_token_cannot_start_or_end_a_run(
 ) -> None:
     host_a, host_b = leases
     [lease_a], _ = host_a.acquire(["demo.job"])
-    store.insert_run_fenced(make_run("r1"), token=lease_a.token)
-    assert store.get_run("r1") == make_run("r1")
+    store.insert_run_fenced(replace(make_run("r1"), host="a"), token=lease_a.token)
+    assert store.get_run("r1") == replace(make_run("r1"), host="a")
     host_a.release([lease_a])  # graceful hand-off: the token moves on
     [lease_b], _ = host_b.acquire(["demo.job"])
     assert lease_b.token > lease_a.token

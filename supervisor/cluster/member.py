@@ -65,6 +65,8 @@ class Hooks(Protocol):
 
     def run_missed(self, scheduler_id: str, slot: datetime) -> None: ...
 
+    def leases_taken(self, scheduler_ids: list[str]) -> None: ...
+
     def obey(self, scheduler_id: str, kind: str, payload: dict[str, Any]) -> dict[str, Any]: ...
 
 
@@ -111,6 +113,9 @@ class _NoHooks:
     def run_missed(self, scheduler_id: str, slot: datetime) -> None:
         del scheduler_id, slot
 
+    def leases_taken(self, scheduler_ids: list[str]) -> None:
+        del scheduler_ids
+
 
 class Member:
     """One host in the cluster; ``open`` joins (raises ``StoreError`` when the database
@@ -143,6 +148,7 @@ class Member:
         # per scheduler): unclaimed when this host takes the lease, it was missed.
         self._refused_shared: dict[str, datetime] = {}
         self._missed_news: list[tuple[str, datetime]] = []
+        self._taken_news: list[str] = []  # leases won since the last round (``leases_taken``)
         self._asked_missed: set[tuple[str, datetime]] = set()
         self._obeying: set[int] = set()
         self._unanswered: dict[int, tuple[cmd.Command, dict[str, Any]]] = {}
@@ -405,6 +411,9 @@ class Member:
                 for scheduler_id, overrides in self._settings_news:
                     self._hooks.settings_changed(scheduler_id, overrides)
                 self._settings_news = []
+                taken, self._taken_news = self._taken_news, []
+                if taken:
+                    self._hooks.leases_taken(taken)
                 for scheduler_id, slot in self._missed_news:
                     self._events("missed", scheduler_id=scheduler_id, slot=slot.isoformat())
                     self._hooks.run_missed(scheduler_id, slot)
@@ -573,6 +582,7 @@ class Member:
                     sent + self.config.timing.ttl.total_seconds()
                 )
             self._events("acquired", scheduler_id=lease.scheduler_id, token=lease.token)
+            self._taken_news.append(lease.scheduler_id)
             self._catch_up(lease.scheduler_id)
         if interrupted:
             self._events("interrupted_orphans", count=interrupted)

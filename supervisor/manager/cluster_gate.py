@@ -21,11 +21,12 @@ in flight cancels the run; a command that reached this host is carried out here;
 host's statuses are published; another host's settings change is applied; a cron slot
 nobody ran while its owner died is run.
 
-The run store seam: until a shared store holds every host's runs, each host keeps its own
-local store and the gate keeps the fenced record of the runs (``FencedRuns``, in the
-coordination database). A shared PostgreSQL store whose run writes carry the token
-implements ``FencedRuns`` itself; the gate is then given it instead, and the runs and logs
-of every host are in one place.
+The run store: the gate keeps the fenced record of the runs (``FencedRuns``, in the
+coordination database); the manager's store holds the runs and logs, either this host's
+own (SQLite) or, with ``--store postgresql://``, one store every host shares. Runs are
+stored with this host's name (``hosted_run``); on taking leases, the runs another host
+left open there are marked interrupted (``ManagerHooks.leases_taken``); a fenced end is
+not written (``keep_fenced``: the run becomes interrupted only where nobody ended it).
 
 It reaches into the manager's lock, cancels and machine (``ManagerHooks``,
 ``admit_launch``): it is the manager's own code, kept apart so ``shell`` stays small.
@@ -39,7 +40,7 @@ import threading
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
 from supervisor.core.definitions import Kind
@@ -65,6 +66,11 @@ START, STOP, PAUSE, EXECUTE, ACTION = "start", "stop", "pause", "execute", "acti
 MISSED_ACTOR = "cluster (a cron slot missed while its owner died)"
 # Why a run is cancelled when its lease is lost (the run's error: "cancelled: ...").
 LEASE_LOST = "this host lost the lease of the scheduler; another host may run it now"
+# The error of a run another host left unfinished in a shared store when this one took over.
+TAKEN_OVER = (
+    "interrupted: {host} lost the lease of the scheduler while this run was in progress"
+    " (it stopped or died); another host took the scheduler over"
+)
 FENCED_ERROR = (
     "fenced: this host lost the lease of {scheduler} while the run was in progress; another "
     "host owns it now, and this host's record of the run's end was refused"
@@ -96,10 +102,16 @@ class GateHooks(Protocol):
         in progress, or missed cron runs are not caught up. Its claim names ``slot``."""
         ...
 
+    def leases_taken(self, scheduler_ids: list[str]) -> None:
+        """This host took the leases of ``scheduler_ids``: a run of theirs another host
+        left unfinished in a shared store (it died, or its tenure ended) is marked
+        interrupted there. Never raises (a store failure is reported)."""
+        ...
+
 
 class FencedRuns(Protocol):
     """Run writes that carry the lease's fencing token (the coordination database's
-    ``cluster_runs`` today; a shared PostgreSQL store when it lands)."""
+    ``cluster_runs``, beside whichever store holds the runs themselves)."""
 
     def claim(
         self,
@@ -217,14 +229,41 @@ def admit_launch(manager: Manager, gate: ClusterGate, run: RunRecord, slot: date
     return False
 
 
-def fence_end(gate: ClusterGate, run: RunRecord, report: Callable[[str], None]) -> RunRecord:
-    """Write ``run``'s end under its lease token; a refused write marks it fenced."""
+def fence_end(
+    gate: ClusterGate, run: RunRecord, report: Callable[[str], None]
+) -> tuple[RunRecord, bool]:
+    """Write ``run``'s end under its lease token; a refused write marks it fenced (True):
+    its end is then not stored (``keep_fenced``)."""
     if run.outcome is None or gate.record_end(run.run_id, run.outcome.value):
-        return run
+        return run, False
     report(f"run {run.run_id} of {run.scheduler_id} was fenced: its end was refused")
-    return replace(
+    fenced = replace(
         run, outcome=Outcome.INTERRUPTED, error=FENCED_ERROR.format(scheduler=run.scheduler_id)
     )
+    return fenced, True
+
+
+class MarksInterrupted(Protocol):
+    """What ``keep_fenced`` needs of the store (``store.protocols.RunHistory``)."""
+
+    def mark_interrupted(self, run_id: str, *, ended_at: datetime, error: str | None) -> None:
+        """End ``run_id`` as interrupted unless it ended already."""
+        ...
+
+
+def keep_fenced(store: MarksInterrupted, run: RunRecord, report: Callable[[str], None]) -> bool:
+    """Store a fenced run as ``interrupted`` only where nobody ended it yet: in a shared
+    store the new owner's mark stays, and the refused end is never written. False when
+    the store failed (reported)."""
+    try:
+        store.mark_interrupted(
+            run.run_id, ended_at=run.ended_at or datetime.now(UTC), error=run.error
+        )
+    except Exception as error:
+        report(f"could not record the fenced end of run {run.run_id}: {error}")
+        return False
+    report(f"run {run.run_id} of {run.scheduler_id} kept as interrupted: its end was not stored")
+    return True
 
 
 def share_settings(
@@ -238,6 +277,11 @@ def share_settings(
         gate.share_settings(scheduler_id, overrides)
     except BackendError as error:
         report(f"the settings of {scheduler_id} changed here but not on the other hosts: {error}")
+
+
+def manager_gate(manager: Manager) -> str | None:
+    """The host name of ``manager``'s gate (None without one)."""
+    return None if manager._gate is None else manager._gate.host
 
 
 def hosted_status(gate: ClusterGate | None, status: SchedulerStatus) -> SchedulerStatus:
@@ -258,6 +302,28 @@ class ManagerHooks:
 
     def __init__(self, manager: Manager) -> None:
         self._manager = manager
+
+    def leases_taken(self, scheduler_ids: list[str]) -> None:
+        manager, here = self._manager, manager_gate(self._manager)
+        taken = set(scheduler_ids)
+        try:
+            left = [
+                unfinished.run
+                for unfinished in manager._store.unfinished_runs()
+                if unfinished.run.scheduler_id in taken and unfinished.run.host != here
+            ]
+            for run in left:
+                manager._store.mark_interrupted(
+                    run.run_id,
+                    ended_at=manager._clock.now(),
+                    error=TAKEN_OVER.format(host=run.host or "another host"),
+                )
+                manager._report(
+                    f"run {run.run_id} of {run.scheduler_id} left by {run.host or 'another host'}"
+                    " marked interrupted: this host took the scheduler over"
+                )
+        except Exception as error:  # the next takeover, or that host's restart, marks it
+            manager._report(f"could not mark the runs left by another host: {error}")
 
     def lease_lost(self, scheduler_id: str) -> None:
         manager = self._manager
@@ -349,5 +415,6 @@ __all__ = [
     "fence_end",
     "hosted_run",
     "hosted_status",
+    "keep_fenced",
     "route",
 ]

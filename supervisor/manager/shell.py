@@ -280,9 +280,13 @@ class Manager:
                     except Exception as error:  # only the sweep after a crash needs it
                         self._report(f"could not record the process of run {run_id}: {error}")
                 case machine.RecordEnd(run=run):
+                    fenced = False
                     if self._gate is not None:
-                        run = cluster_gate.fence_end(self._gate, run, self._report)
-                    self._ends.store_until_stored(run, stopping=self._stopping)
+                        run, fenced = cluster_gate.fence_end(self._gate, run, self._report)
+                    if fenced:
+                        cluster_gate.keep_fenced(self._store, run, self._report)
+                    else:
+                        self._ends.store_until_stored(run, stopping=self._stopping)
                 case machine.Report(message=message):
                     self._report(message)
                 case machine.StoreDecision(scheduler_id=scheduler_id, decision=decision):
@@ -339,7 +343,7 @@ class Manager:
             if not cluster_gate.admit_launch(self, self._gate, run, slot):
                 return
         try:
-            self._store.insert_run(run)
+            self._store.insert_run(cluster_gate.hosted_run(self._gate, run))
         except Exception as error:
             with self._lock:
                 self._cancels.pop(run.run_id, None)
@@ -442,9 +446,14 @@ class Manager:
             signal=exit_.signal,
             error=error,
         )
+        fenced = False
         if self._gate is not None:
-            finished = cluster_gate.fence_end(self._gate, finished, self._report)
-        stored = self._ends.try_store(finished)
+            finished, fenced = cluster_gate.fence_end(self._gate, finished, self._report)
+        if fenced:
+            kept = cluster_gate.keep_fenced(self._store, finished, self._report)
+            stored = finished if kept else None
+        else:
+            stored = self._ends.try_store(finished)
         ended = machine.RunEnded(finished=stored or finished, stored=stored is not None)
         self._carry_out(self._feed(run.scheduler_id, ended))
 

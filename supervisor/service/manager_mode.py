@@ -99,7 +99,8 @@ class StoreGuard(Protocol):
 def open_store(options: RunOptions, state_dir: Path) -> tuple[Store, str, StoreGuard | None]:
     """The store ``options`` name, how messages name it, and for PostgreSQL the manager
     lock, taken (one manager per store, as the state directory's lock is one per
-    directory). ``DefinitionError("--store")`` for a location that is no PostgreSQL URL or
+    directory; with ``--cluster`` none: the cluster's hosts share the store).
+    ``DefinitionError("--store")`` for a location that is no PostgreSQL URL or
     when psycopg is missing; ``StoreError`` for a store that cannot be used or that another
     manager uses (its message names the problem)."""
     limits = {
@@ -124,6 +125,9 @@ def open_store(options: RunOptions, state_dir: Path) -> tuple[Store, str, StoreG
             " 'sched-supervisor[postgresql]' or apt install python3-psycopg",
         ) from None
     shared = PostgresStore.open(options.store, **limits)
+    if options.cluster is not None:
+        # The hosts of a cluster share the store: their leases keep one run per slot.
+        return shared, shared.description, None
     guard = shared.exclusive()
     try:
         guard.acquire()
@@ -160,10 +164,13 @@ def check_app(
         )
 
 
-def recover_interrupted_runs(store: Store, clock: Clock) -> int:
-    """Runs left in flight by a manager that died: kill what is left, mark them interrupted."""
+def recover_interrupted_runs(store: Store, clock: Clock, *, host: str | None = None) -> int:
+    """Runs left in flight by a manager that died: kill what is left, mark them interrupted.
+    ``host``: the store is shared by a cluster; only the runs this host ran are its own."""
     count = 0
     for unfinished in store.unfinished_runs():
+        if host is not None and unfinished.run.host != host:
+            continue
         if unfinished.pid is not None and unfinished.create_time is not None:
             launching.kill_leftovers(
                 unfinished.pid,
@@ -244,14 +251,6 @@ class Service:
     def start(self) -> None:
         options = self.options
         stack = self._stack
-        if options.cluster is not None and options.store is not None:
-            # A shared store is one manager's today (its lock refuses a second one), and
-            # its fenced run writes are not yet wired to the cluster's leases.
-            raise DefinitionError(
-                "--cluster",
-                "cannot be combined with --store yet: with --cluster each host keeps its"
-                " runs and logs in its own state directory",
-            )
         self._lock = stack.enter_context(state_dir_lock(self.state_dir))
         store, place, guard = open_store(options, self.state_dir)
         stack.callback(store.close)
@@ -265,7 +264,12 @@ class Service:
         store.set_meta(APP_SPEC_META, options.app_spec)
         store.set_meta(APP_CWD_META, os.getcwd())
         launching.become_subreaper()
-        interrupted = recover_interrupted_runs(store, self.clock)
+        gate = self._join_cluster()
+        # Sharing a store with the other hosts of a cluster, a host recovers only its own
+        # runs: another host's run in progress is that host's (or, once it died, its
+        # heir's, who marks it when taking the lease over: ``cluster_gate``).
+        own = None if gate is None or options.store is None else gate.host
+        interrupted = recover_interrupted_runs(store, self.clock, host=own)
         if interrupted:
             self.say(f"marked {interrupted} run(s) left by a stopped manager as interrupted")
         launcher: launching.Launcher
@@ -279,7 +283,6 @@ class Service:
             )
         launcher.start()
         stack.callback(launcher.close)
-        gate = self._join_cluster()
         manager = Manager(
             self.schedulers.registry,
             store=store,

@@ -35,6 +35,7 @@ def ledgered(ctx: scheduler.Context) -> None:
             "INSERT INTO cluster_test_ledger (scheduler_id, run_ref, host) VALUES (%s, %s, %s)",
             (ctx.scheduler_id, ctx.run_id, os.environ.get("CLUSTER_HOST", "?")),
         )
+        print(f"{ctx.run_id} on {os.environ.get('CLUSTER_HOST', '?')}", flush=True)
         ctx.sleep(float(os.environ.get("CLUSTER_JOB_SECONDS", "0.3")))
         conn.execute(
             "UPDATE cluster_test_ledger SET ended_at = clock_timestamp() WHERE run_ref = %s",

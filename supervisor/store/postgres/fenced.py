@@ -44,9 +44,9 @@ _LEASE: Final = (
 START: Final = f"""
 WITH lease AS ({_LEASE})
 INSERT INTO sst_runs (run_id, scheduler_id, trigger, triggered_by, started_at, ended_at,
-                      outcome, exit_code, signal, error, token)
+                      outcome, exit_code, signal, error, host, token)
 SELECT %(run)s, %(sid)s, %(trigger)s, %(by)s, %(started)s, %(ended)s, %(outcome)s,
-       %(exit)s, %(signal)s, %(error)s, lease.token FROM lease
+       %(exit)s, %(signal)s, %(error)s, %(host)s, lease.token FROM lease
 ON CONFLICT (run_id) DO NOTHING
 RETURNING seq
 """  # noqa: S608 (composed of constants only)

@@ -23,7 +23,7 @@ from supervisor.store.protocols import UnfinishedRun
 
 COLUMNS: Final = (
     "run_id, scheduler_id, trigger, triggered_by, started_at, ended_at, outcome,"
-    " exit_code, signal, error, dropped_records, pid, pgid, create_time"
+    " exit_code, signal, error, dropped_records, pid, pgid, create_time, host"
 )
 SELECT_RUNS: Final = f"SELECT {COLUMNS} FROM sst_runs"  # noqa: S608
 # Deletes the finished runs of a scheduler beyond the newest %(keep)s, and their records.
@@ -42,9 +42,9 @@ DELETE FROM sst_runs AS r USING doomed AS d WHERE r.seq = d.seq
 """
 INSERT_RUN: Final = (
     "INSERT INTO sst_runs (run_id, scheduler_id, trigger, triggered_by, started_at,"
-    " ended_at, outcome, exit_code, signal, error)"
+    " ended_at, outcome, exit_code, signal, error, host)"
     " VALUES (%(run)s, %(sid)s, %(trigger)s, %(by)s, %(started)s, %(ended)s, %(outcome)s,"
-    " %(exit)s, %(signal)s, %(error)s) ON CONFLICT (run_id) DO NOTHING RETURNING seq"
+    " %(exit)s, %(signal)s, %(error)s, %(host)s) ON CONFLICT (run_id) DO NOTHING RETURNING seq"
 )
 # The counter lock (see the module docstring) is taken by the same statement, before the
 # run's row: the uncorrelated EXISTS is a one-time filter, evaluated before the scan.
@@ -68,6 +68,7 @@ def insert_params(run: RunRecord) -> dict[str, object]:
         "exit": run.exit_code,
         "signal": run.signal,
         "error": storable_or_none(run.error),
+        "host": storable_or_none(run.host),
     }
 
 
@@ -248,4 +249,5 @@ def run_from_row(row: Sequence[Any]) -> RunRecord:
         error=row[9],
         log_truncated=row[10] > 0,  # records were cut or lost
         dropped_log_records=row[10],
+        host=row[14],
     )

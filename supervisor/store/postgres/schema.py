@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Final
 
 APPLICATION: Final = "sched-supervisor"
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 # Taken (for the transaction) by whoever creates or migrates the schema, so several hosts
 # starting at once do it one after the other.
 SCHEMA_LOCK: Final = "sched-supervisor store schema"
@@ -31,6 +31,8 @@ OWN_PREFIXES: Final = ("sst_", "cluster_")
 # NUL character (which PostgreSQL text cannot hold) goes to ``message_bytes`` as UTF-8,
 # ``message`` then NULL. Log times are microseconds since the epoch (as in SQLite).
 # ``token``: the fencing token a run was written under (``fenced``), NULL for unfenced.
+# Version 2: ``host``, the host that ran the run when several share the store (--cluster),
+# NULL for a single manager's runs.
 MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
     (
         f"""CREATE TABLE {VERSION_TABLE} (
@@ -118,6 +120,7 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
             created_at timestamptz NOT NULL
         )""",
     ),
+    ("ALTER TABLE sst_runs ADD COLUMN host text",),
 )
 
 TABLES: Final = frozenset(
