@@ -4,7 +4,7 @@ This module only assembles: the shared ``Site``, the ``Guard`` every request pas
 (session, proxy header, CSRF, permission, errors mapped through ``http_status``), and the
 route table, each route with its access (public, any logged-in user, or one
 ``Permission``) and its handler from the handler modules (``account``, ``overview``,
-``scheduler_page``, ``logs``, ``audit``, ``streams``). Pages are rendered by our own
+``scheduler_page``, ``logs``, ``audit``, ``users``, ``streams``). Pages are rendered by our own
 autoescaping Jinja2 environment; every response carries a Content-Security-Policy
 without inline script and no ``Server`` banner.
 
@@ -37,6 +37,7 @@ from supervisor.web import (
     overview,
     scheduler_page,
     streams,
+    users,
 )
 from supervisor.web.config import (
     CONNECTION_KEY,
@@ -168,6 +169,13 @@ def routes(site: Site) -> list[tuple[str, str, Access, Handler]]:
         ("POST", PASSWORD_PAGE, LOGGED_IN, account.change_password),
         ("GET", "/", Permission.LIST, cards),
         ("GET", "/audit", Permission.VIEW_AUDIT, audit.audit),
+        ("GET", users.USERS_PAGE, Permission.VIEW_USERS, users.users),
+        ("POST", "/users/add", Permission.MANAGE_USERS, users.add),
+        ("POST", "/users/role", Permission.MANAGE_USERS, users.set_role),
+        ("POST", "/users/disable", Permission.MANAGE_USERS, users.disable),
+        ("POST", "/users/enable", Permission.MANAGE_USERS, users.enable),
+        ("POST", "/users/remove", Permission.MANAGE_USERS, users.remove),
+        ("POST", "/users/password", Permission.RESET_PASSWORDS, users.reset_password),
         ("GET", "/schedulers/<sid>", Permission.STATUS, scheduler_page.scheduler),
         ("GET", "/schedulers/<sid>/history", Permission.STATUS, scheduler_page.history),
         ("GET", "/schedulers/<sid>/logs", Permission.VIEW_LOGS, logs.logs),
