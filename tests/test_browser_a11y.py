@@ -137,7 +137,9 @@ def browser() -> Iterator[Any]:
 
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        chromium = playwright.chromium.launch(
+            executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS
+        )
         try:
             yield chromium
         finally:
@@ -163,7 +165,9 @@ def axe_violations(page: Any) -> list[str]:
 
 def unexpected(problems: Problems) -> list[str]:
     """Console errors but the browser's note of the error pages' own 4xx statuses."""
-    return [seen for seen in problems.seen if "the server responded with a status of 40" not in seen]
+    return [
+        seen for seen in problems.seen if "the server responded with a status of 40" not in seen
+    ]
 
 
 def sideways(page: Any, selector: str) -> list[tuple[int, int]]:

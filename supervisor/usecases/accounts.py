@@ -170,9 +170,7 @@ class Accounts:
         check_new_password(password)
         detail = f"{name} (one-time)" if temporary else name
         with self._audited(subject.name, "set password", detail):
-            self._store_password(
-                name, password, temporary=temporary, locked=is_disabled(record)
-            )
+            self._store_password(name, password, temporary=temporary, locked=is_disabled(record))
 
     def change_own_password(self, subject: Subject, *, current: str, new: str) -> None:
         """``subject`` changes their own password; the current one must be given."""

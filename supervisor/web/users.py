@@ -38,9 +38,7 @@ def users(site: Site, request: Request) -> Any:
         }
         for user in site.accounts.list(subject)
     ]
-    return site.page(
-        request, "users.html", rows=rows, roles=list(ROLES), min_length=MIN_LENGTH
-    )
+    return site.page(request, "users.html", rows=rows, roles=list(ROLES), min_length=MIN_LENGTH)
 
 
 def add(site: Site, request: Request) -> Any:
