@@ -120,9 +120,12 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
             timeout=30,
             what="the broken scheduler's failed run",
         )
-        HttpSession(server.host, server.port).request(  # a refused login for the audit
-            "POST", "/login", {"name": "mallory", "password": "guess"}
+        guesser = HttpSession(server.host, server.port)  # a refused login for the audit
+        token = guesser.csrf("/login")
+        status, _, _ = guesser.request(
+            "POST", "/login", {"csrf": token, "name": "mallory", "password": "guess"}
         )
+        assert status == 401
         yield Site(server.url, ADMIN_PASSWORD)
     finally:
         service.close()
@@ -255,5 +258,85 @@ def test_history_and_audit_fit_a_390_px_phone(site: Site, browser: Any, theme: s
         assert width <= PHONE["width"], (name, width)
         # nothing scrolls sideways inside the page either: no table wider than its box
         assert sideways(page, f".table-wrap, {table}") == [], name
+    assert unexpected(problems) == []
+    context.close()
+
+
+def test_an_admin_manages_users_and_filters_the_audit_in_the_browser(
+    site: Site, browser: Any
+) -> None:
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    problems = Problems(page)
+    log_in(page, site.url, "admin", site.admin_password)
+    page.click("nav.nav a:has-text('Users')")
+    page.wait_for_url(site.url + "/users")
+
+    # add a user: the one-time password is shown once
+    page.fill(".add-user input[name=name]", "olga")
+    page.select_option(".add-user select[name=role]", "operator")
+    page.click(".add-user button[type=submit]")
+    page.wait_for_selector(".flash-ok:has-text('User olga added (operator)')")
+    shown = page.inner_text(".flash-ok .flash-text")
+    one_time = shown.split("one-time password: ")[1].split()[0]
+    assert axe_violations(page) == []
+    page.screenshot(path=str(ARTIFACTS / "users-added.png"), full_page=True)
+    row = page.locator('tr[data-user="olga"]')
+    assert "must change password" in row.inner_text()
+
+    # olga logs in with it and must choose her own first
+    olga_context = browser.new_context(viewport={"width": 1280, "height": 900})
+    olga = olga_context.new_page()
+    olga.goto(site.url + "/login")
+    olga.fill("input[name=name]", "olga")
+    olga.fill("input[name=password]", one_time)
+    olga.click("form.stack button[type=submit]")
+    olga.wait_for_url(site.url + "/account/password")
+    olga.fill("input[name=current]", one_time)
+    olga.fill("input[name=password]", "olga's own passphrase")
+    olga.fill("input[name=repeat]", "olga's own passphrase")
+    olga.click("form.stack button[type=submit]")
+    olga.wait_for_url(site.url + "/")
+    assert olga.locator("nav.nav a:has-text('Audit')").count() == 1  # an operator
+
+    # the admin makes her a viewer: her next page has no audit link
+    row.locator("select[name=role]").select_option("viewer")
+    row.locator("button:has-text('Change role')").click()
+    page.wait_for_selector(".flash-ok:has-text('olga is now viewer')")
+    olga.goto(site.url + "/")
+    assert olga.locator("nav.nav a:has-text('Audit')").count() == 0
+
+    # disable: she is logged out at once
+    page.locator('tr[data-user="olga"] button:has-text("Disable")').click()
+    page.wait_for_selector(".flash-ok:has-text('olga disabled')")
+    assert "Disabled" in page.inner_text('tr[data-user="olga"]')
+    olga.goto(site.url + "/")
+    assert "/login" in olga.url
+    olga_context.close()
+
+    # delete asks first
+    page.locator('tr[data-user="olga"] summary:has-text("Delete")').click()
+    assert axe_violations(page) == []
+    page.locator('tr[data-user="olga"] button:has-text("Delete olga for good")').click()
+    page.wait_for_selector(".flash-ok:has-text('olga deleted')")
+    assert page.locator('tr[data-user="olga"]').count() == 0
+
+    # the audit trail: filtered through the form, the filters in the URL
+    page.goto(site.url + "/audit")
+    page.fill(".audit-filters input[name=user]", "olga")
+    page.fill(".audit-filters input[name=action]", "login")
+    page.click(".audit-filters button[type=submit]")
+    page.wait_for_url("**/audit?*user=olga*")
+    assert "action=login" in page.url
+    shown_actions = page.locator("table.audit .action").all_inner_texts()
+    assert shown_actions and set(shown_actions) == {"login"}
+    page.goto(site.url + "/audit?user=admin")
+    actions = page.locator("table.audit .action").all_inner_texts()
+    for action in ("add user", "set role", "disable user", "remove user"):
+        assert action in actions, action
+    assert axe_violations(page) == []
+    page.screenshot(path=str(ARTIFACTS / "audit-filtered.png"), full_page=True)
+    page.goto(site.url + "/audit?action=login+refused")
+    assert "mallory" in page.inner_text("table.audit")
     assert unexpected(problems) == []
     context.close()
