@@ -298,6 +298,7 @@ class MemoryUser:
     name: str
     role: str
     password_hash: str
+    created_at: datetime = START
 
 
 class MemoryUsers:

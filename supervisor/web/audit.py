@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Final
+from urllib.parse import urlencode
 
 from supervisor.web import present
 from supervisor.web.replies import Refused, cursor, short_text
@@ -45,6 +46,11 @@ def day(text: str | None, *, field: str) -> date | None:
         return date.fromisoformat(text)
     except ValueError:
         raise Refused(400, f"{field}: give a date as YYYY-MM-DD") from None
+
+
+def actor_url(actor: str) -> str:
+    """The audit page of one actor (a name that is not valid UTF-8 gets U+FFFD)."""
+    return "/audit?" + urlencode({"user": actor}, errors="replace")
 
 
 def audit(site: Site, request: Request) -> Any:
@@ -83,7 +89,7 @@ def audit(site: Site, request: Request) -> Any:
             )
             for key in keys
         ]
-        rows.append((position, entry, changes))
+        rows.append((position, entry, changes, actor_url(entry.actor)))
     filters["from"] = "" if first is None else first.isoformat()
     filters["to"] = "" if last is None else last.isoformat()
     return site.page(
