@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -292,3 +292,25 @@ def test_the_older_link_keeps_the_filters(world: World) -> None:
     link = match.group(1).replace("&amp;", "&")
     assert "user=otto" in link and "from=2026-03-01" in link
     assert rows_of(admin.get(link).body) == [("otto", "start")] * 10
+
+
+def test_a_disabled_user_named_by_a_trusted_proxy_is_not_let_in(tmp_path: Path) -> None:
+    store = SqliteStore.open(tmp_path / "state.db")
+    use_cases, backend, _audit, directory, clock = make_world(users=store)
+    use_cases = UseCases(use_cases.registry, backend=backend, audit=store, clock=clock)
+    stop = threading.Event()
+    config = replace(FAST, proxy_user_header="X-Remote-User")
+    app = create_app(use_cases, users=directory, config=config, stop=stop, sleep=lambda _: None)
+    try:
+        world = World(app, store)
+        headers = {"X-Remote-User": "otto"}
+        proxied = Client(app)
+        assert proxied.get("/", headers=headers).status == 200
+        admin = world.client("ada")
+        post(admin, "/users/disable", name="otto")
+        assert proxied.get("/", headers=headers).status == 303  # to the login page
+        post(admin, "/users/enable", name="otto")
+        assert proxied.get("/", headers=headers).status == 200
+    finally:
+        stop.set()
+        store.close()
