@@ -229,6 +229,20 @@ def test_no_serious_or_critical_axe_violation_on_any_page(
         shown.goto(site.url + path)
         report[name] = axe_violations(shown)
         shown.screenshot(path=str(ARTIFACTS / f"a11y-{name}-{theme}.png"), full_page=True)
+    # the states with errors: a refused password change, a refused user change
+    page.goto(site.url + "/account/password")
+    page.fill("input[name=current]", "not my password at all")
+    page.fill("input[name=password]", "a new password here")
+    page.fill("input[name=repeat]", "a new password here")
+    page.click("form.stack button[type=submit]")
+    page.wait_for_selector(".field-error")
+    report["password-refused"] = axe_violations(page)
+    page.goto(site.url + "/users")
+    page.fill(".add-user input[name=name]", "vic")
+    page.click(".add-user button[type=submit]")
+    page.wait_for_selector(".flash-error")
+    report["users-refused"] = axe_violations(page)
+    page.screenshot(path=str(ARTIFACTS / f"a11y-users-refused-{theme}.png"), full_page=True)
     found = {name: lines for name, lines in report.items() if lines}
     assert found == {}, json.dumps(found, indent=1)
     assert unexpected(problems) == []
@@ -340,3 +354,13 @@ def test_an_admin_manages_users_and_filters_the_audit_in_the_browser(
     assert "mallory" in page.inner_text("table.audit")
     assert unexpected(problems) == []
     context.close()
+
+
+def test_ci_installs_the_pinned_axe_core() -> None:
+    tests = Path(__file__).resolve().parent
+    wanted = json.loads((tests / "package.json").read_text())["devDependencies"]["axe-core"]
+    locked = json.loads((tests / "package-lock.json").read_text())
+    assert locked["packages"]["node_modules/axe-core"]["version"] == wanted
+    assert wanted[0].isdigit(), "pin an exact version"
+    ci = (tests.parent / ".ci" / "run").read_text()
+    assert "npm ci --prefix tests" in ci
