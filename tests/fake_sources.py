@@ -34,7 +34,13 @@ class FakeSource:
         return list(reversed(self.history))[:limit]
 
     def end_run(
-        self, outcome: Outcome, at: datetime, *, seconds: float = 0.0, truncated: bool = False
+        self,
+        outcome: Outcome,
+        at: datetime,
+        *,
+        seconds: float = 0.0,
+        truncated: bool = False,
+        dropped: int = 0,
     ) -> None:
         run = RunRecord(
             run_id=f"r{len(self.history) + 1}",
@@ -44,6 +50,7 @@ class FakeSource:
             started_at=at - timedelta(seconds=seconds),
             ended_at=at,
             log_truncated=truncated,
+            dropped_log_records=dropped,
             outcome=outcome,
             error=None if outcome is Outcome.SUCCEEDED else "Traceback\nValueError: bad row 7",
         )

@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import queue
+import re
 import signal
 import subprocess
 import sys
@@ -43,6 +44,8 @@ from supervisor.runs.wire import RunResult
 from tests.apps.misbehave import SPEW_LINES
 from tests.launching import APP, ROOT, Collector
 from tests.waiting import wait_for
+
+OWN_CODE = f"{ROOT / 'supervisor'}{os.sep}"  # where the supervisor's modules are
 
 
 def new_job(scheduler_id: str, action_id: str | None = None) -> Job:
@@ -131,6 +134,30 @@ def test_a_raising_runner_fails_with_message_and_traceback(launcher: Launcher) -
     assert logged.level is Level.ERROR and "Traceback" in logged.fields["traceback"]
 
 
+def test_a_crash_traceback_shows_the_runners_frames_and_chain_not_ours(
+    launcher: Launcher,
+) -> None:
+    # Before: the frame of supervisor/runs/context.py (ctx.sleep) stood in the traceback.
+    exit_, sink = run(launcher, "raises-through-ours")
+    assert exit_.outcome is Outcome.FAILED
+    assert exit_.error is not None
+    lines = exit_.error.splitlines()
+    assert lines[0] == "ValueError: the pause is not a number"
+    frames = [line.strip() for line in lines if line.startswith('  File "')]
+    assert [frame.rsplit(" ", 1)[-1] for frame in frames] == [
+        "raises_through_ours",
+        "_pause",
+        "raises_through_ours",
+    ]
+    assert all("misbehave.py" in frame for frame in frames)
+    assert "  [1 frame of sched-supervisor hidden]" in lines  # ctx.sleep's
+    assert "The above exception was the direct cause of the following exception:" in lines
+    assert lines[-1] == "ValueError: the pause is not a number"
+    assert OWN_CODE not in exit_.error
+    logged = sink.find("run failed: ValueError: the pause is not a number")
+    assert OWN_CODE not in logged.fields["traceback"]
+
+
 def test_run_error_fails_with_just_its_message(launcher: Launcher) -> None:
     exit_, _ = run(launcher, "run-error")
     assert (exit_.outcome, exit_.error, exit_.exit_code) == (
@@ -162,7 +189,24 @@ def test_signals_are_crashes(
     assert exit_.error is not None
     assert exit_.error.startswith(f"killed by signal {signal.Signals(signum).name} ({signum})")
     assert fault in exit_.error  # faulthandler's report, from the stderr tail
+    # Its stack shows the runner's frame; the supervisor's own frames are one line.
+    assert re.search(rf'misbehave\.py", line \d+ in {scheduler_id}$', exit_.error, re.M)
+    assert OWN_CODE not in exit_.error
+    assert re.search(r"^  \[\d+ frames of sched-supervisor hidden\]$", exit_.error, re.M)
     assert any(fault in m for m in sink.messages(Source.STDERR))
+
+
+def test_a_deep_faults_tail_keeps_its_header_and_innermost_frame(launcher: Launcher) -> None:
+    # Before: the supervisor's 12 frames and the dump's footer filled the 20-line tail,
+    # pushing out "Fatal Python error" and the frame that faulted.
+    exit_, _ = run(launcher, "segfault-deep")
+    assert exit_.outcome is Outcome.CRASHED and exit_.signal == signal.SIGSEGV
+    assert exit_.error is not None
+    lines = exit_.error.splitlines()
+    assert "Fatal Python error: Segmentation fault" in lines
+    faulted = next(i for i, line in enumerate(lines) if line.startswith('  File "'))
+    assert lines[faulted].endswith(" in _descend")  # the innermost frame comes first
+    assert OWN_CODE not in exit_.error
 
 
 def test_a_cooperative_run_times_out_when_asked(launcher: Launcher) -> None:
@@ -250,10 +294,11 @@ def test_an_over_long_line_is_split(launcher: Launcher) -> None:
 
 
 def test_a_command_exit_status_is_its_outcome(launcher: Launcher) -> None:
+    # Before: crashed, "exited with code 4": a program failing is no crash.
     exit_, sink = run(launcher, "command")
-    assert exit_.outcome is Outcome.CRASHED
+    assert exit_.outcome is Outcome.FAILED
     assert (exit_.exit_code, exit_.signal) == (4, None)
-    assert exit_.error == "exited with code 4\nlast stderr lines:\noops"
+    assert exit_.error == "exit code 4\nlast stderr lines:\noops"
     assert sink.messages(Source.STDOUT) == ["hi"]
 
 

@@ -1,5 +1,5 @@
 """``/metrics`` of a real Admin Center over a real manager, scraped over HTTP with a bearer
-token and parsed by prometheus_client's parser."""
+token and parsed by prometheus_client's parser (a tiny log cap makes runs drop records)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from supervisor.service.manager_mode import RunOptions, Service, admin_factory
 from tests.waiting import wait_for
 
 TOKEN = "scrape-token-0123456789"
+LOG_CAP = 16
 
 
 @pytest.fixture(scope="module")
@@ -28,6 +29,8 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
             state_dir=state,
             admin=("127.0.0.1", 0),
             grace_seconds=0.5,
+            # So small that a run's first record (m.fail's "run failed: ...") is dropped.
+            max_log_bytes_per_run=LOG_CAP,
         ),
         log=io.StringIO(),
         admin_factory=admin_factory(metrics_token=TOKEN),
@@ -58,6 +61,9 @@ def scrape(service: Service, token: str | None) -> tuple[int, str, str]:
 
 def test_a_scraper_with_the_token_reads_every_scheduler(service: Service) -> None:
     assert service.use_cases is not None
+    # A first scrape sets the baseline: a run that ended before it would be history, not
+    # counted (counters count runs ended since the collector's first look).
+    assert scrape(service, TOKEN)[0] == 200
     run_id = service.use_cases.execute(su(), "m.fail")
 
     def counted() -> dict[tuple[str, tuple[tuple[str, str], ...]], float] | None:
@@ -75,6 +81,9 @@ def test_a_scraper_with_the_token_reads_every_scheduler(service: Service) -> Non
     samples = wait_for(counted, timeout=30, what=f"the failed run {run_id} to be counted")
     assert samples[("sched_supervisor_state", (("scheduler", "m.fail"), ("state", "paused")))] == 1
     assert ("sched_supervisor_failures_in_a_row", (("scheduler", "m.fail"),)) in samples
+    # m.fail's one record did not fit the cap: dropped, counted, its log marked incomplete.
+    assert samples[("sched_supervisor_log_records_dropped_total", (("scheduler", "m.fail"),))] == 1
+    assert samples[("sched_supervisor_runs_log_truncated_total", (("scheduler", "m.fail"),))] == 1
     ids = {dict(labels).get("scheduler") for _name, labels in samples}
     assert {"m.fail", "m.repeat", "m.cron"} <= ids
 

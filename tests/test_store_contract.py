@@ -586,6 +586,8 @@ def test_log_cap_stores_one_marker_and_counts_what_it_drops(new_store: Factory) 
     assert store.get_run("r2").log_truncated is False
     assert messages(store, "other.job") == ["unaffected"]
     assert finish(store, "r1").log_truncated is True
+    assert store.get_run("r1").dropped_log_records == 3
+    assert store.get_run("r2").dropped_log_records == 0
     # Even a record that would fit is dropped after the marker: the log stays one piece.
     store.append_logs([record("r1", "x")])
     assert store.log_stats("r1").dropped_records == 4
@@ -628,6 +630,7 @@ def test_lost_records_are_counted_and_marked(store: Store) -> None:
     assert marker.time == T0 + timedelta(seconds=1)  # the last lost record's time
     assert marker.run_id == "r1"
     assert store.get_run("r1").log_truncated is True
+    assert store.runs("demo.job")[0].dropped_log_records == 1500
     # Losing records is not reaching the cap: records that fit are still stored.
     store.append_logs([record("r1", "still kept")])
     assert messages(store, run_id="r1")[-1] == "still kept"

@@ -340,7 +340,8 @@ def test_parse_timespans(text: str, usec: int | None) -> None:
         ("exit-code", 1, EXIT_FAILED, False, (Outcome.FAILED, 1, None)),
         ("exit-code", 1, EXIT_CANCELLED, False, (Outcome.CANCELLED, 143, None)),
         ("exit-code", 1, 124, False, (Outcome.TIMED_OUT, 124, None)),
-        ("exit-code", 1, 1, True, (Outcome.CRASHED, 1, None)),
+        ("exit-code", 1, 1, True, (Outcome.FAILED, 1, None)),
+        ("exit-code", 1, 3, True, (Outcome.FAILED, 3, None)),
         ("success", 1, 0, True, (Outcome.SUCCEEDED, 0, None)),
         ("signal", 2, 11, False, (Outcome.CRASHED, None, 11)),
         ("core-dump", 3, 6, False, (Outcome.CRASHED, None, 6)),
@@ -795,9 +796,10 @@ def test_runs_are_one_per_invocation_newest_first(
         backend.run("nope")
 
 
-def test_a_command_runners_exit_status_is_a_crash_unless_zero(
+def test_a_command_runners_exit_status_is_a_failure_unless_zero(
     backend: SystemdBackend, fake: FakeSystemd
 ) -> None:
+    # Before: crashed, "Exited with code 1"; the manager now says failed, "exit code 1".
     fake.units["t-job.cmd.service"].update(
         Result="exit-code",
         InvocationID="c1",
@@ -807,8 +809,53 @@ def test_a_command_runners_exit_status_is_a_crash_unless_zero(
         ExecMainStatus="1",
     )
     status = backend.status("job.cmd")
-    assert status.last_outcome is Outcome.CRASHED
-    assert status.last_error == "Exited with code 1"
+    assert status.last_outcome is Outcome.FAILED
+    assert status.last_error == "exit code 1"
+
+
+def test_a_command_runners_runs_fail_on_a_non_zero_exit_and_crash_on_a_signal(
+    backend: SystemdBackend, fake: FakeSystemd
+) -> None:
+    # Before: both were crashed ("Exited with code 3"); the manager says failed, "exit code 3".
+    for start, run_id, how, status, result in (
+        (0, "c1", "exited", "3", "exit-code"),
+        (10, "c2", "killed", "11", "signal"),
+        (20, "c3", "exited", "0", None),
+    ):
+        common = {"UNIT": "t-job.cmd.service", "_PID": "1", "INVOCATION_ID": run_id}
+        fake.log(start, MESSAGE_ID=MESSAGE_JOB_START, MESSAGE="start", PRIORITY="6", **common)
+        fake.log(
+            start + 0.4,
+            MESSAGE_ID=MESSAGE_PROCESS_EXIT,
+            MESSAGE="exit",
+            PRIORITY="5",
+            EXIT_CODE=how,
+            EXIT_STATUS=status,
+            **common,
+        )
+        if result is None:
+            fake.log(start + 0.5, MESSAGE_ID=MESSAGE_UNIT_SUCCESS, MESSAGE="ok", **common)
+        else:
+            fake.log(
+                start + 0.5,
+                MESSAGE_ID=MESSAGE_UNIT_FAILURE,
+                MESSAGE="failed",
+                UNIT_RESULT=result,
+                **common,
+            )
+    by_id = {run.run_id: run for run in backend.runs("job.cmd")}
+    failed, crashed, succeeded = by_id["c1"], by_id["c2"], by_id["c3"]
+    assert (failed.outcome, failed.exit_code, failed.error) == (Outcome.FAILED, 3, "exit code 3")
+    assert (crashed.outcome, crashed.signal, crashed.error) == (
+        Outcome.CRASHED,
+        11,
+        "Killed by signal SIGSEGV (11)",
+    )
+    assert (succeeded.outcome, succeeded.exit_code, succeeded.error) == (
+        Outcome.SUCCEEDED,
+        0,
+        None,
+    )
 
 
 def test_a_run_without_an_end_that_is_not_running_was_interrupted(

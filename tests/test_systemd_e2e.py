@@ -238,10 +238,12 @@ def test_systemd_mode_end_to_end(systemd_namespace: NamespacedSystemd, layout: U
     assert failed["error"] == "nothing to do today"
     assert failed["exit_code"] == 1
     assert cli.json("status", "sd.fail")["last_error"] == "nothing to do today"
-    crashed = ns.wait_until(
+    command_failed = ns.wait_until(
         lambda: finished("sd.command", command_run), 20, message="sd.command done"
     )
-    assert (crashed["outcome"], crashed["exit_code"]) == ("crashed", 3)
+    assert (command_failed["outcome"], command_failed["exit_code"]) == ("failed", 3)
+    assert command_failed["error"] == "exit code 3"
+    assert cli.json("status", "sd.command")["last_error"] == "exit code 3"
     command_logs = cli.json_lines("logs", "sd.command", "--run", command_run)
     assert any(r["message"] == "from-command" for r in command_logs)
 

@@ -132,7 +132,10 @@ class RunRecord:
     exit_code: int | None = None
     signal: int | None = None
     error: str | None = None
+    # Its log is incomplete: records were dropped (``dropped_log_records`` > 0).
     log_truncated: bool = False
+    # Records of its log the store did not keep: over the cap, or lost before reaching it.
+    dropped_log_records: int = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -4,6 +4,11 @@ Counters and the duration histogram count the runs that ended since this process
 (Prometheus expects counters to reset with the process); gauges come from the current
 status and the stored history. Everything is computed at scrape time: no thread.
 
+A run's log losses are counted when it ends, from its run record: ``log_records_dropped``
+(records the store did not keep: those over the per-run cap and those lost before they
+reached it, e.g. on a full disk) and ``runs_log_truncated`` (runs that lost any).
+The systemd mode's journald keeps no such counts: there they stay 0.
+
 May import ``core``, ``notify.feed`` and prometheus_client (whose API is the same in
 Debian 12's 0.16 and current releases for what is used here).
 """
@@ -37,6 +42,7 @@ class _Tally:
     duration_sum: float = 0.0
     duration_count: int = 0
     truncated: int = 0
+    dropped_records: int = 0
     last_success: float | None = None
     failures_in_a_row: int = 0
 
@@ -62,6 +68,7 @@ class SchedulerCollector:
         tally.outcomes[run.outcome.value] += 1
         if run.log_truncated:
             tally.truncated += 1
+        tally.dropped_records += run.dropped_log_records
         if run.ended_at is not None:
             seconds = max(0.0, (run.ended_at - run.started_at).total_seconds())
             tally.duration_sum += seconds
@@ -92,7 +99,13 @@ class SchedulerCollector:
         )
         truncated = CounterMetricFamily(
             f"{PREFIX}_runs_log_truncated",
-            "Runs ended since start whose log was cut at the per-run cap",
+            "Runs ended since start whose log is incomplete (records dropped at the cap or lost)",
+            labels=["scheduler"],
+        )
+        dropped = CounterMetricFamily(
+            f"{PREFIX}_log_records_dropped",
+            "Log records of runs ended since start that were not kept (over the per-run cap, "
+            "or lost before they could be stored)",
             labels=["scheduler"],
         )
         last_success = GaugeMetricFamily(
@@ -126,6 +139,7 @@ class SchedulerCollector:
             ]
             durations.add_metric([sid], buckets, tally.duration_sum)
             truncated.add_metric([sid], tally.truncated)
+            dropped.add_metric([sid], tally.dropped_records)
             if tally.last_success is not None:
                 last_success.add_metric([sid], tally.last_success)
             if status.next_planned_at is not None:
@@ -133,7 +147,16 @@ class SchedulerCollector:
             for each in State:
                 state.add_metric([sid, each.value], 1.0 if status.state is each else 0.0)
             failing.add_metric([sid], tally.failures_in_a_row)
-        yield from (runs, durations, truncated, last_success, next_planned, state, failing)
+        yield from (
+            runs,
+            durations,
+            truncated,
+            dropped,
+            last_success,
+            next_planned,
+            state,
+            failing,
+        )
 
 
 def _bound(value: float) -> str:

@@ -16,7 +16,6 @@ May import ``records``, ``wire``, ``context`` and the stdlib.
 
 from __future__ import annotations
 
-import collections
 import os
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -25,7 +24,7 @@ from typing import Final
 
 from supervisor.core.records import Level, LogRecord, Source
 from supervisor.runs.context import NO_FIELDS
-from supervisor.runs.exits import STDERR_TAIL_LINES
+from supervisor.runs.exits import STDERR_TAIL_LINES, StderrTail
 from supervisor.runs.wire import MAX_LINE_BYTES, ExecNotice, RunResult, decode, problem_record
 
 Sink = Callable[[Sequence[LogRecord]], None]
@@ -45,7 +44,8 @@ class OutputReader:
         self.source = source
         self.level = level
         self.partial = b""
-        self.tail: collections.deque[str] | None = collections.deque(maxlen=tail) if tail else None
+        # Our own frames of a fault's stack dump are left out as they come (``exits``).
+        self.tail: StderrTail | None = StderrTail(tail) if tail else None
 
     def feed(self, data: bytes, now: datetime, out: list[LogRecord]) -> None:
         if self.partial:
@@ -174,7 +174,8 @@ class Capture:
 
     @property
     def stderr_tail(self) -> tuple[str, ...]:
-        return tuple(self.stderr.tail or ())
+        tail = self.stderr.tail
+        return () if tail is None else tail.lines()
 
     def read(self, fd: int, *, now: float, stamp: datetime) -> bool:
         """Read what ``fd`` has (it was readable); False once it is at end-of-file."""

@@ -12,6 +12,10 @@ the process joins it before anything else. A
 ``Command`` runner is exec'd instead (after an ``exec`` notice on the records pipe), so
 its exit status is the outcome.
 
+A runner's traceback (``failure``) starts in the runner's code and leaves out the
+supervisor's own frames, in its exception chain too (``is_own_file`` tells them apart;
+``exits`` does the same for a fault's stack dump in the stderr tail).
+
 ``execute`` runs one execution in the *current* process with any ``RecordSink`` (the
 systemd mode's ``supervisor exec`` plugs its journald writer in); ``exec_command``
 replaces the current process with a ``Command``.
@@ -34,6 +38,7 @@ import sys
 import threading
 import traceback
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Final, NoReturn
 
 from supervisor.core.definitions import Command, Options
@@ -297,14 +302,77 @@ def _value_text(value: object) -> str | None:
 
 
 def _traceback(error: BaseException) -> str | None:
-    """The traceback without our own frame on top (it starts in the runner's code)."""
+    """The traceback as the runner's author reads it: it starts in the runner's code, and
+    frames of the supervisor's own modules are left out (a line says how many) in it and
+    in every exception it chains; a stack of only our frames is kept whole."""
     tb = error.__traceback__
     if tb is not None and tb.tb_next is not None:
         tb = tb.tb_next
     try:
-        return "".join(traceback.format_exception(type(error), error, tb))
+        shown = traceback.TracebackException(type(error), error, tb, compact=True)
+        _hide_own_frames(shown, set())
+        return "".join(shown.format())
     except Exception as problem:
         return f"(the traceback could not be formatted: {type_name(problem)})"
+
+
+# The directory of the ``supervisor`` package, as imported and with links resolved.
+_OWN_DIRS: Final = tuple(
+    {
+        str(path) + os.sep
+        for path in (Path(__file__).parent.parent, Path(__file__).resolve().parent.parent)
+    }
+)
+
+
+def is_own_file(filename: str) -> bool:
+    """The file is one of the supervisor's own modules (not the app's, not a library's)."""
+    return filename.startswith(_OWN_DIRS)
+
+
+def hidden_frames_line(count: int) -> str:
+    """The line that stands for ``count`` frames of the supervisor left out of a stack."""
+    return f"  [{count} frame{'s' if count != 1 else ''} of sched-supervisor hidden]"
+
+
+class _StackWithoutOwnFrames(traceback.StackSummary):
+    """Formats its frames without the supervisor's, one line standing for each stretch."""
+
+    def format(self) -> list[str]:
+        lines: list[str] = []
+        stretch: list[traceback.FrameSummary] = []
+        hidden = 0
+        for frame in self:
+            if is_own_file(frame.filename):
+                if stretch:
+                    lines += traceback.StackSummary.from_list(stretch).format()
+                    stretch = []
+                hidden += 1
+                continue
+            if hidden:
+                lines.append(hidden_frames_line(hidden) + "\n")
+                hidden = 0
+            stretch.append(frame)
+        if stretch:
+            lines += traceback.StackSummary.from_list(stretch).format()
+        if hidden:
+            lines.append(hidden_frames_line(hidden) + "\n")
+        return lines
+
+
+def _hide_own_frames(shown: traceback.TracebackException, seen: set[int]) -> None:
+    """Hide our frames in ``shown``, its cause, context and group members."""
+    if id(shown) in seen:
+        return
+    seen.add(id(shown))
+    stack = shown.stack
+    if any(not is_own_file(frame.filename) for frame in stack):
+        kept = _StackWithoutOwnFrames()
+        kept.extend(stack)
+        shown.stack = kept
+    for chained in (shown.__cause__, shown.__context__, *(shown.exceptions or ())):
+        if chained is not None:
+            _hide_own_frames(chained, seen)
 
 
 def summary(error: BaseException) -> str:

@@ -12,13 +12,16 @@ and the stdlib.
 
 from __future__ import annotations
 
+import collections
 import os
+import re
 import signal
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Final
 
 from supervisor.core.records import Outcome
-from supervisor.runs.child import EXIT_FAILED, EXIT_SUCCEEDED
+from supervisor.runs.child import EXIT_FAILED, EXIT_SUCCEEDED, hidden_frames_line, is_own_file
 from supervisor.runs.context import CANCEL_MESSAGES
 from supervisor.runs.escalation import TIMEOUT_REASON
 from supervisor.runs.wire import RunResult
@@ -34,10 +37,13 @@ class Exit:
     - SUCCEEDED: the runner returned (exit 0), or a command exited 0; ``result`` is a
       custom action's return value as text.
     - FAILED: the runner raised; ``error`` is ``"Type: message"``, a newline and the
-      traceback (just the message for ``RunError``); or a command could not be exec'd.
-    - CRASHED: any other end: ``"killed by signal SIGSEGV (11)"``, ``"exited with code
-      3"``, ``"the run's exit status was lost"``, followed by ``"\\nlast stderr
-      lines:\\n..."`` (up to 20).
+      traceback (just the message for ``RunError``); or a command could not be exec'd;
+      or a command exited non-zero: ``"exit code 3"`` and its last stderr lines.
+    - CRASHED: any other end: ``"killed by signal SIGSEGV (11)"`` (``" (core dumped)"``
+      added when the wait status says so), a Python runner's process ``"exited with
+      code 3"`` (``os._exit``), ``"the run's exit status was lost"``, followed by
+      ``"\\nlast stderr lines:\\n..."`` (up to 20, with the supervisor's own frames of
+      a fault's stack dump left out).
     - TIMED_OUT: ``"timed out after 5s"``; CANCELLED: ``"cancelled: the run was
       stopped"`` (or ``... the supervisor is shutting down``); either followed by ``";
       it did not end when asked and was killed by signal SIGKILL (9)"`` if it had to be.
@@ -115,15 +121,33 @@ def classify_exit(end: RunEnd) -> Exit:
         return Exit(
             outcome=Outcome.FAILED, exit_code=code, signal=None, error=result.error, result=None
         )
+    if end.execd and code is not None and code != 0 and not end.oom_killed:
+        # A program saying it failed, the way programs do.
+        return Exit(
+            outcome=Outcome.FAILED,
+            exit_code=code,
+            signal=None,
+            error=command_failure(code) + _tail(end.stderr_tail),
+            result=None,
+        )
     if code == 0 and (end.execd or result is None) and not end.oom_killed:
         return Exit(outcome=Outcome.SUCCEEDED, exit_code=0, signal=None, error=None, result=None)
     error = _ending(code, signum, end.oom_killed)
+    if signum is not None and end.status is not None and os.WCOREDUMP(end.status):
+        error += " (core dumped)"
     if result is not None and not end.execd:
         error += f" after its runner ended {result.outcome.value}"
     return _crash(code, signum, error, end)
 
 
 _OOM_SOMEWHERE: Final = "the out-of-memory killer ended one of its processes"
+
+
+def command_failure(code: int) -> str:
+    """The error of a command that exited with ``code`` (not 0): ``"exit code 3"``.
+
+    The systemd mode names a command's failure with it too, so both modes agree."""
+    return f"exit code {code}"
 
 
 def _crash(code: int | None, signum: int | None, error: str, end: RunEnd) -> Exit:
@@ -154,7 +178,76 @@ def _ending(code: int | None, signum: int | None, oom_killed: bool) -> str:
 def _tail(lines: tuple[str, ...]) -> str:
     if not lines:
         return ""
-    return "\nlast stderr lines:\n" + "\n".join(line[:_TAIL_LINE] for line in lines)
+    shown = without_own_frames(lines)
+    return "\nlast stderr lines:\n" + "\n".join(line[:_TAIL_LINE] for line in shown)
+
+
+# A frame of a stack dump: faulthandler's ``  File "x.py", line 3 in f`` or the
+# traceback module's ``  File "x.py", line 3, in f`` (then its source lines, indented).
+_FRAME_LINE: Final = re.compile(r'  File "(?P<file>.*)", line \d+,? in (?P<function>\S+)$')
+
+
+_FILE_LINE: Final = '  File "'
+
+
+class StderrTail:
+    """The last ``size`` lines of a run's stderr (all if None), with the supervisor's own
+    frames of stack dumps left out as they arrive, so they never push the runner's lines
+    (a fault's header, its innermost frames) out of the tail.
+
+    Each stretch of our frames becomes one line saying how many (``hidden_frames_line``);
+    the ``python -c`` entry frame (``"<string>"``, ``<module>``) right after our frames
+    counts as ours, and so do the indented source lines of a hidden frame (the traceback
+    module's format). Every other line is kept as it is.
+    """
+
+    def __init__(self, size: int | None) -> None:
+        self._lines: collections.deque[str] = collections.deque(maxlen=size)
+        self._hidden = 0  # our frames in the stretch at the end of the tail
+        self._in_hidden_frame = False
+
+    def __len__(self) -> int:
+        return len(self._lines)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._lines)
+
+    def lines(self) -> tuple[str, ...]:
+        return tuple(self._lines)
+
+    def extend(self, lines: Sequence[str]) -> None:
+        if not self._hidden and _FILE_LINE not in "\n".join(lines):
+            # The common case, at C speed: no frame line in the batch, none hidden before.
+            self._lines.extend(lines)
+            return
+        for line in lines:
+            self.append(line)
+
+    def append(self, line: str) -> None:
+        match = _FRAME_LINE.match(line) if line.startswith(_FILE_LINE) else None
+        if match is not None:
+            own = is_own_file(match["file"]) or (
+                self._hidden > 0 and match["file"] == "<string>" and match["function"] == "<module>"
+            )
+            self._in_hidden_frame = own
+            if own:
+                if self._hidden:
+                    self._lines.pop()  # this stretch's line, counted again below
+                self._hidden += 1
+                self._lines.append(hidden_frames_line(self._hidden))
+                return
+        elif self._in_hidden_frame and line.startswith("    "):
+            return  # the source line (and carets) of a hidden frame
+        self._in_hidden_frame = False
+        self._hidden = 0
+        self._lines.append(line)
+
+
+def without_own_frames(lines: Sequence[str]) -> list[str]:
+    """``lines`` of stderr with the supervisor's own frames left out (see ``StderrTail``)."""
+    tail = StderrTail(None)
+    tail.extend(lines)
+    return list(tail.lines())
 
 
 def describe_status(status: int | None) -> tuple[int | None, int | None]:

@@ -136,6 +136,7 @@ class MemoryStore:
             started_at=require_aware(run.started_at),
             ended_at=None if run.ended_at is None else require_aware(run.ended_at),
             log_truncated=False,
+            dropped_log_records=0,
         )
         with self._lock:
             self._open()
@@ -270,7 +271,11 @@ class MemoryStore:
 
     @staticmethod
     def _record(run: _Run) -> RunRecord:
-        return dataclasses.replace(run.record, log_truncated=run.budget.dropped_records > 0)
+        return dataclasses.replace(
+            run.record,
+            log_truncated=run.budget.dropped_records > 0,
+            dropped_log_records=run.budget.dropped_records,
+        )
 
     def _newest_first(self, scheduler_id: str) -> list[_Run]:
         runs = [run for run in self._runs.values() if run.record.scheduler_id == scheduler_id]

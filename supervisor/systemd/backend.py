@@ -45,7 +45,8 @@ canned ``systemctl``/``journalctl`` output. Times from systemd are read in UTC
 Unit names and the settings drop-ins come from ``units`` (``TemplateLayout``).
 
 May import ``definitions``, ``records``, ``registry``, ``store``, ``journal``, ``units``,
-``execone`` (exit codes), ``launcher`` (custom actions), ``clock``, ``errors``.
+``execone`` (exit codes), ``exits`` (a command's failure), ``launcher`` (custom actions),
+``clock``, ``errors``.
 """
 
 from __future__ import annotations
@@ -86,6 +87,7 @@ from supervisor.core.records import (
 )
 from supervisor.core.registry import Registry
 from supervisor.core.settings import EffectiveSettings, from_store
+from supervisor.runs.exits import command_failure
 from supervisor.store.sqlite import SqliteStore
 from supervisor.systemd import execone, journal, units
 from supervisor.systemd.execone import outcome_of_exit_code
@@ -317,7 +319,7 @@ def outcome_of_exit(
     a timeout whatever the status; a signal is a crash, except the stop signals
     (SIGTERM, SIGINT, SIGHUP: ``systemctl stop``), which cancel. An exit status is read
     with ``supervisor exec``'s codes for Python runners; a ``Command`` runner succeeded
-    only with 0.
+    with 0 and failed with any other code (as under the manager: ``runs.exits``).
     """
     if code in (_CLD_KILLED, _CLD_DUMPED):
         if result == "timeout":
@@ -332,7 +334,7 @@ def outcome_of_exit(
             return Outcome.SUCCEEDED, 0, None
         return Outcome.CRASHED, None, None
     if command_runner:
-        return (Outcome.SUCCEEDED if status == 0 else Outcome.CRASHED), status, None
+        return (Outcome.SUCCEEDED if status == 0 else Outcome.FAILED), status, None
     return outcome_of_exit_code(status), status, None
 
 
@@ -643,6 +645,8 @@ class SystemdBackend:
         result = service.get("Result", "")
         if result == "timeout":
             return "timed out (systemd's TimeoutStartSec)"
+        if code == _CLD_EXITED and status != 0 and isinstance(options.runner, Command):
+            return command_failure(status)
         if code in (_CLD_EXITED, _CLD_KILLED, _CLD_DUMPED):
             text = describe_exit(code, status)
             return text[0].upper() + text[1:]
@@ -863,6 +867,8 @@ class SystemdBackend:
             outcome = exit_outcome
             if outcome is not Outcome.SUCCEEDED:
                 assert run.exit_code is not None and run.exit_status is not None
+                if command_runner and run.exit_code == _CLD_EXITED:
+                    error = error or command_failure(run.exit_status)
                 error = error or _capitalized(describe_exit(run.exit_code, run.exit_status))
         elif run.succeeded:
             outcome = Outcome.SUCCEEDED

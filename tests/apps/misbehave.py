@@ -42,6 +42,17 @@ def raises(ctx: scheduler.Context) -> None:
     raise RuntimeError("ops - started to panic")
 
 
+def _pause(ctx: scheduler.Context) -> None:
+    ctx.sleep("soon")  # type: ignore[arg-type]  # fails inside the supervisor's code
+
+
+def raises_through_ours(ctx: scheduler.Context) -> None:
+    try:
+        _pause(ctx)
+    except TypeError as error:
+        raise ValueError("the pause is not a number") from error
+
+
 def run_error(ctx: scheduler.Context) -> None:
     raise scheduler.RunError("failed randomly")
 
@@ -53,6 +64,16 @@ def exit3(ctx: scheduler.Context) -> None:
 
 def segfault(ctx: scheduler.Context) -> None:
     os.kill(os.getpid(), signal.SIGSEGV)
+
+
+def _descend(depth: int) -> None:
+    if depth == 0:
+        os.kill(os.getpid(), signal.SIGSEGV)
+    _descend(depth - 1)
+
+
+def segfault_deep(ctx: scheduler.Context) -> None:
+    _descend(12)  # a dump longer than the stderr tail once our frames are counted
 
 
 def abort(ctx: scheduler.Context) -> None:
@@ -257,9 +278,11 @@ def configure(id: str, runner: Any, **more: Any) -> None:
 configure("ok", ok)
 configure("first", first)
 configure("raises", raises)
+configure("raises-through-ours", raises_through_ours)
 configure("run-error", run_error)
 configure("exit3", exit3)
 configure("segfault", segfault)
+configure("segfault-deep", segfault_deep)
 configure("abort", abort)
 configure("cooperative", cooperative)
 configure("stubborn", stubborn)

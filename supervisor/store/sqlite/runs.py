@@ -199,4 +199,5 @@ def run_from_row(row: Sequence[Any]) -> RunRecord:
         signal=row[8],
         error=row[9],
         log_truncated=row[10] > 0,
+        dropped_log_records=row[10],
     )
