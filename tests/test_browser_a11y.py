@@ -196,6 +196,7 @@ PAGES: list[tuple[str, str, str]] = [
     ("password", "/account/password", "admin"),
     ("users", "/users", "admin"),
     ("not-found", "/no/such/page", "admin"),
+    ("method-not-allowed", "/logout", "admin"),
     ("unknown-scheduler", "/schedulers/no.such", "admin"),
     ("forbidden", "/audit", "vic"),
     ("viewer-scheduler", "/schedulers/demo.broken", "vic"),
