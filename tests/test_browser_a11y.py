@@ -33,6 +33,7 @@ AXE = Path(__file__).resolve().parent / "node_modules" / "axe-core" / "axe.min.j
 APP_SPEC = "tests.test_browser_a11y:cfg"
 ADMIN_PASSWORD = "the admin's own passphrase"
 VIEWER_PASSWORD = "viewer-password-123"
+NEWBIE_ONE_TIME = "one-time-password-for-newbie"
 SERIOUS = ("serious", "critical")
 PHONE = {"width": 390, "height": 844}
 
@@ -100,6 +101,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     def factory(found: Any, store: Any, options: RunOptions) -> AdminServer:
         server = start_admin(found, store, options, out=out)
         store.add_user("vic", role="viewer", password_hash=hash_password(VIEWER_PASSWORD))
+        one_time = hash_password(NEWBIE_ONE_TIME, temporary=True)
+        store.add_user("newbie", role="operator", password_hash=one_time)
         holder.append(server)
         return server
 
@@ -244,6 +247,16 @@ def test_no_serious_or_critical_axe_violation_on_any_page(
     page.wait_for_selector(".flash-error")
     report["users-refused"] = axe_violations(page)
     page.screenshot(path=str(ARTIFACTS / f"a11y-users-refused-{theme}.png"), full_page=True)
+    # the first login with a one-time password: only the password page, with its alert
+    newbie = browser.new_context(color_scheme=theme)
+    first = newbie.new_page()
+    first.goto(site.url + "/login")
+    first.fill("input[name=name]", "newbie")
+    first.fill("input[name=password]", NEWBIE_ONE_TIME)
+    first.click("form.stack button[type=submit]")
+    first.wait_for_url(site.url + "/account/password")
+    report["first-login-password"] = axe_violations(first)
+    newbie.close()
     found = {name: lines for name, lines in report.items() if lines}
     assert found == {}, json.dumps(found, indent=1)
     assert unexpected(problems) == []
