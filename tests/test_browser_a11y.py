@@ -170,10 +170,24 @@ def axe_violations(page: Any) -> list[str]:
 
 
 def unexpected(problems: Problems) -> list[str]:
-    """Console errors but the browser's note of the error pages' own 4xx statuses."""
+    """Console errors but the browser's note of the error pages' own 4xx statuses (that
+    no style sheet, script or icon failed is checked by ``FailedLoads``)."""
     return [
         seen for seen in problems.seen if "the server responded with a status of 40" not in seen
     ]
+
+
+class FailedLoads:
+    """Every response of 400 or more to anything but the page itself (style, script...)."""
+
+    def __init__(self, page: Any) -> None:
+        self.seen: list[str] = []
+
+        def note(response: Any) -> None:
+            if response.status >= 400 and response.request.resource_type != "document":
+                self.seen.append(f"{response.status} {response.url}")
+
+        page.on("response", note)
 
 
 def sideways(page: Any, selector: str) -> list[tuple[int, int]]:
@@ -213,6 +227,7 @@ def test_no_serious_or_critical_axe_violation_on_any_page(
     context = browser.new_context(viewport={"width": 1280, "height": 900}, color_scheme=theme)
     page = context.new_page()
     problems = Problems(page)
+    failed = FailedLoads(page)
     report: dict[str, list[str]] = {}
 
     page.goto(site.url + "/login")
@@ -260,6 +275,7 @@ def test_no_serious_or_critical_axe_violation_on_any_page(
     found = {name: lines for name, lines in report.items() if lines}
     assert found == {}, json.dumps(found, indent=1)
     assert unexpected(problems) == []
+    assert failed.seen == []
     sessions["vic"].close()
     context.close()
 

@@ -6,8 +6,8 @@ route table in ``app`` guards each route with the same permission. A new user an
 password get a one-time password, shown once in the page's notice and to be changed at
 the first login. A user disabled, deleted or given a new password is logged out of every
 session at once.
-May import ``errors``, ``passwords``, ``usecases.accounts``, ``supervisor.web.*`` below
-the app, and the stdlib.
+May import ``access``, ``errors``, ``passwords``, ``usecases.accounts``,
+``supervisor.web.*`` below the app, and the stdlib.
 """
 
 from __future__ import annotations
