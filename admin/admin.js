@@ -147,6 +147,7 @@
     container.querySelectorAll('[data-field="last_actor"]').forEach((dd) => {
       dd.textContent = status.last_actor || "—";
     });
+    applyDecision(container, status);
   }
 
   function recount() {
@@ -357,6 +358,72 @@
     });
   }
 
+  /* actions */
+  // Stop, Pause and Disable ask first: their button opens the dialog with the same form the
+  // confirmation page shows without this script. Start and Stop are greyed (with a title
+  // saying why) while they would do nothing; the reason line follows the live status.
+
+  function startWhyNot(status) {
+    const held = status.decision && ["stopped", "paused"].includes(status.decision.kind);
+    if (status.settings && status.settings.disabled) return "Disabled: enable it first";
+    if (status.state !== "stopped" && !held) return "Already active: it plans runs";
+    return "";
+  }
+
+  function stopWhyNot(status) {
+    if (status.state === "stopped") return "Already stopped";
+    if (status.state === "disabled") return "Disabled: nothing is planned or running";
+    return "";
+  }
+
+  function grey(button, whyNot, title) {
+    button.disabled = Boolean(whyNot);
+    button.title = whyNot || title;
+  }
+
+  function applyDecision(container, status) {
+    container.querySelectorAll('[data-field="decision"]').forEach((p) => {
+      p.textContent = status.decision ? status.decision.text : "";
+      p.hidden = !status.decision;
+    });
+    container.querySelectorAll('[data-field="retry"]').forEach((p) => {
+      const retry = status.retry;
+      p.textContent = retry ? `retry ${retry.attempt} of ${retry.of} at ${utcText(status.next_planned_at)}` : "";
+      p.hidden = !retry;
+    });
+    const paused = status.decision && status.decision.kind === "paused";
+    container.querySelectorAll('[data-control="start"]').forEach((button) => {
+      grey(button, startWhyNot(status), paused ? "End the pause now" : "Plan runs again");
+      const label = button.querySelector("span");
+      if (label) label.textContent = paused ? "Resume" : "Start";
+    });
+    container.querySelectorAll('[data-control="stop"]').forEach((button) => {
+      grey(button, stopWhyNot(status), "Cancel the current run and plan nothing more");
+    });
+  }
+
+  function confirmDecisions() {
+    const minutes = -new Date().getTimezoneOffset();
+    const sign = minutes < 0 ? "-" : "+";
+    const zone = `UTC${sign}${pad(Math.floor(Math.abs(minutes) / 60))}:${pad(Math.abs(minutes) % 60)}`;
+    document.querySelectorAll("[data-offset]").forEach((input) => { input.value = String(minutes); });
+    document.querySelectorAll("[data-zone-note]").forEach((note) => { note.textContent = `times in your local time (${zone})`; });
+    document.querySelectorAll("button[data-confirm]").forEach((button) => {
+      const dialog = document.getElementById(button.dataset.confirm);
+      if (!dialog || typeof dialog.showModal !== "function") return;  // the confirmation page instead
+      button.addEventListener("click", (event) => {
+        event.preventDefault();
+        dialog.showModal();
+        const first = dialog.querySelector('input[type="text"]');
+        if (first) first.focus();
+      });
+      dialog.querySelectorAll("[data-close]").forEach((close) => {
+        close.addEventListener("click", (event) => { event.preventDefault(); dialog.close(); });
+      });
+    });
+  }
+  /* end actions */
+
   // -- start ------------------------------------------------------------------------------
 
   formatTimes(document);
@@ -366,4 +433,5 @@
   tailLogs();
   previewCron();
   filterCards();
+  confirmDecisions();
 })();

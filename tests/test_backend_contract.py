@@ -258,8 +258,8 @@ class RemoteBackend:
         if method.startswith("_"):
             raise AttributeError(method)
         if method == "update_settings":
-            return lambda sid, s: self._call(
-                method, sid, (s.effective, s.defaults, dict(s.overrides))
+            return lambda sid, s, **kwargs: self._call(
+                method, sid, (s.effective, s.defaults, dict(s.overrides)), **kwargs
             )
         return lambda *args, **kwargs: self._call(method, *args, **kwargs)
 
@@ -492,6 +492,15 @@ def test_stop_cancels_the_run_and_start_brings_the_scheduler_back(harness: Harne
     assert harness.backend.status("c.repeat").state is State.STOPPED
     harness.backend.start("c.repeat", actor="ann")
     assert harness.backend.status("c.repeat").state is State.PAUSED
+
+
+def test_a_stop_keeps_who_and_why_until_started(harness: Harness) -> None:
+    harness.backend.stop("c.repeat", actor="ann", reason="ERP maintenance")
+    status = harness.backend.status("c.repeat")
+    assert status.state is State.STOPPED and status.decision is not None
+    assert (status.decision.actor, status.decision.reason) == ("ann", "ERP maintenance")
+    harness.backend.start("c.repeat", actor="bob")
+    assert harness.backend.status("c.repeat").decision is None
 
 
 def test_runs_are_newest_first_and_found_by_id(harness: Harness) -> None:

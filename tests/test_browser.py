@@ -259,8 +259,9 @@ def test_an_operator_session_end_to_end(site: tuple[str, str], browser: Any) -> 
     page.click("button:has-text('Count rows')")
     page.wait_for_selector(".flash-ok:has-text('1250 rows in the report table')")
 
-    # Stop
-    page.click("button:has-text('Stop')")
+    # Stop (it asks first)
+    page.click("button[data-control=stop]")
+    page.click("#confirm-stop button[type=submit]")
     page.wait_for_selector('.status-panel [data-field="state"].state-stopped')
 
     # Reset to the defaults
@@ -281,7 +282,8 @@ def test_an_operator_session_end_to_end(site: tuple[str, str], browser: Any) -> 
     page.wait_for_selector(".live-indicator:not([hidden])")
     page.screenshot(path=str(ARTIFACTS / "logs.png"), full_page=True)
     page.goto(base + "/schedulers/demo.worker")
-    page.click("button:has-text('Stop')")
+    page.click("button[data-control=stop]")
+    page.click("#confirm-stop button[type=submit]")
     page.wait_for_selector("#run-table .outcome-cancelled", timeout=15_000)
 
     # the audit trail

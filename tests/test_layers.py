@@ -67,6 +67,7 @@ CORE_LEVELS: dict[str, int] = {
     "passwords": 0,
     "durations": 0,
     "sizes": 0,
+    "until": 0,  # the end of a pause as people write it (durations, errors)
     # values
     "definitions": 1,
     "records": 1,

@@ -202,7 +202,8 @@ def test_stop_cancels_the_run_and_it_ends_stopped() -> None:
     replay.due()
     replay.started()
     effects = replay.feed(machine.Stop(actor="ada"))
-    assert machine.Cancel(run_id=replay.current().run_id, reason="stop") in effects
+    note = "stopped by ada 12:00 UTC"
+    assert machine.Cancel(run_id=replay.current().run_id, reason="stop", note=note) in effects
     assert replay.slot.phase is RunPhase.STOPPING
     assert replay.slot.public_state is State.RUNNING  # a run is still in progress
     replay.ended(Outcome.CANCELLED)
@@ -344,7 +345,8 @@ def test_stop_during_a_pending_launch_ends_the_run_as_cancelled_before_it_starte
     replay.due()
     run_id = replay.current().run_id
     effects = replay.feed(machine.Stop(actor="ada"))
-    assert machine.Cancel(run_id=run_id, reason="stop") in effects
+    note = "stopped by ada 12:00 UTC"
+    assert machine.Cancel(run_id=run_id, reason="stop", note=note) in effects
     assert replay.slot.phase is RunPhase.STOPPING
     effects = replay.feed(
         machine.LaunchFailed(run_id=run_id, error="cancelled", stored=True, cancelled=True),
@@ -402,7 +404,7 @@ def test_a_cron_plan_that_is_due_by_monotonic_time_waits_for_the_wall_clock() ->
 
 COMMANDS = (
     *("due", "stale_due", "execute", "start", "stop"),
-    *("started", "ended", "launch_failed", "set", "close"),
+    *("started", "ended", "launch_failed", "set", "close", "pause"),
 )
 # Each step names a command; one that does not apply now gives way to the next that does,
 # so every step of a history is an event. Hypothesis draws a seed and a length (and shrinks
@@ -453,12 +455,16 @@ def event_for(world: World, command: str, after: float, number: int, flag: bool)
         event = machine.Start(actor="ada")
     elif command == "stop":
         event = machine.Stop(actor="ada")
+    elif command == "pause":
+        until = T0 + timedelta(seconds=replay.seconds + after + 1 + number * 100)
+        event = machine.Pause(actor="ada", until=until, reason="why" if flag else None)
     elif command == "started" and slot.run is not None:
         event = machine.RunStarted(run_id=slot.run.run_id, pid=1, create_time=0.0)
     elif command == "ended" and slot.phase in (RunPhase.RUNNING, RunPhase.STOPPING):
         assert slot.run is not None
         end = T0 + timedelta(seconds=replay.seconds + after)
-        finished = replace(slot.run, ended_at=end, outcome=Outcome.SUCCEEDED)
+        outcome = {1: Outcome.FAILED, 2: Outcome.CANCELLED}.get(number, Outcome.SUCCEEDED)
+        finished = replace(slot.run, ended_at=end, outcome=outcome)
         event = machine.RunEnded(finished=finished, stored=flag)
     elif command == "launch_failed" and slot.phase in (RunPhase.STARTING, RunPhase.STOPPING):
         assert slot.run is not None
@@ -508,8 +514,17 @@ def check(world: World, event: Event, after: float) -> None:
     # Stop plans nothing, and nothing but Execute Now runs until Start.
     if isinstance(event, machine.Stop):
         world.stopped_by_operator = True
-    if isinstance(event, machine.Start):
-        world.stopped_by_operator = False
+    if isinstance(event, machine.Start | machine.Pause):
+        world.stopped_by_operator = False  # a pause replaces a stop (or is refused)
+    # A retry follows only a run that failed, crashed or timed out, never a cancelled one.
+    retried = slot.plan is not None and slot.plan.trigger is Trigger.RETRY
+    if isinstance(event, machine.RunEnded) and retried:
+        assert event.finished.outcome is Outcome.FAILED
+        assert 1 <= slot.retry_attempt <= slot.settings.retries
+    # While paused nothing but Execute Now runs.
+    if slot.state is SchedulerState.HELD:
+        assert all(launch.run.trigger is Trigger.MANUAL for launch in launches(effects))
+        assert not slot.settings.disabled
     if world.stopped_by_operator:
         assert slot.plan is None
         assert all(launch.run.trigger is Trigger.MANUAL for launch in launches(effects))
@@ -524,7 +539,9 @@ def check(world: World, event: Event, after: float) -> None:
         isinstance(event, machine.RunEnded)
         and slot.plan is not None
         and not before.restart_on_end
+        and before.state is not SchedulerState.HELD  # a pause that ended: as after Start
         and slot.state is SchedulerState.WAITING
+        and slot.plan.trigger is not Trigger.RETRY
     ):
         assert slot.plan.due == pytest.approx(
             MONO0 + replay.seconds + slot.settings.pause_time.total_seconds()
@@ -535,6 +552,7 @@ def check(world: World, event: Event, after: float) -> None:
 @settings(max_examples=200, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), length=st.integers(1, 400))
 def test_random_histories_keep_the_rules(kind: Kind, seed: int, length: int) -> None:
-    world = World(replay=Replay.open(options(kind)))
+    retrying = {"retries": 2, "retry_delay": timedelta(seconds=20)}
+    world = World(replay=Replay.open(options(kind, **retrying)))
     for index, after, number, flag in history_from(seed, length):
         play(world, index, after, number, flag)

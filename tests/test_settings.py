@@ -157,6 +157,7 @@ def test_the_form_reads_each_field_of_the_kind() -> None:
         pause_time=timedelta(hours=1, minutes=30),
         timeout=None,
         disabled=True,
+        retries=0,  # empty: none; an empty retry delay keeps its value
     )
     cron = owner.read_form(Kind.CRON, {"cron": "0 3 * * *", "timezone": "", "timeout": "10m"})
     assert cron.change.timezone == "UTC" and cron.change.disabled is False
@@ -172,3 +173,47 @@ def test_the_form_names_every_bad_field_and_changes_nothing() -> None:
     assert form.change.given() == {}
     empty = owner.read_form(Kind.CRON, {"cron": " ", "timezone": "UTC"})
     assert empty.errors["cron"] == "a cron expression is required"
+
+
+def _schedule() -> Options:
+    return Options(
+        id="r.job",
+        name="R",
+        kind=Kind.SCHEDULE,
+        runner=lambda ctx: None,
+        defaults=Settings(pause_time=timedelta(minutes=1)),
+    )
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "problem"),
+    [
+        ({"retries": -1}, "retries", "between 0 and 100"),
+        ({"retries": 101}, "retries", "between 0 and 100"),
+        ({"retries": True}, "retries", "whole number"),
+        ({"retry_delay": timedelta(0)}, "retry_delay", "positive"),
+        ({"retry_delay": 30}, "retry_delay", "must be a duration"),
+    ],
+)
+def test_retries_are_checked_like_the_other_settings(
+    change: dict[str, Any], field: str, problem: str
+) -> None:
+    options = _schedule()
+    current = owner.from_store(options, {})
+    with pytest.raises(DefinitionError) as caught:
+        owner.apply(options, current, SettingsChange.of(change))
+    assert caught.value.field == field and problem in caught.value.problem
+
+
+def test_retries_apply_on_every_kind_and_travel_as_json() -> None:
+    options = _schedule()
+    wire = SettingsChange.from_json({"retries": 3, "retry_delay": 45})
+    applied = owner.apply(options, owner.from_store(options, {}), wire)
+    assert applied.effective.retries == 3
+    assert applied.effective.retry_delay == timedelta(seconds=45)
+    assert dict(applied.overrides) == {"retries": 3, "retry_delay": timedelta(seconds=45)}
+    with pytest.raises(DefinitionError, match="whole number"):
+        SettingsChange.from_json({"retries": 2.5})
+    for kind in Kind:
+        assert {"retries", "retry_delay"} <= set(owner.KIND_FIELDS[kind])
+    assert owner.as_json(applied.effective)["retry_delay"] == 45.0

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,8 @@ from hypothesis import strategies as st
 from supervisor.core.errors import DefinitionError, StoreError, UnknownRun
 from supervisor.core.records import (
     AuditEntry,
+    Decision,
+    DecisionKind,
     Level,
     LogQuery,
     LogRecord,
@@ -98,6 +100,9 @@ def test_calls_after_close_raise_store_error(store: Store) -> None:
         lambda: store.get_meta("k"),
         lambda: store.set_meta("k", "v"),
         lambda: store.overrides("a"),
+        lambda: store.decision("a"),
+        lambda: store.all_decisions(),
+        lambda: store.set_decision("a", None),
         lambda: store.insert_run(make_run("r1")),
         lambda: store.runs("demo.job"),
         lambda: store.append_logs([record("r1")]),
@@ -170,6 +175,60 @@ def test_override_of_an_unstorable_type_is_refused_and_nothing_stored(store: Sto
     with pytest.raises(DefinitionError):
         store.set_overrides("a.job", {7: True})  # type: ignore[dict-item]
     assert store.overrides("a.job") == {}
+
+
+def test_retries_round_trip_as_a_whole_number(store: Store) -> None:
+    store.set_overrides("a.job", {"retries": 3, "retry_delay": timedelta(seconds=45)})
+    assert store.overrides("a.job") == {"retries": 3, "retry_delay": timedelta(seconds=45)}
+    assert type(store.overrides("a.job")["retries"]) is int
+
+
+# -- operators' decisions -------------------------------------------------------------------
+
+
+def test_decisions_round_trip_and_are_replaced_and_deleted(store: Store) -> None:
+    paused = Decision(
+        kind=DecisionKind.PAUSED,
+        actor="alice",
+        at=T0,
+        reason="ERP maintenance: löschen, 18 Uhr",
+        until=T0 + timedelta(hours=6),
+    )
+    disabled = Decision(kind=DecisionKind.DISABLED, actor="bob", at=T0 + timedelta(minutes=1))
+    assert store.decision("a.job") is None and store.all_decisions() == {}
+    store.set_decision("a.job", paused)
+    store.set_decision("b.job", disabled)
+    assert store.decision("a.job") == paused
+    assert store.all_decisions() == {"a.job": paused, "b.job": disabled}
+    assert store.decision("a.job").at.tzinfo is UTC  # type: ignore[union-attr]
+    store.set_decision("a.job", disabled)
+    assert store.decision("a.job") == disabled
+    store.set_decision("a.job", None)
+    store.set_decision("a.job", None)  # deleting nothing is fine
+    assert store.all_decisions() == {"b.job": disabled}
+
+
+def test_a_decision_outlives_a_settings_reset(store: Store) -> None:
+    disabled = Decision(kind=DecisionKind.DISABLED, actor="bob", at=T0, reason="broken")
+    store.set_overrides("a.job", {"disabled": True})
+    store.set_decision("a.job", disabled)
+    store.delete_overrides("a.job")
+    assert store.decision("a.job") == disabled  # the backend decides what a reset means
+
+
+def test_only_a_decision_is_stored_as_one(store: Store) -> None:
+    with pytest.raises(ValueError, match="Decision"):
+        store.set_decision("a.job", {"kind": "paused"})  # type: ignore[arg-type]
+    assert store.decision("a.job") is None
+
+
+def test_decisions_survive_reopening_the_file(tmp_path: Path) -> None:
+    path = state_db_path(tmp_path / "state")
+    paused = Decision(kind=DecisionKind.PAUSED, actor="alice", at=T0, until=T0 + timedelta(hours=1))
+    with SqliteStore.open(path) as first:
+        first.set_decision("a.job", paused)
+    with SqliteStore.open(path) as second:
+        assert second.all_decisions() == {"a.job": paused}
 
 
 # -- runs ---------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from supervisor.core.errors import (
     StoreError,
     UnknownScheduler,
 )
-from supervisor.core.records import AuditEntry, SchedulerStatus, State
+from supervisor.core.records import AuditEntry, Decision, SchedulerStatus, State
 from supervisor.core.registry import Registry
 from supervisor.core.settings import EffectiveSettings, SettingsChange
 from supervisor.usecases.accounts import Accounts
@@ -36,6 +36,8 @@ class RecordingBackend:
         self.calls: list[tuple[str, str]] = []
         self.stored: dict[str, dict[str, Any]] = {}
         self.applied: list[EffectiveSettings] = []
+        self.reasons: list[str | None] = []
+        self.disabled_by: list[Decision | None] = []
 
     def status(self, scheduler_id: str) -> SchedulerStatus:
         options = self.registry.get(scheduler_id)
@@ -55,8 +57,15 @@ class RecordingBackend:
     def start(self, scheduler_id: str, *, actor: str) -> None:
         self.calls.append(("start", actor))
 
-    def stop(self, scheduler_id: str, *, actor: str) -> None:
+    def stop(self, scheduler_id: str, *, actor: str, reason: str | None = None) -> None:
         self.calls.append(("stop", actor))
+        self.reasons.append(reason)
+
+    def pause(
+        self, scheduler_id: str, *, actor: str, until: datetime, reason: str | None = None
+    ) -> None:
+        self.calls.append(("pause", actor))
+        self.reasons.append(reason)
 
     def execute(self, scheduler_id: str, *, actor: str) -> str:
         self.calls.append(("execute", actor))
@@ -65,9 +74,16 @@ class RecordingBackend:
     def overrides(self, scheduler_id: str) -> dict[str, Any]:
         return dict(self.stored.get(scheduler_id, {}))
 
-    def update_settings(self, scheduler_id: str, settings: EffectiveSettings) -> None:
+    def update_settings(
+        self,
+        scheduler_id: str,
+        settings: EffectiveSettings,
+        *,
+        disabled_by: Decision | None = None,
+    ) -> None:
         self.stored[scheduler_id] = dict(settings.overrides)
         self.applied.append(settings)
+        self.disabled_by.append(disabled_by)
 
     def reset_settings(self, scheduler_id: str) -> None:
         self.stored.pop(scheduler_id, None)
@@ -283,7 +299,7 @@ def test_a_control_that_fails_after_its_audit_is_recorded_as_failed(
 ) -> None:
     use_cases, backend, trail = wired
 
-    def busy(scheduler_id: str, *, actor: str) -> None:
+    def busy(scheduler_id: str, *, actor: str, reason: str | None = None) -> None:
         raise AlreadyRunning(scheduler_id, "r9")
 
     backend.stop = busy  # type: ignore[method-assign]
@@ -327,3 +343,59 @@ def test_a_full_audit_refuses_user_changes_before_acting() -> None:
         accounts.set_password(su(), "leaving", "a new long password")
     assert sorted(directory.users) == ["leaving"]
     assert directory.users["leaving"].password_hash == "x"
+
+
+# -- decisions ------------------------------------------------------------------------------
+
+
+def test_a_stop_reason_is_cleaned_audited_and_handed_to_the_backend(
+    wired: tuple[UseCases, RecordingBackend, ListTrail],
+) -> None:
+    use_cases, backend, trail = wired
+    alice = with_role("alice", "operator")
+    use_cases.stop(alice, "job", reason="  ERP\tmaintenance  ")
+    assert backend.reasons == ["ERP maintenance"]
+    (entry,) = trail.entries
+    assert (entry.action, entry.actor, entry.detail) == ("stop", "alice", "ERP maintenance")
+    use_cases.stop(alice, "job", reason="   ")
+    assert backend.reasons[-1] is None and trail.entries[-1].detail is None
+    with pytest.raises(DefinitionError) as caught:
+        use_cases.stop(alice, "job", reason="x" * 501)
+    assert caught.value.field == "reason" and len(trail.entries) == 2  # nothing written
+
+
+def test_a_pause_is_audited_with_its_end_and_refused_in_the_past(
+    wired: tuple[UseCases, RecordingBackend, ListTrail],
+) -> None:
+    use_cases, backend, trail = wired
+    alice = with_role("alice", "operator")
+    until = datetime(2026, 1, 1, 18, 0, tzinfo=UTC)
+    use_cases.pause(alice, "job", until=until, reason="backup window")
+    assert backend.calls[-1] == ("pause", "alice")
+    assert trail.entries[-1].detail == "until 2026-01-01T18:00:00+00:00: backup window"
+    for bad in (datetime(2025, 12, 31, tzinfo=UTC), datetime(2026, 1, 2)):
+        with pytest.raises(DefinitionError) as caught:
+            use_cases.pause(alice, "job", until=bad)
+        assert caught.value.field == "until"
+    assert len(trail.entries) == 1
+    viewer = with_role("vera", "viewer")
+    with pytest.raises(PermissionDenied):
+        use_cases.pause(viewer, "job", until=until)
+
+
+def test_who_disabled_it_goes_to_the_backend_only_when_it_becomes_disabled(
+    wired: tuple[UseCases, RecordingBackend, ListTrail],
+) -> None:
+    use_cases, backend, trail = wired
+    admin = with_role("ada", "admin")
+    use_cases.disable(admin, "job", reason="broken upstream")
+    (first,) = backend.disabled_by
+    assert first is not None and (first.actor, first.reason) == ("ada", "broken upstream")
+    assert trail.entries[-1].detail == "disabled: broken upstream"
+    use_cases.update_settings(admin, "job", {"pause_time": timedelta(minutes=3)})
+    assert backend.disabled_by[-1] is None  # still disabled: the reason stays as it was
+    use_cases.enable(admin, "job")
+    assert backend.disabled_by[-1] is None and backend.applied[-1].effective.disabled is False
+    use_cases.update_settings(admin, "job", {"disabled": True})  # settings --disable
+    last = backend.disabled_by[-1]
+    assert last is not None and last.reason is None and last.actor == "ada"

@@ -31,6 +31,8 @@ from supervisor.core.errors import (
 from supervisor.core.passwords import ScryptCost, hash_password
 from supervisor.core.records import (
     AuditEntry,
+    Decision,
+    DecisionKind,
     Level,
     LogQuery,
     LogRecord,
@@ -62,6 +64,7 @@ class _Slot:
     runs: list[RunRecord] = field(default_factory=list)  # newest first
     current: RunRecord | None = None
     failed_starts: int = 0  # > 0: the state is FAILING (its starts fail)
+    decision: Decision | None = None
 
 
 class FakeBackend:
@@ -117,6 +120,11 @@ class FakeBackend:
             last_error=None if finished is None else finished.error,
             actions=tuple((a.id, a.title) for a in slot.options.actions),
             failed_starts=slot.failed_starts,
+            decision=slot.decision
+            if state in (State.STOPPED, State.DISABLED)
+            and slot.decision is not None
+            and slot.decision.kind.value in (state.value, "paused")
+            else None,
         )
 
     # -- Backend ---------------------------------------------------------------------------
@@ -131,13 +139,19 @@ class FakeBackend:
 
     def start(self, scheduler_id: str, *, actor: str) -> None:
         with self.lock:
-            self._slot(scheduler_id).stopped = False
+            slot = self._slot(scheduler_id)
+            slot.stopped = False
+            if slot.decision is not None and slot.decision.kind is not DecisionKind.DISABLED:
+                slot.decision = None
             self.commands.append(("start", scheduler_id, actor))
 
-    def stop(self, scheduler_id: str, *, actor: str) -> None:
+    def stop(self, scheduler_id: str, *, actor: str, reason: str | None = None) -> None:
         with self.lock:
             slot = self._slot(scheduler_id)
             slot.stopped = True
+            slot.decision = Decision(
+                kind=DecisionKind.STOPPED, actor=actor, at=self.clock.now(), reason=reason
+            )
             self.commands.append(("stop", scheduler_id, actor))
         if slot.current is not None:
             self.finish(scheduler_id, Outcome.CANCELLED, error="stopped by an operator")
@@ -163,10 +177,33 @@ class FakeBackend:
         with self.lock:
             return dict(self._slot(scheduler_id).overrides)
 
-    def update_settings(self, scheduler_id: str, settings: EffectiveSettings) -> None:
+    def pause(
+        self, scheduler_id: str, *, actor: str, until: datetime, reason: str | None = None
+    ) -> None:
+        with self.lock:
+            slot = self._slot(scheduler_id)
+            slot.stopped = True
+            slot.decision = Decision(
+                kind=DecisionKind.PAUSED,
+                actor=actor,
+                at=self.clock.now(),
+                reason=reason,
+                until=until,
+            )
+            self.commands.append(("pause", scheduler_id, actor))
+
+    def update_settings(
+        self,
+        scheduler_id: str,
+        settings: EffectiveSettings,
+        *,
+        disabled_by: Decision | None = None,
+    ) -> None:
         with self.lock:
             slot = self._slot(scheduler_id)
             slot.overrides = dict(settings.overrides)
+            if disabled_by is not None:
+                slot.decision = disabled_by
             self.commands.append(("update_settings", scheduler_id))
 
     def reset_settings(self, scheduler_id: str) -> None:

@@ -92,12 +92,12 @@ def test_execute_now_starts_a_run_and_refuses_a_second_one(site: Site) -> None:
     assert "Run started" in page and run_id in page
     status, _, page = site.post("/schedulers/jobs.repeat/execute")
     assert status == 303
-    assert "Refused" in page and f"already running (run {run_id})" in page
+    assert "Execute Now refused" in page and f"already running (run {run_id})" in page
     assert [e.action for e in site.audit.entries] == ["execute"]
 
 
 def test_stop_and_start(site: Site) -> None:
-    site.post("/schedulers/jobs.repeat/stop")
+    site.post("/schedulers/jobs.repeat/stop", {"confirmed": "1"})
     assert "state-stopped" in site.client.get("/schedulers/jobs.repeat").body
     site.post("/schedulers/jobs.repeat/start")
     assert "state-paused" in site.client.get("/schedulers/jobs.repeat").body

@@ -43,6 +43,9 @@ ROUTES: dict[tuple[str, str], object] = {
     ("GET", "/schedulers/<sid>/preview"): Permission.FIND_SETTINGS,
     ("POST", "/schedulers/<sid>/start"): Permission.START,
     ("POST", "/schedulers/<sid>/stop"): Permission.STOP,
+    ("POST", "/schedulers/<sid>/pause"): Permission.STOP,
+    ("POST", "/schedulers/<sid>/disable"): Permission.UPDATE_SETTINGS,
+    ("POST", "/schedulers/<sid>/enable"): Permission.UPDATE_SETTINGS,
     ("POST", "/schedulers/<sid>/execute"): Permission.EXECUTE,
     ("POST", "/schedulers/<sid>/actions/<action>"): Permission.RUN_ACTION,
     ("POST", "/schedulers/<sid>/settings"): Permission.UPDATE_SETTINGS,
@@ -159,10 +162,13 @@ OPERATOR = VIEWER | {
     ("GET", "/audit"),
     ("POST", "/schedulers/<sid>/start"),
     ("POST", "/schedulers/<sid>/stop"),
+    ("POST", "/schedulers/<sid>/pause"),
     ("POST", "/schedulers/<sid>/execute"),
     ("POST", "/schedulers/<sid>/actions/<action>"),
 }
 ADMIN = OPERATOR | {
+    ("POST", "/schedulers/<sid>/disable"),
+    ("POST", "/schedulers/<sid>/enable"),
     ("POST", "/schedulers/<sid>/settings"),
     ("POST", "/schedulers/<sid>/settings/reset"),
     ("GET", "/users"),

@@ -459,7 +459,8 @@ def test_the_admin_center_drives_the_real_manager(service: Any) -> None:
         timeout=20,
         what="the run's first log line",
     )
-    status, _, _ = client.request("POST", "/schedulers/m.hang/stop", {"csrf": token})
+    form = {"csrf": token, "confirmed": "1"}  # Stop asks first; this is the answer
+    status, _, _ = client.request("POST", "/schedulers/m.hang/stop", form)
     assert status == 303
     wait_for(
         lambda: "outcome-cancelled" in client.request("GET", "/schedulers/m.hang/history")[2],

@@ -22,7 +22,7 @@ import re
 import socket
 import time
 from collections.abc import Callable, Iterator, Mapping
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -84,7 +84,18 @@ class Client(Protocol):
 
     def start(self, scheduler_id: str) -> None: ...
 
-    def stop(self, scheduler_id: str) -> None: ...
+    def stop(self, scheduler_id: str, *, reason: str | None = None) -> None: ...
+
+    def pause(self, scheduler_id: str, *, until: datetime, reason: str | None = None) -> None:
+        """Plan nothing until ``until`` (aware), then resume (``BackendError`` in systemd
+        mode, which has no timed pause)."""
+        ...
+
+    def resume(self, scheduler_id: str) -> None: ...
+
+    def disable(self, scheduler_id: str, *, reason: str | None = None) -> None: ...
+
+    def enable(self, scheduler_id: str) -> None: ...
 
     def execute(self, scheduler_id: str) -> str:
         """Start a run now; returns its run ID."""
@@ -270,8 +281,20 @@ class ControlClient:
     def start(self, scheduler_id: str) -> None:
         self.call("start", id=scheduler_id)
 
-    def stop(self, scheduler_id: str) -> None:
-        self.call("stop", id=scheduler_id)
+    def stop(self, scheduler_id: str, *, reason: str | None = None) -> None:
+        self.call("stop", id=scheduler_id, reason=reason)
+
+    def pause(self, scheduler_id: str, *, until: datetime, reason: str | None = None) -> None:
+        self.call("pause", id=scheduler_id, until=until.isoformat(), reason=reason)
+
+    def resume(self, scheduler_id: str) -> None:
+        self.call("resume", id=scheduler_id)
+
+    def disable(self, scheduler_id: str, *, reason: str | None = None) -> None:
+        self.call("disable", id=scheduler_id, reason=reason)
+
+    def enable(self, scheduler_id: str) -> None:
+        self.call("enable", id=scheduler_id)
 
     def execute(self, scheduler_id: str) -> str:
         answer = self.call("execute", id=scheduler_id)
@@ -343,8 +366,20 @@ class UseCaseClient:
     def start(self, scheduler_id: str) -> None:
         self._use_cases.start(self._subject, scheduler_id)
 
-    def stop(self, scheduler_id: str) -> None:
-        self._use_cases.stop(self._subject, scheduler_id)
+    def stop(self, scheduler_id: str, *, reason: str | None = None) -> None:
+        self._use_cases.stop(self._subject, scheduler_id, reason=reason)
+
+    def pause(self, scheduler_id: str, *, until: datetime, reason: str | None = None) -> None:
+        self._use_cases.pause(self._subject, scheduler_id, until=until, reason=reason)
+
+    def resume(self, scheduler_id: str) -> None:
+        self._use_cases.resume(self._subject, scheduler_id)
+
+    def disable(self, scheduler_id: str, *, reason: str | None = None) -> None:
+        self._use_cases.disable(self._subject, scheduler_id, reason=reason)
+
+    def enable(self, scheduler_id: str) -> None:
+        self._use_cases.enable(self._subject, scheduler_id)
 
     def execute(self, scheduler_id: str) -> str:
         return self._use_cases.execute(self._subject, scheduler_id)

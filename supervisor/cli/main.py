@@ -14,7 +14,7 @@ import dataclasses
 import json
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import fields
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -33,6 +33,7 @@ from supervisor.core.errors import DefinitionError, SupervisorError
 from supervisor.core.records import Level, LogQuery, LogRecord
 from supervisor.core.settings import SettingsChange
 from supervisor.core.sizes import parse_size
+from supervisor.core.until import parse_until
 from supervisor.service.mode import operator_state_dir
 from supervisor.service.paths import resolve_state_dir
 
@@ -348,6 +349,7 @@ def status(scheduler_id: str, state_dir: str | None, as_json: bool) -> None:
     ]
     if s.failed_starts:
         rows.append(("failed starts", f"{s.failed_starts} in a row"))
+    rows += decision_rows(s)
     if s.containment is not None:  # what Stop can rely on to end every process of a run
         rows.append(("containment", s.containment))
     if s.units is not None:  # systemd mode: say where the units live (runtime ones vanish)
@@ -445,13 +447,99 @@ def start(scheduler_id: str, state_dir: str | None) -> None:
     click.echo(f"started {scheduler_id}")
 
 
+# -- decisions: stop, disable, pause, resume (each with who and why) -----------------------
+
+reason_option = click.option(
+    "--reason",
+    default=None,
+    metavar="TEXT",
+    help="Why (one line): shown with the status, in the audit and in the run's log.",
+)
+
+
+@main.command()
+@click.argument("scheduler_id")
+@reason_option
+@state_dir_option
+def stop(scheduler_id: str, reason: str | None, state_dir: str | None) -> None:
+    """Cancel the current run and plan nothing more until started."""
+    client(state_dir).stop(scheduler_id, reason=reason)
+    click.echo(f"stopped {scheduler_id}" + (f": {reason}" if reason else ""))
+
+
+def decision_rows(s: views.StatusView) -> list[tuple[str, str]]:
+    """The status lines of an operator's decision and of a planned retry."""
+    rows: list[tuple[str, str]] = []
+    if s.decision is not None:
+        rows.append(("decision", _decision_text(s.decision)))
+    if s.retry is not None:
+        attempt, of = s.retry
+        rows.append(("retry", f"{attempt} of {of} at {local_time(s.next_planned_at)}"))
+    return rows
+
+
+def _decision_text(decision: Mapping[str, Any]) -> str:
+    """``stopped by alice at 2026-12-03 02:14:00: ERP maintenance`` in the CLI's time
+    format (the manager's own text when its fields cannot be read)."""
+    try:
+        kind, actor = str(decision["kind"]), str(decision["actor"])
+        at = datetime.fromisoformat(str(decision["at"]))
+        until = decision.get("until")
+        if until:
+            text = f"paused until {local_time(datetime.fromisoformat(str(until)))} by {actor}"
+        else:
+            text = f"{kind} by {actor} at {local_time(at)}"
+    except (KeyError, ValueError):
+        return str(decision.get("text", ""))
+    reason = decision.get("reason")
+    return text if not reason else f"{text}: {reason}"
+
+
+@main.command()
+@click.argument("scheduler_id")
+@reason_option
+@state_dir_option
+def disable(scheduler_id: str, reason: str | None, state_dir: str | None) -> None:
+    """Disable a scheduler: it plans no runs until enabled, across restarts."""
+    client(state_dir).disable(scheduler_id, reason=reason)
+    click.echo(f"disabled {scheduler_id}" + (f": {reason}" if reason else ""))
+
+
 @main.command()
 @click.argument("scheduler_id")
 @state_dir_option
-def stop(scheduler_id: str, state_dir: str | None) -> None:
-    """Cancel the current run and plan nothing more until started."""
-    client(state_dir).stop(scheduler_id)
-    click.echo(f"stopped {scheduler_id}")
+def enable(scheduler_id: str, state_dir: str | None) -> None:
+    """Enable a disabled scheduler again."""
+    client(state_dir).enable(scheduler_id)
+    click.echo(f"enabled {scheduler_id}")
+
+
+@main.command()
+@click.argument("scheduler_id")
+@click.option(
+    "--until",
+    "until_text",
+    required=True,
+    metavar="WHEN",
+    help="18:00 (today, or tomorrow once passed), 2026-12-03T18:00 (local time) or 2h.",
+)
+@reason_option
+@state_dir_option
+def pause(scheduler_id: str, until_text: str, reason: str | None, state_dir: str | None) -> None:
+    """Plan no runs until a time, then resume by itself (a run in progress finishes)."""
+    until = parse_until(until_text, now=datetime.now().astimezone())
+    client(state_dir).pause(scheduler_id, until=until, reason=reason)
+    shown = until.astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    click.echo(f"paused {scheduler_id} until {shown}" + (f": {reason}" if reason else ""))
+
+
+@main.command()
+@click.argument("scheduler_id")
+@state_dir_option
+def resume(scheduler_id: str, state_dir: str | None) -> None:
+    """End a pause (or a stop) now; the start delay applies again."""
+    client(state_dir).resume(scheduler_id)
+    click.echo(f"resumed {scheduler_id}")
 
 
 @main.command(name="execute")
@@ -489,6 +577,8 @@ def _duration(text: str, field: str) -> timedelta:
 @click.option("--timezone", default=None, help="IANA time zone for --cron.")
 @click.option("--timeout", default=None, help="Longest allowed run, e.g. 1h; 'none' for no limit.")
 @click.option("--disable/--enable", "disabled", default=None, help="Disable or enable.")
+@click.option("--retries", default=None, type=click.IntRange(0), help="Retries of a failed run.")
+@click.option("--retry-delay", default=None, help="Wait before the first retry, e.g. 30s.")
 @click.option("--reset", is_flag=True, help="Delete every override (back to the code defaults).")
 @json_option
 def settings(
@@ -500,6 +590,8 @@ def settings(
     timezone: str | None,
     timeout: str | None,
     disabled: bool | None,
+    retries: int | None,
+    retry_delay: str | None,
     reset: bool,
     as_json: bool,
 ) -> None:
@@ -517,6 +609,10 @@ def settings(
         changes["timeout"] = None if timeout.lower() == "none" else _duration(timeout, "timeout")
     if disabled is not None:
         changes["disabled"] = disabled
+    if retries is not None:
+        changes["retries"] = retries
+    if retry_delay is not None:
+        changes["retry_delay"] = _duration(retry_delay, "retry_delay")
     if reset and changes:
         raise DefinitionError("--reset", "cannot be combined with changes")
     control = client(state_dir)

@@ -37,11 +37,11 @@ from supervisor.core.settings import as_json as settings_as_json
 from supervisor.usecases.schedulers import SettingsView
 
 # The JSON shapes of runs and records are the manager's own: one definition for both.
-from supervisor.usecases.serialize import iso
+from supervisor.usecases.serialize import decision_json, iso
 from supervisor.usecases.serialize import log_json as log_json
 from supervisor.usecases.serialize import run_json as run_json
 
-DURATIONS = ("start_delay", "pause_time", "timeout")
+DURATIONS = ("start_delay", "pause_time", "timeout", "retry_delay")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -80,6 +80,10 @@ class StatusView:
     failed_starts: int = 0
     run_phase: str | None = None
     containment: str | None = None
+    # The operator's decision in force, as the manager sends it (``decision_json``), and
+    # the retry planned: (its number, how many are allowed), or None.
+    decision: Mapping[str, Any] | None = None
+    retry: tuple[int, int] | None = None
 
     @classmethod
     def of(cls, status: SchedulerStatus, *, units: UnitFiles | None = None) -> StatusView:
@@ -102,6 +106,8 @@ class StatusView:
             failed_starts=status.failed_starts,
             run_phase=status.run_phase,
             containment=status.containment,
+            decision=decision_json(status.decision),
+            retry=(status.retry_attempt, status.retries) if status.retry_attempt else None,
         )
 
 
@@ -136,6 +142,8 @@ def status_json(view: StatusView) -> dict[str, Any]:
         "failed_starts": view.failed_starts,
         "run_phase": view.run_phase,
         "containment": view.containment,
+        "decision": None if view.decision is None else dict(view.decision),
+        "retry": None if view.retry is None else {"attempt": view.retry[0], "of": view.retry[1]},
     }
     if view.units is not None:
         out["units"] = {
@@ -286,7 +294,23 @@ def status_from_json(raw: object) -> StatusView:
         failed_starts=_count(status.optional("failed_starts")),
         run_phase=status.optional_text("run_phase"),
         containment=status.optional_text("containment"),
+        decision=_decision(status.optional("decision")),
+        retry=_retry(status.optional("retry")),
     )
+
+
+def _decision(raw: object) -> Mapping[str, Any] | None:
+    """A decision as the manager sent it (an older one sends none)."""
+    if not isinstance(raw, dict) or not isinstance(raw.get("text"), str):
+        return None
+    return dict(raw)
+
+
+def _retry(raw: object) -> tuple[int, int] | None:
+    if not isinstance(raw, dict):
+        return None
+    attempt, of = _count(raw.get("attempt")), _count(raw.get("of"))
+    return (attempt, of) if attempt else None
 
 
 def _count(value: object) -> int:

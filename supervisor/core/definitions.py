@@ -133,7 +133,18 @@ class RunContext(Protocol):
 
 Runner: TypeAlias = Callable[[RunContext], object] | Command
 
-SETTING_NAMES = ("start_delay", "pause_time", "cron", "timezone", "timeout", "disabled")
+SETTING_NAMES = (
+    "start_delay",
+    "pause_time",
+    "cron",
+    "timezone",
+    "timeout",
+    "disabled",
+    "retries",
+    "retry_delay",
+)
+# At most this many retries after a failed run (setting ``retries``).
+MAX_RETRIES = 100
 
 
 def check_text(name: str, value: object, *, empty: bool = False) -> str:
@@ -172,10 +183,12 @@ def _check_delay(name: str, value: object, *, allow_none: bool) -> None:
 class Settings:
     """The timing an operator may change at run time.
 
-    ``timeout`` None means no limit. Each field is checked on its own here; the cron
-    grammar, the time zone and the rules of a kind (``cron`` only and always for
-    ``Kind.CRON``) are checked by ``core.settings``, which every definition and every
-    change passes through.
+    ``timeout`` None means no limit. ``retries``: how often a failed, crashed or
+    timed-out run is tried again (0: never), the first time ``retry_delay`` after its end,
+    each further time after twice the wait before (capped). Each field is checked on
+    its own here; the cron grammar, the time zone and the rules of a kind (``cron``
+    only and always for ``Kind.CRON``) are checked by ``core.settings``, which every
+    definition and every change passes through.
     """
 
     start_delay: timedelta = timedelta(0)
@@ -184,6 +197,8 @@ class Settings:
     timezone: str = "UTC"
     timeout: timedelta | None = None
     disabled: bool = False
+    retries: int = 0
+    retry_delay: timedelta = timedelta(seconds=30)
 
     def __post_init__(self) -> None:
         _check_delay("start_delay", self.start_delay, allow_none=False)
@@ -196,6 +211,13 @@ class Settings:
         check_text("timezone", self.timezone)
         if not isinstance(self.disabled, bool):
             raise DefinitionError("disabled", "must be true or false")
+        if not isinstance(self.retries, int) or isinstance(self.retries, bool):
+            raise DefinitionError("retries", "must be a whole number")
+        if not 0 <= self.retries <= MAX_RETRIES:
+            raise DefinitionError("retries", f"must be between 0 and {MAX_RETRIES}")
+        _check_delay("retry_delay", self.retry_delay, allow_none=False)
+        if self.retry_delay <= timedelta(0):
+            raise DefinitionError("retry_delay", "must be positive")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

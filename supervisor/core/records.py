@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from supervisor.core.definitions import Kind, Settings
@@ -38,6 +38,7 @@ class Trigger(enum.Enum):
     CRON = "cron"
     MISSED = "missed"  # a CRON run missed while the supervisor was down
     MANUAL = "manual"  # Execute Now
+    RETRY = "retry"  # a retry after a failed, crashed or timed-out run (setting ``retries``)
 
 
 def default_trigger(kind: Kind) -> Trigger:
@@ -138,6 +139,73 @@ class RunRecord:
     dropped_log_records: int = 0
 
 
+class DecisionKind(enum.Enum):
+    """What an operator decided about a scheduler (with an optional reason)."""
+
+    STOPPED = "stopped"  # Stop: until Start (or the next start of the supervisor)
+    DISABLED = "disabled"  # the ``disabled`` setting: until enabled
+    PAUSED = "paused"  # a time-boxed pause: it resumes by itself at ``until``
+
+
+MAX_REASON_CHARS = 500
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Decision:
+    """Who stopped, disabled or paused a scheduler, when, why, and (a pause) until when.
+
+    ``reason`` is free text from the operator (None: none given; at most
+    ``MAX_REASON_CHARS``, one line); ``until`` is set for ``PAUSED`` only and comes after
+    ``at``. Times are aware. Invalid values raise ``ValueError``.
+    """
+
+    kind: DecisionKind
+    actor: str
+    at: datetime
+    reason: str | None = None
+    until: datetime | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.kind, DecisionKind):
+            raise ValueError("kind must be a DecisionKind")
+        if not isinstance(self.actor, str) or not self.actor:
+            raise ValueError("actor must be a non-empty string")
+        if self.at.tzinfo is None:
+            raise ValueError("at must be an aware datetime")
+        if self.reason is not None:
+            if not isinstance(self.reason, str):
+                raise ValueError("reason must be text")
+            if len(self.reason) > MAX_REASON_CHARS:
+                raise ValueError(f"reason must be at most {MAX_REASON_CHARS} characters")
+            if not self.reason.strip() or any(c in self.reason for c in "\r\n\x00"):
+                raise ValueError("reason must be one non-empty line")
+        if (self.until is None) != (self.kind is not DecisionKind.PAUSED):
+            raise ValueError("until is set for a pause, and only for a pause")
+        if self.until is not None and (self.until.tzinfo is None or self.until <= self.at):
+            raise ValueError("until must be an aware time after the pause began")
+
+    def describe(self) -> str:
+        """One line for people: ``stopped by alice 02:14 UTC: ERP maintenance``."""
+        text = f"{self.kind.value} by {self.actor} {self.at.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
+        if self.until is not None:
+            until = self.until.astimezone(UTC)
+            text = f"paused until {until:%Y-%m-%d %H:%M} UTC by {self.actor}"
+        return text if self.reason is None else f"{text}: {self.reason}"
+
+
+def clean_reason(text: str | None) -> str | None:
+    """An operator's reason as a ``Decision`` keeps it: stripped, None when empty;
+    ``ValueError`` when longer than ``MAX_REASON_CHARS`` or not one line."""
+    if text is None or not text.strip():
+        return None
+    reason = " ".join(text.split())
+    if len(reason) > MAX_REASON_CHARS:
+        raise ValueError(f"reason must be at most {MAX_REASON_CHARS} characters")
+    if "\x00" in reason or not reason.isprintable():
+        raise ValueError("reason must be printable text")
+    return reason
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SchedulerStatus:
     id: str
@@ -163,6 +231,11 @@ class SchedulerStatus:
     # What holds a run's processes together so Stop ends them all: "cgroup v2",
     # "cgroup v1", "process group + marker sweep" or "systemd unit".
     containment: str | None = None
+    # The operator's decision in force (stopped, disabled or paused; who, when, why).
+    decision: Decision | None = None
+    # A retry is planned (``next_planned_at``): its number, and how many ``retries`` allow.
+    retry_attempt: int = 0
+    retries: int = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -27,7 +27,7 @@ from supervisor.core.definitions import SETTING_NAMES, Kind, Options, Settings
 from supervisor.core.durations import parse_duration
 from supervisor.core.errors import DefinitionError
 
-DURATION_SETTINGS: Final = frozenset({"start_delay", "pause_time", "timeout"})
+DURATION_SETTINGS: Final = frozenset({"start_delay", "pause_time", "timeout", "retry_delay"})
 # Settings only some kinds use: set (away from the class default) on another kind they
 # would be stored and do nothing, so ``check`` refuses them.
 DELAY_SETTINGS: Final = ("start_delay", "pause_time")
@@ -39,10 +39,17 @@ MAX_DURATION_SECONDS: Final = 366 * 24 * 3600
 # that use them, see ``check``).
 KIND_FIELDS: Final[Mapping[Kind, tuple[str, ...]]] = MappingProxyType(
     {
-        Kind.ONE_SHOT: ("start_delay", "timeout", "disabled"),
-        Kind.SCHEDULE: ("start_delay", "pause_time", "timeout", "disabled"),
-        Kind.CRON: ("cron", "timezone", "timeout", "disabled"),
-        Kind.MANUAL: ("timeout", "disabled"),
+        Kind.ONE_SHOT: ("start_delay", "timeout", "retries", "retry_delay", "disabled"),
+        Kind.SCHEDULE: (
+            "start_delay",
+            "pause_time",
+            "timeout",
+            "retries",
+            "retry_delay",
+            "disabled",
+        ),
+        Kind.CRON: ("cron", "timezone", "timeout", "retries", "retry_delay", "disabled"),
+        Kind.MANUAL: ("timeout", "retries", "retry_delay", "disabled"),
     }
 )
 
@@ -124,6 +131,8 @@ class SettingsChange:
     timezone: str | Keep = KEEP
     timeout: timedelta | Keep | None = KEEP
     disabled: bool | Keep = KEEP
+    retries: int | Keep = KEEP
+    retry_delay: timedelta | Keep = KEEP
 
     def given(self) -> dict[str, Any]:
         """The fields this change sets, by name."""
@@ -148,6 +157,8 @@ class SettingsChange:
                 if not math.isfinite(value) or not 0 <= value <= MAX_DURATION_SECONDS:
                     raise DefinitionError(name, f"must be between 0 and {MAX_DURATION_SECONDS} s")
                 out[name] = timedelta(seconds=value)
+            elif name == "retries" and (not isinstance(value, int) or isinstance(value, bool)):
+                raise DefinitionError(name, "must be a whole number")
             else:
                 out[name] = value
         return cls.of(out)
@@ -272,7 +283,8 @@ def read_form(kind: Kind, form: Mapping[str, str]) -> FormReading:
     """Read the fields a ``kind`` shows (``KIND_FIELDS``); each bad field gets its message.
 
     Durations read like ``90s``, ``5m``, ``1h30m``; an empty timeout means no limit; an
-    empty time zone means UTC; a checkbox is on when sent as on/true/1/yes.
+    empty time zone means UTC; empty retries mean none, an empty retry delay keeps its
+    value; a checkbox is on when sent as on/true/1/yes.
     """
     texts: dict[str, str] = {}
     values: dict[str, Any] = {}
@@ -284,6 +296,8 @@ def read_form(kind: Kind, form: Mapping[str, str]) -> FormReading:
             continue
         text = form.get(name, "").strip()
         texts[name] = text
+        if name == "retry_delay" and not text:
+            continue  # left empty: it keeps its value
         try:
             values[name] = _read_field(name, text)
         except DefinitionError as error:
@@ -293,7 +307,13 @@ def read_form(kind: Kind, form: Mapping[str, str]) -> FormReading:
 
 
 def _read_field(name: str, text: str) -> Any:
-    if name in ("start_delay", "pause_time"):
+    if name == "retries":
+        if not text:
+            return 0
+        if not (text.isascii() and text.isdigit()) or len(text) > 4:
+            raise DefinitionError(name, "must be a whole number, e.g. 3 (0: no retries)")
+        return int(text)
+    if name in ("start_delay", "pause_time", "retry_delay"):
         return parse_duration(text, field=name)
     if name == "timeout":
         return None if not text else parse_duration(text, field=name)

@@ -20,6 +20,17 @@ Rules (DESIGN.md, "Meaning of states and controls"):
   run it on every start.
 - A start that fails (the store or the launcher raised) is a state of its own
   (``FAILING``), retried with a bounded back-off and reported once per failure streak.
+- Stop and Disable are decisions: who, when and why (``Decision``) are kept with the
+  slot and shown in its status; Stop's note goes into the cancelled run's log.
+- A time-boxed pause (``Pause``) plans nothing until ``until`` (a run in progress
+  finishes), then resumes by itself as Start would; Start resumes it early. A pause is
+  refused for a disabled scheduler and for a time not in the future.
+- With ``retries`` set, a run that failed, crashed or timed out is tried again
+  (trigger ``retry``) ``retry_delay`` after its end, each further time after twice the
+  wait before, capped at ``max(retry_delay, RETRY_DELAY_CAP)``; a cancelled run (Stop,
+  shutdown) is never retried, and a regular plan that comes earlier wins.
+- The decisions that outlive the manager (a disable's, a pause's) are stored
+  (``StoreDecision``) whenever they change; ``open_slot`` takes them back.
 
 May import ``definitions``, ``records``, ``planning`` and the stdlib only.
 """
@@ -33,12 +44,24 @@ from typing import Any
 
 from supervisor.core.definitions import Kind, Options, Settings
 from supervisor.core.planning import Anchor, Plan, catch_up_plan, next_plan
-from supervisor.core.records import Outcome, RunRecord, SchedulerStatus, State, Trigger
+from supervisor.core.records import (
+    Decision,
+    DecisionKind,
+    Outcome,
+    RunRecord,
+    SchedulerStatus,
+    State,
+    Trigger,
+)
 
 # After a failed start, the first retry comes this much later; each further failure in a
 # row doubles the wait, up to MAX_RETRY_SECONDS.
 RETRY_SECONDS = 5.0
 MAX_RETRY_SECONDS = 300.0
+# Retries of failed runs (setting ``retries``): the wait doubles up to this (or up to
+# ``retry_delay`` itself when that is longer).
+RETRY_DELAY_CAP = timedelta(hours=1)
+RETRIED_OUTCOMES = frozenset({Outcome.FAILED, Outcome.CRASHED, Outcome.TIMED_OUT})
 
 CANCELLED_BEFORE_START = {
     "stop": "cancelled before it started: the run was stopped while it was being launched",
@@ -53,6 +76,7 @@ class SchedulerState(enum.Enum):
     WAITING = "waiting"  # active: a run is planned, or (MANUAL) none until triggered
     FAILING = "failing"  # active, but its last start failed; a retry is planned
     STOPPED = "stopped"  # stopped by an operator, or a finished ONE_SHOT: nothing planned
+    HELD = "held"  # paused by an operator until a time; ``plan`` is the resume
 
 
 class RunPhase(enum.Enum):
@@ -81,6 +105,9 @@ class Slot:
     ``run`` and ``phase``: the run in progress and where it is (both None, or neither).
     ``restart_on_end``: Start came while a run of the stopped scheduler was in progress.
     ``start_failures``: failed starts in a row; ``start_error``: the last one's message.
+    ``held``: the Stop or Pause in force (state STOPPED or HELD); ``disabled_by``: who
+    disabled it and why (while ``settings.disabled``). ``retry_attempt``: the number of
+    the retry planned or running (0: none).
     """
 
     options: Options
@@ -98,6 +125,28 @@ class Slot:
     start_failures: int = 0
     start_error: str | None = None
     closing: bool = False
+    held: Decision | None = None
+    disabled_by: Decision | None = None
+    retry_attempt: int = 0
+
+    @property
+    def decision(self) -> Decision | None:
+        """The decision the status shows: a disable's while disabled, else a Stop's or a
+        Pause's while it holds."""
+        if self.settings.disabled and self.disabled_by is not None:
+            return self.disabled_by
+        if self.state in (SchedulerState.STOPPED, SchedulerState.HELD):
+            return self.held
+        return None
+
+    @property
+    def stored_decision(self) -> Decision | None:
+        """The decision that must outlive the manager: a disable's, else a pause's."""
+        if self.settings.disabled and self.disabled_by is not None:
+            return self.disabled_by
+        if self.state is SchedulerState.HELD:
+            return self.held
+        return None
 
     @property
     def public_state(self) -> State:
@@ -106,7 +155,7 @@ class Slot:
             return State.RUNNING
         if self.settings.disabled:
             return State.DISABLED
-        if self.state is SchedulerState.STOPPED:
+        if self.state in (SchedulerState.STOPPED, SchedulerState.HELD):
             return State.STOPPED
         if self.state is SchedulerState.FAILING:
             return State.FAILING
@@ -138,6 +187,16 @@ class Start:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Stop:
     actor: str
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Pause:
+    """Plan nothing until ``until`` (aware), then resume by itself."""
+
+    actor: str
+    until: datetime
+    reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -149,7 +208,11 @@ class Acted:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SettingsChanged:
+    """The settings are now ``settings``; ``disabled_by``: who disabled it and why (given
+    when this change disables it, or sets a new reason)."""
+
     settings: Settings
+    disabled_by: Decision | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -190,6 +253,7 @@ Event = (
     | Execute
     | Start
     | Stop
+    | Pause
     | Acted
     | SettingsChanged
     | RunStarted
@@ -212,8 +276,11 @@ class Launch:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Cancel:
+    """Cancel the run. ``note``: a WARNING for the run's log (who stopped it and why)."""
+
     run_id: str
     reason: str  # "stop" or "shutdown"
+    note: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -252,7 +319,16 @@ class Refuse:
     run_id: str | None = None
 
 
-Effect = Launch | Cancel | Replan | RecordProcess | RecordEnd | Report | Refuse
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoreDecision:
+    """Store ``decision`` as the scheduler's decision that outlives the manager (None:
+    delete it)."""
+
+    scheduler_id: str
+    decision: Decision | None
+
+
+Effect = Launch | Cancel | Replan | RecordProcess | RecordEnd | Report | Refuse | StoreDecision
 
 
 # -- the machine ------------------------------------------------------------------------
@@ -267,8 +343,12 @@ def open_slot(
     last_finished: RunRecord | None = None,
     last_actor: str | None = None,
     catch_up_missed_cron: bool = True,
+    decision: Decision | None = None,
 ) -> tuple[Slot, list[Effect]]:
-    """The slot of a scheduler when the manager starts, and its first plan."""
+    """The slot of a scheduler when the manager starts, and its first plan.
+
+    ``decision``: the one stored before (a disable's reason, or a pause, which holds on
+    if its time has not come, and is over otherwise)."""
     previous_end = None
     ended_at = None if last_finished is None else last_finished.ended_at
     if options.kind is Kind.SCHEDULE and ended_at is not None:
@@ -287,6 +367,17 @@ def open_slot(
         last_finished=last_finished,
         last_actor=last_actor,
     )
+    stored_before = None
+    if decision is not None and decision.kind is DecisionKind.DISABLED:
+        slot = replace(slot, disabled_by=decision)
+        stored_before = decision
+    elif decision is not None and decision.kind is DecisionKind.PAUSED:
+        stored_before = decision
+        until = decision.until
+        if until is not None and until > now.wall and not settings.disabled:
+            held = replace(slot, state=SchedulerState.HELD, held=decision)
+            held, effects = _planned(held, _resume_plan(until, now))
+            return held, effects + _store_changes(stored_before, held)
     plan = None
     if options.kind is Kind.CRON and catch_up_missed_cron:
         # Missed means: a planned time passed after the last run of any trigger (a
@@ -297,11 +388,37 @@ def open_slot(
             now_mono=now.mono,
             now_wall=now.wall,
         )
-    return _planned(slot, plan or _next_plan(slot, now))
+    slot, effects = _planned(slot, plan or _next_plan(slot, now))
+    return slot, effects + _store_changes(stored_before, slot)
+
+
+def _store_changes(before: Decision | None, slot: Slot) -> list[Effect]:
+    after = slot.stored_decision
+    if after == before:
+        return []
+    return [StoreDecision(scheduler_id=slot.options.id, decision=after)]
+
+
+def _resume_plan(until: datetime, now: Now) -> Plan:
+    """The plan that ends a pause at ``until`` (a wall-clock time, like a cron time)."""
+    return Plan(
+        due=now.mono + max(0.0, (until - now.wall).total_seconds()),
+        planned_at=until,
+        trigger=Trigger.START,
+        follows_wall_clock=True,
+    )
 
 
 def step(slot: Slot, event: Event, now: Now) -> tuple[Slot, list[Effect]]:
     """What ``event`` does to ``slot`` at ``now``: the new slot and the effects to carry out."""
+    after, effects = _step(slot, event, now)
+    if after.stored_decision != slot.stored_decision:
+        stored = StoreDecision(scheduler_id=slot.options.id, decision=after.stored_decision)
+        effects = [*effects, stored]
+    return after, effects
+
+
+def _step(slot: Slot, event: Event, now: Now) -> tuple[Slot, list[Effect]]:
     match event:
         case Due():
             return _due(slot, event, now)
@@ -310,7 +427,9 @@ def step(slot: Slot, event: Event, now: Now) -> tuple[Slot, list[Effect]]:
         case Start():
             return _start(slot, event, now)
         case Stop():
-            return _stop(slot, event)
+            return _stop(slot, event, now)
+        case Pause():
+            return _pause(slot, event, now)
         case Acted():
             return replace(slot, last_actor=event.actor), []
         case SettingsChanged():
@@ -333,6 +452,8 @@ def _due(slot: Slot, event: Due, now: Now) -> tuple[Slot, list[Effect]]:
         # Not yet by the wall clock (or it stepped back): look again later.
         remaining = (plan.planned_at - now.wall).total_seconds()
         return _planned(slot, replace(plan, due=now.mono + remaining))
+    if slot.state is SchedulerState.HELD:  # the pause is over: resume as Start would
+        return _resume(slot, now)
     return _launch(slot, plan.trigger, actor=None, run_id=event.run_id, now=now)
 
 
@@ -364,9 +485,16 @@ def _launch(
 
 def _start(slot: Slot, event: Start, now: Now) -> tuple[Slot, list[Effect]]:
     slot = replace(slot, last_actor=event.actor)
-    if slot.state is not SchedulerState.STOPPED or slot.closing:
+    if slot.state not in (SchedulerState.STOPPED, SchedulerState.HELD) or slot.closing:
         return slot, []
+    return _resume(slot, now)
+
+
+def _resume(slot: Slot, now: Now) -> tuple[Slot, list[Effect]]:
+    """Plan from the start again (Start, or the end of a pause)."""
+    slot = replace(slot, held=None, retry_attempt=0)
     if slot.run is not None:  # a run is still in progress (or ending): plan after it
+        # (Nothing is planned while a run is in progress.)
         return replace(slot, state=SchedulerState.WAITING, restart_on_end=True), []
     anchor = Anchor(mono=now.mono, wall=now.wall, after_run=False)
     slot = replace(
@@ -375,19 +503,68 @@ def _start(slot: Slot, event: Start, now: Now) -> tuple[Slot, list[Effect]]:
     return _planned(slot, _next_plan(slot, now))
 
 
-def _stop(slot: Slot, event: Stop) -> tuple[Slot, list[Effect]]:
+def stop_note(actor: str, at: datetime, reason: str | None) -> str:
+    """What a stopped run's log and error say: ``stopped by alice 02:14 UTC: ERP maintenance``."""
+    text = f"stopped by {actor} {at:%H:%M} UTC"
+    return text if reason is None else f"{text}: {reason}"
+
+
+def _stop(slot: Slot, event: Stop, now: Now) -> tuple[Slot, list[Effect]]:
+    held = Decision(kind=DecisionKind.STOPPED, actor=event.actor, at=now.wall, reason=event.reason)
     slot = replace(
-        slot, state=SchedulerState.STOPPED, last_actor=event.actor, restart_on_end=False, plan=None
+        slot,
+        state=SchedulerState.STOPPED,
+        last_actor=event.actor,
+        restart_on_end=False,
+        plan=None,
+        held=held,
+        retry_attempt=0,
     )
     effects: list[Effect] = [Replan(plan=None)]
     if slot.run is None:
         return replace(slot, start_failures=0, start_error=None), effects
-    effects.append(Cancel(run_id=slot.run.run_id, reason="stop"))
+    note = stop_note(event.actor, now.wall, event.reason)
+    effects.append(Cancel(run_id=slot.run.run_id, reason="stop", note=note))
     return replace(slot, phase=RunPhase.STOPPING), effects
 
 
+def _pause(slot: Slot, event: Pause, now: Now) -> tuple[Slot, list[Effect]]:
+    if slot.closing:
+        return slot, [Refuse(message="the manager is shutting down")]
+    if slot.settings.disabled:
+        message = f"{slot.options.id} is disabled: enable it instead of pausing it"
+        return slot, [Refuse(message=message)]
+    if event.until <= now.wall:
+        return slot, [Refuse(message=f"the pause must end in the future, not {event.until}")]
+    held = Decision(
+        kind=DecisionKind.PAUSED,
+        actor=event.actor,
+        at=now.wall,
+        reason=event.reason,
+        until=event.until,
+    )
+    slot = replace(
+        slot,
+        state=SchedulerState.HELD,
+        held=held,
+        last_actor=event.actor,
+        restart_on_end=False,
+        retry_attempt=0,
+    )
+    if slot.run is not None:  # the run finishes; the resume is planned when it ends
+        return replace(slot, plan=None), [Replan(plan=None)]
+    return _planned(slot, _resume_plan(event.until, now))
+
+
 def _settings_changed(slot: Slot, event: SettingsChanged, now: Now) -> tuple[Slot, list[Effect]]:
-    slot = replace(slot, settings=event.settings)
+    disabled_by = None
+    if event.settings.disabled:
+        disabled_by = event.disabled_by or slot.disabled_by
+    slot = replace(slot, settings=event.settings, disabled_by=disabled_by)
+    if event.settings.disabled and slot.state is SchedulerState.HELD:
+        # A disable ends a pause: it plans nothing until enabled.
+        slot = replace(slot, state=SchedulerState.WAITING, held=None, plan=None)
+        return slot, [] if slot.run is not None else [Replan(plan=None)]
     if slot.run is not None or slot.state is SchedulerState.STOPPED:
         return slot, []  # planned when the run ends (or at the next Start)
     return _planned(slot, _next_plan(slot, now))
@@ -446,7 +623,8 @@ def _launch_failed(slot: Slot, event: LaunchFailed, now: Now) -> tuple[Slot, lis
         start_failures=failures,
         start_error=error,
     )
-    if slot.state is SchedulerState.STOPPED or slot.restart_on_end:
+    held = slot.state in (SchedulerState.STOPPED, SchedulerState.HELD)
+    if held or slot.restart_on_end:  # no retry of the start: it settles (a pause holds on)
         settled, more = _settle(slot, now, finished=None)
         return settled, effects + more
     slot = replace(slot, state=SchedulerState.FAILING)
@@ -479,7 +657,22 @@ def _settle(
     """Where a scheduler goes once its run is over (or never began); ``changes`` are
     applied with it (one ``replace``: this is the hot path of every run)."""
     restarted = slot.restart_on_end
-    one_shot_done = slot.options.kind is Kind.ONE_SHOT and finished is not None and not restarted
+    retry = None if restarted else _retry_plan(slot, now, finished)
+    one_shot_done = (
+        slot.options.kind is Kind.ONE_SHOT
+        and finished is not None
+        and not restarted
+        and retry is None
+    )
+    if slot.state is SchedulerState.HELD and not slot.closing:
+        held_until = None if slot.held is None else slot.held.until
+        if held_until is not None and held_until > now.wall:
+            resume = _resume_plan(held_until, now)
+            slot = replace(slot, run=None, phase=None, restart_on_end=False, plan=resume, **changes)
+            return slot, [Replan(plan=resume)]
+        # The pause ended while the run was in progress: resume now.
+        slot = replace(slot, run=None, phase=None, **changes)
+        return _resume(slot, now)
     if slot.closing or slot.state is SchedulerState.STOPPED or one_shot_done:
         slot = replace(
             slot,
@@ -496,6 +689,9 @@ def _settle(
     anchor = Anchor(mono=now.mono, wall=ended_wall, after_run=not restarted)
     state = SchedulerState.FAILING if slot.start_failures else SchedulerState.WAITING
     plan = _next_plan(slot, now, anchor=anchor)
+    attempt = 0
+    if retry is not None and (plan is None or retry[1].due < plan.due):
+        attempt, plan = retry
     slot = replace(
         slot,
         run=None,
@@ -504,9 +700,46 @@ def _settle(
         state=state,
         anchor=anchor,
         plan=plan,
+        retry_attempt=attempt,
         **changes,
     )
     return slot, [Replan(plan=plan)]
+
+
+def retry_wait(settings: Settings, attempt: int) -> timedelta:
+    """How long after a failed run retry number ``attempt`` (1, 2, ...) starts: the first
+    ``retry_delay``, each further one twice the one before, capped."""
+    cap = max(settings.retry_delay, RETRY_DELAY_CAP)
+    if attempt > 40:  # 2**40 first delays exceed any cap
+        return cap
+    return min(settings.retry_delay * (1 << (attempt - 1)), cap)
+
+
+def _retry_plan(slot: Slot, now: Now, finished: RunRecord | None) -> tuple[int, Plan] | None:
+    """The retry after ``finished``, as (its number, its plan), if one is due."""
+    if (
+        finished is None
+        or finished.outcome not in RETRIED_OUTCOMES
+        or slot.closing
+        or slot.state is not SchedulerState.WAITING
+        or slot.settings.disabled
+        or slot.settings.retries < 1
+    ):
+        return None
+    attempt = slot.retry_attempt + 1 if finished.trigger is Trigger.RETRY else 1
+    if attempt > slot.settings.retries:
+        return None
+    wait = retry_wait(slot.settings, attempt)
+    ended = finished.ended_at or now.wall
+    # Measured from the run's end on the wall clock, mapped onto the monotonic one.
+    late = max(0.0, (now.wall - ended).total_seconds())
+    seconds = max(0.0, wait.total_seconds() - late)
+    plan = Plan(
+        due=now.mono + seconds,
+        planned_at=ended + wait,
+        trigger=Trigger.RETRY,
+    )
+    return attempt, plan
 
 
 def _close(slot: Slot) -> tuple[Slot, list[Effect]]:
@@ -537,6 +770,14 @@ def _planned(slot: Slot, plan: Plan | None) -> tuple[Slot, list[Effect]]:
     return replace(slot, plan=plan), [Replan(plan=plan)]
 
 
+def _last_error(slot: Slot, last: RunRecord | None) -> str | None:
+    """The last run's error; none for a run cancelled by the Stop the status shows (its
+    note is the decision line, not an error)."""
+    if last is None or (last.outcome is Outcome.CANCELLED and slot.decision is not None):
+        return None
+    return last.error
+
+
 def status_of(slot: Slot) -> SchedulerStatus:
     """What a slot shows: the truth from memory, also while the store fails."""
     last = slot.last_finished
@@ -553,12 +794,19 @@ def status_of(slot: Slot) -> SchedulerStatus:
         current_run_id=None if slot.run is None else slot.run.run_id,
         last_started_at=started.started_at if (started := slot.run or slot.last_run) else None,
         last_completed_at=None if last is None else last.ended_at,
-        next_planned_at=None if slot.plan is None else slot.plan.planned_at,
+        next_planned_at=None
+        if slot.plan is None or slot.state is SchedulerState.HELD
+        else slot.plan.planned_at,
         last_outcome=Outcome.CRASHED if failing else (None if last is None else last.outcome),
-        last_error=slot.start_error if failing else (None if last is None else last.error),
+        last_error=slot.start_error if failing else _last_error(slot, last),
         last_actor=slot.last_actor,
         actions=tuple((a.id, a.title) for a in options.actions),
         failed_starts=slot.start_failures,
         start_error=slot.start_error,
         run_phase=None if slot.phase is None else slot.phase.value,
+        decision=slot.decision,
+        retry_attempt=slot.retry_attempt
+        if slot.plan is not None and slot.plan.trigger is Trigger.RETRY
+        else 0,
+        retries=slot.settings.retries,
     )

@@ -25,18 +25,21 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from supervisor.core.clock import Clock
 from supervisor.core.errors import ActionFailed, AlreadyRunning, BackendError, UnknownAction
 from supervisor.core.planning import Plan
 from supervisor.core.records import (
+    Decision,
+    Level,
     LogQuery,
     LogRecord,
     Outcome,
     RunRecord,
     SchedulerStatus,
+    Source,
     Trigger,
 )
 from supervisor.core.registry import Registry
@@ -105,6 +108,7 @@ class Manager:
         self._heap: list[tuple[float, int, str, Plan]] = []
         self._sequence = itertools.count()
         self._cancels: dict[str, CancelRequest] = {}
+        self._stop_notes: dict[str, str] = {}  # run ID -> who stopped it and why
         self._watchers: set[threading.Thread] = set()
         self._closing = False
         self._stopping = threading.Event()  # close began: end-row retries make a last try
@@ -123,6 +127,7 @@ class Manager:
     def open(self) -> None:
         """Load settings and history, plan every scheduler, and begin running."""
         overrides = self._store.all_overrides()
+        decisions = self._store.all_decisions()
         loaded = [
             (
                 options,
@@ -133,6 +138,7 @@ class Manager:
             for options in self._registry
         ]
         now = self._now()
+        later: list[Effect] = []  # e.g. forgetting a pause that ended while we were down
         with self._lock:
             for options, last_run, last_finished, last_actor in loaded:
                 settings = from_store(options, overrides.get(options.id, {})).effective
@@ -144,9 +150,11 @@ class Manager:
                     last_finished=last_finished,
                     last_actor=last_actor,
                     catch_up_missed_cron=self._config.catch_up_missed_cron,
+                    decision=decisions.get(options.id),
                 )
                 self._slots[options.id] = slot
-                self._apply_in_memory(options.id, effects)
+                later += self._apply_in_memory(options.id, effects)
+        self._carry_out(later)
         self._logs.start()
         self._planner = threading.Thread(target=self._plan_loop, name="planner", daemon=True)
         self._planner.start()
@@ -233,10 +241,13 @@ class Manager:
                         entry = (due, next(self._sequence), scheduler_id, plan)
                         heapq.heappush(self._heap, entry)
                     self._wake.notify_all()
-                case machine.Cancel(run_id=run_id, reason=reason):
+                case machine.Cancel(run_id=run_id, reason=reason, note=note):
                     cancel = self._cancels.get(run_id)
                     if cancel is not None:
                         cancel.request(reason)
+                    if note is not None:  # its log record is written outside the lock
+                        self._stop_notes[run_id] = note
+                        rest.append(effect)
                 case machine.Launch(run=run):
                     self._cancels[run.run_id] = CancelRequest()
                     rest.append(effect)
@@ -261,6 +272,14 @@ class Manager:
                     self._ends.store_until_stored(run, stopping=self._stopping)
                 case machine.Report(message=message):
                     self._report(message)
+                case machine.StoreDecision(scheduler_id=scheduler_id, decision=decision):
+                    try:
+                        self._store.set_decision(scheduler_id, decision)
+                    except Exception as error:  # memory holds it; a restart would lose it
+                        self._report(f"could not store the decision on {scheduler_id}: {error}")
+                case machine.Cancel(run_id=run_id, note=note) if note is not None:
+                    # The queue is bounded: never wait on it under the lock.
+                    self._logs.submit([_note_record(run_id, note, self._clock.now())])
                 case machine.Refuse() | machine.Replan() | machine.Cancel():
                     pass  # refusals are raised by the caller; the rest was done in memory
 
@@ -389,13 +408,18 @@ class Manager:
     def _record_end(self, run: RunRecord, exit_: Exit) -> None:
         """Store how ``run`` ended (behind its log records) and tell the machine."""
         self._logs.flush()
+        with self._lock:
+            note = self._stop_notes.pop(run.run_id, None)
+        error = exit_.error
+        if note is not None and exit_.outcome is Outcome.CANCELLED:
+            error = note  # "stopped by alice 02:14 UTC: ERP maintenance"
         finished = replace(
             run,
             ended_at=self._clock.now(),
             outcome=exit_.outcome,
             exit_code=exit_.exit_code,
             signal=exit_.signal,
-            error=exit_.error,
+            error=error,
         )
         stored = self._ends.try_store(finished)
         ended = machine.RunEnded(finished=stored or finished, stored=stored is not None)
@@ -469,19 +493,31 @@ class Manager:
     def start(self, scheduler_id: str, *, actor: str) -> None:
         self._carry_out(self._command(scheduler_id, machine.Start(actor=actor)))
 
-    def stop(self, scheduler_id: str, *, actor: str) -> None:
-        self._carry_out(self._command(scheduler_id, machine.Stop(actor=actor)))
+    def stop(self, scheduler_id: str, *, actor: str, reason: str | None = None) -> None:
+        self._carry_out(self._command(scheduler_id, machine.Stop(actor=actor, reason=reason)))
+
+    def pause(
+        self, scheduler_id: str, *, actor: str, until: datetime, reason: str | None = None
+    ) -> None:
+        event = machine.Pause(actor=actor, until=until, reason=reason)
+        self._carry_out(self._command(scheduler_id, event))
 
     def execute(self, scheduler_id: str, *, actor: str) -> str:
         run_id = _new_run_id()
         self._carry_out(self._command(scheduler_id, machine.Execute(actor=actor, run_id=run_id)))
         return run_id
 
-    def update_settings(self, scheduler_id: str, settings: EffectiveSettings) -> None:
+    def update_settings(
+        self,
+        scheduler_id: str,
+        settings: EffectiveSettings,
+        *,
+        disabled_by: Decision | None = None,
+    ) -> None:
         self._registry.get(scheduler_id)  # raises UnknownScheduler
         with self._settings_lock:  # store first, outside the lock; one change at a time
             self._store.set_overrides(scheduler_id, settings.overrides)
-            event = machine.SettingsChanged(settings=settings.effective)
+            event = machine.SettingsChanged(settings=settings.effective, disabled_by=disabled_by)
             self._carry_out(self._feed(scheduler_id, event))
 
     def reset_settings(self, scheduler_id: str) -> None:
@@ -513,6 +549,18 @@ class Manager:
         if exit_.outcome is not Outcome.SUCCEEDED:
             raise ActionFailed(exit_.error or f"the action ended {exit_.outcome.value}")
         return exit_.result or ""
+
+
+def _note_record(run_id: str, note: str, now: datetime) -> LogRecord:
+    """The WARNING a stopped run's log gets from the manager: who stopped it and why."""
+    return LogRecord(
+        time=now,
+        level=Level.WARNING,
+        message=note,
+        fields={},
+        run_id=run_id,
+        source=Source.LOGGER,
+    )
 
 
 def _new_run_id() -> str:

@@ -234,11 +234,15 @@ def _call(options: Options, job: Job, ctx: Context, sink: RecordSink) -> RunResu
         return RunResult(outcome=Outcome.SUCCEEDED)
     except BaseException as error:
         result = failure(error)
+        # A run that ends because it was asked to (Stop, shutdown) did not fail: a WARNING.
+        asked = ctx.err()
+        cancelled = isinstance(asked, Cancelled) and asked.reason in ("stop", "shutdown")
     if result.outcome is Outcome.SUCCEEDED:  # sys.exit(0)
         return result
     fields = {} if result.traceback is None else {"traceback": result.traceback}
+    level, said = (Level.WARNING, "ended on cancel") if cancelled else (Level.ERROR, "failed")
     with contextlib.suppress(Exception):
-        sink.write(make_record(job.run_id, Level.ERROR, f"{what} failed: {result.error}", fields))
+        sink.write(make_record(job.run_id, level, f"{what} {said}: {result.error}", fields))
     return result
 
 

@@ -405,7 +405,7 @@ def make_record(
     if text is None:
         text = f"{UNREPRESENTABLE} message: str() of a {type_name(message)} raised>"
     safe = json_safe(fields) if fields else NO_FIELDS
-    if not isinstance(safe, dict):  # a broken mapping: keep what it was, marked
+    if not isinstance(safe, Mapping):  # a broken mapping: keep what it was, marked
         safe = {"fields": safe}
     return LogRecord(
         time=datetime.fromtimestamp(time.time() if created is None else created, UTC),

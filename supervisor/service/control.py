@@ -22,6 +22,7 @@ import traceback
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +118,17 @@ def _level(value: str | None) -> Level | None:
         raise DefinitionError("level", str(error)) from None
 
 
+def _until(text: str) -> datetime:
+    """The end of a pause as the client sends it: ISO 8601 with an offset."""
+    try:
+        until = datetime.fromisoformat(text)
+    except ValueError:
+        raise DefinitionError("until", f"must be an ISO 8601 time, not {text!r}") from None
+    if until.tzinfo is None:
+        raise DefinitionError("until", "must carry its offset")
+    return until
+
+
 class Dispatcher:
     """Turns one request into one use-case call and its JSON answer."""
 
@@ -128,7 +140,15 @@ class Dispatcher:
             "list": lambda s, a: [serialize.status_json(x) for x in use_cases.list(s)],
             "status": lambda s, a: serialize.status_json(use_cases.status(s, a.text("id"))),
             "start": lambda s, a: use_cases.start(s, a.text("id")),
-            "stop": lambda s, a: use_cases.stop(s, a.text("id")),
+            "stop": lambda s, a: use_cases.stop(s, a.text("id"), reason=a.optional_text("reason")),
+            "pause": lambda s, a: use_cases.pause(
+                s, a.text("id"), until=_until(a.text("until")), reason=a.optional_text("reason")
+            ),
+            "resume": lambda s, a: use_cases.resume(s, a.text("id")),
+            "disable": lambda s, a: use_cases.disable(
+                s, a.text("id"), reason=a.optional_text("reason")
+            ),
+            "enable": lambda s, a: use_cases.enable(s, a.text("id")),
             "execute": lambda s, a: {"run_id": use_cases.execute(s, a.text("id"))},
             "runs": lambda s, a: [
                 serialize.run_json(r)

@@ -2,8 +2,9 @@
 
 Times as fixed-width UTC text or microseconds, setting overrides and audit values as
 tagged JSON (durations and times keep their type), log fields as compact ASCII JSON that
-never fails, and the text of the markers a store writes into a run's log.
-May import ``core.access``, ``core.errors`` and the stdlib.
+never fails, operators' decisions as JSON, and the text of the markers a store writes
+into a run's log.
+May import ``core.access``, ``core.errors``, ``core.records`` and the stdlib.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any, Final
 
 from supervisor.core.access import ROLES
 from supervisor.core.errors import DefinitionError, StoreError
+from supervisor.core.records import Decision, DecisionKind
 
 EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND: Final = timedelta(microseconds=1)
@@ -179,11 +181,45 @@ def encode_overrides(overrides: Mapping[str, Any]) -> str:
     for name, value in overrides.items():
         if not isinstance(name, str):
             raise DefinitionError(str(name), "a setting name must be a string")
-        if not (value is None or isinstance(value, timedelta | str | bool)):
+        if not (value is None or isinstance(value, timedelta | str | int)):
             raise DefinitionError(
                 name, f"cannot store a value of type {type(value).__name__} as a setting"
             )
     return encode_values(overrides)
+
+
+# -- operators' decisions ------------------------------------------------------------------
+
+
+def encode_decision(decision: Decision) -> str:
+    """A decision as JSON (times ISO 8601 UTC); ``ValueError`` for anything else."""
+    if not isinstance(decision, Decision):
+        raise ValueError(f"not a Decision: {type(decision).__name__}")
+    return json.dumps(
+        {
+            "kind": decision.kind.value,
+            "actor": decision.actor,
+            "at": ts(decision.at),
+            "reason": decision.reason,
+            "until": ts_or_none(decision.until),
+        },
+        separators=(",", ":"),
+    )
+
+
+def decode_decision(text: str) -> Decision:
+    """The decision ``encode_decision`` wrote; ``StoreError`` if the text is not one."""
+    try:
+        raw = json.loads(text)
+        return Decision(
+            kind=DecisionKind(raw["kind"]),
+            actor=raw["actor"],
+            at=parse_ts(raw["at"]),
+            reason=raw.get("reason"),
+            until=parse_ts_or_none(raw.get("until")),
+        )
+    except (ValueError, KeyError, TypeError) as error:
+        raise StoreError(f"a stored decision cannot be read ({error}): {text[:60]!r}") from None
 
 
 # -- users ----------------------------------------------------------------------------------

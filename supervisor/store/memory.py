@@ -20,6 +20,7 @@ from typing import Any
 from supervisor.core.errors import DefinitionError, StoreError, UnknownRun
 from supervisor.core.records import (
     AuditEntry,
+    Decision,
     Level,
     LogQuery,
     LogRecord,
@@ -31,8 +32,10 @@ from supervisor.core.records import (
 from supervisor.store.budget import LogBudget, LogRow, admit, admit_loss
 from supervisor.store.codec import (
     check_new_user,
+    decode_decision,
     decode_fields,
     decode_values,
+    encode_decision,
     encode_overrides,
     encode_values,
     from_microseconds,
@@ -77,6 +80,7 @@ class MemoryStore:
         self._lock = threading.Lock()
         self._closed = False
         self._overrides: dict[str, str] = {}
+        self._decisions: dict[str, str] = {}
         self._runs: dict[str, _Run] = {}
         self._run_seq = 0
         self._logs: dict[str, list[LogRow]] = {}  # per scheduler, ascending cursor
@@ -127,6 +131,27 @@ class MemoryStore:
         with self._lock:
             self._open()
             return self._overrides.pop(scheduler_id, None) is not None
+
+    def decision(self, scheduler_id: str) -> Decision | None:
+        with self._lock:
+            self._open()
+            text = self._decisions.get(scheduler_id)
+        return None if text is None else decode_decision(text)
+
+    def all_decisions(self) -> dict[str, Decision]:
+        with self._lock:
+            self._open()
+            items = list(self._decisions.items())
+        return {scheduler_id: decode_decision(text) for scheduler_id, text in items}
+
+    def set_decision(self, scheduler_id: str, decision: Decision | None) -> None:
+        encoded = None if decision is None else encode_decision(decision)
+        with self._lock:
+            self._open()
+            if encoded is None:
+                self._decisions.pop(scheduler_id, None)
+            else:
+                self._decisions[scheduler_id] = encoded
 
     # -- runs -----------------------------------------------------------------------------
 

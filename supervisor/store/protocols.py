@@ -28,6 +28,7 @@ from typing import Any, Protocol
 
 from supervisor.core.records import (
     AuditEntry,
+    Decision,
     LogQuery,
     LogRecord,
     Outcome,
@@ -103,13 +104,28 @@ class SettingsOverrides(Protocol):
     def set_overrides(self, scheduler_id: str, overrides: Mapping[str, Any]) -> None:
         """Replace the overrides of ``scheduler_id`` as a whole (empty: delete them).
 
-        Values are what ``Settings`` fields hold: timedelta, str, bool or None; any other
+        Values are what ``Settings`` fields hold: timedelta, str, int, bool or None; any other
         type (or a name that is not a string) raises ``DefinitionError`` naming it.
         """
         ...
 
     def delete_overrides(self, scheduler_id: str) -> bool:
         """Delete the overrides of ``scheduler_id``; whether there were any."""
+        ...
+
+    def decision(self, scheduler_id: str) -> Decision | None:
+        """The operator's decision stored for ``scheduler_id`` (a disable's or a pause's
+        who, when, why and until), or None. Kept apart from the overrides: a settings
+        reset leaves it, and it survives restarts like them."""
+        ...
+
+    def all_decisions(self) -> dict[str, Decision]:
+        """Every stored decision, keyed by scheduler ID (none: absent)."""
+        ...
+
+    def set_decision(self, scheduler_id: str, decision: Decision | None) -> None:
+        """Store ``decision`` for ``scheduler_id``, replacing any earlier one (None:
+        delete it). ``ValueError`` if ``decision`` is not a ``Decision``."""
         ...
 
 

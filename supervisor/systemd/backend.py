@@ -37,6 +37,11 @@ steers them:
   4 KiB come back null): our records carry ``SCHEDULER_ID``; systemd's messages about
   the service carry ``UNIT``. One run per invocation ID. Who pressed Execute Now is
   read from the audit trail (the use cases record ``run <id>``).
+- **decisions**: who stopped or disabled a scheduler and why is kept in the store and
+  shown while it holds; a time-boxed **pause** is refused (``BackendError`` naming why):
+  a transient timer needs ``systemd-run``, which needs D-Bus, and a persistent one would
+  be a unit outside the install manifest; stop it and start it again instead. The
+  ``retries`` setting is refused too: a unit runs once per trigger.
 
 Every command goes through one ``CommandRunner`` (a callable), so tests can feed it
 canned ``systemctl``/``journalctl`` output. Times from systemd are read in UTC
@@ -76,6 +81,8 @@ from supervisor.core.errors import (
     UnknownRun,
 )
 from supervisor.core.records import (
+    Decision,
+    DecisionKind,
     LogQuery,
     LogRecord,
     Outcome,
@@ -614,6 +621,8 @@ class SystemdBackend:
             last_outcome=outcome,
             last_error=last_error,
             last_actor=self._store.last_actor(options.id),
+            decision=self._decision(options.id, state),
+            retries=settings.retries,
             actions=tuple((a.id, a.title) for a in options.actions),
             # systemd keeps each unit in its own cgroup and stops all of it.
             containment="systemd unit",
@@ -894,9 +903,18 @@ class SystemdBackend:
 
     # -- Backend: controls ------------------------------------------------------------------
 
+    def _decision(self, scheduler_id: str, state: State) -> Decision | None:
+        decision = self._store.decision(scheduler_id)
+        if decision is None or decision.kind.value != state.value:
+            return None  # e.g. stopped by systemd itself since, or enabled by hand
+        return decision
+
     def start(self, scheduler_id: str, *, actor: str) -> None:
         unit = self._units(scheduler_id)
         with self._lock:
+            stored = self._store.decision(scheduler_id)
+            if stored is not None and stored.kind is DecisionKind.STOPPED:
+                self._store.set_decision(scheduler_id, None)
             if unit.timer is None:
                 self._store.set_meta(STOPPED_META + scheduler_id, "")
                 return
@@ -927,9 +945,14 @@ class SystemdBackend:
         verb = "restart" if props.get("ActiveState") == "active" else "start"
         self._systemd.systemctl(verb, first)
 
-    def stop(self, scheduler_id: str, *, actor: str) -> None:
+    def stop(self, scheduler_id: str, *, actor: str, reason: str | None = None) -> None:
         unit = self._units(scheduler_id)
         with self._lock:
+            if not self._settings(unit.options).disabled:  # a disable's reason stays
+                decision = Decision(
+                    kind=DecisionKind.STOPPED, actor=actor, at=self._clock.now(), reason=reason
+                )
+                self._store.set_decision(scheduler_id, decision)
             if unit.timer is None:
                 self._store.set_meta(STOPPED_META + scheduler_id, "1")
                 self._systemd.systemctl("stop", unit.service)
@@ -959,16 +982,47 @@ class SystemdBackend:
 
     # -- Backend: settings ------------------------------------------------------------------
 
-    def update_settings(self, scheduler_id: str, settings: EffectiveSettings) -> None:
+    def pause(
+        self, scheduler_id: str, *, actor: str, until: datetime, reason: str | None = None
+    ) -> None:
+        self._units(scheduler_id)  # UnknownScheduler first
+        raise BackendError(
+            "a timed pause is not available in systemd mode: its resume would need a"
+            " transient timer (systemd-run, which needs D-Bus) or a unit outside the"
+            f" installed ones; stop {scheduler_id} now and start it again at"
+            f" {until:%Y-%m-%d %H:%M %Z} instead"
+        )
+
+    def update_settings(
+        self,
+        scheduler_id: str,
+        settings: EffectiveSettings,
+        *,
+        disabled_by: Decision | None = None,
+    ) -> None:
         unit = self._units(scheduler_id)
+        if settings.effective.retries:
+            raise BackendError(
+                "retries are not available in systemd mode: a unit runs once per trigger"
+            )
         dropins = self._layout.settings_dropins(unit.options, settings.effective)
         with self._lock:
             self._store_then_apply(unit, dict(settings.overrides), settings.effective, dropins)
+            if disabled_by is not None:
+                self._store.set_decision(scheduler_id, disabled_by)
+            elif not settings.effective.disabled:
+                stored = self._store.decision(scheduler_id)
+                if stored is not None and stored.kind is DecisionKind.DISABLED:
+                    self._store.set_decision(scheduler_id, None)
 
     def reset_settings(self, scheduler_id: str) -> None:
         unit = self._units(scheduler_id)
         with self._lock:
             self._store_then_apply(unit, None, unit.options.defaults, [])
+            stored = self._store.decision(scheduler_id)
+            disabled = stored is not None and stored.kind is DecisionKind.DISABLED
+            if disabled and not unit.options.defaults.disabled:
+                self._store.set_decision(scheduler_id, None)
 
     def _store_then_apply(
         self,

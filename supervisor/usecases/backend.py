@@ -9,9 +9,10 @@ May import ``core``.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any, Protocol
 
-from supervisor.core.records import LogQuery, LogRecord, RunRecord, SchedulerStatus
+from supervisor.core.records import Decision, LogQuery, LogRecord, RunRecord, SchedulerStatus
 from supervisor.core.settings import EffectiveSettings
 
 
@@ -32,8 +33,18 @@ class Backend(Protocol):
         """Make a stopped scheduler plan runs again (re-applying its start delay)."""
         ...
 
-    def stop(self, scheduler_id: str, *, actor: str) -> None:
-        """Cancel the current run, if any, and plan nothing more until started."""
+    def stop(self, scheduler_id: str, *, actor: str, reason: str | None = None) -> None:
+        """Cancel the current run, if any, and plan nothing more until started. The status
+        shows who stopped it, when and ``reason`` (``decision``) while it stays stopped."""
+        ...
+
+    def pause(
+        self, scheduler_id: str, *, actor: str, until: datetime, reason: str | None = None
+    ) -> None:
+        """Plan nothing until ``until`` (aware, in the future), then resume by itself as
+        Start would; a run in progress finishes. The pause outlives a restart of the
+        backend. ``BackendError`` naming why when it cannot (disabled, shutting down, or
+        a backend without timed pauses)."""
         ...
 
     def execute(self, scheduler_id: str, *, actor: str) -> str:
@@ -47,11 +58,18 @@ class Backend(Protocol):
         """The stored setting overrides (only fields that differ from the code defaults)."""
         ...
 
-    def update_settings(self, scheduler_id: str, settings: EffectiveSettings) -> None:
+    def update_settings(
+        self,
+        scheduler_id: str,
+        settings: EffectiveSettings,
+        *,
+        disabled_by: Decision | None = None,
+    ) -> None:
         """Store ``settings.overrides`` (replacing all earlier ones) and apply
         ``settings.effective`` at once (a waiting scheduler re-plans). The value is
         already checked; ``BackendError`` if it cannot be stored or applied, and then
-        the stored overrides are the earlier ones."""
+        the stored overrides are the earlier ones. ``disabled_by``: who disabled it and
+        why (given when the change disables it); kept, and shown, while it is disabled."""
         ...
 
     def reset_settings(self, scheduler_id: str) -> None:

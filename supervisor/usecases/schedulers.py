@@ -45,8 +45,17 @@ from supervisor.core.access import Permission, Subject
 from supervisor.core.app import Configurator
 from supervisor.core.clock import Clock, SystemClock
 from supervisor.core.definitions import Options
-from supervisor.core.errors import StoreError, SupervisorError, UnknownRun
-from supervisor.core.records import AuditEntry, LogQuery, LogRecord, RunRecord, SchedulerStatus
+from supervisor.core.errors import DefinitionError, StoreError, SupervisorError, UnknownRun
+from supervisor.core.records import (
+    AuditEntry,
+    Decision,
+    DecisionKind,
+    LogQuery,
+    LogRecord,
+    RunRecord,
+    SchedulerStatus,
+    clean_reason,
+)
 from supervisor.core.registry import Registry, registry_of
 from supervisor.core.settings import EffectiveSettings, SettingsChange
 from supervisor.usecases.backend import Backend
@@ -275,11 +284,54 @@ class UseCases:
         with self._audited(self._entry(subject, "start", scheduler_id)):
             self._backend.start(scheduler_id, actor=subject.name)
 
-    def stop(self, subject: Subject, scheduler_id: str) -> None:
+    def stop(self, subject: Subject, scheduler_id: str, *, reason: str | None = None) -> None:
+        """Cancel the current run and plan nothing more; ``reason`` (optional, one line)
+        is shown with the status, written to the audit and to the stopped run's log."""
         subject.require(Permission.STOP)
         self._registry.get(scheduler_id)
-        with self._audited(self._entry(subject, "stop", scheduler_id)):
-            self._backend.stop(scheduler_id, actor=subject.name)
+        why = _reason(reason)
+        with self._audited(self._entry(subject, "stop", scheduler_id, detail=why)):
+            self._backend.stop(scheduler_id, actor=subject.name, reason=why)
+
+    def pause(
+        self,
+        subject: Subject,
+        scheduler_id: str,
+        *,
+        until: datetime,
+        reason: str | None = None,
+    ) -> None:
+        """Plan nothing until ``until`` (aware, in the future), then resume by itself; a
+        run in progress finishes. Needs the Stop permission; ``BackendError`` if the
+        backend cannot (a disabled scheduler, a time not in the future, systemd mode)."""
+        subject.require(Permission.STOP)
+        self._registry.get(scheduler_id)
+        if until.tzinfo is None:
+            raise DefinitionError("until", "must carry a time zone")
+        if until <= self._clock.now():
+            raise DefinitionError("until", f"must be in the future, not {until.isoformat()}")
+        why = _reason(reason)
+        detail = f"until {until.isoformat()}" + ("" if why is None else f": {why}")
+        with self._audited(self._entry(subject, "pause", scheduler_id, detail=detail)):
+            self._backend.pause(scheduler_id, actor=subject.name, until=until, reason=why)
+
+    def resume(self, subject: Subject, scheduler_id: str) -> None:
+        """End a pause or a stop now (Start: the start delay applies again)."""
+        subject.require(Permission.START)
+        self._registry.get(scheduler_id)
+        with self._audited(self._entry(subject, "resume", scheduler_id)):
+            self._backend.start(scheduler_id, actor=subject.name)
+
+    def disable(self, subject: Subject, scheduler_id: str, *, reason: str | None = None) -> None:
+        """Set ``disabled`` (it plans nothing until enabled, across restarts), keeping who
+        did it and why for its status."""
+        why = _reason(reason)
+        self._change_settings(
+            subject, scheduler_id, SettingsChange(disabled=True), reason=why, decided=True
+        )
+
+    def enable(self, subject: Subject, scheduler_id: str) -> None:
+        self._change_settings(subject, scheduler_id, SettingsChange(disabled=False))
 
     def execute(self, subject: Subject, scheduler_id: str) -> str:
         """Start a run now. Audited after acting (the entry names the run, which the
@@ -322,19 +374,45 @@ class UseCases:
     ) -> SettingsView:
         """Apply ``change`` on top of the current settings: all of it or none, else
         ``DefinitionError`` naming the field by its setting name."""
-        subject.require(Permission.UPDATE_SETTINGS)
-        options = self._registry.get(scheduler_id)
         if not isinstance(change, SettingsChange):
             change = SettingsChange.of(change)
+        return self._change_settings(subject, scheduler_id, change)
+
+    def _change_settings(
+        self,
+        subject: Subject,
+        scheduler_id: str,
+        change: SettingsChange,
+        *,
+        reason: str | None = None,
+        decided: bool = False,
+    ) -> SettingsView:
+        """Apply ``change``; a change that disables (or ``decided``: a Disable with its
+        reason) hands the backend who disabled it and why."""
+        subject.require(Permission.UPDATE_SETTINGS)
+        options = self._registry.get(scheduler_id)
         with self._settings_lock:
             current = self._current(options)
             wanted = settings_owner.apply(options, current, change)
             before, after = settings_owner.audit_diff(current.effective, wanted.effective)
+            disabled_by = None
+            if wanted.effective.disabled and (decided or not current.effective.disabled):
+                disabled_by = Decision(
+                    kind=DecisionKind.DISABLED,
+                    actor=subject.name,
+                    at=self._clock.now(),
+                    reason=reason,
+                )
             entry = self._entry(
-                subject, "update settings", scheduler_id, before=before, after=after
+                subject,
+                "update settings",
+                scheduler_id,
+                before=before,
+                after=after,
+                detail=None if reason is None else f"disabled: {reason}",
             )
             with self._audited(entry):
-                self._backend.update_settings(scheduler_id, wanted)
+                self._backend.update_settings(scheduler_id, wanted, disabled_by=disabled_by)
         return wanted
 
     def reset_settings(self, subject: Subject, scheduler_id: str) -> SettingsView:
@@ -348,6 +426,14 @@ class UseCases:
             with self._audited(entry):
                 self._backend.reset_settings(scheduler_id)
         return reset
+
+
+def _reason(text: str | None) -> str | None:
+    """An operator's reason, cleaned; ``DefinitionError`` naming ``reason`` if unusable."""
+    try:
+        return clean_reason(text)
+    except ValueError as error:
+        raise DefinitionError("reason", str(error).removeprefix("reason ")) from None
 
 
 class _Trail(Protocol):

@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from supervisor.core.records import LogRecord, RunRecord, SchedulerStatus
+from supervisor.core.records import Decision, LogRecord, RunRecord, SchedulerStatus
 from supervisor.core.settings import EffectiveSettings
 from supervisor.core.settings import as_json as settings_as_json
 
@@ -36,6 +36,24 @@ def status_json(status: SchedulerStatus) -> dict[str, Any]:
         "failed_starts": status.failed_starts,
         "run_phase": status.run_phase,
         "containment": status.containment,
+        "decision": decision_json(status.decision),
+        "retry": None
+        if not status.retry_attempt
+        else {"attempt": status.retry_attempt, "of": status.retries},
+    }
+
+
+def decision_json(decision: Decision | None) -> dict[str, Any] | None:
+    """Who stopped, disabled or paused a scheduler, when, why, until when (or None)."""
+    if decision is None:
+        return None
+    return {
+        "kind": decision.kind.value,
+        "actor": decision.actor,
+        "at": iso(decision.at),
+        "reason": decision.reason,
+        "until": iso(decision.until),
+        "text": decision.describe(),
     }
 
 

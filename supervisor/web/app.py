@@ -4,9 +4,9 @@ This module only assembles: the shared ``Site``, the ``Guard`` every request pas
 (session, proxy header, CSRF, permission, errors mapped through ``http_status``), and the
 route table, each route with its access (public, any logged-in user, or one
 ``Permission``) and its handler from the handler modules (``account``, ``overview``,
-``scheduler_page``, ``logs``, ``audit``, ``users``, ``streams``). Pages are rendered by our own
-autoescaping Jinja2 environment; every response carries a Content-Security-Policy
-without inline script and no ``Server`` banner.
+``scheduler_page``, ``actions``, ``logs``, ``audit``, ``users``, ``streams``). Pages are
+rendered by our own autoescaping Jinja2 environment; every response carries a
+Content-Security-Policy without inline script and no ``Server`` banner.
 
 May import ``usecases``, ``access``, ``clock``, ``supervisor.web.*``, bottle and the stdlib.
 """
@@ -30,6 +30,7 @@ from supervisor.usecases.reads import UseCaseReads, reader
 from supervisor.usecases.schedulers import UseCases
 from supervisor.web import (
     account,
+    actions,
     audit,
     events,
     logs,
@@ -180,15 +181,13 @@ def routes(site: Site) -> list[tuple[str, str, Access, Handler]]:
         ("GET", "/schedulers/<sid>/history", Permission.STATUS, scheduler_page.history),
         ("GET", "/schedulers/<sid>/logs", Permission.VIEW_LOGS, logs.logs),
         ("GET", "/schedulers/<sid>/preview", Permission.FIND_SETTINGS, scheduler_page.preview),
-        ("POST", "/schedulers/<sid>/start", Permission.START, scheduler_page.start),
-        ("POST", "/schedulers/<sid>/stop", Permission.STOP, scheduler_page.stop),
-        ("POST", "/schedulers/<sid>/execute", Permission.EXECUTE, scheduler_page.execute),
-        (
-            "POST",
-            "/schedulers/<sid>/actions/<action>",
-            Permission.RUN_ACTION,
-            scheduler_page.action,
-        ),
+        ("POST", "/schedulers/<sid>/start", Permission.START, actions.start),
+        ("POST", "/schedulers/<sid>/stop", Permission.STOP, actions.stop),
+        ("POST", "/schedulers/<sid>/pause", Permission.STOP, actions.pause),
+        ("POST", "/schedulers/<sid>/disable", Permission.UPDATE_SETTINGS, actions.disable),
+        ("POST", "/schedulers/<sid>/enable", Permission.UPDATE_SETTINGS, actions.enable),
+        ("POST", "/schedulers/<sid>/execute", Permission.EXECUTE, actions.execute),
+        ("POST", "/schedulers/<sid>/actions/<action>", Permission.RUN_ACTION, actions.action),
         (
             "POST",
             "/schedulers/<sid>/settings",

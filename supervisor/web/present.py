@@ -44,6 +44,8 @@ FIELD_LABELS = {
     "timezone": "Time zone",
     "timeout": "Timeout",
     "disabled": "Disabled",
+    "retries": "Retries",
+    "retry_delay": "First retry after",
 }
 
 FIELD_HINTS = {
@@ -53,6 +55,8 @@ FIELD_HINTS = {
     "timezone": "An IANA time zone, e.g. Europe/Berlin.",
     "timeout": "Longest allowed run; empty for no limit.",
     "disabled": "A disabled scheduler plans no runs until enabled again.",
+    "retries": "How often a failed, crashed or timed-out run is tried again; 0 for never.",
+    "retry_delay": "Wait before the first retry; each further one waits twice as long.",
 }
 
 

@@ -1,7 +1,7 @@
-"""Handlers for one scheduler: its page, run history, cron preview, controls and settings.
+"""Handlers for one scheduler: its page, run history, cron preview and settings.
 
-Controls are POSTs that flash their result and redirect back (so every page works
-without JS); a settings form with bad fields is shown again with a message on each.
+Its controls (Start, Stop, Execute Now, ...) live in ``actions``; a settings form with
+bad fields is shown again with a message on each.
 May import ``usecases``, ``definitions``, ``settings``, ``nextruns``, ``records``, ``errors``,
 ``serialize``, ``supervisor.web.*`` below the app and the stdlib.
 """
@@ -15,14 +15,13 @@ from zoneinfo import ZoneInfo
 
 from supervisor.core.access import Permission
 from supervisor.core.definitions import Kind
-from supervisor.core.errors import DefinitionError, PermissionDenied, SupervisorError, UnknownAction
+from supervisor.core.errors import DefinitionError
 from supervisor.core.nextruns import upcoming_for_cron
 from supervisor.core.records import LogQuery, LogRecord
 from supervisor.core.settings import read_form as read_settings_form
 from supervisor.usecases.schedulers import SettingsView
 from supervisor.usecases.serialize import status_json
 from supervisor.web import present
-from supervisor.web.guard import back
 from supervisor.web.render import scheduler_url
 from supervisor.web.replies import json_reply, redirect
 from supervisor.web.site import Request, Site, subject_of
@@ -130,42 +129,7 @@ def _zoned(moment: datetime, zone: ZoneInfo) -> str:
     return local.strftime("%a %Y-%m-%d %H:%M:%S %Z (UTC%z)")
 
 
-# -- controls ------------------------------------------------------------------------------
-
-
-def start(site: Site, request: Request, sid: str) -> Any:
-    site.use_cases.start(subject_of(request), sid)
-    site.flash(request, "ok", "Started", "It plans runs again.")
-    return redirect(back(request, scheduler_url(sid)))
-
-
-def stop(site: Site, request: Request, sid: str) -> Any:
-    site.use_cases.stop(subject_of(request), sid)
-    site.flash(request, "ok", "Stopped", "The current run, if any, was asked to stop.")
-    return redirect(back(request, scheduler_url(sid)))
-
-
-def execute(site: Site, request: Request, sid: str) -> Any:
-    run_id = site.use_cases.execute(subject_of(request), sid)
-    site.flash(request, "ok", "Run started", f"Run {run_id} is in progress.")
-    return redirect(back(request, scheduler_url(sid)))
-
-
-def action(site: Site, request: Request, sid: str, action: str) -> Any:
-    subject = subject_of(request)
-    options = site.use_cases.registry.get(sid)
-    defined = options.action(action)
-    if defined is None:
-        raise UnknownAction(f"scheduler {sid!r} has no action {action!r}")
-    try:
-        result = site.use_cases.run_action(subject, sid, action)
-    except PermissionDenied:
-        raise
-    except SupervisorError as error:
-        site.flash(request, "error", f"{defined.title} failed", str(error))
-    else:
-        site.flash(request, "ok", defined.title, result)
-    return redirect(back(request, scheduler_url(sid)))
+# -- settings ------------------------------------------------------------------------------
 
 
 def save_settings(site: Site, request: Request, sid: str) -> Any:

@@ -34,6 +34,8 @@ class Flash:
     kind: str  # "ok", "error" or "info"
     title: str
     text: str = ""
+    link: str = ""  # a path on this site to follow up (e.g. the running run's live log)
+    link_text: str = ""
 
 
 @dataclass(slots=True, kw_only=True)

@@ -104,9 +104,19 @@ class Site:
         )
         return reply(body, status)
 
-    def flash(self, request: Request, kind: str, title: str, text: str = "") -> None:
+    def flash(
+        self,
+        request: Request,
+        kind: str,
+        title: str,
+        text: str = "",
+        *,
+        link: str = "",
+        link_text: str = "",
+    ) -> None:
         if request.session is not None:
-            self.sessions.flash(request.session, Flash(kind=kind, title=title, text=text))
+            message = Flash(kind=kind, title=title, text=text, link=link, link_text=link_text)
+            self.sessions.flash(request.session, message)
 
 
 def subject_of(request: Request) -> Subject:

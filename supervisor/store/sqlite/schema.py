@@ -10,7 +10,7 @@ from typing import Final
 DB_FILENAME: Final = "state.db"
 # PRAGMA application_id of every sched-supervisor database: ASCII "sSup".
 APPLICATION_ID: Final = 0x73537570
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 BUSY_TIMEOUT_MS: Final = 10_000
 # After a checkpoint the WAL file is truncated to at most this size.
 JOURNAL_SIZE_LIMIT: Final = 64 << 20
@@ -100,6 +100,15 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         "ALTER TABLE runs ADD COLUMN log_truncated INTEGER NOT NULL DEFAULT 0",
         "UPDATE runs SET log_truncated = 1 WHERE dropped_records > 0",
     ),
+    # Version 3: operators' decisions (who disabled or paused a scheduler, why, until when),
+    # kept apart from the overrides so a settings reset leaves them.
+    (
+        """CREATE TABLE decisions (
+            scheduler_id TEXT PRIMARY KEY,
+            decision TEXT NOT NULL
+        ) WITHOUT ROWID""",
+    ),
 )
 
+# The tables every version has (checked when opening; later ones come with migrations).
 TABLES: Final = frozenset({"meta", "overrides", "runs", "logs", "counters", "audit", "users"})
