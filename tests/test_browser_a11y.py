@@ -248,6 +248,13 @@ def test_no_serious_or_critical_axe_violation_on_any_page(
         shown.goto(site.url + path)
         report[name] = axe_violations(shown)
         shown.screenshot(path=str(ARTIFACTS / f"a11y-{name}-{theme}.png"), full_page=True)
+    # a decision's confirmation, as a dialog over the page
+    page.goto(site.url + "/schedulers/demo.nightly")
+    page.click('button[data-control="disable"]')
+    page.wait_for_selector("dialog[open]")
+    report["confirm-dialog"] = axe_violations(page)
+    page.screenshot(path=str(ARTIFACTS / f"a11y-confirm-dialog-{theme}.png"), full_page=True)
+    page.keyboard.press("Escape")
     # the states with errors: a refused password change, a refused user change
     page.goto(site.url + "/account/password")
     page.fill("input[name=current]", "not my password at all")
