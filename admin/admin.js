@@ -12,12 +12,106 @@
   };
 
   // -- times ------------------------------------------------------------------------------
+  //
+  // The server writes every absolute time as <time datetime="ISO" data-fmt="…">text with
+  // its zone</time> (supervisor/web/present.py). Each is reformatted here in the browser's
+  // zone (or in its data-zone) with Intl.DateTimeFormat, the zone always named; also the
+  // ones added later, by this script or any other (a MutationObserver sees them).
 
   const pad = (n, w = 2) => String(n).padStart(w, "0");
 
-  function localText(date) {
-    return `${date.getFullYear()}-${pad(date.getMonth() + 1)}-${pad(date.getDate())} ` +
-      `${pad(date.getHours())}:${pad(date.getMinutes())}:${pad(date.getSeconds())}`;
+  const formatters = new Map();
+  function formatter(kind, zone) {
+    const key = `${kind}|${zone || ""}`;
+    let found = formatters.get(key);
+    if (!found) {
+      const parts = {
+        date: { year: "numeric", month: "2-digit", day: "2-digit" },
+        datetime: { year: "numeric", month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23", timeZoneName: "short" },
+        clock: { hour: "2-digit", minute: "2-digit", hourCycle: "h23", timeZoneName: "short" },
+        log: { hour: "2-digit", minute: "2-digit", second: "2-digit", fractionalSecondDigits: 3, hourCycle: "h23", timeZoneName: "short" },
+      }[kind];
+      try {
+        found = new Intl.DateTimeFormat(undefined, zone ? { ...parts, timeZone: zone } : parts);
+      } catch (_) {
+        found = new Intl.DateTimeFormat(undefined, parts);  // an unknown zone: the browser's
+      }
+      formatters.set(key, found);
+    }
+    return found;
+  }
+
+  const relative = window.Intl && Intl.RelativeTimeFormat ? new Intl.RelativeTimeFormat(undefined, { numeric: "auto", style: "short" }) : null;
+
+  function sameDay(date, now, zone) {
+    const day = formatter("date", zone);
+    return day.format(date) === day.format(now);
+  }
+
+  function relativeText(date, now) {
+    const seconds = Math.round((date.getTime() - now) / 1000);
+    const size = Math.abs(seconds);
+    if (size < 2) return "just now";
+    if (!relative) return "";
+    if (size < 60) return relative.format(seconds, "second");
+    if (size < 3600) return relative.format(Math.trunc(seconds / 60), "minute");
+    if (size < 86400) return relative.format(Math.trunc(seconds / 3600), "hour");
+    return relative.format(Math.trunc(seconds / 86400), "day");
+  }
+
+  // The text of one <time> element; null when it is not ours to change.
+  function timeText(el, now) {
+    if (el.hasAttribute("data-keep")) return null;
+    const iso = el.getAttribute("datetime");
+    if (!iso) return null;
+    const date = new Date(iso);
+    if (Number.isNaN(date.getTime())) return null;
+    const zone = el.dataset.zone || undefined;
+    const fmt = el.dataset.fmt || "datetime";
+    const dated = (text) => sameDay(date, now, zone) ? text : `${formatter("date", zone).format(date)} ${text}`;
+    if (fmt === "log") return dated(formatter("log", zone).format(date));
+    if (fmt === "clock") return dated(formatter("clock", zone).format(date));
+    if (fmt === "ago") return relativeText(date, now) || el.textContent;  // not absolute: no zone
+    if (fmt === "relative") {
+      const rel = relativeText(date, now);
+      return `${dated(formatter("clock", zone).format(date))}${rel ? ` (${rel})` : ""}`;
+    }
+    return formatter("datetime", zone).format(date);
+  }
+
+  function formatTime(el, now) {
+    const text = timeText(el, now === undefined ? new Date() : new Date(now));
+    if (text === null) return;
+    if (!el.dataset.server) {
+      el.dataset.server = el.getAttribute("title") || el.textContent;
+    }
+    if (el.textContent !== text) el.textContent = text;
+    const title = `${formatter("datetime", el.dataset.zone || undefined).format(new Date(el.getAttribute("datetime")))} · ${el.dataset.server}`;
+    if (el.title !== title) el.title = title;
+    el.dataset.local = "1";
+  }
+
+  function formatTimes(root) {
+    const now = Date.now();
+    if (root.matches && root.matches("time[datetime]")) formatTime(root, now);
+    root.querySelectorAll("time[datetime]").forEach((el) => formatTime(el, now));
+  }
+
+  function tickRelative() {
+    const now = Date.now();
+    document.querySelectorAll('time[data-fmt="relative"], time[data-fmt="ago"]').forEach((el) => formatTime(el, now));
+  }
+
+  // times added later (live updates, fragments, other scripts) are formatted as they come
+  function watchTimes() {
+    if (!window.MutationObserver) return;
+    new MutationObserver((changes) => {
+      for (const change of changes) {
+        change.addedNodes.forEach((node) => {
+          if (node.nodeType === Node.ELEMENT_NODE) formatTimes(node);
+        });
+      }
+    }).observe(document.body, { childList: true, subtree: true });
   }
 
   function utcText(iso) {
@@ -25,45 +119,25 @@
     return Number.isNaN(date.getTime()) ? iso : `${date.toISOString().slice(0, 19).replace("T", " ")} UTC`;
   }
 
-  function relativeText(date, now) {
-    const seconds = Math.round((date.getTime() - now) / 1000);
-    const size = Math.abs(seconds);
-    let text;
-    if (size < 2) return "just now";
-    if (size < 60) text = `${size} s`;
-    else if (size < 3600) text = `${Math.floor(size / 60)} min ${size < 600 ? pad(size % 60) + " s" : ""}`.trim();
-    else if (size < 86400) text = `${Math.floor(size / 3600)} h ${pad(Math.floor((size % 3600) / 60))} min`;
-    else return localText(date);
-    return seconds > 0 ? `in ${text}` : `${text} ago`;
-  }
+  // -- long errors: kept whole, clamped to a few lines with "show all" -------------------
 
-  function formatTime(el, now) {
-    if (el.hasAttribute("data-keep")) return;
-    const iso = el.getAttribute("datetime");
-    if (!iso) return;
-    const date = new Date(iso);
-    if (Number.isNaN(date.getTime())) return;
-    if (!el.dataset.utc) el.dataset.utc = el.getAttribute("title") || "";
-    if (el.classList.contains("log-time")) {
-      el.textContent = `${pad(date.getHours())}:${pad(date.getMinutes())}:${pad(date.getSeconds())}.${pad(date.getMilliseconds(), 3)}`;
-      el.title = `${localText(date)} (${el.dataset.utc})`;
-    } else if (el.closest(".facts")) {
-      el.textContent = relativeText(date, now);
-      el.title = `${localText(date)} local · ${el.dataset.utc}`;
-    } else {
-      el.textContent = localText(date);
-      el.title = el.dataset.utc;
-    }
-  }
-
-  function formatTimes(root) {
-    const now = Date.now();
-    root.querySelectorAll("time[datetime]").forEach((el) => formatTime(el, now));
-  }
-
-  function tickRelative() {
-    const now = Date.now();
-    document.querySelectorAll(".facts time[datetime]").forEach((el) => formatTime(el, now));
+  function clampErrors(root) {
+    root.querySelectorAll("[data-clamp]").forEach((el) => {
+      let toggle = el.nextElementSibling;
+      if (!toggle || !toggle.classList.contains("clamp-toggle")) {
+        toggle = make("button", "clamp-toggle", "show all");
+        toggle.type = "button";
+        toggle.setAttribute("aria-expanded", "false");
+        toggle.addEventListener("click", () => {
+          const open = el.classList.toggle("is-open");
+          toggle.setAttribute("aria-expanded", String(open));
+          toggle.textContent = open ? "show less" : "show all";
+        });
+        el.after(toggle);
+      }
+      const open = el.classList.contains("is-open");
+      toggle.hidden = el.hidden || (!open && el.scrollHeight <= el.clientHeight + 1);
+    });
   }
 
   // -- small DOM helpers ------------------------------------------------------------------
@@ -75,12 +149,15 @@
     return el;
   }
 
-  function timeElement(iso, empty) {
+  function timeElement(iso, empty, fmt, zone) {
     if (!iso) return make("span", "none", empty || "—");
-    const el = make("time", "", iso);
+    const el = make("time", "", utcText(iso));
     el.setAttribute("datetime", iso);
     el.setAttribute("title", utcText(iso));
-    return el;  // formatted once in place: how depends on where it sits
+    el.dataset.fmt = fmt || "datetime";
+    if (zone) el.dataset.zone = zone;
+    formatTime(el, Date.now());
+    return el;
   }
 
   function setLive(on) {
@@ -112,10 +189,14 @@
 
   // -- scheduler states -------------------------------------------------------------------
 
+  const BAD = new Set(["failed", "crashed", "timed_out"]);
+  const isFailing = (status) => status.state === "failing" || BAD.has(status.last_outcome);
+
   function applyStatus(container, status) {
     if (container.classList.contains("card")) {
       container.dataset.state = status.state;
-      container.dataset.search = `${status.name.toLowerCase()} ${status.id} ${status.state} ${status.kind}`;
+      container.dataset.outcome = status.last_outcome || "none";
+      container.dataset.health = isFailing(status) ? "failing" : "ok";
     }
     container.querySelectorAll('[data-field="state"]').forEach((badge) => {
       badge.className = `badge state state-${status.state}`;
@@ -124,21 +205,34 @@
     const unplanned = status.kind === "manual" ? "on demand" : "not planned";
     for (const [field, empty] of [["last_started_at"], ["last_completed_at"], ["next_planned_at", unplanned]]) {
       container.querySelectorAll(`[data-field="${field}"]`).forEach((dd) => {
-        const el = timeElement(status[field], empty);
-        dd.replaceChildren(el);
-        if (el.tagName === "TIME") formatTime(el, Date.now());
+        const shown = dd.querySelector("time:not([data-zone])");
+        if (shown && shown.getAttribute("datetime") && status[field] &&
+            new Date(shown.getAttribute("datetime")).getTime() === new Date(status[field]).getTime()) return;
+        const el = timeElement(status[field], empty, "relative");
+        const parts = [el];
+        const zone = status.settings && status.settings.timezone;
+        if (field === "next_planned_at" && status.kind === "cron" && status[field] && zone) {
+          const there = make("span", "zone-time");
+          there.dataset.zoneName = zone;
+          there.append(timeElement(status[field], "", "clock", zone));
+          parts.push(there);
+        }
+        dd.replaceChildren(...parts);
       });
     }
     container.querySelectorAll('[data-field="last_outcome"]').forEach((dd) => {
       const outcome = status.last_outcome;
-      dd.replaceChildren(outcome
+      const current = dd.querySelector(".outcome");
+      if (current && current.classList.contains(`outcome-${outcome || "none"}`)) return;  // keeps "(exit code 3)"
+      (dd.querySelector("#last-outcome") || dd).replaceChildren(outcome
         ? make("span", `outcome outcome-${outcome}`, OUTCOME_WORDS[outcome] || outcome)
         : make("span", "outcome outcome-none", "—"));
     });
     container.querySelectorAll('[data-field="last_error"]').forEach((p) => {
-      p.textContent = status.last_error || "";
+      if (p.textContent !== (status.last_error || "")) p.textContent = status.last_error || "";
       p.hidden = !status.last_error;
     });
+    clampErrors(container);
     container.querySelectorAll('[data-field="current_run_id"]').forEach((dd) => {
       dd.replaceChildren(status.current_run_id
         ? make("span", "mono", status.current_run_id.slice(0, 8))
@@ -150,15 +244,28 @@
     applyDecision(container, status);
   }
 
-  function recount() {
+  // The summary counts every scheduler, shown or filtered out: from what the stream said
+  // (its first event carries them all), else from the cards on the page.
+  function recount(known) {
     const counts = {};
-    document.querySelectorAll(".card[data-state]").forEach((card) => {
-      counts[card.dataset.state] = (counts[card.dataset.state] || 0) + 1;
-    });
+    let failing = 0;
+    const statuses = known.size ? [...known.values()] : [...document.querySelectorAll(".card[data-state]")].map(
+      (card) => ({ state: card.dataset.state, failing: card.dataset.health === "failing" }));
+    for (const status of statuses) {
+      counts[status.state] = (counts[status.state] || 0) + 1;
+      if (status.failing === undefined ? isFailing(status) : status.failing) failing += 1;
+    }
     document.querySelectorAll("[data-count]").forEach((pill) => {
       const strong = pill.querySelector("strong");
       if (strong) strong.textContent = String(counts[pill.dataset.count] || 0);
     });
+    document.querySelectorAll("[data-failing] strong").forEach((strong) => { strong.textContent = String(failing); });
+  }
+
+  async function fetchFragment(url) {
+    const response = await fetch(url, { credentials: "same-origin", headers: { Accept: "text/html" } });
+    if (!response.ok) return null;
+    return new DOMParser().parseFromString(await response.text(), "text/html");
   }
 
   let historyTimer = null;
@@ -168,56 +275,117 @@
     clearTimeout(historyTimer);
     historyTimer = setTimeout(async () => {
       try {
-        const response = await fetch(url, { credentials: "same-origin", headers: { Accept: "text/html" } });
-        if (!response.ok) return;
-        const doc = new DOMParser().parseFromString(await response.text(), "text/html");
-        for (const id of ["run-chart", "run-table"]) {
-          const fresh = doc.getElementById(id);
+        const doc = await fetchFragment(url);
+        if (!doc) return;
+        const parts = doc.getElementById("status-parts");
+        const found = (id) => doc.getElementById(id) || (parts && parts.content.getElementById(id));
+        for (const id of ["run-chart", "run-table", "health-line", "last-outcome"]) {
+          const fresh = found(id);
           const target = document.getElementById(id);
           if (fresh && target) {
             const node = document.importNode(fresh, true);
-            formatTimes(node);
             target.replaceWith(node);
+            formatTimes(node);
+            clampErrors(node);
           }
         }
       } catch (_) { /* the next change tries again */ }
     }, 250);
   }
 
+  // A card whose scheduler started or ended a run is drawn again by the server: its colour,
+  // health line ("failing since …"), strip of outcomes and exit code all move together.
+  const staleCards = new Set();
+  let cardTimer = null;
+  function refreshCards(ids) {
+    ids.forEach((id) => staleCards.add(id));
+    clearTimeout(cardTimer);
+    cardTimer = setTimeout(async () => {
+      const asked = [...staleCards];
+      staleCards.clear();
+      if (!asked.length) return;
+      try {
+        const doc = await fetchFragment(`/?cards=${encodeURIComponent(asked.join(","))}`);
+        if (!doc) return;
+        doc.querySelectorAll("article.card[data-id]").forEach((fresh) => {
+          const target = document.querySelector(`article.card[data-id="${CSS.escape(fresh.dataset.id)}"]`);
+          if (!target) return;
+          const node = document.importNode(fresh, true);
+          node.hidden = target.hidden;
+          target.replaceWith(node);
+          formatTimes(node);
+          clampErrors(node);
+        });
+        orderCards();
+        document.dispatchEvent(new CustomEvent("cards-changed"));
+      } catch (_) { /* the next change tries again */ }
+    }, 300);
+  }
+
+  // Failing cards first, as the server orders them; the rest keep their order. Moved only
+  // when a card's health broke that order, so a quiet page never shuffles.
+  function orderCards() {
+    const cards = [...document.querySelectorAll(".cards > article.card")];
+    const failing = (card) => card.dataset.health === "failing";
+    const firstOk = cards.findIndex((card) => !failing(card));
+    if (firstOk < 0 || !cards.slice(firstOk).some(failing)) return;
+    const parent = cards[0].parentElement;
+    const fragment = document.createDocumentFragment();
+    cards.filter(failing).forEach((card) => fragment.append(card));
+    cards.filter((card) => !failing(card)).forEach((card) => fragment.append(card));
+    parent.append(fragment);
+  }
+
   function watchStates() {
     const url = body.dataset.events;
     if (!url || !window.EventSource) return;
-    const containers = new Map();
-    document.querySelectorAll("[data-id]").forEach((el) => {
-      if (el === body) return;
-      const list = containers.get(el.dataset.id) || [];
-      list.push(el);
-      containers.set(el.dataset.id, list);
-    });
+    const containers = () => {
+      const found = new Map();
+      document.querySelectorAll("[data-id]").forEach((el) => {
+        if (el === body) return;
+        const list = found.get(el.dataset.id) || [];
+        list.push(el);
+        found.set(el.dataset.id, list);
+      });
+      return found;
+    };
+    const stamp = (value) => (value ? new Date(value).getTime() : null);
+    const differs = (before, status) => before.state !== status.state ||
+      stamp(before.last_started_at) !== stamp(status.last_started_at) ||
+      stamp(before.last_completed_at) !== stamp(status.last_completed_at) ||
+      (before.last_outcome || null) !== (status.last_outcome || null);
     const last = new Map();
     // what the page was rendered with, so a change before the stream opened is seen too
-    document.querySelectorAll(".status-panel[data-id]").forEach((panel) => {
-      last.set(panel.dataset.id, {
-        state: panel.dataset.state,
-        last_started_at: panel.dataset.started || null,
-        last_completed_at: panel.dataset.completed || null,
+    document.querySelectorAll(".status-panel[data-id], .card[data-id]").forEach((el) => {
+      last.set(el.dataset.id, {
+        state: el.dataset.state,
+        last_started_at: el.dataset.started || null,
+        last_completed_at: el.dataset.completed || null,
+        last_outcome: el.dataset.outcome === "none" ? null : el.dataset.outcome || null,
       });
     });
+    const known = new Map();
     stream(url, { status: (event) => {
       let changed;
       try { changed = JSON.parse(event.data); } catch (_) { return; }
       let reload = false;
+      const redraw = [];
+      const shown = containers();
       for (const status of changed) {
         const before = last.get(status.id);
         last.set(status.id, status);
-        (containers.get(status.id) || []).forEach((el) => applyStatus(el, status));
-        if (before && (before.last_started_at !== status.last_started_at ||
-                       before.last_completed_at !== status.last_completed_at ||
-                       before.state !== status.state)) {
+        known.set(status.id, status);
+        (shown.get(status.id) || []).forEach((el) => applyStatus(el, status));
+        if (before && differs(before, status)) {
           reload = true;
+          redraw.push(status.id);
         }
       }
-      if (body.dataset.page === "overview") recount();
+      if (body.dataset.page === "overview") {
+        recount(known);
+        if (redraw.length) refreshCards(redraw.filter((id) => shown.has(id)));
+        applyFilter();
+      }
       if (reload) refreshHistory();
     } });
   }
@@ -229,10 +397,8 @@
     const li = make("li", `log-row level-${record.level} source-${record.source} is-new${startsRun}`);
     li.dataset.cursor = String(record.cursor);
     li.dataset.run = record.run_id;
-    const time = make("time", "log-time", record.time);
-    time.setAttribute("datetime", record.time);
-    time.setAttribute("title", utcText(record.time));
-    formatTime(time, Date.now());
+    const time = timeElement(record.time, "", "log");
+    time.classList.add("log-time");
     li.append(time, make("span", "log-level", record.level), make("span", "log-message", record.message));
     const keys = Object.keys(record.fields || {}).sort();
     if (keys.length) {
@@ -331,10 +497,7 @@
           error.textContent = data.error ? data.error.message : "";
           list.replaceChildren(...data.times.map((t) => {
             const li = make("li");
-            const time = make("time", "", t.text);
-            time.setAttribute("datetime", t.iso);
-            time.setAttribute("data-keep", "");
-            li.append(time);
+            li.append(timeElement(t.iso, "", "datetime", data.timezone));
             return li;
           }));
         } catch (_) { /* keep the last preview */ }
@@ -344,18 +507,85 @@
   }
 
   // -- card filter ------------------------------------------------------------------------
+  // Typing filters the cards at once and keeps the filter in the URL (so a reload or a
+  // shared link shows the same); nothing matching says so instead of leaving a blank page.
+
+  let applyFilter = () => {};
 
   function filterCards() {
     const input = document.querySelector("[data-filter]");
     if (!input) return;
-    const items = () => document.querySelectorAll(input.dataset.filter);
-    input.addEventListener("input", () => {
+    const form = input.closest("form");
+    const outcome = document.querySelector("[data-outcome-filter]");
+    const note = document.querySelector('[data-field="filter"]');
+    const empty = document.querySelector('[data-field="no-match"]');
+    const params = new URL(location.href).searchParams;
+    const onlyFailing = params.get("filter") === "failing";
+    const serverOutcome = params.get("outcome") || "";
+    applyFilter = () => {
       const terms = input.value.toLowerCase().split(/\s+/).filter(Boolean);
-      items().forEach((el) => {
+      const wanted = outcome ? outcome.value : "";
+      let shown = 0;
+      const cards = document.querySelectorAll(input.dataset.filter);
+      cards.forEach((el) => {
         const text = el.dataset.search || "";
-        el.hidden = !terms.every((t) => text.includes(t));
+        const hide = !terms.every((t) => text.includes(t)) ||
+          (wanted && el.dataset.outcome !== wanted) ||
+          (onlyFailing && el.dataset.health !== "failing");
+        el.hidden = Boolean(hide);
+        if (!hide) shown += 1;
       });
+      const filtered = terms.length > 0 || wanted || onlyFailing;
+      if (empty) {
+        empty.hidden = !filtered || shown > 0 || (cards.length === 0 && !serverOutcome && !params.get("q") && !onlyFailing);
+        const h = empty.querySelector("[data-no-match-text]");
+        if (h && filtered && shown === 0) {
+          h.textContent = terms.length ? `No scheduler matches '${input.value.trim()}'${onlyFailing ? " among the failing ones" : ""}`
+            : wanted ? `No scheduler's last run ${(OUTCOME_WORDS[wanted] || wanted).toLowerCase()}` : "No scheduler is failing";
+        }
+      }
+      if (note) {
+        note.hidden = !filtered || shown === 0;
+        const matched = note.querySelector("[data-matched]");
+        if (matched) matched.textContent = `Showing ${shown} of ${matched.dataset.total}`;
+      }
+    };
+    const keepInUrl = () => {
+      const url = new URL(location.href);
+      const q = input.value.trim();
+      if (q) url.searchParams.set("q", q); else url.searchParams.delete("q");
+      if (outcome && outcome.value) url.searchParams.set("outcome", outcome.value); else url.searchParams.delete("outcome");
+      history.replaceState(null, "", url.pathname + url.search);
+      const pill = document.querySelector("a.pill.health-failing");
+      if (pill && !onlyFailing) {
+        const target = new URL(url.href);
+        target.searchParams.set("filter", "failing");
+        pill.setAttribute("href", target.pathname + target.search);
+      }
+    };
+    // the server left out what did not match its ?q=: a wider text asks it again
+    const serverTerms = (params.get("q") || "").toLowerCase().split(/\s+/).filter(Boolean);
+    const widens = () => {
+      const terms = input.value.toLowerCase().split(/\s+/).filter(Boolean);
+      return serverTerms.some((old) => !terms.some((t) => t.includes(old)));
+    };
+    let again = null;
+    input.addEventListener("input", () => {
+      applyFilter();
+      keepInUrl();
+      clearTimeout(again);
+      if (widens()) again = setTimeout(() => location.replace(location.pathname + location.search), 400);
     });
+    if (outcome) {
+      // the server may have filtered the cards out already: a wider choice asks it again
+      outcome.addEventListener("change", () => {
+        keepInUrl();
+        if (serverOutcome && outcome.value !== serverOutcome) location.assign(location.pathname + location.search);
+        else applyFilter();
+      });
+    }
+    if (form) form.addEventListener("submit", (event) => { event.preventDefault(); applyFilter(); keepInUrl(); });
+    document.addEventListener("cards-changed", () => applyFilter());
   }
 
   /* actions */
@@ -427,8 +657,11 @@
   // -- start ------------------------------------------------------------------------------
 
   formatTimes(document);
-  const cards = document.querySelectorAll(".facts time").length;
-  setInterval(tickRelative, cards > 400 ? 5000 : 1000);
+  watchTimes();
+  clampErrors(document);
+  window.addEventListener("resize", () => clampErrors(document));
+  const relatives = document.querySelectorAll('time[data-fmt="relative"], time[data-fmt="ago"]').length;
+  setInterval(tickRelative, relatives > 400 ? 5000 : 1000);
   watchStates();
   tailLogs();
   previewCron();

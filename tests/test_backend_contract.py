@@ -518,6 +518,11 @@ def test_runs_are_newest_first_and_found_by_id(harness: Harness) -> None:
     runs = harness.backend.runs("c.manual")
     assert [r.run_id for r in runs[:2]] == [second, first]
     assert harness.backend.runs("c.manual", limit=1)[0].run_id == second
+    # the overview's strips read many schedulers at once and see the same runs
+    recent = harness.backend.recent_runs(["c.manual", "c.repeat"], limit=20)
+    assert [r.run_id for r in recent["c.manual"][:2]] == [second, first]
+    assert recent["c.manual"][0] == runs[0]
+    assert recent.get("c.repeat", []) == []
     # Regression: this accepted None, so a backend that lost who pressed Execute Now passed.
     assert harness.backend.run(first).triggered_by == "ann"
     assert harness.backend.run(first).trigger is Trigger.MANUAL

@@ -34,6 +34,9 @@ class Health:
     since: datetime | None = None  # when the first run of the streak started
     since_text: str = ""  # ``since`` as HH:MM UTC (with the date when not today)
     last_success_text: str = ""  # "3 min ago", or "" when no success is known
+    last_success: datetime | None = None  # when that success ended
+    # the newest finished run's exit code (a failed command shows "exit code 3")
+    last_exit_code: int | None = None
     strip: tuple[StripRun, ...] = ()  # oldest first
 
 
@@ -91,5 +94,7 @@ def health_of(status: SchedulerStatus, runs: Sequence[RunRecord], now: datetime)
         since=since,
         since_text="" if since is None else clock_text(since, now),
         last_success_text="" if success_at is None else ago((now - success_at).total_seconds()),
+        last_success=success_at,
+        last_exit_code=finished[0].exit_code if finished else None,
         strip=strip,
     )

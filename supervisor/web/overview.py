@@ -9,8 +9,10 @@ run ending) shows up at most that much later; the live updates send it anyway.
 Each card shows its health (``web.health``) with a strip of its newest outcomes. The runs
 are kept per scheduler and read again only for the schedulers whose last start or end
 moved since, all of them in one call (``UseCases.recent_runs``), never one per card.
-Failing cards come first; ``?filter=failing`` keeps only them and ``?q=`` only those whose
-ID or name holds the text.
+Failing cards come first; ``?filter=failing`` keeps only them, ``?outcome=`` only those
+whose last run ended so, and ``?q=`` only those whose search text (name, ID, state, kind,
+last outcome, "failing") holds every word: the same text the page's script filters on.
+``?cards=ID,ID`` answers only those cards (what the live updates fetch to redraw a card).
 May import ``access``, ``records``, ``supervisor.web.*`` below the app, markupsafe and the
 stdlib.
 """
@@ -27,8 +29,10 @@ from typing import Any
 from markupsafe import Markup
 
 from supervisor.core.access import Permission, Subject
-from supervisor.core.records import RunRecord, SchedulerStatus, State
+from supervisor.core.errors import SupervisorError
+from supervisor.core.records import Outcome, RunRecord, SchedulerStatus, State
 from supervisor.web.health import STRIP_RUNS, Health, health_of
+from supervisor.web.present import OUTCOME_WORDS, runs_a_command
 from supervisor.web.render import render, scheduler_url
 from supervisor.web.replies import Refused, reply, short_text
 from supervisor.web.site import Request, Site, subject_of
@@ -147,6 +151,12 @@ class CardCache:
             self._joined = (cards, html)
         return html
 
+    def _command(self, scheduler_id: str) -> bool:
+        try:
+            return runs_a_command(self._site.use_cases.registry.get(scheduler_id))
+        except SupervisorError:
+            return False
+
     def card(self, status: SchedulerStatus, health: Health) -> Markup:
         with self._lock:
             cached = self._cards.get(status.id)
@@ -160,6 +170,8 @@ class CardCache:
                     "s": status,
                     "h": health,
                     "href": scheduler_url(status.id),
+                    "search": search_text(status, health),
+                    "command": self._command(status.id),
                     "icons": self._icons,
                 },
             )
@@ -167,6 +179,24 @@ class CardCache:
         with self._lock:
             self._cards[status.id] = (status, health, html)
         return html
+
+
+def search_text(status: SchedulerStatus, health: Health) -> str:
+    """What the filter matches a card on, lower case."""
+    words = [status.name.lower(), status.id.lower(), status.state.value, status.kind.value]
+    if status.last_outcome is not None:
+        words += [status.last_outcome.value, OUTCOME_WORDS[status.last_outcome].lower()]
+    if health.failing:
+        words.append("failing")
+    return " ".join(words)
+
+
+def matches(text: str, query: str) -> bool:
+    """Every word of ``query`` is in ``text`` (as the page's script filters)."""
+    return all(word in text for word in query.lower().split())
+
+
+MAX_CARDS_ASKED = 200
 
 
 def _runs_key(status: SchedulerStatus) -> tuple[object, ...]:
@@ -182,17 +212,28 @@ def _runs_key(status: SchedulerStatus) -> tuple[object, ...]:
 def overview(site: Site, request: Request, *, cards: CardCache) -> Any:
     # the guard checked the LIST permission; every subject with it sees every scheduler
     found = cards.snapshot(subject_of(request))
+    asked = request.query.get("cards")
+    if asked is not None:
+        wanted = set(asked.split(",")[:MAX_CARDS_ASKED])
+        chosen = [
+            card
+            for status, card in zip(found.statuses, found.cards, strict=True)
+            if status.id in wanted
+        ]
+        return reply(str(Markup("").join(chosen)), 200)
     only_failing = request.query.get("filter") == "failing"
+    outcome_text = request.query.get("outcome") or ""
+    outcome = _outcome(outcome_text)
     text = (short_text(request.query.get("q"), field="q") or "").strip()
     shown = found.joined
     matched = len(found.statuses)
-    if only_failing or text:
-        needle = text.lower()
+    if only_failing or text or outcome is not None:
         chosen = [
             card
             for status, card in zip(found.statuses, found.cards, strict=True)
             if (not only_failing or found.health[status.id].failing)
-            and (needle in status.id.lower() or needle in status.name.lower())
+            and (outcome is None or status.last_outcome is outcome)
+            and matches(search_text(status, found.health[status.id]), text)
         ]
         matched = len(chosen)
         shown = Markup("").join(chosen)
@@ -203,10 +244,23 @@ def overview(site: Site, request: Request, *, cards: CardCache) -> Any:
         counts=found.counts,
         failing=found.failing,
         only_failing=only_failing,
+        outcome=outcome,
+        outcomes=list(Outcome),
         q=text,
         matched=matched,
         cards=shown,
     )
+
+
+def _outcome(text: str) -> Outcome | None:
+    if not text:
+        return None
+    try:
+        return Outcome(text)
+    except ValueError:
+        raise Refused(
+            400, f"outcome must be one of {', '.join(o.value for o in Outcome)}"
+        ) from None
 
 
 def static(site: Site, _request: Request, name: str) -> Any:

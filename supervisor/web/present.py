@@ -1,8 +1,9 @@
 """Pure presentation for the Admin Center: durations for people, the run-duration chart,
-and log field values.
+log field values, outcomes with their exit codes, and the ``<time>`` element every page
+uses for an absolute time (always with its zone).
 
 Nothing here touches HTTP; every function is a value in, value out.
-May import ``core`` and the stdlib.
+May import ``core``, markupsafe and the stdlib.
 """
 
 from __future__ import annotations
@@ -10,9 +11,12 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
+from zoneinfo import ZoneInfo
 
-from supervisor.core.definitions import Kind, Settings
+from markupsafe import Markup, escape
+
+from supervisor.core.definitions import Command, Kind, Options, Settings
 from supervisor.core.durations import format_duration
 from supervisor.core.records import Outcome, RunRecord
 from supervisor.core.settings import KIND_FIELDS
@@ -185,3 +189,114 @@ def duration_chart(runs: Sequence[RunRecord], now: datetime, *, slots: int = 50)
         longest=human_duration(timedelta(seconds=top)) if chosen else "",
         outcomes=tuple(present.items()),
     )
+
+
+# -- times ----------------------------------------------------------------------------------
+#
+# One convention for every page: the server renders ``<time datetime="ISO-8601 with offset"
+# data-fmt="…">server text with its zone</time>`` and the script reformats every such
+# element (also ones added later) in the browser's zone with ``Intl.DateTimeFormat``, zone
+# shown. ``data-fmt`` says how: ``datetime`` (date and seconds), ``clock`` (hours and
+# minutes, with the date unless today), ``log`` (to the millisecond, with the date unless
+# today), ``relative`` (a clock time followed by "3 min ago" / "in 5 min") or ``ago``
+# (only "3 min ago": a duration, not an absolute time, so no zone). With
+# ``data-zone`` the script formats in that zone instead (a cron scheduler's own zone).
+
+TIME_FORMS = frozenset({"datetime", "clock", "log", "relative"})
+
+
+def zoned_text(
+    moment: datetime,
+    *,
+    form: str = "datetime",
+    zone: tzinfo | None = None,
+    now: datetime | None = None,
+) -> str:
+    """``moment`` as the server writes it, always with its zone: ``2026-03-01 12:22:00 UTC``
+    (``datetime``), ``12:22 UTC`` (``clock``, dated unless on ``now``'s day), ``12:22:01.250
+    UTC`` (``log``, likewise); in ``zone`` (default UTC), labelled with its abbreviation."""
+    if form not in TIME_FORMS:
+        raise ValueError(f"unknown time form {form!r}")
+    local = moment.astimezone(zone or UTC) if moment.utcoffset() is not None else moment
+    label = local.tzname() or "UTC"
+    same_day = now is not None and now.astimezone(zone or UTC).date() == local.date()
+    if form == "datetime":
+        return local.strftime("%Y-%m-%d %H:%M:%S ") + label
+    if form == "log":
+        clock = local.strftime("%H:%M:%S.") + f"{local.microsecond // 1000:03d} {label}"
+        return clock if same_day or now is None else local.strftime("%Y-%m-%d ") + clock
+    clock = local.strftime("%H:%M ") + label
+    return clock if same_day else local.strftime("%Y-%m-%d ") + clock
+
+
+def time_tag(
+    moment: datetime | None,
+    form: str = "datetime",
+    *,
+    zone: str | None = None,
+    now: datetime | None = None,
+    css: str = "",
+    empty: str = "—",
+    text: str | None = None,
+) -> Markup:
+    """The ``<time>`` element of the convention above (``empty`` in a span for None).
+
+    ``zone``: an IANA name; the text is then in that zone and the script keeps it there.
+    ``text``: the server's text when the caller wrote it already (it must name its zone).
+    """
+    if moment is None:
+        return Markup(f'<span class="none">{escape(empty)}</span>')  # noqa: S704 - escaped
+    tz = ZoneInfo(zone) if zone else None
+    if text is None:
+        shown = "clock" if form == "relative" else form
+        text = zoned_text(moment, form=shown, zone=tz, now=now)
+    utc = zoned_text(moment, form="datetime")
+    extra = ""
+    if css:
+        extra += f' class="{escape(css)}"'
+    if zone:
+        extra += f' data-zone="{escape(zone)}"'
+    return Markup(  # noqa: S704 - every value escaped
+        f'<time datetime="{moment.isoformat()}" data-fmt="{escape(form)}" title="{utc}"'
+        f"{extra}>{escape(text)}</time>"
+    )
+
+
+# -- outcomes -------------------------------------------------------------------------------
+
+
+def outcome_text(outcome: Outcome | None, exit_code: int | None = None) -> str:
+    """An outcome for reading; a failed run that exited non-zero says its code:
+    ``Failed (exit code 3)``. None is a run still going: ``Running``. Callers pass the
+    exit code of command runs only: a Python runner that raised exits 1 by convention,
+    which would say nothing its traceback does not."""
+    if outcome is None:
+        return "Running"
+    word = OUTCOME_WORDS[outcome]
+    if (
+        outcome is Outcome.FAILED
+        and isinstance(exit_code, int)
+        and not isinstance(exit_code, bool)
+        and exit_code != 0
+    ):
+        return f"{word} (exit code {exit_code})"
+    return word
+
+
+def runs_a_command(options: Options) -> bool:
+    """Whether the scheduler's runs are a program of its own (whose exit code means
+    something), not a Python function run in the child."""
+    return isinstance(options.runner, Command)
+
+
+def schedule_text(status_kind: Kind, settings: Settings) -> str:
+    """What plans a scheduler's runs, for the card and the status panel; a cron
+    expression with its own zone: ``0 3 * * * (Europe/Berlin)``."""
+    if status_kind is Kind.CRON:
+        return f"{settings.cron or '—'} ({settings.timezone or 'UTC'})"
+    if status_kind is Kind.SCHEDULE:
+        pause = settings.pause_time
+        return "" if pause is None else f"every {format_duration(pause)} after a run ends"
+    if status_kind is Kind.ONE_SHOT:
+        return "once after start"
+    return "on demand"

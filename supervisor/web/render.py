@@ -71,7 +71,7 @@ def _iso(value: datetime | None) -> str:
 
 
 def _utc_text(value: datetime | None) -> str:
-    return "" if value is None else value.strftime("%Y-%m-%d %H:%M:%S UTC")
+    return "" if value is None else present.zoned_text(value, form="datetime")
 
 
 def _url(path: str, **query: object) -> str:
@@ -103,6 +103,8 @@ def make_environment(assets: Mapping[str, Asset]) -> jinja2.Environment:
         scheduler_url=scheduler_url,
         kind_words=present.KIND_WORDS,
         outcome_words=present.OUTCOME_WORDS,
+        outcome_text=present.outcome_text,
+        schedule_text=present.schedule_text,
         field_labels=present.FIELD_LABELS,
         field_hints=present.FIELD_HINTS,
         levels=list(Level),
@@ -113,6 +115,7 @@ def make_environment(assets: Mapping[str, Asset]) -> jinja2.Environment:
     env.filters.update(
         iso=_iso,
         utc=_utc_text,
+        timetag=present.time_tag,
         duration=present.human_duration,
         field_value=present.field_value,
     )

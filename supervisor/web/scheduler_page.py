@@ -22,6 +22,7 @@ from supervisor.core.settings import read_form as read_settings_form
 from supervisor.usecases.schedulers import SettingsView
 from supervisor.usecases.serialize import status_json
 from supervisor.web import present
+from supervisor.web.health import health_of
 from supervisor.web.render import scheduler_url
 from supervisor.web.replies import json_reply, redirect
 from supervisor.web.site import Request, Site, subject_of
@@ -85,17 +86,23 @@ def scheduler(
         logs=logs,
         tail_after=logs[-1][0] if logs else 0,
         status_json=status_json(status),
+        h=health_of(status, runs, now),
+        command=present.runs_a_command(options),
     )
 
 
 def history(site: Site, request: Request, sid: str) -> Any:
     subject = subject_of(request)
+    status = site.use_cases.status(subject, sid)
     runs = site.use_cases.runs(subject, sid, limit=RUN_HISTORY)
     now = site.clock.now()
     return site.fragment(
         "history.html",
         {
             "sid": sid,
+            "s": status,
+            "h": health_of(status, runs, now),
+            "command": present.runs_a_command(site.use_cases.registry.get(sid)),
             "runs": runs,
             "chart": present.duration_chart(runs, now),
             "now": now,
