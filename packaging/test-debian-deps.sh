@@ -1,6 +1,7 @@
 #!/bin/sh
 # Run the test suite against Debian 12's own packages of the dependencies (what the .deb
 # depends on: click 8.1.3, jinja2 3.1.2, psutil 5.9.4, bottle 0.12.23, dateutil 2.8.2;
+# psycopg 3.1.7 for the PostgreSQL store, whose tests need postgresql-15's initdb too;
 # pytest 7.2.1, hypothesis 6.67.1, pytest-timeout 2.1.0) with the vendored croniter 7.0.0.
 #
 #   packaging/test-debian-deps.sh [--install] [--venv DIR] [-- PYTEST-ARGS...]
@@ -20,7 +21,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/.." && pwd)
 croniter="croniter-7.0.0"
 packages="python3-click python3-jinja2 python3-psutil python3-bottle python3-dateutil
-python3-prometheus-client
+python3-prometheus-client python3-psycopg postgresql-15
 python3-pytest python3-hypothesis python3-pytest-timeout"
 install=no
 venv=
@@ -31,7 +32,7 @@ while [ $# -gt 0 ]; do
         --venv) venv=$2; shift 2 ;;
         --venv=*) venv=${1#*=}; shift ;;
         --) shift; break ;;
-        -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "test-debian-deps.sh: unknown argument: $1 (pytest arguments go after --)" >&2; exit 2 ;;
     esac
 done
@@ -75,7 +76,7 @@ say "versions in use:"
 import importlib.metadata as md
 import croniter, sys
 print(f"  python {sys.version.split()[0]} ({sys.executable})")
-for name in ("click", "jinja2", "psutil", "bottle", "python-dateutil", "pytest", "hypothesis", "pytest-timeout"):
+for name in ("click", "jinja2", "psutil", "bottle", "python-dateutil", "psycopg", "pytest", "hypothesis", "pytest-timeout"):
     try:
         print(f"  {name} {md.version(name)}")
     except md.PackageNotFoundError:

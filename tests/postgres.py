@@ -93,6 +93,23 @@ class PostgresCluster:
         self.stop("fast")
         self.start()
 
+    def require_password(self, user: str, password: str) -> None:
+        """Make ``user`` a login that must give ``password`` over TCP (the rest stays
+        trusted): a rule before the others in pg_hba.conf, then a reload."""
+        import psycopg
+        from psycopg import sql
+
+        with psycopg.connect(self.dsn(), autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
+                    sql.Identifier(user), sql.Literal(password)
+                )
+            )
+        hba = self.data_dir / "pg_hba.conf"
+        rule = f"host all {user} 127.0.0.1/32 scram-sha-256\n"
+        hba.write_text(rule + hba.read_text())
+        self._pg_ctl("reload")
+
     def create_database(self, name: str) -> str:
         """Create an empty database; return its DSN."""
         import psycopg

@@ -48,6 +48,7 @@ EVERYONE = (VIEWER, OPERATOR, ADMIN, SU, NOBODY)
 ALLOWED: dict[str, frozenset[str]] = {
     "configure": frozenset({SU}),
     "list": frozenset({VIEWER, OPERATOR, ADMIN, SU}),
+    "status_version": frozenset({VIEWER, OPERATOR, ADMIN, SU}),
     "status": frozenset({VIEWER, OPERATOR, ADMIN, SU}),
     "runs": frozenset({VIEWER, OPERATOR, ADMIN, SU}),
     "recent_runs": frozenset({VIEWER, OPERATOR, ADMIN, SU}),
@@ -83,6 +84,7 @@ ALLOWED: dict[str, frozenset[str]] = {
 PERMISSION: dict[str, Permission | None] = {
     "configure": Permission.CONFIGURE,
     "list": Permission.LIST,
+    "status_version": Permission.LIST,
     "status": Permission.STATUS,
     "runs": Permission.STATUS,
     "recent_runs": Permission.STATUS,
@@ -184,6 +186,7 @@ CALLS: dict[str, Callable[[World, Subject], Any]] = {
         s, Options(id="new.job", name="New", kind=Kind.MANUAL, runner=noop)
     ),
     "list": lambda w, s: w.use_cases.list(s),
+    "status_version": lambda w, s: w.use_cases.status_version(s),
     "status": lambda w, s: w.use_cases.status(s, "jobs.repeat"),
     "runs": lambda w, s: w.use_cases.runs(s, "jobs.hello"),
     "recent_runs": lambda w, s: w.use_cases.recent_runs(s, ["jobs.hello"], limit=5),
@@ -227,6 +230,8 @@ CALLS: dict[str, Callable[[World, Subject], Any]] = {
 DID: dict[str, Callable[[World, Any], bool]] = {
     "configure": lambda w, r: w.definitions.registry.ids() == ["new.job"],
     "list": lambda w, r: "jobs.repeat" in [s.id for s in r],
+    # The fake backend cannot tell a version: the use case must say so (None), not guess.
+    "status_version": lambda w, r: r is None and not hasattr(w.backend, "status_version"),
     "status": lambda w, r: r.id == "jobs.repeat",
     "runs": lambda w, r: [run.run_id for run in r] == [w.run_id],
     "recent_runs": lambda w, r: [run.run_id for run in r["jobs.hello"]] == [w.run_id],

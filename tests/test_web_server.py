@@ -10,7 +10,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -19,10 +19,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from supervisor import user
 from supervisor.cfgscheduler import enable
 from supervisor.core.app import load_app
 from supervisor.core.clock import FakeClock
 from supervisor.core.errors import DefinitionError
+from supervisor.core.records import Outcome, SchedulerStatus
 from supervisor.service.manager_mode import RunOptions, Service
 from supervisor.store.sqlite import SqliteStore
 from supervisor.usecases.schedulers import UseCases
@@ -497,3 +499,98 @@ def test_garbage_over_the_wire_never_breaks_the_server(served: Any, garbage: byt
         assert (status.isdigit() and not status.startswith(b"5")) or status == b"505", answer[:200]
         assert b"Traceback" not in answer
     assert raw(server, b"GET /login HTTP/1.1\r\nHost: x\r\n\r\n").startswith(b"HTTP/1.1 200 ")
+
+
+def _card(page: str, scheduler_id: str) -> str:
+    """The overview's card of ``scheduler_id`` (its opening tag and body)."""
+    start = page.index(f'<article class="card" data-id="{scheduler_id}"')
+    return page[start : page.index("</article>", start)]
+
+
+def test_a_status_changed_elsewhere_shows_on_the_next_overview(service: Any) -> None:
+    """The overview is kept between requests, yet a run started and stopped outside the
+    Admin Center (the CLI, the planner) shows on the very next request, not later."""
+    running, (server, password) = service
+    client = HttpSession(server.host, server.port)
+    client.first_login("admin", password, NEW_PASSWORD)
+    assert "Password changed" in client.request("GET", "/")[2]  # the flash, shown once
+    first = _card(client.request("GET", "/")[2], "m.hang")
+    assert _card(client.request("GET", "/")[2], "m.hang") == first  # (m.repeat runs on)
+    assert 'data-state="running"' not in first
+    subject = user.su()
+    use_cases = running.use_cases
+
+    def shows(check: Callable[[SchedulerStatus], bool]) -> bool:
+        client.request("GET", "/")  # the page is kept up to the moment of the change
+        return check(use_cases.status(subject, "m.hang"))
+
+    run_id = use_cases.execute(subject, "m.hang")
+    wait_for(lambda: shows(lambda s: s.current_run_id == run_id), timeout=20, what="the run")
+    card = _card(client.request("GET", "/")[2], "m.hang")
+    assert 'data-state="running"' in card, card
+    use_cases.stop(subject, "m.hang")
+    wait_for(
+        lambda: shows(lambda s: s.last_outcome is Outcome.CANCELLED),
+        timeout=20,
+        what="the cancelled run",
+    )
+    card = _card(client.request("GET", "/")[2], "m.hang")
+    assert 'data-state="running"' not in card and "outcome-cancelled" in card, card
+    kept = client.request("GET", "/")[2]
+    filtered = client.request("GET", "/?outcome=cancelled")[2]  # another page, not the kept one
+    assert 'data-id="m.oneshot"' in kept and 'data-id="m.oneshot"' not in filtered
+    assert 'data-id="m.hang"' in filtered
+
+
+def test_a_kept_overview_carries_each_sessions_own_token_and_flashes(service: Any) -> None:
+    _running, (server, password) = service
+    first = HttpSession(server.host, server.port)
+    first.first_login("admin", password, NEW_PASSWORD)
+    first.request("GET", "/")  # its "password changed" flash
+    second = HttpSession(server.host, server.port)
+    second.login("admin", NEW_PASSWORD)
+    tokens = [session.csrf("/account/password") for session in (first, second)]
+    assert tokens[0] != tokens[1]
+    for session, token in zip((first, second), tokens, strict=True):
+        page = session.request("GET", "/")[2]
+        assert f'name="csrf" value="{token}"' in page
+        assert all(other not in page for other in tokens if other != token)
+    status, _, _ = first.request("POST", "/schedulers/m.oneshot/execute", {"csrf": tokens[0]})
+    assert status == 303
+    assert "Run started" in first.request("GET", "/")[2]  # its flash, once
+    assert "Run started" not in first.request("GET", "/")[2]
+    assert "Run started" not in second.request("GET", "/")[2]
+    # the kept page's token works: the other session logs out with it
+    status, _, _ = second.request("POST", "/logout", {"csrf": tokens[1]})
+    assert status == 303
+    assert second.request("GET", "/")[0] == 303
+
+
+def test_worker_threads_are_kept_for_the_next_request_and_end_when_idle() -> None:
+    def app(environ: Any, start_response: Any) -> list[bytes]:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [threading.current_thread().name.encode()]
+
+    def workers() -> int:
+        return sum(t.name == "admin-request" for t in threading.enumerate())
+
+    before = workers()
+    limits = ServerLimits(idle_worker_seconds=0.3)
+    server = HttpServer(app, host="127.0.0.1", port=0, limits=limits).start()
+    try:
+        for _ in range(20):
+            answer = raw_to(server.server_address[:2], b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert answer.startswith(b"HTTP/1.1 200 OK") and answer.endswith(b"admin-request")
+            assert workers() - before <= 2  # one answering, perhaps one just ending
+        wait_for(lambda: workers() == before, timeout=5, what="the idle worker to end")
+        answer = raw_to(server.server_address[:2], b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert answer.startswith(b"HTTP/1.1 200 OK")  # a new one starts when needed
+    finally:
+        server.close()
+    wait_for(lambda: workers() == before, timeout=5, what="the workers to end at close")
+
+
+def raw_to(address: tuple[Any, ...], data: bytes) -> bytes:
+    with socket.create_connection(address, timeout=10) as sock:
+        sock.sendall(data)
+        return b"".join(iter(lambda: sock.recv(65536), b""))

@@ -201,6 +201,13 @@ def notify_options(func: Any) -> Any:
     is_flag=True,
     help="Take over a state directory another app has used (its history stays).",
 )
+@click.option(
+    "--store",
+    default=None,
+    metavar="URL",
+    help="Keep runs, logs, settings and users in PostgreSQL (postgresql://USER@HOST/DB;"
+    " password best in ~/.pgpass) instead of SQLite in the state directory.",
+)
 @proxy_header_option
 @remote_options
 @notify_options
@@ -215,6 +222,7 @@ def run(
     keep_runs: int,
     max_log_per_run: str,
     replace_app: bool,
+    store: str | None,
     proxy_user_header: str | None,
     allow_remote: bool,
     forwarded_from: tuple[str, ...],
@@ -253,6 +261,7 @@ def run(
             max_runs_per_scheduler=keep_runs,
             max_log_bytes_per_run=parse_size(max_log_per_run, field="--max-log-per-run"),
             replace_app=replace_app,
+            store=store,
             proxy_user_header=proxy_user_header,
             allow_remote=allow_remote,
             secure_cookies=secure_cookies,

@@ -105,6 +105,7 @@ class Manager:
         self._wake = threading.Condition(self._lock)
         self._settings_lock = threading.Lock()  # one settings change at a time, store first
         self._slots: dict[str, Slot] = {}
+        self._status_version = 0  # moves whenever a slot (so a status) changes
         self._heap: list[tuple[float, int, str, Plan]] = []
         self._sequence = itertools.count()
         self._cancels: dict[str, CancelRequest] = {}
@@ -153,6 +154,7 @@ class Manager:
                     decision=decisions.get(options.id),
                 )
                 self._slots[options.id] = slot
+                self._status_version += 1
                 later += self._apply_in_memory(options.id, effects)
         self._carry_out(later)
         self._logs.start()
@@ -218,8 +220,11 @@ class Manager:
 
     def _feed_locked(self, scheduler_id: str, event: Event) -> list[Effect]:
         """Step ``scheduler_id``'s slot (lock held); return the effects left to carry out."""
-        slot, effects = machine.step(self._slots[scheduler_id], event, self._now())
+        before = self._slots[scheduler_id]
+        slot, effects = machine.step(before, event, self._now())
         self._slots[scheduler_id] = slot
+        if slot is not before:
+            self._status_version += 1
         return self._apply_in_memory(scheduler_id, effects)
 
     def _feed(self, scheduler_id: str, event: Event) -> list[Effect]:
@@ -442,6 +447,12 @@ class Manager:
     def _slot(self, scheduler_id: str) -> Slot:
         self._registry.get(scheduler_id)  # raises UnknownScheduler
         return self._slots[scheduler_id]
+
+    def status_version(self) -> int:
+        """A number that moves whenever any status changes: a reader that saw this number
+        with its statuses may keep them while it stays the same."""
+        with self._lock:
+            return self._status_version
 
     def statuses(self) -> list[SchedulerStatus]:
         with self._lock:

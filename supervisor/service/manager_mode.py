@@ -35,6 +35,8 @@ from supervisor.service.paths import (
     LOCK_NAME,
     ensure_state_dir,
 )
+from supervisor.store import is_postgres_url
+from supervisor.store.protocols import Store
 from supervisor.store.sqlite import SqliteStore
 from supervisor.usecases.reads import UseCaseReads, reader
 from supervisor.usecases.schedulers import UseCases, enable
@@ -53,6 +55,10 @@ class RunOptions:
     catch_up_missed_cron: bool = True
     max_runs_per_scheduler: int = 100
     max_log_bytes_per_run: int = 1 << 20
+    # Where runs, logs, settings and users are kept: a ``postgresql://`` URL, or None for
+    # SQLite (``state.db`` in ``state_dir``). The state directory holds the lock and the
+    # control socket either way.
+    store: str | None = field(default=None, repr=False)
     replace_app: bool = False  # take over a state directory another app used
     proxy_user_header: str | None = None  # the Admin Center trusts it from a loopback proxy
     allow_remote: bool = False  # the Admin Center may listen on a non-loopback address
@@ -74,11 +80,66 @@ def state_dir_lock(state_dir: Path) -> Iterator[StateDirLock]:
         lock.release()
 
 
-def check_app(store: SqliteStore, app: Configurator, app_spec: str, *, replace: bool) -> None:
+class StoreGuard(Protocol):
+    """What keeps a manager the only one on a shared store (``postgres.exclusive``)."""
+
+    def check(self) -> str | None:
+        """Take the lock back if it was lost; a warning when that fails."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def open_store(options: RunOptions, state_dir: Path) -> tuple[Store, str, StoreGuard | None]:
+    """The store ``options`` name, how messages name it, and for PostgreSQL the manager
+    lock, taken (one manager per store, as the state directory's lock is one per
+    directory). ``DefinitionError("--store")`` for a location that is no PostgreSQL URL or
+    when psycopg is missing; ``StoreError`` for a store that cannot be used or that another
+    manager uses (its message names the problem)."""
+    limits = {
+        "max_runs_per_scheduler": options.max_runs_per_scheduler,
+        "max_log_bytes_per_run": options.max_log_bytes_per_run,
+    }
+    if options.store is None:
+        store = SqliteStore.open(state_dir / DATABASE_NAME, **limits)
+        return store, f"state directory {state_dir}", None
+    if not is_postgres_url(options.store):
+        raise DefinitionError(
+            "--store",
+            "expected a postgresql://USER@HOST[:PORT]/DATABASE URL (without --store, the"
+            " store is SQLite in the state directory)",
+        )
+    try:
+        from supervisor.store.postgres import PostgresStore
+    except ImportError as error:
+        raise DefinitionError(
+            "--store",
+            f"a PostgreSQL store needs psycopg 3 ({error}): pip install"
+            " 'sched-supervisor[postgresql]' or apt install python3-psycopg",
+        ) from None
+    shared = PostgresStore.open(options.store, **limits)
+    guard = shared.exclusive()
+    try:
+        guard.acquire()
+    except BaseException:
+        shared.close()
+        raise
+    return shared, shared.description, guard
+
+
+def check_app(
+    store: Store,
+    app: Configurator,
+    app_spec: str,
+    *,
+    replace: bool,
+    place: str,
+) -> None:
     """Refuse to run ``app`` on a state directory another app has used, unless ``replace``.
 
     An app is known by its name (``Configurator(name)``), and by its spec where an older
-    manager stored no name. Raises ``StoreError`` naming both apps.
+    manager stored no name. Raises ``StoreError`` naming both apps and ``place`` (the state
+    directory or database).
     """
     stored_name, stored_spec = store.get_meta(APP_NAME_META), store.get_meta(APP_SPEC_META)
     if replace or (stored_name is None and stored_spec is None):
@@ -87,13 +148,13 @@ def check_app(store: SqliteStore, app: Configurator, app_spec: str, *, replace: 
     if not same:
         before = f"{stored_name!r} ({stored_spec})" if stored_name else f"{stored_spec}"
         raise StoreError(
-            f"state directory {store.path.parent} belongs to app {before}, not to "
+            f"{place} belongs to app {before}, not to "
             f"{app.name!r} ({app_spec}); use --replace-app to take it over, or another "
-            "--state-dir"
+            + ("--state-dir" if place.startswith("state directory") else "--store")
         )
 
 
-def recover_interrupted_runs(store: SqliteStore, clock: Clock) -> int:
+def recover_interrupted_runs(store: Store, clock: Clock) -> int:
     """Runs left in flight by a manager that died: kill what is left, mark them interrupted."""
     count = 0
     for unfinished in store.unfinished_runs():
@@ -133,7 +194,7 @@ class Service:
         app: Configurator | None = None,
         clock: Clock | None = None,
         log: IO[str] | None = None,
-        admin_factory: Callable[[UseCases, SqliteStore, RunOptions], AdminHandle] | None = None,
+        admin_factory: Callable[[UseCases, Store, RunOptions], AdminHandle] | None = None,
     ) -> None:
         self.options = options
         self.app = app or load_app(options.app_spec)
@@ -143,7 +204,7 @@ class Service:
         self._admin_factory = admin_factory
         self._stack = contextlib.ExitStack()
         self.state_dir = ensure_state_dir(options.state_dir)
-        self.store: SqliteStore | None = None
+        self.store: Store | None = None
         self.manager: Manager | None = None
         self.use_cases: UseCases | None = None
         self._admin: AdminHandle | None = None
@@ -152,6 +213,8 @@ class Service:
         self._dispatcher: Dispatcher | None = None
         self._control_inode: tuple[int, int] | None = None
         self._repair_failed = False
+        self._store_guard: StoreGuard | None = None
+        self._guard_warning: str | None = None
 
     def _watch_runs(self, use_cases: UseCases) -> None:
         """One line per failed run on the log, and notifications where targets are set."""
@@ -176,14 +239,13 @@ class Service:
         options = self.options
         stack = self._stack
         self._lock = stack.enter_context(state_dir_lock(self.state_dir))
-        store = SqliteStore.open(
-            self.state_dir / DATABASE_NAME,
-            max_runs_per_scheduler=options.max_runs_per_scheduler,
-            max_log_bytes_per_run=options.max_log_bytes_per_run,
-        )
+        store, place, guard = open_store(options, self.state_dir)
         stack.callback(store.close)
+        if guard is not None:
+            stack.callback(guard.close)
+        self._store_guard = guard
         self.store = store
-        check_app(store, self.app, options.app_spec, replace=options.replace_app)
+        check_app(store, self.app, options.app_spec, replace=options.replace_app, place=place)
         # So commands that need the app without a manager (next-runs) can find it.
         store.set_meta(APP_NAME_META, self.app.name)
         store.set_meta(APP_SPEC_META, options.app_spec)
@@ -241,6 +303,7 @@ class Service:
         self.say(
             f"supervisor: running {len(self.schedulers.registry)} scheduler(s) of "
             f"{self.app.name!r}; state in {self.state_dir}"
+            + ("" if options.store is None else f", store {place.removeprefix('PostgreSQL ')}")
         )
 
     def _serve_control(self) -> None:
@@ -277,6 +340,11 @@ class Service:
                     self.say(f"supervisor: warning: cannot serve {SOCKET_NAME}: {error}")
                 else:
                     self.say(f"supervisor: {SOCKET_NAME} was removed or replaced; serving it again")
+        if self._store_guard is not None:  # a shared store's manager lock, as below
+            warning = self._store_guard.check()
+            if warning and warning != self._guard_warning:  # once a streak, not every second
+                self.say(f"supervisor: warning: {warning}")
+            self._guard_warning = warning
         if self._lock is not None:
             try:
                 if self._lock.repair():
@@ -322,14 +390,14 @@ def admin_factory(
     secure_cookies: bool = False,
     forwarded_from: frozenset[str] = frozenset(),
     metrics_token: str | None = None,
-) -> Callable[[UseCases, SqliteStore, RunOptions], AdminHandle]:
+) -> Callable[[UseCases, Store, RunOptions], AdminHandle]:
     """The Admin Center's ``start_admin`` with the command line's options: a reverse
     proxy's user header to trust, a non-loopback address allowed, Secure cookies forced,
     proxies whose forwarded headers count. Imported when called: the web stack costs
     ~60 ms to import."""
     from supervisor.web.server import start_admin
 
-    def start(use_cases: UseCases, store: SqliteStore, options: RunOptions) -> AdminHandle:
+    def start(use_cases: UseCases, store: Store, options: RunOptions) -> AdminHandle:
         from supervisor.web.app import AdminConfig
 
         config = AdminConfig(

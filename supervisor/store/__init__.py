@@ -2,6 +2,16 @@
 
 ``protocols`` holds one Protocol per aggregate (and ``Store``, all of them) with the
 errors each method raises; ``sqlite`` is the embedded store (one module per aggregate),
-``memory`` a complete in-memory one; ``budget`` (log caps and markers) and ``codec``
-(encodings) are shared so every store answers alike. May import ``core``.
+``postgres`` the store several hosts can share (needs psycopg), ``memory`` a complete
+in-memory one; ``budget`` (log caps and markers) and ``codec`` (encodings) are shared so
+every store answers alike. May import ``core``.
+
+``is_postgres_url`` tells a PostgreSQL location from others without importing psycopg.
 """
+
+POSTGRES_URL_SCHEMES = ("postgresql://", "postgres://")
+
+
+def is_postgres_url(location: str) -> bool:
+    """Whether ``location`` names a PostgreSQL store (``postgresql://…``/``postgres://…``)."""
+    return location.lower().startswith(POSTGRES_URL_SCHEMES)

@@ -2,7 +2,8 @@
 
 Aggregates: settings overrides, runs, logs, the audit trail, users, and small internal
 state. ``Store`` is all of them plus ``close``. Implementations: ``sqlite.SqliteStore``
-(the embedded default) and ``memory.MemoryStore`` (complete, no file); one conformance
+(the embedded default), ``postgres.PostgresStore`` (shared by several hosts; also
+``FencedRunHistory``) and ``memory.MemoryStore`` (complete, no file); one conformance
 suite (tests/test_store_contract.py) runs against each, and a new store joins it.
 
 Common to every method of every Protocol here:
@@ -328,4 +329,46 @@ class Store(
 
     def close(self) -> None:
         """Release the storage; later calls raise ``StoreError``. Idempotent."""
+        ...
+
+
+class FencedRunHistory(Protocol):
+    """Run writes under a lease's fencing token, for a store several hosts share.
+
+    A scheduler's lease (``cluster.lease``) carries a token that grows at every takeover
+    and release, so (scheduler, token) names one host's tenure. Each write here checks the
+    token and writes in one statement: a write whose token is no longer the lease's is
+    refused with ``StaleLease`` and changes nothing. Besides these, the ``RunHistory``
+    methods work as ever (unfenced).
+    """
+
+    def insert_run_fenced(self, run: RunRecord, *, token: int) -> None:
+        """``RunHistory.insert_run`` under ``token`` (of ``run.scheduler_id``'s lease).
+        ``StaleLease`` if the lease no longer carries it; ``StoreError`` if the run is
+        already stored."""
+        ...
+
+    def finish_run_fenced(
+        self,
+        run_id: str,
+        *,
+        token: int,
+        ended_at: datetime,
+        outcome: Outcome,
+        exit_code: int | None,
+        signal: int | None,
+        error: str | None,
+    ) -> RunRecord:
+        """``RunHistory.finish_run`` under ``token``. ``StaleLease`` if the run's
+        scheduler's lease no longer carries it, or the run was started under another
+        token (a run the new owner marked interrupted stays so); ``UnknownRun``;
+        ``ValueError`` if ``outcome`` is not an ``Outcome``."""
+        ...
+
+    def interrupt_runs_before(
+        self, scheduler_id: str, *, token: int, ended_at: datetime, error: str | None
+    ) -> list[str]:
+        """After taking a lease over: mark ``interrupted`` the unfinished runs of
+        ``scheduler_id`` written under an older token (or none); return their IDs.
+        ``StaleLease`` if the lease no longer carries ``token``."""
         ...

@@ -217,6 +217,13 @@ class UseCases:
         subject.require(Permission.LIST)
         return self._backend.statuses()
 
+    def status_version(self, subject: Subject) -> int | None:
+        """A number that moves whenever any status changes (statuses read after it may be
+        kept while it stays), or None: a backend that cannot tell (read them every time)."""
+        subject.require(Permission.LIST)
+        version = getattr(self._backend, "status_version", None)
+        return None if version is None else int(version())
+
     def status(self, subject: Subject, scheduler_id: str) -> SchedulerStatus:
         subject.require(Permission.STATUS)
         self._registry.get(scheduler_id)

@@ -9,7 +9,9 @@ it), else it is answered 408 and closed. Request lines over ``max_line_bytes`` a
 answered 414, heads over ``max_head_bytes`` or with more than
 ``max_headers`` lines are answered 431, bodies over ``max_body_bytes`` 413, chunked
 bodies 411. Only complete requests go to a worker thread, at most ``max_workers`` at once
-(beyond, 503 at once); the listen backlog is ``backlog``. One request per connection
+(beyond, 503 at once); the listen backlog is ``backlog``. Worker threads are kept for the
+next request (starting a thread costs more than a small page) and end after
+``idle_worker_seconds`` without one. One request per connection
 (``Connection: close``), which also delimits streamed bodies (server-sent events).
 
 Header names with an underscore are dropped (WSGI would fold ``X_Remote_User`` into the
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import queue
 import re
 import selectors
 import socket
@@ -51,6 +54,8 @@ _REASONS = {
     503: "Service Unavailable",
     505: "HTTP Version Not Supported",
 }
+_COPY_BYTES = 64 * 1024  # a larger first chunk is sent after the head, not joined to it
+_MORE = getattr(socket, "MSG_MORE", 0)
 _DROPPED_RESPONSE_HEADERS = frozenset({"server", "connection", "keep-alive", "x-powered-by"})
 
 
@@ -66,6 +71,7 @@ class ServerLimits:
     max_workers: int = 128  # requests being answered (event streams included)
     backlog: int = 512
     write_seconds: float = 30.0  # a reader that stops reading is dropped after this
+    idle_worker_seconds: float = 30.0  # an idle worker thread ends after this
 
 
 class _Reject(Exception):
@@ -82,6 +88,16 @@ class _Pending:
     deadline: float
     buffer: bytearray = field(default_factory=bytearray)
     head: _Head | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Job:
+    """A complete request for a worker thread."""
+
+    sock: socket.socket
+    address: tuple[Any, ...]
+    head: _Head
+    body: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,6 +218,12 @@ class HttpServer:
         self._selector.register(self._wake_r, selectors.EVENT_READ, None)
         self._pending: dict[int, _Pending] = {}
         self._workers = threading.BoundedSemaphore(self.limits.max_workers)
+        # Complete requests for the worker threads; ``_idle``: the workers waiting for one
+        # that no queued request is meant for yet (guarded by ``_pool_lock``).
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._pool_lock = threading.Lock()
+        self._idle = 0
+        self._threads = 0
         self._closing = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="admin-http", daemon=True)
         self.server_address: tuple[Any, ...] = listener.getsockname()
@@ -224,6 +246,10 @@ class HttpServer:
         for pending in list(self._pending.values()):
             _close(pending.sock)
         self._pending.clear()
+        with self._pool_lock:
+            threads = self._threads
+        for _ in range(threads):
+            self._jobs.put(None)  # each worker ends after the request it is answering
         with contextlib.suppress(Exception):
             self._selector.close()
         for sock in (self._listener, self._wake_r, self._wake_w):
@@ -347,19 +373,49 @@ class HttpServer:
             _close(pending.sock)
             return
         body = bytes(pending.buffer[head.body_start : head.body_start + head.length])
-        worker = threading.Thread(
-            target=self._answer,
-            args=(pending.sock, pending.address, head, body),
-            name="admin-request",
-            daemon=True,
-        )
+        with self._pool_lock:
+            waiting = self._idle > 0
+            if waiting:
+                self._idle -= 1  # a waiting worker takes it
+            else:
+                self._threads += 1
+        self._jobs.put(_Job(pending.sock, pending.address, head, body))
+        if waiting:
+            return
+        worker = threading.Thread(target=self._work, name="admin-request", daemon=True)
         try:
             worker.start()
-        except RuntimeError:
-            self._workers.release()
-            _close(pending.sock)
+        except RuntimeError:  # no thread to be had: answer nothing, free the slot
+            with self._pool_lock:
+                self._threads -= 1
+            with contextlib.suppress(queue.Empty):
+                job = self._jobs.get_nowait()
+                if job is not None:
+                    _close(job.sock)
+                    self._workers.release()
 
     # -- the worker threads ---------------------------------------------------------------
+
+    def _work(self) -> None:
+        """Answer queued requests until idle for ``idle_worker_seconds`` or closing."""
+        try:
+            while True:
+                try:
+                    job = self._jobs.get(timeout=self.limits.idle_worker_seconds)
+                except queue.Empty:
+                    with self._pool_lock:
+                        if self._idle:  # no queued request counts on this worker
+                            self._idle -= 1
+                            return
+                    continue  # one is queued for a waiting worker: take it
+                if job is None:
+                    return
+                self._answer(job.sock, job.address, job.head, job.body)
+                with self._pool_lock:
+                    self._idle += 1
+        finally:
+            with self._pool_lock:
+                self._threads -= 1
 
     def _answer(
         self, sock: socket.socket, address: tuple[Any, ...], head: _Head, body: bytes
@@ -459,7 +515,11 @@ class _Response:
         lines.append("Connection: close")
         head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
         self._sent = True
-        self._sock.sendall(head + data)
+        if len(data) < _COPY_BYTES:
+            self._sock.sendall(head + data)
+        else:  # not copied whole to go out in one piece: corked until the body follows
+            self._sock.sendall(head, _MORE)
+            self._sock.sendall(data)
 
     def run(self, app: WsgiApp, environ: dict[str, Any]) -> None:
         result = app(environ, self.start_response)

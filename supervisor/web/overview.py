@@ -1,10 +1,10 @@
 """Handlers for the overview (a card per scheduler) and the static files.
 
 A card's HTML is rendered again only when its scheduler's status changed, and the
-statuses themselves are read at most every ``SNAPSHOT_SECONDS`` (and again after any
-change made through the Admin Center): concurrent readers of the overview of a thousand
-schedulers share one reading instead of each taking its own. A change made elsewhere (a
-run ending) shows up at most that much later; the live updates send it anyway.
+statuses themselves are read again only when the backend's status version moved (or a
+change was made through the Admin Center, or the minute turned); a backend without a
+version is read at most every ``SNAPSHOT_SECONDS``. Concurrent readers of the overview of
+a thousand schedulers share one reading and one rendered page (``pagecache``).
 
 Each card shows its health (``web.health``) with a strip of its newest outcomes. The runs
 are kept per scheduler and read again only for the schedulers whose last start or end
@@ -32,6 +32,7 @@ from supervisor.core.access import Permission, Subject
 from supervisor.core.errors import SupervisorError
 from supervisor.core.records import Outcome, RunRecord, SchedulerStatus, State
 from supervisor.web.health import STRIP_RUNS, Health, health_of
+from supervisor.web.pagecache import PageCache
 from supervisor.web.present import OUTCOME_WORDS, runs_a_command
 from supervisor.web.render import render, scheduler_url
 from supervisor.web.replies import Refused, reply, short_text
@@ -43,7 +44,7 @@ SNAPSHOT_SECONDS = 0.2
 @dataclass(frozen=True, slots=True)
 class _Snapshot:
     at: float
-    version: int
+    version: tuple[int, int | None, int]  # the Admin Center's, the backend's, the minute
     with_runs: bool
     statuses: list[SchedulerStatus]  # failing ones first
     health: dict[str, Health]
@@ -69,6 +70,7 @@ class CardCache:
         self._lock = threading.Lock()
         self._reading = threading.Lock()  # one reading of the statuses at a time
         self._icons = f"/static/icons.svg?v={site.assets['icons.svg'].version}"
+        self.pages = PageCache()
 
     def snapshot(self, subject: Subject) -> _Snapshot:
         """The statuses, their counts and their cards, read afresh when too old."""
@@ -77,18 +79,19 @@ class CardCache:
             now = time.monotonic()
             with self._lock:
                 found = self._snapshot
-            version = self._site.version
+            use_cases = self._site.use_cases
+            wall = self._site.clock.now()
+            minute = int(wall.timestamp() // 60)
+            version = (self._site.version, use_cases.status_version(subject), minute)
             if (
                 found is not None
                 and found.version == version
                 and found.with_runs == with_runs
-                and now - found.at <= SNAPSHOT_SECONDS
+                and (version[1] is not None or now - found.at <= SNAPSHOT_SECONDS)
             ):
                 return found
-            use_cases = self._site.use_cases
             listed = use_cases.list(subject)
             recent = self._recent_runs(subject, listed) if with_runs else {}
-            wall = self._site.clock.now()
             health = {s.id: self._health_of(s, recent.get(s.id, ()), wall) for s in listed}
             statuses = sorted(listed, key=lambda s: not health[s.id].failing)
             cards = [self.card(s, health[s.id]) for s in statuses]
@@ -237,19 +240,23 @@ def overview(site: Site, request: Request, *, cards: CardCache) -> Any:
         ]
         matched = len(chosen)
         shown = Markup("").join(chosen)
-    return site.page(
-        request,
-        "overview.html",
-        statuses=found.statuses,
-        counts=found.counts,
-        failing=found.failing,
-        only_failing=only_failing,
-        outcome=outcome,
-        outcomes=list(Outcome),
-        q=text,
-        matched=matched,
-        cards=shown,
-    )
+
+    def page(viewer: Request) -> Any:
+        return site.page(
+            viewer,
+            "overview.html",
+            statuses=found.statuses,
+            counts=found.counts,
+            failing=found.failing,
+            only_failing=only_failing,
+            outcome=outcome,
+            outcomes=list(Outcome),
+            q=text,
+            matched=matched,
+            cards=shown,
+        )
+
+    return cards.pages.serve(request, found, (only_failing, text, outcome), page)
 
 
 def _outcome(text: str) -> Outcome | None:

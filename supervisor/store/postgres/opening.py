@@ -1,0 +1,237 @@
+"""Opening a PostgreSQL store: connect, then create the schema or check that it is ours.
+
+What cannot be used is refused with a one-line ``StoreError`` that names the database (as
+``user@host:port/dbname``, never the password) and the problem: a server that cannot be
+reached, a wrong or missing password, a database that does not exist, a database holding
+another application's tables, a schema written by a newer sched-supervisor, or a damaged
+one. A database of another application is never written to.
+
+Creation and migration run in one transaction under an advisory lock, so hosts starting
+at once create the schema once and none sees half of it.
+May import ``core.errors``, ``store.postgres.schema``, ``store.postgres.database``,
+psycopg and the stdlib.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from supervisor.core.errors import StoreError
+from supervisor.store.postgres.database import Connection
+from supervisor.store.postgres.schema import (
+    APPLICATION,
+    MIGRATIONS,
+    OWN_PREFIXES,
+    SCHEMA_LOCK,
+    SCHEMA_VERSION,
+    TABLES,
+    VERSION_TABLE,
+)
+
+CONNECT_TIMEOUT_SECONDS: Final = 10
+APPLICATION_NAME: Final = "sched-supervisor"
+
+
+def describe(dsn: str) -> str:
+    """``PostgreSQL database user@host:port/dbname`` for messages (no password)."""
+    try:
+        params = conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError:
+        return "PostgreSQL database (unparsable connection string)"
+    user = str(params.get("user") or "")
+    host = params.get("host") or params.get("hostaddr") or "local socket"
+    port = params.get("port")
+    where = f"{host}:{port}" if port else str(host)
+    name = params.get("dbname") or user or "(default)"
+    return f"PostgreSQL database {user + '@' if user else ''}{where}/{name}"
+
+
+def conninfo(dsn: str) -> str:
+    """``dsn`` with this program's defaults for what it does not set itself."""
+    try:
+        given = conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError as exc:
+        raise StoreError(
+            f"cannot use PostgreSQL store: invalid connection string ({_one_line(exc)})"
+        ) from None
+    extra: dict[str, str | int] = {}
+    if "connect_timeout" not in given:
+        extra["connect_timeout"] = CONNECT_TIMEOUT_SECONDS
+    if "application_name" not in given:
+        extra["application_name"] = APPLICATION_NAME
+    return make_conninfo(dsn, **extra)
+
+
+def connect(info: str) -> Connection:
+    """An autocommit connection (psycopg errors pass through)."""
+    return psycopg.connect(info, autocommit=True)
+
+
+def open_database(dsn: str) -> tuple[str, str, Connection]:
+    """Connect to ``dsn``, create or check (and migrate) the schema; return the description,
+    the connection string to open more connections with, and the first connection."""
+    description = describe(dsn)
+    info = conninfo(dsn)
+    try:
+        conn = connect(info)
+    except psycopg.Error as exc:
+        raise StoreError(f"cannot use {description}: {connect_problem(exc, dsn)}") from None
+    try:
+        _prepare(conn, description)
+    except BaseException:
+        conn.close()
+        raise
+    return description, info, conn
+
+
+def connect_problem(exc: psycopg.Error, dsn: str) -> str:
+    """What a failed connection attempt means, in words an operator can act on."""
+    text = _one_line(exc)
+    lowered = text.lower()
+    params = conninfo_to_dict(dsn)
+    user, name = params.get("user"), params.get("dbname")
+    if "password authentication failed" in lowered:
+        return (
+            f"wrong password for user {user or '(default)'!r} (the server refused it:"
+            f" {_reason(text)})"
+        )
+    if "no password supplied" in lowered or "fe_sendauth" in lowered:
+        return (
+            "the server asks for a password and none was given (put it in ~/.pgpass,"
+            " PGPASSWORD or the URL)"
+        )
+    if "does not exist" in lowered and "database" in lowered:
+        return f"database {name!r} does not exist on the server (create it: createdb {name})"
+    if "does not exist" in lowered and "role" in lowered:
+        return f"user {user!r} does not exist on the server ({_reason(text)})"
+    if any(
+        sign in lowered
+        for sign in (
+            "connection refused",
+            "could not translate host name",
+            "timeout expired",
+            "no route to host",
+            "network is unreachable",
+            "no such file or directory",
+        )
+    ):
+        return f"cannot reach the server ({_reason(text)})"
+    return f"cannot connect ({_reason(text)})"
+
+
+def _prepare(conn: Connection, description: str) -> None:
+    """Check the schema; create or migrate it when it is ours (or the database is empty)."""
+    try:
+        version = _stored_version(conn, description)
+        if version == SCHEMA_VERSION:
+            _check_tables(conn, description)
+            return
+        # A session lock taken outside the transaction: the transaction that checks again
+        # starts after the lock is granted, so it sees the schema another host just made
+        # (a lock taken inside it could leave it looking at stale catalog caches).
+        conn.execute("SELECT pg_advisory_lock(hashtext(%s))", (SCHEMA_LOCK,))
+        try:
+            _create_or_migrate(conn, description)
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (SCHEMA_LOCK,))
+        _check_tables(conn, description)
+    except psycopg.errors.InsufficientPrivilege as exc:
+        raise StoreError(
+            f"cannot use {description}: the user may not create the store's tables"
+            f" ({_reason(_one_line(exc))}); grant it CREATE on the schema, or let its owner"
+            " run the first start"
+        ) from None
+    except psycopg.Error as exc:
+        raise StoreError(f"cannot use {description}: {_one_line(exc)}") from None
+
+
+def _create_or_migrate(conn: Connection, description: str) -> None:
+    """Create or migrate the schema in one transaction (under the schema lock)."""
+    with conn.transaction():
+        version = _stored_version(conn, description)  # another host may have done it
+        if version == 0:
+            _refuse_foreign(conn, description)
+        if version < SCHEMA_VERSION:
+            for steps in MIGRATIONS[version:]:
+                for statement in steps:
+                    conn.execute(statement)
+            if version == 0:
+                conn.execute(
+                    f"INSERT INTO {VERSION_TABLE} (application, version) VALUES (%s, %s)",  # noqa: S608
+                    (APPLICATION, SCHEMA_VERSION),
+                )
+            else:
+                conn.execute(
+                    f"UPDATE {VERSION_TABLE} SET version = %s",  # noqa: S608
+                    (SCHEMA_VERSION,),
+                )
+
+
+def _stored_version(conn: Connection, description: str) -> int:
+    """The schema version stored (0: no schema of ours); refuses another program's."""
+    found = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (VERSION_TABLE,)).fetchone()
+    if not (found and found[0]):
+        return 0
+    rows = conn.execute(f"SELECT application, version FROM {VERSION_TABLE}").fetchall()  # noqa: S608
+    if len(rows) != 1:
+        raise StoreError(
+            f"cannot use {description}: damaged store ({VERSION_TABLE} has {len(rows)} rows)"
+        )
+    application, version = rows[0]
+    if application != APPLICATION:
+        raise StoreError(
+            f"cannot use {description}: its {VERSION_TABLE} table belongs to {application!r},"
+            f" not to {APPLICATION}"
+        )
+    if not isinstance(version, int) or version < 1:
+        raise StoreError(f"cannot use {description}: corrupt schema version {version!r}")
+    if version > SCHEMA_VERSION:
+        raise StoreError(
+            f"cannot use {description}: written by a newer sched-supervisor (schema version"
+            f" {version}; this version reads up to {SCHEMA_VERSION})"
+        )
+    return version
+
+
+def _refuse_foreign(conn: Connection, description: str) -> None:
+    """``StoreError`` when the current schema holds tables that are not ours."""
+    rows = conn.execute(
+        "SELECT c.relname, current_schema() FROM pg_class AS c"
+        " JOIN pg_namespace AS n ON n.oid = c.relnamespace"
+        " WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p', 'v', 'm', 'f')"
+        " ORDER BY c.relname"
+    ).fetchall()
+    foreign = [name for name, _ in rows if not str(name).startswith(OWN_PREFIXES)]
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (
+            f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
+        )
+        raise StoreError(
+            f"cannot use {description}: it holds tables of another application (schema"
+            f" {rows[0][1]!r}: {shown}); give sched-supervisor a database of its own (or a"
+            " schema of its own with options=-csearch_path=NAME)"
+        )
+
+
+def _check_tables(conn: Connection, description: str) -> None:
+    rows = conn.execute(
+        "SELECT c.relname FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace"
+        " WHERE n.nspname = current_schema() AND c.relname = ANY(%s)",
+        (sorted(TABLES),),
+    ).fetchall()
+    missing = sorted(TABLES - {row[0] for row in rows})
+    if missing:
+        raise StoreError(f"cannot use {description}: damaged store (missing table {missing[0]})")
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _reason(text: str) -> str:
+    """The server's words without libpq's 'connection to server at … failed:' prefix."""
+    head, sep, tail = text.rpartition(" failed: ")
+    return tail if sep and head.startswith("connection") else text

@@ -1,0 +1,135 @@
+"""The PostgreSQL schema of the store: its identity, version and migrations.
+
+Every table is prefixed ``sst_`` and lives in the connection's current schema (the first
+of its ``search_path``: ``public`` unless the DSN says otherwise), beside the cluster's
+``cluster_*`` tables. ``sst_schema`` holds one row naming the application and the schema
+version; a database without it but with other tables belongs to another application and is
+refused (``opening``).
+
+May import the stdlib only.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+APPLICATION: Final = "sched-supervisor"
+SCHEMA_VERSION: Final = 1
+# Taken (for the transaction) by whoever creates or migrates the schema, so several hosts
+# starting at once do it one after the other.
+SCHEMA_LOCK: Final = "sched-supervisor store schema"
+
+VERSION_TABLE: Final = "sst_schema"
+# Tables of ours (and of the cluster package, which shares the database) that do not make
+# a database "another application's".
+OWN_PREFIXES: Final = ("sst_", "cluster_")
+
+# MIGRATIONS[n] turns a version-n schema into version n + 1 (version 0: nothing there).
+#
+# As in the SQLite store: logs carry one index (scheduler_id, level, id); a run's records
+# lie in its id range (first_log_id .. last_log_id), filtered by run_seq. A message with a
+# NUL character (which PostgreSQL text cannot hold) goes to ``message_bytes`` as UTF-8,
+# ``message`` then NULL. Log times are microseconds since the epoch (as in SQLite).
+# ``token``: the fencing token a run was written under (``fenced``), NULL for unfenced.
+MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
+    (
+        f"""CREATE TABLE {VERSION_TABLE} (
+            one boolean PRIMARY KEY DEFAULT true CHECK (one),
+            application text NOT NULL,
+            version integer NOT NULL,
+            created_at timestamptz NOT NULL DEFAULT clock_timestamp()
+        )""",
+        """CREATE TABLE sst_meta (
+            key text PRIMARY KEY,
+            value text NOT NULL
+        )""",
+        """CREATE TABLE sst_overrides (
+            scheduler_id text PRIMARY KEY,
+            settings text NOT NULL
+        )""",
+        # Operators' decisions (who disabled or paused a scheduler, why, until when), kept
+        # apart from the overrides so a settings reset leaves them.
+        """CREATE TABLE sst_decisions (
+            scheduler_id text PRIMARY KEY,
+            decision text NOT NULL
+        )""",
+        """CREATE TABLE sst_runs (
+            seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            run_id text NOT NULL UNIQUE,
+            scheduler_id text NOT NULL,
+            trigger text NOT NULL,
+            triggered_by text,
+            started_at timestamptz NOT NULL,
+            ended_at timestamptz,
+            outcome text,
+            exit_code integer,
+            signal integer,
+            error text,
+            pid integer,
+            pgid integer,
+            create_time double precision,
+            log_records bigint NOT NULL DEFAULT 0,
+            log_bytes bigint NOT NULL DEFAULT 0,
+            dropped_records bigint NOT NULL DEFAULT 0,
+            dropped_bytes bigint NOT NULL DEFAULT 0,
+            log_truncated boolean NOT NULL DEFAULT false,
+            first_log_id bigint,
+            last_log_id bigint,
+            token bigint
+        )""",
+        "CREATE INDEX sst_runs_by_scheduler ON sst_runs (scheduler_id, started_at DESC, seq DESC)",
+        "CREATE INDEX sst_runs_by_end ON sst_runs (scheduler_id, ended_at DESC, seq DESC)"
+        " WHERE ended_at IS NOT NULL",
+        "CREATE INDEX sst_runs_unfinished ON sst_runs (started_at, seq) WHERE ended_at IS NULL",
+        """CREATE TABLE sst_logs (
+            id bigint PRIMARY KEY,
+            scheduler_id text NOT NULL,
+            run_seq bigint NOT NULL,
+            time bigint NOT NULL,
+            level smallint NOT NULL,
+            source text NOT NULL,
+            message text,
+            message_bytes bytea,
+            fields text
+        )""",
+        "CREATE INDEX sst_logs_by_level ON sst_logs (scheduler_id, level, id)",
+        # The highest log id ever given out (cursors are never reused after deletes); its
+        # row lock also puts concurrent appends in cursor order.
+        """CREATE TABLE sst_counters (
+            name text PRIMARY KEY,
+            value bigint NOT NULL
+        )""",
+        "INSERT INTO sst_counters (name, value) VALUES ('log_id', 0)",
+        """CREATE TABLE sst_audit (
+            id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            time timestamptz NOT NULL,
+            actor text NOT NULL,
+            action text NOT NULL,
+            scheduler_id text,
+            detail text,
+            before text,
+            after text
+        )""",
+        "CREATE INDEX sst_audit_by_scheduler ON sst_audit (scheduler_id, id)",
+        """CREATE TABLE sst_users (
+            name text PRIMARY KEY,
+            role text NOT NULL,
+            password_hash text NOT NULL,
+            created_at timestamptz NOT NULL
+        )""",
+    ),
+)
+
+TABLES: Final = frozenset(
+    {
+        VERSION_TABLE,
+        "sst_meta",
+        "sst_overrides",
+        "sst_decisions",
+        "sst_runs",
+        "sst_logs",
+        "sst_counters",
+        "sst_audit",
+        "sst_users",
+    }
+)

@@ -1,0 +1,71 @@
+"""Admin Center logins in PostgreSQL (``store.protocols.UserDirectory``).
+
+May import ``core``, ``store.codec``, ``store.protocols``, ``store.postgres.database``,
+``store.postgres.text`` and the stdlib.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from supervisor.core.errors import DefinitionError
+from supervisor.store.codec import check_new_user, require_aware
+from supervisor.store.postgres.database import Database
+from supervisor.store.postgres.text import storable
+from supervisor.store.protocols import StoredUser
+
+_SELECT_USERS = "SELECT name, role, password_hash, created_at FROM sst_users"
+
+
+class PostgresUsers:
+    _db: Database
+
+    def add_user(
+        self,
+        name: str,
+        *,
+        role: str,
+        password_hash: str,
+        created_at: datetime | None = None,
+    ) -> None:
+        check_new_user(name, role)
+        created = require_aware(created_at if created_at is not None else datetime.now(UTC))
+        with self._db.single() as conn:
+            cursor = conn.execute(
+                "INSERT INTO sst_users (name, role, password_hash, created_at)"
+                " VALUES (%s, %s, %s, %s) ON CONFLICT (name) DO NOTHING",
+                (storable(name), role, storable(password_hash), created),
+            )
+            if cursor.rowcount == 0:
+                raise DefinitionError("name", f"user {name!r} already exists")
+
+    def remove_user(self, name: str) -> bool:
+        with self._db.single() as conn:
+            return conn.execute("DELETE FROM sst_users WHERE name = %s", (name,)).rowcount > 0
+
+    def get_user(self, name: str) -> StoredUser | None:
+        with self._db.read() as conn:
+            row = conn.execute(_SELECT_USERS + " WHERE name = %s", (storable(name),)).fetchone()
+        return _user_from_row(row) if row else None
+
+    def list_users(self) -> list[StoredUser]:
+        with self._db.read() as conn:
+            rows = conn.execute(_SELECT_USERS + ' ORDER BY name COLLATE "C"').fetchall()
+        return [_user_from_row(row) for row in rows]
+
+    def set_password(self, name: str, password_hash: str) -> None:
+        with self._db.single() as conn:
+            cursor = conn.execute(
+                "UPDATE sst_users SET password_hash = %s WHERE name = %s",
+                (storable(password_hash), storable(name)),
+            )
+            if cursor.rowcount == 0:
+                raise DefinitionError("name", f"no user {name!r}")
+
+
+def _user_from_row(row: Sequence[Any]) -> StoredUser:
+    return StoredUser(
+        name=row[0], role=row[1], password_hash=row[2], created_at=row[3].astimezone(UTC)
+    )

@@ -1,0 +1,398 @@
+"""What only the PostgreSQL store does (the conformance suite covers the rest): clear errors
+for a database it cannot use, one schema however many hosts open it at once, cursors in
+commit order across writers, recovery after a server restart, and fenced run writes under
+the cluster's lease tokens. On a throwaway cluster (tests/postgres.py)."""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+
+from supervisor.core.errors import StaleLease, StoreError, UnknownRun
+from supervisor.core.records import LogQuery, Outcome
+from tests.postgres import PostgresCluster, free_port, pg_cluster, pg_dsn, skip_reason
+from tests.store_values import T0, finish, make_run, record
+from tests.waiting import wait_for
+
+__all__ = ["pg_cluster", "pg_dsn"]
+
+if skip_reason() is None:
+    import psycopg
+
+    from supervisor.cluster import schema as cluster_schema
+    from supervisor.cluster.db import connect as cluster_connect
+    from supervisor.cluster.lease import Leases, LeaseTiming
+    from supervisor.store.postgres import SCHEMA_VERSION, TABLES, PostgresStore
+
+LONG = timedelta(seconds=60)
+
+
+@pytest.fixture
+def store(pg_dsn: str) -> Iterator[PostgresStore]:
+    with PostgresStore.open(pg_dsn) as opened:
+        yield opened
+
+
+def execute(dsn: str, statement: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(statement)  # type: ignore[arg-type]
+
+
+# -- a database it cannot use --------------------------------------------------------------
+
+
+def test_an_unreachable_server_is_named(pg_cluster: PostgresCluster) -> None:
+    port = free_port()  # nothing listens there
+    with pytest.raises(StoreError) as caught:
+        PostgresStore.open(f"postgresql://sst@127.0.0.1:{port}/app?connect_timeout=3")
+    message = str(caught.value)
+    assert f"PostgreSQL database sst@127.0.0.1:{port}/app" in message
+    assert "cannot reach the server" in message
+    assert "refused" in message.lower()
+
+
+def test_a_wrong_password_is_named_and_never_shown(pg_cluster: PostgresCluster) -> None:
+    user = f"pw{secrets.token_hex(4)}"
+    pg_cluster.require_password(user, "right-one")
+    url = f"postgresql://{user}:wrong-one@127.0.0.1:{pg_cluster.port}/postgres"
+
+    def refused() -> str | None:
+        try:
+            PostgresStore.open(url).close()
+        except StoreError as error:
+            return str(error)
+        return None  # the reload has not reached the server yet
+
+    message = wait_for(refused, what="the password rule to apply")
+    assert f"wrong password for user {user!r}" in message
+    assert "wrong-one" not in message and "right-one" not in message
+    assert f"{user}@127.0.0.1:{pg_cluster.port}/postgres" in message
+    no_password = f"postgresql://{user}@127.0.0.1:{pg_cluster.port}/postgres"
+    with pytest.raises(StoreError, match="asks for a password and none was given"):
+        PostgresStore.open(no_password)
+    good = f"postgresql://{user}:right-one@127.0.0.1:{pg_cluster.port}/postgres"
+    with pytest.raises(StoreError, match="may not create the store's tables"):
+        PostgresStore.open(good)  # a plain login may not create tables in public
+
+
+def test_a_missing_database_is_named(pg_cluster: PostgresCluster) -> None:
+    with pytest.raises(StoreError, match=r"database .nothere. does not exist .*createdb"):
+        PostgresStore.open(pg_cluster.dsn("nothere"))
+
+
+def test_a_database_of_another_application_is_refused_and_left_alone(pg_dsn: str) -> None:
+    execute(pg_dsn, "CREATE TABLE orders (id int); CREATE TABLE customers (id int)")
+    with pytest.raises(StoreError, match="holds tables of another application") as caught:
+        PostgresStore.open(pg_dsn)
+    assert "customers, orders" in str(caught.value)
+    with psycopg.connect(pg_dsn) as conn:
+        names = {r[0] for r in conn.execute("SELECT tablename FROM pg_tables").fetchall()}
+    assert not {name for name in names if name.startswith("sst_")}
+
+
+def test_the_cluster_tables_do_not_make_a_database_foreign(pg_dsn: str) -> None:
+    with cluster_connect(pg_dsn) as conn:
+        cluster_schema.install(conn)
+    with PostgresStore.open(pg_dsn) as store:
+        store.set_meta("k", "v")
+        assert store.get_meta("k") == "v"
+
+
+def test_a_newer_or_foreign_or_damaged_schema_is_refused(pg_cluster: PostgresCluster) -> None:
+    newer = pg_cluster.create_database(f"n{secrets.token_hex(4)}")
+    PostgresStore.open(newer).close()
+    execute(newer, f"UPDATE sst_schema SET version = {SCHEMA_VERSION + 1}")
+    with pytest.raises(StoreError, match="written by a newer sched-supervisor"):
+        PostgresStore.open(newer)
+    foreign = pg_cluster.create_database(f"f{secrets.token_hex(4)}")
+    PostgresStore.open(foreign).close()
+    execute(foreign, "UPDATE sst_schema SET application = 'other-tool'")
+    with pytest.raises(StoreError, match="belongs to 'other-tool'"):
+        PostgresStore.open(foreign)
+    damaged = pg_cluster.create_database(f"d{secrets.token_hex(4)}")
+    PostgresStore.open(damaged).close()
+    execute(damaged, "DROP TABLE sst_logs")
+    with pytest.raises(StoreError, match=r"damaged store .missing table sst_logs"):
+        PostgresStore.open(damaged)
+
+
+def test_a_search_path_gives_the_store_a_schema_of_its_own(pg_dsn: str) -> None:
+    execute(pg_dsn, "CREATE TABLE orders (id int); CREATE SCHEMA sched")
+    with PostgresStore.open(pg_dsn + " options=-csearch_path=sched") as store:
+        store.set_meta("k", "v")
+    with psycopg.connect(pg_dsn) as conn:
+        rows = conn.execute(
+            "SELECT schemaname FROM pg_tables WHERE tablename = 'sst_meta'"
+        ).fetchall()
+    assert rows == [("sched",)]
+
+
+# -- several hosts on one database ---------------------------------------------------------
+
+
+def test_hosts_opening_at_once_create_the_schema_once(pg_dsn: str) -> None:
+    opened: list[PostgresStore] = []
+    failures: list[BaseException] = []
+    start = threading.Barrier(6)
+
+    def open_one() -> None:
+        try:
+            start.wait()
+            opened.append(PostgresStore.open(pg_dsn))
+        except BaseException as error:
+            failures.append(error)
+
+    threads = [threading.Thread(target=open_one) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not failures, failures
+    assert len(opened) == 6
+    with psycopg.connect(pg_dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM sst_schema").fetchone() == (1,)
+        tables = {r[0] for r in conn.execute("SELECT tablename FROM pg_tables").fetchall()}
+    assert tables >= TABLES
+    opened[0].insert_run(make_run("r1"))
+    assert opened[5].get_run("r1") == make_run("r1")
+    for store in opened:
+        store.close()
+
+
+def test_a_reader_following_cursors_misses_nothing_while_two_hosts_append(pg_dsn: str) -> None:
+    with PostgresStore.open(pg_dsn) as one, PostgresStore.open(pg_dsn) as two:
+        one.insert_run(make_run("a"))
+        two.insert_run(make_run("b"))
+        batches, per_batch = 30, 20
+        failures: list[BaseException] = []
+
+        def write(store: PostgresStore, run_id: str) -> None:
+            try:
+                for b in range(batches):
+                    store.append_logs(
+                        [record(run_id, f"{run_id} {b} {n}") for n in range(per_batch)]
+                    )
+            except BaseException as error:
+                failures.append(error)
+
+        writers = [
+            threading.Thread(target=write, args=(one, "a")),
+            threading.Thread(target=write, args=(two, "b")),
+        ]
+        for thread in writers:
+            thread.start()
+        seen: list[str] = []
+        cursor = 0
+        while True:
+            done = not any(thread.is_alive() for thread in writers)
+            rows = two.logs(LogQuery(scheduler_id="demo.job", after=cursor, limit=1000))
+            seen.extend(r.message for _, r in rows)
+            if rows:
+                cursor = rows[-1][0]
+            if done and not rows:
+                break
+        assert not failures, failures
+        assert len(seen) == 2 * batches * per_batch
+        assert sorted(seen) == sorted(
+            f"{run_id} {b} {n}" for run_id in "ab" for b in range(batches) for n in range(per_batch)
+        )
+
+
+def test_the_store_recovers_after_the_server_restarts(pg_cluster: PostgresCluster) -> None:
+    dsn = pg_cluster.create_database(f"r{secrets.token_hex(4)}")
+    with PostgresStore.open(dsn) as store:
+        store.insert_run(make_run("before"))
+        # Four connections in use at once, then idle in the pool.
+        with store._db.read(), store._db.read(), store._db.read(), store._db.read():
+            pass
+        pg_cluster.restart()  # every pooled connection is cut
+        failures: list[StoreError] = []
+
+        def works() -> bool:
+            try:
+                store.insert_run(make_run(f"after-{secrets.token_hex(3)}"))
+            except StoreError as error:
+                failures.append(error)
+                return False
+            return True
+
+        wait_for(works, what="the store to reconnect")
+        # One call meets a cut connection; the pool then drops the other cut ones.
+        assert len(failures) <= 1, failures
+        assert store.get_run("before") == make_run("before")
+
+
+# -- fenced run writes -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def leases(pg_dsn: str) -> Iterator[tuple[Leases, Leases]]:
+    timing = LeaseTiming(ttl=LONG, renew_every=timedelta(seconds=5))
+    with cluster_connect(pg_dsn) as conn_a, cluster_connect(pg_dsn) as conn_b:
+        cluster_schema.install(conn_a)
+        cluster_schema.register(conn_a, ["demo.job"])
+        yield (
+            Leases(conn_a, holder="host-a", timing=timing),
+            Leases(conn_b, holder="host-b", timing=timing),
+        )
+
+
+def test_a_stale_token_cannot_start_or_end_a_run(
+    store: PostgresStore, leases: tuple[Leases, Leases]
+) -> None:
+    host_a, host_b = leases
+    [lease_a], _ = host_a.acquire(["demo.job"])
+    store.insert_run_fenced(make_run("r1"), token=lease_a.token)
+    assert store.get_run("r1") == make_run("r1")
+    host_a.release([lease_a])  # graceful hand-off: the token moves on
+    [lease_b], _ = host_b.acquire(["demo.job"])
+    assert lease_b.token > lease_a.token
+    with pytest.raises(StaleLease) as caught:
+        store.finish_run_fenced(
+            "r1",
+            token=lease_a.token,
+            ended_at=T0 + timedelta(seconds=5),
+            outcome=Outcome.SUCCEEDED,
+            exit_code=0,
+            signal=None,
+            error=None,
+        )
+    assert (caught.value.scheduler_id, caught.value.token) == ("demo.job", lease_a.token)
+    assert store.get_run("r1").outcome is None  # nothing written
+    with pytest.raises(StaleLease):
+        store.insert_run_fenced(make_run("r2"), token=lease_a.token)
+    with pytest.raises(UnknownRun):
+        store.get_run("r2")
+    # The new owner closes what the old one left open; the old one's late end stays refused.
+    closed = store.interrupt_runs_before(
+        "demo.job", token=lease_b.token, ended_at=T0 + timedelta(seconds=6), error="taken over"
+    )
+    assert closed == ["r1"]
+    assert store.get_run("r1").outcome is Outcome.INTERRUPTED
+    with pytest.raises(StaleLease):
+        store.interrupt_runs_before("demo.job", token=lease_a.token, ended_at=T0, error=None)
+    # The current token writes; retrying the same end stores the same row.
+    store.insert_run_fenced(
+        make_run("r3", started_at=T0 + timedelta(seconds=7)), token=lease_b.token
+    )
+    for _ in range(2):
+        ended = store.finish_run_fenced(
+            "r3",
+            token=lease_b.token,
+            ended_at=T0 + timedelta(seconds=8),
+            outcome=Outcome.FAILED,
+            exit_code=1,
+            signal=None,
+            error="exit 1",
+        )
+        assert (ended.outcome, ended.exit_code) == (Outcome.FAILED, 1)
+    # A run started under the old token cannot be ended under the new one either.
+    with pytest.raises(StaleLease):
+        store.finish_run_fenced(
+            "r1",
+            token=lease_b.token,
+            ended_at=T0,
+            outcome=Outcome.SUCCEEDED,
+            exit_code=0,
+            signal=None,
+            error=None,
+        )
+    with pytest.raises(UnknownRun):
+        store.finish_run_fenced(
+            "nope",
+            token=lease_b.token,
+            ended_at=T0,
+            outcome=Outcome.SUCCEEDED,
+            exit_code=0,
+            signal=None,
+            error=None,
+        )
+    with pytest.raises(StoreError, match="already stored"):
+        store.insert_run_fenced(make_run("r3"), token=lease_b.token)
+
+
+def test_a_fenced_write_and_a_takeover_never_interleave(
+    pg_dsn: str, store: PostgresStore, leases: tuple[Leases, Leases]
+) -> None:
+    host_a, _ = leases
+    [lease_a], _ = host_a.acquire(["demo.job"])
+    store.insert_run_fenced(make_run("r1"), token=lease_a.token)
+    # A takeover in progress: the lease row is updated, not yet committed.
+    with psycopg.connect(pg_dsn) as taker:
+        taker.execute(
+            "UPDATE cluster_leases SET token = token + 1, holder = 'host-b'"
+            " WHERE scheduler_id = 'demo.job'"
+        )
+        outcome: list[BaseException | None] = []
+
+        def late_end() -> None:
+            try:
+                store.finish_run_fenced(
+                    "r1",
+                    token=lease_a.token,
+                    ended_at=T0 + timedelta(seconds=1),
+                    outcome=Outcome.SUCCEEDED,
+                    exit_code=0,
+                    signal=None,
+                    error=None,
+                )
+                outcome.append(None)
+            except BaseException as error:
+                outcome.append(error)
+
+        writer = threading.Thread(target=late_end)
+        writer.start()
+
+        def waiting_on_the_lease() -> bool:
+            row = taker.execute(
+                "SELECT count(*) FROM pg_locks WHERE NOT granted AND locktype = 'transactionid'"
+            ).fetchone()
+            return bool(row and row[0])
+
+        wait_for(waiting_on_the_lease, what="the fenced write to wait for the takeover")
+        assert not outcome  # it waits: it neither wrote nor was refused yet
+        taker.commit()
+    writer.join(timeout=30)
+    assert len(outcome) == 1 and isinstance(outcome[0], StaleLease)
+    assert store.get_run("r1").outcome is None
+
+
+def test_fenced_writes_without_the_lease_table_say_so(store: PostgresStore) -> None:
+    with pytest.raises(StoreError, match="need the cluster's lease table cluster_leases"):
+        store.insert_run_fenced(make_run("r1"), token=1)
+    store.insert_run(make_run("r1"))  # unfenced writes still work
+    assert finish(store, "r1").outcome is Outcome.SUCCEEDED
+
+
+# -- one manager per store ---------------------------------------------------------------------
+
+
+def test_one_manager_lock_per_store(pg_cluster: PostgresCluster) -> None:
+    dsn = pg_cluster.create_database(f"x{secrets.token_hex(4)}")
+    with PostgresStore.open(dsn) as one, PostgresStore.open(dsn) as two:
+        first, second = one.exclusive(), two.exclusive()
+        first.acquire()
+        try:
+            with pytest.raises(StoreError, match="is in use by another manager") as caught:
+                second.acquire()
+            assert "sched-supervisor manager" in str(caught.value)  # who holds it
+            assert first.check() is None
+            pg_cluster.restart()  # the lock's session ends with the server
+            assert "took the manager lock again" in (first.check() or "")
+            with pytest.raises(StoreError, match="in use by another manager"):
+                second.acquire()
+            with PostgresStore.open(
+                pg_cluster.create_database(f"y{secrets.token_hex(4)}")
+            ) as other:
+                elsewhere = other.exclusive()
+                elsewhere.acquire()  # another database: another lock
+                elsewhere.close()
+        finally:
+            first.close()
+            first.close()
+        second.acquire()  # free once the first lets go
+        second.close()

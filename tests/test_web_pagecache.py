@@ -1,0 +1,136 @@
+"""Kept pages: reused only for the same basis, each session's own token spliced in, sent
+gzip-compressed to clients that take it with the token in a stored block of its own,
+never kept for a session with flashes or for a refusal."""
+
+from __future__ import annotations
+
+import gzip
+import zlib
+from typing import Any
+
+import pytest
+
+from supervisor.core.access import Permission, Subject
+from supervisor.web.pagecache import PageCache, accepts_gzip
+from supervisor.web.replies import reply
+from supervisor.web.sessions import Flash, SessionStore
+from supervisor.web.site import Request
+
+ADA = Subject(name="ada", permissions=frozenset({Permission.LIST}), role="viewer")
+
+
+def request(sessions: SessionStore, token: str | None, *, encoding: str = "") -> Request:
+    session = sessions.get(token)
+    return Request(
+        environ={"HTTP_ACCEPT_ENCODING": encoding} if encoding else {},
+        path="/",
+        method="GET",
+        address="127.0.0.1",
+        secure=False,
+        query={},
+        form={},
+        session=session,
+        subject=ADA if session is not None else None,
+    )
+
+
+class Renderer:
+    """Renders a page that shows its request's CSRF token twice and its flashes (taking
+    them, as ``Site.page`` does), counting its calls."""
+
+    def __init__(self, sessions: SessionStore | None = None, *, status: int = 200) -> None:
+        self.sessions = sessions or SessionStore()
+        self.text = "cards"
+        self.status = status
+        self.calls = 0
+
+    def __call__(self, viewer: Request) -> Any:
+        self.calls += 1
+        csrf = viewer.session.csrf if viewer.session is not None else ""
+        session = viewer.session
+        flashes = "".join(f.title for f in self.sessions.pop_flashes(session)) if session else ""
+        body = f"<form>{csrf}</form>{flashes}<main>{self.text * 2000}</main><i>{csrf}</i>"
+        return reply(body, self.status)
+
+
+def body_of(response: Any) -> bytes:
+    data: bytes = response.body
+    return gzip.decompress(data) if response.headers.get("Content-Encoding") == "gzip" else data
+
+
+def test_a_page_is_kept_for_its_basis_and_carries_each_sessions_token() -> None:
+    sessions = SessionStore()
+    cache = PageCache()
+    render = Renderer()
+    basis = object()
+    (token_a, a), (token_b, b) = sessions.create("ada"), sessions.create("ada")
+    first = cache.serve(request(sessions, token_a), basis, "all", render)
+    second = cache.serve(request(sessions, token_b), basis, "all", render)
+    assert render.calls == 1  # the second session got the kept page
+    assert body_of(first).count(a.csrf.encode()) == 2 and b.csrf.encode() not in body_of(first)
+    assert body_of(second).count(b.csrf.encode()) == 2 and a.csrf.encode() not in body_of(second)
+    cache.serve(request(sessions, token_a), object(), "all", render)  # newer data
+    assert render.calls == 2
+    cache.serve(request(sessions, token_a), basis, "failing", render)  # another variant
+    assert render.calls == 3
+
+
+def test_sessions_with_flashes_anonymous_requests_and_refusals_are_not_kept() -> None:
+    sessions = SessionStore()
+    cache = PageCache()
+    render = Renderer(sessions)
+    basis = object()
+    token, session = sessions.create("ada")
+    sessions.flash(session, Flash(kind="ok", title="Run started"))
+    shown = cache.serve(request(sessions, token), basis, "all", render)
+    assert b"Run started" in body_of(shown) and len(cache) == 0
+    assert sessions.pop_flashes(session) == []  # the render showed (and took) them
+    assert b"Run started" not in body_of(cache.serve(request(sessions, token), basis, "", render))
+    cache.serve(request(sessions, None), basis, "anonymous", render)
+    refused = Renderer(sessions, status=404)
+    cache.serve(request(sessions, token), basis, "refused", refused)
+    cache.serve(request(sessions, token), basis, "refused", refused)
+    assert len(cache) == 1 and refused.calls == 4  # rendered again, for the session each time
+
+
+def test_at_most_max_pages_are_kept() -> None:
+    sessions = SessionStore()
+    cache = PageCache(max_pages=3)
+    token, _ = sessions.create("ada")
+    for variant in range(10):
+        cache.serve(request(sessions, token), object(), variant, Renderer())
+    assert len(cache) == 3
+
+
+def test_the_gzip_reply_is_valid_and_the_token_is_stored_apart() -> None:
+    sessions = SessionStore()
+    cache = PageCache()
+    token, session = sessions.create("ada")
+    plain = cache.serve(request(sessions, token), None, "all", Renderer())
+    packed = cache.serve(request(sessions, token, encoding="br, gzip"), None, "all", Renderer())
+    assert packed.headers["Content-Encoding"] == "gzip" and "Content-Encoding" not in plain.headers
+    assert packed.headers["Vary"] == "Accept-Encoding"
+    assert gzip.decompress(packed.body) == plain.body  # the trailer's CRC and size check out
+    assert len(packed.body) * 20 < len(plain.body)
+    assert session.csrf.encode() in packed.body  # verbatim: in a stored block, not compressed
+    inflated = zlib.decompressobj(-zlib.MAX_WBITS).decompress(packed.body[10:-8])
+    assert inflated == plain.body
+
+
+@pytest.mark.parametrize(
+    ("header", "taken"),
+    [
+        ("gzip", True),
+        ("gzip, deflate, br", True),
+        ("br;q=1.0, gzip;q=0.5", True),
+        ("*", True),
+        ("", False),
+        ("identity", False),
+        ("gzip;q=0", False),
+        ("gzip;q=0, *", False),
+        ("x-gzip", False),
+        ("gzip;q=abc", False),
+    ],
+)
+def test_accept_encoding(header: str, taken: bool) -> None:
+    assert accepts_gzip(header) is taken
