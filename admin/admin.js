@@ -241,6 +241,10 @@
     container.querySelectorAll('[data-field="last_actor"]').forEach((dd) => {
       dd.textContent = status.last_actor || "—";
     });
+    // --cluster: the host that owns the scheduler moves at a takeover or hand-off.
+    container.querySelectorAll('[data-field="host"]').forEach((dd) => {
+      dd.textContent = status.host || "—";
+    });
     applyDecision(container, status);
   }
 

@@ -7,6 +7,9 @@ CLI library, unavoidable), measured in the same run, round-robin. It also lists 
 croniter, dateutil, jinja2 and bottle each command imported (``-X importtime``): the
 socket-only commands should import none of them.
 
+With the manager stopped, it then measures ``list`` reading ``state.db`` instead (it
+imports the app for its definitions: heavier, and only when no manager runs).
+
 ``--before DIR`` measures another checkout's ``supervisor`` package the same way against
 the same manager (e.g. ``git archive OLD supervisor | tar -x -C DIR``), for a
 before/after in one run.
@@ -129,25 +132,45 @@ def main() -> None:
                             cwd=checkout,  # ``-m`` puts the working directory first on sys.path
                         )
                     )
-            measure(variants, 1)  # warm-up: bytecode caches, page cache
-            results = measure(variants, args.samples)
-            floor_wall = statistics.median(results[variants[0].name][0])
-            floor_cpu = statistics.median(results[variants[0].name][1])
-            for variant in variants:
-                wall, cpu = results[variant.name]
-                heavy = ""
-                if "supervisor" in variant.argv:
-                    found = heavy_imports(variant.argv, env=variant.env, cwd=variant.cwd)
-                    heavy = f"  heavy imports: {', '.join(found) or 'none'}"
-                print(
-                    f"{summary(variant.name, wall)}  cpu p50={statistics.median(cpu):7.2f} ms"
-                    f"  ({statistics.median(wall) / floor_wall:4.2f}x / "
-                    f"{statistics.median(cpu) / floor_cpu:4.2f}x the floor){heavy}"
-                )
+            report(variants, args.samples)
         finally:
             service.close()
+        # No manager now: the read commands read state.db (and import the app for its
+        # definitions), beside the same floor.
+        offline = Variant(
+            name="after: list, no manager (state.db)",
+            argv=[python, "-m", "supervisor", "list", "--state-dir", str(state), "--app", spec],
+            env={**base_env, "PYTHONPATH": f"{ROOT}:{work / 'app'}"},
+            cwd=ROOT,
+        )
+        print("no manager running:")
+        report([variants[0], offline], args.samples)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def report(variants: list[Variant], samples: int) -> None:
+    """Measure ``variants`` (the first is the floor) and print each beside it."""
+    for variant in variants:  # warm-up (bytecode caches, page cache), and a check
+        done = subprocess.run(
+            variant.argv, env=variant.env, cwd=variant.cwd, capture_output=True, text=True
+        )
+        if done.returncode != 0:
+            raise SystemExit(f"{variant.name} failed ({done.returncode}): {done.stderr.strip()}")
+    results = measure(variants, samples)
+    floor_wall = statistics.median(results[variants[0].name][0])
+    floor_cpu = statistics.median(results[variants[0].name][1])
+    for variant in variants:
+        wall, cpu = results[variant.name]
+        heavy = ""
+        if "supervisor" in variant.argv:
+            found = heavy_imports(variant.argv, env=variant.env, cwd=variant.cwd)
+            heavy = f"  heavy imports: {', '.join(found) or 'none'}"
+        print(
+            f"{summary(variant.name, wall)}  cpu p50={statistics.median(cpu):7.2f} ms"
+            f"  ({statistics.median(wall) / floor_wall:4.2f}x / "
+            f"{statistics.median(cpu) / floor_cpu:4.2f}x the floor){heavy}"
+        )
 
 
 if __name__ == "__main__":

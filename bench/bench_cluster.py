@@ -13,6 +13,17 @@ initdb. Figures, each beside a floor measured in the same run:
   heir's ``acquired_at``; beside a bare LISTEN/NOTIFY round trip;
 - cross-host Execute Now: from sending the command to reading the owner's answer; beside
   a bare ``SELECT 1`` round trip and a NOTIFY round trip.
+
+The same with the real manager (``supervisor run --cluster``, tests/cluster_managers.py,
+two hosts per round on a fresh database, a 1 s SCHEDULE scheduler whose runs write a
+ledger):
+
+- takeover after ``kill -9`` of the owner mid-run: to the heir's ``acquired_at``, and to
+  the heir's first run (its runner's ledger row), by the database clock;
+- graceful hand-off (SIGTERM): ``released_at`` to the heir's ``acquired_at``, and from the
+  signal to the heir's first run;
+- Execute Now through the control socket of the host that does not own the scheduler
+  (it travels to the owner and back), beside the same on the owner itself.
 """
 
 from __future__ import annotations
@@ -30,10 +41,12 @@ from typing import Any
 
 from common import ROOT, summary
 
+from supervisor.cli.client import ControlClient
 from supervisor.cluster import commands as cmd
 from supervisor.cluster import schema
 from supervisor.cluster.db import Connection, connect
-from tests.postgres import throwaway_postgres
+from tests.cluster_managers import ManagerHost, holder, ledger, make_ledger
+from tests.postgres import PostgresCluster, throwaway_postgres
 
 HOST_TTL = 2.0
 ACQUIRE_EVERY_MS = 200.0
@@ -216,14 +229,150 @@ def execute_latency(dsn: str, db: Connection, work: Path, samples: int) -> list[
     return out
 
 
+# -- the real manager ----------------------------------------------------------------------
+
+TICK = "c.tick"
+MANUAL = "c.manual"
+
+
+def two_managers(
+    cluster: PostgresCluster, work: Path, name: str, job_seconds: float
+) -> tuple[str, Connection, list[ManagerHost]]:
+    """Two hosts on a fresh database, settled (each holds one of the two schedulers)."""
+    dsn = cluster.create_database(name)
+    make_ledger(dsn)
+    db = connect(dsn)
+    hosts = [ManagerHost(dsn, f"{name}{h}", work, job_seconds=job_seconds) for h in "ab"]
+    for host in hosts:
+        host.ready()
+    names = {host.name for host in hosts}
+    wait_until(lambda: {holder(db, TICK), holder(db, MANUAL)} == names, 30, "settled leases")
+    return dsn, db, hosts
+
+
+def end_round(db: Connection, hosts: list[ManagerHost]) -> None:
+    for host in hosts:
+        host.reap()
+    db.close()
+
+
+def manager_takeover(cluster: PostgresCluster, work: Path, rounds: int) -> tuple[list[float], ...]:
+    leased, first_run = [], []
+    for round_no in range(rounds):
+        _dsn, db, hosts = two_managers(cluster, work, f"k{round_no}", 1.0)
+        owner = next(h for h in hosts if h.name == holder(db, TICK))
+        heir = next(h for h in hosts if h is not owner)
+        wait_until(
+            lambda owner=owner, db=db: any(
+                r[1] == owner.name and r[3] is None for r in ledger(db, TICK)
+            ),
+            30,
+            "a run in progress on the owner",
+        )
+        time.sleep(random.uniform(0.0, 0.5))  # somewhere in the run
+        killed_at = db_now(db)
+        owner.kill()
+        _, acquired_at, _ = wait_until(
+            lambda db=db, heir=heir: lease(db, TICK) if lease(db, TICK)[0] == heir.name else None,
+            30,
+            "the takeover",
+        )
+        started = wait_until(
+            lambda db=db, heir=heir, killed_at=killed_at: [
+                r[2] for r in ledger(db, TICK) if r[1] == heir.name and r[2] > killed_at
+            ],
+            30,
+            "the heir's first run",
+        )[0]
+        leased.append((acquired_at - killed_at).total_seconds() * 1000)
+        first_run.append((started - killed_at).total_seconds() * 1000)
+        end_round(db, hosts)
+    return leased, first_run
+
+
+def manager_hand_off(cluster: PostgresCluster, work: Path, rounds: int) -> tuple[list[float], ...]:
+    leased, first_run = [], []
+    for round_no in range(rounds):
+        _dsn, db, hosts = two_managers(cluster, work, f"h{round_no}", 0.2)
+        owner = next(h for h in hosts if h.name == holder(db, TICK))
+        heir = next(h for h in hosts if h is not owner)
+        asked_at = db_now(db)
+        owner.signal(signal.SIGTERM)
+        _, acquired_at, released_at = wait_until(
+            lambda db=db, heir=heir: lease(db, TICK) if lease(db, TICK)[0] == heir.name else None,
+            30,
+            "the hand-off",
+        )
+        started = wait_until(
+            lambda db=db, heir=heir, asked_at=asked_at: [
+                r[2] for r in ledger(db, TICK) if r[1] == heir.name and r[2] > asked_at
+            ],
+            30,
+            "the heir's first run",
+        )[0]
+        leased.append((acquired_at - released_at).total_seconds() * 1000)
+        first_run.append((started - asked_at).total_seconds() * 1000)
+        owner.stop()
+        end_round(db, hosts)
+    return leased, first_run
+
+
+def manager_execute(cluster: PostgresCluster, work: Path, samples: int) -> tuple[list[float], ...]:
+    _dsn, db, hosts = two_managers(cluster, work, "x", 0.0)
+    owner = next(h for h in hosts if h.name == holder(db, MANUAL))
+    other = next(h for h in hosts if h is not owner)
+    local, remote = [], []
+    owner_client = ControlClient(owner.state)
+    try:
+        for client, out in (
+            (owner_client, local),
+            (ControlClient(other.state), remote),
+        ):
+            for _ in range(samples):
+                start = time.perf_counter()
+                run_id = client.execute(MANUAL)
+                out.append((time.perf_counter() - start) * 1000)
+                wait_until(
+                    lambda run_id=run_id: (
+                        any(r[0] == run_id and r[3] is not None for r in ledger(db, MANUAL))
+                        and owner_client.status(MANUAL).current_run_id is None
+                    ),
+                    30,
+                    "the run to end",
+                )
+    finally:
+        end_round(db, hosts)
+    return local, remote
+
+
+def run_managers(work: Path, rounds: int, samples: int) -> None:
+    with throwaway_postgres() as cluster:
+        local, remote = manager_execute(cluster, work, samples)
+        print(summary("mgr floor: execute now on the owner", local))
+        print(summary("mgr: execute now via the other host", remote))
+        leased, first_run = manager_hand_off(cluster, work, rounds)
+        print(summary("mgr: hand-off (released->acquired)", leased))
+        print(summary("mgr: SIGTERM -> heir's first run", first_run))
+        print(f"{'floor: the 1 s pause between runs':<36} {1000.0:8.2f} ms")
+        leased, first_run = manager_takeover(cluster, work, rounds)
+        print(summary("mgr: kill -9 -> heir holds the lease", leased))
+        print(summary("mgr: kill -9 -> heir's first run", first_run))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--samples", type=int, default=100)
+    parser.add_argument("--manager-rounds", type=int, default=3)
+    parser.add_argument("--manager-samples", type=int, default=20)
+    parser.add_argument("--only", choices=("nodes", "managers"), default=None)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-cluster-", dir="/var/tmp"))
     try:
-        run_all(work, args.rounds, args.samples)
+        if args.only != "managers":
+            run_all(work, args.rounds, args.samples)
+        if args.only != "nodes":
+            run_managers(work, args.manager_rounds, args.manager_samples)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -4,7 +4,10 @@ Several SCHEDULE schedulers with a 1 ms pause keep the manager busy for a fixed 
 the figure is finished runs per second as recorded in SQLite. Baseline in the same run:
 the same load with a fresh interpreter per run, and the floor: a bare ``fork`` +
 ``waitpid`` loop in a process that imported the same packages (what a run costs the OS,
-with no pipes, records or history). Targets: >= 200 runs/s; with the fork server >= 0.8x
+with no pipes, records or history), measured just before and after each row (the
+machine is shared: its load moves). Rows: with cgroups (forked into them with clone3),
+without cgroups, and with cgroups joined after fork (the fallback); 1 and 8 schedulers.
+Targets: >= 200 runs/s; with the fork server >= 0.8x
 of the floor with one scheduler, >= 0.9x with eight.
 """
 
@@ -14,10 +17,11 @@ import argparse
 import contextlib
 import os
 import shutil
+import statistics
 import time
 from collections.abc import Iterator
 
-from common import start_service, temp_dir, write_app
+from common import joining_after_fork, start_service, temp_dir, write_app
 
 from supervisor.store.sqlite import SqliteStore
 
@@ -32,15 +36,26 @@ for i in range({count}):
 
 
 def measure(
-    schedulers: int, seconds: float, *, fork_server: bool, cgroups: bool = True
-) -> tuple[float, int]:
+    schedulers: int,
+    seconds: float,
+    *,
+    fork_server: bool,
+    cgroups: bool = True,
+    into_cgroup: bool = True,
+) -> tuple[float, int, float]:
+    """(finished runs per second, how many did not succeed, CPU ms per run: the manager,
+    the fork server and the runs, user + system)."""
     if not cgroups:
         with _without_cgroups():
+            return measure(schedulers, seconds, fork_server=fork_server)
+    if not into_cgroup:
+        with joining_after_fork():
             return measure(schedulers, seconds, fork_server=fork_server)
     work = temp_dir("bench-throughput-")
     try:
         spec = write_app(work / "app", f"noop_app_{int(fork_server)}", APP.format(count=schedulers))
         # Keep every run: the figure counts them (the default keeps 100 per scheduler).
+        cpu_before = _cpu_seconds()
         service = start_service(
             spec, work / "state", fork_server=fork_server, max_runs_per_scheduler=10**9
         )
@@ -48,6 +63,7 @@ def measure(
         time.sleep(seconds)
         service.close()
         elapsed = time.monotonic() - started
+        cpu = _cpu_seconds() - cpu_before
         with SqliteStore.open(work / "state" / "state.db", max_runs_per_scheduler=10**9) as store:
             finished = [
                 r
@@ -58,9 +74,16 @@ def measure(
         failed = sum(
             1 for r in finished if r.outcome is not None and r.outcome.value != "succeeded"
         )
-        return len(finished) / elapsed, failed
+        return len(finished) / elapsed, failed, cpu * 1000 / max(1, len(finished))
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this process and its reaped descendants (the fork server's runs
+    count once the server is reaped, at ``close``)."""
+    times = os.times()
+    return times.user + times.system + times.children_user + times.children_system
 
 
 @contextlib.contextmanager
@@ -79,12 +102,14 @@ def _without_cgroups() -> Iterator[None]:
         Containment.detect = detect  # type: ignore[method-assign]
 
 
-def bare_fork_rate(seconds: float) -> float:
-    """Forks per second of a loop that forks a child which exits at once, and reaps it."""
+def bare_fork_rate(seconds: float) -> tuple[float, float]:
+    """Forks per second of a loop that forks a child which exits at once, and reaps it;
+    and the CPU ms each costs."""
     import supervisor.runs.child
     import supervisor.store.sqlite  # noqa: F401
 
     count = 0
+    cpu_before = _cpu_seconds()
     started = time.monotonic()
     deadline = started + seconds
     while time.monotonic() < deadline:
@@ -93,29 +118,48 @@ def bare_fork_rate(seconds: float) -> float:
             os._exit(0)
         os.waitpid(pid, 0)
         count += 1
-    return count / (time.monotonic() - started)
+    elapsed = time.monotonic() - started
+    return count / elapsed, (_cpu_seconds() - cpu_before) * 1000 / max(1, count)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--schedulers", type=int, default=8)
+    parser.add_argument("--floor-seconds", type=float, default=1.5)
+    parser.add_argument("--no-fresh", action="store_true", help="skip the fresh interpreter")
     args = parser.parse_args()
-    floor = bare_fork_rate(min(args.seconds, 3.0))
-    print(f"no-op runs end to end over {args.seconds:g} s")
-    print(f"{'bare fork + waitpid (floor)':<36} {floor:8.1f} runs/s")
-    rate, failed = measure(args.schedulers, args.seconds, fork_server=False)
-    print(
-        f"{f'fresh interpreter, {args.schedulers} schedulers':<36} {rate:8.1f} runs/s"
-        f"  (not succeeded: {failed})"
-    )
-    for count, cgroups in [(1, True), (args.schedulers, True), (1, False)]:
-        rate, failed = measure(count, args.seconds, fork_server=True, cgroups=cgroups)
-        how = "" if cgroups else ", no cgroups"
-        print(
-            f"{f'fork server, {count} scheduler(s){how}':<36} {rate:8.1f} runs/s"
-            f"  = {rate / floor:4.2f}x the floor  (not succeeded: {failed})"
+    many = args.schedulers
+    print(f"no-op runs end to end over {args.seconds:g} s; the floor (bare fork + waitpid)")
+    print("is measured just before and just after each row, and the factor uses their mean;")
+    print("CPU ms/run: the manager, fork server and runs together (the floor: one fork)")
+    print(f"{'':<46} {'runs/s':>7} {'floor':>7} {'factor':>7} {'CPU ms/run':>11}")
+    rows: list[tuple[str, int, bool, bool, bool]] = [
+        ("fork server, 1 scheduler", 1, True, True, True),
+        (f"fork server, {many} schedulers", many, True, True, True),
+        ("fork server, 1 scheduler, no cgroups", 1, True, False, True),
+        (f"fork server, {many} schedulers, no cgroups", many, True, False, True),
+        ("fork server, 1 scheduler, join after fork", 1, True, True, False),
+        (f"fork server, {many} schedulers, join after fork", many, True, True, False),
+    ]
+    if not args.no_fresh:
+        rows.append((f"fresh interpreter, {many} schedulers", many, False, True, True))
+    floors = [bare_fork_rate(args.floor_seconds)]
+    for name, count, fork_server, cgroups, into in rows:
+        rate, failed, cpu = measure(
+            count, args.seconds, fork_server=fork_server, cgroups=cgroups, into_cgroup=into
         )
+        floors.append(bare_fork_rate(args.floor_seconds))
+        floor = (floors[-2][0] + floors[-1][0]) / 2
+        print(
+            f"{name:<46} {rate:7.1f} {floor:7.1f} {rate / floor:6.2f}x {cpu:11.2f}"
+            f"  (not succeeded: {failed})"
+        )
+    floor_cpu = statistics.median(cpu for _, cpu in floors)
+    print(
+        f"{'bare fork + waitpid (floor), median':<46} {'':7} "
+        f"{statistics.median(r for r, _ in floors):7.1f} {'1.00x':>7} {floor_cpu:11.2f}"
+    )
     print("targets: >= 200 runs/s; fork server >= 0.8x the floor (1 scheduler), >= 0.9x (8)")
 
 

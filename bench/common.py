@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import statistics
 import sys
 import tempfile
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -14,6 +16,21 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from supervisor.service.manager_mode import RunOptions, Service  # noqa: E402
+
+
+@contextlib.contextmanager
+def joining_after_fork() -> Iterator[None]:
+    """Fork-server runs join their cgroup after fork (spares), as where clone3 is not
+    available: the fallback, to compare with."""
+    from supervisor.runs.forklauncher import ForkServerLauncher
+
+    defaults = ForkServerLauncher.__init__.__kwdefaults__
+    before = defaults.get("into_cgroup", True)
+    defaults["into_cgroup"] = False
+    try:
+        yield
+    finally:
+        defaults["into_cgroup"] = before
 
 
 def write_app(directory: Path, module: str, body: str) -> str:

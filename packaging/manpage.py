@@ -4,7 +4,9 @@ The COMMANDS section comes from the click commands of ``supervisor.cli.main`` (t
 and options), so the page never drifts from ``supervisor --help``; the other sections say
 how the Debian package is meant to be used: how to point it at an application, the
 service, its configuration file, and the state directory. Run at package build time by
-``packaging/debian/rules``. May import click, the standard library and ``supervisor.cli.main``.
+``packaging/debian/rules``. The EXIT STATUS section comes from the error types of
+``supervisor.core.errors`` (each carries its exit status). May import click, the
+standard library, ``supervisor.cli.main`` and ``supervisor.core.errors``.
 """
 
 from __future__ import annotations
@@ -145,7 +147,26 @@ The manager's own messages go to the journal:
 """.strip()
 
 PAGE_TAIL = r"""
+.SH READING WITHOUT A MANAGER
+When no manager runs for the state directory,
+.BR list ", " status ", " runs " and " logs
+read its database instead, read-only (nothing is written or created there), and say so
+on standard error. The other commands need the manager.
+.SH SHELL COMPLETION
+Commands, options and scheduler IDs complete in bash, zsh and fish, for example in
+.IR ~/.bashrc :
+.PP
+.nf
+.RS
+eval "$(_SUPERVISOR_COMPLETE=bash_source supervisor)"
+.RE
+.fi
+.PP
+(\fBzsh_source\fR and \fBfish_source\fR for the others).
 .SH ENVIRONMENT
+.TP
+.B NO_COLOR
+When set (and not empty), no colours; they are shown only on a terminal anyway.
 .TP
 .B SUPERVISOR_STATE_DIR
 The state directory when
@@ -190,8 +211,6 @@ The example application
 .RB ( examples.jobs:cfg ),
 also linked as
 .IR /usr/share/doc/sched\-supervisor/examples .
-.SH EXIT STATUS
-0 on success; otherwise non-zero, with a one-line message on standard error.
 .SH SEE ALSO
 .BR systemctl (1),
 .BR journalctl (1),
@@ -255,9 +274,69 @@ def command_section(root: click.Command) -> str:
     return "\n".join(out)
 
 
+# What each exit status tells an operator; every status an error type of
+# ``supervisor.core.errors`` carries must be here (``exit_codes`` checks).
+EXIT_MEANINGS = {
+    0: "Success.",
+    1: "Any other error, or the command was interrupted.",
+    2: "Wrong usage: an unknown option, a missing argument, or an invalid value (a bad"
+    " duration, cron expression, time zone or setting; the message names it).",
+    3: "No such scheduler (the message suggests IDs that look alike), custom action or run.",
+    4: "Refused: a run of the scheduler is in progress (the message names it).",
+    5: "Permission denied to the user for this action.",
+    6: "The application given with --app (or recorded in the state directory) cannot be imported.",
+    7: "The state database cannot be used: missing, corrupt, of another program, of a"
+    " newer version, or not writable.",
+    8: "No manager is running for the state directory (and, for a read command, it holds"
+    " no state database to read), or it does not answer.",
+    9: "The backend (the manager, or systemd) failed to carry out the command.",
+    10: "A custom action raised an error (the message is its error).",
+    11: "Refused to use a file or directory that someone else could have changed (another"
+    " owner, group- or world-writable, a symlink).",
+    12: "A notification could not be delivered.",
+    13: "Another host has taken the scheduler over (a stale lease).",
+}
+
+
+def exit_codes() -> dict[int, str]:
+    """Each exit status and what it means; ``ValueError`` if an error type of
+    ``supervisor.core.errors`` carries a status the page does not explain."""
+    from supervisor.core import errors
+
+    pending = list(errors.SupervisorError.__subclasses__())
+    codes = {errors.SupervisorError.exit_code}
+    while pending:
+        kind = pending.pop(0)
+        pending.extend(kind.__subclasses__())
+        if kind.__module__ == errors.__name__:
+            codes.add(kind.exit_code)
+    missing = sorted(codes - set(EXIT_MEANINGS))
+    if missing:
+        raise ValueError(f"exit status {missing[0]} is not explained in EXIT_MEANINGS")
+    return dict(sorted(EXIT_MEANINGS.items()))
+
+
+def exit_section() -> str:
+    out = [
+        ".SH EXIT STATUS",
+        "A command that fails prints one line starting with",
+        '.B "error:"',
+        "on standard error and exits with one of these statuses",
+        "(\\fBsupervisor exec\\fR exits with its run's status instead, see above):",
+    ]
+    for code, meaning in exit_codes().items():
+        out.append(".TP")
+        out.append(f".B {code}")
+        out.append(roff(meaning))
+    return "\n".join(out)
+
+
 def render(root: click.Command, *, version: str, date: str) -> str:
     header = f'.TH SCHED-SUPERVISOR 1 "{date}" "sched-supervisor {version}" "User Commands"'
-    return "\n".join([header, PAGE_HEAD, command_section(root), PAGE_TAIL]) + "\n"
+    environment_and_files, see_also = PAGE_TAIL.split(".SH SEE ALSO")
+    sections = [header, PAGE_HEAD, command_section(root), environment_and_files.rstrip()]
+    sections += [exit_section(), ".SH SEE ALSO" + see_also]
+    return "\n".join(sections) + "\n"
 
 
 def main() -> None:

@@ -203,6 +203,7 @@ def test_systemd_mode_end_to_end(systemd_namespace: NamespacedSystemd, layout: U
         message="sd.manual running",
     )
     assert status["current_run_id"] == manual_run
+    assert status["current_pid"] > 0  # the service's main process (MainPID)
     again = cli.run("execute", "sd.manual", check=False)
     assert again.returncode == 4
     assert manual_run in again.stderr

@@ -8,9 +8,14 @@ so ``except AlreadyRunning`` works the same against either backend. The wire is 
 the server in ``service.control`` speaks: one JSON request line, one JSON answer line.
 
 Importing this module costs no croniter, jinja2, dateutil or bottle: the socket-only
-commands (``list``, ``status``, ``stop``, ...) stay quick. May import ``views``,
-``service.lock``, ``service.paths``, ``usecases`` (types), ``records``, ``definitions``,
-``access``, ``errors`` and the stdlib (``service.systemd_mode`` where used).
+commands (``list``, ``status``, ``stop``, ...) stay quick. When no manager runs, the read
+commands read the state database instead (``open_reader``, through ``service.offline``,
+imported then). An unknown scheduler ID comes back with the IDs that look like it
+(``suggesting``).
+
+May import ``views``, ``service.lock``, ``service.paths``, ``usecases`` (types),
+``records``, ``definitions``, ``access``, ``errors`` and the stdlib
+(``service.systemd_mode`` and ``service.offline`` where used).
 """
 
 from __future__ import annotations
@@ -21,10 +26,11 @@ import os
 import re
 import socket
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from supervisor.cli import views
 from supervisor.cli.views import ManagerInfo, StatusView, UnitFiles
@@ -47,10 +53,10 @@ from supervisor.core.records import LogQuery, LogRecord, RunRecord
 from supervisor.core.settings import SettingsChange
 from supervisor.service.lock import holder
 from supervisor.service.paths import SOCKET_NAME
-from supervisor.usecases.schedulers import SettingsView, UseCases
 
 if TYPE_CHECKING:
     from supervisor.systemd.backend import Systemd
+    from supervisor.usecases.schedulers import SettingsView, UseCases
 
 SOCKET_RETURN_SECONDS = 3.0  # a manager puts a deleted socket back within about a second
 # The wire's constants, as ``service.control`` (the server) has them; not imported from
@@ -399,6 +405,115 @@ class UseCaseClient:
     def close(self) -> None:
         if self._on_close is not None:
             self._on_close()
+
+
+# -- reading while no manager runs ---------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Reader:
+    """The client of a read command; ``notice`` says (for stderr) that no manager runs
+    and where the answers come from instead (None: a live backend answers)."""
+
+    client: Client
+    notice: str | None = None
+
+
+def open_reader(
+    state_dir: Path, environ: Mapping[str, str] | None = None, *, app_spec: str | None = None
+) -> Reader:
+    """The client for ``list``, ``status``, ``runs`` and ``logs``: the live backend, or,
+    when no manager holds the state directory, its state database opened read-only
+    (``service.offline.open_reads``, over ``app_spec`` or the app the directory last
+    ran; ``ManagerUnavailable`` if there is no database either)."""
+    from supervisor.service.mode import backend_choice
+
+    if backend_choice(state_dir, environ) == "systemd":
+        return Reader(client=systemd_client(state_dir))
+    if holder(state_dir) is not None:
+        return Reader(client=ControlClient(state_dir))
+    if (state_dir / SOCKET_NAME).exists():
+        # No lock seen (or /proc/locks unreadable): a socket that answers still wins.
+        live = ControlClient(state_dir, socket_wait=0)
+        try:
+            live.info()
+        except ManagerUnavailable:
+            pass  # a socket left by a manager that was killed
+        else:
+            return Reader(client=live)
+    from supervisor.core.access import os_user_name, su
+    from supervisor.service.offline import open_reads
+
+    reads = open_reads(state_dir, app_spec=app_spec)
+    notice = f"no manager is running; read from state.db at {reads.database}"
+    if reads.partial:
+        notice += " (without its write-ahead log, which cannot be read without writing)"
+    client = UseCaseClient(
+        reads.use_cases,
+        su(os_user_name()),
+        info=ManagerInfo(pid=0, app=reads.app_spec, backend="state database"),
+        on_close=reads.close,
+    )
+    return Reader(client=client, notice=notice)
+
+
+# -- unknown IDs -----------------------------------------------------------------------------
+
+
+def close_ids(wanted: str, known: Iterable[str]) -> tuple[str, ...]:
+    """The known IDs that look like ``wanted`` (a typo, a missing prefix), best first."""
+    import difflib
+
+    ids = list(known)
+    found = difflib.get_close_matches(wanted, ids, n=3, cutoff=0.6)
+    found += [i for i in ids if wanted and wanted in i and i not in found]
+    return tuple(found[:3])
+
+
+class UnknownSchedulerHint(UnknownScheduler):
+    """``UnknownScheduler`` with the known IDs that look like the one asked for."""
+
+    def __init__(self, scheduler_id: str, suggestions: tuple[str, ...]) -> None:
+        super().__init__(scheduler_id)
+        self.suggestions = suggestions
+
+    def hint(self) -> str:
+        return f"did you mean {' or '.join(self.suggestions)}?" if self.suggestions else ""
+
+
+class _Suggesting:
+    """A ``Client`` whose ``UnknownScheduler`` errors name the IDs that look alike (while
+    the client is still open to list them)."""
+
+    def __init__(self, inner: Client) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._inner, name)
+        if name in ("close", "statuses") or not callable(attribute):
+            return attribute
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return attribute(*args, **kwargs)
+            except UnknownScheduler as error:
+                if isinstance(error, UnknownSchedulerHint):
+                    raise
+                try:
+                    known = [s.id for s in self._inner.statuses()]
+                except SupervisorError:
+                    known = []
+                hint = UnknownSchedulerHint(
+                    error.scheduler_id, close_ids(error.scheduler_id, known)
+                )
+                raise hint from error
+
+        return call
+
+
+def suggesting(client: Client) -> Client:
+    """``client``, whose unknown-ID errors carry suggestions (``UnknownSchedulerHint``)."""
+    return cast(Client, _Suggesting(client))
 
 
 def open_client(state_dir: Path, environ: Mapping[str, str] | None = None) -> Client:

@@ -2,42 +2,69 @@
 
 Each command parses its arguments, calls a composition root (``service.manager_mode``,
 ``service.systemd_mode``, ``service.offline``) or the typed client (``cli.client``), and
-prints: a table, or the ``--json`` shapes of ``cli.views``. Errors print one line on
-stderr and exit with the error type's code. The top layer: may import anything, but the
-socket-only commands must not import croniter, jinja2, dateutil or bottle (imported where
-used, see ``bench/bench_cli_start.py``).
+prints: a table (``cli.display``: zoned times, colours on a terminal, its width), or the
+``--json`` shapes of ``cli.views``. The read commands (``READ_COMMANDS``) read the state
+database when no manager runs (``client``). Errors print one line on stderr and exit
+with the error type's code (an unknown ID with a did-you-mean). The top layer: may import
+anything, but the socket-only commands must not import croniter, jinja2, dateutil or
+bottle (imported where used, see ``bench/bench_cli_start.py``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import fields
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from supervisor import __version__
 from supervisor.cli import terminal, views
-from supervisor.cli.client import Client, open_client
-from supervisor.cli.options import json_option, proxy_header_option, state_dir_option
+from supervisor.cli.client import (
+    Client,
+    UnknownSchedulerHint,
+    close_ids,
+    open_client,
+    open_reader,
+    suggesting,
+)
+from supervisor.cli.display import WORD_STYLES, Display, Style, ago, span, terminal_columns
+from supervisor.cli.options import (
+    NO_COLOR_KEY,
+    UTC_KEY,
+    display_options,
+    json_option,
+    offline_app_option,
+    proxy_header_option,
+    state_dir_option,
+)
 from supervisor.cli.systemd import register
 from supervisor.core.access import ROLES, Subject, os_user_name, su
+from supervisor.core.definitions import Kind
 from supervisor.core.durations import format_duration, parse_duration
-from supervisor.core.errors import DefinitionError, SupervisorError
-from supervisor.core.records import Level, LogQuery, LogRecord
+from supervisor.core.errors import DefinitionError, SupervisorError, UnknownScheduler
+from supervisor.core.records import Level, LogQuery, LogRecord, Outcome, State
 from supervisor.core.settings import SettingsChange
 from supervisor.core.sizes import parse_size
 from supervisor.core.until import parse_until
 from supervisor.service.mode import operator_state_dir
 from supervisor.service.paths import resolve_state_dir
 
+if TYPE_CHECKING:
+    from click.shell_completion import CompletionItem
+
 FOLLOW_POLL_SECONDS = 0.25
+# The commands that only read: without a manager they read the state database instead.
+READ_COMMANDS = frozenset({"list", "status", "runs", "logs"})
+STATUS_LOG_LINES = 10
+FAILED_OUTCOMES = frozenset({Outcome.FAILED, Outcome.CRASHED, Outcome.TIMED_OUT})
 
 
 class Cli(click.Group):
@@ -53,26 +80,50 @@ class Cli(click.Group):
         except SupervisorError as error:
             # One line: details such as a traceback stay in the run or audit record.
             first_line = (str(error).splitlines() or [type(error).__name__])[0]
+            if isinstance(error, UnknownSchedulerHint) and error.suggestions:
+                first_line += f" ({error.hint()})"
             click.echo(f"error: {terminal.printable(first_line)}", err=True)
             ctx.exit(error.exit_code)
 
 
-def client(state_dir: str | None) -> Client:
+def client(state_dir: str | None, *, app_spec: str | None = None) -> Client:
     """The manager's control socket, or systemd when the state directory says so; closed
-    when the command ends."""
-    made = open_client(operator_state_dir(state_dir))
-    click.get_current_context().call_on_close(made.close)
-    return made
+    when the command ends. For a read command (``READ_COMMANDS``) with no manager
+    running: the state database, read-only, said on stderr. Unknown scheduler IDs come
+    back with the IDs that look like them."""
+    ctx = click.get_current_context()
+    if ctx.command.name in READ_COMMANDS:
+        reader = open_reader(operator_state_dir(state_dir), app_spec=app_spec)
+        made = reader.client
+        if reader.notice is not None:
+            click.echo(reader.notice, err=True)
+    else:
+        made = open_client(operator_state_dir(state_dir))
+    ctx.call_on_close(made.close)
+    return suggesting(made)
 
 
 def echo_json(value: object) -> None:
     click.echo(json.dumps(value, indent=2, ensure_ascii=False))
 
 
+def display() -> Display:
+    """How this command shows times and colours (``--utc``, ``--no-color``, NO_COLOR,
+    whether standard output is a terminal, its width)."""
+    meta = click.get_current_context().find_root().meta
+    is_tty = sys.stdout.isatty()
+    return Display.choose(
+        utc=bool(meta.get(UTC_KEY)),
+        no_color=bool(meta.get(NO_COLOR_KEY)),
+        is_tty=is_tty,
+        environ=os.environ,
+        columns=terminal_columns(sys.stdout, os.environ) if is_tty else 0,
+    )
+
+
 def local_time(value: datetime | None) -> str:
-    if value is None:
-        return "-"
-    return value.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+    """A time as this command shows it: local (or ``--utc``), always with its zone."""
+    return display().time(value)
 
 
 def first_line(text: str | None) -> str:
@@ -80,23 +131,45 @@ def first_line(text: str | None) -> str:
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
-    """Aligned columns; what a run or a user wrote is shown with control characters
-    made visible (``terminal.printable``), never passed to the terminal."""
-    rows = [[terminal.printable(cell) for cell in r] for r in rows]
-    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
-    for line in [list(headers), *rows]:
-        click.echo(
-            "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
-        )
+    """Aligned columns, cut to a terminal's width; what a run or a user wrote is shown
+    with control characters made visible (``terminal.printable``), never obeyed."""
+    for line in display().table(headers, [list(r) for r in rows]):
+        click.echo(line)
+
+
+def complete_scheduler_ids(
+    ctx: click.Context, param: click.Parameter, incomplete: str
+) -> list[CompletionItem]:
+    """Shell completion of a SCHEDULER_ID: the IDs the manager (or, with none running,
+    the state database) knows, with their names; nothing when neither answers."""
+    import contextlib
+    import io
+
+    from click.shell_completion import CompletionItem
+
+    state_dir = ctx.params.get("state_dir")
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # an app must not print into it
+            reader = open_reader(operator_state_dir(state_dir))
+            try:
+                known = [(s.id, s.name) for s in reader.client.statuses()]
+            finally:
+                reader.client.close()
+    except (SupervisorError, OSError):
+        return []
+    return [CompletionItem(i, help=name) for i, name in known if i.startswith(incomplete)]
 
 
 @click.group(cls=Cli, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="supervisor")
+@display_options
 def main() -> None:
     """sched-supervisor: run background processes defined in Python, and control them.
 
     Start the manager with `supervisor run --app MODULE:ATTR` (for example
     `--app examples.jobs:cfg`); the other commands talk to it through the state directory.
+    Without a manager, `list`, `status`, `runs` and `logs` read its state database.
+    Shell completion of commands and scheduler IDs: see the README.
     """
 
 
@@ -208,6 +281,13 @@ def notify_options(func: Any) -> Any:
     help="Keep runs, logs, settings and users in PostgreSQL (postgresql://USER@HOST/DB;"
     " password best in ~/.pgpass) instead of SQLite in the state directory.",
 )
+@click.option(
+    "--cluster",
+    default=None,
+    metavar="DSN",
+    help="Run with other hosts on this PostgreSQL database: one run per slot (README).",
+)
+@click.option("--host-name", default=None, help="This host's name in the cluster.")
 @proxy_header_option
 @remote_options
 @notify_options
@@ -223,6 +303,8 @@ def run(
     max_log_per_run: str,
     replace_app: bool,
     store: str | None,
+    cluster: str | None,
+    host_name: str | None,
     proxy_user_header: str | None,
     allow_remote: bool,
     forwarded_from: tuple[str, ...],
@@ -268,6 +350,8 @@ def run(
             forwarded_from=frozenset(forwarded_from),
             metrics_token=read_token(metrics_token_file, field="--metrics-token-file"),
             notify_targets=tuple(targets),
+            cluster=cluster,
+            host_name=host_name,
         )
     )
 
@@ -310,15 +394,22 @@ def admin(
 
 @main.command(name="list")
 @state_dir_option
+@click.option(
+    "--failed", is_flag=True, help="Only schedulers whose last run failed, crashed or timed out."
+)
+@offline_app_option
+@display_options
 @json_option
-def list_(state_dir: str | None, as_json: bool) -> None:
-    """List every scheduler with its state."""
-    statuses = client(state_dir).statuses()
+def list_(state_dir: str | None, failed: bool, app_spec: str | None, as_json: bool) -> None:
+    """List every scheduler with its state and last error."""
+    statuses = client(state_dir, app_spec=app_spec).statuses()
+    if failed:
+        statuses = [s for s in statuses if is_failing(s)]
     if as_json:
         echo_json([views.status_json(s) for s in statuses])
         return
     table(
-        ["ID", "KIND", "STATE", "LAST OUTCOME", "LAST STARTED", "NEXT PLANNED"],
+        ["ID", "KIND", "STATE", "LAST OUTCOME", "LAST STARTED", "NEXT PLANNED", "ERROR"],
         [
             [
                 s.id,
@@ -327,68 +418,191 @@ def list_(state_dir: str | None, as_json: bool) -> None:
                 s.last_outcome.value if s.last_outcome else "-",
                 local_time(s.last_started_at),
                 local_time(s.next_planned_at),
+                first_line(s.last_error) or "-",
             ]
             for s in statuses
         ],
     )
 
 
-@main.command()
-@click.argument("scheduler_id")
-@state_dir_option
-@json_option
-def status(scheduler_id: str, state_dir: str | None, as_json: bool) -> None:
-    """Show one scheduler's state, timing and last outcome."""
-    s = client(state_dir).status(scheduler_id)
-    if as_json:
-        echo_json(views.status_json(s))
-        return
+def is_failing(status: views.StatusView) -> bool:
+    """Its last run failed, crashed or timed out, or its runs cannot start."""
+    return (
+        status.last_outcome in FAILED_OUTCOMES
+        or status.state is State.FAILING
+        or status.failed_starts > 0
+    )
+
+
+def schedule_text(s: views.StatusView) -> str:
+    """When a scheduler runs, as its kind and settings say."""
+    settings = s.settings
+    delay = format_duration(settings.start_delay) if settings.start_delay else None
+    match s.kind:
+        case Kind.CRON:
+            text = f"cron {settings.cron or '-'} ({settings.timezone})"
+        case Kind.SCHEDULE:
+            text = f"repeats, {format_duration(settings.pause_time)} after each run ends"
+            if delay:
+                text += f"; first {delay} after start"
+        case Kind.ONE_SHOT:
+            text = f"once, {delay} after start" if delay else "once, at start"
+        case _:
+            text = "manual: only when triggered"
+    if settings.timeout is not None:
+        text += f"; timeout {format_duration(settings.timeout)}"
+    if settings.retries:
+        first = format_duration(settings.retry_delay)
+        text += f"; a failure retried up to {settings.retries}x, first after {first}"
+    return text
+
+
+def in_own_zone(value: datetime, timezone: str, shown: Display) -> str | None:
+    """A CRON scheduler's time in its own zone, when that differs from the one shown."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        own = value.astimezone(ZoneInfo(timezone)).strftime("%Y-%m-%d %H:%M:%S %Z")
+    except (ZoneInfoNotFoundError, ValueError):
+        return None
+    return None if own == shown.time(value) else f"{own} in {timezone}"
+
+
+def state_text(s: views.StatusView, now: datetime) -> str:
+    """``running for 12 s (pid 4711, run …)``, or the state's name."""
+    text = s.state.value
+    if s.state is State.RUNNING:
+        if s.run_phase in ("starting", "stopping"):
+            text += f" ({s.run_phase})"
+        if s.last_started_at is not None:
+            text += f" for {span(now - s.last_started_at)}"
+        details = [f"pid {s.current_pid}"] if s.current_pid else []
+        if s.current_run_id:
+            details.append(f"run {s.current_run_id}")
+        if details:
+            text += f" ({', '.join(details)})"
+    return text
+
+
+def status_rows(s: views.StatusView, shown: Display, now: datetime) -> list[tuple[str, str]]:
+    """The lines of ``status`` as (name, text); texts are not yet made printable."""
+    since = s.state_since or (s.last_started_at if s.state is State.RUNNING else None)
+    next_planned = shown.time(s.next_planned_at)
+    if s.next_planned_at is not None:
+        notes = [ago(s.next_planned_at, now)]
+        if s.kind is Kind.CRON:
+            notes.append(in_own_zone(s.next_planned_at, s.settings.timezone, shown) or "")
+        next_planned += f" ({', '.join(n for n in notes if n)})"
     rows = [
         ("id", s.id),
         ("name", s.name),
         ("description", s.description),
         ("kind", s.kind.value),
-        ("state", s.state.value + (f" (run {s.current_run_id})" if s.current_run_id else "")),
-        ("last started", local_time(s.last_started_at)),
-        ("last completed", local_time(s.last_completed_at)),
-        ("next planned", local_time(s.next_planned_at)),
+        ("schedule", schedule_text(s)),
+        ("state", state_text(s, now)),
+    ]
+    if since is not None:
+        rows.append(("since", f"{shown.time(since)} ({ago(since, now)})"))
+    rows += [
+        ("last started", shown.time(s.last_started_at)),
+        ("last completed", shown.time(s.last_completed_at)),
+        ("next planned", next_planned),
         ("last outcome", s.last_outcome.value if s.last_outcome else "-"),
-        ("last error", first_line(s.last_error) or "-"),
+        ("last error", s.last_error or "-"),
         ("last acted by", s.last_actor or "-"),
     ]
     if s.failed_starts:
         rows.append(("failed starts", f"{s.failed_starts} in a row"))
     rows += decision_rows(s)
+    if s.host is not None:  # --cluster: the host that owns the scheduler
+        rows.append(("host", s.host))
     if s.containment is not None:  # what Stop can rely on to end every process of a run
         rows.append(("containment", s.containment))
     if s.units is not None:  # systemd mode: say where the units live (runtime ones vanish)
         rows.append(("units", f"{s.units.service} ({s.units.kind})"))
-    for name, value in rows:
-        click.echo(f"{name + ':':<16}{terminal.printable(value)}")
+    return rows
 
 
 @main.command()
-@click.argument("scheduler_id")
+@click.argument("scheduler_id", shell_complete=complete_scheduler_ids)
+@state_dir_option
+@offline_app_option
+@display_options
+@json_option
+def status(scheduler_id: str, state_dir: str | None, app_spec: str | None, as_json: bool) -> None:
+    """Show one scheduler: schedule, state and since when, last outcome with its full
+    error (every line), and its last 10 log lines."""
+    control = client(state_dir, app_spec=app_spec)
+    s = control.status(scheduler_id)
+    if as_json:
+        echo_json(views.status_json(s))
+        return
+    shown = display()
+    styles = {
+        "state": WORD_STYLES.get(s.state.value),
+        "last outcome": WORD_STYLES.get(s.last_outcome.value) if s.last_outcome else None,
+        "last error": Style.BAD if s.last_error else None,
+    }
+    for name, value in status_rows(s, shown, datetime.now(UTC)):
+        # Every line of a value (a traceback) stays, indented under the value.
+        text = terminal.printable(value, continuation="\n" + " " * 16)
+        click.echo(f"{name + ':':<16}{shown.paint(text, styles.get(name))}")
+    try:
+        tail = control.logs(LogQuery(scheduler_id=s.id, limit=STATUS_LOG_LINES))
+    except SupervisorError:
+        return  # the status stands without its log (e.g. the journal cannot be read)
+    if tail:
+        click.echo()
+        for _, record in tail:
+            line = terminal.log_line(views.log_json(record), when=shown.time(record.time))
+            level = record.level
+            style = (
+                Style.BAD
+                if level >= Level.ERROR
+                else Style.WARN
+                if level >= Level.WARNING
+                else None
+            )
+            click.echo(shown.paint(line, style))
+
+
+@main.command()
+@click.argument("scheduler_id", shell_complete=complete_scheduler_ids)
 @state_dir_option
 @click.option("--limit", default=20, show_default=True)
+@offline_app_option
+@display_options
 @json_option
-def runs(scheduler_id: str, state_dir: str | None, limit: int, as_json: bool) -> None:
+def runs(
+    scheduler_id: str, state_dir: str | None, limit: int, app_spec: str | None, as_json: bool
+) -> None:
     """Show a scheduler's run history, newest first."""
-    found = client(state_dir).runs(scheduler_id, limit=limit)
+    found = client(state_dir, app_spec=app_spec).runs(scheduler_id, limit=limit)
     if as_json:
         echo_json([views.run_json(r) for r in found])
         return
+    hosted = any(r.host for r in found)  # --cluster: the host each run ran on
     table(
-        ["RUN", "TRIGGER", "BY", "STARTED", "ENDED", "OUTCOME", "ERROR"],
+        [
+            "RUN",
+            *(["HOST"] if hosted else []),
+            "TRIGGER",
+            "BY",
+            "STARTED",
+            "ENDED",
+            "OUTCOME",
+            "ERROR",
+        ],
         [
             [
                 r.run_id,
+                *([r.host or "-"] if hosted else []),
                 r.trigger.value,
                 r.triggered_by or "-",
                 local_time(r.started_at),
                 local_time(r.ended_at),
                 r.outcome.value if r.outcome else "running",
-                first_line(r.error)[:60],
+                first_line(r.error) or "-",
             ]
             for r in found
         ],
@@ -686,13 +900,29 @@ def next_runs(
         assert scheduler_id is not None
         from supervisor.service.offline import open_planning
 
-        with open_planning(operator_state_dir(state_dir), app_spec=app_spec) as planning:
-            times = planning.next_runs(_operator(), scheduler_id, start=start, count=count)
+        try:
+            with open_planning(operator_state_dir(state_dir), app_spec=app_spec) as planning:
+                times = planning.next_runs(_operator(), scheduler_id, start=start, count=count)
+        except UnknownScheduler as error:
+            known = _known_ids(state_dir)
+            raise UnknownSchedulerHint(scheduler_id, close_ids(scheduler_id, known)) from error
     if as_json:
         click.echo(json.dumps([t.isoformat() for t in times]))
     else:
         for t in times:
             click.echo(t.isoformat())
+
+
+def _known_ids(state_dir: str | None) -> list[str]:
+    """The scheduler IDs the backend (or the state database) knows; none if it cannot say."""
+    try:
+        reader = open_reader(operator_state_dir(state_dir))
+        try:
+            return [s.id for s in reader.client.statuses()]
+        finally:
+            reader.client.close()
+    except SupervisorError:
+        return []
 
 
 def _operator() -> Subject:
@@ -785,3 +1015,18 @@ def users_list(state_dir: str | None, as_json: bool) -> None:
 
 
 register(main)  # exec, generate-units, install-units, uninstall-units
+
+
+def _complete_every_scheduler_id(group: click.Group) -> None:
+    """Every command's SCHEDULER_ID argument completes to the known IDs (also those of
+    commands added elsewhere)."""
+    for command in group.commands.values():
+        if isinstance(command, click.Group):
+            _complete_every_scheduler_id(command)
+            continue
+        for param in command.params:
+            if param.name == "scheduler_id" and param._custom_shell_complete is None:
+                param._custom_shell_complete = complete_scheduler_ids
+
+
+_complete_every_scheduler_id(main)

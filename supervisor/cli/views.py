@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from supervisor.core.definitions import Kind, Settings
 from supervisor.core.errors import ManagerUnavailable, SupervisorError
@@ -34,12 +34,14 @@ from supervisor.core.records import (
 )
 from supervisor.core.settings import EffectiveSettings
 from supervisor.core.settings import as_json as settings_as_json
-from supervisor.usecases.schedulers import SettingsView
 
 # The JSON shapes of runs and records are the manager's own: one definition for both.
 from supervisor.usecases.serialize import decision_json, iso
 from supervisor.usecases.serialize import log_json as log_json
 from supervisor.usecases.serialize import run_json as run_json
+
+if TYPE_CHECKING:
+    from supervisor.usecases.schedulers import SettingsView
 
 DURATIONS = ("start_delay", "pause_time", "timeout", "retry_delay")
 
@@ -80,10 +82,13 @@ class StatusView:
     failed_starts: int = 0
     run_phase: str | None = None
     containment: str | None = None
+    current_pid: int | None = None
+    state_since: datetime | None = None
     # The operator's decision in force, as the manager sends it (``decision_json``), and
     # the retry planned: (its number, how many are allowed), or None.
     decision: Mapping[str, Any] | None = None
     retry: tuple[int, int] | None = None
+    host: str | None = None  # the owning host (--cluster)
 
     @classmethod
     def of(cls, status: SchedulerStatus, *, units: UnitFiles | None = None) -> StatusView:
@@ -106,8 +111,11 @@ class StatusView:
             failed_starts=status.failed_starts,
             run_phase=status.run_phase,
             containment=status.containment,
+            current_pid=status.current_pid,
+            state_since=status.state_since,
             decision=decision_json(status.decision),
             retry=(status.retry_attempt, status.retries) if status.retry_attempt else None,
+            host=status.host,
         )
 
 
@@ -142,9 +150,13 @@ def status_json(view: StatusView) -> dict[str, Any]:
         "failed_starts": view.failed_starts,
         "run_phase": view.run_phase,
         "containment": view.containment,
+        "current_pid": view.current_pid,
+        "state_since": iso(view.state_since),
         "decision": None if view.decision is None else dict(view.decision),
         "retry": None if view.retry is None else {"attempt": view.retry[0], "of": view.retry[1]},
     }
+    if view.host is not None:
+        out["host"] = view.host
     if view.units is not None:
         out["units"] = {
             "kind": view.units.kind,
@@ -294,8 +306,11 @@ def status_from_json(raw: object) -> StatusView:
         failed_starts=_count(status.optional("failed_starts")),
         run_phase=status.optional_text("run_phase"),
         containment=status.optional_text("containment"),
+        current_pid=status.optional_int("current_pid"),
+        state_since=status.optional_time("state_since"),
         decision=_decision(status.optional("decision")),
         retry=_retry(status.optional("retry")),
+        host=status.optional_text("host"),
     )
 
 
@@ -331,6 +346,7 @@ def run_from_json(raw: object) -> RunRecord:
         exit_code=run.optional_int("exit_code"),
         signal=run.optional_int("signal"),
         error=run.optional_text("error"),
+        host=run.optional_text("host"),
     )
 
 

@@ -30,6 +30,8 @@ class CommandKind(enum.Enum):
     START = "start"
     STOP = "stop"
     EXECUTE = "execute"
+    ACTION = "action"  # a custom action: payload {"action_id": ...}
+    PAUSE = "pause"  # payload {"until": ISO 8601, "reason": ...}
     SETTINGS_CHANGED = "settings_changed"
 
 

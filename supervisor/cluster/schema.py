@@ -5,11 +5,16 @@
   (``holder_pid``, ``holder_backend_start``) lets others see a dead holder before expiry.
 - ``cluster_slots``: one row per claimed (scheduler, planned slot): the uniqueness that
   makes a slot run at most once, whatever the hosts' clocks say.
-- ``cluster_runs``: the runs, each written with the token it was started under.
+- ``cluster_runs``: the runs, each written with the token it was started under
+  (``run_ref``: the manager's own ID of the run, where a manager started it).
 - ``cluster_hosts``: the hosts taking part, seen by the database clock with their session,
   so each can take its fair share of the schedulers.
 - ``cluster_commands``: commands for a scheduler's owner and their answers (the polling
   fallback of LISTEN/NOTIFY, and the durable record of each command).
+- ``cluster_status``: what each owner shows of its schedulers (state, current run, last
+  and next times, last outcome), so every host's status and cards show the owner's.
+- ``cluster_settings``: each scheduler's settings overrides as last changed on any host
+  (``version`` from one sequence), which every host applies to its own.
 
 May import ``cluster.db``.
 """
@@ -57,6 +62,7 @@ CREATE TABLE IF NOT EXISTS cluster_runs (
 );
 CREATE INDEX IF NOT EXISTS cluster_runs_open
     ON cluster_runs (scheduler_id) WHERE ended_at IS NULL;
+ALTER TABLE cluster_runs ADD COLUMN IF NOT EXISTS run_ref text;
 CREATE TABLE IF NOT EXISTS cluster_hosts (
     host_id text PRIMARY KEY,
     pid integer,
@@ -74,6 +80,30 @@ CREATE TABLE IF NOT EXISTS cluster_commands (
     taken_at timestamptz,
     answer jsonb,
     answered_at timestamptz
+);
+CREATE TABLE IF NOT EXISTS cluster_status (
+    scheduler_id text PRIMARY KEY,
+    host text NOT NULL,
+    token bigint NOT NULL,
+    state text NOT NULL,
+    run_phase text,
+    current_run_id text,
+    last_started_at timestamptz,
+    last_completed_at timestamptz,
+    next_planned_at timestamptz,
+    last_outcome text,
+    last_error text,
+    last_actor text,
+    decision text,
+    updated_at timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+CREATE SEQUENCE IF NOT EXISTS cluster_settings_version;
+CREATE TABLE IF NOT EXISTS cluster_settings (
+    scheduler_id text PRIMARY KEY,
+    overrides jsonb NOT NULL,
+    version bigint NOT NULL DEFAULT nextval('cluster_settings_version'),
+    changed_by text NOT NULL,
+    changed_at timestamptz NOT NULL DEFAULT clock_timestamp()
 );
 CREATE INDEX IF NOT EXISTS cluster_commands_pending
     ON cluster_commands (scheduler_id) WHERE taken_at IS NULL;

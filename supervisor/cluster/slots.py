@@ -106,8 +106,8 @@ SELECT EXISTS (SELECT 1 FROM cluster_leases
 
 START = f"""
 WITH lease AS ({_LEASE_LOCK})
-INSERT INTO cluster_runs (scheduler_id, planned_slot, trigger, token, host)
-SELECT %(id)s, %(slot)s, %(trigger)s, lease.token, %(holder)s FROM lease
+INSERT INTO cluster_runs (scheduler_id, planned_slot, trigger, token, host, run_ref)
+SELECT %(id)s, %(slot)s, %(trigger)s, lease.token, %(holder)s, %(ref)s FROM lease
 RETURNING run_id, started_at
 """  # noqa: S608 (composed of constants only)
 
@@ -161,9 +161,12 @@ def claim_slot(
     return Refusal.NOT_DUE
 
 
-def record_run_start(conn: Connection, claim: SlotClaim, *, trigger: str) -> RunRecord:
-    """Write the run of a claimed slot. Raises ``StaleLease`` when the claim's token is no
-    longer the lease's (the slot then never runs)."""
+def record_run_start(
+    conn: Connection, claim: SlotClaim, *, trigger: str, run_ref: str | None = None
+) -> RunRecord:
+    """Write the run of a claimed slot (``run_ref``: the manager's ID of it). Raises
+    ``StaleLease`` when the claim's token is no longer the lease's (the slot then never
+    runs)."""
     row = conn.execute(
         START,
         {
@@ -172,6 +175,7 @@ def record_run_start(conn: Connection, claim: SlotClaim, *, trigger: str) -> Run
             "holder": claim.holder,
             "slot": claim.planned_slot,
             "trigger": trigger,
+            "ref": run_ref,
         },
     ).fetchone()
     if row is None:

@@ -137,6 +137,7 @@ class RunRecord:
     log_truncated: bool = False
     # Records of its log the store did not keep: over the cap, or lost before reaching it.
     dropped_log_records: int = 0
+    host: str | None = None  # the host that ran it, when several run one app (--cluster)
 
 
 class DecisionKind(enum.Enum):
@@ -231,11 +232,18 @@ class SchedulerStatus:
     # What holds a run's processes together so Stop ends them all: "cgroup v2",
     # "cgroup v1", "process group + marker sweep" or "systemd unit".
     containment: str | None = None
+    # The current run's process (None while none runs or it is being launched), and when
+    # the public ``state`` began (None where the backend does not know).
+    current_pid: int | None = None
+    state_since: datetime | None = None
     # The operator's decision in force (stopped, disabled or paused; who, when, why).
     decision: Decision | None = None
     # A retry is planned (``next_planned_at``): its number, and how many ``retries`` allow.
     retry_attempt: int = 0
     retries: int = 0
+    # The host that owns the scheduler when several run one app (--cluster); None: no host
+    # does, or there is no cluster.
+    host: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -125,6 +125,8 @@ class Slot:
     start_failures: int = 0
     start_error: str | None = None
     closing: bool = False
+    run_pid: int | None = None
+    state_since: datetime | None = None
     held: Decision | None = None
     disabled_by: Decision | None = None
     retry_attempt: int = 0
@@ -366,6 +368,7 @@ def open_slot(
         last_run=last_run,
         last_finished=last_finished,
         last_actor=last_actor,
+        state_since=now.wall,
     )
     stored_before = None
     if decision is not None and decision.kind is DecisionKind.DISABLED:
@@ -412,6 +415,10 @@ def _resume_plan(until: datetime, now: Now) -> Plan:
 def step(slot: Slot, event: Event, now: Now) -> tuple[Slot, list[Effect]]:
     """What ``event`` does to ``slot`` at ``now``: the new slot and the effects to carry out."""
     after, effects = _step(slot, event, now)
+    if after.run is None and after.run_pid is not None:
+        after = replace(after, run_pid=None)
+    if after.public_state is not slot.public_state:
+        after = replace(after, state_since=now.wall)
     if after.stored_decision != slot.stored_decision:
         stored = StoreDecision(scheduler_id=slot.options.id, decision=after.stored_decision)
         effects = [*effects, stored]
@@ -585,6 +592,7 @@ def _run_started(slot: Slot, event: RunStarted) -> tuple[Slot, list[Effect]]:
         )
     slot = replace(
         slot,
+        run_pid=event.pid,
         start_failures=0,
         start_error=None,
         phase=RunPhase.RUNNING if slot.phase is RunPhase.STARTING else slot.phase,
@@ -804,6 +812,8 @@ def status_of(slot: Slot) -> SchedulerStatus:
         failed_starts=slot.start_failures,
         start_error=slot.start_error,
         run_phase=None if slot.phase is None else slot.phase.value,
+        current_pid=slot.run_pid,
+        state_since=slot.state_since,
         decision=slot.decision,
         retry_attempt=slot.retry_attempt
         if slot.plan is not None and slot.plan.trigger is Trigger.RETRY

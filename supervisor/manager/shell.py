@@ -44,7 +44,8 @@ from supervisor.core.records import (
 )
 from supervisor.core.registry import Registry
 from supervisor.core.settings import EffectiveSettings, from_store
-from supervisor.manager import machine
+from supervisor.manager import cluster_gate, machine
+from supervisor.manager.cluster_gate import ClusterGate
 from supervisor.manager.endrows import EndRows
 from supervisor.manager.logwriter import LogWriter
 from supervisor.manager.machine import (
@@ -94,6 +95,7 @@ class Manager:
         clock: Clock,
         config: ManagerConfig | None = None,
         report: Callable[[str], None] | None = None,
+        gate: ClusterGate | None = None,
     ) -> None:
         self._registry = registry
         self._store = store
@@ -101,6 +103,10 @@ class Manager:
         self._clock = clock
         self._config = config or ManagerConfig()
         self._report = report or _report
+        self._gate = gate  # several hosts run the app: see cluster_gate
+        self._planned: dict[str, datetime] = {}  # run ID -> its plan's slot (with a gate)
+        if gate is not None:
+            gate.bind(cluster_gate.ManagerHooks(self))
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._settings_lock = threading.Lock()  # one settings change at a time, store first
@@ -274,6 +280,8 @@ class Manager:
                     except Exception as error:  # only the sweep after a crash needs it
                         self._report(f"could not record the process of run {run_id}: {error}")
                 case machine.RecordEnd(run=run):
+                    if self._gate is not None:
+                        run = cluster_gate.fence_end(self._gate, run, self._report)
                     self._ends.store_until_stored(run, stopping=self._stopping)
                 case machine.Report(message=message):
                     self._report(message)
@@ -314,6 +322,8 @@ class Manager:
             heapq.heappop(self._heap)
             event = machine.Due(plan=plan, run_id=_new_run_id())
             effects = self._feed_locked(scheduler_id, event)
+            if self._gate is not None and any(isinstance(e, machine.Launch) for e in effects):
+                self._planned[event.run_id] = plan.planned_at  # the slot it claims
             if effects:
                 return effects
         return None
@@ -324,11 +334,17 @@ class Manager:
         """Store the run's row, then hand it to its watcher thread. Raises ``BackendError``
         (after feeding the failure to the machine) if the row cannot be stored."""
         run = launch.run
+        if self._gate is not None:
+            slot = self._planned.pop(run.run_id, run.started_at)
+            if not cluster_gate.admit_launch(self, self._gate, run, slot):
+                return
         try:
             self._store.insert_run(run)
         except Exception as error:
             with self._lock:
                 self._cancels.pop(run.run_id, None)
+            if self._gate is not None:  # its slot was claimed: the run crashed before it began
+                self._gate.record_end(run.run_id, Outcome.CRASHED.value)
             self._carry_out(
                 self._feed(
                     run.scheduler_id,
@@ -426,6 +442,8 @@ class Manager:
             signal=exit_.signal,
             error=error,
         )
+        if self._gate is not None:
+            finished = cluster_gate.fence_end(self._gate, finished, self._report)
         stored = self._ends.try_store(finished)
         ended = machine.RunEnded(finished=stored or finished, stored=stored is not None)
         self._carry_out(self._feed(run.scheduler_id, ended))
@@ -465,19 +483,25 @@ class Manager:
         return self._shown(slot)
 
     def _shown(self, slot: Slot) -> SchedulerStatus:
-        return replace(machine.status_of(slot), containment=self._launcher.containment)
+        shown = replace(machine.status_of(slot), containment=self._launcher.containment)
+        return cluster_gate.hosted_status(self._gate, shown)
 
     def runs(self, scheduler_id: str, *, limit: int = 50) -> list[RunRecord]:
         self._registry.get(scheduler_id)
-        return self._store.runs(scheduler_id, limit=limit)
+        runs = self._store.runs(scheduler_id, limit=limit)
+        return [cluster_gate.hosted_run(self._gate, run) for run in runs]
 
     def recent_runs(
         self, scheduler_ids: Sequence[str], *, limit: int
     ) -> dict[str, list[RunRecord]]:
-        return self._store.recent_runs(scheduler_ids, limit=limit)
+        recent = self._store.recent_runs(scheduler_ids, limit=limit)
+        return {
+            sid: [cluster_gate.hosted_run(self._gate, r) for r in runs]
+            for sid, runs in recent.items()
+        }
 
     def run(self, run_id: str) -> RunRecord:
-        return self._store.get_run(run_id)
+        return cluster_gate.hosted_run(self._gate, self._store.get_run(run_id))
 
     def logs(self, query: LogQuery) -> list[tuple[int, LogRecord]]:
         self._registry.get(query.scheduler_id)
@@ -501,19 +525,37 @@ class Manager:
                 raise BackendError(effect.message)
         return effects
 
+    def _route(self, scheduler_id: str, kind: str, **payload: Any) -> dict[str, Any] | None:
+        """None: carry the control out here; else the owning host's answer (cluster_gate)."""
+        if self._gate is None:
+            return None
+        self._registry.get(scheduler_id)  # raises UnknownScheduler
+        return cluster_gate.route(self._gate, scheduler_id, kind, **payload)
+
     def start(self, scheduler_id: str, *, actor: str) -> None:
+        if self._route(scheduler_id, cluster_gate.START, actor=actor) is not None:
+            return
         self._carry_out(self._command(scheduler_id, machine.Start(actor=actor)))
 
     def stop(self, scheduler_id: str, *, actor: str, reason: str | None = None) -> None:
+        if self._route(scheduler_id, cluster_gate.STOP, actor=actor, reason=reason) is not None:
+            return
         self._carry_out(self._command(scheduler_id, machine.Stop(actor=actor, reason=reason)))
 
     def pause(
         self, scheduler_id: str, *, actor: str, until: datetime, reason: str | None = None
     ) -> None:
+        sent = self._route(
+            scheduler_id, cluster_gate.PAUSE, actor=actor, until=until.isoformat(), reason=reason
+        )
+        if sent is not None:
+            return
         event = machine.Pause(actor=actor, until=until, reason=reason)
         self._carry_out(self._command(scheduler_id, event))
 
     def execute(self, scheduler_id: str, *, actor: str) -> str:
+        if (sent := self._route(scheduler_id, cluster_gate.EXECUTE, actor=actor)) is not None:
+            return str(sent["run_id"])
         run_id = _new_run_id()
         self._carry_out(self._command(scheduler_id, machine.Execute(actor=actor, run_id=run_id)))
         return run_id
@@ -530,6 +572,10 @@ class Manager:
             self._store.set_overrides(scheduler_id, settings.overrides)
             event = machine.SettingsChanged(settings=settings.effective, disabled_by=disabled_by)
             self._carry_out(self._feed(scheduler_id, event))
+            if self._gate is not None:  # every other host applies it too
+                cluster_gate.share_settings(
+                    self._gate, scheduler_id, settings.overrides, self._report
+                )
 
     def reset_settings(self, scheduler_id: str) -> None:
         options = self._registry.get(scheduler_id)
@@ -537,11 +583,16 @@ class Manager:
             self._store.delete_overrides(scheduler_id)
             event = machine.SettingsChanged(settings=options.defaults)
             self._carry_out(self._feed(scheduler_id, event))
+            if self._gate is not None:
+                cluster_gate.share_settings(self._gate, scheduler_id, {}, self._report)
 
     def run_action(self, scheduler_id: str, action_id: str, *, actor: str) -> str:
         options = self._registry.get(scheduler_id)
         if options.action(action_id) is None:
             raise UnknownAction(f"scheduler {scheduler_id!r} has no action {action_id!r}")
+        sent = self._route(scheduler_id, cluster_gate.ACTION, actor=actor, action_id=action_id)
+        if sent is not None:
+            return str(sent.get("result") or "")
         self._feed(scheduler_id, machine.Acted(actor=actor))
         now = self._clock.now()
         job = Job(

@@ -30,7 +30,10 @@ SIGKILL every listed process until none is left; always within a deadline.
 Cost: ``create``, an empty ``kill`` and ``remove`` take well under a millisecond each;
 moving a process (``join_self``) waits for an RCU grace period when no other move
 happened just before (about 10 ms here under load, 0.03 ms back to back) unless cgroup2
-is mounted with ``favordynmods``. The run's own process pays it, not the fork server.
+is mounted with ``favordynmods``, and moves serialize on the kernel's migration lock.
+Under cgroup v2 the fork server avoids moves: it forks each run straight into its
+cgroup (``clone``: ``clone3(CLONE_INTO_CGROUP)``) where the kernel allows; elsewhere the
+run's own process (or a spare forked ahead, see ``forklauncher``) joins.
 
 Use, in the manager (the process that lives as long as its runs)::
 
@@ -88,6 +91,8 @@ class RunCgroup:
 
     def pids(self) -> list[int]:
         """Every process in this cgroup and in cgroups below it (sorted)."""
+        if self.version == 2 and not self._populated():
+            return []  # (one read instead of a walk: what every run's end asks)
         found: set[int] = set()
         for directory in self._tree():
             found.update(_read_pids(directory / "cgroup.procs"))
@@ -142,6 +147,14 @@ class RunCgroup:
                 owner.rmdir()
 
     # -- helpers --------------------------------------------------------------------
+
+    def _populated(self) -> bool:
+        """v2: does ``cgroup.events`` say a process is in it or below? (True if unknown.)"""
+        try:
+            with open(self.path / "cgroup.events", "rb") as handle:
+                return b"populated 0" not in handle.read()
+        except OSError:
+            return True
 
     def _tree(self) -> Iterator[Path]:
         """This cgroup, then the cgroups below it (parents before children)."""

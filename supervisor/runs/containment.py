@@ -1,8 +1,9 @@
 """Which containment is in force for a launcher's runs, and the per-run cgroups it makes.
 
 Where a cgroup hierarchy is writable (``cgroups.detect``: cgroup v2, else v1) every run
-gets its own cgroup, which its process joins first: whatever the run does (``setsid``, a
-cleared environment), killing the cgroup kills all of it. Elsewhere runs are contained by
+gets its own cgroup, which its process is forked into (cgroup v2 with ``clone3``, see
+``clone``) or joins first: whatever the run does (``setsid``, a cleared environment),
+killing the cgroup kills all of it. Elsewhere runs are contained by
 their process group and the marker sweep (see ``procs``), which is also the fallback
 after every run. ``kind`` names what is in force, for ``status``.
 

@@ -1,8 +1,9 @@
 """The manager's handle on one fork server process: start it (bounded, cancellable),
 ask it to spawn, signal and prepare, notice that the app's files changed, close it.
 
-Messages are ``forkmessages``; the launcher (``forklauncher``) owns the handles and
-serializes spawns.
+Messages are ``forkmessages``; the launcher (``forklauncher``) owns the handles. Spawn
+requests from several threads may be in flight at once (the server answers them in order;
+answers are matched by request number).
 
 May import ``forkmessages``, ``spawner``, ``job``, ``procs``, ``errors`` and the stdlib.
 """
@@ -102,12 +103,20 @@ class ServerHandle:
         self.pid = popen.pid
         self.sock = sock
         self.modules: tuple[ModuleStamp, ...] = ()
+        # "" if the server forks runs into their cgroups (clone3), else why it cannot.
+        self.placement = "clone3 not tried"
         self.spares: list[RunCgroup] = []  # cgroups a spare process waits in
         self.live = 0
         self.draining = False
         self.closed = False
         self._requests = 0
         self._send_lock = threading.Lock()
+        # Spawn answers: filed by request number for the thread waiting for each.
+        self._answered = threading.Condition(threading.Lock())
+        self._answers: dict[int, tuple[Spawned | SpawnFailed, list[int]]] = {}
+        self._waiting: set[int] = set()
+        self._reading = False  # a thread is reading the socket for everyone
+        self._broken: str | None = None
 
     @classmethod
     def start(
@@ -120,7 +129,12 @@ class ServerHandle:
         paths: Sequence[str],
         timeout: float,
         cancelled: Callable[[], bool],
+        probe_cgroup: str | None = None,
     ) -> ServerHandle:
+        """Start a server for ``app_spec``; with ``probe_cgroup`` (an empty cgroup v2 the
+        caller made), it tries forking into it once and says how runs get into their
+        cgroups (``placement``). Raises ``AppLoadError``, ``BackendError`` or
+        ``StartCancelled``."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         env = {k: v for k, v in os.environ.items() if k != MARKER_ENV}
         env[MARKER_ENV] = procs.MARKER_PLACEHOLDER  # last: overwritten in place per run
@@ -135,6 +149,7 @@ class ServerHandle:
             "--parent",
             str(os.getpid()),
             *path_args(paths),
+            *(["--probe-cgroup", probe_cgroup] if probe_cgroup is not None else []),
         ]
 
         def launch() -> subprocess.Popen[bytes]:
@@ -199,6 +214,7 @@ class ServerHandle:
                 f"the fork server imported supervisor from {message.package}, not {expected}"
             )
         self.modules = tuple(ModuleStamp(module) for module in message.modules)
+        self.placement = message.placement
 
     def stale(self) -> bool:
         """Has a module file of the app changed since the server imported it?"""
@@ -216,30 +232,29 @@ class ServerHandle:
         return False
 
     def request_spawn(self, job: Job, fds: Sequence[int]) -> tuple[int, float, int]:
-        """Have the server fork ``job``: (pid, create time, pidfd). Callers serialize
-        these (the launcher's lock). Raises ``OSError``/``ProtocolError`` if the server
-        is gone or garbled, ``TimeoutError``, or ``BackendError`` if it refused."""
-        self._requests += 1
-        number = self._requests
+        """Have the server fork ``job``: (pid, create time, pidfd). Threads may call this
+        at the same time: answers are matched to requests by number, read by one waiting
+        thread at a time. Raises ``OSError``/``ProtocolError`` if the server is gone or
+        garbled, ``TimeoutError``, or ``BackendError`` if it refused."""
         with self._send_lock:
-            socket.send_fds(self.sock, [encode(SpawnRequest(req=number, job=job))], list(fds))
-        poller = select.poll()
-        poller.register(self.sock, select.POLLIN)
-        deadline = time.monotonic() + SPAWN_TIMEOUT
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError(f"the fork server did not answer within {SPAWN_TIMEOUT:g}s")
-            if not poller.poll(math.ceil(remaining * 1000)):
-                continue
-            reply, pidfds, _, _ = socket.recv_fds(self.sock, MAX_PACKET, 1)
-            if not reply:
-                close_quietly(pidfds)
-                raise ConnectionError("the fork server closed the connection")
-            answer = decode(reply)
-            if isinstance(answer, Spawned | SpawnFailed) and answer.req == number:
-                break  # (an answer to an abandoned request is skipped)
-            close_quietly(pidfds)
+            self._requests += 1
+            number = self._requests
+            with self._answered:
+                self._waiting.add(number)
+            try:
+                socket.send_fds(self.sock, [encode(SpawnRequest(req=number, job=job))], list(fds))
+            except BaseException:
+                with self._answered:
+                    self._waiting.discard(number)
+                raise
+        try:
+            answer, pidfds = self._await_answer(number, time.monotonic() + SPAWN_TIMEOUT)
+        finally:
+            with self._answered:
+                self._waiting.discard(number)
+                late = self._answers.pop(number, None)  # filed as this thread gave up
+            if late is not None:
+                close_quietly(late[1])
         if isinstance(answer, SpawnFailed):
             close_quietly(pidfds)
             raise BackendError(f"the fork server could not start the run: {answer.error}")
@@ -247,6 +262,61 @@ class ServerHandle:
             close_quietly(pidfds)
             raise ProtocolError("the fork server's answer carried no pidfd")
         return answer.pid, answer.create_time, pidfds[0]
+
+    def _await_answer(
+        self, number: int, deadline: float
+    ) -> tuple[Spawned | SpawnFailed, list[int]]:
+        """The answer to request ``number``: read by this thread, or by another waiting
+        one (which files it in ``_answers``)."""
+        with self._answered:
+            while True:
+                if number in self._answers:
+                    return self._answers.pop(number)
+                if self._broken is not None:
+                    raise ConnectionError(self._broken)
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(f"the fork server did not answer within {SPAWN_TIMEOUT:g}s")
+                if self._reading:
+                    self._answered.wait(remaining)
+                    continue
+                self._reading = True
+                self._answered.release()
+                try:
+                    got = self._read_answer(remaining)
+                except (OSError, ProtocolError) as error:
+                    self._broken = f"the fork server's connection failed: {error}"
+                    raise
+                finally:
+                    self._answered.acquire()
+                    self._reading = False
+                    self._answered.notify_all()
+                if got is not None:
+                    answer, pidfds = got
+                    if answer.req in self._waiting:
+                        self._answers[answer.req] = got
+                    else:
+                        close_quietly(pidfds)  # an answer to an abandoned request
+
+    def _read_answer(self, timeout: float) -> tuple[Spawned | SpawnFailed, list[int]] | None:
+        """One answer from the socket, or None (none within ``timeout``, or not one)."""
+        poller = select.poll()
+        poller.register(self.sock, select.POLLIN)
+        if not poller.poll(math.ceil(timeout * 1000)):
+            return None
+        reply, pidfds, _, _ = socket.recv_fds(self.sock, MAX_PACKET, 1)
+        if not reply:
+            close_quietly(pidfds)
+            raise ConnectionError("the fork server closed the connection")
+        try:
+            answer = decode(reply)
+        except ProtocolError:
+            close_quietly(pidfds)
+            raise
+        if isinstance(answer, Spawned | SpawnFailed):
+            return answer, pidfds
+        close_quietly(pidfds)
+        return None
 
     def prepare(self, cgroup: RunCgroup) -> None:
         """Have the server fork a spare process into ``cgroup`` (raises ``OSError``)."""

@@ -11,10 +11,14 @@ server that does not report within ``STATUS_SECONDS`` (stopped) is continued, th
 killed. A dead server is replaced at the next spawn; a server whose app files changed
 (content hashes) is replaced, and drained: it serves its runs in progress to their end.
 
-Where runs get cgroups, each server keeps up to ``SPARES`` spare processes, each in a fresh
-cgroup (``PrepareRequest``): moving a process into a cgroup waits for an RCU grace period
-(tens of milliseconds on a busy machine), and a spare has done that before its run is
-asked for; they are made in batches (when half are used), because moves made together
+Where runs get cgroups, each server keeps up to ``SPARES`` spare processes, each already
+in a fresh cgroup (``PrepareRequest``), so a run's start is a message to a process that
+exists, not a fork. Where runs get cgroup v2 cgroups and the kernel allows
+``clone3(CLONE_INTO_CGROUP)`` (the server probes it once at its start, in a cgroup made
+for that), spares (and runs that find none) are forked straight into their cgroups and
+no process is ever moved. Elsewhere a spare joins its cgroup after fork: a move waits for
+an RCU grace period (tens of milliseconds on a busy machine), made before its run is
+asked for; spares are made in batches (when half are used), because moves made together
 share a grace period. A run that finds no spare is forked and joins its cgroup itself.
 
 Starting a server is bounded (``start_timeout``) and cancellable: ``close`` from another
@@ -57,6 +61,8 @@ if TYPE_CHECKING:
 
 START_TIMEOUT: Final = 60.0
 SPARES: Final = 8
+FORKED_INTO: Final = "runs forked into their cgroup (clone3)"
+JOINED: Final = "runs join their cgroup after fork"
 
 
 class _ForkedRun(RunProcess):
@@ -224,7 +230,8 @@ class ForkServerLauncher:
     ``python``: the interpreter for the fork server (default: this one); ``cwd``: its
     working directory (default: ours; ``load_app`` puts it on ``sys.path``);
     ``sys_path``: directories to put first on its ``sys.path``; ``start_timeout``:
-    seconds the app may take to import in a new server.
+    seconds the app may take to import in a new server; ``into_cgroup``: False to never
+    fork runs into their cgroups with ``clone3`` (they join them after ``fork``).
     """
 
     def __init__(
@@ -236,8 +243,10 @@ class ForkServerLauncher:
         sys_path: Sequence[str] = (),
         start_timeout: float = START_TIMEOUT,
         containment: Containment | None = None,
+        into_cgroup: bool = True,
     ) -> None:
         self.app_spec = app_spec
+        self._into_cgroup = into_cgroup
         self.start_timeout = start_timeout
         self._python = python or sys.executable
         self._cwd = cwd
@@ -255,10 +264,23 @@ class ForkServerLauncher:
 
     @property
     def containment(self) -> str:
-        """What contains the runs: ``cgroup v2``, ``cgroup v1`` or process groups."""
+        """What contains the runs: ``cgroup v2``, ``cgroup v1`` or process groups; with a
+        cgroup, how runs get into it (forked into it with ``clone3``, or joined after
+        ``fork``, and why), as the current fork server chose at its start."""
         if self._containment is None:
             self._containment = Containment.detect()
-        return self._containment.kind
+        kind = self._containment.kind
+        root = self._containment.root
+        if root is None:
+            return kind
+        server = self._server
+        if root.version != 2:
+            return f"{kind}; {JOINED} (clone3 needs cgroup v2)"
+        if server is None:
+            return kind
+        if server.placement == "":
+            return f"{kind}; {FORKED_INTO}"
+        return f"{kind}; {JOINED} ({server.placement})"
 
     @property
     def server_pid(self) -> int | None:
@@ -285,6 +307,12 @@ class ForkServerLauncher:
 
     def _start_server(self, cancel: threading.Event | None) -> ServerHandle:
         assert self._spawner is not None
+        containment = self._containment
+        probe: RunCgroup | None = None
+        root = None if containment is None else containment.root
+        # (CLONE_INTO_CGROUP is for cgroup v2 only.)
+        if containment is not None and root is not None and self._into_cgroup and root.version == 2:
+            probe = containment.create(f"probe-{os.urandom(6).hex()}")
         try:
             return ServerHandle.start(
                 self._spawner,
@@ -296,12 +324,16 @@ class ForkServerLauncher:
                 cancelled=lambda: (
                     self._closing.is_set() or (cancel is not None and cancel.is_set())
                 ),
+                probe_cgroup=None if probe is None else str(probe.path),
             )
         except StartCancelled:
             raise BackendError(
                 "the fork server's start was given up: "
                 "the launcher is closing or the run was cancelled"
             ) from None
+        finally:
+            if probe is not None and containment is not None:
+                containment.release(probe)
 
     def close(self, *, timeout: float = SERVER_EXIT_SECONDS) -> None:
         """Stop every fork server (their runs in progress are killed, and so are runs
@@ -369,17 +401,25 @@ class ForkServerLauncher:
             self._draining.append(server)
 
     def _run_done(self, run: _ForkedRun) -> None:
-        server = run.server
         with self._lock:
             self._runs.discard(run)
+        self._run_done_on(run.server)
+
+    def _run_done_on(self, server: ServerHandle) -> None:
+        """One run (or reservation) fewer on ``server``; a drained one is closed."""
+        with self._lock:
             server.live -= 1
-            if server.draining and server.live <= 0 and server in self._draining:
+            done = server.draining and server.live <= 0 and server in self._draining
+            if done:
                 self._draining.remove(server)
-                server.close(timeout=5.0)
+        if done:
+            server.close(timeout=5.0)
 
     def spawn(self, job: Job, *, cancel: threading.Event | None = None) -> RunProcess:
         """Start ``job``; raises ``BackendError`` if it cannot be (also when ``cancel``
-        is set while a fork server is being started for it)."""
+        is set while a fork server is being started for it). Several threads may spawn
+        at once: the launcher's lock is held only to pick the server and to note the
+        run, not for the fork server's round trip (which the server serializes)."""
         pipes = RunPipes.create()
         try:
             status_r, status_w = os.pipe()
@@ -388,23 +428,21 @@ class ForkServerLauncher:
             raise BackendError(f"cannot create the run's pipes: {error}") from error
         run_ends = [*pipes.run_ends(), status_w]
         containment = self._containment
-        cgroup: RunCgroup | None = None
         try:
+            server, cgroup, pid, started, pidfd = self._spawn_on_server(job, run_ends, cancel)
+            run = _ForkedRun(
+                job=job if cgroup is None else replace(job, cgroup=str(cgroup.path)),
+                pid=pid,
+                create_time=started,
+                pipes=pipes,
+                cgroup=cgroup,
+                release_cgroup=containment.release if containment is not None else None,
+                status_r=status_r,
+                pidfd=pidfd,
+                server=server,
+                on_done=self._run_done,
+            )
             with self._lock:
-                server, cgroup, pid, started, pidfd = self._spawn_locked(job, run_ends, cancel)
-                server.live += 1
-                run = _ForkedRun(
-                    job=job if cgroup is None else replace(job, cgroup=str(cgroup.path)),
-                    pid=pid,
-                    create_time=started,
-                    pipes=pipes,
-                    cgroup=cgroup,
-                    release_cgroup=containment.release if containment is not None else None,
-                    status_r=status_r,
-                    pidfd=pidfd,
-                    server=server,
-                    on_done=self._run_done,
-                )
                 self._runs.add(run)
                 self._top_up(server)
         except BaseException:
@@ -413,16 +451,6 @@ class ForkServerLauncher:
         finally:
             close_quietly(run_ends)
         return run
-
-    def _take_cgroup(self, server: ServerHandle, job: Job) -> RunCgroup | None:
-        """A cgroup for the run: one a spare waits in, else a new one (lock held); None
-        if the job names its own (the caller's to manage) or there are no cgroups."""
-        if job.cgroup is not None:
-            return None
-        if server.spares:
-            return server.spares.pop(0)
-        containment = self._containment
-        return None if containment is None else containment.create(job.run_id)
 
     def _top_up(self, server: ServerHandle) -> None:
         """Have ``server`` keep ``SPARES`` spare processes in fresh cgroups (lock held)."""
@@ -450,29 +478,47 @@ class ForkServerLauncher:
             for cgroup in spares:
                 containment.release(cgroup)
 
-    def _spawn_locked(
+    def _spawn_on_server(
         self, job: Job, fds: Sequence[int], cancel: threading.Event | None
     ) -> tuple[ServerHandle, RunCgroup | None, int, float, int]:
+        """Fork ``job`` on the current server (counted in its ``live`` on success)."""
         cgroup: RunCgroup | None = None
+        server: ServerHandle | None = None
         try:
-            self._reload_if_stale(cancel)
-            server = self._server
-            assert server is not None
-            cgroup = self._take_cgroup(server, job)
+            with self._lock:
+                self._reload_if_stale(cancel)
+                server = self._server
+                assert server is not None
+                server.live += 1  # reserved: a retired server is not closed under it
+                spare = server.spares.pop(0) if job.cgroup is None and server.spares else None
+            cgroup = spare if spare is not None else self._new_cgroup(job)
             named = job if cgroup is None else replace(job, cgroup=str(cgroup.path))
             try:
                 return (server, cgroup, *self._request(server, named, fds))
             except (OSError, ProtocolError):
                 # The server died, is stuck (stopped) or garbled its answer: kill it (its
                 # runs go on; a run it forked without answering ends at its gate), start
-                # a new one, try once more (in the same cgroup: it has no spare in it).
-                server.kill()
-                self._retire(server)
-                self._server = None
-                self._server = server = self._start_server(cancel)
-                self.restarts += 1
+                # a new one (unless another spawn did already), try once more (in the
+                # same cgroup: it has no spare in it).
+                failed, server = server, None
+                try:
+                    with self._lock:
+                        if self._server is failed:
+                            failed.kill()
+                            self._retire(failed)
+                            self._server = None
+                            self._server = self._start_server(cancel)
+                            self.restarts += 1
+                        elif self._server is None:
+                            raise BackendError("the launcher is not started") from None
+                        server = self._server
+                        server.live += 1
+                finally:
+                    self._run_done_on(failed)  # the reservation on the failed server
                 return (server, cgroup, *self._request(server, named, fds))
         except BaseException as error:
+            if server is not None:
+                self._run_done_on(server)
             if cgroup is not None and self._containment is not None:
                 self._containment.release(cgroup)
             if isinstance(error, AppLoadError):
@@ -480,6 +526,14 @@ class ForkServerLauncher:
             if isinstance(error, OSError | ProtocolError):
                 raise BackendError(f"cannot start the run: {error}") from error
             raise
+
+    def _new_cgroup(self, job: Job) -> RunCgroup | None:
+        """A new cgroup for the run; None if the job names its own (the caller's to
+        manage) or there are no cgroups."""
+        containment = self._containment
+        if job.cgroup is not None or containment is None:
+            return None
+        return containment.create(job.run_id)
 
     def _request(
         self, server: ServerHandle, job: Job, fds: Sequence[int]

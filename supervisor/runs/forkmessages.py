@@ -16,8 +16,9 @@ Manager → server:
   a busy machine, kept off the run's start this way). No answer.
 - ``ExitRequest`` (or end-of-file): kill every run still in flight, then exit.
 
-Server → manager, once at start: ``Ready`` (the app's module files, to notice changes) or
-``LoadFailed``.
+Server → manager, once at start: ``Ready`` (the app's module files, to notice changes; and
+``placement``: "" when runs are forked into their cgroup with ``clone3``, else why not)
+or ``LoadFailed``.
 
 ``encode`` gives the packet; ``decode`` raises ``ProtocolError`` for anything else than
 one of these messages. May import ``job`` and the stdlib only.
@@ -93,6 +94,8 @@ class Ready:
     package: str  # the directory of the ``supervisor`` package the server imported
     modules: tuple[ModuleFile, ...]
     load_started: float  # wall clock (epoch seconds) just before the app was imported
+    # Why runs cannot be forked into their cgroup ("" if they can: ``clone``).
+    placement: str = "clone3 not tried"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -122,12 +125,19 @@ def encode(message: Message) -> bytes:
             obj = {"op": "spawned", "req": req, "pid": pid, "create_time": create_time}
         case SpawnFailed(req=req, error=error):
             obj = {"op": "spawn_failed", "req": req, "error": error}
-        case Ready(pid=pid, package=package, modules=modules, load_started=load_started):
+        case Ready(
+            pid=pid,
+            package=package,
+            modules=modules,
+            load_started=load_started,
+            placement=placement,
+        ):
             obj = {
                 "op": "ready",
                 "pid": pid,
                 "package": package,
                 "load_started": load_started,
+                "placement": placement,
                 "modules": [[m.path, m.mtime_ns, m.size, m.inode, m.sha256] for m in modules],
             }
         case LoadFailed(error=error):
@@ -169,6 +179,7 @@ def _decode(obj: dict[str, Any]) -> Message:
             pid=_int(obj["pid"]),
             package=str(obj["package"]),
             load_started=float(obj["load_started"]),
+            placement=_text(obj.get("placement", "clone3 not tried")),
             modules=tuple(
                 ModuleFile(
                     path=str(path),

@@ -28,7 +28,12 @@ packages') are compiled from source, never from ``__pycache__``, whose check (mt
 seconds and size) misses a change made within the same second keeping the size; their
 content hashes go to the manager, which restarts the server when one changes.
 
-May import ``child``, ``procs``, ``job``, ``forkmessages``, ``registry``, and (at start)
+Runs and spares are forked straight into their cgroups with ``clone3(CLONE_INTO_CGROUP)``
+(``clone``) where a probe at start (``--probe-cgroup``, a cgroup the launcher made for it)
+says the kernel allows it: that avoids a move into the cgroup, which waits for an RCU
+grace period. Elsewhere the child joins its cgroup after ``fork``.
+
+May import ``child``, ``clone``, ``procs``, ``job``, ``forkmessages``, ``registry``, and (at start)
 ``app``, ``context``, ``wire``, ``records`` and ``cgroups``.
 """
 
@@ -56,7 +61,7 @@ if TYPE_CHECKING:
     from typing_extensions import Buffer
 
 from supervisor.core.registry import Registry
-from supervisor.runs import procs
+from supervisor.runs import clone, procs
 from supervisor.runs.child import (
     CANCEL_FD,
     EXIT_SETUP_FAILED,
@@ -136,6 +141,8 @@ class Server:
         self.parent = parent
         self.runs: dict[int, _Run] = {}
         self.spares: dict[str, _Spare] = {}  # by cgroup path
+        # "" if runs are forked into their cgroups (``clone``), else why not.
+        self.placement = "clone3 not tried"
         self.registry: Registry | None = None
         self.stopping = False
         self.pid = os.getpid()
@@ -188,6 +195,7 @@ class Server:
                 package=os.path.dirname(os.path.abspath(supervisor.__file__)),
                 modules=tuple(files),
                 load_started=load_started,
+                placement=self.placement,
             )
         )
 
@@ -262,7 +270,7 @@ class Server:
         if pid is None:
             signal.pthread_sigmask(signal.SIG_BLOCK, _BLOCKED)
             try:
-                pid = os.fork()
+                pid, job = self._fork(job)
             except OSError as error:
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, _BLOCKED)
                 _close_all([*fds, gate_r, gate_w])
@@ -293,6 +301,36 @@ class Server:
                 os.write(gate_w, b"g")
             os.close(gate_w)
 
+    def _fork(self, job: Job) -> tuple[int, Job]:
+        """Fork the run's process (see ``_fork_into``): (pid, the job the child runs:
+        naming no cgroup if it was forked into it). Raises ``OSError``."""
+        pid, placed = self._fork_into(job.cgroup)
+        return pid, replace(job, cgroup=None) if placed else job
+
+    def _fork_into(self, cgroup: str | None) -> tuple[int, bool]:
+        """Fork: straight into ``cgroup`` where ``clone3`` can, else with ``os.fork`` (the
+        child joins it itself). (pid, whether the child is in ``cgroup`` already);
+        raises ``OSError``."""
+        if self.placement == "" and cgroup is not None:
+            try:
+                fd = os.open(cgroup, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            except OSError:
+                fd = -1  # gone? the child's own join says why, in the run's log
+            if fd >= 0:
+                try:
+                    return clone.fork_into(fd), True
+                except OSError:
+                    pass  # this cgroup only (the probe said it works): fork and join
+                finally:  # (in the child too)
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
+        return os.fork(), False
+
+    def probe(self, cgroup: str | None) -> None:
+        """Choose, once, how runs get into their cgroups (``placement``)."""
+        if cgroup is not None:
+            self.placement = clone.probe(cgroup) or ""
+
     def _hand_to_spare(self, request: SpawnRequest, fds: list[int]) -> int | None:
         """Give the job to the spare waiting in its cgroup; its pid, or None if none."""
         cgroup = request.job.cgroup
@@ -314,20 +352,21 @@ class Server:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         signal.pthread_sigmask(signal.SIG_BLOCK, _BLOCKED)
         try:
-            pid = os.fork()
+            pid, placed = self._fork_into(cgroup)
         except OSError:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, _BLOCKED)
             ours.close()
             theirs.close()
             return  # no spare: the run will be forked when it is asked for
         if pid == 0:
-            self.become_spare(cgroup, theirs)  # never returns
+            self.become_spare(cgroup, theirs, placed=placed)  # never returns
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _BLOCKED)
         theirs.close()
         self.spares[cgroup] = _Spare(pid, ours)
 
-    def become_spare(self, cgroup: str, sock: socket.socket) -> None:
-        """In a forked spare: join ``cgroup``, wait for the job, become its run."""
+    def become_spare(self, cgroup: str, sock: socket.socket, *, placed: bool) -> None:
+        """In a forked spare: join ``cgroup`` (unless ``placed`` in it by ``clone3``),
+        wait for the job, become its run."""
         try:
             os.setsid()
             signal.set_wakeup_fd(-1)
@@ -338,13 +377,15 @@ class Server:
             os.closerange(3, keep)
             os.closerange(keep + 1, _max_fd())
             procs.reset_signal_dispositions()
-            try:
-                from supervisor.runs import cgroups
+            joined = placed
+            if not placed:
+                try:
+                    from supervisor.runs import cgroups
 
-                cgroups.join_self(cgroup)
-                joined = True
-            except OSError:
-                joined = False  # ``run_child`` tries again, and says so if it fails
+                    cgroups.join_self(cgroup)
+                    joined = True
+                except OSError:
+                    pass  # ``run_child`` tries again, and says so if it fails
             data, fds, _, _ = socket.recv_fds(sock, MAX_PACKET, RUN_FDS)
             if not data:
                 os._exit(0)  # the server closed or died: nothing to run
@@ -415,7 +456,10 @@ class Server:
                 # The main process is a zombie: its group id cannot be recycled yet.
                 with contextlib.suppress(OSError):
                     os.killpg(pid, signal.SIGKILL)
-                procs.sweep(run.run_id, roots=[self.pid], wait=2.0)
+                # Not below the other runs' main processes nor the spares: orphans of
+                # this run were handed to this server (the subreaper), not to them.
+                others = {*self.runs, *(spare.pid for spare in self.spares.values())}
+                procs.sweep(run.run_id, roots=[self.pid], wait=2.0, skip=others)
                 # Written before the zombie is reaped: if this server dies now, the
                 # manager has the status, or reaps the zombie itself.
                 _report(run, procs.status_of(info))
@@ -557,6 +601,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--app", required=True)
     parser.add_argument("--parent", type=int, required=True)
     parser.add_argument("--path", action="append", default=[])
+    parser.add_argument("--probe-cgroup", default=None)
     args = parser.parse_args(argv)
     sock = socket.socket(fileno=args.socket_fd)
     server = Server(sock, args.parent)
@@ -572,6 +617,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     setup_stdio()  # inherited by every run: fds 1 and 2 will be its pipes
     _max_fd()
+    server.probe(args.probe_cgroup)
     server.load(args.app)
     _warm_up()
     gc.collect()

@@ -26,10 +26,10 @@ import select
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from types import FrameType
-from typing import Any
+from typing import Any, Final
 
 import psutil
 
@@ -211,14 +211,15 @@ def children(pid: int) -> list[int]:
     return found
 
 
-def descendants(roots: Iterable[int]) -> list[int]:
-    """Every process below ``roots`` (not the roots themselves)."""
+def descendants(roots: Iterable[int], *, skip: Collection[int] = ()) -> list[int]:
+    """Every process below ``roots`` (not the roots themselves), except the processes in
+    ``skip`` and everything below them."""
     seen: set[int] = set()
     queue = list(roots)
     found: list[int] = []
     while queue:
         for child in children(queue.pop()):
-            if child not in seen:
+            if child not in seen and child not in skip:
                 seen.add(child)
                 found.append(child)
                 queue.append(child)
@@ -229,24 +230,36 @@ def _all_pids() -> list[int]:
     return [int(name) for name in os.listdir("/proc") if name.isdigit()]
 
 
-def marked(run_id: str, *, roots: Sequence[int] | None = None) -> list[int]:
-    """Processes carrying ``run_id``'s marker: below ``roots``, or anywhere if None."""
-    candidates = _all_pids() if roots is None else descendants(roots)
+def marked(
+    run_id: str, *, roots: Sequence[int] | None = None, skip: Collection[int] = ()
+) -> list[int]:
+    """Processes carrying ``run_id``'s marker: below ``roots`` (not looking below the
+    processes in ``skip``), or anywhere if None."""
+    candidates = _all_pids() if roots is None else descendants(roots, skip=skip)
     me = os.getpid()
     return [pid for pid in candidates if pid != me and read_marker(pid) == run_id]
 
 
-def sweep(run_id: str, *, roots: Sequence[int] | None = None, wait: float = 2.0) -> int:
+def sweep(
+    run_id: str,
+    *,
+    roots: Sequence[int] | None = None,
+    wait: float = 2.0,
+    skip: Collection[int] = (),
+) -> int:
     """SIGKILL every process carrying ``run_id``'s marker; return how many were killed.
 
     Looks below ``roots`` (cheap: a subreaper's subtree) or at every process (None).
+    ``skip``: processes below ``roots`` whose subtrees cannot hold the run's processes
+    (the main processes of a subreaper's other runs: an orphan is handed to the nearest
+    subreaper *above* it, never into another run's tree), not looked at.
     Waits up to ``wait`` seconds for them to die, and looks again for what their death
     may have uncovered.
     """
     killed = 0
     for _ in range(5):
         pidfds: list[int] = []
-        for pid in marked(run_id, roots=roots):
+        for pid in marked(run_id, roots=roots, skip=skip):
             try:
                 pidfd = os.pidfd_open(pid)
             except OSError:
@@ -311,23 +324,41 @@ def kill_leftovers(pid: int, pgid: int, create_time: float, *, run_id: str) -> i
 
 
 class _OwnedChildren:
-    """Children whose exit status a launcher collects itself (process-wide, like waitpid)."""
+    """Children whose exit status a launcher collects itself (process-wide, like waitpid),
+    and how many creations of such children are in progress (``reap_orphans`` waits for
+    none to be; creations do not wait for each other)."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
+        self.idle = threading.Condition(self.lock)
         self.pids: set[int] = set()
+        self.creating = 0
+
+    def add(self, pid: int) -> None:
+        with self.lock:
+            self.pids.add(pid)
 
 
 _OWNED = _OwnedChildren()
+# How long ``reap_orphans`` waits for a moment when no child is being created.
+REAP_WAIT_SECONDS: Final = 1.0
 
 
 @contextlib.contextmanager
 def owning_children() -> Iterator[Callable[[int], None]]:
     """Hold this while creating children that you will wait for; call the yielded
     function with each new pid. ``reap_orphans`` waits meanwhile, so it can never take
-    the status of a child that exited before it was registered."""
+    the status of a child that exited before it was registered. Threads creating
+    children do not wait for each other."""
     with _OWNED.lock:
-        yield _OWNED.pids.add
+        _OWNED.creating += 1
+    try:
+        yield _OWNED.add
+    finally:
+        with _OWNED.lock:
+            _OWNED.creating -= 1
+            if _OWNED.creating == 0:
+                _OWNED.idle.notify_all()
 
 
 def disown_child(pid: int) -> None:
@@ -346,6 +377,8 @@ def reap_orphans() -> list[tuple[int, int]]:
     reaped: list[tuple[int, int]] = []
     my_sid = os.getsid(0)
     with _OWNED.lock:
+        if not _OWNED.idle.wait_for(lambda: _OWNED.creating == 0, REAP_WAIT_SECONDS):
+            return reaped  # children are being created all the time: next round
         for pid in children(os.getpid()):
             if pid in _OWNED.pids:
                 continue

@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Protocol
+from typing import IO, TYPE_CHECKING, Protocol
 
 from supervisor.core.app import Configurator, load_app
 from supervisor.core.clock import Clock, SystemClock
@@ -40,6 +40,9 @@ from supervisor.store.protocols import Store
 from supervisor.store.sqlite import SqliteStore
 from supervisor.usecases.reads import UseCaseReads, reader
 from supervisor.usecases.schedulers import UseCases, enable
+
+if TYPE_CHECKING:
+    from supervisor.cluster.member import Member
 
 REAP_INTERVAL_SECONDS = 1.0
 APP_NAME_META = "app_name"  # beside paths.APP_SPEC_META: the name of the app last run
@@ -67,6 +70,9 @@ class RunOptions:
     metrics_token: str | None = field(default=None, repr=False)  # a scraper's bearer token
     # Told of every scheduler's failures (with the app's own ``notify.enable`` targets).
     notify_targets: tuple[Target, ...] = ()
+    # Several hosts run the app, coordinated by this PostgreSQL database (``--cluster``).
+    cluster: str | None = field(default=None, repr=False)
+    host_name: str | None = None  # this host's name there (default: hostname:pid:random)
 
 
 @contextlib.contextmanager
@@ -238,6 +244,14 @@ class Service:
     def start(self) -> None:
         options = self.options
         stack = self._stack
+        if options.cluster is not None and options.store is not None:
+            # A shared store is one manager's today (its lock refuses a second one), and
+            # its fenced run writes are not yet wired to the cluster's leases.
+            raise DefinitionError(
+                "--cluster",
+                "cannot be combined with --store yet: with --cluster each host keeps its"
+                " runs and logs in its own state directory",
+            )
         self._lock = stack.enter_context(state_dir_lock(self.state_dir))
         store, place, guard = open_store(options, self.state_dir)
         stack.callback(store.close)
@@ -265,6 +279,7 @@ class Service:
             )
         launcher.start()
         stack.callback(launcher.close)
+        gate = self._join_cluster()
         manager = Manager(
             self.schedulers.registry,
             store=store,
@@ -274,6 +289,7 @@ class Service:
                 grace_seconds=options.grace_seconds,
                 catch_up_missed_cron=options.catch_up_missed_cron,
             ),
+            gate=gate,
         )
         use_cases = UseCases(
             self.schedulers.registry, backend=manager, audit=store, clock=self.clock
@@ -290,6 +306,9 @@ class Service:
                     "--admin", f"cannot serve the Admin Center on {host}:{port}: {error}"
                 ) from error
             stack.callback(self._admin.close)
+        if gate is not None:
+            gate.open()  # takes leases from now on; left after the manager closed (LIFO)
+            stack.callback(gate.close)
         manager.open()
         stack.callback(manager.close)
         self.manager = manager
@@ -305,6 +324,25 @@ class Service:
             f"{self.app.name!r}; state in {self.state_dir}"
             + ("" if options.store is None else f", store {place.removeprefix('PostgreSQL ')}")
         )
+
+    def _join_cluster(self) -> Member | None:
+        """The cluster membership ``--cluster`` asks for (not yet joined), or None."""
+        dsn = self.options.cluster
+        if dsn is None:
+            return None
+        try:
+            from supervisor.cluster.member import Member, MemberConfig, default_host_id
+        except ImportError as error:
+            raise DefinitionError(
+                "--cluster", f"needs psycopg 3 (the 'postgresql' extra): {error}"
+            ) from error
+        config = MemberConfig(
+            dsn=dsn,
+            host_id=self.options.host_name or default_host_id(),
+            scheduler_ids=tuple(options.id for options in self.schedulers.registry),
+        )
+        self.say(f"supervisor: cluster: joining as {config.host_id}")
+        return Member(config, clock=self.clock, report=lambda line: self.say(f"supervisor: {line}"))
 
     def _serve_control(self) -> None:
         assert self._dispatcher is not None

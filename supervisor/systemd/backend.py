@@ -132,6 +132,7 @@ SERVICE_PROPERTIES: Final = (
     "ExecMainStatus",
     "FragmentPath",
     "DropInPaths",
+    "MainPID",
 )
 TIMER_PROPERTIES: Final = (
     "Id",
@@ -626,6 +627,7 @@ class SystemdBackend:
             actions=tuple((a.id, a.title) for a in options.actions),
             # systemd keeps each unit in its own cgroup and stops all of it.
             containment="systemd unit",
+            current_pid=(_int(service.get("MainPID")) or None) if running else None,
         )
 
     def _last_finished(self, unit: _Units, service: Mapping[str, str]) -> RunRecord | None:

@@ -36,10 +36,13 @@ def status_json(status: SchedulerStatus) -> dict[str, Any]:
         "failed_starts": status.failed_starts,
         "run_phase": status.run_phase,
         "containment": status.containment,
+        "current_pid": status.current_pid,
+        "state_since": iso(status.state_since),
         "decision": decision_json(status.decision),
         "retry": None
         if not status.retry_attempt
         else {"attempt": status.retry_attempt, "of": status.retries},
+        **({"host": status.host} if status.host is not None else {}),  # --cluster only
     }
 
 
@@ -69,6 +72,7 @@ def run_json(run: RunRecord) -> dict[str, Any]:
         "exit_code": run.exit_code,
         "signal": run.signal,
         "error": run.error,
+        **({"host": run.host} if run.host is not None else {}),  # --cluster only
     }
 
 

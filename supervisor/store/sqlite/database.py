@@ -23,17 +23,27 @@ MAX_IDLE_READERS: Final = 4
 
 
 class Database:
-    def __init__(self, path: Path, writer: sqlite3.Connection) -> None:
-        """``writer``: an already checked and configured connection to ``path``."""
+    def __init__(
+        self,
+        path: Path,
+        writer: sqlite3.Connection | None,
+        *,
+        reader: Callable[[], sqlite3.Connection] | None = None,
+    ) -> None:
+        """``writer``: an already checked and configured connection to ``path`` (None: a
+        read-only database, whose writes raise ``StoreError``); ``reader`` opens a read
+        connection (default: ``connect(path, read_only=True)``)."""
         self.path = path
         self._writer: sqlite3.Connection | None = writer
+        self._read_only = writer is None
         self._write_lock = threading.Lock()
-        self._readers = _ReaderPool(lambda: connect(path, read_only=True))
+        self._readers = _ReaderPool(reader or (lambda: connect(path, read_only=True)))
 
     def close(self) -> None:
         """Close every connection; later calls raise ``StoreError``. Idempotent."""
         with self._write_lock:
             writer, self._writer = self._writer, None
+            self._read_only = False  # closed now, whatever it was
             self._readers.close()
             if writer is not None:
                 writer.close()
@@ -44,7 +54,8 @@ class Database:
         with self._write_lock:
             conn = self._writer
             if conn is None:
-                raise StoreError(f"state database {self.path} is closed")
+                state = "opened read-only" if self._read_only else "closed"
+                raise StoreError(f"state database {self.path} is {state}")
             try:
                 conn.execute("BEGIN IMMEDIATE")
                 yield conn

@@ -1,0 +1,353 @@
+"""The manager's side of scale-out: the seam between ``shell.Manager`` and a cluster.
+
+A ``ClusterGate`` (``cluster.member.Member``, on PostgreSQL) says which schedulers this
+host runs. The manager calls it at a few points, each a one-line hook in ``shell``:
+
+- before a run's row is stored, ``admit_launch``: the lease must be held and the run's
+  slot claimed (for a SCHEDULE, a pause after another host's last run too), else the run
+  does not happen on this host (another host ran it, or owns the scheduler) and the
+  machine settles as for a run cancelled before it began;
+- when a run's end is recorded, ``fence_end``: the end is written under the lease's token;
+  a refused (stale) token means another host has taken over: the run is reported as
+  fenced and kept here as ``interrupted``, the outcome the new owner gave it;
+- at each control (start, stop, pause, execute now, custom action), ``route``: a command for a
+  scheduler another host owns is sent to it and its answer returned (or its error raised);
+- at a settings change, ``share_settings``: every other host applies it too;
+- in status and run reads, the host that owns the scheduler or ran the run, and for a
+  scheduler another host owns, that host's state, current run and times.
+
+The gate calls back through ``GateHooks`` (``ManagerHooks``): a lease lost while a run is
+in flight cancels the run; a command that reached this host is carried out here; this
+host's statuses are published; another host's settings change is applied; a cron slot
+nobody ran while its owner died is run.
+
+The run store seam: until a shared store holds every host's runs, each host keeps its own
+local store and the gate keeps the fenced record of the runs (``FencedRuns``, in the
+coordination database). A shared PostgreSQL store whose run writes carry the token
+implements ``FencedRuns`` itself; the gate is then given it instead, and the runs and logs
+of every host are in one place.
+
+It reaches into the manager's lock, cancels and machine (``ManagerHooks``,
+``admit_launch``): it is the manager's own code, kept apart so ``shell`` stays small.
+May import ``core`` and ``manager.machine`` (and, for type checking, ``manager.shell``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Protocol
+
+from supervisor.core.definitions import Kind
+from supervisor.core.errors import (
+    ActionFailed,
+    AlreadyRunning,
+    BackendError,
+    SupervisorError,
+    UnknownAction,
+)
+from supervisor.core.records import Outcome, RunRecord, SchedulerStatus, Trigger
+from supervisor.core.settings import from_store
+from supervisor.manager import machine
+from supervisor.manager.machine import SchedulerState
+
+if TYPE_CHECKING:
+    from supervisor.manager.shell import Manager
+
+# Command kinds, as ``cluster.commands.CommandKind`` spells them.
+START, STOP, PAUSE, EXECUTE, ACTION = "start", "stop", "pause", "execute", "action"
+
+# Who a run of a cron slot missed at a takeover is shown as started by.
+MISSED_ACTOR = "cluster (a cron slot missed while its owner died)"
+# Why a run is cancelled when its lease is lost (the run's error: "cancelled: ...").
+LEASE_LOST = "this host lost the lease of the scheduler; another host may run it now"
+FENCED_ERROR = (
+    "fenced: this host lost the lease of {scheduler} while the run was in progress; another "
+    "host owns it now, and this host's record of the run's end was refused"
+)
+
+
+class GateHooks(Protocol):
+    """What the gate may ask of the manager (from its own threads)."""
+
+    def lease_lost(self, scheduler_id: str) -> None:
+        """Cancel the run of ``scheduler_id`` in flight, if any (another host may own it)."""
+        ...
+
+    def obey(self, scheduler_id: str, kind: str, payload: dict[str, Any]) -> dict[str, Any]:
+        """Carry out a command another host sent; the answer body (never raises)."""
+        ...
+
+    def statuses(self, scheduler_ids: list[str]) -> list[SchedulerStatus]:
+        """This host's statuses of ``scheduler_ids`` (what it publishes to the others)."""
+        ...
+
+    def settings_changed(self, scheduler_id: str, overrides: Mapping[str, Any]) -> None:
+        """Another host changed the settings: store ``overrides`` here and apply them."""
+        ...
+
+    def run_missed(self, scheduler_id: str, slot: datetime) -> None:
+        """A cron ``slot`` nobody ran (its owner died just before it, this host now owns
+        the scheduler): run it now, unless the scheduler is stopped or disabled, a run is
+        in progress, or missed cron runs are not caught up. Its claim names ``slot``."""
+        ...
+
+
+class FencedRuns(Protocol):
+    """Run writes that carry the lease's fencing token (the coordination database's
+    ``cluster_runs`` today; a shared PostgreSQL store when it lands)."""
+
+    def claim(
+        self,
+        scheduler_id: str,
+        run_id: str,
+        *,
+        slot: datetime,
+        trigger: str,
+        pause: timedelta | None = None,
+    ) -> str | None:
+        """Claim ``slot`` of ``scheduler_id`` and record the run's start under the lease.
+        ``pause``: a run of another host must have ended at least this long before the
+        slot (a SCHEDULE's pause holds across hosts).
+
+        Returns None when the run may start, else why not (not the owner, slot taken,
+        too soon, stale lease, database unreachable). Never raises."""
+        ...
+
+    def record_end(self, run_id: str, outcome: str) -> bool:
+        """Record the run's end under the token it started with. False: the token is stale
+        (the run was fenced; the new owner's ``interrupted`` stays). A run not started
+        through ``claim`` counts as written. Never raises (a lost connection is retried)."""
+        ...
+
+
+class ClusterGate(FencedRuns, Protocol):
+    """One host's membership in a cluster of managers running one app."""
+
+    @property
+    def host(self) -> str:
+        """This host's name, as runs and statuses show it."""
+        ...
+
+    def bind(self, hooks: GateHooks) -> None:
+        """Give the gate the manager's hooks (before it starts taking leases)."""
+        ...
+
+    def owns(self, scheduler_id: str) -> bool:
+        """Whether this host holds a valid lease of ``scheduler_id`` now."""
+        ...
+
+    def owner(self, scheduler_id: str) -> str | None:
+        """The host that owns ``scheduler_id`` as last seen (None: no host)."""
+        ...
+
+    def shown(self, status: SchedulerStatus) -> SchedulerStatus:
+        """``status`` as the cluster shows it: its owner named, and where another host owns
+        it, that host's state, current run, times and outcome (as it last published them)."""
+        ...
+
+    def send(
+        self, scheduler_id: str, kind: str, payload: dict[str, Any], *, actor: str
+    ) -> dict[str, Any]:
+        """Send a command to the owner of ``scheduler_id`` and return its answer body.
+
+        Raises ``BackendError`` when no host owns it or none answered in time."""
+        ...
+
+    def share_settings(self, scheduler_id: str, overrides: Mapping[str, Any]) -> None:
+        """Tell every other host the settings overrides of ``scheduler_id`` changed (they
+        apply them within a renewal period). Raises ``BackendError`` when the database
+        cannot be reached."""
+        ...
+
+
+# -- hooks the shell calls ---------------------------------------------------------------
+
+_obeying = threading.local()
+
+
+def route(
+    gate: ClusterGate, scheduler_id: str, kind: str, *, actor: str, **payload: Any
+) -> dict[str, Any] | None:
+    """None: carry the control out here (this host owns the scheduler, or the command came
+    from another host). Else the owner's answer. Raises the owner's refusal as the error
+    it would raise here (``AlreadyRunning``, ``ActionFailed``...), ``BackendError`` when no
+    host owns the scheduler."""
+    if getattr(_obeying, "active", False) or gate.owns(scheduler_id):
+        return None
+    body = gate.send(scheduler_id, kind, {"actor": actor, **payload}, actor=actor)
+    if body.get("ok"):
+        return body
+    error = str(body.get("error", "the owning host refused"))
+    match body.get("error_type"):
+        case "AlreadyRunning":
+            raise AlreadyRunning(scheduler_id, str(body.get("run_id")))
+        case "ActionFailed":
+            raise ActionFailed(error)
+        case "UnknownAction":
+            raise UnknownAction(error)
+    raise BackendError(f"{body.get('host', 'the owning host')}: {error}")
+
+
+def admit_launch(manager: Manager, gate: ClusterGate, run: RunRecord, slot: datetime) -> bool:
+    """Claim ``run``'s slot before its row is stored. False: the run does not happen here
+    (the machine is told it was cancelled before it began, and plans the next one)."""
+    with manager._lock:
+        state = manager._slots.get(run.scheduler_id)
+    pause = None
+    if (
+        state is not None
+        and state.options.kind is Kind.SCHEDULE
+        and run.trigger is Trigger.SCHEDULE
+    ):
+        pause = state.settings.pause_time
+    refused = gate.claim(
+        run.scheduler_id, run.run_id, slot=slot, trigger=run.trigger.value, pause=pause
+    )
+    if refused is None:
+        return True
+    with manager._lock:
+        manager._cancels.pop(run.run_id, None)
+    not_here = machine.LaunchFailed(run_id=run.run_id, error=refused, stored=False, cancelled=True)
+    manager._carry_out(manager._feed(run.scheduler_id, not_here))
+    return False
+
+
+def fence_end(gate: ClusterGate, run: RunRecord, report: Callable[[str], None]) -> RunRecord:
+    """Write ``run``'s end under its lease token; a refused write marks it fenced."""
+    if run.outcome is None or gate.record_end(run.run_id, run.outcome.value):
+        return run
+    report(f"run {run.run_id} of {run.scheduler_id} was fenced: its end was refused")
+    return replace(
+        run, outcome=Outcome.INTERRUPTED, error=FENCED_ERROR.format(scheduler=run.scheduler_id)
+    )
+
+
+def share_settings(
+    gate: ClusterGate,
+    scheduler_id: str,
+    overrides: Mapping[str, Any],
+    report: Callable[[str], None],
+) -> None:
+    """Share a settings change made here; a failure is reported (it holds on this host)."""
+    try:
+        gate.share_settings(scheduler_id, overrides)
+    except BackendError as error:
+        report(f"the settings of {scheduler_id} changed here but not on the other hosts: {error}")
+
+
+def hosted_status(gate: ClusterGate | None, status: SchedulerStatus) -> SchedulerStatus:
+    if gate is None:
+        return status
+    return gate.shown(status)
+
+
+def hosted_run(gate: ClusterGate | None, run: RunRecord) -> RunRecord:
+    """A run of the local store is this host's; a shared store names the host itself."""
+    if gate is None or run.host is not None:
+        return run
+    return replace(run, host=gate.host)
+
+
+class ManagerHooks:
+    """``GateHooks`` on a ``Manager``."""
+
+    def __init__(self, manager: Manager) -> None:
+        self._manager = manager
+
+    def lease_lost(self, scheduler_id: str) -> None:
+        manager = self._manager
+        with manager._lock:
+            slot = manager._slots.get(scheduler_id)
+            run = None if slot is None else slot.run
+            cancel = None if run is None else manager._cancels.get(run.run_id)
+        if cancel is not None:
+            cancel.request(LEASE_LOST)
+
+    def statuses(self, scheduler_ids: list[str]) -> list[SchedulerStatus]:
+        manager = self._manager
+        with manager._lock:
+            slots = [manager._slots[sid] for sid in scheduler_ids if sid in manager._slots]
+        return [machine.status_of(slot) for slot in slots]
+
+    def settings_changed(self, scheduler_id: str, overrides: Mapping[str, Any]) -> None:
+        manager = self._manager
+        options = manager._registry.get(scheduler_id)
+        settings = from_store(options, overrides)
+        with manager._settings_lock:
+            manager._store.set_overrides(scheduler_id, settings.overrides)
+            if scheduler_id in manager._slots:  # else the manager reads them when it opens
+                event = machine.SettingsChanged(settings=settings.effective)
+                manager._carry_out(manager._feed(scheduler_id, event))
+
+    def run_missed(self, scheduler_id: str, slot: datetime) -> None:
+        manager = self._manager
+        run_id = uuid.uuid4().hex[:16]
+        with manager._lock:
+            state = manager._slots.get(scheduler_id)
+            if (
+                state is None
+                or not manager._config.catch_up_missed_cron
+                or state.state is SchedulerState.STOPPED
+                or state.settings.disabled
+                or state.run is not None
+            ):
+                return
+            manager._planned[run_id] = slot  # the slot its claim names
+        execute = machine.Execute(actor=MISSED_ACTOR, run_id=run_id)
+        with contextlib.suppress(SupervisorError):  # a run began meanwhile, or shutdown
+            manager._carry_out(manager._command(scheduler_id, execute))
+
+    def obey(self, scheduler_id: str, kind: str, payload: dict[str, Any]) -> dict[str, Any]:
+        manager = self._manager
+        actor = str(payload.get("actor", "cluster"))
+        _obeying.active = True
+        try:
+            if kind == EXECUTE:
+                return {"ok": True, "run_id": manager.execute(scheduler_id, actor=actor)}
+            reason = payload.get("reason")
+            reason = None if reason is None else str(reason)
+            if kind == START:
+                manager.start(scheduler_id, actor=actor)
+            elif kind == STOP:
+                manager.stop(scheduler_id, actor=actor, reason=reason)
+            elif kind == PAUSE:
+                until = datetime.fromisoformat(str(payload.get("until")))
+                manager.pause(scheduler_id, actor=actor, until=until, reason=reason)
+            elif kind == ACTION:
+                action_id = str(payload.get("action_id"))
+                result = manager.run_action(scheduler_id, action_id, actor=actor)
+                return {"ok": True, "result": result}
+            else:
+                return {"ok": False, "error": f"unknown command {kind!r}"}
+            return {"ok": True}
+        except AlreadyRunning as error:
+            return {
+                "ok": False,
+                "error": str(error),
+                "error_type": "AlreadyRunning",
+                "run_id": error.run_id,
+            }
+        except SupervisorError as error:
+            return {"ok": False, "error": str(error), "error_type": type(error).__name__}
+        except ValueError as error:  # a pause's time that is no time
+            return {"ok": False, "error": str(error)}
+        finally:
+            _obeying.active = False
+
+
+__all__ = [
+    "ClusterGate",
+    "FencedRuns",
+    "GateHooks",
+    "ManagerHooks",
+    "admit_launch",
+    "fence_end",
+    "hosted_run",
+    "hosted_status",
+    "route",
+]

@@ -1,0 +1,139 @@
+"""Real managers (``supervisor run --cluster``) as separate OS processes on one database.
+
+Each ``ManagerHost`` is one ``supervisor run --app tests.apps.cluster_jobs:cfg --cluster DSN
+--host-name NAME`` with a state directory of its own; its runs write the independent
+ledger of ``tests/apps/cluster_jobs.py``. What the tests and the bench read: the ledger,
+the coordination tables and each host's log (stderr). Used by tests/test_cluster_manager.py
+and bench/bench_cluster.py.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from tests.apps.cluster_jobs import LEDGER_DDL
+from tests.commands import supervisor
+from tests.waiting import wait_for
+
+ROOT = Path(__file__).resolve().parent.parent
+APP = "tests.apps.cluster_jobs:cfg"
+
+
+def make_ledger(dsn: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(LEDGER_DDL)
+
+
+class ManagerHost:
+    """One manager process of the cluster; ``stop`` is graceful (SIGTERM), ``kill`` is -9."""
+
+    def __init__(
+        self,
+        dsn: str,
+        name: str,
+        tmp: Path,
+        *,
+        job_seconds: float = 0.3,
+        admin: int | None = None,
+        cluster_dsn: str | None = None,
+        ticks: int = 0,
+    ) -> None:
+        """``cluster_dsn``: the manager's own way to the database (e.g. through a proxy);
+        its runs write the ledger on ``dsn``."""
+        self.name = name
+        self.state = tmp / name
+        self.state.mkdir(parents=True, exist_ok=True)
+        self.log_path = tmp / f"{name}.log"
+        argv = ["run", "--app", APP, "--state-dir", str(self.state), "--grace", "500ms"]
+        argv += ["--cluster", cluster_dsn or dsn, "--host-name", name]
+        argv += ["--no-admin"] if admin is None else ["--admin", f"127.0.0.1:{admin}"]
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(ROOT),
+            "CLUSTER_LEDGER_DSN": dsn,
+            "CLUSTER_HOST": name,
+            "CLUSTER_JOB_SECONDS": str(job_seconds),
+            "CLUSTER_TICKS": str(ticks),
+        }
+        with self.log_path.open("w") as log:
+            self.process = subprocess.Popen(
+                supervisor(*argv), cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log
+            )
+
+    def ready(self, timeout: float = 30) -> ManagerHost:
+        wait_for(
+            lambda: (self.state / "control.sock").exists() or not self.alive(),
+            timeout=timeout,
+            what=f"manager {self.name}",
+        )
+        assert self.alive(), self.log()
+        return self
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def signal(self, signum: int) -> None:
+        os.kill(self.process.pid, signum)
+
+    def kill(self) -> None:
+        self.signal(signal.SIGKILL)
+        self.process.wait(timeout=30)
+
+    def stop(self, timeout: float = 30) -> int:
+        """SIGTERM and wait; the exit status."""
+        if self.alive():
+            self.signal(signal.SIGTERM)
+        return self.process.wait(timeout=timeout)
+
+    def reap(self) -> None:
+        if self.alive():
+            self.signal(signal.SIGCONT)
+            self.process.kill()
+        self.process.wait(timeout=30)
+
+
+def holder(conn: psycopg.Connection[Any], scheduler_id: str) -> str | None:
+    row = conn.execute(
+        "SELECT holder FROM cluster_leases WHERE scheduler_id = %s", (scheduler_id,)
+    ).fetchone()
+    return None if row is None else row[0]
+
+
+def ledger(conn: psycopg.Connection[Any], scheduler_id: str) -> list[tuple[Any, ...]]:
+    """(run_ref, host, started_at, ended_at, planned_slot, cluster outcome) per ledger row,
+    oldest first; the planned slot and outcome are None for a run never claimed."""
+    return conn.execute(
+        "SELECT l.run_ref, l.host, l.started_at, l.ended_at, r.planned_slot, r.outcome "
+        "FROM cluster_test_ledger AS l LEFT JOIN cluster_runs AS r ON r.run_ref = l.run_ref "
+        "WHERE l.scheduler_id = %s ORDER BY l.started_at",
+        (scheduler_id,),
+    ).fetchall()
+
+
+def doubled_slots(conn: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
+    """Slots more than one ledger row ran in, and ledger rows whose run claimed no slot."""
+    return conn.execute(
+        "SELECT l.scheduler_id, r.planned_slot, array_agg(l.host) "
+        "FROM cluster_test_ledger AS l LEFT JOIN cluster_runs AS r ON r.run_ref = l.run_ref "
+        "GROUP BY 1, 2 HAVING count(*) > 1 OR r.planned_slot IS NULL"
+    ).fetchall()
+
+
+def overlaps(rows: list[tuple[Any, ...]]) -> list[tuple[Any, Any]]:
+    """Pairs of ledger rows (of one scheduler) whose runs overlapped in time."""
+    found = []
+    for before, after in itertools.pairwise(rows):
+        ended = before[3]
+        if ended is None or ended > after[2]:
+            found.append((before[0], after[0]))
+    return found

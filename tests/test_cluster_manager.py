@@ -1,0 +1,374 @@
+"""The real manager on several hosts: ``supervisor run --cluster`` processes on one PostgreSQL.
+
+Each host is a separate ``supervisor run`` (tests/cluster_managers.py) of
+tests/apps/cluster_jobs.py, whose runs write an independent ledger: it proves exactly one
+run per slot (every ledger row belongs to a claimed slot, no slot has two), takeover after
+kill -9 of the owner, fencing of an owner stopped past its lease, a graceful hand-off, and
+controls from any host's CLI reaching the owner. Every wait has a deadline.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("psycopg")
+
+import psycopg
+
+from tests.cluster_managers import (
+    ManagerHost,
+    doubled_slots,
+    holder,
+    ledger,
+    make_ledger,
+    overlaps,
+)
+from tests.http_session import HttpSession, bootstrap_password
+from tests.manager_process import cli
+from tests.postgres import PostgresCluster, free_port, pg_cluster, pg_dsn
+from tests.tcp_proxy import FaultyProxy
+from tests.waiting import wait_for
+
+__all__ = ["pg_cluster", "pg_dsn"]
+
+TICK = "c.tick"  # SCHEDULE, a 1 s pause after each run
+
+
+@pytest.fixture
+def db(pg_dsn: str) -> Iterator[psycopg.Connection[Any]]:
+    make_ledger(pg_dsn)
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        yield conn
+
+
+@pytest.fixture
+def hosts(tmp_path: Path) -> Iterator[list[ManagerHost]]:
+    """The hosts a test starts; killed and reaped afterwards. A traceback in any host's
+    log fails the test."""
+    started: list[ManagerHost] = []
+    yield started
+    for host in started:
+        host.reap()
+    assert not {h.name: h.log() for h in started if "Traceback" in h.log()}
+
+
+def start(hosts: list[ManagerHost], pg_dsn: str, tmp: Path, *names: str, **kw: Any) -> None:
+    new = [ManagerHost(pg_dsn, name, tmp, **kw) for name in names]
+    hosts.extend(new)
+    for host in new:
+        host.ready()
+
+
+def in_flight(db: psycopg.Connection[Any], scheduler_id: str) -> tuple[Any, ...] | None:
+    """The ledger row of the run in progress (its runner is working), if any."""
+    rows = [row for row in ledger(db, scheduler_id) if row[3] is None]
+    return rows[-1] if rows else None
+
+
+def outcome(db: psycopg.Connection[Any], run_ref: str) -> str | None:
+    row = db.execute("SELECT outcome FROM cluster_runs WHERE run_ref = %s", (run_ref,)).fetchone()
+    return None if row is None else row[0]
+
+
+def by_name(hosts: list[ManagerHost], name: str | None) -> ManagerHost:
+    return next(h for h in hosts if h.name == name)
+
+
+def test_two_hosts_run_each_slot_once_and_take_over_after_kill_9(
+    db: psycopg.Connection[Any], pg_dsn: str, hosts: list[ManagerHost], tmp_path: Path
+) -> None:
+    start(hosts, pg_dsn, tmp_path, "a", "b", job_seconds=1.0)
+    wait_for(lambda: len(ledger(db, TICK)) >= 3, timeout=20, what="three runs of the tick")
+    owner = by_name(hosts, holder(db, TICK))
+    other = next(h for h in hosts if h is not owner)
+    running = wait_for(
+        lambda: (row := in_flight(db, TICK)) is not None and row[1] == owner.name and row,
+        timeout=10,
+        what="a run in progress on the owner",
+    )
+    owner.kill()
+    killed_at = db.execute("SELECT clock_timestamp()").fetchone()[0]  # type: ignore[index]
+
+    def taken_over() -> Any:
+        return [r for r in ledger(db, TICK) if r[1] == other.name and r[2] > killed_at]
+
+    # Within 3 s the other host holds the lease and has marked the dead host's run.
+    wait_for(lambda: holder(db, TICK) == other.name, timeout=3, what="the takeover in 3 s")
+    wait_for(lambda: outcome(db, running[0]) == "interrupted", timeout=3, what="interrupted")
+    # Its first run waits out the 1 s pause after that run (ended when it was marked).
+    first = wait_for(taken_over, timeout=5, what="the other host's first run")[0]
+    (marked,) = db.execute(
+        "SELECT ended_at FROM cluster_runs WHERE run_ref = %s", (running[0],)
+    ).fetchone()  # type: ignore[misc]
+    assert first[2] >= marked + timedelta(seconds=1) - timedelta(milliseconds=50)
+    wait_for(lambda: len(taken_over()) >= 2, timeout=10, what="the new owner's next run")
+    assert doubled_slots(db) == []
+    # Never two runs at once, the killed one aside (its runner died with its host).
+    rows = [row for row in ledger(db, TICK) if row[0] != running[0]]
+    assert overlaps(rows) == []
+    assert all(row[4] is not None for row in rows)  # each ran in a slot claimed first
+
+
+def test_an_owner_stopped_past_its_lease_is_fenced(
+    db: psycopg.Connection[Any], pg_dsn: str, hosts: list[ManagerHost], tmp_path: Path
+) -> None:
+    start(hosts, pg_dsn, tmp_path, "a", "b", job_seconds=1.0)
+    wait_for(lambda: in_flight(db, TICK), timeout=20, what="a run of the tick")
+    owner = by_name(hosts, holder(db, TICK))
+    other = next(h for h in hosts if h is not owner)
+    stopped = wait_for(
+        lambda: (row := in_flight(db, TICK)) is not None and row[1] == owner.name and row,
+        timeout=10,
+        what="a run in progress on the owner",
+    )
+    owner.signal(signal.SIGSTOP)
+    try:
+        # The lease expires (2 s ttl) and the other host takes over and runs the tick.
+        wait_for(
+            lambda: any(r[1] == other.name and r[2] > stopped[2] for r in ledger(db, TICK)),
+            timeout=10,
+            what="the other host's run while the owner is stopped",
+        )
+        assert outcome(db, stopped[0]) == "interrupted"
+    finally:
+        owner.signal(signal.SIGCONT)
+    # Back, the owner's late write of its run's end is refused, and it says so.
+    wait_for(lambda: "cluster: fenced" in owner.log(), timeout=10, what="the fenced report")
+    assert f"run {stopped[0]} of {TICK} was fenced" in owner.log()
+    assert outcome(db, stopped[0]) == "interrupted"  # the new owner's word stays
+    wait_for(
+        lambda: "interrupted" in cli(owner.state, "runs", TICK), timeout=10, what="local record"
+    )
+    assert holder(db, TICK) == other.name
+    assert doubled_slots(db) == []
+
+
+def test_a_partitioned_owner_cancels_its_run_before_the_takeover_and_is_fenced(
+    db: psycopg.Connection[Any],
+    pg_dsn: str,
+    pg_cluster: PostgresCluster,
+    hosts: list[ManagerHost],
+    tmp_path: Path,
+) -> None:
+    # Each manager reaches the database through a proxy of its own; its runs do not.
+    proxies = {name: FaultyProxy(("127.0.0.1", pg_cluster.port), refuse=0, cut=0) for name in "ab"}
+    try:
+        for name, proxy in proxies.items():
+            via = pg_dsn.replace(f"port={pg_cluster.port}", f"port={proxy.port}")
+            hosts.append(ManagerHost(pg_dsn, name, tmp_path, job_seconds=60, cluster_dsn=via))
+        for host in hosts:
+            host.ready()
+        running = wait_for(lambda: in_flight(db, TICK), timeout=20, what="a long run")
+        owner = by_name(hosts, running[1])
+        other = next(h for h in hosts if h is not owner)
+        proxies[owner.name].partition()  # its lease can no longer be renewed
+        # Within a ttl by its own clock the owner stops the run, though it reaches nothing.
+        wait_for(
+            lambda: [r for r in ledger(db, TICK) if r[0] == running[0] and r[3] is not None],
+            timeout=10,
+            what="the run cancelled by the owner's watchdog",
+        )
+        assert "cluster: self_fenced" in owner.log()
+        wait_for(lambda: holder(db, TICK) == other.name, timeout=10, what="the takeover")
+        wait_for(lambda: outcome(db, running[0]) == "interrupted", timeout=5, what="interrupted")
+        proxies[owner.name].heal()
+        wait_for(lambda: f"run {running[0]} of {TICK} was fenced" in owner.log(), timeout=10)
+        assert outcome(db, running[0]) == "interrupted"
+        assert doubled_slots(db) == []
+    finally:
+        for proxy in proxies.values():
+            proxy.close()
+
+
+def test_runs_go_on_once_per_slot_across_a_postgresql_restart(
+    db: psycopg.Connection[Any],
+    pg_dsn: str,
+    pg_cluster: PostgresCluster,
+    hosts: list[ManagerHost],
+    tmp_path: Path,
+) -> None:
+    start(hosts, pg_dsn, tmp_path, "a", "b", job_seconds=0.2)
+    wait_for(lambda: len(ledger(db, TICK)) >= 2, timeout=20, what="two runs of the tick")
+    db.close()
+    pg_cluster.restart()  # every session is cut, the hosts' too
+    with psycopg.connect(pg_dsn, autocommit=True) as again:
+        restarted = again.execute("SELECT clock_timestamp()").fetchone()[0]  # type: ignore[index]
+        wait_for(
+            lambda: len([r for r in ledger(again, TICK) if r[2] > restarted]) >= 3,
+            timeout=20,
+            what="three runs after the restart",
+        )
+        assert doubled_slots(again) == []
+        assert overlaps([r for r in ledger(again, TICK) if r[3] is not None]) == []
+    assert all(host.alive() for host in hosts)
+
+
+def test_injected_connection_failures_never_double_a_slot(
+    db: psycopg.Connection[Any],
+    pg_dsn: str,
+    pg_cluster: PostgresCluster,
+    hosts: list[ManagerHost],
+    tmp_path: Path,
+) -> None:
+    ticks = 20
+    # One new connection in five refused, one chunk in a hundred cut mid-conversation.
+    with FaultyProxy(("127.0.0.1", pg_cluster.port), refuse=0.2, cut=0.01, seed=7) as proxy:
+        via = pg_dsn.replace(f"port={pg_cluster.port}", f"port={proxy.port}")
+        for name in "ab":
+            hosts.append(
+                ManagerHost(pg_dsn, name, tmp_path, job_seconds=0.0, cluster_dsn=via, ticks=ticks)
+            )
+        for host in hosts:
+            host.ready()
+
+        def each_ran_3_times() -> bool:
+            row = db.execute(
+                "SELECT count(*) FROM (SELECT scheduler_id FROM cluster_test_ledger "
+                "WHERE scheduler_id LIKE 'c.tick.%%' GROUP BY 1 HAVING count(*) >= 3) AS done"
+            ).fetchone()
+            return row == (ticks,)
+
+        wait_for(each_ran_3_times, timeout=90, what=f"{ticks} schedulers x 3 runs")
+        assert proxy.refused > 0 and proxy.cuts > 0  # failures did happen
+    assert doubled_slots(db) == []
+    assert all(host.alive() for host in hosts)
+
+
+def test_a_graceful_stop_hands_over_at_once(
+    db: psycopg.Connection[Any], pg_dsn: str, hosts: list[ManagerHost], tmp_path: Path
+) -> None:
+    start(hosts, pg_dsn, tmp_path, "a", "b", job_seconds=0.2)
+    wait_for(lambda: len(ledger(db, TICK)) >= 2, timeout=20, what="two runs of the tick")
+    owner = by_name(hosts, holder(db, TICK))
+    other = next(h for h in hosts if h is not owner)
+    assert owner.stop() == 0
+    assert "cluster: released" in owner.log()
+    # Released at shutdown: the other host holds it without waiting for an expiry.
+    wait_for(lambda: holder(db, TICK) == other.name, timeout=2, what="the hand-off")
+    row = db.execute(
+        "SELECT released_at, acquired_at FROM cluster_leases WHERE scheduler_id = %s", (TICK,)
+    ).fetchone()
+    assert row is not None and row[0] is not None and row[1] >= row[0]
+    stopped_at = time.time()
+    wait_for(
+        lambda: any(r[1] == other.name and r[2].timestamp() > stopped_at for r in ledger(db, TICK)),
+        timeout=5,
+        what="the other host's next run",
+    )
+    # Every run of the stopped host ended and was recorded (none left open, none fenced).
+    open_runs = db.execute(
+        "SELECT count(*) FROM cluster_runs WHERE host = %s AND ended_at IS NULL", (owner.name,)
+    ).fetchone()
+    assert open_runs == (0,)
+    assert "fenced" not in owner.log()
+    assert doubled_slots(db) == []
+
+
+def test_controls_from_any_host_reach_the_owner(
+    db: psycopg.Connection[Any], pg_dsn: str, hosts: list[ManagerHost], tmp_path: Path
+) -> None:
+    start(hosts, pg_dsn, tmp_path, "a", "b", job_seconds=0.2)
+    # Settled: each host holds its fair share (one of the two schedulers).
+    wait_for(
+        lambda: {holder(db, "c.manual"), holder(db, TICK)} == {"a", "b"},
+        timeout=10,
+        what="one lease on each host",
+    )
+    manual_owner = by_name(hosts, holder(db, "c.manual"))
+    elsewhere = next(h for h in hosts if h is not manual_owner)
+    # Execute Now on the host that does not own it: the run happens on the owner.
+    run_id = json.loads(cli(elsewhere.state, "execute", "c.manual", "--json"))["run_id"]
+    row = wait_for(
+        lambda: [r for r in ledger(db, "c.manual") if r[0] == run_id], timeout=10, what="the run"
+    )[0]
+    assert row[1] == manual_owner.name
+    # A custom action runs on the owner too, and its result comes back.
+    assert manual_owner.name in cli(elsewhere.state, "action", "c.manual", "where")
+    # Status names the owner on every host; runs name the host that ran them.
+    for host in hosts:
+        wait_for(
+            lambda host=host: (
+                json.loads(cli(host.state, "status", "c.manual", "--json")).get("host")
+                == manual_owner.name
+            ),
+            timeout=5,
+            what=f"the owner named in the status on {host.name}",
+        )
+    wait_for(
+        lambda: run_id in cli(manual_owner.state, "runs", "c.manual"), timeout=10, what="the run"
+    )
+    runs = json.loads(cli(manual_owner.state, "runs", "c.manual", "--json"))
+    assert [r["host"] for r in runs if r["run_id"] == run_id] == [manual_owner.name]
+    # Stop from a host that does not own the tick: the owner stops running it.
+    tick_owner = by_name(hosts, holder(db, TICK))
+    not_owner = next(h for h in hosts if h is not tick_owner)
+    cli(not_owner.state, "stop", TICK, "--reason", "maintenance")
+    wait_for(
+        lambda: json.loads(cli(tick_owner.state, "status", TICK, "--json"))["state"] == "stopped",
+        timeout=10,
+        what="the owner's tick stopped",
+    )
+    # The other host shows the owner's state and decision (published at each renewal).
+    shown = wait_for(
+        lambda: (
+            (s := json.loads(cli(not_owner.state, "status", TICK, "--json")))["state"] == "stopped"
+            and s
+        ),
+        timeout=5,
+        what="the owner's state shown on the other host",
+    )
+    assert shown["decision"]["reason"] == "maintenance"
+    assert shown["host"] == tick_owner.name
+    quiet_since = db.execute("SELECT clock_timestamp()").fetchone()[0]  # type: ignore[index]
+    cli(not_owner.state, "start", TICK)
+    wait_for(
+        lambda: any(r[2] > quiet_since for r in ledger(db, TICK)), timeout=10, what="restarted"
+    )
+    # A settings change on one host holds on every host (the owner plans with it).
+    cli(not_owner.state, "settings", TICK, "--pause-time", "7s")
+    for host in hosts:
+        wait_for(
+            lambda host=host: (
+                json.loads(cli(host.state, "settings", TICK, "--json"))["effective"]["pause_time"]
+                == 7.0
+            ),
+            timeout=5,
+            what=f"the new pause on {host.name}",
+        )
+    assert doubled_slots(db) == []
+
+
+def test_the_admin_center_of_any_host_names_the_owner_and_reaches_it(
+    db: psycopg.Connection[Any], pg_dsn: str, hosts: list[ManagerHost], tmp_path: Path
+) -> None:
+    port = free_port()
+    hosts.append(ManagerHost(pg_dsn, "a", tmp_path, job_seconds=0.2))
+    hosts.append(ManagerHost(pg_dsn, "b", tmp_path, job_seconds=0.2, admin=port))
+    for host in hosts:
+        host.ready()
+    wait_for(
+        lambda: {holder(db, "c.manual"), holder(db, TICK)} == {"a", "b"},
+        timeout=10,
+        what="one lease on each host",
+    )
+    owner = holder(db, "c.manual")
+    client = HttpSession("127.0.0.1", port)
+    client.first_login("admin", bootstrap_password(hosts[1].state), "a much longer secret 1")
+    wait_for(
+        lambda: f'<dd data-field="host">{owner}</dd>' in client.request("GET", "/")[2],
+        timeout=5,
+        what="the owner on the card",
+    )
+    token = client.csrf("/schedulers/c.manual")
+    status, _, _ = client.request("POST", "/schedulers/c.manual/execute", {"csrf": token})
+    assert status == 303
+    row = wait_for(lambda: ledger(db, "c.manual"), timeout=10, what="the run")[0]
+    assert row[1] == owner  # it ran on the owner, whichever host was asked
