@@ -424,6 +424,13 @@
       link.title = "Only this run";
       meta.append(link);
     }
+    if (base) {
+      li.id = `log-${record.cursor}`;
+      const permalink = make("a", "log-permalink", "link");
+      permalink.href = `${base}?at=${encodeURIComponent(String(record.cursor))}#log-${record.cursor}`;
+      permalink.title = "A link to this record";
+      meta.append(permalink);
+    }
     li.append(meta);
     return li;
   }
@@ -640,8 +647,21 @@
     const minutes = -new Date().getTimezoneOffset();
     const sign = minutes < 0 ? "-" : "+";
     const zone = `UTC${sign}${pad(Math.floor(Math.abs(minutes) / 60))}:${pad(Math.abs(minutes) % 60)}`;
-    document.querySelectorAll("[data-offset]").forEach((input) => { input.value = String(minutes); });
-    document.querySelectorAll("[data-zone-note]").forEach((note) => { note.textContent = `times in your local time (${zone})`; });
+    // The zone's name, so a date across a DST change is read at that date's offset; the
+    // offset is what a browser without zone names sends instead.
+    let named = "";
+    try { named = Intl.DateTimeFormat().resolvedOptions().timeZone || ""; } catch (error) { named = ""; }
+    document.querySelectorAll("[data-offset]").forEach((input) => {
+      input.value = String(minutes);
+      if (!named || !input.form || input.form.querySelector('input[name="zone"]')) return;
+      const field = document.createElement("input");
+      field.type = "hidden";
+      field.name = "zone";
+      field.value = named;
+      input.after(field);
+    });
+    const shownZone = named ? `${named}, now ${zone}` : zone;
+    document.querySelectorAll("[data-zone-note]").forEach((note) => { note.textContent = `times in your local time (${shownZone})`; });
     document.querySelectorAll("button[data-confirm]").forEach((button) => {
       const dialog = document.getElementById(button.dataset.confirm);
       if (!dialog || typeof dialog.showModal !== "function") return;  // the confirmation page instead

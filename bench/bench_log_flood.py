@@ -204,7 +204,8 @@ def main() -> None:
     print(f"{'baseline: pipe into cat':<34} {floor:12,.0f} lines/s")
     print(f"{'baseline: plain executemany':<34} {plain:12,.0f} rows/CPU-s")
     print(
-        f"{'floor: 10-row INSERT statements':<34} {multi:12,.0f} rows/CPU-s  "
+        f"{f'floor: {sqlite_logs.ROWS_PER_INSERT}-row INSERT statements':<34}"
+        f" {multi:12,.0f} rows/CPU-s  "
         f"{multi / plain:.2f}x of executemany (how the store inserts)"
     )
     print(

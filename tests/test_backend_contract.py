@@ -569,6 +569,29 @@ def test_logs_carry_the_fields_and_page_by_cursor(harness: Harness) -> None:
     )
 
 
+def test_logs_search_every_scheduler_by_text_field_and_time(harness: Harness) -> None:
+    run_id = held_run(harness)
+    harness.release()
+    finished(harness, run_id)
+    every = LogQuery(scheduler_id=None, text="CONTRACT RUN", fields=(("n", "7"),))
+    found = wait_for(
+        lambda: [r for _, r in harness.backend.logs(every) if r.run_id == run_id],
+        timeout=RUN_TIMEOUT,
+        what="the run's record found across schedulers",
+    )
+    assert [r.message for r in found] == [RUN_MESSAGE]
+    assert harness.backend.logs(LogQuery(scheduler_id=None, fields=(("n", "8"),))) == []
+    later = found[0].time + timedelta(seconds=1)
+    assert [r for _, r in harness.backend.logs(LogQuery(scheduler_id=None, until=later))]
+    assert not [
+        r
+        for _, r in harness.backend.logs(LogQuery(scheduler_id=None, since=later, text="contract"))
+        if r.run_id == run_id
+    ]
+    by_run = harness.backend.logs(LogQuery(scheduler_id=None, run_id=run_id, text="released"))
+    assert [r.message for _, r in by_run] == ["released"]
+
+
 def test_settings_update_apply_at_once_and_reset_deletes_them(harness: Harness) -> None:
     view = harness.use_cases.update_settings(
         su(), "c.repeat", {"pause_time": timedelta(minutes=90), "timeout": timedelta(minutes=5)}

@@ -15,9 +15,10 @@ from __future__ import annotations
 import io
 import os
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -365,5 +366,32 @@ def test_dark_mode_and_a_phone(site: tuple[str, str], browser: Any) -> None:
     page.goto(base + "/schedulers/demo.report")
     assert page.evaluate("document.documentElement.scrollWidth") <= 390
     page.screenshot(path=str(ARTIFACTS / "scheduler-phone-dark.png"), full_page=True)
+    assert problems.seen == []
+    context.close()
+
+
+def test_a_pause_date_across_a_dst_change_is_read_in_the_browsers_zone(
+    site: tuple[str, str], browser: Any
+) -> None:
+    base, password = site
+    berlin = ZoneInfo("Europe/Berlin")
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, timezone_id=berlin.key)
+    page = context.new_page()
+    problems = Problems(page)
+    log_in(page, base, "admin", password)
+    page.goto(base + "/schedulers/demo.nightly")
+    assert page.input_value('#confirm-pause input[name="zone"]') == "Europe/Berlin"
+    # A date in the other half of the year from now: across a DST change.
+    now = datetime.now(berlin)
+    summer = bool(now.dst())
+    local = datetime(now.year + 1, 1 if summer else 7, 15, 9, 0)
+    expected = local.replace(tzinfo=berlin).astimezone(UTC)
+    page.click('button[data-confirm="confirm-pause"]')
+    page.fill("#until-pause", local.isoformat(timespec="minutes"))
+    page.click("#confirm-pause button[type=submit]")
+    page.wait_for_url(base + "/schedulers/demo.nightly")
+    assert f"resumes by itself at {expected:%Y-%m-%d %H:%M} UTC" in page.inner_text(".flashes")
+    page.click("button:has-text('Resume')")
+    page.wait_for_url(base + "/schedulers/demo.nightly")
     assert problems.seen == []
     context.close()

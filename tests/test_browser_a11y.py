@@ -210,6 +210,7 @@ PAGES: list[tuple[str, str, str]] = [
     ("logs", "/schedulers/demo.broken/logs", "admin"),
     ("logs-hello", "/schedulers/demo.hello/logs", "admin"),
     ("audit", "/audit", "admin"),
+    ("log-search", "/logs?q=ERP", "admin"),
     ("password", "/account/password", "admin"),
     ("users", "/users", "admin"),
     ("not-found", "/no/such/page", "admin"),

@@ -10,8 +10,10 @@ import socket
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from click.testing import CliRunner
@@ -105,6 +107,54 @@ def test_list_and_status_have_the_documented_fields(state_dir: Path) -> None:
     assert f"containment:    {one['containment']}" in human
 
 
+def pause_in_zone(state: Path, tz: str, until: str) -> subprocess.CompletedProcess[str]:
+    """``supervisor pause m.waiting --until UNTIL`` run with ``TZ=tz``."""
+    return subprocess.run(
+        supervisor("pause", "m.waiting", "--until", until, "--state-dir", str(state)),
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "TZ": tz},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+
+
+def test_pause_until_a_date_across_a_dst_change_uses_that_dates_offset(
+    state_dir: Path,
+) -> None:
+    berlin = ZoneInfo("Europe/Berlin")
+    year = datetime.now(UTC).year + 1
+    try:
+        # One of a winter and a summer date is across a DST change from today.
+        for month, offset in ((1, "+01:00"), (7, "+02:00")):
+            local = datetime(year, month, 15, 9, 0)
+            done = pause_in_zone(state_dir, "Europe/Berlin", local.isoformat(timespec="minutes"))
+            assert done.stderr == ""
+            assert f"until {year}-{month:02d}-15 09:00 CE" in done.stdout
+            decision = cli_json(state_dir, "status", "m.waiting")["decision"]
+            until = datetime.fromisoformat(decision["until"])
+            assert until == local.replace(tzinfo=berlin), offset
+            assert until.astimezone(berlin).isoformat().endswith(offset)
+        # A TZ that names no zone: today's offset, and the command says so.
+        done = pause_in_zone(state_dir, "CET-1CEST,M3.5.0,M10.5.0/3", "2h")
+        assert "local time zone has no name" in done.stderr and "DST" in done.stderr
+    finally:
+        cli(state_dir, "resume", "m.waiting")
+
+
+def test_pause_of_a_stopped_scheduler_is_refused_naming_the_stop(state_dir: Path) -> None:
+    cli(state_dir, "stop", "m.waiting", "--reason", "ERP")
+    try:
+        refused = cli(state_dir, "pause", "m.waiting", "--until", "2h", code=9)
+        assert "m.waiting is stopped by " in refused
+        assert ": ERP — start it first, or the stop stays" in refused
+        decision = cli_json(state_dir, "status", "m.waiting")["decision"]
+        assert decision["kind"] == "stopped" and decision["reason"] == "ERP"
+    finally:
+        cli(state_dir, "start", "m.waiting")
+
+
 def test_execute_runs_and_logs_round_trip(state_dir: Path) -> None:
     # Let the start-up run of the ONE_SHOT finish first.
     wait_for(
@@ -126,7 +176,7 @@ def test_execute_runs_and_logs_round_trip(state_dir: Path) -> None:
     assert run["triggered_by"] == pwd.getpwuid(os.getuid()).pw_name
     lines = cli(state_dir, "logs", "m.oneshot", "--run", run_id, "--json").splitlines()
     records = [json.loads(line) for line in lines]
-    assert all(set(r) == LOG_FIELDS for r in records)
+    assert all(set(r) == LOG_FIELDS | {"scheduler_id"} for r in records)
     hello = next(r for r in records if r["message"] == "hello")
     assert hello["fields"] == {"n": 1, "who": "world"}
     assert hello["source"] == "logger"

@@ -367,3 +367,9 @@ def test_regression_a_value_raising_a_base_exception_never_escapes_logging(
 def test_regression_type_name_never_calls_a_metaclass_name_property() -> None:
     assert type_name(_LoudName()) == "_LoudName"
     assert "_LoudName" in str(json_safe(_LoudName()))
+
+
+def test_a_record_without_fields_has_none_on_the_wire() -> None:
+    record = make_record("r1", Level.INFO, "tick")
+    assert dict(record.fields) == {}
+    assert '"fields":{}' in encode_log(record).decode().replace(" ", "")

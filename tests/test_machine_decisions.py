@@ -11,7 +11,7 @@ from dataclasses import replace
 from datetime import timedelta
 
 from supervisor.core.definitions import Kind, Settings
-from supervisor.core.records import Decision, DecisionKind, Outcome, State, Trigger
+from supervisor.core.records import Decision, DecisionKind, Outcome, RunRecord, State, Trigger
 from supervisor.manager import machine
 from supervisor.manager.machine import RETRY_DELAY_CAP, SchedulerState, retry_wait
 from tests.test_manager_machine import T0, Replay, kinds, launches, options
@@ -131,6 +131,27 @@ def test_a_pause_is_refused_when_disabled_or_not_in_the_future() -> None:
     assert replay.slot.state is SchedulerState.WAITING
 
 
+def test_a_pause_is_refused_while_stopped_and_the_stop_stays() -> None:
+    replay = Replay.open(options())
+    replay.feed(machine.Stop(actor="alice", reason="ERP"))
+    until = T0 + timedelta(hours=1)
+    (refusal,) = replay.feed(machine.Pause(actor="bob", until=until), after=60)
+    assert refusal == machine.Refuse(
+        message="s is stopped by alice 2026-03-01 12:00 UTC: ERP — start it first,"
+        " or the stop stays"
+    )
+    assert replay.slot.state is SchedulerState.STOPPED and replay.slot.plan is None
+    status = machine.status_of(replay.slot)
+    assert status.decision is not None and status.decision.describe().endswith(": ERP")
+    # A one-shot that stopped after its run: refused too (it would run again at the end).
+    replay = Replay.open(options(Kind.ONE_SHOT))
+    replay.due()
+    replay.started()
+    replay.ended()
+    (refusal,) = replay.feed(machine.Pause(actor="bob", until=until))
+    assert refusal == machine.Refuse(message="s is stopped — start it first, or the stop stays")
+
+
 def test_a_stored_pause_holds_across_a_restart_and_an_expired_one_is_over() -> None:
     opts = options()
     pause = Decision(
@@ -148,6 +169,54 @@ def test_a_stored_pause_holds_across_a_restart_and_an_expired_one_is_over() -> N
     replay = Replay.open(opts, decision=expired)
     assert replay.slot.state is SchedulerState.WAITING and replay.planned_in() == 10
     assert stored(replay.effects) == [None]  # the store forgets it
+
+
+def test_a_settings_change_during_a_pause_keeps_the_resume_plan() -> None:
+    opts = options(kind=Kind.CRON)  # hourly
+    replay = Replay.open(opts)
+    until = T0 + timedelta(hours=6)
+    replay.feed(machine.Pause(actor="alice", until=until, reason="ERP"))
+    longer = replace(opts.defaults, timeout=timedelta(minutes=9))
+    effects = replay.feed(machine.SettingsChanged(settings=longer), after=60)
+    assert stored(effects) == [] and replay.slot.settings == longer
+    assert replay.slot.state is SchedulerState.HELD
+    plan = replay.slot.plan
+    assert plan is not None and plan.planned_at == until and plan.trigger is Trigger.START
+    assert replay.planned_in() == 6 * 3600 - 60
+    effects = replay.due()  # the resume, at the pause's end, not the next hour
+    assert replay.seconds == 6 * 3600 and stored(effects) == [None]
+    assert replay.slot.state is SchedulerState.WAITING
+
+
+def test_a_cron_time_inside_a_stored_pause_that_ended_while_down_is_not_missed() -> None:
+    # Last run 11:00, paused 11:10-12:30, the manager down 11:15-12:31: 12:00 was paused.
+    opts = options(kind=Kind.CRON, start_delay=timedelta(0))
+    last = RunRecord(
+        run_id="r0",
+        scheduler_id="s",
+        trigger=Trigger.SCHEDULE,
+        triggered_by=None,
+        started_at=T0 - timedelta(hours=1),
+        ended_at=T0 - timedelta(minutes=59),
+        outcome=Outcome.SUCCEEDED,
+    )
+    pause = Decision(
+        kind=DecisionKind.PAUSED,
+        actor="alice",
+        at=T0 - timedelta(minutes=50),
+        reason="ERP",
+        until=T0 + timedelta(minutes=30),
+    )
+    history = {"last_run": last, "last_finished": last, "decision": pause}
+    replay = Replay.open(opts, seconds=31 * 60, **history)
+    plan = replay.slot.plan
+    assert plan is not None and plan.trigger is Trigger.CRON
+    assert plan.planned_at == T0 + timedelta(hours=1)
+    assert stored(replay.effects) == [None]
+    # A time after the pause's end (13:00) passed while down: that one is missed.
+    replay = Replay.open(opts, seconds=61 * 60, **history)
+    plan = replay.slot.plan
+    assert plan is not None and plan.trigger is Trigger.MISSED
 
 
 def test_a_stored_disable_reason_is_kept_only_while_disabled() -> None:

@@ -173,18 +173,57 @@ def test_a_failed_run_is_retried_with_doubling_waits_then_given_up(service: Serv
     assert status.retry_attempt == 0 and status.next_planned_at is None  # given up
 
 
-def test_a_run_stopped_by_a_user_is_never_retried(service: Service) -> None:
+def test_a_stop_while_a_retry_is_pending_drops_it_and_start_does_not_bring_it_back(
+    service: Service,
+) -> None:
     use_cases = service.use_cases
     assert use_cases is not None
-    use_cases.update_settings(ALICE, "m.hang", {"retries": 3})
-    use_cases.execute(ALICE, "m.hang")
-    wait_for(lambda: use_cases.status(su(), "m.hang").run_phase == "running")
-    use_cases.stop(ALICE, "m.hang")
-    (run,) = wait_finished(service, "m.hang")
-    assert run.outcome is Outcome.CANCELLED
-    assert service.manager is not None and service.manager.wait_idle("m.hang", 10)
-    status = use_cases.status(su(), "m.hang")
-    assert status.retry_attempt == 0 and status.next_planned_at is None
+    use_cases.update_settings(ALICE, "m.fail", {"retries": 3, "retry_delay": timedelta(hours=1)})
+    use_cases.execute(ALICE, "m.fail")
+    pending = wait_for(
+        lambda: (s := use_cases.status(su(), "m.fail")).retry_attempt and s,
+        what="the retry planned",
+    )
+    assert pending.next_planned_at is not None  # a MANUAL plans only its retry
+    use_cases.stop(ALICE, "m.fail", reason="looking into it")
+    status = use_cases.status(su(), "m.fail")
+    assert status.state is State.STOPPED
+    assert (status.retry_attempt, status.next_planned_at) == (0, None)
+    use_cases.start(ALICE, "m.fail")
+    status = use_cases.status(su(), "m.fail")
+    assert status.state is not State.STOPPED
+    assert (status.retry_attempt, status.next_planned_at) == (0, None)
+    (run,) = finished_runs(service, "m.fail")
+    assert run.outcome is Outcome.FAILED
+
+
+def test_a_run_cancelled_at_shutdown_is_not_retried_after_the_restart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TEST_PID_DIR", str(tmp_path))
+    state = tmp_path / "state"
+    first = make_service(state)
+    try:
+        use_cases = first.use_cases
+        assert use_cases is not None
+        change = {"retries": 3, "retry_delay": timedelta(hours=1)}
+        use_cases.update_settings(ALICE, "m.hang", change)
+        use_cases.execute(ALICE, "m.hang")
+        wait_for(lambda: use_cases.status(su(), "m.hang").run_phase == "running")
+    finally:
+        first.close()  # cancels the run
+    second = make_service(state)
+    try:
+        assert second.use_cases is not None
+        status = second.use_cases.status(su(), "m.hang")
+        assert status.last_outcome is Outcome.CANCELLED
+        assert status.state is not State.STOPPED  # nothing else would keep a retry away
+        assert (status.retry_attempt, status.next_planned_at) == (0, None)
+        (run,) = finished_runs(second, "m.hang")
+        assert run.outcome is Outcome.CANCELLED and run.error is not None
+        assert "shutting down" in run.error
+    finally:
+        second.close()
 
 
 def test_bad_pauses_and_retries_are_refused_naming_the_field(service: Service) -> None:

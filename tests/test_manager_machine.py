@@ -404,7 +404,7 @@ def test_a_cron_plan_that_is_due_by_monotonic_time_waits_for_the_wall_clock() ->
 
 COMMANDS = (
     *("due", "stale_due", "execute", "start", "stop"),
-    *("started", "ended", "launch_failed", "set", "close", "pause"),
+    *("started", "ended", "launch_failed", "set", "close", "pause", "restart"),
 )
 # Each step names a command; one that does not apply now gives way to the next that does,
 # so every step of a history is an event. Hypothesis draws a seed and a length (and shrinks
@@ -429,15 +429,60 @@ class World:
     stale: list[Plan] = field(default_factory=list)
     stopped_by_operator: bool = False
     closed: bool = False
+    last_run: RunRecord | None = None  # what the store holds for a restart
 
 
 def play(world: World, index: int, after: float, number: int, flag: bool) -> None:
     for offset in range(len(COMMANDS)):
         command = COMMANDS[(index + offset) % len(COMMANDS)]
+        if command == "restart" and world.replay.slot.run is None and not world.closed:
+            restart(world, after)
+            return
         event = event_for(world, command, after, number, flag)
         if event is not None:
             check(world, event, after)
             return
+
+
+def restart(world: World, after: float) -> None:
+    """The manager stops and starts again ``after`` seconds later, from what it stored."""
+    replay = world.replay
+    before = replay.slot
+    decision = before.stored_decision
+    replay.seconds += after
+    now = at(replay.seconds)
+    replay.slot, replay.effects = machine.open_slot(
+        before.options,
+        before.settings,
+        now,
+        last_run=world.last_run,
+        last_finished=world.last_run,
+        decision=decision,
+    )
+    world.stale = []
+    world.stopped_by_operator = False  # a stop lasts until the next start
+    slot = replay.slot
+    until = None if decision is None else decision.until
+    if until is not None and until > now.wall and not slot.settings.disabled:
+        # A stored pause that has not ended holds on, to resume at its end.
+        assert slot.state is SchedulerState.HELD and slot.held == decision
+    check_held(slot)
+    plan = slot.plan
+    if plan is not None and plan.trigger is Trigger.MISSED:
+        # Missed: an hour passed after the last run and after the end of a stored pause.
+        assert world.last_run is not None
+        since = world.last_run.started_at
+        if until is not None:
+            since = max(since, until)
+        hour = since.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+        assert hour <= now.wall, f"missed after {since} at {now.wall}"
+
+
+def check_held(slot: Slot) -> None:
+    """While paused and no run is in progress, the plan is the resume at the pause's end."""
+    if slot.state is SchedulerState.HELD and slot.run is None and not slot.closing:
+        assert slot.held is not None and slot.plan is not None
+        assert slot.plan.planned_at == slot.held.until and slot.plan.trigger is Trigger.START
 
 
 def event_for(world: World, command: str, after: float, number: int, flag: bool) -> Event | None:
@@ -477,6 +522,9 @@ def event_for(world: World, command: str, after: float, number: int, flag: bool)
                 start_delay=timedelta(seconds=number * 7),
                 pause_time=timedelta(seconds=number * 11 + 1),
                 disabled=number == 3 and flag,
+                cron=slot.settings.cron,
+                retries=slot.settings.retries,
+                retry_delay=slot.settings.retry_delay,
             )
         )
     return event
@@ -498,6 +546,9 @@ def check(world: World, event: Event, after: float) -> None:
         world.active.add(launch.run.run_id)
     if isinstance(event, machine.RunEnded | machine.LaunchFailed) and before.run is not None:
         world.active.discard(before.run.run_id)
+    if isinstance(event, machine.RunEnded) and before.run is not None:
+        world.last_run = event.finished
+    check_held(slot)
     assert (slot.run is None) == (slot.phase is None)
     assert world.active == ({slot.run.run_id} if slot.run else set())
     # Once the manager closes, nothing is planned or launched any more.
@@ -514,8 +565,14 @@ def check(world: World, event: Event, after: float) -> None:
     # Stop plans nothing, and nothing but Execute Now runs until Start.
     if isinstance(event, machine.Stop):
         world.stopped_by_operator = True
-    if isinstance(event, machine.Start | machine.Pause):
-        world.stopped_by_operator = False  # a pause replaces a stop (or is refused)
+    if isinstance(event, machine.Start):
+        world.stopped_by_operator = False
+    # A pause never replaces a stop: refused, naming the stop, changing nothing.
+    if isinstance(event, machine.Pause) and before.state is SchedulerState.STOPPED:
+        assert slot == before and kinds(effects) == ["Refuse"]
+        assert isinstance(effects[0], machine.Refuse)
+        if not before.closing and not before.settings.disabled:
+            assert "start it first" in effects[0].message
     # A retry follows only a run that failed, crashed or timed out, never a cancelled one.
     retried = slot.plan is not None and slot.plan.trigger is Trigger.RETRY
     if isinstance(event, machine.RunEnded) and retried:
@@ -529,14 +586,17 @@ def check(world: World, event: Event, after: float) -> None:
         assert slot.plan is None
         assert all(launch.run.trigger is Trigger.MANUAL for launch in launches(effects))
     # start_delay applies once per start: a plan made by Start waits exactly that long.
+    # (A CRON plan is the next cron time instead.)
+    by_cron = slot.options.kind is Kind.CRON
     started = isinstance(event, machine.Start) and before.state is SchedulerState.STOPPED
-    if started and slot.plan is not None and before.run is None:
+    if not by_cron and started and slot.plan is not None and before.run is None:
         assert slot.plan.due == pytest.approx(
             MONO0 + replay.seconds + slot.settings.start_delay.total_seconds()
         )
     # After a run ends on its own, a SCHEDULE waits for the pause, not the start delay.
     if (
-        isinstance(event, machine.RunEnded)
+        not by_cron
+        and isinstance(event, machine.RunEnded)
         and slot.plan is not None
         and not before.restart_on_end
         and before.state is not SchedulerState.HELD  # a pause that ended: as after Start
@@ -548,7 +608,7 @@ def check(world: World, event: Event, after: float) -> None:
         )
 
 
-@pytest.mark.parametrize("kind", [Kind.SCHEDULE, Kind.ONE_SHOT, Kind.MANUAL])
+@pytest.mark.parametrize("kind", [Kind.SCHEDULE, Kind.ONE_SHOT, Kind.MANUAL, Kind.CRON])
 @settings(max_examples=200, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), length=st.integers(1, 400))
 def test_random_histories_keep_the_rules(kind: Kind, seed: int, length: int) -> None:

@@ -5,6 +5,7 @@ test_store_contract.py."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -16,7 +17,7 @@ import textwrap
 import threading
 import time
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,7 @@ from supervisor.store.sqlite import (
     SqliteStore,
     state_db_path,
 )
-from supervisor.store.sqlite.logs import RunRange, log_query
+from supervisor.store.sqlite.logs import SCHEDULERS_WITH_LOGS, RunRange, log_query
 from tests.fullfs import SmallFilesystem, small_filesystem
 
 __all__ = ["small_filesystem"]
@@ -387,7 +388,6 @@ def test_cursors_are_not_reused_after_retention_deletes_the_newest_records(
 # -- logs ---------------------------------------------------------------------------------
 
 
-@pytest.fixture
 def test_log_queries_read_ranges_of_the_index() -> None:
     """Every shape of log query is an index search: no table scan, at any size."""
     conn = sqlite3.connect(":memory:")
@@ -406,10 +406,34 @@ def test_log_queries_read_ranges_of_the_index() -> None:
         ),
     ]
     for query, run_range in shapes:
-        sql, params = log_query(query, run_range=run_range)
+        sql, params = log_query(query, scheduler_ids=["demo.job"], run_range=run_range)
         plan = [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql, params)]
         assert not [step for step in plan if re.match(r"SCAN (logs|l)\b", step)], (query, plan)
         assert any("USING COVERING INDEX logs_by_level" in step for step in plan), plan
+    conn.close()
+
+
+def test_searches_of_a_scheduler_read_its_index_ranges_and_every_scheduler_hops() -> None:
+    """Text, field and time filters of one scheduler's search stay on its index ranges
+    (no table scan); "every scheduler" at a high level finds the schedulers by index."""
+    conn = sqlite3.connect(":memory:")
+    for step in MIGRATIONS:
+        for statement in step:
+            conn.execute(statement)
+    search = LogQuery(
+        scheduler_id="demo.job",
+        text="erp",
+        fields=(("order_id", "42"),),
+        since=datetime(2026, 3, 1, tzinfo=UTC),
+        until=datetime(2026, 3, 2, tzinfo=UTC),
+    )
+    for query in (search, dataclasses.replace(search, min_level=Level.ERROR, before=99)):
+        sql, params = log_query(query, scheduler_ids=["demo.job", "b"], run_range=None)
+        plan = [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql, params)]
+        assert not [step for step in plan if re.match(r"SCAN (logs|l)\b", step)], plan
+        assert any("USING INDEX logs_by_level" in step for step in plan), plan
+    plan = [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + SCHEDULERS_WITH_LOGS)]
+    assert not [step for step in plan if re.match(r"SCAN logs\b", step)], plan
     conn.close()
 
 

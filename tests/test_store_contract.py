@@ -9,6 +9,7 @@ markers, cursors, and errors.
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 import threading
 from collections.abc import Callable, Iterator
@@ -1018,3 +1019,188 @@ def test_postgresql_and_memory_answer_alike(
     dsn = pg_cluster.create_database(f"d{secrets.token_hex(6)}")
     with PostgresStore.open(dsn, **_DIFFERENTIAL_LIMITS) as postgres_store:
         _differential(postgres_store, operations)
+
+
+# -- log search -----------------------------------------------------------------------------
+
+
+def test_log_query_refuses_naive_times_and_odd_field_filters() -> None:
+    with pytest.raises(ValueError, match="since"):
+        LogQuery(scheduler_id=None, since=datetime(2026, 1, 1))
+    with pytest.raises(ValueError, match="until"):
+        LogQuery(scheduler_id=None, until=datetime(2026, 1, 1))
+    with pytest.raises(ValueError, match="field name"):
+        LogQuery(scheduler_id=None, fields=(("", "x"),))
+    with pytest.raises(ValueError, match="pairs"):
+        LogQuery(scheduler_id=None, fields=(("a", 1),))  # type: ignore[arg-type]
+    assert LogQuery(scheduler_id=None, text="").text is None
+
+
+@pytest.fixture
+def searched(store: Store) -> Store:
+    """demo.job runs a (ended) and b; other.job run x; one record a minute from T0 on."""
+    store.insert_run(make_run("a", started_at=T0))
+    store.insert_run(make_run("x", "other.job", started_at=T0))
+    store.insert_run(make_run("b", started_at=T0 + timedelta(minutes=5)))
+    rows = [
+        ("a", "Connecting to ERP", Level.INFO, {"order_id": 42, "host": "erp-1"}),
+        ("x", "disk almost full", Level.WARNING, {"mount": "/var", "free": 0.5}),
+        ("a", "ERP refused the login", Level.ERROR, {"order_id": 42, "retry": True}),
+        ("x", "cleanup done", Level.INFO, {"note": None}),
+        ("b", "Connecting to erp", Level.INFO, {"order_id": "42", "tags": ["a", "b"]}),
+        ("b", "order failed", Level.ERROR, {"order_id": 43, "retry": False}),
+        ("x", "Zürich office offline", Level.CRITICAL, {"city": "Zürich"}),
+        ("b", "finished", Level.INFO, {}),
+    ]
+    store.append_logs(
+        [
+            record(
+                run, message, level=level, fields={"i": i, **fields}, at=T0 + timedelta(minutes=i)
+            )
+            for i, (run, message, level, fields) in enumerate(rows)
+        ]
+    )
+    return store
+
+
+def found(store: Store, **query: Any) -> list[int]:
+    return [int(r.fields["i"]) for _, r in store.logs(LogQuery(**query))]
+
+
+def test_search_text_is_case_insensitive_over_message_field_names_and_values(
+    searched: Store,
+) -> None:
+    assert found(searched, scheduler_id="demo.job", text="erp") == [0, 2, 4]
+    assert found(searched, scheduler_id=None, text="ERP") == [0, 2, 4]
+    assert found(searched, scheduler_id=None, text="mount") == [1]  # a field's name
+    assert found(searched, scheduler_id=None, text="/VAR") == [1]  # a field's value
+    assert found(searched, scheduler_id=None, text="zürich") == [6]
+    assert found(searched, scheduler_id=None, text="ZÜRICH") == []  # only ASCII folds
+    assert found(searched, scheduler_id=None, text="nothing like it") == []
+
+
+def test_search_field_equals_value_as_text(searched: Store) -> None:
+    every = {"scheduler_id": None}
+    assert found(searched, **every, fields=(("order_id", "42"),)) == [0, 2, 4]
+    assert found(searched, **every, fields=(("order_id", "42"), ("retry", "true"))) == [2]
+    assert found(searched, **every, fields=(("retry", "false"),)) == [5]
+    assert found(searched, **every, fields=(("note", "null"),)) == [3]
+    assert found(searched, **every, fields=(("free", "0.5"),)) == [1]
+    assert found(searched, **every, fields=(("tags", '["a","b"]'),)) == [4]
+    assert found(searched, **every, fields=(("order_id", "4"),)) == []  # whole values only
+    assert found(searched, **every, fields=(("nope", "42"),)) == []
+    assert found(searched, scheduler_id="other.job", fields=(("order_id", "42"),)) == []
+
+
+def test_search_time_range_takes_since_and_leaves_until(searched: Store) -> None:
+    since, until = T0 + timedelta(minutes=2), T0 + timedelta(minutes=5)
+    assert found(searched, scheduler_id=None, since=since, until=until) == [2, 3, 4]
+    assert found(searched, scheduler_id="demo.job", since=since) == [2, 4, 5, 7]
+    assert found(searched, scheduler_id=None, until=T0 + timedelta(minutes=1)) == [0]
+    zoned = (T0 + timedelta(minutes=6)).astimezone(timezone(timedelta(hours=-5)))
+    assert found(searched, scheduler_id=None, since=zoned) == [6, 7]
+
+
+def test_search_across_schedulers_by_level_run_and_cursor(searched: Store) -> None:
+    assert found(searched, scheduler_id=None) == list(range(8))
+    assert found(searched, scheduler_id=None, min_level=Level.ERROR) == [2, 5, 6]
+    assert found(searched, scheduler_id=None, min_level=Level.WARNING, limit=2) == [5, 6]
+    assert found(searched, scheduler_id=None, run_id="x") == [1, 3, 6]
+    assert found(searched, scheduler_id="demo.job", run_id="x") == []
+    # "all errors in the last hour", paged across schedulers with cursors
+    errors = LogQuery(scheduler_id=None, min_level=Level.ERROR, since=T0, limit=1)
+    newest = searched.logs(errors)
+    assert [int(r.fields["i"]) for _, r in newest] == [6]
+    older = searched.logs(dataclasses.replace(errors, before=newest[0][0], limit=5))
+    assert [int(r.fields["i"]) for _, r in older] == [2, 5]
+    newer = searched.logs(dataclasses.replace(errors, after=older[0][0], limit=5))
+    assert [int(r.fields["i"]) for _, r in newer] == [5, 6]
+    assert {r.run_id for _, r in newer} == {"b", "x"}
+    info = LogQuery(scheduler_id=None, text="erp", after=older[0][0], limit=2)
+    assert [int(r.fields["i"]) for _, r in searched.logs(info)] == [4]
+
+
+_SEARCH_RUNS = {"a": "demo.job", "b": "demo.job", "x": "other.job"}
+_words = st.sampled_from(["alpha", "Beta", "GAMMA", "delta x", "ü"])
+_field_values = st.one_of(
+    st.sampled_from(["alpha", "b", "42"]), st.integers(-2, 2), st.booleans(), st.none()
+)
+_search_records = st.lists(
+    st.tuples(
+        st.sampled_from(sorted(_SEARCH_RUNS)),
+        st.sampled_from(list(Level)),
+        st.lists(_words, min_size=1, max_size=3).map(" ".join),
+        st.dictionaries(st.sampled_from(["k", "Key", "n"]), _field_values, max_size=2),
+        st.integers(0, 20),
+    ),
+    max_size=30,
+)
+_search_queries = st.builds(
+    LogQuery,
+    scheduler_id=st.sampled_from([None, "demo.job", "other.job"]),
+    run_id=st.sampled_from([None, "a", "x"]),
+    min_level=st.sampled_from([None, *Level]),
+    limit=st.integers(1, 8),
+    text=st.sampled_from([None, "a", "BETA", "x", "ü", "key", "42", "true"]),
+    fields=st.lists(
+        st.tuples(
+            st.sampled_from(["k", "Key", "n"]),
+            st.sampled_from(["alpha", "1", "true", "null", "42"]),
+        ),
+        max_size=1,
+    ).map(tuple),
+    since=st.sampled_from([None, T0 + timedelta(minutes=5)]),
+    until=st.sampled_from([None, T0 + timedelta(minutes=15)]),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(rows=_search_records, queries=st.lists(_search_queries, min_size=1, max_size=6))
+def test_search_answers_as_the_filters_say_in_both_stores(
+    tmp_path_factory: pytest.TempPathFactory,
+    rows: list[tuple[str, Level, str, dict[str, Any], int]],
+    queries: list[LogQuery],
+) -> None:
+    """Each store's answer is the newest ``limit`` of the records ``LogQuery.matches``."""
+    directory = tmp_path_factory.mktemp("search")
+    with SqliteStore.open(state_db_path(directory)) as sqlite_store:
+        for store in (sqlite_store, MemoryStore()):
+            for run_id, scheduler_id in _SEARCH_RUNS.items():
+                store.insert_run(make_run(run_id, scheduler_id))
+            store.append_logs(
+                [
+                    record(run, text, level=level, fields=fields, at=T0 + timedelta(minutes=m))
+                    for run, level, text, fields, m in rows
+                ]
+            )
+            stored = store.logs(LogQuery(scheduler_id=None, limit=1000))
+            assert len(stored) == len(rows)
+            for query in queries:
+                expected = [
+                    item
+                    for item in stored
+                    if query.matches(item[1], scheduler_id=_SEARCH_RUNS[item[1].run_id])
+                ][-query.limit :]
+                assert store.logs(query) == expected, query
+                if expected:
+                    after = dataclasses.replace(query, after=expected[0][0] - 1)
+                    assert store.logs(after)[0] == expected[0], query
+
+
+def test_search_finds_text_and_names_json_spells_with_escapes(store: Store) -> None:
+    store.insert_run(make_run("a"))
+    store.append_logs(
+        [
+            record("a", "one", fields={"quote": 'say "hi" \\ there'}),
+            record("a", "two", fields={"ключ": "значение", "tab\there": 1}),
+            record("a", "three", fields={"plain": "x"}),
+        ]
+    )
+    assert messages(store, text='"hi" \\') == ["one"]
+    assert messages(store, text="значение") == ["two"]
+    assert messages(store, text="ключ") == ["two"]
+    assert messages(store, fields=(("ключ", "значение"),)) == ["two"]
+    assert messages(store, fields=(("tab\there", "1"),)) == ["two"]
+    assert messages(store, fields=(("quote", 'say "hi" \\ there'),)) == ["one"]
+    assert messages(store, text='"plain"') == []  # the JSON's quotes are not text
+    assert messages(store, text="plain") == ["three"]

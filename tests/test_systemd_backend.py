@@ -27,11 +27,21 @@ from supervisor.core.errors import (
     UnknownRun,
     UnknownScheduler,
 )
-from supervisor.core.records import AuditEntry, Level, LogQuery, Outcome, Source, State, Trigger
+from supervisor.core.records import (
+    AuditEntry,
+    Level,
+    LogQuery,
+    LogRecord,
+    Outcome,
+    Source,
+    State,
+    Trigger,
+)
 from supervisor.core.registry import Registry
 from supervisor.core.settings import EffectiveSettings, SettingsChange, apply, from_store
 from supervisor.service.mode import backend_choice
 from supervisor.store.sqlite import SqliteStore
+from supervisor.systemd import journal
 from supervisor.systemd.backend import (
     MESSAGE_JOB_START,
     MESSAGE_PROCESS_EXIT,
@@ -858,6 +868,66 @@ def test_a_command_runners_runs_fail_on_a_non_zero_exit_and_crash_on_a_signal(
     )
 
 
+def test_a_command_that_exits_143_after_a_stop_was_cancelled_as_under_the_manager(
+    backend: SystemdBackend, fake: FakeSystemd
+) -> None:
+    # Before: FAILED, "exit code 143" (a command trapping SIGTERM exits 128 + 15); the
+    # manager says CANCELLED for a run a Stop ended.
+    service = fake.units["t-job.cmd.service"]
+    common = {"UNIT": "t-job.cmd.service", "_PID": "1"}
+    for start, run_id in ((0, "s1"), (10, "s2")):
+        service.update(ActiveState="active", SubState="running", InvocationID=run_id)
+        fake.log(
+            start, MESSAGE_ID=MESSAGE_JOB_START, MESSAGE="start", INVOCATION_ID=run_id, **common
+        )
+        if run_id == "s1":
+            backend.stop("job.cmd", actor="alice", reason="ERP")
+        else:
+            service.update(ActiveState="inactive", SubState="dead")  # it ended by itself
+        fake.log(
+            start + 0.4,
+            MESSAGE_ID=MESSAGE_PROCESS_EXIT,
+            MESSAGE="exit",
+            PRIORITY="5",
+            EXIT_CODE="exited",
+            EXIT_STATUS="143",
+            INVOCATION_ID=run_id,
+            **common,
+        )
+        fake.log(
+            start + 0.5,
+            MESSAGE_ID=MESSAGE_UNIT_FAILURE,
+            MESSAGE="failed",
+            UNIT_RESULT="exit-code",
+            INVOCATION_ID=run_id,
+            **common,
+        )
+    by_id = {run.run_id: run for run in backend.runs("job.cmd")}
+    stopped, failed = by_id["s1"], by_id["s2"]
+    assert (stopped.outcome, stopped.exit_code, stopped.error) == (
+        Outcome.CANCELLED,
+        143,
+        "cancelled: the run was stopped",
+    )
+    assert (failed.outcome, failed.exit_code, failed.error) == (
+        Outcome.FAILED,
+        143,
+        "exit code 143",
+    )
+    # The status's last outcome says so too, for the run the Stop ended.
+    service.update(
+        InvocationID="s1",
+        Result="exit-code",
+        ExecMainStartTimestamp=f"@{NOW.timestamp():.0f}",
+        ExecMainExitTimestamp=f"@{NOW.timestamp() + 1:.0f}",
+        ExecMainCode="1",
+        ExecMainStatus="143",
+    )
+    status = backend.status("job.cmd")
+    assert status.last_outcome is Outcome.CANCELLED
+    assert status.last_error == "cancelled: the run was stopped"
+
+
 def test_a_run_without_an_end_that_is_not_running_was_interrupted(
     backend: SystemdBackend, fake: FakeSystemd
 ) -> None:
@@ -962,3 +1032,53 @@ def test_while_running_the_last_finished_run_comes_from_the_journal(
     assert status.last_outcome is Outcome.FAILED
     assert status.last_error == "it broke"
     assert status.last_completed_at == NOW + timedelta(seconds=0.5)
+
+
+def _ours(
+    fake: FakeSystemd,
+    seconds: float,
+    scheduler_id: str,
+    run_id: str,
+    message: str,
+    *,
+    level: Level = Level.INFO,
+    **fields: object,
+) -> None:
+    made = LogRecord(
+        time=NOW + timedelta(seconds=seconds),
+        level=level,
+        message=message,
+        fields=fields,
+        run_id=run_id,
+        source=Source.LOGGER,
+    )
+    entry = journal.record_entry(made, scheduler_id=scheduler_id)
+    fake.log(seconds, **{key: str(value) for key, value in entry}, _SYSTEMD_INVOCATION_ID=run_id)
+
+
+def test_log_search_maps_onto_journalctl_and_filters_the_rest(
+    backend: SystemdBackend, fake: FakeSystemd
+) -> None:
+    _ours(fake, 1, "job.tick", "t1", "Connecting to ERP", order_id=42)
+    _ours(fake, 2, "job.manual", "m1", "ERP refused", level=Level.ERROR, order_id=42)
+    _ours(fake, 3, "job.tick", "t1", "plain", note="erp-2")
+    _ours(fake, 4, "job.cron", "c1", "cron failed", level=Level.ERROR, order_id="43")
+    _ours(fake, 5, "elsewhere", "e1", "ERP but not ours", level=Level.ERROR)
+
+    def messages(**query: Any) -> list[str]:
+        return [r.message for _, r in backend.logs(LogQuery(**query))]
+
+    every: dict[str, Any] = {"scheduler_id": None}
+    assert messages(**every, min_level=Level.ERROR) == ["ERP refused", "cron failed"]
+    assert messages(**every, text="erp") == ["Connecting to ERP", "ERP refused", "plain"]
+    assert messages(**every, fields=(("order_id", "42"),)) == ["Connecting to ERP", "ERP refused"]
+    since = NOW + timedelta(seconds=2.5)
+    assert messages(**every, since=since) == ["plain", "cron failed"]
+    assert messages(**every, until=since) == ["Connecting to ERP", "ERP refused"]
+    assert messages(**every, run_id="m1") == ["ERP refused"]
+    assert messages(scheduler_id="job.tick", text="ERP", limit=1) == ["plain"]
+    searched = [call for call in fake.calls if call[0] == "journalctl"]
+    field_search = next(call for call in searched if "F_ORDER_ID=42" in call)
+    assert "SCHEDULER_ID=job.cron" in field_search and "SCHEDULER_ID=elsewhere" not in field_search
+    timed = next(call for call in searched if f"--since=@{since.timestamp():.6f}" in call)
+    assert not [a for a in timed if a.startswith("--until")]  # until is not journald's

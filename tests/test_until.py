@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from supervisor.core.errors import DefinitionError
-from supervisor.core.until import parse_until
+from supervisor.core.until import parse_until, zone_named
 
 BERLIN = ZoneInfo("Europe/Berlin")
 NOW = datetime(2026, 12, 3, 14, 30, tzinfo=BERLIN)
@@ -52,3 +52,19 @@ def test_what_cannot_be_a_pause_end_is_refused_naming_until(text: str, problem: 
 def test_now_must_be_aware() -> None:
     with pytest.raises(ValueError, match="aware"):
         parse_until("2h", now=datetime(2026, 12, 3, 14, 30))
+
+
+def test_a_named_zone_reads_a_date_at_its_own_offset_and_a_duration_as_elapsed_time() -> None:
+    berlin = ZoneInfo("Europe/Berlin")
+    now = datetime(2027, 3, 28, 1, 30, tzinfo=berlin)  # summer time starts at 02:00
+    summer = parse_until("2027-07-01T09:00", now=now)
+    assert summer == datetime(2027, 7, 1, 7, 0, tzinfo=UTC)
+    assert parse_until("2h", now=now).astimezone(UTC) - now.astimezone(UTC) == timedelta(hours=2)
+    assert parse_until("2h", now=now) == datetime(2027, 3, 28, 2, 30, tzinfo=UTC)
+
+
+def test_an_unknown_zone_name_is_refused_naming_it() -> None:
+    assert zone_named("Europe/Berlin") == ZoneInfo("Europe/Berlin")
+    for name in ("Mars/Olympus", "../etc/passwd", ""):
+        with pytest.raises(DefinitionError, match="zone"):
+            zone_named(name)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -35,7 +35,7 @@ def button(page: str, control: str) -> str:
 def test_stop_without_its_confirmation_asks_first_and_changes_nothing(site: Site) -> None:
     status, _, page = site.post(f"{PAGE}/stop", {"back": PAGE})
     assert status == 200
-    assert "Stop Repeating job?" in page or "Stop " in page
+    assert '<h2 id="confirm-stop-h">Stop Fail with random?</h2>' in page
     assert 'name="confirmed" value="1"' in page and 'name="reason"' in page
     assert f'name="back" value="{PAGE}"' in page
     assert site.backend.commands == [] and site.audit.entries == []
@@ -80,6 +80,47 @@ def test_a_pause_reads_its_time_in_the_browsers_zone(site: Site) -> None:
     assert "resumes by itself at 2026-03-01 17:00 UTC" in page
     assert "paused until 2026-03-01 17:00 UTC by ada: ERP" in page
     assert ">Resume<" in page
+
+
+def test_a_pause_date_across_a_dst_change_is_read_in_the_browsers_named_zone(
+    site: Site,
+) -> None:
+    # START is 2026-03-01 (UTC+1 in Berlin); 2026-04-01 is summer time (UTC+2). The
+    # script sends both the zone's name and today's offset.
+    form = {
+        "confirmed": "1",
+        "until": "2026-04-01T09:00",
+        "zone": "Europe/Berlin",
+        "offset": "60",
+        "back": PAGE,
+    }
+    status, _, page = site.post(f"{PAGE}/pause", form)
+    assert status == 303
+    decision = site.backend.slots["jobs.repeat"].decision
+    assert decision is not None and decision.until == datetime(2026, 4, 1, 7, 0, tzinfo=UTC)
+    assert "resumes by itself at 2026-04-01 07:00 UTC" in page
+
+
+def test_a_pause_in_an_unknown_zone_is_refused_saying_so(site: Site) -> None:
+    form = {"confirmed": "1", "until": "18:00", "zone": "Mars/Olympus", "back": PAGE}
+    status, _, page = site.post(f"{PAGE}/pause", form)
+    assert status == 400
+    assert 'role="alert">zone: &#39;Mars/Olympus&#39; is not a known time zone<' in page
+    assert site.backend.commands == []
+
+
+def test_a_pause_of_a_stopped_scheduler_is_refused_and_the_stop_stays(site: Site) -> None:
+    site.post(f"{PAGE}/stop", {"confirmed": "1", "reason": "ERP"})
+    form = {"confirmed": "1", "until": "2h", "back": PAGE}
+    status, location, page = site.post(f"{PAGE}/pause", form)
+    assert status == 303 and location == PAGE
+    assert "Pause refused" in page
+    assert "is stopped by ada 2026-03-01 12:00 UTC: ERP — start it first, or the stop stays" in (
+        page
+    )
+    decision = site.backend.slots["jobs.repeat"].decision
+    assert decision is not None and decision.kind is DecisionKind.STOPPED
+    assert decision.reason == "ERP"
 
 
 def test_a_pause_with_a_bad_time_asks_again_saying_why(site: Site) -> None:

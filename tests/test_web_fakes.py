@@ -24,6 +24,7 @@ from supervisor.core.definitions import Kind, Options, Settings
 from supervisor.core.errors import (
     ActionFailed,
     AlreadyRunning,
+    BackendError,
     DefinitionError,
     UnknownAction,
     UnknownRun,
@@ -45,6 +46,7 @@ from supervisor.core.records import (
 )
 from supervisor.core.registry import Registry
 from supervisor.core.settings import EffectiveSettings, from_store
+from supervisor.manager.machine import stopped_refusal
 from supervisor.usecases.schedulers import Definitions, UseCases
 from supervisor.web.config import HEADER_NAMES_KEY, AdminConfig
 from supervisor.web.events import StreamLimits
@@ -182,6 +184,8 @@ class FakeBackend:
     ) -> None:
         with self.lock:
             slot = self._slot(scheduler_id)
+            if slot.stopped and (slot.decision is None or slot.decision.until is None):
+                raise BackendError(stopped_refusal(scheduler_id, slot.decision))  # as the manager
             slot.stopped = True
             slot.decision = Decision(
                 kind=DecisionKind.PAUSED,
@@ -232,14 +236,13 @@ class FakeBackend:
         raise UnknownRun(f"no run with id {run_id!r}")
 
     def logs(self, query: LogQuery) -> list[tuple[int, LogRecord]]:
-        self.registry.get(query.scheduler_id)
+        if query.scheduler_id is not None:
+            self.registry.get(query.scheduler_id)
         with self.lock:
             chosen = [
                 (c, r)
                 for c, sid, r in self.logs_
-                if sid == query.scheduler_id
-                and (query.run_id is None or r.run_id == query.run_id)
-                and (query.min_level is None or r.level >= query.min_level)
+                if query.matches(r, scheduler_id=sid)
                 and (query.after is None or c > query.after)
                 and (query.before is None or c < query.before)
             ]

@@ -10,16 +10,21 @@ from typing import Any
 
 import pytest
 
-from supervisor.core.access import Permission, Subject
+from supervisor.core.access import Permission, Subject, with_role
 from supervisor.web.pagecache import PageCache, accepts_gzip
 from supervisor.web.replies import reply
 from supervisor.web.sessions import Flash, SessionStore
 from supervisor.web.site import Request
+from supervisor.web.site import Site as WebSite
+from tests.test_web_fakes import Client
+from tests.test_web_pages import Site
 
 ADA = Subject(name="ada", permissions=frozenset({Permission.LIST}), role="viewer")
 
 
-def request(sessions: SessionStore, token: str | None, *, encoding: str = "") -> Request:
+def request(
+    sessions: SessionStore, token: str | None, *, encoding: str = "", subject: Subject = ADA
+) -> Request:
     session = sessions.get(token)
     return Request(
         environ={"HTTP_ACCEPT_ENCODING": encoding} if encoding else {},
@@ -30,7 +35,7 @@ def request(sessions: SessionStore, token: str | None, *, encoding: str = "") ->
         query={},
         form={},
         session=session,
-        subject=ADA if session is not None else None,
+        subject=subject if session is not None else None,
     )
 
 
@@ -49,7 +54,9 @@ class Renderer:
         csrf = viewer.session.csrf if viewer.session is not None else ""
         session = viewer.session
         flashes = "".join(f.title for f in self.sessions.pop_flashes(session)) if session else ""
-        body = f"<form>{csrf}</form>{flashes}<main>{self.text * 2000}</main><i>{csrf}</i>"
+        role = viewer.subject.role if viewer.subject is not None else ""
+        body = f"<form>{csrf}</form>{flashes}<b>{role}</b><main>{self.text * 2000}</main>"
+        body += f"<i>{csrf}</i>"
         return reply(body, self.status)
 
 
@@ -73,6 +80,70 @@ def test_a_page_is_kept_for_its_basis_and_carries_each_sessions_token() -> None:
     assert render.calls == 2
     cache.serve(request(sessions, token_a), basis, "failing", render)  # another variant
     assert render.calls == 3
+
+
+def test_two_subjects_with_the_same_basis_get_pages_of_their_own() -> None:
+    sessions = SessionStore()
+    cache = PageCache()
+    render = Renderer(sessions)
+    basis = object()
+    admin = with_role("ada", "admin")
+    viewer = with_role("vera", "viewer")
+    (token_a, _), (token_v, _) = sessions.create("ada"), sessions.create("vera")
+    as_admin = cache.serve(request(sessions, token_a, subject=admin), basis, "all", render)
+    as_viewer = cache.serve(request(sessions, token_v, subject=viewer), basis, "all", render)
+    assert render.calls == 2 and len(cache) == 2
+    assert b"<b>admin</b>" in body_of(as_admin) and b"<b>viewer</b>" in body_of(as_viewer)
+    again = cache.serve(request(sessions, token_v, subject=viewer), basis, "all", render)
+    assert render.calls == 2 and b"<b>viewer</b>" in body_of(again)
+
+
+def test_a_viewer_and_an_admin_reading_the_same_overview_get_their_own_pages() -> None:
+    site = Site()
+    try:
+        pages = {}
+        for name in ("ada", "vera", "ada", "vera"):  # the second reads may be kept pages
+            client = Client(site.app)
+            assert client.login(name).status == 303
+            pages[name] = client.get("/").body
+        assert 'href="/audit"' in pages["ada"]  # the admin's menu
+        assert 'href="/audit"' not in pages["vera"]
+    finally:
+        site.stop.set()
+
+
+def test_only_a_users_admitted_post_that_succeeded_makes_kept_pages_stale(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    changes: list[int] = []
+    real = WebSite.note_change
+
+    def counted(self: WebSite) -> None:
+        changes.append(1)
+        real(self)
+
+    monkeypatch.setattr(WebSite, "note_change", counted)
+    site = Site()
+    try:
+        page = "/schedulers/jobs.repeat"
+        anonymous = Client(site.app)
+        token = anonymous.csrf("/login")
+        for _ in range(5):  # a flood of logins
+            wrong = anonymous.post("/login", {"name": "ada", "password": "no", "csrf": token})
+            assert wrong.status in (401, 429)
+        assert anonymous.post("/login", {"name": "ada", "password": "no"}).status == 403
+        assert anonymous.post(f"{page}/stop", {"confirmed": "1"}).status in (303, 401, 403)
+        assert site.client.post(f"{page}/stop", {"confirmed": "1"}).status == 403  # no token
+        viewer = Client(site.app)
+        assert viewer.login("vera").status == 303
+        token = viewer.csrf(page)
+        refused = viewer.post(f"{page}/stop", {"confirmed": "1", "csrf": token})
+        assert refused.status == 403
+        assert changes == [] and site.backend.commands == []
+        assert site.post(f"{page}/stop", {"confirmed": "1"})[0] == 303
+        assert len(changes) == 1
+    finally:
+        site.stop.set()
 
 
 def test_sessions_with_flashes_anonymous_requests_and_refusals_are_not_kept() -> None:

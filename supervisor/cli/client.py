@@ -56,6 +56,7 @@ from supervisor.service.paths import SOCKET_NAME
 
 if TYPE_CHECKING:
     from supervisor.systemd.backend import Systemd
+    from supervisor.usecases.reads import LogHit
     from supervisor.usecases.schedulers import SettingsView, UseCases
 
 SOCKET_RETURN_SECONDS = 3.0  # a manager puts a deleted socket back within about a second
@@ -86,6 +87,11 @@ class Client(Protocol):
     def logs(self, query: LogQuery) -> list[tuple[int, LogRecord]]:
         """Records oldest first with their cursors, as ``query`` asks (``after`` continues
         from a cursor)."""
+        ...
+
+    def search_logs(self, query: LogQuery) -> list[LogHit]:
+        """``logs`` with each record's scheduler and run (``query.scheduler_id`` None:
+        every scheduler's)."""
         ...
 
     def start(self, scheduler_id: str) -> None: ...
@@ -284,6 +290,23 @@ class ControlClient:
             args["before"] = query.before
         return [views.log_from_json(r) for r in views.items(self.call("logs", **args), "logs")]
 
+    def search_logs(self, query: LogQuery) -> list[LogHit]:
+        from supervisor.usecases.reads import LogHit, query_args
+
+        answer = self.call("search", **query_args(query))
+        if not isinstance(answer, dict) or not isinstance(answer.get("runs"), dict):
+            raise ManagerUnavailable("the manager's answer is not understood: search")
+        runs = {str(k): views.run_from_json(v) for k, v in answer["runs"].items()}
+        hits = []
+        for raw in views.items(answer.get("records"), "search"):
+            cursor, record = views.log_from_json(raw)
+            scheduler_id = raw.get("scheduler_id")
+            if not isinstance(scheduler_id, str):
+                raise ManagerUnavailable("the manager's answer is not understood: search")
+            run = runs.get(record.run_id)
+            hits.append(LogHit(cursor=cursor, record=record, scheduler_id=scheduler_id, run=run))
+        return hits
+
     def start(self, scheduler_id: str) -> None:
         self.call("start", id=scheduler_id)
 
@@ -368,6 +391,11 @@ class UseCaseClient:
 
     def logs(self, query: LogQuery) -> list[tuple[int, LogRecord]]:
         return self._use_cases.logs(self._subject, query)
+
+    def search_logs(self, query: LogQuery) -> list[LogHit]:
+        from supervisor.usecases.reads import search_logs
+
+        return search_logs(self._use_cases, self._subject, query)
 
     def start(self, scheduler_id: str) -> None:
         self._use_cases.start(self._subject, scheduler_id)

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from supervisor import __version__
-from supervisor.cli import terminal, views
+from supervisor.cli import logsearch, terminal, views
 from supervisor.cli.client import (
     Client,
     UnknownSchedulerHint,
@@ -53,14 +53,17 @@ from supervisor.core.errors import DefinitionError, SupervisorError, UnknownSche
 from supervisor.core.records import Level, LogQuery, LogRecord, Outcome, State
 from supervisor.core.settings import SettingsChange
 from supervisor.core.sizes import parse_size
-from supervisor.core.until import parse_until
+from supervisor.core.until import parse_until, zone_named
 from supervisor.service.mode import operator_state_dir
 from supervisor.service.paths import resolve_state_dir
 
 if TYPE_CHECKING:
+    from zoneinfo import ZoneInfo
+
     from click.shell_completion import CompletionItem
 
 FOLLOW_POLL_SECONDS = 0.25
+DEFAULT_LOG_LINES = 200
 # The commands that only read: without a manager they read the state database instead.
 READ_COMMANDS = frozenset({"list", "status", "runs", "logs"})
 STATUS_LOG_LINES = 10
@@ -609,9 +612,12 @@ def runs(
     )
 
 
-def _print_log(record: LogRecord, as_json: bool) -> None:
+def _print_log(record: LogRecord, as_json: bool, *, scheduler_id: str | None = None) -> None:
     if as_json:
-        click.echo(json.dumps(views.log_json(record), ensure_ascii=False))
+        shape = views.log_json(record)
+        if scheduler_id is not None:
+            shape["scheduler_id"] = scheduler_id
+        click.echo(json.dumps(shape, ensure_ascii=False))
         return
     click.echo(terminal.log_line(views.log_json(record), when=local_time(record.time)))
 
@@ -626,36 +632,91 @@ def _level(text: str | None) -> Level | None:
 
 
 @main.command()
-@click.argument("scheduler_id")
+@click.argument("scheduler_id", required=False, shell_complete=complete_scheduler_ids)
 @state_dir_option
-@click.option("--follow", "-f", is_flag=True, help="Keep printing new records.")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new records (Ctrl-C ends).")
 @click.option("--level", default=None, help="Lowest level to show (debug, info, warning, error).")
-@click.option("--run", "run_id", default=None, help="Only this run's records.")
-@click.option("--limit", default=200, show_default=True, help="How many recent records.")
+@click.option("--run", "run_id", default=None, help="Only this run's records: its ID or its start.")
+@click.option(
+    "--lines",
+    "-n",
+    type=click.IntRange(min=0),
+    default=None,
+    help="How many recent records [default: 200]; 0 with --follow: only new ones.",
+)
+@click.option("--limit", type=click.IntRange(min=0), default=None, hidden=True)
+@click.option("--since", default=None, help="From this time: ISO 8601, or ago (1h, 30m, 2d).")
+@click.option("--until", default=None, help="Before this time: ISO 8601, or ago (10m).")
+@click.option("--grep", "text", default=None, help="Only records holding TEXT (any case).")
+@click.option(
+    "--field", "field_filters", multiple=True, metavar="NAME=VALUE", help="Field equals value."
+)
+@offline_app_option
+@display_options
 @json_option
 def logs(
-    scheduler_id: str,
+    scheduler_id: str | None,
     state_dir: str | None,
     follow: bool,
     level: str | None,
     run_id: str | None,
-    limit: int,
+    lines: int | None,
+    limit: int | None,
+    since: str | None,
+    until: str | None,
+    text: str | None,
+    field_filters: tuple[str, ...],
+    app_spec: str | None,
     as_json: bool,
 ) -> None:
-    """Print a scheduler's log records (one JSON object per line with --json)."""
-    control = client(state_dir)
-    query = LogQuery(scheduler_id=scheduler_id, run_id=run_id, min_level=_level(level), limit=limit)
-    found = control.logs(query)
-    cursor = None
+    """Print log records: of SCHEDULER_ID, or of every scheduler without it (one JSON
+    object per line with --json). A line marks where each run's records begin."""
+    count = lines if lines is not None else limit if limit is not None else DEFAULT_LOG_LINES
+    if count == 0 and not follow:
+        raise DefinitionError("--lines", "0 shows nothing without --follow")
+    now = datetime.now(UTC)
+    control = client(state_dir, app_spec=app_spec)
+    query = LogQuery(
+        scheduler_id=scheduler_id,
+        run_id=None if run_id is None else logsearch.resolve_run(control, scheduler_id, run_id),
+        min_level=_level(level),
+        limit=max(count, 1),
+        text=text,
+        fields=logsearch.parse_fields(field_filters),
+        since=None if since is None else logsearch.parse_when(since, now=now, option="--since"),
+        until=None if until is None else logsearch.parse_when(until, now=now, option="--until"),
+    )
+    try:
+        _print_logs(control, query, count=count, follow=follow, as_json=as_json)
+    except KeyboardInterrupt:  # Ctrl-C ends --follow: no traceback, the shell's 130
+        sys.stdout.flush()
+        click.get_current_context().exit(130)
+    except BrokenPipeError:  # the reader went away (| head)
+        sys.stderr.close()
+        click.get_current_context().exit(0)
+
+
+def _print_logs(
+    control: Client, query: LogQuery, *, count: int, follow: bool, as_json: bool
+) -> None:
+    found = control.search_logs(query)
+    cursor = found[-1].cursor if found else 0
+    if count == 0:
+        found = []
+    run_shown: str | None = None
     while True:
-        for position, record in found:
-            _print_log(record, as_json)
-            cursor = position
+        for hit in found:
+            if not as_json and hit.record.run_id != run_shown:
+                when = "-" if hit.run is None else local_time(hit.run.started_at)
+                click.echo(logsearch.separator(hit, when=when))
+                run_shown = hit.record.run_id
+            _print_log(hit.record, as_json, scheduler_id=hit.scheduler_id)
+            cursor = hit.cursor
         if not follow:
             return
         sys.stdout.flush()
         time.sleep(FOLLOW_POLL_SECONDS)  # polling a live source, not waiting in a test
-        found = control.logs(dataclasses.replace(query, after=cursor, limit=1000))
+        found = control.search_logs(dataclasses.replace(query, after=cursor, limit=1000))
 
 
 # -- controls ------------------------------------------------------------------------------
@@ -750,10 +811,37 @@ def enable(scheduler_id: str, state_dir: str | None) -> None:
 @state_dir_option
 def pause(scheduler_id: str, until_text: str, reason: str | None, state_dir: str | None) -> None:
     """Plan no runs until a time, then resume by itself (a run in progress finishes)."""
-    until = parse_until(until_text, now=datetime.now().astimezone())
+    zone = _local_zone()
+    if zone is None:
+        now = datetime.now().astimezone()
+        click.echo(
+            f"note: the local time zone has no name (TZ or /etc/localtime); --until is read"
+            f" at today's offset {now:%z}, which a DST change before then does not follow",
+            err=True,
+        )
+    else:
+        now = datetime.now(zone)
+    until = parse_until(until_text, now=now)
     client(state_dir).pause(scheduler_id, until=until, reason=reason)
-    shown = until.astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    shown = until.astimezone(now.tzinfo).strftime("%Y-%m-%d %H:%M %Z")
     click.echo(f"paused {scheduler_id} until {shown}" + (f": {reason}" if reason else ""))
+
+
+def _local_zone() -> ZoneInfo | None:
+    """The local IANA zone: ``TZ`` if it names one, else the zone ``/etc/localtime`` links
+    to; None if neither names a zone."""
+    name = os.environ.get("TZ")
+    if name is not None:
+        name = name.removeprefix(":") or "UTC"  # POSIX: an empty TZ is UTC
+    else:
+        target = os.path.realpath("/etc/localtime")
+        _, found, name = target.rpartition("/zoneinfo/")
+        if not found:
+            return None
+    try:
+        return zone_named(name)
+    except DefinitionError:
+        return None
 
 
 @main.command()

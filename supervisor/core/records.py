@@ -7,6 +7,7 @@ aware UTC datetimes. May import ``definitions`` and the stdlib only.
 from __future__ import annotations
 
 import enum
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -94,24 +95,60 @@ class LogRecord:
     run_id: str
     source: Source
 
+    def __init__(
+        self,
+        *,
+        time: datetime,
+        level: Level,
+        message: str,
+        fields: Mapping[str, Any] | None = None,
+        run_id: str,
+        source: Source,
+    ) -> None:
+        # The generated __init__ of a frozen class, made cheaper: a run printing a
+        # million lines builds a million records (bench/bench_log_flood.py).
+        _set_time(self, time)
+        _set_level(self, level)
+        _set_message(self, message)
+        _set_fields(self, {} if fields is None else fields)
+        _set_run_id(self, run_id)
+        _set_source(self, source)
+
+
+# Each slot's own setter (a frozen class refuses ``self.x = ...``).
+_set_time, _set_level, _set_message, _set_fields, _set_run_id, _set_source = (
+    getattr(LogRecord, name).__set__
+    for name in ("time", "level", "message", "fields", "run_id", "source")
+)
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LogQuery:
-    """Which log records of a scheduler to read, as (cursor, record) in cursor order.
+    """Which log records to read, as (cursor, record) in cursor order.
 
     ``after``/``before`` are cursors from earlier answers. With ``after``: the oldest
     ``limit`` records whose cursor is greater (and less than ``before`` if given).
     Otherwise the newest ``limit`` records (with a cursor less than ``before`` if given).
-    ``run_id`` and ``min_level`` filter. ``limit`` 0 asks for nothing. Negative numbers
-    raise ``ValueError``.
+    ``limit`` 0 asks for nothing. Negative numbers raise ``ValueError``.
+
+    Filters (all must hold, see ``matches``): ``scheduler_id`` (None: every scheduler),
+    ``run_id``, ``min_level``; ``text``, found case-insensitively (ASCII letters fold,
+    others compare as they are) in the message, a field's name or a field's value;
+    ``fields``, (name, value) pairs each naming a field whose value, as text, equals
+    ``value`` (see ``field_text``); ``since`` <= record time < ``until`` (aware
+    datetimes; naive ones raise ``ValueError``).
     """
 
-    scheduler_id: str
+    scheduler_id: str | None
     run_id: str | None = None
     min_level: Level | None = None
     after: int | None = None
     before: int | None = None
     limit: int = 200
+    text: str | None = None
+    fields: tuple[tuple[str, str], ...] = ()
+    since: datetime | None = None
+    until: datetime | None = None
 
     def __post_init__(self) -> None:
         if self.limit < 0:
@@ -119,6 +156,79 @@ class LogQuery:
         for name, cursor in (("after", self.after), ("before", self.before)):
             if cursor is not None and cursor < 0:
                 raise ValueError(f"{name} must not be negative, got {cursor}")
+        for name, moment in (("since", self.since), ("until", self.until)):
+            if moment is not None and moment.utcoffset() is None:
+                raise ValueError(f"{name} must be an aware datetime, got {moment!r}")
+        for pair in self.fields:
+            if len(pair) != 2 or not all(isinstance(part, str) for part in pair):
+                raise ValueError(f"fields must be (name, value) pairs of text, got {pair!r}")
+            if not pair[0]:
+                raise ValueError("a field filter needs a field name")
+        if self.text == "":
+            object.__setattr__(self, "text", None)
+
+    @property
+    def searches(self) -> bool:
+        """Whether records are filtered by more than scheduler, run and level."""
+        return bool(
+            self.text is not None or self.fields or self.since is not None or self.until is not None
+        )
+
+    def matches(self, record: LogRecord, *, scheduler_id: str | None = None) -> bool:
+        """Whether ``record`` passes the filters other than cursors and ``limit``
+        (``scheduler_id``: the record's scheduler, checked when both are given)."""
+        if (
+            self.scheduler_id is not None
+            and scheduler_id is not None
+            and scheduler_id != self.scheduler_id
+        ):
+            return False
+        if self.run_id is not None and record.run_id != self.run_id:
+            return False
+        if self.min_level is not None and record.level < self.min_level:
+            return False
+        if self.since is not None and record.time < self.since:
+            return False
+        if self.until is not None and record.time >= self.until:
+            return False
+        for name, value in self.fields:
+            if name not in record.fields or field_text(record.fields[name]) != value:
+                return False
+        if self.text is not None:
+            needle = fold(self.text)
+            if needle in fold(record.message):
+                return True
+            return any(
+                needle in fold(str(name)) or needle in fold(field_text(value))
+                for name, value in record.fields.items()
+            )
+        return True
+
+
+_ASCII_LOWER: dict[int, int] = {code: code + 32 for code in range(ord("A"), ord("Z") + 1)}
+
+
+def fold(text: str) -> str:
+    """``text`` with ASCII letters lower-cased, as SQLite's ``lower`` does."""
+    return text.translate(_ASCII_LOWER)
+
+
+def field_text(value: Any) -> str:
+    """A field value as ``field=value`` filters compare it: text as it is; true, false
+    and null as JSON spells them; numbers as digits; lists and objects as compact JSON."""
+    if isinstance(value, str):
+        return value
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if value is None:
+        return "null"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return repr(value)
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -3,8 +3,10 @@
 Three forms: a time of day (``18:00``: today, or tomorrow once it has passed), a date and
 time (``2026-12-03T18:00``, in the local zone unless it carries an offset), or a
 duration from now (``2h``, ``90m``, ``1h30m``). A pure function of the text and ``now``:
-a time without an offset is read in the zone of ``now`` (the CLI passes the local time,
-the Admin Center the browser's offset, else UTC). Shared by the CLI and the Admin Center.
+a time without an offset is read in the zone of ``now``: pass ``now`` in a named zone
+(``zone_named``: the CLI's local zone, the browser's) so a date across a DST change gets
+that date's offset; a fixed offset is only a fallback. Shared by the CLI and the Admin
+Center.
 
 May import ``core.durations``, ``core.errors`` and the stdlib.
 """
@@ -12,8 +14,11 @@ May import ``core.durations``, ``core.errors`` and the stdlib.
 from __future__ import annotations
 
 import re
-from datetime import datetime, time, timedelta
-from typing import Final
+from datetime import UTC, datetime, time, timedelta
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    from zoneinfo import ZoneInfo
 
 from supervisor.core.durations import parse_duration
 from supervisor.core.errors import DefinitionError
@@ -44,9 +49,26 @@ def parse_until(text: str, *, now: datetime) -> datetime:
             at = at.replace(tzinfo=now.tzinfo)
     else:
         try:
-            at = now + parse_duration(text, field=FIELD)
+            # Elapsed time: counted in UTC (wall-clock arithmetic in a named zone would be
+            # an hour off across a DST change).
+            elapsed = parse_duration(text, field=FIELD)
+            at = (now.astimezone(UTC) + elapsed).astimezone(now.tzinfo)
         except DefinitionError:
             raise DefinitionError(FIELD, f"{text!r} is not a time or a duration ({HINT})") from None
     if at <= now:
         raise DefinitionError(FIELD, f"{at.isoformat()} has passed already")
     return at
+
+
+def zone_named(name: str, *, field: str = "zone") -> ZoneInfo:
+    """The IANA time zone ``name`` (e.g. ``Europe/Berlin``); ``DefinitionError`` naming
+    ``field`` if there is no such zone."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError  # only when a zone is named
+
+    name = name.strip()
+    if not name or len(name) > 64 or name.startswith("/") or ".." in name:
+        raise DefinitionError(field, f"{name!r} is not a time zone name (e.g. Europe/Berlin)")
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise DefinitionError(field, f"{name!r} is not a known time zone") from None

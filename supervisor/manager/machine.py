@@ -384,10 +384,16 @@ def open_slot(
     plan = None
     if options.kind is Kind.CRON and catch_up_missed_cron:
         # Missed means: a planned time passed after the last run of any trigger (a
-        # manual run after it did the work that time would have done).
+        # manual run after it did the work that time would have done) and after the end
+        # of a stored pause (a time inside the pause was not to run).
+        last_planned = None if last_run is None else last_run.started_at
+        if stored_before is not None and stored_before.kind is DecisionKind.PAUSED:
+            until = stored_before.until
+            if until is not None and last_planned is not None and until > last_planned:
+                last_planned = min(until, now.wall)
         plan = catch_up_plan(
             settings,
-            last_planned=None if last_run is None else last_run.started_at,
+            last_planned=last_planned,
             now_mono=now.mono,
             now_wall=now.wall,
         )
@@ -541,6 +547,9 @@ def _pause(slot: Slot, event: Pause, now: Now) -> tuple[Slot, list[Effect]]:
     if slot.settings.disabled:
         message = f"{slot.options.id} is disabled: enable it instead of pausing it"
         return slot, [Refuse(message=message)]
+    if slot.state is SchedulerState.STOPPED:
+        # A pause would replace the stop (and its reason) and then start by itself.
+        return slot, [Refuse(message=stopped_refusal(slot.options.id, slot.held))]
     if event.until <= now.wall:
         return slot, [Refuse(message=f"the pause must end in the future, not {event.until}")]
     held = Decision(
@@ -563,6 +572,12 @@ def _pause(slot: Slot, event: Pause, now: Now) -> tuple[Slot, list[Effect]]:
     return _planned(slot, _resume_plan(event.until, now))
 
 
+def stopped_refusal(scheduler_id: str, stop: Decision | None) -> str:
+    """Why a stopped scheduler is not paused, naming the stop."""
+    what = "stopped" if stop is None else stop.describe()
+    return f"{scheduler_id} is {what} — start it first, or the stop stays"
+
+
 def _settings_changed(slot: Slot, event: SettingsChanged, now: Now) -> tuple[Slot, list[Effect]]:
     disabled_by = None
     if event.settings.disabled:
@@ -574,6 +589,8 @@ def _settings_changed(slot: Slot, event: SettingsChanged, now: Now) -> tuple[Slo
         return slot, [] if slot.run is not None else [Replan(plan=None)]
     if slot.run is not None or slot.state is SchedulerState.STOPPED:
         return slot, []  # planned when the run ends (or at the next Start)
+    if slot.state is SchedulerState.HELD:
+        return slot, []  # the pause keeps its resume plan; new settings apply after it
     return _planned(slot, _next_plan(slot, now))
 
 

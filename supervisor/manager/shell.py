@@ -504,7 +504,8 @@ class Manager:
         return cluster_gate.hosted_run(self._gate, self._store.get_run(run_id))
 
     def logs(self, query: LogQuery) -> list[tuple[int, LogRecord]]:
-        self._registry.get(query.scheduler_id)
+        if query.scheduler_id is not None:
+            self._registry.get(query.scheduler_id)
         return self._store.logs(query)
 
     def overrides(self, scheduler_id: str) -> dict[str, Any]:

@@ -30,7 +30,7 @@ from supervisor.core.access import Subject, os_user_name, su
 from supervisor.core.errors import DefinitionError, SupervisorError
 from supervisor.core.records import Level, LogQuery
 from supervisor.core.settings import SettingsChange
-from supervisor.usecases import serialize
+from supervisor.usecases import reads, serialize
 from supervisor.usecases.schedulers import UseCases
 
 SOCKET_NAME = "control.sock"
@@ -102,6 +102,30 @@ class Arguments:
             raise DefinitionError(name, "must be true or false")
         return value
 
+    def pairs(self, name: str) -> tuple[tuple[str, str], ...]:
+        value = self._raw.get(name) or []
+        if not isinstance(value, list) or not all(
+            isinstance(pair, list)
+            and len(pair) == 2
+            and all(isinstance(part, str) for part in pair)
+            and pair[0]
+            for pair in value
+        ):
+            raise DefinitionError(name, "must be a list of [name, value] pairs of text")
+        return tuple((pair[0], pair[1]) for pair in value)
+
+    def time(self, name: str) -> datetime | None:
+        value = self._raw.get(name)
+        if value is None:
+            return None
+        try:
+            moment = datetime.fromisoformat(value) if isinstance(value, str) else None
+        except ValueError:
+            moment = None
+        if moment is None or moment.utcoffset() is None:
+            raise DefinitionError(name, "must be an ISO 8601 time with its UTC offset")
+        return moment
+
     def mapping(self, name: str) -> dict[str, Any]:
         value = self._raw.get(name) or {}
         if not isinstance(value, dict):
@@ -157,6 +181,7 @@ class Dispatcher:
                 )
             ],
             "logs": self._logs,
+            "search": self._search,
             "settings": self._settings,
             "action": lambda s, a: {
                 "result": use_cases.run_action(s, a.text("id"), a.text("action"))
@@ -174,6 +199,21 @@ class Dispatcher:
         )
         records = self._use_cases.logs(subject, query)
         return [serialize.log_json(record, cursor=cursor) for cursor, record in records]
+
+    def _search(self, subject: Subject, args: Arguments) -> Any:
+        query = LogQuery(
+            scheduler_id=args.optional_text("id"),
+            run_id=args.optional_text("run_id"),
+            min_level=_level(args.optional_text("level")),
+            after=args.cursor("after"),
+            before=args.cursor("before"),
+            limit=args.number("limit", default=200, high=MAX_LIMIT),
+            text=args.optional_text("text"),
+            fields=args.pairs("fields"),
+            since=args.time("since"),
+            until=args.time("until"),
+        )
+        return reads.hits_json(reads.search_logs(self._use_cases, subject, query))
 
     def _settings(self, subject: Subject, args: Arguments) -> Any:
         scheduler_id = args.text("id")

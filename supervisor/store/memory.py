@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import heapq
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -374,32 +375,38 @@ class MemoryStore:
             return []
         with self._lock:
             self._open()
-            seq = None
+            scheduler_id, seq = query.scheduler_id, None
             if query.run_id is not None:
                 stored = self._runs.get(query.run_id)
-                if stored is None or stored.record.scheduler_id != query.scheduler_id:
+                if stored is None or scheduler_id not in (None, stored.record.scheduler_id):
                     return []
-                seq = stored.budget.seq
-            rows = self._logs.get(query.scheduler_id, [])
+                scheduler_id, seq = stored.record.scheduler_id, stored.budget.seq
+            if scheduler_id is not None:
+                rows = self._logs.get(scheduler_id, [])
+            else:
+                rows = list(heapq.merge(*self._logs.values(), key=_id))
             low, high = 0, len(rows)
             if query.after is not None:
                 low = bisect.bisect_right(rows, query.after, key=_id)
             if query.before is not None:
                 high = bisect.bisect_left(rows, query.before, key=_id)
             min_level = 0 if query.min_level is None else query.min_level.value
+            run_ids = {run.budget.seq: run.record.run_id for run in self._runs.values()}
             window = (
                 row
                 for row in (rows[low:high] if query.after is not None else reversed(rows[low:high]))
                 if row[4] >= min_level and (seq is None or row[2] == seq)
             )
-            chosen: list[LogRow] = []
+            chosen: list[tuple[int, LogRecord]] = []
             for row in window:
-                chosen.append(row)
+                found = _record(row, run_ids.get(row[2], ""))
+                if query.searches and not query.matches(found):
+                    continue
+                chosen.append((row[0], found))
                 if len(chosen) == query.limit:
                     break
-            run_ids = {run.budget.seq: run.record.run_id for run in self._runs.values()}
-        chosen.sort(key=_id)
-        return [(row[0], _record(row, run_ids.get(row[2], ""))) for row in chosen]
+        chosen.sort(key=lambda item: item[0])
+        return chosen
 
     def count_logs(self, run_id: str) -> int:
         with self._lock:

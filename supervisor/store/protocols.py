@@ -235,8 +235,9 @@ class LogArchive(Protocol):
 
     def logs(self, query: LogQuery) -> list[tuple[int, LogRecord]]:
         """The records ``query`` asks for as (cursor, record), in ascending cursor order
-        (which is the order they were appended). Unknown schedulers and runs (or a run
-        of another scheduler) give none."""
+        (which is the order they were appended): of one scheduler, or of every one when
+        ``query.scheduler_id`` is None, filtered as ``LogQuery.matches`` says. Unknown
+        schedulers and runs (or a run of another scheduler) give none."""
         ...
 
     def count_logs(self, run_id: str) -> int:

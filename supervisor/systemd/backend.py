@@ -103,6 +103,11 @@ COMMAND_TIMEOUT: Final = 120.0
 EXECUTE_WAIT_SECONDS: Final = 15.0
 ACTION_TIMEOUT: Final = timedelta(seconds=60)
 STOPPED_META: Final = "systemd.stopped:"
+# The runs (invocation IDs, newest last) a Stop asked to end: they ended CANCELLED, as
+# under the manager, whatever their exit (a command that traps SIGTERM exits 143).
+STOP_ASKED_META: Final = "systemd.stop-asked:"
+STOP_ASKED_KEPT: Final = 50
+STOPPED_RUN_ERROR: Final = "cancelled: the run was stopped"
 RUNNING_STATES: Final = frozenset({"activating", "active", "deactivating", "reloading"})
 CANCEL_SIGNALS: Final = frozenset(execone.CANCEL_SIGNALS)
 # MESSAGE_IDs of systemd's messages about a unit (sd-messages.h).
@@ -568,6 +573,20 @@ class SystemdBackend:
     def _stopped_manual(self, scheduler_id: str) -> bool:
         return self._store.get_meta(STOPPED_META + scheduler_id) == "1"
 
+    def _stop_asked(self, scheduler_id: str) -> list[str]:
+        """The runs a Stop asked to end (invocation IDs, newest last)."""
+        return (self._store.get_meta(STOP_ASKED_META + scheduler_id) or "").split()
+
+    def _note_stop_asked(self, unit: _Units) -> None:
+        """Before ``systemctl stop``: the run in progress (if any) ends cancelled."""
+        (service,) = self._systemd.show([unit.service], ("InvocationID", "ActiveState"))
+        run_id = service.get("InvocationID", "")
+        if not run_id or service.get("ActiveState") not in RUNNING_STATES:
+            return
+        asked = [r for r in self._stop_asked(unit.options.id) if r != run_id]
+        asked = [*asked, run_id][-STOP_ASKED_KEPT:]
+        self._store.set_meta(STOP_ASKED_META + unit.options.id, " ".join(asked))
+
     def _status(self, unit: _Units, shown: _Shown) -> SchedulerStatus:
         options = unit.options
         settings = self._settings(options)
@@ -600,6 +619,9 @@ class SystemdBackend:
                 status=_int(service.get("ExecMainStatus")),
                 command_runner=isinstance(options.runner, Command),
             )
+            if service.get("InvocationID", "") in self._stop_asked(options.id):
+                outcome = Outcome.CANCELLED
+                last_error = last_error or STOPPED_RUN_ERROR
             if outcome is not Outcome.SUCCEEDED and last_error is None:
                 last_error = self._run_error(options, service)
         elif running:
@@ -704,27 +726,41 @@ class SystemdBackend:
         return self._store.overrides(scheduler_id)
 
     def logs(self, query: LogQuery) -> list[tuple[int, LogRecord]]:
-        scheduler_id, run_id, min_level = query.scheduler_id, query.run_id, query.min_level
+        if query.scheduler_id is not None:
+            scheduler_ids = [query.scheduler_id]
+        elif query.run_id is not None:
+            try:
+                scheduler_ids = [self.run(query.run_id).scheduler_id]
+            except UnknownRun:
+                return []
+        else:
+            scheduler_ids = [options.id for options in self._registry]
+        units = [self._units(scheduler_id) for scheduler_id in scheduler_ids]
         after, before, limit = query.after, query.before, query.limit
-        unit = self._units(scheduler_id)
-        if limit <= 0:
+        if limit <= 0 or not units:
             return []
-        args = journal.journalctl_matches(
-            scheduler_id=scheduler_id, service=unit.service, run_id=run_id
+        args = journal.journalctl_search(
+            query, units=[(unit.options.id, unit.service) for unit in units]
         )
-        if min_level is not None:
-            args = ["-p", f"0..{journal.PRIORITIES[min_level]}", *args]
+
+        def wanted(found: list[tuple[int, LogRecord]]) -> list[tuple[int, LogRecord]]:
+            if not query.searches:
+                return found
+            return [(cursor, record) for cursor, record in found if query.matches(record)]
+
         if after is not None:
             args = [f"--since=@{after / 1_000_000:.6f}", *args]
             entries = self._systemd.journal(*args)
-            found = [(c, r) for c, r in self._records(entries) if c > after]
-            return found[:limit]
+            found = wanted([(c, r) for c, r in self._records(entries) if c > after])
+            return [(c, r) for c, r in found if before is None or c < before][:limit]
         if before is not None:
             args = [f"--until=@{before / 1_000_000:.6f}", *args]
         fetch = limit * 2 + 20
         while True:
             entries = self._systemd.journal("-n", str(fetch), *args)
-            found = [(c, r) for c, r in self._records(entries) if before is None or c < before]
+            found = wanted(
+                [(c, r) for c, r in self._records(entries) if before is None or c < before]
+            )
             if len(found) >= limit or len(entries) < fetch:
                 return found[-limit:]
             fetch *= 4
@@ -858,12 +894,13 @@ class SystemdBackend:
         if not complete and order:
             del runs[order.pop(0)]  # the oldest may be cut off by the line limit
         manual = self._manual_runs(unit.options.id)
+        stopped = frozenset(self._stop_asked(unit.options.id))
         current = (
             service.get("InvocationID") if service.get("ActiveState") in RUNNING_STATES else None
         )
         command_runner = isinstance(unit.options.runner, Command)
         records = [
-            self._run_record(unit, run, manual, current, command_runner)
+            self._run_record(unit, run, manual, current, command_runner, stopped)
             for run in runs.values()
             if run.started_at is not None or run.first_seen is not None
         ]
@@ -877,6 +914,7 @@ class SystemdBackend:
         manual: Mapping[str, str],
         current: str | None,
         command_runner: bool,
+        stopped: frozenset[str] = frozenset(),
     ) -> RunRecord:
         started = run.started_at or run.first_seen
         assert started is not None
@@ -920,6 +958,11 @@ class SystemdBackend:
         else:
             outcome = Outcome.INTERRUPTED
             error = error or "no end of this run was recorded (systemd or the host went down?)"
+        if run.run_id in stopped and outcome is not None:
+            # A Stop asked it to end: cancelled, as the manager says, whatever its exit.
+            if outcome is not Outcome.CANCELLED:
+                error = STOPPED_RUN_ERROR
+            outcome = Outcome.CANCELLED
         if outcome is Outcome.SUCCEEDED and exit_code is None:
             exit_code = 0
         return RunRecord(
@@ -987,6 +1030,7 @@ class SystemdBackend:
                     kind=DecisionKind.STOPPED, actor=actor, at=self._clock.now(), reason=reason
                 )
                 self._store.set_decision(scheduler_id, decision)
+            self._note_stop_asked(unit)
             if unit.timer is None:
                 self._store.set_meta(STOPPED_META + scheduler_id, "1")
                 self._systemd.systemctl("stop", unit.service)

@@ -47,11 +47,11 @@ import socket
 import struct
 import sys
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import IO, Any, Final
 
-from supervisor.core.records import Level, LogRecord, Source
+from supervisor.core.records import Level, LogQuery, LogRecord, Source
 from supervisor.runs.context import json_safe
 
 JOURNAL_SOCKET: Final = "/run/systemd/journal/socket"
@@ -502,3 +502,44 @@ def journalctl_matches(
             out.append("+")
         out.extend(group)
     return out
+
+
+def journalctl_search(query: LogQuery, *, units: Sequence[tuple[str, str | None]]) -> list[str]:
+    """``journalctl`` arguments for the entries that may match ``query``, of the
+    schedulers in ``units`` (scheduler ID, its service or None); the caller applies
+    ``LogQuery.matches`` to what comes back, which decides.
+
+    What maps onto journald: schedulers and run (matches), ``min_level`` (``-p``),
+    ``since`` (``--since``: journald receives an entry after it is made), ``fields``
+    (``F_<NAME>=value`` matches: a field's text is what ``structured_fields`` sent). What
+    does not: ``text`` (``--grep`` reads MESSAGE only, our text also matches fields),
+    ``until`` (an entry can be received after ``until`` though made before), and a
+    field whose journal name took a ``_2`` suffix (two keys spelled alike) is not found
+    by its key.
+    """
+    ids = [scheduler_id for scheduler_id, _ in units]
+    services = [service for _, service in units if service is not None]
+    ours = [f"SCHEDULER_ID={scheduler_id}" for scheduler_id in ids]
+    ours += [f"{journal_field_name(k)}={v}" for k, v in query.fields]
+    groups: list[list[str]] = []
+    if query.run_id is None:
+        groups.append(ours)
+    else:
+        groups.append([*ours, f"RUN_ID={query.run_id}"])
+        groups.append([*ours, f"_SYSTEMD_INVOCATION_ID={query.run_id}"])
+    # systemd's messages about a unit carry one field: origin=systemd
+    if services and all(name == "origin" for name, _ in query.fields):
+        systemd = [f"UNIT={service}" for service in services] + ["_PID=1"]
+        if query.run_id is not None:
+            systemd.append(f"INVOCATION_ID={query.run_id}")
+        groups.append(systemd)
+    args: list[str] = []
+    if query.min_level is not None:
+        args.extend(["-p", f"0..{PRIORITIES[query.min_level]}"])
+    if query.since is not None:
+        args.append(f"--since=@{query.since.timestamp():.6f}")
+    for index, group in enumerate(groups):
+        if index:
+            args.append("+")
+        args.extend(group)
+    return args

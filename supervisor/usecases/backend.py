@@ -43,8 +43,8 @@ class Backend(Protocol):
     ) -> None:
         """Plan nothing until ``until`` (aware, in the future), then resume by itself as
         Start would; a run in progress finishes. The pause outlives a restart of the
-        backend. ``BackendError`` naming why when it cannot (disabled, shutting down, or
-        a backend without timed pauses)."""
+        backend. ``BackendError`` naming why when it cannot (disabled, stopped: the stop
+        stays until Start, shutting down, or a backend without timed pauses)."""
         ...
 
     def execute(self, scheduler_id: str, *, actor: str) -> str:
@@ -93,7 +93,8 @@ class Backend(Protocol):
         ...
 
     def logs(self, query: LogQuery) -> list[tuple[int, LogRecord]]:
-        """Records as (cursor, record) in time order, as ``LogQuery`` describes.
+        """Records as (cursor, record) in time order, as ``LogQuery`` describes (of every
+        scheduler when ``query.scheduler_id`` is None).
 
         ``after``/``before`` are cursors from earlier answers: with ``before`` (or neither)
         the newest ``limit`` records before it; with ``after`` the oldest ``limit`` after it.

@@ -249,13 +249,15 @@ class UseCases:
         return self._backend.run(run_id)
 
     def logs(self, subject: Subject, query: LogQuery) -> builtins.list[tuple[int, LogRecord]]:
+        """``query.scheduler_id`` None: every scheduler's records."""
         subject.require(Permission.VIEW_LOGS)
-        self._registry.get(query.scheduler_id)
+        if query.scheduler_id is not None:
+            self._registry.get(query.scheduler_id)
         backend = self._backend
-        if query.run_id is not None and backend.run(query.run_id).scheduler_id != (
-            query.scheduler_id
-        ):
-            raise UnknownRun(f"run {query.run_id} is not a run of {query.scheduler_id}")
+        if query.run_id is not None:
+            owner = backend.run(query.run_id).scheduler_id
+            if query.scheduler_id is not None and owner != query.scheduler_id:
+                raise UnknownRun(f"run {query.run_id} is not a run of {query.scheduler_id}")
         return backend.logs(query)
 
     def audit(

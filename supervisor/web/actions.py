@@ -24,7 +24,7 @@ from supervisor.core.errors import (
     UnknownAction,
 )
 from supervisor.core.records import MAX_REASON_CHARS
-from supervisor.core.until import parse_until
+from supervisor.core.until import parse_until, zone_named
 from supervisor.web.render import scheduler_url
 from supervisor.web.replies import redirect, safe_next
 from supervisor.web.site import Request, Site, subject_of
@@ -156,8 +156,12 @@ def _decide(site: Site, request: Request, sid: str, what: str) -> Any:
 
 def read_until(site: Site, request: Request) -> datetime:
     """The end of a pause from the form: ``until`` as the CLI reads it, in the browser's
-    zone (``offset``: minutes east of UTC, filled in by the script), else UTC."""
+    zone (``zone``: its IANA name, filled in by the script; an unknown one is refused),
+    else at ``offset`` (minutes east of UTC, a browser without zone names), else UTC."""
     text = request.form.get("until", "")[:64]
+    zone_text = request.form.get("zone", "").strip()
+    if zone_text:
+        return parse_until(text, now=site.clock.now().astimezone(zone_named(zone_text)))
     offset_text = request.form.get("offset", "").strip()
     minutes = 0
     if offset_text:

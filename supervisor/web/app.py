@@ -177,6 +177,7 @@ def routes(site: Site) -> list[tuple[str, str, Access, Handler]]:
         ("POST", "/users/enable", Permission.MANAGE_USERS, user_pages.enable),
         ("POST", "/users/remove", Permission.MANAGE_USERS, user_pages.remove),
         ("POST", "/users/password", Permission.RESET_PASSWORDS, user_pages.reset_password),
+        ("GET", "/logs", Permission.VIEW_LOGS, logs.search),
         ("GET", "/schedulers/<sid>", Permission.STATUS, scheduler_page.scheduler),
         ("GET", "/schedulers/<sid>/history", Permission.STATUS, scheduler_page.history),
         ("GET", "/schedulers/<sid>/logs", Permission.VIEW_LOGS, logs.logs),

@@ -58,21 +58,30 @@ class Guard:
     def handle(self, method: str, access: Access, handler: Handler, args: dict[str, str]) -> Any:
         environ = bottle.request.environ
         request: Request | None = None
+        changing = False  # a user's POST the guard let through to its handler
         try:
             request = self._request(environ, method)
             self._identify(request)
             reply = self._admit(request, access)
             if reply is None:
-                reply = handler(self.site, request, **args)
+                changing = method == "POST" and request.subject is not None
+                try:
+                    reply = handler(self.site, request, **args)
+                except BaseException:
+                    if changing:  # it may have changed something before it failed
+                        self.site.note_change()
+                    raise
         except Refused as refused:
             reply = self.site.refusal(request, refused.status, refused.reason)
         except SupervisorError as error:
             if request is None:
                 raise
             reply = self._failure(request, error)
-        finally:
-            if method == "POST":
-                self.site.note_change()  # cached readings are stale now
+        else:
+            # Cached readings are stale after a change; an anonymous, refused or failed
+            # POST changed nothing (a flood of them must not defeat the page cache).
+            if changing and int(getattr(reply, "status_code", 500)) < 400:
+                self.site.note_change()
         return self._finish(request, reply)
 
     # -- reading the request -----------------------------------------------------------

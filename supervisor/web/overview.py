@@ -203,11 +203,14 @@ MAX_CARDS_ASKED = 200
 
 
 def _runs_key(status: SchedulerStatus) -> tuple[object, ...]:
-    """What a status says of its runs: when it moves, so did the newest runs."""
+    """What a status says of its runs: when it moves, so did the newest runs. The run's
+    phase too: a status can show a run starting before its row is stored, and the row is
+    there once the run is running."""
     return (
         status.last_started_at,
         status.last_completed_at,
         status.current_run_id,
+        status.run_phase,
         status.last_outcome,
     )
 

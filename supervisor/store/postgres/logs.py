@@ -6,7 +6,8 @@ The counter row ``log_id`` is locked first: appends from several threads or host
 their cursors one after the other and commit in that order, so a reader asking for
 records after a cursor never misses one committed later with a smaller cursor. Reads read
 one ordered index range per level and merge them in one statement (one snapshot), as the
-SQLite store does.
+SQLite store does. Searches (every scheduler; text, fields) read the rows the other
+filters leave in cursor order and keep those ``LogQuery.matches``.
 May import ``core``, ``store.budget``, ``store.codec``, ``store.protocols``,
 ``store.postgres.database`` and the stdlib.
 """
@@ -19,7 +20,7 @@ from typing import Any, Final
 from supervisor.core.errors import UnknownRun
 from supervisor.core.records import Level, LogQuery, LogRecord, Source
 from supervisor.store.budget import LogBudget, LogRow, admit, admit_loss
-from supervisor.store.codec import decode_fields, from_microseconds
+from supervisor.store.codec import decode_fields, from_microseconds, microseconds
 from supervisor.store.postgres.database import Connection, Database
 from supervisor.store.protocols import LogStats, LostLogs
 
@@ -97,10 +98,37 @@ class PostgresLogs:
     def logs(self, query: LogQuery) -> list[tuple[int, LogRecord]]:
         if query.limit <= 0:
             return []
+        if query.scheduler_id is None or query.searches:
+            return self._search(query)
         sql, params = log_query(query)
         with self._db.read() as conn:
             rows = conn.execute(sql, params).fetchall()
         return [(row[0], _log_from_row(row)) for row in rows]
+
+    def _search(self, query: LogQuery) -> list[tuple[int, LogRecord]]:
+        """Every scheduler, or text and field filters: the rows the other filters leave,
+        read in cursor order a chunk at a time, kept where ``LogQuery.matches``."""
+        ascending = query.after is not None
+        after, before = query.after, query.before
+        found: list[tuple[int, LogRecord]] = []
+        with self._db.read() as conn:
+            while len(found) < query.limit:
+                sql, params = search_query(query, after=after, before=before)
+                rows = conn.execute(sql, params).fetchall()
+                for row in rows:
+                    record = _log_from_row(row)
+                    if query.matches(record):
+                        found.append((row[0], record))
+                        if len(found) == query.limit:
+                            break
+                if len(rows) < SEARCH_CHUNK:
+                    break
+                if ascending:
+                    after = rows[-1][0]
+                else:
+                    before = rows[-1][0]
+        found.sort(key=lambda item: item[0])
+        return found
 
     def count_logs(self, run_id: str) -> int:
         with self._db.read() as conn:
@@ -213,6 +241,49 @@ def log_query(query: LogQuery) -> tuple[str, dict[str, object]]:
         f"{prefix}SELECT l.id, r.run_id, l.time, l.level, l.source, l.message,"  # noqa: S608
         " l.message_bytes, l.fields FROM sst_logs AS l LEFT JOIN sst_runs AS r"
         f" ON r.seq = l.run_seq WHERE l.id IN ({newest}) ORDER BY l.id"
+    )
+    return sql, params
+
+
+# Rows a search reads per statement.
+SEARCH_CHUNK: Final = 2000
+
+
+def search_query(
+    query: LogQuery, *, after: int | None, before: int | None
+) -> tuple[str, dict[str, object]]:
+    """One chunk of a search: the rows after ``after`` (ascending) or before ``before``
+    (descending) that scheduler, run, level and time leave; text and fields are the
+    caller's (``LogQuery.matches``)."""
+    params: dict[str, object] = {"chunk": SEARCH_CHUNK}
+    where = ["TRUE"]
+    if query.scheduler_id is not None:
+        where.append("l.scheduler_id = %(sid)s")
+        params["sid"] = query.scheduler_id
+    if query.run_id is not None:
+        where.append("r.run_id = %(run)s")
+        params["run"] = query.run_id
+    if query.min_level is not None:
+        where.append("l.level >= %(level)s")
+        params["level"] = query.min_level.value
+    if after is not None:
+        where.append("l.id > %(after)s")
+        params["after"] = after
+    if before is not None:
+        where.append("l.id < %(before)s")
+        params["before"] = before
+    if query.since is not None:
+        where.append("l.time >= %(since)s")
+        params["since"] = microseconds(query.since)
+    if query.until is not None:
+        where.append("l.time < %(until)s")
+        params["until"] = microseconds(query.until)
+    order = "ASC" if query.after is not None else "DESC"
+    # Built from the constants above only; every value is a bound parameter.
+    sql = (
+        "SELECT l.id, r.run_id, l.time, l.level, l.source, l.message, l.message_bytes,"  # noqa: S608
+        " l.fields FROM sst_logs AS l LEFT JOIN sst_runs AS r ON r.seq = l.run_seq"
+        f" WHERE {' AND '.join(where)} ORDER BY l.id {order} LIMIT %(chunk)s"
     )
     return sql, params
 

@@ -2,7 +2,12 @@
 
 Appends go through ``store.budget`` (the cap, its marker, the counters) and one
 ``executemany``; reads read one ordered index range per level and merge them (see
-``schema.MIGRATIONS``).
+``schema.MIGRATIONS``). Searches add their filters (time, text, fields) to those ranges;
+across every scheduler they read each scheduler's ranges (the schedulers found through
+the index) for WARNING and above, and walk the table newest first otherwise. No index
+serves text or time: each would slow every insert, and bench/bench_log_search.py shows
+the searches within a few milliseconds, or about one pass over the table for a text
+found nowhere.
 May import ``core``, ``store.budget``, ``store.codec``, ``store.protocols``,
 ``store.sqlite.database`` and the stdlib.
 """
@@ -16,9 +21,9 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from supervisor.core.errors import UnknownRun
-from supervisor.core.records import Level, LogQuery, LogRecord, Source
+from supervisor.core.records import Level, LogQuery, LogRecord, Source, fold
 from supervisor.store.budget import LogBudget, LogRow, admit, admit_loss
-from supervisor.store.codec import decode_fields, from_microseconds
+from supervisor.store.codec import decode_fields, from_microseconds, microseconds
 from supervisor.store.protocols import LogStats, LostLogs
 from supervisor.store.sqlite.database import Database
 
@@ -35,9 +40,11 @@ _INSERT_LOGS: Final = (
     "INSERT INTO logs (id, scheduler_id, run_seq, time, level, source, message, fields)"
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 )
-# Rows go in ten to a statement: a third of the CPU of one statement per row (fewer
-# steps through the sqlite3 module), measured in bench/bench_log_flood.py.
-ROWS_PER_INSERT: Final = 10
+# Rows go in fifty to a statement (of one flat list of values): 0.64x the CPU of one
+# statement per row, 0.9x of ten to a statement (fewer steps through the sqlite3
+# module; more rows gain nothing), measured in bench/bench_log_flood.py.
+ROWS_PER_INSERT: Final = 50
+_COLUMNS: Final = 8
 _INSERT_LOGS_MANY: Final = _INSERT_LOGS + ", (?, ?, ?, ?, ?, ?, ?, ?)" * (ROWS_PER_INSERT - 1)
 _UPDATE_BUDGET: Final = (
     "UPDATE runs SET log_records = ?, log_bytes = ?, dropped_records = ?, dropped_bytes = ?,"
@@ -90,13 +97,28 @@ class SqliteLogs:
         if query.limit <= 0:
             return []
         with self._db.read(snapshot=True) as conn:
+            scheduler_id = query.scheduler_id
             run_range = None
             if query.run_id is not None:
-                run_range = _run_log_range(conn, query.scheduler_id, query.run_id)
+                run_range = _run_log_range(conn, scheduler_id, query.run_id)
                 if run_range is None:
                     return []
-            sql, params = log_query(query, run_range=run_range)
-            rows = conn.execute(sql, params).fetchall()
+                scheduler_id = run_range.scheduler_id
+            if scheduler_id is not None:
+                statements = [log_query(query, scheduler_ids=[scheduler_id], run_range=run_range)]
+            elif _levels(query)[0] <= Level.INFO:
+                statements = [scan_query(query)]
+            else:  # few levels: their index ranges, scheduler by scheduler
+                every = [row[0] for row in conn.execute(SCHEDULERS_WITH_LOGS)]
+                step = max(1, _MAX_RANGES // len(_levels(query)))
+                statements = [
+                    log_query(query, scheduler_ids=every[i : i + step], run_range=None)
+                    for i in range(0, len(every), step)
+                ]
+            rows = [row for sql, params in statements for row in conn.execute(sql, params)]
+        if len(statements) > 1:
+            rows.sort(key=lambda row: int(row[0]))
+            rows = rows[: query.limit] if query.after is not None else rows[-query.limit :]
         return [(row[0], _log_from_row(row)) for row in rows]
 
     def count_logs(self, run_id: str) -> int:
@@ -117,11 +139,9 @@ def delete_run_logs(
 def _store(conn: sqlite3.Connection, rows: list[LogRow], budgets: list[LogBudget]) -> None:
     whole = len(rows) - len(rows) % ROWS_PER_INSERT
     if whole:
-        flat = itertools.chain.from_iterable
-        conn.executemany(
-            _INSERT_LOGS_MANY,
-            [tuple(flat(rows[i : i + ROWS_PER_INSERT])) for i in range(0, whole, ROWS_PER_INSERT)],
-        )
+        flat = list(itertools.chain.from_iterable(rows[:whole]))
+        step = ROWS_PER_INSERT * _COLUMNS
+        conn.executemany(_INSERT_LOGS_MANY, [flat[i : i + step] for i in range(0, len(flat), step)])
     conn.executemany(_INSERT_LOGS, rows[whole:])
     if rows:
         conn.execute(
@@ -180,25 +200,72 @@ class RunRange:
     seq: int
     first_log_id: int
     last_log_id: int
+    scheduler_id: str = ""
 
 
-def _run_log_range(conn: sqlite3.Connection, scheduler_id: str, run_id: str) -> RunRange | None:
-    """Where a run's records lie, or None if it has none (or belongs to another scheduler)."""
+def _run_log_range(
+    conn: sqlite3.Connection, scheduler_id: str | None, run_id: str
+) -> RunRange | None:
+    """Where a run's records lie, or None if it has none (or belongs to another scheduler
+    than ``scheduler_id``; None: any)."""
     rows = conn.execute(
-        "SELECT seq, first_log_id, last_log_id FROM runs WHERE run_id = ? AND scheduler_id = ?",
-        (run_id, scheduler_id),
+        "SELECT seq, first_log_id, last_log_id, scheduler_id FROM runs WHERE run_id = ?",
+        (run_id,),
     ).fetchall()
     if not rows or rows[0][1] is None:
+        return None
+    if scheduler_id is not None and rows[0][3] != scheduler_id:
         return None
     return RunRange(*rows[0])
 
 
-def log_query(query: LogQuery, *, run_range: RunRange | None) -> tuple[str, list[object]]:
-    """The SQL and parameters of ``logs``: one index range per level, each read in cursor
-    order up to ``limit``, merged, cut to ``limit``, returned ascending."""
-    levels = [level for level in Level if query.min_level is None or level >= query.min_level]
-    order = "ASC" if query.after is not None else "DESC"
-    where = ["scheduler_id = ?", "level = ?"]
+# Every scheduler with records, one index seek each (the index leads with scheduler_id).
+SCHEDULERS_WITH_LOGS: Final = (
+    "WITH RECURSIVE s(id) AS (SELECT min(scheduler_id) FROM logs UNION ALL"
+    " SELECT (SELECT min(scheduler_id) FROM logs WHERE scheduler_id > s.id) FROM s"
+    " WHERE s.id IS NOT NULL) SELECT id FROM s WHERE id IS NOT NULL"
+)
+# Index ranges per statement, below SQLite's 500 terms of one compound SELECT.
+_MAX_RANGES: Final = 400
+# A field's value as ``core.records.field_text`` spells it (``j``: a json_each row).
+_VALUE_TEXT: Final = (
+    "CASE j.type WHEN 'true' THEN 'true' WHEN 'false' THEN 'false' WHEN 'null' THEN 'null'"
+    " ELSE CAST(j.value AS TEXT) END"
+)
+# Built from the constants above only; every value is a bound parameter.
+_IN_FIELDS: Final = "".join(
+    [
+        "EXISTS (SELECT 1 FROM json_each(fields) AS j WHERE instr(lower(j.key), ?) > 0",
+        " OR instr(lower(",
+        _VALUE_TEXT,
+        "), ?) > 0)",
+    ]
+)
+_TEXT_MATCH: Final = f"(instr(lower(message), ?) > 0 OR {_IN_FIELDS})"
+# The same, reading the fields' JSON only where its text holds the needle: true whenever
+# a field's name or value holds it, if the needle has no character JSON escapes.
+_TEXT_MATCH_QUICK: Final = (
+    f"(instr(lower(message), ?) > 0 OR (instr(lower(fields), ?) > 0 AND {_IN_FIELDS}))"
+)
+_FIELD_MATCH: Final = "".join(
+    ["EXISTS (SELECT 1 FROM json_each(fields) AS j WHERE j.key = ? AND ", _VALUE_TEXT, " = ?)"]
+)
+# The same, reading the JSON only where its text holds the name as a key ("name":).
+_FIELD_MATCH_QUICK: Final = f"(instr(fields, ?) > 0 AND {_FIELD_MATCH})"
+
+
+def _unescaped(text: str) -> bool:
+    """Whether JSON (as ``store.codec`` writes it, ASCII only) spells ``text`` as it is."""
+    return all(" " <= char <= "~" and char not in '"\\' for char in text)
+
+
+def _levels(query: LogQuery) -> list[Level]:
+    return [level for level in Level if query.min_level is None or level >= query.min_level]
+
+
+def _search_terms(query: LogQuery) -> tuple[list[str], list[object]]:
+    """Conditions on a logs row for cursors, time, text and fields, with their values."""
+    where: list[str] = []
     params: list[object] = []
     if query.after is not None:
         where.append("id > ?")
@@ -206,15 +273,65 @@ def log_query(query: LogQuery, *, run_range: RunRange | None) -> tuple[str, list
     if query.before is not None:
         where.append("id < ?")
         params.append(query.before)
+    if query.since is not None:
+        where.append("time >= ?")
+        params.append(microseconds(query.since))
+    if query.until is not None:
+        where.append("time < ?")
+        params.append(microseconds(query.until))
+    for name, value in query.fields:
+        if _unescaped(name):
+            where.append(_FIELD_MATCH_QUICK)
+            params.extend([f'"{name}":', name, value])
+        else:
+            where.append(_FIELD_MATCH)
+            params.extend([name, value])
+    if query.text is not None:
+        needle = fold(query.text)
+        if _unescaped(needle):
+            where.append(_TEXT_MATCH_QUICK)
+            params.extend([needle, needle, needle, needle])
+        else:
+            where.append(_TEXT_MATCH)
+            params.extend([needle, needle, needle])
+    return where, params
+
+
+def scan_query(query: LogQuery) -> tuple[str, list[object]]:
+    """``logs`` over every scheduler at (nearly) every level: one walk of the table in
+    cursor order, filtered, up to ``limit``."""
+    order = "ASC" if query.after is not None else "DESC"
+    where, params = _search_terms(query)
+    if query.min_level is not None:
+        where.insert(0, "level >= ?")
+        params.insert(0, query.min_level.value)
+    conditions = " AND ".join(where) or "1"
+    # Built from the constants above only; every value is a bound parameter.
+    newest = f"SELECT id FROM logs WHERE {conditions} ORDER BY id {order} LIMIT ?"  # noqa: S608
+    return f"{_SELECT_LOGS} WHERE l.id IN ({newest}) ORDER BY l.id", [*params, query.limit]
+
+
+def log_query(
+    query: LogQuery, *, scheduler_ids: Sequence[str], run_range: RunRange | None
+) -> tuple[str, list[object]]:
+    """The SQL and parameters of ``logs`` for ``scheduler_ids``: one index range per
+    scheduler and level, each read in cursor order up to ``limit``, merged, cut to
+    ``limit``, returned ascending."""
+    levels = _levels(query)
+    order = "ASC" if query.after is not None else "DESC"
+    where, params = _search_terms(query)
+    where[:0] = ["scheduler_id = ?", "level = ?"]
     if run_range is not None:
         where.extend(["id BETWEEN ? AND ?", "run_seq = ?"])
         params.extend([run_range.first_log_id, run_range.last_log_id, run_range.seq])
     conditions = " AND ".join(where)
     one_level = f"SELECT id FROM logs WHERE {conditions} ORDER BY id {order} LIMIT ?"  # noqa: S608
-    union = " UNION ALL ".join([f"SELECT id FROM ({one_level})"] * len(levels))  # noqa: S608
+    ranges = len(levels) * len(scheduler_ids)
+    union = " UNION ALL ".join([f"SELECT id FROM ({one_level})"] * ranges)  # noqa: S608
     all_params: list[object] = []
-    for level in levels:
-        all_params.extend([query.scheduler_id, level.value, *params, query.limit])
+    for scheduler_id in scheduler_ids:
+        for level in levels:
+            all_params.extend([scheduler_id, level.value, *params, query.limit])
     all_params.append(query.limit)
     # Built from the constants above only; every value is a bound parameter.
     newest = f"SELECT id FROM ({union}) ORDER BY id {order} LIMIT ?"  # noqa: S608

@@ -23,7 +23,8 @@ WRITER_CACHE_KIB: Final = 32 << 10
 # merges them, so "newest 200" and "the 200 errors among millions" cost the same. A run's
 # records are found through that index too, limited to the run's id range
 # (runs.first_log_id .. last_log_id, filtered by run_seq). One index instead of three
-# keeps inserts fast.
+# keeps inserts fast. Log search (text, fields, time) reads through it too and adds none:
+# see store.sqlite.logs.
 MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
     (
         """CREATE TABLE meta (
