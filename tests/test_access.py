@@ -22,7 +22,7 @@ import pytest
 
 from supervisor.core.access import ROLES, Permission, Subject, su, with_role
 from supervisor.core.definitions import Kind, Options
-from supervisor.core.errors import PermissionDenied
+from supervisor.core.errors import DefinitionError, PermissionDenied
 from supervisor.core.records import AuditEntry, LogQuery
 from supervisor.core.registry import Registry
 from supervisor.core.settings import from_store
@@ -70,6 +70,9 @@ ALLOWED: dict[str, frozenset[str]] = {
     "users.remove": frozenset({ADMIN, SU}),
     "users.list": frozenset({ADMIN, SU}),
     "users.set_password": frozenset({ADMIN, SU}),
+    "users.set_role": frozenset({ADMIN, SU}),
+    "users.disable": frozenset({ADMIN, SU}),
+    "users.enable": frozenset({ADMIN, SU}),
     # one's own account, and logging in: anyone (the password is what is checked)
     "users.change_own_password": frozenset(EVERYONE),
     "users.authenticate": frozenset(EVERYONE),
@@ -101,8 +104,11 @@ PERMISSION: dict[str, Permission | None] = {
     "reset_settings": Permission.RESET_SETTINGS,
     "users.add": Permission.MANAGE_USERS,
     "users.remove": Permission.MANAGE_USERS,
-    "users.list": Permission.MANAGE_USERS,
-    "users.set_password": Permission.MANAGE_USERS,
+    "users.list": Permission.VIEW_USERS,
+    "users.set_password": Permission.RESET_PASSWORDS,
+    "users.set_role": Permission.MANAGE_USERS,
+    "users.disable": Permission.MANAGE_USERS,
+    "users.enable": Permission.MANAGE_USERS,
     # checked by the password, not a permission
     "users.change_own_password": None,
     "users.authenticate": None,
@@ -156,6 +162,7 @@ def world() -> World:
     backend.log("jobs.hello", "hello", run_id=run_id)
     directory = Directory(audit)
     directory.add_user("leaving", role="viewer", password_hash="x")
+    directory.add_user("locked", role="operator", password_hash="!x")  # disabled
     audit.add_audit(AuditEntry(time=START, actor="setup", action="seed", scheduler_id=None))
     backend.update_settings(
         "jobs.repeat",
@@ -207,6 +214,9 @@ CALLS: dict[str, Callable[[World, Subject], Any]] = {
     "users.remove": lambda w, s: w.accounts.remove(s, "leaving"),
     "users.list": lambda w, s: w.accounts.list(s),
     "users.set_password": lambda w, s: w.accounts.set_password(s, "leaving", "a new password"),
+    "users.set_role": lambda w, s: w.accounts.set_role(s, "leaving", "operator"),
+    "users.disable": lambda w, s: w.accounts.disable(s, "leaving"),
+    "users.enable": lambda w, s: w.accounts.enable(s, "locked"),
     "users.change_own_password": lambda w, s: own_password(w, s),
     "users.authenticate": lambda w, s: w.accounts.authenticate("leaving", "x", address="t"),
     "users.refused_unchecked": lambda w, s: w.accounts.refused_unchecked(
@@ -245,6 +255,9 @@ DID: dict[str, Callable[[World, Any], bool]] = {
     "users.remove": lambda w, r: "leaving" not in w.directory.users,
     "users.list": lambda w, r: "leaving" in [a.name for a in r],
     "users.set_password": lambda w, r: w.directory.users["leaving"].password_hash != "x",
+    "users.set_role": lambda w, r: w.directory.users["leaving"].role == "operator",
+    "users.disable": lambda w, r: w.directory.users["leaving"].password_hash == "!x",
+    "users.enable": lambda w, r: w.directory.users["locked"].password_hash == "x",
 }
 
 
@@ -278,7 +291,21 @@ def test_who_may_do_what(use_case: str, who: str) -> None:
     assert w.effects() == before, "a refused call must change nothing"
 
 
-@pytest.mark.parametrize("use_case", ["start", "stop", "execute", "update_settings", "users.add"])
+@pytest.mark.parametrize(
+    "use_case",
+    [
+        "start",
+        "stop",
+        "execute",
+        "update_settings",
+        "users.add",
+        "users.remove",
+        "users.set_role",
+        "users.disable",
+        "users.enable",
+        "users.set_password",
+    ],
+)
 def test_an_allowed_change_is_audited_with_the_actor(use_case: str) -> None:
     w = world()
     acting = subject(ADMIN)
@@ -303,3 +330,33 @@ def test_each_use_case_checks_its_own_permission(use_case: str) -> None:
     w = world()
     result = CALLS[use_case](w, Subject("only", frozenset({needed})))
     assert DID[use_case](w, result), f"{use_case} allowed with {needed} but did nothing"
+
+
+def test_the_user_permissions_are_the_admins_alone() -> None:
+    user_permissions = {Permission.VIEW_USERS, Permission.MANAGE_USERS, Permission.RESET_PASSWORDS}
+    assert {role for role, held in ROLES.items() if held & user_permissions} == {ADMIN}
+    assert ROLES[ADMIN] >= user_permissions
+
+
+TAKE_AWAY: dict[str, Callable[[World, Subject, str], Any]] = {
+    "remove": lambda w, s, name: w.accounts.remove(s, name),
+    "disable": lambda w, s, name: w.accounts.disable(s, name),
+    "demote": lambda w, s, name: w.accounts.set_role(s, name, "viewer"),
+}
+
+
+@pytest.mark.parametrize("what", sorted(TAKE_AWAY))
+def test_an_admin_cannot_lock_themselves_or_the_last_admin_out(what: str) -> None:
+    w = world()
+    w.directory.add_user("ada", role="admin", password_hash="x")
+    w.directory.add_user("bob", role="admin", password_hash="x")
+    before = w.effects()
+    with pytest.raises(DefinitionError, match="your own account"):
+        TAKE_AWAY[what](w, with_role("ada", ADMIN), "ada")
+    assert w.effects() == before
+    # bob may take ada away; then bob is the last enabled admin, whom nobody may take away
+    TAKE_AWAY[what](w, with_role("bob", ADMIN), "ada")
+    before = w.effects()
+    with pytest.raises(DefinitionError, match="last admin"):
+        TAKE_AWAY[what](w, su("root"), "bob")
+    assert w.effects() == before

@@ -189,3 +189,56 @@ def test_users_add_without_a_password_makes_a_one_time_one(tmp_path: Path) -> No
     with SqliteStore.open(tmp_path / "state.db") as store:
         stored = store.get_user("olga")
         assert stored is not None and is_temporary(stored.password_hash)
+
+
+FAST_COST = ScryptCost(n=1 << 10, r=8, p=1)
+
+
+def test_a_disabled_user_cannot_log_in_and_keeps_its_password_for_enable(
+    tmp_path: Path,
+) -> None:
+    with SqliteStore.open(tmp_path / "state.db") as store:
+        accounts = Accounts(store, cost=FAST_COST)
+        admin = with_role("ada", "admin")
+        accounts.add(admin, "olga", role="operator", password="olga's first password")
+        accounts.disable(admin, "olga")
+        assert accounts.authenticate("olga", "olga's first password", address="10.0.0.7") is None
+        last = store.audit(limit=1)[0][1]
+        assert (last.actor, last.action, last.detail) == (
+            "olga",
+            "login refused",
+            "user disabled, from 10.0.0.7",
+        )
+        # a reset while disabled keeps the user disabled
+        accounts.set_password(admin, "olga", "a one-time password", temporary=True)
+        assert accounts.authenticate("olga", "a one-time password", address="t") is None
+        accounts.enable(admin, "olga")
+        found = accounts.authenticate("olga", "a one-time password", address="t")
+        assert found is not None and found.must_change_password
+        actions = [e.action for _, e in store.audit()][::-1]
+        assert actions[:4] == ["add user", "disable user", "login refused", "set password"]
+        assert "enable user" in actions
+        # disabling twice or enabling an enabled user changes and records nothing
+        count = len(store.audit())
+        accounts.enable(admin, "olga")
+        assert len(store.audit()) == count
+
+
+def test_a_role_change_is_audited_with_before_and_after(tmp_path: Path) -> None:
+    with SqliteStore.open(tmp_path / "state.db") as store:
+        accounts = Accounts(store, cost=FAST_COST)
+        accounts.add(su(), "olga", role="viewer", password="olga's first password")
+        accounts.set_role(with_role("ada", "admin"), "olga", "operator")
+        stored = store.get_user("olga")
+        assert stored is not None and stored.role == "operator"
+        last = store.audit(limit=1)[0][1]
+        assert (last.actor, last.action, last.detail) == (
+            "ada",
+            "set role",
+            "olga: viewer -> operator",
+        )
+        with pytest.raises(DefinitionError) as caught:
+            accounts.set_role(su(), "olga", "wizard")
+        assert caught.value.field == "role"
+        with pytest.raises(DefinitionError):
+            accounts.set_role(su(), "nobody", "viewer")

@@ -281,10 +281,15 @@ class RemoteAudit:
         self._remote._call("audit.add_audit", entry)
 
     def audit(
-        self, *, scheduler_id: str | None = None, limit: int = 100, before: int | None = None
+        self,
+        *,
+        scheduler_id: str | None = None,
+        limit: int = 100,
+        before: int | None = None,
+        **filters: Any,
     ) -> list[tuple[int, AuditEntry]]:
         found: list[tuple[int, AuditEntry]] = self._remote._call(
-            "audit.audit", scheduler_id=scheduler_id, limit=limit, before=before
+            "audit.audit", scheduler_id=scheduler_id, limit=limit, before=before, **filters
         )
         return found
 

@@ -777,6 +777,39 @@ def test_audit_round_trip_paging_and_last_actor(store: Store) -> None:
     assert len(store.audit()) == 7  # the default limit is 100
 
 
+def test_audit_filters_by_actor_action_and_time(store: Store) -> None:
+    for i in range(8):
+        store.add_audit(
+            AuditEntry(
+                time=T0 + timedelta(hours=i),
+                actor="ada" if i % 2 else "otto",
+                action="login" if i < 4 else "stop",
+                scheduler_id=None if i < 4 else "a.job",
+                detail=f"entry {i}",
+            )
+        )
+
+    def details(**filters: Any) -> list[str]:
+        return [e.detail or "" for _, e in store.audit(**filters)]
+
+    assert details(actor="ada") == ["entry 7", "entry 5", "entry 3", "entry 1"]
+    assert details(action="login") == ["entry 3", "entry 2", "entry 1", "entry 0"]
+    assert details(actor="otto", action="stop") == ["entry 6", "entry 4"]
+    # since is inclusive, until exclusive
+    window = {"since": T0 + timedelta(hours=2), "until": T0 + timedelta(hours=5)}
+    assert details(**window) == ["entry 4", "entry 3", "entry 2"]
+    assert details(actor="ada", scheduler_id="a.job", **window) == []
+    assert details(actor="ada", scheduler_id="a.job") == ["entry 7", "entry 5"]
+    # an aware time in another zone means the same instant
+    berlin = timezone(timedelta(hours=1))
+    assert details(since=(T0 + timedelta(hours=6)).astimezone(berlin)) == ["entry 7", "entry 6"]
+    paged = store.audit(action="stop", limit=1)
+    assert details(action="stop", before=paged[0][0]) == ["entry 6", "entry 5", "entry 4"]
+    assert details(actor="nobody") == []
+    with pytest.raises(ValueError):
+        store.audit(since=datetime(2026, 1, 1))  # naive: refused, never guessed
+
+
 def test_users(store: Store) -> None:
     created = T0 + timedelta(days=1)
     store.add_user("bob", role="viewer", password_hash="h1", created_at=created)
@@ -800,6 +833,15 @@ def test_users(store: Store) -> None:
     assert bob is not None and bob.password_hash == "h3"
     with pytest.raises(DefinitionError):
         store.set_password("nobody", "h")
+    store.set_role("bob", "operator")
+    bob = store.get_user("bob")
+    assert bob is not None and bob.role == "operator" and bob.password_hash == "h3"
+    with pytest.raises(DefinitionError) as no_role:
+        store.set_role("bob", "wizard")
+    assert no_role.value.field == "role"
+    with pytest.raises(DefinitionError) as no_user:
+        store.set_role("nobody", "viewer")
+    assert no_user.value.field == "name"
     assert store.remove_user("bob") is True
     assert store.remove_user("bob") is False
     assert store.get_user("bob") is None

@@ -100,7 +100,12 @@ class ListTrail:
         self.entries.append(entry)
 
     def audit(
-        self, *, scheduler_id: str | None = None, limit: int = 100, before: int | None = None
+        self,
+        *,
+        scheduler_id: str | None = None,
+        limit: int = 100,
+        before: int | None = None,
+        **_filters: object,
     ) -> list[tuple[int, AuditEntry]]:
         return list(enumerate(self.entries))[::-1][:limit]
 

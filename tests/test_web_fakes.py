@@ -308,7 +308,15 @@ class MemoryAudit:
             self.entries.append(entry)
 
     def audit(
-        self, *, scheduler_id: str | None = None, limit: int = 100, before: int | None = None
+        self,
+        *,
+        scheduler_id: str | None = None,
+        actor: str | None = None,
+        action: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 100,
+        before: int | None = None,
     ) -> list[tuple[int, AuditEntry]]:
         with self.lock:
             numbered = list(enumerate(self.entries, start=1))
@@ -316,6 +324,10 @@ class MemoryAudit:
             (c, e)
             for c, e in numbered
             if (scheduler_id is None or e.scheduler_id == scheduler_id)
+            and (actor is None or e.actor == actor)
+            and (action is None or e.action == action)
+            and (since is None or e.time >= since)
+            and (until is None or e.time < until)
             and (before is None or c < before)
         ]
         return list(reversed(chosen))[:limit]
@@ -326,6 +338,7 @@ class MemoryUser:
     name: str
     role: str
     password_hash: str
+    created_at: datetime = START
 
 
 class MemoryUsers:
@@ -354,6 +367,12 @@ class MemoryUsers:
         if found is None:
             raise DefinitionError("name", f"no user {name!r}")
         self.users[name] = replace(found, password_hash=password_hash)
+
+    def set_role(self, name: str, role: str) -> None:
+        found = self.users.get(name)
+        if found is None:
+            raise DefinitionError("name", f"no user {name!r}")
+        self.users[name] = replace(found, role=role)
 
     def add_audit(self, entry: AuditEntry) -> None:
         with self.lock:

@@ -30,6 +30,13 @@ ROUTES: dict[tuple[str, str], object] = {
     ("POST", "/account/password"): LOGGED_IN,
     ("GET", "/"): Permission.LIST,
     ("GET", "/audit"): Permission.VIEW_AUDIT,
+    ("GET", "/users"): Permission.VIEW_USERS,
+    ("POST", "/users/add"): Permission.MANAGE_USERS,
+    ("POST", "/users/role"): Permission.MANAGE_USERS,
+    ("POST", "/users/disable"): Permission.MANAGE_USERS,
+    ("POST", "/users/enable"): Permission.MANAGE_USERS,
+    ("POST", "/users/remove"): Permission.MANAGE_USERS,
+    ("POST", "/users/password"): Permission.RESET_PASSWORDS,
     ("GET", "/logs"): Permission.VIEW_LOGS,
     ("GET", "/schedulers/<sid>"): Permission.STATUS,
     ("GET", "/schedulers/<sid>/history"): Permission.STATUS,
@@ -166,6 +173,13 @@ ADMIN = OPERATOR | {
     ("POST", "/schedulers/<sid>/enable"),
     ("POST", "/schedulers/<sid>/settings"),
     ("POST", "/schedulers/<sid>/settings/reset"),
+    ("GET", "/users"),
+    ("POST", "/users/add"),
+    ("POST", "/users/role"),
+    ("POST", "/users/disable"),
+    ("POST", "/users/enable"),
+    ("POST", "/users/remove"),
+    ("POST", "/users/password"),
 }
 # Written out, not derived from ROLES: a permission moved between roles fails here.
 ALLOWED = {ANONYMOUS: EVERYONE, "viewer": VIEWER, "operator": OPERATOR, "admin": ADMIN}

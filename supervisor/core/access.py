@@ -29,7 +29,9 @@ class Permission(enum.Enum):
     RESET_SETTINGS = "reset_settings"
     RUN_ACTION = "run_action"
     VIEW_AUDIT = "view_audit"
-    MANAGE_USERS = "manage_users"
+    VIEW_USERS = "view_users"  # the list of Admin Center users and their roles
+    MANAGE_USERS = "manage_users"  # add, remove, disable, enable, change a role
+    RESET_PASSWORDS = "reset_passwords"  # give a user a new one-time password
 
 
 _VIEWER = frozenset(
@@ -50,7 +52,9 @@ _OPERATOR = _VIEWER | {
 _ADMIN = _OPERATOR | {
     Permission.UPDATE_SETTINGS,
     Permission.RESET_SETTINGS,
+    Permission.VIEW_USERS,
     Permission.MANAGE_USERS,
+    Permission.RESET_PASSWORDS,
 }
 
 ROLES: dict[str, frozenset[Permission]] = {

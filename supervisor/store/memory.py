@@ -437,10 +437,20 @@ class MemoryStore:
             )
 
     def audit(
-        self, *, scheduler_id: str | None = None, limit: int = 100, before: int | None = None
+        self,
+        *,
+        scheduler_id: str | None = None,
+        actor: str | None = None,
+        action: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 100,
+        before: int | None = None,
     ) -> list[tuple[int, AuditEntry]]:
         if limit <= 0:
             return []
+        since = None if since is None else require_aware(since)
+        until = None if until is None else require_aware(until)
         with self._lock:
             self._open()
             chosen: list[_Audit] = []
@@ -448,6 +458,14 @@ class MemoryStore:
                 if before is not None and item.id >= before:
                     continue
                 if scheduler_id is not None and item.scheduler_id != scheduler_id:
+                    continue
+                if (actor is not None and item.actor != actor) or (
+                    action is not None and item.action != action
+                ):
+                    continue
+                if (since is not None and item.time < since) or (
+                    until is not None and item.time >= until
+                ):
                     continue
                 chosen.append(item)
                 if len(chosen) == limit:
@@ -514,6 +532,15 @@ class MemoryStore:
             if user is None:
                 raise DefinitionError("name", f"no user {name!r}")
             self._users[name] = dataclasses.replace(user, password_hash=password_hash)
+
+    def set_role(self, name: str, role: str) -> None:
+        check_new_user(name, role)
+        with self._lock:
+            self._open()
+            user = self._users.get(name)
+            if user is None:
+                raise DefinitionError("name", f"no user {name!r}")
+            self._users[name] = dataclasses.replace(user, role=role)
 
     # -- small internal state -------------------------------------------------------------
 

@@ -253,9 +253,21 @@ class AuditTrail(Protocol):
         ...
 
     def audit(
-        self, *, scheduler_id: str | None = None, limit: int = 100, before: int | None = None
+        self,
+        *,
+        scheduler_id: str | None = None,
+        actor: str | None = None,
+        action: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 100,
+        before: int | None = None,
     ) -> list[tuple[int, AuditEntry]]:
-        """Entries as (cursor, entry), newest first; ``before`` (a cursor) pages back."""
+        """Entries as (cursor, entry), newest first; ``before`` (a cursor) pages back.
+
+        Each filter given narrows: ``scheduler_id``, ``actor`` and ``action`` match
+        exactly, ``since <= time < until`` (aware datetimes; ``ValueError`` for naive ones).
+        """
         ...
 
     def last_actor(self, scheduler_id: str) -> str | None:
@@ -292,6 +304,10 @@ class UserDirectory(Protocol):
 
     def set_password(self, name: str, password_hash: str) -> None:
         """Replace a login's password hash; ``DefinitionError`` if there is no such user."""
+        ...
+
+    def set_role(self, name: str, role: str) -> None:
+        """Replace a login's role; ``DefinitionError`` for an unknown role or user."""
         ...
 
 

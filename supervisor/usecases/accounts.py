@@ -1,9 +1,17 @@
-"""The account use cases: add, remove, list users, set or change a password, and log in.
+"""The account use cases: add, remove, list, disable, enable users, change a role, set or
+change a password, and log in.
 
-Like every use case they check the subject's permission (``MANAGE_USERS``, or being the
-user whose password changes) and write the audit trail: user changes, logins and refused
-logins. They work on the state database directly, so they need no running manager.
-A login whose stored hash is cheaper than the current cost stores a fresh hash.
+Like every use case they check the subject's permission (``VIEW_USERS`` to list,
+``MANAGE_USERS`` to change users, ``RESET_PASSWORDS`` to set another user's password, or
+being the user whose password changes) and write the audit trail: user changes, logins
+and refused logins (name and address, never the password). They work on the state
+database directly, so they need no running manager. A login whose stored hash is cheaper
+than the current cost stores a fresh hash.
+
+A disabled user keeps its record and password, locked as ``passwd -l`` locks one: the
+stored hash gets a ``!`` in front, which no password matches; enabling removes it. No
+administrator can remove, disable or demote themselves, nor the last enabled admin, so
+the Admin Center always keeps someone who can manage it.
 
 User changes (add, remove, set or change a password) are audited first, as
 ``usecases.schedulers`` explains: the entry is written before the change, so a trail that
@@ -41,6 +49,8 @@ from supervisor.store.protocols import AuditTrail, StoredUser, UserDirectory
 from supervisor.usecases.schedulers import note_after
 
 USER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
+LOCKED = "!"  # in front of a disabled user's stored hash
+ADMIN_ROLE = "admin"
 # Where the bootstrap admin's one-time password is left when no terminal shows it.
 BOOTSTRAP_PASSWORD_FILE = "admin-password"  # noqa: S105 - a file name
 BOOTSTRAP_USER = "admin"
@@ -49,6 +59,15 @@ BOOTSTRAP_USER = "admin"
 class AccountStore(UserDirectory, AuditTrail, Protocol):
     """The store's users and audit trail, which the account use cases write together
     (errors as ``store.protocols`` says)."""
+
+
+def is_disabled(user: StoredUser) -> bool:
+    return user.password_hash.startswith(LOCKED)
+
+
+def must_change(user: StoredUser) -> bool:
+    """Whether ``user``'s password is a one-time one, to change at the next login."""
+    return is_temporary(user.password_hash.removeprefix(LOCKED))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -100,26 +119,58 @@ class Accounts:
 
     def remove(self, subject: Subject, name: str) -> None:
         subject.require(Permission.MANAGE_USERS)
-        if self._users.get_user(name) is None:
-            raise DefinitionError("name", f"no user {name!r}")
+        record = self._existing(name)
+        self._keep_an_admin(subject, record, "remove")
         with self._audited(subject.name, "remove user", name):
             if not self._users.remove_user(name):  # removed by someone else in between
                 raise DefinitionError("name", f"no user {name!r}")
 
     def list(self, subject: Subject) -> list[StoredUser]:
-        subject.require(Permission.MANAGE_USERS)
+        subject.require(Permission.VIEW_USERS)
         return list(self._users.list_users())
+
+    def set_role(self, subject: Subject, name: str, role: str) -> None:
+        """Give ``name`` another role; it holds from their next request on."""
+        subject.require(Permission.MANAGE_USERS)
+        if role not in ROLES:
+            raise DefinitionError("role", f"{role!r}: choose one of {', '.join(ROLES)}")
+        record = self._existing(name)
+        if record.role == role:
+            return
+        if role != ADMIN_ROLE:
+            self._keep_an_admin(subject, record, "demote")
+        with self._audited(subject.name, "set role", f"{name}: {record.role} -> {role}"):
+            self._users.set_role(name, role)
+
+    def disable(self, subject: Subject, name: str) -> None:
+        """Lock ``name`` out (the record and password stay); refused logins are audited."""
+        subject.require(Permission.MANAGE_USERS)
+        record = self._existing(name)
+        if is_disabled(record):
+            return
+        self._keep_an_admin(subject, record, "disable")
+        with self._audited(subject.name, "disable user", name):
+            self._users.set_password(name, LOCKED + record.password_hash)
+
+    def enable(self, subject: Subject, name: str) -> None:
+        subject.require(Permission.MANAGE_USERS)
+        record = self._existing(name)
+        if not is_disabled(record):
+            return
+        with self._audited(subject.name, "enable user", name):
+            self._users.set_password(name, record.password_hash.removeprefix(LOCKED))
 
     def set_password(
         self, subject: Subject, name: str, password: str, *, temporary: bool = False
     ) -> None:
-        """An administrator sets ``name``'s password (no current password needed)."""
-        subject.require(Permission.MANAGE_USERS)
-        if self._users.get_user(name) is None:
-            raise DefinitionError("name", f"no user {name!r}")
+        """An administrator sets ``name``'s password (no current password needed); a
+        disabled user stays disabled."""
+        subject.require(Permission.RESET_PASSWORDS)
+        record = self._existing(name)
         check_new_password(password)
-        with self._audited(subject.name, "set password", name):
-            self._store_password(name, password, temporary=temporary)
+        detail = f"{name} (one-time)" if temporary else name
+        with self._audited(subject.name, "set password", detail):
+            self._store_password(name, password, temporary=temporary, locked=is_disabled(record))
 
     def change_own_password(self, subject: Subject, *, current: str, new: str) -> None:
         """``subject`` changes their own password; the current one must be given."""
@@ -148,6 +199,10 @@ class Accounts:
             verify_password(password, _dummy_hash(self._cost))
             self._record(_actor(name), "login refused", f"unknown user, from {address}")
             return None
+        if is_disabled(record):
+            verify_password(password, _dummy_hash(self._cost))
+            self._record(record.name, "login refused", f"user disabled, from {address}")
+            return None
         if record.role not in ROLES or not verify_password(password, record.password_hash):
             self._record(record.name, "login refused", f"wrong password, from {address}")
             return None
@@ -169,10 +224,29 @@ class Accounts:
 
     # -- internals -------------------------------------------------------------------------
 
-    def _store_password(self, name: str, password: str, *, temporary: bool) -> None:
-        self._users.set_password(
-            name, hash_password(password, cost=self._cost, temporary=temporary)
-        )
+    def _existing(self, name: str) -> StoredUser:
+        record = self._users.get_user(name)
+        if record is None:
+            raise DefinitionError("name", f"no user {name!r}")
+        return record
+
+    def _keep_an_admin(self, subject: Subject, record: StoredUser, what: str) -> None:
+        """Refuse to take away the subject's own account or the last enabled admin."""
+        if record.name == subject.name:
+            raise DefinitionError("name", f"you cannot {what} your own account")
+        if record.role != ADMIN_ROLE or is_disabled(record):
+            return
+        admins = [
+            u for u in self._users.list_users() if u.role == ADMIN_ROLE and not is_disabled(u)
+        ]
+        if [u.name for u in admins] == [record.name]:
+            raise DefinitionError("name", f"{record.name!r} is the last admin: cannot {what}")
+
+    def _store_password(
+        self, name: str, password: str, *, temporary: bool, locked: bool = False
+    ) -> None:
+        stored = hash_password(password, cost=self._cost, temporary=temporary)
+        self._users.set_password(name, LOCKED + stored if locked else stored)
         if not temporary and name == BOOTSTRAP_USER and self._bootstrap_file is not None:
             with contextlib.suppress(FileNotFoundError):
                 self._bootstrap_file.unlink()

@@ -73,7 +73,15 @@ class AuditTrail(Protocol):
     def add_audit(self, entry: AuditEntry) -> None: ...
 
     def audit(
-        self, *, scheduler_id: str | None = None, limit: int = 100, before: int | None = None
+        self,
+        *,
+        scheduler_id: str | None = None,
+        actor: str | None = None,
+        action: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 100,
+        before: int | None = None,
     ) -> list[tuple[int, AuditEntry]]: ...
 
 
@@ -257,11 +265,25 @@ class UseCases:
         subject: Subject,
         *,
         scheduler_id: str | None = None,
+        actor: str | None = None,
+        action: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
         limit: int = 100,
         before: int | None = None,
     ) -> builtins.list[tuple[int, AuditEntry]]:
+        """The audit trail, newest first, narrowed by each filter given (as the store's
+        ``AuditTrail.audit`` says)."""
         subject.require(Permission.VIEW_AUDIT)
-        return self._audit.audit(scheduler_id=scheduler_id, limit=limit, before=before)
+        return self._audit.audit(
+            scheduler_id=scheduler_id,
+            actor=actor,
+            action=action,
+            since=since,
+            until=until,
+            limit=limit,
+            before=before,
+        )
 
     # -- controls -----------------------------------------------------------------------
 

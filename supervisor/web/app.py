@@ -4,9 +4,9 @@ This module only assembles: the shared ``Site``, the ``Guard`` every request pas
 (session, proxy header, CSRF, permission, errors mapped through ``http_status``), and the
 route table, each route with its access (public, any logged-in user, or one
 ``Permission``) and its handler from the handler modules (``account``, ``overview``,
-``scheduler_page``, ``actions``, ``logs``, ``audit``, ``streams``). Pages are rendered by our own
-autoescaping Jinja2 environment; every response carries a Content-Security-Policy
-without inline script and no ``Server`` banner.
+``scheduler_page``, ``actions``, ``logs``, ``audit``, ``users``, ``streams``). Pages are
+rendered by our own autoescaping Jinja2 environment; every response carries a
+Content-Security-Policy without inline script and no ``Server`` banner.
 
 May import ``usecases``, ``access``, ``clock``, ``supervisor.web.*``, bottle and the stdlib.
 """
@@ -39,6 +39,7 @@ from supervisor.web import (
     scheduler_page,
     streams,
 )
+from supervisor.web import users as user_pages
 from supervisor.web.config import (
     CONNECTION_KEY,
     COOKIE_NAME,
@@ -169,6 +170,13 @@ def routes(site: Site) -> list[tuple[str, str, Access, Handler]]:
         ("POST", PASSWORD_PAGE, LOGGED_IN, account.change_password),
         ("GET", "/", Permission.LIST, cards),
         ("GET", "/audit", Permission.VIEW_AUDIT, audit.audit),
+        ("GET", user_pages.USERS_PAGE, Permission.VIEW_USERS, user_pages.users),
+        ("POST", "/users/add", Permission.MANAGE_USERS, user_pages.add),
+        ("POST", "/users/role", Permission.MANAGE_USERS, user_pages.set_role),
+        ("POST", "/users/disable", Permission.MANAGE_USERS, user_pages.disable),
+        ("POST", "/users/enable", Permission.MANAGE_USERS, user_pages.enable),
+        ("POST", "/users/remove", Permission.MANAGE_USERS, user_pages.remove),
+        ("POST", "/users/password", Permission.RESET_PASSWORDS, user_pages.reset_password),
         ("GET", "/logs", Permission.VIEW_LOGS, logs.search),
         ("GET", "/schedulers/<sid>", Permission.STATUS, scheduler_page.scheduler),
         ("GET", "/schedulers/<sid>/history", Permission.STATUS, scheduler_page.history),

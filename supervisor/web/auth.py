@@ -22,13 +22,15 @@ from supervisor.core.access import ROLES, Subject, with_role
 from supervisor.core.errors import DefinitionError
 from supervisor.core.passwords import CURRENT_COST, ScryptCost, generate_password, hash_password
 from supervisor.store.protocols import UserDirectory
-from supervisor.usecases.accounts import BOOTSTRAP_PASSWORD_FILE, BOOTSTRAP_USER
+from supervisor.usecases.accounts import BOOTSTRAP_PASSWORD_FILE, BOOTSTRAP_USER, is_disabled
 
 
 def subject_for(users: UserDirectory, name: str) -> Subject | None:
-    """The subject a logged-in user acts as, read afresh (a removed user acts no more)."""
+    """The subject a logged-in user acts as, read afresh: a removed or disabled user acts
+    no more (whether logged in by password or named by a trusted proxy), a changed role
+    holds from the next request on."""
     record = users.get_user(name)
-    if record is None or record.role not in ROLES:
+    if record is None or record.role not in ROLES or is_disabled(record):
         return None
     return with_role(record.name, record.role)
 

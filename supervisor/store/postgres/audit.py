@@ -6,7 +6,7 @@ May import ``core.records``, ``store.codec``, ``store.postgres.database``,
 
 from __future__ import annotations
 
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Final
 
 from supervisor.core.records import AuditEntry
@@ -40,15 +40,34 @@ class PostgresAudit:
             )
 
     def audit(
-        self, *, scheduler_id: str | None = None, limit: int = 100, before: int | None = None
+        self,
+        *,
+        scheduler_id: str | None = None,
+        actor: str | None = None,
+        action: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 100,
+        before: int | None = None,
     ) -> list[tuple[int, AuditEntry]]:
         if limit <= 0:
             return []
         where = ["true"]
         params: list[object] = []
-        if scheduler_id is not None:
-            where.append("scheduler_id = %s")
-            params.append(scheduler_id)
+        for column, value in (
+            ("scheduler_id", scheduler_id),
+            ("actor", actor),
+            ("action", action),
+        ):
+            if value is not None:
+                where.append(f"{column} = %s")
+                params.append(storable(value))
+        if since is not None:
+            where.append("time >= %s")
+            params.append(require_aware(since))
+        if until is not None:
+            where.append("time < %s")
+            params.append(require_aware(until))
         if before is not None:
             where.append("id < %s")
             params.append(before)

@@ -64,6 +64,15 @@ class PostgresUsers:
             if cursor.rowcount == 0:
                 raise DefinitionError("name", f"no user {name!r}")
 
+    def set_role(self, name: str, role: str) -> None:
+        check_new_user(name, role)
+        with self._db.single() as conn:
+            cursor = conn.execute(
+                "UPDATE sst_users SET role = %s WHERE name = %s", (role, storable(name))
+            )
+            if cursor.rowcount == 0:
+                raise DefinitionError("name", f"no user {name!r}")
+
 
 def _user_from_row(row: Sequence[Any]) -> StoredUser:
     return StoredUser(

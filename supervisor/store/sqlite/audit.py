@@ -5,6 +5,7 @@ May import ``core.records``, ``store.codec``, ``store.sqlite.database`` and the 
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Final
 
 from supervisor.core.records import AuditEntry
@@ -37,15 +38,35 @@ class SqliteAudit:
             )
 
     def audit(
-        self, *, scheduler_id: str | None = None, limit: int = 100, before: int | None = None
+        self,
+        *,
+        scheduler_id: str | None = None,
+        actor: str | None = None,
+        action: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 100,
+        before: int | None = None,
     ) -> list[tuple[int, AuditEntry]]:
         if limit <= 0:
             return []
         where = ["1"]
         params: list[object] = []
-        if scheduler_id is not None:
-            where.append("scheduler_id = ?")
-            params.append(scheduler_id)
+        for column, value in (
+            ("scheduler_id", scheduler_id),
+            ("actor", actor),
+            ("action", action),
+        ):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        # times are fixed-width ISO 8601 in UTC: text order is time order
+        if since is not None:
+            where.append("time >= ?")
+            params.append(ts(since))
+        if until is not None:
+            where.append("time < ?")
+            params.append(ts(until))
         if before is not None:
             where.append("id < ?")
             params.append(before)

@@ -65,6 +65,13 @@ class SqliteUsers:
             if cursor.rowcount == 0:
                 raise DefinitionError("name", f"no user {name!r}")
 
+    def set_role(self, name: str, role: str) -> None:
+        check_new_user(name, role)
+        with self._db.write() as conn:
+            cursor = conn.execute("UPDATE users SET role = ? WHERE name = ?", (role, name))
+            if cursor.rowcount == 0:
+                raise DefinitionError("name", f"no user {name!r}")
+
 
 def _user_from_row(row: Sequence[Any]) -> StoredUser:
     return StoredUser(name=row[0], role=row[1], password_hash=row[2], created_at=parse_ts(row[3]))
