@@ -12,6 +12,7 @@ import pytest
 
 from supervisor.core.records import Outcome
 from supervisor.web.app import AdminConfig, create_app
+from supervisor.web.events import StreamSlot, StreamSlots
 from tests.test_web_fakes import Client, make_world
 from tests.test_web_routes import FAST
 
@@ -252,3 +253,42 @@ def test_a_log_stream_for_an_unknown_scheduler_is_404(streams: Streams) -> None:
     reader = Reader(streams.client(), "/events/schedulers/no.such/logs")
     assert reader.status == 404
     reader.close()
+
+
+def test_a_user_at_the_cap_gets_back_the_slots_of_streams_whose_reader_left() -> None:
+    # Regression: a stream sees that its page was left only at its next poll, so clicking
+    # through pages quickly was refused with 429 by streams of pages already closed.
+    slots = StreamSlots(replace(FAST.streams, max_per_user=2))
+    readers = {"first": True, "second": True}
+    first = slots.acquire("vera", admin=False, alive=lambda: readers["first"])
+    second = slots.acquire("vera", admin=False, alive=lambda: readers["second"])
+    assert isinstance(first, StreamSlot) and isinstance(second, StreamSlot)
+    assert slots.acquire("vera", admin=False) == (
+        429,
+        "you have 2 live streams open already; close some",
+    )
+    readers["first"] = False  # that page was left; its stream has not noticed yet
+    third = slots.acquire("vera", admin=False)
+    assert isinstance(third, StreamSlot)
+    assert slots.open == 2
+    slots.release(first)  # the stream notices later: its slot was already taken back
+    assert slots.open == 2
+    slots.release(second)
+    slots.release(third)
+    assert slots.open == 0
+
+
+def test_the_overall_cap_takes_back_slots_of_readers_gone_before_refusing() -> None:
+    slots = StreamSlots(replace(FAST.streams, max_streams=2, reserved_for_admins=0))
+    gone = [False]
+    first = slots.acquire("vera", admin=False, alive=lambda: not gone[0])
+    assert isinstance(slots.acquire("otto", admin=False), StreamSlot)
+    assert slots.acquire("ida", admin=False) == (
+        503,
+        "too many live streams are open; try again later",
+    )
+    gone[0] = True
+    assert isinstance(slots.acquire("ida", admin=False), StreamSlot)
+    assert isinstance(first, StreamSlot)
+    slots.release(first)
+    assert slots.open == 2

@@ -51,48 +51,75 @@ def sse(event: str | None, data: Any, *, event_id: int | None = None) -> str:
     return "\n".join(lines) + "\n\n"
 
 
+class StreamSlot:
+    """One open stream's hold on a slot; ``alive`` tells whether its reader is still there."""
+
+    __slots__ = ("alive", "user")
+
+    def __init__(self, user: str, alive: Callable[[], bool]) -> None:
+        self.user = user
+        self.alive = alive
+
+
 class StreamSlots:
     """Counts open streams against the overall cap, per user, with slots kept for admins.
 
     A user may hold ``max_per_user`` streams (however many sessions they open); users who
     cannot manage users (not admins) share all but ``reserved_for_admins`` of the
     ``max_streams`` slots, so a viewer logged in many times never locks an admin out.
+    A stream notices that its reader left only at its next poll (up to a second later),
+    so a user clicking quickly through pages would be refused by streams of pages already
+    closed: before refusing, slots whose reader is gone are taken back.
     """
 
     def __init__(self, limits: StreamLimits) -> None:
         self._limit = limits.max_streams
         self._per_user = limits.max_per_user
         self._reserved = min(limits.reserved_for_admins, limits.max_streams)
-        self._open = 0
-        self._by_user: dict[str, int] = {}
+        self._held: dict[str, list[StreamSlot]] = {}
         self._lock = threading.Lock()
 
-    def acquire(self, user: str, *, admin: bool) -> tuple[int, str] | None:
-        """Take a slot for ``user``; None if taken, else the (status, reason) refusing it."""
+    def acquire(
+        self, user: str, *, admin: bool, alive: Callable[[], bool] = lambda: True
+    ) -> StreamSlot | tuple[int, str]:
+        """Take a slot for ``user``: the slot, or the (status, reason) refusing it."""
         with self._lock:
-            held = self._by_user.get(user, 0)
-            if held >= self._per_user:
-                return 429, f"you have {held} live streams open already; close some"
+            held = self._held.get(user, [])
+            if len(held) >= self._per_user:
+                held[:] = [slot for slot in held if slot.alive()]
+            if len(held) >= self._per_user:
+                return 429, f"you have {len(held)} live streams open already; close some"
             limit = self._limit if admin else self._limit - self._reserved
-            if self._open >= limit:
+            if self._count() >= limit:
+                self._sweep()
+            if self._count() >= limit:
                 return 503, "too many live streams are open; try again later"
-            self._open += 1
-            self._by_user[user] = held + 1
-            return None
+            slot = StreamSlot(user, alive)
+            self._held.setdefault(user, []).append(slot)
+            return slot
 
-    def release(self, user: str) -> None:
+    def release(self, slot: StreamSlot) -> None:
+        """Give ``slot`` back; a slot already taken back (or released) is ignored."""
         with self._lock:
-            self._open = max(0, self._open - 1)
-            held = self._by_user.get(user, 0) - 1
-            if held > 0:
-                self._by_user[user] = held
-            else:
-                self._by_user.pop(user, None)
+            held = self._held.get(slot.user, [])
+            if slot in held:
+                held.remove(slot)
+            if not held:
+                self._held.pop(slot.user, None)
 
     @property
     def open(self) -> int:
         with self._lock:
-            return self._open
+            return self._count()
+
+    def _count(self) -> int:
+        return sum(len(held) for held in self._held.values())
+
+    def _sweep(self) -> None:
+        for user, held in list(self._held.items()):
+            held[:] = [slot for slot in held if slot.alive()]
+            if not held:
+                del self._held[user]
 
 
 class StatusHub:

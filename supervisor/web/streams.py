@@ -8,7 +8,6 @@ May import ``access``, ``supervisor.web.*`` below the app and the stdlib.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -23,17 +22,17 @@ from supervisor.web.site import Request, Site, subject_of
 USER_RECHECK_SECONDS = 10.0
 
 
-def _open(site: Site, request: Request) -> Callable[[], None]:
+def _open(site: Site, request: Request, alive: Callable[[], bool]) -> Callable[[], None]:
     subject = subject_of(request)
-    refused = site.slots.acquire(subject.name, admin=subject.can(Permission.MANAGE_USERS))
-    if refused is not None:
-        raise Refused(*refused)
-    released = threading.Event()
+    taken = site.slots.acquire(
+        subject.name, admin=subject.can(Permission.MANAGE_USERS), alive=alive
+    )
+    if isinstance(taken, tuple):
+        raise Refused(*taken)
+    slot = taken
 
     def release() -> None:
-        if not released.is_set():
-            released.set()
-            site.slots.release(subject.name)
+        site.slots.release(slot)
 
     return release
 
@@ -63,12 +62,13 @@ def status_events(site: Site, request: Request) -> Any:
     only = short_text(request.query.get("id"), field="id")
     if only is not None:
         site.use_cases.status(subject_of(request), only)
-    release = _open(site, request)
+    alive = _alive(site, request)
+    release = _open(site, request, alive)
     stream = events.status_stream(
         site.hub,
         only=only,
         limits=site.config.streams,
-        alive=_alive(site, request),
+        alive=alive,
         stop=site.stop,
         release=release,
     )
@@ -83,7 +83,8 @@ def log_events(site: Site, request: Request, sid: str) -> Any:
         after = cursor(request.query.get("after"))
     run_id = short_text(request.query.get("run"), field="run")
     min_level = level(request.query.get("level"))
-    release = _open(site, request)
+    alive = _alive(site, request)
+    release = _open(site, request, alive)
     stream = events.log_stream(
         site.use_cases,
         subject,
@@ -92,7 +93,7 @@ def log_events(site: Site, request: Request, sid: str) -> Any:
         run_id=run_id,
         min_level=min_level,
         limits=site.config.streams,
-        alive=_alive(site, request),
+        alive=alive,
         stop=site.stop,
         release=release,
     )
