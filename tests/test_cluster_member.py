@@ -208,3 +208,45 @@ def test_a_pause_holds_across_hosts_after_a_hand_off(pg_dsn: str, lines: list[st
     finally:
         heir.close()
         first.close()
+
+
+def test_a_one_shot_runs_once_in_the_cluster_whichever_host_takes_its_lease(
+    pg_dsn: str, lines: list[str]
+) -> None:
+    first, heir, _ = two_members(pg_dsn, lines)
+    try:
+        # Each host names a start slot after its own start: the slots differ.
+        assert first.claim("s", "once", slot=datetime.now(UTC), trigger="start") is None
+        assert first.record_end("once", "succeeded")
+        first.close()  # the heir, alive when it ran, takes the lease
+        wait_for(lambda: heir.owns("s"), timeout=10, what="the heir's lease")
+        later = datetime.now(UTC) + timedelta(seconds=1)
+        refused = heir.claim("s", "again", slot=later, trigger="start")
+        assert refused is not None and "ran already" in refused
+        with psycopg.connect(pg_dsn, autocommit=True) as conn:
+            rows = conn.execute("SELECT run_ref FROM cluster_runs WHERE scheduler_id = 's'")
+            assert [r[0] for r in rows] == ["once"]
+    finally:
+        heir.close()
+        first.close()
+
+
+def test_a_one_shot_runs_again_once_no_host_that_saw_it_is_alive(
+    pg_dsn: str, lines: list[str]
+) -> None:
+    first = member(pg_dsn, lines)
+    first.open()
+    wait_for(lambda: first.owns("s"), timeout=10, what="the lease")
+    try:
+        assert first.claim("s", "once", slot=datetime.now(UTC), trigger="start") is None
+        assert first.record_end("once", "succeeded")
+    finally:
+        first.close()
+    restarted = member(pg_dsn, lines)  # the same host name, a new start of the cluster
+    restarted.open()
+    try:
+        wait_for(lambda: restarted.owns("s"), timeout=10, what="the lease again")
+        assert restarted.claim("s", "twice", slot=datetime.now(UTC), trigger="start") is None
+        assert restarted.record_end("twice", "succeeded")
+    finally:
+        restarted.close()

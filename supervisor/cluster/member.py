@@ -44,6 +44,7 @@ from supervisor.cluster.slots import (
     RunRecord,
     claim_slot,
     close_untracked_runs,
+    one_shot_slot,
     record_run_end,
     record_run_start,
 )
@@ -80,6 +81,9 @@ CONNECT_SECONDS = 5  # a connect's timeout where the DSN names none
 
 # Triggers whose slot is an instant every host names alike (``core.records.Trigger``).
 SHARED_SLOTS = frozenset({"cron", "missed"})
+# A ONE_SHOT's run: it runs once while any host alive when it was claimed lives on
+# (``slots.one_shot_slot``), whichever host holds the lease.
+ONE_SHOT_TRIGGER = "start"
 # How long a claim of a cron slot waits for the database clock to reach it.
 MAX_EARLY = timedelta(seconds=5)
 
@@ -183,6 +187,8 @@ class Member:
                 try:
                     schema.install(conn)
                     schema.register(conn, list(self.config.scheduler_ids))
+                    # A restarted process is a new host: it saw none of the runs before.
+                    conn.execute("DELETE FROM cluster_hosts WHERE host_id = %s", (self.host,))
                 finally:
                     conn.close()
                 break
@@ -308,6 +314,11 @@ class Member:
             try:
                 if pause is not None and (too_soon := self._too_soon(scheduler_id, slot, pause)):
                     return too_soon
+                if trigger == ONE_SHOT_TRIGGER:
+                    ran = one_shot_slot(conn, scheduler_id, ttl=self.config.timing.ttl)
+                    if ran is not None:
+                        self._events("taken", scheduler_id=scheduler_id, slot=ran.isoformat())
+                        return f"the one-shot {scheduler_id} ran already in this cluster"
                 claim = claim_slot(conn, lease, slot, early=self.config.early)
                 if claim is Refusal.TAKEN:
                     self._events("taken", scheduler_id=scheduler_id, slot=slot.isoformat())
