@@ -143,6 +143,7 @@ class Member:
         self._flights: dict[str, str] = {}  # scheduler -> the manager's run ID in flight
         self._self_fenced: set[str] = set()
         self._pending_ends: list[tuple[RunRecord, str]] = []
+        self._settled: dict[int, bool] = {}  # queued ends written since (True) or refused
         self._owners: dict[str, str] = {}
         self._shown_elsewhere: dict[str, Shown] = {}  # the owners' statuses, as published
         self._published: dict[str, Shown] = {}  # what this host published last
@@ -354,7 +355,10 @@ class Member:
             return None
         return f"a run of {scheduler_id} on another host ended {ended.isoformat()}: pausing"
 
-    def record_end(self, run_id: str, outcome: str) -> bool:
+    def record_end(self, run_id: str, outcome: str) -> bool | None:
+        """See ``cluster_gate.FencedRuns``: a write queued on a lost connection is waited
+        for (up to a ttl, while the loop reconnects and writes it): True written, False
+        refused, None still unknown (the caller must not take the end as accepted)."""
         with self._db:
             run = self._runs.pop(run_id, None)
             if run is None:
@@ -363,13 +367,24 @@ class Member:
                 if self._flights.get(run.scheduler_id) == run_id:
                     del self._flights[run.scheduler_id]
                 self._self_fenced.discard(run_id)
-            return self._write_end(run, outcome)
+            written = self._write_end(run, outcome)
+        if written is not None:
+            return written
+        deadline = self._clock.monotonic() + self.config.timing.ttl.total_seconds()
+        while self._clock.monotonic() < deadline and not self._stop.is_set():
+            with self._db:
+                if run.run_id in self._settled:
+                    return self._settled.pop(run.run_id)
+            self._stop.wait(0.05)
+        self._events("end_unknown", scheduler_id=run.scheduler_id, run_id=run.run_id)
+        return None
 
-    def _write_end(self, run: RunRecord, outcome: str) -> bool:
-        """Under ``_db``. False: refused (fenced); a lost connection queues it."""
+    def _write_end(self, run: RunRecord, outcome: str) -> bool | None:
+        """Under ``_db``. False: refused (fenced); None: queued (the connection is lost
+        or the database busy), its result kept in ``_settled`` once written."""
         if self._conn is None:
             self._pending_ends.append((run, outcome))
-            return True
+            return None
         try:
             record_run_end(self._conn, run, holder=self.host, outcome=outcome)
         except StaleLease:
@@ -383,10 +398,11 @@ class Member:
         except CONNECTION_ERRORS as error:
             self._pending_ends.append((run, outcome))
             self._broken(error)
+            return None
         except TRANSIENT_ERRORS:
             self._pending_ends.append((run, outcome))
-        else:
-            self._events("ended", scheduler_id=run.scheduler_id, run_id=run.run_id, outcome=outcome)
+            return None
+        self._events("ended", scheduler_id=run.scheduler_id, run_id=run.run_id, outcome=outcome)
         return True
 
     def send(
@@ -662,7 +678,9 @@ class Member:
         """Under ``_db``: write the ends queued while the connection was lost."""
         pending, self._pending_ends = self._pending_ends, []
         for run, outcome in pending:
-            self._write_end(run, outcome)
+            written = self._write_end(run, outcome)
+            if written is not None:
+                self._settled[run.run_id] = written
 
     # -- the watchdog -----------------------------------------------------------------------
 
