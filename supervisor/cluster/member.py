@@ -16,7 +16,8 @@ command wakes the loop at once; this host's commands to other hosts go through a
 ``sender.Sender`` of their own.
 A lost connection is reopened with backoff; leases still carrying their token are kept.
 
-May import ``core``, ``cluster`` and psycopg.
+May import ``core``, ``cluster``, ``store.postgres.opening`` (its messages and its check
+for a foreign database) and psycopg.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 from supervisor.cluster import commands as cmd
@@ -51,8 +53,16 @@ from supervisor.cluster.slots import (
 from supervisor.core.clock import Clock
 from supervisor.core.errors import BackendError, StaleLease, StoreError
 from supervisor.core.records import SchedulerStatus
+from supervisor.store.postgres.opening import connect_problem, describe, refuse_foreign
 
 __all__ = ["Member", "MemberConfig", "default_host_id"]
+
+
+def _problem(error: psycopg.Error, dsn: str) -> str:
+    """What ``error`` means to the operator (one line, never the password)."""
+    if isinstance(error, psycopg.OperationalError) and error.sqlstate is None:
+        return connect_problem(error, dsn)  # refused before a session began
+    return " ".join(str(error).split()) or type(error).__name__
 
 
 class Hooks(Protocol):
@@ -182,20 +192,25 @@ class Member:
     # -- lifecycle --------------------------------------------------------------------------
 
     def open(self) -> None:
+        """Join; ``StoreError`` (naming user@host:port/db, never the password) when the
+        database cannot be used: unreachable after a few tries, or at once when it refuses
+        (authentication, privileges, a foreign app's tables)."""
+        description = describe(self.config.dsn)
         for attempt in range(OPEN_ATTEMPTS):  # a flaky network gets a few tries
             try:
-                conn = connect(self.config.dsn, application_name=f"sst {self.host}", **self._tcp())
-                try:
-                    schema.install(conn)
-                    schema.register(conn, list(self.config.scheduler_ids))
-                    # A restarted process is a new host: it saw none of the runs before.
-                    conn.execute("DELETE FROM cluster_hosts WHERE host_id = %s", (self.host,))
-                finally:
-                    conn.close()
+                self._join(description)
                 break
-            except CONNECTION_ERRORS as error:
-                if attempt == OPEN_ATTEMPTS - 1:
-                    raise StoreError(f"cannot reach the cluster database: {error}") from error
+            except StoreError:
+                raise
+            except psycopg.Error as error:
+                problem = _problem(error, self.config.dsn)
+                transient = isinstance(error, CONNECTION_ERRORS) and (
+                    "cannot reach" in problem or "connection" in problem.lower()
+                )
+                if not transient or attempt == OPEN_ATTEMPTS - 1:
+                    raise StoreError(
+                        f"cannot use {description} as the cluster database: {problem}"
+                    ) from None
                 self._stop.wait(0.2 * (attempt + 1))
         for target, name in ((self._loop, "cluster"), (self._watch, "lease watchdog")):
             thread = threading.Thread(target=target, name=name, daemon=True)
@@ -204,6 +219,20 @@ class Member:
         # The manager plans from its first moment: a run due then (a catch-up, a one-shot
         # without delay) must find the leases this host takes already taken.
         self._first_round.wait(self.config.timing.ttl.total_seconds())
+
+    def _join(self, description: str) -> None:
+        try:
+            conn = connect(self.config.dsn, application_name=f"sst {self.host}", **self._tcp())
+        except psycopg.ProgrammingError as error:  # an unparsable connection string
+            raise StoreError(f"cannot use {description}: {error}") from None
+        try:
+            refuse_foreign(conn, description)
+            schema.install(conn)
+            schema.register(conn, list(self.config.scheduler_ids))
+            # A restarted process is a new host: it saw none of the runs before.
+            conn.execute("DELETE FROM cluster_hosts WHERE host_id = %s", (self.host,))
+        finally:
+            conn.close()
 
     def close(self) -> None:
         """Leave: record the ends still pending, release the leases (the others are woken
