@@ -33,7 +33,7 @@ def tables(dsn: str) -> list[str]:
 def test_a_foreign_apps_database_is_refused_and_left_alone(pg_dsn: str) -> None:
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
         conn.execute("CREATE TABLE orders (id int)")
-    with pytest.raises(StoreError, match="tables of another application .*orders"):
+    with pytest.raises(StoreError, match=r"tables of another application .*orders"):
         joined(pg_dsn).open()
     assert tables(pg_dsn) == ["orders"]
 
