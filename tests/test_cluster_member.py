@@ -250,3 +250,23 @@ def test_a_one_shot_runs_again_once_no_host_that_saw_it_is_alive(
         assert restarted.record_end("twice", "succeeded")
     finally:
         restarted.close()
+
+
+def test_a_retry_is_named_after_the_slot_it_retries_and_its_attempt(
+    pg_dsn: str, lines: list[str]
+) -> None:
+    joined = member(pg_dsn, lines)
+    joined.open()
+    try:
+        wait_for(lambda: joined.owns("s"), timeout=10, what="the lease")
+        slot = datetime.now(UTC).replace(microsecond=0)
+        assert joined.claim("s", "failed", slot=slot, trigger="cron") is None
+        assert joined.record_end("failed", "failed")
+        for attempt in (1, 2):
+            run_id = f"retry{attempt}"
+            assert joined.claim("s", run_id, slot=datetime.now(UTC), trigger="retry") is None
+            assert joined.record_end(run_id, "failed")
+            planned, _ = slot_row(pg_dsn, run_id)
+            assert planned == slot + timedelta(microseconds=attempt)
+    finally:
+        joined.close()

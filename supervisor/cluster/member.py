@@ -94,6 +94,8 @@ SHARED_SLOTS = frozenset({"cron", "missed"})
 # A ONE_SHOT's run: it runs once while any host alive when it was claimed lives on
 # (``slots.one_shot_slot``), whichever host holds the lease.
 ONE_SHOT_TRIGGER = "start"
+RETRY_TRIGGER = "retry"
+RETRY_STEP = timedelta(microseconds=1)  # retry n of slot S claims S + n steps
 # How long a claim of a cron slot waits for the database clock to reach it.
 MAX_EARLY = timedelta(seconds=5)
 
@@ -153,6 +155,7 @@ class Member:
         self._flights: dict[str, str] = {}  # scheduler -> the manager's run ID in flight
         self._self_fenced: set[str] = set()
         self._pending_ends: list[tuple[RunRecord, str]] = []
+        self._retried: dict[str, tuple[datetime, int]] = {}  # the last slot run, its retries
         self._settled: dict[int, bool] = {}  # queued ends written since (True) or refused
         self._owners: dict[str, str] = {}
         self._shown_elsewhere: dict[str, Shown] = {}  # the owners' statuses, as published
@@ -311,7 +314,13 @@ class Member:
         if (scheduler_id, slot) in self._asked_missed:  # the run ``run_missed`` asked for
             self._asked_missed.discard((scheduler_id, slot))
             trigger = "missed"
-        if trigger not in SHARED_SLOTS:
+        if trigger == RETRY_TRIGGER and scheduler_id in self._retried:
+            # Named after the slot retried and the attempt: a retry claimed twice (on two
+            # hosts, or after a lost reply) collides on the slot's UNIQUE.
+            base, attempt = self._retried[scheduler_id]
+            self._retried[scheduler_id] = (base, attempt + 1)
+            slot = base + (attempt + 1) * RETRY_STEP
+        elif trigger not in SHARED_SLOTS:
             slot += self._db_offset
         refused = self._claim(scheduler_id, run_id, slot=slot, trigger=trigger, pause=pause)
         if refused is Refusal.NOT_DUE and trigger in SHARED_SLOTS:
@@ -366,6 +375,8 @@ class Member:
             except TRANSIENT_ERRORS:
                 return "the cluster database is busy"
             self._runs[run_id] = run
+            if trigger != RETRY_TRIGGER:
+                self._retried[scheduler_id] = (run.planned_slot, 0)
             with self._fence_lock:
                 self._flights[scheduler_id] = run_id
         self._events("started", scheduler_id=scheduler_id, run_id=run_id, token=run.token)
