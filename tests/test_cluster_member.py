@@ -208,3 +208,65 @@ def test_a_pause_holds_across_hosts_after_a_hand_off(pg_dsn: str, lines: list[st
     finally:
         heir.close()
         first.close()
+
+
+def test_a_one_shot_runs_once_in_the_cluster_whichever_host_takes_its_lease(
+    pg_dsn: str, lines: list[str]
+) -> None:
+    first, heir, _ = two_members(pg_dsn, lines)
+    try:
+        # Each host names a start slot after its own start: the slots differ.
+        assert first.claim("s", "once", slot=datetime.now(UTC), trigger="start") is None
+        assert first.record_end("once", "succeeded")
+        first.close()  # the heir, alive when it ran, takes the lease
+        wait_for(lambda: heir.owns("s"), timeout=10, what="the heir's lease")
+        later = datetime.now(UTC) + timedelta(seconds=1)
+        refused = heir.claim("s", "again", slot=later, trigger="start")
+        assert refused is not None and "ran already" in refused
+        with psycopg.connect(pg_dsn, autocommit=True) as conn:
+            rows = conn.execute("SELECT run_ref FROM cluster_runs WHERE scheduler_id = 's'")
+            assert [r[0] for r in rows] == ["once"]
+    finally:
+        heir.close()
+        first.close()
+
+
+def test_a_one_shot_runs_again_once_no_host_that_saw_it_is_alive(
+    pg_dsn: str, lines: list[str]
+) -> None:
+    first = member(pg_dsn, lines)
+    first.open()
+    wait_for(lambda: first.owns("s"), timeout=10, what="the lease")
+    try:
+        assert first.claim("s", "once", slot=datetime.now(UTC), trigger="start") is None
+        assert first.record_end("once", "succeeded")
+    finally:
+        first.close()
+    restarted = member(pg_dsn, lines)  # the same host name, a new start of the cluster
+    restarted.open()
+    try:
+        wait_for(lambda: restarted.owns("s"), timeout=10, what="the lease again")
+        assert restarted.claim("s", "twice", slot=datetime.now(UTC), trigger="start") is None
+        assert restarted.record_end("twice", "succeeded")
+    finally:
+        restarted.close()
+
+
+def test_a_retry_is_named_after_the_slot_it_retries_and_its_attempt(
+    pg_dsn: str, lines: list[str]
+) -> None:
+    joined = member(pg_dsn, lines)
+    joined.open()
+    try:
+        wait_for(lambda: joined.owns("s"), timeout=10, what="the lease")
+        slot = datetime.now(UTC).replace(microsecond=0)
+        assert joined.claim("s", "failed", slot=slot, trigger="cron") is None
+        assert joined.record_end("failed", "failed")
+        for attempt in (1, 2):
+            run_id = f"retry{attempt}"
+            assert joined.claim("s", run_id, slot=datetime.now(UTC), trigger="retry") is None
+            assert joined.record_end(run_id, "failed")
+            planned, _ = slot_row(pg_dsn, run_id)
+            assert planned == slot + timedelta(microseconds=attempt)
+    finally:
+        joined.close()

@@ -16,7 +16,8 @@ command wakes the loop at once; this host's commands to other hosts go through a
 ``sender.Sender`` of their own.
 A lost connection is reopened with backoff; leases still carrying their token are kept.
 
-May import ``core``, ``cluster`` and psycopg.
+May import ``core``, ``cluster``, ``store.postgres.opening`` (its messages and its check
+for a foreign database) and psycopg.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 from supervisor.cluster import commands as cmd
@@ -44,14 +46,23 @@ from supervisor.cluster.slots import (
     RunRecord,
     claim_slot,
     close_untracked_runs,
+    one_shot_slot,
     record_run_end,
     record_run_start,
 )
 from supervisor.core.clock import Clock
 from supervisor.core.errors import BackendError, StaleLease, StoreError
 from supervisor.core.records import SchedulerStatus
+from supervisor.store.postgres.opening import connect_problem, describe, refuse_foreign
 
 __all__ = ["Member", "MemberConfig", "default_host_id"]
+
+
+def _problem(error: psycopg.Error, dsn: str) -> str:
+    """What ``error`` means to the operator (one line, never the password)."""
+    if isinstance(error, psycopg.OperationalError) and error.sqlstate is None:
+        return connect_problem(error, dsn)  # refused before a session began
+    return " ".join(str(error).split()) or type(error).__name__
 
 
 class Hooks(Protocol):
@@ -80,6 +91,11 @@ CONNECT_SECONDS = 5  # a connect's timeout where the DSN names none
 
 # Triggers whose slot is an instant every host names alike (``core.records.Trigger``).
 SHARED_SLOTS = frozenset({"cron", "missed"})
+# A ONE_SHOT's run: it runs once while any host alive when it was claimed lives on
+# (``slots.one_shot_slot``), whichever host holds the lease.
+ONE_SHOT_TRIGGER = "start"
+RETRY_TRIGGER = "retry"
+RETRY_STEP = timedelta(microseconds=1)  # retry n of slot S claims S + n steps
 # How long a claim of a cron slot waits for the database clock to reach it.
 MAX_EARLY = timedelta(seconds=5)
 
@@ -139,6 +155,8 @@ class Member:
         self._flights: dict[str, str] = {}  # scheduler -> the manager's run ID in flight
         self._self_fenced: set[str] = set()
         self._pending_ends: list[tuple[RunRecord, str]] = []
+        self._retried: dict[str, tuple[datetime, int]] = {}  # the last slot run, its retries
+        self._settled: dict[int, bool] = {}  # queued ends written since (True) or refused
         self._owners: dict[str, str] = {}
         self._shown_elsewhere: dict[str, Shown] = {}  # the owners' statuses, as published
         self._published: dict[str, Shown] = {}  # what this host published last
@@ -177,18 +195,25 @@ class Member:
     # -- lifecycle --------------------------------------------------------------------------
 
     def open(self) -> None:
+        """Join; ``StoreError`` (naming user@host:port/db, never the password) when the
+        database cannot be used: unreachable after a few tries, or at once when it refuses
+        (authentication, privileges, a foreign app's tables)."""
+        description = describe(self.config.dsn)
         for attempt in range(OPEN_ATTEMPTS):  # a flaky network gets a few tries
             try:
-                conn = connect(self.config.dsn, application_name=f"sst {self.host}", **self._tcp())
-                try:
-                    schema.install(conn)
-                    schema.register(conn, list(self.config.scheduler_ids))
-                finally:
-                    conn.close()
+                self._join(description)
                 break
-            except CONNECTION_ERRORS as error:
-                if attempt == OPEN_ATTEMPTS - 1:
-                    raise StoreError(f"cannot reach the cluster database: {error}") from error
+            except StoreError:
+                raise
+            except psycopg.Error as error:
+                problem = _problem(error, self.config.dsn)
+                transient = isinstance(error, CONNECTION_ERRORS) and (
+                    "cannot reach" in problem or "connection" in problem.lower()
+                )
+                if not transient or attempt == OPEN_ATTEMPTS - 1:
+                    raise StoreError(
+                        f"cannot use {description} as the cluster database: {problem}"
+                    ) from None
                 self._stop.wait(0.2 * (attempt + 1))
         for target, name in ((self._loop, "cluster"), (self._watch, "lease watchdog")):
             thread = threading.Thread(target=target, name=name, daemon=True)
@@ -197,6 +222,20 @@ class Member:
         # The manager plans from its first moment: a run due then (a catch-up, a one-shot
         # without delay) must find the leases this host takes already taken.
         self._first_round.wait(self.config.timing.ttl.total_seconds())
+
+    def _join(self, description: str) -> None:
+        try:
+            conn = connect(self.config.dsn, application_name=f"sst {self.host}", **self._tcp())
+        except psycopg.ProgrammingError as error:  # an unparsable connection string
+            raise StoreError(f"cannot use {description}: {error}") from None
+        try:
+            refuse_foreign(conn, description)
+            schema.install(conn)
+            schema.register(conn, list(self.config.scheduler_ids))
+            # A restarted process is a new host: it saw none of the runs before.
+            conn.execute("DELETE FROM cluster_hosts WHERE host_id = %s", (self.host,))
+        finally:
+            conn.close()
 
     def close(self) -> None:
         """Leave: record the ends still pending, release the leases (the others are woken
@@ -275,7 +314,13 @@ class Member:
         if (scheduler_id, slot) in self._asked_missed:  # the run ``run_missed`` asked for
             self._asked_missed.discard((scheduler_id, slot))
             trigger = "missed"
-        if trigger not in SHARED_SLOTS:
+        if trigger == RETRY_TRIGGER and scheduler_id in self._retried:
+            # Named after the slot retried and the attempt: a retry claimed twice (on two
+            # hosts, or after a lost reply) collides on the slot's UNIQUE.
+            base, attempt = self._retried[scheduler_id]
+            self._retried[scheduler_id] = (base, attempt + 1)
+            slot = base + (attempt + 1) * RETRY_STEP
+        elif trigger not in SHARED_SLOTS:
             slot += self._db_offset
         refused = self._claim(scheduler_id, run_id, slot=slot, trigger=trigger, pause=pause)
         if refused is Refusal.NOT_DUE and trigger in SHARED_SLOTS:
@@ -308,6 +353,11 @@ class Member:
             try:
                 if pause is not None and (too_soon := self._too_soon(scheduler_id, slot, pause)):
                     return too_soon
+                if trigger == ONE_SHOT_TRIGGER:
+                    ran = one_shot_slot(conn, scheduler_id, ttl=self.config.timing.ttl)
+                    if ran is not None:
+                        self._events("taken", scheduler_id=scheduler_id, slot=ran.isoformat())
+                        return f"the one-shot {scheduler_id} ran already in this cluster"
                 claim = claim_slot(conn, lease, slot, early=self.config.early)
                 if claim is Refusal.TAKEN:
                     self._events("taken", scheduler_id=scheduler_id, slot=slot.isoformat())
@@ -325,6 +375,8 @@ class Member:
             except TRANSIENT_ERRORS:
                 return "the cluster database is busy"
             self._runs[run_id] = run
+            if trigger != RETRY_TRIGGER:
+                self._retried[scheduler_id] = (run.planned_slot, 0)
             with self._fence_lock:
                 self._flights[scheduler_id] = run_id
         self._events("started", scheduler_id=scheduler_id, run_id=run_id, token=run.token)
@@ -343,7 +395,10 @@ class Member:
             return None
         return f"a run of {scheduler_id} on another host ended {ended.isoformat()}: pausing"
 
-    def record_end(self, run_id: str, outcome: str) -> bool:
+    def record_end(self, run_id: str, outcome: str) -> bool | None:
+        """See ``cluster_gate.FencedRuns``: a write queued on a lost connection is waited
+        for (up to a ttl, while the loop reconnects and writes it): True written, False
+        refused, None still unknown (the caller must not take the end as accepted)."""
         with self._db:
             run = self._runs.pop(run_id, None)
             if run is None:
@@ -352,13 +407,24 @@ class Member:
                 if self._flights.get(run.scheduler_id) == run_id:
                     del self._flights[run.scheduler_id]
                 self._self_fenced.discard(run_id)
-            return self._write_end(run, outcome)
+            written = self._write_end(run, outcome)
+        if written is not None:
+            return written
+        deadline = self._clock.monotonic() + self.config.timing.ttl.total_seconds()
+        while self._clock.monotonic() < deadline and not self._stop.is_set():
+            with self._db:
+                if run.run_id in self._settled:
+                    return self._settled.pop(run.run_id)
+            self._stop.wait(0.05)
+        self._events("end_unknown", scheduler_id=run.scheduler_id, run_id=run.run_id)
+        return None
 
-    def _write_end(self, run: RunRecord, outcome: str) -> bool:
-        """Under ``_db``. False: refused (fenced); a lost connection queues it."""
+    def _write_end(self, run: RunRecord, outcome: str) -> bool | None:
+        """Under ``_db``. False: refused (fenced); None: queued (the connection is lost
+        or the database busy), its result kept in ``_settled`` once written."""
         if self._conn is None:
             self._pending_ends.append((run, outcome))
-            return True
+            return None
         try:
             record_run_end(self._conn, run, holder=self.host, outcome=outcome)
         except StaleLease:
@@ -372,10 +438,11 @@ class Member:
         except CONNECTION_ERRORS as error:
             self._pending_ends.append((run, outcome))
             self._broken(error)
+            return None
         except TRANSIENT_ERRORS:
             self._pending_ends.append((run, outcome))
-        else:
-            self._events("ended", scheduler_id=run.scheduler_id, run_id=run.run_id, outcome=outcome)
+            return None
+        self._events("ended", scheduler_id=run.scheduler_id, run_id=run.run_id, outcome=outcome)
         return True
 
     def send(
@@ -651,7 +718,9 @@ class Member:
         """Under ``_db``: write the ends queued while the connection was lost."""
         pending, self._pending_ends = self._pending_ends, []
         for run, outcome in pending:
-            self._write_end(run, outcome)
+            written = self._write_end(run, outcome)
+            if written is not None:
+                self._settled[run.run_id] = written
 
     # -- the watchdog -----------------------------------------------------------------------
 

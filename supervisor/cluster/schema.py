@@ -69,6 +69,9 @@ CREATE TABLE IF NOT EXISTS cluster_hosts (
     backend_start timestamptz,
     seen_at timestamptz NOT NULL DEFAULT clock_timestamp()
 );
+-- When this host process joined (kept by the heartbeat): the hosts that saw a one-shot run.
+ALTER TABLE cluster_hosts ADD COLUMN IF NOT EXISTS joined_at timestamptz NOT NULL
+    DEFAULT clock_timestamp();
 CREATE TABLE IF NOT EXISTS cluster_commands (
     command_id bigserial PRIMARY KEY,
     scheduler_id text NOT NULL,

@@ -127,6 +127,25 @@ SELECT r.ended_at IS NOT NULL AND r.outcome IS DISTINCT FROM 'interrupted'
 """
 
 
+ONE_SHOT_CLAIMED = """
+SELECT s.planned_slot FROM cluster_slots AS s
+  JOIN cluster_runs AS r USING (scheduler_id, planned_slot)
+ WHERE s.scheduler_id = %(id)s AND r.trigger = 'start'
+   AND EXISTS (SELECT 1 FROM cluster_hosts AS h
+                WHERE h.seen_at > clock_timestamp() - %(ttl)s AND h.joined_at <= s.claimed_at)
+ ORDER BY s.planned_slot DESC LIMIT 1
+"""
+
+
+def one_shot_slot(conn: Connection, scheduler_id: str, *, ttl: timedelta) -> datetime | None:
+    """The slot of the one-shot run of ``scheduler_id`` that still counts for the cluster:
+    claimed while a host that is still alive had joined (that host saw it run), or None
+    (no host alive saw one: a new cluster start, the one-shot runs again). Raises
+    ``psycopg.OperationalError`` when the connection is lost."""
+    row = conn.execute(ONE_SHOT_CLAIMED, {"id": scheduler_id, "ttl": ttl}).fetchone()
+    return None if row is None else row[0]
+
+
 def claim_slot(
     conn: Connection,
     lease: Lease,

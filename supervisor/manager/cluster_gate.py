@@ -130,10 +130,12 @@ class FencedRuns(Protocol):
         too soon, stale lease, database unreachable). Never raises."""
         ...
 
-    def record_end(self, run_id: str, outcome: str) -> bool:
+    def record_end(self, run_id: str, outcome: str) -> bool | None:
         """Record the run's end under the token it started with. False: the token is stale
-        (the run was fenced; the new owner's ``interrupted`` stays). A run not started
-        through ``claim`` counts as written. Never raises (a lost connection is retried)."""
+        (the run was fenced; the new owner's ``interrupted`` stays). None: unknown (the
+        database could not be reached; the write is retried later, and the end must not be
+        taken as accepted meanwhile). A run not started through ``claim`` counts as
+        written. Never raises."""
         ...
 
 
@@ -232,11 +234,15 @@ def admit_launch(manager: Manager, gate: ClusterGate, run: RunRecord, slot: date
 def fence_end(
     gate: ClusterGate, run: RunRecord, report: Callable[[str], None]
 ) -> tuple[RunRecord, bool]:
-    """Write ``run``'s end under its lease token; a refused write marks it fenced (True):
-    its end is then not stored (``keep_fenced``)."""
-    if run.outcome is None or gate.record_end(run.run_id, run.outcome.value):
+    """Write ``run``'s end under its lease token; a refused or unconfirmed write marks it
+    fenced (True): its end is then not stored (``keep_fenced``)."""
+    written = True if run.outcome is None else gate.record_end(run.run_id, run.outcome.value)
+    if written:
         return run, False
-    report(f"run {run.run_id} of {run.scheduler_id} was fenced: its end was refused")
+    if written is None:  # the lease may be another host's by now: never overwrite its mark
+        report(f"run {run.run_id} of {run.scheduler_id}: the cluster did not confirm its end")
+    else:
+        report(f"run {run.run_id} of {run.scheduler_id} was fenced: its end was refused")
     fenced = replace(
         run, outcome=Outcome.INTERRUPTED, error=FENCED_ERROR.format(scheduler=run.scheduler_id)
     )

@@ -216,6 +216,12 @@ def _refuse_foreign(conn: Connection, description: str) -> None:
         )
 
 
+def refuse_foreign(conn: Connection, description: str) -> None:
+    """``StoreError`` when the current schema holds tables of another application (the
+    check a store makes before creating its tables; the cluster's tables make it too)."""
+    _refuse_foreign(conn, description)
+
+
 def _check_tables(conn: Connection, description: str) -> None:
     rows = conn.execute(
         "SELECT c.relname FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace"

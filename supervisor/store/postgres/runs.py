@@ -52,8 +52,12 @@ FINISH_RUN: Final = f"""
 WITH counter AS ({LOCK_COUNTER})
 UPDATE sst_runs SET ended_at = %(ended)s, outcome = %(outcome)s, exit_code = %(exit)s,
        signal = %(signal)s, error = %(error)s
- WHERE run_id = %(run)s AND EXISTS (SELECT 1 FROM counter) RETURNING {COLUMNS}
+ WHERE run_id = %(run)s AND EXISTS (SELECT 1 FROM counter)
+   AND (ended_at IS NULL OR outcome <> 'interrupted' OR host IS NULL) RETURNING {COLUMNS}
 """  # noqa: S608 (composed of constants only)
+# A cluster run (one with a host) already marked interrupted, by the heir of its lease or
+# the host's own restart, keeps that mark: a late end of a fenced host never overwrites it.
+KEPT_RUN: Final = f"SELECT {COLUMNS} FROM sst_runs WHERE run_id = %(run)s"  # noqa: S608
 
 
 def insert_params(run: RunRecord) -> dict[str, object]:
@@ -139,7 +143,10 @@ class PostgresRuns:
         with self._db.write() as conn:
             row = conn.execute(FINISH_RUN, params).fetchone()
             if row is None:
-                raise UnknownRun(f"no run with id {run_id!r}")
+                row = conn.execute(KEPT_RUN, params).fetchone()
+                if row is None:
+                    raise UnknownRun(f"no run with id {run_id!r}")
+                return run_from_row(row)
             apply_retention(conn, row[1], keep=self._max_runs)
         return run_from_row(row)
 
