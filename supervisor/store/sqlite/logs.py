@@ -235,7 +235,7 @@ _VALUE_TEXT: Final = (
 # Built from the constants above only; every value is a bound parameter.
 _IN_FIELDS: Final = "".join(
     [
-        "EXISTS (SELECT 1 FROM json_each(fields) AS j WHERE instr(lower(j.key), ?) > 0",
+        "EXISTS (SELECT 1 FROM json_each(CASE WHEN json_valid(fields) THEN fields END) AS j WHERE instr(lower(j.key), ?) > 0",
         " OR instr(lower(",
         _VALUE_TEXT,
         "), ?) > 0)",
@@ -248,7 +248,11 @@ _TEXT_MATCH_QUICK: Final = (
     f"(instr(lower(message), ?) > 0 OR (instr(lower(fields), ?) > 0 AND {_IN_FIELDS}))"
 )
 _FIELD_MATCH: Final = "".join(
-    ["EXISTS (SELECT 1 FROM json_each(fields) AS j WHERE j.key = ? AND ", _VALUE_TEXT, " = ?)"]
+    [
+        "EXISTS (SELECT 1 FROM json_each(CASE WHEN json_valid(fields) THEN fields END) AS j WHERE j.key = ? AND ",
+        _VALUE_TEXT,
+        " = ?)",
+    ]
 )
 # The same, reading the JSON only where its text holds the name as a key ("name":).
 _FIELD_MATCH_QUICK: Final = f"(instr(fields, ?) > 0 AND {_FIELD_MATCH})"
