@@ -232,10 +232,14 @@ _VALUE_TEXT: Final = (
     "CASE j.type WHEN 'true' THEN 'true' WHEN 'false' THEN 'false' WHEN 'null' THEN 'null'"
     " ELSE CAST(j.value AS TEXT) END"
 )
+# A row's fields for json_each: none when not strict JSON (older rows may hold NaN).
+_VALID_FIELDS: Final = "CASE WHEN json_valid(fields) THEN fields END"
 # Built from the constants above only; every value is a bound parameter.
 _IN_FIELDS: Final = "".join(
     [
-        "EXISTS (SELECT 1 FROM json_each(CASE WHEN json_valid(fields) THEN fields END) AS j WHERE instr(lower(j.key), ?) > 0",
+        "EXISTS (SELECT 1 FROM json_each(",
+        _VALID_FIELDS,
+        ") AS j WHERE instr(lower(j.key), ?) > 0",
         " OR instr(lower(",
         _VALUE_TEXT,
         "), ?) > 0)",
@@ -249,7 +253,9 @@ _TEXT_MATCH_QUICK: Final = (
 )
 _FIELD_MATCH: Final = "".join(
     [
-        "EXISTS (SELECT 1 FROM json_each(CASE WHEN json_valid(fields) THEN fields END) AS j WHERE j.key = ? AND ",
+        "EXISTS (SELECT 1 FROM json_each(",
+        _VALID_FIELDS,
+        ") AS j WHERE j.key = ? AND ",
         _VALUE_TEXT,
         " = ?)",
     ]
