@@ -29,6 +29,7 @@ from supervisor.core.records import (
     Level,
     LogQuery,
     LogRecord,
+    LogsFound,
     Outcome,
     RunRecord,
     Source,
@@ -1204,3 +1205,29 @@ def test_search_finds_text_and_names_json_spells_with_escapes(store: Store) -> N
     assert messages(store, fields=(("quote", 'say "hi" \\ there'),)) == ["one"]
     assert messages(store, text='"plain"') == []  # the JSON's quotes are not text
     assert messages(store, text="plain") == ["three"]
+
+
+def test_a_search_tells_how_far_it_looked_so_a_follow_need_not_look_again(
+    store: Store,
+) -> None:
+    store.insert_run(make_run("r1"))
+    store.append_logs([record("r1", f"plain {i}", fields={"i": i}) for i in range(30)])
+    everything = store.logs(LogQuery(scheduler_id=None, limit=1000))
+    highest = everything[-1][0]
+    for query in (
+        LogQuery(scheduler_id=None, text="rare"),
+        LogQuery(scheduler_id=None, text="rare", after=0),
+        LogQuery(scheduler_id=None, fields=(("i", "99"),), after=3),
+        LogQuery(scheduler_id="demo.job", text="rare", after=0),
+    ):
+        found = store.logs(query)
+        assert found == []
+        assert isinstance(found, LogsFound)
+        assert found.scanned_to == highest, query
+    store.append_logs([record("r1", "the rare one"), record("r1", "rare again")])
+    page = store.logs(LogQuery(scheduler_id=None, text="rare", after=highest, limit=1))
+    assert [r.message for _, r in page] == ["the rare one"]
+    assert isinstance(page, LogsFound)
+    assert page.scanned_to == page[0][0]  # a full page: the rest is not examined yet
+    rest = store.logs(LogQuery(scheduler_id=None, text="rare", after=page.scanned_to))
+    assert [r.message for _, r in rest] == ["rare again"]

@@ -56,7 +56,7 @@ from supervisor.service.paths import SOCKET_NAME
 
 if TYPE_CHECKING:
     from supervisor.systemd.backend import Systemd
-    from supervisor.usecases.reads import LogHit
+    from supervisor.usecases.reads import LogHits
     from supervisor.usecases.schedulers import SettingsView, UseCases
 
 SOCKET_RETURN_SECONDS = 3.0  # a manager puts a deleted socket back within about a second
@@ -89,7 +89,7 @@ class Client(Protocol):
         from a cursor)."""
         ...
 
-    def search_logs(self, query: LogQuery) -> list[LogHit]:
+    def search_logs(self, query: LogQuery) -> LogHits:
         """``logs`` with each record's scheduler and run (``query.scheduler_id`` None:
         every scheduler's)."""
         ...
@@ -290,8 +290,8 @@ class ControlClient:
             args["before"] = query.before
         return [views.log_from_json(r) for r in views.items(self.call("logs", **args), "logs")]
 
-    def search_logs(self, query: LogQuery) -> list[LogHit]:
-        from supervisor.usecases.reads import LogHit, query_args
+    def search_logs(self, query: LogQuery) -> LogHits:
+        from supervisor.usecases.reads import LogHit, LogHits, query_args
 
         answer = self.call("search", **query_args(query))
         if not isinstance(answer, dict) or not isinstance(answer.get("runs"), dict):
@@ -305,7 +305,10 @@ class ControlClient:
                 raise ManagerUnavailable("the manager's answer is not understood: search")
             run = runs.get(record.run_id)
             hits.append(LogHit(cursor=cursor, record=record, scheduler_id=scheduler_id, run=run))
-        return hits
+        scanned = answer.get("scanned_to")  # an older manager does not tell
+        if isinstance(scanned, bool) or not isinstance(scanned, int | None):
+            raise ManagerUnavailable("the manager's answer is not understood: search")
+        return LogHits(hits, scanned_to=scanned)
 
     def start(self, scheduler_id: str) -> None:
         self.call("start", id=scheduler_id)
@@ -392,7 +395,7 @@ class UseCaseClient:
     def logs(self, query: LogQuery) -> list[tuple[int, LogRecord]]:
         return self._use_cases.logs(self._subject, query)
 
-    def search_logs(self, query: LogQuery) -> list[LogHit]:
+    def search_logs(self, query: LogQuery) -> LogHits:
         from supervisor.usecases.reads import search_logs
 
         return search_logs(self._use_cases, self._subject, query)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from supervisor.core.errors import UnknownRun
-from supervisor.core.records import Level, LogQuery, LogRecord, Source, fold
+from supervisor.core.records import Level, LogQuery, LogRecord, LogsFound, Source, fold
 from supervisor.store.budget import LogBudget, LogRow, admit, admit_loss
 from supervisor.store.codec import decode_fields, from_microseconds, microseconds
 from supervisor.store.protocols import LogStats, LostLogs
@@ -116,10 +116,12 @@ class SqliteLogs:
                     for i in range(0, len(every), step)
                 ]
             rows = [row for sql, params in statements for row in conn.execute(sql, params)]
+            highest = _highest_log_id(conn)
         if len(statements) > 1:
             rows.sort(key=lambda row: int(row[0]))
             rows = rows[: query.limit] if query.after is not None else rows[-query.limit :]
-        return [(row[0], _log_from_row(row)) for row in rows]
+        found = [(row[0], _log_from_row(row)) for row in rows]
+        return LogsFound(found, scanned_to=query.scanned_to(found, highest))
 
     def count_logs(self, run_id: str) -> int:
         with self._db.read() as conn:
