@@ -293,7 +293,12 @@ class ControlClient:
     def search_logs(self, query: LogQuery) -> LogHits:
         from supervisor.usecases.reads import LogHit, LogHits, query_args
 
-        answer = self.call("search", **query_args(query))
+        try:
+            answer = self.call("search", **query_args(query))
+        except SupervisorError as error:
+            if not str(error).startswith("unknown operation"):
+                raise
+            return self._search_by_logs(query)  # a manager older than this CLI
         if not isinstance(answer, dict) or not isinstance(answer.get("runs"), dict):
             raise ManagerUnavailable("the manager's answer is not understood: search")
         runs = {str(k): views.run_from_json(v) for k, v in answer["runs"].items()}
@@ -309,6 +314,22 @@ class ControlClient:
         if isinstance(scanned, bool) or not isinstance(scanned, int | None):
             raise ManagerUnavailable("the manager's answer is not understood: search")
         return LogHits(hits, scanned_to=scanned)
+
+    def _search_by_logs(self, query: LogQuery) -> LogHits:
+        """``search_logs`` from a manager that knows only the ``logs`` op: one scheduler's
+        records by run and level (their runs unknown: None); a search it cannot do."""
+        from supervisor.usecases.reads import LogHit, LogHits
+
+        scheduler_id = query.scheduler_id
+        if query.searches or scheduler_id is None:
+            raise ManagerUnavailable(
+                f"the manager at {self.path} is older than this command and cannot search "
+                "logs: restart it, or name one scheduler without --grep, --field, --since "
+                "or --until"
+            )
+        found = self.logs(query)
+        hits = [LogHit(cursor=c, record=r, scheduler_id=scheduler_id, run=None) for c, r in found]
+        return LogHits(hits)
 
     def start(self, scheduler_id: str) -> None:
         self.call("start", id=scheduler_id)
