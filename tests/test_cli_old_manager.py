@@ -13,6 +13,7 @@ from supervisor.cli.client import ControlClient, error_from_answer
 from supervisor.core.errors import ManagerUnavailable
 from supervisor.core.records import Level, LogQuery
 from supervisor.usecases import serialize
+from supervisor.usecases.reads import SEARCH_PAGE_LIMIT
 from tests.store_values import record
 
 
@@ -58,3 +59,36 @@ def test_plain_reads_fall_back_to_the_logs_op(tmp_path: Path) -> None:
 def test_a_search_the_old_manager_cannot_do_says_so(tmp_path: Path, query: LogQuery) -> None:
     with pytest.raises(ManagerUnavailable, match="older than this command"):
         _OldManager(tmp_path).search_logs(query)
+
+
+class _PagingManager(ControlClient):
+    """A manager's ``search`` over cursors 1..total, refusing more than a page at once."""
+
+    def __init__(self, state_dir: Path, total: int) -> None:
+        super().__init__(state_dir)
+        self.total = total
+        self.limits: list[int] = []
+
+    def call(self, op: str, **args: Any) -> Any:
+        assert op == "search"
+        limit = args["limit"]
+        if limit > SEARCH_PAGE_LIMIT:
+            raise error_from_answer(f"limit: must be a whole number from 1 to {limit}", 2)
+        self.limits.append(limit)
+        low, high = (args["after"] or 0) + 1, (args["before"] or self.total + 1) - 1
+        cursors = list(range(low, high + 1))
+        cursors = cursors[:limit] if args["after"] is not None else cursors[-limit:]
+        line = record("a", "x")
+        records = [{**serialize.log_json(line, cursor=c), "scheduler_id": "m.a"} for c in cursors]
+        return {"records": records, "runs": {}, "scanned_to": self.total}
+
+
+@pytest.mark.parametrize("after", [None, 10])
+def test_a_big_count_is_read_a_page_at_a_time(tmp_path: Path, after: int | None) -> None:
+    manager = _PagingManager(tmp_path, total=12_000)
+    hits = manager.search_logs(LogQuery(scheduler_id=None, text="x", limit=11_000, after=after))
+    cursors = [hit.cursor for hit in hits]
+    expected = list(range(11, 11_011)) if after is not None else list(range(1001, 12_001))
+    assert cursors == expected
+    assert all(limit <= SEARCH_PAGE_LIMIT for limit in manager.limits)
+    assert len(manager.limits) == 3

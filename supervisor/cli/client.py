@@ -21,6 +21,7 @@ May import ``views``, ``service.lock``, ``service.paths``, ``usecases`` (types),
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import re
@@ -56,7 +57,7 @@ from supervisor.service.paths import SOCKET_NAME
 
 if TYPE_CHECKING:
     from supervisor.systemd.backend import Systemd
-    from supervisor.usecases.reads import LogHits
+    from supervisor.usecases.reads import LogHit, LogHits
     from supervisor.usecases.schedulers import SettingsView, UseCases
 
 SOCKET_RETURN_SECONDS = 3.0  # a manager puts a deleted socket back within about a second
@@ -291,6 +292,33 @@ class ControlClient:
         return [views.log_from_json(r) for r in views.items(self.call("logs", **args), "logs")]
 
     def search_logs(self, query: LogQuery) -> LogHits:
+        from supervisor.usecases.reads import SEARCH_PAGE_LIMIT, LogHits
+
+        if query.limit <= SEARCH_PAGE_LIMIT:
+            return self._search_page(query)
+        # the manager answers a page at a time: newest first, or onward from ``after``
+        hits: list[LogHit] = []
+        page = dataclasses.replace(query, limit=SEARCH_PAGE_LIMIT)
+        scanned: int | None = None
+        while len(hits) < query.limit:
+            wanted = min(SEARCH_PAGE_LIMIT, query.limit - len(hits))
+            found = self._search_page(dataclasses.replace(page, limit=wanted))
+            if query.after is not None:
+                hits.extend(found)
+                scanned = found.scanned_to
+                if len(found) < wanted or not found:
+                    break
+                page = dataclasses.replace(page, after=found[-1].cursor)
+            else:
+                hits[:0] = found
+                if scanned is None:
+                    scanned = found.scanned_to
+                if len(found) < wanted or not found:
+                    break
+                page = dataclasses.replace(page, before=found[0].cursor)
+        return LogHits(hits, scanned_to=scanned)
+
+    def _search_page(self, query: LogQuery) -> LogHits:
         from supervisor.usecases.reads import LogHit, LogHits, query_args
 
         try:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from supervisor.core.access import Permission, Subject
 from supervisor.core.durations import parse_duration
@@ -49,6 +49,10 @@ class LogHit:
     record: LogRecord
     scheduler_id: str
     run: RunRecord | None
+
+
+# The most records one ``search`` answer holds (each is built in memory): a client pages.
+SEARCH_PAGE_LIMIT: Final = 5000
 
 
 class LogHits(list[LogHit]):
