@@ -38,7 +38,7 @@ def test_the_search_form_is_empty_until_asked(site: Site) -> None:
     assert "<h1>Log search</h1>" in page
     assert 'href="/logs?level=error&amp;since=1h"' in page  # the preset
     assert hits(page) == []
-    assert 'href="/logs" class="current">Log search</a>' in page
+    assert 'href="/logs" class="current" aria-current="page">Log search</a>' in page
 
 
 def test_all_errors_in_the_last_hour_across_schedulers(site: Site) -> None:
