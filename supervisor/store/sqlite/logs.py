@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -268,8 +269,8 @@ SCHEDULERS_WITH_LOGS: Final = (
 # Index ranges per statement, below SQLite's 500 terms of one compound SELECT.
 _MAX_RANGES: Final = 400
 # Prefilters only (``LogQuery.matches`` decides on the rows they leave); each keeps every
-# true match. The needle has no character JSON escapes (``_unescaped``), so where a
-# field's name or value (as ``field_text`` spells it) holds it, the fields' JSON does too.
+# true match. The needle has no quote, backslash or control character, so where a field's
+# name or value (as ``field_text`` spells it) holds it, the fields' JSON holds it escaped.
 _TEXT_PREFILTER: Final = "(instr(lower(message), ?) > 0 OR instr(lower(fields), ?) > 0)"
 # Any other needle: in the message (SQLite's lower folds as ``fold`` does), or some fields.
 _TEXT_PREFILTER_WIDE: Final = "(instr(lower(message), ?) > 0 OR fields IS NOT NULL)"
@@ -312,9 +313,10 @@ def _search_terms(query: LogQuery) -> tuple[list[str], list[object]]:
             params.append(value)
     if query.text is not None:
         needle = fold(query.text)
-        if _unescaped(needle):
+        if all(char >= " " and char not in '"\\' for char in needle):
+            # as ``store.codec`` spells it in the fields' ASCII JSON, character by character
             where.append(_TEXT_PREFILTER)
-            params.extend([needle, needle])
+            params.extend([needle, json.dumps(needle)[1:-1]])
         else:
             where.append(_TEXT_PREFILTER_WIDE)
             params.append(needle)
