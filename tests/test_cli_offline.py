@@ -11,12 +11,14 @@ import shutil
 import signal
 import sqlite3
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from supervisor.core.errors import StoreError
+from supervisor.core.records import LogQuery
 from supervisor.store.sqlite.readonly import open_read_only
 from tests.commands import supervisor
 from tests.manager_process import ROOT, cli, running_manager
@@ -118,13 +120,44 @@ def test_a_killed_managers_last_changes_are_read_without_writing(tmp_path: Path)
         process.send_signal(signal.SIGKILL)
         process.wait(30)
     assert (state / "state.db-wal").exists() and (state / "state.db-shm").exists()
-    before = {name for name in snapshot(state)}
-    db_before = snapshot(state)["state.db"]
+    before = snapshot(state)
     runs = run_cli(state, "runs", "c.report", "--json")
     assert runs.returncode == 0, runs.stderr
     assert [r["outcome"] for r in json.loads(runs.stdout)] == ["failed"]
-    assert {name for name in snapshot(state)} == before
-    assert snapshot(state)["state.db"] == db_before
+    assert snapshot(state) == before  # db, -wal and -shm: same bytes, same times
+
+
+def test_a_killed_writers_log_is_read_and_no_file_is_touched(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    writer = (
+        "import os, sys\n"
+        "from pathlib import Path\n"
+        "from supervisor.store.sqlite import SqliteStore\n"
+        "from tests.store_values import make_run, record\n"
+        "s = SqliteStore.open(Path(sys.argv[1]))\n"
+        's.insert_run(make_run("a"))\n'
+        's.append_logs([record("a", "last words")])\n'
+        "os._exit(0)\n"
+    )
+    subprocess.run(
+        [sys.executable, "-c", writer, str(state / "state.db")],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        check=True,
+    )
+    assert sorted(snapshot(state)) == ["state.db", "state.db-shm", "state.db-wal"]
+    before = {p.name: p.stat().st_mtime_ns for p in state.iterdir()}
+    hashes = snapshot(state)
+    opened = open_read_only(state / "state.db")
+    try:
+        assert not opened.partial
+        found = opened.store.logs(LogQuery(scheduler_id=None))
+        assert [r.message for _, r in found] == ["last words"]
+    finally:
+        opened.store.close()
+    assert snapshot(state) == hashes
+    assert {p.name: p.stat().st_mtime_ns for p in state.iterdir()} == before
 
 
 def test_a_corrupt_database_is_a_clear_error_and_left_as_it_was(

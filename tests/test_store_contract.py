@@ -29,6 +29,7 @@ from supervisor.core.records import (
     Level,
     LogQuery,
     LogRecord,
+    LogsFound,
     Outcome,
     RunRecord,
     Source,
@@ -1123,14 +1124,24 @@ def test_search_across_schedulers_by_level_run_and_cursor(searched: Store) -> No
 _SEARCH_RUNS = {"a": "demo.job", "b": "demo.job", "x": "other.job"}
 _words = st.sampled_from(["alpha", "Beta", "GAMMA", "delta x", "ü"])
 _field_values = st.one_of(
-    st.sampled_from(["alpha", "b", "42"]), st.integers(-2, 2), st.booleans(), st.none()
+    st.sampled_from(["alpha", "b", "42", "é", "Zürich", "100%", "a_b"]),
+    st.integers(-2, 2),
+    st.sampled_from([2**64, -(2**70)]),
+    st.sampled_from([1e16, 1e-7, -0.0, 1.5, 42.0]),
+    st.booleans(),
+    st.none(),
+    st.sampled_from([{"ü": "é"}, {"n": {"k": 1.5}}, [1, "é"], [], {}]),
 )
+_FIELD_TEXTS = [
+    "alpha", "1", "true", "null", "42", "é", "1e+16", "1e-07", "-0.0", "42.0",
+    str(2**64), '{"ü":"é"}', '[1,"é"]', '{"n":{"k":1.5}}', "[]", "{}", "Zürich", "%",
+]  # fmt: skip
 _search_records = st.lists(
     st.tuples(
         st.sampled_from(sorted(_SEARCH_RUNS)),
         st.sampled_from(list(Level)),
         st.lists(_words, min_size=1, max_size=3).map(" ".join),
-        st.dictionaries(st.sampled_from(["k", "Key", "n"]), _field_values, max_size=2),
+        st.dictionaries(st.sampled_from(["k", "Key", "n", "ü"]), _field_values, max_size=2),
         st.integers(0, 20),
     ),
     max_size=30,
@@ -1141,12 +1152,11 @@ _search_queries = st.builds(
     run_id=st.sampled_from([None, "a", "x"]),
     min_level=st.sampled_from([None, *Level]),
     limit=st.integers(1, 8),
-    text=st.sampled_from([None, "a", "BETA", "x", "ü", "key", "42", "true"]),
+    text=st.sampled_from(
+        [None, "a", "BETA", "x", "ü", "key", "42", "true", "é", "1e+16", "e-07", "zü", "_", "%"]
+    ),
     fields=st.lists(
-        st.tuples(
-            st.sampled_from(["k", "Key", "n"]),
-            st.sampled_from(["alpha", "1", "true", "null", "42"]),
-        ),
+        st.tuples(st.sampled_from(["k", "Key", "n", "ü"]), st.sampled_from(_FIELD_TEXTS)),
         max_size=1,
     ).map(tuple),
     since=st.sampled_from([None, T0 + timedelta(minutes=5)]),
@@ -1154,7 +1164,7 @@ _search_queries = st.builds(
 )
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(rows=_search_records, queries=st.lists(_search_queries, min_size=1, max_size=6))
 def test_search_answers_as_the_filters_say_in_both_stores(
     tmp_path_factory: pytest.TempPathFactory,
@@ -1204,3 +1214,29 @@ def test_search_finds_text_and_names_json_spells_with_escapes(store: Store) -> N
     assert messages(store, fields=(("quote", 'say "hi" \\ there'),)) == ["one"]
     assert messages(store, text='"plain"') == []  # the JSON's quotes are not text
     assert messages(store, text="plain") == ["three"]
+
+
+def test_a_search_tells_how_far_it_looked_so_a_follow_need_not_look_again(
+    store: Store,
+) -> None:
+    store.insert_run(make_run("r1"))
+    store.append_logs([record("r1", f"plain {i}", fields={"i": i}) for i in range(30)])
+    everything = store.logs(LogQuery(scheduler_id=None, limit=1000))
+    highest = everything[-1][0]
+    for query in (
+        LogQuery(scheduler_id=None, text="rare"),
+        LogQuery(scheduler_id=None, text="rare", after=0),
+        LogQuery(scheduler_id=None, fields=(("i", "99"),), after=3),
+        LogQuery(scheduler_id="demo.job", text="rare", after=0),
+    ):
+        found = store.logs(query)
+        assert found == []
+        assert isinstance(found, LogsFound)
+        assert found.scanned_to == highest, query
+    store.append_logs([record("r1", "the rare one"), record("r1", "rare again")])
+    page = store.logs(LogQuery(scheduler_id=None, text="rare", after=highest, limit=1))
+    assert [r.message for _, r in page] == ["the rare one"]
+    assert isinstance(page, LogsFound)
+    assert page.scanned_to == page[0][0]  # a full page: the rest is not examined yet
+    rest = store.logs(LogQuery(scheduler_id=None, text="rare", after=page.scanned_to))
+    assert [r.message for _, r in rest] == ["rare again"]

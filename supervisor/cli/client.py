@@ -21,6 +21,7 @@ May import ``views``, ``service.lock``, ``service.paths``, ``usecases`` (types),
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import re
@@ -56,7 +57,7 @@ from supervisor.service.paths import SOCKET_NAME
 
 if TYPE_CHECKING:
     from supervisor.systemd.backend import Systemd
-    from supervisor.usecases.reads import LogHit
+    from supervisor.usecases.reads import LogHit, LogHits
     from supervisor.usecases.schedulers import SettingsView, UseCases
 
 SOCKET_RETURN_SECONDS = 3.0  # a manager puts a deleted socket back within about a second
@@ -89,7 +90,7 @@ class Client(Protocol):
         from a cursor)."""
         ...
 
-    def search_logs(self, query: LogQuery) -> list[LogHit]:
+    def search_logs(self, query: LogQuery) -> LogHits:
         """``logs`` with each record's scheduler and run (``query.scheduler_id`` None:
         every scheduler's)."""
         ...
@@ -290,10 +291,42 @@ class ControlClient:
             args["before"] = query.before
         return [views.log_from_json(r) for r in views.items(self.call("logs", **args), "logs")]
 
-    def search_logs(self, query: LogQuery) -> list[LogHit]:
-        from supervisor.usecases.reads import LogHit, query_args
+    def search_logs(self, query: LogQuery) -> LogHits:
+        from supervisor.usecases.reads import SEARCH_PAGE_LIMIT, LogHits
 
-        answer = self.call("search", **query_args(query))
+        if query.limit <= SEARCH_PAGE_LIMIT:
+            return self._search_page(query)
+        # the manager answers a page at a time: newest first, or onward from ``after``
+        hits: list[LogHit] = []
+        page = dataclasses.replace(query, limit=SEARCH_PAGE_LIMIT)
+        scanned: int | None = None
+        while len(hits) < query.limit:
+            wanted = min(SEARCH_PAGE_LIMIT, query.limit - len(hits))
+            found = self._search_page(dataclasses.replace(page, limit=wanted))
+            if query.after is not None:
+                hits.extend(found)
+                scanned = found.scanned_to
+                if len(found) < wanted or not found:
+                    break
+                page = dataclasses.replace(page, after=found[-1].cursor)
+            else:
+                hits[:0] = found
+                if scanned is None:
+                    scanned = found.scanned_to
+                if len(found) < wanted or not found:
+                    break
+                page = dataclasses.replace(page, before=found[0].cursor)
+        return LogHits(hits, scanned_to=scanned)
+
+    def _search_page(self, query: LogQuery) -> LogHits:
+        from supervisor.usecases.reads import LogHit, LogHits, query_args
+
+        try:
+            answer = self.call("search", **query_args(query))
+        except SupervisorError as error:
+            if not str(error).startswith("unknown operation"):
+                raise
+            return self._search_by_logs(query)  # a manager older than this CLI
         if not isinstance(answer, dict) or not isinstance(answer.get("runs"), dict):
             raise ManagerUnavailable("the manager's answer is not understood: search")
         runs = {str(k): views.run_from_json(v) for k, v in answer["runs"].items()}
@@ -305,7 +338,26 @@ class ControlClient:
                 raise ManagerUnavailable("the manager's answer is not understood: search")
             run = runs.get(record.run_id)
             hits.append(LogHit(cursor=cursor, record=record, scheduler_id=scheduler_id, run=run))
-        return hits
+        scanned = answer.get("scanned_to")  # an older manager does not tell
+        if isinstance(scanned, bool) or not isinstance(scanned, int | None):
+            raise ManagerUnavailable("the manager's answer is not understood: search")
+        return LogHits(hits, scanned_to=scanned)
+
+    def _search_by_logs(self, query: LogQuery) -> LogHits:
+        """``search_logs`` from a manager that knows only the ``logs`` op: one scheduler's
+        records by run and level (their runs unknown: None); a search it cannot do."""
+        from supervisor.usecases.reads import LogHit, LogHits
+
+        scheduler_id = query.scheduler_id
+        if query.searches or scheduler_id is None:
+            raise ManagerUnavailable(
+                f"the manager at {self.path} is older than this command and cannot search "
+                "logs: restart it, or name one scheduler without --grep, --field, --since "
+                "or --until"
+            )
+        found = self.logs(query)
+        hits = [LogHit(cursor=c, record=r, scheduler_id=scheduler_id, run=None) for c, r in found]
+        return LogHits(hits)
 
     def start(self, scheduler_id: str) -> None:
         self.call("start", id=scheduler_id)
@@ -392,7 +444,7 @@ class UseCaseClient:
     def logs(self, query: LogQuery) -> list[tuple[int, LogRecord]]:
         return self._use_cases.logs(self._subject, query)
 
-    def search_logs(self, query: LogQuery) -> list[LogHit]:
+    def search_logs(self, query: LogQuery) -> LogHits:
         from supervisor.usecases.reads import search_logs
 
         return search_logs(self._use_cases, self._subject, query)

@@ -701,22 +701,26 @@ def _print_logs(
 ) -> None:
     found = control.search_logs(query)
     cursor = found[-1].cursor if found else 0
-    if count == 0:
-        found = []
+    if found.scanned_to is not None:  # a follow goes on after every record examined
+        cursor = max(cursor, found.scanned_to)
+    shown = found if count > 0 else []
     run_shown: str | None = None
     while True:
-        for hit in found:
+        for hit in shown:
             if not as_json and hit.record.run_id != run_shown:
                 when = "-" if hit.run is None else local_time(hit.run.started_at)
                 click.echo(logsearch.separator(hit, when=when))
                 run_shown = hit.record.run_id
             _print_log(hit.record, as_json, scheduler_id=hit.scheduler_id)
-            cursor = hit.cursor
         if not follow:
             return
         sys.stdout.flush()
         time.sleep(FOLLOW_POLL_SECONDS)  # polling a live source, not waiting in a test
-        found = control.search_logs(dataclasses.replace(query, after=cursor, limit=1000))
+        shown = found = control.search_logs(dataclasses.replace(query, after=cursor, limit=1000))
+        if found:
+            cursor = max(cursor, found[-1].cursor)
+        if found.scanned_to is not None:
+            cursor = max(cursor, found.scanned_to)
 
 
 # -- controls ------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -122,6 +122,20 @@ _set_time, _set_level, _set_message, _set_fields, _set_run_id, _set_source = (
 )
 
 
+class LogsFound(list[tuple[int, "LogRecord"]]):
+    """An answer of ``logs`` (records with cursors, oldest first) that also tells
+    ``scanned_to``: the highest cursor its search examined (None: the source does not
+    tell), so a follow that found nothing need not read the same records again."""
+
+    __slots__ = ("scanned_to",)
+
+    def __init__(
+        self, items: Iterable[tuple[int, LogRecord]] = (), *, scanned_to: int | None = None
+    ) -> None:
+        super().__init__(items)
+        self.scanned_to = scanned_to
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LogQuery:
     """Which log records to read, as (cursor, record) in cursor order.
@@ -173,6 +187,16 @@ class LogQuery:
         return bool(
             self.text is not None or self.fields or self.since is not None or self.until is not None
         )
+
+    def scanned_to(self, found: Sequence[tuple[int, object]], highest: int) -> int:
+        """The highest cursor an answer of this query examined, given what it ``found``
+        (oldest first) and the ``highest`` cursor stored when it ran: a full forward page
+        stops at its last record; anything else looked at every record up to ``highest``
+        (below ``before``). A follow continues after it even when nothing matched."""
+        if self.after is not None and self.limit > 0 and len(found) >= self.limit:
+            return found[-1][0]
+        top = highest if self.before is None else min(highest, self.before - 1)
+        return max(top, self.after or 0)
 
     def matches(self, record: LogRecord, *, scheduler_id: str | None = None) -> bool:
         """Whether ``record`` passes the filters other than cursors and ``limit``

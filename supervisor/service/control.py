@@ -207,7 +207,7 @@ class Dispatcher:
             min_level=_level(args.optional_text("level")),
             after=args.cursor("after"),
             before=args.cursor("before"),
-            limit=args.number("limit", default=200, high=MAX_LIMIT),
+            limit=args.number("limit", default=200, high=reads.SEARCH_PAGE_LIMIT),
             text=args.optional_text("text"),
             fields=args.pairs("fields"),
             since=args.time("since"),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 import json
+import math
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
@@ -88,17 +89,31 @@ def _plain_fallback(value: object) -> object:
     return str(value)
 
 
-_FIELDS_ENCODER: Final = json.JSONEncoder(separators=(",", ":"), default=_plain_fallback)
+_FIELDS_ENCODER: Final = json.JSONEncoder(
+    separators=(",", ":"), default=_plain_fallback, allow_nan=False
+)
+
+
+def _finite(value: object) -> object:
+    """``value`` with every NaN or infinite float (strict JSON has none) as its repr."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    return value
 
 
 def encode_fields(fields: Mapping[str, Any]) -> str:
-    """Log fields as compact ASCII JSON; never fails (odd values become strings)."""
+    """Log fields as compact ASCII strict JSON; never fails (odd values, NaN and
+    infinities become strings)."""
     try:
         return _FIELDS_ENCODER.encode(fields if isinstance(fields, dict) else dict(fields))
     except (TypeError, ValueError):
         pass
     try:
-        return _FIELDS_ENCODER.encode({str(key): value for key, value in fields.items()})
+        return _FIELDS_ENCODER.encode({str(key): _finite(value) for key, value in fields.items()})
     except (TypeError, ValueError, RecursionError):
         return _FIELDS_ENCODER.encode({str(key): repr(value) for key, value in fields.items()})
 

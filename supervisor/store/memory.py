@@ -25,6 +25,7 @@ from supervisor.core.records import (
     Level,
     LogQuery,
     LogRecord,
+    LogsFound,
     Outcome,
     RunRecord,
     Source,
@@ -405,8 +406,9 @@ class MemoryStore:
                 chosen.append((row[0], found))
                 if len(chosen) == query.limit:
                     break
+            highest = self._log_id
         chosen.sort(key=lambda item: item[0])
-        return chosen
+        return LogsFound(chosen, scanned_to=query.scanned_to(chosen, highest))
 
     def count_logs(self, run_id: str) -> int:
         with self._lock:

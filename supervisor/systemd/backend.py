@@ -57,6 +57,7 @@ May import ``definitions``, ``records``, ``registry``, ``store``, ``journal``, `
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import re
 import signal
@@ -85,6 +86,7 @@ from supervisor.core.records import (
     DecisionKind,
     LogQuery,
     LogRecord,
+    LogsFound,
     Outcome,
     RunRecord,
     SchedulerStatus,
@@ -739,8 +741,13 @@ class SystemdBackend:
         after, before, limit = query.after, query.before, query.limit
         if limit <= 0 or not units:
             return []
+        since = query.since
+        if after is not None:  # one --since: journalctl keeps only the last one given
+            resumed = datetime.fromtimestamp(after / 1_000_000, UTC)
+            since = resumed if since is None else max(since, resumed)
         args = journal.journalctl_search(
-            query, units=[(unit.options.id, unit.service) for unit in units]
+            dataclasses.replace(query, since=since),
+            units=[(unit.options.id, unit.service) for unit in units],
         )
 
         def wanted(found: list[tuple[int, LogRecord]]) -> list[tuple[int, LogRecord]]:
@@ -749,10 +756,14 @@ class SystemdBackend:
             return [(cursor, record) for cursor, record in found if query.matches(record)]
 
         if after is not None:
-            args = [f"--since=@{after / 1_000_000:.6f}", *args]
-            entries = self._systemd.journal(*args)
-            found = wanted([(c, r) for c, r in self._records(entries) if c > after])
-            return [(c, r) for c, r in found if before is None or c < before][:limit]
+            read = [
+                (c, r)
+                for c, r in self._records(self._systemd.journal(*args))
+                if c > after and (before is None or c < before)
+            ]
+            found = wanted(read)[:limit]
+            examined = found[-1][0] if len(found) == limit else max([after, *(c for c, _ in read)])
+            return LogsFound(found, scanned_to=examined)
         if before is not None:
             args = [f"--until=@{before / 1_000_000:.6f}", *args]
         fetch = limit * 2 + 20

@@ -11,12 +11,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from supervisor.core.access import Permission, Subject
 from supervisor.core.durations import parse_duration
 from supervisor.core.errors import DefinitionError, UnknownRun
-from supervisor.core.records import LogQuery, LogRecord, RunRecord, SchedulerStatus
+from supervisor.core.records import LogQuery, LogRecord, LogsFound, RunRecord, SchedulerStatus
 from supervisor.usecases import serialize
 
 if TYPE_CHECKING:
@@ -49,6 +49,21 @@ class LogHit:
     record: LogRecord
     scheduler_id: str
     run: RunRecord | None
+
+
+# The most records one ``search`` answer holds (each is built in memory): a client pages.
+SEARCH_PAGE_LIMIT: Final = 5000
+
+
+class LogHits(list[LogHit]):
+    """An answer of ``search_logs``, with ``scanned_to``: the highest cursor the search
+    examined (None: the source does not tell); a follow continues after it."""
+
+    __slots__ = ("scanned_to",)
+
+    def __init__(self, hits: Sequence[LogHit] = (), *, scanned_to: int | None = None) -> None:
+        super().__init__(hits)
+        self.scanned_to = scanned_to
 
 
 def parse_when(text: str, *, now: datetime, field: str, naive: tzinfo | None = None) -> datetime:
@@ -86,7 +101,7 @@ def parse_fields(pairs: Sequence[str], *, field: str) -> tuple[tuple[str, str], 
     return tuple(out)
 
 
-def search_logs(use_cases: UseCases, subject: Subject, query: LogQuery) -> list[LogHit]:
+def search_logs(use_cases: UseCases, subject: Subject, query: LogQuery) -> LogHits:
     """``UseCases.logs`` with each record's scheduler and run: one run read per distinct
     run in the answer. Raises what ``UseCases.logs`` raises."""
     found = use_cases.logs(subject, query)
@@ -98,7 +113,7 @@ def search_logs(use_cases: UseCases, subject: Subject, query: LogQuery) -> list[
         run = runs[record.run_id]
         scheduler_id = run.scheduler_id if run is not None else query.scheduler_id or ""
         hits.append(LogHit(cursor=cursor, record=record, scheduler_id=scheduler_id, run=run))
-    return hits
+    return LogHits(hits, scanned_to=found.scanned_to if isinstance(found, LogsFound) else None)
 
 
 def _run_or_none(use_cases: UseCases, subject: Subject, run_id: str) -> RunRecord | None:
@@ -129,12 +144,12 @@ def query_args(query: LogQuery) -> dict[str, Any]:
     }
 
 
-def hits_json(hits: list[LogHit]) -> dict[str, Any]:
-    """The answer of ``search``: the records (with cursor and scheduler) oldest first, and
-    each run they belong to once, by run ID."""
+def hits_json(hits: LogHits) -> dict[str, Any]:
+    """The answer of ``search``: the records (with cursor and scheduler) oldest first,
+    each run they belong to once, by run ID, and the highest cursor examined."""
     runs = {hit.run.run_id: serialize.run_json(hit.run) for hit in hits if hit.run is not None}
     records = [
         {**serialize.log_json(hit.record, cursor=hit.cursor), "scheduler_id": hit.scheduler_id}
         for hit in hits
     ]
-    return {"records": records, "runs": runs}
+    return {"records": records, "runs": runs, "scanned_to": hits.scanned_to}

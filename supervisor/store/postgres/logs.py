@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from typing import Any, Final
 
 from supervisor.core.errors import UnknownRun
-from supervisor.core.records import Level, LogQuery, LogRecord, Source
+from supervisor.core.records import Level, LogQuery, LogRecord, LogsFound, Source
 from supervisor.store.budget import LogBudget, LogRow, admit, admit_loss
 from supervisor.store.codec import decode_fields, from_microseconds, microseconds
 from supervisor.store.postgres.database import Connection, Database
@@ -111,11 +111,13 @@ class PostgresLogs:
         ascending = query.after is not None
         after, before = query.after, query.before
         found: list[tuple[int, LogRecord]] = []
+        examined = query.after or 0
         with self._db.read() as conn:
             while len(found) < query.limit:
                 sql, params = search_query(query, after=after, before=before)
                 rows = conn.execute(sql, params).fetchall()
                 for row in rows:
+                    examined = max(examined, row[0])
                     record = _log_from_row(row)
                     if query.matches(record):
                         found.append((row[0], record))
@@ -128,7 +130,8 @@ class PostgresLogs:
                 else:
                     before = rows[-1][0]
         found.sort(key=lambda item: item[0])
-        return found
+        # the highest cursor of the rows read: every row below it (in range) was read too
+        return LogsFound(found, scanned_to=examined)
 
     def count_logs(self, run_id: str) -> int:
         with self._db.read() as conn:

@@ -14,14 +14,16 @@ May import ``core``, ``store.budget``, ``store.codec``, ``store.protocols``,
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
+import json
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
 from supervisor.core.errors import UnknownRun
-from supervisor.core.records import Level, LogQuery, LogRecord, Source, fold
+from supervisor.core.records import Level, LogQuery, LogRecord, LogsFound, Source, fold
 from supervisor.store.budget import LogBudget, LogRow, admit, admit_loss
 from supervisor.store.codec import decode_fields, from_microseconds, microseconds
 from supervisor.store.protocols import LogStats, LostLogs
@@ -104,22 +106,13 @@ class SqliteLogs:
                 if run_range is None:
                     return []
                 scheduler_id = run_range.scheduler_id
-            if scheduler_id is not None:
-                statements = [log_query(query, scheduler_ids=[scheduler_id], run_range=run_range)]
-            elif _levels(query)[0] <= Level.INFO:
-                statements = [scan_query(query)]
-            else:  # few levels: their index ranges, scheduler by scheduler
-                every = [row[0] for row in conn.execute(SCHEDULERS_WITH_LOGS)]
-                step = max(1, _MAX_RANGES // len(_levels(query)))
-                statements = [
-                    log_query(query, scheduler_ids=every[i : i + step], run_range=None)
-                    for i in range(0, len(every), step)
-                ]
-            rows = [row for sql, params in statements for row in conn.execute(sql, params)]
-        if len(statements) > 1:
-            rows.sort(key=lambda row: int(row[0]))
-            rows = rows[: query.limit] if query.after is not None else rows[-query.limit :]
-        return [(row[0], _log_from_row(row)) for row in rows]
+            if query.searches:
+                found = _search(conn, query, scheduler_id, run_range)
+            else:
+                rows = _read(conn, query, scheduler_id, run_range)
+                found = [(row[0], _log_from_row(row)) for row in rows]
+            highest = _highest_log_id(conn)
+        return LogsFound(found, scanned_to=query.scanned_to(found, highest))
 
     def count_logs(self, run_id: str) -> int:
         with self._db.read() as conn:
@@ -187,6 +180,54 @@ def _load_budget(conn: sqlite3.Connection, run_id: str) -> LogBudget | None:
     )
 
 
+def _read(
+    conn: sqlite3.Connection, query: LogQuery, scheduler_id: str | None, run_range: RunRange | None
+) -> list[Any]:
+    """The rows SQL picks for ``query`` (its text and fields as prefilters), ascending."""
+    if scheduler_id is not None:
+        statements = [log_query(query, scheduler_ids=[scheduler_id], run_range=run_range)]
+    elif _levels(query)[0] <= Level.INFO:
+        statements = [scan_query(query)]
+    else:  # few levels: their index ranges, scheduler by scheduler
+        every = [row[0] for row in conn.execute(SCHEDULERS_WITH_LOGS)]
+        step = max(1, _MAX_RANGES // len(_levels(query)))
+        statements = [
+            log_query(query, scheduler_ids=every[i : i + step], run_range=None)
+            for i in range(0, len(every), step)
+        ]
+    rows = [row for sql, params in statements for row in conn.execute(sql, params)]
+    if len(statements) > 1:
+        rows.sort(key=lambda row: int(row[0]))
+        rows = rows[: query.limit] if query.after is not None else rows[-query.limit :]
+    return rows
+
+
+def _search(
+    conn: sqlite3.Connection, query: LogQuery, scheduler_id: str | None, run_range: RunRange | None
+) -> list[tuple[int, LogRecord]]:
+    """Text, field and time filters: the rows the SQL prefilters leave, a chunk at a time
+    in cursor order, kept where ``LogQuery.matches`` (the one definition of a match)."""
+    ascending = query.after is not None
+    page = dataclasses.replace(query, limit=max(query.limit, SEARCH_CHUNK))
+    found: list[tuple[int, LogRecord]] = []
+    while True:
+        rows = _read(conn, page, scheduler_id, run_range)
+        for row in rows if ascending else reversed(rows):
+            record = _log_from_row(row)
+            if query.matches(record):
+                found.append((row[0], record))
+                if len(found) == query.limit:
+                    break
+        if len(found) >= query.limit or len(rows) < page.limit:
+            break
+        if ascending:
+            page = dataclasses.replace(page, after=rows[-1][0])
+        else:
+            page = dataclasses.replace(page, before=rows[0][0])
+    found.sort(key=lambda item: item[0])
+    return found
+
+
 def _highest_log_id(conn: sqlite3.Connection) -> int:
     rows = conn.execute(
         "SELECT max(coalesce((SELECT value FROM counters WHERE name = 'log_id'), 0),"
@@ -227,31 +268,15 @@ SCHEDULERS_WITH_LOGS: Final = (
 )
 # Index ranges per statement, below SQLite's 500 terms of one compound SELECT.
 _MAX_RANGES: Final = 400
-# A field's value as ``core.records.field_text`` spells it (``j``: a json_each row).
-_VALUE_TEXT: Final = (
-    "CASE j.type WHEN 'true' THEN 'true' WHEN 'false' THEN 'false' WHEN 'null' THEN 'null'"
-    " ELSE CAST(j.value AS TEXT) END"
-)
-# Built from the constants above only; every value is a bound parameter.
-_IN_FIELDS: Final = "".join(
-    [
-        "EXISTS (SELECT 1 FROM json_each(fields) AS j WHERE instr(lower(j.key), ?) > 0",
-        " OR instr(lower(",
-        _VALUE_TEXT,
-        "), ?) > 0)",
-    ]
-)
-_TEXT_MATCH: Final = f"(instr(lower(message), ?) > 0 OR {_IN_FIELDS})"
-# The same, reading the fields' JSON only where its text holds the needle: true whenever
-# a field's name or value holds it, if the needle has no character JSON escapes.
-_TEXT_MATCH_QUICK: Final = (
-    f"(instr(lower(message), ?) > 0 OR (instr(lower(fields), ?) > 0 AND {_IN_FIELDS}))"
-)
-_FIELD_MATCH: Final = "".join(
-    ["EXISTS (SELECT 1 FROM json_each(fields) AS j WHERE j.key = ? AND ", _VALUE_TEXT, " = ?)"]
-)
-# The same, reading the JSON only where its text holds the name as a key ("name":).
-_FIELD_MATCH_QUICK: Final = f"(instr(fields, ?) > 0 AND {_FIELD_MATCH})"
+# Prefilters only (``LogQuery.matches`` decides on the rows they leave); each keeps every
+# true match. The needle has no quote, backslash or control character, so where a field's
+# name or value (as ``field_text`` spells it) holds it, the fields' JSON holds it escaped.
+_TEXT_PREFILTER: Final = "(instr(lower(message), ?) > 0 OR instr(lower(fields), ?) > 0)"
+# Any other needle: in the message (SQLite's lower folds as ``fold`` does), or some fields.
+_TEXT_PREFILTER_WIDE: Final = "(instr(lower(message), ?) > 0 OR fields IS NOT NULL)"
+_HAS_TEXT: Final = "instr(fields, ?) > 0"
+# Rows read per round of a search (its prefilter may let through rows it then drops).
+SEARCH_CHUNK: Final = 1000
 
 
 def _unescaped(text: str) -> bool:
@@ -281,19 +306,20 @@ def _search_terms(query: LogQuery) -> tuple[list[str], list[object]]:
         params.append(microseconds(query.until))
     for name, value in query.fields:
         if _unescaped(name):
-            where.append(_FIELD_MATCH_QUICK)
-            params.extend([f'"{name}":', name, value])
-        else:
-            where.append(_FIELD_MATCH)
-            params.extend([name, value])
+            where.append(_HAS_TEXT)
+            params.append(f'"{name}":')
+        if _unescaped(value):
+            where.append(_HAS_TEXT)
+            params.append(value)
     if query.text is not None:
         needle = fold(query.text)
-        if _unescaped(needle):
-            where.append(_TEXT_MATCH_QUICK)
-            params.extend([needle, needle, needle, needle])
+        if all(char >= " " and char not in '"\\' for char in needle):
+            # as ``store.codec`` spells it in the fields' ASCII JSON, character by character
+            where.append(_TEXT_PREFILTER)
+            params.extend([needle, json.dumps(needle)[1:-1]])
         else:
-            where.append(_TEXT_MATCH)
-            params.extend([needle, needle, needle])
+            where.append(_TEXT_PREFILTER_WIDE)
+            params.append(needle)
     return where, params
 
 

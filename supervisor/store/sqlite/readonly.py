@@ -1,13 +1,14 @@
 """``state.db`` opened for reading only, by a process that must leave no trace on it (the
 CLI's read commands while no manager runs).
 
-Nothing is written, created or migrated: not the database, not its ``-wal`` or ``-shm``.
-A database without a write-ahead log (the manager closed it cleanly) is opened
-``immutable`` (SQLite then takes no locks and makes no ``-shm``); one whose log and index
-are there (a manager runs, or was killed) is opened ``mode=ro`` and read with the log. A
-log without its index would need a new ``-shm`` file: then the main file alone is read,
-and ``ReadOnlyDatabase.partial`` says so. A missing, foreign, corrupt or newer database
-raises ``StoreError`` naming the file.
+Nothing is written, created or migrated: not the database, not its ``-wal`` or ``-shm``
+(their bytes and times stay as they were). A database without a write-ahead log (the
+manager closed it cleanly) is opened ``immutable`` (SQLite then takes no locks and makes
+no ``-shm``). One with a log (a manager was killed) cannot be read in place without
+SQLite writing the ``-shm`` index, and ``immutable`` would ignore the log's last changes:
+the database and its log are copied into a private temporary directory, the copy is made
+whole there, and the copy is read (removed when the store is collected or at exit). A
+missing, foreign, corrupt or newer database raises ``StoreError`` naming the file.
 
 May import ``core.errors``, ``store.sqlite.*`` and the stdlib.
 """
@@ -15,8 +16,11 @@ May import ``core.errors``, ``store.sqlite.*`` and the stdlib.
 from __future__ import annotations
 
 import os
+import shutil
 import sqlite3
+import tempfile
 import urllib.parse
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +33,8 @@ from supervisor.store.sqlite.store import SqliteStore
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ReadOnlyDatabase:
-    """A store opened read-only; ``partial``: the write-ahead log could not be read."""
+    """A store opened read-only; ``partial``: the write-ahead log could not be read
+    (never now: a log is read from a private copy)."""
 
     store: SqliteStore
     partial: bool
@@ -98,23 +103,56 @@ def open_read_only(path: Path) -> ReadOnlyDatabase:
         raise StoreError(f"no state database at {path}") from None
     except OSError as exc:
         raise problem(path, exc.strerror or str(exc)) from None
-    log, index = Path(f"{path}-wal"), Path(f"{path}-shm")
-    # SQLite makes a missing -wal or -shm even for a read-only connection: never here.
-    immutable = not (log.exists() and index.exists())
-    partial = _size(log) > 0 and not index.exists()
+    log = Path(f"{path}-wal")
+    source, private = path, None
+    if log.exists():
+        private = Path(tempfile.mkdtemp(prefix="sched-supervisor-read-"))
+        try:
+            source = _whole_copy(path, log, private)
+        except BaseException:
+            shutil.rmtree(private, ignore_errors=True)
+            raise
 
     def reader() -> sqlite3.Connection:
-        return _connector(path, immutable=immutable)
+        return _connector(source, immutable=True)
 
     try:
-        first = reader()
+        try:
+            first = reader()
+        except sqlite3.Error as exc:
+            raise problem(path, " ".join(str(exc).split())) from None
+        try:
+            _check(path, first)
+        finally:
+            first.close()
+    except BaseException:
+        if private is not None:
+            shutil.rmtree(private, ignore_errors=True)
+        raise
+    store = SqliteStore(
+        Database(source, None, reader=reader), max_runs_per_scheduler=1, max_log_bytes_per_run=1
+    )
+    if private is not None:
+        weakref.finalize(store, shutil.rmtree, private, ignore_errors=True)
+    return ReadOnlyDatabase(store=store, partial=False)
+
+
+def _whole_copy(path: Path, log: Path, private: Path) -> Path:
+    """A copy of ``path`` in ``private`` with its write-ahead ``log`` folded in (only the
+    copy is written). Raises ``StoreError`` when the files cannot be read."""
+    copy = private / path.name
+    try:
+        shutil.copyfile(path, copy)
+        shutil.copyfile(log, Path(f"{copy}-wal"))
+    except OSError as exc:
+        raise problem(path, exc.strerror or str(exc)) from None
+    try:
+        conn = sqlite3.connect(copy, isolation_level=None)
+        try:
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            conn.execute("PRAGMA journal_mode = DELETE")
+        finally:
+            conn.close()
     except sqlite3.Error as exc:
         raise problem(path, " ".join(str(exc).split())) from None
-    try:
-        _check(path, first)
-    finally:
-        first.close()
-    store = SqliteStore(
-        Database(path, None, reader=reader), max_runs_per_scheduler=1, max_log_bytes_per_run=1
-    )
-    return ReadOnlyDatabase(store=store, partial=partial)
+    return copy
