@@ -131,6 +131,9 @@ class FakeBackend:
 
     # -- Backend ---------------------------------------------------------------------------
 
+    def status_version(self) -> None:
+        return None  # tests change slots directly: statuses are read every time
+
     def statuses(self) -> list[SchedulerStatus]:
         with self.lock:
             return [self._status(s) for s in self.slots.values()]

@@ -134,6 +134,9 @@ class StoredBackend:
         self._registry = registry
         self._store = store
 
+    def status_version(self) -> None:
+        return None  # read from the file, which others may change at any time
+
     def statuses(self) -> list[SchedulerStatus]:
         return [self._status(options) for options in self._registry]
 

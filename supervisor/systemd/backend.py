@@ -689,6 +689,9 @@ class SystemdBackend:
 
     # -- Backend: reading -------------------------------------------------------------------
 
+    def status_version(self) -> None:
+        return None  # systemd tells no version: statuses are read every time
+
     def statuses(self) -> list[SchedulerStatus]:
         units = [self._units(options.id) for options in self._registry]
         return [

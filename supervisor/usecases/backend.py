@@ -27,6 +27,11 @@ class Backend(Protocol):
         """Every scheduler, in definition order."""
         ...
 
+    def status_version(self) -> int | None:
+        """A number that moves whenever any status changes, or None: this backend cannot
+        tell (its statuses must be read every time)."""
+        ...
+
     def status(self, scheduler_id: str) -> SchedulerStatus: ...
 
     def start(self, scheduler_id: str, *, actor: str) -> None:

@@ -221,8 +221,7 @@ class UseCases:
         """A number that moves whenever any status changes (statuses read after it may be
         kept while it stays), or None: a backend that cannot tell (read them every time)."""
         subject.require(Permission.LIST)
-        version = getattr(self._backend, "status_version", None)
-        return None if version is None else int(version())
+        return self._backend.status_version()
 
     def status(self, subject: Subject, scheduler_id: str) -> SchedulerStatus:
         subject.require(Permission.STATUS)
