@@ -4,14 +4,16 @@ Each scheduler's state is one frozen ``machine.Slot``; every change goes through
 ``machine.step`` under the one lock, which is held only for that (and for the planner's
 heap): the effects ``step`` returns that touch the store or the launcher are carried out
 after the lock is released, by the thread that fed the event. One planner thread waits
-for the earliest due plan (a heap, so thousands of waiting schedulers cost nothing);
-each run is watched by its own thread, which launches it, supervises it and stores its
-end (retrying with a bounded back-off while the store fails, e.g. on a full disk); log
-records reach the store through the batching ``LogWriter``. ``close`` keeps a deadline.
-Clock, store and launcher are injected.
+for the earliest due plan (a heap, so thousands of waiting schedulers cost nothing) and
+is woken only by a plan due earlier than the one it waits for; each run is watched by a
+thread of its own while it lasts (reused from run to run: ``workers``), which launches
+it, supervises it and stores its end (retrying with a bounded back-off while the store
+fails, e.g. on a full disk); log records reach the store through the batching
+``LogWriter``, and an end waits only for its own run's records. ``close`` keeps a
+deadline. Clock, store and launcher are injected.
 
 May import everything below the use cases: definitions, records, planning, store,
-launcher, logwriter, machine, clock, errors.
+launcher, logwriter, workers, machine, clock, errors.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import heapq
 import itertools
+import math
 import sys
 import threading
 import time
@@ -55,6 +58,7 @@ from supervisor.manager.machine import (
     Now,
     Slot,
 )
+from supervisor.manager.workers import Workers
 from supervisor.runs.launcher import CancelRequest, Exit, Job, Launcher, RunHandle
 from supervisor.store.protocols import Store
 
@@ -108,7 +112,11 @@ class Manager:
         if gate is not None:
             gate.bind(cluster_gate.ManagerHooks(self))
         self._lock = threading.Lock()
-        self._wake = threading.Condition(self._lock)
+        self._wake = threading.Condition(self._lock)  # the planner waits on it
+        # Until when (monotonic) the planner sleeps; -inf while it is awake (it looks at
+        # the heap before it sleeps again): only an earlier plan needs to wake it.
+        self._planner_sleeps_until = -math.inf
+        self._idle = threading.Condition(self._lock)  # a run ended: wait_idle looks again
         self._settings_lock = threading.Lock()  # one settings change at a time, store first
         self._slots: dict[str, Slot] = {}
         self._status_version = 0  # moves whenever a slot (so a status) changes
@@ -116,7 +124,7 @@ class Manager:
         self._sequence = itertools.count()
         self._cancels: dict[str, CancelRequest] = {}
         self._stop_notes: dict[str, str] = {}  # run ID -> who stopped it and why
-        self._watchers: set[threading.Thread] = set()
+        self._watchers = Workers("run-watcher")
         self._closing = False
         self._stopping = threading.Event()  # close began: end-row retries make a last try
         self._closed = threading.Event()  # past close's deadline: late threads touch nothing
@@ -186,15 +194,14 @@ class Manager:
             for scheduler_id in self._slots:
                 effects += self._feed_locked(scheduler_id, machine.Close())
             self._wake.notify_all()
-            watchers = list(self._watchers)
         self._carry_out(effects)
-        for watcher in watchers:
-            watcher.join(max(0.0, deadline - time.monotonic()))
+        self._watchers.wait_idle(max(0.0, deadline - time.monotonic()))
         if self._planner is not None:
             self._planner.join(max(0.0, deadline - time.monotonic()))
         with self._lock:
             self._closed.set()
             self._wake.notify_all()
+            self._idle.notify_all()
             left = [slot.run for slot in self._slots.values() if slot.run is not None]
         for run in left:
             self._report(f"run {run.run_id} of {run.scheduler_id} did not end in time at shutdown")
@@ -231,6 +238,8 @@ class Manager:
         self._slots[scheduler_id] = slot
         if slot is not before:
             self._status_version += 1
+            if slot.run is None and before.run is not None:
+                self._idle.notify_all()
         return self._apply_in_memory(scheduler_id, effects)
 
     def _feed(self, scheduler_id: str, event: Event) -> list[Effect]:
@@ -251,7 +260,8 @@ class Manager:
                             due = min(due, self._clock.monotonic() + WALL_CLOCK_CHECK_SECONDS)
                         entry = (due, next(self._sequence), scheduler_id, plan)
                         heapq.heappush(self._heap, entry)
-                    self._wake.notify_all()
+                        if due < self._planner_sleeps_until:
+                            self._wake.notify_all()
                 case machine.Cancel(run_id=run_id, reason=reason, note=note):
                     cancel = self._cancels.get(run_id)
                     if cancel is not None:
@@ -317,11 +327,11 @@ class Manager:
         while not self._closing:
             now = self._clock.monotonic()
             if not self._heap:
-                self._wake.wait(WALL_CLOCK_CHECK_SECONDS)
+                self._sleep_locked(now + WALL_CLOCK_CHECK_SECONDS, WALL_CLOCK_CHECK_SECONDS)
                 continue
             due, _, scheduler_id, plan = self._heap[0]
             if due > now:
-                self._wake.wait(due - now)
+                self._sleep_locked(due, due - now)
                 continue
             heapq.heappop(self._heap)
             event = machine.Due(plan=plan, run_id=_new_run_id())
@@ -331,6 +341,14 @@ class Manager:
             if effects:
                 return effects
         return None
+
+    def _sleep_locked(self, until: float, seconds: float) -> None:
+        """The planner sleeps ``seconds`` (lock held), or until woken by an earlier plan."""
+        self._planner_sleeps_until = until
+        try:
+            self._wake.wait(seconds)
+        finally:
+            self._planner_sleeps_until = -math.inf
 
     # -- runs ---------------------------------------------------------------------------
 
@@ -358,14 +376,8 @@ class Manager:
             raise BackendError(f"could not start a run of {run.scheduler_id}: {error}") from error
         with self._lock:
             cancel = self._cancels.setdefault(run.run_id, CancelRequest())
-            watcher = threading.Thread(
-                target=self._watch,
-                args=(run, cancel, launch.timeout),
-                name=f"run-{run.run_id}",
-                daemon=True,
-            )
-            self._watchers.add(watcher)
-            watcher.start()  # under the lock: close never sees a watcher not yet started
+            # Under the lock: close never sees a run whose watcher was not handed out.
+            self._watchers.run(lambda: self._watch(run, cancel, launch.timeout))
 
     def _watch(self, run: RunRecord, cancel: CancelRequest, timeout: timedelta | None) -> None:
         try:
@@ -373,17 +385,16 @@ class Manager:
         finally:
             with self._lock:
                 self._cancels.pop(run.run_id, None)
-                self._watchers.discard(threading.current_thread())
-                self._wake.notify_all()
 
     def _watch_run(self, run: RunRecord, cancel: CancelRequest, timeout: timedelta | None) -> None:
         """Launch ``run``, supervise it to its end and record the end (watcher thread)."""
         process = self._spawn(run, cancel, timeout)
         if process is None:
             return
+        sink = _TicketSink(self._logs)
         try:
             exit_ = process.supervise(
-                sink=self._logs.submit,
+                sink=sink,
                 timeout=None if timeout is None else timeout.total_seconds(),
                 cancel=cancel,
                 grace=self._config.grace_seconds,
@@ -397,7 +408,7 @@ class Manager:
                 result=None,
             )
         if not self._closed.is_set():  # past close's deadline the run was recorded already
-            self._record_end(run, exit_)
+            self._record_end(run, exit_, logged=sink.ticket)
 
     def _spawn(
         self, run: RunRecord, cancel: CancelRequest, timeout: timedelta | None
@@ -430,11 +441,15 @@ class Manager:
         self._carry_out(self._feed(run.scheduler_id, started))
         return process
 
-    def _record_end(self, run: RunRecord, exit_: Exit) -> None:
-        """Store how ``run`` ended (behind its log records) and tell the machine."""
-        self._logs.flush()
+    def _record_end(self, run: RunRecord, exit_: Exit, *, logged: int) -> None:
+        """Store how ``run`` ended (behind its log records: ``logged`` is the ticket of its
+        last batch; a stopped run's note came from elsewhere) and tell the machine."""
         with self._lock:
             note = self._stop_notes.pop(run.run_id, None)
+        if note is None:
+            self._logs.flush_through(logged)
+        else:
+            self._logs.flush()
         error = exit_.error
         if note is not None and exit_.outcome is Outcome.CANCELLED:
             error = note  # "stopped by alice 02:14 UTC: ERP maintenance"
@@ -466,7 +481,7 @@ class Manager:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return False
-                self._wake.wait(min(remaining, 0.5))
+                self._idle.wait(min(remaining, 0.5))
             return True
 
     # -- Backend: reading ---------------------------------------------------------------
@@ -621,6 +636,21 @@ class Manager:
         if exit_.outcome is not Outcome.SUCCEEDED:
             raise ActionFailed(exit_.error or f"the action ended {exit_.outcome.value}")
         return exit_.result or ""
+
+
+class _TicketSink:
+    """A run's sink into the log writer that keeps the ticket of its last batch."""
+
+    __slots__ = ("_logs", "ticket")
+
+    def __init__(self, logs: LogWriter) -> None:
+        self._logs = logs
+        self.ticket = 0
+
+    def __call__(self, records: Sequence[LogRecord]) -> None:
+        ticket = self._logs.submit(records)
+        if ticket:
+            self.ticket = ticket
 
 
 def _note_record(run_id: str, note: str, now: datetime) -> LogRecord:
