@@ -24,7 +24,7 @@ from supervisor.core.records import LogRecord, Outcome, State, Trigger
 from supervisor.core.registry import Registry
 from supervisor.manager.machine import CANCELLED_BEFORE_START
 from supervisor.manager.shell import RETRY_SECONDS, WALL_CLOCK_CHECK_SECONDS, Manager, ManagerConfig
-from supervisor.runs.launcher import Exit, Job
+from supervisor.runs.launcher import Exit, Job, StillRunning
 from supervisor.store.sqlite import SqliteStore
 from tests.waiting import wait_for
 
@@ -44,6 +44,7 @@ class InstantRun:
         timeout: float | None,
         cancel: threading.Event,
         grace: float = 5.0,
+        still_running: StillRunning | None = None,
     ) -> Exit:
         return Exit(outcome=Outcome.SUCCEEDED, exit_code=0, signal=None, error=None, result=None)
 
@@ -460,6 +461,7 @@ class CancellableRun(InstantRun):
         timeout: float | None,
         cancel: threading.Event,
         grace: float = 5.0,
+        still_running: StillRunning | None = None,
     ) -> Exit:
         if cancel.is_set():
             return Exit(

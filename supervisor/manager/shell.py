@@ -71,6 +71,8 @@ WALL_CLOCK_CHECK_SECONDS = 30.0
 ACTION_TIMEOUT = timedelta(seconds=60)
 # ``close`` waits this much longer than the grace for runs to end and be recorded.
 CLOSE_MARGIN_SECONDS = 3.0
+# A run's pid is stored once it has run this long (see ``Manager._spawn``).
+PROCESS_ROW_SECONDS = 0.1
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -112,10 +114,13 @@ class Manager:
         if gate is not None:
             gate.bind(cluster_gate.ManagerHooks(self))
         self._lock = threading.Lock()
-        self._wake = threading.Condition(self._lock)  # the planner waits on it
+        # The planner sleeps on this event, without the lock: set once the lock is
+        # released, so the planner it wakes does not wait for the lock in turn.
+        self._wake = threading.Event()
         # Until when (monotonic) the planner sleeps; -inf while it is awake (it looks at
         # the heap before it sleeps again): only an earlier plan needs to wake it.
         self._planner_sleeps_until = -math.inf
+        self._nudge = False  # an earlier plan was pushed: set ``_wake`` after the lock
         self._idle = threading.Condition(self._lock)  # a run ended: wait_idle looks again
         self._settings_lock = threading.Lock()  # one settings change at a time, store first
         self._slots: dict[str, Slot] = {}
@@ -193,14 +198,14 @@ class Manager:
             self._closing = True
             for scheduler_id in self._slots:
                 effects += self._feed_locked(scheduler_id, machine.Close())
-            self._wake.notify_all()
+        self._wake.set()
         self._carry_out(effects)
         self._watchers.wait_idle(max(0.0, deadline - time.monotonic()))
         if self._planner is not None:
             self._planner.join(max(0.0, deadline - time.monotonic()))
+        self._wake.set()
         with self._lock:
             self._closed.set()
-            self._wake.notify_all()
             self._idle.notify_all()
             left = [slot.run for slot in self._slots.values() if slot.run is not None]
         for run in left:
@@ -223,8 +228,7 @@ class Manager:
 
     def wake(self) -> None:
         """Make the planner look at the clock now (it would on its own at its next timeout)."""
-        with self._lock:
-            self._wake.notify_all()
+        self._wake.set()
 
     # -- feeding the machine ------------------------------------------------------------
 
@@ -246,7 +250,15 @@ class Manager:
         with self._lock:
             if self._closed.is_set():
                 return []
-            return self._feed_locked(scheduler_id, event)
+            effects = self._feed_locked(scheduler_id, event)
+        self._nudge_planner()
+        return effects
+
+    def _nudge_planner(self) -> None:
+        """Wake the planner if a plan earlier than its sleep was pushed (lock released)."""
+        if self._nudge:
+            self._nudge = False  # before the set: a push after it sets it again
+            self._wake.set()
 
     def _apply_in_memory(self, scheduler_id: str, effects: list[Effect]) -> list[Effect]:
         """Carry out the effects that need no I/O (lock held); return the others."""
@@ -261,7 +273,7 @@ class Manager:
                         entry = (due, next(self._sequence), scheduler_id, plan)
                         heapq.heappush(self._heap, entry)
                         if due < self._planner_sleeps_until:
-                            self._wake.notify_all()
+                            self._nudge = True
                 case machine.Cancel(run_id=run_id, reason=reason, note=note):
                     cancel = self._cancels.get(run_id)
                     if cancel is not None:
@@ -343,11 +355,15 @@ class Manager:
         return None
 
     def _sleep_locked(self, until: float, seconds: float) -> None:
-        """The planner sleeps ``seconds`` (lock held), or until woken by an earlier plan."""
+        """The planner sleeps ``seconds`` (called with the lock held, released meanwhile),
+        or until woken by an earlier plan, ``wake`` or ``close``."""
         self._planner_sleeps_until = until
+        self._wake.clear()  # under the lock, after the heap was looked at
+        self._lock.release()
         try:
             self._wake.wait(seconds)
         finally:
+            self._lock.acquire()
             self._planner_sleeps_until = -math.inf
 
     # -- runs ---------------------------------------------------------------------------
@@ -388,9 +404,10 @@ class Manager:
 
     def _watch_run(self, run: RunRecord, cancel: CancelRequest, timeout: timedelta | None) -> None:
         """Launch ``run``, supervise it to its end and record the end (watcher thread)."""
-        process = self._spawn(run, cancel, timeout)
-        if process is None:
+        spawned = self._spawn(run, cancel, timeout)
+        if spawned is None:
             return
+        process, later = spawned
         sink = _TicketSink(self._logs)
         try:
             exit_ = process.supervise(
@@ -398,6 +415,7 @@ class Manager:
                 timeout=None if timeout is None else timeout.total_seconds(),
                 cancel=cancel,
                 grace=self._config.grace_seconds,
+                still_running=(PROCESS_ROW_SECONDS, lambda: self._carry_out(later)),
             )
         except Exception as error:  # the launcher failed: a crash of this run, not of us
             exit_ = Exit(
@@ -412,8 +430,11 @@ class Manager:
 
     def _spawn(
         self, run: RunRecord, cancel: CancelRequest, timeout: timedelta | None
-    ) -> RunHandle | None:
-        """Start ``run``'s process; None (the machine told) if it was cancelled or failed."""
+    ) -> tuple[RunHandle, list[Effect]] | None:
+        """Start ``run``'s process; None (the machine told) if it was cancelled or failed.
+        With the process, the effects left for once it has run ``PROCESS_ROW_SECONDS``:
+        storing its pid, which only crash recovery reads (a run that ends sooner needs
+        none, and recovery finds a run without one by its marker and cgroup)."""
         job = Job(
             scheduler_id=run.scheduler_id,
             run_id=run.run_id,
@@ -438,8 +459,10 @@ class Manager:
         started = machine.RunStarted(
             run_id=run.run_id, pid=process.pid, create_time=process.create_time
         )
-        self._carry_out(self._feed(run.scheduler_id, started))
-        return process
+        effects = self._feed(run.scheduler_id, started)
+        later: list[Effect] = [e for e in effects if isinstance(e, machine.RecordProcess)]
+        self._carry_out([e for e in effects if not isinstance(e, machine.RecordProcess)])
+        return process, later
 
     def _record_end(self, run: RunRecord, exit_: Exit, *, logged: int) -> None:
         """Store how ``run`` ended (behind its log records: ``logged`` is the ticket of its

@@ -2,7 +2,8 @@
 thread instead of a new one (starting a thread costs a clone, a stack and a hand-shake
 with the new thread on every run).
 
-``run`` never waits: with no idle thread it starts one. A thread idle for
+``run`` never waits: with no idle thread it starts one. A job that raises is reported
+as a thread's failure would be (``threading.excepthook``), and its thread goes on. A thread idle for
 ``idle_seconds`` exits, so a burst leaves no crowd behind. ``wait_idle`` waits until no job
 is running (``close`` of the manager). Threads are daemons: a job that hangs past its
 owner's deadline does not keep the process alive.
@@ -13,6 +14,7 @@ May import the stdlib only.
 from __future__ import annotations
 
 import queue
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -77,6 +79,11 @@ class Workers:
         while True:
             try:
                 job()
+            except Exception:  # the job's own failure: told as a thread's, and go on
+                kind, value, trace = sys.exc_info()
+                threading.excepthook(
+                    threading.ExceptHookArgs((kind, value, trace, threading.current_thread()))
+                )
             finally:
                 with self._lock:
                     self._busy -= 1

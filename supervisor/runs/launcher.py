@@ -29,7 +29,7 @@ from supervisor.runs.forklauncher import ForkServerLauncher
 from supervisor.runs.freshlauncher import FreshInterpreterLauncher
 from supervisor.runs.job import Job
 from supervisor.runs.procs import MARKER_ENV, become_subreaper, kill_leftovers, reap_orphans
-from supervisor.runs.supervision import RunProcess
+from supervisor.runs.supervision import RunProcess, StillRunning
 
 __all__ = [
     "MARKER_ENV",
@@ -42,6 +42,7 @@ __all__ = [
     "RunHandle",
     "RunProcess",
     "Sink",
+    "StillRunning",
     "become_subreaper",
     "kill_leftovers",
     "reap_orphans",
@@ -84,10 +85,12 @@ class RunHandle(Protocol):
         timeout: float | None,
         cancel: threading.Event,
         grace: float = 5.0,
+        still_running: StillRunning | None = None,
     ) -> Exit:
         """Watch the run to its end and say how it ended; call once. Never raises for
         the run's own failures (they are an ``Exit``); raises what ``sink`` raised
-        (after killing the run), and ``RuntimeError`` on a second call."""
+        (after killing the run), and ``RuntimeError`` on a second call.
+        ``still_running`` (seconds, callback): call it once if the run lasts that long."""
         ...
 
 
