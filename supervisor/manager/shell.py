@@ -73,6 +73,9 @@ ACTION_TIMEOUT = timedelta(seconds=60)
 CLOSE_MARGIN_SECONDS = 3.0
 # A run's pid is stored once it has run this long (see ``Manager._spawn``).
 PROCESS_ROW_SECONDS = 0.1
+# A scheduler's next run due this soon after the end of its last one is started by the
+# thread that watched that one (see ``Manager._start_kept``).
+SOON_SECONDS = 0.005
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -235,8 +238,12 @@ class Manager:
     def _now(self) -> Now:
         return Now(mono=self._clock.monotonic(), wall=self._clock.now())
 
-    def _feed_locked(self, scheduler_id: str, event: Event) -> list[Effect]:
-        """Step ``scheduler_id``'s slot (lock held); return the effects left to carry out."""
+    def _feed_locked(
+        self, scheduler_id: str, event: Event, *, keep_soon: bool = False
+    ) -> list[Effect]:
+        """Step ``scheduler_id``'s slot (lock held); return the effects left to carry out.
+        ``keep_soon``: a plan due within ``SOON_SECONDS`` is not pushed to the planner's
+        heap but returned (as its ``Replan``): the caller starts it, or pushes it."""
         before = self._slots[scheduler_id]
         slot, effects = machine.step(before, event, self._now())
         self._slots[scheduler_id] = slot
@@ -244,15 +251,25 @@ class Manager:
             self._status_version += 1
             if slot.run is None and before.run is not None:
                 self._idle.notify_all()
-        return self._apply_in_memory(scheduler_id, effects)
+        return self._apply_in_memory(scheduler_id, effects, keep_soon=keep_soon)
 
-    def _feed(self, scheduler_id: str, event: Event) -> list[Effect]:
+    def _feed(self, scheduler_id: str, event: Event, *, keep_soon: bool = False) -> list[Effect]:
         with self._lock:
             if self._closed.is_set():
                 return []
-            effects = self._feed_locked(scheduler_id, event)
+            effects = self._feed_locked(scheduler_id, event, keep_soon=keep_soon)
         self._nudge_planner()
         return effects
+
+    def _push_locked(self, scheduler_id: str, plan: Plan) -> None:
+        """Put ``plan`` on the planner's heap (lock held); wake the planner if it is due
+        before the planner would wake (``_nudge_planner`` once the lock is released)."""
+        due = plan.due
+        if plan.follows_wall_clock:
+            due = min(due, self._clock.monotonic() + WALL_CLOCK_CHECK_SECONDS)
+        heapq.heappush(self._heap, (due, next(self._sequence), scheduler_id, plan))
+        if due < self._planner_sleeps_until:
+            self._nudge = True
 
     def _nudge_planner(self) -> None:
         """Wake the planner if a plan earlier than its sleep was pushed (lock released)."""
@@ -260,20 +277,25 @@ class Manager:
             self._nudge = False  # before the set: a push after it sets it again
             self._wake.set()
 
-    def _apply_in_memory(self, scheduler_id: str, effects: list[Effect]) -> list[Effect]:
-        """Carry out the effects that need no I/O (lock held); return the others."""
+    def _apply_in_memory(
+        self, scheduler_id: str, effects: list[Effect], *, keep_soon: bool = False
+    ) -> list[Effect]:
+        """Carry out the effects that need no I/O (lock held); return the others (and,
+        with ``keep_soon``, the ``Replan`` of a plan due within ``SOON_SECONDS``)."""
         rest: list[Effect] = []
         for effect in effects:
             match effect:
                 case machine.Replan(plan=plan):
-                    if plan is not None:
-                        due = plan.due
-                        if plan.follows_wall_clock:
-                            due = min(due, self._clock.monotonic() + WALL_CLOCK_CHECK_SECONDS)
-                        entry = (due, next(self._sequence), scheduler_id, plan)
-                        heapq.heappush(self._heap, entry)
-                        if due < self._planner_sleeps_until:
-                            self._nudge = True
+                    if plan is None:
+                        pass
+                    elif (
+                        keep_soon
+                        and not plan.follows_wall_clock
+                        and plan.due - self._clock.monotonic() <= SOON_SECONDS
+                    ):
+                        rest.append(effect)
+                    else:
+                        self._push_locked(scheduler_id, plan)
                 case machine.Cancel(run_id=run_id, reason=reason, note=note):
                     cancel = self._cancels.get(run_id)
                     if cancel is not None:
@@ -368,14 +390,15 @@ class Manager:
 
     # -- runs ---------------------------------------------------------------------------
 
-    def _launch(self, launch: machine.Launch) -> None:
-        """Store the run's row, then hand it to its watcher thread. Raises ``BackendError``
-        (after feeding the failure to the machine) if the row cannot be stored."""
+    def _launch(self, launch: machine.Launch, *, here: bool = False) -> _Watch | None:
+        """Store the run's row, then hand it to its watcher thread (with ``here``: return
+        what to watch, for the calling thread). Raises ``BackendError`` (after feeding
+        the failure to the machine) if the row cannot be stored."""
         run = launch.run
         if self._gate is not None:
             slot = self._planned.pop(run.run_id, run.started_at)
             if not cluster_gate.admit_launch(self, self._gate, run, slot):
-                return
+                return None
         try:
             self._store.insert_run(cluster_gate.hosted_run(self._gate, run))
         except Exception as error:
@@ -392,21 +415,58 @@ class Manager:
             raise BackendError(f"could not start a run of {run.scheduler_id}: {error}") from error
         with self._lock:
             cancel = self._cancels.setdefault(run.run_id, CancelRequest())
+            if here:
+                return _Watch(run, cancel, launch.timeout)
             # Under the lock: close never sees a run whose watcher was not handed out.
-            self._watchers.run(lambda: self._watch(run, cancel, launch.timeout))
+            self._watchers.run(lambda: self._watch(_Watch(run, cancel, launch.timeout)))
+        return None
 
-    def _watch(self, run: RunRecord, cancel: CancelRequest, timeout: timedelta | None) -> None:
-        try:
-            self._watch_run(run, cancel, timeout)
-        finally:
+    def _watch(self, watch: _Watch | None) -> None:
+        """Watch runs of one scheduler, one after another while the next is due soon."""
+        while watch is not None:
+            try:
+                kept = self._watch_run(watch.run, watch.cancel, watch.timeout)
+            finally:
+                with self._lock:
+                    self._cancels.pop(watch.run.run_id, None)
+            watch = None if kept is None else self._start_kept(watch.run.scheduler_id, kept)
+
+    def _start_kept(self, scheduler_id: str, plan: Plan) -> _Watch | None:
+        """``plan`` is due within ``SOON_SECONDS`` of its run's end: wait for it in this
+        thread and launch it here (without a hand-off to the planner and another thread
+        and back). None if it was not launched: stale (Stop, new settings: the machine
+        says), closing, or not due yet by the injected clock (then the planner has it)."""
+        wait = plan.due - self._clock.monotonic()
+        if (wait > 0 and self._stopping.wait(wait)) or plan.due > self._clock.monotonic():
             with self._lock:
-                self._cancels.pop(run.run_id, None)
+                self._push_locked(scheduler_id, plan)
+            self._nudge_planner()
+            return None
+        with self._lock:
+            if self._closing:
+                return None
+            effects = self._feed_locked(scheduler_id, machine.Due(plan=plan, run_id=_new_run_id()))
+        self._nudge_planner()
+        launch: machine.Launch | None = None
+        for effect in effects:
+            if isinstance(effect, machine.Launch):
+                launch = effect
+        self._carry_out([e for e in effects if e is not launch])
+        if launch is None:
+            return None
+        try:
+            return self._launch(launch, here=True)
+        except BackendError:  # the machine knows (FAILING, a retry is planned)
+            return None
 
-    def _watch_run(self, run: RunRecord, cancel: CancelRequest, timeout: timedelta | None) -> None:
-        """Launch ``run``, supervise it to its end and record the end (watcher thread)."""
+    def _watch_run(
+        self, run: RunRecord, cancel: CancelRequest, timeout: timedelta | None
+    ) -> Plan | None:
+        """Launch ``run``, supervise it to its end and record the end (watcher thread);
+        the scheduler's next plan if it is due soon and this thread is to start it."""
         spawned = self._spawn(run, cancel, timeout)
         if spawned is None:
-            return
+            return None
         process, later = spawned
         sink = _TicketSink(self._logs)
         try:
@@ -425,8 +485,9 @@ class Manager:
                 error=f"could not supervise the run: {error}",
                 result=None,
             )
-        if not self._closed.is_set():  # past close's deadline the run was recorded already
-            self._record_end(run, exit_, logged=sink.ticket)
+        if self._closed.is_set():  # past close's deadline the run was recorded already
+            return None
+        return self._record_end(run, exit_, logged=sink.ticket)
 
     def _spawn(
         self, run: RunRecord, cancel: CancelRequest, timeout: timedelta | None
@@ -464,9 +525,10 @@ class Manager:
         self._carry_out([e for e in effects if not isinstance(e, machine.RecordProcess)])
         return process, later
 
-    def _record_end(self, run: RunRecord, exit_: Exit, *, logged: int) -> None:
+    def _record_end(self, run: RunRecord, exit_: Exit, *, logged: int) -> Plan | None:
         """Store how ``run`` ended (behind its log records: ``logged`` is the ticket of its
-        last batch; a stopped run's note came from elsewhere) and tell the machine."""
+        last batch; a stopped run's note came from elsewhere) and tell the machine; the
+        next plan if it is due within ``SOON_SECONDS`` (kept off the heap: the caller's)."""
         with self._lock:
             note = self._stop_notes.pop(run.run_id, None)
         if note is None:
@@ -493,7 +555,12 @@ class Manager:
         else:
             stored = self._ends.try_store(finished)
         ended = machine.RunEnded(finished=stored or finished, stored=stored is not None)
-        self._carry_out(self._feed(run.scheduler_id, ended))
+        effects = self._feed(run.scheduler_id, ended, keep_soon=self._gate is None)
+        self._carry_out(effects)
+        for effect in effects:
+            if isinstance(effect, machine.Replan) and effect.plan is not None:
+                return effect.plan
+        return None
 
     def wait_idle(self, scheduler_id: str, timeout: float) -> bool:
         """Wait up to ``timeout`` real seconds until ``scheduler_id`` has no run in progress."""
@@ -659,6 +726,15 @@ class Manager:
         if exit_.outcome is not Outcome.SUCCEEDED:
             raise ActionFailed(exit_.error or f"the action ended {exit_.outcome.value}")
         return exit_.result or ""
+
+
+@dataclass(frozen=True, slots=True)
+class _Watch:
+    """A launched run for a watcher thread: its record, cancel request and timeout."""
+
+    run: RunRecord
+    cancel: CancelRequest
+    timeout: timedelta | None
 
 
 class _TicketSink:
