@@ -443,7 +443,7 @@ class Manager:
             self._nudge_planner()
             return None
         with self._lock:
-            if self._closing:
+            if self._closing or self._stopping.is_set():  # close began: nothing new starts
                 return None
             effects = self._feed_locked(scheduler_id, machine.Due(plan=plan, run_id=_new_run_id()))
         self._nudge_planner()
