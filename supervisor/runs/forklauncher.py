@@ -49,6 +49,7 @@ from supervisor.runs.forkclient import (
     SERVER_EXIT_SECONDS,
     STATUS_SECONDS,
     ServerHandle,
+    Spare,
     StartCancelled,
 )
 from supervisor.runs.forkmessages import ProtocolError
@@ -219,6 +220,18 @@ class _ForkedRun(RunProcess):
 
 
 @dataclass(frozen=True, slots=True)
+class _Started:
+    """A run's main process as a start left it (its pidfd and status pipe: the run's)."""
+
+    server: ServerHandle
+    cgroup: RunCgroup | None
+    pid: int
+    create_time: float
+    pidfd: int
+    status_r: int
+
+
+@dataclass(frozen=True, slots=True)
 class _Failure:
     digests: tuple[str, ...]
     error: str
@@ -314,7 +327,7 @@ class ForkServerLauncher:
         if containment is not None and root is not None and self._into_cgroup and root.version == 2:
             probe = containment.create(f"probe-{os.urandom(6).hex()}")
         try:
-            return ServerHandle.start(
+            server = ServerHandle.start(
                 self._spawner,
                 app_spec=self.app_spec,
                 python=self._python,
@@ -326,6 +339,8 @@ class ForkServerLauncher:
                 ),
                 probe_cgroup=None if probe is None else str(probe.path),
             )
+            server.release_cgroup = None if containment is None else containment.release
+            return server
         except StartCancelled:
             raise BackendError(
                 "the fork server's start was given up: "
@@ -403,6 +418,8 @@ class ForkServerLauncher:
     def _run_done(self, run: _ForkedRun) -> None:
         with self._lock:
             self._runs.discard(run)
+            # Forked now, between runs, rather than while a run starts or ends.
+            self._top_up(run.server, low=SPARES - 1)
         self._run_done_on(run.server)
 
     def _run_done_on(self, server: ServerHandle) -> None:
@@ -419,88 +436,141 @@ class ForkServerLauncher:
         """Start ``job``; raises ``BackendError`` if it cannot be (also when ``cancel``
         is set while a fork server is being started for it). Several threads may spawn
         at once: the launcher's lock is held only to pick the server and to note the
-        run, not for the fork server's round trip (which the server serializes)."""
+        run. On a spare, a start is two messages and no wait; else a round trip to the
+        server (which serializes those)."""
         pipes = RunPipes.create()
         try:
-            status_r, status_w = os.pipe()
-        except OSError as error:
-            close_quietly([*pipes.our_ends(), *pipes.run_ends()])
-            raise BackendError(f"cannot create the run's pipes: {error}") from error
-        run_ends = [*pipes.run_ends(), status_w]
-        containment = self._containment
-        try:
-            server, cgroup, pid, started, pidfd = self._spawn_on_server(job, run_ends, cancel)
+            server, spare = self._reserve(job, cancel)
+            if spare is not None:
+                started = self._start_on_spare(server, spare, job, pipes)
+            else:
+                started = self._spawn_on_server(server, job, pipes, cancel)
             run = _ForkedRun(
-                job=job if cgroup is None else replace(job, cgroup=str(cgroup.path)),
-                pid=pid,
-                create_time=started,
+                job=job
+                if started.cgroup is None
+                else replace(job, cgroup=str(started.cgroup.path)),
+                pid=started.pid,
+                create_time=started.create_time,
                 pipes=pipes,
-                cgroup=cgroup,
-                release_cgroup=containment.release if containment is not None else None,
-                status_r=status_r,
-                pidfd=pidfd,
-                server=server,
+                cgroup=started.cgroup,
+                release_cgroup=self._release_cgroup(),
+                status_r=started.status_r,
+                pidfd=started.pidfd,
+                server=started.server,
                 on_done=self._run_done,
             )
             with self._lock:
                 self._runs.add(run)
-                self._top_up(server)
+                self._top_up(started.server)
         except BaseException:
-            close_quietly([*pipes.our_ends(), status_r])
+            close_quietly(pipes.our_ends())
             raise
         finally:
-            close_quietly(run_ends)
+            close_quietly(pipes.run_ends())
         return run
 
-    def _top_up(self, server: ServerHandle) -> None:
-        """Have ``server`` keep ``SPARES`` spare processes in fresh cgroups (lock held)."""
+    def _release_cgroup(self) -> Callable[[RunCgroup], None] | None:
         containment = self._containment
-        if containment is None or containment.root is None or len(server.spares) > SPARES // 2:
-            return
-        if not server.alive():
-            return
-        # In a batch: moves into cgroups made together share the kernel's grace period.
-        while len(server.spares) < SPARES:
-            cgroup = containment.create(f"spare-{os.urandom(6).hex()}")
-            if cgroup is None:
-                return
-            try:
-                server.prepare(cgroup)
-            except OSError:
-                containment.release(cgroup)
-                return
+        return None if containment is None else containment.release
 
-    def _drop_spares(self, server: ServerHandle) -> None:
-        """The server is going: the cgroups its spares waited in go too."""
-        containment = self._containment
-        spares, server.spares = server.spares, []
-        if containment is not None:
-            for cgroup in spares:
-                containment.release(cgroup)
-
-    def _spawn_on_server(
-        self, job: Job, fds: Sequence[int], cancel: threading.Event | None
-    ) -> tuple[ServerHandle, RunCgroup | None, int, float, int]:
-        """Fork ``job`` on the current server (counted in its ``live`` on success)."""
-        cgroup: RunCgroup | None = None
-        server: ServerHandle | None = None
+    def _reserve(
+        self, job: Job, cancel: threading.Event | None
+    ) -> tuple[ServerHandle, Spare | None]:
+        """The current server (reloaded if its app changed), reserved for one run (counted
+        in its ``live``), and a spare of it for ``job`` if there is one."""
         try:
             with self._lock:
                 self._reload_if_stale(cancel)
                 server = self._server
                 assert server is not None
                 server.live += 1  # reserved: a retired server is not closed under it
-                spare = server.spares.pop(0) if job.cgroup is None and server.spares else None
-            cgroup = spare if spare is not None else self._new_cgroup(job)
+        except AppLoadError as error:
+            raise BackendError(f"the app failed to load: {error}") from error
+        if job.cgroup is not None:
+            return server, None  # a cgroup of the caller's: no spare waits in it
+        return server, server.take_spare()
+
+    def _start_on_spare(
+        self, server: ServerHandle, spare: Spare, job: Job, pipes: RunPipes
+    ) -> _Started:
+        """Hand ``job`` to ``spare``; if it is gone, to another spare or a fresh fork."""
+        while True:
+            named = job if spare.cgroup is None else replace(job, cgroup=str(spare.cgroup.path))
+            try:
+                # Registered before the server could die and hand the run to us, so that
+                # ``reap_orphans`` never takes its status.
+                with procs.owning_children() as own:
+                    own(spare.pid)
+                    server.start_on(spare, named, pipes.run_ends())
+            except OSError:
+                procs.disown_child(spare.pid)
+                if spare.cgroup is not None and self._containment is not None:
+                    self._containment.release(spare.cgroup)
+                next_spare = server.take_spare()
+                if next_spare is None:
+                    return self._spawn_on_server(server, job, pipes, None)
+                spare = next_spare
+                continue
+            return _Started(
+                server, spare.cgroup, spare.pid, spare.create_time, spare.pidfd, spare.status_r
+            )
+
+    def _top_up(self, server: ServerHandle, *, low: int = SPARES // 2) -> None:
+        """Have ``server`` keep ``SPARES`` spare processes, each in a fresh cgroup where runs
+        get cgroups, once no more than ``low`` are left (lock held). Runs take them as they
+        start and each run's end makes one; starts top up in a batch once half are used
+        (where spares join their cgroups, moves made together share the kernel's grace
+        period)."""
+        containment = self._containment
+        if containment is None or server.draining or server.spare_count > low:
+            return
+        if not server.alive():
+            return
+        root = containment.root
+        while server.spare_count < SPARES:
+            cgroup = None
+            if root is not None:
+                cgroup = containment.create(f"spare-{os.urandom(6).hex()}")
+                if cgroup is None:
+                    return
+            try:
+                server.prepare(cgroup)
+            except OSError:
+                if cgroup is not None:
+                    containment.release(cgroup)
+                return
+
+    def _drop_spares(self, server: ServerHandle) -> None:
+        """The server is going: its spares go, and the cgroups they waited in."""
+        containment = self._containment
+        for cgroup in server.drop_spares():
+            if containment is not None:
+                containment.release(cgroup)
+
+    def _spawn_on_server(
+        self,
+        reserved: ServerHandle,
+        job: Job,
+        pipes: RunPipes,
+        cancel: threading.Event | None,
+    ) -> _Started:
+        """Have ``reserved`` (a server reserved for this run) fork ``job``; if that server
+        failed, a new one. On failure the reservation is given back."""
+        server: ServerHandle | None = reserved
+        cgroup: RunCgroup | None = None
+        status_r = status_w = -1
+        try:
+            status_r, status_w = os.pipe()
+            fds = [*pipes.run_ends(), status_w]
+            cgroup = self._new_cgroup(job)
             named = job if cgroup is None else replace(job, cgroup=str(cgroup.path))
             try:
-                return (server, cgroup, *self._request(server, named, fds))
+                pid, started, pidfd = self._request(reserved, named, fds)
             except (OSError, ProtocolError):
                 # The server died, is stuck (stopped) or garbled its answer: kill it (its
                 # runs go on; a run it forked without answering ends at its gate), start
-                # a new one (unless another spawn did already), try once more (in the
-                # same cgroup: it has no spare in it).
-                failed, server = server, None
+                # a new one (unless another spawn did already), try once more.
+                failed, server = reserved, None
                 try:
                     with self._lock:
                         if self._server is failed:
@@ -515,10 +585,13 @@ class ForkServerLauncher:
                         server.live += 1
                 finally:
                     self._run_done_on(failed)  # the reservation on the failed server
-                return (server, cgroup, *self._request(server, named, fds))
+                pid, started, pidfd = self._request(server, named, fds)
+            assert server is not None
+            return _Started(server, cgroup, pid, started, pidfd, status_r)
         except BaseException as error:
             if server is not None:
                 self._run_done_on(server)
+            close_quietly([status_r])
             if cgroup is not None and self._containment is not None:
                 self._containment.release(cgroup)
             if isinstance(error, AppLoadError):
@@ -526,6 +599,8 @@ class ForkServerLauncher:
             if isinstance(error, OSError | ProtocolError):
                 raise BackendError(f"cannot start the run: {error}") from error
             raise
+        finally:
+            close_quietly([status_w])
 
     def _new_cgroup(self, job: Job) -> RunCgroup | None:
         """A new cgroup for the run; None if the job names its own (the caller's to
