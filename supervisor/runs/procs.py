@@ -76,10 +76,13 @@ def create_time(pid: int) -> float:
     """The start time of ``pid`` in epoch seconds, computed as psutil does (boot time plus
     the start time in clock ticks); raises ``ProcessLookupError`` if there is no such pid."""
     try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            stat = handle.read()
+        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
         raise ProcessLookupError(pid) from None
+    try:
+        stat = os.read(fd, 4096)  # (one read: the file is generated whole)
+    finally:
+        os.close(fd)
     ticks = int(stat[stat.rindex(b")") + 2 :].split()[19])  # field 22: starttime
     return ticks / _clock_ticks() + _boot_time()
 
