@@ -25,9 +25,10 @@ they reparent to the manager, a subreaper, which reaps them itself; a status alr
 written is never lost, and a status not yet written belongs to a zombie not yet reaped.
 
 Signals: a run's ``os.getppid()`` is this server, so a runner can signal it. Every signal
-that would end it and can be caught is ignored (SIGHUP, SIGINT, SIGUSR1, ...), and
-SIGTERM only wakes it to check whether the manager is gone. Runs get default signal
-dispositions back (``procs.reset_signal_dispositions``).
+that would end it and can be caught is blocked (SIGHUP, SIGINT, SIGUSR1, ...: a blocked
+signal is never delivered, and a child starts with none pending), and SIGTERM only wakes
+it to check whether the manager is gone. Runs get default signal dispositions back
+(``procs.reset_signal_dispositions``; the server works out once which ones differ).
 
 Lifetime: PR_SET_PDEATHSIG (SIGTERM) plus end-of-file on the socket: when the manager
 dies or says ``exit``, the server kills all its runs and their descendants, then exits.
@@ -109,8 +110,9 @@ _BLOCKED: Final = {signal.SIGCHLD, signal.SIGTERM}
 SHUTDOWN_SECONDS: Final = 5.0
 # How long the end of a run waits for its leftover processes to die before its status.
 SWEEP_SECONDS: Final = 2.0
-# Signals that would end the server (their default action) and can be caught: ignored,
-# so a runner signalling its parent harms nobody. (SIGTERM is handled, SIGCHLD wakes.)
+# Signals that would end the server (their default action) and can be caught: blocked,
+# so a runner signalling its parent harms nobody (blocked rather than ignored: a child
+# needs only its mask cleared). (SIGTERM is handled, SIGCHLD wakes.)
 _GUARDED: Final = tuple(
     getattr(signal, name)
     for name in (
@@ -160,6 +162,8 @@ class Server:
         self.stopping = False
         self.pid = os.getpid()
         self.marker = procs.marker_slot()
+        # What a child sets to get a fresh program's signal dispositions (once loaded).
+        self.signal_resets: list[procs.SignalReset] | None = None
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
         os.set_blocking(self._wake_r, False)
@@ -172,9 +176,7 @@ class Server:
             if os.getppid() != self.parent:
                 self.stopping = True
 
-        for signum in _GUARDED:
-            with contextlib.suppress(OSError, ValueError):
-                signal.signal(signum, signal.SIG_IGN)
+        signal.pthread_sigmask(signal.SIG_BLOCK, _GUARDED)
         signal.signal(signal.SIGTERM, on_term)
         signal.signal(signal.SIGCHLD, lambda signum, frame: None)
         signal.set_wakeup_fd(self._wake_w)
@@ -402,7 +404,7 @@ class Server:
             # pipes, other spares): their ends must close when the server does.
             os.closerange(3, sock_fd)
             os.closerange(sock_fd + 1, _max_fd())
-            procs.reset_signal_dispositions()
+            procs.reset_signal_dispositions(self.signal_resets)
             joined = placed
             if not placed and cgroup is not None:
                 try:
@@ -432,7 +434,7 @@ class Server:
         try:
             os.setsid()  # (``run_child`` joins the job's cgroup first of all)
             signal.set_wakeup_fd(-1)
-            procs.reset_signal_dispositions()
+            procs.reset_signal_dispositions(self.signal_resets)
             self.sock.detach()
             if not os.read(fds[4], 1):  # the gate
                 os._exit(EXIT_SETUP_FAILED)  # the server died before it answered
@@ -652,6 +654,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     server.probe(args.probe_cgroup)
     server.load(args.app)
     _warm_up()
+    server.signal_resets = procs.signal_resets()
     gc.collect()
     gc.freeze()
     server.serve()

@@ -413,14 +413,29 @@ _PYTHON_IGNORES = frozenset(
 )
 
 
-def reset_signal_dispositions() -> None:
+SignalReset = tuple[int, Callable[[int, FrameType | None], Any] | signal.Handlers]
+
+
+def reset_signal_dispositions(plan: Sequence[SignalReset] | None = None) -> None:
     """Give this process the signal handling of a freshly started Python program.
 
     Every signal goes back to its default action (also one that was ignored when the
     manager was started, e.g. SIGHUP under ``nohup``), except SIGINT (KeyboardInterrupt)
     and SIGPIPE/SIGXFSZ (ignored, as Python does; ``exec_command`` resets those for
-    programs). The signal mask is cleared.
+    programs). The signal mask is cleared. ``plan``: what ``signal_resets`` found in
+    this process or a forked ancestor whose dispositions have not changed since (a
+    forked child then sets only those).
     """
+    for signum, wanted in signal_resets() if plan is None else plan:
+        with contextlib.suppress(OSError, ValueError, RuntimeError):
+            signal.signal(signum, wanted)
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())
+
+
+def signal_resets() -> list[SignalReset]:
+    """The signals whose disposition differs from a fresh Python program's, each with
+    the one it should have (see ``reset_signal_dispositions``)."""
+    plan: list[SignalReset] = []
     for signum in signal.valid_signals():
         if signum in (signal.SIGKILL, signal.SIGSTOP):
             continue
@@ -433,7 +448,7 @@ def reset_signal_dispositions() -> None:
             wanted = signal.SIG_DFL
         try:
             if signal.getsignal(signum) is not wanted:
-                signal.signal(signum, wanted)
+                plan.append((signum, wanted))
         except (OSError, ValueError, RuntimeError):
             continue
-    signal.pthread_sigmask(signal.SIG_SETMASK, set())
+    return plan
