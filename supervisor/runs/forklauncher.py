@@ -1,25 +1,30 @@
 """The fork-server launcher: runs forked in a few milliseconds from a server that imported
 the app once (see ``forkserver``), watched from the manager without depending on it.
 
-For each run the manager creates the pipes (records, stdout, stderr, cancel) and a status
-pipe, and sends them with the ``SpawnRequest``; the answer carries a pidfd of the run's
-main process, on which the manager sees it end. Normally the server has reaped it by
-then and writes its wait status on the status pipe. If the server is gone (a runner
-killed it, say), the status pipe reaches end-of-file without one: the run has been
-reparented to this process (a subreaper, made so by ``start``) and is reaped here. A
-server that does not report within ``STATUS_SECONDS`` (stopped) is continued, then
-killed. A dead server is replaced at the next spawn; a server whose app files changed
-(content hashes) is replaced, and drained: it serves its runs in progress to their end.
+For each run the manager creates the pipes (records, stdout, stderr, cancel). Most runs
+start on a spare: a process the server forked ahead (``PrepareRequest``), whose pidfd,
+status pipe and socket the manager already holds; the start claims it at the server and
+sends the job and the run's ends of the pipes to the spare itself (no answer to wait for,
+no fork on the way). Where no spare is ready (or the job names its own cgroup) the
+manager also creates a status pipe and sends a ``SpawnRequest``; the answer carries a
+pidfd of the run's main process. On the pidfd the manager sees the run end. Normally the
+server has reaped it by then and writes its wait status on the status pipe. If the
+server is gone (a runner killed it, say), the status pipe reaches end-of-file without
+one: the run has been reparented to this process (a subreaper, made so by ``start``) and
+is reaped here. A server that does not report within ``STATUS_SECONDS`` (stopped) is
+continued, then killed. A dead server is replaced at the next spawn; a server whose app
+files changed (content hashes) is replaced, and drained: it serves its runs in progress
+to their end (its spares are dropped: they exit).
 
-Where runs get cgroups, each server keeps up to ``SPARES`` spare processes, each already
-in a fresh cgroup (``PrepareRequest``), so a run's start is a message to a process that
-exists, not a fork. Where runs get cgroup v2 cgroups and the kernel allows
-``clone3(CLONE_INTO_CGROUP)`` (the server probes it once at its start, in a cgroup made
-for that), spares (and runs that find none) are forked straight into their cgroups and
-no process is ever moved. Elsewhere a spare joins its cgroup after fork: a move waits for
-an RCU grace period (tens of milliseconds on a busy machine), made before its run is
-asked for; spares are made in batches (when half are used), because moves made together
-share a grace period. A run that finds no spare is forked and joins its cgroup itself.
+Each server keeps up to ``SPARES`` spares, each in a fresh cgroup where runs get
+cgroups: one more is asked for as each run ends (between runs, not while one starts),
+and a batch when starts have used half. Where runs get cgroup v2 cgroups and the kernel
+allows ``clone3(CLONE_INTO_CGROUP)`` (the server probes it once at its start, in a
+cgroup made for that), spares (and runs that find none) are forked straight into their
+cgroups and no process is ever moved. Elsewhere a spare joins its cgroup after fork: a
+move waits for an RCU grace period (tens of milliseconds on a busy machine), made before
+its run is asked for; moves made together (a batch) share a grace period. A run that
+finds no spare is forked and joins its cgroup itself.
 
 Starting a server is bounded (``start_timeout``) and cancellable: ``close`` from another
 thread, or a spawn's own ``cancel`` event, makes a start in progress give up promptly.
