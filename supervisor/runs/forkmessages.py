@@ -265,13 +265,12 @@ def _int(value: object) -> int:
 
 
 def receive(sock: socket.socket, max_fds: int, *, wait: bool = True) -> tuple[bytes, list[int]]:
-    """One packet and the fds that came with it (b"" at end-of-file). Without ``wait``,
-    raises ``BlockingIOError`` if none is there (``socket.recv_fds`` drops its flags);
-    ``OSError`` as the socket fails."""
+    """One packet and the fds that came with it, close-on-exec (b"" at end-of-file).
+    Without ``wait``, raises ``BlockingIOError`` if none is there (``socket.recv_fds``
+    drops its flags); ``OSError`` as the socket fails."""
     fds = array.array("i")
-    data, ancillary, _, _ = sock.recvmsg(
-        MAX_PACKET, socket.CMSG_LEN(max_fds * fds.itemsize), 0 if wait else socket.MSG_DONTWAIT
-    )
+    flags = socket.MSG_CMSG_CLOEXEC | (0 if wait else socket.MSG_DONTWAIT)
+    data, ancillary, _, _ = sock.recvmsg(MAX_PACKET, socket.CMSG_LEN(max_fds * fds.itemsize), flags)
     for level, kind, payload in ancillary:
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
             fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])

@@ -82,7 +82,6 @@ from supervisor.runs.child import (
     setup_stdio,
 )
 from supervisor.runs.forkmessages import (
-    MAX_PACKET,
     RUN_FDS,
     SPARE_RUN_FDS,
     ClaimRequest,
@@ -415,7 +414,7 @@ class Server:
                 except OSError:
                     pass  # ``run_child`` tries again, and says so if it fails
             sock = socket.socket(fileno=sock_fd)
-            data, fds, _, _ = socket.recv_fds(sock, MAX_PACKET, SPARE_RUN_FDS)
+            data, fds = receive(sock, SPARE_RUN_FDS)
             if not data:
                 os._exit(0)  # the manager dropped this spare: nothing to run
             request = decode(data)
