@@ -16,9 +16,9 @@ continued, then killed. A dead server is replaced at the next spawn; a server wh
 files changed (content hashes) is replaced, and drained: it serves its runs in progress
 to their end (its spares are dropped: they exit).
 
-Each server keeps up to ``SPARES`` spares, each in a fresh cgroup where runs get
-cgroups: one more is asked for as each run ends (between runs, not while one starts),
-and a batch when starts have used half. Where runs get cgroup v2 cgroups and the kernel
+Each server keeps ``SPARES`` spares more than it has runs in progress, each in a fresh
+cgroup where runs get cgroups: one more is asked for as each run ends (between runs, not
+while one starts), and a batch when starts have used half the margin. Where runs get cgroup v2 cgroups and the kernel
 allows ``clone3(CLONE_INTO_CGROUP)`` (the server probes it once at its start, in a
 cgroup made for that), spares (and runs that find none) are forked straight into their
 cgroups and no process is ever moved. Elsewhere a spare joins its cgroup after fork: a
@@ -67,6 +67,7 @@ if TYPE_CHECKING:
 
 START_TIMEOUT: Final = 60.0
 SPARES: Final = 8
+MAX_SPARES: Final = 64
 FORKED_INTO: Final = "runs forked into their cgroup (clone3)"
 JOINED: Final = "runs join their cgroup after fork"
 
@@ -424,7 +425,7 @@ class ForkServerLauncher:
         with self._lock:
             self._runs.discard(run)
             # Forked now, between runs, rather than while a run starts or ends.
-            self._top_up(run.server, low=SPARES - 1)
+            self._top_up(run.server, ended=True)
         self._run_done_on(run.server)
 
     def _run_done_on(self, server: ServerHandle) -> None:
@@ -520,19 +521,22 @@ class ForkServerLauncher:
                 server, spare.cgroup, spare.pid, spare.create_time, spare.pidfd, spare.status_r
             )
 
-    def _top_up(self, server: ServerHandle, *, low: int = SPARES // 2) -> None:
-        """Have ``server`` keep ``SPARES`` spare processes, each in a fresh cgroup where runs
-        get cgroups, once no more than ``low`` are left (lock held). Runs take them as they
-        start and each run's end makes one; starts top up in a batch once half are used
-        (where spares join their cgroups, moves made together share the kernel's grace
-        period)."""
+    def _top_up(self, server: ServerHandle, *, ended: bool = False) -> None:
+        """Have ``server`` keep ``SPARES`` spare processes more than it has runs in
+        progress (at most ``MAX_SPARES``), each in a fresh cgroup where runs get cgroups
+        (lock held). Starts take them; each run's end (``ended``) makes one, between runs
+        rather than while one starts; a start tops up in a batch once half the margin is
+        used (where spares join their cgroups, moves made together share the kernel's
+        grace period)."""
         containment = self._containment
-        if containment is None or server.draining or server.spare_count > low:
+        if containment is None or server.draining:
             return
-        if not server.alive():
+        full = min(MAX_SPARES, SPARES + server.live)
+        low = full - 1 if ended else server.live + SPARES // 2
+        if server.spare_count > low or not server.alive():
             return
         root = containment.root
-        while server.spare_count < SPARES:
+        while server.spare_count < full:
             cgroup = None
             if root is not None:
                 cgroup = containment.create(f"spare-{os.urandom(6).hex()}")

@@ -175,7 +175,7 @@ class Server:
             if os.getppid() != self.parent:
                 self.stopping = True
 
-        signal.pthread_sigmask(signal.SIG_BLOCK, _GUARDED)
+        procs.set_signal_mask(signal.SIG_BLOCK, _GUARDED)
         signal.signal(signal.SIGTERM, on_term)
         signal.signal(signal.SIGCHLD, lambda signum, frame: None)
         signal.set_wakeup_fd(self._wake_w)
@@ -294,18 +294,18 @@ class Server:
             self.send(SpawnFailed(req=number, error=f"cannot create a pipe: {error}"))
             return
         cgroup = job.cgroup
-        signal.pthread_sigmask(signal.SIG_BLOCK, _BLOCKED)
+        procs.set_signal_mask(signal.SIG_BLOCK, _BLOCKED)
         try:
             pid, placed = self._fork_into(cgroup)
         except OSError as error:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, _BLOCKED)
+            procs.set_signal_mask(signal.SIG_UNBLOCK, _BLOCKED)
             _close_all([*fds, gate_r, gate_w])
             self.send(SpawnFailed(req=number, error=f"fork failed: {error}"))
             return
         if pid == 0:
             os.close(gate_w)
             self.become_run(replace(job, cgroup=None) if placed else job, [*fds[:4], gate_r])
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, _BLOCKED)
+        procs.set_signal_mask(signal.SIG_UNBLOCK, _BLOCKED)
         _close_all([*fds[:4], gate_r])
         self.runs[pid] = _Run(job.run_id, status_fd, cgroup if placed else None)
         try:
@@ -364,17 +364,17 @@ class Server:
             self.send(PrepareFailed(cgroup=cgroup, error=f"cannot make its pipes: {error}"))
             return
         ours_fd, theirs_fd, status_r, status_w = made
-        signal.pthread_sigmask(signal.SIG_BLOCK, _BLOCKED)
+        procs.set_signal_mask(signal.SIG_BLOCK, _BLOCKED)
         try:
             pid, placed = self._fork_into(cgroup)
         except OSError as error:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, _BLOCKED)
+            procs.set_signal_mask(signal.SIG_UNBLOCK, _BLOCKED)
             _close_all(made)
             self.send(PrepareFailed(cgroup=cgroup, error=f"fork failed: {error}"))
             return
         if pid == 0:
             self.become_spare(cgroup, theirs_fd, placed=placed)  # never returns
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, _BLOCKED)
+        procs.set_signal_mask(signal.SIG_UNBLOCK, _BLOCKED)
         os.close(theirs_fd)
         # Reaped only by the loop, after this answer: the pid is the spare's.
         self.runs[pid] = _Run(None, status_w, cgroup if placed else None)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import functools
+import importlib
 import os
 import select
 import signal
@@ -429,7 +430,19 @@ def reset_signal_dispositions(plan: Sequence[SignalReset] | None = None) -> None
     for signum, wanted in signal_resets() if plan is None else plan:
         with contextlib.suppress(OSError, ValueError, RuntimeError):
             signal.signal(signum, wanted)
-    signal.pthread_sigmask(signal.SIG_SETMASK, set())
+    set_signal_mask(signal.SIG_SETMASK, ())
+
+
+# ``signal.pthread_sigmask`` turns the previous mask into enum members, one by one: the
+# fork server, which blocks some fifty signals, changes its mask twice per fork.
+_sigmask: Callable[[int, Iterable[int]], object] = getattr(
+    importlib.import_module("_signal"), "pthread_sigmask", signal.pthread_sigmask
+)
+
+
+def set_signal_mask(how: int, signals: Iterable[int]) -> None:
+    """``pthread_sigmask`` (raises ``OSError``) without building the previous mask."""
+    _sigmask(how, signals)
 
 
 def signal_resets() -> list[SignalReset]:
