@@ -7,6 +7,8 @@ the same load with a fresh interpreter per run, and the floor: a bare ``fork`` +
 with no pipes, records or history), measured just before and after each row (the
 machine is shared: its load moves). Rows: with cgroups (forked into them with clone3),
 without cgroups, and with cgroups joined after fork (the fallback); 1 and 8 schedulers.
+CPU ms per run is the sum over the manager, the fork server and the runs (what the load
+of the machine moves least), then split between them while the service ran.
 Targets: >= 200 runs/s; with the fork server >= 0.8x
 of the floor with one scheduler, >= 0.9x with eight.
 """
