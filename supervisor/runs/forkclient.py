@@ -423,10 +423,24 @@ class ServerHandle:
                 self._pending.remove(cgroup)
             raise
 
-    def take_spare(self) -> Spare | None:
-        """A spare ready for a run (after reading the answers waiting), or None."""
+    def take_spare(self, timeout: float = SPAWN_TIMEOUT) -> Spare | None:
+        """A spare ready for a run, or None if none is ready or asked for. One asked for
+        is waited for (up to ``timeout`` seconds): the server forks in the order asked, so
+        it comes before the answer to a spawn request sent now would."""
+        deadline = time.monotonic() + timeout
         with self._answered:
             self._read_waiting_locked()
+            while not self._ready and self._pending and self._broken is None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                if self._reading:
+                    self._answered.wait(remaining)
+                    continue
+                try:
+                    self._read_locked(remaining)
+                except (OSError, ProtocolError):
+                    break
             return self._ready.pop(0) if self._ready else None
 
     def ready_spares(self) -> list[Spare]:

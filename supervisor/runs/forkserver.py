@@ -12,6 +12,8 @@ to start a run the manager claims the spare here (``ClaimRequest``: its run id) 
 sends the job straight to the spare, which becomes the run: no round trip through the
 server on a run's start. Where no spare is there, ``SpawnRequest`` forks the run and
 answers ``Spawned`` (its pidfd); that run waits at a gate until the answer is sent.
+Forks (spares and spawns) are made one at a time in the order asked, with the ends of
+runs reaped in between: a run's status never waits behind a batch of forks.
 
 Runs do not depend on the server once they have started. The manager holds a pidfd of
 each run's main process and its pipes; runs have no parent-death signal towards the
@@ -50,6 +52,7 @@ and (at start) ``app``, ``context``, ``wire`` and ``records``.
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import fcntl
 import functools
@@ -155,6 +158,9 @@ class Server:
         self.sock = sock
         self.parent = parent
         self.runs: dict[int, _Run] = {}  # runs and spares, by pid
+        # What is to be forked, in the order asked (and the fds of each spawn request).
+        self.forks: collections.deque[SpawnRequest | PrepareRequest] = collections.deque()
+        self._fork_fds: dict[int, list[int]] = {}
         # "" if runs are forked into their cgroups (``clone``), else why not.
         self.placement = "clone3 not tried"
         self.registry: Registry | None = None
@@ -226,7 +232,7 @@ class Server:
         poller.register(self.sock, select.POLLIN)
         poller.register(self._wake_r, select.POLLIN)
         while not self.stopping:
-            for fd, _ in poller.poll():
+            for fd, _ in poller.poll(0 if self.forks else None):
                 if fd == self._wake_r:
                     with contextlib.suppress(BlockingIOError):
                         while os.read(self._wake_r, 512):
@@ -237,6 +243,14 @@ class Server:
             while not self.stopping and self.handle_message():
                 pass
             self.reap()
+            # One fork at a time (in the order asked), reaping in between: a run's status
+            # never waits behind a batch of forks.
+            if self.forks and not self.stopping:
+                work = self.forks.popleft()
+                if isinstance(work, SpawnRequest):
+                    self.spawn(work, self._fork_fds.pop(work.req, []))
+                else:
+                    self.prepare(work.cgroup)
             if os.getppid() != self.parent:
                 self.stopping = True
         self.shutdown()
@@ -258,11 +272,12 @@ class Server:
         except ProtocolError:
             message = None  # a garbled request: ignored (a spawn's caller times out)
         if isinstance(message, SpawnRequest):
-            self.spawn(message, fds)
+            self._fork_fds[message.req] = fds
+            self.forks.append(message)
             return True
         _close_all(fds)
         if isinstance(message, PrepareRequest):
-            self.prepare(message.cgroup)
+            self.forks.append(message)
         elif isinstance(message, ClaimRequest):
             run = self.runs.get(message.pid)
             if run is not None and run.run_id is None:
