@@ -18,13 +18,13 @@ to their end (its spares are dropped: they exit).
 
 Each server keeps ``SPARES`` spares more than it has runs in progress, each in a fresh
 cgroup where runs get cgroups: one more is asked for as each run ends (between runs, not
-while one starts), and a batch when starts have used half the margin. Where runs get cgroup v2 cgroups and the kernel
-allows ``clone3(CLONE_INTO_CGROUP)`` (the server probes it once at its start, in a
-cgroup made for that), spares (and runs that find none) are forked straight into their
-cgroups and no process is ever moved. Elsewhere a spare joins its cgroup after fork: a
-move waits for an RCU grace period (tens of milliseconds on a busy machine), made before
-its run is asked for; moves made together (a batch) share a grace period. A run that
-finds no spare is forked and joins its cgroup itself.
+while one starts), and a batch when starts have used half the margin. Where runs get
+cgroup v2 cgroups and the kernel allows ``clone3(CLONE_INTO_CGROUP)`` (the server probes
+it once at its start, in a cgroup made for that), spares (and runs that find none) are
+forked straight into their cgroups and no process is ever moved. Elsewhere a spare joins
+its cgroup after fork: a move waits for an RCU grace period (tens of milliseconds on a
+busy machine), made before its run is asked for; moves made together (a batch) share a
+grace period. A run that finds no spare is forked and joins its cgroup itself.
 
 Starting a server is bounded (``start_timeout``) and cancellable: ``close`` from another
 thread, or a spawn's own ``cancel`` event, makes a start in progress give up promptly.
