@@ -47,6 +47,7 @@ class InstantRun:
         cancel: threading.Event,
         grace: float = 5.0,
         still_running: StillRunning | None = None,
+        ended: Callable[[Exit], None] | None = None,
     ) -> Exit:
         return Exit(outcome=Outcome.SUCCEEDED, exit_code=0, signal=None, error=None, result=None)
 
@@ -464,6 +465,7 @@ class CancellableRun(InstantRun):
         cancel: threading.Event,
         grace: float = 5.0,
         still_running: StillRunning | None = None,
+        ended: Callable[[Exit], None] | None = None,
     ) -> Exit:
         if cancel.is_set():
             return Exit(

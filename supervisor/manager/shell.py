@@ -469,6 +469,11 @@ class Manager:
             return None
         process, later = spawned
         sink = _TicketSink(self._logs)
+        recorded: list[Plan | None] = []  # the end is stored before the run's cleanup
+
+        def ended(exit_: Exit) -> None:
+            recorded.append(self._record_end(run, exit_, logged=sink.ticket))
+
         try:
             exit_ = process.supervise(
                 sink=sink,
@@ -476,8 +481,12 @@ class Manager:
                 cancel=cancel,
                 grace=self._config.grace_seconds,
                 still_running=(PROCESS_ROW_SECONDS, lambda: self._carry_out(later)),
+                ended=ended,
             )
         except Exception as error:  # the launcher failed: a crash of this run, not of us
+            if recorded:  # its end is stored: only giving back what it held failed
+                self._report(f"could not clean up after run {run.run_id}: {error}")
+                return recorded[0]
             exit_ = Exit(
                 outcome=Outcome.CRASHED,
                 exit_code=None,
@@ -485,8 +494,8 @@ class Manager:
                 error=f"could not supervise the run: {error}",
                 result=None,
             )
-        if self._closed.is_set():  # past close's deadline the run was recorded already
-            return None
+        if recorded:
+            return recorded[0]
         return self._record_end(run, exit_, logged=sink.ticket)
 
     def _spawn(
@@ -528,7 +537,10 @@ class Manager:
     def _record_end(self, run: RunRecord, exit_: Exit, *, logged: int) -> Plan | None:
         """Store how ``run`` ended (behind its log records: ``logged`` is the ticket of its
         last batch; a stopped run's note came from elsewhere) and tell the machine; the
-        next plan if it is due within ``SOON_SECONDS`` (kept off the heap: the caller's)."""
+        next plan if it is due within ``SOON_SECONDS`` (kept off the heap: the caller's).
+        Nothing past close's deadline: the run was recorded as interrupted already."""
+        if self._closed.is_set():
+            return None
         with self._lock:
             note = self._stop_notes.pop(run.run_id, None)
         if note is None:

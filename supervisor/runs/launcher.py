@@ -21,6 +21,7 @@ May import the modules of ``runs`` and ``errors``; this module only names them.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Protocol
 
 from supervisor.runs.capture import Sink
@@ -86,11 +87,14 @@ class RunHandle(Protocol):
         cancel: threading.Event,
         grace: float = 5.0,
         still_running: StillRunning | None = None,
+        ended: Callable[[Exit], None] | None = None,
     ) -> Exit:
         """Watch the run to its end and say how it ended; call once. Never raises for
         the run's own failures (they are an ``Exit``); raises what ``sink`` raised
         (after killing the run), and ``RuntimeError`` on a second call.
-        ``still_running`` (seconds, callback): call it once if the run lasts that long."""
+        ``still_running`` (seconds, callback): call it once if the run lasts that long.
+        ``ended``: called with the ``Exit`` before the run's resources are given back
+        (a handle may also not call it: then the caller goes on after the return)."""
         ...
 
 

@@ -138,6 +138,7 @@ class RunProcess:
         cancel: threading.Event,
         grace: float = 5.0,
         still_running: StillRunning | None = None,
+        ended: Callable[[Exit], None] | None = None,
     ) -> Exit:
         """Watch the run to its end; return how it ended. Call once, from one thread.
 
@@ -150,6 +151,9 @@ class RunProcess:
         ``still_running`` (seconds, callback): the callback is called once, from this
         thread, if the main process still runs that long after supervision began (what
         only a longer run needs, such as a row that only crash recovery reads).
+        ``ended`` is called with the outcome once nothing of the run is left and before
+        what it held is given back (its fds, its cgroup, the launcher's bookkeeping), so
+        the caller can store the end first; what it raises propagates after that.
         """
         if self._supervised:
             raise RuntimeError("supervise() may be called once per run")
@@ -158,15 +162,24 @@ class RunProcess:
             end = self._supervise(sink, timeout, cancel, max(0.0, grace), still_running)
             if self._contain_after_end():
                 end = replace(end, oom_killed=True)
-            return classify_exit(end)
+            exit_ = classify_exit(end)
         except BaseException:
             self._kill_now()
+            self._give_back()
             raise
+        try:
+            if ended is not None:
+                ended(exit_)
         finally:
-            close_quietly(self._pipes.our_ends())
-            self._close_exit_fds()
-            self._remove_cgroup()
-            self._release()
+            self._give_back()
+        return exit_
+
+    def _give_back(self) -> None:
+        """Close our ends of the pipes and the exit fds, remove the cgroup, release."""
+        close_quietly(self._pipes.our_ends())
+        self._close_exit_fds()
+        self._remove_cgroup()
+        self._release()
 
     def _supervise(
         self,
