@@ -368,13 +368,12 @@ class SystemdHarness:
 
 @pytest.fixture(scope="module")
 def systemd_world() -> Iterator[SystemdWorld]:
+    from tests.required import skip_or_fail
     from tests.systemd_ns import NamespacedSystemd, unavailable_reason
 
     if str(REPO).startswith(("/tmp/", "/var/tmp/")):
         pytest.skip("the checkout is under a tmp dir, which the units cannot see")
-    reason = unavailable_reason()
-    if reason is not None:
-        pytest.skip(reason)
+    skip_or_fail("systemd", unavailable_reason())
     with NamespacedSystemd.boot() as ns:
         state_dir = ns.shared_dir / "state"
         env = {

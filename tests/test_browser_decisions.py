@@ -13,16 +13,15 @@ from typing import Any
 
 import pytest
 
-from tests.test_browser import ARTIFACTS, Problems, browser, log_in, site
+from tests.browsing import ARTIFACTS, Problems, Site, browser, log_in
+from tests.test_browser import site
 
 pytestmark = pytest.mark.browser
 __all__ = ["browser", "site"]  # the fixtures, shared with the walk-through
 
 
-def test_stop_asks_keeps_its_reason_and_refusals_stay_on_the_page(
-    site: tuple[str, str], browser: Any
-) -> None:
-    base, password = site
+def test_stop_asks_keeps_its_reason_and_refusals_stay_on_the_page(site: Site, browser: Any) -> None:
+    base, password = site.url, site.admin_password
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     page = context.new_page()
     problems = Problems(page)
@@ -102,10 +101,8 @@ def test_stop_asks_keeps_its_reason_and_refusals_stay_on_the_page(
     context.close()
 
 
-def test_without_the_script_stop_asks_on_a_page_of_its_own(
-    site: tuple[str, str], browser: Any
-) -> None:
-    base, password = site
+def test_without_the_script_stop_asks_on_a_page_of_its_own(site: Site, browser: Any) -> None:
+    base, password = site.url, site.admin_password
     context = browser.new_context(
         viewport={"width": 1280, "height": 900}, java_script_enabled=False
     )

@@ -10,16 +10,19 @@ from typing import Any
 
 import pytest
 
-from tests.test_browser import ARTIFACTS, Problems, browser, log_in, site  # noqa: F401
+from tests.browsing import ARTIFACTS, Problems, Site, browser, log_in
+from tests.test_browser import site
+
+__all__ = ["browser", "site"]  # the fixtures, shared with the walk-through
 
 pytestmark = pytest.mark.browser
 
 
 def test_search_every_scheduler_then_open_a_record_by_its_permalink(
-    site: tuple[str, str],  # noqa: F811
-    browser: Any,  # noqa: F811
+    site: Site,
+    browser: Any,
 ) -> None:
-    base, password = site
+    base, password = site.url, site.admin_password
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     page = context.new_page()
     problems = Problems(page)
