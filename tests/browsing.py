@@ -162,3 +162,14 @@ def log_in(page: Any, base: str, name: str, password: str) -> None:
     page.fill("input[name=password]", password)
     page.click("form.stack button[type=submit]")
     page.wait_for_url(base + "/")
+
+
+DESKTOP = {"width": 1280, "height": 900}
+
+
+def new_page(browser: Any, **options: Any) -> tuple[Any, Any, Problems]:
+    """A page in a new browser context (a desktop window unless ``options`` give another
+    ``viewport``), and the problems it will see."""
+    context = browser.new_context(**{"viewport": DESKTOP, **options})
+    page = context.new_page()
+    return context, page, Problems(page)

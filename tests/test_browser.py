@@ -24,11 +24,11 @@ from tests.browsing import (
     ARTIFACTS,
     NEWBIE,
     VIEWER,
-    Problems,
     Site,
     admin_center,
     browser,
     log_in,
+    new_page,
 )
 
 __all__ = ["browser"]  # the fixture, used below by name
@@ -127,9 +127,7 @@ def next_planned(page: Any) -> datetime:
 
 def test_an_operator_session_end_to_end(site: Site, browser: Any) -> None:
     base, password = site.url, site.admin_password
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    page = context.new_page()
-    problems = Problems(page)
+    context, page, problems = new_page(browser)
     log_in(page, base, "admin", password)
 
     # the cards
@@ -219,9 +217,7 @@ def test_an_operator_session_end_to_end(site: Site, browser: Any) -> None:
 
 def test_a_viewer_sees_no_controls_and_is_refused(site: Site, browser: Any) -> None:
     base = site.url
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    page = context.new_page()
-    problems = Problems(page)
+    context, page, problems = new_page(browser)
     log_in(page, base, VIEWER.name, VIEWER.password)
     page.goto(base + "/schedulers/demo.report")
     for label in ("Execute Now", "Start", "Stop", "Count rows", "Save settings", "Reset"):
@@ -240,9 +236,7 @@ def test_a_viewer_sees_no_controls_and_is_refused(site: Site, browser: Any) -> N
 
 def test_a_one_time_password_is_changed_at_the_first_login(site: Site, browser: Any) -> None:
     base = site.url
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    page = context.new_page()
-    problems = Problems(page)
+    context, page, problems = new_page(browser)
     page.goto(base + "/")
     page.fill("input[name=name]", NEWBIE.name)
     page.fill("input[name=password]", NEWBIE.password)
@@ -266,15 +260,14 @@ def test_a_one_time_password_is_changed_at_the_first_login(site: Site, browser: 
 
 def test_dark_mode_and_a_phone(site: Site, browser: Any) -> None:
     base, password = site.url, site.admin_password
-    context = browser.new_context(
+    context, page, problems = new_page(
+        browser,
         viewport={"width": 390, "height": 844},
         device_scale_factor=2,
         is_mobile=True,
         has_touch=True,
         color_scheme="dark",
     )
-    page = context.new_page()
-    problems = Problems(page)
     log_in(page, base, "admin", password)
     background = page.evaluate("getComputedStyle(document.body).backgroundColor")
     assert background == "rgb(15, 17, 23)"  # the dark palette
@@ -293,9 +286,7 @@ def test_a_pause_date_across_a_dst_change_is_read_in_the_browsers_zone(
 ) -> None:
     base, password = site.url, site.admin_password
     berlin = ZoneInfo("Europe/Berlin")
-    context = browser.new_context(viewport={"width": 1280, "height": 900}, timezone_id=berlin.key)
-    page = context.new_page()
-    problems = Problems(page)
+    context, page, problems = new_page(browser, timezone_id=berlin.key)
     log_in(page, base, "admin", password)
     page.goto(base + "/schedulers/demo.nightly")
     assert page.input_value('#confirm-pause input[name="zone"]') == "Europe/Berlin"

@@ -21,6 +21,7 @@ from supervisor import Configurator, cfgscheduler, scheduler, user
 from tests.browsing import (
     ARTIFACTS,
     AXE,
+    DESKTOP,
     NEWBIE,
     VIEWER,
     Problems,
@@ -29,6 +30,7 @@ from tests.browsing import (
     browser,
     log_in,
     missing_axe,
+    new_page,
 )
 from tests.required import skip_or_fail
 from tests.waiting import wait_for
@@ -180,9 +182,7 @@ PAGES: list[tuple[str, str, str]] = [
 def test_no_serious_or_critical_axe_violation_on_any_page(
     site: Site, browser: Any, theme: str
 ) -> None:
-    context = browser.new_context(viewport={"width": 1280, "height": 900}, color_scheme=theme)
-    page = context.new_page()
-    problems = Problems(page)
+    context, page, problems = new_page(browser, color_scheme=theme)
     failed = FailedLoads(page)
     report: dict[str, list[str]] = {}
 
@@ -245,11 +245,14 @@ def test_no_serious_or_critical_axe_violation_on_any_page(
 
 @pytest.mark.parametrize("theme", ["light", "dark"])
 def test_history_and_audit_fit_a_390_px_phone(site: Site, browser: Any, theme: str) -> None:
-    context = browser.new_context(
-        viewport=PHONE, device_scale_factor=2, is_mobile=True, has_touch=True, color_scheme=theme
+    context, page, problems = new_page(
+        browser,
+        viewport=PHONE,
+        device_scale_factor=2,
+        is_mobile=True,
+        has_touch=True,
+        color_scheme=theme,
     )
-    page = context.new_page()
-    problems = Problems(page)
     log_in(page, site.url, "admin", site.admin_password)
     for name, path, table in (
         ("history", "/schedulers/demo.broken", "table.runs"),
@@ -272,9 +275,7 @@ def test_history_and_audit_fit_a_390_px_phone(site: Site, browser: Any, theme: s
 def test_an_admin_manages_users_and_filters_the_audit_in_the_browser(
     site: Site, browser: Any
 ) -> None:
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    page = context.new_page()
-    problems = Problems(page)
+    context, page, problems = new_page(browser)
     log_in(page, site.url, "admin", site.admin_password)
     page.click("nav.nav a:has-text('Users')")
     page.wait_for_url(site.url + "/users")
@@ -292,7 +293,7 @@ def test_an_admin_manages_users_and_filters_the_audit_in_the_browser(
     assert "must change password" in row.inner_text()
 
     # olga logs in with it and must choose her own first
-    olga_context = browser.new_context(viewport={"width": 1280, "height": 900})
+    olga_context = browser.new_context(viewport=DESKTOP)
     olga = olga_context.new_page()
     olga.goto(site.url + "/login")
     olga.fill("input[name=name]", "olga")

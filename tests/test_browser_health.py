@@ -24,7 +24,7 @@ import pytest
 
 from supervisor import Configurator, cfgscheduler, scheduler, user
 from supervisor.core.definitions import command
-from tests.browsing import ARTIFACTS, Problems, Site, admin_center, browser, log_in
+from tests.browsing import ARTIFACTS, Site, admin_center, browser, log_in, new_page
 
 __all__ = ["browser"]  # the fixture, used below by name
 
@@ -119,11 +119,7 @@ def site(tmp_path_factory: pytest.TempPathFactory, flags: Path) -> Iterator[Site
 
 @pytest.fixture(scope="module")
 def page(site: Site, browser: Any) -> Iterator[Any]:
-    context = browser.new_context(
-        viewport={"width": 1280, "height": 900}, timezone_id=BROWSER_ZONE, locale="en-US"
-    )
-    found = context.new_page()
-    found.problems = Problems(found)
+    context, found, found.problems = new_page(browser, timezone_id=BROWSER_ZONE, locale="en-US")
     log_in(found, site.url, "admin", PASSWORD)
     yield found
     assert found.problems.seen == []

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.browsing import ARTIFACTS, Problems, Site, browser, log_in
+from tests.browsing import ARTIFACTS, Site, browser, log_in, new_page
 from tests.test_browser import site
 
 __all__ = ["browser", "site"]  # the fixtures, shared with the walk-through
@@ -23,9 +23,7 @@ def test_search_every_scheduler_then_open_a_record_by_its_permalink(
     browser: Any,
 ) -> None:
     base, password = site.url, site.admin_password
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    page = context.new_page()
-    problems = Problems(page)
+    context, page, problems = new_page(browser)
     log_in(page, base, "admin", password)
     # the report runs once at start: wait until its last record is stored
     page.wait_for_selector('article.card[data-id="demo.report"] .outcome-succeeded', timeout=15_000)
