@@ -19,20 +19,11 @@ from supervisor.store.sqlite import SqliteStore
 from supervisor.usecases.accounts import Accounts
 from supervisor.web.app import COOKIE_NAME, AdminConfig, create_app
 from supervisor.web.sessions import SessionStore
+from tests.test_web_auth import Tick
 from tests.test_web_fakes import FAST, Client, make_world
 
 HEADER = "X-Remote-User"
 PROXIED = replace(FAST, proxy_user_header=HEADER)
-
-
-class Tick:
-    """A monotonic clock moved by hand."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class FailingTrail:
