@@ -12,7 +12,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Protocol
 
@@ -195,8 +195,10 @@ class Service:
         log: IO[str] | None = None,
         admin_factory: Callable[[UseCases, Store, RunOptions], AdminHandle] | None = None,
     ) -> None:
-        self.options = options
         self.app = app or load_app(options.app_spec)
+        if options.store is None and self.app.store is not None:
+            options = replace(options, store=self.app.store)  # ``--store`` wins over the app
+        self.options = options
         self.schedulers = enable(self.app)
         self.clock = clock or SystemClock()
         self._log = log or sys.stderr
