@@ -148,6 +148,24 @@ def test_the_first_admin_made_from_the_shell_is_the_stores_own(where: Where) -> 
         assert [u.name for u in store.list_users()] == ["ada"]
 
 
+def test_setting_admins_password_deletes_this_hosts_one_time_password_file(
+    where: Where,
+) -> None:
+    import io
+
+    from supervisor.core.passwords import ScryptCost
+    from supervisor.web.auth import ensure_bootstrap_admin
+
+    where.state_dir.mkdir(mode=0o700)
+    with where.opened() as store:
+        made = ensure_bootstrap_admin(
+            store, out=io.StringIO(), state_dir=where.state_dir, cost=ScryptCost(n=1 << 10)
+        )
+    assert made is not None and made.file is not None and made.file.exists()
+    ok(users(where, "passwd", "admin", "--password-stdin", stdin=PASSPHRASE + "\n"))
+    assert not made.file.exists()
+
+
 def test_the_last_enabled_admin_is_kept(where: Where) -> None:
     ok(users(where, "add", "ada", "--role", "admin", "--password-stdin", stdin=PASSPHRASE + "\n"))
     ok(users(where, "add", "olga", "--role", "admin"))
