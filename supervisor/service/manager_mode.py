@@ -35,7 +35,7 @@ from supervisor.service.paths import (
     LOCK_NAME,
     ensure_state_dir,
 )
-from supervisor.store import is_postgres_url
+from supervisor.service.stores import open_postgres_store
 from supervisor.store.protocols import Store
 from supervisor.store.sqlite import SqliteStore
 from supervisor.usecases.reads import UseCaseReads, reader
@@ -110,21 +110,7 @@ def open_store(options: RunOptions, state_dir: Path) -> tuple[Store, str, StoreG
     if options.store is None:
         store = SqliteStore.open(state_dir / DATABASE_NAME, **limits)
         return store, f"state directory {state_dir}", None
-    if not is_postgres_url(options.store):
-        raise DefinitionError(
-            "--store",
-            "expected a postgresql://USER@HOST[:PORT]/DATABASE URL (without --store, the"
-            " store is SQLite in the state directory)",
-        )
-    try:
-        from supervisor.store.postgres import PostgresStore
-    except ImportError as error:
-        raise DefinitionError(
-            "--store",
-            f"a PostgreSQL store needs psycopg 3 ({error}): pip install"
-            " 'sched-supervisor[postgresql]' or apt install python3-psycopg",
-        ) from None
-    shared = PostgresStore.open(options.store, **limits)
+    shared = open_postgres_store(options.store, **limits)
     if options.cluster is not None:
         # The hosts of a cluster share the store: their leases keep one run per slot.
         return shared, shared.description, None
