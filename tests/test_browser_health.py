@@ -66,13 +66,14 @@ def steady(ctx: scheduler.Context) -> None:
 
 for _options in (
     scheduler.Options(
-        id="triage.flaky", name="Flaky import", kind=scheduler.Kind.MANUAL, runner=flaky
-    ),
-    scheduler.Options(
         id="triage.broken", name="Broken export", kind=scheduler.Kind.MANUAL, runner=broken
     ),
     scheduler.Options(
         id="triage.steady", name="Steady sync", kind=scheduler.Kind.MANUAL, runner=steady
+    ),
+    # not first: failing, it moves to the front; recovered, back to its place
+    scheduler.Options(
+        id="triage.flaky", name="Flaky import", kind=scheduler.Kind.MANUAL, runner=flaky
     ),
     scheduler.Options(
         id="triage.exit3",
@@ -166,12 +167,15 @@ def test_a_card_turns_red_and_back_live_with_its_health_line_and_strip(
     page.wait_for_selector(".live-indicator:not([hidden])")
     flaky = page.locator(card("triage.flaky"))
     assert flaky.get_attribute("data-health") == "ok"
+    ids = "cs => cs.map(c => c.dataset.id)"
+    served = page.eval_on_selector_all("article.card", ids)
     assert flaky.locator(".strip").count() == 0  # no runs yet
     failing_pill = page.locator("a.pill.health-failing strong")
     before = int(failing_pill.inner_text())
 
     execute(page, base, "triage.flaky")
     page.wait_for_selector(f'{card("triage.flaky")}[data-health="failing"] .card-health')
+    page.wait_for_selector('.cards > article.card:first-child[data-id="triage.flaky"]')
     health = flaky.locator(".card-health").inner_text()
     assert re.fullmatch(
         r"failing since (\d\d/\d\d/\d{4} )?\d\d:\d\d E[SD]T \(1 in a row\)"
@@ -198,8 +202,10 @@ def test_a_card_turns_red_and_back_live_with_its_health_line_and_strip(
     ] == ["failed", "failed", "succeeded"]
     assert flaky.locator(".badge.health-failing").count() == 0
     failing_count(page, before)
+    # recovered, it goes back to its place: the order is the server's again
+    assert page.eval_on_selector_all("article.card", ids) == served
     # failing first, live too: the fourth card moves to the front when its run fails
-    order = page.eval_on_selector_all("article.card", "cs => cs.map(c => c.dataset.id)")
+    order = page.eval_on_selector_all("article.card", ids)
     assert order.index("triage.exit3") > 0
     execute(page, base, "triage.exit3")
     page.wait_for_selector(f'{card("triage.exit3")}[data-health="failing"]')
