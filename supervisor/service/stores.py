@@ -14,18 +14,14 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
-from urllib.parse import unquote
 
 from supervisor.core.errors import DefinitionError, StoreError
 from supervisor.store import is_postgres_url
+from supervisor.store.dsn import HIDDEN, passwords
 
 if TYPE_CHECKING:
     from supervisor.store.postgres import PostgresStore
 
-HIDDEN: Final = "***"
-# libpq's URI: the user information ends at the first '@' or '/' after the scheme.
-_USERINFO: Final = re.compile(r"://([^@/]*)@")
-_PASSWORD_PARAMETER: Final = re.compile(r"[?&]password=([^&#]*)", re.IGNORECASE)
 _QUOTED: Final = re.compile(r'"[^"]*"')
 # A shorter password is too common a string to take out wherever it appears: only the
 # quoted parts of a message (where libpq echoes what it could not parse) lose it.
@@ -44,6 +40,28 @@ def open_postgres_store(
     when psycopg is missing, ``StoreError`` (without the URL's password) for a store that
     cannot be used, ``ValueError`` for a limit below 1.
     """
+    return _opened(
+        location,
+        lambda store: store.open(
+            location,
+            max_runs_per_scheduler=max_runs_per_scheduler,
+            max_log_bytes_per_run=max_log_bytes_per_run,
+        ),
+    )
+
+
+def open_postgres_users(location: str, *, create: bool) -> PostgresStore:
+    """The PostgreSQL store at ``location`` for ``supervisor users``: as
+    ``open_postgres_store``, but an empty database gets the tables only with ``create``
+    (it is a ``StoreError`` otherwise)."""
+    return _opened(location, lambda store: store.open(location, create=create))
+
+
+def _opened(
+    location: str, opening: Callable[[type[PostgresStore]], PostgresStore]
+) -> PostgresStore:
+    """``opening(PostgresStore)`` after checking ``location``, errors as
+    ``open_postgres_store`` says."""
     if not is_postgres_url(location):
         raise DefinitionError(
             "--store",
@@ -59,11 +77,7 @@ def open_postgres_store(
             " 'sched-supervisor[postgresql]' or apt install python3-psycopg",
         ) from None
     try:
-        return PostgresStore.open(
-            location,
-            max_runs_per_scheduler=max_runs_per_scheduler,
-            max_log_bytes_per_run=max_log_bytes_per_run,
-        )
+        return opening(PostgresStore)
     except StoreError as error:
         cleaned = without_password(str(error), location)
         if cleaned == str(error):
@@ -71,24 +85,11 @@ def open_postgres_store(
         raise StoreError(cleaned) from None
 
 
-def url_passwords(location: str) -> list[str]:
-    """The password(s) a connection URL holds, as written and percent-decoded."""
-    found: list[str] = []
-    userinfo = _USERINFO.search(location)
-    if userinfo is not None:
-        _, colon, password = userinfo.group(1).partition(":")
-        if colon:
-            found.append(password)
-    found += _PASSWORD_PARAMETER.findall(location)
-    spelled = {text for raw in found for text in (raw, unquote(raw)) if text}
-    return sorted(spelled, key=len, reverse=True)
-
-
 def without_password(message: str, location: str) -> str:
     """``message`` with the URL ``location`` and each password it holds replaced by
     ``***``."""
     cleaned = message.replace(location, HIDDEN) if location else message
-    for password in url_passwords(location):
+    for password in passwords(location):
         if len(password) >= _MIN_ANYWHERE:
             cleaned = cleaned.replace(password, HIDDEN)
         else:

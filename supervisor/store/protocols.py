@@ -22,9 +22,9 @@ May import ``core.records``, ``core.errors`` and the stdlib.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 import dataclasses
 import enum
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol

@@ -5,9 +5,11 @@ Like every use case they check the subject's permission (``VIEW_USERS`` to list,
 ``MANAGE_USERS`` to change users, ``RESET_PASSWORDS`` to set another user's password, or
 being the user whose password changes) and write the audit trail: user changes, logins
 and refused logins (name and address, never the password), also the logins a trusted
-proxy's header makes or refuses (once per user and client address an hour). They work on the state
-database directly, so they need no running manager. A login whose stored hash is cheaper
-than the current cost stores a fresh hash.
+proxy's header makes or refuses (once per user and client address an hour). They work on
+the store directly, so they need no running manager. A login whose stored hash is
+cheaper than the current cost stores a fresh hash. Each change is one store step that
+compares the user with what was read and keeps an enabled admin (``change_user``), so
+changes made at once (several hosts on one store) cannot undo each other.
 
 A disabled user keeps its record and password, locked as ``passwd -l`` locks one: the
 stored hash gets a ``!`` in front, which no password matches; enabling removes it. No
@@ -312,10 +314,15 @@ class Accounts:
             return _with_hash(user, LOCKED + stored if is_disabled(user) else stored)
 
         self._change(name, "set password", new_hash)
-        if not temporary and name == BOOTSTRAP_USER and self._bootstrap_file is not None:
-            if _file_password_of(self._bootstrap_file, replaced[-1]):
-                with contextlib.suppress(FileNotFoundError):
-                    self._bootstrap_file.unlink()
+        file = self._bootstrap_file
+        if (
+            not temporary
+            and name == BOOTSTRAP_USER
+            and file
+            and _file_password_of(file, replaced[-1])
+        ):
+            with contextlib.suppress(FileNotFoundError):
+                file.unlink()
 
     def _entry(self, actor: str, action: str, detail: str) -> AuditEntry:
         return AuditEntry(

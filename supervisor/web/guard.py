@@ -3,11 +3,11 @@
 In order: read the request (bounded query and form, the client address, taking
 ``X-Forwarded-*`` only from configured proxies), resolve the session (or the trusted
 proxy's user header, by its exact name only; its logins and refusals are audited once
-per user and client address an hour), limit a session that logged in with a temporary password to the password page,
-require a login and the route's permission, check the CSRF token of every POST, and turn
-errors into replies: ``Refused`` with its status, ``SupervisorError`` through its type's
-``http_status`` (a refused POST flashes its reason and goes back to the page it came
-from).
+per user and client address an hour), limit a session that logged in with a temporary
+password to the password page, require a login and the route's permission, check the
+CSRF token of every POST, and turn errors into replies: ``Refused`` with its status,
+``SupervisorError`` through its type's ``http_status`` (a refused POST flashes its reason
+and goes back to the page it came from).
 
 May import ``access``, ``errors``, ``supervisor.web.*`` below the handlers, bottle and the
 stdlib.
