@@ -500,7 +500,14 @@ class Member:
         """Give up on a connection whose packets go unacknowledged for a ttl (a partition),
         and on a connect after ``CONNECT_SECONDS`` unless the DSN says otherwise."""
         params = {"tcp_user_timeout": int(self.config.timing.ttl.total_seconds() * 1000)}
-        if "connect_timeout" not in conninfo_to_dict(self.config.dsn):
+        try:
+            given = conninfo_to_dict(self.config.dsn)
+        except psycopg.ProgrammingError:  # its message quotes the string, password and all
+            raise StoreError(
+                f"cannot use {describe(self.config.dsn)} as the cluster database: invalid"
+                " connection string (check its quoting and %-encoding)"
+            ) from None
+        if "connect_timeout" not in given:
             params["connect_timeout"] = CONNECT_SECONDS
         return params
 

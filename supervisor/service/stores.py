@@ -3,29 +3,23 @@ commands that work on the store without a manager (``supervisor users``).
 
 A location that is no ``postgresql://`` URL, or a missing psycopg, is a
 ``DefinitionError("--store")``; a store that cannot be used is the store's one-line
-``StoreError``, with any password the URL holds taken out of it first (libpq quotes
-the part of a connection string it cannot parse, which may be the password).
+``StoreError``, with any password the URL holds taken out of it first
+(``store.dsn.without_password``).
 May import ``core.errors``, ``store`` and the stdlib (psycopg through ``store.postgres``,
 imported where used).
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING
 
 from supervisor.core.errors import DefinitionError, StoreError
 from supervisor.store import is_postgres_url
-from supervisor.store.dsn import HIDDEN, passwords
+from supervisor.store.dsn import without_password
 
 if TYPE_CHECKING:
     from supervisor.store.postgres import PostgresStore
-
-_QUOTED: Final = re.compile(r'"[^"]*"')
-# A shorter password is too common a string to take out wherever it appears: only the
-# quoted parts of a message (where libpq echoes what it could not parse) lose it.
-_MIN_ANYWHERE: Final = 4
 
 
 def open_postgres_store(
@@ -83,24 +77,3 @@ def _opened(
         if cleaned == str(error):
             raise
         raise StoreError(cleaned) from None
-
-
-def without_password(message: str, location: str) -> str:
-    """``message`` with the URL ``location`` and each password it holds replaced by
-    ``***``."""
-    cleaned = message.replace(location, HIDDEN) if location else message
-    for password in passwords(location):
-        if len(password) >= _MIN_ANYWHERE:
-            cleaned = cleaned.replace(password, HIDDEN)
-        else:
-            cleaned = _QUOTED.sub(_hiding(password), cleaned)
-    return cleaned
-
-
-def _hiding(password: str) -> Callable[[re.Match[str]], str]:
-    """A replacement for ``re.sub`` that hides a quoted part holding ``password``."""
-
-    def replace(quoted: re.Match[str]) -> str:
-        return f'"{HIDDEN}"' if password in quoted.group() else quoted.group()
-
-    return replace

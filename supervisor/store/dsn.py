@@ -10,10 +10,15 @@ May import the stdlib only.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Final
 from urllib.parse import unquote
 
 HIDDEN: Final = "***"
+_QUOTED: Final = re.compile(r'"[^"]*"')
+# A shorter password is too common a string to take out wherever it appears: only the
+# quoted parts of a message (where libpq echoes what it could not parse) lose it.
+_MIN_ANYWHERE: Final = 4
 _SCHEMES: Final = ("postgresql://", "postgres://")
 _QUERY_PASSWORD: Final = re.compile(r"([?&]password=)([^&#]*)", re.IGNORECASE)
 # key=value: a value is a run of non-blanks or single-quoted with backslash escapes.
@@ -60,4 +65,30 @@ def passwords(dsn: str) -> list[str]:
             found.append(userinfo.partition(":")[2])
         found += [m.group(2) for m in _QUERY_PASSWORD.finditer(rest)]
     spelled = {text for raw in found for text in (raw, unquote(raw)) if text}
-    return sorted(spelled, key=len, reverse=True)
+    # libpq ends the user information at the first '@': what follows it is named as host.
+    spelled |= {
+        text.split("@", cut)[-1] for text in spelled for cut in range(1, text.count("@") + 1)
+    }
+    return sorted(spelled - {""}, key=len, reverse=True)
+
+
+def without_password(message: str, dsn: str) -> str:
+    """``message`` with the connection string ``dsn`` and each password it holds (or the
+    part of one libpq took for a host) replaced by ``***``; a short one only where quoted
+    (libpq quotes what it could not parse, which may be the password)."""
+    cleaned = message.replace(dsn, HIDDEN) if dsn else message
+    for password in passwords(dsn):
+        if len(password) >= _MIN_ANYWHERE:
+            cleaned = cleaned.replace(password, HIDDEN)
+        else:
+            cleaned = _QUOTED.sub(_hiding(password), cleaned)
+    return cleaned
+
+
+def _hiding(password: str) -> Callable[[re.Match[str]], str]:
+    """A replacement for ``re.sub`` that hides a quoted part holding ``password``."""
+
+    def replace(quoted: re.Match[str]) -> str:
+        return f'"{HIDDEN}"' if password in quoted.group() else quoted.group()
+
+    return replace

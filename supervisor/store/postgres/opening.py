@@ -20,7 +20,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from supervisor.core.errors import StoreError
-from supervisor.store.dsn import redacted
+from supervisor.store.dsn import redacted, without_password
 from supervisor.store.postgres.database import Connection
 from supervisor.store.postgres.schema import (
     APPLICATION,
@@ -94,10 +94,11 @@ def open_database(dsn: str, *, create: bool = True) -> tuple[str, str, Connectio
 
 
 def connect_problem(exc: psycopg.Error, dsn: str) -> str:
-    """What a failed connection attempt means, in words an operator can act on."""
-    text = _one_line(exc)
+    """What a failed connection attempt means, in words an operator can act on (never
+    the password, even where libpq took part of it for the host)."""
+    text = without_password(_one_line(exc), dsn)
     lowered = text.lower()
-    params = conninfo_to_dict(dsn)
+    params = conninfo_to_dict(redacted(dsn))
     user, name = params.get("user"), params.get("dbname")
     if "password authentication failed" in lowered:
         return (
