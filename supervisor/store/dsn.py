@@ -64,11 +64,12 @@ def passwords(dsn: str) -> list[str]:
         if userinfo is not None and ":" in userinfo:
             found.append(userinfo.partition(":")[2])
         found += [m.group(2) for m in _QUERY_PASSWORD.finditer(rest)]
+    # libpq ends the user information at the first unencoded '@': what follows one is
+    # read as (and named in errors as) the host.
+    found += [
+        raw.split("@", cut)[-1] for raw in list(found) for cut in range(1, raw.count("@") + 1)
+    ]
     spelled = {text for raw in found for text in (raw, unquote(raw)) if text}
-    # libpq ends the user information at the first '@': what follows it is named as host.
-    spelled |= {
-        text.split("@", cut)[-1] for text in spelled for cut in range(1, text.count("@") + 1)
-    }
     return sorted(spelled - {""}, key=len, reverse=True)
 
 
