@@ -332,33 +332,38 @@ def test_two_admins_disabled_at_once_leave_an_enabled_admin(shared: Store) -> No
     assert [u.name for u in shared.list_users() if not is_disabled(u)] in (["ada"], ["bea"])
 
 
-def test_a_password_set_while_the_user_is_disabled_keeps_them_disabled(shared: Store) -> None:
-    """Regression: set_password read "enabled", hashed, then wrote an unlocked hash."""
+def disabled_meanwhile(
+    shared: Store, write: Callable[[Accounts], object], *, cost: ScryptCost
+) -> str:
+    """Run ``write`` (on accounts over ``shared`` with ``cost``), pausing it after its first
+    read of the user while another ``disable``s olga; olga's stored hash afterwards."""
     shared.add_user("olga", role="operator", password_hash=hash_password("x" * 12, cost=CHEAP))
     paused = PausedRead(shared)
-    setter = Accounts(paused, cost=CHEAP)  # type: ignore[arg-type]
-    thread, errors = in_thread(lambda: setter.set_password(su("root"), "olga", "a new passphrase"))
+    writer = Accounts(paused, cost=cost)  # type: ignore[arg-type]
+    thread, errors = in_thread(lambda: write(writer))
     assert paused.read.wait(timeout=30)
     assert Accounts(shared, cost=CHEAP).disable(su("root"), "olga")
     paused.go.set()
     thread.join(timeout=60)
     assert errors == []
     olga = shared.get_user("olga")
-    assert olga is not None and is_disabled(olga)
-    assert verify_password("a new passphrase", olga.password_hash.removeprefix("!"))
+    assert olga is not None
+    return olga.password_hash
+
+
+def test_a_password_set_while_the_user_is_disabled_keeps_them_disabled(shared: Store) -> None:
+    """Regression: set_password read "enabled", hashed, then wrote an unlocked hash."""
+    stored = disabled_meanwhile(
+        shared, lambda a: a.set_password(su("root"), "olga", "a new passphrase"), cost=CHEAP
+    )
+    assert stored.startswith("!")
+    assert verify_password("a new passphrase", stored.removeprefix("!"))
 
 
 def test_a_login_rehash_while_the_user_is_disabled_keeps_them_disabled(shared: Store) -> None:
     """Regression: a login that rehashed a cheap hash wrote it over a disable."""
-    shared.add_user("olga", role="operator", password_hash=hash_password("x" * 12, cost=CHEAP))
-    paused = PausedRead(shared)
     stronger = ScryptCost(n=1 << 11, r=8, p=1)
-    login = Accounts(paused, cost=stronger)  # type: ignore[arg-type]
-    thread, errors = in_thread(lambda: login.authenticate("olga", "x" * 12, address="::1"))
-    assert paused.read.wait(timeout=30)
-    assert Accounts(shared, cost=CHEAP).disable(su("root"), "olga")
-    paused.go.set()
-    thread.join(timeout=60)
-    assert errors == []
-    olga = shared.get_user("olga")
-    assert olga is not None and is_disabled(olga)
+    login = disabled_meanwhile(
+        shared, lambda a: a.authenticate("olga", "x" * 12, address="::1"), cost=stronger
+    )
+    assert login.startswith("!")
