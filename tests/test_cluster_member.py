@@ -133,8 +133,9 @@ class MissedHooks:
     def run_missed(self, scheduler_id: str, slot: datetime) -> None:
         self.missed.append((scheduler_id, slot))
 
-    def leases_taken(self, scheduler_ids: list[str]) -> None:
+    def leases_taken(self, scheduler_ids: list[str]) -> bool:
         del scheduler_ids
+        return True
 
     def obey(self, scheduler_id: str, kind: str, payload: dict[str, Any]) -> dict[str, Any]:
         return {"ok": False, "error": "not here"}
@@ -268,5 +269,43 @@ def test_a_retry_is_named_after_the_slot_it_retries_and_its_attempt(
             assert joined.record_end(run_id, "failed")
             planned, _ = slot_row(pg_dsn, run_id)
             assert planned == slot + timedelta(microseconds=attempt)
+    finally:
+        joined.close()
+
+
+class FailingMarks(MissedHooks):
+    """Hooks whose store fails to mark the runs left behind the first ``failures`` times;
+    ``rounds`` counts the lease renewals (each asks for the statuses)."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+        self.calls: list[list[str]] = []
+        self.rounds = 0
+
+    def statuses(self, scheduler_ids: list[str]) -> list[Any]:
+        self.rounds += 1
+        return []
+
+    def leases_taken(self, scheduler_ids: list[str]) -> bool:
+        self.calls.append(list(scheduler_ids))
+        return len(self.calls) > self.failures
+
+
+def test_runs_left_unmarked_at_a_takeover_are_marked_at_later_lease_polls(
+    pg_dsn: str, lines: list[str]
+) -> None:
+    hooks = FailingMarks(failures=2)
+    joined = member(pg_dsn, lines)
+    joined.bind(hooks)
+    joined.open()
+    try:
+        # Taken once; the marks the store failed are tried again at the next polls.
+        wait_for(lambda: len(hooks.calls) >= 3, timeout=10, what="the marks tried again")
+        assert hooks.calls[:3] == [["s"], [], []]
+        # All marked: not asked again (over three more renewals).
+        rounds = hooks.rounds
+        wait_for(lambda: hooks.rounds >= rounds + 3, timeout=10, what="three more renewals")
+        assert len(hooks.calls) == 3
     finally:
         joined.close()

@@ -76,7 +76,7 @@ class Hooks(Protocol):
 
     def run_missed(self, scheduler_id: str, slot: datetime) -> None: ...
 
-    def leases_taken(self, scheduler_ids: list[str]) -> None: ...
+    def leases_taken(self, scheduler_ids: list[str]) -> bool: ...
 
     def obey(self, scheduler_id: str, kind: str, payload: dict[str, Any]) -> dict[str, Any]: ...
 
@@ -129,8 +129,9 @@ class _NoHooks:
     def run_missed(self, scheduler_id: str, slot: datetime) -> None:
         del scheduler_id, slot
 
-    def leases_taken(self, scheduler_ids: list[str]) -> None:
+    def leases_taken(self, scheduler_ids: list[str]) -> bool:
         del scheduler_ids
+        return True
 
 
 class Member:
@@ -167,6 +168,8 @@ class Member:
         self._refused_shared: dict[str, datetime] = {}
         self._missed_news: list[tuple[str, datetime]] = []
         self._taken_news: list[str] = []  # leases won since the last round (``leases_taken``)
+        self._marks_pending = False  # ``leases_taken`` has runs left to mark
+        self._polled = False  # an acquisition round ran since the last look
         self._asked_missed: set[tuple[str, datetime]] = set()
         self._obeying: set[int] = set()
         self._unanswered: dict[int, tuple[cmd.Command, dict[str, Any]]] = {}
@@ -479,8 +482,10 @@ class Member:
                     self._hooks.settings_changed(scheduler_id, overrides)
                 self._settings_news = []
                 taken, self._taken_news = self._taken_news, []
-                if taken:
-                    self._hooks.leases_taken(taken)
+                polled, self._polled = self._polled, False
+                if taken or (self._marks_pending and polled):
+                    # Retried at each lease poll until the store has marked them all.
+                    self._marks_pending = not self._hooks.leases_taken(taken)
                 for scheduler_id, slot in self._missed_news:
                     self._events("missed", scheduler_id=scheduler_id, slot=slot.isoformat())
                     self._hooks.run_missed(scheduler_id, slot)
@@ -573,6 +578,7 @@ class Member:
             self._renew_due = now + timing.renew_every.total_seconds()
         if now >= self._acquire_due:
             self._acquire()
+            self._polled = True
             self._acquire_due = now + timing.acquire_every.total_seconds()
         self._flush_ends()
         return lost
