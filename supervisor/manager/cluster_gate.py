@@ -173,7 +173,9 @@ class ClusterGate(FencedRuns, Protocol):
     ) -> dict[str, Any]:
         """Send a command to the owner of ``scheduler_id`` and return its answer body.
 
-        Raises ``BackendError`` when no host owns it or none answered in time."""
+        Raises ``BackendError`` when no host owns it or none took it in time (it is
+        withdrawn), ``CommandUnconfirmed`` when the owner took it but did not answer in
+        time (it may still be carried out there)."""
         ...
 
     def share_settings(self, scheduler_id: str, overrides: Mapping[str, Any]) -> None:
