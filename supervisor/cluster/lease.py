@@ -146,6 +146,28 @@ SELECT 1 + count(*) FROM cluster_hosts AS h
    AND (SELECT count(*) FROM me) = 1
 """  # noqa: S608 (composed of constants only)
 
+# A host's name is taken while its row was seen within a ttl by a session still alive, or
+# was claimed within a ttl by a host still joining (no session of its loop yet).
+LIVE_NAME = """
+SELECT h.pid IS NULL, round(extract(epoch FROM clock_timestamp() - h.seen_at)::numeric, 1)
+  FROM cluster_hosts AS h
+ WHERE h.host_id = %(holder)s AND h.seen_at > clock_timestamp() - %(ttl)s
+   AND (h.pid IS NULL
+        OR EXISTS (SELECT 1 FROM pg_stat_activity AS a
+                    WHERE a.pid = h.pid
+                      AND (a.backend_start IS NULL OR a.backend_start = h.backend_start)))
+   FOR UPDATE OF h
+"""
+
+# A joining host starts a new row (a restarted process is a new host: it saw none of the
+# one-shot runs before); its loop's first heartbeat fills in its session.
+CLAIM_NAME = """
+INSERT INTO cluster_hosts AS h (host_id, pid, backend_start, seen_at, joined_at)
+VALUES (%(holder)s, NULL, NULL, clock_timestamp(), clock_timestamp())
+ON CONFLICT (host_id) DO NOTHING
+RETURNING 1
+"""
+
 
 class Leases:
     """The lease operations of one host (``holder``) on one connection.
@@ -220,6 +242,23 @@ class Leases:
         assert row is not None
         live: int = row[0]
         return live
+
+    def join(self) -> str | None:
+        """Take this host's name in the cluster; why not (another live member has it),
+        or None. A name whose last holder died or stopped (no fresh heartbeat from a live
+        session) is taken over."""
+        params = {"holder": self.holder, "ttl": self.timing.ttl}
+        with self._conn.transaction():
+            row = self._conn.execute(LIVE_NAME, params).fetchone()
+            if row is None:
+                self._conn.execute("DELETE FROM cluster_hosts WHERE host_id = %s", (self.holder,))
+                if self._conn.execute(CLAIM_NAME, params).fetchone() is not None:
+                    return None
+                row = (True, 0)  # another host claimed it this very moment
+        joining, age = row
+        if joining:
+            return "another manager is joining the cluster under that name right now"
+        return f"a live member of the cluster has that name (its heartbeat is {age}s old)"
 
     def leave(self) -> None:
         """Take this host out of the count at once (graceful shutdown)."""

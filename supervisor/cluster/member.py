@@ -51,7 +51,7 @@ from supervisor.cluster.slots import (
     record_run_start,
 )
 from supervisor.core.clock import Clock
-from supervisor.core.errors import BackendError, StaleLease, StoreError
+from supervisor.core.errors import BackendError, DefinitionError, StaleLease, StoreError
 from supervisor.core.records import SchedulerStatus
 from supervisor.store.postgres.opening import connect_problem, describe, refuse_foreign
 
@@ -178,6 +178,7 @@ class Member:
         self._renew_due = self._acquire_due = self._commands_due = 0.0
         self._stop = threading.Event()
         self._left = False
+        self._joined = False  # the tables are installed and this host's name taken
         self._first_round = threading.Event()  # the first leases were taken (or tried)
         self._wake_r, self._wake_w = os.pipe()
         self._threads: list[threading.Thread] = []
@@ -197,10 +198,15 @@ class Member:
 
     # -- lifecycle --------------------------------------------------------------------------
 
-    def open(self) -> None:
-        """Join; ``StoreError`` (naming user@host:port/db, never the password) when the
-        database cannot be used: unreachable after a few tries, or at once when it refuses
-        (authentication, privileges, a foreign app's tables)."""
+    def join(self) -> None:
+        """Install the tables, register the schedulers and take this host's name, without
+        taking leases yet (``open`` does, joining first if need be). ``StoreError``
+        (naming user@host:port/db, never the password) when the database cannot be used:
+        unreachable after a few tries, or at once when it refuses (authentication,
+        privileges, a foreign app's tables); ``DefinitionError("--host-name")`` when a
+        live member of the cluster has this host's name."""
+        if self._joined:
+            return
         description = describe(self.config.dsn)
         for attempt in range(OPEN_ATTEMPTS):  # a flaky network gets a few tries
             try:
@@ -218,6 +224,11 @@ class Member:
                         f"cannot use {description} as the cluster database: {problem}"
                     ) from None
                 self._stop.wait(0.2 * (attempt + 1))
+        self._joined = True
+
+    def open(self) -> None:
+        """Join (see ``join``, which raises) and take leases from now on."""
+        self.join()
         for target, name in ((self._loop, "cluster"), (self._watch, "lease watchdog")):
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
@@ -235,10 +246,15 @@ class Member:
             refuse_foreign(conn, description)
             schema.install(conn)
             schema.register(conn, list(self.config.scheduler_ids))
-            # A restarted process is a new host: it saw none of the runs before.
-            conn.execute("DELETE FROM cluster_hosts WHERE host_id = %s", (self.host,))
+            taken = Leases(conn, holder=self.host, timing=self.config.timing).join()
         finally:
             conn.close()
+        if taken is not None:
+            raise DefinitionError(
+                "--host-name",
+                f"{self.host!r} is already in use in the cluster on {description}: {taken};"
+                " give this manager a --host-name of its own, or stop the other one first",
+            )
 
     def close(self) -> None:
         """Leave: record the ends still pending, release the leases (the others are woken
@@ -251,7 +267,8 @@ class Member:
         for thread in self._threads:
             thread.join(10)
         try:
-            if not self._threads:  # never joined: nothing to leave
+            if not self._threads:  # never opened: only the name to give back
+                self._give_name_back()
                 return
             if not self._db.acquire(timeout=self.config.timing.ttl.total_seconds()):
                 # A statement is stuck (a partition): the leases expire by themselves.
@@ -275,6 +292,14 @@ class Member:
             self._sender.close()
             os.close(self._wake_r)
             os.close(self._wake_w)
+
+    def _give_name_back(self) -> None:
+        if not self._joined:
+            return
+        with contextlib.suppress(psycopg.Error):
+            conn = connect(self.config.dsn, application_name=f"sst {self.host}", **self._tcp())
+            with conn:
+                Leases(conn, holder=self.host, timing=self.config.timing).leave()
 
     # -- the gate ---------------------------------------------------------------------------
 

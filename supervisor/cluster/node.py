@@ -29,14 +29,15 @@ is self-contained. May import ``core``, ``cluster`` and psycopg.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
-import secrets
 import select
 import socket
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any, Protocol
 
 import psycopg
@@ -59,9 +60,12 @@ from supervisor.core.clock import Clock
 from supervisor.core.errors import StaleLease
 
 
-def default_host_id() -> str:
-    """A name for this host process, unique across restarts: ``hostname:pid:random``."""
-    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+def default_host_id(state_dir: Path) -> str:
+    """This host's name when it is given none: ``hostname:hash``, the hash (6 hex digits)
+    of the state directory's path. A restarted manager keeps its name (and so finds its
+    own runs left open); two managers on one machine differ (one per state directory)."""
+    digest = hashlib.sha256(os.fsencode(state_dir.resolve())).hexdigest()[:6]
+    return f"{socket.gethostname()}:{digest}"
 
 
 class Runner(Protocol):

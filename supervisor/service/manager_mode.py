@@ -72,7 +72,7 @@ class RunOptions:
     notify_targets: tuple[Target, ...] = ()
     # Several hosts run the app, coordinated by this PostgreSQL database (``--cluster``).
     cluster: str | None = field(default=None, repr=False)
-    host_name: str | None = None  # this host's name there (default: hostname:pid:random)
+    host_name: str | None = None  # this host's name there (default: hostname:state-dir-hash)
 
 
 @contextlib.contextmanager
@@ -341,11 +341,15 @@ class Service:
             ) from error
         config = MemberConfig(
             dsn=dsn,
-            host_id=self.options.host_name or default_host_id(),
+            host_id=self.options.host_name or default_host_id(self.state_dir),
             scheduler_ids=tuple(options.id for options in self.schedulers.registry),
         )
         self.say(f"supervisor: cluster: joining as {config.host_id}")
-        return Member(config, clock=self.clock, report=lambda line: self.say(f"supervisor: {line}"))
+        member = Member(
+            config, clock=self.clock, report=lambda line: self.say(f"supervisor: {line}")
+        )
+        member.join()  # its name taken before it recovers the runs left under that name
+        return member
 
     def _serve_control(self) -> None:
         assert self._dispatcher is not None
