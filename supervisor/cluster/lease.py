@@ -13,17 +13,19 @@ one to the token; a release adds one too, so nothing written under a released le
 accepted. A host may renew its lease even after expiry as long as nobody took it over:
 the token is unchanged, so no other host can have written under a newer one.
 
-May import ``core`` and ``cluster.db``/``cluster.schema``.
+May import ``core`` and ``cluster.db``/``cluster.schema``/``cluster.timing``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from supervisor.cluster.db import Connection
 from supervisor.cluster.schema import LEASE_CHANNEL
-from supervisor.core.errors import DefinitionError
+from supervisor.cluster.timing import LeaseTiming
+
+__all__ = ["Lease", "LeaseTiming", "Leases"]  # LeaseTiming: kept importable from here
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -34,32 +36,6 @@ class Lease:
     holder: str
     token: int
     expires_at: datetime
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class LeaseTiming:
-    """How long a lease lives without renewal, and how often holders and contenders act.
-
-    ``ttl`` bounds takeover after a host stops answering (SIGSTOP, partition); a killed
-    host is taken over within ``acquire_every`` (its session ends with it) while
-    ``dead_session_takeover`` is on. The price of that shortcut: a host whose connection
-    merely broke loses its leases before it can notice (at most one run per slot still
-    holds, and its writes are refused, but its run in flight may overlap the new owner's
-    next one until it reconnects or its own ttl runs out). Off, only expiry frees a lease.
-    """
-
-    ttl: timedelta = timedelta(seconds=2)
-    renew_every: timedelta = timedelta(milliseconds=400)
-    acquire_every: timedelta = timedelta(milliseconds=200)
-    dead_session_takeover: bool = True
-
-    def __post_init__(self) -> None:
-        if self.ttl <= timedelta(0):
-            raise DefinitionError("ttl", "must be positive")
-        if not timedelta(0) < self.renew_every < self.ttl / 2:
-            raise DefinitionError("renew_every", "must be positive and below half the ttl")
-        if self.acquire_every <= timedelta(0):
-            raise DefinitionError("acquire_every", "must be positive")
 
 
 _SESSION = "(SELECT backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid())"

@@ -37,7 +37,7 @@ from psycopg.conninfo import conninfo_to_dict
 from supervisor.cluster import commands as cmd
 from supervisor.cluster import schema, settings_feed
 from supervisor.cluster.db import CONNECTION_ERRORS, Connection, connect
-from supervisor.cluster.lease import Lease, Leases, LeaseTiming
+from supervisor.cluster.lease import Lease, Leases
 from supervisor.cluster.node import TRANSIENT_ERRORS, default_host_id
 from supervisor.cluster.sender import Sender
 from supervisor.cluster.shown import Shown, publish, see_owners
@@ -50,6 +50,7 @@ from supervisor.cluster.slots import (
     record_run_end,
     record_run_start,
 )
+from supervisor.cluster.timing import LeaseTiming
 from supervisor.core.clock import Clock
 from supervisor.core.errors import BackendError, DefinitionError, StaleLease, StoreError
 from supervisor.core.records import SchedulerStatus

@@ -45,7 +45,7 @@ import psycopg
 from supervisor.cluster import commands as cmd
 from supervisor.cluster import schema
 from supervisor.cluster.db import CONNECTION_ERRORS, Connection, connect
-from supervisor.cluster.lease import Lease, Leases, LeaseTiming
+from supervisor.cluster.lease import Lease, Leases
 from supervisor.cluster.slots import (
     Refusal,
     RunRecord,
@@ -56,6 +56,7 @@ from supervisor.cluster.slots import (
     record_run_end,
     record_run_start,
 )
+from supervisor.cluster.timing import LeaseTiming
 from supervisor.core.clock import Clock
 from supervisor.core.errors import StaleLease
 
