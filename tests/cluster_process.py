@@ -53,7 +53,7 @@ class Host:
             timeout=30,
             what="the joining line",
         )
-        return found[-1].split("cluster: joining as ", 1)[1].strip()
+        return found[-1].split("cluster: joining as ", 1)[1].split(" (lease ttl ")[0]
 
     def ready(self) -> Host:
         """Wait until this start serves (a socket left by a killed one does not count)."""
