@@ -12,13 +12,12 @@ May import ``core`` and ``cluster.db``/``cluster.commands``.
 
 from __future__ import annotations
 
-import contextlib
 import threading
 from dataclasses import dataclass
 from typing import Any
 
 from supervisor.cluster import commands as cmd
-from supervisor.cluster.db import CONNECTION_ERRORS, Connection, connect
+from supervisor.cluster.db import CONNECTION_ERRORS, Connection, close_quietly
 from supervisor.core.errors import BackendError, CommandUnconfirmed
 
 # How long the manager lets a custom action run (``manager.shell.ACTION_TIMEOUT``).
@@ -48,9 +47,7 @@ class _Line:
 
     def close(self) -> None:
         self.broken = True
-        for closable in (self.listener, self.conn):
-            with contextlib.suppress(Exception):
-                closable.close()
+        close_quietly(self.listener, self.conn)
 
 
 class _Unsent(Exception):
@@ -166,14 +163,9 @@ class Sender:
                 return line
         # Opened outside the lock: a connect may take its timeout.
         try:
-            conn = connect(self._dsn, application_name=f"sst {self._host} send", **self._params)
-            try:
-                listener = cmd.Listener(
-                    self._dsn, application_name=f"sst {self._host} answers", **self._params
-                )
-            except BaseException:
-                conn.close()
-                raise
+            conn, listener = cmd.open_line(
+                self._dsn, application_name=f"sst {self._host} send", **self._params
+            )
         except CONNECTION_ERRORS as error:
             raise BackendError(f"cannot reach the cluster database: {error}") from error
         return _Line(conn=conn, listener=listener)
