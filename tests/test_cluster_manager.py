@@ -24,7 +24,7 @@ pytest.importorskip("psycopg")
 
 import psycopg
 
-from supervisor.cluster.member import Member, MemberConfig
+from supervisor.cluster.member import Member, MemberConfig, NoHooks
 from supervisor.core.clock import SystemClock
 from tests.cluster_managers import (
     ManagerHost,
@@ -377,27 +377,12 @@ def test_the_admin_center_of_any_host_names_the_owner_and_reaches_it(
     assert row[1] == owner  # it ran on the owner, whichever host was asked
 
 
-class HeldHooks:
+class HeldHooks(NoHooks):
     """The hooks of an in-process host that takes commands and answers only when told."""
 
     def __init__(self) -> None:
         self.release = threading.Event()
         self.obeyed: list[str] = []
-
-    def lease_lost(self, scheduler_id: str) -> None:
-        del scheduler_id
-
-    def statuses(self, scheduler_ids: list[str]) -> list[Any]:
-        return []
-
-    def settings_changed(self, scheduler_id: str, overrides: Any) -> None:
-        del scheduler_id, overrides
-
-    def run_missed(self, scheduler_id: str, slot: Any) -> None:
-        del scheduler_id, slot
-
-    def leases_taken(self, scheduler_ids: list[str]) -> bool:
-        return True
 
     def obey(self, scheduler_id: str, kind: str, payload: dict[str, Any]) -> dict[str, Any]:
         self.obeyed.append(kind)

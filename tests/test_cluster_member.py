@@ -17,7 +17,7 @@ pytest.importorskip("psycopg")
 
 import psycopg
 
-from supervisor.cluster.member import Member, MemberConfig
+from supervisor.cluster.member import Member, MemberConfig, NoHooks
 from supervisor.cluster.schema import install, register
 from supervisor.core.clock import SystemClock
 from supervisor.core.errors import BackendError
@@ -115,30 +115,14 @@ def test_a_cron_slot_is_claimed_as_named_once_the_database_clock_reaches_it(
     assert refused is not None and "claimed already" in refused
 
 
-class MissedHooks:
+class MissedHooks(NoHooks):
     """Hooks that only note the missed slots they are asked to run."""
 
     def __init__(self) -> None:
         self.missed: list[tuple[str, datetime]] = []
 
-    def lease_lost(self, scheduler_id: str) -> None:
-        del scheduler_id
-
-    def statuses(self, scheduler_ids: list[str]) -> list[Any]:
-        return []
-
-    def settings_changed(self, scheduler_id: str, overrides: Any) -> None:
-        del scheduler_id, overrides
-
     def run_missed(self, scheduler_id: str, slot: datetime) -> None:
         self.missed.append((scheduler_id, slot))
-
-    def leases_taken(self, scheduler_ids: list[str]) -> bool:
-        del scheduler_ids
-        return True
-
-    def obey(self, scheduler_id: str, kind: str, payload: dict[str, Any]) -> dict[str, Any]:
-        return {"ok": False, "error": "not here"}
 
 
 def two_members(dsn: str, lines: list[str]) -> tuple[Member, Member, MissedHooks]:

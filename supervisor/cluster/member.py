@@ -62,7 +62,7 @@ from supervisor.core.errors import BackendError, DefinitionError, StaleLease, St
 from supervisor.core.records import SchedulerStatus
 from supervisor.store.postgres.opening import connect_problem, describe, refuse_foreign
 
-__all__ = ["Member", "MemberConfig", "default_host_id"]
+__all__ = ["Member", "MemberConfig", "NoHooks", "default_host_id"]
 
 
 def _problem(error: psycopg.Error, dsn: str) -> str:
@@ -119,7 +119,9 @@ class MemberConfig:
     command_timeout: float = 10.0
 
 
-class _NoHooks:
+class NoHooks:
+    """Hooks that do nothing and refuse commands (until the manager binds its own)."""
+
     def lease_lost(self, scheduler_id: str) -> None:
         del scheduler_id
 
@@ -148,7 +150,7 @@ class Member:
         self.config = config
         self._clock = clock
         self._report = report
-        self._hooks: Hooks = _NoHooks()
+        self._hooks: Hooks = NoHooks()
         self._db = threading.RLock()
         # The watchdog's own lock (never held across a statement): a call stuck on the
         # network holds ``_db``, and the watchdog must still fence the runs.
