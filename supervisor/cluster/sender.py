@@ -23,7 +23,7 @@ from supervisor.core.errors import BackendError, CommandUnconfirmed
 # How long the manager lets a custom action run (``manager.shell.ACTION_TIMEOUT``).
 ACTION_SECONDS = 60.0
 # Idle lines kept for the next commands; more at once open lines of their own.
-IDLE_LINES = 4
+IDLE_LINES = 2
 
 OWNER = (
     "SELECT holder FROM cluster_leases WHERE scheduler_id = %s "
