@@ -3,10 +3,11 @@
 ``Member`` is the manager's ``ClusterGate`` (see ``manager/cluster_gate.py``) on the
 coordination database. Its own thread renews the leases it holds, takes free or orphaned
 ones up to its fair share (the schedulers over the live hosts, rounded up), releases those
-above it between runs, and takes the commands for its schedulers (each carried out by the
-manager in a thread of its own, then answered). A watchdog thread asks the manager to
-cancel the run of a lease not renewed within a ttl by this host's monotonic clock,
-counted from before the last renewal that succeeded was sent (the rule of ``node``).
+above it between runs (``tenure.Tenure``), and takes the commands for its schedulers
+(each carried out by the manager in a thread of its own, then answered). A watchdog
+thread asks the manager to cancel the run of a lease not renewed within a ttl by this
+host's monotonic clock, counted from before the last renewal that succeeded was sent.
+``join`` takes this host's name first (refused while a live member has it).
 The manager's own threads claim slots (``claim``) and record run ends (``record_end``);
 every such write carries the lease token and the database refuses a stale one.
 

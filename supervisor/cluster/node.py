@@ -15,7 +15,8 @@ the claim refuses a taken slot and one not yet due by the database clock.
 
 The schedulers are shared out: each host takes at most its fair share (the schedulers over
 the live hosts, rounded up) and releases leases above it between runs, so a host that
-joins gets work within a renewal period and one that leaves hands its work over at once.
+joins gets work within a renewal period and one that leaves hands its work over at once
+(the lease keeping is ``tenure.Tenure``, shared with the manager's ``member.Member``).
 
 A watchdog thread stops (cancels) the runs of a lease not renewed within a ttl by this
 host's monotonic clock, counted from before the last renewal that succeeded was sent: the
