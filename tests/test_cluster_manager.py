@@ -430,6 +430,7 @@ def test_a_command_the_owner_took_but_did_not_answer_says_it_may_still_be_carrie
         ]
         assert "the execute command for &#39;c.manual&#39; was delivered to slow at " in page
         assert "it may still be carried out there" in page
+        assert "Execute Now not confirmed" in page and "Execute Now refused" not in page
     finally:
         hooks.release.set()
         slow.close()
