@@ -75,9 +75,10 @@ def open_accounts(state_dir: Path, *, create: bool, store: str | None = None) ->
 
 
 def _own_bootstrap_file(state_dir: Path) -> Path | None:
-    """The bootstrap admin's password file a manager on a shared store left in this
-    host's state directory, if the caller owns it (so setting ``admin``'s password can
-    delete it, as over SQLite); None otherwise."""
+    """The bootstrap admin's password file in this host's state directory, if the caller
+    owns it; None otherwise. Setting ``admin``'s password deletes it only if it holds the
+    password this store had for ``admin`` (a manager on the shared store left it, not one
+    on the directory's own SQLite store: ``usecases.accounts``)."""
     path = state_dir / BOOTSTRAP_PASSWORD_FILE
     try:
         owner = os.lstat(path).st_uid
