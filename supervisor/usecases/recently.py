@@ -42,3 +42,7 @@ class Recently:
                 if now - oldest < self._window and len(self._noted) <= self._max:
                     break
                 self._noted.popitem(last=False)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._noted)
