@@ -8,7 +8,7 @@ one. A database of another application is never written to.
 
 Creation and migration run in one transaction under an advisory lock, so hosts starting
 at once create the schema once and none sees half of it.
-May import ``core.errors``, ``store.postgres.schema``, ``store.postgres.database``,
+May import ``core.errors``, ``store.dsn``, ``store.postgres.schema``, ``store.postgres.database``,
 psycopg and the stdlib.
 """
 
@@ -20,6 +20,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from supervisor.core.errors import StoreError
+from supervisor.store.dsn import redacted, without_password
 from supervisor.store.postgres.database import Connection
 from supervisor.store.postgres.schema import (
     APPLICATION,
@@ -33,12 +34,16 @@ from supervisor.store.postgres.schema import (
 
 CONNECT_TIMEOUT_SECONDS: Final = 10
 APPLICATION_NAME: Final = "sched-supervisor"
+NO_STORE: Final = (
+    "no sched-supervisor store there; `supervisor users add` or `supervisor run --store` creates it"
+)
 
 
 def describe(dsn: str) -> str:
-    """``PostgreSQL database user@host:port/dbname`` for messages (no password)."""
+    """``PostgreSQL database user@host:port/dbname`` for messages (no password, even one
+    libpq would misread: ``store.dsn``)."""
     try:
-        params = conninfo_to_dict(dsn)
+        params = conninfo_to_dict(redacted(dsn))
     except psycopg.ProgrammingError:
         return "PostgreSQL database (unparsable connection string)"
     user = str(params.get("user") or "")
@@ -70,9 +75,10 @@ def connect(info: str) -> Connection:
     return psycopg.connect(info, autocommit=True)
 
 
-def open_database(dsn: str) -> tuple[str, str, Connection]:
-    """Connect to ``dsn``, create or check (and migrate) the schema; return the description,
-    the connection string to open more connections with, and the first connection."""
+def open_database(dsn: str, *, create: bool = True) -> tuple[str, str, Connection]:
+    """Connect to ``dsn``, create (unless not ``create``) or check (and migrate) the schema;
+    return the description, the connection string to open more connections with, and the
+    first connection."""
     description = describe(dsn)
     info = conninfo(dsn)
     try:
@@ -80,7 +86,7 @@ def open_database(dsn: str) -> tuple[str, str, Connection]:
     except psycopg.Error as exc:
         raise StoreError(f"cannot use {description}: {connect_problem(exc, dsn)}") from None
     try:
-        _prepare(conn, description)
+        _prepare(conn, description, create=create)
     except BaseException:
         conn.close()
         raise
@@ -88,10 +94,11 @@ def open_database(dsn: str) -> tuple[str, str, Connection]:
 
 
 def connect_problem(exc: psycopg.Error, dsn: str) -> str:
-    """What a failed connection attempt means, in words an operator can act on."""
-    text = _one_line(exc)
+    """What a failed connection attempt means, in words an operator can act on (never
+    the password, even where libpq took part of it for the host)."""
+    text = without_password(_one_line(exc), dsn)
     lowered = text.lower()
-    params = conninfo_to_dict(dsn)
+    params = conninfo_to_dict(redacted(dsn))
     user, name = params.get("user"), params.get("dbname")
     if "password authentication failed" in lowered:
         return (
@@ -122,13 +129,16 @@ def connect_problem(exc: psycopg.Error, dsn: str) -> str:
     return f"cannot connect ({_reason(text)})"
 
 
-def _prepare(conn: Connection, description: str) -> None:
-    """Check the schema; create or migrate it when it is ours (or the database is empty)."""
+def _prepare(conn: Connection, description: str, *, create: bool) -> None:
+    """Check the schema; create (if ``create``) or migrate it when it is ours (or the
+    database is empty)."""
     try:
         version = _stored_version(conn, description)
         if version == SCHEMA_VERSION:
             _check_tables(conn, description)
             return
+        if version == 0 and not create:
+            raise StoreError(f"cannot use {description}: {NO_STORE}")
         # A session lock taken outside the transaction: the transaction that checks again
         # starts after the lock is granted, so it sees the schema another host just made
         # (a lock taken inside it could leave it looking at stale catalog caches).
