@@ -8,7 +8,8 @@ partition) until ``heal``. ``blackhole`` swallows the connections open then, and
 made until ``heal``: every byte either side sends is taken (the sender sees it
 acknowledged, as a middlebox would) and dropped, and nothing is closed on the other side
 when one side closes, so the server's session lingers as it would behind a lost network.
-A swallowed connection never carries a byte again, even after ``heal``. Seeded, so a
+A swallowed connection never carries a byte again, even after ``heal``. ``faults``
+changes the chances. Seeded, so a
 failing run can be repeated. Threads only; ``close`` stops it all.
 """
 
@@ -107,6 +108,11 @@ class FaultyProxy:
         with contextlib.suppress(OSError):
             end.shutdown(socket.SHUT_RDWR)
         end.close()
+
+    def faults(self, *, refuse: float, cut: float) -> None:
+        """Refuse and cut with these chances from now on (0 and 0: no more faults)."""
+        with self._lock:
+            self._refuse, self._cut = refuse, cut
 
     def partition(self) -> None:
         self._flowing.clear()
