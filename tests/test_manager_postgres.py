@@ -33,21 +33,18 @@ def url(cluster: PostgresCluster, database: str) -> str:
     return f"postgresql://sst@127.0.0.1:{cluster.port}/{database}?connect_timeout=3"
 
 
+def run_command(state: Path, store: str) -> list[str]:
+    """``supervisor run`` of the test app on ``store``, its state in ``state``."""
+    return supervisor(
+        "run", "--app", APP, "--state-dir", str(state), "--no-admin", "--grace", "500ms",
+        "--store", store,
+    )  # fmt: skip
+
+
 @contextmanager
 def manager_on(state: Path, store: str) -> Iterator[subprocess.Popen[bytes]]:
     process = subprocess.Popen(
-        supervisor(
-            "run",
-            "--app",
-            APP,
-            "--state-dir",
-            str(state),
-            "--no-admin",
-            "--grace",
-            "500ms",
-            "--store",
-            store,
-        ),
+        run_command(state, store),
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         stdout=subprocess.DEVNULL,
@@ -70,6 +67,16 @@ def manager_on(state: Path, store: str) -> Iterator[subprocess.Popen[bytes]]:
             if process.poll() is None:
                 process.kill()
                 process.wait()
+
+
+def ended_runs(dsn: str) -> int:
+    """How many runs of ``m.repeat`` the store holds ended."""
+    found = rows(
+        dsn,
+        "SELECT count(*) FROM sst_runs WHERE scheduler_id = 'm.repeat' AND ended_at IS NOT NULL",
+    )[0][0]
+    assert isinstance(found, int)
+    return found
 
 
 def rows(dsn: str, query: str) -> list[tuple[object, ...]]:
@@ -192,12 +199,9 @@ def test_runs_go_on_after_postgresql_restarts_under_the_manager(
 ) -> None:
     database = "restart" + os.urandom(3).hex()
     dsn = pg_cluster.create_database(database)
-    ended = "SELECT count(*) FROM sst_runs WHERE scheduler_id = 'm.repeat' AND ended_at IS NOT NULL"
 
     def count() -> int:
-        value = rows(dsn, ended)[0][0]
-        assert isinstance(value, int)
-        return value
+        return ended_runs(dsn)
 
     with manager_on(tmp_path / "state", url(pg_cluster, database)) as process:
         wait_for(lambda: count() >= 2, timeout=30, what="runs before the restart")
@@ -322,18 +326,7 @@ class LoggedManager:
         self.log_path = log
         with log.open("w") as sink:
             self.process = subprocess.Popen(
-                supervisor(
-                    "run",
-                    "--app",
-                    APP,
-                    "--state-dir",
-                    str(state),
-                    "--no-admin",
-                    "--grace",
-                    "500ms",
-                    "--store",
-                    store,
-                ),
+                run_command(state, store),
                 cwd=ROOT,
                 env={**os.environ, "PYTHONPATH": str(ROOT)},
                 stdout=subprocess.DEVNULL,
@@ -396,9 +389,8 @@ def test_a_manager_whose_lock_another_manager_took_stops_and_stores_nothing_more
     dsn = pg_cluster.create_database(database)
     first = LoggedManager(tmp_path / "a", url(pg_cluster, database), tmp_path / "a.log")
     second: LoggedManager | None = None
-    ended = "SELECT count(*) FROM sst_runs WHERE scheduler_id = 'm.repeat' AND ended_at IS NOT NULL"
     try:
-        wait_for(lambda: rows(dsn, ended)[0][0] >= 2, timeout=30, what="runs of the first")  # type: ignore[operator]
+        wait_for(lambda: ended_runs(dsn) >= 2, timeout=30, what="runs of the first")
         ((lock_pid, _),) = lock_sessions(dsn)
         note_writes(dsn)
         # Stopped, the first cannot take its lock back before the second takes it.
@@ -432,8 +424,8 @@ def test_a_manager_whose_lock_another_manager_took_stops_and_stores_nothing_more
         assert all(run[1] is not None or marked[run[0]][2] == "interrupted" for run in kept)
         assert set(logs) <= set(rows(dsn, "SELECT id FROM sst_logs"))
         assert second.process.poll() is None  # the second goes on
-        before = rows(dsn, ended)[0][0]
-        wait_for(lambda: rows(dsn, ended)[0][0] > before, timeout=10, what="the second's runs")  # type: ignore[operator]
+        before = ended_runs(dsn)
+        wait_for(lambda: ended_runs(dsn) > before, timeout=10, what="the second's runs")
     finally:
         first.close()
         if second is not None:
@@ -447,12 +439,9 @@ def test_a_black_holed_store_connection_fails_in_seconds_and_the_manager_goes_on
 
     database = "hole" + os.urandom(3).hex()
     dsn = pg_cluster.create_database(database)
-    ended = "SELECT count(*) FROM sst_runs WHERE scheduler_id = 'm.repeat' AND ended_at IS NOT NULL"
 
     def count() -> int:
-        value = rows(dsn, ended)[0][0]
-        assert isinstance(value, int)
-        return value
+        return ended_runs(dsn)
 
     with FaultyProxy(("127.0.0.1", pg_cluster.port), refuse=0, cut=0) as proxy:
         via = f"postgresql://sst@127.0.0.1:{proxy.port}/{database}?connect_timeout=3"
