@@ -67,7 +67,7 @@ class ExclusiveUse:
 
     def __init__(self, info: str, description: str, database: Database | None = None) -> None:
         """``database``: the store's connections, whose writes the lock fences once taken."""
-        host = socket.gethostname()[:24]
+        host = socket.gethostname()[:20]  # the whole name within 63 bytes (NAMEDATALEN)
         self._name = f"{LOCK_NAME} {host}:{os.getpid()}:{secrets.token_hex(3)}"
         self._info = make_conninfo(
             info, application_name=self._name, connect_timeout=CONNECT_SECONDS
@@ -144,7 +144,7 @@ class ExclusiveUse:
                 raise StoreError(self._lost)
 
     def _still_held(self) -> bool:
-        """Whether the lock's connection works (a round trip unless it shows the loss)."""
+        """Whether the lock's connection works (a round trip, bounded)."""
         with self._state:
             conn = self._conn
             if conn is None or conn.closed or conn.broken:

@@ -84,7 +84,7 @@ def conninfo(dsn: str) -> str:
     if "connect_timeout" not in given:
         extra["connect_timeout"] = CONNECT_TIMEOUT_SECONDS
     if "application_name" not in given:
-        extra["application_name"] = f"{APPLICATION_NAME} {socket.gethostname()[:40]}:{os.getpid()}"
+        extra["application_name"] = f"{APPLICATION_NAME} {socket.gethostname()[:32]}:{os.getpid()}"
     extra.update({key: value for key, value in TCP_OPTIONS.items() if key not in given})
     options = str(given.get("options") or "")
     added = [f"-c {key}={value}" for key, value in SESSION_OPTIONS.items() if key not in options]
