@@ -406,7 +406,9 @@ def test_a_manager_whose_lock_another_manager_took_stops_and_stores_nothing_more
             marked = {r[0]: r for r in rows(dsn, "SELECT run_id, ended_at, outcome FROM sst_runs")}
         finally:
             first.process.send_signal(signal.SIGCONT)
+            resumed = time.monotonic()
         assert first.process.wait(timeout=20) == 7, first.log()
+        print(f"the first manager stopped {time.monotonic() - resumed:.1f} s after it resumed")
         message = first.log()
         assert f"sst@127.0.0.1:{pg_cluster.port}/{database}" in message
         assert str(other_session) in message  # the session that holds the lock now
