@@ -12,7 +12,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Protocol
 
@@ -35,7 +35,7 @@ from supervisor.service.paths import (
     LOCK_NAME,
     ensure_state_dir,
 )
-from supervisor.store import is_postgres_url
+from supervisor.service.stores import open_postgres_store
 from supervisor.store.protocols import Store
 from supervisor.store.sqlite import SqliteStore
 from supervisor.usecases.reads import UseCaseReads, reader
@@ -112,21 +112,7 @@ def open_store(options: RunOptions, state_dir: Path) -> tuple[Store, str, StoreG
     if options.store is None:
         store = SqliteStore.open(state_dir / DATABASE_NAME, **limits)
         return store, f"state directory {state_dir}", None
-    if not is_postgres_url(options.store):
-        raise DefinitionError(
-            "--store",
-            "expected a postgresql://USER@HOST[:PORT]/DATABASE URL (without --store, the"
-            " store is SQLite in the state directory)",
-        )
-    try:
-        from supervisor.store.postgres import PostgresStore
-    except ImportError as error:
-        raise DefinitionError(
-            "--store",
-            f"a PostgreSQL store needs psycopg 3 ({error}): pip install"
-            " 'sched-supervisor[postgresql]' or apt install python3-psycopg",
-        ) from None
-    shared = PostgresStore.open(options.store, **limits)
+    shared = open_postgres_store(options.store, **limits)
     if options.cluster is not None:
         # The hosts of a cluster share the store: their leases keep one run per slot.
         return shared, shared.description, None
@@ -211,8 +197,10 @@ class Service:
         log: IO[str] | None = None,
         admin_factory: Callable[[UseCases, Store, RunOptions], AdminHandle] | None = None,
     ) -> None:
-        self.options = options
         self.app = app or load_app(options.app_spec)
+        if options.store is None and self.app.store is not None:
+            options = replace(options, store=self.app.store)  # ``--store`` wins over the app
+        self.options = options
         self.schedulers = enable(self.app)
         self.clock = clock or SystemClock()
         self._log = log or sys.stderr
