@@ -461,6 +461,30 @@ def test_a_lock_another_manager_took_refuses_every_write_and_names_that_manager(
             first.close()
 
 
+def test_a_lock_another_manager_held_meanwhile_is_lost_for_good(
+    pg_cluster: PostgresCluster,
+) -> None:
+    dsn = pg_cluster.create_database(f"m{secrets.token_hex(4)}")
+    with PostgresStore.open(dsn) as one, PostgresStore.open(dsn) as two:
+        first, second = one.exclusive(), two.exclusive()
+        first.acquire()
+        try:
+            execute(dsn, f"SELECT pg_terminate_backend({lock_pids(dsn)[0]})")
+            wait_for(lambda: lock_pids(dsn) == [], what="the lock released")
+            second.acquire()  # another manager runs on the store for a while, then stops
+            other = two.get_meta("manager_lock_holder")
+            second.close()
+            # Free again, the lock is not simply taken back: the store was another's.
+            with pytest.raises(StoreError, match="held it meanwhile") as caught:
+                one.insert_run(make_run("r1"))
+            assert str(other) in str(caught.value)
+            with pytest.raises(StoreError, match="held it meanwhile"):
+                first.check()
+            assert lock_pids(dsn) == []  # nor kept
+        finally:
+            first.close()
+
+
 def call_within(seconds: float, call: Callable[[], object]) -> BaseException | None:
     """Run ``call`` in a thread; what it raised (None if it returned). Fails the test if it
     is still running after ``seconds`` (it hangs: left behind, a daemon)."""

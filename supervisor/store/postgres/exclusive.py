@@ -12,9 +12,10 @@ socket is looked at (no round trip: a session the server ended has its last word
 end-of-file waiting there), and a write goes through only while the lock is held, or
 once it is taken back. A session of this manager's own that the server still thinks
 alive (the network dropped it) is ended so the lock can be taken back. When another
-manager holds the lock now, the loss is for good: every write is refused from then on and
-``check`` raises ``StoreError`` naming the database and the other manager's session, so
-this manager stops (the other one marks the runs it left open as interrupted).
+manager holds the lock now, or held it meanwhile (each manager that takes the lock notes
+its session name in ``sst_meta``), the loss is for good: every write is refused from then
+on and ``check`` raises ``StoreError`` naming the database and the other manager's
+session, so this manager stops (the other one marks the runs it left open as interrupted).
 May import ``core.errors``, ``store.postgres.database``, ``store.postgres.deadline``,
 ``store.postgres.opening``, psycopg and the stdlib.
 """
@@ -51,6 +52,13 @@ _TRY_LOCK: Final = "SELECT pg_try_advisory_lock(hashtext(%s))"
 # Waits (up to the session's lock_timeout) for a session that was just ended to let go.
 _WAIT_LOCK: Final = "SELECT pg_advisory_lock(hashtext(%s))"
 _END_SESSION: Final = "SELECT pg_terminate_backend(%s)"
+# The session name of the manager that took the lock last, kept in the store's meta.
+HOLDER_KEY: Final = "manager_lock_holder"
+_LAST_HOLDER: Final = "SELECT value FROM sst_meta WHERE key = %s"
+_NOTE_HOLDER: Final = (
+    "INSERT INTO sst_meta (key, value) VALUES (%s, %s)"
+    " ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value"
+)
 _HOLDER: Final = """
 SELECT a.pid, a.application_name, a.client_addr::text, a.backend_start
   FROM pg_locks AS l JOIN pg_stat_activity AS a ON a.pid = l.pid
@@ -207,14 +215,14 @@ class ExclusiveUse:
         manager has it after this one held it, this manager's loss for good)."""
         row = conn.execute(_TRY_LOCK, (LOCK_NAME,)).fetchone()
         if row and row[0]:
-            return None
+            return self._note_holder(conn)
         holder = conn.execute(_HOLDER, (LOCK_NAME,)).fetchone()
         if holder is not None and holder[1] == self._name:
             # This manager's own earlier session, left on the server by a network that
             # dropped it: end it, and take the lock when it lets go.
             conn.execute(_END_SESSION, (holder[0],))
             conn.execute(_WAIT_LOCK, (LOCK_NAME,))
-            return None
+            return self._note_holder(conn)
         if not self._held:
             return (
                 f"{self._description} is in use by another manager{_describe(holder)}; one"
@@ -228,6 +236,24 @@ class ExclusiveUse:
         with self._state:
             self._lost = lost
         return lost
+
+    def _note_holder(self, conn: Connection) -> str | None:
+        """With the lock just taken: note this manager as its holder in the store. Taken
+        back, the lock must not have been another manager's meanwhile (it marked this
+        one's runs interrupted and ran its schedulers): then this loss too is for good."""
+        row = conn.execute(_LAST_HOLDER, (HOLDER_KEY,)).fetchone()
+        previous = None if row is None else str(row[0])
+        if self._held and previous != self._name:
+            lost = (
+                f"{self._description}: this manager lost its lock on the store and another"
+                f" manager ({previous}) held it meanwhile; stopping, storing nothing more"
+                " (start it again to take the store over)"
+            )
+            with self._state:
+                self._lost = lost
+            return lost
+        conn.execute(_NOTE_HOLDER, (HOLDER_KEY, self._name))
+        return None
 
     def _cannot(self, exc: BaseException, why: str = "") -> str:
         text = why or " ".join(str(exc).split()) or type(exc).__name__
