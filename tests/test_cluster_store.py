@@ -71,14 +71,18 @@ def test_hosts_share_one_store_and_each_shows_every_hosts_runs_and_logs(
     start(hosts, pg_dsn, tmp_path, "b", job_seconds=1.0, admin=port)
     # Both share the store: neither was refused by a one-manager lock.
     wait_for(lambda: len(ledger(db, TICK)) >= 2, timeout=20, what="two runs of the tick")
-    owner = by_name(hosts, holder(db, TICK))
-    other = next(h for h in hosts if h is not owner)
+    # (The lease may move once while b joins: the owner is the host of the run in progress.)
     running = wait_for(
-        lambda: (rows := [r for r in ledger(db, TICK) if r[3] is None]) and rows[-1],
+        lambda: (
+            (rows := [r for r in ledger(db, TICK) if r[3] is None])
+            and rows[-1][1] == holder(db, TICK)
+            and rows[-1]
+        ),
         timeout=10,
         what="a run in progress on the owner",
     )
-    assert running[1] == owner.name
+    owner = by_name(hosts, running[1])
+    other = next(h for h in hosts if h is not owner)
     # A third host starting meanwhile recovers only its own runs: the owner's run in
     # progress is left alone and ends as it would.
     start(hosts, pg_dsn, tmp_path, "c", job_seconds=1.0)
