@@ -429,6 +429,13 @@ def lock_pids(dsn: str) -> list[int]:
     return [row[0] for row in found]
 
 
+def end_lock_session(dsn: str) -> None:
+    """End the session holding the manager lock (as an operator's pg_terminate_backend)."""
+    (pid,) = lock_pids(dsn)
+    execute(dsn, f"SELECT pg_terminate_backend({pid})")
+    wait_for(lambda: lock_pids(dsn) == [], what="the lock released")
+
+
 def test_a_lock_another_manager_took_refuses_every_write_and_names_that_manager(
     pg_cluster: PostgresCluster,
 ) -> None:
@@ -438,8 +445,7 @@ def test_a_lock_another_manager_took_refuses_every_write_and_names_that_manager(
         first.acquire()
         try:
             one.insert_run(make_run("r1"))
-            execute(dsn, f"SELECT pg_terminate_backend({lock_pids(dsn)[0]})")
-            wait_for(lambda: lock_pids(dsn) == [], what="the lock released")
+            end_lock_session(dsn)
             second.acquire()  # before the first takes it back
             try:
                 (holder,) = lock_pids(dsn)
@@ -469,8 +475,7 @@ def test_a_lock_another_manager_held_meanwhile_is_lost_for_good(
         first, second = one.exclusive(), two.exclusive()
         first.acquire()
         try:
-            execute(dsn, f"SELECT pg_terminate_backend({lock_pids(dsn)[0]})")
-            wait_for(lambda: lock_pids(dsn) == [], what="the lock released")
+            end_lock_session(dsn)
             second.acquire()  # another manager runs on the store for a while, then stops
             other = two.get_meta("manager_lock_holder")
             second.close()
