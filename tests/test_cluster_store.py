@@ -220,8 +220,11 @@ def runs_each(
 
 
 def stop_all(hosts: list[ManagerHost]) -> None:
+    """SIGTERM every host at once; each must exit 0."""
     for host in hosts:
-        assert host.stop() == 0, host.log()
+        host.signal(signal.SIGTERM)
+    for host in hosts:  # (a second SIGTERM would meet the default action at shutdown)
+        assert host.process.wait(timeout=30) == 0, host.log()
 
 
 def test_a_postgresql_restart_doubles_no_slot_and_loses_nothing_stored(
@@ -232,7 +235,7 @@ def test_a_postgresql_restart_doubles_no_slot_and_loses_nothing_stored(
     tmp_path: Path,
 ) -> None:
     start(hosts, pg_dsn, tmp_path, "a", "b", job_seconds=0.2, ticks=2)
-    wait_for(lambda: len(ledger(db, TICK)) >= 2, timeout=20, what="two runs of the tick")
+    wait_for(lambda: len(ledger(db, TICK)) >= 1, timeout=20, what="a run of the tick")
     db.close()
     pg_cluster.restart()  # every session is cut: the cluster's and the store's
     with psycopg.connect(pg_dsn, autocommit=True) as again:
@@ -271,14 +274,13 @@ def test_injected_connection_failures_double_no_slot_and_lose_nothing_stored(
         # mid-conversation, for the cluster's connections and the store's alike (the
         # runners' ledger goes straight to the database).
         proxy.faults(refuse=0.2, cut=0.01)
-        wait_for(
-            lambda: (
-                (ran := runs_each(db, "c.tick.%")) and len(ran) == ticks and min(ran.values()) >= 3
-            ),
-            timeout=40,
-            what=f"{ticks} schedulers x 3 runs",
-        )
-        assert proxy.refused > 0 and proxy.cuts > 0  # failures did happen
+
+        def ran_under_faults() -> bool:
+            ran = runs_each(db, "c.tick.%")
+            done = len(ran) == ticks and min(ran.values()) >= 3
+            return done and proxy.refused > 0 and proxy.cuts > 0  # failures did happen
+
+        wait_for(ran_under_faults, timeout=40, what=f"{ticks} schedulers x 3 runs, with faults")
         assert all(host.alive() for host in hosts)
         # What failed is retried once connections work: ends, lost-record markers.
         proxy.faults(refuse=0, cut=0)
