@@ -292,6 +292,12 @@ def notify_options(func: Any) -> Any:
     help="Run with other hosts on this PostgreSQL database: one run per slot (README).",
 )
 @click.option("--host-name", default=None, help="This host's name in the cluster.")
+@click.option(
+    "--lease-ttl",
+    default=None,
+    metavar="SECONDS",
+    help="With --cluster: how long a lease lives unrenewed (default 2; polls every tenth).",
+)
 @proxy_header_option
 @remote_options
 @notify_options
@@ -309,6 +315,7 @@ def run(
     store: str | None,
     cluster: str | None,
     host_name: str | None,
+    lease_ttl: str | None,
     proxy_user_header: str | None,
     allow_remote: bool,
     forwarded_from: tuple[str, ...],
@@ -325,8 +332,12 @@ def run(
     A failed, crashed or timed-out run is logged on one line; with --notify-webhook or
     --notify-email, failures, recoveries and missed starts are also sent there.
     """
+    from supervisor.cluster.timing import lease_timing
     from supervisor.notify.config import targets_from_options
     from supervisor.service.manager_mode import RunOptions, run_manager
+
+    if lease_ttl is not None and cluster is None:
+        raise DefinitionError("--lease-ttl", "sets the leases of --cluster; give --cluster too")
 
     targets = targets_from_options(
         webhooks=notify_webhook or (),
@@ -356,6 +367,7 @@ def run(
             notify_targets=tuple(targets),
             cluster=cluster,
             host_name=host_name,
+            lease_timing=lease_timing(lease_ttl),
         )
     )
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Protocol
 
+from supervisor.cluster.timing import LeaseTiming
 from supervisor.core.app import Configurator, load_app
 from supervisor.core.clock import Clock, SystemClock
 from supervisor.core.errors import DefinitionError, StoreError
@@ -72,7 +73,8 @@ class RunOptions:
     notify_targets: tuple[Target, ...] = ()
     # Several hosts run the app, coordinated by this PostgreSQL database (``--cluster``).
     cluster: str | None = field(default=None, repr=False)
-    host_name: str | None = None  # this host's name there (default: hostname:pid:random)
+    host_name: str | None = None  # this host's name there (default: hostname:state-dir-hash)
+    lease_timing: LeaseTiming = field(default_factory=LeaseTiming)  # (``--lease-ttl``)
 
 
 @contextlib.contextmanager
@@ -331,11 +333,17 @@ class Service:
             ) from error
         config = MemberConfig(
             dsn=dsn,
-            host_id=self.options.host_name or default_host_id(),
+            host_id=self.options.host_name or default_host_id(self.state_dir),
             scheduler_ids=tuple(options.id for options in self.schedulers.registry),
+            timing=self.options.lease_timing,
         )
-        self.say(f"supervisor: cluster: joining as {config.host_id}")
-        return Member(config, clock=self.clock, report=lambda line: self.say(f"supervisor: {line}"))
+        ttl = config.timing.ttl.total_seconds()
+        self.say(f"supervisor: cluster: joining as {config.host_id} (lease ttl {ttl:g}s)")
+        member = Member(
+            config, clock=self.clock, report=lambda line: self.say(f"supervisor: {line}")
+        )
+        member.join()  # its name taken before it recovers the runs left under that name
+        return member
 
     def _serve_control(self) -> None:
         assert self._dispatcher is not None
