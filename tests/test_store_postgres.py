@@ -479,6 +479,7 @@ def test_a_lock_another_manager_held_meanwhile_is_lost_for_good(
             second.acquire()  # another manager runs on the store for a while, then stops
             other = two.get_meta("manager_lock_holder")
             second.close()
+            wait_for(lambda: lock_pids(dsn) == [], what="the other's session gone")
             # Free again, the lock is not simply taken back: the store was another's.
             with pytest.raises(StoreError, match="held it meanwhile") as caught:
                 one.insert_run(make_run("r1"))
