@@ -14,6 +14,8 @@ psycopg and the stdlib.
 
 from __future__ import annotations
 
+import os
+import socket
 from typing import Final
 
 import psycopg
@@ -32,11 +34,30 @@ from supervisor.store.postgres.schema import (
     VERSION_TABLE,
 )
 
-CONNECT_TIMEOUT_SECONDS: Final = 10
+CONNECT_TIMEOUT_SECONDS: Final = 5
 APPLICATION_NAME: Final = "sched-supervisor"
 NO_STORE: Final = (
     "no sched-supervisor store there; `supervisor users add` or `supervisor run --store` creates it"
 )
+# A connection whose peer stops answering is given up: idle, after a few unanswered TCP
+# keepalives; with data in flight, once it goes unacknowledged for TCP_USER_TIMEOUT_MS.
+# (What a middlebox acknowledges but drops, only the deadline of ``deadline`` catches.)
+TCP_OPTIONS: Final[dict[str, str | int]] = {
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 5000,
+}
+# The server ends what takes too long: a statement, a wait for a lock another session
+# holds, and a session that left a transaction open (a client that vanished mid-write
+# would otherwise keep its row locks, and every other writer waiting, until the server
+# notices the client is gone). Below ``database.CALL_SECONDS``, so the server says why.
+SESSION_OPTIONS: Final[dict[str, str]] = {
+    "statement_timeout": "4s",
+    "lock_timeout": "2s",
+    "idle_in_transaction_session_timeout": "10s",
+}
 
 
 def describe(dsn: str) -> str:
@@ -55,7 +76,9 @@ def describe(dsn: str) -> str:
 
 
 def conninfo(dsn: str) -> str:
-    """``dsn`` with this program's defaults for what it does not set itself."""
+    """``dsn`` with this program's defaults for what it does not set itself: timeouts
+    (``TCP_OPTIONS``, ``SESSION_OPTIONS``) and a session name that tells which process
+    of which host a session is (``sched-supervisor HOST:PID``)."""
     try:
         given = conninfo_to_dict(dsn)
     except psycopg.ProgrammingError as exc:
@@ -66,7 +89,12 @@ def conninfo(dsn: str) -> str:
     if "connect_timeout" not in given:
         extra["connect_timeout"] = CONNECT_TIMEOUT_SECONDS
     if "application_name" not in given:
-        extra["application_name"] = APPLICATION_NAME
+        extra["application_name"] = f"{APPLICATION_NAME} {socket.gethostname()[:32]}:{os.getpid()}"
+    extra.update({key: value for key, value in TCP_OPTIONS.items() if key not in given})
+    options = str(given.get("options") or "")
+    added = [f"-c {key}={value}" for key, value in SESSION_OPTIONS.items() if key not in options]
+    if added:
+        extra["options"] = " ".join([options, *added]).strip()
     return make_conninfo(dsn, **extra)
 
 

@@ -81,8 +81,9 @@ class PostgresStore(
 
     def exclusive(self) -> ExclusiveUse:
         """The lock that makes a manager the only one on this store (not yet taken:
-        ``acquire`` it, ``close`` it at the end; see ``exclusive``)."""
-        return ExclusiveUse(self._conninfo, self._db.description)
+        ``acquire`` it, ``close`` it at the end; see ``exclusive``). Once taken, this
+        store's writes go through only while it is held."""
+        return ExclusiveUse(self._conninfo, self._db.description, self._db)
 
     @property
     def description(self) -> str:
