@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import json
 import signal
+import threading
 import time
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -23,13 +23,18 @@ pytest.importorskip("psycopg")
 
 import psycopg
 
+from supervisor.cluster.member import Member, MemberConfig, NoHooks
+from supervisor.core.clock import SystemClock
 from tests.cluster_managers import (
     ManagerHost,
+    by_name,
+    db,
     doubled_slots,
     holder,
+    hosts,
     ledger,
-    make_ledger,
     overlaps,
+    start,
 )
 from tests.http_session import HttpSession, bootstrap_password
 from tests.manager_process import cli
@@ -37,34 +42,9 @@ from tests.postgres import PostgresCluster, free_port, pg_cluster, pg_dsn
 from tests.tcp_proxy import FaultyProxy
 from tests.waiting import wait_for
 
-__all__ = ["pg_cluster", "pg_dsn"]
+__all__ = ["db", "hosts", "pg_cluster", "pg_dsn"]
 
 TICK = "c.tick"  # SCHEDULE, a 1 s pause after each run
-
-
-@pytest.fixture
-def db(pg_dsn: str) -> Iterator[psycopg.Connection[Any]]:
-    make_ledger(pg_dsn)
-    with psycopg.connect(pg_dsn, autocommit=True) as conn:
-        yield conn
-
-
-@pytest.fixture
-def hosts(tmp_path: Path) -> Iterator[list[ManagerHost]]:
-    """The hosts a test starts; killed and reaped afterwards. A traceback in any host's
-    log fails the test."""
-    started: list[ManagerHost] = []
-    yield started
-    for host in started:
-        host.reap()
-    assert not {h.name: h.log() for h in started if "Traceback" in h.log()}
-
-
-def start(hosts: list[ManagerHost], pg_dsn: str, tmp: Path, *names: str, **kw: Any) -> None:
-    new = [ManagerHost(pg_dsn, name, tmp, **kw) for name in names]
-    hosts.extend(new)
-    for host in new:
-        host.ready()
 
 
 def in_flight(db: psycopg.Connection[Any], scheduler_id: str) -> tuple[Any, ...] | None:
@@ -76,10 +56,6 @@ def in_flight(db: psycopg.Connection[Any], scheduler_id: str) -> tuple[Any, ...]
 def outcome(db: psycopg.Connection[Any], run_ref: str) -> str | None:
     row = db.execute("SELECT outcome FROM cluster_runs WHERE run_ref = %s", (run_ref,)).fetchone()
     return None if row is None else row[0]
-
-
-def by_name(hosts: list[ManagerHost], name: str | None) -> ManagerHost:
-    return next(h for h in hosts if h.name == name)
 
 
 def test_two_hosts_run_each_slot_once_and_take_over_after_kill_9(
@@ -372,3 +348,62 @@ def test_the_admin_center_of_any_host_names_the_owner_and_reaches_it(
     assert status == 303
     row = wait_for(lambda: ledger(db, "c.manual"), timeout=10, what="the run")[0]
     assert row[1] == owner  # it ran on the owner, whichever host was asked
+
+
+class HeldHooks(NoHooks):
+    """The hooks of an in-process host that takes commands and answers only when told."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.obeyed: list[str] = []
+
+    def obey(self, scheduler_id: str, kind: str, payload: dict[str, Any]) -> dict[str, Any]:
+        self.obeyed.append(kind)
+        self.release.wait(60)
+        return {"ok": True}
+
+
+def test_a_command_the_owner_took_but_did_not_answer_says_it_may_still_be_carried_out(
+    db: psycopg.Connection[Any], pg_dsn: str, hosts: list[ManagerHost], tmp_path: Path
+) -> None:
+    hooks = HeldHooks()
+    slow = Member(
+        MemberConfig(dsn=pg_dsn, host_id="slow", scheduler_ids=("c.manual",)),
+        clock=SystemClock(),
+        report=lambda line: None,
+    )
+    slow.bind(hooks)
+    slow.open()
+    try:
+        wait_for(lambda: slow.owns("c.manual"), timeout=10, what="the slow host's lease")
+        port = free_port()
+        start(hosts, pg_dsn, tmp_path, "b", admin=port)
+        b = hosts[0]
+        client = HttpSession("127.0.0.1", port, timeout=60)
+        client.first_login("admin", bootstrap_password(b.state), "a much longer secret 1")
+        token = client.csrf("/schedulers/c.manual")
+        posted: list[tuple[int, dict[str, str], str]] = []
+        # The Admin Center's execute and the CLI's stop wait side by side.
+        posting = threading.Thread(
+            target=lambda: posted.append(
+                client.request("POST", "/schedulers/c.manual/execute", {"csrf": token})
+            )
+        )
+        posting.start()
+        shown = cli(b.state, "stop", "c.manual", code=9)
+        posting.join()
+        assert sorted(hooks.obeyed) == ["execute", "stop"]  # both reached the owner
+        assert "the stop command for 'c.manual' was delivered to slow at " in shown
+        assert "it may still be carried out there" in shown
+        assert "did not answer" not in shown
+        [(status, headers, _)] = posted
+        assert status == 303
+        page = client.request("GET", headers["Location"].removeprefix(f"http://127.0.0.1:{port}"))[
+            2
+        ]
+        assert "the execute command for &#39;c.manual&#39; was delivered to slow at " in page
+        assert "it may still be carried out there" in page
+        assert "Execute Now not confirmed" in page and "Execute Now refused" not in page
+    finally:
+        hooks.release.set()
+        slow.close()
