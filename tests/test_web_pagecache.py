@@ -60,8 +60,17 @@ class Renderer:
         return reply(body, self.status)
 
 
+def sent(response: Any) -> bytes:
+    """The bytes a reply sends (its body, or its pieces one after another)."""
+    body = response.body
+    data = body if isinstance(body, bytes) else b"".join(body)
+    declared = response.headers.get("Content-Length")  # else Bottle counts the bytes
+    assert declared is None or int(declared) == len(data)
+    return data
+
+
 def body_of(response: Any) -> bytes:
-    data: bytes = response.body
+    data = sent(response)
     return gzip.decompress(data) if response.headers.get("Content-Encoding") == "gzip" else data
 
 
@@ -181,11 +190,29 @@ def test_the_gzip_reply_is_valid_and_the_token_is_stored_apart() -> None:
     packed = cache.serve(request(sessions, token, encoding="br, gzip"), None, "all", Renderer())
     assert packed.headers["Content-Encoding"] == "gzip" and "Content-Encoding" not in plain.headers
     assert packed.headers["Vary"] == "Accept-Encoding"
-    assert gzip.decompress(packed.body) == plain.body  # the trailer's CRC and size check out
-    assert len(packed.body) * 20 < len(plain.body)
-    assert session.csrf.encode() in packed.body  # verbatim: in a stored block, not compressed
-    inflated = zlib.decompressobj(-zlib.MAX_WBITS).decompress(packed.body[10:-8])
-    assert inflated == plain.body
+    page, data = sent(plain), sent(packed)
+    assert gzip.decompress(data) == page  # the trailer's CRC and size check out
+    assert len(data) * 20 < len(page)
+    assert session.csrf.encode() in data  # verbatim: in a stored block, not compressed
+    inflated = zlib.decompressobj(-zlib.MAX_WBITS).decompress(data[10:-8])
+    assert inflated == page
+
+
+def test_a_session_asking_again_gets_the_same_bytes_neither_spliced_nor_compressed() -> None:
+    sessions = SessionStore()
+    cache = PageCache()
+    render = Renderer()
+    (token_a, a), (token_b, _) = sessions.create("ada"), sessions.create("ada")
+    first = cache.serve(request(sessions, token_a, encoding="gzip"), None, "all", render)
+    other = cache.serve(request(sessions, token_b, encoding="gzip"), None, "all", render)
+    again = cache.serve(request(sessions, token_a, encoding="gzip"), None, "all", render)
+    assert render.calls == 1
+    assert again.body is first.body  # the very bytes kept for this token
+    assert other.body is not first.body and a.csrf.encode() not in other.body
+    pieces = list(cache.serve(request(sessions, token_a), None, "all", render).body)
+    kept = list(cache.serve(request(sessions, token_a), None, "all", render).body)
+    assert all(x is y for x, y in zip(pieces[::2], kept[::2], strict=True))  # kept, no copy
+    assert a.csrf.encode() in pieces and gzip.decompress(first.body) == b"".join(pieces)
 
 
 @pytest.mark.parametrize(
