@@ -292,8 +292,14 @@ class HttpServer:
 
     @property
     def pending(self) -> int:
-        """Connections still sending their request (for tests and diagnostics)."""
+        """Connections still sending their request, kept ones waiting for their next
+        included (for tests and diagnostics)."""
         return len(self._pending)
+
+    @property
+    def idle(self) -> int:
+        """Kept connections whose next request has not begun (for tests and diagnostics)."""
+        return sum(p.kept and not p.buffer for p in list(self._pending.values()))
 
     # -- the reader thread ----------------------------------------------------------------
 
