@@ -15,11 +15,14 @@ next request (starting a thread costs more than a small page) and end after
 
 Connections persist (HTTP/1.1 keep-alive) when the client asks nothing else, sent no
 bytes past its request, and the response declared its length (``Content-Length``) and
-sent exactly that: the worker then hands the connection back to the reader thread, where
-it waits for its next request like a new one, at most ``keep_alive_seconds`` for its
-first byte (then closed without a reply). Anything else is answered with
-``Connection: close`` and closed, which also delimits streamed bodies (server-sent
-events). A response goes out in one ``sendmsg`` of its head and body, not copied whole.
+sent exactly that. The worker then waits on the connection for ``linger_seconds``: a
+next request that comes whole in that time (a client going on at once) is answered by
+the same worker, without two hand-overs between threads. Anything else (nothing yet,
+part of a request) goes back to the reader thread with what was read, where the
+connection waits like a new one, at most ``keep_alive_seconds`` for its next request's
+first byte (then closed without a reply). Other responses say ``Connection: close`` and
+close, which also delimits streamed bodies (server-sent events). A response goes out
+in one ``sendmsg`` of its head and body, not copied whole.
 
 Header names with an underscore are dropped (WSGI would fold ``X_Remote_User`` into the
 key of ``X-Remote-User``) and listed under ``UNDERSCORE_HEADERS_KEY``; every name as
@@ -81,6 +84,7 @@ class ServerLimits:
     write_seconds: float = 30.0  # a reader that stops reading is dropped after this
     idle_worker_seconds: float = 30.0  # an idle worker thread ends after this
     keep_alive_seconds: float = 5.0  # a kept connection's wait for its next request
+    linger_seconds: float = 0.005  # a worker's wait on it before handing it back
 
 
 class _Reject(Exception):
@@ -242,7 +246,7 @@ class HttpServer:
         # that no queued request is meant for yet (guarded by ``_pool_lock``).
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         # Connections answered and kept, for the reader thread to wait on again.
-        self._returned: queue.SimpleQueue[tuple[socket.socket, tuple[Any, ...]]] = (
+        self._returned: queue.SimpleQueue[tuple[socket.socket, tuple[Any, ...], bytes]] = (
             queue.SimpleQueue()
         )
         self._next_expiry = 0.0
@@ -285,7 +289,7 @@ class HttpServer:
     def _close_returned(self) -> None:
         while True:
             try:
-                sock, _address = self._returned.get_nowait()
+                sock, _address, _buffer = self._returned.get_nowait()
             except queue.Empty:
                 return
             _close(sock)
@@ -339,17 +343,22 @@ class HttpServer:
             self._wait_on(_Pending(sock, address, self._now() + self.limits.head_seconds))
 
     def _take_back(self) -> None:
-        """Wait on the connections the workers answered and kept."""
+        """Wait on the connections the workers answered and kept (with what they read of
+        the next request)."""
         while True:
             try:
-                sock, address = self._returned.get_nowait()
+                sock, address, buffer = self._returned.get_nowait()
             except queue.Empty:
                 return
-            deadline = self._now() + self.limits.keep_alive_seconds
+            wait = self.limits.head_seconds if buffer else self.limits.keep_alive_seconds
+            pending = _Pending(sock, address, self._now() + wait, bytearray(buffer), kept=True)
             try:
-                self._wait_on(_Pending(sock, address, deadline, kept=True))
+                self._wait_on(pending)
             except (OSError, ValueError):  # closed meanwhile
                 _close(sock)
+                continue
+            if buffer:
+                self._advance(pending)
 
     def _wait_on(self, pending: _Pending) -> None:
         if len(self._pending) >= self.limits.max_pending:
@@ -373,6 +382,10 @@ class HttpServer:
         if pending.kept and not pending.buffer:  # a kept connection's next request begins
             pending.deadline = self._now() + self.limits.head_seconds
         pending.buffer += chunk
+        self._advance(pending)
+
+    def _advance(self, pending: _Pending) -> None:
+        """Parse what ``pending`` holds; hand it to a worker once complete."""
         try:
             if pending.head is None:
                 self._read_head(pending)
@@ -474,16 +487,16 @@ class HttpServer:
                             self._idle -= 1
                             return
                     continue  # one is queued for a waiting worker: take it
-                if job is None:
-                    return
-                self._answer(job)
+                while job is not None:  # then the next request on its connection, if it came
+                    job = self._answer(job)
                 with self._pool_lock:
                     self._idle += 1
         finally:
             with self._pool_lock:
                 self._threads -= 1
 
-    def _answer(self, job: _Job) -> None:
+    def _answer(self, job: _Job) -> _Job | None:
+        """Answer ``job``; the next request on its connection when it came at once."""
         sock = job.sock
         kept = False
         try:
@@ -492,24 +505,58 @@ class HttpServer:
             response = _Response(sock, job.head.method == "HEAD", keep=job.keep)
             response.run(self.app, environ)
             kept = response.kept and not self._closing.is_set()
+        except ConnectionError:
+            pass  # the client went away mid-response (a browser's stop, a load generator's end)
         except Exception as error:  # the app's own errors are its business (Bottle answers 500)
             with contextlib.suppress(Exception):
                 self._errors.write(f"admin-http: {type(error).__name__}: {error}\n")
         finally:
             self._workers.release()
-            if kept:
-                self._hand_back(sock, job.address)
-            else:
+            if not kept:
                 _close(sock)
+        return self._linger(sock, job.address) if kept else None
 
-    def _hand_back(self, sock: socket.socket, address: tuple[Any, ...]) -> None:
-        """Give an answered connection back to the reader thread for its next request."""
+    def _linger(self, sock: socket.socket, address: tuple[Any, ...]) -> _Job | None:
+        """The next request on a kept connection if it comes whole within
+        ``linger_seconds`` and a worker slot is free; else the connection goes back to
+        the reader thread, with what was read of it."""
+        limits = self.limits
+        try:
+            sock.settimeout(limits.linger_seconds)
+            chunk = sock.recv(65536)
+        except TimeoutError:
+            self._hand_back(sock, address, b"")
+            return None
+        except OSError:
+            _close(sock)
+            return None
+        if not chunk:
+            _close(sock)
+            return None
+        pending = _Pending(sock, address, self._now() + limits.head_seconds, bytearray(chunk))
+        try:
+            self._read_head(pending)
+        except _Reject as reject:
+            _send_quietly(sock, _plain(reject.status, reject.reason))
+            _close(sock)
+            return None
+        head = pending.head
+        end = head.body_start + head.length if head is not None else 0
+        if head is None or len(pending.buffer) < end or not self._workers.acquire(blocking=False):
+            self._hand_back(sock, address, bytes(pending.buffer))  # the reader goes on
+            return None
+        body = bytes(pending.buffer[head.body_start : end])
+        keep = head.keep_alive and len(pending.buffer) == end
+        return _Job(sock, address, head, body, keep)
+
+    def _hand_back(self, sock: socket.socket, address: tuple[Any, ...], buffer: bytes) -> None:
+        """Give a kept connection back to the reader thread for its next request."""
         try:
             sock.setblocking(False)
         except OSError:
             _close(sock)
             return
-        self._returned.put((sock, address))
+        self._returned.put((sock, address, buffer))
         with contextlib.suppress(OSError):  # full: the reader has wake bytes to read anyway
             self._wake_w.send(b"k")
         if self._closing.is_set():  # the reader may have ended before it took it
