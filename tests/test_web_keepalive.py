@@ -1,10 +1,13 @@
 """Persistent connections of the Admin Center's HTTP server: kept only when the client
 asks nothing else, sent nothing past its request and the response declared its length;
-a kept connection waits for its next request like a new one and is closed, without a
-reply, when none begins in time; large bodies go out whole."""
+a next request that comes at once is answered by the same worker, anything else goes
+back to the reader thread with what was read; a kept connection waits for its next
+request like a new one and is closed, without a reply, when none begins in time; large
+bodies go out whole."""
 
 from __future__ import annotations
 
+import re
 import socket
 import threading
 from collections.abc import Iterator
@@ -17,20 +20,28 @@ from tests.test_web_server import Clock, read_response
 from tests.waiting import wait_for
 
 BIG = bytes(range(256)) * (16 * 1024)  # 4 MB: more than a socket takes in one call
+BLOCKED = threading.Event()
+RELEASE = threading.Event()
 
 
 def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
     """``/n``: n bytes with their length; ``/stream``: no length; ``/short``: fewer bytes
-    than declared; ``/big``: 4 MB; each body names the thread that answered."""
+    than declared; ``/big``: 4 MB; ``/block``: after ``RELEASE``; each body names the
+    thread that answered."""
     path = environ["PATH_INFO"]
-    name = threading.current_thread().name.encode()
+    thread = threading.current_thread()
+    name = f"{thread.name} {thread.ident}".encode()
+    if path == "/block":
+        BLOCKED.set()
+        RELEASE.wait(10)
     if path == "/stream":
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [name]
     if path == "/short":
         start_response("200 OK", [("Content-Length", "100")])
         return [b"only this"]
-    body = BIG if path == "/big" else name + b"." * int(path[1:] or "0")
+    size = int(path[1:]) if path[1:].isdigit() else 0
+    body = BIG if path == "/big" else name + b"." * size
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
     return [body]
 
@@ -147,4 +158,78 @@ def test_close_ends_kept_connections() -> None:
             served.close()
             assert closed(sock)
     finally:
+        served.close()
+
+
+def body(answer: bytes) -> bytes:
+    return answer.partition(b"\r\n\r\n")[2]
+
+
+def test_a_next_request_sent_at_once_is_answered_by_the_same_worker() -> None:
+    limits = ServerLimits(linger_seconds=5.0)
+    served = HttpServer(app, host="127.0.0.1", port=0, limits=limits).start()
+    try:
+        with connect(served) as first, connect(served) as second:
+            answers: dict[socket.socket, list[bytes]] = {first: [], second: []}
+            for _ in range(3):
+                for sock in (first, second):
+                    sock.sendall(get("/0"))
+                    answers[sock].append(body(read_response(sock)))
+            # each connection kept its worker (an idle one would have answered both)
+            assert len(set(answers[first])) == 1 and len(set(answers[second])) == 1
+            assert answers[first][0] != answers[second][0]
+            assert served.pending == 0  # neither went back to the reader thread
+    finally:
+        served.close()
+
+
+def test_without_lingering_each_request_goes_through_the_reader() -> None:
+    limits = ServerLimits(linger_seconds=0)
+    served = HttpServer(app, host="127.0.0.1", port=0, limits=limits).start()
+    try:
+        with connect(served) as sock:
+            for _ in range(3):
+                sock.sendall(get("/1"))
+                assert read_response(sock).startswith(b"HTTP/1.1 200 OK")
+                wait_for(lambda: served.idle == 1, timeout=5, what="handed back")
+    finally:
+        served.close()
+
+
+def test_part_of_a_request_while_lingering_goes_to_the_reader_and_is_answered() -> None:
+    limits = ServerLimits(linger_seconds=5.0)
+    served = HttpServer(app, host="127.0.0.1", port=0, limits=limits).start()
+    try:
+        with connect(served) as sock:
+            sock.sendall(get("/1"))
+            read_response(sock)
+            sock.sendall(b"GET /2 HT")
+            wait_for(lambda: served.pending == 1, timeout=5, what="the reader to have it")
+            assert served.idle == 0  # begun: the head's deadline, not the idle one
+            sock.sendall(b"TP/1.1\r\nHost: x\r\n\r\n")
+            assert re.fullmatch(rb"admin-request \d+\.\.", body(read_response(sock)))
+            sock.sendall(b"GARBAGE\r\n\r\n")  # refused as on a new connection
+            assert read_response(sock).startswith(b"HTTP/1.1 400 ")
+            assert closed(sock)
+    finally:
+        served.close()
+
+
+def test_a_next_request_while_every_worker_is_busy_is_answered_503() -> None:
+    BLOCKED.clear()
+    RELEASE.clear()
+    limits = ServerLimits(linger_seconds=5.0, max_workers=1)
+    served = HttpServer(app, host="127.0.0.1", port=0, limits=limits).start()
+    try:
+        with connect(served) as kept, connect(served) as busy:
+            kept.sendall(get("/1"))
+            read_response(kept)  # its worker lingers on it, holding no slot
+            busy.sendall(get("/block"))
+            assert BLOCKED.wait(10)  # the one slot is taken
+            kept.sendall(get("/1"))
+            assert read_response(kept).startswith(b"HTTP/1.1 503 ")
+            RELEASE.set()
+            assert read_response(busy).startswith(b"HTTP/1.1 200 OK")
+    finally:
+        RELEASE.set()
         served.close()

@@ -79,9 +79,9 @@ def read_response(sock: socket.socket) -> bytes:
         if end >= 0:
             head = answer[:end].lower()
             length = re.search(rb"\r\ncontent-length: *(\d+)", head)
-            if b"\r\nconnection: close" not in head and length is not None:
-                if len(answer) >= end + 4 + int(length.group(1)):
-                    return answer
+            kept = b"\r\nconnection: close" not in head and length is not None
+            if kept and length is not None and len(answer) >= end + 4 + int(length.group(1)):
+                return answer
         chunk = sock.recv(65536)
         if not chunk:
             return answer

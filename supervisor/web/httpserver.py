@@ -522,6 +522,8 @@ class HttpServer:
         the reader thread, with what was read of it."""
         limits = self.limits
         try:
+            if limits.linger_seconds <= 0:
+                raise TimeoutError  # no lingering: straight back to the reader
             sock.settimeout(limits.linger_seconds)
             chunk = sock.recv(65536)
         except TimeoutError:
