@@ -5,6 +5,8 @@ never kept for a session with flashes or for a refusal."""
 from __future__ import annotations
 
 import gzip
+import sys
+import threading
 import zlib
 from typing import Any
 
@@ -18,6 +20,7 @@ from supervisor.web.site import Request
 from supervisor.web.site import Site as WebSite
 from tests.test_web_fakes import Client
 from tests.test_web_pages import Site
+from tests.waiting import wait_for
 
 ADA = Subject(name="ada", permissions=frozenset({Permission.LIST}), role="viewer")
 
@@ -232,3 +235,53 @@ def test_a_session_asking_again_gets_the_same_bytes_neither_spliced_nor_compress
 )
 def test_accept_encoding(header: str, taken: bool) -> None:
     assert accepts_gzip(header) is taken
+
+
+def test_readers_of_a_new_basis_at_once_render_it_once() -> None:
+    sessions = SessionStore()
+    cache = PageCache()
+    release = threading.Event()
+    page = Renderer()
+    renders: list[int] = []
+
+    def slow(viewer: Request) -> Any:
+        renders.append(1)
+        release.wait(10)
+        return page(viewer)
+
+    basis = object()
+    tokens = [sessions.create("ada")[0] for _ in range(5)]
+    replies: list[Any] = []
+
+    def ask(token: str) -> None:
+        replies.append(cache.serve(request(sessions, token, encoding="gzip"), basis, "", slow))
+
+    threads = [threading.Thread(target=ask, args=(token,)) for token in tokens]
+
+    def waiting() -> int:
+        """Threads inside the cache, waiting for another's rendering."""
+        frames = sys._current_frames()
+        count = 0
+        for thread in threads:
+            frame = frames.get(thread.ident or 0)
+            names = []
+            while frame is not None:
+                names.append(frame.f_code.co_name)
+                frame = frame.f_back
+            count += "_once" in names and "slow" not in names
+        return count
+
+    for thread in threads:
+        thread.start()
+    wait_for(lambda: len(renders) + waiting() == 5, timeout=10, what="all five asking")
+    release.set()
+    for thread in threads:
+        thread.join(10)
+    assert len(renders) == 1 and len(replies) == 5
+    csrfs = set()
+    for token in tokens:
+        session = sessions.get(token)
+        assert session is not None
+        csrfs.add(session.csrf.encode())
+    shown = {c for r in replies for c in csrfs if c in gzip.decompress(r.body)}
+    assert shown == csrfs  # each session its own token

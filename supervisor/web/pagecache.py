@@ -9,7 +9,8 @@ The session's CSRF token is the one part of a page that differs between the sess
 one user: a page is rendered for a copy of the session that carries a random placeholder
 instead, and every reply swaps in the asking session's own token. The copy has no flashes;
 a session with flashes waiting gets its page rendered afresh (they are shown once) and not
-kept. Anonymous requests are never kept.
+kept. Anonymous requests are never kept. Readers that find the same new basis at once
+wait for the first one's rendering instead of each rendering (and compressing) the page.
 
 A client that accepts gzip (every browser does) gets the kept page compressed (the
 overview of 1,000 schedulers: 1.2 MB, about 30 KB compressed). It is compressed once, in
@@ -45,6 +46,7 @@ from supervisor.web.site import Request
 MAX_PAGES = 16
 MAX_TOKENS = 64  # compressed replies kept per page, one per session token
 GZIP_LEVEL = 6
+RENDER_WAIT_SECONDS = 10.0  # a reader waits this long for another's rendering of a page
 _GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"  # no name, no time
 _LAST_BLOCK = b"\x01\x00\x00\xff\xff"  # an empty stored block marked final
 
@@ -127,11 +129,68 @@ class PageCache:
         self._max = max_pages
         self._pages: OrderedDict[Hashable, _Kept] = OrderedDict()
         self._lock = threading.Lock()
+        # Pages being rendered: by key, the basis and an event set when it is done.
+        self._flights: dict[Hashable, tuple[object, threading.Event]] = {}
         self._placeholder = "csrf-" + secrets.token_urlsafe(24)
 
     def __len__(self) -> int:
         with self._lock:
             return len(self._pages)
+
+    def _once(
+        self, key: Hashable, basis: object, request: Request, render: Callable[[Request], Any]
+    ) -> _Kept | None:
+        """The page kept for ``key`` from ``basis``, rendered by this thread or by the one
+        already rendering it (waited for): readers that find a new basis at once render
+        it once, not once each. None when it is not a page to keep."""
+        with self._lock:
+            kept = self._pages.get(key)
+            if kept is not None and kept.basis is basis:
+                self._pages.move_to_end(key)
+                return kept
+            found = self._flights.get(key)
+            mine = found is None or found[0] is not basis
+            flight = (basis, threading.Event()) if found is None or mine else found
+            if mine:
+                self._flights[key] = flight
+        if not mine:
+            flight[1].wait(RENDER_WAIT_SECONDS)
+            with self._lock:
+                kept = self._pages.get(key)
+            return kept if kept is not None and kept.basis is basis else None
+        try:
+            return self._rendered(key, basis, request, render)
+        finally:
+            with self._lock:
+                if self._flights.get(key) is flight:
+                    del self._flights[key]
+            flight[1].set()
+
+    def _rendered(
+        self, key: Hashable, basis: object, request: Request, render: Callable[[Request], Any]
+    ) -> _Kept | None:
+        session = request.session
+        assert session is not None
+        stand_in = dataclasses.replace(session, csrf=self._placeholder, flashes=[])
+        response = render(dataclasses.replace(request, session=stand_in))
+        body = response.body
+        if not isinstance(body, bytes) or response.status_code != 200:
+            return None
+        parts = tuple(body.split(self._placeholder.encode("ascii")))
+        kept = _Kept(
+            basis=basis,
+            status=response.status_code,
+            content_type=str(response.content_type),
+            parts=parts,
+            deflated=tuple(_deflated(part) for part in parts),
+            gzipped={},
+        )
+        with self._lock:
+            self._pages[key] = kept
+            self._pages.move_to_end(key)
+            while len(self._pages) > self._max:
+                self._pages.popitem(last=False)
+        return kept
 
     def serve(
         self,
@@ -155,32 +214,9 @@ class PageCache:
             session.via_proxy,
             session.must_change_password,
         )
-        with self._lock:
-            kept = self._pages.get(key)
-            if kept is not None and kept.basis is basis:
-                self._pages.move_to_end(key)
-            else:
-                kept = None
+        kept = self._once(key, basis, request, render)
         if kept is None:
-            stand_in = dataclasses.replace(session, csrf=self._placeholder, flashes=[])
-            response = render(dataclasses.replace(request, session=stand_in))
-            body = response.body
-            if not isinstance(body, bytes) or response.status_code != 200:
-                return render(request)  # not a page to keep: render it for this session
-            parts = tuple(body.split(self._placeholder.encode("ascii")))
-            kept = _Kept(
-                basis=basis,
-                status=response.status_code,
-                content_type=str(response.content_type),
-                parts=parts,
-                deflated=tuple(_deflated(part) for part in parts),
-                gzipped={},
-            )
-            with self._lock:
-                self._pages[key] = kept
-                self._pages.move_to_end(key)
-                while len(self._pages) > self._max:
-                    self._pages.popitem(last=False)
+            return render(request)  # not a page to keep: render it for this session
         token = session.csrf.encode("ascii", errors="replace")
         if accepts_gzip(str(request.environ.get("HTTP_ACCEPT_ENCODING", ""))):
             with self._lock:
