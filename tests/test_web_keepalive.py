@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import socket
+import sys
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -215,6 +216,16 @@ def test_part_of_a_request_while_lingering_goes_to_the_reader_and_is_answered() 
         served.close()
 
 
+def lingering() -> bool:
+    """Whether a worker waits on a kept connection (its slot given back before)."""
+    for frame in sys._current_frames().values():
+        while frame is not None:
+            if frame.f_code.co_name == "_linger":
+                return True
+            frame = frame.f_back
+    return False
+
+
 def test_a_next_request_while_every_worker_is_busy_is_answered_503() -> None:
     BLOCKED.clear()
     RELEASE.clear()
@@ -223,7 +234,8 @@ def test_a_next_request_while_every_worker_is_busy_is_answered_503() -> None:
     try:
         with connect(served) as kept, connect(served) as busy:
             kept.sendall(get("/1"))
-            read_response(kept)  # its worker lingers on it, holding no slot
+            read_response(kept)
+            wait_for(lingering, timeout=5, what="its worker to linger, holding no slot")
             busy.sendall(get("/block"))
             assert BLOCKED.wait(10)  # the one slot is taken
             kept.sendall(get("/1"))
