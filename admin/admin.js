@@ -326,17 +326,21 @@
     }, 300);
   }
 
-  // Failing cards first, as the server orders them; the rest keep their order. Moved only
-  // when a card's health broke that order, so a quiet page never shuffles.
+  // Failing cards first, then definition order (``data-rank``), as the server orders them:
+  // a card that fails moves up, one that recovers goes back to its place. Moved only when
+  // that order is broken, so a quiet page never shuffles.
   function orderCards() {
     const cards = [...document.querySelectorAll(".cards > article.card")];
-    const failing = (card) => card.dataset.health === "failing";
-    const firstOk = cards.findIndex((card) => !failing(card));
-    if (firstOk < 0 || !cards.slice(firstOk).some(failing)) return;
+    if (!cards.length) return;
+    const key = (card) => [card.dataset.health === "failing" ? 0 : 1, Number(card.dataset.rank) || 0];
+    const wanted = [...cards].sort((a, b) => {
+      const [x, y] = [key(a), key(b)];
+      return x[0] - y[0] || x[1] - y[1];
+    });
+    if (wanted.every((card, i) => card === cards[i])) return;
     const parent = cards[0].parentElement;
     const fragment = document.createDocumentFragment();
-    cards.filter(failing).forEach((card) => fragment.append(card));
-    cards.filter((card) => !failing(card)).forEach((card) => fragment.append(card));
+    wanted.forEach((card) => fragment.append(card));
     parent.append(fragment);
   }
 

@@ -280,13 +280,15 @@ EXIT_MEANINGS = {
     0: "Success.",
     1: "Any other error, or the command was interrupted.",
     2: "Wrong usage: an unknown option, a missing argument, or an invalid value (a bad"
-    " duration, cron expression, time zone or setting; the message names it).",
+    " duration, cron expression, time zone or setting, a --store that is no postgresql://"
+    " URL, an unknown user name, the last admin to remove, disable or demote; the message"
+    " names it).",
     3: "No such scheduler (the message suggests IDs that look alike), custom action or run.",
     4: "Refused: a run of the scheduler is in progress (the message names it).",
     5: "Permission denied to the user for this action.",
     6: "The application given with --app (or recorded in the state directory) cannot be imported.",
-    7: "The state database cannot be used: missing, corrupt, of another program, of a"
-    " newer version, or not writable.",
+    7: "The state database (or the --store PostgreSQL database) cannot be used: missing,"
+    " unreachable, corrupt, of another program, of a newer version, or not writable.",
     8: "No manager is running for the state directory (and, for a read command, it holds"
     " no state database to read), or it does not answer.",
     9: "The backend (the manager, or systemd) failed to carry out the command.",

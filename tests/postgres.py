@@ -24,6 +24,8 @@ from typing import Any
 
 import pytest
 
+from tests.required import skip_or_fail
+
 BIN_DIR = Path(os.environ.get("SST_PG_BIN", "/usr/lib/postgresql/15/bin"))
 SUPERUSER = "sst"
 
@@ -170,9 +172,7 @@ def throwaway_postgres() -> Iterator[PostgresCluster]:
 @pytest.fixture(scope="module")
 def pg_cluster() -> Iterator[PostgresCluster]:
     """A cluster for the test module (skipped clearly where none can be made)."""
-    reason = skip_reason()
-    if reason:
-        pytest.skip(reason)
+    skip_or_fail("postgresql", skip_reason())
     with throwaway_postgres() as cluster:
         yield cluster
 

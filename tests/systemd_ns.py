@@ -33,8 +33,9 @@ private ones above is visible inside; ``inside(path)`` gives the host path of a 
 the namespace's private mounts (through ``/proc/PID/root``).
 
 The ``systemd_namespace`` pytest fixture skips only where ``unshare`` is not permitted
-or systemd is not installed. Imports pytest, psutil, ``tests.commands`` and the standard
-library.
+or systemd is not installed (and fails there where CI requires ``systemd``:
+tests/required.py). Imports pytest, psutil, ``tests.commands``, ``tests.required`` and the
+standard library.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ import psutil
 import pytest
 
 from tests.commands import command as command_argv
+from tests.required import skip_or_fail
 
 T = TypeVar("T")
 
@@ -477,10 +479,9 @@ class NamespacedSystemd:
 def systemd_namespace() -> Iterator[NamespacedSystemd]:
     """A freshly booted namespaced systemd, killed after the test.
 
-    Skips only where ``unshare`` is not permitted or systemd is not installed.
+    Skips only where ``unshare`` is not permitted or systemd is not installed (fails
+    there instead where ``systemd`` is required: tests/required.py).
     """
-    reason = unavailable_reason()
-    if reason is not None:
-        pytest.skip(reason)
+    skip_or_fail("systemd", unavailable_reason())
     with NamespacedSystemd.boot() as instance:
         yield instance

@@ -99,17 +99,12 @@ class FullStore:
 # -- the manager -------------------------------------------------------------------------
 
 
-class ManagerHarness:
-    def __init__(self, state_dir: Path, hold_file: Path) -> None:
-        from supervisor.service.manager_mode import RunOptions, Service
+class RealRuns:
+    """The part of a harness over a backend that really runs the contract app: a file
+    holds ``c.manual``'s runs, and a run's first record and its end are waited for."""
 
-        self.hold_file = hold_file
-        options = RunOptions(app_spec=APP, state_dir=state_dir, admin=None, grace_seconds=0.5)
-        self.service = Service(options, log=io.StringIO())
-        self.service.start()
-        assert self.service.manager is not None and self.service.use_cases is not None
-        self.backend: Backend = self.service.manager
-        self.use_cases = self.service.use_cases
+    hold_file: Path
+    backend: Backend
 
     def hold(self) -> None:
         self.hold_file.write_text("hold")
@@ -126,6 +121,19 @@ class ManagerHarness:
 
     def ended(self, scheduler_id: str, run_id: str) -> RunRecord:
         return finished(self, run_id)
+
+
+class ManagerHarness(RealRuns):
+    def __init__(self, state_dir: Path, hold_file: Path) -> None:
+        from supervisor.service.manager_mode import RunOptions, Service
+
+        self.hold_file = hold_file
+        options = RunOptions(app_spec=APP, state_dir=state_dir, admin=None, grace_seconds=0.5)
+        self.service = Service(options, log=io.StringIO())
+        self.service.start()
+        assert self.service.manager is not None and self.service.use_cases is not None
+        self.backend: Backend = self.service.manager
+        self.use_cases = self.service.use_cases
 
     @contextmanager
     def store_full(self) -> Iterator[None]:
@@ -308,7 +316,7 @@ class SystemdWorld:
         return done
 
 
-class SystemdHarness:
+class SystemdHarness(RealRuns):
     def __init__(self, world: SystemdWorld) -> None:
         self.world = world
         ns = world.ns
@@ -327,22 +335,6 @@ class SystemdHarness:
             registry_of(load_app(APP)), backend=self.backend, audit=RemoteAudit(self.remote)
         )
         self.hold_file = ns.inside(NAMESPACE_HOLD_FILE)
-
-    def hold(self) -> None:
-        self.hold_file.write_text("hold")
-
-    def release(self) -> None:
-        self.hold_file.unlink(missing_ok=True)
-
-    def started(self, run_id: str) -> None:
-        wait_for(
-            lambda: self.backend.logs(LogQuery(scheduler_id="c.manual", run_id=run_id)),
-            timeout=RUN_TIMEOUT,
-            what=f"run {run_id} to log",
-        )
-
-    def ended(self, scheduler_id: str, run_id: str) -> RunRecord:
-        return finished(self, run_id)
 
     @contextmanager
     def store_full(self) -> Iterator[None]:
@@ -368,13 +360,12 @@ class SystemdHarness:
 
 @pytest.fixture(scope="module")
 def systemd_world() -> Iterator[SystemdWorld]:
+    from tests.required import skip_or_fail
     from tests.systemd_ns import NamespacedSystemd, unavailable_reason
 
     if str(REPO).startswith(("/tmp/", "/var/tmp/")):
         pytest.skip("the checkout is under a tmp dir, which the units cannot see")
-    reason = unavailable_reason()
-    if reason is not None:
-        pytest.skip(reason)
+    skip_or_fail("systemd", unavailable_reason())
     with NamespacedSystemd.boot() as ns:
         state_dir = ns.shared_dir / "state"
         env = {

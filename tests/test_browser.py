@@ -12,40 +12,31 @@ browser library is imported only by the tests, never by the runs.
 
 from __future__ import annotations
 
-import io
-import os
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
 
 from supervisor import Configurator, cfgscheduler, scheduler, user
-from supervisor.core.passwords import hash_password
-from supervisor.service.manager_mode import RunOptions, Service
-from supervisor.web.server import AdminServer, start_admin
-from tests.http_session import HttpSession, bootstrap_password
+from tests.browsing import (
+    ARTIFACTS,
+    NEWBIE,
+    VIEWER,
+    Site,
+    admin_center,
+    browser,
+    log_in,
+    new_page,
+)
+
+__all__ = ["browser"]  # the fixture, used below by name
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
-ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 APP_SPEC = "tests.test_browser:cfg"
 HOSTILE = "<img src=x onerror=\"document.title='pwned'\">"
-VIEWER_PASSWORD = "viewer-password-123"
-ADMIN_PASSWORD = "the admin's own passphrase"
-NEWBIE_ONE_TIME = "one-time-password-for-newbie"
 
 # -- the application the manager runs ------------------------------------------------------
 
@@ -118,82 +109,11 @@ for _options in (
 # -- fixtures -----------------------------------------------------------------------------
 
 
-def _missing() -> str | None:
-    if not os.access(CHROMIUM, os.X_OK):
-        return f"{CHROMIUM} is missing (apt-get install chromium)"
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        return "playwright is not installed (pip install playwright; never playwright install)"
-    return None
-
-
 @pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
-    reason = _missing()
-    if reason is not None:
-        pytest.skip(reason)
-    holder: list[AdminServer] = []
-    out = io.StringIO()
-
-    def factory(found: Any, store: Any, options: RunOptions) -> AdminServer:
-        server = start_admin(found, store, options, out=out)
-        store.add_user("vic", role="viewer", password_hash=hash_password(VIEWER_PASSWORD))
-        one_time = hash_password(NEWBIE_ONE_TIME, temporary=True)
-        store.add_user("newbie", role="operator", password_hash=one_time)
-        holder.append(server)
-        return server
-
-    options = RunOptions(
-        app_spec=APP_SPEC,
-        state_dir=tmp_path_factory.mktemp("browser") / "state",
-        admin=("127.0.0.1", 0),
-        grace_seconds=1.0,
-    )
-    service = Service(options, app=cfg, log=io.StringIO(), admin_factory=factory)
-    service.start()
-    try:
-        server = holder[0]
-        one_time = bootstrap_password(options.state_dir)
-        assert one_time not in out.getvalue()
-        HttpSession(server.host, server.port).first_login("admin", one_time, ADMIN_PASSWORD)
-        yield server.url, ADMIN_PASSWORD
-    finally:
-        service.close()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    reason = _missing()
-    if reason is not None:
-        pytest.skip(reason)
-    from playwright.sync_api import sync_playwright
-
-    ARTIFACTS.mkdir(exist_ok=True)
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
-
-
-class Problems:
-    """Console errors and CSP violations seen by a page (there must be none)."""
-
-    def __init__(self, page: Any) -> None:
-        self.seen: list[str] = []
-        page.on("console", lambda m: self.seen.append(m.text) if m.type == "error" else None)
-        page.on("pageerror", lambda e: self.seen.append(str(e)))
-
-
-def log_in(page: Any, base: str, name: str, password: str) -> None:
-    page.goto(base + "/")
-    assert "/login" in page.url
-    page.fill("input[name=name]", name)
-    page.fill("input[name=password]", password)
-    page.click("form.stack button[type=submit]")
-    page.wait_for_url(base + "/")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    state_dir = tmp_path_factory.mktemp("browser") / "state"
+    with admin_center(cfg, APP_SPEC, state_dir, accounts=(VIEWER, NEWBIE)) as found:
+        yield found
 
 
 def next_planned(page: Any) -> datetime:
@@ -205,11 +125,9 @@ def next_planned(page: Any) -> datetime:
 # -- the walk-through ---------------------------------------------------------------------
 
 
-def test_an_operator_session_end_to_end(site: tuple[str, str], browser: Any) -> None:
-    base, password = site
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    page = context.new_page()
-    problems = Problems(page)
+def test_an_operator_session_end_to_end(site: Site, browser: Any) -> None:
+    base, password = site.url, site.admin_password
+    context, page, problems = new_page(browser)
     log_in(page, base, "admin", password)
 
     # the cards
@@ -297,12 +215,10 @@ def test_an_operator_session_end_to_end(site: tuple[str, str], browser: Any) -> 
     context.close()
 
 
-def test_a_viewer_sees_no_controls_and_is_refused(site: tuple[str, str], browser: Any) -> None:
-    base, _ = site
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    page = context.new_page()
-    problems = Problems(page)
-    log_in(page, base, "vic", VIEWER_PASSWORD)
+def test_a_viewer_sees_no_controls_and_is_refused(site: Site, browser: Any) -> None:
+    base = site.url
+    context, page, problems = new_page(browser)
+    log_in(page, base, VIEWER.name, VIEWER.password)
     page.goto(base + "/schedulers/demo.report")
     for label in ("Execute Now", "Start", "Stop", "Count rows", "Save settings", "Reset"):
         assert page.locator(f"button:has-text('{label}')").count() == 0, label
@@ -318,16 +234,12 @@ def test_a_viewer_sees_no_controls_and_is_refused(site: tuple[str, str], browser
     context.close()
 
 
-def test_a_one_time_password_is_changed_at_the_first_login(
-    site: tuple[str, str], browser: Any
-) -> None:
-    base, _ = site
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    page = context.new_page()
-    problems = Problems(page)
+def test_a_one_time_password_is_changed_at_the_first_login(site: Site, browser: Any) -> None:
+    base = site.url
+    context, page, problems = new_page(browser)
     page.goto(base + "/")
-    page.fill("input[name=name]", "newbie")
-    page.fill("input[name=password]", NEWBIE_ONE_TIME)
+    page.fill("input[name=name]", NEWBIE.name)
+    page.fill("input[name=password]", NEWBIE.password)
     page.click("form.stack button[type=submit]")
     page.wait_for_url(base + "/account/password")
     assert "one-time password" in page.inner_text("main")
@@ -335,7 +247,7 @@ def test_a_one_time_password_is_changed_at_the_first_login(
     page.goto(base + "/schedulers/demo.report")
     page.wait_for_url(base + "/account/password")
     page.screenshot(path=str(ARTIFACTS / "first-login-password.png"), full_page=True)
-    page.fill("input[name=current]", NEWBIE_ONE_TIME)
+    page.fill("input[name=current]", NEWBIE.password)
     page.fill("input[name=password]", "newbie's own passphrase")
     page.fill("input[name=repeat]", "newbie's own passphrase")
     page.click("form.stack button[type=submit]")
@@ -346,17 +258,16 @@ def test_a_one_time_password_is_changed_at_the_first_login(
     context.close()
 
 
-def test_dark_mode_and_a_phone(site: tuple[str, str], browser: Any) -> None:
-    base, password = site
-    context = browser.new_context(
+def test_dark_mode_and_a_phone(site: Site, browser: Any) -> None:
+    base, password = site.url, site.admin_password
+    context, page, problems = new_page(
+        browser,
         viewport={"width": 390, "height": 844},
         device_scale_factor=2,
         is_mobile=True,
         has_touch=True,
         color_scheme="dark",
     )
-    page = context.new_page()
-    problems = Problems(page)
     log_in(page, base, "admin", password)
     background = page.evaluate("getComputedStyle(document.body).backgroundColor")
     assert background == "rgb(15, 17, 23)"  # the dark palette
@@ -371,13 +282,11 @@ def test_dark_mode_and_a_phone(site: tuple[str, str], browser: Any) -> None:
 
 
 def test_a_pause_date_across_a_dst_change_is_read_in_the_browsers_zone(
-    site: tuple[str, str], browser: Any
+    site: Site, browser: Any
 ) -> None:
-    base, password = site
+    base, password = site.url, site.admin_password
     berlin = ZoneInfo("Europe/Berlin")
-    context = browser.new_context(viewport={"width": 1280, "height": 900}, timezone_id=berlin.key)
-    page = context.new_page()
-    problems = Problems(page)
+    context, page, problems = new_page(browser, timezone_id=berlin.key)
     log_in(page, base, "admin", password)
     page.goto(base + "/schedulers/demo.nightly")
     assert page.input_value('#confirm-pause input[name="zone"]') == "Europe/Berlin"

@@ -10,30 +10,36 @@ This module is also the application the manager runs (``tests.test_browser_a11y:
 
 from __future__ import annotations
 
-import io
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from supervisor import Configurator, cfgscheduler, scheduler, user
-from supervisor.core.passwords import hash_password
-from supervisor.service.manager_mode import RunOptions, Service
-from supervisor.web.server import AdminServer, start_admin
-from tests.http_session import HttpSession, bootstrap_password
-from tests.test_browser import ARTIFACTS, CHROMIUM_ARGS, Problems, _missing, log_in
+from tests.browsing import (
+    ARTIFACTS,
+    AXE,
+    DESKTOP,
+    NEWBIE,
+    VIEWER,
+    Problems,
+    Site,
+    admin_center,
+    browser,
+    log_in,
+    missing_axe,
+    new_page,
+)
+from tests.required import skip_or_fail
 from tests.waiting import wait_for
+
+__all__ = ["browser"]  # the fixture, used below by name
 
 pytestmark = pytest.mark.browser
 
-AXE = Path(__file__).resolve().parent / "node_modules" / "axe-core" / "axe.min.js"
 APP_SPEC = "tests.test_browser_a11y:cfg"
-ADMIN_PASSWORD = "the admin's own passphrase"
-VIEWER_PASSWORD = "viewer-password-123"
-NEWBIE_ONE_TIME = "one-time-password-for-newbie"
 SERIOUS = ("serious", "critical")
 PHONE = {"width": 390, "height": 844}
 
@@ -84,72 +90,23 @@ for _options in (
 # -- fixtures -----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Site:
-    url: str
-    admin_password: str
-
-
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    reason = _missing() or (None if AXE.is_file() else f"{AXE} is missing (npm ci --prefix tests)")
-    if reason is not None:
-        pytest.skip(reason)
-    holder: list[AdminServer] = []
-    out = io.StringIO()
-
-    def factory(found: Any, store: Any, options: RunOptions) -> AdminServer:
-        server = start_admin(found, store, options, out=out)
-        store.add_user("vic", role="viewer", password_hash=hash_password(VIEWER_PASSWORD))
-        one_time = hash_password(NEWBIE_ONE_TIME, temporary=True)
-        store.add_user("newbie", role="operator", password_hash=one_time)
-        holder.append(server)
-        return server
-
-    options = RunOptions(
-        app_spec=APP_SPEC,
-        state_dir=tmp_path_factory.mktemp("a11y") / "state",
-        admin=("127.0.0.1", 0),
-        grace_seconds=1.0,
-    )
-    service = Service(options, app=cfg, log=io.StringIO(), admin_factory=factory)
-    service.start()
-    try:
-        server = holder[0]
-        admin = HttpSession(server.host, server.port)
-        admin.first_login("admin", bootstrap_password(options.state_dir), ADMIN_PASSWORD)
+    skip_or_fail("axe", missing_axe())
+    state_dir = tmp_path_factory.mktemp("a11y") / "state"
+    with admin_center(cfg, APP_SPEC, state_dir, accounts=(VIEWER, NEWBIE)) as found:
         wait_for(
-            lambda: "outcome-failed" in admin.request("GET", "/schedulers/demo.broken")[2],
+            lambda: "outcome-failed" in found.admin.request("GET", "/schedulers/demo.broken")[2],
             timeout=30,
             what="the broken scheduler's failed run",
         )
-        guesser = HttpSession(server.host, server.port)  # a refused login for the audit
+        guesser = found.session()  # a refused login for the audit
         token = guesser.csrf("/login")
         status, _, _ = guesser.request(
             "POST", "/login", {"csrf": token, "name": "mallory", "password": "guess"}
         )
         assert status == 401
-        yield Site(server.url, ADMIN_PASSWORD)
-    finally:
-        service.close()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    reason = _missing()
-    if reason is not None:
-        pytest.skip(reason)
-    from playwright.sync_api import sync_playwright
-
-    ARTIFACTS.mkdir(exist_ok=True)
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS
-        )
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+        yield found
 
 
 def axe_violations(page: Any) -> list[str]:
@@ -225,9 +182,7 @@ PAGES: list[tuple[str, str, str]] = [
 def test_no_serious_or_critical_axe_violation_on_any_page(
     site: Site, browser: Any, theme: str
 ) -> None:
-    context = browser.new_context(viewport={"width": 1280, "height": 900}, color_scheme=theme)
-    page = context.new_page()
-    problems = Problems(page)
+    context, page, problems = new_page(browser, color_scheme=theme)
     failed = FailedLoads(page)
     report: dict[str, list[str]] = {}
 
@@ -242,7 +197,7 @@ def test_no_serious_or_critical_axe_violation_on_any_page(
     sessions = {"admin": context, "vic": browser.new_context(color_scheme=theme)}
     log_in(page, site.url, "admin", site.admin_password)
     viewer = sessions["vic"].new_page()
-    log_in(viewer, site.url, "vic", VIEWER_PASSWORD)
+    log_in(viewer, site.url, "vic", VIEWER.password)
     pages = {"admin": page, "vic": viewer}
     for name, path, who in PAGES:
         shown = pages[who]
@@ -275,7 +230,7 @@ def test_no_serious_or_critical_axe_violation_on_any_page(
     first = newbie.new_page()
     first.goto(site.url + "/login")
     first.fill("input[name=name]", "newbie")
-    first.fill("input[name=password]", NEWBIE_ONE_TIME)
+    first.fill("input[name=password]", NEWBIE.password)
     first.click("form.stack button[type=submit]")
     first.wait_for_url(site.url + "/account/password")
     report["first-login-password"] = axe_violations(first)
@@ -290,11 +245,14 @@ def test_no_serious_or_critical_axe_violation_on_any_page(
 
 @pytest.mark.parametrize("theme", ["light", "dark"])
 def test_history_and_audit_fit_a_390_px_phone(site: Site, browser: Any, theme: str) -> None:
-    context = browser.new_context(
-        viewport=PHONE, device_scale_factor=2, is_mobile=True, has_touch=True, color_scheme=theme
+    context, page, problems = new_page(
+        browser,
+        viewport=PHONE,
+        device_scale_factor=2,
+        is_mobile=True,
+        has_touch=True,
+        color_scheme=theme,
     )
-    page = context.new_page()
-    problems = Problems(page)
     log_in(page, site.url, "admin", site.admin_password)
     for name, path, table in (
         ("history", "/schedulers/demo.broken", "table.runs"),
@@ -317,9 +275,7 @@ def test_history_and_audit_fit_a_390_px_phone(site: Site, browser: Any, theme: s
 def test_an_admin_manages_users_and_filters_the_audit_in_the_browser(
     site: Site, browser: Any
 ) -> None:
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    page = context.new_page()
-    problems = Problems(page)
+    context, page, problems = new_page(browser)
     log_in(page, site.url, "admin", site.admin_password)
     page.click("nav.nav a:has-text('Users')")
     page.wait_for_url(site.url + "/users")
@@ -337,7 +293,7 @@ def test_an_admin_manages_users_and_filters_the_audit_in_the_browser(
     assert "must change password" in row.inner_text()
 
     # olga logs in with it and must choose her own first
-    olga_context = browser.new_context(viewport={"width": 1280, "height": 900})
+    olga_context = browser.new_context(viewport=DESKTOP)
     olga = olga_context.new_page()
     olga.goto(site.url + "/login")
     olga.fill("input[name=name]", "olga")

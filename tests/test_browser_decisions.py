@@ -13,19 +13,16 @@ from typing import Any
 
 import pytest
 
-from tests.test_browser import ARTIFACTS, Problems, browser, log_in, site
+from tests.browsing import ARTIFACTS, DESKTOP, Site, browser, log_in, new_page
+from tests.test_browser import site
 
 pytestmark = pytest.mark.browser
 __all__ = ["browser", "site"]  # the fixtures, shared with the walk-through
 
 
-def test_stop_asks_keeps_its_reason_and_refusals_stay_on_the_page(
-    site: tuple[str, str], browser: Any
-) -> None:
-    base, password = site
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    page = context.new_page()
-    problems = Problems(page)
+def test_stop_asks_keeps_its_reason_and_refusals_stay_on_the_page(site: Site, browser: Any) -> None:
+    base, password = site.url, site.admin_password
+    context, page, problems = new_page(browser)
     log_in(page, base, "admin", password)
     worker = base + "/schedulers/demo.worker"
     page.goto(worker)
@@ -102,13 +99,9 @@ def test_stop_asks_keeps_its_reason_and_refusals_stay_on_the_page(
     context.close()
 
 
-def test_without_the_script_stop_asks_on_a_page_of_its_own(
-    site: tuple[str, str], browser: Any
-) -> None:
-    base, password = site
-    context = browser.new_context(
-        viewport={"width": 1280, "height": 900}, java_script_enabled=False
-    )
+def test_without_the_script_stop_asks_on_a_page_of_its_own(site: Site, browser: Any) -> None:
+    base, password = site.url, site.admin_password
+    context = browser.new_context(viewport=DESKTOP, java_script_enabled=False)
     page = context.new_page()
     log_in(page, base, "admin", password)
     page.goto(base + "/schedulers/demo.report")

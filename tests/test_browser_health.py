@@ -14,7 +14,6 @@ This module is also the application the manager runs (``tests.test_browser_healt
 
 from __future__ import annotations
 
-import io
 import os
 import re
 from collections.abc import Iterator
@@ -25,10 +24,9 @@ import pytest
 
 from supervisor import Configurator, cfgscheduler, scheduler, user
 from supervisor.core.definitions import command
-from supervisor.service.manager_mode import RunOptions, Service
-from supervisor.web.server import AdminServer, start_admin
-from tests.http_session import HttpSession, bootstrap_password
-from tests.test_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, Problems, _missing, log_in
+from tests.browsing import ARTIFACTS, Site, admin_center, browser, log_in, new_page
+
+__all__ = ["browser"]  # the fixture, used below by name
 
 pytestmark = pytest.mark.browser
 
@@ -68,13 +66,14 @@ def steady(ctx: scheduler.Context) -> None:
 
 for _options in (
     scheduler.Options(
-        id="triage.flaky", name="Flaky import", kind=scheduler.Kind.MANUAL, runner=flaky
-    ),
-    scheduler.Options(
         id="triage.broken", name="Broken export", kind=scheduler.Kind.MANUAL, runner=broken
     ),
     scheduler.Options(
         id="triage.steady", name="Steady sync", kind=scheduler.Kind.MANUAL, runner=steady
+    ),
+    # not first: failing, it moves to the front; recovered, back to its place
+    scheduler.Options(
+        id="triage.flaky", name="Flaky import", kind=scheduler.Kind.MANUAL, runner=flaky
     ),
     scheduler.Options(
         id="triage.exit3",
@@ -97,36 +96,15 @@ for _options in (
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
-    reason = _missing()
-    if reason is not None:
-        pytest.skip(reason)
-    flags = tmp_path_factory.mktemp("flags")
-    (flags / "fail").touch()
+def flags(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Where the flaky scheduler's runs (which inherit the environment) look for "fail"."""
+    found = tmp_path_factory.mktemp("flags")
+    (found / "fail").touch()
     before = os.environ.get(FLAG_DIR)
-    os.environ[FLAG_DIR] = str(flags)  # the runs inherit it
-    holder: list[AdminServer] = []
-
-    def factory(found: Any, store: Any, options: RunOptions) -> AdminServer:
-        server = start_admin(found, store, options, out=io.StringIO())
-        holder.append(server)
-        return server
-
-    options = RunOptions(
-        app_spec=APP_SPEC,
-        state_dir=tmp_path_factory.mktemp("triage") / "state",
-        admin=("127.0.0.1", 0),
-        grace_seconds=1.0,
-    )
-    service = Service(options, app=cfg, log=io.StringIO(), admin_factory=factory)
-    service.start()
+    os.environ[FLAG_DIR] = str(found)
     try:
-        server = holder[0]
-        one_time = bootstrap_password(options.state_dir)
-        HttpSession(server.host, server.port).first_login("admin", one_time, PASSWORD)
-        yield server.url, flags
+        yield found
     finally:
-        service.close()
         if before is None:
             os.environ.pop(FLAG_DIR, None)
         else:
@@ -134,23 +112,19 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]
 
 
 @pytest.fixture(scope="module")
-def page(site: tuple[str, Path]) -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
+def site(tmp_path_factory: pytest.TempPathFactory, flags: Path) -> Iterator[Site]:
+    state_dir = tmp_path_factory.mktemp("triage") / "state"
+    with admin_center(cfg, APP_SPEC, state_dir, admin_password=PASSWORD) as found:
+        yield found
 
-    ARTIFACTS.mkdir(exist_ok=True)
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            context = chromium.new_context(
-                viewport={"width": 1280, "height": 900}, timezone_id=BROWSER_ZONE, locale="en-US"
-            )
-            found = context.new_page()
-            found.problems = Problems(found)
-            log_in(found, site[0], "admin", PASSWORD)
-            yield found
-            assert found.problems.seen == []
-        finally:
-            chromium.close()
+
+@pytest.fixture(scope="module")
+def page(site: Site, browser: Any) -> Iterator[Any]:
+    context, found, found.problems = new_page(browser, timezone_id=BROWSER_ZONE, locale="en-US")
+    log_in(found, site.url, "admin", PASSWORD)
+    yield found
+    assert found.problems.seen == []
+    context.close()
 
 
 def execute(page: Any, base: str, sid: str) -> None:
@@ -185,20 +159,23 @@ def zones_of_times(page: Any) -> list[tuple[str, str]]:
 
 
 def test_a_card_turns_red_and_back_live_with_its_health_line_and_strip(
-    site: tuple[str, Path], page: Any
+    site: Site, flags: Path, page: Any
 ) -> None:
-    base, flags = site
+    base = site.url
     page.goto(base + "/")
     page.evaluate("window.__sameDocument = true")
     page.wait_for_selector(".live-indicator:not([hidden])")
     flaky = page.locator(card("triage.flaky"))
     assert flaky.get_attribute("data-health") == "ok"
+    ids = "cs => cs.map(c => c.dataset.id)"
+    served = page.eval_on_selector_all("article.card", ids)
     assert flaky.locator(".strip").count() == 0  # no runs yet
     failing_pill = page.locator("a.pill.health-failing strong")
     before = int(failing_pill.inner_text())
 
     execute(page, base, "triage.flaky")
     page.wait_for_selector(f'{card("triage.flaky")}[data-health="failing"] .card-health')
+    page.wait_for_selector('.cards > article.card:first-child[data-id="triage.flaky"]')
     health = flaky.locator(".card-health").inner_text()
     assert re.fullmatch(
         r"failing since (\d\d/\d\d/\d{4} )?\d\d:\d\d E[SD]T \(1 in a row\)"
@@ -225,8 +202,10 @@ def test_a_card_turns_red_and_back_live_with_its_health_line_and_strip(
     ] == ["failed", "failed", "succeeded"]
     assert flaky.locator(".badge.health-failing").count() == 0
     failing_count(page, before)
+    # recovered, it goes back to its place: the order is the server's again
+    assert page.eval_on_selector_all("article.card", ids) == served
     # failing first, live too: the fourth card moves to the front when its run fails
-    order = page.eval_on_selector_all("article.card", "cs => cs.map(c => c.dataset.id)")
+    order = page.eval_on_selector_all("article.card", ids)
     assert order.index("triage.exit3") > 0
     execute(page, base, "triage.exit3")
     page.wait_for_selector(f'{card("triage.exit3")}[data-health="failing"]')
@@ -237,9 +216,9 @@ def test_a_card_turns_red_and_back_live_with_its_health_line_and_strip(
 
 
 def test_filters_failing_first_outcome_text_in_the_url_and_no_blank_page(
-    site: tuple[str, Path], page: Any
+    site: Site, flags: Path, page: Any
 ) -> None:
-    base, flags = site
+    base = site.url
     (flags / "fail").touch()
     for sid in ("triage.broken", "triage.flaky", "triage.steady", "triage.exit3"):
         execute(page, base, sid)
@@ -294,10 +273,8 @@ def test_filters_failing_first_outcome_text_in_the_url_and_no_blank_page(
     assert "No scheduler's last run timed out" in page.inner_text('[data-field="no-match"]')
 
 
-def test_every_time_names_its_zone_and_a_cron_scheduler_its_own(
-    site: tuple[str, Path], page: Any
-) -> None:
-    base, _ = site
+def test_every_time_names_its_zone_and_a_cron_scheduler_its_own(site: Site, page: Any) -> None:
+    base = site.url
     execute(page, base, "triage.steady")
     page.goto(base + "/schedulers/triage.steady")
     page.wait_for_selector("#run-table tbody tr:not(.is-running) .outcome-succeeded")
@@ -347,10 +324,8 @@ def test_every_time_names_its_zone_and_a_cron_scheduler_its_own(
     page.screenshot(path=str(ARTIFACTS / "health-cron-zone.png"), full_page=True)
 
 
-def test_a_traceback_keeps_its_lines_clamped_with_show_all(
-    site: tuple[str, Path], page: Any
-) -> None:
-    base, _ = site
+def test_a_traceback_keeps_its_lines_clamped_with_show_all(site: Site, page: Any) -> None:
+    base = site.url
     page.goto(base + "/schedulers/triage.broken")
     if page.locator("#run-table .outcome-failed").count() == 0:
         execute(page, base, "triage.broken")
@@ -380,8 +355,8 @@ def test_a_traceback_keeps_its_lines_clamped_with_show_all(
     assert toggle.get_attribute("aria-expanded") == "true"
 
 
-def test_a_command_exiting_non_zero_shows_its_exit_code(site: tuple[str, Path], page: Any) -> None:
-    base, _ = site
+def test_a_command_exiting_non_zero_shows_its_exit_code(site: Site, page: Any) -> None:
+    base = site.url
     page.goto(base + "/schedulers/triage.exit3")
     if page.locator("#run-table tbody tr").count() == 0:
         execute(page, base, "triage.exit3")
@@ -398,8 +373,10 @@ def test_a_command_exiting_non_zero_shows_its_exit_code(site: tuple[str, Path], 
     page.screenshot(path=str(ARTIFACTS / "health-exit-code.png"), full_page=True)
 
 
-def test_the_scheduler_page_redraws_its_health_line_live(site: tuple[str, Path], page: Any) -> None:
-    base, flags = site
+def test_the_scheduler_page_redraws_its_health_line_live(
+    site: Site, flags: Path, page: Any
+) -> None:
+    base = site.url
     (flags / "fail").touch()
     page.goto(base + "/schedulers/triage.flaky")
     page.evaluate("window.__sameDocument = true")

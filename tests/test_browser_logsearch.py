@@ -10,19 +10,20 @@ from typing import Any
 
 import pytest
 
-from tests.test_browser import ARTIFACTS, Problems, browser, log_in, site  # noqa: F401
+from tests.browsing import ARTIFACTS, Site, browser, log_in, new_page
+from tests.test_browser import site
+
+__all__ = ["browser", "site"]  # the fixtures, shared with the walk-through
 
 pytestmark = pytest.mark.browser
 
 
 def test_search_every_scheduler_then_open_a_record_by_its_permalink(
-    site: tuple[str, str],  # noqa: F811
-    browser: Any,  # noqa: F811
+    site: Site,
+    browser: Any,
 ) -> None:
-    base, password = site
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    page = context.new_page()
-    problems = Problems(page)
+    base, password = site.url, site.admin_password
+    context, page, problems = new_page(browser)
     log_in(page, base, "admin", password)
     # the report runs once at start: wait until its last record is stored
     page.wait_for_selector('article.card[data-id="demo.report"] .outcome-succeeded', timeout=15_000)

@@ -325,7 +325,7 @@ def test_users_add_list_remove(tmp_path: Path) -> None:
     )
     assert added.exit_code == 0, added.output
     listed = runner.invoke(main, ["users", "list", "--json", "--state-dir", str(tmp_path)])
-    assert json.loads(listed.output) == [{"name": "olga", "role": "operator"}]
+    assert json.loads(listed.output) == [{"name": "olga", "role": "operator", "disabled": False}]
     assert (
         runner.invoke(main, ["users", "remove", "olga", "--state-dir", str(tmp_path)]).exit_code
         == 0

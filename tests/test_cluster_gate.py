@@ -21,8 +21,8 @@ import pytest
 
 from supervisor.core.app import load_app
 from supervisor.core.clock import SystemClock
-from supervisor.core.errors import AlreadyRunning, BackendError
-from supervisor.core.records import Outcome, SchedulerStatus
+from supervisor.core.errors import AlreadyRunning, BackendError, StoreError
+from supervisor.core.records import Outcome, RunRecord, SchedulerStatus, Trigger
 from supervisor.manager.cluster_gate import GateHooks
 from supervisor.manager.shell import Manager, ManagerConfig
 from supervisor.runs.launcher import ForkServerLauncher
@@ -269,3 +269,56 @@ def test_stop_reasons_and_pauses_travel_to_the_owner_and_back(
     stopped = manager.status(REPEAT).decision
     assert stopped is not None and stopped.reason == "maintenance"
     assert gate.hooks.obey(HANG, "pause", {"until": "not a time"})["ok"] is False
+
+
+def test_runs_left_by_another_host_are_marked_at_a_later_poll_when_the_store_fails(
+    parts: tuple[Manager, SqliteStore],
+    gate: ScriptedGate,
+    reports: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _, store = parts
+    began = datetime.now(UTC) - timedelta(seconds=5)
+    left, ended = (
+        RunRecord(
+            run_id=run_id,
+            scheduler_id=REPEAT,
+            trigger=Trigger.SCHEDULE,
+            triggered_by=None,
+            started_at=began,
+            host="there",
+        )
+        for run_id in ("left-open", "ended-there")
+    )
+    store.insert_run(left)
+    store.insert_run(ended)
+    failures = [StoreError("database is locked")] * 2
+    mark = store.mark_interrupted
+
+    def flaky(run_id: str, *, ended_at: datetime, error: str | None) -> None:
+        if failures:
+            raise failures.pop()
+        mark(run_id, ended_at=ended_at, error=error)
+
+    monkeypatch.setattr(store, "mark_interrupted", flaky)
+    assert gate.hooks is not None
+    # The takeover's marks fail: kept for the next poll, reported once.
+    assert gate.hooks.leases_taken([REPEAT]) is False
+    assert store.get_run(left.run_id).outcome is None
+    # Meanwhile the other host ends one of them itself: that end stays.
+    store.finish_run(
+        ended.run_id,
+        ended_at=datetime.now(UTC),
+        outcome=Outcome.SUCCEEDED,
+        exit_code=0,
+        signal=None,
+        error=None,
+    )
+    assert gate.hooks.leases_taken([]) is True
+    marked = store.get_run(left.run_id)
+    assert marked.outcome is Outcome.INTERRUPTED
+    assert marked.error is not None and "another host took the scheduler over" in marked.error
+    assert store.get_run(ended.run_id).outcome is Outcome.SUCCEEDED
+    assert gate.hooks.leases_taken([]) is True  # nothing left: nothing done
+    assert sum("could not mark" in line for line in reports) == 1
+    assert any("marked now" in line for line in reports)

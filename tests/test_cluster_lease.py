@@ -5,16 +5,22 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 pytest.importorskip("psycopg")
 
+from supervisor.cli.main import main
 from supervisor.cluster import schema
 from supervisor.cluster.db import Connection, connect
 from supervisor.cluster.lease import Lease, Leases, LeaseTiming
 from supervisor.cluster.slots import claim_slot, record_run_end, record_run_start
+from supervisor.cluster.timing import lease_timing
 from supervisor.core.errors import DefinitionError, StaleLease
+from tests.cluster_managers import make_ledger
+from tests.cluster_process import Host
 from tests.postgres import pg_cluster, pg_dsn
 from tests.waiting import wait_for
 
@@ -194,3 +200,78 @@ def test_lease_is_a_frozen_value() -> None:
     lease = Lease(scheduler_id="a", holder="h", token=1, expires_at=SLOT)
     with pytest.raises(AttributeError):
         lease.token = 2  # type: ignore[misc]
+
+
+def test_the_lease_ttl_setting_derives_the_renewal_and_the_poll() -> None:
+    assert lease_timing(None) == LeaseTiming()
+    assert LeaseTiming() == LeaseTiming(
+        ttl=timedelta(seconds=2),
+        renew_every=timedelta(milliseconds=400),
+        acquire_every=timedelta(milliseconds=200),
+    )
+    assert lease_timing("5") == LeaseTiming(
+        ttl=timedelta(seconds=5),
+        renew_every=timedelta(seconds=1),
+        acquire_every=timedelta(seconds=0.5),
+    )
+    assert lease_timing("0.5").acquire_every == timedelta(milliseconds=50)
+
+
+@pytest.mark.parametrize(
+    ("given", "says"),
+    [
+        ("abc", "--lease-ttl: 'abc' is not a number of seconds"),
+        ("", "--lease-ttl: '' is not a number of seconds"),
+        ("nan", "--lease-ttl: 'nan' is not a number of seconds"),
+        ("inf", "--lease-ttl: 'inf' is not a number of seconds"),
+        ("0", "--lease-ttl: must be more than 0 seconds, not 0"),
+        ("-2", "--lease-ttl: must be more than 0 seconds, not -2"),
+        ("0.3", "--lease-ttl: 0.3s is too short: hosts poll for leases every tenth of it (30 ms)"),
+        ("7200", "--lease-ttl: 7200s is above an hour"),
+    ],
+)
+def test_a_lease_ttl_that_cannot_work_is_refused_saying_why(given: str, says: str) -> None:
+    with pytest.raises(DefinitionError) as raised:
+        lease_timing(given)
+    assert str(raised.value).startswith(says)
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["--cluster", "dbname=x", "--lease-ttl", "soon"], "'soon' is not a number of seconds"),
+        (["--cluster", "dbname=x", "--lease-ttl", "0.1"], "0.1s is too short"),
+        (["--lease-ttl", "3"], "sets the leases of --cluster; give --cluster too"),
+    ],
+)
+def test_run_refuses_a_bad_lease_ttl_before_starting_anything(
+    tmp_path: Path, argv: list[str], says: str
+) -> None:
+    state = tmp_path / "state"
+    result = CliRunner().invoke(
+        main, ["run", "--app", "tests.apps.cluster_jobs:cfg", "--state-dir", str(state), *argv]
+    )
+    assert result.exit_code == 2, result.output
+    assert f"error: --lease-ttl: {says}" in result.output
+    assert not state.exists()
+
+
+def test_a_manager_holds_its_leases_for_the_ttl_it_was_given(pg_dsn: str, tmp_path: Path) -> None:
+    make_ledger(pg_dsn)
+    host = Host(pg_dsn, tmp_path / "a", extra=("--lease-ttl", "1.5"))
+    try:
+        host.ready()
+        assert "(lease ttl 1.5s)" in host.log()
+        with connect(pg_dsn) as conn:
+            lifetimes = wait_for(
+                lambda: conn.execute(
+                    "SELECT expires_at - renewed_at FROM cluster_leases WHERE holder IS NOT NULL"
+                ).fetchall(),
+                timeout=10,
+                what="the leases taken",
+            )
+        # clock_timestamp() is read twice in the statement: microseconds apart.
+        ttl = timedelta(seconds=1.5)
+        assert all(ttl <= row[0] < ttl + timedelta(milliseconds=10) for row in lifetimes)
+    finally:
+        host.reap()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from datetime import timedelta
@@ -23,6 +24,8 @@ pytest.importorskip("psycopg")
 
 import psycopg
 
+from supervisor.cluster.member import Member, MemberConfig, NoHooks
+from supervisor.core.clock import SystemClock
 from tests.cluster_managers import (
     ManagerHost,
     doubled_slots,
@@ -372,3 +375,62 @@ def test_the_admin_center_of_any_host_names_the_owner_and_reaches_it(
     assert status == 303
     row = wait_for(lambda: ledger(db, "c.manual"), timeout=10, what="the run")[0]
     assert row[1] == owner  # it ran on the owner, whichever host was asked
+
+
+class HeldHooks(NoHooks):
+    """The hooks of an in-process host that takes commands and answers only when told."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.obeyed: list[str] = []
+
+    def obey(self, scheduler_id: str, kind: str, payload: dict[str, Any]) -> dict[str, Any]:
+        self.obeyed.append(kind)
+        self.release.wait(60)
+        return {"ok": True}
+
+
+def test_a_command_the_owner_took_but_did_not_answer_says_it_may_still_be_carried_out(
+    db: psycopg.Connection[Any], pg_dsn: str, hosts: list[ManagerHost], tmp_path: Path
+) -> None:
+    hooks = HeldHooks()
+    slow = Member(
+        MemberConfig(dsn=pg_dsn, host_id="slow", scheduler_ids=("c.manual",)),
+        clock=SystemClock(),
+        report=lambda line: None,
+    )
+    slow.bind(hooks)
+    slow.open()
+    try:
+        wait_for(lambda: slow.owns("c.manual"), timeout=10, what="the slow host's lease")
+        port = free_port()
+        start(hosts, pg_dsn, tmp_path, "b", admin=port)
+        b = hosts[0]
+        client = HttpSession("127.0.0.1", port, timeout=60)
+        client.first_login("admin", bootstrap_password(b.state), "a much longer secret 1")
+        token = client.csrf("/schedulers/c.manual")
+        posted: list[tuple[int, dict[str, str], str]] = []
+        # The Admin Center's execute and the CLI's stop wait side by side.
+        posting = threading.Thread(
+            target=lambda: posted.append(
+                client.request("POST", "/schedulers/c.manual/execute", {"csrf": token})
+            )
+        )
+        posting.start()
+        shown = cli(b.state, "stop", "c.manual", code=9)
+        posting.join()
+        assert sorted(hooks.obeyed) == ["execute", "stop"]  # both reached the owner
+        assert "the stop command for 'c.manual' was delivered to slow at " in shown
+        assert "it may still be carried out there" in shown
+        assert "did not answer" not in shown
+        [(status, headers, _)] = posted
+        assert status == 303
+        page = client.request("GET", headers["Location"].removeprefix(f"http://127.0.0.1:{port}"))[
+            2
+        ]
+        assert "the execute command for &#39;c.manual&#39; was delivered to slow at " in page
+        assert "it may still be carried out there" in page
+        assert "Execute Now not confirmed" in page and "Execute Now refused" not in page
+    finally:
+        hooks.release.set()
+        slow.close()

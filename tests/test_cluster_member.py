@@ -17,7 +17,7 @@ pytest.importorskip("psycopg")
 
 import psycopg
 
-from supervisor.cluster.member import Member, MemberConfig
+from supervisor.cluster.member import Member, MemberConfig, NoHooks
 from supervisor.cluster.schema import install, register
 from supervisor.core.clock import SystemClock
 from supervisor.core.errors import BackendError
@@ -115,29 +115,14 @@ def test_a_cron_slot_is_claimed_as_named_once_the_database_clock_reaches_it(
     assert refused is not None and "claimed already" in refused
 
 
-class MissedHooks:
+class MissedHooks(NoHooks):
     """Hooks that only note the missed slots they are asked to run."""
 
     def __init__(self) -> None:
         self.missed: list[tuple[str, datetime]] = []
 
-    def lease_lost(self, scheduler_id: str) -> None:
-        del scheduler_id
-
-    def statuses(self, scheduler_ids: list[str]) -> list[Any]:
-        return []
-
-    def settings_changed(self, scheduler_id: str, overrides: Any) -> None:
-        del scheduler_id, overrides
-
     def run_missed(self, scheduler_id: str, slot: datetime) -> None:
         self.missed.append((scheduler_id, slot))
-
-    def leases_taken(self, scheduler_ids: list[str]) -> None:
-        del scheduler_ids
-
-    def obey(self, scheduler_id: str, kind: str, payload: dict[str, Any]) -> dict[str, Any]:
-        return {"ok": False, "error": "not here"}
 
 
 def two_members(dsn: str, lines: list[str]) -> tuple[Member, Member, MissedHooks]:
@@ -268,5 +253,43 @@ def test_a_retry_is_named_after_the_slot_it_retries_and_its_attempt(
             assert joined.record_end(run_id, "failed")
             planned, _ = slot_row(pg_dsn, run_id)
             assert planned == slot + timedelta(microseconds=attempt)
+    finally:
+        joined.close()
+
+
+class FailingMarks(MissedHooks):
+    """Hooks whose store fails to mark the runs left behind the first ``failures`` times;
+    ``rounds`` counts the lease renewals (each asks for the statuses)."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+        self.calls: list[list[str]] = []
+        self.rounds = 0
+
+    def statuses(self, scheduler_ids: list[str]) -> list[Any]:
+        self.rounds += 1
+        return []
+
+    def leases_taken(self, scheduler_ids: list[str]) -> bool:
+        self.calls.append(list(scheduler_ids))
+        return len(self.calls) > self.failures
+
+
+def test_runs_left_unmarked_at_a_takeover_are_marked_at_later_lease_polls(
+    pg_dsn: str, lines: list[str]
+) -> None:
+    hooks = FailingMarks(failures=2)
+    joined = member(pg_dsn, lines)
+    joined.bind(hooks)
+    joined.open()
+    try:
+        # Taken once; the marks the store failed are tried again at the next polls.
+        wait_for(lambda: len(hooks.calls) >= 3, timeout=10, what="the marks tried again")
+        assert hooks.calls[:3] == [["s"], [], []]
+        # All marked: not asked again (over three more renewals).
+        rounds = hooks.rounds
+        wait_for(lambda: hooks.rounds >= rounds + 3, timeout=10, what="three more renewals")
+        assert len(hooks.calls) == 3
     finally:
         joined.close()

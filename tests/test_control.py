@@ -3,7 +3,6 @@ typed client reads every answer back into values and typed errors without losing
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import socket
@@ -36,20 +35,15 @@ from supervisor.core.errors import (
 from supervisor.core.records import LogQuery, State
 from supervisor.core.settings import SettingsChange
 from supervisor.service.control import SOCKET_NAME
-from supervisor.service.manager_mode import RunOptions, Service
+from supervisor.service.manager_mode import Service
+from tests.test_manager import make_service
 from tests.waiting import wait_for
-
-APP = "tests.apps.manager_jobs:cfg"
 
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     state = tmp_path_factory.mktemp("control") / "state"
-    running = Service(
-        RunOptions(app_spec=APP, state_dir=state, admin=None, grace_seconds=0.5),
-        log=io.StringIO(),
-    )
-    running.start()
+    running = make_service(state)
     yield running
     running.close()
 

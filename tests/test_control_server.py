@@ -4,7 +4,6 @@ and huge requests, and a thousand idle connections, with a real manager behind i
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import os
 import socket
@@ -18,10 +17,9 @@ from typing import Any
 import pytest
 
 from supervisor.service.control import MAX_REQUEST_BYTES, SOCKET_NAME
-from supervisor.service.manager_mode import RunOptions, Service
 from tests.os_users import as_user, throwaway_user
+from tests.test_manager import make_service
 
-APP = "tests.apps.manager_jobs:cfg"
 # An interpreter the throwaway user may run (this one may live in root's home).
 DEBIAN_PYTHON = "/usr/bin/python3"
 
@@ -29,11 +27,7 @@ DEBIAN_PYTHON = "/usr/bin/python3"
 @pytest.fixture(scope="module")
 def state(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     directory = tmp_path_factory.mktemp("control-server") / "state"
-    running = Service(
-        RunOptions(app_spec=APP, state_dir=directory, admin=None, grace_seconds=0.5),
-        log=io.StringIO(),
-    )
-    running.start()
+    running = make_service(directory)
     try:
         yield directory
     finally:

@@ -295,7 +295,8 @@ _MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct",
 _DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
 
 
-def _valid(expr: str) -> bool:
+def valid_cron(expr: str) -> bool:
+    """Whether ``parse_cron`` takes ``expr`` (a filter for generated expressions)."""
     try:
         parse_cron(expr)
     except DefinitionError:
@@ -313,7 +314,7 @@ cron_exprs = st.builds(
         _field(1, 12, _MONTHS, 1),
         _field(0, 6, _DAYS, 0),
     ),
-).filter(_valid)
+).filter(valid_cron)
 starts = st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2060, 1, 1))
 
 

@@ -49,6 +49,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from tests.commands import command
+from tests.required import skip_or_fail
 from tests.systemd_ns import NamespacedSystemd, unavailable_reason, wait_until
 
 REPO = Path(__file__).resolve().parent.parent
@@ -504,9 +505,7 @@ def test_coexists_with_debians_supervisor(package: Path) -> None:
 @pytest.mark.deb
 @pytest.mark.systemd
 def test_service_runs_the_configured_app_in_systemd(package: Path) -> None:
-    reason = unavailable_reason()
-    if reason is not None:
-        pytest.skip(reason)
+    skip_or_fail("systemd", unavailable_reason())
     original_conffile = CONFFILE.read_text()
     port = free_port()
     try:
@@ -589,9 +588,7 @@ def test_units_installed_by_the_packaged_command_run_as_the_service_user_apart_f
     store in /var/lib/sched-supervisor-units: the service's /var/lib/sched-supervisor
     stays the service user's, and both modes work side by side (issue: the package's
     service found a root-owned state directory after install-units)."""
-    reason = unavailable_reason()
-    if reason is not None:
-        pytest.skip(reason)
+    skip_or_fail("systemd", unavailable_reason())
     assert not foreign_content(UNITS_STATE_DIR)  # skip_reason checked it
     env = {**CLEAN_ENV, "SUPERVISOR_APP_PATH": DEMO_PATH}
     service_user = pwd.getpwnam(PACKAGE)

@@ -30,7 +30,7 @@ def killed(signum: int) -> int:
 
 
 OK = RunResult(outcome=Outcome.SUCCEEDED, value="42")
-FAILED = RunResult(outcome=Outcome.FAILED, error="ValueError: no", traceback="Traceback...\n")
+RAISED = RunResult(outcome=Outcome.FAILED, error="ValueError: no", traceback="Traceback...\n")
 CANNOT_EXEC = RunResult(outcome=Outcome.FAILED, error="cannot execute 'x': No such file")
 TAIL = ("one", "two")
 SIGKILL = int(signal.SIGKILL)
@@ -39,266 +39,161 @@ SIGSEGV = int(signal.SIGSEGV)
 SIGABRT = int(signal.SIGABRT)
 CORE_DUMPED = 0x80  # the wait status bit
 
+SUCCEEDED, FAILED, CRASHED = Outcome.SUCCEEDED, Outcome.FAILED, Outcome.CRASHED
+TIMED_OUT, CANCELLED = Outcome.TIMED_OUT, Outcome.CANCELLED
+OOM_ENDED = "the out-of-memory killer ended one of its processes"
+
+
+def ended(
+    outcome: Outcome,
+    error: str | None = None,
+    *,
+    code: int | None = None,
+    signal: int | None = None,
+    result: str | None = None,
+    cancel: str | None = None,
+) -> Exit:
+    """The ``Exit`` a case expects: every field it does not name is None."""
+    return Exit(
+        outcome=outcome,
+        exit_code=code,
+        signal=signal,
+        error=error,
+        result=result,
+        cancel_reason=cancel,
+    )
+
+
 CASES: list[tuple[str, RunEnd, Exit]] = [
-    (
-        "runner returned",
-        RunEnd(status=exited(0), result=OK),
-        Exit(outcome=Outcome.SUCCEEDED, exit_code=0, signal=None, error=None, result="42"),
-    ),
+    ("runner returned", RunEnd(status=exited(0), result=OK), ended(SUCCEEDED, code=0, result="42")),
     (
         "runner raised",
-        RunEnd(status=exited(1), result=FAILED, stderr_tail=TAIL),
-        Exit(
-            outcome=Outcome.FAILED,
-            exit_code=1,
-            signal=None,
-            error="ValueError: no\nTraceback...",
-            result=None,
-        ),
+        RunEnd(status=exited(1), result=RAISED, stderr_tail=TAIL),
+        ended(FAILED, "ValueError: no\nTraceback...", code=1),
     ),
-    (
-        "command exited 0",
-        RunEnd(status=exited(0), execd=True),
-        Exit(outcome=Outcome.SUCCEEDED, exit_code=0, signal=None, error=None, result=None),
-    ),
+    ("command exited 0", RunEnd(status=exited(0), execd=True), ended(SUCCEEDED, code=0)),
     (
         # Before: crashed, "exited with code 4". A program saying it failed is no crash.
         "regression: a command exiting non-zero failed",
         RunEnd(status=exited(4), execd=True, stderr_tail=("oops",)),
-        Exit(
-            outcome=Outcome.FAILED,
-            exit_code=4,
-            signal=None,
-            error="exit code 4\nlast stderr lines:\noops",
-            result=None,
-        ),
+        ended(FAILED, "exit code 4\nlast stderr lines:\noops", code=4),
     ),
     (
         "a command exiting 3 without stderr",
         RunEnd(status=exited(3), execd=True),
-        Exit(outcome=Outcome.FAILED, exit_code=3, signal=None, error="exit code 3", result=None),
+        ended(FAILED, "exit code 3", code=3),
     ),
     (
         "a command exiting 1 (as a program that could not be exec'd would) without saying so",
         RunEnd(status=exited(1), execd=True),
-        Exit(outcome=Outcome.FAILED, exit_code=1, signal=None, error="exit code 1", result=None),
+        ended(FAILED, "exit code 1", code=1),
     ),
     (
         "a command killed by a signal crashed",
         RunEnd(status=killed(SIGSEGV), execd=True, stderr_tail=("oops",)),
-        Exit(
-            outcome=Outcome.CRASHED,
-            exit_code=None,
-            signal=SIGSEGV,
-            error="killed by signal SIGSEGV (11)\nlast stderr lines:\noops",
-            result=None,
-        ),
+        ended(CRASHED, "killed by signal SIGSEGV (11)\nlast stderr lines:\noops", signal=SIGSEGV),
     ),
     (
         "a command that dumped core crashed",
         RunEnd(status=killed(SIGABRT) | CORE_DUMPED, execd=True),
-        Exit(
-            outcome=Outcome.CRASHED,
-            exit_code=None,
-            signal=SIGABRT,
-            error="killed by signal SIGABRT (6) (core dumped)",
-            result=None,
-        ),
+        ended(CRASHED, "killed by signal SIGABRT (6) (core dumped)", signal=SIGABRT),
     ),
     (
         "a command exiting 1 after the OOM killer ended one of its processes crashed",
         RunEnd(status=exited(1), execd=True, oom_killed=True),
-        Exit(
-            outcome=Outcome.CRASHED,
-            exit_code=1,
-            signal=None,
-            error="exited with code 1; the out-of-memory killer ended one of its processes",
-            result=None,
-        ),
+        ended(CRASHED, f"exited with code 1; {OOM_ENDED}", code=1),
     ),
     (
         "a command exiting 3 when stopped was cancelled",
         RunEnd(status=exited(3), execd=True, reason="stop"),
-        Exit(
-            outcome=Outcome.CANCELLED,
-            exit_code=3,
-            signal=None,
-            error="cancelled: the run was stopped",
-            result=None,
-            cancel_reason="stop",
-        ),
+        ended(CANCELLED, "cancelled: the run was stopped", code=3, cancel="stop"),
     ),
     (
         "command could not be exec'd",
         RunEnd(status=exited(1), execd=True, result=CANNOT_EXEC),
-        Exit(
-            outcome=Outcome.FAILED,
-            exit_code=1,
-            signal=None,
-            error="cannot execute 'x': No such file",
-            result=None,
-        ),
+        ended(FAILED, "cannot execute 'x': No such file", code=1),
     ),
     (
         "os._exit(3)",
         RunEnd(status=exited(3), stderr_tail=TAIL),
-        Exit(
-            outcome=Outcome.CRASHED,
-            exit_code=3,
-            signal=None,
-            error="exited with code 3\nlast stderr lines:\none\ntwo",
-            result=None,
-        ),
+        ended(CRASHED, "exited with code 3\nlast stderr lines:\none\ntwo", code=3),
     ),
     (
         "segfault",
         RunEnd(status=killed(SIGSEGV)),
-        Exit(
-            outcome=Outcome.CRASHED,
-            exit_code=None,
-            signal=SIGSEGV,
-            error="killed by signal SIGSEGV (11)",
-            result=None,
-        ),
+        ended(CRASHED, "killed by signal SIGSEGV (11)", signal=SIGSEGV),
     ),
     (
         "SIGKILL from outside, no cgroup: the OOM killer is not named",
         RunEnd(status=killed(SIGKILL)),
-        Exit(
-            outcome=Outcome.CRASHED,
-            exit_code=None,
-            signal=SIGKILL,
-            error="killed by signal SIGKILL (9)",
-            result=None,
-        ),
+        ended(CRASHED, "killed by signal SIGKILL (9)", signal=SIGKILL),
     ),
     (
         "SIGKILL by the OOM killer, as the cgroup says",
         RunEnd(status=killed(SIGKILL), oom_killed=True),
-        Exit(
-            outcome=Outcome.CRASHED,
-            exit_code=None,
-            signal=SIGKILL,
-            error="killed by signal SIGKILL (9) by the out-of-memory killer",
-            result=None,
-        ),
+        ended(CRASHED, "killed by signal SIGKILL (9) by the out-of-memory killer", signal=SIGKILL),
     ),
     (
         "SIGTERM from outside is never the OOM killer",
         RunEnd(status=killed(SIGTERM)),
-        Exit(
-            outcome=Outcome.CRASHED,
-            exit_code=None,
-            signal=SIGTERM,
-            error="killed by signal SIGTERM (15)",
-            result=None,
-        ),
+        ended(CRASHED, "killed by signal SIGTERM (15)", signal=SIGTERM),
     ),
     (
         "a child of the run was OOM-killed, the run exited 1 without a result",
         RunEnd(status=exited(1), oom_killed=True),
-        Exit(
-            outcome=Outcome.CRASHED,
-            exit_code=1,
-            signal=None,
-            error="exited with code 1; the out-of-memory killer ended one of its processes",
-            result=None,
-        ),
+        ended(CRASHED, f"exited with code 1; {OOM_ENDED}", code=1),
     ),
     (
         "a command exited 0 although one of its processes was OOM-killed",
         RunEnd(status=exited(0), execd=True, oom_killed=True),
-        Exit(
-            outcome=Outcome.CRASHED,
-            exit_code=0,
-            signal=None,
-            error="exited with code 0; the out-of-memory killer ended one of its processes",
-            result=None,
-        ),
+        ended(CRASHED, f"exited with code 0; {OOM_ENDED}", code=0),
     ),
     (
         "reported success, then exited 3",
         RunEnd(status=exited(3), result=OK),
-        Exit(
-            outcome=Outcome.CRASHED,
-            exit_code=3,
-            signal=None,
-            error="exited with code 3 after its runner ended succeeded",
-            result=None,
-        ),
+        ended(CRASHED, "exited with code 3 after its runner ended succeeded", code=3),
     ),
     (
         "status lost",
         RunEnd(status=None, status_problem="the run's exit status was lost: x", stderr_tail=TAIL),
-        Exit(
-            outcome=Outcome.CRASHED,
-            exit_code=None,
-            signal=None,
-            error="the run's exit status was lost: x\nlast stderr lines:\none\ntwo",
-            result=None,
-        ),
+        ended(CRASHED, "the run's exit status was lost: x\nlast stderr lines:\none\ntwo"),
     ),
     (
         "timed out, ended when asked",
-        RunEnd(status=exited(1), result=FAILED, reason="timeout", timeout=0.3),
-        Exit(
-            outcome=Outcome.TIMED_OUT,
-            exit_code=1,
-            signal=None,
-            error="timed out after 0.3s",
-            result=None,
-            cancel_reason="timeout",
-        ),
+        RunEnd(status=exited(1), result=RAISED, reason="timeout", timeout=0.3),
+        ended(TIMED_OUT, "timed out after 0.3s", code=1, cancel="timeout"),
     ),
     (
         "timed out, had to be killed",
         RunEnd(status=killed(SIGKILL), reason="timeout", timeout=5, escalated=True),
-        Exit(
-            outcome=Outcome.TIMED_OUT,
-            exit_code=None,
+        ended(
+            TIMED_OUT,
+            "timed out after 5s; it did not end when asked and was killed by signal SIGKILL (9)",
             signal=SIGKILL,
-            error="timed out after 5s; it did not end when asked and was killed by signal "
-            "SIGKILL (9)",
-            result=None,
-            cancel_reason="timeout",
+            cancel="timeout",
         ),
     ),
     (
         "stopped",
         RunEnd(status=exited(1), reason="stop"),
-        Exit(
-            outcome=Outcome.CANCELLED,
-            exit_code=1,
-            signal=None,
-            error="cancelled: the run was stopped",
-            result=None,
-            cancel_reason="stop",
-        ),
+        ended(CANCELLED, "cancelled: the run was stopped", code=1, cancel="stop"),
     ),
     (
         "shut down, then it exited by itself after SIGTERM",
         RunEnd(status=exited(0), reason="shutdown", escalated=True),
-        Exit(
-            outcome=Outcome.CANCELLED,
-            exit_code=0,
-            signal=None,
-            error="cancelled: the supervisor is shutting down; it did not end when asked and "
+        ended(
+            CANCELLED,
+            "cancelled: the supervisor is shutting down; it did not end when asked and "
             "was exited with code 0",
-            result=None,
-            cancel_reason="shutdown",
+            code=0,
+            cancel="shutdown",
         ),
     ),
     (
         "stopped, and the cgroup saw an OOM kill",
         RunEnd(status=killed(SIGKILL), reason="stop", oom_killed=True),
-        Exit(
-            outcome=Outcome.CANCELLED,
-            exit_code=None,
-            signal=SIGKILL,
-            error="cancelled: the run was stopped; the out-of-memory killer ended one of its "
-            "processes",
-            result=None,
-            cancel_reason="stop",
+        ended(
+            CANCELLED, f"cancelled: the run was stopped; {OOM_ENDED}", signal=SIGKILL, cancel="stop"
         ),
     ),
 ]

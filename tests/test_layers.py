@@ -68,6 +68,7 @@ CORE_LEVELS: dict[str, int] = {
     "durations": 0,
     "sizes": 0,
     "until": 0,  # the end of a pause as people write it (durations, errors)
+    "locations": 0,  # store locations (a PostgreSQL URL or not)
     # values
     "definitions": 1,
     "records": 1,

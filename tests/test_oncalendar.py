@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -36,9 +35,7 @@ HAVANA = "America/Havana"
 LORD_HOWE = "Australia/Lord_Howe"
 ITERATIONS = 200
 
-needs_analyze = pytest.mark.skipif(
-    shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed"
-)
+needs_analyze = pytest.mark.usefixtures("systemd_analyze")  # tests/conftest.py
 
 
 def z(text: str) -> datetime:

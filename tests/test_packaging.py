@@ -28,6 +28,7 @@ from pathlib import Path
 import pytest
 
 from tests.launching import ROOT
+from tests.required import skip_or_fail
 
 DEBIAN_PYTHON = Path("/usr/bin/python3")
 APP = "examples.jobs:cfg"
@@ -74,8 +75,10 @@ class Built:
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
-    if not _has_setuptools(DEBIAN_PYTHON):
-        pytest.skip(f"{DEBIAN_PYTHON} with setuptools (Debian 12's python3-setuptools) is missing")
+    skip_or_fail(
+        "debian-python",
+        None if _has_setuptools(DEBIAN_PYTHON) else f"{DEBIAN_PYTHON} with setuptools is missing",
+    )
     base = tmp_path_factory.mktemp("dist")
     tree, out = base / "tree", base / "out"
     for name in _tree_files():

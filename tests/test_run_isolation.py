@@ -18,6 +18,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -64,11 +65,18 @@ def supervise_in_thread(process: RunHandle, sink: Collector) -> tuple[threading.
     exits: list[Exit] = []
 
     def watch() -> None:
-        exits.append(process.supervise(sink=sink, timeout=60, cancel=threading.Event()))
+        exits.append(to_end(process, sink))
 
     thread = threading.Thread(target=watch, daemon=True)
     thread.start()
     return thread, exits
+
+
+def to_end(process: RunHandle, sink: Collector | None = None) -> Exit:
+    """Supervise ``process`` until it ends (a minute at most), its records into ``sink``."""
+    return process.supervise(
+        sink=Collector() if sink is None else sink, timeout=60, cancel=threading.Event()
+    )
 
 
 def alive(pid: int, start_ticks: int | None = None) -> bool:
@@ -82,6 +90,19 @@ def alive(pid: int, start_ticks: int | None = None) -> bool:
     if fields[0] in (b"Z", b"X"):
         return False
     return start_ticks is None or int(fields[19]) == start_ticks
+
+
+@contextmanager
+def fork_server() -> Iterator[tuple[ForkServerLauncher, int]]:
+    """A started fork-server launcher of the hostile app, and its server's pid; closed after."""
+    launcher = ForkServerLauncher(APP, cwd=str(ROOT))
+    launcher.start()
+    try:
+        server = launcher.server_pid
+        assert server is not None
+        yield launcher, server
+    finally:
+        launcher.close()
 
 
 @pytest.fixture
@@ -99,20 +120,14 @@ def release(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_a_runner_signalling_its_fork_server_harms_no_other_run(
     signum: signal.Signals, release: Path
 ) -> None:
-    launcher = ForkServerLauncher(APP, cwd=str(ROOT))
-    launcher.start()
-    try:
-        server = launcher.server_pid
-        assert server is not None
+    with fork_server() as (launcher, server):
         other = launcher.spawn(job("waiter"))
         other_sink = Collector()
         thread, other_exit = supervise_in_thread(other, other_sink)
         wait_for(lambda: other_sink.find("waiting"), what="the other run to wait")
 
         killer = Collector()
-        exit_ = launcher.spawn(job(f"kill-parent.{signum.name.lower()}")).supervise(
-            sink=killer, timeout=60, cancel=threading.Event()
-        )
+        exit_ = to_end(launcher.spawn(job(f"kill-parent.{signum.name.lower()}")), killer)
         assert exit_.outcome is Outcome.SUCCEEDED, exit_  # its own outcome too
         told = killer.find("signalling my parent")
         assert told is not None and told.fields["parent"] == server
@@ -132,47 +147,31 @@ def test_a_runner_signalling_its_fork_server_harms_no_other_run(
         assert not alive(other.pid)
 
         # Later runs start (on a new server if the old one died).
-        exit_ = launcher.spawn(job("waiter")).supervise(
-            sink=Collector(), timeout=60, cancel=threading.Event()
-        )
+        exit_ = to_end(launcher.spawn(job("waiter")))
         assert exit_.outcome is Outcome.SUCCEEDED
         assert (launcher.server_pid != server) is (signum == signal.SIGKILL)
-    finally:
-        launcher.close()
 
 
 def test_a_runner_stopping_its_fork_server_delays_but_harms_no_other_run(release: Path) -> None:
-    launcher = ForkServerLauncher(APP, cwd=str(ROOT))
-    launcher.start()
-    try:
-        server = launcher.server_pid
-        assert server is not None
+    with fork_server() as (launcher, server):
         other = launcher.spawn(job("waiter"))
         other_sink = Collector()
         thread, other_exit = supervise_in_thread(other, other_sink)
         wait_for(lambda: other_sink.find("waiting"), what="the other run to wait")
-        exit_ = launcher.spawn(job("kill-parent.sigstop")).supervise(
-            sink=Collector(), timeout=60, cancel=threading.Event()
-        )
+        exit_ = to_end(launcher.spawn(job("kill-parent.sigstop")))
         # Its status waited for the stopped server, which was continued.
         assert exit_.outcome is Outcome.SUCCEEDED, exit_
         release.touch()
         thread.join(30)
         assert [e.outcome for e in other_exit] == [Outcome.SUCCEEDED]
         assert alive(server)
-    finally:
-        launcher.close()
 
 
 def test_a_spawn_on_a_stopped_fork_server_runs_once_on_a_new_one(
     release: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(forkclient, "SPAWN_TIMEOUT", 1.0)
-    launcher = ForkServerLauncher(APP, cwd=str(ROOT))
-    launcher.start()
-    try:
-        server = launcher.server_pid
-        assert server is not None
+    with fork_server() as (launcher, server):
         os.kill(server, signal.SIGSTOP)
         release.touch()
         the_job = job("waiter")
@@ -180,24 +179,16 @@ def test_a_spawn_on_a_stopped_fork_server_runs_once_on_a_new_one(
         assert launcher.server_pid != server
         wait_for(lambda: not alive(server), what="the stuck server to be killed")
         sink = Collector()
-        exit_ = process.supervise(sink=sink, timeout=60, cancel=threading.Event())
+        exit_ = to_end(process, sink)
         assert exit_.outcome is Outcome.SUCCEEDED
         assert [r.message for r in sink.records] == ["waiting", "released"]
         assert procs.marked(the_job.run_id) == []  # no second copy anywhere
-    finally:
-        launcher.close()
 
 
 def test_a_run_whose_server_died_can_still_be_stopped_and_killed(release: Path) -> None:
-    launcher = ForkServerLauncher(APP, cwd=str(ROOT))
-    launcher.start()
-    try:
-        server = launcher.server_pid
-        assert server is not None
+    with fork_server() as (launcher, server):
         process = launcher.spawn(job("kill-parent.sigkill"))
-        assert process.supervise(
-            sink=Collector(), timeout=60, cancel=threading.Event()
-        ).outcome is (Outcome.SUCCEEDED)
+        assert to_end(process).outcome is Outcome.SUCCEEDED
         # A run started on the next server, whose server is then killed from outside.
         stubborn = launcher.spawn(job("waiter"))
         second = launcher.server_pid
@@ -216,8 +207,6 @@ def test_a_run_whose_server_died_can_still_be_stopped_and_killed(release: Path) 
         assert exit_.outcome is Outcome.CANCELLED
         assert exit_.error == "cancelled: the run was stopped"
         assert not alive(stubborn.pid)
-    finally:
-        launcher.close()
 
 
 def test_close_kills_runs_whose_server_died(release: Path) -> None:
@@ -266,9 +255,7 @@ def test_a_process_that_leaves_the_session_and_clears_its_environment_is_killed(
             pytest.skip("no writable cgroup hierarchy here")
         assert launcher.containment.startswith(("cgroup v2", "cgroup v1"))
         sink = Collector()
-        exit_ = launcher.spawn(job("escape")).supervise(
-            sink=sink, timeout=60, cancel=threading.Event()
-        )
+        exit_ = to_end(launcher.spawn(job("escape")), sink)
         assert exit_.outcome is Outcome.SUCCEEDED
         pid, start = escaped_of(sink)
         wait_for(lambda: not alive(pid, start), what="the escaped process to be killed")
@@ -299,7 +286,7 @@ def test_a_run_taking_over_a_spare_is_contained_and_a_dead_spare_is_replaced(
         sink = Collector()
         process = launcher.spawn(job("escape"))
         assert process.pid == spare_pid  # the run is the spare that waited
-        exit_ = process.supervise(sink=sink, timeout=60, cancel=threading.Event())
+        exit_ = to_end(process, sink)
         assert exit_.outcome is Outcome.SUCCEEDED
         pid, start = escaped_of(sink)
         wait_for(lambda: not alive(pid, start), what="the escaped process to be killed")
@@ -312,7 +299,7 @@ def test_a_run_taking_over_a_spare_is_contained_and_a_dead_spare_is_replaced(
         sink = Collector()
         process = launcher.spawn(job("escape"))
         assert process.pid != victim
-        exit_ = process.supervise(sink=sink, timeout=60, cancel=threading.Event())
+        exit_ = to_end(process, sink)
         assert exit_.outcome is Outcome.SUCCEEDED
         pid, start = escaped_of(sink)
         wait_for(lambda: not alive(pid, start), what="the escaped process to be killed")
@@ -328,9 +315,7 @@ def test_without_a_cgroup_the_marker_sweep_cannot_find_such_a_process() -> None:
     try:
         assert launcher.containment == PROCESS_GROUP
         sink = Collector()
-        exit_ = launcher.spawn(job("escape")).supervise(
-            sink=sink, timeout=60, cancel=threading.Event()
-        )
+        exit_ = to_end(launcher.spawn(job("escape")), sink)
         assert exit_.outcome is Outcome.SUCCEEDED
         pid, start = escaped_of(sink)
         assert alive(pid, start)
@@ -427,18 +412,14 @@ def test_runs_start_with_default_signal_dispositions_under_an_ignored_sighup(kin
         signal.signal(signal.SIGHUP, previous)
     try:
         sink = Collector()
-        exit_ = launcher.spawn(job("command-signals")).supervise(
-            sink=sink, timeout=60, cancel=threading.Event()
-        )
+        exit_ = to_end(launcher.spawn(job("command-signals")), sink)
         assert exit_.outcome is Outcome.SUCCEEDED
         assert [r.message for r in sink.records] == [
             "SigBlk:\t0000000000000000",
             "SigIgn:\t0000000000000000",
         ]
         sink = Collector()
-        exit_ = launcher.spawn(job("dispositions")).supervise(
-            sink=sink, timeout=60, cancel=threading.Event()
-        )
+        exit_ = to_end(launcher.spawn(job("dispositions")), sink)
         assert exit_.outcome is Outcome.SUCCEEDED
         record = sink.find("dispositions")
         assert record is not None
@@ -559,9 +540,7 @@ def test_a_change_within_the_same_second_keeping_the_size_is_seen(tmp_path: Path
 
         def word() -> Any:
             sink = Collector()
-            exit_ = launcher.spawn(job("hello")).supervise(
-                sink=sink, timeout=60, cancel=threading.Event()
-            )
+            exit_ = to_end(launcher.spawn(job("hello")), sink)
             assert exit_.outcome is Outcome.SUCCEEDED, exit_
             record = sink.find("version")
             assert record is not None

@@ -81,17 +81,22 @@ def _environment(*extra: Path) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), *map(str, extra)])}
 
 
+def _quiet(argv: list[str], *, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """``argv`` started from the checkout, its output dropped."""
+    return subprocess.Popen(
+        argv,
+        cwd=ROOT,
+        env=_environment() if env is None else env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
 @pytest.fixture
 def manager(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
     """``supervisor run`` in its own process, with its state directory."""
     state = tmp_path / "state"
-    process = subprocess.Popen(
-        supervisor("run", "--app", APP, "--state-dir", str(state), "--no-admin"),
-        cwd=ROOT,
-        env=_environment(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    process = _quiet(supervisor("run", "--app", APP, "--state-dir", str(state), "--no-admin"))
     try:
         wait_for(lambda: (state / SOCKET_NAME).exists(), timeout=30, what="the manager")
         yield process, state
@@ -199,13 +204,7 @@ def test_another_app_is_refused_on_a_used_state_directory(tmp_path: Path) -> Non
     assert "--replace-app" in refused.stderr
     with SqliteStore.open(state / "state.db") as store:
         assert store.get_meta("app_spec") == APP  # nothing was taken over
-    taken = subprocess.Popen(
-        supervisor(*other, "--replace-app"),
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    taken = _quiet(supervisor(*other, "--replace-app"), env=env)
     try:
         wait_for(
             lambda: _cli("status", "o.manual", "--state-dir", str(state)).returncode == 0,
@@ -246,13 +245,7 @@ def test_a_killed_manager_leaves_no_lock_behind_even_with_runs_alive(
     first.kill()
     first.wait(30)
     assert holder(state) is None
-    second = subprocess.Popen(
-        supervisor("run", "--app", APP, "--state-dir", str(state), "--no-admin"),
-        cwd=ROOT,
-        env=_environment(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    second = _quiet(supervisor("run", "--app", APP, "--state-dir", str(state), "--no-admin"))
     try:
         wait_for(lambda: holder(state) == second.pid, timeout=30, what="the second manager")
         wait_for(

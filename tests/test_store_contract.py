@@ -259,38 +259,26 @@ def test_run_round_trip(store: Store) -> None:
     run = make_run("r1", trigger=Trigger.MANUAL, triggered_by="alice")
     store.insert_run(run)
     assert store.get_run("r1") == run
-    finished = store.finish_run(
-        "r1",
-        ended_at=T0 + timedelta(seconds=3),
-        outcome=Outcome.CRASHED,
-        exit_code=None,
-        signal=9,
-        error="killed by SIGKILL",
-    )
+    end: dict[str, Any] = {
+        "ended_at": T0 + timedelta(seconds=3),
+        "outcome": Outcome.CRASHED,
+        "exit_code": None,
+        "signal": 9,
+        "error": "killed by SIGKILL",
+    }
+    finished = store.finish_run("r1", **end)
     assert finished == RunRecord(
         run_id="r1",
         scheduler_id="demo.job",
         trigger=Trigger.MANUAL,
         triggered_by="alice",
         started_at=T0,
-        ended_at=T0 + timedelta(seconds=3),
-        outcome=Outcome.CRASHED,
-        exit_code=None,
-        signal=9,
-        error="killed by SIGKILL",
         log_truncated=False,
+        **end,
     )
     assert store.get_run("r1") == finished
     # Storing the same end again (a retry) stores the same row.
-    again = store.finish_run(
-        "r1",
-        ended_at=T0 + timedelta(seconds=3),
-        outcome=Outcome.CRASHED,
-        exit_code=None,
-        signal=9,
-        error="killed by SIGKILL",
-    )
-    assert again == finished
+    assert store.finish_run("r1", **end) == finished
     with pytest.raises(ValueError):
         store.finish_run(
             "r1",

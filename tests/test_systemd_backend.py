@@ -400,13 +400,13 @@ def test_a_running_service_names_its_invocation(backend: SystemdBackend, fake: F
 
 
 def test_last_outcome_and_error_of_a_failed_run(backend: SystemdBackend, fake: FakeSystemd) -> None:
-    fake.units["t-job.tick.service"].update(
-        Result="exit-code",
-        InvocationID="inv-f",
-        ExecMainStartTimestamp=f"@{NOW.timestamp():.0f}",
-        ExecMainExitTimestamp=f"@{NOW.timestamp() + 2:.0f}",
-        ExecMainCode="1",
-        ExecMainStatus=str(EXIT_FAILED),
+    _main_process_ended(
+        fake.units["t-job.tick.service"],
+        invocation="inv-f",
+        result="exit-code",
+        code="1",
+        status=str(EXIT_FAILED),
+        after=2,
     )
     fake.log(
         2,
@@ -425,13 +425,12 @@ def test_last_outcome_and_error_of_a_failed_run(backend: SystemdBackend, fake: F
 def test_a_crash_is_described_from_the_exit_status(
     backend: SystemdBackend, fake: FakeSystemd
 ) -> None:
-    fake.units["t-job.tick.service"].update(
-        Result="core-dump",
-        InvocationID="inv-c",
-        ExecMainStartTimestamp=f"@{NOW.timestamp():.0f}",
-        ExecMainExitTimestamp=f"@{NOW.timestamp():.0f}",
-        ExecMainCode="3",
-        ExecMainStatus="11",
+    _main_process_ended(
+        fake.units["t-job.tick.service"],
+        invocation="inv-c",
+        result="core-dump",
+        code="3",
+        status="11",
     )
     status = backend.status("job.tick")
     assert status.last_outcome is Outcome.CRASHED
@@ -663,11 +662,18 @@ def _record(
 
 
 def _systemd_message(
-    fake: FakeSystemd, seconds: float, run_id: str, message_id: str, priority: str, **extra: str
+    fake: FakeSystemd,
+    seconds: float,
+    run_id: str,
+    message_id: str,
+    priority: str,
+    *,
+    unit: str = "t-job.tick.service",
+    **extra: str,
 ) -> None:
     fake.log(
         seconds,
-        UNIT="t-job.tick.service",
+        UNIT=unit,
         _PID="1",
         INVOCATION_ID=run_id,
         MESSAGE_ID=message_id,
@@ -675,6 +681,53 @@ def _systemd_message(
         PRIORITY=priority,
         **extra,
     )
+
+
+def _main_process_ended(
+    unit: dict[str, str], *, invocation: str, result: str, code: str, status: str, after: int = 0
+) -> None:
+    """What ``systemctl show`` says of a service whose main process, started at NOW, ended
+    ``after`` seconds later (``code``: 1 exited, 2 killed, 3 dumped core; ``status``)."""
+    unit.update(
+        Result=result,
+        InvocationID=invocation,
+        ExecMainStartTimestamp=f"@{NOW.timestamp():.0f}",
+        ExecMainExitTimestamp=f"@{NOW.timestamp() + after:.0f}",
+        ExecMainCode=code,
+        ExecMainStatus=status,
+    )
+
+
+COMMAND_UNIT = "t-job.cmd.service"
+
+
+def _command_ended(
+    fake: FakeSystemd, seconds: float, run_id: str, *, how: str, status: str, result: str | None
+) -> None:
+    """systemd's notices of a command run's end: its process ``how`` (exited, killed) with
+    ``status``, then the unit succeeded (``result`` None) or failed with ``result``."""
+    _systemd_message(
+        fake,
+        seconds,
+        run_id,
+        MESSAGE_PROCESS_EXIT,
+        "5",
+        unit=COMMAND_UNIT,
+        EXIT_CODE=how,
+        EXIT_STATUS=status,
+    )
+    if result is None:
+        _systemd_message(fake, seconds + 0.1, run_id, MESSAGE_UNIT_SUCCESS, "6", unit=COMMAND_UNIT)
+    else:
+        _systemd_message(
+            fake,
+            seconds + 0.1,
+            run_id,
+            MESSAGE_UNIT_FAILURE,
+            "4",
+            unit=COMMAND_UNIT,
+            UNIT_RESULT=result,
+        )
 
 
 def _run(
@@ -810,13 +863,8 @@ def test_a_command_runners_exit_status_is_a_failure_unless_zero(
     backend: SystemdBackend, fake: FakeSystemd
 ) -> None:
     # Before: crashed, "Exited with code 1"; the manager now says failed, "exit code 1".
-    fake.units["t-job.cmd.service"].update(
-        Result="exit-code",
-        InvocationID="c1",
-        ExecMainStartTimestamp=f"@{NOW.timestamp():.0f}",
-        ExecMainExitTimestamp=f"@{NOW.timestamp():.0f}",
-        ExecMainCode="1",
-        ExecMainStatus="1",
+    _main_process_ended(
+        fake.units["t-job.cmd.service"], invocation="c1", result="exit-code", code="1", status="1"
     )
     status = backend.status("job.cmd")
     assert status.last_outcome is Outcome.FAILED
@@ -832,27 +880,8 @@ def test_a_command_runners_runs_fail_on_a_non_zero_exit_and_crash_on_a_signal(
         (10, "c2", "killed", "11", "signal"),
         (20, "c3", "exited", "0", None),
     ):
-        common = {"UNIT": "t-job.cmd.service", "_PID": "1", "INVOCATION_ID": run_id}
-        fake.log(start, MESSAGE_ID=MESSAGE_JOB_START, MESSAGE="start", PRIORITY="6", **common)
-        fake.log(
-            start + 0.4,
-            MESSAGE_ID=MESSAGE_PROCESS_EXIT,
-            MESSAGE="exit",
-            PRIORITY="5",
-            EXIT_CODE=how,
-            EXIT_STATUS=status,
-            **common,
-        )
-        if result is None:
-            fake.log(start + 0.5, MESSAGE_ID=MESSAGE_UNIT_SUCCESS, MESSAGE="ok", **common)
-        else:
-            fake.log(
-                start + 0.5,
-                MESSAGE_ID=MESSAGE_UNIT_FAILURE,
-                MESSAGE="failed",
-                UNIT_RESULT=result,
-                **common,
-            )
+        _systemd_message(fake, start, run_id, MESSAGE_JOB_START, "6", unit=COMMAND_UNIT)
+        _command_ended(fake, start + 0.4, run_id, how=how, status=status, result=result)
     by_id = {run.run_id: run for run in backend.runs("job.cmd")}
     failed, crashed, succeeded = by_id["c1"], by_id["c2"], by_id["c3"]
     assert (failed.outcome, failed.exit_code, failed.error) == (Outcome.FAILED, 3, "exit code 3")
@@ -873,35 +902,15 @@ def test_a_command_that_exits_143_after_a_stop_was_cancelled_as_under_the_manage
 ) -> None:
     # Before: FAILED, "exit code 143" (a command trapping SIGTERM exits 128 + 15); the
     # manager says CANCELLED for a run a Stop ended.
-    service = fake.units["t-job.cmd.service"]
-    common = {"UNIT": "t-job.cmd.service", "_PID": "1"}
+    service = fake.units[COMMAND_UNIT]
     for start, run_id in ((0, "s1"), (10, "s2")):
         service.update(ActiveState="active", SubState="running", InvocationID=run_id)
-        fake.log(
-            start, MESSAGE_ID=MESSAGE_JOB_START, MESSAGE="start", INVOCATION_ID=run_id, **common
-        )
+        _systemd_message(fake, start, run_id, MESSAGE_JOB_START, "6", unit=COMMAND_UNIT)
         if run_id == "s1":
             backend.stop("job.cmd", actor="alice", reason="ERP")
         else:
             service.update(ActiveState="inactive", SubState="dead")  # it ended by itself
-        fake.log(
-            start + 0.4,
-            MESSAGE_ID=MESSAGE_PROCESS_EXIT,
-            MESSAGE="exit",
-            PRIORITY="5",
-            EXIT_CODE="exited",
-            EXIT_STATUS="143",
-            INVOCATION_ID=run_id,
-            **common,
-        )
-        fake.log(
-            start + 0.5,
-            MESSAGE_ID=MESSAGE_UNIT_FAILURE,
-            MESSAGE="failed",
-            UNIT_RESULT="exit-code",
-            INVOCATION_ID=run_id,
-            **common,
-        )
+        _command_ended(fake, start + 0.4, run_id, how="exited", status="143", result="exit-code")
     by_id = {run.run_id: run for run in backend.runs("job.cmd")}
     stopped, failed = by_id["s1"], by_id["s2"]
     assert (stopped.outcome, stopped.exit_code, stopped.error) == (
@@ -915,13 +924,8 @@ def test_a_command_that_exits_143_after_a_stop_was_cancelled_as_under_the_manage
         "exit code 143",
     )
     # The status's last outcome says so too, for the run the Stop ended.
-    service.update(
-        InvocationID="s1",
-        Result="exit-code",
-        ExecMainStartTimestamp=f"@{NOW.timestamp():.0f}",
-        ExecMainExitTimestamp=f"@{NOW.timestamp() + 1:.0f}",
-        ExecMainCode="1",
-        ExecMainStatus="143",
+    _main_process_ended(
+        service, invocation="s1", result="exit-code", code="1", status="143", after=1
     )
     status = backend.status("job.cmd")
     assert status.last_outcome is Outcome.CANCELLED

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.required import skip_or_fail
 from tests.systemd_ns import NamespacedSystemd, systemd_namespace, unavailable_reason
 
 __all__ = ["systemd_namespace"]  # the fixture, used below by name
@@ -30,9 +31,7 @@ LogExtraFields=SCHEDULER_ID=smoke.test
 
 
 def test_boots_runs_a_unit_logs_it_and_leaves_nothing_behind(tmp_path: Path) -> None:
-    reason = unavailable_reason()
-    if reason is not None:
-        pytest.skip(reason)
+    skip_or_fail("systemd", unavailable_reason())
     marker = tmp_path / "host-marker"  # pytest's tmp_path lives under the host's /tmp
     marker.write_text("must survive")
     dev_log_existed = os.path.lexists("/dev/log")

@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from supervisor.core.cronexpr import parse_cron
 from supervisor.core.errors import DefinitionError
 from supervisor.core.timing import cron_runs, missed_cron_run, next_cron_run
+from tests.test_cronexpr import valid_cron
 
 NEW_YORK = "America/New_York"
 BERLIN = "Europe/Berlin"
@@ -260,14 +261,6 @@ def _field(low: int, high: int, *, min_step: int = 1, star: bool = True) -> st.S
     return st.one_of(st.just("*"), items) if star else items
 
 
-def _valid(expr: str) -> bool:
-    try:
-        parse_cron(expr)
-    except DefinitionError:
-        return False
-    return True
-
-
 # Seconds are sparse (at most a few a minute) so a window of hours stays cheap.
 cron_exprs = st.builds(
     lambda seconds, rest: " ".join([*seconds, *rest]),
@@ -275,7 +268,7 @@ cron_exprs = st.builds(
         st.just([]), st.lists(_field(0, 59, min_step=15, star=False), min_size=1, max_size=1)
     ),
     st.tuples(_field(0, 59), _field(0, 23), _field(1, 31), _field(1, 12), _field(0, 6)),
-).filter(_valid)
+).filter(valid_cron)
 # Hours chosen to hit the jumps often.
 dst_exprs = st.builds(
     lambda minute, hour: f"{minute} {hour} * * *",

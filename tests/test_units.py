@@ -46,6 +46,8 @@ from tests.systemd_ns import NamespacedSystemd, systemd_namespace
 
 __all__ = ["systemd_namespace"]  # the fixture, used below by name
 
+needs_analyze = pytest.mark.usefixtures("systemd_analyze")  # tests/conftest.py
+
 GOLDEN = Path(__file__).parent / "golden"
 TRICKY = "Nightly 50% \"quoted\" 'single' $HOME C:\\temp;  tabs\tand\nnewlines"
 
@@ -449,7 +451,7 @@ def render_real(
     return [directory / unit.name for unit in units]
 
 
-@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="needs systemd-analyze")
+@needs_analyze
 @pytest.mark.parametrize("user", [None, "daemon", "no-such-user"])
 def test_every_unit_passes_systemd_analyze_verify(tmp_path: Path, user: str | None) -> None:
     paths = render_real(tmp_path, user=user)
@@ -463,7 +465,7 @@ def test_every_unit_passes_systemd_analyze_verify(tmp_path: Path, user: str | No
     assert result.stdout + result.stderr == ""
 
 
-@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="needs systemd-analyze")
+@needs_analyze
 def test_verify_would_catch_a_broken_unit(tmp_path: Path) -> None:
     paths = render_real(tmp_path, python="/nonexistent/python")
     result = subprocess.run(
@@ -481,9 +483,6 @@ PACKAGED_SERVICE = (
     Path(__file__).parent.parent / "packaging" / "debian" / "sched-supervisor.service"
 )
 MAX_EXPOSURE = 3.0  # systemd-analyze security's "OK"
-needs_analyze = pytest.mark.skipif(
-    shutil.which("systemd-analyze") is None, reason="needs systemd-analyze"
-)
 
 
 def exposure(path: Path) -> float:

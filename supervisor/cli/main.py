@@ -46,7 +46,8 @@ from supervisor.cli.options import (
     state_dir_option,
 )
 from supervisor.cli.systemd import register
-from supervisor.core.access import ROLES, Subject, os_user_name, su
+from supervisor.cli.users import users
+from supervisor.core.access import Subject, os_user_name, su
 from supervisor.core.definitions import Kind
 from supervisor.core.durations import format_duration, parse_duration
 from supervisor.core.errors import DefinitionError, SupervisorError, UnknownScheduler
@@ -291,6 +292,12 @@ def notify_options(func: Any) -> Any:
     help="Run with other hosts on this PostgreSQL database: one run per slot (README).",
 )
 @click.option("--host-name", default=None, help="This host's name in the cluster.")
+@click.option(
+    "--lease-ttl",
+    default=None,
+    metavar="SECONDS",
+    help="With --cluster: how long a lease lives unrenewed (default 2; polls every tenth).",
+)
 @proxy_header_option
 @remote_options
 @notify_options
@@ -308,6 +315,7 @@ def run(
     store: str | None,
     cluster: str | None,
     host_name: str | None,
+    lease_ttl: str | None,
     proxy_user_header: str | None,
     allow_remote: bool,
     forwarded_from: tuple[str, ...],
@@ -324,8 +332,12 @@ def run(
     A failed, crashed or timed-out run is logged on one line; with --notify-webhook or
     --notify-email, failures, recoveries and missed starts are also sent there.
     """
+    from supervisor.cluster.timing import lease_timing
     from supervisor.notify.config import targets_from_options
     from supervisor.service.manager_mode import RunOptions, run_manager
+
+    if lease_ttl is not None and cluster is None:
+        raise DefinitionError("--lease-ttl", "sets the leases of --cluster; give --cluster too")
 
     targets = targets_from_options(
         webhooks=notify_webhook or (),
@@ -355,6 +367,7 @@ def run(
             notify_targets=tuple(targets),
             cluster=cluster,
             host_name=host_name,
+            lease_timing=lease_timing(lease_ttl),
         )
     )
 
@@ -1034,78 +1047,7 @@ def _parse_from(text: str | None) -> datetime:
     return value
 
 
-# -- users ---------------------------------------------------------------------------------
-
-
-@main.group()
-def users() -> None:
-    """Manage Admin Center users (stored in the state directory)."""
-
-
-@users.command(name="add")
-@click.argument("name")
-@click.option("--role", required=True, type=click.Choice(list(ROLES)))
-@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
-@state_dir_option
-def users_add(name: str, role: str, password_stdin: bool, state_dir: str | None) -> None:
-    """Add a user; prints a generated one-time password unless --password-stdin."""
-    from supervisor.core.passwords import generate_password
-    from supervisor.service.offline import open_accounts
-
-    password = sys.stdin.readline().rstrip("\n") if password_stdin else generate_password()
-    with open_accounts(operator_state_dir(state_dir), create=True) as accounts:
-        accounts.add(_operator(), name, role=role, password=password, temporary=not password_stdin)
-    click.echo(f"added user {name} ({role})")
-    if not password_stdin:
-        click.echo(f"password: {password} (one-time: to be changed at the first login)")
-
-
-@users.command(name="passwd")
-@click.argument("name")
-@click.option("--password-stdin", is_flag=True, help="Read the new password from standard input.")
-@state_dir_option
-def users_passwd(name: str, password_stdin: bool, state_dir: str | None) -> None:
-    """Set a user's password (asked for twice on the terminal unless --password-stdin)."""
-    if password_stdin:
-        password = sys.stdin.readline().rstrip("\n")
-    else:
-        password = click.prompt(
-            f"New password for {name}", hide_input=True, confirmation_prompt=True
-        )
-    from supervisor.service.offline import open_accounts
-
-    with open_accounts(operator_state_dir(state_dir), create=False) as accounts:
-        accounts.set_password(_operator(), name, password)
-    click.echo(f"changed the password of {name}")
-
-
-@users.command(name="remove")
-@click.argument("name")
-@state_dir_option
-def users_remove(name: str, state_dir: str | None) -> None:
-    """Remove a user."""
-    from supervisor.service.offline import open_accounts
-
-    with open_accounts(operator_state_dir(state_dir), create=False) as accounts:
-        accounts.remove(_operator(), name)
-    click.echo(f"removed user {name}")
-
-
-@users.command(name="list")
-@state_dir_option
-@json_option
-def users_list(state_dir: str | None, as_json: bool) -> None:
-    """List users and their roles."""
-    from supervisor.service.offline import open_accounts
-
-    with open_accounts(operator_state_dir(state_dir), create=False) as accounts:
-        found = accounts.list(_operator())
-    if as_json:
-        echo_json([{"name": u.name, "role": u.role} for u in found])
-    else:
-        table(["NAME", "ROLE"], [[u.name, u.role] for u in found])
-
-
+main.add_command(users)
 register(main)  # exec, generate-units, install-units, uninstall-units
 
 

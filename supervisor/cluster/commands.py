@@ -206,3 +206,15 @@ def wait_answer(
             notices = listener.wait(waited_until - time.monotonic())
             if any(n.channel == ANSWER_CHANNEL and n.payload == wanted for n in notices):
                 break
+
+
+def open_line(dsn: str, *, application_name: str, **params: int) -> tuple[Connection, Listener]:
+    """A connection and a listener of its own (named ``application_name`` and ``... listen``);
+    raises ``psycopg.OperationalError`` when either cannot be opened (none is left open)."""
+    conn = connect(dsn, application_name=application_name, **params)
+    try:
+        listener = Listener(dsn, application_name=f"{application_name} listen", **params)
+    except BaseException:
+        conn.close()
+        raise
+    return conn, listener

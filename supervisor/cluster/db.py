@@ -1,14 +1,17 @@
-"""Connections to the coordination database: one autocommit psycopg connection per user.
+"""Connections to the coordination database: one autocommit psycopg connection per user,
+the errors that mean "reconnect" or "retry", and the parameters that notice a partition.
 
 May import psycopg and the stdlib.
 """
 
 from __future__ import annotations
 
-from typing import Any, TypeAlias
+import contextlib
+from datetime import timedelta
+from typing import Any, Protocol, TypeAlias
 
 import psycopg
-from psycopg.conninfo import make_conninfo
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 Connection: TypeAlias = psycopg.Connection[tuple[Any, ...]]
 
@@ -26,3 +29,34 @@ def connect(
     """
     conninfo = make_conninfo(dsn, application_name=application_name, **params)
     return psycopg.connect(conninfo, autocommit=True)
+
+
+# Refusals the database may give any statement under contention; retrying is right.
+TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
+    psycopg.errors.DeadlockDetected,
+    psycopg.errors.SerializationFailure,
+    psycopg.errors.LockNotAvailable,
+)
+
+CONNECT_SECONDS = 5  # a connect's timeout where the DSN names none
+
+
+def liveness_params(dsn: str, *, ttl: timedelta) -> dict[str, int]:
+    """Give up on a connection whose packets go unacknowledged for ``ttl`` (a partition),
+    and on a connect after ``CONNECT_SECONDS`` unless ``dsn`` says otherwise."""
+    params = {"tcp_user_timeout": int(ttl.total_seconds() * 1000)}
+    if "connect_timeout" not in conninfo_to_dict(dsn):
+        params["connect_timeout"] = CONNECT_SECONDS
+    return params
+
+
+class Closable(Protocol):
+    def close(self) -> None: ...
+
+
+def close_quietly(*closables: Closable | None) -> None:
+    """Close each (closing a broken connection may fail too: that is ignored)."""
+    for closable in closables:
+        if closable is not None:
+            with contextlib.suppress(Exception):
+                closable.close()

@@ -13,17 +13,19 @@ one to the token; a release adds one too, so nothing written under a released le
 accepted. A host may renew its lease even after expiry as long as nobody took it over:
 the token is unchanged, so no other host can have written under a newer one.
 
-May import ``core`` and ``cluster.db``/``cluster.schema``.
+May import ``core`` and ``cluster.db``/``cluster.schema``/``cluster.timing``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from supervisor.cluster.db import Connection
 from supervisor.cluster.schema import LEASE_CHANNEL
-from supervisor.core.errors import DefinitionError
+from supervisor.cluster.timing import LeaseTiming
+
+__all__ = ["Lease", "LeaseTiming", "Leases"]  # LeaseTiming: kept importable from here
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -34,32 +36,6 @@ class Lease:
     holder: str
     token: int
     expires_at: datetime
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class LeaseTiming:
-    """How long a lease lives without renewal, and how often holders and contenders act.
-
-    ``ttl`` bounds takeover after a host stops answering (SIGSTOP, partition); a killed
-    host is taken over within ``acquire_every`` (its session ends with it) while
-    ``dead_session_takeover`` is on. The price of that shortcut: a host whose connection
-    merely broke loses its leases before it can notice (at most one run per slot still
-    holds, and its writes are refused, but its run in flight may overlap the new owner's
-    next one until it reconnects or its own ttl runs out). Off, only expiry frees a lease.
-    """
-
-    ttl: timedelta = timedelta(seconds=2)
-    renew_every: timedelta = timedelta(milliseconds=400)
-    acquire_every: timedelta = timedelta(milliseconds=200)
-    dead_session_takeover: bool = True
-
-    def __post_init__(self) -> None:
-        if self.ttl <= timedelta(0):
-            raise DefinitionError("ttl", "must be positive")
-        if not timedelta(0) < self.renew_every < self.ttl / 2:
-            raise DefinitionError("renew_every", "must be positive and below half the ttl")
-        if self.acquire_every <= timedelta(0):
-            raise DefinitionError("acquire_every", "must be positive")
 
 
 _SESSION = "(SELECT backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid())"
@@ -146,6 +122,28 @@ SELECT 1 + count(*) FROM cluster_hosts AS h
    AND (SELECT count(*) FROM me) = 1
 """  # noqa: S608 (composed of constants only)
 
+# A host's name is taken while its row was seen within a ttl by a session still alive, or
+# was claimed within a ttl by a host still joining (no session of its loop yet).
+LIVE_NAME = """
+SELECT h.pid IS NULL, round(extract(epoch FROM clock_timestamp() - h.seen_at)::numeric, 1)
+  FROM cluster_hosts AS h
+ WHERE h.host_id = %(holder)s AND h.seen_at > clock_timestamp() - %(ttl)s
+   AND (h.pid IS NULL
+        OR EXISTS (SELECT 1 FROM pg_stat_activity AS a
+                    WHERE a.pid = h.pid
+                      AND (a.backend_start IS NULL OR a.backend_start = h.backend_start)))
+   FOR UPDATE OF h
+"""
+
+# A joining host starts a new row (a restarted process is a new host: it saw none of the
+# one-shot runs before); its loop's first heartbeat fills in its session.
+CLAIM_NAME = """
+INSERT INTO cluster_hosts AS h (host_id, pid, backend_start, seen_at, joined_at)
+VALUES (%(holder)s, NULL, NULL, clock_timestamp(), clock_timestamp())
+ON CONFLICT (host_id) DO NOTHING
+RETURNING 1
+"""
+
 
 class Leases:
     """The lease operations of one host (``holder``) on one connection.
@@ -220,6 +218,23 @@ class Leases:
         assert row is not None
         live: int = row[0]
         return live
+
+    def join(self) -> str | None:
+        """Take this host's name in the cluster; why not (another live member has it),
+        or None. A name whose last holder died or stopped (no fresh heartbeat from a live
+        session) is taken over."""
+        params = {"holder": self.holder, "ttl": self.timing.ttl}
+        with self._conn.transaction():
+            row = self._conn.execute(LIVE_NAME, params).fetchone()
+            if row is None:
+                self._conn.execute("DELETE FROM cluster_hosts WHERE host_id = %s", (self.holder,))
+                if self._conn.execute(CLAIM_NAME, params).fetchone() is not None:
+                    return None
+                row = (True, 0)  # another host claimed it this very moment
+        joining, age = row
+        if joining:
+            return "another manager is joining the cluster under that name right now"
+        return f"a live member of the cluster has that name (its heartbeat is {age}s old)"
 
     def leave(self) -> None:
         """Take this host out of the count at once (graceful shutdown)."""

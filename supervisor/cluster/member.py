@@ -3,10 +3,11 @@
 ``Member`` is the manager's ``ClusterGate`` (see ``manager/cluster_gate.py``) on the
 coordination database. Its own thread renews the leases it holds, takes free or orphaned
 ones up to its fair share (the schedulers over the live hosts, rounded up), releases those
-above it between runs, and takes the commands for its schedulers (each carried out by the
-manager in a thread of its own, then answered). A watchdog thread asks the manager to
-cancel the run of a lease not renewed within a ttl by this host's monotonic clock,
-counted from before the last renewal that succeeded was sent (the rule of ``node``).
+above it between runs (``tenure.Tenure``), and takes the commands for its schedulers
+(each carried out by the manager in a thread of its own, then answered). A watchdog
+thread asks the manager to cancel the run of a lease not renewed within a ttl by this
+host's monotonic clock, counted from before the last renewal that succeeded was sent.
+``join`` takes this host's name first (refused while a live member has it).
 The manager's own threads claim slots (``claim``) and record run ends (``record_end``);
 every such write carries the lease token and the database refuses a stale one.
 
@@ -32,13 +33,18 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict
 
 from supervisor.cluster import commands as cmd
 from supervisor.cluster import schema, settings_feed
-from supervisor.cluster.db import CONNECTION_ERRORS, Connection, connect
-from supervisor.cluster.lease import Lease, Leases, LeaseTiming
-from supervisor.cluster.node import TRANSIENT_ERRORS, default_host_id
+from supervisor.cluster.db import (
+    CONNECTION_ERRORS,
+    TRANSIENT_ERRORS,
+    Connection,
+    close_quietly,
+    connect,
+    liveness_params,
+)
+from supervisor.cluster.lease import Lease, Leases
 from supervisor.cluster.sender import Sender
 from supervisor.cluster.shown import Shown, publish, see_owners
 from supervisor.cluster.slots import (
@@ -50,12 +56,14 @@ from supervisor.cluster.slots import (
     record_run_end,
     record_run_start,
 )
+from supervisor.cluster.tenure import Tenure, default_host_id
+from supervisor.cluster.timing import LeaseTiming
 from supervisor.core.clock import Clock
-from supervisor.core.errors import BackendError, StaleLease, StoreError
+from supervisor.core.errors import BackendError, DefinitionError, StaleLease, StoreError
 from supervisor.core.records import SchedulerStatus
 from supervisor.store.postgres.opening import connect_problem, describe, refuse_foreign
 
-__all__ = ["Member", "MemberConfig", "default_host_id"]
+__all__ = ["Member", "MemberConfig", "NoHooks", "default_host_id"]
 
 
 def _problem(error: psycopg.Error, dsn: str) -> str:
@@ -76,7 +84,7 @@ class Hooks(Protocol):
 
     def run_missed(self, scheduler_id: str, slot: datetime) -> None: ...
 
-    def leases_taken(self, scheduler_ids: list[str]) -> None: ...
+    def leases_taken(self, scheduler_ids: list[str]) -> bool: ...
 
     def obey(self, scheduler_id: str, kind: str, payload: dict[str, Any]) -> dict[str, Any]: ...
 
@@ -87,7 +95,6 @@ Report = Callable[[str], None]
 _LOOP_CONNECTION_ERRORS: tuple[type[Exception], ...] = (*CONNECTION_ERRORS, OSError, ValueError)
 
 OPEN_ATTEMPTS = 5
-CONNECT_SECONDS = 5  # a connect's timeout where the DSN names none
 
 # Triggers whose slot is an instant every host names alike (``core.records.Trigger``).
 SHARED_SLOTS = frozenset({"cron", "missed"})
@@ -113,7 +120,9 @@ class MemberConfig:
     command_timeout: float = 10.0
 
 
-class _NoHooks:
+class NoHooks:
+    """Hooks that do nothing and refuse commands (until the manager binds its own)."""
+
     def lease_lost(self, scheduler_id: str) -> None:
         del scheduler_id
 
@@ -129,8 +138,9 @@ class _NoHooks:
     def run_missed(self, scheduler_id: str, slot: datetime) -> None:
         del scheduler_id, slot
 
-    def leases_taken(self, scheduler_ids: list[str]) -> None:
+    def leases_taken(self, scheduler_ids: list[str]) -> bool:
         del scheduler_ids
+        return True
 
 
 class Member:
@@ -141,7 +151,7 @@ class Member:
         self.config = config
         self._clock = clock
         self._report = report
-        self._hooks: Hooks = _NoHooks()
+        self._hooks: Hooks = NoHooks()
         self._db = threading.RLock()
         # The watchdog's own lock (never held across a statement): a call stuck on the
         # network holds ``_db``, and the watchdog must still fence the runs.
@@ -149,8 +159,12 @@ class Member:
         self._conn: Connection | None = None
         self._api: Leases | None = None
         self._listener: cmd.Listener | None = None
-        self.held: dict[str, Lease] = {}
-        self._valid_until: dict[str, float] = {}
+        self._tenure = Tenure(
+            scheduler_ids=config.scheduler_ids,
+            timing=config.timing,
+            clock=clock,
+            events=self._events,
+        )
         self._runs: dict[str, RunRecord] = {}  # the manager's run ID -> its fenced record
         self._flights: dict[str, str] = {}  # scheduler -> the manager's run ID in flight
         self._self_fenced: set[str] = set()
@@ -167,21 +181,22 @@ class Member:
         self._refused_shared: dict[str, datetime] = {}
         self._missed_news: list[tuple[str, datetime]] = []
         self._taken_news: list[str] = []  # leases won since the last round (``leases_taken``)
+        self._marks_pending = False  # ``leases_taken`` has runs left to mark
+        self._polled = False  # an acquisition round ran since the last look
         self._asked_missed: set[tuple[str, datetime]] = set()
         self._obeying: set[int] = set()
         self._unanswered: dict[int, tuple[cmd.Command, dict[str, Any]]] = {}
-        self._share = len(config.scheduler_ids)
-        self._db_offset = timedelta(0)  # the database clock minus this host's
         self._renew_due = self._acquire_due = self._commands_due = 0.0
         self._stop = threading.Event()
         self._left = False
+        self._joined = False  # the tables are installed and this host's name taken
         self._first_round = threading.Event()  # the first leases were taken (or tried)
         self._wake_r, self._wake_w = os.pipe()
         self._threads: list[threading.Thread] = []
         self._sender = Sender(
             config.dsn,
             host=config.host_id,
-            params=self._tcp(),
+            params=liveness_params(config.dsn, ttl=config.timing.ttl),
             timeout=config.command_timeout,
         )
 
@@ -189,15 +204,29 @@ class Member:
     def host(self) -> str:
         return self.config.host_id
 
+    @property
+    def held(self) -> dict[str, Lease]:
+        """The leases this host holds (as last renewed)."""
+        return self._tenure.held
+
+    @property
+    def _tcp(self) -> dict[str, int]:
+        return liveness_params(self.config.dsn, ttl=self.config.timing.ttl)
+
     def bind(self, hooks: Hooks) -> None:
         self._hooks = hooks
 
     # -- lifecycle --------------------------------------------------------------------------
 
-    def open(self) -> None:
-        """Join; ``StoreError`` (naming user@host:port/db, never the password) when the
-        database cannot be used: unreachable after a few tries, or at once when it refuses
-        (authentication, privileges, a foreign app's tables)."""
+    def join(self) -> None:
+        """Install the tables, register the schedulers and take this host's name, without
+        taking leases yet (``open`` does, joining first if need be). ``StoreError``
+        (naming user@host:port/db, never the password) when the database cannot be used:
+        unreachable after a few tries, or at once when it refuses (authentication,
+        privileges, a foreign app's tables); ``DefinitionError("--host-name")`` when a
+        live member of the cluster has this host's name."""
+        if self._joined:
+            return
         description = describe(self.config.dsn)
         for attempt in range(OPEN_ATTEMPTS):  # a flaky network gets a few tries
             try:
@@ -215,6 +244,11 @@ class Member:
                         f"cannot use {description} as the cluster database: {problem}"
                     ) from None
                 self._stop.wait(0.2 * (attempt + 1))
+        self._joined = True
+
+    def open(self) -> None:
+        """Join (see ``join``, which raises) and take leases from now on."""
+        self.join()
         for target, name in ((self._loop, "cluster"), (self._watch, "lease watchdog")):
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
@@ -225,17 +259,22 @@ class Member:
 
     def _join(self, description: str) -> None:
         try:
-            conn = connect(self.config.dsn, application_name=f"sst {self.host}", **self._tcp())
+            conn = connect(self.config.dsn, application_name=f"sst {self.host}", **self._tcp)
         except psycopg.ProgrammingError as error:  # an unparsable connection string
             raise StoreError(f"cannot use {description}: {error}") from None
         try:
             refuse_foreign(conn, description)
             schema.install(conn)
             schema.register(conn, list(self.config.scheduler_ids))
-            # A restarted process is a new host: it saw none of the runs before.
-            conn.execute("DELETE FROM cluster_hosts WHERE host_id = %s", (self.host,))
+            taken = Leases(conn, holder=self.host, timing=self.config.timing).join()
         finally:
             conn.close()
+        if taken is not None:
+            raise DefinitionError(
+                "--host-name",
+                f"{self.host!r} is already in use in the cluster on {description}: {taken};"
+                " give this manager a --host-name of its own, or stop the other one first",
+            )
 
     def close(self) -> None:
         """Leave: record the ends still pending, release the leases (the others are woken
@@ -248,7 +287,8 @@ class Member:
         for thread in self._threads:
             thread.join(10)
         try:
-            if not self._threads:  # never joined: nothing to leave
+            if not self._threads:  # never opened: only the name to give back
+                self._give_name_back()
                 return
             if not self._db.acquire(timeout=self.config.timing.ttl.total_seconds()):
                 # A statement is stuck (a partition): the leases expire by themselves.
@@ -261,7 +301,7 @@ class Member:
                 api = self._leases()
                 api.leave()
                 released = api.release(list(self.held.values()))
-                self.held.clear()
+                self._tenure.held.clear()
             finally:
                 self._db.release()
             self._events("released", scheduler_ids=",".join(released) or "-")
@@ -273,12 +313,18 @@ class Member:
             os.close(self._wake_r)
             os.close(self._wake_w)
 
+    def _give_name_back(self) -> None:
+        if not self._joined:
+            return
+        with contextlib.suppress(psycopg.Error):
+            conn = connect(self.config.dsn, application_name=f"sst {self.host}", **self._tcp)
+            with conn:
+                Leases(conn, holder=self.host, timing=self.config.timing).leave()
+
     # -- the gate ---------------------------------------------------------------------------
 
     def owns(self, scheduler_id: str) -> bool:
-        return scheduler_id in self.held and self._clock.monotonic() < self._valid_until.get(
-            scheduler_id, 0.0
-        )
+        return self._tenure.owns(scheduler_id)
 
     def owner(self, scheduler_id: str) -> str | None:
         if self.owns(scheduler_id):
@@ -321,10 +367,10 @@ class Member:
             self._retried[scheduler_id] = (base, attempt + 1)
             slot = base + (attempt + 1) * RETRY_STEP
         elif trigger not in SHARED_SLOTS:
-            slot += self._db_offset
+            slot += self._tenure.db_offset
         refused = self._claim(scheduler_id, run_id, slot=slot, trigger=trigger, pause=pause)
         if refused is Refusal.NOT_DUE and trigger in SHARED_SLOTS:
-            early = (slot - (self._clock.now() + self._db_offset)).total_seconds()
+            early = (slot - (self._clock.now() + self._tenure.db_offset)).total_seconds()
             if early <= MAX_EARLY.total_seconds():
                 self._stop.wait(max(0.0, early) + 0.02)
                 refused = self._claim(scheduler_id, run_id, slot=slot, trigger=trigger)
@@ -367,7 +413,7 @@ class Member:
                 run = record_run_start(conn, claim, trigger=trigger, run_ref=run_id)
             except StaleLease:
                 self._events("refused", scheduler_id=scheduler_id, token=lease.token, write="claim")
-                self.held.pop(scheduler_id, None)
+                self._tenure.drop(scheduler_id)
                 return f"the lease of {scheduler_id} is no longer this host's"
             except CONNECTION_ERRORS as error:
                 self._broken(error)
@@ -431,9 +477,7 @@ class Member:
             self._events(
                 "fenced", scheduler_id=run.scheduler_id, run_id=run.run_id, token=run.token
             )
-            lease = self.held.get(run.scheduler_id)
-            if lease is not None and lease.token == run.token:
-                self.held.pop(run.scheduler_id, None)
+            self._tenure.drop(run.scheduler_id, run.token)
             return False
         except CONNECTION_ERRORS as error:
             self._pending_ends.append((run, outcome))
@@ -479,8 +523,10 @@ class Member:
                     self._hooks.settings_changed(scheduler_id, overrides)
                 self._settings_news = []
                 taken, self._taken_news = self._taken_news, []
-                if taken:
-                    self._hooks.leases_taken(taken)
+                polled, self._polled = self._polled, False
+                if taken or (self._marks_pending and polled):
+                    # Retried at each lease poll until the store has marked them all.
+                    self._marks_pending = not self._hooks.leases_taken(taken)
                 for scheduler_id, slot in self._missed_news:
                     self._events("missed", scheduler_id=scheduler_id, slot=slot.isoformat())
                     self._hooks.run_missed(scheduler_id, slot)
@@ -496,28 +542,12 @@ class Member:
                 self._events("transient", error=str(error).strip()[:200])
                 self._stop.wait(backoff)
 
-    def _tcp(self) -> dict[str, int]:
-        """Give up on a connection whose packets go unacknowledged for a ttl (a partition),
-        and on a connect after ``CONNECT_SECONDS`` unless the DSN says otherwise."""
-        params = {"tcp_user_timeout": int(self.config.timing.ttl.total_seconds() * 1000)}
-        if "connect_timeout" not in conninfo_to_dict(self.config.dsn):
-            params["connect_timeout"] = CONNECT_SECONDS
-        return params
-
     def _open(self) -> None:
         """Under ``_db``: connect and adopt the connections."""
         self._adopt(*self._connect())
 
     def _connect(self) -> tuple[Connection, cmd.Listener]:
-        conn = connect(self.config.dsn, application_name=f"sst {self.host}", **self._tcp())
-        try:
-            listener = cmd.Listener(
-                self.config.dsn, application_name=f"sst {self.host} listen", **self._tcp()
-            )
-        except BaseException:
-            conn.close()
-            raise
-        return conn, listener
+        return cmd.open_line(self.config.dsn, application_name=f"sst {self.host}", **self._tcp)
 
     def _adopt(self, conn: Connection, listener: cmd.Listener) -> None:
         """Under ``_db``: use the new connections, keep the leases still carrying their
@@ -545,10 +575,7 @@ class Member:
         self._close()
 
     def _close(self) -> None:
-        for closable in (self._listener, self._conn):
-            if closable is not None:
-                with contextlib.suppress(Exception):
-                    closable.close()
+        close_quietly(self._listener, self._conn)
         self._conn = None
         self._api = None
         self._listener = None
@@ -564,26 +591,20 @@ class Member:
         timing = self.config.timing
         lost: list[str] = []
         if now >= self._renew_due:
-            self._sync_clock()
+            assert self._conn is not None
+            self._tenure.sync_clock(self._conn)
             lost = self._renew()
-            self._balance()
+            self._tenure.balance(self._leases(), busy=self._flights)
             self._publish(statuses)
             self._see_owners()
             self._see_settings()
             self._renew_due = now + timing.renew_every.total_seconds()
         if now >= self._acquire_due:
             self._acquire()
+            self._polled = True
             self._acquire_due = now + timing.acquire_every.total_seconds()
         self._flush_ends()
         return lost
-
-    def _sync_clock(self) -> None:
-        assert self._conn is not None
-        before = self._clock.now()
-        row = self._conn.execute("SELECT clock_timestamp()").fetchone()
-        after = self._clock.now()
-        assert row is not None
-        self._db_offset = row[0] - (before + (after - before) / 2)
 
     def _sleep(self) -> None:
         listener = self._listener
@@ -604,55 +625,14 @@ class Member:
                 self._commands_due = 0.0
 
     def _renew(self) -> list[str]:
-        if not self.held:
-            return []
-        sent = self._clock.monotonic()
-        kept = {
-            lease.scheduler_id: lease for lease in self._leases().renew(list(self.held.values()))
-        }
-        ttl = self.config.timing.ttl.total_seconds()
-        with self._fence_lock:
-            for scheduler_id in kept:
-                self._valid_until[scheduler_id] = sent + ttl
-        lost = [sid for sid in self.held if sid not in kept]
-        for scheduler_id in lost:
-            self._events("lost", scheduler_id=scheduler_id, token=self.held[scheduler_id].token)
-        self.held = {sid: kept[sid] for sid in self.held if sid in kept}
+        """Under ``_db``: the schedulers whose lease was lost while a run was in flight."""
+        lost = self._tenure.renew(self._leases())
         return [sid for sid in lost if sid in self._flights]
 
-    def _refresh_share(self) -> None:
-        live = self._leases().heartbeat()
-        self._share = -(-len(self.config.scheduler_ids) // max(1, live))
-
-    def _balance(self) -> None:
-        """Release leases above the fair share that have no run in flight."""
-        self._refresh_share()
-        idle = [lease for sid, lease in self.held.items() if sid not in self._flights]
-        surplus = idle[: max(0, len(self.held) - self._share)]
-        if surplus:
-            released = self._leases().release(surplus)
-            for scheduler_id in released:
-                self.held.pop(scheduler_id, None)
-            self._events("rebalanced", scheduler_ids=",".join(released), share=self._share)
-
     def _acquire(self) -> None:
-        wanted = [sid for sid in self.config.scheduler_ids if sid not in self.held]
-        if not wanted:
-            return
-        self._refresh_share()
-        sent = self._clock.monotonic()
-        won, interrupted = self._leases().acquire(wanted, limit=self._share - len(self.held))
-        for lease in won:
-            self.held[lease.scheduler_id] = lease
-            with self._fence_lock:
-                self._valid_until[lease.scheduler_id] = (
-                    sent + self.config.timing.ttl.total_seconds()
-                )
-            self._events("acquired", scheduler_id=lease.scheduler_id, token=lease.token)
+        for lease in self._tenure.acquire(self._leases()):
             self._taken_news.append(lease.scheduler_id)
             self._catch_up(lease.scheduler_id)
-        if interrupted:
-            self._events("interrupted_orphans", count=interrupted)
 
     def _catch_up(self, scheduler_id: str) -> None:
         """Under ``_db``, on taking a lease: a cron slot refused here while another host
@@ -726,12 +706,11 @@ class Member:
 
     def _watch(self) -> None:
         while not self._stop.wait(0.05):
-            now = self._clock.monotonic()
             with self._fence_lock:
                 lapsed = [
                     (sid, run_id)
                     for sid, run_id in self._flights.items()
-                    if now >= self._valid_until.get(sid, 0.0) and run_id not in self._self_fenced
+                    if not self._tenure.valid(sid) and run_id not in self._self_fenced
                 ]
                 self._self_fenced.update(run_id for _, run_id in lapsed)
             for scheduler_id, run_id in lapsed:

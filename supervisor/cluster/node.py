@@ -15,7 +15,8 @@ the claim refuses a taken slot and one not yet due by the database clock.
 
 The schedulers are shared out: each host takes at most its fair share (the schedulers over
 the live hosts, rounded up) and releases leases above it between runs, so a host that
-joins gets work within a renewal period and one that leaves hands its work over at once.
+joins gets work within a renewal period and one that leaves hands its work over at once
+(the lease keeping is ``tenure.Tenure``, shared with the manager's ``member.Member``).
 
 A watchdog thread stops (cancels) the runs of a lease not renewed within a ttl by this
 host's monotonic clock, counted from before the last renewal that succeeded was sent: the
@@ -28,23 +29,24 @@ is self-contained. May import ``core``, ``cluster`` and psycopg.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import secrets
 import select
-import socket
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-import psycopg
-
 from supervisor.cluster import commands as cmd
 from supervisor.cluster import schema
-from supervisor.cluster.db import CONNECTION_ERRORS, Connection, connect
-from supervisor.cluster.lease import Lease, Leases, LeaseTiming
+from supervisor.cluster.db import (
+    CONNECTION_ERRORS,
+    TRANSIENT_ERRORS,
+    Connection,
+    close_quietly,
+    liveness_params,
+)
+from supervisor.cluster.lease import Lease, Leases
 from supervisor.cluster.slots import (
     Refusal,
     RunRecord,
@@ -55,13 +57,10 @@ from supervisor.cluster.slots import (
     record_run_end,
     record_run_start,
 )
+from supervisor.cluster.tenure import EventSink, Tenure, no_events
+from supervisor.cluster.timing import LeaseTiming
 from supervisor.core.clock import Clock
 from supervisor.core.errors import StaleLease
-
-
-def default_host_id() -> str:
-    """A name for this host process, unique across restarts: ``hostname:pid:random``."""
-    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
 
 
 class Runner(Protocol):
@@ -71,20 +70,6 @@ class Runner(Protocol):
         Called in a thread of its own; should end soon after ``cancel`` is set. An
         exception counts as ``failed``."""
         ...
-
-
-EventSink = Callable[..., None]
-
-# Refusals the database may give any statement under contention; retrying is right.
-TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
-    psycopg.errors.DeadlockDetected,
-    psycopg.errors.SerializationFailure,
-    psycopg.errors.LockNotAvailable,
-)
-
-
-def _no_events(kind: str, **fields: Any) -> None:
-    del kind, fields
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -117,7 +102,7 @@ class Node:
         *,
         runner: Runner,
         clock: Clock,
-        events: EventSink = _no_events,
+        events: EventSink = no_events,
     ) -> None:
         self.config = config
         self._runner = runner
@@ -126,7 +111,13 @@ class Node:
         self._conn: Connection | None = None
         self._leases_api: Leases | None = None
         self._listener: cmd.Listener | None = None
-        self.held: dict[str, Lease] = {}
+        self._tenure = Tenure(
+            scheduler_ids=config.scheduler_ids,
+            timing=config.timing,
+            clock=clock,
+            events=events,
+            max_leases=config.max_leases,
+        )
         self._next_slot: dict[str, datetime] = {}
         self._retry_at: dict[str, float] = {}
         self._stopped: set[str] = set()
@@ -137,15 +128,17 @@ class Node:
         self._renew_due = 0.0
         self._acquire_due = 0.0
         self._commands_due = 0.0
-        self._db_offset = timedelta(0)
-        self._share = len(config.scheduler_ids)
         self._installed = False
-        self._valid_until: dict[str, float] = {}
         self._flights_lock = threading.Lock()
 
     def now(self) -> datetime:
         """The time slots are planned with: this host's clock corrected to the database's."""
-        return self._clock.now() + self._db_offset
+        return self._tenure.now()
+
+    @property
+    def held(self) -> dict[str, Lease]:
+        """The leases this host holds (as last renewed)."""
+        return self._tenure.held
 
     # -- the loop -------------------------------------------------------------------------
 
@@ -185,17 +178,18 @@ class Node:
 
     def _open(self) -> None:
         config = self.config
-        conn = connect(config.dsn, application_name=f"sst {config.host_id}", **self._tcp())
+        conn, listener = cmd.open_line(
+            config.dsn,
+            application_name=f"sst {config.host_id}",
+            **liveness_params(config.dsn, ttl=config.timing.ttl),
+        )
         try:
             if not self._installed:
                 schema.install(conn)
                 schema.register(conn, list(config.scheduler_ids))
                 self._installed = True
-            listener = cmd.Listener(
-                config.dsn, application_name=f"sst {config.host_id} listen", **self._tcp()
-            )
         except BaseException:
-            conn.close()
+            close_quietly(listener, conn)
             raise
         self._conn = conn
         self._leases_api = Leases(conn, holder=config.host_id, timing=config.timing)
@@ -214,25 +208,18 @@ class Node:
             if closed:
                 self._events("closed_untracked", run_ids=closed)
 
-    def _tcp(self) -> dict[str, int]:
-        """Give up on a connection whose packets go unacknowledged for a ttl (a partition)."""
-        return {"tcp_user_timeout": int(self.config.timing.ttl.total_seconds() * 1000)}
-
     def _close(self) -> None:
-        for closable in (self._listener, self._conn):
-            if closable is not None:
-                # Closing a broken connection may fail too.
-                with contextlib.suppress(Exception):
-                    closable.close()
+        close_quietly(self._listener, self._conn)
         self._conn = self._leases_api = self._listener = None
 
     def _tick(self) -> None:
         now = self._clock.monotonic()
         timing = self.config.timing
         if now >= self._renew_due:
-            self._sync_clock()
+            assert self._conn is not None
+            self._tenure.sync_clock(self._conn)
             self._renew()
-            self._balance()
+            self._tenure.balance(self._api(), busy=self._flights)
             self._renew_due = now + timing.renew_every.total_seconds()
         if now >= self._acquire_due:
             self._acquire()
@@ -242,14 +229,6 @@ class Node:
         if now >= self._commands_due:
             self._obey()
             self._commands_due = now + self.config.poll_commands_every.total_seconds()
-
-    def _sync_clock(self) -> None:
-        assert self._conn is not None
-        before = self._clock.now()
-        row = self._conn.execute("SELECT clock_timestamp()").fetchone()
-        after = self._clock.now()
-        assert row is not None
-        self._db_offset = row[0] - (before + (after - before) / 2)
 
     def _sleep(self) -> None:
         assert self._listener is not None
@@ -288,65 +267,33 @@ class Node:
         """Cancel the runs of leases not renewed within a ttl by this host's monotonic
         clock (measured from before the last successful renewal was sent): by then another
         host may own them, so stop rather than overlap."""
-        now = self._clock.monotonic()
         with self._flights_lock:
             flights = list(self._flights.items())
         for scheduler_id, flight in flights:
-            if now >= self._valid_until.get(scheduler_id, now + 1) and not flight.cancel.is_set():
+            if not self._tenure.valid(scheduler_id) and not flight.cancel.is_set():
                 flight.cancel.set()
                 self._events("self_fenced", scheduler_id=scheduler_id, run_id=flight.run.run_id)
 
     def _renew(self) -> None:
-        if not self.held:
-            return
-        sent = self._clock.monotonic()
-        kept = {lease.scheduler_id: lease for lease in self._api().renew(list(self.held.values()))}
-        for scheduler_id in kept:
-            self._valid_until[scheduler_id] = sent + self.config.timing.ttl.total_seconds()
-        for scheduler_id in set(self.held) - set(kept):
-            self._lose(scheduler_id, self.held[scheduler_id].token)
-        self.held = {sid: kept[sid] for sid in self.held if sid in kept}
-
-    def _refresh_share(self) -> int:
-        """Mark this host alive and recompute its fair share of the schedulers."""
-        live = self._api().heartbeat()
-        share = -(-len(self.config.scheduler_ids) // max(1, live))
-        if self.config.max_leases is not None:
-            share = min(share, self.config.max_leases)
-        self._share = share
-        return live
-
-    def _balance(self) -> None:
-        """Release leases above the fair share that have no run in flight."""
-        live = self._refresh_share()
-        idle = [lease for sid, lease in self.held.items() if sid not in self._flights]
-        surplus = idle[: max(0, len(self.held) - self._share)]
-        if surplus:
-            released = self._api().release(surplus)
-            for scheduler_id in released:
-                self.held.pop(scheduler_id, None)
-            self._events("rebalanced", scheduler_ids=released, share=self._share, live=live)
+        for scheduler_id in self._tenure.renew(self._api()):
+            self._cancel(scheduler_id)
 
     def _lose(self, scheduler_id: str, token: int) -> None:
-        self.held.pop(scheduler_id, None)
-        self._events("lost", scheduler_id=scheduler_id, token=token)
+        """A write under ``token`` was refused: that lease is lost, and its run stopped."""
+        if self._tenure.drop(scheduler_id, token):
+            self._events("lost", scheduler_id=scheduler_id, token=token)
+            self._cancel(scheduler_id)
+
+    def _cancel(self, scheduler_id: str) -> None:
         flight = self._flights.get(scheduler_id)
         if flight is not None:
             flight.cancel.set()
 
     def _acquire(self) -> None:
-        wanted = [sid for sid in self.config.scheduler_ids if sid not in self.held]
-        self._refresh_share()
-        sent = self._clock.monotonic()
-        won, interrupted = self._api().acquire(wanted, limit=self._share - len(self.held))
+        won = self._tenure.acquire(self._api())
         wall = self.now()
         for lease in won:
-            self.held[lease.scheduler_id] = lease
-            self._valid_until[lease.scheduler_id] = sent + self.config.timing.ttl.total_seconds()
             self._next_slot[lease.scheduler_id] = self._plan(lease.scheduler_id).latest_due(wall)
-            self._events("acquired", scheduler_id=lease.scheduler_id, token=lease.token)
-        if interrupted:
-            self._events("interrupted_orphans", count=interrupted)
 
     def _plan(self, scheduler_id: str) -> SlotPlan:
         return self.config.plans.get(scheduler_id, self.config.plan)
@@ -443,8 +390,7 @@ class Node:
                     write="end",
                     run_id=run.run_id,
                 )
-                if run.scheduler_id in self.held and self.held[run.scheduler_id].token == run.token:
-                    self._lose(run.scheduler_id, run.token)
+                self._lose(run.scheduler_id, run.token)
             with self._ends_lock:
                 self._ends.pop(0)
             flight = self._flights.get(run.scheduler_id)
@@ -516,6 +462,6 @@ class Node:
             self._api().leave()
             released = self._api().release(list(self.held.values()))
             self._events("released", scheduler_ids=released)
-            self.held.clear()
+            self._tenure.held.clear()
         except CONNECTION_ERRORS as error:
             self._events("disconnected", error=str(error).strip()[:200])

@@ -1,6 +1,6 @@
 """The application object developers create, and loading it from ``module:attribute``.
 
-May import ``definitions`` (its text check), ``errors`` and the stdlib only.
+May import ``definitions`` (its text check), ``errors``, ``locations`` and the stdlib only.
 """
 
 from __future__ import annotations
@@ -11,18 +11,33 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from supervisor.core.definitions import check_text
-from supervisor.core.errors import AppLoadError
+from supervisor.core.errors import AppLoadError, DefinitionError
+from supervisor.core.locations import is_postgres_url
 
 T = TypeVar("T")
 
 
 class Configurator:
-    """An application: a name and the extensions enabled on it (schedulers, ...)."""
+    """An application: a name, where it keeps its state, and the extensions enabled on it
+    (schedulers, ...).
 
-    def __init__(self, name: str) -> None:
+    ``store``: a ``postgresql://USER@HOST[:PORT]/DATABASE`` URL to keep runs, logs,
+    settings and users in PostgreSQL (several hosts can share it); None keeps them in
+    SQLite in the state directory. ``supervisor run --store`` overrides it.
+    """
+
+    def __init__(self, name: str, *, store: str | None = None) -> None:
         # The name is shown on every page and stored: text that can be (``DefinitionError``,
         # a ValueError, naming ``name``), like the other names.
         self.name = check_text("name", name)
+        if store is not None and not is_postgres_url(check_text("store", store)):
+            # Never the value itself in the message: it may carry a password.
+            raise DefinitionError(
+                "store",
+                "expected a postgresql://USER@HOST[:PORT]/DATABASE URL, or None for SQLite"
+                " in the state directory",
+            )
+        self.store = store
         self._extensions: dict[str, object] = {}
 
     def extension(self, key: str, factory: Callable[[], T], kind: type[T]) -> T:

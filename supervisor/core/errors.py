@@ -101,6 +101,13 @@ class BackendError(SupervisorError):
     http_status = 502
 
 
+class CommandUnconfirmed(BackendError):
+    """A command reached the host that owns the scheduler, which did not answer in time:
+    it may still be carried out there (check before sending it again)."""
+
+    http_status = 504
+
+
 class ActionFailed(SupervisorError):
     """A custom action raised; the message is the action's error."""
 

@@ -25,8 +25,9 @@ The run store: the gate keeps the fenced record of the runs (``FencedRuns``, in 
 coordination database); the manager's store holds the runs and logs, either this host's
 own (SQLite) or, with ``--store postgresql://``, one store every host shares. Runs are
 stored with this host's name (``hosted_run``); on taking leases, the runs another host
-left open there are marked interrupted (``ManagerHooks.leases_taken``); a fenced end is
-not written (``keep_fenced``: the run becomes interrupted only where nobody ended it).
+left open there are marked interrupted (``ManagerHooks.leases_taken``; what the store
+fails to mark is tried again at the later lease polls); a fenced end is not written
+(``keep_fenced``: the run becomes interrupted only where nobody ended it).
 
 It reaches into the manager's lock, cancels and machine (``ManagerHooks``,
 ``admit_launch``): it is the manager's own code, kept apart so ``shell`` stays small.
@@ -50,6 +51,7 @@ from supervisor.core.errors import (
     BackendError,
     SupervisorError,
     UnknownAction,
+    UnknownRun,
 )
 from supervisor.core.records import Outcome, RunRecord, SchedulerStatus, Trigger
 from supervisor.core.settings import from_store
@@ -102,10 +104,12 @@ class GateHooks(Protocol):
         in progress, or missed cron runs are not caught up. Its claim names ``slot``."""
         ...
 
-    def leases_taken(self, scheduler_ids: list[str]) -> None:
+    def leases_taken(self, scheduler_ids: list[str]) -> bool:
         """This host took the leases of ``scheduler_ids``: a run of theirs another host
         left unfinished in a shared store (it died, or its tenure ended) is marked
-        interrupted there. Never raises (a store failure is reported)."""
+        interrupted there. False while some are still to be marked (the store failed):
+        the gate calls again, with no new IDs, at its later lease polls, until True.
+        Never raises (a store failure is reported)."""
         ...
 
 
@@ -169,7 +173,9 @@ class ClusterGate(FencedRuns, Protocol):
     ) -> dict[str, Any]:
         """Send a command to the owner of ``scheduler_id`` and return its answer body.
 
-        Raises ``BackendError`` when no host owns it or none answered in time."""
+        Raises ``BackendError`` when no host owns it or none took it in time (it is
+        withdrawn), ``CommandUnconfirmed`` when the owner took it but did not answer in
+        time (it may still be carried out there)."""
         ...
 
     def share_settings(self, scheduler_id: str, overrides: Mapping[str, Any]) -> None:
@@ -308,28 +314,72 @@ class ManagerHooks:
 
     def __init__(self, manager: Manager) -> None:
         self._manager = manager
+        # Runs another host left open, found at a takeover and not marked yet (the store
+        # failed), by run ID; and the schedulers taken whose runs could not be read yet.
+        self._to_mark: dict[str, RunRecord] = {}
+        self._to_read: set[str] = set()
+        self._failing = False  # reported once a streak, not at every poll
+        self._marking = threading.Lock()
 
-    def leases_taken(self, scheduler_ids: list[str]) -> None:
-        manager, here = self._manager, manager_gate(self._manager)
-        taken = set(scheduler_ids)
+    def leases_taken(self, scheduler_ids: list[str]) -> bool:
+        with self._marking:
+            self._read_left(scheduler_ids)
+            self._mark_left()
+            done = not self._to_mark and not self._to_read
+            if done and self._failing:
+                self._manager._report("the runs left by another host are marked now")
+            self._failing = not done
+            return done
+
+    def _read_left(self, scheduler_ids: list[str]) -> None:
+        """Under ``_marking``: find the runs of ``scheduler_ids`` (and of those still held
+        whose runs could not be read before) another host left open."""
+        manager, gate = self._manager, self._manager._gate
+        # A lease lost since: its runs are its new owner's to mark.
+        wanted = {sid for sid in self._to_read if gate is None or gate.owns(sid)}
+        wanted.update(scheduler_ids)
+        self._to_read = set()
+        if not wanted:
+            return
+        here = manager_gate(manager)
         try:
-            left = [
-                unfinished.run
-                for unfinished in manager._store.unfinished_runs()
-                if unfinished.run.scheduler_id in taken and unfinished.run.host != here
-            ]
-            for run in left:
+            unfinished = manager._store.unfinished_runs()
+        except Exception as error:  # kept: the next poll reads them again
+            self._to_read = wanted
+            self._failed(f"could not read the runs left by another host: {error}")
+            return
+        for left in unfinished:
+            run = left.run
+            if run.scheduler_id in wanted and run.host != here:
+                self._to_mark.setdefault(run.run_id, run)
+
+    def _mark_left(self) -> None:
+        """Under ``_marking``: mark the runs found interrupted; those the store fails to
+        mark are kept for the next poll. A run another host ended meanwhile keeps its end
+        (``mark_interrupted`` never overwrites one)."""
+        manager = self._manager
+        for run in list(self._to_mark.values()):
+            host = run.host or "another host"
+            try:
                 manager._store.mark_interrupted(
-                    run.run_id,
-                    ended_at=manager._clock.now(),
-                    error=TAKEN_OVER.format(host=run.host or "another host"),
+                    run.run_id, ended_at=manager._clock.now(), error=TAKEN_OVER.format(host=host)
                 )
-                manager._report(
-                    f"run {run.run_id} of {run.scheduler_id} left by {run.host or 'another host'}"
-                    " marked interrupted: this host took the scheduler over"
-                )
-        except Exception as error:  # the next takeover, or that host's restart, marks it
-            manager._report(f"could not mark the runs left by another host: {error}")
+            except UnknownRun:  # gone from the store (retention): nothing left to mark
+                del self._to_mark[run.run_id]
+                continue
+            except Exception as error:
+                self._failed(f"could not mark the runs left by another host: {error}")
+                continue
+            del self._to_mark[run.run_id]
+            manager._report(
+                f"run {run.run_id} of {run.scheduler_id} left by {host}"
+                " marked interrupted: this host took the scheduler over"
+            )
+
+    def _failed(self, line: str) -> None:
+        if not self._failing:
+            self._manager._report(f"{line} (tried again at each lease poll)")
+            self._failing = True
 
     def lease_lost(self, scheduler_id: str) -> None:
         manager = self._manager

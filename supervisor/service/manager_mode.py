@@ -12,10 +12,11 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Protocol
 
+from supervisor.cluster.timing import LeaseTiming
 from supervisor.core.app import Configurator, load_app
 from supervisor.core.clock import Clock, SystemClock
 from supervisor.core.errors import DefinitionError, StoreError
@@ -35,7 +36,7 @@ from supervisor.service.paths import (
     LOCK_NAME,
     ensure_state_dir,
 )
-from supervisor.store import is_postgres_url
+from supervisor.service.stores import open_postgres_store
 from supervisor.store.protocols import Store
 from supervisor.store.sqlite import SqliteStore
 from supervisor.usecases.reads import UseCaseReads, reader
@@ -72,7 +73,8 @@ class RunOptions:
     notify_targets: tuple[Target, ...] = ()
     # Several hosts run the app, coordinated by this PostgreSQL database (``--cluster``).
     cluster: str | None = field(default=None, repr=False)
-    host_name: str | None = None  # this host's name there (default: hostname:pid:random)
+    host_name: str | None = None  # this host's name there (default: hostname:state-dir-hash)
+    lease_timing: LeaseTiming = field(default_factory=LeaseTiming)  # (``--lease-ttl``)
 
 
 @contextlib.contextmanager
@@ -110,21 +112,7 @@ def open_store(options: RunOptions, state_dir: Path) -> tuple[Store, str, StoreG
     if options.store is None:
         store = SqliteStore.open(state_dir / DATABASE_NAME, **limits)
         return store, f"state directory {state_dir}", None
-    if not is_postgres_url(options.store):
-        raise DefinitionError(
-            "--store",
-            "expected a postgresql://USER@HOST[:PORT]/DATABASE URL (without --store, the"
-            " store is SQLite in the state directory)",
-        )
-    try:
-        from supervisor.store.postgres import PostgresStore
-    except ImportError as error:
-        raise DefinitionError(
-            "--store",
-            f"a PostgreSQL store needs psycopg 3 ({error}): pip install"
-            " 'sched-supervisor[postgresql]' or apt install python3-psycopg",
-        ) from None
-    shared = PostgresStore.open(options.store, **limits)
+    shared = open_postgres_store(options.store, **limits)
     if options.cluster is not None:
         # The hosts of a cluster share the store: their leases keep one run per slot.
         return shared, shared.description, None
@@ -209,8 +197,10 @@ class Service:
         log: IO[str] | None = None,
         admin_factory: Callable[[UseCases, Store, RunOptions], AdminHandle] | None = None,
     ) -> None:
-        self.options = options
         self.app = app or load_app(options.app_spec)
+        if options.store is None and self.app.store is not None:
+            options = replace(options, store=self.app.store)  # ``--store`` wins over the app
+        self.options = options
         self.schedulers = enable(self.app)
         self.clock = clock or SystemClock()
         self._log = log or sys.stderr
@@ -341,11 +331,17 @@ class Service:
             ) from error
         config = MemberConfig(
             dsn=dsn,
-            host_id=self.options.host_name or default_host_id(),
+            host_id=self.options.host_name or default_host_id(self.state_dir),
             scheduler_ids=tuple(options.id for options in self.schedulers.registry),
+            timing=self.options.lease_timing,
         )
-        self.say(f"supervisor: cluster: joining as {config.host_id}")
-        return Member(config, clock=self.clock, report=lambda line: self.say(f"supervisor: {line}"))
+        ttl = config.timing.ttl.total_seconds()
+        self.say(f"supervisor: cluster: joining as {config.host_id} (lease ttl {ttl:g}s)")
+        member = Member(
+            config, clock=self.clock, report=lambda line: self.say(f"supervisor: {line}")
+        )
+        member.join()  # its name taken before it recovers the runs left under that name
+        return member
 
     def _serve_control(self) -> None:
         assert self._dispatcher is not None

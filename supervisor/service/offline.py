@@ -1,7 +1,7 @@
 """The composition root of the commands that need no running backend: user accounts
-(``supervisor users``), planning (``supervisor next-runs``), and the read commands
-(``list``, ``status``, ``runs``, ``logs``) while no manager runs (``open_reads``), over
-the state directory.
+(``supervisor users``, also on a ``--store`` PostgreSQL store), planning (``supervisor
+next-runs``), and the read commands (``list``, ``status``, ``runs``, ``logs``) while no
+manager runs (``open_reads``), over the state directory.
 
 Each gives its use cases bound to what they read, and closes it after. The reads open
 ``state.db`` read-only (``store.sqlite.readonly``): they never write, create or migrate
@@ -12,6 +12,7 @@ the store and the app are imported where used.
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -50,18 +51,40 @@ if TYPE_CHECKING:
 
 
 @contextlib.contextmanager
-def open_accounts(state_dir: Path, *, create: bool) -> Iterator[Accounts]:
-    """The account use cases over the state database.
+def open_accounts(state_dir: Path, *, create: bool, store: str | None = None) -> Iterator[Accounts]:
+    """The account use cases over the state database, or over the PostgreSQL store at
+    ``store`` (a ``--store`` URL; its tables are made in an empty database, the state
+    directory is not touched).
 
-    Without ``create``, a missing database is a ``StoreError`` rather than a new empty file.
+    Without ``create``, a missing state database is a ``StoreError`` rather than a new
+    empty file. ``DefinitionError("--store")`` and ``StoreError`` for a store that cannot
+    be used, as ``service.stores`` says.
     """
     from supervisor.store.sqlite import SqliteStore
 
+    if store is not None:
+        from supervisor.service.stores import open_postgres_store
+
+        with open_postgres_store(store) as shared:
+            yield Accounts(shared, bootstrap_file=_own_bootstrap_file(state_dir))
+        return
     if not create and not (state_dir / DATABASE_NAME).exists():
         raise StoreError(f"no state database in {state_dir.absolute()} (wrong --state-dir?)")
     checked = ensure_state_dir(state_dir)
-    with SqliteStore.open(checked / DATABASE_NAME) as store:
-        yield Accounts(store, bootstrap_file=checked / BOOTSTRAP_PASSWORD_FILE)
+    with SqliteStore.open(checked / DATABASE_NAME) as local:
+        yield Accounts(local, bootstrap_file=checked / BOOTSTRAP_PASSWORD_FILE)
+
+
+def _own_bootstrap_file(state_dir: Path) -> Path | None:
+    """The bootstrap admin's password file a manager on a shared store left in this
+    host's state directory, if the caller owns it (so setting ``admin``'s password can
+    delete it, as over SQLite); None otherwise."""
+    path = state_dir / BOOTSTRAP_PASSWORD_FILE
+    try:
+        owner = os.lstat(path).st_uid
+    except OSError:
+        return None
+    return path if owner == os.getuid() else None
 
 
 def _registry_of_state(

@@ -9,9 +9,6 @@ every store answers alike. May import ``core``.
 ``is_postgres_url`` tells a PostgreSQL location from others without importing psycopg.
 """
 
-POSTGRES_URL_SCHEMES = ("postgresql://", "postgres://")
+from supervisor.core.locations import POSTGRES_URL_SCHEMES, is_postgres_url
 
-
-def is_postgres_url(location: str) -> bool:
-    """Whether ``location`` names a PostgreSQL store (``postgresql://…``/``postgres://…``)."""
-    return location.lower().startswith(POSTGRES_URL_SCHEMES)
+__all__ = ["POSTGRES_URL_SCHEMES", "is_postgres_url"]

@@ -4,7 +4,8 @@ change a password, and log in.
 Like every use case they check the subject's permission (``VIEW_USERS`` to list,
 ``MANAGE_USERS`` to change users, ``RESET_PASSWORDS`` to set another user's password, or
 being the user whose password changes) and write the audit trail: user changes, logins
-and refused logins (name and address, never the password). They work on the state
+and refused logins (name and address, never the password), also the logins a trusted
+proxy's header makes (once per new session). They work on the state
 database directly, so they need no running manager. A login whose stored hash is cheaper
 than the current cost stores a fresh hash.
 
@@ -129,36 +130,42 @@ class Accounts:
         subject.require(Permission.VIEW_USERS)
         return list(self._users.list_users())
 
-    def set_role(self, subject: Subject, name: str, role: str) -> None:
-        """Give ``name`` another role; it holds from their next request on."""
+    def set_role(self, subject: Subject, name: str, role: str) -> bool:
+        """Give ``name`` another role; it holds from their next request on. False (and
+        nothing audited) if ``name`` has that role already."""
         subject.require(Permission.MANAGE_USERS)
         if role not in ROLES:
             raise DefinitionError("role", f"{role!r}: choose one of {', '.join(ROLES)}")
         record = self._existing(name)
         if record.role == role:
-            return
+            return False
         if role != ADMIN_ROLE:
             self._keep_an_admin(subject, record, "demote")
         with self._audited(subject.name, "set role", f"{name}: {record.role} -> {role}"):
             self._users.set_role(name, role)
+        return True
 
-    def disable(self, subject: Subject, name: str) -> None:
-        """Lock ``name`` out (the record and password stay); refused logins are audited."""
+    def disable(self, subject: Subject, name: str) -> bool:
+        """Lock ``name`` out (the record and password stay); refused logins are audited.
+        False (and nothing audited) if ``name`` was disabled already."""
         subject.require(Permission.MANAGE_USERS)
         record = self._existing(name)
         if is_disabled(record):
-            return
+            return False
         self._keep_an_admin(subject, record, "disable")
         with self._audited(subject.name, "disable user", name):
             self._users.set_password(name, LOCKED + record.password_hash)
+        return True
 
-    def enable(self, subject: Subject, name: str) -> None:
+    def enable(self, subject: Subject, name: str) -> bool:
+        """Let ``name`` log in again with their password; False if they could already."""
         subject.require(Permission.MANAGE_USERS)
         record = self._existing(name)
         if not is_disabled(record):
-            return
+            return False
         with self._audited(subject.name, "enable user", name):
             self._users.set_password(name, record.password_hash.removeprefix(LOCKED))
+        return True
 
     def set_password(
         self, subject: Subject, name: str, password: str, *, temporary: bool = False
@@ -213,6 +220,12 @@ class Accounts:
                 self._users.set_password(record.name, stored)
         self._record(record.name, "login", f"from {address}")
         return Login(name=record.name, role=record.role, must_change_password=temporary)
+
+    def proxy_login(self, name: str, *, address: str, header: str) -> None:
+        """Note that the trusted proxy's ``header`` logged ``name`` in (a new session; the
+        proxy checked who they are). ``StoreError`` when the trail cannot be written: the
+        caller then makes no session."""
+        self._record(_actor(name), "login", f"through proxy header {header}, from {address}")
 
     def refused_unchecked(self, name: str, *, address: str, reason: str) -> None:
         """Note a login refused before its password was checked (e.g. throttled)."""

@@ -18,6 +18,7 @@ from urllib.parse import urlencode, urlsplit
 
 from supervisor.core.errors import (
     AlreadyRunning,
+    CommandUnconfirmed,
     DefinitionError,
     PermissionDenied,
     SupervisorError,
@@ -56,7 +57,11 @@ def _refused(site: Site, request: Request, sid: str, title: str, error: Supervis
     if isinstance(error, AlreadyRunning):
         link = scheduler_url(sid, "logs") + "?" + urlencode({"run": error.run_id})
         link_text = f"Watch run {error.run_id[:8]} live"
-    site.flash(request, "error", f"{title} refused", str(error), link=link, link_text=link_text)
+    # Delivered but not answered: not refused, and perhaps carried out (the text says so).
+    heading = (
+        f"{title} not confirmed" if isinstance(error, CommandUnconfirmed) else f"{title} refused"
+    )
+    site.flash(request, "error", heading, str(error), link=link, link_text=link_text)
     return redirect(came_from(request, sid))
 
 

@@ -2,11 +2,12 @@
 
 In order: read the request (bounded query and form, the client address, taking
 ``X-Forwarded-*`` only from configured proxies), resolve the session (or the trusted
-proxy's user header, by its exact name only), limit a session that logged in with a
-temporary password to the password page, require a login and the route's permission,
-check the CSRF token of every POST, and turn errors into replies: ``Refused`` with its
-status, ``SupervisorError`` through its type's ``http_status`` (a refused POST flashes
-its reason and goes back to the page it came from).
+proxy's user header, by its exact name only; each new session it makes is audited as a
+login), limit a session that logged in with a temporary password to the password page,
+require a login and the route's permission, check the CSRF token of every POST, and turn
+errors into replies: ``Refused`` with its status, ``SupervisorError`` through its type's
+``http_status`` (a refused POST flashes its reason and goes back to the page it came
+from).
 
 May import ``access``, ``errors``, ``supervisor.web.*`` below the handlers, bottle and the
 stdlib.
@@ -33,6 +34,7 @@ from supervisor.web.config import (
     Access,
 )
 from supervisor.web.replies import Refused, cookie, redirect, safe_next, text_reply
+from supervisor.web.sessions import Session
 from supervisor.web.site import Request, Site
 
 Handler = Callable[..., Any]
@@ -135,7 +137,10 @@ class Guard:
         if proxied and (session is None or session.user != proxied or not session.via_proxy):
             if session is not None:
                 site.sessions.end(session)
-            request.set_token, session = site.sessions.create(proxied, via_proxy=True)
+            request.session = self._proxy_login(request, proxied)
+            if request.session is None:  # no such user (or disabled): anonymous
+                request.clear_cookie = request.environ.get("HTTP_COOKIE") is not None
+            return
         if session is not None and session.user is not None:
             subject = subject_for(site.users, session.user)
             if subject is None:  # removed since, or its role is gone
@@ -143,6 +148,20 @@ class Guard:
                 session, request.clear_cookie = None, True
             request.subject = subject
         request.session = session
+
+    def _proxy_login(self, request: Request, name: str) -> Session | None:
+        """A new session for the user the proxy's header names, its login audited first
+        (a trail that cannot be written fails the request: no session); None for a name
+        that is no enabled user."""
+        site = self.site
+        subject = subject_for(site.users, name)
+        if subject is None:
+            return None
+        header = site.config.proxy_user_header or ""
+        site.accounts.proxy_login(subject.name, address=request.address, header=header)
+        request.set_token, session = site.sessions.create(subject.name, via_proxy=True)
+        request.subject = subject
+        return session
 
     def _proxy_user(self, request: Request) -> str | None:
         """The user named by the trusted proxy's header, by its exact name only."""

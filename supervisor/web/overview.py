@@ -63,6 +63,7 @@ class CardCache:
         self._cards: dict[str, tuple[SchedulerStatus, Health, Markup]] = {}
         self._joined: tuple[list[Markup], Markup] | None = None
         self._snapshot: _Snapshot | None = None
+        self._ranks: dict[str, int] | None = None
         # per scheduler: what its status said of its runs when read, and those runs
         self._runs: dict[str, tuple[tuple[object, ...], tuple[RunRecord, ...]]] = {}
         # per scheduler: the health last worked out, from which status, runs and minute
@@ -93,7 +94,9 @@ class CardCache:
             listed = use_cases.list(subject)
             recent = self._recent_runs(subject, listed) if with_runs else {}
             health = {s.id: self._health_of(s, recent.get(s.id, ()), wall) for s in listed}
-            statuses = sorted(listed, key=lambda s: not health[s.id].failing)
+            # Failing first, then definition order: what the page's script keeps live.
+            rank = self.ranks()
+            statuses = sorted(listed, key=lambda s: (not health[s.id].failing, rank.get(s.id, 0)))
             cards = [self.card(s, health[s.id]) for s in statuses]
             made = _Snapshot(
                 at=now,
@@ -160,6 +163,14 @@ class CardCache:
         except SupervisorError:
             return False
 
+    def ranks(self) -> dict[str, int]:
+        """Each scheduler's place in the app's definition order (the registry is frozen)."""
+        ranks = self._ranks
+        if ranks is None:
+            ranks = {sid: i for i, sid in enumerate(self._site.use_cases.registry.ids())}
+            self._ranks = ranks
+        return ranks
+
     def card(self, status: SchedulerStatus, health: Health) -> Markup:
         with self._lock:
             cached = self._cards.get(status.id)
@@ -174,6 +185,7 @@ class CardCache:
                     "h": health,
                     "href": scheduler_url(status.id),
                     "search": search_text(status, health),
+                    "rank": self.ranks().get(status.id, 0),
                     "command": self._command(status.id),
                     "icons": self._icons,
                 },
