@@ -9,17 +9,23 @@ says so: it keeps about a core busy itself, so on 2 cores it understates what th
 scales to. 1 and 10 clients take turns (``ROUNDS`` times) so a neighbour's load hits both
 alike; the machine's load average is printed before and after.
 
+Beside them, the same load on a bare one-thread Python server (``--bare``: a selector
+loop answering a fixed reply, nothing else): what any Python server gets from these
+cores and this client.
+
 The most any server could reach is bounded by the CPU the machine spends per request:
 ``cores / (server + client CPU seconds per request at 10 clients)`` requests/s. Divided
 by one client's requests/s, that is the highest factor these cores allow whatever the
 server does; it is printed beside each factor measured.
 
 Run by ``bench.bench_admin``; ``python -m bench.admin_scaling --clients ...`` is the
-Python stand-in's load process. May import the stdlib and ``bench.common``.
+Python stand-in's load process, ``--bare`` the bare server. May import the stdlib and
+``bench.common``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -30,6 +36,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,6 +46,9 @@ TARGET = 3.0
 TARGET_P99_MS = 100.0
 ROUNDS = 4
 FLOOR_PATH = "/static/favicon.svg"  # the same server, guard and session, no page work
+FLOOR = "floor: a static file"
+OVERVIEW = "overview, gzip (as browsers ask)"
+BARE = "bare Python server, one thread"
 BROWSER = "gzip, deflate, br"  # what browsers accept
 WRK_INSTALL = "apt-get install -y wrk"
 WRK_SCRIPT = """
@@ -110,6 +120,14 @@ def _python(
     )
 
 
+def _cpu_of(pid: int | None) -> float:
+    """CPU seconds process ``pid`` has used (0 for None)."""
+    if pid is None:
+        return 0.0
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def measure(
     host: str,
     port: int,
@@ -118,22 +136,26 @@ def measure(
     seconds: float,
     *,
     use_wrk: bool,
+    server_pid: int | None = None,
 ) -> dict[int, Measured]:
-    """1 and 10 clients on ``path``, taking turns; CPU of this process and the client's."""
+    """1 and 10 clients on ``path``, taking turns; CPU of this process, the client's and
+    that of the server process ``server_pid`` when it is another."""
     found = {1: Measured(), 10: Measured()}
     with tempfile.TemporaryDirectory(prefix="bench-wrk-") as temp:
         script = Path(temp) / "result.lua"
         script.write_text(WRK_SCRIPT)
         for _ in range(ROUNDS):
             for clients in (1, 10):
-                cpu_before = time.process_time() + _children_cpu()
+                cpu_before = time.process_time() + _children_cpu() + _cpu_of(server_pid)
                 if use_wrk:
                     url = f"http://{host}:{port}{path}"
                     turn = _wrk(url, headers, clients, seconds / ROUNDS, script)
                 else:
                     turn = _python(host, port, headers, path, clients, seconds / ROUNDS)
                 total = found[clients]
-                total.cpu += time.process_time() + _children_cpu() - cpu_before
+                total.cpu += (
+                    time.process_time() + _children_cpu() + _cpu_of(server_pid) - cpu_before
+                )
                 total.requests += turn.requests
                 total.seconds += turn.seconds
                 total.p50s += turn.p50s
@@ -146,6 +168,21 @@ def _load_average() -> str:
         return " ".join(Path("/proc/loadavg").read_text().split()[:3])
     except OSError:
         return "unknown"
+
+
+def _print_rows(label: str, mode: str, found: dict[int, Measured], cores: int) -> float:
+    """Print 1 and 10 clients' rows; the factor."""
+    one, ten = found[1], found[10]
+    cpu_each = ten.cpu / ten.requests if ten.requests else float("inf")
+    ceiling = cores / cpu_each / one.rate if one.rate else 0.0
+    for clients, got in found.items():
+        each = got.cpu / got.requests * 1000 if got.requests else 0.0
+        most = f"{ceiling:6.2f}x" if clients == 10 else ""
+        print(
+            f"  {label:34} {mode:>5} {clients:7d} {got.rate:8.0f} {got.p50:7.2f}"
+            f" {got.p99:7.1f} {got.rate / one.rate:5.2f}x {each:7.3f} {most:>7}"
+        )
+    return ten.rate / one.rate if one.rate else 0.0
 
 
 def report(host: str, port: int, cookie: str, seconds: float, schedulers: int) -> bool:
@@ -168,45 +205,100 @@ def report(host: str, port: int, cookie: str, seconds: float, schedulers: int) -
         f" {'x1':>6} {'ms CPU':>7} {'most x1':>7}"
     )
     routes = [
-        ("floor: a static file", FLOOR_PATH, BROWSER),
-        ("overview, gzip (as browsers ask)", "/", BROWSER),
+        (FLOOR, FLOOR_PATH, BROWSER),
+        (OVERVIEW, "/", BROWSER),
         ("overview, uncompressed", "/", "identity"),
     ]
     modes = ["keep", "close"] if use_wrk else ["close"]
-    factors: dict[tuple[str, str], tuple[float, float]] = {}
-    for mode in modes:
-        for label, path, encoding in routes:
-            headers = [f"Cookie: {cookie}", "Accept: text/html", f"Accept-Encoding: {encoding}"]
-            if mode == "close":
-                headers.append("Connection: close")
-            found = measure(host, port, path, headers, seconds, use_wrk=use_wrk)
-            one, ten = found[1], found[10]
-            cpu_each = ten.cpu / ten.requests if ten.requests else float("inf")
-            ceiling = cores / cpu_each / one.rate if one.rate else 0.0
-            for clients, got in found.items():
-                each = got.cpu / got.requests * 1000 if got.requests else 0.0
-                most = f"{ceiling:6.2f}x" if clients == 10 else ""
-                print(
-                    f"  {label:34} {mode:>5} {clients:7d} {got.rate:8.0f} {got.p50:7.2f}"
-                    f" {got.p99:7.1f} {got.rate / one.rate:5.2f}x {each:7.3f} {most:>7}"
-                )
-            factors[(mode, label)] = (ten.rate / one.rate, ten.p99)
+    factors: dict[tuple[str, str], float] = {}
+    p99s: dict[str, float] = {}
+    with _bare_server() as (bare_port, bare_pid):
+        for mode in modes:
+            for label, path, encoding in routes:
+                headers = [f"Cookie: {cookie}", "Accept: text/html", f"Accept-Encoding: {encoding}"]
+                if mode == "close":
+                    headers.append("Connection: close")
+                found = measure(host, port, path, headers, seconds, use_wrk=use_wrk)
+                factors[(mode, label)] = _print_rows(label, mode, found, cores)
+                if label == OVERVIEW:
+                    p99s[mode] = found[10].p99
+            headers = ["Connection: close"] if mode == "close" else []
+            found = measure(
+                "127.0.0.1", bare_port, "/", headers, seconds, use_wrk=use_wrk, server_pid=bare_pid
+            )
+            factors[(mode, BARE)] = _print_rows(BARE, mode, found, cores)
     print(f"  load average after: {_load_average()}")
     print(
-        "  ms CPU: this process's and the client's CPU per request; most x1: the factor"
+        "  ms CPU: the server's and the client's CPU per request; most x1: the factor"
         f" {cores} cores allow at that CPU per request (cores / CPU per request / 1 client)"
     )
     ok = True
     for mode in modes:
-        floor = factors[(mode, routes[0][0])][0]
-        factor, p99 = factors[(mode, routes[1][0])]
+        factor, p99 = factors[(mode, OVERVIEW)], p99s[mode]
         print(
             f"  {mode}: 10 clients get {factor:.2f}x one client's req/s on the overview with"
             f" p99 {p99:.1f} ms (target >= {TARGET:.0f}x, p99 <= {TARGET_P99_MS:.0f} ms);"
-            f" the floor {floor:.2f}x: the overview reaches {factor / floor:.0%} of it"
+            f" the floor {factors[(mode, FLOOR)]:.2f}x, a bare Python server"
+            f" {factors[(mode, BARE)]:.2f}x"
         )
         ok = ok and factor >= TARGET and p99 <= TARGET_P99_MS
     return ok
+
+
+@contextlib.contextmanager
+def _bare_server() -> Iterator[tuple[int, int]]:
+    """The bare server in a process of its own: (its port, its pid), until the end."""
+    command = [sys.executable, "-m", "bench.admin_scaling", "--bare"]
+    root = Path(__file__).resolve().parent.parent
+    process = subprocess.Popen(
+        command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=root
+    )
+    try:
+        assert process.stdout is not None
+        yield int(process.stdout.readline()), process.pid
+    finally:
+        if process.stdin is not None:
+            process.stdin.close()  # its end
+        process.wait(10)
+
+
+def bare() -> None:
+    """A one-thread Python HTTP server answering every request with a fixed reply
+    (keep-alive unless asked to close); its port out; it ends when stdin closes."""
+    import selectors
+    import socket
+
+    reply = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok"
+    closing = reply.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n", 1)
+    listener = socket.create_server(("127.0.0.1", 0), backlog=512)
+    listener.setblocking(False)
+    selector = selectors.DefaultSelector()
+    selector.register(listener, selectors.EVENT_READ)
+    selector.register(sys.stdin, selectors.EVENT_READ)
+    print(listener.getsockname()[1], flush=True)
+    while True:
+        for key, _ in selector.select():
+            if key.fileobj is sys.stdin:
+                return
+            if key.fileobj is listener:
+                with contextlib.suppress(BlockingIOError):
+                    while True:
+                        sock, _ = listener.accept()
+                        sock.setblocking(False)
+                        selector.register(sock, selectors.EVENT_READ)
+                continue
+            sock = key.fileobj  # type: ignore[assignment]
+            try:
+                data = sock.recv(65536)
+            except OSError:
+                data = b""
+            close = not data or b"connection: close" in data.lower()
+            if data:
+                with contextlib.suppress(OSError):
+                    sock.send(closing if close else reply)
+            if close:
+                selector.unregister(sock)
+                sock.close()
 
 
 # -- the Python stand-in's load process ----------------------------------------------------
@@ -273,6 +365,9 @@ def load(host: str, port: int, path: str, clients: int, seconds: float, headers:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:] == ["--bare"]:
+        bare()
+        sys.exit(0)
     if sys.argv[1:2] != ["--clients"] or len(sys.argv) != 8:
         sys.exit("usage: python -m bench.admin_scaling --clients HOST PORT PATH N SECONDS JSON")
     _host, _port, _path, _clients, _seconds, _headers = sys.argv[2:]
