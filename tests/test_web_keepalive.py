@@ -7,6 +7,7 @@ bodies go out whole."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 import socket
 import sys
@@ -47,13 +48,19 @@ def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
     return [body]
 
 
-@pytest.fixture
-def server() -> Iterator[HttpServer]:
-    served = HttpServer(app, host="127.0.0.1", port=0).start()
+@contextlib.contextmanager
+def serving(limits: ServerLimits | None = None, **options: Any) -> Iterator[HttpServer]:
+    served = HttpServer(app, host="127.0.0.1", port=0, limits=limits, **options).start()
     try:
         yield served
     finally:
         served.close()
+
+
+@pytest.fixture
+def server() -> Iterator[HttpServer]:
+    with serving() as served:
+        yield served
 
 
 def connect(served: HttpServer) -> socket.socket:
@@ -115,26 +122,26 @@ def test_a_response_shorter_than_it_declared_ends_its_connection(server: HttpSer
 def test_a_kept_connection_without_a_next_request_is_closed_without_a_reply() -> None:
     clock = Clock()
     limits = ServerLimits(keep_alive_seconds=3.0, head_seconds=5.0)
-    served = HttpServer(app, host="127.0.0.1", port=0, limits=limits, monotonic=clock).start()
-    try:
-        with connect(served) as idle, connect(served) as slow:
-            for sock in (idle, slow):
-                sock.sendall(get("/1"))
-                assert read_response(sock).startswith(b"HTTP/1.1 200 OK")
-            wait_for(lambda: served.idle == 2, timeout=5, what="both connections kept")
-            clock.now += 2.0
-            slow.sendall(b"GET /1 HT")  # its next request begins: the head's deadline now
-            wait_for(lambda: served.idle == 1, timeout=5, what="the request to begin")
-            clock.now += 2.0
-            assert closed(idle)  # past keep_alive_seconds: closed, no 408
-            clock.now += 2.0
-            slow.sendall(b"TP/1.1\r\nHost: x\r\n\r\n")
-            assert read_response(slow).startswith(b"HTTP/1.1 200 OK")
-            wait_for(lambda: served.idle == 1, timeout=5, what="kept again")
-            clock.now += 3.5
-            assert closed(slow)
-    finally:
-        served.close()
+    with (
+        serving(limits, monotonic=clock) as served,
+        connect(served) as idle,
+        connect(served) as slow,
+    ):
+        for sock in (idle, slow):
+            sock.sendall(get("/1"))
+            assert read_response(sock).startswith(b"HTTP/1.1 200 OK")
+        wait_for(lambda: served.idle == 2, timeout=5, what="both connections kept")
+        clock.now += 2.0
+        slow.sendall(b"GET /1 HT")  # its next request begins: the head's deadline now
+        wait_for(lambda: served.idle == 1, timeout=5, what="the request to begin")
+        clock.now += 2.0
+        assert closed(idle)  # past keep_alive_seconds: closed, no 408
+        clock.now += 2.0
+        slow.sendall(b"TP/1.1\r\nHost: x\r\n\r\n")
+        assert read_response(slow).startswith(b"HTTP/1.1 200 OK")
+        wait_for(lambda: served.idle == 1, timeout=5, what="kept again")
+        clock.now += 3.5
+        assert closed(slow)
 
 
 def test_a_body_larger_than_a_send_arrives_whole_on_a_kept_connection(
@@ -150,16 +157,12 @@ def test_a_body_larger_than_a_send_arrives_whole_on_a_kept_connection(
 
 
 def test_close_ends_kept_connections() -> None:
-    served = HttpServer(app, host="127.0.0.1", port=0).start()
-    try:
-        with connect(served) as sock:
-            sock.sendall(get("/1"))
-            read_response(sock)
-            wait_for(lambda: served.pending == 1, timeout=5, what="the kept connection")
-            served.close()
-            assert closed(sock)
-    finally:
+    with serving() as served, connect(served) as sock:
+        sock.sendall(get("/1"))
+        read_response(sock)
+        wait_for(lambda: served.pending == 1, timeout=5, what="the kept connection")
         served.close()
+        assert closed(sock)
 
 
 def body(answer: bytes) -> bytes:
@@ -168,52 +171,40 @@ def body(answer: bytes) -> bytes:
 
 def test_a_next_request_sent_at_once_is_answered_by_the_same_worker() -> None:
     limits = ServerLimits(linger_seconds=5.0)
-    served = HttpServer(app, host="127.0.0.1", port=0, limits=limits).start()
-    try:
-        with connect(served) as first, connect(served) as second:
-            answers: dict[socket.socket, list[bytes]] = {first: [], second: []}
-            for _ in range(3):
-                for sock in (first, second):
-                    sock.sendall(get("/0"))
-                    answers[sock].append(body(read_response(sock)))
-            # each connection kept its worker (an idle one would have answered both)
-            assert len(set(answers[first])) == 1 and len(set(answers[second])) == 1
-            assert answers[first][0] != answers[second][0]
-            assert served.pending == 0  # neither went back to the reader thread
-    finally:
-        served.close()
+    with serving(limits) as served, connect(served) as first, connect(served) as second:
+        answers: dict[socket.socket, list[bytes]] = {first: [], second: []}
+        for _ in range(3):
+            for sock in (first, second):
+                sock.sendall(get("/0"))
+                answers[sock].append(body(read_response(sock)))
+        # each connection kept its worker (an idle one would have answered both)
+        assert len(set(answers[first])) == 1 and len(set(answers[second])) == 1
+        assert answers[first][0] != answers[second][0]
+        assert served.pending == 0  # neither went back to the reader thread
 
 
 def test_without_lingering_each_request_goes_through_the_reader() -> None:
     limits = ServerLimits(linger_seconds=0)
-    served = HttpServer(app, host="127.0.0.1", port=0, limits=limits).start()
-    try:
-        with connect(served) as sock:
-            for _ in range(3):
-                sock.sendall(get("/1"))
-                assert read_response(sock).startswith(b"HTTP/1.1 200 OK")
-                wait_for(lambda: served.idle == 1, timeout=5, what="handed back")
-    finally:
-        served.close()
+    with serving(limits) as served, connect(served) as sock:
+        for _ in range(3):
+            sock.sendall(get("/1"))
+            assert read_response(sock).startswith(b"HTTP/1.1 200 OK")
+            wait_for(lambda: served.idle == 1, timeout=5, what="handed back")
 
 
 def test_part_of_a_request_while_lingering_goes_to_the_reader_and_is_answered() -> None:
     limits = ServerLimits(linger_seconds=5.0)
-    served = HttpServer(app, host="127.0.0.1", port=0, limits=limits).start()
-    try:
-        with connect(served) as sock:
-            sock.sendall(get("/1"))
-            read_response(sock)
-            sock.sendall(b"GET /2 HT")
-            wait_for(lambda: served.pending == 1, timeout=5, what="the reader to have it")
-            assert served.idle == 0  # begun: the head's deadline, not the idle one
-            sock.sendall(b"TP/1.1\r\nHost: x\r\n\r\n")
-            assert re.fullmatch(rb"admin-request \d+\.\.", body(read_response(sock)))
-            sock.sendall(b"GARBAGE\r\n\r\n")  # refused as on a new connection
-            assert read_response(sock).startswith(b"HTTP/1.1 400 ")
-            assert closed(sock)
-    finally:
-        served.close()
+    with serving(limits) as served, connect(served) as sock:
+        sock.sendall(get("/1"))
+        read_response(sock)
+        sock.sendall(b"GET /2 HT")
+        wait_for(lambda: served.pending == 1, timeout=5, what="the reader to have it")
+        assert served.idle == 0  # begun: the head's deadline, not the idle one
+        sock.sendall(b"TP/1.1\r\nHost: x\r\n\r\n")
+        assert re.fullmatch(rb"admin-request \d+\.\.", body(read_response(sock)))
+        sock.sendall(b"GARBAGE\r\n\r\n")  # refused as on a new connection
+        assert read_response(sock).startswith(b"HTTP/1.1 400 ")
+        assert closed(sock)
 
 
 def lingering() -> bool:
