@@ -4,7 +4,9 @@ Each ``ManagerHost`` is one ``supervisor run --app tests.apps.cluster_jobs:cfg -
 --host-name NAME`` with a state directory of its own; its runs write the independent
 ledger of ``tests/apps/cluster_jobs.py``. What the tests and the bench read: the ledger,
 the coordination tables and each host's log (stderr). Used by tests/test_cluster_manager.py,
-tests/test_cluster_store.py and bench/bench_cluster.py.
+tests/test_cluster_store.py and bench/bench_cluster.py; the fixtures ``db`` (the ledger
+made, a connection to it) and ``hosts`` (the hosts a test started, reaped after it) are
+imported by the test modules, beside tests/postgres.py's ``pg_dsn``.
 """
 
 from __future__ import annotations
@@ -13,13 +15,16 @@ import itertools
 import os
 import signal
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
+from psycopg.conninfo import conninfo_to_dict
 
 from tests.apps.cluster_jobs import LEDGER_DDL
-from tests.commands import supervisor
+from tests.commands import python, supervisor
 from tests.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,10 +50,12 @@ class ManagerHost:
         cluster_dsn: str | None = None,
         ticks: int = 0,
         store: str | None = None,
+        skew: float = 0.0,
     ) -> None:
         """``cluster_dsn``: the manager's own way to the database (e.g. through a proxy);
         its runs write the ledger on ``dsn``. ``store``: the shared ``--store`` (None: the
-        state directory's SQLite file)."""
+        state directory's SQLite file). ``skew``: seconds the manager's wall clock is off
+        (tests/skewed_supervisor.py)."""
         self.name = name
         self.state = tmp / name
         self.state.mkdir(parents=True, exist_ok=True)
@@ -65,9 +72,14 @@ class ManagerHost:
             "CLUSTER_JOB_SECONDS": str(job_seconds),
             "CLUSTER_TICKS": str(ticks),
         }
+        command = python("-m", "tests.skewed_supervisor", str(skew), *argv) if skew else None
         with self.log_path.open("w") as log:
             self.process = subprocess.Popen(
-                supervisor(*argv), cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log
+                command or supervisor(*argv),
+                cwd=ROOT,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
             )
 
     def ready(self, timeout: float = 30) -> ManagerHost:
@@ -103,6 +115,55 @@ class ManagerHost:
             self.signal(signal.SIGCONT)
             self.process.kill()
         self.process.wait(timeout=30)
+
+
+@pytest.fixture
+def db(pg_dsn: str) -> Iterator[psycopg.Connection[Any]]:
+    """A connection to ``pg_dsn``'s database, its ledger made."""
+    make_ledger(pg_dsn)
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        yield conn
+
+
+@pytest.fixture
+def hosts(tmp_path: Path) -> Iterator[list[ManagerHost]]:
+    """The hosts a test starts; killed and reaped afterwards. A traceback in any host's
+    log fails the test."""
+    started: list[ManagerHost] = []
+    yield started
+    for host in started:
+        host.reap()
+    assert not {h.name: h.log() for h in started if "Traceback" in h.log()}
+
+
+def as_url(dsn: str) -> str:
+    """``dsn`` (libpq key=value) as the ``postgresql://`` URL ``--store`` takes."""
+    params = conninfo_to_dict(dsn)
+    return (
+        f"postgresql://{params['user']}@{params['host']}:{params['port']}/{params['dbname']}"
+        "?connect_timeout=3"
+    )
+
+
+def start(
+    hosts: list[ManagerHost],
+    dsn: str,
+    tmp: Path,
+    *names: str,
+    shared_store: bool = False,
+    **kw: Any,
+) -> None:
+    """Start hosts ``names`` on ``dsn`` and wait until each is ready. ``shared_store``:
+    the cluster's database is their store too (reached the same way: ``cluster_dsn``)."""
+    store = {"store": as_url(kw.get("cluster_dsn") or dsn)} if shared_store else {}
+    new = [ManagerHost(dsn, name, tmp, **store, **kw) for name in names]
+    hosts.extend(new)
+    for host in new:
+        host.ready()
+
+
+def by_name(hosts: list[ManagerHost], name: str | None) -> ManagerHost:
+    return next(h for h in hosts if h.name == name)
 
 
 def holder(conn: psycopg.Connection[Any], scheduler_id: str) -> str | None:

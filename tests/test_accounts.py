@@ -5,7 +5,11 @@ one-time passwords and the bootstrap file."""
 from __future__ import annotations
 
 import io
+import secrets
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -21,8 +25,12 @@ from supervisor.core.passwords import (
     needs_rehash,
     verify_password,
 )
+from supervisor.store.protocols import Store, StoredUser
 from supervisor.store.sqlite import SqliteStore
-from supervisor.usecases.accounts import Accounts
+from supervisor.usecases.accounts import Accounts, is_disabled
+from tests.postgres import PostgresCluster, pg_cluster
+
+__all__ = ["pg_cluster"]  # the fixture, used by name
 
 
 def test_admins_manage_users_and_every_change_is_audited(tmp_path: Path) -> None:
@@ -242,3 +250,120 @@ def test_a_role_change_is_audited_with_before_and_after(tmp_path: Path) -> None:
         assert caught.value.field == "role"
         with pytest.raises(DefinitionError):
             accounts.set_role(su(), "nobody", "viewer")
+
+
+# -- changes that race (several hosts share one PostgreSQL store) --------------------------
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def shared(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """A real store: a SQLite file, or a database of the throwaway PostgreSQL cluster."""
+    if request.param == "sqlite":
+        with SqliteStore.open(tmp_path / "state.db") as store:
+            yield store
+        return
+    from supervisor.store.postgres import PostgresStore
+
+    cluster: PostgresCluster = request.getfixturevalue("pg_cluster")
+    with PostgresStore.open(cluster.create_database(f"a{secrets.token_hex(6)}")) as store:
+        yield store
+
+
+class HeldRead:
+    """The store, except that ``list_users`` returns only once ``parties`` callers have
+    read (so each decides on what it read before any of them writes)."""
+
+    def __init__(self, store: Store, parties: int) -> None:
+        self._store = store
+        self._read = threading.Barrier(parties)
+
+    def list_users(self) -> list[StoredUser]:
+        found = self._store.list_users()
+        self._read.wait(timeout=30)
+        return found
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+
+class PausedRead:
+    """The store, except that the first ``get_user`` pauses after reading until ``go``."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self.read, self.go = threading.Event(), threading.Event()
+
+    def get_user(self, name: str) -> StoredUser | None:
+        found = self._store.get_user(name)
+        if not self.read.is_set():
+            self.read.set()
+            assert self.go.wait(timeout=30)
+        return found
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+
+def in_thread(target: Callable[[], object]) -> tuple[threading.Thread, list[BaseException]]:
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            target()
+        except BaseException as error:
+            errors.append(error)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, errors
+
+
+def test_two_admins_disabled_at_once_leave_an_enabled_admin(shared: Store) -> None:
+    """Regression: both read two enabled admins, then both disabled theirs."""
+    for name in ("ada", "bea"):
+        shared.add_user(name, role="admin", password_hash=hash_password("x" * 12, cost=CHEAP))
+    accounts = Accounts(HeldRead(shared, 2), cost=CHEAP)  # type: ignore[arg-type]
+    runs = [in_thread(lambda n=name: accounts.disable(su("root"), n)) for name in ("ada", "bea")]
+    for thread, _ in runs:
+        thread.join(timeout=60)
+    refused = [error for _, errors in runs for error in errors]
+    assert len(refused) == 1, refused
+    assert isinstance(refused[0], DefinitionError) and "is the last admin" in str(refused[0])
+    assert [u.name for u in shared.list_users() if not is_disabled(u)] in (["ada"], ["bea"])
+
+
+def disabled_meanwhile(
+    shared: Store, write: Callable[[Accounts], object], *, cost: ScryptCost
+) -> str:
+    """Run ``write`` (on accounts over ``shared`` with ``cost``), pausing it after its first
+    read of the user while another ``disable``s olga; olga's stored hash afterwards."""
+    shared.add_user("olga", role="operator", password_hash=hash_password("x" * 12, cost=CHEAP))
+    paused = PausedRead(shared)
+    writer = Accounts(paused, cost=cost)  # type: ignore[arg-type]
+    thread, errors = in_thread(lambda: write(writer))
+    assert paused.read.wait(timeout=30)
+    assert Accounts(shared, cost=CHEAP).disable(su("root"), "olga")
+    paused.go.set()
+    thread.join(timeout=60)
+    assert errors == []
+    olga = shared.get_user("olga")
+    assert olga is not None
+    return olga.password_hash
+
+
+def test_a_password_set_while_the_user_is_disabled_keeps_them_disabled(shared: Store) -> None:
+    """Regression: set_password read "enabled", hashed, then wrote an unlocked hash."""
+    stored = disabled_meanwhile(
+        shared, lambda a: a.set_password(su("root"), "olga", "a new passphrase"), cost=CHEAP
+    )
+    assert stored.startswith("!")
+    assert verify_password("a new passphrase", stored.removeprefix("!"))
+
+
+def test_a_login_rehash_while_the_user_is_disabled_keeps_them_disabled(shared: Store) -> None:
+    """Regression: a login that rehashed a cheap hash wrote it over a disable."""
+    stronger = ScryptCost(n=1 << 11, r=8, p=1)
+    login = disabled_meanwhile(
+        shared, lambda a: a.authenticate("olga", "x" * 12, address="::1"), cost=stronger
+    )
+    assert login.startswith("!")

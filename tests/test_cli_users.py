@@ -306,3 +306,106 @@ def read_until(fd: int, wanted: bytes, *, timeout: float = 60.0) -> bytes:
             assert chunk, f"the terminal closed before {wanted!r}: {seen!r}"
             seen += chunk
     return seen
+
+
+def empty_database(cluster: PostgresCluster) -> tuple[str, str]:
+    database = f"e{secrets.token_hex(6)}"
+    cluster.create_database(database)
+    return database, url_of(cluster, database)
+
+
+def store_tables(cluster: PostgresCluster, database: str) -> list[str]:
+    import psycopg
+
+    with psycopg.connect(cluster.dsn(database), autocommit=True) as conn:
+        rows = conn.execute("SELECT tablename FROM pg_tables WHERE tablename LIKE 'sst%'")
+        return sorted(row[0] for row in rows)
+
+
+@pytest.mark.parametrize("args", SUBCOMMANDS[1:], ids=lambda a: a[0])
+def test_only_add_creates_the_store_in_an_empty_database(
+    pg_cluster: PostgresCluster, tmp_path: Path, args: list[str]
+) -> None:
+    """Regression: `users list --store URL` made every sst_* table in any database."""
+    database, url = empty_database(pg_cluster)
+    result = CliRunner().invoke(
+        main, ["users", *args, "--store", url, "--state-dir", str(tmp_path)], input=PASSPHRASE
+    )
+    assert result.exit_code == 7, result.output
+    assert result.output == (
+        f"error: cannot use PostgreSQL database sst@127.0.0.1:{pg_cluster.port}/{database}: no"
+        " sched-supervisor store there; `supervisor users add` or `supervisor run --store`"
+        " creates it\n"
+    )
+    assert store_tables(pg_cluster, database) == []
+    added = CliRunner().invoke(
+        main, ["users", "add", "ada", "--role", "admin", "--store", url], input=PASSPHRASE
+    )
+    assert added.exit_code == 0, added.output
+    assert "sst_users" in store_tables(pg_cluster, database)
+
+
+def test_a_shared_stores_admin_password_leaves_the_state_dirs_own_file(
+    pg_cluster: PostgresCluster, tmp_path: Path
+) -> None:
+    """Regression: `users passwd admin --store URL --state-dir S` deleted the one-time
+    password file of S's own SQLite store."""
+    import io
+
+    from supervisor.core.passwords import ScryptCost
+    from supervisor.store.postgres import PostgresStore
+    from supervisor.store.sqlite import SqliteStore
+    from supervisor.web.auth import ensure_bootstrap_admin
+
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    cheap = ScryptCost(n=1 << 10)
+    with SqliteStore.open(state / "state.db") as own:
+        made = ensure_bootstrap_admin(own, out=io.StringIO(), state_dir=state, cost=cheap)
+    assert made is not None and made.file is not None
+    _, url = empty_database(pg_cluster)
+    with PostgresStore.open(url) as shared:  # the shared store's admin: another password
+        assert ensure_bootstrap_admin(shared, out=io.StringIO(), cost=cheap) is not None
+    changed = CliRunner().invoke(
+        main,
+        ["users", "passwd", "admin", "--password-stdin", "--store", url, "--state-dir", str(state)],
+        input=PASSPHRASE + "\n",
+    )
+    assert changed.exit_code == 0, changed.output
+    assert made.file.read_text() == made.password + "\n"  # still S's admin's password
+    ok(users(Where(["--state-dir", str(state)], state, None), "passwd", "admin",
+             "--password-stdin", stdin=PASSPHRASE + "\n"))  # fmt: skip
+    assert not made.file.exists()  # S's own store changed: the file went
+
+
+def test_a_password_with_an_unencoded_at_sign_is_never_shown(tmp_path: Path) -> None:
+    port = free_port()
+    for url in (
+        f"postgresql://u:p@ss9word@127.0.0.1:{port}/db",
+        f"postgresql://u:p%zzsecret@127.0.0.1:{port}/db",
+    ):
+        result = CliRunner().invoke(
+            main, ["users", "list", "--store", url, "--state-dir", str(tmp_path)]
+        )
+        assert result.exit_code == 7, result.output
+        assert result.output.startswith("error: cannot use PostgreSQL"), result.output
+        assert "ss9word" not in result.output and "secret" not in result.output
+
+
+def test_the_store_may_come_from_the_environment(
+    pg_cluster: PostgresCluster, tmp_path: Path
+) -> None:
+    """So the URL is not in /proc/PID/cmdline and the shell history."""
+    _, url = empty_database(pg_cluster)
+    added = CliRunner().invoke(
+        main,
+        ["users", "add", "ada", "--role", "admin", "--state-dir", str(tmp_path / "state")],
+        env={"SCHED_SUPERVISOR_STORE": url},
+    )
+    assert added.exit_code == 0, added.output
+    listed = CliRunner().invoke(main, ["users", "list"], env={"SCHED_SUPERVISOR_STORE": url})
+    assert listed.exit_code == 0 and "ada" in listed.output, listed.output
+    assert not (tmp_path / "state").exists()
+    for command in (["users", "list"], ["run"]):
+        shown = CliRunner().invoke(main, [*command, "--help"])
+        assert "SCHED_SUPERVISOR_STORE" in " ".join(shown.output.split()), command

@@ -13,7 +13,6 @@ import json
 import signal
 import threading
 import time
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -28,11 +27,14 @@ from supervisor.cluster.member import Member, MemberConfig, NoHooks
 from supervisor.core.clock import SystemClock
 from tests.cluster_managers import (
     ManagerHost,
+    by_name,
+    db,
     doubled_slots,
     holder,
+    hosts,
     ledger,
-    make_ledger,
     overlaps,
+    start,
 )
 from tests.http_session import HttpSession, bootstrap_password
 from tests.manager_process import cli
@@ -40,34 +42,9 @@ from tests.postgres import PostgresCluster, free_port, pg_cluster, pg_dsn
 from tests.tcp_proxy import FaultyProxy
 from tests.waiting import wait_for
 
-__all__ = ["pg_cluster", "pg_dsn"]
+__all__ = ["db", "hosts", "pg_cluster", "pg_dsn"]
 
 TICK = "c.tick"  # SCHEDULE, a 1 s pause after each run
-
-
-@pytest.fixture
-def db(pg_dsn: str) -> Iterator[psycopg.Connection[Any]]:
-    make_ledger(pg_dsn)
-    with psycopg.connect(pg_dsn, autocommit=True) as conn:
-        yield conn
-
-
-@pytest.fixture
-def hosts(tmp_path: Path) -> Iterator[list[ManagerHost]]:
-    """The hosts a test starts; killed and reaped afterwards. A traceback in any host's
-    log fails the test."""
-    started: list[ManagerHost] = []
-    yield started
-    for host in started:
-        host.reap()
-    assert not {h.name: h.log() for h in started if "Traceback" in h.log()}
-
-
-def start(hosts: list[ManagerHost], pg_dsn: str, tmp: Path, *names: str, **kw: Any) -> None:
-    new = [ManagerHost(pg_dsn, name, tmp, **kw) for name in names]
-    hosts.extend(new)
-    for host in new:
-        host.ready()
 
 
 def in_flight(db: psycopg.Connection[Any], scheduler_id: str) -> tuple[Any, ...] | None:
@@ -79,10 +56,6 @@ def in_flight(db: psycopg.Connection[Any], scheduler_id: str) -> tuple[Any, ...]
 def outcome(db: psycopg.Connection[Any], run_ref: str) -> str | None:
     row = db.execute("SELECT outcome FROM cluster_runs WHERE run_ref = %s", (run_ref,)).fetchone()
     return None if row is None else row[0]
-
-
-def by_name(hosts: list[ManagerHost], name: str | None) -> ManagerHost:
-    return next(h for h in hosts if h.name == name)
 
 
 def test_two_hosts_run_each_slot_once_and_take_over_after_kill_9(

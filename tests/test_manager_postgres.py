@@ -8,6 +8,7 @@ import io
 import os
 import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,21 +33,18 @@ def url(cluster: PostgresCluster, database: str) -> str:
     return f"postgresql://sst@127.0.0.1:{cluster.port}/{database}?connect_timeout=3"
 
 
+def run_command(state: Path, store: str) -> list[str]:
+    """``supervisor run`` of the test app on ``store``, its state in ``state``."""
+    return supervisor(
+        "run", "--app", APP, "--state-dir", str(state), "--no-admin", "--grace", "500ms",
+        "--store", store,
+    )  # fmt: skip
+
+
 @contextmanager
 def manager_on(state: Path, store: str) -> Iterator[subprocess.Popen[bytes]]:
     process = subprocess.Popen(
-        supervisor(
-            "run",
-            "--app",
-            APP,
-            "--state-dir",
-            str(state),
-            "--no-admin",
-            "--grace",
-            "500ms",
-            "--store",
-            store,
-        ),
+        run_command(state, store),
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         stdout=subprocess.DEVNULL,
@@ -69,6 +67,16 @@ def manager_on(state: Path, store: str) -> Iterator[subprocess.Popen[bytes]]:
             if process.poll() is None:
                 process.kill()
                 process.wait()
+
+
+def ended_runs(dsn: str) -> int:
+    """How many runs of ``m.repeat`` the store holds ended."""
+    found = rows(
+        dsn,
+        "SELECT count(*) FROM sst_runs WHERE scheduler_id = 'm.repeat' AND ended_at IS NOT NULL",
+    )[0][0]
+    assert isinstance(found, int)
+    return found
 
 
 def rows(dsn: str, query: str) -> list[tuple[object, ...]]:
@@ -191,12 +199,9 @@ def test_runs_go_on_after_postgresql_restarts_under_the_manager(
 ) -> None:
     database = "restart" + os.urandom(3).hex()
     dsn = pg_cluster.create_database(database)
-    ended = "SELECT count(*) FROM sst_runs WHERE scheduler_id = 'm.repeat' AND ended_at IS NOT NULL"
 
     def count() -> int:
-        value = rows(dsn, ended)[0][0]
-        assert isinstance(value, int)
-        return value
+        return ended_runs(dsn)
 
     with manager_on(tmp_path / "state", url(pg_cluster, database)) as process:
         wait_for(lambda: count() >= 2, timeout=30, what="runs before the restart")
@@ -309,3 +314,153 @@ def test_a_postgresql_store_without_psycopg_says_what_to_install(
     assert caught.value.field == "--store"
     assert "sched-supervisor[postgresql]" in str(caught.value)
     assert "python3-psycopg" in str(caught.value)
+
+
+# -- faults: a lock taken by another manager, a black-holed connection ----------------------
+
+
+class LoggedManager:
+    """``supervisor run --store STORE`` whose stderr goes to a file, read while it runs."""
+
+    def __init__(self, state: Path, store: str, log: Path) -> None:
+        self.log_path = log
+        with log.open("w") as sink:
+            self.process = subprocess.Popen(
+                run_command(state, store),
+                cwd=ROOT,
+                env={**os.environ, "PYTHONPATH": str(ROOT)},
+                stdout=subprocess.DEVNULL,
+                stderr=sink,
+            )
+        wait_for(
+            lambda: (state / "control.sock").exists() or self.process.poll() is not None,
+            timeout=30,
+            what="the manager",
+        )
+        assert self.process.poll() is None, self.log()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGCONT)
+            self.process.kill()
+        self.process.wait(timeout=30)
+
+
+def lock_sessions(dsn: str) -> list[tuple[object, ...]]:
+    """(server pid, application name) of the sessions holding a manager lock."""
+    return rows(
+        dsn,
+        "SELECT a.pid, a.application_name FROM pg_locks AS l JOIN pg_stat_activity AS a"
+        " USING (pid) WHERE l.locktype = 'advisory' AND l.granted"
+        " AND a.application_name LIKE 'sched-supervisor manager %'",
+    )
+
+
+# Every row written to the store's tables from now on, with the session's name.
+WRITES_DDL = """
+CREATE TABLE test_writes (application text, tbl text, at timestamptz DEFAULT clock_timestamp());
+CREATE FUNCTION test_note_write() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  INSERT INTO test_writes (application, tbl)
+  VALUES (current_setting('application_name'), TG_TABLE_NAME);
+  RETURN NULL;
+END $$;
+"""
+WRITTEN_TABLES = ("sst_runs", "sst_logs", "sst_meta", "sst_decisions", "sst_audit", "sst_overrides")
+
+
+def note_writes(dsn: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(WRITES_DDL)
+        for table in WRITTEN_TABLES:
+            conn.execute(
+                f"CREATE TRIGGER {table}_noted AFTER INSERT OR UPDATE OR DELETE ON {table}"  # type: ignore[arg-type]
+                " FOR EACH ROW EXECUTE FUNCTION test_note_write()"
+            )
+
+
+def test_a_manager_whose_lock_another_manager_took_stops_and_stores_nothing_more(
+    pg_cluster: PostgresCluster, tmp_path: Path
+) -> None:
+    database = "lost" + os.urandom(3).hex()
+    dsn = pg_cluster.create_database(database)
+    first = LoggedManager(tmp_path / "a", url(pg_cluster, database), tmp_path / "a.log")
+    second: LoggedManager | None = None
+    try:
+        wait_for(lambda: ended_runs(dsn) >= 2, timeout=30, what="runs of the first")
+        ((lock_pid, _),) = lock_sessions(dsn)
+        note_writes(dsn)
+        # Stopped, the first cannot take its lock back before the second takes it.
+        first.process.send_signal(signal.SIGSTOP)
+        try:
+            rows(dsn, f"SELECT pg_terminate_backend({lock_pid})")
+            wait_for(lambda: lock_sessions(dsn) == [], timeout=10, what="the lock released")
+            kept = rows(dsn, "SELECT run_id, ended_at, outcome FROM sst_runs ORDER BY seq")
+            logs = rows(dsn, "SELECT id FROM sst_logs ORDER BY id")
+            second = LoggedManager(tmp_path / "b", url(pg_cluster, database), tmp_path / "b.log")
+            ((_, other_session),) = lock_sessions(dsn)
+            # The second marked the first's runs in progress as interrupted: as it left them.
+            marked = {r[0]: r for r in rows(dsn, "SELECT run_id, ended_at, outcome FROM sst_runs")}
+        finally:
+            first.process.send_signal(signal.SIGCONT)
+            resumed = time.monotonic()
+        assert first.process.wait(timeout=20) == 7, first.log()
+        print(f"the first manager stopped {time.monotonic() - resumed:.1f} s after it resumed")
+        message = first.log()
+        assert f"sst@127.0.0.1:{pg_cluster.port}/{database}" in message
+        assert str(other_session) in message  # the session that holds the lock now
+        assert "Traceback" not in message
+        # Nothing written by the first since it lost the lock (its sessions carry its pid).
+        written = rows(
+            dsn,
+            f"SELECT application, tbl FROM test_writes WHERE application ~ ':{first.process.pid}$'",
+        )
+        assert written == []
+        # Nothing it stored is lost: every run and log record is still there, as it was
+        # (or as the second marked it).
+        now = {r[0]: r for r in rows(dsn, "SELECT run_id, ended_at, outcome FROM sst_runs")}
+        assert all(now[run[0]] == marked[run[0]] for run in kept)
+        assert all(run[1] is not None or marked[run[0]][2] == "interrupted" for run in kept)
+        assert set(logs) <= set(rows(dsn, "SELECT id FROM sst_logs"))
+        assert second.process.poll() is None  # the second goes on
+        before = ended_runs(dsn)
+        wait_for(lambda: ended_runs(dsn) > before, timeout=10, what="the second's runs")
+    finally:
+        first.close()
+        if second is not None:
+            second.close()
+
+
+def test_a_black_holed_store_connection_fails_in_seconds_and_the_manager_goes_on(
+    pg_cluster: PostgresCluster, tmp_path: Path
+) -> None:
+    from tests.tcp_proxy import FaultyProxy
+
+    database = "hole" + os.urandom(3).hex()
+    dsn = pg_cluster.create_database(database)
+
+    def count() -> int:
+        return ended_runs(dsn)
+
+    with FaultyProxy(("127.0.0.1", pg_cluster.port), refuse=0, cut=0) as proxy:
+        via = f"postgresql://sst@127.0.0.1:{proxy.port}/{database}?connect_timeout=3"
+        manager = LoggedManager(tmp_path / "state", via, tmp_path / "manager.log")
+        try:
+            wait_for(lambda: count() >= 2, timeout=30, what="runs before the black hole")
+            proxy.blackhole()  # every open connection of the manager, and each new one
+            started = time.monotonic()
+            named = f"PostgreSQL database sst@127.0.0.1:{proxy.port}/{database}: no answer"
+            wait_for(lambda: named in manager.log(), timeout=15, what="a write that failed")
+            print(f"a write failed {time.monotonic() - started:.1f} s after the black hole")
+            proxy.heal()
+            before = count()
+            wait_for(lambda: count() >= before + 2, timeout=30, what="runs after the black hole")
+            assert manager.process.poll() is None
+            manager.process.send_signal(signal.SIGTERM)
+            assert manager.process.wait(timeout=30) == 0, manager.log()
+            assert "Traceback" not in manager.log()
+        finally:
+            manager.close()

@@ -7,7 +7,9 @@ from __future__ import annotations
 import pytest
 
 from supervisor.core.errors import DefinitionError
-from supervisor.service.stores import open_postgres_store, url_passwords, without_password
+from supervisor.service.stores import open_postgres_store
+from supervisor.store.dsn import passwords as url_passwords
+from supervisor.store.dsn import without_password
 
 
 def test_the_passwords_of_a_url_as_written_and_decoded() -> None:

@@ -36,7 +36,16 @@ from supervisor.core.records import (
     Trigger,
 )
 from supervisor.store.memory import MemoryStore
-from supervisor.store.protocols import LogStats, LostLogs, Store, StoredUser, UnfinishedRun
+from supervisor.store.protocols import (
+    Changed,
+    KeepOne,
+    LogStats,
+    LostLogs,
+    Store,
+    StoredUser,
+    UnfinishedRun,
+    UserChange,
+)
 from supervisor.store.sqlite import SqliteStore, state_db_path
 from tests.postgres import PostgresCluster, pg_cluster
 from tests.store_values import T0, finish, make_run, record
@@ -835,6 +844,69 @@ def test_users(store: Store) -> None:
     assert store.remove_user("bob") is False
     assert store.get_user("bob") is None
     assert [u.name for u in store.list_users()] == ["alice"]
+
+
+KEEP_ADMIN = KeepOne(role="admin", locked_prefix="!")
+
+
+def test_change_user_is_compared_and_keeps_an_enabled_admin(store: Store) -> None:
+    store.add_user("ada", role="admin", password_hash="a1")
+    store.add_user("bea", role="admin", password_hash="b1")
+    store.add_user("olga", role="operator", password_hash="o1")
+    stale = UserChange(expected_hash="o0", password_hash="o2")
+    assert store.change_user("olga", stale) is Changed.STALE  # read before a change
+    assert store.change_user("nobody", UserChange(expected_hash="x", remove=True)) is Changed.STALE
+    changed = UserChange(expected_hash="o1", password_hash="o2", role="viewer")
+    assert store.change_user("olga", changed, keep=KEEP_ADMIN) is Changed.DONE
+    olga = store.get_user("olga")
+    assert olga is not None and (olga.role, olga.password_hash) == ("viewer", "o2")
+    lock_ada = UserChange(expected_hash="a1", password_hash="!a1")
+    assert store.change_user("ada", lock_ada, keep=KEEP_ADMIN) is Changed.DONE
+    for last in (
+        UserChange(expected_hash="b1", password_hash="!b1"),
+        UserChange(expected_hash="b1", role="viewer"),
+        UserChange(expected_hash="b1", remove=True),
+    ):
+        assert store.change_user("bea", last, keep=KEEP_ADMIN) is Changed.REFUSED
+    bea = store.get_user("bea")
+    assert bea is not None and (bea.role, bea.password_hash) == ("admin", "b1")
+    assert store.change_user("bea", UserChange(expected_hash="b1", password_hash="b2"),
+                             keep=KEEP_ADMIN) is Changed.DONE  # fmt: skip
+    assert store.change_user("bea", UserChange(expected_hash="b2", remove=True)) is Changed.DONE
+    assert store.get_user("bea") is None
+    with pytest.raises(DefinitionError):
+        store.change_user("olga", UserChange(expected_hash="o2", role="wizard"))
+
+
+def test_two_admins_disabled_at_once_leave_one(store: Store) -> None:
+    """Regression: each change read two enabled admins, then both wrote."""
+    for round_ in range(10):
+        names = (f"a{round_}", f"b{round_}")
+        for name in names:
+            store.add_user(name, role="admin", password_hash="h")
+        start = threading.Barrier(2)
+        outcomes: list[Changed] = []
+        threads = [
+            threading.Thread(target=_disable_at_once, args=(store, name, start, outcomes))
+            for name in names
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=30)
+        assert sorted(o.value for o in outcomes) == ["done", "refused"]
+        enabled = [n for n in names if getattr(store.get_user(n), "password_hash", "") == "h"]
+        assert len(enabled) == 1
+        # The next round's two are then the only enabled admins.
+        store.change_user(enabled[0], UserChange(expected_hash="h", role="viewer"))
+
+
+def _disable_at_once(
+    store: Store, name: str, start: threading.Barrier, outcomes: list[Changed]
+) -> None:
+    start.wait(timeout=10)
+    change = UserChange(expected_hash="h", password_hash="!h")
+    outcomes.append(store.change_user(name, change, keep=KEEP_ADMIN))
 
 
 def test_meta(store: Store) -> None:

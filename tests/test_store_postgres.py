@@ -5,9 +5,11 @@ the cluster's lease tokens. On a throwaway cluster (tests/postgres.py)."""
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import timedelta
 
@@ -414,3 +416,169 @@ def test_one_manager_lock_per_store(pg_cluster: PostgresCluster) -> None:
             first.close()
         second.acquire()  # free once the first lets go
         second.close()
+
+
+def lock_pids(dsn: str) -> list[int]:
+    """Server pids of the sessions holding a manager lock on ``dsn``'s database."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        found = conn.execute(
+            "SELECT l.pid FROM pg_locks AS l JOIN pg_stat_activity AS a USING (pid)"
+            " WHERE l.locktype = 'advisory' AND l.granted"
+            " AND a.application_name LIKE 'sched-supervisor manager %'"
+        ).fetchall()
+    return [row[0] for row in found]
+
+
+def end_lock_session(dsn: str) -> None:
+    """End the session holding the manager lock (as an operator's pg_terminate_backend)."""
+    (pid,) = lock_pids(dsn)
+    execute(dsn, f"SELECT pg_terminate_backend({pid})")
+    wait_for(lambda: lock_pids(dsn) == [], what="the lock released")
+
+
+def test_a_lock_another_manager_took_refuses_every_write_and_names_that_manager(
+    pg_cluster: PostgresCluster,
+) -> None:
+    dsn = pg_cluster.create_database(f"l{secrets.token_hex(4)}")
+    with PostgresStore.open(dsn) as one, PostgresStore.open(dsn) as two:
+        first, second = one.exclusive(), two.exclusive()
+        first.acquire()
+        try:
+            one.insert_run(make_run("r1"))
+            end_lock_session(dsn)
+            second.acquire()  # before the first takes it back
+            try:
+                (holder,) = lock_pids(dsn)
+                with pytest.raises(StoreError, match="another manager holds it now") as caught:
+                    one.insert_run(make_run("r2"))  # refused before it is written
+                assert f"server pid {holder}" in str(caught.value)
+                with pytest.raises(StoreError, match="another manager holds it now"):
+                    first.check()  # the manager's loop learns it too: it must stop
+                with pytest.raises(StoreError, match="another manager holds it now"):
+                    one.set_meta("k", "v")  # every write, for good
+                assert one.get_run("r1") == make_run("r1")  # reads still work
+                two.insert_run(make_run("r3"))  # the holder writes
+                with psycopg.connect(dsn) as conn:
+                    stored = conn.execute("SELECT run_id FROM sst_runs ORDER BY seq").fetchall()
+                assert stored == [("r1",), ("r3",)]
+            finally:
+                second.close()
+        finally:
+            first.close()
+
+
+def test_a_lock_another_manager_held_meanwhile_is_lost_for_good(
+    pg_cluster: PostgresCluster,
+) -> None:
+    dsn = pg_cluster.create_database(f"m{secrets.token_hex(4)}")
+    with PostgresStore.open(dsn) as one, PostgresStore.open(dsn) as two:
+        first, second = one.exclusive(), two.exclusive()
+        first.acquire()
+        try:
+            end_lock_session(dsn)
+            second.acquire()  # another manager runs on the store for a while, then stops
+            other = two.get_meta("manager_lock_holder")
+            second.close()
+            wait_for(lambda: lock_pids(dsn) == [], what="the other's session gone")
+            # Free again, the lock is not simply taken back: the store was another's.
+            with pytest.raises(StoreError, match="held it meanwhile") as caught:
+                one.insert_run(make_run("r1"))
+            assert str(other) in str(caught.value)
+            with pytest.raises(StoreError, match="held it meanwhile"):
+                first.check()
+            assert lock_pids(dsn) == []  # nor kept
+        finally:
+            first.close()
+
+
+def call_within(seconds: float, call: Callable[[], object]) -> BaseException | None:
+    """Run ``call`` in a thread; what it raised (None if it returned). Fails the test if it
+    is still running after ``seconds`` (it hangs: left behind, a daemon)."""
+    raised: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            call()
+        except BaseException as error:  # handed to the test
+            raised.append(error)
+        else:
+            raised.append(None)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert raised, f"still waiting after {seconds} s"
+    return raised[0]
+
+
+def test_a_black_holed_connection_fails_within_seconds_and_the_next_call_reconnects(
+    pg_cluster: PostgresCluster,
+) -> None:
+    from tests.tcp_proxy import FaultyProxy
+
+    database = f"h{secrets.token_hex(4)}"
+    pg_cluster.create_database(database)
+    with FaultyProxy(("127.0.0.1", pg_cluster.port), refuse=0, cut=0) as proxy:
+        url = f"postgresql://sst@127.0.0.1:{proxy.port}/{database}?connect_timeout=3"
+        with PostgresStore.open(url) as store:
+            store.insert_run(make_run("before"))
+            proxy.blackhole()  # acknowledged, never forwarded, never closed
+            started = time.monotonic()
+            error = call_within(15, lambda: store.insert_run(make_run("lost")))
+            took = time.monotonic() - started
+            print(f"a black-holed write failed after {took:.2f} s")
+            assert isinstance(error, StoreError)
+            assert str(error).startswith(
+                f"PostgreSQL database sst@127.0.0.1:{proxy.port}/{database}: no answer from"
+                " the server within 5 s"
+            )
+            proxy.heal()
+            store.insert_run(make_run("after"))  # on a new connection
+            assert store.get_run("after") == make_run("after")
+
+
+def test_a_write_waiting_on_a_row_lock_fails_with_the_servers_reason(
+    pg_dsn: str, store: PostgresStore
+) -> None:
+    store.insert_run(make_run("r1"))
+    # A writer that vanished mid-transaction (its host lost the network) holds the log
+    # cursor's row lock until the server ends its session.
+    with psycopg.connect(pg_dsn) as vanished:
+        vanished.execute("SELECT value FROM sst_counters WHERE name = 'log_id' FOR UPDATE")
+        started = time.monotonic()
+        error = call_within(15, lambda: store.append_logs([record("r1")]))
+        took = time.monotonic() - started
+    assert isinstance(error, StoreError)
+    assert "lock timeout" in str(error)
+    assert took < 4.5  # the session's lock_timeout (2 s), not the client's deadline
+    store.append_logs([record("r1")])  # once it let go
+    assert store.count_logs("r1") == 1
+
+
+def test_a_lock_session_the_network_dropped_is_ended_and_the_lock_taken_back(
+    pg_cluster: PostgresCluster,
+) -> None:
+    from tests.tcp_proxy import FaultyProxy
+
+    database = f"d{secrets.token_hex(4)}"
+    dsn = pg_cluster.create_database(database)
+    with FaultyProxy(("127.0.0.1", pg_cluster.port), refuse=0, cut=0) as proxy:
+        url = f"postgresql://sst@127.0.0.1:{proxy.port}/{database}?connect_timeout=3"
+        with PostgresStore.open(url) as store:
+            guard = store.exclusive()
+            guard.acquire()
+            try:
+                (dropped,) = lock_pids(dsn)
+                proxy.blackhole()
+                proxy.heal()  # new connections go through; the open ones stay swallowed
+                # The server still holds the old session (and the lock) for this manager.
+                assert lock_pids(dsn) == [dropped]
+                assert "took the manager lock again" in (guard.check() or "")
+                (held,) = lock_pids(dsn)
+                assert held != dropped
+                # Writes go on (the first one may meet a swallowed pooled connection).
+                with contextlib.suppress(StoreError):
+                    store.insert_run(make_run("r0"))
+                store.insert_run(make_run("r1"))
+            finally:
+                guard.close()

@@ -47,6 +47,7 @@ from supervisor.core.records import (
 from supervisor.core.registry import Registry
 from supervisor.core.settings import EffectiveSettings, from_store
 from supervisor.manager.machine import stopped_refusal
+from supervisor.store.protocols import Changed, KeepOne, UserChange
 from supervisor.usecases.schedulers import Definitions, UseCases
 from supervisor.web.config import HEADER_NAMES_KEY, AdminConfig
 from supervisor.web.events import StreamLimits
@@ -376,6 +377,23 @@ class MemoryUsers:
         if found is None:
             raise DefinitionError("name", f"no user {name!r}")
         self.users[name] = replace(found, role=role)
+
+    def change_user(self, name: str, change: UserChange, *, keep: KeepOne | None = None) -> Changed:
+        with self.lock:
+            before = self.users.get(name)
+            if before is None or before.password_hash != change.expected_hash:
+                return Changed.STALE
+            after = change.applied(before)  # type: ignore[arg-type]
+            others = (
+                sum(keep.holds_for(u) for n, u in self.users.items() if n != name) if keep else 1
+            )
+            if keep is not None and keep.refuses(before, after, others):  # type: ignore[arg-type]
+                return Changed.REFUSED
+            if after is None:
+                del self.users[name]
+            else:
+                self.users[name] = after  # type: ignore[assignment]
+            return Changed.DONE
 
     def add_audit(self, entry: AuditEntry) -> None:
         with self.lock:

@@ -1,18 +1,22 @@
 """Logins through a trusted proxy's user header are audited like password logins: once
-per new session (not per request), as the user the header names, with the client's
-address; a trail that cannot be written makes no session. Users and audit trail are a
-real SqliteStore."""
+per user and client address an hour (not per request, nor per session: a client keeping
+no cookie makes one each request), as the user the header names, with the client's
+address; refused ones too; a trail that cannot be written makes no session. Such
+cookie-less clients cannot log anyone else out. Users and audit trail are a real
+SqliteStore."""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from supervisor.core.clock import FakeClock
 from supervisor.core.errors import StoreError
 from supervisor.core.records import AuditEntry
 from supervisor.store.sqlite import SqliteStore
@@ -49,13 +53,17 @@ def store(tmp_path: Path) -> Iterator[SqliteStore]:
 
 
 def build(
-    users: Any, *, config: AdminConfig = PROXIED, sessions: SessionStore | None = None
+    users: Any,
+    *,
+    config: AdminConfig = PROXIED,
+    sessions: SessionStore | None = None,
+    clock: FakeClock | None = None,
 ) -> Any:
     use_cases, _backend, _audit, directory, _clock = make_world(users=users)
     return create_app(
         use_cases,
         users=directory,
-        accounts=Accounts(directory, cost=config.password_cost),
+        accounts=Accounts(directory, cost=config.password_cost, clock=clock),
         config=config,
         sessions=sessions,
         stop=threading.Event(),
@@ -67,23 +75,42 @@ def logins(store: SqliteStore) -> list[tuple[str, str | None]]:
     return [(e.actor, e.detail) for _, e in reversed(store.audit(action="login"))]
 
 
-def test_a_proxy_login_is_audited_once_per_session(store: SqliteStore) -> None:
-    tick = Tick()
-    app = build(store, sessions=SessionStore(idle_seconds=60, monotonic=tick))
+def test_a_proxy_login_is_audited_once_per_user_and_address_an_hour(store: SqliteStore) -> None:
+    tick, clock = Tick(), FakeClock(datetime(2026, 1, 1, tzinfo=UTC))
+    app = build(store, sessions=SessionStore(idle_seconds=60, monotonic=tick), clock=clock)
     browser = Client(app)
     for _ in range(5):
         assert browser.get("/", headers={HEADER: "otto"}).status == 200
     once = ("otto", f"through proxy header {HEADER}, from 127.0.0.1")
     assert logins(store) == [once]
-    assert Client(app).get("/", headers={HEADER: "otto"}).status == 200  # another browser
-    assert logins(store) == [once, once]
-    tick.now += 61  # the session expired: the next request is a new login
+    for _ in range(5):  # clients keeping no cookie: a new session each, no new audit row
+        assert Client(app).get("/", headers={HEADER: "otto"}).status == 200
+    assert logins(store) == [once]
+    tick.now += 61  # the session expired: a new one, within the hour
     assert browser.get("/", headers={HEADER: "otto"}).status == 200
-    assert browser.get("/", headers={HEADER: "otto"}).status == 200
-    assert len(logins(store)) == 3
+    assert logins(store) == [once]
     assert browser.get("/", headers={HEADER: "vera"}).status == 200  # the proxy's user changed
-    assert logins(store)[-1] == ("vera", f"through proxy header {HEADER}, from 127.0.0.1")
-    assert len(logins(store)) == 4
+    vera = ("vera", f"through proxy header {HEADER}, from 127.0.0.1")
+    assert logins(store) == [once, vera]
+    clock.advance(3600)
+    assert Client(app).get("/", headers={HEADER: "otto"}).status == 200
+    assert logins(store) == [once, vera, once]
+
+
+def test_cookie_less_proxy_requests_log_no_browser_out(store: SqliteStore) -> None:
+    app = build(store, sessions=SessionStore(max_sessions=20))
+    by_password, by_proxy = Client(app), Client(app)
+    assert by_password.login("otto").status == 303
+    assert by_password.get("/").status == 200
+    assert by_proxy.get("/", headers={HEADER: "vera"}).status == 200
+    token = by_proxy.cookies[COOKIE_NAME]
+    assert by_proxy.get("/", headers={HEADER: "vera"}).status == 200  # it keeps its cookie
+    for _ in range(200):  # a scraper behind the proxy, keeping no cookie
+        assert Client(app).get("/", headers={HEADER: "ada"}).status == 200
+    assert by_password.get("/").status == 200  # still logged in
+    assert by_proxy.get("/", headers={HEADER: "vera"}).status == 200
+    assert by_proxy.cookies[COOKIE_NAME] == token  # the same session, not a new login
+    assert [actor for actor, _ in logins(store)] == ["otto", "vera", "ada"]
 
 
 def test_the_audited_address_is_the_client_a_trusted_proxy_forwards(store: SqliteStore) -> None:
@@ -93,7 +120,7 @@ def test_the_audited_address_is_the_client_a_trusted_proxy_forwards(store: Sqlit
     assert logins(store) == [("ada", f"through proxy header {HEADER}, from 203.0.113.9")]
 
 
-def test_no_login_is_audited_for_a_name_that_is_no_enabled_user(store: SqliteStore) -> None:
+def test_a_name_that_is_no_enabled_user_is_audited_as_refused(store: SqliteStore) -> None:
     app = build(store)
     accounts = Accounts(store)
     browser = Client(app)
@@ -104,6 +131,14 @@ def test_no_login_is_audited_for_a_name_that_is_no_enabled_user(store: SqliteSto
     accounts.disable(su("root"), "vera")
     assert browser.get("/", headers={HEADER: "vera"}).status == 303
     assert logins(store) == []
+    for _ in range(5):
+        assert Client(app).get("/", headers={HEADER: "mallory"}).status == 303
+        assert Client(app).get("/", headers={HEADER: "vera"}).status == 303
+    refused = [(e.actor, e.detail) for _, e in reversed(store.audit(action="login refused"))]
+    assert refused == [  # refused logins are audited too, once an hour each
+        ("mallory", f"unknown user, through proxy header {HEADER}, from 127.0.0.1"),
+        ("vera", f"user disabled, through proxy header {HEADER}, from 127.0.0.1"),
+    ]
     assert Client(app).get("/", headers={HEADER: "otto"}).status == 200
     assert [actor for actor, _ in logins(store)] == ["otto"]
 

@@ -46,7 +46,7 @@ from supervisor.cli.options import (
     state_dir_option,
 )
 from supervisor.cli.systemd import register
-from supervisor.cli.users import users
+from supervisor.cli.users import STORE_ENVVAR, users
 from supervisor.core.access import Subject, os_user_name, su
 from supervisor.core.definitions import Kind
 from supervisor.core.durations import format_duration, parse_duration
@@ -282,6 +282,8 @@ def notify_options(func: Any) -> Any:
     "--store",
     default=None,
     metavar="URL",
+    envvar=STORE_ENVVAR,
+    show_envvar=True,
     help="Keep runs, logs, settings and users in PostgreSQL (postgresql://USER@HOST/DB;"
     " password best in ~/.pgpass) instead of SQLite in the state directory.",
 )

@@ -8,6 +8,9 @@ Center's Users page: the same checks, the same audit entries) as the OS user run
 A password is read from standard input or a terminal without echo; it is never printed,
 logged or put in an error (a generated one-time password is printed once, by ``add``).
 Messages name a PostgreSQL store as ``user@host:port/db``, never with its password.
+Only ``add`` creates the store's tables in an empty PostgreSQL database (the first admin
+before the first run); the others refuse one. ``--store`` may come from
+``SCHED_SUPERVISOR_STORE`` instead.
 The top layer (with ``cli``): may import anything but ``cli.main``; heavy parts where used.
 """
 
@@ -31,12 +34,18 @@ if TYPE_CHECKING:
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+# Where ``--store`` may come from instead of the command line (which others can read in
+# /proc/PID/cmdline and the shell history), for ``users`` and ``run`` alike.
+STORE_ENVVAR = "SCHED_SUPERVISOR_STORE"
+
 
 def store_option(func: F) -> F:
     return click.option(
         "--store",
         default=None,
         metavar="URL",
+        envvar=STORE_ENVVAR,
+        show_envvar=True,
         help="The users of this PostgreSQL store (postgresql://USER@HOST/DB, as `supervisor"
         " run --store`; password best in ~/.pgpass) instead of the state directory's.",
     )(func)

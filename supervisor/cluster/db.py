@@ -1,7 +1,8 @@
 """Connections to the coordination database: one autocommit psycopg connection per user,
 the errors that mean "reconnect" or "retry", and the parameters that notice a partition.
 
-May import psycopg and the stdlib.
+May import ``core.errors``, ``store.postgres.opening`` (how a DSN is named), psycopg and
+the stdlib.
 """
 
 from __future__ import annotations
@@ -12,6 +13,9 @@ from typing import Any, Protocol, TypeAlias
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from supervisor.core.errors import StoreError
+from supervisor.store.postgres.opening import describe
 
 Connection: TypeAlias = psycopg.Connection[tuple[Any, ...]]
 
@@ -43,9 +47,17 @@ CONNECT_SECONDS = 5  # a connect's timeout where the DSN names none
 
 def liveness_params(dsn: str, *, ttl: timedelta) -> dict[str, int]:
     """Give up on a connection whose packets go unacknowledged for ``ttl`` (a partition),
-    and on a connect after ``CONNECT_SECONDS`` unless ``dsn`` says otherwise."""
+    and on a connect after ``CONNECT_SECONDS`` unless ``dsn`` says otherwise.
+    ``StoreError`` for a ``dsn`` libpq cannot parse (never quoting it: its password)."""
     params = {"tcp_user_timeout": int(ttl.total_seconds() * 1000)}
-    if "connect_timeout" not in conninfo_to_dict(dsn):
+    try:
+        given = conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError:  # its message quotes the string, password and all
+        raise StoreError(
+            f"cannot use {describe(dsn)} as the cluster database: invalid connection string"
+            " (check its quoting and %-encoding)"
+        ) from None
+    if "connect_timeout" not in given:
         params["connect_timeout"] = CONNECT_SECONDS
     return params
 

@@ -92,7 +92,9 @@ class StoreGuard(Protocol):
     """What keeps a manager the only one on a shared store (``postgres.exclusive``)."""
 
     def check(self) -> str | None:
-        """Take the lock back if it was lost; a warning when that fails."""
+        """Take the lock back if it was lost; a warning when that fails for now.
+        ``StoreError`` once another manager holds it: this one must stop (its writes
+        are refused from then on)."""
         ...
 
     def close(self) -> None: ...
@@ -378,6 +380,7 @@ class Service:
                 else:
                     self.say(f"supervisor: {SOCKET_NAME} was removed or replaced; serving it again")
         if self._store_guard is not None:  # a shared store's manager lock, as below
+            # Raises StoreError once another manager has the store: serving ends.
             warning = self._store_guard.check()
             if warning and warning != self._guard_warning:  # once a streak, not every second
                 self.say(f"supervisor: warning: {warning}")
@@ -397,7 +400,8 @@ class Service:
 
     def serve_until_signalled(self) -> None:
         """Block until SIGTERM or SIGINT, reaping orphaned grandchildren and keeping the
-        control socket and lock file in place meanwhile."""
+        control socket and lock file in place meanwhile. Raises ``StoreError`` when
+        another manager took the store's lock (its message names it)."""
         stop = threading.Event()
 
         def on_signal(signum: int, _frame: object) -> None:
@@ -407,7 +411,11 @@ class Service:
         try:
             while not stop.wait(REAP_INTERVAL_SECONDS):
                 launching.reap_orphans()
-                self.check_state_dir()
+                try:
+                    self.check_state_dir()
+                except StoreError:
+                    self.say("supervisor: another manager has the store; stopping the runs")
+                    raise
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)

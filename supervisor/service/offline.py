@@ -53,19 +53,18 @@ if TYPE_CHECKING:
 @contextlib.contextmanager
 def open_accounts(state_dir: Path, *, create: bool, store: str | None = None) -> Iterator[Accounts]:
     """The account use cases over the state database, or over the PostgreSQL store at
-    ``store`` (a ``--store`` URL; its tables are made in an empty database, the state
-    directory is not touched).
+    ``store`` (a ``--store`` URL; the state directory is not touched).
 
-    Without ``create``, a missing state database is a ``StoreError`` rather than a new
-    empty file. ``DefinitionError("--store")`` and ``StoreError`` for a store that cannot
-    be used, as ``service.stores`` says.
+    Without ``create``, a missing state database (or an empty PostgreSQL database) is a
+    ``StoreError`` rather than a new empty store. ``DefinitionError("--store")`` and
+    ``StoreError`` for a store that cannot be used, as ``service.stores`` says.
     """
     from supervisor.store.sqlite import SqliteStore
 
     if store is not None:
-        from supervisor.service.stores import open_postgres_store
+        from supervisor.service.stores import open_postgres_users
 
-        with open_postgres_store(store) as shared:
+        with open_postgres_users(store, create=create) as shared:
             yield Accounts(shared, bootstrap_file=_own_bootstrap_file(state_dir))
         return
     if not create and not (state_dir / DATABASE_NAME).exists():
@@ -76,9 +75,10 @@ def open_accounts(state_dir: Path, *, create: bool, store: str | None = None) ->
 
 
 def _own_bootstrap_file(state_dir: Path) -> Path | None:
-    """The bootstrap admin's password file a manager on a shared store left in this
-    host's state directory, if the caller owns it (so setting ``admin``'s password can
-    delete it, as over SQLite); None otherwise."""
+    """The bootstrap admin's password file in this host's state directory, if the caller
+    owns it; None otherwise. Setting ``admin``'s password deletes it only if it holds the
+    password this store had for ``admin`` (a manager on the shared store left it, not one
+    on the directory's own SQLite store: ``usecases.accounts``)."""
     path = state_dir / BOOTSTRAP_PASSWORD_FILE
     try:
         owner = os.lstat(path).st_uid

@@ -43,7 +43,16 @@ from supervisor.store.codec import (
     from_microseconds,
     require_aware,
 )
-from supervisor.store.protocols import LogStats, LostLogs, Store, StoredUser, UnfinishedRun
+from supervisor.store.protocols import (
+    Changed,
+    KeepOne,
+    LogStats,
+    LostLogs,
+    Store,
+    StoredUser,
+    UnfinishedRun,
+    UserChange,
+)
 
 
 @dataclass(slots=True, kw_only=True)
@@ -543,6 +552,25 @@ class MemoryStore:
             if user is None:
                 raise DefinitionError("name", f"no user {name!r}")
             self._users[name] = dataclasses.replace(user, role=role)
+
+    def change_user(self, name: str, change: UserChange, *, keep: KeepOne | None = None) -> Changed:
+        if change.role is not None:
+            check_new_user(name, change.role)
+        with self._lock:
+            self._open()
+            before = self._users.get(name)
+            if before is None or before.password_hash != change.expected_hash:
+                return Changed.STALE
+            after = change.applied(before)
+            if keep is not None:
+                count = sum(keep.holds_for(u) for n, u in self._users.items() if n != name)
+                if keep.refuses(before, after, count):
+                    return Changed.REFUSED
+            if after is None:
+                del self._users[name]
+            else:
+                self._users[name] = after
+            return Changed.DONE
 
     # -- small internal state -------------------------------------------------------------
 

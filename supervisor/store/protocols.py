@@ -22,6 +22,8 @@ May import ``core.records``, ``core.errors`` and the stdlib.
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -66,6 +68,57 @@ class StoredUser:
     role: str
     password_hash: str
     created_at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UserChange:
+    """One change to a login (``UserDirectory.change_user``), made only while its stored
+    hash is still ``expected_hash`` (so a change based on what was read cannot undo one
+    made since): a new ``password_hash`` and/or ``role``, or ``remove``."""
+
+    expected_hash: str
+    password_hash: str | None = None
+    role: str | None = None
+    remove: bool = False
+
+    def applied(self, user: StoredUser) -> StoredUser | None:
+        """``user`` after the change; None when it removes them."""
+        if self.remove:
+            return None
+        return dataclasses.replace(
+            user,
+            password_hash=user.password_hash if self.password_hash is None else self.password_hash,
+            role=user.role if self.role is None else self.role,
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KeepOne:
+    """A rule ``change_user`` keeps: some login of ``role`` whose hash does not start with
+    ``locked_prefix`` (an enabled admin) must remain."""
+
+    role: str
+    locked_prefix: str
+
+    def holds_for(self, user: StoredUser | None) -> bool:
+        return (
+            user is not None
+            and user.role == self.role
+            and not user.password_hash.startswith(self.locked_prefix)
+        )
+
+    def refuses(self, before: StoredUser, after: StoredUser | None, others: int) -> bool:
+        """Whether changing ``before`` into ``after`` leaves none, ``others`` being how
+        many other logins the rule holds for."""
+        return self.holds_for(before) and not self.holds_for(after) and others == 0
+
+
+class Changed(enum.Enum):
+    """What ``change_user`` did."""
+
+    DONE = "done"
+    STALE = "stale"  # no such login, or its hash is no longer the one expected: nothing done
+    REFUSED = "refused"  # it would break the ``KeepOne`` rule: nothing done
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -308,6 +361,15 @@ class UserDirectory(Protocol):
 
     def set_role(self, name: str, role: str) -> None:
         """Replace a login's role; ``DefinitionError`` for an unknown role or user."""
+        ...
+
+    def change_user(self, name: str, change: UserChange, *, keep: KeepOne | None = None) -> Changed:
+        """Make ``change`` to login ``name`` in one atomic step with its checks: ``STALE``
+        (nothing done) when there is no such login or its hash is not
+        ``change.expected_hash``; ``REFUSED`` (nothing done) when afterwards no login
+        ``keep`` holds for would remain, checked against every concurrent change (no two
+        changes can each take away one of the last two). ``DefinitionError`` for an
+        unknown role."""
         ...
 
 

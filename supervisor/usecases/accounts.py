@@ -5,9 +5,11 @@ Like every use case they check the subject's permission (``VIEW_USERS`` to list,
 ``MANAGE_USERS`` to change users, ``RESET_PASSWORDS`` to set another user's password, or
 being the user whose password changes) and write the audit trail: user changes, logins
 and refused logins (name and address, never the password), also the logins a trusted
-proxy's header makes (once per new session). They work on the state
-database directly, so they need no running manager. A login whose stored hash is cheaper
-than the current cost stores a fresh hash.
+proxy's header makes or refuses (once per user and client address an hour). They work on
+the store directly, so they need no running manager. A login whose stored hash is
+cheaper than the current cost stores a fresh hash. Each change is one store step that
+compares the user with what was read and keeps an enabled admin (``change_user``), so
+changes made at once (several hosts on one store) cannot undo each other.
 
 A disabled user keeps its record and password, locked as ``passwd -l`` locks one: the
 stored hash gets a ``!`` in front, which no password matches; enabling removes it. No
@@ -19,15 +21,17 @@ User changes (add, remove, set or change a password) are audited first, as
 cannot be written (``StoreError``) refuses the change and nothing is done; a change that
 then fails gets a second entry ("<action> failed"). A login is audited before it is
 answered: a trail that cannot be written fails the login (no session is made).
-May import ``core``, ``store.protocols`` and ``usecases.schedulers`` (its audit helper).
+May import ``core``, ``store.protocols``, ``usecases.recently`` and ``usecases.schedulers``
+(its audit helper).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -46,7 +50,15 @@ from supervisor.core.passwords import (
     verify_password,
 )
 from supervisor.core.records import AuditEntry
-from supervisor.store.protocols import AuditTrail, StoredUser, UserDirectory
+from supervisor.store.protocols import (
+    AuditTrail,
+    Changed,
+    KeepOne,
+    StoredUser,
+    UserChange,
+    UserDirectory,
+)
+from supervisor.usecases.recently import Recently
 from supervisor.usecases.schedulers import note_after
 
 USER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
@@ -55,6 +67,11 @@ ADMIN_ROLE = "admin"
 # Where the bootstrap admin's one-time password is left when no terminal shows it.
 BOOTSTRAP_PASSWORD_FILE = "admin-password"  # noqa: S105 - a file name
 BOOTSTRAP_USER = "admin"
+# The rule every change keeps, atomically with it (``UserDirectory.change_user``).
+KEEP_AN_ADMIN = KeepOne(role=ADMIN_ROLE, locked_prefix=LOCKED)
+# A trusted proxy's header login is audited once per (user, client address) per window.
+PROXY_AUDIT_WINDOW = 3600.0
+_ATTEMPTS = 20  # a change computed again over a user that changed meanwhile
 
 
 class AccountStore(UserDirectory, AuditTrail, Protocol):
@@ -94,9 +111,11 @@ class Accounts:
         clock: Clock | None = None,
         cost: ScryptCost = CURRENT_COST,
         bootstrap_file: Path | None = None,
+        proxy_audit_window: float = PROXY_AUDIT_WINDOW,
     ) -> None:
         self._users = users
         self._clock = clock or SystemClock()
+        self._proxy_noted = Recently(window=proxy_audit_window, monotonic=self._clock.monotonic)
         self._cost = cost
         self._bootstrap_file = bootstrap_file
 
@@ -123,8 +142,7 @@ class Accounts:
         record = self._existing(name)
         self._keep_an_admin(subject, record, "remove")
         with self._audited(subject.name, "remove user", name):
-            if not self._users.remove_user(name):  # removed by someone else in between
-                raise DefinitionError("name", f"no user {name!r}")
+            self._change(name, "remove", lambda _user: UserChange(expected_hash="", remove=True))
 
     def list(self, subject: Subject) -> list[StoredUser]:
         subject.require(Permission.VIEW_USERS)
@@ -142,7 +160,7 @@ class Accounts:
         if role != ADMIN_ROLE:
             self._keep_an_admin(subject, record, "demote")
         with self._audited(subject.name, "set role", f"{name}: {record.role} -> {role}"):
-            self._users.set_role(name, role)
+            self._change(name, "demote", lambda _user: UserChange(expected_hash="", role=role))
         return True
 
     def disable(self, subject: Subject, name: str) -> bool:
@@ -154,7 +172,7 @@ class Accounts:
             return False
         self._keep_an_admin(subject, record, "disable")
         with self._audited(subject.name, "disable user", name):
-            self._users.set_password(name, LOCKED + record.password_hash)
+            self._change(name, "disable", lambda user: _with_hash(user, _locked(user)))
         return True
 
     def enable(self, subject: Subject, name: str) -> bool:
@@ -164,7 +182,11 @@ class Accounts:
         if not is_disabled(record):
             return False
         with self._audited(subject.name, "enable user", name):
-            self._users.set_password(name, record.password_hash.removeprefix(LOCKED))
+            self._change(
+                name,
+                "enable",
+                lambda user: _with_hash(user, user.password_hash.removeprefix(LOCKED)),
+            )
         return True
 
     def set_password(
@@ -173,11 +195,11 @@ class Accounts:
         """An administrator sets ``name``'s password (no current password needed); a
         disabled user stays disabled."""
         subject.require(Permission.RESET_PASSWORDS)
-        record = self._existing(name)
+        self._existing(name)
         check_new_password(password)
         detail = f"{name} (one-time)" if temporary else name
         with self._audited(subject.name, "set password", detail):
-            self._store_password(name, password, temporary=temporary, locked=is_disabled(record))
+            self._store_password(name, password, temporary=temporary)
 
     def change_own_password(self, subject: Subject, *, current: str, new: str) -> None:
         """``subject`` changes their own password; the current one must be given."""
@@ -216,16 +238,26 @@ class Accounts:
         temporary = is_temporary(record.password_hash)
         if needs_rehash(record.password_hash, cost=self._cost):
             stored = hash_password(password, cost=self._cost, temporary=temporary)
-            with contextlib.suppress(DefinitionError):  # removed meanwhile
-                self._users.set_password(record.name, stored)
+            # Only over the hash just checked: one changed meanwhile (a new password, a
+            # disable) stays as it is.
+            change = UserChange(expected_hash=record.password_hash, password_hash=stored)
+            self._users.change_user(record.name, change)
         self._record(record.name, "login", f"from {address}")
         return Login(name=record.name, role=record.role, must_change_password=temporary)
 
     def proxy_login(self, name: str, *, address: str, header: str) -> None:
-        """Note that the trusted proxy's ``header`` logged ``name`` in (a new session; the
-        proxy checked who they are). ``StoreError`` when the trail cannot be written: the
-        caller then makes no session."""
-        self._record(_actor(name), "login", f"through proxy header {header}, from {address}")
+        """Note that the trusted proxy's ``header`` logged ``name`` in (the proxy checked
+        who they are): once per user and client address per ``proxy_audit_window``
+        (a client keeping no cookie logs in on every request). ``StoreError`` when the
+        trail cannot be written: the caller then lets nobody in."""
+        detail = f"through proxy header {header}, from {address}"
+        self._record_once((name, address, "login"), _actor(name), "login", detail)
+
+    def proxy_login_refused(self, name: str, *, address: str, header: str, reason: str) -> None:
+        """Note that the proxy's ``header`` named ``name``, who may not log in
+        (``reason``: unknown, disabled), as often as ``proxy_login`` notes logins."""
+        detail = f"{reason}, through proxy header {header}, from {address}"
+        self._record_once((name, address, reason), _actor(name), "login refused", detail)
 
     def refused_unchecked(self, name: str, *, address: str, reason: str) -> None:
         """Note a login refused before its password was checked (e.g. throttled)."""
@@ -249,20 +281,48 @@ class Accounts:
             raise DefinitionError("name", f"you cannot {what} your own account")
         if record.role != ADMIN_ROLE or is_disabled(record):
             return
+        # Checked early for a clear refusal without an audit entry; the store checks
+        # again in the change itself (``_change``), against concurrent changes.
         admins = [
             u for u in self._users.list_users() if u.role == ADMIN_ROLE and not is_disabled(u)
         ]
         if [u.name for u in admins] == [record.name]:
-            raise DefinitionError("name", f"{record.name!r} is the last admin: cannot {what}")
+            raise _last_admin(record.name, what)
 
-    def _store_password(
-        self, name: str, password: str, *, temporary: bool, locked: bool = False
-    ) -> None:
+    def _change(self, name: str, what: str, change: Callable[[StoredUser], UserChange]) -> None:
+        """Make ``change`` (computed from the user as stored) in one store step that also
+        keeps an enabled admin; computed again over a user changed meanwhile."""
+        for _ in range(_ATTEMPTS):
+            record = self._existing(name)
+            wanted = dataclasses.replace(change(record), expected_hash=record.password_hash)
+            outcome = self._users.change_user(name, wanted, keep=KEEP_AN_ADMIN)
+            if outcome is Changed.DONE:
+                return
+            if outcome is Changed.REFUSED:
+                raise _last_admin(name, what)
+        raise StoreError(f"user {name!r} kept changing meanwhile: {what} not done, try again")
+
+    def _store_password(self, name: str, password: str, *, temporary: bool) -> None:
+        """Store a new password for ``name``, keeping them disabled if they are (also when
+        disabled meanwhile). The bootstrap admin's one-time password file goes once it no
+        longer works: when it held the password this store had for ``admin``."""
         stored = hash_password(password, cost=self._cost, temporary=temporary)
-        self._users.set_password(name, LOCKED + stored if locked else stored)
-        if not temporary and name == BOOTSTRAP_USER and self._bootstrap_file is not None:
+        replaced: list[StoredUser] = []
+
+        def new_hash(user: StoredUser) -> UserChange:
+            replaced[:] = [user]
+            return _with_hash(user, LOCKED + stored if is_disabled(user) else stored)
+
+        self._change(name, "set password", new_hash)
+        file = self._bootstrap_file
+        if (
+            not temporary
+            and name == BOOTSTRAP_USER
+            and file
+            and _file_password_of(file, replaced[-1])
+        ):
             with contextlib.suppress(FileNotFoundError):
-                self._bootstrap_file.unlink()
+                file.unlink()
 
     def _entry(self, actor: str, action: str, detail: str) -> AuditEntry:
         return AuditEntry(
@@ -271,6 +331,12 @@ class Accounts:
 
     def _record(self, actor: str, action: str, detail: str) -> None:
         self._users.add_audit(self._entry(actor, action, detail))
+
+    def _record_once(self, key: tuple[str, str, str], actor: str, action: str, detail: str) -> None:
+        """``_record``, unless the same ``key`` was recorded within the window."""
+        if self._proxy_noted.due(key):
+            self._record(actor, action, detail)
+            self._proxy_noted.note(key)
 
     @contextlib.contextmanager
     def _audited(self, actor: str, action: str, detail: str) -> Iterator[None]:
@@ -288,6 +354,29 @@ class Accounts:
             failed = self._entry(actor, f"{action} failed", f"{detail}: {error}")
             note_after(self._users, failed, lambda: None)
             raise
+
+
+def _with_hash(user: StoredUser, password_hash: str) -> UserChange:
+    return UserChange(expected_hash=user.password_hash, password_hash=password_hash)
+
+
+def _locked(user: StoredUser) -> str:
+    return user.password_hash if is_disabled(user) else LOCKED + user.password_hash
+
+
+def _last_admin(name: str, what: str) -> DefinitionError:
+    return DefinitionError("name", f"{name!r} is the last admin: cannot {what}")
+
+
+def _file_password_of(path: Path, user: StoredUser) -> bool:
+    """Whether the one-time password file ``path`` holds ``user``'s password (a file left
+    for another store's ``admin`` stays)."""
+    try:
+        with path.open(encoding="utf-8") as handle:
+            password = handle.readline(1024).rstrip("\n")
+    except (OSError, UnicodeDecodeError):
+        return False
+    return bool(password) and verify_password(password, user.password_hash.removeprefix(LOCKED))
 
 
 def _actor(name: str) -> str:

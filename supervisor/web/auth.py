@@ -35,6 +35,14 @@ def subject_for(users: UserDirectory, name: str) -> Subject | None:
     return with_role(record.name, record.role)
 
 
+def refusal_reason(users: UserDirectory, name: str) -> str:
+    """Why ``name`` may not log in, in the audit trail's words (``subject_for`` was None)."""
+    record = users.get_user(name)
+    if record is None:
+        return "unknown user"
+    return "user disabled" if is_disabled(record) else f"unknown role {record.role!r}"
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Bootstrap:
     """The bootstrap admin just created: its password and where it was left (or None)."""

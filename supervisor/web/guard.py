@@ -2,12 +2,12 @@
 
 In order: read the request (bounded query and form, the client address, taking
 ``X-Forwarded-*`` only from configured proxies), resolve the session (or the trusted
-proxy's user header, by its exact name only; each new session it makes is audited as a
-login), limit a session that logged in with a temporary password to the password page,
-require a login and the route's permission, check the CSRF token of every POST, and turn
-errors into replies: ``Refused`` with its status, ``SupervisorError`` through its type's
-``http_status`` (a refused POST flashes its reason and goes back to the page it came
-from).
+proxy's user header, by its exact name only; its logins and refusals are audited once
+per user and client address an hour), limit a session that logged in with a temporary
+password to the password page, require a login and the route's permission, check the
+CSRF token of every POST, and turn errors into replies: ``Refused`` with its status,
+``SupervisorError`` through its type's ``http_status`` (a refused POST flashes its reason
+and goes back to the page it came from).
 
 May import ``access``, ``errors``, ``supervisor.web.*`` below the handlers, bottle and the
 stdlib.
@@ -24,7 +24,7 @@ import bottle
 
 from supervisor.core.access import Permission
 from supervisor.core.errors import PermissionDenied, SupervisorError
-from supervisor.web.auth import subject_for
+from supervisor.web.auth import refusal_reason, subject_for
 from supervisor.web.config import (
     COOKIE_NAME,
     CSRF_FIELD,
@@ -151,13 +151,18 @@ class Guard:
 
     def _proxy_login(self, request: Request, name: str) -> Session | None:
         """A new session for the user the proxy's header names, its login audited first
-        (a trail that cannot be written fails the request: no session); None for a name
-        that is no enabled user."""
+        (once per user and address an hour; a trail that cannot be written fails the
+        request: no session); None (audited as refused as often) for a name that is no
+        enabled user."""
         site = self.site
+        header = site.config.proxy_user_header or ""
         subject = subject_for(site.users, name)
         if subject is None:
+            reason = refusal_reason(site.users, name)
+            site.accounts.proxy_login_refused(
+                name, address=request.address, header=header, reason=reason
+            )
             return None
-        header = site.config.proxy_user_header or ""
         site.accounts.proxy_login(subject.name, address=request.address, header=header)
         request.set_token, session = site.sessions.create(subject.name, via_proxy=True)
         request.subject = subject

@@ -52,6 +52,7 @@ class Session:
     last_seen: float
     via_proxy: bool = False
     must_change_password: bool = False
+    returned: bool = False  # its cookie came back (a client that keeps cookies)
     flashes: list[Flash] = field(default_factory=list)
 
 
@@ -59,7 +60,9 @@ class SessionStore:
     """Sessions by token, expiring after ``idle_seconds`` unused or ``lifetime_seconds``.
 
     Thread-safe. Holds at most ``max_sessions``; beyond that the least recently used one
-    is dropped (anonymous ones first, so a flood of login-page loads cannot log users out).
+    is dropped (anonymous ones and those a proxy's header made for a client that never sent
+    the cookie back first, so a flood of login-page loads or of cookie-less requests through
+    the proxy cannot log users out).
     """
 
     def __init__(
@@ -119,6 +122,7 @@ class SessionStore:
                 del self._sessions[key]
                 return None
             session.last_seen = now
+            session.returned = True
             self._sessions.move_to_end(key)
             return session
 
@@ -161,10 +165,16 @@ class SessionStore:
         for key in [k for k, s in self._sessions.items() if self._expired(s, now)]:
             del self._sessions[key]
         while len(self._sessions) > self._max:
-            victim = next((k for k, s in self._sessions.items() if s.user is None), None)
+            victim = next((k for k, s in self._sessions.items() if _spare(s)), None)
             if victim is None:
                 victim = next(iter(self._sessions))
             del self._sessions[victim]
+
+
+def _spare(session: Session) -> bool:
+    """Whether ``session`` goes first when there are too many: anonymous, or made by a
+    proxy's header for a client that never sent its cookie back (curl, a scraper)."""
+    return session.user is None or (session.via_proxy and not session.returned)
 
 
 @dataclass(frozen=True, slots=True)

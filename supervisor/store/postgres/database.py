@@ -7,7 +7,13 @@ and sees one snapshot). A connection that broke (server restarted, network
 lost) is thrown away, and the next call opens a new one, so the store recovers by itself
 once the server is back. psycopg errors leave as ``StoreError`` naming the database
 (never the password).
-May import ``core.errors``, psycopg and the stdlib.
+
+Every call is bounded: the server ends a statement or lock wait that takes too long (the
+session options of ``opening``), and past ``CALL_SECONDS`` the call's connection is cut
+from this side (``deadline``), for the connection that is black-holed on the way and
+never answers. A store kept by one manager (``exclusive``) lets a write through only
+while that manager holds its lock (``fence_writes``).
+May import ``core.errors``, ``store.postgres.deadline``, psycopg and the stdlib.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from typing import Any, Final, TypeAlias
 import psycopg
 
 from supervisor.core.errors import StoreError
+from supervisor.store.postgres.deadline import Bound, Deadlines
 
 Connection: TypeAlias = psycopg.Connection[tuple[Any, ...]]
 
@@ -28,10 +35,21 @@ Connection: TypeAlias = psycopg.Connection[tuple[Any, ...]]
 MAX_IDLE: Final = 4
 MAX_OPEN: Final = 8
 WAIT_SECONDS: Final = 30.0
+# The longest a call may wait for the server (a little over the server's statement
+# timeout, so that a slow statement fails with the server's own words); a search reads
+# many chunks, each a statement of its own, and gets longer.
+CALL_SECONDS: Final = 5.0
+SEARCH_SECONDS: Final = 60.0
 
 
-def failure(description: str, exc: BaseException) -> StoreError:
-    """A psycopg error as a one-line ``StoreError`` naming the database."""
+def failure(description: str, exc: BaseException, bound: Bound | None = None) -> StoreError:
+    """A psycopg error as a one-line ``StoreError`` naming the database (and, for a call
+    cut at its deadline, saying so)."""
+    if bound is not None and bound.expired:
+        return StoreError(
+            f"{description}: no answer from the server within {bound.seconds:g} s; the"
+            " connection was dropped (the next call opens a new one)"
+        )
     text = " ".join(str(exc).split()) or type(exc).__name__
     return StoreError(f"{description}: {text}")
 
@@ -40,15 +58,29 @@ class Database:
     """A pool of autocommit connections to one database, described as ``description``."""
 
     def __init__(
-        self, description: str, connect: Callable[[], Connection], first: Connection
+        self,
+        description: str,
+        connect: Callable[[], Connection],
+        first: Connection,
+        *,
+        call_seconds: float = CALL_SECONDS,
     ) -> None:
-        """``first``: an already opened and checked connection, kept for reuse."""
+        """``first``: an already opened and checked connection, kept for reuse;
+        ``call_seconds``: how long a call may wait for the server."""
         self.description = description
         self._connect = connect
         self._lock = threading.Lock()
         self._idle: list[Connection] = [first]
         self._slots = threading.BoundedSemaphore(MAX_OPEN)
         self._closed = False
+        self._call_seconds = call_seconds
+        self._deadlines = Deadlines("store deadlines")
+        self._admit_write: Callable[[], None] | None = None
+
+    def fence_writes(self, admit: Callable[[], None]) -> None:
+        """Call ``admit`` before every write from now on: it raises ``StoreError`` when
+        the write must not happen (this manager no longer holds the store's lock)."""
+        self._admit_write = admit
 
     def close(self) -> None:
         """Close every idle connection (busy ones close when given back). Idempotent."""
@@ -57,37 +89,46 @@ class Database:
             idle, self._idle = self._idle, []
         for conn in idle:
             conn.close()
+        self._deadlines.close()
 
     @contextlib.contextmanager
     def write(self) -> Iterator[Connection]:
         """A connection inside one transaction: committed when the block ends, rolled back
         if it raises."""
-        with self._connection() as conn:
+        self._fence()
+        with self._connection(self._call_seconds) as (conn, bound):
             try:
                 # Not pipelined: with psycopg's Python implementation (Debian's) a pipeline
                 # measured slower than plain round trips on loopback (bench_store.py).
                 with conn.transaction():
                     yield conn
             except psycopg.Error as exc:
-                raise failure(self.description, exc) from exc
+                raise failure(self.description, exc, bound) from exc
 
     @contextlib.contextmanager
-    def read(self) -> Iterator[Connection]:
+    def read(self, *, seconds: float | None = None) -> Iterator[Connection]:
         """A connection outside any transaction: each statement sees the latest commit and
-        is a transaction of its own."""
-        with self._connection() as conn:
+        is a transaction of its own. ``seconds``: a longer deadline (a search)."""
+        with self._connection(seconds or self._call_seconds) as (conn, bound):
             try:
                 yield conn
             except psycopg.Error as exc:
-                raise failure(self.description, exc) from exc
-
-    def single(self) -> contextlib.AbstractContextManager[Connection]:
-        """For a write of one statement: ``read``'s connection, the statement its own
-        transaction (one round trip instead of BEGIN, statement, COMMIT)."""
-        return self.read()
+                raise failure(self.description, exc, bound) from exc
 
     @contextlib.contextmanager
-    def _connection(self) -> Iterator[Connection]:
+    def single(self) -> Iterator[Connection]:
+        """For a write of one statement: ``read``'s connection, the statement its own
+        transaction (one round trip instead of BEGIN, statement, COMMIT)."""
+        self._fence()
+        with self.read() as conn:
+            yield conn
+
+    def _fence(self) -> None:
+        if self._admit_write is not None:
+            self._admit_write()
+
+    @contextlib.contextmanager
+    def _connection(self, seconds: float) -> Iterator[tuple[Connection, Bound]]:
         if self._closed:
             raise StoreError(f"{self.description} is closed")
         if not self._slots.acquire(timeout=WAIT_SECONDS):
@@ -108,7 +149,8 @@ class Database:
                 except psycopg.Error as exc:
                     raise failure(self.description, exc) from exc
             try:
-                yield conn
+                with self._deadlines.bounded(conn, seconds) as bound:
+                    yield conn, bound
             finally:
                 self._give_back(conn)
         finally:

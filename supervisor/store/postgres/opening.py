@@ -8,18 +8,21 @@ one. A database of another application is never written to.
 
 Creation and migration run in one transaction under an advisory lock, so hosts starting
 at once create the schema once and none sees half of it.
-May import ``core.errors``, ``store.postgres.schema``, ``store.postgres.database``,
+May import ``core.errors``, ``store.dsn``, ``store.postgres.schema``, ``store.postgres.database``,
 psycopg and the stdlib.
 """
 
 from __future__ import annotations
 
+import os
+import socket
 from typing import Final
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from supervisor.core.errors import StoreError
+from supervisor.store.dsn import redacted, without_password
 from supervisor.store.postgres.database import Connection
 from supervisor.store.postgres.schema import (
     APPLICATION,
@@ -31,14 +34,37 @@ from supervisor.store.postgres.schema import (
     VERSION_TABLE,
 )
 
-CONNECT_TIMEOUT_SECONDS: Final = 10
+CONNECT_TIMEOUT_SECONDS: Final = 5
 APPLICATION_NAME: Final = "sched-supervisor"
+NO_STORE: Final = (
+    "no sched-supervisor store there; `supervisor users add` or `supervisor run --store` creates it"
+)
+# A connection whose peer stops answering is given up: idle, after a few unanswered TCP
+# keepalives; with data in flight, once it goes unacknowledged for TCP_USER_TIMEOUT_MS.
+# (What a middlebox acknowledges but drops, only the deadline of ``deadline`` catches.)
+TCP_OPTIONS: Final[dict[str, str | int]] = {
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 5000,
+}
+# The server ends what takes too long: a statement, a wait for a lock another session
+# holds, and a session that left a transaction open (a client that vanished mid-write
+# would otherwise keep its row locks, and every other writer waiting, until the server
+# notices the client is gone). Below ``database.CALL_SECONDS``, so the server says why.
+SESSION_OPTIONS: Final[dict[str, str]] = {
+    "statement_timeout": "4s",
+    "lock_timeout": "2s",
+    "idle_in_transaction_session_timeout": "10s",
+}
 
 
 def describe(dsn: str) -> str:
-    """``PostgreSQL database user@host:port/dbname`` for messages (no password)."""
+    """``PostgreSQL database user@host:port/dbname`` for messages (no password, even one
+    libpq would misread: ``store.dsn``)."""
     try:
-        params = conninfo_to_dict(dsn)
+        params = conninfo_to_dict(redacted(dsn))
     except psycopg.ProgrammingError:
         return "PostgreSQL database (unparsable connection string)"
     user = str(params.get("user") or "")
@@ -50,7 +76,9 @@ def describe(dsn: str) -> str:
 
 
 def conninfo(dsn: str) -> str:
-    """``dsn`` with this program's defaults for what it does not set itself."""
+    """``dsn`` with this program's defaults for what it does not set itself: timeouts
+    (``TCP_OPTIONS``, ``SESSION_OPTIONS``) and a session name that tells which process
+    of which host a session is (``sched-supervisor HOST:PID``)."""
     try:
         given = conninfo_to_dict(dsn)
     except psycopg.ProgrammingError as exc:
@@ -61,7 +89,12 @@ def conninfo(dsn: str) -> str:
     if "connect_timeout" not in given:
         extra["connect_timeout"] = CONNECT_TIMEOUT_SECONDS
     if "application_name" not in given:
-        extra["application_name"] = APPLICATION_NAME
+        extra["application_name"] = f"{APPLICATION_NAME} {socket.gethostname()[:32]}:{os.getpid()}"
+    extra.update({key: value for key, value in TCP_OPTIONS.items() if key not in given})
+    options = str(given.get("options") or "")
+    added = [f"-c {key}={value}" for key, value in SESSION_OPTIONS.items() if key not in options]
+    if added:
+        extra["options"] = " ".join([options, *added]).strip()
     return make_conninfo(dsn, **extra)
 
 
@@ -70,9 +103,10 @@ def connect(info: str) -> Connection:
     return psycopg.connect(info, autocommit=True)
 
 
-def open_database(dsn: str) -> tuple[str, str, Connection]:
-    """Connect to ``dsn``, create or check (and migrate) the schema; return the description,
-    the connection string to open more connections with, and the first connection."""
+def open_database(dsn: str, *, create: bool = True) -> tuple[str, str, Connection]:
+    """Connect to ``dsn``, create (unless not ``create``) or check (and migrate) the schema;
+    return the description, the connection string to open more connections with, and the
+    first connection."""
     description = describe(dsn)
     info = conninfo(dsn)
     try:
@@ -80,7 +114,7 @@ def open_database(dsn: str) -> tuple[str, str, Connection]:
     except psycopg.Error as exc:
         raise StoreError(f"cannot use {description}: {connect_problem(exc, dsn)}") from None
     try:
-        _prepare(conn, description)
+        _prepare(conn, description, create=create)
     except BaseException:
         conn.close()
         raise
@@ -88,10 +122,11 @@ def open_database(dsn: str) -> tuple[str, str, Connection]:
 
 
 def connect_problem(exc: psycopg.Error, dsn: str) -> str:
-    """What a failed connection attempt means, in words an operator can act on."""
-    text = _one_line(exc)
+    """What a failed connection attempt means, in words an operator can act on (never
+    the password, even where libpq took part of it for the host)."""
+    text = without_password(_one_line(exc), dsn)
     lowered = text.lower()
-    params = conninfo_to_dict(dsn)
+    params = conninfo_to_dict(redacted(dsn))
     user, name = params.get("user"), params.get("dbname")
     if "password authentication failed" in lowered:
         return (
@@ -122,13 +157,16 @@ def connect_problem(exc: psycopg.Error, dsn: str) -> str:
     return f"cannot connect ({_reason(text)})"
 
 
-def _prepare(conn: Connection, description: str) -> None:
-    """Check the schema; create or migrate it when it is ours (or the database is empty)."""
+def _prepare(conn: Connection, description: str, *, create: bool) -> None:
+    """Check the schema; create (if ``create``) or migrate it when it is ours (or the
+    database is empty)."""
     try:
         version = _stored_version(conn, description)
         if version == SCHEMA_VERSION:
             _check_tables(conn, description)
             return
+        if version == 0 and not create:
+            raise StoreError(f"cannot use {description}: {NO_STORE}")
         # A session lock taken outside the transaction: the transaction that checks again
         # starts after the lock is granted, so it sees the schema another host just made
         # (a lock taken inside it could leave it looking at stale catalog caches).

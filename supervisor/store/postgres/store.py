@@ -57,10 +57,11 @@ class PostgresStore(
         *,
         max_runs_per_scheduler: int = 100,
         max_log_bytes_per_run: int = 1 << 20,
+        create: bool = True,
     ) -> PostgresStore:
         """Connect to ``dsn`` (a ``postgresql://`` URL or libpq key=value string; the
         password best in ``~/.pgpass`` or ``PGPASSWORD``), creating the store's tables in
-        an empty database.
+        an empty database (unless not ``create``: then an empty database is refused).
 
         Raises ``StoreError`` naming the database and the problem: unreachable server,
         wrong password, missing database, a database of another application, a schema of
@@ -70,7 +71,7 @@ class PostgresStore(
             raise ValueError("max_runs_per_scheduler must be at least 1")
         if max_log_bytes_per_run < 1:
             raise ValueError("max_log_bytes_per_run must be at least 1")
-        description, info, first = open_database(dsn)
+        description, info, first = open_database(dsn, create=create)
         return cls(
             Database(description, lambda: connect(info), first),
             max_runs_per_scheduler=max_runs_per_scheduler,
@@ -80,8 +81,9 @@ class PostgresStore(
 
     def exclusive(self) -> ExclusiveUse:
         """The lock that makes a manager the only one on this store (not yet taken:
-        ``acquire`` it, ``close`` it at the end; see ``exclusive``)."""
-        return ExclusiveUse(self._conninfo, self._db.description)
+        ``acquire`` it, ``close`` it at the end; see ``exclusive``). Once taken, this
+        store's writes go through only while it is held."""
+        return ExclusiveUse(self._conninfo, self._db.description, self._db)
 
     @property
     def description(self) -> str:

@@ -14,7 +14,7 @@ from supervisor.core.errors import DefinitionError
 from supervisor.store.codec import check_new_user, require_aware
 from supervisor.store.postgres.database import Database
 from supervisor.store.postgres.text import storable
-from supervisor.store.protocols import StoredUser
+from supervisor.store.protocols import Changed, KeepOne, StoredUser, UserChange
 
 _SELECT_USERS = "SELECT name, role, password_hash, created_at FROM sst_users"
 
@@ -72,6 +72,36 @@ class PostgresUsers:
             )
             if cursor.rowcount == 0:
                 raise DefinitionError("name", f"no user {name!r}")
+
+    def change_user(self, name: str, change: UserChange, *, keep: KeepOne | None = None) -> Changed:
+        if change.role is not None:
+            check_new_user(name, change.role)
+        role = keep.role if keep is not None else None
+        with self._db.write() as conn:
+            # Lock the login and every one of the kept role, in one order (no deadlock):
+            # a concurrent change waits here, then reads the rows as this one left them.
+            rows = conn.execute(
+                _SELECT_USERS + ' WHERE name = %s OR role = %s ORDER BY name COLLATE "C"'
+                " FOR UPDATE",
+                (storable(name), role),
+            ).fetchall()
+            found = [_user_from_row(row) for row in rows]
+            before = next((user for user in found if user.name == name), None)
+            if before is None or before.password_hash != change.expected_hash:
+                return Changed.STALE
+            after = change.applied(before)
+            if keep is not None:
+                count = sum(keep.holds_for(user) for user in found if user.name != name)
+                if keep.refuses(before, after, count):
+                    return Changed.REFUSED
+            if after is None:
+                conn.execute("DELETE FROM sst_users WHERE name = %s", (storable(name),))
+            else:
+                conn.execute(
+                    "UPDATE sst_users SET role = %s, password_hash = %s WHERE name = %s",
+                    (after.role, storable(after.password_hash), storable(name)),
+                )
+            return Changed.DONE
 
 
 def _user_from_row(row: Sequence[Any]) -> StoredUser:

@@ -13,7 +13,7 @@ from typing import Any
 
 from supervisor.core.errors import DefinitionError
 from supervisor.store.codec import check_new_user, parse_ts, ts
-from supervisor.store.protocols import StoredUser
+from supervisor.store.protocols import Changed, KeepOne, StoredUser, UserChange
 from supervisor.store.sqlite.database import Database
 
 
@@ -71,6 +71,32 @@ class SqliteUsers:
             cursor = conn.execute("UPDATE users SET role = ? WHERE name = ?", (role, name))
             if cursor.rowcount == 0:
                 raise DefinitionError("name", f"no user {name!r}")
+
+    def change_user(self, name: str, change: UserChange, *, keep: KeepOne | None = None) -> Changed:
+        if change.role is not None:
+            check_new_user(name, change.role)
+        with self._db.write() as conn:  # BEGIN IMMEDIATE: no other writer until it ends
+            rows = conn.execute(_SELECT + " WHERE name = ?", (name,)).fetchall()
+            if not rows or rows[0][2] != change.expected_hash:
+                return Changed.STALE
+            before = _user_from_row(rows[0])
+            after = change.applied(before)
+            if keep is not None:
+                others = conn.execute(_SELECT + " WHERE role = ? AND name != ?", (keep.role, name))
+                count = sum(keep.holds_for(_user_from_row(row)) for row in others)
+                if keep.refuses(before, after, count):
+                    return Changed.REFUSED
+            if after is None:
+                conn.execute("DELETE FROM users WHERE name = ?", (name,))
+            else:
+                conn.execute(
+                    "UPDATE users SET role = ?, password_hash = ? WHERE name = ?",
+                    (after.role, after.password_hash, name),
+                )
+            return Changed.DONE
+
+
+_SELECT = "SELECT name, role, password_hash, created_at FROM users"
 
 
 def _user_from_row(row: Sequence[Any]) -> StoredUser:
