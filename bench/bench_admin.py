@@ -11,10 +11,12 @@ chromium through Playwright: a run logs ``tick`` records carrying the wall time 
 written; the page notes the wall time each row appears. Targets: pages <= 100 ms at p99,
 tail delay <= 500 ms.
 
-Concurrent clients (issue 10): 1 and then 10 clients GET the overview as fast as they can
-(taking turns, four times), from a process of their own over plain sockets that read every
-response to its end, beside the same load on a static file (the floor: the server, guard
-and session alone). Target: 10 clients >= 3x one client's requests/s, p99 <= 100 ms.
+Concurrent clients (issue 10, ``bench.admin_scaling``): 1 and then 10 clients GET the
+overview as fast as they can (taking turns, four times), with and without keep-alive, from
+``wrk`` (``apt-get install -y wrk``; else a Python stand-in, and the report says so),
+beside the same load on a static file (the floor: the server, guard and session alone)
+and the most the machine's cores allow at the CPU each request costs. Target: 10 clients
+>= 3x one client's requests/s, p99 <= 100 ms.
 Partial connections (issue 13): a page while 200 connections hold unfinished requests.
 This module is also the application the manager runs.
 """
@@ -35,6 +37,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from bench import admin_scaling
 from bench.common import percentile
 from supervisor import Configurator, cfgscheduler, scheduler, user
 from supervisor.core.records import Level, LogRecord, Outcome, RunRecord, Source, Trigger
@@ -169,160 +172,6 @@ def measure(session: HttpSession, path: str, count: int) -> tuple[float, float, 
         assert status == 200, (path, status)
         size = len(body)
     return percentile(times, 50), percentile(times, 99), size
-
-
-# -- concurrent clients (issue 10) --------------------------------------------------------
-
-SCALE_TARGET = 3.0
-
-
-def fetch(host: str, port: int, request: bytes, buffer: bytearray) -> int:
-    """One request on a new connection, read to its end (the server closes); the status.
-
-    A plain socket client with one reused buffer, so the load costs the client little
-    beside the server it measures (as a browser would, not a Python HTTP library)."""
-    import socket
-
-    view = memoryview(buffer)
-    with socket.create_connection((host, port), timeout=30) as sock:
-        sock.sendall(request)
-        size = 0
-        while True:
-            if size == len(buffer):
-                raise AssertionError("the response is larger than the client's buffer")
-            got = sock.recv_into(view[size:])
-            if not got:
-                break
-            size += got
-    end = buffer.find(b"\r\n\r\n", 0, size)
-    head = bytes(view[:end]).lower()
-    if not head.startswith(b"http/1.1 "):
-        raise AssertionError(head)
-    found = re.search(rb"\r\ncontent-length: *(\d+)", head)
-    if found is not None and int(found.group(1)) != size - end - 4:
-        raise AssertionError(f"a short response: {size - end - 4} of {found.group(1)!r} bytes")
-    return int(head[9:12])
-
-
-def load(
-    host: str, port: int, cookie: str, clients: int, seconds: float, path: str, encoding: str
-) -> None:
-    """The load process: ``clients`` threads GET ``path`` for ``seconds``, accepting
-    ``encoding`` (as a browser sends ``Accept-Encoding``); JSON out."""
-    import json
-    import threading
-
-    latencies: list[float] = []
-    lock = threading.Lock()
-    request = (
-        f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nCookie: {cookie}\r\n"
-        f"Accept: text/html\r\nAccept-Encoding: {encoding}\r\n\r\n"
-    ).encode("ascii")
-    start = threading.Barrier(clients + 1)
-    stop_at = 0.0
-
-    def client() -> None:
-        buffer = bytearray(8 << 20)
-        mine = []
-        start.wait()
-        while time.perf_counter() < stop_at:
-            started = time.perf_counter()
-            status = fetch(host, port, request, buffer)
-            mine.append((time.perf_counter() - started) * 1000)
-            assert status == 200, status
-        with lock:
-            latencies.extend(mine)
-
-    threads = [threading.Thread(target=client) for _ in range(clients)]
-    for thread in threads:
-        thread.start()
-    stop_at = time.perf_counter() + seconds
-    start.wait()
-    for thread in threads:
-        thread.join()
-    print(json.dumps({"count": len(latencies), "seconds": seconds, "latencies": latencies}))
-
-
-def run_load(
-    server: Any, session: HttpSession, clients: int, seconds: float, path: str, encoding: str
-) -> dict[str, Any]:
-    """Clients in a process of their own, so they do not share the server's interpreter."""
-    import json
-    import subprocess
-
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench.bench_admin",
-            "--clients",
-            server.host,
-            str(server.port),
-            session.cookie,
-            str(clients),
-            str(seconds),
-            path,
-            encoding,
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=Path(__file__).resolve().parent.parent,
-    )
-    result: dict[str, Any] = json.loads(done.stdout)
-    return result
-
-
-FLOOR_PATH = "/static/favicon.svg"  # the same server, guard and session, no page work
-ROUNDS = 4  # 1 and 10 clients take turns, so a neighbour's load hits both alike
-BROWSER = "gzip, deflate, br"  # what browsers accept
-
-
-def _phase(
-    server: Any, session: HttpSession, path: str, encoding: str, seconds: float
-) -> dict[int, tuple[float, list[float]]]:
-    counts = {1: 0, 10: 0}
-    latencies: dict[int, list[float]] = {1: [], 10: []}
-    for _ in range(ROUNDS):
-        for clients in (1, 10):
-            result = run_load(server, session, clients, seconds / ROUNDS, path, encoding)
-            counts[clients] += result["count"]
-            latencies[clients] += result["latencies"]
-    return {clients: (counts[clients] / seconds, latencies[clients]) for clients in (1, 10)}
-
-
-def concurrency(server: Any, session: HttpSession, seconds: float) -> bool:
-    """Requests/s and latency of 1 and of 10 concurrent clients on the overview, beside a
-    trivial static route of the same server (the floor: what the HTTP server, the guard
-    and the session cost by themselves). Clients read every response to its end but do
-    not inflate gzip (as load generators do not; a browser would)."""
-    print(
-        f"\noverview at {SCHEDULERS:,} schedulers: 1 client vs 10 concurrent clients"
-        f" ({os.cpu_count()} cores, clients in a process of their own)"
-    )
-    print(f"  {'route':40} {'clients':>7} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'x1':>6}")
-    phases = [
-        ("floor: a static file", FLOOR_PATH, BROWSER),
-        ("overview, gzip (as browsers ask)", "/", BROWSER),
-        ("overview, uncompressed", "/", "identity"),
-    ]
-    factors: dict[str, float] = {}
-    p99s: dict[str, float] = {}
-    for label, path, encoding in phases:
-        measured = _phase(server, session, path, encoding, seconds)
-        one = measured[1][0]
-        for clients, (rate, times) in measured.items():
-            p50, p99 = percentile(times, 50), percentile(times, 99)
-            print(f"  {label:40} {clients:7d} {rate:8.1f} {p50:8.1f} {p99:8.1f} {rate / one:5.2f}x")
-        factors[label] = measured[10][0] / one
-        p99s[label] = percentile(measured[10][1], 99)
-    target = phases[1][0]
-    print(
-        f"  10 clients get {factors[target]:.2f}x one client's req/s on the overview with"
-        f" p99 {p99s[target]:.1f} ms (target >= {SCALE_TARGET:.0f}x with p99 <="
-        f" {PAGE_TARGET_MS:.0f} ms); the floor scales {factors[phases[0][0]]:.2f}x"
-    )
-    return factors[target] >= SCALE_TARGET and p99s[target] <= PAGE_TARGET_MS
 
 
 # -- partial connections (issue 13) -----------------------------------------------------
@@ -498,12 +347,7 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=60, help="requests per page")
     parser.add_argument("--records", type=int, default=1_000_000, help="stored log records")
     parser.add_argument("--seconds", type=float, default=8.0, help="length of each load phase")
-    parser.add_argument("--clients", nargs=7, help=argparse.SUPPRESS)  # the load process
     args = parser.parse_args()
-    if args.clients:
-        host, port, cookie, clients, seconds, path, encoding = args.clients
-        load(host, int(port), cookie, int(clients), float(seconds), path, encoding)
-        return 0
 
     from supervisor.service.manager_mode import RunOptions, Service
     from supervisor.web.server import AdminServer, start_admin
@@ -558,7 +402,9 @@ def main() -> int:
                 p50, p99, size = measure(session, path, args.requests)
                 worst = max(worst, p99)
                 print(f"  {label:40} {p50:8.1f} {p99:8.1f} {size / 1024:8.0f}")
-            scaling_ok = concurrency(server, session, args.seconds)
+            scaling_ok = admin_scaling.report(
+                server.host, server.port, session.cookie, args.seconds, SCHEDULERS
+            )
             attack_ok = attack(server, session, args.seconds)
             delays = tail_delays(server.url, password, session)
             print("\nlive tail: record written by a run -> row shown in chromium")

@@ -5,6 +5,8 @@ never kept for a session with flashes or for a refusal."""
 from __future__ import annotations
 
 import gzip
+import sys
+import threading
 import zlib
 from typing import Any
 
@@ -18,6 +20,7 @@ from supervisor.web.site import Request
 from supervisor.web.site import Site as WebSite
 from tests.test_web_fakes import Client
 from tests.test_web_pages import Site
+from tests.waiting import wait_for
 
 ADA = Subject(name="ada", permissions=frozenset({Permission.LIST}), role="viewer")
 
@@ -60,8 +63,17 @@ class Renderer:
         return reply(body, self.status)
 
 
+def sent(response: Any) -> bytes:
+    """The bytes a reply sends (its body, or its pieces one after another)."""
+    body = response.body
+    data = body if isinstance(body, bytes) else b"".join(body)
+    declared = response.headers.get("Content-Length")  # else Bottle counts the bytes
+    assert declared is None or int(declared) == len(data)
+    return data
+
+
 def body_of(response: Any) -> bytes:
-    data: bytes = response.body
+    data = sent(response)
     return gzip.decompress(data) if response.headers.get("Content-Encoding") == "gzip" else data
 
 
@@ -181,11 +193,29 @@ def test_the_gzip_reply_is_valid_and_the_token_is_stored_apart() -> None:
     packed = cache.serve(request(sessions, token, encoding="br, gzip"), None, "all", Renderer())
     assert packed.headers["Content-Encoding"] == "gzip" and "Content-Encoding" not in plain.headers
     assert packed.headers["Vary"] == "Accept-Encoding"
-    assert gzip.decompress(packed.body) == plain.body  # the trailer's CRC and size check out
-    assert len(packed.body) * 20 < len(plain.body)
-    assert session.csrf.encode() in packed.body  # verbatim: in a stored block, not compressed
-    inflated = zlib.decompressobj(-zlib.MAX_WBITS).decompress(packed.body[10:-8])
-    assert inflated == plain.body
+    page, data = sent(plain), sent(packed)
+    assert gzip.decompress(data) == page  # the trailer's CRC and size check out
+    assert len(data) * 20 < len(page)
+    assert session.csrf.encode() in data  # verbatim: in a stored block, not compressed
+    inflated = zlib.decompressobj(-zlib.MAX_WBITS).decompress(data[10:-8])
+    assert inflated == page
+
+
+def test_a_session_asking_again_gets_the_same_bytes_neither_spliced_nor_compressed() -> None:
+    sessions = SessionStore()
+    cache = PageCache()
+    render = Renderer()
+    (token_a, a), (token_b, _) = sessions.create("ada"), sessions.create("ada")
+    first = cache.serve(request(sessions, token_a, encoding="gzip"), None, "all", render)
+    other = cache.serve(request(sessions, token_b, encoding="gzip"), None, "all", render)
+    again = cache.serve(request(sessions, token_a, encoding="gzip"), None, "all", render)
+    assert render.calls == 1
+    assert again.body is first.body  # the very bytes kept for this token
+    assert other.body is not first.body and a.csrf.encode() not in other.body
+    pieces = list(cache.serve(request(sessions, token_a), None, "all", render).body)
+    kept = list(cache.serve(request(sessions, token_a), None, "all", render).body)
+    assert all(x is y for x, y in zip(pieces[::2], kept[::2], strict=True))  # kept, no copy
+    assert a.csrf.encode() in pieces and gzip.decompress(first.body) == b"".join(pieces)
 
 
 @pytest.mark.parametrize(
@@ -205,3 +235,53 @@ def test_the_gzip_reply_is_valid_and_the_token_is_stored_apart() -> None:
 )
 def test_accept_encoding(header: str, taken: bool) -> None:
     assert accepts_gzip(header) is taken
+
+
+def test_readers_of_a_new_basis_at_once_render_it_once() -> None:
+    sessions = SessionStore()
+    cache = PageCache()
+    release = threading.Event()
+    page = Renderer()
+    renders: list[int] = []
+
+    def slow(viewer: Request) -> Any:
+        renders.append(1)
+        release.wait(10)
+        return page(viewer)
+
+    basis = object()
+    tokens = [sessions.create("ada")[0] for _ in range(5)]
+    replies: list[Any] = []
+
+    def ask(token: str) -> None:
+        replies.append(cache.serve(request(sessions, token, encoding="gzip"), basis, "", slow))
+
+    threads = [threading.Thread(target=ask, args=(token,)) for token in tokens]
+
+    def waiting() -> int:
+        """Threads inside the cache, waiting for another's rendering."""
+        frames = sys._current_frames()
+        count = 0
+        for thread in threads:
+            frame = frames.get(thread.ident or 0)
+            names = []
+            while frame is not None:
+                names.append(frame.f_code.co_name)
+                frame = frame.f_back
+            count += "_once" in names and "slow" not in names
+        return count
+
+    for thread in threads:
+        thread.start()
+    wait_for(lambda: len(renders) + waiting() == 5, timeout=10, what="all five asking")
+    release.set()
+    for thread in threads:
+        thread.join(10)
+    assert len(renders) == 1 and len(replies) == 5
+    csrfs = set()
+    for token in tokens:
+        session = sessions.get(token)
+        assert session is not None
+        csrfs.add(session.csrf.encode())
+    shown = {c for r in replies for c in csrfs if c in gzip.decompress(r.body)}
+    assert shown == csrfs  # each session its own token

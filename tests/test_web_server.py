@@ -6,6 +6,7 @@ look-alike proxy headers, version banners and non-loopback addresses."""
 from __future__ import annotations
 
 import io
+import re
 import socket
 import subprocess
 import threading
@@ -63,13 +64,28 @@ def served() -> Iterator[tuple[AdminServer, Any]]:
 
 
 def raw(server: AdminServer, data: bytes, *, timeout: float = 10.0) -> bytes:
-    """Send ``data`` on a new connection; everything the server answers until it closes."""
+    """Send ``data`` on a new connection; the server's answer: until it closes, or its
+    first response's declared length when it keeps the connection."""
     with socket.create_connection((server.host, server.port), timeout=timeout) as sock:
         sock.sendall(data)
-        chunks = []
-        while chunk := sock.recv(65536):
-            chunks.append(chunk)
-    return b"".join(chunks)
+        return read_response(sock)
+
+
+def read_response(sock: socket.socket) -> bytes:
+    """One response: to its ``Content-Length`` if it keeps the connection, else to the end."""
+    answer = b""
+    while True:
+        end = answer.find(b"\r\n\r\n")
+        if end >= 0:
+            head = answer[:end].lower()
+            length = re.search(rb"\r\ncontent-length: *(\d+)", head)
+            kept = b"\r\nconnection: close" not in head and length is not None
+            if kept and length is not None and len(answer) >= end + 4 + int(length.group(1)):
+                return answer
+        chunk = sock.recv(65536)
+        if not chunk:
+            return answer
+        answer += chunk
 
 
 def test_an_open_event_stream_holds_no_other_request(served: Any) -> None:

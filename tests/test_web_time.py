@@ -117,7 +117,14 @@ def test_a_cron_scheduler_shows_its_own_zone(site: Site) -> None:
     drawn = render(
         env,
         "card.html",
-        {"s": planned, "h": Health(failing=False), "href": "/x", "icons": "/i", "search": ""},
+        {
+            "s": planned,
+            "h": Health(failing=False),
+            "href": "/x",
+            "icons": "/i",
+            "search": "",
+            "rank": 0,
+        },
     )
     there = re.search(r'data-zone="Europe/Berlin">([^<]+)</time>', drawn)
     assert there is not None and there.group(1) == "2026-03-02 03:00 CET"

@@ -11,8 +11,18 @@ answered 414, heads over ``max_head_bytes`` or with more than
 bodies 411. Only complete requests go to a worker thread, at most ``max_workers`` at once
 (beyond, 503 at once); the listen backlog is ``backlog``. Worker threads are kept for the
 next request (starting a thread costs more than a small page) and end after
-``idle_worker_seconds`` without one. One request per connection
-(``Connection: close``), which also delimits streamed bodies (server-sent events).
+``idle_worker_seconds`` without one.
+
+Connections persist (HTTP/1.1 keep-alive) when the client asks nothing else, sent no
+bytes past its request, and the response declared its length (``Content-Length``) and
+sent exactly that. The worker then waits on the connection for ``linger_seconds``: a
+next request that comes whole in that time (a client going on at once) is answered by
+the same worker, without two hand-overs between threads. Anything else (nothing yet,
+part of a request) goes back to the reader thread with what was read, where the
+connection waits like a new one, at most ``keep_alive_seconds`` for its next request's
+first byte (then closed without a reply). Other responses say ``Connection: close`` and
+close, which also delimits streamed bodies (server-sent events). A response goes out
+in one ``sendmsg`` of its head and body, not copied whole.
 
 Header names with an underscore are dropped (WSGI would fold ``X_Remote_User`` into the
 key of ``X-Remote-User``) and listed under ``UNDERSCORE_HEADERS_KEY``; every name as
@@ -54,8 +64,9 @@ _REASONS = {
     503: "Service Unavailable",
     505: "HTTP Version Not Supported",
 }
-_COPY_BYTES = 64 * 1024  # a larger first chunk is sent after the head, not joined to it
-_MORE = getattr(socket, "MSG_MORE", 0)
+_TARGET_BAD = re.compile(rb"[\x00-\x20\x7f]")
+_VALUE_BAD = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")  # control characters but tab
+_EXPIRE_EVERY = 0.05  # seconds between looks for requests past their deadline
 _DROPPED_RESPONSE_HEADERS = frozenset({"server", "connection", "keep-alive", "x-powered-by"})
 
 
@@ -72,6 +83,8 @@ class ServerLimits:
     backlog: int = 512
     write_seconds: float = 30.0  # a reader that stops reading is dropped after this
     idle_worker_seconds: float = 30.0  # an idle worker thread ends after this
+    keep_alive_seconds: float = 5.0  # a kept connection's wait for its next request
+    linger_seconds: float = 0.005  # a worker's wait on it before handing it back
 
 
 class _Reject(Exception):
@@ -88,6 +101,7 @@ class _Pending:
     deadline: float
     buffer: bytearray = field(default_factory=bytearray)
     head: _Head | None = None
+    kept: bool = False  # served before: waiting (without a deadline's reply) for the next
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +112,7 @@ class _Job:
     address: tuple[Any, ...]
     head: _Head
     body: bytes
+    keep: bool  # the connection may be kept after the response
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +124,7 @@ class _Head:
     length: int
     body_start: int
     expect_continue: bool
+    keep_alive: bool  # HTTP/1.1 and no ``Connection: close``
 
 
 def _parse_head(data: bytes, *, limits: ServerLimits) -> _Head:
@@ -124,14 +140,14 @@ def _parse_head(data: bytes, *, limits: ServerLimits) -> _Head:
     method, target, version = parts
     if version not in (b"HTTP/1.0", b"HTTP/1.1"):
         raise _Reject(505, "only HTTP/1.0 and HTTP/1.1 are served")
-    if not target.startswith(b"/") or any(b < 0x21 or b == 0x7F for b in target):
+    if not target.startswith(b"/") or _TARGET_BAD.search(target):
         raise _Reject(400, "malformed request target")
     headers: list[tuple[str, str]] = []
     for line in lines[1:]:
         name, colon, value = line.partition(b":")
         if not colon or not _TOKEN.fullmatch(name):
             raise _Reject(400, "malformed header field")
-        if any((b < 0x20 and b != 0x09) or b == 0x7F for b in value):
+        if _VALUE_BAD.search(value):
             raise _Reject(400, "control characters in a header field")
         headers.append((name.decode("ascii"), value.strip(b" \t").decode("latin-1")))
     lowered = [(n.lower(), v) for n, v in headers]
@@ -149,6 +165,12 @@ def _parse_head(data: bytes, *, limits: ServerLimits) -> _Head:
     if length > limits.max_body_bytes:
         raise _Reject(413, "the request body is too large")
     expect = any(n == "expect" and v.lower() == "100-continue" for n, v in lowered)
+    closing = any(
+        token.strip().lower() == "close"
+        for n, v in lowered
+        if n == "connection"
+        for token in v.split(",")
+    )
     return _Head(
         method=method.decode("ascii"),
         target=target.decode("latin-1"),
@@ -157,6 +179,7 @@ def _parse_head(data: bytes, *, limits: ServerLimits) -> _Head:
         length=length,
         body_start=end + 4,
         expect_continue=expect,
+        keep_alive=version == b"HTTP/1.1" and not closing,
     )
 
 
@@ -214,6 +237,7 @@ class HttpServer:
         self._selector = selectors.DefaultSelector()
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
         self._selector.register(listener, selectors.EVENT_READ, None)
         self._selector.register(self._wake_r, selectors.EVENT_READ, None)
         self._pending: dict[int, _Pending] = {}
@@ -221,6 +245,11 @@ class HttpServer:
         # Complete requests for the worker threads; ``_idle``: the workers waiting for one
         # that no queued request is meant for yet (guarded by ``_pool_lock``).
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        # Connections answered and kept, for the reader thread to wait on again.
+        self._returned: queue.SimpleQueue[tuple[socket.socket, tuple[Any, ...], bytes]] = (
+            queue.SimpleQueue()
+        )
+        self._next_expiry = 0.0
         self._pool_lock = threading.Lock()
         self._idle = 0
         self._threads = 0
@@ -246,6 +275,7 @@ class HttpServer:
         for pending in list(self._pending.values()):
             _close(pending.sock)
         self._pending.clear()
+        self._close_returned()
         with self._pool_lock:
             threads = self._threads
         for _ in range(threads):
@@ -256,10 +286,24 @@ class HttpServer:
             with contextlib.suppress(OSError):
                 sock.close()
 
+    def _close_returned(self) -> None:
+        while True:
+            try:
+                sock, _address, _buffer = self._returned.get_nowait()
+            except queue.Empty:
+                return
+            _close(sock)
+
     @property
     def pending(self) -> int:
-        """Connections still sending their request (for tests and diagnostics)."""
+        """Connections still sending their request, kept ones waiting for their next
+        included (for tests and diagnostics)."""
         return len(self._pending)
+
+    @property
+    def idle(self) -> int:
+        """Kept connections whose next request has not begun (for tests and diagnostics)."""
+        return sum(p.kept and not p.buffer for p in list(self._pending.values()))
 
     # -- the reader thread ----------------------------------------------------------------
 
@@ -271,7 +315,8 @@ class HttpServer:
                     self._accept()
                 elif key.fileobj is self._wake_r:
                     with contextlib.suppress(OSError):
-                        self._wake_r.recv(64)
+                        self._wake_r.recv(4096)
+                    self._take_back()
                 else:
                     try:
                         self._read(key.data)
@@ -279,7 +324,10 @@ class HttpServer:
                         self._drop(key.data)
                         with contextlib.suppress(Exception):
                             self._errors.write(f"admin-http: {type(error).__name__}: {error}\n")
-            self._expire()
+            now = self._now()
+            if now >= self._next_expiry:
+                self._next_expiry = now + _EXPIRE_EVERY
+                self._expire()
 
     def _accept(self) -> None:
         for _ in range(64):
@@ -292,13 +340,33 @@ class HttpServer:
             sock.setblocking(False)
             with contextlib.suppress(OSError):  # streamed events go out at once
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if len(self._pending) >= self.limits.max_pending:
-                # Make room by dropping the connection that has been sending longest.
-                oldest = min(self._pending.values(), key=lambda p: p.deadline)
-                self._drop(oldest)
-            pending = _Pending(sock, address, self._now() + self.limits.head_seconds)
-            self._pending[sock.fileno()] = pending
-            self._selector.register(sock, selectors.EVENT_READ, pending)
+            self._wait_on(_Pending(sock, address, self._now() + self.limits.head_seconds))
+
+    def _take_back(self) -> None:
+        """Wait on the connections the workers answered and kept (with what they read of
+        the next request)."""
+        while True:
+            try:
+                sock, address, buffer = self._returned.get_nowait()
+            except queue.Empty:
+                return
+            wait = self.limits.head_seconds if buffer else self.limits.keep_alive_seconds
+            pending = _Pending(sock, address, self._now() + wait, bytearray(buffer), kept=True)
+            try:
+                self._wait_on(pending)
+            except (OSError, ValueError):  # closed meanwhile
+                _close(sock)
+                continue
+            if buffer:
+                self._advance(pending)
+
+    def _wait_on(self, pending: _Pending) -> None:
+        if len(self._pending) >= self.limits.max_pending:
+            # Make room by dropping the connection that has been sending longest.
+            oldest = min(self._pending.values(), key=lambda p: p.deadline)
+            self._drop(oldest)
+        self._pending[pending.sock.fileno()] = pending
+        self._selector.register(pending.sock, selectors.EVENT_READ, pending)
 
     def _read(self, pending: _Pending) -> None:
         try:
@@ -311,7 +379,13 @@ class HttpServer:
         if not chunk:
             self._drop(pending)
             return
+        if pending.kept and not pending.buffer:  # a kept connection's next request begins
+            pending.deadline = self._now() + self.limits.head_seconds
         pending.buffer += chunk
+        self._advance(pending)
+
+    def _advance(self, pending: _Pending) -> None:
+        """Parse what ``pending`` holds; hand it to a worker once complete."""
         try:
             if pending.head is None:
                 self._read_head(pending)
@@ -348,7 +422,10 @@ class HttpServer:
     def _expire(self) -> None:
         now = self._now()
         for pending in [p for p in self._pending.values() if p.deadline <= now]:
-            self._refuse(pending, 408, "the request was not sent in time")
+            if pending.kept and not pending.buffer:
+                self._drop(pending)  # idle since its last response: no request to answer
+            else:
+                self._refuse(pending, 408, "the request was not sent in time")
 
     def _forget(self, pending: _Pending) -> None:
         self._pending.pop(pending.sock.fileno(), None)
@@ -372,14 +449,16 @@ class HttpServer:
             _send_quietly(pending.sock, _plain(503, "the server is busy; try again"))
             _close(pending.sock)
             return
-        body = bytes(pending.buffer[head.body_start : head.body_start + head.length])
+        end = head.body_start + head.length
+        body = bytes(pending.buffer[head.body_start : end])
+        keep = head.keep_alive and len(pending.buffer) == end  # nothing sent past it
         with self._pool_lock:
             waiting = self._idle > 0
             if waiting:
                 self._idle -= 1  # a waiting worker takes it
             else:
                 self._threads += 1
-        self._jobs.put(_Job(pending.sock, pending.address, head, body))
+        self._jobs.put(_Job(pending.sock, pending.address, head, body, keep))
         if waiting:
             return
         worker = threading.Thread(target=self._work, name="admin-request", daemon=True)
@@ -408,29 +487,82 @@ class HttpServer:
                             self._idle -= 1
                             return
                     continue  # one is queued for a waiting worker: take it
-                if job is None:
-                    return
-                self._answer(job.sock, job.address, job.head, job.body)
+                while job is not None:  # then the next request on its connection, if it came
+                    job = self._answer(job)
                 with self._pool_lock:
                     self._idle += 1
         finally:
             with self._pool_lock:
                 self._threads -= 1
 
-    def _answer(
-        self, sock: socket.socket, address: tuple[Any, ...], head: _Head, body: bytes
-    ) -> None:
+    def _answer(self, job: _Job) -> _Job | None:
+        """Answer ``job``; the next request on its connection when it came at once."""
+        sock = job.sock
+        kept = False
         try:
-            sock.setblocking(True)
             sock.settimeout(self.limits.write_seconds)
-            environ = self._environ(sock, address, head, body)
-            _Response(sock, head.method == "HEAD").run(self.app, environ)
+            environ = self._environ(sock, job.address, job.head, job.body)
+            response = _Response(sock, job.head.method == "HEAD", keep=job.keep)
+            response.run(self.app, environ)
+            kept = response.kept and not self._closing.is_set()
+        except ConnectionError:
+            pass  # the client went away mid-response (a browser's stop, a load generator's end)
         except Exception as error:  # the app's own errors are its business (Bottle answers 500)
             with contextlib.suppress(Exception):
                 self._errors.write(f"admin-http: {type(error).__name__}: {error}\n")
         finally:
-            _close(sock)
             self._workers.release()
+            if not kept:
+                _close(sock)
+        return self._linger(sock, job.address) if kept else None
+
+    def _linger(self, sock: socket.socket, address: tuple[Any, ...]) -> _Job | None:
+        """The next request on a kept connection if it comes whole within
+        ``linger_seconds`` and a worker slot is free; else the connection goes back to
+        the reader thread, with what was read of it."""
+        limits = self.limits
+        try:
+            if limits.linger_seconds <= 0:
+                raise TimeoutError  # no lingering: straight back to the reader
+            sock.settimeout(limits.linger_seconds)
+            chunk = sock.recv(65536)
+        except TimeoutError:
+            self._hand_back(sock, address, b"")
+            return None
+        except OSError:
+            _close(sock)
+            return None
+        if not chunk:
+            _close(sock)
+            return None
+        pending = _Pending(sock, address, self._now() + limits.head_seconds, bytearray(chunk))
+        try:
+            self._read_head(pending)
+        except _Reject as reject:
+            _send_quietly(sock, _plain(reject.status, reject.reason))
+            _close(sock)
+            return None
+        head = pending.head
+        end = head.body_start + head.length if head is not None else 0
+        if head is None or len(pending.buffer) < end or not self._workers.acquire(blocking=False):
+            self._hand_back(sock, address, bytes(pending.buffer))  # the reader goes on
+            return None
+        body = bytes(pending.buffer[head.body_start : end])
+        keep = head.keep_alive and len(pending.buffer) == end
+        return _Job(sock, address, head, body, keep)
+
+    def _hand_back(self, sock: socket.socket, address: tuple[Any, ...], buffer: bytes) -> None:
+        """Give a kept connection back to the reader thread for its next request."""
+        try:
+            sock.setblocking(False)
+        except OSError:
+            _close(sock)
+            return
+        self._returned.put((sock, address, buffer))
+        with contextlib.suppress(OSError):  # full: the reader has wake bytes to read anyway
+            self._wake_w.send(b"k")
+        if self._closing.is_set():  # the reader may have ended before it took it
+            self._close_returned()
 
     def _environ(
         self, sock: socket.socket, address: tuple[Any, ...], head: _Head, body: bytes
@@ -476,14 +608,22 @@ class HttpServer:
 
 
 class _Response:
-    """Runs the WSGI app for one request and writes its response (PEP 3333)."""
+    """Runs the WSGI app for one request and writes its response (PEP 3333).
 
-    def __init__(self, sock: socket.socket, head_only: bool) -> None:
+    With ``keep``, the connection is left open (``kept``) when the app declared its
+    body's length and sent exactly that; otherwise the head says ``Connection: close``.
+    """
+
+    def __init__(self, sock: socket.socket, head_only: bool, *, keep: bool = False) -> None:
         self._sock = sock
         self._head_only = head_only
+        self._keep = keep
         self._status: str | None = None
         self._headers: list[tuple[str, str]] = []
         self._sent = False
+        self._length: int | None = None  # as the app declared it
+        self._written = 0
+        self.kept = False
 
     def start_response(
         self, status: str, headers: list[tuple[str, str]], exc_info: Any = None
@@ -497,12 +637,22 @@ class _Response:
         elif self._status is not None:
             raise AssertionError("start_response called twice without exc_info")
         self._status = status
-        self._headers = [(n, v) for n, v in headers if n.lower() not in _DROPPED_RESPONSE_HEADERS]
+        self._headers = []
+        self._length = None
+        for name, value in headers:
+            lowered = name.lower()
+            if lowered in _DROPPED_RESPONSE_HEADERS:
+                continue
+            if lowered == "content-length":
+                text = value.strip()
+                self._length = int(text) if text.isascii() and text.isdigit() else None
+            self._headers.append((name, value))
         return self.write
 
     def write(self, data: bytes) -> None:
         if self._head_only:
             data = b""
+        self._written += len(data)
         if not self._sent:
             self._send_head(data)  # in one piece with the first data: no Nagle stall
         elif data:
@@ -510,16 +660,14 @@ class _Response:
 
     def _send_head(self, data: bytes = b"") -> None:
         assert self._status is not None, "write before start_response"
+        self._keep = self._keep and self._length is not None
         lines = [f"HTTP/1.1 {self._status}"]
         lines += [f"{n}: {v}" for n, v in self._headers]
-        lines.append("Connection: close")
+        if not self._keep:
+            lines.append("Connection: close")
         head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
         self._sent = True
-        if len(data) < _COPY_BYTES:
-            self._sock.sendall(head + data)
-        else:  # not copied whole to go out in one piece: corked until the body follows
-            self._sock.sendall(head, _MORE)
-            self._sock.sendall(data)
+        _send_both(self._sock, head, data)
 
     def run(self, app: WsgiApp, environ: dict[str, Any]) -> None:
         result = app(environ, self.start_response)
@@ -533,3 +681,17 @@ class _Response:
             close = getattr(result, "close", None)
             if close is not None:
                 close()
+        self.kept = self._keep and (self._head_only or self._written == self._length)
+
+
+def _send_both(sock: socket.socket, head: bytes, data: bytes) -> None:
+    """``head`` then ``data`` in one system call when the socket takes them (no copy)."""
+    if not data:
+        sock.sendall(head)
+        return
+    sent = sock.sendmsg([head, data])
+    if sent < len(head):
+        sock.sendall(memoryview(head)[sent:])
+        sock.sendall(data)
+    elif sent < len(head) + len(data):
+        sock.sendall(memoryview(data)[sent - len(head) :])

@@ -9,7 +9,8 @@ The session's CSRF token is the one part of a page that differs between the sess
 one user: a page is rendered for a copy of the session that carries a random placeholder
 instead, and every reply swaps in the asking session's own token. The copy has no flashes;
 a session with flashes waiting gets its page rendered afresh (they are shown once) and not
-kept. Anonymous requests are never kept.
+kept. Anonymous requests are never kept. Readers that find the same new basis at once
+wait for the first one's rendering instead of each rendering (and compressing) the page.
 
 A client that accepts gzip (every browser does) gets the kept page compressed (the
 overview of 1,000 schedulers: 1.2 MB, about 30 KB compressed). It is compressed once, in
@@ -17,7 +18,9 @@ pieces between the token's places, and the token goes between them as a stored
 (uncompressed) deflate block: the token never shares a compression window with anything
 else on the page (text a query reflects included), so the size of a reply tells nothing
 about it (BREACH). The gzip trailer's checksum covers the token, so each token's reply
-is assembled once and kept with the page.
+is assembled once and kept with the page: a session asking again is answered with those
+same bytes, neither spliced nor compressed again. An uncompressed reply is the kept
+pieces and the token, handed on as they are (not joined into a new 1.2 MB string).
 
 May import ``supervisor.web.site``, bottle and the stdlib.
 """
@@ -25,12 +28,13 @@ May import ``supervisor.web.site``, bottle and the stdlib.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import secrets
 import struct
 import threading
 import zlib
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,6 +46,7 @@ from supervisor.web.site import Request
 MAX_PAGES = 16
 MAX_TOKENS = 64  # compressed replies kept per page, one per session token
 GZIP_LEVEL = 6
+RENDER_WAIT_SECONDS = 10.0  # a reader waits this long for another's rendering of a page
 _GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"  # no name, no time
 _LAST_BLOCK = b"\x01\x00\x00\xff\xff"  # an empty stored block marked final
 
@@ -88,6 +93,18 @@ def _gzipped(kept: _Kept, token: bytes) -> bytes:
     return b"".join(body)
 
 
+class _Pieces:
+    """A reply's body as the pieces it is sent in, one after another (as often as asked:
+    a WSGI server takes an iterable other than a list as it is, without joining it)."""
+
+    def __init__(self, pieces: list[bytes]) -> None:
+        self.pieces = pieces
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self.pieces)
+
+
+@functools.lru_cache(maxsize=256)  # browsers send a handful of distinct values
 def accepts_gzip(header: str) -> bool:
     """Whether an ``Accept-Encoding`` value takes gzip (by name, else ``*``; not ``q=0``)."""
     qualities: dict[str, float] = {}
@@ -112,11 +129,68 @@ class PageCache:
         self._max = max_pages
         self._pages: OrderedDict[Hashable, _Kept] = OrderedDict()
         self._lock = threading.Lock()
+        # Pages being rendered: by key, the basis and an event set when it is done.
+        self._flights: dict[Hashable, tuple[object, threading.Event]] = {}
         self._placeholder = "csrf-" + secrets.token_urlsafe(24)
 
     def __len__(self) -> int:
         with self._lock:
             return len(self._pages)
+
+    def _once(
+        self, key: Hashable, basis: object, request: Request, render: Callable[[Request], Any]
+    ) -> _Kept | None:
+        """The page kept for ``key`` from ``basis``, rendered by this thread or by the one
+        already rendering it (waited for): readers that find a new basis at once render
+        it once, not once each. None when it is not a page to keep."""
+        with self._lock:
+            kept = self._pages.get(key)
+            if kept is not None and kept.basis is basis:
+                self._pages.move_to_end(key)
+                return kept
+            found = self._flights.get(key)
+            mine = found is None or found[0] is not basis
+            flight = (basis, threading.Event()) if found is None or mine else found
+            if mine:
+                self._flights[key] = flight
+        if not mine:
+            flight[1].wait(RENDER_WAIT_SECONDS)
+            with self._lock:
+                kept = self._pages.get(key)
+            return kept if kept is not None and kept.basis is basis else None
+        try:
+            return self._rendered(key, basis, request, render)
+        finally:
+            with self._lock:
+                if self._flights.get(key) is flight:
+                    del self._flights[key]
+            flight[1].set()
+
+    def _rendered(
+        self, key: Hashable, basis: object, request: Request, render: Callable[[Request], Any]
+    ) -> _Kept | None:
+        session = request.session
+        assert session is not None
+        stand_in = dataclasses.replace(session, csrf=self._placeholder, flashes=[])
+        response = render(dataclasses.replace(request, session=stand_in))
+        body = response.body
+        if not isinstance(body, bytes) or response.status_code != 200:
+            return None
+        parts = tuple(body.split(self._placeholder.encode("ascii")))
+        kept = _Kept(
+            basis=basis,
+            status=response.status_code,
+            content_type=str(response.content_type),
+            parts=parts,
+            deflated=tuple(_deflated(part) for part in parts),
+            gzipped={},
+        )
+        with self._lock:
+            self._pages[key] = kept
+            self._pages.move_to_end(key)
+            while len(self._pages) > self._max:
+                self._pages.popitem(last=False)
+        return kept
 
     def serve(
         self,
@@ -140,32 +214,9 @@ class PageCache:
             session.via_proxy,
             session.must_change_password,
         )
-        with self._lock:
-            kept = self._pages.get(key)
-            if kept is not None and kept.basis is basis:
-                self._pages.move_to_end(key)
-            else:
-                kept = None
+        kept = self._once(key, basis, request, render)
         if kept is None:
-            stand_in = dataclasses.replace(session, csrf=self._placeholder, flashes=[])
-            response = render(dataclasses.replace(request, session=stand_in))
-            body = response.body
-            if not isinstance(body, bytes) or response.status_code != 200:
-                return render(request)  # not a page to keep: render it for this session
-            parts = tuple(body.split(self._placeholder.encode("ascii")))
-            kept = _Kept(
-                basis=basis,
-                status=response.status_code,
-                content_type=str(response.content_type),
-                parts=parts,
-                deflated=tuple(_deflated(part) for part in parts),
-                gzipped={},
-            )
-            with self._lock:
-                self._pages[key] = kept
-                self._pages.move_to_end(key)
-                while len(self._pages) > self._max:
-                    self._pages.popitem(last=False)
+            return render(request)  # not a page to keep: render it for this session
         token = session.csrf.encode("ascii", errors="replace")
         if accepts_gzip(str(request.environ.get("HTTP_ACCEPT_ENCODING", ""))):
             with self._lock:
@@ -176,10 +227,14 @@ class PageCache:
                     if len(kept.gzipped) >= MAX_TOKENS:
                         kept.gzipped.clear()
                     kept.gzipped[session.csrf] = data
-            reply = bottle.HTTPResponse(body=data, status=kept.status)
-            reply.set_header("Content-Encoding", "gzip")
+            headers = [("Content-Encoding", "gzip"), ("Content-Length", str(len(data)))]
+            content: Any = data
         else:
-            reply = bottle.HTTPResponse(body=token.join(kept.parts), status=kept.status)
-        reply.set_header("Content-Type", kept.content_type)
-        reply.set_header("Vary", "Accept-Encoding")
-        return reply
+            pieces = [kept.parts[0]]
+            for part in kept.parts[1:]:
+                pieces += (token, part)
+            size = sum(len(piece) for piece in pieces)
+            headers = [("Content-Length", str(size))]
+            content = _Pieces(pieces)
+        headers += [("Content-Type", kept.content_type), ("Vary", "Accept-Encoding")]
+        return bottle.HTTPResponse(body=content, status=kept.status, headers=headers)
