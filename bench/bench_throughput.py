@@ -7,6 +7,8 @@ the same load with a fresh interpreter per run, and the floor: a bare ``fork`` +
 with no pipes, records or history), measured just before and after each row (the
 machine is shared: its load moves). Rows: with cgroups (forked into them with clone3),
 without cgroups, and with cgroups joined after fork (the fallback); 1 and 8 schedulers.
+CPU ms per run is the sum over the manager, the fork server and the runs (what the load
+of the machine moves least), then split between them while the service ran.
 Targets: >= 200 runs/s; with the fork server >= 0.8x
 of the floor with one scheduler, >= 0.9x with eight.
 """
@@ -20,6 +22,8 @@ import shutil
 import statistics
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
 from common import joining_after_fork, start_service, temp_dir, write_app
 
@@ -35,6 +39,16 @@ for i in range({count}):
 """
 
 
+@dataclass(frozen=True)
+class Row:
+    rate: float  # finished runs per second
+    failed: int  # how many did not succeed
+    cpu: float  # CPU ms per run (user + system): the manager, fork server and runs
+    manager: float  # of which the manager process's own
+    server: float  # the fork server's own (0 without one)
+    runs: float  # the runs the fork server reaped
+
+
 def measure(
     schedulers: int,
     seconds: float,
@@ -42,9 +56,8 @@ def measure(
     fork_server: bool,
     cgroups: bool = True,
     into_cgroup: bool = True,
-) -> tuple[float, int, float]:
-    """(finished runs per second, how many did not succeed, CPU ms per run: the manager,
-    the fork server and the runs, user + system)."""
+) -> Row:
+    """One row: ``schedulers`` no-op schedulers for ``seconds``."""
     if not cgroups:
         with _without_cgroups():
             return measure(schedulers, seconds, fork_server=fork_server)
@@ -56,11 +69,16 @@ def measure(
         spec = write_app(work / "app", f"noop_app_{int(fork_server)}", APP.format(count=schedulers))
         # Keep every run: the figure counts them (the default keeps 100 per scheduler).
         cpu_before = _cpu_seconds()
+        own_before = _own_seconds()
         service = start_service(
             spec, work / "state", fork_server=fork_server, max_runs_per_scheduler=10**9
         )
+        server = _fork_server_pid()
+        server_before = _server_seconds(server)
         started = time.monotonic()
         time.sleep(seconds)
+        server_after = _server_seconds(server)
+        own = _own_seconds() - own_before
         service.close()
         elapsed = time.monotonic() - started
         cpu = _cpu_seconds() - cpu_before
@@ -74,9 +92,46 @@ def measure(
         failed = sum(
             1 for r in finished if r.outcome is not None and r.outcome.value != "succeeded"
         )
-        return len(finished) / elapsed, failed, cpu * 1000 / max(1, len(finished))
+        per_run = 1000 / max(1, len(finished))
+        return Row(
+            rate=len(finished) / elapsed,
+            failed=failed,
+            cpu=cpu * per_run,
+            manager=own * per_run,
+            server=(server_after[0] - server_before[0]) * per_run,
+            runs=(server_after[1] - server_before[1]) * per_run,
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _own_seconds() -> float:
+    times = os.times()
+    return times.user + times.system
+
+
+def _fork_server_pid() -> int | None:
+    """The fork server: the child of this process that runs ``runs.forkserver``."""
+    from supervisor.runs import procs
+
+    for pid in procs.children(os.getpid()):
+        with contextlib.suppress(OSError):
+            if b"runs.forkserver" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                return pid
+    return None
+
+
+def _server_seconds(pid: int | None) -> tuple[float, float]:
+    """(the fork server's own CPU seconds, its reaped children's: the runs)."""
+    if pid is None:
+        return 0.0, 0.0
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return 0.0, 0.0
+    fields = stat[stat.rindex(b")") + 2 :].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks, (int(fields[13]) + int(fields[14])) / ticks
 
 
 def _cpu_seconds() -> float:
@@ -132,8 +187,12 @@ def main() -> None:
     many = args.schedulers
     print(f"no-op runs end to end over {args.seconds:g} s; the floor (bare fork + waitpid)")
     print("is measured just before and just after each row, and the factor uses their mean;")
-    print("CPU ms/run: the manager, fork server and runs together (the floor: one fork)")
-    print(f"{'':<46} {'runs/s':>7} {'floor':>7} {'factor':>7} {'CPU ms/run':>11}")
+    print("CPU ms/run: the manager, fork server and runs together (the floor: one fork),")
+    print("then split: the manager / the fork server / the runs (while the service ran)")
+    print(
+        f"{'':<46} {'runs/s':>7} {'floor':>7} {'factor':>7} {'CPU ms/run':>11}"
+        f" {'mgr/server/runs':>16}"
+    )
     rows: list[tuple[str, int, bool, bool, bool]] = [
         ("fork server, 1 scheduler", 1, True, True, True),
         (f"fork server, {many} schedulers", many, True, True, True),
@@ -146,14 +205,15 @@ def main() -> None:
         rows.append((f"fresh interpreter, {many} schedulers", many, False, True, True))
     floors = [bare_fork_rate(args.floor_seconds)]
     for name, count, fork_server, cgroups, into in rows:
-        rate, failed, cpu = measure(
+        row = measure(
             count, args.seconds, fork_server=fork_server, cgroups=cgroups, into_cgroup=into
         )
         floors.append(bare_fork_rate(args.floor_seconds))
         floor = (floors[-2][0] + floors[-1][0]) / 2
+        split = f"{row.manager:.1f}/{row.server:.1f}/{row.runs:.1f}"
         print(
-            f"{name:<46} {rate:7.1f} {floor:7.1f} {rate / floor:6.2f}x {cpu:11.2f}"
-            f"  (not succeeded: {failed})"
+            f"{name:<46} {row.rate:7.1f} {floor:7.1f} {row.rate / floor:6.2f}x {row.cpu:11.2f}"
+            f" {split:>16}  (not succeeded: {row.failed})"
         )
     floor_cpu = statistics.median(cpu for _, cpu in floors)
     print(

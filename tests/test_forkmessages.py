@@ -8,10 +8,13 @@ from pathlib import Path
 import pytest
 
 from supervisor.runs.forkmessages import (
+    ClaimRequest,
     ExitRequest,
     LoadFailed,
     Message,
     ModuleFile,
+    Prepared,
+    PrepareFailed,
     PrepareRequest,
     ProtocolError,
     Ready,
@@ -39,6 +42,11 @@ MESSAGES: list[Message] = [
     SignalRequest(pid=123, signal=15),
     ExitRequest(),
     PrepareRequest(cgroup="/sys/fs/cgroup/x/spare-1"),
+    PrepareRequest(cgroup=None),
+    ClaimRequest(pid=456, run_id="r1"),
+    Prepared(cgroup="/sys/fs/cgroup/x/spare-1", pid=456, create_time=1234.5, placed=True),
+    Prepared(cgroup=None, pid=457, create_time=1234.5, placed=False),
+    PrepareFailed(cgroup="/sys/fs/cgroup/x/spare-1", error="fork failed: EAGAIN"),
     Spawned(req=3, pid=456, create_time=1234.5),
     SpawnFailed(req=3, error="fork failed: EAGAIN"),
     Ready(
@@ -69,6 +77,8 @@ def test_round_trip(message: Message) -> None:
         b'{"scheduler_id": "a", "run_id": "bad id", "trigger": "m"}}',
         b'{"op": "signal", "pid": true, "signal": 9}',
         b'{"op": "prepare", "cgroup": 5}',
+        b'{"op": "claim", "pid": 1}',
+        b'{"op": "prepared", "cgroup": null, "pid": "2", "create_time": 1, "placed": true}',
         b'{"op": "spawned", "req": 1, "pid": 2, "create_time": "x"}',
         b'{"op": "ready", "pid": 1, "package": "p", "load_started": 1, "modules": [[1, 2]]}',
     ],

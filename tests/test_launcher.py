@@ -29,6 +29,7 @@ import pytest
 from supervisor.core.errors import AppLoadError, BackendError
 from supervisor.core.records import Level, LogRecord, Outcome, Source
 from supervisor.runs.child import execute
+from supervisor.runs.containment import Containment
 from supervisor.runs.context import CancelPipe
 from supervisor.runs.launcher import (
     MARKER_ENV,
@@ -564,6 +565,41 @@ def test_a_run_outlives_its_killed_fork_server_which_is_replaced() -> None:
         exit_, _ = run(made, "first")
         assert exit_.outcome is Outcome.SUCCEEDED
         assert made.server_pid != server
+    finally:
+        made.close()
+
+
+@pytest.mark.parametrize("cgroups", [True, False], ids=["cgroups", "no-cgroups"])
+def test_a_run_starts_on_a_spare_while_the_fork_server_is_stopped(cgroups: bool) -> None:
+    """A start on a spare asks the server nothing: it goes ahead with the server stopped
+    (SIGSTOP), and the run's end is told once the server goes on."""
+    made = ForkServerLauncher(
+        APP, cwd=str(ROOT), containment=None if cgroups else Containment(None)
+    )
+    made.start()
+    try:
+        handle, server = made._server, made.server_pid
+        assert handle is not None and server is not None
+        spare = wait_for(lambda: handle.ready_spares(), what="a spare")[0]
+        os.kill(server, signal.SIGSTOP)
+        try:
+            process = made.spawn(new_job("first"))
+            assert process.pid == spare.pid  # the spare became the run
+            sink = Collector()
+            ended: queue.Queue[Exit] = queue.Queue()
+            watcher = threading.Thread(
+                target=lambda: ended.put(
+                    process.supervise(sink=sink, timeout=30, cancel=threading.Event())
+                )
+            )
+            watcher.start()
+            wait_for(lambda: "first" in sink.messages(), what="the run's record")
+        finally:
+            os.kill(server, signal.SIGCONT)
+        watcher.join(30)
+        exit_ = ended.get(timeout=1)
+        assert exit_.outcome is Outcome.SUCCEEDED, exit_
+        assert made.server_pid == server  # its status came from the server, not a restart
     finally:
         made.close()
 

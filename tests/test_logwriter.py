@@ -105,6 +105,41 @@ def test_batches_are_merged_and_flush_waits_for_all(flaky: FlakyStore) -> None:
         writer.close()
 
 
+def test_flush_through_waits_for_its_own_batch_only(flaky: FlakyStore) -> None:
+    writer = LogWriter(flaky)
+    writer.start()
+    try:
+        assert writer.submit([]) == 0
+        assert writer.flush_through(0, timeout=0)  # nothing to wait for: at once
+        first = writer.submit([record(0)])
+        assert writer.flush_through(first, 10)
+        assert messages(flaky) == ["m0"]
+        flaky.release.clear()  # the next write is held
+        second = writer.submit([record(1)])
+        assert second > first
+        assert writer.flush_through(first, timeout=0)  # stored already: no wait
+        assert not writer.flush_through(second, timeout=0.2)
+        flaky.release.set()
+        assert writer.flush_through(second, 10)
+        assert messages(flaky) == ["m0", "m1"]
+    finally:
+        flaky.release.set()
+        writer.close()
+    assert not writer.flush_through(second + 1, timeout=1)  # the writer is gone
+
+
+def test_flush_through_counts_a_lost_batch_as_done(flaky: FlakyStore) -> None:
+    writer = LogWriter(flaky, retry_seconds=3600, report=lambda message: None)
+    writer.start()
+    try:
+        flaky.broken = True
+        ticket = writer.submit([record(0)])
+        assert writer.flush_through(ticket, 10)
+        assert writer.lost_records == 1
+    finally:
+        writer.close()
+
+
 def test_lost_records_are_counted_marked_and_reported_once_per_streak(flaky: FlakyStore) -> None:
     reports: list[str] = []
     writer = LogWriter(flaky, retry_seconds=3600, report=reports.append)

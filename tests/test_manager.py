@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import itertools
 import json
@@ -231,6 +232,36 @@ def test_kill_9_of_the_manager_leaves_no_run_and_marks_it_interrupted(tmp_path: 
         restarted.close()
     with SqliteStore.open(state / "state.db") as store:
         assert store.unfinished_runs() == []
+
+
+def test_a_run_that_lasts_gets_its_process_stored_for_crash_recovery(
+    service: Service, tmp_path: Path
+) -> None:
+    """The pid of a run is stored once it has run ``PROCESS_ROW_SECONDS`` (a shorter run
+    needs none: recovery finds one without it by its marker and cgroup)."""
+    use_cases = service.use_cases
+    run_id = use_cases.execute(su(), "m.hang")
+    pid_file = tmp_path / f"{run_id}.pid"
+    run_pid = wait_for(
+        lambda: pid_file.exists() and pid_file.read_text().strip() and int(pid_file.read_text()),
+        timeout=20,
+        what="the run's pid file",
+    )
+
+    def stored() -> tuple[int, int, float] | None:
+        path = f"file:{tmp_path / 'state' / 'state.db'}?mode=ro"
+        with contextlib.closing(sqlite3.connect(path, uri=True)) as db:
+            row = db.execute(
+                "SELECT pid, pgid, create_time FROM runs WHERE run_id = ?", (run_id,)
+            ).fetchone()
+        return row if row is not None and row[0] is not None else None
+
+    pid, pgid, create_time = wait_for(stored, timeout=10, what="the run's process stored")
+    assert pid == pgid == run_pid
+    assert create_time == pytest.approx(psutil.Process(run_pid).create_time(), abs=1)
+    use_cases.stop(su(), "m.hang")
+    (run,) = wait_finished(service, "m.hang")
+    assert run.outcome is Outcome.CANCELLED
 
 
 def test_start_while_a_stopped_run_is_still_ending_takes_effect_after_it(

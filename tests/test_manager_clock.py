@@ -8,6 +8,7 @@ real child processes are covered by test_manager and test_launcher.
 
 from __future__ import annotations
 
+import itertools
 import sqlite3
 import threading
 import time
@@ -17,14 +18,15 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.core.clock import FakeClock
+from supervisor.core.clock import FakeClock, SystemClock
 from supervisor.core.definitions import Kind, Options, Settings
 from supervisor.core.errors import AlreadyRunning, BackendError
 from supervisor.core.records import LogRecord, Outcome, State, Trigger
 from supervisor.core.registry import Registry
+from supervisor.core.settings import from_store
 from supervisor.manager.machine import CANCELLED_BEFORE_START
 from supervisor.manager.shell import RETRY_SECONDS, WALL_CLOCK_CHECK_SECONDS, Manager, ManagerConfig
-from supervisor.runs.launcher import Exit, Job
+from supervisor.runs.launcher import Exit, Job, StillRunning
 from supervisor.store.sqlite import SqliteStore
 from tests.waiting import wait_for
 
@@ -44,6 +46,8 @@ class InstantRun:
         timeout: float | None,
         cancel: threading.Event,
         grace: float = 5.0,
+        still_running: StillRunning | None = None,
+        ended: Callable[[Exit], None] | None = None,
     ) -> Exit:
         return Exit(outcome=Outcome.SUCCEEDED, exit_code=0, signal=None, error=None, result=None)
 
@@ -460,6 +464,8 @@ class CancellableRun(InstantRun):
         timeout: float | None,
         cancel: threading.Event,
         grace: float = 5.0,
+        still_running: StillRunning | None = None,
+        ended: Callable[[Exit], None] | None = None,
     ) -> Exit:
         if cancel.is_set():
             return Exit(
@@ -576,3 +582,56 @@ def test_regression_close_keeps_its_deadline_while_a_launch_hangs(tmp_path: Path
         # The late launch touches nothing once the manager is closed.
         wait_for(lambda: launcher.jobs, what="the late launch to return")
         assert store.get_run(run_id).outcome is Outcome.INTERRUPTED
+
+
+# -- a next run due within SOON_SECONDS: started by the thread that saw the end ----------
+
+
+def test_runs_due_soon_after_each_end_keep_their_pause_and_stop_and_close(tmp_path: Path) -> None:
+    """A 1 ms pause: each next run is started by the thread that recorded the end before
+    it (not the planner); the pause still holds, Stop still ends the series, and a
+    pause made longer goes back to the planner."""
+    registry = Registry()
+    registry.add(
+        Options(
+            id="tight",
+            name="Tight",
+            kind=Kind.SCHEDULE,
+            runner=noop,
+            defaults=Settings(pause_time=timedelta(milliseconds=1)),
+        )
+    )
+    launcher = InstantLauncher()
+    store = SqliteStore.open(tmp_path / "state.db")
+    manager = Manager(registry, store=store, launcher=launcher, clock=SystemClock())
+    manager.open()
+    try:
+        wait_for(lambda: len(runs_of(launcher, "tight")) >= 30, timeout=20, what="30 runs")
+        manager.stop("tight", actor="alice")
+        assert manager.wait_idle("tight", 10)
+        count = len(runs_of(launcher, "tight"))
+        time.sleep(0.05)  # a run due 1 ms later would have started by now
+        assert len(runs_of(launcher, "tight")) == count
+        finished = sorted(
+            (r for r in store.runs("tight", limit=1000) if r.ended_at is not None),
+            key=lambda r: r.started_at,
+        )
+        assert len(finished) >= 30
+        for earlier, later in itertools.pairwise(finished):
+            assert earlier.ended_at is not None
+            assert later.started_at - earlier.ended_at >= timedelta(milliseconds=1)
+        # Started again with a long pause: the next run is the planner's, after it.
+        manager.start("tight", actor="alice")
+        wait_for(lambda: len(runs_of(launcher, "tight")) > count, timeout=10, what="a run")
+        manager.update_settings(
+            "tight",
+            from_store(registry.get("tight"), {"pause_time": timedelta(hours=1)}),
+        )
+        assert manager.wait_idle("tight", 10)
+        settled = len(runs_of(launcher, "tight"))
+        time.sleep(0.05)
+        assert len(runs_of(launcher, "tight")) == settled
+        assert manager.status("tight").next_planned_at is not None
+    finally:
+        manager.close(wait=10)
+        store.close()

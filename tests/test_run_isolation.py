@@ -267,8 +267,8 @@ def spares_in_place(launcher: ForkServerLauncher) -> list[Any]:
     """The spare cgroups of the current server, once each holds its spare process."""
     server = launcher._server
     assert server is not None
-    spares = list(server.spares)
-    return spares if spares and all(c.pids() for c in spares) else []
+    spares = [spare.cgroup for spare in server.ready_spares()]
+    return spares if spares and all(c is not None and c.pids() for c in spares) else []
 
 
 @pytest.mark.parametrize("into_cgroup", [True, False], ids=["clone3", "join"])

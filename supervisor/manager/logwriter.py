@@ -4,7 +4,9 @@ count of what the store could not take until it can.
 Watcher threads ``submit`` batches; one writer thread drains the queue and appends
 everything it finds in one call, so a chatty run costs one transaction per drain rather
 than one per line. ``flush`` returns once everything submitted before it is stored or
-counted as lost.
+counted as lost; ``flush_through(ticket)`` once the batches up to the one ``submit``
+numbered ``ticket`` are, so a run's end waits for its own records only (and not at all
+when they were stored already, or when it had none).
 
 When the store fails (disk full, I/O error) a batch cannot wait: runs keep writing and
 memory is bounded. So its records are dropped but counted per run, and once the store
@@ -22,6 +24,7 @@ from __future__ import annotations
 import queue
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -52,7 +55,8 @@ class _Loss:
     reason: str
 
 
-_Item = Sequence[LogRecord] | threading.Event | None
+# A batch with its ticket, a flush barrier, or the end.
+_Item = tuple[int, Sequence[LogRecord]] | threading.Event | None
 
 
 def _report_on_stderr(message: str) -> None:
@@ -72,6 +76,12 @@ class LogWriter:
         self._report = report
         self._queue: queue.Queue[_Item] = queue.Queue(MAX_PENDING_BATCHES)
         self._thread: threading.Thread | None = None
+        # Batches are numbered in queue order (a ticket); the writer tells the highest it
+        # has stored or counted as lost.
+        self._submit_lock = threading.Lock()
+        self._submitted = 0
+        self._written = 0
+        self._progress = threading.Condition(threading.Lock())
         # Only the writer thread changes these; readers take the lock for a snapshot.
         self._lock = threading.Lock()
         self._losses: dict[str, _Loss] = {}
@@ -84,9 +94,16 @@ class LogWriter:
         self._thread = threading.Thread(target=self._loop, name="log-writer", daemon=True)
         self._thread.start()
 
-    def submit(self, records: Sequence[LogRecord]) -> None:
-        if records:
-            self._queue.put(records)
+    def submit(self, records: Sequence[LogRecord]) -> int:
+        """Queue ``records`` (waits while the queue is full); their ticket for
+        ``flush_through``, or 0 when there were none."""
+        if not records:
+            return 0
+        with self._submit_lock:  # tickets in queue order
+            self._submitted += 1
+            ticket = self._submitted
+            self._queue.put((ticket, records))
+        return ticket
 
     def flush(self, timeout: float | None = 30.0) -> bool:
         """Wait until every record submitted so far is stored or counted as lost."""
@@ -95,6 +112,28 @@ class LogWriter:
         done = threading.Event()
         self._queue.put(done)
         return done.wait(timeout)
+
+    def flush_through(self, ticket: int, timeout: float | None = 30.0) -> bool:
+        """Wait until the batches up to ``ticket`` (from ``submit``) are stored or counted
+        as lost; at once for ticket 0. False if that did not happen within ``timeout``
+        seconds or the writer is not running."""
+        with self._progress:
+            if self._written >= ticket:
+                return True
+        thread = self._thread
+        if thread is None or not thread.is_alive():
+            return False
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._progress:
+            while self._written < ticket:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                # Bounded: a writer that died leaves nobody to notify.
+                self._progress.wait(1.0 if remaining is None else min(remaining, 1.0))
+                if not thread.is_alive() and self._written < ticket:
+                    return False
+            return True
 
     @property
     def healthy(self) -> bool:
@@ -131,13 +170,15 @@ class LogWriter:
             pending: list[LogRecord] = []
             waiters: list[threading.Event] = []
             stop = False
+            last_ticket = 0
             while got:
                 if item is None:
                     stop = True
                 elif isinstance(item, threading.Event):
                     waiters.append(item)
                 else:
-                    pending.extend(item)
+                    last_ticket, batch = item
+                    pending.extend(batch)
                 if stop or len(pending) >= MAX_RECORDS_PER_WRITE:
                     break
                 try:
@@ -145,6 +186,10 @@ class LogWriter:
                 except queue.Empty:
                     break
             self._write(pending)
+            if last_ticket:
+                with self._progress:
+                    self._written = last_ticket
+                    self._progress.notify_all()
             for waiter in waiters:
                 waiter.set()
             if stop:

@@ -4,14 +4,16 @@ Each scheduler's state is one frozen ``machine.Slot``; every change goes through
 ``machine.step`` under the one lock, which is held only for that (and for the planner's
 heap): the effects ``step`` returns that touch the store or the launcher are carried out
 after the lock is released, by the thread that fed the event. One planner thread waits
-for the earliest due plan (a heap, so thousands of waiting schedulers cost nothing);
-each run is watched by its own thread, which launches it, supervises it and stores its
-end (retrying with a bounded back-off while the store fails, e.g. on a full disk); log
-records reach the store through the batching ``LogWriter``. ``close`` keeps a deadline.
-Clock, store and launcher are injected.
+for the earliest due plan (a heap, so thousands of waiting schedulers cost nothing) and
+is woken only by a plan due earlier than the one it waits for; each run is watched by a
+thread of its own while it lasts (reused from run to run: ``workers``), which launches
+it, supervises it and stores its end (retrying with a bounded back-off while the store
+fails, e.g. on a full disk); log records reach the store through the batching
+``LogWriter``, and an end waits only for its own run's records. ``close`` keeps a
+deadline. Clock, store and launcher are injected.
 
 May import everything below the use cases: definitions, records, planning, store,
-launcher, logwriter, machine, clock, errors.
+launcher, logwriter, workers, machine, clock, errors.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import heapq
 import itertools
+import math
 import sys
 import threading
 import time
@@ -55,6 +58,7 @@ from supervisor.manager.machine import (
     Now,
     Slot,
 )
+from supervisor.manager.workers import Workers
 from supervisor.runs.launcher import CancelRequest, Exit, Job, Launcher, RunHandle
 from supervisor.store.protocols import Store
 
@@ -67,6 +71,11 @@ WALL_CLOCK_CHECK_SECONDS = 30.0
 ACTION_TIMEOUT = timedelta(seconds=60)
 # ``close`` waits this much longer than the grace for runs to end and be recorded.
 CLOSE_MARGIN_SECONDS = 3.0
+# A run's pid is stored once it has run this long (see ``Manager._spawn``).
+PROCESS_ROW_SECONDS = 0.1
+# A scheduler's next run due this soon after the end of its last one is started by the
+# thread that watched that one (see ``Manager._start_kept``).
+SOON_SECONDS = 0.005
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -108,7 +117,14 @@ class Manager:
         if gate is not None:
             gate.bind(cluster_gate.ManagerHooks(self))
         self._lock = threading.Lock()
-        self._wake = threading.Condition(self._lock)
+        # The planner sleeps on this event, without the lock: set once the lock is
+        # released, so the planner it wakes does not wait for the lock in turn.
+        self._wake = threading.Event()
+        # Until when (monotonic) the planner sleeps; -inf while it is awake (it looks at
+        # the heap before it sleeps again): only an earlier plan needs to wake it.
+        self._planner_sleeps_until = -math.inf
+        self._nudge = False  # an earlier plan was pushed: set ``_wake`` after the lock
+        self._idle = threading.Condition(self._lock)  # a run ended: wait_idle looks again
         self._settings_lock = threading.Lock()  # one settings change at a time, store first
         self._slots: dict[str, Slot] = {}
         self._status_version = 0  # moves whenever a slot (so a status) changes
@@ -116,7 +132,7 @@ class Manager:
         self._sequence = itertools.count()
         self._cancels: dict[str, CancelRequest] = {}
         self._stop_notes: dict[str, str] = {}  # run ID -> who stopped it and why
-        self._watchers: set[threading.Thread] = set()
+        self._watchers = Workers("run-watcher")
         self._closing = False
         self._stopping = threading.Event()  # close began: end-row retries make a last try
         self._closed = threading.Event()  # past close's deadline: late threads touch nothing
@@ -185,16 +201,15 @@ class Manager:
             self._closing = True
             for scheduler_id in self._slots:
                 effects += self._feed_locked(scheduler_id, machine.Close())
-            self._wake.notify_all()
-            watchers = list(self._watchers)
+        self._wake.set()
         self._carry_out(effects)
-        for watcher in watchers:
-            watcher.join(max(0.0, deadline - time.monotonic()))
+        self._watchers.wait_idle(max(0.0, deadline - time.monotonic()))
         if self._planner is not None:
             self._planner.join(max(0.0, deadline - time.monotonic()))
+        self._wake.set()
         with self._lock:
             self._closed.set()
-            self._wake.notify_all()
+            self._idle.notify_all()
             left = [slot.run for slot in self._slots.values() if slot.run is not None]
         for run in left:
             self._report(f"run {run.run_id} of {run.scheduler_id} did not end in time at shutdown")
@@ -216,42 +231,71 @@ class Manager:
 
     def wake(self) -> None:
         """Make the planner look at the clock now (it would on its own at its next timeout)."""
-        with self._lock:
-            self._wake.notify_all()
+        self._wake.set()
 
     # -- feeding the machine ------------------------------------------------------------
 
     def _now(self) -> Now:
         return Now(mono=self._clock.monotonic(), wall=self._clock.now())
 
-    def _feed_locked(self, scheduler_id: str, event: Event) -> list[Effect]:
-        """Step ``scheduler_id``'s slot (lock held); return the effects left to carry out."""
+    def _feed_locked(
+        self, scheduler_id: str, event: Event, *, keep_soon: bool = False
+    ) -> list[Effect]:
+        """Step ``scheduler_id``'s slot (lock held); return the effects left to carry out.
+        ``keep_soon``: a plan due within ``SOON_SECONDS`` is not pushed to the planner's
+        heap but returned (as its ``Replan``): the caller starts it, or pushes it."""
         before = self._slots[scheduler_id]
         slot, effects = machine.step(before, event, self._now())
         self._slots[scheduler_id] = slot
         if slot is not before:
             self._status_version += 1
-        return self._apply_in_memory(scheduler_id, effects)
+            if slot.run is None and before.run is not None:
+                self._idle.notify_all()
+        return self._apply_in_memory(scheduler_id, effects, keep_soon=keep_soon)
 
-    def _feed(self, scheduler_id: str, event: Event) -> list[Effect]:
+    def _feed(self, scheduler_id: str, event: Event, *, keep_soon: bool = False) -> list[Effect]:
         with self._lock:
             if self._closed.is_set():
                 return []
-            return self._feed_locked(scheduler_id, event)
+            effects = self._feed_locked(scheduler_id, event, keep_soon=keep_soon)
+        self._nudge_planner()
+        return effects
 
-    def _apply_in_memory(self, scheduler_id: str, effects: list[Effect]) -> list[Effect]:
-        """Carry out the effects that need no I/O (lock held); return the others."""
+    def _push_locked(self, scheduler_id: str, plan: Plan) -> None:
+        """Put ``plan`` on the planner's heap (lock held); wake the planner if it is due
+        before the planner would wake (``_nudge_planner`` once the lock is released)."""
+        due = plan.due
+        if plan.follows_wall_clock:
+            due = min(due, self._clock.monotonic() + WALL_CLOCK_CHECK_SECONDS)
+        heapq.heappush(self._heap, (due, next(self._sequence), scheduler_id, plan))
+        if due < self._planner_sleeps_until:
+            self._nudge = True
+
+    def _nudge_planner(self) -> None:
+        """Wake the planner if a plan earlier than its sleep was pushed (lock released)."""
+        if self._nudge:
+            self._nudge = False  # before the set: a push after it sets it again
+            self._wake.set()
+
+    def _apply_in_memory(
+        self, scheduler_id: str, effects: list[Effect], *, keep_soon: bool = False
+    ) -> list[Effect]:
+        """Carry out the effects that need no I/O (lock held); return the others (and,
+        with ``keep_soon``, the ``Replan`` of a plan due within ``SOON_SECONDS``)."""
         rest: list[Effect] = []
         for effect in effects:
             match effect:
                 case machine.Replan(plan=plan):
-                    if plan is not None:
-                        due = plan.due
-                        if plan.follows_wall_clock:
-                            due = min(due, self._clock.monotonic() + WALL_CLOCK_CHECK_SECONDS)
-                        entry = (due, next(self._sequence), scheduler_id, plan)
-                        heapq.heappush(self._heap, entry)
-                    self._wake.notify_all()
+                    if plan is None:
+                        pass
+                    elif (
+                        keep_soon
+                        and not plan.follows_wall_clock
+                        and plan.due - self._clock.monotonic() <= SOON_SECONDS
+                    ):
+                        rest.append(effect)
+                    else:
+                        self._push_locked(scheduler_id, plan)
                 case machine.Cancel(run_id=run_id, reason=reason, note=note):
                     cancel = self._cancels.get(run_id)
                     if cancel is not None:
@@ -317,11 +361,11 @@ class Manager:
         while not self._closing:
             now = self._clock.monotonic()
             if not self._heap:
-                self._wake.wait(WALL_CLOCK_CHECK_SECONDS)
+                self._sleep_locked(now + WALL_CLOCK_CHECK_SECONDS, WALL_CLOCK_CHECK_SECONDS)
                 continue
             due, _, scheduler_id, plan = self._heap[0]
             if due > now:
-                self._wake.wait(due - now)
+                self._sleep_locked(due, due - now)
                 continue
             heapq.heappop(self._heap)
             event = machine.Due(plan=plan, run_id=_new_run_id())
@@ -332,16 +376,29 @@ class Manager:
                 return effects
         return None
 
+    def _sleep_locked(self, until: float, seconds: float) -> None:
+        """The planner sleeps ``seconds`` (called with the lock held, released meanwhile),
+        or until woken by an earlier plan, ``wake`` or ``close``."""
+        self._planner_sleeps_until = until
+        self._wake.clear()  # under the lock, after the heap was looked at
+        self._lock.release()
+        try:
+            self._wake.wait(seconds)
+        finally:
+            self._lock.acquire()
+            self._planner_sleeps_until = -math.inf
+
     # -- runs ---------------------------------------------------------------------------
 
-    def _launch(self, launch: machine.Launch) -> None:
-        """Store the run's row, then hand it to its watcher thread. Raises ``BackendError``
-        (after feeding the failure to the machine) if the row cannot be stored."""
+    def _launch(self, launch: machine.Launch, *, here: bool = False) -> _Watch | None:
+        """Store the run's row, then hand it to its watcher thread (with ``here``: return
+        what to watch, for the calling thread). Raises ``BackendError`` (after feeding
+        the failure to the machine) if the row cannot be stored."""
         run = launch.run
         if self._gate is not None:
             slot = self._planned.pop(run.run_id, run.started_at)
             if not cluster_gate.admit_launch(self, self._gate, run, slot):
-                return
+                return None
         try:
             self._store.insert_run(cluster_gate.hosted_run(self._gate, run))
         except Exception as error:
@@ -358,37 +415,78 @@ class Manager:
             raise BackendError(f"could not start a run of {run.scheduler_id}: {error}") from error
         with self._lock:
             cancel = self._cancels.setdefault(run.run_id, CancelRequest())
-            watcher = threading.Thread(
-                target=self._watch,
-                args=(run, cancel, launch.timeout),
-                name=f"run-{run.run_id}",
-                daemon=True,
-            )
-            self._watchers.add(watcher)
-            watcher.start()  # under the lock: close never sees a watcher not yet started
+            if here:
+                return _Watch(run, cancel, launch.timeout)
+            # Under the lock: close never sees a run whose watcher was not handed out.
+            self._watchers.run(lambda: self._watch(_Watch(run, cancel, launch.timeout)))
+        return None
 
-    def _watch(self, run: RunRecord, cancel: CancelRequest, timeout: timedelta | None) -> None:
-        try:
-            self._watch_run(run, cancel, timeout)
-        finally:
+    def _watch(self, watch: _Watch | None) -> None:
+        """Watch runs of one scheduler, one after another while the next is due soon."""
+        while watch is not None:
+            try:
+                kept = self._watch_run(watch.run, watch.cancel, watch.timeout)
+            finally:
+                with self._lock:
+                    self._cancels.pop(watch.run.run_id, None)
+            watch = None if kept is None else self._start_kept(watch.run.scheduler_id, kept)
+
+    def _start_kept(self, scheduler_id: str, plan: Plan) -> _Watch | None:
+        """``plan`` is due within ``SOON_SECONDS`` of its run's end: wait for it in this
+        thread and launch it here (without a hand-off to the planner and another thread
+        and back). None if it was not launched: stale (Stop, new settings: the machine
+        says), closing, or not due yet by the injected clock (then the planner has it)."""
+        wait = plan.due - self._clock.monotonic()
+        if (wait > 0 and self._stopping.wait(wait)) or plan.due > self._clock.monotonic():
             with self._lock:
-                self._cancels.pop(run.run_id, None)
-                self._watchers.discard(threading.current_thread())
-                self._wake.notify_all()
+                self._push_locked(scheduler_id, plan)
+            self._nudge_planner()
+            return None
+        with self._lock:
+            if self._closing or self._stopping.is_set():  # close began: nothing new starts
+                return None
+            effects = self._feed_locked(scheduler_id, machine.Due(plan=plan, run_id=_new_run_id()))
+        self._nudge_planner()
+        launch: machine.Launch | None = None
+        for effect in effects:
+            if isinstance(effect, machine.Launch):
+                launch = effect
+        self._carry_out([e for e in effects if e is not launch])
+        if launch is None:
+            return None
+        try:
+            return self._launch(launch, here=True)
+        except BackendError:  # the machine knows (FAILING, a retry is planned)
+            return None
 
-    def _watch_run(self, run: RunRecord, cancel: CancelRequest, timeout: timedelta | None) -> None:
-        """Launch ``run``, supervise it to its end and record the end (watcher thread)."""
-        process = self._spawn(run, cancel, timeout)
-        if process is None:
-            return
+    def _watch_run(
+        self, run: RunRecord, cancel: CancelRequest, timeout: timedelta | None
+    ) -> Plan | None:
+        """Launch ``run``, supervise it to its end and record the end (watcher thread);
+        the scheduler's next plan if it is due soon and this thread is to start it."""
+        spawned = self._spawn(run, cancel, timeout)
+        if spawned is None:
+            return None
+        process, later = spawned
+        sink = _TicketSink(self._logs)
+        recorded: list[Plan | None] = []  # the end is stored before the run's cleanup
+
+        def ended(exit_: Exit) -> None:
+            recorded.append(self._record_end(run, exit_, logged=sink.ticket))
+
         try:
             exit_ = process.supervise(
-                sink=self._logs.submit,
+                sink=sink,
                 timeout=None if timeout is None else timeout.total_seconds(),
                 cancel=cancel,
                 grace=self._config.grace_seconds,
+                still_running=(PROCESS_ROW_SECONDS, lambda: self._carry_out(later)),
+                ended=ended,
             )
         except Exception as error:  # the launcher failed: a crash of this run, not of us
+            if recorded:  # its end is stored: only giving back what it held failed
+                self._report(f"could not clean up after run {run.run_id}: {error}")
+                return recorded[0]
             exit_ = Exit(
                 outcome=Outcome.CRASHED,
                 exit_code=None,
@@ -396,13 +494,17 @@ class Manager:
                 error=f"could not supervise the run: {error}",
                 result=None,
             )
-        if not self._closed.is_set():  # past close's deadline the run was recorded already
-            self._record_end(run, exit_)
+        if recorded:
+            return recorded[0]
+        return self._record_end(run, exit_, logged=sink.ticket)
 
     def _spawn(
         self, run: RunRecord, cancel: CancelRequest, timeout: timedelta | None
-    ) -> RunHandle | None:
-        """Start ``run``'s process; None (the machine told) if it was cancelled or failed."""
+    ) -> tuple[RunHandle, list[Effect]] | None:
+        """Start ``run``'s process; None (the machine told) if it was cancelled or failed.
+        With the process, the effects left for once it has run ``PROCESS_ROW_SECONDS``:
+        storing its pid, which only crash recovery reads (a run that ends sooner needs
+        none, and recovery finds a run without one by its marker and cgroup)."""
         job = Job(
             scheduler_id=run.scheduler_id,
             run_id=run.run_id,
@@ -427,14 +529,24 @@ class Manager:
         started = machine.RunStarted(
             run_id=run.run_id, pid=process.pid, create_time=process.create_time
         )
-        self._carry_out(self._feed(run.scheduler_id, started))
-        return process
+        effects = self._feed(run.scheduler_id, started)
+        later: list[Effect] = [e for e in effects if isinstance(e, machine.RecordProcess)]
+        self._carry_out([e for e in effects if not isinstance(e, machine.RecordProcess)])
+        return process, later
 
-    def _record_end(self, run: RunRecord, exit_: Exit) -> None:
-        """Store how ``run`` ended (behind its log records) and tell the machine."""
-        self._logs.flush()
+    def _record_end(self, run: RunRecord, exit_: Exit, *, logged: int) -> Plan | None:
+        """Store how ``run`` ended (behind its log records: ``logged`` is the ticket of its
+        last batch; a stopped run's note came from elsewhere) and tell the machine; the
+        next plan if it is due within ``SOON_SECONDS`` (kept off the heap: the caller's).
+        Nothing past close's deadline: the run was recorded as interrupted already."""
+        if self._closed.is_set():
+            return None
         with self._lock:
             note = self._stop_notes.pop(run.run_id, None)
+        if note is None:
+            self._logs.flush_through(logged)
+        else:
+            self._logs.flush()
         error = exit_.error
         if note is not None and exit_.outcome is Outcome.CANCELLED:
             error = note  # "stopped by alice 02:14 UTC: ERP maintenance"
@@ -455,7 +567,12 @@ class Manager:
         else:
             stored = self._ends.try_store(finished)
         ended = machine.RunEnded(finished=stored or finished, stored=stored is not None)
-        self._carry_out(self._feed(run.scheduler_id, ended))
+        effects = self._feed(run.scheduler_id, ended, keep_soon=self._gate is None)
+        self._carry_out(effects)
+        for effect in effects:
+            if isinstance(effect, machine.Replan) and effect.plan is not None:
+                return effect.plan
+        return None
 
     def wait_idle(self, scheduler_id: str, timeout: float) -> bool:
         """Wait up to ``timeout`` real seconds until ``scheduler_id`` has no run in progress."""
@@ -466,7 +583,7 @@ class Manager:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return False
-                self._wake.wait(min(remaining, 0.5))
+                self._idle.wait(min(remaining, 0.5))
             return True
 
     # -- Backend: reading ---------------------------------------------------------------
@@ -621,6 +738,30 @@ class Manager:
         if exit_.outcome is not Outcome.SUCCEEDED:
             raise ActionFailed(exit_.error or f"the action ended {exit_.outcome.value}")
         return exit_.result or ""
+
+
+@dataclass(frozen=True, slots=True)
+class _Watch:
+    """A launched run for a watcher thread: its record, cancel request and timeout."""
+
+    run: RunRecord
+    cancel: CancelRequest
+    timeout: timedelta | None
+
+
+class _TicketSink:
+    """A run's sink into the log writer that keeps the ticket of its last batch."""
+
+    __slots__ = ("_logs", "ticket")
+
+    def __init__(self, logs: LogWriter) -> None:
+        self._logs = logs
+        self.ticket = 0
+
+    def __call__(self, records: Sequence[LogRecord]) -> None:
+        ticket = self._logs.submit(records)
+        if ticket:
+            self.ticket = ticket
 
 
 def _note_record(run_id: str, note: str, now: datetime) -> LogRecord:

@@ -137,11 +137,18 @@ class RunCgroup:
     def remove(self) -> None:
         """rmdir it (and any cgroups a run made below it). A no-op if it is gone; raises
         ``OSError`` (``EBUSY``) while a process is still in it."""
-        for directory in reversed(list(self._tree())):
-            with contextlib.suppress(FileNotFoundError):
-                directory.rmdir()
+        try:
+            os.rmdir(self.path)  # (what nearly every run's end finds: no cgroup below)
+        except FileNotFoundError:
+            pass
+        except OSError:
+            for directory in reversed(list(self._tree())):
+                with contextlib.suppress(FileNotFoundError):
+                    directory.rmdir()
         # The owner's level goes too once its last run is removed, if its owner is gone.
         owner = self.path.parent
+        if owner.name == _own_owner_name():
+            return
         if _OWNER.fullmatch(owner.name) and not _owner_alive(owner.name):
             with contextlib.suppress(OSError):
                 owner.rmdir()
@@ -151,10 +158,15 @@ class RunCgroup:
     def _populated(self) -> bool:
         """v2: does ``cgroup.events`` say a process is in it or below? (True if unknown.)"""
         try:
-            with open(self.path / "cgroup.events", "rb") as handle:
-                return b"populated 0" not in handle.read()
+            fd = os.open(self.path / "cgroup.events", os.O_RDONLY | os.O_CLOEXEC)
         except OSError:
             return True
+        try:
+            return b"populated 0" not in os.read(fd, 4096)
+        except OSError:
+            return True
+        finally:
+            os.close(fd)
 
     def _tree(self) -> Iterator[Path]:
         """This cgroup, then the cgroups below it (parents before children)."""
@@ -432,6 +444,20 @@ def _enable_controllers(path: Path) -> None:
 def _owner_name(pid: int | None = None) -> str:
     pid = os.getpid() if pid is None else pid
     return f"{_pid_namespace()}-{pid}-{_start_ticks(pid)}"
+
+
+_OWN: dict[int, str] = {}
+
+
+def _own_owner_name() -> str:
+    """This process's owner name (computed once per process: a fork computes its own)."""
+    pid = os.getpid()
+    if pid not in _OWN:
+        try:
+            _OWN[pid] = _owner_name(pid)
+        except OSError:
+            return ""
+    return _OWN[pid]
 
 
 def _owner_alive(name: str) -> bool:

@@ -1,9 +1,12 @@
 """The manager's handle on one fork server process: start it (bounded, cancellable),
-ask it to spawn, signal and prepare, notice that the app's files changed, close it.
+ask it to spawn, signal and prepare, start runs on its spares, notice that the app's
+files changed, close it.
 
 Messages are ``forkmessages``; the launcher (``forklauncher``) owns the handles. Spawn
 requests from several threads may be in flight at once (the server answers them in order;
-answers are matched by request number).
+answers are matched by request number). ``Prepared`` answers (spares) are read by
+whichever thread reads the socket: one waiting for a spawn answer, or ``take_spare``,
+which reads what is waiting without blocking.
 
 May import ``forkmessages``, ``spawner``, ``job``, ``procs``, ``errors`` and the stdlib.
 """
@@ -20,6 +23,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
@@ -27,9 +31,13 @@ from supervisor.core.errors import AppLoadError, BackendError
 from supervisor.runs import procs
 from supervisor.runs.forkmessages import (
     MAX_PACKET,
+    PREPARED_FDS,
+    ClaimRequest,
     ExitRequest,
     LoadFailed,
     ModuleFile,
+    Prepared,
+    PrepareFailed,
     PrepareRequest,
     ProtocolError,
     Ready,
@@ -40,6 +48,7 @@ from supervisor.runs.forkmessages import (
     decode,
     encode,
     module_file,
+    receive,
 )
 from supervisor.runs.job import Job
 from supervisor.runs.procs import MARKER_ENV
@@ -95,6 +104,28 @@ class ModuleStamp:
         return module_file(self.path).sha256
 
 
+@dataclass(frozen=True, slots=True)
+class Spare:
+    """A process the server forked ahead, waiting for a job on ``sock`` (an fd); its
+    ``pidfd`` and the read end of its status pipe (``status_r``) are the manager's.
+    ``placed``: forked into ``cgroup`` (else it joins it, or there is none)."""
+
+    pid: int
+    create_time: float
+    pidfd: int
+    status_r: int
+    sock: int
+    cgroup: RunCgroup | None
+    placed: bool
+
+    def close(self) -> None:
+        """Drop it: it exits (end-of-file on its socket) and the server reaps it."""
+        close_quietly([self.sock, self.pidfd, self.status_r])
+
+
+_FILED: Final = object()  # a message that was filed (a spare), not an answer
+
+
 class ServerHandle:
     """The manager's handle on one fork server process."""
 
@@ -105,7 +136,12 @@ class ServerHandle:
         self.modules: tuple[ModuleStamp, ...] = ()
         # "" if the server forks runs into their cgroups (clone3), else why it cannot.
         self.placement = "clone3 not tried"
-        self.spares: list[RunCgroup] = []  # cgroups a spare process waits in
+        # Spares asked for (their cgroups, or None: no cgroups) and spares ready.
+        self._pending: list[RunCgroup | None] = []
+        self._ready: list[Spare] = []
+        self._dropped = False
+        # Where the cgroup of a spare that could not be made goes (the launcher's).
+        self.release_cgroup: Callable[[RunCgroup], None] | None = None
         self.live = 0
         self.draining = False
         self.closed = False
@@ -280,49 +316,171 @@ class ServerHandle:
                 if self._reading:
                     self._answered.wait(remaining)
                     continue
-                self._reading = True
-                self._answered.release()
-                try:
-                    got = self._read_answer(remaining)
-                except (OSError, ProtocolError) as error:
-                    self._broken = f"the fork server's connection failed: {error}"
-                    raise
-                finally:
-                    self._answered.acquire()
-                    self._reading = False
-                    self._answered.notify_all()
-                if got is not None:
-                    answer, pidfds = got
-                    if answer.req in self._waiting:
-                        self._answers[answer.req] = got
-                    else:
-                        close_quietly(pidfds)  # an answer to an abandoned request
+                self._read_locked(remaining)
 
-    def _read_answer(self, timeout: float) -> tuple[Spawned | SpawnFailed, list[int]] | None:
-        """One answer from the socket, or None (none within ``timeout``, or not one)."""
-        poller = select.poll()
-        poller.register(self.sock, select.POLLIN)
-        if not poller.poll(math.ceil(timeout * 1000)):
+    def _read_locked(self, timeout: float) -> bool:
+        """Read one message (``_answered`` held, released while reading), waiting up to
+        ``timeout`` seconds: file it (an answer for its waiting thread, a spare); False if
+        none came."""
+        self._reading = True
+        self._answered.release()
+        try:
+            got = self._read_message(timeout)
+        except (OSError, ProtocolError) as error:
+            self._broken = f"the fork server's connection failed: {error}"
+            raise
+        finally:
+            self._answered.acquire()
+            self._reading = False
+            self._answered.notify_all()
+        if got is None:
+            return False
+        if got is not _FILED:
+            assert isinstance(got, tuple)
+            answer, pidfds = got
+            if answer.req in self._waiting:
+                self._answers[answer.req] = got
+            else:
+                close_quietly(pidfds)  # an answer to an abandoned request
+        return True
+
+    def _read_message(
+        self, timeout: float
+    ) -> tuple[Spawned | SpawnFailed, list[int]] | object | None:
+        """One message from the socket: a spawn answer, ``_FILED`` (a spare, filed), or
+        None (none within ``timeout``, or not one of those)."""
+        if timeout > 0:
+            poller = select.poll()
+            poller.register(self.sock, select.POLLIN)
+            if not poller.poll(math.ceil(timeout * 1000)):
+                return None
+        try:
+            reply, fds = receive(self.sock, PREPARED_FDS, wait=timeout > 0)
+        except BlockingIOError:
             return None
-        reply, pidfds, _, _ = socket.recv_fds(self.sock, MAX_PACKET, 1)
         if not reply:
-            close_quietly(pidfds)
+            close_quietly(fds)
             raise ConnectionError("the fork server closed the connection")
         try:
             answer = decode(reply)
         except ProtocolError:
-            close_quietly(pidfds)
+            close_quietly(fds)
             raise
         if isinstance(answer, Spawned | SpawnFailed):
-            return answer, pidfds
-        close_quietly(pidfds)
+            return answer, fds
+        if isinstance(answer, Prepared | PrepareFailed):
+            self._file_spare(answer, fds)
+            return _FILED
+        close_quietly(fds)
         return None
 
-    def prepare(self, cgroup: RunCgroup) -> None:
-        """Have the server fork a spare process into ``cgroup`` (raises ``OSError``)."""
-        with self._send_lock:
-            self.sock.send(encode(PrepareRequest(cgroup=str(cgroup.path))))
-        self.spares.append(cgroup)
+    def _file_spare(self, answer: Prepared | PrepareFailed, fds: list[int]) -> None:
+        """A spare is ready (or could not be made): file it, or drop it if unasked for."""
+        with self._answered:
+            index = next(
+                (
+                    i
+                    for i, c in enumerate(self._pending)
+                    if (None if c is None else str(c.path)) == answer.cgroup
+                ),
+                None,
+            )
+            cgroup = None if index is None else self._pending.pop(index)
+            if isinstance(answer, Prepared) and index is not None and len(fds) == PREPARED_FDS:
+                spare = Spare(
+                    pid=answer.pid,
+                    create_time=answer.create_time,
+                    pidfd=fds[0],
+                    status_r=fds[1],
+                    sock=fds[2],
+                    cgroup=cgroup,
+                    placed=answer.placed,
+                )
+                if not self._dropped:
+                    self._ready.append(spare)
+                    return
+        close_quietly(fds)  # a spare at end-of-file ends; the server reaps it
+        if cgroup is not None and self.release_cgroup is not None:
+            self.release_cgroup(cgroup)
+
+    @property
+    def spare_count(self) -> int:
+        """Spares ready or asked for."""
+        with self._answered:
+            return len(self._ready) + len(self._pending)
+
+    def prepare(self, cgroup: RunCgroup | None) -> None:
+        """Have the server fork a spare process (into ``cgroup``); raises ``OSError``."""
+        with self._answered:
+            self._pending.append(cgroup)
+        try:
+            with self._send_lock:
+                self.sock.send(
+                    encode(PrepareRequest(cgroup=None if cgroup is None else str(cgroup.path)))
+                )
+        except BaseException:
+            with self._answered:
+                self._pending.remove(cgroup)
+            raise
+
+    def take_spare(self, timeout: float = SPAWN_TIMEOUT) -> Spare | None:
+        """A spare ready for a run, or None if none is ready or asked for. One asked for
+        is waited for (up to ``timeout`` seconds): the server forks in the order asked, so
+        it comes before the answer to a spawn request sent now would."""
+        deadline = time.monotonic() + timeout
+        with self._answered:
+            self._read_waiting_locked()
+            while not self._ready and self._pending and self._broken is None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                if self._reading:
+                    self._answered.wait(remaining)
+                    continue
+                try:
+                    self._read_locked(remaining)
+                except (OSError, ProtocolError):
+                    break
+            return self._ready.pop(0) if self._ready else None
+
+    def ready_spares(self) -> list[Spare]:
+        """The spares ready now, the next one to be taken first (for tests, diagnostics)."""
+        with self._answered:
+            self._read_waiting_locked()
+            return list(self._ready)
+
+    def _read_waiting_locked(self) -> None:
+        """File the messages waiting on the socket, unless another thread reads it."""
+        if not self._reading and self._broken is None:
+            with contextlib.suppress(OSError, ProtocolError):
+                while self._read_locked(0):
+                    pass
+
+    def start_on(self, spare: Spare, job: Job, fds: Sequence[int]) -> None:
+        """Make ``spare`` run ``job`` (fds: records_w, stdout_w, stderr_w, cancel_r): claim
+        it here, then send it the job; its socket is closed either way. Raises ``OSError``
+        if the spare is gone (its pidfd and status pipe are closed then)."""
+        with self._send_lock, contextlib.suppress(OSError):
+            # (A server that is gone learns nothing: the run is the manager's then.)
+            self.sock.send(encode(ClaimRequest(pid=spare.pid, run_id=job.run_id)))
+        sock = socket.socket(fileno=spare.sock)
+        try:
+            socket.send_fds(sock, [encode(SpawnRequest(req=0, job=job))], list(fds))
+        except OSError:
+            close_quietly([spare.pidfd, spare.status_r])
+            raise
+        finally:
+            sock.close()
+
+    def drop_spares(self) -> list[RunCgroup]:
+        """Drop every spare (the server is going); the cgroups they had or would have."""
+        with self._answered:
+            self._dropped = True
+            ready, self._ready = self._ready, []
+            pending, self._pending = self._pending, []
+        for spare in ready:
+            spare.close()
+        return [c for c in [*(s.cgroup for s in ready), *pending] if c is not None]
 
     def signal_group(self, pid: int, signum: int) -> None:
         """Have the server signal the run's process group, unless the run was reaped."""

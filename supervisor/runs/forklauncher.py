@@ -1,25 +1,30 @@
 """The fork-server launcher: runs forked in a few milliseconds from a server that imported
 the app once (see ``forkserver``), watched from the manager without depending on it.
 
-For each run the manager creates the pipes (records, stdout, stderr, cancel) and a status
-pipe, and sends them with the ``SpawnRequest``; the answer carries a pidfd of the run's
-main process, on which the manager sees it end. Normally the server has reaped it by
-then and writes its wait status on the status pipe. If the server is gone (a runner
-killed it, say), the status pipe reaches end-of-file without one: the run has been
-reparented to this process (a subreaper, made so by ``start``) and is reaped here. A
-server that does not report within ``STATUS_SECONDS`` (stopped) is continued, then
-killed. A dead server is replaced at the next spawn; a server whose app files changed
-(content hashes) is replaced, and drained: it serves its runs in progress to their end.
+For each run the manager creates the pipes (records, stdout, stderr, cancel). Most runs
+start on a spare: a process the server forked ahead (``PrepareRequest``), whose pidfd,
+status pipe and socket the manager already holds; the start claims it at the server and
+sends the job and the run's ends of the pipes to the spare itself (no answer to wait for,
+no fork on the way). Where no spare is ready (or the job names its own cgroup) the
+manager also creates a status pipe and sends a ``SpawnRequest``; the answer carries a
+pidfd of the run's main process. On the pidfd the manager sees the run end. Normally the
+server has reaped it by then and writes its wait status on the status pipe. If the
+server is gone (a runner killed it, say), the status pipe reaches end-of-file without
+one: the run has been reparented to this process (a subreaper, made so by ``start``) and
+is reaped here. A server that does not report within ``STATUS_SECONDS`` (stopped) is
+continued, then killed. A dead server is replaced at the next spawn; a server whose app
+files changed (content hashes) is replaced, and drained: it serves its runs in progress
+to their end (its spares are dropped: they exit).
 
-Where runs get cgroups, each server keeps up to ``SPARES`` spare processes, each already
-in a fresh cgroup (``PrepareRequest``), so a run's start is a message to a process that
-exists, not a fork. Where runs get cgroup v2 cgroups and the kernel allows
-``clone3(CLONE_INTO_CGROUP)`` (the server probes it once at its start, in a cgroup made
-for that), spares (and runs that find none) are forked straight into their cgroups and
-no process is ever moved. Elsewhere a spare joins its cgroup after fork: a move waits for
-an RCU grace period (tens of milliseconds on a busy machine), made before its run is
-asked for; spares are made in batches (when half are used), because moves made together
-share a grace period. A run that finds no spare is forked and joins its cgroup itself.
+Each server keeps ``SPARES`` spares more than it has runs in progress, each in a fresh
+cgroup where runs get cgroups: one more is asked for as each run ends (between runs, not
+while one starts), and a batch when starts have used half the margin. Where runs get
+cgroup v2 cgroups and the kernel allows ``clone3(CLONE_INTO_CGROUP)`` (the server probes
+it once at its start, in a cgroup made for that), spares (and runs that find none) are
+forked straight into their cgroups and no process is ever moved. Elsewhere a spare joins
+its cgroup after fork: a move waits for an RCU grace period (tens of milliseconds on a
+busy machine), made before its run is asked for; moves made together (a batch) share a
+grace period. A run that finds no spare is forked and joins its cgroup itself.
 
 Starting a server is bounded (``start_timeout``) and cancellable: ``close`` from another
 thread, or a spawn's own ``cancel`` event, makes a start in progress give up promptly.
@@ -49,6 +54,7 @@ from supervisor.runs.forkclient import (
     SERVER_EXIT_SECONDS,
     STATUS_SECONDS,
     ServerHandle,
+    Spare,
     StartCancelled,
 )
 from supervisor.runs.forkmessages import ProtocolError
@@ -61,6 +67,7 @@ if TYPE_CHECKING:
 
 START_TIMEOUT: Final = 60.0
 SPARES: Final = 8
+MAX_SPARES: Final = 64
 FORKED_INTO: Final = "runs forked into their cgroup (clone3)"
 JOINED: Final = "runs join their cgroup after fork"
 
@@ -219,6 +226,18 @@ class _ForkedRun(RunProcess):
 
 
 @dataclass(frozen=True, slots=True)
+class _Started:
+    """A run's main process as a start left it (its pidfd and status pipe: the run's)."""
+
+    server: ServerHandle
+    cgroup: RunCgroup | None
+    pid: int
+    create_time: float
+    pidfd: int
+    status_r: int
+
+
+@dataclass(frozen=True, slots=True)
 class _Failure:
     digests: tuple[str, ...]
     error: str
@@ -314,7 +333,7 @@ class ForkServerLauncher:
         if containment is not None and root is not None and self._into_cgroup and root.version == 2:
             probe = containment.create(f"probe-{os.urandom(6).hex()}")
         try:
-            return ServerHandle.start(
+            server = ServerHandle.start(
                 self._spawner,
                 app_spec=self.app_spec,
                 python=self._python,
@@ -326,6 +345,8 @@ class ForkServerLauncher:
                 ),
                 probe_cgroup=None if probe is None else str(probe.path),
             )
+            server.release_cgroup = None if containment is None else containment.release
+            return server
         except StartCancelled:
             raise BackendError(
                 "the fork server's start was given up: "
@@ -403,6 +424,8 @@ class ForkServerLauncher:
     def _run_done(self, run: _ForkedRun) -> None:
         with self._lock:
             self._runs.discard(run)
+            # Forked now, between runs, rather than while a run starts or ends.
+            self._top_up(run.server, ended=True)
         self._run_done_on(run.server)
 
     def _run_done_on(self, server: ServerHandle) -> None:
@@ -419,88 +442,144 @@ class ForkServerLauncher:
         """Start ``job``; raises ``BackendError`` if it cannot be (also when ``cancel``
         is set while a fork server is being started for it). Several threads may spawn
         at once: the launcher's lock is held only to pick the server and to note the
-        run, not for the fork server's round trip (which the server serializes)."""
+        run. On a spare, a start is two messages and no wait; else a round trip to the
+        server (which serializes those)."""
         pipes = RunPipes.create()
         try:
-            status_r, status_w = os.pipe()
-        except OSError as error:
-            close_quietly([*pipes.our_ends(), *pipes.run_ends()])
-            raise BackendError(f"cannot create the run's pipes: {error}") from error
-        run_ends = [*pipes.run_ends(), status_w]
-        containment = self._containment
-        try:
-            server, cgroup, pid, started, pidfd = self._spawn_on_server(job, run_ends, cancel)
+            server, spare = self._reserve(job, cancel)
+            if spare is not None:
+                started = self._start_on_spare(server, spare, job, pipes)
+            else:
+                started = self._spawn_on_server(server, job, pipes, cancel)
             run = _ForkedRun(
-                job=job if cgroup is None else replace(job, cgroup=str(cgroup.path)),
-                pid=pid,
-                create_time=started,
+                job=job
+                if started.cgroup is None
+                else replace(job, cgroup=str(started.cgroup.path)),
+                pid=started.pid,
+                create_time=started.create_time,
                 pipes=pipes,
-                cgroup=cgroup,
-                release_cgroup=containment.release if containment is not None else None,
-                status_r=status_r,
-                pidfd=pidfd,
-                server=server,
+                cgroup=started.cgroup,
+                release_cgroup=self._release_cgroup(),
+                status_r=started.status_r,
+                pidfd=started.pidfd,
+                server=started.server,
                 on_done=self._run_done,
             )
             with self._lock:
                 self._runs.add(run)
-                self._top_up(server)
+                self._top_up(started.server)
         except BaseException:
-            close_quietly([*pipes.our_ends(), status_r])
+            close_quietly(pipes.our_ends())
             raise
         finally:
-            close_quietly(run_ends)
+            close_quietly(pipes.run_ends())
         return run
 
-    def _top_up(self, server: ServerHandle) -> None:
-        """Have ``server`` keep ``SPARES`` spare processes in fresh cgroups (lock held)."""
+    def _release_cgroup(self) -> Callable[[RunCgroup], None] | None:
         containment = self._containment
-        if containment is None or containment.root is None or len(server.spares) > SPARES // 2:
-            return
-        if not server.alive():
-            return
-        # In a batch: moves into cgroups made together share the kernel's grace period.
-        while len(server.spares) < SPARES:
-            cgroup = containment.create(f"spare-{os.urandom(6).hex()}")
-            if cgroup is None:
-                return
-            try:
-                server.prepare(cgroup)
-            except OSError:
-                containment.release(cgroup)
-                return
+        return None if containment is None else containment.release
 
-    def _drop_spares(self, server: ServerHandle) -> None:
-        """The server is going: the cgroups its spares waited in go too."""
-        containment = self._containment
-        spares, server.spares = server.spares, []
-        if containment is not None:
-            for cgroup in spares:
-                containment.release(cgroup)
-
-    def _spawn_on_server(
-        self, job: Job, fds: Sequence[int], cancel: threading.Event | None
-    ) -> tuple[ServerHandle, RunCgroup | None, int, float, int]:
-        """Fork ``job`` on the current server (counted in its ``live`` on success)."""
-        cgroup: RunCgroup | None = None
-        server: ServerHandle | None = None
+    def _reserve(
+        self, job: Job, cancel: threading.Event | None
+    ) -> tuple[ServerHandle, Spare | None]:
+        """The current server (reloaded if its app changed), reserved for one run (counted
+        in its ``live``), and a spare of it for ``job`` if there is one."""
         try:
             with self._lock:
                 self._reload_if_stale(cancel)
                 server = self._server
                 assert server is not None
                 server.live += 1  # reserved: a retired server is not closed under it
-                spare = server.spares.pop(0) if job.cgroup is None and server.spares else None
-            cgroup = spare if spare is not None else self._new_cgroup(job)
+        except AppLoadError as error:
+            raise BackendError(f"the app failed to load: {error}") from error
+        if job.cgroup is not None:
+            return server, None  # a cgroup of the caller's: no spare waits in it
+        return server, server.take_spare()
+
+    def _start_on_spare(
+        self, server: ServerHandle, spare: Spare, job: Job, pipes: RunPipes
+    ) -> _Started:
+        """Hand ``job`` to ``spare``; if it is gone, to another spare or a fresh fork."""
+        while True:
+            named = job if spare.cgroup is None else replace(job, cgroup=str(spare.cgroup.path))
+            try:
+                # Registered before the server could die and hand the run to us, so that
+                # ``reap_orphans`` never takes its status.
+                with procs.owning_children() as own:
+                    own(spare.pid)
+                    server.start_on(spare, named, pipes.run_ends())
+            except OSError:
+                procs.disown_child(spare.pid)
+                if spare.cgroup is not None and self._containment is not None:
+                    self._containment.release(spare.cgroup)
+                next_spare = server.take_spare()
+                if next_spare is None:
+                    return self._spawn_on_server(server, job, pipes, None)
+                spare = next_spare
+                continue
+            return _Started(
+                server, spare.cgroup, spare.pid, spare.create_time, spare.pidfd, spare.status_r
+            )
+
+    def _top_up(self, server: ServerHandle, *, ended: bool = False) -> None:
+        """Have ``server`` keep ``SPARES`` spare processes more than it has runs in
+        progress (at most ``MAX_SPARES``), each in a fresh cgroup where runs get cgroups
+        (lock held). Starts take them; each run's end (``ended``) makes one, between runs
+        rather than while one starts; a start tops up in a batch once half the margin is
+        used (where spares join their cgroups, moves made together share the kernel's
+        grace period)."""
+        containment = self._containment
+        if containment is None or server.draining:
+            return
+        full = min(MAX_SPARES, SPARES + server.live)
+        low = full - 1 if ended else server.live + SPARES // 2
+        if server.spare_count > low or not server.alive():
+            return
+        root = containment.root
+        while server.spare_count < full:
+            cgroup = None
+            if root is not None:
+                cgroup = containment.create(f"spare-{os.urandom(6).hex()}")
+                if cgroup is None:
+                    return
+            try:
+                server.prepare(cgroup)
+            except OSError:
+                if cgroup is not None:
+                    containment.release(cgroup)
+                return
+
+    def _drop_spares(self, server: ServerHandle) -> None:
+        """The server is going: its spares go, and the cgroups they waited in."""
+        containment = self._containment
+        for cgroup in server.drop_spares():
+            if containment is not None:
+                containment.release(cgroup)
+
+    def _spawn_on_server(
+        self,
+        reserved: ServerHandle,
+        job: Job,
+        pipes: RunPipes,
+        cancel: threading.Event | None,
+    ) -> _Started:
+        """Have ``reserved`` (a server reserved for this run) fork ``job``; if that server
+        failed, a new one. On failure the reservation is given back."""
+        server: ServerHandle | None = reserved
+        cgroup: RunCgroup | None = None
+        status_r = status_w = -1
+        try:
+            status_r, status_w = os.pipe()
+            fds = [*pipes.run_ends(), status_w]
+            cgroup = self._new_cgroup(job)
             named = job if cgroup is None else replace(job, cgroup=str(cgroup.path))
             try:
-                return (server, cgroup, *self._request(server, named, fds))
+                pid, started, pidfd = self._request(reserved, named, fds)
             except (OSError, ProtocolError):
                 # The server died, is stuck (stopped) or garbled its answer: kill it (its
                 # runs go on; a run it forked without answering ends at its gate), start
-                # a new one (unless another spawn did already), try once more (in the
-                # same cgroup: it has no spare in it).
-                failed, server = server, None
+                # a new one (unless another spawn did already), try once more.
+                failed, server = reserved, None
                 try:
                     with self._lock:
                         if self._server is failed:
@@ -515,10 +594,13 @@ class ForkServerLauncher:
                         server.live += 1
                 finally:
                     self._run_done_on(failed)  # the reservation on the failed server
-                return (server, cgroup, *self._request(server, named, fds))
+                pid, started, pidfd = self._request(server, named, fds)
+            assert server is not None
+            return _Started(server, cgroup, pid, started, pidfd, status_r)
         except BaseException as error:
             if server is not None:
                 self._run_done_on(server)
+            close_quietly([status_r])
             if cgroup is not None and self._containment is not None:
                 self._containment.release(cgroup)
             if isinstance(error, AppLoadError):
@@ -526,6 +608,8 @@ class ForkServerLauncher:
             if isinstance(error, OSError | ProtocolError):
                 raise BackendError(f"cannot start the run: {error}") from error
             raise
+        finally:
+            close_quietly([status_w])
 
     def _new_cgroup(self, job: Job) -> RunCgroup | None:
         """A new cgroup for the run; None if the job names its own (the caller's to

@@ -10,25 +10,31 @@ Manager → server:
   ``SpawnFailed``, carrying the same ``req`` number.
 - ``SignalRequest``: ``killpg`` the run's group if that run has not been reaped yet (so a
   recycled pid is never signalled). No answer.
-- ``PrepareRequest``: fork a spare process that joins the cgroup ``cgroup`` now and waits;
-  a later ``SpawnRequest`` whose job names that cgroup becomes that process (moving a
-  process into a cgroup waits for the kernel's RCU grace period: tens of milliseconds on
-  a busy machine, kept off the run's start this way). No answer.
+- ``PrepareRequest``: fork a spare process (in the cgroup ``cgroup``, if not None) that
+  waits for a job from the manager. Answered by ``Prepared`` (fds: a pidfd of the spare,
+  the read end of its status pipe, and a socket to the spare) or ``PrepareFailed``, both
+  naming the same ``cgroup``. The manager then starts a run without asking the server:
+  it sends ``ClaimRequest`` here, then a ``SpawnRequest`` (``req`` 0; fds ``[records_w,
+  stdout_w, stderr_w, cancel_r]``) on the spare's socket, and the spare becomes the run.
+- ``ClaimRequest``: the spare ``pid`` is becoming run ``run_id`` (for the marker sweep at
+  its end and for ``SignalRequest``). No answer; sent before the job reaches the spare.
 - ``ExitRequest`` (or end-of-file): kill every run still in flight, then exit.
 
 Server → manager, once at start: ``Ready`` (the app's module files, to notice changes; and
 ``placement``: "" when runs are forked into their cgroup with ``clone3``, else why not)
 or ``LoadFailed``.
 
-``encode`` gives the packet; ``decode`` raises ``ProtocolError`` for anything else than
-one of these messages. May import ``job`` and the stdlib only.
+``encode`` gives the packet, ``receive`` reads one; ``decode`` raises ``ProtocolError``
+for anything else than one of these messages. May import ``job`` and the stdlib only.
 """
 
 from __future__ import annotations
 
+import array
 import hashlib
 import json
 import os
+import socket
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -36,6 +42,8 @@ from supervisor.runs.job import Job
 
 MAX_PACKET: Final = 1 << 20
 RUN_FDS: Final = 5  # records_w, stdout_w, stderr_w, cancel_r, status_w
+SPARE_RUN_FDS: Final = 4  # a spare's job: the same but status_w (the server holds it)
+PREPARED_FDS: Final = 3  # the spare's pidfd, the status pipe's read end, its socket
 
 
 class ProtocolError(ValueError):
@@ -67,7 +75,13 @@ class SignalRequest:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PrepareRequest:
-    cgroup: str
+    cgroup: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClaimRequest:
+    pid: int
+    run_id: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -89,6 +103,21 @@ class SpawnFailed:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Prepared:
+    cgroup: str | None
+    pid: int
+    create_time: float
+    # Forked into ``cgroup`` by ``clone3`` (else it joins it itself, or has none).
+    placed: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PrepareFailed:
+    cgroup: str | None
+    error: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Ready:
     pid: int
     package: str  # the directory of the ``supervisor`` package the server imported
@@ -103,8 +132,8 @@ class LoadFailed:
     error: str
 
 
-Request = SpawnRequest | SignalRequest | PrepareRequest | ExitRequest
-Reply = Spawned | SpawnFailed
+Request = SpawnRequest | SignalRequest | PrepareRequest | ClaimRequest | ExitRequest
+Reply = Spawned | SpawnFailed | Prepared | PrepareFailed
 Announcement = Ready | LoadFailed
 Message = Request | Reply | Announcement
 
@@ -119,6 +148,18 @@ def encode(message: Message) -> bytes:
             obj = {"op": "signal", "pid": pid, "signal": signum}
         case PrepareRequest(cgroup=cgroup):
             obj = {"op": "prepare", "cgroup": cgroup}
+        case ClaimRequest(pid=pid, run_id=run_id):
+            obj = {"op": "claim", "pid": pid, "run_id": run_id}
+        case Prepared(cgroup=cgroup, pid=pid, create_time=create_time, placed=placed):
+            obj = {
+                "op": "prepared",
+                "cgroup": cgroup,
+                "pid": pid,
+                "create_time": create_time,
+                "placed": placed,
+            }
+        case PrepareFailed(cgroup=cgroup, error=error):
+            obj = {"op": "prepare_failed", "cgroup": cgroup, "error": error}
         case ExitRequest():
             obj = {"op": "exit"}
         case Spawned(req=req, pid=pid, create_time=create_time):
@@ -165,7 +206,18 @@ def _decode(obj: dict[str, Any]) -> Message:
     if op == "signal":
         return SignalRequest(pid=_int(obj["pid"]), signal=_int(obj["signal"]))
     if op == "prepare":
-        return PrepareRequest(cgroup=_text(obj["cgroup"]))
+        return PrepareRequest(cgroup=_optional_text(obj["cgroup"]))
+    if op == "claim":
+        return ClaimRequest(pid=_int(obj["pid"]), run_id=_text(obj["run_id"]))
+    if op == "prepared":
+        return Prepared(
+            cgroup=_optional_text(obj["cgroup"]),
+            pid=_int(obj["pid"]),
+            create_time=float(obj["create_time"]),
+            placed=bool(obj["placed"]),
+        )
+    if op == "prepare_failed":
+        return PrepareFailed(cgroup=_optional_text(obj["cgroup"]), error=str(obj["error"]))
     if op == "exit":
         return ExitRequest()
     if op == "spawned":
@@ -202,10 +254,27 @@ def _text(value: object) -> str:
     return value
 
 
+def _optional_text(value: object) -> str | None:
+    return None if value is None else _text(value)
+
+
 def _int(value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"expected an integer, got {value!r}")
     return value
+
+
+def receive(sock: socket.socket, max_fds: int, *, wait: bool = True) -> tuple[bytes, list[int]]:
+    """One packet and the fds that came with it, close-on-exec (b"" at end-of-file).
+    Without ``wait``, raises ``BlockingIOError`` if none is there (``socket.recv_fds``
+    drops its flags); ``OSError`` as the socket fails."""
+    fds = array.array("i")
+    flags = socket.MSG_CMSG_CLOEXEC | (0 if wait else socket.MSG_DONTWAIT)
+    data, ancillary, _, _ = sock.recvmsg(MAX_PACKET, socket.CMSG_LEN(max_fds * fds.itemsize), flags)
+    for level, kind, payload in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
+    return data, list(fds)
 
 
 def module_file(path: str) -> ModuleFile:

@@ -5,20 +5,32 @@ are forked from this dedicated process instead, started as a fresh interpreter. 
 talks to the manager over a ``SOCK_SEQPACKET`` Unix socket pair with the typed messages
 of ``forkmessages``; the fds of a run travel with its spawn request as SCM_RIGHTS.
 
+Spares: most runs are not forked when they are asked for. Asked to ``prepare``, the
+server forks a spare (into the cgroup the manager made for it) and hands the manager
+the spare's pidfd, the read end of its status pipe and a socket to it (``Prepared``);
+to start a run the manager claims the spare here (``ClaimRequest``: its run id) and
+sends the job straight to the spare, which becomes the run: no round trip through the
+server on a run's start. Where no spare is there, ``SpawnRequest`` forks the run and
+answers ``Spawned`` (its pidfd); that run waits at a gate until the answer is sent.
+Forks (spares and spawns) are made one at a time in the order asked, with the ends of
+runs reaped in between: a run's status never waits behind a batch of forks.
+
 Runs do not depend on the server once they have started. The manager holds a pidfd of
-each run's main process (sent with the ``Spawned`` answer) and its pipes; runs have no
-parent-death signal towards the server. While the server lives it reaps its runs: when a
-run's main process exits, the server reads its status without reaping it (``WNOWAIT``),
-kills the run's process group (the zombie keeps the group id from being recycled),
-sweeps descendants that carry the run's marker, writes the status to the run's status
-pipe, and only then reaps it. If the server dies (even by SIGKILL), its runs go on:
+each run's main process and its pipes; runs have no parent-death signal towards the
+server. While the server lives it reaps its runs: when a run's main process exits, the
+server reads its status without reaping it (``WNOWAIT``), kills the run's process group
+(the zombie keeps the group id from being recycled), kills what is left in its cgroup if
+the run was forked into one (nothing it starts can leave it), else sweeps descendants
+that carry the run's marker, writes the status to the run's status pipe, and only then
+reaps it. If the server dies (even by SIGKILL), its runs go on:
 they reparent to the manager, a subreaper, which reaps them itself; a status already
 written is never lost, and a status not yet written belongs to a zombie not yet reaped.
 
 Signals: a run's ``os.getppid()`` is this server, so a runner can signal it. Every signal
-that would end it and can be caught is ignored (SIGHUP, SIGINT, SIGUSR1, ...), and
-SIGTERM only wakes it to check whether the manager is gone. Runs get default signal
-dispositions back (``procs.reset_signal_dispositions``).
+that would end it and can be caught is blocked (SIGHUP, SIGINT, SIGUSR1, ...: a blocked
+signal is never delivered, and a child starts with none pending), and SIGTERM only wakes
+it to check whether the manager is gone. Runs get default signal dispositions back
+(``procs.reset_signal_dispositions``; the server works out once which ones differ).
 
 Lifetime: PR_SET_PDEATHSIG (SIGTERM) plus end-of-file on the socket: when the manager
 dies or says ``exit``, the server kills all its runs and their descendants, then exits.
@@ -33,13 +45,14 @@ Runs and spares are forked straight into their cgroups with ``clone3(CLONE_INTO_
 says the kernel allows it: that avoids a move into the cgroup, which waits for an RCU
 grace period. Elsewhere the child joins its cgroup after ``fork``.
 
-May import ``child``, ``clone``, ``procs``, ``job``, ``forkmessages``, ``registry``, and (at start)
-``app``, ``context``, ``wire``, ``records`` and ``cgroups``.
+May import ``child``, ``clone``, ``procs``, ``cgroups``, ``job``, ``forkmessages``, ``registry``,
+and (at start) ``app``, ``context``, ``wire`` and ``records``.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import fcntl
 import functools
@@ -54,6 +67,7 @@ import sysconfig
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Final
 
@@ -61,7 +75,7 @@ if TYPE_CHECKING:
     from typing_extensions import Buffer
 
 from supervisor.core.registry import Registry
-from supervisor.runs import clone, procs
+from supervisor.runs import cgroups, clone, procs
 from supervisor.runs.child import (
     CANCEL_FD,
     EXIT_SETUP_FAILED,
@@ -71,12 +85,15 @@ from supervisor.runs.child import (
     setup_stdio,
 )
 from supervisor.runs.forkmessages import (
-    MAX_PACKET,
     RUN_FDS,
+    SPARE_RUN_FDS,
+    ClaimRequest,
     ExitRequest,
     LoadFailed,
     Message,
     ModuleFile,
+    Prepared,
+    PrepareFailed,
     PrepareRequest,
     ProtocolError,
     Ready,
@@ -87,13 +104,17 @@ from supervisor.runs.forkmessages import (
     decode,
     encode,
     module_file,
+    receive,
 )
 from supervisor.runs.job import Job
 
 _BLOCKED: Final = {signal.SIGCHLD, signal.SIGTERM}
 SHUTDOWN_SECONDS: Final = 5.0
-# Signals that would end the server (their default action) and can be caught: ignored,
-# so a runner signalling its parent harms nobody. (SIGTERM is handled, SIGCHLD wakes.)
+# How long the end of a run waits for its leftover processes to die before its status.
+SWEEP_SECONDS: Final = 2.0
+# Signals that would end the server (their default action) and can be caught: blocked,
+# so a runner signalling its parent harms nobody (blocked rather than ignored: a child
+# needs only its mask cleared). (SIGTERM is handled, SIGCHLD wakes.)
 _GUARDED: Final = tuple(
     getattr(signal, name)
     for name in (
@@ -121,16 +142,13 @@ _GUARDED: Final = tuple(
 
 @dataclass(slots=True)
 class _Run:
-    run_id: str
+    """A child of the server: a run, or a spare (``run_id`` None until it is claimed)."""
+
+    run_id: str | None
     status_fd: int
-
-
-@dataclass(slots=True)
-class _Spare:
-    """A forked process already in a run's cgroup, waiting for its job on ``sock``."""
-
-    pid: int
-    sock: socket.socket
+    # The cgroup it was forked into (``clone3``): what it starts cannot leave it, so
+    # killing the cgroup, not a walk of ``/proc``, finds them. None if not known to be.
+    cgroup: str | None = None
 
 
 class Server:
@@ -139,14 +157,18 @@ class Server:
     def __init__(self, sock: socket.socket, parent: int) -> None:
         self.sock = sock
         self.parent = parent
-        self.runs: dict[int, _Run] = {}
-        self.spares: dict[str, _Spare] = {}  # by cgroup path
+        self.runs: dict[int, _Run] = {}  # runs and spares, by pid
+        # What is to be forked, in the order asked (and the fds of each spawn request).
+        self.forks: collections.deque[SpawnRequest | PrepareRequest] = collections.deque()
+        self._fork_fds: dict[int, list[int]] = {}
         # "" if runs are forked into their cgroups (``clone``), else why not.
         self.placement = "clone3 not tried"
         self.registry: Registry | None = None
         self.stopping = False
         self.pid = os.getpid()
         self.marker = procs.marker_slot()
+        # What a child sets to get a fresh program's signal dispositions (once loaded).
+        self.signal_resets: list[procs.SignalReset] | None = None
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
         os.set_blocking(self._wake_r, False)
@@ -159,9 +181,7 @@ class Server:
             if os.getppid() != self.parent:
                 self.stopping = True
 
-        for signum in _GUARDED:
-            with contextlib.suppress(OSError, ValueError):
-                signal.signal(signum, signal.SIG_IGN)
+        procs.set_signal_mask(signal.SIG_BLOCK, _GUARDED)
         signal.signal(signal.SIGTERM, on_term)
         signal.signal(signal.SIGCHLD, lambda signum, frame: None)
         signal.set_wakeup_fd(self._wake_w)
@@ -212,45 +232,67 @@ class Server:
         poller.register(self.sock, select.POLLIN)
         poller.register(self._wake_r, select.POLLIN)
         while not self.stopping:
-            for fd, _ in poller.poll():
+            for fd, _ in poller.poll(0 if self.forks else None):
                 if fd == self._wake_r:
                     with contextlib.suppress(BlockingIOError):
                         while os.read(self._wake_r, 512):
                             pass
-                elif not self.stopping:
-                    self.handle_message()
+            # Every message first, also when only a child's end woke us: a spare's claim
+            # is queued before the spare could get its job, so a run is never reaped as
+            # a spare (its marker not swept).
+            while not self.stopping and self.handle_message():
+                pass
             self.reap()
+            # One fork at a time (in the order asked), reaping in between: a run's status
+            # never waits behind a batch of forks.
+            if self.forks and not self.stopping:
+                work = self.forks.popleft()
+                if isinstance(work, SpawnRequest):
+                    self.spawn(work, self._fork_fds.pop(work.req, []))
+                else:
+                    self.prepare(work.cgroup)
             if os.getppid() != self.parent:
                 self.stopping = True
         self.shutdown()
 
-    def handle_message(self) -> None:
+    def handle_message(self) -> bool:
+        """Handle one waiting message; False if none was waiting."""
         try:
-            data, fds, _, _ = socket.recv_fds(self.sock, MAX_PACKET, RUN_FDS + 1)
+            data, fds = receive(self.sock, RUN_FDS + 1, wait=False)
+        except BlockingIOError:
+            return False
         except (ConnectionError, OSError):
             data, fds = b"", []
         if not data:
             self.stopping = True
             _close_all(fds)
-            return
+            return False
         try:
             message = decode(data)
         except ProtocolError:
             message = None  # a garbled request: ignored (a spawn's caller times out)
         if isinstance(message, SpawnRequest):
-            self.spawn(message, fds)
-            return
+            self._fork_fds[message.req] = fds
+            self.forks.append(message)
+            return True
         _close_all(fds)
         if isinstance(message, PrepareRequest):
-            self.prepare(message.cgroup)
+            self.forks.append(message)
+        elif isinstance(message, ClaimRequest):
+            run = self.runs.get(message.pid)
+            if run is not None and run.run_id is None:
+                run.run_id = message.run_id
         elif isinstance(message, SignalRequest):
-            if message.pid in self.runs:
+            run = self.runs.get(message.pid)
+            if run is not None and run.run_id is not None:
                 with contextlib.suppress(OSError, ValueError):
                     os.killpg(message.pid, message.signal)
         elif isinstance(message, ExitRequest):
             self.stopping = True
+        return True
 
     def spawn(self, request: SpawnRequest, fds: list[int]) -> None:
+        """Fork a run for a job no spare was there for (or naming its own cgroup)."""
         number = request.req
         if len(fds) != RUN_FDS:
             _close_all(fds)
@@ -266,22 +308,21 @@ class Server:
             _close_all(fds)
             self.send(SpawnFailed(req=number, error=f"cannot create a pipe: {error}"))
             return
-        pid = self._hand_to_spare(request, [*fds[:4], gate_r])
-        if pid is None:
-            signal.pthread_sigmask(signal.SIG_BLOCK, _BLOCKED)
-            try:
-                pid, job = self._fork(job)
-            except OSError as error:
-                signal.pthread_sigmask(signal.SIG_UNBLOCK, _BLOCKED)
-                _close_all([*fds, gate_r, gate_w])
-                self.send(SpawnFailed(req=number, error=f"fork failed: {error}"))
-                return
-            if pid == 0:
-                os.close(gate_w)
-                self.become_run(job, [*fds[:4], gate_r])  # never returns
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, _BLOCKED)
+        cgroup = job.cgroup
+        procs.set_signal_mask(signal.SIG_BLOCK, _BLOCKED)
+        try:
+            pid, placed = self._fork_into(cgroup)
+        except OSError as error:
+            procs.set_signal_mask(signal.SIG_UNBLOCK, _BLOCKED)
+            _close_all([*fds, gate_r, gate_w])
+            self.send(SpawnFailed(req=number, error=f"fork failed: {error}"))
+            return
+        if pid == 0:
+            os.close(gate_w)
+            self.become_run(replace(job, cgroup=None) if placed else job, [*fds[:4], gate_r])
+        procs.set_signal_mask(signal.SIG_UNBLOCK, _BLOCKED)
         _close_all([*fds[:4], gate_r])
-        self.runs[pid] = _Run(job.run_id, status_fd)
+        self.runs[pid] = _Run(job.run_id, status_fd, cgroup if placed else None)
         try:
             started = procs.create_time(pid)
         except Exception:
@@ -300,12 +341,6 @@ class Server:
             with contextlib.suppress(OSError):
                 os.write(gate_w, b"g")
             os.close(gate_w)
-
-    def _fork(self, job: Job) -> tuple[int, Job]:
-        """Fork the run's process (see ``_fork_into``): (pid, the job the child runs:
-        naming no cgroup if it was forked into it). Raises ``OSError``."""
-        pid, placed = self._fork_into(job.cgroup)
-        return pid, replace(job, cgroup=None) if placed else job
 
     def _fork_into(self, cgroup: str | None) -> tuple[int, bool]:
         """Fork: straight into ``cgroup`` where ``clone3`` can, else with ``os.fork`` (the
@@ -331,54 +366,61 @@ class Server:
         if cgroup is not None:
             self.placement = clone.probe(cgroup) or ""
 
-    def _hand_to_spare(self, request: SpawnRequest, fds: list[int]) -> int | None:
-        """Give the job to the spare waiting in its cgroup; its pid, or None if none."""
-        cgroup = request.job.cgroup
-        spare = None if cgroup is None else self.spares.pop(cgroup, None)
-        if spare is None:
-            return None
+    def prepare(self, cgroup: str | None) -> None:
+        """Fork a spare (into ``cgroup`` if given) that waits for its job from the manager,
+        and hand the manager its pidfd, its status pipe and a socket to it."""
+        made: list[int] = []
         try:
-            socket.send_fds(spare.sock, [encode(request)], fds)
-        except OSError:
-            return None  # it died: fork as usual (the child joins the cgroup itself)
-        finally:
-            spare.sock.close()
-        return spare.pid
-
-    def prepare(self, cgroup: str) -> None:
-        """Fork a spare that joins ``cgroup`` now and waits for the job that names it."""
-        if cgroup in self.spares:
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            made += [ours.detach(), theirs.detach()]
+            made += os.pipe()
+        except OSError as error:
+            _close_all(made)
+            self.send(PrepareFailed(cgroup=cgroup, error=f"cannot make its pipes: {error}"))
             return
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        signal.pthread_sigmask(signal.SIG_BLOCK, _BLOCKED)
+        ours_fd, theirs_fd, status_r, status_w = made
+        procs.set_signal_mask(signal.SIG_BLOCK, _BLOCKED)
         try:
             pid, placed = self._fork_into(cgroup)
-        except OSError:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, _BLOCKED)
-            ours.close()
-            theirs.close()
-            return  # no spare: the run will be forked when it is asked for
+        except OSError as error:
+            procs.set_signal_mask(signal.SIG_UNBLOCK, _BLOCKED)
+            _close_all(made)
+            self.send(PrepareFailed(cgroup=cgroup, error=f"fork failed: {error}"))
+            return
         if pid == 0:
-            self.become_spare(cgroup, theirs, placed=placed)  # never returns
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, _BLOCKED)
-        theirs.close()
-        self.spares[cgroup] = _Spare(pid, ours)
+            self.become_spare(cgroup, theirs_fd, placed=placed)  # never returns
+        procs.set_signal_mask(signal.SIG_UNBLOCK, _BLOCKED)
+        os.close(theirs_fd)
+        # Reaped only by the loop, after this answer: the pid is the spare's.
+        self.runs[pid] = _Run(None, status_w, cgroup if placed else None)
+        handed = [ours_fd, status_r]
+        try:
+            started = procs.create_time(pid)
+            handed.append(os.pidfd_open(pid))
+            self.send(
+                Prepared(cgroup=cgroup, pid=pid, create_time=started, placed=placed),
+                [handed[2], status_r, ours_fd],
+            )
+        except Exception as error:  # the spare ends at end-of-file; reaped by the loop
+            with contextlib.suppress(OSError):
+                self.send(PrepareFailed(cgroup=cgroup, error=f"cannot hand it over: {error}"))
+        finally:
+            _close_all(handed)
 
-    def become_spare(self, cgroup: str, sock: socket.socket, *, placed: bool) -> None:
+    def become_spare(self, cgroup: str | None, sock_fd: int, *, placed: bool) -> None:
         """In a forked spare: join ``cgroup`` (unless ``placed`` in it by ``clone3``),
-        wait for the job, become its run."""
+        wait for the job from the manager on ``sock_fd``, become its run."""
         try:
             os.setsid()
             signal.set_wakeup_fd(-1)
-            keep = sock.fileno()
             self.sock.detach()
             # Nothing of the server's stays open here (its socket, the runs' status
             # pipes, other spares): their ends must close when the server does.
-            os.closerange(3, keep)
-            os.closerange(keep + 1, _max_fd())
-            procs.reset_signal_dispositions()
+            os.closerange(3, sock_fd)
+            os.closerange(sock_fd + 1, _max_fd())
+            procs.reset_signal_dispositions(self.signal_resets)
             joined = placed
-            if not placed:
+            if not placed and cgroup is not None:
                 try:
                     from supervisor.runs import cgroups
 
@@ -386,17 +428,19 @@ class Server:
                     joined = True
                 except OSError:
                     pass  # ``run_child`` tries again, and says so if it fails
-            data, fds, _, _ = socket.recv_fds(sock, MAX_PACKET, RUN_FDS)
+            sock = socket.socket(fileno=sock_fd)
+            data, fds = receive(sock, SPARE_RUN_FDS)
             if not data:
-                os._exit(0)  # the server closed or died: nothing to run
+                os._exit(0)  # the manager dropped this spare: nothing to run
             request = decode(data)
-            assert isinstance(request, SpawnRequest) and len(fds) == 5  # 4 + the gate
+            assert isinstance(request, SpawnRequest) and len(fds) == SPARE_RUN_FDS
             sock.close()
             job = request.job
             if joined and job.cgroup == cgroup:
                 job = replace(job, cgroup=None)  # in it already: another move costs time
         except BaseException:
             os._exit(EXIT_SETUP_FAILED)
+        # No gate: the manager had this process's pidfd before it sent the job.
         self._enter_run(job, fds)
 
     def become_run(self, job: Job, fds: list[int]) -> None:
@@ -404,23 +448,23 @@ class Server:
         try:
             os.setsid()  # (``run_child`` joins the job's cgroup first of all)
             signal.set_wakeup_fd(-1)
-            procs.reset_signal_dispositions()
+            procs.reset_signal_dispositions(self.signal_resets)
             self.sock.detach()
-        except BaseException:
-            os._exit(EXIT_SETUP_FAILED)
-        self._enter_run(job, fds)
-
-    def _enter_run(self, job: Job, fds: list[int]) -> None:
-        """Wait at the gate (``fds[4]``), put the run's fds in place, mark the process,
-        run the job. Never returns."""
-        try:
-            if not os.read(fds[4], 1):
+            if not os.read(fds[4], 1):  # the gate
                 os._exit(EXIT_SETUP_FAILED)  # the server died before it answered
             os.close(fds[4])
+        except BaseException:
+            os._exit(EXIT_SETUP_FAILED)
+        self._enter_run(job, fds[:4])
+
+    def _enter_run(self, job: Job, fds: list[int]) -> None:
+        """Put the run's fds (``fds``: records, stdout, stderr, cancel) in place, mark the
+        process, run the job. Never returns."""
+        try:
             # Copy the run's fds out of the way, then into place: 0-4 and nothing else.
             # (fd 0 is /dev/null already; sys.stdout/stderr and faulthandler were set up
             # on fds 1 and 2 by the server, so they now write to the run's pipes.)
-            high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10) for fd in fds[:4]]
+            high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10) for fd in fds]
             os.dup2(high[1], 1)
             os.dup2(high[2], 2)
             os.dup2(high[0], RECORDS_FD, inheritable=False)
@@ -450,27 +494,23 @@ class Server:
                 return
             pid = info.si_pid
             run = self.runs.pop(pid, None)
-            if run is None:
-                self._forget_spare(pid)
-            else:
+            if run is not None:
                 # The main process is a zombie: its group id cannot be recycled yet.
                 with contextlib.suppress(OSError):
                     os.killpg(pid, signal.SIGKILL)
-                # Not below the other runs' main processes nor the spares: orphans of
-                # this run were handed to this server (the subreaper), not to them.
-                others = {*self.runs, *(spare.pid for spare in self.spares.values())}
-                procs.sweep(run.run_id, roots=[self.pid], wait=2.0, skip=others)
+                if run.cgroup is not None:
+                    _kill_cgroup(run.cgroup)
+                elif run.run_id is not None:
+                    # Not below the other runs' main processes nor the spares: orphans
+                    # of this run were handed to this server (the subreaper), not them.
+                    procs.sweep(
+                        run.run_id, roots=[self.pid], wait=SWEEP_SECONDS, skip=set(self.runs)
+                    )
                 # Written before the zombie is reaped: if this server dies now, the
                 # manager has the status, or reaps the zombie itself.
                 _report(run, procs.status_of(info))
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, 0)
-
-    def _forget_spare(self, pid: int) -> None:
-        for cgroup, spare in list(self.spares.items()):
-            if spare.pid == pid:
-                del self.spares[cgroup]
-                spare.sock.close()
 
     def shutdown(self) -> None:
         """Kill every run and every descendant, reap them, report, and return."""
@@ -551,6 +591,14 @@ def _compile_app_from_source(libraries: tuple[str, ...]) -> None:
     sys.path_importer_cache.clear()
 
 
+def _kill_cgroup(path: str) -> None:
+    """Kill what is left in a run's cgroup (one read when nothing is), as ``procs.sweep``
+    would have: before its status is reported."""
+    cgroup = cgroups.RunCgroup(Path(path), 2)  # (forked into it: cgroup v2)
+    if cgroup.pids():
+        cgroup.kill(timeout=SWEEP_SECONDS)
+
+
 def _report(run: _Run, status: int | None) -> None:
     with contextlib.suppress(OSError):
         if status is not None:
@@ -620,6 +668,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     server.probe(args.probe_cgroup)
     server.load(args.app)
     _warm_up()
+    server.signal_resets = procs.signal_resets()
     gc.collect()
     gc.freeze()
     server.serve()

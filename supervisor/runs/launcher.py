@@ -21,6 +21,7 @@ May import the modules of ``runs`` and ``errors``; this module only names them.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Protocol
 
 from supervisor.runs.capture import Sink
@@ -29,7 +30,7 @@ from supervisor.runs.forklauncher import ForkServerLauncher
 from supervisor.runs.freshlauncher import FreshInterpreterLauncher
 from supervisor.runs.job import Job
 from supervisor.runs.procs import MARKER_ENV, become_subreaper, kill_leftovers, reap_orphans
-from supervisor.runs.supervision import RunProcess
+from supervisor.runs.supervision import RunProcess, StillRunning
 
 __all__ = [
     "MARKER_ENV",
@@ -42,6 +43,7 @@ __all__ = [
     "RunHandle",
     "RunProcess",
     "Sink",
+    "StillRunning",
     "become_subreaper",
     "kill_leftovers",
     "reap_orphans",
@@ -84,10 +86,15 @@ class RunHandle(Protocol):
         timeout: float | None,
         cancel: threading.Event,
         grace: float = 5.0,
+        still_running: StillRunning | None = None,
+        ended: Callable[[Exit], None] | None = None,
     ) -> Exit:
         """Watch the run to its end and say how it ended; call once. Never raises for
         the run's own failures (they are an ``Exit``); raises what ``sink`` raised
-        (after killing the run), and ``RuntimeError`` on a second call."""
+        (after killing the run), and ``RuntimeError`` on a second call.
+        ``still_running`` (seconds, callback): call it once if the run lasts that long.
+        ``ended``: called with the ``Exit`` before the run's resources are given back
+        (a handle may also not call it: then the caller goes on after the return)."""
         ...
 
 

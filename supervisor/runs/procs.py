@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import functools
+import importlib
 import os
 import select
 import signal
@@ -76,10 +77,13 @@ def create_time(pid: int) -> float:
     """The start time of ``pid`` in epoch seconds, computed as psutil does (boot time plus
     the start time in clock ticks); raises ``ProcessLookupError`` if there is no such pid."""
     try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            stat = handle.read()
+        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
         raise ProcessLookupError(pid) from None
+    try:
+        stat = os.read(fd, 4096)  # (one read: the file is generated whole)
+    finally:
+        os.close(fd)
     ticks = int(stat[stat.rindex(b")") + 2 :].split()[19])  # field 22: starttime
     return ticks / _clock_ticks() + _boot_time()
 
@@ -410,14 +414,41 @@ _PYTHON_IGNORES = frozenset(
 )
 
 
-def reset_signal_dispositions() -> None:
+SignalReset = tuple[int, Callable[[int, FrameType | None], Any] | signal.Handlers]
+
+
+def reset_signal_dispositions(plan: Sequence[SignalReset] | None = None) -> None:
     """Give this process the signal handling of a freshly started Python program.
 
     Every signal goes back to its default action (also one that was ignored when the
     manager was started, e.g. SIGHUP under ``nohup``), except SIGINT (KeyboardInterrupt)
     and SIGPIPE/SIGXFSZ (ignored, as Python does; ``exec_command`` resets those for
-    programs). The signal mask is cleared.
+    programs). The signal mask is cleared. ``plan``: what ``signal_resets`` found in
+    this process or a forked ancestor whose dispositions have not changed since (a
+    forked child then sets only those).
     """
+    for signum, wanted in signal_resets() if plan is None else plan:
+        with contextlib.suppress(OSError, ValueError, RuntimeError):
+            signal.signal(signum, wanted)
+    set_signal_mask(signal.SIG_SETMASK, ())
+
+
+# ``signal.pthread_sigmask`` turns the previous mask into enum members, one by one: the
+# fork server, which blocks some fifty signals, changes its mask twice per fork.
+_sigmask: Callable[[int, Iterable[int]], object] = getattr(
+    importlib.import_module("_signal"), "pthread_sigmask", signal.pthread_sigmask
+)
+
+
+def set_signal_mask(how: int, signals: Iterable[int]) -> None:
+    """``pthread_sigmask`` (raises ``OSError``) without building the previous mask."""
+    _sigmask(how, signals)
+
+
+def signal_resets() -> list[SignalReset]:
+    """The signals whose disposition differs from a fresh Python program's, each with
+    the one it should have (see ``reset_signal_dispositions``)."""
+    plan: list[SignalReset] = []
     for signum in signal.valid_signals():
         if signum in (signal.SIGKILL, signal.SIGSTOP):
             continue
@@ -430,7 +461,7 @@ def reset_signal_dispositions() -> None:
             wanted = signal.SIG_DFL
         try:
             if signal.getsignal(signum) is not wanted:
-                signal.signal(signum, wanted)
+                plan.append((signum, wanted))
         except (OSError, ValueError, RuntimeError):
             continue
-    signal.pthread_sigmask(signal.SIG_SETMASK, set())
+    return plan

@@ -42,6 +42,9 @@ DRAIN_SECONDS: Final = 2.0
 # How long killing a run's cgroup may take at the end of a run.
 CGROUP_KILL_SECONDS: Final = 5.0
 
+# ``supervise``'s ``still_running``: after how many seconds, and what to call then.
+StillRunning = tuple[float, Callable[[], None]]
+
 
 @dataclass(slots=True)
 class RunPipes:
@@ -134,6 +137,8 @@ class RunProcess:
         timeout: float | None,
         cancel: threading.Event,
         grace: float = 5.0,
+        still_running: StillRunning | None = None,
+        ended: Callable[[Exit], None] | None = None,
     ) -> Exit:
         """Watch the run to its end; return how it ended. Call once, from one thread.
 
@@ -143,26 +148,46 @@ class RunProcess:
         ``cancel`` end the run: cancel message, ``CANCEL_HEAD_START`` (at most ``grace``),
         SIGTERM to the process group, ``grace``, SIGKILL. If ``sink`` raises, the run is
         killed and the error propagates; ``RuntimeError`` on a second call.
+        ``still_running`` (seconds, callback): the callback is called once, from this
+        thread, if the main process still runs that long after supervision began (what
+        only a longer run needs, such as a row that only crash recovery reads).
+        ``ended`` is called with the outcome once nothing of the run is left and before
+        what it held is given back (its fds, its cgroup, the launcher's bookkeeping), so
+        the caller can store the end first; what it raises propagates after that.
         """
         if self._supervised:
             raise RuntimeError("supervise() may be called once per run")
         self._supervised = True
         try:
-            end = self._supervise(sink, timeout, cancel, max(0.0, grace))
+            end = self._supervise(sink, timeout, cancel, max(0.0, grace), still_running)
             if self._contain_after_end():
                 end = replace(end, oom_killed=True)
-            return classify_exit(end)
+            exit_ = classify_exit(end)
         except BaseException:
             self._kill_now()
+            self._give_back()
             raise
+        try:
+            if ended is not None:
+                ended(exit_)
         finally:
-            close_quietly(self._pipes.our_ends())
-            self._close_exit_fds()
-            self._remove_cgroup()
-            self._release()
+            self._give_back()
+        return exit_
+
+    def _give_back(self) -> None:
+        """Close our ends of the pipes and the exit fds, remove the cgroup, release."""
+        close_quietly(self._pipes.our_ends())
+        self._close_exit_fds()
+        self._remove_cgroup()
+        self._release()
 
     def _supervise(
-        self, sink: Sink, timeout: float | None, cancel: threading.Event, grace: float
+        self,
+        sink: Sink,
+        timeout: float | None,
+        cancel: threading.Event,
+        grace: float,
+        still_running: StillRunning | None,
     ) -> RunEnd:
         pipes = self._pipes
         capture = Capture(
@@ -179,6 +204,9 @@ class RunProcess:
             poller.register(fd, select.POLLIN)
         ended = False
         drain_until = math.inf
+        remind_at = math.inf
+        if still_running is not None:
+            remind_at = time.monotonic() + still_running[0]
         while True:
             now = time.monotonic()
             if not ended:
@@ -186,6 +214,9 @@ class RunProcess:
                 action = escalation.step(cancel=requested, execd=capture.records.exec is not None)
                 if action is not None:
                     self._act(action, escalation.reason or "stop")
+                if now >= remind_at and still_running is not None:
+                    remind_at = math.inf
+                    still_running[1]()
             elif not capture.open_fds or now >= drain_until:
                 break
             if capture.pending:
@@ -193,7 +224,7 @@ class RunProcess:
             else:
                 wait = drain_until - now
                 if not ended:
-                    wait = min(wait, escalation.wait())
+                    wait = min(wait, escalation.wait(), remind_at - now)
                     if escalation.reason is None:
                         wait = min(wait, CANCEL_POLL_SECONDS)
                 wait_ms = -1 if wait == math.inf else max(0, math.ceil(wait * 1000))
