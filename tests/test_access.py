@@ -77,6 +77,8 @@ ALLOWED: dict[str, frozenset[str]] = {
     "users.change_own_password": frozenset(EVERYONE),
     "users.authenticate": frozenset(EVERYONE),
     "users.refused_unchecked": frozenset(EVERYONE),
+    "users.proxy_login": frozenset(EVERYONE),
+    "users.proxy_login_refused": frozenset(EVERYONE),
     "users.must_change_password": frozenset(EVERYONE),
 }
 
@@ -113,6 +115,8 @@ PERMISSION: dict[str, Permission | None] = {
     "users.change_own_password": None,
     "users.authenticate": None,
     "users.refused_unchecked": None,
+    "users.proxy_login": None,
+    "users.proxy_login_refused": None,
     "users.must_change_password": None,
 }
 
@@ -223,6 +227,12 @@ CALLS: dict[str, Callable[[World, Subject], Any]] = {
         "leaving", address="t", reason="throttled"
     ),
     "users.must_change_password": lambda w, s: w.accounts.must_change_password("leaving"),
+    "users.proxy_login": lambda w, s: w.accounts.proxy_login(
+        "leaving", address="t", header="X-Remote-User"
+    ),
+    "users.proxy_login_refused": lambda w, s: w.accounts.proxy_login_refused(
+        "nobody", address="t", header="X-Remote-User", reason="unknown user"
+    ),
 }
 
 
