@@ -606,6 +606,28 @@ def test_worker_threads_are_kept_for_the_next_request_and_end_when_idle() -> Non
     wait_for(lambda: workers() == before, timeout=5, what="the workers to end at close")
 
 
+def test_close_ends_idle_workers_at_once_not_after_their_idle_time() -> None:
+    def app(environ: Any, start_response: Any) -> list[bytes]:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok"]
+
+    def workers() -> int:
+        return sum(t.name == "admin-request" for t in threading.enumerate())
+
+    before = workers()
+    # Idle workers would wait an hour for the next request: close must not wait for that.
+    server = HttpServer(
+        app, host="127.0.0.1", port=0, limits=ServerLimits(idle_worker_seconds=3600)
+    ).start()
+    try:
+        for _ in range(5):
+            assert raw_to(server.server_address[:2], b"GET / HTTP/1.0\r\n\r\n").endswith(b"ok")
+        assert workers() > before
+    finally:
+        server.close()
+    wait_for(lambda: workers() == before, timeout=5, what="the idle workers to end at close")
+
+
 def raw_to(address: tuple[Any, ...], data: bytes) -> bytes:
     with socket.create_connection(address, timeout=10) as sock:
         sock.sendall(data)

@@ -487,6 +487,8 @@ class HttpServer:
                             self._idle -= 1
                             return
                     continue  # one is queued for a waiting worker: take it
+                if job is None:  # closing: ``close`` put one None for each worker
+                    return
                 while job is not None:  # then the next request on its connection, if it came
                     job = self._answer(job)
                 with self._pool_lock:
