@@ -169,13 +169,13 @@ def compare_with_systemd(expr: str, timezone: str, base: datetime) -> Compared:
     for difference in differences:
         assert difference.manager_first in runs
         assert not any(difference.affects(t) for t in elapses)
-        if difference.kind == "repeated":  # systemd ran the first pass
-            assert any(
-                difference.affected_from - (difference.affected_until - difference.affected_from)
-                <= t
-                < difference.affected_from
-                for t in elapses
-            )
+        if difference.kind == "repeated":  # systemd ran the other pass
+            width = difference.affected_until - difference.affected_from
+            if difference.systemd_runs_in == "first":
+                other = (difference.affected_from - width, difference.affected_from)
+            else:
+                other = (difference.affected_until, difference.affected_until + width)
+            assert any(other[0] <= t < other[1] for t in elapses)
     return Compared(
         elapses=len([t for t in elapses if t <= horizon]),
         dst_differences=len(differences),
@@ -319,6 +319,18 @@ def test_generated_expressions_match_systemd(
     # cronexpr accepts "7/1" in day-of-week as an empty set; to_oncalendar refuses it.
     assume(cron.days_of_week)
     compare_with_systemd(expr, *zone_and_base)
+
+
+@needs_analyze
+def test_a_twice_passed_wall_time_counted_from_standard_time_is_its_second_pass() -> None:
+    # Havana falls back at 01:00 CDT on 2026-11-01, so November's first minute comes
+    # twice; counted from March's standard time systemd takes the second (00:00 CST).
+    compared = compare_with_systemd("* * * 11 *", HAVANA, z("2026-03-08 03:59"))
+    assert compared.dst_differences == 1
+    (difference,) = dst_differences("* * * 11 *", HAVANA, start=z("2026-03-08 03:59"))
+    assert difference.systemd_runs_in == "second"
+    assert difference.manager_first == z("2026-11-01 04:00")  # 00:00 CDT, the first pass
+    assert "systemd only in the second" in difference.describe()
 
 
 # --- dst_differences, named cases ------------------------------------------------------

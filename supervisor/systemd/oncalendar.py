@@ -139,9 +139,11 @@ class DstDifference:
     Within ``[affected_from, affected_until)`` (aware UTC) the two differ; everywhere
     else they agree. ``skipped``: clocks spring forward over a wall time the expression
     names; the manager runs at ``transition`` (right after the jump), systemd skips it.
-    ``repeated``: clocks fall back and a wildcard job runs again in the second pass of
-    the repeated hour under the manager (first such run: ``manager_first``); systemd
-    runs only in the first pass.
+    ``repeated``: clocks fall back and a wildcard job runs in both passes of the repeated
+    hour under the manager; systemd only in the pass ``systemd_runs_in`` names: the first,
+    unless its timer last fired in standard time (nothing matched since summer time
+    began), then the second. The affected interval is the pass systemd leaves out,
+    ``manager_first`` the manager's first run in it.
     """
 
     timezone: str
@@ -151,6 +153,7 @@ class DstDifference:
     affected_from: datetime
     affected_until: datetime
     manager_first: datetime
+    systemd_runs_in: Literal["first", "second"] = "first"
 
     def affects(self, instant: datetime) -> bool:
         return self.affected_from <= instant < self.affected_until
@@ -167,6 +170,12 @@ class DstDifference:
             )
         first = self.affected_from.astimezone(zone).strftime("%H:%M")
         last = self.affected_until.astimezone(zone).strftime("%H:%M")
+        if self.systemd_runs_in == "second":
+            return (
+                f"{day}: clocks fall back and {first}-{last} happens twice; the manager runs "
+                f"in both passes (from {run}), systemd only in the second (its timer last "
+                "fired before summer time began)"
+            )
         return (
             f"{day}: clocks fall back and {first}-{last} happens twice; the manager runs "
             f"in both passes (again from {run}), systemd only in the first"
@@ -182,8 +191,38 @@ def dst_differences(
     zone = ZoneInfo(validate_timezone(timezone))
     start = _aware_utc(start, "start")
     differences = []
+    summer_began = start  # (or earlier): where the last spring-forward put the clocks
     for transition, before, after in _transitions(zone, start, start + timedelta(horizon_days)):
         springs_forward = after > before
+        if not springs_forward:
+            first_pass = transition - (before - after)
+            ran = cron_runs(expr, timezone, summer_began, 1)
+            if not ran or ran[0] >= first_pass:  # the timer counts from standard time
+                chained = cron_runs(expr, timezone, start, 1)
+                if not chained or chained[0] >= first_pass:
+                    standard = not start.astimezone(zone).dst()
+                else:
+                    standard = True  # it last fired before summer time began
+                if standard:
+                    manager = _first_or_none(
+                        cron_runs(expr, timezone, first_pass - _SECOND, 1), transition
+                    )
+                    if manager is not None:
+                        differences.append(
+                            DstDifference(
+                                timezone=timezone,
+                                kind="repeated",
+                                transition=transition,
+                                local_date=transition.astimezone(zone).date(),
+                                affected_from=first_pass,
+                                affected_until=transition,
+                                manager_first=manager,
+                                systemd_runs_in="second",
+                            )
+                        )
+                    continue
+        else:
+            summer_began = transition
         until = transition + (_SECOND if springs_forward else before - after)
         manager = _first_or_none(cron_runs(expr, timezone, transition - _SECOND, 1), until)
         systemd = _first_or_none(
@@ -217,16 +256,20 @@ def _systemd_runs(
     if count <= 0:
         return
     base = after.astimezone(zone)
-    second_pass = base.fold == 1 and _is_repeated(base.replace(tzinfo=None), zone)
+    # A wall time the clocks pass twice is read with the base's tm_isdst (systemd keeps
+    # it from the time it counts from): from standard time the second pass, from summer
+    # time the first. (Counting from inside the second pass is a case of it.)
+    standard = not base.dst()
     produced = 0
     for wall in wall_times_after(cron, base.replace(tzinfo=None)):
         real = _occurrences(wall, zone)
         if not real:
             continue  # inside a spring-forward gap: systemd skips it
-        instant = real[-1] if second_pass and real[0] <= after else real[0]
+        instant = real[-1] if standard and len(real) == 2 else real[0]
         if instant <= after:
             continue
         yield instant
+        standard = not instant.astimezone(zone).dst()  # the next one counts from this one
         produced += 1
         if produced == count:
             return
@@ -236,10 +279,6 @@ def _occurrences(wall: datetime, zone: ZoneInfo) -> list[datetime]:
     """The UTC instants whose wall clock in ``zone`` reads ``wall``: none, one or two."""
     candidates = {wall.replace(tzinfo=zone, fold=fold).astimezone(UTC) for fold in (0, 1)}
     return sorted(c for c in candidates if c.astimezone(zone).replace(tzinfo=None) == wall)
-
-
-def _is_repeated(wall: datetime, zone: ZoneInfo) -> bool:
-    return len(_occurrences(wall, zone)) == 2
 
 
 def _first_or_none(runs: Sequence[datetime], until: datetime) -> datetime | None:
