@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from supervisor.core.passwords import ScryptCost, hash_password, needs_rehash, verify_password
+from supervisor.store.protocols import Changed, UserChange
 from supervisor.store.sqlite import SqliteStore
 from supervisor.usecases.accounts import Accounts
 from supervisor.web.app import COOKIE_NAME, AdminConfig, create_app
@@ -225,7 +226,7 @@ def test_a_removed_user_is_logged_out_and_a_demoted_one_loses_rights() -> None:
     otto, ada = Client(app), Client(app)
     otto.login("otto")
     ada.login("ada")
-    users.remove_user("otto")
+    del users.users["otto"]
     assert otto.get("/").status == 303
     users.users["ada"] = MemoryUser("ada", "viewer", fast_hash(PASSWORD))
     response = ada.post("/schedulers/jobs.repeat/execute", {"csrf": ada.csrf("/")})
@@ -359,7 +360,12 @@ def test_logging_in_against_the_real_store(tmp_path: Path) -> None:
         client = Client(app)
         assert client.login("otto").status == 303
         assert "otto" in client.get("/").body
-        store.remove_user("otto")
+        otto = store.get_user("otto")
+        assert otto is not None
+        assert (
+            store.change_user("otto", UserChange(expected_hash=otto.password_hash, remove=True))
+            is Changed.DONE
+        )
         assert client.get("/").status == 303
     finally:
         store.close()

@@ -25,7 +25,6 @@ from supervisor.core.errors import (
     ActionFailed,
     AlreadyRunning,
     BackendError,
-    DefinitionError,
     UnknownAction,
     UnknownRun,
 )
@@ -362,21 +361,6 @@ class MemoryUsers:
 
     def add_user(self, name: str, *, role: str, password_hash: str) -> None:
         self.users[name] = MemoryUser(name, role, password_hash)
-
-    def remove_user(self, name: str) -> bool:
-        return self.users.pop(name, None) is not None
-
-    def set_password(self, name: str, password_hash: str) -> None:
-        found = self.users.get(name)
-        if found is None:
-            raise DefinitionError("name", f"no user {name!r}")
-        self.users[name] = replace(found, password_hash=password_hash)
-
-    def set_role(self, name: str, role: str) -> None:
-        found = self.users.get(name)
-        if found is None:
-            raise DefinitionError("name", f"no user {name!r}")
-        self.users[name] = replace(found, role=role)
 
     def change_user(self, name: str, change: UserChange, *, keep: KeepOne | None = None) -> Changed:
         with self.lock:

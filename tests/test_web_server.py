@@ -587,8 +587,11 @@ def test_worker_threads_are_kept_for_the_next_request_and_end_when_idle() -> Non
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [threading.current_thread().name.encode()]
 
+    # Only this server's workers: another test's idle ones may end meanwhile.
+    others = set(threading.enumerate())
+
     def workers() -> int:
-        return sum(t.name == "admin-request" for t in threading.enumerate())
+        return sum(t.name == "admin-request" and t not in others for t in threading.enumerate())
 
     before = workers()
     limits = ServerLimits(idle_worker_seconds=0.3)
@@ -611,8 +614,11 @@ def test_close_ends_idle_workers_at_once_not_after_their_idle_time() -> None:
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [b"ok"]
 
+    # Only this server's workers: another test's idle ones may end meanwhile.
+    others = set(threading.enumerate())
+
     def workers() -> int:
-        return sum(t.name == "admin-request" for t in threading.enumerate())
+        return sum(t.name == "admin-request" and t not in others for t in threading.enumerate())
 
     before = workers()
     # Idle workers would wait an hour for the next request: close must not wait for that.

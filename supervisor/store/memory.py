@@ -521,11 +521,6 @@ class MemoryStore:
                 name=name, role=role, password_hash=password_hash, created_at=created
             )
 
-    def remove_user(self, name: str) -> bool:
-        with self._lock:
-            self._open()
-            return self._users.pop(name, None) is not None
-
     def get_user(self, name: str) -> StoredUser | None:
         with self._lock:
             self._open()
@@ -535,23 +530,6 @@ class MemoryStore:
         with self._lock:
             self._open()
             return [self._users[name] for name in sorted(self._users)]
-
-    def set_password(self, name: str, password_hash: str) -> None:
-        with self._lock:
-            self._open()
-            user = self._users.get(name)
-            if user is None:
-                raise DefinitionError("name", f"no user {name!r}")
-            self._users[name] = dataclasses.replace(user, password_hash=password_hash)
-
-    def set_role(self, name: str, role: str) -> None:
-        check_new_user(name, role)
-        with self._lock:
-            self._open()
-            user = self._users.get(name)
-            if user is None:
-                raise DefinitionError("name", f"no user {name!r}")
-            self._users[name] = dataclasses.replace(user, role=role)
 
     def change_user(self, name: str, change: UserChange, *, keep: KeepOne | None = None) -> Changed:
         if change.role is not None:

@@ -343,24 +343,12 @@ class UserDirectory(Protocol):
         name, an unknown role or a name already taken."""
         ...
 
-    def remove_user(self, name: str) -> bool:
-        """Remove a login; whether it existed."""
-        ...
-
     def get_user(self, name: str) -> StoredUser | None:
         """One login, or None."""
         ...
 
     def list_users(self) -> list[StoredUser]:
         """Every login, by name."""
-        ...
-
-    def set_password(self, name: str, password_hash: str) -> None:
-        """Replace a login's password hash; ``DefinitionError`` if there is no such user."""
-        ...
-
-    def set_role(self, name: str, role: str) -> None:
-        """Replace a login's role; ``DefinitionError`` for an unknown role or user."""
         ...
 
     def change_user(self, name: str, change: UserChange, *, keep: KeepOne | None = None) -> Changed:

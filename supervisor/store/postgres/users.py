@@ -41,10 +41,6 @@ class PostgresUsers:
             if cursor.rowcount == 0:
                 raise DefinitionError("name", f"user {name!r} already exists")
 
-    def remove_user(self, name: str) -> bool:
-        with self._db.single() as conn:
-            return conn.execute("DELETE FROM sst_users WHERE name = %s", (name,)).rowcount > 0
-
     def get_user(self, name: str) -> StoredUser | None:
         with self._db.read() as conn:
             row = conn.execute(_SELECT_USERS + " WHERE name = %s", (storable(name),)).fetchone()
@@ -54,24 +50,6 @@ class PostgresUsers:
         with self._db.read() as conn:
             rows = conn.execute(_SELECT_USERS + ' ORDER BY name COLLATE "C"').fetchall()
         return [_user_from_row(row) for row in rows]
-
-    def set_password(self, name: str, password_hash: str) -> None:
-        with self._db.single() as conn:
-            cursor = conn.execute(
-                "UPDATE sst_users SET password_hash = %s WHERE name = %s",
-                (storable(password_hash), storable(name)),
-            )
-            if cursor.rowcount == 0:
-                raise DefinitionError("name", f"no user {name!r}")
-
-    def set_role(self, name: str, role: str) -> None:
-        check_new_user(name, role)
-        with self._db.single() as conn:
-            cursor = conn.execute(
-                "UPDATE sst_users SET role = %s WHERE name = %s", (role, storable(name))
-            )
-            if cursor.rowcount == 0:
-                raise DefinitionError("name", f"no user {name!r}")
 
     def change_user(self, name: str, change: UserChange, *, keep: KeepOne | None = None) -> Changed:
         if change.role is not None:

@@ -39,10 +39,6 @@ class SqliteUsers:
             except sqlite3.IntegrityError:
                 raise DefinitionError("name", f"user {name!r} already exists") from None
 
-    def remove_user(self, name: str) -> bool:
-        with self._db.write() as conn:
-            return conn.execute("DELETE FROM users WHERE name = ?", (name,)).rowcount > 0
-
     def get_user(self, name: str) -> StoredUser | None:
         with self._db.read() as conn:
             rows = conn.execute(
@@ -56,21 +52,6 @@ class SqliteUsers:
                 "SELECT name, role, password_hash, created_at FROM users ORDER BY name"
             ).fetchall()
         return [_user_from_row(row) for row in rows]
-
-    def set_password(self, name: str, password_hash: str) -> None:
-        with self._db.write() as conn:
-            cursor = conn.execute(
-                "UPDATE users SET password_hash = ? WHERE name = ?", (password_hash, name)
-            )
-            if cursor.rowcount == 0:
-                raise DefinitionError("name", f"no user {name!r}")
-
-    def set_role(self, name: str, role: str) -> None:
-        check_new_user(name, role)
-        with self._db.write() as conn:
-            cursor = conn.execute("UPDATE users SET role = ? WHERE name = ?", (role, name))
-            if cursor.rowcount == 0:
-                raise DefinitionError("name", f"no user {name!r}")
 
     def change_user(self, name: str, change: UserChange, *, keep: KeepOne | None = None) -> Changed:
         if change.role is not None:
