@@ -6,6 +6,7 @@ URL) never shown."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import pty
@@ -13,6 +14,7 @@ import secrets
 import select
 import subprocess
 import sys
+import termios
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -27,6 +29,7 @@ from supervisor.core.passwords import is_temporary, verify_password
 from supervisor.store.protocols import Store
 from supervisor.usecases.accounts import is_disabled
 from tests.postgres import PostgresCluster, free_port, pg_cluster
+from tests.waiting import wait_for
 
 __all__ = ["pg_cluster"]  # the fixture, used by name
 
@@ -266,12 +269,28 @@ def test_a_password_typed_on_a_terminal_is_not_echoed(tmp_path: Path) -> None:
     argv += ["--password-stdin", "--state-dir", str(state)]
     leader, follower = pty.openpty()
     process = subprocess.Popen(
-        argv, cwd=ROOT, stdin=follower, stdout=follower, stderr=follower, close_fds=True
+        argv,
+        cwd=ROOT,
+        stdin=follower,
+        stdout=follower,
+        stderr=follower,
+        close_fds=True,
+        # The terminal is the command's own controlling terminal (/dev/tty), as at a shell:
+        # getpass turns echo off there, whichever click asks it.
+        start_new_session=True,
+        preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0),
     )
     os.close(follower)
     seen = b""
     try:
         seen += read_until(leader, b"Password for ada")
+        # Type once echo is off: some click versions write the prompt before they turn it
+        # off, and turning it off flushes what was typed before.
+        wait_for(
+            lambda: not termios.tcgetattr(leader)[3] & termios.ECHO,
+            timeout=60,
+            what="the terminal's echo to go off",
+        )
         os.write(leader, PASSPHRASE.encode() + b"\n")
         seen += read_until(leader, b"added user ada")
         assert process.wait(timeout=60) == 0, seen
