@@ -20,7 +20,7 @@ import threading
 from collections.abc import Callable, Container
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from supervisor.cluster.db import Connection
 from supervisor.cluster.lease import Lease, Leases
@@ -28,6 +28,10 @@ from supervisor.cluster.timing import LeaseTiming
 from supervisor.core.clock import Clock
 
 EventSink = Callable[..., None]  # (kind, **fields): one line of the operator's log
+
+# A renewed lease counts as this host's for this share of its ttl (from before the renewal
+# was sent): 0.8 leaves 400 ms at the default 2 s ttl for a late watchdog to stop its runs.
+VALID_SHARE: Final = 0.8
 
 
 def default_host_id(state_dir: Path) -> str:
@@ -152,7 +156,10 @@ class Tenure:
         return True
 
     def _valid_from(self, sent: float, leases: dict[str, Lease]) -> None:
-        until = sent + self._timing.ttl.total_seconds()
+        # Counted valid for a share of the ttl only: the watchdog's checks and a loaded
+        # machine's thread wakeups come late, and the runs must be stopped before the
+        # database lets another host take the lease (and start its run).
+        until = sent + self._timing.ttl.total_seconds() * VALID_SHARE
         with self._lock:
             for scheduler_id in leases:
                 self._valid_until[scheduler_id] = until
