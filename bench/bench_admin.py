@@ -41,6 +41,7 @@ from bench import admin_scaling
 from bench.common import percentile
 from supervisor import Configurator, cfgscheduler, scheduler, user
 from supervisor.core.records import Level, LogRecord, Outcome, RunRecord, Source, Trigger
+from tests.browsing import CHROMIUM_ARGS
 from tests.http_session import HttpSession, bootstrap_password
 
 SCHEDULERS = 1000
@@ -305,15 +306,7 @@ def tail_delays(base: str, password: str, session: HttpSession) -> list[float] |
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=CHROMIUM,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-                "--disable-quic",
-            ],
+            args=CHROMIUM_ARGS,
         )
         try:
             page = browser.new_page()
