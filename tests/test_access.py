@@ -77,6 +77,7 @@ ALLOWED: dict[str, frozenset[str]] = {
     "users.change_own_password": frozenset(EVERYONE),
     "users.authenticate": frozenset(EVERYONE),
     "users.refused_unchecked": frozenset(EVERYONE),
+    "users.session_ended": frozenset(EVERYONE),
     "users.proxy_login": frozenset(EVERYONE),
     "users.proxy_login_refused": frozenset(EVERYONE),
     "users.must_change_password": frozenset(EVERYONE),
@@ -115,6 +116,7 @@ PERMISSION: dict[str, Permission | None] = {
     "users.change_own_password": None,
     "users.authenticate": None,
     "users.refused_unchecked": None,
+    "users.session_ended": None,
     "users.proxy_login": None,
     "users.proxy_login_refused": None,
     "users.must_change_password": None,
@@ -225,6 +227,9 @@ CALLS: dict[str, Callable[[World, Subject], Any]] = {
     "users.authenticate": lambda w, s: w.accounts.authenticate("leaving", "x", address="t"),
     "users.refused_unchecked": lambda w, s: w.accounts.refused_unchecked(
         "leaving", address="t", reason="throttled"
+    ),
+    "users.session_ended": lambda w, s: w.accounts.session_ended(
+        "leaving", address="t", reason="user removed"
     ),
     "users.must_change_password": lambda w, s: w.accounts.must_change_password("leaving"),
     "users.proxy_login": lambda w, s: w.accounts.proxy_login(

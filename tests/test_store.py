@@ -154,6 +154,58 @@ def test_version_one_database_is_migrated_and_keeps_its_cut_logs(db_path: Path) 
     conn.close()
 
 
+def test_a_version_3_database_keeps_its_users_and_gives_each_a_stamp(db_path: Path) -> None:
+    """Version 4 adds each login's credentials stamp; a version-3 file (as the previous
+    release left it, written by its own statements) is migrated in place: every row
+    stays, each login gets a stamp of its own, and the users commands work on it."""
+    from click.testing import CliRunner
+
+    from supervisor.cli.main import main
+
+    db_path.parent.mkdir(parents=True, mode=0o700)
+    conn = raw(db_path)
+    for step in MIGRATIONS[:3]:
+        for statement in step:
+            conn.execute(statement)
+    conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+    conn.execute("PRAGMA user_version = 3")
+    created = T0.isoformat(timespec="microseconds")
+    for name, role in (("ada", "admin"), ("bob", "viewer"), ("cyd", "operator")):
+        conn.execute(
+            "INSERT INTO users (name, role, password_hash, created_at) VALUES (?, ?, ?, ?)",
+            (name, role, f"hash-{name}", created),
+        )
+    conn.execute(
+        "INSERT INTO audit (time, actor, action, detail) VALUES (?, 'ada', 'add user', 'bob')",
+        (created,),
+    )
+    conn.close()
+    with SqliteStore.open(db_path) as store:
+        users = store.list_users()
+        assert [(u.name, u.role, u.password_hash, u.created_at) for u in users] == [
+            ("ada", "admin", "hash-ada", T0),
+            ("bob", "viewer", "hash-bob", T0),
+            ("cyd", "operator", "hash-cyd", T0),
+        ]
+        stamps = [u.stamp for u in users]
+        assert all(len(stamp) == 32 for stamp in stamps) and len(set(stamps)) == 3
+        assert [e.detail for _, e in store.audit()] == ["bob"]
+    conn = raw(db_path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+    conn.close()
+    # The users commands on the migrated file: a new password gives a new stamp.
+    result = CliRunner().invoke(
+        main,
+        ["users", "passwd", "bob", "--password-stdin", "--state-dir", str(db_path.parent)],
+        input="a long new password\n",
+    )
+    assert result.exit_code == 0, result.output
+    with SqliteStore.open(db_path) as store:
+        bob = store.get_user("bob")
+        assert bob is not None and bob.stamp not in stamps and bob.password_hash != "hash-bob"
+        assert [u.stamp for u in store.list_users() if u.name != "bob"] == [stamps[0], stamps[2]]
+
+
 def _refuses(path: Path, *expected: str) -> str:
     """Opening ``path`` raises StoreError naming it, and leaves its bytes as they were."""
     before = path.read_bytes()

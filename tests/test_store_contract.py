@@ -45,6 +45,7 @@ from supervisor.store.protocols import (
     StoredUser,
     UnfinishedRun,
     UserChange,
+    new_stamp,
 )
 from supervisor.store.sqlite import SqliteStore, state_db_path
 from tests.postgres import PostgresCluster, pg_cluster
@@ -812,8 +813,13 @@ def test_users(store: Store) -> None:
     created = T0 + timedelta(days=1)
     store.add_user("bob", role="viewer", password_hash="h1", created_at=created)
     store.add_user("alice", role="admin", password_hash="h2")
-    assert store.get_user("bob") == StoredUser(
-        name="bob", role="viewer", password_hash="h1", created_at=created
+    stored_bob = store.get_user("bob")
+    assert stored_bob == StoredUser(
+        name="bob",
+        role="viewer",
+        password_hash="h1",
+        created_at=created,
+        stamp=getattr(stored_bob, "stamp", ""),
     )
     alice = store.get_user("alice")
     assert alice is not None and alice.created_at.utcoffset() == timedelta(0)
@@ -836,6 +842,41 @@ def test_users(store: Store) -> None:
 
 
 KEEP_ADMIN = KeepOne(role="admin", locked_prefix="!")
+
+
+def test_each_login_has_a_stamp_that_only_a_change_with_a_stamp_replaces(store: Store) -> None:
+    store.add_user("ada", role="admin", password_hash="a1")
+    store.add_user("bob", role="viewer", password_hash="b1")
+    ada, bob = store.get_user("ada"), store.get_user("bob")
+    assert ada is not None and bob is not None
+    assert ada.stamp and bob.stamp and ada.stamp != bob.stamp
+    # A role change and a rehash keep it: their sessions go on.
+    assert store.change_user("bob", UserChange(expected_hash="b1", role="operator")) is (
+        Changed.DONE
+    )
+    assert store.change_user("bob", UserChange(expected_hash="b1", password_hash="b2")) is (
+        Changed.DONE
+    )
+    assert getattr(store.get_user("bob"), "stamp", None) == bob.stamp
+    # A change with a stamp writes it with the change, and only if the change is made.
+    fresh = new_stamp()
+    change = UserChange(expected_hash="b2", password_hash="b3", stamp=fresh)
+    assert store.change_user("bob", change) is Changed.DONE
+    assert [(u.name, u.password_hash, u.stamp) for u in store.list_users()] == [
+        ("ada", "a1", ada.stamp),
+        ("bob", "b3", fresh),
+    ]
+    refused = UserChange(expected_hash="a1", password_hash="!a1", stamp=new_stamp())
+    assert store.change_user("ada", refused, keep=KEEP_ADMIN) is Changed.REFUSED
+    stale = UserChange(expected_hash="b2", password_hash="b4", stamp=new_stamp())
+    assert store.change_user("bob", stale) is Changed.STALE
+    assert [u.stamp for u in store.list_users()] == [ada.stamp, fresh]
+    # Removed and added again: a stamp of its own, so no old session of the name holds.
+    assert store.change_user("bob", UserChange(expected_hash="b3", remove=True)) is Changed.DONE
+    store.add_user("bob", role="viewer", password_hash="b1")
+    assert getattr(store.get_user("bob"), "stamp", fresh) not in (fresh, bob.stamp)
+    with pytest.raises(ValueError, match="stamp"):
+        UserChange(expected_hash="b1", stamp="")
 
 
 def test_change_user_is_compared_and_keeps_an_enabled_admin(store: Store) -> None:

@@ -127,8 +127,9 @@ def test_a_version_1_store_gains_the_host_of_each_run(pg_cluster: PostgresCluste
     old = pg_cluster.create_database(f"v{secrets.token_hex(4)}")
     with PostgresStore.open(old) as store:
         store.insert_run(make_run("before"))
-    # What version 1 looked like: no host column.
+    # What version 1 looked like: no host column (nor the users' stamps of version 3).
     execute(old, "ALTER TABLE sst_runs DROP COLUMN host")
+    execute(old, "ALTER TABLE sst_users DROP COLUMN stamp")
     execute(old, "UPDATE sst_schema SET version = 1")
     with PostgresStore.open(old) as store:
         assert store.get_run("before").host is None  # a single manager's run
@@ -138,6 +139,47 @@ def test_a_version_1_store_gains_the_host_of_each_run(pg_cluster: PostgresCluste
         assert unfinished.run.host == "b"
     with psycopg.connect(old, autocommit=True) as conn:
         assert conn.execute("SELECT version FROM sst_schema").fetchone() == (SCHEMA_VERSION,)
+
+
+def test_a_version_2_store_keeps_its_users_and_gives_each_a_stamp(
+    pg_cluster: PostgresCluster,
+) -> None:
+    """Version 3 adds each login's credentials stamp. A version-2 store, made by the
+    previous release's statements, is migrated in place: every user stays, each with a
+    stamp of its own, and a row an older host inserts afterwards gets one too."""
+    from supervisor.store.postgres.schema import APPLICATION, MIGRATIONS, VERSION_TABLE
+
+    old = pg_cluster.create_database(f"v{secrets.token_hex(4)}")
+    with psycopg.connect(old, autocommit=True) as conn, conn.transaction():
+        for step in MIGRATIONS[:2]:
+            for statement in step:
+                conn.execute(statement)  # type: ignore[arg-type]
+        conn.execute(
+            f"INSERT INTO {VERSION_TABLE} (application, version) VALUES (%s, 2)",
+            (APPLICATION,),
+        )
+        for name, role in (("ada", "admin"), ("bob", "viewer")):
+            conn.execute(
+                "INSERT INTO sst_users (name, role, password_hash, created_at)"
+                " VALUES (%s, %s, %s, %s)",
+                (name, role, f"hash-{name}", T0),
+            )
+    with PostgresStore.open(old) as store:
+        users = store.list_users()
+        assert [(u.name, u.role, u.password_hash, u.created_at) for u in users] == [
+            ("ada", "admin", "hash-ada", T0),
+            ("bob", "viewer", "hash-bob", T0),
+        ]
+        assert all(u.stamp for u in users) and users[0].stamp != users[1].stamp
+    with psycopg.connect(old, autocommit=True) as conn:
+        assert conn.execute("SELECT version FROM sst_schema").fetchone() == (SCHEMA_VERSION,)
+        conn.execute(  # a host still running the previous release adds a user
+            "INSERT INTO sst_users (name, role, password_hash, created_at)"
+            " VALUES ('cyd', 'viewer', 'h', now())"
+        )
+    with PostgresStore.open(old) as store:
+        cyd = store.get_user("cyd")
+        assert cyd is not None and cyd.stamp and cyd.stamp not in {u.stamp for u in users}
 
 
 def test_a_search_path_gives_the_store_a_schema_of_its_own(pg_dsn: str) -> None:

@@ -12,12 +12,13 @@ from typing import Any
 
 import pytest
 
+from supervisor.core.access import su
 from supervisor.core.passwords import ScryptCost, hash_password, needs_rehash, verify_password
 from supervisor.store.protocols import Changed, UserChange
 from supervisor.store.sqlite import SqliteStore
 from supervisor.usecases.accounts import Accounts
 from supervisor.web.app import COOKIE_NAME, AdminConfig, create_app
-from supervisor.web.auth import ensure_bootstrap_admin, subject_for
+from supervisor.web.auth import CHANGED_SINCE_LOGIN, ensure_bootstrap_admin, subject_for
 from supervisor.web.sessions import Attempt, LoginThrottle, SessionStore, Throttled
 from tests.test_web_fakes import (
     FAST,
@@ -507,3 +508,136 @@ def test_a_flood_of_logins_waits_in_a_bounded_queue() -> None:
     for thread in (holder, *waiters):
         thread.join(10)
     assert results == [True, True]
+
+
+# -- sessions end when the account changes, wherever the change is made -----------------------
+
+
+def _ended_at_login(client: Client, path: str = "/") -> str:
+    """``path`` sends the client to the login page; that page's text (its notice)."""
+    response = client.get(path)
+    assert response.status == 303, response.body
+    location = response.header("Location") or ""
+    assert location.startswith("/login?next="), location
+    page = client.get(location)
+    assert page.status == 200 and 'action="/login"' in page.body
+    return page.body
+
+
+def test_regression_a_password_set_in_the_store_by_another_process_ends_the_session(
+    tmp_path: Path,
+) -> None:
+    """Regression: sessions lived in the server's memory only, so a password reset from
+    the shell (``supervisor users passwd``, its own store connection) left them open."""
+    store = SqliteStore.open(tmp_path / "state.db")
+    shell = SqliteStore.open(tmp_path / "state.db")  # as the CLI opens it
+    try:
+        app, _, _ = build(users=store)
+        otto = Client(app)
+        otto.login("otto")
+        assert otto.get("/").status == 200
+        Accounts(shell, cost=TEST_COST).set_password(su("root"), "otto", "a brand new secret")
+        page = _ended_at_login(otto, "/schedulers/jobs.repeat")
+        assert "Your session ended because your account changed" in page
+        assert "Your password was changed" in page
+        assert otto.get("/").status == 303  # the old session is gone for good
+        ended = [e for _, e in store.audit(action="session ended")]
+        assert [(e.actor, e.detail) for e in ended] == [
+            ("otto", f"{CHANGED_SINCE_LOGIN}, from 127.0.0.1")
+        ]
+        # The new password logs in again, and that session goes on.
+        assert otto.login("otto", "a brand new secret").status == 303
+        assert otto.get("/").status == 200
+    finally:
+        shell.close()
+        store.close()
+
+
+def test_a_disable_and_enable_in_between_requests_still_ends_the_session(tmp_path: Path) -> None:
+    store = SqliteStore.open(tmp_path / "state.db")
+    try:
+        app, _, _ = build(users=store)
+        otto = Client(app)
+        otto.login("otto")
+        accounts = Accounts(store, cost=TEST_COST)
+        accounts.disable(su("root"), "otto")
+        accounts.enable(su("root"), "otto")
+        assert "Your session ended" in _ended_at_login(otto)
+    finally:
+        store.close()
+
+
+def test_a_role_change_keeps_the_session_and_holds_from_the_next_request(tmp_path: Path) -> None:
+    store = SqliteStore.open(tmp_path / "state.db")
+    try:
+        app, _, _ = build(users=store)
+        otto = Client(app)
+        otto.login("otto")
+        assert otto.get("/users").status == 403
+        Accounts(store, cost=TEST_COST).set_role(su("root"), "otto", "admin")
+        assert otto.get("/users").status == 200  # the next request acts as an admin
+        Accounts(store, cost=TEST_COST).set_role(su("root"), "otto", "viewer")
+        assert otto.get("/users").status == 403
+        assert otto.get("/").status == 200  # still logged in
+        assert [e for _, e in store.audit(action="session ended")] == []
+    finally:
+        store.close()
+
+
+def test_a_rehash_at_login_keeps_the_users_other_sessions(tmp_path: Path) -> None:
+    cheap = ScryptCost(n=1 << 9, r=8, p=1)
+    store = SqliteStore.open(tmp_path / "state.db")
+    try:
+        store.add_user("olga", role="operator", password_hash=hash_password(PASSWORD, cost=cheap))
+        app, _, _ = build(users=store)
+        first, second = Client(app), Client(app)
+        first.login("olga")  # stores a hash of the current cost
+        second.login("olga")
+        assert first.get("/").status == 200 and second.get("/").status == 200
+    finally:
+        store.close()
+
+
+def test_a_post_with_an_ended_session_is_not_done_and_goes_to_the_login_page(
+    tmp_path: Path,
+) -> None:
+    store = SqliteStore.open(tmp_path / "state.db")
+    try:
+        app, _, _ = build(users=store)
+        otto = Client(app)
+        otto.login("otto")
+        token = otto.csrf("/")
+        Accounts(store, cost=TEST_COST).set_password(su("root"), "otto", "a brand new secret")
+        response = otto.post(
+            "/schedulers/jobs.repeat/execute", {"csrf": token, "back": "/schedulers/jobs.repeat"}
+        )
+        assert response.status == 303
+        assert response.header("Location") == "/login?next=/schedulers/jobs.repeat"
+        assert "Your session ended" in otto.get("/login?next=/schedulers/jobs.repeat").body
+        assert [e.action for _, e in store.audit(actor="otto", action="execute")] == []
+        # A script reading an event stream is told in plain text.
+        script = Client(app)
+        script.login("otto", "a brand new secret")
+        Accounts(store, cost=TEST_COST).set_password(su("root"), "otto", "another new secret")
+        refused = script.get("/events/status")
+        assert refused.status == 401 and "Your session ended" in refused.body
+    finally:
+        store.close()
+
+
+def test_a_proxy_session_whose_user_changed_is_made_again_by_the_proxy(tmp_path: Path) -> None:
+    store = SqliteStore.open(tmp_path / "state.db")
+    try:
+        config = replace(FAST, proxy_user_header="X-Remote-User")
+        app, _, _ = build(users=store, config=config)
+        client = Client(app)
+        header = {"X-Remote-User": "otto"}
+        assert client.get("/", headers=header).status == 200
+        first = dict(client.cookies)
+        Accounts(store, cost=TEST_COST).set_password(su("root"), "otto", "a brand new secret")
+        assert client.get("/", headers=header).status == 200  # the proxy vouches again
+        assert client.cookies != first
+        Accounts(store, cost=TEST_COST).disable(su("root"), "otto")
+        assert client.get("/", headers=header).status == 303
+    finally:
+        store.close()

@@ -342,6 +342,7 @@ class MemoryUser:
     role: str
     password_hash: str
     created_at: datetime = START
+    stamp: str = "s0"
 
 
 class MemoryUsers:

@@ -314,3 +314,43 @@ def test_a_disabled_user_named_by_a_trusted_proxy_is_not_let_in(tmp_path: Path) 
     finally:
         stop.set()
         store.close()
+
+
+def test_the_users_page_ends_sessions_as_the_shell_does_saying_why(world: World) -> None:
+    """A reset, a disable and a delete made on this page end the user's sessions the way
+    one made by ``supervisor users`` or on another host does: the next request goes to the
+    login page, which says why, and the end is in the audit trail."""
+    admin = world.client("ada")
+    for path, name, reason in (
+        ("/users/password", "otto", "Your password was changed"),
+        ("/users/disable", "vera", "Your account was disabled"),
+    ):
+        user = world.client(name)
+        post(admin, path, name=name)
+        response = user.get("/")
+        assert response.status == 303 and response.header("Location") == "/login?next=/"
+        page = user.get("/login?next=/").body
+        assert "Your session ended because your account changed" in page and reason in page
+        assert user.get("/").status == 303  # and stays ended
+    bob_password = "bob's own long pass"
+    post(admin, "/users/add", name="bob", role="viewer", password=bob_password)
+    bob = world.client()
+    bob.login("bob", bob_password)
+    bob.post(
+        "/account/password",
+        {
+            "csrf": bob.csrf("/account/password"),
+            "current": bob_password,
+            "password": "bob's next long pass",
+            "repeat": "bob's next long pass",
+        },
+    )
+    assert bob.get("/").status == 200
+    post(admin, "/users/remove", name="bob")
+    assert "Your account was removed" in bob.get("/login").body
+    ended = [(a, d.rsplit(", from", 1)[0]) for a, b, d in world.actions() if b == "session ended"]
+    assert ended == [
+        ("otto", "the password was changed or the user disabled since the login"),
+        ("vera", "user disabled"),
+        ("bob", "user removed"),
+    ]

@@ -8,6 +8,8 @@ Center's Users page: the same checks, the same audit entries) as the OS user run
 A password is read from standard input or a terminal without echo; it is never printed,
 logged or put in an error (a generated one-time password is printed once, by ``add``).
 Messages name a PostgreSQL store as ``user@host:port/db``, never with its password.
+A new password, a disable and a removal end the user's Admin Center sessions wherever
+they are (the store's credentials stamp: ``usecases.accounts``), also while a manager runs.
 Only ``add`` creates the store's tables in an empty PostgreSQL database (the first admin
 before the first run); the others refuse one. ``--store`` may come from
 ``SCHED_SUPERVISOR_STORE`` instead.
@@ -84,7 +86,10 @@ def read_password(prompt: str) -> str:
 def users() -> None:
     """Manage Admin Center users (in the state directory, or a --store PostgreSQL store).
 
-    Every change is written to the audit trail as the OS user running the command.
+    Every change is written to the audit trail as the OS user running the command. A new
+    password (passwd), disable and remove end the user's Admin Center sessions on every
+    host using the store, at their next request (no manager needed); a role change keeps
+    them and holds from their next request.
     """
 
 
@@ -112,7 +117,8 @@ def users_add(
 @click.option("--password-stdin", is_flag=True, help="Read the new password from standard input.")
 @where
 def users_passwd(name: str, password_stdin: bool, state_dir: str | None, store: str | None) -> None:
-    """Set a user's password (asked for twice on the terminal unless --password-stdin)."""
+    """Set a user's password (asked for twice on the terminal unless --password-stdin);
+    the user's open Admin Center sessions end."""
     if password_stdin:
         password = read_password(f"New password for {name}")
     else:
@@ -128,7 +134,7 @@ def users_passwd(name: str, password_stdin: bool, state_dir: str | None, store: 
 @click.argument("name")
 @where
 def users_remove(name: str, state_dir: str | None, store: str | None) -> None:
-    """Remove a user (not the last enabled admin)."""
+    """Remove a user (not the last enabled admin); their open Admin Center sessions end."""
     with accounts_of(state_dir, store, create=False) as accounts:
         accounts.remove(operator(), name)
     click.echo(f"removed user {name}")
@@ -139,8 +145,8 @@ def users_remove(name: str, state_dir: str | None, store: str | None) -> None:
 @click.argument("role", type=click.Choice(list(ROLES)))
 @where
 def users_role(name: str, role: str, state_dir: str | None, store: str | None) -> None:
-    """Give a user another role (the last enabled admin stays one); it holds from the
-    user's next request on."""
+    """Give a user another role (the last enabled admin stays one); their sessions stay
+    open and act with it from the user's next request on."""
     with accounts_of(state_dir, store, create=False) as accounts:
         changed = accounts.set_role(operator(), name, role)
     click.echo(f"{name} is now {role}" if changed else f"{name} is {role} already")
@@ -150,8 +156,8 @@ def users_role(name: str, role: str, state_dir: str | None, store: str | None) -
 @click.argument("name")
 @where
 def users_disable(name: str, state_dir: str | None, store: str | None) -> None:
-    """Lock a user out: logins are refused and open sessions end at their next request;
-    the password stays for `enable` (not the last enabled admin)."""
+    """Lock a user out: logins are refused and open Admin Center sessions end at their next
+    request, on every host; the password stays for `enable` (not the last enabled admin)."""
     with accounts_of(state_dir, store, create=False) as accounts:
         changed = accounts.disable(operator(), name)
     click.echo(f"disabled user {name}" if changed else f"{name} is disabled already")

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -62,24 +63,43 @@ class UnfinishedRun:
     create_time: float | None
 
 
+def new_stamp() -> str:
+    """A fresh credentials stamp (``StoredUser.stamp``): random, never one given before."""
+    return secrets.token_hex(16)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StoredUser:
+    """A login. ``stamp``: its credentials stamp, made when the login is added and made
+    anew (``UserChange.stamp``) by every change that must end its sessions (a new
+    password, a disable); a web session made with another stamp is refused, on every
+    host sharing the store. A login removed and added again has a new stamp too."""
+
     name: str
     role: str
     password_hash: str
     created_at: datetime
+    stamp: str = dataclasses.field(default_factory=new_stamp)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class UserChange:
     """One change to a login (``UserDirectory.change_user``), made only while its stored
     hash is still ``expected_hash`` (so a change based on what was read cannot undo one
-    made since): a new ``password_hash`` and/or ``role``, or ``remove``."""
+    made since): a new ``password_hash`` and/or ``role``, or ``remove``. ``stamp``: the
+    login's new credentials stamp (``new_stamp()``), written with the change, which ends
+    every session made with the old one; None keeps the stamp (a role change, whose
+    sessions read the new role at their next request; a rehash at login)."""
 
     expected_hash: str
     password_hash: str | None = None
     role: str | None = None
     remove: bool = False
+    stamp: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.stamp is not None and not self.stamp:
+            raise ValueError("stamp: a new stamp cannot be empty (use new_stamp())")
 
     def applied(self, user: StoredUser) -> StoredUser | None:
         """``user`` after the change; None when it removes them."""
@@ -89,6 +109,7 @@ class UserChange:
             user,
             password_hash=user.password_hash if self.password_hash is None else self.password_hash,
             role=user.role if self.role is None else self.role,
+            stamp=user.stamp if self.stamp is None else self.stamp,
         )
 
 
@@ -339,8 +360,8 @@ class UserDirectory(Protocol):
         password_hash: str,
         created_at: datetime | None = None,
     ) -> None:
-        """Add a login (``created_at`` defaults to now). ``DefinitionError`` for an empty
-        name, an unknown role or a name already taken."""
+        """Add a login (``created_at`` defaults to now) with a fresh stamp (``new_stamp``).
+        ``DefinitionError`` for an empty name, an unknown role or a name already taken."""
         ...
 
     def get_user(self, name: str) -> StoredUser | None:
@@ -356,8 +377,8 @@ class UserDirectory(Protocol):
         (nothing done) when there is no such login or its hash is not
         ``change.expected_hash``; ``REFUSED`` (nothing done) when afterwards no login
         ``keep`` holds for would remain, checked against every concurrent change (no two
-        changes can each take away one of the last two). ``DefinitionError`` for an
-        unknown role."""
+        changes can each take away one of the last two). A change with a ``stamp`` writes
+        it in the same step. ``DefinitionError`` for an unknown role."""
         ...
 
 

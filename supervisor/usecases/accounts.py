@@ -11,6 +11,13 @@ cheaper than the current cost stores a fresh hash. Each change is one store step
 compares the user with what was read and keeps an enabled admin (``change_user``), so
 changes made at once (several hosts on one store) cannot undo each other.
 
+A new password (set, reset or changed by its owner), a disable and a removal end the
+user's Admin Center sessions everywhere: each writes the login a new credentials stamp
+(``StoredUser.stamp``) in the same store step, and a session made with an older stamp is
+refused at its next request, on every host sharing the store; the refusal is audited
+(``session ended``). A role change keeps the sessions: they act with the new role from
+their next request on. A rehash at login keeps them too.
+
 A disabled user keeps its record and password, locked as ``passwd -l`` locks one: the
 stored hash gets a ``!`` in front, which no password matches; enabling removes it. No
 administrator can remove, disable or demote themselves, nor the last enabled admin, so
@@ -57,6 +64,7 @@ from supervisor.store.protocols import (
     StoredUser,
     UserChange,
     UserDirectory,
+    new_stamp,
 )
 from supervisor.usecases.recently import Recently
 from supervisor.usecases.schedulers import note_after
@@ -90,11 +98,13 @@ def must_change(user: StoredUser) -> bool:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Login:
-    """A successful login: who, with which role, and whether the password is temporary."""
+    """A successful login: who, with which role, whether the password is temporary, and
+    the credentials stamp its session is valid for (``StoredUser.stamp``)."""
 
     name: str
     role: str
     must_change_password: bool
+    stamp: str
 
 
 @functools.cache
@@ -164,15 +174,18 @@ class Accounts:
         return True
 
     def disable(self, subject: Subject, name: str) -> bool:
-        """Lock ``name`` out (the record and password stay); refused logins are audited.
-        False (and nothing audited) if ``name`` was disabled already."""
+        """Lock ``name`` out (the record and password stay) and end their sessions;
+        refused logins are audited. False (and nothing audited) if ``name`` was disabled
+        already."""
         subject.require(Permission.MANAGE_USERS)
         record = self._existing(name)
         if is_disabled(record):
             return False
         self._keep_an_admin(subject, record, "disable")
         with self._audited(subject.name, "disable user", name):
-            self._change(name, "disable", lambda user: _with_hash(user, _locked(user)))
+            self._change(
+                name, "disable", lambda user: _with_hash(user, _locked(user), stamp=new_stamp())
+            )
         return True
 
     def enable(self, subject: Subject, name: str) -> bool:
@@ -192,8 +205,8 @@ class Accounts:
     def set_password(
         self, subject: Subject, name: str, password: str, *, temporary: bool = False
     ) -> None:
-        """An administrator sets ``name``'s password (no current password needed); a
-        disabled user stays disabled."""
+        """An administrator sets ``name``'s password (no current password needed); their
+        sessions end, and a disabled user stays disabled."""
         subject.require(Permission.RESET_PASSWORDS)
         self._existing(name)
         check_new_password(password)
@@ -201,8 +214,10 @@ class Accounts:
         with self._audited(subject.name, "set password", detail):
             self._store_password(name, password, temporary=temporary)
 
-    def change_own_password(self, subject: Subject, *, current: str, new: str) -> None:
-        """``subject`` changes their own password; the current one must be given."""
+    def change_own_password(self, subject: Subject, *, current: str, new: str) -> str:
+        """``subject`` changes their own password; the current one must be given. Every
+        session of theirs ends; returns the new credentials stamp, for the session that
+        made the change to go on with."""
         record = self._users.get_user(subject.name)
         if record is None:
             raise PermissionDenied(subject.name, "change_password")
@@ -213,7 +228,8 @@ class Accounts:
             raise DefinitionError("password", "must differ from the current one")
         check_new_password(new)
         with self._audited(subject.name, "change password", subject.name):
-            self._store_password(subject.name, new, temporary=False)
+            stamp = self._store_password(subject.name, new, temporary=False)
+        return stamp
 
     # -- logging in ------------------------------------------------------------------------
 
@@ -243,7 +259,9 @@ class Accounts:
             change = UserChange(expected_hash=record.password_hash, password_hash=stored)
             self._users.change_user(record.name, change)
         self._record(record.name, "login", f"from {address}")
-        return Login(name=record.name, role=record.role, must_change_password=temporary)
+        return Login(
+            name=record.name, role=record.role, must_change_password=temporary, stamp=record.stamp
+        )
 
     def proxy_login(self, name: str, *, address: str, header: str) -> None:
         """Note that the trusted proxy's ``header`` logged ``name`` in (the proxy checked
@@ -258,6 +276,13 @@ class Accounts:
         (``reason``: unknown, disabled), as often as ``proxy_login`` notes logins."""
         detail = f"{reason}, through proxy header {header}, from {address}"
         self._record_once((name, address, reason), _actor(name), "login refused", detail)
+
+    def session_ended(self, name: str, *, address: str, reason: str) -> None:
+        """Note that a session of ``name`` was refused and ended because the account
+        changed since it was made (``reason``: what the store shows now). Best effort: a
+        trail that cannot be written does not keep the session alive."""
+        with contextlib.suppress(StoreError):
+            self._record(_actor(name), "session ended", f"{reason}, from {address}")
 
     def refused_unchecked(self, name: str, *, address: str, reason: str) -> None:
         """Note a login refused before its password was checked (e.g. throttled)."""
@@ -302,16 +327,19 @@ class Accounts:
                 raise _last_admin(name, what)
         raise StoreError(f"user {name!r} kept changing meanwhile: {what} not done, try again")
 
-    def _store_password(self, name: str, password: str, *, temporary: bool) -> None:
-        """Store a new password for ``name``, keeping them disabled if they are (also when
-        disabled meanwhile). The bootstrap admin's one-time password file goes once it no
-        longer works: when it held the password this store had for ``admin``."""
+    def _store_password(self, name: str, password: str, *, temporary: bool) -> str:
+        """Store a new password for ``name`` with a new credentials stamp (returned),
+        keeping them disabled if they are (also when disabled meanwhile). The bootstrap
+        admin's one-time password file goes once it no longer works: when it held the
+        password this store had for ``admin``."""
         stored = hash_password(password, cost=self._cost, temporary=temporary)
+        stamp = new_stamp()
         replaced: list[StoredUser] = []
 
         def new_hash(user: StoredUser) -> UserChange:
             replaced[:] = [user]
-            return _with_hash(user, LOCKED + stored if is_disabled(user) else stored)
+            hashed = LOCKED + stored if is_disabled(user) else stored
+            return _with_hash(user, hashed, stamp=stamp)
 
         self._change(name, "set password", new_hash)
         file = self._bootstrap_file
@@ -323,6 +351,7 @@ class Accounts:
         ):
             with contextlib.suppress(FileNotFoundError):
                 file.unlink()
+        return stamp
 
     def _entry(self, actor: str, action: str, detail: str) -> AuditEntry:
         return AuditEntry(
@@ -356,8 +385,8 @@ class Accounts:
             raise
 
 
-def _with_hash(user: StoredUser, password_hash: str) -> UserChange:
-    return UserChange(expected_hash=user.password_hash, password_hash=password_hash)
+def _with_hash(user: StoredUser, password_hash: str, *, stamp: str | None = None) -> UserChange:
+    return UserChange(expected_hash=user.password_hash, password_hash=password_hash, stamp=stamp)
 
 
 def _locked(user: StoredUser) -> str:

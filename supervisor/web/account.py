@@ -2,7 +2,9 @@
 
 A login is counted by the throttle before its password is checked, and the checks
 themselves wait for one of the few parallel scrypt slots. A temporary password (the
-bootstrap admin's) logs in to a session that may only change it.
+bootstrap admin's) logs in to a session that may only change it. A session keeps the
+credentials stamp its user had at the login; a password change ends every other session
+of the user, on every host sharing the store (``guard``).
 May import ``errors``, ``passwords``, ``supervisor.web.*`` below the app, and the stdlib.
 """
 
@@ -57,7 +59,7 @@ def login(site: Site, request: Request) -> Any:
     if request.session is not None:
         site.sessions.end(request.session)
     request.set_token, request.session = site.sessions.create(
-        found.name, must_change_password=found.must_change_password
+        found.name, stamp=found.stamp, must_change_password=found.must_change_password
     )
     if found.must_change_password:
         return redirect("/account/password")
@@ -95,12 +97,15 @@ def change_password(site: Site, request: Request) -> Any:
             site, request, errors={"repeat": "the two new passwords differ"}, status=400
         )
     try:
-        site.accounts.change_own_password(subject, current=current, new=new)
+        stamp = site.accounts.change_own_password(subject, current=current, new=new)
     except DefinitionError as error:
         field = error.field if error.field in ("current", "password") else "password"
         return password_form(site, request, errors={field: error.problem}, status=400)
-    # Every other session of this user ends; this one goes on, with a fresh token.
+    # Every other session of this user ends (here at once, on other hosts at their next
+    # request: the stamp changed); this one goes on, with a fresh token and the new stamp.
     site.sessions.end_user(subject.name)
-    request.set_token, request.session = site.sessions.create(subject.name)
+    if request.session is not None:
+        site.sessions.end(request.session)
+    request.set_token, request.session = site.sessions.create(subject.name, stamp=stamp)
     site.flash(request, "ok", "Password changed", "Use the new one from now on.")
     return redirect("/")

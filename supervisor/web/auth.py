@@ -1,4 +1,10 @@
-"""Who is logged in: the subject of a user, and the bootstrap admin of a first start.
+"""Who is logged in: the subject of a user, whether a session may go on, and the bootstrap
+admin of a first start.
+
+A session is valid for the credentials stamp its user had when it was made
+(``store.protocols.StoredUser.stamp``): a new password or a disable, made by the Admin
+Center, by ``supervisor users`` or on another host sharing the store, writes a new stamp,
+and ``session_subject`` ends every session made before it.
 
 Users are stored by the store (``store.protocols.UserDirectory``); password
 checks, changes and their audit are the account use cases' (``usecases.accounts``).
@@ -21,17 +27,62 @@ from typing import IO
 from supervisor.core.access import ROLES, Subject, with_role
 from supervisor.core.errors import DefinitionError
 from supervisor.core.passwords import CURRENT_COST, ScryptCost, generate_password, hash_password
-from supervisor.store.protocols import UserDirectory
+from supervisor.store.protocols import StoredUser, UserDirectory
 from supervisor.usecases.accounts import BOOTSTRAP_PASSWORD_FILE, BOOTSTRAP_USER, is_disabled
+
+
+def _acting(record: StoredUser | None) -> Subject | None:
+    if record is None or record.role not in ROLES or is_disabled(record):
+        return None
+    return with_role(record.name, record.role)
 
 
 def subject_for(users: UserDirectory, name: str) -> Subject | None:
     """The subject a logged-in user acts as, read afresh: a removed or disabled user acts
     no more (whether logged in by password or named by a trusted proxy), a changed role
     holds from the next request on."""
+    return _acting(users.get_user(name))
+
+
+def proxy_subject(users: UserDirectory, name: str) -> tuple[Subject, str] | None:
+    """``subject_for`` and the user's credentials stamp, for a session a trusted proxy's
+    header makes."""
     record = users.get_user(name)
-    if record is None or record.role not in ROLES or is_disabled(record):
-        return None
+    subject = _acting(record)
+    return None if subject is None or record is None else (subject, record.stamp)
+
+
+@dataclass(frozen=True, slots=True)
+class Ended:
+    """A session refused because its account changed since it was made.
+
+    ``reason`` in the audit trail's words; ``notice``: what the person is told."""
+
+    reason: str
+    notice: str
+
+
+CHANGED_SINCE_LOGIN = "the password was changed or the user disabled since the login"
+
+
+def session_subject(users: UserDirectory, name: str, *, stamp: str) -> Subject | Ended:
+    """The subject a session of ``name`` made with credentials stamp ``stamp`` acts as,
+    read afresh from the store; ``Ended`` when the user was removed or disabled, their
+    role is unknown, or their stamp is no longer ``stamp`` (a new password or a disable
+    since, made on any host sharing the store). A changed role holds from this request
+    on and keeps the session."""
+    record = users.get_user(name)
+    if record is None:
+        return Ended("user removed", "Your account was removed.")
+    if is_disabled(record):
+        return Ended("user disabled", "Your account was disabled.")
+    if record.role not in ROLES:
+        return Ended(f"unknown role {record.role!r}", "Your account has no valid role.")
+    if record.stamp != stamp:
+        return Ended(
+            CHANGED_SINCE_LOGIN,
+            "Your password was changed (or your account disabled) since you logged in.",
+        )
     return with_role(record.name, record.role)
 
 

@@ -3,7 +3,10 @@
 In order: read the request (bounded query and form, the client address, taking
 ``X-Forwarded-*`` only from configured proxies), resolve the session (or the trusted
 proxy's user header, by its exact name only; its logins and refusals are audited once
-per user and client address an hour), limit a session that logged in with a temporary
+per user and client address an hour), end a session whose account changed since it was
+made (``auth.session_subject``: removed, disabled, a new password, on any host sharing
+the store; audited as ``session ended``, and the browser is sent to the login page,
+which says why), limit a session that logged in with a temporary
 password to the password page, require a login and the route's permission, check the
 CSRF token of every POST, and turn errors into replies: ``Refused`` with its status,
 ``SupervisorError`` through its type's ``http_status`` (a refused POST flashes its reason
@@ -24,7 +27,7 @@ import bottle
 
 from supervisor.core.access import Permission
 from supervisor.core.errors import PermissionDenied, SupervisorError
-from supervisor.web.auth import refusal_reason, subject_for
+from supervisor.web.auth import Ended, proxy_subject, refusal_reason, session_subject
 from supervisor.web.config import (
     COOKIE_NAME,
     CSRF_FIELD,
@@ -34,7 +37,7 @@ from supervisor.web.config import (
     Access,
 )
 from supervisor.web.replies import Refused, cookie, redirect, safe_next, text_reply
-from supervisor.web.sessions import Session
+from supervisor.web.sessions import Flash, Session
 from supervisor.web.site import Request, Site
 
 Handler = Callable[..., Any]
@@ -42,6 +45,10 @@ Handler = Callable[..., Any]
 # Where a session limited to changing its password may go.
 PASSWORD_PAGE = "/account/password"  # noqa: S105 - a path
 _LIMITED_PATHS = frozenset({PASSWORD_PAGE, "/logout", "/login"})
+LOGIN_PAGE = "/login"
+# An ended session's reason in the audit trail when this server ended it (``end_user``).
+CHANGED_HERE = "ended by a change of the user"
+SESSION_ENDED = "Your session ended because your account changed"
 
 
 class Guard:
@@ -63,8 +70,8 @@ class Guard:
         changing = False  # a user's POST the guard let through to its handler
         try:
             request = self._request(environ, method)
-            self._identify(request)
-            reply = self._admit(request, access)
+            ended = self._identify(request)
+            reply = self._admit(request, access, ended=ended)
             if reply is None:
                 changing = method == "POST" and request.subject is not None
                 try:
@@ -130,9 +137,26 @@ class Guard:
 
     # -- who is asking ------------------------------------------------------------------
 
-    def _identify(self, request: Request) -> None:
+    def _identify(self, request: Request) -> Ended | None:
+        """Set the request's session and subject; the ``Ended`` of a session refused
+        because its account changed (the request then goes on without a login, in a new
+        anonymous session carrying the notice to the login page)."""
         site = self.site
         session = site.sessions.get(cookie(request.environ, COOKIE_NAME))
+        subject = None
+        ended: Ended | None = None
+        if session is not None and session.user is not None:
+            found = session_subject(site.users, session.user, stamp=session.stamp)
+            if session.ended and not isinstance(found, Ended):
+                found = Ended(CHANGED_HERE, "Your account was changed since you logged in.")
+            if isinstance(found, Ended):
+                site.sessions.end(session)
+                site.accounts.session_ended(
+                    session.user, address=request.address, reason=found.reason
+                )
+                ended, session, request.clear_cookie = found, None, True
+            else:
+                subject = found
         proxied = self._proxy_user(request)
         if proxied and (session is None or session.user != proxied or not session.via_proxy):
             if session is not None:
@@ -140,14 +164,18 @@ class Guard:
             request.session = self._proxy_login(request, proxied)
             if request.session is None:  # no such user (or disabled): anonymous
                 request.clear_cookie = request.environ.get("HTTP_COOKIE") is not None
-            return
-        if session is not None and session.user is not None:
-            subject = subject_for(site.users, session.user)
-            if subject is None:  # removed since, or its role is gone
-                site.sessions.end(session)
-                session, request.clear_cookie = None, True
-            request.subject = subject
+                return ended
+            return None  # the proxy logged them in again
+        if ended is not None:
+            request.set_token, request.session = site.sessions.create(None)
+            site.sessions.flash(
+                request.session,
+                Flash(kind="info", title=SESSION_ENDED, text=ended.notice + " Log in again."),
+            )
+            return ended
+        request.subject = subject
         request.session = session
+        return None
 
     def _proxy_login(self, request: Request, name: str) -> Session | None:
         """A new session for the user the proxy's header names, its login audited first
@@ -156,15 +184,16 @@ class Guard:
         enabled user."""
         site = self.site
         header = site.config.proxy_user_header or ""
-        subject = subject_for(site.users, name)
-        if subject is None:
+        found = proxy_subject(site.users, name)
+        if found is None:
             reason = refusal_reason(site.users, name)
             site.accounts.proxy_login_refused(
                 name, address=request.address, header=header, reason=reason
             )
             return None
+        subject, stamp = found
         site.accounts.proxy_login(subject.name, address=request.address, header=header)
-        request.set_token, session = site.sessions.create(subject.name, via_proxy=True)
+        request.set_token, session = site.sessions.create(subject.name, stamp=stamp, via_proxy=True)
         request.subject = subject
         return session
 
@@ -196,8 +225,9 @@ class Guard:
 
     # -- may it pass --------------------------------------------------------------------
 
-    def _admit(self, request: Request, access: Access) -> Any:
-        """None to let the handler run; a reply that ends the request otherwise."""
+    def _admit(self, request: Request, access: Access, *, ended: Ended | None = None) -> Any:
+        """None to let the handler run; a reply that ends the request otherwise.
+        ``ended``: the request's session was just ended (``_identify``)."""
         if access == PUBLIC:
             if request.method == "POST":
                 self._check_csrf(request)
@@ -208,7 +238,7 @@ class Guard:
             access = Permission.LIST
         subject = request.subject
         if subject is None:
-            return self._login_required(request)
+            return self._login_required(request, ended=ended)
         session = request.session
         limited = session is not None and session.must_change_password
         if limited and request.path not in _LIMITED_PATHS:
@@ -247,12 +277,19 @@ class Guard:
                 "session; reload the page and try again",
             )
 
-    def _login_required(self, request: Request) -> Any:
+    def _login_required(self, request: Request, *, ended: Ended | None = None) -> Any:
+        if ended is not None:
+            # Told why on the login page (the flash of the new anonymous session); a
+            # refused POST did nothing and goes back to the page it came from after it.
+            if request.wants_text:
+                return text_reply(f"{SESSION_ENDED}: {ended.notice} Log in again.", 401)
+            target = back(request) if request.method == "POST" else _local_path(request)
+            return redirect(LOGIN_PAGE + "?next=" + quote(target, safe="/"))
         if request.method == "POST":
             return self.site.refusal(request, 403, "log in first")
         if request.wants_text:
             return text_reply("log in first", 401)
-        return redirect("/login?next=" + quote(_local_path(request), safe="/"))
+        return redirect(LOGIN_PAGE + "?next=" + quote(_local_path(request), safe="/"))
 
     # -- errors and the end --------------------------------------------------------------
 

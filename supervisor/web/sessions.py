@@ -6,6 +6,13 @@ timing side channel on the dict lookup does not hand out live tokens). A restart
 server logs everyone out, which is the safe default and keeps the store's schema (whose
 table set the store checks) free of web concerns.
 
+The store stays the truth about whether a session may go on: each session keeps the
+credentials stamp its user had when it was made (``store.protocols.StoredUser.stamp``),
+and the guard refuses it once the stored stamp differs (a new password or a disable,
+made here, by ``supervisor users`` or on another host). ``end_user`` ends a user's
+sessions here at once (their open streams stop) but keeps them, marked ``ended``, until
+their next request, which is then told why rather than treated as an unknown cookie.
+
 May import the stdlib only.
 """
 
@@ -43,6 +50,8 @@ class Session:
     """One browser's session; mutable, owned and guarded by ``SessionStore``.
 
     ``user`` is None for the anonymous session that carries the login form's CSRF token.
+    ``stamp``: the user's credentials stamp when it was made; ``ended``: ended by
+    ``end_user``, refused at its next request.
     """
 
     key: str
@@ -50,6 +59,8 @@ class Session:
     csrf: str
     created: float
     last_seen: float
+    stamp: str = ""
+    ended: bool = False
     via_proxy: bool = False
     must_change_password: bool = False
     returned: bool = False  # its cookie came back (a client that keeps cookies)
@@ -85,10 +96,16 @@ class SessionStore:
         return self._idle
 
     def create(
-        self, user: str | None, *, via_proxy: bool = False, must_change_password: bool = False
+        self,
+        user: str | None,
+        *,
+        stamp: str = "",
+        via_proxy: bool = False,
+        must_change_password: bool = False,
     ) -> tuple[str, Session]:
         """A new session with a fresh token and CSRF token; returns (token, session).
 
+        ``stamp``: the user's credentials stamp as read when they logged in.
         ``must_change_password``: the session may only change its password (a temporary
         one was used to log in) until ``password_changed``.
         """
@@ -100,6 +117,7 @@ class SessionStore:
             csrf=secrets.token_urlsafe(TOKEN_BYTES),
             created=now,
             last_seen=now,
+            stamp=stamp,
             via_proxy=via_proxy,
             must_change_password=must_change_password,
         )
@@ -109,7 +127,8 @@ class SessionStore:
         return token, session
 
     def get(self, token: str | None) -> Session | None:
-        """The live session for ``token`` (touching it), or None if unknown or expired."""
+        """The session for ``token`` (touching it), or None if unknown or expired; one
+        ``end_user`` ended comes back ``ended`` (the caller refuses it, saying why)."""
         if not token:
             return None
         key = _digest(token)
@@ -130,19 +149,23 @@ class SessionStore:
         """Whether ``session`` is still valid (not ended, not expired); does not touch it."""
         with self._lock:
             current = self._sessions.get(session.key)
-            return current is session and not self._expired(session, self._now())
+            return (
+                current is session and not session.ended and not self._expired(session, self._now())
+            )
 
     def end(self, session: Session) -> None:
         with self._lock:
             self._sessions.pop(session.key, None)
 
     def end_user(self, user: str) -> int:
-        """End every session of ``user`` (removed or demoted); how many were ended."""
+        """End every session of ``user`` here (a new password, disabled, removed): each is
+        no longer ``alive`` and comes back ``ended`` at its next request (kept until then,
+        or until it expires); how many were ended."""
         with self._lock:
-            keys = [k for k, s in self._sessions.items() if s.user == user]
-            for key in keys:
-                del self._sessions[key]
-            return len(keys)
+            ended = [s for s in self._sessions.values() if s.user == user and not s.ended]
+            for session in ended:
+                session.ended = True
+            return len(ended)
 
     def flash(self, session: Session, message: Flash) -> None:
         with self._lock:
@@ -173,8 +196,9 @@ class SessionStore:
 
 def _spare(session: Session) -> bool:
     """Whether ``session`` goes first when there are too many: anonymous, or made by a
-    proxy's header for a client that never sent its cookie back (curl, a scraper)."""
-    return session.user is None or (session.via_proxy and not session.returned)
+    proxy's header for a client that never sent its cookie back (curl, a scraper), or
+    ended and waiting only to say so."""
+    return session.user is None or session.ended or (session.via_proxy and not session.returned)
 
 
 @dataclass(frozen=True, slots=True)

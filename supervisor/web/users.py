@@ -5,7 +5,9 @@ Each change goes through the account use cases (permission check and audit trail
 route table in ``app`` guards each route with the same permission. A new user and a reset
 password get a one-time password, shown once in the page's notice and to be changed at
 the first login. A user disabled, deleted or given a new password is logged out of every
-session at once.
+session: at once on this server, and on every other host sharing the store at the
+session's next request (the store's credentials stamp changed: ``guard``); each is told
+why on the login page. A new role keeps the sessions and holds from their next request.
 May import ``access``, ``errors``, ``passwords``, ``usecases.accounts``,
 ``supervisor.web.*`` below the app, and the stdlib.
 """

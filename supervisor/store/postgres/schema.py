@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Final
 
 APPLICATION: Final = "sched-supervisor"
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 # Taken (for the transaction) by whoever creates or migrates the schema, so several hosts
 # starting at once do it one after the other.
 SCHEMA_LOCK: Final = "sched-supervisor store schema"
@@ -33,6 +33,10 @@ OWN_PREFIXES: Final = ("sst_", "cluster_")
 # ``token``: the fencing token a run was written under (``fenced``), NULL for unfenced.
 # Version 2: ``host``, the host that ran the run when several share the store (--cluster),
 # NULL for a single manager's runs.
+# Version 3: each login's credentials stamp (``store.protocols.StoredUser.stamp``), made
+# anew by a password change or a disable so every host's Admin Center ends the sessions
+# made before it; existing logins (and rows a host of an older version inserts) get a
+# random one from the column's default.
 MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
     (
         f"""CREATE TABLE {VERSION_TABLE} (
@@ -121,6 +125,10 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         )""",
     ),
     ("ALTER TABLE sst_runs ADD COLUMN host text",),
+    (
+        "ALTER TABLE sst_users ADD COLUMN stamp text NOT NULL"
+        " DEFAULT md5(random()::text || clock_timestamp()::text)",
+    ),
 )
 
 TABLES: Final = frozenset(

@@ -14,9 +14,9 @@ from supervisor.core.errors import DefinitionError
 from supervisor.store.codec import check_new_user, require_aware
 from supervisor.store.postgres.database import Database
 from supervisor.store.postgres.text import storable
-from supervisor.store.protocols import Changed, KeepOne, StoredUser, UserChange
+from supervisor.store.protocols import Changed, KeepOne, StoredUser, UserChange, new_stamp
 
-_SELECT_USERS = "SELECT name, role, password_hash, created_at FROM sst_users"
+_SELECT_USERS = "SELECT name, role, password_hash, created_at, stamp FROM sst_users"
 
 
 class PostgresUsers:
@@ -34,9 +34,9 @@ class PostgresUsers:
         created = require_aware(created_at if created_at is not None else datetime.now(UTC))
         with self._db.single() as conn:
             cursor = conn.execute(
-                "INSERT INTO sst_users (name, role, password_hash, created_at)"
-                " VALUES (%s, %s, %s, %s) ON CONFLICT (name) DO NOTHING",
-                (storable(name), role, storable(password_hash), created),
+                "INSERT INTO sst_users (name, role, password_hash, created_at, stamp)"
+                " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (name) DO NOTHING",
+                (storable(name), role, storable(password_hash), created, new_stamp()),
             )
             if cursor.rowcount == 0:
                 raise DefinitionError("name", f"user {name!r} already exists")
@@ -76,13 +76,18 @@ class PostgresUsers:
                 conn.execute("DELETE FROM sst_users WHERE name = %s", (storable(name),))
             else:
                 conn.execute(
-                    "UPDATE sst_users SET role = %s, password_hash = %s WHERE name = %s",
-                    (after.role, storable(after.password_hash), storable(name)),
+                    "UPDATE sst_users SET role = %s, password_hash = %s, stamp = %s"
+                    " WHERE name = %s",
+                    (after.role, storable(after.password_hash), after.stamp, storable(name)),
                 )
             return Changed.DONE
 
 
 def _user_from_row(row: Sequence[Any]) -> StoredUser:
     return StoredUser(
-        name=row[0], role=row[1], password_hash=row[2], created_at=row[3].astimezone(UTC)
+        name=row[0],
+        role=row[1],
+        password_hash=row[2],
+        created_at=row[3].astimezone(UTC),
+        stamp=row[4],
     )

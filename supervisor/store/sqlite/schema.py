@@ -10,7 +10,7 @@ from typing import Final
 DB_FILENAME: Final = "state.db"
 # PRAGMA application_id of every sched-supervisor database: ASCII "sSup".
 APPLICATION_ID: Final = 0x73537570
-SCHEMA_VERSION: Final = 3
+SCHEMA_VERSION: Final = 4
 BUSY_TIMEOUT_MS: Final = 10_000
 # After a checkpoint the WAL file is truncated to at most this size.
 JOURNAL_SIZE_LIMIT: Final = 64 << 20
@@ -108,6 +108,14 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
             scheduler_id TEXT PRIMARY KEY,
             decision TEXT NOT NULL
         ) WITHOUT ROWID""",
+    ),
+    # Version 4: each login's credentials stamp (``store.protocols.StoredUser.stamp``),
+    # made anew by a password change or a disable so the Admin Center ends the sessions
+    # made before it. Every existing login gets a random one (SQLite allows only a
+    # constant default when adding a column); a row an older version inserts gets ''.
+    (
+        "ALTER TABLE users ADD COLUMN stamp TEXT NOT NULL DEFAULT ''",
+        "UPDATE users SET stamp = lower(hex(randomblob(16)))",
     ),
 )
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from supervisor.core.errors import DefinitionError
 from supervisor.store.codec import check_new_user, parse_ts, ts
-from supervisor.store.protocols import Changed, KeepOne, StoredUser, UserChange
+from supervisor.store.protocols import Changed, KeepOne, StoredUser, UserChange, new_stamp
 from supervisor.store.sqlite.database import Database
 
 
@@ -33,24 +33,21 @@ class SqliteUsers:
         with self._db.write() as conn:
             try:
                 conn.execute(
-                    "INSERT INTO users (name, role, password_hash, created_at) VALUES (?, ?, ?, ?)",
-                    (name, role, password_hash, created),
+                    "INSERT INTO users (name, role, password_hash, created_at, stamp)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    (name, role, password_hash, created, new_stamp()),
                 )
             except sqlite3.IntegrityError:
                 raise DefinitionError("name", f"user {name!r} already exists") from None
 
     def get_user(self, name: str) -> StoredUser | None:
         with self._db.read() as conn:
-            rows = conn.execute(
-                "SELECT name, role, password_hash, created_at FROM users WHERE name = ?", (name,)
-            ).fetchall()
+            rows = conn.execute(_SELECT + " WHERE name = ?", (name,)).fetchall()
         return _user_from_row(rows[0]) if rows else None
 
     def list_users(self) -> list[StoredUser]:
         with self._db.read() as conn:
-            rows = conn.execute(
-                "SELECT name, role, password_hash, created_at FROM users ORDER BY name"
-            ).fetchall()
+            rows = conn.execute(_SELECT + " ORDER BY name").fetchall()
         return [_user_from_row(row) for row in rows]
 
     def change_user(self, name: str, change: UserChange, *, keep: KeepOne | None = None) -> Changed:
@@ -71,14 +68,16 @@ class SqliteUsers:
                 conn.execute("DELETE FROM users WHERE name = ?", (name,))
             else:
                 conn.execute(
-                    "UPDATE users SET role = ?, password_hash = ? WHERE name = ?",
-                    (after.role, after.password_hash, name),
+                    "UPDATE users SET role = ?, password_hash = ?, stamp = ? WHERE name = ?",
+                    (after.role, after.password_hash, after.stamp, name),
                 )
             return Changed.DONE
 
 
-_SELECT = "SELECT name, role, password_hash, created_at FROM users"
+_SELECT = "SELECT name, role, password_hash, created_at, stamp FROM users"
 
 
 def _user_from_row(row: Sequence[Any]) -> StoredUser:
-    return StoredUser(name=row[0], role=row[1], password_hash=row[2], created_at=parse_ts(row[3]))
+    return StoredUser(
+        name=row[0], role=row[1], password_hash=row[2], created_at=parse_ts(row[3]), stamp=row[4]
+    )
