@@ -211,3 +211,28 @@ def test_app_names_the_schedulers_when_the_database_is_read(left_behind: Path) -
     assert "m.cron" in [s["id"] for s in json.loads(result.stdout)]
     report = run_cli(left_behind, "runs", "c.report", "--app", APP, "--json")
     assert [r["outcome"] for r in json.loads(report.stdout)] == ["failed"]
+
+
+def test_a_version_3_database_is_read_unmigrated(left_behind: Path, tmp_path: Path) -> None:
+    """Version 4 only added the logins' credentials stamp, which the read commands never
+    read: a manager of the version before leaves a file they read as it is; older ones are
+    refused with what to do."""
+    state = tmp_path / "state"
+    shutil.copytree(left_behind, state)
+    conn = sqlite3.connect(state / "state.db")
+    conn.execute("ALTER TABLE users DROP COLUMN stamp")
+    conn.execute("PRAGMA user_version = 3")
+    conn.commit()
+    conn.close()
+    before = snapshot(state)
+    result = run_cli(state, "runs", "c.report", "--json")
+    assert result.returncode == 0, result.stderr
+    assert [r["outcome"] for r in json.loads(result.stdout)] == ["failed"]
+    assert snapshot(state) == before
+    conn = sqlite3.connect(state / "state.db")
+    conn.execute("PRAGMA user_version = 2")
+    conn.commit()
+    conn.close()
+    result = run_cli(state, "runs", "c.report")
+    assert result.returncode != 0
+    assert "older schema (version 2): start the manager once to migrate it" in result.stderr

@@ -232,6 +232,22 @@ def test_a_stream_ends_when_its_session_does(streams: Streams) -> None:
     reader.close()
 
 
+def test_a_stream_ends_when_its_account_changes_in_the_store(
+    streams: Streams, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new password set on another host sharing the store ends this server's open
+    streams of that login at the next recheck, as it ends the login's next request."""
+    monkeypatch.setattr("supervisor.web.streams.USER_RECHECK_SECONDS", 0.0)
+    client = streams.client()
+    reader = Reader(client, "/events/status")
+    assert reader.next_event("status")
+    user = streams.users.users["ada"]
+    streams.users.users["ada"] = replace(user, password_hash="other", stamp="s1")
+    # Ends at the next check; before, it kept sending heartbeats to its longest life.
+    assert len(list(reader.events())) <= 1
+    reader.close()
+
+
 def test_streams_end_when_the_server_stops(streams: Streams) -> None:
     reader = Reader(streams.client(), "/events/schedulers/jobs.repeat/logs")
     streams.stop.set()

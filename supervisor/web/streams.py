@@ -14,7 +14,7 @@ from typing import Any
 
 from supervisor.core.access import Permission
 from supervisor.web import events
-from supervisor.web.auth import subject_for
+from supervisor.web.auth import Ended, session_subject
 from supervisor.web.config import CONNECTION_KEY
 from supervisor.web.replies import Refused, cursor, event_stream, level, peer_gone, short_text
 from supervisor.web.site import Request, Site, subject_of
@@ -50,9 +50,10 @@ def _alive(site: Site, request: Request) -> Callable[[], bool]:
         if connection is not None and peer_gone(connection):
             return False
         now = time.monotonic()
-        if now - checked[0] > USER_RECHECK_SECONDS:  # the user may have been removed
+        if now - checked[0] > USER_RECHECK_SECONDS:  # the account may have changed
             checked[0] = now
-            return subject_for(site.users, user) is not None
+            ended = session_subject(site.users, user, stamp=session.stamp)
+            return not isinstance(ended, Ended)
         return True
 
     return alive

@@ -23,12 +23,17 @@ import urllib.parse
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Final
 
 from supervisor.core.errors import StoreError
 from supervisor.store.sqlite.database import Database
 from supervisor.store.sqlite.opening import problem
 from supervisor.store.sqlite.schema import APPLICATION_ID, BUSY_TIMEOUT_MS, SCHEMA_VERSION, TABLES
 from supervisor.store.sqlite.store import SqliteStore
+
+# The read commands read settings, runs and logs, never logins: version 4 only added the
+# users' credentials stamp, so a version-3 file is read as it is, unmigrated.
+READABLE_SINCE: Final = 3
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -81,7 +86,7 @@ def _check(path: Path, conn: sqlite3.Connection) -> None:
         raise problem(path, "not a sched-supervisor database")
     if version > SCHEMA_VERSION:
         raise problem(path, f"written by a newer sched-supervisor (schema version {version})")
-    if version < SCHEMA_VERSION:
+    if version < READABLE_SINCE:
         raise problem(
             path, f"an older schema (version {version}): start the manager once to migrate it"
         )
