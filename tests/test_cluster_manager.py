@@ -17,10 +17,6 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-pytest.importorskip("psycopg")
-
 import psycopg
 
 from supervisor.cluster.member import Member, MemberConfig, NoHooks

@@ -20,10 +20,6 @@ import signal
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-pytest.importorskip("psycopg")
-
 import psycopg
 
 from tests.cluster_managers import (
