@@ -4,7 +4,13 @@ Each host is a separate ``supervisor run`` (tests/cluster_managers.py) of
 tests/apps/cluster_jobs.py, whose runs write an independent ledger: it proves exactly one
 run per slot (every ledger row belongs to a claimed slot, no slot has two), takeover after
 kill -9 of the owner, fencing of an owner stopped past its lease, a graceful hand-off, and
-controls from any host's CLI reaching the owner. Every wait has a deadline.
+controls from any host's CLI reaching the owner. Under faults (a PostgreSQL restart, 20 %
+of connections refused and some cut) each test runs twice: with SQLite state on each
+host (``--cluster DSN``) and with the database as the hosts' shared store too (``--cluster
+DSN --store DSN``, tests/test_cluster_store.py's setup); no slot runs twice, every host
+exits 0 on SIGTERM, and with the store shared nothing it took is lost (every ledger run is
+in the store with its host and its end, and the line it printed is stored or counted as
+lost in its run). Every wait has a deadline.
 """
 
 from __future__ import annotations
@@ -18,10 +24,12 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 
 from supervisor.cluster.member import Member, MemberConfig, NoHooks
 from supervisor.core.clock import SystemClock
 from tests.cluster_managers import (
+    TICK,
     ManagerHost,
     by_name,
     db,
@@ -29,8 +37,11 @@ from tests.cluster_managers import (
     holder,
     hosts,
     ledger,
+    lost,
     overlaps,
+    runs_each,
     start,
+    stop_all,
 )
 from tests.http_session import HttpSession, bootstrap_password
 from tests.manager_process import cli
@@ -39,8 +50,6 @@ from tests.tcp_proxy import FaultyProxy
 from tests.waiting import wait_for
 
 __all__ = ["db", "hosts", "pg_cluster", "pg_dsn"]
-
-TICK = "c.tick"  # SCHEDULE, a 1 s pause after each run
 
 
 def in_flight(db: psycopg.Connection[Any], scheduler_id: str) -> tuple[Any, ...] | None:
@@ -160,58 +169,121 @@ def test_a_partitioned_owner_cancels_its_run_before_the_takeover_and_is_fenced(
             proxy.close()
 
 
-def test_runs_go_on_once_per_slot_across_a_postgresql_restart(
+# -- faults, with SQLite state on each host and with the store shared -----------------------
+
+
+@pytest.mark.parametrize(
+    "shared_store",
+    [
+        pytest.param(False, id="separate-database"),  # --cluster DSN, SQLite state
+        pytest.param(True, id="shared-store"),  # --cluster DSN --store DSN
+    ],
+)
+def test_a_postgresql_restart_doubles_no_slot_and_loses_nothing_stored(
     db: psycopg.Connection[Any],
     pg_dsn: str,
     pg_cluster: PostgresCluster,
     hosts: list[ManagerHost],
     tmp_path: Path,
+    shared_store: bool,
 ) -> None:
-    start(hosts, pg_dsn, tmp_path, "a", "b", job_seconds=0.2)
+    start(hosts, pg_dsn, tmp_path, "a", "b", job_seconds=0.2, ticks=2, shared_store=shared_store)
     wait_for(lambda: len(ledger(db, TICK)) >= 2, timeout=20, what="two runs of the tick")
     db.close()
-    pg_cluster.restart()  # every session is cut, the hosts' too
+    pg_cluster.restart()  # every session is cut: the cluster's, the store's where shared
     with psycopg.connect(pg_dsn, autocommit=True) as again:
         restarted = again.execute("SELECT clock_timestamp()").fetchone()[0]  # type: ignore[index]
         wait_for(
-            lambda: len([r for r in ledger(again, TICK) if r[2] > restarted]) >= 3,
+            lambda: (
+                (ran := runs_each(again, "c.tick%", restarted))
+                and min(ran.values()) >= 3
+                and len(ran) == 3
+            ),
             timeout=20,
-            what="three runs after the restart",
+            what="three runs of each tick after the restart",
         )
+        assert all(host.alive() for host in hosts)
+        stop_all(hosts)
         assert doubled_slots(again) == []
-        assert overlaps([r for r in ledger(again, TICK) if r[3] is not None]) == []
-    assert all(host.alive() for host in hosts)
+        for scheduler_id in runs_each(again, "c.tick%"):
+            # Rows the runner ended (a runner's own ledger session dies with the server).
+            ended = [row for row in ledger(again, scheduler_id) if row[3] is not None]
+            assert overlaps(ended) == []
+        if shared_store:
+            assert lost(again) == []
 
 
-def test_injected_connection_failures_never_double_a_slot(
+@pytest.mark.parametrize(
+    ("shared_store", "ticks", "seed", "faults_at_start", "within"),
+    [
+        # The hosts start under the faults too.
+        pytest.param(False, 20, 7, True, 90, id="separate-database"),
+        # A host that cannot open its store at startup refuses to start (as it should), and
+        # the shared store adds connections at startup: the faults begin once both are up.
+        pytest.param(True, 6, 11, False, 40, id="shared-store"),
+    ],
+)
+def test_injected_connection_failures_double_no_slot_and_lose_nothing_stored(
     db: psycopg.Connection[Any],
     pg_dsn: str,
     pg_cluster: PostgresCluster,
     hosts: list[ManagerHost],
     tmp_path: Path,
+    shared_store: bool,
+    ticks: int,
+    seed: int,
+    faults_at_start: bool,
+    within: float,
 ) -> None:
-    ticks = 20
-    # One new connection in five refused, one chunk in a hundred cut mid-conversation.
-    with FaultyProxy(("127.0.0.1", pg_cluster.port), refuse=0.2, cut=0.01, seed=7) as proxy:
+    with FaultyProxy(("127.0.0.1", pg_cluster.port), refuse=0, cut=0, seed=seed) as proxy:
+
+        def inject() -> None:
+            # One new connection in five refused, one chunk in a hundred cut
+            # mid-conversation, for the cluster's connections and the store's alike (the
+            # runners' ledger goes straight to the database).
+            proxy.faults(refuse=0.2, cut=0.01)
+
+        if faults_at_start:
+            inject()
         via = pg_dsn.replace(f"port={pg_cluster.port}", f"port={proxy.port}")
-        for name in "ab":
-            hosts.append(
-                ManagerHost(pg_dsn, name, tmp_path, job_seconds=0.0, cluster_dsn=via, ticks=ticks)
-            )
-        for host in hosts:
-            host.ready()
+        start(
+            hosts,
+            pg_dsn,
+            tmp_path,
+            "a",
+            "b",
+            job_seconds=0.0,
+            ticks=ticks,
+            cluster_dsn=via,
+            shared_store=shared_store,
+        )
+        if not faults_at_start:
+            inject()
 
-        def each_ran_3_times() -> bool:
-            row = db.execute(
-                "SELECT count(*) FROM (SELECT scheduler_id FROM cluster_test_ledger "
-                "WHERE scheduler_id LIKE 'c.tick.%%' GROUP BY 1 HAVING count(*) >= 3) AS done"
-            ).fetchone()
-            return row == (ticks,)
+        def ran_under_faults() -> bool:
+            ran = runs_each(db, "c.tick.%")
+            done = len(ran) == ticks and min(ran.values()) >= 3
+            return done and proxy.refused > 0 and proxy.cuts > 0  # failures did happen
 
-        wait_for(each_ran_3_times, timeout=90, what=f"{ticks} schedulers x 3 runs")
-        assert proxy.refused > 0 and proxy.cuts > 0  # failures did happen
+        wait_for(ran_under_faults, timeout=within, what=f"{ticks} schedulers x 3, with faults")
+        assert proxy.refused > 0 and proxy.cuts > 0
+        assert all(host.alive() for host in hosts)
+        # What failed is retried once connections work: ends, lost-record markers.
+        proxy.faults(refuse=0, cut=0)
+        calmed = db.execute("SELECT clock_timestamp()").fetchone()[0]  # type: ignore[index]
+        wait_for(
+            lambda: (
+                (ran := runs_each(db, "c.tick.%", calmed))
+                and min(ran.values()) >= 1
+                and len(ran) == ticks
+            ),
+            timeout=20,
+            what="a run of each after the faults",
+        )
+        stop_all(hosts)
     assert doubled_slots(db) == []
-    assert all(host.alive() for host in hosts)
+    if shared_store:
+        assert lost(db) == []
 
 
 def test_a_graceful_stop_hands_over_at_once(

@@ -6,11 +6,11 @@ database and as the store. The runners' independent ledger proves one run per sl
 store's ``sst_runs`` rows must name the host each run ran on, any host's CLI and Admin
 Center must show every host's runs and logs, a host starting must leave another live
 host's run alone, and a run of an owner killed with -9 must become ``interrupted`` in the
-shared store while the heir runs the next slot. Under faults (a PostgreSQL restart, 20 %
-of connections refused and some cut, a host's clock 2 s off) no slot runs twice and
-nothing the store took is lost: every ledger run is in the store with its host and its
-end, and the line it printed is stored or counted as lost in its run. Every wait has a
-deadline.
+shared store while the heir runs the next slot. With a host's clock 2 s off no slot runs
+twice and nothing the store took is lost: every ledger run is in the store with its host
+and its end, and the line it printed is stored or counted as lost in its run (a PostgreSQL
+restart and injected connection failures, with the store shared and without, are
+tests/test_cluster_manager.py's). Every wait has a deadline.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from typing import Any
 import psycopg
 
 from tests.cluster_managers import (
+    TICK,
     ManagerHost,
     as_url,
     by_name,
@@ -31,18 +32,17 @@ from tests.cluster_managers import (
     holder,
     hosts,
     ledger,
+    lost,
     overlaps,
+    runs_each,
 )
 from tests.cluster_managers import start as start_hosts
 from tests.http_session import HttpSession, bootstrap_password
 from tests.manager_process import cli
-from tests.postgres import PostgresCluster, free_port, pg_cluster, pg_dsn
-from tests.tcp_proxy import FaultyProxy
+from tests.postgres import free_port, pg_cluster, pg_dsn
 from tests.waiting import wait_for
 
 __all__ = ["db", "hosts", "pg_cluster", "pg_dsn"]
-
-TICK = "c.tick"  # SCHEDULE, a 1 s pause after each run
 
 
 def start(hosts: list[ManagerHost], dsn: str, tmp: Path, *names: str, **kw: Any) -> None:
@@ -182,117 +182,7 @@ def test_the_late_end_of_an_owner_stopped_past_its_lease_is_not_written(
     assert doubled_slots(db) == []
 
 
-# -- faults, with the store shared ------------------------------------------------------------
-
-
-def lost(db: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
-    """Ledger runs the shared store does not account for: missing, under another host,
-    without an end, or without the line the runner printed (unless counted as lost)."""
-    rows = db.execute(
-        "SELECT l.run_ref, l.host, r.host, r.ended_at, r.dropped_records,"
-        " EXISTS (SELECT 1 FROM sst_logs AS g WHERE g.run_seq = r.seq"
-        "         AND g.message = l.run_ref || ' on ' || l.host)"
-        " FROM cluster_test_ledger AS l LEFT JOIN sst_runs AS r ON r.run_id = l.run_ref"
-    ).fetchall()
-    return [
-        row
-        for row in rows
-        if row[2] != row[1] or row[3] is None or not (row[5] or (row[4] or 0) > 0)
-    ]
-
-
-def runs_each(
-    db: psycopg.Connection[Any], pattern: str, since: Any = None, *, host: str | None = None
-) -> dict[str, int]:
-    """Ledger runs per scheduler whose id is LIKE ``pattern`` (started after ``since``, on
-    ``host``)."""
-    rows = db.execute(
-        "SELECT scheduler_id, count(*) FROM cluster_test_ledger WHERE scheduler_id LIKE %s"
-        " AND (%s::timestamptz IS NULL OR started_at > %s) AND (%s::text IS NULL OR host = %s)"
-        " GROUP BY 1",
-        (pattern, since, since, host, host),
-    ).fetchall()
-    return dict(rows)
-
-
-def stop_all(hosts: list[ManagerHost]) -> None:
-    """SIGTERM every host at once; each must exit 0."""
-    for host in hosts:
-        host.signal(signal.SIGTERM)
-    for host in hosts:  # (a second SIGTERM would meet the default action at shutdown)
-        assert host.process.wait(timeout=30) == 0, host.log()
-
-
-def test_a_postgresql_restart_doubles_no_slot_and_loses_nothing_stored(
-    db: psycopg.Connection[Any],
-    pg_dsn: str,
-    pg_cluster: PostgresCluster,
-    hosts: list[ManagerHost],
-    tmp_path: Path,
-) -> None:
-    start(hosts, pg_dsn, tmp_path, "a", "b", job_seconds=0.2, ticks=2)
-    wait_for(lambda: len(ledger(db, TICK)) >= 1, timeout=20, what="a run of the tick")
-    db.close()
-    pg_cluster.restart()  # every session is cut: the cluster's and the store's
-    with psycopg.connect(pg_dsn, autocommit=True) as again:
-        restarted = again.execute("SELECT pg_postmaster_start_time()").fetchone()[0]  # type: ignore[index]
-        wait_for(
-            lambda: (
-                (ran := runs_each(again, "c.tick%", restarted))
-                and min(ran.values()) >= 2
-                and len(ran) == 3
-            ),
-            timeout=20,
-            what="two runs of each tick after the restart",
-        )
-        assert all(host.alive() for host in hosts)
-        stop_all(hosts)
-        assert doubled_slots(again) == []
-        for scheduler_id in runs_each(again, "c.tick%"):
-            # Rows the runner ended (a runner's own ledger session dies with the server).
-            ended = [row for row in ledger(again, scheduler_id) if row[3] is not None]
-            assert overlaps(ended) == []
-        assert lost(again) == []
-
-
-def test_injected_connection_failures_double_no_slot_and_lose_nothing_stored(
-    db: psycopg.Connection[Any],
-    pg_dsn: str,
-    pg_cluster: PostgresCluster,
-    hosts: list[ManagerHost],
-    tmp_path: Path,
-) -> None:
-    ticks = 6
-    with FaultyProxy(("127.0.0.1", pg_cluster.port), refuse=0, cut=0, seed=11) as proxy:
-        via = pg_dsn.replace(f"port={pg_cluster.port}", f"port={proxy.port}")
-        start(hosts, pg_dsn, tmp_path, "a", "b", job_seconds=0.0, ticks=ticks, cluster_dsn=via)
-        # Once started: one new connection in five refused, one chunk in a hundred cut
-        # mid-conversation, for the cluster's connections and the store's alike (the
-        # runners' ledger goes straight to the database).
-        proxy.faults(refuse=0.2, cut=0.01)
-
-        def ran_under_faults() -> bool:
-            ran = runs_each(db, "c.tick.%")
-            done = len(ran) == ticks and min(ran.values()) >= 3
-            return done and proxy.refused > 0 and proxy.cuts > 0  # failures did happen
-
-        wait_for(ran_under_faults, timeout=40, what=f"{ticks} schedulers x 3 runs, with faults")
-        assert all(host.alive() for host in hosts)
-        # What failed is retried once connections work: ends, lost-record markers.
-        proxy.faults(refuse=0, cut=0)
-        calmed = db.execute("SELECT clock_timestamp()").fetchone()[0]  # type: ignore[index]
-        wait_for(
-            lambda: (
-                (ran := runs_each(db, "c.tick.%", calmed))
-                and min(ran.values()) >= 1
-                and len(ran) == ticks
-            ),
-            timeout=20,
-            what="a run of each after the faults",
-        )
-        stop_all(hosts)
-    assert doubled_slots(db) == []
-    assert lost(db) == []
+# -- a fault, with the store shared -------------------------------------------------------
 
 
 def test_a_host_clock_2s_off_doubles_no_slot_and_loses_nothing_stored(
