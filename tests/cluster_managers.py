@@ -17,6 +17,7 @@ import os
 import signal
 import subprocess
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +103,16 @@ class ManagerHost:
     def signal(self, signum: int) -> None:
         os.kill(self.process.pid, signum)
 
+    @contextmanager
+    def stopped(self) -> Iterator[None]:
+        """SIGSTOP for the ``with`` block (the process stays, its clocks run on), SIGCONT
+        after it."""
+        self.signal(signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            self.signal(signal.SIGCONT)
+
     def kill(self) -> None:
         self.signal(signal.SIGKILL)
         self.process.wait(timeout=30)
@@ -168,6 +179,12 @@ def by_name(hosts: list[ManagerHost], name: str | None) -> ManagerHost:
     return next(h for h in hosts if h.name == name)
 
 
+def host_and_other(hosts: list[ManagerHost], name: str | None) -> tuple[ManagerHost, ManagerHost]:
+    """The host called ``name`` (e.g. a lease's holder) and another one (of two, the other)."""
+    host = by_name(hosts, name)
+    return host, next(h for h in hosts if h is not host)
+
+
 def holder(conn: psycopg.Connection[Any], scheduler_id: str) -> str | None:
     row = conn.execute(
         "SELECT holder FROM cluster_leases WHERE scheduler_id = %s", (scheduler_id,)
@@ -184,6 +201,19 @@ def ledger(conn: psycopg.Connection[Any], scheduler_id: str) -> list[tuple[Any, 
         "WHERE l.scheduler_id = %s ORDER BY l.started_at",
         (scheduler_id,),
     ).fetchall()
+
+
+def in_flight(conn: psycopg.Connection[Any], scheduler_id: str) -> tuple[Any, ...] | None:
+    """The ``ledger`` row of the run in progress (its runner is working), if any."""
+    rows = [row for row in ledger(conn, scheduler_id) if row[3] is None]
+    return rows[-1] if rows else None
+
+
+def runs_on(
+    conn: psycopg.Connection[Any], host: ManagerHost, *, after: Any
+) -> list[tuple[Any, ...]]:
+    """The ``ledger`` rows of the runs of the tick ``host`` started after ``after``."""
+    return [row for row in ledger(conn, TICK) if row[1] == host.name and row[2] > after]
 
 
 def doubled_slots(conn: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:

@@ -16,7 +16,6 @@ lost in its run). Every wait has a deadline.
 from __future__ import annotations
 
 import json
-import signal
 import threading
 import time
 from datetime import timedelta
@@ -31,15 +30,17 @@ from supervisor.core.clock import SystemClock
 from tests.cluster_managers import (
     TICK,
     ManagerHost,
-    by_name,
     db,
     doubled_slots,
     holder,
+    host_and_other,
     hosts,
+    in_flight,
     ledger,
     lost,
     overlaps,
     runs_each,
+    runs_on,
     start,
     stop_all,
 )
@@ -52,10 +53,14 @@ from tests.waiting import wait_for
 __all__ = ["db", "hosts", "pg_cluster", "pg_dsn"]
 
 
-def in_flight(db: psycopg.Connection[Any], scheduler_id: str) -> tuple[Any, ...] | None:
-    """The ledger row of the run in progress (its runner is working), if any."""
-    rows = [row for row in ledger(db, scheduler_id) if row[3] is None]
-    return rows[-1] if rows else None
+def in_flight_on(db: psycopg.Connection[Any], host: ManagerHost) -> tuple[Any, ...]:
+    """The ledger row of a run of the tick in progress on ``host``, once there is one."""
+    row: tuple[Any, ...] = wait_for(
+        lambda: (row := in_flight(db, TICK)) is not None and row[1] == host.name and row,
+        timeout=10,
+        what=f"a run in progress on {host.name}, the owner",
+    )
+    return row
 
 
 def outcome(db: psycopg.Connection[Any], run_ref: str) -> str | None:
@@ -68,18 +73,13 @@ def test_two_hosts_run_each_slot_once_and_take_over_after_kill_9(
 ) -> None:
     start(hosts, pg_dsn, tmp_path, "a", "b", job_seconds=1.0)
     wait_for(lambda: len(ledger(db, TICK)) >= 3, timeout=20, what="three runs of the tick")
-    owner = by_name(hosts, holder(db, TICK))
-    other = next(h for h in hosts if h is not owner)
-    running = wait_for(
-        lambda: (row := in_flight(db, TICK)) is not None and row[1] == owner.name and row,
-        timeout=10,
-        what="a run in progress on the owner",
-    )
+    owner, other = host_and_other(hosts, holder(db, TICK))
+    running = in_flight_on(db, owner)
     owner.kill()
     killed_at = db.execute("SELECT clock_timestamp()").fetchone()[0]  # type: ignore[index]
 
     def taken_over() -> Any:
-        return [r for r in ledger(db, TICK) if r[1] == other.name and r[2] > killed_at]
+        return runs_on(db, other, after=killed_at)
 
     # Within 3 s the other host holds the lease and has marked the dead host's run.
     wait_for(lambda: holder(db, TICK) == other.name, timeout=3, what="the takeover in 3 s")
@@ -103,24 +103,16 @@ def test_an_owner_stopped_past_its_lease_is_fenced(
 ) -> None:
     start(hosts, pg_dsn, tmp_path, "a", "b", job_seconds=1.0)
     wait_for(lambda: in_flight(db, TICK), timeout=20, what="a run of the tick")
-    owner = by_name(hosts, holder(db, TICK))
-    other = next(h for h in hosts if h is not owner)
-    stopped = wait_for(
-        lambda: (row := in_flight(db, TICK)) is not None and row[1] == owner.name and row,
-        timeout=10,
-        what="a run in progress on the owner",
-    )
-    owner.signal(signal.SIGSTOP)
-    try:
+    owner, other = host_and_other(hosts, holder(db, TICK))
+    stopped = in_flight_on(db, owner)
+    with owner.stopped():
         # The lease expires (2 s ttl) and the other host takes over and runs the tick.
         wait_for(
-            lambda: any(r[1] == other.name and r[2] > stopped[2] for r in ledger(db, TICK)),
+            lambda: runs_on(db, other, after=stopped[2]),
             timeout=10,
             what="the other host's run while the owner is stopped",
         )
         assert outcome(db, stopped[0]) == "interrupted"
-    finally:
-        owner.signal(signal.SIGCONT)
     # Back, the owner's late write of its run's end is refused, and it says so.
     wait_for(lambda: "cluster: fenced" in owner.log(), timeout=10, what="the fenced report")
     assert f"run {stopped[0]} of {TICK} was fenced" in owner.log()
@@ -148,8 +140,7 @@ def test_a_partitioned_owner_cancels_its_run_before_the_takeover_and_is_fenced(
         for host in hosts:
             host.ready()
         running = wait_for(lambda: in_flight(db, TICK), timeout=20, what="a long run")
-        owner = by_name(hosts, running[1])
-        other = next(h for h in hosts if h is not owner)
+        owner, other = host_and_other(hosts, running[1])
         proxies[owner.name].partition()  # its lease can no longer be renewed
         # Within a ttl by its own clock the owner stops the run, though it reaches nothing.
         wait_for(
@@ -291,8 +282,7 @@ def test_a_graceful_stop_hands_over_at_once(
 ) -> None:
     start(hosts, pg_dsn, tmp_path, "a", "b", job_seconds=0.2)
     wait_for(lambda: len(ledger(db, TICK)) >= 2, timeout=20, what="two runs of the tick")
-    owner = by_name(hosts, holder(db, TICK))
-    other = next(h for h in hosts if h is not owner)
+    owner, other = host_and_other(hosts, holder(db, TICK))
     assert owner.stop() == 0
     assert "cluster: released" in owner.log()
     # Released at shutdown: the other host holds it without waiting for an expiry.
@@ -326,8 +316,7 @@ def test_controls_from_any_host_reach_the_owner(
         timeout=10,
         what="one lease on each host",
     )
-    manual_owner = by_name(hosts, holder(db, "c.manual"))
-    elsewhere = next(h for h in hosts if h is not manual_owner)
+    manual_owner, elsewhere = host_and_other(hosts, holder(db, "c.manual"))
     # Execute Now on the host that does not own it: the run happens on the owner.
     run_id = json.loads(cli(elsewhere.state, "execute", "c.manual", "--json"))["run_id"]
     row = wait_for(
@@ -352,8 +341,7 @@ def test_controls_from_any_host_reach_the_owner(
     runs = json.loads(cli(manual_owner.state, "runs", "c.manual", "--json"))
     assert [r["host"] for r in runs if r["run_id"] == run_id] == [manual_owner.name]
     # Stop from a host that does not own the tick: the owner stops running it.
-    tick_owner = by_name(hosts, holder(db, TICK))
-    not_owner = next(h for h in hosts if h is not tick_owner)
+    tick_owner, not_owner = host_and_other(hosts, holder(db, TICK))
     cli(not_owner.state, "stop", TICK, "--reason", "maintenance")
     wait_for(
         lambda: json.loads(cli(tick_owner.state, "status", TICK, "--json"))["state"] == "stopped",

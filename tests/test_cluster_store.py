@@ -16,7 +16,6 @@ tests/test_cluster_manager.py's). Every wait has a deadline.
 from __future__ import annotations
 
 import json
-import signal
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +29,14 @@ from tests.cluster_managers import (
     db,
     doubled_slots,
     holder,
+    host_and_other,
     hosts,
+    in_flight,
     ledger,
     lost,
     overlaps,
     runs_each,
+    runs_on,
 )
 from tests.cluster_managers import start as start_hosts
 from tests.http_session import HttpSession, bootstrap_password
@@ -69,16 +71,11 @@ def test_hosts_share_one_store_and_each_shows_every_hosts_runs_and_logs(
     wait_for(lambda: len(ledger(db, TICK)) >= 2, timeout=20, what="two runs of the tick")
     # (The lease may move once while b joins: the owner is the host of the run in progress.)
     running = wait_for(
-        lambda: (
-            (rows := [r for r in ledger(db, TICK) if r[3] is None])
-            and rows[-1][1] == holder(db, TICK)
-            and rows[-1]
-        ),
+        lambda: (row := in_flight(db, TICK)) is not None and row[1] == holder(db, TICK) and row,
         timeout=10,
         what="a run in progress on the owner",
     )
-    owner = by_name(hosts, running[1])
-    other = next(h for h in hosts if h is not owner)
+    owner, other = host_and_other(hosts, running[1])
     # A third host starting meanwhile recovers only its own runs: the owner's run in
     # progress is left alone and ends as it would.
     start(hosts, pg_dsn, tmp_path, "c", job_seconds=1.0)
@@ -113,10 +110,9 @@ def test_the_run_of_an_owner_killed_with_9_becomes_interrupted_in_the_shared_sto
 ) -> None:
     start(hosts, pg_dsn, tmp_path, "a", "b", job_seconds=1.0)
     wait_for(lambda: len(ledger(db, TICK)) >= 2, timeout=20, what="two runs of the tick")
-    owner = by_name(hosts, holder(db, TICK))
-    heir = next(h for h in hosts if h is not owner)
+    owner, heir = host_and_other(hosts, holder(db, TICK))
     running = wait_for(
-        lambda: (rows := [r for r in ledger(db, TICK) if r[3] is None]) and rows[-1],
+        lambda: in_flight(db, TICK),
         timeout=10,
         what="a run in progress on the owner",
     )
@@ -132,11 +128,7 @@ def test_the_run_of_an_owner_killed_with_9_becomes_interrupted_in_the_shared_sto
     assert owner.name in outcome[1]
     assert stored(db, TICK)[running[0]][0] == owner.name
     # The heir runs the next slot, recorded as its own in the shared store.
-    after = wait_for(
-        lambda: [r for r in ledger(db, TICK) if r[1] == heir.name and r[2] > running[2]],
-        timeout=10,
-        what="the heir's run",
-    )
+    after = wait_for(lambda: runs_on(db, heir, after=running[2]), timeout=10, what="the heir's run")
     wait_for(
         lambda: stored(db, TICK).get(after[0][0], (None,))[0] == heir.name,
         timeout=5,
@@ -154,27 +146,23 @@ def test_the_late_end_of_an_owner_stopped_past_its_lease_is_not_written(
 ) -> None:
     start(hosts, pg_dsn, tmp_path, "a", "b", job_seconds=1.0)
     wait_for(lambda: len(ledger(db, TICK)) >= 1, timeout=20, what="a run of the tick")
-    owner = by_name(hosts, holder(db, TICK))
-    other = next(h for h in hosts if h is not owner)
+    owner, other = host_and_other(hosts, holder(db, TICK))
     stopped = wait_for(
-        lambda: (rows := [r for r in ledger(db, TICK) if r[3] is None]) and rows[-1],
+        lambda: in_flight(db, TICK),
         timeout=10,
         what="a run in progress on the owner",
     )
     assert stopped[1] == owner.name
-    owner.signal(signal.SIGSTOP)
-    try:
+    with owner.stopped():
         # The lease expires (2 s ttl): the other host takes over and marks the run.
         wait_for(
-            lambda: any(r[1] == other.name and r[2] > stopped[2] for r in ledger(db, TICK)),
+            lambda: runs_on(db, other, after=stopped[2]),
             timeout=10,
             what="the other host's run while the owner is stopped",
         )
         marked = stored(db, TICK)[stopped[0]]
         assert marked[1] == "interrupted"
         assert owner.name in marked[2]
-    finally:
-        owner.signal(signal.SIGCONT)
     # Back, the owner's run ends; its end is refused and not written over the mark.
     kept = f"run {stopped[0]} of {TICK} kept as interrupted: its end was not stored"
     wait_for(lambda: kept in owner.log(), timeout=10, what="the fenced end handled")
