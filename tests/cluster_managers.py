@@ -3,10 +3,11 @@
 Each ``ManagerHost`` is one ``supervisor run --app tests.apps.cluster_jobs:cfg --cluster DSN
 --host-name NAME`` with a state directory of its own; its runs write the independent
 ledger of ``tests/apps/cluster_jobs.py``. What the tests and the bench read: the ledger,
-the coordination tables and each host's log (stderr). Used by tests/test_cluster_manager.py,
-tests/test_cluster_store.py and bench/bench_cluster.py; the fixtures ``db`` (the ledger
-made, a connection to it) and ``hosts`` (the hosts a test started, reaped after it) are
-imported by the test modules, beside tests/postgres.py's ``pg_dsn``.
+the coordination tables, the shared store's tables (``lost``) and each host's log
+(stderr). Used by tests/test_cluster_manager.py, tests/test_cluster_store.py and
+bench/bench_cluster.py; the fixtures ``db`` (the ledger made, a connection to it) and
+``hosts`` (the hosts a test started, reaped after it) are imported by the test modules,
+beside tests/postgres.py's ``pg_dsn``.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import os
 import signal
 import subprocess
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,7 @@ from tests.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = "tests.apps.cluster_jobs:cfg"
+TICK = "c.tick"  # SCHEDULE, a 1 s pause after each run
 
 
 def make_ledger(dsn: str) -> None:
@@ -100,6 +103,16 @@ class ManagerHost:
     def signal(self, signum: int) -> None:
         os.kill(self.process.pid, signum)
 
+    @contextmanager
+    def stopped(self) -> Iterator[None]:
+        """SIGSTOP for the ``with`` block (the process stays, its clocks run on), SIGCONT
+        after it."""
+        self.signal(signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            self.signal(signal.SIGCONT)
+
     def kill(self) -> None:
         self.signal(signal.SIGKILL)
         self.process.wait(timeout=30)
@@ -166,6 +179,12 @@ def by_name(hosts: list[ManagerHost], name: str | None) -> ManagerHost:
     return next(h for h in hosts if h.name == name)
 
 
+def host_and_other(hosts: list[ManagerHost], name: str | None) -> tuple[ManagerHost, ManagerHost]:
+    """The host called ``name`` (e.g. a lease's holder) and another one (of two, the other)."""
+    host = by_name(hosts, name)
+    return host, next(h for h in hosts if h is not host)
+
+
 def holder(conn: psycopg.Connection[Any], scheduler_id: str) -> str | None:
     row = conn.execute(
         "SELECT holder FROM cluster_leases WHERE scheduler_id = %s", (scheduler_id,)
@@ -184,6 +203,19 @@ def ledger(conn: psycopg.Connection[Any], scheduler_id: str) -> list[tuple[Any, 
     ).fetchall()
 
 
+def in_flight(conn: psycopg.Connection[Any], scheduler_id: str) -> tuple[Any, ...] | None:
+    """The ``ledger`` row of the run in progress (its runner is working), if any."""
+    rows = [row for row in ledger(conn, scheduler_id) if row[3] is None]
+    return rows[-1] if rows else None
+
+
+def runs_on(
+    conn: psycopg.Connection[Any], host: ManagerHost, *, after: Any
+) -> list[tuple[Any, ...]]:
+    """The ``ledger`` rows of the runs of the tick ``host`` started after ``after``."""
+    return [row for row in ledger(conn, TICK) if row[1] == host.name and row[2] > after]
+
+
 def doubled_slots(conn: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
     """Slots more than one ledger row ran in, and ledger rows whose run claimed no slot."""
     return conn.execute(
@@ -191,6 +223,45 @@ def doubled_slots(conn: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
         "FROM cluster_test_ledger AS l LEFT JOIN cluster_runs AS r ON r.run_ref = l.run_ref "
         "GROUP BY 1, 2 HAVING count(*) > 1 OR r.planned_slot IS NULL"
     ).fetchall()
+
+
+def runs_each(
+    conn: psycopg.Connection[Any], pattern: str, since: Any = None, *, host: str | None = None
+) -> dict[str, int]:
+    """Ledger runs per scheduler whose id is LIKE ``pattern`` (started after ``since``, on
+    ``host``)."""
+    rows = conn.execute(
+        "SELECT scheduler_id, count(*) FROM cluster_test_ledger WHERE scheduler_id LIKE %s"
+        " AND (%s::timestamptz IS NULL OR started_at > %s) AND (%s::text IS NULL OR host = %s)"
+        " GROUP BY 1",
+        (pattern, since, since, host, host),
+    ).fetchall()
+    return dict(rows)
+
+
+def lost(conn: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
+    """Ledger runs the shared store (``--store``) does not account for: missing, under
+    another host, without an end, or without the line the runner printed (unless counted
+    as lost)."""
+    rows = conn.execute(
+        "SELECT l.run_ref, l.host, r.host, r.ended_at, r.dropped_records,"
+        " EXISTS (SELECT 1 FROM sst_logs AS g WHERE g.run_seq = r.seq"
+        "         AND g.message = l.run_ref || ' on ' || l.host)"
+        " FROM cluster_test_ledger AS l LEFT JOIN sst_runs AS r ON r.run_id = l.run_ref"
+    ).fetchall()
+    return [
+        row
+        for row in rows
+        if row[2] != row[1] or row[3] is None or not (row[5] or (row[4] or 0) > 0)
+    ]
+
+
+def stop_all(hosts: list[ManagerHost]) -> None:
+    """SIGTERM every host at once; each must exit 0."""
+    for host in hosts:
+        host.signal(signal.SIGTERM)
+    for host in hosts:  # (a second SIGTERM would meet the default action at shutdown)
+        assert host.process.wait(timeout=30) == 0, host.log()
 
 
 def overlaps(rows: list[tuple[Any, ...]]) -> list[tuple[Any, Any]]:

@@ -1,14 +1,16 @@
-"""Fixtures shared across test modules, and a check of ``SCHED_SUPERVISOR_TESTS_REQUIRE``
-(tests/required.py) before any test runs."""
+"""Fixtures shared across test modules, a check of ``SCHED_SUPERVISOR_TESTS_REQUIRE``
+(tests/required.py) before any test runs, and the collector that skips (or fails, where
+required) a test module importing a package a need brings, psycopg, where it is missing."""
 
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import pytest
 
 from tests.launching import launcher
-from tests.required import required, skip_or_fail
+from tests.required import RequiredModule, required, skip_or_fail
 from tests.systemd_ns import systemd_namespace
 
 __all__ = ["launcher", "systemd_analyze", "systemd_namespace"]
@@ -20,6 +22,12 @@ def pytest_configure(config: pytest.Config) -> None:
         required()
     except ValueError as error:
         raise pytest.UsageError(str(error)) from error
+
+
+def pytest_pycollect_makemodule(module_path: Path, parent: pytest.Collector) -> pytest.Module:
+    """Every test module as a ``RequiredModule`` (pytest's own ``Module`` otherwise)."""
+    module: pytest.Module = RequiredModule.from_parent(parent, path=module_path)
+    return module
 
 
 @pytest.fixture(scope="session")

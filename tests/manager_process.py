@@ -3,6 +3,7 @@ the CLI invoked against it through click's runner."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -52,3 +53,18 @@ def cli(state: Path, *args: str, code: int = 0) -> str:
     result = CliRunner().invoke(main, [*args, "--state-dir", str(state)])
     assert result.exit_code == code, result.output
     return result.output
+
+
+def run_to_its_end(state: Path, scheduler_id: str, *, timeout: float = 30) -> str:
+    """Execute ``scheduler_id`` on the manager of ``state`` and wait until its run has an
+    outcome; the run's ID."""
+    run_id: str = json.loads(cli(state, "execute", scheduler_id, "--json"))["run_id"]
+    wait_for(
+        lambda: any(
+            r["run_id"] == run_id and r["outcome"]
+            for r in json.loads(cli(state, "runs", scheduler_id, "--json"))
+        ),
+        timeout=timeout,
+        what=f"the end of run {run_id} of {scheduler_id}",
+    )
+    return run_id

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import pwd
-import signal
 import socket
 import subprocess
 import sys
@@ -21,6 +20,7 @@ from click.testing import CliRunner
 from supervisor.cli.main import main
 from supervisor.store.sqlite import SqliteStore
 from tests.commands import supervisor
+from tests.manager_process import running_manager
 from tests.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -55,28 +55,8 @@ LOG_FIELDS = {"time", "level", "message", "fields", "run_id", "source"}
 
 @pytest.fixture(scope="module")
 def state_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    state = tmp_path_factory.mktemp("cli") / "state"
-    process = subprocess.Popen(
-        supervisor(
-            "run", "--app", APP, "--state-dir", str(state), "--no-admin", "--grace", "500ms"
-        ),
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        wait_for(lambda: (state / "control.sock").exists(), timeout=30, what="the manager")
+    with running_manager(tmp_path_factory.mktemp("cli") / "state", APP) as state:
         yield state
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            assert process.wait(30) == 0
-        finally:
-            if process.poll() is None:
-                process.kill()
-            assert process.stderr is not None
-            process.stderr.close()
 
 
 def cli(state: Path, *args: str, code: int = 0) -> str:

@@ -20,6 +20,7 @@ from supervisor.cli.client import ControlClient
 from supervisor.cli.main import main
 from supervisor.core.errors import DefinitionError
 from tests.commands import supervisor
+from tests.manager_process import running_manager
 from tests.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,31 +29,13 @@ APP = "tests.apps.manager_jobs:cfg"
 
 @pytest.fixture(scope="module")
 def state_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    state = tmp_path_factory.mktemp("cli-logs") / "state"
-    process = subprocess.Popen(
-        supervisor(
-            "run", "--app", APP, "--state-dir", str(state), "--no-admin", "--grace", "500ms"
-        ),
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_for(lambda: (state / "control.sock").exists(), timeout=30, what="the manager")
+    with running_manager(tmp_path_factory.mktemp("cli-logs") / "state", APP) as state:
         wait_for(
             lambda: "hello" in run_cli(state, "logs", "m.oneshot").output,
             timeout=20,
             what="the one-shot's records",
         )
         yield state
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            assert process.wait(30) == 0
-        finally:
-            if process.poll() is None:
-                process.kill()
 
 
 def run_cli(state: Path, *args: str) -> Any:

@@ -21,7 +21,7 @@ from supervisor.core.errors import StoreError
 from supervisor.core.records import LogQuery
 from supervisor.store.sqlite.readonly import open_read_only
 from tests.commands import supervisor
-from tests.manager_process import ROOT, cli, running_manager
+from tests.manager_process import ROOT, run_to_its_end, running_manager
 from tests.waiting import wait_for
 
 APP = "tests.apps.cli_jobs:cfg"
@@ -48,24 +48,12 @@ def run_cli(state: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def finished_report(state: Path) -> None:
-    run_id = json.loads(cli(state, "execute", "c.report", "--json"))["run_id"]
-    wait_for(
-        lambda: any(
-            r["run_id"] == run_id and r["outcome"]
-            for r in json.loads(cli(state, "runs", "c.report", "--json"))
-        ),
-        timeout=30,
-        what="the failing run",
-    )
-
-
 @pytest.fixture(scope="module")
 def left_behind(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A state directory whose manager ran one failing run and then stopped."""
     state = tmp_path_factory.mktemp("cli-offline") / "state"
     with running_manager(state, APP):
-        finished_report(state)
+        run_to_its_end(state, "c.report")  # (a failing run)
     yield state
 
 
@@ -115,7 +103,7 @@ def test_a_killed_managers_last_changes_are_read_without_writing(tmp_path: Path)
     )
     try:
         wait_for(lambda: (state / "control.sock").exists(), timeout=30, what="the manager")
-        finished_report(state)
+        run_to_its_end(state, "c.report")  # (a failing run)
     finally:
         process.send_signal(signal.SIGKILL)
         process.wait(30)

@@ -28,7 +28,7 @@ from supervisor.core.definitions import Kind, Options
 from supervisor.core.records import Outcome, State
 from supervisor.manager import machine
 from tests.commands import supervisor
-from tests.manager_process import ROOT, cli, running_manager
+from tests.manager_process import ROOT, cli, run_to_its_end, running_manager
 from tests.waiting import wait_for
 
 APP = "tests.apps.cli_jobs:cfg"
@@ -39,15 +39,7 @@ ANSI = re.compile(r"\x1b\[[0-9;]*m")
 def state_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     state = tmp_path_factory.mktemp("cli-status") / "state"
     with running_manager(state, APP):
-        run_id = json.loads(cli(state, "execute", "c.report", "--json"))["run_id"]
-        wait_for(
-            lambda: any(
-                r["run_id"] == run_id and r["outcome"]
-                for r in json.loads(cli(state, "runs", "c.report", "--json"))
-            ),
-            timeout=30,
-            what="the failing run",
-        )
+        run_to_its_end(state, "c.report")  # (it fails)
         yield state
 
 

@@ -10,8 +10,6 @@ from typing import Any
 
 import pytest
 
-pytest.importorskip("psycopg")
-
 from supervisor.cluster import commands as cmd
 from supervisor.cluster import schema
 from supervisor.cluster.db import Connection, connect

@@ -19,8 +19,6 @@ from typing import Any
 
 import pytest
 
-pytest.importorskip("psycopg")
-
 from supervisor.cluster import commands as cmd
 from supervisor.cluster.db import Connection, connect
 from tests.postgres import PostgresCluster, pg_cluster, pg_dsn

@@ -10,8 +10,6 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-pytest.importorskip("psycopg")
-
 from supervisor.cli.main import main
 from supervisor.cluster import schema
 from supervisor.cluster.db import Connection, connect

@@ -4,37 +4,45 @@ Each host is a separate ``supervisor run`` (tests/cluster_managers.py) of
 tests/apps/cluster_jobs.py, whose runs write an independent ledger: it proves exactly one
 run per slot (every ledger row belongs to a claimed slot, no slot has two), takeover after
 kill -9 of the owner, fencing of an owner stopped past its lease, a graceful hand-off, and
-controls from any host's CLI reaching the owner. Every wait has a deadline.
+controls from any host's CLI reaching the owner. Under faults (a PostgreSQL restart, 20 %
+of connections refused and some cut) each test runs twice: with SQLite state on each
+host (``--cluster DSN``) and with the database as the hosts' shared store too (``--cluster
+DSN --store DSN``, tests/test_cluster_store.py's setup); no slot runs twice, every host
+exits 0 on SIGTERM, and with the store shared nothing it took is lost (every ledger run is
+in the store with its host and its end, and the line it printed is stored or counted as
+lost in its run). Every wait has a deadline.
 """
 
 from __future__ import annotations
 
 import json
-import signal
 import threading
 import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-pytest.importorskip("psycopg")
-
 import psycopg
+import pytest
 
 from supervisor.cluster.member import Member, MemberConfig, NoHooks
 from supervisor.core.clock import SystemClock
 from tests.cluster_managers import (
+    TICK,
     ManagerHost,
-    by_name,
     db,
     doubled_slots,
     holder,
+    host_and_other,
     hosts,
+    in_flight,
     ledger,
+    lost,
     overlaps,
+    runs_each,
+    runs_on,
     start,
+    stop_all,
 )
 from tests.http_session import HttpSession, bootstrap_password
 from tests.manager_process import cli
@@ -44,13 +52,15 @@ from tests.waiting import wait_for
 
 __all__ = ["db", "hosts", "pg_cluster", "pg_dsn"]
 
-TICK = "c.tick"  # SCHEDULE, a 1 s pause after each run
 
-
-def in_flight(db: psycopg.Connection[Any], scheduler_id: str) -> tuple[Any, ...] | None:
-    """The ledger row of the run in progress (its runner is working), if any."""
-    rows = [row for row in ledger(db, scheduler_id) if row[3] is None]
-    return rows[-1] if rows else None
+def in_flight_on(db: psycopg.Connection[Any], host: ManagerHost) -> tuple[Any, ...]:
+    """The ledger row of a run of the tick in progress on ``host``, once there is one."""
+    row: tuple[Any, ...] = wait_for(
+        lambda: (row := in_flight(db, TICK)) is not None and row[1] == host.name and row,
+        timeout=10,
+        what=f"a run in progress on {host.name}, the owner",
+    )
+    return row
 
 
 def outcome(db: psycopg.Connection[Any], run_ref: str) -> str | None:
@@ -63,18 +73,13 @@ def test_two_hosts_run_each_slot_once_and_take_over_after_kill_9(
 ) -> None:
     start(hosts, pg_dsn, tmp_path, "a", "b", job_seconds=1.0)
     wait_for(lambda: len(ledger(db, TICK)) >= 3, timeout=20, what="three runs of the tick")
-    owner = by_name(hosts, holder(db, TICK))
-    other = next(h for h in hosts if h is not owner)
-    running = wait_for(
-        lambda: (row := in_flight(db, TICK)) is not None and row[1] == owner.name and row,
-        timeout=10,
-        what="a run in progress on the owner",
-    )
+    owner, other = host_and_other(hosts, holder(db, TICK))
+    running = in_flight_on(db, owner)
     owner.kill()
     killed_at = db.execute("SELECT clock_timestamp()").fetchone()[0]  # type: ignore[index]
 
     def taken_over() -> Any:
-        return [r for r in ledger(db, TICK) if r[1] == other.name and r[2] > killed_at]
+        return runs_on(db, other, after=killed_at)
 
     # Within 3 s the other host holds the lease and has marked the dead host's run.
     wait_for(lambda: holder(db, TICK) == other.name, timeout=3, what="the takeover in 3 s")
@@ -98,24 +103,16 @@ def test_an_owner_stopped_past_its_lease_is_fenced(
 ) -> None:
     start(hosts, pg_dsn, tmp_path, "a", "b", job_seconds=1.0)
     wait_for(lambda: in_flight(db, TICK), timeout=20, what="a run of the tick")
-    owner = by_name(hosts, holder(db, TICK))
-    other = next(h for h in hosts if h is not owner)
-    stopped = wait_for(
-        lambda: (row := in_flight(db, TICK)) is not None and row[1] == owner.name and row,
-        timeout=10,
-        what="a run in progress on the owner",
-    )
-    owner.signal(signal.SIGSTOP)
-    try:
+    owner, other = host_and_other(hosts, holder(db, TICK))
+    stopped = in_flight_on(db, owner)
+    with owner.stopped():
         # The lease expires (2 s ttl) and the other host takes over and runs the tick.
         wait_for(
-            lambda: any(r[1] == other.name and r[2] > stopped[2] for r in ledger(db, TICK)),
+            lambda: runs_on(db, other, after=stopped[2]),
             timeout=10,
             what="the other host's run while the owner is stopped",
         )
         assert outcome(db, stopped[0]) == "interrupted"
-    finally:
-        owner.signal(signal.SIGCONT)
     # Back, the owner's late write of its run's end is refused, and it says so.
     wait_for(lambda: "cluster: fenced" in owner.log(), timeout=10, what="the fenced report")
     assert f"run {stopped[0]} of {TICK} was fenced" in owner.log()
@@ -143,8 +140,7 @@ def test_a_partitioned_owner_cancels_its_run_before_the_takeover_and_is_fenced(
         for host in hosts:
             host.ready()
         running = wait_for(lambda: in_flight(db, TICK), timeout=20, what="a long run")
-        owner = by_name(hosts, running[1])
-        other = next(h for h in hosts if h is not owner)
+        owner, other = host_and_other(hosts, running[1])
         proxies[owner.name].partition()  # its lease can no longer be renewed
         # Within a ttl by its own clock the owner stops the run, though it reaches nothing.
         wait_for(
@@ -164,58 +160,121 @@ def test_a_partitioned_owner_cancels_its_run_before_the_takeover_and_is_fenced(
             proxy.close()
 
 
-def test_runs_go_on_once_per_slot_across_a_postgresql_restart(
+# -- faults, with SQLite state on each host and with the store shared -----------------------
+
+
+@pytest.mark.parametrize(
+    "shared_store",
+    [
+        pytest.param(False, id="separate-database"),  # --cluster DSN, SQLite state
+        pytest.param(True, id="shared-store"),  # --cluster DSN --store DSN
+    ],
+)
+def test_a_postgresql_restart_doubles_no_slot_and_loses_nothing_stored(
     db: psycopg.Connection[Any],
     pg_dsn: str,
     pg_cluster: PostgresCluster,
     hosts: list[ManagerHost],
     tmp_path: Path,
+    shared_store: bool,
 ) -> None:
-    start(hosts, pg_dsn, tmp_path, "a", "b", job_seconds=0.2)
+    start(hosts, pg_dsn, tmp_path, "a", "b", job_seconds=0.2, ticks=2, shared_store=shared_store)
     wait_for(lambda: len(ledger(db, TICK)) >= 2, timeout=20, what="two runs of the tick")
     db.close()
-    pg_cluster.restart()  # every session is cut, the hosts' too
+    pg_cluster.restart()  # every session is cut: the cluster's, the store's where shared
     with psycopg.connect(pg_dsn, autocommit=True) as again:
         restarted = again.execute("SELECT clock_timestamp()").fetchone()[0]  # type: ignore[index]
         wait_for(
-            lambda: len([r for r in ledger(again, TICK) if r[2] > restarted]) >= 3,
+            lambda: (
+                (ran := runs_each(again, "c.tick%", restarted))
+                and min(ran.values()) >= 3
+                and len(ran) == 3
+            ),
             timeout=20,
-            what="three runs after the restart",
+            what="three runs of each tick after the restart",
         )
+        assert all(host.alive() for host in hosts)
+        stop_all(hosts)
         assert doubled_slots(again) == []
-        assert overlaps([r for r in ledger(again, TICK) if r[3] is not None]) == []
-    assert all(host.alive() for host in hosts)
+        for scheduler_id in runs_each(again, "c.tick%"):
+            # Rows the runner ended (a runner's own ledger session dies with the server).
+            ended = [row for row in ledger(again, scheduler_id) if row[3] is not None]
+            assert overlaps(ended) == []
+        if shared_store:
+            assert lost(again) == []
 
 
-def test_injected_connection_failures_never_double_a_slot(
+@pytest.mark.parametrize(
+    ("shared_store", "ticks", "seed", "faults_at_start", "within"),
+    [
+        # The hosts start under the faults too.
+        pytest.param(False, 20, 7, True, 90, id="separate-database"),
+        # A host that cannot open its store at startup refuses to start (as it should), and
+        # the shared store adds connections at startup: the faults begin once both are up.
+        pytest.param(True, 6, 11, False, 40, id="shared-store"),
+    ],
+)
+def test_injected_connection_failures_double_no_slot_and_lose_nothing_stored(
     db: psycopg.Connection[Any],
     pg_dsn: str,
     pg_cluster: PostgresCluster,
     hosts: list[ManagerHost],
     tmp_path: Path,
+    shared_store: bool,
+    ticks: int,
+    seed: int,
+    faults_at_start: bool,
+    within: float,
 ) -> None:
-    ticks = 20
-    # One new connection in five refused, one chunk in a hundred cut mid-conversation.
-    with FaultyProxy(("127.0.0.1", pg_cluster.port), refuse=0.2, cut=0.01, seed=7) as proxy:
+    with FaultyProxy(("127.0.0.1", pg_cluster.port), refuse=0, cut=0, seed=seed) as proxy:
+
+        def inject() -> None:
+            # One new connection in five refused, one chunk in a hundred cut
+            # mid-conversation, for the cluster's connections and the store's alike (the
+            # runners' ledger goes straight to the database).
+            proxy.faults(refuse=0.2, cut=0.01)
+
+        if faults_at_start:
+            inject()
         via = pg_dsn.replace(f"port={pg_cluster.port}", f"port={proxy.port}")
-        for name in "ab":
-            hosts.append(
-                ManagerHost(pg_dsn, name, tmp_path, job_seconds=0.0, cluster_dsn=via, ticks=ticks)
-            )
-        for host in hosts:
-            host.ready()
+        start(
+            hosts,
+            pg_dsn,
+            tmp_path,
+            "a",
+            "b",
+            job_seconds=0.0,
+            ticks=ticks,
+            cluster_dsn=via,
+            shared_store=shared_store,
+        )
+        if not faults_at_start:
+            inject()
 
-        def each_ran_3_times() -> bool:
-            row = db.execute(
-                "SELECT count(*) FROM (SELECT scheduler_id FROM cluster_test_ledger "
-                "WHERE scheduler_id LIKE 'c.tick.%%' GROUP BY 1 HAVING count(*) >= 3) AS done"
-            ).fetchone()
-            return row == (ticks,)
+        def ran_under_faults() -> bool:
+            ran = runs_each(db, "c.tick.%")
+            done = len(ran) == ticks and min(ran.values()) >= 3
+            return done and proxy.refused > 0 and proxy.cuts > 0  # failures did happen
 
-        wait_for(each_ran_3_times, timeout=90, what=f"{ticks} schedulers x 3 runs")
-        assert proxy.refused > 0 and proxy.cuts > 0  # failures did happen
+        wait_for(ran_under_faults, timeout=within, what=f"{ticks} schedulers x 3, with faults")
+        assert proxy.refused > 0 and proxy.cuts > 0
+        assert all(host.alive() for host in hosts)
+        # What failed is retried once connections work: ends, lost-record markers.
+        proxy.faults(refuse=0, cut=0)
+        calmed = db.execute("SELECT clock_timestamp()").fetchone()[0]  # type: ignore[index]
+        wait_for(
+            lambda: (
+                (ran := runs_each(db, "c.tick.%", calmed))
+                and min(ran.values()) >= 1
+                and len(ran) == ticks
+            ),
+            timeout=20,
+            what="a run of each after the faults",
+        )
+        stop_all(hosts)
     assert doubled_slots(db) == []
-    assert all(host.alive() for host in hosts)
+    if shared_store:
+        assert lost(db) == []
 
 
 def test_a_graceful_stop_hands_over_at_once(
@@ -223,8 +282,7 @@ def test_a_graceful_stop_hands_over_at_once(
 ) -> None:
     start(hosts, pg_dsn, tmp_path, "a", "b", job_seconds=0.2)
     wait_for(lambda: len(ledger(db, TICK)) >= 2, timeout=20, what="two runs of the tick")
-    owner = by_name(hosts, holder(db, TICK))
-    other = next(h for h in hosts if h is not owner)
+    owner, other = host_and_other(hosts, holder(db, TICK))
     assert owner.stop() == 0
     assert "cluster: released" in owner.log()
     # Released at shutdown: the other host holds it without waiting for an expiry.
@@ -258,8 +316,7 @@ def test_controls_from_any_host_reach_the_owner(
         timeout=10,
         what="one lease on each host",
     )
-    manual_owner = by_name(hosts, holder(db, "c.manual"))
-    elsewhere = next(h for h in hosts if h is not manual_owner)
+    manual_owner, elsewhere = host_and_other(hosts, holder(db, "c.manual"))
     # Execute Now on the host that does not own it: the run happens on the owner.
     run_id = json.loads(cli(elsewhere.state, "execute", "c.manual", "--json"))["run_id"]
     row = wait_for(
@@ -284,8 +341,7 @@ def test_controls_from_any_host_reach_the_owner(
     runs = json.loads(cli(manual_owner.state, "runs", "c.manual", "--json"))
     assert [r["host"] for r in runs if r["run_id"] == run_id] == [manual_owner.name]
     # Stop from a host that does not own the tick: the owner stops running it.
-    tick_owner = by_name(hosts, holder(db, TICK))
-    not_owner = next(h for h in hosts if h is not tick_owner)
+    tick_owner, not_owner = host_and_other(hosts, holder(db, TICK))
     cli(not_owner.state, "stop", TICK, "--reason", "maintenance")
     wait_for(
         lambda: json.loads(cli(tick_owner.state, "status", TICK, "--json"))["state"] == "stopped",

@@ -11,11 +11,8 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import pytest
-
-pytest.importorskip("psycopg")
-
 import psycopg
+import pytest
 
 from supervisor.cluster.member import Member, MemberConfig, NoHooks
 from supervisor.cluster.schema import install, register

@@ -16,11 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-pytest.importorskip("psycopg")
-
 import psycopg
+import pytest
 
 from tests.cluster_managers import make_ledger
 from tests.cluster_process import Host

@@ -9,8 +9,6 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-pytest.importorskip("psycopg")
-
 from supervisor.cluster import schema
 from supervisor.cluster.db import Connection, connect
 from supervisor.cluster.lease import Leases, LeaseTiming

@@ -6,47 +6,45 @@ database and as the store. The runners' independent ledger proves one run per sl
 store's ``sst_runs`` rows must name the host each run ran on, any host's CLI and Admin
 Center must show every host's runs and logs, a host starting must leave another live
 host's run alone, and a run of an owner killed with -9 must become ``interrupted`` in the
-shared store while the heir runs the next slot. Under faults (a PostgreSQL restart, 20 %
-of connections refused and some cut, a host's clock 2 s off) no slot runs twice and
-nothing the store took is lost: every ledger run is in the store with its host and its
-end, and the line it printed is stored or counted as lost in its run. Every wait has a
-deadline.
+shared store while the heir runs the next slot. With a host's clock 2 s off no slot runs
+twice and nothing the store took is lost: every ledger run is in the store with its host
+and its end, and the line it printed is stored or counted as lost in its run (a PostgreSQL
+restart and injected connection failures, with the store shared and without, are
+tests/test_cluster_manager.py's). Every wait has a deadline.
 """
 
 from __future__ import annotations
 
 import json
-import signal
 from pathlib import Path
 from typing import Any
-
-import pytest
-
-pytest.importorskip("psycopg")
 
 import psycopg
 
 from tests.cluster_managers import (
+    TICK,
     ManagerHost,
     as_url,
     by_name,
     db,
     doubled_slots,
     holder,
+    host_and_other,
     hosts,
+    in_flight,
     ledger,
+    lost,
     overlaps,
+    runs_each,
+    runs_on,
 )
 from tests.cluster_managers import start as start_hosts
 from tests.http_session import HttpSession, bootstrap_password
 from tests.manager_process import cli
-from tests.postgres import PostgresCluster, free_port, pg_cluster, pg_dsn
-from tests.tcp_proxy import FaultyProxy
+from tests.postgres import free_port, pg_cluster, pg_dsn
 from tests.waiting import wait_for
 
 __all__ = ["db", "hosts", "pg_cluster", "pg_dsn"]
-
-TICK = "c.tick"  # SCHEDULE, a 1 s pause after each run
 
 
 def start(hosts: list[ManagerHost], dsn: str, tmp: Path, *names: str, **kw: Any) -> None:
@@ -73,16 +71,11 @@ def test_hosts_share_one_store_and_each_shows_every_hosts_runs_and_logs(
     wait_for(lambda: len(ledger(db, TICK)) >= 2, timeout=20, what="two runs of the tick")
     # (The lease may move once while b joins: the owner is the host of the run in progress.)
     running = wait_for(
-        lambda: (
-            (rows := [r for r in ledger(db, TICK) if r[3] is None])
-            and rows[-1][1] == holder(db, TICK)
-            and rows[-1]
-        ),
+        lambda: (row := in_flight(db, TICK)) is not None and row[1] == holder(db, TICK) and row,
         timeout=10,
         what="a run in progress on the owner",
     )
-    owner = by_name(hosts, running[1])
-    other = next(h for h in hosts if h is not owner)
+    owner, other = host_and_other(hosts, running[1])
     # A third host starting meanwhile recovers only its own runs: the owner's run in
     # progress is left alone and ends as it would.
     start(hosts, pg_dsn, tmp_path, "c", job_seconds=1.0)
@@ -117,10 +110,9 @@ def test_the_run_of_an_owner_killed_with_9_becomes_interrupted_in_the_shared_sto
 ) -> None:
     start(hosts, pg_dsn, tmp_path, "a", "b", job_seconds=1.0)
     wait_for(lambda: len(ledger(db, TICK)) >= 2, timeout=20, what="two runs of the tick")
-    owner = by_name(hosts, holder(db, TICK))
-    heir = next(h for h in hosts if h is not owner)
+    owner, heir = host_and_other(hosts, holder(db, TICK))
     running = wait_for(
-        lambda: (rows := [r for r in ledger(db, TICK) if r[3] is None]) and rows[-1],
+        lambda: in_flight(db, TICK),
         timeout=10,
         what="a run in progress on the owner",
     )
@@ -136,11 +128,7 @@ def test_the_run_of_an_owner_killed_with_9_becomes_interrupted_in_the_shared_sto
     assert owner.name in outcome[1]
     assert stored(db, TICK)[running[0]][0] == owner.name
     # The heir runs the next slot, recorded as its own in the shared store.
-    after = wait_for(
-        lambda: [r for r in ledger(db, TICK) if r[1] == heir.name and r[2] > running[2]],
-        timeout=10,
-        what="the heir's run",
-    )
+    after = wait_for(lambda: runs_on(db, heir, after=running[2]), timeout=10, what="the heir's run")
     wait_for(
         lambda: stored(db, TICK).get(after[0][0], (None,))[0] == heir.name,
         timeout=5,
@@ -158,27 +146,23 @@ def test_the_late_end_of_an_owner_stopped_past_its_lease_is_not_written(
 ) -> None:
     start(hosts, pg_dsn, tmp_path, "a", "b", job_seconds=1.0)
     wait_for(lambda: len(ledger(db, TICK)) >= 1, timeout=20, what="a run of the tick")
-    owner = by_name(hosts, holder(db, TICK))
-    other = next(h for h in hosts if h is not owner)
+    owner, other = host_and_other(hosts, holder(db, TICK))
     stopped = wait_for(
-        lambda: (rows := [r for r in ledger(db, TICK) if r[3] is None]) and rows[-1],
+        lambda: in_flight(db, TICK),
         timeout=10,
         what="a run in progress on the owner",
     )
     assert stopped[1] == owner.name
-    owner.signal(signal.SIGSTOP)
-    try:
+    with owner.stopped():
         # The lease expires (2 s ttl): the other host takes over and marks the run.
         wait_for(
-            lambda: any(r[1] == other.name and r[2] > stopped[2] for r in ledger(db, TICK)),
+            lambda: runs_on(db, other, after=stopped[2]),
             timeout=10,
             what="the other host's run while the owner is stopped",
         )
         marked = stored(db, TICK)[stopped[0]]
         assert marked[1] == "interrupted"
         assert owner.name in marked[2]
-    finally:
-        owner.signal(signal.SIGCONT)
     # Back, the owner's run ends; its end is refused and not written over the mark.
     kept = f"run {stopped[0]} of {TICK} kept as interrupted: its end was not stored"
     wait_for(lambda: kept in owner.log(), timeout=10, what="the fenced end handled")
@@ -186,117 +170,7 @@ def test_the_late_end_of_an_owner_stopped_past_its_lease_is_not_written(
     assert doubled_slots(db) == []
 
 
-# -- faults, with the store shared ------------------------------------------------------------
-
-
-def lost(db: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
-    """Ledger runs the shared store does not account for: missing, under another host,
-    without an end, or without the line the runner printed (unless counted as lost)."""
-    rows = db.execute(
-        "SELECT l.run_ref, l.host, r.host, r.ended_at, r.dropped_records,"
-        " EXISTS (SELECT 1 FROM sst_logs AS g WHERE g.run_seq = r.seq"
-        "         AND g.message = l.run_ref || ' on ' || l.host)"
-        " FROM cluster_test_ledger AS l LEFT JOIN sst_runs AS r ON r.run_id = l.run_ref"
-    ).fetchall()
-    return [
-        row
-        for row in rows
-        if row[2] != row[1] or row[3] is None or not (row[5] or (row[4] or 0) > 0)
-    ]
-
-
-def runs_each(
-    db: psycopg.Connection[Any], pattern: str, since: Any = None, *, host: str | None = None
-) -> dict[str, int]:
-    """Ledger runs per scheduler whose id is LIKE ``pattern`` (started after ``since``, on
-    ``host``)."""
-    rows = db.execute(
-        "SELECT scheduler_id, count(*) FROM cluster_test_ledger WHERE scheduler_id LIKE %s"
-        " AND (%s::timestamptz IS NULL OR started_at > %s) AND (%s::text IS NULL OR host = %s)"
-        " GROUP BY 1",
-        (pattern, since, since, host, host),
-    ).fetchall()
-    return dict(rows)
-
-
-def stop_all(hosts: list[ManagerHost]) -> None:
-    """SIGTERM every host at once; each must exit 0."""
-    for host in hosts:
-        host.signal(signal.SIGTERM)
-    for host in hosts:  # (a second SIGTERM would meet the default action at shutdown)
-        assert host.process.wait(timeout=30) == 0, host.log()
-
-
-def test_a_postgresql_restart_doubles_no_slot_and_loses_nothing_stored(
-    db: psycopg.Connection[Any],
-    pg_dsn: str,
-    pg_cluster: PostgresCluster,
-    hosts: list[ManagerHost],
-    tmp_path: Path,
-) -> None:
-    start(hosts, pg_dsn, tmp_path, "a", "b", job_seconds=0.2, ticks=2)
-    wait_for(lambda: len(ledger(db, TICK)) >= 1, timeout=20, what="a run of the tick")
-    db.close()
-    pg_cluster.restart()  # every session is cut: the cluster's and the store's
-    with psycopg.connect(pg_dsn, autocommit=True) as again:
-        restarted = again.execute("SELECT pg_postmaster_start_time()").fetchone()[0]  # type: ignore[index]
-        wait_for(
-            lambda: (
-                (ran := runs_each(again, "c.tick%", restarted))
-                and min(ran.values()) >= 2
-                and len(ran) == 3
-            ),
-            timeout=20,
-            what="two runs of each tick after the restart",
-        )
-        assert all(host.alive() for host in hosts)
-        stop_all(hosts)
-        assert doubled_slots(again) == []
-        for scheduler_id in runs_each(again, "c.tick%"):
-            # Rows the runner ended (a runner's own ledger session dies with the server).
-            ended = [row for row in ledger(again, scheduler_id) if row[3] is not None]
-            assert overlaps(ended) == []
-        assert lost(again) == []
-
-
-def test_injected_connection_failures_double_no_slot_and_lose_nothing_stored(
-    db: psycopg.Connection[Any],
-    pg_dsn: str,
-    pg_cluster: PostgresCluster,
-    hosts: list[ManagerHost],
-    tmp_path: Path,
-) -> None:
-    ticks = 6
-    with FaultyProxy(("127.0.0.1", pg_cluster.port), refuse=0, cut=0, seed=11) as proxy:
-        via = pg_dsn.replace(f"port={pg_cluster.port}", f"port={proxy.port}")
-        start(hosts, pg_dsn, tmp_path, "a", "b", job_seconds=0.0, ticks=ticks, cluster_dsn=via)
-        # Once started: one new connection in five refused, one chunk in a hundred cut
-        # mid-conversation, for the cluster's connections and the store's alike (the
-        # runners' ledger goes straight to the database).
-        proxy.faults(refuse=0.2, cut=0.01)
-
-        def ran_under_faults() -> bool:
-            ran = runs_each(db, "c.tick.%")
-            done = len(ran) == ticks and min(ran.values()) >= 3
-            return done and proxy.refused > 0 and proxy.cuts > 0  # failures did happen
-
-        wait_for(ran_under_faults, timeout=40, what=f"{ticks} schedulers x 3 runs, with faults")
-        assert all(host.alive() for host in hosts)
-        # What failed is retried once connections work: ends, lost-record markers.
-        proxy.faults(refuse=0, cut=0)
-        calmed = db.execute("SELECT clock_timestamp()").fetchone()[0]  # type: ignore[index]
-        wait_for(
-            lambda: (
-                (ran := runs_each(db, "c.tick.%", calmed))
-                and min(ran.values()) >= 1
-                and len(ran) == ticks
-            ),
-            timeout=20,
-            what="a run of each after the faults",
-        )
-        stop_all(hosts)
-    assert doubled_slots(db) == []
-    assert lost(db) == []
+# -- a fault, with the store shared -------------------------------------------------------
 
 
 def test_a_host_clock_2s_off_doubles_no_slot_and_loses_nothing_stored(

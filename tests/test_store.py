@@ -29,9 +29,8 @@ from supervisor.core.records import (
     Level,
     LogQuery,
     Outcome,
-    Source,
 )
-from supervisor.store.protocols import LogStats, LostLogs
+from supervisor.store.protocols import LostLogs
 from supervisor.store.sqlite import (
     APPLICATION_ID,
     MIGRATIONS,
@@ -44,7 +43,14 @@ from tests.fullfs import SmallFilesystem, small_filesystem
 
 __all__ = ["small_filesystem"]
 
-from tests.store_values import T0, finish, make_run, record
+from tests.store_values import (
+    T0,
+    delete_the_newest_record,
+    finish,
+    make_run,
+    record,
+    run_six_and_one_other,
+)
 
 REPO = Path(supervisor.__file__).resolve().parent.parent
 
@@ -398,14 +404,7 @@ def test_retention_keeps_the_newest_runs_and_deletes_the_logs_of_the_rest(
     db_path: Path,
 ) -> None:
     with SqliteStore.open(db_path, max_runs_per_scheduler=3) as store:
-        store.insert_run(make_run("keep-me", "other.job"))
-        store.append_logs([record("keep-me", "other scheduler")])
-        finish(store, "keep-me")
-        for i in range(6):
-            run_id = f"r{i}"
-            store.insert_run(make_run(run_id, started_at=T0 + timedelta(minutes=i)))
-            store.append_logs([record(run_id, f"{run_id} line {n}") for n in range(3)])
-            finish(store, run_id, at=T0 + timedelta(minutes=i, seconds=30))
+        run_six_and_one_other(store)
         assert [r.run_id for r in store.runs("demo.job")] == ["r5", "r4", "r3"]
         for gone in ("r0", "r1", "r2"):
             with pytest.raises(UnknownRun):
@@ -423,13 +422,7 @@ def test_cursors_are_not_reused_after_retention_deletes_the_newest_records(
     db_path: Path,
 ) -> None:
     with SqliteStore.open(db_path, max_runs_per_scheduler=1) as store:
-        store.insert_run(make_run("a", started_at=T0))
-        store.append_logs([record("a", "from a")])
-        finish(store, "a")
-        ((cursor_a, _),) = store.logs(LogQuery(scheduler_id="demo.job"))
-        store.insert_run(make_run("b", started_at=T0 + timedelta(minutes=1)))
-        finish(store, "b")  # deletes a's record: the newest in the table
-        assert store.logs(LogQuery(scheduler_id="demo.job")) == []
+        cursor_a = delete_the_newest_record(store)
     with SqliteStore.open(db_path) as store:
         store.insert_run(make_run("c", started_at=T0 + timedelta(minutes=2)))
         store.append_logs([record("c", "from c")])
@@ -492,41 +485,14 @@ def test_searches_of_a_scheduler_read_its_index_ranges_and_every_scheduler_hops(
 # -- the per-run log cap ------------------------------------------------------------------
 
 
-def test_log_cap_stores_one_marker_and_counts_what_it_drops(db_path: Path) -> None:
+def test_the_log_cap_and_its_marker_hold_across_a_reopen(db_path: Path) -> None:
+    # (The cap itself, on this store too: test_store_contract.py.)
     with SqliteStore.open(db_path, max_log_bytes_per_run=1000) as store:
         store.insert_run(make_run("r1"))
-        store.insert_run(make_run("r2", "other.job"))
-        # Each record: 90 bytes of message + 10 bytes of fields JSON ({"n":1234}).
-        store.append_logs([record("r1", "m" * 90, fields={"n": 1000 + i}) for i in range(8)])
-        assert store.log_stats("r1") == LogStats(
-            stored_records=8, dropped_records=0, stored_bytes=800, dropped_bytes=0
-        )
-        store.append_logs(
-            [
-                record("r1", "m" * 90, fields={"n": 2000 + i}, at=T0 + timedelta(seconds=i))
-                for i in range(5)
-            ]
-            + [record("r2", "unaffected")]
-        )
-        stats = store.log_stats("r1")
-        assert stats.stored_records == 11  # 10 records + the marker
-        assert stats.dropped_records == 3
-        assert stats.dropped_bytes == 300
-        assert store.count_logs("r1") == 11
-        rows = store.logs(LogQuery(scheduler_id="demo.job", run_id="r1", limit=100))
-        marker = rows[-1][1]
-        assert marker.level is Level.WARNING
-        assert marker.source is Source.LOGGER
-        assert marker.message == (
-            "log truncated: this run exceeded 1000 bytes of log; later records were dropped"
-        )
-        assert marker.fields == {"limit_bytes": 1000}
-        assert marker.time == T0 + timedelta(seconds=2)  # when the first dropped record came
-        assert store.get_run("r1").log_truncated is True
-        assert store.get_run("r2").log_truncated is False
-        assert messages(store, "other.job") == ["unaffected"]
-        finished = finish(store, "r1")
-        assert finished.log_truncated is True
+        # 100 bytes each (90 of message, 10 of fields JSON): 10 fit, 3 are dropped.
+        store.append_logs([record("r1", "m" * 90, fields={"n": 1000 + i}) for i in range(13)])
+        assert store.log_stats("r1").dropped_records == 3
+        assert finish(store, "r1").log_truncated is True
 
     with SqliteStore.open(db_path, max_log_bytes_per_run=1000) as store:
         store.append_logs([record("r1", "late", fields={})])

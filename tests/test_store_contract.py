@@ -49,7 +49,14 @@ from supervisor.store.protocols import (
 )
 from supervisor.store.sqlite import SqliteStore, state_db_path
 from tests.postgres import PostgresCluster, pg_cluster
-from tests.store_values import T0, finish, make_run, record
+from tests.store_values import (
+    T0,
+    delete_the_newest_record,
+    finish,
+    make_run,
+    record,
+    run_six_and_one_other,
+)
 
 __all__ = ["pg_cluster"]
 
@@ -459,14 +466,7 @@ def test_retention_keeps_the_newest_runs_and_deletes_the_logs_of_the_rest(
     new_store: Factory,
 ) -> None:
     store = new_store(max_runs_per_scheduler=3)
-    store.insert_run(make_run("keep-me", "other.job"))
-    store.append_logs([record("keep-me", "other scheduler")])
-    finish(store, "keep-me")
-    for i in range(6):
-        run_id = f"r{i}"
-        store.insert_run(make_run(run_id, started_at=T0 + timedelta(minutes=i)))
-        store.append_logs([record(run_id, f"{run_id} line {n}") for n in range(3)])
-        finish(store, run_id, at=T0 + timedelta(minutes=i, seconds=30))
+    run_six_and_one_other(store)
     assert [r.run_id for r in store.runs("demo.job")] == ["r5", "r4", "r3"]
     for gone in ("r0", "r1", "r2"):
         with pytest.raises(UnknownRun):
@@ -493,12 +493,7 @@ def test_cursors_are_not_reused_after_retention_deletes_the_newest_records(
     new_store: Factory,
 ) -> None:
     store = new_store(max_runs_per_scheduler=1)
-    store.insert_run(make_run("a", started_at=T0))
-    store.append_logs([record("a", "from a")])
-    finish(store, "a")
-    ((cursor_a, _),) = logs(store)
-    store.insert_run(make_run("b", started_at=T0 + timedelta(minutes=1)))
-    finish(store, "b")  # deletes a's record: the newest of all
+    cursor_a = delete_the_newest_record(store)
     assert logs(store) == []
     store.insert_run(make_run("c", started_at=T0 + timedelta(minutes=2)))
     store.append_logs([record("c", "from c")])

@@ -196,31 +196,27 @@ def dst_differences(
         springs_forward = after > before
         if not springs_forward:
             first_pass = transition - (before - after)
-            ran = cron_runs(expr, timezone, summer_began, 1)
-            if not ran or ran[0] >= first_pass:  # the timer counts from standard time
-                chained = cron_runs(expr, timezone, start, 1)
-                if not chained or chained[0] >= first_pass:
-                    standard = not start.astimezone(zone).dst()
-                else:
-                    standard = True  # it last fired before summer time began
-                if standard:
-                    manager = _first_or_none(
-                        cron_runs(expr, timezone, first_pass - _SECOND, 1), transition
-                    )
-                    if manager is not None:
-                        differences.append(
-                            DstDifference(
-                                timezone=timezone,
-                                kind="repeated",
-                                transition=transition,
-                                local_date=transition.astimezone(zone).date(),
-                                affected_from=first_pass,
-                                affected_until=transition,
-                                manager_first=manager,
-                                systemd_runs_in="second",
-                            )
+            counted_from = _timer_base(
+                expr, timezone, start=start, summer_began=summer_began, until=first_pass
+            )
+            if _reads_second_pass(counted_from, zone):
+                manager = _first_or_none(
+                    cron_runs(expr, timezone, first_pass - _SECOND, 1), transition
+                )
+                if manager is not None:
+                    differences.append(
+                        DstDifference(
+                            timezone=timezone,
+                            kind="repeated",
+                            transition=transition,
+                            local_date=transition.astimezone(zone).date(),
+                            affected_from=first_pass,
+                            affected_until=transition,
+                            manager_first=manager,
+                            systemd_runs_in="second",
                         )
-                    continue
+                    )
+                continue
         else:
             summer_began = transition
         until = transition + (_SECOND if springs_forward else before - after)
@@ -256,23 +252,44 @@ def _systemd_runs(
     if count <= 0:
         return
     base = after.astimezone(zone)
-    # A wall time the clocks pass twice is read with the base's tm_isdst (systemd keeps
-    # it from the time it counts from): from standard time the second pass, from summer
-    # time the first. (Counting from inside the second pass is a case of it.)
-    standard = not base.dst()
+    second_pass = _reads_second_pass(base, zone)
     produced = 0
     for wall in wall_times_after(cron, base.replace(tzinfo=None)):
         real = _occurrences(wall, zone)
         if not real:
             continue  # inside a spring-forward gap: systemd skips it
-        instant = real[-1] if standard and len(real) == 2 else real[0]
+        instant = real[-1] if second_pass and len(real) == 2 else real[0]
         if instant <= after:
             continue
         yield instant
-        standard = not instant.astimezone(zone).dst()  # the next one counts from this one
+        second_pass = _reads_second_pass(instant, zone)  # the next one counts from this one
         produced += 1
         if produced == count:
             return
+
+
+def _reads_second_pass(counted_from: datetime, zone: ZoneInfo) -> bool:
+    """Whether systemd, counting from ``counted_from``, maps a wall time the clocks pass
+    twice to its second pass: it reads the wall time with the tm_isdst of the time it
+    counts from, so from standard time the second pass, from summer time the first.
+    (Counting from inside the second pass is a case of it.)"""
+    return not counted_from.astimezone(zone).dst()
+
+
+def _timer_base(
+    expr: str, timezone: str, *, start: datetime, summer_began: datetime, until: datetime
+) -> datetime:
+    """An instant of the same offset as the one a timer running ``expr`` since ``start``
+    counts from at ``until`` (a fall-back's first pass): its last elapse before then, or
+    ``start`` where it has none. ``summer_began``: the spring-forward before ``until``
+    (or ``start``). Up to ``until`` the timer's elapses are the manager's runs."""
+    ran = cron_runs(expr, timezone, summer_began, 1)
+    if ran and ran[0] < until:
+        return ran[0]  # it fired in summer time
+    chained = cron_runs(expr, timezone, start, 1)
+    if chained and chained[0] < until:
+        return summer_began - _SECOND  # it last fired before summer time began
+    return start
 
 
 def _occurrences(wall: datetime, zone: ZoneInfo) -> list[datetime]:
