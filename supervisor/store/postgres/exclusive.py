@@ -17,7 +17,7 @@ its session name in ``sst_meta``), the loss is for good: every write is refused 
 on and ``check`` raises ``StoreError`` naming the database and the other manager's
 session, so this manager stops (the other one marks the runs it left open as interrupted).
 May import ``core.errors``, ``store.postgres.database``, ``store.postgres.deadline``,
-``store.postgres.opening``, psycopg and the stdlib.
+``store.postgres.session``, psycopg and the stdlib.
 """
 
 from __future__ import annotations
@@ -31,12 +31,11 @@ import time
 from typing import Final
 
 import psycopg
-from psycopg.conninfo import make_conninfo
 
 from supervisor.core.errors import StoreError
 from supervisor.store.postgres.database import Connection, Database
 from supervisor.store.postgres.deadline import Deadlines
-from supervisor.store.postgres.opening import connect
+from supervisor.store.postgres.session import Session
 
 LOCK_NAME: Final = "sched-supervisor manager"
 # ``check`` runs in the manager's once-a-second loop, writes wait on a retake: never long.
@@ -73,12 +72,15 @@ class ExclusiveUse:
     """The store's manager lock; ``acquire`` first, ``close`` at the end (idempotent).
     Thread-safe: writers call ``admit_write``, the manager's loop ``check``."""
 
-    def __init__(self, info: str, description: str, database: Database | None = None) -> None:
-        """``database``: the store's connections, whose writes the lock fences once taken."""
+    def __init__(
+        self, session: Session, description: str, database: Database | None = None
+    ) -> None:
+        """``session``: how the store's connections are opened; ``database``: the store's
+        connections, whose writes the lock fences once taken."""
         host = socket.gethostname()[:20]  # the whole name within 63 bytes (NAMEDATALEN)
         self._name = f"{LOCK_NAME} {host}:{os.getpid()}:{secrets.token_hex(3)}"
-        self._info = make_conninfo(
-            info, application_name=self._name, connect_timeout=CONNECT_SECONDS
+        self._session = session.with_params(
+            application_name=self._name, connect_timeout=CONNECT_SECONDS
         )
         self._description = description
         self._database = database
@@ -189,7 +191,7 @@ class ExclusiveUse:
     def _take(self) -> None:
         self._drop()
         try:
-            conn = connect(self._info)
+            conn = self._session.connect(self._deadlines)
         except psycopg.Error as exc:
             raise StoreError(self._cannot(exc)) from None
         try:

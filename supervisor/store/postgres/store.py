@@ -16,7 +16,7 @@ from supervisor.store.postgres.exclusive import ExclusiveUse
 from supervisor.store.postgres.fenced import PostgresFencedRuns
 from supervisor.store.postgres.logs import PostgresLogs
 from supervisor.store.postgres.meta import PostgresMeta
-from supervisor.store.postgres.opening import connect, open_database
+from supervisor.store.postgres.opening import open_database
 from supervisor.store.postgres.runs import PostgresRuns
 from supervisor.store.postgres.settings import PostgresSettings
 from supervisor.store.postgres.users import PostgresUsers
@@ -42,11 +42,9 @@ class PostgresStore(
         *,
         max_runs_per_scheduler: int,
         max_log_bytes_per_run: int,
-        conninfo: str = "",
     ) -> None:
         """Use ``open``."""
         self._db = database
-        self._conninfo = conninfo
         self._max_runs = max_runs_per_scheduler
         self._max_log_bytes = max_log_bytes_per_run
 
@@ -71,19 +69,18 @@ class PostgresStore(
             raise ValueError("max_runs_per_scheduler must be at least 1")
         if max_log_bytes_per_run < 1:
             raise ValueError("max_log_bytes_per_run must be at least 1")
-        description, info, first = open_database(dsn, create=create)
+        description, session, first = open_database(dsn, create=create)
         return cls(
-            Database(description, lambda: connect(info), first),
+            Database(description, session, first),
             max_runs_per_scheduler=max_runs_per_scheduler,
             max_log_bytes_per_run=max_log_bytes_per_run,
-            conninfo=info,
         )
 
     def exclusive(self) -> ExclusiveUse:
         """The lock that makes a manager the only one on this store (not yet taken:
         ``acquire`` it, ``close`` it at the end; see ``exclusive``). Once taken, this
         store's writes go through only while it is held."""
-        return ExclusiveUse(self._conninfo, self._db.description, self._db)
+        return ExclusiveUse(self._db.session, self._db.description, self._db)
 
     @property
     def description(self) -> str:
