@@ -34,7 +34,13 @@ from supervisor.store.postgres.schema import (
     TABLES,
     VERSION_TABLE,
 )
-from supervisor.store.postgres.session import Connection, Session, refused_options, session_for
+from supervisor.store.postgres.session import (
+    Connection,
+    Session,
+    refused_options,
+    session_for,
+    without_call_timeout,
+)
 
 CONNECT_TIMEOUT_SECONDS: Final = 5
 APPLICATION_NAME: Final = "sched-supervisor"
@@ -57,7 +63,7 @@ def describe(dsn: str) -> str:
     """``PostgreSQL database user@host:port/dbname`` for messages (no password, even one
     libpq would misread: ``store.dsn``)."""
     try:
-        params = conninfo_to_dict(redacted(dsn))
+        params = conninfo_to_dict(redacted(without_call_timeout(dsn)[0]))
     except psycopg.ProgrammingError:
         return "PostgreSQL database (unparsable connection string)"
     user = str(params.get("user") or "")
@@ -79,7 +85,7 @@ def session(dsn: str, *, description: str | None = None) -> Session:
     extra: dict[str, str | int] = {}
     if "connect_timeout" not in given:
         extra["connect_timeout"] = CONNECT_TIMEOUT_SECONDS
-    if "application_name" not in given:
+    if "application_name" not in given and "application_name" not in dict(found.settings):
         extra["application_name"] = f"{APPLICATION_NAME} {socket.gethostname()[:32]}:{os.getpid()}"
     extra.update({key: value for key, value in TCP_OPTIONS.items() if key not in given})
     return found.with_params(**extra)
@@ -110,7 +116,7 @@ def connect_problem(exc: psycopg.Error, dsn: str) -> str:
     the password, even where libpq took part of it for the host)."""
     text = without_password(_one_line(exc), dsn)
     lowered = text.lower()
-    params = conninfo_to_dict(redacted(dsn))
+    params = conninfo_to_dict(redacted(without_call_timeout(dsn)[0]))
     user, name = params.get("user"), params.get("dbname")
     if "password authentication failed" in lowered:
         return (

@@ -97,8 +97,10 @@ class Session:
         return max(SEARCH_SECONDS, self.call_seconds)
 
     def with_params(self, **params: str | int) -> Session:
-        """The same session with more (or other) libpq parameters."""
-        return replace(self, conninfo=make_conninfo(self.conninfo, **params))
+        """The same session with more (or other) libpq parameters (a setting of the same
+        name gives way to one)."""
+        settings = tuple((name, value) for name, value in self.settings if name not in params)
+        return replace(self, conninfo=make_conninfo(self.conninfo, **params), settings=settings)
 
     def connect(self, deadlines: Deadlines) -> Connection:
         """An autocommit connection with the settings applied, the settings statement
@@ -278,7 +280,7 @@ def _call_seconds(text: str, description: str) -> float:
     try:
         seconds = parse_duration(text, field=CALL_TIMEOUT).total_seconds()
     except DefinitionError as exc:
-        raise StoreError(f"cannot use {description}: {exc} (write e.g. 30s or 2m)") from None
+        raise StoreError(f"cannot use {description}: {exc}") from None
     if seconds <= 0 or not math.isfinite(seconds):
         raise StoreError(
             f"cannot use {description}: {CALL_TIMEOUT} must be longer than 0 (it bounds"
