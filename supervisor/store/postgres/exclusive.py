@@ -28,6 +28,8 @@ import select
 import socket
 import threading
 import time
+from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Final
 
 import psycopg
@@ -73,10 +75,16 @@ class ExclusiveUse:
     Thread-safe: writers call ``admit_write``, the manager's loop ``check``."""
 
     def __init__(
-        self, session: Session, description: str, database: Database | None = None
+        self,
+        session: Session,
+        description: str,
+        database: Database | None = None,
+        *,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         """``session``: how the store's connections are opened; ``database``: the store's
-        connections, whose writes the lock fences once taken."""
+        connections, whose writes the lock fences once taken; ``now``: the wall clock
+        (aware) that says since when the store is unreachable."""
         host = socket.gethostname()[:20]  # the whole name within 63 bytes (NAMEDATALEN)
         self._name = f"{LOCK_NAME} {host}:{os.getpid()}:{secrets.token_hex(3)}"
         self._session = session.with_params(
@@ -94,6 +102,15 @@ class ExclusiveUse:
         self._note: str | None = None  # what ``check`` says next, once
         self._failed_at = 0.0
         self._failure = ""
+        self._now = now
+        self._unreachable_since: datetime | None = None
+
+    @property
+    def unreachable_since(self) -> datetime | None:
+        """When the lock's connection was first found lost and could not be taken back,
+        in the streak still going on; None while the lock is held."""
+        with self._state:
+            return self._unreachable_since
 
     def acquire(self) -> None:
         """Take the lock; ``StoreError`` naming the database (and the session holding the
@@ -114,7 +131,7 @@ class ExclusiveUse:
                     self._retake()
                 except StoreError as error:
                     self._raise_if_lost()
-                    return str(error)
+                    return self._unreachable(error)
         with self._state:
             note, self._note = self._note, None
         return note
@@ -178,9 +195,34 @@ class ExclusiveUse:
         except StoreError as error:
             with self._state:
                 self._failed_at, self._failure = time.monotonic(), str(error)
+                if self._unreachable_since is None:
+                    self._unreachable_since = self._now()
             raise
         with self._state:
-            self._note = f"{self._description}: {RETAKEN}"
+            since, self._unreachable_since = self._unreachable_since, None
+            if since is None:
+                self._note = f"{self._description}: {RETAKEN}"
+            else:
+                took = max(0, round((self._now() - since).total_seconds()))
+                self._note = (
+                    f"{self._description}: reachable again after {took} s (unreachable since"
+                    f" {_utc(since)}); {RETAKEN}"
+                )
+
+    def _unreachable(self, error: StoreError) -> str:
+        """What ``check`` says while the lock cannot be taken back: the same words every
+        second of one streak unless the reason changes."""
+        with self._state:
+            since = self._unreachable_since or self._now()
+        reason = str(error).removeprefix(f"{self._description}: ")
+        inner = reason.removeprefix("cannot take the manager lock (")
+        if inner != reason and inner.endswith(")"):
+            reason = f"cannot take the manager lock: {inner[:-1]}"
+        return (
+            f"{self._description} unreachable since {_utc(since)} ({reason}); runs in"
+            " progress go on, new runs cannot start and writes are refused until it answers"
+            " again"
+        )
 
     def _drop(self) -> None:
         with self._state:
@@ -274,6 +316,10 @@ def _shows_loss(conn: Connection) -> bool:
         return bool(poller.poll(0))
     except (OSError, ValueError, psycopg.Error):
         return True
+
+
+def _utc(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def _describe(row: tuple[object, ...] | None) -> str:

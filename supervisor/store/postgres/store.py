@@ -10,6 +10,9 @@ May import ``store.postgres.*``, ``store.protocols`` and the stdlib.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import datetime
+
 from supervisor.store.postgres.audit import PostgresAudit
 from supervisor.store.postgres.database import Database
 from supervisor.store.postgres.exclusive import ExclusiveUse
@@ -76,11 +79,14 @@ class PostgresStore(
             max_log_bytes_per_run=max_log_bytes_per_run,
         )
 
-    def exclusive(self) -> ExclusiveUse:
+    def exclusive(self, *, now: Callable[[], datetime] | None = None) -> ExclusiveUse:
         """The lock that makes a manager the only one on this store (not yet taken:
         ``acquire`` it, ``close`` it at the end; see ``exclusive``). Once taken, this
-        store's writes go through only while it is held."""
-        return ExclusiveUse(self._db.session, self._db.description, self._db)
+        store's writes go through only while it is held. ``now``: the wall clock that
+        dates an outage (the system's by default)."""
+        if now is None:
+            return ExclusiveUse(self._db.session, self._db.description, self._db)
+        return ExclusiveUse(self._db.session, self._db.description, self._db, now=now)
 
     @property
     def description(self) -> str:
