@@ -39,6 +39,13 @@ def _split_url(dsn: str) -> tuple[str, str | None, str, str] | None:
     return scheme, rest[:at], "@", rest[at + 1 :]
 
 
+def split_url(dsn: str) -> tuple[str, str | None, str, str] | None:
+    """A ``postgresql://`` URL's scheme with ``://``, its user information (None without
+    one), ``@`` (or "") and the rest (host, path, query, fragment); None for a string
+    that is no URL."""
+    return _split_url(dsn)
+
+
 def redacted(dsn: str) -> str:
     """``dsn`` with every password it holds taken out (a URL's) or replaced by ``***``."""
     parts = _split_url(dsn)

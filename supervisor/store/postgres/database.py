@@ -9,11 +9,13 @@ once the server is back. psycopg errors leave as ``StoreError`` naming the datab
 (never the password).
 
 Every call is bounded: the server ends a statement or lock wait that takes too long (the
-session options of ``opening``), and past ``CALL_SECONDS`` the call's connection is cut
-from this side (``deadline``), for the connection that is black-holed on the way and
-never answers. A store kept by one manager (``exclusive``) lets a write through only
-while that manager holds its lock (``fence_writes``).
-May import ``core.errors``, ``store.postgres.deadline``, psycopg and the stdlib.
+session's settings, ``session``), and past the session's ``call_seconds`` (a little over
+its statement timeout, so that a slow statement fails with the server's own words) the
+call's connection is cut from this side (``deadline``), for the connection that is
+black-holed on the way and never answers. A store kept by one manager (``exclusive``)
+lets a write through only while that manager holds its lock (``fence_writes``).
+May import ``core.errors``, ``store.postgres.deadline``, ``store.postgres.session``, psycopg
+and the stdlib.
 """
 
 from __future__ import annotations
@@ -21,25 +23,21 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Callable, Iterator
-from typing import Any, Final, TypeAlias
+from typing import Final
 
 import psycopg
 
 from supervisor.core.errors import StoreError
 from supervisor.store.postgres.deadline import Bound, Deadlines
+from supervisor.store.postgres.session import Connection, Session
 
-Connection: TypeAlias = psycopg.Connection[tuple[Any, ...]]
+__all__ = ["Connection", "Database", "failure"]
 
 # Idle connections kept for reuse, and how many may be open at once; a caller beyond that
 # waits up to WAIT_SECONDS for one to come back.
 MAX_IDLE: Final = 4
 MAX_OPEN: Final = 8
 WAIT_SECONDS: Final = 30.0
-# The longest a call may wait for the server (a little over the server's statement
-# timeout, so that a slow statement fails with the server's own words); a search reads
-# many chunks, each a statement of its own, and gets longer.
-CALL_SECONDS: Final = 5.0
-SEARCH_SECONDS: Final = 60.0
 
 
 def failure(description: str, exc: BaseException, bound: Bound | None = None) -> StoreError:
@@ -57,23 +55,15 @@ def failure(description: str, exc: BaseException, bound: Bound | None = None) ->
 class Database:
     """A pool of autocommit connections to one database, described as ``description``."""
 
-    def __init__(
-        self,
-        description: str,
-        connect: Callable[[], Connection],
-        first: Connection,
-        *,
-        call_seconds: float = CALL_SECONDS,
-    ) -> None:
-        """``first``: an already opened and checked connection, kept for reuse;
-        ``call_seconds``: how long a call may wait for the server."""
+    def __init__(self, description: str, session: Session, first: Connection) -> None:
+        """``session``: how to open a connection, and how long a call may wait for the
+        server; ``first``: an already opened and checked connection, kept for reuse."""
         self.description = description
-        self._connect = connect
+        self.session = session
         self._lock = threading.Lock()
         self._idle: list[Connection] = [first]
         self._slots = threading.BoundedSemaphore(MAX_OPEN)
         self._closed = False
-        self._call_seconds = call_seconds
         self._deadlines = Deadlines("store deadlines")
         self._admit_write: Callable[[], None] | None = None
 
@@ -96,7 +86,7 @@ class Database:
         """A connection inside one transaction: committed when the block ends, rolled back
         if it raises."""
         self._fence()
-        with self._connection(self._call_seconds) as (conn, bound):
+        with self._connection(self.session.call_seconds) as (conn, bound):
             try:
                 # Not pipelined: with psycopg's Python implementation (Debian's) a pipeline
                 # measured slower than plain round trips on loopback (bench_store.py).
@@ -106,10 +96,11 @@ class Database:
                 raise failure(self.description, exc, bound) from exc
 
     @contextlib.contextmanager
-    def read(self, *, seconds: float | None = None) -> Iterator[Connection]:
+    def read(self, *, search: bool = False) -> Iterator[Connection]:
         """A connection outside any transaction: each statement sees the latest commit and
-        is a transaction of its own. ``seconds``: a longer deadline (a search)."""
-        with self._connection(seconds or self._call_seconds) as (conn, bound):
+        is a transaction of its own. ``search``: the longer deadline of a log search."""
+        seconds = self.session.search_seconds if search else self.session.call_seconds
+        with self._connection(seconds) as (conn, bound):
             try:
                 yield conn
             except psycopg.Error as exc:
@@ -128,7 +119,7 @@ class Database:
             self._admit_write()
 
     @contextlib.contextmanager
-    def _connection(self, seconds: float) -> Iterator[tuple[Connection, Bound]]:
+    def _connection(self, seconds: float | None) -> Iterator[tuple[Connection, Bound]]:
         if self._closed:
             raise StoreError(f"{self.description} is closed")
         if not self._slots.acquire(timeout=WAIT_SECONDS):
@@ -145,7 +136,7 @@ class Database:
                 if conn is not None:
                     conn.close()
                 try:
-                    conn = self._connect()
+                    conn = self.session.connect(self._deadlines)
                 except psycopg.Error as exc:
                     raise failure(self.description, exc) from exc
             try:

@@ -1,6 +1,6 @@
 """A client-side deadline for each call on a store connection: past it, the connection is cut.
 
-The server's own timeouts (``opening.SESSION_OPTIONS``) end a slow statement or lock wait,
+The server's own timeouts (``session.SESSION_SETTINGS``) end a slow statement or lock wait,
 and TCP keepalives and ``tcp_user_timeout`` end a connection whose peer stopped
 acknowledging. Neither helps when something on the way (a proxy, a NAT box, a firewall
 that drops without resetting) acknowledges every byte and forwards none: the client would
@@ -9,7 +9,7 @@ waits for the earliest deadline of the calls in progress and shuts the socket of
 that passed it down (both ways); the call then fails at once, with its connection broken
 (never reused), and ``expired`` tells the caller why.
 
-May import psycopg and the stdlib (and, for type checking, ``store.postgres.database``).
+May import psycopg and the stdlib (and, for type checking, ``store.postgres.session``).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 import psycopg
 
 if TYPE_CHECKING:
-    from supervisor.store.postgres.database import Connection
+    from supervisor.store.postgres.session import Connection
 
 
 @dataclass(eq=False, slots=True)
@@ -55,8 +55,11 @@ class Deadlines:
         self._closed = False
 
     @contextlib.contextmanager
-    def bounded(self, conn: Connection, seconds: float) -> Iterator[Bound]:
-        """Cut ``conn`` if the block still runs ``seconds`` from now."""
+    def bounded(self, conn: Connection, seconds: float | None) -> Iterator[Bound]:
+        """Cut ``conn`` if the block still runs ``seconds`` from now (None: never)."""
+        if seconds is None:
+            yield Bound(due=float("inf"), seconds=float("inf"), conn=conn)
+            return
         bound = Bound(due=time.monotonic() + seconds, seconds=seconds, conn=conn)
         with self._cond:
             if self._thread is None and not self._closed:

@@ -17,7 +17,7 @@ its session name in ``sst_meta``), the loss is for good: every write is refused 
 on and ``check`` raises ``StoreError`` naming the database and the other manager's
 session, so this manager stops (the other one marks the runs it left open as interrupted).
 May import ``core.errors``, ``store.postgres.database``, ``store.postgres.deadline``,
-``store.postgres.opening``, psycopg and the stdlib.
+``store.postgres.session``, psycopg and the stdlib.
 """
 
 from __future__ import annotations
@@ -28,15 +28,16 @@ import select
 import socket
 import threading
 import time
+from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Final
 
 import psycopg
-from psycopg.conninfo import make_conninfo
 
 from supervisor.core.errors import StoreError
 from supervisor.store.postgres.database import Connection, Database
 from supervisor.store.postgres.deadline import Deadlines
-from supervisor.store.postgres.opening import connect
+from supervisor.store.postgres.session import Session
 
 LOCK_NAME: Final = "sched-supervisor manager"
 # ``check`` runs in the manager's once-a-second loop, writes wait on a retake: never long.
@@ -73,12 +74,21 @@ class ExclusiveUse:
     """The store's manager lock; ``acquire`` first, ``close`` at the end (idempotent).
     Thread-safe: writers call ``admit_write``, the manager's loop ``check``."""
 
-    def __init__(self, info: str, description: str, database: Database | None = None) -> None:
-        """``database``: the store's connections, whose writes the lock fences once taken."""
+    def __init__(
+        self,
+        session: Session,
+        description: str,
+        database: Database | None = None,
+        *,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        """``session``: how the store's connections are opened; ``database``: the store's
+        connections, whose writes the lock fences once taken; ``now``: the wall clock
+        (aware) that says since when the store is unreachable."""
         host = socket.gethostname()[:20]  # the whole name within 63 bytes (NAMEDATALEN)
         self._name = f"{LOCK_NAME} {host}:{os.getpid()}:{secrets.token_hex(3)}"
-        self._info = make_conninfo(
-            info, application_name=self._name, connect_timeout=CONNECT_SECONDS
+        self._session = session.with_params(
+            application_name=self._name, connect_timeout=CONNECT_SECONDS
         )
         self._description = description
         self._database = database
@@ -92,6 +102,15 @@ class ExclusiveUse:
         self._note: str | None = None  # what ``check`` says next, once
         self._failed_at = 0.0
         self._failure = ""
+        self._now = now
+        self._unreachable_since: datetime | None = None
+
+    @property
+    def unreachable_since(self) -> datetime | None:
+        """When the lock's connection was first found lost and could not be taken back,
+        in the streak still going on; None while the lock is held."""
+        with self._state:
+            return self._unreachable_since
 
     def acquire(self) -> None:
         """Take the lock; ``StoreError`` naming the database (and the session holding the
@@ -112,7 +131,7 @@ class ExclusiveUse:
                     self._retake()
                 except StoreError as error:
                     self._raise_if_lost()
-                    return str(error)
+                    return self._unreachable(error)
         with self._state:
             note, self._note = self._note, None
         return note
@@ -176,9 +195,34 @@ class ExclusiveUse:
         except StoreError as error:
             with self._state:
                 self._failed_at, self._failure = time.monotonic(), str(error)
+                if self._unreachable_since is None:
+                    self._unreachable_since = self._now()
             raise
         with self._state:
-            self._note = f"{self._description}: {RETAKEN}"
+            since, self._unreachable_since = self._unreachable_since, None
+            if since is None:
+                self._note = f"{self._description}: {RETAKEN}"
+            else:
+                took = max(0, round((self._now() - since).total_seconds()))
+                self._note = (
+                    f"{self._description}: reachable again after {took} s (unreachable since"
+                    f" {_utc(since)}); {RETAKEN}"
+                )
+
+    def _unreachable(self, error: StoreError) -> str:
+        """What ``check`` says while the lock cannot be taken back: the same words every
+        second of one streak unless the reason changes."""
+        with self._state:
+            since = self._unreachable_since or self._now()
+        reason = str(error).removeprefix(f"{self._description}: ")
+        inner = reason.removeprefix("cannot take the manager lock (")
+        if inner != reason and inner.endswith(")"):
+            reason = f"cannot take the manager lock: {inner[:-1]}"
+        return (
+            f"{self._description} unreachable since {_utc(since)} ({reason}); runs in"
+            " progress go on, new runs cannot start and writes are refused until it answers"
+            " again"
+        )
 
     def _drop(self) -> None:
         with self._state:
@@ -189,7 +233,7 @@ class ExclusiveUse:
     def _take(self) -> None:
         self._drop()
         try:
-            conn = connect(self._info)
+            conn = self._session.connect(self._deadlines)
         except psycopg.Error as exc:
             raise StoreError(self._cannot(exc)) from None
         try:
@@ -272,6 +316,10 @@ def _shows_loss(conn: Connection) -> bool:
         return bool(poller.poll(0))
     except (OSError, ValueError, psycopg.Error):
         return True
+
+
+def _utc(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def _describe(row: tuple[object, ...] | None) -> str:

@@ -21,7 +21,7 @@ from supervisor.core.errors import UnknownRun
 from supervisor.core.records import Level, LogQuery, LogRecord, LogsFound, Source
 from supervisor.store.budget import LogBudget, LogRow, admit, admit_loss
 from supervisor.store.codec import decode_fields, from_microseconds, microseconds
-from supervisor.store.postgres.database import SEARCH_SECONDS, Connection, Database
+from supervisor.store.postgres.database import Connection, Database
 from supervisor.store.protocols import LogStats, LostLogs
 
 # A batch in one statement of nine arrays (as fast as COPY here, and pipeline-safe).
@@ -112,7 +112,7 @@ class PostgresLogs:
         after, before = query.after, query.before
         found: list[tuple[int, LogRecord]] = []
         examined = query.after or 0
-        with self._db.read(seconds=SEARCH_SECONDS) as conn:
+        with self._db.read(search=True) as conn:
             while len(found) < query.limit:
                 sql, params = search_query(query, after=after, before=before)
                 rows = conn.execute(sql, params).fetchall()

@@ -8,7 +8,8 @@ one. A database of another application is never written to.
 
 Creation and migration run in one transaction under an advisory lock, so hosts starting
 at once create the schema once and none sees half of it.
-May import ``core.errors``, ``store.dsn``, ``store.postgres.schema``, ``store.postgres.database``,
+May import ``core.errors``, ``store.dsn``, ``store.postgres.schema``, ``store.postgres.session``,
+``store.postgres.deadline``,
 psycopg and the stdlib.
 """
 
@@ -19,11 +20,11 @@ import socket
 from typing import Final
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.conninfo import conninfo_to_dict
 
 from supervisor.core.errors import StoreError
 from supervisor.store.dsn import redacted, without_password
-from supervisor.store.postgres.database import Connection
+from supervisor.store.postgres.deadline import Deadlines
 from supervisor.store.postgres.schema import (
     APPLICATION,
     MIGRATIONS,
@@ -32,6 +33,13 @@ from supervisor.store.postgres.schema import (
     SCHEMA_VERSION,
     TABLES,
     VERSION_TABLE,
+)
+from supervisor.store.postgres.session import (
+    Connection,
+    Session,
+    refused_options,
+    session_for,
+    without_call_timeout,
 )
 
 CONNECT_TIMEOUT_SECONDS: Final = 5
@@ -49,22 +57,13 @@ TCP_OPTIONS: Final[dict[str, str | int]] = {
     "keepalives_count": 3,
     "tcp_user_timeout": 5000,
 }
-# The server ends what takes too long: a statement, a wait for a lock another session
-# holds, and a session that left a transaction open (a client that vanished mid-write
-# would otherwise keep its row locks, and every other writer waiting, until the server
-# notices the client is gone). Below ``database.CALL_SECONDS``, so the server says why.
-SESSION_OPTIONS: Final[dict[str, str]] = {
-    "statement_timeout": "4s",
-    "lock_timeout": "2s",
-    "idle_in_transaction_session_timeout": "10s",
-}
 
 
 def describe(dsn: str) -> str:
     """``PostgreSQL database user@host:port/dbname`` for messages (no password, even one
     libpq would misread: ``store.dsn``)."""
     try:
-        params = conninfo_to_dict(redacted(dsn))
+        params = conninfo_to_dict(redacted(without_call_timeout(dsn)[0]))
     except psycopg.ProgrammingError:
         return "PostgreSQL database (unparsable connection string)"
     user = str(params.get("user") or "")
@@ -75,50 +74,41 @@ def describe(dsn: str) -> str:
     return f"PostgreSQL database {user + '@' if user else ''}{where}/{name}"
 
 
-def conninfo(dsn: str) -> str:
-    """``dsn`` with this program's defaults for what it does not set itself: timeouts
-    (``TCP_OPTIONS``, ``SESSION_OPTIONS``) and a session name that tells which process
-    of which host a session is (``sched-supervisor HOST:PID``)."""
-    try:
-        given = conninfo_to_dict(dsn)
-    except psycopg.ProgrammingError as exc:
-        raise StoreError(
-            f"cannot use PostgreSQL store: invalid connection string ({_one_line(exc)})"
-        ) from None
+def session(dsn: str, *, description: str | None = None) -> Session:
+    """How to open connections to ``dsn``: with this program's defaults for what it does
+    not set itself (``TCP_OPTIONS``, ``connect_timeout``, the session's timeouts of
+    ``store.postgres.session``) and a session name that tells which process of which host
+    a session is (``sched-supervisor HOST:PID``). ``StoreError`` for a bad parameter."""
+    described = description or describe(dsn)
+    found = session_for(dsn, description=described)
+    given = conninfo_to_dict(found.conninfo)
     extra: dict[str, str | int] = {}
     if "connect_timeout" not in given:
         extra["connect_timeout"] = CONNECT_TIMEOUT_SECONDS
-    if "application_name" not in given:
+    if "application_name" not in given and "application_name" not in dict(found.settings):
         extra["application_name"] = f"{APPLICATION_NAME} {socket.gethostname()[:32]}:{os.getpid()}"
     extra.update({key: value for key, value in TCP_OPTIONS.items() if key not in given})
-    options = str(given.get("options") or "")
-    added = [f"-c {key}={value}" for key, value in SESSION_OPTIONS.items() if key not in options]
-    if added:
-        extra["options"] = " ".join([options, *added]).strip()
-    return make_conninfo(dsn, **extra)
+    return found.with_params(**extra)
 
 
-def connect(info: str) -> Connection:
-    """An autocommit connection (psycopg errors pass through)."""
-    return psycopg.connect(info, autocommit=True)
-
-
-def open_database(dsn: str, *, create: bool = True) -> tuple[str, str, Connection]:
+def open_database(dsn: str, *, create: bool = True) -> tuple[str, Session, Connection]:
     """Connect to ``dsn``, create (unless not ``create``) or check (and migrate) the schema;
-    return the description, the connection string to open more connections with, and the
-    first connection."""
+    return the description, how to open more connections, and the first connection."""
     description = describe(dsn)
-    info = conninfo(dsn)
+    opened = session(dsn, description=description)
+    deadlines = Deadlines("store opening deadline")
     try:
-        conn = connect(info)
+        conn = opened.connect(deadlines)
     except psycopg.Error as exc:
         raise StoreError(f"cannot use {description}: {connect_problem(exc, dsn)}") from None
+    finally:
+        deadlines.close()
     try:
         _prepare(conn, description, create=create)
     except BaseException:
         conn.close()
         raise
-    return description, info, conn
+    return description, opened, conn
 
 
 def connect_problem(exc: psycopg.Error, dsn: str) -> str:
@@ -126,7 +116,7 @@ def connect_problem(exc: psycopg.Error, dsn: str) -> str:
     the password, even where libpq took part of it for the host)."""
     text = without_password(_one_line(exc), dsn)
     lowered = text.lower()
-    params = conninfo_to_dict(redacted(dsn))
+    params = conninfo_to_dict(redacted(without_call_timeout(dsn)[0]))
     user, name = params.get("user"), params.get("dbname")
     if "password authentication failed" in lowered:
         return (
@@ -137,6 +127,12 @@ def connect_problem(exc: psycopg.Error, dsn: str) -> str:
         return (
             "the server asks for a password and none was given (put it in ~/.pgpass,"
             " PGPASSWORD or the URL)"
+        )
+    if refused_options(exc):
+        return (
+            "the server refuses a startup parameter, as a connection pooler such as"
+            f" PgBouncer does ({_reason(text)}); sched-supervisor sets each -c setting of"
+            " options with SET after connecting: leave only -c settings in options"
         )
     if "does not exist" in lowered and "database" in lowered:
         return f"database {name!r} does not exist on the server (create it: createdb {name})"

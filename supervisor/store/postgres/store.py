@@ -10,13 +10,16 @@ May import ``store.postgres.*``, ``store.protocols`` and the stdlib.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import datetime
+
 from supervisor.store.postgres.audit import PostgresAudit
 from supervisor.store.postgres.database import Database
 from supervisor.store.postgres.exclusive import ExclusiveUse
 from supervisor.store.postgres.fenced import PostgresFencedRuns
 from supervisor.store.postgres.logs import PostgresLogs
 from supervisor.store.postgres.meta import PostgresMeta
-from supervisor.store.postgres.opening import connect, open_database
+from supervisor.store.postgres.opening import open_database
 from supervisor.store.postgres.runs import PostgresRuns
 from supervisor.store.postgres.settings import PostgresSettings
 from supervisor.store.postgres.users import PostgresUsers
@@ -42,11 +45,9 @@ class PostgresStore(
         *,
         max_runs_per_scheduler: int,
         max_log_bytes_per_run: int,
-        conninfo: str = "",
     ) -> None:
         """Use ``open``."""
         self._db = database
-        self._conninfo = conninfo
         self._max_runs = max_runs_per_scheduler
         self._max_log_bytes = max_log_bytes_per_run
 
@@ -71,19 +72,21 @@ class PostgresStore(
             raise ValueError("max_runs_per_scheduler must be at least 1")
         if max_log_bytes_per_run < 1:
             raise ValueError("max_log_bytes_per_run must be at least 1")
-        description, info, first = open_database(dsn, create=create)
+        description, session, first = open_database(dsn, create=create)
         return cls(
-            Database(description, lambda: connect(info), first),
+            Database(description, session, first),
             max_runs_per_scheduler=max_runs_per_scheduler,
             max_log_bytes_per_run=max_log_bytes_per_run,
-            conninfo=info,
         )
 
-    def exclusive(self) -> ExclusiveUse:
+    def exclusive(self, *, now: Callable[[], datetime] | None = None) -> ExclusiveUse:
         """The lock that makes a manager the only one on this store (not yet taken:
         ``acquire`` it, ``close`` it at the end; see ``exclusive``). Once taken, this
-        store's writes go through only while it is held."""
-        return ExclusiveUse(self._conninfo, self._db.description, self._db)
+        store's writes go through only while it is held. ``now``: the wall clock that
+        dates an outage (the system's by default)."""
+        if now is None:
+            return ExclusiveUse(self._db.session, self._db.description, self._db)
+        return ExclusiveUse(self._db.session, self._db.description, self._db, now=now)
 
     @property
     def description(self) -> str:
