@@ -36,6 +36,7 @@ INSTALL: Mapping[str, str] = {
     "systemd": "apt-get install systemd util-linux mount, and run the tests as root "
     "(a systemd booted in a private namespace needs unshare)",
     "systemd-analyze": "apt-get install systemd",
+    "pgbouncer": "apt-get install pgbouncer (/usr/sbin/pgbouncer; the tests start their own)",
     "debian-python": "apt-get install python3-setuptools (Debian 12's /usr/bin/python3 builds "
     "the package)",
 }

@@ -17,6 +17,7 @@ from supervisor.core.errors import StoreError
 from tests.pgbouncer import Bouncer, throwaway_pgbouncer
 from tests.pgbouncer import skip_reason as pgbouncer_missing
 from tests.postgres import PostgresCluster, pg_cluster, skip_reason
+from tests.required import skip_or_fail
 from tests.store_values import make_run, record
 
 __all__ = ["pg_cluster"]
@@ -35,9 +36,7 @@ SETTINGS = (
 @pytest.fixture(scope="module", params=["", "options"], ids=["refusing", "ignoring"])
 def bouncer(request: pytest.FixtureRequest, pg_cluster: PostgresCluster) -> Iterator[Bouncer]:
     """PgBouncer in session mode, refusing ``options`` (its default) or ignoring it."""
-    missing = pgbouncer_missing()
-    if missing:
-        pytest.skip(missing)
+    skip_or_fail("pgbouncer", pgbouncer_missing())
     with throwaway_pgbouncer(pg_cluster, ignore_startup_parameters=request.param) as started:
         yield started
 
