@@ -367,3 +367,49 @@ def test_a_login_rehash_while_the_user_is_disabled_keeps_them_disabled(shared: S
         shared, lambda a: a.authenticate("olga", "x" * 12, address="::1"), cost=stronger
     )
     assert login.startswith("!")
+
+
+@pytest.mark.parametrize("meanwhile", ["reset", "disable and enable"])
+def test_an_own_password_change_never_undoes_an_admins_change_made_while_it_is_checked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, meanwhile: str
+) -> None:
+    """A stale session changing its password while an admin resets it (or disables and
+    enables the login) is refused, and what the admin set stays: the change is written
+    only over the login it checked."""
+    with SqliteStore.open(tmp_path / "state.db") as store:
+        accounts = Accounts(store, cost=CHEAP)
+        accounts.add(su("root"), "bob", role="operator", password="bob's first words")
+        login = store.get_user("bob")
+        assert login is not None
+        checking = verify_password
+
+        def admin_acts_meanwhile(password: str, stored: str) -> bool:
+            if meanwhile == "reset":
+                accounts.set_password(su("root"), "bob", "the admin's reset words")
+            else:
+                accounts.disable(su("root"), "bob")
+                accounts.enable(su("root"), "bob")
+            return checking(password, stored)
+
+        monkeypatch.setattr("supervisor.usecases.accounts.verify_password", admin_acts_meanwhile)
+        with pytest.raises(DefinitionError, match="changed meanwhile"):
+            accounts.change_own_password(
+                with_role("bob", "operator"),
+                current="bob's first words",
+                new="the attacker's words",
+                stamp=login.stamp,
+            )
+        monkeypatch.setattr("supervisor.usecases.accounts.verify_password", checking)
+        after = store.get_user("bob")
+        assert after is not None and after.stamp != login.stamp
+        assert not verify_password("the attacker's words", after.password_hash)
+        if meanwhile == "reset":
+            assert verify_password("the admin's reset words", after.password_hash)
+        # A session made before either change is refused outright afterwards.
+        with pytest.raises(PermissionDenied):
+            accounts.change_own_password(
+                with_role("bob", "operator"),
+                current="bob's first words",
+                new="the attacker's words",
+                stamp=login.stamp,
+            )

@@ -160,21 +160,28 @@ def test_version_one_database_is_migrated_and_keeps_its_cut_logs(db_path: Path) 
     conn.close()
 
 
-def test_a_version_3_database_keeps_its_users_and_gives_each_a_stamp(db_path: Path) -> None:
-    """Version 4 adds each login's credentials stamp; a version-3 file (as the previous
-    release left it, written by its own statements) is migrated in place: every row
-    stays, each login gets a stamp of its own, and the users commands work on it."""
-    from click.testing import CliRunner
-
-    from supervisor.cli.main import main
-
-    db_path.parent.mkdir(parents=True, mode=0o700)
+def version_3_database(db_path: Path) -> sqlite3.Connection:
+    """A version-3 file, as the previous release left it (written by its own statements),
+    and a plain connection to it."""
+    db_path.parent.mkdir(parents=True, mode=0o700, exist_ok=True)
     conn = raw(db_path)
     for step in MIGRATIONS[:3]:
         for statement in step:
             conn.execute(statement)
     conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
     conn.execute("PRAGMA user_version = 3")
+    return conn
+
+
+def test_a_version_3_database_keeps_its_users_and_gives_each_a_stamp(db_path: Path) -> None:
+    """Version 4 adds each login's credentials stamp; a version-3 file is migrated in
+    place: every row stays, each login gets a stamp of its own, and the users commands
+    work on it."""
+    from click.testing import CliRunner
+
+    from supervisor.cli.main import main
+
+    conn = version_3_database(db_path)
     created = T0.isoformat(timespec="microseconds")
     for name, role in (("ada", "admin"), ("bob", "viewer"), ("cyd", "operator")):
         conn.execute(
@@ -681,4 +688,45 @@ def test_a_full_file_system_fails_whole_calls_and_the_store_works_once_space_ret
         assert store.get_run("r1").outcome is Outcome.SUCCEEDED
     conn = raw(path)
     assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    conn.close()
+
+
+def test_a_file_another_opener_migrated_while_this_one_waited_is_not_migrated_twice(
+    db_path: Path,
+) -> None:
+    """Two processes opening an old file at once: the one that waited for the write lock
+    reads the version again under it, and finds the file migrated (before, it migrated
+    again and failed on a duplicate column)."""
+    from supervisor.store.sqlite.opening import _check_and_configure
+
+    conn = version_3_database(db_path)
+    conn.execute(
+        "INSERT INTO users (name, role, password_hash, created_at) VALUES"
+        " ('ada', 'admin', 'h', '2026-01-01T00:00:00.000000+00:00')"
+    )
+    conn.close()
+
+    class OtherOpenerFirst:
+        """A connection whose opener is overtaken, just before it takes the write lock,
+        by another opener that migrates the file."""
+
+        def __init__(self) -> None:
+            self.conn = sqlite3.connect(db_path, isolation_level=None)
+            self.overtaken = False
+
+        def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
+            if sql == "BEGIN IMMEDIATE" and not self.overtaken:
+                self.overtaken = True
+                SqliteStore.open(db_path).close()
+            return self.conn.execute(sql, *args)
+
+    opener = OtherOpenerFirst()
+    _check_and_configure(db_path, opener)  # type: ignore[arg-type]
+    opener.conn.close()
+    assert opener.overtaken
+    with SqliteStore.open(db_path) as store:
+        users = store.list_users()
+        assert [u.name for u in users] == ["ada"] and len(users[0].stamp) == 32
+    conn = raw(db_path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     conn.close()

@@ -366,7 +366,7 @@ class MemoryUsers:
     def change_user(self, name: str, change: UserChange, *, keep: KeepOne | None = None) -> Changed:
         with self.lock:
             before = self.users.get(name)
-            if before is None or before.password_hash != change.expected_hash:
+            if before is None or change.stale(before):  # type: ignore[arg-type]
                 return Changed.STALE
             after = change.applied(before)  # type: ignore[arg-type]
             others = (

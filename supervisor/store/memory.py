@@ -537,7 +537,7 @@ class MemoryStore:
         with self._lock:
             self._open()
             before = self._users.get(name)
-            if before is None or before.password_hash != change.expected_hash:
+            if before is None or change.stale(before):
                 return Changed.STALE
             after = change.applied(before)
             if keep is not None:

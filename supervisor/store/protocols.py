@@ -89,17 +89,28 @@ class UserChange:
     made since): a new ``password_hash`` and/or ``role``, or ``remove``. ``stamp``: the
     login's new credentials stamp (``new_stamp()``), written with the change, which ends
     every session made with the old one; None keeps the stamp (a role change, whose
-    sessions read the new role at their next request; a rehash at login)."""
+    sessions read the new role at their next request; a rehash at login).
+    ``expected_stamp``: also made only while the stored stamp is still this one (a change
+    a session makes on its own behalf: a disable and enable since leave the hash as it was,
+    not the stamp)."""
 
     expected_hash: str
     password_hash: str | None = None
     role: str | None = None
     remove: bool = False
     stamp: str | None = None
+    expected_stamp: str | None = None
 
     def __post_init__(self) -> None:
         if self.stamp is not None and not self.stamp:
             raise ValueError("stamp: a new stamp cannot be empty (use new_stamp())")
+
+    def stale(self, stored: StoredUser | None) -> bool:
+        """Whether the login as stored now is no longer the one this change was made
+        from (or is gone): the change must not be made."""
+        if stored is None or stored.password_hash != self.expected_hash:
+            return True
+        return self.expected_stamp is not None and stored.stamp != self.expected_stamp
 
     def applied(self, user: StoredUser) -> StoredUser | None:
         """``user`` after the change; None when it removes them."""
@@ -138,7 +149,7 @@ class Changed(enum.Enum):
     """What ``change_user`` did."""
 
     DONE = "done"
-    STALE = "stale"  # no such login, or its hash is no longer the one expected: nothing done
+    STALE = "stale"  # no such login, or not the one expected (``UserChange.stale``): nothing done
     REFUSED = "refused"  # it would break the ``KeepOne`` rule: nothing done
 
 
@@ -374,8 +385,8 @@ class UserDirectory(Protocol):
 
     def change_user(self, name: str, change: UserChange, *, keep: KeepOne | None = None) -> Changed:
         """Make ``change`` to login ``name`` in one atomic step with its checks: ``STALE``
-        (nothing done) when there is no such login or its hash is not
-        ``change.expected_hash``; ``REFUSED`` (nothing done) when afterwards no login
+        (nothing done) when there is no such login or it is not the one the change was made
+        from (``UserChange.stale``); ``REFUSED`` (nothing done) when afterwards no login
         ``keep`` holds for would remain, checked against every concurrent change (no two
         changes can each take away one of the last two). A change with a ``stamp`` writes
         it in the same step. ``DefinitionError`` for an unknown role."""

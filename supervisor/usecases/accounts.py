@@ -214,12 +214,16 @@ class Accounts:
         with self._audited(subject.name, "set password", detail):
             self._store_password(name, password, temporary=temporary)
 
-    def change_own_password(self, subject: Subject, *, current: str, new: str) -> str:
+    def change_own_password(
+        self, subject: Subject, *, current: str, new: str, stamp: str | None = None
+    ) -> str:
         """``subject`` changes their own password; the current one must be given. Every
         session of theirs ends; returns the new credentials stamp, for the session that
-        made the change to go on with."""
+        made the change to go on with. ``stamp``: the credentials stamp of the session
+        asking; a login changed since it (a reset, a disable) is refused, also when the
+        change lands while this one is checked: it is written only over what was checked."""
         record = self._users.get_user(subject.name)
-        if record is None:
+        if record is None or (stamp is not None and record.stamp != stamp):
             raise PermissionDenied(subject.name, "change_password")
         if not verify_password(current, record.password_hash):
             self._record(subject.name, "change password refused", "wrong current password")
@@ -227,9 +231,19 @@ class Accounts:
         if new == current:
             raise DefinitionError("password", "must differ from the current one")
         check_new_password(new)
+        stored = hash_password(new, cost=self._cost, temporary=False)
+        fresh = new_stamp()
+        change = UserChange(
+            expected_hash=record.password_hash,
+            expected_stamp=record.stamp,
+            password_hash=stored,
+            stamp=fresh,
+        )
         with self._audited(subject.name, "change password", subject.name):
-            stamp = self._store_password(subject.name, new, temporary=False)
-        return stamp
+            if self._users.change_user(subject.name, change) is not Changed.DONE:
+                raise DefinitionError("current", "your account changed meanwhile: log in again")
+        self._forget_bootstrap_file(record)
+        return fresh
 
     # -- logging in ------------------------------------------------------------------------
 
@@ -342,16 +356,17 @@ class Accounts:
             return _with_hash(user, hashed, stamp=stamp)
 
         self._change(name, "set password", new_hash)
+        if not temporary:
+            self._forget_bootstrap_file(replaced[-1])
+        return stamp
+
+    def _forget_bootstrap_file(self, replaced: StoredUser) -> None:
+        """Remove the bootstrap admin's one-time password file once it no longer works:
+        when it held the password ``replaced`` (the login before a new password) had."""
         file = self._bootstrap_file
-        if (
-            not temporary
-            and name == BOOTSTRAP_USER
-            and file
-            and _file_password_of(file, replaced[-1])
-        ):
+        if replaced.name == BOOTSTRAP_USER and file and _file_password_of(file, replaced):
             with contextlib.suppress(FileNotFoundError):
                 file.unlink()
-        return stamp
 
     def _entry(self, actor: str, action: str, detail: str) -> AuditEntry:
         return AuditEntry(

@@ -97,7 +97,12 @@ def change_password(site: Site, request: Request) -> Any:
             site, request, errors={"repeat": "the two new passwords differ"}, status=400
         )
     try:
-        stamp = site.accounts.change_own_password(subject, current=current, new=new)
+        stamp = site.accounts.change_own_password(
+            subject,
+            current=current,
+            new=new,
+            stamp=None if request.session is None else request.session.stamp,
+        )
     except DefinitionError as error:
         field = error.field if error.field in ("current", "password") else "password"
         return password_form(site, request, errors={field: error.problem}, status=400)

@@ -65,7 +65,7 @@ class PostgresUsers:
             ).fetchall()
             found = [_user_from_row(row) for row in rows]
             before = next((user for user in found if user.name == name), None)
-            if before is None or before.password_hash != change.expected_hash:
+            if before is None or change.stale(before):
                 return Changed.STALE
             after = change.applied(before)
             if keep is not None:

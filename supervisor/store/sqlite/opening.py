@@ -184,6 +184,10 @@ def _check_and_configure(path: Path, conn: sqlite3.Connection) -> None:
         conn.execute(f"PRAGMA cache_size = -{WRITER_CACHE_KIB}")
         conn.execute("BEGIN IMMEDIATE")
         try:
+            # Read again under the write lock: another process may have migrated the file
+            # while this one waited for the lock (migrating twice fails: a duplicate column).
+            version = conn.execute("PRAGMA user_version").fetchall()[0][0]
+            _check_version(path, version)
             if version < SCHEMA_VERSION:
                 _migrate(conn, version)
             conn.execute("COMMIT")

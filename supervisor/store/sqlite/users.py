@@ -55,9 +55,9 @@ class SqliteUsers:
             check_new_user(name, change.role)
         with self._db.write() as conn:  # BEGIN IMMEDIATE: no other writer until it ends
             rows = conn.execute(_SELECT + " WHERE name = ?", (name,)).fetchall()
-            if not rows or rows[0][2] != change.expected_hash:
+            before = _user_from_row(rows[0]) if rows else None
+            if before is None or change.stale(before):
                 return Changed.STALE
-            before = _user_from_row(rows[0])
             after = change.applied(before)
             if keep is not None:
                 others = conn.execute(_SELECT + " WHERE role = ? AND name != ?", (keep.role, name))
