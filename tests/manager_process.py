@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,7 +14,7 @@ from click.testing import CliRunner
 
 from supervisor.cli.main import main
 from tests.commands import supervisor
-from tests.waiting import wait_for
+from tests.waiting import end_process, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -37,15 +36,9 @@ def running_manager(state: Path, app: str, *, check_exit: bool = True) -> Iterat
         wait_for(lambda: (state / "control.sock").exists(), timeout=30, what="the manager")
         yield state
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            _, stderr = process.communicate(timeout=30)
-            if check_exit:
-                assert process.returncode == 0, stderr.decode(errors="replace")
-        finally:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
+        stderr = end_process(process)
+        if check_exit:
+            assert process.returncode == 0, stderr.decode(errors="replace")
 
 
 def cli(state: Path, *args: str, code: int = 0) -> str:

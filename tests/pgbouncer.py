@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.postgres import SUPERUSER, PostgresCluster, _owner, free_port
-from tests.waiting import wait_for
+from tests.waiting import end_process, wait_for
 
 PROGRAM = os.environ.get("SST_PGBOUNCER", "/usr/sbin/pgbouncer")
 
@@ -97,13 +97,6 @@ def throwaway_pgbouncer(
                 raise RuntimeError(f"pgbouncer exited: {err.decode(errors='replace')}")
             yield bouncer
         finally:
-            if process.poll() is None:
-                process.terminate()
-            try:
-                process.communicate(timeout=30)
-            finally:
-                if process.poll() is None:
-                    process.kill()
-                    process.wait()
+            end_process(process)
     finally:
         shutil.rmtree(root, ignore_errors=True)

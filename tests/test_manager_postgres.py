@@ -19,7 +19,7 @@ from supervisor.core.errors import DefinitionError
 from tests.commands import supervisor
 from tests.manager_process import ROOT, cli
 from tests.postgres import PostgresCluster, free_port, pg_cluster, pg_dsn, skip_reason
-from tests.waiting import wait_for
+from tests.waiting import end_process, wait_for
 
 __all__ = ["pg_cluster", "pg_dsn"]
 
@@ -59,14 +59,7 @@ def manager_on(state: Path, store: str) -> Iterator[subprocess.Popen[bytes]]:
         assert process.poll() is None, process.communicate()[1].decode(errors="replace")
         yield process
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-        try:
-            process.communicate(timeout=30)
-        finally:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
+        end_process(process)
 
 
 def ended_runs(dsn: str) -> int:

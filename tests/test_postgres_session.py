@@ -9,7 +9,6 @@ from __future__ import annotations
 import secrets
 import threading
 import time
-from collections.abc import Callable
 from urllib.parse import quote
 
 import pytest
@@ -225,33 +224,3 @@ def test_regression_a_longer_statement_timeout_is_not_cut_at_5_s(
         print(f"a write waited {took:.2f} s for a row lock")
         assert took > 5
         assert store.count_logs("r1") == 1
-
-
-def test_call_timeout_bounds_a_call_explicitly(pg_cluster: PostgresCluster) -> None:
-    from tests.tcp_proxy import FaultyProxy
-
-    name = f"c{secrets.token_hex(4)}"
-    pg_cluster.create_database(name)
-    with FaultyProxy(("127.0.0.1", pg_cluster.port), refuse=0, cut=0) as proxy:
-        url = f"postgresql://sst@127.0.0.1:{proxy.port}/{name}?connect_timeout=3&call_timeout=1.5s"
-        with PostgresStore.open(url) as store:
-            store.insert_run(make_run("before"))
-            proxy.blackhole()
-            started = time.monotonic()
-            error = raised_by(lambda: store.insert_run(make_run("lost")))
-            took = time.monotonic() - started
-            print(f"a black-holed write failed after {took:.2f} s (call_timeout 1.5 s)")
-            assert isinstance(error, StoreError)
-            assert "no answer from the server within 1.5 s" in str(error)
-            assert took < 4
-            proxy.heal()
-            store.insert_run(make_run("after"))
-            assert store.get_run("after") == make_run("after")
-
-
-def raised_by(call: Callable[[], object]) -> BaseException | None:
-    try:
-        call()
-    except BaseException as error:  # handed to the test
-        return error
-    return None

@@ -553,26 +553,33 @@ def call_within(seconds: float, call: Callable[[], object]) -> BaseException | N
     return raised[0]
 
 
+@pytest.mark.parametrize(
+    ("query", "bound", "within"),
+    [
+        pytest.param("", "5 s", 15, id="default"),  # statement_timeout 4 s + 1 s
+        pytest.param("&call_timeout=1.5s", "1.5 s", 4, id="call_timeout"),
+    ],
+)
 def test_a_black_holed_connection_fails_within_seconds_and_the_next_call_reconnects(
-    pg_cluster: PostgresCluster,
+    pg_cluster: PostgresCluster, query: str, bound: str, within: float
 ) -> None:
     from tests.tcp_proxy import FaultyProxy
 
     database = f"h{secrets.token_hex(4)}"
     pg_cluster.create_database(database)
     with FaultyProxy(("127.0.0.1", pg_cluster.port), refuse=0, cut=0) as proxy:
-        url = f"postgresql://sst@127.0.0.1:{proxy.port}/{database}?connect_timeout=3"
+        url = f"postgresql://sst@127.0.0.1:{proxy.port}/{database}?connect_timeout=3{query}"
         with PostgresStore.open(url) as store:
             store.insert_run(make_run("before"))
             proxy.blackhole()  # acknowledged, never forwarded, never closed
             started = time.monotonic()
-            error = call_within(15, lambda: store.insert_run(make_run("lost")))
+            error = call_within(within, lambda: store.insert_run(make_run("lost")))
             took = time.monotonic() - started
-            print(f"a black-holed write failed after {took:.2f} s")
+            print(f"a black-holed write failed after {took:.2f} s (bound {bound})")
             assert isinstance(error, StoreError)
             assert str(error).startswith(
                 f"PostgreSQL database sst@127.0.0.1:{proxy.port}/{database}: no answer from"
-                " the server within 5 s"
+                f" the server within {bound}"
             )
             proxy.heal()
             store.insert_run(make_run("after"))  # on a new connection

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import stat
 import threading
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -513,6 +514,13 @@ def test_a_flood_of_logins_waits_in_a_bounded_queue() -> None:
 # -- sessions end when the account changes, wherever the change is made -----------------------
 
 
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[SqliteStore]:
+    """The users store the Admin Center under test reads, a real SQLite file."""
+    with SqliteStore.open(tmp_path / "state.db") as opened:
+        yield opened
+
+
 def _ended_at_login(client: Client, path: str = "/") -> str:
     """``path`` sends the client to the login page; that page's text (its notice)."""
     response = client.get(path)
@@ -525,13 +533,11 @@ def _ended_at_login(client: Client, path: str = "/") -> str:
 
 
 def test_regression_a_password_set_in_the_store_by_another_process_ends_the_session(
-    tmp_path: Path,
+    store: SqliteStore, tmp_path: Path
 ) -> None:
     """Regression: sessions lived in the server's memory only, so a password reset from
     the shell (``supervisor users passwd``, its own store connection) left them open."""
-    store = SqliteStore.open(tmp_path / "state.db")
-    shell = SqliteStore.open(tmp_path / "state.db")  # as the CLI opens it
-    try:
+    with SqliteStore.open(tmp_path / "state.db") as shell:  # as the CLI opens it
         app, _, _ = build(users=store)
         otto = Client(app)
         otto.login("otto")
@@ -548,96 +554,79 @@ def test_regression_a_password_set_in_the_store_by_another_process_ends_the_sess
         # The new password logs in again, and that session goes on.
         assert otto.login("otto", "a brand new secret").status == 303
         assert otto.get("/").status == 200
-    finally:
-        shell.close()
-        store.close()
 
 
-def test_a_disable_and_enable_in_between_requests_still_ends_the_session(tmp_path: Path) -> None:
-    store = SqliteStore.open(tmp_path / "state.db")
-    try:
-        app, _, _ = build(users=store)
-        otto = Client(app)
-        otto.login("otto")
-        accounts = Accounts(store, cost=TEST_COST)
-        accounts.disable(su("root"), "otto")
-        accounts.enable(su("root"), "otto")
-        assert "Your session ended" in _ended_at_login(otto)
-    finally:
-        store.close()
+def test_a_disable_and_enable_in_between_requests_still_ends_the_session(
+    store: SqliteStore,
+) -> None:
+    app, _, _ = build(users=store)
+    otto = Client(app)
+    otto.login("otto")
+    accounts = Accounts(store, cost=TEST_COST)
+    accounts.disable(su("root"), "otto")
+    accounts.enable(su("root"), "otto")
+    assert "Your session ended" in _ended_at_login(otto)
 
 
-def test_a_role_change_keeps_the_session_and_holds_from_the_next_request(tmp_path: Path) -> None:
-    store = SqliteStore.open(tmp_path / "state.db")
-    try:
-        app, _, _ = build(users=store)
-        otto = Client(app)
-        otto.login("otto")
-        assert otto.get("/users").status == 403
-        Accounts(store, cost=TEST_COST).set_role(su("root"), "otto", "admin")
-        assert otto.get("/users").status == 200  # the next request acts as an admin
-        Accounts(store, cost=TEST_COST).set_role(su("root"), "otto", "viewer")
-        assert otto.get("/users").status == 403
-        assert otto.get("/").status == 200  # still logged in
-        assert [e for _, e in store.audit(action="session ended")] == []
-    finally:
-        store.close()
+def test_a_role_change_keeps_the_session_and_holds_from_the_next_request(
+    store: SqliteStore,
+) -> None:
+    app, _, _ = build(users=store)
+    otto = Client(app)
+    otto.login("otto")
+    assert otto.get("/users").status == 403
+    Accounts(store, cost=TEST_COST).set_role(su("root"), "otto", "admin")
+    assert otto.get("/users").status == 200  # the next request acts as an admin
+    Accounts(store, cost=TEST_COST).set_role(su("root"), "otto", "viewer")
+    assert otto.get("/users").status == 403
+    assert otto.get("/").status == 200  # still logged in
+    assert [e for _, e in store.audit(action="session ended")] == []
 
 
-def test_a_rehash_at_login_keeps_the_users_other_sessions(tmp_path: Path) -> None:
+def test_a_rehash_at_login_keeps_the_users_other_sessions(store: SqliteStore) -> None:
     cheap = ScryptCost(n=1 << 9, r=8, p=1)
-    store = SqliteStore.open(tmp_path / "state.db")
-    try:
-        store.add_user("olga", role="operator", password_hash=hash_password(PASSWORD, cost=cheap))
-        app, _, _ = build(users=store)
-        first, second = Client(app), Client(app)
-        first.login("olga")  # stores a hash of the current cost
-        second.login("olga")
-        assert first.get("/").status == 200 and second.get("/").status == 200
-    finally:
-        store.close()
+    store.add_user("olga", role="operator", password_hash=hash_password(PASSWORD, cost=cheap))
+    app, _, _ = build(users=store)
+    first, second = Client(app), Client(app)
+    first.login("olga")  # stores a hash of the current cost
+    second.login("olga")
+    assert first.get("/").status == 200 and second.get("/").status == 200
 
 
 def test_a_post_with_an_ended_session_is_not_done_and_goes_to_the_login_page(
-    tmp_path: Path,
+    store: SqliteStore,
 ) -> None:
-    store = SqliteStore.open(tmp_path / "state.db")
-    try:
-        app, _, _ = build(users=store)
-        otto = Client(app)
-        otto.login("otto")
-        token = otto.csrf("/")
-        Accounts(store, cost=TEST_COST).set_password(su("root"), "otto", "a brand new secret")
-        response = otto.post(
-            "/schedulers/jobs.repeat/execute", {"csrf": token, "back": "/schedulers/jobs.repeat"}
-        )
-        assert response.status == 303
-        assert response.header("Location") == "/login?next=/schedulers/jobs.repeat"
-        assert "Your session ended" in otto.get("/login?next=/schedulers/jobs.repeat").body
-        assert [e.action for _, e in store.audit(actor="otto", action="execute")] == []
-        # A script reading an event stream is told in plain text.
-        script = Client(app)
-        script.login("otto", "a brand new secret")
-        Accounts(store, cost=TEST_COST).set_password(su("root"), "otto", "another new secret")
-        refused = script.get("/events/status")
-        assert refused.status == 401 and "Your session ended" in refused.body
-    finally:
-        store.close()
+    app, _, _ = build(users=store)
+    otto = Client(app)
+    otto.login("otto")
+    token = otto.csrf("/")
+    Accounts(store, cost=TEST_COST).set_password(su("root"), "otto", "a brand new secret")
+    response = otto.post(
+        "/schedulers/jobs.repeat/execute", {"csrf": token, "back": "/schedulers/jobs.repeat"}
+    )
+    assert response.status == 303
+    assert response.header("Location") == "/login?next=/schedulers/jobs.repeat"
+    assert "Your session ended" in otto.get("/login?next=/schedulers/jobs.repeat").body
+    assert [e.action for _, e in store.audit(actor="otto", action="execute")] == []
+    # A script reading an event stream is told in plain text.
+    script = Client(app)
+    script.login("otto", "a brand new secret")
+    Accounts(store, cost=TEST_COST).set_password(su("root"), "otto", "another new secret")
+    refused = script.get("/events/status")
+    assert refused.status == 401 and "Your session ended" in refused.body
 
 
-def test_a_proxy_session_whose_user_changed_is_made_again_by_the_proxy(tmp_path: Path) -> None:
-    store = SqliteStore.open(tmp_path / "state.db")
-    try:
-        config = replace(FAST, proxy_user_header="X-Remote-User")
-        app, _, _ = build(users=store, config=config)
-        client = Client(app)
-        header = {"X-Remote-User": "otto"}
-        assert client.get("/", headers=header).status == 200
-        first = dict(client.cookies)
-        Accounts(store, cost=TEST_COST).set_password(su("root"), "otto", "a brand new secret")
-        assert client.get("/", headers=header).status == 200  # the proxy vouches again
-        assert client.cookies != first
-        Accounts(store, cost=TEST_COST).disable(su("root"), "otto")
-        assert client.get("/", headers=header).status == 303
-    finally:
-        store.close()
+def test_a_proxy_session_whose_user_changed_is_made_again_by_the_proxy(
+    store: SqliteStore,
+) -> None:
+    config = replace(FAST, proxy_user_header="X-Remote-User")
+    app, _, _ = build(users=store, config=config)
+    client = Client(app)
+    header = {"X-Remote-User": "otto"}
+    assert client.get("/", headers=header).status == 200
+    first = dict(client.cookies)
+    Accounts(store, cost=TEST_COST).set_password(su("root"), "otto", "a brand new secret")
+    assert client.get("/", headers=header).status == 200  # the proxy vouches again
+    assert client.cookies != first
+    Accounts(store, cost=TEST_COST).disable(su("root"), "otto")
+    assert client.get("/", headers=header).status == 303

@@ -12,7 +12,6 @@ cluster's two Admin Centers: tests/test_cluster_sessions.py.)
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,7 +20,7 @@ from pathlib import Path
 from tests.commands import ROOT, supervisor
 from tests.http_session import HttpSession, bootstrap_password
 from tests.postgres import free_port
-from tests.waiting import wait_for
+from tests.waiting import end_process, wait_for
 
 ENDED = "Your session ended because your account changed"
 ADMIN_PASSWORD = "the admin's long password"
@@ -77,13 +76,7 @@ def admin_center(state: Path, port: int) -> Iterator[subprocess.Popen[bytes]]:
         wait_for(lambda: answers(port), timeout=30, what="the Admin Center answering")
         yield process
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        finally:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
+        end_process(process)
     assert "Traceback" not in log.read_text(errors="replace")
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -21,3 +23,17 @@ def wait_for(condition: Callable[[], T], *, timeout: float = 10.0, what: str = "
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(delay)
         delay = min(delay * 2, 0.1)
+
+
+def end_process(process: subprocess.Popen[bytes], *, timeout: float = 30.0) -> bytes:
+    """SIGTERM ``process`` if it still runs and reap it within ``timeout`` seconds, killing
+    it past that (a test's cleanup never leaves it behind); its stderr where piped."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+    try:
+        _, stderr = process.communicate(timeout=timeout)
+        return stderr or b""
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
