@@ -197,6 +197,14 @@ def recover_interrupted_runs(store: Store, clock: Clock, *, host: str | None = N
     return count
 
 
+def outage_reason(warning: str | None, dsn: str | None) -> str:
+    """Why the store does not answer, out of the manager lock's ``warning`` (all of it when
+    it has another shape), with the passwords of ``dsn`` hidden."""
+    found = _OUTAGE_REASON.search(warning or "")
+    reason = found["reason"] if found else (warning or "the store does not answer")
+    return reason if dsn is None else without_password(reason, dsn)
+
+
 class Service:
     """A running manager with its control socket (and Admin Center, when asked).
 
@@ -424,12 +432,9 @@ class Service:
         (its reason read from ``warning``, any password in it hidden), or none."""
         if since is None:
             self.store_health.reachable()
-            return
-        found = _OUTAGE_REASON.search(warning or "")
-        reason = found["reason"] if found else (warning or "the store does not answer")
-        if self.options.store is not None:
-            reason = without_password(reason, self.options.store)
-        self.store_health.unreachable(since=since, reason=reason)
+        else:
+            reason = outage_reason(warning, self.options.store)
+            self.store_health.unreachable(since=since, reason=reason)
 
     def close(self) -> None:
         self._stack.close()
