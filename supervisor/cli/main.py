@@ -421,6 +421,8 @@ def admin(
 def list_(state_dir: str | None, failed: bool, app_spec: str | None, as_json: bool) -> None:
     """List every scheduler with its state and last error."""
     statuses = client(state_dir, app_spec=app_spec).statuses()
+    # A manager whose store does not answer tells it with every status (``store``).
+    store = next((s.store for s in statuses if s.store is not None), None)
     if failed:
         statuses = [s for s in statuses if is_failing(s)]
     if as_json:
@@ -441,6 +443,9 @@ def list_(state_dir: str | None, failed: bool, app_spec: str | None, as_json: bo
             for s in statuses
         ],
     )
+    if store is not None:
+        shown = display()
+        click.echo(shown.paint(terminal.printable(f"store: {store.text}"), Style.BAD))
 
 
 def is_failing(status: views.StatusView) -> bool:
@@ -538,6 +543,8 @@ def status_rows(s: views.StatusView, shown: Display, now: datetime) -> list[tupl
         rows.append(("containment", s.containment))
     if s.units is not None:  # systemd mode: say where the units live (runtime ones vanish)
         rows.append(("units", f"{s.units.service} ({s.units.kind})"))
+    if s.store is not None:  # what is shown may be stale; what is done may not be stored
+        rows.append(("store", s.store.text))
     return rows
 
 
@@ -560,6 +567,7 @@ def status(scheduler_id: str, state_dir: str | None, app_spec: str | None, as_js
         "state": WORD_STYLES.get(s.state.value),
         "last outcome": WORD_STYLES.get(s.last_outcome.value) if s.last_outcome else None,
         "last error": Style.BAD if s.last_error else None,
+        "store": Style.BAD,
     }
     for name, value in status_rows(s, shown, datetime.now(UTC)):
         # Every line of a value (a traceback) stays, indented under the value.

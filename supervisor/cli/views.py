@@ -8,8 +8,8 @@ Runs and log records are the records of ``core.records``; a scheduler's status i
 settings are a ``usecases.schedulers.SettingsView`` (``core.settings.EffectiveSettings``).
 Malformed answers raise ``ManagerUnavailable`` (the other side is not a manager we
 understand).
-May import ``core`` (values), ``usecases.schedulers`` (its ``SettingsView`` name) and the
-stdlib.
+May import ``core`` (values), ``usecases.schedulers`` (its ``SettingsView`` name),
+``usecases.serialize``, ``usecases.health`` (values) and the stdlib.
 """
 
 from __future__ import annotations
@@ -36,7 +36,8 @@ from supervisor.core.settings import EffectiveSettings
 from supervisor.core.settings import as_json as settings_as_json
 
 # The JSON shapes of runs and records are the manager's own: one definition for both.
-from supervisor.usecases.serialize import decision_json, iso
+from supervisor.usecases.health import StoreTrouble
+from supervisor.usecases.serialize import decision_json, iso, store_json
 from supervisor.usecases.serialize import log_json as log_json
 from supervisor.usecases.serialize import run_json as run_json
 
@@ -89,6 +90,7 @@ class StatusView:
     decision: Mapping[str, Any] | None = None
     retry: tuple[int, int] | None = None
     host: str | None = None  # the owning host (--cluster)
+    store: StoreTrouble | None = None  # the store's outage, as of the answer
 
     @classmethod
     def of(cls, status: SchedulerStatus, *, units: UnitFiles | None = None) -> StatusView:
@@ -157,6 +159,8 @@ def status_json(view: StatusView) -> dict[str, Any]:
     }
     if view.host is not None:
         out["host"] = view.host
+    if view.store is not None:
+        out["store"] = store_json(view.store)
     if view.units is not None:
         out["units"] = {
             "kind": view.units.kind,
@@ -311,7 +315,20 @@ def status_from_json(raw: object) -> StatusView:
         decision=_decision(status.optional("decision")),
         retry=_retry(status.optional("retry")),
         host=status.optional_text("host"),
+        store=_store(status.optional("store")),
     )
+
+
+def _store(raw: object) -> StoreTrouble | None:
+    """The store's outage a manager tells while it lasts (absent otherwise, and from an
+    older manager)."""
+    if raw is None:
+        return None
+    store = _Reader(raw, "store")
+    seconds = store.optional_int("seconds")
+    if seconds is None or seconds < 0:
+        raise store.bad("seconds")
+    return StoreTrouble(since=store.time("since"), seconds=seconds, reason=store.text("reason"))
 
 
 def _decision(raw: object) -> Mapping[str, Any] | None:

@@ -161,8 +161,8 @@ class Dispatcher:
         self._info = dict(info)
         self._ops: dict[str, Callable[[Subject, Arguments], Any]] = {
             "ping": lambda s, a: self._info,
-            "list": lambda s, a: [serialize.status_json(x) for x in use_cases.list(s)],
-            "status": lambda s, a: serialize.status_json(use_cases.status(s, a.text("id"))),
+            "list": self._list,
+            "status": self._status,
             "start": lambda s, a: use_cases.start(s, a.text("id")),
             "stop": lambda s, a: use_cases.stop(s, a.text("id"), reason=a.optional_text("reason")),
             "pause": lambda s, a: use_cases.pause(
@@ -187,6 +187,17 @@ class Dispatcher:
                 "result": use_cases.run_action(s, a.text("id"), a.text("action"))
             },
         }
+
+    def _list(self, subject: Subject, _args: Arguments) -> Any:
+        """Every status, each with the store's outage while there is one (``store``)."""
+        statuses = self._use_cases.list(subject)
+        trouble = self._use_cases.store_health(subject)
+        return [serialize.with_store(serialize.status_json(s), trouble) for s in statuses]
+
+    def _status(self, subject: Subject, args: Arguments) -> Any:
+        status = self._use_cases.status(subject, args.text("id"))
+        trouble = self._use_cases.store_health(subject)
+        return serialize.with_store(serialize.status_json(status), trouble)
 
     def _logs(self, subject: Subject, args: Arguments) -> Any:
         query = LogQuery(

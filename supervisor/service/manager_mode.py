@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Protocol
 
@@ -37,8 +39,10 @@ from supervisor.service.paths import (
     ensure_state_dir,
 )
 from supervisor.service.stores import open_postgres_store
+from supervisor.store.dsn import without_password
 from supervisor.store.protocols import Store
 from supervisor.store.sqlite import SqliteStore
+from supervisor.usecases.health import StoreHealth
 from supervisor.usecases.reads import UseCaseReads, reader
 from supervisor.usecases.schedulers import UseCases, enable
 
@@ -47,6 +51,12 @@ if TYPE_CHECKING:
 
 REAP_INTERVAL_SECONDS = 1.0
 APP_NAME_META = "app_name"  # beside paths.APP_SPEC_META: the name of the app last run
+# The reason in a manager lock's warning while its store does not answer
+# (``ExclusiveUse.check``): "<store> unreachable since <time> (<reason>); runs in ...".
+_OUTAGE_REASON = re.compile(
+    r" unreachable since \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC \((?P<reason>.*)\); runs in progress",
+    re.DOTALL,
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -95,6 +105,12 @@ class StoreGuard(Protocol):
         """Take the lock back if it was lost; a warning when that fails for now.
         ``StoreError`` once another manager holds it: this one must stop (its writes
         are refused from then on)."""
+        ...
+
+    @property
+    def unreachable_since(self) -> datetime | None:
+        """Since when (aware) the store has not answered, in the outage going on; None
+        while it answers."""
         ...
 
     def close(self) -> None: ...
@@ -181,6 +197,14 @@ def recover_interrupted_runs(store: Store, clock: Clock, *, host: str | None = N
     return count
 
 
+def outage_reason(warning: str | None, dsn: str | None) -> str:
+    """Why the store does not answer, out of the manager lock's ``warning`` (all of it when
+    it has another shape), with the passwords of ``dsn`` hidden."""
+    found = _OUTAGE_REASON.search(warning or "")
+    reason = found["reason"] if found else (warning or "the store does not answer")
+    return reason if dsn is None else without_password(reason, dsn)
+
+
 class Service:
     """A running manager with its control socket (and Admin Center, when asked).
 
@@ -220,6 +244,9 @@ class Service:
         self._repair_failed = False
         self._store_guard: StoreGuard | None = None
         self._guard_warning: str | None = None
+        # Whether the store answers, as the manager lock finds out each second; the use
+        # cases read it (``supervisor status``, the Admin Center's banner).
+        self.store_health = StoreHealth()
 
     def _watch_runs(self, use_cases: UseCases) -> None:
         """One line per failed run on the log, and notifications where targets are set."""
@@ -287,7 +314,11 @@ class Service:
             gate=gate,
         )
         use_cases = UseCases(
-            self.schedulers.registry, backend=manager, audit=store, clock=self.clock
+            self.schedulers.registry,
+            backend=manager,
+            audit=store,
+            clock=self.clock,
+            store_health=self.store_health,
         )
         self.use_cases = use_cases
         # The Admin Center binds its port before any run starts: a wrong --admin fails
@@ -385,6 +416,7 @@ class Service:
             if warning and warning != self._guard_warning:  # once a streak, not every second
                 self.say(f"supervisor: warning: {warning}")
             self._guard_warning = warning
+            self._note_store_health(self._store_guard.unreachable_since, warning)
         if self._lock is not None:
             try:
                 if self._lock.repair():
@@ -394,6 +426,15 @@ class Service:
                 if not self._repair_failed:  # say it once, not every second
                     self.say(f"supervisor: warning: {error}")
                 self._repair_failed = True
+
+    def _note_store_health(self, since: datetime | None, warning: str | None) -> None:
+        """Tell the store's health what the manager lock found: an outage since ``since``
+        (its reason read from ``warning``, any password in it hidden), or none."""
+        if since is None:
+            self.store_health.reachable()
+        else:
+            reason = outage_reason(warning, self.options.store)
+            self.store_health.unreachable(since=since, reason=reason)
 
     def close(self) -> None:
         self._stack.close()

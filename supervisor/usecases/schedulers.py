@@ -59,6 +59,7 @@ from supervisor.core.records import (
 from supervisor.core.registry import Registry, registry_of
 from supervisor.core.settings import EffectiveSettings, SettingsChange
 from supervisor.usecases.backend import Backend
+from supervisor.usecases.health import StoreHealthSource, StoreTrouble
 
 AUDIT_LOG = logging.getLogger("supervisor.audit")
 
@@ -132,11 +133,15 @@ class UseCases:
         backend: Backend,
         audit: AuditTrail,
         clock: Clock | None = None,
+        store_health: StoreHealthSource | None = None,
     ) -> None:
+        """``store_health``: where the store's outages are told (none: the store has no
+        outages to tell, as in systemd mode)."""
         self._registry = registry
         self._backend = backend
         self._audit = audit
         self._clock: Clock = clock or SystemClock()
+        self._store_health = store_health
         # Settings changes read, merge and write the overrides: one at a time, so two
         # operators' changes never overwrite each other.
         self._settings_lock = threading.Lock()
@@ -222,6 +227,15 @@ class UseCases:
         kept while it stays), or None: a backend that cannot tell (read them every time)."""
         subject.require(Permission.LIST)
         return self._backend.status_version()
+
+    def store_health(self, subject: Subject) -> StoreTrouble | None:
+        """The store's outage going on, as of now (None while it answers, and always
+        without a store that can have one). Any subject that may list or see a status
+        may see it: it says why what they read may be stale."""
+        if not (subject.can(Permission.LIST) or subject.can(Permission.STATUS)):
+            subject.require(Permission.LIST)
+        outage = None if self._store_health is None else self._store_health.outage()
+        return None if outage is None else StoreTrouble.of(outage, self._clock.now())
 
     def status(self, subject: Subject, scheduler_id: str) -> SchedulerStatus:
         subject.require(Permission.STATUS)

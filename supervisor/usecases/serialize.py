@@ -11,6 +11,7 @@ from typing import Any
 from supervisor.core.records import Decision, LogRecord, RunRecord, SchedulerStatus
 from supervisor.core.settings import EffectiveSettings
 from supervisor.core.settings import as_json as settings_as_json
+from supervisor.usecases.health import StoreTrouble
 
 
 def iso(value: datetime | None) -> str | None:
@@ -44,6 +45,23 @@ def status_json(status: SchedulerStatus) -> dict[str, Any]:
         else {"attempt": status.retry_attempt, "of": status.retries},
         **({"host": status.host} if status.host is not None else {}),  # --cluster only
     }
+
+
+def store_json(trouble: StoreTrouble) -> dict[str, Any]:
+    """An outage of the store, as ``list`` and ``status`` carry it in their ``store`` field
+    while it lasts (the field is absent while the store answers)."""
+    return {
+        "state": "unreachable",
+        "since": iso(trouble.since),
+        "seconds": trouble.seconds,
+        "reason": trouble.reason,
+        "text": trouble.text,
+    }
+
+
+def with_store(status: dict[str, Any], trouble: StoreTrouble | None) -> dict[str, Any]:
+    """``status`` (a ``status_json``) with the store's outage, if there is one."""
+    return status if trouble is None else {**status, "store": store_json(trouble)}
 
 
 def decision_json(decision: Decision | None) -> dict[str, Any] | None:

@@ -13,6 +13,8 @@ Failing cards come first; ``?filter=failing`` keeps only them, ``?outcome=`` onl
 whose last run ended so, and ``?q=`` only those whose search text (name, ID, state, kind,
 last outcome, "failing") holds every word: the same text the page's script filters on.
 ``?cards=ID,ID`` answers only those cards (what the live updates fetch to redraw a card).
+A kept page is rendered anew when the store's outage (the banner every page shows, from
+``Site.common``) begins, ends or has lasted another second.
 May import ``access``, ``records``, ``supervisor.web.*`` below the app, markupsafe and the
 stdlib.
 """
@@ -44,7 +46,9 @@ SNAPSHOT_SECONDS = 0.2
 @dataclass(frozen=True, slots=True)
 class _Snapshot:
     at: float
-    version: tuple[int, int | None, int]  # the Admin Center's, the backend's, the minute
+    # the Admin Center's, the backend's, the minute, and the store's outage (as of the
+    # second: the page's banner says how long it has lasted)
+    version: tuple[int, int | None, int, object]
     with_runs: bool
     statuses: list[SchedulerStatus]  # failing ones first
     health: dict[str, Health]
@@ -83,7 +87,9 @@ class CardCache:
             use_cases = self._site.use_cases
             wall = self._site.clock.now()
             minute = int(wall.timestamp() // 60)
-            version = (self._site.version, use_cases.status_version(subject), minute)
+            outage = use_cases.store_health(subject)
+            store = None if outage is None else outage.text
+            version = (self._site.version, use_cases.status_version(subject), minute, store)
             if (
                 found is not None
                 and found.version == version

@@ -78,6 +78,7 @@ class Site:
         session = request.session if request is not None else None
         flashes = self.sessions.pop_flashes(session) if session is not None else []
         return {
+            "store_trouble": self.store_trouble(subject),
             "app_name": self.config.app_name,
             "subject": subject,
             "can": (lambda p: subject is not None and subject.can(Permission(p))),
@@ -88,6 +89,14 @@ class Site:
             "logout": session is not None and not session.via_proxy,
             "limited": session is not None and session.must_change_password,
         }
+
+    def store_trouble(self, subject: Subject | None) -> str | None:
+        """What the banner of every page says while the store does not answer (to those
+        logged in who may see statuses), or None."""
+        if subject is None or not (subject.can(Permission.LIST) or subject.can(Permission.STATUS)):
+            return None
+        trouble = self.use_cases.store_health(subject)
+        return None if trouble is None else trouble.text
 
     def page(self, request: Request, template: str, status: int = 200, **values: Any) -> Any:
         body = render(self.env, template, {**self.common(request), **values})
