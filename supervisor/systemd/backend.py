@@ -62,6 +62,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -110,6 +111,8 @@ STOPPED_META: Final = "systemd.stopped:"
 STOP_ASKED_META: Final = "systemd.stop-asked:"
 STOP_ASKED_KEPT: Final = 50
 STOPPED_RUN_ERROR: Final = "cancelled: the run was stopped"
+RESUME_ROLE: Final = "resume"
+RETRY_ROLE: Final = "retry"
 RUNNING_STATES: Final = frozenset({"activating", "active", "deactivating", "reloading"})
 CANCEL_SIGNALS: Final = frozenset(execone.CANCEL_SIGNALS)
 # MESSAGE_IDs of systemd's messages about a unit (sd-messages.h).
@@ -153,6 +156,7 @@ TIMER_PROPERTIES: Final = (
     "UnitFileState",
     "FragmentPath",
     "DropInPaths",
+    "Description",
 )
 _ENABLED_STATES: Final = frozenset({"enabled", "enabled-runtime"})
 _CLD_EXITED: Final = 1
@@ -250,6 +254,42 @@ class Systemd:
 
     def daemon_reload(self) -> None:
         self.systemctl("daemon-reload")
+
+    def transient_timer(
+        self,
+        name: str,
+        *,
+        description: str,
+        command: Sequence[str],
+        on_calendar: datetime | None = None,
+        on_active: timedelta | None = None,
+    ) -> None:
+        """``systemd-run``: a transient timer ``name.timer`` (gone once it has fired, been
+        stopped, or at a reboot) that runs ``command`` as root, in service ``name.service``,
+        at ``on_calendar`` (rounded up to the second) or ``on_active`` from now."""
+        if (on_calendar is None) == (on_active is None):
+            raise ValueError("give one of on_calendar and on_active")
+        if on_calendar is not None:
+            moment = on_calendar.astimezone(UTC)
+            if moment.microsecond:
+                moment = moment.replace(microsecond=0) + timedelta(seconds=1)
+            trigger = f"--on-calendar={moment:%Y-%m-%d %H:%M:%S} UTC"
+        else:
+            assert on_active is not None
+            trigger = f"--on-active={max(on_active // timedelta(milliseconds=1), 1)}ms"
+        self._run(
+            [
+                "systemd-run",
+                "--quiet",
+                "--collect",
+                f"--unit={name}",
+                f"--description={description}",
+                trigger,
+                f"--timer-property=AccuracySec={units.timespan(units.ACCURACY)}",
+                "--",
+                *command,
+            ]
+        )
 
     def journal(self, *args: str) -> list[dict[str, str]]:
         done = self._run(["journalctl", "--no-pager", "--quiet", "-o", "json", "--all", *args])
@@ -387,8 +427,13 @@ class UnitLayout(Protocol):
 class TemplateLayout:
     """The ``UnitLayout`` of the units ``supervisor.systemd.units`` renders with ``prefix``."""
 
-    def __init__(self, prefix: str) -> None:
+    def __init__(self, prefix: str, *, retry_handler: units.RetryHandler | None = None) -> None:
+        """``retry_handler``: how the retries drop-in runs ``systemd.retry`` (default:
+        this interpreter and this package)."""
         self.prefix = units.check_prefix(prefix)
+        self.retry_handler = retry_handler or units.RetryHandler(
+            python=sys.executable, package_dir=str(Path(__file__).resolve().parents[2])
+        )
 
     def service_name(self, options: Options) -> str:
         return units.unit_names(self.prefix, options.id)[0]
@@ -428,10 +473,37 @@ class TemplateLayout:
                     text=units.render_start_timer_dropin(options, settings),
                 )
             )
+        retry = units.render_retry_dropin(
+            options, settings, service=service, handler=self.retry_handler
+        )
+        if retry is not None:
+            out.append(DropIn(unit=service, name=units.RETRY_DROPIN_NAME, text=retry))
         return out
 
 
 # -- the backend --------------------------------------------------------------------------
+
+
+def transient_unit(service: str, role: str) -> str:
+    """The name (without suffix) of a scheduler's transient timer and its service, which
+    ``systemd-run`` makes: ``<stem>:resume`` ends a pause, ``<stem>:retry`` starts a retry.
+    No scheduler's units can have it: IDs hold no ``:``."""
+    return f"{service.removesuffix('.service')}:{role}"
+
+
+_RETRY_DESCRIPTION = re.compile(r"Retry ([0-9]+) of ([0-9]+) of scheduler (\S+)")
+
+
+def retry_description(attempt: int, of: int, scheduler_id: str) -> str:
+    """A retry timer's ``Description=`` (``systemctl list-timers`` shows it), which
+    ``parse_retry_description`` reads back."""
+    return f"Retry {attempt} of {of} of scheduler {scheduler_id}"
+
+
+def parse_retry_description(text: str | None) -> tuple[int, int] | None:
+    """(attempt, of) from a retry timer's description, or None."""
+    match = _RETRY_DESCRIPTION.fullmatch(text or "")
+    return None if match is None else (int(match.group(1)), int(match.group(2)))
 
 
 @dataclass(slots=True)
@@ -446,14 +518,27 @@ class _Units:
         """The timers, the repeat timer first."""
         return [name for name in (self.timer, self.start_timer) if name is not None]
 
+    @property
+    def resume_timer(self) -> str:
+        """The transient timer that ends a timed pause (``systemd-run``)."""
+        return transient_unit(self.service, RESUME_ROLE) + ".timer"
+
+    @property
+    def retry_timer(self) -> str:
+        """The transient timer that starts a planned retry (``systemd-run``)."""
+        return transient_unit(self.service, RETRY_ROLE) + ".timer"
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class _Shown:
-    """``systemctl show`` of one scheduler's units (None: it has no such unit)."""
+    """``systemctl show`` of one scheduler's units (None: it has no such unit); ``resume``
+    and ``retry``: its transient timers (``LoadState=not-found`` while there are none)."""
 
     service: dict[str, str]
     timer: dict[str, str] | None
     start_timer: dict[str, str] | None
+    resume: dict[str, str] = dataclasses.field(default_factory=dict)
+    retry: dict[str, str] = dataclasses.field(default_factory=dict)
 
     @property
     def timers(self) -> list[dict[str, str]]:
@@ -496,6 +581,7 @@ class _Run:
     exit_status: int | None = None
     unit_result: str | None = None
     succeeded: bool = False
+    attempt: int = 0  # a retry's number (``run_retry`` event), 0 for a first try
 
 
 class SystemdBackend:
@@ -542,7 +628,7 @@ class SystemdBackend:
     def _show(self, targets: Sequence[_Units]) -> list[_Shown]:
         names: list[str] = []
         for unit in targets:
-            names += [unit.service, *unit.timers]
+            names += [unit.service, *unit.timers, unit.resume_timer, unit.retry_timer]
         properties = sorted(set(SERVICE_PROPERTIES) | set(TIMER_PROPERTIES))
         shown = iter(self._systemd.show(names, properties))
         return [
@@ -550,6 +636,8 @@ class SystemdBackend:
                 service=next(shown),
                 timer=next(shown) if unit.timer is not None else None,
                 start_timer=next(shown) if unit.start_timer is not None else None,
+                resume=next(shown),
+                retry=next(shown),
             )
             for unit in targets
         ]
@@ -594,19 +682,29 @@ class SystemdBackend:
         settings = self._settings(options)
         service = shown.service
         running = service.get("ActiveState") in RUNNING_STATES
+        paused = None if settings.disabled else self._pause_in_force(unit, shown)
         last_error: str | None = None
         if running:
             state = State.RUNNING
         elif settings.disabled:
             state = State.DISABLED
         elif unit.timer is None:
-            state = State.STOPPED if self._stopped_manual(options.id) else State.PAUSED
+            stopped = self._stopped_manual(options.id) or paused is not None
+            state = State.STOPPED if stopped else State.PAUSED
         elif shown.timer is None or shown.timer.get("LoadState") != "loaded":
             state = State.STOPPED
-        elif any(_armed(timer) for timer in shown.timers):
+        elif any(_armed(timer) for timer in shown.timers) or _waiting(shown.retry):
             state = State.PAUSED
         else:
             state = State.STOPPED
+        retry = None
+        if not running and _waiting(shown.retry):
+            # "retry 1 of 2": the retry timer's, when it comes before the timers' next run
+            retry = parse_retry_description(shown.retry.get("Description"))
+            others = self._next_elapse(shown.timers)
+            mine = self._next_elapse([shown.retry])
+            if others is not None and mine is not None and others < mine:
+                retry = None
         if service.get("LoadState") != "loaded":
             last_error = f"unit {unit.service} is not installed ({service.get('LoadState')})"
         started = parse_timestamp(service.get("ExecMainStartTimestamp"))
@@ -642,12 +740,13 @@ class SystemdBackend:
             current_run_id=(service.get("InvocationID") or None) if running else None,
             last_started_at=started,
             last_completed_at=completed,
-            next_planned_at=None if running else self._next_elapse(shown.timers),
+            next_planned_at=None if running else self._next_elapse([*shown.timers, shown.retry]),
             last_outcome=outcome,
             last_error=last_error,
             last_actor=self._store.last_actor(options.id),
-            decision=self._decision(options.id, state),
-            retries=settings.retries,
+            decision=self._decision(options.id, state, paused),
+            retry_attempt=retry[0] if retry is not None else 0,
+            retries=retry[1] if retry is not None else settings.retries,
             actions=tuple((a.id, a.title) for a in options.actions),
             # systemd keeps each unit in its own cgroup and stops all of it.
             containment="systemd unit",
@@ -669,6 +768,7 @@ class SystemdBackend:
                 f"SCHEDULER_ID={options.id}",
                 f"RUN_ID={invocation}",
                 f"SUPERVISOR_EVENT={journal.EVENT_RUN_END}",
+                f"SUPERVISOR_EVENT={journal.EVENT_RUN_RETRY}",
                 "-n",
                 "1",
             )
@@ -806,6 +906,7 @@ class SystemdBackend:
             *(f"SCHEDULER_ID={unit.options.id}" for unit in units),
             f"SUPERVISOR_EVENT={journal.EVENT_RUN_START}",
             f"SUPERVISOR_EVENT={journal.EVENT_RUN_END}",
+            f"SUPERVISOR_EVENT={journal.EVENT_RUN_RETRY}",
         ]
         systemd = [
             *(f"UNIT={unit.service}" for unit in units),
@@ -872,6 +973,7 @@ class SystemdBackend:
             f"SCHEDULER_ID={unit.options.id}",
             f"SUPERVISOR_EVENT={journal.EVENT_RUN_START}",
             f"SUPERVISOR_EVENT={journal.EVENT_RUN_END}",
+            f"SUPERVISOR_EVENT={journal.EVENT_RUN_RETRY}",
         ]
         systemd = [f"UNIT={unit.service}", "_PID=1", *(f"MESSAGE_ID={m}" for m in RUN_MESSAGES)]
         return [*ours, "+", *systemd]
@@ -935,6 +1037,8 @@ class SystemdBackend:
         actor = manual.get(run.run_id)
         if actor is not None:
             trigger, triggered_by = Trigger.MANUAL, actor
+        elif run.attempt > 0:
+            trigger, triggered_by = Trigger.RETRY, None
         else:
             trigger, triggered_by = _trigger(run.trigger, unit.options.kind), None
         exit_code: int | None = None
@@ -994,21 +1098,48 @@ class SystemdBackend:
 
     # -- Backend: controls ------------------------------------------------------------------
 
-    def _decision(self, scheduler_id: str, state: State) -> Decision | None:
+    def _decision(
+        self, scheduler_id: str, state: State, paused: Decision | None
+    ) -> Decision | None:
+        """The decision in force: a pause while its resume waits (the state is stopped,
+        or a run that began before it goes on), a stop or disable while the state says so."""
+        if paused is not None:
+            return paused if state in (State.STOPPED, State.RUNNING) else None
         decision = self._store.decision(scheduler_id)
-        if decision is None or decision.kind.value != state.value:
+        if decision is None or decision.kind is DecisionKind.PAUSED:
+            return None  # a pause that has ended (or whose resume is gone)
+        if decision.kind.value != state.value:
             return None  # e.g. stopped by systemd itself since, or enabled by hand
         return decision
+
+    def _pause_in_force(self, unit: _Units, shown: _Shown) -> Decision | None:
+        """The stored pause while it holds: its resume timer waits (MANUAL, which plans
+        nothing anyway: until its end)."""
+        decision = self._store.decision(unit.options.id)
+        if decision is None or decision.kind is not DecisionKind.PAUSED or decision.until is None:
+            return None
+        if unit.timer is None:
+            return decision if decision.until > self._clock.now() else None
+        return decision if _waiting(shown.resume) else None
+
+    def _cancel_transient(self, *timers: str) -> None:
+        """Stop those of the transient ``timers`` that are loaded (a pause's resume, a
+        planned retry); the stopped ones are gone (``--collect``)."""
+        shown = self._systemd.show(list(timers), ("Id", "LoadState", "ActiveState"))
+        loaded = [t for t, p in zip(timers, shown, strict=True) if p.get("LoadState") == "loaded"]
+        if loaded:
+            self._systemd.systemctl("stop", *loaded)
 
     def start(self, scheduler_id: str, *, actor: str) -> None:
         unit = self._units(scheduler_id)
         with self._lock:
             stored = self._store.decision(scheduler_id)
-            if stored is not None and stored.kind is DecisionKind.STOPPED:
+            if stored is not None and stored.kind in (DecisionKind.STOPPED, DecisionKind.PAUSED):
                 self._store.set_decision(scheduler_id, None)
             if unit.timer is None:
                 self._store.set_meta(STOPPED_META + scheduler_id, "")
                 return
+            self._cancel_transient(unit.resume_timer)  # Start (resume) ends a pause now
             if self._settings(unit.options).disabled:
                 return
             (shown,) = self._show([unit])
@@ -1047,8 +1178,11 @@ class SystemdBackend:
             self._note_stop_asked(unit)
             if unit.timer is None:
                 self._store.set_meta(STOPPED_META + scheduler_id, "1")
+                self._cancel_transient(unit.retry_timer)
                 self._systemd.systemctl("stop", unit.service)
             else:
+                # A stop replaces a pause (its resume goes) and drops a planned retry.
+                self._cancel_transient(unit.resume_timer, unit.retry_timer)
                 self._systemd.systemctl("stop", *unit.timers, unit.service)
 
     def execute(self, scheduler_id: str, *, actor: str) -> str:
@@ -1077,13 +1211,59 @@ class SystemdBackend:
     def pause(
         self, scheduler_id: str, *, actor: str, until: datetime, reason: str | None = None
     ) -> None:
-        self._units(scheduler_id)  # UnknownScheduler first
-        raise BackendError(
-            "a timed pause is not available in systemd mode: its resume would need a"
-            " transient timer (systemd-run, which needs D-Bus) or a unit outside the"
-            f" installed ones; stop {scheduler_id} now and start it again at"
-            f" {until:%Y-%m-%d %H:%M %Z} instead"
-        )
+        """Stop the timers and plan their start at ``until`` with a transient timer
+        (``systemd-run --on-calendar``) that runs ``systemctl start`` of them, as Start
+        would (the start delay applies); a run in progress finishes. The pause is stored
+        and holds while that timer waits: across restarts of the Admin Center, not across
+        a reboot (the timers start at boot, the transient timer is gone)."""
+        unit = self._units(scheduler_id)
+        with self._lock:
+            if self._settings(unit.options).disabled:
+                raise BackendError(f"{scheduler_id} is disabled: enable it instead of pausing it")
+            (shown,) = self._show([unit])
+            for name, props in zip(unit.timers, shown.timers, strict=True):
+                _require_loaded(name, props)
+            earlier = self._store.decision(scheduler_id)
+            in_force = self._pause_in_force(unit, shown)
+            if unit.timer is None:
+                stopped = self._stopped_manual(scheduler_id)
+            else:
+                stopped = not any(_armed(props) for props in shown.timers)
+            if stopped and in_force is None:
+                stop = (
+                    earlier
+                    if earlier is not None and earlier.kind is DecisionKind.STOPPED
+                    else None
+                )
+                what = "stopped" if stop is None else stop.describe()
+                raise BackendError(f"{scheduler_id} is {what} — start it first, or the stop stays")
+            decision = Decision(
+                kind=DecisionKind.PAUSED,
+                actor=actor,
+                at=self._clock.now(),
+                reason=reason,
+                until=until,
+            )
+            self._store.set_decision(scheduler_id, decision)  # first: nothing touched if it fails
+            try:
+                self._cancel_transient(unit.retry_timer)
+                if unit.timer is None:
+                    return  # MANUAL plans nothing: the stored pause holds until ``until``
+                self._cancel_transient(unit.resume_timer)
+                until_text = f"{until.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"
+                self._systemd.transient_timer(
+                    transient_unit(unit.service, RESUME_ROLE),
+                    description=f"End of the pause of scheduler {scheduler_id} ({until_text})",
+                    command=["systemctl", "start", *unit.timers],
+                    on_calendar=until,
+                )
+                self._systemd.systemctl("stop", *unit.timers)
+            except BaseException:
+                with contextlib.suppress(BackendError):
+                    self._cancel_transient(unit.resume_timer)
+                with contextlib.suppress(StoreError):
+                    self._store.set_decision(scheduler_id, earlier)
+                raise
 
     def update_settings(
         self,
@@ -1093,13 +1273,13 @@ class SystemdBackend:
         disabled_by: Decision | None = None,
     ) -> None:
         unit = self._units(scheduler_id)
-        if settings.effective.retries:
-            raise BackendError(
-                "retries are not available in systemd mode: a unit runs once per trigger"
-            )
         dropins = self._layout.settings_dropins(unit.options, settings.effective)
         with self._lock:
             self._store_then_apply(unit, dict(settings.overrides), settings.effective, dropins)
+            if settings.effective.disabled:  # a disable ends a pause and drops a retry
+                self._cancel_transient(unit.resume_timer, unit.retry_timer)
+            elif not settings.effective.retries:
+                self._cancel_transient(unit.retry_timer)
             if disabled_by is not None:
                 self._store.set_decision(scheduler_id, disabled_by)
             elif not settings.effective.disabled:
@@ -1111,6 +1291,8 @@ class SystemdBackend:
         unit = self._units(scheduler_id)
         with self._lock:
             self._store_then_apply(unit, None, unit.options.defaults, [])
+            if not unit.options.defaults.retries or unit.options.defaults.disabled:
+                self._cancel_transient(unit.retry_timer)
             stored = self._store.decision(scheduler_id)
             disabled = stored is not None and stored.kind is DecisionKind.DISABLED
             if disabled and not unit.options.defaults.disabled:
@@ -1168,6 +1350,7 @@ class SystemdBackend:
         directories = self._dropin_dirs(unit)
         ours = self._layout.settings_dropins(unit.options, unit.options.defaults)
         names = {(d.unit, d.name) for d in [*ours, *dropins]}
+        names.add((unit.service, units.RETRY_DROPIN_NAME))  # there only while retries are set
         wanted = {(d.unit, d.name): d.text for d in dropins}
         saved: dict[Path, str | None] = {}
         try:
@@ -1322,6 +1505,9 @@ def _absorb(run: _Run, entry: journal.Entry) -> None:
     if event == journal.EVENT_RUN_START:
         run.started_at = moment if run.started_at is None else min(run.started_at, moment)
         run.trigger = entry.get("SUPERVISOR_TRIGGER") or run.trigger
+        return
+    if event == journal.EVENT_RUN_RETRY:
+        run.attempt = _int(entry.get("SUPERVISOR_ATTEMPT"))
         return
     if event == journal.EVENT_RUN_END:
         with contextlib.suppress(ValueError):
