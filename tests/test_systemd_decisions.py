@@ -135,12 +135,12 @@ def test_a_pause_is_refused_for_a_disabled_or_stopped_scheduler(
     backend: SystemdBackend, fake: FakeSystemd, store: SqliteStore
 ) -> None:
     backend.stop("job.tick", actor="bob", reason="ERP maintenance")
-    with pytest.raises(BackendError, match="stopped by bob .*: ERP maintenance — start it first"):
+    with pytest.raises(BackendError, match=r"stopped by bob .*: ERP maintenance — start it first"):
         backend.pause("job.tick", actor="alice", until=UNTIL)
     assert store.decision("job.tick") is not None
     assert store.decision("job.tick").kind is DecisionKind.STOPPED  # type: ignore[union-attr]
     backend.update_settings("job.cron", changed("job.cron", {"disabled": True}))
-    with pytest.raises(BackendError, match="job.cron is disabled: enable it"):
+    with pytest.raises(BackendError, match=r"job\.cron is disabled: enable it"):
         backend.pause("job.cron", actor="alice", until=UNTIL)
     assert not fake.transient
 

@@ -263,10 +263,14 @@ class Systemd:
         command: Sequence[str],
         on_calendar: datetime | None = None,
         on_active: timedelta | None = None,
+        remain_after_exit: bool = False,
     ) -> None:
         """``systemd-run``: a transient timer ``name.timer`` (gone once it has fired, been
         stopped, or at a reboot) that runs ``command`` as root, in service ``name.service``,
-        at ``on_calendar`` (rounded up to the second) or ``on_active`` from now."""
+        at ``on_calendar`` (rounded up to the second) or ``on_active`` from now.
+        ``remain_after_exit``: its service stays loaded, ``active (exited)``, once it has
+        run, until stopped: it says when the timer fired (``systemd-run`` sets
+        ``RemainAfterElapse=no`` on the timer whatever ``--timer-property`` asks)."""
         if (on_calendar is None) == (on_active is None):
             raise ValueError("give one of on_calendar and on_active")
         if on_calendar is not None:
@@ -286,6 +290,7 @@ class Systemd:
                 f"--description={description}",
                 trigger,
                 f"--timer-property=AccuracySec={units.timespan(units.ACCURACY)}",
+                *(["--property=RemainAfterExit=yes"] if remain_after_exit else []),
                 "--",
                 *command,
             ]
@@ -528,6 +533,11 @@ class _Units:
         """The transient timer that starts a planned retry (``systemd-run``)."""
         return transient_unit(self.service, RETRY_ROLE) + ".timer"
 
+    @property
+    def retry_service(self) -> str:
+        """The retry timer's service, ``active (exited)`` once the timer has fired."""
+        return transient_unit(self.service, RETRY_ROLE) + ".service"
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class _Shown:
@@ -768,7 +778,6 @@ class SystemdBackend:
                 f"SCHEDULER_ID={options.id}",
                 f"RUN_ID={invocation}",
                 f"SUPERVISOR_EVENT={journal.EVENT_RUN_END}",
-                f"SUPERVISOR_EVENT={journal.EVENT_RUN_RETRY}",
                 "-n",
                 "1",
             )
@@ -1178,11 +1187,11 @@ class SystemdBackend:
             self._note_stop_asked(unit)
             if unit.timer is None:
                 self._store.set_meta(STOPPED_META + scheduler_id, "1")
-                self._cancel_transient(unit.retry_timer)
+                self._cancel_transient(unit.retry_timer, unit.retry_service)
                 self._systemd.systemctl("stop", unit.service)
             else:
                 # A stop replaces a pause (its resume goes) and drops a planned retry.
-                self._cancel_transient(unit.resume_timer, unit.retry_timer)
+                self._cancel_transient(unit.resume_timer, unit.retry_timer, unit.retry_service)
                 self._systemd.systemctl("stop", *unit.timers, unit.service)
 
     def execute(self, scheduler_id: str, *, actor: str) -> str:
@@ -1246,7 +1255,7 @@ class SystemdBackend:
             )
             self._store.set_decision(scheduler_id, decision)  # first: nothing touched if it fails
             try:
-                self._cancel_transient(unit.retry_timer)
+                self._cancel_transient(unit.retry_timer, unit.retry_service)
                 if unit.timer is None:
                     return  # MANUAL plans nothing: the stored pause holds until ``until``
                 self._cancel_transient(unit.resume_timer)
@@ -1277,9 +1286,9 @@ class SystemdBackend:
         with self._lock:
             self._store_then_apply(unit, dict(settings.overrides), settings.effective, dropins)
             if settings.effective.disabled:  # a disable ends a pause and drops a retry
-                self._cancel_transient(unit.resume_timer, unit.retry_timer)
+                self._cancel_transient(unit.resume_timer, unit.retry_timer, unit.retry_service)
             elif not settings.effective.retries:
-                self._cancel_transient(unit.retry_timer)
+                self._cancel_transient(unit.retry_timer, unit.retry_service)
             if disabled_by is not None:
                 self._store.set_decision(scheduler_id, disabled_by)
             elif not settings.effective.disabled:
@@ -1292,7 +1301,7 @@ class SystemdBackend:
         with self._lock:
             self._store_then_apply(unit, None, unit.options.defaults, [])
             if not unit.options.defaults.retries or unit.options.defaults.disabled:
-                self._cancel_transient(unit.retry_timer)
+                self._cancel_transient(unit.retry_timer, unit.retry_service)
             stored = self._store.decision(scheduler_id)
             disabled = stored is not None and stored.kind is DecisionKind.DISABLED
             if disabled and not unit.options.defaults.disabled:

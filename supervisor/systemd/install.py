@@ -365,10 +365,11 @@ def uninstall(
         with contextlib.suppress(BackendError):
             systemd.systemctl("stop", *timers)
     transient = [
-        f"{transient_unit(service, role)}.timer"
+        f"{transient_unit(service, role)}.{suffix}"
         for service in units
         if service.endswith(".service")
         for role in (RESUME_ROLE, RETRY_ROLE)
+        for suffix in ("timer", "service")
     ]
     if transient:  # a pause's resume and a planned retry (systemd-run), where loaded
         with contextlib.suppress(BackendError):

@@ -9,10 +9,11 @@ after every run, with ``$SERVICE_RESULT``, ``$EXIT_CODE``, ``$EXIT_STATUS`` and
 
 1. tells which try the run was: retry k when the scheduler's retry timer
    (``<stem>:retry.timer``, transient, described ``Retry k of N of scheduler ID``) has
-   fired (``elapsed``) by the time the run began, else a first try (a timer's or Execute
+   fired by the time the run began (its service ``<stem>:retry.service`` stays
+   ``active (exited)``, started then), else a first try (a timer's or Execute
    Now's run that came before a planned retry wins and counts as a new first try, as
    under the manager);
-2. removes that timer, fired or still waiting;
+2. removes that timer and its service, fired or still waiting;
 3. plans retry k+1 if the run failed, crashed or timed out (``backend.outcome_of_exit``),
    was not stopped (no stop job for the service: ``systemctl stop`` ends a run
    cancelled, never retried) and k < N: ``systemd-run --on-active=WAIT`` of
@@ -113,28 +114,26 @@ def after_run(
 ) -> Decided:
     """Steps 1 to 3 of the module docstring (the journal is the caller's)."""
     name = transient_unit(service, RETRY_ROLE)
-    timer, unit = systemd.show(
-        [f"{name}.timer", service],
-        (
-            "Id",
-            "LoadState",
-            "ActiveState",
-            "SubState",
-            "Description",
-            "LastTriggerUSec",
-            "ExecMainStartTimestamp",
-        ),
+    timer, fired, unit = systemd.show(
+        [f"{name}.timer", f"{name}.service", service],
+        ("Id", "LoadState", "ActiveState", "SubState", "Description", "ExecMainStartTimestamp"),
     )
     attempt = 0
-    loaded = timer.get("LoadState") == "loaded" and timer.get("ActiveState") != "inactive"
-    if loaded and timer.get("SubState") == "elapsed":
-        fired = parse_timestamp(timer.get("LastTriggerUSec"))
+    if fired.get("LoadState") == "loaded" and fired.get("ActiveState") == "active":
+        # The retry timer has fired (its service stays "active (exited)"): this run is
+        # that retry if it began after it.
+        at = parse_timestamp(fired.get("ExecMainStartTimestamp"))
         began = parse_timestamp(unit.get("ExecMainStartTimestamp"))
-        planned = parse_retry_description(timer.get("Description"))
-        if planned is not None and fired is not None and (began is None or fired <= began + _SLACK):
+        planned = parse_retry_description(fired.get("Description"))
+        if planned is not None and at is not None and (began is None or at <= began + _SLACK):
             attempt = planned[0]
+    loaded = [
+        n
+        for n, props in ((f"{name}.timer", timer), (f"{name}.service", fired))
+        if props.get("LoadState") == "loaded"
+    ]
     if loaded:
-        systemd.systemctl("stop", f"{name}.timer")
+        systemd.systemctl("stop", *loaded)
     outcome, _, _ = outcome_of_exit(
         result=end.result,
         code=end.exit_code,
@@ -154,6 +153,7 @@ def after_run(
         description=retry_description(attempt + 1, settings.retries, scheduler_id),
         command=["systemctl", "start", "--no-block", service],
         on_active=wait,
+        remain_after_exit=True,  # so the next run's step sees that it fired
     )
     return Decided(attempt=attempt, outcome=outcome, planned=attempt + 1, planned_at=now + wait)
 
