@@ -38,16 +38,28 @@ steers them:
   the service carry ``UNIT``. One run per invocation ID. Who pressed Execute Now is
   read from the audit trail (the use cases record ``run <id>``).
 - **decisions**: who stopped or disabled a scheduler and why is kept in the store and
-  shown while it holds; a time-boxed **pause** is refused (``BackendError`` naming why):
-  a transient timer needs ``systemd-run``, which needs D-Bus, and a persistent one would
-  be a unit outside the install manifest; stop it and start it again instead. The
-  ``retries`` setting is refused too: a unit runs once per trigger.
+  shown while it holds. A time-boxed **pause** stops the timers and leaves a transient
+  timer ``<stem>:resume.timer`` (``systemd-run --on-calendar``, ``transient_unit``) that
+  runs ``systemctl start`` of them at its end, as Start would; the pause is stored and
+  shown (state stopped, its end) while that timer waits, so it outlives restarts of the
+  Admin Center, not a reboot (transient units go, the enabled timers start at boot).
+  Start (resume), Stop and Disable cancel it. A MANUAL scheduler's pause is the stored
+  decision alone, until its end;
+- **retries**: the retries drop-in (``units.render_retry_dropin``) runs
+  ``systemd.retry`` after each run, which plans the next try with the transient
+  ``<stem>:retry.timer`` (described ``Retry k of N of scheduler ID``: ``status`` shows
+  ``retry k of N`` and its time from it) and logs the ``run_retry`` event that makes a
+  run's trigger ``retry``. Stop, Disable, a pause and setting ``retries`` to 0 drop a
+  planned retry.
 
 Every command goes through one ``CommandRunner`` (a callable), so tests can feed it
 canned ``systemctl``/``journalctl`` output. Times from systemd are read in UTC
 (``TZ=UTC`` for every command).
 
 Unit names and the settings drop-ins come from ``units`` (``TemplateLayout``).
+
+Needs ``systemd-run``; as root, systemd 252's also works without a D-Bus daemon (seen in
+the tests' namespaced systemd, where ``dbus.socket`` is masked).
 
 May import ``definitions``, ``records``, ``registry``, ``store``, ``journal``, ``units``,
 ``execone`` (exit codes), ``exits`` (a command's failure), ``launcher`` (custom actions),
