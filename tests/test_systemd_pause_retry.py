@@ -15,6 +15,7 @@ import pytest
 from supervisor.cfgscheduler import enable
 from supervisor.core.app import load_app
 from supervisor.service.systemd_mode import unit_layout
+from tests.apps.systemd_retry_jobs import HOLD_FILE
 from tests.systemd_ns import NamespacedSystemd, systemd_namespace
 from tests.test_systemd_e2e import REPO_UNDER_TMP, Cli, journal
 
@@ -47,7 +48,6 @@ def test_a_timed_pause_resumes_by_itself_and_resume_cancels_it(
 ) -> None:
     ns = systemd_namespace
     cli = Cli(ns, ns.shared_dir / "state")
-    cli.env["SD_TEST_HOLD_FILE"] = "/run/no-hold"
     cli.run("install-units", "--app", APP)
     service = _services()["rt.tick"]
     resume = service.removesuffix(".service") + ":resume.timer"
@@ -90,8 +90,7 @@ def test_a_failed_run_is_retried_with_a_doubling_wait_and_a_stopped_one_never(
 ) -> None:
     ns = systemd_namespace
     cli = Cli(ns, ns.shared_dir / "state")
-    hold = ns.shared_dir / "hold"
-    cli.env["SD_TEST_HOLD_FILE"] = str(hold)
+    hold = ns.inside(HOLD_FILE)  # the units see the namespace's /run
     cli.run("install-units", "--app", APP)
     services = _services()
     retry_timer = services["rt.fail"].removesuffix(".service") + ":retry.timer"
@@ -135,6 +134,7 @@ def test_a_failed_run_is_retried_with_a_doubling_wait_and_a_stopped_one_never(
     ns.wait_until(
         lambda: journal(ns, f"RUN_ID={run_id}", "SUPERVISOR_EVENT=run_start"), 20, message="rt.hold"
     )
+    assert cli.json("status", "rt.hold")["state"] == "running"  # held, not failed yet
     cli.run("stop", "rt.hold")
     (run,) = [r for r in cli.json("runs", "rt.hold") if r["run_id"] == run_id]
     assert run["outcome"] == "cancelled"

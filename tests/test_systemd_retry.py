@@ -155,3 +155,12 @@ def test_a_run_that_failed_while_being_stopped_is_not_retried(tmp_path: Path) ->
     fake.add_unit(SERVICE)
     assert _after(fake) is Outcome.FAILED  # e.g. a command that trapped SIGTERM and exited 1
     assert not fake.transient
+
+
+def test_exec_and_the_retry_step_read_the_same_exit_statuses() -> None:
+    from supervisor.runs import child
+    from supervisor.systemd import execone, systemctl
+
+    assert execone.EXIT_CODES is systemctl.EXIT_CODES
+    assert systemctl.EXIT_CODES[Outcome.SUCCEEDED] == child.EXIT_SUCCEEDED
+    assert systemctl.EXIT_CODES[Outcome.FAILED] == child.EXIT_FAILED

@@ -39,15 +39,8 @@ from typing import Any, Final
 from supervisor.core.definitions import Options, Settings
 from supervisor.core.errors import BackendError, StoreError
 from supervisor.core.settings import from_store
-from supervisor.systemd.backend import (
-    RESUME_ROLE,
-    RETRY_ROLE,
-    DropIn,
-    Systemd,
-    UnitLayout,
-    transient_unit,
-    write_atomic,
-)
+from supervisor.systemd.backend import DropIn, Systemd, UnitLayout, write_atomic
+from supervisor.systemd.systemctl import RESUME_ROLE, RETRY_ROLE, transient_unit
 from supervisor.systemd.units import RETRY_DROPIN_NAME
 
 MANIFEST_NAME: Final = "systemd-units.json"

@@ -14,7 +14,7 @@ after every run, with ``$SERVICE_RESULT``, ``$EXIT_CODE``, ``$EXIT_STATUS`` and
    Now's run that came before a planned retry wins and counts as a new first try, as
    under the manager);
 2. removes that timer and its service, fired or still waiting;
-3. plans retry k+1 if the run failed, crashed or timed out (``backend.outcome_of_exit``),
+3. plans retry k+1 if the run failed, crashed or timed out (``systemctl.outcome_of_exit``),
    was not stopped (no stop job for the service: ``systemctl stop`` ends a run
    cancelled, never retried) and k < N: ``systemd-run --on-active=WAIT`` of
    ``systemctl start --no-block UNIT``, WAIT as the manager's ``retry_wait``
@@ -28,8 +28,9 @@ What it cannot change on systemd 252: the pause of a SCHEDULE is counted from th
 each run, this step included (a few hundred milliseconds), and the retry timer does not
 survive a reboot (the timers start at boot, as after any stop).
 
-May import ``backend`` (the systemd seam, exits), ``journal``, ``definitions``,
-``records``, ``manager.machine`` (the retry rule) and the standard library.
+May import ``systemctl`` (the systemd seam, exits), ``journal``, ``definitions``,
+``records``, ``manager.machine`` (the retry rule) and the standard library: it starts
+after every run, so it keeps off jinja2, the store and the registry.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ from supervisor.core.errors import BackendError
 from supervisor.core.records import Outcome
 from supervisor.manager.machine import RETRIED_OUTCOMES, retry_wait
 from supervisor.systemd import journal
-from supervisor.systemd.backend import (
+from supervisor.systemd.systemctl import (
     RETRY_ROLE,
     Systemd,
     outcome_of_exit,
