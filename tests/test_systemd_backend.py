@@ -127,6 +127,7 @@ class FakeSystemd:
         self.calls: list[tuple[str, ...]] = []
         self.fail_on: set[str] = set()
         self.invocations = iter(f"inv{n:04d}" for n in range(1, 10_000))
+        self.transient: dict[str, list[str]] = {}
 
     def add_unit(self, name: str, **props: str) -> dict[str, str]:
         base = {
@@ -149,6 +150,8 @@ class FakeSystemd:
             return Completed(argv=tuple(argv), returncode=1, stdout="", stderr="boom")
         if argv[0] == "journalctl":
             return self._journalctl(args)
+        if argv[0] == "systemd-run":
+            return self._systemd_run(argv)
         verb, rest = args[0], args[1:]
         if verb == "show":
             properties = next(a for a in rest if a.startswith("--property=")).split("=", 1)[1]
@@ -171,12 +174,32 @@ class FakeSystemd:
                     SubState="start",
                     InvocationID=next(self.invocations),
                 )
+            elif verb == "stop" and "/transient/" in unit["FragmentPath"]:
+                del self.units[name]  # --collect: a stopped transient unit goes
             elif verb == "stop":
                 unit.update(ActiveState="inactive", SubState="dead")
             elif verb == "enable":
                 unit["UnitFileState"] = "enabled-runtime" if "--runtime" in rest else "enabled"
             elif verb == "disable":
                 unit["UnitFileState"] = "disabled"
+        return Completed(argv=tuple(argv), returncode=0, stdout="")
+
+    def _systemd_run(self, argv: Sequence[str]) -> Completed:
+        """A transient timer, waiting; ``transient`` keeps each one's command."""
+        options = dict(a[2:].split("=", 1) for a in argv[1:] if a.startswith("--") and "=" in a)
+        name = options["unit"]
+        if f"{name}.timer" in self.units:
+            return Completed(argv=tuple(argv), returncode=1, stdout="", stderr="already loaded")
+        command = list(argv[list(argv).index("--") + 1 :])
+        self.transient[name] = command
+        self.add_unit(
+            f"{name}.timer",
+            ActiveState="active",
+            SubState="waiting",
+            Description=options["description"],
+            FragmentPath=f"/run/systemd/transient/{name}.timer",
+            NextElapseUSecRealtime=options.get("on-calendar", ""),
+        )
         return Completed(argv=tuple(argv), returncode=0, stdout="")
 
     def _journalctl(self, args: list[str]) -> Completed:

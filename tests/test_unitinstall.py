@@ -346,3 +346,55 @@ def test_generated_units_name_the_interpreters_real_home() -> None:
     found = systemd_mode.interpreter_paths()
     assert os.path.realpath(sys.executable) in found
     assert sys.base_prefix in found
+
+
+def test_uninstall_stops_a_pauses_resume_and_a_planned_retry(
+    tmp_path: Path, fake: FakeSystemd
+) -> None:
+    unit_dir = tmp_path / "units"
+    unit_dir.mkdir()
+    install(plan(unit_dir), state_dir=tmp_path / "state", systemd=Systemd(fake))
+    for name in ("a:resume.timer", "b:retry.timer"):
+        fake.add_unit(
+            name, ActiveState="active", SubState="waiting", FragmentPath=f"/run/transient/{name}"
+        )
+    fake.calls.clear()
+    uninstall(state_dir=tmp_path / "state", systemd=Systemd(fake), unit_dirs=(unit_dir,))
+    assert ("stop", "a:resume.timer", "b:retry.timer") in fake.verbs()
+    assert "a:resume.timer" not in fake.units and "b:retry.timer" not in fake.units
+
+
+def test_retries_set_in_the_code_get_their_dropin_at_install() -> None:
+    from supervisor.core.definitions import Kind, Options, Settings
+    from supervisor.systemd.backend import TemplateLayout
+    from supervisor.systemd.install import settings_dropins
+    from supervisor.systemd.units import RETRY_DROPIN_NAME
+
+    def run(ctx: object) -> None:
+        return None
+
+    retrying = Options(id="r", name="R", kind=Kind.MANUAL, runner=run, defaults=Settings(retries=2))
+    plain = Options(id="p", name="P", kind=Kind.MANUAL, runner=run)
+    layout = TemplateLayout("sched-x")
+    (dropin,) = settings_dropins(layout, [retrying, plain], {})
+    assert (dropin.unit, dropin.name) == ("sched-x-r.service", RETRY_DROPIN_NAME)
+    assert "--retries 2 --retry-delay-us 30000000" in dropin.text
+    overridden = settings_dropins(layout, [retrying], {"r": {"retries": 0}})
+    assert [d.name for d in overridden] == ["50-sched-supervisor-settings.conf"]
+
+
+def test_generate_units_writes_the_retry_dropins_of_the_code(tmp_path: Path) -> None:
+    written, _ = systemd_mode.generate_units(
+        "tests.apps.systemd_retry_jobs:cfg",
+        state_dir=tmp_path / "state",
+        output_dir=tmp_path / "out",
+        user=None,
+        prefix="sched-rt",
+    )
+    dropins = sorted(
+        p.relative_to(tmp_path / "out").as_posix() for p in written if p.suffix == ".conf"
+    )
+    assert dropins == [
+        "sched-rt-rt.fail.service.d/60-sched-supervisor-retries.conf",
+        "sched-rt-rt.hold.service.d/60-sched-supervisor-retries.conf",
+    ]

@@ -25,7 +25,9 @@ import pytest
 from supervisor.core.definitions import Kind, Options, Settings, command
 from supervisor.core.errors import DefinitionError
 from supervisor.systemd.units import (
+    RETRY_DROPIN_NAME,
     SETTINGS_DROPIN_NAME,
+    RetryHandler,
     UnitFile,
     _environment,
     default_prefix,
@@ -34,6 +36,7 @@ from supervisor.systemd.units import (
     quote_exec_arg,
     quote_executable,
     quote_word,
+    render_retry_dropin,
     render_service_dropin,
     render_start_timer_dropin,
     render_timer_dropin,
@@ -951,3 +954,84 @@ def test_prefix_dropins_are_why_a_trailing_dash_is_escaped(
     shown = ns.show("x-a-b.timer", "DropInPaths", "TimersMonotonic")
     assert shown["DropInPaths"] == "/etc/systemd/system/x-a-.timer.d/override.conf"
     assert "OnActiveUSec=5h" in shown["TimersMonotonic"]
+
+
+# --- retries drop-in ---------------------------------------------------------------------
+
+RETRY_HANDLER = RetryHandler(python=sys.executable, package_dir="/opt/sched supervisor")
+
+
+def _retrying(**settings: object) -> Options:
+    return Options(
+        id="rt.job",
+        name="Retrying",
+        kind=Kind.CRON,
+        runner=run_nothing,
+        defaults=Settings(cron="0 3 * * *", **settings),  # type: ignore[arg-type]
+    )
+
+
+def test_a_retry_dropin_runs_the_retry_step_after_every_run_as_root() -> None:
+    options = _retrying(retries=3, retry_delay=timedelta(seconds=90))
+    text = render_retry_dropin(
+        options, options.defaults, service="sched-demo-rt.job.service", handler=RETRY_HANDLER
+    )
+    assert text is not None
+    (line,) = [line for line in text.splitlines() if line.startswith("ExecStopPost=")]
+    assert line.startswith(f"ExecStopPost=-+{sys.executable} -c ")
+    assert "sys.path.insert(0, '/opt/sched supervisor')" in line
+    assert line.endswith(
+        "--scheduler rt.job --service sched-demo-rt.job.service --retries 3 "
+        "--retry-delay-us 90000000"
+    )
+    assert "the first 1min 30s after its end" in text
+    assert "Restart=" not in text  # not systemd's restarts: see render_retry_dropin
+
+
+def test_no_retry_dropin_without_retries_or_when_disabled() -> None:
+    for options in (_retrying(), _retrying(retries=2, disabled=True)):
+        assert (
+            render_retry_dropin(
+                options, options.defaults, service="x.service", handler=RETRY_HANDLER
+            )
+            is None
+        )
+
+
+def test_a_command_runners_retry_step_reads_its_exit_as_a_commands() -> None:
+    options = Options(
+        id="rt.cmd",
+        name="Command",
+        kind=Kind.MANUAL,
+        runner=command(["/bin/false"]),
+        defaults=Settings(retries=1),
+    )
+    text = render_retry_dropin(
+        options, options.defaults, service="x.service", handler=RETRY_HANDLER
+    )
+    assert text is not None and text.rstrip().endswith("--command-runner")
+
+
+@needs_analyze
+def test_a_service_with_its_retry_dropin_passes_systemd_analyze_verify(tmp_path: Path) -> None:
+    paths = render_real(tmp_path)
+    service = next(p for p in paths if p.name == "sched-demo-my.test.failure.service")
+    options = _retrying(retries=2)
+    text = render_retry_dropin(
+        options,
+        options.defaults,
+        service=service.name,
+        handler=RetryHandler(python=sys.executable, package_dir=str(Path(__file__).parents[1])),
+    )
+    assert text is not None
+    dropin = service.parent / f"{service.name}.d" / RETRY_DROPIN_NAME
+    dropin.parent.mkdir()
+    dropin.write_text(text)
+    result = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", str(service)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0
+    assert result.stdout + result.stderr == ""

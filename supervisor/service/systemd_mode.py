@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from supervisor.core.app import Configurator
     from supervisor.core.definitions import Settings
     from supervisor.store.sqlite import SqliteStore
-    from supervisor.systemd.backend import Systemd, SystemdBackend, TemplateLayout
+    from supervisor.systemd.backend import DropIn, Systemd, SystemdBackend, TemplateLayout
     from supervisor.systemd.install import InstallReport, Manifest, RenderedUnit
     from supervisor.usecases.schedulers import Schedulers, UseCases
 
@@ -208,10 +208,12 @@ class RenderOptions:
 def unit_layout(app: Configurator, *, manifest: Manifest | None) -> TemplateLayout:
     """How the units of ``app`` are named (the install's prefix, else the default one)."""
     from supervisor.systemd.backend import TemplateLayout
-    from supervisor.systemd.units import default_prefix
+    from supervisor.systemd.units import RetryHandler, default_prefix
 
     prefix = manifest.prefix if manifest is not None and manifest.prefix else None
-    return TemplateLayout(prefix or default_prefix(app.name))
+    python = manifest.python if manifest is not None and manifest.python else sys.executable
+    handler = RetryHandler(python=python, package_dir=str(package_dir()))
+    return TemplateLayout(prefix or default_prefix(app.name), retry_handler=handler)
 
 
 PACKAGED_DIR = Path("/usr/share/sched-supervisor")  # the Debian package's private modules
@@ -354,7 +356,30 @@ def generate_units(
     for unit in rendering.units:
         (output_dir / unit.name).write_text(unit.text)
         written.append(output_dir / unit.name)
+    for dropin in default_retry_dropins(app, options):
+        path = output_dir / f"{dropin.unit}.d" / dropin.name
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(dropin.text)
+        written.append(path)
     return written, rendering.warnings
+
+
+def default_retry_dropins(app: Configurator, options: RenderOptions) -> list[DropIn]:
+    """The retries drop-ins (``<service>.d/``) of the schedulers whose code sets retries."""
+    from supervisor.systemd.backend import TemplateLayout
+    from supervisor.systemd.units import RETRY_DROPIN_NAME, RetryHandler
+    from supervisor.usecases.schedulers import enable
+
+    layout = TemplateLayout(
+        options.prefix,
+        retry_handler=RetryHandler(python=options.python, package_dir=str(package_dir())),
+    )
+    return [
+        dropin
+        for definition in enable(app).registry
+        for dropin in layout.settings_dropins(definition, definition.defaults)
+        if dropin.name == RETRY_DROPIN_NAME
+    ]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -391,6 +416,7 @@ def install_units(
         install,
         settings_dropins,
     )
+    from supervisor.systemd.units import RETRY_DROPIN_NAME, RetryHandler
     from supervisor.usecases.schedulers import enable
 
     app = load_app(app_spec)
@@ -406,7 +432,10 @@ def install_units(
 
     rendering = render_units(app, options, settings=effective)
     target = unit_dir or (RUNTIME_UNIT_DIR if runtime else PERSISTENT_UNIT_DIR)
-    layout = TemplateLayout(options.prefix)
+    layout = TemplateLayout(
+        options.prefix,
+        retry_handler=RetryHandler(python=options.python, package_dir=str(package_dir())),
+    )
     disabled = frozenset(
         name
         for definition in schedulers.registry
@@ -431,9 +460,15 @@ def install_units(
         python=options.python,
         prefix=options.prefix,
         dropin_names=[
-            (dropin.unit, dropin.name)
-            for definition in schedulers.registry
-            for dropin in layout.settings_dropins(definition, definition.defaults)
+            *(
+                (dropin.unit, dropin.name)
+                for definition in schedulers.registry
+                for dropin in layout.settings_dropins(definition, definition.defaults)
+            ),
+            *(
+                (layout.service_name(definition), RETRY_DROPIN_NAME)
+                for definition in schedulers.registry
+            ),
         ],
     )
     others = [d for d in (PERSISTENT_UNIT_DIR, RUNTIME_UNIT_DIR) if d != target]

@@ -38,16 +38,28 @@ steers them:
   the service carry ``UNIT``. One run per invocation ID. Who pressed Execute Now is
   read from the audit trail (the use cases record ``run <id>``).
 - **decisions**: who stopped or disabled a scheduler and why is kept in the store and
-  shown while it holds; a time-boxed **pause** is refused (``BackendError`` naming why):
-  a transient timer needs ``systemd-run``, which needs D-Bus, and a persistent one would
-  be a unit outside the install manifest; stop it and start it again instead. The
-  ``retries`` setting is refused too: a unit runs once per trigger.
+  shown while it holds. A time-boxed **pause** stops the timers and leaves a transient
+  timer ``<stem>:resume.timer`` (``systemd-run --on-calendar``, ``transient_unit``) that
+  runs ``systemctl start`` of them at its end, as Start would; the pause is stored and
+  shown (state stopped, its end) while that timer waits, so it outlives restarts of the
+  Admin Center, not a reboot (transient units go, the enabled timers start at boot).
+  Start (resume), Stop and Disable cancel it. A MANUAL scheduler's pause is the stored
+  decision alone, until its end;
+- **retries**: the retries drop-in (``units.render_retry_dropin``) runs
+  ``systemd.retry`` after each run, which plans the next try with the transient
+  ``<stem>:retry.timer`` (described ``Retry k of N of scheduler ID``: ``status`` shows
+  ``retry k of N`` and its time from it) and logs the ``run_retry`` event that makes a
+  run's trigger ``retry``. Stop, Disable, a pause and setting ``retries`` to 0 drop a
+  planned retry.
 
 Every command goes through one ``CommandRunner`` (a callable), so tests can feed it
 canned ``systemctl``/``journalctl`` output. Times from systemd are read in UTC
 (``TZ=UTC`` for every command).
 
 Unit names and the settings drop-ins come from ``units`` (``TemplateLayout``).
+
+Needs ``systemd-run``; as root, systemd 252's also works without a D-Bus daemon (seen in
+the tests' namespaced systemd, where ``dbus.socket`` is masked).
 
 May import ``definitions``, ``records``, ``registry``, ``store``, ``journal``, ``units``,
 ``execone`` (exit codes), ``exits`` (a command's failure), ``launcher`` (custom actions),
@@ -60,8 +72,7 @@ import contextlib
 import dataclasses
 import os
 import re
-import signal
-import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -98,10 +109,51 @@ from supervisor.core.registry import Registry
 from supervisor.core.settings import EffectiveSettings, from_store
 from supervisor.runs.exits import command_failure
 from supervisor.store.sqlite import SqliteStore
-from supervisor.systemd import execone, journal, units
-from supervisor.systemd.execone import outcome_of_exit_code
+from supervisor.systemd import journal, units
+from supervisor.systemd.systemctl import (
+    _CLD_DUMPED,
+    _CLD_EXITED,
+    _CLD_KILLED,
+    COMMAND_TIMEOUT,
+    RESUME_ROLE,
+    RETRY_ROLE,
+    CommandRunner,
+    Completed,
+    Systemd,
+    describe_exit,
+    outcome_of_exit,
+    parse_retry_description,
+    parse_show,
+    parse_timespan_usec,
+    parse_timestamp,
+    retry_description,
+    run_command,
+    transient_unit,
+)
 
-COMMAND_TIMEOUT: Final = 120.0
+__all__ = [  # the command seam lives in ``systemctl``; these are its names here too
+    "COMMAND_TIMEOUT",
+    "RESUME_ROLE",
+    "RETRY_ROLE",
+    "CommandRunner",
+    "Completed",
+    "DropIn",
+    "Systemd",
+    "SystemdBackend",
+    "TemplateLayout",
+    "UnitLayout",
+    "describe_exit",
+    "outcome_of_exit",
+    "parse_retry_description",
+    "parse_show",
+    "parse_timespan_usec",
+    "parse_timestamp",
+    "retry_description",
+    "run_command",
+    "transient_unit",
+    "write_atomic",
+]
+
 EXECUTE_WAIT_SECONDS: Final = 15.0
 ACTION_TIMEOUT: Final = timedelta(seconds=60)
 STOPPED_META: Final = "systemd.stopped:"
@@ -111,7 +163,6 @@ STOP_ASKED_META: Final = "systemd.stop-asked:"
 STOP_ASKED_KEPT: Final = 50
 STOPPED_RUN_ERROR: Final = "cancelled: the run was stopped"
 RUNNING_STATES: Final = frozenset({"activating", "active", "deactivating", "reloading"})
-CANCEL_SIGNALS: Final = frozenset(execone.CANCEL_SIGNALS)
 # MESSAGE_IDs of systemd's messages about a unit (sd-messages.h).
 MESSAGE_JOB_START: Final = "7d4958e842da4a758f6c1cdc7b36dcc5"
 MESSAGE_PROCESS_EXIT: Final = "98e322203f7a4ed290d09fe03c09fe15"
@@ -153,204 +204,11 @@ TIMER_PROPERTIES: Final = (
     "UnitFileState",
     "FragmentPath",
     "DropInPaths",
+    "Description",
 )
 _ENABLED_STATES: Final = frozenset({"enabled", "enabled-runtime"})
-_CLD_EXITED: Final = 1
-_CLD_KILLED: Final = 2
-_CLD_DUMPED: Final = 3
-_TIMESPAN_UNITS: Final = {
-    "y": 31_557_600_000_000,
-    "month": 2_629_800_000_000,
-    "w": 604_800_000_000,
-    "d": 86_400_000_000,
-    "h": 3_600_000_000,
-    "min": 60_000_000,
-    "s": 1_000_000,
-    "ms": 1_000,
-    "us": 1,
-    "μs": 1,
-}
-_TIMESPAN_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*(y|month|w|d|h|min|ms|μs|us|s)")
 _RUN_ID = re.compile(r"[A-Za-z0-9._:-]+")
 _EXECUTE_RUN = re.compile(r"run ([A-Za-z0-9._:-]+)")
-
-
-# -- the command seam ---------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Completed:
-    """What a command did."""
-
-    argv: tuple[str, ...]
-    returncode: int
-    stdout: str
-    stderr: str = ""
-
-
-class CommandRunner(Protocol):
-    """Runs one command to its end. Raises ``OSError`` if it cannot be started."""
-
-    def __call__(self, argv: Sequence[str], *, timeout: float = COMMAND_TIMEOUT) -> Completed: ...
-
-
-def run_command(argv: Sequence[str], *, timeout: float = COMMAND_TIMEOUT) -> Completed:
-    """The real ``CommandRunner``: UTC times, no pager, no colours."""
-    env = dict(os.environ)
-    env.update({"TZ": "UTC", "LC_ALL": "C.UTF-8", "SYSTEMD_PAGER": "", "SYSTEMD_COLORS": "0"})
-    try:
-        done = subprocess.run(
-            list(argv),
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            env=env,
-            timeout=timeout,
-            check=False,
-        )
-    except subprocess.TimeoutExpired as error:
-        raise BackendError(f"{argv[0]} did not answer within {timeout:g}s") from error
-    return Completed(
-        argv=tuple(argv),
-        returncode=done.returncode,
-        stdout=done.stdout.decode("utf-8", "replace"),
-        stderr=done.stderr.decode("utf-8", "replace"),
-    )
-
-
-class Systemd:
-    """``systemctl`` and ``journalctl`` through a ``CommandRunner``.
-
-    A command that fails raises ``BackendError`` with its last line of stderr.
-    """
-
-    def __init__(self, runner: CommandRunner | None = None) -> None:
-        self.runner: CommandRunner = runner or run_command
-
-    def _run(self, argv: Sequence[str], *, check: bool = True) -> Completed:
-        try:
-            done = self.runner(argv)
-        except OSError as error:
-            raise BackendError(f"cannot run {argv[0]}: {error.strerror or error}") from error
-        if check and done.returncode != 0:
-            problem = done.stderr.strip() or done.stdout.strip() or f"exit status {done.returncode}"
-            raise BackendError(f"{' '.join(argv[:3])} failed: {problem.splitlines()[-1]}")
-        return done
-
-    def systemctl(self, *args: str, check: bool = True) -> Completed:
-        return self._run(["systemctl", "--no-pager", *args], check=check)
-
-    def show(self, units: Sequence[str], properties: Sequence[str]) -> list[dict[str, str]]:
-        """``systemctl show`` of ``units`` (in order); one dict per unit."""
-        if not units:
-            return []
-        done = self.systemctl(
-            "show", "--timestamp=unix", "--property=" + ",".join(properties), *units
-        )
-        return parse_show(done.stdout, len(units))
-
-    def daemon_reload(self) -> None:
-        self.systemctl("daemon-reload")
-
-    def journal(self, *args: str) -> list[dict[str, str]]:
-        done = self._run(["journalctl", "--no-pager", "--quiet", "-o", "json", "--all", *args])
-        return journal.parse_json_lines(done.stdout)
-
-
-def parse_show(text: str, count: int) -> list[dict[str, str]]:
-    """``systemctl show`` output of ``count`` units: blocks of ``Key=value`` lines."""
-    blocks: list[dict[str, str]] = [{}]
-    for line in text.splitlines():
-        if not line.strip():
-            if blocks[-1]:
-                blocks.append({})
-            continue
-        key, sep, value = line.partition("=")
-        if sep:
-            blocks[-1][key] = value
-    if not blocks[-1]:
-        blocks.pop()
-    if len(blocks) != count:
-        raise BackendError(f"systemctl show gave {len(blocks)} answers for {count} units")
-    return blocks
-
-
-def parse_timestamp(text: str | None) -> datetime | None:
-    """A ``systemctl show`` time: ``@<epoch seconds>`` (``--timestamp=unix``) or
-    ``Thu 2026-11-26 14:30:45 UTC``; None when unset."""
-    if not text or text in ("n/a", "0"):
-        return None
-    if text.startswith("@"):
-        try:
-            return datetime.fromtimestamp(float(text[1:]), UTC)
-        except ValueError:
-            return None
-    parts = text.split()
-    if len(parts) >= 3 and parts[-1] == "UTC":
-        with contextlib.suppress(ValueError):
-            return datetime.strptime(" ".join(parts[-3:-1]) + " +0000", "%Y-%m-%d %H:%M:%S %z")
-    return None
-
-
-def parse_timespan_usec(text: str | None) -> int | None:
-    """A systemd time span (``21min 3.380957s``, ``0``, ``infinity``) in microseconds."""
-    if not text or text == "infinity":
-        return None
-    if text.isdigit():
-        return int(text)
-    total = 0.0
-    position = 0
-    for match in _TIMESPAN_PART.finditer(text):
-        if text[position : match.start()].strip():
-            return None
-        total += float(match.group(1)) * _TIMESPAN_UNITS[match.group(2)]
-        position = match.end()
-    if text[position:].strip() or position == 0:
-        return None
-    return round(total)
-
-
-def describe_exit(code: int, status: int) -> str:
-    """``exited with code 3`` or ``killed by signal SIGSEGV (11)``.
-
-    ``code`` and ``status`` are ``ExecMainCode`` and ``ExecMainStatus``.
-    """
-    if code == _CLD_EXITED:
-        return f"exited with code {status}"
-    try:
-        name = signal.Signals(status).name
-    except ValueError:
-        name = f"signal {status}"
-    how = "dumped core after signal" if code == _CLD_DUMPED else "killed by signal"
-    return f"{how} {name} ({status})"
-
-
-def outcome_of_exit(
-    *, result: str, code: int, status: int, command_runner: bool
-) -> tuple[Outcome, int | None, int | None]:
-    """(outcome, exit code, signal) of a finished run from systemd's view of it.
-
-    ``result``: the service's ``Result`` (or a failure message's ``UNIT_RESULT``);
-    ``code``/``status``: ``ExecMainCode``/``ExecMainStatus``. ``Result=timeout`` is
-    a timeout whatever the status; a signal is a crash, except the stop signals
-    (SIGTERM, SIGINT, SIGHUP: ``systemctl stop``), which cancel. An exit status is read
-    with ``supervisor exec``'s codes for Python runners; a ``Command`` runner succeeded
-    with 0 and failed with any other code (as under the manager: ``runs.exits``).
-    """
-    if code in (_CLD_KILLED, _CLD_DUMPED):
-        if result == "timeout":
-            return Outcome.TIMED_OUT, None, status
-        if code == _CLD_KILLED and status in CANCEL_SIGNALS:
-            return Outcome.CANCELLED, None, status
-        return Outcome.CRASHED, None, status
-    if result == "timeout":
-        return Outcome.TIMED_OUT, status, None
-    if code != _CLD_EXITED:
-        if result in ("success", ""):
-            return Outcome.SUCCEEDED, 0, None
-        return Outcome.CRASHED, None, None
-    if command_runner:
-        return (Outcome.SUCCEEDED if status == 0 else Outcome.FAILED), status, None
-    return outcome_of_exit_code(status), status, None
 
 
 # -- which units a scheduler has ------------------------------------------------------------
@@ -387,8 +245,13 @@ class UnitLayout(Protocol):
 class TemplateLayout:
     """The ``UnitLayout`` of the units ``supervisor.systemd.units`` renders with ``prefix``."""
 
-    def __init__(self, prefix: str) -> None:
+    def __init__(self, prefix: str, *, retry_handler: units.RetryHandler | None = None) -> None:
+        """``retry_handler``: how the retries drop-in runs ``systemd.retry`` (default:
+        this interpreter and this package)."""
         self.prefix = units.check_prefix(prefix)
+        self.retry_handler = retry_handler or units.RetryHandler(
+            python=sys.executable, package_dir=str(Path(__file__).resolve().parents[2])
+        )
 
     def service_name(self, options: Options) -> str:
         return units.unit_names(self.prefix, options.id)[0]
@@ -428,6 +291,11 @@ class TemplateLayout:
                     text=units.render_start_timer_dropin(options, settings),
                 )
             )
+        retry = units.render_retry_dropin(
+            options, settings, service=service, handler=self.retry_handler
+        )
+        if retry is not None:
+            out.append(DropIn(unit=service, name=units.RETRY_DROPIN_NAME, text=retry))
         return out
 
 
@@ -446,14 +314,32 @@ class _Units:
         """The timers, the repeat timer first."""
         return [name for name in (self.timer, self.start_timer) if name is not None]
 
+    @property
+    def resume_timer(self) -> str:
+        """The transient timer that ends a timed pause (``systemd-run``)."""
+        return transient_unit(self.service, RESUME_ROLE) + ".timer"
+
+    @property
+    def retry_timer(self) -> str:
+        """The transient timer that starts a planned retry (``systemd-run``)."""
+        return transient_unit(self.service, RETRY_ROLE) + ".timer"
+
+    @property
+    def retry_service(self) -> str:
+        """The retry timer's service, ``active (exited)`` once the timer has fired."""
+        return transient_unit(self.service, RETRY_ROLE) + ".service"
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class _Shown:
-    """``systemctl show`` of one scheduler's units (None: it has no such unit)."""
+    """``systemctl show`` of one scheduler's units (None: it has no such unit); ``resume``
+    and ``retry``: its transient timers (``LoadState=not-found`` while there are none)."""
 
     service: dict[str, str]
     timer: dict[str, str] | None
     start_timer: dict[str, str] | None
+    resume: dict[str, str] = dataclasses.field(default_factory=dict)
+    retry: dict[str, str] = dataclasses.field(default_factory=dict)
 
     @property
     def timers(self) -> list[dict[str, str]]:
@@ -496,6 +382,7 @@ class _Run:
     exit_status: int | None = None
     unit_result: str | None = None
     succeeded: bool = False
+    attempt: int = 0  # a retry's number (``run_retry`` event), 0 for a first try
 
 
 class SystemdBackend:
@@ -542,7 +429,7 @@ class SystemdBackend:
     def _show(self, targets: Sequence[_Units]) -> list[_Shown]:
         names: list[str] = []
         for unit in targets:
-            names += [unit.service, *unit.timers]
+            names += [unit.service, *unit.timers, unit.resume_timer, unit.retry_timer]
         properties = sorted(set(SERVICE_PROPERTIES) | set(TIMER_PROPERTIES))
         shown = iter(self._systemd.show(names, properties))
         return [
@@ -550,6 +437,8 @@ class SystemdBackend:
                 service=next(shown),
                 timer=next(shown) if unit.timer is not None else None,
                 start_timer=next(shown) if unit.start_timer is not None else None,
+                resume=next(shown),
+                retry=next(shown),
             )
             for unit in targets
         ]
@@ -594,19 +483,29 @@ class SystemdBackend:
         settings = self._settings(options)
         service = shown.service
         running = service.get("ActiveState") in RUNNING_STATES
+        paused = None if settings.disabled else self._pause_in_force(unit, shown)
         last_error: str | None = None
         if running:
             state = State.RUNNING
         elif settings.disabled:
             state = State.DISABLED
         elif unit.timer is None:
-            state = State.STOPPED if self._stopped_manual(options.id) else State.PAUSED
+            stopped = self._stopped_manual(options.id) or paused is not None
+            state = State.STOPPED if stopped else State.PAUSED
         elif shown.timer is None or shown.timer.get("LoadState") != "loaded":
             state = State.STOPPED
-        elif any(_armed(timer) for timer in shown.timers):
+        elif any(_armed(timer) for timer in shown.timers) or _waiting(shown.retry):
             state = State.PAUSED
         else:
             state = State.STOPPED
+        retry = None
+        if not running and _waiting(shown.retry):
+            # "retry 1 of 2": the retry timer's, when it comes before the timers' next run
+            retry = parse_retry_description(shown.retry.get("Description"))
+            others = self._next_elapse(shown.timers)
+            mine = self._next_elapse([shown.retry])
+            if others is not None and mine is not None and others < mine:
+                retry = None
         if service.get("LoadState") != "loaded":
             last_error = f"unit {unit.service} is not installed ({service.get('LoadState')})"
         started = parse_timestamp(service.get("ExecMainStartTimestamp"))
@@ -642,12 +541,13 @@ class SystemdBackend:
             current_run_id=(service.get("InvocationID") or None) if running else None,
             last_started_at=started,
             last_completed_at=completed,
-            next_planned_at=None if running else self._next_elapse(shown.timers),
+            next_planned_at=None if running else self._next_elapse([*shown.timers, shown.retry]),
             last_outcome=outcome,
             last_error=last_error,
             last_actor=self._store.last_actor(options.id),
-            decision=self._decision(options.id, state),
-            retries=settings.retries,
+            decision=self._decision(options.id, state, paused),
+            retry_attempt=retry[0] if retry is not None else 0,
+            retries=retry[1] if retry is not None else settings.retries,
             actions=tuple((a.id, a.title) for a in options.actions),
             # systemd keeps each unit in its own cgroup and stops all of it.
             containment="systemd unit",
@@ -806,6 +706,7 @@ class SystemdBackend:
             *(f"SCHEDULER_ID={unit.options.id}" for unit in units),
             f"SUPERVISOR_EVENT={journal.EVENT_RUN_START}",
             f"SUPERVISOR_EVENT={journal.EVENT_RUN_END}",
+            f"SUPERVISOR_EVENT={journal.EVENT_RUN_RETRY}",
         ]
         systemd = [
             *(f"UNIT={unit.service}" for unit in units),
@@ -872,6 +773,7 @@ class SystemdBackend:
             f"SCHEDULER_ID={unit.options.id}",
             f"SUPERVISOR_EVENT={journal.EVENT_RUN_START}",
             f"SUPERVISOR_EVENT={journal.EVENT_RUN_END}",
+            f"SUPERVISOR_EVENT={journal.EVENT_RUN_RETRY}",
         ]
         systemd = [f"UNIT={unit.service}", "_PID=1", *(f"MESSAGE_ID={m}" for m in RUN_MESSAGES)]
         return [*ours, "+", *systemd]
@@ -935,6 +837,8 @@ class SystemdBackend:
         actor = manual.get(run.run_id)
         if actor is not None:
             trigger, triggered_by = Trigger.MANUAL, actor
+        elif run.attempt > 0:
+            trigger, triggered_by = Trigger.RETRY, None
         else:
             trigger, triggered_by = _trigger(run.trigger, unit.options.kind), None
         exit_code: int | None = None
@@ -994,21 +898,61 @@ class SystemdBackend:
 
     # -- Backend: controls ------------------------------------------------------------------
 
-    def _decision(self, scheduler_id: str, state: State) -> Decision | None:
+    def _decision(
+        self, scheduler_id: str, state: State, paused: Decision | None
+    ) -> Decision | None:
+        """The decision in force: a pause while its resume waits (the state is stopped,
+        or a run that began before it goes on), a stop or disable while the state says so."""
+        if paused is not None:
+            return paused if state in (State.STOPPED, State.RUNNING) else None
         decision = self._store.decision(scheduler_id)
-        if decision is None or decision.kind.value != state.value:
+        if decision is None or decision.kind is DecisionKind.PAUSED:
+            return None  # a pause that has ended (or whose resume is gone)
+        if decision.kind.value != state.value:
             return None  # e.g. stopped by systemd itself since, or enabled by hand
         return decision
+
+    def _pause_in_force(self, unit: _Units, shown: _Shown) -> Decision | None:
+        """The stored pause while it holds: its resume timer waits (MANUAL, which plans
+        nothing anyway: until its end)."""
+        decision = self._store.decision(unit.options.id)
+        if decision is None or decision.kind is not DecisionKind.PAUSED or decision.until is None:
+            return None
+        if unit.timer is None:
+            return decision if decision.until > self._clock.now() else None
+        return decision if _waiting(shown.resume) else None
+
+    def _cancel_transient(self, *timers: str) -> None:
+        """Stop those of the transient ``timers`` that are loaded (a pause's resume, a
+        planned retry); the stopped ones are gone (``--collect``)."""
+        shown = self._systemd.show(list(timers), ("Id", "LoadState", "ActiveState"))
+        loaded = [t for t, p in zip(timers, shown, strict=True) if p.get("LoadState") == "loaded"]
+        if not loaded:
+            return
+        done = self._systemd.systemctl("stop", *loaded, check=False)
+        if done.returncode != 0:
+            # One may have gone in between (fired and collected): only one that is
+            # still there is a failure.
+            again = self._systemd.show(loaded, ("Id", "LoadState", "ActiveState"))
+            left = [
+                t
+                for t, p in zip(loaded, again, strict=True)
+                if p.get("LoadState") == "loaded" and p.get("ActiveState") != "inactive"
+            ]
+            if left:
+                problem = (done.stderr.strip() or f"exit status {done.returncode}").splitlines()
+                raise BackendError(f"systemctl stop {' '.join(left)} failed: {problem[-1]}")
 
     def start(self, scheduler_id: str, *, actor: str) -> None:
         unit = self._units(scheduler_id)
         with self._lock:
             stored = self._store.decision(scheduler_id)
-            if stored is not None and stored.kind is DecisionKind.STOPPED:
+            if stored is not None and stored.kind in (DecisionKind.STOPPED, DecisionKind.PAUSED):
                 self._store.set_decision(scheduler_id, None)
             if unit.timer is None:
                 self._store.set_meta(STOPPED_META + scheduler_id, "")
                 return
+            self._cancel_transient(unit.resume_timer)  # Start (resume) ends a pause now
             if self._settings(unit.options).disabled:
                 return
             (shown,) = self._show([unit])
@@ -1047,8 +991,11 @@ class SystemdBackend:
             self._note_stop_asked(unit)
             if unit.timer is None:
                 self._store.set_meta(STOPPED_META + scheduler_id, "1")
+                self._cancel_transient(unit.retry_timer, unit.retry_service)
                 self._systemd.systemctl("stop", unit.service)
             else:
+                # A stop replaces a pause (its resume goes) and drops a planned retry.
+                self._cancel_transient(unit.resume_timer, unit.retry_timer, unit.retry_service)
                 self._systemd.systemctl("stop", *unit.timers, unit.service)
 
     def execute(self, scheduler_id: str, *, actor: str) -> str:
@@ -1077,13 +1024,59 @@ class SystemdBackend:
     def pause(
         self, scheduler_id: str, *, actor: str, until: datetime, reason: str | None = None
     ) -> None:
-        self._units(scheduler_id)  # UnknownScheduler first
-        raise BackendError(
-            "a timed pause is not available in systemd mode: its resume would need a"
-            " transient timer (systemd-run, which needs D-Bus) or a unit outside the"
-            f" installed ones; stop {scheduler_id} now and start it again at"
-            f" {until:%Y-%m-%d %H:%M %Z} instead"
-        )
+        """Stop the timers and plan their start at ``until`` with a transient timer
+        (``systemd-run --on-calendar``) that runs ``systemctl start`` of them, as Start
+        would (the start delay applies); a run in progress finishes. The pause is stored
+        and holds while that timer waits: across restarts of the Admin Center, not across
+        a reboot (the timers start at boot, the transient timer is gone)."""
+        unit = self._units(scheduler_id)
+        with self._lock:
+            if self._settings(unit.options).disabled:
+                raise BackendError(f"{scheduler_id} is disabled: enable it instead of pausing it")
+            (shown,) = self._show([unit])
+            for name, props in zip(unit.timers, shown.timers, strict=True):
+                _require_loaded(name, props)
+            earlier = self._store.decision(scheduler_id)
+            in_force = self._pause_in_force(unit, shown)
+            if unit.timer is None:
+                stopped = self._stopped_manual(scheduler_id)
+            else:
+                stopped = not any(_armed(props) for props in shown.timers)
+            if stopped and in_force is None:
+                stop = (
+                    earlier
+                    if earlier is not None and earlier.kind is DecisionKind.STOPPED
+                    else None
+                )
+                what = "stopped" if stop is None else stop.describe()
+                raise BackendError(f"{scheduler_id} is {what} — start it first, or the stop stays")
+            decision = Decision(
+                kind=DecisionKind.PAUSED,
+                actor=actor,
+                at=self._clock.now(),
+                reason=reason,
+                until=until,
+            )
+            self._store.set_decision(scheduler_id, decision)  # first: nothing touched if it fails
+            try:
+                self._cancel_transient(unit.retry_timer, unit.retry_service)
+                if unit.timer is None:
+                    return  # MANUAL plans nothing: the stored pause holds until ``until``
+                self._cancel_transient(unit.resume_timer)
+                until_text = f"{until.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"
+                self._systemd.transient_timer(
+                    transient_unit(unit.service, RESUME_ROLE),
+                    description=f"End of the pause of scheduler {scheduler_id} ({until_text})",
+                    command=["systemctl", "start", *unit.timers],
+                    on_calendar=until,
+                )
+                self._systemd.systemctl("stop", *unit.timers)
+            except BaseException:
+                with contextlib.suppress(BackendError):
+                    self._cancel_transient(unit.resume_timer)
+                with contextlib.suppress(StoreError):
+                    self._store.set_decision(scheduler_id, earlier)
+                raise
 
     def update_settings(
         self,
@@ -1093,13 +1086,13 @@ class SystemdBackend:
         disabled_by: Decision | None = None,
     ) -> None:
         unit = self._units(scheduler_id)
-        if settings.effective.retries:
-            raise BackendError(
-                "retries are not available in systemd mode: a unit runs once per trigger"
-            )
         dropins = self._layout.settings_dropins(unit.options, settings.effective)
         with self._lock:
             self._store_then_apply(unit, dict(settings.overrides), settings.effective, dropins)
+            if settings.effective.disabled:  # a disable ends a pause and drops a retry
+                self._cancel_transient(unit.resume_timer, unit.retry_timer, unit.retry_service)
+            elif not settings.effective.retries:
+                self._cancel_transient(unit.retry_timer, unit.retry_service)
             if disabled_by is not None:
                 self._store.set_decision(scheduler_id, disabled_by)
             elif not settings.effective.disabled:
@@ -1111,6 +1104,8 @@ class SystemdBackend:
         unit = self._units(scheduler_id)
         with self._lock:
             self._store_then_apply(unit, None, unit.options.defaults, [])
+            if not unit.options.defaults.retries or unit.options.defaults.disabled:
+                self._cancel_transient(unit.retry_timer, unit.retry_service)
             stored = self._store.decision(scheduler_id)
             disabled = stored is not None and stored.kind is DecisionKind.DISABLED
             if disabled and not unit.options.defaults.disabled:
@@ -1168,6 +1163,7 @@ class SystemdBackend:
         directories = self._dropin_dirs(unit)
         ours = self._layout.settings_dropins(unit.options, unit.options.defaults)
         names = {(d.unit, d.name) for d in [*ours, *dropins]}
+        names.add((unit.service, units.RETRY_DROPIN_NAME))  # there only while retries are set
         wanted = {(d.unit, d.name): d.text for d in dropins}
         saved: dict[Path, str | None] = {}
         try:
@@ -1322,6 +1318,9 @@ def _absorb(run: _Run, entry: journal.Entry) -> None:
     if event == journal.EVENT_RUN_START:
         run.started_at = moment if run.started_at is None else min(run.started_at, moment)
         run.trigger = entry.get("SUPERVISOR_TRIGGER") or run.trigger
+        return
+    if event == journal.EVENT_RUN_RETRY:
+        run.attempt = _int(entry.get("SUPERVISOR_ATTEMPT"))
         return
     if event == journal.EVENT_RUN_END:
         with contextlib.suppress(ValueError):

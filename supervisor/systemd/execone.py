@@ -33,8 +33,9 @@ elapse's ``$TRIGGER_TIMER_REALTIME_USEC`` for every later start of the service, 
 manual start of a timed scheduler cannot be told apart here; the systemd backend reads
 who pressed Execute Now from the audit trail instead.
 
-May import ``child``, ``context``, ``journal``, ``definitions``, ``records``, ``errors``
-and the standard library.
+May import ``child``, ``context``, ``journal``, ``systemctl`` (the exit statuses, kept
+there for ``systemd.retry``), ``definitions``, ``records``, ``errors`` and the standard
+library.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ from supervisor.core.definitions import Command, Kind, Options
 from supervisor.core.records import Level, Outcome, Trigger, default_trigger
 from supervisor.runs import child
 from supervisor.runs.context import CancelPipe, RecordSink, make_record
+from supervisor.systemd import systemctl
 from supervisor.systemd.journal import (
     EVENT_RUN_END,
     EVENT_RUN_START,
@@ -63,29 +65,18 @@ from supervisor.systemd.journal import (
     JournalSocket,
     JsonLinesSink,
 )
+from supervisor.systemd.systemctl import EXIT_CODES
+from supervisor.systemd.systemctl import outcome_of_exit_code as outcome_of_exit_code
 
 EXIT_SUCCEEDED: Final = child.EXIT_SUCCEEDED
 EXIT_FAILED: Final = child.EXIT_FAILED
-EXIT_CRASHED: Final = 70
-EXIT_TIMED_OUT: Final = 124
-EXIT_CANCELLED: Final = 143
-EXIT_CODES: Final[Mapping[Outcome, int]] = {
-    Outcome.SUCCEEDED: EXIT_SUCCEEDED,
-    Outcome.FAILED: EXIT_FAILED,
-    Outcome.CRASHED: EXIT_CRASHED,
-    Outcome.TIMED_OUT: EXIT_TIMED_OUT,
-    Outcome.CANCELLED: EXIT_CANCELLED,
-}
-_OUTCOMES_BY_CODE: Final = {code: outcome for outcome, code in EXIT_CODES.items()}
+EXIT_CRASHED: Final = EXIT_CODES[Outcome.CRASHED]
+EXIT_TIMED_OUT: Final = EXIT_CODES[Outcome.TIMED_OUT]
+EXIT_CANCELLED: Final = EXIT_CODES[Outcome.CANCELLED]
 JOURNAL_STREAM_SOCKET: Final = "/run/systemd/journal/stdout"
-CANCEL_SIGNALS: Final = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+CANCEL_SIGNALS: Final = tuple(sorted(systemctl.CANCEL_SIGNALS))
 
 LogTarget = Literal["auto", "journal", "stderr"]
-
-
-def outcome_of_exit_code(code: int) -> Outcome:
-    """The outcome ``supervisor exec`` (with a Python runner) reports by exiting ``code``."""
-    return _OUTCOMES_BY_CODE.get(code, Outcome.CRASHED)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -2,7 +2,8 @@
 
 ``install`` writes the rendered units into ``/etc/systemd/system`` (persistent) or
 ``/run/systemd/system`` (runtime: gone after a reboot), plus the settings drop-ins of
-schedulers whose settings were overridden, and records every file in the manifest
+schedulers whose settings were overridden (and the retries drop-in of those whose code
+sets ``retries``), and records every file in the manifest
 ``systemd-units.json`` in the state directory before it touches systemd. Then it reloads
 systemd and, for each timer: enables it (when the unit has an ``[Install]`` section;
 ``--runtime`` for runtime units) and (re)starts it, unless the scheduler is disabled.
@@ -12,7 +13,8 @@ scheduler once more; the reload has given the running timers their new triggers.
 A file that exists but was not written by an earlier install is never overwritten.
 Units an earlier install wrote and this one does not are stopped and removed.
 
-``uninstall`` stops and disables what the manifest lists, removes exactly its files
+``uninstall`` stops and disables what the manifest lists (and the transient timers of a
+pause or a planned retry: ``backend.transient_unit``), removes exactly its files
 (and the settings drop-ins the systemd backend wrote, and their ``<unit>.d`` directories
 when that leaves them empty), reloads systemd, clears failed states, and removes the
 manifest. Nothing else is touched.
@@ -38,6 +40,8 @@ from supervisor.core.definitions import Options, Settings
 from supervisor.core.errors import BackendError, StoreError
 from supervisor.core.settings import from_store
 from supervisor.systemd.backend import DropIn, Systemd, UnitLayout, write_atomic
+from supervisor.systemd.systemctl import RESUME_ROLE, RETRY_ROLE, transient_unit
+from supervisor.systemd.units import RETRY_DROPIN_NAME
 
 MANIFEST_NAME: Final = "systemd-units.json"
 MANIFEST_VERSION: Final = 1
@@ -183,6 +187,9 @@ def settings_dropins(
         if stored:
             settings: Settings = from_store(option, stored).effective
             out.extend(layout.settings_dropins(option, settings))
+        elif option.defaults.retries:  # the code's retries need their drop-in too
+            dropins = layout.settings_dropins(option, option.defaults)
+            out.extend(d for d in dropins if d.name == RETRY_DROPIN_NAME)
     return out
 
 
@@ -350,6 +357,21 @@ def uninstall(
     if timers:
         with contextlib.suppress(BackendError):
             systemd.systemctl("stop", *timers)
+    transient = [
+        f"{transient_unit(service, role)}.{suffix}"
+        for service in units
+        if service.endswith(".service")
+        for role in (RESUME_ROLE, RETRY_ROLE)
+        for suffix in ("timer", "service")
+    ]
+    if transient:  # a pause's resume and a planned retry (systemd-run), where loaded
+        with contextlib.suppress(BackendError):
+            shown = systemd.show(transient, ("Id", "LoadState"))
+            loaded = [
+                n for n, p in zip(transient, shown, strict=True) if p.get("LoadState") == "loaded"
+            ]
+            if loaded:
+                systemd.systemctl("stop", *loaded)
     if services:
         with contextlib.suppress(BackendError):
             systemd.systemctl("stop", *services)

@@ -63,6 +63,9 @@ SEND_BUFFER: Final = 8 * 1024 * 1024
 
 EVENT_RUN_START: Final = "run_start"
 EVENT_RUN_END: Final = "run_end"
+# After a run of a scheduler with retries (``systemd.retry``): which try it was, and the
+# retry planned after it, if any.
+EVENT_RUN_RETRY: Final = "run_retry"
 
 PRIORITIES: Final[Mapping[Level, int]] = {
     Level.DEBUG: 7,

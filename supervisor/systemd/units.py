@@ -66,6 +66,7 @@ from supervisor.systemd.oncalendar import dst_differences, to_oncalendar
 ACCURACY = timedelta(milliseconds=1)
 DEFAULT_STOP_TIMEOUT = timedelta(seconds=15)
 SETTINGS_DROPIN_NAME = "50-sched-supervisor-settings.conf"
+RETRY_DROPIN_NAME = "60-sched-supervisor-retries.conf"
 START_TIMER_SUFFIX = "-start.timer"
 MAX_PREFIX_LENGTH = 100  # + "-" + 128-character ID + ".service" stays under systemd's 255
 _PREFIX = re.compile(r"[a-z0-9](?:[a-z0-9._-]*[a-z0-9._])?")
@@ -470,6 +471,63 @@ def render_service_dropin(options: Options, settings: Settings) -> str:
     check_settings_for_kind(options.kind, settings)
     return _template("service-dropin.j2").render(
         header=_dropin_header(options), timeout=settings.timeout
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RetryHandler:
+    """How a service's retries drop-in runs ``supervisor.systemd.retry``: ``python``
+    (absolute) with ``package_dir`` first on ``sys.path`` (None: ``-m``, from the
+    service's ``PYTHONPATH``)."""
+
+    python: str
+    package_dir: str | None = None
+
+
+def render_retry_dropin(
+    options: Options, settings: Settings, *, service: str, handler: RetryHandler
+) -> str | None:
+    """The ``<service>.d/`` drop-in that retries failed runs of ``options``
+    (``RETRY_DROPIN_NAME``): ``ExecStopPost=-+`` of ``supervisor.systemd.retry`` with the
+    retry settings, which plans each retry with a transient timer. None when ``settings``
+    retry nothing (no retries, or disabled). ``DefinitionError`` for a bad ``handler``.
+
+    Not ``Restart=on-failure``: systemd 252 allows it for ``Type=oneshot`` (checked), but
+    restarts without a bound (``StartLimitBurst=`` also counts the timers' starts and
+    then refuses every start) and with one fixed ``RestartSec=``; ``RestartSteps=`` and
+    ``RestartMaxDelaySec=`` need systemd 254."""
+    check_settings_for_kind(options.kind, settings)
+    if settings.retries < 1 or settings.disabled:
+        return None
+    quote_executable(handler.python)
+    _check_path("python", handler.python)
+    if handler.package_dir is None:
+        entry = ["-m", "supervisor.systemd.retry"]
+    else:
+        _check_path("package_dir", handler.package_dir)
+        entry = [
+            "-c",
+            f"import sys; sys.path.insert(0, {handler.package_dir!r}); "
+            "from supervisor.systemd.retry import main; sys.exit(main(sys.argv[1:]))",
+        ]
+    arguments = [
+        *entry,
+        "--scheduler",
+        options.id,
+        "--service",
+        service,
+        "--retries",
+        str(settings.retries),
+        "--retry-delay-us",
+        str(settings.retry_delay // timedelta(microseconds=1)),
+        *(["--command-runner"] if isinstance(options.runner, Command) else []),
+    ]
+    return _template("retry-dropin.j2").render(
+        header=_dropin_header(options),
+        executable=handler.python,
+        arguments=arguments,
+        retries=settings.retries,
+        retry_delay=settings.retry_delay,
     )
 
 
