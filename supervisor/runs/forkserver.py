@@ -45,8 +45,8 @@ Runs and spares are forked straight into their cgroups with ``clone3(CLONE_INTO_
 says the kernel allows it: that avoids a move into the cgroup, which waits for an RCU
 grace period. Elsewhere the child joins its cgroup after ``fork``.
 
-May import ``child``, ``clone``, ``procs``, ``cgroups``, ``job``, ``forkmessages``, ``registry``,
-and (at start) ``app``, ``context``, ``wire`` and ``records``.
+May import ``child``, ``clone``, ``forker``, ``atfork``, ``procs``, ``cgroups``, ``job``,
+``forkmessages``, ``registry``, and (at start) ``app``, ``context``, ``wire`` and ``records``.
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ if TYPE_CHECKING:
     from typing_extensions import Buffer
 
 from supervisor.core.registry import Registry
-from supervisor.runs import cgroups, clone, procs
+from supervisor.runs import atfork, cgroups, clone, procs
 from supervisor.runs.child import (
     CANCEL_FD,
     EXIT_SETUP_FAILED,
@@ -84,6 +84,7 @@ from supervisor.runs.child import (
     run_child,
     setup_stdio,
 )
+from supervisor.runs.forker import Forker, ForkerUnavailable
 from supervisor.runs.forkmessages import (
     RUN_FDS,
     SPARE_RUN_FDS,
@@ -169,6 +170,8 @@ class Server:
         self.marker = procs.marker_slot()
         # What a child sets to get a fresh program's signal dispositions (once loaded).
         self.signal_resets: list[procs.SignalReset] | None = None
+        # Forks the spares (``forker``), once started; None: this process forks them.
+        self.forker: Forker | None = None
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
         os.set_blocking(self._wake_r, False)
@@ -218,6 +221,24 @@ class Server:
                 placement=self.placement,
             )
         )
+
+    def start_forker(self) -> None:
+        """Fork the forker, which forks the spares from now on (this process keeps forking
+        them if it cannot be started)."""
+        with contextlib.suppress(OSError):
+            self.forker = Forker.start(
+                lambda cgroup, sock_fd, placed: self.become_spare(cgroup, sock_fd, placed=placed),
+                blocked=_BLOCKED,
+                max_fd=_max_fd(),
+            )
+
+    def drop_forker(self) -> None:
+        """Fork spares here from now on; the forker ends (reaped by the loop)."""
+        if self.forker is not None:
+            self.forker.close()
+            with contextlib.suppress(OSError):
+                os.kill(self.forker.pid, signal.SIGKILL)  # not reaped yet: still ours
+            self.forker = None
 
     def send(self, message: Message, fds: Sequence[int] = ()) -> None:
         if fds:
@@ -379,17 +400,12 @@ class Server:
             self.send(PrepareFailed(cgroup=cgroup, error=f"cannot make its pipes: {error}"))
             return
         ours_fd, theirs_fd, status_r, status_w = made
-        procs.set_signal_mask(signal.SIG_BLOCK, _BLOCKED)
         try:
-            pid, placed = self._fork_into(cgroup)
+            pid, placed = self._fork_spare(cgroup, theirs_fd)
         except OSError as error:
-            procs.set_signal_mask(signal.SIG_UNBLOCK, _BLOCKED)
             _close_all(made)
             self.send(PrepareFailed(cgroup=cgroup, error=f"fork failed: {error}"))
             return
-        if pid == 0:
-            self.become_spare(cgroup, theirs_fd, placed=placed)  # never returns
-        procs.set_signal_mask(signal.SIG_UNBLOCK, _BLOCKED)
         os.close(theirs_fd)
         # Reaped only by the loop, after this answer: the pid is the spare's.
         self.runs[pid] = _Run(None, status_w, cgroup if placed else None)
@@ -406,6 +422,24 @@ class Server:
                 self.send(PrepareFailed(cgroup=cgroup, error=f"cannot hand it over: {error}"))
         finally:
             _close_all(handed)
+
+    def _fork_spare(self, cgroup: str | None, sock_fd: int) -> tuple[int, bool]:
+        """Fork a spare that will wait on ``sock_fd``: by the forker, else here. (pid,
+        whether it is in ``cgroup`` already); raises ``OSError``."""
+        if self.forker is not None:
+            try:
+                return self.forker.fork_spare(cgroup, sock_fd, into=self.placement == "")
+            except ForkerUnavailable:
+                self.drop_forker()
+        procs.set_signal_mask(signal.SIG_BLOCK, _BLOCKED)
+        try:
+            pid, placed = self._fork_into(cgroup)
+        finally:
+            if os.getpid() == self.pid:
+                procs.set_signal_mask(signal.SIG_UNBLOCK, _BLOCKED)
+        if pid == 0:
+            self.become_spare(cgroup, sock_fd, placed=placed)  # never returns
+        return pid, placed
 
     def become_spare(self, cgroup: str | None, sock_fd: int, *, placed: bool) -> None:
         """In a forked spare: join ``cgroup`` (unless ``placed`` in it by ``clone3``),
@@ -493,6 +527,8 @@ class Server:
             if info is None or info.si_pid == 0:
                 return
             pid = info.si_pid
+            if self.forker is not None and pid == self.forker.pid:
+                self.drop_forker()  # it died: spares are forked here from now on
             run = self.runs.pop(pid, None)
             if run is not None:
                 # The main process is a zombie: its group id cannot be recycled yet.
@@ -514,6 +550,7 @@ class Server:
 
     def shutdown(self) -> None:
         """Kill every run and every descendant, reap them, report, and return."""
+        self.drop_forker()
         for pid in self.runs:
             with contextlib.suppress(OSError):
                 os.killpg(pid, signal.SIGKILL)
@@ -669,6 +706,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     server.load(args.app)
     _warm_up()
     server.signal_resets = procs.signal_resets()
+    atfork.drop_lock_hooks()  # (before the freeze: it looks the hook lists up)
     gc.collect()
     gc.freeze()
+    server.start_forker()
     server.serve()
