@@ -40,6 +40,7 @@ CLONE_PARENT: Final = 0x00008000
 CLONE_INTO_CGROUP: Final = 0x200000000
 # The generic syscall table's number, the same on x86-64, arm64, riscv64, ...
 SYS_CLONE3: Final = 435
+_SIGCHLD: Final = int(signal.SIGCHLD)
 
 
 class _CloneArgs(ctypes.Structure):
@@ -77,6 +78,10 @@ class _Api:
         for function in (self.before, self.child, self.parent):
             function.restype = None
             function.argtypes = []
+        # One for every call (this process has one thread): no new object per fork.
+        self.args = _CloneArgs()
+        self.address = ctypes.addressof(self.args)
+        self.size = ctypes.sizeof(self.args)
 
 
 @functools.cache
@@ -104,10 +109,12 @@ def _clone(flags: int, cgroup_fd: int) -> int:
     except (AttributeError, OSError) as error:  # no libc syscall() or no C API here
         raise OSError(errno.ENOSYS, f"clone3 cannot be called: {error}") from None
     # With CLONE_PARENT the kernel takes the caller's own exit signal (and wants 0 here).
-    exit_signal = 0 if flags & CLONE_PARENT else int(signal.SIGCHLD)
-    args = _CloneArgs(flags=flags, exit_signal=exit_signal, cgroup=cgroup_fd)
+    args = api.args
+    args.flags = flags
+    args.exit_signal = 0 if flags & CLONE_PARENT else _SIGCHLD
+    args.cgroup = cgroup_fd
     api.before()
-    pid: int = api.syscall(SYS_CLONE3, ctypes.addressof(args), ctypes.sizeof(args))
+    pid: int = api.syscall(SYS_CLONE3, api.address, api.size)
     if pid == 0:
         api.child()
         return 0

@@ -31,11 +31,13 @@ import os
 import select
 import signal
 import socket
+import sys
 from collections.abc import Callable, Iterable
 from typing import Final
 
 from supervisor.runs import clone, procs
 
+_FD_SIZE: Final = array.array("i").itemsize
 # A request: a flag and a cgroup's path.
 _MAX_REQUEST: Final = 1 + 4096
 # How long the server waits for the forker's answer before it gives up on it.
@@ -118,36 +120,37 @@ def _serve(sock: socket.socket, server: int, become_spare: BecomeSpare, *, max_f
     # when the server closes them.
     os.closerange(3, sock.fileno())
     os.closerange(sock.fileno() + 1, max_fd)
-    room = socket.CMSG_LEN(array.array("i").itemsize)
+    # A lean loop: every page it writes is copied while the spare it forked lives.
+    room = socket.CMSG_LEN(_FD_SIZE)
+    rights = (socket.SOL_SOCKET, socket.SCM_RIGHTS)
+    recvmsg, send, close = sock.recvmsg, sock.send, os.close
     while True:
-        data, ancillary, _, _ = sock.recvmsg(_MAX_REQUEST, room, socket.MSG_CMSG_CLOEXEC)
-        fds = [
-            fd
-            for level, kind, payload in ancillary
-            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS
-            for fd in array.array("i", payload[: len(payload) - len(payload) % 4])
-        ]
-        if not data or len(fds) != 1:
+        data, ancillary, _, _ = recvmsg(_MAX_REQUEST, room, socket.MSG_CMSG_CLOEXEC)
+        if not data or len(ancillary) != 1 or ancillary[0][:2] != rights:
             return
-        into = data[:1] == b"1"
-        cgroup = os.fsdecode(data[1:]) or None
+        payload = ancillary[0][2]
+        if len(payload) != _FD_SIZE:
+            return
+        fd = int.from_bytes(payload, sys.byteorder)
+        path = data[1:]
         try:
-            pid, placed = _fork(cgroup, into=into)
+            pid, placed = _fork(path, into=data[:1] == b"1")
         except OSError as error:
-            os.close(fds[0])
-            sock.send(b"e%d" % (error.errno or errno.EIO))
+            close(fd)
+            send(b"e%d" % (error.errno or errno.EIO))
             continue
         if pid == 0:
             sock.detach()
-            become_spare(cgroup, fds[0], placed)  # never returns
+            become_spare(os.fsdecode(path) or None, fd, placed)  # never returns
             os._exit(1)
-        os.close(fds[0])
-        sock.send(b"%d %d" % (pid, placed))
+        close(fd)
+        send(b"%d %d" % (pid, placed))
 
 
-def _fork(cgroup: str | None, *, into: bool) -> tuple[int, bool]:
-    """A child of the server: into ``cgroup`` if ``into`` and the kernel lets it."""
-    if into and cgroup is not None:
+def _fork(cgroup: bytes, *, into: bool) -> tuple[int, bool]:
+    """A child of the server: into ``cgroup`` (a path; b"": none) if ``into`` and the
+    kernel lets it."""
+    if into and cgroup:
         try:
             fd = os.open(cgroup, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except OSError:
@@ -158,6 +161,5 @@ def _fork(cgroup: str | None, *, into: bool) -> tuple[int, bool]:
             except OSError:
                 pass  # this cgroup only: fork and join
             finally:  # (in the child too)
-                with contextlib.suppress(OSError):
-                    os.close(fd)
+                os.close(fd)
     return clone.fork_sibling(None), False
