@@ -51,7 +51,6 @@ May import ``child``, ``clone``, ``forker``, ``atfork``, ``procs``, ``cgroups``,
 
 from __future__ import annotations
 
-import argparse
 import collections
 import contextlib
 import fcntl
@@ -679,15 +678,61 @@ def _warm_up() -> None:
     )
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Arguments:
+    socket_fd: int
+    app: str
+    parent: int
+    path: tuple[str, ...] = ()
+    probe_cgroup: str | None = None
+
+
+def parse_args(argv: Sequence[str]) -> Arguments:
+    """The fork server's command line; exits with status 2 and a message naming the
+    problem on stderr if it is not one. (Not argparse: its help formatter imports
+    ``shutil``, which loads zlib, bz2 and lzma, six shared objects every fork copies.)"""
+    values: dict[str, str] = {}
+    paths: list[str] = []
+    options = ("--socket-fd", "--app", "--parent", "--path", "--probe-cgroup")
+    rest = list(argv)
+    try:
+        while rest:
+            option = rest.pop(0)
+            if option not in options:
+                raise ValueError(f"unknown argument {option!r}")
+            if not rest:
+                raise ValueError(f"{option} needs a value")
+            value = rest.pop(0)
+            if option == "--path":
+                paths.append(value)
+            elif option in values:
+                raise ValueError(f"{option} given twice")
+            else:
+                values[option] = value
+        missing = [o for o in ("--socket-fd", "--app", "--parent") if o not in values]
+        if missing:
+            raise ValueError(f"missing {', '.join(missing)}")
+        numbers = {}
+        for option in ("--socket-fd", "--parent"):
+            try:
+                numbers[option] = int(values[option])
+            except ValueError:
+                raise ValueError(f"{option}: not an integer: {values[option]!r}") from None
+    except ValueError as error:
+        print(f"supervisor fork server: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+    return Arguments(
+        socket_fd=numbers["--socket-fd"],
+        app=values["--app"],
+        parent=numbers["--parent"],
+        path=tuple(paths),
+        probe_cgroup=values.get("--probe-cgroup"),
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """The fork server process: ``--socket-fd N --app SPEC --parent PID [--path DIR]``."""
-    parser = argparse.ArgumentParser(prog="supervisor fork server")
-    parser.add_argument("--socket-fd", type=int, required=True)
-    parser.add_argument("--app", required=True)
-    parser.add_argument("--parent", type=int, required=True)
-    parser.add_argument("--path", action="append", default=[])
-    parser.add_argument("--probe-cgroup", default=None)
-    args = parser.parse_args(argv)
+    args = parse_args(sys.argv[1:] if argv is None else argv)
     sock = socket.socket(fileno=args.socket_fd)
     server = Server(sock, args.parent)
     server.install_signals()
@@ -695,7 +740,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if os.getppid() != args.parent:
         return
     procs.become_subreaper()
-    sys.path[0:0] = args.path
+    sys.path[0:0] = list(args.path)
     # Import what every run needs before the app, so children share it.
     import supervisor.runs.context
     import supervisor.runs.wire  # noqa: F401
