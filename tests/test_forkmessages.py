@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -96,3 +99,20 @@ def test_module_file_hashes_the_content(tmp_path: Path) -> None:
     second = module_file(str(path))
     assert first.size == second.size and first.sha256 != second.sha256
     assert module_file(str(tmp_path / "gone.py")).size == -1
+
+
+def test_module_file_digest_is_the_files_sha256(tmp_path: Path) -> None:
+    # (Computed without hashlib in the fork server: it must be the same digest the
+    # manager compares.)
+    path = tmp_path / "m.py"
+    content = b"A = 1\n" * 1000
+    path.write_bytes(content)
+    assert module_file(str(path)).sha256 == hashlib.sha256(content).hexdigest()
+
+
+def test_the_fork_servers_messages_load_no_openssl() -> None:
+    code = "import sys, supervisor.runs.forkmessages; print('_hashlib' in sys.modules)"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert result.stdout.strip() == "False"

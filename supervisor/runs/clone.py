@@ -13,6 +13,11 @@ callbacks too). Call it only from a single-threaded process (the fork server). T
 library is bypassed: its cached thread id stays the parent's in the child, which glibc
 (2.35+) does not use for signals to the calling thread; nothing here uses PI mutexes.
 
+``fork_sibling(cgroup_fd)`` is the same with ``CLONE_PARENT``: the child is the caller's
+parent's (a sibling of the caller), reaped by that parent and reporting its end to it
+with the caller's own exit signal; into the cgroup ``cgroup_fd`` is open on, or where the
+caller is (None). The fork server's forker (``forker``) forks the server's runs this way.
+
 ``probe(path)`` tries it once with a child that exits at once: None if it works, else why
 not (``ENOSYS``: an old kernel; ``EPERM``: a seccomp filter; ``EINVAL``/``E2BIG``: the
 flag is unknown; ``EOPNOTSUPP``, ``EBUSY``: not a usable v2 cgroup), so the caller picks
@@ -31,9 +36,11 @@ import os
 import signal
 from typing import Final
 
+CLONE_PARENT: Final = 0x00008000
 CLONE_INTO_CGROUP: Final = 0x200000000
 # The generic syscall table's number, the same on x86-64, arm64, riscv64, ...
 SYS_CLONE3: Final = 435
+_SIGCHLD: Final = int(signal.SIGCHLD)
 
 
 class _CloneArgs(ctypes.Structure):
@@ -71,6 +78,10 @@ class _Api:
         for function in (self.before, self.child, self.parent):
             function.restype = None
             function.argtypes = []
+        # One for every call (this process has one thread): no new object per fork.
+        self.args = _CloneArgs()
+        self.address = ctypes.addressof(self.args)
+        self.size = ctypes.sizeof(self.args)
 
 
 @functools.cache
@@ -81,13 +92,29 @@ def _api() -> _Api:
 def fork_into(cgroup_fd: int) -> int:
     """Fork, the child in the cgroup ``cgroup_fd`` is open on: 0 in the child, its pid in
     the parent. Raises ``OSError`` (nothing was forked) as ``clone3`` fails."""
+    return _clone(CLONE_INTO_CGROUP, cgroup_fd)
+
+
+def fork_sibling(cgroup_fd: int | None = None) -> int:
+    """Fork a child of this process's parent (into the cgroup ``cgroup_fd`` is open on,
+    if given): 0 in the child, its pid here. Raises ``OSError`` as ``clone3`` fails."""
+    if cgroup_fd is None:
+        return _clone(CLONE_PARENT, 0)
+    return _clone(CLONE_PARENT | CLONE_INTO_CGROUP, cgroup_fd)
+
+
+def _clone(flags: int, cgroup_fd: int) -> int:
     try:
         api = _api()
     except (AttributeError, OSError) as error:  # no libc syscall() or no C API here
         raise OSError(errno.ENOSYS, f"clone3 cannot be called: {error}") from None
-    args = _CloneArgs(flags=CLONE_INTO_CGROUP, exit_signal=int(signal.SIGCHLD), cgroup=cgroup_fd)
+    # With CLONE_PARENT the kernel takes the caller's own exit signal (and wants 0 here).
+    args = api.args
+    args.flags = flags
+    args.exit_signal = 0 if flags & CLONE_PARENT else _SIGCHLD
+    args.cgroup = cgroup_fd
     api.before()
-    pid: int = api.syscall(SYS_CLONE3, ctypes.addressof(args), ctypes.sizeof(args))
+    pid: int = api.syscall(SYS_CLONE3, api.address, api.size)
     if pid == 0:
         api.child()
         return 0

@@ -31,7 +31,7 @@ for anything else than one of these messages. May import ``job`` and the stdlib 
 from __future__ import annotations
 
 import array
-import hashlib
+import importlib
 import json
 import os
 import socket
@@ -282,9 +282,25 @@ def module_file(path: str) -> ModuleFile:
     try:
         st = os.stat(path)
         with open(path, "rb") as handle:
-            digest = hashlib.sha256(handle.read()).hexdigest()
+            digest = _sha256_hex(handle.read())
     except OSError:
         return ModuleFile(path=path, mtime_ns=-1, size=-1, inode=-1, sha256="")
     return ModuleFile(
         path=path, mtime_ns=st.st_mtime_ns, size=st.st_size, inode=st.st_ino, sha256=digest
     )
+
+
+def _sha256_hex(data: bytes) -> str:
+    """The SHA-256 of ``data`` in hex, from CPython's own implementation where there is
+    one (``_sha256`` on 3.11, ``_sha2`` later): ``hashlib`` loads OpenSSL's libcrypto,
+    whose relocated data every fork of the fork server would copy."""
+    for name in ("_sha2", "_sha256"):
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        digest: str = module.sha256(data).hexdigest()
+        return digest
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()

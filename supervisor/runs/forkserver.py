@@ -45,13 +45,12 @@ Runs and spares are forked straight into their cgroups with ``clone3(CLONE_INTO_
 says the kernel allows it: that avoids a move into the cgroup, which waits for an RCU
 grace period. Elsewhere the child joins its cgroup after ``fork``.
 
-May import ``child``, ``clone``, ``procs``, ``cgroups``, ``job``, ``forkmessages``, ``registry``,
-and (at start) ``app``, ``context``, ``wire`` and ``records``.
+May import ``child``, ``clone``, ``forker``, ``atfork``, ``procs``, ``cgroups``, ``job``,
+``forkmessages``, ``registry``, and (at start) ``app``, ``context``, ``wire`` and ``records``.
 """
 
 from __future__ import annotations
 
-import argparse
 import collections
 import contextlib
 import fcntl
@@ -75,7 +74,7 @@ if TYPE_CHECKING:
     from typing_extensions import Buffer
 
 from supervisor.core.registry import Registry
-from supervisor.runs import cgroups, clone, procs
+from supervisor.runs import atfork, cgroups, clone, procs
 from supervisor.runs.child import (
     CANCEL_FD,
     EXIT_SETUP_FAILED,
@@ -84,6 +83,7 @@ from supervisor.runs.child import (
     run_child,
     setup_stdio,
 )
+from supervisor.runs.forker import Forker, ForkerUnavailable
 from supervisor.runs.forkmessages import (
     RUN_FDS,
     SPARE_RUN_FDS,
@@ -169,6 +169,8 @@ class Server:
         self.marker = procs.marker_slot()
         # What a child sets to get a fresh program's signal dispositions (once loaded).
         self.signal_resets: list[procs.SignalReset] | None = None
+        # Forks the spares (``forker``), once started; None: this process forks them.
+        self.forker: Forker | None = None
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
         os.set_blocking(self._wake_r, False)
@@ -218,6 +220,24 @@ class Server:
                 placement=self.placement,
             )
         )
+
+    def start_forker(self) -> None:
+        """Fork the forker, which forks the spares from now on (this process keeps forking
+        them if it cannot be started)."""
+        with contextlib.suppress(OSError):
+            self.forker = Forker.start(
+                lambda cgroup, sock_fd, placed: self.become_spare(cgroup, sock_fd, placed=placed),
+                blocked=_BLOCKED,
+                max_fd=_max_fd(),
+            )
+
+    def drop_forker(self) -> None:
+        """Fork spares here from now on; the forker ends (reaped by the loop)."""
+        if self.forker is not None:
+            self.forker.close()
+            with contextlib.suppress(OSError):
+                os.kill(self.forker.pid, signal.SIGKILL)  # not reaped yet: still ours
+            self.forker = None
 
     def send(self, message: Message, fds: Sequence[int] = ()) -> None:
         if fds:
@@ -379,17 +399,12 @@ class Server:
             self.send(PrepareFailed(cgroup=cgroup, error=f"cannot make its pipes: {error}"))
             return
         ours_fd, theirs_fd, status_r, status_w = made
-        procs.set_signal_mask(signal.SIG_BLOCK, _BLOCKED)
         try:
-            pid, placed = self._fork_into(cgroup)
+            pid, placed = self._fork_spare(cgroup, theirs_fd)
         except OSError as error:
-            procs.set_signal_mask(signal.SIG_UNBLOCK, _BLOCKED)
             _close_all(made)
             self.send(PrepareFailed(cgroup=cgroup, error=f"fork failed: {error}"))
             return
-        if pid == 0:
-            self.become_spare(cgroup, theirs_fd, placed=placed)  # never returns
-        procs.set_signal_mask(signal.SIG_UNBLOCK, _BLOCKED)
         os.close(theirs_fd)
         # Reaped only by the loop, after this answer: the pid is the spare's.
         self.runs[pid] = _Run(None, status_w, cgroup if placed else None)
@@ -406,6 +421,24 @@ class Server:
                 self.send(PrepareFailed(cgroup=cgroup, error=f"cannot hand it over: {error}"))
         finally:
             _close_all(handed)
+
+    def _fork_spare(self, cgroup: str | None, sock_fd: int) -> tuple[int, bool]:
+        """Fork a spare that will wait on ``sock_fd``: by the forker, else here. (pid,
+        whether it is in ``cgroup`` already); raises ``OSError``."""
+        if self.forker is not None:
+            try:
+                return self.forker.fork_spare(cgroup, sock_fd, into=self.placement == "")
+            except ForkerUnavailable:
+                self.drop_forker()
+        procs.set_signal_mask(signal.SIG_BLOCK, _BLOCKED)
+        try:
+            pid, placed = self._fork_into(cgroup)
+        finally:
+            if os.getpid() == self.pid:
+                procs.set_signal_mask(signal.SIG_UNBLOCK, _BLOCKED)
+        if pid == 0:
+            self.become_spare(cgroup, sock_fd, placed=placed)  # never returns
+        return pid, placed
 
     def become_spare(self, cgroup: str | None, sock_fd: int, *, placed: bool) -> None:
         """In a forked spare: join ``cgroup`` (unless ``placed`` in it by ``clone3``),
@@ -493,6 +526,8 @@ class Server:
             if info is None or info.si_pid == 0:
                 return
             pid = info.si_pid
+            if self.forker is not None and pid == self.forker.pid:
+                self.drop_forker()  # it died: spares are forked here from now on
             run = self.runs.pop(pid, None)
             if run is not None:
                 # The main process is a zombie: its group id cannot be recycled yet.
@@ -514,6 +549,7 @@ class Server:
 
     def shutdown(self) -> None:
         """Kill every run and every descendant, reap them, report, and return."""
+        self.drop_forker()
         for pid in self.runs:
             with contextlib.suppress(OSError):
                 os.killpg(pid, signal.SIGKILL)
@@ -642,15 +678,61 @@ def _warm_up() -> None:
     )
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Arguments:
+    socket_fd: int
+    app: str
+    parent: int
+    path: tuple[str, ...] = ()
+    probe_cgroup: str | None = None
+
+
+def parse_args(argv: Sequence[str]) -> Arguments:
+    """The fork server's command line; exits with status 2 and a message naming the
+    problem on stderr if it is not one. (Not argparse: its help formatter imports
+    ``shutil``, which loads zlib, bz2 and lzma, six shared objects every fork copies.)"""
+    values: dict[str, str] = {}
+    paths: list[str] = []
+    options = ("--socket-fd", "--app", "--parent", "--path", "--probe-cgroup")
+    rest = list(argv)
+    try:
+        while rest:
+            option = rest.pop(0)
+            if option not in options:
+                raise ValueError(f"unknown argument {option!r}")
+            if not rest:
+                raise ValueError(f"{option} needs a value")
+            value = rest.pop(0)
+            if option == "--path":
+                paths.append(value)
+            elif option in values:
+                raise ValueError(f"{option} given twice")
+            else:
+                values[option] = value
+        missing = [o for o in ("--socket-fd", "--app", "--parent") if o not in values]
+        if missing:
+            raise ValueError(f"missing {', '.join(missing)}")
+        numbers = {}
+        for option in ("--socket-fd", "--parent"):
+            try:
+                numbers[option] = int(values[option])
+            except ValueError:
+                raise ValueError(f"{option}: not an integer: {values[option]!r}") from None
+    except ValueError as error:
+        print(f"supervisor fork server: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+    return Arguments(
+        socket_fd=numbers["--socket-fd"],
+        app=values["--app"],
+        parent=numbers["--parent"],
+        path=tuple(paths),
+        probe_cgroup=values.get("--probe-cgroup"),
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """The fork server process: ``--socket-fd N --app SPEC --parent PID [--path DIR]``."""
-    parser = argparse.ArgumentParser(prog="supervisor fork server")
-    parser.add_argument("--socket-fd", type=int, required=True)
-    parser.add_argument("--app", required=True)
-    parser.add_argument("--parent", type=int, required=True)
-    parser.add_argument("--path", action="append", default=[])
-    parser.add_argument("--probe-cgroup", default=None)
-    args = parser.parse_args(argv)
+    args = parse_args(sys.argv[1:] if argv is None else argv)
     sock = socket.socket(fileno=args.socket_fd)
     server = Server(sock, args.parent)
     server.install_signals()
@@ -658,7 +740,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if os.getppid() != args.parent:
         return
     procs.become_subreaper()
-    sys.path[0:0] = args.path
+    sys.path[0:0] = list(args.path)
     # Import what every run needs before the app, so children share it.
     import supervisor.runs.context
     import supervisor.runs.wire  # noqa: F401
@@ -669,6 +751,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     server.load(args.app)
     _warm_up()
     server.signal_resets = procs.signal_resets()
+    atfork.drop_lock_hooks()  # (before the freeze: it looks the hook lists up)
     gc.collect()
     gc.freeze()
+    server.start_forker()
     server.serve()
