@@ -230,10 +230,9 @@ class UseCases:
 
     def store_health(self, subject: Subject) -> StoreTrouble | None:
         """The store's outage going on, as of now (None while it answers, and always
-        without a store that can have one). Any subject that may list or see a status
-        may see it: it says why what they read may be stale."""
-        if not (subject.can(Permission.LIST) or subject.can(Permission.STATUS)):
-            subject.require(Permission.LIST)
+        without a store that can have one). Whoever may list the schedulers may see it:
+        it says why what they read may be stale."""
+        subject.require(Permission.LIST)
         outage = None if self._store_health is None else self._store_health.outage()
         return None if outage is None else StoreTrouble.of(outage, self._clock.now())
 

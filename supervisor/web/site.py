@@ -92,8 +92,8 @@ class Site:
 
     def store_trouble(self, subject: Subject | None) -> str | None:
         """What the banner of every page says while the store does not answer (to those
-        logged in who may see statuses), or None."""
-        if subject is None or not (subject.can(Permission.LIST) or subject.can(Permission.STATUS)):
+        logged in who may list the schedulers), or None."""
+        if subject is None or not subject.can(Permission.LIST):
             return None
         trouble = self.use_cases.store_health(subject)
         return None if trouble is None else trouble.text
