@@ -38,19 +38,20 @@ steers them:
   the service carry ``UNIT``. One run per invocation ID. Who pressed Execute Now is
   read from the audit trail (the use cases record ``run <id>``).
 - **decisions**: who stopped or disabled a scheduler and why is kept in the store and
-  shown while it holds. A time-boxed **pause** stops the timers and leaves a transient
-  timer ``<stem>:resume.timer`` (``systemd-run --on-calendar``, ``transient_unit``) that
-  runs ``systemctl start`` of them at its end, as Start would; the pause is stored and
-  shown (state stopped, its end) while that timer waits, so it outlives restarts of the
-  Admin Center, not a reboot (transient units go, the enabled timers start at boot).
-  Start (resume), Stop and Disable cancel it. A MANUAL scheduler's pause is the stored
-  decision alone, until its end;
+  shown while it holds. A time-boxed **pause** disables and stops the timers and writes
+  ``<stem>:resume.timer`` and its service next to the units, enabled
+  (``units.render_resume_units``, ``resume``), which start them at its end, as Start
+  would; the pause is stored and shown (state stopped, its end) while that timer is
+  there, so it outlives restarts of the Admin Center and reboots (and resumes at boot if
+  its end passed meanwhile). Start (resume) and Stop remove its units and enable the
+  timers again, Disable removes them. A MANUAL scheduler's pause is the stored decision
+  alone, until its end;
 - **retries**: the retries drop-in (``units.render_retry_dropin``) runs
   ``systemd.retry`` after each run, which plans the next try with the transient
   ``<stem>:retry.timer`` (described ``Retry k of N of scheduler ID``: ``status`` shows
   ``retry k of N`` and its time from it) and logs the ``run_retry`` event that makes a
   run's trigger ``retry``. Stop, Disable, a pause and setting ``retries`` to 0 drop a
-  planned retry.
+  planned retry; so does a reboot (transient), as a restart of the manager does.
 
 Every command goes through one ``CommandRunner`` (a callable), so tests can feed it
 canned ``systemctl``/``journalctl`` output. Times from systemd are read in UTC

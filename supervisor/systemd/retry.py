@@ -25,8 +25,9 @@ after every run, with ``$SERVICE_RESULT``, ``$EXIT_CODE``, ``$EXIT_STATUS`` and
    notice ``retry 2 of 3 at 2026-12-04 14:05:00 UTC`` among the run's logs.
 
 What it cannot change on systemd 252: the pause of a SCHEDULE is counted from the end of
-each run, this step included (a few hundred milliseconds), and the retry timer does not
-survive a reboot (the timers start at boot, as after any stop).
+each run, this step included (a few hundred milliseconds). By design the retry timer does
+not survive a reboot, as a planned retry does not survive a restart of the manager: the
+timers start at boot and the next run is a first try.
 
 May import ``systemctl`` (the systemd seam, exits), ``journal``, ``definitions``,
 ``records``, ``core.retries`` (the retry rule, the manager's too) and the standard
