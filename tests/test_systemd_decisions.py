@@ -87,6 +87,10 @@ def test_a_pause_disables_the_timers_and_writes_an_enabled_resume_timer(
     assert ("disable", "t-job.tick.timer", "t-job.tick-start.timer") in verbs
     assert ("enable", "--now", f"{RESUME}.timer") in verbs
     assert ("stop", "t-job.tick.timer", "t-job.tick-start.timer") in verbs
+    # the resume step runs at once: the timers are stopped by then
+    assert verbs.index(("stop", "t-job.tick.timer", "t-job.tick-start.timer")) < verbs.index(
+        ("enable", "--now", f"{RESUME}.timer")
+    )
     assert fake.units[f"{RESUME}.timer"]["UnitFileState"] == "enabled"
     status = backend.status("job.tick")
     assert status.state is State.STOPPED and status.next_planned_at is None

@@ -1110,6 +1110,8 @@ class SystemdBackend:
             self._store.set_decision(scheduler_id, decision)  # first: nothing touched if it fails
             written: list[Path] = []
             disabled: list[str] = []
+            scope: list[str] = []
+            timers_stopped = False
             try:
                 self._cancel_transient(unit.retry_timer, unit.retry_service)
                 if unit.timer is None:
@@ -1138,18 +1140,25 @@ class SystemdBackend:
                 ]
                 if disabled:
                     self._systemd.systemctl("disable", *scope, *disabled)
-                self._systemd.systemctl("enable", *scope, "--now", unit.resume_timer)
+                timers_stopped = True
                 self._systemd.systemctl("stop", *unit.timers)
+                # Last: its step runs at once, and must find the timers stopped (an end
+                # that has come already starts them again).
+                self._systemd.systemctl("enable", *scope, "--now", unit.resume_timer)
             except BaseException:
                 with contextlib.suppress(BackendError, OSError):
                     self._end_pause(unit, enable=False)
+                with contextlib.suppress(BackendError, OSError):
                     for path in written:
                         _remove(path)
                     if written:
                         self._systemd.daemon_reload()
-                    if disabled:
-                        scope = ["--runtime"] if runtime else []
+                if disabled:
+                    with contextlib.suppress(BackendError):
                         self._systemd.systemctl("enable", *scope, *disabled)
+                if timers_stopped:  # they were armed: the pause is refused for a stopped one
+                    with contextlib.suppress(BackendError):
+                        self._systemd.systemctl("start", *unit.timers)
                 with contextlib.suppress(StoreError):
                     self._store.set_decision(scheduler_id, earlier)
                 raise
