@@ -5,6 +5,8 @@ enabled and started and the pause's units removed; a transient unit's file never
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -112,3 +114,32 @@ def test_without_a_pause_nothing_is_touched(tmp_path: Path) -> None:
     fake = FakeSystemd(tmp_path)
     assert remove_pause_units(Systemd(fake), SERVICE) == []
     assert fake.verbs() == []
+
+
+def test_generate_units_writes_no_pause_or_retry_timer(tmp_path: Path) -> None:
+    # Those are made at run time (a pause, a failed run); what is generated is the units
+    # and, for retries in the code, the retries drop-in.
+    out = tmp_path / "units"
+    done = subprocess.run(
+        [
+            *(sys.executable, "-m", "supervisor", "generate-units"),
+            *("--app", "tests.apps.systemd_retry_jobs:cfg", "--output-dir", str(out)),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parent.parent,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    written = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    assert not [name for name in written if ":" in name]
+    stem = "sched-systemd-retry-tests-rt"
+    assert written == [
+        f"{stem}.fail.service",
+        f"{stem}.fail.service.d/60-sched-supervisor-retries.conf",
+        f"{stem}.hold.service",
+        f"{stem}.hold.service.d/60-sched-supervisor-retries.conf",
+        f"{stem}.tick-start.timer",
+        f"{stem}.tick.service",
+        f"{stem}.tick.timer",
+    ]
