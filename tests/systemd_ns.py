@@ -6,6 +6,8 @@
 ``nsenter`` (``run``, ``systemctl``, ``journalctl``); there is no D-Bus inside, so units
 are started by writing them (``write_unit``) and reloading. ``stop()`` kills its PID 1,
 which ends every process of the namespace, and removes what the boot left on the host.
+``reboot()`` (``power_off()``, ``power_on()``) kills PID 1 and boots again on the same
+``/etc/systemd/system`` and shared directory: everything in memory is lost.
 
 What the boot shell does, and why (each point was seen to matter on Debian 12):
 
@@ -238,6 +240,27 @@ def _remove_cgroup(path: Path) -> bool:
     return True
 
 
+def _start(root: Path, cgroup: Path, cgroup_mount: Path) -> subprocess.Popen[bytes]:
+    """Start the boot shell of the namespace kept in ``root``, in the new ``cgroup``."""
+    show_cgroup = "" if cgroup_mount == Path("/sys/fs/cgroup") else str(cgroup_mount)
+    cgroup.mkdir()
+    try:
+        with (root / "console.log").open("ab") as console:
+            return subprocess.Popen(
+                [
+                    *("unshare", *UNSHARE_FLAGS, "sh", "-c", BOOT_SCRIPT, "sh"),
+                    *(str(root), str(cgroup), show_cgroup),
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=console,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+    except BaseException:
+        _remove_cgroup(cgroup)
+        raise
+
+
 class NamespacedSystemd:
     """One systemd booted as PID 1 of private namespaces; see the module docstring."""
 
@@ -274,22 +297,9 @@ class NamespacedSystemd:
         dropin.mkdir()
         (dropin / "no-dev-log.conf").write_text(NO_DEV_LOG_DROPIN)
         cgroup = cgroup_mount / _own_cgroup2().lstrip("/") / name
-        show_cgroup = "" if cgroup_mount == Path("/sys/fs/cgroup") else str(cgroup_mount)
         try:
-            cgroup.mkdir()
-            with (root / "console.log").open("wb") as console:
-                process = subprocess.Popen(
-                    [
-                        *("unshare", *UNSHARE_FLAGS, "sh", "-c", BOOT_SCRIPT, "sh"),
-                        *(str(root), str(cgroup), show_cgroup),
-                    ],
-                    stdin=subprocess.DEVNULL,
-                    stdout=console,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
+            process = _start(root, cgroup, cgroup_mount)
         except BaseException:
-            _remove_cgroup(cgroup)
             shutil.rmtree(root, ignore_errors=True)
             raise
         instance = cls(name=name, root=root, process=process, cgroup=cgroup)
@@ -299,6 +309,42 @@ class NamespacedSystemd:
             instance.stop()
             raise
         return instance
+
+    def power_off(self) -> None:
+        """Cut the power: kill PID 1 (every process of the namespace ends at once) and
+        lose what lives in memory (``/run`` with the transient units and the runtime
+        units, ``/tmp``, ``/var/lib/systemd`` with the timer stamps, the journal). The
+        namespace's ``/etc/systemd/system`` and ``shared_dir`` are kept for ``power_on``."""
+        if self._stopped or not self.pid:
+            raise RuntimeError("the namespaced systemd is not running")
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGKILL)
+        self._process.wait(timeout=30)
+        wait_until(
+            lambda: _remove_cgroup(self.cgroup), 30, message=f"removal of cgroup {self.cgroup}"
+        )
+        self.pid = 0
+        self.pid_namespace = ""
+
+    def power_on(self, *, timeout: float = 60.0) -> None:
+        """Boot again after ``power_off`` (a new PID 1 on the kept unit files and shared
+        directory), wait until the boot has finished, then start ``timers.target`` as a
+        real boot does (``basic.target`` wants it; the test target is sysinit only): the
+        enabled timers start, each ``Persistent=true`` one catching up by its stamp."""
+        if self._stopped or self.pid:
+            raise RuntimeError("power_on needs a namespace that power_off has stopped")
+        cgroup_mount = _cgroup2_mount()
+        if cgroup_mount is None:
+            raise NamespaceBootError("no cgroup v2 hierarchy is mounted (needed by systemd)")
+        self._process = _start(self.root, self.cgroup, cgroup_mount)
+        self._wait_for_boot(timeout)
+        self.systemctl("start", "timers.target", check=True)
+
+    def reboot(self, *, timeout: float = 60.0) -> None:
+        """``power_off`` then ``power_on``: a reboot as far as a namespace has one (the
+        kernel, its clock and the host's mounts go on)."""
+        self.power_off()
+        self.power_on(timeout=timeout)
 
     def _wait_for_boot(self, timeout: float) -> None:
         def child() -> int | None:

@@ -80,6 +80,7 @@ CORE_LEVELS: dict[str, int] = {
     # rules over values and timing
     "settings": 3,
     "planning": 3,
+    "retries": 3,  # the retry rule (both backends)
     "registry": 3,
     "nextruns": 3,
 }

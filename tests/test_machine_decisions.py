@@ -12,8 +12,9 @@ from datetime import timedelta
 
 from supervisor.core.definitions import Kind, Settings
 from supervisor.core.records import Decision, DecisionKind, Outcome, RunRecord, State, Trigger
+from supervisor.core.retries import RETRY_DELAY_CAP, retry_wait
 from supervisor.manager import machine
-from supervisor.manager.machine import RETRY_DELAY_CAP, SchedulerState, retry_wait
+from supervisor.manager.machine import SchedulerState
 from tests.test_manager_machine import T0, Replay, kinds, launches, options
 
 

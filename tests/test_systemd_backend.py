@@ -58,7 +58,12 @@ from supervisor.systemd.backend import (
 )
 from supervisor.systemd.execone import EXIT_CANCELLED, EXIT_FAILED
 from supervisor.systemd.journal import EVENT_RUN_END, EVENT_RUN_START
-from supervisor.systemd.units import SETTINGS_DROPIN_NAME
+from supervisor.systemd.units import (
+    SETTINGS_DROPIN_NAME,
+    RetryHandler,
+    UnitFile,
+    render_resume_units,
+)
 
 NOW = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 MONOTONIC_NOW = 1000.0  # seconds since boot, the fake clock's monotonic
@@ -77,6 +82,19 @@ class FakeLayout:
 
     def start_timer_name(self, options: Options) -> str | None:
         return f"t-{options.id}-start.timer" if options.kind is Kind.SCHEDULE else None
+
+    def resume_units(self, options: Options, *, until: datetime, runtime: bool) -> list[UnitFile]:
+        """The real rendering, with this layout's names."""
+        timers = [t for t in (self.timer_name(options), self.start_timer_name(options)) if t]
+        handler = RetryHandler(python="/usr/bin/python3", package_dir="/opt/sched")
+        return render_resume_units(
+            options,
+            service=self.service_name(options),
+            timers=timers,
+            until=until,
+            handler=handler,
+            runtime=runtime,
+        )
 
     def settings_dropins(self, options: Options, settings: Settings) -> list[DropIn]:
         out = [
@@ -163,7 +181,13 @@ class FakeSystemd:
                     "\n".join(f"{p}={unit[p]}" for p in properties.split(",") if p in unit)
                 )
             return Completed(argv=tuple(argv), returncode=0, stdout="\n\n".join(blocks) + "\n")
+        if verb == "daemon-reload":
+            self._reload()
+            return Completed(argv=tuple(argv), returncode=0, stdout="")
         names = [a for a in rest if not a.startswith("--")]
+        if verb in ("enable", "disable") and "--now" in rest:
+            self(["systemctl", verb, *(a for a in rest if a != "--now")])
+            verb = "start" if verb == "enable" else "stop"
         for name in names:
             unit = self.units[name]
             if verb in ("start", "restart") and name.endswith(".timer"):
@@ -183,6 +207,24 @@ class FakeSystemd:
             elif verb == "disable":
                 unit["UnitFileState"] = "disabled"
         return Completed(argv=tuple(argv), returncode=0, stdout="")
+
+    def _reload(self) -> None:
+        """``daemon-reload``: unit files written into ``unit_dir`` are loaded (disabled
+        when they have an ``[Install]`` section), inactive units whose file has gone go."""
+        for name, unit in list(self.units.items()):
+            path = Path(unit["FragmentPath"])
+            gone = path.parent == self.unit_dir and not path.exists()
+            if gone and unit["ActiveState"] == "inactive" and path.name.count(":"):
+                del self.units[name]
+        for path in sorted(self.unit_dir.glob("*:*")):
+            if path.is_file() and path.name not in self.units:
+                text = path.read_text()
+                described = [line for line in text.splitlines() if line.startswith("Description=")]
+                self.add_unit(
+                    path.name,
+                    UnitFileState="disabled" if "[Install]" in text else "static",
+                    Description=described[0].split("=", 1)[1] if described else "",
+                )
 
     def _systemd_run(self, argv: Sequence[str]) -> Completed:
         """A transient timer, waiting; ``transient`` keeps each one's command."""

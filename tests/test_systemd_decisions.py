@@ -1,6 +1,7 @@
 """Decisions in systemd mode, against the fake ``systemctl`` of ``test_systemd_backend``:
 who stopped or disabled a scheduler and why is kept and shown while it holds; a timed
-pause is a transient timer that starts the timers at its end; a planned retry shows."""
+pause disables the timers and writes an enabled resume timer that starts them at its end
+(and survives a reboot); a planned retry shows."""
 
 from __future__ import annotations
 
@@ -59,21 +60,38 @@ def test_a_disable_reason_is_kept_while_disabled(backend: SystemdBackend) -> Non
 
 
 UNTIL = NOW + timedelta(hours=2)
+RESUME = "t-job.tick:resume"
 
 
-def test_a_pause_stops_the_timers_and_plans_their_start_with_a_transient_timer(
-    backend: SystemdBackend, fake: FakeSystemd
+@pytest.fixture
+def enabled(fake: FakeSystemd) -> FakeSystemd:
+    """The tick scheduler's timers enabled, as ``install-units`` leaves them."""
+    for name in ("t-job.tick.timer", "t-job.tick-start.timer"):
+        fake.units[name]["UnitFileState"] = "enabled"
+    return fake
+
+
+def test_a_pause_disables_the_timers_and_writes_an_enabled_resume_timer(
+    backend: SystemdBackend, enabled: FakeSystemd
 ) -> None:
+    fake = enabled
     backend.pause("job.tick", actor="alice", until=UNTIL, reason="backup window")
-    assert fake.transient["t-job.tick:resume"] == [
-        "systemctl",
-        "start",
-        "t-job.tick.timer",
-        "t-job.tick-start.timer",
-    ]
-    (run,) = [call for call in fake.calls if call[0] == "systemd-run"]
-    assert "--on-calendar=2026-03-01 14:00:00 UTC" in run
-    assert ("stop", "t-job.tick.timer", "t-job.tick-start.timer") in fake.verbs()
+    timer = (fake.unit_dir / f"{RESUME}.timer").read_text()
+    assert "OnCalendar=2026-03-01 14:00:00 UTC\n" in timer and "OnActiveSec=0\n" in timer
+    assert "WantedBy=timers.target" in timer
+    service = (fake.unit_dir / f"{RESUME}.service").read_text()
+    assert "supervisor.systemd.resume" in service and "--until-us" in service
+    assert service.rstrip().endswith("t-job.tick.timer t-job.tick-start.timer")
+    assert not [call for call in fake.calls if call[0] == "systemd-run"]  # nothing transient
+    verbs = fake.verbs()
+    assert ("disable", "t-job.tick.timer", "t-job.tick-start.timer") in verbs
+    assert ("enable", "--now", f"{RESUME}.timer") in verbs
+    assert ("stop", "t-job.tick.timer", "t-job.tick-start.timer") in verbs
+    # the resume step runs at once: the timers are stopped by then
+    assert verbs.index(("stop", "t-job.tick.timer", "t-job.tick-start.timer")) < verbs.index(
+        ("enable", "--now", f"{RESUME}.timer")
+    )
+    assert fake.units[f"{RESUME}.timer"]["UnitFileState"] == "enabled"
     status = backend.status("job.tick")
     assert status.state is State.STOPPED and status.next_planned_at is None
     assert status.decision is not None and status.decision.until == UNTIL
@@ -82,53 +100,97 @@ def test_a_pause_stops_the_timers_and_plans_their_start_with_a_transient_timer(
     )
 
 
-def test_a_pause_ends_when_its_transient_timer_has_fired(
-    backend: SystemdBackend, fake: FakeSystemd
+def test_a_pause_holds_while_its_resume_step_runs(
+    backend: SystemdBackend, enabled: FakeSystemd
 ) -> None:
     backend.pause("job.tick", actor="alice", until=UNTIL)
-    # what the resume timer does at its end: start the timers; then it is gone
-    del fake.units["t-job.tick:resume.timer"]
+    # OnActiveSec=0: the step runs at once (and finds the end still ahead)
+    enabled.units[f"{RESUME}.timer"]["SubState"] = "running"
+    assert backend.status("job.tick").decision is not None
+
+
+def test_a_pause_ends_when_its_resume_units_have_gone(
+    backend: SystemdBackend, enabled: FakeSystemd
+) -> None:
+    fake = enabled
+    backend.pause("job.tick", actor="alice", until=UNTIL)
+    # what the resume step does at the end: enable and start the timers, remove its units
+    for suffix in ("timer", "service"):
+        (fake.unit_dir / f"{RESUME}.{suffix}").unlink()
+        del fake.units[f"{RESUME}.{suffix}"]
     fake.units["t-job.tick.timer"].update(ActiveState="active", SubState="waiting")
     status = backend.status("job.tick")
     assert status.state is State.PAUSED and status.decision is None
 
 
-def test_resume_cancels_the_transient_timer_and_starts_as_start_does(
-    backend: SystemdBackend, fake: FakeSystemd, store: SqliteStore
+def test_resume_removes_the_pause_enables_the_timers_and_starts_as_start_does(
+    backend: SystemdBackend, enabled: FakeSystemd, store: SqliteStore
 ) -> None:
+    fake = enabled
     backend.pause("job.tick", actor="alice", until=UNTIL)
     backend.start("job.tick", actor="bob")
-    assert "t-job.tick:resume.timer" not in fake.units
-    assert ("stop", "t-job.tick:resume.timer") in fake.verbs()
+    assert f"{RESUME}.timer" not in fake.units
+    assert not list(fake.unit_dir.glob("*:resume.*"))
+    assert ("disable", f"{RESUME}.timer") in fake.verbs()
+    for name in ("t-job.tick.timer", "t-job.tick-start.timer"):
+        assert fake.units[name]["UnitFileState"] == "enabled"
     assert fake.units["t-job.tick-start.timer"]["SubState"] == "waiting"  # start delay
     assert backend.status("job.tick").decision is None and store.decision("job.tick") is None
 
 
-def test_stop_replaces_a_pause_and_cancels_its_resume(
-    backend: SystemdBackend, fake: FakeSystemd
+def test_stop_replaces_a_pause_and_enables_the_timers_for_the_next_boot(
+    backend: SystemdBackend, enabled: FakeSystemd
 ) -> None:
+    fake = enabled
     backend.pause("job.tick", actor="alice", until=UNTIL)
     backend.stop("job.tick", actor="bob", reason="for good")
-    assert "t-job.tick:resume.timer" not in fake.units
+    assert f"{RESUME}.timer" not in fake.units
+    assert not list(fake.unit_dir.glob("*:resume.*"))
+    assert fake.units["t-job.tick.timer"]["UnitFileState"] == "enabled"
+    assert fake.units["t-job.tick.timer"]["ActiveState"] == "inactive"
     decision = backend.status("job.tick").decision
     assert decision is not None and decision.kind is DecisionKind.STOPPED
 
 
-def test_a_disable_ends_a_pause(backend: SystemdBackend, fake: FakeSystemd) -> None:
+def test_a_disable_ends_a_pause(backend: SystemdBackend, enabled: FakeSystemd) -> None:
+    fake = enabled
     backend.pause("job.tick", actor="alice", until=UNTIL)
     backend.update_settings("job.tick", changed("job.tick", {"disabled": True}))
-    assert "t-job.tick:resume.timer" not in fake.units
+    assert f"{RESUME}.timer" not in fake.units
+    assert not list(fake.unit_dir.glob("*:resume.*"))
+    assert fake.units["t-job.tick.timer"]["UnitFileState"] == "disabled"  # stays so
     assert backend.status("job.tick").state is State.DISABLED
 
 
-def test_a_second_pause_replaces_the_first(backend: SystemdBackend, fake: FakeSystemd) -> None:
+def test_a_second_pause_replaces_the_first(backend: SystemdBackend, enabled: FakeSystemd) -> None:
+    fake = enabled
     backend.pause("job.tick", actor="alice", until=UNTIL)
     later = UNTIL + timedelta(hours=1)
     backend.pause("job.tick", actor="bob", until=later)
     decision = backend.status("job.tick").decision
     assert decision is not None and decision.until == later and decision.actor == "bob"
-    runs = [call for call in fake.calls if call[0] == "systemd-run"]
-    assert len(runs) == 2 and "--on-calendar=2026-03-01 15:00:00 UTC" in runs[-1]
+    timer = (fake.unit_dir / f"{RESUME}.timer").read_text()
+    assert "OnCalendar=2026-03-01 15:00:00 UTC\n" in timer
+    assert fake.units[f"{RESUME}.timer"]["ActiveState"] == "active"
+
+
+def test_an_older_transient_resume_timer_is_still_cancelled(
+    backend: SystemdBackend, fake: FakeSystemd, store: SqliteStore
+) -> None:
+    store.set_decision(
+        "job.tick", Decision(kind=DecisionKind.PAUSED, actor="alice", at=NOW, until=UNTIL)
+    )
+    fake.add_unit(
+        f"{RESUME}.timer",
+        ActiveState="active",
+        SubState="waiting",
+        FragmentPath=f"/run/systemd/transient/{RESUME}.timer",
+    )
+    for name in ("t-job.tick.timer", "t-job.tick-start.timer"):
+        fake.units[name].update(ActiveState="inactive", SubState="dead")
+    assert backend.status("job.tick").decision is not None
+    backend.start("job.tick", actor="bob")
+    assert f"{RESUME}.timer" not in fake.units
 
 
 def test_a_pause_is_refused_for_a_disabled_or_stopped_scheduler(
@@ -142,18 +204,31 @@ def test_a_pause_is_refused_for_a_disabled_or_stopped_scheduler(
     backend.update_settings("job.cron", changed("job.cron", {"disabled": True}))
     with pytest.raises(BackendError, match=r"job\.cron is disabled: enable it"):
         backend.pause("job.cron", actor="alice", until=UNTIL)
-    assert not fake.transient
+    assert not list(fake.unit_dir.glob("*:resume.*"))
 
 
-def test_a_failed_systemd_run_leaves_the_timers_and_the_decision_as_they_were(
-    backend: SystemdBackend, fake: FakeSystemd, store: SqliteStore
+def test_a_failed_pause_leaves_the_timers_and_the_decision_as_they_were(
+    backend: SystemdBackend, enabled: FakeSystemd, store: SqliteStore
 ) -> None:
-    fake.add_unit("t-job.tick:resume.timer", FragmentPath="/etc/elsewhere")  # in the way
-    fake.units["t-job.tick:resume.timer"]["LoadState"] = "masked"
-    with pytest.raises(BackendError, match="already loaded"):
+    fake = enabled
+    fake.fail_on.add("enable")
+    with pytest.raises(BackendError, match="boom"):
         backend.pause("job.tick", actor="alice", until=UNTIL)
     assert store.decision("job.tick") is None
     assert fake.units["t-job.tick.timer"]["SubState"] == "waiting"
+    assert not list(fake.unit_dir.glob("*:resume.*"))
+
+
+def test_a_file_in_the_way_is_never_overwritten(
+    backend: SystemdBackend, enabled: FakeSystemd, store: SqliteStore
+) -> None:
+    fake = enabled
+    (fake.unit_dir / f"{RESUME}.service").write_text("# someone else's\n")
+    with pytest.raises(BackendError, match="refusing to overwrite"):
+        backend.pause("job.tick", actor="alice", until=UNTIL)
+    assert (fake.unit_dir / f"{RESUME}.service").read_text() == "# someone else's\n"
+    assert store.decision("job.tick") is None
+    assert fake.units["t-job.tick.timer"]["UnitFileState"] == "enabled"
 
 
 def test_a_manual_scheduler_pauses_without_a_timer(backend: SystemdBackend) -> None:

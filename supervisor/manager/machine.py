@@ -26,13 +26,13 @@ Rules (DESIGN.md, "Meaning of states and controls"):
   finishes), then resumes by itself as Start would; Start resumes it early. A pause is
   refused for a disabled scheduler and for a time not in the future.
 - With ``retries`` set, a run that failed, crashed or timed out is tried again
-  (trigger ``retry``) ``retry_delay`` after its end, each further time after twice the
-  wait before, capped at ``max(retry_delay, RETRY_DELAY_CAP)``; a cancelled run (Stop,
-  shutdown) is never retried, and a regular plan that comes earlier wins.
+  (trigger ``retry``) as ``core.retries`` says (shared with systemd mode): ``retry_delay``
+  after its end, each further time after twice the wait before, capped; a cancelled run
+  (Stop, shutdown) is never retried, and a regular plan that comes earlier wins.
 - The decisions that outlive the manager (a disable's, a pause's) are stored
   (``StoreDecision``) whenever they change; ``open_slot`` takes them back.
 
-May import ``definitions``, ``records``, ``planning`` and the stdlib only.
+May import ``definitions``, ``records``, ``planning``, ``retries`` and the stdlib only.
 """
 
 from __future__ import annotations
@@ -53,15 +53,12 @@ from supervisor.core.records import (
     State,
     Trigger,
 )
+from supervisor.core.retries import next_try
 
 # After a failed start, the first retry comes this much later; each further failure in a
 # row doubles the wait, up to MAX_RETRY_SECONDS.
 RETRY_SECONDS = 5.0
 MAX_RETRY_SECONDS = 300.0
-# Retries of failed runs (setting ``retries``): the wait doubles up to this (or up to
-# ``retry_delay`` itself when that is longer).
-RETRY_DELAY_CAP = timedelta(hours=1)
-RETRIED_OUTCOMES = frozenset({Outcome.FAILED, Outcome.CRASHED, Outcome.TIMED_OUT})
 
 CANCELLED_BEFORE_START = {
     "stop": "cancelled before it started: the run was stopped while it was being launched",
@@ -731,30 +728,15 @@ def _settle(
     return slot, [Replan(plan=plan)]
 
 
-def retry_wait(settings: Settings, attempt: int) -> timedelta:
-    """How long after a failed run retry number ``attempt`` (1, 2, ...) starts: the first
-    ``retry_delay``, each further one twice the one before, capped."""
-    cap = max(settings.retry_delay, RETRY_DELAY_CAP)
-    if attempt > 40:  # 2**40 first delays exceed any cap
-        return cap
-    return min(settings.retry_delay * (1 << (attempt - 1)), cap)
-
-
 def _retry_plan(slot: Slot, now: Now, finished: RunRecord | None) -> tuple[int, Plan] | None:
     """The retry after ``finished``, as (its number, its plan), if one is due."""
-    if (
-        finished is None
-        or finished.outcome not in RETRIED_OUTCOMES
-        or slot.closing
-        or slot.state is not SchedulerState.WAITING
-        or slot.settings.disabled
-        or slot.settings.retries < 1
-    ):
+    if finished is None or slot.closing or slot.state is not SchedulerState.WAITING:
         return None
-    attempt = slot.retry_attempt + 1 if finished.trigger is Trigger.RETRY else 1
-    if attempt > slot.settings.retries:
+    done = slot.retry_attempt if finished.trigger is Trigger.RETRY else 0
+    retry = next_try(slot.settings, outcome=finished.outcome, attempt=done)
+    if retry is None:
         return None
-    wait = retry_wait(slot.settings, attempt)
+    attempt, wait = retry.attempt, retry.wait
     ended = finished.ended_at or now.wall
     # Measured from the run's end on the wall clock, mapped onto the monotonic one.
     late = max(0.0, (now.wall - ended).total_seconds())

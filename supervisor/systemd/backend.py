@@ -38,19 +38,20 @@ steers them:
   the service carry ``UNIT``. One run per invocation ID. Who pressed Execute Now is
   read from the audit trail (the use cases record ``run <id>``).
 - **decisions**: who stopped or disabled a scheduler and why is kept in the store and
-  shown while it holds. A time-boxed **pause** stops the timers and leaves a transient
-  timer ``<stem>:resume.timer`` (``systemd-run --on-calendar``, ``transient_unit``) that
-  runs ``systemctl start`` of them at its end, as Start would; the pause is stored and
-  shown (state stopped, its end) while that timer waits, so it outlives restarts of the
-  Admin Center, not a reboot (transient units go, the enabled timers start at boot).
-  Start (resume), Stop and Disable cancel it. A MANUAL scheduler's pause is the stored
-  decision alone, until its end;
+  shown while it holds. A time-boxed **pause** disables and stops the timers and writes
+  ``<stem>:resume.timer`` and its service next to the units, enabled
+  (``units.render_resume_units``, ``resume``), which start them at its end, as Start
+  would; the pause is stored and shown (state stopped, its end) while that timer is
+  there, so it outlives restarts of the Admin Center and reboots (and resumes at boot if
+  its end passed meanwhile). Start (resume) and Stop remove its units and enable the
+  timers again, Disable removes them. A MANUAL scheduler's pause is the stored decision
+  alone, until its end;
 - **retries**: the retries drop-in (``units.render_retry_dropin``) runs
   ``systemd.retry`` after each run, which plans the next try with the transient
   ``<stem>:retry.timer`` (described ``Retry k of N of scheduler ID``: ``status`` shows
   ``retry k of N`` and its time from it) and logs the ``run_retry`` event that makes a
   run's trigger ``retry``. Stop, Disable, a pause and setting ``retries`` to 0 drop a
-  planned retry.
+  planned retry; so does a reboot (transient), as a restart of the manager does.
 
 Every command goes through one ``CommandRunner`` (a callable), so tests can feed it
 canned ``systemctl``/``journalctl`` output. Times from systemd are read in UTC
@@ -110,6 +111,7 @@ from supervisor.core.settings import EffectiveSettings, from_store
 from supervisor.runs.exits import command_failure
 from supervisor.store.sqlite import SqliteStore
 from supervisor.systemd import journal, units
+from supervisor.systemd.resume import remove_pause_units
 from supervisor.systemd.systemctl import (
     _CLD_DUMPED,
     _CLD_EXITED,
@@ -241,6 +243,13 @@ class UnitLayout(Protocol):
         """The drop-ins that make ``options``' units follow ``settings``."""
         ...
 
+    def resume_units(
+        self, options: Options, *, until: datetime, runtime: bool
+    ) -> list[units.UnitFile]:
+        """The timer and service that end a timed pause of ``options`` at ``until``
+        (``units.render_resume_units``); ``runtime``: its timers live in ``/run``."""
+        ...
+
 
 class TemplateLayout:
     """The ``UnitLayout`` of the units ``supervisor.systemd.units`` renders with ``prefix``."""
@@ -265,6 +274,23 @@ class TemplateLayout:
         if options.kind is not Kind.SCHEDULE:
             return None
         return units.start_timer_name(self.prefix, options.id)
+
+    def resume_units(
+        self, options: Options, *, until: datetime, runtime: bool
+    ) -> list[units.UnitFile]:
+        timers = [
+            name
+            for name in (self.timer_name(options), self.start_timer_name(options))
+            if name is not None
+        ]
+        return units.render_resume_units(
+            options,
+            service=self.service_name(options),
+            timers=timers,
+            until=until,
+            handler=self.retry_handler,
+            runtime=runtime,
+        )
 
     def settings_dropins(self, options: Options, settings: Settings) -> list[DropIn]:
         service, timer = units.unit_names(self.prefix, options.id)
@@ -316,7 +342,7 @@ class _Units:
 
     @property
     def resume_timer(self) -> str:
-        """The transient timer that ends a timed pause (``systemd-run``)."""
+        """The timer that ends a timed pause (``units.render_resume_units``)."""
         return transient_unit(self.service, RESUME_ROLE) + ".timer"
 
     @property
@@ -920,7 +946,27 @@ class SystemdBackend:
             return None
         if unit.timer is None:
             return decision if decision.until > self._clock.now() else None
-        return decision if _waiting(shown.resume) else None
+        return decision if _armed(shown.resume) else None
+
+    def _end_pause(self, unit: _Units, *, enable: bool) -> None:
+        """Remove the units of a pause, if there are any (``resume.remove_pause_units``);
+        with ``enable``, enable the timers the pause disabled again (they start at boot
+        again, as before the pause). A transient resume timer (``systemd-run``, from an
+        older version) is stopped."""
+        removed = remove_pause_units(self._systemd, unit.service)
+        if not removed or not enable or unit.timer is None:
+            return
+        shown = self._systemd.show(
+            unit.timers, ("Id", "LoadState", "UnitFileState", "FragmentPath")
+        )
+        disabled = [
+            name
+            for name, props in zip(unit.timers, shown, strict=True)
+            if props.get("LoadState") == "loaded" and props.get("UnitFileState") == "disabled"
+        ]
+        if disabled:
+            runtime = location_kind(shown[0].get("FragmentPath")) == "runtime"
+            self._systemd.systemctl("enable", *(["--runtime"] if runtime else []), *disabled)
 
     def _cancel_transient(self, *timers: str) -> None:
         """Stop those of the transient ``timers`` that are loaded (a pause's resume, a
@@ -952,8 +998,9 @@ class SystemdBackend:
             if unit.timer is None:
                 self._store.set_meta(STOPPED_META + scheduler_id, "")
                 return
-            self._cancel_transient(unit.resume_timer)  # Start (resume) ends a pause now
-            if self._settings(unit.options).disabled:
+            disabled = self._settings(unit.options).disabled
+            self._end_pause(unit, enable=not disabled)  # Start (resume) ends a pause now
+            if disabled:
                 return
             (shown,) = self._show([unit])
             for name, props in zip(unit.timers, shown.timers, strict=True):
@@ -994,8 +1041,10 @@ class SystemdBackend:
                 self._cancel_transient(unit.retry_timer, unit.retry_service)
                 self._systemd.systemctl("stop", unit.service)
             else:
-                # A stop replaces a pause (its resume goes) and drops a planned retry.
-                self._cancel_transient(unit.resume_timer, unit.retry_timer, unit.retry_service)
+                # A stop replaces a pause (its resume goes, the timers are enabled
+                # again: they start at boot, as after any Stop) and drops a planned retry.
+                self._end_pause(unit, enable=not self._settings(unit.options).disabled)
+                self._cancel_transient(unit.retry_timer, unit.retry_service)
                 self._systemd.systemctl("stop", *unit.timers, unit.service)
 
     def execute(self, scheduler_id: str, *, actor: str) -> str:
@@ -1024,11 +1073,12 @@ class SystemdBackend:
     def pause(
         self, scheduler_id: str, *, actor: str, until: datetime, reason: str | None = None
     ) -> None:
-        """Stop the timers and plan their start at ``until`` with a transient timer
-        (``systemd-run --on-calendar``) that runs ``systemctl start`` of them, as Start
-        would (the start delay applies); a run in progress finishes. The pause is stored
-        and holds while that timer waits: across restarts of the Admin Center, not across
-        a reboot (the timers start at boot, the transient timer is gone)."""
+        """Disable and stop the timers and write the units that start them again at
+        ``until`` (``resume``: ``<stem>:resume.timer``, enabled, next to the scheduler's
+        units), as Start would (the start delay applies); a run in progress finishes. The
+        pause is stored and holds while that timer is there: across restarts of the Admin
+        Center and reboots (the disabled timers do not start at boot; the resume timer
+        does, and resumes at once if ``until`` passed while the machine was down)."""
         unit = self._units(scheduler_id)
         with self._lock:
             if self._settings(unit.options).disabled:
@@ -1058,22 +1108,57 @@ class SystemdBackend:
                 until=until,
             )
             self._store.set_decision(scheduler_id, decision)  # first: nothing touched if it fails
+            written: list[Path] = []
+            disabled: list[str] = []
+            scope: list[str] = []
+            timers_stopped = False
             try:
                 self._cancel_transient(unit.retry_timer, unit.retry_service)
                 if unit.timer is None:
                     return  # MANUAL plans nothing: the stored pause holds until ``until``
-                self._cancel_transient(unit.resume_timer)
-                until_text = f"{until.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"
-                self._systemd.transient_timer(
-                    transient_unit(unit.service, RESUME_ROLE),
-                    description=f"End of the pause of scheduler {scheduler_id} ({until_text})",
-                    command=["systemctl", "start", *unit.timers],
-                    on_calendar=until,
+                assert shown.timer is not None
+                self._end_pause(unit, enable=False)  # a second pause replaces the first
+                fragment = shown.timer.get("FragmentPath") or ""
+                if not fragment.startswith("/"):
+                    raise BackendError(f"systemd does not say where {unit.timer} lives")
+                runtime = location_kind(fragment) == "runtime" or any(
+                    props.get("UnitFileState") == "enabled-runtime" for props in shown.timers
                 )
+                directory = Path(fragment).parent
+                for file in self._layout.resume_units(unit.options, until=until, runtime=runtime):
+                    path = directory / file.name
+                    if path.exists() and path not in written:
+                        raise BackendError(f"refusing to overwrite {path}: it is in the way")
+                    write_atomic(path, file.text)
+                    written.append(path)
+                self._systemd.daemon_reload()
+                scope = ["--runtime"] if runtime else []
+                disabled = [
+                    name
+                    for name, props in zip(unit.timers, shown.timers, strict=True)
+                    if props.get("UnitFileState") in _ENABLED_STATES
+                ]
+                if disabled:
+                    self._systemd.systemctl("disable", *scope, *disabled)
+                timers_stopped = True
                 self._systemd.systemctl("stop", *unit.timers)
+                # Last: its step runs at once, and must find the timers stopped (an end
+                # that has come already starts them again).
+                self._systemd.systemctl("enable", *scope, "--now", unit.resume_timer)
             except BaseException:
-                with contextlib.suppress(BackendError):
-                    self._cancel_transient(unit.resume_timer)
+                with contextlib.suppress(BackendError, OSError):
+                    self._end_pause(unit, enable=False)
+                with contextlib.suppress(BackendError, OSError):
+                    for path in written:
+                        _remove(path)
+                    if written:
+                        self._systemd.daemon_reload()
+                if disabled:
+                    with contextlib.suppress(BackendError):
+                        self._systemd.systemctl("enable", *scope, *disabled)
+                if timers_stopped:  # they were armed: the pause is refused for a stopped one
+                    with contextlib.suppress(BackendError):
+                        self._systemd.systemctl("start", *unit.timers)
                 with contextlib.suppress(StoreError):
                     self._store.set_decision(scheduler_id, earlier)
                 raise
@@ -1090,7 +1175,8 @@ class SystemdBackend:
         with self._lock:
             self._store_then_apply(unit, dict(settings.overrides), settings.effective, dropins)
             if settings.effective.disabled:  # a disable ends a pause and drops a retry
-                self._cancel_transient(unit.resume_timer, unit.retry_timer, unit.retry_service)
+                self._end_pause(unit, enable=False)
+                self._cancel_transient(unit.retry_timer, unit.retry_service)
             elif not settings.effective.retries:
                 self._cancel_transient(unit.retry_timer, unit.retry_service)
             if disabled_by is not None:
@@ -1104,6 +1190,8 @@ class SystemdBackend:
         unit = self._units(scheduler_id)
         with self._lock:
             self._store_then_apply(unit, None, unit.options.defaults, [])
+            if unit.options.defaults.disabled:  # disabled in the code: no pause either
+                self._end_pause(unit, enable=False)
             if not unit.options.defaults.retries or unit.options.defaults.disabled:
                 self._cancel_transient(unit.retry_timer, unit.retry_service)
             stored = self._store.decision(scheduler_id)

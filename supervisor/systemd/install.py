@@ -13,8 +13,12 @@ scheduler once more; the reload has given the running timers their new triggers.
 A file that exists but was not written by an earlier install is never overwritten.
 Units an earlier install wrote and this one does not are stopped and removed.
 
-``uninstall`` stops and disables what the manifest lists (and the transient timers of a
-pause or a planned retry: ``backend.transient_unit``), removes exactly its files
+A scheduler paused at the time (its pause's ``<stem>:resume.timer`` is in the unit
+directory: ``resume``) keeps its timers disabled and stopped: the pause's end starts them.
+
+``uninstall`` stops and disables what the manifest lists (and the transient timer of a
+planned retry: ``backend.transient_unit``; and a pause's units, which it removes with
+``resume.remove_pause_units``), removes exactly its files
 (and the settings drop-ins the systemd backend wrote, and their ``<unit>.d`` directories
 when that leaves them empty), reloads systemd, clears failed states, and removes the
 manifest. Nothing else is touched.
@@ -22,7 +26,7 @@ manifest. Nothing else is touched.
 The manifest also tells the CLI that this state directory is in systemd mode, and how
 to import the app (``app_spec``, working directory, ``sys.path``).
 
-May import ``systemd_backend``, ``definitions``, ``registry``, ``store``, ``errors`` and
+May import ``systemd_backend``, ``resume``, ``definitions``, ``registry``, ``store``, ``errors`` and
 the standard library.
 """
 
@@ -40,8 +44,9 @@ from supervisor.core.definitions import Options, Settings
 from supervisor.core.errors import BackendError, StoreError
 from supervisor.core.settings import from_store
 from supervisor.systemd.backend import DropIn, Systemd, UnitLayout, write_atomic
+from supervisor.systemd.resume import PauseUnits, remove_pause_units
 from supervisor.systemd.systemctl import RESUME_ROLE, RETRY_ROLE, transient_unit
-from supervisor.systemd.units import RETRY_DROPIN_NAME
+from supervisor.systemd.units import RETRY_DROPIN_NAME, START_TIMER_SUFFIX
 
 MANIFEST_NAME: Final = "systemd-units.json"
 MANIFEST_VERSION: Final = 1
@@ -247,10 +252,13 @@ def install(
                     _remove_empty_dir(path.parent)
                 removed.append(path_text)
     timers = [unit for unit in plan.units if unit.name.endswith(".timer")]
+    paused = _paused_timers(plan, unit_dir)
     enable = [
         unit.name
         for unit in timers
-        if unit.name not in plan.disabled_timers and "\n[Install]" in "\n" + unit.text
+        if unit.name not in plan.disabled_timers
+        and unit.name not in paused
+        and "\n[Install]" in "\n" + unit.text
     ]
     manifest = Manifest(
         app_spec=plan.app_spec,
@@ -278,7 +286,11 @@ def install(
         systemd.systemctl("stop", *disabled)
     if enable:
         systemd.systemctl("enable", *scope, *enable)
-    started = [unit.name for unit in timers if unit.name not in plan.disabled_timers]
+    started = [
+        unit.name
+        for unit in timers
+        if unit.name not in plan.disabled_timers and unit.name not in paused
+    ]
     restarted = [name for name in started if name not in plan.start_timers]
     if restarted:
         systemd.systemctl("restart", *restarted)
@@ -291,6 +303,19 @@ def install(
         removed=tuple(removed),
         warnings=tuple(warnings),
     )
+
+
+def _paused_timers(plan: InstallPlan, unit_dir: Path) -> set[str]:
+    """The timers of schedulers paused now (their pause's timer is in ``unit_dir``): the
+    pause disabled and stopped them, and its end starts them; an install leaves them so.
+    A scheduler's timers are ``<stem>.timer`` and ``<stem>-start.timer`` (``units``)."""
+    names = {unit.name for unit in plan.units}
+    paused: set[str] = set()
+    for name in names:
+        if name.endswith(".service") and (unit_dir / PauseUnits(service=name).timer).exists():
+            stem = name.removesuffix(".service")
+            paused |= {f"{stem}.timer", f"{stem}{START_TIMER_SUFFIX}"} & names
+    return paused
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -364,7 +389,7 @@ def uninstall(
         for role in (RESUME_ROLE, RETRY_ROLE)
         for suffix in ("timer", "service")
     ]
-    if transient:  # a pause's resume and a planned retry (systemd-run), where loaded
+    if transient:  # a planned retry (systemd-run) and an older transient resume
         with contextlib.suppress(BackendError):
             shown = systemd.show(transient, ("Id", "LoadState"))
             loaded = [
@@ -372,13 +397,16 @@ def uninstall(
             ]
             if loaded:
                 systemd.systemctl("stop", *loaded)
+    removed: list[str] = []
+    for service in services:  # a pause's units (written next to the units, enabled)
+        with contextlib.suppress(BackendError):
+            removed += [str(path) for path in remove_pause_units(systemd, service)]
     if services:
         with contextlib.suppress(BackendError):
             systemd.systemctl("stop", *services)
     if manifest.enabled:
         with contextlib.suppress(BackendError):
             systemd.systemctl("disable", *scope, *manifest.enabled)
-    removed: list[str] = []
     for path in files:
         if path.exists() or path.is_symlink():
             _remove_file(path)

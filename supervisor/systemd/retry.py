@@ -16,21 +16,23 @@ after every run, with ``$SERVICE_RESULT``, ``$EXIT_CODE``, ``$EXIT_STATUS`` and
 2. removes that timer and its service, fired or still waiting;
 3. plans retry k+1 if the run failed, crashed or timed out (``systemctl.outcome_of_exit``),
    was not stopped (no stop job for the service: ``systemctl stop`` ends a run
-   cancelled, never retried) and k < N: ``systemd-run --on-active=WAIT`` of
-   ``systemctl start --no-block UNIT``, WAIT as the manager's ``retry_wait``
-   (``retry_delay``, then twice the wait before, capped at one hour or ``retry_delay``);
+   cancelled, never retried) and k < N (``core.retries.next_try``, the manager's rule):
+   ``systemd-run --on-active=WAIT`` of ``systemctl start --no-block UNIT``, WAIT
+   ``retry_delay``, then twice the wait before, capped at one hour or ``retry_delay``;
 4. writes the ``run_retry`` event for the run to the journal (``SUPERVISOR_ATTEMPT``: k;
    ``SUPERVISOR_RETRY_ATTEMPT``, ``SUPERVISOR_RETRY_OF``, ``SUPERVISOR_RETRY_AT`` for the
    retry planned), from which the backend tells retry runs (trigger ``retry``), and a
    notice ``retry 2 of 3 at 2026-12-04 14:05:00 UTC`` among the run's logs.
 
 What it cannot change on systemd 252: the pause of a SCHEDULE is counted from the end of
-each run, this step included (a few hundred milliseconds), and the retry timer does not
-survive a reboot (the timers start at boot, as after any stop).
+each run, this step included (a few hundred milliseconds). By design the retry timer does
+not survive a reboot, as a planned retry does not survive a restart of the manager: the
+timers start at boot and the next run is a first try.
 
 May import ``systemctl`` (the systemd seam, exits), ``journal``, ``definitions``,
-``records``, ``manager.machine`` (the retry rule) and the standard library: it starts
-after every run, so it keeps off jinja2, the store and the registry.
+``records``, ``core.retries`` (the retry rule, the manager's too) and the standard
+library: it starts after every run, so it keeps off jinja2, the store, the registry, the
+manager and croniter (``bench/bench_systemd_retry_start.py`` measures it).
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ from typing import Final
 from supervisor.core.definitions import Settings
 from supervisor.core.errors import BackendError
 from supervisor.core.records import Outcome
-from supervisor.manager.machine import RETRIED_OUTCOMES, retry_wait
+from supervisor.core.retries import next_try
 from supervisor.systemd import journal
 from supervisor.systemd.systemctl import (
     RETRY_ROLE,
@@ -141,22 +143,19 @@ def after_run(
         status=end.exit_status,
         command_runner=command_runner,
     )
-    if (
-        outcome not in RETRIED_OUTCOMES
-        or attempt >= settings.retries
-        or settings.disabled
-        or _stopping(systemd, service)
-    ):
+    retry = next_try(settings, outcome=outcome, attempt=attempt)
+    if retry is None or _stopping(systemd, service):
         return Decided(attempt=attempt, outcome=outcome)
-    wait = retry_wait(settings, attempt + 1)
     systemd.transient_timer(
         name,
-        description=retry_description(attempt + 1, settings.retries, scheduler_id),
+        description=retry_description(retry.attempt, settings.retries, scheduler_id),
         command=["systemctl", "start", "--no-block", service],
-        on_active=wait,
+        on_active=retry.wait,
         remain_after_exit=True,  # so the next run's step sees that it fired
     )
-    return Decided(attempt=attempt, outcome=outcome, planned=attempt + 1, planned_at=now + wait)
+    return Decided(
+        attempt=attempt, outcome=outcome, planned=retry.attempt, planned_at=now + retry.wait
+    )
 
 
 def _stopping(systemd: Systemd, service: str) -> bool:

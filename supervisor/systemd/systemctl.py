@@ -1,6 +1,6 @@
 """The command seam of systemd mode: ``systemctl``, ``journalctl`` and ``systemd-run``
 through one ``CommandRunner``, ``systemctl show``'s values, how systemd tells a run's end,
-and the names of a scheduler's transient timers.
+and the names of a scheduler's pause and retry timers.
 
 Light on purpose: ``systemd.retry`` runs after every run of a scheduler with retries (as
 ``ExecStopPost=``), and its start-up delays each retry and each SCHEDULE's pause; this
@@ -286,9 +286,10 @@ def outcome_of_exit(
 
 
 def transient_unit(service: str, role: str) -> str:
-    """The name (without suffix) of a scheduler's transient timer and its service, which
-    ``systemd-run`` makes: ``<stem>:resume`` ends a pause, ``<stem>:retry`` starts a retry.
-    No scheduler's units can have it: IDs hold no ``:``."""
+    """The name (without suffix) of a timer of a scheduler's and its service that its
+    units do not hold: ``<stem>:resume`` ends a pause (unit files written at the pause:
+    ``resume``), ``<stem>:retry`` starts a retry (transient, ``systemd-run``). No
+    scheduler's units can have it: IDs hold no ``:``."""
     return f"{service.removesuffix('.service')}:{role}"
 
 

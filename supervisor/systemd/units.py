@@ -52,7 +52,7 @@ import os
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from importlib.resources.abc import Traversable
 from pathlib import Path
 
@@ -476,9 +476,10 @@ def render_service_dropin(options: Options, settings: Settings) -> str:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RetryHandler:
-    """How a service's retries drop-in runs ``supervisor.systemd.retry``: ``python``
-    (absolute) with ``package_dir`` first on ``sys.path`` (None: ``-m``, from the
-    service's ``PYTHONPATH``)."""
+    """How systemd runs our light steps, ``supervisor.systemd.retry`` (the retries
+    drop-in, after each run) and ``supervisor.systemd.resume`` (the end of a pause):
+    ``python`` (absolute) with ``package_dir`` first on ``sys.path`` (None: ``-m``, from
+    the service's ``PYTHONPATH``, or the interpreter's own packages for the resume)."""
 
     python: str
     package_dir: str | None = None
@@ -499,19 +500,8 @@ def render_retry_dropin(
     check_settings_for_kind(options.kind, settings)
     if settings.retries < 1 or settings.disabled:
         return None
-    quote_executable(handler.python)
-    _check_path("python", handler.python)
-    if handler.package_dir is None:
-        entry = ["-m", "supervisor.systemd.retry"]
-    else:
-        _check_path("package_dir", handler.package_dir)
-        entry = [
-            "-c",
-            f"import sys; sys.path.insert(0, {handler.package_dir!r}); "
-            "from supervisor.systemd.retry import main; sys.exit(main(sys.argv[1:]))",
-        ]
     arguments = [
-        *entry,
+        *_handler_entry(handler, "supervisor.systemd.retry"),
         "--scheduler",
         options.id,
         "--service",
@@ -529,6 +519,89 @@ def render_retry_dropin(
         retries=settings.retries,
         retry_delay=settings.retry_delay,
     )
+
+
+def _handler_entry(handler: RetryHandler, module: str) -> list[str]:
+    """The interpreter arguments that run ``module``'s ``main`` with ``handler``."""
+    quote_executable(handler.python)
+    _check_path("python", handler.python)
+    if handler.package_dir is None:
+        return ["-m", module]
+    _check_path("package_dir", handler.package_dir)
+    return [
+        "-c",
+        f"import sys; sys.path.insert(0, {handler.package_dir!r}); "
+        f"from {module} import main; sys.exit(main(sys.argv[1:]))",
+    ]
+
+
+def calendar_second(moment: datetime) -> str:
+    """``moment`` as a one-time ``OnCalendar=`` value in UTC, rounded up to the second."""
+    if moment.tzinfo is None:
+        raise ValueError("the end of a pause needs a time zone")
+    moment = moment.astimezone(UTC)
+    if moment.microsecond:
+        moment = moment.replace(microsecond=0) + timedelta(seconds=1)
+    return f"{moment:%Y-%m-%d %H:%M:%S} UTC"
+
+
+def render_resume_units(
+    options: Options,
+    *,
+    service: str,
+    timers: Sequence[str],
+    until: datetime,
+    handler: RetryHandler,
+    runtime: bool,
+) -> list[UnitFile]:
+    """The timer and service that end a timed pause of ``options`` at ``until``
+    (``<stem>:resume.timer``, ``<stem>:resume.service``), written next to the scheduler's
+    units while the pause holds: the timer fires at ``until`` and whenever it starts (so
+    at every boot), and the service runs ``supervisor.systemd.resume``, which enables and
+    starts ``timers`` (disabled for the pause) once ``until`` has come. ``runtime``: the
+    timers are enabled with ``--runtime`` (units in ``/run``)."""
+    if not timers:
+        raise ValueError(f"scheduler {options.id} has no timers to resume")
+    stem = service.removesuffix(".service")
+    name = f"{stem}:resume"
+    at = calendar_second(until)
+    description = f"End of the pause of scheduler {options.id} ({at})"
+    arguments = [
+        *_handler_entry(handler, "supervisor.systemd.resume"),
+        "--scheduler",
+        options.id,
+        "--service",
+        service,
+        "--until-us",
+        str(round(until.timestamp() * 1_000_000)),
+        *(["--runtime"] if runtime else []),
+        *timers,
+    ]
+    header = comment(
+        f"Pause of scheduler {options.id}, written by sched-supervisor; removed when the "
+        "pause ends or is cancelled (resume, stop, disable, uninstall-units)."
+    )
+    return [
+        UnitFile(
+            name=f"{name}.timer",
+            text=_template("resume-timer.j2").render(
+                header=header,
+                description=description,
+                service=f"{name}.service",
+                on_calendar=at,
+                accuracy=ACCURACY,
+            ),
+        ),
+        UnitFile(
+            name=f"{name}.service",
+            text=_template("resume-service.j2").render(
+                header=header,
+                description=description,
+                executable=handler.python,
+                arguments=arguments,
+            ),
+        ),
+    ]
 
 
 def dst_warnings(
