@@ -122,7 +122,7 @@ def main() -> None:
     print(f"{args.schedulers} waiting schedulers, medians of {args.rounds} alternated rounds")
     print(
         f"{'':<20} {'start s':>8} {'spares ready s':>15} {'spares':>7} {'manager rss MB':>15}"
-        f" {'servers pss MB':>15} {'spares pss MB':>14}"
+        f" {'servers pss MB':>15} {'spares pss MB':>14} {'together MB':>12}"
     )
     for spares, name in ((True, "with the spare pool"), (False, "without")):
         got = rows[spares]
@@ -134,6 +134,7 @@ def main() -> None:
             f"{name:<20} {med([r.start for r in got]):8.2f} {med([r.ready for r in got]):15.2f}"
             f" {med([r.spares for r in got]):7.0f} {med([r.manager_rss for r in got]):15.1f}"
             f" {med([r.servers_pss for r in got]):15.1f} {med([r.spares_pss for r in got]):14.1f}"
+            f" {med([r.servers_pss + r.spares_pss for r in got]):12.1f}"
         )
 
 
