@@ -56,6 +56,10 @@ def test_runs_in_progress_spread_over_every_server() -> None:
     try:
         servers = launcher.server_pids
         assert len(set(servers)) == 2
+        wait_for(
+            lambda: all(len(s.ready_spares()) == SPARES // 2 for s in launcher._servers),
+            what="the spares",
+        )
         runs = [launcher.spawn(new_job("cooperative")) for _ in range(4)]
         try:
             parents = [parent_of(run) for run in runs]
@@ -113,6 +117,33 @@ def test_a_changed_app_replaces_every_server_before_the_next_run(tmp_path: Path)
         assert not old & set(launcher.server_pids)
         for pid in old:
             wait_for(lambda pid=pid: not psutil.pid_exists(pid), what="an old server to exit")
+    finally:
+        launcher.close()
+
+
+def test_runs_go_to_a_server_with_a_spare_ready_rather_than_wait_for_a_stopped_one() -> None:
+    launcher = ForkServerLauncher(APP, cwd=str(ROOT), servers=2)
+    launcher.start()
+    try:
+        stopped, other = launcher._servers
+        wait_for(
+            lambda: all(len(s.ready_spares()) == SPARES // 2 for s in (stopped, other)),
+            what="the spares",
+        )
+        os.kill(stopped.pid, signal.SIGSTOP)
+        try:
+            while (spare := stopped.take_spare(timeout=0)) is not None:
+                spare.close()  # used up, and no new ones while it is stopped
+            runs = [launcher.spawn(new_job("cooperative")) for _ in range(3)]
+            try:
+                parents = [parent_of(run) for run in runs]
+            finally:
+                os.kill(stopped.pid, signal.SIGCONT)
+                outcomes = [stop(run) for run in runs]
+        finally:
+            os.kill(stopped.pid, signal.SIGCONT)
+        assert parents == [other.pid] * 3
+        assert outcomes == [Outcome.CANCELLED] * 3
     finally:
         launcher.close()
 

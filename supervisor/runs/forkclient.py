@@ -475,6 +475,13 @@ class ServerHandle:
                     break
             return self._ready.pop(0) if self._ready else None
 
+    def ready_count(self) -> int:
+        """How many spares are ready now (what waits on the socket filed first; never
+        blocks)."""
+        with self._answered:
+            self._read_waiting_locked()
+            return len(self._ready)
+
     def ready_spares(self) -> list[Spare]:
         """The spares ready now, the next one to be taken first (for tests, diagnostics)."""
         with self._answered:

@@ -581,18 +581,19 @@ class ForkServerLauncher:
         return server, server.take_spare()
 
     def _pick(self) -> ServerHandle:
-        """The current server with the fewest runs in progress (lock held); among equals,
-        the next in turn, so that runs (and the spares they use) spread over all."""
+        """The current server with the fewest runs in progress among those with a spare
+        ready, else among all (lock held): a server slow to fork its spares (starved of
+        CPU, stopped) is not waited for while another has one. Among equals, the next in
+        turn, so that runs (and the spares they use) spread over all."""
         servers = self._servers
         count = len(servers)
         start = self._turn % count
         self._turn = start + 1
-        best = servers[start]
-        for offset in range(1, count):
-            server = servers[(start + offset) % count]
-            if server.live < best.live:
-                best = server
-        return best
+        if count == 1:
+            return servers[0]
+        ordered = [servers[(start + offset) % count] for offset in range(count)]
+        ready = [server for server in ordered if server.ready_count()]
+        return min(ready or ordered, key=lambda server: server.live)
 
     def _start_on_spare(
         self, server: ServerHandle, spare: Spare, job: Job, pipes: RunPipes
