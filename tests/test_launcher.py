@@ -523,7 +523,7 @@ def test_a_run_survives_a_restart_of_the_fork_server(tmp_path: Path) -> None:
             'info("version", version=VERSION)\n    while ctx.sleep(0.05):\n        pass',
         )
     )
-    made = ForkServerLauncher("survive_app:cfg", sys_path=[str(tmp_path)])
+    made = ForkServerLauncher("survive_app:cfg", sys_path=[str(tmp_path)], servers=1)
     made.start()
     try:
         old_server = made.server_pid
@@ -543,7 +543,7 @@ def test_a_run_survives_a_restart_of_the_fork_server(tmp_path: Path) -> None:
 
 
 def test_a_run_outlives_its_killed_fork_server_which_is_replaced() -> None:
-    made = ForkServerLauncher(APP, cwd=str(ROOT))
+    made = ForkServerLauncher(APP, cwd=str(ROOT), servers=1)
     made.start()
     try:
         process = made.spawn(new_job("cooperative"))
@@ -574,12 +574,12 @@ def test_a_run_starts_on_a_spare_while_the_fork_server_is_stopped(cgroups: bool)
     """A start on a spare asks the server nothing: it goes ahead with the server stopped
     (SIGSTOP), and the run's end is told once the server goes on."""
     made = ForkServerLauncher(
-        APP, cwd=str(ROOT), containment=None if cgroups else Containment(None)
+        APP, cwd=str(ROOT), containment=None if cgroups else Containment(None), servers=1
     )
     made.start()
     try:
-        handle, server = made._server, made.server_pid
-        assert handle is not None and server is not None
+        handle, server = made._servers[0], made.server_pid
+        assert server is not None
         spare = wait_for(lambda: handle.ready_spares(), what="a spare")[0]
         os.kill(server, signal.SIGSTOP)
         try:

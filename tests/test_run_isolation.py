@@ -95,7 +95,7 @@ def alive(pid: int, start_ticks: int | None = None) -> bool:
 @contextmanager
 def fork_server() -> Iterator[tuple[ForkServerLauncher, int]]:
     """A started fork-server launcher of the hostile app, and its server's pid; closed after."""
-    launcher = ForkServerLauncher(APP, cwd=str(ROOT))
+    launcher = ForkServerLauncher(APP, cwd=str(ROOT), servers=1)
     launcher.start()
     try:
         server = launcher.server_pid
@@ -210,7 +210,7 @@ def test_a_run_whose_server_died_can_still_be_stopped_and_killed(release: Path) 
 
 
 def test_close_kills_runs_whose_server_died(release: Path) -> None:
-    launcher = ForkServerLauncher(APP, cwd=str(ROOT))
+    launcher = ForkServerLauncher(APP, cwd=str(ROOT), servers=1)
     launcher.start()
     closed = False
     try:
@@ -265,8 +265,7 @@ def test_a_process_that_leaves_the_session_and_clears_its_environment_is_killed(
 
 def spares_in_place(launcher: ForkServerLauncher) -> list[Any]:
     """The spare cgroups of the current server, once each holds its spare process."""
-    server = launcher._server
-    assert server is not None
+    server = launcher._servers[0]
     spares = [spare.cgroup for spare in server.ready_spares()]
     return spares if spares and all(c is not None and c.pids() for c in spares) else []
 
@@ -276,7 +275,7 @@ def test_a_run_taking_over_a_spare_is_contained_and_a_dead_spare_is_replaced(
     into_cgroup: bool,
 ) -> None:
     # Spares forked into their cgroups (clone3), or joining them after fork.
-    launcher = ForkServerLauncher(APP, cwd=str(ROOT), into_cgroup=into_cgroup)
+    launcher = ForkServerLauncher(APP, cwd=str(ROOT), into_cgroup=into_cgroup, servers=1)
     launcher.start()
     try:
         if launcher.containment == PROCESS_GROUP:
@@ -309,7 +308,7 @@ def test_a_run_taking_over_a_spare_is_contained_and_a_dead_spare_is_replaced(
 
 def test_without_a_cgroup_the_marker_sweep_cannot_find_such_a_process() -> None:
     """What the cgroup is for: the same escape outlives a run contained by group only."""
-    launcher = ForkServerLauncher(APP, cwd=str(ROOT), containment=Containment(None))
+    launcher = ForkServerLauncher(APP, cwd=str(ROOT), containment=Containment(None), servers=1)
     launcher.start()
     pid = start = 0
     try:
@@ -330,7 +329,7 @@ HOST = textwrap.dedent(
     import json, sys, threading
     from supervisor.runs.launcher import ForkServerLauncher, Job
 
-    launcher = ForkServerLauncher("tests.apps.hostile:cfg")
+    launcher = ForkServerLauncher("tests.apps.hostile:cfg", servers=1)
     launcher.start()
     process = launcher.spawn(Job(scheduler_id="escape", run_id=sys.argv[1], trigger="hang"))
     print(json.dumps({"server": launcher.server_pid, "containment": launcher.containment}))
@@ -385,7 +384,7 @@ def test_the_next_start_sweeps_run_cgroups_left_by_kill_9_of_manager_and_server(
     wait_for(lambda: not alive(first["server"]), what="the server to die")
     assert alive(escaped["pid"], escaped["start"])
 
-    launcher = ForkServerLauncher(APP, cwd=str(ROOT))
+    launcher = ForkServerLauncher(APP, cwd=str(ROOT), servers=1)
     launcher.start()
     try:
         wait_for(
@@ -488,7 +487,7 @@ def test_close_during_a_blocked_start_returns_promptly(tmp_path: Path, kind: str
 def test_a_spawn_cancelled_while_the_changed_app_loads_gives_up(tmp_path: Path) -> None:
     module = tmp_path / "slow_reload_app.py"
     module.write_text(RELOAD_APP.format(version="one", extra=""))
-    launcher = ForkServerLauncher("slow_reload_app:cfg", sys_path=[str(tmp_path)])
+    launcher = ForkServerLauncher("slow_reload_app:cfg", sys_path=[str(tmp_path)], servers=1)
     launcher.start()
     try:
         module.write_text(RELOAD_APP.format(version="two", extra="import time; time.sleep(120)"))
@@ -534,7 +533,7 @@ def test_a_change_within_the_same_second_keeping_the_size_is_seen(tmp_path: Path
     # A bytecode cache for this content, as an earlier import leaves it: it records the
     # source's mtime in whole seconds and its size.
     py_compile.compile(str(helper), invalidation_mode=py_compile.PycInvalidationMode.TIMESTAMP)
-    launcher = ForkServerLauncher("same_second_app:cfg", sys_path=[str(tmp_path)])
+    launcher = ForkServerLauncher("same_second_app:cfg", sys_path=[str(tmp_path)], servers=1)
     launcher.start()
     try:
 

@@ -171,6 +171,31 @@ class ServerHandle:
         caller made), it tries forking into it once and says how runs get into their
         cgroups (``placement``). Raises ``AppLoadError``, ``BackendError`` or
         ``StartCancelled``."""
+        server = cls.launch(
+            spawner,
+            app_spec=app_spec,
+            python=python,
+            cwd=cwd,
+            paths=paths,
+            probe_cgroup=probe_cgroup,
+        )
+        server.await_ready(app_spec, timeout=timeout, cancelled=cancelled)
+        return server
+
+    @classmethod
+    def launch(
+        cls,
+        spawner: Spawner,
+        *,
+        app_spec: str,
+        python: str,
+        cwd: str | None,
+        paths: Sequence[str],
+        probe_cgroup: str | None = None,
+    ) -> ServerHandle:
+        """Start a server's process, not waiting for it to import the app (servers
+        launched together import it at the same time): ``await_ready`` next. Raises
+        ``BackendError``."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         env = {k: v for k, v in os.environ.items() if k != MARKER_ENV}
         env[MARKER_ENV] = procs.MARKER_PLACEHOLDER  # last: overwritten in place per run
@@ -208,13 +233,16 @@ class ServerHandle:
             raise BackendError(f"cannot start the fork server: {error}") from error
         finally:
             theirs.close()
-        server = cls(popen, ours)
+        return cls(popen, ours)
+
+    def await_ready(self, app_spec: str, *, timeout: float, cancelled: Callable[[], bool]) -> None:
+        """Wait for a launched server to have imported the app (killed if it fails).
+        Raises ``AppLoadError``, ``BackendError`` or ``StartCancelled``."""
         try:
-            server._handshake(app_spec, timeout, cancelled)
+            self._handshake(app_spec, timeout, cancelled)
         except BaseException:
-            server.kill()
+            self.kill()
             raise
-        return server
 
     def _handshake(self, app_spec: str, timeout: float, cancelled: Callable[[], bool]) -> None:
         poller = select.poll()
@@ -255,6 +283,10 @@ class ServerHandle:
     def stale(self) -> bool:
         """Has a module file of the app changed since the server imported it?"""
         return any(stamp.changed() for stamp in self.modules)
+
+    def module_dirs(self) -> set[str]:
+        """The directories of the app's module files (to watch for changes)."""
+        return {os.path.dirname(stamp.path) for stamp in self.modules}
 
     def digests(self) -> tuple[str, ...]:
         return tuple(stamp.digest() for stamp in self.modules)
@@ -442,6 +474,13 @@ class ServerHandle:
                 except (OSError, ProtocolError):
                     break
             return self._ready.pop(0) if self._ready else None
+
+    def ready_count(self) -> int:
+        """How many spares are ready now (what waits on the socket filed first; never
+        blocks)."""
+        with self._answered:
+            self._read_waiting_locked()
+            return len(self._ready)
 
     def ready_spares(self) -> list[Spare]:
         """The spares ready now, the next one to be taken first (for tests, diagnostics)."""
