@@ -3,6 +3,7 @@ alone, a changed app replaces them all, and the spare margin is shared between t
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
@@ -12,6 +13,7 @@ from pathlib import Path
 import psutil
 
 from supervisor.core.records import Outcome
+from supervisor.runs.exits import Exit
 from supervisor.runs.forklauncher import SPARES, ForkServerLauncher
 from supervisor.runs.job import Job
 from supervisor.runs.supervision import RunProcess
@@ -159,6 +161,92 @@ def test_the_spare_margin_is_shared_between_the_servers() -> None:
         )
     finally:
         launcher.close()
+
+
+def forker_of(server: int) -> int | None:
+    """The fork server's forker: its child that does not lead a session (runs and spares
+    do)."""
+    for child in psutil.Process(server).children():
+        try:
+            if os.getsid(child.pid) != child.pid:
+                return child.pid
+        except OSError:
+            continue
+    return None
+
+
+def test_each_server_has_its_own_forker_and_forks_spares_itself_once_it_is_killed() -> None:
+    launcher = ForkServerLauncher(APP, cwd=str(ROOT), servers=2)
+    launcher.start()
+    try:
+        servers = launcher.server_pids
+        forkers = [
+            wait_for(lambda server=server: forker_of(server), what="a server's forker")
+            for server in servers
+        ]
+        assert len(set(forkers)) == 2
+        assert [psutil.Process(forker).ppid() for forker in forkers] == list(servers)
+        for forker in forkers:
+            os.kill(forker, signal.SIGKILL)
+        for forker in forkers:
+            wait_for(lambda forker=forker: not psutil.pid_exists(forker), what="its reaping")
+        # Spares used up and made anew on both servers, by the servers themselves now.
+        for _ in range(2):
+            runs = [launcher.spawn(new_job("cooperative")) for _ in range(SPARES)]
+            try:
+                parents = [parent_of(run) for run in runs]
+            finally:
+                outcomes = [stop(run) for run in runs]
+            assert set(parents) == set(servers)
+            assert outcomes == [Outcome.CANCELLED] * SPARES
+        assert launcher.server_pids == servers
+        assert launcher.restarts == 0
+    finally:
+        launcher.close()
+
+
+def test_close_kills_the_runs_of_a_stopped_server_it_had_to_kill() -> None:
+    """A server that does not exit in time (stopped) is killed, and cannot kill its runs
+    itself then: the launcher kills them."""
+    launcher = ForkServerLauncher(APP, cwd=str(ROOT), servers=2)
+    launcher.start()
+    closed = False
+    try:
+        runs = [launcher.spawn(new_job("cooperative")) for _ in range(2)]
+        parents = [parent_of(run) for run in runs]
+        assert sorted(parents) == sorted(launcher.server_pids)  # one on each
+        sinks = [Collector() for _ in runs]
+        exits: list[list[Exit]] = [[], []]
+        threads = [
+            threading.Thread(
+                target=lambda i=i: exits[i].append(
+                    runs[i].supervise(sink=sinks[i], timeout=60, cancel=threading.Event())
+                ),
+                daemon=True,
+            )
+            for i in range(2)
+        ]
+        for thread in threads:
+            thread.start()
+        for sink in sinks:
+            wait_for(lambda sink=sink: "waiting" in sink.messages(), what="the runs to wait")
+        stopped = parents[0]
+        os.kill(stopped, signal.SIGSTOP)
+        launcher.close(timeout=1.0)
+        closed = True
+        assert not psutil.pid_exists(stopped) or _zombie(stopped)
+        for thread in threads:
+            thread.join(30)
+        assert [len(e) for e in exits] == [1, 1]
+        assert [(e[0].outcome, e[0].signal) for e in exits] == [
+            (Outcome.CRASHED, signal.SIGKILL)
+        ] * 2
+        assert not [run.pid for run in runs if psutil.pid_exists(run.pid) and not _zombie(run.pid)]
+    finally:
+        if not closed:
+            with contextlib.suppress(OSError):
+                os.kill(launcher.server_pids[0], signal.SIGCONT)
+            launcher.close()
 
 
 def _zombie(pid: int) -> bool:

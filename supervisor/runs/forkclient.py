@@ -547,10 +547,11 @@ class ServerHandle:
         self.popen.wait()
         procs.disown_child(self.pid)
 
-    def close(self, *, timeout: float = SERVER_EXIT_SECONDS) -> None:
-        """Ask the server to exit (it kills its runs), wait for it, and reap it."""
+    def close(self, *, timeout: float = SERVER_EXIT_SECONDS) -> bool:
+        """Ask the server to exit (it kills its runs), wait for it, and reap it; True if
+        it had to be killed (see ``wait_closed``)."""
         self.request_exit()
-        self.wait_closed(time.monotonic() + timeout)
+        return self.wait_closed(time.monotonic() + timeout)
 
     def request_exit(self) -> None:
         """Ask the server to exit (it kills its runs first); see ``wait_closed``."""
@@ -562,11 +563,16 @@ class ServerHandle:
         with contextlib.suppress(OSError):
             self.sock.close()
 
-    def wait_closed(self, deadline: float) -> None:
-        """Wait for the server to exit until ``deadline`` (monotonic), then kill it; reap."""
+    def wait_closed(self, deadline: float) -> bool:
+        """Wait for the server to exit until ``deadline`` (monotonic), then kill it; reap.
+        True if it had to be killed (stopped, say): its runs in progress were not killed
+        by it then, and are the caller's to kill."""
+        killed = False
         try:
             self.popen.wait(max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             self.popen.kill()
             self.popen.wait()
+            killed = True
         procs.disown_child(self.pid)
+        return killed

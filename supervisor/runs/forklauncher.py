@@ -417,7 +417,8 @@ class ForkServerLauncher:
     def close(self, *, timeout: float = SERVER_EXIT_SECONDS) -> None:
         """Stop every fork server (their runs in progress are killed, and so are runs
         whose server died), within ``timeout`` seconds in all; a start in progress in
-        another thread gives up promptly."""
+        another thread gives up promptly. A server that does not exit in time (stopped,
+        say) is killed, and its runs are killed here."""
         self._closing.set()
         deadline = time.monotonic() + timeout
         with self._lock:
@@ -428,15 +429,20 @@ class ForkServerLauncher:
                 self._watch = None
             self._draining = []
             spawner, self._spawner = self._spawner, None
-            orphans = [run for run in self._runs if run.orphaned]
+            runs = list(self._runs)
             for server in servers:
                 self._drop_spares(server)
+        orphans = [run for run in runs if run.orphaned]
         for server in servers:
             server.request_exit()
         for run in orphans:
             run.kill()
-        for server in servers:
-            server.wait_closed(deadline)
+        # Every server was asked at once: they exit side by side, so one stopped server
+        # uses up the deadline only for itself.
+        killed = [server for server in servers if server.wait_closed(deadline)]
+        for run in runs:
+            if run.server in killed:
+                run.kill()
         if spawner is not None:
             spawner.close()
         if self._containment is not None:
