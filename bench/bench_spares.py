@@ -3,17 +3,20 @@
 The launcher keeps ``SPARES`` spare processes (each in its own cgroup where runs get
 cgroups) more than it has runs in progress, shared between its fork servers. With every
 scheduler waiting (start delay one hour) there are no runs, so the pool is ``SPARES``
-processes. Rows: the service with its spare pool, and the same service with the pool
-turned off (``_top_up`` does nothing), alternated ``--rounds`` times on a shared
-machine. Figures: how long ``Service.start`` took, how long until every spare was
-forked, and memory: the manager's RSS, the fork servers' and the spares' PSS (their
-pages are shared copy-on-write; PSS divides each shared page between its sharers).
+processes. Rows: the service with its spare pool (the default fork servers, one per
+core, and one server only), and the same service with the pool turned off (``_top_up``
+does nothing), alternated ``--rounds`` times on a shared machine. Figures: how long
+``Service.start`` took, how long until every spare was forked, and memory: the
+manager's RSS, the fork servers' PSS (with their forkers') and the spares' (their pages
+are shared copy-on-write; PSS divides each shared page between its sharers).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import math
+import os
 import shutil
 import statistics
 import time
@@ -37,11 +40,12 @@ for i in range({count}):
 
 @dataclass(frozen=True)
 class Row:
+    servers: int  # fork servers
     start: float  # seconds in Service.start
     ready: float  # seconds from the call until every spare was forked
     spares: int  # spare processes
     manager_rss: float  # MB
-    servers_pss: float  # MB, all fork servers
+    servers_pss: float  # MB, all fork servers and their forkers
     spares_pss: float  # MB, all spares
 
 
@@ -64,6 +68,37 @@ def _servers(me: psutil.Process) -> list[psutil.Process]:
     return found
 
 
+def _spares_and_forkers(
+    servers: list[psutil.Process],
+) -> tuple[list[psutil.Process], list[psutil.Process]]:
+    """The servers' children: spares (each leads its session), and forkers (the rest)."""
+    spares, forkers = [], []
+    for server in servers:
+        with contextlib.suppress(psutil.Error):
+            for child in server.children():
+                try:
+                    leads = os.getsid(child.pid) == child.pid
+                except OSError:
+                    continue
+                (spares if leads else forkers).append(child)
+    return spares, forkers
+
+
+@contextlib.contextmanager
+def _fork_servers(count: int | None) -> Iterator[None]:
+    """The launcher the service makes runs ``count`` fork servers (None: its default)."""
+    defaults = forklauncher.ForkServerLauncher.__init__.__kwdefaults__
+    if count is None or defaults is None:
+        yield
+        return
+    before = defaults["servers"]
+    defaults["servers"] = count
+    try:
+        yield
+    finally:
+        defaults["servers"] = before
+
+
 def _pss(processes: list[psutil.Process]) -> float:
     total = 0
     for process in processes:
@@ -72,15 +107,15 @@ def _pss(processes: list[psutil.Process]) -> float:
     return total / 2**20
 
 
-def measure(count: int, *, spares: bool, round_: int) -> Row:
+def measure(count: int, *, spares: bool, servers: int | None, round_: int) -> Row:
     work = temp_dir("bench-spares-")
     try:
-        module = f"spares_app_{int(spares)}_{round_}"
+        module = f"spares_app_{int(spares)}_{servers or 0}_{round_}"
         spec = write_app(work / "app", module, APP.format(count=count))
-        expected = forklauncher.SPARES if spares else 0
         with contextlib.ExitStack() as stack:
             if not spares:
                 stack.enter_context(_no_spares())
+            stack.enter_context(_fork_servers(servers))
             began = time.monotonic()
             service = start_service(spec, work / "state")
             started = time.monotonic() - began
@@ -88,20 +123,24 @@ def measure(count: int, *, spares: bool, round_: int) -> Row:
             try:
                 deadline = time.monotonic() + 30
                 while True:
-                    servers = _servers(me)
-                    pool = [c for s in servers for c in s.children()]
+                    found = _servers(me)
+                    pool, forkers = _spares_and_forkers(found)
+                    # Each server keeps its share of the margin, rounded up.
+                    share = math.ceil(forklauncher.SPARES / max(1, len(found)))
+                    expected = len(found) * share if spares else 0
                     if len(pool) >= expected or time.monotonic() > deadline:
                         break
                     time.sleep(0.002)
                 ready = time.monotonic() - began
                 time.sleep(0.5)  # let the spares settle (their first pages written)
-                pool = [c for s in servers for c in s.children()]
+                pool, forkers = _spares_and_forkers(found)
                 return Row(
+                    servers=len(found),
                     start=started,
                     ready=ready,
                     spares=len(pool),
                     manager_rss=me.memory_info().rss / 2**20,
-                    servers_pss=_pss(servers),
+                    servers_pss=_pss(found + forkers),
                     spares_pss=_pss(pool),
                 )
             finally:
@@ -115,25 +154,34 @@ def main() -> None:
     parser.add_argument("--schedulers", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    rows: dict[bool, list[Row]] = {True: [], False: []}
+    kinds: list[tuple[str, bool, int | None]] = [
+        ("spare pool", True, None),
+        ("pool, one server", True, 1),
+        ("without the pool", False, None),
+    ]
+    rows: dict[str, list[Row]] = {name: [] for name, _, _ in kinds}
     for round_ in range(args.rounds):
-        for spares in (True, False):
-            rows[spares].append(measure(args.schedulers, spares=spares, round_=round_))
+        for name, spares, servers in kinds:
+            rows[name].append(
+                measure(args.schedulers, spares=spares, servers=servers, round_=round_)
+            )
     print(f"{args.schedulers} waiting schedulers, medians of {args.rounds} alternated rounds")
     print(
-        f"{'':<20} {'start s':>8} {'spares ready s':>15} {'spares':>7} {'manager rss MB':>15}"
-        f" {'servers pss MB':>15} {'spares pss MB':>14} {'together MB':>12}"
+        f"{'':<18} {'servers':>7} {'start s':>8} {'spares ready s':>15} {'spares':>7}"
+        f" {'manager rss MB':>15} {'servers pss MB':>15} {'spares pss MB':>14}"
+        f" {'together MB':>12}"
     )
-    for spares, name in ((True, "with the spare pool"), (False, "without")):
-        got = rows[spares]
 
-        def med(values: list[float]) -> float:
-            return statistics.median(values)
+    def med(values: list[float]) -> float:
+        return statistics.median(values)
 
+    for name, _, _ in kinds:
+        got = rows[name]
         print(
-            f"{name:<20} {med([r.start for r in got]):8.2f} {med([r.ready for r in got]):15.2f}"
-            f" {med([r.spares for r in got]):7.0f} {med([r.manager_rss for r in got]):15.1f}"
-            f" {med([r.servers_pss for r in got]):15.1f} {med([r.spares_pss for r in got]):14.1f}"
+            f"{name:<18} {med([r.servers for r in got]):7.0f} {med([r.start for r in got]):8.2f}"
+            f" {med([r.ready for r in got]):15.2f} {med([r.spares for r in got]):7.0f}"
+            f" {med([r.manager_rss for r in got]):15.1f} {med([r.servers_pss for r in got]):15.1f}"
+            f" {med([r.spares_pss for r in got]):14.1f}"
             f" {med([r.servers_pss + r.spares_pss for r in got]):12.1f}"
         )
 
