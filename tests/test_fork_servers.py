@@ -212,6 +212,10 @@ def test_close_kills_the_runs_of_a_stopped_server_it_had_to_kill() -> None:
     launcher.start()
     closed = False
     try:
+        wait_for(
+            lambda: all(len(s.ready_spares()) == SPARES // 2 for s in launcher._servers),
+            what="the spares",
+        )
         runs = [launcher.spawn(new_job("cooperative")) for _ in range(2)]
         parents = [parent_of(run) for run in runs]
         assert sorted(parents) == sorted(launcher.server_pids)  # one on each
@@ -244,8 +248,9 @@ def test_close_kills_the_runs_of_a_stopped_server_it_had_to_kill() -> None:
         assert not [run.pid for run in runs if psutil.pid_exists(run.pid) and not _zombie(run.pid)]
     finally:
         if not closed:
-            with contextlib.suppress(OSError):
-                os.kill(launcher.server_pids[0], signal.SIGCONT)
+            for server in launcher.server_pids:
+                with contextlib.suppress(OSError):
+                    os.kill(server, signal.SIGCONT)
             launcher.close()
 
 
