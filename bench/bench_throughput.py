@@ -6,9 +6,11 @@ the same load with a fresh interpreter per run, and the floor: a bare ``fork`` +
 ``waitpid`` loop in a process that imported the same packages (what a run costs the OS,
 with no pipes, records or history), measured just before and after each row (the
 machine is shared: its load moves). Rows: with cgroups (forked into them with clone3),
-without cgroups, and with cgroups joined after fork (the fallback); 1 and 8 schedulers.
-CPU ms per run is the sum over the manager, the fork server and the runs (what the load
-of the machine moves least), then split between them while the service ran.
+without cgroups, and with cgroups joined after fork (the fallback); 1 and 8 schedulers;
+and with one fork server only (the launcher runs one per core), to compare with.
+CPU ms per run is the sum over the manager, the fork servers and the runs (what the load
+of the machine moves least), then split between them while the service ran (the fork
+servers' column counts their forkers too).
 Targets: >= 200 runs/s; with the fork server >= 0.8x
 of the floor with one scheduler, >= 0.9x with eight.
 """
@@ -56,8 +58,19 @@ def measure(
     fork_server: bool,
     cgroups: bool = True,
     into_cgroup: bool = True,
+    servers: int | None = None,
 ) -> Row:
-    """One row: ``schedulers`` no-op schedulers for ``seconds``."""
+    """One row: ``schedulers`` no-op schedulers for ``seconds`` (``servers``: fork
+    servers, default the launcher's)."""
+    if servers is not None:
+        with _fork_servers(servers):
+            return measure(
+                schedulers,
+                seconds,
+                fork_server=fork_server,
+                cgroups=cgroups,
+                into_cgroup=into_cgroup,
+            )
     if not cgroups:
         with _without_cgroups():
             return measure(schedulers, seconds, fork_server=fork_server)
@@ -73,11 +86,11 @@ def measure(
         service = start_service(
             spec, work / "state", fork_server=fork_server, max_runs_per_scheduler=10**9
         )
-        server = _fork_server_pid()
-        server_before = _server_seconds(server)
+        server_pids = _fork_server_pids()
+        server_before = _server_seconds(server_pids)
         started = time.monotonic()
         time.sleep(seconds)
-        server_after = _server_seconds(server)
+        server_after = _server_seconds(server_pids)
         own = _own_seconds() - own_before
         service.close()
         elapsed = time.monotonic() - started
@@ -110,28 +123,58 @@ def _own_seconds() -> float:
     return times.user + times.system
 
 
-def _fork_server_pid() -> int | None:
-    """The fork server: the child of this process that runs ``runs.forkserver``."""
+def _fork_server_pids() -> list[int]:
+    """The fork servers: the children of this process that run ``runs.forkserver``."""
     from supervisor.runs import procs
 
+    found = []
     for pid in procs.children(os.getpid()):
         with contextlib.suppress(OSError):
             if b"runs.forkserver" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                return pid
-    return None
+                found.append(pid)
+    return found
 
 
-def _server_seconds(pid: int | None) -> tuple[float, float]:
-    """(the fork server's own CPU seconds, its reaped children's: the runs)."""
-    if pid is None:
-        return 0.0, 0.0
+def _server_seconds(pids: list[int]) -> tuple[float, float]:
+    """(the fork servers' own CPU seconds and their forkers', the servers' reaped
+    children's: the runs). A forker lives until its server closes, so its time is not
+    among the reaped children's until then."""
+    own = runs = 0.0
+    ticks = os.sysconf("SC_CLK_TCK")
+    for pid in pids:
+        fields = _stat(pid)
+        if fields is None:
+            continue
+        own += (int(fields[11]) + int(fields[12])) / ticks
+        runs += (int(fields[13]) + int(fields[14])) / ticks
+        for forker in _forkers_of(pid):
+            forker_fields = _stat(forker)
+            if forker_fields is not None:
+                own += (int(forker_fields[11]) + int(forker_fields[12])) / ticks
+    return own, runs
+
+
+def _stat(pid: int) -> list[bytes] | None:
+    """The fields of ``/proc/PID/stat`` after the command name (state first)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_bytes()
     except OSError:
-        return 0.0, 0.0
-    fields = stat[stat.rindex(b")") + 2 :].split()
-    ticks = os.sysconf("SC_CLK_TCK")
-    return (int(fields[11]) + int(fields[12])) / ticks, (int(fields[13]) + int(fields[14])) / ticks
+        return None
+    return stat[stat.rindex(b")") + 2 :].split()
+
+
+def _forkers_of(server: int) -> list[int]:
+    """The server's forker: its child that does not lead a session (runs and spares do)."""
+    try:
+        children = Path(f"/proc/{server}/task/{server}/children").read_text().split()
+    except OSError:
+        return []
+    found = []
+    for child in map(int, children):
+        fields = _stat(child)
+        if fields is not None and int(fields[3]) != child:
+            found.append(child)
+    return found
 
 
 def _cpu_seconds() -> float:
@@ -139,6 +182,23 @@ def _cpu_seconds() -> float:
     count once the server is reaped, at ``close``)."""
     times = os.times()
     return times.user + times.system + times.children_user + times.children_system
+
+
+@contextlib.contextmanager
+def _fork_servers(count: int) -> Iterator[None]:
+    """The launcher the service makes runs ``count`` fork servers."""
+    from supervisor.runs.forklauncher import ForkServerLauncher
+
+    defaults = ForkServerLauncher.__init__.__kwdefaults__
+    if defaults is None or "servers" not in defaults:  # a tree with one fork server only
+        yield
+        return
+    before = defaults["servers"]
+    defaults["servers"] = count
+    try:
+        yield
+    finally:
+        defaults["servers"] = before
 
 
 @contextlib.contextmanager
@@ -183,6 +243,9 @@ def main() -> None:
     parser.add_argument("--schedulers", type=int, default=8)
     parser.add_argument("--floor-seconds", type=float, default=1.5)
     parser.add_argument("--no-fresh", action="store_true", help="skip the fresh interpreter")
+    parser.add_argument(
+        "--quick", action="store_true", help="only the rows with cgroups forked into (clone3)"
+    )
     args = parser.parse_args()
     many = args.schedulers
     print(f"no-op runs end to end over {args.seconds:g} s; the floor (bare fork + waitpid)")
@@ -196,17 +259,26 @@ def main() -> None:
     rows: list[tuple[str, int, bool, bool, bool]] = [
         ("fork server, 1 scheduler", 1, True, True, True),
         (f"fork server, {many} schedulers", many, True, True, True),
+        ("one fork server only, 1 scheduler", 1, True, True, True),
+        (f"one fork server only, {many} schedulers", many, True, True, True),
         ("fork server, 1 scheduler, no cgroups", 1, True, False, True),
         (f"fork server, {many} schedulers, no cgroups", many, True, False, True),
         ("fork server, 1 scheduler, join after fork", 1, True, True, False),
         (f"fork server, {many} schedulers, join after fork", many, True, True, False),
     ]
-    if not args.no_fresh:
+    if args.quick:
+        rows = rows[:4]
+    if not args.no_fresh and not args.quick:
         rows.append((f"fresh interpreter, {many} schedulers", many, False, True, True))
     floors = [bare_fork_rate(args.floor_seconds)]
     for name, count, fork_server, cgroups, into in rows:
         row = measure(
-            count, args.seconds, fork_server=fork_server, cgroups=cgroups, into_cgroup=into
+            count,
+            args.seconds,
+            fork_server=fork_server,
+            cgroups=cgroups,
+            into_cgroup=into,
+            servers=1 if name.startswith("one fork server") else None,
         )
         floors.append(bare_fork_rate(args.floor_seconds))
         floor = (floors[-2][0] + floors[-1][0]) / 2

@@ -31,6 +31,7 @@ from supervisor.core.records import Level, LogRecord, Outcome, Source
 from supervisor.runs.child import execute
 from supervisor.runs.containment import Containment
 from supervisor.runs.context import CancelPipe
+from supervisor.runs.forkclient import Spare
 from supervisor.runs.launcher import (
     MARKER_ENV,
     CancelRequest,
@@ -39,6 +40,7 @@ from supervisor.runs.launcher import (
     FreshInterpreterLauncher,
     Job,
     Launcher,
+    RunHandle,
     kill_leftovers,
 )
 from supervisor.runs.wire import RunResult
@@ -86,6 +88,11 @@ def alive(pid: int, create_time: float) -> bool:
         )
     except psutil.NoSuchProcess:
         return False
+
+
+def server_of(process: RunHandle) -> int:
+    """The fork server that forked ``process`` (spares too are its children)."""
+    return psutil.Process(process.pid).ppid()
 
 
 def running(pid: int) -> bool:
@@ -494,15 +501,18 @@ def test_the_fork_server_restarts_when_the_app_changes(tmp_path: Path) -> None:
             assert exit_.outcome is Outcome.SUCCEEDED, exit_
             return sink.find("version").fields["version"]
 
-        first_server = made.server_pid
-        assert first_server is not None
+        first_servers = made.server_pids
+        assert first_servers
         assert version() == "one"
         assert made.check_reload() is False
         module.write_text(APP_V1.format(version="two"))
         assert version() == "two"
-        assert made.server_pid != first_server
+        # Every server replaced (a fresh load of the app), as many as before.
+        assert len(made.server_pids) == len(first_servers)
+        assert not set(first_servers) & set(made.server_pids)
         assert made.restarts == 1
-        wait_for(lambda: not psutil.pid_exists(first_server), what="the old server to exit")
+        for old in first_servers:
+            wait_for(lambda old=old: not psutil.pid_exists(old), what="the old servers to exit")
 
         module.write_text("this is not python (\n")
         with pytest.raises(BackendError, match="the app failed to load"):
@@ -526,13 +536,16 @@ def test_a_run_survives_a_restart_of_the_fork_server(tmp_path: Path) -> None:
     made = ForkServerLauncher("survive_app:cfg", sys_path=[str(tmp_path)])
     made.start()
     try:
-        old_server = made.server_pid
-        assert old_server is not None
+        old_servers = made.server_pids
         long_run = made.spawn(new_job("hello"))
+        old_server = server_of(long_run)
+        assert old_server in old_servers
         module.write_text(APP_V1.format(version="two"))
         assert made.check_reload() is True
         assert psutil.pid_exists(old_server)  # still serving the run in progress
         assert alive(long_run.pid, long_run.create_time)
+        for idle in set(old_servers) - {old_server}:  # no run: closed at once
+            wait_for(lambda idle=idle: not psutil.pid_exists(idle), what="an idle old server")
         cancel = threading.Event()
         cancel.set()
         exit_ = long_run.supervise(sink=lambda batch: None, timeout=30, cancel=cancel)
@@ -546,9 +559,10 @@ def test_a_run_outlives_its_killed_fork_server_which_is_replaced() -> None:
     made = ForkServerLauncher(APP, cwd=str(ROOT))
     made.start()
     try:
+        servers = made.server_pids
         process = made.spawn(new_job("cooperative"))
-        server = made.server_pid
-        assert server is not None
+        server = server_of(process)
+        assert server in servers
         cancel = threading.Event()
 
         def kill_server(batch: Sequence[LogRecord]) -> None:
@@ -564,27 +578,36 @@ def test_a_run_outlives_its_killed_fork_server_which_is_replaced() -> None:
         assert not alive(process.pid, process.create_time)
         exit_, _ = run(made, "first")
         assert exit_.outcome is Outcome.SUCCEEDED
-        assert made.server_pid != server
+        # The killed one replaced, the others kept.
+        now = made.server_pids
+        assert len(now) == len(servers) and server not in now
+        assert [pid for pid in now if pid in servers] == [pid for pid in servers if pid != server]
     finally:
         made.close()
 
 
 @pytest.mark.parametrize("cgroups", [True, False], ids=["cgroups", "no-cgroups"])
 def test_a_run_starts_on_a_spare_while_the_fork_server_is_stopped(cgroups: bool) -> None:
-    """A start on a spare asks the server nothing: it goes ahead with the server stopped
-    (SIGSTOP), and the run's end is told once the server goes on."""
+    """A start on a spare asks the server nothing: it goes ahead with every server stopped
+    (SIGSTOP), and the run's end is told once its server goes on."""
     made = ForkServerLauncher(
         APP, cwd=str(ROOT), containment=None if cgroups else Containment(None)
     )
     made.start()
     try:
-        handle, server = made._server, made.server_pid
-        assert handle is not None and server is not None
-        spare = wait_for(lambda: handle.ready_spares(), what="a spare")[0]
-        os.kill(server, signal.SIGSTOP)
+        servers = made.server_pids
+
+        def ready_on_every_server() -> list[list[Spare]] | None:
+            ready = [server.ready_spares() for server in made._servers]
+            return ready if all(ready) else None
+
+        spares = wait_for(ready_on_every_server, what="a spare on every server")
+        for server in servers:
+            os.kill(server, signal.SIGSTOP)
         try:
             process = made.spawn(new_job("first"))
-            assert process.pid == spare.pid  # the spare became the run
+            # The first spare of one of them became the run.
+            assert process.pid in {ready[0].pid for ready in spares}
             sink = Collector()
             ended: queue.Queue[Exit] = queue.Queue()
             watcher = threading.Thread(
@@ -595,22 +618,23 @@ def test_a_run_starts_on_a_spare_while_the_fork_server_is_stopped(cgroups: bool)
             watcher.start()
             wait_for(lambda: "first" in sink.messages(), what="the run's record")
         finally:
-            os.kill(server, signal.SIGCONT)
+            for server in servers:
+                os.kill(server, signal.SIGCONT)
         watcher.join(30)
         exit_ = ended.get(timeout=1)
         assert exit_.outcome is Outcome.SUCCEEDED, exit_
-        assert made.server_pid == server  # its status came from the server, not a restart
+        assert made.server_pids == servers  # its status came from the server, not a restart
     finally:
         made.close()
 
 
-def test_close_stops_the_fork_server() -> None:
+def test_close_stops_every_fork_server() -> None:
     made = ForkServerLauncher(APP, cwd=str(ROOT))
     made.start()
-    server = made.server_pid
-    assert server is not None
+    servers = made.server_pids
+    assert servers
     made.close()
-    assert not psutil.pid_exists(server)
+    assert not [pid for pid in servers if psutil.pid_exists(pid)]
     with pytest.raises(BackendError):
         made.spawn(new_job("first"))
 

@@ -29,6 +29,7 @@ from supervisor.core.errors import AppLoadError, BackendError
 from supervisor.core.records import LogRecord, Outcome
 from supervisor.runs import forkclient, procs
 from supervisor.runs.containment import PROCESS_GROUP, Containment
+from supervisor.runs.forkclient import Spare
 from supervisor.runs.launcher import (
     Exit,
     ForkServerLauncher,
@@ -94,8 +95,9 @@ def alive(pid: int, start_ticks: int | None = None) -> bool:
 
 @contextmanager
 def fork_server() -> Iterator[tuple[ForkServerLauncher, int]]:
-    """A started fork-server launcher of the hostile app, and its server's pid; closed after."""
-    launcher = ForkServerLauncher(APP, cwd=str(ROOT))
+    """A started fork-server launcher of the hostile app, and its server's pid; closed after.
+    One server: these tests need a run's neighbours and successors on its own server."""
+    launcher = ForkServerLauncher(APP, cwd=str(ROOT), servers=1)
     launcher.start()
     try:
         server = launcher.server_pid
@@ -214,9 +216,10 @@ def test_close_kills_runs_whose_server_died(release: Path) -> None:
     launcher.start()
     closed = False
     try:
-        server = launcher.server_pid
-        assert server is not None
+        servers = launcher.server_pids
         process = launcher.spawn(job("waiter"))
+        server = psutil.Process(process.pid).ppid()
+        assert server in servers
         sink = Collector()
         thread, exits = supervise_in_thread(process, sink)
         wait_for(lambda: sink.find("waiting"), what="the run to wait")
@@ -229,6 +232,7 @@ def test_close_kills_runs_whose_server_died(release: Path) -> None:
         assert [e.outcome for e in exits] == [Outcome.CRASHED]
         assert exits[0].signal == signal.SIGKILL
         assert not alive(process.pid)
+        assert not [pid for pid in servers if alive(pid)]  # the others closed too
     finally:
         if not closed:
             launcher.close()
@@ -263,12 +267,16 @@ def test_a_process_that_leaves_the_session_and_clears_its_environment_is_killed(
         launcher.close()
 
 
-def spares_in_place(launcher: ForkServerLauncher) -> list[Any]:
-    """The spare cgroups of the current server, once each holds its spare process."""
-    server = launcher._server
-    assert server is not None
-    spares = [spare.cgroup for spare in server.ready_spares()]
-    return spares if spares and all(c is not None and c.pids() for c in spares) else []
+def spares_in_place(launcher: ForkServerLauncher) -> list[list[Spare]]:
+    """The ready spares of each current server (the next one to be taken first), once
+    every server has some and each spare is the one process in its cgroup."""
+    found = []
+    for server in launcher._servers:
+        ready = server.ready_spares()
+        if not ready or not all(s.cgroup is not None and s.cgroup.pids() == [s.pid] for s in ready):
+            return []
+        found.append(ready)
+    return found
 
 
 @pytest.mark.parametrize("into_cgroup", [True, False], ids=["clone3", "join"])
@@ -282,23 +290,26 @@ def test_a_run_taking_over_a_spare_is_contained_and_a_dead_spare_is_replaced(
         if launcher.containment == PROCESS_GROUP:
             pytest.skip("no writable cgroup hierarchy here")
         spares = wait_for(lambda: spares_in_place(launcher), what="spares in their cgroups")
-        spare_pid = spares[0].pids()[0]
         sink = Collector()
         process = launcher.spawn(job("escape"))
-        assert process.pid == spare_pid  # the run is the spare that waited
+        # The run is the spare that waited first on one of the servers.
+        assert process.pid in {ready[0].pid for ready in spares}
         exit_ = to_end(process, sink)
         assert exit_.outcome is Outcome.SUCCEEDED
         pid, start = escaped_of(sink)
         wait_for(lambda: not alive(pid, start), what="the escaped process to be killed")
 
-        # A spare killed from outside: the run that would have taken it is forked anew.
+        # Spares killed from outside, the next of each server: the run that would have
+        # taken one is started anew (on the server's next spare, or forked).
         spares = wait_for(lambda: spares_in_place(launcher), what="spares in their cgroups")
-        victim = spares[0].pids()[0]
-        os.kill(victim, signal.SIGKILL)
-        wait_for(lambda: not alive(victim), what="the spare to die")
+        victims = [ready[0].pid for ready in spares]
+        for victim in victims:
+            os.kill(victim, signal.SIGKILL)
+        for victim in victims:
+            wait_for(lambda victim=victim: not alive(victim), what="the spares to die")
         sink = Collector()
         process = launcher.spawn(job("escape"))
-        assert process.pid != victim
+        assert process.pid not in victims
         exit_ = to_end(process, sink)
         assert exit_.outcome is Outcome.SUCCEEDED
         pid, start = escaped_of(sink)
@@ -333,7 +344,7 @@ HOST = textwrap.dedent(
     launcher = ForkServerLauncher("tests.apps.hostile:cfg")
     launcher.start()
     process = launcher.spawn(Job(scheduler_id="escape", run_id=sys.argv[1], trigger="hang"))
-    print(json.dumps({"server": launcher.server_pid, "containment": launcher.containment}))
+    print(json.dumps({"servers": launcher.server_pids, "containment": launcher.containment}))
     sys.stdout.flush()
 
     def sink(batch):
@@ -378,11 +389,13 @@ def test_the_next_start_sweeps_run_cgroups_left_by_kill_9_of_manager_and_server(
         record = json.loads(lines.get(timeout=max(0.1, deadline - time.monotonic())))
         if record["message"] == "escaped":
             escaped = record["fields"]
-    # Both at once: nobody is left to clean up.
-    os.kill(first["server"], signal.SIGKILL)
+    # All at once: nobody is left to clean up.
+    for server in first["servers"]:
+        os.kill(server, signal.SIGKILL)
     host.kill()
     host.wait()
-    wait_for(lambda: not alive(first["server"]), what="the server to die")
+    for server in first["servers"]:
+        wait_for(lambda server=server: not alive(server), what="the servers to die")
     assert alive(escaped["pid"], escaped["start"])
 
     launcher = ForkServerLauncher(APP, cwd=str(ROOT))

@@ -171,6 +171,31 @@ class ServerHandle:
         caller made), it tries forking into it once and says how runs get into their
         cgroups (``placement``). Raises ``AppLoadError``, ``BackendError`` or
         ``StartCancelled``."""
+        server = cls.launch(
+            spawner,
+            app_spec=app_spec,
+            python=python,
+            cwd=cwd,
+            paths=paths,
+            probe_cgroup=probe_cgroup,
+        )
+        server.await_ready(app_spec, timeout=timeout, cancelled=cancelled)
+        return server
+
+    @classmethod
+    def launch(
+        cls,
+        spawner: Spawner,
+        *,
+        app_spec: str,
+        python: str,
+        cwd: str | None,
+        paths: Sequence[str],
+        probe_cgroup: str | None = None,
+    ) -> ServerHandle:
+        """Start a server's process, not waiting for it to import the app (servers
+        launched together import it at the same time): ``await_ready`` next. Raises
+        ``BackendError``."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         env = {k: v for k, v in os.environ.items() if k != MARKER_ENV}
         env[MARKER_ENV] = procs.MARKER_PLACEHOLDER  # last: overwritten in place per run
@@ -208,13 +233,16 @@ class ServerHandle:
             raise BackendError(f"cannot start the fork server: {error}") from error
         finally:
             theirs.close()
-        server = cls(popen, ours)
+        return cls(popen, ours)
+
+    def await_ready(self, app_spec: str, *, timeout: float, cancelled: Callable[[], bool]) -> None:
+        """Wait for a launched server to have imported the app (killed if it fails).
+        Raises ``AppLoadError``, ``BackendError`` or ``StartCancelled``."""
         try:
-            server._handshake(app_spec, timeout, cancelled)
+            self._handshake(app_spec, timeout, cancelled)
         except BaseException:
-            server.kill()
+            self.kill()
             raise
-        return server
 
     def _handshake(self, app_spec: str, timeout: float, cancelled: Callable[[], bool]) -> None:
         poller = select.poll()
@@ -255,6 +283,10 @@ class ServerHandle:
     def stale(self) -> bool:
         """Has a module file of the app changed since the server imported it?"""
         return any(stamp.changed() for stamp in self.modules)
+
+    def module_dirs(self) -> set[str]:
+        """The directories of the app's module files (to watch for changes)."""
+        return {os.path.dirname(stamp.path) for stamp in self.modules}
 
     def digests(self) -> tuple[str, ...]:
         return tuple(stamp.digest() for stamp in self.modules)
@@ -443,6 +475,13 @@ class ServerHandle:
                     break
             return self._ready.pop(0) if self._ready else None
 
+    def ready_count(self) -> int:
+        """How many spares are ready now (what waits on the socket filed first; never
+        blocks)."""
+        with self._answered:
+            self._read_waiting_locked()
+            return len(self._ready)
+
     def ready_spares(self) -> list[Spare]:
         """The spares ready now, the next one to be taken first (for tests, diagnostics)."""
         with self._answered:
@@ -508,10 +547,11 @@ class ServerHandle:
         self.popen.wait()
         procs.disown_child(self.pid)
 
-    def close(self, *, timeout: float = SERVER_EXIT_SECONDS) -> None:
-        """Ask the server to exit (it kills its runs), wait for it, and reap it."""
+    def close(self, *, timeout: float = SERVER_EXIT_SECONDS) -> bool:
+        """Ask the server to exit (it kills its runs), wait for it, and reap it; True if
+        it had to be killed (see ``wait_closed``)."""
         self.request_exit()
-        self.wait_closed(time.monotonic() + timeout)
+        return self.wait_closed(time.monotonic() + timeout)
 
     def request_exit(self) -> None:
         """Ask the server to exit (it kills its runs first); see ``wait_closed``."""
@@ -523,11 +563,16 @@ class ServerHandle:
         with contextlib.suppress(OSError):
             self.sock.close()
 
-    def wait_closed(self, deadline: float) -> None:
-        """Wait for the server to exit until ``deadline`` (monotonic), then kill it; reap."""
+    def wait_closed(self, deadline: float) -> bool:
+        """Wait for the server to exit until ``deadline`` (monotonic), then kill it; reap.
+        True if it had to be killed (stopped, say): its runs in progress were not killed
+        by it then, and are the caller's to kill."""
+        killed = False
         try:
             self.popen.wait(max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             self.popen.kill()
             self.popen.wait()
+            killed = True
         procs.disown_child(self.pid)
+        return killed

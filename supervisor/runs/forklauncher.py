@@ -50,6 +50,7 @@ from typing import TYPE_CHECKING, Final
 from supervisor.core.errors import AppLoadError, BackendError
 from supervisor.runs import procs
 from supervisor.runs.containment import Containment
+from supervisor.runs.filewatch import DirectoryWatch
 from supervisor.runs.forkclient import (
     SERVER_EXIT_SECONDS,
     STATUS_SECONDS,
@@ -68,6 +69,8 @@ if TYPE_CHECKING:
 START_TIMEOUT: Final = 60.0
 SPARES: Final = 8
 MAX_SPARES: Final = 64
+# Fork servers by default: one per core (a server forks one process at a time), at most.
+MAX_SERVERS: Final = 4
 FORKED_INTO: Final = "runs forked into their cgroup (clone3)"
 JOINED: Final = "runs join their cgroup after fork"
 
@@ -250,7 +253,9 @@ class ForkServerLauncher:
     working directory (default: ours; ``load_app`` puts it on ``sys.path``);
     ``sys_path``: directories to put first on its ``sys.path``; ``start_timeout``:
     seconds the app may take to import in a new server; ``into_cgroup``: False to never
-    fork runs into their cgroups with ``clone3`` (they join them after ``fork``).
+    fork runs into their cgroups with ``clone3`` (they join them after ``fork``);
+    ``servers``: how many fork servers share the runs (default: one per core, at most
+    ``MAX_SERVERS``); each keeps its share of the spares.
     """
 
     def __init__(
@@ -263,8 +268,17 @@ class ForkServerLauncher:
         start_timeout: float = START_TIMEOUT,
         containment: Containment | None = None,
         into_cgroup: bool = True,
+        servers: int | None = None,
     ) -> None:
+        if servers is None:
+            servers = max(1, min(MAX_SERVERS, os.cpu_count() or 1))
+        if servers < 1:
+            raise ValueError(f"servers must be at least 1, got {servers}")
         self.app_spec = app_spec
+        self._count = servers
+        # Each server's share of the spare margin and of its cap.
+        self._spares = max(1, math.ceil(SPARES / servers))
+        self._max_spares = max(self._spares, math.ceil(MAX_SPARES / servers))
         self._into_cgroup = into_cgroup
         self.start_timeout = start_timeout
         self._python = python or sys.executable
@@ -273,7 +287,10 @@ class ForkServerLauncher:
         self._lock = threading.Lock()
         self._closing = threading.Event()
         self._spawner: Spawner | None = None
-        self._server: ServerHandle | None = None
+        self._servers: list[ServerHandle] = []  # the current ones, all of one app load
+        # Watches the directories of the app's files: no change, no need to stat them.
+        self._watch: DirectoryWatch | None = None
+        self._stale_seen = False
         self._draining: list[ServerHandle] = []
         self._runs: set[_ForkedRun] = set()
         self._failed: _Failure | None = None
@@ -292,7 +309,7 @@ class ForkServerLauncher:
         root = self._containment.root
         if root is None:
             return kind
-        server = self._server
+        server = self._servers[0] if self._servers else None
         if root.version != 2:
             return f"{kind}; {JOINED} (clone3 needs cgroup v2)"
         if server is None:
@@ -303,9 +320,14 @@ class ForkServerLauncher:
 
     @property
     def server_pid(self) -> int | None:
-        """The pid of the current fork server (for tests and diagnostics)."""
-        server = self._server
-        return None if server is None else server.pid
+        """The pid of the first current fork server (for tests and diagnostics)."""
+        servers = self._servers
+        return servers[0].pid if servers else None
+
+    @property
+    def server_pids(self) -> tuple[int, ...]:
+        """The pids of the current fork servers (for tests and diagnostics)."""
+        return tuple(server.pid for server in self._servers)
 
     def start(self) -> None:
         """Start the fork server; raises ``AppLoadError`` if the app does not import (or
@@ -320,62 +342,107 @@ class ForkServerLauncher:
                 self._containment.sweep_leftovers()
             if self._spawner is None:
                 self._spawner = Spawner("fork-server-starter")
-            if self._server is None:
-                self._server = self._start_server(None)
-                self._top_up(self._server)
+            if not self._servers:
+                self._install(self._start_servers(self._count, None))
+
+    def _install(self, servers: list[ServerHandle]) -> None:
+        """Make ``servers`` (a fresh load of the app) the current ones (lock held)."""
+        self._servers = servers
+        if self._watch is not None:
+            self._watch.close()
+        self._watch = DirectoryWatch(set().union(*(s.module_dirs() for s in servers)))
+        self._stale_seen = False
+        for server in servers:
+            self._top_up(server)
 
     def _start_server(self, cancel: threading.Event | None) -> ServerHandle:
+        return self._start_servers(1, cancel)[0]
+
+    def _start_servers(self, count: int, cancel: threading.Event | None) -> list[ServerHandle]:
+        """Start ``count`` servers, importing the app at the same time; all or none."""
         assert self._spawner is not None
         containment = self._containment
-        probe: RunCgroup | None = None
+        probes: list[RunCgroup | None] = []
         root = None if containment is None else containment.root
-        # (CLONE_INTO_CGROUP is for cgroup v2 only.)
-        if containment is not None and root is not None and self._into_cgroup and root.version == 2:
-            probe = containment.create(f"probe-{os.urandom(6).hex()}")
+        launched: list[ServerHandle] = []
         try:
-            server = ServerHandle.start(
-                self._spawner,
-                app_spec=self.app_spec,
-                python=self._python,
-                cwd=self._cwd,
-                paths=self._paths,
-                timeout=self.start_timeout,
-                cancelled=lambda: (
-                    self._closing.is_set() or (cancel is not None and cancel.is_set())
-                ),
-                probe_cgroup=None if probe is None else str(probe.path),
-            )
-            server.release_cgroup = None if containment is None else containment.release
-            return server
-        except StartCancelled:
-            raise BackendError(
-                "the fork server's start was given up: "
-                "the launcher is closing or the run was cancelled"
-            ) from None
+            for _ in range(count):
+                probe: RunCgroup | None = None
+                # (CLONE_INTO_CGROUP is for cgroup v2 only.)
+                if (
+                    containment is not None
+                    and root is not None
+                    and self._into_cgroup
+                    and root.version == 2
+                ):
+                    probe = containment.create(f"probe-{os.urandom(6).hex()}")
+                probes.append(probe)
+                launched.append(
+                    ServerHandle.launch(
+                        self._spawner,
+                        app_spec=self.app_spec,
+                        python=self._python,
+                        cwd=self._cwd,
+                        paths=self._paths,
+                        probe_cgroup=None if probe is None else str(probe.path),
+                    )
+                )
+            ready: list[ServerHandle] = []
+            for server in launched:
+                server.await_ready(
+                    self.app_spec,
+                    timeout=self.start_timeout,
+                    cancelled=lambda: (
+                        self._closing.is_set() or (cancel is not None and cancel.is_set())
+                    ),
+                )
+                server.release_cgroup = None if containment is None else containment.release
+                ready.append(server)
+            return ready
+        except BaseException as error:
+            for server in launched:
+                if not server.closed:
+                    server.kill()
+            if isinstance(error, StartCancelled):
+                raise BackendError(
+                    "the fork server's start was given up: "
+                    "the launcher is closing or the run was cancelled"
+                ) from None
+            raise
         finally:
-            if probe is not None and containment is not None:
-                containment.release(probe)
+            for probe in probes:
+                if probe is not None and containment is not None:
+                    containment.release(probe)
 
     def close(self, *, timeout: float = SERVER_EXIT_SECONDS) -> None:
         """Stop every fork server (their runs in progress are killed, and so are runs
         whose server died), within ``timeout`` seconds in all; a start in progress in
-        another thread gives up promptly."""
+        another thread gives up promptly. A server that does not exit in time (stopped,
+        say) is killed, and its runs are killed here."""
         self._closing.set()
         deadline = time.monotonic() + timeout
         with self._lock:
-            servers = [*self._draining, *([self._server] if self._server else [])]
-            self._server = None
+            servers = [*self._draining, *self._servers]
+            self._servers = []
+            if self._watch is not None:
+                self._watch.close()
+                self._watch = None
             self._draining = []
             spawner, self._spawner = self._spawner, None
-            orphans = [run for run in self._runs if run.orphaned]
+            runs = list(self._runs)
             for server in servers:
                 self._drop_spares(server)
+        orphans = [run for run in runs if run.orphaned]
         for server in servers:
             server.request_exit()
         for run in orphans:
             run.kill()
-        for server in servers:
-            server.wait_closed(deadline)
+        # Every server was asked at once: they exit side by side, so one stopped server
+        # uses up the deadline only for itself.
+        killed = [server for server in servers if server.wait_closed(deadline)]
+        for run in runs:
+            if run.server in killed:
+                run.kill()
         if spawner is not None:
             spawner.close()
         if self._containment is not None:
@@ -391,29 +458,52 @@ class ForkServerLauncher:
             return self._reload_if_stale(None)
 
     def _reload_if_stale(self, cancel: threading.Event | None) -> bool:
-        server = self._server
-        if server is None or self._closing.is_set():
+        """Replace the servers if the app's files changed (all of them: a fresh load), or
+        the ones that died (lock held); True if any was replaced."""
+        servers = self._servers
+        if not servers or self._closing.is_set():
             raise BackendError("the launcher is not started")
-        alive = server.alive()
-        if alive and not server.stale():
+        live = [server for server in servers if server.alive()]
+        stale = bool(live) and self._stale(live)
+        if not stale and len(live) == len(servers):
             return False
-        if alive and self._failed is not None and self._failed.digests == server.digests():
-            raise AppLoadError(self._failed.error)
+        first = live[0] if live else None
+        failed = self._failed
+        if stale and first is not None and failed is not None and failed.digests == first.digests():
+            raise AppLoadError(failed.error)
+        replaced = servers if stale or not live else [s for s in servers if s not in live]
         try:
-            fresh = self._start_server(cancel)
+            fresh = self._start_servers(len(replaced), cancel)
         except AppLoadError as error:
-            if alive:
-                self._failed = _Failure(server.digests(), str(error))
+            if first is not None:
+                self._failed = _Failure(first.digests(), str(error))
             raise
         self._failed = None
-        self._server = fresh
         self.restarts += 1
-        self._retire(server)
-        self._top_up(fresh)
+        for server in replaced:
+            self._retire(server)
+        if len(replaced) == len(servers):
+            self._install(fresh)
+        else:
+            for old, new in zip(replaced, fresh, strict=True):
+                self._servers[self._servers.index(old)] = new
+                self._top_up(new)
         return True
 
+    def _stale(self, live: list[ServerHandle]) -> bool:
+        """Has a file of the app changed since the servers imported it? The files are
+        looked at only if something happened in their directories."""
+        if self._watch is not None and not self._stale_seen and not self._watch.maybe_changed():
+            return False
+        # Once seen stale, looked at every time until fresh servers are in (a failed
+        # reload is retried at each spawn, as the changed files are still there).
+        self._stale_seen = any(server.stale() for server in live)
+        return self._stale_seen
+
     def _retire(self, server: ServerHandle) -> None:
-        """Close ``server`` once its runs are done (lock held)."""
+        """Close ``server`` once its runs are done (lock held); once."""
+        if server.draining:
+            return
         server.draining = True
         self._drop_spares(server)
         if server.live == 0 or not server.alive():
@@ -487,14 +577,25 @@ class ForkServerLauncher:
         try:
             with self._lock:
                 self._reload_if_stale(cancel)
-                server = self._server
-                assert server is not None
+                server = self._pick()
                 server.live += 1  # reserved: a retired server is not closed under it
         except AppLoadError as error:
             raise BackendError(f"the app failed to load: {error}") from error
         if job.cgroup is not None:
             return server, None  # a cgroup of the caller's: no spare waits in it
         return server, server.take_spare()
+
+    def _pick(self) -> ServerHandle:
+        """The current server with the fewest runs in progress among those with a spare
+        ready, else among all (lock held): a server slow to fork its spares (starved of
+        CPU, stopped) is not waited for while another has one. Among equals the first:
+        runs one after another stay on one server (its memory warm in the caches), runs
+        at the same time spread over all."""
+        servers = self._servers
+        if len(servers) == 1:
+            return servers[0]
+        ready = [server for server in servers if server.ready_count()]
+        return min(ready or servers, key=lambda server: server.live)
 
     def _start_on_spare(
         self, server: ServerHandle, spare: Spare, job: Job, pipes: RunPipes
@@ -531,8 +632,8 @@ class ForkServerLauncher:
         containment = self._containment
         if containment is None or server.draining:
             return
-        full = min(MAX_SPARES, SPARES + server.live)
-        low = full - 1 if ended else server.live + SPARES // 2
+        full = min(self._max_spares, self._spares + server.live)
+        low = full - 1 if ended else server.live + self._spares // 2
         if server.spare_count > low or not server.alive():
             return
         root = containment.root
@@ -582,15 +683,19 @@ class ForkServerLauncher:
                 failed, server = reserved, None
                 try:
                     with self._lock:
-                        if self._server is failed:
+                        if failed in self._servers:
                             failed.kill()
                             self._retire(failed)
-                            self._server = None
-                            self._server = self._start_server(cancel)
+                            index = self._servers.index(failed)
+                            fresh = self._start_server(cancel)
+                            self._servers[index] = fresh
                             self.restarts += 1
-                        elif self._server is None:
+                            self._top_up(fresh)
+                            server = fresh
+                        elif not self._servers:
                             raise BackendError("the launcher is not started") from None
-                        server = self._server
+                        else:
+                            server = self._pick()
                         server.live += 1
                 finally:
                     self._run_done_on(failed)  # the reservation on the failed server
