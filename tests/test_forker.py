@@ -134,7 +134,8 @@ def forker_of(server: int) -> int | None:
 
 
 def test_runs_start_after_the_fork_servers_forker_is_killed() -> None:
-    launcher = ForkServerLauncher(APP, cwd=str(ROOT))
+    # One server: every run below must come from the server whose forker was killed.
+    launcher = ForkServerLauncher(APP, cwd=str(ROOT), servers=1)
     launcher.start()
     try:
         server = launcher.server_pid
