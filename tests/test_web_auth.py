@@ -4,6 +4,7 @@ the bootstrap admin, the trusted proxy header, and users kept in a real SqliteSt
 from __future__ import annotations
 
 import io
+import sqlite3
 import stat
 import threading
 from collections.abc import Iterator
@@ -554,6 +555,36 @@ def test_regression_a_password_set_in_the_store_by_another_process_ends_the_sess
         # The new password logs in again, and that session goes on.
         assert otto.login("otto", "a brand new secret").status == 303
         assert otto.get("/").status == 200
+
+
+@pytest.mark.parametrize("change", ["password", "disable and enable"])
+def test_regression_a_change_by_a_writer_that_knows_no_stamps_ends_the_session(
+    store: SqliteStore, tmp_path: Path, change: str
+) -> None:
+    """Regression: a new password, or a disable and enable, written by code that knows
+    nothing of stamps (the release before, during an upgrade; the sqlite3 shell) left
+    the stamp, and the session went on. The database gives the login a new stamp for
+    every changed hash."""
+    app, _, _ = build(users=store)
+    otto = Client(app)
+    otto.login("otto")
+    assert otto.get("/").status == 200
+    if change == "password":
+        statements = [("UPDATE users SET password_hash = ? WHERE name = 'otto'",
+                       (fast_hash("a brand new secret"),))]  # fmt: skip
+    else:
+        statements = [
+            ("UPDATE users SET password_hash = '!' || password_hash WHERE name = 'otto'", ()),
+            ("UPDATE users SET password_hash = substr(password_hash, 2) WHERE name = 'otto'", ()),
+        ]
+    conn = sqlite3.connect(tmp_path / "state.db", isolation_level=None)
+    try:
+        for statement, values in statements:
+            conn.execute(statement, values)
+    finally:
+        conn.close()
+    assert "Your session ended" in _ended_at_login(otto)
+    assert [e.actor for _, e in store.audit(action="session ended")] == ["otto"]
 
 
 def test_a_disable_and_enable_in_between_requests_still_ends_the_session(
