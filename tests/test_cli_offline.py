@@ -202,12 +202,15 @@ def test_app_names_the_schedulers_when_the_database_is_read(left_behind: Path) -
 
 
 def test_a_version_3_database_is_read_unmigrated(left_behind: Path, tmp_path: Path) -> None:
-    """Version 4 only added the logins' credentials stamp, which the read commands never
-    read: a manager of the version before leaves a file they read as it is; older ones are
-    refused with what to do."""
+    """Versions 4 and 5 only added the logins' credentials stamp and its triggers, which
+    the read commands never read: a manager of the versions before leaves a file they read
+    as it is; older ones are refused with what to do."""
     state = tmp_path / "state"
     shutil.copytree(left_behind, state)
     conn = sqlite3.connect(state / "state.db")
+    for trigger in ("users_new_stamp", "users_stamp_kept", "users_first_stamp"):
+        conn.execute(f"DROP TRIGGER {trigger}")
+    conn.execute("ALTER TABLE users DROP COLUMN keep_stamp")
     conn.execute("ALTER TABLE users DROP COLUMN stamp")
     conn.execute("PRAGMA user_version = 3")
     conn.commit()

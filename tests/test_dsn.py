@@ -65,3 +65,28 @@ def test_run_cluster_with_a_bad_percent_encoding_is_a_clear_error(tmp_path: Path
     assert done.returncode == 7, output
     assert "Traceback" not in output and "zzsecret" not in output
     assert "as the cluster database: invalid connection string" in output
+
+
+@pytest.mark.parametrize(
+    "query", ["?call_timeout=30s", "?sslmode=disable&call_timeout=2m&connect_timeout=3"]
+)
+def test_regression_run_cluster_with_a_call_timeout_names_it(tmp_path: Path, query: str) -> None:
+    """Regression: ``--cluster`` with the store's ``?call_timeout=`` said "invalid
+    connection string (check its quoting and %-encoding)": libpq knows no such parameter.
+    The error names it and says what bounds the cluster's calls instead."""
+    (tmp_path / "demoapp.py").write_text(
+        "from supervisor import Configurator\napp = Configurator('d')\n"
+    )
+    dsn = f"postgresql://u:secretword@127.0.0.1:{free_port()}/db{query}"
+    argv = [sys.executable, "-m", "supervisor", "run", "--app", "demoapp:app"]
+    argv += ["--state-dir", str(tmp_path / "state"), "--cluster", dsn]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 7, output
+    assert "Traceback" not in output and "secretword" not in output
+    assert "invalid connection string" not in output
+    assert "call_timeout is a parameter of --store URLs only" in output
+    assert "leave call_timeout out of --cluster" in output

@@ -110,3 +110,23 @@ def test_an_option_that_cannot_be_set_later_is_explained(
     message = str(caught.value)
     assert "refuses a startup parameter" in message
     assert "leave only -c settings in options" in message
+
+
+def test_a_startup_only_setting_through_pgbouncer_is_refused_naming_it(
+    bouncer: Bouncer, pg_cluster: PostgresCluster
+) -> None:
+    """``log_connections`` is taken only in a session's startup packet, which PgBouncer
+    refuses (or, ignoring options, drops): opening says so, naming the setting, instead
+    of failing on "cannot be set after connection start" or going on without it."""
+    name = new_database(pg_cluster)
+    options = quote("-c statement_timeout=7s -c log_connections=on")
+    with pytest.raises(StoreError) as caught:
+        PostgresStore.open(bouncer.url(name, f"&options={options}"))
+    message = str(caught.value)
+    assert "options sets log_connections" in message
+    assert "takes only when a session starts" in message
+    if "ignore_startup_parameters = options" in (bouncer.root / "pgbouncer.ini").read_text():
+        assert "it did not arrive: something in between drops startup options" in message
+    else:
+        assert "refuses startup options as a pooler such as PgBouncer does" in message
+    assert "cannot be set after connection start" not in message

@@ -190,6 +190,57 @@ def test_the_settings_hold_on_the_stores_connections(pg_cluster: PostgresCluster
             guard.close()
 
 
+def test_regression_a_startup_only_setting_goes_in_the_startup_packet(
+    pg_cluster: PostgresCluster,
+) -> None:
+    """Regression: ``-c log_connections=on`` (which PostgreSQL takes only when a session
+    starts) in the URL's options failed every connection ("cannot be set after
+    connection start") once the settings were applied with set_config after connecting.
+    Such a setting goes in the startup packet, as libpq sends it, on every connection
+    of the store; the others are still set after connecting."""
+    options = quote(r"-c log_connections=on -c statement_timeout=7s -c jit_debugging_support=on")
+    with PostgresStore.open(database_url(pg_cluster, f"&options={options}")) as store:
+        store.insert_run(make_run("r1"))
+        statement = (
+            "SELECT name, setting, source FROM pg_settings WHERE name IN"
+            " ('log_connections', 'jit_debugging_support', 'statement_timeout') ORDER BY name"
+        )
+        guard = store.exclusive()  # a connection of its own
+        guard.acquire()
+        try:
+            with store._db.read() as first, store._db.read() as second:
+                for conn in (first, second):
+                    assert conn.execute(statement).fetchall() == [
+                        ("jit_debugging_support", "on", "client"),
+                        ("log_connections", "on", "client"),
+                        ("statement_timeout", "7000", "session"),
+                    ]
+            assert guard.check() is None
+        finally:
+            guard.close()
+
+
+@pytest.mark.parametrize(
+    ("setting", "expected"),
+    [
+        ("shared_buffers=64MB", "shared_buffers, which PostgreSQL takes only when the server"),
+        ("wal_level=minimal", "wal_level, which PostgreSQL takes only when the server starts"),
+        ("max_connections=5", "pg_settings context 'postmaster'"),
+        ("log_checkpoints=on", "only for the whole server (postgresql.conf or ALTER SYSTEM"),
+        ("nosuch_setting=1", 'unrecognized configuration parameter "nosuch_setting"'),
+    ],
+)
+def test_a_setting_no_session_can_set_is_refused_naming_it(
+    pg_cluster: PostgresCluster, setting: str, expected: str
+) -> None:
+    options = quote(f"-c statement_timeout=7s -c {setting}")
+    with pytest.raises(StoreError) as caught:
+        PostgresStore.open(database_url(pg_cluster, f"&options={options}"))
+    message = str(caught.value)
+    assert message.startswith("cannot use PostgreSQL database ")
+    assert expected in message and "\n" not in message
+
+
 def hold_row_lock(dsn: str, *, seconds: float, locked: threading.Event) -> threading.Thread:
     """A writer that holds the log cursor's row lock for ``seconds`` (busy, not idle in
     its transaction), then lets go."""

@@ -30,7 +30,7 @@ from supervisor.core.records import (
     LogQuery,
     Outcome,
 )
-from supervisor.store.protocols import LostLogs
+from supervisor.store.protocols import Changed, LostLogs, UserChange, new_stamp
 from supervisor.store.sqlite import (
     APPLICATION_ID,
     MIGRATIONS,
@@ -204,7 +204,7 @@ def test_a_version_3_database_keeps_its_users_and_gives_each_a_stamp(db_path: Pa
         assert all(len(stamp) == 32 for stamp in stamps) and len(set(stamps)) == 3
         assert [e.detail for _, e in store.audit()] == ["bob"]
     conn = raw(db_path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     conn.close()
     # The users commands on the migrated file: a new password gives a new stamp.
     result = CliRunner().invoke(
@@ -217,6 +217,98 @@ def test_a_version_3_database_keeps_its_users_and_gives_each_a_stamp(db_path: Pa
         bob = store.get_user("bob")
         assert bob is not None and bob.stamp not in stamps and bob.password_hash != "hash-bob"
         assert [u.stamp for u in store.list_users() if u.name != "bob"] == [stamps[0], stamps[2]]
+
+
+def _stamp(conn: sqlite3.Connection, name: str) -> str:
+    stamp: str = conn.execute("SELECT stamp FROM users WHERE name = ?", (name,)).fetchone()[0]
+    return stamp
+
+
+def test_regression_a_writer_that_knows_no_stamps_still_ends_the_sessions(
+    store: SqliteStore, db_path: Path
+) -> None:
+    """Regression: a new password or a disable written by code that does not know about
+    stamps (the release before, the sqlite3 shell) left the stamp as it was, so the
+    sessions made with the old password went on. The database now makes a new stamp for
+    every changed hash whose writer did not write one itself."""
+    store.add_user("ada", role="admin", password_hash="hash-1")
+    store.add_user("bob", role="viewer", password_hash="hash-b")
+    conn = raw(db_path)
+    first = _stamp(conn, "ada")
+    conn.execute("UPDATE users SET password_hash = 'hash-2' WHERE name = 'ada'")  # no stamps
+    second = _stamp(conn, "ada")
+    assert second != first and len(second) == 32
+    # Version 4's own statement, writing back the stamp it read, for a disable:
+    conn.execute(
+        "UPDATE users SET role = ?, password_hash = ?, stamp = ? WHERE name = ?",
+        ("admin", "!hash-2", second, "ada"),
+    )
+    third = _stamp(conn, "ada")
+    assert third not in {first, second}
+    # What must keep the stamp keeps it: a role change, the same hash written again.
+    conn.execute("UPDATE users SET role = 'operator', password_hash = password_hash")
+    assert _stamp(conn, "ada") == third
+    conn.execute("INSERT INTO users (name, role, password_hash, created_at) VALUES"
+                 " ('cyd', 'viewer', 'h', '2026-01-01T00:00:00.000000+00:00')")  # fmt: skip
+    cyd = _stamp(conn, "cyd")
+    assert len(cyd) == 32 and cyd not in {first, second, third}
+    conn.close()
+    bob = store.get_user("bob")
+    assert bob is not None and bob.stamp != cyd  # other logins keep theirs
+
+
+def test_a_change_that_keeps_the_stamp_on_purpose_keeps_it_once(
+    store: SqliteStore, db_path: Path
+) -> None:
+    """A rehash at login (a new hash, no new stamp) keeps the stamp: the store says so in
+    its UPDATE, and that holds for that statement only. A change with a new stamp writes
+    that one."""
+    store.add_user("ada", role="admin", password_hash="hash-1")
+    before = store.get_user("ada")
+    assert before is not None
+    rehash = UserChange(expected_hash="hash-1", password_hash="hash-1b")
+    assert store.change_user("ada", rehash) is Changed.DONE
+    after = store.get_user("ada")
+    assert after is not None and after.stamp == before.stamp
+    # ``expected_stamp`` still finds the stamp the session holds.
+    own = UserChange(expected_hash="hash-1b", expected_stamp=before.stamp,
+                     password_hash="hash-2", stamp=new_stamp())  # fmt: skip
+    assert store.change_user("ada", own) is Changed.DONE
+    changed = store.get_user("ada")
+    assert changed is not None and changed.stamp == own.stamp
+    conn = raw(db_path)
+    assert conn.execute("SELECT keep_stamp FROM users").fetchall() == [(0,)]
+    conn.execute("UPDATE users SET password_hash = 'hash-3'")  # the next writer's change
+    assert _stamp(conn, "ada") != own.stamp
+    conn.close()
+
+
+def version_4_database(db_path: Path) -> sqlite3.Connection:
+    """A version-4 file, as the previous release left it, and a plain connection to it."""
+    conn = version_3_database(db_path)
+    for statement in MIGRATIONS[3]:
+        conn.execute(statement)
+    conn.execute("PRAGMA user_version = 4")
+    return conn
+
+
+def test_a_version_4_database_gets_the_stamp_triggers_in_place(db_path: Path) -> None:
+    conn = version_4_database(db_path)
+    created = T0.isoformat(timespec="microseconds")
+    conn.execute(
+        "INSERT INTO users (name, role, password_hash, created_at, stamp) VALUES"
+        " ('ada', 'admin', 'hash-ada', ?, 'stamp-of-ada')",
+        (created,),
+    )
+    conn.close()
+    with SqliteStore.open(db_path) as store:
+        ada = store.get_user("ada")
+        assert ada is not None and (ada.password_hash, ada.stamp) == ("hash-ada", "stamp-of-ada")
+    conn = raw(db_path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
+    conn.execute("UPDATE users SET password_hash = 'hash-new' WHERE name = 'ada'")
+    assert _stamp(conn, "ada") != "stamp-of-ada"
+    conn.close()
 
 
 def _refuses(path: Path, *expected: str) -> str:

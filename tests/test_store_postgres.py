@@ -127,7 +127,10 @@ def test_a_version_1_store_gains_the_host_of_each_run(pg_cluster: PostgresCluste
     old = pg_cluster.create_database(f"v{secrets.token_hex(4)}")
     with PostgresStore.open(old) as store:
         store.insert_run(make_run("before"))
-    # What version 1 looked like: no host column (nor the users' stamps of version 3).
+    # What version 1 looked like: no host column (nor the users' stamps of versions 3, 4).
+    execute(old, "DROP TRIGGER sst_users_stamp ON sst_users")
+    execute(old, "DROP FUNCTION sst_users_stamp()")
+    execute(old, "ALTER TABLE sst_users DROP COLUMN keep_stamp")
     execute(old, "ALTER TABLE sst_runs DROP COLUMN host")
     execute(old, "ALTER TABLE sst_users DROP COLUMN stamp")
     execute(old, "UPDATE sst_schema SET version = 1")
@@ -180,6 +183,79 @@ def test_a_version_2_store_keeps_its_users_and_gives_each_a_stamp(
     with PostgresStore.open(old) as store:
         cyd = store.get_user("cyd")
         assert cyd is not None and cyd.stamp and cyd.stamp not in {u.stamp for u in users}
+
+
+def _pg_stamp(conn: psycopg.Connection[tuple[object, ...]], name: str) -> str:
+    row = conn.execute("SELECT stamp FROM sst_users WHERE name = %s", (name,)).fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+def test_regression_a_host_of_the_release_before_still_ends_the_sessions(
+    store: PostgresStore, pg_dsn: str
+) -> None:
+    """Regression: during a rolling upgrade a host still running the release before (or
+    anyone with psql) changed a password or disabled a login without a new stamp, so the
+    sessions made with the old password went on on every host. The database now makes a
+    new stamp for every changed hash whose writer did not write one itself."""
+    from supervisor.store.protocols import Changed, UserChange, new_stamp
+
+    store.add_user("ada", role="admin", password_hash="hash-1")
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        first = _pg_stamp(conn, "ada")
+        # The release before's statement for a disable, writing back the stamp it read:
+        conn.execute(
+            "UPDATE sst_users SET role = %s, password_hash = %s, stamp = %s WHERE name = %s",
+            ("admin", "!hash-1", first, "ada"),
+        )
+        second = _pg_stamp(conn, "ada")
+        assert second != first
+        conn.execute("UPDATE sst_users SET password_hash = 'hash-2'")  # knows no stamps
+        third = _pg_stamp(conn, "ada")
+        assert third not in {first, second}
+        conn.execute("UPDATE sst_users SET role = 'viewer', password_hash = password_hash")
+        assert _pg_stamp(conn, "ada") == third  # no new hash: the sessions go on
+    # This release keeps the stamp on purpose (a rehash at login) and says so, once.
+    rehash = UserChange(expected_hash="hash-2", password_hash="hash-2b")
+    assert store.change_user("ada", rehash) is Changed.DONE
+    kept = store.get_user("ada")
+    assert kept is not None and kept.stamp == third
+    own = UserChange(expected_hash="hash-2b", expected_stamp=third, password_hash="hash-3",
+                     stamp=new_stamp())  # fmt: skip
+    assert store.change_user("ada", own) is Changed.DONE
+    changed = store.get_user("ada")
+    assert changed is not None and changed.stamp == own.stamp
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        assert conn.execute("SELECT keep_stamp FROM sst_users").fetchall() == [(False,)]
+        conn.execute("UPDATE sst_users SET password_hash = 'hash-4'")
+        assert _pg_stamp(conn, "ada") != own.stamp
+
+
+def test_a_version_3_store_gets_the_stamp_trigger_in_place(pg_cluster: PostgresCluster) -> None:
+    from supervisor.store.postgres.schema import APPLICATION, MIGRATIONS, VERSION_TABLE
+
+    old = pg_cluster.create_database(f"v{secrets.token_hex(4)}")
+    with psycopg.connect(old, autocommit=True) as conn, conn.transaction():
+        for step in MIGRATIONS[:3]:
+            for statement in step:
+                conn.execute(statement)  # type: ignore[arg-type]
+        conn.execute(
+            f"INSERT INTO {VERSION_TABLE} (application, version) VALUES (%s, 3)",
+            (APPLICATION,),
+        )
+        conn.execute(
+            "INSERT INTO sst_users (name, role, password_hash, created_at, stamp)"
+            " VALUES ('ada', 'admin', 'hash-ada', %s, 'stamp-of-ada')",
+            (T0,),
+        )
+    with PostgresStore.open(old) as store:
+        ada = store.get_user("ada")
+        assert ada is not None and (ada.password_hash, ada.stamp) == ("hash-ada", "stamp-of-ada")
+    with psycopg.connect(old, autocommit=True) as conn:
+        assert conn.execute("SELECT version FROM sst_schema").fetchone() == (SCHEMA_VERSION,)
+        assert SCHEMA_VERSION == 4
+        conn.execute("UPDATE sst_users SET password_hash = 'hash-new'")
+        assert _pg_stamp(conn, "ada") != "stamp-of-ada"
 
 
 def test_a_search_path_gives_the_store_a_schema_of_its_own(pg_dsn: str) -> None:

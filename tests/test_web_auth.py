@@ -4,6 +4,7 @@ the bootstrap admin, the trusted proxy header, and users kept in a real SqliteSt
 from __future__ import annotations
 
 import io
+import sqlite3
 import stat
 import threading
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ from supervisor.store.sqlite import SqliteStore
 from supervisor.usecases.accounts import Accounts
 from supervisor.web.app import COOKIE_NAME, AdminConfig, create_app
 from supervisor.web.auth import CHANGED_SINCE_LOGIN, ensure_bootstrap_admin, subject_for
+from supervisor.web.guard import CHANGED_HERE
 from supervisor.web.sessions import Attempt, LoginThrottle, SessionStore, Throttled
 from tests.test_web_fakes import (
     FAST,
@@ -554,6 +556,99 @@ def test_regression_a_password_set_in_the_store_by_another_process_ends_the_sess
         # The new password logs in again, and that session goes on.
         assert otto.login("otto", "a brand new secret").status == 303
         assert otto.get("/").status == 200
+
+
+@pytest.mark.parametrize("change", ["password", "disable and enable"])
+def test_regression_a_change_by_a_writer_that_knows_no_stamps_ends_the_session(
+    store: SqliteStore, tmp_path: Path, change: str
+) -> None:
+    """Regression: a new password, or a disable and enable, written by code that knows
+    nothing of stamps (the release before, during an upgrade; the sqlite3 shell) left
+    the stamp, and the session went on. The database gives the login a new stamp for
+    every changed hash."""
+    app, _, _ = build(users=store)
+    otto = Client(app)
+    otto.login("otto")
+    assert otto.get("/").status == 200
+    if change == "password":
+        statements = [("UPDATE users SET password_hash = ? WHERE name = 'otto'",
+                       (fast_hash("a brand new secret"),))]  # fmt: skip
+    else:
+        statements = [
+            ("UPDATE users SET password_hash = '!' || password_hash WHERE name = 'otto'", ()),
+            ("UPDATE users SET password_hash = substr(password_hash, 2) WHERE name = 'otto'", ()),
+        ]
+    conn = sqlite3.connect(tmp_path / "state.db", isolation_level=None)
+    try:
+        for statement, values in statements:
+            conn.execute(statement, values)
+    finally:
+        conn.close()
+    assert "Your session ended" in _ended_at_login(otto)
+    assert [e.actor for _, e in store.audit(action="session ended")] == ["otto"]
+
+
+class HeldReads:
+    """The real store, whose ``get_user`` calls, once ``hold`` is called, wait until
+    ``count`` of them have arrived: requests that read the user at once."""
+
+    def __init__(self, store: SqliteStore) -> None:
+        self._store = store
+        self._barrier: threading.Barrier | None = None
+
+    def hold(self, count: int) -> None:
+        self._barrier = threading.Barrier(count, timeout=30)
+
+    def get_user(self, name: str) -> Any:
+        found = self._store.get_user(name)
+        if self._barrier is not None:
+            self._barrier.wait()
+        return found
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+
+@pytest.mark.parametrize("where", ["ended here", "another process"])
+def test_regression_requests_of_one_stale_session_at_once_audit_its_end_once(
+    store: SqliteStore, tmp_path: Path, where: str
+) -> None:
+    """Regression: several requests of a session whose account changed (a page, its event
+    streams, a script's poll) arriving at once each ended it and each wrote a
+    ``session ended`` entry. The request that ends it writes the entry; the others are
+    sent to the login page without one."""
+    users, sessions = HeldReads(store), SessionStore()
+    app, _, _ = build(users=users, sessions=sessions)
+    otto = Client(app)
+    otto.login("otto")
+    assert otto.get("/").status == 200
+    if where == "ended here":  # as this server's Users page does after a change
+        assert sessions.end_user("otto") == 1
+        reason = CHANGED_HERE
+    else:
+        with SqliteStore.open(tmp_path / "state.db") as shell:
+            Accounts(shell, cost=TEST_COST).set_password(su("root"), "otto", "a new secret")
+        reason = CHANGED_SINCE_LOGIN
+    count = 8
+    users.hold(count)
+    statuses: list[int] = []
+    lock = threading.Lock()
+
+    def request() -> None:
+        client = Client(app)
+        client.cookies = dict(otto.cookies)
+        status = client.get("/").status
+        with lock:
+            statuses.append(status)
+
+    threads = [threading.Thread(target=request) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert statuses == [303] * count
+    ended = [e for _, e in store.audit(action="session ended")]
+    assert [(e.actor, e.detail) for e in ended] == [("otto", f"{reason}, from 127.0.0.1")]
 
 
 def test_a_disable_and_enable_in_between_requests_still_ends_the_session(

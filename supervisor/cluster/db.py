@@ -1,8 +1,8 @@
 """Connections to the coordination database: one autocommit psycopg connection per user,
 the errors that mean "reconnect" or "retry", and the parameters that notice a partition.
 
-May import ``core.errors``, ``store.postgres.opening`` (how a DSN is named), psycopg and
-the stdlib.
+May import ``core.errors``, ``store.postgres.opening`` (how a DSN is named),
+``store.postgres.session`` (the store's own URL parameter), psycopg and the stdlib.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from supervisor.core.errors import StoreError
 from supervisor.store.postgres.opening import describe
+from supervisor.store.postgres.session import CALL_TIMEOUT, without_call_timeout
 
 Connection: TypeAlias = psycopg.Connection[tuple[Any, ...]]
 
@@ -48,8 +49,17 @@ CONNECT_SECONDS = 5  # a connect's timeout where the DSN names none
 def liveness_params(dsn: str, *, ttl: timedelta) -> dict[str, int]:
     """Give up on a connection whose packets go unacknowledged for ``ttl`` (a partition),
     and on a connect after ``CONNECT_SECONDS`` unless ``dsn`` says otherwise.
-    ``StoreError`` for a ``dsn`` libpq cannot parse (never quoting it: its password)."""
+    ``StoreError`` for a ``dsn`` libpq cannot parse (never quoting it: its password) or
+    one carrying the store's own ``call_timeout``."""
     params = {"tcp_user_timeout": int(ttl.total_seconds() * 1000)}
+    if without_call_timeout(dsn)[1] is not None:
+        # libpq would call the whole string invalid, which sends people to its quoting.
+        raise StoreError(
+            f"cannot use {describe(dsn)} as the cluster database: {CALL_TIMEOUT} is a"
+            " parameter of --store URLs only (the store's deadline per call); the cluster's"
+            " connections give up after the lease ttl (--lease-ttl) instead: leave"
+            f" {CALL_TIMEOUT} out of --cluster"
+        )
     try:
         given = conninfo_to_dict(dsn)
     except psycopg.ProgrammingError:  # its message quotes the string, password and all

@@ -5,7 +5,8 @@ In order: read the request (bounded query and form, the client address, taking
 proxy's user header, by its exact name only; its logins and refusals are audited once
 per user and client address an hour), end a session whose account changed since it was
 made (``auth.session_subject``: removed, disabled, a new password, on any host sharing
-the store; audited as ``session ended``, and the browser is sent to the login page,
+the store; audited as ``session ended`` once, by the request that ended it, however many
+of that session arrive at once; and the browser is sent to the login page,
 which says why), limit a session that logged in with a temporary
 password to the password page, require a login and the route's permission, check the
 CSRF token of every POST, and turn errors into replies: ``Refused`` with its status,
@@ -150,10 +151,12 @@ class Guard:
             if session.ended and not isinstance(found, Ended):
                 found = Ended(CHANGED_HERE, "Your account was changed since you logged in.")
             if isinstance(found, Ended):
-                site.sessions.end(session)
-                site.accounts.session_ended(
-                    session.user, address=request.address, reason=found.reason
-                )
+                # Several requests of one session may find it ended at once (a page and
+                # its event streams): the one that ends it writes the audit entry.
+                if site.sessions.end(session):
+                    site.accounts.session_ended(
+                        session.user, address=request.address, reason=found.reason
+                    )
                 ended, session, request.clear_cookie = found, None, True
             else:
                 subject = found

@@ -153,9 +153,16 @@ class SessionStore:
                 current is session and not session.ended and not self._expired(session, self._now())
             )
 
-    def end(self, session: Session) -> None:
+    def end(self, session: Session) -> bool:
+        """End ``session``; whether this call ended it (False: it was gone already, ended
+        by a request of the same session at the same time, or expired). Of several
+        requests of one session ending it at once, exactly one gets True: the one that
+        tells (e.g. writes the audit trail's ``session ended``)."""
         with self._lock:
-            self._sessions.pop(session.key, None)
+            if self._sessions.get(session.key) is not session:
+                return False
+            del self._sessions[session.key]
+            return True
 
     def end_user(self, user: str) -> int:
         """End every session of ``user`` here (a new password, disabled, removed): each is

@@ -35,10 +35,14 @@ from supervisor.store.postgres.schema import (
     VERSION_TABLE,
 )
 from supervisor.store.postgres.session import (
+    STARTUP_CONTEXTS,
     Connection,
     Session,
+    SettingRefused,
+    per_session_problems,
     refused_options,
     session_for,
+    startup_problem,
     without_call_timeout,
 )
 
@@ -95,10 +99,11 @@ def open_database(dsn: str, *, create: bool = True) -> tuple[str, Session, Conne
     """Connect to ``dsn``, create (unless not ``create``) or check (and migrate) the schema;
     return the description, how to open more connections, and the first connection."""
     description = describe(dsn)
-    opened = session(dsn, description=description)
     deadlines = Deadlines("store opening deadline")
     try:
-        conn = opened.connect(deadlines)
+        opened, conn = _first_connection(session(dsn, description=description), deadlines)
+    except SettingRefused as exc:
+        raise StoreError(f"cannot use {description}: {without_password(str(exc), dsn)}") from None
     except psycopg.Error as exc:
         raise StoreError(f"cannot use {description}: {connect_problem(exc, dsn)}") from None
     finally:
@@ -109,6 +114,54 @@ def open_database(dsn: str, *, create: bool = True) -> tuple[str, Session, Conne
         conn.close()
         raise
     return description, opened, conn
+
+
+def _first_connection(opened: Session, deadlines: Deadlines) -> tuple[Session, Connection]:
+    """The first connection, and how to open more: as ``opened`` says, unless the server
+    refuses a setting of the options after connecting. Then each one the server takes
+    only when a session starts (log_connections: ``STARTUP_CONTEXTS``) goes in the
+    startup packet instead, as libpq would send it; one no session can set is refused
+    (``SettingRefused`` naming it and why), as is a startup setting that a pooler in
+    between refuses or drops."""
+    try:
+        return opened, opened.connect(deadlines)
+    except psycopg.errors.CantChangeRuntimeParam as exc:
+        refused = exc
+    except (psycopg.errors.UndefinedObject, psycopg.errors.InsufficientPrivilege) as exc:
+        # Unknown, or for superusers only: set_config's own words name the setting.
+        raise SettingRefused(
+            f"the server refuses a setting of the options ({_one_line(exc)})"
+        ) from None
+    contexts = _contexts(opened, deadlines)
+    problems = per_session_problems(contexts)
+    if problems:
+        raise SettingRefused("; ".join(problems))
+    startup = frozenset(name for name, context in contexts.items() if context in STARTUP_CONTEXTS)
+    if not startup:
+        raise refused
+    moved = opened.with_startup(startup)
+    try:
+        return moved, moved.connect(deadlines)
+    except psycopg.OperationalError as exc:
+        if refused_options(exc):
+            problem = startup_problem(startup, contexts, _reason(_one_line(exc)))
+            raise SettingRefused(problem) from None
+        raise
+
+
+def _contexts(opened: Session, deadlines: Deadlines) -> dict[str, str]:
+    """The pg_settings context of each setting ``opened`` applies after connecting (a
+    name the server does not know is left out), read on a connection without them."""
+    conn: Connection = psycopg.connect(opened.conninfo, autocommit=True)
+    try:
+        with deadlines.bounded(conn, opened.call_seconds or CONNECT_TIMEOUT_SECONDS):
+            rows = conn.execute(
+                "SELECT name, context FROM pg_settings WHERE name = ANY(%s)",
+                ([name for name, _ in opened.settings],),
+            ).fetchall()
+    finally:
+        conn.close()
+    return {str(name): str(context) for name, context in rows}
 
 
 def connect_problem(exc: psycopg.Error, dsn: str) -> str:

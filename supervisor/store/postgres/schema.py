@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Final
 
 APPLICATION: Final = "sched-supervisor"
-SCHEMA_VERSION: Final = 3
+SCHEMA_VERSION: Final = 4
 # Taken (for the transaction) by whoever creates or migrates the schema, so several hosts
 # starting at once do it one after the other.
 SCHEMA_LOCK: Final = "sched-supervisor store schema"
@@ -37,6 +37,12 @@ OWN_PREFIXES: Final = ("sst_", "cluster_")
 # anew by a password change or a disable so every host's Admin Center ends the sessions
 # made before it; existing logins (and rows a host of an older version inserts) get a
 # random one from the column's default.
+# Version 4: the database itself makes a new stamp whenever a login's hash changes (a new
+# password, a disable or enable, which add or remove its "!") and the writer left the
+# stamp as it was without saying so: a host of an older version, still running during a
+# rolling upgrade, or psql, ends the login's sessions on every host all the same. A writer
+# that keeps the stamp on purpose (a rehash at login, an enable) sets ``keep_stamp`` in
+# its UPDATE; the trigger clears it again, so it holds for that one statement.
 MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
     (
         f"""CREATE TABLE {VERSION_TABLE} (
@@ -128,6 +134,21 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
     (
         "ALTER TABLE sst_users ADD COLUMN stamp text NOT NULL"
         " DEFAULT md5(random()::text || clock_timestamp()::text)",
+    ),
+    (
+        "ALTER TABLE sst_users ADD COLUMN keep_stamp boolean NOT NULL DEFAULT false",
+        """CREATE FUNCTION sst_users_stamp() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF NEW.password_hash IS DISTINCT FROM OLD.password_hash
+                    AND NEW.stamp IS NOT DISTINCT FROM OLD.stamp AND NOT NEW.keep_stamp THEN
+                NEW.stamp := md5(random()::text || clock_timestamp()::text);
+            END IF;
+            NEW.keep_stamp := false;
+            RETURN NEW;
+        END
+        $$""",
+        "CREATE TRIGGER sst_users_stamp BEFORE UPDATE ON sst_users"
+        " FOR EACH ROW EXECUTE FUNCTION sst_users_stamp()",
     ),
 )
 

@@ -8,8 +8,13 @@ transaction left open), unless the connection string sets the parameter itself i
 ours, is applied with one ``set_config`` statement after connecting rather than sent in
 the startup packet: a pooler such as PgBouncer refuses a startup ``options`` parameter
 ("unsupported startup parameter: options") unless told to ignore it, and then would drop
-the settings without a word. Other switches in ``options`` still go in the startup packet.
-Only session pooling keeps a session's settings (and the manager's advisory lock).
+the settings without a word. Other switches in ``options`` still go in the startup packet,
+and so do the settings PostgreSQL takes only when a session starts (``STARTUP_CONTEXTS``:
+log_connections), as libpq would send them: ``opening`` moves them there when the server
+refuses them after connecting (``Session.with_startup``), and each connection then checks
+that they arrived (a pooler may drop them). One no session can set (shared_buffers) is
+refused naming it and why. Only session pooling keeps a session's settings (and the
+manager's advisory lock).
 
 The client gives up on a call ``MARGIN_SECONDS`` after the server would have ended its
 statement (so a slow statement fails with the server's own words), or after the URL's
@@ -88,6 +93,9 @@ class Session:
     settings: tuple[tuple[str, str], ...]
     call_seconds: float | None
     statement_seconds: float | None
+    # Settings PostgreSQL takes only when a session starts (``STARTUP_CONTEXTS``): sent
+    # in the startup packet (in ``conninfo``'s options) and checked after connecting.
+    startup: tuple[tuple[str, str], ...] = ()
 
     @property
     def search_seconds(self) -> float | None:
@@ -102,19 +110,41 @@ class Session:
         settings = tuple((name, value) for name, value in self.settings if name not in params)
         return replace(self, conninfo=make_conninfo(self.conninfo, **params), settings=settings)
 
+    def with_startup(self, names: frozenset[str]) -> Session:
+        """The same session with the settings ``names`` sent in the startup packet
+        instead of with ``set_config`` after connecting."""
+        moved = tuple((name, value) for name, value in self.settings if name in names)
+        words = [f"-c{_escaped(f'{name}={value}')}" for name, value in moved]
+        given = str(conninfo_to_dict(self.conninfo).get("options") or "")
+        return replace(
+            self,
+            conninfo=make_conninfo(self.conninfo, options=" ".join([given, *words]).strip()),
+            settings=tuple(setting for setting in self.settings if setting not in moved),
+            startup=self.startup + moved,
+        )
+
     def connect(self, deadlines: Deadlines) -> Connection:
         """An autocommit connection with the settings applied, the settings statement
         bounded by ``deadlines``. psycopg errors pass through (one for a statement cut at
-        its deadline says so)."""
+        its deadline says so); ``SettingRefused`` when a startup setting did not arrive
+        (a pooler that drops startup options)."""
         conn: Connection = psycopg.connect(self.conninfo, autocommit=True)
-        if not self.settings:
+        if not self.settings and not self.startup:
             return conn
-        calls = ", ".join(["set_config(%s, %s, false)"] * len(self.settings))
-        values = [part for setting in self.settings for part in setting]
+        calls = ["set_config(%s, %s, false)"] * len(self.settings)
+        values: list[Any] = [part for setting in self.settings for part in setting]
+        if self.startup:
+            # What the startup packet set has the source 'client'; a pooler that drops
+            # the startup options leaves them as the server's defaults.
+            calls.append(
+                "(SELECT coalesce(array_agg(name ORDER BY name), '{}') FROM pg_settings"
+                " WHERE name = ANY(%s) AND source <> 'client')"
+            )
+            values.append([name for name, _ in self.startup])
         try:
             with deadlines.bounded(conn, self.call_seconds or SETUP_SECONDS) as bound:
                 try:
-                    conn.execute(f"SELECT {calls}", values)
+                    row = conn.execute(f"SELECT {', '.join(calls)}", values).fetchone()
                 except psycopg.Error as exc:
                     if bound.expired:
                         raise psycopg.OperationalError(
@@ -122,10 +152,62 @@ class Session:
                             " connecting; the connection was dropped"
                         ) from exc
                     raise
+            dropped = list(row[-1]) if self.startup and row is not None else []
+            if dropped:
+                raise SettingRefused(
+                    f"options sets {', '.join(dropped)}, which PostgreSQL takes only when"
+                    " a session starts, so it went in the startup packet, and it did not"
+                    " arrive: something in between drops startup options (PgBouncer with"
+                    " ignore_startup_parameters = options does); set it in"
+                    " postgresql.conf, or connect to the server itself"
+                )
         except BaseException:
             conn.close()
             raise
         return conn
+
+
+class SettingRefused(psycopg.OperationalError):
+    """A setting of the URL's ``options`` that cannot be applied as asked: the message
+    names it and says why (``opening`` shows it as it is)."""
+
+
+# pg_settings contexts of settings the server takes only in a session's startup packet.
+STARTUP_CONTEXTS: Final = frozenset({"backend", "superuser-backend"})
+# Why a setting of another context can never be set for one session.
+_NEVER_PER_SESSION: Final[Mapping[str, str]] = {
+    "postmaster": "only when the server starts (postgresql.conf, then a restart)",
+    "sighup": "only for the whole server (postgresql.conf or ALTER SYSTEM, then a reload)",
+    "internal": "never (it is fixed when PostgreSQL is built or the cluster made)",
+}
+
+
+def per_session_problems(contexts: Mapping[str, str]) -> list[str]:
+    """For settings of the URL's options by their pg_settings context: why each that can
+    never be set for one session is refused (empty: all can)."""
+    return [
+        f"options sets {name}, which PostgreSQL takes {_NEVER_PER_SESSION[context]}, never"
+        f" for one connection (pg_settings context {context!r}): leave it out of options"
+        for name, context in sorted(contexts.items())
+        if context in _NEVER_PER_SESSION
+    ]
+
+
+def startup_problem(names: frozenset[str], contexts: Mapping[str, str], reason: str) -> str:
+    """Why the startup settings ``names`` cannot be used: the server in between refused
+    the startup packet's options (``reason``: its words)."""
+    shown = ", ".join(f"{name} (pg_settings context {contexts[name]!r})" for name in sorted(names))
+    return (
+        f"options sets {shown}, which PostgreSQL takes only when a session starts, so it"
+        f" goes in the startup packet, and the server in between refuses startup options"
+        f" as a pooler such as PgBouncer does ({reason}): set it in postgresql.conf, or"
+        " connect to the server itself"
+    )
+
+
+def _escaped(word: str) -> str:
+    """``word`` as one word of an ``options`` string (``split_options`` reads it back)."""
+    return re.sub(r"([\s\\])", r"\\\1", word)
 
 
 def session_for(dsn: str, *, description: str, environ: Mapping[str, str] = os.environ) -> Session:

@@ -75,10 +75,18 @@ class PostgresUsers:
             if after is None:
                 conn.execute("DELETE FROM sst_users WHERE name = %s", (storable(name),))
             else:
+                # Without a new stamp the stamp is kept on purpose: said with keep_stamp,
+                # or the database makes a new one for a new hash (schema version 4).
                 conn.execute(
-                    "UPDATE sst_users SET role = %s, password_hash = %s, stamp = %s"
-                    " WHERE name = %s",
-                    (after.role, storable(after.password_hash), after.stamp, storable(name)),
+                    "UPDATE sst_users SET role = %s, password_hash = %s, stamp = %s,"
+                    " keep_stamp = %s WHERE name = %s",
+                    (
+                        after.role,
+                        storable(after.password_hash),
+                        after.stamp,
+                        change.stamp is None,
+                        storable(name),
+                    ),
                 )
             return Changed.DONE
 

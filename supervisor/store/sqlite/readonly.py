@@ -31,8 +31,9 @@ from supervisor.store.sqlite.opening import problem
 from supervisor.store.sqlite.schema import APPLICATION_ID, BUSY_TIMEOUT_MS, SCHEMA_VERSION, TABLES
 from supervisor.store.sqlite.store import SqliteStore
 
-# The read commands read settings, runs and logs, never logins: version 4 only added the
-# users' credentials stamp, so a version-3 file is read as it is, unmigrated.
+# The read commands read settings, runs and logs, never logins: versions 4 and 5 only
+# added the users' credentials stamp and the triggers that keep it, so a version-3 or
+# version-4 file is read as it is, unmigrated.
 READABLE_SINCE: Final = 3
 
 

@@ -10,7 +10,7 @@ from typing import Final
 DB_FILENAME: Final = "state.db"
 # PRAGMA application_id of every sched-supervisor database: ASCII "sSup".
 APPLICATION_ID: Final = 0x73537570
-SCHEMA_VERSION: Final = 4
+SCHEMA_VERSION: Final = 5
 BUSY_TIMEOUT_MS: Final = 10_000
 # After a checkpoint the WAL file is truncated to at most this size.
 JOURNAL_SIZE_LIMIT: Final = 64 << 20
@@ -116,6 +116,32 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
     (
         "ALTER TABLE users ADD COLUMN stamp TEXT NOT NULL DEFAULT ''",
         "UPDATE users SET stamp = lower(hex(randomblob(16)))",
+    ),
+    # Version 5: the database itself makes a new stamp whenever a login's hash changes (a
+    # new password, a disable or enable, which add or remove its "!") and the writer left
+    # the stamp as it was without saying so: a writer that knows nothing of stamps (the
+    # release before, still running during an upgrade; the sqlite3 shell) ends the login's
+    # sessions all the same. A writer that keeps the stamp on purpose (a rehash at login,
+    # an enable) sets ``keep_stamp`` in its UPDATE; the database clears it again, so the
+    # next writer's hash change makes a new stamp unless it says so too. A row inserted
+    # without a stamp (by version 3, whose file a read-only reader may still see as it
+    # was) gets one.
+    (
+        "ALTER TABLE users ADD COLUMN keep_stamp INTEGER NOT NULL DEFAULT 0",
+        """CREATE TRIGGER users_new_stamp AFTER UPDATE ON users
+            WHEN NEW.password_hash IS NOT OLD.password_hash AND NEW.stamp IS OLD.stamp
+                AND NOT NEW.keep_stamp
+            BEGIN
+                UPDATE users SET stamp = lower(hex(randomblob(16))) WHERE name = NEW.name;
+            END""",
+        """CREATE TRIGGER users_stamp_kept AFTER UPDATE ON users WHEN NEW.keep_stamp
+            BEGIN
+                UPDATE users SET keep_stamp = 0 WHERE name = NEW.name;
+            END""",
+        """CREATE TRIGGER users_first_stamp AFTER INSERT ON users WHEN NEW.stamp = ''
+            BEGIN
+                UPDATE users SET stamp = lower(hex(randomblob(16))) WHERE name = NEW.name;
+            END""",
     ),
 )
 

@@ -67,9 +67,12 @@ class SqliteUsers:
             if after is None:
                 conn.execute("DELETE FROM users WHERE name = ?", (name,))
             else:
+                # Without a new stamp the stamp is kept on purpose: said with keep_stamp,
+                # or the database makes a new one for a new hash (schema version 5).
                 conn.execute(
-                    "UPDATE users SET role = ?, password_hash = ?, stamp = ? WHERE name = ?",
-                    (after.role, after.password_hash, after.stamp, name),
+                    "UPDATE users SET role = ?, password_hash = ?, stamp = ?, keep_stamp = ?"
+                    " WHERE name = ?",
+                    (after.role, after.password_hash, after.stamp, change.stamp is None, name),
                 )
             return Changed.DONE
 
