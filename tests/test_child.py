@@ -35,6 +35,21 @@ def run(
     return exit_, sink
 
 
+# -- stdlib logging ----------------------------------------------------------------------
+
+
+def test_stdlib_logging_from_many_threads_arrives_whole(launcher: Launcher) -> None:
+    # The forwarding handler has no lock of its own: the records pipe serializes lines.
+    exit_, sink = run(launcher, "threads-logging")
+    assert exit_.outcome is Outcome.SUCCEEDED
+    lines = [r for r in sink.records if r.message.startswith("thread ")]
+    assert sorted(r.message for r in lines) == sorted(
+        f"thread {n} line {line}" for n in range(8) for line in range(200)
+    )
+    assert all(r.fields == {"pad": "x" * 300, "logger": "misbehave"} for r in lines)
+    assert not [r for r in sink.records if r.level is Level.ERROR]
+
+
 # -- exceptions whose message cannot be made ---------------------------------------------
 
 

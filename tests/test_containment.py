@@ -3,10 +3,14 @@ cannot be made (the run then falls back to its process group and marker)."""
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any, cast
 
 from supervisor.runs.containment import PROCESS_GROUP, Containment
+from tests.test_cgroups import Made, made  # noqa: F401 - the fixture
 
 
 class FlakyRoot:
@@ -46,3 +50,23 @@ def test_regression_a_run_without_its_cgroup_is_counted_and_reported_once_a_stre
     assert containment.create("r3") == Path("/sys/fs/cgroup/r3")
     assert reports[1:] == ["run cgroups can be made again"]
     assert containment.uncontained == 2
+
+
+def test_release_removes_an_empty_cgroup_and_ends_what_is_left_in_another(
+    made: Made,  # noqa: F811 - the fixture imported above
+) -> None:
+    root = made.root()
+    empty, busy = made.create(root), made.create(root)
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+    try:
+        busy.join(sleeper.pid)
+        containment = Containment(root)
+        containment.release(empty)
+        containment.release(busy)
+        containment.close()  # waits for the remover
+        assert not empty.path.exists()
+        assert not busy.path.exists()
+        assert sleeper.wait(timeout=10) == -signal.SIGKILL
+    finally:
+        sleeper.kill()
+        sleeper.wait()

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from supervisor.core.records import Level, LogRecord, Outcome, Source
 from supervisor.runs.wire import (
     MAX_LINE_BYTES,
+    SUCCEEDED,
     ExecNotice,
     RunResult,
     decode,
@@ -79,6 +80,22 @@ def test_result_round_trip() -> None:
         RunResult(outcome=Outcome.FAILED, error="sys.exit(3) was called", exit_code=3),
     ):
         assert decode(encode_result(result), run_id="r1") == result
+
+
+def test_the_succeeded_line_made_once_is_the_one_the_encoder_makes() -> None:
+    fresh = RunResult(outcome=Outcome.SUCCEEDED)
+    assert fresh == SUCCEEDED and SUCCEEDED is not fresh
+    assert encode_result(SUCCEEDED) == encode_result(fresh)
+    assert json.loads(encode_result(SUCCEEDED)) == {
+        "v": 1,
+        "type": "result",
+        "outcome": "succeeded",
+        "error": None,
+        "traceback": None,
+        "value": None,
+        "exit_code": None,
+    }
+    assert decode(encode_result(SUCCEEDED), run_id="r1") == SUCCEEDED
 
 
 def test_a_result_knows_the_status_its_process_exits_with() -> None:

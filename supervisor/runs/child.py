@@ -55,7 +55,7 @@ from supervisor.runs.context import (
 )
 from supervisor.runs.job import MAX_RUN_ID as MAX_RUN_ID
 from supervisor.runs.job import Job as Job
-from supervisor.runs.wire import RunResult, encode_exec, encode_log, encode_result
+from supervisor.runs.wire import SUCCEEDED, RunResult, encode_exec, encode_log, encode_result
 
 EXIT_SUCCEEDED: Final = 0
 EXIT_FAILED: Final = 1
@@ -113,6 +113,11 @@ class ForwardingHandler(logging.Handler):
         super().__init__(logging.NOTSET)
         self._sink = sink
         self._run_id = run_id
+
+    def createLock(self) -> None:
+        """No lock: the sink serializes its writes itself (``RecordSink``), and a lock of
+        our own, registered to be re-made after a fork, cost each run some 15 page copies."""
+        self.lock = None
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -202,14 +207,7 @@ def execute(
     """
     if job.action_id is None and isinstance(options.runner, Command):
         raise TypeError(f"{options.id}: a command runner is exec'd, see exec_command()")
-    ctx = Context(
-        scheduler_id=job.scheduler_id,
-        run_id=job.run_id,
-        trigger=job.trigger,
-        deadline=job.deadline,
-        sink=sink,
-        cancel_fd=cancel_fd,
-    )
+    ctx = _context(job, sink, cancel_fd)
     undo = install_logging(sink, job.run_id) if forward_logging else None
     try:
         return _call(options, job, ctx, sink)
@@ -217,6 +215,17 @@ def execute(
         ctx.close()
         if undo is not None:
             undo()
+
+
+def _context(job: Job, sink: RecordSink, cancel_fd: int | None) -> Context:
+    return Context(
+        scheduler_id=job.scheduler_id,
+        run_id=job.run_id,
+        trigger=job.trigger,
+        deadline=job.deadline,
+        sink=sink,
+        cancel_fd=cancel_fd,
+    )
 
 
 def _call(options: Options, job: Job, ctx: Context, sink: RecordSink) -> RunResult:
@@ -231,7 +240,7 @@ def _call(options: Options, job: Job, ctx: Context, sink: RecordSink) -> RunResu
         runner = options.runner
         assert not isinstance(runner, Command)
         runner(ctx)
-        return RunResult(outcome=Outcome.SUCCEEDED)
+        return SUCCEEDED
     except BaseException as error:
         result = failure(error)
         # A run that ends because it was asked to (Stop, shutdown) did not fail: a WARNING.
@@ -473,7 +482,11 @@ def _run(
     if job.action_id is None and isinstance(options.runner, Command):
         return _exec_in_child(options.runner, sink, records_fd, cancel_fd)
     try:
-        result = execute(options, job, sink=sink, cancel_fd=cancel_fd)
+        # ``execute`` without the undoing: this process ends with the run (the context's
+        # fds close, and stdlib logging goes on reaching the run's log until then).
+        ctx = _context(job, sink, cancel_fd)
+        install_logging(sink, job.run_id)
+        result = _call(options, job, ctx, sink)
     except BaseException as error:  # our own set-up failed, not the runner
         result = RunResult(
             outcome=Outcome.FAILED,
@@ -500,8 +513,10 @@ def _exec_in_child(command: Command, sink: PipeSink, records_fd: int, cancel_fd:
 def flush_stdio() -> None:
     """Flush print output before the process ends or is replaced."""
     for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(Exception):
+        try:  # (not contextlib.suppress: a forked run would run its code for the first time)
             stream.flush()
+        except Exception:  # noqa: S112 - a closed or broken stream: nothing to flush to
+            continue
 
 
 def load_options(app_spec: str, scheduler_id: str) -> Options:

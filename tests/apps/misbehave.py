@@ -9,6 +9,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
 from typing import Any
 
@@ -202,6 +203,20 @@ def bad_log_values(ctx: scheduler.Context) -> None:
     log.info("still logging")
 
 
+def threads_logging(ctx: scheduler.Context) -> None:
+    """Stdlib logging from several threads at once, then one left logging after the end."""
+
+    def talk(number: int) -> None:
+        for line in range(200):
+            _log.info("thread %d line %d", number, line, extra={"pad": "x" * 300})
+
+    threads = [threading.Thread(target=talk, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
 def escape_clean(ctx: scheduler.Context) -> None:
     """Leave a process behind that left the session, cleared its environment (the marker
     goes with it) and was double-forked into a fresh program; report it and end."""
@@ -308,6 +323,7 @@ configure("sys-exit-true", sys_exit(True))
 configure("sys-exit-huge", sys_exit(10**5000))
 configure("bad-log-values", bad_log_values)
 configure("escape-clean", escape_clean)
+configure("threads-logging", threads_logging)
 configure("hog", hog)
 configure("terminal-tricks", terminal_tricks)
 configure(
