@@ -342,8 +342,15 @@ class LogWriter:
         self.failures += 1
         if not self._failing:
             self._failing = True
+            kept = classify(error) is not None
+            then = (
+                f"keeping log records in memory (at most {self._max_kept_records}, the"
+                " oldest dropped and counted past that)"
+                if kept
+                else "counting lost log records"
+            )
             self._report(
-                f"cannot store {what}: {error}; counting lost log records and retrying every"
+                f"cannot store {what}: {error}; {then} and retrying every"
                 f" {self._retry_seconds:g}s until the store works again (reported once)"
             )
 
