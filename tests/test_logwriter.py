@@ -199,9 +199,7 @@ def test_disk_full_loses_no_record_silently_and_stores_the_end_row_once_space_re
     with SqliteStore.open(path, max_log_bytes_per_run=1 << 40) as store:
         store.insert_run(run("r"))
         # What it keeps in memory must fit the 2 MiB once space returns.
-        writer = LogWriter(
-            store, retry_seconds=0.05, report=reports.append, max_kept_records=5000
-        )
+        writer = LogWriter(store, retry_seconds=0.05, report=reports.append, max_kept_records=5000)
         writer.start()
         try:
             writer.submit([record(i) for i in range(100)])

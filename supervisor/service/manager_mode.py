@@ -283,7 +283,11 @@ class Service:
         if options.store is None:
             # SQLite's writes tell whether the file takes them (a full disk, a read-only
             # or locked or corrupt file): the store line of status, list and the banner.
-            store = as_store(WatchedStore(store, self.store_health, self.clock))
+            store = as_store(
+                WatchedStore(
+                    store, self.store_health, self.clock, path=self.state_dir / DATABASE_NAME
+                )
+            )
             probe = StoreProbe(store, self.store_health, self.clock)
             probe.start()
             stack.callback(probe.close)

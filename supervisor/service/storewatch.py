@@ -18,12 +18,14 @@ ends even when nothing else writes. May import ``core``, ``store.protocols``,
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Final
 
 from supervisor.core.clock import Clock
-from supervisor.core.storeproblems import Backlog, classify, reason_of
+from supervisor.core.storeproblems import Backlog, StoreProblem, classify, reason_of
 from supervisor.store.protocols import Store
 from supervisor.usecases.health import StoreHealth
 
@@ -53,10 +55,16 @@ class WatchedStore:
     """``store`` with every write's outcome told to ``health`` (at ``clock.now()``); any
     other attribute is the store's own. Use it as the ``Store`` it wraps (``as_store``)."""
 
-    def __init__(self, store: Store, health: StoreHealth, clock: Clock) -> None:
+    def __init__(
+        self, store: Store, health: StoreHealth, clock: Clock, *, path: Path | None = None
+    ) -> None:
+        """``path``: the database file; an I/O error writing it is told as read-only when
+        the file, its journal or its directory cannot be written (an immutable file, a
+        file system remounted read-only: SQLite tells both as an I/O error)."""
         self._store = store
         self._health = health
         self._clock = clock
+        self._path = path
 
     @property
     def wrapped(self) -> Store:
@@ -79,14 +87,33 @@ class WatchedStore:
             except Exception as error:
                 problem = classify(error)
                 if problem is not None:
-                    self._health.write_failed(
-                        at=self._clock.now(), problem=problem, reason=reason_of(error)
-                    )
+                    reason = reason_of(error)
+                    if problem is StoreProblem.IO_ERROR and self._path is not None:
+                        unwritable = not_writable(self._path)
+                        if unwritable is not None:
+                            problem = StoreProblem.READ_ONLY
+                            reason = f"{reason} ({unwritable})"
+                    self._health.write_failed(at=self._clock.now(), problem=problem, reason=reason)
                 raise
             self._health.write_succeeded()
             return result
 
         return call
+
+
+def not_writable(path: Path) -> str | None:
+    """Which of the database ``path``, its WAL journal and its directory cannot be
+    written, and why (``access(2)``: an immutable file or a read-only file system refuses
+    even root), or None."""
+    for candidate in (path.parent, path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        try:
+            if candidate.exists() and not os.access(candidate, os.W_OK):
+                mounted = os.statvfs(candidate).f_flag & os.ST_RDONLY
+                why = "on a read-only file system" if mounted else "not writable"
+                return f"{candidate} is {why}"
+        except OSError as error:
+            return f"{candidate}: {error.strerror or error}"
+    return None
 
 
 def as_store(watched: WatchedStore) -> Store:

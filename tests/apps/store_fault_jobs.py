@@ -34,9 +34,7 @@ schedulers.use_cases.configure(
         description="Repeats quickly and logs",
         kind=scheduler.Kind.SCHEDULE,
         runner=tick,
-        defaults=scheduler.Settings(
-            start_delay=timedelta(0), pause_time=timedelta(milliseconds=200)
-        ),
+        defaults=scheduler.Settings(start_delay=timedelta(0), pause_time=timedelta(seconds=1)),
     ),
 )
 schedulers.use_cases.configure(
