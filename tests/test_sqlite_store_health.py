@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -203,3 +204,33 @@ def test_a_database_locked_by_another_process_is_shown_until_it_lets_go(
             process.communicate()  # reaped, its pipes closed
     with contextlib.closing(sqlite3.connect(state / "state.db")) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
+def test_a_journal_that_became_read_only_is_shown_until_it_is_writable_again(
+    tmp_path: Path, manager_on: list[Manager]
+) -> None:
+    """``chattr +i`` on ``state.db-wal`` (root may write any mode, not an immutable file):
+    SQLite says "disk I/O error"; the manager finds the file it cannot write."""
+    if shutil.which("chattr") is None:
+        pytest.skip("chattr (e2fsprogs) is not installed")
+    state = tmp_path / "state"
+    manager = Manager(state, tmp_path / "manager.log")
+    manager_on.append(manager)
+    wal = state / "state.db-wal"
+
+    def immutable(flag: str) -> None:
+        result = subprocess.run(["chattr", flag, str(wal)], capture_output=True, text=True)
+        if result.returncode != 0:
+            pytest.skip(f"chattr {flag} does not work here: {result.stderr.strip()}")
+
+    try:
+        outage_then_recovery(
+            state,
+            manager,
+            problem="read_only",
+            words="read-only",
+            begin=lambda: immutable("+i"),
+            end=lambda: immutable("-i"),
+        )
+    finally:
+        subprocess.run(["chattr", "-i", str(wal)], capture_output=True, check=False)

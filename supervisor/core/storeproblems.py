@@ -106,6 +106,8 @@ def classify(error: BaseException) -> StoreProblem | None:
         seen.add(id(current))
         if isinstance(current, sqlite3.Error):
             name = getattr(current, "sqlite_errorname", None) or ""
+            if not name:  # misuse of the module (a ProgrammingError): no store problem
+                return None
             if any(name == code or name.startswith(code + "_") for code in _NOT_HEALTH):
                 return None
             for prefix, problem in _BY_SQLITE_CODE:
