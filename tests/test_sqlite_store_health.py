@@ -234,3 +234,35 @@ def test_a_journal_that_became_read_only_is_shown_until_it_is_writable_again(
         )
     finally:
         subprocess.run(["chattr", "-i", str(wal)], capture_output=True, check=False)
+
+
+def test_a_corrupt_state_db_is_shown_and_the_runs_go_on(
+    tmp_path: Path, manager_on: list[Manager]
+) -> None:
+    """Another process checkpoints the WAL into ``state.db`` and overwrites every page
+    after the first: the manager's next writes meet the damage. It is not repaired (the
+    file is no longer trustworthy), but it is named, and the run in progress goes on."""
+    state = tmp_path / "state"
+    manager = Manager(state, tmp_path / "manager.log")
+    manager_on.append(manager)
+    wait_for(lambda: len(finished_runs(state)) >= 2, timeout=30, what="runs stored")
+    long_id = json.loads(cli(state, "execute", "f.long", "--json"))["run_id"]
+    db = state / "state.db"
+    with contextlib.closing(sqlite3.connect(db, isolation_level=None)) as conn:
+        assert conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] == 0
+    data = bytearray(db.read_bytes())
+    page = int.from_bytes(data[16:18], "big")
+    data[page:] = b"\x55" * (len(data) - page)
+    db.write_bytes(bytes(data))
+    field = wait_for(lambda: store_field(state), timeout=60, what="the damage shown")
+    assert field["state"] == "corrupt", field
+    assert "malformed" in field["reason"]
+    assert (store_line(state, "list") or "").startswith("corrupt since ")
+    status = json.loads(cli(state, "status", "f.long", "--json"))
+    assert status["state"] == "running" and status["current_run_id"] == long_id, status
+    assert manager.process.poll() is None, manager.log()
+    wait_for(
+        lambda: "warning: store: corrupt since " in manager.log(),
+        timeout=10,
+        what="the damage in the manager's log",
+    )
