@@ -198,7 +198,8 @@ def test_disk_full_loses_no_record_silently_and_stores_the_end_row_once_space_re
     path = state_db_path(small_filesystem.root / "state")
     with SqliteStore.open(path, max_log_bytes_per_run=1 << 40) as store:
         store.insert_run(run("r"))
-        writer = LogWriter(store, retry_seconds=0.05, report=reports.append)
+        # What it keeps in memory must fit the 2 MiB once space returns.
+        writer = LogWriter(store, retry_seconds=0.05, report=reports.append, max_kept_records=5000)
         writer.start()
         try:
             writer.submit([record(i) for i in range(100)])

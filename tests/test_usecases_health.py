@@ -83,6 +83,8 @@ def test_list_and_status_carry_the_outage_and_the_cli_reads_it_back() -> None:
         "since": "2026-03-01T11:59:55+00:00",
         "seconds": 5,
         "reason": "refused",
+        "kept_log_records": 0,
+        "dropped_log_records": 0,
         "text": "unreachable since 11:59:55 UTC (5 s): refused",
     }
     listed = dispatcher.handle(subject, {"op": "list"})

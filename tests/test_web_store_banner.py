@@ -12,7 +12,7 @@ from datetime import timedelta
 import pytest
 
 from supervisor.core.clock import FakeClock
-from supervisor.usecases.health import StoreHealth
+from supervisor.usecases.health import Backlog, StoreHealth, StoreProblem
 from supervisor.usecases.schedulers import UseCases
 from supervisor.web.app import create_app
 from tests.test_web_fakes import FAST, START, Client, make_world
@@ -78,3 +78,23 @@ def test_the_login_page_tells_no_one_logged_out(world: World) -> None:
     anonymous = Client(world.client.app)
     page = anonymous.get("/login")
     assert page.status == 200 and "data-store-health" not in page.body
+
+
+def test_a_store_that_cannot_be_written_is_shown_with_what_is_kept(world: World) -> None:
+    world.health.write_failed(
+        at=START - timedelta(seconds=3),
+        problem=StoreProblem.DISK_FULL,
+        reason="state database /s/state.db: database or disk is full",
+    )
+    world.health.note_backlog(Backlog(kept_records=120, dropped_records=4))
+    for path in PAGES:
+        assert banner(world.client.get(path).body) == (
+            "disk full since 11:59:57 UTC (3 s): state database /s/state.db: database or disk"
+            " is full; 120 log record(s) kept to store, 4 dropped (counted in their runs&#39;"
+            " logs)"
+        ), path
+    world.health.write_succeeded()
+    assert banner(world.client.get("/").body) is not None  # still owed what it kept
+    world.health.note_backlog(Backlog())
+    for path in PAGES:
+        assert banner(world.client.get(path).body) is None, path

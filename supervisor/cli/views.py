@@ -36,8 +36,8 @@ from supervisor.core.settings import EffectiveSettings
 from supervisor.core.settings import as_json as settings_as_json
 
 # The JSON shapes of runs and records are the manager's own: one definition for both.
-from supervisor.usecases.health import StoreTrouble
-from supervisor.usecases.serialize import decision_json, iso, store_json
+from supervisor.usecases.health import Backlog, StoreProblem, StoreTrouble, trouble_json
+from supervisor.usecases.serialize import decision_json, iso
 from supervisor.usecases.serialize import log_json as log_json
 from supervisor.usecases.serialize import run_json as run_json
 
@@ -160,7 +160,7 @@ def status_json(view: StatusView) -> dict[str, Any]:
     if view.host is not None:
         out["host"] = view.host
     if view.store is not None:
-        out["store"] = store_json(view.store)
+        out["store"] = trouble_json(view.store)
     if view.units is not None:
         out["units"] = {
             "kind": view.units.kind,
@@ -328,7 +328,22 @@ def _store(raw: object) -> StoreTrouble | None:
     seconds = store.optional_int("seconds")
     if seconds is None or seconds < 0:
         raise store.bad("seconds")
-    return StoreTrouble(since=store.time("since"), seconds=seconds, reason=store.text("reason"))
+    state = store.optional_text("state") or StoreProblem.UNREACHABLE.value
+    try:
+        problem = StoreProblem(state)
+    except ValueError:  # a newer manager's problem: shown by its own words
+        problem = StoreProblem.WRITE_FAILED
+    kept = store.optional_int("kept_log_records") or 0
+    dropped = store.optional_int("dropped_log_records") or 0
+    if kept < 0 or dropped < 0:
+        raise store.bad("kept_log_records" if kept < 0 else "dropped_log_records")
+    return StoreTrouble(
+        since=store.time("since"),
+        seconds=seconds,
+        reason=store.text("reason"),
+        problem=problem,
+        backlog=Backlog(kept_records=kept, dropped_records=dropped),
+    )
 
 
 def _decision(raw: object) -> Mapping[str, Any] | None:

@@ -39,10 +39,11 @@ from supervisor.service.paths import (
     ensure_state_dir,
 )
 from supervisor.service.stores import open_postgres_store
+from supervisor.service.storewatch import StoreProbe, WatchedStore, as_store
 from supervisor.store.dsn import without_password
 from supervisor.store.protocols import Store
 from supervisor.store.sqlite import SqliteStore
-from supervisor.usecases.health import StoreHealth
+from supervisor.usecases.health import StoreHealth, StoreProblem, StoreTrouble
 from supervisor.usecases.reads import UseCaseReads, reader
 from supervisor.usecases.schedulers import UseCases, enable
 
@@ -112,6 +113,10 @@ class StoreGuard(Protocol):
         """Since when (aware) the store has not answered, in the outage going on; None
         while it answers."""
         ...
+
+    # Optional, read with getattr: ``unreachable_reason: str | None``, why the lock
+    # cannot be taken back (one line), while ``unreachable_since`` is set. Without it
+    # the reason is read from ``check``'s warning (``outage_reason``).
 
     def close(self) -> None: ...
 
@@ -199,7 +204,8 @@ def recover_interrupted_runs(store: Store, clock: Clock, *, host: str | None = N
 
 def outage_reason(warning: str | None, dsn: str | None) -> str:
     """Why the store does not answer, out of the manager lock's ``warning`` (all of it when
-    it has another shape), with the passwords of ``dsn`` hidden."""
+    it has another shape), with the passwords of ``dsn`` hidden: only for a lock that
+    does not say it itself (``StoreGuard``'s ``unreachable_reason``)."""
     found = _OUTAGE_REASON.search(warning or "")
     reason = found["reason"] if found else (warning or "the store does not answer")
     return reason if dsn is None else without_password(reason, dsn)
@@ -247,6 +253,7 @@ class Service:
         # Whether the store answers, as the manager lock finds out each second; the use
         # cases read it (``supervisor status``, the Admin Center's banner).
         self.store_health = StoreHealth()
+        self._store_seen: tuple[datetime, StoreProblem] | None = None  # last said
 
     def _watch_runs(self, use_cases: UseCases) -> None:
         """One line per failed run on the log, and notifications where targets are set."""
@@ -273,6 +280,17 @@ class Service:
         self._lock = stack.enter_context(state_dir_lock(self.state_dir))
         store, place, guard = open_store(options, self.state_dir)
         stack.callback(store.close)
+        if options.store is None:
+            # SQLite's writes tell whether the file takes them (a full disk, a read-only
+            # or locked or corrupt file): the store line of status, list and the banner.
+            store = as_store(
+                WatchedStore(
+                    store, self.store_health, self.clock, path=self.state_dir / DATABASE_NAME
+                )
+            )
+            probe = StoreProbe(store, self.store_health, self.clock)
+            probe.start()
+            stack.callback(probe.close)
         if guard is not None:
             stack.callback(guard.close)
         self._store_guard = guard
@@ -416,7 +434,8 @@ class Service:
             if warning and warning != self._guard_warning:  # once a streak, not every second
                 self.say(f"supervisor: warning: {warning}")
             self._guard_warning = warning
-            self._note_store_health(self._store_guard.unreachable_since, warning)
+            self._note_store_health(self._store_guard, warning)
+        self._say_store_health()
         if self._lock is not None:
             try:
                 if self._lock.repair():
@@ -427,14 +446,37 @@ class Service:
                     self.say(f"supervisor: warning: {error}")
                 self._repair_failed = True
 
-    def _note_store_health(self, since: datetime | None, warning: str | None) -> None:
-        """Tell the store's health what the manager lock found: an outage since ``since``
-        (its reason read from ``warning``, any password in it hidden), or none."""
+    def _say_store_health(self) -> None:
+        """One line when the SQLite store's writes start to fail (or fail otherwise) and
+        one when the outage ends (the PostgreSQL lock says its own, above)."""
+        if self._store_guard is not None:
+            return
+        outage = self.store_health.outage()
+        seen = None if outage is None else (outage.since, outage.problem)
+        if seen == self._store_seen:
+            return
+        if outage is not None:
+            trouble = StoreTrouble.of(outage, self.clock.now())
+            self.say(f"supervisor: warning: store: {trouble.text}")
+        elif self._store_seen is not None:
+            took = max(0, int((self.clock.now() - self._store_seen[0]).total_seconds()))
+            self.say(f"supervisor: store: writes work again after {took} s")
+        self._store_seen = seen
+
+    def _note_store_health(self, guard: StoreGuard, warning: str | None) -> None:
+        """Tell the store's health what the manager lock found: an outage since its
+        ``unreachable_since`` (its reason the lock's own ``unreachable_reason`` where it
+        has one, any password in it hidden), or none."""
+        since = guard.unreachable_since
         if since is None:
             self.store_health.reachable()
-        else:
-            reason = outage_reason(warning, self.options.store)
-            self.store_health.unreachable(since=since, reason=reason)
+            return
+        reason = getattr(guard, "unreachable_reason", None)
+        if not isinstance(reason, str) or not reason:
+            reason = outage_reason(warning, None)
+        if self.options.store is not None:
+            reason = without_password(reason, self.options.store)
+        self.store_health.unreachable(since=since, reason=reason)
 
     def close(self) -> None:
         self._stack.close()

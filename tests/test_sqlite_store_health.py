@@ -1,0 +1,268 @@
+"""A manager on SQLite whose store cannot be written: a real manager process on a real
+``state.db`` that fills its (small, real) file system or that another process locks with
+``BEGIN EXCLUSIVE``. ``supervisor status``, ``list`` and their ``--json`` name the problem,
+since when and what is kept; runs go on; once the store works again the line goes, the
+kept log records are stored and the history stored before is intact."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.commands import ROOT, supervisor
+from tests.fullfs import SmallFilesystem, small_filesystem
+from tests.manager_process import cli
+from tests.waiting import end_process, wait_for
+
+__all__ = ["small_filesystem"]
+
+APP = "tests.apps.store_fault_jobs:cfg"
+
+
+class Manager:
+    """``supervisor run`` on ``state`` with its stderr in a file read while it runs."""
+
+    def __init__(self, state: Path, log: Path) -> None:
+        self.log_path = log
+        with log.open("w") as sink:
+            self.process = subprocess.Popen(
+                supervisor("run", "--app", APP, "--state-dir", str(state), "--no-admin"),
+                cwd=ROOT,
+                env={**os.environ, "PYTHONPATH": str(ROOT)},
+                stdout=subprocess.DEVNULL,
+                stderr=sink,
+            )
+        wait_for(
+            lambda: (state / "control.sock").exists() or self.process.poll() is not None,
+            timeout=30,
+            what="the manager",
+        )
+        assert self.process.poll() is None, self.log()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+        assert self.process.wait(timeout=30) == 0, self.log()
+
+
+@pytest.fixture
+def manager_on(tmp_path: Path) -> Iterator[list[Manager]]:
+    started: list[Manager] = []
+    yield started
+    for manager in started:
+        if manager.process.poll() is None:
+            end_process(manager.process)
+
+
+def store_field(state: Path) -> dict[str, Any] | None:
+    status: dict[str, Any] = json.loads(cli(state, "status", "f.tick", "--json"))
+    return status.get("store")
+
+
+def store_line(state: Path, *args: str) -> str | None:
+    found = re.search(r"^store:\s+(.+)$", cli(state, *args), re.MULTILINE)
+    return None if found is None else found.group(1)
+
+
+def runs(state: Path, scheduler_id: str) -> list[dict[str, Any]]:
+    listed: list[dict[str, Any]] = json.loads(cli(state, "runs", scheduler_id, "--json"))
+    return listed
+
+
+def finished_runs(state: Path) -> dict[str, dict[str, Any]]:
+    return {r["run_id"]: r for r in runs(state, "f.tick") if r["outcome"] is not None}
+
+
+def long_numbers(state: Path, run_id: str) -> list[int]:
+    lines = cli(state, "logs", "f.long", "--run", run_id, "--json").splitlines()
+    return [
+        int(record["fields"]["n"])
+        for record in map(json.loads, lines)
+        if record["message"] == "still going"
+    ]
+
+
+def outage_then_recovery(
+    state: Path, manager: Manager, *, problem: str, words: str, begin: Any, end: Any
+) -> None:
+    """The outage ``begin()`` makes is shown as ``problem``, then gone after ``end()``;
+    the long run goes on through it and every one of its log records is stored."""
+    wait_for(lambda: len(finished_runs(state)) >= 3, timeout=30, what="runs stored")
+    long_id = json.loads(cli(state, "execute", "f.long", "--json"))["run_id"]
+    wait_for(lambda: long_numbers(state, long_id), timeout=30, what="the long run's logs")
+    before = finished_runs(state)
+    begin()
+    field = wait_for(lambda: store_field(state), timeout=60, what=f"the {problem} shown")
+    assert field["state"] == problem, field
+    assert field["since"] and field["seconds"] >= 0
+    assert "state.db" in field["reason"]
+    line = store_line(state, "status", "f.tick")
+    assert line is not None and line.startswith(f"{words} since "), line
+    listed = json.loads(cli(state, "list", "--json"))
+    assert all(s["store"]["state"] == problem for s in listed), listed
+    assert (store_line(state, "list") or "").startswith(f"{words} since ")
+    # The long run goes on, its records kept meanwhile.
+    wait_for(
+        lambda: (store_field(state) or {}).get("kept_log_records", 0) >= 5,
+        timeout=30,
+        what="log records kept in memory",
+    )
+    status = json.loads(cli(state, "status", "f.long", "--json"))
+    assert status["state"] == "running" and status["current_run_id"] == long_id, status
+    end()
+    wait_for(lambda: store_field(state) is None, timeout=60, what="the store line gone")
+    assert store_line(state, "status", "f.tick") is None
+    assert store_line(state, "list") is None
+    cli(state, "stop", "f.long")
+    wait_for(
+        lambda: any(r["outcome"] == "cancelled" for r in runs(state, "f.long")),
+        timeout=30,
+        what="the long run's end stored",
+    )
+    after = finished_runs(state)
+    assert all(after.get(run_id) == run for run_id, run in before.items()), (before, after)
+    numbers = long_numbers(state, long_id)
+    assert numbers == list(range(1, len(numbers) + 1)), numbers  # none lost, in order
+    assert len(numbers) > 20
+    assert manager.process.poll() is None, manager.log()
+    assert f"warning: store: {words} since " in manager.log()
+    wait_for(  # the manager's once-a-second look says it too
+        lambda: "store: writes work again after " in manager.log(),
+        timeout=10,
+        what="the recovery in the manager's log",
+    )
+    manager.stop()
+
+
+def test_a_full_disk_is_shown_until_space_returns_and_no_log_record_is_lost(
+    small_filesystem: SmallFilesystem, tmp_path: Path, manager_on: list[Manager]
+) -> None:
+    state = small_filesystem.root / "state"
+    manager = Manager(state, tmp_path / "manager.log")
+    manager_on.append(manager)
+    outage_then_recovery(
+        state,
+        manager,
+        problem="disk_full",
+        words="disk full",
+        begin=small_filesystem.fill,
+        end=small_filesystem.free,
+    )
+
+
+def test_a_database_locked_by_another_process_is_shown_until_it_lets_go(
+    tmp_path: Path, manager_on: list[Manager]
+) -> None:
+    state = tmp_path / "state"
+    manager = Manager(state, tmp_path / "manager.log")
+    manager_on.append(manager)
+    holder: list[subprocess.Popen[str]] = []
+    script = (
+        "import sqlite3, sys\n"
+        f"c = sqlite3.connect({str(state / 'state.db')!r}, isolation_level=None)\n"
+        "c.execute('BEGIN EXCLUSIVE')\nprint('held', flush=True)\nsys.stdin.read()\n"
+    )
+
+    def lock() -> None:
+        process = subprocess.Popen(
+            [sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        holder.append(process)
+        assert process.stdout is not None and process.stdout.readline() == "held\n"
+
+    def release() -> None:
+        holder[0].communicate(timeout=30)  # its stdin closed: it exits, letting go
+        assert holder[0].returncode == 0
+
+    try:
+        outage_then_recovery(
+            state,
+            manager,
+            problem="locked",
+            words="locked by another process",
+            begin=lock,
+            end=release,
+        )
+    finally:
+        for process in holder:
+            if process.poll() is None:
+                process.kill()
+            process.communicate()  # reaped, its pipes closed
+    with contextlib.closing(sqlite3.connect(state / "state.db")) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
+def test_a_journal_that_became_read_only_is_shown_until_it_is_writable_again(
+    tmp_path: Path, manager_on: list[Manager]
+) -> None:
+    """``chattr +i`` on ``state.db-wal`` (root may write any mode, not an immutable file):
+    SQLite says "disk I/O error"; the manager finds the file it cannot write."""
+    if shutil.which("chattr") is None:
+        pytest.skip("chattr (e2fsprogs) is not installed")
+    state = tmp_path / "state"
+    manager = Manager(state, tmp_path / "manager.log")
+    manager_on.append(manager)
+    wal = state / "state.db-wal"
+
+    def immutable(flag: str) -> None:
+        result = subprocess.run(["chattr", flag, str(wal)], capture_output=True, text=True)
+        if result.returncode != 0:
+            pytest.skip(f"chattr {flag} does not work here: {result.stderr.strip()}")
+
+    try:
+        outage_then_recovery(
+            state,
+            manager,
+            problem="read_only",
+            words="read-only",
+            begin=lambda: immutable("+i"),
+            end=lambda: immutable("-i"),
+        )
+    finally:
+        subprocess.run(["chattr", "-i", str(wal)], capture_output=True, check=False)
+
+
+def test_a_corrupt_state_db_is_shown_and_the_runs_go_on(
+    tmp_path: Path, manager_on: list[Manager]
+) -> None:
+    """Another process checkpoints the WAL into ``state.db`` and overwrites every page
+    after the first: the manager's next writes meet the damage. It is not repaired (the
+    file is no longer trustworthy), but it is named, and the run in progress goes on."""
+    state = tmp_path / "state"
+    manager = Manager(state, tmp_path / "manager.log")
+    manager_on.append(manager)
+    wait_for(lambda: len(finished_runs(state)) >= 2, timeout=30, what="runs stored")
+    long_id = json.loads(cli(state, "execute", "f.long", "--json"))["run_id"]
+    db = state / "state.db"
+    with contextlib.closing(sqlite3.connect(db, isolation_level=None)) as conn:
+        assert conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] == 0
+    data = bytearray(db.read_bytes())
+    page = int.from_bytes(data[16:18], "big")
+    data[page:] = b"\x55" * (len(data) - page)
+    db.write_bytes(bytes(data))
+    field = wait_for(lambda: store_field(state), timeout=60, what="the damage shown")
+    assert field["state"] == "corrupt", field
+    assert "malformed" in field["reason"]
+    assert (store_line(state, "list") or "").startswith("corrupt since ")
+    status = json.loads(cli(state, "status", "f.long", "--json"))
+    assert status["state"] == "running" and status["current_run_id"] == long_id, status
+    assert manager.process.poll() is None, manager.log()
+    wait_for(
+        lambda: "warning: store: corrupt since " in manager.log(),
+        timeout=10,
+        what="the damage in the manager's log",
+    )
