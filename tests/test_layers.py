@@ -69,6 +69,7 @@ CORE_LEVELS: dict[str, int] = {
     "sizes": 0,
     "until": 0,  # the end of a pause as people write it (durations, errors)
     "locations": 0,  # store locations (a PostgreSQL URL or not)
+    "storeproblems": 0,  # what a store's error says is wrong with it
     # values
     "definitions": 1,
     "records": 1,

@@ -219,6 +219,7 @@ def test_runs_go_on_after_postgresql_restarts_under_the_manager(
 
 def test_run_options_choose_the_store(pg_dsn: str, tmp_path: Path) -> None:
     from supervisor.service.manager_mode import RunOptions, Service
+    from supervisor.service.storewatch import WatchedStore
     from supervisor.store.postgres import PostgresStore
     from supervisor.store.sqlite import SqliteStore
 
@@ -239,7 +240,9 @@ def test_run_options_choose_the_store(pg_dsn: str, tmp_path: Path) -> None:
     )
     try:
         on_sqlite.start()
-        assert isinstance(on_sqlite.store, SqliteStore)
+        # A SQLite store is watched for write failures (service.storewatch).
+        assert isinstance(on_sqlite.store, WatchedStore)
+        assert isinstance(on_sqlite.store.wrapped, SqliteStore)
     finally:
         on_sqlite.close()
     refused = Service(

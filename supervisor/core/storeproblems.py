@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import enum
 import errno
-import sqlite3
+import sys
 from dataclasses import dataclass
 from typing import Final
 
@@ -100,11 +100,14 @@ _BY_ERRNO: Final = {
 def classify(error: BaseException) -> StoreProblem | None:
     """What ``error`` (or an error it was raised from) says is wrong with the store; None
     for an error that says nothing of the store's health."""
+    # sqlite3 is looked up, not imported: the CLI shows a store's trouble without loading
+    # it, and an error of that module cannot exist before it is loaded.
+    sqlite3 = sys.modules.get("sqlite3")
     seen: set[int] = set()
     current: BaseException | None = error
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        if isinstance(current, sqlite3.Error):
+        if sqlite3 is not None and isinstance(current, sqlite3.Error):
             name = getattr(current, "sqlite_errorname", None) or ""
             if not name:  # misuse of the module (a ProgrammingError): no store problem
                 return None
