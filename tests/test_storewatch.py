@@ -133,8 +133,8 @@ def test_a_locked_state_db_is_told_and_the_writer_keeps_within_its_bound(
 ) -> None:
     """A real state.db held by another connection's BEGIN EXCLUSIVE: the watched store
     tells "locked", the log writer keeps the newest 300 records, drops (counts and marks)
-    the oldest, and stores the kept ones in order once the lock is let go; the probe
-    ends the outage."""
+    the oldest, and stores the kept ones in order once the lock is let go; the outage ends
+    with whichever write succeeds first (the writer's retry or the probe)."""
     path = state_db_path(tmp_path / "state")
     health = StoreHealth()
     clock = FakeClock(start=NOW)
@@ -176,7 +176,6 @@ def test_a_locked_state_db_is_told_and_the_writer_keeps_within_its_bound(
         assert stored[0].startswith("log incomplete: 200 records")
         assert stored[1:] == [f"m{i}" for i in range(200, 500)]
         assert raw.log_stats("r").dropped_records == 200
-        assert raw.get_meta("store_probe") is not None
         raw.finish_run(
             "r", ended_at=NOW, outcome=Outcome.SUCCEEDED, exit_code=0, signal=None, error=None
         )
