@@ -19,6 +19,25 @@ from supervisor.runs.launcher import ForkServerLauncher, FreshInterpreterLaunche
 ROOT = Path(__file__).resolve().parent.parent
 APP = "tests.apps.misbehave:cfg"
 
+# An app whose one runner logs the version it was written with: tests rewrite it to see
+# which load of the app a run came from.
+VERSIONED_APP = """
+from supervisor import Configurator, cfgscheduler, scheduler, user
+
+cfg = Configurator("reload")
+VERSION = "{version}"
+
+
+def hello(ctx):
+    scheduler.logger_from(ctx).info("version", version=VERSION)
+
+
+cfgscheduler.enable(cfg).use_cases.configure(
+    user.su(),
+    scheduler.Options(id="hello", name="Hello", kind=scheduler.Kind.MANUAL, runner=hello),
+)
+"""
+
 
 @pytest.fixture(scope="module", params=["fork", "fresh"])
 def launcher(request: pytest.FixtureRequest) -> Iterator[Launcher]:

@@ -1,10 +1,12 @@
-"""A real manager (``supervisor run --no-admin``) in its own process for CLI tests, and
-the CLI invoked against it through click's runner."""
+"""A real manager (``supervisor run --no-admin``) in its own process for CLI tests, one
+whose stderr is kept in a file for fault tests, and the CLI invoked against it through
+click's runner."""
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,6 +19,43 @@ from tests.commands import supervisor
 from tests.waiting import end_process, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+class LoggedManager:
+    """``command`` (a ``supervisor run`` on ``state``) whose stderr goes to ``log``, read
+    while it runs; started once its control socket is there."""
+
+    def __init__(self, command: list[str], state: Path, log: Path) -> None:
+        self.log_path = log
+        with log.open("w") as sink:
+            self.process = subprocess.Popen(
+                command,
+                cwd=ROOT,
+                env={**os.environ, "PYTHONPATH": str(ROOT)},
+                stdout=subprocess.DEVNULL,
+                stderr=sink,
+            )
+        wait_for(
+            lambda: (state / "control.sock").exists() or self.process.poll() is not None,
+            timeout=30,
+            what="the manager",
+        )
+        assert self.process.poll() is None, self.log()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        """A graceful shutdown, which must end with exit code 0."""
+        self.process.send_signal(signal.SIGTERM)
+        assert self.process.wait(timeout=30) == 0, self.log()
+
+    def close(self) -> None:
+        """Killed, also when stopped (SIGSTOP) by the test."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGCONT)
+            self.process.kill()
+        self.process.wait(timeout=30)
 
 
 @contextmanager

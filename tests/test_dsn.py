@@ -48,20 +48,24 @@ def test_strings_without_passwords_stay() -> None:
         assert passwords(dsn) == []
 
 
-def test_run_cluster_with_a_bad_percent_encoding_is_a_clear_error(tmp_path: Path) -> None:
-    """Regression: a traceback quoting the password (psycopg's "invalid percent-encoded
-    token")."""
+def run_cluster(tmp_path: Path, dsn: str) -> tuple[subprocess.CompletedProcess[str], str]:
+    """``supervisor run --cluster DSN`` of an empty app; the process and its output."""
     (tmp_path / "demoapp.py").write_text(
         "from supervisor import Configurator\napp = Configurator('d')\n"
     )
-    dsn = f"postgresql://u:p%zzsecret@127.0.0.1:{free_port()}/db"
     argv = [sys.executable, "-m", "supervisor", "run", "--app", "demoapp:app"]
     argv += ["--state-dir", str(tmp_path / "state"), "--cluster", dsn]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     done = subprocess.run(
         argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60, check=False
     )
-    output = done.stdout + done.stderr
+    return done, done.stdout + done.stderr
+
+
+def test_run_cluster_with_a_bad_percent_encoding_is_a_clear_error(tmp_path: Path) -> None:
+    """Regression: a traceback quoting the password (psycopg's "invalid percent-encoded
+    token")."""
+    done, output = run_cluster(tmp_path, f"postgresql://u:p%zzsecret@127.0.0.1:{free_port()}/db")
     assert done.returncode == 7, output
     assert "Traceback" not in output and "zzsecret" not in output
     assert "as the cluster database: invalid connection string" in output
@@ -74,17 +78,8 @@ def test_regression_run_cluster_with_a_call_timeout_names_it(tmp_path: Path, que
     """Regression: ``--cluster`` with the store's ``?call_timeout=`` said "invalid
     connection string (check its quoting and %-encoding)": libpq knows no such parameter.
     The error names it and says what bounds the cluster's calls instead."""
-    (tmp_path / "demoapp.py").write_text(
-        "from supervisor import Configurator\napp = Configurator('d')\n"
-    )
     dsn = f"postgresql://u:secretword@127.0.0.1:{free_port()}/db{query}"
-    argv = [sys.executable, "-m", "supervisor", "run", "--app", "demoapp:app"]
-    argv += ["--state-dir", str(tmp_path / "state"), "--cluster", dsn]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    done = subprocess.run(
-        argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60, check=False
-    )
-    output = done.stdout + done.stderr
+    done, output = run_cluster(tmp_path, dsn)
     assert done.returncode == 7, output
     assert "Traceback" not in output and "secretword" not in output
     assert "invalid connection string" not in output

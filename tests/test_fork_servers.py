@@ -17,25 +17,8 @@ from supervisor.runs.exits import Exit
 from supervisor.runs.forklauncher import SPARES, ForkServerLauncher
 from supervisor.runs.job import Job
 from supervisor.runs.supervision import RunProcess
-from tests.launching import APP, ROOT, Collector
+from tests.launching import APP, ROOT, VERSIONED_APP, Collector
 from tests.waiting import wait_for
-
-RELOAD_APP = """
-from supervisor import Configurator, cfgscheduler, scheduler, user
-
-cfg = Configurator("servers")
-VERSION = "{version}"
-
-
-def hello(ctx):
-    scheduler.logger_from(ctx).info("version", version=VERSION)
-
-
-cfgscheduler.enable(cfg).use_cases.configure(
-    user.su(),
-    scheduler.Options(id="hello", name="Hello", kind=scheduler.Kind.MANUAL, runner=hello),
-)
-"""
 
 
 def new_job(scheduler_id: str) -> Job:
@@ -95,7 +78,7 @@ def test_a_dead_server_is_replaced_and_the_others_go_on() -> None:
 
 def test_a_changed_app_replaces_every_server_before_the_next_run(tmp_path: Path) -> None:
     module = tmp_path / "servers_app.py"
-    module.write_text(RELOAD_APP.format(version="one"))
+    module.write_text(VERSIONED_APP.format(version="one"))
     launcher = ForkServerLauncher("servers_app:cfg", sys_path=[str(tmp_path)], servers=2)
     launcher.start()
     try:
@@ -113,7 +96,7 @@ def test_a_changed_app_replaces_every_server_before_the_next_run(tmp_path: Path)
 
         assert [version() for _ in range(3)] == ["one"] * 3  # no change: no restart
         assert launcher.restarts == 0
-        module.write_text(RELOAD_APP.format(version="two"))
+        module.write_text(VERSIONED_APP.format(version="two"))
         assert version() == "two"
         assert launcher.restarts == 1
         assert not old & set(launcher.server_pids)

@@ -45,7 +45,7 @@ from supervisor.runs.launcher import (
 )
 from supervisor.runs.wire import RunResult
 from tests.apps.misbehave import SPEW_LINES
-from tests.launching import APP, ROOT, Collector
+from tests.launching import APP, ROOT, VERSIONED_APP, Collector
 from tests.waiting import wait_for
 
 OWN_CODE = f"{ROOT / 'supervisor'}{os.sep}"  # where the supervisor's modules are
@@ -471,27 +471,9 @@ def test_an_app_that_does_not_import_is_an_app_load_error(tmp_path: Path, kind: 
         made.close()
 
 
-APP_V1 = """
-from supervisor import Configurator, cfgscheduler, scheduler, user
-
-cfg = Configurator("reload")
-VERSION = "{version}"
-
-
-def hello(ctx):
-    scheduler.logger_from(ctx).info("version", version=VERSION)
-
-
-cfgscheduler.enable(cfg).use_cases.configure(
-    user.su(),
-    scheduler.Options(id="hello", name="Hello", kind=scheduler.Kind.MANUAL, runner=hello),
-)
-"""
-
-
 def test_the_fork_server_restarts_when_the_app_changes(tmp_path: Path) -> None:
     module = tmp_path / "reload_app.py"
-    module.write_text(APP_V1.format(version="one"))
+    module.write_text(VERSIONED_APP.format(version="one"))
     made = ForkServerLauncher("reload_app:cfg", sys_path=[str(tmp_path)])
     made.start()
     try:
@@ -505,7 +487,7 @@ def test_the_fork_server_restarts_when_the_app_changes(tmp_path: Path) -> None:
         assert first_servers
         assert version() == "one"
         assert made.check_reload() is False
-        module.write_text(APP_V1.format(version="two"))
+        module.write_text(VERSIONED_APP.format(version="two"))
         assert version() == "two"
         # Every server replaced (a fresh load of the app), as many as before.
         assert len(made.server_pids) == len(first_servers)
@@ -519,7 +501,7 @@ def test_the_fork_server_restarts_when_the_app_changes(tmp_path: Path) -> None:
             made.spawn(new_job("hello"))
         with pytest.raises(AppLoadError):
             made.check_reload()
-        module.write_text(APP_V1.format(version="three"))
+        module.write_text(VERSIONED_APP.format(version="three"))
         assert version() == "three"
     finally:
         made.close()
@@ -528,7 +510,7 @@ def test_the_fork_server_restarts_when_the_app_changes(tmp_path: Path) -> None:
 def test_a_run_survives_a_restart_of_the_fork_server(tmp_path: Path) -> None:
     module = tmp_path / "survive_app.py"
     module.write_text(
-        APP_V1.format(version="one").replace(
+        VERSIONED_APP.format(version="one").replace(
             'info("version", version=VERSION)',
             'info("version", version=VERSION)\n    while ctx.sleep(0.05):\n        pass',
         )
@@ -540,7 +522,7 @@ def test_a_run_survives_a_restart_of_the_fork_server(tmp_path: Path) -> None:
         long_run = made.spawn(new_job("hello"))
         old_server = server_of(long_run)
         assert old_server in old_servers
-        module.write_text(APP_V1.format(version="two"))
+        module.write_text(VERSIONED_APP.format(version="two"))
         assert made.check_reload() is True
         assert psutil.pid_exists(old_server)  # still serving the run in progress
         assert alive(long_run.pid, long_run.create_time)

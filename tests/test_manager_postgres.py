@@ -17,7 +17,7 @@ import pytest
 
 from supervisor.core.errors import DefinitionError
 from tests.commands import supervisor
-from tests.manager_process import ROOT, cli
+from tests.manager_process import ROOT, LoggedManager, cli
 from tests.postgres import PostgresCluster, free_port, pg_cluster, pg_dsn, skip_reason
 from tests.waiting import end_process, wait_for
 
@@ -315,34 +315,9 @@ def test_a_postgresql_store_without_psycopg_says_what_to_install(
 # -- faults: a lock taken by another manager, a black-holed connection ----------------------
 
 
-class LoggedManager:
-    """``supervisor run --store STORE`` whose stderr goes to a file, read while it runs."""
-
-    def __init__(self, state: Path, store: str, log: Path) -> None:
-        self.log_path = log
-        with log.open("w") as sink:
-            self.process = subprocess.Popen(
-                run_command(state, store),
-                cwd=ROOT,
-                env={**os.environ, "PYTHONPATH": str(ROOT)},
-                stdout=subprocess.DEVNULL,
-                stderr=sink,
-            )
-        wait_for(
-            lambda: (state / "control.sock").exists() or self.process.poll() is not None,
-            timeout=30,
-            what="the manager",
-        )
-        assert self.process.poll() is None, self.log()
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def close(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGCONT)
-            self.process.kill()
-        self.process.wait(timeout=30)
+def started_on(state: Path, store: str, log: Path) -> LoggedManager:
+    """``supervisor run --store STORE`` on ``state``, its stderr in ``log``."""
+    return LoggedManager(run_command(state, store), state, log)
 
 
 def lock_sessions(dsn: str) -> list[tuple[object, ...]]:
@@ -383,7 +358,7 @@ def test_a_manager_whose_lock_another_manager_took_stops_and_stores_nothing_more
 ) -> None:
     database = "lost" + os.urandom(3).hex()
     dsn = pg_cluster.create_database(database)
-    first = LoggedManager(tmp_path / "a", url(pg_cluster, database), tmp_path / "a.log")
+    first = started_on(tmp_path / "a", url(pg_cluster, database), tmp_path / "a.log")
     second: LoggedManager | None = None
     try:
         wait_for(lambda: ended_runs(dsn) >= 2, timeout=30, what="runs of the first")
@@ -396,7 +371,7 @@ def test_a_manager_whose_lock_another_manager_took_stops_and_stores_nothing_more
             wait_for(lambda: lock_sessions(dsn) == [], timeout=10, what="the lock released")
             kept = rows(dsn, "SELECT run_id, ended_at, outcome FROM sst_runs ORDER BY seq")
             logs = rows(dsn, "SELECT id FROM sst_logs ORDER BY id")
-            second = LoggedManager(tmp_path / "b", url(pg_cluster, database), tmp_path / "b.log")
+            second = started_on(tmp_path / "b", url(pg_cluster, database), tmp_path / "b.log")
             ((_, other_session),) = lock_sessions(dsn)
             # The second marked the first's runs in progress as interrupted: as it left them.
             marked = {r[0]: r for r in rows(dsn, "SELECT run_id, ended_at, outcome FROM sst_runs")}
@@ -443,7 +418,7 @@ def test_a_black_holed_store_connection_fails_in_seconds_and_the_manager_goes_on
 
     with FaultyProxy(("127.0.0.1", pg_cluster.port), refuse=0, cut=0) as proxy:
         via = f"postgresql://sst@127.0.0.1:{proxy.port}/{database}?connect_timeout=3"
-        manager = LoggedManager(tmp_path / "state", via, tmp_path / "manager.log")
+        manager = started_on(tmp_path / "state", via, tmp_path / "manager.log")
         try:
             wait_for(lambda: count() >= 2, timeout=30, what="runs before the black hole")
             proxy.blackhole()  # every open connection of the manager, and each new one

@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
 import shutil
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -21,9 +19,9 @@ from typing import Any
 
 import pytest
 
-from tests.commands import ROOT, supervisor
+from tests.commands import supervisor
 from tests.fullfs import SmallFilesystem, small_filesystem
-from tests.manager_process import cli
+from tests.manager_process import LoggedManager, cli
 from tests.waiting import end_process, wait_for
 
 __all__ = ["small_filesystem"]
@@ -31,39 +29,18 @@ __all__ = ["small_filesystem"]
 APP = "tests.apps.store_fault_jobs:cfg"
 
 
-class Manager:
-    """``supervisor run`` on ``state`` with its stderr in a file read while it runs."""
-
-    def __init__(self, state: Path, log: Path) -> None:
-        self.log_path = log
-        with log.open("w") as sink:
-            self.process = subprocess.Popen(
-                supervisor("run", "--app", APP, "--state-dir", str(state), "--no-admin"),
-                cwd=ROOT,
-                env={**os.environ, "PYTHONPATH": str(ROOT)},
-                stdout=subprocess.DEVNULL,
-                stderr=sink,
-            )
-        wait_for(
-            lambda: (state / "control.sock").exists() or self.process.poll() is not None,
-            timeout=30,
-            what="the manager",
-        )
-        assert self.process.poll() is None, self.log()
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self) -> None:
-        self.process.send_signal(signal.SIGTERM)
-        assert self.process.wait(timeout=30) == 0, self.log()
+def started(state: Path, log: Path) -> LoggedManager:
+    """``supervisor run`` on ``state``, its stderr in ``log``."""
+    return LoggedManager(
+        supervisor("run", "--app", APP, "--state-dir", str(state), "--no-admin"), state, log
+    )
 
 
 @pytest.fixture
-def manager_on(tmp_path: Path) -> Iterator[list[Manager]]:
-    started: list[Manager] = []
-    yield started
-    for manager in started:
+def manager_on(tmp_path: Path) -> Iterator[list[LoggedManager]]:
+    managers: list[LoggedManager] = []
+    yield managers
+    for manager in managers:
         if manager.process.poll() is None:
             end_process(manager.process)
 
@@ -97,7 +74,7 @@ def long_numbers(state: Path, run_id: str) -> list[int]:
 
 
 def outage_then_recovery(
-    state: Path, manager: Manager, *, problem: str, words: str, begin: Any, end: Any
+    state: Path, manager: LoggedManager, *, problem: str, words: str, begin: Any, end: Any
 ) -> None:
     """The outage ``begin()`` makes is shown as ``problem``, then gone after ``end()``;
     the long run goes on through it and every one of its log records is stored."""
@@ -149,10 +126,10 @@ def outage_then_recovery(
 
 
 def test_a_full_disk_is_shown_until_space_returns_and_no_log_record_is_lost(
-    small_filesystem: SmallFilesystem, tmp_path: Path, manager_on: list[Manager]
+    small_filesystem: SmallFilesystem, tmp_path: Path, manager_on: list[LoggedManager]
 ) -> None:
     state = small_filesystem.root / "state"
-    manager = Manager(state, tmp_path / "manager.log")
+    manager = started(state, tmp_path / "manager.log")
     manager_on.append(manager)
     outage_then_recovery(
         state,
@@ -165,10 +142,10 @@ def test_a_full_disk_is_shown_until_space_returns_and_no_log_record_is_lost(
 
 
 def test_a_database_locked_by_another_process_is_shown_until_it_lets_go(
-    tmp_path: Path, manager_on: list[Manager]
+    tmp_path: Path, manager_on: list[LoggedManager]
 ) -> None:
     state = tmp_path / "state"
-    manager = Manager(state, tmp_path / "manager.log")
+    manager = started(state, tmp_path / "manager.log")
     manager_on.append(manager)
     holder: list[subprocess.Popen[str]] = []
     script = (
@@ -207,14 +184,14 @@ def test_a_database_locked_by_another_process_is_shown_until_it_lets_go(
 
 
 def test_a_journal_that_became_read_only_is_shown_until_it_is_writable_again(
-    tmp_path: Path, manager_on: list[Manager]
+    tmp_path: Path, manager_on: list[LoggedManager]
 ) -> None:
     """``chattr +i`` on ``state.db-wal`` (root may write any mode, not an immutable file):
     SQLite says "disk I/O error"; the manager finds the file it cannot write."""
     if shutil.which("chattr") is None:
         pytest.skip("chattr (e2fsprogs) is not installed")
     state = tmp_path / "state"
-    manager = Manager(state, tmp_path / "manager.log")
+    manager = started(state, tmp_path / "manager.log")
     manager_on.append(manager)
     wal = state / "state.db-wal"
 
@@ -237,13 +214,13 @@ def test_a_journal_that_became_read_only_is_shown_until_it_is_writable_again(
 
 
 def test_a_corrupt_state_db_is_shown_and_the_runs_go_on(
-    tmp_path: Path, manager_on: list[Manager]
+    tmp_path: Path, manager_on: list[LoggedManager]
 ) -> None:
     """Another process checkpoints the WAL into ``state.db`` and overwrites every page
     after the first: the manager's next writes meet the damage. It is not repaired (the
     file is no longer trustworthy), but it is named, and the run in progress goes on."""
     state = tmp_path / "state"
-    manager = Manager(state, tmp_path / "manager.log")
+    manager = started(state, tmp_path / "manager.log")
     manager_on.append(manager)
     wait_for(lambda: len(finished_runs(state)) >= 2, timeout=30, what="runs stored")
     long_id = json.loads(cli(state, "execute", "f.long", "--json"))["run_id"]
