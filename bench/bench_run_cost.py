@@ -30,16 +30,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from common import start_service, temp_dir, write_app
-
-APP = """
-def noop(ctx):
-    pass
-
-for i in range({count}):
-    add(id=f"bench.noop.{{i}}", name=f"noop {{i}}", kind=scheduler.Kind.SCHEDULE, runner=noop,
-        defaults=scheduler.Settings(pause_time=timedelta(milliseconds=1)))
-"""
+from common import NOOP_APP, start_service, temp_dir, write_app
 
 
 @dataclass(frozen=True)
@@ -123,7 +114,7 @@ def _perf(cgroup: str, seconds: float) -> tuple[float, float]:
 def measure(schedulers: int, seconds: float, windows: int, warm: float) -> list[Window]:
     work = temp_dir("bench-run-cost-")
     try:
-        spec = write_app(work / "app", f"cost_app_{schedulers}", APP.format(count=schedulers))
+        spec = write_app(work / "app", f"cost_app_{schedulers}", NOOP_APP.format(count=schedulers))
         service = start_service(
             spec, work / "state", fork_server=True, max_runs_per_scheduler=10**9
         )

@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import psutil
-from common import start_service, temp_dir, write_app
+from common import fork_servers, start_service, temp_dir, write_app
 
 from supervisor.runs import forklauncher
 
@@ -84,21 +84,6 @@ def _spares_and_forkers(
     return spares, forkers
 
 
-@contextlib.contextmanager
-def _fork_servers(count: int | None) -> Iterator[None]:
-    """The launcher the service makes runs ``count`` fork servers (None: its default)."""
-    defaults = forklauncher.ForkServerLauncher.__init__.__kwdefaults__
-    if count is None or defaults is None:
-        yield
-        return
-    before = defaults["servers"]
-    defaults["servers"] = count
-    try:
-        yield
-    finally:
-        defaults["servers"] = before
-
-
 def _pss(processes: list[psutil.Process]) -> float:
     total = 0
     for process in processes:
@@ -115,7 +100,7 @@ def measure(count: int, *, spares: bool, servers: int | None, round_: int) -> Ro
         with contextlib.ExitStack() as stack:
             if not spares:
                 stack.enter_context(_no_spares())
-            stack.enter_context(_fork_servers(servers))
+            stack.enter_context(fork_servers(servers))
             began = time.monotonic()
             service = start_service(spec, work / "state")
             started = time.monotonic() - began

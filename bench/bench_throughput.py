@@ -27,18 +27,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from common import joining_after_fork, start_service, temp_dir, write_app
+from common import NOOP_APP, fork_servers, joining_after_fork, start_service, temp_dir, write_app
 
 from supervisor.store.sqlite import SqliteStore
-
-APP = """
-def noop(ctx):
-    pass
-
-for i in range({count}):
-    add(id=f"bench.noop.{{i}}", name=f"noop {{i}}", kind=scheduler.Kind.SCHEDULE, runner=noop,
-        defaults=scheduler.Settings(pause_time=timedelta(milliseconds=1)))
-"""
 
 
 @dataclass(frozen=True)
@@ -63,7 +54,7 @@ def measure(
     """One row: ``schedulers`` no-op schedulers for ``seconds`` (``servers``: fork
     servers, default the launcher's)."""
     if servers is not None:
-        with _fork_servers(servers):
+        with fork_servers(servers):
             return measure(
                 schedulers,
                 seconds,
@@ -79,7 +70,9 @@ def measure(
             return measure(schedulers, seconds, fork_server=fork_server)
     work = temp_dir("bench-throughput-")
     try:
-        spec = write_app(work / "app", f"noop_app_{int(fork_server)}", APP.format(count=schedulers))
+        spec = write_app(
+            work / "app", f"noop_app_{int(fork_server)}", NOOP_APP.format(count=schedulers)
+        )
         # Keep every run: the figure counts them (the default keeps 100 per scheduler).
         cpu_before = _cpu_seconds()
         own_before = _own_seconds()
@@ -182,23 +175,6 @@ def _cpu_seconds() -> float:
     count once the server is reaped, at ``close``)."""
     times = os.times()
     return times.user + times.system + times.children_user + times.children_system
-
-
-@contextlib.contextmanager
-def _fork_servers(count: int) -> Iterator[None]:
-    """The launcher the service makes runs ``count`` fork servers."""
-    from supervisor.runs.forklauncher import ForkServerLauncher
-
-    defaults = ForkServerLauncher.__init__.__kwdefaults__
-    if defaults is None or "servers" not in defaults:  # a tree with one fork server only
-        yield
-        return
-    before = defaults["servers"]
-    defaults["servers"] = count
-    try:
-        yield
-    finally:
-        defaults["servers"] = before
 
 
 @contextlib.contextmanager

@@ -17,20 +17,45 @@ if str(ROOT) not in sys.path:
 
 from supervisor.service.manager_mode import RunOptions, Service  # noqa: E402
 
+# Schedulers with a no-op runner, each run again 1 ms after its last ended ({count} of them).
+NOOP_APP = """
+def noop(ctx):
+    pass
+
+for i in range({count}):
+    add(id=f"bench.noop.{{i}}", name=f"noop {{i}}", kind=scheduler.Kind.SCHEDULE, runner=noop,
+        defaults=scheduler.Settings(pause_time=timedelta(milliseconds=1)))
+"""
+
 
 @contextlib.contextmanager
-def joining_after_fork() -> Iterator[None]:
-    """Fork-server runs join their cgroup after fork (spares), as where clone3 is not
-    available: the fallback, to compare with."""
+def launcher_default(name: str, value: object) -> Iterator[None]:
+    """The fork-server launcher the service makes gets ``name=value`` (the service has no
+    option for it); a tree whose launcher has no such keyword runs unchanged (``--before``
+    trees)."""
     from supervisor.runs.forklauncher import ForkServerLauncher
 
     defaults = ForkServerLauncher.__init__.__kwdefaults__
-    before = defaults.get("into_cgroup", True)
-    defaults["into_cgroup"] = False
+    if defaults is None or name not in defaults:
+        yield
+        return
+    before = defaults[name]
+    defaults[name] = value
     try:
         yield
     finally:
-        defaults["into_cgroup"] = before
+        defaults[name] = before
+
+
+def joining_after_fork() -> contextlib.AbstractContextManager[None]:
+    """Fork-server runs join their cgroup after fork (spares), as where clone3 is not
+    available: the fallback, to compare with."""
+    return launcher_default("into_cgroup", False)
+
+
+def fork_servers(count: int | None) -> contextlib.AbstractContextManager[None]:
+    """The launcher the service makes runs ``count`` fork servers (None: its default)."""
+    return contextlib.nullcontext() if count is None else launcher_default("servers", count)
 
 
 def write_app(directory: Path, module: str, body: str) -> str:
