@@ -14,7 +14,7 @@ from pathlib import Path
 
 from tests.postgres import PostgresCluster, pg_cluster, skip_reason
 from tests.tcp_proxy import FaultyProxy
-from tests.test_manager_postgres import LoggedManager, ended_runs
+from tests.test_manager_postgres import ended_runs, started_on
 from tests.waiting import wait_for
 
 __all__ = ["pg_cluster"]
@@ -80,7 +80,7 @@ def test_a_lone_manager_logs_the_outage_once_and_stores_what_ran_meanwhile(
     dsn = pg_cluster.create_database(name)
     with FaultyProxy(("127.0.0.1", pg_cluster.port), refuse=0, cut=0) as proxy:
         via = f"postgresql://sst@127.0.0.1:{proxy.port}/{name}?connect_timeout=3"
-        manager = LoggedManager(tmp_path / "state", via, tmp_path / "manager.log")
+        manager = started_on(tmp_path / "state", via, tmp_path / "manager.log")
         try:
             wait_for(lambda: ended_runs(dsn) >= 2, timeout=30, what="runs before the outage")
             proxy.faults(refuse=1, cut=1)

@@ -18,7 +18,7 @@ from psycopg import sql
 from tests.manager_process import cli
 from tests.postgres import PostgresCluster, pg_cluster
 from tests.tcp_proxy import FaultyProxy
-from tests.test_manager_postgres import LoggedManager
+from tests.test_manager_postgres import started_on
 from tests.waiting import wait_for
 
 __all__ = ["pg_cluster"]
@@ -51,7 +51,7 @@ def test_status_and_list_tell_an_unreachable_store_until_it_answers(
     state = tmp_path / "state"
     with FaultyProxy(("127.0.0.1", pg_cluster.port), refuse=0, cut=0) as proxy:
         url = f"postgresql://{role}:{PASSWORD}@127.0.0.1:{proxy.port}/{name}?connect_timeout=3"
-        manager = LoggedManager(state, url, tmp_path / "manager.log")
+        manager = started_on(state, url, tmp_path / "manager.log")
         try:
             assert store_lines(state, "status", "m.repeat") == []
             assert "store" not in json.loads(cli(state, "status", "m.repeat", "--json"))
