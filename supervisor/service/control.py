@@ -31,7 +31,6 @@ from supervisor.core.errors import DefinitionError, SupervisorError
 from supervisor.core.records import Level, LogQuery
 from supervisor.core.settings import SettingsChange
 from supervisor.usecases import reads, serialize
-from supervisor.usecases.health import StoreTrouble, trouble_json
 from supervisor.usecases.schedulers import UseCases
 
 SOCKET_NAME = "control.sock"
@@ -193,12 +192,12 @@ class Dispatcher:
         """Every status, each with the store's outage while there is one (``store``)."""
         statuses = self._use_cases.list(subject)
         trouble = self._use_cases.store_health(subject)
-        return [_with_store(serialize.status_json(s), trouble) for s in statuses]
+        return [serialize.with_store(serialize.status_json(s), trouble) for s in statuses]
 
     def _status(self, subject: Subject, args: Arguments) -> Any:
         status = self._use_cases.status(subject, args.text("id"))
         trouble = self._use_cases.store_health(subject)
-        return _with_store(serialize.status_json(status), trouble)
+        return serialize.with_store(serialize.status_json(status), trouble)
 
     def _logs(self, subject: Subject, args: Arguments) -> Any:
         query = LogQuery(
@@ -466,9 +465,3 @@ def _answer_and_close(connection: socket.socket, answer: Mapping[str, Any]) -> N
 
 def _report(message: str) -> None:
     print(f"supervisor: {message}", file=sys.stderr, flush=True)
-
-
-def _with_store(status: dict[str, Any], trouble: StoreTrouble | None) -> dict[str, Any]:
-    """``status`` (a ``status_json``) with the store's trouble, if there is one: its
-    ``state`` names the problem (``unreachable``, ``disk_full``, ``read_only``, ...)."""
-    return status if trouble is None else {**status, "store": trouble_json(trouble)}

@@ -11,7 +11,7 @@ from typing import Any
 from supervisor.core.records import Decision, LogRecord, RunRecord, SchedulerStatus
 from supervisor.core.settings import EffectiveSettings
 from supervisor.core.settings import as_json as settings_as_json
-from supervisor.usecases.health import StoreTrouble
+from supervisor.usecases.health import StoreTrouble, trouble_json
 
 
 def iso(value: datetime | None) -> str | None:
@@ -47,21 +47,10 @@ def status_json(status: SchedulerStatus) -> dict[str, Any]:
     }
 
 
-def store_json(trouble: StoreTrouble) -> dict[str, Any]:
-    """An outage of the store, as ``list`` and ``status`` carry it in their ``store`` field
-    while it lasts (the field is absent while the store answers)."""
-    return {
-        "state": "unreachable",
-        "since": iso(trouble.since),
-        "seconds": trouble.seconds,
-        "reason": trouble.reason,
-        "text": trouble.text,
-    }
-
-
 def with_store(status: dict[str, Any], trouble: StoreTrouble | None) -> dict[str, Any]:
-    """``status`` (a ``status_json``) with the store's outage, if there is one."""
-    return status if trouble is None else {**status, "store": store_json(trouble)}
+    """``status`` (a ``status_json``) with the store's trouble, if there is one: its
+    ``state`` names the problem (``unreachable``, ``disk_full``, ``read_only``, ...)."""
+    return status if trouble is None else {**status, "store": trouble_json(trouble)}
 
 
 def decision_json(decision: Decision | None) -> dict[str, Any] | None:
