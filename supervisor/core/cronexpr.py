@@ -28,7 +28,6 @@ Imports croniter, the standard library and ``supervisor.core.errors``.
 from __future__ import annotations
 
 import re
-import zoneinfo
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -125,6 +124,12 @@ def validate_timezone(name: str) -> str:
         or name.startswith(("posix/", "right/"))
     ):
         raise DefinitionError("timezone", f"{name!r} is not an IANA time zone name")
+    if name == "UTC":
+        # Every definition's default: known without loading zoneinfo and the UTC file,
+        # which every fork server (and each run forked from it) would otherwise carry.
+        return name
+    import zoneinfo
+
     try:
         zoneinfo.ZoneInfo(name)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError) as error:

@@ -15,9 +15,12 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from datetime import timedelta
-from fractions import Fraction
+from typing import TYPE_CHECKING
 
 from supervisor.core.errors import DefinitionError
+
+if TYPE_CHECKING:
+    from fractions import Fraction
 
 MAX_DURATION = timedelta(days=366)
 
@@ -46,6 +49,9 @@ def parse_duration(text: str, *, field: str = "duration") -> timedelta:
         raise bad("it is empty (write e.g. 90s, 5m or 1h30m)")
     if stripped.startswith("-"):
         raise bad("it is negative")
+    # (fractions loads decimal: imported here, not by every process that loads settings)
+    from fractions import Fraction
+
     if _NUMBER_RE.fullmatch(stripped):
         micros = Fraction(stripped) * _UNIT_MICROSECONDS["s"]
     else:
@@ -58,6 +64,8 @@ def parse_duration(text: str, *, field: str = "duration") -> timedelta:
 
 
 def _sum_parts(text: str, bad: Callable[[str], DefinitionError]) -> Fraction:
+    from fractions import Fraction
+
     total = Fraction(0)
     position = 0
     last_rank = -1

@@ -26,7 +26,6 @@ May import ``context``, ``wire``, ``procs``, ``cgroups``, ``definitions``, ``rec
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import faulthandler
 import fcntl
@@ -529,6 +528,8 @@ def load_options(app_spec: str, scheduler_id: str) -> Options:
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     """``python -m supervisor.runs.child``: one run in a fresh interpreter (the fallback)."""
+    import argparse  # (here: the fork server, which imports this module, has no use for it)
+
     parser = argparse.ArgumentParser(prog="python -m supervisor.runs.child")
     parser.add_argument("--app", required=True)
     parser.add_argument("--job", required=True)
@@ -563,6 +564,8 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
 
 def check_app(argv: Sequence[str] | None = None) -> None:
     """Exit 0 if ``--app`` imports, else print the load error and exit 2."""
+    import argparse
+
     from supervisor.core.app import load_app
     from supervisor.core.errors import AppLoadError
 

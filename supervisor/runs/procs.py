@@ -13,7 +13,8 @@
   children the launchers wait for themselves is process-wide too: ``reap_orphans``
   leaves those alone.
 
-May import ``errors`` and the stdlib (plus psutil).
+May import ``errors`` and the stdlib (plus psutil, inside the functions that need it: the
+fork server and its runs do not load it).
 """
 
 from __future__ import annotations
@@ -31,8 +32,6 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any, Final
-
-import psutil
 
 MARKER_ENV = "SUPERVISOR_RUN_ID"
 # The placeholder value the fork server is started with; a run id must be shorter.
@@ -95,7 +94,13 @@ def _clock_ticks() -> int:
 
 @functools.cache
 def _boot_time() -> float:
-    return psutil.boot_time()
+    # The ``btime`` line of /proc/stat, as ``psutil.boot_time()`` reads it on Linux (the
+    # fork server calls this per run and does not import psutil).
+    with open("/proc/stat", "rb") as handle:
+        for line in handle:
+            if line.startswith(b"btime "):
+                return float(line.split()[1])
+    raise OSError("no btime line in /proc/stat")
 
 
 # -- the marker -------------------------------------------------------------------------
@@ -205,6 +210,8 @@ def _children_files() -> bool:
 def children(pid: int) -> list[int]:
     """The direct children of ``pid`` (of every thread of it)."""
     if not _children_files():
+        import psutil  # (only where the kernel has no ``children`` files)
+
         try:
             return [p.pid for p in psutil.Process(pid).children()]
         except psutil.Error:
@@ -319,6 +326,8 @@ def kill_leftovers(pid: int, pgid: int, create_time: float, *, run_id: str) -> i
     (same start time, within the drift of the boot time, and carrying the run's marker);
     every process carrying the run's marker is killed wherever it is.
     """
+    import psutil  # (the manager's clean-up: kept out of the fork server and its runs)
+
     killed = 0
     with contextlib.suppress(psutil.Error, OSError):
         leader = psutil.Process(pid)

@@ -38,7 +38,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from supervisor.core import settings as settings_owner
 from supervisor.core.access import Permission, Subject
@@ -58,8 +58,10 @@ from supervisor.core.records import (
 )
 from supervisor.core.registry import Registry, registry_of
 from supervisor.core.settings import EffectiveSettings, SettingsChange
-from supervisor.usecases.backend import Backend
-from supervisor.usecases.health import StoreHealthSource, StoreTrouble
+
+if TYPE_CHECKING:  # (not loaded by an app's definitions, nor by the fork server)
+    from supervisor.usecases.backend import Backend
+    from supervisor.usecases.health import StoreHealthSource, StoreTrouble
 
 AUDIT_LOG = logging.getLogger("supervisor.audit")
 
@@ -232,6 +234,8 @@ class UseCases:
         """The store's outage going on, as of now (None while it answers, and always
         without a store that can have one). Whoever may list the schedulers may see it:
         it says why what they read may be stale."""
+        from supervisor.usecases.health import StoreTrouble
+
         subject.require(Permission.LIST)
         outage = None if self._store_health is None else self._store_health.outage()
         return None if outage is None else StoreTrouble.of(outage, self._clock.now())
