@@ -117,9 +117,15 @@ def stat(pid):
     raw = Path(f"/proc/{pid}/stat").read_bytes()
     return raw[raw.rindex(b")") + 2 :].split()
 
-def forkers(server):
-    children = Path(f"/proc/{server}/task/{server}/children").read_text().split()
-    return [c for c in map(int, children) if int(stat(c)[3]) != c]  # not a session leader
+def forker_of(server):
+    # The child that does not lead a session (a spare does, a moment after its fork).
+    for _ in range(500):
+        children = Path(f"/proc/{server}/task/{server}/children").read_text().split()
+        found = [c for c in map(int, children) if int(stat(c)[3]) != c]
+        if len(found) == 1:
+            return found[0]
+        time.sleep(0.01)
+    raise SystemExit(f"no one forker among the fork server's children: {found}")
 
 def rollup(pid):
     fields = {}
@@ -158,7 +164,7 @@ try:
     (server,) = launcher.server_pids
     for _ in range(3):  # the warm-up: spares made, lazy set-up done
         run_once(launcher)
-    (forker,) = forkers(server)
+    forker = forker_of(server)
     idle([server, forker])
     before = counters(server, forker)
     for _ in range(runs):
