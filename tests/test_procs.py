@@ -11,6 +11,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import psutil
+
 from supervisor.runs import procs
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -163,3 +165,15 @@ def test_a_run_id_longer_than_the_slot_is_carried_in_the_environment_only() -> N
         "proc": "_" * 8,
         "environ": "a-run-id-too-long",
     }
+
+
+def test_create_time_without_psutil_matches_psutils() -> None:
+    # The fork server computes it from /proc/stat's btime (it does not import psutil);
+    # the manager compares it with psutil's when it cleans up after a dead manager.
+    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        ours = procs.create_time(process.pid)
+        assert abs(ours - psutil.Process(process.pid).create_time()) < 0.01
+    finally:
+        process.kill()
+        process.wait()
