@@ -117,11 +117,17 @@ def stat(pid):
     raw = Path(f"/proc/{pid}/stat").read_bytes()
     return raw[raw.rindex(b")") + 2 :].split()
 
+def leads_session(pid):
+    try:
+        return int(stat(pid)[3]) == pid
+    except OSError:
+        return True  # gone: a run that just ended, not the forker
+
 def forker_of(server):
     # The child that does not lead a session (a spare does, a moment after its fork).
     for _ in range(500):
         children = Path(f"/proc/{server}/task/{server}/children").read_text().split()
-        found = [c for c in map(int, children) if int(stat(c)[3]) != c]
+        found = [c for c in map(int, children) if not leads_session(c)]
         if len(found) == 1:
             return found[0]
         time.sleep(0.01)
