@@ -25,7 +25,6 @@ HEAVY = (
     "fractions",
     "psutil",  # the manager's process clean-up
     "subprocess",  # by psutil
-    "zoneinfo",  # a named time zone (UTC needs none)
     "supervisor.usecases.backend",
     "supervisor.usecases.health",
     "supervisor.store",

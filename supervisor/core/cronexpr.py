@@ -124,10 +124,8 @@ def validate_timezone(name: str) -> str:
         or name.startswith(("posix/", "right/"))
     ):
         raise DefinitionError("timezone", f"{name!r} is not an IANA time zone name")
-    if name == "UTC":
-        # Every definition's default: known without loading zoneinfo and the UTC file,
-        # which every fork server (and each run forked from it) would otherwise carry.
-        return name
+    # Loaded here, not at import: only a definition's time zone needs it. "UTC" is
+    # checked too, so a machine without a time-zone database is told at definition.
     import zoneinfo
 
     try:
