@@ -78,12 +78,17 @@ class WatchedStore:
         attribute = getattr(self._store, name)
         if name not in WRITES or not callable(attribute):
             return attribute
-        return self._watched(attribute)
+        watched = self._watched(name)
+        # Kept on this object: the next look-up finds it without ``__getattr__``. The
+        # wrapper looks the write up on the store at each call, so a write patched on the
+        # store (or its class) after this is the one called.
+        setattr(self, name, watched)
+        return watched
 
-    def _watched(self, write: Callable[..., Any]) -> Callable[..., Any]:
+    def _watched(self, name: str) -> Callable[..., Any]:
         def call(*args: Any, **kwargs: Any) -> Any:
             try:
-                result = write(*args, **kwargs)
+                result = getattr(self._store, name)(*args, **kwargs)
             except Exception as error:
                 problem = classify(error)
                 if problem is not None:
