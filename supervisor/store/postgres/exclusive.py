@@ -18,8 +18,8 @@ on and ``check`` raises ``StoreError`` naming the database and the other manager
 session, so this manager stops (the other one marks the runs it left open as interrupted).
 Each failure to take the lock is kept as a ``LockFailure`` (``last_failure``: its kind,
 when, the driver's words), which the store's health reads as it is.
-May import ``core.errors``, ``core.storeproblems``, ``store.postgres.database``, ``store.postgres.deadline``,
-``store.postgres.session``, psycopg and the stdlib.
+May import ``core.errors``, ``core.storeproblems``, ``store.postgres.database``,
+``store.postgres.deadline``, ``store.postgres.session``, psycopg and the stdlib.
 """
 
 from __future__ import annotations
