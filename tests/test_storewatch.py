@@ -77,7 +77,8 @@ def test_problems_are_read_from_real_sqlite_errors(tmp_path: Path) -> None:
 
 
 def test_a_write_outage_lasts_until_what_was_kept_is_stored() -> None:
-    health = StoreHealth()
+    clock = FakeClock(start=NOW)
+    health = StoreHealth(monotonic=clock.monotonic)
     health.write_failed(at=NOW, problem=StoreProblem.DISK_FULL, reason="disk\n full")
     health.note_backlog(Backlog(kept_records=7, dropped_records=2))
     health.write_failed(at=NOW + timedelta(seconds=9), problem=StoreProblem.DISK_FULL, reason="x")
@@ -88,7 +89,9 @@ def test_a_write_outage_lasts_until_what_was_kept_is_stored() -> None:
         "disk full since 03:00:00 UTC (42 s): x; 7 log record(s) kept to store, 2 dropped"
         " (counted in their runs' logs)"
     )
-    health.write_succeeded()  # a small write went through; the kept records did not yet
+    health.write_succeeded()  # small writes went through; the kept records did not yet
+    clock.advance(health.settle_seconds)
+    health.write_succeeded()
     assert health.outage() is not None
     health.note_backlog(Backlog())
     assert health.outage() is None and not health.writes_failing
@@ -225,7 +228,7 @@ def test_a_write_is_wrapped_once_and_a_write_patched_later_is_the_one_called(
     the write up on the store at each call, so a test's patch made afterwards still
     counts, and its failure is still told."""
     path = state_db_path(tmp_path / "state")
-    health = StoreHealth()
+    health = StoreHealth(settle_seconds=0)
     with SqliteStore.open(path) as raw:
         watched = WatchedStore(raw, health, FakeClock(start=NOW), path=path)
         first = watched.set_meta
@@ -243,7 +246,8 @@ def test_a_write_is_wrapped_once_and_a_write_patched_later_is_the_one_called(
         assert outage is not None and outage.problem is StoreProblem.DISK_FULL
         monkeypatch.undo()
         watched.set_meta("k", "v3")
-        assert raw.get_meta("k") == "v3" and health.outage() is None
+        watched.set_meta("k", "v4")  # the writes held (settling takes no time here)
+        assert raw.get_meta("k") == "v4" and health.outage() is None
 
 
 def sqlite3_full() -> sqlite3.Error:

@@ -11,8 +11,10 @@ say nothing of the store's health and are passed on untouched, as every error is
 
 While the writes fail, ``StoreProbe`` writes one meta key every few seconds from a thread
 of its own (a locked database makes each write wait for the busy timeout), so the outage
-ends even when nothing else writes. May import ``core``, ``store.protocols``,
-``usecases.health`` and the stdlib.
+ends even when nothing else writes. One write that goes through ends nothing: the outage
+ends once the writes have held (``StoreHealth``: two in a row, far enough apart), so a
+store that fails and works by turns is one outage, not a stream of them.
+May import ``core``, ``store.protocols``, ``usecases.health`` and the stdlib.
 """
 
 from __future__ import annotations
@@ -156,10 +158,16 @@ class StoreProbe:
         if self._thread is not None:
             self._thread.join(self._seconds + 1.0)
 
+    def probe(self) -> bool:
+        """One probe while the writes fail (as the thread makes it): whether it wrote."""
+        if not self._health.writes_failing:
+            return False
+        # A failure is told to the health by the watched store; tried again.
+        with contextlib.suppress(Exception):
+            self._store.set_meta(PROBE_KEY, self._clock.now().isoformat())
+            return True
+        return False
+
     def _loop(self) -> None:
         while not self._stop.wait(self._seconds):
-            if not self._health.writes_failing:
-                continue
-            # A failure is told to the health by the watched store; tried again.
-            with contextlib.suppress(Exception):
-                self._store.set_meta(PROBE_KEY, self._clock.now().isoformat())
+            self.probe()
