@@ -243,3 +243,21 @@ def test_a_corrupt_state_db_is_shown_and_the_runs_go_on(
         timeout=10,
         what="the damage in the manager's log",
     )
+    # Regression: the stop was refused ("stop not done: the audit trail cannot be
+    # written"): an operator could not stop a scheduler while the store was corrupt.
+    said = cli(state, "stop", "f.long", "--reason", "store damaged")
+    assert said.startswith("stopped f.long: store damaged\n"), said
+    assert "warning: the audit entry could not be written" in said and "malformed" in said
+    assert "kept in memory" in said
+    wait_for(
+        lambda: json.loads(cli(state, "status", "f.long", "--json"))["current_run_id"] is None,
+        timeout=30,
+        what="the long run stopped",
+    )
+    assert json.loads(cli(state, "status", "f.long", "--json"))["state"] == "stopped"
+    wait_for(  # the entry's own record, should the store never take it
+        lambda: "audit entry kept in memory until the store takes writes again" in manager.log(),
+        timeout=10,
+        what="the kept audit entry in the manager's log",
+    )
+    assert "store damaged" in manager.log()
