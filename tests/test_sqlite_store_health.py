@@ -261,3 +261,8 @@ def test_a_corrupt_state_db_is_shown_and_the_runs_go_on(
         what="the kept audit entry in the manager's log",
     )
     assert "store damaged" in manager.log()
+    # The notification watcher cannot read the runs meanwhile: said once, not every look.
+    # (tests/test_notify_outage.py pins the back-off over many looks, on an injected clock.)
+    watcher_lines = [line for line in manager.log().splitlines() if "notification watcher" in line]
+    assert len(watcher_lines) <= 1, watcher_lines
+    assert all("cannot look at the schedulers" in line for line in watcher_lines), watcher_lines
