@@ -12,6 +12,7 @@ import signal
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from supervisor.core.storeproblems import LockFailureKind
 from tests.postgres import PostgresCluster, pg_cluster, skip_reason
 from tests.tcp_proxy import FaultyProxy
 from tests.test_manager_postgres import ended_runs, started_on
@@ -59,6 +60,12 @@ def test_the_manager_lock_says_since_when_the_store_is_unreachable(
                 )
                 assert second == first  # one outage, one line in the manager's log
                 assert guard.unreachable_since == datetime(2026, 12, 4, 9, 30, 5, tzinfo=UTC)
+                # Why, as a value: the store's health reads it, never the line above.
+                failure = guard.last_failure
+                assert failure is not None and failure.kind is LockFailureKind.CONNECT
+                assert failure.at == datetime(2026, 12, 4, 9, 30, 6, tzinfo=UTC)  # the last try
+                assert failure.message.startswith("connection failed: ")
+                assert f"({failure.reason});" in first
                 wall.now += timedelta(seconds=41)
                 proxy.faults(refuse=0, cut=0)
                 back = wait_for(guard.check, timeout=15, what="the lock taken back")
@@ -67,7 +74,7 @@ def test_the_manager_lock_says_since_when_the_store_is_unreachable(
                     " 2026-12-04 09:30:05 UTC); took the manager lock again after losing its"
                     " connection"
                 )
-                assert guard.unreachable_since is None
+                assert guard.unreachable_since is None and guard.last_failure is None
                 assert guard.check() is None
             finally:
                 guard.close()

@@ -243,3 +243,26 @@ def test_a_corrupt_state_db_is_shown_and_the_runs_go_on(
         timeout=10,
         what="the damage in the manager's log",
     )
+    # Regression: the stop was refused ("stop not done: the audit trail cannot be
+    # written"): an operator could not stop a scheduler while the store was corrupt.
+    said = cli(state, "stop", "f.long", "--reason", "store damaged")
+    assert said.startswith("stopped f.long: store damaged\n"), said
+    assert "warning: the audit entry could not be written" in said and "malformed" in said
+    assert "kept in memory" in said
+    wait_for(
+        lambda: json.loads(cli(state, "status", "f.long", "--json"))["current_run_id"] is None,
+        timeout=30,
+        what="the long run stopped",
+    )
+    assert json.loads(cli(state, "status", "f.long", "--json"))["state"] == "stopped"
+    wait_for(  # the entry's own record, should the store never take it
+        lambda: "audit entry kept in memory until the store takes writes again" in manager.log(),
+        timeout=10,
+        what="the kept audit entry in the manager's log",
+    )
+    assert "store damaged" in manager.log()
+    # The notification watcher cannot read the runs meanwhile: said once, not every look.
+    # (tests/test_notify_outage.py pins the back-off over many looks, on an injected clock.)
+    watcher_lines = [line for line in manager.log().splitlines() if "notification watcher" in line]
+    assert len(watcher_lines) <= 1, watcher_lines
+    assert all("cannot look at the schedulers" in line for line in watcher_lines), watcher_lines

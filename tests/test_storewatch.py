@@ -77,7 +77,8 @@ def test_problems_are_read_from_real_sqlite_errors(tmp_path: Path) -> None:
 
 
 def test_a_write_outage_lasts_until_what_was_kept_is_stored() -> None:
-    health = StoreHealth()
+    clock = FakeClock(start=NOW)
+    health = StoreHealth(monotonic=clock.monotonic)
     health.write_failed(at=NOW, problem=StoreProblem.DISK_FULL, reason="disk\n full")
     health.note_backlog(Backlog(kept_records=7, dropped_records=2))
     health.write_failed(at=NOW + timedelta(seconds=9), problem=StoreProblem.DISK_FULL, reason="x")
@@ -88,7 +89,9 @@ def test_a_write_outage_lasts_until_what_was_kept_is_stored() -> None:
         "disk full since 03:00:00 UTC (42 s): x; 7 log record(s) kept to store, 2 dropped"
         " (counted in their runs' logs)"
     )
-    health.write_succeeded()  # a small write went through; the kept records did not yet
+    health.write_succeeded()  # small writes went through; the kept records did not yet
+    clock.advance(health.settle_seconds)
+    health.write_succeeded()
     assert health.outage() is not None
     health.note_backlog(Backlog())
     assert health.outage() is None and not health.writes_failing
@@ -216,3 +219,46 @@ def test_records_of_a_failure_that_is_not_the_stores_are_counted_lost_at_once() 
         assert writer.kept_records == 0 and writer.lost_records == 10
     finally:
         writer.close()
+
+
+def test_a_write_is_wrapped_once_and_a_write_patched_later_is_the_one_called(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The watched store keeps one wrapper per write (not one per call); the wrapper looks
+    the write up on the store at each call, so a test's patch made afterwards still
+    counts, and its failure is still told."""
+    path = state_db_path(tmp_path / "state")
+    health = StoreHealth(settle_seconds=0)
+    with SqliteStore.open(path) as raw:
+        watched = WatchedStore(raw, health, FakeClock(start=NOW), path=path)
+        first = watched.set_meta
+        first("k", "v1")
+        assert watched.set_meta is first
+        assert raw.get_meta("k") == "v1"
+
+        def full(key: str, value: str) -> None:
+            raise StoreError(f"state database {path}: full") from sqlite3_full()
+
+        monkeypatch.setattr(raw, "set_meta", full)
+        with pytest.raises(StoreError, match="full"):
+            watched.set_meta("k", "v2")
+        outage = health.outage()
+        assert outage is not None and outage.problem is StoreProblem.DISK_FULL
+        monkeypatch.undo()
+        watched.set_meta("k", "v3")
+        watched.set_meta("k", "v4")  # the writes held (settling takes no time here)
+        assert raw.get_meta("k") == "v4" and health.outage() is None
+
+
+def sqlite3_full() -> sqlite3.Error:
+    """A real SQLITE_FULL: a write past a database's page limit."""
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    try:
+        conn.execute("PRAGMA max_page_count = 2")
+        conn.execute("CREATE TABLE t (x)")
+        conn.execute("INSERT INTO t VALUES (zeroblob(100000))")
+    except sqlite3.Error as error:
+        return error
+    finally:
+        conn.close()
+    raise AssertionError("the write past max_page_count did not fail")

@@ -23,9 +23,12 @@ from supervisor.core.errors import (
 from supervisor.core.records import AuditEntry, Decision, SchedulerStatus, State
 from supervisor.core.registry import Registry
 from supervisor.core.settings import EffectiveSettings, SettingsChange
+from supervisor.core.storeproblems import StoreProblem
 from supervisor.usecases.accounts import Accounts
+from supervisor.usecases.health import StoreHealth
 from supervisor.usecases.schedulers import Definitions, UseCases
 from tests.test_web_fakes import TEST_COST, MemoryUsers
+from tests.waiting import wait_for
 
 
 class RecordingBackend:
@@ -267,7 +270,6 @@ def test_a_full_audit_refuses_controls_and_settings_before_acting(
     admin = with_role("ada", "admin")
     trail.full = True
     for call in (
-        lambda: use_cases.stop(admin, "job"),
         lambda: use_cases.start(admin, "job"),
         lambda: use_cases.update_settings(admin, "job", {"disabled": True}),
         lambda: use_cases.reset_settings(admin, "job"),
@@ -276,6 +278,54 @@ def test_a_full_audit_refuses_controls_and_settings_before_acting(
             call()
     assert backend.calls == []
     assert backend.stored == {} and backend.applied == []
+
+
+def test_a_stop_is_done_while_the_audit_cannot_be_written_and_audited_once_it_can(
+    wired: tuple[UseCases, RecordingBackend, ListTrail], caplog: pytest.LogCaptureFixture
+) -> None:
+    # Regression: stop was refused while the store was down (corrupt, full), so an
+    # operator could not stop a scheduler during an outage.
+    use_cases, backend, trail = wired
+    alice = with_role("alice", "operator")
+    trail.full = True
+    with caplog.at_level(logging.WARNING, logger="supervisor.audit"):
+        note = use_cases.stop(alice, "job", reason="runaway")
+    assert backend.calls == [("stop", "alice")]
+    assert note is not None and "database or disk is full" in note
+    assert "kept in memory" in note and use_cases.pending_audit == 1
+    [kept] = [r.getMessage() for r in caplog.records if r.name == "supervisor.audit"]
+    assert "kept in memory" in kept and "stop by alice on job" in kept and "runaway" in kept
+    with pytest.raises(StoreError, match="not done"):  # the other controls: refused
+        use_cases.start(alice, "job")
+    trail.full = False
+    assert use_cases.stop(alice, "job") is None  # the kept entry goes first
+    assert [(e.action, e.detail) for e in trail.entries] == [("stop", "runaway"), ("stop", None)]
+    assert use_cases.pending_audit == 0
+
+
+def test_a_kept_stop_entry_is_written_when_the_store_recovers(
+    wired: tuple[UseCases, RecordingBackend, ListTrail],
+) -> None:
+    _, backend, trail = wired
+    clock = FakeClock(datetime(2026, 1, 1, tzinfo=UTC))
+    health = StoreHealth(monotonic=clock.monotonic)
+    use_cases = UseCases(
+        backend.registry,
+        backend=backend,  # type: ignore[arg-type]
+        audit=trail,
+        clock=clock,
+        store_health=health,
+    )
+    health.write_failed(at=clock.now(), problem=StoreProblem.DISK_FULL, reason="full")
+    trail.full = True
+    assert use_cases.stop(with_role("alice", "operator"), "job") is not None
+    trail.full = False
+    health.write_succeeded()
+    clock.advance(health.settle_seconds)
+    health.write_succeeded()  # the writes held: the outage ends, the entry is written
+    wait_for(lambda: trail.entries, what="the kept entry written")
+    assert [(e.action, e.actor) for e in trail.entries] == [("stop", "alice")]
+    wait_for(lambda: use_cases.pending_audit == 0, what="nothing kept")
 
 
 def test_a_full_audit_does_not_fail_an_execute_that_started_a_run(

@@ -11,20 +11,15 @@ from supervisor.cli import views
 from supervisor.core.access import Subject, with_role
 from supervisor.core.clock import FakeClock
 from supervisor.core.errors import PermissionDenied
+from supervisor.core.storeproblems import LockFailure, LockFailureKind
 from supervisor.service.control import Dispatcher
-from supervisor.service.manager_mode import outage_reason
+from supervisor.store.dsn import without_password
 from supervisor.usecases import serialize
 from supervisor.usecases.health import StoreHealth, StoreOutage, StoreTrouble
 from supervisor.usecases.schedulers import UseCases
 from tests.test_web_fakes import START, make_world
 
 DSN = "postgresql://sst:pw-Very-Secret@db.example:5432/jobs"
-WARNING = (
-    "PostgreSQL database sst@db.example:5432/jobs unreachable since 2026-03-01 11:59:30 UTC"
-    " (cannot take the manager lock: connection failed: password pw-Very-Secret refused (x));"
-    " runs in progress go on, new runs cannot start and writes are refused until it answers"
-    " again"
-)
 
 
 def world() -> tuple[UseCases, StoreHealth, FakeClock]:
@@ -107,9 +102,18 @@ def test_an_answer_with_a_malformed_store_field_is_not_understood() -> None:
         views.status_from_json({**raw, "store": {**raw["store"], "seconds": -1}})
 
 
-def test_the_reason_is_read_out_of_the_lock_warning_without_the_password() -> None:
-    assert outage_reason(WARNING, DSN) == (
+def test_the_reason_is_the_lock_failures_own_value_without_the_password() -> None:
+    failure = LockFailure(
+        kind=LockFailureKind.CONNECT,
+        at=START,
+        message="connection failed: password pw-Very-Secret refused (x)",
+    )
+    assert without_password(failure.reason, DSN) == (
         "cannot take the manager lock: connection failed: password *** refused (x)"
     )
-    assert outage_reason("something else pw-Very-Secret", DSN) == "something else ***"
-    assert outage_reason(None, None) == "the store does not answer"
+    elsewhere = LockFailure(kind=LockFailureKind.HELD_ELSEWHERE, at=START, message="in use")
+    assert elsewhere.reason == "in use"
+    with pytest.raises(ValueError, match="aware"):
+        LockFailure(kind=LockFailureKind.QUERY, at=START.replace(tzinfo=None), message="x")
+    with pytest.raises(ValueError, match="one line"):
+        LockFailure(kind=LockFailureKind.QUERY, at=START, message="two\nlines")

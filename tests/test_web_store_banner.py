@@ -36,7 +36,7 @@ class World:
 @pytest.fixture
 def world() -> Iterator[World]:
     use_cases, backend, audit, users, clock = make_world()
-    health = StoreHealth()
+    health = StoreHealth(monotonic=clock.monotonic)
     bound = UseCases(
         use_cases.registry, backend=backend, audit=audit, clock=clock, store_health=health
     )
@@ -94,6 +94,8 @@ def test_a_store_that_cannot_be_written_is_shown_with_what_is_kept(world: World)
             " logs)"
         ), path
     world.health.write_succeeded()
+    world.clock.advance(world.health.settle_seconds)
+    world.health.write_succeeded()  # the writes held
     assert banner(world.client.get("/").body) is not None  # still owed what it kept
     world.health.note_backlog(Backlog())
     for path in PAGES:

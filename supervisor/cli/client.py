@@ -97,7 +97,9 @@ class Client(Protocol):
 
     def start(self, scheduler_id: str) -> None: ...
 
-    def stop(self, scheduler_id: str, *, reason: str | None = None) -> None: ...
+    def stop(self, scheduler_id: str, *, reason: str | None = None) -> str | None:
+        """Stop it; a note when its audit entry is kept in memory (the store is down)."""
+        ...
 
     def pause(self, scheduler_id: str, *, until: datetime, reason: str | None = None) -> None:
         """Plan nothing until ``until`` (aware), then resume (``BackendError`` in systemd
@@ -362,8 +364,9 @@ class ControlClient:
     def start(self, scheduler_id: str) -> None:
         self.call("start", id=scheduler_id)
 
-    def stop(self, scheduler_id: str, *, reason: str | None = None) -> None:
-        self.call("stop", id=scheduler_id, reason=reason)
+    def stop(self, scheduler_id: str, *, reason: str | None = None) -> str | None:
+        note = self.call("stop", id=scheduler_id, reason=reason)
+        return note if isinstance(note, str) else None
 
     def pause(self, scheduler_id: str, *, until: datetime, reason: str | None = None) -> None:
         self.call("pause", id=scheduler_id, until=until.isoformat(), reason=reason)
@@ -452,8 +455,8 @@ class UseCaseClient:
     def start(self, scheduler_id: str) -> None:
         self._use_cases.start(self._subject, scheduler_id)
 
-    def stop(self, scheduler_id: str, *, reason: str | None = None) -> None:
-        self._use_cases.stop(self._subject, scheduler_id, reason=reason)
+    def stop(self, scheduler_id: str, *, reason: str | None = None) -> str | None:
+        return self._use_cases.stop(self._subject, scheduler_id, reason=reason)
 
     def pause(self, scheduler_id: str, *, until: datetime, reason: str | None = None) -> None:
         self._use_cases.pause(self._subject, scheduler_id, until=until, reason=reason)

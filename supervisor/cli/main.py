@@ -774,8 +774,10 @@ reason_option = click.option(
 @state_dir_option
 def stop(scheduler_id: str, reason: str | None, state_dir: str | None) -> None:
     """Cancel the current run and plan nothing more until started."""
-    client(state_dir).stop(scheduler_id, reason=reason)
+    note = client(state_dir).stop(scheduler_id, reason=reason)
     click.echo(f"stopped {scheduler_id}" + (f": {reason}" if reason else ""))
+    if note is not None:  # the store is down: the stop was done, its audit entry waits
+        click.echo(f"warning: {note}")
 
 
 def decision_rows(s: views.StatusView) -> list[tuple[str, str]]:

@@ -4,7 +4,9 @@
 file, an I/O error, a server that does not answer); ``classify`` reads it from an error's
 own codes (``sqlite3.Error.sqlite_errorname``, an ``OSError``'s errno), following the
 chain of causes a ``StoreError`` keeps, never from message text. ``Backlog`` is what a
-writer keeps in memory for the store meanwhile, and drops past its bound.
+writer keeps in memory for the store meanwhile, and drops past its bound. ``LockFailure``
+is why a PostgreSQL store's manager lock could not be taken, last (its kind, when, the
+driver's or server's words): the store's health reads it as it is, never out of a message.
 Imports nothing from the package.
 """
 
@@ -14,6 +16,7 @@ import enum
 import errno
 import sys
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Final
 
 
@@ -71,6 +74,38 @@ class Backlog:
             f"; {self.kept_records} log record(s) kept to store,"
             f" {self.dropped_records} dropped (counted in their runs' logs)"
         )
+
+
+class LockFailureKind(enum.StrEnum):
+    """Why the manager lock of a PostgreSQL store could not be taken."""
+
+    CONNECT = "connect"  # no connection to the server could be opened
+    NO_ANSWER = "no_answer"  # connected, but the lock's statements got no answer in time
+    QUERY = "query"  # the lock's statements failed (an error, a connection cut meanwhile)
+    HELD_ELSEWHERE = "held_elsewhere"  # another manager holds the lock
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LockFailure:
+    """The last failure to take a store's manager lock: its kind, when (aware), and the
+    driver's or server's own words on one line (``connection failed: …``)."""
+
+    kind: LockFailureKind
+    at: datetime
+    message: str
+
+    def __post_init__(self) -> None:
+        if self.at.tzinfo is None:
+            raise ValueError("at must be an aware datetime")
+        if not self.message or self.message != " ".join(self.message.split()):
+            raise ValueError("message must be one line of words, not empty")
+
+    @property
+    def reason(self) -> str:
+        """Why the store is unreachable, as its health shows it (one line)."""
+        if self.kind is LockFailureKind.HELD_ELSEWHERE:
+            return self.message
+        return f"cannot take the manager lock: {self.message}"
 
 
 # Input the store refuses (a run stored twice, a value too big) says nothing of its health.

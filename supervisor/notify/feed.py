@@ -49,7 +49,10 @@ class RunFeed:
         self._seen: dict[str, _Seen] = {}
 
     def look(self) -> list[Look]:
+        """Each scheduler as it is now. Raises what the source raises, having handed out
+        and noted nothing: the next look hands out what this one could not."""
         looks = []
+        noted: dict[str, _Seen] = {}
         for status in self._source.statuses():
             seen = self._seen.get(status.id)
             moved = seen is None or (status.last_started_at, status.last_completed_at) != (
@@ -64,15 +67,16 @@ class RunFeed:
                 key=lambda r: r.started_at,
             )
             if seen is None:
-                self._seen[status.id] = _Seen(
+                noted[status.id] = _Seen(
                     status.last_started_at, status.last_completed_at, {r.run_id for r in runs}
                 )
                 looks.append(Look(status, history=runs))
                 continue
             new = [r for r in runs if r.run_id not in seen.run_ids]
-            seen.run_ids.update(r.run_id for r in new)
-            if len(seen.run_ids) > 4 * RUNS_PER_LOOK:  # keep memory bounded
-                seen.run_ids &= {r.run_id for r in runs}
-            seen.started, seen.completed = status.last_started_at, status.last_completed_at
+            run_ids = seen.run_ids | {r.run_id for r in new}
+            if len(run_ids) > 4 * RUNS_PER_LOOK:  # keep memory bounded
+                run_ids &= {r.run_id for r in runs}
+            noted[status.id] = _Seen(status.last_started_at, status.last_completed_at, run_ids)
             looks.append(Look(status, ended=new))
+        self._seen.update(noted)
         return looks

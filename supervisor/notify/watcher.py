@@ -6,7 +6,10 @@ its planned start by the grace is reported missed (the dead-man's switch). Works
 over the manager and the systemd backend: it needs only the two read methods.
 
 Every failed, crashed or timed-out run also gets one line on stderr, with a journald
-priority prefix when stderr goes to the journal.
+priority prefix when stderr goes to the journal. A look that fails (a store that cannot be
+read: corrupt, locked, unreachable) is said once when the streak begins and once when it
+ends; meanwhile the looks back off (twice the pause each time, up to
+``MAX_BACKOFF_SECONDS``) and say nothing, so an outage does not flood the log.
 
 May import ``core``, ``notify`` and the stdlib.
 """
@@ -20,7 +23,7 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import IO
+from typing import IO, Final
 
 from supervisor.core.clock import Clock, SystemClock
 from supervisor.core.records import RunRecord, SchedulerStatus, State
@@ -31,6 +34,9 @@ from supervisor.notify.policy import FAILING, Health, after_run, overdue
 from supervisor.notify.targets import Target
 
 JOURNAL_ERR = "<3>"  # sd-daemon(3) priority prefix: err
+JOURNAL_WARNING = "<4>"
+DEFAULT_INTERVAL_SECONDS: Final = 2.0
+MAX_BACKOFF_SECONDS: Final = 60.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -70,6 +76,8 @@ class Watcher:
         self._health: dict[str, Health] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._failing_since: float | None = None  # monotonic: the failing looks' streak
+        self._pause = DEFAULT_INTERVAL_SECONDS
 
     # -- one look ------------------------------------------------------------------------
 
@@ -142,13 +150,44 @@ class Watcher:
 
     # -- the thread ----------------------------------------------------------------------
 
-    def start(self, *, interval_seconds: float = 2.0) -> None:
+    def step(self, interval_seconds: float = DEFAULT_INTERVAL_SECONDS) -> float:
+        """One look as the thread makes it: how many seconds to wait before the next. A
+        failing look never ends the watching; the first of a streak is said, the rest
+        only lengthen the pause, and the first look that works again says so."""
+        try:
+            self.tick()
+        except Exception as error:
+            if self._failing_since is None:
+                self._failing_since = self._clock.monotonic()
+                self._pause = interval_seconds
+                self._say(
+                    f"supervisor: notification watcher: cannot look at the schedulers"
+                    f" ({error}); notifications wait until it can (tried again every"
+                    f" {interval_seconds:g} s and less often while it lasts, up to every"
+                    f" {MAX_BACKOFF_SECONDS:g} s)"
+                )
+                return self._pause
+            self._pause = min(self._pause * 2, max(MAX_BACKOFF_SECONDS, interval_seconds))
+            return self._pause
+        if self._failing_since is not None:
+            took = max(0, round(self._clock.monotonic() - self._failing_since))
+            self._failing_since = None
+            self._say(
+                f"supervisor: notification watcher: looking at the schedulers works again"
+                f" after {took} s; the runs that ended meanwhile are told now"
+            )
+        self._pause = interval_seconds
+        return interval_seconds
+
+    def _say(self, line: str) -> None:
+        prefix = JOURNAL_WARNING if self._journal else ""
+        print(f"{prefix}{line}", file=self._err, flush=True)
+
+    def start(self, *, interval_seconds: float = DEFAULT_INTERVAL_SECONDS) -> None:
         def loop() -> None:
-            while not self._stop.wait(interval_seconds):
-                try:
-                    self.tick()
-                except Exception as error:  # a backend hiccup must not end the watching
-                    print(f"supervisor: notification watcher: {error!r}", file=self._err)
+            pause = interval_seconds
+            while not self._stop.wait(pause):
+                pause = self.step(interval_seconds)
 
         self.tick()
         self._thread = threading.Thread(target=loop, name="notify-watch", daemon=True)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import signal
 import sys
 import threading
@@ -22,6 +21,7 @@ from supervisor.cluster.timing import LeaseTiming
 from supervisor.core.app import Configurator, load_app
 from supervisor.core.clock import Clock, SystemClock
 from supervisor.core.errors import DefinitionError, StoreError
+from supervisor.core.storeproblems import LockFailure
 from supervisor.manager.shell import Manager, ManagerConfig
 from supervisor.notify.config import enable as notifications
 from supervisor.notify.dispatch import Dispatcher as NotifyDispatcher
@@ -52,12 +52,6 @@ if TYPE_CHECKING:
 
 REAP_INTERVAL_SECONDS = 1.0
 APP_NAME_META = "app_name"  # beside paths.APP_SPEC_META: the name of the app last run
-# The reason in a manager lock's warning while its store does not answer
-# (``ExclusiveUse.check``): "<store> unreachable since <time> (<reason>); runs in ...".
-_OUTAGE_REASON = re.compile(
-    r" unreachable since \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC \((?P<reason>.*)\); runs in progress",
-    re.DOTALL,
-)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -114,9 +108,11 @@ class StoreGuard(Protocol):
         while it answers."""
         ...
 
-    # Optional, read with getattr: ``unreachable_reason: str | None``, why the lock
-    # cannot be taken back (one line), while ``unreachable_since`` is set. Without it
-    # the reason is read from ``check``'s warning (``outage_reason``).
+    @property
+    def last_failure(self) -> LockFailure | None:
+        """Why the lock could not be taken at its last try (kind, when, the driver's
+        words), while it is not held; None once it is."""
+        ...
 
     def close(self) -> None: ...
 
@@ -200,15 +196,6 @@ def recover_interrupted_runs(store: Store, clock: Clock, *, host: str | None = N
         )
         count += 1
     return count
-
-
-def outage_reason(warning: str | None, dsn: str | None) -> str:
-    """Why the store does not answer, out of the manager lock's ``warning`` (all of it when
-    it has another shape), with the passwords of ``dsn`` hidden: only for a lock that
-    does not say it itself (``StoreGuard``'s ``unreachable_reason``)."""
-    found = _OUTAGE_REASON.search(warning or "")
-    reason = found["reason"] if found else (warning or "the store does not answer")
-    return reason if dsn is None else without_password(reason, dsn)
 
 
 class Service:
@@ -434,7 +421,7 @@ class Service:
             if warning and warning != self._guard_warning:  # once a streak, not every second
                 self.say(f"supervisor: warning: {warning}")
             self._guard_warning = warning
-            self._note_store_health(self._store_guard, warning)
+            self._note_store_health(self._store_guard)
         self._say_store_health()
         if self._lock is not None:
             try:
@@ -463,17 +450,16 @@ class Service:
             self.say(f"supervisor: store: writes work again after {took} s")
         self._store_seen = seen
 
-    def _note_store_health(self, guard: StoreGuard, warning: str | None) -> None:
+    def _note_store_health(self, guard: StoreGuard) -> None:
         """Tell the store's health what the manager lock found: an outage since its
-        ``unreachable_since`` (its reason the lock's own ``unreachable_reason`` where it
-        has one, any password in it hidden), or none."""
+        ``unreachable_since``, its reason the lock's ``last_failure`` (any password in it
+        hidden), or none."""
         since = guard.unreachable_since
         if since is None:
             self.store_health.reachable()
             return
-        reason = getattr(guard, "unreachable_reason", None)
-        if not isinstance(reason, str) or not reason:
-            reason = outage_reason(warning, None)
+        failure = guard.last_failure
+        reason = "the store does not answer" if failure is None else failure.reason
         if self.options.store is not None:
             reason = without_password(reason, self.options.store)
         self.store_health.unreachable(since=since, reason=reason)

@@ -11,8 +11,10 @@ say nothing of the store's health and are passed on untouched, as every error is
 
 While the writes fail, ``StoreProbe`` writes one meta key every few seconds from a thread
 of its own (a locked database makes each write wait for the busy timeout), so the outage
-ends even when nothing else writes. May import ``core``, ``store.protocols``,
-``usecases.health`` and the stdlib.
+ends even when nothing else writes. One write that goes through ends nothing: the outage
+ends once the writes have held (``StoreHealth``: two in a row, far enough apart), so a
+store that fails and works by turns is one outage, not a stream of them.
+May import ``core``, ``store.protocols``, ``usecases.health`` and the stdlib.
 """
 
 from __future__ import annotations
@@ -78,12 +80,17 @@ class WatchedStore:
         attribute = getattr(self._store, name)
         if name not in WRITES or not callable(attribute):
             return attribute
-        return self._watched(attribute)
+        watched = self._watched(name)
+        # Kept on this object: the next look-up finds it without ``__getattr__``. The
+        # wrapper looks the write up on the store at each call, so a write patched on the
+        # store (or its class) after this is the one called.
+        setattr(self, name, watched)
+        return watched
 
-    def _watched(self, write: Callable[..., Any]) -> Callable[..., Any]:
+    def _watched(self, name: str) -> Callable[..., Any]:
         def call(*args: Any, **kwargs: Any) -> Any:
             try:
-                result = write(*args, **kwargs)
+                result = getattr(self._store, name)(*args, **kwargs)
             except Exception as error:
                 problem = classify(error)
                 if problem is not None:
@@ -151,10 +158,16 @@ class StoreProbe:
         if self._thread is not None:
             self._thread.join(self._seconds + 1.0)
 
+    def probe(self) -> bool:
+        """One probe while the writes fail (as the thread makes it): whether it wrote."""
+        if not self._health.writes_failing:
+            return False
+        # A failure is told to the health by the watched store; tried again.
+        with contextlib.suppress(Exception):
+            self._store.set_meta(PROBE_KEY, self._clock.now().isoformat())
+            return True
+        return False
+
     def _loop(self) -> None:
         while not self._stop.wait(self._seconds):
-            if not self._health.writes_failing:
-                continue
-            # A failure is told to the health by the watched store; tried again.
-            with contextlib.suppress(Exception):
-                self._store.set_meta(PROBE_KEY, self._clock.now().isoformat())
+            self.probe()

@@ -16,6 +16,8 @@ May import ``core`` and the stdlib.
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final, Protocol
@@ -23,6 +25,14 @@ from typing import Any, Final, Protocol
 from supervisor.core.storeproblems import Backlog, StoreProblem
 
 NO_BACKLOG: Final = Backlog()
+# A write outage ends once writes have held: two or more in a row succeeded, the first and
+# the last this far apart (the store probe writes every 2 s), none failing between.
+SETTLE_SECONDS: Final = 1.5
+# An outage that begins this soon after the last one ended is a flap: the next end needs
+# twice the settling time (up to ``MAX_SETTLE_SECONDS``), so a store that keeps failing
+# and working again is told as fewer, longer outages, not a stream of starts and ends.
+FLAP_WINDOW_SECONDS: Final = 300.0
+MAX_SETTLE_SECONDS: Final = 120.0
 
 __all__ = [
     "Backlog",
@@ -102,6 +112,11 @@ class StoreHealthSource(Protocol):
         """The outage going on, or None while the store answers."""
         ...
 
+    def when_recovered(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (from the thread that finds it out, no lock held) each time
+        an outage ends."""
+        ...
+
 
 class StoreHealth:
     """The cell a composition root sets; every method may be called from any thread.
@@ -109,15 +124,46 @@ class StoreHealth:
     Two findings are kept apart: the PostgreSQL manager lock's (``unreachable`` /
     ``reachable``) and the store's writes (``write_failed`` / ``write_succeeded``); the
     outage shown is the lock's while there is one, else the writes'. A write outage ends
-    at the first write that succeeds once nothing is kept in memory for the store any
-    more (``note_backlog``): it is shown while what it kept is still owed."""
+    once the writes have held (two in a row succeeded, ``settle_seconds`` apart, longer
+    after each flap: see ``SETTLE_SECONDS``) and nothing is kept in memory for the store
+    any more (``note_backlog``): one write that goes through between failures ends
+    nothing, and the outage is shown while what it kept is still owed. ``monotonic``
+    measures the settling (a test's fake clock)."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        *,
+        monotonic: Callable[[], float] = time.monotonic,
+        settle_seconds: float = SETTLE_SECONDS,
+    ) -> None:
+        if settle_seconds < 0:
+            raise ValueError("settle_seconds must not be negative")
         self._lock = threading.Lock()
+        self._monotonic = monotonic
+        self._settle_seconds = settle_seconds
         self._outage: StoreOutage | None = None
         self._writes: StoreOutage | None = None
         self._backlog = Backlog()
-        self._write_ok_since_backlog = False
+        self._held_since: float | None = None  # the first success since the last failure
+        self._held_writes = 0  # successes since the last failure
+        self._ended_at: float | None = None  # when the last write outage ended
+        self._flaps = 0  # outages begun soon after the one before, in a row
+        self._recovered: list[Callable[[], None]] = []
+
+    def when_recovered(self, callback: Callable[[], None]) -> None:
+        with self._lock:
+            self._recovered.append(callback)
+
+    def _tell_recovered(self, was_out: bool) -> None:
+        """Call the callbacks if an outage that went on (``was_out``) has ended now."""
+        with self._lock:
+            ended = was_out and self._outage is None and self._writes is None
+            callbacks = list(self._recovered) if ended else []
+        for callback in callbacks:
+            callback()
+
+    def _out_locked(self) -> bool:
+        return self._outage is not None or self._writes is not None
 
     def outage(self) -> StoreOutage | None:
         with self._lock:
@@ -147,31 +193,62 @@ class StoreHealth:
 
     def reachable(self) -> None:
         with self._lock:
+            was_out = self._out_locked()
             self._outage = None
+        self._tell_recovered(was_out)
 
     def write_failed(self, *, at: datetime, problem: StoreProblem, reason: str) -> None:
         """A write failed at ``at``: the outage of the writes starts then (unless one goes
         on: its start stays, its problem and reason become these)."""
         reason = " ".join(reason.split())
         with self._lock:
-            since = at if self._writes is None else self._writes.since
+            if self._writes is None:
+                since = at
+                recent = self._ended_at is not None and (
+                    self._monotonic() - self._ended_at < FLAP_WINDOW_SECONDS
+                )
+                self._flaps = self._flaps + 1 if recent else 0
+            else:
+                since = self._writes.since
             self._writes = StoreOutage(since=since, reason=reason, problem=problem)
-            self._write_ok_since_backlog = False
+            self._held_since, self._held_writes = None, 0
 
     def write_succeeded(self) -> None:
-        """A write went through: the writes' outage ends, unless the store is still owed
-        what was kept meanwhile (then it ends once that is stored)."""
+        """A write went through: the writes' outage ends once they have held (and the
+        store is no longer owed what was kept meanwhile)."""
         with self._lock:
-            if self._backlog.empty:
-                self._writes = None
-            self._write_ok_since_backlog = True
+            was_out = self._out_locked()
+            now = self._monotonic()
+            if self._held_since is None:
+                self._held_since = now
+            self._held_writes += 1
+            self._end_if_held_locked(now)
+        self._tell_recovered(was_out)
 
     def note_backlog(self, backlog: Backlog) -> None:
         """What the manager holds for the store now (and dropped since the outage began)."""
         with self._lock:
+            was_out = self._out_locked()
             self._backlog = backlog
-            if backlog.empty and self._write_ok_since_backlog:
-                self._writes = None
+            self._end_if_held_locked(self._monotonic())
+        self._tell_recovered(was_out)
+
+    @property
+    def settle_seconds(self) -> float:
+        """How long the writes must hold for the outage going on (or the next) to end."""
+        with self._lock:
+            return self._settling_locked()
+
+    def _settling_locked(self) -> float:
+        doubled: float = self._settle_seconds * (1 << min(self._flaps, 16))
+        return min(doubled, max(MAX_SETTLE_SECONDS, self._settle_seconds))
+
+    def _end_if_held_locked(self, now: float) -> None:
+        if self._writes is None or not self._backlog.empty or self._held_since is None:
+            return
+        if self._held_writes >= 2 and now - self._held_since >= self._settling_locked():
+            self._writes = None
+            self._ended_at = now
 
     @property
     def writes_failing(self) -> bool:

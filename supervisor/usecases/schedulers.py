@@ -17,7 +17,10 @@ The audit never turns a done action into an error. Two rules, one per kind of en
   settings, and the user changes in ``usecases.accounts``): the entry is written before
   the act; when the trail cannot be written (``StoreError``, e.g. "database or disk is
   full") the call is refused and nothing is done, so no such action goes unaudited. If
-  the act then fails, a second entry ("<action> failed") says so.
+  the act then fails, a second entry ("<action> failed") says so. Stop is the exception:
+  an operator must be able to stop a scheduler while the store is down, so a stop whose
+  entry cannot be written is carried out, its entry kept in memory (and logged at once)
+  and written once the store recovers (``usecases.pendingaudit``); the answer says so.
 - Audit after, where the entry holds what only the act yields (Execute Now's run ID, which
   the systemd mode reads back as who triggered the run; a custom action's result, which
   the product promises to record): the call succeeds with its result, and a failed write
@@ -58,6 +61,7 @@ from supervisor.core.records import (
 )
 from supervisor.core.registry import Registry, registry_of
 from supervisor.core.settings import EffectiveSettings, SettingsChange
+from supervisor.usecases.pendingaudit import PendingAudit
 
 if TYPE_CHECKING:  # (not loaded by an app's definitions, nor by the fork server)
     from supervisor.usecases.backend import Backend
@@ -149,6 +153,10 @@ class UseCases:
         self._settings_lock = threading.Lock()
         self._audit_failures = 0
         self._failures_lock = threading.Lock()
+        # Stops audited while the store could not take the entry, written once it can.
+        self._pending = PendingAudit(audit, AUDIT_LOG)
+        if store_health is not None:
+            store_health.when_recovered(self._pending.write_in_background)
         # Definitions configured from now on would be unknown to the backend.
         registry.freeze()
 
@@ -160,6 +168,11 @@ class UseCases:
     def audit_failures(self) -> int:
         """How many follow-up audit entries (written after an action) could not be written."""
         return self._audit_failures
+
+    @property
+    def pending_audit(self) -> int:
+        """How many audit entries are kept in memory until the store takes them."""
+        return self._pending.count
 
     def _entry(
         self,
@@ -183,6 +196,8 @@ class UseCases:
 
     def _record_first(self, entry: AuditEntry) -> None:
         """Write ``entry`` before acting; when it cannot be written, refuse (nothing done)."""
+        if self._pending.count:  # the ones kept come first
+            self._pending.write()
         try:
             self._audit.add_audit(entry)
         except StoreError as error:
@@ -207,16 +222,19 @@ class UseCases:
         try:
             yield
         except Exception as error:
-            failed = dataclasses.replace(
-                entry,
-                time=self._clock.now(),
-                action=f"{entry.action} failed",
-                detail=str(error) or type(error).__name__,
-                before=None,
-                after=None,
-            )
-            self._record_after(failed)
+            self._record_after(self._failed(entry, error))
             raise
+
+    def _failed(self, entry: AuditEntry, error: BaseException) -> AuditEntry:
+        """The second entry of an act that failed after its first was written."""
+        return dataclasses.replace(
+            entry,
+            time=self._clock.now(),
+            action=f"{entry.action} failed",
+            detail=str(error) or type(error).__name__,
+            before=None,
+            after=None,
+        )
 
     # -- reading ------------------------------------------------------------------------
 
@@ -309,14 +327,37 @@ class UseCases:
         with self._audited(self._entry(subject, "start", scheduler_id)):
             self._backend.start(scheduler_id, actor=subject.name)
 
-    def stop(self, subject: Subject, scheduler_id: str, *, reason: str | None = None) -> None:
+    def stop(self, subject: Subject, scheduler_id: str, *, reason: str | None = None) -> str | None:
         """Cancel the current run and plan nothing more; ``reason`` (optional, one line)
-        is shown with the status, written to the audit and to the stopped run's log."""
+        is shown with the status, written to the audit and to the stopped run's log.
+
+        Done even when the audit trail cannot be written (the store is down): then the
+        entry is kept in memory and written once the store recovers, and the answer is
+        a note saying so; else None."""
         subject.require(Permission.STOP)
         self._registry.get(scheduler_id)
         why = _reason(reason)
-        with self._audited(self._entry(subject, "stop", scheduler_id, detail=why)):
+        entry = self._entry(subject, "stop", scheduler_id, detail=why)
+        try:
+            self._record_first(entry)
+        except StoreError as refused:
+            error = refused.__cause__ if refused.__cause__ is not None else refused
+            self._pending.keep(entry, error)
+            try:
+                self._backend.stop(scheduler_id, actor=subject.name, reason=why)
+            except Exception as failed:
+                self._pending.keep(self._failed(entry, failed), error)
+                raise
+            return (
+                f"the audit entry could not be written ({error}); it is kept in memory and"
+                " written once the store takes writes again"
+            )
+        try:
             self._backend.stop(scheduler_id, actor=subject.name, reason=why)
+        except Exception as failed:
+            self._record_after(self._failed(entry, failed))
+            raise
+        return None
 
     def pause(
         self,

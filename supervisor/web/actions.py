@@ -140,8 +140,10 @@ def _decide(site: Site, request: Request, sid: str, what: str) -> Any:
     reason = request.form.get("reason", "")[: MAX_REASON_CHARS + 1]
     try:
         if what == "stop":
-            site.use_cases.stop(subject, sid, reason=reason)
+            note = site.use_cases.stop(subject, sid, reason=reason)
             text = "The current run, if any, was asked to stop."
+            if note is not None:  # the store is down: done, its audit entry waits
+                text += f" Note: {note}."
         elif what == "disable":
             site.use_cases.disable(subject, sid, reason=reason)
             text = "It plans nothing until enabled again."

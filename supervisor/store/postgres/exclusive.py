@@ -16,8 +16,10 @@ manager holds the lock now, or held it meanwhile (each manager that takes the lo
 its session name in ``sst_meta``), the loss is for good: every write is refused from then
 on and ``check`` raises ``StoreError`` naming the database and the other manager's
 session, so this manager stops (the other one marks the runs it left open as interrupted).
-May import ``core.errors``, ``store.postgres.database``, ``store.postgres.deadline``,
-``store.postgres.session``, psycopg and the stdlib.
+Each failure to take the lock is kept as a ``LockFailure`` (``last_failure``: its kind,
+when, the driver's words), which the store's health reads as it is.
+May import ``core.errors``, ``core.storeproblems``, ``store.postgres.database``,
+``store.postgres.deadline``, ``store.postgres.session``, psycopg and the stdlib.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from typing import Final
 import psycopg
 
 from supervisor.core.errors import StoreError
+from supervisor.core.storeproblems import LockFailure, LockFailureKind
 from supervisor.store.postgres.database import Connection, Database
 from supervisor.store.postgres.deadline import Deadlines
 from supervisor.store.postgres.session import Session
@@ -104,6 +107,7 @@ class ExclusiveUse:
         self._failure = ""
         self._now = now
         self._unreachable_since: datetime | None = None
+        self._last_failure: LockFailure | None = None
 
     @property
     def unreachable_since(self) -> datetime | None:
@@ -111,6 +115,13 @@ class ExclusiveUse:
         in the streak still going on; None while the lock is held."""
         with self._state:
             return self._unreachable_since
+
+    @property
+    def last_failure(self) -> LockFailure | None:
+        """Why the lock could not be taken at its last try, while it is not held (None
+        once it is taken)."""
+        with self._state:
+            return self._last_failure
 
     def acquire(self) -> None:
         """Take the lock; ``StoreError`` naming the database (and the session holding the
@@ -129,9 +140,9 @@ class ExclusiveUse:
             if not self._still_held():
                 try:
                     self._retake()
-                except StoreError as error:
+                except StoreError:
                     self._raise_if_lost()
-                    return self._unreachable(error)
+                    return self._unreachable()
         with self._state:
             note, self._note = self._note, None
         return note
@@ -209,15 +220,13 @@ class ExclusiveUse:
                     f" {_utc(since)}); {RETAKEN}"
                 )
 
-    def _unreachable(self, error: StoreError) -> str:
+    def _unreachable(self) -> str:
         """What ``check`` says while the lock cannot be taken back: the same words every
         second of one streak unless the reason changes."""
         with self._state:
             since = self._unreachable_since or self._now()
-        reason = str(error).removeprefix(f"{self._description}: ")
-        inner = reason.removeprefix("cannot take the manager lock (")
-        if inner != reason and inner.endswith(")"):
-            reason = f"cannot take the manager lock: {inner[:-1]}"
+            failure = self._last_failure
+        reason = "the store does not answer" if failure is None else failure.reason
         return (
             f"{self._description} unreachable since {_utc(since)} ({reason}); runs in"
             " progress go on, new runs cannot start and writes are refused until it answers"
@@ -235,24 +244,28 @@ class ExclusiveUse:
         try:
             conn = self._session.connect(self._deadlines)
         except psycopg.Error as exc:
-            raise StoreError(self._cannot(exc)) from None
+            raise self._failed(LockFailureKind.CONNECT, _words(exc)) from None
         try:
             with self._deadlines.bounded(conn, TAKE_SECONDS) as bound:
                 try:
                     taken = self._lock_on(conn)
                 except psycopg.Error as exc:
-                    late = f"no answer within {bound.seconds:g} s" if bound.expired else ""
-                    raise StoreError(self._cannot(exc, late)) from None
+                    if bound.expired:
+                        late = f"no answer within {bound.seconds:g} s"
+                        raise self._failed(LockFailureKind.NO_ANSWER, late) from None
+                    raise self._failed(LockFailureKind.QUERY, _words(exc)) from None
         except BaseException:
             conn.close()
             raise
         if taken is not None:
             conn.close()
+            self._note_failure(LockFailureKind.HELD_ELSEWHERE, taken)
             raise StoreError(taken)
         with self._state:
             self._conn = conn
             self._held = True
             self._failed_at = 0.0
+            self._last_failure = None
 
     def _lock_on(self, conn: Connection) -> str | None:
         """Take the lock on ``conn``: None once held, else why not (and, when another
@@ -299,9 +312,20 @@ class ExclusiveUse:
         conn.execute(_NOTE_HOLDER, (HOLDER_KEY, self._name))
         return None
 
-    def _cannot(self, exc: BaseException, why: str = "") -> str:
-        text = why or " ".join(str(exc).split()) or type(exc).__name__
-        return f"{self._description}: cannot take the manager lock ({text})"
+    def _failed(self, kind: LockFailureKind, message: str) -> StoreError:
+        """The error to raise for a failure to take the lock, kept as ``last_failure``."""
+        self._note_failure(kind, message)
+        return StoreError(f"{self._description}: cannot take the manager lock ({message})")
+
+    def _note_failure(self, kind: LockFailureKind, message: str) -> None:
+        failure = LockFailure(kind=kind, at=self._now(), message=" ".join(message.split()))
+        with self._state:
+            self._last_failure = failure
+
+
+def _words(exc: BaseException) -> str:
+    """The driver's own words on one line."""
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def _shows_loss(conn: Connection) -> bool:
