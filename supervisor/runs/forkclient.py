@@ -299,6 +299,11 @@ class ServerHandle:
         procs.disown_child(self.pid)  # reaped just now by poll()
         return False
 
+    def stopped(self) -> bool:
+        """Is the server process stopped (SIGSTOP, or traced)? It answers nothing then."""
+        stat = procs.proc_stat(self.pid)
+        return stat is not None and stat.state in ("T", "t")
+
     def request_spawn(self, job: Job, fds: Sequence[int]) -> tuple[int, float, int]:
         """Have the server fork ``job``: (pid, create time, pidfd). Threads may call this
         at the same time: answers are matched to requests by number, read by one waiting

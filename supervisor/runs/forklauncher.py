@@ -587,15 +587,25 @@ class ForkServerLauncher:
 
     def _pick(self) -> ServerHandle:
         """The current server with the fewest runs in progress among those with a spare
-        ready, else among all (lock held): a server slow to fork its spares (starved of
-        CPU, stopped) is not waited for while another has one. Among equals the first:
-        runs one after another stay on one server (its memory warm in the caches), runs
-        at the same time spread over all."""
+        ready, else among those that can answer (lock held): a server slow to fork its
+        spares (starved of CPU) is not waited for while another has one, and one that is
+        stopped, dead or going is not handed a start while another can take it (it would
+        wait for that server's answer until the timeout). Among equals the first: runs one
+        after another stay on one server (its memory warm in the caches), runs at the
+        same time spread over all."""
         servers = self._servers
         if len(servers) == 1:
             return servers[0]
         ready = [server for server in servers if server.ready_count()]
-        return min(ready or servers, key=lambda server: server.live)
+        if ready:
+            return min(ready, key=lambda server: server.live)
+        # (Only where no spare is ready: what it costs is a read of /proc per server.)
+        answering = [
+            server
+            for server in servers
+            if not server.draining and server.alive() and not server.stopped()
+        ]
+        return min(answering or servers, key=lambda server: server.live)
 
     def _start_on_spare(
         self, server: ServerHandle, spare: Spare, job: Job, pipes: RunPipes
