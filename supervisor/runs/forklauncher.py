@@ -36,6 +36,7 @@ May import ``forkclient``, ``forkmessages``, ``supervision``, ``containment``, `
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import os
 import select
@@ -230,8 +231,10 @@ class _ForkedRun(RunProcess):
 
 @dataclass(frozen=True, slots=True)
 class _Started:
-    """A run's main process as a start left it (its pidfd and status pipe: the run's)."""
+    """A run's main process as a start left it (its pidfd and status pipe: the run's;
+    ``job`` as the run was given it, naming its cgroup)."""
 
+    job: Job
     server: ServerHandle
     cgroup: RunCgroup | None
     pid: int
@@ -296,6 +299,8 @@ class ForkServerLauncher:
         self._failed: _Failure | None = None
         self._containment = containment
         self._swept = False
+        self._spare_prefix = f"spare-{os.urandom(6).hex()}-"
+        self._spare_names = itertools.count(1)
         self.restarts = 0
 
     @property
@@ -542,9 +547,7 @@ class ForkServerLauncher:
             else:
                 started = self._spawn_on_server(server, job, pipes, cancel)
             run = _ForkedRun(
-                job=job
-                if started.cgroup is None
-                else replace(job, cgroup=str(started.cgroup.path)),
+                job=started.job,
                 pid=started.pid,
                 create_time=started.create_time,
                 pipes=pipes,
@@ -629,7 +632,13 @@ class ForkServerLauncher:
                 spare = next_spare
                 continue
             return _Started(
-                server, spare.cgroup, spare.pid, spare.create_time, spare.pidfd, spare.status_r
+                named,
+                server,
+                spare.cgroup,
+                spare.pid,
+                spare.create_time,
+                spare.pidfd,
+                spare.status_r,
             )
 
     def _top_up(self, server: ServerHandle, *, ended: bool = False) -> None:
@@ -644,13 +653,17 @@ class ForkServerLauncher:
             return
         full = min(self._max_spares, self._spares + server.live)
         low = full - 1 if ended else server.live + self._spares // 2
-        if server.spare_count > low or not server.alive():
+        count = server.spare_count
+        # (A dead server's ``prepare`` fails: no need to ask the kernel first.)
+        if count > low or server.closed:
             return
         root = containment.root
-        while server.spare_count < full:
+        while count < full:
             cgroup = None
             if root is not None:
-                cgroup = containment.create(f"spare-{os.urandom(6).hex()}")
+                # A random prefix per launcher (launchers of one process share a cgroup
+                # directory) and a count: not a random name's syscall per spare.
+                cgroup = containment.create(f"{self._spare_prefix}{next(self._spare_names)}")
                 if cgroup is None:
                     return
             try:
@@ -659,6 +672,7 @@ class ForkServerLauncher:
                 if cgroup is not None:
                     containment.release(cgroup)
                 return
+            count += 1
 
     def _drop_spares(self, server: ServerHandle) -> None:
         """The server is going: its spares go, and the cgroups they waited in."""
@@ -711,7 +725,7 @@ class ForkServerLauncher:
                     self._run_done_on(failed)  # the reservation on the failed server
                 pid, started, pidfd = self._request(server, named, fds)
             assert server is not None
-            return _Started(server, cgroup, pid, started, pidfd, status_r)
+            return _Started(named, server, cgroup, pid, started, pidfd, status_r)
         except BaseException as error:
             if server is not None:
                 self._run_done_on(server)
