@@ -11,6 +11,7 @@ import uuid
 from pathlib import Path
 
 import psutil
+import pytest
 
 from supervisor.core.records import Outcome
 from supervisor.runs.exits import Exit
@@ -164,6 +165,25 @@ def test_a_start_that_finds_no_spare_anywhere_is_not_handed_to_a_stopped_server(
         assert outcome is Outcome.CANCELLED
         assert launcher.server_pids == (stopped.pid, other.pid)  # nothing was replaced
         assert launcher.restarts == 0
+    finally:
+        launcher.close()
+
+
+def test_a_finished_runs_empty_cgroup_is_gone_when_supervise_returns() -> None:
+    """The run's watcher removes its emptied cgroup itself (no hand-off to the remover
+    thread: the cgroup is gone before the next run of the scheduler is started)."""
+    launcher = ForkServerLauncher(APP, cwd=str(ROOT), servers=1)
+    launcher.start()
+    try:
+        run = launcher.spawn(new_job("first"))
+        if run.cgroup is None:
+            stop(run)
+            pytest.skip("runs get no cgroups here")
+        path = run.cgroup.path
+        assert path.is_dir()
+        exit_ = run.supervise(sink=Collector(), timeout=30, cancel=threading.Event())
+        assert exit_.outcome is Outcome.SUCCEEDED, exit_
+        assert not path.exists()
     finally:
         launcher.close()
 
