@@ -12,9 +12,11 @@ server has reaped it by then and writes its wait status on the status pipe. If t
 server is gone (a runner killed it, say), the status pipe reaches end-of-file without
 one: the run has been reparented to this process (a subreaper, made so by ``start``) and
 is reaped here. A server that does not report within ``STATUS_SECONDS`` (stopped) is
-continued, then killed. A dead server is replaced at the next spawn; a server whose app
-files changed (content hashes) is replaced, and drained: it serves its runs in progress
-to their end (its spares are dropped: they exit).
+continued, then killed. A dead server is replaced at the next spawn, and a start that
+finds no spare ready goes to a server that can answer (not one that is stopped, dead or
+going) while there is one; a server whose app files changed (content hashes) is
+replaced, and drained: it serves its runs in progress to their end (its spares are
+dropped: they exit).
 
 Each server keeps ``SPARES`` spares more than it has runs in progress, each in a fresh
 cgroup where runs get cgroups: one more is asked for as each run ends (between runs, not
