@@ -235,7 +235,7 @@ class RunProcess:
                 capture.deliver()
                 continue
             stamp = datetime.now(UTC)
-            for fd, _ in events:
+            for fd, revents in events:
                 if fd == exit_fd and not ended:
                     if self._on_exit_fd():
                         ended = True
@@ -245,7 +245,13 @@ class RunProcess:
                         poller.unregister(exit_fd)
                         exit_fd = fresh
                         poller.register(exit_fd, select.POLLIN)
-                elif fd != exit_fd and not capture.read(fd, now=now, stamp=stamp):
+                elif fd == exit_fd:
+                    continue
+                elif not revents & select.POLLIN:
+                    # Hung up (or closed) with nothing left: no read to find end-of-file.
+                    capture.hung_up(fd, now=now, stamp=stamp)
+                    poller.unregister(fd)
+                elif not capture.read(fd, now=now, stamp=stamp):
                     poller.unregister(fd)
             capture.deliver_if_due(now)
         capture.finish()
