@@ -96,3 +96,21 @@ def test_capture_batches_up_to_the_limit_and_finishes(pipes: list[tuple[int, int
     records = [r for b in batches for r in b]
     assert sum(r.message == "line" for r in records) == BATCH_RECORDS + 10
     assert records[-1].message.startswith("output still held open")
+
+
+def test_a_hang_up_seen_by_poll_ends_the_stream_like_a_read_at_end_of_file(
+    pipes: list[tuple[int, int]],
+) -> None:
+    batches: list[Sequence[LogRecord]] = []
+    (rec_r, rec_w), (out_r, out_w), (err_r, err_w) = pipes
+    capture = Capture("r", records_fd=rec_r, stdout_fd=out_r, stderr_fd=err_r, sink=batches.append)
+    os.write(out_w, b"done\nno newline")
+    for fd in (rec_w, out_w, err_w):
+        os.close(fd)
+    assert capture.read(out_r, now=0.0, stamp=NOW)  # the data first: POLLIN with the hang-up
+    for fd in (rec_r, out_r, err_r):
+        capture.hung_up(fd, now=0.0, stamp=NOW)
+    assert capture.open_fds == []
+    capture.finish()
+    records = [r for b in batches for r in b]
+    assert [r.message for r in records] == ["done", "no newline"]  # no "held open" warning

@@ -11,6 +11,7 @@ import uuid
 from pathlib import Path
 
 import psutil
+import pytest
 
 from supervisor.core.records import Outcome
 from supervisor.runs.exits import Exit
@@ -133,6 +134,60 @@ def test_runs_go_to_a_server_with_a_spare_ready_rather_than_wait_for_a_stopped_o
         launcher.close()
 
 
+def test_a_start_that_finds_no_spare_anywhere_is_not_handed_to_a_stopped_server() -> None:
+    """Regression: with no spare ready on any server, the pick fell back to the server
+    with the fewest runs, stopped or not; the start then waited for the stopped one's
+    answer until the timeout, and for its replacement."""
+    launcher = ForkServerLauncher(APP, cwd=str(ROOT), servers=2)
+    launcher.start()
+    try:
+        stopped, other = launcher._servers  # the first: what a tie picked
+        wait_for(
+            lambda: all(len(s.ready_spares()) == SPARES // 2 for s in (stopped, other)),
+            what="the spares",
+        )
+        os.kill(stopped.pid, signal.SIGSTOP)
+        try:
+            wait_for(stopped.stopped, what="the server to stop")
+            for server in (stopped, other):
+                # Used up, none asked for: none comes until a start asks for more.
+                while (spare := server.take_spare(timeout=0)) is not None:
+                    spare.close()
+            run = launcher.spawn(new_job("cooperative"))
+            try:
+                parent = parent_of(run)
+            finally:
+                _continue(stopped.pid)
+                outcome = stop(run)
+        finally:
+            _continue(stopped.pid)
+        assert parent == other.pid
+        assert outcome is Outcome.CANCELLED
+        assert launcher.server_pids == (stopped.pid, other.pid)  # nothing was replaced
+        assert launcher.restarts == 0
+    finally:
+        launcher.close()
+
+
+def test_a_finished_runs_empty_cgroup_is_gone_when_supervise_returns() -> None:
+    """The run's watcher removes its emptied cgroup itself (no hand-off to the remover
+    thread: the cgroup is gone before the next run of the scheduler is started)."""
+    launcher = ForkServerLauncher(APP, cwd=str(ROOT), servers=1)
+    launcher.start()
+    try:
+        run = launcher.spawn(new_job("first"))
+        if run.cgroup is None:
+            stop(run)
+            pytest.skip("runs get no cgroups here")
+        path = run.cgroup.path
+        assert path.is_dir()
+        exit_ = run.supervise(sink=Collector(), timeout=30, cancel=threading.Event())
+        assert exit_.outcome is Outcome.SUCCEEDED, exit_
+        assert not path.exists()
+    finally:
+        launcher.close()
+
+
 def test_the_spare_margin_is_shared_between_the_servers() -> None:
     launcher = ForkServerLauncher(APP, cwd=str(ROOT), servers=2)
     launcher.start()
@@ -242,3 +297,9 @@ def _zombie(pid: int) -> bool:
         return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return True
+
+
+def _continue(pid: int) -> None:
+    """SIGCONT ``pid`` unless it is gone (a stopped server is killed once it times out)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGCONT)

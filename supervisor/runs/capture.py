@@ -193,6 +193,13 @@ class Capture:
         del self._readers[fd]
         return False
 
+    def hung_up(self, fd: int, *, now: float, stamp: datetime) -> None:
+        """``fd`` is at end-of-file with nothing left to read (poll said so: a hang-up
+        without data), as ``read`` would have found with one more syscall."""
+        if not self._batch:
+            self._batch_started = now
+        self._readers.pop(fd).close(stamp, self._batch)
+
     def deliver_if_due(self, now: float) -> None:
         """Deliver the batch if it is full or old enough."""
         if self._batch and (

@@ -12,9 +12,11 @@ server has reaped it by then and writes its wait status on the status pipe. If t
 server is gone (a runner killed it, say), the status pipe reaches end-of-file without
 one: the run has been reparented to this process (a subreaper, made so by ``start``) and
 is reaped here. A server that does not report within ``STATUS_SECONDS`` (stopped) is
-continued, then killed. A dead server is replaced at the next spawn; a server whose app
-files changed (content hashes) is replaced, and drained: it serves its runs in progress
-to their end (its spares are dropped: they exit).
+continued, then killed. A dead server is replaced at the next spawn, and a start that
+finds no spare ready goes to a server that can answer (not one that is stopped, dead or
+going) while there is one; a server whose app files changed (content hashes) is
+replaced, and drained: it serves its runs in progress to their end (its spares are
+dropped: they exit).
 
 Each server keeps ``SPARES`` spares more than it has runs in progress, each in a fresh
 cgroup where runs get cgroups: one more is asked for as each run ends (between runs, not
@@ -36,6 +38,7 @@ May import ``forkclient``, ``forkmessages``, ``supervision``, ``containment``, `
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import os
 import select
@@ -230,8 +233,10 @@ class _ForkedRun(RunProcess):
 
 @dataclass(frozen=True, slots=True)
 class _Started:
-    """A run's main process as a start left it (its pidfd and status pipe: the run's)."""
+    """A run's main process as a start left it (its pidfd and status pipe: the run's;
+    ``job`` as the run was given it, naming its cgroup)."""
 
+    job: Job
     server: ServerHandle
     cgroup: RunCgroup | None
     pid: int
@@ -296,6 +301,8 @@ class ForkServerLauncher:
         self._failed: _Failure | None = None
         self._containment = containment
         self._swept = False
+        self._spare_prefix = f"spare-{os.urandom(6).hex()}-"
+        self._spare_names = itertools.count(1)
         self.restarts = 0
 
     @property
@@ -542,9 +549,7 @@ class ForkServerLauncher:
             else:
                 started = self._spawn_on_server(server, job, pipes, cancel)
             run = _ForkedRun(
-                job=job
-                if started.cgroup is None
-                else replace(job, cgroup=str(started.cgroup.path)),
+                job=started.job,
                 pid=started.pid,
                 create_time=started.create_time,
                 pipes=pipes,
@@ -587,15 +592,25 @@ class ForkServerLauncher:
 
     def _pick(self) -> ServerHandle:
         """The current server with the fewest runs in progress among those with a spare
-        ready, else among all (lock held): a server slow to fork its spares (starved of
-        CPU, stopped) is not waited for while another has one. Among equals the first:
-        runs one after another stay on one server (its memory warm in the caches), runs
-        at the same time spread over all."""
+        ready, else among those that can answer (lock held): a server slow to fork its
+        spares (starved of CPU) is not waited for while another has one, and one that is
+        stopped, dead or going is not handed a start while another can take it (it would
+        wait for that server's answer until the timeout). Among equals the first: runs one
+        after another stay on one server (its memory warm in the caches), runs at the
+        same time spread over all."""
         servers = self._servers
         if len(servers) == 1:
             return servers[0]
         ready = [server for server in servers if server.ready_count()]
-        return min(ready or servers, key=lambda server: server.live)
+        if ready:
+            return min(ready, key=lambda server: server.live)
+        # (Only where no spare is ready: what it costs is a read of /proc per server.)
+        answering = [
+            server
+            for server in servers
+            if not server.draining and server.alive() and not server.stopped()
+        ]
+        return min(answering or servers, key=lambda server: server.live)
 
     def _start_on_spare(
         self, server: ServerHandle, spare: Spare, job: Job, pipes: RunPipes
@@ -619,7 +634,13 @@ class ForkServerLauncher:
                 spare = next_spare
                 continue
             return _Started(
-                server, spare.cgroup, spare.pid, spare.create_time, spare.pidfd, spare.status_r
+                named,
+                server,
+                spare.cgroup,
+                spare.pid,
+                spare.create_time,
+                spare.pidfd,
+                spare.status_r,
             )
 
     def _top_up(self, server: ServerHandle, *, ended: bool = False) -> None:
@@ -634,13 +655,17 @@ class ForkServerLauncher:
             return
         full = min(self._max_spares, self._spares + server.live)
         low = full - 1 if ended else server.live + self._spares // 2
-        if server.spare_count > low or not server.alive():
+        count = server.spare_count
+        # (A dead server's ``prepare`` fails: no need to ask the kernel first.)
+        if count > low or server.closed:
             return
         root = containment.root
-        while server.spare_count < full:
+        while count < full:
             cgroup = None
             if root is not None:
-                cgroup = containment.create(f"spare-{os.urandom(6).hex()}")
+                # A random prefix per launcher (launchers of one process share a cgroup
+                # directory) and a count: not a random name's syscall per spare.
+                cgroup = containment.create(f"{self._spare_prefix}{next(self._spare_names)}")
                 if cgroup is None:
                     return
             try:
@@ -649,6 +674,7 @@ class ForkServerLauncher:
                 if cgroup is not None:
                     containment.release(cgroup)
                 return
+            count += 1
 
     def _drop_spares(self, server: ServerHandle) -> None:
         """The server is going: its spares go, and the cgroups they waited in."""
@@ -701,7 +727,7 @@ class ForkServerLauncher:
                     self._run_done_on(failed)  # the reservation on the failed server
                 pid, started, pidfd = self._request(server, named, fds)
             assert server is not None
-            return _Started(server, cgroup, pid, started, pidfd, status_r)
+            return _Started(named, server, cgroup, pid, started, pidfd, status_r)
         except BaseException as error:
             if server is not None:
                 self._run_done_on(server)

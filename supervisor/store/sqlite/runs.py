@@ -19,9 +19,15 @@ from supervisor.store.protocols import UnfinishedRun
 from supervisor.store.sqlite.database import Database
 from supervisor.store.sqlite.logs import delete_run_logs
 
-SELECT_RUNS: Final = (
-    "SELECT run_id, scheduler_id, trigger, triggered_by, started_at, ended_at, outcome,"
-    " exit_code, signal, error, dropped_records, pid, pgid, create_time FROM runs"
+RUN_COLUMNS: Final = (
+    "run_id, scheduler_id, trigger, triggered_by, started_at, ended_at, outcome,"
+    " exit_code, signal, error, dropped_records, pid, pgid, create_time"
+)
+SELECT_RUNS: Final = f"SELECT {RUN_COLUMNS} FROM runs"  # noqa: S608
+# One statement changes the row and gives it back.
+FINISH_RUN: Final = (
+    "UPDATE runs SET ended_at = ?, outcome = ?, exit_code = ?, signal = ?, error = ?"  # noqa: S608
+    f" WHERE run_id = ? RETURNING {RUN_COLUMNS}"
 )
 
 
@@ -76,14 +82,13 @@ class SqliteRuns:
             raise ValueError(f"outcome must be an Outcome, got {outcome!r}")
         ended = ts(ended_at)
         with self._db.write() as conn:
-            cursor = conn.execute(
-                "UPDATE runs SET ended_at = ?, outcome = ?, exit_code = ?, signal = ?, error = ?"
-                " WHERE run_id = ?",
+            rows = conn.execute(
+                FINISH_RUN,
                 (ended, outcome.value, exit_code, signal, error, run_id),
-            )
-            if cursor.rowcount == 0:
+            ).fetchall()
+            if not rows:
                 raise UnknownRun(f"no run with id {run_id!r}")
-            row = conn.execute(SELECT_RUNS + " WHERE run_id = ?", (run_id,)).fetchall()[0]
+            row = rows[0]
             self._apply_retention(conn, row[1])
         return run_from_row(row)
 
