@@ -7,11 +7,13 @@ signals, the state-directory lock). May import everything except ``cli``.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import re
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -29,6 +31,7 @@ from supervisor.notify.targets import Target
 from supervisor.notify.watcher import Watcher
 from supervisor.runs import launcher as launching
 from supervisor.runs import procs
+from supervisor.runs.forkclient import SERVER_EXIT_SECONDS
 from supervisor.service.control import SOCKET_NAME, ControlServer, Dispatcher
 from supervisor.service.lock import StateDirLock
 from supervisor.service.paths import (
@@ -51,6 +54,15 @@ if TYPE_CHECKING:
     from supervisor.cluster.member import Member
 
 REAP_INTERVAL_SECONDS = 1.0
+# ``close`` ends within the grace plus this (what an operator, or systemd's
+# TimeoutStopSec, waits for): every step of the shutdown takes its time from one deadline.
+SHUTDOWN_MARGIN_SECONDS = 1.5
+# Of that margin, what the steps after the runs' ends (the Admin Center, the fork
+# servers, the store) keep for themselves.
+AFTER_RUNS_SECONDS = 0.2
+# Once the grace is over, how long the fork servers may take to exit (they kill their runs)
+# before they are killed: a stopped one never would.
+SERVERS_EXIT_SECONDS = 0.5
 APP_NAME_META = "app_name"  # beside paths.APP_SPEC_META: the name of the app last run
 # The reason in a manager lock's warning while its store does not answer
 # (``ExclusiveUse.check``): "<store> unreachable since <time> (<reason>); runs in ...".
@@ -254,6 +266,11 @@ class Service:
         # cases read it (``supervisor status``, the Admin Center's banner).
         self.store_health = StoreHealth()
         self._store_seen: tuple[datetime, StoreProblem] | None = None  # last said
+        self._launcher: launching.Launcher | None = None
+        self._launcher_closed = False
+        # Monotonic: when the shutdown began (the runs' grace with it) and when it must end.
+        self._shutdown_began = math.inf
+        self._shutdown_by = math.inf
 
     def _watch_runs(self, use_cases: UseCases) -> None:
         """One line per failed run on the log, and notifications where targets are set."""
@@ -267,7 +284,8 @@ class Service:
             clock=self.clock,
             err=self._log,
         )
-        self._stack.callback(dispatcher.close)  # closed after the watcher (LIFO)
+        # Closed after the watcher (LIFO), delivering what is queued during the runs' grace.
+        self._stack.callback(lambda: dispatcher.close(timeout=self._until(self._grace_ends)))
         watcher.start()
         self._stack.callback(watcher.close)
 
@@ -318,8 +336,9 @@ class Service:
             launcher = launching.FreshInterpreterLauncher(
                 options.app_spec, cwd=cwd, sys_path=sys_path
             )
+        self._launcher = launcher
         launcher.start()
-        stack.callback(launcher.close)
+        stack.callback(self._close_launcher)
         manager = Manager(
             self.schedulers.registry,
             store=store,
@@ -354,7 +373,7 @@ class Service:
             gate.open()  # takes leases from now on; left after the manager closed (LIFO)
             stack.callback(gate.close)
         manager.open()
-        stack.callback(manager.close)
+        stack.callback(self._close_manager)
         self.manager = manager
         self._watch_runs(use_cases)
         self._dispatcher = Dispatcher(
@@ -479,7 +498,47 @@ class Service:
         self.store_health.unreachable(since=since, reason=reason)
 
     def close(self) -> None:
+        """Shut down within the grace plus ``SHUTDOWN_MARGIN_SECONDS``: every run is
+        cancelled first (its grace starts), then each part is closed in turn with what is
+        left of that one deadline; runs left when the grace is over are killed, and
+        their ends and logs are stored before this returns."""
+        self._shutdown_began = time.monotonic()
+        self._shutdown_by = (
+            self._shutdown_began + self.options.grace_seconds + SHUTDOWN_MARGIN_SECONDS
+        )
+        if self.manager is not None:
+            self.manager.begin_close()
         self._stack.close()
+
+    @property
+    def _grace_ends(self) -> float:
+        return self._shutdown_began + self.options.grace_seconds
+
+    @staticmethod
+    def _until(deadline: float) -> float:
+        """Seconds left until ``deadline`` (monotonic); 0 once past it."""
+        return max(0.0, deadline - time.monotonic())
+
+    def _close_manager(self) -> None:
+        assert self.manager is not None
+        self.manager.close(
+            wait=self._until(self._shutdown_by - AFTER_RUNS_SECONDS),
+            grace_over=lambda: self._close_launcher(SERVERS_EXIT_SECONDS),
+        )
+
+    def _close_launcher(self, timeout: float | None = None) -> None:
+        """Close the launcher once (at the end of the grace, if runs are left: it kills
+        them, and a stuck fork server too), within ``timeout`` (default: what is left)."""
+        launcher = self._launcher
+        if launcher is None or self._launcher_closed:
+            return
+        self._launcher_closed = True
+        if timeout is None:
+            timeout = self._until(self._shutdown_by)
+        if isinstance(launcher, launching.ForkServerLauncher):
+            launcher.close(timeout=min(timeout, SERVER_EXIT_SECONDS))
+        else:
+            launcher.close()
 
     def serve_until_signalled(self) -> None:
         """Block until SIGTERM or SIGINT, reaping orphaned grandchildren and keeping the
