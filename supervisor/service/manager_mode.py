@@ -63,6 +63,9 @@ AFTER_RUNS_SECONDS = 0.2
 # Once the grace is over, how long the fork servers may take to exit (they kill their runs)
 # before they are killed: a stopped one never would.
 SERVERS_EXIT_SECONDS = 0.5
+# ``fork_servers`` at most: each imports the app and keeps its spares (a typo of 100
+# would start a hundred interpreters).
+MAX_FORK_SERVERS = 64
 APP_NAME_META = "app_name"  # beside paths.APP_SPEC_META: the name of the app last run
 # The reason in a manager lock's warning while its store does not answer
 # (``ExclusiveUse.check``): "<store> unreachable since <time> (<reason>); runs in ...".
@@ -78,6 +81,9 @@ class RunOptions:
     state_dir: Path
     admin: tuple[str, int] | None = ("127.0.0.1", 8080)
     fork_server: bool = True
+    # How many fork servers start the runs (``--fork-servers``); None: one per core, at
+    # most ``forklauncher.MAX_SERVERS``.
+    fork_servers: int | None = None
     grace_seconds: float = 5.0
     catch_up_missed_cron: bool = True
     max_runs_per_scheduler: int = 100
@@ -98,6 +104,19 @@ class RunOptions:
     cluster: str | None = field(default=None, repr=False)
     host_name: str | None = None  # this host's name there (default: hostname:state-dir-hash)
     lease_timing: LeaseTiming = field(default_factory=LeaseTiming)  # (``--lease-ttl``)
+
+    def __post_init__(self) -> None:
+        count = self.fork_servers
+        if count is None:
+            return
+        if isinstance(count, bool) or not isinstance(count, int):
+            raise DefinitionError("fork_servers", f"expected a whole number, got {count!r}")
+        if not 1 <= count <= MAX_FORK_SERVERS:
+            raise DefinitionError("fork_servers", f"must be 1 to {MAX_FORK_SERVERS}, got {count}")
+        if not self.fork_server:
+            raise DefinitionError(
+                "fork_servers", "has no fork server to count: runs start in fresh interpreters"
+            )
 
 
 @contextlib.contextmanager
@@ -331,7 +350,9 @@ class Service:
         # Runs import the app the way this process did: same directory, same sys.path.
         cwd, sys_path = os.getcwd(), [p for p in sys.path if p]
         if options.fork_server:
-            launcher = launching.ForkServerLauncher(options.app_spec, cwd=cwd, sys_path=sys_path)
+            launcher = launching.ForkServerLauncher(
+                options.app_spec, cwd=cwd, sys_path=sys_path, servers=options.fork_servers
+            )
         else:
             launcher = launching.FreshInterpreterLauncher(
                 options.app_spec, cwd=cwd, sys_path=sys_path
