@@ -12,7 +12,7 @@ reads the state database: the run's end and its log records must have been store
 - ``stuck-server``: a stubborn run whose fork servers were stopped (SIGSTOP) before the
   SIGTERM.
 - ``slow-store``: a stubborn run that logs, with the database locked by another process
-  (a write transaction) for the grace after the SIGTERM.
+  (a write transaction) for the grace after the SIGTERM (``--lock-seconds``).
 
 Cases alternate round by round; figures are medians with the spread (min-max) in seconds,
 and the median beside the idle one. ``--python``/``--root`` measure another checkout (for
@@ -153,7 +153,7 @@ def locked_database(path: Path, seconds: float) -> Iterator[None]:
         holder.wait(timeout=seconds + 30)
 
 
-def measure(case: str, tree: Tree, *, grace: str, grace_seconds: float) -> Sample:
+def measure(case: str, tree: Tree, *, grace: str, lock_seconds: float) -> Sample:
     work = temp_dir("bench-shutdown-")
     state, marks, app_dir = work / "state", work / "marks", work / "app"
     for directory in (marks, app_dir):
@@ -202,7 +202,7 @@ def measure(case: str, tree: Tree, *, grace: str, grace_seconds: float) -> Sampl
                 server.suspend()
         with contextlib.ExitStack() as stack:
             if case == "slow-store":
-                stack.enter_context(locked_database(state / "state.db", grace_seconds))
+                stack.enter_context(locked_database(state / "state.db", lock_seconds))
             began = time.monotonic()
             manager.send_signal(signal.SIGTERM)
             manager.wait(timeout=120)
@@ -232,6 +232,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--grace", default="5s")
     parser.add_argument("--cases", default=",".join(CASES), help="comma-separated")
+    parser.add_argument(
+        "--lock-seconds",
+        type=float,
+        default=None,
+        help="how long slow-store keeps the database locked after the SIGTERM (the grace)",
+    )
     parser.add_argument("--python", default=sys.executable, help="the other tree's python")
     parser.add_argument("--root", type=Path, default=ROOT, help="the other tree's root")
     args = parser.parse_args()
@@ -239,6 +245,7 @@ def main() -> None:
     from supervisor.core.durations import parse_duration
 
     grace_seconds = parse_duration(args.grace, field="--grace").total_seconds()
+    lock_seconds = grace_seconds if args.lock_seconds is None else args.lock_seconds
     tree = Tree(python=args.python, root=args.root)
     cases = [c for c in args.cases.split(",") if c]
     if "idle" not in cases:
@@ -246,7 +253,7 @@ def main() -> None:
     samples: dict[str, list[Sample]] = {case: [] for case in cases}
     for round_ in range(args.rounds):
         for case in cases:
-            sample = measure(case, tree, grace=args.grace, grace_seconds=grace_seconds)
+            sample = measure(case, tree, grace=args.grace, lock_seconds=lock_seconds)
             samples[case].append(sample)
             print(
                 f"round {round_ + 1} {case:<13} {sample.seconds:6.2f} s  "
