@@ -316,7 +316,7 @@ class Service:
         stack = self._stack
         self._lock = stack.enter_context(state_dir_lock(self.state_dir))
         store, place, guard = open_store(options, self.state_dir)
-        stack.callback(store.close)
+        stack.callback(self._bounded, store.close, "closing the store")
         if options.store is None:
             # SQLite's writes tell whether the file takes them (a full disk, a read-only
             # or locked or corrupt file): the store line of status, list and the banner.
@@ -327,9 +327,9 @@ class Service:
             )
             probe = StoreProbe(store, self.store_health, self.clock)
             probe.start()
-            stack.callback(probe.close)
+            stack.callback(self._bounded, probe.close, "the store's probe")
         if guard is not None:
-            stack.callback(guard.close)
+            stack.callback(self._bounded, guard.close, "the store's manager lock")
         self._store_guard = guard
         self.store = store
         check_app(store, self.app, options.app_spec, replace=options.replace_app, place=place)
@@ -394,7 +394,7 @@ class Service:
             gate.open()  # takes leases from now on; left after the manager closed (LIFO)
             stack.callback(gate.close)
         manager.open()
-        stack.callback(self._close_manager)
+        stack.callback(self._bounded, self._close_manager, "storing the runs' ends")
         self.manager = manager
         self._watch_runs(use_cases)
         self._dispatcher = Dispatcher(
@@ -539,6 +539,30 @@ class Service:
     def _until(deadline: float) -> float:
         """Seconds left until ``deadline`` (monotonic); 0 once past it."""
         return max(0.0, deadline - time.monotonic())
+
+    def _bounded(self, step: Callable[[], None], what: str) -> None:
+        """Carry ``step`` out on a thread of its own, waiting for it until the shutdown's
+        deadline (without one: as long as it takes): a store that does not answer (locked
+        past the deadline, say) must not hold the exit. What it did not take is marked
+        interrupted at the next start; what it stored stays stored."""
+        if self._shutdown_by == math.inf:
+            step()
+            return
+        failed: list[Exception] = []
+
+        def carry_out() -> None:
+            try:
+                step()
+            except Exception as error:  # raised here, in the closing thread
+                failed.append(error)
+
+        thread = threading.Thread(target=carry_out, name="shutdown-step", daemon=True)
+        thread.start()
+        thread.join(self._until(self._shutdown_by))
+        if thread.is_alive():
+            self.say(f"supervisor: warning: {what} did not end by the shutdown's deadline")
+        elif failed:
+            raise failed[0]
 
     def _close_manager(self) -> None:
         assert self.manager is not None
