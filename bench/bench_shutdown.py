@@ -16,7 +16,8 @@ reads the state database: the run's end and its log records must have been store
 
 Cases alternate round by round; figures are medians with the spread (min-max) in seconds,
 and the median beside the idle one. ``--python``/``--root`` measure another checkout (for
-example ``/work/main/.venv/bin/python`` and ``/work/main``) the same way.
+example ``/work/main/.venv/bin/python`` and ``/work/main``) the same way;
+``--no-fork-server`` the runs started in fresh interpreters (no ``stuck-server`` then).
 """
 
 from __future__ import annotations
@@ -153,7 +154,9 @@ def locked_database(path: Path, seconds: float) -> Iterator[None]:
         holder.wait(timeout=seconds + 30)
 
 
-def measure(case: str, tree: Tree, *, grace: str, lock_seconds: float) -> Sample:
+def measure(
+    case: str, tree: Tree, *, grace: str, lock_seconds: float, extra: tuple[str, ...]
+) -> Sample:
     work = temp_dir("bench-shutdown-")
     state, marks, app_dir = work / "state", work / "marks", work / "app"
     for directory in (marks, app_dir):
@@ -177,6 +180,7 @@ def measure(case: str, tree: Tree, *, grace: str, lock_seconds: float) -> Sample
             f"127.0.0.1:{free_port()}",
             "--grace",
             grace,
+            *extra,
         ],
         cwd=app_dir,
         env=env,
@@ -238,6 +242,9 @@ def main() -> None:
         default=None,
         help="how long slow-store keeps the database locked after the SIGTERM (the grace)",
     )
+    parser.add_argument(
+        "--no-fork-server", action="store_true", help="runs in fresh interpreters (no stuck-server)"
+    )
     parser.add_argument("--python", default=sys.executable, help="the other tree's python")
     parser.add_argument("--root", type=Path, default=ROOT, help="the other tree's root")
     args = parser.parse_args()
@@ -248,12 +255,16 @@ def main() -> None:
     lock_seconds = grace_seconds if args.lock_seconds is None else args.lock_seconds
     tree = Tree(python=args.python, root=args.root)
     cases = [c for c in args.cases.split(",") if c]
+    extra: tuple[str, ...] = ()
+    if args.no_fork_server:
+        extra = ("--no-fork-server",)
+        cases = [c for c in cases if c != "stuck-server"]
     if "idle" not in cases:
         cases.insert(0, "idle")
     samples: dict[str, list[Sample]] = {case: [] for case in cases}
     for round_ in range(args.rounds):
         for case in cases:
-            sample = measure(case, tree, grace=args.grace, lock_seconds=lock_seconds)
+            sample = measure(case, tree, grace=args.grace, lock_seconds=lock_seconds, extra=extra)
             samples[case].append(sample)
             print(
                 f"round {round_ + 1} {case:<13} {sample.seconds:6.2f} s  "

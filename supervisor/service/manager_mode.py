@@ -287,6 +287,7 @@ class Service:
         self._store_seen: tuple[datetime, StoreProblem] | None = None  # last said
         self._launcher: launching.Launcher | None = None
         self._launcher_closed = False
+        self._launcher_closing = threading.Lock()  # the manager's thread, or the closing one
         # Monotonic: when the shutdown began (the runs' grace with it) and when it must end.
         self._shutdown_began = math.inf
         self._shutdown_by = math.inf
@@ -575,9 +576,10 @@ class Service:
         """Close the launcher once (at the end of the grace, if runs are left: it kills
         them, and a stuck fork server too), within ``timeout`` (default: what is left)."""
         launcher = self._launcher
-        if launcher is None or self._launcher_closed:
-            return
-        self._launcher_closed = True
+        with self._launcher_closing:
+            if launcher is None or self._launcher_closed:
+                return
+            self._launcher_closed = True
         if timeout is None:
             timeout = self._until(self._shutdown_by)
         if isinstance(launcher, launching.ForkServerLauncher):
