@@ -86,7 +86,7 @@ def manager(tmp_path: Path) -> Iterator[Manager]:
 
 def started_manager(tmp_path: Path, *extra: str) -> Iterator[Manager]:
     state, marks, log = tmp_path / "state", tmp_path / "marks", tmp_path / "manager.log"
-    marks.mkdir()
+    marks.mkdir(exist_ok=True)
     with log.open("w") as sink:
         process = subprocess.Popen(
             supervisor(
@@ -205,3 +205,34 @@ def test_regression_a_store_locked_for_the_grace_does_not_hold_the_shutdown_past
     assert took < EXIT_BOUND_SECONDS, manager.log.read_text()
     assert not psutil.pid_exists(pid)
     assert_killed_and_logged(manager, run_id)
+
+
+def test_regression_a_store_locked_past_the_deadline_does_not_hold_the_exit(
+    tmp_path: Path,
+) -> None:
+    starts = started_manager(tmp_path)
+    manager = next(starts)
+    try:
+        run_id, (pid,) = manager.execute("s.stubborn", "stubborn")
+        wait_for(lambda: len(manager.stored(run_id)[1]) > 1, what="the run's first records stored")
+        # Locked until the manager has exited: nothing more can be stored.
+        holder = sqlite3.connect(manager.state / "state.db", isolation_level=None, timeout=10)
+        try:
+            holder.execute("BEGIN IMMEDIATE")
+            took = manager.shut_down()
+        finally:
+            holder.close()
+    finally:
+        starts.close()
+    assert took < EXIT_BOUND_SECONDS, manager.log.read_text()
+    assert "did not end by the shutdown's deadline" in manager.log.read_text()
+    assert not psutil.pid_exists(pid)
+    run, records = manager.stored(run_id)
+    assert run.outcome is None  # its end could not be stored ...
+    assert records[0].message == "not listening"  # ... what was stored stays
+    # ... and the next start marks it interrupted.
+    again = started_manager(tmp_path)
+    next(again).shut_down()
+    again.close()
+    run, _ = manager.stored(run_id)
+    assert run.outcome is Outcome.INTERRUPTED, run
