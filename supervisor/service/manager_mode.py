@@ -63,6 +63,8 @@ AFTER_RUNS_SECONDS = 0.2
 # Once the grace is over, how long the fork servers may take to exit (they kill their runs)
 # before they are killed: a stopped one never would.
 SERVERS_EXIT_SECONDS = 0.5
+# A step of the shutdown is waited for at least this long, also past its deadline.
+BOUNDED_STEP_MIN_SECONDS = 0.02
 # ``fork_servers`` at most: each imports the app and keeps its spares (a typo of 100
 # would start a hundred interpreters).
 MAX_FORK_SERVERS = 64
@@ -307,7 +309,7 @@ class Service:
         # Closed after the watcher (LIFO), delivering what is queued during the runs' grace.
         self._stack.callback(lambda: dispatcher.close(timeout=self._until(self._grace_ends)))
         watcher.start()
-        self._stack.callback(watcher.close)
+        self._stack.callback(self._bounded, watcher.close, "the notifications' watcher")
 
     def say(self, message: str) -> None:
         print(message, file=self._log, flush=True)
@@ -393,7 +395,7 @@ class Service:
             stack.callback(self._admin.close)
         if gate is not None:
             gate.open()  # takes leases from now on; left after the manager closed (LIFO)
-            stack.callback(gate.close)
+            stack.callback(self._bounded, gate.close, "leaving the cluster")
         manager.open()
         stack.callback(self._bounded, self._close_manager, "storing the runs' ends")
         self.manager = manager
@@ -559,7 +561,8 @@ class Service:
 
         thread = threading.Thread(target=carry_out, name="shutdown-step", daemon=True)
         thread.start()
-        thread.join(self._until(self._shutdown_by))
+        # Past the deadline a quick step still gets a moment (not reported as late).
+        thread.join(max(BOUNDED_STEP_MIN_SECONDS, self._until(self._shutdown_by)))
         if thread.is_alive():
             self.say(f"supervisor: warning: {what} did not end by the shutdown's deadline")
         elif failed:
