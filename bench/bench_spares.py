@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import psutil
-from common import fork_servers, start_service, temp_dir, write_app
+from common import start_service, temp_dir, write_app
 
 from supervisor.runs import forklauncher
 
@@ -100,9 +100,8 @@ def measure(count: int, *, spares: bool, servers: int | None, round_: int) -> Ro
         with contextlib.ExitStack() as stack:
             if not spares:
                 stack.enter_context(_no_spares())
-            stack.enter_context(fork_servers(servers))
             began = time.monotonic()
-            service = start_service(spec, work / "state")
+            service = start_service(spec, work / "state", fork_servers=servers)
             started = time.monotonic() - began
             me = psutil.Process()
             try:

@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from common import NOOP_APP, fork_servers, joining_after_fork, start_service, temp_dir, write_app
+from common import NOOP_APP, joining_after_fork, start_service, temp_dir, write_app
 
 from supervisor.store.sqlite import SqliteStore
 
@@ -53,21 +53,12 @@ def measure(
 ) -> Row:
     """One row: ``schedulers`` no-op schedulers for ``seconds`` (``servers``: fork
     servers, default the launcher's)."""
-    if servers is not None:
-        with fork_servers(servers):
-            return measure(
-                schedulers,
-                seconds,
-                fork_server=fork_server,
-                cgroups=cgroups,
-                into_cgroup=into_cgroup,
-            )
     if not cgroups:
         with _without_cgroups():
-            return measure(schedulers, seconds, fork_server=fork_server)
+            return measure(schedulers, seconds, fork_server=fork_server, servers=servers)
     if not into_cgroup:
         with joining_after_fork():
-            return measure(schedulers, seconds, fork_server=fork_server)
+            return measure(schedulers, seconds, fork_server=fork_server, servers=servers)
     work = temp_dir("bench-throughput-")
     try:
         spec = write_app(
@@ -77,7 +68,11 @@ def measure(
         cpu_before = _cpu_seconds()
         own_before = _own_seconds()
         service = start_service(
-            spec, work / "state", fork_server=fork_server, max_runs_per_scheduler=10**9
+            spec,
+            work / "state",
+            fork_server=fork_server,
+            fork_servers=servers if fork_server else None,
+            max_runs_per_scheduler=10**9,
         )
         server_pids = _fork_server_pids()
         server_before = _server_seconds(server_pids)

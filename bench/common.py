@@ -30,9 +30,9 @@ for i in range({count}):
 
 @contextlib.contextmanager
 def launcher_default(name: str, value: object) -> Iterator[None]:
-    """The fork-server launcher the service makes gets ``name=value`` (the service has no
-    option for it); a tree whose launcher has no such keyword runs unchanged (``--before``
-    trees)."""
+    """The fork-server launcher the service makes gets ``name=value``, for what the
+    service has no option for (the count of fork servers has one: ``start_service(...,
+    fork_servers=N)``); a tree whose launcher has no such keyword runs unchanged."""
     from supervisor.runs.forklauncher import ForkServerLauncher
 
     defaults = ForkServerLauncher.__init__.__kwdefaults__
@@ -51,11 +51,6 @@ def joining_after_fork() -> contextlib.AbstractContextManager[None]:
     """Fork-server runs join their cgroup after fork (spares), as where clone3 is not
     available: the fallback, to compare with."""
     return launcher_default("into_cgroup", False)
-
-
-def fork_servers(count: int | None) -> contextlib.AbstractContextManager[None]:
-    """The launcher the service makes runs ``count`` fork servers (None: its default)."""
-    return contextlib.nullcontext() if count is None else launcher_default("servers", count)
 
 
 def write_app(directory: Path, module: str, body: str) -> str:

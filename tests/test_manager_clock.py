@@ -584,6 +584,45 @@ def test_regression_close_keeps_its_deadline_while_a_launch_hangs(tmp_path: Path
         assert store.get_run(run_id).outcome is Outcome.INTERRUPTED
 
 
+def test_close_calls_grace_over_once_the_grace_has_passed_and_records_what_it_ended(
+    tmp_path: Path,
+) -> None:
+    clock = FakeClock(START)
+    launcher = SlowLauncher(ignores_cancel=True)
+    with SqliteStore.open(tmp_path / "state.db") as store:
+        manager = open_manager(manual_registry(), store, clock, launcher, grace_seconds=0.3)
+        calls: list[float] = []
+
+        def grace_over() -> None:  # as the service's closing of the launcher: the run ends
+            calls.append(time.monotonic())
+            launcher.release.set()
+
+        try:
+            run_id = manager.execute("manual", actor="ada")
+            assert launcher.waiting.wait(10)
+            began = time.monotonic()
+            manager.close(wait=5, grace_over=grace_over)
+            took = time.monotonic() - began
+        finally:
+            launcher.release.set()
+        assert len(calls) == 1
+        assert calls[0] - began >= 0.3  # not before the grace is over
+        assert took < 5  # the end came after grace_over: close did not wait out its wait
+        run = store.get_run(run_id)
+        assert run.outcome is Outcome.CANCELLED  # its own end, not "interrupted"
+
+
+def test_close_does_not_call_grace_over_when_the_runs_ended_in_time(tmp_path: Path) -> None:
+    clock = FakeClock(START)
+    with SqliteStore.open(tmp_path / "state.db") as store:
+        manager = open_manager(manual_registry(), store, clock, InstantLauncher())
+        run_id = manager.execute("manual", actor="ada")
+        wait_for(lambda: store.get_run(run_id).outcome, what="the run's end")
+        calls: list[str] = []
+        manager.close(wait=5, grace_over=lambda: calls.append("called"))
+        assert calls == []
+
+
 # -- a next run due within SOON_SECONDS: started by the thread that saw the end ----------
 
 

@@ -187,6 +187,26 @@ def parse_admin(text: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def fork_server_count(text: str | None, *, fork_server: bool) -> int | None:
+    """``--fork-servers N``: a whole number from 1 to ``MAX_FORK_SERVERS``, and only with
+    the fork server; None when not given. ``DefinitionError("--fork-servers")`` else."""
+    from supervisor.service.manager_mode import MAX_FORK_SERVERS
+
+    if text is None:
+        return None
+    if not fork_server:
+        raise DefinitionError("--fork-servers", "cannot be used with --no-fork-server")
+    stripped = text.strip()
+    if (
+        not (stripped.isascii() and stripped.isdigit())
+        or not 1 <= int(stripped) <= MAX_FORK_SERVERS
+    ):
+        raise DefinitionError(
+            "--fork-servers", f"expected a whole number from 1 to {MAX_FORK_SERVERS}, got {text!r}"
+        )
+    return int(stripped)
+
+
 def remote_options(func: Any) -> Any:
     func = click.option(
         "--allow-remote",
@@ -256,6 +276,12 @@ def notify_options(func: Any) -> Any:
 @click.option("--admin", default="127.0.0.1:8080", show_default=True, help="Admin Center address.")
 @click.option("--no-admin", is_flag=True, help="Do not serve the Admin Center.")
 @click.option("--no-fork-server", is_flag=True, help="Start each run in a fresh interpreter.")
+@click.option(
+    "--fork-servers",
+    default=None,
+    metavar="N",
+    help="How many fork servers start the runs (default: one per core, at most 4).",
+)
 @click.option("--no-catch-up", is_flag=True, help="Do not run CRON runs missed while down.")
 @click.option(
     "--grace", default="5s", show_default=True, help="Grace period before SIGTERM/SIGKILL."
@@ -309,6 +335,7 @@ def run(
     admin: str,
     no_admin: bool,
     no_fork_server: bool,
+    fork_servers: str | None,
     no_catch_up: bool,
     grace: str,
     keep_runs: int,
@@ -355,6 +382,7 @@ def run(
             state_dir=resolve_state_dir(state_dir),
             admin=None if no_admin else parse_admin(admin),
             fork_server=not no_fork_server,
+            fork_servers=fork_server_count(fork_servers, fork_server=not no_fork_server),
             grace_seconds=parse_duration(grace, field="--grace").total_seconds(),
             catch_up_missed_cron=not no_catch_up,
             max_runs_per_scheduler=keep_runs,

@@ -71,6 +71,11 @@ WALL_CLOCK_CHECK_SECONDS = 30.0
 ACTION_TIMEOUT = timedelta(seconds=60)
 # ``close`` waits this much longer than the grace for runs to end and be recorded.
 CLOSE_MARGIN_SECONDS = 3.0
+# Of ``close``'s wait, kept at its end for marking the runs that did not end and storing
+# the last log records (at most a quarter of the wait).
+END_RESERVE_SECONDS = 0.3
+# How long a run's end waits for its log records to be stored before it is stored anyway.
+LOG_FLUSH_SECONDS = 30.0
 # A run's pid is stored once it has run this long (see ``Manager._spawn``).
 PROCESS_ROW_SECONDS = 0.1
 # A scheduler's next run due this soon after the end of its last one is started by the
@@ -134,6 +139,8 @@ class Manager:
         self._stop_notes: dict[str, str] = {}  # run ID -> who stopped it and why
         self._watchers = Workers("run-watcher")
         self._closing = False
+        self._close_began: float | None = None  # monotonic: when begin_close cancelled the runs
+        self._close_deadline = math.inf  # monotonic: when close returns (from its ``wait``)
         self._stopping = threading.Event()  # close began: end-row retries make a last try
         self._closed = threading.Event()  # past close's deadline: late threads touch nothing
         self._planner: threading.Thread | None = None
@@ -183,29 +190,53 @@ class Manager:
         self._planner = threading.Thread(target=self._plan_loop, name="planner", daemon=True)
         self._planner.start()
 
-    def close(self, *, wait: float | None = None) -> None:
+    def begin_close(self) -> None:
+        """Stop planning and cancel every run (reason: shutdown), at once: their grace
+        starts now. ``close`` waits for them; idempotent."""
+        effects: list[Effect] = []
+        self._stopping.set()
+        with self._lock:
+            if self._close_began is not None:
+                return
+            self._close_began = time.monotonic()
+            self._closing = True
+            for scheduler_id in self._slots:
+                effects += self._feed_locked(scheduler_id, machine.Close())
+        self._wake.set()
+        self._carry_out(effects)
+
+    def close(
+        self, *, wait: float | None = None, grace_over: Callable[[], None] | None = None
+    ) -> None:
         """Stop planning, cancel every run (reason: shutdown), wait for them and record them.
 
         Returns within ``wait`` seconds (default: ``ManagerConfig.close_seconds``, else the
-        grace plus a margin). A run that has not ended by then (its launch hangs) is
-        recorded as interrupted, and its thread touches nothing any more.
+        grace plus a margin). ``grace_over`` is called once the grace (from
+        ``begin_close``) has passed with runs still in progress: it is to kill them (the
+        service closes the launcher), so that their ends are recorded in what is left of
+        ``wait``. A run that has not ended by then (its launch hangs) is recorded as
+        interrupted, and its thread touches nothing any more.
         """
         if wait is None:
             wait = self._config.close_seconds
         if wait is None:
             wait = self._config.grace_seconds + CLOSE_MARGIN_SECONDS
         deadline = time.monotonic() + wait
-        effects: list[Effect] = []
-        self._stopping.set()
-        with self._lock:
-            self._closing = True
-            for scheduler_id in self._slots:
-                effects += self._feed_locked(scheduler_id, machine.Close())
-        self._wake.set()
-        self._carry_out(effects)
-        self._watchers.wait_idle(max(0.0, deadline - time.monotonic()))
+        self._close_deadline = deadline
+        self.begin_close()
+        assert self._close_began is not None
+        grace_ends = min(deadline, self._close_began + self._config.grace_seconds)
+        idle = self._watchers.wait_idle(max(0.0, grace_ends - time.monotonic()))
+        if not idle and grace_over is not None:
+            try:
+                grace_over()
+            except Exception as error:  # the ends are still recorded below
+                self._report(f"could not kill the runs left after the grace: {error}")
+        # What is left after the runs' own ends: marking the others and the last logs.
+        runs_until = deadline - min(END_RESERVE_SECONDS, wait / 4)
+        self._watchers.wait_idle(max(0.0, runs_until - time.monotonic()))
         if self._planner is not None:
-            self._planner.join(max(0.0, deadline - time.monotonic()))
+            self._planner.join(max(0.0, runs_until - time.monotonic()))
         self._wake.set()
         with self._lock:
             self._closed.set()
@@ -223,8 +254,8 @@ class Manager:
                 )
             except Exception as error:
                 self._report(f"could not record the end of run {run.run_id}: {error}")
-        self._logs.flush(max(0.1, deadline - time.monotonic()))
-        if not self._logs.close(max(0.1, deadline - time.monotonic())):
+        self._logs.flush(max(0.05, deadline - time.monotonic()))
+        if not self._logs.close(max(0.05, deadline - time.monotonic())):
             self._report(
                 "the log writer did not finish in time at shutdown; its last records are lost"
             )
@@ -543,10 +574,12 @@ class Manager:
             return None
         with self._lock:
             note = self._stop_notes.pop(run.run_id, None)
+        # At shutdown no longer than close waits (it marks the run interrupted then).
+        timeout = min(LOG_FLUSH_SECONDS, max(0.0, self._close_deadline - time.monotonic()))
         if note is None:
-            self._logs.flush_through(logged)
+            self._logs.flush_through(logged, timeout)
         else:
-            self._logs.flush()
+            self._logs.flush(timeout)
         error = exit_.error
         if note is not None and exit_.outcome is Outcome.CANCELLED:
             error = note  # "stopped by alice 02:14 UTC: ERP maintenance"

@@ -7,10 +7,12 @@ signals, the state-directory lock). May import everything except ``cli``.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -29,6 +31,7 @@ from supervisor.notify.targets import Target
 from supervisor.notify.watcher import Watcher
 from supervisor.runs import launcher as launching
 from supervisor.runs import procs
+from supervisor.runs.forkclient import SERVER_EXIT_SECONDS
 from supervisor.service.control import SOCKET_NAME, ControlServer, Dispatcher
 from supervisor.service.lock import StateDirLock
 from supervisor.service.paths import (
@@ -51,6 +54,20 @@ if TYPE_CHECKING:
     from supervisor.cluster.member import Member
 
 REAP_INTERVAL_SECONDS = 1.0
+# ``close`` ends within the grace plus this (what an operator, or systemd's
+# TimeoutStopSec, waits for): every step of the shutdown takes its time from one deadline.
+SHUTDOWN_MARGIN_SECONDS = 1.5
+# Of that margin, what the steps after the runs' ends (the Admin Center, the fork
+# servers, the store) keep for themselves.
+AFTER_RUNS_SECONDS = 0.2
+# Once the grace is over, how long the fork servers may take to exit (they kill their runs)
+# before they are killed: a stopped one never would.
+SERVERS_EXIT_SECONDS = 0.5
+# A step of the shutdown is waited for at least this long, also past its deadline.
+BOUNDED_STEP_MIN_SECONDS = 0.02
+# ``fork_servers`` at most: each imports the app and keeps its spares (a typo of 100
+# would start a hundred interpreters).
+MAX_FORK_SERVERS = 64
 APP_NAME_META = "app_name"  # beside paths.APP_SPEC_META: the name of the app last run
 
 
@@ -60,6 +77,9 @@ class RunOptions:
     state_dir: Path
     admin: tuple[str, int] | None = ("127.0.0.1", 8080)
     fork_server: bool = True
+    # How many fork servers start the runs (``--fork-servers``); None: one per core, at
+    # most ``forklauncher.MAX_SERVERS``.
+    fork_servers: int | None = None
     grace_seconds: float = 5.0
     catch_up_missed_cron: bool = True
     max_runs_per_scheduler: int = 100
@@ -80,6 +100,19 @@ class RunOptions:
     cluster: str | None = field(default=None, repr=False)
     host_name: str | None = None  # this host's name there (default: hostname:state-dir-hash)
     lease_timing: LeaseTiming = field(default_factory=LeaseTiming)  # (``--lease-ttl``)
+
+    def __post_init__(self) -> None:
+        count = self.fork_servers
+        if count is None:
+            return
+        if isinstance(count, bool) or not isinstance(count, int):
+            raise DefinitionError("fork_servers", f"expected a whole number, got {count!r}")
+        if not 1 <= count <= MAX_FORK_SERVERS:
+            raise DefinitionError("fork_servers", f"must be 1 to {MAX_FORK_SERVERS}, got {count}")
+        if not self.fork_server:
+            raise DefinitionError(
+                "fork_servers", "has no fork server to count: runs start in fresh interpreters"
+            )
 
 
 @contextlib.contextmanager
@@ -241,6 +274,12 @@ class Service:
         # cases read it (``supervisor status``, the Admin Center's banner).
         self.store_health = StoreHealth()
         self._store_seen: tuple[datetime, StoreProblem] | None = None  # last said
+        self._launcher: launching.Launcher | None = None
+        self._launcher_closed = False
+        self._launcher_closing = threading.Lock()  # the manager's thread, or the closing one
+        # Monotonic: when the shutdown began (the runs' grace with it) and when it must end.
+        self._shutdown_began = math.inf
+        self._shutdown_by = math.inf
 
     def _watch_runs(self, use_cases: UseCases) -> None:
         """One line per failed run on the log, and notifications where targets are set."""
@@ -254,9 +293,10 @@ class Service:
             clock=self.clock,
             err=self._log,
         )
-        self._stack.callback(dispatcher.close)  # closed after the watcher (LIFO)
+        # Closed after the watcher (LIFO), delivering what is queued during the runs' grace.
+        self._stack.callback(lambda: dispatcher.close(timeout=self._until(self._grace_ends)))
         watcher.start()
-        self._stack.callback(watcher.close)
+        self._stack.callback(self._bounded, watcher.close, "the notifications' watcher")
 
     def say(self, message: str) -> None:
         print(message, file=self._log, flush=True)
@@ -266,7 +306,7 @@ class Service:
         stack = self._stack
         self._lock = stack.enter_context(state_dir_lock(self.state_dir))
         store, place, guard = open_store(options, self.state_dir)
-        stack.callback(store.close)
+        stack.callback(self._bounded, store.close, "closing the store")
         if options.store is None:
             # SQLite's writes tell whether the file takes them (a full disk, a read-only
             # or locked or corrupt file): the store line of status, list and the banner.
@@ -277,9 +317,9 @@ class Service:
             )
             probe = StoreProbe(store, self.store_health, self.clock)
             probe.start()
-            stack.callback(probe.close)
+            stack.callback(self._bounded, probe.close, "the store's probe")
         if guard is not None:
-            stack.callback(guard.close)
+            stack.callback(self._bounded, guard.close, "the store's manager lock")
         self._store_guard = guard
         self.store = store
         check_app(store, self.app, options.app_spec, replace=options.replace_app, place=place)
@@ -300,13 +340,16 @@ class Service:
         # Runs import the app the way this process did: same directory, same sys.path.
         cwd, sys_path = os.getcwd(), [p for p in sys.path if p]
         if options.fork_server:
-            launcher = launching.ForkServerLauncher(options.app_spec, cwd=cwd, sys_path=sys_path)
+            launcher = launching.ForkServerLauncher(
+                options.app_spec, cwd=cwd, sys_path=sys_path, servers=options.fork_servers
+            )
         else:
             launcher = launching.FreshInterpreterLauncher(
                 options.app_spec, cwd=cwd, sys_path=sys_path
             )
+        self._launcher = launcher
         launcher.start()
-        stack.callback(launcher.close)
+        stack.callback(self._close_launcher)
         manager = Manager(
             self.schedulers.registry,
             store=store,
@@ -339,9 +382,9 @@ class Service:
             stack.callback(self._admin.close)
         if gate is not None:
             gate.open()  # takes leases from now on; left after the manager closed (LIFO)
-            stack.callback(gate.close)
+            stack.callback(self._bounded, gate.close, "leaving the cluster")
         manager.open()
-        stack.callback(manager.close)
+        stack.callback(self._bounded, self._close_manager, "storing the runs' ends")
         self.manager = manager
         self._watch_runs(use_cases)
         self._dispatcher = Dispatcher(
@@ -465,7 +508,73 @@ class Service:
         self.store_health.unreachable(since=since, reason=reason)
 
     def close(self) -> None:
+        """Shut down within the grace plus ``SHUTDOWN_MARGIN_SECONDS``: every run is
+        cancelled first (its grace starts), then each part is closed in turn with what is
+        left of that one deadline; runs left when the grace is over are killed, and
+        their ends and logs are stored before this returns."""
+        self._shutdown_began = time.monotonic()
+        self._shutdown_by = (
+            self._shutdown_began + self.options.grace_seconds + SHUTDOWN_MARGIN_SECONDS
+        )
+        if self.manager is not None:
+            self.manager.begin_close()
         self._stack.close()
+
+    @property
+    def _grace_ends(self) -> float:
+        return self._shutdown_began + self.options.grace_seconds
+
+    @staticmethod
+    def _until(deadline: float) -> float:
+        """Seconds left until ``deadline`` (monotonic); 0 once past it."""
+        return max(0.0, deadline - time.monotonic())
+
+    def _bounded(self, step: Callable[[], None], what: str) -> None:
+        """Carry ``step`` out on a thread of its own, waiting for it until the shutdown's
+        deadline (without one: as long as it takes): a store that does not answer (locked
+        past the deadline, say) must not hold the exit. What it did not take is marked
+        interrupted at the next start; what it stored stays stored."""
+        if self._shutdown_by == math.inf:
+            step()
+            return
+        failed: list[Exception] = []
+
+        def carry_out() -> None:
+            try:
+                step()
+            except Exception as error:  # raised here, in the closing thread
+                failed.append(error)
+
+        thread = threading.Thread(target=carry_out, name="shutdown-step", daemon=True)
+        thread.start()
+        # Past the deadline a quick step still gets a moment (not reported as late).
+        thread.join(max(BOUNDED_STEP_MIN_SECONDS, self._until(self._shutdown_by)))
+        if thread.is_alive():
+            self.say(f"supervisor: warning: {what} did not end by the shutdown's deadline")
+        elif failed:
+            raise failed[0]
+
+    def _close_manager(self) -> None:
+        assert self.manager is not None
+        self.manager.close(
+            wait=self._until(self._shutdown_by - AFTER_RUNS_SECONDS),
+            grace_over=lambda: self._close_launcher(SERVERS_EXIT_SECONDS),
+        )
+
+    def _close_launcher(self, timeout: float | None = None) -> None:
+        """Close the launcher once (at the end of the grace, if runs are left: it kills
+        them, and a stuck fork server too), within ``timeout`` (default: what is left)."""
+        launcher = self._launcher
+        with self._launcher_closing:
+            if launcher is None or self._launcher_closed:
+                return
+            self._launcher_closed = True
+        if timeout is None:
+            timeout = self._until(self._shutdown_by)
+        if isinstance(launcher, launching.ForkServerLauncher):
+            launcher.close(timeout=min(timeout, SERVER_EXIT_SECONDS))
+        else:
+            launcher.close()
 
     def serve_until_signalled(self) -> None:
         """Block until SIGTERM or SIGINT, reaping orphaned grandchildren and keeping the
