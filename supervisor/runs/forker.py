@@ -24,6 +24,7 @@ May import ``clone``, ``procs`` and the stdlib.
 
 from __future__ import annotations
 
+import _socket
 import array
 import contextlib
 import errno
@@ -124,6 +125,8 @@ def _serve(sock: socket.socket, server: int, become_spare: BecomeSpare, *, max_f
     room = socket.CMSG_LEN(_FD_SIZE)
     rights = (socket.SOL_SOCKET, socket.SCM_RIGHTS)
     recvmsg, send, close = sock.recvmsg, sock.send, os.close
+    # ``os.fsdecode``'s own decoding, without its calls (the spare runs it).
+    encoding, errors = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
     while True:
         data, ancillary, _, _ = recvmsg(_MAX_REQUEST, room, socket.MSG_CMSG_CLOEXEC)
         if not data or len(ancillary) != 1 or ancillary[0][:2] != rights:
@@ -140,8 +143,10 @@ def _serve(sock: socket.socket, server: int, become_spare: BecomeSpare, *, max_f
             send(b"e%d" % (error.errno or errno.EIO))
             continue
         if pid == 0:
-            sock.detach()
-            become_spare(os.fsdecode(path) or None, fd, placed)  # never returns
+            # (The C type's own detach: ``socket.socket``'s, through ``super()``, touches
+            # more objects, each a page copied in the spare.)
+            _socket.socket.detach(sock)
+            become_spare(path.decode(encoding, errors) if path else None, fd, placed)
             os._exit(1)
         close(fd)
         send(b"%d %d" % (pid, placed))
