@@ -33,7 +33,7 @@ import select
 import signal
 import socket
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Final
 
 from supervisor.runs import clone, procs
@@ -61,10 +61,20 @@ class Forker:
         self._sock = sock
 
     @classmethod
-    def start(cls, become_spare: BecomeSpare, *, blocked: Iterable[int], max_fd: int) -> Forker:
+    def start(
+        cls,
+        become_spare: BecomeSpare,
+        *,
+        blocked: Iterable[int],
+        max_fd: int,
+        dispositions: Sequence[procs.SignalReset] = (),
+    ) -> Forker:
         """Fork the forker from this process (the fork server, single-threaded, all set up
         for its runs). ``blocked``: signals the forker keeps blocked, so its children start
         with them blocked; it closes every fd but 0-2 and its socket, below ``max_fd``.
+        ``dispositions``: signal handlers the forker sets for itself, so that its spares
+        start with them and need not (a signal set to its default here must be among those
+        blocked, or the server's, which the forker inherits blocked).
         Raises ``OSError`` if it cannot be forked."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         server = os.getpid()
@@ -78,6 +88,9 @@ class Forker:
             try:
                 ours.close()
                 procs.set_signal_mask(signal.SIG_BLOCK, blocked)
+                for signum, handler in dispositions:
+                    with contextlib.suppress(OSError, ValueError, RuntimeError):
+                        signal.signal(signum, handler)
                 _serve(theirs, server, become_spare, max_fd=max_fd)
             finally:
                 os._exit(0)

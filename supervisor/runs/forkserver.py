@@ -229,11 +229,17 @@ class Server:
     def start_forker(self) -> None:
         """Fork the forker, which forks the spares from now on (this process keeps forking
         them if it cannot be started)."""
+        plan = procs.signal_resets() if self.signal_resets is None else self.signal_resets
         with contextlib.suppress(OSError):
+            # The forker sets the runs' signal dispositions for itself once: its spares
+            # inherit them (each set in a spare was some 15 page copies).
             self.forker = Forker.start(
-                lambda cgroup, sock_fd, placed: self.become_spare(cgroup, sock_fd, placed=placed),
+                lambda cgroup, sock_fd, placed: self.become_spare(
+                    cgroup, sock_fd, placed=placed, resets=()
+                ),
                 blocked=_BLOCKED,
                 max_fd=_max_fd(),
+                dispositions=plan,
             )
 
     def drop_forker(self) -> None:
@@ -445,18 +451,26 @@ class Server:
             self.become_spare(cgroup, sock_fd, placed=placed)  # never returns
         return pid, placed
 
-    def become_spare(self, cgroup: str | None, sock_fd: int, *, placed: bool) -> None:
+    def become_spare(
+        self,
+        cgroup: str | None,
+        sock_fd: int,
+        *,
+        placed: bool,
+        resets: Sequence[procs.SignalReset] | None = None,
+    ) -> None:
         """In a forked spare: join ``cgroup`` (unless ``placed`` in it by ``clone3``),
-        wait for the job from the manager on ``sock_fd``, become its run."""
+        wait for the job from the manager on ``sock_fd``, become its run. ``resets``: the
+        signal dispositions to set (None: ``signal_resets``; the forker's spares have them)."""
         try:
             os.setsid()
             signal.set_wakeup_fd(-1)
-            self.sock.detach()
+            _socket.socket.detach(self.sock)  # (``socket.socket``'s touches more)
             # Nothing of the server's stays open here (its socket, the runs' status
             # pipes, other spares): their ends must close when the server does.
             os.closerange(3, sock_fd)
             os.closerange(sock_fd + 1, _max_fd())
-            procs.reset_signal_dispositions(self.signal_resets)
+            procs.reset_signal_dispositions(self.signal_resets if resets is None else resets)
             joined = placed
             if not placed and cgroup is not None:
                 try:
