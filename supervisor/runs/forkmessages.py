@@ -48,6 +48,10 @@ RUN_FDS: Final = 5  # records_w, stdout_w, stderr_w, cancel_r, status_w
 SPARE_RUN_FDS: Final = 4  # a spare's job: the same but status_w (the server holds it)
 PREPARED_FDS: Final = 3  # the spare's pidfd, the status pipe's read end, its socket
 _FD_SIZE: Final = array.array("i").itemsize
+# ``receive``'s flags as plain ints: ``|`` of two ``socket.MsgFlag`` members runs the
+# ``enum`` module's Python code, some 30 page copies in a forked spare.
+_WAIT: Final = int(socket.MSG_CMSG_CLOEXEC)
+_NO_WAIT: Final = int(socket.MSG_CMSG_CLOEXEC) | int(socket.MSG_DONTWAIT)
 # The JSON scanner ``json.loads`` ends in, called straight by ``spare_job``.
 _SCAN: Final[Callable[[str, int], tuple[Any, int]]] = json.decoder.JSONDecoder().scan_once  # type: ignore[attr-defined]
 
@@ -300,7 +304,7 @@ def receive(sock: _socket.socket, max_fds: int, *, wait: bool = True) -> tuple[b
     """One packet and the fds that came with it, close-on-exec (b"" at end-of-file).
     Without ``wait``, raises ``BlockingIOError`` if none is there (``socket.recv_fds``
     drops its flags); ``OSError`` as the socket fails."""
-    flags = socket.MSG_CMSG_CLOEXEC | (0 if wait else socket.MSG_DONTWAIT)
+    flags = _WAIT if wait else _NO_WAIT
     data, ancillary, _, _ = sock.recvmsg(MAX_PACKET, socket.CMSG_LEN(max_fds * _FD_SIZE), flags)
     # (A memoryview, not an ``array``: a forked spare reads its job with this, and every
     # object it touches is a page copied.)
