@@ -215,10 +215,14 @@ class ForkedLogging:
     def install(self, run_id: str) -> None:
         """In a forked run's process: forward the root logger's records to ``sink``."""
         self._handler._run_id = run_id
-        root = self._root
+        # The handlers list itself, without ``logging``'s module lock: the process has
+        # one thread yet (the lock's acquire and release were some pages copied).
+        handlers = self._root.handlers
         for old in self._set_aside:
-            root.removeHandler(old)
-        root.addHandler(self._handler)
+            if old in handlers:
+                handlers.remove(old)
+        if self._handler not in handlers:
+            handlers.append(self._handler)
 
 
 # -- one execution ----------------------------------------------------------------------

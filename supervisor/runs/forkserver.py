@@ -696,6 +696,12 @@ def _warm_up() -> None:
     )
     job = Job(scheduler_id="w", run_id="w", trigger="m", cgroup="/w")
     spare_job(encode(SpawnRequest(req=0, job=job)), joined="/w")
+    # The C library functions a run's process calls first (``_enter_run``): bound here,
+    # lazily, once, not by the dynamic linker in every run (a few pages each). Both are
+    # no-ops on fd 0 (dup3 refuses the same fd).
+    os.dup2(0, 0)
+    with contextlib.suppress(OSError):
+        os.dup2(0, 0, inheritable=False)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
