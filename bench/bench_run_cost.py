@@ -9,8 +9,9 @@ server's and the forker's CPU time, ``os.times`` the manager's (all its threads)
 the store the runs that ended. Needs root, ``perf`` and cgroup v2 run cgroups.
 
 Windows alternate, so that two trees can be compared in one session: run this script of
-each tree in turn (``--windows`` small), or give ``--other TREE`` to alternate with the
-same script of another checkout (one window each, ``--rounds`` times). The machine is
+each tree in turn (``--windows`` small), or give ``--other TREE`` to alternate with
+another checkout (one window each, ``--rounds`` times), measured by this same script with
+the other tree's ``supervisor`` package first on the path. The machine is
 shared: compare medians of alternated windows, not single figures.
 """
 
@@ -50,31 +51,31 @@ def _finished(db: Path) -> int:
     return int(row[0])
 
 
-def _sched_ns(pid: int | None) -> int:
-    if pid is None:
-        return 0
-    try:
-        return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return 0
+def _sched_ns(pids: list[int]) -> int:
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            total += int(Path(f"/proc/{pid}/schedstat").read_text().split()[0])
+    return total
 
 
-def _server_and_forker() -> tuple[int | None, int | None]:
+def _servers_and_forkers() -> tuple[list[int], list[int]]:
+    """The fork servers (the launcher may run several) and their forkers."""
     from supervisor.runs import procs
 
-    server = None
+    servers = []
     for pid in procs.children(os.getpid()):
         with contextlib.suppress(OSError):
             if b"runs.forkserver" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                server = pid
-    if server is None:
-        return None, None
-    # The forker: the server's child that is not in a run cgroup (spares and runs are).
-    for pid in procs.children(server):
-        with contextlib.suppress(OSError):
-            if "sched-supervisor-runs" not in Path(f"/proc/{pid}/cgroup").read_text():
-                return server, pid
-    return server, None
+                servers.append(pid)
+    # A forker: a server's child that is not in a run cgroup (spares and runs are).
+    forkers = []
+    for server in servers:
+        for pid in procs.children(server):
+            with contextlib.suppress(OSError):
+                if "sched-supervisor-runs" not in Path(f"/proc/{pid}/cgroup").read_text():
+                    forkers.append(pid)
+    return servers, forkers
 
 
 def _own_cpu() -> float:
@@ -127,12 +128,12 @@ def measure(schedulers: int, seconds: float, windows: int, warm: float) -> list[
             db = work / "state" / "state.db"
             found: list[Window] = []
             for _ in range(windows):
-                server, forker = _server_and_forker()
-                before = (_finished(db), _sched_ns(server), _sched_ns(forker), _own_cpu())
+                servers, forkers = _servers_and_forkers()
+                before = (_finished(db), _sched_ns(servers), _sched_ns(forkers), _own_cpu())
                 started = time.monotonic()
                 clock, faults = _perf(cgroup, seconds)
                 elapsed = time.monotonic() - started
-                after = (_finished(db), _sched_ns(server), _sched_ns(forker), _own_cpu())
+                after = (_finished(db), _sched_ns(servers), _sched_ns(forkers), _own_cpu())
                 runs = after[0] - before[0]
                 per = 1 / max(1, runs)
                 found.append(
@@ -178,6 +179,9 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="print the windows as JSON")
     args = parser.parse_args()
     if args.json:
+        import supervisor
+
+        print(f"supervisor from {Path(supervisor.__file__).parent}", file=sys.stderr)
         windows = measure(args.schedulers, args.seconds, args.windows, args.warm)
         print(json.dumps([asdict(w) for w in windows]))
         return
@@ -186,16 +190,24 @@ def main() -> None:
         for window in measure(args.schedulers, args.seconds, args.windows, args.warm):
             print(show("this tree", window))
         return
-    trees = {"this tree": Path(__file__).resolve().parent, "other tree": args.other / "bench"}
+    here = Path(__file__).resolve().parent.parent
+    trees = {"this tree": here, "other tree": args.other.resolve()}
     seen: dict[str, list[Window]] = {name: [] for name in trees}
     print(f"{args.schedulers} scheduler(s), {args.seconds:g} s windows, per run:")
     print(HEADER)
     for _ in range(args.rounds):
-        for name, bench in trees.items():
-            command = [sys.executable, str(bench / "bench_run_cost.py"), "--json"]
+        for name, tree in trees.items():
+            # Both trees on the path (so ``common`` adds neither), the measured one first.
+            env = {
+                **os.environ,
+                "PYTHONPATH": os.pathsep.join(dict.fromkeys([str(tree), str(here)])),
+            }
+            command = [sys.executable, str(Path(__file__).resolve()), "--json"]
             command += ["--schedulers", str(args.schedulers), "--seconds", str(args.seconds)]
             command += ["--windows", str(args.windows), "--warm", str(args.warm)]
-            output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+            output = subprocess.run(
+                command, check=True, capture_output=True, text=True, env=env
+            ).stdout
             for item in json.loads(output.splitlines()[-1]):
                 seen[name].append(Window(**item))
                 print(show(name, seen[name][-1]), flush=True)

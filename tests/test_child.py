@@ -6,6 +6,10 @@ The schedulers are in ``tests/apps/misbehave.py``.
 
 from __future__ import annotations
 
+import json
+import logging
+import os
+import sys
 import threading
 import uuid
 from datetime import UTC, datetime
@@ -13,10 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.core.records import Level, Outcome, Source
-from supervisor.runs.child import Job, exit_status, failure, summary
+from supervisor.core.records import Level, LogRecord, Outcome, Source
+from supervisor.runs.child import ForkedLogging, Job, exit_status, failure, summary
 from supervisor.runs.context import UNREPRESENTABLE
 from supervisor.runs.launcher import Exit, Launcher
+from supervisor.runs.wire import decode
 from tests.launching import Collector
 
 
@@ -48,6 +53,44 @@ def test_stdlib_logging_from_many_threads_arrives_whole(launcher: Launcher) -> N
     )
     assert all(r.fields == {"pad": "x" * 300, "logger": "misbehave"} for r in lines)
     assert not [r for r in sink.records if r.level is Level.ERROR]
+
+
+def test_forked_logging_built_before_the_fork_forwards_as_install_logging_does() -> None:
+    # The fork server builds it once; each run's process only installs it. In a forked
+    # process, as there: it changes the root logger for good.
+    records_r, records_w = os.pipe()
+    report_r, report_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            root = logging.getLogger()
+            echo = logging.StreamHandler(sys.stderr)
+            root.addHandler(echo)
+            root.setLevel(logging.WARNING)
+            forked = ForkedLogging(records_w)
+            before = (root.level, echo in root.handlers)
+            forked.install("run-7")
+            logging.getLogger("t").info("hello", extra={"k": 1})
+            logging.getLogger("t").debug("dropped")
+            after = (root.level, echo in root.handlers)
+            os.write(report_w, json.dumps([before, after]).encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(records_w)
+    os.close(report_w)
+    _, status = os.waitpid(pid, 0)
+    assert status == 0
+    with os.fdopen(report_r, "rb") as report, os.fdopen(records_r, "rb") as records:
+        # Lowered and set aside when built (the run sees both), not when installed.
+        assert json.loads(report.read()) == [[logging.INFO, True], [logging.INFO, False]]
+        lines = records.read().splitlines()
+    assert len(lines) == 1
+    record = decode(lines[0], run_id="run-7")
+    assert isinstance(record, LogRecord)
+    assert (record.message, record.level, record.run_id) == ("hello", Level.INFO, "run-7")
+    assert record.fields == {"k": 1, "logger": "t"}
 
 
 # -- exceptions whose message cannot be made ---------------------------------------------

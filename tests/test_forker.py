@@ -16,6 +16,7 @@ import pytest
 from supervisor.core.records import Outcome
 from supervisor.runs.cgroups import CgroupRoot
 from supervisor.runs.launcher import ForkServerLauncher
+from tests.launching import Collector
 from tests.test_clone import root as root  # the cgroup v2 fixture
 from tests.test_run_isolation import APP, alive, job, to_end
 from tests.waiting import wait_for
@@ -133,6 +134,16 @@ def forker_of(server: int) -> int | None:
     return None
 
 
+def assert_default_dispositions(launcher: ForkServerLauncher) -> None:
+    """A run catches neither SIGTERM nor SIGCHLD (the fork server does) and blocks nothing."""
+    sink = Collector()
+    assert to_end(launcher.spawn(job("dispositions")), sink).outcome is Outcome.SUCCEEDED
+    fields = sink.find("dispositions").fields
+    caught = int(str(fields["sigcgt"]), 16)
+    assert not caught & (1 << (signal.SIGTERM - 1) | 1 << (signal.SIGCHLD - 1)), fields
+    assert fields["sigblk"] == "0000000000000000"
+
+
 def test_runs_start_after_the_fork_servers_forker_is_killed() -> None:
     # One server: every run below must come from the server whose forker was killed.
     launcher = ForkServerLauncher(APP, cwd=str(ROOT), servers=1)
@@ -142,11 +153,13 @@ def test_runs_start_after_the_fork_servers_forker_is_killed() -> None:
         assert server is not None
         forker = wait_for(lambda: forker_of(server), what="the fork server's forker")
         assert forker is not None
-        assert to_end(launcher.spawn(job("dispositions"))).outcome is Outcome.SUCCEEDED
+        # The forker set the runs' signal dispositions for itself, the server sets them
+        # in each spare it forks: the server's own handlers are never a run's.
+        assert_default_dispositions(launcher)
         os.kill(forker, signal.SIGKILL)
         wait_for(lambda: not alive(forker), what="the forker to be reaped")
         for _ in range(5):  # spares are forked by the server itself now
-            assert to_end(launcher.spawn(job("dispositions"))).outcome is Outcome.SUCCEEDED
+            assert_default_dispositions(launcher)
         assert launcher.server_pid == server and alive(server)
     finally:
         launcher.close()

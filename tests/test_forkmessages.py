@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import subprocess
 import sys
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from supervisor.runs.forkmessages import (
     decode,
     encode,
     module_file,
+    spare_job,
 )
 from supervisor.runs.job import Job
 
@@ -89,6 +91,43 @@ def test_round_trip(message: Message) -> None:
 def test_garbage_is_a_protocol_error(packet: bytes) -> None:
     with pytest.raises(ProtocolError):
         decode(packet)
+
+
+SPAWNS = [m for m in MESSAGES if isinstance(m, SpawnRequest)]
+
+
+@pytest.mark.parametrize("message", SPAWNS, ids=lambda m: m.job.run_id)
+def test_a_spare_reads_the_job_decode_gives(message: SpawnRequest) -> None:
+    assert spare_job(encode(message), joined=None) == message.job
+    assert spare_job(encode(message), joined="/sys/fs/cgroup/elsewhere") == message.job
+
+
+def test_a_spare_in_its_jobs_cgroup_gets_the_job_without_it() -> None:
+    packet = encode(SpawnRequest(req=0, job=JOB))
+    assert spare_job(packet, joined=JOB.cgroup) == replace(JOB, cgroup=None)
+
+
+@pytest.mark.parametrize(
+    "packet",
+    [
+        b"",
+        b"not json",
+        b"[]",
+        b'{"op": "nope"}',
+        b'{"op": "spawn", "req": 1}',
+        b'{"op": "spawn", "req": "1", "job": {"scheduler_id": "a", "run_id": "r", "trigger": "m"}}',
+        b'{"op": "spawn", "req": 1, "job": '
+        b'{"scheduler_id": "a", "run_id": "bad id", "trigger": "m"}}',
+        b'{"op": "spawn", "req": 1, "job": ["a"]}',
+        b'{"op":"spawn","req":1,"job":{"scheduler_id":"a","run_id":"r","trigger":"m"}} x',
+        b'\xff{"op": "spawn"}',
+        encode(SignalRequest(pid=1, signal=9)),
+        encode(ClaimRequest(pid=1, run_id="r1")),
+    ],
+)
+def test_a_spare_refuses_anything_but_one_spawn_request(packet: bytes) -> None:
+    with pytest.raises(ProtocolError):
+        spare_job(packet, joined=None)
 
 
 def test_module_file_hashes_the_content(tmp_path: Path) -> None:

@@ -186,6 +186,44 @@ def install_logging(sink: RecordSink, run_id: str) -> Callable[[], None]:
     return undo
 
 
+class ForkedLogging:
+    """A run's records sink and its stdlib ``logging`` forwarding, built once in the fork
+    server for every run it forks; ``install`` in a run's process does what is left of
+    ``install_logging`` (which cost each run's process some 60 page copies: what the child
+    touches first is copied, what it only reads stays shared).
+
+    Built after the app is loaded, and the server changes no logging set-up afterwards
+    (it logs nothing itself), so the stdout/stderr handlers to set aside are known here,
+    and a root logger still at WARNING is lowered to INFO here, once (``setLevel`` walks
+    every logger to clear its cache): each run starts as ``install_logging`` leaves it.
+    """
+
+    def __init__(self, records_fd: int) -> None:
+        self.sink = PipeSink(records_fd)
+        self._handler = ForwardingHandler(self.sink, "")
+        self._root = root = logging.getLogger()
+        streams = (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__)
+        self._set_aside = [
+            h
+            for h in root.handlers
+            if type(h) is logging.StreamHandler and getattr(h, "stream", None) in streams
+        ]
+        if root.level == logging.WARNING:
+            root.setLevel(logging.INFO)
+
+    def install(self, run_id: str) -> None:
+        """In a forked run's process: forward the root logger's records to ``sink``."""
+        self._handler._run_id = run_id
+        # The handlers list itself, without ``logging``'s module lock: the process has
+        # one thread yet (the lock's acquire and release were some pages copied).
+        handlers = self._root.handlers
+        for old in self._set_aside:
+            if old in handlers:
+                handlers.remove(old)
+        if self._handler not in handlers:
+            handlers.append(self._handler)
+
+
 # -- one execution ----------------------------------------------------------------------
 
 
@@ -435,20 +473,26 @@ def setup_stdio() -> None:
 
 
 def run_child(
-    load: Callable[[], Options], job: Job, *, records_fd: int, cancel_fd: int
+    load: Callable[[], Options],
+    job: Job,
+    *,
+    records_fd: int,
+    cancel_fd: int,
+    forked: ForkedLogging | None = None,
 ) -> NoReturn:
     """Run ``job`` in this (run's) process, report on the records pipe, and exit.
 
     First of all the process joins ``job.cgroup`` (if given), so everything it starts
     is in the run's cgroup; if that fails the run goes on, with a WARNING record.
+    ``forked``: the sink (on ``records_fd``) and logging the fork server built for it.
     """
     code = EXIT_SETUP_FAILED
     try:
         joined = _join_cgroup(job)
-        sink = PipeSink(records_fd)
+        sink = PipeSink(records_fd) if forked is None else forked.sink
         if joined is not None:
             sink.write(joined)
-        code = _run(load, job, sink, records_fd=records_fd, cancel_fd=cancel_fd)
+        code = _run(load, job, sink, records_fd=records_fd, cancel_fd=cancel_fd, forked=forked)
     finally:
         flush_stdio()
         os._exit(code)
@@ -471,7 +515,13 @@ def _join_cgroup(job: Job) -> LogRecord | None:
 
 
 def _run(
-    load: Callable[[], Options], job: Job, sink: PipeSink, *, records_fd: int, cancel_fd: int
+    load: Callable[[], Options],
+    job: Job,
+    sink: PipeSink,
+    *,
+    records_fd: int,
+    cancel_fd: int,
+    forked: ForkedLogging | None,
 ) -> int:
     try:
         options = load()
@@ -484,7 +534,10 @@ def _run(
         # ``execute`` without the undoing: this process ends with the run (the context's
         # fds close, and stdlib logging goes on reaching the run's log until then).
         ctx = _context(job, sink, cancel_fd)
-        install_logging(sink, job.run_id)
+        if forked is None:
+            install_logging(sink, job.run_id)
+        else:
+            forked.install(job.run_id)
         result = _call(options, job, ctx, sink)
     except BaseException as error:  # our own set-up failed, not the runner
         result = RunResult(

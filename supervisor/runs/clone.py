@@ -82,6 +82,13 @@ class _Api:
         self.args = _CloneArgs()
         self.address = ctypes.addressof(self.args)
         self.size = ctypes.sizeof(self.args)
+        # The call's arguments as ctypes values, made once: converting ints made three
+        # objects per call, freed in the child (pages copied there).
+        self.call = (
+            ctypes.c_long(SYS_CLONE3),
+            ctypes.c_void_p(self.address),
+            ctypes.c_size_t(self.size),
+        )
 
 
 @functools.cache
@@ -114,7 +121,7 @@ def _clone(flags: int, cgroup_fd: int) -> int:
     args.exit_signal = 0 if flags & CLONE_PARENT else _SIGCHLD
     args.cgroup = cgroup_fd
     api.before()
-    pid: int = api.syscall(SYS_CLONE3, api.address, api.size)
+    pid: int = api.syscall(*api.call)
     if pid == 0:
         api.child()
         return 0

@@ -24,6 +24,7 @@ May import ``clone``, ``procs`` and the stdlib.
 
 from __future__ import annotations
 
+import _socket
 import array
 import contextlib
 import errno
@@ -32,7 +33,7 @@ import select
 import signal
 import socket
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Final
 
 from supervisor.runs import clone, procs
@@ -60,10 +61,20 @@ class Forker:
         self._sock = sock
 
     @classmethod
-    def start(cls, become_spare: BecomeSpare, *, blocked: Iterable[int], max_fd: int) -> Forker:
+    def start(
+        cls,
+        become_spare: BecomeSpare,
+        *,
+        blocked: Iterable[int],
+        max_fd: int,
+        dispositions: Sequence[procs.SignalReset] = (),
+    ) -> Forker:
         """Fork the forker from this process (the fork server, single-threaded, all set up
         for its runs). ``blocked``: signals the forker keeps blocked, so its children start
         with them blocked; it closes every fd but 0-2 and its socket, below ``max_fd``.
+        ``dispositions``: signal handlers the forker sets for itself, so that its spares
+        start with them and need not (a signal set to its default here must be among those
+        blocked, or the server's, which the forker inherits blocked).
         Raises ``OSError`` if it cannot be forked."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         server = os.getpid()
@@ -77,6 +88,9 @@ class Forker:
             try:
                 ours.close()
                 procs.set_signal_mask(signal.SIG_BLOCK, blocked)
+                for signum, handler in dispositions:
+                    with contextlib.suppress(OSError, ValueError, RuntimeError):
+                        signal.signal(signum, handler)
                 _serve(theirs, server, become_spare, max_fd=max_fd)
             finally:
                 os._exit(0)
@@ -124,6 +138,8 @@ def _serve(sock: socket.socket, server: int, become_spare: BecomeSpare, *, max_f
     room = socket.CMSG_LEN(_FD_SIZE)
     rights = (socket.SOL_SOCKET, socket.SCM_RIGHTS)
     recvmsg, send, close = sock.recvmsg, sock.send, os.close
+    # ``os.fsdecode``'s own decoding, without its calls (the spare runs it).
+    encoding, errors = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
     while True:
         data, ancillary, _, _ = recvmsg(_MAX_REQUEST, room, socket.MSG_CMSG_CLOEXEC)
         if not data or len(ancillary) != 1 or ancillary[0][:2] != rights:
@@ -140,8 +156,10 @@ def _serve(sock: socket.socket, server: int, become_spare: BecomeSpare, *, max_f
             send(b"e%d" % (error.errno or errno.EIO))
             continue
         if pid == 0:
-            sock.detach()
-            become_spare(os.fsdecode(path) or None, fd, placed)  # never returns
+            # (The C type's own detach: ``socket.socket``'s, through ``super()``, touches
+            # more objects, each a page copied in the spare.)
+            _socket.socket.detach(sock)
+            become_spare(path.decode(encoding, errors) if path else None, fd, placed)
             os._exit(1)
         close(fd)
         send(b"%d %d" % (pid, placed))

@@ -30,11 +30,14 @@ for anything else than one of these messages. May import ``job`` and the stdlib 
 
 from __future__ import annotations
 
+import _socket
 import array
 import importlib
 import json
+import json.decoder
 import os
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -44,6 +47,13 @@ MAX_PACKET: Final = 1 << 20
 RUN_FDS: Final = 5  # records_w, stdout_w, stderr_w, cancel_r, status_w
 SPARE_RUN_FDS: Final = 4  # a spare's job: the same but status_w (the server holds it)
 PREPARED_FDS: Final = 3  # the spare's pidfd, the status pipe's read end, its socket
+_FD_SIZE: Final = array.array("i").itemsize
+# ``receive``'s flags as plain ints: ``|`` of two ``socket.MsgFlag`` members runs the
+# ``enum`` module's Python code, some 30 page copies in a forked spare.
+_WAIT: Final = int(socket.MSG_CMSG_CLOEXEC)
+_NO_WAIT: Final = int(socket.MSG_CMSG_CLOEXEC) | int(socket.MSG_DONTWAIT)
+# The JSON scanner ``json.loads`` ends in, called straight by ``spare_job``.
+_SCAN: Final[Callable[[str, int], tuple[Any, int]]] = json.decoder.JSONDecoder().scan_once  # type: ignore[attr-defined]
 
 
 class ProtocolError(ValueError):
@@ -248,6 +258,32 @@ def _decode(obj: dict[str, Any]) -> Message:
     raise ProtocolError(f"unknown fork-server message {op!r}")
 
 
+def spare_job(packet: bytes, *, joined: str | None) -> Job:
+    """The job of a ``SpawnRequest`` packet sent to a spare, as ``decode`` gives it, but
+    with ``cgroup`` None if it is ``joined`` (the cgroup the spare is in already: another
+    move costs time). Raises ``ProtocolError`` as ``decode`` does.
+
+    A forked spare calls this, and every object it touches is a page copied: the packet
+    goes straight to the JSON scanner (the encoding is known, there is no whitespace to
+    skip), and the ``Job`` is built once, never copied with ``replace``."""
+    try:
+        text = packet.decode()
+        obj, end = _SCAN(text, 0)
+        if end != len(text) or type(obj) is not dict or obj.get("op") != "spawn":
+            raise ProtocolError(f"not one spawn request: {text[:200]!r}")
+        _int(obj["req"])
+        fields = obj["job"]
+        if joined is not None and type(fields) is dict and fields.get("cgroup") == joined:
+            fields["cgroup"] = None
+        return Job.from_json(fields)
+    except StopIteration as error:  # the scanner found no value
+        raise ProtocolError(f"malformed fork-server message: at {error.value}") from None
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as error:
+        if isinstance(error, ProtocolError):
+            raise
+        raise ProtocolError(f"malformed fork-server message: {error!r}") from error
+
+
 def _text(value: object) -> str:
     if not isinstance(value, str):
         raise TypeError(f"expected a string, got {value!r}")
@@ -264,17 +300,19 @@ def _int(value: object) -> int:
     return value
 
 
-def receive(sock: socket.socket, max_fds: int, *, wait: bool = True) -> tuple[bytes, list[int]]:
+def receive(sock: _socket.socket, max_fds: int, *, wait: bool = True) -> tuple[bytes, list[int]]:
     """One packet and the fds that came with it, close-on-exec (b"" at end-of-file).
     Without ``wait``, raises ``BlockingIOError`` if none is there (``socket.recv_fds``
     drops its flags); ``OSError`` as the socket fails."""
-    fds = array.array("i")
-    flags = socket.MSG_CMSG_CLOEXEC | (0 if wait else socket.MSG_DONTWAIT)
-    data, ancillary, _, _ = sock.recvmsg(MAX_PACKET, socket.CMSG_LEN(max_fds * fds.itemsize), flags)
+    flags = _WAIT if wait else _NO_WAIT
+    data, ancillary, _, _ = sock.recvmsg(MAX_PACKET, socket.CMSG_LEN(max_fds * _FD_SIZE), flags)
+    # (A memoryview, not an ``array``: a forked spare reads its job with this, and every
+    # object it touches is a page copied.)
+    fds: list[int] = []
     for level, kind, payload in ancillary:
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-            fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
-    return data, list(fds)
+            fds += memoryview(payload)[: len(payload) - len(payload) % _FD_SIZE].cast("i").tolist()
+    return data, fds
 
 
 def module_file(path: str) -> ModuleFile:

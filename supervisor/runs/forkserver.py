@@ -51,6 +51,7 @@ May import ``child``, ``clone``, ``forker``, ``atfork``, ``procs``, ``cgroups``,
 
 from __future__ import annotations
 
+import _socket
 import collections
 import contextlib
 import fcntl
@@ -79,6 +80,7 @@ from supervisor.runs.child import (
     CANCEL_FD,
     EXIT_SETUP_FAILED,
     RECORDS_FD,
+    ForkedLogging,
     install_logging,
     run_child,
     setup_stdio,
@@ -105,6 +107,7 @@ from supervisor.runs.forkmessages import (
     encode,
     module_file,
     receive,
+    spare_job,
 )
 from supervisor.runs.job import Job
 
@@ -169,6 +172,8 @@ class Server:
         self.marker = procs.marker_slot()
         # What a child sets to get a fresh program's signal dispositions (once loaded).
         self.signal_resets: list[procs.SignalReset] | None = None
+        # Each run's records sink and logging forwarding, built once (once loaded).
+        self.forked_logging: ForkedLogging | None = None
         # Forks the spares (``forker``), once started; None: this process forks them.
         self.forker: Forker | None = None
         self._wake_r, self._wake_w = os.pipe()
@@ -224,11 +229,17 @@ class Server:
     def start_forker(self) -> None:
         """Fork the forker, which forks the spares from now on (this process keeps forking
         them if it cannot be started)."""
+        plan = procs.signal_resets() if self.signal_resets is None else self.signal_resets
         with contextlib.suppress(OSError):
+            # The forker sets the runs' signal dispositions for itself once: its spares
+            # inherit them (each set in a spare was some 15 page copies).
             self.forker = Forker.start(
-                lambda cgroup, sock_fd, placed: self.become_spare(cgroup, sock_fd, placed=placed),
+                lambda cgroup, sock_fd, placed: self.become_spare(
+                    cgroup, sock_fd, placed=placed, resets=()
+                ),
                 blocked=_BLOCKED,
                 max_fd=_max_fd(),
+                dispositions=plan,
             )
 
     def drop_forker(self) -> None:
@@ -440,18 +451,26 @@ class Server:
             self.become_spare(cgroup, sock_fd, placed=placed)  # never returns
         return pid, placed
 
-    def become_spare(self, cgroup: str | None, sock_fd: int, *, placed: bool) -> None:
+    def become_spare(
+        self,
+        cgroup: str | None,
+        sock_fd: int,
+        *,
+        placed: bool,
+        resets: Sequence[procs.SignalReset] | None = None,
+    ) -> None:
         """In a forked spare: join ``cgroup`` (unless ``placed`` in it by ``clone3``),
-        wait for the job from the manager on ``sock_fd``, become its run."""
+        wait for the job from the manager on ``sock_fd``, become its run. ``resets``: the
+        signal dispositions to set (None: ``signal_resets``; the forker's spares have them)."""
         try:
             os.setsid()
             signal.set_wakeup_fd(-1)
-            self.sock.detach()
+            _socket.socket.detach(self.sock)  # (``socket.socket``'s touches more)
             # Nothing of the server's stays open here (its socket, the runs' status
             # pipes, other spares): their ends must close when the server does.
             os.closerange(3, sock_fd)
             os.closerange(sock_fd + 1, _max_fd())
-            procs.reset_signal_dispositions(self.signal_resets)
+            procs.reset_signal_dispositions(self.signal_resets if resets is None else resets)
             joined = placed
             if not placed and cgroup is not None:
                 try:
@@ -461,16 +480,14 @@ class Server:
                     joined = True
                 except OSError:
                     pass  # ``run_child`` tries again, and says so if it fails
-            sock = socket.socket(fileno=sock_fd)
+            # (The C type, not ``socket.socket``: fewer objects touched, fewer pages copied.)
+            sock = _socket.socket(fileno=sock_fd)
             data, fds = receive(sock, SPARE_RUN_FDS)
             if not data:
                 os._exit(0)  # the manager dropped this spare: nothing to run
-            request = decode(data)
-            assert isinstance(request, SpawnRequest) and len(fds) == SPARE_RUN_FDS
+            assert len(fds) == SPARE_RUN_FDS
             sock.close()
-            job = request.job
-            if joined and job.cgroup == cgroup:
-                job = replace(job, cgroup=None)  # in it already: another move costs time
+            job = spare_job(data, joined=cgroup if joined else None)
         except BaseException:
             os._exit(EXIT_SETUP_FAILED)
         # No gate: the manager had this process's pidfd before it sent the job.
@@ -513,6 +530,7 @@ class Server:
             job,
             records_fd=RECORDS_FD,
             cancel_fd=CANCEL_FD,
+            forked=self.forked_logging,
         )
 
     # -- reaping ------------------------------------------------------------------------
@@ -676,6 +694,14 @@ def _warm_up() -> None:
     Job.from_json(
         Job(scheduler_id="w", run_id="w", trigger="m", deadline=datetime.now(UTC)).to_json()
     )
+    job = Job(scheduler_id="w", run_id="w", trigger="m", cgroup="/w")
+    spare_job(encode(SpawnRequest(req=0, job=job)), joined="/w")
+    # The C library functions a run's process calls first (``_enter_run``): bound here,
+    # lazily, once, not by the dynamic linker in every run (a few pages each). Both are
+    # no-ops on fd 0 (dup3 refuses the same fd).
+    os.dup2(0, 0)
+    with contextlib.suppress(OSError):
+        os.dup2(0, 0, inheritable=False)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -751,6 +777,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     server.load(args.app)
     _warm_up()
     server.signal_resets = procs.signal_resets()
+    server.forked_logging = ForkedLogging(RECORDS_FD)
     atfork.drop_lock_hooks()  # (before the freeze: it looks the hook lists up)
     gc.collect()
     gc.freeze()

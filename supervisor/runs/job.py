@@ -10,7 +10,6 @@ May import the stdlib only (and ``procs`` for the marker's size).
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
 from datetime import datetime
@@ -19,6 +18,11 @@ from typing import Any
 from supervisor.runs.procs import MARKER_PLACEHOLDER
 
 _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]*")
+# The same test as ``_RUN_ID.fullmatch`` without the regex engine (a forked spare builds
+# its job, and every object it touches is a page copied): the first character, and no
+# character left once those the pattern allows are stripped.
+_ALNUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+_RUN_ID_CHARS = _ALNUM + "._:-"
 # A run id is written over the fork server's marker placeholder, so it must fit in it.
 MAX_RUN_ID = len(MARKER_PLACEHOLDER) - 1
 
@@ -35,14 +39,20 @@ class Job:
     cgroup: str | None = None  # the run's cgroup directory, joined first (see ``cgroups``)
 
     def __post_init__(self) -> None:
-        if not _RUN_ID.fullmatch(self.run_id) or len(self.run_id) > MAX_RUN_ID:
+        run_id = self.run_id
+        if (
+            not run_id
+            or run_id[0] not in _ALNUM
+            or run_id.strip(_RUN_ID_CHARS)
+            or len(run_id) > MAX_RUN_ID
+        ):
             raise ValueError(
                 f"run_id {self.run_id!r} must match {_RUN_ID.pattern}, "
                 f"at most {MAX_RUN_ID} characters"
             )
         if self.deadline is not None and self.deadline.tzinfo is None:
             raise ValueError("deadline must be an aware datetime")
-        if self.cgroup is not None and not os.path.isabs(self.cgroup):
+        if self.cgroup is not None and not self.cgroup.startswith("/"):  # os.path.isabs
             raise ValueError(f"cgroup {self.cgroup!r} must be an absolute path")
 
     def to_json(self) -> dict[str, Any]:

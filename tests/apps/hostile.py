@@ -98,6 +98,7 @@ def dispositions(ctx: scheduler.Context) -> None:
         "dispositions",
         sigign=status["SigIgn"],
         sigblk=status["SigBlk"],
+        sigcgt=status["SigCgt"],
         sighup=str(signal.getsignal(signal.SIGHUP)),
         sigint=str(signal.getsignal(signal.SIGINT)),
     )
