@@ -184,14 +184,13 @@ class Capture:
             data = os.read(fd, READ_SIZE)
         except OSError:
             data = b""
+        if not data:
+            self.hung_up(fd, now=now, stamp=stamp)
+            return False
         if not self._batch:
             self._batch_started = now
-        if data:
-            reader.feed(data, stamp, self._batch)
-            return True
-        reader.close(stamp, self._batch)
-        del self._readers[fd]
-        return False
+        reader.feed(data, stamp, self._batch)
+        return True
 
     def hung_up(self, fd: int, *, now: float, stamp: datetime) -> None:
         """``fd`` is at end-of-file with nothing left to read (poll said so: a hang-up

@@ -119,8 +119,9 @@ class Containment:
         while (cgroup := self._finished.get()) is not None:
             with contextlib.suppress(OSError):
                 try:
-                    # What nearly every run's end finds: the run's supervision killed
-                    # what was left, so one rmdir (no read of the cgroup first).
+                    # A run's own supervision removes its cgroup when it is empty, so
+                    # what comes here was busy then: try the rmdir first all the same
+                    # (what was left may have exited since), then kill what is in it.
                     cgroup.remove()
                 except OSError:  # EBUSY: something is still in it
                     cgroup.kill()

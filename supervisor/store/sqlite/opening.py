@@ -37,6 +37,9 @@ from supervisor.store.sqlite.schema import (
 )
 
 _SQLITE_MAGIC: Final = b"SQLite format 3\x00"
+# The oldest SQLite library the store works with: ending a run is one
+# ``UPDATE ... RETURNING`` (3.35). Debian 12 ships 3.40.
+MIN_SQLITE: Final = (3, 35, 0)
 _HEADER_SIZE: Final = 100
 
 
@@ -72,6 +75,7 @@ def connect(path: Path, *, read_only: bool = False) -> sqlite3.Connection:
 
 def open_database(path: Path) -> sqlite3.Connection:
     """Check or create the file at ``path`` and return the configured writer connection."""
+    check_library(path)
     directory = path.parent
     try:
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -99,6 +103,16 @@ def open_database(path: Path) -> sqlite3.Connection:
         writer.close()
         raise
     return writer
+
+
+def check_library(path: Path, version: tuple[int, int, int] | None = None) -> None:
+    """Refuse, before anything is written, an SQLite library older than ``MIN_SQLITE``:
+    its first run end would fail (a syntax error read as a store that fails, forever)."""
+    found = sqlite3.sqlite_version_info if version is None else version
+    if found < MIN_SQLITE:
+        have = ".".join(map(str, found))
+        need = ".".join(map(str, MIN_SQLITE))
+        raise problem(path, f"the SQLite library is {have}; the store needs {need} or newer")
 
 
 def _check_file(path: Path, st: os.stat_result, *, wal_size: int) -> None:
