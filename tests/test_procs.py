@@ -177,3 +177,63 @@ def test_create_time_without_psutil_matches_psutils() -> None:
     finally:
         process.kill()
         process.wait()
+
+
+def test_a_forked_run_is_marked_without_putenv_where_the_c_environment_shows_the_slot() -> None:
+    # ``os.environ[...] =`` (its encoding and ``putenv``) cost a run some 30 page copies:
+    # where the C library's entry is the slot, only Python's copy is updated.
+    env = {**os.environ, procs.MARKER_ENV: procs.MARKER_PLACEHOLDER}
+    answer = run_python(
+        """
+        import ctypes, json, os, subprocess
+        from supervisor.runs import procs
+        slot = procs.marker_slot()
+        calls = []
+        os.putenv = lambda *args: calls.append(args)
+        procs.mark_this_process("run-two", slot)
+        getenv = ctypes.CDLL(None).getenv
+        getenv.restype = ctypes.c_char_p
+        print(json.dumps({
+            "c_environ": slot.c_environ,
+            "putenv": calls,
+            "environ": os.environ[procs.MARKER_ENV],
+            "copied": dict(os.environ)[procs.MARKER_ENV],
+            "getenv": getenv(b"SUPERVISOR_RUN_ID").decode(),
+            "program": subprocess.run(
+                ["sh", "-c", "printf %s \\"$SUPERVISOR_RUN_ID\\""], capture_output=True
+            ).stdout.decode(),
+            "proc": procs.read_marker(os.getpid()),
+        }))
+        """,
+        env=env,
+    )
+    assert answer == {
+        "c_environ": True,
+        "putenv": [],
+        "environ": "run-two",
+        "copied": "run-two",
+        "getenv": "run-two",
+        "program": "run-two",
+        "proc": "run-two",
+    }
+
+
+def test_a_marker_set_again_before_the_slot_was_found_goes_through_putenv() -> None:
+    # Once ``setenv`` replaced the C entry, the slot is only /proc's: ``putenv`` is used.
+    env = {**os.environ, procs.MARKER_ENV: procs.MARKER_PLACEHOLDER}
+    answer = run_python(
+        """
+        import json, os
+        from supervisor.runs import procs
+        os.environ[procs.MARKER_ENV] = "set-again"
+        slot = procs.marker_slot()
+        procs.mark_this_process("run-three", slot)
+        print(json.dumps({
+            "c_environ": slot.c_environ,
+            "program": os.popen("printf %s \\"$SUPERVISOR_RUN_ID\\"").read(),
+            "proc": procs.read_marker(os.getpid()),
+        }))
+        """,
+        env=env,
+    )
+    assert answer == {"c_environ": False, "program": "run-three", "proc": "run-three"}

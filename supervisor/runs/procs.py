@@ -26,6 +26,7 @@ import importlib
 import os
 import select
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
@@ -131,6 +132,10 @@ class MarkerSlot:
 
     address: int
     room: int
+    # The C library's environment entry for the marker points into the slot (nothing
+    # called ``setenv`` for it): overwriting the slot is then what ``getenv`` and the
+    # programs a run execs see, and ``os.environ`` needs only its own copy updated.
+    c_environ: bool = False
     # Those ``room`` bytes, writable: made once where the slot is found, so that a forked
     # run writes its marker without a foreign function call (``ctypes.memmove`` cost a
     # run some 25 page copies, its first call in the process resolving symbols).
@@ -166,18 +171,49 @@ def marker_slot() -> MarkerSlot | None:
     end = len(block) if end < 0 else end
     if env_start == 0 or end - start < 2:
         return None
-    return MarkerSlot(env_start + start, end - start)
+    address = env_start + start
+    return MarkerSlot(address, end - start, c_environ=_getenv_address(MARKER_ENV) == address)
+
+
+def _getenv_address(name: str) -> int | None:
+    """Where the C library's ``getenv(name)`` points (None: not set)."""
+    getenv = _libc()["getenv"]  # (its own function object: the types set stay here)
+    getenv.restype = ctypes.c_void_p
+    getenv.argtypes = (ctypes.c_char_p,)
+    address = getenv(os.fsencode(name))
+    return int(address) if address else None
+
+
+def _python_environ() -> dict[bytes, bytes] | None:
+    """``os.environ``'s own mapping of encoded names to encoded values, where it is the
+    plain dict CPython keeps (None elsewhere: then only ``os.environ[...] =`` is used)."""
+    data = getattr(os.environ, "_data", None)
+    if not isinstance(data, dict) or sys.getfilesystemencoding().lower() not in _UTF8:
+        return None
+    return data
+
+
+_UTF8: Final = frozenset({"utf-8", "utf8"})
+_ENVIRON_DATA: Final = _python_environ()
+_ENVIRON_KEY: Final = os.fsencode(MARKER_ENV)
 
 
 def mark_this_process(run_id: str, slot: MarkerSlot | None) -> bool:
     """Carry ``run_id`` as the marker: for programs we exec, and in ``/proc/self/environ``
     when ``slot`` (from ``marker_slot`` in this process or a forked ancestor) is given."""
-    os.environ[MARKER_ENV] = run_id
     value = run_id.encode()
     if slot is None or len(value) + 1 > slot.room:
+        os.environ[MARKER_ENV] = run_id
         return False
     # The rest of the old value becomes a nameless entry, which environment parsers skip.
     slot.memory[:] = value + b"\0" + b"_" * (slot.room - len(value) - 1)
+    if slot.c_environ and _ENVIRON_DATA is not None and run_id.isascii():
+        # The C environment shows the slot already: only Python's copy is updated, not
+        # through ``os.environ[...] =``, whose encoding and ``putenv`` (a new C string,
+        # the environment array rewritten) cost a run some 30 page copies.
+        _ENVIRON_DATA[_ENVIRON_KEY] = value
+    else:
+        os.environ[MARKER_ENV] = run_id
     return True
 
 
