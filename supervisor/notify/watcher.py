@@ -162,7 +162,7 @@ class Watcher:
                 self._pause = interval_seconds
                 self._say(
                     f"supervisor: notification watcher: cannot look at the schedulers"
-                    f" ({error}); notifications wait until it can (tried again every"
+                    f" ({type(error).__name__}: {error}); notifications wait until it can (tried again every"
                     f" {interval_seconds:g} s and less often while it lasts, up to every"
                     f" {MAX_BACKOFF_SECONDS:g} s)"
                 )
