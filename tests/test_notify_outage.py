@@ -171,3 +171,35 @@ def test_a_look_that_fails_half_way_loses_no_run_ended_meanwhile(tmp_path: Path)
             assert [r.run_id for r in looks["a.job"].ended] == ["a1"]
             assert [r.run_id for r in looks["b.job"].ended] == ["b1"]
             assert all(not look.ended for look in feed.look())  # each handed out once
+
+
+class SilentFailure:
+    """A source whose runs cannot be read, failing with an error that has no message (a
+    timeout, say)."""
+
+    def __init__(self) -> None:
+        self.statuses_of = FakeSource()
+
+    def statuses(self) -> list[SchedulerStatus]:
+        return self.statuses_of.statuses()
+
+    def runs(self, scheduler_id: str, *, limit: int = 50) -> list[RunRecord]:
+        raise TimeoutError
+
+
+def test_an_error_without_a_message_is_named_by_its_type() -> None:
+    # Regression: the line said "cannot look at the schedulers ()": nothing about why.
+    clock, err = FakeClock(T0), io.StringIO()
+    dispatcher = Dispatcher(retry=RetryPolicy(attempts=1), err=err)
+    source = SilentFailure()
+    status = source.statuses_of.status
+    source.statuses_of.status = replace(status, last_started_at=T0, last_completed_at=T0)
+    watcher = Watcher(
+        source, Routing(), dispatcher, app="demo", clock=clock, err=err, journal=False
+    )
+    try:
+        watcher.step()
+    finally:
+        dispatcher.close()
+    said = err.getvalue()
+    assert f"{CANNOT} (TimeoutError); " in said, said

@@ -5,6 +5,8 @@ use cases; no other write of the audit is needed)."""
 
 from __future__ import annotations
 
+import logging
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -14,13 +16,17 @@ from supervisor.core.access import Subject, su, with_role
 from supervisor.core.clock import FakeClock
 from supervisor.core.definitions import Kind, Options
 from supervisor.core.errors import StoreError
+from supervisor.core.records import AuditEntry
 from supervisor.core.registry import Registry
 from supervisor.service.storewatch import StoreProbe, WatchedStore, as_store
 from supervisor.store.sqlite import SqliteStore, state_db_path
+from supervisor.usecases.accounts import Accounts
 from supervisor.usecases.health import StoreHealth
+from supervisor.usecases.pendingaudit import PendingAudit
 from supervisor.usecases.schedulers import Definitions, UseCases
 from tests.fullfs import SmallFilesystem, small_filesystem
 from tests.test_usecases import RecordingBackend
+from tests.test_web_fakes import TEST_COST
 from tests.waiting import wait_for
 
 __all__ = ["small_filesystem"]
@@ -77,3 +83,77 @@ def test_a_stop_during_a_full_disk_is_done_and_audited_once_space_returns(
         )
         assert entry.time == NOW  # when the stop was done, not when it was stored
         wait_for(lambda: use_cases.pending_audit == 0, timeout=10, what="nothing kept")
+
+
+def test_a_user_change_after_a_kept_stop_is_written_behind_it(
+    small_filesystem: SmallFilesystem,
+) -> None:
+    # Regression: the account use cases wrote their entries straight to the store, ahead
+    # of the stop entry kept in memory.
+    clock = FakeClock(start=NOW)
+    health = StoreHealth(monotonic=clock.monotonic)
+    path = state_db_path(small_filesystem.root / "state")
+    admin: Subject = with_role("ada", "admin")
+    with SqliteStore.open(path) as raw:
+        store = as_store(WatchedStore(raw, health, clock, path=path))
+        registry = one_job()
+        use_cases = UseCases(
+            registry,
+            backend=RecordingBackend(registry),  # type: ignore[arg-type]
+            audit=store,
+            clock=clock,
+            store_health=health,
+        )
+        accounts = Accounts(store, clock=clock, cost=TEST_COST)
+        small_filesystem.fill()
+        with pytest.raises(StoreError, match="full"):
+            store.set_meta("big", "x" * 50_000)
+        assert use_cases.stop(admin, "job", reason="runaway job") is not None
+        small_filesystem.free()
+        accounts.add(admin, "bob", role="viewer", password="a long new password 1")
+        actions = [entry.action for _, entry in reversed(raw.audit())]
+        assert actions == ["stop", "add user"], actions
+        assert use_cases.pending_audit == 0
+
+
+class BlockingTrail:
+    """A trail whose first write waits until ``release`` is set."""
+
+    def __init__(self) -> None:
+        self.entries: list[AuditEntry] = []
+        self.writing = threading.Event()
+        self.release = threading.Event()
+
+    def add_audit(self, entry: AuditEntry) -> None:
+        if not self.entries and not self.release.is_set():
+            self.writing.set()
+            assert self.release.wait(10)
+        self.entries.append(entry)
+
+
+def entry(action: str) -> AuditEntry:
+    return AuditEntry(time=NOW, actor="alice", action=action, scheduler_id="job")
+
+
+def test_the_entry_being_written_is_not_dropped_when_another_is_kept(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Regression: at the limit, ``keep`` dropped (and logged as lost) the head entry that
+    # ``write`` was writing at that moment.
+    trail = BlockingTrail()
+    log = logging.getLogger("tests.pending")
+    pending = PendingAudit(trail, log, max_kept=1)
+    pending.keep(entry("first"), StoreError("full"))
+    writer = threading.Thread(target=pending.write)
+    with caplog.at_level(logging.WARNING, logger="tests.pending"):
+        writer.start()
+        assert trail.writing.wait(10)
+        pending.keep(entry("second"), StoreError("full"))
+        trail.release.set()
+        writer.join(10)
+    assert not writer.is_alive()
+    assert [e.action for e in trail.entries] == ["first", "second"]
+    assert not [r for r in caplog.records if "dropped" in r.getMessage()]
+    pending.keep(entry("third"), StoreError("full"))
+    pending.keep(entry("fourth"), StoreError("full"))  # nothing being written: dropped
+    assert [e.action for e in pending.kept()] == ["fourth"]

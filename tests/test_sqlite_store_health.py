@@ -10,6 +10,7 @@ import contextlib
 import json
 import re
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -18,7 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
+from supervisor.cli.main import main
 from tests.commands import supervisor
 from tests.fullfs import SmallFilesystem, small_filesystem
 from tests.manager_process import LoggedManager, cli
@@ -245,10 +248,14 @@ def test_a_corrupt_state_db_is_shown_and_the_runs_go_on(
     )
     # Regression: the stop was refused ("stop not done: the audit trail cannot be
     # written"): an operator could not stop a scheduler while the store was corrupt.
-    said = cli(state, "stop", "f.long", "--reason", "store damaged")
-    assert said.startswith("stopped f.long: store damaged\n"), said
-    assert "warning: the audit entry could not be written" in said and "malformed" in said
-    assert "kept in memory" in said
+    done = CliRunner().invoke(
+        main, ["stop", "f.long", "--reason", "store damaged", "--state-dir", str(state)]
+    )
+    assert done.exit_code == 0, done.output
+    assert done.stdout == "stopped f.long: store damaged\n", done.output
+    warned = done.stderr  # a warning, where the CLI's other warnings go
+    assert "warning: the audit entry could not be written" in warned and "malformed" in warned
+    assert "kept in memory" in warned
     wait_for(
         lambda: json.loads(cli(state, "status", "f.long", "--json"))["current_run_id"] is None,
         timeout=30,
@@ -266,3 +273,10 @@ def test_a_corrupt_state_db_is_shown_and_the_runs_go_on(
     watcher_lines = [line for line in manager.log().splitlines() if "notification watcher" in line]
     assert len(watcher_lines) <= 1, watcher_lines
     assert all("cannot look at the schedulers" in line for line in watcher_lines), watcher_lines
+    # Regression: at shutdown nothing said which kept entries were never written (the
+    # manager's close did not try them): now one attempt, and each one it cannot write.
+    manager.process.send_signal(signal.SIGTERM)
+    assert manager.process.wait(timeout=60) == 0, manager.log()
+    said_at_exit = manager.log().split("shutting down", 1)[-1]
+    assert "1 audit entry kept in memory could not be written" in said_at_exit, said_at_exit
+    assert "audit entry not written: stop by " in said_at_exit and "store damaged" in said_at_exit

@@ -96,8 +96,11 @@ class ListTrail:
     def __init__(self) -> None:
         self.entries: list[AuditEntry] = []
         self.full = False  # True: every write fails as a full disk does
+        self.takes: int | None = None  # a number: that many writes work, then it is full
 
     def add_audit(self, entry: AuditEntry) -> None:
+        if self.takes is not None:
+            self.full, self.takes = self.takes <= 0, self.takes - 1
         if self.full:
             raise StoreError("database or disk is full")
         self.entries.append(entry)
@@ -285,7 +288,8 @@ def test_a_stop_is_done_while_the_audit_cannot_be_written_and_audited_once_it_ca
 ) -> None:
     # Regression: stop was refused while the store was down (corrupt, full), so an
     # operator could not stop a scheduler during an outage.
-    use_cases, backend, trail = wired
+    _, backend, trail = wired
+    use_cases = with_health(backend, trail)
     alice = with_role("alice", "operator")
     trail.full = True
     with caplog.at_level(logging.WARNING, logger="supervisor.audit"):
@@ -300,6 +304,54 @@ def test_a_stop_is_done_while_the_audit_cannot_be_written_and_audited_once_it_ca
     trail.full = False
     assert use_cases.stop(alice, "job") is None  # the kept entry goes first
     assert [(e.action, e.detail) for e in trail.entries] == [("stop", "runaway"), ("stop", None)]
+    assert use_cases.pending_audit == 0
+
+
+def with_health(backend: RecordingBackend, trail: ListTrail) -> UseCases:
+    """Use cases as a manager builds them: with a store-health source."""
+    clock = FakeClock(datetime(2026, 1, 1, tzinfo=UTC))
+    return UseCases(
+        backend.registry,
+        backend=backend,  # type: ignore[arg-type]
+        audit=trail,
+        clock=clock,
+        store_health=StoreHealth(monotonic=clock.monotonic),
+    )
+
+
+def test_without_a_manager_a_stop_whose_entry_cannot_be_written_is_refused(
+    wired: tuple[UseCases, RecordingBackend, ListTrail],
+) -> None:
+    # Regression: the CLI's own short-lived process (systemd mode, no store health) did
+    # the stop and kept its entry in memory, lost when the command exited.
+    use_cases, backend, trail = wired
+    trail.full = True
+    with pytest.raises(StoreError, match=r"stop not done: .*database or disk is full"):
+        use_cases.stop(with_role("alice", "operator"), "job", reason="runaway")
+    assert backend.calls == [] and use_cases.pending_audit == 0
+
+
+def test_entries_after_a_kept_one_are_written_behind_it_in_order(
+    wired: tuple[UseCases, RecordingBackend, ListTrail],
+) -> None:
+    # Regression: an Execute Now's entry (audited after) was written ahead of the kept
+    # stop, and a refused flush still let the next audit-first entry be written.
+    _, backend, trail = wired
+    use_cases = with_health(backend, trail)
+    alice = with_role("alice", "admin")
+    trail.full = True
+    assert use_cases.stop(alice, "job", reason="runaway") is not None
+    use_cases.execute(alice, "job")  # done; its entry kept behind the stop's
+    assert use_cases.pending_audit == 2 and use_cases.audit_failures == 0
+
+    trail.takes = 1  # a flapping store: the stop's entry goes in, then it is full again
+    with pytest.raises(StoreError, match="start not done"):
+        use_cases.start(alice, "job")  # the execute's entry is still kept: refused
+    assert ("start", "alice") not in backend.calls
+    assert [e.action for e in trail.entries] == ["stop"]
+    trail.takes, trail.full = None, False
+    use_cases.start(alice, "job")
+    assert [e.action for e in trail.entries] == ["stop", "execute", "start"]
     assert use_cases.pending_audit == 0
 
 

@@ -805,7 +805,7 @@ def stop(scheduler_id: str, reason: str | None, state_dir: str | None) -> None:
     note = client(state_dir).stop(scheduler_id, reason=reason)
     click.echo(f"stopped {scheduler_id}" + (f": {reason}" if reason else ""))
     if note is not None:  # the store is down: the stop was done, its audit entry waits
-        click.echo(f"warning: {note}")
+        click.echo(f"warning: {note}", err=True)
 
 
 def decision_rows(s: views.StatusView) -> list[tuple[str, str]]:

@@ -162,7 +162,7 @@ class Watcher:
                 self._pause = interval_seconds
                 self._say(
                     f"supervisor: notification watcher: cannot look at the schedulers"
-                    f" ({error}); notifications wait until it can (tried again every"
+                    f" ({_named(error)}); notifications wait until it can (tried again every"
                     f" {interval_seconds:g} s and less often while it lasts, up to every"
                     f" {MAX_BACKOFF_SECONDS:g} s)"
                 )
@@ -205,3 +205,9 @@ class Watcher:
             self.tick()
         except Exception as error:
             print(f"supervisor: notification watcher: {error!r}", file=self._err)
+
+
+def _named(error: BaseException) -> str:
+    """``TimeoutError: …``, or the type alone for an error without a message."""
+    text = str(error)
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__

@@ -47,6 +47,7 @@ from supervisor.store.dsn import without_password
 from supervisor.store.protocols import Store
 from supervisor.store.sqlite import SqliteStore
 from supervisor.usecases.health import StoreHealth, StoreProblem, StoreTrouble
+from supervisor.usecases.pendingaudit import describe
 from supervisor.usecases.reads import UseCaseReads, reader
 from supervisor.usecases.schedulers import UseCases, enable
 
@@ -369,6 +370,8 @@ class Service:
             store_health=self.store_health,
         )
         self.use_cases = use_cases
+        # Run before the store closes (LIFO), after everything that may still audit.
+        stack.callback(self._write_kept_audit)
         # The Admin Center binds its port before any run starts: a wrong --admin fails
         # the start cleanly instead of after the first runs.
         if options.admin is not None and self._admin_factory is not None:
@@ -466,6 +469,7 @@ class Service:
             self._guard_warning = warning
             self._note_store_health(self._store_guard)
         self._say_store_health()
+        self._catch_up_audit()
         if self._lock is not None:
             try:
                 if self._lock.repair():
@@ -475,6 +479,36 @@ class Service:
                 if not self._repair_failed:  # say it once, not every second
                     self.say(f"supervisor: warning: {error}")
                 self._repair_failed = True
+
+    def _catch_up_audit(self) -> None:
+        """Write the audit entries kept in memory while no outage is recorded: a write
+        that failed without one (PostgreSQL's writes are not watched, a blip) or that
+        ended after the outage did has no recovery to wait for. In the background, one
+        catch-up at a time: the store may be slow to answer."""
+        use_cases = self.use_cases
+        if use_cases is not None and use_cases.pending_audit and self.store_health.outage() is None:
+            use_cases.write_kept_audit_in_background()
+
+    def _write_kept_audit(self) -> None:
+        """At shutdown, one attempt to write the audit entries kept in memory, within
+        what is left of the deadline; each one not written is said (their record)."""
+        use_cases = self.use_cases
+        if use_cases is None or not use_cases.pending_audit:
+            return
+        writer = threading.Thread(
+            target=use_cases.write_kept_audit, name="audit-at-exit", daemon=True
+        )
+        writer.start()
+        wait = self._until(self._shutdown_by) if self._shutdown_by != math.inf else None
+        writer.join(None if wait is None else max(BOUNDED_STEP_MIN_SECONDS, wait))
+        lost = use_cases.kept_audit()
+        if lost:
+            self.say(
+                f"supervisor: error: {len(lost)} audit entr{'y' if len(lost) == 1 else 'ies'}"
+                " kept in memory could not be written to the store before exit:"
+            )
+            for entry in lost:
+                self.say(f"supervisor: audit entry not written: {describe(entry)}")
 
     def _say_store_health(self) -> None:
         """One line when the SQLite store's writes start to fail (or fail otherwise) and

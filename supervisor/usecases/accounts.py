@@ -28,8 +28,9 @@ User changes (add, remove, set or change a password) are audited first, as
 cannot be written (``StoreError``) refuses the change and nothing is done; a change that
 then fails gets a second entry ("<action> failed"). A login is audited before it is
 answered: a trail that cannot be written fails the login (no session is made).
-May import ``core``, ``store.protocols``, ``usecases.recently`` and ``usecases.schedulers``
-(its audit helper).
+Entries are written after the audit entries kept in memory (``usecases.pendingaudit``).
+May import ``core``, ``store.protocols``, ``usecases.pendingaudit``, ``usecases.recently``
+and ``usecases.schedulers`` (its audit helper).
 """
 
 from __future__ import annotations
@@ -66,8 +67,9 @@ from supervisor.store.protocols import (
     UserDirectory,
     new_stamp,
 )
+from supervisor.usecases.pendingaudit import pending_for
 from supervisor.usecases.recently import Recently
-from supervisor.usecases.schedulers import note_after
+from supervisor.usecases.schedulers import AUDIT_LOG, note_after
 
 USER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 LOCKED = "!"  # in front of a disabled user's stored hash
@@ -124,6 +126,8 @@ class Accounts:
         proxy_audit_window: float = PROXY_AUDIT_WINDOW,
     ) -> None:
         self._users = users
+        # The same queue as the scheduler use cases over this store: one order.
+        self._pending = pending_for(users, AUDIT_LOG)
         self._clock = clock or SystemClock()
         self._proxy_noted = Recently(window=proxy_audit_window, monotonic=self._clock.monotonic)
         self._cost = cost
@@ -374,7 +378,7 @@ class Accounts:
         )
 
     def _record(self, actor: str, action: str, detail: str) -> None:
-        self._users.add_audit(self._entry(actor, action, detail))
+        self._pending.write_first(self._entry(actor, action, detail))
 
     def _record_once(self, key: tuple[str, str, str], actor: str, action: str, detail: str) -> None:
         """``_record``, unless the same ``key`` was recorded within the window."""
@@ -396,7 +400,7 @@ class Accounts:
             yield
         except Exception as error:
             failed = self._entry(actor, f"{action} failed", f"{detail}: {error}")
-            note_after(self._users, failed, lambda: None)
+            note_after(self._pending, failed, lambda: None)
             raise
 
 

@@ -17,15 +17,22 @@ The audit never turns a done action into an error. Two rules, one per kind of en
   settings, and the user changes in ``usecases.accounts``): the entry is written before
   the act; when the trail cannot be written (``StoreError``, e.g. "database or disk is
   full") the call is refused and nothing is done, so no such action goes unaudited. If
-  the act then fails, a second entry ("<action> failed") says so. Stop is the exception:
-  an operator must be able to stop a scheduler while the store is down, so a stop whose
+  the act then fails, a second entry ("<action> failed") says so. Stop is the exception
+  where a long-lived manager serves the use cases (they have a ``store_health``): an
+  operator must be able to stop a scheduler while the store is down, so a stop whose
   entry cannot be written is carried out, its entry kept in memory (and logged at once)
-  and written once the store recovers (``usecases.pendingaudit``); the answer says so.
+  and written once the store takes writes again (``usecases.pendingaudit``); the answer
+  says so. Without a manager (the CLI's own process, in systemd mode) nothing would be
+  left to write it, so such a stop is refused as any other action.
 - Audit after, where the entry holds what only the act yields (Execute Now's run ID, which
   the systemd mode reads back as who triggered the run; a custom action's result, which
-  the product promises to record): the call succeeds with its result, and a failed write
-  is reported on its own (logged on the ``supervisor.audit`` logger, counted in
+  the product promises to record): the call succeeds with its result; behind kept
+  entries that still cannot be written it is kept too, and a failed write is reported on
+  its own (logged on the ``supervisor.audit`` logger, counted in
   ``UseCases.audit_failures``), so an operator never retries into a second run.
+
+Every entry is written after the entries kept before it (``PendingAudit``), so the
+trail keeps the order the actions were taken in.
 
 Refusals that need no acting (permission, unknown ID, invalid settings) write nothing.
 
@@ -61,7 +68,7 @@ from supervisor.core.records import (
 )
 from supervisor.core.registry import Registry, registry_of
 from supervisor.core.settings import EffectiveSettings, SettingsChange
-from supervisor.usecases.pendingaudit import PendingAudit
+from supervisor.usecases.pendingaudit import PendingAudit, pending_for
 
 if TYPE_CHECKING:  # (not loaded by an app's definitions, nor by the fork server)
     from supervisor.usecases.backend import Backend
@@ -154,7 +161,7 @@ class UseCases:
         self._audit_failures = 0
         self._failures_lock = threading.Lock()
         # Stops audited while the store could not take the entry, written once it can.
-        self._pending = PendingAudit(audit, AUDIT_LOG)
+        self._pending = pending_for(audit, AUDIT_LOG)
         if store_health is not None:
             store_health.when_recovered(self._pending.write_in_background)
         # Definitions configured from now on would be unknown to the backend.
@@ -173,6 +180,18 @@ class UseCases:
     def pending_audit(self) -> int:
         """How many audit entries are kept in memory until the store takes them."""
         return self._pending.count
+
+    def kept_audit(self) -> builtins.list[AuditEntry]:
+        """The audit entries kept in memory, oldest first."""
+        return self._pending.kept()
+
+    def write_kept_audit(self) -> int:
+        """Write the kept audit entries now (until one fails); how many were written."""
+        return self._pending.write()
+
+    def write_kept_audit_in_background(self) -> None:
+        """``write_kept_audit`` on a thread of its own, unless one is going on."""
+        self._pending.write_in_background()
 
     def _entry(
         self,
@@ -195,11 +214,10 @@ class UseCases:
         )
 
     def _record_first(self, entry: AuditEntry) -> None:
-        """Write ``entry`` before acting; when it cannot be written, refuse (nothing done)."""
-        if self._pending.count:  # the ones kept come first
-            self._pending.write()
+        """Write ``entry`` (after the kept ones) before acting; when it cannot be written,
+        refuse (nothing done)."""
         try:
-            self._audit.add_audit(entry)
+            self._pending.write_first(entry)
         except StoreError as error:
             raise StoreError(
                 f"{entry.action} not done: the audit trail cannot be written ({error})"
@@ -208,7 +226,7 @@ class UseCases:
     def _record_after(self, entry: AuditEntry) -> None:
         """Write what is known only after acting; the action happened, so a failure here is
         reported on its own and never raised to the caller."""
-        note_after(self._audit, entry, self._count_failure)
+        note_after(self._pending, entry, self._count_failure)
 
     def _count_failure(self) -> None:
         with self._failures_lock:
@@ -341,6 +359,8 @@ class UseCases:
         try:
             self._record_first(entry)
         except StoreError as refused:
+            if self._store_health is None:  # no manager here to write it later
+                raise
             error = refused.__cause__ if refused.__cause__ is not None else refused
             self._pending.keep(entry, error)
             try:
@@ -502,15 +522,12 @@ def _reason(text: str | None) -> str | None:
         raise DefinitionError("reason", str(error).removeprefix("reason ")) from None
 
 
-class _Trail(Protocol):
-    def add_audit(self, entry: AuditEntry) -> None: ...
-
-
-def note_after(trail: _Trail, entry: AuditEntry, on_failure: Callable[[], None]) -> None:
-    """Write an entry about something already done: any failure is logged on
-    ``supervisor.audit`` (and ``on_failure`` called), never raised."""
+def note_after(pending: PendingAudit, entry: AuditEntry, on_failure: Callable[[], None]) -> None:
+    """Write an entry about something already done (after the kept ones, or kept behind
+    them): any failure is logged on ``supervisor.audit`` (and ``on_failure`` called),
+    never raised."""
     try:
-        trail.add_audit(entry)
+        pending.write_after(entry)
     except Exception as error:
         on_failure()
         AUDIT_LOG.error(
