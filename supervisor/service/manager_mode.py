@@ -487,7 +487,7 @@ class Service:
         catch-up at a time: the store may be slow to answer."""
         use_cases = self.use_cases
         if use_cases is not None and use_cases.pending_audit and self.store_health.outage() is None:
-            use_cases.write_kept_audit_in_background()
+            use_cases.kept_audit.write_in_background()
 
     def _write_kept_audit(self) -> None:
         """At shutdown, one attempt to write the audit entries kept in memory, within
@@ -496,12 +496,12 @@ class Service:
         if use_cases is None or not use_cases.pending_audit:
             return
         writer = threading.Thread(
-            target=use_cases.write_kept_audit, name="audit-at-exit", daemon=True
+            target=use_cases.kept_audit.write, name="audit-at-exit", daemon=True
         )
         writer.start()
         wait = self._until(self._shutdown_by) if self._shutdown_by != math.inf else None
         writer.join(None if wait is None else max(BOUNDED_STEP_MIN_SECONDS, wait))
-        lost = use_cases.kept_audit()
+        lost = use_cases.kept_audit.kept()
         if lost:
             self.say(
                 f"supervisor: error: {len(lost)} audit entr{'y' if len(lost) == 1 else 'ies'}"

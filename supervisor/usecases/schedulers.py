@@ -181,17 +181,11 @@ class UseCases:
         """How many audit entries are kept in memory until the store takes them."""
         return self._pending.count
 
-    def kept_audit(self) -> builtins.list[AuditEntry]:
-        """The audit entries kept in memory, oldest first."""
-        return self._pending.kept()
-
-    def write_kept_audit(self) -> int:
-        """Write the kept audit entries now (until one fails); how many were written."""
-        return self._pending.write()
-
-    def write_kept_audit_in_background(self) -> None:
-        """``write_kept_audit`` on a thread of its own, unless one is going on."""
-        self._pending.write_in_background()
+    @property
+    def kept_audit(self) -> PendingAudit:
+        """The audit entries kept in memory while the store could not take them (for the
+        manager's catch-up; not a use case: no subject acts through it)."""
+        return self._pending
 
     def _entry(
         self,
