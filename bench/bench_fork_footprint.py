@@ -220,24 +220,24 @@ def measure(tree: Path, *, app: str, work: Path, forks: int, runs: int) -> dict[
     }
 
 
-def median(rounds: list[dict[str, Any]], *path: str) -> float:
-    values = []
+def values(rounds: list[dict[str, Any]], *path: str) -> list[float]:
+    """The figure at ``path`` in each round."""
+    found = []
     for sample in rounds:
         value: Any = sample
         for key in path:
             value = value[key]
-        values.append(float(value))
-    return statistics.median(values)
+        found.append(float(value))
+    return found
+
+
+def median(rounds: list[dict[str, Any]], *path: str) -> float:
+    return statistics.median(values(rounds, *path))
 
 
 def spread(rounds: list[dict[str, Any]], *path: str) -> str:
-    values = []
-    for sample in rounds:
-        value: Any = sample
-        for key in path:
-            value = value[key]
-        values.append(float(value))
-    return f"{min(values):.2f}-{max(values):.2f}"
+    found = values(rounds, *path)
+    return f"{min(found):.2f}-{max(found):.2f}"
 
 
 def report(label: str, rounds: list[dict[str, Any]]) -> None:

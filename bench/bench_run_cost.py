@@ -31,7 +31,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from common import NOOP_APP, start_service, temp_dir, write_app
+from common import NOOP_APP, fork_server_pids, start_service, temp_dir, write_app
 
 
 @dataclass(frozen=True)
@@ -63,11 +63,7 @@ def _servers_and_forkers() -> tuple[list[int], list[int]]:
     """The fork servers (the launcher may run several) and their forkers."""
     from supervisor.runs import procs
 
-    servers = []
-    for pid in procs.children(os.getpid()):
-        with contextlib.suppress(OSError):
-            if b"runs.forkserver" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                servers.append(pid)
+    servers = fork_server_pids()
     # A forker: a server's child that is not in a run cgroup (spares and runs are).
     forkers = []
     for server in servers:

@@ -27,7 +27,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from common import NOOP_APP, joining_after_fork, start_service, temp_dir, write_app
+from common import (
+    NOOP_APP,
+    fork_server_pids,
+    joining_after_fork,
+    start_service,
+    temp_dir,
+    write_app,
+)
 
 from supervisor.store.sqlite import SqliteStore
 
@@ -74,7 +81,7 @@ def measure(
             fork_servers=servers if fork_server else None,
             max_runs_per_scheduler=10**9,
         )
-        server_pids = _fork_server_pids()
+        server_pids = fork_server_pids()
         server_before = _server_seconds(server_pids)
         started = time.monotonic()
         time.sleep(seconds)
@@ -109,18 +116,6 @@ def measure(
 def _own_seconds() -> float:
     times = os.times()
     return times.user + times.system
-
-
-def _fork_server_pids() -> list[int]:
-    """The fork servers: the children of this process that run ``runs.forkserver``."""
-    from supervisor.runs import procs
-
-    found = []
-    for pid in procs.children(os.getpid()):
-        with contextlib.suppress(OSError):
-            if b"runs.forkserver" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                found.append(pid)
-    return found
 
 
 def _server_seconds(pids: list[int]) -> tuple[float, float]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import statistics
 import sys
 import tempfile
@@ -51,6 +52,18 @@ def joining_after_fork() -> contextlib.AbstractContextManager[None]:
     """Fork-server runs join their cgroup after fork (spares), as where clone3 is not
     available: the fallback, to compare with."""
     return launcher_default("into_cgroup", False)
+
+
+def fork_server_pids() -> list[int]:
+    """The fork servers: the children of this process that run ``runs.forkserver``."""
+    from supervisor.runs import procs
+
+    found = []
+    for pid in procs.children(os.getpid()):
+        with contextlib.suppress(OSError):
+            if b"runs.forkserver" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                found.append(pid)
+    return found
 
 
 def write_app(directory: Path, module: str, body: str) -> str:

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import psutil
 from click.testing import CliRunner
 
 from supervisor.cli.main import main
@@ -19,6 +20,18 @@ from tests.commands import supervisor
 from tests.waiting import end_process, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def fork_servers_of(pid: int) -> list[psutil.Process]:
+    """The manager's fork servers: its children running ``supervisor.runs.forkserver``."""
+    found = []
+    for child in psutil.Process(pid).children():
+        try:
+            if any("forkserver" in part for part in child.cmdline()):
+                found.append(child)
+        except psutil.Error:
+            continue
+    return found
 
 
 class LoggedManager:

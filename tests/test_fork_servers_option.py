@@ -7,7 +7,6 @@ import os
 import subprocess
 from pathlib import Path
 
-import psutil
 import pytest
 from click.testing import CliRunner
 
@@ -16,22 +15,10 @@ from supervisor.core.errors import DefinitionError
 from supervisor.runs.forklauncher import MAX_SERVERS
 from supervisor.service.manager_mode import RunOptions
 from tests.commands import supervisor
-from tests.manager_process import ROOT, run_to_its_end
+from tests.manager_process import ROOT, fork_servers_of, run_to_its_end
 from tests.waiting import end_process, wait_for
 
 APP = "tests.apps.manager_jobs:cfg"
-
-
-def fork_servers_of(pid: int) -> list[psutil.Process]:
-    """The manager's children that run ``supervisor.runs.forkserver``."""
-    found = []
-    for child in psutil.Process(pid).children():
-        try:
-            if any("forkserver" in part for part in child.cmdline()):
-                found.append(child)
-        except psutil.Error:
-            continue
-    return found
 
 
 # 2 (as asked for), and one more than the default can ever be (one per core, at most 4).

@@ -22,7 +22,7 @@ import pytest
 from supervisor.core.records import LogQuery, LogRecord, Outcome, RunRecord
 from supervisor.store.sqlite import SqliteStore
 from tests.commands import supervisor
-from tests.manager_process import ROOT, cli
+from tests.manager_process import ROOT, cli, fork_servers_of
 from tests.waiting import wait_for
 
 APP = "tests.apps.shutdown_jobs:cfg"
@@ -65,18 +65,6 @@ class Manager:
             run = store.get_run(run_id)
             logs = store.logs(LogQuery(scheduler_id=None, run_id=run_id, limit=100_000))
         return run, [record for _, record in sorted(logs, key=lambda pair: pair[0])]
-
-
-def fork_servers_of(pid: int) -> list[psutil.Process]:
-    """The manager's fork servers: its children running ``supervisor.runs.forkserver``."""
-    found = []
-    for child in psutil.Process(pid).children():
-        try:
-            if any("forkserver" in part for part in child.cmdline()):
-                found.append(child)
-        except psutil.Error:
-            continue
-    return found
 
 
 @pytest.fixture
