@@ -69,17 +69,22 @@ def test_round_trip(message: Message) -> None:
     assert decode(encode(message)) == message
 
 
+# Not a message at all, or a spawn request that is malformed: refused by both readers.
+GARBAGE = [
+    b"",
+    b"not json",
+    b"[]",
+    b'{"op": "nope"}',
+    b'{"op": "spawn", "req": 1}',
+    b'{"op": "spawn", "req": "1", "job": {"scheduler_id": "a", "run_id": "r", "trigger": "m"}}',
+    b'{"op": "spawn", "req": 1, "job": {"scheduler_id": "a", "run_id": "bad id", "trigger": "m"}}',
+]
+
+
 @pytest.mark.parametrize(
     "packet",
     [
-        b"",
-        b"not json",
-        b"[]",
-        b'{"op": "nope"}',
-        b'{"op": "spawn", "req": 1}',
-        b'{"op": "spawn", "req": "1", "job": {"scheduler_id": "a", "run_id": "r", "trigger": "m"}}',
-        b'{"op": "spawn", "req": 1, "job": '
-        b'{"scheduler_id": "a", "run_id": "bad id", "trigger": "m"}}',
+        *GARBAGE,
         b'{"op": "signal", "pid": true, "signal": 9}',
         b'{"op": "prepare", "cgroup": 5}',
         b'{"op": "claim", "pid": 1}',
@@ -110,14 +115,7 @@ def test_a_spare_in_its_jobs_cgroup_gets_the_job_without_it() -> None:
 @pytest.mark.parametrize(
     "packet",
     [
-        b"",
-        b"not json",
-        b"[]",
-        b'{"op": "nope"}',
-        b'{"op": "spawn", "req": 1}',
-        b'{"op": "spawn", "req": "1", "job": {"scheduler_id": "a", "run_id": "r", "trigger": "m"}}',
-        b'{"op": "spawn", "req": 1, "job": '
-        b'{"scheduler_id": "a", "run_id": "bad id", "trigger": "m"}}',
+        *GARBAGE,
         b'{"op": "spawn", "req": 1, "job": ["a"]}',
         b'{"op":"spawn","req":1,"job":{"scheduler_id":"a","run_id":"r","trigger":"m"}} x',
         b'\xff{"op": "spawn"}',
