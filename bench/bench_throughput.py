@@ -1,16 +1,17 @@
 """End-to-end throughput of no-op runs, history written.
 
 Several SCHEDULE schedulers with a 1 ms pause keep the manager busy for a fixed window;
-the figure is finished runs per second as recorded in SQLite. Baseline in the same run:
-the same load with a fresh interpreter per run, and the floor: a bare ``fork`` +
-``waitpid`` loop in a process that imported the same packages (what a run costs the OS,
-with no pipes, records or history), measured just before and after each row (the
-machine is shared: its load moves). Rows: with cgroups (forked into them with clone3),
-without cgroups, and with cgroups joined after fork (the fallback); 1 and 8 schedulers;
-and with one fork server only (the launcher runs one per core), to compare with.
-CPU ms per run is the sum over the manager, the fork servers and the runs (what the load
-of the machine moves least), then split between them while the service ran (the fork
-servers' column counts their forkers too).
+the figure is the runs that ended within the window per second, as recorded in SQLite.
+Baseline in the same run: the same load with a fresh interpreter per run, and the floor:
+a bare ``fork`` + ``waitpid`` loop in a process that imported the same packages (what a
+run costs the OS, with no pipes, records or history), measured just before and after
+each row. The machine is shared and its load moves, so the rows take turns round by
+round (``--rounds``) and each prints its median factor over the rounds with their
+spread. Rows: with cgroups (forked into them with clone3), without cgroups, and with
+cgroups joined after fork (the fallback); 1 and 8 schedulers; and with one fork server
+more than the launcher's default, to compare with. CPU ms per run counts only the
+window (not the service's start or close): the manager, the fork servers with their
+forkers, and the runs, then split between them.
 Targets: >= 200 runs/s; with the fork server >= 0.8x
 of the floor with one scheduler, >= 0.9x with eight.
 """
@@ -22,9 +23,12 @@ import contextlib
 import os
 import shutil
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from common import (
@@ -41,73 +45,93 @@ from supervisor.store.sqlite import SqliteStore
 
 @dataclass(frozen=True)
 class Row:
-    rate: float  # finished runs per second
-    failed: int  # how many did not succeed
-    cpu: float  # CPU ms per run (user + system): the manager, fork server and runs
+    rate: float  # runs ended within the window, per second
+    failed: int  # of those, how many did not succeed (cancelled at close excluded)
+    cancelled_at_close: int  # runs in flight when the service closed (expected)
+    cpu: float  # CPU ms per run within the window: the manager, fork servers and runs
     manager: float  # of which the manager process's own
-    server: float  # the fork server's own (0 without one)
-    runs: float  # the runs the fork server reaped
+    server: float  # the fork servers' and their forkers' own (0 without one)
+    runs: float  # the runs the fork servers reaped
 
 
-def measure(
-    schedulers: int,
-    seconds: float,
-    *,
-    fork_server: bool,
-    cgroups: bool = True,
-    into_cgroup: bool = True,
-    servers: int | None = None,
-) -> Row:
-    """One row: ``schedulers`` no-op schedulers for ``seconds`` (``servers``: fork
-    servers, default the launcher's)."""
-    if not cgroups:
+@dataclass(frozen=True)
+class Case:
+    name: str
+    schedulers: int
+    fork_server: bool = True
+    cgroups: bool = True
+    into_cgroup: bool = True
+    servers: int | None = None  # fork servers; None: the launcher's default
+
+
+def measure(case: Case, seconds: float) -> Row:
+    """One sitting of ``case`` for a window of ``seconds``."""
+    if not case.cgroups:
         with _without_cgroups():
-            return measure(schedulers, seconds, fork_server=fork_server, servers=servers)
-    if not into_cgroup:
+            return _measure(case, seconds)
+    if not case.into_cgroup:
         with joining_after_fork():
-            return measure(schedulers, seconds, fork_server=fork_server, servers=servers)
+            return _measure(case, seconds)
+    return _measure(case, seconds)
+
+
+def _measure(case: Case, seconds: float) -> Row:
     work = temp_dir("bench-throughput-")
     try:
         spec = write_app(
-            work / "app", f"noop_app_{int(fork_server)}", NOOP_APP.format(count=schedulers)
+            work / "app",
+            f"noop_app_{int(case.fork_server)}_{case.schedulers}",
+            NOOP_APP.format(count=case.schedulers),
         )
         # Keep every run: the figure counts them (the default keeps 100 per scheduler).
-        cpu_before = _cpu_seconds()
-        own_before = _own_seconds()
         service = start_service(
             spec,
             work / "state",
-            fork_server=fork_server,
-            fork_servers=servers if fork_server else None,
+            fork_server=case.fork_server,
+            fork_servers=case.servers if case.fork_server else None,
             max_runs_per_scheduler=10**9,
         )
         server_pids = fork_server_pids()
+        # The window opens once the service runs: its start is not counted.
         server_before = _server_seconds(server_pids)
-        started = time.monotonic()
+        own_before = _own_seconds()
+        fresh_before = _children_seconds()
+        opened = datetime.now(UTC)
         time.sleep(seconds)
-        server_after = _server_seconds(server_pids)
+        closed = datetime.now(UTC)
         own = _own_seconds() - own_before
+        server_after = _server_seconds(server_pids)
         service.close()
-        elapsed = time.monotonic() - started
-        cpu = _cpu_seconds() - cpu_before
+        # Without a fork server the runs are this process's children, reaped as they end.
+        fresh = 0.0 if case.fork_server else _children_seconds() - fresh_before
         with SqliteStore.open(work / "state" / "state.db", max_runs_per_scheduler=10**9) as store:
-            finished = [
+            ended = [
                 r
-                for i in range(schedulers)
+                for i in range(case.schedulers)
                 for r in store.runs(f"bench.noop.{i}", limit=10**9)
                 if r.outcome is not None
             ]
-        failed = sum(
-            1 for r in finished if r.outcome is not None and r.outcome.value != "succeeded"
+        within = [r for r in ended if r.ended_at is not None and opened <= r.ended_at <= closed]
+        at_close = sum(
+            1
+            for r in ended
+            if r.outcome is not None
+            and r.outcome.value == "cancelled"
+            and r.ended_at is not None
+            and r.ended_at > closed
         )
-        per_run = 1000 / max(1, len(finished))
+        failed = sum(1 for r in within if r.outcome is not None and r.outcome.value != "succeeded")
+        per_run = 1000 / max(1, len(within))
+        server = server_after[0] - server_before[0]
+        runs = server_after[1] - server_before[1] + fresh
         return Row(
-            rate=len(finished) / elapsed,
+            rate=len(within) / (closed - opened).total_seconds(),
             failed=failed,
-            cpu=cpu * per_run,
+            cancelled_at_close=at_close,
+            cpu=(own + server + runs) * per_run,
             manager=own * per_run,
-            server=(server_after[0] - server_before[0]) * per_run,
-            runs=(server_after[1] - server_before[1]) * per_run,
+            server=server * per_run,
+            runs=runs * per_run,
         )
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -160,11 +184,9 @@ def _forkers_of(server: int) -> list[int]:
     return found
 
 
-def _cpu_seconds() -> float:
-    """CPU time of this process and its reaped descendants (the fork server's runs
-    count once the server is reaped, at ``close``)."""
+def _children_seconds() -> float:
     times = os.times()
-    return times.user + times.system + times.children_user + times.children_system
+    return times.children_user + times.children_system
 
 
 @contextlib.contextmanager
@@ -183,29 +205,46 @@ def _without_cgroups() -> Iterator[None]:
         Containment.detect = detect  # type: ignore[method-assign]
 
 
-def bare_fork_rate(seconds: float) -> tuple[float, float]:
-    """Forks per second of a loop that forks a child which exits at once, and reaps it;
-    and the CPU ms each costs."""
-    import supervisor.runs.child
-    import supervisor.store.sqlite  # noqa: F401
+# The floor's loop, in a fresh interpreter each time: measured in this process it would
+# slow down round by round as this process grows (fork copies its page tables), and make
+# the later rows look better than the first.
+_FLOOR_LOOP = """
+import os, sys, time
+import supervisor.cfgscheduler, supervisor.runs.child
+import supervisor.runs.forkserver, supervisor.store.sqlite
+def cpu():
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+count, before, started = 0, cpu(), time.monotonic()
+deadline = started + float(sys.argv[1])
+while time.monotonic() < deadline:
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+    count += 1
+print(count / (time.monotonic() - started), (cpu() - before) * 1000 / max(1, count))
+"""
 
-    count = 0
-    cpu_before = _cpu_seconds()
-    started = time.monotonic()
-    deadline = started + seconds
-    while time.monotonic() < deadline:
-        pid = os.fork()
-        if pid == 0:
-            os._exit(0)
-        os.waitpid(pid, 0)
-        count += 1
-    elapsed = time.monotonic() - started
-    return count / elapsed, (_cpu_seconds() - cpu_before) * 1000 / max(1, count)
+
+def bare_fork_rate(seconds: float) -> tuple[float, float]:
+    """Forks per second of a loop that forks a child which exits at once, and reaps it,
+    in a process that imported what a fork server does; and the CPU ms each costs."""
+    done = subprocess.run(
+        [sys.executable, "-c", _FLOOR_LOOP, str(seconds)],
+        check=True,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    rate, cpu = done.stdout.split()
+    return float(rate), float(cpu)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--seconds", type=float, default=8.0, help="each row's window")
+    parser.add_argument("--rounds", type=int, default=3, help="sittings of each row, in turn")
     parser.add_argument("--schedulers", type=int, default=8)
     parser.add_argument("--floor-seconds", type=float, default=1.5)
     parser.add_argument("--no-fresh", action="store_true", help="skip the fresh interpreter")
@@ -213,50 +252,71 @@ def main() -> None:
         "--quick", action="store_true", help="only the rows with cgroups forked into (clone3)"
     )
     args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error(f"--rounds must be at least 1, got {args.rounds}")
+    from supervisor.runs.forklauncher import default_server_count
+
     many = args.schedulers
-    print(f"no-op runs end to end over {args.seconds:g} s; the floor (bare fork + waitpid)")
-    print("is measured just before and just after each row, and the factor uses their mean;")
-    print("CPU ms/run: the manager, fork server and runs together (the floor: one fork),")
-    print("then split: the manager / the fork server / the runs (while the service ran)")
-    print(
-        f"{'':<46} {'runs/s':>7} {'floor':>7} {'factor':>7} {'CPU ms/run':>11}"
-        f" {'mgr/server/runs':>16}"
-    )
-    rows: list[tuple[str, int, bool, bool, bool]] = [
-        ("fork server, 1 scheduler", 1, True, True, True),
-        (f"fork server, {many} schedulers", many, True, True, True),
-        ("one fork server only, 1 scheduler", 1, True, True, True),
-        (f"one fork server only, {many} schedulers", many, True, True, True),
-        ("fork server, 1 scheduler, no cgroups", 1, True, False, True),
-        (f"fork server, {many} schedulers, no cgroups", many, True, False, True),
-        ("fork server, 1 scheduler, join after fork", 1, True, True, False),
-        (f"fork server, {many} schedulers, join after fork", many, True, True, False),
+    more = default_server_count() + 1
+    cases = [
+        Case("fork server, 1 scheduler", 1),
+        Case(f"fork server, {many} schedulers", many),
+        Case(f"{more} fork servers, 1 scheduler", 1, servers=more),
+        Case(f"{more} fork servers, {many} schedulers", many, servers=more),
+        Case("fork server, 1 scheduler, no cgroups", 1, cgroups=False),
+        Case(f"fork server, {many} schedulers, no cgroups", many, cgroups=False),
+        Case("fork server, 1 scheduler, join after fork", 1, into_cgroup=False),
+        Case(f"fork server, {many} schedulers, join after fork", many, into_cgroup=False),
     ]
     if args.quick:
-        rows = rows[:4]
+        cases = cases[:4]
     if not args.no_fresh and not args.quick:
-        rows.append((f"fresh interpreter, {many} schedulers", many, False, True, True))
+        cases.append(Case(f"fresh interpreter, {many} schedulers", many, fork_server=False))
+    print(
+        f"no-op runs end to end, {args.rounds} round(s) of a {args.seconds:g} s window per row"
+        f" ({default_server_count()} fork server(s) by default on this machine); the floor"
+    )
+    print("(bare fork + waitpid) is measured just before and after each row, and the factor")
+    print("uses their mean; each figure is the median over the rounds, the factor's spread")
+    print("beside it; CPU ms/run: the manager, fork servers and runs within the window")
+    print("(the floor: one fork), then split: the manager / the fork servers / the runs")
+    sittings: dict[str, list[tuple[Row, float]]] = {case.name: [] for case in cases}
     floors = [bare_fork_rate(args.floor_seconds)]
-    for name, count, fork_server, cgroups, into in rows:
-        row = measure(
-            count,
-            args.seconds,
-            fork_server=fork_server,
-            cgroups=cgroups,
-            into_cgroup=into,
-            servers=1 if name.startswith("one fork server") else None,
+    for number in range(1, args.rounds + 1):
+        for case in cases:
+            row = measure(case, args.seconds)
+            floors.append(bare_fork_rate(args.floor_seconds))
+            floor = (floors[-2][0] + floors[-1][0]) / 2
+            sittings[case.name].append((row, floor))
+            print(
+                f"  round {number}: {case.name:<44} {row.rate:7.1f} runs/s, floor {floor:7.1f},"
+                f" {row.rate / floor:5.2f}x, {row.cpu:6.2f} CPU ms/run",
+                flush=True,
+            )
+    print(
+        f"{'':<46} {'runs/s':>7} {'floor':>7} {'factor':>7} {'spread':>11} {'CPU ms/run':>11}"
+        f" {'mgr/server/runs':>16}"
+    )
+    for case in cases:
+        rows = sittings[case.name]
+        factors = [row.rate / floor for row, floor in rows]
+        split = "/".join(
+            f"{statistics.median(getattr(row, part) for row, _ in rows):.2f}"
+            for part in ("manager", "server", "runs")
         )
-        floors.append(bare_fork_rate(args.floor_seconds))
-        floor = (floors[-2][0] + floors[-1][0]) / 2
-        split = f"{row.manager:.1f}/{row.server:.1f}/{row.runs:.1f}"
+        spread = f"{min(factors):.2f}-{max(factors):.2f}"
         print(
-            f"{name:<46} {row.rate:7.1f} {floor:7.1f} {row.rate / floor:6.2f}x {row.cpu:11.2f}"
-            f" {split:>16}  (not succeeded: {row.failed})"
+            f"{case.name:<46} {statistics.median(row.rate for row, _ in rows):7.1f}"
+            f" {statistics.median(floor for _, floor in rows):7.1f}"
+            f" {statistics.median(factors):6.2f}x {spread:>11}"
+            f" {statistics.median(row.cpu for row, _ in rows):11.2f} {split:>16}"
+            f"  (failed: {sum(row.failed for row, _ in rows)},"
+            f" cancelled at close: {sum(row.cancelled_at_close for row, _ in rows)})"
         )
     floor_cpu = statistics.median(cpu for _, cpu in floors)
     print(
         f"{'bare fork + waitpid (floor), median':<46} {'':7} "
-        f"{statistics.median(r for r, _ in floors):7.1f} {'1.00x':>7} {floor_cpu:11.2f}"
+        f"{statistics.median(r for r, _ in floors):7.1f} {'1.00x':>7} {'':>11} {floor_cpu:11.2f}"
     )
     print("targets: >= 200 runs/s; fork server >= 0.8x the floor (1 scheduler), >= 0.9x (8)")
 

@@ -12,7 +12,8 @@ from click.testing import CliRunner
 
 from supervisor.cli.main import main
 from supervisor.core.errors import DefinitionError
-from supervisor.runs.forklauncher import MAX_SERVERS
+from supervisor.runs import forklauncher
+from supervisor.runs.forklauncher import MAX_SERVERS, default_server_count
 from supervisor.service.manager_mode import RunOptions
 from tests.commands import supervisor
 from tests.manager_process import ROOT, fork_servers_of, run_to_its_end
@@ -21,10 +22,13 @@ from tests.waiting import end_process, wait_for
 APP = "tests.apps.manager_jobs:cfg"
 
 
-# 2 (as asked for), and one more than the default can ever be (one per core, at most 4).
-@pytest.mark.parametrize("count", [2, MAX_SERVERS + 1])
-def test_a_manager_runs_as_many_fork_servers_as_it_is_told(tmp_path: Path, count: int) -> None:
+# None: the default; 2 (as asked for); and one more than the default can ever be.
+@pytest.mark.parametrize("count", [None, 2, MAX_SERVERS + 1])
+def test_a_manager_runs_as_many_fork_servers_as_it_is_told(
+    tmp_path: Path, count: int | None
+) -> None:
     state = tmp_path / "state"
+    asked = [] if count is None else ["--fork-servers", str(count)]
     process = subprocess.Popen(
         supervisor(
             "run",
@@ -35,8 +39,7 @@ def test_a_manager_runs_as_many_fork_servers_as_it_is_told(tmp_path: Path, count
             "--no-admin",
             "--grace",
             "500ms",
-            "--fork-servers",
-            str(count),
+            *asked,
         ),
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT), "TEST_PID_DIR": str(tmp_path)},
@@ -51,7 +54,8 @@ def test_a_manager_runs_as_many_fork_servers_as_it_is_told(tmp_path: Path, count
         )
         assert process.poll() is None
         # The servers are all started (together) before the control socket is served.
-        assert len(fork_servers_of(process.pid)) == count
+        expected = default_server_count() if count is None else count
+        assert len(fork_servers_of(process.pid)) == expected
         run_to_its_end(state, "m.fail")  # and runs start on them
     finally:
         stderr = end_process(process)
@@ -98,3 +102,26 @@ def test_run_options_refuse_a_bad_fork_server_count(
 
 def test_run_options_leave_the_default_count_to_the_launcher(tmp_path: Path) -> None:
     assert RunOptions(app_spec=APP, state_dir=tmp_path).fork_servers is None
+
+
+@pytest.mark.parametrize(("cores", "servers"), [(1, 1), (2, 1), (3, 2), (5, 4), (64, MAX_SERVERS)])
+def test_the_default_leaves_a_core_to_the_manager_and_the_runs(
+    monkeypatch: pytest.MonkeyPatch, cores: int, servers: int
+) -> None:
+    # The cores this process may use (its affinity), not the machine's.
+    monkeypatch.setattr(forklauncher.os, "sched_getaffinity", lambda pid: set(range(cores)))
+    monkeypatch.setattr(forklauncher.os, "cpu_count", lambda: 128)
+    assert default_server_count() == servers
+
+
+def test_the_default_falls_back_to_the_machine_s_cores_without_affinity(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def unsupported(pid: int) -> set[int]:
+        raise OSError("no affinity here")
+
+    monkeypatch.setattr(forklauncher.os, "sched_getaffinity", unsupported)
+    monkeypatch.setattr(forklauncher.os, "cpu_count", lambda: 3)
+    assert default_server_count() == 2
+    monkeypatch.setattr(forklauncher.os, "cpu_count", lambda: None)
+    assert default_server_count() == 1

@@ -72,10 +72,25 @@ if TYPE_CHECKING:
 START_TIMEOUT: Final = 60.0
 SPARES: Final = 8
 MAX_SPARES: Final = 64
-# Fork servers by default: one per core (a server forks one process at a time), at most.
+# Fork servers by default, at most (see ``default_server_count``).
 MAX_SERVERS: Final = 4
 FORKED_INTO: Final = "runs forked into their cgroup (clone3)"
 JOINED: Final = "runs join their cgroup after fork"
+
+
+def default_server_count() -> int:
+    """Fork servers when none is asked for: one per core this process may use, less the
+    one the manager and the runs themselves keep busy, within 1..``MAX_SERVERS``.
+
+    A server forks one run at a time, so more servers help only while a core is left
+    idle; on a busy machine each extra server costs its share of CPU per run (its own
+    loop and forker) and memory (its spares) for no more runs (``bench_throughput.py``
+    compares the default with one server more)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    return max(1, min(MAX_SERVERS, cores - 1))
 
 
 class _ForkedRun(RunProcess):
@@ -259,8 +274,8 @@ class ForkServerLauncher:
     ``sys_path``: directories to put first on its ``sys.path``; ``start_timeout``:
     seconds the app may take to import in a new server; ``into_cgroup``: False to never
     fork runs into their cgroups with ``clone3`` (they join them after ``fork``);
-    ``servers``: how many fork servers share the runs (default: one per core, at most
-    ``MAX_SERVERS``); each keeps its share of the spares.
+    ``servers``: how many fork servers share the runs (default:
+    ``default_server_count()``); each keeps its share of the spares.
     """
 
     def __init__(
@@ -276,7 +291,7 @@ class ForkServerLauncher:
         servers: int | None = None,
     ) -> None:
         if servers is None:
-            servers = max(1, min(MAX_SERVERS, os.cpu_count() or 1))
+            servers = default_server_count()
         if servers < 1:
             raise ValueError(f"servers must be at least 1, got {servers}")
         self.app_spec = app_spec

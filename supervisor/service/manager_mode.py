@@ -78,8 +78,8 @@ class RunOptions:
     state_dir: Path
     admin: tuple[str, int] | None = ("127.0.0.1", 8080)
     fork_server: bool = True
-    # How many fork servers start the runs (``--fork-servers``); None: one per core, at
-    # most ``forklauncher.MAX_SERVERS``.
+    # How many fork servers start the runs (``--fork-servers``); None:
+    # ``forklauncher.default_server_count()``.
     fork_servers: int | None = None
     grace_seconds: float = 5.0
     catch_up_missed_cron: bool = True
