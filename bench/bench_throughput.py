@@ -216,22 +216,28 @@ def cpu():
     t = os.times()
     return t.user + t.system + t.children_user + t.children_system
 count, before, started = 0, cpu(), time.monotonic()
-deadline = started + float(sys.argv[1])
+deadline, pause = started + float(sys.argv[1]), float(sys.argv[2])
 while time.monotonic() < deadline:
     pid = os.fork()
     if pid == 0:
         os._exit(0)
     os.waitpid(pid, 0)
     count += 1
+    if pause:
+        time.sleep(pause)
 print(count / (time.monotonic() - started), (cpu() - before) * 1000 / max(1, count))
 """
 
 
-def bare_fork_rate(seconds: float) -> tuple[float, float]:
-    """Forks per second of a loop that forks a child which exits at once, and reaps it,
-    in a process that imported what a fork server does; and the CPU ms each costs."""
+PAUSE_SECONDS = 0.001  # NOOP_APP's pause between one scheduler's runs
+
+
+def bare_fork_rate(seconds: float, pause: float = 0.0) -> tuple[float, float]:
+    """Forks per second of a loop that forks a child which exits at once, and reaps it
+    (then sleeps ``pause`` seconds), in a process that imported what a fork server does;
+    and the CPU ms each costs."""
     done = subprocess.run(
-        [sys.executable, "-c", _FLOOR_LOOP, str(seconds)],
+        [sys.executable, "-c", _FLOOR_LOOP, str(seconds), str(pause)],
         check=True,
         capture_output=True,
         text=True,
@@ -317,6 +323,16 @@ def main() -> None:
     print(
         f"{'bare fork + waitpid (floor), median':<46} {'':7} "
         f"{statistics.median(r for r, _ in floors):7.1f} {'1.00x':>7} {'':>11} {floor_cpu:11.2f}"
+    )
+    # One scheduler's runs follow each other with its 1 ms pause between: no more than
+    # this loop, which waits as long between its forks, can make.
+    paced = statistics.median(
+        bare_fork_rate(args.floor_seconds, PAUSE_SECONDS)[0] for _ in range(args.rounds)
+    )
+    single = statistics.median(row.rate for row, _ in sittings[cases[0].name])
+    print(
+        f"{'bare fork + waitpid + the 1 ms pause, median':<46} {'':7} {paced:7.1f}"
+        f"   (fork server, 1 scheduler: {single / paced:.2f}x of it)"
     )
     print("targets: >= 200 runs/s; fork server >= 0.8x the floor (1 scheduler), >= 0.9x (8)")
 
