@@ -126,6 +126,23 @@ class Spare:
 _FILED: Final = object()  # a message that was filed (a spare), not an answer
 
 
+@dataclass(eq=False, slots=True)
+class _Sleeper:
+    """A thread waiting while another reads the server's socket for everyone: for the
+    answer to its request ``req``, or (``req`` None) for a spare. Each has a condition of
+    its own, on the handle's lock, so that a read wakes just the threads it concerns
+    (waking them all, for every message, cost the manager a thread switch per waiting
+    thread)."""
+
+    req: int | None
+    woken: threading.Condition
+    notified: bool = False
+
+    def wake(self) -> None:
+        self.notified = True
+        self.woken.notify()
+
+
 class ServerHandle:
     """The manager's handle on one fork server process."""
 
@@ -148,7 +165,9 @@ class ServerHandle:
         self._requests = 0
         self._send_lock = threading.Lock()
         # Spawn answers: filed by request number for the thread waiting for each.
-        self._answered = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()
+        self._answered = threading.Condition(self._lock)
+        self._sleepers: list[_Sleeper] = []  # in the order they began to wait
         self._answers: dict[int, tuple[Spawned | SpawnFailed, list[int]]] = {}
         self._waiting: set[int] = set()
         self._reading = False  # a thread is reading the socket for everyone
@@ -342,23 +361,65 @@ class ServerHandle:
         """The answer to request ``number``: read by this thread, or by another waiting
         one (which files it in ``_answers``)."""
         with self._answered:
-            while True:
-                if number in self._answers:
-                    return self._answers.pop(number)
-                if self._broken is not None:
-                    raise ConnectionError(self._broken)
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise TimeoutError(f"the fork server did not answer within {SPAWN_TIMEOUT:g}s")
-                if self._reading:
-                    self._answered.wait(remaining)
-                    continue
-                self._read_locked(remaining)
+            try:
+                while True:
+                    if number in self._answers:
+                        return self._answers.pop(number)
+                    if self._broken is not None:
+                        raise ConnectionError(self._broken)
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise TimeoutError(
+                            f"the fork server did not answer within {SPAWN_TIMEOUT:g}s"
+                        )
+                    if self._reading:
+                        self._sleep_locked(number, remaining)
+                        continue
+                    self._read_locked(remaining)
+            finally:
+                self._hand_over_locked()
 
-    def _read_locked(self, timeout: float) -> bool:
+    def _sleep_locked(self, req: int | None, timeout: float) -> None:
+        """Wait (``_answered`` held) until a read concerns this thread, or the reader
+        hands the reading over to it, or ``timeout`` seconds."""
+        sleeper = _Sleeper(req, threading.Condition(self._lock))
+        self._sleepers.append(sleeper)
+        try:
+            sleeper.woken.wait(timeout)
+        finally:
+            self._sleepers.remove(sleeper)
+
+    def _wake_locked(self, req: int | None, spare: bool) -> None:
+        """After a read: wake the thread the answer to ``req`` is for, and the first one
+        waiting for a spare if ``spare`` came."""
+        for sleeper in self._sleepers:
+            if req is not None and sleeper.req == req:
+                sleeper.wake()
+                req = None
+            elif spare and sleeper.req is None:
+                sleeper.wake()
+                spare = False
+            if req is None and not spare:
+                return
+
+    def _hand_over_locked(self) -> None:
+        """This thread will not read (again) for the others: unless one reads, or one
+        was woken (it reads, or hands over in turn when it leaves), wake the first
+        waiting thread to read in its place. On a broken connection, wake them all."""
+        if self._broken is not None:
+            for sleeper in self._sleepers:
+                sleeper.wake()
+            return
+        if self._reading or any(sleeper.notified for sleeper in self._sleepers):
+            return
+        if self._sleepers:
+            self._sleepers[0].wake()
+
+    def _read_locked(self, timeout: float, *, for_a_spare: bool = False) -> bool:
         """Read one message (``_answered`` held, released while reading), waiting up to
-        ``timeout`` seconds: file it (an answer for its waiting thread, a spare); False if
-        none came."""
+        ``timeout`` seconds: file it (an answer for its waiting thread, a spare, which a
+        thread waiting for one is woken for unless this one reads ``for_a_spare``: it
+        takes it); False if none came."""
         self._reading = True
         self._answered.release()
         try:
@@ -369,16 +430,19 @@ class ServerHandle:
         finally:
             self._answered.acquire()
             self._reading = False
-            self._answered.notify_all()
         if got is None:
             return False
-        if got is not _FILED:
-            assert isinstance(got, tuple)
-            answer, pidfds = got
-            if answer.req in self._waiting:
-                self._answers[answer.req] = got
-            else:
-                close_quietly(pidfds)  # an answer to an abandoned request
+        if got is _FILED:
+            if not for_a_spare:
+                self._wake_locked(None, spare=True)
+            return True
+        assert isinstance(got, tuple)
+        answer, pidfds = got
+        if answer.req in self._waiting:
+            self._answers[answer.req] = got
+            self._wake_locked(answer.req, spare=False)
+        else:
+            close_quietly(pidfds)  # an answer to an abandoned request
         return True
 
     def _read_message(
@@ -466,20 +530,23 @@ class ServerHandle:
         it comes before the answer to a spawn request sent now would."""
         deadline = time.monotonic() + timeout
         with self._answered:
-            if not self._ready:
-                self._read_waiting_locked()
-            while not self._ready and self._pending and self._broken is None:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                if self._reading:
-                    self._answered.wait(remaining)
-                    continue
-                try:
-                    self._read_locked(remaining)
-                except (OSError, ProtocolError):
-                    break
-            return self._ready.pop(0) if self._ready else None
+            try:
+                if not self._ready:
+                    self._read_waiting_locked()
+                while not self._ready and self._pending and self._broken is None:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    if self._reading:
+                        self._sleep_locked(None, remaining)
+                        continue
+                    try:
+                        self._read_locked(remaining, for_a_spare=True)
+                    except (OSError, ProtocolError):
+                        break
+                return self._ready.pop(0) if self._ready else None
+            finally:
+                self._hand_over_locked()
 
     def ready_count(self) -> int:
         """How many spares are ready now, at least (never blocks). What waits on the
@@ -503,6 +570,7 @@ class ServerHandle:
             with contextlib.suppress(OSError, ProtocolError):
                 while self._read_locked(0):
                     pass
+            self._hand_over_locked()
 
     def start_on(self, spare: Spare, job: Job, fds: Sequence[int]) -> None:
         """Make ``spare`` run ``job`` (fds: records_w, stdout_w, stderr_w, cancel_r): claim
