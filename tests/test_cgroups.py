@@ -180,6 +180,24 @@ def test_a_process_that_keeps_forking_is_ended(made: Made) -> None:
             process.kill()
 
 
+def test_create_makes_the_owner_level_again_once_it_was_removed(made: Made) -> None:
+    # create does not look for the owner's level first: a missing one is made on the way.
+    root = made.root()
+    owner = root.subtree / root.owner
+    first = made.create(root, "first")
+    assert first.path == owner / "first" and first.path.is_dir()
+    first.remove()
+    root.close()  # the owner's level goes with its last run
+    assert not owner.exists()
+    again = made.create(root, "again")
+    assert again.path == owner / "again" and again.path.is_dir()
+    assert made.create(root, "again").path == again.path  # an existing one is taken
+    if root.version == 2:
+        wanted = set(cgroups.V2_CONTROLLERS)
+        available = set((root.subtree / "cgroup.controllers").read_text().split()) & wanted
+        assert set((owner / "cgroup.subtree_control").read_text().split()) == available
+
+
 def test_remove_refuses_while_a_process_is_in_it_and_is_idempotent(made: Made) -> None:
     run = made.create(made.root())
     sleeper = subprocess.Popen(["sleep", "300"])

@@ -149,6 +149,21 @@ def test_a_schedule_runs_after_the_start_delay_then_after_each_pause() -> None:
     assert replay.slot.last_finished.outcome is Outcome.SUCCEEDED
 
 
+def test_the_state_is_dated_when_it_changes_and_the_pid_goes_with_its_run() -> None:
+    replay = Replay.open(options())
+    assert replay.slot.state_since == at(0).wall
+    replay.due()  # 10 s: the start delay
+    assert replay.slot.public_state is State.RUNNING
+    assert replay.slot.state_since == at(10).wall and replay.slot.run_pid is None
+    replay.feed(machine.RunStarted(run_id=replay.current().run_id, pid=42, create_time=1.0))
+    assert replay.slot.state_since == at(10).wall and replay.slot.run_pid == 42
+    replay.ended(after=30)
+    assert replay.slot.public_state is State.PAUSED
+    assert replay.slot.state_since == at(40).wall and replay.slot.run_pid is None
+    replay.feed(machine.Acted(actor="ada"), after=5)  # no change of state: no new date
+    assert replay.slot.state_since == at(40).wall
+
+
 @pytest.mark.parametrize(
     ("kind", "planned_in"),
     [(Kind.ONE_SHOT, 10.0), (Kind.SCHEDULE, 10.0), (Kind.MANUAL, None)],
@@ -550,6 +565,10 @@ def check(world: World, event: Event, after: float) -> None:
         world.last_run = event.finished
     check_held(slot)
     assert (slot.run is None) == (slot.phase is None)
+    # A slot without a run has no pid; a step that changes the public state dates it.
+    assert slot.run is not None or slot.run_pid is None
+    moved = slot.public_state is not before.public_state
+    assert slot.state_since == (at(replay.seconds).wall if moved else before.state_since)
     assert world.active == ({slot.run.run_id} if slot.run else set())
     # Once the manager closes, nothing is planned or launched any more.
     if isinstance(event, machine.Close):

@@ -32,13 +32,14 @@ Rules (DESIGN.md, "Meaning of states and controls"):
 - The decisions that outlive the manager (a disable's, a pause's) are stored
   (``StoreDecision``) whenever they change; ``open_slot`` takes them back.
 
-May import ``definitions``, ``records``, ``planning``, ``retries`` and the stdlib only.
+May import ``definitions``, ``records``, ``planning``, ``retries``, ``replacing`` and the stdlib
+only.
 """
 
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -54,6 +55,7 @@ from supervisor.core.records import (
     Trigger,
 )
 from supervisor.core.retries import next_try
+from supervisor.manager.replacing import replace
 
 # After a failed start, the first retry comes this much later; each further failure in a
 # row doubles the wait, up to MAX_RETRY_SECONDS.
@@ -418,10 +420,14 @@ def _resume_plan(until: datetime, now: Now) -> Plan:
 def step(slot: Slot, event: Event, now: Now) -> tuple[Slot, list[Effect]]:
     """What ``event`` does to ``slot`` at ``now``: the new slot and the effects to carry out."""
     after, effects = _step(slot, event, now)
-    if after.run is None and after.run_pid is not None:
+    # Two rules over every step, in one copy: a slot without a run has no pid, and a change
+    # of the public state is dated. (A launch and a run's end date it themselves, in the
+    # copy they make anyway: then ``state_since`` is already ``now.wall``.)
+    if after.state_since is not now.wall and after.public_state is not slot.public_state:
+        run_pid = None if after.run is None else after.run_pid
+        after = replace(after, state_since=now.wall, run_pid=run_pid)
+    elif after.run is None and after.run_pid is not None:
         after = replace(after, run_pid=None)
-    if after.public_state is not slot.public_state:
-        after = replace(after, state_since=now.wall)
     if after.stored_decision != slot.stored_decision:
         stored = StoreDecision(scheduler_id=slot.options.id, decision=after.stored_decision)
         effects = [*effects, stored]
@@ -487,8 +493,16 @@ def _launch(
         started_at=now.wall,
     )
     last_actor = slot.last_actor if actor is None else actor
+    # The public state becomes RUNNING (a phase): dated here, not in another copy by ``step``.
+    since = slot.state_since if slot.public_state is State.RUNNING else now.wall
     slot = replace(
-        slot, run=run, phase=RunPhase.STARTING, plan=None, previous_end=None, last_actor=last_actor
+        slot,
+        run=run,
+        phase=RunPhase.STARTING,
+        plan=None,
+        previous_end=None,
+        last_actor=last_actor,
+        state_since=since,
     )
     return slot, [Replan(plan=None), Launch(run=run, timeout=slot.settings.timeout)]
 
@@ -678,6 +692,10 @@ def _settle(
 ) -> tuple[Slot, list[Effect]]:
     """Where a scheduler goes once its run is over (or never began); ``changes`` are
     applied with it (one ``replace``: this is the hot path of every run)."""
+    if slot.phase is not None:
+        # RUNNING ends (no phase after this): dated here, not in another copy by ``step``;
+        # and a slot without a run has no pid.
+        changes.update(state_since=now.wall, run_pid=None)
     restarted = slot.restart_on_end
     retry = None if restarted else _retry_plan(slot, now, finished)
     one_shot_done = (
@@ -750,11 +768,11 @@ def _retry_plan(slot: Slot, now: Now, finished: RunRecord | None) -> tuple[int, 
 
 
 def _close(slot: Slot) -> tuple[Slot, list[Effect]]:
-    slot = replace(slot, closing=True, plan=None, restart_on_end=False)
+    phase = slot.phase if slot.run is None else RunPhase.STOPPING
+    slot = replace(slot, closing=True, plan=None, restart_on_end=False, phase=phase)
     effects: list[Effect] = [Replan(plan=None)]
     if slot.run is not None:
         effects.append(Cancel(run_id=slot.run.run_id, reason="shutdown"))
-        slot = replace(slot, phase=RunPhase.STOPPING)
     return slot, effects
 
 

@@ -27,7 +27,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -58,6 +58,7 @@ from supervisor.manager.machine import (
     Now,
     Slot,
 )
+from supervisor.manager.replacing import replace
 from supervisor.manager.workers import Workers
 from supervisor.runs.launcher import CancelRequest, Exit, Job, Launcher, RunHandle
 from supervisor.store.protocols import Store
@@ -445,7 +446,12 @@ class Manager:
             )
             raise BackendError(f"could not start a run of {run.scheduler_id}: {error}") from error
         with self._lock:
-            cancel = self._cancels.setdefault(run.run_id, CancelRequest())
+            # Made when the machine asked for the launch (``_apply_in_memory``): a new one
+            # only if that one is gone, not one per launch to throw away (an Event and its
+            # Condition).
+            cancel = self._cancels.get(run.run_id)
+            if cancel is None:
+                cancel = self._cancels[run.run_id] = CancelRequest()
             if here:
                 return _Watch(run, cancel, launch.timeout)
             # Under the lock: close never sees a run whose watcher was not handed out.

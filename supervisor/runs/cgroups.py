@@ -87,7 +87,7 @@ class RunCgroup:
     def join(self, pid: int) -> None:
         """Move process ``pid`` (with all its threads) in; raises ``OSError`` (e.g.
         ``ESRCH`` when there is no such process, ``EACCES`` without permission)."""
-        _write(self.path / "cgroup.procs", str(pid))
+        _write(f"{self.path}/cgroup.procs", str(pid))
 
     def pids(self) -> list[int]:
         """Every process in this cgroup and in cgroups below it (sorted)."""
@@ -125,7 +125,7 @@ class RunCgroup:
         if self.version != 2:
             return False
         try:
-            text = (self.path / "memory.events").read_text()
+            text = _read_small(f"{self.path}/memory.events").decode()
         except OSError:
             return False
         for line in text.splitlines():
@@ -146,27 +146,23 @@ class RunCgroup:
                 with contextlib.suppress(FileNotFoundError):
                     directory.rmdir()
         # The owner's level goes too once its last run is removed, if its owner is gone.
-        owner = self.path.parent
-        if owner.name == _own_owner_name():
+        # (Strings, not Paths: this is the end of every run.)
+        owner = os.path.dirname(self.path)
+        name = os.path.basename(owner)
+        if name == _own_owner_name():
             return
-        if _OWNER.fullmatch(owner.name) and not _owner_alive(owner.name):
+        if _OWNER.fullmatch(name) and not _owner_alive(name):
             with contextlib.suppress(OSError):
-                owner.rmdir()
+                os.rmdir(owner)
 
     # -- helpers --------------------------------------------------------------------
 
     def _populated(self) -> bool:
         """v2: does ``cgroup.events`` say a process is in it or below? (True if unknown.)"""
         try:
-            fd = os.open(self.path / "cgroup.events", os.O_RDONLY | os.O_CLOEXEC)
+            return b"populated 0" not in _read_small(f"{self.path}/cgroup.events")
         except OSError:
             return True
-        try:
-            return b"populated 0" not in os.read(fd, 4096)
-        except OSError:
-            return True
-        finally:
-            os.close(fd)
 
     def _tree(self) -> Iterator[Path]:
         """This cgroup, then the cgroups below it (parents before children)."""
@@ -266,14 +262,17 @@ class CgroupRoot:
         run id that is not a plain name, ``OSError`` if the directory cannot be made."""
         if not _NAME.fullmatch(run_id) or len(run_id) > 200:
             raise ValueError(f"run id {run_id!r} cannot name a cgroup")
-        owner = self.subtree / self.owner
-        if not owner.is_dir():
-            owner.mkdir(exist_ok=True)
+        # Strings, not Paths, and no look at the owner's level first: it is there for all
+        # runs but the first (or one after it was removed), which find it missing.
+        owner = f"{self.subtree}/{self.owner}"
+        try:
+            _mkdir(f"{owner}/{run_id}")
+        except FileNotFoundError:
+            _mkdir(owner)
             if self.version == 2:
                 _enable_controllers(owner)
-        path = owner / run_id
-        path.mkdir(exist_ok=True)
-        return RunCgroup(path, self.version)
+            _mkdir(f"{owner}/{run_id}")
+        return RunCgroup(self.subtree.joinpath(self.owner, run_id), self.version)
 
     def leftovers(self) -> list[RunCgroup]:
         """The run cgroups of owners that are gone (for a sweep at start: ``kill`` then
@@ -301,7 +300,7 @@ class CgroupRoot:
 def join_self(path: str) -> None:
     """Move the calling process into the cgroup at ``path`` (a run's process calls this
     first of all); raises ``OSError`` if it cannot."""
-    _write(Path(path) / "cgroup.procs", str(os.getpid()))
+    _write(f"{path}/cgroup.procs", str(os.getpid()))
 
 
 def detect(*, subtree: str = SUBTREE) -> CgroupRoot | None:
@@ -428,17 +427,17 @@ def _root(kind: str, base: Path, subtree: str) -> CgroupRoot | None:
     return CgroupRoot(kind=kind, subtree=top, owner=_owner_name())
 
 
-def _enable_controllers(path: Path) -> None:
+def _enable_controllers(path: str | Path) -> None:
     """Switch on for ``path``'s children the wanted controllers ``path`` has (``path``
     holds no processes, so v2's "no internal processes" rule allows it)."""
     try:
-        available = set(_read(path / "cgroup.controllers").split())
+        available = set(_read(f"{path}/cgroup.controllers").split())
     except OSError:
         return
     for name in V2_CONTROLLERS:
         if name in available:
             with contextlib.suppress(OSError):
-                _write(path / "cgroup.subtree_control", f"+{name}")
+                _write(f"{path}/cgroup.subtree_control", f"+{name}")
 
 
 def _owner_name(pid: int | None = None) -> str:
@@ -497,11 +496,31 @@ def _subdirs(path: Path) -> list[Path]:
         return []
 
 
-def _read(path: Path) -> str:
-    return path.read_text().strip()
+def _read(path: str | Path) -> str:
+    with open(path) as handle:
+        return handle.read().strip()
 
 
-def _write(path: Path, text: str) -> None:
+def _read_small(path: str) -> bytes:
+    """The whole of a small cgroup file (``cgroup.events``, ``memory.events``: one read)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return os.read(fd, 4096)
+    finally:
+        os.close(fd)
+
+
+def _mkdir(path: str) -> None:
+    """mkdir ``path``; an existing directory is fine (as ``Path.mkdir(exist_ok=True)``,
+    which looks whatever the error: the OS may report another one before EEXIST)."""
+    try:
+        os.mkdir(path)
+    except OSError:
+        if not os.path.isdir(path):
+            raise
+
+
+def _write(path: str | Path, text: str) -> None:
     # One write(2) of the whole value: cgroup files act on each write call.
     fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
     try:
