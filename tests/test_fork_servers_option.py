@@ -108,20 +108,6 @@ def test_run_options_leave_the_default_count_to_the_launcher(tmp_path: Path) -> 
 def test_the_default_leaves_a_core_to_the_manager_and_the_runs(
     monkeypatch: pytest.MonkeyPatch, cores: int, servers: int
 ) -> None:
-    # The cores this process may use (its affinity), not the machine's.
-    monkeypatch.setattr(forklauncher.os, "sched_getaffinity", lambda pid: set(range(cores)))
-    monkeypatch.setattr(forklauncher.os, "cpu_count", lambda: 128)
+    # The cores this process may use (its affinity and cgroup quota: tests/test_cpus.py).
+    monkeypatch.setattr(forklauncher.cpus, "usable_cores", lambda: cores)
     assert default_server_count() == servers
-
-
-def test_the_default_falls_back_to_the_machine_s_cores_without_affinity(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    def unsupported(pid: int) -> set[int]:
-        raise OSError("no affinity here")
-
-    monkeypatch.setattr(forklauncher.os, "sched_getaffinity", unsupported)
-    monkeypatch.setattr(forklauncher.os, "cpu_count", lambda: 3)
-    assert default_server_count() == 2
-    monkeypatch.setattr(forklauncher.os, "cpu_count", lambda: None)
-    assert default_server_count() == 1

@@ -32,7 +32,7 @@ Starting a server is bounded (``start_timeout``) and cancellable: ``close`` from
 thread, or a spawn's own ``cancel`` event, makes a start in progress give up promptly.
 
 May import ``forkclient``, ``forkmessages``, ``supervision``, ``containment``, ``spawner``,
-``job``, ``procs``, ``errors`` and the stdlib.
+``job``, ``procs``, ``cpus``, ``errors`` and the stdlib.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Final
 
 from supervisor.core.errors import AppLoadError, BackendError
-from supervisor.runs import procs
+from supervisor.runs import cpus, procs
 from supervisor.runs.containment import Containment
 from supervisor.runs.filewatch import DirectoryWatch
 from supervisor.runs.forkclient import (
@@ -79,18 +79,15 @@ JOINED: Final = "runs join their cgroup after fork"
 
 
 def default_server_count() -> int:
-    """Fork servers when none is asked for: one per core this process may use, less the
-    one the manager and the runs themselves keep busy, within 1..``MAX_SERVERS``.
+    """Fork servers when none is asked for: one per core this process may use (its
+    affinity and its cgroup's CPU quota: ``cpus``), less the one the manager and the runs
+    themselves keep busy, within 1..``MAX_SERVERS``.
 
     A server forks one run at a time, so more servers help only while a core is left
     idle; on a busy machine each extra server costs its share of CPU per run (its own
     loop and forker) and memory (its spares) for no more runs (``bench_throughput.py``
     compares the default with one server more)."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cores = os.cpu_count() or 1
-    return max(1, min(MAX_SERVERS, cores - 1))
+    return max(1, min(MAX_SERVERS, cpus.usable_cores() - 1))
 
 
 class _ForkedRun(RunProcess):
