@@ -382,7 +382,7 @@ class Service:
                 raise DefinitionError(
                     "--admin", f"cannot serve the Admin Center on {host}:{port}: {error}"
                 ) from error
-            stack.callback(self._admin.close)
+            stack.callback(self._bounded, self._admin.close, "the Admin Center")
         if gate is not None:
             gate.open()  # takes leases from now on; left after the manager closed (LIFO)
             stack.callback(self._bounded, gate.close, "leaving the cluster")
@@ -395,7 +395,7 @@ class Service:
             {"pid": os.getpid(), "app": options.app_spec, "backend": "manager"},
         )
         self._serve_control()
-        stack.callback(self._close_control)
+        stack.callback(self._bounded, self._close_control, "the control socket")
         self.say(
             f"supervisor: running {len(self.schedulers.registry)} scheduler(s) of "
             f"{self.app.name!r}; state in {self.state_dir}"
@@ -566,7 +566,9 @@ class Service:
     def _bounded(self, step: Callable[[], None], what: str) -> None:
         """Carry ``step`` out on a thread of its own, waiting for it until the shutdown's
         deadline (without one: as long as it takes): a store that does not answer (locked
-        past the deadline, say) must not hold the exit. What it did not take is marked
+        past the deadline, say), or a server whose thread does not end (the control
+        socket's, the Admin Center's: their closes join it), must not hold the exit; what
+        did not end is named in a warning. What the store did not take is marked
         interrupted at the next start; what it stored stays stored."""
         if self._shutdown_by == math.inf:
             step()

@@ -8,6 +8,10 @@ stop before the store recovers), and written, oldest first, when the store recov
 before the next entry that is written. Past ``MAX_KEPT`` entries the oldest is dropped,
 logged as an error with all it said (never the one being written at that moment).
 
+An entry about something already done (``write_after``: Execute Now's, a failed act's)
+is kept the same way, behind the kept ones or when its own write fails, where a manager
+is left to write it.
+
 Every audit write goes through here (``write_first``, ``write_after``), so the order
 holds: an entry is written only after the kept ones are. One queue per trail
 (``pending_for``): the use cases and the account use cases over one store share it.
@@ -105,15 +109,22 @@ class PendingAudit:
                 ) from error
             self._trail.add_audit(entry)
 
-    def write_after(self, entry: AuditEntry) -> None:
+    def write_after(self, entry: AuditEntry, *, keep_own: bool = False) -> None:
         """Write ``entry`` after the kept ones; when they cannot be written, ``entry`` is
-        kept behind them. Raises what writing ``entry`` itself raises."""
+        kept behind them. Raises what writing ``entry`` itself raises, but with
+        ``keep_own`` (someone is left to write it later: a manager) a ``StoreError`` of
+        its own write keeps it too, for the recovery to write in its place."""
         with self._writing:
             _, error = self._flush()
             if error is not None:
                 self.keep(entry, error)
                 return
-            self._trail.add_audit(entry)
+            try:
+                self._trail.add_audit(entry)
+            except StoreError as own:
+                if not keep_own:
+                    raise
+                self.keep(entry, own)
 
     def _flush(self) -> tuple[int, Exception | None]:
         """Write the kept entries (``_writing`` held): how many, and the error that

@@ -26,10 +26,12 @@ The audit never turns a done action into an error. Two rules, one per kind of en
   left to write it, so such a stop is refused as any other action.
 - Audit after, where the entry holds what only the act yields (Execute Now's run ID, which
   the systemd mode reads back as who triggered the run; a custom action's result, which
-  the product promises to record): the call succeeds with its result; behind kept
-  entries that still cannot be written it is kept too, and a failed write is reported on
-  its own (logged on the ``supervisor.audit`` logger, counted in
-  ``UseCases.audit_failures``), so an operator never retries into a second run.
+  the product promises to record): the call succeeds with its result, so an operator
+  never retries into a second run. Behind kept entries that still cannot be written the
+  entry is kept too; where a manager serves the use cases it is also kept when its own
+  write fails (``StoreError``), and written in order once the store takes writes again.
+  Any other failed write is reported on its own (logged on the ``supervisor.audit``
+  logger, counted in ``UseCases.audit_failures``).
 
 Every entry is written after the entries kept before it (``PendingAudit``), so the
 trail keeps the order the actions were taken in.
@@ -160,7 +162,8 @@ class UseCases:
         self._settings_lock = threading.Lock()
         self._audit_failures = 0
         self._failures_lock = threading.Lock()
-        # Stops audited while the store could not take the entry, written once it can.
+        # Entries the store could not take (stops, entries written after acting), written
+        # once it can.
         self._pending = pending_for(audit, AUDIT_LOG)
         if store_health is not None:
             store_health.when_recovered(self._pending.write_in_background)
@@ -173,7 +176,8 @@ class UseCases:
 
     @property
     def audit_failures(self) -> int:
-        """How many follow-up audit entries (written after an action) could not be written."""
+        """How many follow-up audit entries (written after an action) could not be written
+        nor kept."""
         return self._audit_failures
 
     @property
@@ -219,8 +223,9 @@ class UseCases:
 
     def _record_after(self, entry: AuditEntry) -> None:
         """Write what is known only after acting; the action happened, so a failure here is
-        reported on its own and never raised to the caller."""
-        note_after(self._pending, entry, self._count_failure)
+        never raised to the caller: with a manager to write it later, an entry the store
+        cannot take is kept (in order); else the failure is reported on its own."""
+        note_after(self._pending, entry, self._count_failure, keep=self._store_health is not None)
 
     def _count_failure(self) -> None:
         with self._failures_lock:
@@ -415,8 +420,8 @@ class UseCases:
 
     def execute(self, subject: Subject, scheduler_id: str) -> str:
         """Start a run now. Audited after acting (the entry names the run, which the
-        systemd mode reads back as who triggered it): a failed write is reported, not
-        raised, because the run has started."""
+        systemd mode reads back as who triggered it): a failed write is kept (with a
+        manager) or reported, never raised, because the run has started."""
         subject.require(Permission.EXECUTE)
         self._registry.get(scheduler_id)
         run_id = self._backend.execute(scheduler_id, actor=subject.name)
@@ -516,12 +521,18 @@ def _reason(text: str | None) -> str | None:
         raise DefinitionError("reason", str(error).removeprefix("reason ")) from None
 
 
-def note_after(pending: PendingAudit, entry: AuditEntry, on_failure: Callable[[], None]) -> None:
+def note_after(
+    pending: PendingAudit,
+    entry: AuditEntry,
+    on_failure: Callable[[], None],
+    *,
+    keep: bool = False,
+) -> None:
     """Write an entry about something already done (after the kept ones, or kept behind
-    them): any failure is logged on ``supervisor.audit`` (and ``on_failure`` called),
-    never raised."""
+    them; with ``keep``, kept too when the store cannot take it itself): any other
+    failure is logged on ``supervisor.audit`` (and ``on_failure`` called), never raised."""
     try:
-        pending.write_after(entry)
+        pending.write_after(entry, keep_own=keep)
     except Exception as error:
         on_failure()
         AUDIT_LOG.error(
