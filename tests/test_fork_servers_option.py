@@ -104,8 +104,8 @@ def test_run_options_leave_the_default_count_to_the_launcher(tmp_path: Path) -> 
     assert RunOptions(app_spec=APP, state_dir=tmp_path).fork_servers is None
 
 
-@pytest.mark.parametrize(("cores", "servers"), [(1, 1), (2, 1), (3, 2), (5, 4), (64, MAX_SERVERS)])
-def test_the_default_leaves_a_core_to_the_manager_and_the_runs(
+@pytest.mark.parametrize(("cores", "servers"), [(1, 1), (2, 2), (3, 3), (5, 4), (64, MAX_SERVERS)])
+def test_the_default_is_one_server_per_usable_core_at_most_four(
     monkeypatch: pytest.MonkeyPatch, cores: int, servers: int
 ) -> None:
     # The cores this process may use (its affinity and cgroup quota: tests/test_cpus.py).

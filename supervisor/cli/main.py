@@ -280,7 +280,7 @@ def notify_options(func: Any) -> Any:
     "--fork-servers",
     default=None,
     metavar="N",
-    help="How many fork servers start the runs (default: one per core but one, 1 to 4).",
+    help="How many fork servers start the runs (default: one per usable core, at most 4).",
 )
 @click.option("--no-catch-up", is_flag=True, help="Do not run CRON runs missed while down.")
 @click.option(

@@ -80,14 +80,13 @@ JOINED: Final = "runs join their cgroup after fork"
 
 def default_server_count() -> int:
     """Fork servers when none is asked for: one per core this process may use (its
-    affinity and its cgroup's CPU quota: ``cpus``), less the one the manager and the runs
-    themselves keep busy, within 1..``MAX_SERVERS``.
+    affinity and its cgroup's CPU quota: ``cpus``), at most ``MAX_SERVERS``.
 
-    A server forks one run at a time, so more servers help only while a core is left
-    idle; on a busy machine each extra server costs its share of CPU per run (its own
-    loop and forker) and memory (its spares) for no more runs (``bench_throughput.py``
-    compares the default with one server more)."""
-    return max(1, min(MAX_SERVERS, cpus.usable_cores() - 1))
+    A server forks one run at a time; on 2 cores two servers start more runs than one
+    when many schedulers run at once, for about the same CPU per run, and no fewer with
+    one scheduler (``bench_throughput.py`` compares the default with one server). Past
+    the cores they only take memory (each imports the app and keeps its spares)."""
+    return max(1, min(MAX_SERVERS, cpus.usable_cores()))
 
 
 class _ForkedRun(RunProcess):
