@@ -101,9 +101,9 @@ def _measure(case: Case, seconds: float) -> Row:
         closed = datetime.now(UTC)
         own = _own_seconds() - own_before
         server_after = _server_seconds(server_pids)
-        service.close()
         # Without a fork server the runs are this process's children, reaped as they end.
         fresh = 0.0 if case.fork_server else _children_seconds() - fresh_before
+        service.close()
         with SqliteStore.open(work / "state" / "state.db", max_runs_per_scheduler=10**9) as store:
             ended = [
                 r
@@ -289,7 +289,11 @@ def main() -> None:
     print("(the floor: one fork), then split: the manager / the fork servers / the runs")
     sittings: dict[str, list[tuple[Row, float]]] = {case.name: [] for case in cases}
     floors = [bare_fork_rate(args.floor_seconds)]
+    paced: list[float] = []
     for number in range(1, args.rounds + 1):
+        # One scheduler's runs follow each other with its 1 ms pause between: no more
+        # than this loop, which waits as long between its forks, can make.
+        paced.append(bare_fork_rate(args.floor_seconds, PAUSE_SECONDS)[0])
         for case in cases:
             row = measure(case, args.seconds)
             floors.append(bare_fork_rate(args.floor_seconds))
@@ -325,15 +329,13 @@ def main() -> None:
         f"{'bare fork + waitpid (floor), median':<46} {'':7} "
         f"{statistics.median(r for r, _ in floors):7.1f} {'1.00x':>7} {'':>11} {floor_cpu:11.2f}"
     )
-    # One scheduler's runs follow each other with its 1 ms pause between: no more than
-    # this loop, which waits as long between its forks, can make.
-    paced = statistics.median(
-        bare_fork_rate(args.floor_seconds, PAUSE_SECONDS)[0] for _ in range(args.rounds)
+    # Each round's first row (1 scheduler) beside the paced floor measured just before.
+    single = statistics.median(
+        row.rate / pace for (row, _), pace in zip(sittings[cases[0].name], paced, strict=True)
     )
-    single = statistics.median(row.rate for row, _ in sittings[cases[0].name])
     print(
-        f"{'bare fork + waitpid + the 1 ms pause, median':<46} {'':7} {paced:7.1f}"
-        f"   (fork server, 1 scheduler: {single / paced:.2f}x of it)"
+        f"{'bare fork + waitpid + the 1 ms pause, median':<46} {'':7}"
+        f" {statistics.median(paced):7.1f}   (fork server, 1 scheduler: {single:.2f}x of it)"
     )
     print("targets: >= 200 runs/s; fork server >= 0.8x the floor (1 scheduler), >= 0.9x (8)")
 

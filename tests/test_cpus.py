@@ -44,6 +44,7 @@ def limit(tmp_path: Path, proc_cgroup: str, files: dict[str, str]) -> int | None
         ),
         ({}, None),  # no CPU controller: no quota
         ({"app.slice/run.service/cpu.max": "garbled\n"}, None),
+        ({"app.slice/run.service/cpu.max": "100000 0\n"}, None),  # no period: unreadable
     ],
 )
 def test_a_v2_cgroup_quota_is_read_up_to_the_root(

@@ -163,3 +163,60 @@ def test_each_spare_wakes_one_waiting_thread_and_the_reader_hands_over(
     # spare another took, which would send it back to sleep).
     assert len(sleepers) == THREADS - 1
     assert all(sleeper.notified for sleeper in sleepers)
+
+
+def test_spares_filed_in_a_row_wake_one_waiting_thread_each(
+    pair: tuple[ServerHandle, socket.socket],
+) -> None:
+    """Two spares filed before the first woken thread runs (a reader goes on reading
+    under the lock) are for two threads: both to the first, the second would sleep on
+    with a spare ready."""
+    handle, _ = pair
+    with handle._answered:
+        first, second = (
+            forkclient._Sleeper(None, threading.Condition(handle._lock)) for _ in range(2)
+        )
+        handle._sleepers[:] = [first, second]
+        handle._wake_locked(None, spare=True)
+        handle._wake_locked(None, spare=True)
+        handle._sleepers.clear()
+    assert first.notified and second.notified
+
+
+def test_dropping_the_spares_wakes_the_threads_waiting_for_one(
+    pair: tuple[ServerHandle, socket.socket],
+) -> None:
+    handle, server = pair
+    handle.prepare(None)
+    assert isinstance(decode(receive(server, 0)[0]), PrepareRequest)
+    answered: list[tuple[int, float, int]] = []
+
+    def spawn() -> None:
+        job = Job(scheduler_id="reader", run_id=uuid.uuid4().hex[:16], trigger="manual")
+        sent = fds(1)
+        try:
+            answered.append(handle.request_spawn(job, sent))
+        finally:
+            os.close(sent[0])
+
+    reader = threading.Thread(target=spawn, daemon=True)
+    reader.start()
+    packet, passed = receive(server, 4)
+    for fd in passed:
+        os.close(fd)
+    request = decode(packet)
+    assert isinstance(request, SpawnRequest)
+    wait_for(lambda: handle._reading, what="the spawning thread to read")
+    taken: list[Spare | None] = []
+    taker = threading.Thread(target=lambda: taken.append(handle.take_spare()), daemon=True)
+    taker.start()
+    wait_for(lambda: len(handle._sleepers) == 1, what="the taker to sleep")
+    assert handle.drop_spares() == []
+    # Woken at once with none, not left until its timeout (10 s).
+    wait_for(lambda: taken == [None], timeout=5, what="the taker to give up")
+    pidfd = fds(1)
+    socket.send_fds(server, [encode(Spawned(req=request.req, pid=43, create_time=0.0))], pidfd)
+    os.close(pidfd[0])
+    reader.join(30)
+    assert [answer[0] for answer in answered] == [43]
+    os.close(answered[0][2])

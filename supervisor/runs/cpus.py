@@ -15,7 +15,7 @@ from pathlib import Path
 PROC_CGROUP = "/proc/self/cgroup"
 CGROUP_ROOT = "/sys/fs/cgroup"
 # Where cgroup v1 mounts its CPU controller, under the root, on the distributions we know.
-V1_CPU_MOUNTS = ("cpu,cpuacct", "cpu")
+V1_CPU_MOUNTS = ("cpu,cpuacct", "cpuacct,cpu", "cpu")
 
 
 def usable_cores(*, proc_cgroup: str = PROC_CGROUP, root: str = CGROUP_ROOT) -> int:
@@ -65,7 +65,7 @@ def _v2_limits(base: Path, path: str) -> list[int]:
             quota, period = (level / "cpu.max").read_text().split()
             if quota != "max":
                 limits.append(math.ceil(int(quota) / int(period)))
-        except (OSError, ValueError):
+        except (OSError, ValueError, ZeroDivisionError):
             continue
     return limits
 

@@ -390,13 +390,14 @@ class ServerHandle:
             self._sleepers.remove(sleeper)
 
     def _wake_locked(self, req: int | None, spare: bool) -> None:
-        """After a read: wake the thread the answer to ``req`` is for, and the first one
-        waiting for a spare if ``spare`` came."""
+        """After a read: wake the thread the answer to ``req`` is for, and if ``spare``
+        came, the first one waiting for a spare not woken yet (one woken for an earlier
+        spare takes that one: two filed in a row are for two threads)."""
         for sleeper in self._sleepers:
             if req is not None and sleeper.req == req:
                 sleeper.wake()
                 req = None
-            elif spare and sleeper.req is None:
+            elif spare and sleeper.req is None and not sleeper.notified:
                 sleeper.wake()
                 spare = False
             if req is None and not spare:
@@ -595,6 +596,9 @@ class ServerHandle:
             self._dropped = True
             ready, self._ready = self._ready, []
             pending, self._pending = self._pending, []
+            for sleeper in self._sleepers:  # no spare is coming now: none waits for one
+                if sleeper.req is None:
+                    sleeper.wake()
         for spare in ready:
             spare.close()
         return [c for c in [*(s.cgroup for s in ready), *pending] if c is not None]

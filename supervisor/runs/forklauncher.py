@@ -82,10 +82,11 @@ def default_server_count() -> int:
     """Fork servers when none is asked for: one per core this process may use (its
     affinity and its cgroup's CPU quota: ``cpus``), at most ``MAX_SERVERS``.
 
-    A server forks one run at a time; on 2 cores two servers start more runs than one
-    when many schedulers run at once, for about the same CPU per run, and no fewer with
-    one scheduler (``bench_throughput.py`` compares the default with one server). Past
-    the cores they only take memory (each imports the app and keeps its spares)."""
+    A server forks one run at a time. On 2 cores two servers started about as many runs
+    as one or more (``bench_throughput.py`` compares the default with one server: in
+    some sittings 5-10 % more with 8 schedulers, in others the same), for about the same
+    CPU per run. Past the cores they only take memory (each imports the app and keeps
+    its spares)."""
     return max(1, min(MAX_SERVERS, cpus.usable_cores()))
 
 
