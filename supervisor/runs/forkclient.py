@@ -533,7 +533,7 @@ class ServerHandle:
         with self._answered:
             try:
                 if not self._ready:
-                    self._read_waiting_locked()
+                    self._read_waiting_locked(hand_over=False)
                 while not self._ready and self._pending and self._broken is None:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
@@ -565,13 +565,16 @@ class ServerHandle:
             self._read_waiting_locked()
             return list(self._ready)
 
-    def _read_waiting_locked(self) -> None:
-        """File the messages waiting on the socket, unless another thread reads it."""
+    def _read_waiting_locked(self, *, hand_over: bool = True) -> None:
+        """File the messages waiting on the socket, unless another thread reads it; then
+        hand the reading over, unless the caller goes on (``hand_over`` False: it hands
+        over when it leaves)."""
         if not self._reading and self._broken is None:
             with contextlib.suppress(OSError, ProtocolError):
                 while self._read_locked(0):
                     pass
-            self._hand_over_locked()
+            if hand_over:
+                self._hand_over_locked()
 
     def start_on(self, spare: Spare, job: Job, fds: Sequence[int]) -> None:
         """Make ``spare`` run ``job`` (fds: records_w, stdout_w, stderr_w, cancel_r): claim
