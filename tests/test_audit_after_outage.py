@@ -16,12 +16,11 @@ from supervisor.core.clock import FakeClock
 from supervisor.core.errors import StoreError
 from supervisor.core.records import AuditEntry
 from supervisor.core.registry import Registry
-from supervisor.service.storewatch import StoreProbe, WatchedStore, as_store
 from supervisor.store.sqlite import SqliteStore, state_db_path
 from supervisor.usecases.health import StoreHealth
 from supervisor.usecases.schedulers import UseCases
 from tests.fullfs import SmallFilesystem, small_filesystem
-from tests.test_pending_audit import one_job
+from tests.test_pending_audit import one_job, outage
 from tests.test_usecases import RecordingBackend
 from tests.waiting import wait_for
 
@@ -48,25 +47,10 @@ def test_an_execute_whose_entry_meets_a_full_disk_is_kept_and_written_once_space
 ) -> None:
     # Regression: the run was started, its entry failed to write and, nothing being kept
     # ahead of it, was only logged as not written: the trail never had it.
-    clock = FakeClock(start=NOW)
-    health = StoreHealth(monotonic=clock.monotonic)
-    path = state_db_path(small_filesystem.root / "state")
     olga: Subject = with_role("olga", "operator")
-    with SqliteStore.open(path) as raw:
-        store = as_store(WatchedStore(raw, health, clock, path=path))
-        registry = one_job()
-        backend = CountingBackend(registry)
-        use_cases = UseCases(
-            registry,
-            backend=backend,  # type: ignore[arg-type]
-            audit=store,
-            clock=clock,
-            store_health=health,
-        )
-        probe = StoreProbe(store, health, clock)
-        small_filesystem.fill()
-        with pytest.raises(StoreError, match="full"):
-            store.set_meta("big", "x" * 50_000)
+    with outage(small_filesystem, CountingBackend) as down:
+        raw, use_cases, backend = down.raw, down.use_cases, down.backend
+        down.fill()
         assert use_cases.pending_audit == 0  # nothing kept ahead of it
         with caplog.at_level(logging.WARNING, logger="supervisor.audit"):
             assert use_cases.execute(olga, "job") == "run1"  # the run is started
@@ -76,10 +60,7 @@ def test_an_execute_whose_entry_meets_a_full_disk_is_kept_and_written_once_space
         said = [r.getMessage() for r in caplog.records if r.name == "supervisor.audit"]
         assert any("kept in memory" in line and "execute by olga" in line for line in said), said
         assert not [line for line in said if "not written (the action was done)" in line], said
-        small_filesystem.free()
-        assert probe.probe()
-        clock.advance(health.settle_seconds)
-        assert probe.probe()  # the writes held: the outage ends, the entry is written
+        down.end()  # the writes held: the outage ends, the entry is written
         wait_for(lambda: raw.audit(), timeout=10, what="the kept entry stored")
         wait_for(lambda: use_cases.pending_audit == 0, timeout=10, what="nothing kept")
         use_cases.start(olga, "job")

@@ -5,10 +5,12 @@ use cases; no other write of the audit is needed)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 
@@ -19,6 +21,7 @@ from supervisor.core.errors import StoreError
 from supervisor.core.records import AuditEntry
 from supervisor.core.registry import Registry
 from supervisor.service.storewatch import StoreProbe, WatchedStore, as_store
+from supervisor.store.protocols import Store
 from supervisor.store.sqlite import SqliteStore, state_db_path
 from supervisor.usecases.accounts import Accounts
 from supervisor.usecases.health import StoreHealth
@@ -43,36 +46,71 @@ def one_job() -> Registry:
     return registry
 
 
-def test_a_stop_during_a_full_disk_is_done_and_audited_once_space_returns(
-    small_filesystem: SmallFilesystem, tmp_path: Path
-) -> None:
+@dataclass
+class Outage:
+    """Use cases over a real ``state.db`` on a small file system, its writes watched (a
+    failed one begins an outage), with the probe that ends it."""
+
+    raw: SqliteStore  # the store itself, read unwatched
+    store: Store  # as the use cases see it
+    use_cases: UseCases
+    backend: RecordingBackend
+    probe: StoreProbe
+    clock: FakeClock
+    health: StoreHealth
+    small_filesystem: SmallFilesystem
+
+    def fill(self) -> None:
+        """Fill the file system, and see a write fail: the outage begins."""
+        self.small_filesystem.fill()
+        with pytest.raises(StoreError, match="full"):
+            self.store.set_meta("big", "x" * 50_000)
+
+    def end(self) -> None:
+        """Free the file system and probe until the writes have held: the outage ends."""
+        self.small_filesystem.free()
+        assert self.probe.probe()
+        self.clock.advance(self.health.settle_seconds)
+        assert self.probe.probe()
+
+
+@contextlib.contextmanager
+def outage(
+    small_filesystem: SmallFilesystem, backend: type[RecordingBackend] = RecordingBackend
+) -> Iterator[Outage]:
     clock = FakeClock(start=NOW)
     health = StoreHealth(monotonic=clock.monotonic)
     path = state_db_path(small_filesystem.root / "state")
-    alice: Subject = with_role("alice", "operator")
     with SqliteStore.open(path) as raw:
         store = as_store(WatchedStore(raw, health, clock, path=path))
         registry = one_job()
-        backend = RecordingBackend(registry)
+        made = backend(registry)
         use_cases = UseCases(
             registry,
-            backend=backend,  # type: ignore[arg-type]
+            backend=made,  # type: ignore[arg-type]
             audit=store,
             clock=clock,
             store_health=health,
         )
         probe = StoreProbe(store, health, clock)
-        small_filesystem.fill()
-        with pytest.raises(StoreError, match="full"):
-            store.set_meta("big", "x" * 50_000)
+        yield Outage(raw, store, use_cases, made, probe, clock, health, small_filesystem)
+
+
+def test_a_stop_during_a_full_disk_is_done_and_audited_once_space_returns(
+    small_filesystem: SmallFilesystem,
+) -> None:
+    alice: Subject = with_role("alice", "operator")
+    with outage(small_filesystem) as down:
+        raw, use_cases = down.raw, down.use_cases
+        down.fill()
         note = use_cases.stop(alice, "job", reason="runaway job")
-        assert backend.calls == [("stop", "alice")]  # done
+        assert down.backend.calls == [("stop", "alice")]  # done
         assert note is not None and "disk is full" in note and "kept in memory" in note
         assert raw.audit() == [] and use_cases.pending_audit == 1
         small_filesystem.free()
-        assert probe.probe() and raw.audit() == []  # one write ends no outage
-        clock.advance(health.settle_seconds)
-        assert probe.probe()  # the writes held: the outage ends, the entry is written
+        assert down.probe.probe() and raw.audit() == []  # one write ends no outage
+        down.clock.advance(down.health.settle_seconds)
+        assert down.probe.probe()  # the writes held: the outage ends, the entry is written
         wait_for(lambda: raw.audit(), timeout=10, what="the kept entry stored")
         [(_, entry)] = raw.audit()
         assert (entry.action, entry.actor, entry.scheduler_id, entry.detail) == (
@@ -90,24 +128,11 @@ def test_a_user_change_after_a_kept_stop_is_written_behind_it(
 ) -> None:
     # Regression: the account use cases wrote their entries straight to the store, ahead
     # of the stop entry kept in memory.
-    clock = FakeClock(start=NOW)
-    health = StoreHealth(monotonic=clock.monotonic)
-    path = state_db_path(small_filesystem.root / "state")
     admin: Subject = with_role("ada", "admin")
-    with SqliteStore.open(path) as raw:
-        store = as_store(WatchedStore(raw, health, clock, path=path))
-        registry = one_job()
-        use_cases = UseCases(
-            registry,
-            backend=RecordingBackend(registry),  # type: ignore[arg-type]
-            audit=store,
-            clock=clock,
-            store_health=health,
-        )
-        accounts = Accounts(store, clock=clock, cost=TEST_COST)
-        small_filesystem.fill()
-        with pytest.raises(StoreError, match="full"):
-            store.set_meta("big", "x" * 50_000)
+    with outage(small_filesystem) as down:
+        raw, use_cases = down.raw, down.use_cases
+        accounts = Accounts(down.store, clock=down.clock, cost=TEST_COST)
+        down.fill()
         assert use_cases.stop(admin, "job", reason="runaway job") is not None
         small_filesystem.free()
         accounts.add(admin, "bob", role="viewer", password="a long new password 1")
