@@ -172,7 +172,7 @@ def test_spares_filed_in_a_row_wake_one_waiting_thread_each(
     under the lock) are for two threads: both to the first, the second would sleep on
     with a spare ready."""
     handle, _ = pair
-    with handle._answered:
+    with handle._lock:
         first, second = (
             forkclient._Sleeper(None, threading.Condition(handle._lock)) for _ in range(2)
         )

@@ -164,9 +164,9 @@ class ServerHandle:
         self.closed = False
         self._requests = 0
         self._send_lock = threading.Lock()
-        # Spawn answers: filed by request number for the thread waiting for each.
+        # Guards what follows; each waiting thread has a condition of its own on it.
         self._lock = threading.Lock()
-        self._answered = threading.Condition(self._lock)
+        # Spawn answers: filed by request number for the thread waiting for each.
         self._sleepers: list[_Sleeper] = []  # in the order they began to wait
         self._answers: dict[int, tuple[Spawned | SpawnFailed, list[int]]] = {}
         self._waiting: set[int] = set()
@@ -331,18 +331,18 @@ class ServerHandle:
         with self._send_lock:
             self._requests += 1
             number = self._requests
-            with self._answered:
+            with self._lock:
                 self._waiting.add(number)
             try:
                 socket.send_fds(self.sock, [encode(SpawnRequest(req=number, job=job))], list(fds))
             except BaseException:
-                with self._answered:
+                with self._lock:
                     self._waiting.discard(number)
                 raise
         try:
             answer, pidfds = self._await_answer(number, time.monotonic() + SPAWN_TIMEOUT)
         finally:
-            with self._answered:
+            with self._lock:
                 self._waiting.discard(number)
                 late = self._answers.pop(number, None)  # filed as this thread gave up
             if late is not None:
@@ -360,7 +360,7 @@ class ServerHandle:
     ) -> tuple[Spawned | SpawnFailed, list[int]]:
         """The answer to request ``number``: read by this thread, or by another waiting
         one (which files it in ``_answers``)."""
-        with self._answered:
+        with self._lock:
             try:
                 while True:
                     if number in self._answers:
@@ -380,7 +380,7 @@ class ServerHandle:
                 self._hand_over_locked()
 
     def _sleep_locked(self, req: int | None, timeout: float) -> None:
-        """Wait (``_answered`` held) until a read concerns this thread, or the reader
+        """Wait (``_lock`` held) until a read concerns this thread, or the reader
         hands the reading over to it, or ``timeout`` seconds."""
         sleeper = _Sleeper(req, threading.Condition(self._lock))
         self._sleepers.append(sleeper)
@@ -417,19 +417,19 @@ class ServerHandle:
             self._sleepers[0].wake()
 
     def _read_locked(self, timeout: float, *, for_a_spare: bool = False) -> bool:
-        """Read one message (``_answered`` held, released while reading), waiting up to
+        """Read one message (``_lock`` held, released while reading), waiting up to
         ``timeout`` seconds: file it (an answer for its waiting thread, a spare, which a
         thread waiting for one is woken for unless this one reads ``for_a_spare``: it
         takes it); False if none came."""
         self._reading = True
-        self._answered.release()
+        self._lock.release()
         try:
             got = self._read_message(timeout)
         except (OSError, ProtocolError) as error:
             self._broken = f"the fork server's connection failed: {error}"
             raise
         finally:
-            self._answered.acquire()
+            self._lock.acquire()
             self._reading = False
         if got is None:
             return False
@@ -478,7 +478,7 @@ class ServerHandle:
 
     def _file_spare(self, answer: Prepared | PrepareFailed, fds: list[int]) -> None:
         """A spare is ready (or could not be made): file it, or drop it if unasked for."""
-        with self._answered:
+        with self._lock:
             index = next(
                 (
                     i
@@ -508,12 +508,12 @@ class ServerHandle:
     @property
     def spare_count(self) -> int:
         """Spares ready or asked for."""
-        with self._answered:
+        with self._lock:
             return len(self._ready) + len(self._pending)
 
     def prepare(self, cgroup: RunCgroup | None) -> None:
         """Have the server fork a spare process (into ``cgroup``); raises ``OSError``."""
-        with self._answered:
+        with self._lock:
             self._pending.append(cgroup)
         try:
             with self._send_lock:
@@ -521,7 +521,7 @@ class ServerHandle:
                     encode(PrepareRequest(cgroup=None if cgroup is None else str(cgroup.path)))
                 )
         except BaseException:
-            with self._answered:
+            with self._lock:
                 self._pending.remove(cgroup)
             raise
 
@@ -530,7 +530,7 @@ class ServerHandle:
         is waited for (up to ``timeout`` seconds): the server forks in the order asked, so
         it comes before the answer to a spawn request sent now would."""
         deadline = time.monotonic() + timeout
-        with self._answered:
+        with self._lock:
             try:
                 if not self._ready:
                     self._read_waiting_locked(hand_over=False)
@@ -554,14 +554,14 @@ class ServerHandle:
         socket is filed first only when none is filed: the messages come in the order
         the spares were asked for, so they are read when the filed ones are used up (a
         read that finds nothing is a syscall per start saved)."""
-        with self._answered:
+        with self._lock:
             if not self._ready:
                 self._read_waiting_locked()
             return len(self._ready)
 
     def ready_spares(self) -> list[Spare]:
         """The spares ready now, the next one to be taken first (for tests, diagnostics)."""
-        with self._answered:
+        with self._lock:
             self._read_waiting_locked()
             return list(self._ready)
 
@@ -595,7 +595,7 @@ class ServerHandle:
 
     def drop_spares(self) -> list[RunCgroup]:
         """Drop every spare (the server is going); the cgroups they had or would have."""
-        with self._answered:
+        with self._lock:
             self._dropped = True
             ready, self._ready = self._ready, []
             pending, self._pending = self._pending, []
