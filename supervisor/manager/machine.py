@@ -421,9 +421,8 @@ def step(slot: Slot, event: Event, now: Now) -> tuple[Slot, list[Effect]]:
     """What ``event`` does to ``slot`` at ``now``: the new slot and the effects to carry out."""
     after, effects = _step(slot, event, now)
     # Two rules over every step, in one copy: a slot without a run has no pid, and a change
-    # of the public state is dated. (A launch and a run's end date it themselves, in the
-    # copy they make anyway: then ``state_since`` is already ``now.wall``.)
-    if after.state_since is not now.wall and after.public_state is not slot.public_state:
+    # of the public state is dated.
+    if after.public_state is not slot.public_state:
         run_pid = None if after.run is None else after.run_pid
         after = replace(after, state_since=now.wall, run_pid=run_pid)
     elif after.run is None and after.run_pid is not None:
@@ -493,16 +492,8 @@ def _launch(
         started_at=now.wall,
     )
     last_actor = slot.last_actor if actor is None else actor
-    # The public state becomes RUNNING (a phase): dated here, not in another copy by ``step``.
-    since = slot.state_since if slot.public_state is State.RUNNING else now.wall
     slot = replace(
-        slot,
-        run=run,
-        phase=RunPhase.STARTING,
-        plan=None,
-        previous_end=None,
-        last_actor=last_actor,
-        state_since=since,
+        slot, run=run, phase=RunPhase.STARTING, plan=None, previous_end=None, last_actor=last_actor
     )
     return slot, [Replan(plan=None), Launch(run=run, timeout=slot.settings.timeout)]
 
@@ -692,10 +683,6 @@ def _settle(
 ) -> tuple[Slot, list[Effect]]:
     """Where a scheduler goes once its run is over (or never began); ``changes`` are
     applied with it (one ``replace``: this is the hot path of every run)."""
-    if slot.phase is not None:
-        # RUNNING ends (no phase after this): dated here, not in another copy by ``step``;
-        # and a slot without a run has no pid.
-        changes.update(state_since=now.wall, run_pid=None)
     restarted = slot.restart_on_end
     retry = None if restarted else _retry_plan(slot, now, finished)
     one_shot_done = (
