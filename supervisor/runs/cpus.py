@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 PROC_CGROUP = "/proc/self/cgroup"
@@ -45,39 +46,37 @@ def cgroup_cpu_limit(*, proc_cgroup: str = PROC_CGROUP, root: str = CGROUP_ROOT)
             continue
         _, controllers, path = fields
         if controllers == "":  # the v2 unified hierarchy
-            limits += _v2_limits(Path(root), path)
+            limits += _limits(Path(root), path, _v2_quota)
         elif "cpu" in controllers.split(","):
             for mount in V1_CPU_MOUNTS:
-                limits += _v1_limits(Path(root) / mount, path)
+                limits += _limits(Path(root) / mount, path, _v1_quota)
     return min(limits) if limits else None
 
 
-def _levels(base: Path, path: str) -> list[Path]:
-    """The cgroup at ``path`` under ``base`` and every one above it, the root included."""
+def _limits(base: Path, path: str, quota: Callable[[Path], int | None]) -> list[int]:
+    """The quotas (whole cores) set on the cgroup at ``path`` under ``base`` and on every
+    one above it, the root included."""
     parts = [part for part in path.split("/") if part]
-    return [base.joinpath(*parts[:depth]) for depth in range(len(parts), -1, -1)]
+    levels = (base.joinpath(*parts[:depth]) for depth in range(len(parts), -1, -1))
+    return [cores for level in levels if (cores := quota(level)) is not None]
 
 
-def _v2_limits(base: Path, path: str) -> list[int]:
-    limits = []
-    for level in _levels(base, path):
-        try:
-            quota, period = (level / "cpu.max").read_text().split()
-            if quota != "max":
-                limits.append(math.ceil(int(quota) / int(period)))
-        except (OSError, ValueError, ZeroDivisionError):
-            continue
-    return limits
+def _v2_quota(level: Path) -> int | None:
+    try:
+        quota, period = (level / "cpu.max").read_text().split()
+        return None if quota == "max" else _cores(int(quota), int(period))
+    except (OSError, ValueError):
+        return None
 
 
-def _v1_limits(base: Path, path: str) -> list[int]:
-    limits = []
-    for level in _levels(base, path):
-        try:
-            quota = int((level / "cpu.cfs_quota_us").read_text())
-            period = int((level / "cpu.cfs_period_us").read_text())
-        except (OSError, ValueError):
-            continue
-        if quota > 0 and period > 0:  # -1: no quota
-            limits.append(math.ceil(quota / period))
-    return limits
+def _v1_quota(level: Path) -> int | None:
+    try:
+        quota = int((level / "cpu.cfs_quota_us").read_text())
+        period = int((level / "cpu.cfs_period_us").read_text())
+    except (OSError, ValueError):
+        return None
+    return _cores(quota, period)  # quota -1: none
+
+
+def _cores(quota: int, period: int) -> int | None:
+    return math.ceil(quota / period) if quota > 0 and period > 0 else None
