@@ -106,21 +106,14 @@ def _measure(case: Case, seconds: float) -> Row:
         service.close()
         with SqliteStore.open(work / "state" / "state.db", max_runs_per_scheduler=10**9) as store:
             ended = [
-                r
+                (r.ended_at, r.outcome.value)
                 for i in range(case.schedulers)
                 for r in store.runs(f"bench.noop.{i}", limit=10**9)
-                if r.outcome is not None
+                if r.ended_at is not None and r.outcome is not None
             ]
-        within = [r for r in ended if r.ended_at is not None and opened <= r.ended_at <= closed]
-        at_close = sum(
-            1
-            for r in ended
-            if r.outcome is not None
-            and r.outcome.value == "cancelled"
-            and r.ended_at is not None
-            and r.ended_at > closed
-        )
-        failed = sum(1 for r in within if r.outcome is not None and r.outcome.value != "succeeded")
+        within = [outcome for at, outcome in ended if opened <= at <= closed]
+        at_close = sum(1 for at, outcome in ended if at > closed and outcome == "cancelled")
+        failed = sum(1 for outcome in within if outcome != "succeeded")
         per_run = 1000 / max(1, len(within))
         server = server_after[0] - server_before[0]
         runs = server_after[1] - server_before[1] + fresh
