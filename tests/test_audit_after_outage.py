@@ -15,12 +15,10 @@ from supervisor.core.access import Subject, with_role
 from supervisor.core.clock import FakeClock
 from supervisor.core.errors import StoreError
 from supervisor.core.records import AuditEntry
-from supervisor.core.registry import Registry
 from supervisor.store.sqlite import SqliteStore, state_db_path
 from supervisor.usecases.health import StoreHealth
-from supervisor.usecases.schedulers import UseCases
 from tests.fullfs import SmallFilesystem, small_filesystem
-from tests.test_pending_audit import one_job, outage
+from tests.test_pending_audit import managed_use_cases, outage
 from tests.test_usecases import RecordingBackend
 from tests.waiting import wait_for
 
@@ -86,15 +84,8 @@ def test_an_execute_whose_entry_fails_once_is_written_before_the_next_entry(
             write(entry)
 
         store.add_audit = add_audit  # type: ignore[method-assign]
-        registry: Registry = one_job()
-        backend = CountingBackend(registry)
-        use_cases = UseCases(
-            registry,
-            backend=backend,  # type: ignore[arg-type]
-            audit=store,
-            clock=clock,
-            store_health=StoreHealth(monotonic=clock.monotonic),
-        )
+        health = StoreHealth(monotonic=clock.monotonic)
+        use_cases, _ = managed_use_cases(store, clock, health, CountingBackend)
         assert use_cases.execute(olga, "job") == "run1"
         assert use_cases.pending_audit == 1 and use_cases.audit_failures == 0
         assert store.audit() == []

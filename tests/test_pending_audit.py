@@ -74,6 +74,26 @@ class Outage:
         assert self.probe.probe()
 
 
+def managed_use_cases(
+    audit: Store,
+    clock: FakeClock,
+    health: StoreHealth,
+    backend: type[RecordingBackend] = RecordingBackend,
+) -> tuple[UseCases, RecordingBackend]:
+    """Use cases over ``one_job`` as a manager serves them (with the store's health, so
+    an entry the store cannot take is kept), and their backend."""
+    registry = one_job()
+    made = backend(registry)
+    use_cases = UseCases(
+        registry,
+        backend=made,  # type: ignore[arg-type]
+        audit=audit,
+        clock=clock,
+        store_health=health,
+    )
+    return use_cases, made
+
+
 @contextlib.contextmanager
 def outage(
     small_filesystem: SmallFilesystem, backend: type[RecordingBackend] = RecordingBackend
@@ -83,15 +103,7 @@ def outage(
     path = state_db_path(small_filesystem.root / "state")
     with SqliteStore.open(path) as raw:
         store = as_store(WatchedStore(raw, health, clock, path=path))
-        registry = one_job()
-        made = backend(registry)
-        use_cases = UseCases(
-            registry,
-            backend=made,  # type: ignore[arg-type]
-            audit=store,
-            clock=clock,
-            store_health=health,
-        )
+        use_cases, made = managed_use_cases(store, clock, health, backend)
         probe = StoreProbe(store, health, clock)
         yield Outage(raw, store, use_cases, made, probe, clock, health, small_filesystem)
 
